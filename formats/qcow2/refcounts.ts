@@ -1,0 +1,445 @@
+/**
+ * Refcount table and blocks: reading and changing cluster refcounts, and allocating clusters.
+ *
+ * Crash-safety contract (with the image's flush order): increments reach the disk before any
+ * reference to the cluster does; decrements are deferred (queued as pending frees) and applied only
+ * after the metadata that dropped the reference is durable. So a power cut can leave refcounts too
+ * high (leaks) but never too low (corruption), and a freed cluster is never reused while a durable
+ * reference to it might remain.
+ */
+import { StorageError } from '../../src/core/errors.js';
+import type { HostFile } from '../../src/core/host-file.js';
+import { REFT_OFFSET_MASK } from './constants.js';
+import { TableCache, type CachedTable } from './table-cache.js';
+
+export interface RefcountLayout {
+  clusterBits: number;
+  refcountOrder: number;
+  tableOffset: number;
+  tableClusters: number;
+}
+
+/** Ranges in use by fixed metadata, which a zero refcount must never hand out. */
+export type OverlapCheck = (hostOffset: number, lengthBytes: number) => string | undefined;
+
+export interface BrokenRefcountEntry {
+  index: number;
+  reason: string;
+}
+
+export class Refcounts {
+  /** Refcount table entries that could not be trusted at open (see loadTable). */
+  brokenEntries: BrokenRefcountEntry[] = [];
+  readonly clusterSizeBytes: number;
+  readonly refcountBits: number;
+  readonly maxRefcount: number;
+  /** Refcount entries in one refcount block. */
+  readonly entriesPerBlock: number;
+  private readonly entriesPerBlockBits: number;
+  /** Host offsets of refcount blocks (0 = none), indexed by refcount table index. */
+  table: number[];
+  tableOffset: number;
+  tableClusters: number;
+  tableDirty = false;
+  readonly blocks: TableCache;
+  /** Clusters whose reference was dropped but whose refcount is not yet decremented. */
+  private pendingFrees: number[] = [];
+  /** Lowest cluster index that might be free. */
+  private freeHint = 0;
+  /** Called when a refcount table move must be made durable at once (header fields change). */
+  onTableMoved: (() => Promise<void>) | undefined;
+
+  constructor(
+    private readonly file: HostFile,
+    layout: RefcountLayout,
+    table: number[],
+    cacheCapacityBlocks: number,
+    private readonly overlapCheck: OverlapCheck,
+  ) {
+    this.clusterSizeBytes = 2 ** layout.clusterBits;
+    this.refcountBits = 2 ** layout.refcountOrder;
+    this.maxRefcount = this.refcountBits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** this.refcountBits - 1;
+    this.entriesPerBlockBits = layout.clusterBits + 3 - layout.refcountOrder;
+    this.entriesPerBlock = 2 ** this.entriesPerBlockBits;
+    this.table = table;
+    this.tableOffset = layout.tableOffset;
+    this.tableClusters = layout.tableClusters;
+    this.blocks = new TableCache(file, this.clusterSizeBytes, Math.max(4, cacheCapacityBlocks));
+  }
+
+  /**
+   * Reads the refcount table. Entries that cannot be right (unaligned, past the end of the file,
+   * reserved bits) are reported in `broken` and read as "no block": check reports them and a
+   * full repair rebuilds the structure; nothing may allocate while any remain.
+   */
+  static async loadTable(
+    file: HostFile,
+    layout: RefcountLayout,
+    fileSizeBytes: number,
+  ): Promise<{ table: number[]; broken: BrokenRefcountEntry[] }> {
+    const clusterSizeBytes = 2 ** layout.clusterBits;
+    const bytes = new Uint8Array(layout.tableClusters * clusterSizeBytes);
+    await file.pread(bytes, layout.tableOffset);
+    const view = new DataView(bytes.buffer);
+    const table: number[] = new Array(bytes.length / 8);
+    const broken: BrokenRefcountEntry[] = [];
+    for (let i = 0; i < table.length; i++) {
+      const raw = view.getBigUint64(i * 8);
+      const offset = Number(raw & REFT_OFFSET_MASK);
+      table[i] = 0;
+      if ((raw & ~REFT_OFFSET_MASK) !== 0n) {
+        broken.push({ index: i, reason: 'reserved bits are set in its table entry' });
+      } else if (offset % clusterSizeBytes !== 0) {
+        broken.push({ index: i, reason: `offset ${offset} is not cluster-aligned` });
+      } else if (offset !== 0 && offset + clusterSizeBytes > fileSizeBytes) {
+        broken.push({ index: i, reason: `offset ${offset} lies past the end of the file` });
+      } else {
+        table[i] = offset;
+      }
+    }
+    return { table, broken };
+  }
+
+  private readEntry(block: CachedTable, index: number): number {
+    const bits = this.refcountBits;
+    const view = block.view;
+    switch (bits) {
+      case 16:
+        return view.getUint16(index * 2);
+      case 8:
+        return view.getUint8(index);
+      case 32:
+        return view.getUint32(index * 4);
+      case 64: {
+        const value = view.getBigUint64(index * 8);
+        return value > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(value);
+      }
+      default: {
+        // 1, 2 and 4 bits: packed least-significant bits first within each byte.
+        const bitOffset = index * bits;
+        const byte = view.getUint8(bitOffset >>> 3);
+        return (byte >>> (bitOffset & 7)) & ((1 << bits) - 1);
+      }
+    }
+  }
+
+  private writeEntry(block: CachedTable, index: number, value: number): void {
+    const bits = this.refcountBits;
+    const view = block.view;
+    switch (bits) {
+      case 16:
+        view.setUint16(index * 2, value);
+        break;
+      case 8:
+        view.setUint8(index, value);
+        break;
+      case 32:
+        view.setUint32(index * 4, value);
+        break;
+      case 64:
+        view.setBigUint64(index * 8, BigInt(value));
+        break;
+      default: {
+        const bitOffset = index * bits;
+        const mask = ((1 << bits) - 1) << (bitOffset & 7);
+        const byte = view.getUint8(bitOffset >>> 3);
+        view.setUint8(bitOffset >>> 3, (byte & ~mask) | ((value << (bitOffset & 7)) & mask));
+      }
+    }
+    block.dirty = true;
+  }
+
+  /** Refcount of a cluster; clusters without a refcount block have refcount 0. */
+  async get(clusterIndex: number): Promise<number> {
+    const tableIndex = Math.floor(clusterIndex / this.entriesPerBlock);
+    const blockOffset = this.table[tableIndex] ?? 0;
+    if (blockOffset === 0) return 0;
+    const block = await this.blocks.get(blockOffset);
+    return this.readEntry(block, clusterIndex % this.entriesPerBlock);
+  }
+
+  /** Adds delta to a cluster's refcount, creating refcount blocks (and growing the table) as needed. */
+  async add(clusterIndex: number, delta: number): Promise<number> {
+    const block = await this.blockFor(clusterIndex);
+    const index = clusterIndex % this.entriesPerBlock;
+    const current = this.readEntry(block, index);
+    const next = current + delta;
+    if (next < 0) {
+      throw new StorageError('CORRUPT', `refcount of cluster ${clusterIndex} would drop below zero`);
+    }
+    if (next > this.maxRefcount) {
+      throw new StorageError(
+        'LIMIT_EXCEEDED',
+        `refcount of cluster ${clusterIndex} would exceed ${this.maxRefcount} (refcount_bits ${this.refcountBits})`,
+      );
+    }
+    this.writeEntry(block, index, next);
+    if (next === 0 && clusterIndex < this.freeHint) this.freeHint = clusterIndex;
+    return next;
+  }
+
+  async set(clusterIndex: number, value: number): Promise<void> {
+    const block = await this.blockFor(clusterIndex);
+    this.writeEntry(block, clusterIndex % this.entriesPerBlock, value);
+    if (value === 0 && clusterIndex < this.freeHint) this.freeHint = clusterIndex;
+  }
+
+  /** The refcount block covering a cluster, created if missing. */
+  private async blockFor(clusterIndex: number): Promise<CachedTable> {
+    const tableIndex = Math.floor(clusterIndex / this.entriesPerBlock);
+    if (this.brokenEntries.length > 0) {
+      throw new StorageError('CORRUPT', "the refcount table is damaged; repair the image with 'check -r all'");
+    }
+    if (tableIndex >= this.table.length) await this.growTable(tableIndex + 1);
+    const blockOffset = this.table[tableIndex] ?? 0;
+    if (blockOffset !== 0) return this.blocks.get(blockOffset);
+    return this.createBlock(tableIndex);
+  }
+
+  /**
+   * A new refcount block goes in the first cluster of the range it describes: every cluster of a
+   * range without a block has refcount 0, so that cluster is free, and the block counts itself.
+   */
+  private async createBlock(tableIndex: number): Promise<CachedTable> {
+    const firstCluster = tableIndex * this.entriesPerBlock;
+    const hostOffset = firstCluster * this.clusterSizeBytes;
+    const clash = this.overlapCheck(hostOffset, this.clusterSizeBytes);
+    if (clash) {
+      throw new StorageError('CORRUPT', `new refcount block at ${hostOffset} would overlap the ${clash}`);
+    }
+    const block = this.blocks.install(hostOffset, new Uint8Array(this.clusterSizeBytes), true);
+    this.writeEntry(block, 0, 1);
+    this.table[tableIndex] = hostOffset;
+    this.tableDirty = true;
+    if (firstCluster === this.freeHint) this.freeHint++;
+    return block;
+  }
+
+  /**
+   * Grows the refcount table to at least minEntries. The new table and the blocks that describe it
+   * go in a fresh area past everything the current table can describe and past the file's end, so
+   * they never collide with live clusters. Blocks are written and made durable, then the table,
+   * then the header switches to it (onTableMoved); the old table's clusters are freed after.
+   */
+  private async growTable(minEntries: number): Promise<void> {
+    const entriesPerCluster = this.clusterSizeBytes / 8;
+    const fileEndCluster = Math.ceil((await this.file.sizeBytes()) / this.clusterSizeBytes);
+    const areaStart = Math.max(this.table.length * this.entriesPerBlock, fileEndCluster);
+    const blockIndexOf = (cluster: number) => Math.floor(cluster / this.entriesPerBlock);
+    // Fixed point: the area holds B block clusters then T table clusters, and the table must have
+    // room for an entry for every range the area touches.
+    let blockClusters = 1;
+    let tableClusters = Math.ceil(Math.max(minEntries, Math.ceil(this.table.length * 1.5)) / entriesPerCluster);
+    for (let guard = 0; ; guard++) {
+      if (guard > 64) throw new Error('assertion failed: refcount table growth did not converge');
+      const areaEnd = areaStart + blockClusters + tableClusters;
+      const neededEntries = blockIndexOf(areaEnd - 1) + 1;
+      const neededTableClusters = Math.max(tableClusters, Math.ceil(neededEntries / entriesPerCluster));
+      let missingBlocks = 0;
+      for (let i = blockIndexOf(areaStart); i <= blockIndexOf(areaEnd - 1); i++) {
+        if ((this.table[i] ?? 0) === 0) missingBlocks++;
+      }
+      if (neededTableClusters === tableClusters && missingBlocks <= blockClusters) break;
+      tableClusters = neededTableClusters;
+      blockClusters = Math.max(blockClusters, missingBlocks);
+    }
+    if (tableClusters * this.clusterSizeBytes > 8 * 1024 * 1024) {
+      throw new StorageError('LIMIT_EXCEEDED', 'refcount table would exceed 8 MiB');
+    }
+    const areaEnd = areaStart + blockClusters + tableClusters;
+    const newTable = this.table.slice();
+    while (newTable.length < tableClusters * entriesPerCluster) newTable.push(0);
+    const newBlocks = new Map<number, CachedTable>();
+    let nextBlockCluster = areaStart;
+    for (let i = blockIndexOf(areaStart); i <= blockIndexOf(areaEnd - 1); i++) {
+      if ((newTable[i] ?? 0) !== 0) continue;
+      const offset = nextBlockCluster++ * this.clusterSizeBytes;
+      const bytes = new Uint8Array(this.clusterSizeBytes);
+      newBlocks.set(i, { hostOffset: offset, bytes, view: new DataView(bytes.buffer), dirty: true, lastUse: 0 });
+      newTable[i] = offset;
+    }
+    // Count every cluster of the area that is used: the new blocks and the table.
+    const usedClusters: number[] = [];
+    for (let c = areaStart; c < nextBlockCluster; c++) usedClusters.push(c);
+    const tableStartCluster = areaStart + blockClusters;
+    for (let c = tableStartCluster; c < areaEnd; c++) usedClusters.push(c);
+    for (const cluster of usedClusters) {
+      const i = blockIndexOf(cluster);
+      const block = newBlocks.get(i) ?? (await this.blocks.get(newTable[i] ?? 0));
+      this.writeEntry(block, cluster % this.entriesPerBlock, 1);
+    }
+    for (const block of newBlocks.values()) await this.file.pwrite(block.bytes, block.hostOffset);
+    await this.writeDirtyBlocks();
+    const newTableOffset = tableStartCluster * this.clusterSizeBytes;
+    await this.file.pwrite(this.serializeTable(newTable), newTableOffset);
+    await this.file.flush();
+    const oldOffset = this.tableOffset;
+    const oldClusters = this.tableClusters;
+    this.table = newTable;
+    this.tableOffset = newTableOffset;
+    this.tableClusters = tableClusters;
+    this.tableDirty = false;
+    for (const block of newBlocks.values()) {
+      this.blocks.install(block.hostOffset, block.bytes, false);
+    }
+    await this.onTableMoved?.();
+    for (let i = 0; i < oldClusters; i++) this.queueFree(oldOffset / this.clusterSizeBytes + i);
+  }
+
+  serializeTable(table: number[] = this.table): Uint8Array {
+    const bytes = new Uint8Array(Math.ceil((table.length * 8) / this.clusterSizeBytes) * this.clusterSizeBytes);
+    const view = new DataView(bytes.buffer);
+    table.forEach((offset, i) => view.setBigUint64(i * 8, BigInt(offset)));
+    return bytes;
+  }
+
+  /** Writes every dirty refcount block (no fsync). Returns how many were written. */
+  async writeDirtyBlocks(): Promise<number> {
+    const dirty = this.blocks.dirtyTables();
+    for (const block of dirty) {
+      block.dirty = false;
+      await this.file.pwrite(block.bytes, block.hostOffset);
+    }
+    return dirty.length;
+  }
+
+  async writeTableIfDirty(): Promise<boolean> {
+    if (!this.tableDirty) return false;
+    this.tableDirty = false;
+    await this.file.pwrite(this.serializeTable(), this.tableOffset);
+    return true;
+  }
+
+  /**
+   * Allocates `count` contiguous free clusters and sets their refcounts to 1. Returns the host
+   * offset of the first. Clusters of fixed metadata are never handed out (a zero refcount on them
+   * means the image is corrupt).
+   */
+  async allocate(count: number): Promise<number> {
+    let start = this.freeHint;
+    let run = 0;
+    let candidate = start;
+    // Bounded: each step either extends the run or restarts past a used cluster.
+    for (let cluster = start; ; cluster++) {
+      const refcount = await this.getForAllocation(cluster);
+      if (refcount === 0) {
+        if (run === 0) candidate = cluster;
+        run++;
+        if (run === count) break;
+      } else {
+        if (run === 0 && cluster === start) start = cluster + 1;
+        run = 0;
+      }
+    }
+    const hostOffset = candidate * this.clusterSizeBytes;
+    const clash = this.overlapCheck(hostOffset, count * this.clusterSizeBytes);
+    if (clash) {
+      throw new StorageError('CORRUPT', `cluster at ${hostOffset} has refcount 0 but holds the ${clash}`);
+    }
+    for (let i = 0; i < count; i++) await this.add(candidate + i, 1);
+    if (candidate === this.freeHint) this.freeHint = candidate + count;
+    else if (start > this.freeHint) this.freeHint = start;
+    return hostOffset;
+  }
+
+  /** Like get(), but creates the block first when the range has none (its first cluster is then used). */
+  private async getForAllocation(clusterIndex: number): Promise<number> {
+    const tableIndex = Math.floor(clusterIndex / this.entriesPerBlock);
+    if (tableIndex >= this.table.length || (this.table[tableIndex] ?? 0) === 0) {
+      await this.blockFor(clusterIndex);
+    }
+    return this.get(clusterIndex);
+  }
+
+  /** The stored refcount without creating anything (0 where no block exists). */
+  async storedRefcount(clusterIndex: number): Promise<number> {
+    const tableIndex = Math.floor(clusterIndex / this.entriesPerBlock);
+    const blockOffset = this.table[tableIndex] ?? 0;
+    if (blockOffset === 0) return 0;
+    const block = this.blocks.peek(blockOffset) ?? (await this.blocks.get(blockOffset));
+    return this.readEntry(block, clusterIndex % this.entriesPerBlock);
+  }
+
+  /** One past the last cluster any existing refcount block describes. */
+  highestBlockEnd(): number {
+    for (let i = this.table.length - 1; i >= 0; i--) {
+      if ((this.table[i] ?? 0) !== 0) return (i + 1) * this.entriesPerBlock;
+    }
+    return 0;
+  }
+
+  /**
+   * Replaces the whole refcount structure with one built from `references` (a count per cluster),
+   * written past the end of everything in use. Blocks and table are durable before the header
+   * switches (onTableMoved); the old structure's clusters are simply no longer counted.
+   */
+  async rebuild(references: Uint32Array): Promise<void> {
+    for (let c = 0; c < references.length; c++) {
+      if (references[c]! > this.maxRefcount) {
+        throw new StorageError('LIMIT_EXCEEDED', `cluster ${c} has ${references[c]} references, more than refcount_bits allows`);
+      }
+    }
+    const entriesPerCluster = this.clusterSizeBytes / 8;
+    const areaStart = references.length;
+    let blockClusters = 1;
+    let tableClusters = 1;
+    for (let guard = 0; ; guard++) {
+      if (guard > 64) throw new Error('assertion failed: refcount rebuild layout did not converge');
+      const total = areaStart + blockClusters + tableClusters;
+      const neededBlocks = Math.ceil(total / this.entriesPerBlock);
+      const neededTable = Math.ceil(neededBlocks / entriesPerCluster);
+      if (neededBlocks <= blockClusters && neededTable <= tableClusters) break;
+      blockClusters = Math.max(blockClusters, neededBlocks);
+      tableClusters = Math.max(tableClusters, neededTable);
+    }
+    const total = areaStart + blockClusters + tableClusters;
+    const counts = (cluster: number) => (cluster < areaStart ? references[cluster]! : 1);
+    const newTable: number[] = new Array(tableClusters * entriesPerCluster).fill(0);
+    const blocksStart = areaStart;
+    const tableStart = areaStart + blockClusters;
+    for (let b = 0; b < Math.ceil(total / this.entriesPerBlock); b++) {
+      const bytes = new Uint8Array(this.clusterSizeBytes);
+      const block: CachedTable = { hostOffset: 0, bytes, view: new DataView(bytes.buffer), dirty: true, lastUse: 0 };
+      const first = b * this.entriesPerBlock;
+      for (let i = 0; i < this.entriesPerBlock && first + i < total; i++) {
+        const value = counts(first + i);
+        if (value !== 0) this.writeEntry(block, i, value);
+      }
+      const offset = (blocksStart + b) * this.clusterSizeBytes;
+      newTable[b] = offset;
+      await this.file.pwrite(bytes, offset);
+    }
+    const tableOffset = tableStart * this.clusterSizeBytes;
+    await this.file.pwrite(this.serializeTable(newTable), tableOffset);
+    await this.file.flush();
+    this.table = newTable;
+    this.tableOffset = tableOffset;
+    this.tableClusters = tableClusters;
+    this.tableDirty = false;
+    this.blocks.clear();
+    this.brokenEntries = [];
+    this.pendingFrees = [];
+    this.freeHint = 0;
+    await this.onTableMoved?.();
+  }
+
+  /** Defers a decrement until the metadata dropping the reference is durable. */
+  queueFree(clusterIndex: number): void {
+    this.pendingFrees.push(clusterIndex);
+  }
+
+  get pendingFreeCount(): number {
+    return this.pendingFrees.length;
+  }
+
+  /** Applies deferred decrements. Returns the clusters whose refcount reached zero. */
+  async applyPendingFrees(): Promise<number[]> {
+    const frees = this.pendingFrees;
+    this.pendingFrees = [];
+    const freed: number[] = [];
+    for (const cluster of frees) {
+      if ((await this.add(cluster, -1)) === 0) freed.push(cluster);
+    }
+    return freed;
+  }
+}

@@ -1,0 +1,58 @@
+export const KiB = 1024;
+export const MiB = 1024 * KiB;
+export const GiB = 1024 * MiB;
+export const TiB = 1024 * GiB;
+export const PiB = 1024 * TiB;
+export const SECTOR_SIZE_BYTES = 512;
+
+const SUFFIX_MULTIPLIERS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: KiB,
+  m: MiB,
+  g: GiB,
+  t: TiB,
+  p: PiB,
+};
+
+/**
+ * Parses a size the way qemu-img does: a plain number is bytes, and k/M/G/T/P (optionally followed
+ * by "iB" or "B") are binary multiples. Returns undefined when the text is not a size.
+ */
+export function parseSizeBytes(text: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([bkmgtp]?)(?:i?b)?\s*$/i.exec(text);
+  if (!match) return undefined;
+  const value = Number(match[1]);
+  const multiplier = SUFFIX_MULTIPLIERS[(match[2] ?? '').toLowerCase()];
+  if (multiplier === undefined) return undefined;
+  const bytes = value * multiplier;
+  if (!Number.isSafeInteger(bytes)) return undefined;
+  return bytes;
+}
+
+/** Formats bytes the way qemu-img info prints them ("64 KiB", "1 GiB", "1.5 MiB"). */
+export function formatSizeHuman(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  if (unit === 0) return `${bytes} B`;
+  const text = Number.isInteger(value) ? String(value) : value.toFixed(3).replace(/\.?0+$/, '');
+  return `${text} ${units[unit]}`;
+}
+
+export function alignDown(value: number, alignment: number): number {
+  return value - (value % alignment);
+}
+
+export function alignUp(value: number, alignment: number): number {
+  const rem = value % alignment;
+  return rem === 0 ? value : value + (alignment - rem);
+}
+
+export function isPowerOfTwo(value: number): boolean {
+  return Number.isSafeInteger(value) && value > 0 && 2 ** Math.round(Math.log2(value)) === value;
+}
