@@ -74,10 +74,11 @@ async function tallyL1Tree(
   fix: boolean,
 ): Promise<void> {
   const cs = image.clusterSizeBytes;
-  let previousHost = -1;
   for (let i = 0; i < l1Offsets.length; i++) {
     const l2Offset = l1Offsets[i] ?? 0;
     if (l2Offset === 0) continue;
+    // As qemu-img check: contiguity is judged within one L2 table only.
+    let previousHost = -1;
     if (!reference(t, l2Offset, cs, `${label} L2 table (L1 index ${i})`, cs)) {
       if (active && fix) {
         image.l1Offsets[i] = 0;
@@ -110,6 +111,8 @@ async function tallyL1Tree(
         if (active) {
           t.result.allocatedClusters++;
           t.result.compressedClusters++;
+          // As qemu-img check: compressed clusters count as fragmented.
+          t.result.fragmentedClusters++;
         }
         if (!ok && active && fix) dropEntry(image, table, position, t);
         continue;
@@ -175,9 +178,13 @@ export async function checkImage(image: Qcow2Image, repair?: CheckRepairMode): P
   // Fixed metadata.
   reference(t, 0, cs, 'header', cs);
   if (image.header.l1Size > 0) reference(t, image.header.l1TableOffset, image.header.l1Size * 8, 'active L1 table', cs);
-  reference(t, image.refcounts.tableOffset, image.refcounts.tableClusters * cs, 'refcount table', cs);
+  // The refcount structure's own clusters, as counted: a rebuild replaces them (see below).
+  const refcountStructure: number[] = [];
+  if (reference(t, image.refcounts.tableOffset, image.refcounts.tableClusters * cs, 'refcount table', cs)) {
+    for (let i = 0; i < image.refcounts.tableClusters; i++) refcountStructure.push(image.refcounts.tableOffset / cs + i);
+  }
   for (const [index, offset] of image.refcounts.table.entries()) {
-    if (offset !== 0) reference(t, offset, cs, `refcount block ${index}`, cs);
+    if (offset !== 0 && reference(t, offset, cs, `refcount block ${index}`, cs)) refcountStructure.push(offset / cs);
   }
   for (const broken of image.refcounts.brokenEntries) {
     result.corruptions++;
@@ -219,7 +226,8 @@ export async function checkImage(image: Qcow2Image, repair?: CheckRepairMode): P
   for (let i = 0; i < image.l1Offsets.length; i++) {
     const l2Offset = image.l1Offsets[i] ?? 0;
     if (l2Offset === 0 || l2Offset / cs >= clusterCount) continue;
-    const refcount = t.references[l2Offset / cs]!;
+    // As qemu-img check: against the stored refcount (a leak with COPIED clear is no corruption).
+    const refcount = await image.refcounts.storedRefcount(l2Offset / cs);
     if ((refcount === 1) !== (image.l1Copied[i] ?? false)) {
       copiedErrors++;
       result.messages.push(`ERROR OFLAG_COPIED L2 cluster: l1_index=${i} refcount=${refcount}`);
@@ -239,7 +247,7 @@ export async function checkImage(image: Qcow2Image, repair?: CheckRepairMode): P
       }
       const host = entryHostOffset(hi, lo);
       if (host === 0 || host % cs !== 0 || host / cs >= clusterCount) continue;
-      const refs = t.references[host / cs]!;
+      const refs = await image.refcounts.storedRefcount(host / cs);
       if ((refs === 1) !== copied) {
         copiedErrors++;
         result.messages.push(`ERROR OFLAG_COPIED data cluster: guest cluster ${i * image.l2Entries + slot} refcount=${refs}`);
@@ -271,6 +279,9 @@ export async function checkImage(image: Qcow2Image, repair?: CheckRepairMode): P
     const leaksBefore = result.leaks;
     const corruptionsBefore = result.corruptions;
     await image.writebackMetadata();
+    // The rebuilt table and blocks replace the old ones, which then hold nothing: counting them
+    // would leave every repaired image with leaks.
+    for (const cluster of refcountStructure) t.references[cluster]!--;
     await image.refcounts.rebuild(t.references);
     image.header.refcountTableOffset = image.refcounts.tableOffset;
     image.header.refcountTableClusters = image.refcounts.tableClusters;

@@ -222,7 +222,8 @@ export function encodeCompressedEntry(hostOffset: number, lengthBytes: number, c
   if (offset > descriptor.offsetMask || offset >= MAX_HOST_OFFSET_EXCLUSIVE) {
     throw new StorageError(
       'INVALID_ARGUMENT',
-      `compressed cluster host offset 0x${hostOffset.toString(16)} does not fit the ${Math.min(descriptor.offsetBits, 56)}-bit field for cluster_bits ${clusterBits}`,
+      `compressed cluster host offset 0x${hostOffset.toString(16)} does not fit the ` +
+        `${Math.min(descriptor.offsetBits, 56)}-bit field for cluster_bits ${clusterBits}`,
     );
   }
   if (!Number.isSafeInteger(lengthBytes) || lengthBytes < 1) {
@@ -234,7 +235,9 @@ export function encodeCompressedEntry(hostOffset: number, lengthBytes: number, c
   if (BigInt(additionalSectors) > descriptor.sectorCountMask) {
     throw new StorageError(
       'INVALID_ARGUMENT',
-      `${lengthBytes} bytes of compressed data at offset 0x${hostOffset.toString(16)} span ${additionalSectors + 1} sectors, more than the ${descriptor.sectorCountMask + 1n} a cluster_bits ${clusterBits} descriptor can count`,
+      `${lengthBytes} bytes of compressed data at offset 0x${hostOffset.toString(16)} span ` +
+        `${additionalSectors + 1} sectors, more than the ${descriptor.sectorCountMask + 1n} ` +
+        `a cluster_bits ${clusterBits} descriptor can count`,
     );
   }
   return offset | (BigInt(additionalSectors) << descriptor.sectorCountShift);

@@ -313,7 +313,9 @@ export function serializeHeader(header: Qcow2Header): Uint8Array {
   if (header.dataFile !== undefined) {
     extensions.push({ type: ExtensionType.dataFileName, data: encoder.encode(header.dataFile) });
   }
-  if (header.version === 3) {
+  // As QEMU: no feature-name table with clusters of 4 KiB or less (it takes 392 bytes, which with
+  // 512-byte clusters leaves no room for a backing file name).
+  if (header.version === 3 && clusterSizeBytes > 4096) {
     const names = header.featureNames.length > 0 ? header.featureNames : STANDARD_FEATURE_NAMES;
     const table = new Uint8Array(names.length * 48);
     names.forEach((f, i) => {

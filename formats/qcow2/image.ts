@@ -805,7 +805,8 @@ export class Qcow2Image implements Image {
     const clusterStart = Math.floor(tail / this.clusterSizeBytes) * this.clusterSizeBytes;
     if (tail !== 0 && tail % this.clusterSizeBytes !== 0 && tail + lengthBytes <= clusterStart + this.clusterSizeBytes) {
       const refcount = await this.refcounts.get(clusterStart / this.clusterSizeBytes);
-      if (refcount > 0) {
+      // A full refcount (refcount_bits 1, or many small compressed clusters) means a new cluster.
+      if (refcount > 0 && refcount < this.refcounts.maxRefcount) {
         await this.refcounts.add(clusterStart / this.clusterSizeBytes, 1);
         this.compressedTailHostOffset = tail + lengthBytes;
         return tail;
@@ -1037,6 +1038,9 @@ export class Qcow2Image implements Image {
     const freed = await this.refcounts.applyPendingFrees();
     // A freed cluster may come back as data: no stale L2 table may stay cached under its offset.
     for (const cluster of freed) this.l2Cache.drop(cluster * this.clusterSizeBytes);
+    // Nor may compressed data keep packing into a freed cluster: it may come back as metadata.
+    const tailCluster = Math.floor(this.compressedTailHostOffset / this.clusterSizeBytes);
+    if (this.compressedTailHostOffset !== 0 && freed.includes(tailCluster)) this.compressedTailHostOffset = 0;
     // Give the space back to the host: these clusters hold nothing anyone references.
     for (const run of contiguousRuns(freed)) {
       await this.file.punchHole(run.start * this.clusterSizeBytes, run.count * this.clusterSizeBytes);
@@ -1071,13 +1075,15 @@ export class Qcow2Image implements Image {
     if (await this.refcounts.writeTableIfDirty()) await barrier();
     const dirtyL2 = this.l2Cache.dirtyTables();
     if (dirtyL2.length > 0) {
-      // Data written to new clusters must be durable before the L2 entries that point at it.
-      await barrier();
+      // Data written to new clusters must be durable before the L2 entries that point at it, and
+      // new L2 tables before the L1 entries that point at them. Lazy refcounts relax only the
+      // refcount ordering: these two barriers stay (else a crash reads zeroes for durable data).
+      await this.file.flush();
       for (const table of dirtyL2) {
         table.dirty = false;
         await this.file.pwrite(table.bytes, table.hostOffset);
       }
-      await barrier();
+      if (stages === 'ordered' || this.l1Dirty) await this.file.flush();
     }
     if (this.l1Dirty) {
       this.l1Dirty = false;

@@ -10,7 +10,7 @@
  *   16  u32 date_sec                   u64 icount (-1: not recorded), then fields we do not know
  *   20  u32 date_nsec              ..  id string, name string (UTF-8, not NUL-terminated), pad to 8
  *
- * QEMU 7.2 writes 24 bytes of extra data; QEMU before 5.2 wrote 16 (no icount), and the oldest
+ * QEMU 7.2 writes 24 bytes of extra data; older QEMU (before 5.2) wrote 16 (no icount), and the oldest
  * version 2 images have none (v3 images need at least 16, which qemu-img check enforces, not us).
  * The table's size, as QEMU counts and allocates it, runs to the end of the last entry's name,
  * without the final padding.
@@ -31,6 +31,10 @@ const MAX_U32 = 0xffffffff;
 const MAX_U64 = (1n << 64n) - 1n;
 /** icount value meaning "not recorded". */
 const ICOUNT_NONE = MAX_U64;
+
+/** fatal: invalid UTF-8 throws; ignoreBOM: a leading U+FEFF stays in the string, for exact rewriting. */
+const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const encoder = new TextEncoder();
 
 export type KnownExtraDataSize = 0 | 8 | 16 | 24;
 
@@ -155,10 +159,14 @@ export function serializeSnapshotTable(entries: readonly SnapshotEntry[]): Uint8
   });
   let size = 0;
   for (const { entry, id, name } of encoded) {
-    size = alignUp8(size) + SNAPSHOT_ENTRY_HEADER_BYTES + entry.knownExtraDataSize + entry.extraData.length + id.length + name.length;
+    const extraDataSize = entry.knownExtraDataSize + entry.extraData.length;
+    size = alignUp8(size) + SNAPSHOT_ENTRY_HEADER_BYTES + extraDataSize + id.length + name.length;
   }
   if (size > MAX_SNAPSHOT_TABLE_BYTES) {
-    throw new StorageError('LIMIT_EXCEEDED', `snapshot table of ${size} bytes exceeds the limit of ${MAX_SNAPSHOT_TABLE_BYTES}`);
+    throw new StorageError(
+      'LIMIT_EXCEEDED',
+      `snapshot table of ${size} bytes exceeds the limit of ${MAX_SNAPSHOT_TABLE_BYTES}`,
+    );
   }
 
   const out = new Uint8Array(size);
@@ -217,7 +225,9 @@ function parse(bytes: Uint8Array, count: number, limits: SnapshotTableLimits): P
     const extraDataSize = view.getUint32(offset + 36);
 
     if (extraDataSize > MAX_SNAPSHOT_EXTRA_DATA_BYTES) {
-      throw corrupt(`entry ${index} has ${extraDataSize} bytes of extra data, more than ${MAX_SNAPSHOT_EXTRA_DATA_BYTES}`);
+      throw corrupt(
+        `entry ${index} has ${extraDataSize} bytes of extra data, more than ${MAX_SNAPSHOT_EXTRA_DATA_BYTES}`,
+      );
     }
     const end = headerEnd + extraDataSize + idSize + nameSize;
     if (end > MAX_SNAPSHOT_TABLE_BYTES) throw tooBig(index);
@@ -225,7 +235,7 @@ function parse(bytes: Uint8Array, count: number, limits: SnapshotTableLimits): P
 
     const id = decodeString(bytes, headerEnd + extraDataSize, idSize, index, 'ID');
     const name = decodeString(bytes, headerEnd + extraDataSize + idSize, nameSize, index, 'name');
-    const where = `entry ${index} (ID ${JSON.stringify(id)})`;
+    const where = `entry ${index} (ID ${JSON.stringify(id.length > 40 ? `${id.slice(0, 40)}...` : id)})`;
 
     if (l1Size * 8 > MAX_L1_TABLE_BYTES) {
       throw corrupt(`${where} has an L1 table of ${l1Size} entries, more than ${MAX_L1_TABLE_BYTES} bytes`);
@@ -235,7 +245,8 @@ function parse(bytes: Uint8Array, count: number, limits: SnapshotTableLimits): P
     }
     if (l1TableOffsetRaw + BigInt(l1Size * 8) > BigInt(fileSizeBytes)) {
       throw corrupt(
-        `${where} has an L1 table at 0x${l1TableOffsetRaw.toString(16)} (${l1Size} entries) past the end of the file (${fileSizeBytes} bytes)`,
+        `${where} has an L1 table at 0x${l1TableOffsetRaw.toString(16)} (${l1Size} entries) ` +
+          `past the end of the file (${fileSizeBytes} bytes)`,
       );
     }
     const l1TableOffset = Number(l1TableOffsetRaw);
@@ -277,16 +288,7 @@ function parse(bytes: Uint8Array, count: number, limits: SnapshotTableLimits): P
   return { entries };
 }
 
-/** fatal: invalid UTF-8 throws; ignoreBOM: a leading U+FEFF stays in the string, for exact rewriting. */
-const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
-function decodeString(
-  bytes: Uint8Array,
-  start: number,
-  length: number,
-  index: number,
-  what: string,
-): string {
+function decodeString(bytes: Uint8Array, start: number, length: number, index: number, what: string): string {
   const raw = bytes.subarray(start, start + length);
   if (raw.includes(0)) throw corrupt(`entry ${index}: the ${what} contains a NUL byte`);
   try {
@@ -303,8 +305,14 @@ function checkCount(count: number): void {
 }
 
 function checkLimits({ clusterSizeBytes, fileSizeBytes }: SnapshotTableLimits): void {
-  if (!Number.isSafeInteger(clusterSizeBytes) || clusterSizeBytes < 512 || clusterSizeBytes > 2 ** MAX_CLUSTER_BITS || (clusterSizeBytes & (clusterSizeBytes - 1)) !== 0) {
-    throw new StorageError('INVALID_ARGUMENT', `cluster size ${clusterSizeBytes} is not a power of two from 512 to ${2 ** MAX_CLUSTER_BITS}`);
+  const maxClusterSize = 2 ** MAX_CLUSTER_BITS;
+  const powerOfTwo = (clusterSizeBytes & (clusterSizeBytes - 1)) === 0;
+  const inRange = clusterSizeBytes >= 512 && clusterSizeBytes <= maxClusterSize;
+  if (!Number.isSafeInteger(clusterSizeBytes) || !inRange || !powerOfTwo) {
+    throw new StorageError(
+      'INVALID_ARGUMENT',
+      `cluster size ${clusterSizeBytes} is not a power of two from 512 to ${maxClusterSize}`,
+    );
   }
   if (!Number.isSafeInteger(fileSizeBytes) || fileSizeBytes < 0) {
     throw new StorageError('INVALID_ARGUMENT', `file size ${fileSizeBytes} is invalid`);
@@ -332,10 +340,14 @@ function checkEntry(entry: SnapshotEntry, index: number): void {
     throw invalid(index, `knownExtraDataSize ${String(known)} is not 0, 8, 16 or 24`);
   }
   if (known < 24 && entry.extraData.length >= 8) {
-    throw invalid(index, `with knownExtraDataSize ${known}, extra data must be under 8 bytes (it would read back as known fields)`);
+    throw invalid(
+      index,
+      `with knownExtraDataSize ${known}, extra data must be under 8 bytes (it would read back as known fields)`,
+    );
   }
   if (known + entry.extraData.length > MAX_SNAPSHOT_EXTRA_DATA_BYTES) {
-    throw invalid(index, `extra data of ${known + entry.extraData.length} bytes exceeds ${MAX_SNAPSHOT_EXTRA_DATA_BYTES}`);
+    const extraBytes = known + entry.extraData.length;
+    throw invalid(index, `extra data of ${extraBytes} bytes exceeds ${MAX_SNAPSHOT_EXTRA_DATA_BYTES}`);
   }
   if (known < 8 && entry.vmStateSizeBytes > MAX_U32) {
     throw invalid(index, `a VM state of ${entry.vmStateSizeBytes} bytes needs knownExtraDataSize >= 8`);
@@ -350,8 +362,6 @@ function checkEntry(entry: SnapshotEntry, index: number): void {
     throw invalid(index, `icount ${entry.icount} needs knownExtraDataSize 24 and a value below 2^64 - 1`);
   }
 }
-
-const encoder = new TextEncoder();
 
 function entrySizeBytes(entry: SnapshotEntry): number {
   return (

@@ -104,7 +104,8 @@ export async function createInternalSnapshot(image: Qcow2Image, name: string): P
     vmClockNsec: 0n,
     vmStateSizeBytes: 0,
     diskSizeBytes: image.sizeBytes,
-    icount: undefined,
+    // qemu-img snapshot -c records icount 0 when not replaying; match it so listings agree.
+    icount: 0n,
     knownExtraDataSize: 24,
     extraData: new Uint8Array(0),
   };

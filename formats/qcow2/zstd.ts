@@ -27,7 +27,14 @@ interface LibZstd {
   getErrorName(code: SizeT): string;
   minCLevel(): number;
   maxCLevel(): number;
-  compressCCtx(cctx: Pointer, dst: Uint8Array, dstCapacity: number, src: Uint8Array, srcSize: number, level: number): SizeT;
+  compressCCtx(
+    cctx: Pointer,
+    dst: Uint8Array,
+    dstCapacity: number,
+    src: Uint8Array,
+    srcSize: number,
+    level: number,
+  ): SizeT;
   decompressDCtx(dctx: Pointer, dst: Uint8Array, dstCapacity: number, src: Uint8Array, srcSize: number): SizeT;
   findFrameCompressedSize(src: Uint8Array, srcSize: number): SizeT;
   cctx: Pointer;

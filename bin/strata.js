@@ -1,0 +1,19 @@
+#!/usr/bin/env node
+// The strata command: runs the compiled CLI (`npm run build` writes dist/).
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const entry = new URL('../dist/src/cli/main.js', import.meta.url);
+if (!existsSync(fileURLToPath(entry))) {
+  process.stderr.write(`strata: the CLI is not built (${fileURLToPath(entry)} is missing): run \`npm run build\`\n`);
+  process.exitCode = 1;
+} else {
+  const { main } = await import(entry.href);
+  try {
+    const code = await main(process.argv.slice(2));
+    process.exitCode = typeof code === 'number' ? code : 0;
+  } catch (err) {
+    process.stderr.write(`strata: ${err && err.stack ? err.stack : String(err)}\n`);
+    process.exitCode = 1;
+  }
+}

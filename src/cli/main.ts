@@ -1,0 +1,88 @@
+/**
+ * The strata command line. bin/strata.js calls main(process.argv.slice(2)) and exits with the
+ * status it resolves to. Errors are reported as one line on stderr:
+ *   strata: <what was wrong> (<what to do>)
+ * with the StorageError code in brackets when there is one. Usage mistakes and failures exit 1
+ * unless a subcommand defines its own statuses (check, compare, io).
+ */
+import { wantsHelp } from './args.js';
+import type { Subcommand } from './command.js';
+import { CliError, UsageError, formatErrorLine } from './errors.js';
+import { IMG_SUBCOMMANDS, imgHelp } from './img/index.js';
+import { processConsole, type Console } from './output.js';
+
+interface CommandGroup {
+  name: string;
+  summary: string;
+  help: () => string;
+  subcommands: readonly Subcommand[];
+}
+
+const GROUPS: readonly CommandGroup[] = [
+  { name: 'img', summary: 'offline image tools (qemu-img and qemu-io work-alikes)', help: imgHelp, subcommands: IMG_SUBCOMMANDS },
+];
+
+function mainHelp(): string {
+  const width = Math.max(...GROUPS.map((g) => g.name.length));
+  return [
+    'Usage: strata <command> [<subcommand>] [options] ...',
+    '',
+    'Strata: thin qcow2 volumes, copy-on-write snapshots and clones.',
+    '',
+    'Commands:',
+    ...GROUPS.map((g) => `  ${g.name.padEnd(width)}  ${g.summary}`),
+    '',
+    "Run 'strata <command> --help' for a command's subcommands, and",
+    "'strata <command> <subcommand> --help' for its options.",
+    '',
+  ].join('\n');
+}
+
+async function runGroup(group: CommandGroup, argv: string[], con: Console): Promise<number> {
+  const [subName, ...rest] = argv;
+  if (subName === undefined) {
+    throw new UsageError(`${group.name}: missing subcommand`, `see 'strata ${group.name} --help'`);
+  }
+  if (subName === '--help' || subName === '-h' || subName === 'help') {
+    const target = subName === 'help' ? rest[0] : undefined;
+    const sub = target === undefined ? undefined : group.subcommands.find((s) => s.name === target);
+    con.stdout(sub ? sub.help : group.help());
+    return 0;
+  }
+  const sub = group.subcommands.find((s) => s.name === subName);
+  if (sub === undefined) {
+    const names = group.subcommands.map((s) => s.name).join(', ');
+    throw new UsageError(`${group.name}: unknown subcommand '${subName}'`, `available: ${names}; see 'strata ${group.name} --help'`);
+  }
+  if (wantsHelp(rest)) {
+    con.stdout(sub.help);
+    return 0;
+  }
+  return sub.run(rest, con);
+}
+
+export async function main(argv: string[], con: Console = processConsole()): Promise<number> {
+  try {
+    const [command, ...rest] = argv;
+    if (command === undefined) {
+      throw new UsageError('missing command', "see 'strata --help'");
+    }
+    if (command === '--help' || command === '-h' || command === 'help') {
+      con.stdout(mainHelp());
+      return 0;
+    }
+    const group = GROUPS.find((g) => g.name === command);
+    if (group === undefined) {
+      const names = GROUPS.map((g) => g.name).join(', ');
+      throw new UsageError(
+        `unknown command '${command}'`,
+        `usage: strata <command> ...; available commands: ${names}; see 'strata --help'`,
+      );
+    }
+    return await runGroup(group, rest, con);
+  } catch (err) {
+    con.stderr(`${formatErrorLine(err)}\n`);
+    if (process.env['STRATA_DEBUG'] && err instanceof Error && err.stack) con.stderr(`${err.stack}\n`);
+    return err instanceof CliError ? err.exitCode : 1;
+  }
+}

@@ -1,0 +1,454 @@
+/**
+ * LocalHostFile: a HostFile over a local file, through a raw file descriptor.
+ *
+ * This is the hot data path under every image, so each pread/pwrite costs one Promise, one closure
+ * and one libuv request (fs.read/fs.write callback API): no FileHandle, no per-call allocation of
+ * option objects. With `syncIo` the same methods call fs.readSync/fs.writeSync on the calling
+ * thread instead and return an already-settled promise; that is faster when the file lives in
+ * memory (tmpfs, a warm page cache) and blocks the event loop when it does not. Default: async.
+ *
+ * punchHole uses fallocate(PUNCH_HOLE | KEEP_SIZE) and seekData/seekHole use lseek(SEEK_DATA /
+ * SEEK_HOLE), both from libc through koffi; where they are unavailable the file falls back to
+ * writing zeroes and to reporting everything as data.
+ */
+import fs from 'node:fs';
+import koffi from 'koffi';
+import { StorageError, type StorageErrorCode } from '../core/errors.js';
+import type { HostFile } from '../core/host-file.js';
+
+export interface LocalHostFileOptions {
+  /** Open O_RDONLY; every mutating call rejects with READ_ONLY. */
+  readOnly?: boolean;
+  /** Create the file when it does not exist (mode 0644). */
+  create?: boolean;
+  /** With create: fail with ALREADY_EXISTS when the file exists (O_EXCL). Implies create. */
+  exclusive?: boolean;
+  /**
+   * Do pread/pwrite with fs.readSync/fs.writeSync inside the promise-returning methods. Much faster
+   * on tmpfs (no thread-pool hop); on a disk it blocks the event loop for each call's duration.
+   * 'auto': sync when the file is on tmpfs (memory: never waits for a device), async otherwise.
+   * Default false (async).
+   */
+  syncIo?: boolean | 'auto';
+}
+
+const FALLOC_FL_KEEP_SIZE = 0x01;
+const FALLOC_FL_PUNCH_HOLE = 0x02;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+const ZERO_CHUNK_BYTES = 1024 * 1024;
+/** statfs f_type of tmpfs (and of /dev/shm). */
+const TMPFS_MAGIC = 0x01021994;
+
+/** True when path is on tmpfs; false when unknown. */
+function onTmpfs(path: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    fs.statfs(path, (err, st) => resolve(!err && st.type === TMPFS_MAGIC));
+  });
+}
+
+interface Libc {
+  fallocate(fd: number, mode: number, offset: number, length: number): number;
+  lseek(fd: number, offset: number, whence: number): number;
+  errno(): number;
+  readonly ENXIO: number;
+  readonly EINTR: number;
+  /** errno values meaning "this filesystem cannot punch holes": fall back to writing zeroes. */
+  readonly unsupported: ReadonlySet<number>;
+}
+
+/** undefined: not loaded yet; null: libc could not be bound (not glibc Linux). */
+let libcBinding: Libc | null | undefined;
+
+function libc(): Libc | null {
+  if (libcBinding !== undefined) return libcBinding;
+  try {
+    const lib = koffi.load('libc.so.6');
+    const fallocate = lib.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
+    const lseek = lib.func('int64_t lseek(int fd, int64_t offset, int whence)');
+    const errnos = koffi.os.errno;
+    const known = (name: string): number[] => (errnos[name] === undefined ? [] : [errnos[name]]);
+    libcBinding = {
+      fallocate: (fd, mode, offset, length) => Number(fallocate(fd, mode, offset, length)),
+      lseek: (fd, offset, whence) => Number(lseek(fd, offset, whence)),
+      errno: () => koffi.errno(),
+      ENXIO: errnos.ENXIO ?? 6,
+      EINTR: errnos.EINTR ?? 4,
+      unsupported: new Set([...known('EOPNOTSUPP'), ...known('ENOTSUP'), ...known('ENOSYS'), 95]),
+    };
+  } catch {
+    libcBinding = null;
+  }
+  return libcBinding;
+}
+
+const ERRNO_TO_CODE: Record<string, StorageErrorCode> = {
+  ENOENT: 'NOT_FOUND',
+  ENOTDIR: 'NOT_FOUND',
+  EEXIST: 'ALREADY_EXISTS',
+  ENOSPC: 'NO_SPACE',
+  EDQUOT: 'NO_SPACE',
+  EFBIG: 'NO_SPACE',
+  EROFS: 'READ_ONLY',
+  EISDIR: 'INVALID_ARGUMENT',
+};
+
+const ERRNO_TEXT: Record<string, string> = {
+  ENOENT: 'no such file or directory',
+  ENOTDIR: 'a path component is not a directory',
+  EEXIST: 'file already exists',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  ENOSPC: 'no space left on device',
+  EDQUOT: 'disk quota exceeded',
+  EROFS: 'read-only file system',
+  EISDIR: 'is a directory',
+  EIO: 'input/output error',
+};
+
+function errnoCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+/** Wraps a Node fs error: "<what> <path>: <reason> (<ERRNO>)". */
+function wrapFsError(err: unknown, what: string, fallback: StorageErrorCode = 'IO_ERROR'): StorageError {
+  if (err instanceof StorageError) return err;
+  const errno = errnoCode(err);
+  const code = (errno && ERRNO_TO_CODE[errno]) || fallback;
+  const reason = errno
+    ? `${ERRNO_TEXT[errno] ?? (err as Error).message} (${errno})`
+    : err instanceof Error
+      ? err.message
+      : String(err);
+  return new StorageError(code, `${what}: ${reason}`, { cause: err });
+}
+
+function checkRange(name: string, what: string, hostOffset: number, length: number): StorageError | undefined {
+  if (
+    Number.isSafeInteger(hostOffset) &&
+    hostOffset >= 0 &&
+    Number.isSafeInteger(length) &&
+    length >= 0 &&
+    Number.isSafeInteger(hostOffset + length)
+  ) {
+    return undefined;
+  }
+  return new StorageError('INVALID_ARGUMENT', `${what} on ${name}: invalid range: offset ${hostOffset}, length ${length}`);
+}
+
+const RESOLVED: Promise<void> = Promise.resolve();
+let zeroChunk: Uint8Array | undefined;
+
+export class LocalHostFile implements HostFile {
+  readonly name: string;
+  readonly readOnly: boolean;
+  readonly syncIo: boolean;
+  /** -1 once close() has started: new calls reject; calls already in flight finish first. */
+  private fd: number;
+  private inFlight = 0;
+  private drained: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
+  /** A truncate or punchHole since the last flush: use fsync, not fdatasync. */
+  private metadataDirty = false;
+  private punchUnsupported = false;
+
+  private constructor(fd: number, path: string, readOnly: boolean, syncIo: boolean) {
+    this.fd = fd;
+    this.name = path;
+    this.readOnly = readOnly;
+    this.syncIo = syncIo;
+  }
+
+  static async open(path: string, options: LocalHostFileOptions = {}): Promise<LocalHostFile> {
+    const readOnly = options.readOnly === true;
+    const exclusive = options.exclusive === true;
+    const create = options.create === true || exclusive;
+    if (readOnly && create) {
+      throw new StorageError('INVALID_ARGUMENT', `cannot create ${path} read-only: pass create without readOnly`);
+    }
+    const c = fs.constants;
+    let flags = readOnly ? c.O_RDONLY : c.O_RDWR;
+    if (create) flags |= c.O_CREAT;
+    if (exclusive) flags |= c.O_EXCL;
+    const verb = exclusive ? 'cannot create' : 'cannot open';
+    const fd = await new Promise<number>((resolve, reject) => {
+      fs.open(path, flags, 0o644, (err, fd) => (err ? reject(wrapFsError(err, `${verb} ${path}`)) : resolve(fd)));
+    });
+    try {
+      const stat = await new Promise<fs.Stats>((resolve, reject) => {
+        fs.fstat(fd, (err, st) => (err ? reject(wrapFsError(err, `cannot stat ${path}`)) : resolve(st)));
+      });
+      if (!stat.isFile()) {
+        const kind = stat.isDirectory() ? 'a directory' : 'not a regular file';
+        throw new StorageError('INVALID_ARGUMENT', `cannot open ${path}: ${kind}`);
+      }
+    } catch (err) {
+      fs.close(fd, () => {});
+      throw err;
+    }
+    const syncIo = options.syncIo === 'auto' ? await onTmpfs(path) : options.syncIo === true;
+    return new LocalHostFile(fd, path, readOnly, syncIo);
+  }
+
+  pread(buf: Uint8Array, hostOffset: number): Promise<number> {
+    const fd = this.fd;
+    const length = buf.length;
+    if (fd < 0) return Promise.reject(this.closedError('pread'));
+    if (!Number.isSafeInteger(hostOffset) || hostOffset < 0) {
+      return Promise.reject(checkRange(this.name, 'pread', hostOffset, length));
+    }
+    if (length === 0) return Promise.resolve(0);
+    if (this.syncIo) return this.preadSync(fd, buf, hostOffset);
+    this.inFlight++;
+    return new Promise<number>((resolve, reject) => {
+      let done = 0;
+      const onRead = (err: NodeJS.ErrnoException | null, n: number): void => {
+        if (err) {
+          this.opDone();
+          reject(wrapFsError(err, `pread of ${length} bytes at ${hostOffset} from ${this.name}`));
+          return;
+        }
+        done += n;
+        if (n === 0 || done === length) {
+          // n === 0 is end of file: the rest reads as zeroes.
+          if (done < length) buf.fill(0, done);
+          this.opDone();
+          resolve(done);
+          return;
+        }
+        fs.read(fd, buf, done, length - done, hostOffset + done, onRead);
+      };
+      fs.read(fd, buf, 0, length, hostOffset, onRead);
+    });
+  }
+
+  pwrite(buf: Uint8Array, hostOffset: number): Promise<void> {
+    const fd = this.fd;
+    const length = buf.length;
+    if (fd < 0) return Promise.reject(this.closedError('pwrite'));
+    if (this.readOnly) return Promise.reject(this.readOnlyError('pwrite'));
+    if (!Number.isSafeInteger(hostOffset) || hostOffset < 0) {
+      return Promise.reject(checkRange(this.name, 'pwrite', hostOffset, length));
+    }
+    if (length === 0) return RESOLVED;
+    if (this.syncIo) return this.pwriteSync(fd, buf, hostOffset);
+    this.inFlight++;
+    return new Promise<void>((resolve, reject) => {
+      let done = 0;
+      const onWritten = (err: NodeJS.ErrnoException | null, n: number): void => {
+        if (err || n === 0) {
+          this.opDone();
+          const cause = err ?? Object.assign(new Error('write made no progress'), { code: 'EIO' });
+          reject(wrapFsError(cause, `pwrite of ${length} bytes at ${hostOffset} to ${this.name}`));
+          return;
+        }
+        done += n;
+        if (done === length) {
+          this.opDone();
+          resolve();
+          return;
+        }
+        fs.write(fd, buf, done, length - done, hostOffset + done, onWritten);
+      };
+      fs.write(fd, buf, 0, length, hostOffset, onWritten);
+    });
+  }
+
+  private preadSync(fd: number, buf: Uint8Array, hostOffset: number): Promise<number> {
+    const length = buf.length;
+    let done = 0;
+    try {
+      while (done < length) {
+        const n = fs.readSync(fd, buf, done, length - done, hostOffset + done);
+        if (n === 0) {
+          buf.fill(0, done);
+          break;
+        }
+        done += n;
+      }
+    } catch (err) {
+      return Promise.reject(wrapFsError(err, `pread of ${length} bytes at ${hostOffset} from ${this.name}`));
+    }
+    return Promise.resolve(done);
+  }
+
+  private pwriteSync(fd: number, buf: Uint8Array, hostOffset: number): Promise<void> {
+    const length = buf.length;
+    let done = 0;
+    try {
+      while (done < length) {
+        const n = fs.writeSync(fd, buf, done, length - done, hostOffset + done);
+        if (n === 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+        done += n;
+      }
+    } catch (err) {
+      return Promise.reject(wrapFsError(err, `pwrite of ${length} bytes at ${hostOffset} to ${this.name}`));
+    }
+    return RESOLVED;
+  }
+
+  async flush(): Promise<void> {
+    const fd = this.fd;
+    if (fd < 0) throw this.closedError('flush');
+    if (this.readOnly) return;
+    const full = this.metadataDirty;
+    this.metadataDirty = false;
+    this.inFlight++;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const done = (err: NodeJS.ErrnoException | null): void =>
+          err ? reject(wrapFsError(err, `flush of ${this.name}`)) : resolve();
+        if (full) fs.fsync(fd, done);
+        else fs.fdatasync(fd, done);
+      });
+    } catch (err) {
+      if (full) this.metadataDirty = true;
+      throw err;
+    } finally {
+      this.opDone();
+    }
+  }
+
+  async truncate(sizeBytes: number): Promise<void> {
+    const fd = this.fd;
+    if (fd < 0) throw this.closedError('truncate');
+    if (this.readOnly) throw this.readOnlyError('truncate');
+    const bad = checkRange(this.name, 'truncate', sizeBytes, 0);
+    if (bad) throw bad;
+    this.inFlight++;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        fs.ftruncate(fd, sizeBytes, (err) =>
+          err ? reject(wrapFsError(err, `truncate of ${this.name} to ${sizeBytes} bytes`)) : resolve(),
+        );
+      });
+      this.metadataDirty = true;
+    } finally {
+      this.opDone();
+    }
+  }
+
+  async punchHole(hostOffset: number, lengthBytes: number): Promise<void> {
+    const fd = this.fd;
+    if (fd < 0) throw this.closedError('punchHole');
+    if (this.readOnly) throw this.readOnlyError('punchHole');
+    const bad = checkRange(this.name, 'punchHole', hostOffset, lengthBytes);
+    if (bad) throw bad;
+    if (lengthBytes === 0) return;
+    const lib = this.punchUnsupported ? null : libc();
+    if (lib) {
+      for (;;) {
+        if (lib.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, hostOffset, lengthBytes) === 0) {
+          this.metadataDirty = true;
+          return;
+        }
+        const errno = lib.errno();
+        if (errno === lib.EINTR) continue;
+        if (lib.unsupported.has(errno)) {
+          this.punchUnsupported = true;
+          break;
+        }
+        const errName = Object.entries(koffi.os.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
+        throw wrapFsError(
+          Object.assign(new Error(errName), { code: errName }),
+          `punchHole of ${lengthBytes} bytes at ${hostOffset} in ${this.name}`,
+        );
+      }
+    }
+    // No hole punching here: write zeroes over the part that lies inside the file (KEEP_SIZE).
+    const end = Math.min(hostOffset + lengthBytes, await this.sizeBytes());
+    zeroChunk ??= new Uint8Array(ZERO_CHUNK_BYTES);
+    for (let pos = hostOffset; pos < end; pos += ZERO_CHUNK_BYTES) {
+      const n = Math.min(ZERO_CHUNK_BYTES, end - pos);
+      await this.pwrite(n === ZERO_CHUNK_BYTES ? zeroChunk : zeroChunk.subarray(0, n), pos);
+    }
+  }
+
+  async sizeBytes(): Promise<number> {
+    return (await this.stat('sizeBytes')).size;
+  }
+
+  async allocatedBytes(): Promise<number> {
+    return (await this.stat('allocatedBytes')).blocks * 512;
+  }
+
+  /**
+   * The first offset >= hostOffset that holds data (lseek SEEK_DATA), or undefined when there is
+   * no data at or after it. Without SEEK_DATA support every byte of the file counts as data.
+   */
+  async seekData(hostOffset: number): Promise<number | undefined> {
+    return this.seek(hostOffset, SEEK_DATA);
+  }
+
+  /**
+   * The first offset >= hostOffset inside a hole (lseek SEEK_HOLE; the end of the file counts as a
+   * hole), or undefined when hostOffset is at or past the end of the file.
+   */
+  async seekHole(hostOffset: number): Promise<number | undefined> {
+    return this.seek(hostOffset, SEEK_HOLE);
+  }
+
+  /** Resolves once every call in flight has finished and the descriptor is closed. Idempotent. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
+    const fd = this.fd;
+    this.fd = -1;
+    this.closing = (async () => {
+      if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+      await new Promise<void>((resolve, reject) => {
+        fs.close(fd, (err) => (err ? reject(wrapFsError(err, `close of ${this.name}`)) : resolve()));
+      });
+    })();
+    return this.closing;
+  }
+
+  private async seek(hostOffset: number, whence: number): Promise<number | undefined> {
+    const fd = this.fd;
+    if (fd < 0) throw this.closedError(whence === SEEK_DATA ? 'seekData' : 'seekHole');
+    const bad = checkRange(this.name, 'seek', hostOffset, 0);
+    if (bad) throw bad;
+    const lib = libc();
+    if (lib) {
+      for (;;) {
+        const result = lib.lseek(fd, hostOffset, whence);
+        if (result >= 0) return result;
+        const errno = lib.errno();
+        if (errno === lib.ENXIO) return undefined;
+        if (errno !== lib.EINTR) break; // EINVAL etc.: no SEEK_DATA here, use the fallback
+      }
+    }
+    const size = await this.sizeBytes();
+    if (hostOffset >= size) return undefined;
+    return whence === SEEK_DATA ? hostOffset : size;
+  }
+
+  private stat(what: string): Promise<fs.Stats> {
+    const fd = this.fd;
+    if (fd < 0) return Promise.reject(this.closedError(what));
+    this.inFlight++;
+    return new Promise<fs.Stats>((resolve, reject) => {
+      fs.fstat(fd, (err, st) => {
+        this.opDone();
+        if (err) reject(wrapFsError(err, `${what} of ${this.name}`));
+        else resolve(st);
+      });
+    });
+  }
+
+  private opDone(): void {
+    if (--this.inFlight === 0 && this.drained) {
+      const drained = this.drained;
+      this.drained = undefined;
+      drained();
+    }
+  }
+
+  private closedError(what: string): StorageError {
+    return new StorageError('IO_ERROR', `${what} on ${this.name}: the file is closed`);
+  }
+
+  private readOnlyError(what: string): StorageError {
+    return new StorageError('READ_ONLY', `${what} on ${this.name}: the file is open read-only`);
+  }
+}
