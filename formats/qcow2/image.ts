@@ -12,7 +12,7 @@
  * refcount blocks -> refcount table -> L2 tables -> L1 table -> header, with a host flush between
  * stages, so a power cut leaves at most leaked clusters (see refcounts.ts).
  */
-import { StorageError, assert } from '../../src/core/errors.js';
+import { StorageError } from '../../src/core/errors.js';
 import type { BlockDeviceCapabilities, Extent, WriteFlags, WriteZeroesFlags } from '../../src/core/block-device.js';
 import type { HostFile } from '../../src/core/host-file.js';
 import type { Image } from '../../src/core/image.js';
@@ -43,6 +43,7 @@ import {
   entryToBigInt,
   entryZeroFlag,
 } from './l2-entry.js';
+import { forEachReference } from './references.js';
 import { Refcounts } from './refcounts.js';
 import { readSnapshotTable, type SnapshotEntry } from './snapshot-table.js';
 import type { CachedTable } from './table-cache.js';
@@ -106,6 +107,11 @@ export class Qcow2Image implements Image {
   private drainWaiters: { parity: number | 'all'; resolve: () => void }[] = [];
   private gate: Promise<void> | undefined;
   private closed = false;
+  /**
+   * Opened writable while dirty with dirtyPolicy 'ignore': the refcounts are not known to be exact,
+   * so close() must leave the dirty bit set until a repair that leaves nothing to fix.
+   */
+  private refcountsUnverified = false;
 
   private constructor(
     file: HostFile,
@@ -234,6 +240,8 @@ export class Qcow2Image implements Image {
         // stale. Rebuild them before anything allocates, as QEMU does on open.
         const { checkImage } = await import('./check.js');
         await checkImage(opened, 'all');
+      } else if (dirty) {
+        opened.refcountsUnverified = true;
       }
       // Autoclear features we do not maintain (bitmaps) become invalid once we write; clear them.
       if (opened.header.autoclearFeatures !== 0n) {
@@ -1208,6 +1216,26 @@ export class Qcow2Image implements Image {
     }
   }
 
+  /**
+   * Drops every cluster of the active layer (QEMU's make_empty, used by commit): afterwards every
+   * range is unallocated and reads from the backing image.
+   */
+  async makeEmpty(): Promise<void> {
+    this.checkWritable();
+    if (this.snapshots.length > 0) {
+      throw new StorageError('UNSUPPORTED', `${this.file.name} has internal snapshots; it cannot be emptied`);
+    }
+    await this.exclusive(async () => {
+      await this.writebackMetadata();
+      await forEachReference(this, this.l1Offsets, (cluster) => this.refcounts.queueFree(cluster));
+      this.l1Offsets = this.l1Offsets.map(() => 0);
+      this.l1Copied = this.l1Copied.map(() => false);
+      this.l1Dirty = true;
+      await this.flushLocked();
+      await this.writebackMetadata();
+    });
+  }
+
   async setBackingFile(fileName: string | undefined, formatName: string | undefined): Promise<void> {
     this.checkWritable();
     await this.exclusive(async () => {
@@ -1239,7 +1267,9 @@ export class Qcow2Image implements Image {
   async check(repair?: CheckRepairMode): Promise<Qcow2CheckResult> {
     if (repair) this.checkWritable();
     const { checkImage } = await import('./check.js');
-    return this.exclusive(() => checkImage(this, repair));
+    const result = await this.exclusive(() => checkImage(this, repair));
+    if (repair && result.corruptions === 0 && result.leaks === 0) this.refcountsUnverified = false;
+    return result;
   }
 
   /** Drops every cached table (after a repair rewrote them on disk). Lock held. */
@@ -1257,7 +1287,7 @@ export class Qcow2Image implements Image {
           await this.releasePendingFrees();
           await this.writebackMetadata();
         }
-        if (this.lazyRefcounts && hasIncompatible(this.header, IncompatibleBit.dirty)) {
+        if (this.lazyRefcounts && hasIncompatible(this.header, IncompatibleBit.dirty) && !this.refcountsUnverified) {
           // Clean close: refcounts are now exact, so the lazy-refcounts dirty bit can go.
           this.header.incompatibleFeatures = setFeatureBit(this.header.incompatibleFeatures, IncompatibleBit.dirty, false);
           await this.writeHeaderNow();
@@ -1347,4 +1377,3 @@ function contiguousRuns(clusters: number[]): { start: number; count: number }[] 
   return runs;
 }
 
-export { assert };

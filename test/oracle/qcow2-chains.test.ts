@@ -144,7 +144,10 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('oracle: backing chains mad
       expect(info['backing-filename-format']).toBe(c.layers[c.layers.length - 2]!.format);
     }
     // The whole chain from the top, then each shorter chain from its own top.
-    await verifyImage(top, { dir });
+    const { layers } = await verifyImage(top, { dir });
+    expect(layers.length, 'qcow2 layers opened').toBe(c.layers.filter((l) => l.format === 'qcow2').length);
+    const topKinds = layers[0]!.kinds;
+    expect(topKinds.has('data') && topKinds.has('unallocated'), 'top has data and unallocated ranges').toBe(true);
     for (let i = c.layers.length - 2; i >= 0; i--) {
       const layer = c.layers[i]!;
       if (layer.format === 'qcow2') await verifyImage(path.join(dir, layer.name), { dir });

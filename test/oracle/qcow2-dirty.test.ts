@@ -13,7 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { shmTempDir } from '../support/tmp.js';
-import { requireTool, run, runAsync } from '../support/tools.js';
+import { requireTool, run } from '../support/tools.js';
 import {
   KiB,
   MiB,
@@ -104,25 +104,30 @@ async function runAndDie(image: string, c: DirtyCase, patterns: string[], cwd: s
     );
     return;
   }
-  // kill -9: the commands, then a marker on stdout, then a long sleep that never ends.
-  const marker = `echo all-written`;
-  const args = ['-f', 'qcow2', ...[...commands, marker, 'sleep 60000'].flatMap((cmd) => ['-c', cmd]), image];
+  // kill -9: the commands (all quiet), then `length`, whose output says they are done, then a
+  // sleep that never ends. stdbuf makes qemu-io's stdout line-buffered (it is a pipe here); stdbuf
+  // execs qemu-io, so the child's pid is qemu-io's.
+  const args = ['-f', 'qcow2', ...[...commands, 'length', 'sleep 60000'].flatMap((cmd) => ['-c', cmd]), image];
   const { spawn } = await import('node:child_process');
-  const child = spawn('qemu-io', args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn('stdbuf', ['-oL', 'qemu-io', ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
   let out = '';
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`qemu-io never reached the marker: ${out}`)), 30_000);
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('all-written')) {
-        clearTimeout(timer);
-        resolve();
-      }
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`qemu-io never got past its writes: ${out}`)), 30_000);
+      child.stdout.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (/\d/.test(out)) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      child.on('exit', (code) => reject(new Error(`qemu-io exited early (${code}): ${out}`)));
     });
-    child.on('exit', (code) => reject(new Error(`qemu-io exited early (${code}): ${out}`)));
-  });
-  const exited = new Promise((resolve) => child.on('exit', (_code, signal) => resolve(signal)));
-  child.kill('SIGKILL');
+  } finally {
+    child.kill('SIGKILL');
+  }
   expect(await exited).toBe('SIGKILL');
 }
 
@@ -131,7 +136,7 @@ async function open(image: string, options: { readOnly?: boolean; dirtyPolicy?: 
   return Qcow2Image.open(file, options);
 }
 
-describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('oracle: dirty lazy-refcount images', () => {
+describe.skipIf(!requireTool('qemu-img', 'qemu-io', 'stdbuf'))('oracle: dirty lazy-refcount images', () => {
   it.each(cases)('$name', async (c) => {
     const dir = shmTempDir();
     const image = path.join(dir, 'dirty.qcow2');

@@ -541,9 +541,19 @@ export interface VerifyOptions {
   expectClean?: boolean;
 }
 
+export interface LayerSummary {
+  depth: number;
+  /** Kinds of range qemu and Strata agreed this layer has ('data', 'zero', 'unallocated'). */
+  kinds: Set<Qcow2MapExtent['kind']>;
+  /** Strata found compressed clusters in this layer. */
+  compressed: boolean;
+}
+
 export interface Verified {
   /** The guest content (qemu's, equal to Strata's). */
   content: Buffer;
+  /** One per qcow2 layer, top first, so tests can assert the workload made what they meant. */
+  layers: LayerSummary[];
 }
 
 /**
@@ -554,6 +564,7 @@ export async function verifyImage(image: string, options: VerifyOptions): Promis
   const tag = path.basename(image);
   const expected = qemuRaw(image, path.join(options.dir, `${tag}.qemu.raw`));
   const opened = await openChain(image);
+  const layers: LayerSummary[] = [];
   try {
     const actual = await strataRawFile(opened, path.join(options.dir, `${tag}.strata.raw`));
     expectSameBytes(actual, expected, tag);
@@ -567,6 +578,11 @@ export async function verifyImage(image: string, options: VerifyOptions): Promis
       compareInfo(q, qi, what);
       const strataMap = await q.mapLayer(0, q.sizeBytes);
       compareMaps(strataSegments(strataMap), qemuLayerSegments(qemuMap(layer.path)), q.sizeBytes, what);
+      layers.push({
+        depth: layer.depth,
+        kinds: new Set(strataMap.map((e) => e.kind)),
+        compressed: strataMap.some((e) => e.compressed === true),
+      });
       const qc = qemuCheck(layer.path);
       if (options.expectClean ?? true) {
         expect(checkSummary(qc), `${what}: qemu-img check is clean`).toMatchObject({ corruptions: 0, leaks: 0 });
@@ -577,7 +593,7 @@ export async function verifyImage(image: string, options: VerifyOptions): Promis
     await opened.close();
   }
   if (options.irregularSeed !== undefined) await strataReadIrregular(image, options.irregularSeed, expected);
-  return { content: expected };
+  return { content: expected, layers };
 }
 
 /** Size helpers: a virtual size that is not a multiple of the cluster size (qemu rounds to 512). */

@@ -4,14 +4,10 @@
  * emptied afterwards (so it reads through to the base again, see emptyTop); -d keeps FILE's
  * contents. With -b naming a deeper base, FILE is not emptied (as with qemu-img).
  */
-import { chmod, open, realpath, rename, stat, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { realpath } from 'node:fs/promises';
 import { StorageError } from '../../core/errors.js';
 import type { Image } from '../../core/image.js';
 import { MiB } from '../../core/units.js';
-import { LocalHostFile } from '../../store/local-file.js';
-import { Qcow2Image } from '../../../formats/qcow2/index.js';
-import type { Qcow2CreateOptions } from '../../../formats/qcow2/types.js';
 import { expectPositionals, parseArgs } from '../args.js';
 import type { Subcommand } from '../command.js';
 import { CliError, withContext } from '../errors.js';
@@ -65,68 +61,19 @@ async function rangesAbove(
   }
 }
 
-interface MakeEmpty {
-  makeEmpty(): Promise<void>;
-}
-
 /**
  * Empties the top after a commit so that it reads through to its backing again (qemu-img's
  * bdrv_make_empty). A discard cannot do it: on an image with a backing file, discarded clusters
- * read as zeroes (as in QEMU). So: the engine's makeEmpty() when it has one; otherwise, for a
- * qcow2 image without internal snapshots, a fresh empty image with the same options and backing
- * file replaces the file (written beside it, then renamed over it, after the top is closed).
- * Returns the step to run after closing, or undefined when nothing is left to do.
+ * read as zeroes (as in QEMU). Raw tops cannot be emptied and are left as they are.
  */
-async function emptyTop(top: Image, path: string): Promise<(() => Promise<void>) | undefined> {
-  const withMakeEmpty = top as Image & Partial<MakeEmpty>;
-  if (typeof withMakeEmpty.makeEmpty === 'function') {
-    await withMakeEmpty.makeEmpty();
-    await top.flush();
-    return undefined;
-  }
+async function emptyTop(top: Image, path: string): Promise<void> {
   const q = asQcow2(top);
-  if (q === undefined) return undefined;
-  const info = q.info();
-  if (info.dataFile !== undefined) {
-    throw new StorageError('UNSUPPORTED', `'${path}' stores its data in an external data file, so it cannot be emptied; use -d`);
-  }
-  if (info.snapshots.length > 0) {
+  if (q === undefined) return;
+  if (q.info().snapshots.length > 0) {
     throw new StorageError('UNSUPPORTED', `'${path}' has internal snapshots, so it cannot be emptied; use -d to keep its data`);
   }
-  const options: Qcow2CreateOptions = {
-    sizeBytes: q.sizeBytes,
-    clusterSizeBytes: info.clusterSizeBytes,
-    refcountBits: info.refcountBits,
-    compat: info.compat,
-    lazyRefcounts: info.lazyRefcounts,
-    extendedL2: info.extendedL2,
-    compressionType: info.compressionType,
-  };
-  if (info.backingFile !== undefined) options.backingFile = info.backingFile;
-  if (info.backingFormat !== undefined) options.backingFormat = info.backingFormat;
-  return async () => {
-    const dir = dirname(path);
-    const temp = join(dir, `.${basename(path)}.strata-commit-${process.pid}`);
-    const mode = (await stat(path)).mode & 0o7777;
-    const file = await LocalHostFile.open(temp, { exclusive: true });
-    try {
-      await Qcow2Image.create(file, options);
-      await file.flush();
-    } catch (err) {
-      await file.close().catch(() => {});
-      await unlink(temp).catch(() => {});
-      throw err;
-    }
-    await file.close();
-    await chmod(temp, mode);
-    await rename(temp, path);
-    const handle = await open(dir, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-  };
+  await q.makeEmpty();
+  await q.flush();
 }
 
 async function run(argv: string[], con: Console): Promise<number> {
@@ -181,7 +128,6 @@ async function run(argv: string[], con: Console): Promise<number> {
     writableBacking: ({ depth }) => depth === baseDepth,
   });
   const progress = new Progress({ write: con.stderr }, args.has('p') && !args.has('q'));
-  let emptyAfter: (() => Promise<void>) | undefined;
   try {
     const top: Image = opened.image;
     const base = opened.layers[baseDepth]?.image;
@@ -213,7 +159,7 @@ async function run(argv: string[], con: Console): Promise<number> {
         progress.update(end, size);
       }
       await base.flush();
-      if (!args.has('d') && baseDepth === 1) emptyAfter = await emptyTop(top, path);
+      if (!args.has('d') && baseDepth === 1) await emptyTop(top, path);
     } catch (err) {
       progress.abort();
       throw withContext(`could not commit '${path}'`, err);
@@ -221,13 +167,6 @@ async function run(argv: string[], con: Console): Promise<number> {
     progress.finish();
   } finally {
     await opened.close();
-  }
-  if (emptyAfter !== undefined) {
-    try {
-      await emptyAfter();
-    } catch (err) {
-      throw withContext(`committed, but could not empty '${path}' afterwards (its contents are unchanged)`, err);
-    }
   }
   if (!args.has('q')) con.stdout('Image committed.\n');
   return 0;
