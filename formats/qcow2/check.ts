@@ -206,7 +206,12 @@ export async function checkImage(image: Qcow2Image, repair?: CheckRepairMode): P
   // Compare with stored refcounts.
   const mismatches: { cluster: number; stored: number; referenced: number }[] = [];
   const coveredClusters = image.refcounts.table.length * image.refcounts.entriesPerBlock;
-  const lastCluster = Math.min(coveredClusters, Math.max(clusterCount, image.refcounts.highestBlockEnd()));
+  // Past the end of the file, look only as far as the refcount block covering the file's last
+  // cluster (where a crash can leave leaked allocations): a hostile table entry at a high index
+  // would otherwise have us visit billions of clusters.
+  const epb = image.refcounts.entriesPerBlock;
+  const scanEnd = Math.min(image.refcounts.highestBlockEnd(), Math.ceil(clusterCount / epb) * epb);
+  const lastCluster = Math.min(coveredClusters, Math.max(clusterCount, scanEnd));
   for (let cluster = 0; cluster < Math.max(lastCluster, clusterCount); cluster++) {
     const stored = cluster < coveredClusters ? await image.refcounts.storedRefcount(cluster) : 0;
     const referenced = cluster < clusterCount ? t.references[cluster]! : 0;

@@ -111,7 +111,8 @@ export class Qcow2Image implements Image {
    * Opened writable while dirty with dirtyPolicy 'ignore': the refcounts are not known to be exact,
    * so close() must leave the dirty bit set until a repair that leaves nothing to fix.
    */
-  private refcountsUnverified = false;
+  /** Dirty on open and not repaired (dirtyPolicy 'ignore'): the dirty bit must stay set. */
+  refcountsUnverified = false;
 
   private constructor(
     file: HostFile,
@@ -204,7 +205,7 @@ export class Qcow2Image implements Image {
       layout,
       refTable,
       Math.ceil(refcountCacheBytes / clusterSizeBytes),
-      (hostOffset, lengthBytes) => image?.fixedMetadataOverlap(hostOffset, lengthBytes),
+      (hostOffset, lengthBytes) => image?.metadataOverlap(hostOffset, lengthBytes),
     );
     image = new Qcow2Image(
       file,
@@ -218,6 +219,20 @@ export class Qcow2Image implements Image {
       Math.max(4, Math.ceil(l2CacheBytes / clusterSizeBytes)),
     );
     const opened = image;
+    // A refcount table entry pointing at fixed metadata (the header, an L1 table, the refcount
+    // table itself) would have refcount updates written over that structure: as broken.
+    for (const [index, offset] of refTable.entries()) {
+      const clash = offset === 0 ? undefined : opened.fixedMetadataOverlap(offset, clusterSizeBytes);
+      if (!clash) continue;
+      broken.push({ index, reason: `points at the ${clash}` });
+      refTable[index] = 0;
+      if (!readOnly && options.dirtyPolicy !== 'ignore') {
+        throw new StorageError(
+          'CORRUPT',
+          `${file.name}: refcount block ${index} points at the ${clash}; open it read-only, or repair it with 'strata img check -r all'`,
+        );
+      }
+    }
     refcounts.brokenEntries = broken;
     refcounts.onTableMoved = () => opened.commitRefcountTableMove();
 
@@ -470,7 +485,7 @@ export class Qcow2Image implements Image {
     };
     while (position < buf.length) {
       const guest = guestOffset + position;
-      const run = await this.lookup(guest, buf.length - position);
+      const run = await this.lookup(guest, buf.length - position).catch((err) => settleThenThrow(pending, err));
       const length = run.lengthBytes;
       switch (run.kind) {
         case SlotKind.normal:
@@ -563,7 +578,7 @@ export class Qcow2Image implements Image {
       const guest = guestOffset + position;
       const offsetInCluster = guest % this.clusterSizeBytes;
       const length = Math.min(this.clusterSizeBytes - offsetInCluster, data.length - position);
-      const host = await this.inPlaceHostOffset(guest, length);
+      const host = await this.inPlaceHostOffset(guest, length).catch((err) => settleThenThrow(pending, err));
       if (host >= 0) {
         if (runLength > 0 && runHost + runLength === host) {
           runLength += length;
@@ -612,6 +627,8 @@ export class Qcow2Image implements Image {
       return -1;
     }
     if (hostCluster + this.clusterSizeBytes > this.hostHighWaterBytes) return -1;
+    // Never in place over metadata (the slow path marks the image corrupt).
+    if (this.metadataOverlap(hostCluster, this.clusterSizeBytes)) return -1;
     return hostCluster + offsetInCluster;
   }
 
@@ -621,7 +638,11 @@ export class Qcow2Image implements Image {
       throw new StorageError('INVALID_ARGUMENT', `L1 index ${l1Index} is past the L1 table`);
     }
     const oldOffset = this.l1Offsets[l1Index] ?? 0;
-    if (oldOffset !== 0 && this.l1Copied[l1Index]) return this.l2Cache.get(oldOffset);
+    if (oldOffset !== 0 && this.l1Copied[l1Index]) {
+      const clash = this.fixedMetadataOverlap(oldOffset, this.clusterSizeBytes) ?? this.refcountBlockAt(oldOffset);
+      if (clash) this.corruptionDetected(`L1 entry ${l1Index} points at the ${clash} (host offset ${oldOffset}) as its L2 table`);
+      return this.l2Cache.get(oldOffset);
+    }
     const newOffset = await this.allocateClusters(1);
     let bytes: Uint8Array;
     if (oldOffset === 0) {
@@ -682,6 +703,10 @@ export class Qcow2Image implements Image {
     const lo = run.entryLo;
     const oldHost = entryCompressed(hi) ? 0 : entryHostOffset(hi, lo);
     const ownsHost = oldHost !== 0 && entryCopied(hi) && !entryCompressed(hi);
+    if (ownsHost) {
+      const clash = this.metadataOverlap(oldHost, this.clusterSizeBytes);
+      if (clash) this.corruptionDetected(`L2 entry for guest offset ${clusterGuestOffset} points at the ${clash} (host offset ${oldHost})`);
+    }
     const validClusterBytes = Math.min(this.clusterSizeBytes, this.sizeBytes - clusterGuestOffset);
 
     if (!this.extendedL2) {
@@ -909,6 +934,9 @@ export class Qcow2Image implements Image {
   async discard(guestOffset: number, lengthBytes: number): Promise<void> {
     this.checkWritable();
     this.checkRange(guestOffset, lengthBytes);
+    // As QEMU: a v2 image has no zero flag, so under a backing file a discarded cluster could only
+    // become unallocated and show the backing file's stale data there. Ignore the discard.
+    if (this.header.version < 3 && (this.backing !== undefined || this.header.backingFile !== undefined)) return;
     if (this.gate) await this.passGate();
     const parity = this.enterIo();
     try {
@@ -1126,6 +1154,26 @@ export class Qcow2Image implements Image {
     await this.writeHeaderNow();
   }
 
+  /**
+   * QEMU's pre-write overlap check, for host clusters about to be written as guest data (or handed
+   * out by the allocator): the fixed metadata, any refcount block, or a cached L2 table. A corrupt
+   * or hostile image must not get us to write guest data over its metadata.
+   */
+  metadataOverlap(hostOffset: number, lengthBytes: number): string | undefined {
+    const fixed = this.fixedMetadataOverlap(hostOffset, lengthBytes);
+    if (fixed) return fixed;
+    const cs = this.clusterSizeBytes;
+    for (let cluster = Math.floor(hostOffset / cs) * cs; cluster < hostOffset + lengthBytes; cluster += cs) {
+      const clash = this.refcountBlockAt(cluster) ?? (this.l2Cache.peek(cluster) ? 'L2 table' : undefined);
+      if (clash) return clash;
+    }
+    return undefined;
+  }
+
+  private refcountBlockAt(hostOffset: number): string | undefined {
+    return this.refcounts.isBlock(hostOffset) ? 'refcount block' : undefined;
+  }
+
   /** Which fixed metadata structure a host range overlaps, if any (QEMU's overlap check). */
   fixedMetadataOverlap(hostOffset: number, lengthBytes: number): string | undefined {
     const end = hostOffset + lengthBytes;
@@ -1298,6 +1346,16 @@ export class Qcow2Image implements Image {
     await this.backing?.close();
     await this.file.close();
   }
+}
+
+/**
+ * Fails a request part-way through: first lets the I/O it already issued settle, so that a failure
+ * among it (a corrupt compressed cluster, say) is handled here and not left as an unhandled
+ * rejection, which would end the process.
+ */
+async function settleThenThrow(pending: Promise<unknown>[], err: unknown): Promise<never> {
+  await Promise.allSettled(pending);
+  throw err;
 }
 
 function defaultL2CacheBytes(header: Qcow2Header): number {

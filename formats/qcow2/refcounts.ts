@@ -46,6 +46,8 @@ export class Refcounts {
   private pendingFrees: number[] = [];
   /** Lowest cluster index that might be free. */
   private freeHint = 0;
+  /** Host offsets of the refcount blocks, for the overlap check (built on demand). */
+  private blockOffsets: Set<number> | undefined;
   /** Called when a refcount table move must be made durable at once (header fields change). */
   onTableMoved: (() => Promise<void>) | undefined;
 
@@ -210,6 +212,7 @@ export class Refcounts {
     const block = this.blocks.install(hostOffset, new Uint8Array(this.clusterSizeBytes), true);
     this.writeEntry(block, 0, 1);
     this.table[tableIndex] = hostOffset;
+    this.blockOffsets?.add(hostOffset);
     this.tableDirty = true;
     if (firstCluster === this.freeHint) this.freeHint++;
     return block;
@@ -276,6 +279,7 @@ export class Refcounts {
     const oldOffset = this.tableOffset;
     const oldClusters = this.tableClusters;
     this.table = newTable;
+    this.blockOffsets = undefined;
     this.tableOffset = newTableOffset;
     this.tableClusters = tableClusters;
     this.tableDirty = false;
@@ -284,6 +288,12 @@ export class Refcounts {
     }
     await this.onTableMoved?.();
     for (let i = 0; i < oldClusters; i++) this.queueFree(oldOffset / this.clusterSizeBytes + i);
+  }
+
+  /** True when a host offset holds one of the refcount blocks. */
+  isBlock(hostOffset: number): boolean {
+    this.blockOffsets ??= new Set(this.table.filter((offset) => offset !== 0));
+    return this.blockOffsets.has(hostOffset);
   }
 
   serializeTable(table: number[] = this.table): Uint8Array {
@@ -413,6 +423,7 @@ export class Refcounts {
     await this.file.pwrite(this.serializeTable(newTable), tableOffset);
     await this.file.flush();
     this.table = newTable;
+    this.blockOffsets = undefined;
     this.tableOffset = tableOffset;
     this.tableClusters = tableClusters;
     this.tableDirty = false;

@@ -24,8 +24,9 @@ function findSnapshot(image: Qcow2Image, idOrName: string): SnapshotEntry {
 
 async function setDirty(image: Qcow2Image, dirty: boolean): Promise<void> {
   if (image.header.version < 3) return;
-  // With lazy refcounts the bit may already be set by writes; leave it for close to clear.
-  if (!dirty && image.lazyRefcounts) return;
+  // With lazy refcounts the bit may already be set by writes; leave it for close to clear. An
+  // image opened dirty without repair keeps the bit: its refcounts were never verified.
+  if (!dirty && (image.lazyRefcounts || image.refcountsUnverified)) return;
   if (hasIncompatible(image.header, IncompatibleBit.dirty) === dirty) return;
   image.header.incompatibleFeatures = setFeatureBit(image.header.incompatibleFeatures, IncompatibleBit.dirty, dirty);
   await image.writeHeaderNow();

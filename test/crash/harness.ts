@@ -118,19 +118,15 @@ function layerFor(scenario: Scenario, op: WorkloadOp, opIndex: number): Layer | 
     case 'writeZeroes':
       return { opIndex, guestOffset: op.guestOffset, lengthBytes: op.lengthBytes, content: 'zero' };
     case 'discard': {
-      // Whole clusters only (the partial last cluster of the image counts as whole). They read as
-      // zeroes, except on a v2 image with a backing file, where they become unallocated.
+      // Whole clusters only (the partial last cluster of the image counts as whole); they read as
+      // zeroes. A v2 image with a backing file ignores discards (no zero flag: the clusters could
+      // only fall back to the backing file's stale data), as QEMU does.
       const end = op.guestOffset + op.lengthBytes;
       const start = Math.ceil(op.guestOffset / cs) * cs;
       const alignedEnd = end === size ? end : Math.floor(end / cs) * cs;
       if (start >= alignedEnd) return undefined;
-      const v2 = v.create.compat === '0.10';
-      return {
-        opIndex,
-        guestOffset: start,
-        lengthBytes: alignedEnd - start,
-        content: v2 && scenario.backing ? 'base' : 'zero',
-      };
+      if (v.create.compat === '0.10' && scenario.backing) return undefined;
+      return { opIndex, guestOffset: start, lengthBytes: alignedEnd - start, content: 'zero' };
     }
     default:
       return undefined;

@@ -70,10 +70,13 @@ async function runCase(bytes: Uint8Array, plan: CasePlan, outcome: CaseOutcome):
       outcome.step = 'flush';
       await image.flush();
     }
-  } finally {
-    outcome.step = 'close';
-    await image.close();
+  } catch (err) {
+    // Close (best effort) without losing which step failed.
+    await image.close().catch(() => undefined);
+    throw err;
   }
+  outcome.step = 'close';
+  await image.close();
   outcome.step = 'done';
   if (plan.returnImage) outcome.image = file.snapshotBytes();
 }

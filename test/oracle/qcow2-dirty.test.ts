@@ -137,6 +137,24 @@ async function open(image: string, options: { readOnly?: boolean; dirtyPolicy?: 
 }
 
 describe.skipIf(!requireTool('qemu-img', 'qemu-io', 'stdbuf'))('oracle: dirty lazy-refcount images', () => {
+  it('a writable open with dirtyPolicy ignore, then close, keeps the dirty bit (minimal)', async () => {
+    // Regression: close() used to clear the lazy-refcounts dirty bit whenever the image was
+    // writable, so an image whose stale refcounts were never repaired was marked clean, and the
+    // next opener (QEMU or Strata) would allocate over clusters that still hold live data.
+    const dir = shmTempDir();
+    const image = path.join(dir, 'minimal.qcow2');
+    qemuImgOk(['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', image, '1M']);
+    const died = run('sh', ['-c', 'ulimit -c 0; exec qemu-io "$@"', 'qemu-io', '-c', 'write -q 0 64k', '-c', 'abort', image], {
+      cwd: dir,
+    });
+    expect(died.signal ?? died.code).toSatisfy((s: unknown) => s === 'SIGABRT' || s === 134);
+    expect(qemuInfo(image)['dirty-flag']).toBe(true);
+    const q = await open(image, { dirtyPolicy: 'ignore' });
+    await q.close();
+    expect(qemuInfo(image)['dirty-flag']).toBe(true);
+    expect(checkSummary(qemuCheck(image)).corruptions).toBeGreaterThan(0);
+  });
+
   it.each(cases)('$name', async (c) => {
     const dir = shmTempDir();
     const image = path.join(dir, 'dirty.qcow2');

@@ -261,7 +261,8 @@ export function writeMixedRawFile(file: string, seed: number, sizeBytes: number)
         piece.fill(r.intBetween(1, 255));
         break;
       case 2: {
-        const unit = r.fill(Buffer.alloc(r.intBetween(3, 300)));
+        const unit = Buffer.alloc(r.intBetween(3, 300));
+        r.fill(unit);
         for (let i = 0; i < len; i += unit.length) unit.copy(piece, i);
         break;
       }
