@@ -198,7 +198,16 @@ export async function checkImage(image: Qcow2Image, repair?: CheckRepairMode): P
   for (const snapshot of image.snapshots) {
     if (snapshot.l1Size === 0) continue;
     if (!reference(t, snapshot.l1TableOffset, snapshot.l1Size * 8, `L1 table of snapshot '${snapshot.name}'`, cs)) continue;
-    const { offsets } = await readL1Table(image.file, snapshot.l1TableOffset, snapshot.l1Size, cs, fileSizeBytes);
+    let offsets: number[];
+    try {
+      ({ offsets } = await readL1Table(image.file, snapshot.l1TableOffset, snapshot.l1Size, cs, fileSizeBytes));
+    } catch (err) {
+      // As qemu-img check: a broken snapshot L1 table is a finding to report, not the end of the check.
+      if (!(err instanceof StorageError) || err.code !== 'CORRUPT') throw err;
+      result.corruptions++;
+      result.messages.push(`ERROR L1 table of snapshot '${snapshot.name}': ${err.message}`);
+      continue;
+    }
     await tallyL1Tree(image, t, offsets, `snapshot '${snapshot.name}'`, false, false);
   }
   await tallyL1Tree(image, t, image.l1Offsets.slice(), 'active', true, fix);

@@ -107,6 +107,8 @@ export class Qcow2Image implements Image {
   private drainWaiters: { parity: number | 'all'; resolve: () => void }[] = [];
   private gate: Promise<void> | undefined;
   private closed = false;
+  /** The write of the corrupt bit, once corruption was detected (see corruptionDetected). */
+  private corruptMarking: Promise<void> | undefined;
   /**
    * Opened writable while dirty with dirtyPolicy 'ignore': the refcounts are not known to be exact,
    * so close() must leave the dirty bit set until a repair that leaves nothing to fix.
@@ -447,8 +449,9 @@ export class Qcow2Image implements Image {
     if (!this.readOnly && !this.corrupt) {
       this.header.incompatibleFeatures = setFeatureBit(this.header.incompatibleFeatures, IncompatibleBit.corrupt, true);
       this.readOnly = true;
-      // Best effort: the request fails either way; the bit tells the next opener.
-      void this.file
+      // Best effort: the request fails either way; the bit tells the next opener. close() waits
+      // for it (else the file could be closed before the flush that makes the bit durable).
+      this.corruptMarking = this.file
         .pwrite(serializeHeader(this.header), 0)
         .then(() => this.file.flush())
         .catch(() => undefined);
@@ -574,6 +577,17 @@ export class Qcow2Image implements Image {
       if (runLength > 0) pending.push(this.file.pwrite(data.subarray(runStart, runStart + runLength), runHost));
       runLength = 0;
     };
+    // Consecutive clusters that need the slow path go under the lock together, so whole clusters
+    // among them can share one contiguous allocation and one host write.
+    let slowStart = 0;
+    let slowLength = 0;
+    const flushSlow = () => {
+      if (slowLength === 0) return;
+      const start = slowStart;
+      const chunk = data.subarray(start, start + slowLength);
+      pending.push(this.metaLock.run(() => this.writeRunSlow(guestOffset + start, chunk)));
+      slowLength = 0;
+    };
     while (position < data.length) {
       const guest = guestOffset + position;
       const offsetInCluster = guest % this.clusterSizeBytes;
@@ -590,12 +604,18 @@ export class Qcow2Image implements Image {
         }
       } else {
         flushRun();
-        const chunk = data.subarray(position, position + length);
-        pending.push(this.metaLock.run(() => this.writeClusterSlow(guest, chunk)));
+        if (slowLength > 0 && slowStart + slowLength === position) {
+          slowLength += length;
+        } else {
+          flushSlow();
+          slowStart = position;
+          slowLength = length;
+        }
       }
       position += length;
     }
     flushRun();
+    flushSlow();
     await Promise.all(pending);
     if (this.l2Cache.overCapacity() || this.refcounts.blocks.overCapacity()) {
       await this.metaLock.run(() => this.relieveCachePressure());
@@ -688,6 +708,69 @@ export class Qcow2Image implements Image {
       table.view.setUint32(position + 12, (bitmap?.alloc ?? 0) >>> 0);
     }
     table.dirty = true;
+  }
+
+  /** Writes a run of clusters that need metadata changes. Lock held. */
+  private async writeRunSlow(guestOffset: number, data: Uint8Array): Promise<void> {
+    const cs = this.clusterSizeBytes;
+    for (let position = 0; position < data.length; ) {
+      const guest = guestOffset + position;
+      const offsetInCluster = guest % cs;
+      if (offsetInCluster === 0) {
+        const wholeClusters = await this.countClustersNeedingNewHost(guest, data.length - position);
+        if (wholeClusters >= 2) {
+          await this.writeNewClusters(guest, data.subarray(position, position + wholeClusters * cs));
+          position += wholeClusters * cs;
+          continue;
+        }
+      }
+      const length = Math.min(cs - offsetInCluster, data.length - position);
+      await this.writeClusterSlow(guest, data.subarray(position, position + length));
+      position += length;
+    }
+  }
+
+  /**
+   * How many whole clusters from guestOffset (within maxBytes and one L2 table, never the partial
+   * last cluster of the image) are not ours to overwrite, so a fully covering write needs a new
+   * host cluster for each. Lock held.
+   */
+  private async countClustersNeedingNewHost(guestOffset: number, maxBytes: number): Promise<number> {
+    const cs = this.clusterSizeBytes;
+    const firstCluster = guestOffset / cs;
+    const l1Index = Math.floor(firstCluster / this.l2Entries);
+    const limit = Math.min(
+      Math.floor(maxBytes / cs),
+      Math.floor((this.sizeBytes - guestOffset) / cs),
+      (l1Index + 1) * this.l2Entries - firstCluster,
+    );
+    if (limit < 2) return 0;
+    const table = await this.writableL2Table(l1Index);
+    let count = 0;
+    for (; count < limit; count++) {
+      const position = ((firstCluster + count) % this.l2Entries) * this.l2EntryBytes;
+      const hi = table.view.getUint32(position);
+      const lo = table.view.getUint32(position + 4);
+      const owned = !entryCompressed(hi) && entryCopied(hi) && entryHostOffset(hi, lo) !== 0;
+      if (owned) break;
+    }
+    return count;
+  }
+
+  /** Writes whole clusters into one new contiguous host allocation. Lock held. */
+  private async writeNewClusters(guestOffset: number, data: Uint8Array): Promise<void> {
+    const cs = this.clusterSizeBytes;
+    const count = data.length / cs;
+    const firstCluster = guestOffset / cs;
+    const table = await this.writableL2Table(Math.floor(firstCluster / this.l2Entries));
+    const host = await this.allocateClusters(count);
+    await this.file.pwrite(data, host);
+    for (let i = 0; i < count; i++) {
+      const position = ((firstCluster + i) % this.l2Entries) * this.l2EntryBytes;
+      this.freeEntryClusters(table.view.getUint32(position), table.view.getUint32(position + 4));
+      const entry = encodeEntry(host + i * cs, { copied: true });
+      this.setEntry(table, position, entry.hi, entry.lo, { zero: 0, alloc: 0xffffffff });
+    }
   }
 
   /** Writes within one cluster when the cluster is not simply ours to overwrite. Lock held. */
@@ -1343,6 +1426,7 @@ export class Qcow2Image implements Image {
       });
     }
     this.closed = true;
+    await this.corruptMarking;
     await this.backing?.close();
     await this.file.close();
   }

@@ -5,7 +5,8 @@
  * and one libuv request (fs.read/fs.write callback API): no FileHandle, no per-call allocation of
  * option objects. With `syncIo` the same methods call fs.readSync/fs.writeSync on the calling
  * thread instead and return an already-settled promise; that is faster when the file lives in
- * memory (tmpfs, a warm page cache) and blocks the event loop when it does not. Default: async.
+ * memory (tmpfs, a warm page cache) and blocks the event loop when it does not. Default: 'auto'
+ * (sync on tmpfs, where no call ever waits for a device; async elsewhere).
  *
  * punchHole uses fallocate(PUNCH_HOLE | KEEP_SIZE) and seekData/seekHole use lseek(SEEK_DATA /
  * SEEK_HOLE), both from libc through koffi; where they are unavailable the file falls back to
@@ -27,7 +28,7 @@ export interface LocalHostFileOptions {
    * Do pread/pwrite with fs.readSync/fs.writeSync inside the promise-returning methods. Much faster
    * on tmpfs (no thread-pool hop); on a disk it blocks the event loop for each call's duration.
    * 'auto': sync when the file is on tmpfs (memory: never waits for a device), async otherwise.
-   * Default false (async).
+   * Default 'auto'.
    */
   syncIo?: boolean | 'auto';
 }
@@ -187,7 +188,8 @@ export class LocalHostFile implements HostFile {
       fs.close(fd, () => {});
       throw err;
     }
-    const syncIo = options.syncIo === 'auto' ? await onTmpfs(path) : options.syncIo === true;
+    const mode = options.syncIo ?? 'auto';
+    const syncIo = mode === 'auto' ? await onTmpfs(path) : mode;
     return new LocalHostFile(fd, path, readOnly, syncIo);
   }
 

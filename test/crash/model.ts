@@ -14,8 +14,8 @@ export interface Layer {
   opIndex: number;
   guestOffset: number;
   lengthBytes: number;
-  /** The bytes written; 'zero' for zeroes; 'base' for whatever the backing file holds there. */
-  content: Uint8Array | 'zero' | 'base';
+  /** The bytes written, or 'zero' for zeroes. */
+  content: Uint8Array | 'zero';
 }
 
 /** A frozen view of the model at one instant: what a crash at that instant may leave. */
@@ -26,8 +26,6 @@ export interface Expectation {
   layers: readonly Layer[];
   /** Guest contents with every layer applied (what the guest read at that instant). */
   latest: Uint8Array;
-  /** The backing file's contents padded with zeroes to the guest size (zeroes without one). */
-  base: Uint8Array;
 }
 
 export class GuestModel {
@@ -36,9 +34,10 @@ export class GuestModel {
   private durable: Uint8Array;
   private layers: Layer[] = [];
 
-  constructor(readonly base: Uint8Array) {
-    this.live = base.slice();
-    this.durable = base.slice();
+  /** `initial`: what the guest reads before the workload (backing file, prefilled data), durable. */
+  constructor(initial: Uint8Array) {
+    this.live = initial.slice();
+    this.durable = initial.slice();
   }
 
   /** Records an operation's effect (call before issuing it). */
@@ -46,7 +45,6 @@ export class GuestModel {
     this.layers.push(layer);
     const { guestOffset, lengthBytes, content } = layer;
     if (content === 'zero') this.live.fill(0, guestOffset, guestOffset + lengthBytes);
-    else if (content === 'base') this.live.set(this.base.subarray(guestOffset, guestOffset + lengthBytes), guestOffset);
     else this.live.set(content, guestOffset);
   }
 
@@ -61,15 +59,12 @@ export class GuestModel {
       durable: this.durable,
       layers: this.layers.slice(),
       latest: this.layers.length === 0 ? this.durable : this.live.slice(),
-      base: this.base,
     };
   }
 }
 
-function layerByte(layer: Layer, base: Uint8Array, guestOffset: number): number {
-  if (layer.content === 'zero') return 0;
-  if (layer.content === 'base') return base[guestOffset]!;
-  return layer.content[guestOffset - layer.guestOffset]!;
+function layerByte(layer: Layer, guestOffset: number): number {
+  return layer.content === 'zero' ? 0 : layer.content[guestOffset - layer.guestOffset]!;
 }
 
 /**
@@ -122,7 +117,7 @@ function judgeBytes(
     let ok = false;
     for (let k = overlapping.length - 1; k >= 0; k--) {
       const l = overlapping[k]!;
-      if (g >= l.guestOffset && g < l.guestOffset + l.lengthBytes && layerByte(l, exp.base, g) === got) {
+      if (g >= l.guestOffset && g < l.guestOffset + l.lengthBytes && layerByte(l, g) === got) {
         ok = true;
         break;
       }
@@ -134,7 +129,7 @@ function judgeBytes(
     if (out.length < limit) {
       const writers = overlapping
         .filter((l) => g >= l.guestOffset && g < l.guestOffset + l.lengthBytes)
-        .map((l) => `op ${l.opIndex}=${layerByte(l, exp.base, g)}`);
+        .map((l) => `op ${l.opIndex}=${layerByte(l, g)}`);
       out.push(
         `guest byte ${g}: read ${got}, durable value ${exp.durable[g]}` +
           (writers.length ? `, later writes: ${writers.join(', ')}` : ', no write since the last flush'),

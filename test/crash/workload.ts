@@ -8,11 +8,15 @@ import type { Qcow2CreateOptions } from '../../formats/qcow2/index.js';
 
 export interface Variant {
   name: string;
+  /** Which of the two crash test files runs it (they run in parallel; groups take similar time). */
+  group: 'a' | 'b';
   create: Omit<Qcow2CreateOptions, 'backingFile' | 'backingFormat'>;
   /** Backing file (a qcow2 image in memory, filled with random data) of this many bytes. */
   backingSizeBytes?: number;
   /** Internal snapshot create/delete in the workload (needs refcount_bits >= 2... 16 here). */
   snapshots: boolean;
+  /** Guest bytes written (and flushed) from offset 0 before the workload starts. */
+  prefillBytes?: number;
   /** Largest multi-cluster write, in clusters. */
   maxWriteClusters: number;
   /** Operations per workload. */
@@ -23,27 +27,39 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 
 export const VARIANTS: Variant[] = [
-  { name: 'default (64 KiB clusters)', create: { sizeBytes: 4 * MiB }, snapshots: true, maxWriteClusters: 4, ops: [30, 50] },
+  {
+    name: 'default (64 KiB clusters)',
+    group: 'a',
+    create: { sizeBytes: 4 * MiB },
+    snapshots: true,
+    maxWriteClusters: 4,
+    ops: [30, 50],
+  },
   {
     name: '512 B clusters, refcount_bits=1',
-    // 3 MiB of guest data in 512 B clusters: the host file passes the 2 MiB one refcount block
-    // covers, so new refcount blocks are created mid-workload; the L1 table spans 2 clusters.
+    group: 'a',
+    // 512 B clusters: one refcount block covers 2 MiB of host file. The prefill brings the file
+    // close to that, so the workload creates a new refcount block; the L1 table spans 2 clusters.
     create: { sizeBytes: 3 * MiB, clusterSizeBytes: 512, refcountBits: 1 },
+    prefillBytes: 1900 * KiB,
     snapshots: false,
     maxWriteClusters: 512,
     ops: [30, 45],
   },
   {
     name: '512 B clusters, refcount_bits=64 (refcount table growth)',
+    group: 'b',
     // One refcount block covers 64 clusters (32 KiB) and the one-cluster table 2 MiB of host file:
-    // writing a few MiB moves the refcount table.
+    // the prefill brings the file close to that, so the workload moves the refcount table.
     create: { sizeBytes: 4 * MiB, clusterSizeBytes: 512, refcountBits: 64 },
+    prefillBytes: 1850 * KiB,
     snapshots: true,
     maxWriteClusters: 512,
     ops: [30, 45],
   },
   {
     name: '4 KiB clusters, unaligned size',
+    group: 'b',
     create: { sizeBytes: 3 * MiB + 1536, clusterSizeBytes: 4 * KiB },
     snapshots: true,
     maxWriteClusters: 16,
@@ -51,6 +67,7 @@ export const VARIANTS: Variant[] = [
   },
   {
     name: 'extended_l2 (32 KiB clusters)',
+    group: 'a',
     create: { sizeBytes: 4 * MiB, clusterSizeBytes: 32 * KiB, extendedL2: true },
     snapshots: true,
     maxWriteClusters: 4,
@@ -58,6 +75,7 @@ export const VARIANTS: Variant[] = [
   },
   {
     name: 'extended_l2 with backing file',
+    group: 'b',
     create: { sizeBytes: 2 * MiB, clusterSizeBytes: 16 * KiB, extendedL2: true },
     backingSizeBytes: 1536 * KiB,
     snapshots: false,
@@ -66,6 +84,7 @@ export const VARIANTS: Variant[] = [
   },
   {
     name: 'lazy_refcounts',
+    group: 'a',
     create: { sizeBytes: 2 * MiB, clusterSizeBytes: 4 * KiB, lazyRefcounts: true },
     snapshots: true,
     maxWriteClusters: 16,
@@ -73,6 +92,7 @@ export const VARIANTS: Variant[] = [
   },
   {
     name: 'compat 0.10',
+    group: 'a',
     create: { sizeBytes: 2 * MiB, clusterSizeBytes: 4 * KiB, compat: '0.10' },
     snapshots: true,
     maxWriteClusters: 16,
@@ -80,6 +100,7 @@ export const VARIANTS: Variant[] = [
   },
   {
     name: 'backing file (64 KiB clusters)',
+    group: 'b',
     create: { sizeBytes: 4 * MiB },
     backingSizeBytes: 3 * MiB,
     snapshots: true,
@@ -88,6 +109,7 @@ export const VARIANTS: Variant[] = [
   },
   {
     name: 'compat 0.10 with backing file',
+    group: 'b',
     create: { sizeBytes: 2 * MiB, clusterSizeBytes: 4 * KiB, compat: '0.10' },
     backingSizeBytes: 2 * MiB - 8 * KiB,
     snapshots: false,

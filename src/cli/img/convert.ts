@@ -14,6 +14,7 @@ import { chainExtents, isZero } from './chain-map.js';
 import { createImageFile } from './create.js';
 import { parseCreateOptions, parseSizeArg } from './create-options.js';
 import { checkFormatName, openImage, requireQcow2, type OpenedImage } from './open-image.js';
+import { allocAligned } from '../../core/aligned-buffer.js';
 
 const COMMAND = 'img convert';
 
@@ -99,6 +100,7 @@ async function writeSparse(ctx: CopyContext, offset: number, buf: Uint8Array): P
 }
 
 async function copyPlain(ctx: CopyContext, layers: OpenedImage['layers']): Promise<void> {
+  const chunk = allocAligned(CHUNK_BYTES);
   for await (const e of chainExtents(layers)) {
     const end = e.start + e.length;
     if (!e.data) {
@@ -108,7 +110,7 @@ async function copyPlain(ctx: CopyContext, layers: OpenedImage['layers']): Promi
     }
     for (let off = e.start; off < end; off += CHUNK_BYTES) {
       const n = Math.min(CHUNK_BYTES, end - off);
-      const buf = new Uint8Array(n);
+      const buf = chunk.subarray(0, n);
       await ctx.source.read(off, buf);
       await writeSparse(ctx, off, buf);
       ctx.progress.update(off + n, ctx.total);
