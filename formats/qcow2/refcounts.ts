@@ -326,40 +326,37 @@ export class Refcounts {
    * means the image is corrupt).
    */
   async allocate(count: number): Promise<number> {
-    let start = this.freeHint;
+    let cluster = this.freeHint;
+    let runStart = -1;
     let run = 0;
-    let candidate = start;
-    // Bounded: each step either extends the run or restarts past a used cluster.
-    for (let cluster = start; ; cluster++) {
-      const refcount = await this.getForAllocation(cluster);
-      if (refcount === 0) {
-        if (run === 0) candidate = cluster;
-        run++;
-        if (run === count) break;
-      } else {
-        if (run === 0 && cluster === start) start = cluster + 1;
-        run = 0;
+    let firstFree = -1;
+    // Scan block by block (synchronously within a block). Bounded: every step either extends the
+    // run or passes a used cluster, and clusters past the end of the file are all free.
+    scan: for (;;) {
+      const tableIndex = Math.floor(cluster / this.entriesPerBlock);
+      const block = await this.blockFor(cluster);
+      const base = tableIndex * this.entriesPerBlock;
+      for (let index = cluster - base; index < this.entriesPerBlock; index++, cluster++) {
+        if (this.readEntry(block, index) === 0) {
+          if (firstFree < 0) firstFree = cluster;
+          if (run === 0) runStart = cluster;
+          if (++run === count) break scan;
+        } else {
+          run = 0;
+        }
       }
     }
-    const hostOffset = candidate * this.clusterSizeBytes;
+    const hostOffset = runStart * this.clusterSizeBytes;
     const clash = this.overlapCheck(hostOffset, count * this.clusterSizeBytes);
     if (clash) {
       throw new StorageError('CORRUPT', `cluster at ${hostOffset} has refcount 0 but holds the ${clash}`);
     }
-    for (let i = 0; i < count; i++) await this.add(candidate + i, 1);
-    if (candidate === this.freeHint) this.freeHint = candidate + count;
-    else if (start > this.freeHint) this.freeHint = start;
+    for (let i = 0; i < count; i++) await this.add(runStart + i, 1);
+    this.freeHint = firstFree === runStart ? runStart + count : firstFree;
     return hostOffset;
   }
 
-  /** Like get(), but creates the block first when the range has none (its first cluster is then used). */
-  private async getForAllocation(clusterIndex: number): Promise<number> {
-    const tableIndex = Math.floor(clusterIndex / this.entriesPerBlock);
-    if (tableIndex >= this.table.length || (this.table[tableIndex] ?? 0) === 0) {
-      await this.blockFor(clusterIndex);
-    }
-    return this.get(clusterIndex);
-  }
+
 
   /** The stored refcount without creating anything (0 where no block exists). */
   async storedRefcount(clusterIndex: number): Promise<number> {
