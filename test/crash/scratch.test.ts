@@ -16,5 +16,5 @@ it('growth trace', async () => {
   const blockFor = rc.blockFor.bind(rc);
   let m = 0;
   rc.blockFor = async (c: number) => { if (m++ < 200 && Math.floor(c / 64) >= rc.table.length) console.log('blockFor cluster', c); return blockFor(c); };
-  try { await img.write(0, new Uint8Array(512)); console.log('ok'); } catch (e) { console.log(String(e)); }
+  try { for (let i = 0; i < 128; i++) { await img.write(i * 512, new Uint8Array(512).fill(1)); } console.log("128 single writes ok"); await img.write(65536, new Uint8Array(65536)); console.log('ok'); } catch (e) { console.log(String(e)); }
 });
