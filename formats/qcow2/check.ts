@@ -165,7 +165,9 @@ export async function checkImage(image: Qcow2Image, repair?: CheckRepairMode): P
   const cs = image.clusterSizeBytes;
   const fix = repair === 'all';
   // Work from what is on disk: make sure our own caches are written first.
-  if (!image.readOnly) await image.writebackMetadata();
+  // Queued frees too: a dropped reference whose free is still pending would count as a leak, a
+  // 'leaks' repair would lower it, and the pending free then fail the next flush (below zero).
+  if (!image.readOnly) await image.flushLocked();
   const fileSizeBytes = await image.file.sizeBytes();
   const clusterCount = Math.ceil(Math.max(fileSizeBytes, image.hostHighWaterBytes) / cs);
   if (clusterCount > MAX_CHECKED_CLUSTERS) {

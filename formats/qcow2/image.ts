@@ -743,6 +743,9 @@ export class Qcow2Image implements Image {
       Math.floor(maxBytes / cs),
       Math.floor((this.sizeBytes - guestOffset) / cs),
       (l1Index + 1) * this.l2Entries - firstCluster,
+      // A new refcount block takes the first cluster of the range it describes, so fresh space
+      // has no free run longer than this: a larger request could never be met (see allocate).
+      this.refcounts.entriesPerBlock - 1,
     );
     if (limit < 2) return 0;
     const table = await this.writableL2Table(l1Index);

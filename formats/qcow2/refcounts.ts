@@ -332,8 +332,17 @@ export class Refcounts {
     let firstFree = -1;
     // Scan block by block (synchronously within a block). Bounded: every step either extends the
     // run or passes a used cluster, and clusters past the end of the file are all free.
+    // Past the last existing refcount block every range gets a new block in its first cluster, so
+    // no free run there is longer than entriesPerBlock - 1: a longer request must be met before.
+    const lastBlockIndex = Math.ceil(this.highestBlockEnd() / this.entriesPerBlock) - 1;
     scan: for (;;) {
       const tableIndex = Math.floor(cluster / this.entriesPerBlock);
+      if (count >= this.entriesPerBlock && tableIndex > lastBlockIndex) {
+        throw new StorageError(
+          'LIMIT_EXCEEDED',
+          `cannot allocate ${count} contiguous clusters: more than one refcount block describes (${this.entriesPerBlock})`,
+        );
+      }
       const block = await this.blockFor(cluster);
       const base = tableIndex * this.entriesPerBlock;
       for (let index = cluster - base; index < this.entriesPerBlock; index++, cluster++) {

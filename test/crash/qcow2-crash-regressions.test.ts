@@ -8,6 +8,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MemoryHostFile } from '../../src/store/memory-file.js';
 import { Qcow2Image, type Qcow2CreateOptions } from '../../formats/qcow2/index.js';
+import { isStorageError } from '../../src/core/errors.js';
 import { findTool, qemuImg } from '../support/tools.js';
 import { shmTempDir } from '../support/tmp.js';
 import { CrashPointFile, readAll } from './harness.js';
@@ -144,6 +145,23 @@ describe('compressed clusters packed into a shared host cluster', () => {
 });
 
 describe('check and repair after a crash', () => {
+  // Bug: check() wrote the caches back but left queued frees pending. A cluster whose last
+  // reference was just dropped counted as a leak, check('leaks') lowered its refcount, and the
+  // queued free then failed the next flush with "refcount would drop below zero".
+  it("check('leaks') on an open image with a queued free, then flush", async () => {
+    const file = new MemoryHostFile();
+    await Qcow2Image.create(file, { sizeBytes: 1024 * KiB, clusterSizeBytes: 4 * KiB });
+    const image = await Qcow2Image.open(file);
+    await image.write(0, new Uint8Array(4 * KiB).fill(1));
+    await image.flush();
+    await image.discard(0, 4 * KiB); // queues the free of the data cluster
+    await image.check('leaks');
+    await image.flush();
+    const check = await image.check();
+    expect(check.messages).toEqual([]);
+    await image.close();
+  });
+
   // Bug: the full repair a writable open runs on a dirty image rebuilt the refcounts from a tally
   // that still counted the old refcount table and blocks as referenced, though the rebuilt
   // structure replaces them: every repaired image had leaks (qemu-img check exit 3).
@@ -203,5 +221,66 @@ describe('check and repair after a crash', () => {
       expect(report.corruptions ?? 0).toBe(0);
       expect(report.leaks).toBe(check.leaks);
     }
+  });
+});
+
+/** A memory file that refuses to grow past a bound: a runaway allocator fails fast instead of hanging. */
+class BoundedFile extends MemoryHostFile {
+  constructor(private readonly limitBytes: number) {
+    super();
+  }
+
+  override pwrite(buf: Uint8Array, hostOffset: number): Promise<void> {
+    if (hostOffset + buf.length > this.limitBytes) {
+      return Promise.reject(new Error(`runaway: write at ${hostOffset}, past the ${this.limitBytes}-byte bound`));
+    }
+    return super.pwrite(buf, hostOffset);
+  }
+}
+
+describe('contiguous allocations and refcount blocks', () => {
+  // Bug: a new refcount block takes the first cluster of the range it describes, so past the last
+  // existing block no free run is longer than entriesPerBlock - 1 clusters. Refcounts.allocate()
+  // looked for longer runs anyway and never found one: it created block after block and moved the
+  // refcount table again and again until LIMIT_EXCEEDED, the file grown to ~17 GB (sparse). The
+  // batched whole-cluster write path asks for up to an L2 table's worth of clusters at once, so
+  // any large write hit it with refcount_bits=64 and 512 B or 4 KiB clusters.
+  for (const clusterSizeBytes of [512, 4096]) {
+    it(`large writes with refcount_bits=64 and ${clusterSizeBytes} B clusters`, async () => {
+      const file = new BoundedFile(64 * 1024 * KiB);
+      await Qcow2Image.create(file, { sizeBytes: 64 * 1024 * KiB, clusterSizeBytes, refcountBits: 64 });
+      const image = await Qcow2Image.open(file);
+      const data = new Uint8Array(4 * 1024 * KiB);
+      for (let i = 0; i < data.length; i += 512) data[i] = (i / 512) & 0xff;
+      await image.write(1024 * KiB, data);
+      await image.flush();
+      expect(await file.sizeBytes()).toBeLessThan(8 * 1024 * KiB);
+      const back = new Uint8Array(data.length);
+      await image.read(1024 * KiB, back);
+      expect(Buffer.from(back).equals(data)).toBe(true);
+      const check = await image.check();
+      expect(check.corruptions, check.messages.join('\n')).toBe(0);
+      await image.close();
+    });
+  }
+
+  it('a contiguous allocation no fresh refcount block range can hold fails fast, not by running away', async () => {
+    // A snapshot's copy of a 128-cluster L1 table, with refcount blocks of 64 entries.
+    const file = new BoundedFile(64 * 1024 * KiB);
+    await Qcow2Image.create(file, { sizeBytes: 256 * 1024 * KiB, clusterSizeBytes: 512, refcountBits: 64 });
+    const image = await Qcow2Image.open(file);
+    await image.write(0, new Uint8Array(64 * KiB).fill(3));
+    const started = Date.now();
+    let error: unknown;
+    try {
+      await image.createSnapshot('s1');
+    } catch (err) {
+      error = err;
+    }
+    // Either it found room (fine) or it said so at once.
+    if (error !== undefined) expect(isStorageError(error, 'LIMIT_EXCEEDED'), String(error)).toBe(true);
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await file.sizeBytes()).toBeLessThan(16 * 1024 * KiB);
+    await image.close();
   });
 });

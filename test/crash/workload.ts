@@ -41,7 +41,7 @@ export const VARIANTS: Variant[] = [
     // 512 B clusters: one refcount block covers 2 MiB of host file. The prefill brings the file
     // close to that, so the workload creates a new refcount block; the L1 table spans 2 clusters.
     create: { sizeBytes: 3 * MiB, clusterSizeBytes: 512, refcountBits: 1 },
-    prefillBytes: 1900 * KiB,
+    prefillBytes: 2000 * KiB,
     snapshots: false,
     maxWriteClusters: 512,
     ops: [30, 45],

@@ -401,7 +401,7 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('qcow2 hostile input: craft
       await run('shared data cluster (write)', bytes, WRITABLE(base64k));
     });
 
-    it('L1 entry pointing at the header or the refcount table as if it were an L2 table', async () => {
+    it('L1 entry pointing at the refcount table or a refcount block as if it were an L2 table', async () => {
       for (const [label, target] of [
         ['refcount table', base64k.refcountTableOffset],
         ['refcount block', base64k.refcountBlockOffset],
@@ -413,16 +413,17 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('qcow2 hostile input: craft
       }
     });
 
-    it('refcount loops: a refcount table entry pointing at the refcount table, the L1 table or the header', async () => {
+    // (A table entry of 0 means "no block", so the header cannot be named as one.)
+    it('refcount loops: a refcount table entry pointing at the refcount table itself or at the L1 table', async () => {
       for (const [label, target] of [
         ['refcount table', base64k.refcountTableOffset],
         ['L1 table', base64k.l1Offset],
-        ['header', 0],
       ] as const) {
-        if (target === 0) continue; // offset 0 means "no block": not a loop
         const bytes = patched(base64k, (b) => setU64(b, base64k.refcountTableOffset, BigInt(target)));
+        // Read-only: opens (the entry is reported as broken) and check counts it as a corruption.
         const ro = await run(`reftable[0] -> ${label}`, bytes);
-        expect(ro.result === 'ok' ? ro.check!.corruptions : 1, label).toBeGreaterThan(0);
+        expect(ro.result, describeOutcome(ro)).toBe('ok');
+        expect(ro.check!.corruptions, label).toBeGreaterThan(0);
         // An allocating write must not write refcounts into that structure.
         const rw = await run(`reftable[0] -> ${label} (write)`, bytes, WRITABLE(base64k));
         expect(rw.result, `${label}: ${describeOutcome(rw)}`).toBe('storage-error');

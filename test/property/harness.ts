@@ -549,10 +549,10 @@ async function strataIo(image: Qcow2Image, op: Extract<Op, { off: number }>): Pr
 
 /**
  * Applies ops to A through the Strata API; the image is closed at the end. With `concurrent`, runs
- * of I/O operations on disjoint clusters are issued together (Promise.all), which must give the
+ * of I/O operations on disjoint byte ranges are issued together (Promise.all), which must give the
  * same result as issuing them one by one.
  */
-export async function applyStrata(file: string, ops: readonly Op[], clusterSizeBytes: number, concurrent = false): Promise<void> {
+export async function applyStrata(file: string, ops: readonly Op[], concurrent = false): Promise<void> {
   let image: Qcow2Image | undefined = await openStrata(file);
   const fail = (i: number, err: unknown): never => {
     throw new Error(`Strata failed at op ${i} (${describeOp(ops[i]!)}): ${(err as Error).stack ?? String(err)}`);
@@ -562,22 +562,18 @@ export async function applyStrata(file: string, ops: readonly Op[], clusterSizeB
       const op = ops[i]!;
       if (!image) throw new Error('image not open');
       if (isIo(op)) {
-        // The longest run (up to 8) of I/O operations on pairwise disjoint clusters.
+        // The longest run (up to 8) of I/O operations on pairwise disjoint byte ranges (often in
+        // the same clusters). Any order of those gives the same guest contents. (Discard only
+        // drops whole clusters inside its range, compressed writes cover their whole cluster.)
         const group: number[] = [i];
         if (concurrent) {
-          const used = new Set<number>();
-          const clustersOf = (o: Extract<Op, { off: number }>) => {
-            const out: number[] = [];
-            for (let c = Math.floor(o.off / clusterSizeBytes); c <= Math.floor((o.off + o.len - 1) / clusterSizeBytes); c++) out.push(c);
-            return out;
-          };
-          for (const c of clustersOf(op)) used.add(c);
+          const ranges: [number, number][] = [[op.off, op.off + op.len]];
           for (let j = i + 1; j < ops.length && group.length < 8; j++) {
             const next = ops[j]!;
             if (!isIo(next)) break;
-            const cs = clustersOf(next);
-            if (cs.some((c) => used.has(c))) break;
-            for (const c of cs) used.add(c);
+            const end = next.off + next.len;
+            if (ranges.some(([a, b]) => next.off < b && a < end)) break;
+            ranges.push([next.off, end]);
             group.push(j);
           }
         }
@@ -803,7 +799,7 @@ export interface Scenario {
   restrictCompressed: boolean;
   /** Skip image B: compare Strata with the model only (for operations QEMU cannot do). */
   modelOnly: boolean;
-  /** Strata issues runs of I/O on disjoint clusters concurrently. */
+  /** Strata issues runs of I/O on disjoint byte ranges concurrently. */
   concurrent: boolean;
 }
 
@@ -905,7 +901,7 @@ export async function runResolved(s: ResolvedScenario): Promise<void> {
       }
     }
 
-    await applyStrata(dirs.a, s.ops, cs, s.concurrent ?? false);
+    await applyStrata(dirs.a, s.ops, s.concurrent ?? false);
     if (!modelOnly) applyQemu(dirs, s.ops, 's', cs);
     for (const op of s.ops) model.apply(op);
 

@@ -1,0 +1,157 @@
+/**
+ * The contract between the volume layer (src/volume, over src/catalog and formats/qcow2) and its
+ * callers (src/api, src/daemon). Sizes are bytes; times are ISO-8601 strings; names are
+ * user-chosen, ids are Strata's (stable across renames).
+ *
+ * Every method throws StorageError with a stable code: NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT,
+ * BUSY (dependents exist, a job holds the volume), LIMIT_EXCEEDED (quota, chain depth, snapshot
+ * limit), READ_ONLY, CANCELLED, ...
+ */
+
+export interface PoolInfo {
+  name: string;
+  /** Absolute path of the pool's folder. */
+  path: string;
+  /** Sum of the volumes' provisioned sizes may not exceed this (undefined: no quota). */
+  quotaBytes: number | undefined;
+  volumeCount: number;
+  provisionedBytes: number;
+  /** Host bytes used by the pool's layer files. */
+  allocatedBytes: number;
+  createdAt: string;
+}
+
+export interface VolumeInfo {
+  id: string;
+  pool: string;
+  name: string;
+  /** Virtual size (what the guest sees). */
+  provisionedBytes: number;
+  /** Host bytes of the layers only this volume uses (its active layer and snapshot layers). */
+  allocatedBytes: number;
+  snapshotCount: number;
+  /** Set for clones that still depend on their parent snapshot. */
+  parent: { pool: string; volume: string; snapshot: string } | undefined;
+  /** Layers from the active one down to the bottom of the chain (1 for a fresh volume). */
+  chainDepth: number;
+  /** The active layer's file, for `qemu-img info --backing-chain`. */
+  activeLayerPath: string;
+  snapshotLimit: number | undefined;
+  createdAt: string;
+}
+
+export interface SnapshotInfo {
+  id: string;
+  pool: string;
+  volume: string;
+  name: string;
+  /** Virtual size of the volume when the snapshot was taken. */
+  sizeBytes: number;
+  protected: boolean;
+  /** Clones made from this snapshot (pool/volume). */
+  children: string[];
+  layerPath: string;
+  createdAt: string;
+}
+
+export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete';
+export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface JobInfo {
+  id: string;
+  kind: JobKind;
+  /** What the job works on, e.g. "pool/volume". */
+  target: string;
+  state: JobState;
+  doneBytes: number;
+  totalBytes: number;
+  error: { code: string; message: string } | undefined;
+  createdAt: string;
+  finishedAt: string | undefined;
+}
+
+/** One changed range between two points in a volume's history. */
+export interface DiffExtent {
+  offset: number;
+  length: number;
+  /** zero: the range reads as zeroes at the newer point; data: it holds data. */
+  kind: 'data' | 'zero';
+}
+
+/** Where a diff starts and ends: a snapshot name, or undefined for the start of time / live volume. */
+export interface DiffRange {
+  fromSnapshot: string | undefined;
+  toSnapshot: string | undefined;
+}
+
+export interface DuEntry {
+  /** "pool/volume" or "pool/volume@snapshot" */
+  name: string;
+  provisionedBytes: number;
+  /** Host bytes of the layer that belongs to this entry. */
+  allocatedBytes: number;
+}
+
+export interface VolumeService {
+  // Pools
+  createPool(name: string, options?: { quotaBytes?: number }): Promise<PoolInfo>;
+  listPools(): Promise<PoolInfo[]>;
+  poolInfo(name: string): Promise<PoolInfo>;
+  setPoolQuota(name: string, quotaBytes: number | undefined): Promise<PoolInfo>;
+  /** Refused (BUSY) while the pool has volumes. */
+  deletePool(name: string): Promise<void>;
+
+  // Volumes
+  createVolume(pool: string, name: string, sizeBytes: number): Promise<VolumeInfo>;
+  listVolumes(pool: string): Promise<VolumeInfo[]>;
+  volumeInfo(pool: string, name: string): Promise<VolumeInfo>;
+  /** Shrinking needs allowShrink (data past the new end is lost). */
+  resizeVolume(pool: string, name: string, sizeBytes: number, options?: { allowShrink?: boolean }): Promise<VolumeInfo>;
+  renameVolume(pool: string, name: string, newName: string): Promise<VolumeInfo>;
+  /** Refused (BUSY) while it has snapshots or clones, unless force (which deletes its snapshots; clones still refuse). */
+  deleteVolume(pool: string, name: string, options?: { force?: boolean }): Promise<void>;
+  /** Full independent copy (a job). */
+  copyVolume(pool: string, name: string, destPool: string, destName: string): Promise<JobInfo>;
+
+  // Snapshots
+  createSnapshot(pool: string, volume: string, name: string): Promise<SnapshotInfo>;
+  listSnapshots(pool: string, volume: string): Promise<SnapshotInfo[]>;
+  snapshotInfo(pool: string, volume: string, name: string): Promise<SnapshotInfo>;
+  renameSnapshot(pool: string, volume: string, name: string, newName: string): Promise<SnapshotInfo>;
+  rollbackSnapshot(pool: string, volume: string, name: string): Promise<VolumeInfo>;
+  deleteSnapshot(pool: string, volume: string, name: string): Promise<void>;
+  protectSnapshot(pool: string, volume: string, name: string): Promise<SnapshotInfo>;
+  unprotectSnapshot(pool: string, volume: string, name: string): Promise<SnapshotInfo>;
+  setSnapshotLimit(pool: string, volume: string, limit: number | undefined): Promise<VolumeInfo>;
+  cloneSnapshot(pool: string, volume: string, snapshot: string, destPool: string, destName: string): Promise<VolumeInfo>;
+  flattenVolume(pool: string, name: string): Promise<JobInfo>;
+
+  // Data in and out (streams of bytes; progress is reported through onProgress)
+  /** Creates a volume from a raw or qcow2 byte stream (qcow2 is spooled to the pool, then copied in sparsely). */
+  importVolume(
+    pool: string,
+    name: string,
+    source: AsyncIterable<Uint8Array>,
+    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; onProgress?: (doneBytes: number) => void },
+  ): Promise<VolumeInfo>;
+  /** The volume's (or a snapshot's) contents as raw bytes or as a standalone qcow2 image. */
+  exportVolume(
+    pool: string,
+    name: string,
+    options: { format: 'raw' | 'qcow2'; snapshot?: string },
+  ): Promise<{ sizeBytes: number; stream: AsyncIterable<Uint8Array> }>;
+  /** Per-layer and total host usage (Ceph's `rbd du`). */
+  du(pool: string, volume?: string): Promise<DuEntry[]>;
+
+  // Diff
+  diff(pool: string, volume: string, range: DiffRange): Promise<DiffExtent[]>;
+  /** The changed extents with their data, in Strata's diff stream format (docs/daemon.md). */
+  exportDiff(pool: string, volume: string, range: DiffRange): Promise<AsyncIterable<Uint8Array>>;
+  /** Applies a diff stream; the volume must hold the stream's from-snapshot; creates its to-snapshot. */
+  importDiff(pool: string, volume: string, source: AsyncIterable<Uint8Array>): Promise<VolumeInfo>;
+
+  // Jobs
+  listJobs(): Promise<JobInfo[]>;
+  jobInfo(id: string): Promise<JobInfo>;
+  cancelJob(id: string): Promise<JobInfo>;
+}
