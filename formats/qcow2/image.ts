@@ -13,6 +13,7 @@
  * stages, so a power cut leaves at most leaked clusters (see refcounts.ts).
  */
 import { StorageError } from '../../src/core/errors.js';
+import { checkGuestRange } from '../../src/core/guest-range.js';
 import type { BlockDeviceCapabilities, Extent, WriteFlags, WriteZeroesFlags } from '../../src/core/block-device.js';
 import type { HostFile } from '../../src/core/host-file.js';
 import type { Image } from '../../src/core/image.js';
@@ -346,19 +347,9 @@ export class Qcow2Image implements Image {
   }
 
   private checkRange(guestOffset: number, lengthBytes: number): void {
-    if (
-      !Number.isSafeInteger(guestOffset) ||
-      !Number.isSafeInteger(lengthBytes) ||
-      guestOffset < 0 ||
-      lengthBytes < 0 ||
-      guestOffset + lengthBytes > this.sizeBytes
-    ) {
-      throw new StorageError(
-        'INVALID_ARGUMENT',
-        `range ${guestOffset}+${lengthBytes} lies outside the image (${this.sizeBytes} bytes)`,
-      );
-    }
+    checkGuestRange(this.file.name, this.sizeBytes, guestOffset, lengthBytes);
   }
+
 
   // ---------------------------------------------------------------------------------------------
   // Mapping

@@ -115,13 +115,21 @@ export async function createInternalSnapshot(image: Qcow2Image, name: string): P
   return image.listSnapshots().find((s) => s.id === entry.id)!;
 }
 
-export async function applyInternalSnapshot(image: Qcow2Image, idOrName: string): Promise<void> {
+/**
+ * The common start of apply and delete: find the snapshot, read its L1 table, write back our
+ * caches and set the dirty bit for the tree-wide refcount changes that follow.
+ */
+async function beginSnapshotTreeChange(image: Qcow2Image, idOrName: string): Promise<{ snapshot: SnapshotEntry; snapshotL1: number[] }> {
   const snapshot = findSnapshot(image, idOrName);
-  const cs = image.clusterSizeBytes;
   const fileSizeBytes = await image.file.sizeBytes();
-  const { offsets: snapshotL1 } = await readL1Table(image.file, snapshot.l1TableOffset, snapshot.l1Size, cs, fileSizeBytes);
+  const { offsets } = await readL1Table(image.file, snapshot.l1TableOffset, snapshot.l1Size, image.clusterSizeBytes, fileSizeBytes);
   await image.writebackMetadata();
   await setDirty(image, true);
+  return { snapshot, snapshotL1: offsets };
+}
+
+export async function applyInternalSnapshot(image: Qcow2Image, idOrName: string): Promise<void> {
+  const { snapshot, snapshotL1 } = await beginSnapshotTreeChange(image, idOrName);
   if (snapshotL1.length > image.l1Offsets.length) await image.growL1(snapshotL1.length);
   await forEachReference(image, snapshotL1, async (cluster) => {
     await image.refcounts.add(cluster, 1);
@@ -142,12 +150,8 @@ export async function applyInternalSnapshot(image: Qcow2Image, idOrName: string)
 }
 
 export async function deleteInternalSnapshot(image: Qcow2Image, idOrName: string): Promise<void> {
-  const snapshot = findSnapshot(image, idOrName);
+  const { snapshot, snapshotL1 } = await beginSnapshotTreeChange(image, idOrName);
   const cs = image.clusterSizeBytes;
-  const fileSizeBytes = await image.file.sizeBytes();
-  const { offsets: snapshotL1 } = await readL1Table(image.file, snapshot.l1TableOffset, snapshot.l1Size, cs, fileSizeBytes);
-  await image.writebackMetadata();
-  await setDirty(image, true);
   await replaceSnapshotTable(
     image,
     image.snapshots.filter((s) => s !== snapshot),

@@ -10,6 +10,7 @@ import type {
   WriteZeroesFlags,
 } from '../../src/core/block-device.js';
 import { StorageError } from '../../src/core/errors.js';
+import { checkGuestRange } from '../../src/core/guest-range.js';
 import type { HostFile } from '../../src/core/host-file.js';
 import type { Image, ImageFormat, ImageOpenOptions } from '../../src/core/image.js';
 
@@ -182,20 +183,9 @@ export class RawImage implements Image {
 
   private checkRange(what: string, guestOffset: number, lengthBytes: number): void {
     this.checkOpen(what);
-    if (
-      !Number.isSafeInteger(guestOffset) ||
-      !Number.isSafeInteger(lengthBytes) ||
-      guestOffset < 0 ||
-      lengthBytes < 0 ||
-      guestOffset + lengthBytes > this.sizeBytes
-    ) {
-      throw new StorageError(
-        'INVALID_ARGUMENT',
-        `${what} on raw image ${this.file.name}: range [${guestOffset}, +${lengthBytes}) is outside the ` +
-          `image (${this.sizeBytes} bytes)`,
-      );
-    }
+    checkGuestRange(`${what} on raw image ${this.file.name}`, this.sizeBytes, guestOffset, lengthBytes);
   }
+
 }
 
 export const rawFormat: ImageFormat = {
