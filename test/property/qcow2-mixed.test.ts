@@ -15,14 +15,14 @@ const anyVariant: fc.Arbitrary<Variant> = fc.oneof(fc.constantFrom(...Object.val
 
 describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('qcow2: Strata and qemu-io agree on random operation sequences', () => {
   it('random combinations of image options', async () => {
-    await checkProperty(arbScenario(arbMixedVariant().filter(usable)), runs(35));
+    await checkProperty(arbScenario(arbMixedVariant().filter(usable)), runs(60));
   }, PROPERTY_TIMEOUT_MS);
 
   it('reverse direction: qemu-io writes first, then Strata and qemu-io continue', async () => {
-    await checkProperty(arbScenario(anyVariant, { qemuFirst: true }), runs(35));
+    await checkProperty(arbScenario(anyVariant, { qemuFirst: true }), runs(60));
   }, PROPERTY_TIMEOUT_MS);
 
   it('compressed writes over anything (model and qemu-img check only)', async () => {
-    await checkProperty(arbScenario(anyVariant, { modelOnly: true }), runs(30));
+    await checkProperty(arbScenario(anyVariant, { modelOnly: true }), runs(50));
   }, PROPERTY_TIMEOUT_MS);
 });
