@@ -103,9 +103,10 @@ export class Qcow2Image implements Image {
   readonly metaLock = new AsyncMutex();
   /** Compressed data is packed: the next free byte in the last cluster used for it. */
   private compressedTailHostOffset = 0;
-  private readonly inFlight = [0, 0];
-  private epoch = 0;
-  private drainWaiters: { parity: number | 'all'; resolve: () => void }[] = [];
+  /** Requests in flight per epoch; flush and exclusive() wait for the epochs before theirs. */
+  private readonly inFlightByEpoch = new Map<number, number>();
+  private ioEpoch = 0;
+  private drainWaiters: { upToEpoch: number; resolve: () => void }[] = [];
   private gate: Promise<void> | undefined;
   private closed = false;
   /** The write of the corrupt bit, once corruption was detected (see corruptionDetected). */
@@ -287,51 +288,59 @@ export class Qcow2Image implements Image {
   // snapshot-style operations drain everything first.
 
   private enterIo(): number {
-    const parity = this.epoch & 1;
-    this.inFlight[parity]!++;
-    return parity;
+    const epoch = this.ioEpoch;
+    this.inFlightByEpoch.set(epoch, (this.inFlightByEpoch.get(epoch) ?? 0) + 1);
+    return epoch;
   }
 
-  private exitIo(parity: number): void {
-    const left = --this.inFlight[parity]!;
-    if (left === 0 || this.inFlight[0]! + this.inFlight[1]! === 0) {
-      const still: typeof this.drainWaiters = [];
-      for (const waiter of this.drainWaiters) {
-        const done =
-          waiter.parity === 'all' ? this.inFlight[0]! + this.inFlight[1]! === 0 : this.inFlight[waiter.parity]! === 0;
-        if (done) waiter.resolve();
-        else still.push(waiter);
-      }
-      this.drainWaiters = still;
+  private exitIo(epoch: number): void {
+    const left = (this.inFlightByEpoch.get(epoch) ?? 1) - 1;
+    if (left > 0) {
+      this.inFlightByEpoch.set(epoch, left);
+      return;
     }
+    this.inFlightByEpoch.delete(epoch);
+    if (this.drainWaiters.length === 0) return;
+    const oldest = this.oldestEpochInFlight();
+    this.drainWaiters = this.drainWaiters.filter((waiter) => {
+      if (waiter.upToEpoch >= oldest) return true;
+      waiter.resolve();
+      return false;
+    });
   }
 
-  /** Waits until every request that started before now has finished. */
-  private async drainEpoch(): Promise<void> {
-    const parity = this.epoch & 1;
-    this.epoch++;
-    if (this.inFlight[parity] === 0) return;
-    await new Promise<void>((resolve) => this.drainWaiters.push({ parity, resolve }));
+  private oldestEpochInFlight(): number {
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const epoch of this.inFlightByEpoch.keys()) if (epoch < oldest) oldest = epoch;
+    return oldest;
+  }
+
+  /**
+   * Waits until every request that started before this call has finished. Never call it with the
+   * metadata lock held: a request in flight may be queued on that lock.
+   */
+  private drainStarted(): Promise<void> {
+    const upToEpoch = this.ioEpoch++;
+    if (this.oldestEpochInFlight() > upToEpoch) return Promise.resolve();
+    return new Promise<void>((resolve) => this.drainWaiters.push({ upToEpoch, resolve }));
   }
 
   /**
    * Runs fn with the metadata lock held, no request in flight and new requests held back. For
-   * operations that rewrite many tables at once (snapshots, resize, repair, close).
+   * operations that rewrite many tables at once (snapshots, resize, repair, close). The drain
+   * happens before taking the lock, since requests in flight may be waiting for it.
    */
   async exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    return this.metaLock.run(async () => {
-      let open!: () => void;
-      this.gate = new Promise<void>((resolve) => (open = resolve));
-      try {
-        if (this.inFlight[0]! + this.inFlight[1]! > 0) {
-          await new Promise<void>((resolve) => this.drainWaiters.push({ parity: 'all', resolve }));
-        }
-        return await fn();
-      } finally {
-        this.gate = undefined;
-        open();
-      }
-    });
+    while (this.gate) await this.gate;
+    let open!: () => void;
+    this.gate = new Promise<void>((resolve) => (open = resolve));
+    try {
+      await this.drainStarted();
+      return await this.metaLock.run(fn);
+    } finally {
+      this.gate = undefined;
+      open();
+    }
   }
 
   private async passGate(): Promise<void> {
@@ -457,11 +466,11 @@ export class Qcow2Image implements Image {
   async read(guestOffset: number, buf: Uint8Array): Promise<void> {
     this.checkRange(guestOffset, buf.length);
     if (this.gate) await this.passGate();
-    const parity = this.enterIo();
+    const epoch = this.enterIo();
     try {
       await this.readLayer(guestOffset, buf);
     } finally {
-      this.exitIo(parity);
+      this.exitIo(epoch);
     }
   }
 
@@ -549,11 +558,11 @@ export class Qcow2Image implements Image {
     this.checkWritable();
     this.checkRange(guestOffset, data.length);
     if (this.gate) await this.passGate();
-    const parity = this.enterIo();
+    const epoch = this.enterIo();
     try {
       await this.writeLayer(guestOffset, data);
     } finally {
-      this.exitIo(parity);
+      this.exitIo(epoch);
     }
     if (flags?.fua) await this.flush();
   }
@@ -886,7 +895,7 @@ export class Qcow2Image implements Image {
       return;
     }
     if (this.gate) await this.passGate();
-    const parity = this.enterIo();
+    const epoch = this.enterIo();
     try {
       await this.metaLock.run(async () => {
         const guestCluster = guestOffset / this.clusterSizeBytes;
@@ -901,7 +910,7 @@ export class Qcow2Image implements Image {
         this.setEntry(table, position, Number(descriptor >> 32n), Number(descriptor & 0xffffffffn));
       });
     } finally {
-      this.exitIo(parity);
+      this.exitIo(epoch);
     }
   }
 
@@ -934,7 +943,7 @@ export class Qcow2Image implements Image {
     this.checkWritable();
     this.checkRange(guestOffset, lengthBytes);
     if (this.gate) await this.passGate();
-    const parity = this.enterIo();
+    const epoch = this.enterIo();
     try {
       const granule = this.subclusterSizeBytes;
       const end = guestOffset + lengthBytes;
@@ -950,7 +959,7 @@ export class Qcow2Image implements Image {
         if (end > alignedEnd) await this.writeZeroBuffers(alignedEnd, end - alignedEnd);
       }
     } finally {
-      this.exitIo(parity);
+      this.exitIo(epoch);
     }
     if (flags?.fua) await this.flush();
   }
@@ -1015,7 +1024,7 @@ export class Qcow2Image implements Image {
     // become unallocated and show the backing file's stale data there. Ignore the discard.
     if (this.header.version < 3 && (this.backing !== undefined || this.header.backingFile !== undefined)) return;
     if (this.gate) await this.passGate();
-    const parity = this.enterIo();
+    const epoch = this.enterIo();
     try {
       // Only whole clusters are discarded; the partial last cluster of the image counts as whole.
       const end = guestOffset + lengthBytes;
@@ -1023,7 +1032,7 @@ export class Qcow2Image implements Image {
       const alignedEnd = end === this.sizeBytes ? end : Math.floor(end / this.clusterSizeBytes) * this.clusterSizeBytes;
       if (start < alignedEnd) await this.metaLock.run(() => this.discardRange(start, alignedEnd));
     } finally {
-      this.exitIo(parity);
+      this.exitIo(epoch);
     }
   }
 
@@ -1136,19 +1145,28 @@ export class Qcow2Image implements Image {
 
   async flush(): Promise<void> {
     if (this.readOnly) return;
-    await this.metaLock.run(() => this.flushLocked());
+    // Decrements queued before the write-back may be applied once their dereferences are durable
+    // (now) and no request that started before could still touch the clusters (after the drain,
+    // which must not hold the lock).
+    const frees = await this.metaLock.run(async () => {
+      await this.writebackMetadata();
+      return this.refcounts.takePendingFrees();
+    });
+    if (frees.length === 0) return;
+    await this.drainStarted();
+    await this.metaLock.run(() => this.applyFrees(frees));
   }
 
-  /** flush() for callers that already hold the metadata lock. */
+  /** flush() inside exclusive(): nothing is in flight, so no drain is needed. Lock held. */
   async flushLocked(): Promise<void> {
     await this.writebackMetadata();
-    if (this.refcounts.pendingFreeCount > 0) await this.releasePendingFrees();
+    await this.applyFrees(this.refcounts.takePendingFrees());
   }
 
-  /** Applies deferred frees once nothing in flight can still use the clusters. Lock held. */
-  private async releasePendingFrees(): Promise<void> {
-    await this.drainEpoch();
-    const freed = await this.refcounts.applyPendingFrees();
+  /** Applies deferred frees whose dereferences are durable and unused by any request. Lock held. */
+  private async applyFrees(frees: readonly number[]): Promise<void> {
+    if (frees.length === 0) return;
+    const freed = await this.refcounts.applyFrees(frees);
     // A freed cluster may come back as data: no stale L2 table may stay cached under its offset.
     for (const cluster of freed) this.l2Cache.drop(cluster * this.clusterSizeBytes);
     // Nor may compressed data keep packing into a freed cluster: it may come back as metadata.
@@ -1292,7 +1310,7 @@ export class Qcow2Image implements Image {
       this.sizeBytes = newSizeBytes;
       this.header.sizeBytes = newSizeBytes;
       await this.writeHeaderNow();
-      await this.releasePendingFrees();
+      await this.applyFrees(this.refcounts.takePendingFrees());
       await this.writebackMetadata();
     });
   }
@@ -1409,7 +1427,7 @@ export class Qcow2Image implements Image {
       await this.exclusive(async () => {
         await this.writebackMetadata();
         if (this.refcounts.pendingFreeCount > 0) {
-          await this.releasePendingFrees();
+          await this.applyFrees(this.refcounts.takePendingFrees());
           await this.writebackMetadata();
         }
         if (this.lazyRefcounts && hasIncompatible(this.header, IncompatibleBit.dirty) && !this.refcountsUnverified) {

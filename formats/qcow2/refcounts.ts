@@ -449,10 +449,15 @@ export class Refcounts {
     return this.pendingFrees.length;
   }
 
-  /** Applies deferred decrements. Returns the clusters whose refcount reached zero. */
-  async applyPendingFrees(): Promise<number[]> {
+  /** Takes the queued decrements (for a caller that applies them once it is safe). */
+  takePendingFrees(): number[] {
     const frees = this.pendingFrees;
     this.pendingFrees = [];
+    return frees;
+  }
+
+  /** Applies deferred decrements. Returns the clusters whose refcount reached zero. */
+  async applyFrees(frees: readonly number[]): Promise<number[]> {
     const freed: number[] = [];
     for (const cluster of frees) {
       if ((await this.add(cluster, -1)) === 0) freed.push(cluster);

@@ -27,8 +27,9 @@ export interface LocalHostFileOptions {
   /**
    * Do pread/pwrite with fs.readSync/fs.writeSync inside the promise-returning methods. Much faster
    * on tmpfs (no thread-pool hop); on a disk it blocks the event loop for each call's duration.
-   * 'auto': sync when the file is on tmpfs (memory: never waits for a device), async otherwise.
-   * Default 'auto'.
+   * 'auto': on tmpfs (memory: never waits for a device) requests up to AUTO_SYNC_IO_MAX_BYTES go
+   * synchronously and larger ones through the thread pool, where several cores copy in parallel;
+   * elsewhere everything is async. Default 'auto'.
    */
   syncIo?: boolean | 'auto';
 }
@@ -139,12 +140,22 @@ function checkRange(name: string, what: string, hostOffset: number, length: numb
 }
 
 const RESOLVED: Promise<void> = Promise.resolve();
+
+/**
+ * Measured on tmpfs here (page-aligned buffers): a synchronous 64 KiB read runs at 5.9 GB/s vs
+ * 3.6 GB/s through the pool at queue depth 32 (the thread hop dominates); at 256 KiB they are even;
+ * at 1 MiB the pool wins (7.4 vs 3.7-5.2 GB/s) because two cores copy at once.
+ */
+export const AUTO_SYNC_IO_MAX_BYTES = 256 * 1024;
 let zeroChunk: Uint8Array | undefined;
 
 export class LocalHostFile implements HostFile {
   readonly name: string;
   readonly readOnly: boolean;
+  /** True when at least small requests run synchronously (see syncIoMaxBytes). */
   readonly syncIo: boolean;
+  /** Requests of at most this many bytes run synchronously; larger ones go to the thread pool. */
+  readonly syncIoMaxBytes: number;
   /** -1 once close() has started: new calls reject; calls already in flight finish first. */
   private fd: number;
   private inFlight = 0;
@@ -154,11 +165,12 @@ export class LocalHostFile implements HostFile {
   private metadataDirty = false;
   private punchUnsupported = false;
 
-  private constructor(fd: number, path: string, readOnly: boolean, syncIo: boolean) {
+  private constructor(fd: number, path: string, readOnly: boolean, syncIoMaxBytes: number) {
     this.fd = fd;
     this.name = path;
     this.readOnly = readOnly;
-    this.syncIo = syncIo;
+    this.syncIoMaxBytes = syncIoMaxBytes;
+    this.syncIo = syncIoMaxBytes > 0;
   }
 
   static async open(path: string, options: LocalHostFileOptions = {}): Promise<LocalHostFile> {
@@ -189,8 +201,9 @@ export class LocalHostFile implements HostFile {
       throw err;
     }
     const mode = options.syncIo ?? 'auto';
-    const syncIo = mode === 'auto' ? await onTmpfs(path) : mode;
-    return new LocalHostFile(fd, path, readOnly, syncIo);
+    const syncIoMaxBytes =
+      mode === 'auto' ? ((await onTmpfs(path)) ? AUTO_SYNC_IO_MAX_BYTES : 0) : mode ? Number.POSITIVE_INFINITY : 0;
+    return new LocalHostFile(fd, path, readOnly, syncIoMaxBytes);
   }
 
   pread(buf: Uint8Array, hostOffset: number): Promise<number> {
@@ -201,7 +214,7 @@ export class LocalHostFile implements HostFile {
       return Promise.reject(checkRange(this.name, 'pread', hostOffset, length));
     }
     if (length === 0) return Promise.resolve(0);
-    if (this.syncIo) return this.preadSync(fd, buf, hostOffset);
+    if (length <= this.syncIoMaxBytes) return this.preadSync(fd, buf, hostOffset);
     this.inFlight++;
     return new Promise<number>((resolve, reject) => {
       let done = 0;
@@ -234,7 +247,7 @@ export class LocalHostFile implements HostFile {
       return Promise.reject(checkRange(this.name, 'pwrite', hostOffset, length));
     }
     if (length === 0) return RESOLVED;
-    if (this.syncIo) return this.pwriteSync(fd, buf, hostOffset);
+    if (length <= this.syncIoMaxBytes) return this.pwriteSync(fd, buf, hostOffset);
     this.inFlight++;
     return new Promise<void>((resolve, reject) => {
       let done = 0;
