@@ -585,7 +585,7 @@ export class Qcow2Image implements Image {
       if (slowLength === 0) return;
       const start = slowStart;
       const chunk = data.subarray(start, start + slowLength);
-      pending.push(this.metaLock.run(() => this.writeRunSlow(guestOffset + start, chunk)));
+      pending.push(this.writeSlow(guestOffset + start, chunk));
       slowLength = 0;
     };
     while (position < data.length) {
@@ -710,23 +710,42 @@ export class Qcow2Image implements Image {
     table.dirty = true;
   }
 
-  /** Writes a run of clusters that need metadata changes. Lock held. */
-  private async writeRunSlow(guestOffset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Writes a run of clusters that need metadata changes. Whole clusters that need new host
+   * clusters are reserved under the lock, written without it (so large allocating writes proceed
+   * in parallel) and committed under it again; the rest go cluster by cluster under the lock.
+   */
+  private async writeSlow(guestOffset: number, data: Uint8Array): Promise<void> {
     const cs = this.clusterSizeBytes;
     for (let position = 0; position < data.length; ) {
       const guest = guestOffset + position;
-      const offsetInCluster = guest % cs;
-      if (offsetInCluster === 0) {
-        const wholeClusters = await this.countClustersNeedingNewHost(guest, data.length - position);
-        if (wholeClusters >= 2) {
-          await this.writeNewClusters(guest, data.subarray(position, position + wholeClusters * cs));
-          position += wholeClusters * cs;
-          continue;
+      const rest = data.subarray(position);
+      const step = await this.metaLock.run(async (): Promise<{ written: number } | { reserved: number; hostOffset: number }> => {
+        if (guest % cs === 0) {
+          const wholeClusters = await this.countClustersNeedingNewHost(guest, rest.length);
+          if (wholeClusters >= 2) {
+            await this.writableL2Table(Math.floor(guest / cs / this.l2Entries));
+            return { reserved: wholeClusters, hostOffset: await this.allocateClusters(wholeClusters) };
+          }
         }
+        const length = Math.min(cs - (guest % cs), rest.length);
+        await this.writeClusterSlow(guest, rest.subarray(0, length));
+        return { written: length };
+      });
+      if ('written' in step) {
+        position += step.written;
+        continue;
       }
-      const length = Math.min(cs - offsetInCluster, data.length - position);
-      await this.writeClusterSlow(guest, data.subarray(position, position + length));
-      position += length;
+      const bytes = step.reserved * cs;
+      try {
+        await this.file.pwrite(rest.subarray(0, bytes), step.hostOffset);
+      } catch (err) {
+        // Never referenced: queue the reserved clusters for freeing like any dropped cluster.
+        for (let i = 0; i < step.reserved; i++) this.refcounts.queueFree(step.hostOffset / cs + i);
+        throw err;
+      }
+      await this.metaLock.run(() => this.commitNewClusters(guest, step.reserved, step.hostOffset));
+      position += bytes;
     }
   }
 
@@ -760,18 +779,19 @@ export class Qcow2Image implements Image {
     return count;
   }
 
-  /** Writes whole clusters into one new contiguous host allocation. Lock held. */
-  private async writeNewClusters(guestOffset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Points whole guest clusters at newly written host clusters. Whatever the entries hold by now
+   * (a concurrent write or discard may have changed them) is freed: this write counts as the
+   * later one, a valid order for concurrent overlapping requests. Lock held.
+   */
+  private async commitNewClusters(guestOffset: number, count: number, hostOffset: number): Promise<void> {
     const cs = this.clusterSizeBytes;
-    const count = data.length / cs;
     const firstCluster = guestOffset / cs;
     const table = await this.writableL2Table(Math.floor(firstCluster / this.l2Entries));
-    const host = await this.allocateClusters(count);
-    await this.file.pwrite(data, host);
     for (let i = 0; i < count; i++) {
       const position = ((firstCluster + i) % this.l2Entries) * this.l2EntryBytes;
       this.freeEntryClusters(table.view.getUint32(position), table.view.getUint32(position + 4));
-      const entry = encodeEntry(host + i * cs, { copied: true });
+      const entry = encodeEntry(hostOffset + i * cs, { copied: true });
       this.setEntry(table, position, entry.hi, entry.lo, { zero: 0, alloc: 0xffffffff });
     }
   }
