@@ -2,23 +2,41 @@
  * The strata command line. bin/strata.js calls main(process.argv.slice(2)) and exits with the
  * status it resolves to. Errors are reported as one line on stderr:
  *   strata: <what was wrong> (<what to do>)
- * with the StorageError code in brackets when there is one. Usage mistakes and failures exit 1
- * unless a subcommand defines its own statuses (check, compare, io).
+ * with the StorageError code in brackets when there is one. For `img`, usage mistakes and failures
+ * exit 1 unless a subcommand defines its own statuses (check, compare, io); the daemon commands
+ * (serve, status, pool, volume, snap, job) use the statuses in remote/exits.ts.
  */
 import { wantsHelp } from './args.js';
 import type { Subcommand } from './command.js';
 import { CliError, UsageError, formatErrorLine } from './errors.js';
 import { IMG_SUBCOMMANDS, imgHelp } from './img/index.js';
+import { JOB_SUBCOMMANDS, jobHelp } from './job.js';
 import { processConsole, type Console } from './output.js';
+import { POOL_SUBCOMMANDS, poolHelp } from './pool.js';
+import { EXIT } from './remote/exits.js';
+import { SERVE_HELP, runServe } from './serve.js';
+import { SNAP_SUBCOMMANDS, snapHelp } from './snap.js';
+import { STATUS_HELP, runStatus } from './status.js';
+import { VOLUME_SUBCOMMANDS, volumeHelp } from './volume.js';
 
 interface CommandGroup {
   name: string;
   summary: string;
   help: () => string;
   subcommands: readonly Subcommand[];
+  /** A command without subcommands ("strata status") runs this instead. */
+  run?: (argv: string[], con: Console) => Promise<number>;
+  /** Exit status of usage errors (the daemon commands use 2; `img` keeps qemu-img's 1). */
+  usageExitCode?: number;
 }
 
 const GROUPS: readonly CommandGroup[] = [
+  { name: 'serve', summary: 'run the storage daemon', help: () => SERVE_HELP, subcommands: [], run: runServe, usageExitCode: EXIT.USAGE },
+  { name: 'status', summary: 'show whether the daemon is up and what it holds', help: () => STATUS_HELP, subcommands: [], run: runStatus, usageExitCode: EXIT.USAGE },
+  { name: 'pool', summary: 'create, list, inspect and delete pools', help: poolHelp, subcommands: POOL_SUBCOMMANDS, usageExitCode: EXIT.USAGE },
+  { name: 'volume', summary: 'volumes: create, resize, copy, import/export, flatten, diff', help: volumeHelp, subcommands: VOLUME_SUBCOMMANDS, usageExitCode: EXIT.USAGE },
+  { name: 'snap', summary: 'snapshots: create, rollback, protect, clone, delete', help: snapHelp, subcommands: SNAP_SUBCOMMANDS, usageExitCode: EXIT.USAGE },
+  { name: 'job', summary: "follow and cancel the daemon's jobs", help: jobHelp, subcommands: JOB_SUBCOMMANDS, usageExitCode: EXIT.USAGE },
   { name: 'img', summary: 'offline image tools (qemu-img and qemu-io work-alikes)', help: imgHelp, subcommands: IMG_SUBCOMMANDS },
 ];
 
@@ -39,6 +57,13 @@ function mainHelp(): string {
 }
 
 async function runGroup(group: CommandGroup, argv: string[], con: Console): Promise<number> {
+  if (group.run !== undefined) {
+    if (wantsHelp(argv)) {
+      con.stdout(group.help());
+      return 0;
+    }
+    return group.run(argv, con);
+  }
   const [subName, ...rest] = argv;
   if (subName === undefined) {
     throw new UsageError(`${group.name}: missing subcommand`, `see 'strata ${group.name} --help'`);
@@ -62,6 +87,7 @@ async function runGroup(group: CommandGroup, argv: string[], con: Console): Prom
 }
 
 export async function main(argv: string[], con: Console = processConsole()): Promise<number> {
+  let group: CommandGroup | undefined;
   try {
     const [command, ...rest] = argv;
     if (command === undefined) {
@@ -71,7 +97,7 @@ export async function main(argv: string[], con: Console = processConsole()): Pro
       con.stdout(mainHelp());
       return 0;
     }
-    const group = GROUPS.find((g) => g.name === command);
+    group = GROUPS.find((g) => g.name === command);
     if (group === undefined) {
       const names = GROUPS.map((g) => g.name).join(', ');
       throw new UsageError(
@@ -83,6 +109,7 @@ export async function main(argv: string[], con: Console = processConsole()): Pro
   } catch (err) {
     con.stderr(`${formatErrorLine(err)}\n`);
     if (process.env['STRATA_DEBUG'] && err instanceof Error && err.stack) con.stderr(`${err.stack}\n`);
+    if (err instanceof UsageError) return group?.usageExitCode ?? 1;
     return err instanceof CliError ? err.exitCode : 1;
   }
 }

@@ -24,7 +24,7 @@ describe('strata entry point', () => {
 
   it('gives one clear error line and exit 1 for wrong usage', () => {
     expectErrorLine(strata([]), 1, /missing command/);
-    expectErrorLine(strata(['serve']), 1, /unknown command 'serve'.*usage: strata <command>/);
+    expectErrorLine(strata(['frob']), 1, /unknown command 'frob'.*usage: strata <command>/);
     expectErrorLine(strata(['img']), 1, /missing subcommand/);
     expectErrorLine(strata(['img', 'frobnicate']), 1, /unknown subcommand 'frobnicate'/);
     expectErrorLine(strata(['img', 'info']), 1, /missing FILE/);

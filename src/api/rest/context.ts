@@ -1,0 +1,24 @@
+/** What the REST routes share: the volume service, the metrics and the daemon's facts. */
+import type { VolumeService } from '../../volume/types.js';
+import type { ApiMetrics } from './metrics.js';
+
+export interface RestContext {
+  service: VolumeService;
+  metrics: ApiMetrics;
+  version: string;
+  dataDir: string;
+  /** True once shutdown began: job watchers end their streams. */
+  readonly closing: () => boolean;
+  /** How often a job watch polls the job (ms). */
+  jobWatchIntervalMs: number;
+}
+
+export interface PoolParams {
+  pool: string;
+}
+export interface VolumeParams extends PoolParams {
+  vol: string;
+}
+export interface SnapshotParams extends VolumeParams {
+  snap: string;
+}

@@ -1,0 +1,239 @@
+/**
+ * The REST API as a fastify instance: bearer-token auth on /v1, JSON schemas on every route, one
+ * error mapping, request metrics, the OpenAPI document at /openapi.json and Prometheus metrics at
+ * /metrics. The routes call the VolumeService and nothing else.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { Socket } from 'node:net';
+import swagger from '@fastify/swagger';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import type { VolumeService } from '../../volume/types.js';
+import type { RestContext } from './context.js';
+import { UnauthorizedError, isClientAbort, mapError } from './errors.js';
+import { ApiMetrics, renderGauge, type GaugeSample } from './metrics.js';
+import { registerContentRoutes } from './routes/content.js';
+import { registerJobRoutes } from './routes/jobs.js';
+import { registerPoolRoutes } from './routes/pools.js';
+import { registerSnapshotRoutes } from './routes/snapshots.js';
+import { registerVolumeRoutes } from './routes/volumes.js';
+import { SHARED_SCHEMAS } from './schemas.js';
+
+export { HTTP_STATUS, mapError } from './errors.js';
+export { ApiMetrics } from './metrics.js';
+
+export interface RestApiOptions {
+  service: VolumeService;
+  /** The bearer token every /v1 request must carry. */
+  token: string;
+  logger: Logger;
+  version: string;
+  dataDir: string;
+  metrics?: ApiMetrics;
+  /** True once the daemon is shutting down (job watches end). */
+  closing?: () => boolean;
+  jobWatchIntervalMs?: number;
+}
+
+/** Routes served without the token: the API description and the metrics (bind to 127.0.0.1, or scrape through a proxy, when volume names are private). */
+const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/openapi.json', '/metrics']);
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+/** Compares the presented token with the expected one in time independent of where they differ. */
+function tokenMatches(presented: string, expectedDigest: Buffer): boolean {
+  return timingSafeEqual(digest(presented), expectedDigest);
+}
+
+export async function buildRestApi(options: RestApiOptions): Promise<FastifyInstance> {
+  const metrics = options.metrics ?? new ApiMetrics();
+  const expected = digest(options.token);
+  const errorCodes = new WeakMap<FastifyRequest, string>();
+
+  const app: FastifyInstance = Fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    // JSON bodies of the API are small; byte streams bypass this (their routes read the socket).
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: true,
+    // No implicit HEAD routes: a HEAD on /content would open the volume for nothing.
+    exposeHeadRoutes: false,
+    ajv: { customOptions: { removeAdditional: false, allErrors: false, coerceTypes: 'array', useDefaults: true } },
+    schemaErrorFormatter: (errors, dataVar) => new Error(errors.map((e) => describeSchemaError(e, dataVar)).join('; ')),
+  });
+
+  const ctx: RestContext = {
+    service: options.service,
+    metrics,
+    version: options.version,
+    dataDir: options.dataDir,
+    closing: options.closing ?? (() => false),
+    jobWatchIntervalMs: options.jobWatchIntervalMs ?? 200,
+  };
+
+  // JSON only (fastify also parses text/plain by default): anything else is a 415.
+  app.removeContentTypeParser('text/plain');
+  for (const schema of SHARED_SCHEMAS) app.addSchema(schema);
+  // Response schemas document the API (OpenAPI); responses are plain JSON.stringify of the
+  // mappers' output, which saves compiling a serializer per route at start-up.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Strata storage daemon',
+        description: 'Pools, thin qcow2 volumes, snapshots, clones and jobs. Errors: {"error":{"code","message"}}.',
+        version: options.version,
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'the token in <data>/token' } } },
+      security: [{ bearer: [] }],
+      tags: [
+        { name: 'status' },
+        { name: 'pools' },
+        { name: 'volumes' },
+        { name: 'snapshots' },
+        { name: 'content', description: 'byte streams: import/export, diff streams' },
+        { name: 'jobs' },
+      ],
+    },
+    refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
+  });
+
+  // Everything needs the token except the two public documents (an allowlist: a path that does
+  // not route, however it is spelled, is refused before the 404).
+  app.addHook('onRequest', async (req) => {
+    const route = req.routeOptions.url;
+    if (route !== undefined && PUBLIC_ROUTES.has(route)) return;
+    const header = req.headers.authorization;
+    if (header === undefined) throw new UnauthorizedError("missing 'Authorization: Bearer <token>' header (the token is in <data>/token)");
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!match || !tokenMatches(match[1] as string, expected)) throw new UnauthorizedError('the bearer token is not valid');
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    if (!req.raw.complete) dropUnreadBody(req.raw.socket);
+    const route = req.routeOptions.url ?? 'unmatched';
+    const method = req.method;
+    const status = String(reply.statusCode);
+    metrics.requests.inc({ method, route, status });
+    metrics.latency.observe({ method, route }, reply.elapsedTime / 1000);
+    if (reply.statusCode >= 400) metrics.errors.inc({ method, route, code: errorCodes.get(req) ?? status });
+    const params = req.params as { pool?: unknown; vol?: unknown } | undefined;
+    if (reply.statusCode < 400 && typeof params?.pool === 'string' && typeof params.vol === 'string' && method !== 'DELETE') {
+      metrics.volumeOperations.inc({ pool: params.pool, volume: params.vol, operation: `${method} ${route.replace('/v1/pools/:pool/volumes/:vol', '') || '/'}` });
+    }
+    const level = reply.statusCode >= 500 ? 'error' : 'info';
+    req.log[level]({ method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
+  });
+
+  app.setErrorHandler(async (err, req, reply) => {
+    const mapped = mapError(err);
+    errorCodes.set(req, mapped.body.error.code);
+    if (mapped.internal) req.log.error({ err, url: req.url }, 'request failed');
+    else if (isClientAbort(err)) req.log.info({ url: req.url }, 'request aborted by the client');
+    else req.log.debug({ code: mapped.body.error.code, message: mapped.body.error.message }, 'request refused');
+    if (reply.sent || reply.raw.headersSent) return;
+    if (mapped.status === 401) reply.header('www-authenticate', 'Bearer realm="strata"');
+    return reply.code(mapped.status).type('application/json').send(mapped.body);
+  });
+
+  app.setNotFoundHandler(async (req, reply) => {
+    errorCodes.set(req, 'NOT_FOUND');
+    return reply.code(404).send({ error: { code: 'NOT_FOUND', message: `no route ${req.method} ${req.url.split('?')[0]} (see /openapi.json)` } });
+  });
+
+  registerPoolRoutes(app, ctx);
+  registerVolumeRoutes(app, ctx);
+  registerSnapshotRoutes(app, ctx);
+  registerJobRoutes(app, ctx);
+  registerContentRoutes(app, ctx);
+
+  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+    const extra = await collectGauges(options.service).catch((err: unknown) => {
+      app.log.warn({ err }, 'metrics: could not collect volume gauges');
+      return [] as string[];
+    });
+    return reply.type('text/plain; version=0.0.4; charset=utf-8').send(metrics.render(extra));
+  });
+
+  return app;
+}
+
+/**
+ * A response went out before the request body was read to its end (an upload refused early).
+ * Node's server discards the rest of the body, but a client that then stops sending leaves a
+ * half-open connection the server would wait for forever (at shutdown too): end it once the
+ * client has closed its side, or after a short while.
+ */
+function dropUnreadBody(socket: Socket | null): void {
+  if (socket === null || socket.destroyed) return;
+  if (socket.readableEnded) {
+    socket.destroy();
+    return;
+  }
+  socket.once('end', () => socket.destroy());
+  setTimeout(() => socket.destroy(), 5000).unref();
+}
+
+/** One validation failure in words a person can act on. */
+function describeSchemaError(e: { keyword: string; instancePath: string; params: Record<string, unknown>; message?: string | undefined }, dataVar: string): string {
+  const where = `${dataVar}${e.instancePath}`;
+  switch (e.keyword) {
+    case 'additionalProperties':
+      return `${where} has an unknown property '${String(e.params['additionalProperty'])}'`;
+    case 'required':
+      return `${where} must have the property '${String(e.params['missingProperty'])}'`;
+    case 'pattern':
+      return `${where} is not a valid name (1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit)`;
+    case 'minProperties':
+      return `${where} must name at least one property to change`;
+    default:
+      return `${where} ${e.message ?? 'is not valid'}`;
+  }
+}
+
+/** Gauges read from the service at scrape time: jobs by state, per pool and per volume sizes. */
+async function collectGauges(service: VolumeService): Promise<string[]> {
+  const [pools, jobs] = await Promise.all([service.listPools(), service.listJobs()]);
+  const byState = new Map<string, number>();
+  for (const state of ['queued', 'running', 'succeeded', 'failed', 'cancelled']) byState.set(state, 0);
+  for (const job of jobs) byState.set(job.state, (byState.get(job.state) ?? 0) + 1);
+  const poolProvisioned: GaugeSample[] = [];
+  const poolAllocated: GaugeSample[] = [];
+  const poolQuota: GaugeSample[] = [];
+  const poolVolumes: GaugeSample[] = [];
+  const volProvisioned: GaugeSample[] = [];
+  const volAllocated: GaugeSample[] = [];
+  const volSnapshots: GaugeSample[] = [];
+  const volDepth: GaugeSample[] = [];
+  for (const pool of pools) {
+    const labels = { pool: pool.name };
+    poolProvisioned.push({ labels, value: pool.provisionedBytes });
+    poolAllocated.push({ labels, value: pool.allocatedBytes });
+    poolVolumes.push({ labels, value: pool.volumeCount });
+    if (pool.quotaBytes !== undefined) poolQuota.push({ labels, value: pool.quotaBytes });
+    for (const vol of await service.listVolumes(pool.name)) {
+      const vl = { pool: pool.name, volume: vol.name };
+      volProvisioned.push({ labels: vl, value: vol.provisionedBytes });
+      volAllocated.push({ labels: vl, value: vol.allocatedBytes });
+      volSnapshots.push({ labels: vl, value: vol.snapshotCount });
+      volDepth.push({ labels: vl, value: vol.chainDepth });
+    }
+  }
+  return [
+    renderGauge('strata_jobs', 'Jobs known to the daemon, by state.', [...byState].map(([state, value]) => ({ labels: { state }, value }))),
+    renderGauge('strata_pool_volumes', 'Volumes in a pool.', poolVolumes),
+    renderGauge('strata_pool_provisioned_bytes', 'Sum of the provisioned sizes of a pool\'s volumes.', poolProvisioned),
+    renderGauge('strata_pool_allocated_bytes', 'Host bytes used by a pool\'s layer files.', poolAllocated),
+    renderGauge('strata_pool_quota_bytes', 'Pool quota (pools without one are absent).', poolQuota),
+    renderGauge('strata_volume_provisioned_bytes', 'Virtual size of a volume.', volProvisioned),
+    renderGauge('strata_volume_allocated_bytes', 'Host bytes of the layers only this volume uses.', volAllocated),
+    renderGauge('strata_volume_snapshots', 'Snapshots of a volume.', volSnapshots),
+    renderGauge('strata_volume_chain_depth', 'Layers in a volume\'s chain.', volDepth),
+  ];
+}

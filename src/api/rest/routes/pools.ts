@@ -1,0 +1,84 @@
+/** /v1/status and /v1/pools routes. */
+import type { FastifyInstance } from 'fastify';
+import type { PoolParams, RestContext } from '../context.js';
+import { duJson, errorResponses, listOf, nameSchema, poolJson, ref } from '../schemas.js';
+
+const poolParams = { type: 'object', required: ['pool'], properties: { pool: nameSchema } } as const;
+
+export function registerPoolRoutes(app: FastifyInstance, ctx: RestContext): void {
+  const { service } = ctx;
+
+  app.get('/v1/status', {
+    schema: { tags: ['status'], summary: 'Health, version, data folder, pools, running jobs', response: { 200: ref('Status'), ...errorResponses } },
+  }, async () => {
+    const [pools, jobs] = await Promise.all([service.listPools(), service.listJobs()]);
+    return {
+      status: 'ok',
+      version: ctx.version,
+      pid: process.pid,
+      dataDir: ctx.dataDir,
+      uptimeSeconds: Math.round((Date.now() - ctx.metrics.startedAt) / 100) / 10,
+      pools: pools.map((p) => p.name),
+      volumes: pools.reduce((n, p) => n + p.volumeCount, 0),
+      jobsRunning: jobs.filter((j) => j.state === 'running' || j.state === 'queued').length,
+    };
+  });
+
+  app.get('/v1/pools', {
+    schema: { tags: ['pools'], summary: 'List pools', response: { 200: listOf('Pool'), ...errorResponses } },
+  }, async () => (await service.listPools()).map(poolJson));
+
+  app.post<{ Body: { name: string; quotaBytes?: number } }>('/v1/pools', {
+    schema: {
+      tags: ['pools'],
+      summary: 'Create a pool',
+      body: {
+        type: 'object',
+        required: ['name'],
+        additionalProperties: false,
+        properties: { name: nameSchema, quotaBytes: { type: 'integer', minimum: 0 } },
+      },
+      response: { 201: ref('Pool'), ...errorResponses },
+    },
+  }, async (req, reply) => {
+    const { name, quotaBytes } = req.body;
+    const pool = await service.createPool(name, quotaBytes === undefined ? {} : { quotaBytes });
+    return reply.code(201).send(poolJson(pool));
+  });
+
+  app.get<{ Params: PoolParams }>('/v1/pools/:pool', {
+    schema: { tags: ['pools'], summary: 'Pool info', params: poolParams, response: { 200: ref('Pool'), ...errorResponses } },
+  }, async (req) => poolJson(await service.poolInfo(req.params.pool)));
+
+  app.patch<{ Params: PoolParams; Body: { quotaBytes: number | null } }>('/v1/pools/:pool', {
+    schema: {
+      tags: ['pools'],
+      summary: 'Set or clear (null) the pool quota',
+      params: poolParams,
+      body: {
+        type: 'object',
+        required: ['quotaBytes'],
+        additionalProperties: false,
+        properties: { quotaBytes: { type: ['integer', 'null'], minimum: 0 } },
+      },
+      response: { 200: ref('Pool'), ...errorResponses },
+    },
+  }, async (req) => poolJson(await service.setPoolQuota(req.params.pool, req.body.quotaBytes ?? undefined)));
+
+  app.delete<{ Params: PoolParams }>('/v1/pools/:pool', {
+    schema: { tags: ['pools'], summary: 'Delete an empty pool', params: poolParams, response: { 204: { type: 'null' }, ...errorResponses } },
+  }, async (req, reply) => {
+    await service.deletePool(req.params.pool);
+    return reply.code(204).send();
+  });
+
+  app.get<{ Params: PoolParams; Querystring: { volume?: string } }>('/v1/pools/:pool/du', {
+    schema: {
+      tags: ['pools'],
+      summary: 'Usage per volume and snapshot',
+      params: poolParams,
+      querystring: { type: 'object', additionalProperties: false, properties: { volume: nameSchema } },
+      response: { 200: listOf('DuEntry'), ...errorResponses },
+    },
+  }, async (req) => (await service.du(req.params.pool, req.query.volume)).map(duJson));
+}

@@ -1,0 +1,176 @@
+/**
+ * JSON schemas of the REST API (request validation, response serialization and the OpenAPI
+ * document) and the mappers from the volume service's records to their JSON form (undefined
+ * becomes null, so every documented field is present).
+ */
+import type { DiffExtent, DuEntry, JobInfo, PoolInfo, SnapshotInfo, VolumeInfo } from '../../volume/types.js';
+
+/** Pool, volume and snapshot names: no '/', '@' or spaces, so "pool/vol@snap" is unambiguous. */
+export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
+
+export const nameSchema = { type: 'string', pattern: NAME_PATTERN, description: '1 to 128 letters, digits, . _ -, starting with a letter or digit' } as const;
+const bytes = { type: 'integer', minimum: 0 } as const;
+const nullableBytes = { type: ['integer', 'null'], minimum: 0 } as const;
+const isoTime = { type: 'string', description: 'ISO-8601 time' } as const;
+
+export const errorSchema = {
+  $id: 'Error',
+  type: 'object',
+  required: ['error'],
+  properties: {
+    error: {
+      type: 'object',
+      required: ['code', 'message'],
+      properties: { code: { type: 'string' }, message: { type: 'string' } },
+    },
+  },
+} as const;
+
+export const poolSchema = {
+  $id: 'Pool',
+  type: 'object',
+  required: ['name', 'path', 'quotaBytes', 'volumeCount', 'provisionedBytes', 'allocatedBytes', 'createdAt'],
+  properties: {
+    name: { type: 'string' },
+    path: { type: 'string' },
+    quotaBytes: nullableBytes,
+    volumeCount: bytes,
+    provisionedBytes: bytes,
+    allocatedBytes: bytes,
+    createdAt: isoTime,
+  },
+} as const;
+
+const parentSchema = {
+  type: ['object', 'null'],
+  properties: { pool: { type: 'string' }, volume: { type: 'string' }, snapshot: { type: 'string' } },
+} as const;
+
+export const volumeSchema = {
+  $id: 'Volume',
+  type: 'object',
+  required: ['id', 'pool', 'name', 'provisionedBytes', 'allocatedBytes', 'snapshotCount', 'parent', 'chainDepth', 'activeLayerPath', 'snapshotLimit', 'createdAt'],
+  properties: {
+    id: { type: 'string' },
+    pool: { type: 'string' },
+    name: { type: 'string' },
+    provisionedBytes: bytes,
+    allocatedBytes: bytes,
+    snapshotCount: bytes,
+    parent: parentSchema,
+    chainDepth: bytes,
+    activeLayerPath: { type: 'string' },
+    snapshotLimit: { type: ['integer', 'null'] },
+    createdAt: isoTime,
+  },
+} as const;
+
+export const snapshotSchema = {
+  $id: 'Snapshot',
+  type: 'object',
+  required: ['id', 'pool', 'volume', 'name', 'sizeBytes', 'protected', 'children', 'layerPath', 'createdAt'],
+  properties: {
+    id: { type: 'string' },
+    pool: { type: 'string' },
+    volume: { type: 'string' },
+    name: { type: 'string' },
+    sizeBytes: bytes,
+    protected: { type: 'boolean' },
+    children: { type: 'array', items: { type: 'string' } },
+    layerPath: { type: 'string' },
+    createdAt: isoTime,
+  },
+} as const;
+
+export const jobSchema = {
+  $id: 'Job',
+  type: 'object',
+  required: ['id', 'kind', 'target', 'state', 'doneBytes', 'totalBytes', 'error', 'createdAt', 'finishedAt'],
+  properties: {
+    id: { type: 'string' },
+    kind: { type: 'string', enum: ['flatten', 'copy', 'import', 'export', 'snapshot-delete'] },
+    target: { type: 'string' },
+    state: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'cancelled'] },
+    doneBytes: bytes,
+    totalBytes: bytes,
+    error: {
+      type: ['object', 'null'],
+      properties: { code: { type: 'string' }, message: { type: 'string' } },
+    },
+    createdAt: isoTime,
+    finishedAt: { type: ['string', 'null'] },
+  },
+} as const;
+
+export const duEntrySchema = {
+  $id: 'DuEntry',
+  type: 'object',
+  required: ['name', 'provisionedBytes', 'allocatedBytes'],
+  properties: { name: { type: 'string' }, provisionedBytes: bytes, allocatedBytes: bytes },
+} as const;
+
+export const diffExtentSchema = {
+  $id: 'DiffExtent',
+  type: 'object',
+  required: ['offset', 'length', 'kind'],
+  properties: { offset: bytes, length: bytes, kind: { type: 'string', enum: ['data', 'zero'] } },
+} as const;
+
+export const statusSchema = {
+  $id: 'Status',
+  type: 'object',
+  required: ['status', 'version', 'pid', 'dataDir', 'uptimeSeconds', 'pools', 'volumes', 'jobsRunning'],
+  properties: {
+    status: { type: 'string' },
+    version: { type: 'string' },
+    pid: { type: 'integer' },
+    dataDir: { type: 'string' },
+    uptimeSeconds: { type: 'number' },
+    pools: { type: 'array', items: { type: 'string' } },
+    volumes: { type: 'integer' },
+    jobsRunning: { type: 'integer' },
+  },
+} as const;
+
+export const SHARED_SCHEMAS = [errorSchema, poolSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema];
+
+export const ref = (id: string) => ({ $ref: `${id}#` }) as const;
+export const listOf = (id: string) => ({ type: 'array', items: { $ref: `${id}#` } }) as const;
+
+/** The error responses every /v1 route can give. */
+export const errorResponses = {
+  400: ref('Error'),
+  401: ref('Error'),
+  404: ref('Error'),
+  409: ref('Error'),
+  422: ref('Error'),
+  500: ref('Error'),
+  501: ref('Error'),
+  507: ref('Error'),
+} as const;
+
+export function poolJson(p: PoolInfo) {
+  return { ...p, quotaBytes: p.quotaBytes ?? null };
+}
+
+export function volumeJson(v: VolumeInfo) {
+  return { ...v, parent: v.parent ?? null, snapshotLimit: v.snapshotLimit ?? null };
+}
+
+export function snapshotJson(s: SnapshotInfo) {
+  return { ...s };
+}
+
+export function jobJson(j: JobInfo) {
+  return { ...j, error: j.error ?? null, finishedAt: j.finishedAt ?? null };
+}
+
+export function duJson(e: DuEntry) {
+  return { ...e };
+}
+
+export function extentJson(e: DiffExtent) {
+  return { ...e };
+}
+
+export const TERMINAL_JOB_STATES: ReadonlySet<string> = new Set(['succeeded', 'failed', 'cancelled']);

@@ -1,0 +1,119 @@
+/**
+ * The records the catalog stores: one JSON value per key, keyed `<kind>:<id>`. Names are user
+ * chosen and can change (rename); ids are Strata's and never change. Times are ISO-8601 strings.
+ */
+
+export interface PoolRecord {
+  name: string;
+  /** Sum of the volumes' provisioned sizes may not exceed this (absent: no quota). */
+  quotaBytes?: number;
+  createdAt: string;
+}
+
+export interface VolumeRecord {
+  id: string;
+  pool: string;
+  name: string;
+  /** Virtual size: the active layer's size. */
+  sizeBytes: number;
+  activeLayerId: string;
+  snapshotLimit?: number;
+  createdAt: string;
+}
+
+/**
+ * One qcow2 file in a pool: `<data>/pools/<pool>/<fileName>`. Every layer is either a volume's
+ * active layer or a snapshot's layer (never both, never neither).
+ */
+export interface LayerRecord {
+  id: string;
+  pool: string;
+  /** `<id>.qcow2`. */
+  fileName: string;
+  /** The layer this one's backing file names (absent: no backing file). */
+  backingLayerId?: string;
+  /** The volume whose active layer or snapshot this layer is. */
+  ownerVolumeId: string;
+  /** Frozen layers are snapshot layers: their contents never change (copy-up keeps what they read). */
+  frozen: boolean;
+  createdAt: string;
+}
+
+export interface SnapshotRecord {
+  id: string;
+  volumeId: string;
+  pool: string;
+  name: string;
+  layerId: string;
+  /** The volume's virtual size when the snapshot was taken (= its layer's size). */
+  sizeBytes: number;
+  protected: boolean;
+  createdAt: string;
+}
+
+export type JobKindRecord = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete';
+export type JobStateRecord = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+export interface JobRecord {
+  id: string;
+  kind: JobKindRecord;
+  target: string;
+  state: JobStateRecord;
+  doneBytes: number;
+  totalBytes: number;
+  error?: { code: string; message: string };
+  createdAt: string;
+  finishedAt?: string;
+}
+
+/** A file an intent refers to: `<data>/pools/<pool>/<fileName>`. */
+export interface FileRef {
+  pool: string;
+  fileName: string;
+}
+
+/**
+ * What a multi-step operation is about to do, written before any file work (docs/daemon.md,
+ * "Crash consistency"). `prepared`: the operation's catalog batch has not landed; recovery rolls it
+ * back (except a resize, which it finishes). `committed`: the batch landed (it set this phase);
+ * recovery finishes it.
+ */
+export interface IntentRecord {
+  id: string;
+  /** The operation, for logs ("snapshot-create", "snapshot-delete", "flatten", ...). */
+  kind: string;
+  phase: 'prepared' | 'committed';
+  /** "pool/volume" the operation works on, for logs. */
+  target: string;
+  /** Files the operation creates: deleted when rolled back. */
+  createFiles: FileRef[];
+  /** Files to delete once committed. */
+  deleteFiles: FileRef[];
+  /**
+   * Existing layers whose backing file the operation may rewrite (after making their contents
+   * independent of the change): when rolled back, their headers are set back to what the catalog says.
+   */
+  rebaseLayerIds: string[];
+  /** Existing layers the operation writes to (copy-up): checked and repaired for leaks by recovery. */
+  writeLayerIds: string[];
+  /**
+   * A resize of a volume's active layer. Recovery finishes it rather than undoing it (a shrink may
+   * already have dropped the data past the new end): the layer is resized to toBytes, what a larger
+   * backing file would show past fromBytes is zeroed, and the volume record gets the new size.
+   */
+  resize?: { volumeId: string; layerId: string; fromBytes: number; toBytes: number };
+  createdAt: string;
+}
+
+/** Every record kind and its value type. */
+export interface CatalogRecords {
+  pool: PoolRecord;
+  volume: VolumeRecord;
+  layer: LayerRecord;
+  snapshot: SnapshotRecord;
+  job: JobRecord;
+  intent: IntentRecord;
+}
+
+export type RecordKind = keyof CatalogRecords;
+export const RECORD_KINDS: readonly RecordKind[] = ['pool', 'volume', 'layer', 'snapshot', 'job', 'intent'];

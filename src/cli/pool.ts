@@ -1,0 +1,186 @@
+/** strata pool: create, list, info, delete, quota and du, through the daemon's REST API. */
+import type { Subcommand } from './command.js';
+import { seg } from './remote/client.js';
+import {
+  checkName,
+  clientOf,
+  groupHelp,
+  keyValues,
+  parse,
+  parseSize,
+  positionals,
+  printJson,
+  size,
+  subcommand,
+  table,
+  wantsJson,
+} from './remote/common.js';
+
+export interface PoolJson {
+  name: string;
+  path: string;
+  quotaBytes: number | null;
+  volumeCount: number;
+  provisionedBytes: number;
+  allocatedBytes: number;
+  createdAt: string;
+}
+
+export interface DuEntryJson {
+  name: string;
+  provisionedBytes: number;
+  allocatedBytes: number;
+}
+
+function poolDetails(p: PoolJson): string {
+  return keyValues([
+    ['pool', p.name],
+    ['path', p.path],
+    ['volumes', String(p.volumeCount)],
+    ['provisioned', `${size(p.provisionedBytes)}${p.quotaBytes !== null ? ` of ${size(p.quotaBytes)} quota` : ''}`],
+    ['allocated', size(p.allocatedBytes)],
+    ['quota', p.quotaBytes === null ? 'none' : `${size(p.quotaBytes)} (${p.quotaBytes} bytes)`],
+    ['created', p.createdAt],
+  ]);
+}
+
+/** rbd du's layout: one row per volume and snapshot, then a total. */
+export function duTable(entries: readonly DuEntryJson[]): string {
+  const rows = entries.map((e) => [e.name, size(e.provisionedBytes), size(e.allocatedBytes)]);
+  const used = entries.reduce((n, e) => n + e.allocatedBytes, 0);
+  const provisioned = entries.filter((e) => !e.name.includes('@')).reduce((n, e) => n + e.provisionedBytes, 0);
+  rows.push(['<TOTAL>', size(provisioned), size(used)]);
+  return table(['NAME', 'PROVISIONED', 'USED'], rows);
+}
+
+const create = subcommand(
+  'create',
+  'create a pool',
+  `Usage: strata pool create NAME [--quota SIZE]
+
+Creates a pool: a folder of qcow2 layer files in the daemon's data folder.
+
+Options:
+  --quota SIZE   the volumes' provisioned sizes may not add up to more than SIZE (e.g. 100G)
+`,
+  async (argv, con) => {
+    const command = 'pool create';
+    const args = parse(argv, command, [{ long: 'quota', value: true }]);
+    const [name] = positionals(args, command, ['NAME']) as [string];
+    checkName(name, 'pool', command);
+    const quota = args.value('quota');
+    const body = { name, ...(quota !== undefined ? { quotaBytes: parseSize(quota, 'quota', command) } : {}) };
+    const pool = await clientOf(args).json<PoolJson>('POST', '/v1/pools', `cannot create pool '${name}'`, body);
+    if (wantsJson(args)) printJson(con, pool);
+    else con.stdout(`Pool '${pool.name}' created${pool.quotaBytes !== null ? ` (quota ${size(pool.quotaBytes)})` : ''}.\n`);
+    return 0;
+  },
+);
+
+const list = subcommand(
+  'list',
+  'list pools',
+  `Usage: strata pool list
+
+Lists the pools with their volume count, provisioned and allocated bytes, and quota.
+`,
+  async (argv, con) => {
+    const command = 'pool list';
+    const args = parse(argv, command);
+    positionals(args, command, []);
+    const pools = await clientOf(args).json<PoolJson[]>('GET', '/v1/pools', 'cannot list pools');
+    if (wantsJson(args)) printJson(con, pools);
+    else {
+      con.stdout(
+        table(
+          ['NAME', 'VOLUMES', 'PROVISIONED', 'ALLOCATED', 'QUOTA'],
+          pools.map((p) => [p.name, String(p.volumeCount), size(p.provisionedBytes), size(p.allocatedBytes), p.quotaBytes === null ? '-' : size(p.quotaBytes)]),
+        ),
+      );
+    }
+    return 0;
+  },
+);
+
+const info = subcommand(
+  'info',
+  "show a pool's details",
+  `Usage: strata pool info NAME
+`,
+  async (argv, con) => {
+    const command = 'pool info';
+    const args = parse(argv, command);
+    const [name] = positionals(args, command, ['NAME']) as [string];
+    checkName(name, 'pool', command);
+    const pool = await clientOf(args).json<PoolJson>('GET', `/v1/pools/${seg(name)}`, `cannot show pool '${name}'`);
+    if (wantsJson(args)) printJson(con, pool);
+    else con.stdout(poolDetails(pool));
+    return 0;
+  },
+);
+
+const del = subcommand(
+  'delete',
+  'delete an empty pool',
+  `Usage: strata pool delete NAME
+
+Deletes a pool that has no volumes (exit status 4 while it has some).
+`,
+  async (argv, con) => {
+    const command = 'pool delete';
+    const args = parse(argv, command);
+    const [name] = positionals(args, command, ['NAME']) as [string];
+    checkName(name, 'pool', command);
+    await clientOf(args).json('DELETE', `/v1/pools/${seg(name)}`, `cannot delete pool '${name}'`);
+    if (wantsJson(args)) printJson(con, { deleted: name });
+    else con.stdout(`Pool '${name}' deleted.\n`);
+    return 0;
+  },
+);
+
+const quota = subcommand(
+  'quota',
+  "set or clear a pool's quota",
+  `Usage: strata pool quota NAME SIZE|none
+
+Sets the pool's quota (the most its volumes' provisioned sizes may add up to), or clears it
+with 'none'.
+`,
+  async (argv, con) => {
+    const command = 'pool quota';
+    const args = parse(argv, command);
+    const [name, sizeText] = positionals(args, command, ['NAME', 'SIZE']) as [string, string];
+    checkName(name, 'pool', command);
+    const quotaBytes = sizeText === 'none' ? null : parseSize(sizeText, 'quota', command);
+    const pool = await clientOf(args).json<PoolJson>('PATCH', `/v1/pools/${seg(name)}`, `cannot set the quota of pool '${name}'`, { quotaBytes });
+    if (wantsJson(args)) printJson(con, pool);
+    else con.stdout(pool.quotaBytes === null ? `Pool '${name}' has no quota now.\n` : `Pool '${name}' quota set to ${size(pool.quotaBytes)}.\n`);
+    return 0;
+  },
+);
+
+const du = subcommand(
+  'du',
+  'disk usage of every volume and snapshot of a pool',
+  `Usage: strata pool du NAME
+
+Shows, for each volume and snapshot of the pool, its provisioned size and the host bytes of
+its own layer (like 'rbd du'), then the totals.
+`,
+  async (argv, con) => {
+    const command = 'pool du';
+    const args = parse(argv, command);
+    const [name] = positionals(args, command, ['NAME']) as [string];
+    checkName(name, 'pool', command);
+    const entries = await clientOf(args).json<DuEntryJson[]>('GET', `/v1/pools/${seg(name)}/du`, `cannot show the usage of pool '${name}'`);
+    if (wantsJson(args)) printJson(con, entries);
+    else con.stdout(duTable(entries));
+    return 0;
+  },
+);
+
+export const POOL_SUBCOMMANDS: readonly Subcommand[] = [create, list, info, del, quota, du];
+
+export function poolHelp(): string {
+  return groupHelp('pool', 'Pools: folders of qcow2 layer files with an optional quota.', POOL_SUBCOMMANDS);
+}

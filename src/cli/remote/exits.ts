@@ -1,0 +1,15 @@
+/**
+ * Exit statuses of the daemon commands (status, pool, volume, snap, job), for scripts:
+ *   0 success
+ *   1 error (the daemon failed the request, is not reachable, the token was refused, ...)
+ *   2 usage error (wrong arguments or options; nothing was sent to the daemon)
+ *   3 not found (a pool, volume, snapshot or job named does not exist)
+ *   4 conflict or busy (already exists, in use, has dependents, read-only, cancelled)
+ */
+export const EXIT = {
+  OK: 0,
+  ERROR: 1,
+  USAGE: 2,
+  NOT_FOUND: 3,
+  CONFLICT: 4,
+} as const;

@@ -1,0 +1,91 @@
+/** strata serve: runs the storage daemon in the foreground until SIGTERM or SIGINT. */
+import { parseArgs } from './args.js';
+import { CliError, UsageError } from './errors.js';
+import type { Console } from './output.js';
+import { EXIT } from './remote/exits.js';
+
+export const SERVE_HELP = `Usage: strata serve [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
+                    [--log-format text|json] [--log-level LEVEL]
+
+Runs the storage daemon in the foreground: the catalog, the pools and the REST API (which the
+other strata commands use). Stops cleanly on SIGTERM or SIGINT (exit status 0).
+
+At the first start it creates the data folder, the pool 'default' and an API token in
+<data>/token (mode 0600). Only one daemon can use a data folder (<data>/strata.pid is locked).
+
+Options (each overrides the environment, which overrides the config file):
+  --config FILE          JSON config file (default <data>/strata.json when it exists); keys:
+                         dataDir, listen, logFormat, logLevel, maxChainDepth, chainDepthPolicy,
+                         shutdownGraceMs
+  --data-dir DIR         data folder (env STRATA_DATA_DIR; default ./strata-data)
+  --listen HOST:PORT     REST API address (env STRATA_LISTEN; default 127.0.0.1:7460; port 0
+                         picks a free port, logged at start)
+  --log-format text|json log lines for people or JSON lines (env STRATA_LOG_FORMAT; default text)
+  --log-level LEVEL      fatal, error, warn, info, debug, trace or silent (env STRATA_LOG_LEVEL;
+                         default info)
+
+Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 usage error, 4 when another
+daemon holds the data folder.
+`;
+
+export async function runServe(argv: string[], con: Console): Promise<number> {
+  const command = 'serve';
+  const args = parseArgs(
+    argv,
+    [
+      { long: 'config', value: true },
+      { long: 'data-dir', value: true },
+      { long: 'listen', value: true },
+      { long: 'log-format', value: true },
+      { long: 'log-level', value: true },
+    ],
+    command,
+  );
+  if (args.positionals.length > 0) throw new UsageError(`${command}: unexpected argument '${args.positionals[0]}'`, "see 'strata serve --help'");
+  const { loadConfig } = await import('../daemon/config.js');
+  const { startDaemon, describeStartError } = await import('../daemon/daemon.js');
+  let config;
+  try {
+    config = loadConfig({
+      config: args.value('config'),
+      dataDir: args.value('data-dir'),
+      listen: args.value('listen'),
+      logFormat: args.value('log-format'),
+      logLevel: args.value('log-level'),
+    });
+  } catch (err) {
+    throw new CliError(`serve: ${(err as Error).message}`, { hint: "see 'strata serve --help'", exitCode: EXIT.USAGE });
+  }
+  let daemon;
+  try {
+    daemon = await startDaemon(config);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    throw new CliError(`cannot start the daemon: ${describeStartError(err, config)}`, {
+      hint: "see 'strata serve --help'",
+      exitCode: typeof code === 'string' && code === 'BUSY' ? EXIT.CONFLICT : EXIT.ERROR,
+    });
+  }
+  const running = daemon;
+  const code = await new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (signal: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        con.stderr(`strata: ${signal} again: exiting without finishing the shutdown\n`);
+        process.exit(1);
+      }
+      running.shutdown(signal).then(
+        () => resolve(0),
+        (err: unknown) => {
+          running.logger.error({ err }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  // Handles a library may keep open must not hold the process after a clean shutdown.
+  process.exit(code);
+}

@@ -1,0 +1,67 @@
+/**
+ * How the daemon gets its volume service: the one place that knows the concrete catalog and
+ * volume classes. Tests of the daemon's own logic can pass another factory to startDaemon.
+ */
+import type { Logger } from 'pino';
+import { Catalog } from '../catalog/index.js';
+import { LocalVolumeService } from '../volume/index.js';
+import type { VolumeService } from '../volume/types.js';
+import type { DaemonConfig } from './config.js';
+
+export interface VolumeBackend {
+  readonly service: VolumeService;
+  /** Finishes or rolls back interrupted operations and removes orphan files; before serving. */
+  recover(): Promise<Record<string, unknown> | void>;
+  /** Closes images and the catalog (jobs have been finished or cancelled by then). */
+  close(): Promise<void>;
+}
+
+export interface VolumeBackendOptions {
+  dataDir: string;
+  catalogDir: string;
+  poolsDir: string;
+  config: DaemonConfig;
+  logger: Logger;
+}
+
+export type VolumeBackendFactory = (options: VolumeBackendOptions) => Promise<VolumeBackend>;
+
+/** The LevelDB catalog in <data>/catalog and LocalVolumeService over <data>/pools. */
+export const openVolumeBackend: VolumeBackendFactory = async (options) => {
+  const catalog = await Catalog.open(options.catalogDir);
+  let service: LocalVolumeService;
+  try {
+    service = new LocalVolumeService(catalog, options.dataDir, {
+      ...(options.config.maxChainDepth !== undefined ? { maxChainDepth: options.config.maxChainDepth } : {}),
+      ...(options.config.chainDepthPolicy !== undefined ? { chainDepthPolicy: options.config.chainDepthPolicy } : {}),
+    });
+  } catch (err) {
+    await catalog.close();
+    throw err;
+  }
+  let closed = false;
+  return {
+    service,
+    recover: async () => {
+      const report = await service.recover();
+      for (const problem of report.problems) options.logger.warn({ problem }, 'recovery could not fix');
+      for (const file of report.orphansDeleted) options.logger.info({ file }, 'recovery deleted an orphan file');
+      return {
+        jobsMarkedFailed: report.jobsMarkedFailed,
+        intentsRolledBack: report.intentsRolledBack.length,
+        intentsFinished: report.intentsFinished.length,
+        orphansDeleted: report.orphansDeleted.length,
+        problems: report.problems.length,
+      };
+    },
+    close: async () => {
+      if (closed) return;
+      closed = true;
+      try {
+        await service.close();
+      } finally {
+        await catalog.close();
+      }
+    },
+  };
+};

@@ -1,0 +1,206 @@
+/**
+ * The daemon's configuration: defaults, then a JSON file, then environment variables, then
+ * command-line flags (each later source overrides the earlier ones).
+ *
+ *   defaults      dataDir ./strata-data, listen 127.0.0.1:7460, logFormat text, logLevel info
+ *   file          --config FILE, else <dataDir>/strata.json when it exists
+ *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL
+ *   flags         --data-dir, --listen, --log-format, --log-level
+ *
+ * The file's dataDir is used only when neither a flag nor the environment names one (it cannot
+ * point at itself otherwise). Relative paths in the file are relative to the file's folder.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { StorageError } from '../core/errors.js';
+
+export const DEFAULT_DATA_DIR = './strata-data';
+export const DEFAULT_LISTEN = '127.0.0.1:7460';
+export const DEFAULT_POOL = 'default';
+export const CONFIG_FILE_NAME = 'strata.json';
+
+export type LogFormat = 'text' | 'json';
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+export type ChainDepthPolicy = 'refuse' | 'flatten';
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface DaemonConfig {
+  /** Absolute path of the data folder. */
+  dataDir: string;
+  listen: ListenAddress;
+  logFormat: LogFormat;
+  logLevel: LogLevel;
+  /** Where the configuration file was read from (undefined: none). */
+  configFile: string | undefined;
+  /** Volume-layer settings, handed to the volume service as they are. */
+  maxChainDepth: number | undefined;
+  chainDepthPolicy: ChainDepthPolicy | undefined;
+  /** How long a clean shutdown waits for running jobs before cancelling them (default 10 s). */
+  shutdownGraceMs: number;
+}
+
+/** What the command line gave (undefined: not given). */
+export interface ConfigFlags {
+  config?: string | undefined;
+  dataDir?: string | undefined;
+  listen?: string | undefined;
+  logFormat?: string | undefined;
+  logLevel?: string | undefined;
+}
+
+interface FileConfig {
+  dataDir?: string;
+  listen?: string;
+  logFormat?: string;
+  logLevel?: string;
+  maxChainDepth?: number;
+  chainDepthPolicy?: string;
+  shutdownGraceMs?: number;
+}
+
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs']);
+
+function invalid(message: string): StorageError {
+  return new StorageError('INVALID_ARGUMENT', message);
+}
+
+/** "host:port", "[v6]:port" or ":port"/"port" (host 127.0.0.1). Port 0 picks a free port. */
+export function parseListen(text: string, source: string): ListenAddress {
+  const trimmed = text.trim();
+  let host = '127.0.0.1';
+  let portText: string;
+  const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(trimmed);
+  if (v6) {
+    host = v6[1] as string;
+    portText = v6[2] as string;
+  } else if (/^\d+$/.test(trimmed)) {
+    portText = trimmed;
+  } else {
+    const colon = trimmed.lastIndexOf(':');
+    if (colon < 0) throw invalid(`${source}: '${text}' is not host:port (e.g. 127.0.0.1:7460)`);
+    if (colon > 0) host = trimmed.slice(0, colon);
+    portText = trimmed.slice(colon + 1);
+  }
+  const port = /^\d+$/.test(portText) ? Number(portText) : NaN;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    throw invalid(`${source}: '${text}' has no valid port (0..65535)`);
+  }
+  if (host.length === 0) throw invalid(`${source}: '${text}' has an empty host`);
+  return { host, port };
+}
+
+export function formatListen(addr: ListenAddress): string {
+  return addr.host.includes(':') ? `[${addr.host}]:${addr.port}` : `${addr.host}:${addr.port}`;
+}
+
+function parseLogFormat(text: string, source: string): LogFormat {
+  if (text === 'text' || text === 'json') return text;
+  throw invalid(`${source}: log format must be 'text' or 'json', not '${text}'`);
+}
+
+function parseLogLevel(text: string, source: string): LogLevel {
+  const level = LOG_LEVELS.find((l) => l === text);
+  if (level === undefined) throw invalid(`${source}: log level must be one of ${LOG_LEVELS.join(', ')}, not '${text}'`);
+  return level;
+}
+
+function readConfigFile(file: string): FileConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new StorageError('NOT_FOUND', `cannot read the config file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw invalid(`config file ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw invalid(`config file ${file} must hold a JSON object`);
+  }
+  const obj = parsed as Record<string, unknown>;
+  for (const key of Object.keys(obj)) {
+    if (!FILE_KEYS.has(key)) throw invalid(`config file ${file}: unknown key '${key}' (known: ${[...FILE_KEYS].join(', ')})`);
+  }
+  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy']) {
+    if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
+  }
+  for (const key of ['maxChainDepth', 'shutdownGraceMs']) {
+    const v = obj[key];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
+      throw invalid(`config file ${file}: '${key}' must be a non-negative integer`);
+    }
+  }
+  return obj as FileConfig;
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}
+
+/** Resolves the configuration from flags, the environment and the config file. */
+export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): DaemonConfig {
+  const flagDataDir = nonEmpty(flags.dataDir);
+  const envDataDir = nonEmpty(env['STRATA_DATA_DIR']);
+  // Which file: --config, else <dataDir>/strata.json when present (dataDir from flag, env or default).
+  let configFile: string | undefined;
+  if (flags.config !== undefined) {
+    configFile = path.resolve(cwd, flags.config);
+  } else {
+    const candidate = path.resolve(cwd, flagDataDir ?? envDataDir ?? DEFAULT_DATA_DIR, CONFIG_FILE_NAME);
+    try {
+      readFileSync(candidate);
+      configFile = candidate;
+    } catch {
+      configFile = undefined;
+    }
+  }
+  const file: FileConfig = configFile === undefined ? {} : readConfigFile(configFile);
+  const fileDir = configFile === undefined ? cwd : path.dirname(configFile);
+
+  const dataDir =
+    flagDataDir !== undefined
+      ? path.resolve(cwd, flagDataDir)
+      : envDataDir !== undefined
+        ? path.resolve(cwd, envDataDir)
+        : file.dataDir !== undefined
+          ? path.resolve(fileDir, file.dataDir)
+          : path.resolve(cwd, DEFAULT_DATA_DIR);
+
+  const pick = (flag: string | undefined, envName: string, fileValue: string | undefined): [string, string] | undefined => {
+    if (nonEmpty(flag) !== undefined) return [flag as string, 'flag'];
+    const e = nonEmpty(env[envName]);
+    if (e !== undefined) return [e, envName];
+    if (fileValue !== undefined) return [fileValue, `config file ${configFile}`];
+    return undefined;
+  };
+  const listenSrc = pick(flags.listen, 'STRATA_LISTEN', file.listen);
+  const formatSrc = pick(flags.logFormat, 'STRATA_LOG_FORMAT', file.logFormat);
+  const levelSrc = pick(flags.logLevel, 'STRATA_LOG_LEVEL', file.logLevel);
+
+  let chainDepthPolicy: ChainDepthPolicy | undefined;
+  if (file.chainDepthPolicy !== undefined) {
+    if (file.chainDepthPolicy !== 'refuse' && file.chainDepthPolicy !== 'flatten') {
+      throw invalid(`config file ${configFile}: chainDepthPolicy must be 'refuse' or 'flatten'`);
+    }
+    chainDepthPolicy = file.chainDepthPolicy;
+  }
+
+  return {
+    dataDir,
+    listen: listenSrc ? parseListen(listenSrc[0], listenSrc[1]) : parseListen(DEFAULT_LISTEN, 'default'),
+    logFormat: formatSrc ? parseLogFormat(formatSrc[0], formatSrc[1]) : 'text',
+    logLevel: levelSrc ? parseLogLevel(levelSrc[0], levelSrc[1]) : 'info',
+    configFile,
+    maxChainDepth: file.maxChainDepth,
+    chainDepthPolicy,
+    shutdownGraceMs: file.shutdownGraceMs ?? 10_000,
+  };
+}

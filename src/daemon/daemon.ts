@@ -1,0 +1,188 @@
+/**
+ * The composition root of `strata serve`: config -> data folder lock -> token -> catalog and
+ * volume service (recovered before anything is served) -> REST API -> listening. And the way
+ * back on SIGTERM/SIGINT: stop accepting, let running requests and jobs finish for a grace
+ * period, cancel what is left, close the volume service (images, catalog), release the lock.
+ */
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { ApiMetrics, buildRestApi } from '../api/rest/index.js';
+import { isStorageError } from '../core/errors.js';
+import type { JobInfo } from '../volume/types.js';
+import { openVolumeBackend, type VolumeBackend, type VolumeBackendFactory } from './backend.js';
+import { DEFAULT_POOL, formatListen, type DaemonConfig } from './config.js';
+import { lockDataDir, type DataDirLock } from './lock.js';
+import { createLogger } from './logger.js';
+import { loadOrCreateToken } from './token.js';
+
+export const CATALOG_DIR_NAME = 'catalog';
+export const POOLS_DIR_NAME = 'pools';
+
+export interface RunningDaemon {
+  /** The base URL the API listens on (http://host:port). */
+  readonly url: string;
+  readonly config: DaemonConfig;
+  readonly logger: Logger;
+  readonly app: FastifyInstance;
+  readonly backend: VolumeBackend;
+  /** Clean shutdown; resolves when everything is closed. Safe to call more than once. */
+  shutdown(reason: string): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Builds the catalog and volume service (default: the LevelDB catalog and LocalVolumeService). */
+  backendFactory?: VolumeBackendFactory;
+  /** Where log lines go (default stdout). */
+  writeLog?: (text: string) => void;
+}
+
+/** The package version, from the package.json above this file (dist/src/daemon or src/daemon). */
+export function strataVersion(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const file = path.join(dir, 'package.json');
+    if (existsSync(file)) {
+      try {
+        const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
+        if (pkg.name === 'strata' && typeof pkg.version === 'string') return pkg.version;
+      } catch {
+        // keep looking
+      }
+    }
+    dir = path.dirname(dir);
+  }
+  return '0.0.0';
+}
+
+function terminal(job: JobInfo): boolean {
+  return job.state === 'succeeded' || job.state === 'failed' || job.state === 'cancelled';
+}
+
+async function sleep(ms: number): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export async function startDaemon(config: DaemonConfig, options: StartOptions = {}): Promise<RunningDaemon> {
+  const logger = createLogger({ format: config.logFormat, level: config.logLevel, ...(options.writeLog ? { write: options.writeLog } : {}) });
+  mkdirSync(config.dataDir, { recursive: true });
+  const lock: DataDirLock = lockDataDir(config.dataDir);
+  let backend: VolumeBackend | undefined;
+  try {
+    const token = loadOrCreateToken(config.dataDir);
+    if (token.created) logger.info({ path: token.path }, 'generated the API token');
+    const catalogDir = path.join(config.dataDir, CATALOG_DIR_NAME);
+    const poolsDir = path.join(config.dataDir, POOLS_DIR_NAME);
+    const firstStart = !existsSync(catalogDir);
+    mkdirSync(poolsDir, { recursive: true });
+
+    const factory = options.backendFactory ?? openVolumeBackend;
+    backend = await factory({ dataDir: config.dataDir, catalogDir, poolsDir, config, logger });
+    const started = Date.now();
+    const report = await backend.recover();
+    logger.info({ ms: Date.now() - started, ...(report ?? {}) }, 'recovered');
+
+    if (firstStart) {
+      const pools = await backend.service.listPools();
+      if (!pools.some((p) => p.name === DEFAULT_POOL)) {
+        await backend.service.createPool(DEFAULT_POOL);
+        logger.info({ pool: DEFAULT_POOL }, 'created the default pool');
+      }
+    }
+
+    let closing = false;
+    const metrics = new ApiMetrics();
+    const app = await buildRestApi({
+      service: backend.service,
+      token: token.token,
+      logger,
+      version: strataVersion(),
+      dataDir: config.dataDir,
+      metrics,
+      closing: () => closing,
+    });
+    await app.listen({ host: config.listen.host, port: config.listen.port });
+    const addr = app.server.address();
+    const port = addr !== null && typeof addr === 'object' ? addr.port : config.listen.port;
+    const url = `http://${formatListen({ host: config.listen.host, port })}`;
+    logger.info({ url, dataDir: config.dataDir, pid: process.pid, version: strataVersion() }, 'listening');
+
+    const openBackend = backend;
+    let shutdownPromise: Promise<void> | undefined;
+    const shutdown = (reason: string): Promise<void> => {
+      shutdownPromise ??= (async () => {
+        closing = true;
+        logger.info({ reason }, 'shutting down');
+        const grace = config.shutdownGraceMs;
+        // Stop accepting; in-flight requests may finish within the grace period, then their
+        // connections are cut (an upload cut short fails and leaves nothing behind).
+        const forceTimer = setTimeout(() => {
+          logger.warn({ graceMs: grace }, 'closing the connections still open');
+          app.server.closeAllConnections();
+        }, grace);
+        let stage = 'closing the API';
+        // A promise that nothing can settle any more would end the process with status 13: say
+        // where (a bug, but one that must not pass silently).
+        const onDrained = () => {
+          app.server.getConnections((_e, count) => logger.error({ stage, connections: count }, 'shutdown stalled: nothing left to wait for'));
+        };
+        process.on('beforeExit', onDrained);
+        const closed = app.close();
+        stage = 'waiting for jobs';
+        await waitForJobs(openBackend, grace, logger);
+        stage = 'closing the API';
+        await closed;
+        clearTimeout(forceTimer);
+        stage = 'closing the volume service and catalog';
+        logger.debug(stage);
+        await openBackend.close();
+        process.off('beforeExit', onDrained);
+        lock.release();
+        logger.info('stopped');
+      })();
+      return shutdownPromise;
+    };
+    return { url, config, logger, app, backend: openBackend, shutdown };
+  } catch (err) {
+    if (backend !== undefined) await backend.close().catch(() => {});
+    lock.release();
+    throw err;
+  }
+}
+
+/** Lets running jobs finish for up to graceMs, then cancels the rest and waits for them briefly. */
+async function waitForJobs(backend: VolumeBackend, graceMs: number, logger: Logger): Promise<void> {
+  const deadline = Date.now() + graceMs;
+  let running = (await backend.service.listJobs()).filter((j) => !terminal(j));
+  if (running.length > 0) logger.info({ jobs: running.length }, 'waiting for running jobs');
+  while (running.length > 0 && Date.now() < deadline) {
+    await sleep(100);
+    running = (await backend.service.listJobs()).filter((j) => !terminal(j));
+  }
+  if (running.length === 0) return;
+  for (const job of running) {
+    logger.warn({ job: job.id, kind: job.kind, target: job.target }, 'cancelling job');
+    await backend.service.cancelJob(job.id).catch((err: unknown) => {
+      if (!isStorageError(err, 'NOT_FOUND')) logger.warn({ err, job: job.id }, 'could not cancel job');
+    });
+  }
+  const cancelDeadline = Date.now() + 5000;
+  while (running.length > 0 && Date.now() < cancelDeadline) {
+    await sleep(50);
+    running = (await backend.service.listJobs()).filter((j) => !terminal(j));
+  }
+  if (running.length > 0) logger.warn({ jobs: running.map((j) => j.id) }, 'jobs still running at shutdown (recovery finishes or rolls them back at the next start)');
+}
+
+/** Throws a clear error when the data folder cannot be used. */
+export function describeStartError(err: unknown, config: DaemonConfig): string {
+  if (isStorageError(err)) return `${err.message} [${err.code}]`;
+  const e = err as NodeJS.ErrnoException;
+  if (e?.code === 'EADDRINUSE') return `cannot listen on ${formatListen(config.listen)}: the address is in use (another daemon? choose another with --listen)`;
+  if (e?.code === 'EACCES' && e.syscall === 'listen') return `cannot listen on ${formatListen(config.listen)}: permission denied (use a port above 1023)`;
+  if (e?.code === 'EADDRNOTAVAIL') return `cannot listen on ${formatListen(config.listen)}: the address is not on this host`;
+  if (e?.code === 'EACCES' || e?.code === 'EROFS') return `cannot use the data folder ${config.dataDir}: ${e.message}`;
+  return e instanceof Error ? e.message : String(err);
+}

@@ -1,0 +1,7 @@
+/** src/volume: the block layer's management side: pools, volumes, snapshots, clones, jobs. */
+export { LocalVolumeService, DEFAULT_MAX_CHAIN_DEPTH, resizeImage } from './service.js';
+export type { ChainDepthPolicy, LocalVolumeServiceOptions, RecoveryReport } from './service.js';
+export { JobRunner, type JobContext } from './jobs.js';
+export { DataPaths, openChain, LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';
+export { DIFF_FORMAT, DIFF_VERSION } from './diff-stream.js';
+export type * from './types.js';
