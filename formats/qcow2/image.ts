@@ -1092,34 +1092,39 @@ export class Qcow2Image implements Image {
     return extents.map((e) => ({ guestOffset: e.guestOffset, lengthBytes: e.lengthBytes, kind: e.kind }));
   }
 
-  /** This layer's map of a guest range, merging runs the way qemu-img map does. */
+  /**
+   * This layer's map of a guest range, merging runs the way qemu-img map does. An empty L1 entry
+   * answers for its whole L2 range at once, and each L2 table is scanned without awaiting per
+   * cluster, so mapping a large sparse image costs a step per table, not per cluster.
+   */
   async mapLayer(guestOffset: number, lengthBytes: number): Promise<Qcow2MapExtent[]> {
     this.checkRange(guestOffset, lengthBytes);
     const out: Qcow2MapExtent[] = [];
-    const end = guestOffset + lengthBytes;
-    for (let guest = guestOffset; guest < end; ) {
-      const run = await this.lookup(guest, end - guest);
-      let extent: Qcow2MapExtent;
-      switch (run.kind) {
-        case SlotKind.normal:
-          extent = { guestOffset: guest, lengthBytes: run.lengthBytes, kind: 'data', hostOffset: run.hostOffset };
-          break;
-        case SlotKind.compressed:
-          extent = { guestOffset: guest, lengthBytes: run.lengthBytes, kind: 'data', compressed: true };
-          break;
-        case SlotKind.zeroAllocated:
-          extent = { guestOffset: guest, lengthBytes: run.lengthBytes, kind: 'zero', hostOffset: run.hostOffset };
-          break;
-        case SlotKind.zeroPlain:
-          extent = { guestOffset: guest, lengthBytes: run.lengthBytes, kind: 'zero' };
-          break;
-        default:
-          extent = { guestOffset: guest, lengthBytes: run.lengthBytes, kind: 'unallocated' };
-      }
+    const push = (extent: Qcow2MapExtent) => {
       const last = out[out.length - 1];
       if (last && canMerge(last, extent)) last.lengthBytes += extent.lengthBytes;
       else out.push(extent);
-      guest += run.lengthBytes;
+    };
+    const cs = this.clusterSizeBytes;
+    const l2RangeBytes = this.l2Entries * cs;
+    const end = guestOffset + lengthBytes;
+    for (let guest = guestOffset; guest < end; ) {
+      const l1Index = Math.floor(guest / l2RangeBytes);
+      const rangeEnd = Math.min(end, (l1Index + 1) * l2RangeBytes);
+      const table = l1Index < this.l1Offsets.length ? await this.l2Table(l1Index) : undefined;
+      if (!table) {
+        push({ guestOffset: guest, lengthBytes: rangeEnd - guest, kind: 'unallocated' });
+        guest = rangeEnd;
+        continue;
+      }
+      while (guest < rangeEnd) {
+        const guestCluster = Math.floor(guest / cs);
+        const offsetInCluster = guest - guestCluster * cs;
+        const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
+        const run = this.decodeSlot(table, position, offsetInCluster, Math.min(rangeEnd - guest, cs - offsetInCluster));
+        push(mapExtentOf(guest, run));
+        guest += run.lengthBytes;
+      }
     }
     return out;
   }
@@ -1479,6 +1484,22 @@ function defaultL2CacheBytes(header: Qcow2Header): number {
   const entryBytes = hasIncompatible(header, IncompatibleBit.extendedL2) ? 16 : 8;
   const tables = Math.ceil(header.sizeBytes / ((clusterSizeBytes / entryBytes) * clusterSizeBytes));
   return Math.min(DEFAULT_L2_CACHE_MAX_BYTES, Math.max(tables, 4) * clusterSizeBytes);
+}
+
+function mapExtentOf(guestOffset: number, run: SlotRun): Qcow2MapExtent {
+  const lengthBytes = run.lengthBytes;
+  switch (run.kind) {
+    case SlotKind.normal:
+      return { guestOffset, lengthBytes, kind: 'data', hostOffset: run.hostOffset };
+    case SlotKind.compressed:
+      return { guestOffset, lengthBytes, kind: 'data', compressed: true };
+    case SlotKind.zeroAllocated:
+      return { guestOffset, lengthBytes, kind: 'zero', hostOffset: run.hostOffset };
+    case SlotKind.zeroPlain:
+      return { guestOffset, lengthBytes, kind: 'zero' };
+    default:
+      return { guestOffset, lengthBytes, kind: 'unallocated' };
+  }
 }
 
 function canMerge(a: Qcow2MapExtent, b: Qcow2MapExtent): boolean {
