@@ -342,20 +342,7 @@ Options:
     bar.setTotal(source.sizeBytes);
     const effective = format ?? source.detectedFormat;
     const what = `cannot import ${source.describe} into volume '${label(ref)}'`;
-    let vol: VolumeJson;
-    try {
-      const res = await client.request('PUT', `${volumePath(ref)}/content${query({ format: effective, sizeBytes })}`, {
-        body: source.stream,
-        contentType: 'application/octet-stream',
-      });
-      if (res.status >= 400) throw await client.failure(res, what);
-      vol = JSON.parse(await ApiClient.text(res)) as VolumeJson;
-    } catch (err) {
-      bar.abort();
-      source.stream.destroy();
-      throw err;
-    }
-    bar.finish();
+    const vol = await upload(client, `${volumePath(ref)}/content${query({ format: effective, sizeBytes })}`, source, bar, what);
     if (wantsJson(args)) printJson(con, vol);
     else con.stdout(`Imported ${source.describe} (${effective}) into volume '${vol.pool}/${vol.name}' (${size(vol.provisionedBytes)}, ${size(vol.allocatedBytes)} allocated).\n`);
     return 0;
@@ -363,6 +350,27 @@ Options:
 );
 
 /** Downloads GET path into FILE or stdout, with the progress bar; returns the bytes written. */
+/** PUTs a byte stream (import, import-diff) with a progress bar; returns the volume it produced. */
+async function upload(
+  client: ApiClient,
+  path: string,
+  source: Awaited<ReturnType<typeof openSource>>,
+  bar: ProgressBar,
+  what: string,
+): Promise<VolumeJson> {
+  try {
+    const res = await client.request('PUT', path, { body: source.stream, contentType: 'application/octet-stream' });
+    if (res.status >= 400) throw await client.failure(res, what);
+    const vol = JSON.parse(await ApiClient.text(res)) as VolumeJson;
+    bar.finish();
+    return vol;
+  } catch (err) {
+    bar.abort();
+    source.stream.destroy();
+    throw err;
+  }
+}
+
 async function download(con: Console, args: ParsedArgs, client: ApiClient, path: string, dest: string, what: string, barLabel: string): Promise<number> {
   if (dest === '-' && process.stdout.isTTY && !args.has('force')) {
     throw new CliError('refusing to write image data to a terminal', { hint: "redirect stdout, or name a file instead of '-'", exitCode: EXIT.USAGE });
@@ -543,17 +551,7 @@ Options:
     const source = await openSource(file, (n) => bar.add(n));
     bar.setTotal(source.sizeBytes);
     const what = `cannot import the diff ${source.describe} into volume '${label(ref)}'`;
-    let vol: VolumeJson;
-    try {
-      const res = await client.request('PUT', `${volumePath(ref)}/diff-stream`, { body: source.stream, contentType: 'application/octet-stream' });
-      if (res.status >= 400) throw await client.failure(res, what);
-      vol = JSON.parse(await ApiClient.text(res)) as VolumeJson;
-    } catch (err) {
-      bar.abort();
-      source.stream.destroy();
-      throw err;
-    }
-    bar.finish();
+    const vol = await upload(client, `${volumePath(ref)}/diff-stream`, source, bar, what);
     if (wantsJson(args)) printJson(con, vol);
     else con.stdout(`Applied the diff ${source.describe} to volume '${vol.pool}/${vol.name}' (${vol.snapshotCount} snapshots now).\n`);
     return 0;
