@@ -1,0 +1,117 @@
+/**
+ * NBD: fio (ioengine=nbd, one job) against Strata, qemu-nbd and `nbdkit memory`, side by side in
+ * one run, on qcow2 images in /dev/shm whose first 256 MiB are written (nbdkit memory: written by a
+ * fio pass first). Rows: 4 KiB random read and write at QD 1 and 32, 1 MiB sequential read and
+ * write at QD 8. Prints IOPS and the ratio to qemu-nbd.
+ *
+ *   npm run build && node dist/bench/nbd-bench.js [--runtime 4]
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+
+const here = resolve(fileURLToPath(import.meta.url), '..');
+
+interface Row {
+  name: string;
+  rw: string;
+  bs: string;
+  iodepth: number;
+}
+
+const ROWS: Row[] = [
+  { name: '4 KiB random read, QD 1', rw: 'randread', bs: '4k', iodepth: 1 },
+  { name: '4 KiB random read, QD 32', rw: 'randread', bs: '4k', iodepth: 32 },
+  { name: '4 KiB random write, QD 1', rw: 'randwrite', bs: '4k', iodepth: 1 },
+  { name: '4 KiB random write, QD 32', rw: 'randwrite', bs: '4k', iodepth: 32 },
+  { name: '1 MiB sequential read, QD 8', rw: 'read', bs: '1M', iodepth: 8 },
+  { name: '1 MiB sequential write, QD 8', rw: 'write', bs: '1M', iodepth: 8 },
+];
+
+function argValue(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+function fio(uri: string, row: Pick<Row, 'rw' | 'bs' | 'iodepth'>, runtimeSeconds: number): number {
+  const out = execFileSync(
+    'fio',
+    [
+      '--name=j',
+      '--ioengine=nbd',
+      `--uri=${uri}`,
+      '--size=256M',
+      `--rw=${row.rw}`,
+      `--bs=${row.bs}`,
+      `--iodepth=${row.iodepth}`,
+      `--runtime=${runtimeSeconds}`,
+      '--time_based',
+      '--output-format=json',
+    ],
+    { encoding: 'utf8' },
+  );
+  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0] as { read: { iops: number }; write: { iops: number } };
+  return job.read.iops + job.write.iops;
+}
+
+async function waitForSocket(path: string): Promise<void> {
+  for (let i = 0; i < 100 && !existsSync(path); i++) await sleep(50);
+  if (!existsSync(path)) throw new Error(`no socket at ${path}`);
+}
+
+async function main(): Promise<void> {
+  const runtimeSeconds = Number(argValue('--runtime', '4'));
+  const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-nbd-bench-'));
+  const children: ChildProcess[] = [];
+  try {
+    const servers: { name: string; uri: string }[] = [];
+    for (const who of ['strata', 'qemu-nbd']) {
+      const image = join(dir, `${who}.qcow2`);
+      execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', image, '1G']);
+      execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 256M', image], { stdio: 'ignore' });
+      const socket = join(dir, `${who}.sock`);
+      const child =
+        who === 'strata'
+          ? spawn(process.execPath, [join(here, 'nbd-serve.js'), image, socket], { stdio: 'ignore' })
+          : spawn('qemu-nbd', ['-t', '-f', 'qcow2', '--cache=writeback', '--aio=threads', '-k', socket, image], { stdio: 'ignore' });
+      children.push(child);
+      await waitForSocket(socket);
+      servers.push({ name: who, uri: `nbd+unix:///?socket=${socket}` });
+    }
+    const nbdkitSocket = join(dir, 'nbdkit.sock');
+    children.push(spawn('nbdkit', ['-f', '-U', nbdkitSocket, 'memory', '1G'], { stdio: 'ignore' }));
+    await waitForSocket(nbdkitSocket);
+    const nbdkitUri = `nbd+unix:///?socket=${nbdkitSocket}`;
+    fio(nbdkitUri, { rw: 'write', bs: '1M', iodepth: 8 }, 2); // write its first 256 MiB, like the images
+    servers.push({ name: 'nbdkit memory', uri: nbdkitUri });
+
+    const lines = [
+      '| fio nbd, one job, 256 MiB region | Strata (IOPS) | qemu-nbd (IOPS) | nbdkit memory (IOPS) | Strata / qemu-nbd |',
+      '|---|---:|---:|---:|---:|',
+    ];
+    for (const [i, row] of ROWS.entries()) {
+      // Alternate the order so neither server always runs on a warmer machine.
+      const order = i % 2 === 0 ? servers : [...servers].reverse();
+      const iops = new Map<string, number>();
+      for (const s of order) iops.set(s.name, fio(s.uri, row, runtimeSeconds));
+      const strata = iops.get('strata')!;
+      const qemu = iops.get('qemu-nbd')!;
+      const nbdkit = iops.get('nbdkit memory')!;
+      lines.push(`| ${row.name} | ${strata.toFixed(0)} | ${qemu.toFixed(0)} | ${nbdkit.toFixed(0)} | ${(strata / qemu).toFixed(2)} |`);
+      process.stderr.write(`${row.name}: strata ${strata.toFixed(0)}, qemu-nbd ${qemu.toFixed(0)}, nbdkit ${nbdkit.toFixed(0)}\n`);
+    }
+    lines.push(
+      '',
+      `${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}; ${execFileSync('qemu-nbd', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; ${runtimeSeconds} s per cell; ${new Date().toISOString().slice(0, 10)}.`,
+    );
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    for (const child of children) child.kill('SIGTERM');
+    await sleep(300);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
