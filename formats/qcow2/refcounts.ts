@@ -334,10 +334,12 @@ export class Refcounts {
     // run or passes a used cluster, and clusters past the end of the file are all free.
     // Past the last existing refcount block every range gets a new block in its first cluster, so
     // no free run there is longer than entriesPerBlock - 1: a longer request must be met before.
-    const lastBlockIndex = Math.ceil(this.highestBlockEnd() / this.entriesPerBlock) - 1;
+    // Only such long requests need it, and it scans the table: not on every allocation.
+    const lastBlockIndex =
+      count >= this.entriesPerBlock ? Math.ceil(this.highestBlockEnd() / this.entriesPerBlock) - 1 : Number.POSITIVE_INFINITY;
     scan: for (;;) {
       const tableIndex = Math.floor(cluster / this.entriesPerBlock);
-      if (count >= this.entriesPerBlock && tableIndex > lastBlockIndex) {
+      if (tableIndex > lastBlockIndex) {
         throw new StorageError(
           'LIMIT_EXCEEDED',
           `cannot allocate ${count} contiguous clusters: more than one refcount block describes (${this.entriesPerBlock})`,
@@ -364,8 +366,6 @@ export class Refcounts {
     this.freeHint = firstFree === runStart ? runStart + count : firstFree;
     return hostOffset;
   }
-
-
 
   /** The stored refcount without creating anything (0 where no block exists). */
   async storedRefcount(clusterIndex: number): Promise<number> {
