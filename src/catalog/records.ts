@@ -105,6 +105,26 @@ export interface IntentRecord {
   createdAt: string;
 }
 
+/**
+ * A volume or snapshot served to clients (docs/daemon.md, "Exports"); the daemon starts every
+ * export it finds at start-up, so exports outlive restarts (a front-end redials the same socket).
+ */
+export interface ExportRecord {
+  id: string;
+  type: 'nbd' | 'vhost-user';
+  pool: string;
+  volume: string;
+  snapshot?: string;
+  readOnly: boolean;
+  /** NBD: the export name clients select ("pool/volume" or "pool/volume@snapshot"). */
+  name?: string;
+  /** vhost-user: the unix socket the front-end (QEMU) connects to. */
+  socketPath?: string;
+  /** vhost-user: virtqueues offered. */
+  queueCount?: number;
+  createdAt: string;
+}
+
 /** Every record kind and its value type. */
 export interface CatalogRecords {
   pool: PoolRecord;
@@ -113,7 +133,8 @@ export interface CatalogRecords {
   snapshot: SnapshotRecord;
   job: JobRecord;
   intent: IntentRecord;
+  export: ExportRecord;
 }
 
 export type RecordKind = keyof CatalogRecords;
-export const RECORD_KINDS: readonly RecordKind[] = ['pool', 'volume', 'layer', 'snapshot', 'job', 'intent'];
+export const RECORD_KINDS: readonly RecordKind[] = ['pool', 'volume', 'layer', 'snapshot', 'job', 'intent', 'export'];

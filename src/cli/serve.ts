@@ -6,9 +6,10 @@ import { EXIT } from './remote/exits.js';
 
 export const SERVE_HELP = `Usage: strata serve [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                     [--log-format text|json] [--log-level LEVEL]
+                    [--nbd-listen HOST:PORT|off] [--nbd-socket PATH|off]
 
-Runs the storage daemon in the foreground: the catalog, the pools and the REST API (which the
-other strata commands use). Stops cleanly on SIGTERM or SIGINT (exit status 0).
+Runs the storage daemon in the foreground: the catalog, the pools, the REST API (which the
+other strata commands use) and the exports (NBD, vhost-user-blk). Stops cleanly on SIGTERM or SIGINT (exit status 0).
 
 At the first start it creates the data folder, the pool 'default' and an API token in
 <data>/token (mode 0600). Only one daemon can use a data folder (<data>/strata.pid is locked).
@@ -16,13 +17,16 @@ At the first start it creates the data folder, the pool 'default' and an API tok
 Options (each overrides the environment, which overrides the config file):
   --config FILE          JSON config file (default <data>/strata.json when it exists); keys:
                          dataDir, listen, logFormat, logLevel, maxChainDepth, chainDepthPolicy,
-                         shutdownGraceMs
+                         shutdownGraceMs, nbdListen, nbdSocket
   --data-dir DIR         data folder (env STRATA_DATA_DIR; default ./strata-data)
   --listen HOST:PORT     REST API address (env STRATA_LISTEN; default 127.0.0.1:7460; port 0
                          picks a free port, logged at start)
   --log-format text|json log lines for people or JSON lines (env STRATA_LOG_FORMAT; default text)
   --log-level LEVEL      fatal, error, warn, info, debug, trace or silent (env STRATA_LOG_LEVEL;
                          default info)
+  --nbd-listen HOST:PORT NBD over TCP (env STRATA_NBD_LISTEN; default 127.0.0.1:10809; 'off')
+  --nbd-socket PATH      NBD over a unix socket (env STRATA_NBD_SOCKET; default <data>/nbd.sock;
+                         'off')
 
 Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 usage error, 4 when another
 daemon holds the data folder.
@@ -38,6 +42,8 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       { long: 'listen', value: true },
       { long: 'log-format', value: true },
       { long: 'log-level', value: true },
+      { long: 'nbd-listen', value: true },
+      { long: 'nbd-socket', value: true },
     ],
     command,
   );
@@ -52,6 +58,8 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       listen: args.value('listen'),
       logFormat: args.value('log-format'),
       logLevel: args.value('log-level'),
+      nbdListen: args.value('nbd-listen'),
+      nbdSocket: args.value('nbd-socket'),
     });
   } catch (err) {
     throw new CliError(`serve: ${(err as Error).message}`, { hint: "see 'strata serve --help'", exitCode: EXIT.USAGE });

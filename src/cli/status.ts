@@ -1,4 +1,5 @@
 /** strata status: is the daemon up, and what does it hold. */
+import { exportsTable, type ExportJson } from './exports.js';
 import type { Console } from './output.js';
 import { clientOf, EXIT_HELP, GLOBAL_HELP, keyValues, parse, positionals, printJson, wantsJson } from './remote/common.js';
 
@@ -11,12 +12,14 @@ interface StatusJson {
   pools: string[];
   volumes: number;
   jobsRunning: number;
+  nbd: { listen: string | null; socket: string | null };
+  exports: ExportJson[];
 }
 
 export const STATUS_HELP = `Usage: strata status
 
 Asks the daemon whether it is up and prints its version, pid, data folder, uptime, pools,
-volume count and running jobs. Exit status 1 when it cannot be reached.
+volume count, running jobs, where NBD listens and the exports (NBD and vhost-user-blk). Exit status 1 when it cannot be reached.
 
 ${GLOBAL_HELP}
 ${EXIT_HELP}`;
@@ -47,8 +50,11 @@ export async function runStatus(argv: string[], con: Console): Promise<number> {
         ['pools', status.pools.length === 0 ? '-' : status.pools.join(', ')],
         ['volumes', String(status.volumes)],
         ['jobs running', String(status.jobsRunning)],
+        ['nbd', [status.nbd.listen, status.nbd.socket].filter((x) => x !== null).join(', ') || 'off'],
+        ['exports', String(status.exports.length)],
       ]),
     );
+    if (status.exports.length > 0) con.stdout(`\n${exportsTable(status.exports)}`);
   }
   return 0;
 }

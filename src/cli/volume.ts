@@ -1,12 +1,14 @@
 /**
  * strata volume: create, list, info, resize, rename, delete, copy, import, export, du, flatten,
- * diff, export-diff and import-diff, through the daemon's REST API.
+ * diff, export-diff and import-diff, through the daemon's REST API (export-nbd, unexport-nbd,
+ * attach, detach and exports are in exports.ts).
  */
 import { existsSync } from 'node:fs';
 import type { ParsedArgs } from './args.js';
 import type { Subcommand } from './command.js';
 import { CliError, UsageError } from './errors.js';
 import type { Console } from './output.js';
+import { EXPORT_SUBCOMMANDS } from './exports.js';
 import { duTable, type DuEntryJson } from './pool.js';
 import { ApiClient, query, seg } from './remote/client.js';
 import {
@@ -573,6 +575,7 @@ export const VOLUME_SUBCOMMANDS: readonly Subcommand[] = [
   diff,
   exportDiff,
   importDiff,
+  ...EXPORT_SUBCOMMANDS,
 ];
 
 export function volumeHelp(): string {

@@ -5,11 +5,20 @@
 import type { Logger } from 'pino';
 import { Catalog } from '../catalog/index.js';
 import { LocalVolumeService } from '../volume/index.js';
+import type { ExportRecord } from '../catalog/index.js';
 import type { VolumeService } from '../volume/types.js';
 import type { DaemonConfig } from './config.js';
 
+/** Where the daemon keeps its export records (so exports come back after a restart). */
+export interface ExportStore {
+  list(): Promise<ExportRecord[]>;
+  put(record: ExportRecord): Promise<void>;
+  del(id: string): Promise<void>;
+}
+
 export interface VolumeBackend {
   readonly service: VolumeService;
+  readonly exportStore: ExportStore;
   /** Finishes or rolls back interrupted operations and removes orphan files; before serving. */
   recover(): Promise<Record<string, unknown> | void>;
   /** Closes images and the catalog (jobs have been finished or cancelled by then). */
@@ -42,6 +51,11 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
   let closed = false;
   return {
     service,
+    exportStore: {
+      list: () => catalog.list('export'),
+      put: (record) => catalog.put('export', record),
+      del: (id) => catalog.del('export', id),
+    },
     recover: async () => {
       const report = await service.recover();
       for (const problem of report.problems) options.logger.warn({ problem }, 'recovery could not fix');

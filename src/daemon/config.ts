@@ -4,8 +4,10 @@
  *
  *   defaults      dataDir ./strata-data, listen 127.0.0.1:7460, logFormat text, logLevel info
  *   file          --config FILE, else <dataDir>/strata.json when it exists
- *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL
- *   flags         --data-dir, --listen, --log-format, --log-level
+ *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL,
+ *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET
+ *   flags         --data-dir, --listen, --log-format, --log-level, --nbd-listen, --nbd-socket
+ *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off)
  *
  * The file's dataDir is used only when neither a flag nor the environment names one (it cannot
  * point at itself otherwise). Relative paths in the file are relative to the file's folder.
@@ -16,6 +18,9 @@ import { StorageError } from '../core/errors.js';
 
 export const DEFAULT_DATA_DIR = './strata-data';
 export const DEFAULT_LISTEN = '127.0.0.1:7460';
+/** NBD's registered port, on the loopback interface unless configured otherwise. */
+export const DEFAULT_NBD_LISTEN = '127.0.0.1:10809';
+export const NBD_SOCKET_NAME = 'nbd.sock';
 export const DEFAULT_POOL = 'default';
 export const CONFIG_FILE_NAME = 'strata.json';
 
@@ -42,6 +47,10 @@ export interface DaemonConfig {
   chainDepthPolicy: ChainDepthPolicy | undefined;
   /** How long a clean shutdown waits for running jobs before cancelling them (default 10 s). */
   shutdownGraceMs: number;
+  /** NBD over TCP (undefined: off). */
+  nbdListen: ListenAddress | undefined;
+  /** NBD's unix socket (undefined: off); default <dataDir>/nbd.sock. */
+  nbdSocketPath: string | undefined;
 }
 
 /** What the command line gave (undefined: not given). */
@@ -51,6 +60,8 @@ export interface ConfigFlags {
   listen?: string | undefined;
   logFormat?: string | undefined;
   logLevel?: string | undefined;
+  nbdListen?: string | undefined;
+  nbdSocket?: string | undefined;
 }
 
 interface FileConfig {
@@ -61,9 +72,11 @@ interface FileConfig {
   maxChainDepth?: number;
   chainDepthPolicy?: string;
   shutdownGraceMs?: number;
+  nbdListen?: string;
+  nbdSocket?: string;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -129,7 +142,7 @@ function readConfigFile(file: string): FileConfig {
   for (const key of Object.keys(obj)) {
     if (!FILE_KEYS.has(key)) throw invalid(`config file ${file}: unknown key '${key}' (known: ${[...FILE_KEYS].join(', ')})`);
   }
-  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy']) {
+  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
   for (const key of ['maxChainDepth', 'shutdownGraceMs']) {
@@ -184,6 +197,14 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   const listenSrc = pick(flags.listen, 'STRATA_LISTEN', file.listen);
   const formatSrc = pick(flags.logFormat, 'STRATA_LOG_FORMAT', file.logFormat);
   const levelSrc = pick(flags.logLevel, 'STRATA_LOG_LEVEL', file.logLevel);
+  const nbdListenSrc = pick(flags.nbdListen, 'STRATA_NBD_LISTEN', file.nbdListen) ?? [DEFAULT_NBD_LISTEN, 'default'];
+  const nbdSocketSrc = pick(flags.nbdSocket, 'STRATA_NBD_SOCKET', file.nbdSocket);
+  let nbdSocketPath: string | undefined = path.join(dataDir, NBD_SOCKET_NAME);
+  if (nbdSocketSrc !== undefined) {
+    const [value, source] = nbdSocketSrc;
+    // A socket path from the file is relative to the file's folder, like dataDir.
+    nbdSocketPath = value === 'off' ? undefined : path.resolve(source === 'flag' || source === 'STRATA_NBD_SOCKET' ? cwd : fileDir, value);
+  }
 
   let chainDepthPolicy: ChainDepthPolicy | undefined;
   if (file.chainDepthPolicy !== undefined) {
@@ -202,5 +223,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     maxChainDepth: file.maxChainDepth,
     chainDepthPolicy,
     shutdownGraceMs: file.shutdownGraceMs ?? 10_000,
+    nbdListen: nbdListenSrc[0] === 'off' ? undefined : parseListen(nbdListenSrc[0], nbdListenSrc[1]),
+    nbdSocketPath,
   };
 }

@@ -13,6 +13,7 @@ import { ApiMetrics, buildRestApi } from '../api/rest/index.js';
 import { isStorageError } from '../core/errors.js';
 import type { JobInfo } from '../volume/types.js';
 import { openVolumeBackend, type VolumeBackend, type VolumeBackendFactory } from './backend.js';
+import { ExportManager, type VhostUserExportFactory } from './exports.js';
 import { DEFAULT_POOL, formatListen, type DaemonConfig } from './config.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { createLogger } from './logger.js';
@@ -28,6 +29,7 @@ export interface RunningDaemon {
   readonly logger: Logger;
   readonly app: FastifyInstance;
   readonly backend: VolumeBackend;
+  readonly exports: ExportManager;
   /** Clean shutdown; resolves when everything is closed. Safe to call more than once. */
   shutdown(reason: string): Promise<void>;
 }
@@ -37,6 +39,8 @@ export interface StartOptions {
   backendFactory?: VolumeBackendFactory;
   /** Where log lines go (default stdout). */
   writeLog?: (text: string) => void;
+  /** Builds vhost-user-blk exports (default: src/export/vhost-user). */
+  vhostUser?: VhostUserExportFactory;
 }
 
 /** The package version, from the package.json above this file (dist/src/daemon or src/daemon). */
@@ -70,6 +74,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
   mkdirSync(config.dataDir, { recursive: true });
   const lock: DataDirLock = lockDataDir(config.dataDir);
   let backend: VolumeBackend | undefined;
+  let exports: ExportManager | undefined;
   try {
     const token = loadOrCreateToken(config.dataDir);
     if (token.created) logger.info({ path: token.path }, 'generated the API token');
@@ -92,6 +97,17 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       }
     }
 
+    exports = new ExportManager({
+      service: backend.service,
+      store: backend.exportStore,
+      logger,
+      nbdListen: config.nbdListen,
+      nbdSocketPath: config.nbdSocketPath,
+      vhostUser: options.vhostUser ?? (await defaultVhostUserFactory()),
+    });
+    const restored = await exports.start();
+    if (restored.started + restored.failed > 0) logger.info(restored, 'exports restored');
+
     let closing = false;
     const metrics = new ApiMetrics();
     const app = await buildRestApi({
@@ -101,6 +117,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       version: strataVersion(),
       dataDir: config.dataDir,
       metrics,
+      exports,
       closing: () => closing,
     });
     await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -110,6 +127,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     logger.info({ url, dataDir: config.dataDir, pid: process.pid, version: strataVersion() }, 'listening');
 
     const openBackend = backend;
+    const openExports = exports;
     let shutdownPromise: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> => {
       shutdownPromise ??= (async () => {
@@ -135,6 +153,8 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
         stage = 'closing the API';
         await closed;
         clearTimeout(forceTimer);
+        stage = 'stopping the exports';
+        await openExports.close();
         stage = 'closing the volume service and catalog';
         logger.debug(stage);
         await openBackend.close();
@@ -144,8 +164,9 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       })();
       return shutdownPromise;
     };
-    return { url, config, logger, app, backend: openBackend, shutdown };
+    return { url, config, logger, app, backend: openBackend, exports: openExports, shutdown };
   } catch (err) {
+    if (exports !== undefined) await exports.close().catch(() => {});
     if (backend !== undefined) await backend.close().catch(() => {});
     lock.release();
     throw err;
@@ -185,4 +206,9 @@ export function describeStartError(err: unknown, config: DaemonConfig): string {
   if (e?.code === 'EADDRNOTAVAIL') return `cannot listen on ${formatListen(config.listen)}: the address is not on this host`;
   if (e?.code === 'EACCES' || e?.code === 'EROFS') return `cannot use the data folder ${config.dataDir}: ${e.message}`;
   return e instanceof Error ? e.message : String(err);
+}
+
+/** The vhost-user-blk backend, loaded only when present in this build. */
+async function defaultVhostUserFactory(): Promise<VhostUserExportFactory | undefined> {
+  return undefined;
 }

@@ -54,6 +54,7 @@ import { KeyedMutex } from './locks.js';
 import { checkLimit, checkName, checkQuota, checkVolumeSize } from './names.js';
 import { ByteReader, encodeDiffHeader, encodeRecordHeader, readDiffHeader, readRecordHeader } from './diff-stream.js';
 import { ManagedStream } from './stream.js';
+import { LiveVolume, liveKey, type LiveDevice, type LiveTarget } from './live.js';
 import type {
   DiffExtent,
   DiffRange,
@@ -132,6 +133,8 @@ export class LocalVolumeService implements VolumeService {
   private readonly locks = new KeyedMutex();
   private readonly holds = new Map<string, Hold>();
   private readonly reservations = new Map<string, Reservation>();
+  /** Chains held open for exports, by liveKey (src/volume/live.ts). */
+  private readonly live = new Map<string, LiveVolume>();
   readonly maxChainDepth: number;
   readonly chainDepthPolicy: ChainDepthPolicy;
 
@@ -260,7 +263,8 @@ export class LocalVolumeService implements VolumeService {
             `shrinking '${pool}/${name}' from ${vol.sizeBytes} to ${sizeBytes} bytes loses the data past the new end; pass allowShrink to do it`,
           );
         }
-        const resized = await this.resizeLocked(vol, sizeBytes);
+        if (sizeBytes < vol.sizeBytes) this.checkHeadNotLive(vol, 'shrink it');
+        const resized = await this.withLiveChanges([vol.activeLayerId], () => this.resizeLocked(vol, sizeBytes));
         return this.describeVolume(resized);
       },
       { keys: [poolKey(pool)] },
@@ -274,6 +278,7 @@ export class LocalVolumeService implements VolumeService {
       name,
       async (vol) => {
         if (newName === vol.name) return this.describeVolume(vol);
+        this.checkNotLive(vol, 'rename it (exports are named after it)');
         await this.checkNameFree(pool, newName);
         const renamed = { ...vol, name: newName };
         await this.catalog.put('volume', renamed);
@@ -285,6 +290,7 @@ export class LocalVolumeService implements VolumeService {
 
   async deleteVolume(pool: string, name: string, options: { force?: boolean } = {}): Promise<void> {
     await this.withVolume(pool, name, async (vol) => {
+      this.checkNotLive(vol, 'delete it');
       const view = await this.view();
       const snapshots = view.snapshots.filter((s) => s.volumeId === vol.id);
       const clones = this.clonesOfVolume(vol, view);
@@ -319,6 +325,7 @@ export class LocalVolumeService implements VolumeService {
       pool,
       name,
       async (vol) => {
+        this.checkHeadNotLive(vol, 'copy it (copy a snapshot of it instead)');
         const dest = await this.requirePool(destPool);
         await this.checkNameFree(destPool, destName);
         await this.checkQuota(dest, vol.sizeBytes);
@@ -404,6 +411,9 @@ export class LocalVolumeService implements VolumeService {
     return this.withVolume(pool, volume, async (vol) => {
       const snap = await this.snapshotByName(vol, name);
       if (newName === name) return this.describeSnapshot(snap);
+      if (this.live.has(liveKey({ volumeId: vol.id, snapshotId: snap.id }))) {
+        throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is exported; stop its exports to rename it (exports are named after it)`);
+      }
       if (await this.findSnapshot(vol, newName)) {
         throw new StorageError('ALREADY_EXISTS', `snapshot '${pool}/${volume}@${newName}' already exists`);
       }
@@ -419,6 +429,7 @@ export class LocalVolumeService implements VolumeService {
       volume,
       async (vol) => {
         const snap = await this.snapshotByName(vol, name);
+        this.checkHeadNotLive(vol, 'roll it back (the guest would see its disk change under it)');
         if (snap.sizeBytes > vol.sizeBytes) await this.checkQuota(await this.requirePool(pool), snap.sizeBytes, vol.id);
         const view = await this.view();
         const oldActive = this.requireLayer(view.layers, vol.activeLayerId);
@@ -446,6 +457,10 @@ export class LocalVolumeService implements VolumeService {
       const snap = await this.snapshotByName(vol, name);
       if (snap.protected) {
         throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is protected; unprotect it first`);
+      }
+      const exported = this.live.get(liveKey({ volumeId: vol.id, snapshotId: snap.id }));
+      if (exported !== undefined) {
+        throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is exported; stop its exports first`);
       }
       await this.jobs.run('snapshot-delete', `${pool}/${volume}@${name}`, (ctx) => this.deleteSnapshotLocked(vol, snap, ctx));
     });
@@ -750,6 +765,7 @@ export class LocalVolumeService implements VolumeService {
       name,
       async (vol) => {
         const layerId = options.snapshot === undefined ? vol.activeLayerId : (await this.snapshotByName(vol, options.snapshot)).layerId;
+        if (options.snapshot === undefined) this.checkHeadNotLive(vol, 'export it here (export a snapshot of it, or read it over NBD)');
         const view = await this.view();
         const image = await openChain(this.paths, this.chainOf(view.layers, layerId), { writable: false });
         if (options.format === 'raw') {
@@ -827,6 +843,7 @@ export class LocalVolumeService implements VolumeService {
       pool,
       volume,
       async (vol) => {
+        if (range.toSnapshot === undefined) this.checkHeadNotLive(vol, 'diff against it (diff against a snapshot of it)');
         const point = await this.diffPoints(vol, range);
         const image = await openChain(this.paths, point.chain, { writable: false });
         try {
@@ -844,6 +861,7 @@ export class LocalVolumeService implements VolumeService {
       pool,
       volume,
       async (vol) => {
+        if (range.toSnapshot === undefined) this.checkHeadNotLive(vol, 'export a diff of it (diff to a snapshot of it)');
         const point = await this.diffPoints(vol, range);
         const image = await openChain(this.paths, point.chain, { writable: false });
         const live = range.toSnapshot === undefined;
@@ -873,6 +891,7 @@ export class LocalVolumeService implements VolumeService {
       pool,
       volume,
       async (vol) => {
+        this.checkHeadNotLive(vol, 'apply a diff to it');
         const reader = new ByteReader(source);
         try {
           const header = await readDiffHeader(reader);
@@ -1155,7 +1174,10 @@ export class LocalVolumeService implements VolumeService {
       createdAt: nowIso(),
     };
     const intent = this.newIntent('snapshot-create', `${current.pool}/${current.name}@${name}`, { createFiles: [active] });
-    await this.runIntent(intent, async () => {
+    // An export of the volume is paused (its requests in flight complete, its chain is flushed and
+    // closed) while the new active layer goes on top, then reopened on it: the snapshot holds
+    // exactly the writes completed before it.
+    await this.withLiveChanges([frozen.id], () => this.runIntent(intent, async () => {
       // The frozen layer is closed (no writer has it open), so everything written is already durable.
       await createLayerFile(this.paths.layer(active), current.sizeBytes, backingFileName(active, frozen));
       await fsyncDir(this.paths.poolDir(current.pool));
@@ -1167,7 +1189,7 @@ export class LocalVolumeService implements VolumeService {
           putOp('volume', { ...current, activeLayerId: active.id }),
         ]),
       );
-    });
+    }));
     return snap;
   }
 
@@ -1187,7 +1209,8 @@ export class LocalVolumeService implements VolumeService {
     const ids = children.map((c) => c.id);
     const intent = this.newIntent('snapshot-delete', `${vol.pool}/${vol.name}@${snap.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
     let totalBytes = 0;
-    await this.runIntent(intent, async () => {
+    // Exports whose chains hold a rewritten layer pause for the whole merge (their requests wait).
+    await this.withLiveChanges([layer.id, ...ids], () => this.runIntent(intent, async () => {
       for (const child of children) {
         ctx.throwIfCancelled();
         const image = await openChain(this.paths, this.chainOf(view.layers, child.id), { writable: true });
@@ -1229,7 +1252,7 @@ export class LocalVolumeService implements VolumeService {
         ops.push(putOp('layer', parent === undefined ? rest : { ...rest, backingLayerId: parent.id }));
       }
       await this.catalog.batch(this.commitOps(intent, ops, [layer]));
-    });
+    }));
   }
 
   /**
@@ -1242,7 +1265,8 @@ export class LocalVolumeService implements VolumeService {
     if (boundary.length === 0) return;
     const ids = boundary.map((l) => l.id);
     const intent = this.newIntent('flatten', `${vol.pool}/${vol.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
-    await this.runIntent(intent, async () => {
+    // Exports of the volume pause for the whole copy-up (their requests wait; see docs/daemon.md).
+    await this.withLiveChanges(ids, () => this.runIntent(intent, async () => {
       const images: { layer: LayerRecord; image: Qcow2Image; plan: PlanStep[] }[] = [];
       try {
         for (const layer of boundary) {
@@ -1278,7 +1302,7 @@ export class LocalVolumeService implements VolumeService {
       } finally {
         for (const { image } of images) await image.close();
       }
-    });
+    }));
   }
 
   // =============================================================================================
@@ -1493,6 +1517,80 @@ export class LocalVolumeService implements VolumeService {
       if (!released) this.reservations.delete(key);
       released = true;
     };
+  }
+
+  // =============================================================================================
+  // Live devices (exports)
+
+  /**
+   * Opens a volume (read-write unless readOnly) or one of its snapshots (always read-only) for an
+   * export. Every export of the same volume or snapshot shares one open chain. The device stays
+   * valid across snapshot create, snapshot delete and flatten (it pauses while they change its
+   * files); while the volume's head is exported, operations that would change what the guest sees
+   * or read the head under it (rollback, delete, shrink, copy, export, diffs to the head) are BUSY.
+   */
+  async openDevice(pool: string, volume: string, options: { snapshot?: string; readOnly?: boolean } = {}): Promise<LiveDevice> {
+    return this.withVolume(pool, volume, async (vol) => {
+      const snap = options.snapshot === undefined ? undefined : await this.snapshotByName(vol, options.snapshot);
+      const target: LiveTarget = { volumeId: vol.id, snapshotId: snap?.id };
+      const key = liveKey(target);
+      let live = this.live.get(key);
+      if (live === undefined) {
+        const opened = await this.openLive(target);
+        live = new LiveVolume(target, snap === undefined, opened, (t) => this.openLive(t), () => {
+          if (this.live.get(key) === live) this.live.delete(key);
+        });
+        this.live.set(key, live);
+      }
+      return live.handle(options.readOnly === true || snap !== undefined);
+    });
+  }
+
+  /** The chain a live target is now, opened (the head writable). */
+  private async openLive(target: LiveTarget): Promise<{ image: Qcow2Image; layerIds: string[] }> {
+    const vol = await this.catalog.get('volume', target.volumeId);
+    if (!vol) throw notFound(`volume ${target.volumeId} no longer exists`);
+    let layerId = vol.activeLayerId;
+    if (target.snapshotId !== undefined) {
+      const snap = await this.catalog.get('snapshot', target.snapshotId);
+      if (!snap) throw notFound(`snapshot ${target.snapshotId} no longer exists`);
+      layerId = snap.layerId;
+    }
+    const view = await this.view();
+    const chain = this.chainOf(view.layers, layerId);
+    const image = await openChain(this.paths, chain, { writable: target.snapshotId === undefined });
+    return { image, layerIds: chain.map((l) => l.id) };
+  }
+
+  /** Pauses the exports whose chains hold any of these layers while fn changes them. */
+  private async withLiveChanges<T>(layerIds: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const ids = new Set(layerIds);
+    const affected = [...this.live.values()].filter((l) => l.layerIds.some((id) => ids.has(id)));
+    const paused: LiveVolume[] = [];
+    try {
+      for (const live of affected) {
+        paused.push(live); // resumed even if its pause fails (its requests must not wait forever)
+        await live.pause();
+      }
+      return await fn();
+    } finally {
+      for (const live of paused) await live.resume();
+    }
+  }
+
+  private checkHeadNotLive(vol: VolumeRecord, what: string): void {
+    const live = this.live.get(liveKey({ volumeId: vol.id, snapshotId: undefined }));
+    if (live !== undefined) {
+      throw new StorageError('BUSY', `volume '${vol.pool}/${vol.name}' is exported; stop its exports to ${what}`);
+    }
+  }
+
+  private checkNotLive(vol: VolumeRecord, what: string): void {
+    for (const live of this.live.values()) {
+      if (live.target.volumeId === vol.id) {
+        throw new StorageError('BUSY', `volume '${vol.pool}/${vol.name}' (or a snapshot of it) is exported; stop its exports to ${what}`);
+      }
+    }
   }
 
   private hold(volumeId: string, reason: string): void {

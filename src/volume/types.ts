@@ -7,6 +7,7 @@
  * BUSY (dependents exist, a job holds the volume), LIMIT_EXCEEDED (quota, chain depth, snapshot
  * limit), READ_ONLY, CANCELLED, ...
  */
+import type { BlockDevice } from '../core/block-device.js';
 
 export interface PoolInfo {
   name: string;
@@ -149,6 +150,15 @@ export interface VolumeService {
   exportDiff(pool: string, volume: string, range: DiffRange): Promise<AsyncIterable<Uint8Array>>;
   /** Applies a diff stream; the volume must hold the stream's from-snapshot; creates its to-snapshot. */
   importDiff(pool: string, volume: string, source: AsyncIterable<Uint8Array>): Promise<VolumeInfo>;
+
+  // Live devices
+  /**
+   * Opens a volume (read-write unless readOnly) or a snapshot (read-only) for an export; close()
+   * releases it. Shared by every export of the same target, valid across snapshot create, snapshot
+   * delete and flatten (which pause it); while a volume's head is open, rollback, delete, rename,
+   * shrink, copy, export and diffs to the head are refused (BUSY).
+   */
+  openDevice(pool: string, volume: string, options?: { snapshot?: string; readOnly?: boolean }): Promise<BlockDevice>;
 
   // Jobs
   listJobs(): Promise<JobInfo[]>;

@@ -1,10 +1,13 @@
 /** What the REST routes share: the volume service, the metrics and the daemon's facts. */
+import type { ExportService } from '../../daemon/exports.js';
 import type { VolumeService } from '../../volume/types.js';
 import type { ApiMetrics } from './metrics.js';
 
 export interface RestContext {
   service: VolumeService;
   metrics: ApiMetrics;
+  /** The daemon's exports (undefined in tests of the API alone). */
+  exports: ExportService | undefined;
   version: string;
   dataDir: string;
   /** True once shutdown began: job watchers end their streams. */

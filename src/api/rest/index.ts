@@ -8,11 +8,13 @@ import type { Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
+import type { ExportService } from '../../daemon/exports.js';
 import type { VolumeService } from '../../volume/types.js';
 import type { RestContext } from './context.js';
 import { UnauthorizedError, isClientAbort, mapError } from './errors.js';
 import { ApiMetrics, renderGauge, type GaugeSample } from './metrics.js';
 import { registerContentRoutes } from './routes/content.js';
+import { registerExportRoutes } from './routes/exports.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerPoolRoutes } from './routes/pools.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
@@ -30,6 +32,7 @@ export interface RestApiOptions {
   version: string;
   dataDir: string;
   metrics?: ApiMetrics;
+  exports?: ExportService;
   /** True once the daemon is shutting down (job watches end). */
   closing?: () => boolean;
   jobWatchIntervalMs?: number;
@@ -67,6 +70,7 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
   const ctx: RestContext = {
     service: options.service,
     metrics,
+    exports: options.exports,
     version: options.version,
     dataDir: options.dataDir,
     closing: options.closing ?? (() => false),
@@ -97,6 +101,7 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
         { name: 'snapshots' },
         { name: 'content', description: 'byte streams: import/export, diff streams' },
         { name: 'jobs' },
+        { name: 'exports', description: 'NBD exports and vhost-user-blk attachments' },
       ],
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
@@ -149,6 +154,7 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
   registerVolumeRoutes(app, ctx);
   registerSnapshotRoutes(app, ctx);
   registerJobRoutes(app, ctx);
+  registerExportRoutes(app, ctx);
   registerContentRoutes(app, ctx);
 
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());

@@ -119,7 +119,7 @@ export const diffExtentSchema = {
 export const statusSchema = {
   $id: 'Status',
   type: 'object',
-  required: ['status', 'version', 'pid', 'dataDir', 'uptimeSeconds', 'pools', 'volumes', 'jobsRunning'],
+  required: ['status', 'version', 'pid', 'dataDir', 'uptimeSeconds', 'pools', 'volumes', 'jobsRunning', 'nbd', 'exports'],
   properties: {
     status: { type: 'string' },
     version: { type: 'string' },
@@ -129,10 +129,35 @@ export const statusSchema = {
     pools: { type: 'array', items: { type: 'string' } },
     volumes: { type: 'integer' },
     jobsRunning: { type: 'integer' },
+    nbd: {
+      type: 'object',
+      required: ['listen', 'socket'],
+      properties: { listen: { type: ['string', 'null'] }, socket: { type: ['string', 'null'] } },
+    },
+    exports: { type: 'array', items: { $ref: 'Export#' } },
   },
 } as const;
 
-export const SHARED_SCHEMAS = [errorSchema, poolSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema];
+export const exportSchema = {
+  $id: 'Export',
+  type: 'object',
+  required: ['id', 'type', 'pool', 'volume', 'snapshot', 'readOnly', 'name', 'uris', 'socketPath', 'queueCount', 'createdAt'],
+  properties: {
+    id: { type: 'string' },
+    type: { type: 'string', enum: ['nbd', 'vhost-user'] },
+    pool: { type: 'string' },
+    volume: { type: 'string' },
+    snapshot: { type: ['string', 'null'] },
+    readOnly: { type: 'boolean' },
+    name: { type: ['string', 'null'], description: 'NBD export name' },
+    uris: { type: 'array', items: { type: 'string' }, description: 'NBD URIs (TCP, unix socket)' },
+    socketPath: { type: ['string', 'null'], description: 'vhost-user socket' },
+    queueCount: { type: ['integer', 'null'] },
+    createdAt: isoTime,
+  },
+} as const;
+
+export const SHARED_SCHEMAS = [errorSchema, poolSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema, exportSchema];
 
 export const ref = (id: string) => ({ $ref: `${id}#` }) as const;
 export const listOf = (id: string) => ({ type: 'array', items: { $ref: `${id}#` } }) as const;

@@ -1,6 +1,7 @@
 /** /v1/status and /v1/pools routes. */
 import type { FastifyInstance } from 'fastify';
 import type { PoolParams, RestContext } from '../context.js';
+import { exportJson } from './exports.js';
 import { duJson, errorResponses, listOf, nameSchema, poolJson, ref } from '../schemas.js';
 
 const poolParams = { type: 'object', required: ['pool'], properties: { pool: nameSchema } } as const;
@@ -9,7 +10,7 @@ export function registerPoolRoutes(app: FastifyInstance, ctx: RestContext): void
   const { service } = ctx;
 
   app.get('/v1/status', {
-    schema: { tags: ['status'], summary: 'Health, version, data folder, pools, running jobs', response: { 200: ref('Status'), ...errorResponses } },
+    schema: { tags: ['status'], summary: 'Health, version, data folder, pools, running jobs, NBD addresses, exports', response: { 200: ref('Status'), ...errorResponses } },
   }, async () => {
     const [pools, jobs] = await Promise.all([service.listPools(), service.listJobs()]);
     return {
@@ -21,6 +22,8 @@ export function registerPoolRoutes(app: FastifyInstance, ctx: RestContext): void
       pools: pools.map((p) => p.name),
       volumes: pools.reduce((n, p) => n + p.volumeCount, 0),
       jobsRunning: jobs.filter((j) => j.state === 'running' || j.state === 'queued').length,
+      nbd: ctx.exports?.nbdAddresses() ?? { listen: null, socket: null },
+      exports: (ctx.exports?.list() ?? []).map(exportJson),
     };
   });
 

@@ -1,0 +1,100 @@
+/** /v1/exports: volumes and snapshots served over NBD or vhost-user-blk (docs/daemon.md, "Exports"). */
+import type { FastifyInstance } from 'fastify';
+import { StorageError } from '../../../core/errors.js';
+import type { ExportInfo, ExportRequest } from '../../../daemon/exports.js';
+import type { RestContext } from '../context.js';
+import { errorResponses, listOf, nameSchema, ref } from '../schemas.js';
+
+const exportParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', minLength: 1, maxLength: 64 } } } as const;
+
+interface CreateBody {
+  type: 'nbd' | 'vhost-user';
+  pool: string;
+  volume: string;
+  snapshot?: string;
+  readOnly?: boolean;
+  name?: string;
+  socketPath?: string;
+  queueCount?: number;
+}
+
+export function exportJson(e: ExportInfo) {
+  return {
+    ...e,
+    snapshot: e.snapshot ?? null,
+    name: e.name ?? null,
+    socketPath: e.socketPath ?? null,
+    queueCount: e.queueCount ?? null,
+  };
+}
+
+function toRequest(body: CreateBody): ExportRequest {
+  const invalid = (message: string) => new StorageError('INVALID_ARGUMENT', message);
+  if (body.type === 'nbd') {
+    if (body.socketPath !== undefined || body.queueCount !== undefined) throw invalid("socketPath and queueCount are for type 'vhost-user', not 'nbd'");
+    return {
+      type: 'nbd',
+      pool: body.pool,
+      volume: body.volume,
+      ...(body.snapshot !== undefined ? { snapshot: body.snapshot } : {}),
+      ...(body.readOnly !== undefined ? { readOnly: body.readOnly } : {}),
+      ...(body.name !== undefined ? { name: body.name } : {}),
+    };
+  }
+  if (body.socketPath === undefined) throw invalid("type 'vhost-user' needs socketPath (the unix socket QEMU connects to)");
+  if (body.snapshot !== undefined) throw invalid('a vhost-user attach serves a volume, not a snapshot (clone the snapshot, or export it over NBD)');
+  if (body.name !== undefined) throw invalid("name is for type 'nbd'");
+  return {
+    type: 'vhost-user',
+    pool: body.pool,
+    volume: body.volume,
+    socketPath: body.socketPath,
+    ...(body.queueCount !== undefined ? { queueCount: body.queueCount } : {}),
+    ...(body.readOnly !== undefined ? { readOnly: body.readOnly } : {}),
+  };
+}
+
+export function registerExportRoutes(app: FastifyInstance, ctx: RestContext): void {
+  const exports = () => {
+    if (ctx.exports === undefined) throw new StorageError('UNSUPPORTED', 'this server has no exports');
+    return ctx.exports;
+  };
+
+  app.get('/v1/exports', {
+    schema: { tags: ['exports'], summary: 'List exports (NBD and vhost-user-blk)', response: { 200: listOf('Export'), ...errorResponses } },
+  }, async () => exports().list().map(exportJson));
+
+  app.post<{ Body: CreateBody }>('/v1/exports', {
+    schema: {
+      tags: ['exports'],
+      summary: 'Export a volume or snapshot over NBD, or attach a volume over vhost-user-blk',
+      body: {
+        type: 'object',
+        required: ['type', 'pool', 'volume'],
+        additionalProperties: false,
+        properties: {
+          type: { type: 'string', enum: ['nbd', 'vhost-user'] },
+          pool: nameSchema,
+          volume: nameSchema,
+          snapshot: nameSchema,
+          readOnly: { type: 'boolean' },
+          name: { type: 'string', minLength: 1, maxLength: 4096, description: "NBD export name (default 'pool/volume' or 'pool/volume@snapshot')" },
+          socketPath: { type: 'string', minLength: 1, maxLength: 4096, description: 'vhost-user: the unix socket QEMU connects to' },
+          queueCount: { type: 'integer', minimum: 1, maximum: 16, description: 'vhost-user: virtqueues (default 1)' },
+        },
+      },
+      response: { 201: ref('Export'), ...errorResponses },
+    },
+  }, async (req, reply) => reply.code(201).send(exportJson(await exports().create(toRequest(req.body)))));
+
+  app.get<{ Params: { id: string } }>('/v1/exports/:id', {
+    schema: { tags: ['exports'], summary: 'Export info', params: exportParams, response: { 200: ref('Export'), ...errorResponses } },
+  }, async (req) => exportJson(exports().info(req.params.id)));
+
+  app.delete<{ Params: { id: string } }>('/v1/exports/:id', {
+    schema: { tags: ['exports'], summary: 'Stop an export (clients are disconnected once their requests in flight finish)', params: exportParams, response: { 204: { type: 'null' }, ...errorResponses } },
+  }, async (req, reply) => {
+    await exports().remove(req.params.id);
+    return reply.code(204).send();
+  });
+}

@@ -1,0 +1,241 @@
+/**
+ * strata volume export-nbd / unexport-nbd / attach / detach / exports: serving volumes and
+ * snapshots over NBD and vhost-user-blk, through the daemon's /v1/exports API.
+ */
+import path from 'node:path';
+import type { Subcommand } from './command.js';
+import { CliError, UsageError } from './errors.js';
+import type { Console } from './output.js';
+import type { ApiClient } from './remote/client.js';
+import { seg } from './remote/client.js';
+import {
+  clientOf,
+  parse,
+  parseVolumeOrSnapRef,
+  parseVolumeRef,
+  positionals,
+  printJson,
+  subcommand,
+  table,
+  usageHint,
+  wantsJson,
+} from './remote/common.js';
+import { EXIT } from './remote/exits.js';
+
+export interface ExportJson {
+  id: string;
+  type: 'nbd' | 'vhost-user';
+  pool: string;
+  volume: string;
+  snapshot: string | null;
+  readOnly: boolean;
+  name: string | null;
+  uris: string[];
+  socketPath: string | null;
+  queueCount: number | null;
+  createdAt: string;
+}
+
+export function exportTarget(e: ExportJson): string {
+  return `${e.pool}/${e.volume}${e.snapshot === null ? '' : `@${e.snapshot}`}`;
+}
+
+export function exportsTable(exports: readonly ExportJson[]): string {
+  return table(
+    ['ID', 'TYPE', 'TARGET', 'MODE', 'WHERE'],
+    exports.map((e) => [
+      e.id,
+      e.type,
+      exportTarget(e),
+      e.readOnly ? 'ro' : 'rw',
+      e.type === 'nbd' ? (e.uris[0] ?? e.name ?? '') + (e.uris.length > 1 ? ` (also ${e.uris.slice(1).join(' ')})` : '') : `${e.socketPath ?? ''} (${e.queueCount ?? 1} queue${(e.queueCount ?? 1) === 1 ? '' : 's'})`,
+    ]),
+  );
+}
+
+async function findExports(client: ApiClient, match: (e: ExportJson) => boolean, what: string): Promise<ExportJson[]> {
+  const all = await client.json<ExportJson[]>('GET', '/v1/exports', what);
+  return all.filter(match);
+}
+
+async function removeExports(con: Console, client: ApiClient, found: readonly ExportJson[], what: string, json: boolean): Promise<void> {
+  for (const e of found) await client.json('DELETE', `/v1/exports/${seg(e.id)}`, what);
+  if (json) printJson(con, found);
+  else for (const e of found) con.stdout(`Stopped ${e.type} export ${e.id} of '${exportTarget(e)}'.\n`);
+}
+
+const exportNbd = subcommand(
+  'export-nbd',
+  'serve a volume or snapshot over NBD',
+  `Usage: strata volume export-nbd [POOL/]VOLUME[@SNAPSHOT] [--read-only] [--name NAME]
+
+Serves the volume (read-write) or a snapshot (read-only) over NBD, on the daemon's TCP address
+(default 127.0.0.1:10809) and unix socket (default <data>/nbd.sock), under the export name
+POOL/VOLUME[@SNAPSHOT] (or NAME). Prints the URIs clients use:
+  qemu-img info nbd://127.0.0.1:10809/default/vm1
+  nbdcopy nbd+unix:///default/vm1?socket=strata-data/nbd.sock backup.raw
+The export lasts until 'strata volume unexport-nbd', also across daemon restarts. While a
+volume is exported, snapshots can be taken (the export pauses for a moment); rollback, delete,
+rename and shrink are refused.
+
+Options:
+  --read-only    refuse writes (snapshots are always read-only)
+  --name NAME    the export name clients select (default POOL/VOLUME[@SNAPSHOT])
+`,
+  async (argv, con) => {
+    const command = 'volume export-nbd';
+    const args = parse(argv, command, [{ long: 'read-only' }, { long: 'name', value: true }]);
+    const [target] = positionals(args, command, ['VOLUME']) as [string];
+    const ref = parseVolumeOrSnapRef(target, command);
+    const name = args.value('name');
+    if (name !== undefined && name.length === 0) throw new UsageError(`${command}: --name must not be empty`, usageHint(command));
+    const created = await clientOf(args).json<ExportJson>('POST', '/v1/exports', `cannot export '${target}' over NBD`, {
+      type: 'nbd',
+      pool: ref.pool,
+      volume: ref.volume,
+      ...(ref.snapshot !== undefined ? { snapshot: ref.snapshot } : {}),
+      ...(args.has('read-only') ? { readOnly: true } : {}),
+      ...(name !== undefined ? { name } : {}),
+    });
+    if (wantsJson(args)) printJson(con, created);
+    else {
+      con.stdout(`Exported '${exportTarget(created)}' over NBD as '${created.name}' (${created.readOnly ? 'read-only' : 'read-write'}, export ${created.id}):\n`);
+      for (const uri of created.uris) con.stdout(`  ${uri}\n`);
+    }
+    return 0;
+  },
+);
+
+const unexportNbd = subcommand(
+  'unexport-nbd',
+  'stop serving a volume or snapshot over NBD',
+  `Usage: strata volume unexport-nbd [POOL/]VOLUME[@SNAPSHOT] | --id ID
+
+Stops the NBD exports of the volume or snapshot (or the one with this id). Connected clients
+are disconnected once their requests in flight have finished.
+`,
+  async (argv, con) => {
+    const command = 'volume unexport-nbd';
+    const args = parse(argv, command, [{ long: 'id', value: true }]);
+    const id = args.value('id');
+    const client = clientOf(args);
+    let found: ExportJson[];
+    let target: string;
+    if (id !== undefined) {
+      positionals(args, command, []);
+      target = `export ${id}`;
+      found = await findExports(client, (e) => e.id === id && e.type === 'nbd', `cannot stop ${target}`);
+    } else {
+      [target] = positionals(args, command, ['VOLUME']) as [string];
+      const ref = parseVolumeOrSnapRef(target, command);
+      found = await findExports(
+        client,
+        (e) => e.type === 'nbd' && e.pool === ref.pool && e.volume === ref.volume && (e.snapshot ?? undefined) === ref.snapshot,
+        `cannot stop the NBD exports of '${target}'`,
+      );
+    }
+    if (found.length === 0) throw new CliError(`${target} is not exported over NBD`, { hint: "see 'strata volume exports'", exitCode: EXIT.NOT_FOUND });
+    await removeExports(con, client, found, `cannot stop the NBD export of '${target}'`, wantsJson(args));
+    return 0;
+  },
+);
+
+const attach = subcommand(
+  'attach',
+  'attach a volume to a VM over vhost-user-blk',
+  `Usage: strata volume attach [POOL/]VOLUME --vhost-user SOCKET [--queues N] [--read-only]
+
+Serves the volume as a vhost-user-blk device on the unix socket SOCKET: QEMU connects to it
+with
+  -object memory-backend-memfd,id=mem,size=4G,share=on -numa node,memdev=mem
+  -chardev socket,id=disk0,path=SOCKET,reconnect=1
+  -device vhost-user-blk-pci,chardev=disk0,num-queues=N
+One front-end at a time; after a disconnect (or a daemon restart) QEMU can reconnect. The
+attachment lasts until 'strata volume detach', also across daemon restarts.
+
+Options:
+  --vhost-user SOCKET   the unix socket to listen on (created; an existing socket file is replaced)
+  --queues N            virtqueues (1 to 16, default 1; QEMU's num-queues must match)
+  --read-only           the guest sees a read-only disk
+`,
+  async (argv, con) => {
+    const command = 'volume attach';
+    const args = parse(argv, command, [{ long: 'vhost-user', value: true }, { long: 'queues', value: true }, { long: 'read-only' }]);
+    const [target] = positionals(args, command, ['VOLUME']) as [string];
+    const ref = parseVolumeRef(target, command);
+    const socket = args.value('vhost-user');
+    if (socket === undefined || socket.length === 0) throw new UsageError(`${command}: --vhost-user SOCKET is required`, usageHint(command));
+    const queuesText = args.value('queues');
+    let queueCount: number | undefined;
+    if (queuesText !== undefined) {
+      queueCount = /^\d+$/.test(queuesText) ? Number(queuesText) : NaN;
+      if (!Number.isInteger(queueCount) || queueCount < 1 || queueCount > 16) {
+        throw new UsageError(`${command}: --queues must be a whole number from 1 to 16, not '${queuesText}'`, usageHint(command));
+      }
+    }
+    const created = await clientOf(args).json<ExportJson>('POST', '/v1/exports', `cannot attach '${target}'`, {
+      type: 'vhost-user',
+      pool: ref.pool,
+      volume: ref.volume,
+      // The daemon may run in another folder: send an absolute path.
+      socketPath: path.resolve(socket),
+      ...(queueCount !== undefined ? { queueCount } : {}),
+      ...(args.has('read-only') ? { readOnly: true } : {}),
+    });
+    if (wantsJson(args)) printJson(con, created);
+    else {
+      con.stdout(
+        `Attached '${exportTarget(created)}' over vhost-user-blk at ${created.socketPath} (${created.queueCount ?? 1} queue${(created.queueCount ?? 1) === 1 ? '' : 's'}, ${created.readOnly ? 'read-only' : 'read-write'}, export ${created.id}).\n`,
+      );
+    }
+    return 0;
+  },
+);
+
+const detach = subcommand(
+  'detach',
+  'detach a volume from its vhost-user-blk socket',
+  `Usage: strata volume detach [POOL/]VOLUME
+
+Stops the volume's vhost-user-blk device: the connected front-end is disconnected once the
+requests in flight have finished, and the socket is removed. Detach a running VM's disk only
+after the guest stopped using it.
+`,
+  async (argv, con) => {
+    const command = 'volume detach';
+    const args = parse(argv, command);
+    const [target] = positionals(args, command, ['VOLUME']) as [string];
+    const ref = parseVolumeRef(target, command);
+    const client = clientOf(args);
+    const found = await findExports(
+      client,
+      (e) => e.type === 'vhost-user' && e.pool === ref.pool && e.volume === ref.volume,
+      `cannot detach '${target}'`,
+    );
+    if (found.length === 0) throw new CliError(`'${ref.pool}/${ref.volume}' is not attached over vhost-user`, { hint: "see 'strata volume exports'", exitCode: EXIT.NOT_FOUND });
+    await removeExports(con, client, found, `cannot detach '${target}'`, wantsJson(args));
+    return 0;
+  },
+);
+
+const exportsList = subcommand(
+  'exports',
+  'list NBD exports and vhost-user attachments',
+  `Usage: strata volume exports
+
+Lists what the daemon serves: NBD exports (with their URIs) and vhost-user-blk attachments
+(with their sockets).
+`,
+  async (argv, con) => {
+    const command = 'volume exports';
+    const args = parse(argv, command);
+    positionals(args, command, []);
+    const all = await clientOf(args).json<ExportJson[]>('GET', '/v1/exports', 'cannot list exports');
+    if (wantsJson(args)) printJson(con, all);
+    else if (all.length === 0) con.stdout('No exports.\n');
+    else con.stdout(exportsTable(all));
+    return 0;
+  },
+);
+
+export const EXPORT_SUBCOMMANDS: readonly Subcommand[] = [exportNbd, unexportNbd, attach, detach, exportsList];

@@ -1,0 +1,354 @@
+/**
+ * The daemon's exports: volumes and snapshots served over NBD (one NbdServer on TCP and a unix
+ * socket, one export name per target) and over vhost-user-blk (one unix socket per attached
+ * volume). Each export holds a live device from the volume service; its record in the catalog
+ * makes it come back when the daemon restarts (QEMU redials the same vhost-user socket, NBD
+ * clients reconnect to the same name).
+ */
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { ExportRecord } from '../catalog/index.js';
+import type { BlockDevice } from '../core/block-device.js';
+import { StorageError } from '../core/errors.js';
+import type { Export } from '../core/export.js';
+import { NbdServer } from '../export/nbd/server.js';
+import type { VolumeService } from '../volume/types.js';
+import type { ExportStore } from './backend.js';
+import { formatListen, type ListenAddress } from './config.js';
+
+export type ExportType = ExportRecord['type'];
+
+/** What a client of the API sees of an export. */
+export interface ExportInfo {
+  id: string;
+  type: ExportType;
+  pool: string;
+  volume: string;
+  snapshot: string | undefined;
+  readOnly: boolean;
+  /** NBD export name. */
+  name: string | undefined;
+  /** NBD URIs a client can use (qemu-img, nbdinfo, nbdcopy): TCP and unix socket. */
+  uris: string[];
+  /** vhost-user socket path. */
+  socketPath: string | undefined;
+  queueCount: number | undefined;
+  createdAt: string;
+}
+
+export interface NbdExportRequest {
+  type: 'nbd';
+  pool: string;
+  volume: string;
+  snapshot?: string;
+  readOnly?: boolean;
+  /** Default: "pool/volume" or "pool/volume@snapshot". */
+  name?: string;
+}
+
+export interface VhostUserExportRequest {
+  type: 'vhost-user';
+  pool: string;
+  volume: string;
+  socketPath: string;
+  queueCount?: number;
+  readOnly?: boolean;
+}
+
+export type ExportRequest = NbdExportRequest | VhostUserExportRequest;
+
+/** Builds a vhost-user-blk export (src/export/vhost-user), injected so this module stays testable. */
+export type VhostUserExportFactory = (options: {
+  socketPath: string;
+  queueCount: number;
+  readOnly: boolean;
+  serial: string;
+  logger: Logger;
+}) => Export;
+
+export interface ExportManagerOptions {
+  service: VolumeService;
+  store: ExportStore;
+  logger: Logger;
+  /** NBD over TCP (undefined: off). */
+  nbdListen: ListenAddress | undefined;
+  /** NBD over a unix socket (undefined: off). */
+  nbdSocketPath: string | undefined;
+  vhostUser?: VhostUserExportFactory;
+}
+
+interface Running {
+  record: ExportRecord;
+  device: BlockDevice;
+  /** vhost-user exports; NBD exports live in the shared server. */
+  exp: Export | undefined;
+}
+
+export const MAX_VHOST_USER_QUEUES = 16;
+/** sockaddr_un's sun_path holds 108 bytes including the terminating NUL. */
+const MAX_UNIX_PATH_BYTES = 107;
+const NBD_NAME_MAX_BYTES = 4096;
+
+function newId(): string {
+  return randomBytes(8).toString('hex');
+}
+
+/** What the REST API uses of the export manager. */
+export interface ExportService {
+  list(): ExportInfo[];
+  info(id: string): ExportInfo;
+  create(request: ExportRequest): Promise<ExportInfo>;
+  remove(id: string): Promise<void>;
+  /** Where NBD listens (null: off). */
+  nbdAddresses(): { listen: string | null; socket: string | null };
+}
+
+export class ExportManager implements ExportService {
+  private readonly nbd: NbdServer;
+  private readonly running = new Map<string, Running>();
+  /** Serializes create/remove so that name and socket checks hold. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private nbdTcpPort: number | undefined;
+
+  constructor(private readonly options: ExportManagerOptions) {
+    this.nbd = new NbdServer({ log: (message) => options.logger.warn(message) });
+  }
+
+  /** Listens for NBD clients and starts every export recorded in the catalog. */
+  async start(): Promise<{ started: number; failed: number }> {
+    const { nbdListen, nbdSocketPath } = this.options;
+    if (nbdSocketPath !== undefined) checkSocketPath(nbdSocketPath, 'the NBD socket');
+    const bind = async (where: string, options: Parameters<NbdServer['listen']>[0]) => {
+      try {
+        await this.nbd.listen(options);
+      } catch (err) {
+        await this.nbd.close().catch(() => {});
+        const e = err as NodeJS.ErrnoException;
+        const why =
+          e.code === 'EADDRINUSE'
+            ? "the address is in use (qemu-nbd, nbdkit or another daemon? choose another with --nbd-listen, or 'off')"
+            : e.message;
+        throw new StorageError('IO_ERROR', `cannot listen for NBD on ${where}: ${why}`, { cause: err });
+      }
+    };
+    if (nbdSocketPath !== undefined) await bind(nbdSocketPath, { unixPath: nbdSocketPath });
+    if (nbdListen !== undefined) await bind(formatListen(nbdListen), { tcp: { host: nbdListen.host, port: nbdListen.port } });
+    this.nbdTcpPort = this.nbd.tcpPort;
+    if (nbdListen !== undefined || nbdSocketPath !== undefined) {
+      this.options.logger.info(
+        {
+          ...(nbdListen !== undefined ? { tcp: formatListen({ host: nbdListen.host, port: this.nbdTcpPort ?? nbdListen.port }) } : {}),
+          ...(nbdSocketPath !== undefined ? { socket: nbdSocketPath } : {}),
+        },
+        'nbd listening',
+      );
+    }
+    let started = 0;
+    let failed = 0;
+    for (const record of await this.options.store.list()) {
+      try {
+        await this.startRecord(record);
+        started++;
+      } catch (err) {
+        failed++;
+        // The record stays: the operator sees the failure in the log and removes or fixes it.
+        this.options.logger.error({ export: record.id, type: record.type, target: targetName(record), err: (err as Error).message }, 'could not restore an export');
+      }
+    }
+    return { started, failed };
+  }
+
+  /** The TCP port NBD listens on (the bound one when configured as 0). */
+  get nbdPort(): number | undefined {
+    return this.nbdTcpPort;
+  }
+
+  nbdAddresses(): { listen: string | null; socket: string | null } {
+    const tcp = this.options.nbdListen;
+    return {
+      listen: tcp === undefined ? null : formatListen({ host: tcp.host, port: this.nbdTcpPort ?? tcp.port }),
+      socket: this.options.nbdSocketPath ?? null,
+    };
+  }
+
+  list(): ExportInfo[] {
+    return [...this.running.values()].map((r) => this.describe(r.record)).sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  }
+
+  info(id: string): ExportInfo {
+    const running = this.running.get(id);
+    if (running === undefined) throw new StorageError('NOT_FOUND', `export '${id}' does not exist`);
+    return this.describe(running.record);
+  }
+
+  create(request: ExportRequest): Promise<ExportInfo> {
+    return this.serialized(async () => {
+      const record = this.validate(request);
+      await this.startRecord(record);
+      try {
+        await this.options.store.put(record);
+      } catch (err) {
+        await this.stopRunning(record.id);
+        throw err;
+      }
+      this.options.logger.info({ export: record.id, type: record.type, target: targetName(record), name: record.name, socket: record.socketPath }, 'export started');
+      return this.describe(record);
+    });
+  }
+
+  remove(id: string): Promise<void> {
+    return this.serialized(async () => {
+      const running = this.running.get(id);
+      if (running === undefined) throw new StorageError('NOT_FOUND', `export '${id}' does not exist`);
+      await this.options.store.del(id);
+      await this.stopRunning(id);
+      this.options.logger.info({ export: id, type: running.record.type, target: targetName(running.record) }, 'export stopped');
+    });
+  }
+
+  /** Stops serving (records stay: the exports come back at the next start). */
+  async close(): Promise<void> {
+    await this.queue.catch(() => {});
+    for (const id of [...this.running.keys()]) {
+      await this.stopRunning(id).catch((err: unknown) => this.options.logger.warn({ export: id, err: (err as Error).message }, 'stopping an export failed'));
+    }
+    await this.nbd.close();
+  }
+
+  private serialized<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  private validate(request: ExportRequest): ExportRecord {
+    const base = {
+      id: newId(),
+      pool: request.pool,
+      volume: request.volume,
+      readOnly: request.readOnly === true,
+      createdAt: new Date().toISOString(),
+    };
+    if (request.type === 'nbd') {
+      if (this.options.nbdListen === undefined && this.options.nbdSocketPath === undefined) {
+        throw new StorageError('UNSUPPORTED', 'NBD is turned off in this daemon (nbdListen and nbdSocket are both off)');
+      }
+      const name = request.name ?? `${request.pool}/${request.volume}${request.snapshot === undefined ? '' : `@${request.snapshot}`}`;
+      if (name.length === 0 || Buffer.byteLength(name) > NBD_NAME_MAX_BYTES) {
+        throw new StorageError('INVALID_ARGUMENT', `an NBD export name must be 1 to ${NBD_NAME_MAX_BYTES} bytes`);
+      }
+      for (const r of this.running.values()) {
+        if (r.record.type === 'nbd' && r.record.name === name) {
+          throw new StorageError('ALREADY_EXISTS', `an NBD export named '${name}' already exists (id ${r.record.id})`);
+        }
+      }
+      return {
+        ...base,
+        type: 'nbd',
+        ...(request.snapshot !== undefined ? { snapshot: request.snapshot } : {}),
+        readOnly: base.readOnly || request.snapshot !== undefined,
+        name,
+      };
+    }
+    if (this.options.vhostUser === undefined) throw new StorageError('UNSUPPORTED', 'this daemon was built without vhost-user-blk');
+    const socketPath = path.resolve(request.socketPath);
+    checkSocketPath(socketPath, 'the vhost-user socket');
+    const queueCount = request.queueCount ?? 1;
+    if (!Number.isInteger(queueCount) || queueCount < 1 || queueCount > MAX_VHOST_USER_QUEUES) {
+      throw new StorageError('INVALID_ARGUMENT', `queues must be 1 to ${MAX_VHOST_USER_QUEUES}, not ${queueCount}`);
+    }
+    for (const r of this.running.values()) {
+      if (r.record.socketPath === socketPath) {
+        throw new StorageError('ALREADY_EXISTS', `socket ${socketPath} is already used by export ${r.record.id} (${targetName(r.record)})`);
+      }
+      if (r.record.type === 'vhost-user' && r.record.pool === request.pool && r.record.volume === request.volume) {
+        throw new StorageError('BUSY', `volume '${request.pool}/${request.volume}' is already attached over vhost-user at ${r.record.socketPath}; detach it first`);
+      }
+    }
+    return { ...base, type: 'vhost-user', socketPath, queueCount };
+  }
+
+  private async startRecord(record: ExportRecord): Promise<void> {
+    const device = await this.options.service.openDevice(record.pool, record.volume, {
+      ...(record.snapshot !== undefined ? { snapshot: record.snapshot } : {}),
+      readOnly: record.readOnly,
+    });
+    try {
+      if (record.type === 'nbd') {
+        this.nbd.addExport(record.name!, {
+          device,
+          readOnly: record.readOnly,
+          description: `strata ${targetName(record)}`,
+          // The live device reports the whole chain: what it calls unallocated reads as zeroes.
+          unallocatedReadsZero: true,
+        });
+        this.running.set(record.id, { record, device, exp: undefined });
+        return;
+      }
+      const info = await this.options.service.volumeInfo(record.pool, record.volume);
+      const exp = this.options.vhostUser!({
+        socketPath: record.socketPath!,
+        queueCount: record.queueCount ?? 1,
+        readOnly: record.readOnly,
+        // virtio-blk GET_ID: 20 bytes; the volume id (16 hex digits) is stable across renames.
+        serial: info.id.slice(0, 20),
+        logger: this.options.logger.child({ export: record.id, volume: targetName(record) }),
+      });
+      await exp.start(device);
+      this.running.set(record.id, { record, device, exp });
+    } catch (err) {
+      await device.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  private async stopRunning(id: string): Promise<void> {
+    const running = this.running.get(id);
+    if (running === undefined) return;
+    this.running.delete(id);
+    try {
+      if (running.record.type === 'nbd') {
+        await this.nbd.removeExport(running.record.name!);
+      } else if (running.exp !== undefined) {
+        running.exp.requestShutdown();
+        await running.exp.closed;
+      }
+    } finally {
+      await running.device.close();
+    }
+  }
+
+  private describe(record: ExportRecord): ExportInfo {
+    const uris: string[] = [];
+    if (record.type === 'nbd') {
+      const name = encodeURIComponent(record.name!).replace(/%2F/gi, '/').replace(/%40/g, '@');
+      const tcp = this.options.nbdListen;
+      if (tcp !== undefined) uris.push(`nbd://${formatListen({ host: tcp.host, port: this.nbdTcpPort ?? tcp.port })}/${name}`);
+      if (this.options.nbdSocketPath !== undefined) uris.push(`nbd+unix:///${name}?socket=${this.options.nbdSocketPath}`);
+    }
+    return {
+      id: record.id,
+      type: record.type,
+      pool: record.pool,
+      volume: record.volume,
+      snapshot: record.snapshot,
+      readOnly: record.readOnly,
+      name: record.name,
+      uris,
+      socketPath: record.socketPath,
+      queueCount: record.queueCount,
+      createdAt: record.createdAt,
+    };
+  }
+}
+
+function targetName(record: Pick<ExportRecord, 'pool' | 'volume' | 'snapshot'>): string {
+  return `${record.pool}/${record.volume}${record.snapshot === undefined ? '' : `@${record.snapshot}`}`;
+}
+
+function checkSocketPath(socketPath: string, what: string): void {
+  if (Buffer.byteLength(socketPath) > MAX_UNIX_PATH_BYTES) {
+    throw new StorageError('INVALID_ARGUMENT', `${what} path ${socketPath} is longer than ${MAX_UNIX_PATH_BYTES} bytes (a unix socket limit); choose a shorter one`);
+  }
+}

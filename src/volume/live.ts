@@ -1,0 +1,244 @@
+/**
+ * Live devices: a volume (or a snapshot) held open for an export (NBD, vhost-user-blk) while the
+ * volume layer keeps changing the files underneath (snapshot create puts a new active layer on
+ * top, snapshot delete and flatten rewrite layers in the chain).
+ *
+ * One LiveVolume per opened chain, shared by every export of it (one Qcow2Image per file: two
+ * writers on one qcow2 file would corrupt it). Exports get a LiveDevice handle (a BlockDevice).
+ * While the volume layer changes a layer in the chain it pauses the LiveVolume: new requests wait
+ * at the gate, requests in flight complete, the chain is flushed and closed; after the change the
+ * chain is reopened from the catalog and the waiting requests go on against it. A snapshot
+ * therefore holds exactly the writes completed before it, and no request is lost or failed.
+ */
+import type { BlockDevice, BlockDeviceCapabilities, Extent, WriteFlags, WriteZeroesFlags } from '../core/block-device.js';
+import { StorageError } from '../core/errors.js';
+import type { Qcow2Image } from '../../formats/qcow2/index.js';
+import { backingOf } from './layers.js';
+import { chainMap } from './extents.js';
+
+/** What a live chain is: a volume's head (snapshotId undefined) or one of its snapshots. */
+export interface LiveTarget {
+  volumeId: string;
+  snapshotId: string | undefined;
+}
+
+export function liveKey(target: LiveTarget): string {
+  return target.snapshotId === undefined ? target.volumeId : `${target.volumeId}@${target.snapshotId}`;
+}
+
+/** Opens the chain a target currently is (from the catalog): top image and its layer ids, top first. */
+export type LiveOpener = (target: LiveTarget) => Promise<{ image: Qcow2Image; layerIds: string[] }>;
+
+export class LiveVolume {
+  private image: Qcow2Image | undefined;
+  /** Layer ids of the open chain, top first (what a change must intersect to pause this volume). */
+  layerIds: string[];
+  private inFlight = 0;
+  private idleWaiters: (() => void)[] = [];
+  /** Set while paused: requests wait for it. */
+  private gate: Promise<void> | undefined;
+  private openGate: (() => void) | undefined;
+  private pauseDepth = 0;
+  /** The first pause's drain-and-close, which nested pauses wait for too. */
+  private pausing: Promise<void> | undefined;
+  /** Set when reopening after a change failed: every request fails with it. */
+  private broken: StorageError | undefined;
+  private refs = 0;
+  private closed = false;
+  private lastSizeBytes: number;
+
+  constructor(
+    readonly target: LiveTarget,
+    readonly writable: boolean,
+    opened: { image: Qcow2Image; layerIds: string[] },
+    private readonly opener: LiveOpener,
+    /** Called (synchronously) when the last handle closes, before the chain is closed. */
+    private readonly onUnreferenced: () => void,
+  ) {
+    this.image = opened.image;
+    this.layerIds = opened.layerIds;
+    this.lastSizeBytes = opened.image.sizeBytes;
+  }
+
+  get key(): string {
+    return liveKey(this.target);
+  }
+
+  /** The chain's size (kept while paused: a client connecting meanwhile must not see 0). */
+  get sizeBytes(): number {
+    if (this.image !== undefined) this.lastSizeBytes = this.image.sizeBytes;
+    return this.lastSizeBytes;
+  }
+
+  get referenced(): boolean {
+    return this.refs > 0;
+  }
+
+  /** A new handle for an export; the LiveVolume closes when the last handle is closed. */
+  handle(readOnly: boolean): LiveDevice {
+    this.refs++;
+    return new LiveDevice(this, readOnly || !this.writable);
+  }
+
+  /** @internal LiveDevice.close */
+  async release(): Promise<void> {
+    if (--this.refs > 0) return;
+    this.onUnreferenced();
+    await this.close();
+  }
+
+  /**
+   * Pauses I/O (nested pauses count), waits for requests in flight, flushes and closes the chain.
+   * Requests arriving meanwhile wait until resume().
+   */
+  async pause(): Promise<void> {
+    if (this.pauseDepth++ > 0) return this.pausing;
+    this.gate = new Promise((resolve) => (this.openGate = resolve));
+    this.pausing = this.drainAndClose();
+    return this.pausing;
+  }
+
+  private async drainAndClose(): Promise<void> {
+    if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    const image = this.image;
+    this.image = undefined;
+    if (image !== undefined) {
+      try {
+        if (this.writable) await image.flush();
+      } finally {
+        await image.close();
+      }
+    }
+  }
+
+  /** Reopens the chain as the catalog now describes it and lets the waiting requests go on. */
+  async resume(): Promise<void> {
+    if (this.pauseDepth === 0 || --this.pauseDepth > 0) return;
+    this.pausing = undefined;
+    if (!this.closed) {
+      try {
+        const opened = await this.opener(this.target);
+        this.image = opened.image;
+        this.layerIds = opened.layerIds;
+        this.broken = undefined;
+      } catch (err) {
+        this.broken = new StorageError('IO_ERROR', `could not reopen the volume after a change: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    const open = this.openGate;
+    this.gate = undefined;
+    this.openGate = undefined;
+    open?.();
+  }
+
+  private async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    while (this.gate !== undefined) await this.gate;
+    await this.drainAndClose();
+  }
+
+  /**
+   * Runs op against the open image, counted as in flight. Fast path: no gate, no extra await.
+   * @internal LiveDevice
+   */
+  run<T>(op: (image: Qcow2Image) => Promise<T>): Promise<T> {
+    const image = this.image;
+    if (this.gate !== undefined || image === undefined) return this.runLater(op);
+    this.inFlight++;
+    return op(image).then(
+      (value) => {
+        this.done();
+        return value;
+      },
+      (err: unknown) => {
+        this.done();
+        throw err;
+      },
+    );
+  }
+
+  private async runLater<T>(op: (image: Qcow2Image) => Promise<T>): Promise<T> {
+    while (this.gate !== undefined) await this.gate;
+    if (this.broken !== undefined) throw this.broken;
+    if (this.image === undefined) throw new StorageError('IO_ERROR', 'the volume was closed');
+    return this.run(op);
+  }
+
+  private done(): void {
+    if (--this.inFlight > 0 || this.idleWaiters.length === 0) return;
+    const waiters = this.idleWaiters;
+    this.idleWaiters = [];
+    for (const wake of waiters) wake();
+  }
+}
+
+/** One export's view of a LiveVolume: the BlockDevice exports consume. */
+export class LiveDevice implements BlockDevice {
+  readonly capabilities: BlockDeviceCapabilities;
+  private closed = false;
+
+  constructor(
+    private readonly live: LiveVolume,
+    readonly readOnly: boolean,
+  ) {
+    this.capabilities = { readOnly, discard: true, efficientZeroes: true, flush: true };
+  }
+
+  get target(): LiveTarget {
+    return this.live.target;
+  }
+
+  get sizeBytes(): number {
+    return this.live.sizeBytes;
+  }
+
+  read(guestOffset: number, buf: Uint8Array): Promise<void> {
+    return this.live.run((image) => image.read(guestOffset, buf));
+  }
+
+  write(guestOffset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
+    if (this.readOnly) return Promise.reject(this.readOnlyError());
+    return this.live.run((image) => image.write(guestOffset, data, flags));
+  }
+
+  writeZeroes(guestOffset: number, lengthBytes: number, flags?: WriteZeroesFlags): Promise<void> {
+    if (this.readOnly) return Promise.reject(this.readOnlyError());
+    return this.live.run((image) => image.writeZeroes(guestOffset, lengthBytes, flags));
+  }
+
+  discard(guestOffset: number, lengthBytes: number): Promise<void> {
+    if (this.readOnly) return Promise.reject(this.readOnlyError());
+    return this.live.run((image) => image.discard(guestOffset, lengthBytes));
+  }
+
+  flush(): Promise<void> {
+    if (this.readOnly) return Promise.resolve();
+    return this.live.run((image) => image.flush());
+  }
+
+  /**
+   * What the whole chain reads (the volume, not its top layer): 'unallocated' only where nothing
+   * in the chain has data or zeroes, so 'unallocated' always reads as zeroes here.
+   */
+  blockStatus(guestOffset: number, lengthBytes: number): Promise<Extent[]> {
+    return this.live.run(async (image) => {
+      if (backingOf(image) === undefined) return image.blockStatus(guestOffset, lengthBytes);
+      const out: Extent[] = [];
+      for (const r of await chainMap(image, guestOffset, guestOffset + lengthBytes)) {
+        out.push({ guestOffset: r.offset, lengthBytes: r.length, kind: r.kind });
+      }
+      return out;
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.live.release();
+  }
+
+  private readOnlyError(): StorageError {
+    return new StorageError('READ_ONLY', 'the export is read-only');
+  }
+}
