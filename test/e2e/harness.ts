@@ -28,6 +28,8 @@ function cleanEnv(extra: Record<string, string | undefined> = {}): Record<string
     STRATA_LISTEN: undefined,
     STRATA_LOG_FORMAT: undefined,
     STRATA_LOG_LEVEL: undefined,
+    STRATA_NBD_LISTEN: undefined,
+    STRATA_NBD_SOCKET: undefined,
     ...extra,
   };
 }
@@ -54,6 +56,8 @@ export class Daemon {
   readonly exited: Promise<Exit>;
   private exit: Exit | undefined;
   url = '';
+  /** host:port NBD listens on over TCP (from the log). */
+  nbdAddress: string | undefined;
 
   constructor(
     readonly dataDir: string,
@@ -171,7 +175,8 @@ export async function startDaemon(dataDir: string, options: StartOptions = {}): 
   const args = options.replaceArgs ? [...(options.args ?? [])] : ['--data-dir', dataDir, '--listen', '127.0.0.1:0', ...(options.args ?? [])];
   const proc = spawn(process.execPath, [STRATA_BIN, 'serve', ...args], {
     cwd: options.cwd ?? path.dirname(dataDir),
-    env: { ...process.env, ...cleanEnv(options.env) } as NodeJS.ProcessEnv,
+    // NBD on a free port (10809 would collide between test daemons); a flag or options.env overrides.
+    env: { ...process.env, ...cleanEnv({ STRATA_NBD_LISTEN: '127.0.0.1:0', ...options.env }) } as NodeJS.ProcessEnv,
     stdio: ['ignore', fd, fd],
   });
   closeSync(fd);
@@ -182,6 +187,8 @@ export async function startDaemon(dataDir: string, options: StartOptions = {}): 
     const m = /\blistening\b.*url=(http:\/\/\S+)/.exec(log) ?? /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"listening"/.exec(log);
     if (m) {
       daemon.url = m[1] as string;
+      const nbd = /\bnbd listening\b.*?\btcp=(\S+)/.exec(log) ?? /"tcp":"([^"]+)"[^\n]*"msg":"nbd listening"/.exec(log);
+      daemon.nbdAddress = nbd?.[1];
       return daemon;
     }
     if (!daemon.running) throw new Error(`strata serve exited (${JSON.stringify(await daemon.exited)}) before listening:\n${log}`);
@@ -195,7 +202,7 @@ export async function startDaemon(dataDir: string, options: StartOptions = {}): 
 
 /** Runs `strata serve` expecting it to fail at start; returns its exit and output. */
 export async function serveFails(args: readonly string[], env: Record<string, string | undefined> = {}, cwd?: string): Promise<RunResult> {
-  return run(process.execPath, [STRATA_BIN, 'serve', ...args], { cwd: cwd ?? REPO_ROOT, env: cleanEnv(env), timeoutMs: 30_000 });
+  return run(process.execPath, [STRATA_BIN, 'serve', ...args], { cwd: cwd ?? REPO_ROOT, env: cleanEnv({ STRATA_NBD_LISTEN: '127.0.0.1:0', ...env }), timeoutMs: 30_000 });
 }
 
 // ------------------------------------------------------------------------------------------------
