@@ -2,7 +2,8 @@
  * NBD: fio (ioengine=nbd, one job) against Strata, qemu-nbd and `nbdkit memory`, side by side in
  * one run, on qcow2 images in /dev/shm whose first 256 MiB are written (nbdkit memory: written by a
  * fio pass first). Rows: 4 KiB random read and write at QD 1 and 32, 1 MiB sequential read and
- * write at QD 8. Prints IOPS and the ratio to qemu-nbd.
+ * write at QD 8. Prints IOPS and the ratio to qemu-nbd. Strata is the daemon (`strata serve`) with
+ * the image imported as a volume and exported with `strata volume export-nbd`.
  *
  *   npm run build && node dist/bench/nbd-bench.js [--runtime 4]
  */
@@ -61,6 +62,36 @@ async function waitForSocket(path: string): Promise<void> {
   if (!existsSync(path)) throw new Error(`no socket at ${path}`);
 }
 
+const STRATA_BIN = join(here, '..', '..', 'bin', 'strata.js');
+
+interface StrataDaemon {
+  child: ChildProcess;
+  url: string;
+  dataDir: string;
+}
+
+/** `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. */
+async function startStrata(dataDir: string): Promise<StrataDaemon> {
+  const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let log = '';
+  const url = await new Promise<string>((resolveUrl, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      log += d.toString();
+      const m = /\blistening\b.*url=(http:\/\/\S+)/.exec(log);
+      if (m) resolveUrl(m[1]!);
+    });
+    child.on('exit', (code) => reject(new Error(`strata serve exited (${code}):\n${log}`)));
+  });
+  child.stdout!.resume();
+  return { child, url, dataDir };
+}
+
+function strataCli(d: StrataDaemon, args: string[]): void {
+  execFileSync(process.execPath, [STRATA_BIN, ...args], { env: { ...process.env, STRATA_URL: d.url, STRATA_DATA_DIR: d.dataDir }, stdio: 'ignore' });
+}
+
 async function main(): Promise<void> {
   const runtimeSeconds = Number(argValue('--runtime', '4'));
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-nbd-bench-'));
@@ -71,12 +102,17 @@ async function main(): Promise<void> {
       const image = join(dir, `${who}.qcow2`);
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', image, '1G']);
       execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 256M', image], { stdio: 'ignore' });
+      if (who === 'strata') {
+        // The daemon as operators run it: the image imported as a volume, exported with the CLI.
+        const daemon = await startStrata(join(dir, 'strata-data'));
+        children.push(daemon.child);
+        strataCli(daemon, ['volume', 'import', image, 'bench', '--no-progress']);
+        strataCli(daemon, ['volume', 'export-nbd', 'bench']);
+        servers.push({ name: who, uri: `nbd+unix:///default/bench?socket=${join(dir, 'strata-data', 'nbd.sock')}` });
+        continue;
+      }
       const socket = join(dir, `${who}.sock`);
-      const child =
-        who === 'strata'
-          ? spawn(process.execPath, [join(here, 'nbd-serve.js'), image, socket], { stdio: 'ignore' })
-          : spawn('qemu-nbd', ['-t', '-f', 'qcow2', '--cache=writeback', '--aio=threads', '-k', socket, image], { stdio: 'ignore' });
-      children.push(child);
+      children.push(spawn('qemu-nbd', ['-t', '-f', 'qcow2', '--cache=writeback', '--aio=threads', '-k', socket, image], { stdio: 'ignore' }));
       await waitForSocket(socket);
       servers.push({ name: who, uri: `nbd+unix:///?socket=${socket}` });
     }
