@@ -208,7 +208,15 @@ export function describeStartError(err: unknown, config: DaemonConfig): string {
   return e instanceof Error ? e.message : String(err);
 }
 
-/** The vhost-user-blk backend, loaded only when present in this build. */
+/** The vhost-user-blk backend (src/export/vhost-user), loaded when the daemon starts. */
 async function defaultVhostUserFactory(): Promise<VhostUserExportFactory | undefined> {
-  return undefined;
+  const { VhostUserBlkExport } = await import('../export/vhost-user/export.js');
+  return (options) =>
+    new VhostUserBlkExport({
+      socketPath: options.socketPath,
+      queueCount: options.queueCount,
+      readOnly: options.readOnly,
+      serial: options.serial,
+      logger: (line) => options.logger.info(line),
+    });
 }

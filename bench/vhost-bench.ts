@@ -1,0 +1,154 @@
+/**
+ * vhost-user-blk: the TypeScript front-end (bench/vhost-frontend.ts, playing QEMU's role) drives
+ * Strata's back-end (bench/vhost-serve.ts, its own node process) and qemu-storage-daemon side by
+ * side in one run. Every back-end gets its own copy of the same qcow2 image in /dev/shm (1 GiB,
+ * first 256 MiB written by qemu-io) and the same queue count. qemu-storage-daemon runs twice: with
+ * writethrough=on (every completed write durable, Strata's guarantee: the comparison that counts)
+ * and with its default writethrough=off (tells the guest its cache is write-through yet keeps qcow2
+ * metadata in memory: faster, not durable; see shared notes).
+ * Rows: 4 KiB random read and write at QD 1 and 32, 1 MiB sequential read and write at QD 8.
+ *
+ *   npx tsc -p tsconfig.json && node dist/bench/vhost-bench.js [--runtime 3] [--queues 1] [--only strata,qsd-wt,qsd]
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { BlkStatus, BlkType, VhostUserFrontend } from './vhost-frontend.js';
+
+const here = resolve(fileURLToPath(import.meta.url), '..');
+const MiB = 1024 * 1024;
+const REGION_BYTES = 256 * MiB;
+
+interface Row {
+  name: string;
+  write: boolean;
+  random: boolean;
+  bytes: number;
+  depth: number;
+}
+
+const ROWS: Row[] = [
+  { name: '4 KiB random read, QD 1', write: false, random: true, bytes: 4096, depth: 1 },
+  { name: '4 KiB random read, QD 32', write: false, random: true, bytes: 4096, depth: 32 },
+  { name: '4 KiB random write, QD 1', write: true, random: true, bytes: 4096, depth: 1 },
+  { name: '4 KiB random write, QD 32', write: true, random: true, bytes: 4096, depth: 32 },
+  { name: '1 MiB sequential read, QD 8', write: false, random: false, bytes: MiB, depth: 8 },
+  { name: '1 MiB sequential write, QD 8', write: true, random: false, bytes: MiB, depth: 8 },
+];
+
+function argValue(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+}
+
+async function waitForSocket(path: string, child: ChildProcess): Promise<void> {
+  for (let i = 0; i < 200 && !existsSync(path) && child.exitCode === null; i++) await sleep(50);
+  if (!existsSync(path)) throw new Error(`no socket at ${path}`);
+}
+
+/** Runs one row for runtimeSeconds with `depth` requests always in flight; returns IOPS. */
+async function runRow(fe: VhostUserFrontend, row: Row, runtimeSeconds: number): Promise<number> {
+  const type = row.write ? BlkType.OUT : BlkType.IN;
+  const sectors = row.bytes / 512;
+  const slots = REGION_BYTES / row.bytes;
+  let cursor = 0;
+  let done = 0;
+  let failed = 0;
+  const end = performance.now() + runtimeSeconds * 1000;
+  const worker = async (): Promise<void> => {
+    while (performance.now() < end) {
+      const slot = row.random ? Math.floor(Math.random() * slots) : cursor++ % slots;
+      const r = await fe.io(type, slot * sectors, row.bytes);
+      if (r.status !== BlkStatus.OK) failed++;
+      done++;
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: row.depth }, worker));
+  const seconds = (performance.now() - start) / 1000;
+  if (failed > 0) throw new Error(`${failed} requests failed`);
+  return done / seconds;
+}
+
+interface Backend {
+  name: string;
+  label: string;
+  socket: string;
+  fe?: VhostUserFrontend;
+}
+
+async function main(): Promise<void> {
+  const runtimeSeconds = Number(argValue('--runtime', '3'));
+  const queues = Number(argValue('--queues', '1'));
+  const only = argValue('--only', 'strata,qsd-wt,qsd').split(',');
+  const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-vhost-bench-'));
+  const children: ChildProcess[] = [];
+  const backends: Backend[] = [];
+  try {
+    const template = join(dir, 'template.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', template, '1G']);
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 256M', template], { stdio: 'ignore' });
+    const all = [
+      { name: 'strata', label: 'Strata' },
+      { name: 'qsd-wt', label: 'qsd writethrough=on' },
+      { name: 'qsd', label: 'qsd default (writethrough=off)' },
+    ].filter((b) => only.includes(b.name));
+    for (const b of all) {
+      const image = join(dir, `${b.name}.qcow2`);
+      copyFileSync(template, image);
+      const socket = join(dir, `${b.name}.sock`);
+      const child =
+        b.name === 'strata'
+          ? spawn(process.execPath, [join(here, 'vhost-serve.js'), image, socket, String(queues)], { stdio: ['ignore', 'ignore', 'inherit'] })
+          : spawn(
+              'qemu-storage-daemon',
+              [
+                '--blockdev',
+                `driver=file,node-name=f0,filename=${image}`,
+                '--blockdev',
+                'driver=qcow2,node-name=d0,file=f0',
+                '--export',
+                `type=vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues}` +
+                  (b.name === 'qsd-wt' ? ',writethrough=on' : ''),
+              ],
+              { stdio: ['ignore', 'ignore', 'inherit'] },
+            );
+      children.push(child);
+      await waitForSocket(socket, child);
+      backends.push({ ...b, socket });
+    }
+    for (const b of backends) {
+      b.fe = await VhostUserFrontend.connect(b.socket, { queueCount: queues, queueSize: 256, queueDepth: 32, maxRequestBytes: MiB });
+    }
+
+    const strataCol = backends.some((b) => b.name === 'strata');
+    const head = backends.map((b) => `${b.label} (IOPS)`);
+    const ratios = strataCol ? backends.filter((b) => b.name !== 'strata').map((b) => `Strata / ${b.label}`) : [];
+    const lines = [`| vhost-user-blk, ${queues} queue(s), 256 MiB region | ${[...head, ...ratios].join(' | ')} |`, `|---|${[...head, ...ratios].map(() => '---:').join('|')}|`];
+    for (const [i, row] of ROWS.entries()) {
+      const order = i % 2 === 0 ? backends : [...backends].reverse();
+      const iops = new Map<string, number>();
+      for (const b of order) iops.set(b.name, await runRow(b.fe!, row, runtimeSeconds));
+      const cells = backends.map((b) => iops.get(b.name)!.toFixed(0));
+      const rs = strataCol ? backends.filter((b) => b.name !== 'strata').map((b) => (iops.get('strata')! / iops.get(b.name)!).toFixed(2)) : [];
+      lines.push(`| ${row.name} | ${[...cells, ...rs].join(' | ')} |`);
+      process.stderr.write(`${row.name}: ${backends.map((b) => `${b.name} ${iops.get(b.name)!.toFixed(0)}`).join(', ')}\n`);
+    }
+    lines.push(
+      '',
+      `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; ${runtimeSeconds} s per cell; ` +
+        `front-end: bench/vhost-frontend.ts (EVENT_IDX, direct chains, one data descriptor per request); ${new Date().toISOString().slice(0, 10)}.`,
+    );
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    for (const b of backends) b.fe?.close();
+    for (const child of children) child.kill('SIGTERM');
+    await sleep(300);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
+process.exit(0);

@@ -1,0 +1,179 @@
+/**
+ * VhostUserBlkExport: a BlockDevice served as a vhost-user-blk back-end on a unix socket (the Export
+ * interface of src/core/export.ts).
+ *
+ * The export listens; a front-end (QEMU's vhost-user-blk-pci with `-chardev socket,path=...`,
+ * cloud-hypervisor) connects and gets a VhostUserBlkBackend. One front-end at a time: a device has
+ * one driver, so a second connection is closed with a log line (one that arrives while the first is
+ * already going away waits for it instead). When the front-end goes away the
+ * export keeps listening, so a front-end that redials (QEMU `reconnect=1`) picks up where it left
+ * off; a new connection is accepted only once the previous one has released everything (its
+ * requests in flight finished, guest memory unmapped).
+ *
+ * requestShutdown(): stop listening and remove the socket file, let requests in flight complete
+ * and reach the guest, close the connection; `closed` resolves after that.
+ */
+import type { BlockDevice } from '../../core/block-device.js';
+import { StorageError, type StorageErrorCode } from '../../core/errors.js';
+import type { Export } from '../../core/export.js';
+import { SysError } from '../../sys/libc.js';
+import { UnixListener, type UnixStream } from '../../sys/unix-socket.js';
+import { MAX_QUEUES, VhostUserBlkBackend } from './backend.js';
+import { VIRTIO_BLK_ID_BYTES } from './blk.js';
+
+export interface VhostUserBlkExportOptions {
+  socketPath: string;
+  /** Virtqueues (1..16); the front-end may use fewer. */
+  queueCount: number;
+  readOnly: boolean;
+  /** virtio-blk serial (GET_ID), at most 20 bytes of UTF-8. */
+  serial: string;
+  /** Default: `vhost-user-blk:<socketPath>`. */
+  name?: string;
+  /** One line per connection event or protocol problem. */
+  logger?: (line: string) => void;
+  /** Log every vhost-user message received (interop debugging; noisy). */
+  trace?: boolean;
+}
+
+export interface VhostUserBlkExportStats {
+  connected: boolean;
+  /** Requests received from guests since start(), over all connections. */
+  requests: number;
+}
+
+const ERRNO_TO_CODE: Record<string, StorageErrorCode> = {
+  EADDRINUSE: 'BUSY',
+  EEXIST: 'ALREADY_EXISTS',
+  ENOENT: 'NOT_FOUND',
+  ENOTDIR: 'NOT_FOUND',
+  EINVAL: 'INVALID_ARGUMENT',
+  EROFS: 'READ_ONLY',
+};
+
+export class VhostUserBlkExport implements Export {
+  readonly name: string;
+  readonly closed: Promise<void>;
+  private resolveClosed!: () => void;
+  private readonly opts: VhostUserBlkExportOptions;
+  private readonly log: (line: string) => void;
+  private state: 'new' | 'started' | 'stopping' = 'new';
+  private listener: UnixListener | undefined;
+  private device: BlockDevice | undefined;
+  private backend: VhostUserBlkBackend | undefined;
+  /** A front-end that connected while the previous connection was still being released. */
+  private waiting: UnixStream | undefined;
+  private finishedRequests = 0;
+
+  constructor(opts: VhostUserBlkExportOptions) {
+    if (!Number.isInteger(opts.queueCount) || opts.queueCount < 1 || opts.queueCount > MAX_QUEUES) {
+      throw new StorageError('INVALID_ARGUMENT', `vhost-user-blk: queue count ${opts.queueCount} is not in 1..${MAX_QUEUES}`);
+    }
+    if (Buffer.byteLength(opts.serial, 'utf8') > VIRTIO_BLK_ID_BYTES) {
+      throw new StorageError('INVALID_ARGUMENT', `vhost-user-blk: serial "${opts.serial}" is longer than ${VIRTIO_BLK_ID_BYTES} bytes`);
+    }
+    if (opts.socketPath === '') throw new StorageError('INVALID_ARGUMENT', 'vhost-user-blk: empty socket path');
+    this.opts = opts;
+    this.name = opts.name ?? `vhost-user-blk:${opts.socketPath}`;
+    const logger = opts.logger ?? (() => {});
+    this.log = (line) => logger(`vhost-user-blk ${opts.socketPath}: ${line}`);
+    this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+  }
+
+  async start(device: BlockDevice): Promise<void> {
+    if (this.state !== 'new') throw new StorageError('INVALID_ARGUMENT', `${this.name} was already started`);
+    if (!this.opts.readOnly && device.capabilities.readOnly) {
+      throw new StorageError('READ_ONLY', `${this.name}: the device is read-only; export it with readOnly`);
+    }
+    try {
+      this.listener = UnixListener.listen(this.opts.socketPath);
+    } catch (err) {
+      if (err instanceof SysError) {
+        throw new StorageError(ERRNO_TO_CODE[err.code] ?? 'IO_ERROR', `${this.name}: cannot listen: ${err.message}`, { cause: err });
+      }
+      throw err;
+    }
+    this.device = device;
+    this.state = 'started';
+    this.listener.onConnection((sock) => this.accept(sock));
+    this.log(`listening (${this.opts.queueCount} queue(s), ${this.opts.readOnly ? 'read-only' : 'read-write'})`);
+  }
+
+  requestShutdown(): void {
+    if (this.state === 'stopping') return;
+    const wasStarted = this.state === 'started';
+    this.state = 'stopping';
+    this.listener?.close();
+    this.listener = undefined;
+    this.waiting?.close();
+    this.waiting = undefined;
+    if (!wasStarted || this.backend === undefined) {
+      this.resolveClosed();
+      return;
+    }
+    this.backend.shutdown();
+  }
+
+  stats(): VhostUserBlkExportStats {
+    const b = this.backend;
+    return {
+      connected: b !== undefined && !b.isClosing,
+      requests: this.finishedRequests + (b?.requests ?? 0),
+    };
+  }
+
+  private accept(sock: UnixStream): void {
+    const device = this.device;
+    if (this.state !== 'started' || device === undefined) {
+      sock.close();
+      return;
+    }
+    const current = this.backend;
+    if (current !== undefined) {
+      // A front-end that redials at once may arrive before the event loop reported its old socket's
+      // hang-up: look now. If the old connection is going away, the new one waits (one slot) until it
+      // has released guest memory and descriptors.
+      current.pollSocket();
+      if (current.isClosing && this.waiting === undefined) {
+        this.waiting = sock;
+        return;
+      }
+      this.log('refused a second front-end connection (one is being served)');
+      sock.close();
+      return;
+    }
+    this.serve(sock, device);
+  }
+
+  private serve(sock: UnixStream, device: BlockDevice): void {
+    this.log('front-end connected');
+    let backend: VhostUserBlkBackend;
+    try {
+      backend = new VhostUserBlkBackend(sock, {
+        device,
+        queueCount: this.opts.queueCount,
+        readOnly: this.opts.readOnly,
+        serial: this.opts.serial,
+        log: this.log,
+        trace: this.opts.trace === true,
+      });
+    } catch (err) {
+      this.log(`cannot serve the connection: ${err instanceof Error ? err.message : String(err)}`);
+      sock.close();
+      return;
+    }
+    this.backend = backend;
+    void backend.closed.then(() => {
+      this.finishedRequests += backend.requests;
+      this.backend = undefined;
+      const next = this.waiting;
+      this.waiting = undefined;
+      if (this.state === 'stopping') {
+        next?.close();
+        this.resolveClosed();
+      } else if (next !== undefined) {
+        this.serve(next, device);
+      }
+    });
+  }
+}

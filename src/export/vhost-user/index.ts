@@ -1,0 +1,4 @@
+/** vhost-user-blk export: serve a BlockDevice to QEMU / cloud-hypervisor over a unix socket. */
+export { VhostUserBlkExport, type VhostUserBlkExportOptions, type VhostUserBlkExportStats } from './export.js';
+export { VhostUserBlkBackend, type VhostUserBlkBackendOptions, PROTOCOL_FEATURES_OFFERED, QUEUE_BATCH, MAX_QUEUES } from './backend.js';
+export * as messages from './messages.js';
