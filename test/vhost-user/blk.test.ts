@@ -414,6 +414,23 @@ describe('virtio-blk requests (RAM device)', () => {
     expect(logs[0]).toMatch(/IO_ERROR: disk on fire/);
   });
 
+  it('a failed segment of a direct scattered read completes only after the other segments settled', async () => {
+    const device = fresh();
+    const settled: number[] = [];
+    device.read = async (offset: number, buf: Uint8Array) => {
+      if (offset === 0) throw new StorageError('IO_ERROR', 'first segment fails at once');
+      await new Promise((r) => setTimeout(r, 20));
+      buf.fill(1);
+      settled.push(offset);
+    };
+    const handler = new BlkRequestHandler(device, { readOnly: false, serial: 's', directMinSegmentBytes: 0 });
+    const area = new Uint8Array(3 * 4096 + 1);
+    const r = await run(handler, [header(VIRTIO_BLK_T_IN, 0)], split(area, [4096, 4096]));
+    expect(r.status).toBe(VIRTIO_BLK_S_IOERR);
+    // Both slow reads had finished writing into "guest memory" before the status was written.
+    expect(settled.sort((a, b) => a - b)).toEqual([4096, 8192]);
+  });
+
   it('end to end through a split ring: pop, handle, pushUsed', async () => {
     const mem = new FakeGuestMemory();
     mem.addRegion(0x10_0000, 4 * MiB);

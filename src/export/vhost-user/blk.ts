@@ -183,13 +183,15 @@ export function encodeBlkConfig(opts: BlkConfigOptions): Uint8Array {
 /**
  * Scattered data (several buffers) goes directly between device and guest memory, one device call
  * per buffer run concurrently, only when the buffers are large on average; otherwise through one
- * bounce buffer (one device call plus a memcpy per buffer). Each extra device call costs ~10-40 us
- * on a qcow2 image (lookup, gate, pread) while copying costs ~25 us per MiB, so direct wins for a
- * few big buffers and bounce for many small ones. Measured on qcow2 in /dev/shm (STRATA_BENCH=1
- * npx vitest run test/vhost-user/blk.test.ts -t bench), QD1, direct vs bounce, us per request:
- *   64 KiB in 4 x 16 KiB: 63 vs 50    64 KiB in 16 x 4 KiB: 142 vs 43
- *   1 MiB in 2 x 512 KiB: 274 vs 399   1 MiB in 4 x 256 KiB: 315 vs 465
- *   1 MiB in 16 x 64 KiB: 497 vs 248   1 MiB in 256 x 4 KiB: 3270 vs 478
+ * bounce buffer (one device call plus a memcpy per buffer). Each extra device call costs ~10-15 us
+ * on a qcow2 image (lookup, gate, pread) while copying costs ~25-50 us per MiB. Measured on qcow2
+ * in /dev/shm (STRATA_BENCH=1 npx vitest run test/vhost-user/blk.test.ts -t bench; a shared 2-core
+ * machine, so +-30% noise), QD1, direct vs bounce, us per request:
+ *   64 KiB in 16 x 4 KiB:   IN 255 vs 32,   OUT 205 vs 45   (bounce 5-8x faster)
+ *   1 MiB in 256 x 4 KiB:   IN 3270 vs 478, OUT 3092 vs 672
+ *   1 MiB in 16 x 64 KiB:   IN 237-497 vs 248-322 (noise: a draw)
+ *   1 MiB in 2-4 x 256+ KiB: IN 220-314 vs 219-465, OUT 201-395 vs 254-479 (direct a bit ahead)
+ *   4 MiB in 8 x 512 KiB:   IN 1007 vs 1085, OUT 1037 vs 1525
  * A single buffer is always direct (no copy at all), as is the common [header][data][status].
  */
 export const DIRECT_MIN_SEGMENT_BYTES = 128 * 1024;
@@ -321,7 +323,7 @@ export class BlkRequestHandler {
     }
     const segments = sliceSegments(writable, 0, dataBytes);
     if (this.direct(segments, dataBytes)) {
-      await Promise.all(segmentCalls(segments, offset, (o, s) => this.device.read(o, s)));
+      await settleAll(segmentCalls(segments, offset, (o, s) => this.device.read(o, s)));
       return VIRTIO_BLK_S_OK;
     }
     const bounce = this.takeBounce(dataBytes);
@@ -353,7 +355,7 @@ export class BlkRequestHandler {
     }
     const segments = sliceSegments(readable, VIRTIO_BLK_OUT_HEADER_BYTES, dataBytes);
     if (this.direct(segments, dataBytes)) {
-      await Promise.all(segmentCalls(segments, offset, (o, s) => this.device.write(o, s)));
+      await settleAll(segmentCalls(segments, offset, (o, s) => this.device.write(o, s)));
       return VIRTIO_BLK_S_OK;
     }
     // Gathered into our own buffer before the first await: the device sees one snapshot.
@@ -507,4 +509,14 @@ function segmentCalls(segments: readonly Uint8Array[], offset: number, call: (of
     o += s.length;
   }
   return calls;
+}
+
+/**
+ * Waits for every call, then rethrows the first failure. Promise.all would settle at the first
+ * failure while the other reads still write into guest memory: the guest would get its status (and
+ * reuse the pages, or the front-end unmap them) with our I/O still landing there.
+ */
+async function settleAll(calls: readonly Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(calls);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
