@@ -1536,6 +1536,10 @@ export class LocalVolumeService implements VolumeService {
       const key = liveKey(target);
       let live = this.live.get(key);
       if (live === undefined) {
+        // A daemon killed while the volume was exported read-write leaves, at worst, leaked
+        // clusters in its active layer (the write ordering guarantees no more): reclaim them
+        // before serving it again. Nothing else has the layer open (we hold the volume's lock).
+        if (snap === undefined) await this.repairLeaks([vol.activeLayerId], (await this.view()).layers, []);
         const opened = await this.openLive(target);
         live = new LiveVolume(target, snap === undefined, opened, (t) => this.openLive(t), () => {
           if (this.live.get(key) === live) this.live.delete(key);
