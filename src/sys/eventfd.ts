@@ -3,20 +3,17 @@
  * A counter: signal() adds 1, drain() reads and resets it. Both are one syscall (~0.6 us).
  */
 import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, errno, fail, libc, SysError } from './libc.js';
-import { closeFd, setNonBlocking } from './fd.js';
-import { watchReadable, type Watcher } from './poll.js';
+import { setNonBlocking } from './fd.js';
+import { WatchedFd } from './poll.js';
 
 /** 8-byte buffers reused by every EventFd (all calls are synchronous on one thread). */
 const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 const counter = new Uint8Array(8);
 const counterView = new DataView(counter.buffer);
 
-export class EventFd {
-  private fdValue: number;
-  private watcher: Watcher | undefined;
-
+export class EventFd extends WatchedFd {
   private constructor(fd: number) {
-    this.fdValue = fd;
+    super(fd, 'eventfd', 'eventfd');
   }
 
   /** A new eventfd with counter 0 (non-blocking unless nonBlocking: false). */
@@ -35,11 +32,6 @@ export class EventFd {
   static fromFd(fd: number): EventFd {
     setNonBlocking(fd);
     return new EventFd(fd);
-  }
-
-  /** -1 once closed. */
-  get fd(): number {
-    return this.fdValue;
   }
 
   /** Adds 1 to the counter (wakes the reader). EAGAIN (counter saturated) means a wakeup is pending anyway. */
@@ -66,29 +58,6 @@ export class EventFd {
     }
   }
 
-  /** Calls cb while the counter is non-zero (cb should drain()). Replaces an earlier callback. */
-  onReadable(cb: () => void): void {
-    const fd = this.requireOpen('poll');
-    this.watcher?.stop();
-    this.watcher = watchReadable(fd, cb, `eventfd ${fd}`);
-  }
-
-  stopWatching(): void {
-    this.watcher?.stop();
-    this.watcher = undefined;
-  }
-
-  /** Idempotent. */
-  close(): void {
-    if (this.fdValue < 0) return;
-    this.stopWatching();
-    const fd = this.fdValue;
-    this.fdValue = -1;
-    closeFd(fd);
-  }
-
-  private requireOpen(syscall: string): number {
-    if (this.fdValue < 0) throw new SysError(syscall, 9 /* EBADF */, '(the eventfd is closed)');
-    return this.fdValue;
-  }
+  // onReadable (cb runs while the counter is non-zero: it should drain()), stopWatching and
+  // close come from WatchedFd.
 }

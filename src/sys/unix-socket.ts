@@ -35,7 +35,7 @@ import {
   SysError,
 } from './libc.js';
 import { closeFd, closeFds } from './fd.js';
-import { watchReadable, type Watcher } from './poll.js';
+import { WatchedFd, watchReadable, type Watcher } from './poll.js';
 
 /** How long sendMessage waits for buffer space before giving up on the peer. */
 const SEND_TIMEOUT_MS = 5_000;
@@ -152,22 +152,14 @@ export class UnixListener {
 
 export type RecvResult = { data: Uint8Array; fds: number[] } | 'again' | 'eof';
 
-export class UnixStream {
-  private fdValue: number;
-  private watcher: Watcher | undefined;
-
+export class UnixStream extends WatchedFd {
   /** Wraps an already connected, non-blocking socket; the stream owns fd from now on. */
   constructor(fd: number) {
-    this.fdValue = fd;
-  }
-
-  /** -1 once closed. */
-  get fd(): number {
-    return this.fdValue;
+    super(fd, 'stream', 'unix stream fd');
   }
 
   get isClosed(): boolean {
-    return this.fdValue < 0;
+    return this.fd < 0;
   }
 
   /** Connects to a listening unix socket (succeeds at once when the listener's backlog has room). */
@@ -270,32 +262,8 @@ export class UnixStream {
     return { data: s.bytes.slice(dataOffset, dataOffset + n), fds };
   }
 
-  /** Calls cb whenever the socket is readable or hung up (read until 'again' inside cb). */
-  onReadable(cb: () => void): void {
-    this.requireOpen('poll');
-    this.watcher?.stop();
-    this.watcher = watchReadable(this.fdValue, cb, `unix stream fd ${this.fdValue}`);
-  }
-
-  /** Stops readiness callbacks without closing. */
-  stopWatching(): void {
-    this.watcher?.stop();
-    this.watcher = undefined;
-  }
-
-  /** Idempotent. */
-  close(): void {
-    if (this.fdValue < 0) return;
-    this.stopWatching();
-    const fd = this.fdValue;
-    this.fdValue = -1;
-    closeFd(fd);
-  }
-
-  private requireOpen(syscall: string): number {
-    if (this.fdValue < 0) throw new SysError(syscall, 9 /* EBADF */, '(the stream is closed)');
-    return this.fdValue;
-  }
+  // onReadable (cb runs while readable or hung up: read until 'again'), stopWatching and close
+  // come from WatchedFd.
 
   /** struct msghdr { name, namelen, iov, iovlen, control, controllen, flags } at offset 0. */
   private fillMsghdr(v: DataView, base: bigint, dataOffset: number, dataBytes: number, controlBytes: number): void {
