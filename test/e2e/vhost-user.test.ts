@@ -21,14 +21,19 @@ const BLOCK = 65536;
 /** One letter per block: block i is 64 KiB of LETTERS[i]. */
 const LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn'.split('');
 
-/** Guest shell: writes block i (64 KiB of its letter, O_DIRECT + fsync) for i in [from, to), echoing "wrote i". */
-function writeBlocks(from: number, to: number): string {
+/**
+ * Guest shell: writes block i (64 KiB of its letter, O_DIRECT + fsync) for i in [from, to), echoing
+ * "wrote i", pausing pauseMs after each write (so that host actions can land mid-stream).
+ */
+function writeBlocks(from: number, to: number, pauseMs = 0): string {
+  const pause = pauseMs > 0 ? `usleep ${pauseMs * 1000} 2>/dev/null || sleep 1` : ':';
   return `
 i=0
 for c in ${LETTERS.join(' ')}; do
   if [ $i -ge ${from} ] && [ $i -lt ${to} ]; then
     dd if=/dev/zero bs=65536 count=1 2>/dev/null | tr '\\0' "$c" | dd of=/dev/vda bs=65536 seek=$i oflag=direct conv=fsync 2>/dev/null || { echo "write $i failed"; exit 1; }
     echo "wrote $i"
+    ${pause}
   fi
   i=$((i+1))
 done
@@ -152,7 +157,9 @@ ${verifyBlocks(40)}`,
     d.cliOk(['volume', 'create', 'vm3', '16M']);
     const socket = f('vm3.sock');
     d.cliOk(['volume', 'attach', 'vm3', '--vhost-user', socket]);
-    const guest = startGuest({ socketPath: socket, script: `set -e\n${writeBlocks(0, 40)}\nsync\necho done` });
+    // 200 ms between writes: the 30 writes after the marker take longer than the CLI's snapshot,
+    // so it lands mid-stream even on an idle machine where the guest runs fast.
+    const guest = startGuest({ socketPath: socket, script: `set -e\n${writeBlocks(0, 40, 200)}\nsync\necho done` });
     await guest.waitForMarker('wrote 10');
     // Blocks the guest reported written before the snapshot began are certainly in it.
     const reportedBefore = guest.lines.filter((l) => /^wrote \d+$/.test(l)).length;
