@@ -5,7 +5,10 @@
  * write at QD 8. Prints IOPS and the ratio to qemu-nbd. Strata is the daemon (`strata serve`) with
  * the image imported as a volume and exported with `strata volume export-nbd`.
  *
- *   npm run build && node dist/bench/nbd-bench.js [--runtime 4]
+ * Each cell is the median of --reps runs (default 3), the servers' order alternating per run, since
+ * at queue depth 1 one run's spread is as large as the differences measured.
+ *
+ *   npm run build && node dist/bench/nbd-bench.js [--runtime 4] [--reps 3] [--only "QD 1"]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -57,6 +60,12 @@ function fio(uri: string, row: Pick<Row, 'rw' | 'bs' | 'iodepth'>, runtimeSecond
   return job.read.iops + job.write.iops;
 }
 
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
 async function waitForSocket(path: string): Promise<void> {
   for (let i = 0; i < 100 && !existsSync(path); i++) await sleep(50);
   if (!existsSync(path)) throw new Error(`no socket at ${path}`);
@@ -72,7 +81,9 @@ interface StrataDaemon {
 
 /** `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. */
 async function startStrata(dataDir: string): Promise<StrataDaemon> {
-  const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off'], {
+  const pollUs = argValue('--nbd-poll-us', '');
+  const extra = pollUs === '' ? [] : ['--nbd-poll-us', pollUs];
+  const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off', ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let log = '';
@@ -94,6 +105,8 @@ function strataCli(d: StrataDaemon, args: string[]): void {
 
 async function main(): Promise<void> {
   const runtimeSeconds = Number(argValue('--runtime', '4'));
+  const reps = Number(argValue('--reps', '3'));
+  const only = argValue('--only', '');
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-nbd-bench-'));
   const children: ChildProcess[] = [];
   try {
@@ -131,20 +144,24 @@ async function main(): Promise<void> {
       '| fio nbd, one job, 256 MiB region | Strata (IOPS) | qemu-nbd (IOPS) | nbdkit memory (IOPS) | Strata / qemu-nbd |',
       '|---|---:|---:|---:|---:|',
     ];
-    for (const [i, row] of ROWS.entries()) {
-      // Alternate the order so neither server always runs on a warmer machine.
-      const order = i % 2 === 0 ? servers : [...servers].reverse();
-      const iops = new Map<string, number>();
-      for (const s of order) iops.set(s.name, fio(s.uri, row, runtimeSeconds));
-      const strata = iops.get('strata')!;
-      const qemu = iops.get('qemu-nbd')!;
-      const nbdkit = iops.get('nbdkit memory')!;
+    let turn = 0;
+    for (const row of ROWS.filter((r) => r.name.includes(only))) {
+      const runs = new Map<string, number[]>(servers.map((s) => [s.name, []]));
+      for (let rep = 0; rep < reps; rep++) {
+        // Alternate the order so neither server always runs on a warmer machine.
+        const order = turn++ % 2 === 0 ? servers : [...servers].reverse();
+        for (const s of order) runs.get(s.name)!.push(fio(s.uri, row, runtimeSeconds));
+      }
+      const strata = median(runs.get('strata')!);
+      const qemu = median(runs.get('qemu-nbd')!);
+      const nbdkit = median(runs.get('nbdkit memory')!);
+      process.stderr.write(`  runs: ${[...runs].map(([n, v]) => `${n} ${v.map((x) => x.toFixed(0)).join('/')}`).join(', ')}\n`);
       lines.push(`| ${row.name} | ${strata.toFixed(0)} | ${qemu.toFixed(0)} | ${nbdkit.toFixed(0)} | ${(strata / qemu).toFixed(2)} |`);
       process.stderr.write(`${row.name}: strata ${strata.toFixed(0)}, qemu-nbd ${qemu.toFixed(0)}, nbdkit ${nbdkit.toFixed(0)}\n`);
     }
     lines.push(
       '',
-      `${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}; ${execFileSync('qemu-nbd', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; ${runtimeSeconds} s per cell; ${new Date().toISOString().slice(0, 10)}.`,
+      `${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}; ${execFileSync('qemu-nbd', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell; ${new Date().toISOString().slice(0, 10)}.`,
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

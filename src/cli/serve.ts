@@ -6,7 +6,7 @@ import { EXIT } from './remote/exits.js';
 
 export const SERVE_HELP = `Usage: strata serve [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                     [--log-format text|json] [--log-level LEVEL]
-                    [--nbd-listen HOST:PORT|off] [--nbd-socket PATH|off]
+                    [--nbd-listen HOST:PORT|off] [--nbd-socket PATH|off] [--nbd-poll-us N]
 
 Runs the storage daemon in the foreground: the catalog, the pools, the REST API (which the
 other strata commands use) and the exports (NBD, vhost-user-blk). Stops cleanly on SIGTERM or SIGINT (exit status 0).
@@ -17,7 +17,7 @@ At the first start it creates the data folder, the pool 'default' and an API tok
 Options (each overrides the environment, which overrides the config file):
   --config FILE          JSON config file (default <data>/strata.json when it exists); keys:
                          dataDir, listen, logFormat, logLevel, maxChainDepth, chainDepthPolicy,
-                         shutdownGraceMs, nbdListen, nbdSocket
+                         shutdownGraceMs, nbdListen, nbdSocket, nbdPollUs
   --data-dir DIR         data folder (env STRATA_DATA_DIR; default ./strata-data)
   --listen HOST:PORT     REST API address (env STRATA_LISTEN; default 127.0.0.1:7460; port 0
                          picks a free port, logged at start)
@@ -27,6 +27,10 @@ Options (each overrides the environment, which overrides the config file):
   --nbd-listen HOST:PORT NBD over TCP (env STRATA_NBD_LISTEN; default 127.0.0.1:10809; 'off')
   --nbd-socket PATH      NBD over a unix socket (env STRATA_NBD_SOCKET; default <data>/nbd.sock;
                          'off')
+  --nbd-poll-us N        after its last reply, an NBD connection keeps checking for its next
+                         request this long before the daemon sleeps (env STRATA_NBD_POLL_US;
+                         default 100, max 1000; 0 off). Cuts queue-depth-1 latency; spends up to
+                         N us of CPU per idle period while the client keeps it busy, none when not
 
 Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 usage error, 4 when another
 daemon holds the data folder.
@@ -44,6 +48,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       { long: 'log-level', value: true },
       { long: 'nbd-listen', value: true },
       { long: 'nbd-socket', value: true },
+      { long: 'nbd-poll-us', value: true },
     ],
     command,
   );
@@ -60,6 +65,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       logLevel: args.value('log-level'),
       nbdListen: args.value('nbd-listen'),
       nbdSocket: args.value('nbd-socket'),
+      nbdPollUs: args.value('nbd-poll-us'),
     });
   } catch (err) {
     throw new CliError(`serve: ${(err as Error).message}`, { hint: "see 'strata serve --help'", exitCode: EXIT.USAGE });

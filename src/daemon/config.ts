@@ -5,9 +5,11 @@
  *   defaults      dataDir ./strata-data, listen 127.0.0.1:7460, logFormat text, logLevel info
  *   file          --config FILE, else <dataDir>/strata.json when it exists
  *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL,
- *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET
- *   flags         --data-dir, --listen, --log-format, --log-level, --nbd-listen, --nbd-socket
- *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off)
+ *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET, STRATA_NBD_POLL_US
+ *   flags         --data-dir, --listen, --log-format, --log-level, --nbd-listen, --nbd-socket,
+ *                 --nbd-poll-us
+ *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off;
+ *   nbdPollUs, how long an idle NBD connection is busy-polled, defaults to 100, 0 turns it off)
  *
  * The file's dataDir is used only when neither a flag nor the environment names one (it cannot
  * point at itself otherwise). Relative paths in the file are relative to the file's folder.
@@ -21,6 +23,10 @@ export const DEFAULT_LISTEN = '127.0.0.1:7460';
 /** NBD's registered port, on the loopback interface unless configured otherwise. */
 export const DEFAULT_NBD_LISTEN = '127.0.0.1:10809';
 export const NBD_SOCKET_NAME = 'nbd.sock';
+/** Busy-poll window of an idle NBD connection (see src/export/nbd/idle-poll.ts). */
+export const DEFAULT_NBD_POLL_US = 100;
+/** Longer windows would hold the event loop too long from everyone else. */
+export const MAX_NBD_POLL_US = 1000;
 export const DEFAULT_POOL = 'default';
 export const CONFIG_FILE_NAME = 'strata.json';
 
@@ -51,6 +57,8 @@ export interface DaemonConfig {
   nbdListen: ListenAddress | undefined;
   /** NBD's unix socket (undefined: off); default <dataDir>/nbd.sock. */
   nbdSocketPath: string | undefined;
+  /** How long an idle NBD connection is busy-polled for its next request, in microseconds (0: never). */
+  nbdPollUs: number;
 }
 
 /** What the command line gave (undefined: not given). */
@@ -62,6 +70,7 @@ export interface ConfigFlags {
   logLevel?: string | undefined;
   nbdListen?: string | undefined;
   nbdSocket?: string | undefined;
+  nbdPollUs?: string | undefined;
 }
 
 interface FileConfig {
@@ -74,9 +83,10 @@ interface FileConfig {
   shutdownGraceMs?: number;
   nbdListen?: string;
   nbdSocket?: string;
+  nbdPollUs?: number;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -122,6 +132,14 @@ function parseLogLevel(text: string, source: string): LogLevel {
   return level;
 }
 
+function parsePollUs(text: string, source: string): number {
+  const value = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (!Number.isSafeInteger(value) || value > MAX_NBD_POLL_US) {
+    throw invalid(`${source}: the NBD poll window must be 0..${MAX_NBD_POLL_US} microseconds, not '${text}'`);
+  }
+  return value;
+}
+
 function readConfigFile(file: string): FileConfig {
   let text: string;
   try {
@@ -145,7 +163,7 @@ function readConfigFile(file: string): FileConfig {
   for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
-  for (const key of ['maxChainDepth', 'shutdownGraceMs']) {
+  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs']) {
     const v = obj[key];
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
       throw invalid(`config file ${file}: '${key}' must be a non-negative integer`);
@@ -206,6 +224,8 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     nbdSocketPath = value === 'off' ? undefined : path.resolve(source === 'flag' || source === 'STRATA_NBD_SOCKET' ? cwd : fileDir, value);
   }
 
+  const pollSrc = pick(flags.nbdPollUs, 'STRATA_NBD_POLL_US', file.nbdPollUs === undefined ? undefined : String(file.nbdPollUs));
+
   let chainDepthPolicy: ChainDepthPolicy | undefined;
   if (file.chainDepthPolicy !== undefined) {
     if (file.chainDepthPolicy !== 'refuse' && file.chainDepthPolicy !== 'flatten') {
@@ -225,5 +245,6 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     shutdownGraceMs: file.shutdownGraceMs ?? 10_000,
     nbdListen: nbdListenSrc[0] === 'off' ? undefined : parseListen(nbdListenSrc[0], nbdListenSrc[1]),
     nbdSocketPath,
+    nbdPollUs: pollSrc ? parsePollUs(pollSrc[0], pollSrc[1]) : DEFAULT_NBD_POLL_US,
   };
 }

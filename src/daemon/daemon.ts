@@ -103,6 +103,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       logger,
       nbdListen: config.nbdListen,
       nbdSocketPath: config.nbdSocketPath,
+      nbdPollUs: config.nbdPollUs,
       vhostUser: options.vhostUser ?? (await defaultVhostUserFactory()),
     });
     const restored = await exports.start();

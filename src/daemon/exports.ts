@@ -75,6 +75,8 @@ export interface ExportManagerOptions {
   nbdListen: ListenAddress | undefined;
   /** NBD over a unix socket (undefined: off). */
   nbdSocketPath: string | undefined;
+  /** Busy-poll window of idle NBD connections in microseconds (0: off; default 100). */
+  nbdPollUs?: number;
   vhostUser?: VhostUserExportFactory;
 }
 
@@ -112,7 +114,10 @@ export class ExportManager implements ExportService {
   private nbdTcpPort: number | undefined;
 
   constructor(private readonly options: ExportManagerOptions) {
-    this.nbd = new NbdServer({ log: (message) => options.logger.warn(message) });
+    this.nbd = new NbdServer({
+      log: (message) => options.logger.warn(message),
+      ...(options.nbdPollUs !== undefined ? { idlePollMaxUs: options.nbdPollUs } : {}),
+    });
   }
 
   /** Listens for NBD clients and starts every export recorded in the catalog. */
@@ -140,6 +145,8 @@ export class ExportManager implements ExportService {
         {
           ...(nbdListen !== undefined ? { tcp: formatListen({ host: nbdListen.host, port: this.nbdTcpPort ?? nbdListen.port }) } : {}),
           ...(nbdSocketPath !== undefined ? { socket: nbdSocketPath } : {}),
+          // The busy-poll window actually in use (0 also where polling is unavailable).
+          pollUs: this.nbd.idlePoller !== undefined ? this.nbd.idlePollMaxUs : 0,
         },
         'nbd listening',
       );

@@ -32,7 +32,13 @@ export function createImage(dir: string, sizeBytes: number, name = 'vol.qcow2'):
 export async function serveImage(
   dir: string,
   imagePath: string,
-  options: { readOnly?: boolean; extra?: Record<string, NbdExportEntry>; maxInFlightBytes?: number; tcp?: boolean } = {},
+  options: {
+    readOnly?: boolean;
+    extra?: Record<string, NbdExportEntry>;
+    maxInFlightBytes?: number;
+    tcp?: boolean;
+    idlePollMaxUs?: number;
+  } = {},
 ): Promise<Served> {
   const file = await LocalHostFile.open(imagePath, { readOnly: options.readOnly === true });
   const image = await Qcow2Image.open(file, { readOnly: options.readOnly === true });
@@ -45,6 +51,7 @@ export async function serveImage(
     exports,
     log: (m) => logs.push(m),
     ...(options.maxInFlightBytes !== undefined ? { maxInFlightBytes: options.maxInFlightBytes } : {}),
+    ...(options.idlePollMaxUs !== undefined ? { idlePollMaxUs: options.idlePollMaxUs } : {}),
   });
   const socketPath = path.join(dir, 'nbd.sock');
   await server.listen({ unixPath: socketPath, ...(options.tcp === true ? { tcp: { host: '127.0.0.1', port: 0 } } : {}) });

@@ -9,10 +9,13 @@
  * it, so the device only gets in-range requests (BlockDevice's contract).
  */
 import net from 'node:net';
+import { performance } from 'node:perf_hooks';
 import { rmSync } from 'node:fs';
 import type { BlockDevice, Extent } from '../../core/block-device.js';
 import { isStorageError, StorageError, type StorageErrorCode } from '../../core/errors.js';
 import * as P from './protocol.js';
+import { BufferPool, POOL_MIN_BYTES, type PooledBuffer } from '../../core/buffer-pool.js';
+import { type IdlePoller, createIdlePoller, PollWindow, socketFd } from './idle-poll.js';
 
 export interface NbdExportEntry {
   device: BlockDevice;
@@ -36,6 +39,11 @@ export interface NbdServerOptions {
   handshakeTimeoutMs?: number;
   /** Refuse connections beyond this many at once (default 256). */
   maxConnections?: number;
+  /**
+   * Busy-poll an idle connection's socket for up to this many microseconds after its last reply
+   * (adaptive per connection, see idle-poll.ts); 0 turns it off. Default 100.
+   */
+  idlePollMaxUs?: number;
   /** Called with connection-level problems (bad magic, socket errors, device failures). */
   log?: (message: string) => void;
 }
@@ -49,6 +57,7 @@ const DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 const DEFAULT_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_CONNECTIONS = 256;
+const DEFAULT_IDLE_POLL_MAX_US = 100;
 const PREFERRED_BLOCK_BYTES = 4096;
 /** Option data larger than this is not buffered: the connection is closed (denial of service). */
 const MAX_OPTION_BYTES = 64 * 1024;
@@ -58,6 +67,22 @@ const MAX_OPTIONS = 1024;
 const BLOCK_STATUS_MAX_QUERY_BYTES = 1024 * 1024 * 1024;
 const BLOCK_STATUS_MAX_DESCRIPTORS = 16384;
 const BASE_ALLOCATION_CONTEXT_ID = 1;
+
+/** Command flags each command accepts (a table, not built per request: this is the hot path). */
+const ALLOWED_FLAGS_SIMPLE: readonly (number | undefined)[] = allowedFlags(false);
+const ALLOWED_FLAGS_STRUCTURED: readonly (number | undefined)[] = allowedFlags(true);
+
+function allowedFlags(structured: boolean): (number | undefined)[] {
+  const table: (number | undefined)[] = [];
+  table[P.NBD_CMD_READ] = structured ? P.NBD_CMD_FLAG_DF : 0;
+  table[P.NBD_CMD_WRITE] = P.NBD_CMD_FLAG_FUA;
+  table[P.NBD_CMD_FLUSH] = 0;
+  table[P.NBD_CMD_TRIM] = P.NBD_CMD_FLAG_FUA;
+  table[P.NBD_CMD_CACHE] = 0;
+  table[P.NBD_CMD_WRITE_ZEROES] = P.NBD_CMD_FLAG_FUA | P.NBD_CMD_FLAG_NO_HOLE | P.NBD_CMD_FLAG_FAST_ZERO;
+  table[P.NBD_CMD_BLOCK_STATUS] = P.NBD_CMD_FLAG_REQ_ONE;
+  return table;
+}
 
 /** StorageError codes -> NBD errors, the one mapping at this edge. */
 const ERRNO_BY_CODE: Record<StorageErrorCode, number> = {
@@ -96,8 +121,15 @@ export class NbdServer {
   private readonly connections = new Set<Connection>();
   private unixPath: string | undefined;
   private shuttingDown = false;
+  /** Busy-polls idle connections; undefined when turned off or unavailable on this platform. */
+  readonly idlePoller: IdlePoller | undefined;
+  readonly idlePollMaxUs: number;
+  /** Aligned buffers for large replies and payloads, shared by the connections (buffer-pool.ts). */
+  readonly bufferPool = new BufferPool({ headroomBytes: Math.max(P.OFFSET_DATA_HEADER_BYTES, P.NBD_SIMPLE_REPLY_BYTES) });
 
   constructor(options: NbdServerOptions) {
+    this.idlePollMaxUs = options.idlePollMaxUs ?? DEFAULT_IDLE_POLL_MAX_US;
+    this.idlePoller = this.idlePollMaxUs > 0 ? createIdlePoller() : undefined;
     for (const [name, entry] of options.exports ?? []) this.addExport(name, entry);
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
     this.maxConnections = options.maxConnections ?? DEFAULT_MAX_CONNECTIONS;
@@ -156,6 +188,13 @@ export class NbdServer {
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** The sockets of every other connection in transmission (watched while one connection polls). */
+  pollFdsExcept(conn: Connection): number[] {
+    const fds: number[] = [];
+    for (const c of this.connections) if (c !== conn && c.pollFd >= 0) fds.push(c.pollFd);
+    return fds;
   }
 
   private bind(start: (server: net.Server, done: () => void) => void): Promise<void> {
@@ -224,6 +263,19 @@ class ByteQueue {
     return out;
   }
 
+  /** Moves the next out.length bytes (all buffered) into out. */
+  takeInto(out: Buffer): void {
+    let filled = 0;
+    while (filled < out.length) {
+      const c = this.chunks[0];
+      if (c === undefined) break;
+      const k = Math.min(c.length - this.head, out.length - filled);
+      c.copy(out, filled, this.head, this.head + k);
+      filled += k;
+      this.advance(c, k);
+    }
+  }
+
   private advance(chunk: Buffer, n: number): void {
     this.head += n;
     this.length -= n;
@@ -274,6 +326,11 @@ class Connection {
   private handshakeTimer: NodeJS.Timeout | undefined;
   /** endSocket ran: our side is closing. */
   private ending = false;
+  /** The socket's descriptor, for idle polling (-1: not polled). */
+  private readonly fd: number;
+  private readonly pollWindow: PollWindow;
+  /** When the connection last went idle (no request in flight or buffered), for the poll window. */
+  private idleSinceMs: number | undefined;
 
   constructor(
     private readonly server: NbdServer,
@@ -282,8 +339,14 @@ class Connection {
     private readonly log: (message: string) => void,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.fd = server.idlePoller !== undefined ? socketFd(socket) : -1;
+    this.pollWindow = new PollWindow(server.idlePollMaxUs);
     socket.on('data', (chunk: Buffer) => {
       if (this.isClosed || this.draining) return;
+      if (this.idleSinceMs !== undefined) {
+        this.pollWindow.observeGap((performance.now() - this.idleSinceMs) * 1000);
+        this.idleSinceMs = undefined;
+      }
       this.queue.push(chunk);
       this.pump();
     });
@@ -297,6 +360,11 @@ class Connection {
     this.handshakeTimer = setTimeout(() => this.fatal('handshake timed out'), server.handshakeTimeoutMs);
     this.handshakeTimer.unref();
     this.send(P.encodeServerGreeting(P.NBD_FLAG_FIXED_NEWSTYLE | P.NBD_FLAG_NO_ZEROES));
+  }
+
+  /** The descriptor other connections' polls watch: only while this one is serving requests. */
+  get pollFd(): number {
+    return this.phase === 'transmission' && !this.isClosed && !this.draining ? this.fd : -1;
   }
 
   serves(entry: NbdExportEntry): boolean {
@@ -395,12 +463,20 @@ class Connection {
       this.header = h;
     }
     let payload: Buffer | undefined;
+    let pooled: PooledBuffer | undefined;
     if (h.type === P.NBD_CMD_WRITE) {
       if (q.length < h.lengthBytes) return false;
-      payload = q.take(h.lengthBytes);
+      if (h.lengthBytes >= POOL_MIN_BYTES) {
+        // Large payloads arrive in many socket chunks: gather them into an aligned pooled buffer.
+        pooled = this.server.bufferPool.acquire(h.lengthBytes);
+        q.takeInto(pooled.data);
+        payload = pooled.data;
+      } else {
+        payload = q.take(h.lengthBytes);
+      }
     }
     this.header = undefined;
-    this.dispatch(h, payload);
+    this.dispatch(h, payload, pooled);
     return true;
   }
 
@@ -569,16 +645,7 @@ class Connection {
 
   /** Validates a request; returns the error to reply with, or undefined when it may run. */
   private validate(h: P.RequestHeader, active: Active): RequestError | undefined {
-    const allowed: Record<number, number> = {
-      [P.NBD_CMD_READ]: this.structured ? P.NBD_CMD_FLAG_DF : 0,
-      [P.NBD_CMD_WRITE]: P.NBD_CMD_FLAG_FUA,
-      [P.NBD_CMD_FLUSH]: 0,
-      [P.NBD_CMD_TRIM]: P.NBD_CMD_FLAG_FUA,
-      [P.NBD_CMD_CACHE]: 0,
-      [P.NBD_CMD_WRITE_ZEROES]: P.NBD_CMD_FLAG_FUA | P.NBD_CMD_FLAG_NO_HOLE | P.NBD_CMD_FLAG_FAST_ZERO,
-      [P.NBD_CMD_BLOCK_STATUS]: P.NBD_CMD_FLAG_REQ_ONE,
-    };
-    const mask = allowed[h.type];
+    const mask = this.structured ? ALLOWED_FLAGS_STRUCTURED[h.type] : ALLOWED_FLAGS_SIMPLE[h.type];
     if (mask === undefined) return new RequestError(P.NBD_EINVAL, `unknown command ${h.type}`);
     // FUA is harmless on any command; clients (qemu) may set it on more than we list.
     if ((h.flags & ~(mask | P.NBD_CMD_FLAG_FUA)) !== 0) {
@@ -601,15 +668,19 @@ class Connection {
     return undefined;
   }
 
-  private dispatch(h: P.RequestHeader, payload: Buffer | undefined): void {
+  private dispatch(h: P.RequestHeader, payload: Buffer | undefined, pooled: PooledBuffer | undefined): void {
     const active = this.active;
-    if (active === undefined) return this.fatal('transmission without an export');
+    if (active === undefined) {
+      pooled?.release();
+      return this.fatal('transmission without an export');
+    }
     if (h.type === P.NBD_CMD_DISC) {
       this.startDraining();
       return;
     }
     const invalid = this.validate(h, active);
     if (invalid !== undefined) {
+      pooled?.release();
       this.replyError(h, invalid.errno, invalid.message);
       return;
     }
@@ -617,8 +688,12 @@ class Connection {
     this.inFlightBytes += cost;
     this.inFlightCount++;
     this.execute(h, payload, active).then(
-      () => this.finish(cost),
+      () => {
+        pooled?.release(); // the device is done with the payload
+        this.finish(cost);
+      },
       (err: unknown) => {
+        pooled?.release();
         if (!isStorageError(err)) this.log(`nbd request ${h.type} failed: ${err instanceof Error ? err.message : String(err)}`);
         this.replyError(h, err instanceof RequestError ? err.errno : nbdErrnoFor(err), err instanceof Error ? err.message : 'error');
         this.finish(cost);
@@ -633,6 +708,45 @@ class Connection {
     if (this.inFlightCount === 0 && this.corked && this.queue.length < P.NBD_REQUEST_HEADER_BYTES) this.uncork();
     if (this.draining && this.inFlightCount === 0) this.endSocket();
     else this.maybeResume();
+    if (this.inFlightCount === 0) this.pollWhileIdle();
+  }
+
+  /**
+   * The last reply is out and no request is buffered: wait a short, adaptive window for the next
+   * request on the socket itself instead of sleeping in the event loop (see idle-poll.ts).
+   */
+  private pollWhileIdle(): void {
+    const poller = this.server.idlePoller;
+    if (poller === undefined || this.pollFd < 0 || this.paused || this.corked || this.inFlightCount !== 0) return;
+    if (this.queue.length >= P.NBD_REQUEST_HEADER_BYTES && this.header === undefined) return;
+    // A reply still partly queued in Node (socket buffer full) needs the event loop to go out;
+    // the client waits for it, so polling would only delay both.
+    if (this.socket.writableLength > 0) return;
+    this.idleSinceMs = performance.now();
+    this.pollFor(poller, this.pollWindow.next());
+  }
+
+  private pollFor(poller: IdlePoller, windowUs: number): void {
+    if (windowUs <= 0) return;
+    const got = poller.poll(this.fd, this.server.pollFdsExcept(this), windowUs, this.pollWindow);
+    if (got === 'busy' || got === 'closed') return;
+    if (got === 'timeout') {
+      this.idleSinceMs = undefined; // counted as a miss already: the late arrival teaches nothing more
+      return;
+    }
+    if (got === 'yield') {
+      // Let the event loop run (it will not sleep: an immediate is pending), then poll on for
+      // what is left of the window, unless a request came in through the loop meanwhile.
+      setImmediate(() => {
+        const since = this.idleSinceMs;
+        if (since === undefined || this.pollFd < 0 || this.inFlightCount !== 0 || this.socket.writableLength > 0) return;
+        this.pollFor(poller, windowUs - (performance.now() - since) * 1000);
+      });
+      return;
+    }
+    this.idleSinceMs = undefined;
+    this.queue.push(got);
+    this.pump();
   }
 
   private async execute(h: P.RequestHeader, payload: Buffer | undefined, active: Active): Promise<void> {
@@ -676,9 +790,14 @@ class Connection {
     const device = active.entry.device;
     const len = h.lengthBytes;
     if (!this.structured) {
-      const b = Buffer.allocUnsafe(P.NBD_SIMPLE_REPLY_BYTES + len);
-      await device.read(h.offset, b.subarray(P.NBD_SIMPLE_REPLY_BYTES));
-      this.send(P.encodeSimpleReply(0, h.cookieHi, h.cookieLo, b));
+      const { out, data, release } = this.replyBuffer(P.NBD_SIMPLE_REPLY_BYTES, len);
+      try {
+        await device.read(h.offset, data);
+      } catch (err) {
+        release?.();
+        throw err;
+      }
+      this.send(P.encodeSimpleReply(0, h.cookieHi, h.cookieLo, out), release);
       return;
     }
     // Runs of data / zero, merged.
@@ -691,36 +810,51 @@ class Connection {
         else runs.push({ offset: e.guestOffset, lengthBytes: e.lengthBytes, zero });
       }
     }
-    const covered = runs.reduce((n, r) => n + r.lengthBytes, 0);
+    let covered = 0;
+    for (const r of runs) covered += r.lengthBytes;
     if (covered !== len) {
       runs.length = 0;
       runs.push({ offset: h.offset, lengthBytes: len, zero: false });
     }
     const first = runs[0];
+    const { out, data, release } = this.replyBuffer(P.OFFSET_DATA_HEADER_BYTES, runs.some((r) => !r.zero) ? len : 0);
+    try {
+      if (data.length > 0) await device.read(h.offset, data);
+    } catch (err) {
+      release?.();
+      throw err;
+    }
     if (runs.length === 1 && first !== undefined && !first.zero) {
-      const b = Buffer.allocUnsafe(P.OFFSET_DATA_HEADER_BYTES + len);
-      await device.read(h.offset, b.subarray(P.OFFSET_DATA_HEADER_BYTES));
-      this.send(P.encodeOffsetDataHeader(b, P.NBD_REPLY_FLAG_DONE, h.cookieHi, h.cookieLo, h.offset, len));
+      this.send(P.encodeOffsetDataHeader(out, P.NBD_REPLY_FLAG_DONE, h.cookieHi, h.cookieLo, h.offset, len), release);
       return;
     }
-    let data: Buffer | undefined;
-    if (runs.some((r) => !r.zero)) {
-      data = Buffer.allocUnsafe(len);
-      await device.read(h.offset, data);
-    }
-    const out: Buffer[] = [];
     runs.forEach((r, i) => {
-      const flags = i === runs.length - 1 ? P.NBD_REPLY_FLAG_DONE : 0;
+      const last = i === runs.length - 1;
+      const flags = last ? P.NBD_REPLY_FLAG_DONE : 0;
+      // Writes complete in order: the buffer is free once the last chunk is out.
+      const onWritten = last ? release : undefined;
       if (r.zero) {
-        out.push(P.encodeOffsetHole(flags, h.cookieHi, h.cookieLo, r.offset, r.lengthBytes));
-      } else if (data !== undefined) {
+        this.send(P.encodeOffsetHole(flags, h.cookieHi, h.cookieLo, r.offset, r.lengthBytes), onWritten);
+      } else {
         const at = r.offset - h.offset;
         const hdr = Buffer.allocUnsafe(P.OFFSET_DATA_HEADER_BYTES);
-        out.push(P.encodeOffsetDataHeader(hdr, flags, h.cookieHi, h.cookieLo, r.offset, r.lengthBytes));
-        out.push(data.subarray(at, at + r.lengthBytes));
+        this.send(P.encodeOffsetDataHeader(hdr, flags, h.cookieHi, h.cookieLo, r.offset, r.lengthBytes));
+        this.send(data.subarray(at, at + r.lengthBytes), onWritten);
       }
     });
-    for (const b of out) this.send(b);
+  }
+
+  /**
+   * A buffer for a reply header of headerBytes followed by dataBytes of data: pooled and aligned
+   * for large data (release it once written), a plain allocation otherwise.
+   */
+  private replyBuffer(headerBytes: number, dataBytes: number): { out: Buffer; data: Buffer; release: (() => void) | undefined } {
+    if (dataBytes >= POOL_MIN_BYTES) {
+      const pooled = this.server.bufferPool.acquire(dataBytes);
+      return { out: pooled.withHeader(headerBytes), data: pooled.data, release: pooled.release };
+    }
+    const out = Buffer.allocUnsafe(headerBytes + dataBytes);
+    return { out, data: out.subarray(headerBytes), release: undefined };
   }
 
   private async blockStatus(h: P.RequestHeader, active: Active): Promise<void> {
@@ -756,15 +890,23 @@ class Connection {
     }
   }
 
-  /** Queues bytes for the socket; everything sent in one event-loop turn goes out in one writev. */
-  private send(b: Buffer): void {
-    if (this.isClosed || this.socket.destroyed || this.socket.writableEnded) return;
+  /**
+   * Queues bytes for the socket; everything sent in one event-loop turn goes out in one writev.
+   * onWritten (if any) runs once the bytes are out of our hands, or right away when they are
+   * dropped because the connection is gone (it returns pooled buffers).
+   */
+  private send(b: Buffer, onWritten?: () => void): void {
+    if (this.isClosed || this.socket.destroyed || this.socket.writableEnded) {
+      onWritten?.();
+      return;
+    }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
       setImmediate(this.uncorkLater);
     }
-    this.socket.write(b);
+    if (onWritten === undefined) this.socket.write(b);
+    else this.socket.write(b, () => onWritten());
   }
 
   private readonly uncorkLater = (): void => this.uncork();

@@ -1,0 +1,41 @@
+/** PollWindow: when an idle NBD connection is worth busy-polling (src/export/nbd/idle-poll.ts). */
+import { describe, expect, it } from 'vitest';
+import { PollWindow } from '../../src/export/nbd/idle-poll.js';
+
+describe('PollWindow', () => {
+  it('polls the whole window while polls keep catching requests', () => {
+    const w = new PollWindow(100);
+    for (let i = 0; i < 100; i++) {
+      expect(w.next()).toBe(100);
+      w.hit();
+    }
+  });
+
+  it('stops polling a client whose requests come later than the window, probing once in 16 idle periods', () => {
+    const w = new PollWindow(100);
+    let polled = 0;
+    for (let i = 0; i < 20; i++) {
+      if (w.next() > 0) {
+        polled++;
+        w.miss();
+      }
+    }
+    expect(polled).toBeLessThan(10); // it gave up after a few misses
+    const windows: number[] = [];
+    for (let i = 0; i < 64; i++) {
+      const us = w.next();
+      windows.push(us);
+      if (us > 0) w.miss();
+      else w.observeGap(5000); // the request came 5 ms later
+    }
+    expect(windows.filter((us) => us > 0)).toEqual([100, 100, 100, 100]);
+  });
+
+  it('starts polling again when requests come soon enough (seen by the event loop, or by a probe)', () => {
+    const w = new PollWindow(100);
+    for (let i = 0; i < 30; i++) if (w.next() > 0) w.miss();
+    expect(w.next()).toBe(0);
+    for (let i = 0; i < 10; i++) w.observeGap(40); // would have been caught
+    expect(w.next()).toBe(100);
+  });
+});
