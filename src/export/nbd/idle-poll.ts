@@ -17,12 +17,9 @@
  * the poll continues from setImmediate, after the event loop has had a turn (without sleeping:
  * pending immediates make libuv poll with a zero timeout).
  *
- * Reading the descriptor beside libuv is safe: Node is single-threaded, the socket is
- * non-blocking, and libuv only reads when epoll reports data (a read that finds none is EAGAIN,
- * which libuv ignores). End-of-file and errors are left in the socket for libuv to report.
+ * Reading the descriptor beside libuv is safe (see socket-fd.ts).
  */
 import { performance } from 'node:perf_hooks';
-import type net from 'node:net';
 import { libc, POLLIN, type Libc } from '../../sys/libc.js';
 
 /** Longest a chain of requests served by polling keeps the event loop from other work. */
@@ -36,15 +33,6 @@ const PROBE_EVERY_IDLES = 16;
 /** Bytes read from a socket in one go while polling (more stays in the socket for libuv). */
 const READ_CHUNK_BYTES = 256 * 1024;
 const POLLFD_BYTES = 8;
-
-/**
- * The socket's file descriptor, or -1. Node has no public accessor; the handle's `fd` is what
- * libuv polls (Pipe and TCP handles on Linux).
- */
-export function socketFd(socket: net.Socket): number {
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : -1;
-}
 
 /**
  * Whether a connection should poll, learned from how often polling (or a request arriving soon

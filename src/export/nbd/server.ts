@@ -15,7 +15,8 @@ import type { BlockDevice, Extent } from '../../core/block-device.js';
 import { isStorageError, StorageError, type StorageErrorCode } from '../../core/errors.js';
 import * as P from './protocol.js';
 import { BufferPool, POOL_MIN_BYTES, type PooledBuffer } from '../../core/buffer-pool.js';
-import { type IdlePoller, createIdlePoller, PollWindow, socketFd } from './idle-poll.js';
+import { type IdlePoller, createIdlePoller, PollWindow } from './idle-poll.js';
+import { readAvailable, socketFd, socketSys } from './socket-fd.js';
 
 export interface NbdExportEntry {
   device: BlockDevice;
@@ -263,8 +264,8 @@ class ByteQueue {
     return out;
   }
 
-  /** Moves the next out.length bytes (all buffered) into out. */
-  takeInto(out: Buffer): void {
+  /** Moves up to out.length buffered bytes into out; returns how many. */
+  takeInto(out: Uint8Array): number {
     let filled = 0;
     while (filled < out.length) {
       const c = this.chunks[0];
@@ -274,6 +275,7 @@ class ByteQueue {
       filled += k;
       this.advance(c, k);
     }
+    return filled;
   }
 
   private advance(chunk: Buffer, n: number): void {
@@ -326,8 +328,10 @@ class Connection {
   private handshakeTimer: NodeJS.Timeout | undefined;
   /** endSocket ran: our side is closing. */
   private ending = false;
-  /** The socket's descriptor, for idle polling (-1: not polled). */
+  /** The socket's descriptor, for idle polling and direct payload reads (-1: neither). */
   private readonly fd: number;
+  /** A large WRITE payload being received into its pooled buffer. */
+  private inbound: { pooled: PooledBuffer; filled: number } | undefined;
   private readonly pollWindow: PollWindow;
   /** When the connection last went idle (no request in flight or buffered), for the poll window. */
   private idleSinceMs: number | undefined;
@@ -339,7 +343,7 @@ class Connection {
     private readonly log: (message: string) => void,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
-    this.fd = server.idlePoller !== undefined ? socketFd(socket) : -1;
+    this.fd = socketSys() !== null ? socketFd(socket) : -1;
     this.pollWindow = new PollWindow(server.idlePollMaxUs);
     socket.on('data', (chunk: Buffer) => {
       if (this.isClosed || this.draining) return;
@@ -364,7 +368,7 @@ class Connection {
 
   /** The descriptor other connections' polls watch: only while this one is serving requests. */
   get pollFd(): number {
-    return this.phase === 'transmission' && !this.isClosed && !this.draining ? this.fd : -1;
+    return this.server.idlePoller !== undefined && this.phase === 'transmission' && !this.isClosed && !this.draining ? this.fd : -1;
   }
 
   serves(entry: NbdExportEntry): boolean {
@@ -462,21 +466,38 @@ class Connection {
       }
       this.header = h;
     }
+    if (h.type === P.NBD_CMD_WRITE && h.lengthBytes >= POOL_MIN_BYTES) return this.stepLargePayload(h);
     let payload: Buffer | undefined;
-    let pooled: PooledBuffer | undefined;
     if (h.type === P.NBD_CMD_WRITE) {
       if (q.length < h.lengthBytes) return false;
-      if (h.lengthBytes >= POOL_MIN_BYTES) {
-        // Large payloads arrive in many socket chunks: gather them into an aligned pooled buffer.
-        pooled = this.server.bufferPool.acquire(h.lengthBytes);
-        q.takeInto(pooled.data);
-        payload = pooled.data;
-      } else {
-        payload = q.take(h.lengthBytes);
-      }
+      payload = q.take(h.lengthBytes);
     }
     this.header = undefined;
-    this.dispatch(h, payload, pooled);
+    this.dispatch(h, payload, undefined);
+    return true;
+  }
+
+  /**
+   * A large WRITE payload goes into a pooled, aligned buffer: first what is queued, then straight
+   * from the socket (socket-fd.ts) rather than as 64 KiB chunks allocated, queued and copied
+   * again; the rest arrives through later 'data' events.
+   */
+  private stepLargePayload(h: P.RequestHeader): boolean {
+    let inbound = this.inbound;
+    if (inbound === undefined) {
+      inbound = { pooled: this.server.bufferPool.acquire(h.lengthBytes), filled: 0 };
+      this.inbound = inbound;
+    }
+    const data = inbound.pooled.data;
+    if (this.queue.length > 0) inbound.filled += this.queue.takeInto(data.subarray(inbound.filled));
+    const sys = socketSys();
+    if (inbound.filled < data.length && this.fd >= 0 && sys !== null) {
+      inbound.filled += readAvailable(sys, this.fd, data.subarray(inbound.filled));
+    }
+    if (inbound.filled < data.length) return false;
+    this.inbound = undefined;
+    this.header = undefined;
+    this.dispatch(h, data, inbound.pooled);
     return true;
   }
 
@@ -917,12 +938,19 @@ class Connection {
     if (!this.socket.destroyed) this.socket.uncork();
   }
 
+  /** Drops buffered input, including a payload being received. */
+  private clearInput(): void {
+    this.queue.clear();
+    this.inbound?.pooled.release();
+    this.inbound = undefined;
+  }
+
   // --- teardown --------------------------------------------------------------------------------
 
   private startDraining(): void {
     if (this.draining) return;
     this.draining = true;
-    this.queue.clear();
+    this.clearInput();
     if (this.inFlightCount === 0) this.endSocket();
   }
 
@@ -931,7 +959,7 @@ class Connection {
     this.log(`nbd: closing connection: ${reason}`);
     this.phase = 'closing';
     this.draining = true;
-    this.queue.clear();
+    this.clearInput();
     if (this.inFlightCount === 0) this.endSocket();
   }
 
@@ -939,7 +967,7 @@ class Connection {
     if (this.isClosed || this.ending) return;
     this.ending = true;
     this.draining = true;
-    this.queue.clear();
+    this.clearInput();
     // Keep reading (and dropping) so the client's close is seen even if we had paused.
     this.socket.resume();
     this.uncork();
@@ -955,7 +983,7 @@ class Connection {
     if (this.isClosed) return;
     this.isClosed = true;
     clearTimeout(this.handshakeTimer);
-    this.queue.clear();
+    this.clearInput();
     this.socket.destroy();
     this.resolveClosed();
   }
