@@ -5,10 +5,10 @@
  * write at QD 8. Prints IOPS and the ratio to qemu-nbd. Strata is the daemon (`strata serve`) with
  * the image imported as a volume and exported with `strata volume export-nbd`.
  *
- * Each cell is the median of --reps runs (default 3), the servers' order alternating per run, since
+ * Each cell is the median of --reps runs (default 5), the servers' order alternating per run, since
  * at queue depth 1 one run's spread is as large as the differences measured.
  *
- *   npm run build && node dist/bench/nbd-bench.js [--runtime 4] [--reps 3] [--only "QD 1"]
+ *   npm run build && node dist/bench/nbd-bench.js [--runtime 3] [--reps 5] [--only "QD 1"]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -104,8 +104,8 @@ function strataCli(d: StrataDaemon, args: string[]): void {
 }
 
 async function main(): Promise<void> {
-  const runtimeSeconds = Number(argValue('--runtime', '4'));
-  const reps = Number(argValue('--reps', '3'));
+  const runtimeSeconds = Number(argValue('--runtime', '3'));
+  const reps = Number(argValue('--reps', '5'));
   const only = argValue('--only', '');
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-nbd-bench-'));
   const children: ChildProcess[] = [];
