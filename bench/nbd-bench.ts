@@ -80,9 +80,7 @@ interface StrataDaemon {
 }
 
 /** `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. */
-async function startStrata(dataDir: string): Promise<StrataDaemon> {
-  const pollUs = argValue('--nbd-poll-us', '');
-  const extra = pollUs === '' ? [] : ['--nbd-poll-us', pollUs];
+async function startStrata(dataDir: string, extra: string[] = []): Promise<StrataDaemon> {
   const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off', ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -110,18 +108,26 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-nbd-bench-'));
   const children: ChildProcess[] = [];
   try {
-    const servers: { name: string; uri: string }[] = [];
-    for (const who of ['strata', 'qemu-nbd']) {
-      const image = join(dir, `${who}.qcow2`);
+    // 'strata, polling off' is the same daemon with --nbd-poll-us 0, run on the QD 1 rows only
+    // (deeper queues never leave a connection idle, so polling cannot matter there).
+    const servers: { name: string; uri: string; rows?: (row: Row) => boolean }[] = [];
+    for (const who of ['strata', 'strata, polling off', 'qemu-nbd']) {
+      const image = join(dir, `${who.replace(/[^a-z-]/g, '')}.qcow2`);
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', image, '1G']);
       execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 256M', image], { stdio: 'ignore' });
-      if (who === 'strata') {
+      if (who.startsWith('strata')) {
         // The daemon as operators run it: the image imported as a volume, exported with the CLI.
-        const daemon = await startStrata(join(dir, 'strata-data'));
+        const pollOff = who !== 'strata';
+        const dataDir = join(dir, pollOff ? 'strata-data-nopoll' : 'strata-data');
+        const daemon = await startStrata(dataDir, pollOff ? ['--nbd-poll-us', '0'] : []);
         children.push(daemon.child);
         strataCli(daemon, ['volume', 'import', image, 'bench', '--no-progress']);
         strataCli(daemon, ['volume', 'export-nbd', 'bench']);
-        servers.push({ name: who, uri: `nbd+unix:///default/bench?socket=${join(dir, 'strata-data', 'nbd.sock')}` });
+        servers.push({
+          name: who,
+          uri: `nbd+unix:///default/bench?socket=${join(dataDir, 'nbd.sock')}`,
+          ...(pollOff ? { rows: (row: Row) => row.iodepth === 1 } : {}),
+        });
         continue;
       }
       const socket = join(dir, `${who}.sock`);
@@ -141,22 +147,26 @@ async function main(): Promise<void> {
     for (const s of servers) fio(s.uri, { rw: 'randread', bs: '4k', iodepth: 8 }, 2);
 
     const lines = [
-      '| fio nbd, one job, 256 MiB region | Strata (IOPS) | qemu-nbd (IOPS) | nbdkit memory (IOPS) | Strata / qemu-nbd |',
-      '|---|---:|---:|---:|---:|',
+      '| fio nbd, one job, 256 MiB region | Strata (IOPS) | qemu-nbd (IOPS) | nbdkit memory (IOPS) | Strata / qemu-nbd | Strata, polling off (IOPS) | polling off / qemu-nbd |',
+      '|---|---:|---:|---:|---:|---:|---:|',
     ];
     let turn = 0;
     for (const row of ROWS.filter((r) => r.name.includes(only))) {
-      const runs = new Map<string, number[]>(servers.map((s) => [s.name, []]));
+      const inRow = servers.filter((s) => s.rows === undefined || s.rows(row));
+      const runs = new Map<string, number[]>(inRow.map((s) => [s.name, []]));
       for (let rep = 0; rep < reps; rep++) {
         // Alternate the order so neither server always runs on a warmer machine.
-        const order = turn++ % 2 === 0 ? servers : [...servers].reverse();
+        const order = turn++ % 2 === 0 ? inRow : [...inRow].reverse();
         for (const s of order) runs.get(s.name)!.push(fio(s.uri, row, runtimeSeconds));
       }
       const strata = median(runs.get('strata')!);
       const qemu = median(runs.get('qemu-nbd')!);
       const nbdkit = median(runs.get('nbdkit memory')!);
       process.stderr.write(`  runs: ${[...runs].map(([n, v]) => `${n} ${v.map((x) => x.toFixed(0)).join('/')}`).join(', ')}\n`);
-      lines.push(`| ${row.name} | ${strata.toFixed(0)} | ${qemu.toFixed(0)} | ${nbdkit.toFixed(0)} | ${(strata / qemu).toFixed(2)} |`);
+      const noPollRuns = runs.get('strata, polling off');
+      const noPoll = noPollRuns === undefined ? undefined : median(noPollRuns);
+      const noPollCells = noPoll === undefined ? '| - | - |' : `| ${noPoll.toFixed(0)} | ${(noPoll / qemu).toFixed(2)} |`;
+      lines.push(`| ${row.name} | ${strata.toFixed(0)} | ${qemu.toFixed(0)} | ${nbdkit.toFixed(0)} | ${(strata / qemu).toFixed(2)} ${noPollCells}`);
       process.stderr.write(`${row.name}: strata ${strata.toFixed(0)}, qemu-nbd ${qemu.toFixed(0)}, nbdkit ${nbdkit.toFixed(0)}\n`);
     }
     lines.push(
