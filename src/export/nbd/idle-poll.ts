@@ -9,9 +9,10 @@
  * connection that has just sent its last reply checks its socket itself, non-blocking, for up to
  * its window, and reads the next request straight from the file descriptor when it arrives.
  *
- * Each connection learns whether polling pays: while most of its idle periods end within the
- * window it polls, otherwise it does not (a client that thinks long between requests costs no CPU)
- * except for an occasional probe. While a connection polls, the event loop is blocked, so every
+ * Each connection learns whether polling pays: while most of its polls catch the next request it
+ * polls, otherwise it does not (a client that thinks long between requests costs no CPU) except
+ * for an occasional probe. A poll during which the process was preempted counts as a miss: on a
+ * machine short of CPU, spinning competes with the client and sleeping is faster. While a connection polls, the event loop is blocked, so every
  * other NBD connection's socket is watched at the same time and polling stops as soon as one of
  * them has input (libuv then serves it), and after SPIN_BUDGET_MS of requests served by polling
  * the poll continues from setImmediate, after the event loop has had a turn (without sleeping:
@@ -28,6 +29,8 @@ const SPIN_BUDGET_MS = 1;
 const POLL_WORTH_HIT_RATE = 0.5;
 /** Weight of the newest outcome in the moving average of hits. */
 const HIT_RATE_WEIGHT = 1 / 8;
+/** A pause this long between two checks of a poll means the process was preempted. */
+const PREEMPTED_MS = 0.03;
 /** A connection that stopped polling tries the full window again once in this many idle periods. */
 const PROBE_EVERY_IDLES = 16;
 /** Bytes read from a socket in one go while polling (more stays in the socket for libuv). */
@@ -35,8 +38,9 @@ const READ_CHUNK_BYTES = 256 * 1024;
 const POLLFD_BYTES = 8;
 
 /**
- * Whether a connection should poll, learned from how often polling (or a request arriving soon
- * enough that polling would have caught it) paid off: a moving average of hits.
+ * Whether a connection should poll, learned from how often polling paid off: a moving average of
+ * polls that caught the next request. Only polls teach it: the gap seen by the event loop when not
+ * polling includes the very wake-up that polling saves, so it cannot tell whether polling would pay.
  */
 export class PollWindow {
   private hitRate = 1; // optimistic: a client at queue depth 1 benefits from its second request on
@@ -65,15 +69,6 @@ export class PollWindow {
     this.hitRate -= this.hitRate * HIT_RATE_WEIGHT;
   }
 
-  /**
-   * A request arrived gapUs after the connection went idle, through the event loop (not polled
-   * for): it counts as a hit if polling would have caught it. The gap includes the wake-up that
-   * polling saves, so this errs towards not polling.
-   */
-  observeGap(gapUs: number): void {
-    if (gapUs <= this.maxUs) this.hit();
-    else this.miss();
-  }
 }
 
 /**
@@ -117,6 +112,7 @@ export class IdlePoller {
     const fds = this.pollfdsFor(ownFd, otherFds);
     const view = new DataView(fds.buffer, fds.byteOffset, fds.byteLength);
     const deadlineMs = startMs + windowUs / 1000;
+    let nowMs = startMs;
     do {
       const ready = this.sys.poll(fds, count, 0);
       if (ready > 0) {
@@ -128,7 +124,15 @@ export class IdlePoller {
         return bytes;
       }
       if (ready < 0) return 'closed';
-    } while (performance.now() < deadlineMs);
+      const beforeMs = nowMs;
+      nowMs = performance.now();
+      if (nowMs - beforeMs > PREEMPTED_MS) {
+        // The CPU was taken from us mid-poll: the machine is busy, and a sleeping event loop is
+        // woken sooner (the scheduler favours sleepers) than a spinning one gets the CPU back.
+        window.miss();
+        return 'timeout';
+      }
+    } while (nowMs < deadlineMs);
     window.miss();
     return 'timeout';
   }

@@ -347,10 +347,7 @@ class Connection {
     this.pollWindow = new PollWindow(server.idlePollMaxUs);
     socket.on('data', (chunk: Buffer) => {
       if (this.isClosed || this.draining) return;
-      if (this.idleSinceMs !== undefined) {
-        this.pollWindow.observeGap((performance.now() - this.idleSinceMs) * 1000);
-        this.idleSinceMs = undefined;
-      }
+      this.idleSinceMs = undefined;
       this.queue.push(chunk);
       this.pump();
     });
@@ -751,10 +748,7 @@ class Connection {
     if (windowUs <= 0) return;
     const got = poller.poll(this.fd, this.server.pollFdsExcept(this), windowUs, this.pollWindow);
     if (got === 'busy' || got === 'closed') return;
-    if (got === 'timeout') {
-      this.idleSinceMs = undefined; // counted as a miss already: the late arrival teaches nothing more
-      return;
-    }
+    if (got === 'timeout') return;
     if (got === 'yield') {
       // Let the event loop run (it will not sleep: an immediate is pending), then poll on for
       // what is left of the window, unless a request came in through the loop meanwhile.
