@@ -104,6 +104,15 @@ export interface ExportService {
   remove(id: string): Promise<void>;
   /** Where NBD listens (null: off). */
   nbdAddresses(): { listen: string | null; socket: string | null };
+  /** NBD connections and idle polling, for /metrics. */
+  nbdStats(): NbdStats;
+}
+
+export interface NbdStats {
+  connections: number;
+  /** Idle periods in which a connection polled its socket, and those in which the poll caught a request. */
+  idlePolls: number;
+  idlePollHits: number;
 }
 
 export class ExportManager implements ExportService {
@@ -169,6 +178,11 @@ export class ExportManager implements ExportService {
   /** The TCP port NBD listens on (the bound one when configured as 0). */
   get nbdPort(): number | undefined {
     return this.nbdTcpPort;
+  }
+
+  nbdStats(): NbdStats {
+    const poller = this.nbd.idlePoller;
+    return { connections: this.nbd.connectionCount, idlePolls: poller?.polls ?? 0, idlePollHits: poller?.hits ?? 0 };
   }
 
   nbdAddresses(): { listen: string | null; socket: string | null } {

@@ -83,6 +83,27 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io', 'nbdinfo', 'nbdcopy', 'fio')
     expectCleanCheck(converted);
   });
 
+  it('/metrics counts NBD connections and the idle polls that served a queue-depth-1 client', async () => {
+    d.cliOk(['volume', 'create', 'metrics1', '16M']);
+    d.cliOk(['volume', 'export-nbd', 'metrics1']);
+    const value = (text: string, name: string): number => {
+      const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+      if (m === null) throw new Error(`no ${name} in /metrics`);
+      return Number(m[1]);
+    };
+    const before = await (await d.api('GET', '/metrics')).text();
+    const cmds: string[] = [];
+    for (let i = 0; i < 50; i++) cmds.push('-c', `write -P ${i + 1} ${i * 65536} 4k`);
+    expect(qemuIo(['-f', 'raw', ...cmds, unix('default/metrics1')]).code).toBe(0);
+    const after = await (await d.api('GET', '/metrics')).text();
+    expect(after).toMatch(/# TYPE strata_nbd_idle_polls_total counter/);
+    expect(value(after, 'strata_nbd_connections')).toBe(0); // qemu-io has disconnected
+    // The daemon polls by default: at least the first idle period of the connection polled.
+    expect(value(after, 'strata_nbd_idle_polls_total')).toBeGreaterThan(value(before, 'strata_nbd_idle_polls_total'));
+    const hits = value(after, 'strata_nbd_idle_poll_hits_total');
+    expect(hits).toBeLessThanOrEqual(value(after, 'strata_nbd_idle_polls_total'));
+  });
+
   it('nbdinfo --map and qemu-img map show holes and zeroes where they are', () => {
     d.cliOk(['volume', 'create', 'sparse', '16M']);
     d.cliOk(['volume', 'export-nbd', 'sparse']);

@@ -164,6 +164,14 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
       app.log.warn({ err }, 'metrics: could not collect volume gauges');
       return [] as string[];
     });
+    const nbd = options.exports?.nbdStats();
+    if (nbd !== undefined) {
+      extra.push(
+        renderGauge('strata_nbd_connections', 'NBD client connections open now.', [{ labels: {}, value: nbd.connections }]),
+        renderGauge('strata_nbd_idle_polls_total', 'Idle periods in which an NBD connection busy-polled its socket (--nbd-poll-us).', [{ labels: {}, value: nbd.idlePolls }], 'counter'),
+        renderGauge('strata_nbd_idle_poll_hits_total', 'Idle polls that caught the next request (the rest spent their window).', [{ labels: {}, value: nbd.idlePollHits }], 'counter'),
+      );
+    }
     return reply.type('text/plain; version=0.0.4; charset=utf-8').send(metrics.render(extra));
   });
 

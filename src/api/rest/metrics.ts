@@ -109,8 +109,8 @@ export interface GaugeSample {
   value: number;
 }
 
-export function renderGauge(name: string, help: string, samples: readonly GaugeSample[]): string {
-  const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} gauge`];
+export function renderGauge(name: string, help: string, samples: readonly GaugeSample[], type: 'gauge' | 'counter' = 'gauge'): string {
+  const lines = [`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`];
   for (const s of samples) lines.push(`${name}${labelText(s.labels)} ${num(s.value)}`);
   return lines.join('\n');
 }
