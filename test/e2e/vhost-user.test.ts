@@ -23,7 +23,10 @@ const LETTERS = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn'.split('');
 
 /**
  * Guest shell: writes block i (64 KiB of its letter, O_DIRECT + fsync) for i in [from, to), echoing
- * "wrote i", pausing pauseMs after each write (so that host actions can land mid-stream).
+ * "wrote i", pausing pauseMs after each write (so that host actions can land mid-stream). The block
+ * is built in a file first: dd reading from a pipe gets short reads and would write one block as
+ * several requests, and a snapshot could then fall between them. One file per block: writers run in
+ * parallel in one test.
  */
 function writeBlocks(from: number, to: number, pauseMs = 0): string {
   const pause = pauseMs > 0 ? `usleep ${pauseMs * 1000} 2>/dev/null || sleep 1` : ':';
@@ -31,7 +34,9 @@ function writeBlocks(from: number, to: number, pauseMs = 0): string {
 i=0
 for c in ${LETTERS.join(' ')}; do
   if [ $i -ge ${from} ] && [ $i -lt ${to} ]; then
-    dd if=/dev/zero bs=65536 count=1 2>/dev/null | tr '\\0' "$c" | dd of=/dev/vda bs=65536 seek=$i oflag=direct conv=fsync 2>/dev/null || { echo "write $i failed"; exit 1; }
+    dd if=/dev/zero bs=65536 count=1 2>/dev/null | tr '\\0' "$c" > /block.$i
+    dd if=/block.$i of=/dev/vda bs=65536 count=1 seek=$i oflag=direct conv=fsync 2>/dev/null || { echo "write $i failed"; exit 1; }
+    rm -f /block.$i
     echo "wrote $i"
     ${pause}
   fi
