@@ -7,6 +7,7 @@ import { EXIT } from './remote/exits.js';
 export const SERVE_HELP = `Usage: strata serve [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                     [--log-format text|json] [--log-level LEVEL]
                     [--nbd-listen HOST:PORT|off] [--nbd-socket PATH|off] [--nbd-poll-us N]
+                    [--nbd-tls-cert PEM --nbd-tls-key PEM [--nbd-tls require|offer]]
 
 Runs the storage daemon in the foreground: the catalog, the pools, the REST API (which the
 other strata commands use) and the exports (NBD, vhost-user-blk). Stops cleanly on SIGTERM or SIGINT (exit status 0).
@@ -17,7 +18,8 @@ At the first start it creates the data folder, the pool 'default' and an API tok
 Options (each overrides the environment, which overrides the config file):
   --config FILE          JSON config file (default <data>/strata.json when it exists); keys:
                          dataDir, listen, logFormat, logLevel, maxChainDepth, chainDepthPolicy,
-                         shutdownGraceMs, nbdListen, nbdSocket, nbdPollUs
+                         shutdownGraceMs, nbdListen, nbdSocket, nbdPollUs, nbdTlsCert,
+                         nbdTlsKey, nbdTls
   --data-dir DIR         data folder (env STRATA_DATA_DIR; default ./strata-data)
   --listen HOST:PORT     REST API address (env STRATA_LISTEN; default 127.0.0.1:7460; port 0
                          picks a free port, logged at start)
@@ -31,6 +33,10 @@ Options (each overrides the environment, which overrides the config file):
                          request this long before the daemon sleeps (env STRATA_NBD_POLL_US;
                          default 100, max 1000; 0 off). Cuts queue-depth-1 latency; spends up to
                          N us of CPU per idle period while the client keeps it busy, none when not
+  --nbd-tls-cert PEM     TLS for NBD over TCP (NBD_OPT_STARTTLS): the server certificate (chain)
+  --nbd-tls-key PEM      and its private key (env STRATA_NBD_TLS_CERT, STRATA_NBD_TLS_KEY)
+  --nbd-tls MODE         'require' (default: clients must start TLS first) or 'offer' (env
+                         STRATA_NBD_TLS). The unix socket stays plaintext (local, mode 0600 dir)
 
 Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 usage error, 4 when another
 daemon holds the data folder.
@@ -49,6 +55,9 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       { long: 'nbd-listen', value: true },
       { long: 'nbd-socket', value: true },
       { long: 'nbd-poll-us', value: true },
+      { long: 'nbd-tls-cert', value: true },
+      { long: 'nbd-tls-key', value: true },
+      { long: 'nbd-tls', value: true },
     ],
     command,
   );
@@ -66,6 +75,9 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       nbdListen: args.value('nbd-listen'),
       nbdSocket: args.value('nbd-socket'),
       nbdPollUs: args.value('nbd-poll-us'),
+      nbdTlsCert: args.value('nbd-tls-cert'),
+      nbdTlsKey: args.value('nbd-tls-key'),
+      nbdTls: args.value('nbd-tls'),
     });
   } catch (err) {
     throw new CliError(`serve: ${(err as Error).message}`, { hint: "see 'strata serve --help'", exitCode: EXIT.USAGE });

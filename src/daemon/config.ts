@@ -5,9 +5,10 @@
  *   defaults      dataDir ./strata-data, listen 127.0.0.1:7460, logFormat text, logLevel info
  *   file          --config FILE, else <dataDir>/strata.json when it exists
  *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL,
- *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET, STRATA_NBD_POLL_US
+ *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET, STRATA_NBD_POLL_US, STRATA_NBD_TLS_CERT,
+ *                 STRATA_NBD_TLS_KEY, STRATA_NBD_TLS
  *   flags         --data-dir, --listen, --log-format, --log-level, --nbd-listen, --nbd-socket,
- *                 --nbd-poll-us
+ *                 --nbd-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls
  *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off;
  *   nbdPollUs, how long an idle NBD connection is busy-polled, defaults to 100, 0 turns it off)
  *
@@ -59,6 +60,15 @@ export interface DaemonConfig {
   nbdSocketPath: string | undefined;
   /** How long an idle NBD connection is busy-polled for its next request, in microseconds (0: never). */
   nbdPollUs: number;
+  /** TLS on the NBD TCP listener (undefined: none): PEM files, and whether plaintext is refused. */
+  nbdTls: NbdTlsConfig | undefined;
+}
+
+export interface NbdTlsConfig {
+  certPath: string;
+  keyPath: string;
+  /** 'require': clients must STARTTLS before anything else (default); 'offer': they may. */
+  mode: 'require' | 'offer';
 }
 
 /** What the command line gave (undefined: not given). */
@@ -71,6 +81,9 @@ export interface ConfigFlags {
   nbdListen?: string | undefined;
   nbdSocket?: string | undefined;
   nbdPollUs?: string | undefined;
+  nbdTlsCert?: string | undefined;
+  nbdTlsKey?: string | undefined;
+  nbdTls?: string | undefined;
 }
 
 interface FileConfig {
@@ -84,9 +97,12 @@ interface FileConfig {
   nbdListen?: string;
   nbdSocket?: string;
   nbdPollUs?: number;
+  nbdTlsCert?: string;
+  nbdTlsKey?: string;
+  nbdTls?: string;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -160,7 +176,7 @@ function readConfigFile(file: string): FileConfig {
   for (const key of Object.keys(obj)) {
     if (!FILE_KEYS.has(key)) throw invalid(`config file ${file}: unknown key '${key}' (known: ${[...FILE_KEYS].join(', ')})`);
   }
-  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket']) {
+  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
   for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs']) {
@@ -224,6 +240,24 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     nbdSocketPath = value === 'off' ? undefined : path.resolve(source === 'flag' || source === 'STRATA_NBD_SOCKET' ? cwd : fileDir, value);
   }
 
+  // Paths from a flag or the environment are relative to the working folder, from the file to its folder.
+  const resolveFrom = ([value, source]: [string, string]): string =>
+    path.resolve(source === 'flag' || source.startsWith('STRATA_') ? cwd : fileDir, value);
+  const tlsCertSrc = pick(flags.nbdTlsCert, 'STRATA_NBD_TLS_CERT', file.nbdTlsCert);
+  const tlsKeySrc = pick(flags.nbdTlsKey, 'STRATA_NBD_TLS_KEY', file.nbdTlsKey);
+  const tlsModeSrc = pick(flags.nbdTls, 'STRATA_NBD_TLS', file.nbdTls);
+  let nbdTls: NbdTlsConfig | undefined;
+  if ((tlsCertSrc === undefined) !== (tlsKeySrc === undefined)) {
+    throw invalid(`NBD TLS needs both a certificate and its key (--nbd-tls-cert and --nbd-tls-key)`);
+  }
+  if (tlsModeSrc !== undefined && tlsModeSrc[0] !== 'require' && tlsModeSrc[0] !== 'offer') {
+    throw invalid(`${tlsModeSrc[1]}: NBD TLS mode must be 'require' or 'offer', not '${tlsModeSrc[0]}'`);
+  }
+  if (tlsCertSrc !== undefined && tlsKeySrc !== undefined) {
+    nbdTls = { certPath: resolveFrom(tlsCertSrc), keyPath: resolveFrom(tlsKeySrc), mode: tlsModeSrc?.[0] === 'offer' ? 'offer' : 'require' };
+  } else if (tlsModeSrc !== undefined) {
+    throw invalid(`${tlsModeSrc[1]}: NBD TLS mode given without --nbd-tls-cert and --nbd-tls-key`);
+  }
   const pollSrc = pick(flags.nbdPollUs, 'STRATA_NBD_POLL_US', file.nbdPollUs === undefined ? undefined : String(file.nbdPollUs));
 
   let chainDepthPolicy: ChainDepthPolicy | undefined;
@@ -246,5 +280,6 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     nbdListen: nbdListenSrc[0] === 'off' ? undefined : parseListen(nbdListenSrc[0], nbdListenSrc[1]),
     nbdSocketPath,
     nbdPollUs: pollSrc ? parsePollUs(pollSrc[0], pollSrc[1]) : DEFAULT_NBD_POLL_US,
+    nbdTls,
   };
 }

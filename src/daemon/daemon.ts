@@ -104,6 +104,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       nbdListen: config.nbdListen,
       nbdSocketPath: config.nbdSocketPath,
       nbdPollUs: config.nbdPollUs,
+      nbdTls: config.nbdTls,
       vhostUser: options.vhostUser ?? (await defaultVhostUserFactory()),
     });
     const restored = await exports.start();

@@ -6,16 +6,18 @@
  * clients reconnect to the same name).
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ExportRecord } from '../catalog/index.js';
 import type { BlockDevice } from '../core/block-device.js';
 import { StorageError } from '../core/errors.js';
 import type { Export } from '../core/export.js';
-import { NbdServer } from '../export/nbd/server.js';
+import { NbdServer, type NbdTlsOptions } from '../export/nbd/server.js';
 import type { VolumeService } from '../volume/types.js';
 import type { ExportStore } from './backend.js';
-import { formatListen, type ListenAddress } from './config.js';
+import { formatListen, type ListenAddress, type NbdTlsConfig } from './config.js';
 
 export type ExportType = ExportRecord['type'];
 
@@ -77,6 +79,8 @@ export interface ExportManagerOptions {
   nbdSocketPath: string | undefined;
   /** Busy-poll window of idle NBD connections in microseconds (0: off; default 100). */
   nbdPollUs?: number;
+  /** TLS on the NBD TCP listener (undefined: none). */
+  nbdTls?: NbdTlsConfig | undefined;
   vhostUser?: VhostUserExportFactory;
 }
 
@@ -147,13 +151,17 @@ export class ExportManager implements ExportService {
       }
     };
     if (nbdSocketPath !== undefined) await bind(nbdSocketPath, { unixPath: nbdSocketPath });
-    if (nbdListen !== undefined) await bind(formatListen(nbdListen), { tcp: { host: nbdListen.host, port: nbdListen.port } });
+    const tcpTls = this.options.nbdTls === undefined ? undefined : loadTls(this.options.nbdTls);
+    if (nbdListen !== undefined) {
+      await bind(formatListen(nbdListen), { tcp: { host: nbdListen.host, port: nbdListen.port }, ...(tcpTls !== undefined ? { tcpTls } : {}) });
+    }
     this.nbdTcpPort = this.nbd.tcpPort;
     if (nbdListen !== undefined || nbdSocketPath !== undefined) {
       this.options.logger.info(
         {
           ...(nbdListen !== undefined ? { tcp: formatListen({ host: nbdListen.host, port: this.nbdTcpPort ?? nbdListen.port }) } : {}),
           ...(nbdSocketPath !== undefined ? { socket: nbdSocketPath } : {}),
+          ...(this.options.nbdTls !== undefined && nbdListen !== undefined ? { tls: this.options.nbdTls.mode } : {}),
           // The busy-poll window actually in use (0 also where polling is unavailable).
           pollUs: this.nbd.idlePoller !== undefined ? this.nbd.idlePollMaxUs : 0,
         },
@@ -345,7 +353,9 @@ export class ExportManager implements ExportService {
     if (record.type === 'nbd') {
       const name = encodeURIComponent(record.name!).replace(/%2F/gi, '/').replace(/%40/g, '@');
       const tcp = this.options.nbdListen;
-      if (tcp !== undefined) uris.push(`nbd://${formatListen({ host: tcp.host, port: this.nbdTcpPort ?? tcp.port })}/${name}`);
+      // nbds:// (TLS) when the TCP listener has a certificate: libnbd tools then start TLS.
+      const scheme = this.options.nbdTls !== undefined ? 'nbds' : 'nbd';
+      if (tcp !== undefined) uris.push(`${scheme}://${formatListen({ host: tcp.host, port: this.nbdTcpPort ?? tcp.port })}/${name}`);
       if (this.options.nbdSocketPath !== undefined) uris.push(`nbd+unix:///${name}?socket=${this.options.nbdSocketPath}`);
     }
     return {
@@ -371,5 +381,23 @@ function targetName(record: Pick<ExportRecord, 'pool' | 'volume' | 'snapshot'>):
 function checkSocketPath(socketPath: string, what: string): void {
   if (Buffer.byteLength(socketPath) > MAX_UNIX_PATH_BYTES) {
     throw new StorageError('INVALID_ARGUMENT', `${what} path ${socketPath} is longer than ${MAX_UNIX_PATH_BYTES} bytes (a unix socket limit); choose a shorter one`);
+  }
+}
+
+/** The TCP listener's TLS context from the configured PEM files; a clear error when they are unusable. */
+function loadTls(config: NbdTlsConfig): NbdTlsOptions {
+  const read = (file: string, what: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new StorageError('INVALID_ARGUMENT', `cannot read the NBD TLS ${what} ${file}: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const cert = read(config.certPath, 'certificate');
+  const key = read(config.keyPath, 'key');
+  try {
+    return { secureContext: createSecureContext({ cert, key }), required: config.mode === 'require' };
+  } catch (err) {
+    throw new StorageError('INVALID_ARGUMENT', `the NBD TLS certificate ${config.certPath} and key ${config.keyPath} are not a usable PEM pair: ${(err as Error).message}`, { cause: err });
   }
 }

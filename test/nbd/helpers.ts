@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
-import { NbdServer, type NbdExportEntry } from '../../src/export/nbd/server.js';
+import { NbdServer, type NbdExportEntry, type NbdTlsOptions } from '../../src/export/nbd/server.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { expectSuccess, run } from '../support/tools.js';
 
@@ -37,6 +37,7 @@ export async function serveImage(
     extra?: Record<string, NbdExportEntry>;
     maxInFlightBytes?: number;
     tcp?: boolean;
+    tcpTls?: NbdTlsOptions;
     idlePollMaxUs?: number;
   } = {},
 ): Promise<Served> {
@@ -54,7 +55,11 @@ export async function serveImage(
     ...(options.idlePollMaxUs !== undefined ? { idlePollMaxUs: options.idlePollMaxUs } : {}),
   });
   const socketPath = path.join(dir, 'nbd.sock');
-  await server.listen({ unixPath: socketPath, ...(options.tcp === true ? { tcp: { host: '127.0.0.1', port: 0 } } : {}) });
+  await server.listen({
+    unixPath: socketPath,
+    ...(options.tcp === true ? { tcp: { host: '127.0.0.1', port: 0 } } : {}),
+    ...(options.tcpTls !== undefined ? { tcpTls: options.tcpTls } : {}),
+  });
   return {
     server,
     image,

@@ -28,6 +28,13 @@ export class RawClient {
     });
   }
 
+  static connectTcp(port: number): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const s = net.createConnection({ host: '127.0.0.1', port }, () => resolve(new RawClient(s)));
+      s.once('error', reject);
+    });
+  }
+
   private wake(): void {
     const w = this.waiter;
     this.waiter = undefined;

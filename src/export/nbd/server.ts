@@ -9,6 +9,7 @@
  * it, so the device only gets in-range requests (BlockDevice's contract).
  */
 import net from 'node:net';
+import tls from 'node:tls';
 import { performance } from 'node:perf_hooks';
 import { rmSync } from 'node:fs';
 import type { BlockDevice, Extent } from '../../core/block-device.js';
@@ -49,9 +50,19 @@ export interface NbdServerOptions {
   log?: (message: string) => void;
 }
 
+/** TLS (NBD_OPT_STARTTLS) for a listener. */
+export interface NbdTlsOptions {
+  /** The server's certificate and key (tls.createSecureContext). */
+  secureContext: tls.SecureContext;
+  /** Refuse to serve before STARTTLS (NBD_REP_ERR_TLS_REQD); else TLS is offered, not forced. */
+  required: boolean;
+}
+
 export interface NbdListenOptions {
   unixPath?: string;
   tcp?: { host?: string; port: number };
+  /** TLS on the TCP listener (the unix socket is local, guarded by its file mode: no TLS there). */
+  tcpTls?: NbdTlsOptions;
 }
 
 const DEFAULT_MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
@@ -169,12 +180,12 @@ export class NbdServer {
   async listen(options: NbdListenOptions): Promise<void> {
     if (options.unixPath !== undefined) {
       rmSync(options.unixPath, { force: true });
-      await this.bind((s, done) => s.listen(options.unixPath, done));
+      await this.bind((s, done) => s.listen(options.unixPath, done), undefined);
       this.unixPath = options.unixPath;
     }
     if (options.tcp !== undefined) {
       const { host, port } = options.tcp;
-      await this.bind((s, done) => s.listen(port, host ?? '127.0.0.1', done));
+      await this.bind((s, done) => s.listen(port, host ?? '127.0.0.1', done), options.tcpTls);
     }
   }
 
@@ -198,8 +209,8 @@ export class NbdServer {
     return fds;
   }
 
-  private bind(start: (server: net.Server, done: () => void) => void): Promise<void> {
-    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket));
+  private bind(start: (server: net.Server, done: () => void) => void, tlsOptions: NbdTlsOptions | undefined): Promise<void> {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.accept(socket, tlsOptions));
     this.servers.push(server);
     return new Promise((resolve, reject) => {
       server.once('error', reject);
@@ -211,13 +222,13 @@ export class NbdServer {
     });
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: net.Socket, tlsOptions: NbdTlsOptions | undefined): void {
     if (this.shuttingDown || this.connections.size >= this.maxConnections) {
       this.log(`nbd: refusing a connection (${this.shuttingDown ? 'shutting down' : 'too many connections'})`);
       socket.destroy();
       return;
     }
-    const conn = new Connection(this, socket, this.exports, this.log);
+    const conn = new Connection(this, socket, this.exports, this.log, tlsOptions);
     this.connections.add(conn);
     void conn.closed.then(() => this.connections.delete(conn));
   }
@@ -328,23 +339,36 @@ class Connection {
   private handshakeTimer: NodeJS.Timeout | undefined;
   /** endSocket ran: our side is closing. */
   private ending = false;
-  /** The socket's descriptor, for idle polling and direct payload reads (-1: neither). */
-  private readonly fd: number;
+  /** The socket's descriptor, for idle polling and direct payload reads (-1: neither; TLS). */
+  private fd: number;
+  /** NBD_OPT_STARTTLS done: the socket is a TLSSocket over the client's connection. */
+  private tlsActive = false;
   /** A large WRITE payload being received into its pooled buffer. */
   private inbound: { pooled: PooledBuffer; filled: number } | undefined;
   private readonly pollWindow: PollWindow;
   /** When the connection last went idle (no request in flight or buffered), for the poll window. */
   private idleSinceMs: number | undefined;
 
+  private socket: net.Socket;
+
   constructor(
     private readonly server: NbdServer,
-    private readonly socket: net.Socket,
+    socket: net.Socket,
     private readonly exportsByName: ReadonlyMap<string, NbdExportEntry>,
     private readonly log: (message: string) => void,
+    private readonly tls: NbdTlsOptions | undefined,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.socket = socket;
     this.fd = socketSys() !== null ? socketFd(socket) : -1;
     this.pollWindow = new PollWindow(server.idlePollMaxUs);
+    this.listen(socket);
+    this.handshakeTimer = setTimeout(() => this.fatal('handshake timed out'), server.handshakeTimeoutMs);
+    this.handshakeTimer.unref();
+    this.send(P.encodeServerGreeting(P.NBD_FLAG_FIXED_NEWSTYLE | P.NBD_FLAG_NO_ZEROES));
+  }
+
+  private listen(socket: net.Socket): void {
     socket.on('data', (chunk: Buffer) => {
       if (this.isClosed || this.draining) return;
       this.idleSinceMs = undefined;
@@ -358,9 +382,29 @@ class Connection {
     });
     socket.on('close', () => this.destroy());
     socket.on('drain', () => this.maybeResume());
-    this.handshakeTimer = setTimeout(() => this.fatal('handshake timed out'), server.handshakeTimeoutMs);
-    this.handshakeTimer.unref();
-    this.send(P.encodeServerGreeting(P.NBD_FLAG_FIXED_NEWSTYLE | P.NBD_FLAG_NO_ZEROES));
+  }
+
+  /**
+   * NBD_OPT_STARTTLS: acknowledge in the clear, then carry on over TLS on the same connection.
+   * The client sends nothing until it has the ACK, so no plaintext is left unread behind it.
+   */
+  private startTls(tlsOptions: NbdTlsOptions): void {
+    const raw = this.socket;
+    this.optionReply(P.NBD_OPT_STARTTLS, P.NBD_REP_ACK);
+    this.uncork();
+    raw.removeAllListeners('data');
+    raw.removeAllListeners('end');
+    raw.removeAllListeners('drain');
+    // Bytes on the raw socket now belong to TLS: no idle polling or direct reads from here on.
+    this.fd = -1;
+    const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: tlsOptions.secureContext });
+    secure.on('error', (err) => {
+      this.log(`nbd TLS error: ${err.message}`);
+      this.destroy();
+    });
+    this.socket = secure;
+    this.tlsActive = true;
+    this.listen(secure);
   }
 
   /** The descriptor other connections' polls watch: only while this one is serving requests. */
@@ -532,6 +576,18 @@ class Connection {
   }
 
   private handleOption(option: number, data: Buffer): void {
+    if (option === P.NBD_OPT_STARTTLS && this.tls !== undefined) {
+      if (this.tlsActive) return this.optionError(option, P.NBD_REP_ERR_INVALID, 'TLS is already active');
+      if (data.length !== 0) return this.optionError(option, P.NBD_REP_ERR_INVALID, 'NBD_OPT_STARTTLS takes no data');
+      return this.startTls(this.tls);
+    }
+    if (this.tls?.required === true && !this.tlsActive && option !== P.NBD_OPT_ABORT) {
+      if (option === P.NBD_OPT_EXPORT_NAME) {
+        this.fatal('NBD_OPT_EXPORT_NAME before STARTTLS on a TLS-only listener');
+        return;
+      }
+      return this.optionError(option, P.NBD_REP_ERR_TLS_REQD, 'this server requires TLS: send NBD_OPT_STARTTLS first');
+    }
     switch (option) {
       case P.NBD_OPT_EXPORT_NAME: {
         const found = data.length <= P.NBD_STRING_MAX_BYTES ? this.lookup(data.toString('utf8')) : undefined;
