@@ -16,13 +16,19 @@ import { RawClient } from './raw-client.js';
 
 const MiB = 1024 * 1024;
 
+/** An image served on a unix socket and on TCP with TLS (required or offered), with its certificates. */
+async function serveWithTls(required: boolean) {
+  const dir = tempDir();
+  const certs = makeCertificates(dir, 'good');
+  const imagePath = createImage(dir, 16 * MiB);
+  const secureContext = createSecureContext({ cert: readFileSync(certs.cert), key: readFileSync(certs.key) });
+  const s = await serveImage(dir, imagePath, { tcp: true, tcpTls: { secureContext, required } });
+  return { dir, certs, s };
+}
+
 describe.skipIf(!requireTool('openssl', 'qemu-io', 'nbdinfo', 'nbdcopy'))('NBD over TLS', () => {
   it('required TLS: TLS clients read and write, plaintext clients are refused, the unix socket stays plaintext', async () => {
-    const dir = tempDir();
-    const certs = makeCertificates(dir, 'good');
-    const imagePath = createImage(dir, 16 * MiB);
-    const secureContext = createSecureContext({ cert: readFileSync(certs.cert), key: readFileSync(certs.key) });
-    const s = await serveImage(dir, imagePath, { tcp: true, tcpTls: { secureContext, required: true } });
+    const { dir, certs, s } = await serveWithTls(true);
     try {
       const port = s.server.tcpPort!;
       // qemu-io over TLS: a write, read back with pattern check.
@@ -80,11 +86,7 @@ describe.skipIf(!requireTool('openssl', 'qemu-io', 'nbdinfo', 'nbdcopy'))('NBD o
   }, 120_000);
 
   it('a raw client: options before STARTTLS get TLS_REQD, STARTTLS with data is invalid, garbage instead of a handshake closes only that connection', async () => {
-    const dir = tempDir();
-    const certs = makeCertificates(dir, 'good');
-    const imagePath = createImage(dir, 16 * MiB);
-    const secureContext = createSecureContext({ cert: readFileSync(certs.cert), key: readFileSync(certs.key) });
-    const s = await serveImage(dir, imagePath, { tcp: true, tcpTls: { secureContext, required: true } });
+    const { certs, s } = await serveWithTls(true);
     try {
       const port = s.server.tcpPort!;
       const c = await RawClient.connectTcp(port);
@@ -115,11 +117,7 @@ describe.skipIf(!requireTool('openssl', 'qemu-io', 'nbdinfo', 'nbdcopy'))('NBD o
   }, 120_000);
 
   it('offered TLS: clients may use it or not', async () => {
-    const dir = tempDir();
-    const certs = makeCertificates(dir, 'good');
-    const imagePath = createImage(dir, 16 * MiB);
-    const secureContext = createSecureContext({ cert: readFileSync(certs.cert), key: readFileSync(certs.key) });
-    const s = await serveImage(dir, imagePath, { tcp: true, tcpTls: { secureContext, required: false } });
+    const { certs, s } = await serveWithTls(false);
     try {
       const port = s.server.tcpPort!;
       expectSuccess(await runAsync('qemu-io', [...qemuTlsArgs(certs.caDir, port), '-c', 'write -P 3 0 64k']), 'qemu-io over TLS');
