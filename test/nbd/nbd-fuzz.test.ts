@@ -371,6 +371,37 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('NBD server under hostile c
     }
   });
 
+  it('large pipelined writes through a paused socket keep their byte order (payloads read directly from the socket)', async () => {
+    // The in-flight cap pauses the socket while Node's stream may still hold bytes read by libuv;
+    // a payload read straight from the descriptor then must not overtake them.
+    const dir = makeTempDir();
+    const img = createImage(dir.path, 64 * MiB, 'order.qcow2');
+    const capped = await serveImage(dir.path, img, { maxInFlightBytes: MiB });
+    try {
+      const c = await RawClient.connect(capped.socketPath);
+      await c.negotiate('vol', false);
+      for (let round = 0; round < 3; round++) {
+        const blocks = 24;
+        const bs = (512 + 256 * round) * 1024;
+        const payloads = Array.from({ length: blocks }, () => randomBytes(bs));
+        payloads.forEach((p, i) => c.request(P.NBD_CMD_WRITE, i, i * bs, bs, 0, p));
+        for (let i = 0; i < blocks; i++) {
+          const h = await c.mustRead(16);
+          expect(h.readUInt32BE(4)).toBe(0);
+        }
+        for (let i = 0; i < blocks; i++) {
+          c.request(P.NBD_CMD_READ, 100 + i, i * bs, bs);
+          const r = await c.reply(bs);
+          expect(Buffer.compare(r.data ?? Buffer.alloc(0), payloads[i] ?? Buffer.alloc(0)), `round ${round} block ${i}`).toBe(0);
+        }
+      }
+      c.destroy();
+    } finally {
+      await capped.close();
+      dir.cleanup();
+    }
+  });
+
   it('after all of it, the well-behaved connection and a real client still work', async () => {
     await goodStillWorks();
     const r = await runAsync('qemu-io', ['-f', 'raw', '-c', 'write -P 0x5a 1M 64k', '-c', 'read -P 0x5a 1M 64k', s.uri()]);

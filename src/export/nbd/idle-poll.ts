@@ -21,7 +21,8 @@
  * Reading the descriptor beside libuv is safe (see socket-fd.ts).
  */
 import { performance } from 'node:perf_hooks';
-import { libc, POLLIN, type Libc } from '../../sys/libc.js';
+import { POLLIN, type Libc } from '../../sys/libc.js';
+import { socketSys } from './socket-fd.js';
 
 /** Longest a chain of requests served by polling keeps the event loop from other work. */
 const SPIN_BUDGET_MS = 1;
@@ -68,7 +69,6 @@ export class PollWindow {
   miss(): void {
     this.hitRate -= this.hitRate * HIT_RATE_WEIGHT;
   }
-
 }
 
 /**
@@ -79,7 +79,6 @@ export class PollWindow {
 export type PollOutcome = Buffer | 'timeout' | 'busy' | 'yield' | 'closed';
 
 export class IdlePoller {
-  private readonly sys: Libc;
   private readonly chunk = Buffer.allocUnsafe(READ_CHUNK_BYTES);
   private pollfds = new Uint8Array(0);
   private budgetStartMs: number | undefined;
@@ -90,10 +89,7 @@ export class IdlePoller {
   polls = 0;
   hits = 0;
 
-  /** Throws where the system calls cannot be bound (not Linux x86-64): then nobody polls. */
-  constructor() {
-    this.sys = libc();
-  }
+  constructor(private readonly sys: Libc) {}
 
   /**
    * Waits up to windowUs for input on ownFd while watching otherFds, and tells the window how it
@@ -161,9 +157,6 @@ export class IdlePoller {
 
 /** An IdlePoller, or undefined where the system calls cannot be bound (then nobody polls). */
 export function createIdlePoller(): IdlePoller | undefined {
-  try {
-    return new IdlePoller();
-  } catch {
-    return undefined;
-  }
+  const sys = socketSys();
+  return sys === null ? undefined : new IdlePoller(sys);
 }

@@ -407,6 +407,15 @@ class Connection {
     this.listen(secure);
   }
 
+  /**
+   * Whether bytes may be read from the descriptor directly: only when Node's stream holds none it
+   * has not delivered yet (a paused or just-resumed socket buffers what libuv read), or the bytes
+   * read directly would overtake them.
+   */
+  private directReadSafe(): boolean {
+    return this.socket.readableLength === 0;
+  }
+
   /** The descriptor other connections' polls watch: only while this one is serving requests. */
   get pollFd(): number {
     return this.server.idlePoller !== undefined && this.phase === 'transmission' && !this.isClosed && !this.draining ? this.fd : -1;
@@ -532,7 +541,7 @@ class Connection {
     const data = inbound.pooled.data;
     if (this.queue.length > 0) inbound.filled += this.queue.takeInto(data.subarray(inbound.filled));
     const sys = socketSys();
-    if (inbound.filled < data.length && this.fd >= 0 && sys !== null) {
+    if (inbound.filled < data.length && this.fd >= 0 && sys !== null && this.directReadSafe()) {
       inbound.filled += readAvailable(sys, this.fd, data.subarray(inbound.filled));
     }
     if (inbound.filled < data.length) return false;
@@ -791,7 +800,7 @@ class Connection {
    */
   private pollWhileIdle(): void {
     const poller = this.server.idlePoller;
-    if (poller === undefined || this.pollFd < 0 || this.paused || this.corked || this.inFlightCount !== 0) return;
+    if (poller === undefined || this.pollFd < 0 || this.paused || this.corked || this.inFlightCount !== 0 || !this.directReadSafe()) return;
     if (this.queue.length >= P.NBD_REQUEST_HEADER_BYTES && this.header === undefined) return;
     // A reply still partly queued in Node (socket buffer full) needs the event loop to go out;
     // the client waits for it, so polling would only delay both.
@@ -810,7 +819,7 @@ class Connection {
       // what is left of the window, unless a request came in through the loop meanwhile.
       setImmediate(() => {
         const since = this.idleSinceMs;
-        if (since === undefined || this.pollFd < 0 || this.inFlightCount !== 0 || this.socket.writableLength > 0) return;
+        if (since === undefined || this.pollFd < 0 || this.inFlightCount !== 0 || this.socket.writableLength > 0 || !this.directReadSafe()) return;
         this.pollFor(poller, windowUs - (performance.now() - since) * 1000);
       });
       return;
