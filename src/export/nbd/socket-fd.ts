@@ -5,8 +5,10 @@
  * WRITE payloads, which are read straight into their pooled, aligned buffer instead of arriving
  * as 64 KiB chunks that are allocated, queued and copied again. This is safe because Node is
  * single-threaded, the socket is non-blocking, and libuv reads only when epoll reports data (a
- * read that then finds none gets EAGAIN, which libuv ignores). End-of-file and errors are left in
- * the socket for libuv to report.
+ * read that then finds none gets EAGAIN, which libuv ignores), provided Node's stream holds no
+ * bytes it has not delivered yet (socket.readableLength === 0: a paused socket keeps buffering
+ * what libuv reads, and a direct read would overtake those bytes; the caller checks). End-of-file
+ * and errors are left in the socket for libuv to report.
  */
 import type net from 'node:net';
 import { libc, type Libc } from '../../sys/libc.js';
