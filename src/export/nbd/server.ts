@@ -243,6 +243,16 @@ export class NbdServer {
   }
 }
 
+/** Reads into a reply buffer; on failure the buffer goes back to its pool before the error propagates. */
+async function readOrRelease(device: BlockDevice, guestOffset: number, data: Buffer, release: (() => void) | undefined): Promise<void> {
+  try {
+    await device.read(guestOffset, data);
+  } catch (err) {
+    release?.();
+    throw err;
+  }
+}
+
 /** A FIFO of received chunks; take(n) avoids copying when the bytes lie in one chunk. */
 class ByteQueue {
   private chunks: Buffer[] = [];
@@ -263,15 +273,7 @@ class ByteQueue {
       return out;
     }
     const out = Buffer.allocUnsafe(n);
-    let filled = 0;
-    while (filled < n) {
-      const c = this.chunks[0];
-      if (c === undefined) break;
-      const k = Math.min(c.length - this.head, n - filled);
-      c.copy(out, filled, this.head, this.head + k);
-      filled += k;
-      this.advance(c, k);
-    }
+    this.takeInto(out);
     return out;
   }
 
@@ -800,26 +802,30 @@ class Connection {
    */
   private pollWhileIdle(): void {
     const poller = this.server.idlePoller;
-    if (poller === undefined || this.pollFd < 0 || this.paused || this.corked || this.inFlightCount !== 0 || !this.directReadSafe()) return;
-    if (this.queue.length >= P.NBD_REQUEST_HEADER_BYTES && this.header === undefined) return;
-    // A reply still partly queued in Node (socket buffer full) needs the event loop to go out;
-    // the client waits for it, so polling would only delay both.
-    if (this.socket.writableLength > 0) return;
+    if (poller === undefined || !this.mayPoll()) return;
     this.idleSinceMs = performance.now();
     this.pollFor(poller, this.pollWindow.next());
+  }
+
+  /** Idle, and nothing the event loop must do first for this connection. */
+  private mayPoll(): boolean {
+    if (this.pollFd < 0 || this.paused || this.corked || this.inFlightCount !== 0 || !this.directReadSafe()) return false;
+    if (this.queue.length >= P.NBD_REQUEST_HEADER_BYTES && this.header === undefined) return false;
+    // A reply still partly queued in Node (socket buffer full) needs the event loop to go out;
+    // the client waits for it, so polling would only delay both.
+    return this.socket.writableLength === 0;
   }
 
   private pollFor(poller: IdlePoller, windowUs: number): void {
     if (windowUs <= 0) return;
     const got = poller.poll(this.fd, this.server.pollFdsExcept(this), windowUs, this.pollWindow);
-    if (got === 'busy' || got === 'closed') return;
-    if (got === 'timeout') return;
+    if (got === 'busy' || got === 'closed' || got === 'timeout') return;
     if (got === 'yield') {
       // Let the event loop run (it will not sleep: an immediate is pending), then poll on for
       // what is left of the window, unless a request came in through the loop meanwhile.
       setImmediate(() => {
         const since = this.idleSinceMs;
-        if (since === undefined || this.pollFd < 0 || this.inFlightCount !== 0 || this.socket.writableLength > 0 || !this.directReadSafe()) return;
+        if (since === undefined || !this.mayPoll()) return;
         this.pollFor(poller, windowUs - (performance.now() - since) * 1000);
       });
       return;
@@ -871,12 +877,7 @@ class Connection {
     const len = h.lengthBytes;
     if (!this.structured) {
       const { out, data, release } = this.replyBuffer(P.NBD_SIMPLE_REPLY_BYTES, len);
-      try {
-        await device.read(h.offset, data);
-      } catch (err) {
-        release?.();
-        throw err;
-      }
+      await readOrRelease(device, h.offset, data, release);
       this.send(P.encodeSimpleReply(0, h.cookieHi, h.cookieLo, out), release);
       return;
     }
@@ -898,12 +899,7 @@ class Connection {
     }
     const first = runs[0];
     const { out, data, release } = this.replyBuffer(P.OFFSET_DATA_HEADER_BYTES, runs.some((r) => !r.zero) ? len : 0);
-    try {
-      if (data.length > 0) await device.read(h.offset, data);
-    } catch (err) {
-      release?.();
-      throw err;
-    }
+    if (data.length > 0) await readOrRelease(device, h.offset, data, release);
     if (runs.length === 1 && first !== undefined && !first.zero) {
       this.send(P.encodeOffsetDataHeader(out, P.NBD_REPLY_FLAG_DONE, h.cookieHi, h.cookieLo, h.offset, len), release);
       return;
