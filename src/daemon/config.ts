@@ -232,17 +232,14 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   const formatSrc = pick(flags.logFormat, 'STRATA_LOG_FORMAT', file.logFormat);
   const levelSrc = pick(flags.logLevel, 'STRATA_LOG_LEVEL', file.logLevel);
   const nbdListenSrc = pick(flags.nbdListen, 'STRATA_NBD_LISTEN', file.nbdListen) ?? [DEFAULT_NBD_LISTEN, 'default'];
-  const nbdSocketSrc = pick(flags.nbdSocket, 'STRATA_NBD_SOCKET', file.nbdSocket);
-  let nbdSocketPath: string | undefined = path.join(dataDir, NBD_SOCKET_NAME);
-  if (nbdSocketSrc !== undefined) {
-    const [value, source] = nbdSocketSrc;
-    // A socket path from the file is relative to the file's folder, like dataDir.
-    nbdSocketPath = value === 'off' ? undefined : path.resolve(source === 'flag' || source === 'STRATA_NBD_SOCKET' ? cwd : fileDir, value);
-  }
-
-  // Paths from a flag or the environment are relative to the working folder, from the file to its folder.
+  // Paths from a flag or the environment are relative to the working folder, from the file to
+  // its folder (like dataDir).
   const resolveFrom = ([value, source]: [string, string]): string =>
     path.resolve(source === 'flag' || source.startsWith('STRATA_') ? cwd : fileDir, value);
+  const nbdSocketSrc = pick(flags.nbdSocket, 'STRATA_NBD_SOCKET', file.nbdSocket);
+  let nbdSocketPath: string | undefined = path.join(dataDir, NBD_SOCKET_NAME);
+  if (nbdSocketSrc !== undefined) nbdSocketPath = nbdSocketSrc[0] === 'off' ? undefined : resolveFrom(nbdSocketSrc);
+
   const tlsCertSrc = pick(flags.nbdTlsCert, 'STRATA_NBD_TLS_CERT', file.nbdTlsCert);
   const tlsKeySrc = pick(flags.nbdTlsKey, 'STRATA_NBD_TLS_KEY', file.nbdTlsKey);
   const tlsModeSrc = pick(flags.nbdTls, 'STRATA_NBD_TLS', file.nbdTls);
