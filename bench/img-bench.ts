@@ -11,6 +11,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { argValue, median } from './args.js';
 
 interface Row {
   name: string;
@@ -34,11 +35,6 @@ const ROWS: Row[] = [
 const repoRoot = resolve(fileURLToPath(import.meta.url), '../../..');
 const strataBin = join(repoRoot, 'bin/strata.js');
 
-function argValue(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-
 function benchArgs(row: Row, image: string): string[] {
   const args = ['bench', '-f', 'qcow2', '-d', String(QUEUE_DEPTH), '-s', String(row.requestBytes), '-c', String(row.count)];
   if (row.write) args.push('-w');
@@ -58,11 +54,6 @@ function runQemu(row: Row, image: string): number {
 
 function runStrata(row: Row, image: string): number {
   return secondsFrom(execFileSync(process.execPath, [strataBin, 'img', ...benchArgs(row, image)], { encoding: 'utf8' }));
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
 }
 
 function main(): void {

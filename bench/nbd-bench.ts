@@ -12,11 +12,10 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-
-const here = resolve(fileURLToPath(import.meta.url), '..');
+import { startStrata, strataCli } from './strata-daemon.js';
+import { argValue } from './args.js';
 
 interface Row {
   name: string;
@@ -33,11 +32,6 @@ const ROWS: Row[] = [
   { name: '1 MiB sequential read, QD 8', rw: 'read', bs: '1M', iodepth: 8 },
   { name: '1 MiB sequential write, QD 8', rw: 'write', bs: '1M', iodepth: 8 },
 ];
-
-function argValue(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 function fio(uri: string, row: Pick<Row, 'rw' | 'bs' | 'iodepth'>, runtimeSeconds: number): number {
   const out = execFileSync(
@@ -69,36 +63,6 @@ function median(values: number[]): number {
 async function waitForSocket(path: string): Promise<void> {
   for (let i = 0; i < 100 && !existsSync(path); i++) await sleep(50);
   if (!existsSync(path)) throw new Error(`no socket at ${path}`);
-}
-
-const STRATA_BIN = join(here, '..', '..', 'bin', 'strata.js');
-
-interface StrataDaemon {
-  child: ChildProcess;
-  url: string;
-  dataDir: string;
-}
-
-/** `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. */
-async function startStrata(dataDir: string, extra: string[] = []): Promise<StrataDaemon> {
-  const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off', ...extra], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let log = '';
-  const url = await new Promise<string>((resolveUrl, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      log += d.toString();
-      const m = /\blistening\b.*url=(http:\/\/\S+)/.exec(log);
-      if (m) resolveUrl(m[1]!);
-    });
-    child.on('exit', (code) => reject(new Error(`strata serve exited (${code}):\n${log}`)));
-  });
-  child.stdout!.resume();
-  return { child, url, dataDir };
-}
-
-function strataCli(d: StrataDaemon, args: string[]): void {
-  execFileSync(process.execPath, [STRATA_BIN, ...args], { env: { ...process.env, STRATA_URL: d.url, STRATA_DATA_DIR: d.dataDir }, stdio: 'ignore' });
 }
 
 async function main(): Promise<void> {

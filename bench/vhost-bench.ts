@@ -16,6 +16,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { BlkStatus, BlkType, VhostUserFrontend } from './vhost-frontend.js';
+import { argValue } from './args.js';
 
 const here = resolve(fileURLToPath(import.meta.url), '..');
 const MiB = 1024 * 1024;
@@ -37,11 +38,6 @@ const ROWS: Row[] = [
   { name: '1 MiB sequential read, QD 8', write: false, random: false, bytes: MiB, depth: 8 },
   { name: '1 MiB sequential write, QD 8', write: true, random: false, bytes: MiB, depth: 8 },
 ];
-
-function argValue(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
 
 async function waitForSocket(path: string, child: ChildProcess): Promise<void> {
   for (let i = 0; i < 200 && !existsSync(path) && child.exitCode === null; i++) await sleep(50);

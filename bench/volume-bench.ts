@@ -15,18 +15,9 @@ import { GiB, MiB, TiB } from '../src/core/units.js';
 import { Catalog } from '../src/catalog/index.js';
 import { LocalHostFile } from '../src/store/local-file.js';
 import { LocalVolumeService } from '../src/volume/index.js';
+import { argValue, median } from './args.js';
 
 const REPEATS = 5;
-
-function argValue(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
-}
 
 async function timeMs(fn: () => Promise<unknown>): Promise<number> {
   const start = process.hrtime.bigint();

@@ -35,7 +35,8 @@ import {
   type VolumeRef,
 } from './remote/common.js';
 import { EXIT } from './remote/exits.js';
-import { openSource, writeSparseFile, writeStdout } from './remote/streams.js';
+import { bytePieces, openSource, writeSparseFile, writeStdout } from './remote/streams.js';
+import { readSparseStream } from '../volume/sparse-stream.js';
 
 export interface VolumeJson {
   id: string;
@@ -340,11 +341,11 @@ Options:
     const sizeBytes = sizeText === undefined ? undefined : parseSize(sizeText, 'size', command);
     const client = clientOf(args);
     const bar = new ProgressBar(con, ProgressBar.enabled(args), 'importing', undefined);
-    const source = await openSource(file, (n) => bar.add(n));
+    const source = await openSource(file, (n) => bar.add(n), { sparse: true });
     bar.setTotal(source.sizeBytes);
     const effective = format ?? source.detectedFormat;
     const what = `cannot import ${source.describe} into volume '${label(ref)}'`;
-    const vol = await upload(client, `${volumePath(ref)}/content${query({ format: effective, sizeBytes })}`, source, bar, what);
+    const vol = await upload(client, `${volumePath(ref)}/content${query({ format: effective, sizeBytes, transfer: source.transfer })}`, source, bar, what);
     if (wantsJson(args)) printJson(con, vol);
     else con.stdout(`Imported ${source.describe} (${effective}) into volume '${vol.pool}/${vol.name}' (${size(vol.provisionedBytes)}, ${size(vol.allocatedBytes)} allocated).\n`);
     return 0;
@@ -387,10 +388,12 @@ async function download(con: Console, args: ParsedArgs, client: ApiClient, path:
   const bar = new ProgressBar(con, ProgressBar.enabled(args), barLabel, rawLength);
   let written: number;
   try {
+    // A sparse stream names the runs of zeroes instead of sending them (sparse-stream.ts).
+    const pieces = res.headers['x-strata-transfer'] === 'sparse' ? (await readSparseStream(res.body)).pieces : bytePieces(res.body);
     written =
       dest === '-'
-        ? await writeStdout(res.body, (n) => bar.add(n))
-        : await writeSparseFile(dest, res.body, args.has('force'), (n) => bar.add(n));
+        ? await writeStdout(pieces, (n) => bar.add(n))
+        : await writeSparseFile(dest, pieces, args.has('force'), (n) => bar.add(n));
   } catch (err) {
     bar.abort();
     if (err instanceof CliError) throw err;
@@ -431,7 +434,8 @@ Options:
     if (format !== 'raw' && format !== 'qcow2') throw new UsageError(`${command}: --format must be raw or qcow2, not '${format}'`, usageHint(command));
     const client = clientOf(args);
     const what = `cannot export '${name}'`;
-    const written = await download(con, args, client, `${volumePath(ref)}/content${query({ format, snapshot: ref.snapshot })}`, dest, what, 'exporting');
+    const path = `${volumePath(ref)}/content${query({ format, snapshot: ref.snapshot, transfer: 'sparse' })}`;
+    const written = await download(con, args, client, path, dest, what, 'exporting');
     if (dest !== '-') {
       if (wantsJson(args)) printJson(con, { source: name, file: dest, format, bytes: written });
       else con.stdout(`Exported '${name}' to '${dest}' (${format}, ${size(written)}).\n`);

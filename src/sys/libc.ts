@@ -42,6 +42,9 @@ export const MSG_CMSG_CLOEXEC = 0x40000000;
 export const F_GETFL = 3;
 export const F_SETFL = 4;
 export const O_NONBLOCK = 0o4000;
+export const O_APPEND = 0o2000;
+export const SEEK_SET = 0;
+export const SEEK_CUR = 1;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 export const MFD_CLOEXEC = 1;
@@ -125,6 +128,8 @@ export interface Libc {
   eventfd(initval: number, flags: number): number;
   memfdCreate(name: string, flags: number): number;
   ftruncate(fd: number, lengthBytes: number): number;
+  /** Returns the new offset, or -1 (errno set). */
+  lseek(fd: number, offsetBytes: number, whence: number): number;
   dup(fd: number): number;
   strerror(errno: number): string;
 }
@@ -158,6 +163,7 @@ export function libc(): Libc {
   const eventfd = f('int eventfd(unsigned int initval, int flags)');
   const memfdCreate = f('int memfd_create(const char *name, unsigned int flags)');
   const ftruncate = f('int ftruncate(int fd, int64_t length)');
+  const lseek = f('int64_t lseek(int fd, int64_t offset, int whence)');
   const dup = f('int dup(int fd)');
   const strerror = f('const char *strerror(int errnum)');
   // koffi functions are typed `(...args: any[]) => any`: this is the boundary where JS types are fixed.
@@ -179,6 +185,7 @@ export function libc(): Libc {
     eventfd: (v, fl) => eventfd(v, fl) as number,
     memfdCreate: (name, fl) => memfdCreate(name, fl) as number,
     ftruncate: (fd, n) => ftruncate(fd, n) as number,
+    lseek: (fd, o, w) => Number(lseek(fd, o, w)),
     dup: (fd) => dup(fd) as number,
     strerror: (e) => String(strerror(e)),
   };

@@ -33,8 +33,8 @@ export function encodeRecordHeader(kind: DiffRecordKind, offset: number, length:
   return bytes;
 }
 
-function invalid(message: string): StorageError {
-  return new StorageError('INVALID_ARGUMENT', `invalid diff stream: ${message}`);
+function invalid(message: string, streamName = 'diff stream'): StorageError {
+  return new StorageError('INVALID_ARGUMENT', `invalid ${streamName}: ${message}`);
 }
 
 /** Reads an AsyncIterable of byte chunks as a sequence of exact-length pieces. */
@@ -45,8 +45,17 @@ export class ByteReader {
   /** Bytes handed out so far. */
   consumed = 0;
 
-  constructor(source: AsyncIterable<Uint8Array>) {
+  /** streamName: what its errors call the stream ("diff stream", "sparse stream"). */
+  constructor(
+    source: AsyncIterable<Uint8Array>,
+    readonly streamName = 'diff stream',
+  ) {
     this.iterator = source[Symbol.asyncIterator]();
+  }
+
+  /** An INVALID_ARGUMENT error about this stream. */
+  invalid(message: string): StorageError {
+    return invalid(message, this.streamName);
   }
 
   /** Fills `pending` with at least one byte; false at the end of the stream. */
@@ -81,7 +90,7 @@ export class ByteReader {
       const piece = await this.readSome(n - got);
       if (piece === undefined) {
         if (got === 0) return undefined;
-        throw invalid(`the stream ends inside ${what}`);
+        throw this.invalid(`the stream ends inside ${what}`);
       }
       out.set(piece, got);
       got += piece.length;
@@ -94,10 +103,10 @@ export class ByteReader {
     const bytes: number[] = [];
     for (;;) {
       const piece = await this.readSome(1);
-      if (piece === undefined) throw invalid('the stream ends inside its header line');
+      if (piece === undefined) throw this.invalid('the stream ends inside its header line');
       if (piece[0] === 0x0a) break;
       bytes.push(piece[0]!);
-      if (bytes.length > max) throw invalid(`the header line is longer than ${max} bytes`);
+      if (bytes.length > max) throw this.invalid(`the header line is longer than ${max} bytes`);
     }
     return new TextDecoder().decode(new Uint8Array(bytes));
   }
@@ -112,25 +121,38 @@ export class ByteReader {
   }
 }
 
-export async function readDiffHeader(reader: ByteReader): Promise<DiffHeader> {
+/**
+ * Reads a stream's JSON header line and checks its format name, version and sizeBytes (the
+ * fields every Strata stream header has); returns the parsed header for the caller's own fields.
+ */
+export async function readStreamHeader(
+  reader: ByteReader,
+  format: string,
+  version: number,
+): Promise<Record<string, unknown> & { sizeBytes: number }> {
   const line = await reader.readLine(MAX_HEADER_BYTES);
   let parsed: unknown;
   try {
     parsed = JSON.parse(line);
   } catch {
-    throw invalid('the first line is not JSON');
+    throw reader.invalid('the first line is not JSON');
   }
   const h = parsed as Record<string, unknown> | null;
-  if (h === null || typeof h !== 'object' || h.format !== DIFF_FORMAT) throw invalid(`the header's format is not "${DIFF_FORMAT}"`);
-  if (h.version !== DIFF_VERSION) throw invalid(`version ${String(h.version)} is not supported (this Strata reads ${DIFF_VERSION})`);
+  if (h === null || typeof h !== 'object' || h.format !== format) throw reader.invalid(`the header's format is not "${format}"`);
+  if (h.version !== version) throw reader.invalid(`version ${String(h.version)} is not supported (this Strata reads ${version})`);
   const sizeBytes = h.sizeBytes;
-  if (typeof sizeBytes !== 'number' || !Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw invalid('sizeBytes must be a positive integer');
+  if (typeof sizeBytes !== 'number' || !Number.isSafeInteger(sizeBytes) || sizeBytes <= 0) throw reader.invalid('sizeBytes must be a positive integer');
+  return { ...h, sizeBytes };
+}
+
+export async function readDiffHeader(reader: ByteReader): Promise<DiffHeader> {
+  const h = await readStreamHeader(reader, DIFF_FORMAT, DIFF_VERSION);
   const point = (v: unknown, name: string): string | null => {
     if (v === null || v === undefined) return null;
-    if (typeof v !== 'string') throw invalid(`${name} must be a snapshot name or null`);
+    if (typeof v !== 'string') throw reader.invalid(`${name} must be a snapshot name or null`);
     return v;
   };
-  return { sizeBytes, from: point(h.from, 'from'), to: point(h.to, 'to') };
+  return { sizeBytes: h.sizeBytes, from: point(h.from, 'from'), to: point(h.to, 'to') };
 }
 
 export interface DiffRecordHeader {
@@ -142,14 +164,14 @@ export interface DiffRecordHeader {
 /** The next record's header, checked against the volume size; the caller then reads 'd' data. */
 export async function readRecordHeader(reader: ByteReader, sizeBytes: number): Promise<DiffRecordHeader> {
   const bytes = await reader.readExact(RECORD_HEADER_BYTES, 'a record header');
-  if (bytes === undefined) throw invalid("the stream ends without its end record ('e')");
+  if (bytes === undefined) throw reader.invalid("the stream ends without its end record ('e')");
   const view = new DataView(bytes.buffer);
   const kindByte = String.fromCharCode(bytes[0]!);
-  if (kindByte !== 'd' && kindByte !== 'z' && kindByte !== 'e') throw invalid(`unknown record kind byte 0x${bytes[0]!.toString(16)}`);
+  if (kindByte !== 'd' && kindByte !== 'z' && kindByte !== 'e') throw reader.invalid(`unknown record kind byte 0x${bytes[0]!.toString(16)}`);
   const offset = view.getBigUint64(1);
   const length = view.getBigUint64(9);
   if (kindByte !== 'e') {
-    if (offset + length > BigInt(sizeBytes)) throw invalid(`record at ${offset} of ${length} bytes lies past the end (${sizeBytes})`);
+    if (offset + length > BigInt(sizeBytes)) throw reader.invalid(`record at ${offset} of ${length} bytes lies past the end (${sizeBytes})`);
   }
   return { kind: kindByte, offset: Number(offset), length: kindByte === 'e' ? 0 : Number(length) };
 }

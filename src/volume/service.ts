@@ -18,6 +18,7 @@ import { StorageError, isStorageError } from '../core/errors.js';
 import { alignUp, SECTOR_SIZE_BYTES } from '../core/units.js';
 import { allocAligned } from '../core/aligned-buffer.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
+import { LocalHostFile } from '../store/local-file.js';
 import type { Catalog, CatalogOp } from '../catalog/catalog.js';
 import { delOp, putOp } from '../catalog/catalog.js';
 import type { FileRef, IntentRecord, LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from '../catalog/records.js';
@@ -32,7 +33,6 @@ import {
   mergeRanges,
   writeSparse,
   yieldNowAndThen,
-  type KindRange,
   type Range,
 } from './extents.js';
 import {
@@ -54,6 +54,8 @@ import { KeyedMutex } from './locks.js';
 import { checkLimit, checkName, checkQuota, checkVolumeSize } from './names.js';
 import { ByteReader, encodeDiffHeader, encodeRecordHeader, readDiffHeader, readRecordHeader } from './diff-stream.js';
 import { ManagedStream } from './stream.js';
+import { chainPieces, filePieces, spoolToFile, writePieces } from './content.js';
+import { encodeContent, readSparseStream, type ContentPiece, type TransferEncoding } from './sparse-stream.js';
 import { LiveVolume, liveKey, type LiveDevice, type LiveTarget } from './live.js';
 import type {
   DiffExtent,
@@ -586,7 +588,7 @@ export class LocalVolumeService implements VolumeService {
     pool: string,
     name: string,
     source: AsyncIterable<Uint8Array>,
-    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; onProgress?: (doneBytes: number) => void },
+    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; transfer?: TransferEncoding; onProgress?: (doneBytes: number) => void },
   ): Promise<VolumeInfo> {
     checkName('volume', name);
     if (options.format !== 'raw' && options.format !== 'qcow2') {
@@ -611,7 +613,7 @@ export class LocalVolumeService implements VolumeService {
     pool: string,
     name: string,
     source: AsyncIterable<Uint8Array>,
-    options: { format: 'raw' | 'qcow2'; sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
+    options: { format: 'raw' | 'qcow2'; sizeBytes: number | undefined; transfer?: TransferEncoding; onProgress?: (doneBytes: number) => void },
     ctx: JobContext,
   ): Promise<VolumeRecord> {
     const volumeId = newId();
@@ -620,10 +622,13 @@ export class LocalVolumeService implements VolumeService {
     const intent = this.newIntent('import', `${pool}/${name}`, { createFiles: options.format === 'qcow2' ? [layer, spool] : [layer] });
     if (options.sizeBytes !== undefined) ctx.setTotal(options.sizeBytes);
     return this.runIntent(intent, async () => {
+      const sparse = options.transfer === 'sparse' ? await readSparseStream(source) : undefined;
       const sizeBytes =
-        options.format === 'raw'
-          ? await this.importRaw(pool, name, this.paths.layer(layer), source, options, ctx)
-          : await this.importQcow2(pool, name, this.paths.file(spool), this.paths.layer(layer), source, options, ctx);
+        options.format === 'qcow2'
+          ? await this.importQcow2(pool, name, this.paths.file(spool), this.paths.layer(layer), sparse ?? source, options, ctx)
+          : sparse !== undefined
+            ? await this.importSparseRaw(pool, name, this.paths.layer(layer), sparse, options, ctx)
+            : await this.importRaw(pool, name, this.paths.layer(layer), source, options, ctx);
       await fsyncDir(this.paths.poolDir(pool));
       const volume: VolumeRecord = { id: volumeId, pool, name, sizeBytes, activeLayerId: layer.id, createdAt: nowIso() };
       await this.locks.run([poolKey(pool)], async () => {
@@ -692,29 +697,53 @@ export class LocalVolumeService implements VolumeService {
     }
   }
 
+  /** A raw image as a sparse stream: its size is known up front, and only its data is written. */
+  private async importSparseRaw(
+    pool: string,
+    name: string,
+    file: string,
+    sparse: { sizeBytes: number; pieces: AsyncIterable<ContentPiece> },
+    options: { sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
+    ctx: JobContext,
+  ): Promise<number> {
+    if (options.sizeBytes !== undefined && options.sizeBytes < sparse.sizeBytes) {
+      throw new StorageError('INVALID_ARGUMENT', `the import stream holds more than the ${options.sizeBytes} bytes given as sizeBytes`);
+    }
+    const sizeBytes = checkVolumeSize(options.sizeBytes ?? alignUp(sparse.sizeBytes, SECTOR_SIZE_BYTES));
+    await this.locks.run([poolKey(pool)], async () => {
+      await this.checkQuota(await this.requirePool(pool), sizeBytes, undefined, `${pool}/${name}`);
+    });
+    ctx.setTotal(sparse.sizeBytes);
+    await createLayerFile(file, sizeBytes);
+    const image = await openLayerAlone(file, { writable: true });
+    try {
+      let received = 0;
+      await writePieces(image, sparse.pieces, (n) => {
+        ctx.throwIfCancelled();
+        received += n;
+        ctx.addDone(n);
+        options.onProgress?.(received);
+      });
+    } finally {
+      await image.close();
+    }
+    return sizeBytes;
+  }
+
   /** A qcow2 stream: spooled to a temp file in the pool, opened with the engine, copied sparsely. */
   private async importQcow2(
     pool: string,
     name: string,
     spoolFile: string,
     file: string,
-    source: AsyncIterable<Uint8Array>,
+    source: AsyncIterable<Uint8Array> | { sizeBytes: number; pieces: AsyncIterable<ContentPiece> },
     options: { sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
     ctx: JobContext,
   ): Promise<number> {
-    const handle = await fs.open(spoolFile, 'wx', 0o600);
-    let received = 0;
-    try {
-      for await (const chunk of source) {
-        ctx.throwIfCancelled();
-        await handle.write(chunk);
-        received += chunk.length;
-        ctx.addDone(chunk.length);
-        options.onProgress?.(received);
-      }
-    } finally {
-      await handle.close();
-    }
+    const received = await spoolToFile(spoolFile, source, (n) => {
+      ctx.throwIfCancelled();
+      ctx.addDone(n);
+    }, options.onProgress);
     ctx.throwIfCancelled();
     const spooled = await openLayerAlone(spoolFile, { writable: false }).catch((err: unknown) => {
       if (isStorageError(err)) throw new StorageError(err.code, `the uploaded qcow2 image cannot be opened: ${err.message}`, { cause: err });
@@ -755,8 +784,9 @@ export class LocalVolumeService implements VolumeService {
   async exportVolume(
     pool: string,
     name: string,
-    options: { format: 'raw' | 'qcow2'; snapshot?: string },
+    options: { format: 'raw' | 'qcow2'; snapshot?: string; transfer?: TransferEncoding },
   ): Promise<{ sizeBytes: number; stream: AsyncIterable<Uint8Array> }> {
+    const transfer = options.transfer ?? 'bytes';
     if (options.format !== 'raw' && options.format !== 'qcow2') {
       throw new StorageError('INVALID_ARGUMENT', `unknown export format '${String(options.format)}': use raw or qcow2`);
     }
@@ -773,7 +803,7 @@ export class LocalVolumeService implements VolumeService {
           // reader); a snapshot's layers read the same whatever happens to the volume meanwhile.
           const live = options.snapshot === undefined;
           if (live) this.hold(vol.id, 'an export streams it');
-          const stream = new ManagedStream(rawStream(image), async () => {
+          const stream = new ManagedStream(encodeContent(chainPieces(image), image.sizeBytes, transfer), async () => {
             try {
               await image.close();
             } finally {
@@ -785,7 +815,7 @@ export class LocalVolumeService implements VolumeService {
         // qcow2: convert into a standalone temp file (under the lock), then stream that file. The
         // file is unlinked as soon as it is open, so nothing is left behind whatever happens.
         const temp = path.join(this.paths.poolDir(vol.pool), `${TEMP_PREFIX}export-${newId()}.qcow2`);
-        let handle: fs.FileHandle | undefined;
+        let exported: LocalHostFile | undefined;
         try {
           await this.jobs.run('export', `${pool}/${name}${options.snapshot === undefined ? '' : `@${options.snapshot}`}`, async (ctx) => {
             await createLayerFile(temp, image.sizeBytes);
@@ -798,14 +828,14 @@ export class LocalVolumeService implements VolumeService {
               await dest.close();
             }
           });
-          handle = await fs.open(temp, 'r');
+          exported = await LocalHostFile.open(temp, { readOnly: true });
         } finally {
           await image.close();
           await unlinkQuiet(temp);
         }
-        const opened = handle!;
-        const sizeBytes = (await opened.stat()).size;
-        return { sizeBytes, stream: new ManagedStream(fileStream(opened, sizeBytes), () => opened.close()) };
+        const opened = exported!;
+        const sizeBytes = await opened.sizeBytes();
+        return { sizeBytes, stream: new ManagedStream(encodeContent(filePieces(opened, sizeBytes), sizeBytes, transfer), () => opened.close()) };
       },
       { allowHeld: true },
     );
@@ -1780,39 +1810,6 @@ async function diffExtents(image: Qcow2Image, pathDepth: number, fromSizeBytes: 
     }
   });
   return out;
-}
-
-async function* rawStream(image: Qcow2Image): AsyncGenerator<Uint8Array, void, undefined> {
-  const size = image.sizeBytes;
-  const extents: KindRange[] = [];
-  for (let windowStart = 0; windowStart < size; ) {
-    const windowEnd = Math.min(size, windowStart + 4 * 1024 * 1024 * 1024);
-    extents.length = 0;
-    extents.push(...(await chainMap(image, windowStart, windowEnd)));
-    for (const extent of extents) {
-      const end = extent.offset + extent.length;
-      for (let pos = extent.offset; pos < end; ) {
-        const n = Math.min(end, Math.floor(pos / COPY_CHUNK_BYTES) * COPY_CHUNK_BYTES + COPY_CHUNK_BYTES) - pos;
-        // A fresh buffer per chunk: the consumer may keep it (a socket's write queue does).
-        const buf = extent.kind === 'data' ? allocAligned(n) : new Uint8Array(n);
-        if (extent.kind === 'data') await image.read(pos, buf);
-        yield buf;
-        pos += n;
-      }
-    }
-    windowStart = windowEnd;
-  }
-}
-
-async function* fileStream(handle: fs.FileHandle, sizeBytes: number): AsyncGenerator<Uint8Array, void, undefined> {
-  for (let pos = 0; pos < sizeBytes; ) {
-    const n = Math.min(COPY_CHUNK_BYTES, sizeBytes - pos);
-    const buf = new Uint8Array(n);
-    const { bytesRead } = await handle.read(buf, 0, n, pos);
-    if (bytesRead === 0) throw new StorageError('IO_ERROR', 'the exported image file ended early');
-    yield bytesRead === n ? buf : buf.subarray(0, bytesRead);
-    pos += bytesRead;
-  }
 }
 
 async function* diffStream(image: Qcow2Image, header: Uint8Array, extents: DiffExtent[]): AsyncGenerator<Uint8Array, void, undefined> {

@@ -8,6 +8,7 @@
  * limit), READ_ONLY, CANCELLED, ...
  */
 import type { BlockDevice } from '../core/block-device.js';
+import type { TransferEncoding } from './sparse-stream.js';
 
 export interface PoolInfo {
   name: string;
@@ -128,18 +129,25 @@ export interface VolumeService {
   flattenVolume(pool: string, name: string): Promise<JobInfo>;
 
   // Data in and out (streams of bytes; progress is reported through onProgress)
-  /** Creates a volume from a raw or qcow2 byte stream (qcow2 is spooled to the pool, then copied in sparsely). */
+  /**
+   * Creates a volume from a raw or qcow2 image (qcow2 is spooled to the pool, then copied in
+   * sparsely), sent as plain bytes or as a sparse stream (transfer 'sparse', sparse-stream.ts).
+   */
   importVolume(
     pool: string,
     name: string,
     source: AsyncIterable<Uint8Array>,
-    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; onProgress?: (doneBytes: number) => void },
+    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; transfer?: TransferEncoding; onProgress?: (doneBytes: number) => void },
   ): Promise<VolumeInfo>;
-  /** The volume's (or a snapshot's) contents as raw bytes or as a standalone qcow2 image. */
+  /**
+   * The volume's (or a snapshot's) contents as raw bytes or as a standalone qcow2 image: every
+   * byte (transfer 'bytes', the default), or a sparse stream whose zero runs are not sent.
+   * sizeBytes is the image's length (of the bytes, not of the sparse stream).
+   */
   exportVolume(
     pool: string,
     name: string,
-    options: { format: 'raw' | 'qcow2'; snapshot?: string },
+    options: { format: 'raw' | 'qcow2'; snapshot?: string; transfer?: TransferEncoding },
   ): Promise<{ sizeBytes: number; stream: AsyncIterable<Uint8Array> }>;
   /** Per-layer and total host usage (Ceph's `rbd du`). */
   du(pool: string, volume?: string): Promise<DuEntry[]>;

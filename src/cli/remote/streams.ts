@@ -1,10 +1,16 @@
 /**
  * Byte streams for import and export: reading a file or stdin ('-') with a peek at its first
- * bytes (to tell qcow2 from raw), and writing a download to a file (sparse: all-zero blocks are
- * skipped, the file is sized at the end) or to stdout.
+ * bytes (to tell qcow2 from raw), a regular file sent as a sparse stream (its holes neither read
+ * nor sent), and writing a download to a file or to stdout. Downloads arrive as content pieces
+ * (a sparse stream's data and zero runs, or plain bytes): a file, and stdout redirected to a file,
+ * get the data at its offsets and stay sparse; a pipe gets the zero runs from one zero buffer.
  */
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
+import { libc, F_GETFL, O_APPEND, SEEK_CUR, SEEK_SET } from '../../sys/libc.js';
+import { LocalHostFile } from '../../store/local-file.js';
+import { filePieces } from '../../volume/content.js';
+import { pieceLength, sharedZeroes, sparseRecords, type ContentPiece, type TransferEncoding } from '../../volume/sparse-stream.js';
 import { CliError } from '../errors.js';
 import { EXIT } from './exits.js';
 
@@ -17,11 +23,17 @@ export interface Source {
   sizeBytes: number | undefined;
   /** The format the first bytes show. */
   detectedFormat: 'raw' | 'qcow2';
+  /** How `stream` carries the image: its bytes, or a sparse stream (sparse-stream.ts). */
+  transfer: TransferEncoding;
   describe: string;
 }
 
-/** Opens FILE or '-' (stdin) for upload; counts bytes through onBytes as they are sent. */
-export async function openSource(file: string, onBytes: (n: number) => void): Promise<Source> {
+/**
+ * Opens FILE or '-' (stdin) for upload; counts the image's bytes through onBytes as they are sent.
+ * With `sparse`, a non-empty regular file is sent as a sparse stream: its holes (SEEK_HOLE) are
+ * neither read nor sent.
+ */
+export async function openSource(file: string, onBytes: (n: number) => void, options: { sparse?: boolean } = {}): Promise<Source> {
   let input: AsyncIterator<Buffer>;
   let sizeBytes: number | undefined;
   let close: () => void = () => {};
@@ -43,6 +55,7 @@ export async function openSource(file: string, onBytes: (n: number) => void): Pr
     }
     if (st.isDirectory()) throw new CliError(`cannot read '${file}': it is a directory`, { hint: 'name an image file', exitCode: EXIT.USAGE });
     sizeBytes = st.isFile() ? st.size : undefined;
+    if (options.sparse === true && sizeBytes !== undefined && sizeBytes > 0) return openSparseFile(file, sizeBytes, onBytes);
     const rs = fs.createReadStream(file, { highWaterMark: 1024 * 1024 });
     close = () => rs.destroy();
     input = (rs as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
@@ -57,7 +70,7 @@ export async function openSource(file: string, onBytes: (n: number) => void): Pr
     headBytes += r.value.length;
   }
   const first = Buffer.concat(head);
-  const detectedFormat = first.subarray(0, 4).equals(QCOW2_MAGIC) ? 'qcow2' : 'raw';
+  const detectedFormat = formatOf(first);
   async function* chunks(): AsyncGenerator<Buffer> {
     try {
       if (first.length > 0) {
@@ -74,17 +87,105 @@ export async function openSource(file: string, onBytes: (n: number) => void): Pr
       close();
     }
   }
-  return { stream: Readable.from(chunks(), { objectMode: false }), sizeBytes, detectedFormat, describe: file === '-' ? 'stdin' : `'${file}'` };
+  return { stream: Readable.from(chunks(), { objectMode: false }), sizeBytes, detectedFormat, transfer: 'bytes', describe: file === '-' ? 'stdin' : `'${file}'` };
+}
+
+function formatOf(first: Uint8Array): 'raw' | 'qcow2' {
+  return Buffer.from(first.buffer, first.byteOffset, Math.min(first.length, QCOW2_MAGIC.length)).equals(QCOW2_MAGIC) ? 'qcow2' : 'raw';
+}
+
+async function openSparseFile(file: string, sizeBytes: number, onBytes: (n: number) => void): Promise<Source> {
+  let opened: LocalHostFile;
+  try {
+    opened = await LocalHostFile.open(file, { readOnly: true });
+  } catch (err) {
+    throw new CliError(`cannot read '${file}': ${(err as Error).message}`, { hint: 'check the path and its permissions', exitCode: EXIT.ERROR });
+  }
+  const first = new Uint8Array(QCOW2_MAGIC.length);
+  await opened.pread(first, 0);
+  async function* counted(): AsyncGenerator<ContentPiece, void, undefined> {
+    try {
+      for await (const piece of filePieces(opened, sizeBytes)) {
+        onBytes(pieceLength(piece));
+        yield piece;
+      }
+    } finally {
+      await opened.close();
+    }
+  }
+  const stream = Readable.from(sparseRecords(counted(), sizeBytes), { objectMode: false });
+  return { stream, sizeBytes, detectedFormat: formatOf(first), transfer: 'sparse', describe: `'${file}'` };
 }
 
 const BLOCK = 4096;
 const ZERO_BLOCK = Buffer.alloc(BLOCK);
 
+/** A download's bytes as content pieces (for a body sent as plain bytes). */
+export async function* bytePieces(source: AsyncIterable<Uint8Array>): AsyncGenerator<ContentPiece, void, undefined> {
+  let offset = 0;
+  for await (const bytes of source) {
+    yield { kind: 'data', offset, bytes };
+    offset += bytes.length;
+  }
+}
+
 /**
- * Writes a byte stream to a new file, skipping all-zero 4 KiB blocks (the file stays sparse) and
- * setting its length at the end. Removes the file when anything fails.
+ * Positional writes into a file that reads zeroes past `baseOffset` (new, or truncated there):
+ * data goes to baseOffset + its offset with its all-zero 4 KiB blocks skipped, and zero runs are
+ * skipped altogether, so the file stays sparse. finish() sets the length.
  */
-export async function writeSparseFile(file: string, source: AsyncIterable<Uint8Array>, overwrite: boolean, onBytes: (n: number) => void): Promise<number> {
+class SparseFileWriter {
+  constructor(
+    private readonly fd: number,
+    private readonly baseOffset: number,
+  ) {}
+
+  async write(piece: ContentPiece): Promise<void> {
+    if (piece.kind === 'zero') return;
+    const chunk = Buffer.from(piece.bytes.buffer, piece.bytes.byteOffset, piece.bytes.byteLength);
+    const offset = this.baseOffset + piece.offset;
+    let pos = 0;
+    while (pos < chunk.length) {
+      // Blocks are aligned to the absolute offset, so zero detection sees whole blocks.
+      const blockEnd = Math.min(chunk.length, pos + (BLOCK - ((offset + pos) % BLOCK)));
+      if (isZeroBlock(chunk.subarray(pos, blockEnd))) {
+        pos = blockEnd;
+        continue;
+      }
+      let runEnd = blockEnd;
+      while (runEnd < chunk.length) {
+        const next = Math.min(chunk.length, runEnd + BLOCK);
+        if (isZeroBlock(chunk.subarray(runEnd, next))) break;
+        runEnd = next;
+      }
+      await writeAll(this.fd, chunk.subarray(pos, runEnd), offset + pos);
+      pos = runEnd;
+    }
+  }
+
+  /** Sets the file's length to the end of the content (the zero runs at the end become a hole). */
+  finish(contentBytes: number): void {
+    fs.ftruncateSync(this.fd, this.baseOffset + contentBytes);
+  }
+}
+
+/** Feeds the pieces to write() in order; returns the content's length. */
+async function drain(pieces: AsyncIterable<ContentPiece>, write: (piece: ContentPiece) => Promise<void>, onBytes: (n: number) => void): Promise<number> {
+  let total = 0;
+  for await (const piece of pieces) {
+    await write(piece);
+    const n = pieceLength(piece);
+    total += n;
+    onBytes(n);
+  }
+  return total;
+}
+
+/**
+ * Writes the content to a new file, sparse: zero runs and all-zero 4 KiB blocks are not written,
+ * and the file is sized at the end. Removes the file when anything fails.
+ */
+export async function writeSparseFile(file: string, pieces: AsyncIterable<ContentPiece>, overwrite: boolean, onBytes: (n: number) => void): Promise<number> {
   let fd: number;
   try {
     fd = fs.openSync(file, overwrite ? 'w' : 'wx', 0o644);
@@ -93,34 +194,13 @@ export async function writeSparseFile(file: string, source: AsyncIterable<Uint8A
     if (code === 'EEXIST') throw new CliError(`'${file}' already exists`, { hint: 'choose another file, or pass --force to overwrite it', exitCode: EXIT.CONFLICT });
     throw new CliError(`cannot create '${file}': ${(err as Error).message}`, { hint: 'check the path and its permissions', exitCode: EXIT.ERROR });
   }
-  let offset = 0;
   try {
-    for await (const raw of source) {
-      const chunk = Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength);
-      let pos = 0;
-      while (pos < chunk.length) {
-        // Blocks are aligned to the absolute offset, so zero detection sees whole blocks.
-        const blockEnd = Math.min(chunk.length, pos + (BLOCK - ((offset + pos) % BLOCK)));
-        if (isZero(chunk.subarray(pos, blockEnd))) {
-          pos = blockEnd;
-          continue;
-        }
-        let runEnd = blockEnd;
-        while (runEnd < chunk.length) {
-          const next = Math.min(chunk.length, runEnd + BLOCK);
-          if (isZero(chunk.subarray(runEnd, next))) break;
-          runEnd = next;
-        }
-        await writeAll(fd, chunk.subarray(pos, runEnd), offset + pos);
-        pos = runEnd;
-      }
-      offset += chunk.length;
-      onBytes(chunk.length);
-    }
-    fs.ftruncateSync(fd, offset);
+    const writer = new SparseFileWriter(fd, 0);
+    const total = await drain(pieces, (piece) => writer.write(piece), onBytes);
+    writer.finish(total);
     fs.fsyncSync(fd);
     fs.closeSync(fd);
-    return offset;
+    return total;
   } catch (err) {
     fs.closeSync(fd);
     fs.rmSync(file, { force: true });
@@ -128,7 +208,7 @@ export async function writeSparseFile(file: string, source: AsyncIterable<Uint8A
   }
 }
 
-function isZero(piece: Buffer): boolean {
+function isZeroBlock(piece: Buffer): boolean {
   return piece.equals(piece.length === BLOCK ? ZERO_BLOCK : ZERO_BLOCK.subarray(0, piece.length));
 }
 
@@ -148,27 +228,74 @@ function writeAll(fd: number, buf: Buffer, position: number): Promise<void> {
   });
 }
 
-/** Writes a byte stream to stdout with back-pressure. */
-export async function writeStdout(source: AsyncIterable<Uint8Array>, onBytes: (n: number) => void): Promise<number> {
-  let total = 0;
-  const out = process.stdout;
-  for await (const chunk of source) {
-    total += chunk.length;
-    onBytes(chunk.length);
-    if (!out.write(chunk)) {
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = () => {
-          out.off('error', onError);
-          resolve();
-        };
-        const onError = (err: Error) => {
-          out.off('drain', onDrain);
-          reject(err);
-        };
-        out.once('drain', onDrain);
-        out.once('error', onError);
-      });
-    }
+const STDOUT_FD = 1;
+
+/**
+ * Where stdout's content starts when stdout is a regular file that can be written sparsely: not
+ * in append mode, and holding nothing at or past its offset (`> file` truncated it), so skipped
+ * ranges read as zeroes. undefined for pipes, terminals, sockets, or when that cannot be told.
+ */
+function sparseStdoutOffset(): number | undefined {
+  try {
+    if (!fs.fstatSync(STDOUT_FD).isFile()) return undefined;
+    const lib = libc();
+    const flags = lib.fcntl(STDOUT_FD, F_GETFL, 0);
+    if (flags < 0 || (flags & O_APPEND) !== 0) return undefined;
+    const offset = lib.lseek(STDOUT_FD, 0, SEEK_CUR);
+    if (offset < 0 || fs.fstatSync(STDOUT_FD).size > offset) return undefined;
+    return offset;
+  } catch {
+    return undefined;
   }
-  return total;
+}
+
+/**
+ * Writes the content to stdout. When stdout is a regular file (`- > file`) it is written sparsely
+ * like writeSparseFile, and stdout's offset ends after the content; otherwise (a pipe) zero runs
+ * go out as large writes of one shared zero buffer, with back-pressure.
+ */
+export async function writeStdout(pieces: AsyncIterable<ContentPiece>, onBytes: (n: number) => void): Promise<number> {
+  const baseOffset = sparseStdoutOffset();
+  if (baseOffset !== undefined) {
+    const writer = new SparseFileWriter(STDOUT_FD, baseOffset);
+    const total = await drain(pieces, (piece) => writer.write(piece), onBytes);
+    writer.finish(total);
+    // Whoever writes to the same stdout next (`{ strata ...; echo; } > file`) continues after it.
+    if (libc().lseek(STDOUT_FD, baseOffset + total, SEEK_SET) < 0) throw new Error('cannot move the offset of stdout past the export');
+    return total;
+  }
+  return drain(
+    pieces,
+    async (piece) => {
+      if (piece.kind === 'data') {
+        await writeOut(piece.bytes);
+        return;
+      }
+      const zeroes = sharedZeroes();
+      for (let left = piece.length; left > 0; ) {
+        const n = Math.min(left, zeroes.length);
+        await writeOut(zeroes.subarray(0, n));
+        left -= n;
+      }
+    },
+    onBytes,
+  );
+}
+
+/** One write to stdout, waiting for it to drain when its buffer is full. */
+async function writeOut(chunk: Uint8Array): Promise<void> {
+  const out = process.stdout;
+  if (out.write(chunk)) return;
+  await new Promise<void>((resolve, reject) => {
+    const onDrain = () => {
+      out.off('error', onError);
+      resolve();
+    };
+    const onError = (err: Error) => {
+      out.off('drain', onDrain);
+      reject(err);
+    };
+    out.once('drain', onDrain);
+    out.once('error', onError);
+  });
 }

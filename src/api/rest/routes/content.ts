@@ -8,8 +8,16 @@ import type { FastifyInstance } from 'fastify';
 import type { RestContext, VolumeParams } from '../context.js';
 import { errorResponses, nameSchema, ref, volumeJson } from '../schemas.js';
 import { volumeParams } from './volumes.js';
+import { TRANSFER_ENCODINGS, type TransferEncoding } from '../../../volume/sparse-stream.js';
 
 const octetStream = { 'application/octet-stream': { schema: { type: 'string', format: 'binary' } } } as const;
+
+const transferSchema = {
+  type: 'string',
+  enum: TRANSFER_ENCODINGS,
+  default: 'bytes',
+  description: "'bytes': every byte of the image; 'sparse': a strata-sparse stream, whose runs of zeroes are named, not sent (docs/daemon.md)",
+} as const;
 
 /** Passes chunks through, counting them. */
 async function* counted(source: AsyncIterable<Uint8Array>, count: (n: number) => void): AsyncGenerator<Uint8Array> {
@@ -39,7 +47,7 @@ export function registerContentRoutes(app: FastifyInstance, ctx: RestContext): v
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
 
-    scope.put<{ Params: VolumeParams; Querystring: { format: 'raw' | 'qcow2'; sizeBytes?: number } }>(
+    scope.put<{ Params: VolumeParams; Querystring: { format: 'raw' | 'qcow2'; sizeBytes?: number; transfer: TransferEncoding } }>(
       '/v1/pools/:pool/volumes/:vol/content',
       {
         schema: {
@@ -53,6 +61,7 @@ export function registerContentRoutes(app: FastifyInstance, ctx: RestContext): v
             properties: {
               format: { type: 'string', enum: ['raw', 'qcow2'], default: 'raw' },
               sizeBytes: { type: 'integer', minimum: 1, description: 'virtual size (raw: default the stream length rounded up)' },
+              transfer: transferSchema,
             },
           },
           consumes: ['application/octet-stream'],
@@ -63,6 +72,7 @@ export function registerContentRoutes(app: FastifyInstance, ctx: RestContext): v
         const { pool, vol } = req.params;
         const info = await service.importVolume(pool, vol, counted(req.raw, countIn(pool, vol)), {
           format: req.query.format,
+          transfer: req.query.transfer,
           ...(req.query.sizeBytes !== undefined ? { sizeBytes: req.query.sizeBytes } : {}),
         });
         return reply.code(201).send(volumeJson(info));
@@ -87,18 +97,19 @@ export function registerContentRoutes(app: FastifyInstance, ctx: RestContext): v
     );
   });
 
-  app.get<{ Params: VolumeParams; Querystring: { format: 'raw' | 'qcow2'; snapshot?: string } }>(
+  app.get<{ Params: VolumeParams; Querystring: { format: 'raw' | 'qcow2'; snapshot?: string; transfer: TransferEncoding } }>(
     '/v1/pools/:pool/volumes/:vol/content',
     {
       schema: {
         tags: ['content'],
         summary: "Export the volume's (or a snapshot's) contents as raw bytes or a standalone qcow2 image",
-        description: 'The header x-strata-size-bytes gives the volume size (for raw: the length of the body).',
+        description:
+          'The header x-strata-size-bytes gives the length of the image (raw: the volume size); x-strata-transfer says how the body carries it (bytes: the image itself; sparse: a strata-sparse stream).',
         params: volumeParams,
         querystring: {
           type: 'object',
           additionalProperties: false,
-          properties: { format: { type: 'string', enum: ['raw', 'qcow2'], default: 'raw' }, snapshot: nameSchema },
+          properties: { format: { type: 'string', enum: ['raw', 'qcow2'], default: 'raw' }, snapshot: nameSchema, transfer: transferSchema },
         },
         produces: ['application/octet-stream'],
         response: { 200: { description: 'the image bytes', content: octetStream }, ...errorResponses },
@@ -108,11 +119,13 @@ export function registerContentRoutes(app: FastifyInstance, ctx: RestContext): v
       const { pool, vol } = req.params;
       const { sizeBytes, stream } = await service.exportVolume(pool, vol, {
         format: req.query.format,
+        transfer: req.query.transfer,
         ...(req.query.snapshot !== undefined ? { snapshot: req.query.snapshot } : {}),
       });
       reply.header('content-type', 'application/octet-stream');
       reply.header('x-strata-size-bytes', String(sizeBytes));
       reply.header('x-strata-format', req.query.format);
+      reply.header('x-strata-transfer', req.query.transfer);
       return reply.send(Readable.from(counted(stream, countOut(pool, vol)), { objectMode: false }));
     },
   );

@@ -1,0 +1,141 @@
+/**
+ * Content pieces (sparse-stream.ts) from and into images: what an export reads (an opened chain,
+ * or a file), and what an import writes. Holes are found in the allocation map (qcow2) or with
+ * SEEK_DATA/SEEK_HOLE (files) and never read; zeroes are never written.
+ */
+import fs from 'node:fs/promises';
+import { allocAligned } from '../core/aligned-buffer.js';
+import { StorageError } from '../core/errors.js';
+import type { Qcow2Image } from '../../formats/qcow2/index.js';
+import type { LocalHostFile } from '../store/local-file.js';
+import { chainMap, COPY_CHUNK_BYTES, MAP_WINDOW_BYTES, writeSparse } from './extents.js';
+import { pieceLength, type ContentPiece } from './sparse-stream.js';
+
+/** The offset of the next COPY_CHUNK_BYTES boundary after pos, capped at end. */
+function chunkEnd(pos: number, end: number): number {
+  return Math.min(end, Math.floor(pos / COPY_CHUNK_BYTES) * COPY_CHUNK_BYTES + COPY_CHUNK_BYTES);
+}
+
+/**
+ * What the chain from `image` down reads, in order: zero runs (unallocated or zero clusters, in
+ * whole map extents) and data in chunks of at most COPY_CHUNK_BYTES.
+ */
+export async function* chainPieces(image: Qcow2Image): AsyncGenerator<ContentPiece, void, undefined> {
+  const size = image.sizeBytes;
+  for (let windowStart = 0; windowStart < size; ) {
+    const windowEnd = Math.min(size, windowStart + MAP_WINDOW_BYTES);
+    for (const extent of await chainMap(image, windowStart, windowEnd)) {
+      const end = extent.offset + extent.length;
+      if (extent.kind === 'zero') {
+        yield { kind: 'zero', offset: extent.offset, length: extent.length };
+        continue;
+      }
+      for (let pos = extent.offset; pos < end; ) {
+        const n = chunkEnd(pos, end) - pos;
+        // A fresh buffer per chunk: the consumer may keep it (a socket's write queue does).
+        const bytes = allocAligned(n);
+        await image.read(pos, bytes);
+        yield { kind: 'data', offset: pos, bytes };
+        pos += n;
+      }
+    }
+    windowStart = windowEnd;
+  }
+}
+
+/**
+ * A local file's bytes [0, sizeBytes) in order: its holes (SEEK_HOLE) as zero runs, the rest
+ * read in chunks of at most COPY_CHUNK_BYTES. Where the filesystem cannot report holes, all of it
+ * is data.
+ */
+export async function* filePieces(file: LocalHostFile, sizeBytes: number): AsyncGenerator<ContentPiece, void, undefined> {
+  for (let pos = 0; pos < sizeBytes; ) {
+    const dataStart = Math.min(sizeBytes, (await file.seekData(pos)) ?? sizeBytes);
+    if (dataStart > pos) {
+      yield { kind: 'zero', offset: pos, length: dataStart - pos };
+      pos = dataStart;
+      continue;
+    }
+    const dataEnd = Math.min(sizeBytes, (await file.seekHole(pos)) ?? sizeBytes);
+    for (; pos < dataEnd; ) {
+      const n = chunkEnd(pos, dataEnd) - pos;
+      const bytes = allocAligned(n);
+      const got = await file.pread(bytes, pos);
+      if (got < n) throw new StorageError('IO_ERROR', `${file.name} ended at ${pos + got}, before ${sizeBytes} bytes`);
+      yield { kind: 'data', offset: pos, bytes };
+      pos += n;
+    }
+  }
+}
+
+/**
+ * Writes the pieces into a fresh image (which reads zeroes everywhere): data is gathered into
+ * chunks aligned to COPY_CHUNK_BYTES and written without its zero blocks; zero runs are skipped.
+ * onBytes hears every piece's length, zero runs included.
+ */
+export async function writePieces(image: Qcow2Image, pieces: AsyncIterable<ContentPiece>, onBytes: (n: number) => void): Promise<void> {
+  const buffer = allocAligned(COPY_CHUNK_BYTES);
+  let bufferOffset = 0;
+  let fill = 0;
+  const flush = async () => {
+    if (fill > 0) await writeSparse(image, bufferOffset, buffer.subarray(0, fill), 'skip');
+    fill = 0;
+  };
+  for await (const piece of pieces) {
+    if (piece.kind === 'zero') {
+      await flush();
+      onBytes(piece.length);
+      continue;
+    }
+    const { bytes } = piece;
+    for (let pos = 0; pos < bytes.length; ) {
+      const at = piece.offset + pos;
+      if (fill > 0 && bufferOffset + fill !== at) await flush();
+      if (fill === 0) bufferOffset = at;
+      const n = Math.min(chunkEnd(at, at + bytes.length - pos) - at, buffer.length - fill);
+      buffer.set(bytes.subarray(pos, pos + n), fill);
+      fill += n;
+      pos += n;
+      if ((bufferOffset + fill) % COPY_CHUNK_BYTES === 0) await flush();
+    }
+    onBytes(bytes.length);
+  }
+  await flush();
+}
+
+/**
+ * Writes an uploaded image to a new file (mode 0600): plain bytes in order, or a sparse stream's
+ * data at its offsets (its zero runs stay holes; the file is sized at the end). Resolves to the
+ * bytes the image holds. onBytes hears each piece (and may throw to stop); onProgress the total.
+ */
+export async function spoolToFile(
+  spoolFile: string,
+  source: AsyncIterable<Uint8Array> | { sizeBytes: number; pieces: AsyncIterable<ContentPiece> },
+  onBytes: (n: number) => void,
+  onProgress?: (doneBytes: number) => void,
+): Promise<number> {
+  const handle = await fs.open(spoolFile, 'wx', 0o600);
+  let received = 0;
+  const count = (n: number) => {
+    onBytes(n);
+    received += n;
+    onProgress?.(received);
+  };
+  try {
+    if (Symbol.asyncIterator in source) {
+      for await (const chunk of source) {
+        count(chunk.length);
+        await handle.write(chunk);
+      }
+    } else {
+      for await (const piece of source.pieces) {
+        count(pieceLength(piece));
+        if (piece.kind === 'data') await handle.write(piece.bytes, 0, piece.bytes.length, piece.offset);
+      }
+      await handle.truncate(source.sizeBytes);
+    }
+  } finally {
+    await handle.close();
+  }
+  return received;
+}
