@@ -1,7 +1,16 @@
 #!/usr/bin/env node
 // The strata command: runs the compiled CLI (`npm run build` writes dist/).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { nodeVersionProblem } from './node-version.js';
+
+// Refuse an unsupported Node.js before loading anything that might fail on it in a less clear way.
+const { engines } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+const versionProblem = nodeVersionProblem(process.version, engines.node);
+if (versionProblem !== undefined) {
+  process.stderr.write(versionProblem);
+  process.exit(1);
+}
 
 // Large host I/O goes through libuv's thread pool, where more threads let both cores copy at once
 // (measured: 1 MiB tmpfs reads at QD 32 run 5.3 GB/s with the default 4 threads, 7.4 GB/s with 8).
