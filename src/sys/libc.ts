@@ -9,7 +9,7 @@
  * SysError with `fail(syscall)` right after the call, before anything else can clobber errno.
  * Pointers are BigInt (koffi 3). Struct layouts below are for Linux x86-64 (LP64) only.
  */
-import koffi from 'koffi';
+import koffi, { type LibraryHandle } from 'koffi';
 
 /** A failed system call: `errno` is the numeric value, `code` its name (EAGAIN, EBADF, ...). */
 export class SysError extends Error {
@@ -79,7 +79,8 @@ export function errnoName(errno: number): string {
   return errnoByNumber.get(errno) ?? `errno ${errno}`;
 }
 
-function errnoValue(name: string, fallback: number): number {
+/** errno's number for `name` on this platform (fallback: its Linux x86-64 value). */
+export function errnoValue(name: string, fallback: number): number {
   return koffi.os.errno[name] ?? fallback;
 }
 
@@ -132,6 +133,17 @@ export interface Libc {
 export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 
 let bound: Libc | undefined;
+let library: LibraryHandle | undefined;
+
+/**
+ * The process's one handle on glibc's libc.so.6. Every binding in src/sys declares its functions
+ * on it: koffi is loaded in this folder only, and libc is opened once. Throws when it cannot be
+ * loaded (not glibc Linux); callers that have a fallback catch that.
+ */
+export function libcLibrary(): LibraryHandle {
+  library ??= koffi.load('libc.so.6');
+  return library;
+}
 
 /** The libc bindings; loaded on first use. Throws SysError-free Error when libc cannot be bound. */
 export function libc(): Libc {
@@ -139,7 +151,7 @@ export function libc(): Libc {
   if (process.platform !== 'linux' || process.arch !== 'x64') {
     throw new Error(`vhost-user system bindings support Linux x86-64 only (this is ${process.platform}-${process.arch})`);
   }
-  const lib = koffi.load('libc.so.6');
+  const lib = libcLibrary();
   const f = (decl: string) => lib.func(decl);
   const close = f('int close(int fd)');
   const socket = f('int socket(int domain, int type, int protocol)');

@@ -16,7 +16,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { StorageError, isStorageError } from '../core/errors.js';
 import { alignUp, SECTOR_SIZE_BYTES } from '../core/units.js';
-import { allocAligned } from '../core/aligned-buffer.js';
+import { allocAligned } from '../sys/aligned-buffer.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import type { Catalog, CatalogOp } from '../catalog/catalog.js';
 import { delOp, putOp } from '../catalog/catalog.js';
