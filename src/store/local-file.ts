@@ -14,7 +14,8 @@
  */
 import fs from 'node:fs';
 import { StorageError, type StorageErrorCode } from '../core/errors.js';
-import type { HostFile } from '../core/host-file.js';
+import type { HostFile, HostFileFeatures } from '../core/host-file.js';
+import { checkCopyRange, copyRangeByBytes } from './copy-range.js';
 import { EINTR } from '../sys/libc.js';
 import {
   ENXIO,
@@ -43,6 +44,8 @@ export interface LocalHostFileOptions {
   syncIo?: boolean | 'auto';
 }
 
+/** One copy_file_range call at most: the worker thread comes back between calls. */
+const COPY_FILE_RANGE_MAX_BYTES = 64 * 1024 * 1024;
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 /** statfs f_type of tmpfs (and of /dev/shm). */
 const TMPFS_MAGIC = 0x01021994;
@@ -372,6 +375,40 @@ export class LocalHostFile implements HostFile {
    */
   async seekHole(hostOffset: number): Promise<number | undefined> {
     return this.seek(hostOffset, SEEK_HOLE);
+  }
+
+  supports(): HostFileFeatures {
+    const syscalls = fileSyscalls();
+    return { punchHole: syscalls !== null && !this.punchUnsupported, seekData: syscalls !== null, copyByReference: false };
+  }
+
+  /**
+   * Between two local files, copy_file_range(2): the kernel copies (or shares extents, on file
+   * systems that can) without the bytes passing through this process. Anything else, or a kernel
+   * that refuses (EXDEV on old kernels, special files), takes the portable path.
+   */
+  async copyRange(source: HostFile, sourceOffset: number, targetOffset: number, lengthBytes: number): Promise<void> {
+    checkCopyRange(source, this, sourceOffset, targetOffset, lengthBytes);
+    const syscalls = fileSyscalls();
+    if (!(source instanceof LocalHostFile) || syscalls === null) {
+      return copyRangeByBytes(source, this, sourceOffset, targetOffset, lengthBytes);
+    }
+    if (this.fd < 0) throw this.closedError('copyRange');
+    if (source.fd < 0) throw source.closedError('copyRange');
+    this.inFlight++;
+    let done = 0;
+    try {
+      while (done < lengthBytes) {
+        const part = Math.min(lengthBytes - done, COPY_FILE_RANGE_MAX_BYTES);
+        const copied = await syscalls.copyFileRange(source.fd, sourceOffset + done, this.fd, targetOffset + done, part);
+        // 0: the source ended (the rest reads as zeroes); < 0: refused. Both finish portably.
+        if (copied <= 0) break;
+        done += copied;
+      }
+    } finally {
+      this.opDone();
+    }
+    if (done < lengthBytes) await copyRangeByBytes(source, this, sourceOffset + done, targetOffset + done, lengthBytes - done);
   }
 
   /** Resolves once every call in flight has finished and the descriptor is closed. Idempotent. */

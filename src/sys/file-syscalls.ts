@@ -28,6 +28,13 @@ export interface FileSyscalls {
   lseek(fd: number, offsetBytes: number, whence: number): number;
   /** 0 on success, -1 with errno set. */
   flock(fd: number, operation: number): number;
+  /**
+   * copy_file_range(2) on a libuv worker thread (it can take long): bytes copied (0 at the
+   * source's end) or -1 when the kernel refused (errno is not reported: it was set on another
+   * thread; callers fall back to copying through user space). The kernel copies without user
+   * space, or shares extents where the file system can (btrfs, XFS reflink).
+   */
+  copyFileRange(fdIn: number, offsetIn: number, fdOut: number, offsetOut: number, lengthBytes: number): Promise<number>;
   /** errno of the last call above (saved by koffi right after the call). */
   errno(): number;
   /** errno's symbolic name (ENOSPC, ...), or "errno N". */
@@ -44,10 +51,21 @@ export function fileSyscalls(): FileSyscalls | null {
     const fallocate = lib.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
     const lseek = lib.func('int64_t lseek(int fd, int64_t offset, int whence)');
     const flock = lib.func('int flock(int fd, int operation)');
+    const copyFileRange = lib.func(
+      'intptr_t copy_file_range(int fd_in, _Inout_ int64_t *off_in, int fd_out, _Inout_ int64_t *off_out, size_t len, unsigned int flags)',
+    );
     bound = {
       fallocate: (fd, mode, offset, length) => Number(fallocate(fd, mode, offset, length)),
       lseek: (fd, offset, whence) => Number(lseek(fd, offset, whence)),
       flock: (fd, operation) => Number(flock(fd, operation)),
+      copyFileRange: (fdIn, offsetIn, fdOut, offsetOut, lengthBytes) =>
+        new Promise((resolve, reject) => {
+          // koffi runs .async calls on the libuv thread pool.
+          copyFileRange.async(fdIn, [offsetIn], fdOut, [offsetOut], lengthBytes, 0, (err: unknown, result: unknown) => {
+            if (err) reject(err instanceof Error ? err : new Error(String(err)));
+            else resolve(Number(result));
+          });
+        }),
       errno,
       errnoName,
     };
