@@ -10,7 +10,7 @@ import { LiveVolume } from '../../src/volume/live.js';
 
 const MiB = 1024 * 1024;
 
-/** pwrite waits while held; `entered` resolves when a write arrives and is being held. */
+/** pwrite and pread wait while held; `entered` resolves when a call arrives and is being held. */
 class HoldingFile extends MemoryHostFile {
   private held: Promise<void> | undefined;
   private releaseHeld: (() => void) | undefined;
@@ -28,11 +28,19 @@ class HoldingFile extends MemoryHostFile {
   }
 
   override async pwrite(buf: Uint8Array, hostOffset: number): Promise<void> {
-    if (this.held !== undefined) {
-      this.onEnter?.();
-      await this.held;
-    }
+    await this.waitWhileHeld();
     return super.pwrite(buf, hostOffset);
+  }
+
+  override async pread(buf: Uint8Array, hostOffset: number): Promise<number> {
+    await this.waitWhileHeld();
+    return super.pread(buf, hostOffset);
+  }
+
+  private async waitWhileHeld(): Promise<void> {
+    if (this.held === undefined) return;
+    this.onEnter?.();
+    await this.held;
   }
 }
 
@@ -96,6 +104,25 @@ describe('LiveVolume', () => {
     expect(live.layerIds).toEqual(['b']);
     await waiting.promise;
     expect(read).toEqual(data);
+    await device.close();
+  });
+
+  it('pause waits for a read in flight too (the image itself would not: only the gate drains reads)', async () => {
+    const { live, file } = await openLive();
+    const device = live.handle(false);
+    await device.write(0, new Uint8Array(4096).fill(7));
+    file.hold();
+    const buf = new Uint8Array(4096);
+    const read = tracked(device.read(0, buf));
+    await file.entered;
+    const pause = tracked(live.pause());
+    await turn();
+    expect(pause.settled(), 'pause must wait for the read in flight').toBe(false);
+    file.release();
+    await read.promise;
+    expect(buf.every((b) => b === 7)).toBe(true);
+    await pause.promise;
+    await live.resume();
     await device.close();
   });
 
