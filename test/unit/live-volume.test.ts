@@ -107,7 +107,7 @@ describe('LiveVolume', () => {
     await device.close();
   });
 
-  it('pause waits for a read in flight too (the image itself would not: only the gate drains reads)', async () => {
+  it('pause waits for a read in flight too', async () => {
     const { live, file } = await openLive();
     const device = live.handle(false);
     await device.write(0, new Uint8Array(4096).fill(7));
