@@ -399,7 +399,9 @@ export class Qcow2Image implements Image {
       this.corruptionDetected(`L2 entry at host offset ${table.hostOffset + position} is invalid`);
     }
     if (hostCluster !== 0 && hostCluster + this.clusterSizeBytes > this.hostHighWaterBytes) {
-      this.corruptionDetected(`L2 entry points past the end of the file (host offset ${hostCluster})`);
+      this.corruptionDetected(
+        `L2 entry at 0x${(table.hostOffset + position).toString(16)} points past the end of the file (data cluster at 0x${hostCluster.toString(16)}; the file ends at 0x${this.hostHighWaterBytes.toString(16)})`,
+      );
     }
     if (!this.extendedL2) {
       const zero = entryZeroFlag(lo);
@@ -444,7 +446,7 @@ export class Qcow2Image implements Image {
     };
   }
 
-  /** Marks the image corrupt (durably, when writable) and fails the request. */
+  /** Marks the image corrupt (durably, when writable: a read-only one stays as it was) and fails the request. */
   corruptionDetected(reason: string): never {
     if (!this.readOnly && !this.corrupt) {
       this.header.incompatibleFeatures = setFeatureBit(this.header.incompatibleFeatures, IncompatibleBit.corrupt, true);
@@ -457,7 +459,7 @@ export class Qcow2Image implements Image {
         .catch(() => undefined);
     }
     this.readOnly = true;
-    throw new StorageError('CORRUPT', `${this.file.name}: ${reason}; the image is now marked corrupt`);
+    throw new StorageError('CORRUPT', `${this.file.name}: ${reason}${this.corrupt ? '; the image is marked corrupt' : ''}`);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1540,7 +1542,7 @@ export async function readL1Table(
 ): Promise<{ offsets: number[]; copied: boolean[] }> {
   if (entries * 8 > MAX_L1_TABLE_BYTES) throw new StorageError('CORRUPT', `L1 table of ${entries} entries is too large`);
   if (entries > 0 && offset + entries * 8 > fileSizeBytes) {
-    throw new StorageError('CORRUPT', 'L1 table lies past the end of the file');
+    throw new StorageError('CORRUPT', `L1 table at 0x${offset.toString(16)} (${entries * 8} bytes) runs past the end of the file (${fileSizeBytes} bytes)`);
   }
   const bytes = new Uint8Array(entries * 8);
   if (entries > 0) await file.pread(bytes, offset);
@@ -1553,7 +1555,7 @@ export async function readL1Table(
     const l2Offset = Number(raw & L1E_OFFSET_MASK);
     if (l2Offset % clusterSizeBytes !== 0) throw new StorageError('CORRUPT', `L1 entry ${i} is not cluster-aligned`);
     if (l2Offset !== 0 && l2Offset + clusterSizeBytes > fileSizeBytes) {
-      throw new StorageError('CORRUPT', `L1 entry ${i} points past the end of the file`);
+      throw new StorageError('CORRUPT', `L1 entry ${i} (L2 table at 0x${l2Offset.toString(16)}) points past the end of the file (${fileSizeBytes} bytes)`);
     }
     offsets[i] = l2Offset;
     copied[i] = (raw & OFLAG_COPIED) !== 0n;
