@@ -166,7 +166,9 @@ export class Qcow2Image implements Image {
         await file.pread(headerBytes, 0);
       }
     }
-    const header = parseHeader(headerBytes, fileSizeBytes);
+    // forCheck: nothing is refused for lying past the end of the file; check() reports it.
+    const boundsBytes = options.forCheck ? Number.MAX_SAFE_INTEGER : fileSizeBytes;
+    const header = parseHeader(headerBytes, boundsBytes);
     const corrupt = hasIncompatible(header, IncompatibleBit.corrupt);
     let readOnly = options.readOnly ?? file.readOnly;
     if (file.readOnly) readOnly = true;
@@ -182,7 +184,7 @@ export class Qcow2Image implements Image {
       header.l1TableOffset,
       header.l1Size,
       clusterSizeBytes,
-      fileSizeBytes,
+      boundsBytes,
     );
     const layout = {
       clusterBits: header.clusterBits,
@@ -190,7 +192,9 @@ export class Qcow2Image implements Image {
       tableOffset: header.refcountTableOffset,
       tableClusters: header.refcountTableClusters,
     };
-    const { table: refTable, broken } = await Refcounts.loadTable(file, layout, fileSizeBytes);
+    // forCheck: a refcount block is outside the file when none of its cluster is in it (as qemu-img check judges).
+    const refcountBoundBytes = options.forCheck ? Math.ceil(fileSizeBytes / clusterSizeBytes) * clusterSizeBytes : fileSizeBytes;
+    const { table: refTable, broken } = await Refcounts.loadTable(file, layout, refcountBoundBytes);
     if (broken.length > 0 && !readOnly && options.dirtyPolicy !== 'ignore') {
       throw new StorageError(
         'CORRUPT',
@@ -199,7 +203,7 @@ export class Qcow2Image implements Image {
     }
     const snapshots = await readSnapshotTable(file, header.snapshotsOffset, header.nbSnapshots, {
       clusterSizeBytes,
-      fileSizeBytes,
+      fileSizeBytes: boundsBytes,
     });
     const l2CacheBytes = options.l2CacheBytes ?? defaultL2CacheBytes(header);
     const refcountCacheBytes = options.refcountCacheBytes ?? DEFAULT_REFCOUNT_CACHE_MAX_BYTES;
@@ -228,7 +232,7 @@ export class Qcow2Image implements Image {
     for (const [index, offset] of refTable.entries()) {
       const clash = offset === 0 ? undefined : opened.fixedMetadataOverlap(offset, clusterSizeBytes);
       if (!clash) continue;
-      broken.push({ index, reason: `points at the ${clash}` });
+      broken.push({ index, kind: 'overlaps-metadata', offset, reason: `points at the ${clash}` });
       refTable[index] = 0;
       if (!readOnly && options.dirtyPolicy !== 'ignore') {
         throw new StorageError(
