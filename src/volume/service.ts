@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { StorageError, isStorageError } from '../core/errors.js';
+import { StorageError } from '../core/errors.js';
 import { alignUp, SECTOR_SIZE_BYTES } from '../core/units.js';
 import { allocAligned } from '../sys/aligned-buffer.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
@@ -54,6 +54,7 @@ import { KeyedMutex } from './locks.js';
 import { checkLimit, checkName, checkQuota, checkVolumeSize } from './names.js';
 import { ByteReader, encodeDiffHeader, encodeRecordHeader, readDiffHeader, readRecordHeader } from './diff-stream.js';
 import { ManagedStream } from './stream.js';
+import { openUploadedImage, uploadedImageError } from './input-image.js';
 import { LiveVolume, liveKey, type LiveDevice, type LiveTarget } from './live.js';
 import type {
   DiffExtent,
@@ -716,10 +717,9 @@ export class LocalVolumeService implements VolumeService {
       await handle.close();
     }
     ctx.throwIfCancelled();
-    const spooled = await openLayerAlone(spoolFile, { writable: false }).catch((err: unknown) => {
-      if (isStorageError(err)) throw new StorageError(err.code, `the uploaded qcow2 image cannot be opened: ${err.message}`, { cause: err });
-      throw err;
-    });
+    // Damage found in the upload (at open or while copying) is the uploader's: InvalidImageError.
+    const spooled = await openUploadedImage(spoolFile);
+    const asUploadError = (err: unknown) => uploadedImageError(err, spoolFile);
     try {
       const info = spooled.info();
       if (info.backingFile !== undefined) {
@@ -739,9 +739,9 @@ export class LocalVolumeService implements VolumeService {
       await createLayerFile(file, sizeBytes);
       const dest = await openLayerAlone(file, { writable: true });
       try {
-        const plan = await this.dataPlan(spooled, 0, spooled.sizeBytes);
+        const plan = await this.dataPlan(spooled, 0, spooled.sizeBytes).catch((err: unknown) => Promise.reject(asUploadError(err)));
         ctx.setTotal(received + totalOf(plan));
-        await this.copyPlan(spooled, dest, plan, ctx, 'skip');
+        await this.copyPlan(spooled, dest, plan, ctx, 'skip', asUploadError);
       } finally {
         await dest.close();
       }
@@ -1317,9 +1317,22 @@ export class LocalVolumeService implements VolumeService {
     return plan;
   }
 
-  /** Copies plan steps from `source` (as its chain reads) into `dest`; 'zero' steps write zeroes. */
-  private async copyPlan(source: Qcow2Image, dest: Qcow2Image, plan: PlanStep[], ctx: JobContext, zeroBlocks: 'skip' | 'write-zeroes'): Promise<void> {
+  /**
+   * Copies plan steps from `source` (as its chain reads) into `dest`; 'zero' steps write zeroes.
+   * sourceError maps failures to read the source (an upload's damage is not the pool's).
+   */
+  private async copyPlan(
+    source: Qcow2Image,
+    dest: Qcow2Image,
+    plan: PlanStep[],
+    ctx: JobContext,
+    zeroBlocks: 'skip' | 'write-zeroes',
+    sourceError?: (err: unknown) => unknown,
+  ): Promise<void> {
     const buffer = copyBuffer();
+    const readSource = sourceError
+      ? (offset: number, buf: Uint8Array) => source.read(offset, buf).catch((err: unknown) => Promise.reject(sourceError(err)))
+      : (offset: number, buf: Uint8Array) => source.read(offset, buf);
     for (const step of plan) {
       ctx.throwIfCancelled();
       await yieldNowAndThen();
@@ -1327,7 +1340,7 @@ export class LocalVolumeService implements VolumeService {
         await dest.writeZeroes(step.offset, step.length);
         continue;
       }
-      await copyRange((offset, buf) => source.read(offset, buf), dest, step.offset, step.length, {
+      await copyRange(readSource, dest, step.offset, step.length, {
         signal: ctx.signal,
         onBytes: (n) => ctx.addDone(n),
         zeroBlocks,

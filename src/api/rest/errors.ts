@@ -4,6 +4,7 @@
  */
 import type { FastifyError } from 'fastify';
 import { StorageError, type StorageErrorCode } from '../../core/errors.js';
+import { InvalidImageError } from '../../core/input-errors.js';
 
 export const HTTP_STATUS: Record<StorageErrorCode, number> = {
   INVALID_ARGUMENT: 400,
@@ -20,7 +21,10 @@ export const HTTP_STATUS: Record<StorageErrorCode, number> = {
 };
 
 /** Codes outside StorageError that the API itself produces. */
-export type ApiErrorCode = StorageErrorCode | 'UNAUTHORIZED' | 'INTERNAL';
+export type ApiErrorCode = StorageErrorCode | 'UNAUTHORIZED' | 'INTERNAL' | 'INVALID_IMAGE';
+
+/** An uploaded image is damaged (InvalidImageError): the request's fault, not the storage's. */
+const INVALID_IMAGE_STATUS = 422;
 
 export interface ErrorBody {
   error: { code: ApiErrorCode; message: string };
@@ -53,6 +57,9 @@ export function isClientAbort(err: unknown): boolean {
 
 /** Maps any thrown value to a status and an error body. */
 export function mapError(err: unknown): MappedError {
+  if (err instanceof InvalidImageError) {
+    return { status: INVALID_IMAGE_STATUS, body: { error: { code: 'INVALID_IMAGE', message: err.message } }, internal: false };
+  }
   if (err instanceof StorageError) {
     const status = HTTP_STATUS[err.code] ?? 500;
     return { status, body: { error: { code: err.code, message: err.message } }, internal: status >= 500 && err.code !== 'UNSUPPORTED' };
