@@ -188,7 +188,8 @@ async function waitForJobs(backend: VolumeBackend, graceMs: number, logger: Logg
   for (const job of running) {
     logger.warn({ job: job.id, kind: job.kind, target: job.target }, 'cancelling job');
     await backend.service.cancelJob(job.id).catch((err: unknown) => {
-      if (!isStorageError(err, 'NOT_FOUND')) logger.warn({ err, job: job.id }, 'could not cancel job');
+      // NOT_FOUND: pruned; BUSY: it ended meanwhile.
+      if (!isStorageError(err, 'NOT_FOUND') && !isStorageError(err, 'BUSY')) logger.warn({ err, job: job.id }, 'could not cancel job');
     });
   }
   const cancelDeadline = Date.now() + 5000;

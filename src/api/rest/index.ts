@@ -89,7 +89,7 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
       openapi: '3.0.3',
       info: {
         title: 'Strata storage daemon',
-        description: 'Pools, thin qcow2 volumes, snapshots, clones and jobs. Errors: {"error":{"code","message"}}.',
+        description: 'Pools, thin qcow2 volumes, snapshots, clones and jobs. Errors: {"error":{"code","message","hint"?,"fix"?}}.',
         version: options.version,
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'the token in <data>/token' } } },
