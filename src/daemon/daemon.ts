@@ -121,12 +121,13 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       metrics,
       exports,
       closing: () => closing,
+      metricsAuth: config.metricsAuth,
     });
     await app.listen({ host: config.listen.host, port: config.listen.port });
     const addr = app.server.address();
     const port = addr !== null && typeof addr === 'object' ? addr.port : config.listen.port;
     const url = `http://${formatListen({ host: config.listen.host, port })}`;
-    logger.info({ url, dataDir: config.dataDir, pid: process.pid, version: strataVersion() }, 'listening');
+    logger.info({ url, dataDir: config.dataDir, pid: process.pid, version: strataVersion(), metricsAuth: config.metricsAuth }, 'listening');
 
     const openBackend = backend;
     const openExports = exports;
