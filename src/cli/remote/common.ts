@@ -2,7 +2,8 @@
  * What the daemon commands share: the global options (--url, --token, --data-dir, --json),
  * POOL/VOL@SNAP names, sizes, tables, the progress bar and waiting for jobs.
  */
-import { formatSizeHuman, parseSizeBytes } from '../../core/units.js';
+import { formatSizeHuman, readSizeBytes } from '../../core/units.js';
+import { MAX_VOLUME_BYTES } from '../../volume/names.js';
 import { parseArgs, type OptionSpec, type ParsedArgs } from '../args.js';
 import type { Subcommand } from '../command.js';
 import { CliError, UsageError } from '../errors.js';
@@ -35,9 +36,9 @@ export const PROGRESS_OPTIONS: readonly OptionSpec[] = [
   { long: 'no-progress' },
 ];
 
-/** Parses argv with the command's options plus the global ones. */
+/** Parses argv with the command's options plus the global ones ("-5G" is a positional: no option is a digit). */
 export function parse(argv: readonly string[], command: string, specs: readonly OptionSpec[] = []): ParsedArgs {
-  return parseArgs(argv, [...GLOBAL_OPTIONS, ...specs], command);
+  return parseArgs(argv, [...GLOBAL_OPTIONS, ...specs], command, { negativeNumbers: true });
 }
 
 export function clientOf(args: ParsedArgs): ApiClient {
@@ -114,12 +115,30 @@ export function snapPath(ref: SnapRef): string {
   return `${volumePath(ref)}/snapshots/${seg(ref.snapshot)}`;
 }
 
-export function parseSize(text: string, what: string, command: string): number {
-  const bytes = parseSizeBytes(text);
-  if (bytes === undefined || !Number.isInteger(bytes)) {
-    throw new UsageError(`${command}: ${what} '${text}' is not a size`, 'use bytes or a k, M, G, T, P suffix (binary), e.g. 10G');
+const SIZE_SYNTAX_HINT = 'use bytes or a k, M, G, T, P suffix (binary), e.g. 10G';
+
+/** The largest size a command takes, and what it is called in messages. */
+export interface SizeLimit {
+  maxBytes: number;
+  /** "the largest volume" */
+  name: string;
+}
+
+/** Volume sizes: what the daemon creates (volume/names.ts). */
+export const VOLUME_SIZE_LIMIT: SizeLimit = { maxBytes: MAX_VOLUME_BYTES, name: 'the largest volume' };
+/** Sizes without a limit of their own (quotas): what a JSON number holds exactly. */
+const COUNTABLE_LIMIT: SizeLimit = { maxBytes: Number.MAX_SAFE_INTEGER, name: 'the largest size Strata counts' };
+
+/** A size argument in bytes: refused when negative, not a size, or past the limit (usage errors). */
+export function parseSize(text: string, what: string, command: string, limit: SizeLimit = COUNTABLE_LIMIT): number {
+  const negative = text.trimStart().startsWith('-');
+  const reading = readSizeBytes(negative ? text.trimStart().slice(1) : text);
+  if ('refused' in reading && reading.refused === 'not-a-size') throw new UsageError(`${command}: ${what} '${text}' is not a size`, SIZE_SYNTAX_HINT);
+  if (negative) throw new UsageError(`${command}: ${what} '${text}' is negative; it must be positive`, 'give a size like 10G');
+  if ('refused' in reading || reading.bytes > limit.maxBytes) {
+    throw new UsageError(`${command}: ${what} '${text}' is too large`, `${limit.name} is ${formatSizeHuman(limit.maxBytes)}`);
   }
-  return bytes;
+  return reading.bytes;
 }
 
 export function size(bytes: number | null | undefined): string {
