@@ -5,7 +5,6 @@ import { EXIT } from './remote/exits.js';
 import { seg } from './remote/client.js';
 import {
   PROGRESS_OPTIONS,
-  ProgressBar,
   clientOf,
   groupHelp,
   keyValues,
@@ -19,10 +18,17 @@ import {
   wantsJson,
   type JobJson,
 } from './remote/common.js';
+import { ProgressBar } from './remote/progress-bar.js';
 
 function percent(j: JobJson): string {
   if (j.totalBytes <= 0) return j.state === 'succeeded' ? '100%' : '-';
   return `${Math.floor((Math.min(j.doneBytes, j.totalBytes) / j.totalBytes) * 100)}%`;
+}
+
+/** "45% (450 MiB of 1 GiB)"; a total of 0 is unknown (an import from a stream): "579 MiB". */
+function progressText(j: JobJson): string {
+  if (j.totalBytes <= 0) return j.state === 'succeeded' ? `100% (${size(j.doneBytes)})` : size(j.doneBytes);
+  return `${percent(j)} (${size(j.doneBytes)} of ${size(j.totalBytes)})`;
 }
 
 function jobDetails(j: JobJson): string {
@@ -31,7 +37,7 @@ function jobDetails(j: JobJson): string {
     ['kind', j.kind],
     ['target', j.target],
     ['state', j.state],
-    ['progress', `${percent(j)} (${size(j.doneBytes)} of ${size(j.totalBytes)})`],
+    ['progress', progressText(j)],
     ['error', j.error === null ? '-' : `${j.error.message} [${j.error.code}]`],
     ['created', j.createdAt],
     ['finished', j.finishedAt ?? '-'],

@@ -14,7 +14,6 @@ import { duTable, type DuEntryJson } from './pool.js';
 import { ApiClient, query, seg } from './remote/client.js';
 import {
   PROGRESS_OPTIONS,
-  ProgressBar,
   checkName,
   clientOf,
   groupHelp,
@@ -36,6 +35,7 @@ import {
   type VolumeRef,
   VOLUME_SIZE_LIMIT,
 } from './remote/common.js';
+import { ProgressBar } from './remote/progress-bar.js';
 import { EXIT } from './remote/exits.js';
 import { openSource, writeSparseFile, writeStdout } from './remote/streams.js';
 

@@ -10,6 +10,7 @@ import { CliError, UsageError } from '../errors.js';
 import type { Console } from '../output.js';
 import { ApiClient, apiError, seg } from './client.js';
 import { EXIT } from './exits.js';
+import type { ProgressBar } from './progress-bar.js';
 
 export const DEFAULT_POOL = 'default';
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -161,82 +162,6 @@ export function keyValues(pairs: ReadonlyArray<readonly [string, string]>): stri
 
 export function usageHint(command: string): string {
   return `see 'strata ${command} --help'`;
-}
-
-/**
- * A progress bar on stderr: "  importing [#########.........]  45%  450 MiB / 1 GiB  120 MiB/s",
- * rewritten in place at most ten times a second. Shown when stderr is a terminal (or with
- * --progress), never with --no-progress or --json.
- */
-export class ProgressBar {
-  private lastDrawMs = 0;
-  private readonly startMs = Date.now();
-  private done = 0;
-  private drawn = false;
-  private ended = false;
-
-  constructor(
-    private readonly con: Console,
-    private readonly enabled: boolean,
-    private readonly label: string,
-    private total: number | undefined,
-  ) {}
-
-  static enabled(args: ParsedArgs): boolean {
-    if (args.has('no-progress') || args.has('json')) return false;
-    if (args.has('progress')) return true;
-    return process.stderr.isTTY === true;
-  }
-
-  setTotal(total: number | undefined): void {
-    this.total = total;
-  }
-
-  add(bytes: number): void {
-    this.update(this.done + bytes);
-  }
-
-  update(done: number, total?: number): void {
-    if (total !== undefined) this.total = total;
-    this.done = done;
-    if (!this.enabled || this.ended) return;
-    const now = Date.now();
-    if (now - this.lastDrawMs < 100) return;
-    this.lastDrawMs = now;
-    this.draw();
-  }
-
-  private draw(): void {
-    const seconds = Math.max(0.001, (Date.now() - this.startMs) / 1000);
-    const rate = `${formatSizeHuman(Math.round(this.done / seconds))}/s`;
-    let text: string;
-    if (this.total !== undefined && this.total > 0) {
-      const fraction = Math.min(1, this.done / this.total);
-      const width = 30;
-      const filled = Math.round(fraction * width);
-      text = `  ${this.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}%  ${formatSizeHuman(this.done)} / ${formatSizeHuman(this.total)}  ${rate}`;
-    } else {
-      text = `  ${this.label} ${formatSizeHuman(this.done)}  ${rate}`;
-    }
-    this.con.stderr(`\r${text}\x1b[K`);
-    this.drawn = true;
-  }
-
-  /** Draws the final state and ends the line. */
-  finish(): void {
-    if (!this.enabled || this.ended) return;
-    if (this.total !== undefined && this.done < this.total) this.done = this.total;
-    this.draw();
-    this.ended = true;
-    this.con.stderr('\n');
-  }
-
-  /** Ends the line without claiming completion. */
-  abort(): void {
-    if (!this.enabled || this.ended) return;
-    this.ended = true;
-    if (this.drawn) this.con.stderr('\n');
-  }
 }
 
 export interface JobJson {
