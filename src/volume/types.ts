@@ -128,12 +128,15 @@ export interface VolumeService {
   flattenVolume(pool: string, name: string): Promise<JobInfo>;
 
   // Data in and out (streams of bytes; progress is reported through onProgress)
-  /** Creates a volume from a raw or qcow2 byte stream (qcow2 is spooled to the pool, then copied in sparsely). */
+  /**
+   * Creates a volume from a raw or qcow2 byte stream (qcow2 is spooled to the pool, then copied in
+   * sparsely). `signal` cancels the import job; its reason (a CANCELLED error) becomes the job's.
+   */
   importVolume(
     pool: string,
     name: string,
     source: AsyncIterable<Uint8Array>,
-    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; onProgress?: (doneBytes: number) => void },
+    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; onProgress?: (doneBytes: number) => void; signal?: AbortSignal },
   ): Promise<VolumeInfo>;
   /** The volume's (or a snapshot's) contents as raw bytes or as a standalone qcow2 image. */
   exportVolume(
