@@ -1,5 +1,5 @@
 /**
- * vhost-user-blk: the TypeScript front-end (bench/vhost-frontend.ts, playing QEMU's role) drives
+ * vhost-user-blk: the TypeScript front-end (test/support/vhost-frontend, playing QEMU's role) drives
  * Strata's back-end (bench/vhost-serve.ts, its own node process) and qemu-storage-daemon side by
  * side in one run. Every back-end gets its own copy of the same qcow2 image in /dev/shm (1 GiB,
  * first 256 MiB written by qemu-io) and the same queue count. qemu-storage-daemon runs twice: with
@@ -15,7 +15,7 @@ import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
-import { BlkStatus, BlkType, VhostUserFrontend } from './vhost-frontend.js';
+import { BlkStatus, BlkType, VhostUserFrontend } from '../test/support/vhost-frontend/index.js';
 import { argValue } from './args.js';
 
 const here = resolve(fileURLToPath(import.meta.url), '..');
@@ -135,7 +135,7 @@ async function main(): Promise<void> {
     lines.push(
       '',
       `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; ${runtimeSeconds} s per cell; ` +
-        `front-end: bench/vhost-frontend.ts (EVENT_IDX, direct chains, one data descriptor per request); ${new Date().toISOString().slice(0, 10)}.`,
+        `front-end: test/support/vhost-frontend (EVENT_IDX, direct chains, one data descriptor per request); ${new Date().toISOString().slice(0, 10)}.`,
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

@@ -10,7 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { Qcow2Image } from '../formats/qcow2/index.js';
-import { allocAligned } from '../src/core/aligned-buffer.js';
+import { allocAligned } from '../src/sys/aligned-buffer.js';
 import { GiB, MiB, TiB } from '../src/core/units.js';
 import { Catalog } from '../src/catalog/index.js';
 import { LocalHostFile } from '../src/store/local-file.js';

@@ -223,7 +223,9 @@ function validateLayout(header: Qcow2Header, clusterSizeBytes: number, fileSizeB
   }
   if (header.l1Size > 0) {
     if (!isAligned(header.l1TableOffset) || header.l1TableOffset === 0) throw corrupt('L1 table offset is invalid');
-    if (header.l1TableOffset + l1Bytes > fileSizeBytes) throw corrupt('L1 table lies past the end of the file');
+    if (header.l1TableOffset + l1Bytes > fileSizeBytes) {
+      throw corrupt(`L1 table at 0x${header.l1TableOffset.toString(16)} (${l1Bytes} bytes) runs past the end of the file (${fileSizeBytes} bytes)`);
+    }
   }
   if (!isAligned(header.refcountTableOffset) || header.refcountTableOffset === 0) {
     throw corrupt('refcount table offset is invalid');
@@ -232,12 +234,16 @@ function validateLayout(header: Qcow2Header, clusterSizeBytes: number, fileSizeB
   if (header.refcountTableClusters === 0) throw corrupt('refcount table is empty');
   if (refTableBytes > MAX_REFCOUNT_TABLE_BYTES) throw corrupt('refcount table is too large');
   if (header.refcountTableOffset + refTableBytes > fileSizeBytes) {
-    throw corrupt('refcount table lies past the end of the file');
+    throw corrupt(
+      `refcount table at 0x${header.refcountTableOffset.toString(16)} (${refTableBytes} bytes) runs past the end of the file (${fileSizeBytes} bytes)`,
+    );
   }
   if (header.nbSnapshots > MAX_SNAPSHOTS) throw corrupt(`${header.nbSnapshots} snapshots exceed ${MAX_SNAPSHOTS}`);
   if (header.nbSnapshots > 0) {
     if (!isAligned(header.snapshotsOffset) || header.snapshotsOffset === 0) throw corrupt('snapshot table offset is invalid');
-    if (header.snapshotsOffset >= fileSizeBytes) throw corrupt('snapshot table lies past the end of the file');
+    if (header.snapshotsOffset >= fileSizeBytes) {
+      throw corrupt(`snapshot table at 0x${header.snapshotsOffset.toString(16)} lies past the end of the file (${fileSizeBytes} bytes)`);
+    }
   }
   // The virtual size must be addressable by the L1 table at its largest.
   const maxSizeBytes = (MAX_L1_TABLE_BYTES / 8) * bytesPerL1Entry;

@@ -166,7 +166,9 @@ export class Qcow2Image implements Image {
         await file.pread(headerBytes, 0);
       }
     }
-    const header = parseHeader(headerBytes, fileSizeBytes);
+    // forCheck: nothing is refused for lying past the end of the file; check() reports it.
+    const boundsBytes = options.forCheck ? Number.MAX_SAFE_INTEGER : fileSizeBytes;
+    const header = parseHeader(headerBytes, boundsBytes);
     const corrupt = hasIncompatible(header, IncompatibleBit.corrupt);
     let readOnly = options.readOnly ?? file.readOnly;
     if (file.readOnly) readOnly = true;
@@ -182,7 +184,7 @@ export class Qcow2Image implements Image {
       header.l1TableOffset,
       header.l1Size,
       clusterSizeBytes,
-      fileSizeBytes,
+      boundsBytes,
     );
     const layout = {
       clusterBits: header.clusterBits,
@@ -190,7 +192,9 @@ export class Qcow2Image implements Image {
       tableOffset: header.refcountTableOffset,
       tableClusters: header.refcountTableClusters,
     };
-    const { table: refTable, broken } = await Refcounts.loadTable(file, layout, fileSizeBytes);
+    // forCheck: a refcount block is outside the file when none of its cluster is in it (as qemu-img check judges).
+    const refcountBoundBytes = options.forCheck ? Math.ceil(fileSizeBytes / clusterSizeBytes) * clusterSizeBytes : fileSizeBytes;
+    const { table: refTable, broken } = await Refcounts.loadTable(file, layout, refcountBoundBytes);
     if (broken.length > 0 && !readOnly && options.dirtyPolicy !== 'ignore') {
       throw new StorageError(
         'CORRUPT',
@@ -199,7 +203,7 @@ export class Qcow2Image implements Image {
     }
     const snapshots = await readSnapshotTable(file, header.snapshotsOffset, header.nbSnapshots, {
       clusterSizeBytes,
-      fileSizeBytes,
+      fileSizeBytes: boundsBytes,
     });
     const l2CacheBytes = options.l2CacheBytes ?? defaultL2CacheBytes(header);
     const refcountCacheBytes = options.refcountCacheBytes ?? DEFAULT_REFCOUNT_CACHE_MAX_BYTES;
@@ -228,7 +232,7 @@ export class Qcow2Image implements Image {
     for (const [index, offset] of refTable.entries()) {
       const clash = offset === 0 ? undefined : opened.fixedMetadataOverlap(offset, clusterSizeBytes);
       if (!clash) continue;
-      broken.push({ index, reason: `points at the ${clash}` });
+      broken.push({ index, kind: 'overlaps-metadata', offset, reason: `points at the ${clash}` });
       refTable[index] = 0;
       if (!readOnly && options.dirtyPolicy !== 'ignore') {
         throw new StorageError(
@@ -399,7 +403,9 @@ export class Qcow2Image implements Image {
       this.corruptionDetected(`L2 entry at host offset ${table.hostOffset + position} is invalid`);
     }
     if (hostCluster !== 0 && hostCluster + this.clusterSizeBytes > this.hostHighWaterBytes) {
-      this.corruptionDetected(`L2 entry points past the end of the file (host offset ${hostCluster})`);
+      this.corruptionDetected(
+        `L2 entry at 0x${(table.hostOffset + position).toString(16)} points past the end of the file (data cluster at 0x${hostCluster.toString(16)}; the file ends at 0x${this.hostHighWaterBytes.toString(16)})`,
+      );
     }
     if (!this.extendedL2) {
       const zero = entryZeroFlag(lo);
@@ -444,7 +450,7 @@ export class Qcow2Image implements Image {
     };
   }
 
-  /** Marks the image corrupt (durably, when writable) and fails the request. */
+  /** Marks the image corrupt (durably, when writable: a read-only one stays as it was) and fails the request. */
   corruptionDetected(reason: string): never {
     if (!this.readOnly && !this.corrupt) {
       this.header.incompatibleFeatures = setFeatureBit(this.header.incompatibleFeatures, IncompatibleBit.corrupt, true);
@@ -457,7 +463,7 @@ export class Qcow2Image implements Image {
         .catch(() => undefined);
     }
     this.readOnly = true;
-    throw new StorageError('CORRUPT', `${this.file.name}: ${reason}; the image is now marked corrupt`);
+    throw new StorageError('CORRUPT', `${this.file.name}: ${reason}${this.corrupt ? '; the image is marked corrupt' : ''}`);
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -1540,7 +1546,7 @@ export async function readL1Table(
 ): Promise<{ offsets: number[]; copied: boolean[] }> {
   if (entries * 8 > MAX_L1_TABLE_BYTES) throw new StorageError('CORRUPT', `L1 table of ${entries} entries is too large`);
   if (entries > 0 && offset + entries * 8 > fileSizeBytes) {
-    throw new StorageError('CORRUPT', 'L1 table lies past the end of the file');
+    throw new StorageError('CORRUPT', `L1 table at 0x${offset.toString(16)} (${entries * 8} bytes) runs past the end of the file (${fileSizeBytes} bytes)`);
   }
   const bytes = new Uint8Array(entries * 8);
   if (entries > 0) await file.pread(bytes, offset);
@@ -1553,7 +1559,7 @@ export async function readL1Table(
     const l2Offset = Number(raw & L1E_OFFSET_MASK);
     if (l2Offset % clusterSizeBytes !== 0) throw new StorageError('CORRUPT', `L1 entry ${i} is not cluster-aligned`);
     if (l2Offset !== 0 && l2Offset + clusterSizeBytes > fileSizeBytes) {
-      throw new StorageError('CORRUPT', `L1 entry ${i} points past the end of the file`);
+      throw new StorageError('CORRUPT', `L1 entry ${i} (L2 table at 0x${l2Offset.toString(16)}) points past the end of the file (${fileSizeBytes} bytes)`);
     }
     offsets[i] = l2Offset;
     copied[i] = (raw & OFLAG_COPIED) !== 0n;

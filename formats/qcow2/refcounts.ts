@@ -10,6 +10,7 @@
 import { StorageError } from '../../src/core/errors.js';
 import type { HostFile } from '../../src/core/host-file.js';
 import { REFT_OFFSET_MASK } from './constants.js';
+import { planRefcountStructure } from './refcount-rebuild.js';
 import { TableCache, type CachedTable } from './table-cache.js';
 
 export interface RefcountLayout {
@@ -22,8 +23,14 @@ export interface RefcountLayout {
 /** Ranges in use by fixed metadata, which a zero refcount must never hand out. */
 export type OverlapCheck = (hostOffset: number, lengthBytes: number) => string | undefined;
 
+/** Why a refcount table entry is not used: check() reports each kind as qemu-img check does. */
+export type BrokenRefcountKind = 'reserved-bits' | 'unaligned' | 'outside-file' | 'overlaps-metadata';
+
 export interface BrokenRefcountEntry {
   index: number;
+  kind: BrokenRefcountKind;
+  /** The block offset the entry gives. */
+  offset: number;
   reason: string;
 }
 
@@ -90,11 +97,11 @@ export class Refcounts {
       const offset = Number(raw & REFT_OFFSET_MASK);
       table[i] = 0;
       if ((raw & ~REFT_OFFSET_MASK) !== 0n) {
-        broken.push({ index: i, reason: 'reserved bits are set in its table entry' });
+        broken.push({ index: i, kind: 'reserved-bits', offset, reason: 'reserved bits are set in its table entry' });
       } else if (offset % clusterSizeBytes !== 0) {
-        broken.push({ index: i, reason: `offset ${offset} is not cluster-aligned` });
+        broken.push({ index: i, kind: 'unaligned', offset, reason: `offset ${offset} is not cluster-aligned` });
       } else if (offset !== 0 && offset + clusterSizeBytes > fileSizeBytes) {
-        broken.push({ index: i, reason: `offset ${offset} lies past the end of the file` });
+        broken.push({ index: i, kind: 'outside-file', offset, reason: `offset ${offset} lies past the end of the file` });
       } else {
         table[i] = offset;
       }
@@ -385,53 +392,38 @@ export class Refcounts {
   }
 
   /**
-   * Replaces the whole refcount structure with one built from `references` (a count per cluster),
-   * written past the end of everything in use. Blocks and table are durable before the header
-   * switches (onTableMoved); the old structure's clusters are simply no longer counted.
+   * Replaces the whole refcount structure with one built from `references` (a count per cluster;
+   * the old structure's clusters, oldStructure, not counted), placed as planRefcountStructure
+   * says. Blocks and table are durable before the header switches (onTableMoved).
    */
-  async rebuild(references: Uint32Array): Promise<void> {
+  async rebuild(references: Uint32Array, oldStructure: ReadonlySet<number> = new Set()): Promise<void> {
     for (let c = 0; c < references.length; c++) {
       if (references[c]! > this.maxRefcount) {
         throw new StorageError('LIMIT_EXCEEDED', `cluster ${c} has ${references[c]} references, more than refcount_bits allows`);
       }
     }
-    const entriesPerCluster = this.clusterSizeBytes / 8;
-    const areaStart = references.length;
-    let blockClusters = 1;
-    let tableClusters = 1;
-    for (let guard = 0; ; guard++) {
-      if (guard > 64) throw new Error('assertion failed: refcount rebuild layout did not converge');
-      const total = areaStart + blockClusters + tableClusters;
-      const neededBlocks = Math.ceil(total / this.entriesPerBlock);
-      const neededTable = Math.ceil(neededBlocks / entriesPerCluster);
-      if (neededBlocks <= blockClusters && neededTable <= tableClusters) break;
-      blockClusters = Math.max(blockClusters, neededBlocks);
-      tableClusters = Math.max(tableClusters, neededTable);
-    }
-    const total = areaStart + blockClusters + tableClusters;
-    const counts = (cluster: number) => (cluster < areaStart ? references[cluster]! : 1);
-    const newTable: number[] = new Array(tableClusters * entriesPerCluster).fill(0);
-    const blocksStart = areaStart;
-    const tableStart = areaStart + blockClusters;
-    for (let b = 0; b < Math.ceil(total / this.entriesPerBlock); b++) {
+    const plan = planRefcountStructure(references, oldStructure, this.entriesPerBlock, this.clusterSizeBytes);
+    const counts = (cluster: number) => (plan.allocated.has(cluster) ? 1 : (references[cluster] ?? 0));
+    const newTable: number[] = new Array(plan.tableClusters * (this.clusterSizeBytes / 8)).fill(0);
+    for (const [range, cluster] of plan.blockClusters) {
       const bytes = new Uint8Array(this.clusterSizeBytes);
       const block: CachedTable = { hostOffset: 0, bytes, view: new DataView(bytes.buffer), dirty: true, lastUse: 0 };
-      const first = b * this.entriesPerBlock;
-      for (let i = 0; i < this.entriesPerBlock && first + i < total; i++) {
+      const first = range * this.entriesPerBlock;
+      for (let i = 0; i < this.entriesPerBlock; i++) {
         const value = counts(first + i);
         if (value !== 0) this.writeEntry(block, i, value);
       }
-      const offset = (blocksStart + b) * this.clusterSizeBytes;
-      newTable[b] = offset;
+      const offset = cluster * this.clusterSizeBytes;
+      newTable[range] = offset;
       await this.file.pwrite(bytes, offset);
     }
-    const tableOffset = tableStart * this.clusterSizeBytes;
+    const tableOffset = plan.tableCluster * this.clusterSizeBytes;
     await this.file.pwrite(this.serializeTable(newTable), tableOffset);
     await this.file.flush();
     this.table = newTable;
     this.blockOffsets = undefined;
     this.tableOffset = tableOffset;
-    this.tableClusters = tableClusters;
+    this.tableClusters = plan.tableClusters;
     this.tableDirty = false;
     this.blocks.clear();
     this.brokenEntries = [];

@@ -4,6 +4,8 @@
  */
 import { decodeCompressedEntry } from './compression.js';
 import { entryCompressed, entryHostOffset, entryToBigInt } from './l2-entry.js';
+import { checkCopiedFlags } from './check-copied.js';
+import { newCheckResult } from './check-tally.js';
 import type { Qcow2Image } from './image.js';
 
 /** Host clusters holding a compressed cluster's data (it may straddle two host clusters). */
@@ -47,38 +49,8 @@ export async function forEachReference(
 
 /**
  * Sets COPIED flags in the active L1 table and its L2 tables from the current refcounts: set
- * exactly where the refcount is 1. Tables whose flags change become dirty.
+ * exactly where the refcount is 1 (check -r all's COPIED repair; changed tables are written back).
  */
 export async function recomputeCopiedFlags(image: Qcow2Image): Promise<void> {
-  const cs = image.clusterSizeBytes;
-  for (let i = 0; i < image.l1Offsets.length; i++) {
-    const l2Offset = image.l1Offsets[i] ?? 0;
-    if (l2Offset === 0) continue;
-    const l2Refcount = await image.refcounts.get(l2Offset / cs);
-    const l1Copied = l2Refcount === 1;
-    if (image.l1Copied[i] !== l1Copied) {
-      image.l1Copied[i] = l1Copied;
-      image.l1Dirty = true;
-    }
-    const table = await image.l2Cache.get(l2Offset);
-    for (let slot = 0; slot < image.l2Entries; slot++) {
-      const position = slot * image.l2EntryBytes;
-      const hi = table.view.getUint32(position);
-      const lo = table.view.getUint32(position + 4);
-      if (entryCompressed(hi)) {
-        if (hi & 0x80000000) {
-          table.view.setUint32(position, (hi & 0x7fffffff) >>> 0);
-          table.dirty = true;
-        }
-        continue;
-      }
-      const host = entryHostOffset(hi, lo);
-      const want = host !== 0 && (await image.refcounts.get(Math.floor(host / cs))) === 1;
-      const has = (hi & 0x80000000) !== 0;
-      if (want !== has) {
-        table.view.setUint32(position, (want ? hi | 0x80000000 : hi & 0x7fffffff) >>> 0);
-        table.dirty = true;
-      }
-    }
-  }
+  await checkCopiedFlags(image, newCheckResult(), true);
 }

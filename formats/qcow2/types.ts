@@ -35,6 +35,12 @@ export interface Qcow2OpenOptions extends ImageOpenOptions {
    * as QEMU does) rebuilds refcounts; 'ignore' leaves them (used by check, which reports instead).
    */
   dirtyPolicy?: 'repair' | 'ignore';
+  /**
+   * Open for check() only (strata img check): tables that lie past the end of the file (a
+   * truncated file, an offset past its end) read as zeroes, as QEMU reads them, instead of failing
+   * the open with CORRUPT; check() then reports every such reference. Nothing else may use it.
+   */
+  forCheck?: boolean;
 }
 
 /** One run of a layer's map: qemu-img map's fields for this layer only. */

@@ -24,7 +24,7 @@ export interface SeekableHostFile extends HostFile {
 
 export function isSeekableHostFile(file: HostFile): file is SeekableHostFile {
   const f = file as Partial<SeekableHostFile>;
-  return typeof f.seekData === 'function' && typeof f.seekHole === 'function';
+  return typeof f.seekData === 'function' && typeof f.seekHole === 'function' && file.supports().seekData;
 }
 
 /** Largest buffer of zeroes written at once by writeZeroes without mayUnmap. */

@@ -18,6 +18,11 @@ export interface OptionSpec {
 export interface ParseSettings {
   /** Stop at the first positional argument; the rest are positionals (qemu-io command lines). */
   stopAtPositional?: boolean;
+  /**
+   * A '-' followed by a digit ("-5G") is a positional, a negative number, not short options (for
+   * commands that have no digit options), so its command can say what is wrong with it.
+   */
+  negativeNumbers?: boolean;
 }
 
 export class ParsedArgs {
@@ -100,7 +105,7 @@ export function parseArgs(
       }
       continue;
     }
-    if (arg.startsWith('-') && arg.length > 1) {
+    if (arg.startsWith('-') && arg.length > 1 && !(settings.negativeNumbers && /^-\d/.test(arg))) {
       // A cluster of short options: "-qp", "-fqcow2", "-pf", "qcow2".
       for (let j = 1; j < arg.length; j++) {
         const ch = arg[j] as string;

@@ -1,9 +1,10 @@
 /** strata job: list, info, watch and cancel the daemon's jobs (copy, flatten, ...). */
 import type { Subcommand } from './command.js';
+import { CliError } from './errors.js';
+import { EXIT } from './remote/exits.js';
 import { seg } from './remote/client.js';
 import {
   PROGRESS_OPTIONS,
-  ProgressBar,
   clientOf,
   groupHelp,
   keyValues,
@@ -17,10 +18,17 @@ import {
   wantsJson,
   type JobJson,
 } from './remote/common.js';
+import { ProgressBar } from './remote/progress-bar.js';
 
 function percent(j: JobJson): string {
   if (j.totalBytes <= 0) return j.state === 'succeeded' ? '100%' : '-';
   return `${Math.floor((Math.min(j.doneBytes, j.totalBytes) / j.totalBytes) * 100)}%`;
+}
+
+/** "45% (450 MiB of 1 GiB)"; a total of 0 is unknown (an import from a stream): "579 MiB". */
+function progressText(j: JobJson): string {
+  if (j.totalBytes <= 0) return j.state === 'succeeded' ? `100% (${size(j.doneBytes)})` : size(j.doneBytes);
+  return `${percent(j)} (${size(j.doneBytes)} of ${size(j.totalBytes)})`;
 }
 
 function jobDetails(j: JobJson): string {
@@ -29,7 +37,7 @@ function jobDetails(j: JobJson): string {
     ['kind', j.kind],
     ['target', j.target],
     ['state', j.state],
-    ['progress', `${percent(j)} (${size(j.doneBytes)} of ${size(j.totalBytes)})`],
+    ['progress', progressText(j)],
     ['error', j.error === null ? '-' : `${j.error.message} [${j.error.code}]`],
     ['created', j.createdAt],
     ['finished', j.finishedAt ?? '-'],
@@ -109,13 +117,25 @@ const cancel = subcommand(
   `Usage: strata job cancel JOB
 
 Asks the daemon to cancel the job; a cancelled flatten leaves a valid, partly flattened clone,
-a cancelled copy leaves nothing.
+a cancelled copy leaves nothing. Exit status 4 when the job had already ended (or ended before
+the cancellation reached it): there was nothing to cancel.
 `,
   async (argv, con) => {
     const { args, id } = jobIdArg(argv, 'job cancel');
-    const job = await clientOf(args).json<JobJson>('DELETE', `/v1/jobs/${seg(id)}`, `cannot cancel job '${id}'`);
+    const what = `cannot cancel job '${id}'`;
+    const hint = `'strata job info ${id}' shows how it ended`;
+    let job: JobJson;
+    try {
+      job = await clientOf(args).json<JobJson>('DELETE', `/v1/jobs/${seg(id)}`, what);
+    } catch (err) {
+      if (err instanceof CliError && err.exitCode === EXIT.CONFLICT) throw new CliError(err.message, { hint, exitCode: err.exitCode, cause: err.cause });
+      throw err;
+    }
+    if (job.state !== 'cancelled') {
+      throw new CliError(`${what}: job ${job.id} ${job.state} before the cancellation reached it; nothing to cancel`, { hint, exitCode: EXIT.CONFLICT });
+    }
     if (wantsJson(args)) printJson(con, job);
-    else con.stdout(`Job ${job.id} ${job.state === 'cancelled' ? 'cancelled' : `is ${job.state}`}.\n`);
+    else con.stdout(`Job ${job.id} cancelled.\n`);
     return 0;
   },
 );

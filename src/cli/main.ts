@@ -2,13 +2,15 @@
  * The strata command line. bin/strata.js calls main(process.argv.slice(2)) and exits with the
  * status it resolves to. Errors are reported as one line on stderr:
  *   strata: <what was wrong> (<what to do>)
- * with the StorageError code in brackets when there is one. For `img`, usage mistakes and failures
- * exit 1 unless a subcommand defines its own statuses (check, compare, io); the daemon commands
+ * with the StorageError code in brackets when there is one, and with --json also as a JSON object
+ * on stdout (errors.ts failureJson). For `img`, usage mistakes and failures exit 1 unless a
+ * subcommand defines its own statuses (check, compare, io); strata itself and the daemon commands
  * (serve, status, pool, volume, snap, job) use the statuses in remote/exits.ts.
  */
 import { wantsHelp } from './args.js';
 import type { Subcommand } from './command.js';
-import { CliError, UsageError, formatErrorLine } from './errors.js';
+import { strataVersion } from '../core/version.js';
+import { UsageError, describeFailure, failureJson, failureLine } from './errors.js';
 import { IMG_SUBCOMMANDS, imgHelp } from './img/index.js';
 import { JOB_SUBCOMMANDS, jobHelp } from './job.js';
 import { processConsole, type Console } from './output.js';
@@ -28,15 +30,17 @@ interface CommandGroup {
   run?: (argv: string[], con: Console) => Promise<number>;
   /** Exit status of usage errors (the daemon commands use 2; `img` keeps qemu-img's 1). */
   usageExitCode?: number;
+  /** With --json, errors are also printed as a JSON object on stdout (not for img: qemu-img's JSON prints none). */
+  jsonErrors?: boolean;
 }
 
 const GROUPS: readonly CommandGroup[] = [
   { name: 'serve', summary: 'run the storage daemon', help: () => SERVE_HELP, subcommands: [], run: runServe, usageExitCode: EXIT.USAGE },
-  { name: 'status', summary: 'show whether the daemon is up and what it holds', help: () => STATUS_HELP, subcommands: [], run: runStatus, usageExitCode: EXIT.USAGE },
-  { name: 'pool', summary: 'create, list, inspect and delete pools', help: poolHelp, subcommands: POOL_SUBCOMMANDS, usageExitCode: EXIT.USAGE },
-  { name: 'volume', summary: 'volumes: create, resize, copy, import/export, flatten, diff', help: volumeHelp, subcommands: VOLUME_SUBCOMMANDS, usageExitCode: EXIT.USAGE },
-  { name: 'snap', summary: 'snapshots: create, rollback, protect, clone, delete', help: snapHelp, subcommands: SNAP_SUBCOMMANDS, usageExitCode: EXIT.USAGE },
-  { name: 'job', summary: "follow and cancel the daemon's jobs", help: jobHelp, subcommands: JOB_SUBCOMMANDS, usageExitCode: EXIT.USAGE },
+  { name: 'status', summary: 'show whether the daemon is up and what it holds', help: () => STATUS_HELP, subcommands: [], run: runStatus, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'pool', summary: 'create, list, inspect and delete pools', help: poolHelp, subcommands: POOL_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'volume', summary: 'volumes: create, resize, copy, import/export, flatten, diff', help: volumeHelp, subcommands: VOLUME_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'snap', summary: 'snapshots: create, rollback, protect, clone, delete', help: snapHelp, subcommands: SNAP_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'job', summary: "follow and cancel the daemon's jobs", help: jobHelp, subcommands: JOB_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'img', summary: 'offline image tools (qemu-img and qemu-io work-alikes)', help: imgHelp, subcommands: IMG_SUBCOMMANDS },
 ];
 
@@ -44,6 +48,7 @@ function mainHelp(): string {
   const width = Math.max(...GROUPS.map((g) => g.name.length));
   return [
     'Usage: strata <command> [<subcommand>] [options] ...',
+    '       strata --version',
     '',
     'Strata: thin qcow2 volumes, copy-on-write snapshots and clones.',
     '',
@@ -86,15 +91,26 @@ async function runGroup(group: CommandGroup, argv: string[], con: Console): Prom
   return sub.run(rest, con);
 }
 
+/** True when --json comes before any "--". */
+function wantsJsonOutput(argv: readonly string[]): boolean {
+  const end = argv.indexOf('--');
+  return (end < 0 ? argv : argv.slice(0, end)).includes('--json');
+}
+
 export async function main(argv: string[], con: Console = processConsole()): Promise<number> {
   let group: CommandGroup | undefined;
   try {
     const [command, ...rest] = argv;
     if (command === undefined) {
+      con.stderr(mainHelp());
       throw new UsageError('missing command', "see 'strata --help'");
     }
     if (command === '--help' || command === '-h' || command === 'help') {
       con.stdout(mainHelp());
+      return 0;
+    }
+    if (command === '--version' || command === '-V') {
+      con.stdout(`strata ${strataVersion()}\n`);
       return 0;
     }
     group = GROUPS.find((g) => g.name === command);
@@ -107,9 +123,11 @@ export async function main(argv: string[], con: Console = processConsole()): Pro
     }
     return await runGroup(group, rest, con);
   } catch (err) {
-    con.stderr(`${formatErrorLine(err)}\n`);
+    // Before a command is known, usage errors are strata's own (status 2).
+    const failure = describeFailure(err, group === undefined ? EXIT.USAGE : (group.usageExitCode ?? 1));
+    con.stderr(`${failureLine(failure)}\n`);
     if (process.env['STRATA_DEBUG'] && err instanceof Error && err.stack) con.stderr(`${err.stack}\n`);
-    if (err instanceof UsageError) return group?.usageExitCode ?? 1;
-    return err instanceof CliError ? err.exitCode : 1;
+    if ((group === undefined || group.jsonErrors === true) && wantsJsonOutput(argv)) con.stdout(`${JSON.stringify(failureJson(failure), null, 2)}\n`);
+    return failure.exitCode;
   }
 }

@@ -8,6 +8,7 @@ export const SERVE_HELP = `Usage: strata serve [--config FILE] [--data-dir DIR] 
                     [--log-format text|json] [--log-level LEVEL]
                     [--nbd-listen HOST:PORT|off] [--nbd-socket PATH|off] [--nbd-poll-us N]
                     [--nbd-tls-cert PEM --nbd-tls-key PEM [--nbd-tls require|offer]]
+                    [--metrics-auth token|none]
 
 Runs the storage daemon in the foreground: the catalog, the pools, the REST API (which the
 other strata commands use) and the exports (NBD, vhost-user-blk). Stops cleanly on SIGTERM or SIGINT (exit status 0).
@@ -19,7 +20,7 @@ Options (each overrides the environment, which overrides the config file):
   --config FILE          JSON config file (default <data>/strata.json when it exists); keys:
                          dataDir, listen, logFormat, logLevel, maxChainDepth, chainDepthPolicy,
                          shutdownGraceMs, nbdListen, nbdSocket, nbdPollUs, nbdTlsCert,
-                         nbdTlsKey, nbdTls
+                         nbdTlsKey, nbdTls, metricsAuth
   --data-dir DIR         data folder (env STRATA_DATA_DIR; default ./strata-data)
   --listen HOST:PORT     REST API address (env STRATA_LISTEN; default 127.0.0.1:7460; port 0
                          picks a free port, logged at start)
@@ -37,6 +38,10 @@ Options (each overrides the environment, which overrides the config file):
   --nbd-tls-key PEM      and its private key (env STRATA_NBD_TLS_CERT, STRATA_NBD_TLS_KEY)
   --nbd-tls MODE         'require' (default: clients must start TLS first) or 'offer' (env
                          STRATA_NBD_TLS). The unix socket stays plaintext (local, mode 0600 dir)
+  --metrics-auth MODE    whether GET /metrics needs the API token: 'token' or 'none' (env
+                         STRATA_METRICS_AUTH). Default: 'none' when --listen is a loopback
+                         address (127.0.0.0/8, ::1, localhost), else 'token': the metrics name
+                         pools and volumes. /v1 always needs the token; /openapi.json never does
 
 Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 usage error, 4 when another
 daemon holds the data folder.
@@ -58,6 +63,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       { long: 'nbd-tls-cert', value: true },
       { long: 'nbd-tls-key', value: true },
       { long: 'nbd-tls', value: true },
+      { long: 'metrics-auth', value: true },
     ],
     command,
   );
@@ -78,6 +84,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       nbdTlsCert: args.value('nbd-tls-cert'),
       nbdTlsKey: args.value('nbd-tls-key'),
       nbdTls: args.value('nbd-tls'),
+      metricsAuth: args.value('metrics-auth'),
     });
   } catch (err) {
     throw new CliError(`serve: ${(err as Error).message}`, { hint: "see 'strata serve --help'", exitCode: EXIT.USAGE });

@@ -4,6 +4,7 @@
  * attach, detach and exports are in exports.ts).
  */
 import { existsSync } from 'node:fs';
+import { countOf } from '../core/text.js';
 import type { ParsedArgs } from './args.js';
 import type { Subcommand } from './command.js';
 import { CliError, UsageError } from './errors.js';
@@ -13,7 +14,6 @@ import { duTable, type DuEntryJson } from './pool.js';
 import { ApiClient, query, seg } from './remote/client.js';
 import {
   PROGRESS_OPTIONS,
-  ProgressBar,
   checkName,
   clientOf,
   groupHelp,
@@ -33,7 +33,9 @@ import {
   wantsJson,
   type JobJson,
   type VolumeRef,
+  VOLUME_SIZE_LIMIT,
 } from './remote/common.js';
+import { ProgressBar } from './remote/progress-bar.js';
 import { EXIT } from './remote/exits.js';
 import { bytePieces, openSource, writeSparseFile, writeStdout } from './remote/streams.js';
 import { readSparseStream } from '../volume/sparse-stream.js';
@@ -103,7 +105,7 @@ to 'default'.
     const args = parse(argv, command);
     const [name, sizeText] = positionals(args, command, ['VOLUME', 'SIZE']) as [string, string];
     const ref = parseVolumeRef(name, command);
-    const sizeBytes = parseSize(sizeText, 'size', command);
+    const sizeBytes = parseSize(sizeText, 'size', command, VOLUME_SIZE_LIMIT);
     if (sizeBytes === 0) throw new UsageError(`${command}: the size must be more than 0`, usageHint(command));
     const vol = await clientOf(args).json<VolumeJson>('POST', `/v1/pools/${seg(ref.pool)}/volumes`, `cannot create volume '${label(ref)}'`, {
       name: ref.volume,
@@ -182,17 +184,11 @@ Options:
 `,
   async (argv, con) => {
     const command = 'volume resize';
-    // A size like "-1G" would read as options: take it out first.
-    const sizeIndex = argv.findIndex((a) => /^[+-]\d/.test(a));
-    const rest = sizeIndex >= 0 ? [...argv.slice(0, sizeIndex), ...argv.slice(sizeIndex + 1)] : argv;
-    const args = parse(rest, command, [{ long: 'shrink' }]);
-    const given = sizeIndex >= 0 ? [...args.positionals, argv[sizeIndex] as string] : args.positionals;
-    if (given.length < 2) throw new UsageError(`${command}: missing ${given.length === 0 ? 'VOLUME and SIZE' : 'SIZE'}`, usageHint(command));
-    if (given.length > 2) throw new UsageError(`${command}: unexpected argument '${given[2]}'`, usageHint(command));
-    const ref = parseVolumeRef(given[0] as string, command);
-    const sizeText = given[1] as string;
+    const args = parse(argv, command, [{ long: 'shrink' }]);
+    const [name, sizeText] = positionals(args, command, ['VOLUME', 'SIZE']) as [string, string];
+    const ref = parseVolumeRef(name, command);
     const sign = sizeText[0] === '+' || sizeText[0] === '-' ? sizeText[0] : undefined;
-    const amount = parseSize(sign ? sizeText.slice(1) : sizeText, 'size', command);
+    const amount = parseSize(sign ? sizeText.slice(1) : sizeText, 'size', command, VOLUME_SIZE_LIMIT);
     const client = clientOf(args);
     const what = `cannot resize volume '${label(ref)}'`;
     let target = amount;
@@ -338,7 +334,7 @@ Options:
     const format = args.value('format');
     if (format !== undefined && format !== 'raw' && format !== 'qcow2') throw new UsageError(`${command}: --format must be raw or qcow2, not '${format}'`, usageHint(command));
     const sizeText = args.value('size');
-    const sizeBytes = sizeText === undefined ? undefined : parseSize(sizeText, 'size', command);
+    const sizeBytes = sizeText === undefined ? undefined : parseSize(sizeText, 'size', command, VOLUME_SIZE_LIMIT);
     const client = clientOf(args);
     const bar = new ProgressBar(con, ProgressBar.enabled(args), 'importing', undefined);
     const source = await openSource(file, (n) => bar.add(n), { sparse: true });
@@ -559,7 +555,7 @@ Options:
     const what = `cannot import the diff ${source.describe} into volume '${label(ref)}'`;
     const vol = await upload(client, `${volumePath(ref)}/diff-stream`, source, bar, what);
     if (wantsJson(args)) printJson(con, vol);
-    else con.stdout(`Applied the diff ${source.describe} to volume '${vol.pool}/${vol.name}' (${vol.snapshotCount} snapshots now).\n`);
+    else con.stdout(`Applied the diff ${source.describe} to volume '${vol.pool}/${vol.name}' (${countOf(vol.snapshotCount, 'snapshot')} now).\n`);
     return 0;
   },
 );

@@ -1,8 +1,40 @@
-/** ChunkStore: whole objects by key. memory, local dir and S3 implement it; dedup and tier wrap one. */
-export interface ChunkStore {
-  get(key: string): Promise<Uint8Array | undefined>;
-  put(key: string, data: Uint8Array): Promise<void>;
-  has(key: string): Promise<boolean>;
-  delete(key: string): Promise<void>;
-  list(prefix: string): AsyncIterable<string>;
+/**
+ * ChunkStore: immutable objects by key (content-addressed chunks, packs, S3 object parts). Memory,
+ * a local folder and S3 implement it; dedup and tiering wrap another one (nbdkit-filter style).
+ * Objects are written whole and never changed in place, which is what lets S3 hold them.
+ *
+ * Every implementation runs test/conformance/chunk-store.ts.
+ */
+
+export interface ChunkStoreCallOptions {
+  /** Aborts the call: it rejects with StorageError CANCELLED and leaves no partial object. */
+  readonly signal?: AbortSignal;
 }
+
+export interface ChunkListPage {
+  /** Keys in ascending order. */
+  readonly keys: readonly string[];
+  /** Pass as `after` for the next page; absent on the last page. */
+  readonly nextAfter?: string;
+}
+
+export interface ChunkStore {
+  /** The whole object, or undefined when there is none. */
+  get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined>;
+  /**
+   * `lengthBytes` bytes from `offsetBytes`; a range that runs past the object's end is cut short
+   * (the result is shorter); undefined when there is no object.
+   */
+  getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined>;
+  /** Stores the object durably, replacing any object of that key. */
+  put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void>;
+  /** Stores the object unless one exists; true when this call stored it. */
+  putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean>;
+  /** Removes the object; removing a missing one is not an error. */
+  delete(key: string, options?: ChunkStoreCallOptions): Promise<void>;
+  /** A page of keys that start with `prefix`, after `after`. */
+  list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage>;
+}
+
+/** The most keys one list call returns (S3's ListObjectsV2 maximum). */
+export const CHUNK_LIST_PAGE_MAX = 1000;

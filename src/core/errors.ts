@@ -12,20 +12,46 @@ export const StorageErrorCodes = [
   'IO_ERROR', // the host storage failed an operation
   'CORRUPT', // on-disk metadata is inconsistent; the image is marked corrupt and opened read-only
   'UNSUPPORTED', // a valid feature this implementation does not handle (e.g. unknown incompatible bit)
-  'BUSY', // the resource is in use (locked, has dependents)
+  'BUSY', // the resource's state does not allow it now (in use, locked, has dependents, not protected, finished)
   'CANCELLED', // a long operation was cancelled
   'LIMIT_EXCEEDED', // a bound was hit (chain depth, table size, snapshot count)
 ] as const;
 
 export type StorageErrorCode = (typeof StorageErrorCodes)[number];
 
+/**
+ * What the caller can do about a refusal, named independently of the interface it used: a
+ * request option ('allowShrink') or an operation to run first ('protectSnapshot' of a snapshot).
+ * `text` is the sentence with "{}" where the edge puts its own spelling of the option or operation
+ * (the REST API its field or route, the CLI its flag or command), so a CLI user is never told to
+ * "pass allowShrink" and a REST user never to run `strata snap protect`.
+ */
+export type ErrorFix = { text: string } & (
+  | { option: FixOption }
+  | { operation: 'protectSnapshot' | 'unprotectSnapshot'; pool: string; volume: string; snapshot: string }
+  | { operation: 'setPoolQuota'; pool: string }
+  | { operation: 'setSnapshotLimit'; pool: string; volume: string }
+);
+
+/** Request options a fix can name: resize's allowShrink, volume delete's force, import's sizeBytes. */
+export const FIX_OPTIONS = ['allowShrink', 'force', 'sizeBytes'] as const;
+export type FixOption = (typeof FIX_OPTIONS)[number];
+
+/** The fix's sentence with the edge's spelling of its option or operation in place of "{}". */
+export function renderFix(fix: ErrorFix, spelling: string): string {
+  return fix.text.replace('{}', spelling);
+}
+
 export class StorageError extends Error {
   readonly code: StorageErrorCode;
+  /** The remedy, for the edge to render in its own terms (absent when the message says it all). */
+  readonly fix: ErrorFix | undefined;
 
-  constructor(code: StorageErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: StorageErrorCode, message: string, options?: { cause?: unknown; fix?: ErrorFix }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'StorageError';
     this.code = code;
+    this.fix = options?.fix;
   }
 }
 

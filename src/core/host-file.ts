@@ -4,6 +4,16 @@
  *
  * Offsets and lengths are host offsets (positions in this file), never guest offsets.
  */
+/** What a HostFile can do beyond plain reads and writes; callers choose their path by it. */
+export interface HostFileFeatures {
+  /** punchHole gives the space back (false: it writes zeroes over the range). */
+  readonly punchHole: boolean;
+  /** seekData/seekHole find a sparse file's data (formats/raw reports holes as zeroes). */
+  readonly seekData: boolean;
+  /** copyRange shares the bytes with the source instead of copying them (reflink, chunk references). */
+  readonly copyByReference: boolean;
+}
+
 export interface HostFile {
   /** A human-readable identity for errors and logs (a path, or "memory"). */
   readonly name: string;
@@ -20,5 +30,13 @@ export interface HostFile {
   sizeBytes(): Promise<number>;
   /** Host bytes actually allocated (st_blocks * 512 for a local file). */
   allocatedBytes(): Promise<number>;
+  supports(): HostFileFeatures;
+  /**
+   * Makes `lengthBytes` at `targetOffset` of this file equal to the source's bytes at
+   * `sourceOffset` (source bytes past its end read as zeroes), as cheaply as the pair allows: in
+   * the kernel between two local files, by reference in a chunked store. Not durable until flush().
+   * Overlapping ranges of one file are INVALID_ARGUMENT.
+   */
+  copyRange(source: HostFile, sourceOffset: number, targetOffset: number, lengthBytes: number): Promise<void>;
   close(): Promise<void>;
 }

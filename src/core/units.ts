@@ -15,19 +15,29 @@ const SUFFIX_MULTIPLIERS: Record<string, number> = {
   p: PiB,
 };
 
+/** A size text read: its bytes, or why it is refused (not a size at all, or too large to count exactly). */
+export type SizeReading = { bytes: number } | { refused: 'not-a-size' | 'too-large' };
+
 /**
- * Parses a size the way qemu-img does: a plain number is bytes, and k/M/G/T/P (optionally followed
- * by "iB" or "B") are binary multiples. Returns undefined when the text is not a size.
+ * Reads a size the way qemu-img does: a plain number is bytes, and k/M/G/T/P (optionally followed
+ * by "iB" or "B") are binary multiples. Sizes past Number.MAX_SAFE_INTEGER (8 PiB) are too large.
  */
-export function parseSizeBytes(text: string): number | undefined {
+export function readSizeBytes(text: string): SizeReading {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([bkmgtp]?)(?:i?b)?\s*$/i.exec(text);
-  if (!match) return undefined;
+  if (!match) return { refused: 'not-a-size' };
   const value = Number(match[1]);
   const multiplier = SUFFIX_MULTIPLIERS[(match[2] ?? '').toLowerCase()];
-  if (multiplier === undefined) return undefined;
+  if (multiplier === undefined) return { refused: 'not-a-size' };
   const bytes = value * multiplier;
-  if (!Number.isSafeInteger(bytes)) return undefined;
-  return bytes;
+  if (bytes > Number.MAX_SAFE_INTEGER) return { refused: 'too-large' };
+  if (!Number.isSafeInteger(bytes)) return { refused: 'not-a-size' };
+  return { bytes };
+}
+
+/** readSizeBytes for callers that only need the bytes: undefined when the text is refused. */
+export function parseSizeBytes(text: string): number | undefined {
+  const reading = readSizeBytes(text);
+  return 'bytes' in reading ? reading.bytes : undefined;
 }
 
 /** Formats bytes the way qemu-img info prints them ("64 KiB", "1 GiB", "1.5 MiB"). */

@@ -6,16 +6,18 @@
  *   file          --config FILE, else <dataDir>/strata.json when it exists
  *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL,
  *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET, STRATA_NBD_POLL_US, STRATA_NBD_TLS_CERT,
- *                 STRATA_NBD_TLS_KEY, STRATA_NBD_TLS
+ *                 STRATA_NBD_TLS_KEY, STRATA_NBD_TLS, STRATA_METRICS_AUTH
  *   flags         --data-dir, --listen, --log-format, --log-level, --nbd-listen, --nbd-socket,
- *                 --nbd-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls
+ *                 --nbd-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls, --metrics-auth
  *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off;
- *   nbdPollUs, how long an idle NBD connection is busy-polled, defaults to 100, 0 turns it off)
+ *   nbdPollUs, how long an idle NBD connection is busy-polled, defaults to 100, 0 turns it off;
+ *   metricsAuth defaults to 'none' when the API listens on loopback only, else 'token')
  *
  * The file's dataDir is used only when neither a flag nor the environment names one (it cannot
  * point at itself otherwise). Relative paths in the file are relative to the file's folder.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import path from 'node:path';
 import { StorageError } from '../core/errors.js';
 
@@ -35,6 +37,9 @@ export type LogFormat = 'text' | 'json';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export type ChainDepthPolicy = 'refuse' | 'flatten';
+/** Whether GET /metrics needs the API token ('token') or is open ('none'); /v1 always needs it. */
+export type MetricsAuth = 'token' | 'none';
+export const METRICS_AUTH_MODES: readonly MetricsAuth[] = ['token', 'none'];
 
 export interface ListenAddress {
   host: string;
@@ -62,6 +67,8 @@ export interface DaemonConfig {
   nbdPollUs: number;
   /** TLS on the NBD TCP listener (undefined: none): PEM files, and whether plaintext is refused. */
   nbdTls: NbdTlsConfig | undefined;
+  /** /metrics: open when the API listens on loopback only (default), token-protected otherwise. */
+  metricsAuth: MetricsAuth;
 }
 
 export interface NbdTlsConfig {
@@ -84,6 +91,7 @@ export interface ConfigFlags {
   nbdTlsCert?: string | undefined;
   nbdTlsKey?: string | undefined;
   nbdTls?: string | undefined;
+  metricsAuth?: string | undefined;
 }
 
 interface FileConfig {
@@ -100,9 +108,10 @@ interface FileConfig {
   nbdTlsCert?: string;
   nbdTlsKey?: string;
   nbdTls?: string;
+  metricsAuth?: string;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -156,6 +165,19 @@ function parsePollUs(text: string, source: string): number {
   return value;
 }
 
+/** True for addresses only this host can reach: 127.0.0.0/8, ::1 (also IPv4-mapped) and localhost. */
+export function isLoopbackHost(host: string): boolean {
+  const bare = host.toLowerCase().replace(/^::ffff:/, '');
+  if (bare === 'localhost' || bare === '::1') return true;
+  return isIP(bare) === 4 && bare.startsWith('127.');
+}
+
+function parseMetricsAuth(text: string, source: string): MetricsAuth {
+  const mode = METRICS_AUTH_MODES.find((m) => m === text);
+  if (mode === undefined) throw invalid(`${source}: metrics auth must be 'token' or 'none', not '${text}'`);
+  return mode;
+}
+
 function readConfigFile(file: string): FileConfig {
   let text: string;
   try {
@@ -176,7 +198,7 @@ function readConfigFile(file: string): FileConfig {
   for (const key of Object.keys(obj)) {
     if (!FILE_KEYS.has(key)) throw invalid(`config file ${file}: unknown key '${key}' (known: ${[...FILE_KEYS].join(', ')})`);
   }
-  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls']) {
+  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
   for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs']) {
@@ -265,9 +287,12 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     chainDepthPolicy = file.chainDepthPolicy;
   }
 
+  const listen = listenSrc ? parseListen(listenSrc[0], listenSrc[1]) : parseListen(DEFAULT_LISTEN, 'default');
+  const metricsAuthSrc = pick(flags.metricsAuth, 'STRATA_METRICS_AUTH', file.metricsAuth);
+
   return {
     dataDir,
-    listen: listenSrc ? parseListen(listenSrc[0], listenSrc[1]) : parseListen(DEFAULT_LISTEN, 'default'),
+    listen,
     logFormat: formatSrc ? parseLogFormat(formatSrc[0], formatSrc[1]) : 'text',
     logLevel: levelSrc ? parseLogLevel(levelSrc[0], levelSrc[1]) : 'info',
     configFile,
@@ -278,5 +303,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     nbdSocketPath,
     nbdPollUs: pollSrc ? parsePollUs(pollSrc[0], pollSrc[1]) : DEFAULT_NBD_POLL_US,
     nbdTls,
+    // Scrapers on this host need no token; beyond it, volume names and sizes are not for everyone.
+    metricsAuth: metricsAuthSrc ? parseMetricsAuth(metricsAuthSrc[0], metricsAuthSrc[1]) : isLoopbackHost(listen.host) ? 'none' : 'token',
   };
 }

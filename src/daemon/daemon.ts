@@ -4,13 +4,13 @@
  * back on SIGTERM/SIGINT: stop accepting, let running requests and jobs finish for a grace
  * period, cancel what is left, close the volume service (images, catalog), release the lock.
  */
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ApiMetrics, buildRestApi } from '../api/rest/index.js';
 import { isStorageError } from '../core/errors.js';
+import { strataVersion } from '../core/version.js';
 import type { JobInfo } from '../volume/types.js';
 import { openVolumeBackend, type VolumeBackend, type VolumeBackendFactory } from './backend.js';
 import { ExportManager, type VhostUserExportFactory } from './exports.js';
@@ -41,24 +41,6 @@ export interface StartOptions {
   writeLog?: (text: string) => void;
   /** Builds vhost-user-blk exports (default: src/export/vhost-user). */
   vhostUser?: VhostUserExportFactory;
-}
-
-/** The package version, from the package.json above this file (dist/src/daemon or src/daemon). */
-export function strataVersion(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 5; i++) {
-    const file = path.join(dir, 'package.json');
-    if (existsSync(file)) {
-      try {
-        const pkg = JSON.parse(readFileSync(file, 'utf8')) as { name?: string; version?: string };
-        if (pkg.name === 'strata' && typeof pkg.version === 'string') return pkg.version;
-      } catch {
-        // keep looking
-      }
-    }
-    dir = path.dirname(dir);
-  }
-  return '0.0.0';
 }
 
 function terminal(job: JobInfo): boolean {
@@ -121,12 +103,13 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       metrics,
       exports,
       closing: () => closing,
+      metricsAuth: config.metricsAuth,
     });
     await app.listen({ host: config.listen.host, port: config.listen.port });
     const addr = app.server.address();
     const port = addr !== null && typeof addr === 'object' ? addr.port : config.listen.port;
     const url = `http://${formatListen({ host: config.listen.host, port })}`;
-    logger.info({ url, dataDir: config.dataDir, pid: process.pid, version: strataVersion() }, 'listening');
+    logger.info({ url, dataDir: config.dataDir, pid: process.pid, version: strataVersion(), metricsAuth: config.metricsAuth }, 'listening');
 
     const openBackend = backend;
     const openExports = exports;
@@ -188,7 +171,8 @@ async function waitForJobs(backend: VolumeBackend, graceMs: number, logger: Logg
   for (const job of running) {
     logger.warn({ job: job.id, kind: job.kind, target: job.target }, 'cancelling job');
     await backend.service.cancelJob(job.id).catch((err: unknown) => {
-      if (!isStorageError(err, 'NOT_FOUND')) logger.warn({ err, job: job.id }, 'could not cancel job');
+      // NOT_FOUND: pruned; BUSY: it ended meanwhile.
+      if (!isStorageError(err, 'NOT_FOUND') && !isStorageError(err, 'BUSY')) logger.warn({ err, job: job.id }, 'could not cancel job');
     });
   }
   const cancelDeadline = Date.now() + 5000;

@@ -9,28 +9,10 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import koffi from 'koffi';
 import { StorageError } from '../core/errors.js';
+import { fileSyscalls, LOCK_EX, LOCK_NB } from '../sys/file-syscalls.js';
 
 export const LOCK_FILE_NAME = 'strata.pid';
-
-const LOCK_EX = 2;
-const LOCK_NB = 4;
-
-type FlockFn = (fd: number, operation: number) => number;
-let flockFn: FlockFn | null | undefined;
-
-function flock(): FlockFn | null {
-  if (flockFn !== undefined) return flockFn;
-  try {
-    const lib = koffi.load('libc.so.6');
-    const fn = lib.func('int flock(int fd, int operation)');
-    flockFn = (fd, op) => Number(fn(fd, op));
-  } catch {
-    flockFn = null;
-  }
-  return flockFn;
-}
 
 export interface DataDirLock {
   readonly path: string;
@@ -64,11 +46,11 @@ function isAlive(pid: number): boolean {
 /** Takes the data folder's lock or throws BUSY. The folder must exist. */
 export function lockDataDir(dataDir: string): DataDirLock {
   const file = path.join(dataDir, LOCK_FILE_NAME);
-  const lockFn = flock();
-  if (lockFn === null) return lockWithExclusiveCreate(file, dataDir);
+  const syscalls = fileSyscalls();
+  if (syscalls === null) return lockWithExclusiveCreate(file, dataDir);
   for (let attempt = 0; attempt < 10; attempt++) {
     const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
-    if (lockFn(fd, LOCK_EX | LOCK_NB) !== 0) {
+    if (syscalls.flock(fd, LOCK_EX | LOCK_NB) !== 0) {
       fs.closeSync(fd);
       throw busy(file, dataDir);
     }

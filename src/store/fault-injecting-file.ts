@@ -12,7 +12,8 @@
  * ones (it may or may not have reached the disk).
  */
 import { StorageError } from '../core/errors.js';
-import type { HostFile } from '../core/host-file.js';
+import type { HostFile, HostFileFeatures } from '../core/host-file.js';
+import { copyRangeByBytes } from './copy-range.js';
 import { MemoryHostFile } from './memory-file.js';
 import { toRandomFn, type RandomSource } from './seeded-random.js';
 
@@ -194,6 +195,15 @@ export class FaultInjectingFile implements HostFile {
   }
 
   /** Closing keeps every state; crash() and the byte accessors still work afterwards. */
+  supports(): HostFileFeatures {
+    return this.live.supports();
+  }
+
+  /** Through this.pwrite, so each copied piece is an unflushed write that a crash may lose. */
+  copyRange(source: HostFile, sourceOffset: number, targetOffset: number, lengthBytes: number): Promise<void> {
+    return copyRangeByBytes(source, this, sourceOffset, targetOffset, lengthBytes);
+  }
+
   async close(): Promise<void> {}
 
   private checkRange(what: string, hostOffset: number, length: number): void {

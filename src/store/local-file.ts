@@ -9,13 +9,23 @@
  * (sync on tmpfs, where no call ever waits for a device; async elsewhere).
  *
  * punchHole uses fallocate(PUNCH_HOLE | KEEP_SIZE) and seekData/seekHole use lseek(SEEK_DATA /
- * SEEK_HOLE), both from libc through koffi; where they are unavailable the file falls back to
+ * SEEK_HOLE), both from libc (src/sys/file-syscalls); where they are unavailable the file falls back to
  * writing zeroes and to reporting everything as data.
  */
 import fs from 'node:fs';
-import koffi from 'koffi';
 import { StorageError, type StorageErrorCode } from '../core/errors.js';
-import type { HostFile } from '../core/host-file.js';
+import type { HostFile, HostFileFeatures } from '../core/host-file.js';
+import { checkCopyRange, copyRangeByBytes } from './copy-range.js';
+import { EINTR } from '../sys/libc.js';
+import {
+  ENXIO,
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  fileSyscalls,
+  PUNCH_UNSUPPORTED_ERRNOS,
+  SEEK_DATA,
+  SEEK_HOLE,
+} from '../sys/file-syscalls.js';
 
 export interface LocalHostFileOptions {
   /** Open O_RDONLY; every mutating call rejects with READ_ONLY. */
@@ -34,10 +44,8 @@ export interface LocalHostFileOptions {
   syncIo?: boolean | 'auto';
 }
 
-const FALLOC_FL_KEEP_SIZE = 0x01;
-const FALLOC_FL_PUNCH_HOLE = 0x02;
-const SEEK_DATA = 3;
-const SEEK_HOLE = 4;
+/** One copy_file_range call at most: the worker thread comes back between calls. */
+const COPY_FILE_RANGE_MAX_BYTES = 64 * 1024 * 1024;
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 /** statfs f_type of tmpfs (and of /dev/shm). */
 const TMPFS_MAGIC = 0x01021994;
@@ -47,41 +55,6 @@ function onTmpfs(path: string): Promise<boolean> {
   return new Promise((resolve) => {
     fs.statfs(path, (err, st) => resolve(!err && st.type === TMPFS_MAGIC));
   });
-}
-
-interface Libc {
-  fallocate(fd: number, mode: number, offset: number, length: number): number;
-  lseek(fd: number, offset: number, whence: number): number;
-  errno(): number;
-  readonly ENXIO: number;
-  readonly EINTR: number;
-  /** errno values meaning "this filesystem cannot punch holes": fall back to writing zeroes. */
-  readonly unsupported: ReadonlySet<number>;
-}
-
-/** undefined: not loaded yet; null: libc could not be bound (not glibc Linux). */
-let libcBinding: Libc | null | undefined;
-
-function libc(): Libc | null {
-  if (libcBinding !== undefined) return libcBinding;
-  try {
-    const lib = koffi.load('libc.so.6');
-    const fallocate = lib.func('int fallocate(int fd, int mode, int64_t offset, int64_t len)');
-    const lseek = lib.func('int64_t lseek(int fd, int64_t offset, int whence)');
-    const errnos = koffi.os.errno;
-    const known = (name: string): number[] => (errnos[name] === undefined ? [] : [errnos[name]]);
-    libcBinding = {
-      fallocate: (fd, mode, offset, length) => Number(fallocate(fd, mode, offset, length)),
-      lseek: (fd, offset, whence) => Number(lseek(fd, offset, whence)),
-      errno: () => koffi.errno(),
-      ENXIO: errnos.ENXIO ?? 6,
-      EINTR: errnos.EINTR ?? 4,
-      unsupported: new Set([...known('EOPNOTSUPP'), ...known('ENOTSUP'), ...known('ENOSYS'), 95]),
-    };
-  } catch {
-    libcBinding = null;
-  }
-  return libcBinding;
 }
 
 const ERRNO_TO_CODE: Record<string, StorageErrorCode> = {
@@ -351,7 +324,7 @@ export class LocalHostFile implements HostFile {
     const bad = checkRange(this.name, 'punchHole', hostOffset, lengthBytes);
     if (bad) throw bad;
     if (lengthBytes === 0) return;
-    const lib = this.punchUnsupported ? null : libc();
+    const lib = this.punchUnsupported ? null : fileSyscalls();
     if (lib) {
       for (;;) {
         if (lib.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, hostOffset, lengthBytes) === 0) {
@@ -359,12 +332,12 @@ export class LocalHostFile implements HostFile {
           return;
         }
         const errno = lib.errno();
-        if (errno === lib.EINTR) continue;
-        if (lib.unsupported.has(errno)) {
+        if (errno === EINTR) continue;
+        if (PUNCH_UNSUPPORTED_ERRNOS.has(errno)) {
           this.punchUnsupported = true;
           break;
         }
-        const errName = Object.entries(koffi.os.errno).find(([, v]) => v === errno)?.[0] ?? `errno ${errno}`;
+        const errName = lib.errnoName(errno);
         throw wrapFsError(
           Object.assign(new Error(errName), { code: errName }),
           `punchHole of ${lengthBytes} bytes at ${hostOffset} in ${this.name}`,
@@ -404,6 +377,40 @@ export class LocalHostFile implements HostFile {
     return this.seek(hostOffset, SEEK_HOLE);
   }
 
+  supports(): HostFileFeatures {
+    const syscalls = fileSyscalls();
+    return { punchHole: syscalls !== null && !this.punchUnsupported, seekData: syscalls !== null, copyByReference: false };
+  }
+
+  /**
+   * Between two local files, copy_file_range(2): the kernel copies (or shares extents, on file
+   * systems that can) without the bytes passing through this process. Anything else, or a kernel
+   * that refuses (EXDEV on old kernels, special files), takes the portable path.
+   */
+  async copyRange(source: HostFile, sourceOffset: number, targetOffset: number, lengthBytes: number): Promise<void> {
+    checkCopyRange(source, this, sourceOffset, targetOffset, lengthBytes);
+    const syscalls = fileSyscalls();
+    if (!(source instanceof LocalHostFile) || syscalls === null) {
+      return copyRangeByBytes(source, this, sourceOffset, targetOffset, lengthBytes);
+    }
+    if (this.fd < 0) throw this.closedError('copyRange');
+    if (source.fd < 0) throw source.closedError('copyRange');
+    this.inFlight++;
+    let done = 0;
+    try {
+      while (done < lengthBytes) {
+        const part = Math.min(lengthBytes - done, COPY_FILE_RANGE_MAX_BYTES);
+        const copied = await syscalls.copyFileRange(source.fd, sourceOffset + done, this.fd, targetOffset + done, part);
+        // 0: the source ended (the rest reads as zeroes); < 0: refused. Both finish portably.
+        if (copied <= 0) break;
+        done += copied;
+      }
+    } finally {
+      this.opDone();
+    }
+    if (done < lengthBytes) await copyRangeByBytes(source, this, sourceOffset + done, targetOffset + done, lengthBytes - done);
+  }
+
   /** Resolves once every call in flight has finished and the descriptor is closed. Idempotent. */
   close(): Promise<void> {
     if (this.closing) return this.closing;
@@ -423,14 +430,14 @@ export class LocalHostFile implements HostFile {
     if (fd < 0) throw this.closedError(whence === SEEK_DATA ? 'seekData' : 'seekHole');
     const bad = checkRange(this.name, 'seek', hostOffset, 0);
     if (bad) throw bad;
-    const lib = libc();
+    const lib = fileSyscalls();
     if (lib) {
       for (;;) {
         const result = lib.lseek(fd, hostOffset, whence);
         if (result >= 0) return result;
         const errno = lib.errno();
-        if (errno === lib.ENXIO) return undefined;
-        if (errno !== lib.EINTR) break; // EINVAL etc.: no SEEK_DATA here, use the fallback
+        if (errno === ENXIO) return undefined;
+        if (errno !== EINTR) break; // EINVAL etc.: no SEEK_DATA here, use the fallback
       }
     }
     const size = await this.sizeBytes();

@@ -6,11 +6,14 @@
  * close() keeps the bytes; the object can be used again afterwards, like a file that is reopened.
  */
 import { StorageError } from '../core/errors.js';
-import type { HostFile } from '../core/host-file.js';
+import type { HostFile, HostFileFeatures } from '../core/host-file.js';
+import { copyRangeByBytes } from './copy-range.js';
 
 /** Allocation granularity: allocatedBytes() counts whole chunks, seekData/seekHole see chunks. */
 export const MEMORY_CHUNK_BYTES = 64 * 1024;
 const CHUNK = MEMORY_CHUNK_BYTES;
+
+const MEMORY_FEATURES: HostFileFeatures = { punchHole: true, seekData: true, copyByReference: false };
 
 export interface MemoryHostFileOptions {
   /** Shown in errors and logs; "memory" by default. */
@@ -227,6 +230,14 @@ export class MemoryHostFile implements HostFile {
     let index = Math.floor(hostOffset / CHUNK);
     while (this.store.chunks.has(index)) index++;
     return Math.min(size, Math.max(hostOffset, index * CHUNK));
+  }
+
+  supports(): HostFileFeatures {
+    return MEMORY_FEATURES;
+  }
+
+  copyRange(source: HostFile, sourceOffset: number, targetOffset: number, lengthBytes: number): Promise<void> {
+    return copyRangeByBytes(source, this, sourceOffset, targetOffset, lengthBytes);
   }
 
   async close(): Promise<void> {}

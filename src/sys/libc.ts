@@ -9,7 +9,7 @@
  * SysError with `fail(syscall)` right after the call, before anything else can clobber errno.
  * Pointers are BigInt (koffi 3). Struct layouts below are for Linux x86-64 (LP64) only.
  */
-import koffi from 'koffi';
+import koffi, { type LibraryHandle } from 'koffi';
 
 /** A failed system call: `errno` is the numeric value, `code` its name (EAGAIN, EBADF, ...). */
 export class SysError extends Error {
@@ -42,9 +42,6 @@ export const MSG_CMSG_CLOEXEC = 0x40000000;
 export const F_GETFL = 3;
 export const F_SETFL = 4;
 export const O_NONBLOCK = 0o4000;
-export const O_APPEND = 0o2000;
-export const SEEK_SET = 0;
-export const SEEK_CUR = 1;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 export const MFD_CLOEXEC = 1;
@@ -53,6 +50,12 @@ export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 export const POLLIN = 1;
 export const POLLOUT = 4;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+/** The peer closed its end (or shut down writing): nothing more will come. */
+export const POLLRDHUP = 0x2000;
+/** sizeof(struct pollfd): int fd, short events, short revents. */
+export const POLLFD_BYTES = 8;
 /** The kernel's limit on descriptors in one SCM_RIGHTS message. */
 export const SCM_MAX_FD = 253;
 /** sizeof(struct sockaddr_un); sun_path holds at most 107 bytes plus the NUL. */
@@ -82,7 +85,8 @@ export function errnoName(errno: number): string {
   return errnoByNumber.get(errno) ?? `errno ${errno}`;
 }
 
-function errnoValue(name: string, fallback: number): number {
+/** errno's number for `name` on this platform (fallback: its Linux x86-64 value). */
+export function errnoValue(name: string, fallback: number): number {
   return koffi.os.errno[name] ?? fallback;
 }
 
@@ -128,8 +132,6 @@ export interface Libc {
   eventfd(initval: number, flags: number): number;
   memfdCreate(name: string, flags: number): number;
   ftruncate(fd: number, lengthBytes: number): number;
-  /** Returns the new offset, or -1 (errno set). */
-  lseek(fd: number, offsetBytes: number, whence: number): number;
   dup(fd: number): number;
   strerror(errno: number): string;
 }
@@ -137,6 +139,17 @@ export interface Libc {
 export const MAP_FAILED = 0xffff_ffff_ffff_ffffn;
 
 let bound: Libc | undefined;
+let library: LibraryHandle | undefined;
+
+/**
+ * The process's one handle on glibc's libc.so.6. Every binding in src/sys declares its functions
+ * on it: koffi is loaded in this folder only, and libc is opened once. Throws when it cannot be
+ * loaded (not glibc Linux); callers that have a fallback catch that.
+ */
+export function libcLibrary(): LibraryHandle {
+  library ??= koffi.load('libc.so.6');
+  return library;
+}
 
 /** The libc bindings; loaded on first use. Throws SysError-free Error when libc cannot be bound. */
 export function libc(): Libc {
@@ -144,7 +157,7 @@ export function libc(): Libc {
   if (process.platform !== 'linux' || process.arch !== 'x64') {
     throw new Error(`vhost-user system bindings support Linux x86-64 only (this is ${process.platform}-${process.arch})`);
   }
-  const lib = koffi.load('libc.so.6');
+  const lib = libcLibrary();
   const f = (decl: string) => lib.func(decl);
   const close = f('int close(int fd)');
   const socket = f('int socket(int domain, int type, int protocol)');
@@ -163,7 +176,6 @@ export function libc(): Libc {
   const eventfd = f('int eventfd(unsigned int initval, int flags)');
   const memfdCreate = f('int memfd_create(const char *name, unsigned int flags)');
   const ftruncate = f('int ftruncate(int fd, int64_t length)');
-  const lseek = f('int64_t lseek(int fd, int64_t offset, int whence)');
   const dup = f('int dup(int fd)');
   const strerror = f('const char *strerror(int errnum)');
   // koffi functions are typed `(...args: any[]) => any`: this is the boundary where JS types are fixed.
@@ -185,7 +197,6 @@ export function libc(): Libc {
     eventfd: (v, fl) => eventfd(v, fl) as number,
     memfdCreate: (name, fl) => memfdCreate(name, fl) as number,
     ftruncate: (fd, n) => ftruncate(fd, n) as number,
-    lseek: (fd, o, w) => Number(lseek(fd, o, w)),
     dup: (fd) => dup(fd) as number,
     strerror: (e) => String(strerror(e)),
   };

@@ -4,11 +4,14 @@
  * SEEK_DATA/SEEK_HOLE (files) and never read; zeroes are never written.
  */
 import fs from 'node:fs/promises';
-import { allocAligned } from '../core/aligned-buffer.js';
+import { allocAligned } from '../sys/aligned-buffer.js';
 import { StorageError } from '../core/errors.js';
+import { formatSizeHuman } from '../core/units.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import type { LocalHostFile } from '../store/local-file.js';
 import { chainMap, COPY_CHUNK_BYTES, MAP_WINDOW_BYTES, writeSparse } from './extents.js';
+import type { JobContext } from './jobs.js';
+import { openLayerAlone } from './layers.js';
 import { pieceLength, type ContentPiece } from './sparse-stream.js';
 
 /** The offset of the next COPY_CHUNK_BYTES boundary after pos, capped at end. */
@@ -103,23 +106,49 @@ export async function writePieces(image: Qcow2Image, pieces: AsyncIterable<Conte
   await flush();
 }
 
+/** Writes the pieces into a new (empty) layer file. */
+export async function writePiecesToLayer(file: string, pieces: AsyncIterable<ContentPiece>, onBytes: (n: number) => void): Promise<void> {
+  const image = await openLayerAlone(file, { writable: true });
+  try {
+    await writePieces(image, pieces, onBytes);
+  } finally {
+    await image.close();
+  }
+}
+
+/** An import's per-piece callback: stops a cancelled job, counts the bytes for the job and the caller. */
+export function importProgress(ctx: JobContext, onProgress: ((doneBytes: number) => void) | undefined): (n: number) => void {
+  let received = 0;
+  return (n) => {
+    ctx.throwIfCancelled();
+    received += n;
+    ctx.addDone(n);
+    onProgress?.(received);
+  };
+}
+
+/** The refusal of an import stream longer than the size given for the volume. */
+export function streamLongerThan(sizeBytes: number): StorageError {
+  return new StorageError('INVALID_ARGUMENT', `the import stream holds more than the ${formatSizeHuman(sizeBytes)} given as the volume's size`, {
+    fix: { option: 'sizeBytes', text: 'give a larger size with {}, or none to take the stream length' },
+  });
+}
+
 /**
  * Writes an uploaded image to a new file (mode 0600): plain bytes in order, or a sparse stream's
  * data at its offsets (its zero runs stay holes; the file is sized at the end). Resolves to the
- * bytes the image holds. onBytes hears each piece (and may throw to stop); onProgress the total.
+ * bytes the image holds. onBytes hears each piece first (and may throw to stop).
  */
 export async function spoolToFile(
   spoolFile: string,
   source: AsyncIterable<Uint8Array> | { sizeBytes: number; pieces: AsyncIterable<ContentPiece> },
   onBytes: (n: number) => void,
-  onProgress?: (doneBytes: number) => void,
 ): Promise<number> {
   const handle = await fs.open(spoolFile, 'wx', 0o600);
   let received = 0;
   const count = (n: number) => {
     onBytes(n);
     received += n;
-    onProgress?.(received);
   };
   try {
     if (Symbol.asyncIterator in source) {

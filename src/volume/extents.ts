@@ -3,7 +3,7 @@
  * export, flatten, snapshot delete (copy-up) and diff.
  */
 import { StorageError } from '../core/errors.js';
-import { allocAligned } from '../core/aligned-buffer.js';
+import { allocAligned } from '../sys/aligned-buffer.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import { backingOf } from './layers.js';
 

@@ -117,10 +117,18 @@ export class JobRunner {
     return jobInfo(job.record);
   }
 
-  /** Runs a job the caller awaits: its result, or its error (CANCELLED when cancelled). */
-  async run<T>(kind: JobKind, target: string, body: JobBody<T>): Promise<T> {
+  /**
+   * Runs a job the caller awaits: its result, or its error (CANCELLED when cancelled). `signal`
+   * cancels it from outside, its reason (a CANCELLED StorageError) saying why: an upload's
+   * client disconnected.
+   */
+  async run<T>(kind: JobKind, target: string, body: JobBody<T>, options: { signal?: AbortSignal } = {}): Promise<T> {
     this.checkOpen();
     const job = await this.register(kind, target, 'running');
+    const outside = options.signal;
+    const cancelFromOutside = () => job.controller.abort(outside?.reason);
+    if (outside?.aborted) cancelFromOutside();
+    else outside?.addEventListener('abort', cancelFromOutside, { once: true });
     let result: { value: T } | undefined;
     const execution = this.execute(job, async (ctx) => {
       result = { value: await body(ctx) };
@@ -129,7 +137,11 @@ export class JobRunner {
       () => {},
       () => {},
     );
-    await execution;
+    try {
+      await execution;
+    } finally {
+      outside?.removeEventListener('abort', cancelFromOutside);
+    }
     return result!.value;
   }
 
@@ -148,10 +160,16 @@ export class JobRunner {
     return jobInfo(record);
   }
 
-  /** Asks a job to stop; resolves with its state once it has stopped. Finished jobs are returned as they are. */
+  /**
+   * Asks a job to stop; resolves with its state once it has stopped (succeeded when it finished
+   * first). A job that had already ended is refused (BUSY): there is nothing to cancel.
+   */
   async cancel(id: string): Promise<JobInfo> {
     const live = this.live.get(id);
-    if (!live) return this.info(id);
+    if (!live) {
+      const ended = await this.info(id);
+      throw new StorageError('BUSY', `job ${id} already ${ended.state}; nothing to cancel`);
+    }
     live.controller.abort();
     // A queued job starts at once, sees the cancellation and ends (its body releases what it holds).
     const queued = this.queue.findIndex((q) => q.id === id);
@@ -228,7 +246,7 @@ export class JobRunner {
       const shuttingDown = cancelled && this.closed;
       record.state = cancelled && !shuttingDown ? 'cancelled' : 'failed';
       record.error = cancelled
-        ? { code: 'CANCELLED', message: shuttingDown ? 'Strata shut down while the job was running' : 'the job was cancelled' }
+        ? { code: 'CANCELLED', message: shuttingDown ? 'Strata shut down while the job was running' : cancelledError(signal).message }
         : { code: isStorageError(err) ? err.code : 'IO_ERROR', message: err instanceof Error ? err.message : String(err) };
       throw cancelled && !isStorageError(err, 'CANCELLED') ? cancelledError(signal) : err;
     } finally {

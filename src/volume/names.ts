@@ -1,6 +1,6 @@
 /** Validation of user-chosen names and sizes, with INVALID_ARGUMENT errors that say what is allowed. */
 import { StorageError } from '../core/errors.js';
-import { PiB, SECTOR_SIZE_BYTES } from '../core/units.js';
+import { PiB, SECTOR_SIZE_BYTES, formatSizeHuman } from '../core/units.js';
 
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
@@ -22,10 +22,10 @@ export function checkVolumeSize(sizeBytes: unknown): number {
     throw new StorageError('INVALID_ARGUMENT', `invalid size ${String(sizeBytes)}: give a positive whole number of bytes`);
   }
   if (sizeBytes % SECTOR_SIZE_BYTES !== 0) {
-    throw new StorageError('INVALID_ARGUMENT', `invalid size ${sizeBytes}: it must be a multiple of ${SECTOR_SIZE_BYTES} bytes`);
+    throw new StorageError('INVALID_ARGUMENT', `invalid size ${sizeBytes} bytes: it must be a multiple of ${SECTOR_SIZE_BYTES} bytes`);
   }
   if (sizeBytes > MAX_VOLUME_BYTES) {
-    throw new StorageError('INVALID_ARGUMENT', `invalid size ${sizeBytes}: volumes are at most ${MAX_VOLUME_BYTES} bytes (1 PiB)`);
+    throw new StorageError('INVALID_ARGUMENT', `invalid size ${formatSizeHuman(sizeBytes)}: volumes are at most ${formatSizeHuman(MAX_VOLUME_BYTES)}`);
   }
   return sizeBytes;
 }

@@ -14,9 +14,10 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { StorageError, isStorageError } from '../core/errors.js';
-import { alignUp, SECTOR_SIZE_BYTES } from '../core/units.js';
-import { allocAligned } from '../core/aligned-buffer.js';
+import { StorageError } from '../core/errors.js';
+import { countOf } from '../core/text.js';
+import { alignUp, formatSizeHuman, SECTOR_SIZE_BYTES } from '../core/units.js';
+import { allocAligned } from '../sys/aligned-buffer.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import { LocalHostFile } from '../store/local-file.js';
 import type { Catalog, CatalogOp } from '../catalog/catalog.js';
@@ -52,10 +53,12 @@ import {
 import { JobRunner, type JobContext } from './jobs.js';
 import { KeyedMutex } from './locks.js';
 import { checkLimit, checkName, checkQuota, checkVolumeSize } from './names.js';
+import { checkPoolQuota, type QuotaChange } from './quota.js';
 import { ByteReader, encodeDiffHeader, encodeRecordHeader, readDiffHeader, readRecordHeader } from './diff-stream.js';
 import { ManagedStream } from './stream.js';
-import { chainPieces, filePieces, spoolToFile, writePieces } from './content.js';
+import { chainPieces, filePieces, importProgress, spoolToFile, streamLongerThan, writePiecesToLayer } from './content.js';
 import { encodeContent, readSparseStream, type ContentPiece, type TransferEncoding } from './sparse-stream.js';
+import { openUploadedImage, uploadedImageError } from './input-image.js';
 import { LiveVolume, liveKey, type LiveDevice, type LiveTarget } from './live.js';
 import type {
   DiffExtent,
@@ -203,7 +206,7 @@ export class LocalVolumeService implements VolumeService {
       const view = await this.view();
       const volumes = view.volumes.filter((v) => v.pool === name);
       if (volumes.length > 0) {
-        throw new StorageError('BUSY', `pool '${name}' still has ${volumes.length} volume(s); delete them first`);
+        throw new StorageError('BUSY', `pool '${name}' still has ${countOf(volumes.length, 'volume')}; delete them first`);
       }
       if ([...this.reservations.values()].some((r) => r.pool === name)) {
         throw new StorageError('BUSY', `pool '${name}' has a volume being created (import or copy); try again when it is done`);
@@ -229,7 +232,7 @@ export class LocalVolumeService implements VolumeService {
     return this.locks.run([poolKey(pool)], async () => {
       const poolRecord = await this.requirePool(pool);
       await this.checkNameFree(pool, name);
-      await this.checkQuota(poolRecord, sizeBytes);
+      await this.checkQuota(poolRecord, sizeBytes, `the new volume '${pool}/${name}'`);
       const volume: VolumeRecord = { id: newId(), pool, name, sizeBytes, activeLayerId: newId(), createdAt: nowIso() };
       const layer = this.newLayer(volume.activeLayerId, pool, volume.id, undefined);
       const intent = this.newIntent('volume-create', `${pool}/${name}`, { createFiles: [layer] });
@@ -262,7 +265,8 @@ export class LocalVolumeService implements VolumeService {
         if (sizeBytes < vol.sizeBytes && !options.allowShrink) {
           throw new StorageError(
             'INVALID_ARGUMENT',
-            `shrinking '${pool}/${name}' from ${vol.sizeBytes} to ${sizeBytes} bytes loses the data past the new end; pass allowShrink to do it`,
+            `shrinking '${pool}/${name}' from ${formatSizeHuman(vol.sizeBytes)} to ${formatSizeHuman(sizeBytes)} loses the data past the new end`,
+            { fix: { option: 'allowShrink', text: 'pass {} to shrink it anyway' } },
           );
         }
         if (sizeBytes < vol.sizeBytes) this.checkHeadNotLive(vol, 'shrink it');
@@ -303,10 +307,10 @@ export class LocalVolumeService implements VolumeService {
         );
       }
       if (snapshots.length > 0 && !options.force) {
-        throw new StorageError(
-          'BUSY',
-          `volume '${pool}/${name}' has ${snapshots.length} snapshot(s); delete them first, or delete with force to delete them too`,
-        );
+        const them = snapshots.length === 1 ? 'it' : 'them';
+        throw new StorageError('BUSY', `volume '${pool}/${name}' has ${countOf(snapshots.length, 'snapshot')}`, {
+          fix: { option: 'force', text: `delete ${them} first, or pass {} to delete ${them} with the volume` },
+        });
       }
       const layers = [...view.layers.values()].filter((l) => l.ownerVolumeId === vol.id);
       const intent = this.newIntent('volume-delete', `${pool}/${name}`, {});
@@ -330,7 +334,7 @@ export class LocalVolumeService implements VolumeService {
         this.checkHeadNotLive(vol, 'copy it (copy a snapshot of it instead)');
         const dest = await this.requirePool(destPool);
         await this.checkNameFree(destPool, destName);
-        await this.checkQuota(dest, vol.sizeBytes);
+        await this.checkQuota(dest, vol.sizeBytes, `the copy '${destPool}/${destName}' of '${pool}/${name}'`);
         const release = this.reserve(destPool, destName, vol.sizeBytes);
         this.hold(vol.id, 'a copy job reads it');
         try {
@@ -432,7 +436,10 @@ export class LocalVolumeService implements VolumeService {
       async (vol) => {
         const snap = await this.snapshotByName(vol, name);
         this.checkHeadNotLive(vol, 'roll it back (the guest would see its disk change under it)');
-        if (snap.sizeBytes > vol.sizeBytes) await this.checkQuota(await this.requirePool(pool), snap.sizeBytes, vol.id);
+        if (snap.sizeBytes > vol.sizeBytes) {
+          const what = `rolling '${pool}/${volume}' back to its ${formatSizeHuman(snap.sizeBytes)} snapshot '${name}'`;
+          await this.checkQuota(await this.requirePool(pool), snap.sizeBytes, what, { volumeId: vol.id });
+        }
         const view = await this.view();
         const oldActive = this.requireLayer(view.layers, vol.activeLayerId);
         const snapLayer = this.requireLayer(view.layers, snap.layerId);
@@ -458,7 +465,9 @@ export class LocalVolumeService implements VolumeService {
     await this.withVolume(pool, volume, async (vol) => {
       const snap = await this.snapshotByName(vol, name);
       if (snap.protected) {
-        throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is protected; unprotect it first`);
+        throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is protected`, {
+          fix: { operation: 'unprotectSnapshot', pool, volume, snapshot: name, text: 'unprotect it first with {}' },
+        });
       }
       const exported = this.live.get(liveKey({ volumeId: vol.id, snapshotId: snap.id }));
       if (exported !== undefined) {
@@ -498,10 +507,7 @@ export class LocalVolumeService implements VolumeService {
     return this.withVolume(pool, volume, async (vol) => {
       const count = (await this.catalog.list('snapshot')).filter((s) => s.volumeId === vol.id).length;
       if (checked !== undefined && count > checked) {
-        throw new StorageError(
-          'INVALID_ARGUMENT',
-          `volume '${pool}/${volume}' already has ${count} snapshots, more than the limit ${checked}; delete some first`,
-        );
+        throw new StorageError('BUSY', `volume '${pool}/${volume}' already has ${countOf(count, 'snapshot')}, more than the limit ${checked}; delete some first`);
       }
       const { snapshotLimit: _old, ...rest } = vol;
       const updated: VolumeRecord = checked === undefined ? rest : { ...rest, snapshotLimit: checked };
@@ -518,14 +524,13 @@ export class LocalVolumeService implements VolumeService {
       async (vol) => {
         const snap = await this.snapshotByName(vol, snapshot);
         if (!snap.protected) {
-          throw new StorageError(
-            'INVALID_ARGUMENT',
-            `snapshot '${pool}/${volume}@${snapshot}' is not protected; protect it before cloning it`,
-          );
+          throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${snapshot}' is not protected, and only protected snapshots can be cloned`, {
+            fix: { operation: 'protectSnapshot', pool, volume, snapshot, text: 'protect it first with {}' },
+          });
         }
         const dest = await this.requirePool(destPool);
         await this.checkNameFree(destPool, destName);
-        await this.checkQuota(dest, snap.sizeBytes);
+        await this.checkQuota(dest, snap.sizeBytes, `the clone '${destPool}/${destName}' of '${pool}/${volume}@${snapshot}'`);
         const view = await this.view();
         const base = this.requireLayer(view.layers, snap.layerId);
         const depth = this.chainOf(view.layers, base.id).length + 1;
@@ -560,7 +565,7 @@ export class LocalVolumeService implements VolumeService {
   async flattenVolume(pool: string, name: string): Promise<JobInfo> {
     return this.withVolume(pool, name, async (vol) => {
       if (this.boundaryLayers(vol, await this.view()).length === 0) {
-        throw new StorageError('INVALID_ARGUMENT', `volume '${pool}/${name}' is not a clone; there is nothing to flatten`);
+        throw new StorageError('BUSY', `volume '${pool}/${name}' is not a clone; there is nothing to flatten`);
       }
       this.hold(vol.id, 'a flatten job runs on it');
       try {
@@ -588,7 +593,7 @@ export class LocalVolumeService implements VolumeService {
     pool: string,
     name: string,
     source: AsyncIterable<Uint8Array>,
-    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; transfer?: TransferEncoding; onProgress?: (doneBytes: number) => void },
+    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; transfer?: TransferEncoding; onProgress?: (doneBytes: number) => void; signal?: AbortSignal },
   ): Promise<VolumeInfo> {
     checkName('volume', name);
     if (options.format !== 'raw' && options.format !== 'qcow2') {
@@ -598,11 +603,12 @@ export class LocalVolumeService implements VolumeService {
     const release = await this.locks.run([poolKey(pool)], async () => {
       const poolRecord = await this.requirePool(pool);
       await this.checkNameFree(pool, name);
-      await this.checkQuota(poolRecord, sizeBytes ?? 0);
+      await this.checkQuota(poolRecord, sizeBytes ?? 0, `importing '${pool}/${name}'`);
       return this.reserve(pool, name, sizeBytes ?? 0);
     });
     try {
-      const volume = await this.jobs.run('import', `${pool}/${name}`, (ctx) => this.importJob(pool, name, source, { ...options, sizeBytes }, ctx));
+      const job = (ctx: JobContext) => this.importJob(pool, name, source, { ...options, sizeBytes }, ctx);
+      const volume = await this.jobs.run('import', `${pool}/${name}`, job, options.signal ? { signal: options.signal } : {});
       return this.describeVolume(volume);
     } finally {
       release();
@@ -632,7 +638,7 @@ export class LocalVolumeService implements VolumeService {
       await fsyncDir(this.paths.poolDir(pool));
       const volume: VolumeRecord = { id: volumeId, pool, name, sizeBytes, activeLayerId: layer.id, createdAt: nowIso() };
       await this.locks.run([poolKey(pool)], async () => {
-        await this.checkQuota(await this.requirePool(pool), sizeBytes, undefined, `${pool}/${name}`);
+        await this.checkQuota(await this.requirePool(pool), sizeBytes, `importing '${pool}/${name}'`, { reservation: `${pool}/${name}` });
         await this.catalog.batch(this.commitOps(intent, [putOp('volume', volume), putOp('layer', layer)]));
       });
       return volume;
@@ -659,14 +665,10 @@ export class LocalVolumeService implements VolumeService {
       const flushBuffer = async () => {
         if (fill === 0) return;
         const end = offset + fill;
-        if (fixed !== undefined && end > fixed) {
-          throw new StorageError('INVALID_ARGUMENT', `the import stream holds more than the ${fixed} bytes given as sizeBytes`);
-        }
+        if (fixed !== undefined && end > fixed) throw streamLongerThan(fixed);
         if (end > image.sizeBytes) {
           const grown = Math.max(image.sizeBytes * 2, alignUp(end, SECTOR_SIZE_BYTES));
-          await this.locks.run([poolKey(pool)], async () => {
-            await this.checkQuota(await this.requirePool(pool), alignUp(end, SECTOR_SIZE_BYTES), undefined, `${pool}/${name}`);
-          });
+          await this.checkImportQuota(pool, name, alignUp(end, SECTOR_SIZE_BYTES));
           await image.resize(grown);
         }
         await writeSparse(image, offset, buf.subarray(0, fill), 'skip');
@@ -689,7 +691,9 @@ export class LocalVolumeService implements VolumeService {
       ctx.throwIfCancelled();
       await flushBuffer();
       const sizeBytes = fixed ?? alignUp(received, SECTOR_SIZE_BYTES);
-      if (sizeBytes === 0) throw new StorageError('INVALID_ARGUMENT', 'the import stream is empty; give sizeBytes to create an empty volume');
+      if (sizeBytes === 0) {
+        throw new StorageError('INVALID_ARGUMENT', 'the import stream is empty', { fix: { option: 'sizeBytes', text: 'give the size with {} to create an empty volume' } });
+      }
       if (image.sizeBytes !== sizeBytes) await image.resize(sizeBytes, { allowShrink: true });
       return sizeBytes;
     } finally {
@@ -706,28 +710,20 @@ export class LocalVolumeService implements VolumeService {
     options: { sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
     ctx: JobContext,
   ): Promise<number> {
-    if (options.sizeBytes !== undefined && options.sizeBytes < sparse.sizeBytes) {
-      throw new StorageError('INVALID_ARGUMENT', `the import stream holds more than the ${options.sizeBytes} bytes given as sizeBytes`);
-    }
+    if (options.sizeBytes !== undefined && options.sizeBytes < sparse.sizeBytes) throw streamLongerThan(options.sizeBytes);
     const sizeBytes = checkVolumeSize(options.sizeBytes ?? alignUp(sparse.sizeBytes, SECTOR_SIZE_BYTES));
-    await this.locks.run([poolKey(pool)], async () => {
-      await this.checkQuota(await this.requirePool(pool), sizeBytes, undefined, `${pool}/${name}`);
-    });
+    await this.checkImportQuota(pool, name, sizeBytes);
     ctx.setTotal(sparse.sizeBytes);
     await createLayerFile(file, sizeBytes);
-    const image = await openLayerAlone(file, { writable: true });
-    try {
-      let received = 0;
-      await writePieces(image, sparse.pieces, (n) => {
-        ctx.throwIfCancelled();
-        received += n;
-        ctx.addDone(n);
-        options.onProgress?.(received);
-      });
-    } finally {
-      await image.close();
-    }
+    await writePiecesToLayer(file, sparse.pieces, importProgress(ctx, options.onProgress));
     return sizeBytes;
+  }
+
+  /** Checks the pool's quota for an import growing to sizeBytes (its reservation counted once). */
+  private checkImportQuota(pool: string, name: string, sizeBytes: number): Promise<void> {
+    return this.locks.run([poolKey(pool)], async () => {
+      await this.checkQuota(await this.requirePool(pool), sizeBytes, `importing '${pool}/${name}'`, { reservation: `${pool}/${name}` });
+    });
   }
 
   /** A qcow2 stream: spooled to a temp file in the pool, opened with the engine, copied sparsely. */
@@ -740,15 +736,11 @@ export class LocalVolumeService implements VolumeService {
     options: { sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
     ctx: JobContext,
   ): Promise<number> {
-    const received = await spoolToFile(spoolFile, source, (n) => {
-      ctx.throwIfCancelled();
-      ctx.addDone(n);
-    }, options.onProgress);
+    const received = await spoolToFile(spoolFile, source, importProgress(ctx, options.onProgress));
     ctx.throwIfCancelled();
-    const spooled = await openLayerAlone(spoolFile, { writable: false }).catch((err: unknown) => {
-      if (isStorageError(err)) throw new StorageError(err.code, `the uploaded qcow2 image cannot be opened: ${err.message}`, { cause: err });
-      throw err;
-    });
+    // Damage found in the upload (at open or while copying) is the uploader's: InvalidImageError.
+    const spooled = await openUploadedImage(spoolFile);
+    const asUploadError = (err: unknown) => uploadedImageError(err, spoolFile);
     try {
       const info = spooled.info();
       if (info.backingFile !== undefined) {
@@ -759,18 +751,18 @@ export class LocalVolumeService implements VolumeService {
       }
       const virtual = alignUp(spooled.sizeBytes, SECTOR_SIZE_BYTES);
       if (options.sizeBytes !== undefined && options.sizeBytes < spooled.sizeBytes) {
-        throw new StorageError('INVALID_ARGUMENT', `sizeBytes ${options.sizeBytes} is smaller than the image's virtual size ${spooled.sizeBytes}`);
+        throw new StorageError('INVALID_ARGUMENT', `the size given, ${formatSizeHuman(options.sizeBytes)}, is smaller than the image's virtual size ${formatSizeHuman(spooled.sizeBytes)}`, {
+          fix: { option: 'sizeBytes', text: 'give a size of at least the virtual size with {}, or none' },
+        });
       }
       const sizeBytes = checkVolumeSize(options.sizeBytes ?? virtual);
-      await this.locks.run([poolKey(pool)], async () => {
-        await this.checkQuota(await this.requirePool(pool), sizeBytes, undefined, `${pool}/${name}`);
-      });
+      await this.checkImportQuota(pool, name, sizeBytes);
       await createLayerFile(file, sizeBytes);
       const dest = await openLayerAlone(file, { writable: true });
       try {
-        const plan = await this.dataPlan(spooled, 0, spooled.sizeBytes);
+        const plan = await this.dataPlan(spooled, 0, spooled.sizeBytes).catch((err: unknown) => Promise.reject(asUploadError(err)));
         ctx.setTotal(received + totalOf(plan));
-        await this.copyPlan(spooled, dest, plan, ctx, 'skip');
+        await this.copyPlan(spooled, dest, plan, ctx, 'skip', asUploadError);
       } finally {
         await dest.close();
       }
@@ -1104,7 +1096,7 @@ export class LocalVolumeService implements VolumeService {
         const image = await openLayerAlone(file, { writable: true });
         try {
           const result = await image.check('leaks');
-          if (result.corruptions > 0) problems.push(`${file}: ${result.corruptions} corruption(s) found; repair with 'strata img check -r all'`);
+          if (result.corruptions > 0) problems.push(`${file}: ${countOf(result.corruptions, 'corruption')} found; repair with 'strata img check -r all'`);
         } finally {
           await image.close();
         }
@@ -1120,7 +1112,9 @@ export class LocalVolumeService implements VolumeService {
   /** Resizes the volume's active layer (zeroing what a larger backing file would show). */
   private async resizeLocked(vol: VolumeRecord, sizeBytes: number): Promise<VolumeRecord> {
     if (sizeBytes === vol.sizeBytes) return vol;
-    if (sizeBytes > vol.sizeBytes) await this.checkQuota(await this.requirePool(vol.pool), sizeBytes, vol.id);
+    if (sizeBytes > vol.sizeBytes) {
+      await this.checkQuota(await this.requirePool(vol.pool), sizeBytes, `growing '${vol.pool}/${vol.name}' to ${formatSizeHuman(sizeBytes)}`, { volumeId: vol.id });
+    }
     const intent = this.newIntent('resize', `${vol.pool}/${vol.name}`, {
       resize: { volumeId: vol.id, layerId: vol.activeLayerId, fromBytes: vol.sizeBytes, toBytes: sizeBytes },
     });
@@ -1153,10 +1147,9 @@ export class LocalVolumeService implements VolumeService {
     if (vol.snapshotLimit === undefined) return;
     const count = (await this.catalog.list('snapshot')).filter((s) => s.volumeId === vol.id).length;
     if (count >= vol.snapshotLimit) {
-      throw new StorageError(
-        'LIMIT_EXCEEDED',
-        `volume '${vol.pool}/${vol.name}' has ${count} snapshot(s), its limit; delete one or raise the limit`,
-      );
+      throw new StorageError('LIMIT_EXCEEDED', `volume '${vol.pool}/${vol.name}' has ${countOf(count, 'snapshot')}, its limit`, {
+        fix: { operation: 'setSnapshotLimit', pool: vol.pool, volume: vol.name, text: 'delete one, or raise the limit with {}' },
+      });
     }
   }
 
@@ -1347,9 +1340,22 @@ export class LocalVolumeService implements VolumeService {
     return plan;
   }
 
-  /** Copies plan steps from `source` (as its chain reads) into `dest`; 'zero' steps write zeroes. */
-  private async copyPlan(source: Qcow2Image, dest: Qcow2Image, plan: PlanStep[], ctx: JobContext, zeroBlocks: 'skip' | 'write-zeroes'): Promise<void> {
+  /**
+   * Copies plan steps from `source` (as its chain reads) into `dest`; 'zero' steps write zeroes.
+   * sourceError maps failures to read the source (an upload's damage is not the pool's).
+   */
+  private async copyPlan(
+    source: Qcow2Image,
+    dest: Qcow2Image,
+    plan: PlanStep[],
+    ctx: JobContext,
+    zeroBlocks: 'skip' | 'write-zeroes',
+    sourceError?: (err: unknown) => unknown,
+  ): Promise<void> {
     const buffer = copyBuffer();
+    const readSource = sourceError
+      ? (offset: number, buf: Uint8Array) => source.read(offset, buf).catch((err: unknown) => Promise.reject(sourceError(err)))
+      : (offset: number, buf: Uint8Array) => source.read(offset, buf);
     for (const step of plan) {
       ctx.throwIfCancelled();
       await yieldNowAndThen();
@@ -1357,7 +1363,7 @@ export class LocalVolumeService implements VolumeService {
         await dest.writeZeroes(step.offset, step.length);
         continue;
       }
-      await copyRange((offset, buf) => source.read(offset, buf), dest, step.offset, step.length, {
+      await copyRange(readSource, dest, step.offset, step.length, {
         signal: ctx.signal,
         onBytes: (n) => ctx.addDone(n),
         zeroBlocks,
@@ -1520,22 +1526,9 @@ export class LocalVolumeService implements VolumeService {
     }
   }
 
-  /**
-   * Refuses (LIMIT_EXCEEDED) when the pool's provisioned total plus sizeBytes would pass its quota.
-   * exceptVolumeId: a volume being resized (its current size is replaced); exceptReservation: an
-   * import's own reservation.
-   */
-  private async checkQuota(pool: PoolRecord, sizeBytes: number, exceptVolumeId?: string, exceptReservation?: string): Promise<void> {
-    if (pool.quotaBytes === undefined) return;
-    let used = 0;
-    for (const v of await this.catalog.list('volume')) if (v.pool === pool.name && v.id !== exceptVolumeId) used += v.sizeBytes;
-    for (const [key, r] of this.reservations) if (r.pool === pool.name && key !== exceptReservation) used += r.sizeBytes;
-    if (used + sizeBytes > pool.quotaBytes) {
-      throw new StorageError(
-        'LIMIT_EXCEEDED',
-        `pool '${pool.name}' has a quota of ${pool.quotaBytes} bytes and ${used} are provisioned; ${sizeBytes} more do not fit`,
-      );
-    }
+  /** Refuses (LIMIT_EXCEEDED) a change that takes the pool past its quota (quota.ts). */
+  private async checkQuota(pool: PoolRecord, sizeBytes: number, what: string, replaces: QuotaChange['replaces'] = {}): Promise<void> {
+    if (pool.quotaBytes !== undefined) checkPoolQuota(pool, await this.catalog.list('volume'), this.reservations, { sizeBytes, what, replaces });
   }
 
   /** Reserves a volume name (and its size, for quotas) while an import or copy creates it. */

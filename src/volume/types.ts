@@ -132,12 +132,13 @@ export interface VolumeService {
   /**
    * Creates a volume from a raw or qcow2 image (qcow2 is spooled to the pool, then copied in
    * sparsely), sent as plain bytes or as a sparse stream (transfer 'sparse', sparse-stream.ts).
+   * `signal` cancels the import job; its reason (a CANCELLED error) becomes the job's.
    */
   importVolume(
     pool: string,
     name: string,
     source: AsyncIterable<Uint8Array>,
-    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; transfer?: TransferEncoding; onProgress?: (doneBytes: number) => void },
+    options: { format: 'raw' | 'qcow2'; sizeBytes?: number; transfer?: TransferEncoding; onProgress?: (doneBytes: number) => void; signal?: AbortSignal },
   ): Promise<VolumeInfo>;
   /**
    * The volume's (or a snapshot's) contents as raw bytes or as a standalone qcow2 image: every

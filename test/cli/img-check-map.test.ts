@@ -1,4 +1,5 @@
 /** strata img check and map, checked against qemu-img on the same files. */
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { requireTool } from '../support/tools.js';
@@ -67,6 +68,37 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('strata img check against q
     expect(r.code).toBe(2);
     expect(r.stdout).toMatch(/errors were found on the image\.\nData may be corrupted/);
     expect(JSON.parse(img(dir, ['check', '--output=json', 'a.qcow2']).stdout)).toHaveProperty('corruptions');
+  });
+
+  it('-r leaks on an image only a rebuild can repair fails as qemu-img check does: exit 1, no report', () => {
+    const dir = tempDir();
+    qOk(dir, ['create', '-q', '-f', 'qcow2', 'a.qcow2', '64M']);
+    qioCmds(dir, 'a.qcow2', ['write -P 1 0 64k']);
+    makeLeak(path.join(dir, 'a.qcow2'));
+    const data = qemuJson<MapEntry[]>(dir, ['map', '--output=json', 'a.qcow2'])[0];
+    zeroRefcount(path.join(dir, 'a.qcow2'), data?.offset ?? 0);
+    copyFileSync(path.join(dir, 'a.qcow2'), path.join(dir, 'b.qcow2'));
+    const qemu = q(dir, ['check', '-r', 'leaks', 'a.qcow2']);
+    expect(qemu.stderr).toMatch(/ERROR need to rebuild refcount structures/);
+    const r = img(dir, ['check', '-r', 'leaks', 'b.qcow2']);
+    expect({ code: r.code, stdout: r.stdout }).toEqual({ code: qemu.code, stdout: qemu.stdout });
+    expect(r.stderr).toMatch(/^ERROR need to rebuild refcount structures$/m);
+    expect(r.stderr).toMatch(/^strata: the check of 'b.qcow2' failed: .*\('-r all' rebuilds the refcount structure/m);
+    // Nothing was changed: both still report the same problems.
+    expect(img(dir, ['check', '--output=json', 'b.qcow2']).stdout.replace('b.qcow2', 'a.qcow2')).toBe(q(dir, ['check', '--output=json', 'a.qcow2']).stdout);
+  });
+
+  it('an image too damaged to open even for a check: exit 1, and the hint does not suggest check again', () => {
+    const dir = tempDir();
+    qOk(dir, ['create', '-q', '-f', 'qcow2', 'a.qcow2', '64M']);
+    const bytes = readFileSync(path.join(dir, 'a.qcow2'));
+    bytes.writeUInt32BE(40, 20); // cluster_bits 40: no cluster size
+    writeFileSync(path.join(dir, 'a.qcow2'), bytes);
+    expect(q(dir, ['check', 'a.qcow2']).code).toBe(1);
+    const r = img(dir, ['check', 'a.qcow2']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^strata: could not open 'a.qcow2': .*\[CORRUPT\] \(its header or tables are too damaged to check; restore the image from a copy\)$/m);
+    expect(r.stderr).not.toMatch(/img check/);
   });
 
   it('exits 63 on raw images and 1 on a missing file', () => {

@@ -22,9 +22,9 @@ describe('strata entry point', () => {
     }
   });
 
-  it('gives one clear error line and exit 1 for wrong usage', () => {
-    expectErrorLine(strata([]), 1, /missing command/);
-    expectErrorLine(strata(['frob']), 1, /unknown command 'frob'.*usage: strata <command>/);
+  it('gives one clear error line and exit 1 for wrong usage of img (qemu-img), 2 of strata itself', () => {
+    expectErrorLine(strata([]), 2, /missing command/);
+    expectErrorLine(strata(['frob']), 2, /unknown command 'frob'.*usage: strata <command>/);
     expectErrorLine(strata(['img']), 1, /missing subcommand/);
     expectErrorLine(strata(['img', 'frobnicate']), 1, /unknown subcommand 'frobnicate'/);
     expectErrorLine(strata(['img', 'info']), 1, /missing FILE/);

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, requireTool } from '../support/tools.js';
 import { makeTempDir, shmBase } from '../support/tmp.js';
-import { assertBuilt, diffStream, patternBytes, startDaemon, type Daemon } from './harness.js';
+import { assertBuilt, diffStream, patternBytes, serveFails, startDaemon, type Daemon } from './harness.js';
 
 assertBuilt();
 
@@ -35,7 +35,7 @@ describe.skipIf(!requireTool('qemu-img'))('REST API', () => {
     return body.error.message;
   }
 
-  it('every /v1 route needs the bearer token: 401 without it or with a wrong one; /openapi.json and /metrics are open', async () => {
+  it('every /v1 route needs the bearer token: 401 without it or with a wrong one; /openapi.json and (on loopback) /metrics are open', async () => {
     await expectError(await d.api('GET', '/v1/pools', { token: null }), 401, 'UNAUTHORIZED', /missing 'Authorization: Bearer <token>'/);
     await expectError(await d.api('GET', '/v1/pools', { token: 'x'.repeat(64) }), 401, 'UNAUTHORIZED', /not valid/);
     await expectError(await d.api('GET', '/v1/pools', { token: `${d.token}x` }), 401, 'UNAUTHORIZED');
@@ -85,7 +85,7 @@ describe.skipIf(!requireTool('qemu-img'))('REST API', () => {
     await expectError(await d.api('POST', '/v1/pools/api/volumes/small/snapshots', { body: { name: 's2' } }), 422, 'LIMIT_EXCEEDED', /limit/);
     await d.apiJson('PATCH', '/v1/pools/api/volumes/small/snapshots/s1', { protected: true });
     await expectError(await d.api('DELETE', '/v1/pools/api/volumes/small/snapshots/s1'), 409, 'BUSY', /protected/);
-    await expectError(await d.api('POST', '/v1/pools/api/volumes/small/flatten'), 400, 'INVALID_ARGUMENT', /not a clone/);
+    await expectError(await d.api('POST', '/v1/pools/api/volumes/small/flatten'), 409, 'BUSY', /not a clone/);
     // The pool's quota also holds for clones.
     await expectError(await d.api('POST', '/v1/pools/api/volumes/small/snapshots/s1/clones', { body: { name: 'c' } }), 422, 'LIMIT_EXCEEDED');
     await d.apiJson('PATCH', '/v1/pools/api', { quotaBytes: null });
@@ -199,11 +199,51 @@ describe.skipIf(!requireTool('qemu-img'))('REST API', () => {
     expect(listed.map((j: { id: string }) => j.id)).toContain(job.id);
     const info = await d.apiJson('GET', `/v1/jobs/${job.id}`);
     expect(info.state).toBe('succeeded');
-    // Cancelling a finished job returns it unchanged.
-    const cancelled = await d.apiJson('DELETE', `/v1/jobs/${job.id}`);
-    expect(cancelled.state).toBe('succeeded');
+    // Cancelling a finished job is a conflict: there is nothing to cancel.
+    await expectError(await d.api('DELETE', `/v1/jobs/${job.id}`), 409, 'BUSY', new RegExp(`job ${job.id} already succeeded; nothing to cancel`));
+    expect((await d.apiJson('GET', `/v1/jobs/${job.id}`)).state).toBe('succeeded');
     await expectError(await d.api('DELETE', '/v1/jobs/nope'), 404, 'NOT_FOUND');
     const dst = await d.apiJson('GET', `${V}/dst`);
     expect(dst.parent).toBeNull();
+  });
+
+  it('/metrics needs the token when the API listens beyond loopback, unless --metrics-auth none; /openapi.json never does', async () => {
+    /** A daemon on every interface (port 0), reached on 127.0.0.1 only. */
+    const startOnAllInterfaces = async (name: string, extra: string[]): Promise<Daemon> => {
+      const dataDir = path.join(tmp.path, name);
+      const daemon = await startDaemon(dataDir, { args: ['--data-dir', dataDir, '--listen', '0.0.0.0:0', ...extra], replaceArgs: true });
+      daemon.url = daemon.url.replace('0.0.0.0', '127.0.0.1');
+      return daemon;
+    };
+    const guarded = await startOnAllInterfaces('wide', []);
+    try {
+      expect(guarded.logs()).toMatch(/listening .*metricsAuth=token/);
+      await expectError(await guarded.api('GET', '/metrics', { token: null }), 401, 'UNAUTHORIZED');
+      const scraped = await guarded.api('GET', '/metrics');
+      expect(scraped.status).toBe(200);
+      expect(await scraped.text()).toMatch(/^strata_uptime_seconds /m);
+      expect((await guarded.api('GET', '/openapi.json', { token: null })).status).toBe(200);
+    } finally {
+      expect((await guarded.stop()).code).toBe(0);
+    }
+    const open = await startOnAllInterfaces('wide-open', ['--metrics-auth', 'none']);
+    try {
+      expect((await open.api('GET', '/metrics', { token: null })).status).toBe(200);
+      await expectError(await open.api('GET', '/v1/pools', { token: null }), 401, 'UNAUTHORIZED');
+    } finally {
+      expect((await open.stop()).code).toBe(0);
+    }
+    // On loopback the default is open, and the token can be required there too.
+    expect(d.logs()).toMatch(/listening .*metricsAuth=none/);
+    const dataDir = path.join(tmp.path, 'local-guarded');
+    const local = await startDaemon(dataDir, { env: { STRATA_METRICS_AUTH: 'token' } });
+    try {
+      await expectError(await local.api('GET', '/metrics', { token: null }), 401, 'UNAUTHORIZED');
+    } finally {
+      expect((await local.stop()).code).toBe(0);
+    }
+    const bad = await serveFails(['--data-dir', path.join(tmp.path, 'bad'), '--listen', '127.0.0.1:0', '--metrics-auth', 'maybe']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/metrics auth must be 'token' or 'none', not 'maybe'/);
   });
 });

@@ -119,7 +119,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata status / pool / volume', () =>
     d.cliFails(['volume', 'create', 'nope/v3', '1M'], 3, /pool 'nope' does not exist/);
     d.cliFails(['volume', 'create', 'v3'], 2, /missing SIZE/);
     d.cliOk(['pool', 'quota', 'slow', '2M']);
-    d.cliFails(['volume', 'create', 'slow/v3', '1M'], 1, /quota.*\[LIMIT_EXCEEDED\]/, /raise it/);
+    d.cliFails(['volume', 'create', 'slow/v3', '1M'], 1, /quota.*\[LIMIT_EXCEEDED\]/, /raise the quota with 'strata pool quota slow SIZE'/);
     d.cliOk(['pool', 'quota', 'slow', 'none']);
 
     const list = d.cliOk(['volume', 'list']).stdout.split('\n');
@@ -231,7 +231,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata status / pool / volume', () =>
     expect(d.cliOk(['volume', 'du', 'src']).stdout).toMatch(/^<TOTAL> +4 MiB/m);
     d.cliFails(['volume', 'du', 'gone'], 3, /NOT_FOUND/);
 
-    d.cliFails(['volume', 'flatten', 'src'], 1, /not a clone; .*\[INVALID_ARGUMENT\]/);
+    d.cliFails(['volume', 'flatten', 'src'], 4, /not a clone; .*\[BUSY\]/);
     d.cliFails(['volume', 'flatten', 'gone'], 3, /NOT_FOUND/);
     d.cliOk(['snap', 'create', 'src@base']);
     d.cliOk(['snap', 'protect', 'src@base']);

@@ -432,7 +432,8 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('qcow2 hostile input: craft
       // A refcount block at a high table index pointing at an existing cluster: check must finish.
       const high = patched(base64k, (b) => setU64(b, base64k.refcountTableOffset + 8000 * 8, BigInt(base64k.l1Offset)));
       const outcome = await run('reftable[8000] -> L1 table', high);
-      expect(outcome.elapsedMs!).toBeLessThan(5000);
+      // The runner's per-case deadline turns a check that never finishes into result 'hang'.
+      expect(outcome.result, describeOutcome(outcome)).toBe('ok');
     });
 
     it('a refcount block that does not count itself, or counts nothing', async () => {

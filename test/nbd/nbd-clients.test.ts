@@ -229,13 +229,11 @@ describe.skipIf(!requireTool('fio', 'qemu-img'))('NBD server with fio', () => {
       ].join('\n'),
     );
     try {
-      const started = Date.now();
       const r = await runAsync('fio', ['--output-format=json', job], { cwd: dir, timeoutMs: 60_000 });
       expect(r.code, r.stdout.slice(-2000) + r.stderr).toBe(0);
       const result = JSON.parse(r.stdout.slice(r.stdout.indexOf('{'))) as { jobs: { error: number; write: { io_bytes: number } }[] };
       expect(result.jobs[0]?.error).toBe(0);
       expect(result.jobs[0]?.write.io_bytes).toBeGreaterThan(0);
-      expect(Date.now() - started).toBeLessThan(60_000);
     } finally {
       await s.close();
     }

@@ -112,6 +112,8 @@ function memoryFile(bytes: Uint8Array, reads: number[] = []): HostFile {
     punchHole: unsupported,
     sizeBytes: async () => bytes.length,
     allocatedBytes: async () => bytes.length,
+    supports: () => ({ punchHole: false, seekData: false, copyByReference: false }),
+    copyRange: unsupported,
     close: async () => {},
   };
 }

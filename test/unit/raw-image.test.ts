@@ -31,6 +31,8 @@ function withoutSeek(inner: MemoryHostFile): HostFile {
     punchHole: (o, l) => inner.punchHole(o, l),
     sizeBytes: () => inner.sizeBytes(),
     allocatedBytes: () => inner.allocatedBytes(),
+    supports: () => ({ ...inner.supports(), seekData: false }),
+    copyRange: (source, from, to, length) => inner.copyRange(source, from, to, length),
     close: () => inner.close(),
   };
 }

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
 import type { BlockDevice, BlockDeviceCapabilities, Extent, WriteZeroesFlags } from '../../src/core/block-device.js';
-import { allocAligned } from '../../src/core/aligned-buffer.js';
+import { allocAligned } from '../../src/sys/aligned-buffer.js';
 import { StorageError } from '../../src/core/errors.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import {

@@ -1,13 +1,13 @@
 /**
  * The TypeScript vhost-user-blk front-end for tests, plus helpers to run the reference back-end
- * (qemu-storage-daemon). The front-end's core lives in bench/vhost-frontend.ts so the benchmark
- * (compiled by tsconfig.json, which cannot see test/) uses the same code.
+ * (qemu-storage-daemon). The front-end itself lives in test/support/vhost-frontend/, which
+ * tsconfig.json also compiles so that bench/vhost-bench.ts runs the same code.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export * from '../../bench/vhost-frontend.js';
+export * from '../support/vhost-frontend/index.js';
 
 export interface QsdOptions {
   imagePath: string;

@@ -1,9 +1,13 @@
 /**
  * The one place where StorageError codes become HTTP statuses, and where every failure becomes the
- * body { "error": { "code", "message" } }.
+ * body { "error": { "code", "message", "hint"?, "fix"? } }: the hint says what to do in the API's
+ * terms, the fix is the same remedy as data (core/errors.ts ErrorFix) for clients that word it
+ * their own way (the CLI names its flags).
  */
 import type { FastifyError } from 'fastify';
-import { StorageError, type StorageErrorCode } from '../../core/errors.js';
+import { StorageError, type ErrorFix, type StorageErrorCode } from '../../core/errors.js';
+import { InvalidImageError } from '../../core/input-errors.js';
+import { restHint } from './fixes.js';
 
 export const HTTP_STATUS: Record<StorageErrorCode, number> = {
   INVALID_ARGUMENT: 400,
@@ -20,10 +24,13 @@ export const HTTP_STATUS: Record<StorageErrorCode, number> = {
 };
 
 /** Codes outside StorageError that the API itself produces. */
-export type ApiErrorCode = StorageErrorCode | 'UNAUTHORIZED' | 'INTERNAL';
+export type ApiErrorCode = StorageErrorCode | 'UNAUTHORIZED' | 'INTERNAL' | 'INVALID_IMAGE';
+
+/** An uploaded image is damaged (InvalidImageError): the request's fault, not the storage's. */
+const INVALID_IMAGE_STATUS = 422;
 
 export interface ErrorBody {
-  error: { code: ApiErrorCode; message: string };
+  error: { code: ApiErrorCode; message: string; hint?: string; fix?: ErrorFix };
 }
 
 export interface MappedError {
@@ -53,9 +60,13 @@ export function isClientAbort(err: unknown): boolean {
 
 /** Maps any thrown value to a status and an error body. */
 export function mapError(err: unknown): MappedError {
+  if (err instanceof InvalidImageError) {
+    return { status: INVALID_IMAGE_STATUS, body: { error: { code: 'INVALID_IMAGE', message: err.message } }, internal: false };
+  }
   if (err instanceof StorageError) {
     const status = HTTP_STATUS[err.code] ?? 500;
-    return { status, body: { error: { code: err.code, message: err.message } }, internal: status >= 500 && err.code !== 'UNSUPPORTED' };
+    const remedy = err.fix === undefined ? {} : { hint: restHint(err.fix), fix: err.fix };
+    return { status, body: { error: { code: err.code, message: err.message, ...remedy } }, internal: status >= 500 && err.code !== 'UNSUPPORTED' };
   }
   if (isClientAbort(err)) {
     return { status: 409, body: { error: { code: 'CANCELLED', message: 'the client closed the connection before the request was complete' } }, internal: false };

@@ -35,11 +35,15 @@ export interface RestApiOptions {
   exports?: ExportService;
   /** True once the daemon is shutting down (job watches end). */
   closing?: () => boolean;
+  /** Whether /metrics needs the token (default 'token'; the daemon opens it when it listens on loopback only). */
+  metricsAuth?: 'token' | 'none';
   jobWatchIntervalMs?: number;
 }
 
-/** Routes served without the token: the API description and the metrics (bind to 127.0.0.1, or scrape through a proxy, when volume names are private). */
-const PUBLIC_ROUTES: ReadonlySet<string> = new Set(['/openapi.json', '/metrics']);
+/** Served without the token: the API description (it names no pool or volume). */
+const OPENAPI_ROUTE = '/openapi.json';
+/** Prometheus metrics: without the token only with metricsAuth 'none' (they name pools and volumes). */
+const METRICS_ROUTE = '/metrics';
 
 function digest(text: string): Buffer {
   return createHash('sha256').update(text, 'utf8').digest();
@@ -53,6 +57,7 @@ function tokenMatches(presented: string, expectedDigest: Buffer): boolean {
 export async function buildRestApi(options: RestApiOptions): Promise<FastifyInstance> {
   const metrics = options.metrics ?? new ApiMetrics();
   const expected = digest(options.token);
+  const publicRoutes: ReadonlySet<string> = new Set(options.metricsAuth === 'none' ? [OPENAPI_ROUTE, METRICS_ROUTE] : [OPENAPI_ROUTE]);
   const errorCodes = new WeakMap<FastifyRequest, string>();
 
   const app: FastifyInstance = Fastify({
@@ -89,7 +94,7 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
       openapi: '3.0.3',
       info: {
         title: 'Strata storage daemon',
-        description: 'Pools, thin qcow2 volumes, snapshots, clones and jobs. Errors: {"error":{"code","message"}}.',
+        description: 'Pools, thin qcow2 volumes, snapshots, clones and jobs. Errors: {"error":{"code","message","hint"?,"fix"?}}.',
         version: options.version,
       },
       components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'the token in <data>/token' } } },
@@ -107,11 +112,11 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
   });
 
-  // Everything needs the token except the two public documents (an allowlist: a path that does
-  // not route, however it is spelled, is refused before the 404).
+  // Everything needs the token except the public documents (an allowlist: a path that does not
+  // route, however it is spelled, is refused before the 404).
   app.addHook('onRequest', async (req) => {
     const route = req.routeOptions.url;
-    if (route !== undefined && PUBLIC_ROUTES.has(route)) return;
+    if (route !== undefined && publicRoutes.has(route)) return;
     const header = req.headers.authorization;
     if (header === undefined) throw new UnauthorizedError("missing 'Authorization: Bearer <token>' header (the token is in <data>/token)");
     const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
@@ -157,9 +162,9 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
   registerExportRoutes(app, ctx);
   registerContentRoutes(app, ctx);
 
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  app.get(OPENAPI_ROUTE, { schema: { hide: true } }, async () => app.swagger());
 
-  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
+  app.get(METRICS_ROUTE, { schema: { hide: true } }, async (_req, reply) => {
     const extra = await collectGauges(options.service).catch((err: unknown) => {
       app.log.warn({ err }, 'metrics: could not collect volume gauges');
       return [] as string[];

@@ -21,7 +21,17 @@ export const errorSchema = {
     error: {
       type: 'object',
       required: ['code', 'message'],
-      properties: { code: { type: 'string' }, message: { type: 'string' } },
+      properties: {
+        code: { type: 'string' },
+        message: { type: 'string', description: 'what was wrong' },
+        hint: { type: 'string', description: 'what to do about it, in this API\'s terms (when the daemon knows a fix)' },
+        fix: {
+          type: 'object',
+          description: 'the same remedy as data: {text, option} or {text, operation, pool, volume?, snapshot?}; "{}" in text marks where the option or operation goes',
+          required: ['text'],
+          properties: { text: { type: 'string' }, option: { type: 'string' }, operation: { type: 'string' } },
+        },
+      },
     },
   },
 } as const;

@@ -8,7 +8,7 @@ import { UsageError, withContext } from '../errors.js';
 import { toFixedC, type Console } from '../output.js';
 import { parseSizeArg } from './create-options.js';
 import { openImage } from './open-image.js';
-import { allocAligned } from '../../core/aligned-buffer.js';
+import { allocAligned } from '../../sys/aligned-buffer.js';
 
 const COMMAND = 'img bench';
 

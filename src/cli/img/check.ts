@@ -5,6 +5,7 @@
 import type { Qcow2CheckResult } from '../../../formats/qcow2/types.js';
 import { expectPositionals, parseArgs } from '../args.js';
 import type { Subcommand } from '../command.js';
+import { isStorageError } from '../../core/errors.js';
 import { CliError, UsageError, withContext } from '../errors.js';
 import { OUTPUT_OPTIONS, formatJson, outputFormatOf, toFixedC, type Console } from '../output.js';
 import { asQcow2, openImage } from './open-image.js';
@@ -43,8 +44,8 @@ export function checkJson(filename: string, format: string, r: Qcow2CheckResult)
   optional('image-end-offset', r.imageEndOffset);
   optional('compressed-clusters', r.compressedClusters);
   optional('total-clusters', r.totalClusters);
-  optional('corruptions-fixed', r.corruptionsFixed);
   optional('corruptions', r.corruptions);
+  optional('corruptions-fixed', r.corruptionsFixed);
   out['check-errors'] = r.checkErrors;
   optional('leaks', r.leaks);
   optional('leaks-fixed', r.leaksFixed);
@@ -113,6 +114,12 @@ async function run(argv: string[], con: Console): Promise<number> {
     forceShare: args.has('U'),
     ignoreBacking: true,
     dirtyPolicy: 'ignore',
+    // Tables past the end of the file (a truncated file) are findings to report, not a failed open.
+    forCheck: true,
+  }).catch((err: unknown) => {
+    // The generic hint for damage would suggest this very command.
+    if (!(err instanceof CliError) || !isStorageError(err.cause, 'CORRUPT')) throw err;
+    throw new CliError(err.message, { cause: err.cause, hint: 'its header or tables are too damaged to check; restore the image from a copy' });
   });
   try {
     const image = asQcow2(opened.image);
@@ -136,13 +143,20 @@ async function run(argv: string[], con: Console): Promise<number> {
         }
         const fixed = result;
         const again = await image.check();
-        result = { ...again, leaksFixed: fixed.leaksFixed, corruptionsFixed: fixed.corruptionsFixed };
+        // As qemu-img check: what the repair did, then what the second check still finds.
+        result = { ...again, leaksFixed: fixed.leaksFixed, corruptionsFixed: fixed.corruptionsFixed, messages: [...fixed.messages, ...again.messages] };
       }
     } catch (err) {
       throw withContext(`could not check '${path}'`, err);
     }
+    if (!quiet) for (const message of result.messages) con.stderr(`${message}\n`);
+    if (result.checkErrors > 0) {
+      // As qemu-img check: no report when the check itself failed.
+      throw new CliError(`the check of '${path}' failed: ${result.messages[result.messages.length - 1] ?? 'internal errors'}`, {
+        hint: repair === 'leaks' ? "'-r all' rebuilds the refcount structure (take a copy of the image first)" : undefined,
+      });
+    }
     if (!quiet) {
-      for (const message of result.messages) con.stderr(`${message}\n`);
       if (output === 'json') con.stdout(formatJson(checkJson(path, opened.layers[0]?.formatName ?? 'qcow2', result)));
       else con.stdout(checkHuman(result));
     }

@@ -14,7 +14,7 @@ import { chainExtents, isZero } from './chain-map.js';
 import { createImageFile } from './create.js';
 import { parseCreateOptions, parseSizeArg } from './create-options.js';
 import { checkFormatName, openImage, requireQcow2, type OpenedImage } from './open-image.js';
-import { allocAligned } from '../../core/aligned-buffer.js';
+import { allocAligned } from '../../sys/aligned-buffer.js';
 
 const COMMAND = 'img convert';
 

@@ -68,6 +68,8 @@ export interface OpenImageOptions {
   ignoreBacking?: boolean;
   /** qcow2 dirty-bit policy for the top image (check uses 'ignore'). */
   dirtyPolicy?: 'repair' | 'ignore';
+  /** Open the top image for check: tables past the end of the file do not fail the open (qcow2 forCheck). */
+  forCheck?: boolean;
   /** Which backing layers to open writable (commit's base); read-only otherwise. */
   writableBacking?: (layer: { path: string; depth: number }) => boolean;
 }
@@ -102,6 +104,7 @@ interface OpenLayerOptions {
   depth: number;
   ignoreBacking: boolean;
   dirtyPolicy: 'repair' | 'ignore' | undefined;
+  forCheck?: boolean;
   openBacking: ((ref: BackingRef, depth: number) => Promise<Image>) | undefined;
 }
 
@@ -113,6 +116,7 @@ async function openLayer(file: HostFile, options: OpenLayerOptions): Promise<Ima
       ignoreBacking: options.ignoreBacking,
       ...(options.openBacking ? { openBacking: options.openBacking } : {}),
       ...(options.dirtyPolicy ? { dirtyPolicy: options.dirtyPolicy } : {}),
+      ...(options.forCheck ? { forCheck: true } : {}),
     });
   }
   return rawFormat.open(file, { readOnly: options.readOnly, depth: options.depth });
@@ -194,6 +198,7 @@ export async function openImage(path: string, options: OpenImageOptions): Promis
           depth: 0,
           ignoreBacking: options.ignoreBacking === true,
           dirtyPolicy: options.dirtyPolicy,
+          forCheck: options.forCheck === true,
           openBacking: options.ignoreBacking ? undefined : openBacking,
         }),
       options.readOnly,

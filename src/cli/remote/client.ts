@@ -10,8 +10,9 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { StorageError, StorageErrorCodes, type StorageErrorCode } from '../../core/errors.js';
-import { CliError } from '../errors.js';
+import { CliError, UNREACHABLE_CODE } from '../errors.js';
 import { EXIT } from './exits.js';
+import { cliHint, parseFix } from './fixes.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:7460';
 const HTTP_AGENT = new http.Agent({ keepAlive: true });
@@ -29,7 +30,7 @@ const HINTS: Partial<Record<string, string>> = {
   INVALID_ARGUMENT: "check the arguments; '--help' lists them",
   NOT_FOUND: "check the name; 'strata pool list', 'strata volume list POOL' and 'strata snap list POOL/VOL' show what exists",
   ALREADY_EXISTS: 'choose another name or delete the existing one',
-  BUSY: 'something depends on it or a job holds it: see the message, and \'strata job list\'',
+  BUSY: "its state does not allow this now: see the message; 'strata job list' shows the jobs that may hold it",
   READ_ONLY: 'it cannot be changed in its current state',
   NO_SPACE: 'free space on the host or raise the pool quota',
   LIMIT_EXCEEDED: 'a limit was reached (quota, snapshot limit, chain depth): raise it, delete snapshots, or flatten',
@@ -58,11 +59,11 @@ function isStorageCode(code: string): code is StorageErrorCode {
   return (StorageErrorCodes as readonly string[]).includes(code);
 }
 
-/** An error reported by the daemon, as a CliError carrying the code. */
+/** An error reported by the daemon, as a CliError carrying the code (hint: the fix in the CLI's words). */
 export function apiError(code: string, message: string, hint?: string): CliError {
   const cause = isStorageCode(code) ? new StorageError(code, message) : undefined;
-  const text = cause === undefined && code !== '' ? `${message} [${code}]` : message;
-  return new CliError(text, { hint: hint ?? HINTS[code], exitCode: exitCodeFor(code), ...(cause ? { cause } : {}) });
+  const origin = cause !== undefined ? { cause } : code !== '' ? { code } : {};
+  return new CliError(message, { hint: hint ?? HINTS[code], exitCode: exitCodeFor(code), ...origin });
 }
 
 export interface ApiResponse {
@@ -114,6 +115,7 @@ export class ApiClient {
     return new CliError(`daemon not reachable at ${this.where}: ${reason}`, {
       hint: "start it with 'strata serve', or point --url / STRATA_URL at it",
       exitCode: EXIT.ERROR,
+      code: UNREACHABLE_CODE,
     });
   }
 
@@ -194,11 +196,15 @@ export class ApiClient {
     }
     let code = '';
     let message = `${what}: HTTP ${res.status}`;
+    let hint: string | undefined;
     try {
-      const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
+      const parsed = JSON.parse(text) as { error?: { code?: unknown; message?: unknown; fix?: unknown } };
       if (parsed.error && typeof parsed.error.code === 'string' && typeof parsed.error.message === 'string') {
         code = parsed.error.code;
         message = `${what}: ${parsed.error.message}`;
+        // The daemon's remedy in this CLI's words (its "hint" names REST fields: not for us).
+        const fix = parseFix(parsed.error.fix);
+        if (fix !== undefined) hint = cliHint(fix);
       }
     } catch {
       if (text.trim() !== '') message += ` (${text.trim().slice(0, 200)})`;
@@ -208,10 +214,11 @@ export class ApiClient {
       return new CliError(`${what}: the daemon at ${this.where} refused the request: ${detail}`, {
         hint: "pass --token, set STRATA_TOKEN, or point --data-dir / STRATA_DATA_DIR at the daemon's data folder (its token file)",
         exitCode: EXIT.ERROR,
+        code: 'UNAUTHORIZED',
       });
     }
     if (code === '') code = res.status === 404 ? 'NOT_FOUND' : res.status === 409 ? 'BUSY' : res.status >= 500 ? 'INTERNAL' : '';
-    return apiError(code, message);
+    return apiError(code, message, hint);
   }
 
   /** A JSON request; resolves with the parsed body (undefined for 204). */

@@ -2,13 +2,15 @@
  * What the daemon commands share: the global options (--url, --token, --data-dir, --json),
  * POOL/VOL@SNAP names, sizes, tables, the progress bar and waiting for jobs.
  */
-import { formatSizeHuman, parseSizeBytes } from '../../core/units.js';
+import { formatSizeHuman, readSizeBytes } from '../../core/units.js';
+import { MAX_VOLUME_BYTES } from '../../volume/names.js';
 import { parseArgs, type OptionSpec, type ParsedArgs } from '../args.js';
 import type { Subcommand } from '../command.js';
 import { CliError, UsageError } from '../errors.js';
 import type { Console } from '../output.js';
 import { ApiClient, apiError, seg } from './client.js';
 import { EXIT } from './exits.js';
+import type { ProgressBar } from './progress-bar.js';
 
 export const DEFAULT_POOL = 'default';
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -35,9 +37,9 @@ export const PROGRESS_OPTIONS: readonly OptionSpec[] = [
   { long: 'no-progress' },
 ];
 
-/** Parses argv with the command's options plus the global ones. */
+/** Parses argv with the command's options plus the global ones ("-5G" is a positional: no option is a digit). */
 export function parse(argv: readonly string[], command: string, specs: readonly OptionSpec[] = []): ParsedArgs {
-  return parseArgs(argv, [...GLOBAL_OPTIONS, ...specs], command);
+  return parseArgs(argv, [...GLOBAL_OPTIONS, ...specs], command, { negativeNumbers: true });
 }
 
 export function clientOf(args: ParsedArgs): ApiClient {
@@ -114,12 +116,30 @@ export function snapPath(ref: SnapRef): string {
   return `${volumePath(ref)}/snapshots/${seg(ref.snapshot)}`;
 }
 
-export function parseSize(text: string, what: string, command: string): number {
-  const bytes = parseSizeBytes(text);
-  if (bytes === undefined || !Number.isInteger(bytes)) {
-    throw new UsageError(`${command}: ${what} '${text}' is not a size`, 'use bytes or a k, M, G, T, P suffix (binary), e.g. 10G');
+const SIZE_SYNTAX_HINT = 'use bytes or a k, M, G, T, P suffix (binary), e.g. 10G';
+
+/** The largest size a command takes, and what it is called in messages. */
+export interface SizeLimit {
+  maxBytes: number;
+  /** "the largest volume" */
+  name: string;
+}
+
+/** Volume sizes: what the daemon creates (volume/names.ts). */
+export const VOLUME_SIZE_LIMIT: SizeLimit = { maxBytes: MAX_VOLUME_BYTES, name: 'the largest volume' };
+/** Sizes without a limit of their own (quotas): what a JSON number holds exactly. */
+const COUNTABLE_LIMIT: SizeLimit = { maxBytes: Number.MAX_SAFE_INTEGER, name: 'the largest size Strata counts' };
+
+/** A size argument in bytes: refused when negative, not a size, or past the limit (usage errors). */
+export function parseSize(text: string, what: string, command: string, limit: SizeLimit = COUNTABLE_LIMIT): number {
+  const negative = text.trimStart().startsWith('-');
+  const reading = readSizeBytes(negative ? text.trimStart().slice(1) : text);
+  if ('refused' in reading && reading.refused === 'not-a-size') throw new UsageError(`${command}: ${what} '${text}' is not a size`, SIZE_SYNTAX_HINT);
+  if (negative) throw new UsageError(`${command}: ${what} '${text}' is negative; it must be positive`, 'give a size like 10G');
+  if ('refused' in reading || reading.bytes > limit.maxBytes) {
+    throw new UsageError(`${command}: ${what} '${text}' is too large`, `${limit.name} is ${formatSizeHuman(limit.maxBytes)}`);
   }
-  return bytes;
+  return reading.bytes;
 }
 
 export function size(bytes: number | null | undefined): string {
@@ -142,82 +162,6 @@ export function keyValues(pairs: ReadonlyArray<readonly [string, string]>): stri
 
 export function usageHint(command: string): string {
   return `see 'strata ${command} --help'`;
-}
-
-/**
- * A progress bar on stderr: "  importing [#########.........]  45%  450 MiB / 1 GiB  120 MiB/s",
- * rewritten in place at most ten times a second. Shown when stderr is a terminal (or with
- * --progress), never with --no-progress or --json.
- */
-export class ProgressBar {
-  private lastDrawMs = 0;
-  private readonly startMs = Date.now();
-  private done = 0;
-  private drawn = false;
-  private ended = false;
-
-  constructor(
-    private readonly con: Console,
-    private readonly enabled: boolean,
-    private readonly label: string,
-    private total: number | undefined,
-  ) {}
-
-  static enabled(args: ParsedArgs): boolean {
-    if (args.has('no-progress') || args.has('json')) return false;
-    if (args.has('progress')) return true;
-    return process.stderr.isTTY === true;
-  }
-
-  setTotal(total: number | undefined): void {
-    this.total = total;
-  }
-
-  add(bytes: number): void {
-    this.update(this.done + bytes);
-  }
-
-  update(done: number, total?: number): void {
-    if (total !== undefined) this.total = total;
-    this.done = done;
-    if (!this.enabled || this.ended) return;
-    const now = Date.now();
-    if (now - this.lastDrawMs < 100) return;
-    this.lastDrawMs = now;
-    this.draw();
-  }
-
-  private draw(): void {
-    const seconds = Math.max(0.001, (Date.now() - this.startMs) / 1000);
-    const rate = `${formatSizeHuman(Math.round(this.done / seconds))}/s`;
-    let text: string;
-    if (this.total !== undefined && this.total > 0) {
-      const fraction = Math.min(1, this.done / this.total);
-      const width = 30;
-      const filled = Math.round(fraction * width);
-      text = `  ${this.label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${(fraction * 100).toFixed(0).padStart(3)}%  ${formatSizeHuman(this.done)} / ${formatSizeHuman(this.total)}  ${rate}`;
-    } else {
-      text = `  ${this.label} ${formatSizeHuman(this.done)}  ${rate}`;
-    }
-    this.con.stderr(`\r${text}\x1b[K`);
-    this.drawn = true;
-  }
-
-  /** Draws the final state and ends the line. */
-  finish(): void {
-    if (!this.enabled || this.ended) return;
-    if (this.total !== undefined && this.done < this.total) this.done = this.total;
-    this.draw();
-    this.ended = true;
-    this.con.stderr('\n');
-  }
-
-  /** Ends the line without claiming completion. */
-  abort(): void {
-    if (!this.enabled || this.ended) return;
-    this.ended = true;
-    if (this.drawn) this.con.stderr('\n');
-  }
 }
 
 export interface JobJson {

@@ -7,7 +7,8 @@
  */
 import fs from 'node:fs';
 import { Readable } from 'node:stream';
-import { libc, F_GETFL, O_APPEND, SEEK_CUR, SEEK_SET } from '../../sys/libc.js';
+import { fileSyscalls, SEEK_CUR, SEEK_SET } from '../../sys/file-syscalls.js';
+import { libc, F_GETFL } from '../../sys/libc.js';
 import { LocalHostFile } from '../../store/local-file.js';
 import { filePieces } from '../../volume/content.js';
 import { pieceLength, sharedZeroes, sparseRecords, type ContentPiece, type TransferEncoding } from '../../volume/sparse-stream.js';
@@ -237,11 +238,11 @@ const STDOUT_FD = 1;
  */
 function sparseStdoutOffset(): number | undefined {
   try {
-    if (!fs.fstatSync(STDOUT_FD).isFile()) return undefined;
-    const lib = libc();
-    const flags = lib.fcntl(STDOUT_FD, F_GETFL, 0);
-    if (flags < 0 || (flags & O_APPEND) !== 0) return undefined;
-    const offset = lib.lseek(STDOUT_FD, 0, SEEK_CUR);
+    const sys = fileSyscalls();
+    if (sys === null || !fs.fstatSync(STDOUT_FD).isFile()) return undefined;
+    const flags = libc().fcntl(STDOUT_FD, F_GETFL, 0);
+    if (flags < 0 || (flags & fs.constants.O_APPEND) !== 0) return undefined;
+    const offset = sys.lseek(STDOUT_FD, 0, SEEK_CUR);
     if (offset < 0 || fs.fstatSync(STDOUT_FD).size > offset) return undefined;
     return offset;
   } catch {
@@ -261,7 +262,7 @@ export async function writeStdout(pieces: AsyncIterable<ContentPiece>, onBytes: 
     const total = await drain(pieces, (piece) => writer.write(piece), onBytes);
     writer.finish(total);
     // Whoever writes to the same stdout next (`{ strata ...; echo; } > file`) continues after it.
-    if (libc().lseek(STDOUT_FD, baseOffset + total, SEEK_SET) < 0) throw new Error('cannot move the offset of stdout past the export');
+    if (fileSyscalls()!.lseek(STDOUT_FD, baseOffset + total, SEEK_SET) < 0) throw new Error('cannot move the offset of stdout past the export');
     return total;
   }
   return drain(

@@ -15,7 +15,7 @@ import { rmSync } from 'node:fs';
 import type { BlockDevice, Extent } from '../../core/block-device.js';
 import { isStorageError, StorageError, type StorageErrorCode } from '../../core/errors.js';
 import * as P from './protocol.js';
-import { BufferPool, POOL_MIN_BYTES, type PooledBuffer } from '../../core/buffer-pool.js';
+import { BufferPool, POOL_MIN_BYTES, type PooledBuffer } from '../../sys/buffer-pool.js';
 import { type IdlePoller, createIdlePoller, PollWindow } from './idle-poll.js';
 import { readAvailable, socketFd, socketSys } from './socket-fd.js';
 

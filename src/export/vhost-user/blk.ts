@@ -20,7 +20,7 @@
  * DIRECT_MIN_SEGMENT_BYTES).
  */
 import type { BlockDevice } from '../../core/block-device.js';
-import { allocAligned } from '../../core/aligned-buffer.js';
+import { allocAligned } from '../../sys/aligned-buffer.js';
 import { isStorageError } from '../../core/errors.js';
 import { VirtqueueError, type DescriptorChain } from './virtqueue.js';
 

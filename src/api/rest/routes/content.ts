@@ -4,8 +4,10 @@
  * async iteration), and responses are streams pulled as the socket drains.
  */
 import { Readable } from 'node:stream';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { StorageError } from '../../../core/errors.js';
 import type { RestContext, VolumeParams } from '../context.js';
+import { isClientAbort } from '../errors.js';
 import { errorResponses, nameSchema, ref, volumeJson } from '../schemas.js';
 import { volumeParams } from './volumes.js';
 import { TRANSFER_ENCODINGS, type TransferEncoding } from '../../../volume/sparse-stream.js';
@@ -25,6 +27,31 @@ async function* counted(source: AsyncIterable<Uint8Array>, count: (n: number) =>
     count(chunk.length);
     yield chunk;
   }
+}
+
+/**
+ * An upload's body as a byte source, and a signal that fires when the client disconnects before
+ * the body ended (Ctrl-C on `strata volume import`): the import job then ends cancelled, saying
+ * the client disconnected, instead of failed with the socket's "aborted".
+ */
+function uploadSource(req: FastifyRequest): { source: AsyncIterable<Uint8Array>; signal: AbortSignal } {
+  const controller = new AbortController();
+  const disconnect = () => {
+    if (!controller.signal.aborted) controller.abort(new StorageError('CANCELLED', 'the client disconnected before the upload ended'));
+  };
+  req.raw.once('close', () => {
+    if (!req.raw.complete) disconnect();
+  });
+  async function* read(): AsyncGenerator<Uint8Array> {
+    try {
+      for await (const chunk of req.raw) yield chunk as Uint8Array;
+    } catch (err) {
+      if (!isClientAbort(err)) throw err;
+      disconnect();
+      throw controller.signal.reason;
+    }
+  }
+  return { source: read(), signal: controller.signal };
 }
 
 // When an upload is refused before its body was read to the end, the error response goes out at
@@ -70,10 +97,12 @@ export function registerContentRoutes(app: FastifyInstance, ctx: RestContext): v
       },
       async (req, reply) => {
         const { pool, vol } = req.params;
-        const info = await service.importVolume(pool, vol, counted(req.raw, countIn(pool, vol)), {
+        const upload = uploadSource(req);
+        const info = await service.importVolume(pool, vol, counted(upload.source, countIn(pool, vol)), {
           format: req.query.format,
           transfer: req.query.transfer,
           ...(req.query.sizeBytes !== undefined ? { sizeBytes: req.query.sizeBytes } : {}),
+          signal: upload.signal,
         });
         return reply.code(201).send(volumeJson(info));
       },
@@ -92,7 +121,7 @@ export function registerContentRoutes(app: FastifyInstance, ctx: RestContext): v
       },
       async (req) => {
         const { pool, vol } = req.params;
-        return volumeJson(await service.importDiff(pool, vol, counted(req.raw, countIn(pool, vol))));
+        return volumeJson(await service.importDiff(pool, vol, counted(uploadSource(req).source, countIn(pool, vol))));
       },
     );
   });

@@ -1,9 +1,9 @@
 /** BufferPool: aligned data, headroom for a header, reuse after release, the cap on idle bytes. */
-import koffi from 'koffi';
 import { describe, expect, it } from 'vitest';
-import { BufferPool, POOL_MIN_BYTES, sizeClass } from '../../src/core/buffer-pool.js';
+import { addressOf } from '../../src/sys/aligned-buffer.js';
+import { BufferPool, POOL_MIN_BYTES, sizeClass } from '../../src/sys/buffer-pool.js';
 
-const address = (b: Uint8Array): number => Number(koffi.address(b) as bigint);
+const address = addressOf;
 
 describe('BufferPool', () => {
   it('hands out page-aligned data with the header space right in front of it', () => {

@@ -8,10 +8,15 @@ import koffi from 'koffi';
 
 export const PAGE_SIZE_BYTES = 4096;
 
+/** The native address of a buffer's first byte (for alignment checks). */
+export function addressOf(bytes: Uint8Array): number {
+  return Number(koffi.address(bytes) as bigint);
+}
+
 export function allocAligned(sizeBytes: number, alignmentBytes = PAGE_SIZE_BYTES): Uint8Array {
   if (sizeBytes < PAGE_SIZE_BYTES) return new Uint8Array(sizeBytes);
   const raw = Buffer.alloc(sizeBytes + alignmentBytes);
-  const address = Number(koffi.address(raw) as bigint);
+  const address = addressOf(raw);
   const skip = (alignmentBytes - (address % alignmentBytes)) % alignmentBytes;
   return new Uint8Array(raw.buffer, raw.byteOffset + skip, sizeBytes);
 }

@@ -1,0 +1,35 @@
+/**
+ * How the REST API spells an error's fix (core/errors.ts ErrorFix): the request field, query
+ * parameter or route a REST client uses. The CLI spells the same fixes with its flags and commands
+ * (src/cli/remote/fixes.ts).
+ */
+import { renderFix, type ErrorFix } from '../../core/errors.js';
+
+const seg = encodeURIComponent;
+
+function spelling(fix: ErrorFix): string {
+  if ('option' in fix) {
+    switch (fix.option) {
+      case 'allowShrink':
+        return '"allowShrink": true';
+      case 'force':
+        return '?force=true';
+      case 'sizeBytes':
+        return '?sizeBytes=N';
+    }
+  }
+  switch (fix.operation) {
+    case 'protectSnapshot':
+    case 'unprotectSnapshot':
+      return `PATCH /v1/pools/${seg(fix.pool)}/volumes/${seg(fix.volume)}/snapshots/${seg(fix.snapshot)} {"protected": ${fix.operation === 'protectSnapshot'}}`;
+    case 'setPoolQuota':
+      return `PATCH /v1/pools/${seg(fix.pool)} {"quotaBytes": N}`;
+    case 'setSnapshotLimit':
+      return `PATCH /v1/pools/${seg(fix.pool)}/volumes/${seg(fix.volume)} {"snapshotLimit": N}`;
+  }
+}
+
+/** The fix as a REST client would apply it (the error body's "hint"). */
+export function restHint(fix: ErrorFix): string {
+  return renderFix(fix, spelling(fix));
+}

@@ -1,0 +1,41 @@
+/**
+ * LayerStore: the namespace of a data folder's layer files, pool by pool. The volume layer names
+ * layers (pool + file name), and asks the store to create, open, remove, list and measure them;
+ * it never sees a path. Local: a folder of qcow2 files per pool (src/store/local-layer-store.ts),
+ * which qemu-img opens directly. Chunked (dedup/tiering): sealed layers as chunk manifests.
+ *
+ * Every implementation runs test/conformance/layer-store.ts.
+ */
+import type { HostFile } from './host-file.js';
+
+export interface LayerRef {
+  readonly pool: string;
+  /** The layer's file name in its pool (`<16 hex digits>.qcow2` for layers Strata made). */
+  readonly fileName: string;
+}
+
+export interface LayerStore {
+  /** Makes a pool's namespace (idempotent). */
+  createPool(pool: string): Promise<void>;
+  /** Removes an empty pool's namespace; BUSY while it holds files. Missing: fine. */
+  removePool(pool: string): Promise<void>;
+  /** Creates an empty file, failing with ALREADY_EXISTS when one exists. */
+  create(ref: LayerRef): Promise<HostFile>;
+  /** Opens an existing file; NOT_FOUND when there is none. */
+  open(ref: LayerRef, options: { readOnly: boolean }): Promise<HostFile>;
+  /** Removes a file; false when it was already gone. */
+  remove(ref: LayerRef): Promise<boolean>;
+  /** The file names in a pool, sorted (temporary files included: recovery removes orphans). */
+  list(pool: string): Promise<string[]>;
+  /** Host bytes a file occupies (0 when it is missing). */
+  allocatedBytes(ref: LayerRef): Promise<number>;
+  /** Makes the creations and removals in a pool durable (a folder fsync for local files). */
+  syncPool(pool: string): Promise<void>;
+  /**
+   * The backing file name that `child`'s qcow2 header stores for `backing`: relative, so that
+   * a local pool's files open with qemu-img wherever the data folder is.
+   */
+  backingName(child: LayerRef, backing: LayerRef): string;
+  /** Where an operator finds the file (a local path), when the store has such a thing. */
+  location(ref: LayerRef): string | undefined;
+}

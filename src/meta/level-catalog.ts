@@ -1,0 +1,150 @@
+/**
+ * LevelCatalogStore: the CatalogStore of a single daemon, on LevelDB (the `level` package). Each
+ * entry is stored under `e:<key>` as `{ value, modRevision }`; the store's revision under `rev`.
+ * Transactions run one at a time (the data folder's lock gives one process per store), read their
+ * compares, and commit ops plus the new revision in one synced LevelDB batch: atomic, and on disk
+ * before they resolve.
+ *
+ * Key order is LevelDB's bytewise UTF-8 order, which equals JavaScript's string order for every
+ * key without characters above U+FFFF.
+ */
+import { Level } from 'level';
+import type {
+  CatalogCompare,
+  CatalogEntry,
+  CatalogEvent,
+  CatalogListOptions,
+  CatalogOp,
+  CatalogPage,
+  CatalogStore,
+  CatalogTxnResult,
+  CatalogValue,
+  CatalogWatch,
+} from '../core/catalog-store.js';
+import { StorageError } from '../core/errors.js';
+import { checkKey, checkTxn, pageLimit, WatchHub } from './catalog-common.js';
+
+const ENTRY_PREFIX = 'e:';
+const REVISION_KEY = 'rev';
+
+interface StoredEntry {
+  value: CatalogValue;
+  modRevision: number;
+}
+
+function isStoredEntry(value: unknown): value is StoredEntry {
+  return typeof value === 'object' && value !== null && 'value' in value && Number.isSafeInteger((value as StoredEntry).modRevision);
+}
+
+export class LevelCatalogStore implements CatalogStore {
+  private readonly hub = new WatchHub();
+  /** The tail of the transaction queue: each txn starts after the previous one settled. */
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    private readonly db: Level<string, unknown>,
+    private currentRevision: number,
+    readonly location: string,
+  ) {}
+
+  /** Opens (creating if needed) the store in the folder `location`. */
+  static async open(location: string): Promise<LevelCatalogStore> {
+    const db = new Level<string, unknown>(location, { valueEncoding: 'json' });
+    try {
+      await db.open();
+    } catch (err) {
+      const detail = (err as { cause?: { message?: string } }).cause?.message ?? (err as Error).message;
+      throw new StorageError(/lock/i.test(detail) ? 'BUSY' : 'IO_ERROR', `cannot open the catalog at ${location}: ${detail}`, {
+        cause: err,
+      });
+    }
+    const revision = await db.get(REVISION_KEY);
+    if (revision !== undefined && !Number.isSafeInteger(revision)) {
+      await db.close();
+      throw new StorageError('CORRUPT', `the catalog at ${location} has a damaged revision counter (${JSON.stringify(revision)})`);
+    }
+    return new LevelCatalogStore(db, (revision as number | undefined) ?? 0, location);
+  }
+
+  async get(key: string): Promise<CatalogEntry | undefined> {
+    checkKey(key);
+    return this.toEntry(key, await this.db.get(ENTRY_PREFIX + key));
+  }
+
+  async list(prefix: string, options?: CatalogListOptions): Promise<CatalogPage> {
+    const limit = pageLimit(options);
+    const after = options?.after !== undefined && options.after >= prefix ? options.after : undefined;
+    // One more than the page, to learn whether another page follows.
+    const rows = await this.db
+      .iterator({
+        ...(after === undefined ? { gte: ENTRY_PREFIX + prefix } : { gt: ENTRY_PREFIX + after }),
+        // Every key that starts with the prefix sorts below prefix + U+FFFF.
+        lt: `${ENTRY_PREFIX}${prefix}\uffff`,
+        limit: limit + 1,
+      })
+      .all();
+    const entries = rows.slice(0, limit).map(([storedKey, value]) => this.toEntry(storedKey.slice(ENTRY_PREFIX.length), value) as CatalogEntry);
+    const last = entries.at(-1);
+    return rows.length > limit && last !== undefined ? { entries, nextAfter: last.key } : { entries };
+  }
+
+  txn(compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): Promise<CatalogTxnResult> {
+    checkTxn(compares, ops);
+    const run = this.queue.then(() => this.commit(compares, ops));
+    this.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  async revision(): Promise<number> {
+    return this.currentRevision;
+  }
+
+  watch(prefix: string, onEvent: (event: CatalogEvent) => void): CatalogWatch {
+    return this.hub.watch(prefix, onEvent);
+  }
+
+  async close(): Promise<void> {
+    this.hub.clear();
+    await this.queue;
+    await this.db.close();
+  }
+
+  private async commit(compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): Promise<CatalogTxnResult> {
+    const failedKeys: string[] = [];
+    for (const compare of compares) {
+      const stored = this.toEntry(compare.key, await this.db.get(ENTRY_PREFIX + compare.key));
+      if ((stored?.modRevision ?? 0) !== compare.modRevision) failedKeys.push(compare.key);
+    }
+    if (failedKeys.length > 0) return { succeeded: false, revision: this.currentRevision, failedKeys };
+    if (ops.length === 0) return { succeeded: true, revision: this.currentRevision, failedKeys: [] };
+    const modRevision = this.currentRevision + 1;
+    const existing = await this.db.getMany(ops.filter((op) => op.type === 'delete').map((op) => ENTRY_PREFIX + op.key));
+    const deletedKeys = new Set(ops.filter((op) => op.type === 'delete').filter((_, i) => existing[i] !== undefined).map((op) => op.key));
+    const events: CatalogEvent[] = [];
+    const batch: ({ type: 'put'; key: string; value: unknown } | { type: 'del'; key: string })[] = [];
+    for (const op of ops) {
+      if (op.type === 'put') {
+        // Through JSON so that what watchers and later reads see is exactly what LevelDB holds.
+        const value = JSON.parse(JSON.stringify(op.value)) as CatalogValue;
+        batch.push({ type: 'put', key: ENTRY_PREFIX + op.key, value: { value, modRevision } satisfies StoredEntry });
+        events.push({ type: 'put', entry: { key: op.key, value, modRevision } });
+      } else if (deletedKeys.has(op.key)) {
+        batch.push({ type: 'del', key: ENTRY_PREFIX + op.key });
+        events.push({ type: 'delete', key: op.key, modRevision });
+      }
+    }
+    batch.push({ type: 'put', key: REVISION_KEY, value: modRevision });
+    await this.db.batch(batch, { sync: true });
+    this.currentRevision = modRevision;
+    this.hub.publish(events);
+    return { succeeded: true, revision: modRevision, failedKeys: [] };
+  }
+
+  private toEntry(key: string, stored: unknown): CatalogEntry | undefined {
+    if (stored === undefined) return undefined;
+    if (!isStoredEntry(stored)) {
+      throw new StorageError('CORRUPT', `catalog entry ${key} in ${this.location} is damaged (${JSON.stringify(stored).slice(0, 80)})`);
+    }
+    return { key, value: stored.value, modRevision: stored.modRevision };
+  }
+}

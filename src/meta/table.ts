@@ -1,0 +1,145 @@
+/**
+ * Tables over a CatalogStore: records of one kind under `<table>/<id>`, each checked against the
+ * table's schema when read, with unique secondary indexes (`<table>.<index>/<value>` -> id) kept
+ * in the same transaction as the record. Finding a volume by pool and name is then one index read
+ * and one get, never a scan; two writers that race for the same name cannot both win (the index
+ * key is created with a modRevision-0 compare).
+ */
+import type { CatalogCompare, CatalogOp, CatalogStore, CatalogValue } from '../core/catalog-store.js';
+import { StorageError } from '../core/errors.js';
+
+export interface TableSchema<T> {
+  /** The key prefix: lower-case letters, digits and dashes. */
+  readonly name: string;
+  /** The record's id (stable across renames). */
+  id(record: T): string;
+  /** Checks a stored value and returns it typed; throws for a value that is not a T. */
+  parse(value: CatalogValue): T;
+  /** Unique indexes: index name -> the record's value in it (undefined: not indexed). */
+  readonly indexes?: Readonly<Record<string, (record: T) => string | undefined>>;
+}
+
+export interface Versioned<T> {
+  readonly record: T;
+  /** The revision the record was read at: the compare for an update. */
+  readonly modRevision: number;
+}
+
+/** Compares and ops gathered from one or more tables, committed together. */
+export class TxnBuilder {
+  readonly compares: CatalogCompare[] = [];
+  readonly ops: CatalogOp[] = [];
+  /** Index keys created in this transaction, to name the conflict when one already exists. */
+  readonly claimedIndexKeys = new Map<string, string>();
+
+  /** Commits; a failed compare on a claimed index key is ALREADY_EXISTS, any other is BUSY. */
+  async commit(store: CatalogStore): Promise<number> {
+    const result = await store.txn(this.compares, this.ops);
+    if (result.succeeded) return result.revision;
+    const taken = result.failedKeys.map((key) => this.claimedIndexKeys.get(key)).filter((what) => what !== undefined);
+    if (taken.length > 0) throw new StorageError('ALREADY_EXISTS', `${taken.join(', ')} already exists`);
+    throw new StorageError('BUSY', `the catalog changed underneath this operation (${result.failedKeys.join(', ')}); try again`);
+  }
+}
+
+const NAME_PATTERN = /^[a-z][a-z0-9-]*$/;
+
+export class Table<T> {
+  constructor(
+    private readonly store: CatalogStore,
+    readonly schema: TableSchema<T>,
+  ) {
+    if (!NAME_PATTERN.test(schema.name)) throw new Error(`assertion failed: table name ${schema.name}`);
+    for (const index of Object.keys(schema.indexes ?? {})) {
+      if (!NAME_PATTERN.test(index)) throw new Error(`assertion failed: index name ${index}`);
+    }
+  }
+
+  recordKey(id: string): string {
+    return `${this.schema.name}/${id}`;
+  }
+
+  indexKey(index: string, value: string): string {
+    return `${this.schema.name}.${index}/${value}`;
+  }
+
+  async get(id: string): Promise<Versioned<T> | undefined> {
+    const entry = await this.store.get(this.recordKey(id));
+    return entry === undefined ? undefined : { record: this.parse(entry.key, entry.value), modRevision: entry.modRevision };
+  }
+
+  /** The record whose index `index` has `value`, if any. */
+  async lookup(index: string, value: string): Promise<Versioned<T> | undefined> {
+    this.indexFunction(index);
+    const entry = await this.store.get(this.indexKey(index, value));
+    if (entry === undefined) return undefined;
+    if (typeof entry.value !== 'string') throw this.damaged(entry.key, entry.value);
+    return this.get(entry.value);
+  }
+
+  /** One page of records in id order. */
+  async page(options: { after?: string; limit?: number } = {}): Promise<{ records: T[]; nextAfter?: string }> {
+    const prefix = `${this.schema.name}/`;
+    const page = await this.store.list(prefix, {
+      ...(options.after === undefined ? {} : { after: this.recordKey(options.after) }),
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+    });
+    const records = page.entries.map((entry) => this.parse(entry.key, entry.value));
+    return page.nextAfter === undefined ? { records } : { records, nextAfter: page.nextAfter.slice(prefix.length) };
+  }
+
+  /**
+   * Adds the writes of `record` to `txn`: the record (compared against `previous`, or created
+   * only if absent) and its index entries (new values claimed only if free, stale ones dropped).
+   */
+  put(txn: TxnBuilder, record: T, previous?: Versioned<T>): void {
+    const id = this.schema.id(record);
+    if (previous !== undefined && this.schema.id(previous.record) !== id) {
+      throw new Error(`assertion failed: ${this.schema.name} ${id} replaces a record with another id`);
+    }
+    txn.compares.push({ key: this.recordKey(id), modRevision: previous?.modRevision ?? 0 });
+    txn.ops.push({ type: 'put', key: this.recordKey(id), value: record as unknown as CatalogValue });
+    for (const [index, valueOf] of Object.entries(this.schema.indexes ?? {})) {
+      const next = valueOf(record);
+      const before = previous === undefined ? undefined : valueOf(previous.record);
+      if (next === before) continue;
+      if (before !== undefined) txn.ops.push({ type: 'delete', key: this.indexKey(index, before) });
+      if (next !== undefined) {
+        const key = this.indexKey(index, next);
+        txn.compares.push({ key, modRevision: 0 });
+        txn.ops.push({ type: 'put', key, value: id });
+        txn.claimedIndexKeys.set(key, `${this.schema.name} ${index} ${JSON.stringify(next)}`);
+      }
+    }
+  }
+
+  /** Adds the removal of `current` and its index entries to `txn`. */
+  delete(txn: TxnBuilder, current: Versioned<T>): void {
+    const id = this.schema.id(current.record);
+    txn.compares.push({ key: this.recordKey(id), modRevision: current.modRevision });
+    txn.ops.push({ type: 'delete', key: this.recordKey(id) });
+    for (const [index, valueOf] of Object.entries(this.schema.indexes ?? {})) {
+      const value = valueOf(current.record);
+      if (value !== undefined) txn.ops.push({ type: 'delete', key: this.indexKey(index, value) });
+    }
+  }
+
+  private indexFunction(index: string): (record: T) => string | undefined {
+    const fn = this.schema.indexes?.[index];
+    if (fn === undefined) throw new Error(`assertion failed: table ${this.schema.name} has no index ${index}`);
+    return fn;
+  }
+
+  private parse(key: string, value: CatalogValue): T {
+    try {
+      return this.schema.parse(value);
+    } catch (err) {
+      throw this.damaged(key, value, err);
+    }
+  }
+
+  private damaged(key: string, value: CatalogValue, cause?: unknown): StorageError {
+    const why = cause instanceof Error ? `: ${cause.message}` : '';
+    return new StorageError('CORRUPT', `catalog record ${key} is damaged${why} (${JSON.stringify(value).slice(0, 120)})`, { cause });
+  }
+}

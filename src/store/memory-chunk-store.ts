@@ -1,0 +1,70 @@
+/**
+ * MemoryChunkStore: a ChunkStore in a Map, for tests and as the reference the conformance suite
+ * holds every other implementation to. Stores copies, so callers may reuse their buffers.
+ */
+import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
+import { StorageError } from '../core/errors.js';
+
+/** Rejects with CANCELLED when the call's signal has aborted (checked before any effect). */
+export function throwIfAborted(options: ChunkStoreCallOptions | undefined, what: string): void {
+  if (options?.signal?.aborted) throw new StorageError('CANCELLED', `${what} was cancelled`);
+}
+
+export function checkChunkKey(key: string): void {
+  if (typeof key !== 'string' || key.length === 0 || key.length > 1024 || key.includes('\0')) {
+    throw new StorageError('INVALID_ARGUMENT', `chunk key ${JSON.stringify(key)} is not 1 to 1024 characters without NUL`);
+  }
+}
+
+export class MemoryChunkStore implements ChunkStore {
+  private readonly objects = new Map<string, Uint8Array>();
+
+  async get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    checkChunkKey(key);
+    throwIfAborted(options, `get ${key}`);
+    const data = this.objects.get(key);
+    return data === undefined ? undefined : data.slice();
+  }
+
+  async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    checkChunkKey(key);
+    if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || !Number.isSafeInteger(lengthBytes) || lengthBytes < 0) {
+      throw new StorageError('INVALID_ARGUMENT', `range ${offsetBytes}+${lengthBytes} of ${key} is not a byte range`);
+    }
+    throwIfAborted(options, `get ${key}`);
+    const data = this.objects.get(key);
+    return data === undefined ? undefined : data.slice(offsetBytes, offsetBytes + lengthBytes);
+  }
+
+  async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+    checkChunkKey(key);
+    throwIfAborted(options, `put ${key}`);
+    this.objects.set(key, data.slice());
+  }
+
+  async putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+    checkChunkKey(key);
+    throwIfAborted(options, `put ${key}`);
+    if (this.objects.has(key)) return false;
+    this.objects.set(key, data.slice());
+    return true;
+  }
+
+  async delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+    checkChunkKey(key);
+    throwIfAborted(options, `delete ${key}`);
+    this.objects.delete(key);
+  }
+
+  async list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
+    throwIfAborted(options, `list ${prefix}`);
+    const limit = Math.min(options?.limit ?? CHUNK_LIST_PAGE_MAX, CHUNK_LIST_PAGE_MAX);
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new StorageError('INVALID_ARGUMENT', `list limit ${limit} is not a positive whole number`);
+    const after = options?.after;
+    const keys = [...this.objects.keys()]
+      .filter((key) => key.startsWith(prefix) && (after === undefined || key > after))
+      .sort();
+    const page = keys.slice(0, limit);
+    return keys.length > limit ? { keys: page, nextAfter: page.at(-1) as string } : { keys: page };
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * Unit tests of what the daemon commands print: the progress bar's rate, size arguments, error
+ * fixes in each interface's words, and the --json error object.
+ */
+import { describe, expect, it } from 'vitest';
+import { restHint } from '../../src/api/rest/fixes.js';
+import { parseArgs } from '../../src/cli/args.js';
+import { CliError, UsageError, describeFailure, failureJson, failureLine } from '../../src/cli/errors.js';
+import type { Console } from '../../src/cli/output.js';
+import { apiError } from '../../src/cli/remote/client.js';
+import { VOLUME_SIZE_LIMIT, parseSize } from '../../src/cli/remote/common.js';
+import { cliHint, parseFix } from '../../src/cli/remote/fixes.js';
+import { MIN_RATE_WINDOW_MS, ProgressBar, RateEstimator, type BarHost } from '../../src/cli/remote/progress-bar.js';
+import { StorageError, type ErrorFix } from '../../src/core/errors.js';
+import { countOf } from '../../src/core/text.js';
+import { GiB, MiB, PiB } from '../../src/core/units.js';
+
+/** A console that keeps stderr, a clock the test moves, and a Ctrl-C the test presses. */
+function fakeHost(): { con: Console; err: () => string; host: BarHost; advance: (ms: number) => void; interrupt: () => void; trapped: () => boolean } {
+  let stderr = '';
+  let now = 1_000_000;
+  let handler: (() => void) | undefined;
+  return {
+    con: { stdout: () => {}, stderr: (t) => (stderr += t) },
+    err: () => stderr,
+    host: {
+      nowMs: () => now,
+      trapInterrupt: (onInterrupt) => {
+        handler = onInterrupt;
+        return () => (handler = undefined);
+      },
+    },
+    advance: (ms) => (now += ms),
+    interrupt: () => handler?.(),
+    trapped: () => handler !== undefined,
+  };
+}
+
+describe('progress bar rate', () => {
+  it('shows no rate until it has measured one, then the rate of the progress made between samples', () => {
+    const h = fakeHost();
+    // `job watch` of a job already 5 GiB in: that is not 5 GiB over the first millisecond.
+    const bar = new ProgressBar(h.con, true, 'copy', 10 * GiB, h.host);
+    bar.update(5 * GiB);
+    expect(h.err()).toBe(`\r  copy [${'#'.repeat(15)}${'.'.repeat(15)}]  50%  5 GiB / 10 GiB\x1b[K`);
+    h.advance(500);
+    bar.update(5 * GiB + 50 * MiB);
+    expect(h.err()).not.toMatch(/\/s/);
+    h.advance(MIN_RATE_WINDOW_MS - 500);
+    bar.update(5 * GiB + 100 * MiB);
+    expect(h.err()).toMatch(/5\.098 GiB \/ 10 GiB {2}100 MiB\/s\x1b\[K$/);
+    bar.finish();
+    expect(h.err()).toMatch(/100% {2}10 GiB \/ 10 GiB {2}\S+ GiB\/s\x1b\[K\n$/);
+  });
+
+  it('measures over a sliding window: it follows a change of pace', () => {
+    const rate = new RateEstimator();
+    for (let s = 0; s <= 10; s++) rate.sample(s * 1000, s * 100 * MiB);
+    expect(rate.bytesPerSecond()).toBe(100 * MiB);
+    for (let s = 11; s <= 20; s++) rate.sample(s * 1000, 1000 * MiB + (s - 10) * 10 * MiB);
+    expect(rate.bytesPerSecond()).toBe(10 * MiB);
+    expect(new RateEstimator().bytesPerSecond()).toBeUndefined();
+  });
+
+  it('Ctrl-C ends the progress line, once; a finished bar stops listening', () => {
+    const h = fakeHost();
+    const bar = new ProgressBar(h.con, true, 'importing', undefined, h.host);
+    expect(h.trapped()).toBe(false);
+    bar.add(MiB);
+    expect(h.trapped()).toBe(true);
+    h.interrupt();
+    expect(h.err()).toBe('\r  importing 1 MiB\x1b[K\n');
+    bar.abort();
+    expect(h.err()).toBe('\r  importing 1 MiB\x1b[K\n');
+    const other = fakeHost();
+    const done = new ProgressBar(other.con, true, 'x', 1, other.host);
+    done.update(1);
+    done.finish();
+    expect(other.trapped()).toBe(false);
+  });
+});
+
+describe('size arguments', () => {
+  const sizeError = (text: string, limit = VOLUME_SIZE_LIMIT): string => {
+    try {
+      parseSize(text, 'size', 'volume create', limit);
+    } catch (err) {
+      return failureLine(describeFailure(err, 2));
+    }
+    throw new Error(`'${text}' was accepted`);
+  };
+
+  it('reads sizes up to the limit and says the limit past it, also past the safe integers', () => {
+    expect(parseSize('1P', 'size', 'volume create', VOLUME_SIZE_LIMIT)).toBe(PiB);
+    expect(sizeError('2P')).toBe("strata: volume create: size '2P' is too large (the largest volume is 1 PiB)");
+    expect(sizeError('8P')).toBe("strata: volume create: size '8P' is too large (the largest volume is 1 PiB)");
+    expect(sizeError('99999999999999999999')).toMatch(/is too large \(the largest volume is 1 PiB\)$/);
+    expect(parseSize('7P', 'quota', 'pool quota')).toBe(7 * PiB);
+    expect(() => parseSize('8P', 'quota', 'pool quota')).toThrow(/quota '8P' is too large/);
+  });
+
+  it('says a negative size is negative, and what is not a size', () => {
+    expect(sizeError('-5G')).toBe("strata: volume create: size '-5G' is negative; it must be positive (give a size like 10G)");
+    expect(sizeError('12X')).toMatch(/size '12X' is not a size \(use bytes or a k, M, G, T, P suffix/);
+    expect(sizeError('-x')).toMatch(/size '-x' is not a size/);
+  });
+
+  it('the daemon commands read "-5G" as an argument, not as options', () => {
+    expect(parseArgs(['v', '-5G'], [{ short: 'f' }], 'volume resize', { negativeNumbers: true }).positionals).toEqual(['v', '-5G']);
+    expect(() => parseArgs(['v', '-5G'], [{ short: 'f' }], 'img t')).toThrow(/unknown option '-5'/);
+  });
+
+  it('counts agree in number', () => {
+    expect([countOf(0, 'snapshot'), countOf(1, 'snapshot'), countOf(2, 'snapshot')]).toEqual(['0 snapshots', '1 snapshot', '2 snapshots']);
+  });
+});
+
+describe('error fixes, in the words of each interface', () => {
+  const fixes: ErrorFix[] = [
+    { option: 'allowShrink', text: 'pass {} to shrink it anyway' },
+    { option: 'force', text: 'or pass {}' },
+    { option: 'sizeBytes', text: 'give {}' },
+    { operation: 'protectSnapshot', pool: 'p', volume: 'v', snapshot: 's', text: 'protect it first with {}' },
+    { operation: 'unprotectSnapshot', pool: 'p', volume: 'v', snapshot: 's', text: '{}' },
+    { operation: 'setPoolQuota', pool: 'p', text: '{}' },
+    { operation: 'setSnapshotLimit', pool: 'p', volume: 'v', text: '{}' },
+  ];
+
+  it('the CLI names its flags and commands, the REST API its fields and routes', () => {
+    expect(fixes.map(cliHint)).toEqual([
+      'pass --shrink to shrink it anyway',
+      'or pass --force',
+      'give --size SIZE',
+      "protect it first with 'strata snap protect p/v@s'",
+      "'strata snap unprotect p/v@s'",
+      "'strata pool quota p SIZE'",
+      "'strata snap limit p/v N'",
+    ]);
+    expect(fixes.map(restHint)).toEqual([
+      'pass "allowShrink": true to shrink it anyway',
+      'or pass ?force=true',
+      'give ?sizeBytes=N',
+      'protect it first with PATCH /v1/pools/p/volumes/v/snapshots/s {"protected": true}',
+      'PATCH /v1/pools/p/volumes/v/snapshots/s {"protected": false}',
+      'PATCH /v1/pools/p {"quotaBytes": N}',
+      'PATCH /v1/pools/p/volumes/v {"snapshotLimit": N}',
+    ]);
+  });
+
+  it('the CLI takes back what the daemon sent, and ignores fixes it does not know', () => {
+    for (const fix of fixes) expect(parseFix(JSON.parse(JSON.stringify(fix)))).toEqual(fix);
+    expect(parseFix({ option: 'compress', text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'reboot', pool: 'p', text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'protectSnapshot', pool: 'p', text: '{}' })).toBeUndefined();
+    expect(parseFix('pass --shrink')).toBeUndefined();
+  });
+
+  it('a StorageError with a fix shows the CLI hint on its line', () => {
+    const err = new StorageError('INVALID_ARGUMENT', 'shrinking loses data', { fix: fixes[0] });
+    expect(failureLine(describeFailure(err))).toBe('strata: shrinking loses data [INVALID_ARGUMENT] (pass --shrink to shrink it anyway)');
+  });
+});
+
+describe('the --json error object', () => {
+  it('has code, message, hint and exitCode for API errors, usage errors and the CLI own failures', () => {
+    expect(failureJson(describeFailure(apiError('NOT_FOUND', "cannot show volume 'p/v': gone", 'look')))).toEqual({
+      error: { code: 'NOT_FOUND', message: "cannot show volume 'p/v': gone", hint: 'look', exitCode: 3 },
+    });
+    expect(failureJson(describeFailure(apiError('INTERNAL', 'boom')))).toMatchObject({ error: { code: 'INTERNAL', exitCode: 1 } });
+    expect(failureLine(describeFailure(apiError('INTERNAL', 'boom')))).toMatch(/^strata: boom \[INTERNAL\] \(/);
+    expect(failureJson(describeFailure(new UsageError('volume create: missing SIZE', 'see help'), 2))).toEqual({
+      error: { code: 'USAGE', message: 'volume create: missing SIZE', hint: 'see help', exitCode: 2 },
+    });
+    expect(failureJson(describeFailure(new CliError('odd', { exitCode: 1 })))).toEqual({ error: { code: null, message: 'odd', hint: null, exitCode: 1 } });
+  });
+});

@@ -1,0 +1,126 @@
+/**
+ * The BlockDevice conformance suite: every implementation runs it (block-device.test.ts). A
+ * seeded sequence of writes, zero writes (with and without unmap), discards and flushes is applied
+ * to the device and to a byte model; after each step the device must read what the model says,
+ * and blockStatus must tile the asked range in order, with 'zero' extents reading as zeroes.
+ */
+import { describe, expect, it } from 'vitest';
+import type { BlockDevice } from '../../src/core/block-device.js';
+import { isStorageError } from '../../src/core/errors.js';
+import { SeededRandom } from '../../src/store/seeded-random.js';
+
+export interface BlockDeviceSubject {
+  /** A writable device of `sizeBytes` whose every byte reads as `initial` (a backing pattern or zeroes). */
+  create(sizeBytes: number): Promise<{ device: BlockDevice; initial: Uint8Array }>;
+  /** A read-only device over the same kind of data. */
+  createReadOnly?(sizeBytes: number): Promise<BlockDevice>;
+}
+
+const KiB = 1024;
+const SIZE_BYTES = 4 * 1024 * KiB;
+/** Discard makes contents unspecified: the model stops checking those bytes until rewritten. */
+const UNSPECIFIED = -1;
+
+function sameBytes(actual: Uint8Array, expected: Int16Array, offset: number): string | undefined {
+  for (let i = 0; i < actual.length; i++) {
+    const want = expected[offset + i] as number;
+    if (want !== UNSPECIFIED && actual[i] !== want) return `byte ${offset + i}: ${actual[i]} instead of ${want}`;
+  }
+  return undefined;
+}
+
+export function blockDeviceConformance(name: string, subject: BlockDeviceSubject): void {
+  describe(`BlockDevice conformance: ${name}`, () => {
+    it('reads what a random mix of writes, zero writes, discards and flushes leaves', async () => {
+      const { device, initial } = await subject.create(SIZE_BYTES);
+      expect(device.sizeBytes).toBe(SIZE_BYTES);
+      const model = Int16Array.from(initial);
+      const rng = new SeededRandom(0x5eed);
+      const alignedRange = (maxBytes: number): [number, number] => {
+        const sectors = SIZE_BYTES / 512;
+        const length = 512 * (1 + rng.int(maxBytes / 512));
+        const offset = 512 * rng.int(sectors - length / 512 + 1);
+        return [offset, length];
+      };
+      for (let step = 0; step < 120; step++) {
+        const op = rng.int(10);
+        if (op < 5) {
+          const [offset, length] = alignedRange(256 * KiB);
+          const data = new Uint8Array(length).fill(1 + rng.int(255));
+          data[0] = step & 0xff;
+          await device.write(offset, data, { fua: rng.int(4) === 0 });
+          model.set(data, offset);
+        } else if (op < 7) {
+          const [offset, length] = alignedRange(512 * KiB);
+          await device.writeZeroes(offset, length, { mayUnmap: rng.int(2) === 0 });
+          model.fill(0, offset, offset + length);
+        } else if (op < 8) {
+          const [offset, length] = alignedRange(512 * KiB);
+          await device.discard(offset, length);
+          model.fill(UNSPECIFIED, offset, offset + length);
+        } else {
+          await device.flush();
+        }
+        if (step % 10 === 9) {
+          const all = new Uint8Array(SIZE_BYTES);
+          await device.read(0, all);
+          expect(sameBytes(all, model, 0), `after step ${step}`).toBeUndefined();
+        }
+      }
+      await device.close();
+    });
+
+    it('blockStatus tiles any range in order, and its zero extents read as zeroes', async () => {
+      const { device } = await subject.create(SIZE_BYTES);
+      await device.write(64 * KiB, new Uint8Array(128 * KiB).fill(9));
+      await device.writeZeroes(512 * KiB, 256 * KiB, {});
+      await device.write(1024 * KiB + 512, new Uint8Array(4 * KiB).fill(3));
+      for (const [offset, length] of [
+        [0, SIZE_BYTES],
+        [100 * KiB, 700 * KiB],
+        [1024 * KiB + 512, 512],
+        [SIZE_BYTES - 4 * KiB, 4 * KiB],
+      ] as const) {
+        const extents = await device.blockStatus(offset, length);
+        expect(extents.length).toBeGreaterThan(0);
+        let position = offset;
+        for (const extent of extents) {
+          expect(extent.guestOffset, `${name}: extents tile [${offset}, +${length})`).toBe(position);
+          expect(extent.lengthBytes).toBeGreaterThan(0);
+          if (extent.kind === 'zero') {
+            const bytes = new Uint8Array(extent.lengthBytes);
+            await device.read(extent.guestOffset, bytes);
+            expect(bytes.every((b) => b === 0), `zero extent at ${extent.guestOffset}`).toBe(true);
+          }
+          position += extent.lengthBytes;
+        }
+        // An implementation may answer for less than asked (the caller asks again), never more.
+        expect(position).toBeLessThanOrEqual(offset + length);
+      }
+      const written = await device.blockStatus(64 * KiB, 64 * KiB);
+      expect(written[0]?.kind).toBe('data');
+      await device.close();
+    });
+
+    it('a read-only device reads and refuses every change with READ_ONLY', async () => {
+      if (subject.createReadOnly === undefined) return;
+      const device = await subject.createReadOnly(SIZE_BYTES);
+      expect(device.capabilities.readOnly).toBe(true);
+      await device.read(0, new Uint8Array(4 * KiB));
+      for (const change of [
+        () => device.write(0, new Uint8Array(512)),
+        () => device.writeZeroes(0, 512, {}),
+        () => device.discard(0, 512),
+      ]) {
+        let error: unknown;
+        try {
+          await change();
+        } catch (err) {
+          error = err;
+        }
+        expect(isStorageError(error, 'READ_ONLY'), String(error)).toBe(true);
+      }
+      await device.close();
+    });
+  });
+}

@@ -1,0 +1,81 @@
+/** The ChunkStore conformance suite: every implementation runs it (chunk-store.test.ts). */
+import { describe, expect, it } from 'vitest';
+import { CHUNK_LIST_PAGE_MAX, type ChunkStore } from '../../src/core/chunk-store.js';
+import { isStorageError } from '../../src/core/errors.js';
+
+const bytes = (...values: number[]) => Uint8Array.from(values);
+
+async function rejectsWith(promise: Promise<unknown>, code: 'CANCELLED' | 'INVALID_ARGUMENT'): Promise<void> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(isStorageError(err, code), String(err)).toBe(true);
+    return;
+  }
+  throw new Error(`expected ${code}`);
+}
+
+export function chunkStoreConformance(name: string, open: () => Promise<ChunkStore>): void {
+  describe(`ChunkStore conformance: ${name}`, () => {
+    it('put, get, getRange, replace, delete', async () => {
+      const store = await open();
+      expect(await store.get('a')).toBeUndefined();
+      expect(await store.getRange('a', 0, 1)).toBeUndefined();
+      const data = bytes(1, 2, 3, 4, 5);
+      await store.put('a', data);
+      data[0] = 99; // the store kept its own copy
+      expect(await store.get('a')).toEqual(bytes(1, 2, 3, 4, 5));
+      expect(await store.getRange('a', 1, 3)).toEqual(bytes(2, 3, 4));
+      expect(await store.getRange('a', 3, 10)).toEqual(bytes(4, 5));
+      expect(await store.getRange('a', 5, 1)).toEqual(bytes());
+      await store.put('a', bytes(7));
+      expect(await store.get('a')).toEqual(bytes(7));
+      await store.delete('a');
+      await store.delete('a');
+      expect(await store.get('a')).toBeUndefined();
+      await store.put('empty', bytes());
+      expect(await store.get('empty')).toEqual(bytes());
+    });
+
+    it('putIfAbsent stores once; concurrent callers: exactly one stores', async () => {
+      const store = await open();
+      expect(await store.putIfAbsent('k', bytes(1))).toBe(true);
+      expect(await store.putIfAbsent('k', bytes(2))).toBe(false);
+      expect(await store.get('k')).toEqual(bytes(1));
+      const results = await Promise.all(Array.from({ length: 6 }, (_, i) => store.putIfAbsent('race', bytes(i))));
+      expect(results.filter(Boolean).length).toBe(1);
+      const winner = results.indexOf(true);
+      expect(await store.get('race')).toEqual(bytes(winner));
+    });
+
+    it('lists a prefix in key order, a bounded page at a time', async () => {
+      const store = await open();
+      const keys = Array.from({ length: CHUNK_LIST_PAGE_MAX + 7 }, (_, i) => `chunks/${String(i).padStart(5, '0')}`);
+      for (const key of keys) await store.put(key, bytes(1));
+      await store.put('chunk', bytes(1));
+      await store.put('packs/1', bytes(1));
+      const first = await store.list('chunks/');
+      expect(first.keys).toEqual(keys.slice(0, CHUNK_LIST_PAGE_MAX));
+      const second = await store.list('chunks/', { after: first.nextAfter! });
+      expect(second).toEqual({ keys: keys.slice(CHUNK_LIST_PAGE_MAX) });
+      expect((await store.list('chunks/', { limit: 2, after: keys[3] })).keys).toEqual(keys.slice(4, 6));
+      expect((await store.list('packs/')).keys).toEqual(['packs/1']);
+    });
+
+    it('an aborted call rejects with CANCELLED and has no effect; bad arguments are INVALID_ARGUMENT', async () => {
+      const store = await open();
+      const controller = new AbortController();
+      controller.abort();
+      const signal = controller.signal;
+      await rejectsWith(store.put('x', bytes(1), { signal }), 'CANCELLED');
+      await rejectsWith(store.putIfAbsent('x', bytes(1), { signal }), 'CANCELLED');
+      expect(await store.get('x')).toBeUndefined();
+      await store.put('y', bytes(1));
+      await rejectsWith(store.delete('y', { signal }), 'CANCELLED');
+      await rejectsWith(store.get('y', { signal }), 'CANCELLED');
+      expect(await store.get('y')).toEqual(bytes(1));
+      await rejectsWith(store.put('', bytes(1)), 'INVALID_ARGUMENT');
+      await rejectsWith(store.getRange('y', -1, 1), 'INVALID_ARGUMENT');
+    });
+  });
+}

@@ -1,0 +1,132 @@
+/** The HostFile conformance suite: every implementation runs it (host-file.test.ts). */
+import { describe, expect, it } from 'vitest';
+import { isStorageError, type StorageErrorCode } from '../../src/core/errors.js';
+import type { HostFile } from '../../src/core/host-file.js';
+import { MemoryHostFile } from '../../src/store/memory-file.js';
+
+export interface HostFileSubject {
+  /** A new, empty, writable file. */
+  create(): Promise<HostFile>;
+  /** The same file opened read-only, for implementations that have such a mode. */
+  reopenReadOnly?(file: HostFile): Promise<HostFile>;
+}
+
+function pattern(lengthBytes: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(lengthBytes);
+  let x = seed * 2654435761;
+  for (let i = 0; i < lengthBytes; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    bytes[i] = x >>> 24;
+  }
+  return bytes;
+}
+
+async function readAll(file: HostFile, offset: number, lengthBytes: number): Promise<Uint8Array> {
+  const buf = new Uint8Array(lengthBytes);
+  await file.pread(buf, offset);
+  return buf;
+}
+
+/** Byte equality without vitest's element-by-element diff (seconds for a few MiB). */
+function expectSameBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
+  expect(actual.length, what).toBe(expected.length);
+  expect(Buffer.from(actual.buffer, actual.byteOffset, actual.length).equals(expected), what).toBe(true);
+}
+
+async function rejectsWith(promise: Promise<unknown>, code: StorageErrorCode): Promise<void> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(isStorageError(err, code), String(err)).toBe(true);
+    return;
+  }
+  throw new Error(`expected ${code}`);
+}
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+export function hostFileConformance(name: string, subject: HostFileSubject): void {
+  describe(`HostFile conformance: ${name}`, () => {
+    it('writes read back; reads past the end are zero-filled and count only existing bytes', async () => {
+      const file = await subject.create();
+      const data = pattern(100 * KiB, 1);
+      await file.pwrite(data, 4 * KiB);
+      await file.flush();
+      expect(await file.sizeBytes()).toBe(104 * KiB);
+      expectSameBytes(await readAll(file, 4 * KiB, data.length), data);
+      const tail = new Uint8Array(8 * KiB).fill(0xee);
+      expect(await file.pread(tail, 100 * KiB)).toBe(4 * KiB);
+      expectSameBytes(tail.subarray(0, 4 * KiB), data.subarray(96 * KiB));
+      expect(tail.subarray(4 * KiB).every((b) => b === 0)).toBe(true);
+      expectSameBytes(await readAll(file, 0, 4 * KiB), new Uint8Array(4 * KiB));
+      await file.close();
+    });
+
+    it('truncate grows with zeroes and shrinks; punchHole zeroes a range and keeps the size', async () => {
+      const file = await subject.create();
+      await file.pwrite(pattern(2 * MiB, 2), 0);
+      await file.truncate(3 * MiB);
+      expect(await file.sizeBytes()).toBe(3 * MiB);
+      expect((await readAll(file, 2 * MiB, MiB)).every((b) => b === 0)).toBe(true);
+      await file.truncate(MiB);
+      expect(await file.sizeBytes()).toBe(MiB);
+      await file.pwrite(pattern(2 * MiB, 3), 0);
+      const before = await file.allocatedBytes();
+      await file.punchHole(256 * KiB, MiB);
+      expect(await file.sizeBytes()).toBe(2 * MiB);
+      expect((await readAll(file, 256 * KiB, MiB)).every((b) => b === 0)).toBe(true);
+      expectSameBytes(await readAll(file, 0, 256 * KiB), pattern(2 * MiB, 3).subarray(0, 256 * KiB));
+      const features = file.supports();
+      if (features.punchHole) expect(await file.allocatedBytes()).toBeLessThan(before);
+      await file.close();
+    });
+
+    it('copyRange copies from another file, from itself, and zero-fills past the source end', async () => {
+      const file = await subject.create();
+      const other = await subject.create();
+      const source = pattern(3 * MiB + 4321, 4);
+      await other.pwrite(source, 0);
+      await file.copyRange(other, 0, 512, source.length);
+      expectSameBytes(await readAll(file, 512, source.length), source);
+      // Within one file, ranges that do not overlap.
+      await file.copyRange(file, 512, 4 * MiB, MiB);
+      expectSameBytes(await readAll(file, 4 * MiB, MiB), source.subarray(0, MiB));
+      // From a file of another kind, and past the source's end: zeroes.
+      const memory = MemoryHostFile.fromBytes(pattern(10 * KiB, 5));
+      await file.pwrite(new Uint8Array(20 * KiB).fill(0xff), 6 * MiB);
+      await file.copyRange(memory, 0, 6 * MiB, 20 * KiB);
+      const copied = await readAll(file, 6 * MiB, 20 * KiB);
+      expectSameBytes(copied.subarray(0, 10 * KiB), pattern(10 * KiB, 5));
+      expect(copied.subarray(10 * KiB).every((b) => b === 0)).toBe(true);
+      await file.copyRange(other, 0, 0, 0);
+      await rejectsWith(file.copyRange(file, 0, 4096, 8192), 'INVALID_ARGUMENT');
+      await rejectsWith(file.copyRange(other, -1, 0, 1), 'INVALID_ARGUMENT');
+      await file.close();
+      await other.close();
+    });
+
+    it('supports() says what the file can do', async () => {
+      const file = await subject.create();
+      const features = file.supports();
+      for (const key of ['punchHole', 'seekData', 'copyByReference'] as const) expect(typeof features[key]).toBe('boolean');
+      await file.close();
+    });
+
+    it('a read-only file reads and refuses every change with READ_ONLY', async () => {
+      if (subject.reopenReadOnly === undefined) return;
+      const file = await subject.create();
+      await file.pwrite(pattern(64 * KiB, 6), 0);
+      await file.flush();
+      const ro = await subject.reopenReadOnly(file);
+      expect(ro.readOnly).toBe(true);
+      expectSameBytes(await readAll(ro, 0, 64 * KiB), pattern(64 * KiB, 6));
+      await rejectsWith(ro.pwrite(new Uint8Array(1), 0), 'READ_ONLY');
+      await rejectsWith(ro.truncate(0), 'READ_ONLY');
+      await rejectsWith(ro.punchHole(0, 4096), 'READ_ONLY');
+      await rejectsWith(ro.copyRange(file, 0, 0, 4096), 'READ_ONLY');
+      await ro.close();
+      await file.close();
+    });
+  });
+}

@@ -1,0 +1,66 @@
+/** The LayerStore conformance suite: every implementation runs it (layer-store.test.ts). */
+import { describe, expect, it } from 'vitest';
+import { isStorageError, type StorageErrorCode } from '../../src/core/errors.js';
+import type { LayerStore } from '../../src/core/layer-store.js';
+
+async function rejectsWith(promise: Promise<unknown>, code: StorageErrorCode): Promise<void> {
+  try {
+    await promise;
+  } catch (err) {
+    expect(isStorageError(err, code), String(err)).toBe(true);
+    return;
+  }
+  throw new Error(`expected ${code}`);
+}
+
+export function layerStoreConformance(name: string, open: () => Promise<LayerStore>): void {
+  describe(`LayerStore conformance: ${name}`, () => {
+    it('creates, reopens with the bytes kept, lists, measures and removes layer files', async () => {
+      const store = await open();
+      await store.createPool('p');
+      await store.createPool('p');
+      const ref = { pool: 'p', fileName: '00000000000000a1.qcow2' };
+      const file = await store.create(ref);
+      const data = new Uint8Array(256 * 1024).fill(7);
+      await file.pwrite(data, 0);
+      await file.flush();
+      await file.close();
+      await store.syncPool('p');
+      expect(await store.allocatedBytes(ref)).toBeGreaterThanOrEqual(data.length);
+      const again = await store.open(ref, { readOnly: true });
+      const back = new Uint8Array(data.length);
+      expect(await again.pread(back, 0)).toBe(data.length);
+      expect(back).toEqual(data);
+      await rejectsWith(again.pwrite(new Uint8Array(1), 0), 'READ_ONLY');
+      await again.close();
+      await store.create({ pool: 'p', fileName: '00000000000000a0.qcow2' }).then((f) => f.close());
+      expect(await store.list('p')).toEqual(['00000000000000a0.qcow2', '00000000000000a1.qcow2']);
+      expect(await store.remove(ref)).toBe(true);
+      expect(await store.remove(ref)).toBe(false);
+      expect(await store.allocatedBytes(ref)).toBe(0);
+      expect(await store.list('p')).toEqual(['00000000000000a0.qcow2']);
+      expect(await store.list('nothing-here')).toEqual([]);
+    });
+
+    it('refuses to create over a file, to open a missing one, and to remove a pool that holds files', async () => {
+      const store = await open();
+      await store.createPool('q');
+      const ref = { pool: 'q', fileName: 'x.qcow2' };
+      await (await store.create(ref)).close();
+      await rejectsWith(store.create(ref), 'ALREADY_EXISTS');
+      await rejectsWith(store.open({ pool: 'q', fileName: 'y.qcow2' }, { readOnly: true }), 'NOT_FOUND');
+      await rejectsWith(store.removePool('q'), 'BUSY');
+      await store.remove(ref);
+      await store.removePool('q');
+      await store.removePool('q');
+      expect(await store.list('q')).toEqual([]);
+    });
+
+    it('names backing files relative to the child: the file name in one pool, ../pool/file across pools', async () => {
+      const store = await open();
+      const base = { pool: 'a', fileName: '1.qcow2' };
+      expect(store.backingName({ pool: 'a', fileName: '2.qcow2' }, base)).toBe('1.qcow2');
+      expect(store.backingName({ pool: 'b', fileName: '2.qcow2' }, base)).toBe('../a/1.qcow2');
+    });
+  });
+}

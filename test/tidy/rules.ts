@@ -1,0 +1,113 @@
+/**
+ * The tidy rules, as pure functions over file texts so that a test can feed them a deliberately
+ * broken tree and see them fail. tidy.test.ts runs them over the repository.
+ */
+import path from 'node:path';
+
+export interface SourceFile {
+  /** Repository-relative, with forward slashes: `src/volume/service.ts`. */
+  readonly path: string;
+  readonly text: string;
+}
+
+export interface ImportEdge {
+  readonly from: string;
+  /** Repository-relative path of the imported module, `.js` mapped back to `.ts`. */
+  readonly to: string;
+  readonly line: number;
+}
+
+/**
+ * The layer folders, top to bottom, from the fenced block under "## Layers" in
+ * docs/architecture.md: each line that starts with a folder name (`src/cli/`, `formats/`).
+ */
+export function parseLayers(architectureMd: string): string[] {
+  const start = architectureMd.indexOf('## Layers');
+  if (start < 0) throw new Error('docs/architecture.md has no "## Layers" section');
+  const open = architectureMd.indexOf('```', start);
+  const close = architectureMd.indexOf('```', open + 3);
+  if (open < 0 || close < 0) throw new Error('the "## Layers" section has no fenced block');
+  const layers: string[] = [];
+  for (const line of architectureMd.slice(open + 3, close).split('\n')) {
+    const match = /^([a-z][\w-]*(?:\/[\w-]+)*\/)\s/.exec(line);
+    if (match?.[1] !== undefined) layers.push(match[1]);
+  }
+  if (layers.length < 3) throw new Error(`the layer block lists only ${layers.length} folders`);
+  return layers;
+}
+
+/** Index of the layer a file belongs to (the longest folder prefix), or -1 outside every layer. */
+export function layerIndex(layers: readonly string[], file: string): number {
+  let best = -1;
+  let bestLength = 0;
+  layers.forEach((folder, index) => {
+    if (file.startsWith(folder) && folder.length > bestLength) {
+      best = index;
+      bestLength = folder.length;
+    }
+  });
+  return best;
+}
+
+const IMPORT_PATTERNS = [
+  /\bfrom\s+'([^']+)'/g, // import ... from '...'; export ... from '...'
+  /\bimport\s+'([^']+)'/g, // import '...' (side effects)
+  /\bimport\(\s*'([^']+)'\s*\)/g, // await import('...')
+];
+
+/** Every module specifier a file names, with its line number. */
+export function specifiers(text: string): { specifier: string; line: number }[] {
+  const found: { specifier: string; line: number }[] = [];
+  const lines = text.split('\n');
+  lines.forEach((lineText, index) => {
+    const trimmed = lineText.trimStart();
+    if (trimmed.startsWith('//') || trimmed.startsWith('*')) return;
+    for (const pattern of IMPORT_PATTERNS) {
+      for (const match of lineText.matchAll(pattern)) {
+        if (match[1] !== undefined) found.push({ specifier: match[1], line: index + 1 });
+      }
+    }
+  });
+  return found;
+}
+
+/** The relative imports of a file, resolved to repository paths. */
+export function relativeImports(file: SourceFile): ImportEdge[] {
+  return specifiers(file.text)
+    .filter(({ specifier }) => specifier.startsWith('.'))
+    .map(({ specifier, line }) => ({
+      from: file.path,
+      to: path.posix.normalize(path.posix.join(path.posix.dirname(file.path), specifier)).replace(/\.js$/, '.ts'),
+      line,
+    }));
+}
+
+/** Imports that point up the layer list. */
+export function upwardImports(layers: readonly string[], files: readonly SourceFile[]): ImportEdge[] {
+  const upward: ImportEdge[] = [];
+  for (const file of files) {
+    const fromLayer = layerIndex(layers, file.path);
+    if (fromLayer < 0) continue;
+    for (const edge of relativeImports(file)) {
+      const toLayer = layerIndex(layers, edge.to);
+      if (toLayer >= 0 && toLayer < fromLayer) upward.push(edge);
+    }
+  }
+  return upward;
+}
+
+/** Files outside `allowedFolder` that import the named package. */
+export function packageImportsOutside(packageName: string, allowedFolder: string, files: readonly SourceFile[]): ImportEdge[] {
+  const found: ImportEdge[] = [];
+  for (const file of files) {
+    if (file.path.startsWith(allowedFolder)) continue;
+    for (const { specifier, line } of specifiers(file.text)) {
+      if (specifier === packageName || specifier.startsWith(`${packageName}/`)) found.push({ from: file.path, to: specifier, line });
+    }
+  }
+  return found;
+}
+
+export function lineCount(text: string): number {
+  return text.endsWith('\n') ? text.split('\n').length - 1 : text.split('\n').length;
+}
