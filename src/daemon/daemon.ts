@@ -203,6 +203,6 @@ async function defaultVhostUserFactory(): Promise<VhostUserExportFactory | undef
       queueCount: options.queueCount,
       readOnly: options.readOnly,
       serial: options.serial,
-      logger: (line) => options.logger.info(line),
+      logger: (line, level) => options.logger[level](line),
     });
 }

@@ -128,7 +128,7 @@ export class ExportManager implements ExportService {
 
   constructor(private readonly options: ExportManagerOptions) {
     this.nbd = new NbdServer({
-      log: (message) => options.logger.warn(message),
+      log: (line, level) => options.logger[level](line),
       ...(options.nbdPollUs !== undefined ? { idlePollMaxUs: options.nbdPollUs } : {}),
     });
   }

@@ -18,6 +18,8 @@ import * as P from './protocol.js';
 import { BufferPool, POOL_MIN_BYTES, type PooledBuffer } from '../../sys/buffer-pool.js';
 import { type IdlePoller, createIdlePoller, PollWindow } from './idle-poll.js';
 import { readAvailable, socketFd, socketSys } from './socket-fd.js';
+import { isPeerHangUp, type ExportLog } from '../log.js';
+import { ByteQueue } from './byte-queue.js';
 
 export interface NbdExportEntry {
   device: BlockDevice;
@@ -46,8 +48,11 @@ export interface NbdServerOptions {
    * (adaptive per connection, see idle-poll.ts); 0 turns it off. Default 100.
    */
   idlePollMaxUs?: number;
-  /** Called with connection-level problems (bad magic, socket errors, device failures). */
-  log?: (message: string) => void;
+  /**
+   * Called with connection-level events: problems (bad magic, device failures) at 'warn', a
+   * client hanging up mid-conversation (EPIPE, ECONNRESET) at 'debug'.
+   */
+  log?: ExportLog;
 }
 
 /** TLS (NBD_OPT_STARTTLS) for a listener. */
@@ -128,7 +133,7 @@ export class NbdServer {
   readonly maxPayloadBytes: number;
   readonly handshakeTimeoutMs: number;
   private readonly maxConnections: number;
-  private readonly log: (message: string) => void;
+  private readonly log: ExportLog;
   private readonly servers: net.Server[] = [];
   private readonly connections = new Set<Connection>();
   private unixPath: string | undefined;
@@ -216,7 +221,7 @@ export class NbdServer {
       server.once('error', reject);
       start(server, () => {
         server.off('error', reject);
-        server.on('error', (err) => this.log(`nbd listener error: ${err.message}`));
+        server.on('error', (err) => this.log(`nbd listener error: ${err.message}`, 'warn'));
         resolve();
       });
     });
@@ -224,7 +229,7 @@ export class NbdServer {
 
   private accept(socket: net.Socket, tlsOptions: NbdTlsOptions | undefined): void {
     if (this.shuttingDown || this.connections.size >= this.maxConnections) {
-      this.log(`nbd: refusing a connection (${this.shuttingDown ? 'shutting down' : 'too many connections'})`);
+      this.log(`nbd: refusing a connection (${this.shuttingDown ? 'shutting down' : 'too many connections'})`, this.shuttingDown ? 'debug' : 'warn');
       socket.destroy();
       return;
     }
@@ -250,60 +255,6 @@ async function readOrRelease(device: BlockDevice, guestOffset: number, data: Buf
   } catch (err) {
     release?.();
     throw err;
-  }
-}
-
-/** A FIFO of received chunks; take(n) avoids copying when the bytes lie in one chunk. */
-class ByteQueue {
-  private chunks: Buffer[] = [];
-  private head = 0;
-  length = 0;
-
-  push(b: Buffer): void {
-    this.chunks.push(b);
-    this.length += b.length;
-  }
-
-  take(n: number): Buffer {
-    const first = this.chunks[0];
-    if (first === undefined) return Buffer.alloc(0);
-    if (first.length - this.head >= n) {
-      const out = first.subarray(this.head, this.head + n);
-      this.advance(first, n);
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    this.takeInto(out);
-    return out;
-  }
-
-  /** Moves up to out.length buffered bytes into out; returns how many. */
-  takeInto(out: Uint8Array): number {
-    let filled = 0;
-    while (filled < out.length) {
-      const c = this.chunks[0];
-      if (c === undefined) break;
-      const k = Math.min(c.length - this.head, out.length - filled);
-      c.copy(out, filled, this.head, this.head + k);
-      filled += k;
-      this.advance(c, k);
-    }
-    return filled;
-  }
-
-  private advance(chunk: Buffer, n: number): void {
-    this.head += n;
-    this.length -= n;
-    if (this.head === chunk.length) {
-      this.chunks.shift();
-      this.head = 0;
-    }
-  }
-
-  clear(): void {
-    this.chunks = [];
-    this.head = 0;
-    this.length = 0;
   }
 }
 
@@ -357,7 +308,7 @@ class Connection {
     private readonly server: NbdServer,
     socket: net.Socket,
     private readonly exportsByName: ReadonlyMap<string, NbdExportEntry>,
-    private readonly log: (message: string) => void,
+    private readonly log: ExportLog,
     private readonly tls: NbdTlsOptions | undefined,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
@@ -379,7 +330,7 @@ class Connection {
     });
     socket.on('end', () => this.startDraining());
     socket.on('error', (err) => {
-      this.log(`nbd connection error: ${err.message}`);
+      this.logSocketError('nbd connection error', err);
       this.destroy();
     });
     socket.on('close', () => this.destroy());
@@ -401,12 +352,17 @@ class Connection {
     this.fd = -1;
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: tlsOptions.secureContext });
     secure.on('error', (err) => {
-      this.log(`nbd TLS error: ${err.message}`);
+      this.logSocketError('nbd TLS error', err);
       this.destroy();
     });
     this.socket = secure;
     this.tlsActive = true;
     this.listen(secure);
+  }
+
+  /** A client that hangs up while we still write (EPIPE) or read (ECONNRESET) is no problem of ours. */
+  private logSocketError(what: string, err: Error): void {
+    this.log(`${what}: ${err.message}`, isPeerHangUp(err) ? 'debug' : 'warn');
   }
 
   /**
@@ -779,7 +735,7 @@ class Connection {
       },
       (err: unknown) => {
         pooled?.release();
-        if (!isStorageError(err)) this.log(`nbd request ${h.type} failed: ${err instanceof Error ? err.message : String(err)}`);
+        if (!isStorageError(err)) this.log(`nbd request ${h.type} failed: ${err instanceof Error ? err.message : String(err)}`, 'warn');
         this.replyError(h, err instanceof RequestError ? err.errno : nbdErrnoFor(err), err instanceof Error ? err.message : 'error');
         this.finish(cost);
       },
@@ -1011,7 +967,7 @@ class Connection {
 
   /** Protocol violation: log, send what is queued, and close. */
   private fatal(reason: string): void {
-    this.log(`nbd: closing connection: ${reason}`);
+    this.log(`nbd: closing connection: ${reason}`, 'warn');
     this.phase = 'closing';
     this.draining = true;
     this.clearInput();

@@ -17,6 +17,7 @@ import type { BlockDevice } from '../../core/block-device.js';
 import { StorageError, type StorageErrorCode } from '../../core/errors.js';
 import type { Export } from '../../core/export.js';
 import { SysError } from '../../sys/libc.js';
+import type { ExportLog } from '../log.js';
 import { UnixListener, type UnixStream } from '../../sys/unix-socket.js';
 import { MAX_QUEUES, VhostUserBlkBackend } from './backend.js';
 import { VIRTIO_BLK_ID_BYTES } from './blk.js';
@@ -30,8 +31,8 @@ export interface VhostUserBlkExportOptions {
   serial: string;
   /** Default: `vhost-user-blk:<socketPath>`. */
   name?: string;
-  /** One line per connection event or protocol problem. */
-  logger?: (line: string) => void;
+  /** One line per connection event or protocol problem, at its level. */
+  logger?: ExportLog;
   /** Log every vhost-user message received (interop debugging; noisy). */
   trace?: boolean;
 }
@@ -56,7 +57,7 @@ export class VhostUserBlkExport implements Export {
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
   private readonly opts: VhostUserBlkExportOptions;
-  private readonly log: (line: string) => void;
+  private readonly log: ExportLog;
   private state: 'new' | 'started' | 'stopping' = 'new';
   private listener: UnixListener | undefined;
   private device: BlockDevice | undefined;
@@ -76,7 +77,7 @@ export class VhostUserBlkExport implements Export {
     this.opts = opts;
     this.name = opts.name ?? `vhost-user-blk:${opts.socketPath}`;
     const logger = opts.logger ?? (() => {});
-    this.log = (line) => logger(`vhost-user-blk ${opts.socketPath}: ${line}`);
+    this.log = (line, level) => logger(`vhost-user-blk ${opts.socketPath}: ${line}`, level);
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
   }
 
@@ -96,7 +97,7 @@ export class VhostUserBlkExport implements Export {
     this.device = device;
     this.state = 'started';
     this.listener.onConnection((sock) => this.accept(sock));
-    this.log(`listening (${this.opts.queueCount} queue(s), ${this.opts.readOnly ? 'read-only' : 'read-write'})`);
+    this.log(`listening (${this.opts.queueCount} queue(s), ${this.opts.readOnly ? 'read-only' : 'read-write'})`, 'info');
   }
 
   requestShutdown(): void {
@@ -138,7 +139,7 @@ export class VhostUserBlkExport implements Export {
         this.waiting = sock;
         return;
       }
-      this.log('refused a second front-end connection (one is being served)');
+      this.log('refused a second front-end connection (one is being served)', 'warn');
       sock.close();
       return;
     }
@@ -146,7 +147,7 @@ export class VhostUserBlkExport implements Export {
   }
 
   private serve(sock: UnixStream, device: BlockDevice): void {
-    this.log('front-end connected');
+    this.log('front-end connected', 'info');
     let backend: VhostUserBlkBackend;
     try {
       backend = new VhostUserBlkBackend(sock, {
@@ -158,7 +159,7 @@ export class VhostUserBlkExport implements Export {
         trace: this.opts.trace === true,
       });
     } catch (err) {
-      this.log(`cannot serve the connection: ${err instanceof Error ? err.message : String(err)}`);
+      this.log(`cannot serve the connection: ${err instanceof Error ? err.message : String(err)}`, 'warn');
       sock.close();
       return;
     }
