@@ -88,7 +88,9 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       nbdPollUs: config.nbdPollUs,
       nbdTls: config.nbdTls,
       vhostUser: options.vhostUser ?? (await defaultVhostUserFactory()),
+      ...restoreDelayForTests(),
     });
+    // Exports before the API: a request never sees an export missing that is about to come back.
     const restored = await exports.start();
     if (restored.started + restored.failed > 0) logger.info(restored, 'exports restored');
 
@@ -192,6 +194,15 @@ export function describeStartError(err: unknown, config: DaemonConfig): string {
   if (e?.code === 'EADDRNOTAVAIL') return `cannot listen on ${formatListen(config.listen)}: the address is not on this host`;
   if (e?.code === 'EACCES' || e?.code === 'EROFS') return `cannot use the data folder ${config.dataDir}: ${e.message}`;
   return e instanceof Error ? e.message : String(err);
+}
+
+/**
+ * STRATA_TEST_RESTORE_DELAY_MS: wait that long between binding the NBD listeners and restoring
+ * the exports, so that tests can connect inside that window every time (not for production use).
+ */
+function restoreDelayForTests(): { beforeRestore?: () => Promise<void> } {
+  const delayMs = Number(process.env['STRATA_TEST_RESTORE_DELAY_MS'] ?? 0);
+  return Number.isFinite(delayMs) && delayMs > 0 ? { beforeRestore: () => sleep(delayMs) } : {};
 }
 
 /** The vhost-user-blk backend (src/export/vhost-user), loaded when the daemon starts. */

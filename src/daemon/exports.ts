@@ -82,6 +82,8 @@ export interface ExportManagerOptions {
   /** TLS on the NBD TCP listener (undefined: none). */
   nbdTls?: NbdTlsConfig | undefined;
   vhostUser?: VhostUserExportFactory;
+  /** Runs between binding the NBD listeners and restoring the exports (tests widen that window). */
+  beforeRestore?: () => Promise<void>;
 }
 
 interface Running {
@@ -129,11 +131,18 @@ export class ExportManager implements ExportService {
   constructor(private readonly options: ExportManagerOptions) {
     this.nbd = new NbdServer({
       log: (line, level) => options.logger[level](line),
+      // Bound before the exports are restored, greeting nobody until they are (start()).
+      holdUntilOpen: true,
       ...(options.nbdPollUs !== undefined ? { idlePollMaxUs: options.nbdPollUs } : {}),
     });
   }
 
-  /** Listens for NBD clients and starts every export recorded in the catalog. */
+  /**
+   * Listens for NBD clients and starts every export recorded in the catalog. The listeners are
+   * bound first (an address in use fails the start before any volume is opened) but greet no
+   * client until every export is restored: a client that redials right after a restart waits a
+   * moment instead of being told that its export does not exist.
+   */
   async start(): Promise<{ started: number; failed: number }> {
     const { nbdListen, nbdSocketPath } = this.options;
     if (nbdSocketPath !== undefined) checkSocketPath(nbdSocketPath, 'the NBD socket');
@@ -156,6 +165,9 @@ export class ExportManager implements ExportService {
       await bind(formatListen(nbdListen), { tcp: { host: nbdListen.host, port: nbdListen.port }, ...(tcpTls !== undefined ? { tcpTls } : {}) });
     }
     this.nbdTcpPort = this.nbd.tcpPort;
+    await this.options.beforeRestore?.();
+    const restored = await this.restore();
+    this.nbd.open();
     if (nbdListen !== undefined || nbdSocketPath !== undefined) {
       this.options.logger.info(
         {
@@ -168,6 +180,11 @@ export class ExportManager implements ExportService {
         'nbd listening',
       );
     }
+    return restored;
+  }
+
+  /** Starts every export recorded in the catalog; one that fails is logged and left for the operator. */
+  private async restore(): Promise<{ started: number; failed: number }> {
     let started = 0;
     let failed = 0;
     for (const record of await this.options.store.list()) {

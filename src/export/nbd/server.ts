@@ -19,6 +19,7 @@ import { BufferPool, POOL_MIN_BYTES, type PooledBuffer } from '../../sys/buffer-
 import { type IdlePoller, createIdlePoller, PollWindow } from './idle-poll.js';
 import { readAvailable, socketFd, socketSys } from './socket-fd.js';
 import { isPeerHangUp, type ExportLog } from '../log.js';
+import { HeldConnections } from './held.js';
 import { ByteQueue } from './byte-queue.js';
 
 export interface NbdExportEntry {
@@ -48,6 +49,12 @@ export interface NbdServerOptions {
    * (adaptive per connection, see idle-poll.ts); 0 turns it off. Default 100.
    */
   idlePollMaxUs?: number;
+  /**
+   * Accept connections but greet none until open(): whoever binds the listeners before the
+   * exports are in place (the daemon restoring its exports after a restart) makes early clients
+   * wait instead of answering them that an export does not exist. Default false (greet at once).
+   */
+  holdUntilOpen?: boolean;
   /**
    * Called with connection-level events: problems (bad magic, device failures) at 'warn', a
    * client hanging up mid-conversation (EPIPE, ECONNRESET) at 'debug'.
@@ -135,6 +142,8 @@ export class NbdServer {
   private readonly maxConnections: number;
   private readonly log: ExportLog;
   private readonly servers: net.Server[] = [];
+  /** Connections accepted before open() (holdUntilOpen); undefined once open. */
+  private held: HeldConnections<NbdTlsOptions | undefined> | undefined;
   private readonly connections = new Set<Connection>();
   private unixPath: string | undefined;
   private shuttingDown = false;
@@ -153,6 +162,14 @@ export class NbdServer {
     this.maxInFlightBytes = options.maxInFlightBytes ?? DEFAULT_MAX_IN_FLIGHT_BYTES;
     this.maxPayloadBytes = options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
     this.log = options.log ?? (() => {});
+    if (options.holdUntilOpen === true) this.held = new HeldConnections(this.log);
+  }
+
+  /** Greets the connections held since the listeners were bound (holdUntilOpen); idempotent. */
+  open(): void {
+    const held = this.held;
+    this.held = undefined;
+    held?.release((socket, tlsOptions) => this.startConnection(socket, tlsOptions));
   }
 
   /** Makes an export available to new connections. */
@@ -228,11 +245,16 @@ export class NbdServer {
   }
 
   private accept(socket: net.Socket, tlsOptions: NbdTlsOptions | undefined): void {
-    if (this.shuttingDown || this.connections.size >= this.maxConnections) {
+    if (this.shuttingDown || this.connections.size + (this.held?.size ?? 0) >= this.maxConnections) {
       this.log(`nbd: refusing a connection (${this.shuttingDown ? 'shutting down' : 'too many connections'})`, this.shuttingDown ? 'debug' : 'warn');
       socket.destroy();
       return;
     }
+    if (this.held !== undefined) this.held.add(socket, tlsOptions);
+    else this.startConnection(socket, tlsOptions);
+  }
+
+  private startConnection(socket: net.Socket, tlsOptions: NbdTlsOptions | undefined): void {
     const conn = new Connection(this, socket, this.exports, this.log, tlsOptions);
     this.connections.add(conn);
     void conn.closed.then(() => this.connections.delete(conn));
@@ -242,6 +264,7 @@ export class NbdServer {
   async close(): Promise<void> {
     this.shuttingDown = true;
     const listeners = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    this.held?.destroyAll();
     for (const c of this.connections) c.shutdown();
     await Promise.all([...listeners, ...[...this.connections].map((c) => c.closed)]);
     if (this.unixPath !== undefined) rmSync(this.unixPath, { force: true });
