@@ -5,7 +5,8 @@
  * The export listens; a front-end (QEMU's vhost-user-blk-pci with `-chardev socket,path=...`,
  * cloud-hypervisor) connects and gets a VhostUserBlkBackend. One front-end at a time: a device has
  * one driver, so a second connection is closed with a log line (one that arrives while the first is
- * already going away waits for it instead). When the front-end goes away the
+ * already going away waits for it instead, in a single waiting slot that a connection which has
+ * hung up meanwhile gives up to the next one). When the front-end goes away the
  * export keeps listening, so a front-end that redials (QEMU `reconnect=1`) picks up where it left
  * off; a new connection is accepted only once the previous one has released everything (its
  * requests in flight finished, guest memory unmapped).
@@ -129,14 +130,23 @@ export class VhostUserBlkExport implements Export {
       sock.close();
       return;
     }
+    // Connected and gone already (a burst of probes, a front-end that gave up): nobody to serve.
+    if (sock.peerHungUp()) {
+      this.log('a front-end hung up before it was served', 'debug');
+      sock.close();
+      return;
+    }
     const current = this.backend;
     if (current !== undefined) {
       // A front-end that redials at once may arrive before the event loop reported its old socket's
       // hang-up: look now. If the old connection is going away, the new one waits (one slot) until it
-      // has released guest memory and descriptors.
+      // has released guest memory and descriptors. A waiting one that has hung up meanwhile gives
+      // the slot up: it must not keep out a front-end that is still there.
       current.pollSocket();
-      if (current.isClosing && this.waiting === undefined) {
+      if (current.isClosing && (this.waiting === undefined || this.waiting.peerHungUp())) {
+        this.waiting?.close();
         this.waiting = sock;
+        this.log('a front-end waits for the previous connection to be released', 'debug');
         return;
       }
       this.log('refused a second front-end connection (one is being served)', 'warn');
@@ -173,7 +183,7 @@ export class VhostUserBlkExport implements Export {
         next?.close();
         this.resolveClosed();
       } else if (next !== undefined) {
-        this.serve(next, device);
+        this.accept(next);
       }
     });
   }
