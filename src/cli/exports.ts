@@ -154,7 +154,8 @@ One front-end at a time; after a disconnect (or a daemon restart) QEMU can recon
 attachment lasts until 'strata volume detach', also across daemon restarts.
 
 Options:
-  --vhost-user SOCKET   the unix socket to listen on (created; an existing socket file is replaced)
+  --vhost-user SOCKET   the unix socket to listen on (created, and its folder (0700) if missing;
+                        an existing socket file is replaced)
   --queues N            virtqueues (1 to 16, default 1; QEMU's num-queues must match)
   --read-only           the guest sees a read-only disk
 `,

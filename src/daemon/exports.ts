@@ -18,6 +18,7 @@ import { NbdServer, type NbdTlsOptions } from '../export/nbd/server.js';
 import type { VolumeService } from '../volume/types.js';
 import type { ExportStore } from './backend.js';
 import { formatListen, type ListenAddress, type NbdTlsConfig } from './config.js';
+import { ensureSocketFolder } from './folders.js';
 
 export type ExportType = ExportRecord['type'];
 
@@ -145,7 +146,10 @@ export class ExportManager implements ExportService {
    */
   async start(): Promise<{ started: number; failed: number }> {
     const { nbdListen, nbdSocketPath } = this.options;
-    if (nbdSocketPath !== undefined) checkSocketPath(nbdSocketPath, 'the NBD socket');
+    if (nbdSocketPath !== undefined) {
+      checkSocketPath(nbdSocketPath, 'the NBD socket');
+      ensureSocketFolder(nbdSocketPath, 'the NBD socket', "choose another with --nbd-socket (or 'off')");
+    }
     const bind = async (where: string, options: Parameters<NbdServer['listen']>[0]) => {
       try {
         await this.nbd.listen(options);
@@ -332,6 +336,7 @@ export class ExportManager implements ExportService {
         this.running.set(record.id, { record, device, exp: undefined });
         return;
       }
+      ensureSocketFolder(record.socketPath!, 'the vhost-user socket', 'choose a socket path');
       const info = await this.options.service.volumeInfo(record.pool, record.volume);
       const exp = this.options.vhostUser!({
         socketPath: record.socketPath!,

@@ -44,13 +44,19 @@ export interface VhostUserBlkExportStats {
   requests: number;
 }
 
+/**
+ * Why the socket path cannot be listened on. A missing or unwritable folder is a path the client
+ * chose that cannot be used (INVALID_ARGUMENT), not NOT_FOUND: that would say the volume is missing.
+ */
 const ERRNO_TO_CODE: Record<string, StorageErrorCode> = {
   EADDRINUSE: 'BUSY',
   EEXIST: 'ALREADY_EXISTS',
-  ENOENT: 'NOT_FOUND',
-  ENOTDIR: 'NOT_FOUND',
+  ENOENT: 'INVALID_ARGUMENT',
+  ENOTDIR: 'INVALID_ARGUMENT',
+  EACCES: 'INVALID_ARGUMENT',
+  EPERM: 'INVALID_ARGUMENT',
   EINVAL: 'INVALID_ARGUMENT',
-  EROFS: 'READ_ONLY',
+  EROFS: 'INVALID_ARGUMENT',
 };
 
 export class VhostUserBlkExport implements Export {
