@@ -30,7 +30,7 @@ export interface ExportInfo {
   volume: string;
   snapshot: string | undefined;
   readOnly: boolean;
-  /** NBD export name. */
+  /** NBD export name ('' for the default export, what clients that name none get). */
   name: string | undefined;
   /** NBD URIs a client can use (qemu-img, nbdinfo, nbdcopy): TCP and unix socket. */
   uris: string[];
@@ -46,7 +46,10 @@ export interface NbdExportRequest {
   volume: string;
   snapshot?: string;
   readOnly?: boolean;
-  /** Default: "pool/volume" or "pool/volume@snapshot". */
+  /**
+   * Default: "pool/volume" or "pool/volume@snapshot". '' makes it the default export: the one
+   * clients get when they name none (nbd://host:port, qemu-nbd's and nbdkit's default).
+   */
   name?: string;
 }
 
@@ -98,6 +101,8 @@ export const MAX_VHOST_USER_QUEUES = 16;
 /** sockaddr_un's sun_path holds 108 bytes including the terminating NUL. */
 const MAX_UNIX_PATH_BYTES = 107;
 const NBD_NAME_MAX_BYTES = 4096;
+/** The export name clients send when they name none; the export under it is the default one. */
+export const NBD_DEFAULT_EXPORT_NAME = '';
 
 function newId(): string {
   return randomBytes(8).toString('hex');
@@ -285,13 +290,18 @@ export class ExportManager implements ExportService {
         throw new StorageError('UNSUPPORTED', 'NBD is turned off in this daemon (nbdListen and nbdSocket are both off)');
       }
       const name = request.name ?? `${request.pool}/${request.volume}${request.snapshot === undefined ? '' : `@${request.snapshot}`}`;
-      if (name.length === 0 || Buffer.byteLength(name) > NBD_NAME_MAX_BYTES) {
-        throw new StorageError('INVALID_ARGUMENT', `an NBD export name must be 1 to ${NBD_NAME_MAX_BYTES} bytes`);
+      if (Buffer.byteLength(name) > NBD_NAME_MAX_BYTES) {
+        throw new StorageError('INVALID_ARGUMENT', `an NBD export name must be at most ${NBD_NAME_MAX_BYTES} bytes`);
       }
       for (const r of this.running.values()) {
-        if (r.record.type === 'nbd' && r.record.name === name) {
-          throw new StorageError('ALREADY_EXISTS', `an NBD export named '${name}' already exists (id ${r.record.id})`);
+        if (r.record.type !== 'nbd' || r.record.name !== name) continue;
+        if (name === NBD_DEFAULT_EXPORT_NAME) {
+          throw new StorageError(
+            'ALREADY_EXISTS',
+            `the default NBD export (empty name) is already '${targetName(r.record)}' (export ${r.record.id}); unexport it first, or give this export a name`,
+          );
         }
+        throw new StorageError('ALREADY_EXISTS', `an NBD export named '${name}' already exists (id ${r.record.id})`);
       }
       return {
         ...base,
@@ -374,11 +384,13 @@ export class ExportManager implements ExportService {
     const uris: string[] = [];
     if (record.type === 'nbd') {
       const name = encodeURIComponent(record.name!).replace(/%2F/gi, '/').replace(/%40/g, '@');
+      // The default export's URIs name no export (no path): what qemu and libnbd send as ''.
+      const exportPath = record.name === NBD_DEFAULT_EXPORT_NAME ? '' : `/${name}`;
       const tcp = this.options.nbdListen;
       // nbds:// (TLS) when the TCP listener has a certificate: libnbd tools then start TLS.
       const scheme = this.options.nbdTls !== undefined ? 'nbds' : 'nbd';
-      if (tcp !== undefined) uris.push(`${scheme}://${formatListen({ host: tcp.host, port: this.nbdTcpPort ?? tcp.port })}/${name}`);
-      if (this.options.nbdSocketPath !== undefined) uris.push(`nbd+unix:///${name}?socket=${this.options.nbdSocketPath}`);
+      if (tcp !== undefined) uris.push(`${scheme}://${formatListen({ host: tcp.host, port: this.nbdTcpPort ?? tcp.port })}${exportPath}`);
+      if (this.options.nbdSocketPath !== undefined) uris.push(`nbd+unix://${exportPath}?socket=${this.options.nbdSocketPath}`);
     }
     return {
       id: record.id,

@@ -555,14 +555,15 @@ class Connection {
     this.optionReply(option, type, Buffer.from(message, 'utf8'));
   }
 
+  /**
+   * The export of that exact name. The empty name (what clients send when they name none:
+   * nbd://host:port, qemu-nbd's and nbdkit's default) selects the export registered under the
+   * empty name, if any: never an export that merely happens to be the only one (adding a second
+   * would then silently change what such clients get).
+   */
   private lookup(name: string): [string, NbdExportEntry] | undefined {
     const entry = this.exportsByName.get(name);
-    if (entry !== undefined) return [name, entry];
-    if (name === '' && this.exportsByName.size === 1) {
-      const first = [...this.exportsByName][0];
-      if (first !== undefined) return first;
-    }
-    return undefined;
+    return entry === undefined ? undefined : [name, entry];
   }
 
   private handleOption(option: number, data: Buffer): void {
