@@ -50,6 +50,12 @@ export const PROT_WRITE = 2;
 export const MAP_SHARED = 1;
 export const POLLIN = 1;
 export const POLLOUT = 4;
+export const POLLERR = 0x8;
+export const POLLHUP = 0x10;
+/** The peer closed its end (or shut down writing): nothing more will come. */
+export const POLLRDHUP = 0x2000;
+/** sizeof(struct pollfd): int fd, short events, short revents. */
+export const POLLFD_BYTES = 8;
 /** The kernel's limit on descriptors in one SCM_RIGHTS message. */
 export const SCM_MAX_FD = 253;
 /** sizeof(struct sockaddr_un); sun_path holds at most 107 bytes plus the NUL. */
