@@ -4,11 +4,13 @@
  * judges (and, when repairing, sets) the flags against the refcounts as they now are. A reference
  * past the end of the file has refcount 0 there: its COPIED flag is wrong too, as qemu-img says.
  */
+import {
+  ENTRY_HI_COPIED,
+} from './constants.js';
 import type { Qcow2Image } from './image.js';
 import { entryCompressed, entryCopied, entryHostOffset, entryToBigInt } from './l2-entry.js';
 import type { Qcow2CheckResult } from './types.js';
 
-const COPIED_BIT = 0x80000000;
 
 /** Counts (or, with repair, fixes) wrong COPIED flags; writes fixed tables back. */
 export async function checkCopiedFlags(image: Qcow2Image, result: Qcow2CheckResult, repair: boolean): Promise<void> {
@@ -49,7 +51,7 @@ export async function checkCopiedFlags(image: Qcow2Image, result: Qcow2CheckResu
       if ((refcount === 1) === entryCopied(hi)) continue;
       found(`${verb} OFLAG_COPIED data cluster: l2_entry=${entryToBigInt(hi, lo).toString(16)} refcount=${refcount}`);
       if (repair) {
-        table.view.setUint32(position, (hi ^ COPIED_BIT) >>> 0);
+        table.view.setUint32(position, (hi ^ ENTRY_HI_COPIED) >>> 0);
         table.dirty = true;
       }
     }

@@ -5,7 +5,11 @@
  * is a corruption the repair leaves in place, as qemu-img check -r all does (the data is gone).
  */
 import { decodeCompressedEntry } from './compression.js';
-import { L1E_OFFSET_MASK, L1E_RESERVED_MASK } from './constants.js';
+import {
+  COMPRESSED_HI_DESCRIPTOR_MASK,
+  L1E_OFFSET_MASK,
+  L1E_RESERVED_MASK,
+} from './constants.js';
 import { corruption, type ReferenceTally } from './check-tally.js';
 import type { Qcow2Image } from './image.js';
 import { entryCompressed, entryCopied, entryHostOffset, entryReservedBits, entryToBigInt, entryZeroFlag } from './l2-entry.js';
@@ -130,7 +134,7 @@ function walkCompressed(walk: TreeWalk, table: CachedTable, position: number, gu
     return;
   }
   try {
-    const entry = decodeCompressedEntry(entryToBigInt(hi & 0x3fffffff, lo), image.clusterBits);
+    const entry = decodeCompressedEntry(entryToBigInt(hi & COMPRESSED_HI_DESCRIPTOR_MASK, lo), image.clusterBits);
     walk.tally.add(entry.hostOffset, entry.maxLengthBytes, `${walk.label} compressed cluster, guest cluster ${guestCluster}`);
   } catch {
     // An offset no file can reach: as a region past the end of the file.

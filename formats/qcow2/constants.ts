@@ -82,3 +82,29 @@ export const REFT_OFFSET_MASK = 0xfffffffffffffe00n;
 export const SUBCLUSTERS_PER_CLUSTER = 32;
 export const L2_BITMAP_ALL_ALLOCATED = 0xffffffffn;
 export const L2_BITMAP_ALL_ZEROES = 0xffffffffn << 32n;
+
+/*
+ * The same fields as the hot paths see them: an entry read as two u32 halves (hi = bits 32-63,
+ * lo = bits 0-31), so that no BigInt is made per cluster. Derived from the 64-bit masks above, so
+ * the two forms cannot disagree.
+ */
+const U32_MASK = 0xffffffffn;
+const hiWord = (mask: bigint): number => Number((mask >> 32n) & U32_MASK);
+const loWord = (mask: bigint): number => Number(mask & U32_MASK);
+/** COPIED (bit 63) in the high half. */
+export const ENTRY_HI_COPIED = hiWord(OFLAG_COPIED);
+/** COMPRESSED (bit 62) in the high half. */
+export const ENTRY_HI_COMPRESSED = hiWord(OFLAG_COMPRESSED);
+/** Host offset bits 32-55 of an L1 or standard L2 entry. */
+export const ENTRY_HI_OFFSET_MASK = hiWord(L2E_OFFSET_MASK);
+/** Host offset bits 9-31 of an L1 or standard L2 entry. */
+export const ENTRY_LO_OFFSET_MASK = loWord(L2E_OFFSET_MASK);
+/** The zero flag (bit 0) of a standard L2 entry. */
+export const ENTRY_LO_ZERO_FLAG = loWord(OFLAG_ZERO);
+/** Reserved bits 56-61 and 1-8 of a standard L2 entry. */
+export const L2E_HI_STD_RESERVED_MASK = hiWord(L2E_STD_RESERVED_MASK);
+export const L2E_LO_STD_RESERVED_MASK = loWord(L2E_STD_RESERVED_MASK);
+/** A compressed entry's descriptor (bits 0-61) in the high half: all but COPIED and COMPRESSED. */
+export const COMPRESSED_HI_DESCRIPTOR_MASK = hiWord(~(OFLAG_COPIED | OFLAG_COMPRESSED) & 0xffffffffffffffffn);
+/** One half of an extended L2 entry's subcluster bitmap with every subcluster set (zero or allocated). */
+export const SUBCLUSTER_BITMAP_HALF_ALL = loWord(L2_BITMAP_ALL_ALLOCATED);

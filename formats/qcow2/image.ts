@@ -26,12 +26,12 @@ import {
 } from './compression.js';
 import {
   CompatibleBit,
+  COMPRESSED_HI_DESCRIPTOR_MASK,
   CompressionTypeId,
   IncompatibleBit,
-  L1E_OFFSET_MASK,
-  L1E_RESERVED_MASK,
   MAX_L1_TABLE_BYTES,
-  OFLAG_COPIED,
+  SUBCLUSTER_BITMAP_HALF_ALL,
+  SUBCLUSTERS_PER_CLUSTER,
 } from './constants.js';
 import { hasIncompatible, parseHeader, serializeHeader, setFeatureBit, type Qcow2Header } from './header.js';
 import {
@@ -43,7 +43,9 @@ import {
   entryReservedBits,
   entryToBigInt,
   entryZeroFlag,
+  subclusterMask,
 } from './l2-entry.js';
+import { readL1Table, serializeL1 } from './l1-table.js';
 import { forEachReference } from './references.js';
 import { Refcounts } from './refcounts.js';
 import { readSnapshotTable, type SnapshotEntry } from './snapshot-table.js';
@@ -137,7 +139,7 @@ export class Qcow2Image implements Image {
     this.extendedL2 = hasIncompatible(header, IncompatibleBit.extendedL2);
     this.l2EntryBytes = this.extendedL2 ? 16 : 8;
     this.l2Entries = this.clusterSizeBytes / this.l2EntryBytes;
-    this.subclustersPerCluster = this.extendedL2 ? 32 : 1;
+    this.subclustersPerCluster = this.extendedL2 ? SUBCLUSTERS_PER_CLUSTER : 1;
     this.subclusterSizeBytes = this.clusterSizeBytes / this.subclustersPerCluster;
     this.readOnly = readOnly;
     this.l1Offsets = l1Offsets;
@@ -440,7 +442,7 @@ export class Qcow2Image implements Image {
     };
     const kind = kindOf(first);
     let end = (first + 1) * scSize;
-    for (let sc = first + 1; sc < 32 && end < offsetInCluster + limit && kindOf(sc) === kind; sc++) end += scSize;
+    for (let sc = first + 1; sc < SUBCLUSTERS_PER_CLUSTER && end < offsetInCluster + limit && kindOf(sc) === kind; sc++) end += scSize;
     return {
       kind,
       hostOffset: hostCluster === 0 ? 0 : hostCluster + offsetInCluster,
@@ -546,7 +548,7 @@ export class Qcow2Image implements Image {
   }
 
   private async decompressRun(run: SlotRun): Promise<Uint8Array> {
-    const entry = decodeCompressedEntry(entryToBigInt(run.entryHi & 0x3fffffff, run.entryLo), this.clusterBits);
+    const entry = decodeCompressedEntry(entryToBigInt(run.entryHi & COMPRESSED_HI_DESCRIPTOR_MASK, run.entryLo), this.clusterBits);
     if (entry.hostOffset >= this.hostHighWaterBytes) {
       this.corruptionDetected(`compressed cluster at host offset ${entry.hostOffset} lies past the end of the file`);
     }
@@ -695,7 +697,7 @@ export class Qcow2Image implements Image {
   /** Frees whatever host clusters an L2 entry references (deferred until durable). */
   private freeEntryClusters(hi: number, lo: number): void {
     if (entryCompressed(hi)) {
-      const entry = decodeCompressedEntry(entryToBigInt(hi & 0x3fffffff, lo), this.clusterBits);
+      const entry = decodeCompressedEntry(entryToBigInt(hi & COMPRESSED_HI_DESCRIPTOR_MASK, lo), this.clusterBits);
       const firstSector = Math.floor(entry.hostOffset / 512) * 512;
       const first = Math.floor(firstSector / this.clusterSizeBytes);
       const last = Math.floor((firstSector + entry.sectorCount * 512 - 1) / this.clusterSizeBytes);
@@ -798,7 +800,7 @@ export class Qcow2Image implements Image {
       const position = ((firstCluster + i) % this.l2Entries) * this.l2EntryBytes;
       this.freeEntryClusters(table.view.getUint32(position), table.view.getUint32(position + 4));
       const entry = encodeEntry(hostOffset + i * cs, { copied: true });
-      this.setEntry(table, position, entry.hi, entry.lo, { zero: 0, alloc: 0xffffffff });
+      this.setEntry(table, position, entry.hi, entry.lo, { zero: 0, alloc: SUBCLUSTER_BITMAP_HALF_ALL });
     }
   }
 
@@ -884,7 +886,7 @@ export class Qcow2Image implements Image {
         content.set(chunk, offsetInCluster);
         await this.file.pwrite(content, host);
         if (run.kind === SlotKind.compressed) {
-          newAlloc = 0xffffffff;
+          newAlloc = SUBCLUSTER_BITMAP_HALF_ALL;
           newZero = 0;
         }
       } else {
@@ -1025,7 +1027,7 @@ export class Qcow2Image implements Image {
         const unmap = compressed || (mayUnmap && host !== 0);
         if (unmap) this.freeEntryClusters(hi, lo);
         const next = unmap ? { hi: 0, lo: 0 } : { hi, lo };
-        this.setEntry(table, position, next.hi, next.lo, { zero: 0xffffffff, alloc: 0 });
+        this.setEntry(table, position, next.hi, next.lo, { zero: SUBCLUSTER_BITMAP_HALF_ALL, alloc: 0 });
       } else if (compressed) {
         // Part of a compressed cluster: rewrite it uncompressed with the zeroes in place.
         await this.writeClusterSlow(guest, new Uint8Array(segmentEnd - guest));
@@ -1082,7 +1084,7 @@ export class Qcow2Image implements Image {
       if (!(this.backing !== undefined || allocated)) continue;
       if (allocated) this.freeEntryClusters(hi, lo);
       if (this.extendedL2) {
-        this.setEntry(table, position, 0, 0, { zero: 0xffffffff, alloc: 0 });
+        this.setEntry(table, position, 0, 0, { zero: SUBCLUSTER_BITMAP_HALF_ALL, alloc: 0 });
       } else {
         this.setEntry(table, position, 0, this.header.version >= 3 ? 1 : 0);
       }
@@ -1513,58 +1515,6 @@ function canMerge(a: Qcow2MapExtent, b: Qcow2MapExtent): boolean {
   if (a.hostOffset === undefined && b.hostOffset === undefined) return true;
   if (a.hostOffset === undefined || b.hostOffset === undefined) return false;
   return a.hostOffset + a.lengthBytes === b.hostOffset;
-}
-
-/** Bits of the subclusters that a byte range inside one cluster touches. */
-export function subclusterMask(offsetInCluster: number, lengthBytes: number, subclusterSizeBytes: number): number {
-  const first = Math.floor(offsetInCluster / subclusterSizeBytes);
-  const last = Math.floor((offsetInCluster + lengthBytes - 1) / subclusterSizeBytes);
-  const count = last - first + 1;
-  const bits = count >= 32 ? 0xffffffff : (2 ** count - 1) >>> 0;
-  return (bits << first) >>> 0;
-}
-
-export function serializeL1(offsets: number[], copied: boolean[]): Uint8Array {
-  const bytes = new Uint8Array(offsets.length * 8);
-  const view = new DataView(bytes.buffer);
-  for (let i = 0; i < offsets.length; i++) {
-    const offset = offsets[i] ?? 0;
-    const word = encodeEntry(offset, { copied: offset !== 0 && (copied[i] ?? false) });
-    view.setUint32(i * 8, word.hi);
-    view.setUint32(i * 8 + 4, word.lo);
-  }
-  return bytes;
-}
-
-/** Reads and validates an L1 table (the active one or a snapshot's). */
-export async function readL1Table(
-  file: HostFile,
-  offset: number,
-  entries: number,
-  clusterSizeBytes: number,
-  fileSizeBytes: number,
-): Promise<{ offsets: number[]; copied: boolean[] }> {
-  if (entries * 8 > MAX_L1_TABLE_BYTES) throw new StorageError('CORRUPT', `L1 table of ${entries} entries is too large`);
-  if (entries > 0 && offset + entries * 8 > fileSizeBytes) {
-    throw new StorageError('CORRUPT', `L1 table at 0x${offset.toString(16)} (${entries * 8} bytes) runs past the end of the file (${fileSizeBytes} bytes)`);
-  }
-  const bytes = new Uint8Array(entries * 8);
-  if (entries > 0) await file.pread(bytes, offset);
-  const view = new DataView(bytes.buffer);
-  const offsets: number[] = new Array(entries);
-  const copied: boolean[] = new Array(entries);
-  for (let i = 0; i < entries; i++) {
-    const raw = view.getBigUint64(i * 8);
-    if ((raw & L1E_RESERVED_MASK) !== 0n) throw new StorageError('CORRUPT', `L1 entry ${i} has reserved bits set`);
-    const l2Offset = Number(raw & L1E_OFFSET_MASK);
-    if (l2Offset % clusterSizeBytes !== 0) throw new StorageError('CORRUPT', `L1 entry ${i} is not cluster-aligned`);
-    if (l2Offset !== 0 && l2Offset + clusterSizeBytes > fileSizeBytes) {
-      throw new StorageError('CORRUPT', `L1 entry ${i} (L2 table at 0x${l2Offset.toString(16)}) points past the end of the file (${fileSizeBytes} bytes)`);
-    }
-    offsets[i] = l2Offset;
-    copied[i] = (raw & OFLAG_COPIED) !== 0n;
-  }
-  return { offsets, copied };
 }
 
 function contiguousRuns(clusters: number[]): { start: number; count: number }[] {

@@ -2,6 +2,9 @@
  * Walking the clusters an L1 table references (its L2 tables, and the data clusters those point
  * at), shared by internal snapshots (which change refcounts of whole trees) and check.
  */
+import {
+  COMPRESSED_HI_DESCRIPTOR_MASK,
+} from './constants.js';
 import { decodeCompressedEntry } from './compression.js';
 import { entryCompressed, entryHostOffset, entryToBigInt } from './l2-entry.js';
 import { checkCopiedFlags } from './check-copied.js';
@@ -10,7 +13,7 @@ import type { Qcow2Image } from './image.js';
 
 /** Host clusters holding a compressed cluster's data (it may straddle two host clusters). */
 export function compressedHostClusters(image: Qcow2Image, hi: number, lo: number): number[] {
-  const entry = decodeCompressedEntry(entryToBigInt(hi & 0x3fffffff, lo), image.clusterBits);
+  const entry = decodeCompressedEntry(entryToBigInt(hi & COMPRESSED_HI_DESCRIPTOR_MASK, lo), image.clusterBits);
   const firstByte = Math.floor(entry.hostOffset / 512) * 512;
   const first = Math.floor(firstByte / image.clusterSizeBytes);
   const last = Math.floor((firstByte + entry.sectorCount * 512 - 1) / image.clusterSizeBytes);

@@ -10,7 +10,8 @@
 import { StorageError } from '../../src/core/errors.js';
 import { IncompatibleBit, MAX_SNAPSHOTS } from './constants.js';
 import { hasIncompatible, setFeatureBit } from './header.js';
-import { readL1Table, serializeL1, type Qcow2Image } from './image.js';
+import type { Qcow2Image } from './image.js';
+import { readL1Table, serializeL1 } from './l1-table.js';
 import { forEachReference, recomputeCopiedFlags } from './references.js';
 import { serializeSnapshotTable, snapshotTableSizeBytes, type SnapshotEntry } from './snapshot-table.js';
 import type { Qcow2SnapshotInfo } from './types.js';

@@ -74,13 +74,16 @@ Serves the volume (read-write) or a snapshot (read-only) over NBD, on the daemon
 POOL/VOLUME[@SNAPSHOT] (or NAME). Prints the URIs clients use:
   qemu-img info nbd://127.0.0.1:10809/default/vm1
   nbdcopy nbd+unix:///default/vm1?socket=strata-data/nbd.sock backup.raw
+With --name '' it is the default export, what clients get when they name no export
+(nbd://127.0.0.1:10809, qemu-nbd's and nbdkit's default); one export at a time can be it.
 The export lasts until 'strata volume unexport-nbd', also across daemon restarts. While a
 volume is exported, snapshots can be taken (the export pauses for a moment); rollback, delete,
 rename and shrink are refused.
 
 Options:
   --read-only    refuse writes (snapshots are always read-only)
-  --name NAME    the export name clients select (default POOL/VOLUME[@SNAPSHOT])
+  --name NAME    the export name clients select (default POOL/VOLUME[@SNAPSHOT]; '' for the
+                 default export)
 `,
   async (argv, con) => {
     const command = 'volume export-nbd';
@@ -88,7 +91,6 @@ Options:
     const [target] = positionals(args, command, ['VOLUME']) as [string];
     const ref = parseVolumeOrSnapRef(target, command);
     const name = args.value('name');
-    if (name !== undefined && name.length === 0) throw new UsageError(`${command}: --name must not be empty`, usageHint(command));
     const created = await clientOf(args).json<ExportJson>('POST', '/v1/exports', `cannot export '${target}' over NBD`, {
       type: 'nbd',
       pool: ref.pool,
@@ -99,7 +101,8 @@ Options:
     });
     if (wantsJson(args)) printJson(con, created);
     else {
-      con.stdout(`Exported '${exportTarget(created)}' over NBD as '${created.name}' (${created.readOnly ? 'read-only' : 'read-write'}, export ${created.id}):\n`);
+      const as = created.name === '' ? 'the default export, for clients that name none,' : `'${created.name}'`;
+      con.stdout(`Exported '${exportTarget(created)}' over NBD as ${as} (${created.readOnly ? 'read-only' : 'read-write'}, export ${created.id}):\n`);
       for (const uri of created.uris) con.stdout(`  ${uri}\n`);
     }
     return 0;
@@ -154,7 +157,8 @@ One front-end at a time; after a disconnect (or a daemon restart) QEMU can recon
 attachment lasts until 'strata volume detach', also across daemon restarts.
 
 Options:
-  --vhost-user SOCKET   the unix socket to listen on (created; an existing socket file is replaced)
+  --vhost-user SOCKET   the unix socket to listen on (created, and its folder (0700) if missing;
+                        an existing socket file is replaced)
   --queues N            virtqueues (1 to 16, default 1; QEMU's num-queues must match)
   --read-only           the guest sees a read-only disk
 `,

@@ -4,7 +4,7 @@
  * back on SIGTERM/SIGINT: stop accepting, let running requests and jobs finish for a grace
  * period, cancel what is left, close the volume service (images, catalog), release the lock.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -14,6 +14,7 @@ import { strataVersion } from '../core/version.js';
 import type { JobInfo } from '../volume/types.js';
 import { openVolumeBackend, type VolumeBackend, type VolumeBackendFactory } from './backend.js';
 import { ExportManager, type VhostUserExportFactory } from './exports.js';
+import { makeFolders } from './folders.js';
 import { DEFAULT_POOL, formatListen, type DaemonConfig } from './config.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { createLogger } from './logger.js';
@@ -53,7 +54,7 @@ async function sleep(ms: number): Promise<void> {
 
 export async function startDaemon(config: DaemonConfig, options: StartOptions = {}): Promise<RunningDaemon> {
   const logger = createLogger({ format: config.logFormat, level: config.logLevel, ...(options.writeLog ? { write: options.writeLog } : {}) });
-  mkdirSync(config.dataDir, { recursive: true });
+  makeFolders(config.dataDir);
   const lock: DataDirLock = lockDataDir(config.dataDir);
   let backend: VolumeBackend | undefined;
   let exports: ExportManager | undefined;
@@ -63,7 +64,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     const catalogDir = path.join(config.dataDir, CATALOG_DIR_NAME);
     const poolsDir = path.join(config.dataDir, POOLS_DIR_NAME);
     const firstStart = !existsSync(catalogDir);
-    mkdirSync(poolsDir, { recursive: true });
+    makeFolders(poolsDir);
 
     const factory = options.backendFactory ?? openVolumeBackend;
     backend = await factory({ dataDir: config.dataDir, catalogDir, poolsDir, config, logger });
@@ -88,7 +89,9 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       nbdPollUs: config.nbdPollUs,
       nbdTls: config.nbdTls,
       vhostUser: options.vhostUser ?? (await defaultVhostUserFactory()),
+      ...restoreDelayForTests(),
     });
+    // Exports before the API: a request never sees an export missing that is about to come back.
     const restored = await exports.start();
     if (restored.started + restored.failed > 0) logger.info(restored, 'exports restored');
 
@@ -190,8 +193,17 @@ export function describeStartError(err: unknown, config: DaemonConfig): string {
   if (e?.code === 'EADDRINUSE') return `cannot listen on ${formatListen(config.listen)}: the address is in use (another daemon? choose another with --listen)`;
   if (e?.code === 'EACCES' && e.syscall === 'listen') return `cannot listen on ${formatListen(config.listen)}: permission denied (use a port above 1023)`;
   if (e?.code === 'EADDRNOTAVAIL') return `cannot listen on ${formatListen(config.listen)}: the address is not on this host`;
-  if (e?.code === 'EACCES' || e?.code === 'EROFS') return `cannot use the data folder ${config.dataDir}: ${e.message}`;
+  if (e?.code === 'EACCES' || e?.code === 'EROFS' || e?.syscall === 'mkdir') return `cannot use the data folder ${config.dataDir}: ${e.message}`;
   return e instanceof Error ? e.message : String(err);
+}
+
+/**
+ * STRATA_TEST_RESTORE_DELAY_MS: wait that long between binding the NBD listeners and restoring
+ * the exports, so that tests can connect inside that window every time (not for production use).
+ */
+function restoreDelayForTests(): { beforeRestore?: () => Promise<void> } {
+  const delayMs = Number(process.env['STRATA_TEST_RESTORE_DELAY_MS'] ?? 0);
+  return Number.isFinite(delayMs) && delayMs > 0 ? { beforeRestore: () => sleep(delayMs) } : {};
 }
 
 /** The vhost-user-blk backend (src/export/vhost-user), loaded when the daemon starts. */
@@ -203,6 +215,6 @@ async function defaultVhostUserFactory(): Promise<VhostUserExportFactory | undef
       queueCount: options.queueCount,
       readOnly: options.readOnly,
       serial: options.serial,
-      logger: (line) => options.logger.info(line),
+      logger: (line, level) => options.logger[level](line),
     });
 }

@@ -18,6 +18,7 @@ import { NbdServer, type NbdTlsOptions } from '../export/nbd/server.js';
 import type { VolumeService } from '../volume/types.js';
 import type { ExportStore } from './backend.js';
 import { formatListen, type ListenAddress, type NbdTlsConfig } from './config.js';
+import { ensureSocketFolder } from './folders.js';
 
 export type ExportType = ExportRecord['type'];
 
@@ -29,7 +30,7 @@ export interface ExportInfo {
   volume: string;
   snapshot: string | undefined;
   readOnly: boolean;
-  /** NBD export name. */
+  /** NBD export name ('' for the default export, what clients that name none get). */
   name: string | undefined;
   /** NBD URIs a client can use (qemu-img, nbdinfo, nbdcopy): TCP and unix socket. */
   uris: string[];
@@ -45,7 +46,10 @@ export interface NbdExportRequest {
   volume: string;
   snapshot?: string;
   readOnly?: boolean;
-  /** Default: "pool/volume" or "pool/volume@snapshot". */
+  /**
+   * Default: "pool/volume" or "pool/volume@snapshot". '' makes it the default export: the one
+   * clients get when they name none (nbd://host:port, qemu-nbd's and nbdkit's default).
+   */
   name?: string;
 }
 
@@ -82,6 +86,8 @@ export interface ExportManagerOptions {
   /** TLS on the NBD TCP listener (undefined: none). */
   nbdTls?: NbdTlsConfig | undefined;
   vhostUser?: VhostUserExportFactory;
+  /** Runs between binding the NBD listeners and restoring the exports (tests widen that window). */
+  beforeRestore?: () => Promise<void>;
 }
 
 interface Running {
@@ -95,6 +101,8 @@ export const MAX_VHOST_USER_QUEUES = 16;
 /** sockaddr_un's sun_path holds 108 bytes including the terminating NUL. */
 const MAX_UNIX_PATH_BYTES = 107;
 const NBD_NAME_MAX_BYTES = 4096;
+/** The export name clients send when they name none; the export under it is the default one. */
+export const NBD_DEFAULT_EXPORT_NAME = '';
 
 function newId(): string {
   return randomBytes(8).toString('hex');
@@ -128,15 +136,25 @@ export class ExportManager implements ExportService {
 
   constructor(private readonly options: ExportManagerOptions) {
     this.nbd = new NbdServer({
-      log: (message) => options.logger.warn(message),
+      log: (line, level) => options.logger[level](line),
+      // Bound before the exports are restored, greeting nobody until they are (start()).
+      holdUntilOpen: true,
       ...(options.nbdPollUs !== undefined ? { idlePollMaxUs: options.nbdPollUs } : {}),
     });
   }
 
-  /** Listens for NBD clients and starts every export recorded in the catalog. */
+  /**
+   * Listens for NBD clients and starts every export recorded in the catalog. The listeners are
+   * bound first (an address in use fails the start before any volume is opened) but greet no
+   * client until every export is restored: a client that redials right after a restart waits a
+   * moment instead of being told that its export does not exist.
+   */
   async start(): Promise<{ started: number; failed: number }> {
     const { nbdListen, nbdSocketPath } = this.options;
-    if (nbdSocketPath !== undefined) checkSocketPath(nbdSocketPath, 'the NBD socket');
+    if (nbdSocketPath !== undefined) {
+      checkSocketPath(nbdSocketPath, 'the NBD socket');
+      ensureSocketFolder(nbdSocketPath, 'the NBD socket', "choose another with --nbd-socket (or 'off')");
+    }
     const bind = async (where: string, options: Parameters<NbdServer['listen']>[0]) => {
       try {
         await this.nbd.listen(options);
@@ -156,6 +174,9 @@ export class ExportManager implements ExportService {
       await bind(formatListen(nbdListen), { tcp: { host: nbdListen.host, port: nbdListen.port }, ...(tcpTls !== undefined ? { tcpTls } : {}) });
     }
     this.nbdTcpPort = this.nbd.tcpPort;
+    await this.options.beforeRestore?.();
+    const restored = await this.restore();
+    this.nbd.open();
     if (nbdListen !== undefined || nbdSocketPath !== undefined) {
       this.options.logger.info(
         {
@@ -168,6 +189,11 @@ export class ExportManager implements ExportService {
         'nbd listening',
       );
     }
+    return restored;
+  }
+
+  /** Starts every export recorded in the catalog; one that fails is logged and left for the operator. */
+  private async restore(): Promise<{ started: number; failed: number }> {
     let started = 0;
     let failed = 0;
     for (const record of await this.options.store.list()) {
@@ -264,13 +290,18 @@ export class ExportManager implements ExportService {
         throw new StorageError('UNSUPPORTED', 'NBD is turned off in this daemon (nbdListen and nbdSocket are both off)');
       }
       const name = request.name ?? `${request.pool}/${request.volume}${request.snapshot === undefined ? '' : `@${request.snapshot}`}`;
-      if (name.length === 0 || Buffer.byteLength(name) > NBD_NAME_MAX_BYTES) {
-        throw new StorageError('INVALID_ARGUMENT', `an NBD export name must be 1 to ${NBD_NAME_MAX_BYTES} bytes`);
+      if (Buffer.byteLength(name) > NBD_NAME_MAX_BYTES) {
+        throw new StorageError('INVALID_ARGUMENT', `an NBD export name must be at most ${NBD_NAME_MAX_BYTES} bytes`);
       }
       for (const r of this.running.values()) {
-        if (r.record.type === 'nbd' && r.record.name === name) {
-          throw new StorageError('ALREADY_EXISTS', `an NBD export named '${name}' already exists (id ${r.record.id})`);
+        if (r.record.type !== 'nbd' || r.record.name !== name) continue;
+        if (name === NBD_DEFAULT_EXPORT_NAME) {
+          throw new StorageError(
+            'ALREADY_EXISTS',
+            `the default NBD export (empty name) is already '${targetName(r.record)}' (export ${r.record.id}); unexport it first, or give this export a name`,
+          );
         }
+        throw new StorageError('ALREADY_EXISTS', `an NBD export named '${name}' already exists (id ${r.record.id})`);
       }
       return {
         ...base,
@@ -315,6 +346,7 @@ export class ExportManager implements ExportService {
         this.running.set(record.id, { record, device, exp: undefined });
         return;
       }
+      ensureSocketFolder(record.socketPath!, 'the vhost-user socket', 'choose a socket path');
       const info = await this.options.service.volumeInfo(record.pool, record.volume);
       const exp = this.options.vhostUser!({
         socketPath: record.socketPath!,
@@ -352,11 +384,13 @@ export class ExportManager implements ExportService {
     const uris: string[] = [];
     if (record.type === 'nbd') {
       const name = encodeURIComponent(record.name!).replace(/%2F/gi, '/').replace(/%40/g, '@');
+      // The default export's URIs name no export (no path): what qemu and libnbd send as ''.
+      const exportPath = record.name === NBD_DEFAULT_EXPORT_NAME ? '' : `/${name}`;
       const tcp = this.options.nbdListen;
       // nbds:// (TLS) when the TCP listener has a certificate: libnbd tools then start TLS.
       const scheme = this.options.nbdTls !== undefined ? 'nbds' : 'nbd';
-      if (tcp !== undefined) uris.push(`${scheme}://${formatListen({ host: tcp.host, port: this.nbdTcpPort ?? tcp.port })}/${name}`);
-      if (this.options.nbdSocketPath !== undefined) uris.push(`nbd+unix:///${name}?socket=${this.options.nbdSocketPath}`);
+      if (tcp !== undefined) uris.push(`${scheme}://${formatListen({ host: tcp.host, port: this.nbdTcpPort ?? tcp.port })}${exportPath}`);
+      if (this.options.nbdSocketPath !== undefined) uris.push(`nbd+unix://${exportPath}?socket=${this.options.nbdSocketPath}`);
     }
     return {
       id: record.id,

@@ -22,7 +22,11 @@ import {
   MSG_DONTWAIT,
   MSG_NOSIGNAL,
   MSGHDR_BYTES,
+  POLLERR,
+  POLLFD_BYTES,
+  POLLHUP,
   POLLOUT,
+  POLLRDHUP,
   SCM_MAX_FD,
   SCM_RIGHTS,
   scratch,
@@ -262,6 +266,17 @@ export class UnixStream extends WatchedFd {
     return { data: s.bytes.slice(dataOffset, dataOffset + n), fds };
   }
 
+  /**
+   * Whether the peer has closed its end (or reset it): asked without reading, so bytes it sent
+   * before stay for whoever serves the connection. A peer that has only stopped writing counts as
+   * gone too: a vhost-user front-end that cannot send requests any more is not a front-end.
+   */
+  peerHungUp(): boolean {
+    if (this.isClosed) return true;
+    const revents = this.pollNow(POLLRDHUP, 0);
+    return (revents & (POLLRDHUP | POLLHUP | POLLERR)) !== 0;
+  }
+
   // onReadable (cb runs while readable or hung up: read until 'again'), stopWatching and close
   // come from WatchedFd.
 
@@ -279,10 +294,15 @@ export class UnixStream extends WatchedFd {
   }
 
   private waitWritable(fd: number, timeoutMs: number): void {
-    const pfd = new Uint8Array(8);
+    this.pollNow(POLLOUT, Math.min(timeoutMs, 1000), fd);
+  }
+
+  /** poll(2) on this socket alone for events; returns revents (0 on timeout or error). */
+  private pollNow(events: number, timeoutMs: number, fd = this.fd): number {
+    const pfd = new Uint8Array(POLLFD_BYTES);
     const dv = new DataView(pfd.buffer);
     dv.setInt32(0, fd, true);
-    dv.setInt16(4, POLLOUT, true);
-    libc().poll(pfd, 1, Math.min(timeoutMs, 1000));
+    dv.setInt16(4, events, true);
+    return libc().poll(pfd, 1, timeoutMs) > 0 ? dv.getUint16(6, true) : 0;
   }
 }

@@ -10,7 +10,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
+import { makeTempDir } from '../support/tmp.js';
 import { REPO_ROOT, STRATA_BIN, expectSuccess, qemuImg, run, type RunOptions, type RunResult } from '../support/tools.js';
 
 export const BUILT = existsSync(path.join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js'));
@@ -198,6 +199,36 @@ export async function startDaemon(dataDir: string, options: StartOptions = {}): 
     }
     await sleep(50);
   }
+}
+
+/** A daemon shared by the tests of a describe block, and the temporary folder it lives in. */
+export interface DaemonSuite {
+  /** The running daemon; a test that restarts it assigns the new one here. */
+  d: Daemon;
+  /** A path in the suite's temporary folder (the data folder is `data` in it). */
+  file(...parts: string[]): string;
+}
+
+/**
+ * Starts a daemon before the tests of the enclosing describe block (on a fresh folder under
+ * os.tmpdir(), not /dev/shm: unix socket paths there stay short), stops it and removes the folder
+ * after them.
+ */
+export function useDaemon(options: StartOptions = {}): DaemonSuite {
+  let tmp: { path: string; cleanup: () => void } | undefined;
+  const suite: DaemonSuite = {
+    d: undefined as unknown as Daemon,
+    file: (...parts) => path.join(tmp!.path, ...parts),
+  };
+  beforeAll(async () => {
+    tmp = makeTempDir();
+    suite.d = await startDaemon(suite.file('data'), options);
+  });
+  afterAll(async () => {
+    await suite.d?.stop();
+    tmp?.cleanup();
+  });
+  return suite;
 }
 
 /** Runs `strata serve` expecting it to fail at start; returns its exit and output. */

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { MemoryHostFile } from '../../src/store/memory-file.js';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
-import { readL1Table } from '../../formats/qcow2/image.js';
+import { readL1Table } from '../../formats/qcow2/l1-table.js';
 import { snapshotTableSizeBytes } from '../../formats/qcow2/snapshot-table.js';
 import { expectSuccess, qemuImg, qemuIo } from '../support/tools.js';
 

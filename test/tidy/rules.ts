@@ -111,3 +111,28 @@ export function packageImportsOutside(packageName: string, allowedFolder: string
 export function lineCount(text: string): number {
   return text.endsWith('\n') ? text.split('\n').length - 1 : text.split('\n').length;
 }
+
+/** Values too generic to stand for one spec field (a byte, a u16 or u32 of all ones). */
+const GENERIC_MASKS = new Set<bigint>([0xffn, 0xffffn, 0xffffffffn, 0xffffffffffffffffn]);
+
+/**
+ * Hex literals (three digits or more) in `files` whose value is that of a named spec constant:
+ * the constant should be used instead. `constants` maps names to their values.
+ */
+export function literalSpecConstants(constants: ReadonlyMap<string, bigint>, files: readonly SourceFile[]): string[] {
+  const byValue = new Map<bigint, string>();
+  for (const [name, value] of constants) if (!GENERIC_MASKS.has(value) && value >= 0x100n) byValue.set(value, name);
+  const found: string[] = [];
+  for (const file of files) {
+    file.text.split('\n').forEach((line, index) => {
+      const code = line.replace(/\/\/.*$/, '');
+      if (code.trimStart().startsWith('*')) return;
+      for (const match of code.matchAll(/\b0x([0-9a-fA-F_]{3,})n?\b/g)) {
+        const value = BigInt(`0x${(match[1] as string).replaceAll('_', '')}`);
+        const name = byValue.get(value);
+        if (name !== undefined) found.push(`${file.path}:${index + 1}: ${match[0]} is ${name}`);
+      }
+    });
+  }
+  return found;
+}

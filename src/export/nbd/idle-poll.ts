@@ -21,7 +21,7 @@
  * Reading the descriptor beside libuv is safe (see socket-fd.ts).
  */
 import { performance } from 'node:perf_hooks';
-import { POLLIN, type Libc } from '../../sys/libc.js';
+import { POLLFD_BYTES, POLLIN, type Libc } from '../../sys/libc.js';
 import { socketSys } from './socket-fd.js';
 
 /** Longest a chain of requests served by polling keeps the event loop from other work. */
@@ -36,7 +36,6 @@ const PREEMPTED_MS = 0.03;
 const PROBE_EVERY_IDLES = 16;
 /** Bytes read from a socket in one go while polling (more stays in the socket for libuv). */
 const READ_CHUNK_BYTES = 256 * 1024;
-const POLLFD_BYTES = 8;
 
 /**
  * Whether a connection should poll, learned from how often polling paid off: a moving average of

@@ -18,6 +18,9 @@ import * as P from './protocol.js';
 import { BufferPool, POOL_MIN_BYTES, type PooledBuffer } from '../../sys/buffer-pool.js';
 import { type IdlePoller, createIdlePoller, PollWindow } from './idle-poll.js';
 import { readAvailable, socketFd, socketSys } from './socket-fd.js';
+import { isPeerHangUp, type ExportLog } from '../log.js';
+import { HeldConnections } from './held.js';
+import { ByteQueue } from './byte-queue.js';
 
 export interface NbdExportEntry {
   device: BlockDevice;
@@ -46,8 +49,17 @@ export interface NbdServerOptions {
    * (adaptive per connection, see idle-poll.ts); 0 turns it off. Default 100.
    */
   idlePollMaxUs?: number;
-  /** Called with connection-level problems (bad magic, socket errors, device failures). */
-  log?: (message: string) => void;
+  /**
+   * Accept connections but greet none until open(): whoever binds the listeners before the
+   * exports are in place (the daemon restoring its exports after a restart) makes early clients
+   * wait instead of answering them that an export does not exist. Default false (greet at once).
+   */
+  holdUntilOpen?: boolean;
+  /**
+   * Called with connection-level events: problems (bad magic, device failures) at 'warn', a
+   * client hanging up mid-conversation (EPIPE, ECONNRESET) at 'debug'.
+   */
+  log?: ExportLog;
 }
 
 /** TLS (NBD_OPT_STARTTLS) for a listener. */
@@ -128,8 +140,10 @@ export class NbdServer {
   readonly maxPayloadBytes: number;
   readonly handshakeTimeoutMs: number;
   private readonly maxConnections: number;
-  private readonly log: (message: string) => void;
+  private readonly log: ExportLog;
   private readonly servers: net.Server[] = [];
+  /** Connections accepted before open() (holdUntilOpen); undefined once open. */
+  private held: HeldConnections<NbdTlsOptions | undefined> | undefined;
   private readonly connections = new Set<Connection>();
   private unixPath: string | undefined;
   private shuttingDown = false;
@@ -148,6 +162,14 @@ export class NbdServer {
     this.maxInFlightBytes = options.maxInFlightBytes ?? DEFAULT_MAX_IN_FLIGHT_BYTES;
     this.maxPayloadBytes = options.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES;
     this.log = options.log ?? (() => {});
+    if (options.holdUntilOpen === true) this.held = new HeldConnections(this.log);
+  }
+
+  /** Greets the connections held since the listeners were bound (holdUntilOpen); idempotent. */
+  open(): void {
+    const held = this.held;
+    this.held = undefined;
+    held?.release((socket, tlsOptions) => this.startConnection(socket, tlsOptions));
   }
 
   /** Makes an export available to new connections. */
@@ -216,18 +238,23 @@ export class NbdServer {
       server.once('error', reject);
       start(server, () => {
         server.off('error', reject);
-        server.on('error', (err) => this.log(`nbd listener error: ${err.message}`));
+        server.on('error', (err) => this.log(`nbd listener error: ${err.message}`, 'warn'));
         resolve();
       });
     });
   }
 
   private accept(socket: net.Socket, tlsOptions: NbdTlsOptions | undefined): void {
-    if (this.shuttingDown || this.connections.size >= this.maxConnections) {
-      this.log(`nbd: refusing a connection (${this.shuttingDown ? 'shutting down' : 'too many connections'})`);
+    if (this.shuttingDown || this.connections.size + (this.held?.size ?? 0) >= this.maxConnections) {
+      this.log(`nbd: refusing a connection (${this.shuttingDown ? 'shutting down' : 'too many connections'})`, this.shuttingDown ? 'debug' : 'warn');
       socket.destroy();
       return;
     }
+    if (this.held !== undefined) this.held.add(socket, tlsOptions);
+    else this.startConnection(socket, tlsOptions);
+  }
+
+  private startConnection(socket: net.Socket, tlsOptions: NbdTlsOptions | undefined): void {
     const conn = new Connection(this, socket, this.exports, this.log, tlsOptions);
     this.connections.add(conn);
     void conn.closed.then(() => this.connections.delete(conn));
@@ -237,6 +264,7 @@ export class NbdServer {
   async close(): Promise<void> {
     this.shuttingDown = true;
     const listeners = this.servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())));
+    this.held?.destroyAll();
     for (const c of this.connections) c.shutdown();
     await Promise.all([...listeners, ...[...this.connections].map((c) => c.closed)]);
     if (this.unixPath !== undefined) rmSync(this.unixPath, { force: true });
@@ -250,60 +278,6 @@ async function readOrRelease(device: BlockDevice, guestOffset: number, data: Buf
   } catch (err) {
     release?.();
     throw err;
-  }
-}
-
-/** A FIFO of received chunks; take(n) avoids copying when the bytes lie in one chunk. */
-class ByteQueue {
-  private chunks: Buffer[] = [];
-  private head = 0;
-  length = 0;
-
-  push(b: Buffer): void {
-    this.chunks.push(b);
-    this.length += b.length;
-  }
-
-  take(n: number): Buffer {
-    const first = this.chunks[0];
-    if (first === undefined) return Buffer.alloc(0);
-    if (first.length - this.head >= n) {
-      const out = first.subarray(this.head, this.head + n);
-      this.advance(first, n);
-      return out;
-    }
-    const out = Buffer.allocUnsafe(n);
-    this.takeInto(out);
-    return out;
-  }
-
-  /** Moves up to out.length buffered bytes into out; returns how many. */
-  takeInto(out: Uint8Array): number {
-    let filled = 0;
-    while (filled < out.length) {
-      const c = this.chunks[0];
-      if (c === undefined) break;
-      const k = Math.min(c.length - this.head, out.length - filled);
-      c.copy(out, filled, this.head, this.head + k);
-      filled += k;
-      this.advance(c, k);
-    }
-    return filled;
-  }
-
-  private advance(chunk: Buffer, n: number): void {
-    this.head += n;
-    this.length -= n;
-    if (this.head === chunk.length) {
-      this.chunks.shift();
-      this.head = 0;
-    }
-  }
-
-  clear(): void {
-    this.chunks = [];
-    this.head = 0;
-    this.length = 0;
   }
 }
 
@@ -357,7 +331,7 @@ class Connection {
     private readonly server: NbdServer,
     socket: net.Socket,
     private readonly exportsByName: ReadonlyMap<string, NbdExportEntry>,
-    private readonly log: (message: string) => void,
+    private readonly log: ExportLog,
     private readonly tls: NbdTlsOptions | undefined,
   ) {
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
@@ -379,7 +353,7 @@ class Connection {
     });
     socket.on('end', () => this.startDraining());
     socket.on('error', (err) => {
-      this.log(`nbd connection error: ${err.message}`);
+      this.logSocketError('nbd connection error', err);
       this.destroy();
     });
     socket.on('close', () => this.destroy());
@@ -401,12 +375,17 @@ class Connection {
     this.fd = -1;
     const secure = new tls.TLSSocket(raw, { isServer: true, secureContext: tlsOptions.secureContext });
     secure.on('error', (err) => {
-      this.log(`nbd TLS error: ${err.message}`);
+      this.logSocketError('nbd TLS error', err);
       this.destroy();
     });
     this.socket = secure;
     this.tlsActive = true;
     this.listen(secure);
+  }
+
+  /** A client that hangs up while we still write (EPIPE) or read (ECONNRESET) is no problem of ours. */
+  private logSocketError(what: string, err: Error): void {
+    this.log(`${what}: ${err.message}`, isPeerHangUp(err) ? 'debug' : 'warn');
   }
 
   /**
@@ -576,14 +555,15 @@ class Connection {
     this.optionReply(option, type, Buffer.from(message, 'utf8'));
   }
 
+  /**
+   * The export of that exact name. The empty name (what clients send when they name none:
+   * nbd://host:port, qemu-nbd's and nbdkit's default) selects the export registered under the
+   * empty name, if any: never an export that merely happens to be the only one (adding a second
+   * would then silently change what such clients get).
+   */
   private lookup(name: string): [string, NbdExportEntry] | undefined {
     const entry = this.exportsByName.get(name);
-    if (entry !== undefined) return [name, entry];
-    if (name === '' && this.exportsByName.size === 1) {
-      const first = [...this.exportsByName][0];
-      if (first !== undefined) return first;
-    }
-    return undefined;
+    return entry === undefined ? undefined : [name, entry];
   }
 
   private handleOption(option: number, data: Buffer): void {
@@ -779,7 +759,7 @@ class Connection {
       },
       (err: unknown) => {
         pooled?.release();
-        if (!isStorageError(err)) this.log(`nbd request ${h.type} failed: ${err instanceof Error ? err.message : String(err)}`);
+        if (!isStorageError(err)) this.log(`nbd request ${h.type} failed: ${err instanceof Error ? err.message : String(err)}`, 'warn');
         this.replyError(h, err instanceof RequestError ? err.errno : nbdErrnoFor(err), err instanceof Error ? err.message : 'error');
         this.finish(cost);
       },
@@ -1011,7 +991,7 @@ class Connection {
 
   /** Protocol violation: log, send what is queued, and close. */
   private fatal(reason: string): void {
-    this.log(`nbd: closing connection: ${reason}`);
+    this.log(`nbd: closing connection: ${reason}`, 'warn');
     this.phase = 'closing';
     this.draining = true;
     this.clearInput();

@@ -44,6 +44,7 @@ import { closeFd, closeFds } from '../../sys/fd.js';
 import { memfdCreate } from '../../sys/memfd.js';
 import { mapShared, MAX_MAPPING_BYTES, type MappedRegion } from '../../sys/mmap.js';
 import type { UnixStream } from '../../sys/unix-socket.js';
+import { isPeerHangUp, type ExportLog, type ExportLogLevel } from '../log.js';
 import { BlkRequestHandler, blkFeatures, encodeBlkConfig, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC } from './blk.js';
 import { GuestMemory, MAX_MEMORY_REGIONS } from './memory.js';
 import * as M from './messages.js';
@@ -53,6 +54,8 @@ import { MAX_QUEUE_SIZE, splitRingSizes, SplitVirtqueue, VirtqueueError, type De
 export const QUEUE_BATCH = 256;
 /** Messages waiting behind a slow handler before the front-end is considered abusive. */
 const MAX_PENDING_MESSAGES = 1024;
+/** Why a connection closed when the front-end went away (end of file, EPIPE, ECONNRESET). */
+const FRONT_END_GONE = 'front-end disconnected';
 /** queueCount limit (the issue's 1..16). */
 export const MAX_QUEUES = 16;
 /** Inflight region: per-queue header, per-descriptor state, each queue's region 64-byte aligned. */
@@ -82,8 +85,8 @@ export interface VhostUserBlkBackendOptions {
   queueCount: number;
   readOnly: boolean;
   serial: string;
-  /** One line per event worth a human's attention. */
-  log: (line: string) => void;
+  /** One line per event worth a human's attention, at its level (a protocol error: warn). */
+  log: ExportLog;
   /** Also log every message received (debugging interop). */
   trace?: boolean;
 }
@@ -202,7 +205,7 @@ export class VhostUserBlkBackend {
     if (this.closing || this.draining) return;
     this.draining = true;
     for (const q of this.queues) q.kick?.stopWatching();
-    void this.whenIdle(() => this.inFlightTotal === 0).then(() => this.close('export shut down'));
+    void this.whenIdle(() => this.inFlightTotal === 0).then(() => this.close('export shut down', 'info'));
   }
 
   /**
@@ -210,10 +213,10 @@ export class VhostUserBlkBackend {
    * are not pushed to the rings: the front-end owns the rings again once the socket is gone, and with
    * INFLIGHT_SHMFD the next back-end resubmits them. Memory and descriptors are released after that.
    */
-  close(reason: string): void {
+  close(reason: string, level: ExportLogLevel): void {
     if (this.closing) return;
     this.closing = true;
-    this.opts.log(`connection closed: ${reason}`);
+    this.opts.log(`connection closed: ${reason}`, level);
     this.sock.close();
     for (const q of this.queues) q.kick?.stopWatching();
     closeFds(this.framer.dispose());
@@ -234,7 +237,7 @@ export class VhostUserBlkBackend {
       closeFd(this.backendReqFd);
       this.backendReqFd = -1;
     } catch (err) {
-      this.opts.log(`releasing connection resources failed: ${describe(err)}`);
+      this.opts.log(`releasing connection resources failed: ${describe(err)}`, 'warn');
     }
     this.resolveClosed();
   }
@@ -256,17 +259,18 @@ export class VhostUserBlkBackend {
         const { messages, eof } = this.framer.read();
         for (const m of messages) this.pending.push(m);
         if (this.pending.length > MAX_PENDING_MESSAGES) {
-          this.close(`protocol error: more than ${MAX_PENDING_MESSAGES} messages queued behind a pending request`);
+          this.close(`protocol error: more than ${MAX_PENDING_MESSAGES} messages queued behind a pending request`, 'warn');
           return;
         }
         if (eof) {
-          this.close('front-end disconnected');
+          this.close(FRONT_END_GONE, 'info');
           return;
         }
         if (messages.length === 0) break;
       }
     } catch (err) {
-      this.close(`protocol error: ${describe(err)}`);
+      if (this.closedByHangUp(err)) return;
+      this.close(`protocol error: ${describe(err)}`, 'warn');
       return;
     }
     void this.dispatchPending();
@@ -282,7 +286,7 @@ export class VhostUserBlkBackend {
         await this.dispatch(m);
       }
     } catch (err) {
-      this.close(`internal error handling a message: ${describe(err)}`);
+      this.close(`internal error handling a message: ${describe(err)}`, 'warn');
     } finally {
       this.dispatching = false;
     }
@@ -291,7 +295,7 @@ export class VhostUserBlkBackend {
   private async dispatch(m: M.Message): Promise<void> {
     const request = m.header.request;
     const name = M.requestName(request);
-    if (this.opts.trace === true) this.opts.log(`<- ${traceLine(m)}`);
+    if (this.opts.trace === true) this.opts.log(`<- ${M.traceLine(m)}`, 'info');
     const bad = M.validateMessage(m);
     if (bad !== undefined) {
       closeFds(m.fds);
@@ -330,17 +334,17 @@ export class VhostUserBlkBackend {
     const needReply = (m.header.flags & M.FLAG_NEED_REPLY) !== 0;
     if (request === M.Request.GET_CONFIG) {
       // The spec's failure answer: an empty payload.
-      this.opts.log(`refused ${reason}`);
+      this.opts.log(`refused ${reason}`, 'warn');
       this.send(request, new Uint8Array(0));
     } else if (M.REQUESTS_WITH_REPLY.has(request)) {
-      this.close(`protocol error: ${reason}`);
+      this.close(`protocol error: ${reason}`, 'warn');
     } else if (needReply) {
-      this.opts.log(`refused ${reason}`);
+      this.opts.log(`refused ${reason}`, 'warn');
       this.send(request, M.encodeU64(1n));
     } else if (soft) {
-      this.opts.log(`ignored ${reason}`);
+      this.opts.log(`ignored ${reason}`, 'info');
     } else {
-      this.close(`protocol error: ${reason}`);
+      this.close(`protocol error: ${reason}`, 'warn');
     }
   }
 
@@ -349,8 +353,17 @@ export class VhostUserBlkBackend {
     try {
       this.sock.sendMessage(M.encodeReply(request, payload), fds ?? []);
     } catch (err) {
-      this.close(`cannot reply to ${M.requestName(request)}: ${describe(err)}`);
+      if (this.closedByHangUp(err)) return;
+      this.close(`cannot reply to ${M.requestName(request)}: ${describe(err)}`, 'warn');
     }
+  }
+
+  /** EPIPE on a reply, ECONNRESET on a read: the front-end went away, as at end of file. True if so. */
+  private closedByHangUp(err: unknown): boolean {
+    if (!isPeerHangUp(err)) return false;
+    this.opts.log(`front-end hung up: ${describe(err)}`, 'debug');
+    this.close(FRONT_END_GONE, 'info');
+    return true;
   }
 
   // --- requests ------------------------------------------------------------------------------------
@@ -704,7 +717,7 @@ export class VhostUserBlkBackend {
     if (q.broken) return;
     q.broken = true;
     q.kick?.stopWatching();
-    this.opts.log(`vring ${q.index} stopped: ${reason}`);
+    this.opts.log(`vring ${q.index} stopped: ${reason}`, 'warn');
     try {
       q.err?.signal();
     } catch {
@@ -763,7 +776,7 @@ export class VhostUserBlkBackend {
           this.breakQueue(q, `guest driver error: ${err.message}`);
           this.finish(q);
         } else {
-          this.opts.log(`vring ${q.index}: request ${chain.head} failed unexpectedly: ${describe(err)}`);
+          this.opts.log(`vring ${q.index}: request ${chain.head} failed unexpectedly: ${describe(err)}`, 'warn');
           this.complete(q, vq, chain.head, 0);
         }
       },
@@ -802,7 +815,7 @@ export class VhostUserBlkBackend {
       try {
         if (vq.shouldNotify()) q.call.signal();
       } catch (err) {
-        this.opts.log(`vring ${q.index}: cannot signal the call eventfd: ${describe(err)}`);
+        this.opts.log(`vring ${q.index}: cannot signal the call eventfd: ${describe(err)}`, 'warn');
       }
     });
   }
@@ -877,7 +890,7 @@ export class VhostUserBlkBackend {
     const v = this.inflightRegionFor(q);
     const r = this.inflight;
     if (v === undefined || r === undefined) {
-      if (r !== undefined) this.opts.log(`vring ${q.index}: not tracked in the inflight region (${r.queueCount} x ${r.queueSize} entries)`);
+      if (r !== undefined) this.opts.log(`vring ${q.index}: not tracked in the inflight region (${r.queueCount} x ${r.queueSize} entries)`, 'warn');
       return undefined;
     }
     const descNum = r.queueSize;
@@ -896,7 +909,7 @@ export class VhostUserBlkBackend {
       // The previous back-end died between pushing a batch to the used ring and clearing its entries.
       const batch = (ringUsedIdx - savedUsedIdx) & 0xffff;
       if (batch > q.size) {
-        this.opts.log(`vring ${q.index}: inflight region does not match the used ring (used ${ringUsedIdx}, saved ${savedUsedIdx}); reinitialized`);
+        this.opts.log(`vring ${q.index}: inflight region does not match the used ring (used ${ringUsedIdx}, saved ${savedUsedIdx}); reinitialized`, 'warn');
         return initialize();
       }
       let head = v.getUint16(12, true);
@@ -920,7 +933,7 @@ export class VhostUserBlkBackend {
     }
     if (entries.length === 0) return undefined;
     entries.sort((a, b) => a.counter - b.counter);
-    this.opts.log(`vring ${q.index}: resubmitting ${entries.length} request(s) left in flight by a previous back-end`);
+    this.opts.log(`vring ${q.index}: resubmitting ${entries.length} request(s) left in flight by a previous back-end`, 'info');
     // Every chain the old back-end popped is either completed (counted in used.idx) or still inflight.
     return { heads: entries.map((e) => e.head), lastAvailIdx: (ringUsedIdx + entries.length) & 0xffff };
   }
@@ -995,19 +1008,6 @@ function take(fds: number[], i: number): number {
   if (fd === undefined || fd < 0) throw new ProtocolError('missing file descriptor');
   fds[i] = -1;
   return fd;
-}
-
-function traceLine(m: M.Message): string {
-  const { request, flags, sizeBytes } = m.header;
-  const p = m.payload;
-  let detail = '';
-  if (sizeBytes === 8) detail = ` 0x${M.decodeU64(p).toString(16)}`;
-  else if (request === M.Request.SET_VRING_ADDR && sizeBytes === M.VRING_ADDR_BYTES) detail = ` index ${M.decodeVringAddr(p).index}`;
-  else if ((request === M.Request.GET_CONFIG || request === M.Request.SET_CONFIG) && sizeBytes >= M.CONFIG_HEADER_BYTES) {
-    const c = new DataView(p.buffer, p.byteOffset, p.byteLength);
-    detail = ` offset 0x${c.getUint32(0, true).toString(16)} size ${c.getUint32(4, true)}`;
-  }
-  return `${M.requestName(request)} flags 0x${flags.toString(16)} size ${sizeBytes}${detail} fds ${m.fds.length}`;
 }
 
 function describe(err: unknown): string {

@@ -22,6 +22,7 @@
 import type { BlockDevice } from '../../core/block-device.js';
 import { allocAligned } from '../../sys/aligned-buffer.js';
 import { isStorageError } from '../../core/errors.js';
+import type { ExportLog } from '../log.js';
 import { VirtqueueError, type DescriptorChain } from './virtqueue.js';
 
 // --- feature bits ---------------------------------------------------------------------------------
@@ -208,7 +209,7 @@ export interface BlkRequestHandlerOptions {
   serial: string;
   limits?: BlkLimits;
   /** Device failures are reported here once per handler (then only counted). */
-  log?: (message: string) => void;
+  log?: ExportLog;
   /** Tuning/benchmarks: see DIRECT_MIN_SEGMENT_BYTES (0: always direct; Infinity: always bounce). */
   directMinSegmentBytes?: number;
 }
@@ -233,7 +234,7 @@ export class BlkRequestHandler {
   private readonly readOnly: boolean;
   private readonly limits: BlkLimits;
   private readonly idBytes: Uint8Array;
-  private readonly log: (message: string) => void;
+  private readonly log: ExportLog;
   private readonly headerScratch = new Uint8Array(VIRTIO_BLK_OUT_HEADER_BYTES);
   private readonly bouncePool: Uint8Array[] = [];
   private readonly directMinSegmentBytes: number;
@@ -444,7 +445,7 @@ export class BlkRequestHandler {
     this.deviceErrorCount++;
     if (this.deviceErrorCount > 1) return;
     const message = err instanceof Error ? err.message : String(err);
-    this.log(`virtio-blk: device error (reported to the guest as IOERR; further ones are only counted): ${isStorageError(err) ? `${err.code}: ` : ''}${message}`);
+    this.log(`virtio-blk: device error (reported to the guest as IOERR; further ones are only counted): ${isStorageError(err) ? `${err.code}: ` : ''}${message}`, 'warn');
   }
 }
 

@@ -5,7 +5,8 @@
  * The export listens; a front-end (QEMU's vhost-user-blk-pci with `-chardev socket,path=...`,
  * cloud-hypervisor) connects and gets a VhostUserBlkBackend. One front-end at a time: a device has
  * one driver, so a second connection is closed with a log line (one that arrives while the first is
- * already going away waits for it instead). When the front-end goes away the
+ * already going away waits for it instead, in a single waiting slot that a connection which has
+ * hung up meanwhile gives up to the next one). When the front-end goes away the
  * export keeps listening, so a front-end that redials (QEMU `reconnect=1`) picks up where it left
  * off; a new connection is accepted only once the previous one has released everything (its
  * requests in flight finished, guest memory unmapped).
@@ -17,6 +18,7 @@ import type { BlockDevice } from '../../core/block-device.js';
 import { StorageError, type StorageErrorCode } from '../../core/errors.js';
 import type { Export } from '../../core/export.js';
 import { SysError } from '../../sys/libc.js';
+import type { ExportLog } from '../log.js';
 import { UnixListener, type UnixStream } from '../../sys/unix-socket.js';
 import { MAX_QUEUES, VhostUserBlkBackend } from './backend.js';
 import { VIRTIO_BLK_ID_BYTES } from './blk.js';
@@ -30,8 +32,8 @@ export interface VhostUserBlkExportOptions {
   serial: string;
   /** Default: `vhost-user-blk:<socketPath>`. */
   name?: string;
-  /** One line per connection event or protocol problem. */
-  logger?: (line: string) => void;
+  /** One line per connection event or protocol problem, at its level. */
+  logger?: ExportLog;
   /** Log every vhost-user message received (interop debugging; noisy). */
   trace?: boolean;
 }
@@ -42,13 +44,19 @@ export interface VhostUserBlkExportStats {
   requests: number;
 }
 
+/**
+ * Why the socket path cannot be listened on. A missing or unwritable folder is a path the client
+ * chose that cannot be used (INVALID_ARGUMENT), not NOT_FOUND: that would say the volume is missing.
+ */
 const ERRNO_TO_CODE: Record<string, StorageErrorCode> = {
   EADDRINUSE: 'BUSY',
   EEXIST: 'ALREADY_EXISTS',
-  ENOENT: 'NOT_FOUND',
-  ENOTDIR: 'NOT_FOUND',
+  ENOENT: 'INVALID_ARGUMENT',
+  ENOTDIR: 'INVALID_ARGUMENT',
+  EACCES: 'INVALID_ARGUMENT',
+  EPERM: 'INVALID_ARGUMENT',
   EINVAL: 'INVALID_ARGUMENT',
-  EROFS: 'READ_ONLY',
+  EROFS: 'INVALID_ARGUMENT',
 };
 
 export class VhostUserBlkExport implements Export {
@@ -56,7 +64,7 @@ export class VhostUserBlkExport implements Export {
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
   private readonly opts: VhostUserBlkExportOptions;
-  private readonly log: (line: string) => void;
+  private readonly log: ExportLog;
   private state: 'new' | 'started' | 'stopping' = 'new';
   private listener: UnixListener | undefined;
   private device: BlockDevice | undefined;
@@ -76,7 +84,7 @@ export class VhostUserBlkExport implements Export {
     this.opts = opts;
     this.name = opts.name ?? `vhost-user-blk:${opts.socketPath}`;
     const logger = opts.logger ?? (() => {});
-    this.log = (line) => logger(`vhost-user-blk ${opts.socketPath}: ${line}`);
+    this.log = (line, level) => logger(`vhost-user-blk ${opts.socketPath}: ${line}`, level);
     this.closed = new Promise((resolve) => (this.resolveClosed = resolve));
   }
 
@@ -96,7 +104,7 @@ export class VhostUserBlkExport implements Export {
     this.device = device;
     this.state = 'started';
     this.listener.onConnection((sock) => this.accept(sock));
-    this.log(`listening (${this.opts.queueCount} queue(s), ${this.opts.readOnly ? 'read-only' : 'read-write'})`);
+    this.log(`listening (${this.opts.queueCount} queue(s), ${this.opts.readOnly ? 'read-only' : 'read-write'})`, 'info');
   }
 
   requestShutdown(): void {
@@ -128,17 +136,26 @@ export class VhostUserBlkExport implements Export {
       sock.close();
       return;
     }
+    // Connected and gone already (a burst of probes, a front-end that gave up): nobody to serve.
+    if (sock.peerHungUp()) {
+      this.log('a front-end hung up before it was served', 'debug');
+      sock.close();
+      return;
+    }
     const current = this.backend;
     if (current !== undefined) {
       // A front-end that redials at once may arrive before the event loop reported its old socket's
       // hang-up: look now. If the old connection is going away, the new one waits (one slot) until it
-      // has released guest memory and descriptors.
+      // has released guest memory and descriptors. A waiting one that has hung up meanwhile gives
+      // the slot up: it must not keep out a front-end that is still there.
       current.pollSocket();
-      if (current.isClosing && this.waiting === undefined) {
+      if (current.isClosing && (this.waiting === undefined || this.waiting.peerHungUp())) {
+        this.waiting?.close();
         this.waiting = sock;
+        this.log('a front-end waits for the previous connection to be released', 'debug');
         return;
       }
-      this.log('refused a second front-end connection (one is being served)');
+      this.log('refused a second front-end connection (one is being served)', 'warn');
       sock.close();
       return;
     }
@@ -146,7 +163,7 @@ export class VhostUserBlkExport implements Export {
   }
 
   private serve(sock: UnixStream, device: BlockDevice): void {
-    this.log('front-end connected');
+    this.log('front-end connected', 'info');
     let backend: VhostUserBlkBackend;
     try {
       backend = new VhostUserBlkBackend(sock, {
@@ -158,7 +175,7 @@ export class VhostUserBlkExport implements Export {
         trace: this.opts.trace === true,
       });
     } catch (err) {
-      this.log(`cannot serve the connection: ${err instanceof Error ? err.message : String(err)}`);
+      this.log(`cannot serve the connection: ${err instanceof Error ? err.message : String(err)}`, 'warn');
       sock.close();
       return;
     }
@@ -172,7 +189,7 @@ export class VhostUserBlkExport implements Export {
         next?.close();
         this.resolveClosed();
       } else if (next !== undefined) {
-        this.serve(next, device);
+        this.accept(next);
       }
     });
   }

@@ -526,3 +526,17 @@ export class MessageFramer {
     this.fds = [];
   }
 }
+
+/** One line describing a received message, for tracing interop problems. */
+export function traceLine(m: Message): string {
+  const { request, flags, sizeBytes } = m.header;
+  const p = m.payload;
+  let detail = '';
+  if (sizeBytes === 8) detail = ` 0x${decodeU64(p).toString(16)}`;
+  else if (request === Request.SET_VRING_ADDR && sizeBytes === VRING_ADDR_BYTES) detail = ` index ${decodeVringAddr(p).index}`;
+  else if ((request === Request.GET_CONFIG || request === Request.SET_CONFIG) && sizeBytes >= CONFIG_HEADER_BYTES) {
+    const c = new DataView(p.buffer, p.byteOffset, p.byteLength);
+    detail = ` offset 0x${c.getUint32(0, true).toString(16)} size ${c.getUint32(4, true)}`;
+  }
+  return `${requestName(request)} flags 0x${flags.toString(16)} size ${sizeBytes}${detail} fds ${m.fds.length}`;
+}

@@ -78,7 +78,7 @@ export function registerExportRoutes(app: FastifyInstance, ctx: RestContext): vo
           volume: nameSchema,
           snapshot: nameSchema,
           readOnly: { type: 'boolean' },
-          name: { type: 'string', minLength: 1, maxLength: 4096, description: "NBD export name (default 'pool/volume' or 'pool/volume@snapshot')" },
+          name: { type: 'string', maxLength: 4096, description: "NBD export name (default 'pool/volume' or 'pool/volume@snapshot'; '' makes it the default export, what clients that name none get)" },
           socketPath: { type: 'string', minLength: 1, maxLength: 4096, description: 'vhost-user: the unix socket QEMU connects to' },
           queueCount: { type: 'integer', minimum: 1, maximum: 16, description: 'vhost-user: virtqueues (default 1)' },
         },
