@@ -2,9 +2,9 @@
  * The CatalogStore conformance suite: every implementation runs it (catalog-store.test.ts), so
  * the volume layer can rely on the same semantics from LevelDB, memory and, later, etcd.
  */
+import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
 import { CATALOG_PAGE_MAX, listAll, type CatalogEvent, type CatalogStore } from '../../src/core/catalog-store.js';
-import { isStorageError } from '../../src/core/errors.js';
 
 export interface CatalogStoreSubject {
   store: CatalogStore;
@@ -90,13 +90,7 @@ export function catalogStoreConformance(name: string, open: () => Promise<Catalo
         () => store.txn([{ key: 'k', modRevision: -1 }], []),
         () => store.txn([], [put('k', undefined)]),
       ]) {
-        let error: unknown;
-        try {
-          await bad();
-        } catch (err) {
-          error = err;
-        }
-        expect(isStorageError(error, 'INVALID_ARGUMENT'), String(error)).toBe(true);
+        await expectCode(bad(), 'INVALID_ARGUMENT');
       }
       expect(await store.revision()).toBe(0);
     }));

@@ -1,19 +1,9 @@
 /** The ChunkStore conformance suite: every implementation runs it (chunk-store.test.ts). */
+import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
 import { CHUNK_LIST_PAGE_MAX, type ChunkStore } from '../../src/core/chunk-store.js';
-import { isStorageError } from '../../src/core/errors.js';
 
 const bytes = (...values: number[]) => Uint8Array.from(values);
-
-async function rejectsWith(promise: Promise<unknown>, code: 'CANCELLED' | 'INVALID_ARGUMENT'): Promise<void> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(isStorageError(err, code), String(err)).toBe(true);
-    return;
-  }
-  throw new Error(`expected ${code}`);
-}
 
 export function chunkStoreConformance(name: string, open: () => Promise<ChunkStore>): void {
   describe(`ChunkStore conformance: ${name}`, () => {
@@ -67,15 +57,15 @@ export function chunkStoreConformance(name: string, open: () => Promise<ChunkSto
       const controller = new AbortController();
       controller.abort();
       const signal = controller.signal;
-      await rejectsWith(store.put('x', bytes(1), { signal }), 'CANCELLED');
-      await rejectsWith(store.putIfAbsent('x', bytes(1), { signal }), 'CANCELLED');
+      await expectCode(store.put('x', bytes(1), { signal }), 'CANCELLED');
+      await expectCode(store.putIfAbsent('x', bytes(1), { signal }), 'CANCELLED');
       expect(await store.get('x')).toBeUndefined();
       await store.put('y', bytes(1));
-      await rejectsWith(store.delete('y', { signal }), 'CANCELLED');
-      await rejectsWith(store.get('y', { signal }), 'CANCELLED');
+      await expectCode(store.delete('y', { signal }), 'CANCELLED');
+      await expectCode(store.get('y', { signal }), 'CANCELLED');
       expect(await store.get('y')).toEqual(bytes(1));
-      await rejectsWith(store.put('', bytes(1)), 'INVALID_ARGUMENT');
-      await rejectsWith(store.getRange('y', -1, 1), 'INVALID_ARGUMENT');
+      await expectCode(store.put('', bytes(1)), 'INVALID_ARGUMENT');
+      await expectCode(store.getRange('y', -1, 1), 'INVALID_ARGUMENT');
     });
   });
 }

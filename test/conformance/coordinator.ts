@@ -1,17 +1,8 @@
 /** The Coordinator conformance suite: every implementation runs it (coordinator.test.ts). */
+import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
 import type { Coordinator } from '../../src/core/coordinator.js';
 import { isStorageError } from '../../src/core/errors.js';
-
-async function refusedBusy(promise: Promise<unknown>): Promise<string> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(isStorageError(err, 'BUSY'), String(err)).toBe(true);
-    return (err as Error).message;
-  }
-  throw new Error('expected BUSY');
-}
 
 export function coordinatorConformance(name: string, open: () => Promise<Coordinator>): void {
   describe(`Coordinator conformance: ${name}`, () => {
@@ -19,8 +10,8 @@ export function coordinatorConformance(name: string, open: () => Promise<Coordin
       const coordinator = await open();
       const lease = await coordinator.acquireWriter('vol-1', 'nbd export default/vm1');
       expect(await coordinator.writerOf('vol-1')).toBe('nbd export default/vm1');
-      expect(await refusedBusy(coordinator.acquireWriter('vol-1', 'flatten job 7'))).toContain('nbd export default/vm1');
-      expect(await refusedBusy(coordinator.acquireWriter('vol-1', 'nbd export default/vm1'))).toContain('vol-1');
+      expect(await expectCode(coordinator.acquireWriter('vol-1', 'flatten job 7'), 'BUSY')).toContain('nbd export default/vm1');
+      expect(await expectCode(coordinator.acquireWriter('vol-1', 'nbd export default/vm1'), 'BUSY')).toContain('vol-1');
       const other = await coordinator.acquireWriter('vol-2', 'flatten job 7');
       await lease.release();
       await lease.release();
@@ -57,7 +48,7 @@ export function coordinatorConformance(name: string, open: () => Promise<Coordin
       expect(lease.lost.aborted).toBe(false);
       await coordinator.close();
       expect(lease.lost.aborted).toBe(true);
-      await refusedBusy(coordinator.acquireWriter('w', 'b'));
+      await expectCode(coordinator.acquireWriter('w', 'b'), 'BUSY');
     });
   });
 }

@@ -1,17 +1,7 @@
 /** The LayerStore conformance suite: every implementation runs it (layer-store.test.ts). */
+import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
-import { isStorageError, type StorageErrorCode } from '../../src/core/errors.js';
 import type { LayerStore } from '../../src/core/layer-store.js';
-
-async function rejectsWith(promise: Promise<unknown>, code: StorageErrorCode): Promise<void> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(isStorageError(err, code), String(err)).toBe(true);
-    return;
-  }
-  throw new Error(`expected ${code}`);
-}
 
 export function layerStoreConformance(name: string, open: () => Promise<LayerStore>): void {
   describe(`LayerStore conformance: ${name}`, () => {
@@ -31,7 +21,7 @@ export function layerStoreConformance(name: string, open: () => Promise<LayerSto
       const back = new Uint8Array(data.length);
       expect(await again.pread(back, 0)).toBe(data.length);
       expect(back).toEqual(data);
-      await rejectsWith(again.pwrite(new Uint8Array(1), 0), 'READ_ONLY');
+      await expectCode(again.pwrite(new Uint8Array(1), 0), 'READ_ONLY');
       await again.close();
       await store.create({ pool: 'p', fileName: '00000000000000a0.qcow2' }).then((f) => f.close());
       expect(await store.list('p')).toEqual(['00000000000000a0.qcow2', '00000000000000a1.qcow2']);
@@ -47,9 +37,9 @@ export function layerStoreConformance(name: string, open: () => Promise<LayerSto
       await store.createPool('q');
       const ref = { pool: 'q', fileName: 'x.qcow2' };
       await (await store.create(ref)).close();
-      await rejectsWith(store.create(ref), 'ALREADY_EXISTS');
-      await rejectsWith(store.open({ pool: 'q', fileName: 'y.qcow2' }, { readOnly: true }), 'NOT_FOUND');
-      await rejectsWith(store.removePool('q'), 'BUSY');
+      await expectCode(store.create(ref), 'ALREADY_EXISTS');
+      await expectCode(store.open({ pool: 'q', fileName: 'y.qcow2' }, { readOnly: true }), 'NOT_FOUND');
+      await expectCode(store.removePool('q'), 'BUSY');
       await store.remove(ref);
       await store.removePool('q');
       await store.removePool('q');

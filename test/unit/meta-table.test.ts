@@ -1,3 +1,4 @@
+import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
 import type { CatalogStore, CatalogValue } from '../../src/core/catalog-store.js';
 import { isStorageError } from '../../src/core/errors.js';
@@ -24,16 +25,6 @@ const volumes: TableSchema<Volume> = {
   },
   indexes: { name: (v) => `${v.poolId}/${v.name}`, serial: (v) => v.serial },
 };
-
-async function expectCode(promise: Promise<unknown>, code: 'ALREADY_EXISTS' | 'BUSY' | 'CORRUPT'): Promise<string> {
-  try {
-    await promise;
-  } catch (err) {
-    expect(isStorageError(err, code), String(err)).toBe(true);
-    return (err as Error).message;
-  }
-  throw new Error(`expected ${code}`);
-}
 
 for (const [label, open] of [
   ['memory', async (): Promise<CatalogStore> => new MemoryCatalogStore()],

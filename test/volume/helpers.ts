@@ -15,7 +15,6 @@ import { expect, onTestFinished } from 'vitest';
 import { Catalog } from '../../src/catalog/index.js';
 import { LocalVolumeService, type LocalVolumeServiceOptions } from '../../src/volume/index.js';
 import { openImage } from '../../src/cli/img/open-image.js';
-import { isStorageError, type StorageErrorCode } from '../../src/core/errors.js';
 import { qemuImg } from '../support/tools.js';
 import { shmTempDir } from '../support/tmp.js';
 
@@ -100,17 +99,7 @@ export async function readVolume(env: Env, pool: string, volume: string, snapsho
   return collect(stream);
 }
 
-export async function expectCode(promise: Promise<unknown>, code: StorageErrorCode, message?: RegExp): Promise<void> {
-  try {
-    await promise;
-  } catch (err) {
-    if (!isStorageError(err)) throw err;
-    expect(err.code, err.message).toBe(code);
-    if (message) expect(err.message).toMatch(message);
-    return;
-  }
-  throw new Error(`expected a ${code} error, but the call succeeded`);
-}
+export { expectCode } from '../support/expect-error.js';
 
 function firstDifference(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
