@@ -89,7 +89,12 @@ export class LevelCatalogStore implements CatalogStore {
   }
 
   txn(compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): Promise<CatalogTxnResult> {
-    checkTxn(compares, ops);
+    // A malformed transaction rejects like any other failure (callers await, they do not catch).
+    try {
+      checkTxn(compares, ops);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const run = this.queue.then(() => this.commit(compares, ops));
     this.queue = run.catch(() => undefined);
     return run;
