@@ -52,11 +52,11 @@ export class LocalLayerStore implements LayerStore {
     await this.syncDir(this.rootDir);
   }
 
-  create(ref: LayerRef): Promise<HostFile> {
+  async create(ref: LayerRef): Promise<HostFile> {
     return LocalHostFile.open(this.path(ref), { exclusive: true });
   }
 
-  open(ref: LayerRef, options: { readOnly: boolean }): Promise<HostFile> {
+  async open(ref: LayerRef, options: { readOnly: boolean }): Promise<HostFile> {
     return LocalHostFile.open(this.path(ref), { readOnly: options.readOnly });
   }
 
@@ -88,7 +88,7 @@ export class LocalLayerStore implements LayerStore {
     }
   }
 
-  syncPool(pool: string): Promise<void> {
+  async syncPool(pool: string): Promise<void> {
     return this.syncDir(this.poolDir(pool));
   }
 
