@@ -19,50 +19,8 @@ import type { VolumeService } from '../volume/types.js';
 import type { ExportStore } from './backend.js';
 import { formatListen, type ListenAddress, type NbdTlsConfig } from './config.js';
 import { ensureSocketFolder } from './folders.js';
+import type { ExportInfo, ExportRequest, ExportService, NbdStats } from '../api/rest/export-service.js';
 
-export type ExportType = ExportRecord['type'];
-
-/** What a client of the API sees of an export. */
-export interface ExportInfo {
-  id: string;
-  type: ExportType;
-  pool: string;
-  volume: string;
-  snapshot: string | undefined;
-  readOnly: boolean;
-  /** NBD export name ('' for the default export, what clients that name none get). */
-  name: string | undefined;
-  /** NBD URIs a client can use (qemu-img, nbdinfo, nbdcopy): TCP and unix socket. */
-  uris: string[];
-  /** vhost-user socket path. */
-  socketPath: string | undefined;
-  queueCount: number | undefined;
-  createdAt: string;
-}
-
-export interface NbdExportRequest {
-  type: 'nbd';
-  pool: string;
-  volume: string;
-  snapshot?: string;
-  readOnly?: boolean;
-  /**
-   * Default: "pool/volume" or "pool/volume@snapshot". '' makes it the default export: the one
-   * clients get when they name none (nbd://host:port, qemu-nbd's and nbdkit's default).
-   */
-  name?: string;
-}
-
-export interface VhostUserExportRequest {
-  type: 'vhost-user';
-  pool: string;
-  volume: string;
-  socketPath: string;
-  queueCount?: number;
-  readOnly?: boolean;
-}
-
-export type ExportRequest = NbdExportRequest | VhostUserExportRequest;
 
 /** Builds a vhost-user-blk export (src/export/vhost-user), injected so this module stays testable. */
 export type VhostUserExportFactory = (options: {
@@ -106,25 +64,6 @@ export const NBD_DEFAULT_EXPORT_NAME = '';
 
 function newId(): string {
   return randomBytes(8).toString('hex');
-}
-
-/** What the REST API uses of the export manager. */
-export interface ExportService {
-  list(): ExportInfo[];
-  info(id: string): ExportInfo;
-  create(request: ExportRequest): Promise<ExportInfo>;
-  remove(id: string): Promise<void>;
-  /** Where NBD listens (null: off). */
-  nbdAddresses(): { listen: string | null; socket: string | null };
-  /** NBD connections and idle polling, for /metrics. */
-  nbdStats(): NbdStats;
-}
-
-export interface NbdStats {
-  connections: number;
-  /** Idle periods in which a connection polled its socket, and those in which the poll caught a request. */
-  idlePolls: number;
-  idlePollHits: number;
 }
 
 export class ExportManager implements ExportService {

@@ -1,5 +1,5 @@
 /** What the REST routes share: the volume service, the metrics and the daemon's facts. */
-import type { ExportService } from '../../daemon/exports.js';
+import type { ExportService } from './export-service.js';
 import type { VolumeService } from '../../volume/types.js';
 import type { ApiMetrics } from './metrics.js';
 

@@ -8,7 +8,7 @@ import type { Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import type { ExportService } from '../../daemon/exports.js';
+import type { ExportService } from './export-service.js';
 import type { VolumeService } from '../../volume/types.js';
 import type { RestContext } from './context.js';
 import { UnauthorizedError, isClientAbort, mapError } from './errors.js';

@@ -1,7 +1,7 @@
 /** /v1/exports: volumes and snapshots served over NBD or vhost-user-blk (docs/daemon.md, "Exports"). */
 import type { FastifyInstance } from 'fastify';
 import { StorageError } from '../../../core/errors.js';
-import type { ExportInfo, ExportRequest } from '../../../daemon/exports.js';
+import type { ExportInfo, ExportRequest } from '../export-service.js';
 import type { RestContext } from '../context.js';
 import { errorResponses, listOf, nameSchema, ref } from '../schemas.js';
 

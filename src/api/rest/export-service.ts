@@ -1,0 +1,68 @@
+/**
+ * What the REST API needs of the daemon's exports, declared here by the API (its consumer) and
+ * implemented by src/daemon/exports.ts: the API layer never imports the daemon.
+ */
+
+/** The kinds of export (the catalog's ExportRecord types). */
+export type ExportType = 'nbd' | 'vhost-user';
+
+/** What a client of the API sees of an export. */
+export interface ExportInfo {
+  id: string;
+  type: ExportType;
+  pool: string;
+  volume: string;
+  snapshot: string | undefined;
+  readOnly: boolean;
+  /** NBD export name ('' for the default export, what clients that name none get). */
+  name: string | undefined;
+  /** NBD URIs a client can use (qemu-img, nbdinfo, nbdcopy): TCP and unix socket. */
+  uris: string[];
+  /** vhost-user socket path. */
+  socketPath: string | undefined;
+  queueCount: number | undefined;
+  createdAt: string;
+}
+
+export interface NbdExportRequest {
+  type: 'nbd';
+  pool: string;
+  volume: string;
+  snapshot?: string;
+  readOnly?: boolean;
+  /**
+   * Default: "pool/volume" or "pool/volume@snapshot". '' makes it the default export: the one
+   * clients get when they name none (nbd://host:port, qemu-nbd's and nbdkit's default).
+   */
+  name?: string;
+}
+
+export interface VhostUserExportRequest {
+  type: 'vhost-user';
+  pool: string;
+  volume: string;
+  socketPath: string;
+  queueCount?: number;
+  readOnly?: boolean;
+}
+
+export type ExportRequest = NbdExportRequest | VhostUserExportRequest;
+
+/** What the REST API uses of the export manager. */
+export interface ExportService {
+  list(): ExportInfo[];
+  info(id: string): ExportInfo;
+  create(request: ExportRequest): Promise<ExportInfo>;
+  remove(id: string): Promise<void>;
+  /** Where NBD listens (null: off). */
+  nbdAddresses(): { listen: string | null; socket: string | null };
+  /** NBD connections and idle polling, for /metrics. */
+  nbdStats(): NbdStats;
+}
+
+export interface NbdStats {
+  connections: number;
+  /** Idle periods in which a connection polled its socket, and those in which the poll caught a request. */
+  idlePolls: number;
+  idlePollHits: number;
+}
