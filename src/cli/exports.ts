@@ -21,20 +21,8 @@ import {
   wantsJson,
 } from './remote/common.js';
 import { EXIT } from './remote/exits.js';
-
-export interface ExportJson {
-  id: string;
-  type: 'nbd' | 'vhost-user';
-  pool: string;
-  volume: string;
-  snapshot: string | null;
-  readOnly: boolean;
-  name: string | null;
-  uris: string[];
-  socketPath: string | null;
-  queueCount: number | null;
-  createdAt: string;
-}
+import type { ExportJson } from '../api/rest/schemas.js';
+export type { ExportJson };
 
 export function exportTarget(e: ExportJson): string {
   return `${e.pool}/${e.volume}${e.snapshot === null ? '' : `@${e.snapshot}`}`;

@@ -15,22 +15,8 @@ import {
   table,
   wantsJson,
 } from './remote/common.js';
-
-export interface PoolJson {
-  name: string;
-  path: string;
-  quotaBytes: number | null;
-  volumeCount: number;
-  provisionedBytes: number;
-  allocatedBytes: number;
-  createdAt: string;
-}
-
-export interface DuEntryJson {
-  name: string;
-  provisionedBytes: number;
-  allocatedBytes: number;
-}
+import type { PoolJson, DuEntryJson } from '../api/rest/schemas.js';
+export type { PoolJson, DuEntryJson };
 
 function poolDetails(p: PoolJson): string {
   return keyValues([

@@ -24,18 +24,8 @@ import {
   type SnapRef,
 } from './remote/common.js';
 import type { VolumeJson } from './volume.js';
-
-export interface SnapshotJson {
-  id: string;
-  pool: string;
-  volume: string;
-  name: string;
-  sizeBytes: number;
-  protected: boolean;
-  children: string[];
-  layerPath: string;
-  createdAt: string;
-}
+import type { SnapshotJson } from '../api/rest/schemas.js';
+export type { SnapshotJson };
 
 const label = (ref: SnapRef) => `${ref.pool}/${ref.volume}@${ref.snapshot}`;
 

@@ -1,20 +1,8 @@
 /** strata status: is the daemon up, and what does it hold. */
-import { exportsTable, type ExportJson } from './exports.js';
+import { exportsTable } from './exports.js';
 import type { Console } from './output.js';
 import { clientOf, EXIT_HELP, GLOBAL_HELP, keyValues, parse, positionals, printJson, wantsJson } from './remote/common.js';
-
-interface StatusJson {
-  status: string;
-  version: string;
-  pid: number;
-  dataDir: string;
-  uptimeSeconds: number;
-  pools: string[];
-  volumes: number;
-  jobsRunning: number;
-  nbd: { listen: string | null; socket: string | null };
-  exports: ExportJson[];
-}
+import type { StatusJson } from '../api/rest/schemas.js';
 
 export const STATUS_HELP = `Usage: strata status
 

@@ -39,26 +39,8 @@ import { ProgressBar } from './remote/progress-bar.js';
 import { EXIT } from './remote/exits.js';
 import { bytePieces, openSource, writeSparseFile, writeStdout } from './remote/streams.js';
 import { readSparseStream } from '../volume/sparse-stream.js';
-
-export interface VolumeJson {
-  id: string;
-  pool: string;
-  name: string;
-  provisionedBytes: number;
-  allocatedBytes: number;
-  snapshotCount: number;
-  parent: { pool: string; volume: string; snapshot: string } | null;
-  chainDepth: number;
-  activeLayerPath: string;
-  snapshotLimit: number | null;
-  createdAt: string;
-}
-
-interface ExtentJson {
-  offset: number;
-  length: number;
-  kind: 'data' | 'zero';
-}
+import type { VolumeJson, DiffExtentJson as ExtentJson } from '../api/rest/schemas.js';
+export type { VolumeJson };
 
 const label = (ref: VolumeRef) => `${ref.pool}/${ref.volume}`;
 const parentText = (v: VolumeJson) => (v.parent === null ? '-' : `${v.parent.pool}/${v.parent.volume}@${v.parent.snapshot}`);

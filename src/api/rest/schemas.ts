@@ -1,8 +1,11 @@
 /**
  * JSON schemas of the REST API (request validation, response serialization and the OpenAPI
- * document) and the mappers from the volume service's records to their JSON form (undefined
- * becomes null, so every documented field is present).
+ * document), the TypeScript types of the JSON they describe (FromSchema: the schema is the one
+ * source; the CLI reads responses through these types), and the mappers from the volume
+ * service's records to their JSON form (undefined becomes null, so every documented field is
+ * present), checked against those types.
  */
+import type { FromSchema } from 'json-schema-to-ts';
 import type { DiffExtent, DuEntry, JobInfo, PoolInfo, SnapshotInfo, VolumeInfo } from '../../volume/types.js';
 
 /** Pool, volume and snapshot names: no '/', '@' or spaces, so "pool/vol@snap" is unambiguous. */
@@ -105,6 +108,7 @@ export const jobSchema = {
     totalBytes: bytes,
     error: {
       type: ['object', 'null'],
+      required: ['code', 'message'],
       properties: { code: { type: 'string' }, message: { type: 'string' } },
     },
     createdAt: isoTime,
@@ -167,6 +171,16 @@ export const exportSchema = {
   },
 } as const;
 
+export type PoolJson = FromSchema<typeof poolSchema>;
+export type VolumeJson = FromSchema<typeof volumeSchema>;
+export type SnapshotJson = FromSchema<typeof snapshotSchema>;
+export type JobJson = FromSchema<typeof jobSchema>;
+export type DuEntryJson = FromSchema<typeof duEntrySchema>;
+export type DiffExtentJson = FromSchema<typeof diffExtentSchema>;
+export type ExportJson = FromSchema<typeof exportSchema>;
+export type StatusJson = FromSchema<typeof statusSchema, { references: [typeof exportSchema] }>;
+export type ErrorJson = FromSchema<typeof errorSchema>;
+
 export const SHARED_SCHEMAS = [errorSchema, poolSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema, exportSchema];
 
 export const ref = (id: string) => ({ $ref: `${id}#` }) as const;
@@ -184,27 +198,27 @@ export const errorResponses = {
   507: ref('Error'),
 } as const;
 
-export function poolJson(p: PoolInfo) {
+export function poolJson(p: PoolInfo): PoolJson {
   return { ...p, quotaBytes: p.quotaBytes ?? null };
 }
 
-export function volumeJson(v: VolumeInfo) {
+export function volumeJson(v: VolumeInfo): VolumeJson {
   return { ...v, parent: v.parent ?? null, snapshotLimit: v.snapshotLimit ?? null };
 }
 
-export function snapshotJson(s: SnapshotInfo) {
+export function snapshotJson(s: SnapshotInfo): SnapshotJson {
   return { ...s };
 }
 
-export function jobJson(j: JobInfo) {
+export function jobJson(j: JobInfo): JobJson {
   return { ...j, error: j.error ?? null, finishedAt: j.finishedAt ?? null };
 }
 
-export function duJson(e: DuEntry) {
+export function duJson(e: DuEntry): DuEntryJson {
   return { ...e };
 }
 
-export function extentJson(e: DiffExtent) {
+export function extentJson(e: DiffExtent): DiffExtentJson {
   return { ...e };
 }
 

@@ -11,6 +11,8 @@ import type { Console } from '../output.js';
 import { ApiClient, apiError, seg } from './client.js';
 import { EXIT } from './exits.js';
 import type { ProgressBar } from './progress-bar.js';
+import type { JobJson } from '../../api/rest/schemas.js';
+export type { JobJson };
 
 export const DEFAULT_POOL = 'default';
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -162,18 +164,6 @@ export function keyValues(pairs: ReadonlyArray<readonly [string, string]>): stri
 
 export function usageHint(command: string): string {
   return `see 'strata ${command} --help'`;
-}
-
-export interface JobJson {
-  id: string;
-  kind: string;
-  target: string;
-  state: string;
-  doneBytes: number;
-  totalBytes: number;
-  error: { code: string; message: string } | null;
-  createdAt: string;
-  finishedAt: string | null;
 }
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
