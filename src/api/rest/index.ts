@@ -1,12 +1,12 @@
 /**
- * The REST API as a fastify instance: bearer-token auth on /v1, JSON schemas on every route, one
+ * The REST API, a fastify plugin: bearer-token auth on /v1, JSON schemas on every route, one
  * error mapping, request metrics, the OpenAPI document at /openapi.json and Prometheus metrics at
  * /metrics. The routes call the VolumeService and nothing else.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { Socket } from 'node:net';
 import swagger from '@fastify/swagger';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { createApiApp } from '../app.js';
 import type { Logger } from 'pino';
 import type { ExportService } from './export-service.js';
 import type { VolumeService } from '../../volume/types.js';
@@ -54,23 +54,24 @@ function tokenMatches(presented: string, expectedDigest: Buffer): boolean {
   return timingSafeEqual(digest(presented), expectedDigest);
 }
 
+/** A fastify instance serving the REST API alone (what the daemon and the tests start). */
 export async function buildRestApi(options: RestApiOptions): Promise<FastifyInstance> {
+  const app = createApiApp(options.logger);
+  await app.register(restApi, options);
+  return app;
+}
+
+/**
+ * The REST API as an encapsulated fastify plugin: its token check, error handler, not-found
+ * handler, schemas and routes apply inside it only, so another API (the S3 endpoint) can be
+ * registered beside it with its own authentication and errors.
+ */
+export async function restApi(app: FastifyInstance, options: RestApiOptions): Promise<void> {
   const metrics = options.metrics ?? new ApiMetrics();
   const expected = digest(options.token);
   const publicRoutes: ReadonlySet<string> = new Set(options.metricsAuth === 'none' ? [OPENAPI_ROUTE, METRICS_ROUTE] : [OPENAPI_ROUTE]);
   const errorCodes = new WeakMap<FastifyRequest, string>();
 
-  const app: FastifyInstance = Fastify({
-    loggerInstance: options.logger as FastifyBaseLogger,
-    logController: new LogController({ disableRequestLogging: true }),
-    // JSON bodies of the API are small; byte streams bypass this (their routes read the socket).
-    bodyLimit: 1024 * 1024,
-    return503OnClosing: true,
-    // No implicit HEAD routes: a HEAD on /content would open the volume for nothing.
-    exposeHeadRoutes: false,
-    ajv: { customOptions: { removeAdditional: false, allErrors: false, coerceTypes: 'array', useDefaults: true } },
-    schemaErrorFormatter: (errors, dataVar) => new Error(errors.map((e) => describeSchemaError(e, dataVar)).join('; ')),
-  });
 
   const ctx: RestContext = {
     service: options.service,
@@ -124,7 +125,6 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
   });
 
   app.addHook('onResponse', async (req, reply) => {
-    if (!req.raw.complete) dropUnreadBody(req.raw.socket);
     const route = req.routeOptions.url ?? 'unmatched';
     const method = req.method;
     const status = String(reply.statusCode);
@@ -179,41 +179,6 @@ export async function buildRestApi(options: RestApiOptions): Promise<FastifyInst
     }
     return reply.type('text/plain; version=0.0.4; charset=utf-8').send(metrics.render(extra));
   });
-
-  return app;
-}
-
-/**
- * A response went out before the request body was read to its end (an upload refused early).
- * Node's server discards the rest of the body, but a client that then stops sending leaves a
- * half-open connection the server would wait for forever (at shutdown too): end it once the
- * client has closed its side, or after a short while.
- */
-function dropUnreadBody(socket: Socket | null): void {
-  if (socket === null || socket.destroyed) return;
-  if (socket.readableEnded) {
-    socket.destroy();
-    return;
-  }
-  socket.once('end', () => socket.destroy());
-  setTimeout(() => socket.destroy(), 5000).unref();
-}
-
-/** One validation failure in words a person can act on. */
-function describeSchemaError(e: { keyword: string; instancePath: string; params: Record<string, unknown>; message?: string | undefined }, dataVar: string): string {
-  const where = `${dataVar}${e.instancePath}`;
-  switch (e.keyword) {
-    case 'additionalProperties':
-      return `${where} has an unknown property '${String(e.params['additionalProperty'])}'`;
-    case 'required':
-      return `${where} must have the property '${String(e.params['missingProperty'])}'`;
-    case 'pattern':
-      return `${where} is not a valid name (1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit)`;
-    case 'minProperties':
-      return `${where} must name at least one property to change`;
-    default:
-      return `${where} ${e.message ?? 'is not valid'}`;
-  }
 }
 
 /** Gauges read from the service at scrape time: jobs by state, per pool and per volume sizes. */
