@@ -7,13 +7,13 @@
 import {
   ENTRY_HI_COPIED,
 } from './constants.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2Internals } from './internals.js';
 import { entryCompressed, entryCopied, entryHostOffset, entryToBigInt } from './l2-entry.js';
 import type { Qcow2CheckResult } from './types.js';
 
 
 /** Counts (or, with repair, fixes) wrong COPIED flags; writes fixed tables back. */
-export async function checkCopiedFlags(image: Qcow2Image, result: Qcow2CheckResult, repair: boolean): Promise<void> {
+export async function checkCopiedFlags(image: Qcow2Internals, result: Qcow2CheckResult, repair: boolean): Promise<void> {
   const cs = image.clusterSizeBytes;
   const verb = repair ? 'Repairing' : 'ERROR';
   let fixed = 0;

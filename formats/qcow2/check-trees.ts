@@ -11,13 +11,13 @@ import {
   L1E_RESERVED_MASK,
 } from './constants.js';
 import { corruption, type ReferenceTally } from './check-tally.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2Internals } from './internals.js';
 import { entryCompressed, entryCopied, entryHostOffset, entryReservedBits, entryToBigInt, entryZeroFlag } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
 import type { Qcow2CheckResult } from './types.js';
 
 export interface TreeWalk {
-  image: Qcow2Image;
+  image: Qcow2Internals;
   tally: ReferenceTally;
   result: Qcow2CheckResult;
   /** 'active' or "snapshot 'name'", for messages. */
@@ -29,7 +29,7 @@ export interface TreeWalk {
 }
 
 /** L1 entries as stored (zeroes where the table lies past the end of the file). */
-export async function readRawL1(image: Qcow2Image, offset: number, entries: number): Promise<bigint[]> {
+export async function readRawL1(image: Qcow2Internals, offset: number, entries: number): Promise<bigint[]> {
   const bytes = new Uint8Array(entries * 8);
   if (entries > 0) await image.file.pread(bytes, offset);
   const view = new DataView(bytes.buffer);
@@ -149,7 +149,7 @@ function walkCompressed(walk: TreeWalk, table: CachedTable, position: number, gu
 }
 
 /** Turns an entry into a plain zero cluster (reads as zeroes, no host cluster). */
-function makePlainZero(image: Qcow2Image, table: CachedTable, position: number): void {
+function makePlainZero(image: Qcow2Internals, table: CachedTable, position: number): void {
   table.view.setUint32(position, 0);
   // Extended L2: no host cluster and no allocated subclusters; the zero bits (unchanged) say zero.
   table.view.setUint32(position + 4, image.extendedL2 ? 0 : 1);

@@ -17,7 +17,7 @@ import { checkCopiedFlags } from './check-copied.js';
 import { ReferenceTally, corruption, newCheckResult } from './check-tally.js';
 import { readRawL1, walkL1, walkRawL1 } from './check-trees.js';
 import { hasIncompatible, setFeatureBit } from './header.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2Internals } from './internals.js';
 import { snapshotTableSizeBytes } from './snapshot-table.js';
 import type { CheckRepairMode, Qcow2CheckResult } from './types.js';
 
@@ -31,7 +31,7 @@ interface Counted {
 }
 
 /** Where the check takes the file to end. */
-async function fileEndBytes(image: Qcow2Image): Promise<number> {
+async function fileEndBytes(image: Qcow2Internals): Promise<number> {
   const fileSizeBytes = await image.file.sizeBytes();
   // A writable image may have clusters allocated past the end that no write has reached yet.
   const roundedBytes = Math.ceil(fileSizeBytes / image.clusterSizeBytes) * image.clusterSizeBytes;
@@ -39,7 +39,7 @@ async function fileEndBytes(image: Qcow2Image): Promise<number> {
 }
 
 /** Counts every reference, in qemu-img check's order, reporting what is wrong on the way. */
-async function countReferences(image: Qcow2Image, repair: CheckRepairMode | undefined): Promise<Counted> {
+async function countReferences(image: Qcow2Internals, repair: CheckRepairMode | undefined): Promise<Counted> {
   const cs = image.clusterSizeBytes;
   const result = newCheckResult();
   const tally = new ReferenceTally(cs, await fileEndBytes(image), result);
@@ -109,7 +109,7 @@ interface Mismatch {
 }
 
 /** Compares the counts with the stored refcounts; returns the mismatches and the last cluster in use. */
-async function compareRefcounts(image: Qcow2Image, counted: Counted): Promise<{ mismatches: Mismatch[]; highestCluster: number }> {
+async function compareRefcounts(image: Qcow2Internals, counted: Counted): Promise<{ mismatches: Mismatch[]; highestCluster: number }> {
   const { tally, result } = counted;
   const mismatches: Mismatch[] = [];
   let highestCluster = 0;
@@ -132,7 +132,7 @@ async function compareRefcounts(image: Qcow2Image, counted: Counted): Promise<{ 
 }
 
 /** Replaces the refcount structure with one built from the counts; returns the check of the result. */
-async function rebuildRefcounts(image: Qcow2Image, counted: Counted): Promise<{ after: Counted; highestCluster: number }> {
+async function rebuildRefcounts(image: Qcow2Internals, counted: Counted): Promise<{ after: Counted; highestCluster: number }> {
   await image.writebackMetadata();
   // The rebuilt table and blocks replace the old ones, which then hold nothing: counting them
   // would leave every repaired image with leaks.
@@ -147,7 +147,7 @@ async function rebuildRefcounts(image: Qcow2Image, counted: Counted): Promise<{ 
   return { after, highestCluster };
 }
 
-export async function checkImage(image: Qcow2Image, repair?: CheckRepairMode): Promise<Qcow2CheckResult> {
+export async function checkImage(image: Qcow2Internals, repair?: CheckRepairMode): Promise<Qcow2CheckResult> {
   // Work from what is on disk: make sure our own caches are written first.
   // Queued frees too: a dropped reference whose free is still pending would count as a leak, a
   // 'leaks' repair would lower it, and the pending free then fail the next flush (below zero).

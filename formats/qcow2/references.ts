@@ -9,10 +9,10 @@ import { decodeCompressedEntry } from './compression.js';
 import { entryCompressed, entryHostOffset, entryToBigInt } from './l2-entry.js';
 import { checkCopiedFlags } from './check-copied.js';
 import { newCheckResult } from './check-tally.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2Internals } from './internals.js';
 
 /** Host clusters holding a compressed cluster's data (it may straddle two host clusters). */
-export function compressedHostClusters(image: Qcow2Image, hi: number, lo: number): number[] {
+export function compressedHostClusters(image: Qcow2Internals, hi: number, lo: number): number[] {
   const entry = decodeCompressedEntry(entryToBigInt(hi & COMPRESSED_HI_DESCRIPTOR_MASK, lo), image.clusterBits);
   const firstByte = Math.floor(entry.hostOffset / 512) * 512;
   const first = Math.floor(firstByte / image.clusterSizeBytes);
@@ -27,7 +27,7 @@ export function compressedHostClusters(image: Qcow2Image, hi: number, lo: number
  * given by its L2 offsets. A cluster referenced twice is visited twice.
  */
 export async function forEachReference(
-  image: Qcow2Image,
+  image: Qcow2Internals,
   l1Offsets: readonly number[],
   visit: (clusterIndex: number) => void | Promise<void>,
 ): Promise<void> {
@@ -54,6 +54,6 @@ export async function forEachReference(
  * Sets COPIED flags in the active L1 table and its L2 tables from the current refcounts: set
  * exactly where the refcount is 1 (check -r all's COPIED repair; changed tables are written back).
  */
-export async function recomputeCopiedFlags(image: Qcow2Image): Promise<void> {
+export async function recomputeCopiedFlags(image: Qcow2Internals): Promise<void> {
   await checkCopiedFlags(image, newCheckResult(), true);
 }

@@ -10,20 +10,20 @@
 import { StorageError } from '../../src/core/errors.js';
 import { IncompatibleBit, MAX_SNAPSHOTS } from './constants.js';
 import { hasIncompatible, setFeatureBit } from './header.js';
-import type { Qcow2Image } from './image.js';
+import type { Qcow2Internals } from './internals.js';
 import { readL1Table, serializeL1 } from './l1-table.js';
 import { forEachReference, recomputeCopiedFlags } from './references.js';
 import { serializeSnapshotTable, snapshotTableSizeBytes, type SnapshotEntry } from './snapshot-table.js';
 import type { Qcow2SnapshotInfo } from './types.js';
 
-function findSnapshot(image: Qcow2Image, idOrName: string): SnapshotEntry {
+function findSnapshot(image: Qcow2Internals, idOrName: string): SnapshotEntry {
   const byId = image.snapshots.find((s) => s.id === idOrName);
   const found = byId ?? image.snapshots.find((s) => s.name === idOrName);
   if (!found) throw new StorageError('NOT_FOUND', `snapshot '${idOrName}' does not exist in ${image.file.name}`);
   return found;
 }
 
-async function setDirty(image: Qcow2Image, dirty: boolean): Promise<void> {
+async function setDirty(image: Qcow2Internals, dirty: boolean): Promise<void> {
   if (image.header.version < 3) return;
   // With lazy refcounts the bit may already be set by writes; leave it for close to clear. An
   // image opened dirty without repair keeps the bit: its refcounts were never verified.
@@ -34,7 +34,7 @@ async function setDirty(image: Qcow2Image, dirty: boolean): Promise<void> {
 }
 
 /** Writes a new snapshot table (or none) and points the header at it; frees the old one. */
-async function replaceSnapshotTable(image: Qcow2Image, entries: SnapshotEntry[]): Promise<void> {
+async function replaceSnapshotTable(image: Qcow2Internals, entries: SnapshotEntry[]): Promise<void> {
   const cs = image.clusterSizeBytes;
   const oldOffset = image.header.snapshotsOffset;
   const oldClusters =
@@ -57,7 +57,7 @@ async function replaceSnapshotTable(image: Qcow2Image, entries: SnapshotEntry[])
   for (let i = 0; i < oldClusters; i++) image.refcounts.queueFree(oldOffset / cs + i);
 }
 
-async function finish(image: Qcow2Image): Promise<void> {
+async function finish(image: Qcow2Internals): Promise<void> {
   await image.writebackMetadata();
   await image.flushLocked();
   await recomputeCopiedFlags(image);
@@ -65,7 +65,7 @@ async function finish(image: Qcow2Image): Promise<void> {
   await setDirty(image, false);
 }
 
-export async function createInternalSnapshot(image: Qcow2Image, name: string): Promise<Qcow2SnapshotInfo> {
+export async function createInternalSnapshot(image: Qcow2Internals, name: string): Promise<Qcow2SnapshotInfo> {
   if (name.length === 0) throw new StorageError('INVALID_ARGUMENT', 'a snapshot needs a name');
   if (image.snapshots.some((s) => s.name === name)) {
     throw new StorageError('ALREADY_EXISTS', `snapshot '${name}' already exists in ${image.file.name}`);
@@ -120,7 +120,7 @@ export async function createInternalSnapshot(image: Qcow2Image, name: string): P
  * The common start of apply and delete: find the snapshot, read its L1 table, write back our
  * caches and set the dirty bit for the tree-wide refcount changes that follow.
  */
-async function beginSnapshotTreeChange(image: Qcow2Image, idOrName: string): Promise<{ snapshot: SnapshotEntry; snapshotL1: number[] }> {
+async function beginSnapshotTreeChange(image: Qcow2Internals, idOrName: string): Promise<{ snapshot: SnapshotEntry; snapshotL1: number[] }> {
   const snapshot = findSnapshot(image, idOrName);
   const fileSizeBytes = await image.file.sizeBytes();
   const { offsets } = await readL1Table(image.file, snapshot.l1TableOffset, snapshot.l1Size, image.clusterSizeBytes, fileSizeBytes);
@@ -129,7 +129,7 @@ async function beginSnapshotTreeChange(image: Qcow2Image, idOrName: string): Pro
   return { snapshot, snapshotL1: offsets };
 }
 
-export async function applyInternalSnapshot(image: Qcow2Image, idOrName: string): Promise<void> {
+export async function applyInternalSnapshot(image: Qcow2Internals, idOrName: string): Promise<void> {
   const { snapshot, snapshotL1 } = await beginSnapshotTreeChange(image, idOrName);
   if (snapshotL1.length > image.l1Offsets.length) await image.growL1(snapshotL1.length);
   await forEachReference(image, snapshotL1, async (cluster) => {
@@ -150,7 +150,7 @@ export async function applyInternalSnapshot(image: Qcow2Image, idOrName: string)
   await finish(image);
 }
 
-export async function deleteInternalSnapshot(image: Qcow2Image, idOrName: string): Promise<void> {
+export async function deleteInternalSnapshot(image: Qcow2Internals, idOrName: string): Promise<void> {
   const { snapshot, snapshotL1 } = await beginSnapshotTreeChange(image, idOrName);
   const cs = image.clusterSizeBytes;
   await replaceSnapshotTable(

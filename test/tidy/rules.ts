@@ -136,3 +136,38 @@ export function literalSpecConstants(constants: ReadonlyMap<string, bigint>, fil
   }
   return found;
 }
+
+/**
+ * Import cycles among `files` (static, type-only and dynamic imports alike: a cycle hidden behind
+ * `import type` or `await import()` still ties the modules together), each as the list of files
+ * around it, starting from its smallest path. Imports of files outside `files` are ignored.
+ */
+export function importCycles(files: readonly SourceFile[]): string[][] {
+  const known = new Set(files.map((f) => f.path));
+  const edges = new Map<string, string[]>();
+  for (const file of files) {
+    const targets = relativeImports(file).map((edge) => edge.to).filter((to) => known.has(to));
+    edges.set(file.path, [...new Set(targets)].sort());
+  }
+  const cycles = new Map<string, string[]>();
+  const state = new Map<string, 'visiting' | 'done'>();
+  const stack: string[] = [];
+  const visit = (node: string): void => {
+    state.set(node, 'visiting');
+    stack.push(node);
+    for (const next of edges.get(node) ?? []) {
+      if (state.get(next) === 'visiting') {
+        const cycle = stack.slice(stack.indexOf(next));
+        const first = cycle.indexOf([...cycle].sort()[0] as string);
+        const rotated = [...cycle.slice(first), ...cycle.slice(0, first)];
+        cycles.set(rotated.join(' -> '), rotated);
+      } else if (state.get(next) === undefined) {
+        visit(next);
+      }
+    }
+    stack.pop();
+    state.set(node, 'done');
+  };
+  for (const path of [...known].sort()) if (state.get(path) === undefined) visit(path);
+  return [...cycles.values()];
+}

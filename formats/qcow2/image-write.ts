@@ -1,0 +1,547 @@
+/**
+ * Qcow2ImageWriter: the write path. A write to a cluster this layer owns goes in place without the
+ * metadata lock; anything else (allocation, copy-on-write of a shared, compressed or partly
+ * allocated cluster, compressed writes, zeroing and discard) changes L2 entries under it.
+ */
+import { StorageError } from '../../src/core/errors.js';
+import type { WriteFlags, WriteZeroesFlags } from '../../src/core/block-device.js';
+import { compressCluster, decodeCompressedEntry, encodeCompressedEntry } from './compression.js';
+import { COMPRESSED_HI_DESCRIPTOR_MASK, SUBCLUSTER_BITMAP_HALF_ALL } from './constants.js';
+import { Qcow2ImageReader, settleThenThrow } from './image-read.js';
+import {
+  SlotKind,
+  encodeEntry,
+  entryCompressed,
+  entryCopied,
+  entryHostOffset,
+  entryReservedBits,
+  entryToBigInt,
+  entryZeroFlag,
+  subclusterMask,
+} from './l2-entry.js';
+import type { CachedTable } from './table-cache.js';
+
+export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
+  async write(guestOffset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
+    this.checkWritable();
+    this.checkRange(guestOffset, data.length);
+    if (this.gate) await this.passGate();
+    const epoch = this.enterIo();
+    try {
+      await this.writeLayer(guestOffset, data);
+    } finally {
+      this.exitIo(epoch);
+    }
+    if (flags?.fua) await this.flush();
+  }
+
+  private async writeLayer(guestOffset: number, data: Uint8Array): Promise<void> {
+    const pending: Promise<unknown>[] = [];
+    let position = 0;
+    let runStart = 0;
+    let runHost = -1;
+    let runLength = 0;
+    const flushRun = () => {
+      if (runLength > 0) pending.push(this.file.pwrite(data.subarray(runStart, runStart + runLength), runHost));
+      runLength = 0;
+    };
+    // Consecutive clusters that need the slow path go under the lock together, so whole clusters
+    // among them can share one contiguous allocation and one host write.
+    let slowStart = 0;
+    let slowLength = 0;
+    const flushSlow = () => {
+      if (slowLength === 0) return;
+      const start = slowStart;
+      const chunk = data.subarray(start, start + slowLength);
+      pending.push(this.writeSlow(guestOffset + start, chunk));
+      slowLength = 0;
+    };
+    while (position < data.length) {
+      const guest = guestOffset + position;
+      const offsetInCluster = guest % this.clusterSizeBytes;
+      const length = Math.min(this.clusterSizeBytes - offsetInCluster, data.length - position);
+      const host = await this.inPlaceHostOffset(guest, length).catch((err) => settleThenThrow(pending, err));
+      if (host >= 0) {
+        if (runLength > 0 && runHost + runLength === host) {
+          runLength += length;
+        } else {
+          flushRun();
+          runStart = position;
+          runHost = host;
+          runLength = length;
+        }
+      } else {
+        flushRun();
+        if (slowLength > 0 && slowStart + slowLength === position) {
+          slowLength += length;
+        } else {
+          flushSlow();
+          slowStart = position;
+          slowLength = length;
+        }
+      }
+      position += length;
+    }
+    flushRun();
+    flushSlow();
+    await Promise.all(pending);
+    if (this.l2Cache.overCapacity() || this.refcounts.blocks.overCapacity()) {
+      await this.metaLock.run(() => this.relieveCachePressure());
+    }
+  }
+
+  /**
+   * The host offset to write guest bytes in place (the cluster is ours alone, holds data, and with
+   * extended L2 every touched subcluster is allocated), or -1 when the slow path must run.
+   */
+  private async inPlaceHostOffset(guestOffset: number, lengthBytes: number): Promise<number> {
+    const guestCluster = Math.floor(guestOffset / this.clusterSizeBytes);
+    const l1Index = Math.floor(guestCluster / this.l2Entries);
+    if (l1Index >= this.l1Offsets.length || !this.l1Copied[l1Index]) return -1;
+    const table = await this.l2Table(l1Index);
+    if (!table) return -1;
+    const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
+    const hi = table.view.getUint32(position);
+    const lo = table.view.getUint32(position + 4);
+    if (!entryCopied(hi) || entryCompressed(hi)) return -1;
+    const hostCluster = entryHostOffset(hi, lo);
+    if (hostCluster === 0 || entryReservedBits(hi, lo) || hostCluster % this.clusterSizeBytes !== 0) return -1;
+    const offsetInCluster = guestOffset - guestCluster * this.clusterSizeBytes;
+    if (this.extendedL2) {
+      const allocBits = table.view.getUint32(position + 12);
+      const mask = subclusterMask(offsetInCluster, lengthBytes, this.subclusterSizeBytes);
+      if ((allocBits & mask) >>> 0 !== mask) return -1;
+    } else if (entryZeroFlag(lo)) {
+      return -1;
+    }
+    if (hostCluster + this.clusterSizeBytes > this.hostHighWaterBytes) return -1;
+    // Never in place over metadata (the slow path marks the image corrupt).
+    if (this.metadataOverlap(hostCluster, this.clusterSizeBytes)) return -1;
+    return hostCluster + offsetInCluster;
+  }
+
+  /** The L2 table for an L1 index, allocated or copied (if shared) so this layer may change it. */
+  protected async writableL2Table(l1Index: number): Promise<CachedTable> {
+    if (l1Index >= this.l1Offsets.length) {
+      throw new StorageError('INVALID_ARGUMENT', `L1 index ${l1Index} is past the L1 table`);
+    }
+    const oldOffset = this.l1Offsets[l1Index] ?? 0;
+    if (oldOffset !== 0 && this.l1Copied[l1Index]) {
+      const clash = this.fixedMetadataOverlap(oldOffset, this.clusterSizeBytes) ?? this.refcountBlockAt(oldOffset);
+      if (clash) this.corruptionDetected(`L1 entry ${l1Index} points at the ${clash} (host offset ${oldOffset}) as its L2 table`);
+      return this.l2Cache.get(oldOffset);
+    }
+    const newOffset = await this.allocateClusters(1);
+    let bytes: Uint8Array;
+    if (oldOffset === 0) {
+      bytes = new Uint8Array(this.clusterSizeBytes);
+    } else {
+      const old = await this.l2Cache.get(oldOffset);
+      bytes = old.bytes.slice();
+      this.refcounts.queueFree(oldOffset / this.clusterSizeBytes);
+    }
+    const table = this.l2Cache.install(newOffset, bytes, true);
+    this.l1Offsets[l1Index] = newOffset;
+    this.l1Copied[l1Index] = true;
+    this.l1Dirty = true;
+    return table;
+  }
+
+  /** Frees whatever host clusters an L2 entry references (deferred until durable). */
+  protected freeEntryClusters(hi: number, lo: number): void {
+    if (entryCompressed(hi)) {
+      const entry = decodeCompressedEntry(entryToBigInt(hi & COMPRESSED_HI_DESCRIPTOR_MASK, lo), this.clusterBits);
+      const firstSector = Math.floor(entry.hostOffset / 512) * 512;
+      const first = Math.floor(firstSector / this.clusterSizeBytes);
+      const last = Math.floor((firstSector + entry.sectorCount * 512 - 1) / this.clusterSizeBytes);
+      for (let c = first; c <= last; c++) this.refcounts.queueFree(c);
+      return;
+    }
+    const host = entryHostOffset(hi, lo);
+    if (host !== 0) this.refcounts.queueFree(host / this.clusterSizeBytes);
+  }
+
+  protected setEntry(table: CachedTable, position: number, hi: number, lo: number, bitmap?: { zero: number; alloc: number }) {
+    table.view.setUint32(position, hi >>> 0);
+    table.view.setUint32(position + 4, lo >>> 0);
+    if (this.extendedL2) {
+      table.view.setUint32(position + 8, (bitmap?.zero ?? 0) >>> 0);
+      table.view.setUint32(position + 12, (bitmap?.alloc ?? 0) >>> 0);
+    }
+    table.dirty = true;
+  }
+
+  /**
+   * Writes a run of clusters that need metadata changes. Whole clusters that need new host
+   * clusters are reserved under the lock, written without it (so large allocating writes proceed
+   * in parallel) and committed under it again; the rest go cluster by cluster under the lock.
+   */
+  private async writeSlow(guestOffset: number, data: Uint8Array): Promise<void> {
+    const cs = this.clusterSizeBytes;
+    for (let position = 0; position < data.length; ) {
+      const guest = guestOffset + position;
+      const rest = data.subarray(position);
+      const step = await this.metaLock.run(async (): Promise<{ written: number } | { reserved: number; hostOffset: number }> => {
+        if (guest % cs === 0) {
+          const wholeClusters = await this.countClustersNeedingNewHost(guest, rest.length);
+          if (wholeClusters >= 2) {
+            await this.writableL2Table(Math.floor(guest / cs / this.l2Entries));
+            return { reserved: wholeClusters, hostOffset: await this.allocateClusters(wholeClusters) };
+          }
+        }
+        const length = Math.min(cs - (guest % cs), rest.length);
+        await this.writeClusterSlow(guest, rest.subarray(0, length));
+        return { written: length };
+      });
+      if ('written' in step) {
+        position += step.written;
+        continue;
+      }
+      const bytes = step.reserved * cs;
+      try {
+        await this.file.pwrite(rest.subarray(0, bytes), step.hostOffset);
+      } catch (err) {
+        // Never referenced: queue the reserved clusters for freeing like any dropped cluster.
+        for (let i = 0; i < step.reserved; i++) this.refcounts.queueFree(step.hostOffset / cs + i);
+        throw err;
+      }
+      await this.metaLock.run(() => this.commitNewClusters(guest, step.reserved, step.hostOffset));
+      position += bytes;
+    }
+  }
+
+  /**
+   * How many whole clusters from guestOffset (within maxBytes and one L2 table, never the partial
+   * last cluster of the image) are not ours to overwrite, so a fully covering write needs a new
+   * host cluster for each. Lock held.
+   */
+  private async countClustersNeedingNewHost(guestOffset: number, maxBytes: number): Promise<number> {
+    const cs = this.clusterSizeBytes;
+    const firstCluster = guestOffset / cs;
+    const l1Index = Math.floor(firstCluster / this.l2Entries);
+    const limit = Math.min(
+      Math.floor(maxBytes / cs),
+      Math.floor((this.sizeBytes - guestOffset) / cs),
+      (l1Index + 1) * this.l2Entries - firstCluster,
+      // A new refcount block takes the first cluster of the range it describes, so fresh space
+      // has no free run longer than this: a larger request could never be met (see allocate).
+      this.refcounts.entriesPerBlock - 1,
+    );
+    if (limit < 2) return 0;
+    const table = await this.writableL2Table(l1Index);
+    let count = 0;
+    for (; count < limit; count++) {
+      const position = ((firstCluster + count) % this.l2Entries) * this.l2EntryBytes;
+      const hi = table.view.getUint32(position);
+      const lo = table.view.getUint32(position + 4);
+      const owned = !entryCompressed(hi) && entryCopied(hi) && entryHostOffset(hi, lo) !== 0;
+      if (owned) break;
+    }
+    return count;
+  }
+
+  /**
+   * Points whole guest clusters at newly written host clusters. Whatever the entries hold by now
+   * (a concurrent write or discard may have changed them) is freed: this write counts as the
+   * later one, a valid order for concurrent overlapping requests. Lock held.
+   */
+  private async commitNewClusters(guestOffset: number, count: number, hostOffset: number): Promise<void> {
+    const cs = this.clusterSizeBytes;
+    const firstCluster = guestOffset / cs;
+    const table = await this.writableL2Table(Math.floor(firstCluster / this.l2Entries));
+    for (let i = 0; i < count; i++) {
+      const position = ((firstCluster + i) % this.l2Entries) * this.l2EntryBytes;
+      this.freeEntryClusters(table.view.getUint32(position), table.view.getUint32(position + 4));
+      const entry = encodeEntry(hostOffset + i * cs, { copied: true });
+      this.setEntry(table, position, entry.hi, entry.lo, { zero: 0, alloc: SUBCLUSTER_BITMAP_HALF_ALL });
+    }
+  }
+
+  /** Writes within one cluster when the cluster is not simply ours to overwrite. Lock held. */
+  private async writeClusterSlow(guestOffset: number, chunk: Uint8Array): Promise<void> {
+    const guestCluster = Math.floor(guestOffset / this.clusterSizeBytes);
+    const clusterGuestOffset = guestCluster * this.clusterSizeBytes;
+    const offsetInCluster = guestOffset - clusterGuestOffset;
+    const l1Index = Math.floor(guestCluster / this.l2Entries);
+    const table = await this.writableL2Table(l1Index);
+    const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
+    const run = this.decodeSlot(table, position, offsetInCluster, chunk.length);
+    const hi = run.entryHi;
+    const lo = run.entryLo;
+    const oldHost = entryCompressed(hi) ? 0 : entryHostOffset(hi, lo);
+    const ownsHost = oldHost !== 0 && entryCopied(hi) && !entryCompressed(hi);
+    if (ownsHost) {
+      const clash = this.metadataOverlap(oldHost, this.clusterSizeBytes);
+      if (clash) this.corruptionDetected(`L2 entry for guest offset ${clusterGuestOffset} points at the ${clash} (host offset ${oldHost})`);
+    }
+    const validClusterBytes = Math.min(this.clusterSizeBytes, this.sizeBytes - clusterGuestOffset);
+
+    if (!this.extendedL2) {
+      if (run.kind === SlotKind.normal && ownsHost) {
+        await this.file.pwrite(chunk, oldHost + offsetInCluster);
+        return;
+      }
+      let host = oldHost;
+      let fresh = false;
+      if (!ownsHost) {
+        const highWater = this.hostHighWaterBytes;
+        host = await this.allocateClusters(1);
+        fresh = host >= highWater;
+      }
+      const coversCluster = offsetInCluster === 0 && chunk.length >= validClusterBytes;
+      const oldReadsZero =
+        run.kind === SlotKind.zeroPlain ||
+        run.kind === SlotKind.zeroAllocated ||
+        (run.kind === SlotKind.unallocated && this.backing === undefined);
+      if (coversCluster || (fresh && oldReadsZero)) {
+        await this.file.pwrite(chunk, host + offsetInCluster);
+      } else {
+        const content = new Uint8Array(this.clusterSizeBytes);
+        if (run.kind !== SlotKind.zeroPlain && run.kind !== SlotKind.zeroAllocated) {
+          await this.readLayer(clusterGuestOffset, content.subarray(0, validClusterBytes));
+        }
+        content.set(chunk, offsetInCluster);
+        await this.file.pwrite(content, host);
+      }
+      if (!ownsHost) this.freeEntryClusters(hi, lo);
+      const entry = encodeEntry(host, { copied: true });
+      this.setEntry(table, position, entry.hi, entry.lo);
+      return;
+    }
+
+    // Extended L2: work in subclusters. Touched subclusters become allocated; the part of each
+    // touched subcluster the chunk does not cover keeps what the guest read there before.
+    const view = table.view;
+    const zeroBits = view.getUint32(position + 8);
+    const allocBits = view.getUint32(position + 12);
+    const scSize = this.subclusterSizeBytes;
+    const mask = subclusterMask(offsetInCluster, chunk.length, scSize);
+    const firstSc = Math.floor(offsetInCluster / scSize);
+    const endSc = Math.ceil((offsetInCluster + chunk.length) / scSize);
+    let host = oldHost;
+    let newAlloc = (allocBits | mask) >>> 0;
+    let newZero = (zeroBits & ~mask) >>> 0;
+    if (ownsHost) {
+      const start = firstSc * scSize;
+      const end = Math.min(endSc * scSize, validClusterBytes);
+      const content = new Uint8Array(end - start);
+      await this.readLayer(clusterGuestOffset + start, content);
+      content.set(chunk, offsetInCluster - start);
+      await this.file.pwrite(content, host + start);
+    } else {
+      const highWater = this.hostHighWaterBytes;
+      host = await this.allocateClusters(1);
+      const fresh = host >= highWater;
+      if (run.kind === SlotKind.compressed || oldHost !== 0) {
+        // Copy-on-write of a shared or compressed cluster: bring every subcluster across.
+        const content = new Uint8Array(this.clusterSizeBytes);
+        await this.readLayer(clusterGuestOffset, content.subarray(0, validClusterBytes));
+        content.set(chunk, offsetInCluster);
+        await this.file.pwrite(content, host);
+        if (run.kind === SlotKind.compressed) {
+          newAlloc = SUBCLUSTER_BITMAP_HALF_ALL;
+          newZero = 0;
+        }
+      } else {
+        const start = firstSc * scSize;
+        const end = Math.min(endSc * scSize, validClusterBytes);
+        const content = new Uint8Array(end - start);
+        const untouchedReadsZero = this.backing === undefined || (zeroBits & mask) >>> 0 === mask;
+        if (!(fresh && untouchedReadsZero)) await this.readLayer(clusterGuestOffset + start, content);
+        content.set(chunk, offsetInCluster - start);
+        await this.file.pwrite(content, host + start);
+      }
+      this.freeEntryClusters(hi, lo);
+    }
+    const entry = encodeEntry(host, { copied: true });
+    this.setEntry(table, position, entry.hi, entry.lo, { zero: newZero, alloc: newAlloc });
+  }
+
+  /** Writes one cluster compressed (qemu-img convert -c). guestOffset must be cluster-aligned. */
+  async writeCompressed(guestOffset: number, data: Uint8Array): Promise<void> {
+    this.checkWritable();
+    this.checkRange(guestOffset, data.length);
+    const validClusterBytes = Math.min(this.clusterSizeBytes, this.sizeBytes - guestOffset);
+    if (guestOffset % this.clusterSizeBytes !== 0 || data.length !== validClusterBytes) {
+      throw new StorageError('INVALID_ARGUMENT', 'compressed writes must cover exactly one whole cluster');
+    }
+    let cluster = data;
+    if (data.length < this.clusterSizeBytes) {
+      cluster = new Uint8Array(this.clusterSizeBytes);
+      cluster.set(data);
+    }
+    const compressed = compressCluster(this.compressionType, cluster);
+    if (!compressed) {
+      await this.write(guestOffset, data);
+      return;
+    }
+    if (this.gate) await this.passGate();
+    const epoch = this.enterIo();
+    try {
+      await this.metaLock.run(async () => {
+        const guestCluster = guestOffset / this.clusterSizeBytes;
+        const table = await this.writableL2Table(Math.floor(guestCluster / this.l2Entries));
+        const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
+        const hi = table.view.getUint32(position);
+        const lo = table.view.getUint32(position + 4);
+        const hostOffset = await this.allocateCompressedBytes(compressed.length);
+        await this.file.pwrite(compressed, hostOffset);
+        this.freeEntryClusters(hi, lo);
+        const descriptor = encodeCompressedEntry(hostOffset, compressed.length, this.clusterBits) | (1n << 62n);
+        this.setEntry(table, position, Number(descriptor >> 32n), Number(descriptor & 0xffffffffn));
+      });
+    } finally {
+      this.exitIo(epoch);
+    }
+  }
+
+  /**
+   * Space for compressed data: packed after the previous compressed cluster when it fits in the
+   * same host cluster (that cluster's refcount counts each compressed cluster in it), else a new
+   * cluster.
+   */
+  private async allocateCompressedBytes(lengthBytes: number): Promise<number> {
+    const tail = this.compressedTailHostOffset;
+    const clusterStart = Math.floor(tail / this.clusterSizeBytes) * this.clusterSizeBytes;
+    if (tail !== 0 && tail % this.clusterSizeBytes !== 0 && tail + lengthBytes <= clusterStart + this.clusterSizeBytes) {
+      const refcount = await this.refcounts.get(clusterStart / this.clusterSizeBytes);
+      // A full refcount (refcount_bits 1, or many small compressed clusters) means a new cluster.
+      if (refcount > 0 && refcount < this.refcounts.maxRefcount) {
+        await this.refcounts.add(clusterStart / this.clusterSizeBytes, 1);
+        this.compressedTailHostOffset = tail + lengthBytes;
+        return tail;
+      }
+    }
+    const hostOffset = await this.allocateClusters(1);
+    this.compressedTailHostOffset = hostOffset + lengthBytes;
+    return hostOffset;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Zeroes and discard
+
+  async writeZeroes(guestOffset: number, lengthBytes: number, flags?: WriteZeroesFlags): Promise<void> {
+    this.checkWritable();
+    this.checkRange(guestOffset, lengthBytes);
+    if (this.gate) await this.passGate();
+    const epoch = this.enterIo();
+    try {
+      const granule = this.subclusterSizeBytes;
+      const end = guestOffset + lengthBytes;
+      const alignedStart = Math.ceil(guestOffset / granule) * granule;
+      // The last partial granule at the end of the image counts as whole (QEMU does the same).
+      const alignedEnd = end === this.sizeBytes ? end : Math.floor(end / granule) * granule;
+      const canZeroize = this.header.version >= 3;
+      if (!canZeroize || alignedStart >= alignedEnd) {
+        await this.writeZeroBuffers(guestOffset, lengthBytes);
+      } else {
+        if (alignedStart > guestOffset) await this.writeZeroBuffers(guestOffset, alignedStart - guestOffset);
+        await this.metaLock.run(() => this.zeroizeRange(alignedStart, alignedEnd, flags?.mayUnmap ?? false));
+        if (end > alignedEnd) await this.writeZeroBuffers(alignedEnd, end - alignedEnd);
+      }
+    } finally {
+      this.exitIo(epoch);
+    }
+    if (flags?.fua) await this.flush();
+  }
+
+  private async writeZeroBuffers(guestOffset: number, lengthBytes: number): Promise<void> {
+    const step = Math.max(this.clusterSizeBytes, 1024 * 1024);
+    const zeroes = new Uint8Array(Math.min(step, lengthBytes));
+    for (let done = 0; done < lengthBytes; ) {
+      const n = Math.min(zeroes.length, lengthBytes - done);
+      const guest = guestOffset + done;
+      // A v2 image without backing reads unallocated clusters as zeroes already: skip those.
+      await this.writeLayer(guest, zeroes.subarray(0, n));
+      done += n;
+    }
+  }
+
+  /** Sets zero flags (or subcluster zero bits) over [start, end), granule-aligned. Lock held. */
+  private async zeroizeRange(start: number, end: number, mayUnmap: boolean): Promise<void> {
+    for (let guest = start; guest < end; ) {
+      const guestCluster = Math.floor(guest / this.clusterSizeBytes);
+      const clusterGuestOffset = guestCluster * this.clusterSizeBytes;
+      const clusterEnd = Math.min(clusterGuestOffset + this.clusterSizeBytes, this.sizeBytes);
+      const segmentEnd = Math.min(end, clusterEnd);
+      const table = await this.writableL2Table(Math.floor(guestCluster / this.l2Entries));
+      const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
+      const hi = table.view.getUint32(position);
+      const lo = table.view.getUint32(position + 4);
+      const wholeCluster = guest === clusterGuestOffset && segmentEnd === clusterEnd;
+      const compressed = entryCompressed(hi);
+      const host = compressed ? 0 : entryHostOffset(hi, lo);
+      if (!this.extendedL2) {
+        const unmap = compressed || (mayUnmap && host !== 0);
+        if (unmap) this.freeEntryClusters(hi, lo);
+        const next = unmap ? encodeEntry(0, { zero: true }) : { hi, lo: (lo | 1) >>> 0 };
+        this.setEntry(table, position, next.hi, next.lo);
+      } else if (wholeCluster) {
+        const unmap = compressed || (mayUnmap && host !== 0);
+        if (unmap) this.freeEntryClusters(hi, lo);
+        const next = unmap ? { hi: 0, lo: 0 } : { hi, lo };
+        this.setEntry(table, position, next.hi, next.lo, { zero: SUBCLUSTER_BITMAP_HALF_ALL, alloc: 0 });
+      } else if (compressed) {
+        // Part of a compressed cluster: rewrite it uncompressed with the zeroes in place.
+        await this.writeClusterSlow(guest, new Uint8Array(segmentEnd - guest));
+      } else {
+        const mask = subclusterMask(guest - clusterGuestOffset, segmentEnd - guest, this.subclusterSizeBytes);
+        const zeroBits = table.view.getUint32(position + 8);
+        const allocBits = table.view.getUint32(position + 12);
+        this.setEntry(table, position, hi, lo, {
+          zero: (zeroBits | mask) >>> 0,
+          alloc: (allocBits & ~mask) >>> 0,
+        });
+      }
+      guest = segmentEnd;
+    }
+    await this.relieveCachePressure();
+  }
+
+  async discard(guestOffset: number, lengthBytes: number): Promise<void> {
+    this.checkWritable();
+    this.checkRange(guestOffset, lengthBytes);
+    // As QEMU: a v2 image has no zero flag, so under a backing file a discarded cluster could only
+    // become unallocated and show the backing file's stale data there. Ignore the discard.
+    if (this.header.version < 3 && (this.backing !== undefined || this.header.backingFile !== undefined)) return;
+    if (this.gate) await this.passGate();
+    const epoch = this.enterIo();
+    try {
+      // Only whole clusters are discarded; the partial last cluster of the image counts as whole.
+      const end = guestOffset + lengthBytes;
+      const start = Math.ceil(guestOffset / this.clusterSizeBytes) * this.clusterSizeBytes;
+      const alignedEnd = end === this.sizeBytes ? end : Math.floor(end / this.clusterSizeBytes) * this.clusterSizeBytes;
+      if (start < alignedEnd) await this.metaLock.run(() => this.discardRange(start, alignedEnd));
+    } finally {
+      this.exitIo(epoch);
+    }
+  }
+
+  private async discardRange(start: number, end: number): Promise<void> {
+    for (let guest = start; guest < end; guest += this.clusterSizeBytes) {
+      const guestCluster = guest / this.clusterSizeBytes;
+      const l1Index = Math.floor(guestCluster / this.l2Entries);
+      if ((this.l1Offsets[l1Index] ?? 0) === 0 && this.backing === undefined) {
+        // Nothing allocated under this whole L2 range: skip it.
+        guest = (l1Index + 1) * this.l2Entries * this.clusterSizeBytes - this.clusterSizeBytes;
+        continue;
+      }
+      const table = await this.writableL2Table(l1Index);
+      const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
+      const hi = table.view.getUint32(position);
+      const lo = table.view.getUint32(position + 4);
+      const compressed = entryCompressed(hi);
+      const allocated = compressed || entryHostOffset(hi, lo) !== 0;
+      // As QEMU: discarded clusters read as zeroes when there is a backing file or data (v3);
+      // a v2 image can only make them unallocated.
+      if (!(this.backing !== undefined || allocated)) continue;
+      if (allocated) this.freeEntryClusters(hi, lo);
+      if (this.extendedL2) {
+        this.setEntry(table, position, 0, 0, { zero: SUBCLUSTER_BITMAP_HALF_ALL, alloc: 0 });
+      } else {
+        this.setEntry(table, position, 0, this.header.version >= 3 ? 1 : 0);
+      }
+    }
+    await this.relieveCachePressure();
+  }
+}
