@@ -17,7 +17,7 @@
  * waiting for the previous one: requests of a ring run concurrently (bounded by the ring size) and
  * complete in any order. A completion pushes the used element and schedules one call-eventfd check
  * per microtask turn, so a burst of completions costs one notification. The flags the path checks
- * (paused, draining, closing) are fields of this object, so a request costs no extra lookup.
+ * (paused, drainRequested, connectionClosing) are fields of this object, so a request costs no extra lookup.
  *
  * Waiting for quiet: quiesce(fn) pops nothing and runs fn once no request of any ring is in flight
  * (memory-table changes, a new inflight region, RESET_DEVICE: fn unmaps memory that device I/O may
@@ -83,10 +83,10 @@ export interface RingSetOptions {
 export class RingSet {
   /** Negotiated virtio features (SET_FEATURES); rings built from now on use them. */
   features = 0n;
-  /** requestShutdown: no new chains, finish what is in flight (set through drain()). */
-  draining = false;
-  /** The connection is going away: nothing is popped or pushed any more (set through close()). */
-  closing = false;
+  /** requestShutdown: no new chains, finish what is in flight (drain()). */
+  private drainRequested = false;
+  /** The connection is going away: nothing is popped or pushed any more (close()). */
+  private connectionClosing = false;
   private readonly queues: Queue[];
   private readonly memory: GuestMemory;
   private readonly handler: BlkRequestHandler;
@@ -106,6 +106,14 @@ export class RingSet {
     this.log = opts.log;
   }
 
+  get draining(): boolean {
+    return this.drainRequested;
+  }
+
+  get closing(): boolean {
+    return this.connectionClosing;
+  }
+
   /** Requests completed or in flight since the connection started. */
   get requests(): number {
     return this.requestCount;
@@ -117,7 +125,7 @@ export class RingSet {
 
   /** Graceful stop: no new requests; resolves once those in flight have completed (and reached the guest). */
   drain(): Promise<void> {
-    this.draining = true;
+    this.drainRequested = true;
     for (const q of this.queues) q.kick?.stopWatching();
     return this.whenAllIdle();
   }
@@ -127,7 +135,7 @@ export class RingSet {
    * the rings again). Resolves once no request is in flight; then release() may run.
    */
   close(): Promise<void> {
-    this.closing = true;
+    this.connectionClosing = true;
     for (const q of this.queues) q.kick?.stopWatching();
     return this.whenAllIdle();
   }
@@ -232,7 +240,7 @@ export class RingSet {
 
   /** Builds the ring and starts watching its kick once it is started, enabled and fully configured. */
   private startRing(q: Queue): void {
-    if (!q.started || !q.enabled || q.broken || this.closing) return;
+    if (!q.started || !q.enabled || q.broken || this.connectionClosing) return;
     if (q.vq === undefined) {
       if (q.size === 0 || q.addr === undefined) throw new ProtocolError(`vring ${q.index} started before SET_VRING_NUM/SET_VRING_ADDR`);
       const views = this.ringViews(q.size, q.addr);
@@ -245,7 +253,7 @@ export class RingSet {
       if (resubmit !== undefined) this.resubmit(q, q.vq, resubmit.heads);
     }
     const kick = q.kick;
-    if (kick !== undefined && !this.draining) {
+    if (kick !== undefined && !this.drainRequested) {
       kick.onReadable(() => {
         try {
           kick.drain();
@@ -365,7 +373,7 @@ export class RingSet {
   private processQueue(q: Queue): void {
     q.scheduled = false;
     const vq = q.vq;
-    if (vq === undefined || !q.started || !q.enabled || q.broken || this.paused > 0 || this.draining || this.closing) return;
+    if (vq === undefined || !q.started || !q.enabled || q.broken || this.paused > 0 || this.drainRequested || this.connectionClosing) return;
     try {
       vq.disableNotify();
       let popped = 0;
@@ -414,7 +422,7 @@ export class RingSet {
 
   private complete(q: Queue, vq: SplitVirtqueue, head: number, writtenBytes: number): void {
     // Only the ring that popped the chain may take it back, and only while we still own the rings.
-    if (!this.closing && q.vq === vq) {
+    if (!this.connectionClosing && q.vq === vq) {
       try {
         const inflightView = q.inflightView;
         if (inflightView !== undefined) linkBeforePush(inflightView, head);
@@ -441,7 +449,7 @@ export class RingSet {
     queueMicrotask(() => {
       q.notifyScheduled = false;
       const vq = q.vq;
-      if (vq === undefined || this.closing || q.call === undefined) return;
+      if (vq === undefined || this.connectionClosing || q.call === undefined) return;
       try {
         if (vq.shouldNotify()) q.call.signal();
       } catch (err) {
@@ -460,7 +468,7 @@ export class RingSet {
     this.paused++;
     try {
       await this.whenAllIdle();
-      if (this.closing) return;
+      if (this.connectionClosing) return;
       fn();
     } finally {
       this.paused--;
