@@ -1,0 +1,495 @@
+/**
+ * RingSet: the virtqueues of one vhost-user connection, their life cycle (SET_VRING_NUM / BASE /
+ * ADDR / KICK / CALL / ERR / ENABLE, GET_VRING_BASE) and the request path that runs on them.
+ *
+ * Life cycle (several per connection: firmware, then the OS driver, then resets): a ring starts when
+ * its kick fd arrives (SET_VRING_KICK) and it is enabled (SET_VRING_ENABLE 1, or implicitly when
+ * VHOST_USER_F_PROTOCOL_FEATURES was not negotiated). GET_VRING_BASE stops it: no more pops, wait for
+ * its requests in flight to complete and be pushed, then answer with the next avail index. The same
+ * SET_VRING_* messages later restart it. A kick, call or err descriptor re-sent for the same ring
+ * replaces and closes the old one. With an inflight region (inflight.ts), a starting ring resubmits
+ * the requests a previous back-end left in flight before popping new ones.
+ *
+ * Request path: each ring's kick eventfd is watched with koffi.node.poll. A kick drains the eventfd
+ * and pops chains until the ring is empty, re-enabling notifications and re-checking before stopping
+ * (no lost wakeup), yielding to the event loop after QUEUE_BATCH chains so that one busy ring cannot
+ * starve the others or the control socket. Each chain goes to BlkRequestHandler.handle() without
+ * waiting for the previous one: requests of a ring run concurrently (bounded by the ring size) and
+ * complete in any order. A completion pushes the used element and schedules one call-eventfd check
+ * per microtask turn, so a burst of completions costs one notification. The flags the path checks
+ * (paused, drainRequested, connectionClosing) are fields of this object, so a request costs no extra lookup.
+ *
+ * Waiting for quiet: quiesce(fn) pops nothing and runs fn once no request of any ring is in flight
+ * (memory-table changes, a new inflight region, RESET_DEVICE: fn unmaps memory that device I/O may
+ * still be writing into). whenIdle serves it, GET_VRING_BASE (one ring) and the connection's
+ * shutdown and close.
+ *
+ * Errors: a malformed descriptor chain (VirtqueueError) stops only that ring (and signals its error
+ * eventfd, which QEMU logs) until the front-end restarts it. A bad SET_VRING_* message throws
+ * ProtocolError for the control channel to refuse.
+ */
+import { EventFd } from '../../sys/eventfd.js';
+import type { ExportLog } from '../log.js';
+import { VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, type BlkRequestHandler } from './blk.js';
+import { clearAfterPush, linkBeforePush, type InflightTracker } from './inflight.js';
+import type { GuestMemory } from './memory.js';
+import * as M from './messages.js';
+import { describeError, ProtocolError, takeFd } from './protocol-errors.js';
+import { MAX_QUEUE_SIZE, splitRingSizes, SplitVirtqueue, VirtqueueError, type DescriptorChain } from './virtqueue.js';
+
+/** Chains popped from one ring before yielding to the event loop. */
+export const QUEUE_BATCH = 256;
+
+interface RingViews {
+  desc: Uint8Array;
+  avail: Uint8Array;
+  used: Uint8Array;
+}
+
+class Queue {
+  /** SET_VRING_NUM; 0 until set. */
+  size = 0;
+  /** SET_VRING_BASE, and where GET_VRING_BASE leaves the ring. */
+  base = 0;
+  addr: M.VringAddr | undefined;
+  kick: EventFd | undefined;
+  call: EventFd | undefined;
+  err: EventFd | undefined;
+  /** A kick fd arrived since the last stop. */
+  started = false;
+  enabled = false;
+  vq: SplitVirtqueue | undefined;
+  /** A guest error stopped the ring until it is restarted. */
+  broken = false;
+  inFlight = 0;
+  /** processQueue is scheduled (setImmediate) or running. */
+  scheduled = false;
+  notifyScheduled = false;
+  /** This ring's part of the inflight region while the ring runs with tracking. */
+  inflightView: DataView | undefined;
+
+  constructor(readonly index: number) {}
+}
+
+export interface RingSetOptions {
+  queueCount: number;
+  /** The connection's guest memory: ring addresses and descriptors are translated through it. */
+  memory: GuestMemory;
+  handler: BlkRequestHandler;
+  inflight: InflightTracker;
+  log: ExportLog;
+}
+
+export class RingSet {
+  /** Negotiated virtio features (SET_FEATURES); rings built from now on use them. */
+  features = 0n;
+  /** requestShutdown: no new chains, finish what is in flight (drain()). */
+  private drainRequested = false;
+  /** The connection is going away: nothing is popped or pushed any more (close()). */
+  private connectionClosing = false;
+  private readonly queues: Queue[];
+  private readonly memory: GuestMemory;
+  private readonly handler: BlkRequestHandler;
+  private readonly inflight: InflightTracker;
+  private readonly log: ExportLog;
+  /** >0 while a handler waits for requests in flight to finish: nothing is popped. */
+  private paused = 0;
+  private inFlightTotal = 0;
+  private idleWaiters: Array<{ done: () => boolean; resolve: () => void }> = [];
+  private requestCount = 0;
+
+  constructor(opts: RingSetOptions) {
+    this.queues = Array.from({ length: opts.queueCount }, (_, i) => new Queue(i));
+    this.memory = opts.memory;
+    this.handler = opts.handler;
+    this.inflight = opts.inflight;
+    this.log = opts.log;
+  }
+
+  get draining(): boolean {
+    return this.drainRequested;
+  }
+
+  get closing(): boolean {
+    return this.connectionClosing;
+  }
+
+  /** Requests completed or in flight since the connection started. */
+  get requests(): number {
+    return this.requestCount;
+  }
+
+  get queueCount(): number {
+    return this.queues.length;
+  }
+
+  /** Graceful stop: no new requests; resolves once those in flight have completed (and reached the guest). */
+  drain(): Promise<void> {
+    this.drainRequested = true;
+    for (const q of this.queues) q.kick?.stopWatching();
+    return this.whenAllIdle();
+  }
+
+  /**
+   * The connection is closing: no more pops, and completions are no longer pushed (the front-end owns
+   * the rings again). Resolves once no request is in flight; then release() may run.
+   */
+  close(): Promise<void> {
+    this.connectionClosing = true;
+    for (const q of this.queues) q.kick?.stopWatching();
+    return this.whenAllIdle();
+  }
+
+  /** Closes every ring's descriptors and forgets its state (RESET_DEVICE, end of connection). */
+  resetAll(): void {
+    for (const q of this.queues) this.resetQueue(q);
+  }
+
+  /** SET_INFLIGHT_FD replaced the region: running rings stop tracking until they restart. */
+  forgetInflightViews(): void {
+    for (const q of this.queues) q.inflightView = undefined;
+  }
+
+  // --- SET_VRING_* / GET_VRING_BASE ----------------------------------------------------------------
+
+  private queue(index: number): Queue {
+    const q = this.queues[index];
+    if (q === undefined) throw new ProtocolError(`vring index ${index} is out of range (${this.queues.length} queues)`);
+    return q;
+  }
+
+  private requireStopped(q: Queue, what: string): void {
+    if (q.vq !== undefined) throw new ProtocolError(`${what} for vring ${q.index} while it is running`);
+  }
+
+  setVringNum(s: M.VringState): void {
+    const q = this.queue(s.index);
+    this.requireStopped(q, 'SET_VRING_NUM');
+    if (s.num === 0 || s.num > MAX_QUEUE_SIZE || (s.num & (s.num - 1)) !== 0) {
+      throw new ProtocolError(`vring ${q.index} size ${s.num} is not a power of two in 1..${MAX_QUEUE_SIZE}`);
+    }
+    q.size = s.num;
+  }
+
+  setVringBase(s: M.VringState): void {
+    const q = this.queue(s.index);
+    this.requireStopped(q, 'SET_VRING_BASE');
+    if (s.num > 0xffff) throw new ProtocolError(`vring ${q.index} base ${s.num} does not fit a split ring's 16-bit index`);
+    q.base = s.num;
+  }
+
+  setVringAddr(a: M.VringAddr): void {
+    const q = this.queue(a.index);
+    this.requireStopped(q, 'SET_VRING_ADDR');
+    if (q.size > 0 && this.memory.regionCount > 0 && this.ringViews(q.size, a) === undefined) {
+      throw new ProtocolError(
+        `vring ${q.index} addresses (desc 0x${a.descFrontendAddr.toString(16)}, avail 0x${a.availFrontendAddr.toString(16)}, ` +
+          `used 0x${a.usedFrontendAddr.toString(16)}) are not inside the memory table`,
+      );
+    }
+    q.addr = a;
+  }
+
+  private ringViews(size: number, a: M.VringAddr): RingViews | undefined {
+    // Sized for EVENT_IDX whatever was negotiated: the extra two bytes are part of the ring's allocation.
+    const sizes = splitRingSizes(size, true);
+    const desc = this.memory.frontendRange(a.descFrontendAddr, sizes.descBytes);
+    const avail = this.memory.frontendRange(a.availFrontendAddr, sizes.availBytes);
+    const used = this.memory.frontendRange(a.usedFrontendAddr, sizes.usedBytes);
+    return desc && avail && used ? { desc, avail, used } : undefined;
+  }
+
+  /** SET_VRING_KICK / CALL / ERR: takes the eventfd in fds[0] unless the no-fd flag is set. */
+  setVringFd(request: number, value: bigint, fds: number[]): void {
+    const index = Number(value & M.VRING_INDEX_MASK);
+    if ((value & ~(M.VRING_INDEX_MASK | M.VRING_NOFD_FLAG)) !== 0n) throw new ProtocolError(`reserved bits set in 0x${value.toString(16)}`);
+    const q = this.queue(index);
+    const noFd = (value & M.VRING_NOFD_FLAG) !== 0n;
+    const ev = noFd ? undefined : EventFd.fromFd(fds[0]!);
+    if (ev !== undefined) takeFd(fds, 0);
+    if (request === M.Request.SET_VRING_KICK) {
+      q.kick?.close();
+      q.kick = ev;
+      if (ev === undefined) {
+        // Polling a ring without a kick would need a busy loop; QEMU never asks for it for virtio-blk.
+        throw new ProtocolError(`vring ${index}: polling mode (no kick fd) is not supported`);
+      }
+      q.started = true;
+      if (!this.protocolFeaturesNegotiated()) q.enabled = true;
+      this.startRing(q);
+    } else if (request === M.Request.SET_VRING_CALL) {
+      q.call?.close();
+      q.call = ev;
+    } else {
+      q.err?.close();
+      q.err = ev;
+    }
+  }
+
+  setVringEnable(s: M.VringState): void {
+    const q = this.queue(s.index);
+    if (s.num > 1) throw new ProtocolError(`vring ${q.index} enable value ${s.num}`);
+    q.enabled = s.num === 1;
+    if (q.enabled) this.startRing(q);
+    // Disabled: processQueue pops nothing more; requests in flight still complete.
+  }
+
+  private protocolFeaturesNegotiated(): boolean {
+    return (this.features & M.bit(M.VHOST_USER_F_PROTOCOL_FEATURES)) !== 0n;
+  }
+
+  /** Builds the ring and starts watching its kick once it is started, enabled and fully configured. */
+  private startRing(q: Queue): void {
+    if (!q.started || !q.enabled || q.broken || this.connectionClosing) return;
+    if (q.vq === undefined) {
+      if (q.size === 0 || q.addr === undefined) throw new ProtocolError(`vring ${q.index} started before SET_VRING_NUM/SET_VRING_ADDR`);
+      const views = this.ringViews(q.size, q.addr);
+      if (views === undefined) throw new ProtocolError(`vring ${q.index} addresses are not inside the memory table`);
+      const usedIdx = new DataView(views.used.buffer, views.used.byteOffset, 4).getUint16(2, true);
+      const tracked = this.inflight.startRing(q.index, q.size, usedIdx);
+      if (tracked !== undefined) q.inflightView = tracked.view;
+      const resubmit = tracked?.resubmit;
+      q.vq = this.makeVirtqueue(q, views, resubmit?.lastAvailIdx ?? q.base, usedIdx);
+      if (resubmit !== undefined) this.resubmit(q, q.vq, resubmit.heads);
+    }
+    const kick = q.kick;
+    if (kick !== undefined && !this.drainRequested) {
+      kick.onReadable(() => {
+        try {
+          kick.drain();
+        } catch (err) {
+          this.breakQueue(q, `kick eventfd failed: ${describeError(err)}`);
+          return;
+        }
+        this.scheduleQueue(q, true);
+      });
+    }
+    // The guest may have queued requests before the kick fd was watched.
+    this.scheduleQueue(q, true);
+  }
+
+  private makeVirtqueue(q: Queue, views: RingViews, lastAvailIdx: number, usedIdx: number): SplitVirtqueue {
+    try {
+      return new SplitVirtqueue({
+        memory: this.memory,
+        queueSize: q.size,
+        ...views,
+        eventIdx: (this.features & M.bit(VIRTIO_RING_F_EVENT_IDX)) !== 0n,
+        indirectDesc: (this.features & M.bit(VIRTIO_RING_F_INDIRECT_DESC)) !== 0n,
+        lastAvailIdx,
+        usedIdx,
+      });
+    } catch (err) {
+      if (err instanceof VirtqueueError) throw new ProtocolError(`vring ${q.index}: ${err.message}`);
+      throw err;
+    }
+  }
+
+  /** Submits the heads a previous back-end left in flight, oldest first, walking each from its head. */
+  private resubmit(q: Queue, vq: SplitVirtqueue, heads: number[]): void {
+    for (const head of heads) {
+      let chain: DescriptorChain;
+      try {
+        chain = vq.chainAt(head);
+      } catch (err) {
+        this.breakQueue(q, `resubmitting request ${head}: ${describeError(err)}`);
+        return;
+      }
+      this.submit(q, vq, chain);
+    }
+  }
+
+  /** After the memory table changed: rebuild running rings' views over the new mappings. */
+  refresh(): void {
+    for (const q of this.queues) {
+      const old = q.vq;
+      if (old === undefined || q.addr === undefined) continue;
+      const views = this.ringViews(q.size, q.addr);
+      if (views === undefined) {
+        q.vq = undefined;
+        this.breakQueue(q, 'its ring is no longer inside the memory table');
+        continue;
+      }
+      q.vq = this.makeVirtqueue(q, views, old.lastAvailIdx, old.usedIdx);
+    }
+  }
+
+  /** GET_VRING_BASE: stop popping, let requests in flight complete and reach the ring, report the base. */
+  async stopRing(index: number): Promise<number> {
+    return this.stopQueue(this.queue(index));
+  }
+
+  /** RESET_OWNER, RESET_DEVICE: stops every ring as GET_VRING_BASE would. */
+  async stopAll(): Promise<void> {
+    for (const q of this.queues) await this.stopQueue(q);
+  }
+
+  private async stopQueue(q: Queue): Promise<number> {
+    q.started = false;
+    q.kick?.stopWatching();
+    await this.whenIdle(() => q.inFlight === 0);
+    if (q.vq !== undefined) q.base = q.vq.lastAvailIdx;
+    q.vq = undefined;
+    q.inflightView = undefined;
+    q.broken = false;
+    return q.base;
+  }
+
+  private resetQueue(q: Queue): void {
+    q.kick?.close();
+    q.call?.close();
+    q.err?.close();
+    q.kick = q.call = q.err = undefined;
+    q.vq = undefined;
+    q.inflightView = undefined;
+    q.addr = undefined;
+    q.size = 0;
+    q.base = 0;
+    q.started = q.enabled = q.broken = false;
+  }
+
+  /** Stops a ring after a guest error until the front-end restarts it; tells the front-end via the err fd. */
+  private breakQueue(q: Queue, reason: string): void {
+    if (q.broken) return;
+    q.broken = true;
+    q.kick?.stopWatching();
+    this.log(`vring ${q.index} stopped: ${reason}`, 'warn');
+    try {
+      q.err?.signal();
+    } catch {
+      // The front-end went away; the socket will tell.
+    }
+  }
+
+  // --- request path --------------------------------------------------------------------------------
+
+  private scheduleQueue(q: Queue, now = false): void {
+    if (q.scheduled || q.vq === undefined) return;
+    q.scheduled = true;
+    if (now) this.processQueue(q);
+    else setImmediate(() => this.processQueue(q));
+  }
+
+  private processQueue(q: Queue): void {
+    q.scheduled = false;
+    const vq = q.vq;
+    if (vq === undefined || !q.started || !q.enabled || q.broken || this.paused > 0 || this.drainRequested || this.connectionClosing) return;
+    try {
+      vq.disableNotify();
+      let popped = 0;
+      for (;;) {
+        if (popped >= QUEUE_BATCH) {
+          // Come back after other rings, the control socket and completions had their turn.
+          this.scheduleQueue(q);
+          return;
+        }
+        const chain = vq.pop();
+        if (chain === undefined) {
+          vq.enableNotify();
+          // A chain published between the last pop and enableNotify() produced no kick.
+          if (!vq.hasAvailable()) return;
+          vq.disableNotify();
+          continue;
+        }
+        popped++;
+        this.submit(q, vq, chain);
+      }
+    } catch (err) {
+      this.breakQueue(q, err instanceof VirtqueueError ? `guest driver error: ${err.message}` : `internal error: ${describeError(err)}`);
+    }
+  }
+
+  private submit(q: Queue, vq: SplitVirtqueue, chain: DescriptorChain): void {
+    const inflightView = q.inflightView;
+    if (inflightView !== undefined) this.inflight.markInflight(inflightView, chain.head);
+    q.inFlight++;
+    this.inFlightTotal++;
+    this.requestCount++;
+    this.handler.handle(chain).then(
+      (writtenBytes) => this.complete(q, vq, chain.head, writtenBytes),
+      (err: unknown) => {
+        if (err instanceof VirtqueueError) {
+          // No status byte to write: the chain cannot be completed; the ring is unusable.
+          this.breakQueue(q, `guest driver error: ${err.message}`);
+          this.finish(q);
+        } else {
+          this.log(`vring ${q.index}: request ${chain.head} failed unexpectedly: ${describeError(err)}`, 'warn');
+          this.complete(q, vq, chain.head, 0);
+        }
+      },
+    );
+  }
+
+  private complete(q: Queue, vq: SplitVirtqueue, head: number, writtenBytes: number): void {
+    // Only the ring that popped the chain may take it back, and only while we still own the rings.
+    if (!this.connectionClosing && q.vq === vq) {
+      try {
+        const inflightView = q.inflightView;
+        if (inflightView !== undefined) linkBeforePush(inflightView, head);
+        vq.pushUsed(head, writtenBytes);
+        if (inflightView !== undefined) clearAfterPush(inflightView, head, vq.usedIdx);
+        this.scheduleNotify(q);
+      } catch (err) {
+        this.breakQueue(q, `completing request ${head} failed: ${describeError(err)}`);
+      }
+    }
+    this.finish(q);
+  }
+
+  private finish(q: Queue): void {
+    q.inFlight--;
+    this.inFlightTotal--;
+    this.checkIdle();
+  }
+
+  /** One call-eventfd decision per burst of completions (EVENT_IDX or NO_INTERRUPT decides). */
+  private scheduleNotify(q: Queue): void {
+    if (q.notifyScheduled) return;
+    q.notifyScheduled = true;
+    queueMicrotask(() => {
+      q.notifyScheduled = false;
+      const vq = q.vq;
+      if (vq === undefined || this.connectionClosing || q.call === undefined) return;
+      try {
+        if (vq.shouldNotify()) q.call.signal();
+      } catch (err) {
+        this.log(`vring ${q.index}: cannot signal the call eventfd: ${describeError(err)}`, 'warn');
+      }
+    });
+  }
+
+  // --- waiting for requests in flight --------------------------------------------------------------
+
+  /**
+   * Runs fn once no request is in flight, popping nothing meanwhile (fn unmaps or replaces memory
+   * that in-flight requests may still be using). Skips fn if the connection closed meanwhile.
+   */
+  async quiesce(fn: () => void): Promise<void> {
+    this.paused++;
+    try {
+      await this.whenAllIdle();
+      if (this.connectionClosing) return;
+      fn();
+    } finally {
+      this.paused--;
+      if (this.paused === 0) for (const q of this.queues) this.scheduleQueue(q);
+    }
+  }
+
+  private whenAllIdle(): Promise<void> {
+    return this.whenIdle(() => this.inFlightTotal === 0);
+  }
+
+  private whenIdle(done: () => boolean): Promise<void> {
+    if (done()) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push({ done, resolve }));
+  }
+
+  private checkIdle(): void {
+    if (this.idleWaiters.length === 0) return;
+    const ready = this.idleWaiters.filter((w) => w.done());
+    if (ready.length === 0) return;
+    this.idleWaiters = this.idleWaiters.filter((w) => !ready.includes(w));
+    for (const w of ready) w.resolve();
+  }
+}
