@@ -12,7 +12,7 @@ import type { JobContext } from './jobs.js';
 import { backingFileName, backingOf, createLayerFile, fsyncDir, openChain } from './layers.js';
 import { withLiveChanges } from './live-registry.js';
 import { checkName } from './names.js';
-import { boundaryLayers, catalogView, chainOf, checkNameFree, checkQuota, requireLayer, requirePool, snapshotByName } from './queries.js';
+import { boundaryLayers, catalogView, chainOf, checkNameFree, checkQuota, layerChain, requirePool, snapshotByName } from './queries.js';
 import type { JobInfo, VolumeInfo } from './types.js';
 import { volumeInfo } from './volumes.js';
 
@@ -32,9 +32,9 @@ export async function cloneSnapshot(svc: ServiceContext, pool: string, volume: s
       const dest = await requirePool(svc, destPool);
       await checkNameFree(svc, destPool, destName);
       await checkQuota(svc, dest, snap.sizeBytes, `the clone '${destPool}/${destName}' of '${pool}/${volume}@${snapshot}'`);
-      const view = await catalogView(svc);
-      const base = requireLayer(view.layers, snap.layerId);
-      const depth = chainOf(view.layers, base.id).length + 1;
+      const baseChain = await layerChain(svc, snap.layerId);
+      const base = baseChain[0]!;
+      const depth = baseChain.length + 1;
       if (depth > svc.maxChainDepth && svc.chainDepthPolicy === 'refuse') {
         throw new StorageError(
           'LIMIT_EXCEEDED',

@@ -12,7 +12,7 @@ import { chainMap, COPY_CHUNK_BYTES, forEachWindow, isZero, layerMap, mergeRange
 import { checkHeadNotLive, hold, unhold, withVolume } from './guards.js';
 import { openChain, backingOf } from './layers.js';
 import { checkName, checkVolumeSize } from './names.js';
-import { catalogView, chainOf, describeVolume, findSnapshot, snapshotByName } from './queries.js';
+import { describeVolume, findSnapshot, layerChain, snapshotByName } from './queries.js';
 import { createSnapshotLocked, ensureSnapshotAllowed } from './snapshots.js';
 import { ManagedStream } from './stream.js';
 import type { DiffExtent, DiffRange, VolumeInfo } from './types.js';
@@ -89,8 +89,7 @@ export async function importDiff(svc: ServiceContext, pool: string, volume: stri
         checkVolumeSize(header.sizeBytes);
         let current = vol;
         if (header.sizeBytes !== vol.sizeBytes) current = await resizeLocked(svc, vol, header.sizeBytes);
-        const view = await catalogView(svc);
-        const image = await openChain(svc.paths, chainOf(view.layers, current.activeLayerId), { writable: true });
+        const image = await openChain(svc.paths, await layerChain(svc, current.activeLayerId), { writable: true });
         try {
           await applyDiffRecords(reader, image, header.sizeBytes);
           await image.flush();
@@ -109,10 +108,9 @@ export async function importDiff(svc: ServiceContext, pool: string, volume: stri
 
 /** Resolves a diff's two points on one lineage. */
 async function diffPoints(svc: ServiceContext, vol: VolumeRecord, range: DiffRange): Promise<{ chain: LayerRecord[]; pathDepth: number; fromSizeBytes: number }> {
-  const view = await catalogView(svc);
   const to = range.toSnapshot === undefined ? undefined : await snapshotByName(svc, vol, range.toSnapshot);
   const from = range.fromSnapshot === undefined ? undefined : await snapshotByName(svc, vol, range.fromSnapshot);
-  const chain = chainOf(view.layers, to?.layerId ?? vol.activeLayerId);
+  const chain = await layerChain(svc, to?.layerId ?? vol.activeLayerId);
   if (from === undefined) return { chain, pathDepth: chain.length, fromSizeBytes: 0 };
   const index = chain.findIndex((l) => l.id === from.layerId);
   if (index < 0) {

@@ -23,7 +23,6 @@ export function totalOfKind(plan: readonly PlanStep[], kind: 'data' | 'zero'): n
   return plan.reduce((sum, r) => sum + (r.kind === kind ? r.length : 0), 0);
 }
 
-
 /** The data extents of what `image`'s chain reads over [start, end) (zeroes need no copy). */
 export async function dataPlan(image: Qcow2Image, start: number, end: number): Promise<PlanStep[]> {
   const plan: PlanStep[] = [];

@@ -11,7 +11,7 @@ import type { FileRef, IntentRecord, LayerRecord } from '../catalog/records.js';
 import { newId, nowIso, type ServiceContext } from './context.js';
 import { resizeImage } from './image-ops.js';
 import { backingFileName, fsyncDir, layerFileName, openChain, openLayerAlone, unlinkQuiet } from './layers.js';
-import { catalogView, chainOf } from './queries.js';
+import { layerChain } from './queries.js';
 
 export function newIntent(
   kind: string,
@@ -153,8 +153,7 @@ export async function finishResize(svc: ServiceContext, intent: IntentRecord): P
     await svc.catalog.del('intent', intent.id);
     return;
   }
-  const view = await catalogView(svc);
-  const image = await openChain(svc.paths, chainOf(view.layers, resize.layerId), { writable: true });
+  const image = await openChain(svc.paths, await layerChain(svc, resize.layerId), { writable: true });
   try {
     await resizeImage(image, resize.toBytes, resize.fromBytes);
   } finally {

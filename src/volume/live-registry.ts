@@ -8,7 +8,7 @@ import { withVolume } from './guards.js';
 import { repairLeaks } from './intents.js';
 import { openChain } from './layers.js';
 import { LiveVolume, liveKey, type LiveDevice, type LiveTarget } from './live.js';
-import { catalogView, chainOf, snapshotByName } from './queries.js';
+import { layerChain, snapshotByName } from './queries.js';
 
 /**
  * Opens a volume (read-write unless readOnly) or one of its snapshots (always read-only) for an
@@ -27,7 +27,10 @@ export async function openDevice(svc: ServiceContext, pool: string, volume: stri
       // A daemon killed while the volume was exported read-write leaves, at worst, leaked
       // clusters in its active layer (the write ordering guarantees no more): reclaim them
       // before serving it again. Nothing else has the layer open (we hold the volume's lock).
-      if (snap === undefined) await repairLeaks(svc, [vol.activeLayerId], (await catalogView(svc)).layers, []);
+      if (snap === undefined) {
+        const active = await svc.catalog.get('layer', vol.activeLayerId);
+        if (active) await repairLeaks(svc, [active.id], new Map([[active.id, active]]), []);
+      }
       const opened = await openLive(svc, target);
       live = new LiveVolume(target, snap === undefined, opened, (t) => openLive(svc, t), () => {
         if (svc.live.get(key) === live) svc.live.delete(key);
@@ -48,8 +51,7 @@ async function openLive(svc: ServiceContext, target: LiveTarget): Promise<{ imag
     if (!snap) throw notFound(`snapshot ${target.snapshotId} no longer exists`);
     layerId = snap.layerId;
   }
-  const view = await catalogView(svc);
-  const chain = chainOf(view.layers, layerId);
+  const chain = await layerChain(svc, layerId);
   const image = await openChain(svc.paths, chain, { writable: target.snapshotId === undefined });
   return { image, layerIds: chain.map((l) => l.id) };
 }

@@ -44,8 +44,23 @@ export async function snapshotByName(svc: ServiceContext, vol: VolumeRecord, nam
 
 export function requireLayer(layers: Map<string, LayerRecord>, id: string): LayerRecord {
   const layer = layers.get(id);
-  if (!layer) throw new StorageError('CORRUPT', `the catalog references layer ${id}, which has no record`);
+  if (!layer) throw missingLayer(id);
   return layer;
+}
+
+/** One layer's record, read directly (no view): for callers that need that layer only. */
+export async function layerById(svc: ServiceContext, id: string): Promise<LayerRecord> {
+  const layer = await svc.catalog.get('layer', id);
+  if (!layer) throw missingLayer(id);
+  return layer;
+}
+
+function missingLayer(id: string): StorageError {
+  return new StorageError('CORRUPT', `the catalog references layer ${id}, which has no record`);
+}
+
+function chainLoop(layerId: string, id: string): StorageError {
+  return new StorageError('CORRUPT', `the catalog's chain of layer ${layerId} loops at ${id}`);
 }
 
 /** The chain from layerId down (top first), as the catalog records it. */
@@ -53,9 +68,26 @@ export function chainOf(layers: Map<string, LayerRecord>, layerId: string): Laye
   const chain: LayerRecord[] = [];
   const seen = new Set<string>();
   for (let id: string | undefined = layerId; id !== undefined; ) {
-    if (seen.has(id)) throw new StorageError('CORRUPT', `the catalog's chain of layer ${layerId} loops at ${id}`);
+    if (seen.has(id)) throw chainLoop(layerId, id);
     seen.add(id);
     const layer = requireLayer(layers, id);
+    chain.push(layer);
+    id = layer.backingLayerId;
+  }
+  return chain;
+}
+
+/**
+ * chainOf, read layer by layer from the catalog: for callers that need one chain, a few reads
+ * instead of a view listing every volume, layer and snapshot.
+ */
+export async function layerChain(svc: ServiceContext, layerId: string): Promise<LayerRecord[]> {
+  const chain: LayerRecord[] = [];
+  const seen = new Set<string>();
+  for (let id: string | undefined = layerId; id !== undefined; ) {
+    if (seen.has(id)) throw chainLoop(layerId, id);
+    seen.add(id);
+    const layer = await layerById(svc, id);
     chain.push(layer);
     id = layer.backingLayerId;
   }

@@ -28,6 +28,7 @@ import {
   describeSnapshot,
   describeVolume,
   findSnapshot,
+  layerById,
   requireLayer,
   requirePool,
   snapshotByName,
@@ -202,8 +203,7 @@ export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecor
     throw new StorageError('ALREADY_EXISTS', `snapshot '${vol.pool}/${vol.name}@${name}' already exists`);
   }
   const current = await ensureSnapshotAllowed(svc, vol);
-  const view = await catalogView(svc);
-  const frozen = requireLayer(view.layers, current.activeLayerId);
+  const frozen = await layerById(svc, current.activeLayerId);
   const active = newLayer(newId(), current.pool, current.id, frozen);
   const snap: SnapshotRecord = {
     id: newId(),

@@ -19,7 +19,7 @@ import { commitOps, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { createLayerFile, fsyncDir, openChain, openLayerAlone, TEMP_PREFIX, unlinkQuiet } from './layers.js';
 import { checkName, checkVolumeSize } from './names.js';
-import { catalogView, chainOf, checkNameFree, checkQuota, describeVolume, requirePool, snapshotByName } from './queries.js';
+import { checkNameFree, checkQuota, describeVolume, layerChain, requirePool, snapshotByName } from './queries.js';
 import { encodeContent, readSparseStream, type ContentPiece, type TransferEncoding } from './sparse-stream.js';
 import { ManagedStream } from './stream.js';
 import type { JobInfo, VolumeInfo } from './types.js';
@@ -62,8 +62,7 @@ export async function copyVolume(svc: ServiceContext, pool: string, name: string
 
 async function copyJob(svc: ServiceContext, volumeId: string, destPool: string, destName: string, ctx: JobContext): Promise<void> {
   const vol = await svc.catalog.require('volume', volumeId, 'the source volume');
-  const view = await catalogView(svc);
-  const source = await openChain(svc.paths, chainOf(view.layers, vol.activeLayerId), { writable: false });
+  const source = await openChain(svc.paths, await layerChain(svc, vol.activeLayerId), { writable: false });
   const volume: VolumeRecord = { id: newId(), pool: destPool, name: destName, sizeBytes: vol.sizeBytes, activeLayerId: newId(), createdAt: nowIso() };
   const layer = newLayer(volume.activeLayerId, destPool, volume.id, undefined);
   const intent = newIntent('copy', `${destPool}/${destName}`, { createFiles: [layer] });
@@ -296,8 +295,7 @@ export async function exportVolume(
     async (vol) => {
       const layerId = options.snapshot === undefined ? vol.activeLayerId : (await snapshotByName(svc, vol, options.snapshot)).layerId;
       if (options.snapshot === undefined) checkHeadNotLive(svc, vol, 'export it here (export a snapshot of it, or read it over NBD)');
-      const view = await catalogView(svc);
-      const image = await openChain(svc.paths, chainOf(view.layers, layerId), { writable: false });
+      const image = await openChain(svc.paths, await layerChain(svc, layerId), { writable: false });
       if (options.format === 'raw') {
         // A live volume stays held while it streams (its active layer must not change under the
         // reader); a snapshot's layers read the same whatever happens to the volume meanwhile.
