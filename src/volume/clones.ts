@@ -1,0 +1,138 @@
+/** Clones: a new volume on a protected snapshot, and flattening a clone into a standalone volume. */
+import { StorageError } from '../core/errors.js';
+import type { Qcow2Image } from '../../formats/qcow2/index.js';
+import { putOp } from '../catalog/catalog.js';
+import type { LayerRecord, VolumeRecord } from '../catalog/records.js';
+import { newId, nowIso, poolKey, volKey, type ServiceContext } from './context.js';
+import { chainMap, forEachWindow, layerMap } from './extents.js';
+import { hold, unhold, withVolume } from './guards.js';
+import { copyPlan, totalOf, type PlanStep } from './image-ops.js';
+import { commitOps, newIntent, newLayer, runIntent } from './intents.js';
+import type { JobContext } from './jobs.js';
+import { backingFileName, backingOf, createLayerFile, fsyncDir, openChain } from './layers.js';
+import { withLiveChanges } from './live-registry.js';
+import { checkName } from './names.js';
+import { boundaryLayers, catalogView, chainOf, checkNameFree, checkQuota, layerChain, requirePool, snapshotByName } from './queries.js';
+import type { JobInfo, VolumeInfo } from './types.js';
+import { volumeInfo } from './volumes.js';
+
+export async function cloneSnapshot(svc: ServiceContext, pool: string, volume: string, snapshot: string, destPool: string, destName: string): Promise<VolumeInfo> {
+  checkName('volume', destName);
+  const clone = await withVolume(
+    svc,
+    pool,
+    volume,
+    async (vol) => {
+      const snap = await snapshotByName(svc, vol, snapshot);
+      if (!snap.protected) {
+        throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${snapshot}' is not protected, and only protected snapshots can be cloned`, {
+          fix: { operation: 'protectSnapshot', pool, volume, snapshot, text: 'protect it first with {}' },
+        });
+      }
+      const dest = await requirePool(svc, destPool);
+      await checkNameFree(svc, destPool, destName);
+      await checkQuota(svc, dest, snap.sizeBytes, `the clone '${destPool}/${destName}' of '${pool}/${volume}@${snapshot}'`);
+      const baseChain = await layerChain(svc, snap.layerId);
+      const base = baseChain[0]!;
+      const depth = baseChain.length + 1;
+      if (depth > svc.maxChainDepth && svc.chainDepthPolicy === 'refuse') {
+        throw new StorageError(
+          'LIMIT_EXCEEDED',
+          `a clone of '${pool}/${volume}@${snapshot}' would have a chain of ${depth} layers (maxChainDepth ${svc.maxChainDepth}); ` +
+            `flatten '${pool}/${volume}' or delete some of its snapshots first`,
+        );
+      }
+      const record: VolumeRecord = { id: newId(), pool: destPool, name: destName, sizeBytes: snap.sizeBytes, activeLayerId: newId(), createdAt: nowIso() };
+      const layer = newLayer(record.activeLayerId, destPool, record.id, base);
+      const intent = newIntent('clone', `${destPool}/${destName}`, { createFiles: [layer] });
+      await runIntent(svc, intent, async () => {
+        await createLayerFile(svc.paths.layer(layer), snap.sizeBytes, backingFileName(layer, base));
+        await fsyncDir(svc.paths.poolDir(destPool));
+        await svc.catalog.batch(commitOps(intent, [putOp('volume', record), putOp('layer', layer)]));
+      });
+      return { record, flatten: depth > svc.maxChainDepth };
+    },
+    { keys: [poolKey(destPool)] },
+  );
+  if (clone.flatten) {
+    // Policy 'flatten': the new clone would be too deep, so it is flattened before it is returned.
+    await withVolume(svc, destPool, destName, async (vol) => {
+      await svc.jobs.run('flatten', `${destPool}/${destName}`, (ctx) => flattenLocked(svc, vol, ctx));
+    });
+  }
+  return volumeInfo(svc, destPool, destName);
+}
+
+export async function flattenVolume(svc: ServiceContext, pool: string, name: string): Promise<JobInfo> {
+  return withVolume(svc, pool, name, async (vol) => {
+    if (boundaryLayers(vol, await catalogView(svc)).length === 0) {
+      throw new StorageError('BUSY', `volume '${pool}/${name}' is not a clone; there is nothing to flatten`);
+    }
+    hold(svc, vol.id, 'a flatten job runs on it');
+    try {
+      return await svc.jobs.start('flatten', `${pool}/${name}`, async (ctx) => {
+        try {
+          ctx.throwIfCancelled();
+          const current = await svc.catalog.require('volume', vol.id, `volume '${pool}/${name}'`);
+          // The hold keeps other changes away; the lock is taken only for the commit.
+          await flattenLocked(svc, current, ctx, { lockForCommit: true });
+        } finally {
+          unhold(svc, vol.id);
+        }
+      });
+    } catch (err) {
+      unhold(svc, vol.id);
+      throw err;
+    }
+  });
+}
+
+/**
+ * Flattens a clone: every layer of the volume whose backing layer belongs to another volume gets
+ * the data its backing chain supplies copied up, then loses its backing file.
+ */
+export async function flattenLocked(svc: ServiceContext, vol: VolumeRecord, ctx: JobContext, options: { lockForCommit?: boolean } = {}): Promise<void> {
+  const view = await catalogView(svc);
+  const boundary = boundaryLayers(vol, view);
+  if (boundary.length === 0) return;
+  const ids = boundary.map((l) => l.id);
+  const intent = newIntent('flatten', `${vol.pool}/${vol.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
+  // Exports of the volume pause for the whole copy-up (their requests wait; see docs/daemon.md).
+  await withLiveChanges(svc, ids, () => runIntent(svc, intent, async () => {
+    const images: { layer: LayerRecord; image: Qcow2Image; plan: PlanStep[] }[] = [];
+    try {
+      for (const layer of boundary) {
+        const image = await openChain(svc.paths, chainOf(view.layers, layer.id), { writable: true });
+        images.push({ layer, image, plan: [] });
+        const entry = images[images.length - 1]!;
+        const backing = backingOf(image)!;
+        await forEachWindow(0, image.sizeBytes, async (start, end) => {
+          for (const u of await layerMap(image, start, end)) {
+            if (u.kind !== 'unallocated') continue;
+            for (const x of await chainMap(backing, u.offset, u.offset + u.length)) if (x.kind === 'data') entry.plan.push(x);
+          }
+        });
+      }
+      ctx.setTotal(images.reduce((sum, e) => sum + totalOf(e.plan), 0));
+      for (const { image, plan } of images) {
+        await copyPlan(backingOf(image)!, image, plan, ctx, 'skip');
+        await image.flush();
+      }
+      ctx.throwIfCancelled();
+      // Headers and catalog change together under the volume's lock, so that nothing opening the
+      // chain (an export, a diff) sees one without the other.
+      const commit = async () => {
+        for (const { image } of images) await image.setBackingFile(undefined, undefined);
+        const ops = boundary.map((layer) => {
+          const { backingLayerId: _old, ...rest } = layer;
+          return putOp('layer', rest);
+        });
+        await svc.catalog.batch(commitOps(intent, ops));
+      };
+      if (options.lockForCommit) await svc.locks.run([volKey(vol.id)], commit);
+      else await commit();
+    } finally {
+      for (const { image } of images) await image.close();
+    }
+  }));
+}

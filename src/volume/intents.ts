@@ -1,0 +1,163 @@
+/**
+ * Intents: how every multi-step change stays crash consistent. An operation writes an intent
+ * before it touches files and ends with one atomic catalog batch (runIntent, commitOps); a failed
+ * or interrupted one is rolled back (rollbackIntent) or, once committed, finished (finishIntent).
+ * recovery.ts replays what a crash left with the same functions.
+ */
+import { countOf } from '../core/text.js';
+import type { CatalogOp } from '../catalog/catalog.js';
+import { delOp, putOp } from '../catalog/catalog.js';
+import type { FileRef, IntentRecord, LayerRecord } from '../catalog/records.js';
+import { newId, nowIso, type ServiceContext } from './context.js';
+import { resizeImage } from './image-ops.js';
+import { backingFileName, fsyncDir, layerFileName, openChain, openLayerAlone, unlinkQuiet } from './layers.js';
+import { layerChain } from './queries.js';
+
+export function newIntent(
+  kind: string,
+  target: string,
+  parts: { createFiles?: FileRef[]; rebaseLayerIds?: string[]; writeLayerIds?: string[]; resize?: IntentRecord['resize'] },
+): IntentRecord {
+  return {
+    id: newId(),
+    kind,
+    phase: 'prepared',
+    target,
+    createFiles: (parts.createFiles ?? []).map((f) => ({ pool: f.pool, fileName: f.fileName })),
+    deleteFiles: [],
+    rebaseLayerIds: parts.rebaseLayerIds ?? [],
+    writeLayerIds: parts.writeLayerIds ?? [],
+    ...(parts.resize ? { resize: parts.resize } : {}),
+    createdAt: nowIso(),
+  };
+}
+
+export function newLayer(id: string, pool: string, ownerVolumeId: string, backing: LayerRecord | undefined): LayerRecord {
+  return {
+    id,
+    pool,
+    fileName: layerFileName(id),
+    ...(backing === undefined ? {} : { backingLayerId: backing.id }),
+    ownerVolumeId,
+    frozen: false,
+    createdAt: nowIso(),
+  };
+}
+
+/**
+ * The catalog batch that ends an operation: its record changes plus, atomically, either the
+ * intent's removal or (when files remain to delete) the intent marked committed.
+ */
+export function commitOps(intent: IntentRecord, ops: CatalogOp[], deleteFiles: FileRef[] = []): CatalogOp[] {
+  if (deleteFiles.length === 0) return [...ops, delOp('intent', intent.id)];
+  const committed: IntentRecord = {
+    ...intent,
+    phase: 'committed',
+    deleteFiles: deleteFiles.map((f) => ({ pool: f.pool, fileName: f.fileName })),
+  };
+  return [...ops, putOp('intent', committed)];
+}
+
+/**
+ * Writes the intent, runs the work (which ends with a commitOps batch), then finishes a committed
+ * intent. If the work fails before its batch landed, the intent is rolled back here (and, should
+ * that fail too, by recover() at the next start).
+ */
+export async function runIntent<T>(svc: ServiceContext, intent: IntentRecord, work: () => Promise<T>): Promise<T> {
+  await svc.catalog.put('intent', intent);
+  let result: T;
+  try {
+    result = await work();
+  } catch (err) {
+    const current = await svc.catalog.get('intent', intent.id).catch(() => undefined);
+    if (current?.phase === 'committed') await finishIntent(svc, current).catch(() => {});
+    // A resize cannot be undone (a shrink may have dropped data): finish it, or leave it to recover().
+    else if (current?.resize) await finishResize(svc, current).catch(() => {});
+    else if (current) await rollbackIntent(svc, current).catch(() => {});
+    throw err;
+  }
+  const current = await svc.catalog.get('intent', intent.id);
+  if (current) await finishIntent(svc, current);
+  return result;
+}
+
+/** Undoes a prepared intent: layer headers back to what the catalog says, created files deleted. */
+export async function rollbackIntent(svc: ServiceContext, intent: IntentRecord, problems: string[] = []): Promise<void> {
+  const layers = new Map((await svc.catalog.list('layer')).map((l) => [l.id, l]));
+  for (const id of intent.rebaseLayerIds) {
+    const layer = layers.get(id);
+    if (!layer) continue;
+    const backing = layer.backingLayerId === undefined ? undefined : layers.get(layer.backingLayerId);
+    const expected = backing === undefined ? undefined : backingFileName(layer, backing);
+    const image = await openLayerAlone(svc.paths.layer(layer), { writable: true });
+    try {
+      if (image.info().backingFile !== expected) await image.setBackingFile(expected, expected === undefined ? undefined : 'qcow2');
+    } finally {
+      await image.close();
+    }
+  }
+  await repairLeaks(svc, [...intent.writeLayerIds, ...intent.rebaseLayerIds, ...(intent.resize ? [intent.resize.layerId] : [])], layers, problems);
+  const dirs = new Set<string>();
+  for (const file of intent.createFiles) {
+    await unlinkQuiet(svc.paths.file(file));
+    dirs.add(svc.paths.poolDir(file.pool));
+  }
+  for (const dir of dirs) await fsyncDir(dir).catch(() => {});
+  await svc.catalog.del('intent', intent.id);
+}
+
+/** Completes a committed intent: deletes the files it meant to delete. */
+export async function finishIntent(svc: ServiceContext, intent: IntentRecord, problems?: string[]): Promise<void> {
+  if (intent.phase !== 'committed') throw new Error(`assertion failed: intent ${intent.id} finished before it committed`);
+  const dirs = new Set<string>();
+  for (const file of intent.deleteFiles) {
+    await unlinkQuiet(svc.paths.file(file));
+    dirs.add(svc.paths.poolDir(file.pool));
+  }
+  for (const dir of dirs) await fsyncDir(dir).catch(() => {});
+  if (problems) {
+    const layers = new Map((await svc.catalog.list('layer')).map((l) => [l.id, l]));
+    await repairLeaks(svc, [...intent.writeLayerIds, ...intent.rebaseLayerIds, ...(intent.resize ? [intent.resize.layerId] : [])], layers, problems);
+  }
+  await svc.catalog.del('intent', intent.id);
+}
+
+/** Layers written when a crash hit may hold leaked clusters: check and repair them. */
+export async function repairLeaks(svc: ServiceContext, ids: string[], layers: Map<string, LayerRecord>, problems: string[]): Promise<void> {
+  for (const id of new Set(ids)) {
+    const layer = layers.get(id);
+    if (!layer) continue;
+    const file = svc.paths.layer(layer);
+    try {
+      const image = await openLayerAlone(file, { writable: true });
+      try {
+        const result = await image.check('leaks');
+        if (result.corruptions > 0) problems.push(`${file}: ${countOf(result.corruptions, 'corruption')} found; repair with 'strata img check -r all'`);
+      } finally {
+        await image.close();
+      }
+    } catch (err) {
+      problems.push(`${file}: cannot check it: ${err instanceof Error ? err.message : String(err)}`);
+    }
+  }
+}
+
+/**
+ * Does (or, after a crash, finishes) a resize intent: the active layer to the new size, zeroes
+ * where needed, then the volume record and the intent's removal in one batch. Idempotent.
+ */
+export async function finishResize(svc: ServiceContext, intent: IntentRecord): Promise<void> {
+  const resize = intent.resize!;
+  const vol = await svc.catalog.get('volume', resize.volumeId);
+  if (!vol || vol.activeLayerId !== resize.layerId) {
+    await svc.catalog.del('intent', intent.id);
+    return;
+  }
+  const image = await openChain(svc.paths, await layerChain(svc, resize.layerId), { writable: true });
+  try {
+    await resizeImage(image, resize.toBytes, resize.fromBytes);
+  } finally {
+    await image.close();
+  }
+  await svc.catalog.batch(commitOps(intent, [putOp('volume', { ...vol, sizeBytes: resize.toBytes })]));
+}

@@ -1,0 +1,73 @@
+/**
+ * Live devices: the chains held open for exports (one per volume head or snapshot, shared by all
+ * its exports), opening them, and pausing them while an operation changes their files.
+ */
+import type { Qcow2Image } from '../../formats/qcow2/index.js';
+import { notFound, type ServiceContext } from './context.js';
+import { withVolume } from './guards.js';
+import { repairLeaks } from './intents.js';
+import { openChain } from './layers.js';
+import { LiveVolume, liveKey, type LiveDevice, type LiveTarget } from './live.js';
+import { layerChain, snapshotByName } from './queries.js';
+
+/**
+ * Opens a volume (read-write unless readOnly) or one of its snapshots (always read-only) for an
+ * export. Every export of the same volume or snapshot shares one open chain. The device stays
+ * valid across snapshot create, snapshot delete and flatten (it pauses while they change its
+ * files); while the volume's head is exported, operations that would change what the guest sees
+ * or read the head under it (rollback, delete, shrink, copy, export, diffs to the head) are BUSY.
+ */
+export async function openDevice(svc: ServiceContext, pool: string, volume: string, options: { snapshot?: string; readOnly?: boolean } = {}): Promise<LiveDevice> {
+  return withVolume(svc, pool, volume, async (vol) => {
+    const snap = options.snapshot === undefined ? undefined : await snapshotByName(svc, vol, options.snapshot);
+    const target: LiveTarget = { volumeId: vol.id, snapshotId: snap?.id };
+    const key = liveKey(target);
+    let live = svc.live.get(key);
+    if (live === undefined) {
+      // A daemon killed while the volume was exported read-write leaves, at worst, leaked
+      // clusters in its active layer (the write ordering guarantees no more): reclaim them
+      // before serving it again. Nothing else has the layer open (we hold the volume's lock).
+      if (snap === undefined) {
+        const active = await svc.catalog.get('layer', vol.activeLayerId);
+        if (active) await repairLeaks(svc, [active.id], new Map([[active.id, active]]), []);
+      }
+      const opened = await openLive(svc, target);
+      live = new LiveVolume(target, snap === undefined, opened, (t) => openLive(svc, t), () => {
+        if (svc.live.get(key) === live) svc.live.delete(key);
+      });
+      svc.live.set(key, live);
+    }
+    return live.handle(options.readOnly === true || snap !== undefined);
+  });
+}
+
+/** The chain a live target is now, opened (the head writable). */
+async function openLive(svc: ServiceContext, target: LiveTarget): Promise<{ image: Qcow2Image; layerIds: string[] }> {
+  const vol = await svc.catalog.get('volume', target.volumeId);
+  if (!vol) throw notFound(`volume ${target.volumeId} no longer exists`);
+  let layerId = vol.activeLayerId;
+  if (target.snapshotId !== undefined) {
+    const snap = await svc.catalog.get('snapshot', target.snapshotId);
+    if (!snap) throw notFound(`snapshot ${target.snapshotId} no longer exists`);
+    layerId = snap.layerId;
+  }
+  const chain = await layerChain(svc, layerId);
+  const image = await openChain(svc.paths, chain, { writable: target.snapshotId === undefined });
+  return { image, layerIds: chain.map((l) => l.id) };
+}
+
+/** Pauses the exports whose chains hold any of these layers while fn changes them. */
+export async function withLiveChanges<T>(svc: ServiceContext, layerIds: readonly string[], fn: () => Promise<T>): Promise<T> {
+  const ids = new Set(layerIds);
+  const affected = [...svc.live.values()].filter((l) => l.layerIds.some((id) => ids.has(id)));
+  const paused: LiveVolume[] = [];
+  try {
+    for (const live of affected) {
+      paused.push(live); // resumed even if its pause fails (its requests must not wait forever)
+      await live.pause();
+    }
+    return await fn();
+  } finally {
+    for (const live of paused) await live.resume();
+  }
+}

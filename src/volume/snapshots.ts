@@ -1,0 +1,298 @@
+/**
+ * Snapshots: create, list, describe, rename, roll back to, delete (merging the snapshot's layer
+ * into its children), protect, and the per-volume snapshot limit.
+ */
+import { StorageError } from '../core/errors.js';
+import { countOf } from '../core/text.js';
+import { formatSizeHuman } from '../core/units.js';
+import type { CatalogOp } from '../catalog/catalog.js';
+import { delOp, putOp } from '../catalog/catalog.js';
+import type { SnapshotRecord, VolumeRecord } from '../catalog/records.js';
+import { flattenLocked } from './clones.js';
+import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
+import { forEachWindow, layerMap } from './extents.js';
+import { checkHeadNotLive, withVolume } from './guards.js';
+import { copyPlan, totalOfKind, type PlanStep } from './image-ops.js';
+import { commitOps, newIntent, newLayer, runIntent } from './intents.js';
+import type { JobContext } from './jobs.js';
+import { backingFileName, backingOf, createLayerFile, fsyncDir, openChain } from './layers.js';
+import { liveKey } from './live.js';
+import { withLiveChanges } from './live-registry.js';
+import { checkLimit, checkName } from './names.js';
+import {
+  boundaryLayers,
+  catalogView,
+  chainOf,
+  childrenOf,
+  checkQuota,
+  describeSnapshot,
+  describeVolume,
+  findSnapshot,
+  layerById,
+  requireLayer,
+  requirePool,
+  snapshotByName,
+  volumeByName,
+} from './queries.js';
+import type { SnapshotInfo, VolumeInfo } from './types.js';
+
+export async function createSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<SnapshotInfo> {
+  checkName('snapshot', name);
+  return withVolume(svc, pool, volume, async (vol) => {
+    const snap = await createSnapshotLocked(svc, vol, name);
+    return describeSnapshot(svc, snap);
+  });
+}
+
+export async function listSnapshots(svc: ServiceContext, pool: string, volume: string): Promise<SnapshotInfo[]> {
+  const vol = await volumeByName(svc, pool, volume);
+  const view = await catalogView(svc);
+  const snaps = view.snapshots
+    .filter((s) => s.volumeId === vol.id)
+    .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
+  return Promise.all(snaps.map((s) => describeSnapshot(svc, s, view)));
+}
+
+export async function snapshotInfo(svc: ServiceContext, pool: string, volume: string, name: string): Promise<SnapshotInfo> {
+  const vol = await volumeByName(svc, pool, volume);
+  return describeSnapshot(svc, await snapshotByName(svc, vol, name));
+}
+
+export async function renameSnapshot(svc: ServiceContext, pool: string, volume: string, name: string, newName: string): Promise<SnapshotInfo> {
+  checkName('snapshot', newName);
+  return withVolume(svc, pool, volume, async (vol) => {
+    const snap = await snapshotByName(svc, vol, name);
+    if (newName === name) return describeSnapshot(svc, snap);
+    if (svc.live.has(liveKey({ volumeId: vol.id, snapshotId: snap.id }))) {
+      throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is exported; stop its exports to rename it (exports are named after it)`);
+    }
+    if (await findSnapshot(svc, vol, newName)) {
+      throw new StorageError('ALREADY_EXISTS', `snapshot '${pool}/${volume}@${newName}' already exists`);
+    }
+    const renamed = { ...snap, name: newName };
+    await svc.catalog.put('snapshot', renamed);
+    return describeSnapshot(svc, renamed);
+  });
+}
+
+export async function rollbackSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<VolumeInfo> {
+  return withVolume(
+    svc,
+    pool,
+    volume,
+    async (vol) => {
+      const snap = await snapshotByName(svc, vol, name);
+      checkHeadNotLive(svc, vol, 'roll it back (the guest would see its disk change under it)');
+      if (snap.sizeBytes > vol.sizeBytes) {
+        const what = `rolling '${pool}/${volume}' back to its ${formatSizeHuman(snap.sizeBytes)} snapshot '${name}'`;
+        await checkQuota(svc, await requirePool(svc, pool), snap.sizeBytes, what, { volumeId: vol.id });
+      }
+      const view = await catalogView(svc);
+      const oldActive = requireLayer(view.layers, vol.activeLayerId);
+      const snapLayer = requireLayer(view.layers, snap.layerId);
+      if ([...view.layers.values()].some((l) => l.backingLayerId === oldActive.id)) {
+        throw new Error(`assertion failed: active layer ${oldActive.id} is some layer's backing file`);
+      }
+      const active = newLayer(newId(), vol.pool, vol.id, snapLayer);
+      const updated: VolumeRecord = { ...vol, activeLayerId: active.id, sizeBytes: snap.sizeBytes };
+      const intent = newIntent('rollback', `${pool}/${volume}@${name}`, { createFiles: [active] });
+      await runIntent(svc, intent, async () => {
+        await createLayerFile(svc.paths.layer(active), snap.sizeBytes, backingFileName(active, snapLayer));
+        await fsyncDir(svc.paths.poolDir(vol.pool));
+        const ops = [putOp('layer', active), delOp('layer', oldActive.id), putOp('volume', updated)];
+        await svc.catalog.batch(commitOps(intent, ops, [oldActive]));
+      });
+      return describeVolume(svc, updated);
+    },
+    { keys: [poolKey(pool)] },
+  );
+}
+
+export async function deleteSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<void> {
+  await withVolume(svc, pool, volume, async (vol) => {
+    const snap = await snapshotByName(svc, vol, name);
+    if (snap.protected) {
+      throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is protected`, {
+        fix: { operation: 'unprotectSnapshot', pool, volume, snapshot: name, text: 'unprotect it first with {}' },
+      });
+    }
+    const exported = svc.live.get(liveKey({ volumeId: vol.id, snapshotId: snap.id }));
+    if (exported !== undefined) {
+      throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is exported; stop its exports first`);
+    }
+    await svc.jobs.run('snapshot-delete', `${pool}/${volume}@${name}`, (ctx) => deleteSnapshotLocked(svc, vol, snap, ctx));
+  });
+}
+
+export async function protectSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<SnapshotInfo> {
+  return withVolume(svc, pool, volume, async (vol) => {
+    const snap = await snapshotByName(svc, vol, name);
+    const updated = { ...snap, protected: true };
+    if (!snap.protected) await svc.catalog.put('snapshot', updated);
+    return describeSnapshot(svc, updated);
+  });
+}
+
+export async function unprotectSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<SnapshotInfo> {
+  return withVolume(svc, pool, volume, async (vol) => {
+    const snap = await snapshotByName(svc, vol, name);
+    const children = childrenOf(snap, await catalogView(svc));
+    if (children.length > 0) {
+      throw new StorageError(
+        'BUSY',
+        `snapshot '${pool}/${volume}@${name}' has clones (${children.join(', ')}); flatten or delete them first`,
+      );
+    }
+    const updated = { ...snap, protected: false };
+    if (snap.protected) await svc.catalog.put('snapshot', updated);
+    return describeSnapshot(svc, updated);
+  });
+}
+
+export async function setSnapshotLimit(svc: ServiceContext, pool: string, volume: string, limit: number | undefined): Promise<VolumeInfo> {
+  const checked = checkLimit('snapshot limit', limit);
+  return withVolume(svc, pool, volume, async (vol) => {
+    const count = (await svc.catalog.list('snapshot')).filter((s) => s.volumeId === vol.id).length;
+    if (checked !== undefined && count > checked) {
+      throw new StorageError('BUSY', `volume '${pool}/${volume}' already has ${countOf(count, 'snapshot')}, more than the limit ${checked}; delete some first`);
+    }
+    const { snapshotLimit: _old, ...rest } = vol;
+    const updated: VolumeRecord = checked === undefined ? rest : { ...rest, snapshotLimit: checked };
+    await svc.catalog.put('volume', updated);
+    return describeVolume(svc, updated);
+  });
+}
+
+async function checkSnapshotLimit(svc: ServiceContext, vol: VolumeRecord): Promise<void> {
+  if (vol.snapshotLimit === undefined) return;
+  const count = (await svc.catalog.list('snapshot')).filter((s) => s.volumeId === vol.id).length;
+  if (count >= vol.snapshotLimit) {
+    throw new StorageError('LIMIT_EXCEEDED', `volume '${vol.pool}/${vol.name}' has ${countOf(count, 'snapshot')}, its limit`, {
+      fix: { operation: 'setSnapshotLimit', pool: vol.pool, volume: vol.name, text: 'delete one, or raise the limit with {}' },
+    });
+  }
+}
+
+/**
+ * Snapshot limit and chain depth (flattening a clone first under policy 'flatten'). With dryRun,
+ * only throws what a snapshot would be refused for, and flattens nothing.
+ */
+export async function ensureSnapshotAllowed(svc: ServiceContext, vol: VolumeRecord, options: { dryRun?: boolean } = {}): Promise<VolumeRecord> {
+  await checkSnapshotLimit(svc, vol);
+  let view = await catalogView(svc);
+  let depth = chainOf(view.layers, vol.activeLayerId).length + 1;
+  if (depth <= svc.maxChainDepth) return vol;
+  if (svc.chainDepthPolicy === 'flatten' && boundaryLayers(vol, view).length > 0) {
+    if (options.dryRun) return vol;
+    await svc.jobs.run('flatten', `${vol.pool}/${vol.name}`, (ctx) => flattenLocked(svc, vol, ctx));
+    view = await catalogView(svc);
+    depth = chainOf(view.layers, vol.activeLayerId).length + 1;
+    if (depth <= svc.maxChainDepth) return (await svc.catalog.get('volume', vol.id)) ?? vol;
+  }
+  const isClone = boundaryLayers(vol, view).length > 0;
+  throw new StorageError(
+    'LIMIT_EXCEEDED',
+    `a snapshot would make the chain of '${vol.pool}/${vol.name}' ${depth} layers deep (maxChainDepth ${svc.maxChainDepth}); ` +
+      (isClone ? 'flatten the volume or delete some of its snapshots first' : 'delete some of its snapshots first'),
+  );
+}
+
+export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, name: string): Promise<SnapshotRecord> {
+  checkName('snapshot', name);
+  if (await findSnapshot(svc, vol, name)) {
+    throw new StorageError('ALREADY_EXISTS', `snapshot '${vol.pool}/${vol.name}@${name}' already exists`);
+  }
+  const current = await ensureSnapshotAllowed(svc, vol);
+  const frozen = await layerById(svc, current.activeLayerId);
+  const active = newLayer(newId(), current.pool, current.id, frozen);
+  const snap: SnapshotRecord = {
+    id: newId(),
+    volumeId: current.id,
+    pool: current.pool,
+    name,
+    layerId: frozen.id,
+    sizeBytes: current.sizeBytes,
+    protected: false,
+    createdAt: nowIso(),
+  };
+  const intent = newIntent('snapshot-create', `${current.pool}/${current.name}@${name}`, { createFiles: [active] });
+  // An export of the volume is paused (its requests in flight complete, its chain is flushed and
+  // closed) while the new active layer goes on top, then reopened on it: the snapshot holds
+  // exactly the writes completed before it.
+  await withLiveChanges(svc, [frozen.id], () => runIntent(svc, intent, async () => {
+    // The frozen layer is closed (no writer has it open), so everything written is already durable.
+    await createLayerFile(svc.paths.layer(active), current.sizeBytes, backingFileName(active, frozen));
+    await fsyncDir(svc.paths.poolDir(current.pool));
+    await svc.catalog.batch(
+      commitOps(intent, [
+        putOp('layer', { ...frozen, frozen: true }),
+        putOp('layer', active),
+        putOp('snapshot', snap),
+        putOp('volume', { ...current, activeLayerId: active.id }),
+      ]),
+    );
+  }));
+  return snap;
+}
+
+/**
+ * Deletes snapshot S (layer L): each child layer C of L gets L's data copied up where C has
+ * none, then C is rebased onto L's parent G; then L goes. What every layer reads is unchanged.
+ */
+async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap: SnapshotRecord, ctx: JobContext): Promise<void> {
+  const view = await catalogView(svc);
+  const layer = requireLayer(view.layers, snap.layerId);
+  const children = [...view.layers.values()].filter((l) => l.backingLayerId === layer.id);
+  const foreign = children.filter((c) => c.ownerVolumeId !== vol.id);
+  if (foreign.length > 0) {
+    throw new StorageError('BUSY', `snapshot '${vol.pool}/${vol.name}@${snap.name}' has clones; flatten or delete them first`);
+  }
+  const parent = layer.backingLayerId === undefined ? undefined : requireLayer(view.layers, layer.backingLayerId);
+  const ids = children.map((c) => c.id);
+  const intent = newIntent('snapshot-delete', `${vol.pool}/${vol.name}@${snap.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
+  let totalBytes = 0;
+  // Exports whose chains hold a rewritten layer pause for the whole merge (their requests wait).
+  await withLiveChanges(svc, [layer.id, ...ids], () => runIntent(svc, intent, async () => {
+    for (const child of children) {
+      ctx.throwIfCancelled();
+      const image = await openChain(svc.paths, chainOf(view.layers, child.id), { writable: true });
+      try {
+        const merged = backingOf(image)!;
+        const parentSize = backingOf(merged)?.sizeBytes ?? 0;
+        const plan: PlanStep[] = [];
+        await forEachWindow(0, image.sizeBytes, async (start, end) => {
+          for (const u of await layerMap(image, start, end)) {
+            if (u.kind !== 'unallocated') continue;
+            const uEnd = u.offset + u.length;
+            const inMerged = Math.min(uEnd, merged.sizeBytes);
+            if (u.offset < inMerged) {
+              for (const x of await layerMap(merged, u.offset, inMerged)) {
+                if (x.kind === 'data') plan.push({ offset: x.offset, length: x.length, kind: 'data' });
+                else if (x.kind === 'zero') plan.push({ offset: x.offset, length: x.length, kind: 'zero' });
+              }
+            }
+            // Past L's end C read zeroes; G may be longer and would show its data there.
+            const zeroStart = Math.max(u.offset, merged.sizeBytes);
+            const zeroEnd = Math.min(uEnd, parentSize);
+            if (zeroStart < zeroEnd) plan.push({ offset: zeroStart, length: zeroEnd - zeroStart, kind: 'zero' });
+          }
+        });
+        totalBytes += totalOfKind(plan, 'data');
+        ctx.setTotal(totalBytes);
+        await copyPlan(merged, image, plan, ctx, 'write-zeroes');
+        await image.flush();
+        ctx.throwIfCancelled();
+        await image.setBackingFile(parent === undefined ? undefined : backingFileName(child, parent), parent === undefined ? undefined : 'qcow2');
+      } finally {
+        await image.close();
+      }
+    }
+    await fsyncDir(svc.paths.poolDir(vol.pool));
+    const ops: CatalogOp[] = [delOp('snapshot', snap.id), delOp('layer', layer.id)];
+    for (const child of children) {
+      const { backingLayerId: _old, ...rest } = child;
+      ops.push(putOp('layer', parent === undefined ? rest : { ...rest, backingLayerId: parent.id }));
+    }
+    await svc.catalog.batch(commitOps(intent, ops, [layer]));
+  }));
+}
