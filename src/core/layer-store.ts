@@ -25,7 +25,12 @@ export interface LayerStore {
   open(ref: LayerRef, options: { readOnly: boolean }): Promise<HostFile>;
   /** Removes a file; false when it was already gone. */
   remove(ref: LayerRef): Promise<boolean>;
-  /** The file names in a pool, sorted (temporary files included: recovery removes orphans). */
+  /** The pools that have a namespace here, sorted (recovery compares them with the catalog). */
+  listPools(): Promise<string[]>;
+  /**
+   * The entry names in a pool, sorted: every entry, not only files Strata made (temporary files
+   * and anything else found there: recovery removes orphans and reports the rest).
+   */
   list(pool: string): Promise<string[]>;
   /** Host bytes a file occupies (0 when it is missing). */
   allocatedBytes(ref: LayerRef): Promise<number>;

@@ -70,10 +70,19 @@ export class LocalLayerStore implements LayerStore {
     }
   }
 
+  async listPools(): Promise<string[]> {
+    try {
+      const entries = await fs.readdir(this.rootDir, { withFileTypes: true });
+      return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return [];
+      throw new StorageError('IO_ERROR', `cannot list ${this.rootDir}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
   async list(pool: string): Promise<string[]> {
     try {
-      const entries = await fs.readdir(this.poolDir(pool), { withFileTypes: true });
-      return entries.filter((e) => e.isFile()).map((e) => e.name).sort();
+      return (await fs.readdir(this.poolDir(pool))).sort();
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return [];
       throw new StorageError('IO_ERROR', `cannot list ${this.poolDir(pool)}: ${(err as Error).message}`, { cause: err });

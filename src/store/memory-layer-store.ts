@@ -38,6 +38,10 @@ export class MemoryLayerStore implements LayerStore {
     return this.pools.get(ref.pool)?.delete(ref.fileName) ?? false;
   }
 
+  async listPools(): Promise<string[]> {
+    return [...this.pools.keys()].sort();
+  }
+
   async list(pool: string): Promise<string[]> {
     return [...(this.pools.get(pool)?.keys() ?? [])].sort();
   }

@@ -32,6 +32,16 @@ export function layerStoreConformance(name: string, open: () => Promise<LayerSto
       expect(await store.list('nothing-here')).toEqual([]);
     });
 
+    it('lists the pools that have a namespace, sorted', async () => {
+      const store = await open();
+      expect(await store.listPools()).toEqual([]);
+      await store.createPool('zeta');
+      await store.createPool('alpha');
+      expect(await store.listPools()).toEqual(['alpha', 'zeta']);
+      await store.removePool('zeta');
+      expect(await store.listPools()).toEqual(['alpha']);
+    });
+
     it('refuses to create over a file, to open a missing one, and to remove a pool that holds files', async () => {
       const store = await open();
       await store.createPool('q');
