@@ -40,7 +40,6 @@ const KNOWN_UPWARD_IMPORTS = new Set<string>([
 const KNOWN_LONG_FILES: Record<string, number> = {
   'src/volume/service.ts': 1851,
   'formats/qcow2/image.ts': 1530,
-  'src/export/nbd/server.ts': 1025,
   'src/export/vhost-user/backend.ts': 1015,
 };
 
