@@ -278,7 +278,7 @@ export class Qcow2Image implements Image {
   }
 
   get capabilities(): BlockDeviceCapabilities {
-    return { readOnly: this.readOnly, discard: true, efficientZeroes: this.header.version >= 3, flush: true };
+    return { readOnly: this.readOnly, discard: true, efficientZeroes: this.header.version >= 3, flush: true, unallocatedReadsZero: !this.backing };
   }
 
   get corrupt(): boolean {

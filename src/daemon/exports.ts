@@ -340,8 +340,6 @@ export class ExportManager implements ExportService {
           device,
           readOnly: record.readOnly,
           description: `strata ${targetName(record)}`,
-          // The live device reports the whole chain: what it calls unallocated reads as zeroes.
-          unallocatedReadsZero: true,
         });
         this.running.set(record.id, { record, device, exp: undefined });
         return;

@@ -315,13 +315,12 @@ export class Connection extends NbdTransmission {
 
   private activate(name: string, entry: NbdExportEntry): ActiveExport {
     const device = entry.device;
-    const hasBacking = (device as { backing?: unknown }).backing !== undefined;
     this.active = {
       name,
       entry,
       sizeBytes: device.sizeBytes,
       readOnly: entry.readOnly || device.capabilities.readOnly,
-      unallocatedReadsZero: entry.unallocatedReadsZero ?? !hasBacking,
+      unallocatedReadsZero: device.capabilities.unallocatedReadsZero === true,
     };
     return this.active;
   }

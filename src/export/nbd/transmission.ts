@@ -27,11 +27,6 @@ export interface NbdExportEntry {
   device: BlockDevice;
   readOnly: boolean;
   description?: string;
-  /**
-   * Whether ranges the device reports 'unallocated' read as zeroes (no backing layer below).
-   * Default: true unless the device has a `backing` image.
-   */
-  unallocatedReadsZero?: boolean;
 }
 
 /** What a connection needs of its server (NbdServer). */
@@ -53,7 +48,7 @@ export interface ActiveExport {
   entry: NbdExportEntry;
   sizeBytes: number;
   readOnly: boolean;
-  /** 'unallocated' extents are holes (NbdExportEntry.unallocatedReadsZero). */
+  /** The device's capabilities.unallocatedReadsZero: 'unallocated' extents are holes. */
   unallocatedReadsZero: boolean;
 }
 
