@@ -96,7 +96,7 @@ export abstract class Qcow2ImageState {
   }
 
   get capabilities(): BlockDeviceCapabilities {
-    return { readOnly: this.readOnly, discard: true, efficientZeroes: this.header.version >= 3, flush: true };
+    return { readOnly: this.readOnly, discard: true, efficientZeroes: this.header.version >= 3, flush: true, unallocatedReadsZero: !this.backing };
   }
 
   get corrupt(): boolean {

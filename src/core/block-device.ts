@@ -10,6 +10,13 @@ export interface BlockDeviceCapabilities {
   efficientZeroes: boolean;
   /** flush is needed for durability (a write-back cache sits below). */
   flush: boolean;
+  /**
+   * Every range blockStatus reports 'unallocated' reads as zeroes: nothing below this device
+   * supplies data (an image without a backing file, or a device answering for its whole chain).
+   * Absent or false: an 'unallocated' range may read data from below (a qcow2 layer over a
+   * backing image), so a consumer must not report it as a hole.
+   */
+  unallocatedReadsZero?: boolean;
 }
 
 export interface WriteFlags {
@@ -22,11 +29,11 @@ export interface WriteZeroesFlags extends WriteFlags {
   mayUnmap?: boolean;
 }
 
-/** Allocation status of a guest range in one layer. */
+/** Allocation status of a guest range, as the device that reports it stores it. */
 export type ExtentKind =
-  | 'data' // allocated in this layer, reads its stored bytes
-  | 'zero' // reads as zeroes, decided by this layer
-  | 'unallocated'; // this layer says nothing: read from the backing layer (or zeroes if none)
+  | 'data' // stored by this device: reads its stored bytes
+  | 'zero' // reads as zeroes, decided by this device
+  | 'unallocated'; // this device stores nothing here: zeroes when capabilities.unallocatedReadsZero, else whatever lies below
 
 export interface Extent {
   guestOffset: number;
@@ -43,7 +50,12 @@ export interface BlockDevice {
   /** Advisory: the range's contents become unspecified (this implementation makes them read as zeroes or backing). */
   discard(guestOffset: number, lengthBytes: number): Promise<void>;
   flush(): Promise<void>;
-  /** Allocation status of this layer only, covering [guestOffset, guestOffset + lengthBytes) in order. */
+  /**
+   * Allocation status of what this device stores, covering [guestOffset, guestOffset + lengthBytes)
+   * in order (it may answer for a prefix only; the caller asks again). 'zero' always reads as
+   * zeroes; 'unallocated' does when capabilities.unallocatedReadsZero is true (an image layer
+   * reports its own layer and leaves the rest to its backing, a live device answers for its chain).
+   */
   blockStatus(guestOffset: number, lengthBytes: number): Promise<Extent[]>;
   close(): Promise<void>;
 }

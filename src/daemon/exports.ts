@@ -14,6 +14,7 @@ import type { ExportRecord } from '../catalog/index.js';
 import type { BlockDevice } from '../core/block-device.js';
 import { StorageError } from '../core/errors.js';
 import type { Export } from '../core/export.js';
+import { NbdExport } from '../export/nbd/export.js';
 import { NbdServer, type NbdTlsOptions } from '../export/nbd/server.js';
 import type { VolumeService } from '../volume/types.js';
 import type { ExportStore } from './backend.js';
@@ -51,8 +52,8 @@ export interface ExportManagerOptions {
 interface Running {
   record: ExportRecord;
   device: BlockDevice;
-  /** vhost-user exports; NBD exports live in the shared server. */
-  exp: Export | undefined;
+  /** An NbdExport on the shared NBD server, or a vhost-user export with its own socket. */
+  exp: Export;
 }
 
 export const MAX_VHOST_USER_QUEUES = 16;
@@ -275,14 +276,9 @@ export class ExportManager implements ExportService {
     });
     try {
       if (record.type === 'nbd') {
-        this.nbd.addExport(record.name!, {
-          device,
-          readOnly: record.readOnly,
-          description: `strata ${targetName(record)}`,
-          // The live device reports the whole chain: what it calls unallocated reads as zeroes.
-          unallocatedReadsZero: true,
-        });
-        this.running.set(record.id, { record, device, exp: undefined });
+        const exp = new NbdExport(this.nbd, record.name!, { readOnly: record.readOnly, description: `strata ${targetName(record)}` });
+        await exp.start(device);
+        this.running.set(record.id, { record, device, exp });
         return;
       }
       ensureSocketFolder(record.socketPath!, 'the vhost-user socket', 'choose a socket path');
@@ -308,12 +304,8 @@ export class ExportManager implements ExportService {
     if (running === undefined) return;
     this.running.delete(id);
     try {
-      if (running.record.type === 'nbd') {
-        await this.nbd.removeExport(running.record.name!);
-      } else if (running.exp !== undefined) {
-        running.exp.requestShutdown();
-        await running.exp.closed;
-      }
+      running.exp.requestShutdown();
+      await running.exp.closed;
     } finally {
       await running.device.close();
     }

@@ -182,7 +182,8 @@ export class LiveDevice implements BlockDevice {
     private readonly live: LiveVolume,
     readonly readOnly: boolean,
   ) {
-    this.capabilities = { readOnly, discard: true, efficientZeroes: true, flush: true };
+    // blockStatus answers for the whole chain: what it calls unallocated reads as zeroes.
+    this.capabilities = { readOnly, discard: true, efficientZeroes: true, flush: true, unallocatedReadsZero: true };
   }
 
   get target(): LiveTarget {
@@ -219,7 +220,8 @@ export class LiveDevice implements BlockDevice {
 
   /**
    * What the whole chain reads (the volume, not its top layer): 'unallocated' only where nothing
-   * in the chain has data or zeroes, so 'unallocated' always reads as zeroes here.
+   * in the chain has data or zeroes, so 'unallocated' always reads as zeroes here
+   * (capabilities.unallocatedReadsZero).
    */
   blockStatus(guestOffset: number, lengthBytes: number): Promise<Extent[]> {
     return this.live.run(async (image) => {

@@ -2,11 +2,12 @@
  * The BlockDevice conformance suite: every implementation runs it (block-device.test.ts). A
  * seeded sequence of writes, zero writes (with and without unmap), discards and flushes is applied
  * to the device and to a byte model; after each step the device must read what the model says,
- * and blockStatus must tile the asked range in order, with 'zero' extents reading as zeroes.
+ * and blockStatus must tile the asked range in order, with 'zero' extents reading as zeroes and,
+ * when the device says so (capabilities.unallocatedReadsZero), 'unallocated' ones too.
  */
 import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
-import type { BlockDevice } from '../../src/core/block-device.js';
+import type { BlockDevice, Extent } from '../../src/core/block-device.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 
 export interface BlockDeviceSubject {
@@ -27,6 +28,12 @@ function sameBytes(actual: Uint8Array, expected: Int16Array, offset: number): st
     if (want !== UNSPECIFIED && actual[i] !== want) return `byte ${offset + i}: ${actual[i]} instead of ${want}`;
   }
   return undefined;
+}
+
+async function readsZero(device: BlockDevice, extent: Extent): Promise<boolean> {
+  const bytes = new Uint8Array(extent.lengthBytes);
+  await device.read(extent.guestOffset, bytes);
+  return bytes.every((b) => b === 0);
 }
 
 export function blockDeviceConformance(name: string, subject: BlockDeviceSubject): void {
@@ -88,9 +95,7 @@ export function blockDeviceConformance(name: string, subject: BlockDeviceSubject
           expect(extent.guestOffset, `${name}: extents tile [${offset}, +${length})`).toBe(position);
           expect(extent.lengthBytes).toBeGreaterThan(0);
           if (extent.kind === 'zero') {
-            const bytes = new Uint8Array(extent.lengthBytes);
-            await device.read(extent.guestOffset, bytes);
-            expect(bytes.every((b) => b === 0), `zero extent at ${extent.guestOffset}`).toBe(true);
+            expect(await readsZero(device, extent), `zero extent at ${extent.guestOffset}`).toBe(true);
           }
           position += extent.lengthBytes;
         }
@@ -99,6 +104,30 @@ export function blockDeviceConformance(name: string, subject: BlockDeviceSubject
       }
       const written = await device.blockStatus(64 * KiB, 64 * KiB);
       expect(written[0]?.kind).toBe('data');
+      await device.close();
+    });
+
+    it("'unallocated' reads as zeroes exactly when the device claims it (capabilities.unallocatedReadsZero)", async () => {
+      const { device, initial } = await subject.create(SIZE_BYTES);
+      await device.write(256 * KiB, new Uint8Array(64 * KiB).fill(7));
+      await device.writeZeroes(1024 * KiB, 128 * KiB, { mayUnmap: true });
+      await device.discard(2048 * KiB, 256 * KiB);
+      const claims = device.capabilities.unallocatedReadsZero === true;
+      for (let offset = 0; offset < SIZE_BYTES; ) {
+        const extents = await device.blockStatus(offset, SIZE_BYTES - offset);
+        for (const extent of extents) {
+          if (extent.kind !== 'unallocated') continue;
+          const zero = await readsZero(device, extent);
+          if (claims) expect(zero, `${name}: unallocated extent at ${extent.guestOffset} reads data`).toBe(true);
+          // A device over data it does not store (a backing image) must not claim it.
+          const untouched = extent.guestOffset + extent.lengthBytes <= 256 * KiB;
+          const initialZero = initial.subarray(extent.guestOffset, extent.guestOffset + extent.lengthBytes).every((b) => b === 0);
+          if (untouched && !initialZero) expect(claims, `${name}: claims unallocatedReadsZero over a backing pattern`).toBe(false);
+        }
+        const last = extents[extents.length - 1];
+        expect(last).toBeDefined();
+        offset = last!.guestOffset + last!.lengthBytes;
+      }
       await device.close();
     });
 
