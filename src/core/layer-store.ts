@@ -15,12 +15,17 @@ export interface LayerRef {
 }
 
 export interface LayerStore {
+  /** Makes the store's own namespace (a local root folder) exist: idempotent, run at start-up. */
+  prepare(): Promise<void>;
   /** Makes a pool's namespace (idempotent). */
   createPool(pool: string): Promise<void>;
   /** Removes an empty pool's namespace; BUSY while it holds files. Missing: fine. */
   removePool(pool: string): Promise<void>;
-  /** Creates an empty file, failing with ALREADY_EXISTS when one exists. */
-  create(ref: LayerRef): Promise<HostFile>;
+  /**
+   * Creates an empty file, failing with ALREADY_EXISTS when one exists. ownerOnly: readable by
+   * the daemon's user alone (a spooled upload), where the store has owners.
+   */
+  create(ref: LayerRef, options?: { ownerOnly?: boolean }): Promise<HostFile>;
   /** Opens an existing file; NOT_FOUND when there is none. */
   open(ref: LayerRef, options: { readOnly: boolean }): Promise<HostFile>;
   /** Removes a file; false when it was already gone. */
@@ -43,4 +48,6 @@ export interface LayerStore {
   backingName(child: LayerRef, backing: LayerRef): string;
   /** Where an operator finds the file (a local path), when the store has such a thing. */
   location(ref: LayerRef): string | undefined;
+  /** Where an operator finds a pool's files (a local folder), when the store has such a thing. */
+  poolLocation(pool: string): string | undefined;
 }

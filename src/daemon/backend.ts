@@ -2,8 +2,10 @@
  * How the daemon gets its volume service: the one place that knows the concrete catalog and
  * volume classes. Tests of the daemon's own logic can pass another factory to startDaemon.
  */
+import path from 'node:path';
 import type { Logger } from 'pino';
 import { Catalog } from '../catalog/index.js';
+import { LocalLayerStore } from '../store/local-layer-store.js';
 import { LocalVolumeService } from '../volume/index.js';
 import type { ExportRecord } from '../catalog/index.js';
 import type { VolumeService } from '../volume/types.js';
@@ -43,6 +45,7 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
     service = new LocalVolumeService(catalog, options.dataDir, {
       ...(options.config.maxChainDepth !== undefined ? { maxChainDepth: options.config.maxChainDepth } : {}),
       ...(options.config.chainDepthPolicy !== undefined ? { chainDepthPolicy: options.config.chainDepthPolicy } : {}),
+      layerStore: new LocalLayerStore(path.resolve(options.poolsDir)),
     });
   } catch (err) {
     await catalog.close();

@@ -34,6 +34,10 @@ export class LocalLayerStore implements LayerStore {
     return path.join(this.poolDir(ref.pool), ref.fileName);
   }
 
+  async prepare(): Promise<void> {
+    await fs.mkdir(this.rootDir, { recursive: true });
+  }
+
   async createPool(pool: string): Promise<void> {
     await fs.mkdir(this.poolDir(pool), { recursive: true });
     await this.syncDir(this.rootDir);
@@ -52,8 +56,17 @@ export class LocalLayerStore implements LayerStore {
     await this.syncDir(this.rootDir);
   }
 
-  async create(ref: LayerRef): Promise<HostFile> {
-    return LocalHostFile.open(this.path(ref), { exclusive: true });
+  async create(ref: LayerRef, options: { ownerOnly?: boolean } = {}): Promise<HostFile> {
+    if (options.ownerOnly !== true) return LocalHostFile.open(this.path(ref), { exclusive: true });
+    // LocalHostFile creates files 0644: make the file 0600 first (O_EXCL keeps the creation ours).
+    const file = this.path(ref);
+    try {
+      await (await fs.open(file, 'wx', 0o600)).close();
+    } catch (err) {
+      if (errnoOf(err) === 'EEXIST') throw new StorageError('ALREADY_EXISTS', `cannot create ${file}: it already exists`, { cause: err });
+      throw new StorageError('IO_ERROR', `cannot create ${file}: ${(err as Error).message}`, { cause: err });
+    }
+    return LocalHostFile.open(file);
   }
 
   async open(ref: LayerRef, options: { readOnly: boolean }): Promise<HostFile> {
@@ -108,6 +121,10 @@ export class LocalLayerStore implements LayerStore {
 
   location(ref: LayerRef): string {
     return this.path(ref);
+  }
+
+  poolLocation(pool: string): string {
+    return this.poolDir(pool);
   }
 
   /** fsync a folder, so that files created or removed in it survive a power cut. */

@@ -10,6 +10,8 @@ import { MemoryHostFile } from './memory-file.js';
 export class MemoryLayerStore implements LayerStore {
   private readonly pools = new Map<string, Map<string, MemoryHostFile>>();
 
+  async prepare(): Promise<void> {}
+
   async createPool(pool: string): Promise<void> {
     if (!this.pools.has(pool)) this.pools.set(pool, new Map());
   }
@@ -57,6 +59,10 @@ export class MemoryLayerStore implements LayerStore {
   }
 
   location(): undefined {
+    return undefined;
+  }
+
+  poolLocation(): undefined {
     return undefined;
   }
 

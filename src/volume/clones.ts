@@ -9,7 +9,7 @@ import { hold, unhold, withVolume } from './guards.js';
 import { copyPlan, totalOf, type PlanStep } from './image-ops.js';
 import { commitOps, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
-import { backingFileName, backingOf, createLayerFile, fsyncDir, openChain } from './layers.js';
+import { backingOf, createLayerFile, openChain } from './layers.js';
 import { withLiveChanges } from './live-registry.js';
 import { checkName } from './names.js';
 import { boundaryLayers, catalogView, chainOf, checkNameFree, checkQuota, layerChain, requirePool, snapshotByName } from './queries.js';
@@ -46,8 +46,8 @@ export async function cloneSnapshot(svc: ServiceContext, pool: string, volume: s
       const layer = newLayer(record.activeLayerId, destPool, record.id, base);
       const intent = newIntent('clone', `${destPool}/${destName}`, { createFiles: [layer] });
       await runIntent(svc, intent, async () => {
-        await createLayerFile(svc.paths.layer(layer), snap.sizeBytes, backingFileName(layer, base));
-        await fsyncDir(svc.paths.poolDir(destPool));
+        await createLayerFile(svc.layerStore, layer, snap.sizeBytes, base);
+        await svc.layerStore.syncPool(destPool);
         await svc.catalog.batch(commitOps(intent, [putOp('volume', record), putOp('layer', layer)]));
       });
       return { record, flatten: depth > svc.maxChainDepth };
@@ -102,7 +102,7 @@ export async function flattenLocked(svc: ServiceContext, vol: VolumeRecord, ctx:
     const images: { layer: LayerRecord; image: Qcow2Image; plan: PlanStep[] }[] = [];
     try {
       for (const layer of boundary) {
-        const image = await openChain(svc.paths, chainOf(view.layers, layer.id), { writable: true });
+        const image = await openChain(svc.layerStore, chainOf(view.layers, layer.id), { writable: true });
         images.push({ layer, image, plan: [] });
         const entry = images[images.length - 1]!;
         const backing = backingOf(image)!;

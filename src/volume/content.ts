@@ -3,12 +3,13 @@
  * or a file), and what an import writes. Holes are found in the allocation map (qcow2) or with
  * SEEK_DATA/SEEK_HOLE (files) and never read; zeroes are never written.
  */
-import fs from 'node:fs/promises';
 import { allocAligned } from '../sys/aligned-buffer.js';
 import { StorageError } from '../core/errors.js';
 import { formatSizeHuman } from '../core/units.js';
+import type { HostFile } from '../core/host-file.js';
+import type { LayerRef, LayerStore } from '../core/layer-store.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
-import type { LocalHostFile } from '../store/local-file.js';
+import { isSeekableHostFile } from '../../formats/raw/index.js';
 import { chainMap, COPY_CHUNK_BYTES, MAP_WINDOW_BYTES, writeSparse } from './extents.js';
 import type { JobContext } from './jobs.js';
 import { openLayerAlone } from './layers.js';
@@ -47,19 +48,19 @@ export async function* chainPieces(image: Qcow2Image): AsyncGenerator<ContentPie
 }
 
 /**
- * A local file's bytes [0, sizeBytes) in order: its holes (SEEK_HOLE) as zero runs, the rest
- * read in chunks of at most COPY_CHUNK_BYTES. Where the filesystem cannot report holes, all of it
- * is data.
+ * A file's bytes [0, sizeBytes) in order: its holes (SEEK_HOLE) as zero runs, the rest read in
+ * chunks of at most COPY_CHUNK_BYTES. Where the file cannot report holes, all of it is data.
  */
-export async function* filePieces(file: LocalHostFile, sizeBytes: number): AsyncGenerator<ContentPiece, void, undefined> {
+export async function* filePieces(file: HostFile, sizeBytes: number): AsyncGenerator<ContentPiece, void, undefined> {
+  const seekable = isSeekableHostFile(file) ? file : undefined;
   for (let pos = 0; pos < sizeBytes; ) {
-    const dataStart = Math.min(sizeBytes, (await file.seekData(pos)) ?? sizeBytes);
+    const dataStart = seekable === undefined ? pos : Math.min(sizeBytes, (await seekable.seekData(pos)) ?? sizeBytes);
     if (dataStart > pos) {
       yield { kind: 'zero', offset: pos, length: dataStart - pos };
       pos = dataStart;
       continue;
     }
-    const dataEnd = Math.min(sizeBytes, (await file.seekHole(pos)) ?? sizeBytes);
+    const dataEnd = seekable === undefined ? sizeBytes : Math.min(sizeBytes, (await seekable.seekHole(pos)) ?? sizeBytes);
     for (; pos < dataEnd; ) {
       const n = chunkEnd(pos, dataEnd) - pos;
       const bytes = allocAligned(n);
@@ -107,8 +108,8 @@ export async function writePieces(image: Qcow2Image, pieces: AsyncIterable<Conte
 }
 
 /** Writes the pieces into a new (empty) layer file. */
-export async function writePiecesToLayer(file: string, pieces: AsyncIterable<ContentPiece>, onBytes: (n: number) => void): Promise<void> {
-  const image = await openLayerAlone(file, { writable: true });
+export async function writePiecesToLayer(store: LayerStore, ref: LayerRef, pieces: AsyncIterable<ContentPiece>, onBytes: (n: number) => void): Promise<void> {
+  const image = await openLayerAlone(store, ref, { writable: true });
   try {
     await writePieces(image, pieces, onBytes);
   } finally {
@@ -135,16 +136,18 @@ export function streamLongerThan(sizeBytes: number): StorageError {
 }
 
 /**
- * Writes an uploaded image to a new file (mode 0600): plain bytes in order, or a sparse stream's
- * data at its offsets (its zero runs stay holes; the file is sized at the end). Resolves to the
- * bytes the image holds. onBytes hears each piece first (and may throw to stop).
+ * Writes an uploaded image to a new file (the owner's alone: mode 0600 locally): plain bytes in
+ * order, or a sparse stream's data at its offsets (its zero runs stay holes; the file is sized at
+ * the end). Resolves to the bytes the image holds. onBytes hears each piece first (and may throw
+ * to stop).
  */
 export async function spoolToFile(
-  spoolFile: string,
+  store: LayerStore,
+  spool: LayerRef,
   source: AsyncIterable<Uint8Array> | { sizeBytes: number; pieces: AsyncIterable<ContentPiece> },
   onBytes: (n: number) => void,
 ): Promise<number> {
-  const handle = await fs.open(spoolFile, 'wx', 0o600);
+  const handle = await store.create(spool, { ownerOnly: true });
   let received = 0;
   const count = (n: number) => {
     onBytes(n);
@@ -153,13 +156,14 @@ export async function spoolToFile(
   try {
     if (Symbol.asyncIterator in source) {
       for await (const chunk of source) {
+        const at = received;
         count(chunk.length);
-        await handle.write(chunk);
+        await handle.pwrite(chunk, at);
       }
     } else {
       for await (const piece of source.pieces) {
         count(pieceLength(piece));
-        if (piece.kind === 'data') await handle.write(piece.bytes, 0, piece.bytes.length, piece.offset);
+        if (piece.kind === 'data') await handle.pwrite(piece.bytes, piece.offset);
       }
       await handle.truncate(source.sizeBytes);
     }

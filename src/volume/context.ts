@@ -7,10 +7,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { StorageError } from '../core/errors.js';
+import type { LayerStore } from '../core/layer-store.js';
 import type { Catalog } from '../catalog/catalog.js';
 import type { LayerRecord, SnapshotRecord, VolumeRecord } from '../catalog/records.js';
 import type { JobRunner } from './jobs.js';
-import type { DataPaths } from './layers.js';
 import type { LiveVolume } from './live.js';
 import type { KeyedMutex } from './locks.js';
 
@@ -33,7 +33,8 @@ export interface Reservation {
 
 export interface ServiceContext {
   readonly catalog: Catalog;
-  readonly paths: DataPaths;
+  /** The only way to the layer files (and temporary files) of every pool. */
+  readonly layerStore: LayerStore;
   readonly jobs: JobRunner;
   readonly locks: KeyedMutex;
   /** Holds by volume id. */

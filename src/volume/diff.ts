@@ -26,7 +26,7 @@ export async function diff(svc: ServiceContext, pool: string, volume: string, ra
     async (vol) => {
       if (range.toSnapshot === undefined) checkHeadNotLive(svc, vol, 'diff against it (diff against a snapshot of it)');
       const point = await diffPoints(svc, vol, range);
-      const image = await openChain(svc.paths, point.chain, { writable: false });
+      const image = await openChain(svc.layerStore, point.chain, { writable: false });
       try {
         return await diffExtents(image, point.pathDepth, point.fromSizeBytes);
       } finally {
@@ -45,7 +45,7 @@ export async function exportDiff(svc: ServiceContext, pool: string, volume: stri
     async (vol) => {
       if (range.toSnapshot === undefined) checkHeadNotLive(svc, vol, 'export a diff of it (diff to a snapshot of it)');
       const point = await diffPoints(svc, vol, range);
-      const image = await openChain(svc.paths, point.chain, { writable: false });
+      const image = await openChain(svc.layerStore, point.chain, { writable: false });
       const live = range.toSnapshot === undefined;
       let extents: DiffExtent[];
       try {
@@ -89,7 +89,7 @@ export async function importDiff(svc: ServiceContext, pool: string, volume: stri
         checkVolumeSize(header.sizeBytes);
         let current = vol;
         if (header.sizeBytes !== vol.sizeBytes) current = await resizeLocked(svc, vol, header.sizeBytes);
-        const image = await openChain(svc.paths, await layerChain(svc, current.activeLayerId), { writable: true });
+        const image = await openChain(svc.layerStore, await layerChain(svc, current.activeLayerId), { writable: true });
         try {
           await applyDiffRecords(reader, image, header.sizeBytes);
           await image.flush();

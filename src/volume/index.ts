@@ -2,6 +2,6 @@
 export { LocalVolumeService, DEFAULT_MAX_CHAIN_DEPTH, resizeImage } from './service.js';
 export type { ChainDepthPolicy, LocalVolumeServiceOptions, RecoveryReport } from './service.js';
 export { JobRunner, type JobContext } from './jobs.js';
-export { DataPaths, openChain, LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';
+export { openChain, LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';
 export { DIFF_FORMAT, DIFF_VERSION } from './diff-stream.js';
 export type * from './types.js';

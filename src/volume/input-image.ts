@@ -5,13 +5,17 @@
  */
 import { isStorageError, StorageError } from '../core/errors.js';
 import { InvalidImageError } from '../core/input-errors.js';
+import type { LayerRef, LayerStore } from '../core/layer-store.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
-import { openLayerAlone } from './layers.js';
+import { layerLocation, openLayerAlone } from './layers.js';
 
 const WHAT = 'the uploaded qcow2 image';
 const ADVICE = "check the source with 'qemu-img check' or 'strata img check'";
 
-/** The error to report for a failure while opening or reading the upload spooled at spoolPath. */
+/**
+ * The error to report for a failure while opening or reading the upload spooled at spoolPath (its
+ * location, which the engine's messages start with).
+ */
 export function uploadedImageError(err: unknown, spoolPath: string): unknown {
   if (!isStorageError(err)) return err;
   // The engine names the file; the uploader knows nothing of the spool file.
@@ -21,11 +25,11 @@ export function uploadedImageError(err: unknown, spoolPath: string): unknown {
 }
 
 /** Opens the spooled upload read-only; a damaged one fails with InvalidImageError. */
-export async function openUploadedImage(spoolPath: string): Promise<Qcow2Image> {
+export async function openUploadedImage(store: LayerStore, spool: LayerRef): Promise<Qcow2Image> {
   try {
-    return await openLayerAlone(spoolPath, { writable: false });
+    return await openLayerAlone(store, spool, { writable: false });
   } catch (err) {
-    const mapped = uploadedImageError(err, spoolPath);
+    const mapped = uploadedImageError(err, layerLocation(store, spool));
     if (mapped === err && isStorageError(err)) {
       throw new StorageError(err.code, `${WHAT} cannot be opened: ${err.message}`, { cause: err });
     }

@@ -10,7 +10,7 @@ import { delOp, putOp } from '../catalog/catalog.js';
 import type { FileRef, IntentRecord, LayerRecord } from '../catalog/records.js';
 import { newId, nowIso, type ServiceContext } from './context.js';
 import { resizeImage } from './image-ops.js';
-import { backingFileName, fsyncDir, layerFileName, openChain, openLayerAlone, unlinkQuiet } from './layers.js';
+import { layerFileName, layerLocation, openChain, openLayerAlone } from './layers.js';
 import { layerChain } from './queries.js';
 
 export function newIntent(
@@ -88,8 +88,8 @@ export async function rollbackIntent(svc: ServiceContext, intent: IntentRecord, 
     const layer = layers.get(id);
     if (!layer) continue;
     const backing = layer.backingLayerId === undefined ? undefined : layers.get(layer.backingLayerId);
-    const expected = backing === undefined ? undefined : backingFileName(layer, backing);
-    const image = await openLayerAlone(svc.paths.layer(layer), { writable: true });
+    const expected = backing === undefined ? undefined : svc.layerStore.backingName(layer, backing);
+    const image = await openLayerAlone(svc.layerStore, layer, { writable: true });
     try {
       if (image.info().backingFile !== expected) await image.setBackingFile(expected, expected === undefined ? undefined : 'qcow2');
     } finally {
@@ -97,24 +97,14 @@ export async function rollbackIntent(svc: ServiceContext, intent: IntentRecord, 
     }
   }
   await repairLeaks(svc, [...intent.writeLayerIds, ...intent.rebaseLayerIds, ...(intent.resize ? [intent.resize.layerId] : [])], layers, problems);
-  const dirs = new Set<string>();
-  for (const file of intent.createFiles) {
-    await unlinkQuiet(svc.paths.file(file));
-    dirs.add(svc.paths.poolDir(file.pool));
-  }
-  for (const dir of dirs) await fsyncDir(dir).catch(() => {});
+  await removeFiles(svc, intent.createFiles);
   await svc.catalog.del('intent', intent.id);
 }
 
 /** Completes a committed intent: deletes the files it meant to delete. */
 export async function finishIntent(svc: ServiceContext, intent: IntentRecord, problems?: string[]): Promise<void> {
   if (intent.phase !== 'committed') throw new Error(`assertion failed: intent ${intent.id} finished before it committed`);
-  const dirs = new Set<string>();
-  for (const file of intent.deleteFiles) {
-    await unlinkQuiet(svc.paths.file(file));
-    dirs.add(svc.paths.poolDir(file.pool));
-  }
-  for (const dir of dirs) await fsyncDir(dir).catch(() => {});
+  await removeFiles(svc, intent.deleteFiles);
   if (problems) {
     const layers = new Map((await svc.catalog.list('layer')).map((l) => [l.id, l]));
     await repairLeaks(svc, [...intent.writeLayerIds, ...intent.rebaseLayerIds, ...(intent.resize ? [intent.resize.layerId] : [])], layers, problems);
@@ -122,14 +112,24 @@ export async function finishIntent(svc: ServiceContext, intent: IntentRecord, pr
   await svc.catalog.del('intent', intent.id);
 }
 
+/** Removes the files (those already gone are fine), then makes their pools durable. */
+async function removeFiles(svc: ServiceContext, files: readonly FileRef[]): Promise<void> {
+  const pools = new Set<string>();
+  for (const file of files) {
+    await svc.layerStore.remove(file);
+    pools.add(file.pool);
+  }
+  for (const pool of pools) await svc.layerStore.syncPool(pool).catch(() => {});
+}
+
 /** Layers written when a crash hit may hold leaked clusters: check and repair them. */
 export async function repairLeaks(svc: ServiceContext, ids: string[], layers: Map<string, LayerRecord>, problems: string[]): Promise<void> {
   for (const id of new Set(ids)) {
     const layer = layers.get(id);
     if (!layer) continue;
-    const file = svc.paths.layer(layer);
+    const file = layerLocation(svc.layerStore, layer);
     try {
-      const image = await openLayerAlone(file, { writable: true });
+      const image = await openLayerAlone(svc.layerStore, layer, { writable: true });
       try {
         const result = await image.check('leaks');
         if (result.corruptions > 0) problems.push(`${file}: ${countOf(result.corruptions, 'corruption')} found; repair with 'strata img check -r all'`);
@@ -153,7 +153,7 @@ export async function finishResize(svc: ServiceContext, intent: IntentRecord): P
     await svc.catalog.del('intent', intent.id);
     return;
   }
-  const image = await openChain(svc.paths, await layerChain(svc, resize.layerId), { writable: true });
+  const image = await openChain(svc.layerStore, await layerChain(svc, resize.layerId), { writable: true });
   try {
     await resizeImage(image, resize.toBytes, resize.fromBytes);
   } finally {

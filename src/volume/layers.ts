@@ -1,19 +1,19 @@
 /**
- * Layer files: where they live, how they are created and how a chain of them is opened.
+ * Layer files: how they are named, created and measured, and how a chain of them is opened, all
+ * through the service's LayerStore (src/core/layer-store.ts), which alone knows where they live.
  *
- * Every layer of a pool is `<data>/pools/<pool>/<layerId>.qcow2`; a layer's backing file name is
- * relative to its own folder ("<id>.qcow2" in the same pool, "../<pool>/<id>.qcow2" across pools),
- * so `qemu-img info --backing-chain` on any layer file shows its chain. The catalog is the truth
- * about chains: opening checks that each header names exactly the backing layer the catalog says.
+ * Every layer of a pool is `<layerId>.qcow2` in the pool's namespace (`<data>/pools/<pool>/` with
+ * the default LocalLayerStore); a layer's backing file name is the store's backingName, relative
+ * to its own pool, so `qemu-img info --backing-chain` on any local layer file shows its chain.
+ * The catalog is the truth about chains: opening checks that each header names exactly the
+ * backing layer the catalog says.
  */
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
 import type { BackingRef, Image } from '../core/image.js';
-import { LocalHostFile } from '../store/local-file.js';
+import type { LayerRef, LayerStore } from '../core/layer-store.js';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
-import type { FileRef, LayerRecord } from '../catalog/records.js';
+import type { LayerRecord } from '../catalog/records.js';
 
 export const LAYER_SUFFIX = '.qcow2';
 /** Temporary files in a pool folder (spooled imports, exports being converted): never referenced. */
@@ -26,69 +26,27 @@ export function layerFileName(layerId: string): string {
   return `${layerId}${LAYER_SUFFIX}`;
 }
 
-/** The backing file name `child`'s header stores for `backing`. */
-export function backingFileName(child: Pick<LayerRecord, 'pool'>, backing: Pick<LayerRecord, 'pool' | 'fileName'>): string {
-  return child.pool === backing.pool ? backing.fileName : `../${backing.pool}/${backing.fileName}`;
+/** Where an operator finds a layer file: its local path, or "<pool>/<file>" in a store without paths. */
+export function layerLocation(store: LayerStore, ref: LayerRef): string {
+  return store.location(ref) ?? `${ref.pool}/${ref.fileName}`;
 }
 
-export class DataPaths {
-  readonly poolsDir: string;
-
-  constructor(readonly dataDir: string) {
-    this.poolsDir = path.join(dataDir, 'pools');
-  }
-
-  poolDir(pool: string): string {
-    return path.join(this.poolsDir, pool);
-  }
-
-  file(ref: FileRef): string {
-    return path.join(this.poolsDir, ref.pool, ref.fileName);
-  }
-
-  layer(layer: Pick<LayerRecord, 'pool' | 'fileName'>): string {
-    return this.file(layer);
-  }
+/** Where an operator finds a pool's files: its local folder, or the pool's name. */
+export function poolLocation(store: LayerStore, pool: string): string {
+  return store.poolLocation(pool) ?? pool;
 }
 
-/** fsync a folder, so that files created or removed in it survive a power cut. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Removes a file; a file already gone is fine. */
-export async function unlinkQuiet(file: string): Promise<boolean> {
-  try {
-    await fs.unlink(file);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
-    throw new StorageError('IO_ERROR', `cannot delete ${file}: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** Host bytes a file occupies (0 when it is missing). */
-export async function allocatedBytesOf(file: string): Promise<number> {
-  try {
-    return (await fs.stat(file)).blocks * 512;
-  } catch {
-    return 0;
-  }
-}
-
-/** Creates a new, empty qcow2 layer file (failing if it exists), durable when this resolves. */
-export async function createLayerFile(file: string, sizeBytes: number, backingName?: string): Promise<void> {
-  const host = await LocalHostFile.open(file, { exclusive: true });
+/**
+ * Creates a new, empty qcow2 layer file (failing if it exists) over `backing` when given, durable
+ * when this resolves (the pool's syncPool makes its name durable).
+ */
+export async function createLayerFile(store: LayerStore, ref: LayerRef, sizeBytes: number, backing?: LayerRef): Promise<void> {
+  const host = await store.create(ref);
   try {
     await Qcow2Image.create(host, {
       sizeBytes,
       clusterSizeBytes: LAYER_CLUSTER_BYTES,
-      ...(backingName === undefined ? {} : { backingFile: backingName, backingFormat: 'qcow2' }),
+      ...(backing === undefined ? {} : { backingFile: store.backingName(ref, backing), backingFormat: 'qcow2' }),
     });
     await host.flush();
   } finally {
@@ -108,19 +66,19 @@ export function backingOf(image: Qcow2Image): Qcow2Image | undefined {
  * Opens a chain the catalog describes (top first): the top writable or not, every backing layer
  * read-only. Closing the returned image closes the whole chain.
  */
-export async function openChain(paths: DataPaths, chain: readonly LayerRecord[], options: { writable: boolean }): Promise<Qcow2Image> {
+export async function openChain(store: LayerStore, chain: readonly LayerRecord[], options: { writable: boolean }): Promise<Qcow2Image> {
   const files: HostFile[] = [];
   const openAt = async (depth: number, writable: boolean): Promise<Qcow2Image> => {
     const layer = chain[depth];
     if (layer === undefined) throw new Error('assertion failed: openChain past the end of the chain');
-    const file = await LocalHostFile.open(paths.layer(layer), { readOnly: !writable });
+    const file = await store.open(layer, { readOnly: !writable });
     files.push(file);
     const openBacking = async (ref: BackingRef, backingDepth: number): Promise<Image> => {
       const expected = chain[backingDepth];
       if (expected === undefined) {
         throw new StorageError('CORRUPT', `${file.name} names backing file '${ref.fileName}', but the catalog gives layer ${layer.id} none`);
       }
-      const name = backingFileName(layer, expected);
+      const name = store.backingName(layer, expected);
       if (ref.fileName !== name) {
         throw new StorageError('CORRUPT', `${file.name} names backing file '${ref.fileName}', but the catalog says '${name}'`);
       }
@@ -141,8 +99,8 @@ export async function openChain(paths: DataPaths, chain: readonly LayerRecord[],
 }
 
 /** Opens one layer file alone (no backing), for header changes and checks. */
-export async function openLayerAlone(file: string, options: { writable: boolean }): Promise<Qcow2Image> {
-  const host = await LocalHostFile.open(file, { readOnly: !options.writable });
+export async function openLayerAlone(store: LayerStore, ref: LayerRef, options: { writable: boolean }): Promise<Qcow2Image> {
+  const host = await store.open(ref, { readOnly: !options.writable });
   try {
     return await Qcow2Image.open(host, { readOnly: !options.writable, ignoreBacking: true });
   } catch (err) {

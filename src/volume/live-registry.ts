@@ -52,7 +52,7 @@ async function openLive(svc: ServiceContext, target: LiveTarget): Promise<{ imag
     layerId = snap.layerId;
   }
   const chain = await layerChain(svc, layerId);
-  const image = await openChain(svc.paths, chain, { writable: target.snapshotId === undefined });
+  const image = await openChain(svc.layerStore, chain, { writable: target.snapshotId === undefined });
   return { image, layerIds: chain.map((l) => l.id) };
 }
 

@@ -1,11 +1,9 @@
 /** Pools: create, list, describe, set a quota, delete, and what their volumes occupy (du). */
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import { StorageError } from '../core/errors.js';
 import { countOf } from '../core/text.js';
 import type { PoolRecord } from '../catalog/records.js';
 import { notFound, nowIso, poolKey, POOLS_KEY, type ServiceContext } from './context.js';
-import { allocatedBytesOf, fsyncDir, LAYER_FILE_PATTERN, TEMP_PREFIX, unlinkQuiet } from './layers.js';
+import { LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';
 import { checkName, checkQuota } from './names.js';
 import { catalogView, describePool, requireLayer, requirePool } from './queries.js';
 import type { DuEntry, PoolInfo } from './types.js';
@@ -15,9 +13,7 @@ export async function createPool(svc: ServiceContext, name: string, options: { q
   const quotaBytes = checkQuota(options.quotaBytes);
   return svc.locks.run([POOLS_KEY, poolKey(name)], async () => {
     if (await svc.catalog.get('pool', name)) throw new StorageError('ALREADY_EXISTS', `pool '${name}' already exists`);
-    const dir = svc.paths.poolDir(name);
-    await fs.mkdir(dir, { recursive: true });
-    await fsyncDir(svc.paths.poolsDir);
+    await svc.layerStore.createPool(name);
     const record: PoolRecord = { name, createdAt: nowIso(), ...(quotaBytes === undefined ? {} : { quotaBytes }) };
     await svc.catalog.put('pool', record);
     return describePool(svc, record);
@@ -60,11 +56,10 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
       throw new StorageError('BUSY', `pool '${name}' still holds layers`);
     }
     await svc.catalog.del('pool', name);
-    const dir = svc.paths.poolDir(name);
-    for (const entry of await fs.readdir(dir).catch(() => [] as string[])) {
-      if (LAYER_FILE_PATTERN.test(entry) || entry.startsWith(TEMP_PREFIX)) await unlinkQuiet(path.join(dir, entry));
+    for (const entry of await svc.layerStore.list(name).catch(() => [] as string[])) {
+      if (LAYER_FILE_PATTERN.test(entry) || entry.startsWith(TEMP_PREFIX)) await svc.layerStore.remove({ pool: name, fileName: entry });
     }
-    await fs.rmdir(dir).catch(() => {});
+    await svc.layerStore.removePool(name).catch(() => {});
   });
 }
 
@@ -84,10 +79,10 @@ export async function du(svc: ServiceContext, pool: string, volume?: string): Pr
       .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
     for (const snap of snaps) {
       const layer = requireLayer(view.layers, snap.layerId);
-      out.push({ name: `${pool}/${vol.name}@${snap.name}`, provisionedBytes: snap.sizeBytes, allocatedBytes: await allocatedBytesOf(svc.paths.layer(layer)) });
+      out.push({ name: `${pool}/${vol.name}@${snap.name}`, provisionedBytes: snap.sizeBytes, allocatedBytes: await svc.layerStore.allocatedBytes(layer) });
     }
     const active = requireLayer(view.layers, vol.activeLayerId);
-    out.push({ name: `${pool}/${vol.name}`, provisionedBytes: vol.sizeBytes, allocatedBytes: await allocatedBytesOf(svc.paths.layer(active)) });
+    out.push({ name: `${pool}/${vol.name}`, provisionedBytes: vol.sizeBytes, allocatedBytes: await svc.layerStore.allocatedBytes(active) });
   }
   return out;
 }

@@ -6,7 +6,7 @@
 import { StorageError } from '../core/errors.js';
 import type { LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from '../catalog/records.js';
 import { notFound, type CatalogView, type ServiceContext } from './context.js';
-import { allocatedBytesOf } from './layers.js';
+import { layerLocation, poolLocation } from './layers.js';
 import { checkPoolQuota, type QuotaChange } from './quota.js';
 import type { PoolInfo, SnapshotInfo, VolumeInfo } from './types.js';
 
@@ -144,10 +144,10 @@ export async function describePool(svc: ServiceContext, pool: PoolRecord, given?
   const view = given ?? (await catalogView(svc));
   const volumes = view.volumes.filter((v) => v.pool === pool.name);
   let allocatedBytes = 0;
-  for (const layer of view.layers.values()) if (layer.pool === pool.name) allocatedBytes += await allocatedBytesOf(svc.paths.layer(layer));
+  for (const layer of view.layers.values()) if (layer.pool === pool.name) allocatedBytes += await svc.layerStore.allocatedBytes(layer);
   return {
     name: pool.name,
-    path: svc.paths.poolDir(pool.name),
+    path: poolLocation(svc.layerStore, pool.name),
     quotaBytes: pool.quotaBytes,
     volumeCount: volumes.length,
     provisionedBytes: volumes.reduce((sum, v) => sum + v.sizeBytes, 0),
@@ -159,7 +159,7 @@ export async function describePool(svc: ServiceContext, pool: PoolRecord, given?
 export async function describeVolume(svc: ServiceContext, vol: VolumeRecord, given?: CatalogView): Promise<VolumeInfo> {
   const view = given ?? (await catalogView(svc));
   let allocatedBytes = 0;
-  for (const layer of view.layers.values()) if (layer.ownerVolumeId === vol.id) allocatedBytes += await allocatedBytesOf(svc.paths.layer(layer));
+  for (const layer of view.layers.values()) if (layer.ownerVolumeId === vol.id) allocatedBytes += await svc.layerStore.allocatedBytes(layer);
   const chain = chainOf(view.layers, vol.activeLayerId);
   const foreign = chain.find((l) => l.ownerVolumeId !== vol.id);
   let parent: VolumeInfo['parent'];
@@ -177,7 +177,7 @@ export async function describeVolume(svc: ServiceContext, vol: VolumeRecord, giv
     snapshotCount: view.snapshots.filter((s) => s.volumeId === vol.id).length,
     parent,
     chainDepth: chain.length,
-    activeLayerPath: svc.paths.layer(requireLayer(view.layers, vol.activeLayerId)),
+    activeLayerPath: layerLocation(svc.layerStore, requireLayer(view.layers, vol.activeLayerId)),
     snapshotLimit: vol.snapshotLimit,
     createdAt: vol.createdAt,
   };
@@ -194,7 +194,7 @@ export async function describeSnapshot(svc: ServiceContext, snap: SnapshotRecord
     sizeBytes: snap.sizeBytes,
     protected: snap.protected,
     children: childrenOf(snap, view),
-    layerPath: svc.paths.layer(requireLayer(view.layers, snap.layerId)),
+    layerPath: layerLocation(svc.layerStore, requireLayer(view.layers, snap.layerId)),
     createdAt: snap.createdAt,
   };
 }

@@ -2,12 +2,10 @@
  * Crash recovery at start-up (LocalVolumeService.recover): interrupted jobs marked failed,
  * leftover intents rolled back or finished (intents.ts), orphan files deleted.
  */
-import fs from 'node:fs/promises';
-import path from 'node:path';
 import type { IntentRecord } from '../catalog/records.js';
 import type { ServiceContext } from './context.js';
 import { finishIntent, finishResize, repairLeaks, rollbackIntent } from './intents.js';
-import { fsyncDir, LAYER_FILE_PATTERN, TEMP_PREFIX, unlinkQuiet } from './layers.js';
+import { LAYER_FILE_PATTERN, layerLocation, poolLocation, TEMP_PREFIX } from './layers.js';
 
 export interface RecoveryReport {
   jobsMarkedFailed: number;
@@ -28,7 +26,7 @@ export interface RecoveryReport {
  */
 export async function recover(svc: ServiceContext): Promise<RecoveryReport> {
   const report: RecoveryReport = { jobsMarkedFailed: 0, intentsRolledBack: [], intentsFinished: [], orphansDeleted: [], problems: [] };
-  await fs.mkdir(svc.paths.poolsDir, { recursive: true });
+  await svc.layerStore.prepare();
   report.jobsMarkedFailed = await svc.jobs.recover();
   const intents = (await svc.catalog.list('intent')).sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   for (const intent of intents) {
@@ -58,41 +56,41 @@ async function recoverIntent(svc: ServiceContext, intent: IntentRecord, label: s
   }
 }
 
-/** Deletes files in the pools folder that no record references; notes missing layer files. */
+/** Deletes files in the layer store that no record references; notes missing layer files. */
 async function scanFiles(svc: ServiceContext, report: RecoveryReport): Promise<void> {
+  const store = svc.layerStore;
   const pools = new Set((await svc.catalog.list('pool')).map((p) => p.name));
   const layers = await svc.catalog.list('layer');
   const known = new Set(layers.map((l) => `${l.pool}/${l.fileName}`));
-  for (const entry of await fs.readdir(svc.paths.poolsDir, { withFileTypes: true })) {
-    const dir = path.join(svc.paths.poolsDir, entry.name);
-    if (!entry.isDirectory()) {
-      report.problems.push(`unexpected file ${dir} (left alone)`);
-      continue;
-    }
-    const isPool = pools.has(entry.name);
+  /** "<pool>/<file>" of every referenced file found (and kept). */
+  const present = new Set<string>();
+  for (const pool of await store.listPools()) {
+    const isPool = pools.has(pool);
     let foreign = 0;
-    for (const file of await fs.readdir(dir)) {
-      if (isPool && known.has(`${entry.name}/${file}`)) continue;
-      if (LAYER_FILE_PATTERN.test(file) || file.startsWith(TEMP_PREFIX)) {
-        await unlinkQuiet(path.join(dir, file));
-        report.orphansDeleted.push(path.join(dir, file));
+    for (const fileName of await store.list(pool)) {
+      const ref = { pool, fileName };
+      if (isPool && known.has(`${pool}/${fileName}`)) {
+        present.add(`${pool}/${fileName}`);
+        continue;
+      }
+      if (LAYER_FILE_PATTERN.test(fileName) || fileName.startsWith(TEMP_PREFIX)) {
+        await store.remove(ref);
+        report.orphansDeleted.push(layerLocation(store, ref));
       } else {
         foreign++;
-        report.problems.push(`unknown file ${path.join(dir, file)} (left alone)`);
+        report.problems.push(`unknown file ${layerLocation(store, ref)} (left alone)`);
       }
     }
     if (!isPool && foreign === 0) {
-      await fs.rmdir(dir);
-      report.orphansDeleted.push(dir);
+      await store.removePool(pool);
+      report.orphansDeleted.push(poolLocation(store, pool));
     }
-    await fsyncDir(dir).catch(() => {});
+    await store.syncPool(pool).catch(() => {});
   }
-  for (const pool of pools) await fs.mkdir(svc.paths.poolDir(pool), { recursive: true });
+  for (const pool of pools) await store.createPool(pool);
   for (const layer of layers) {
-    try {
-      await fs.access(svc.paths.layer(layer));
-    } catch {
-      report.problems.push(`layer file ${svc.paths.layer(layer)} of volume ${layer.ownerVolumeId} is missing`);
+    if (!present.has(`${layer.pool}/${layer.fileName}`)) {
+      report.problems.push(`layer file ${layerLocation(store, layer)} of volume ${layer.ownerVolumeId} is missing`);
     }
   }
 }

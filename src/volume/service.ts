@@ -1,6 +1,7 @@
 /**
- * LocalVolumeService: pools, volumes, snapshots, clones and jobs over qcow2 layer files in
- * `<data>/pools/<pool>/` and records in the catalog (docs/daemon.md describes the model).
+ * LocalVolumeService: pools, volumes, snapshots, clones and jobs over qcow2 layer files in a
+ * LayerStore (by default a LocalLayerStore: `<data>/pools/<pool>/`) and records in the catalog
+ * (docs/daemon.md describes the model).
  *
  * This class is a facade: it builds the shared state (context.ts) once and delegates each
  * operation to the module that owns it: pools.ts, volumes.ts, snapshots.ts, clones.ts,
@@ -19,12 +20,13 @@
  */
 import path from 'node:path';
 import { StorageError } from '../core/errors.js';
+import type { LayerStore } from '../core/layer-store.js';
+import { LocalLayerStore } from '../store/local-layer-store.js';
 import type { Catalog } from '../catalog/catalog.js';
 import * as clones from './clones.js';
 import { DEFAULT_MAX_CHAIN_DEPTH, type ChainDepthPolicy, type ServiceContext } from './context.js';
 import * as diffs from './diff.js';
 import { JobRunner } from './jobs.js';
-import { DataPaths } from './layers.js';
 import type { LiveDevice, LiveVolume } from './live.js';
 import { openDevice } from './live-registry.js';
 import { KeyedMutex } from './locks.js';
@@ -47,10 +49,12 @@ export interface LocalVolumeServiceOptions {
   chainDepthPolicy?: ChainDepthPolicy;
   /** Background jobs running at once (default 2); more wait as 'queued'. */
   maxConcurrentJobs?: number;
+  /** Where the layer files live (default: a LocalLayerStore over `<data>/pools`). */
+  layerStore?: LayerStore;
 }
 
 export class LocalVolumeService implements VolumeService {
-  readonly paths: DataPaths;
+  readonly layerStore: LayerStore;
   readonly jobs: JobRunner;
   readonly maxChainDepth: number;
   readonly chainDepthPolicy: ChainDepthPolicy;
@@ -62,7 +66,7 @@ export class LocalVolumeService implements VolumeService {
     dataDir: string,
     options: LocalVolumeServiceOptions = {},
   ) {
-    this.paths = new DataPaths(path.resolve(dataDir));
+    this.layerStore = options.layerStore ?? new LocalLayerStore(path.join(path.resolve(dataDir), 'pools'));
     this.jobs = new JobRunner(catalog, options.maxConcurrentJobs === undefined ? {} : { maxConcurrent: options.maxConcurrentJobs });
     this.maxChainDepth = options.maxChainDepth ?? DEFAULT_MAX_CHAIN_DEPTH;
     if (!Number.isSafeInteger(this.maxChainDepth) || this.maxChainDepth < 1) {
@@ -71,7 +75,7 @@ export class LocalVolumeService implements VolumeService {
     this.chainDepthPolicy = options.chainDepthPolicy ?? 'refuse';
     this.svc = {
       catalog,
-      paths: this.paths,
+      layerStore: this.layerStore,
       jobs: this.jobs,
       locks: new KeyedMutex(),
       holds: new Map(),

@@ -15,7 +15,7 @@ import { checkHeadNotLive, withVolume } from './guards.js';
 import { copyPlan, totalOfKind, type PlanStep } from './image-ops.js';
 import { commitOps, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
-import { backingFileName, backingOf, createLayerFile, fsyncDir, openChain } from './layers.js';
+import { backingOf, createLayerFile, openChain } from './layers.js';
 import { liveKey } from './live.js';
 import { withLiveChanges } from './live-registry.js';
 import { checkLimit, checkName } from './names.js';
@@ -97,8 +97,8 @@ export async function rollbackSnapshot(svc: ServiceContext, pool: string, volume
       const updated: VolumeRecord = { ...vol, activeLayerId: active.id, sizeBytes: snap.sizeBytes };
       const intent = newIntent('rollback', `${pool}/${volume}@${name}`, { createFiles: [active] });
       await runIntent(svc, intent, async () => {
-        await createLayerFile(svc.paths.layer(active), snap.sizeBytes, backingFileName(active, snapLayer));
-        await fsyncDir(svc.paths.poolDir(vol.pool));
+        await createLayerFile(svc.layerStore, active, snap.sizeBytes, snapLayer);
+        await svc.layerStore.syncPool(vol.pool);
         const ops = [putOp('layer', active), delOp('layer', oldActive.id), putOp('volume', updated)];
         await svc.catalog.batch(commitOps(intent, ops, [oldActive]));
       });
@@ -221,8 +221,8 @@ export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecor
   // exactly the writes completed before it.
   await withLiveChanges(svc, [frozen.id], () => runIntent(svc, intent, async () => {
     // The frozen layer is closed (no writer has it open), so everything written is already durable.
-    await createLayerFile(svc.paths.layer(active), current.sizeBytes, backingFileName(active, frozen));
-    await fsyncDir(svc.paths.poolDir(current.pool));
+    await createLayerFile(svc.layerStore, active, current.sizeBytes, frozen);
+    await svc.layerStore.syncPool(current.pool);
     await svc.catalog.batch(
       commitOps(intent, [
         putOp('layer', { ...frozen, frozen: true }),
@@ -255,7 +255,7 @@ async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap
   await withLiveChanges(svc, [layer.id, ...ids], () => runIntent(svc, intent, async () => {
     for (const child of children) {
       ctx.throwIfCancelled();
-      const image = await openChain(svc.paths, chainOf(view.layers, child.id), { writable: true });
+      const image = await openChain(svc.layerStore, chainOf(view.layers, child.id), { writable: true });
       try {
         const merged = backingOf(image)!;
         const parentSize = backingOf(merged)?.sizeBytes ?? 0;
@@ -282,12 +282,12 @@ async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap
         await copyPlan(merged, image, plan, ctx, 'write-zeroes');
         await image.flush();
         ctx.throwIfCancelled();
-        await image.setBackingFile(parent === undefined ? undefined : backingFileName(child, parent), parent === undefined ? undefined : 'qcow2');
+        await image.setBackingFile(parent === undefined ? undefined : svc.layerStore.backingName(child, parent), parent === undefined ? undefined : 'qcow2');
       } finally {
         await image.close();
       }
     }
-    await fsyncDir(svc.paths.poolDir(vol.pool));
+    await svc.layerStore.syncPool(vol.pool);
     const ops: CatalogOp[] = [delOp('snapshot', snap.id), delOp('layer', layer.id)];
     for (const child of children) {
       const { backingLayerId: _old, ...rest } = child;

@@ -2,11 +2,11 @@
  * Data in and out of volumes: copying a volume (a job), importing a raw or qcow2 stream into a
  * new volume, and exporting a volume or snapshot as a raw or qcow2 stream.
  */
-import path from 'node:path';
 import { StorageError } from '../core/errors.js';
 import { alignUp, formatSizeHuman, SECTOR_SIZE_BYTES } from '../core/units.js';
 import { allocAligned } from '../sys/aligned-buffer.js';
-import { LocalHostFile } from '../store/local-file.js';
+import type { HostFile } from '../core/host-file.js';
+import type { LayerRef } from '../core/layer-store.js';
 import { putOp } from '../catalog/catalog.js';
 import type { FileRef, VolumeRecord } from '../catalog/records.js';
 import { chainPieces, filePieces, importProgress, spoolToFile, streamLongerThan, writePiecesToLayer } from './content.js';
@@ -17,7 +17,7 @@ import { copyPlan, dataPlan, totalOf } from './image-ops.js';
 import { openUploadedImage, uploadedImageError } from './input-image.js';
 import { commitOps, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
-import { createLayerFile, fsyncDir, openChain, openLayerAlone, TEMP_PREFIX, unlinkQuiet } from './layers.js';
+import { createLayerFile, layerLocation, openChain, openLayerAlone, TEMP_PREFIX } from './layers.js';
 import { checkName, checkVolumeSize } from './names.js';
 import { checkNameFree, checkQuota, describeVolume, layerChain, requirePool, snapshotByName } from './queries.js';
 import { encodeContent, readSparseStream, type ContentPiece, type TransferEncoding } from './sparse-stream.js';
@@ -62,14 +62,14 @@ export async function copyVolume(svc: ServiceContext, pool: string, name: string
 
 async function copyJob(svc: ServiceContext, volumeId: string, destPool: string, destName: string, ctx: JobContext): Promise<void> {
   const vol = await svc.catalog.require('volume', volumeId, 'the source volume');
-  const source = await openChain(svc.paths, await layerChain(svc, vol.activeLayerId), { writable: false });
+  const source = await openChain(svc.layerStore, await layerChain(svc, vol.activeLayerId), { writable: false });
   const volume: VolumeRecord = { id: newId(), pool: destPool, name: destName, sizeBytes: vol.sizeBytes, activeLayerId: newId(), createdAt: nowIso() };
   const layer = newLayer(volume.activeLayerId, destPool, volume.id, undefined);
   const intent = newIntent('copy', `${destPool}/${destName}`, { createFiles: [layer] });
   try {
     await runIntent(svc, intent, async () => {
-      await createLayerFile(svc.paths.layer(layer), vol.sizeBytes);
-      const dest = await openLayerAlone(svc.paths.layer(layer), { writable: true });
+      await createLayerFile(svc.layerStore, layer, vol.sizeBytes);
+      const dest = await openLayerAlone(svc.layerStore, layer, { writable: true });
       try {
         const plan = await dataPlan(source, 0, source.sizeBytes);
         ctx.setTotal(totalOf(plan));
@@ -77,7 +77,7 @@ async function copyJob(svc: ServiceContext, volumeId: string, destPool: string, 
       } finally {
         await dest.close();
       }
-      await fsyncDir(svc.paths.poolDir(destPool));
+      await svc.layerStore.syncPool(destPool);
       await svc.locks.run([poolKey(destPool)], async () => {
         await requirePool(svc, destPool);
         await checkNameFree(svc, destPool, destName, true);
@@ -133,11 +133,11 @@ async function importJob(
     const sparse = options.transfer === 'sparse' ? await readSparseStream(source) : undefined;
     const sizeBytes =
       options.format === 'qcow2'
-        ? await importQcow2(svc, pool, name, svc.paths.file(spool), svc.paths.layer(layer), sparse ?? source, options, ctx)
+        ? await importQcow2(svc, pool, name, spool, layer, sparse ?? source, options, ctx)
         : sparse !== undefined
-          ? await importSparseRaw(svc, pool, name, svc.paths.layer(layer), sparse, options, ctx)
-          : await importRaw(svc, pool, name, svc.paths.layer(layer), source, options, ctx);
-    await fsyncDir(svc.paths.poolDir(pool));
+          ? await importSparseRaw(svc, pool, name, layer, sparse, options, ctx)
+          : await importRaw(svc, pool, name, layer, source, options, ctx);
+    await svc.layerStore.syncPool(pool);
     const volume: VolumeRecord = { id: volumeId, pool, name, sizeBytes, activeLayerId: layer.id, createdAt: nowIso() };
     await svc.locks.run([poolKey(pool)], async () => {
       await checkQuota(svc, await requirePool(svc, pool), sizeBytes, `importing '${pool}/${name}'`, { reservation: `${pool}/${name}` });
@@ -152,14 +152,14 @@ async function importRaw(
   svc: ServiceContext,
   pool: string,
   name: string,
-  file: string,
+  file: LayerRef,
   source: AsyncIterable<Uint8Array>,
   options: { sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
   ctx: JobContext,
 ): Promise<number> {
   const fixed = options.sizeBytes;
-  await createLayerFile(file, fixed ?? IMPORT_INITIAL_BYTES);
-  const image = await openLayerAlone(file, { writable: true });
+  await createLayerFile(svc.layerStore, file, fixed ?? IMPORT_INITIAL_BYTES);
+  const image = await openLayerAlone(svc.layerStore, file, { writable: true });
   try {
     const buf = allocAligned(COPY_CHUNK_BYTES);
     let fill = 0;
@@ -209,7 +209,7 @@ async function importSparseRaw(
   svc: ServiceContext,
   pool: string,
   name: string,
-  file: string,
+  file: LayerRef,
   sparse: { sizeBytes: number; pieces: AsyncIterable<ContentPiece> },
   options: { sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
   ctx: JobContext,
@@ -218,8 +218,8 @@ async function importSparseRaw(
   const sizeBytes = checkVolumeSize(options.sizeBytes ?? alignUp(sparse.sizeBytes, SECTOR_SIZE_BYTES));
   await checkImportQuota(svc, pool, name, sizeBytes);
   ctx.setTotal(sparse.sizeBytes);
-  await createLayerFile(file, sizeBytes);
-  await writePiecesToLayer(file, sparse.pieces, importProgress(ctx, options.onProgress));
+  await createLayerFile(svc.layerStore, file, sizeBytes);
+  await writePiecesToLayer(svc.layerStore, file, sparse.pieces, importProgress(ctx, options.onProgress));
   return sizeBytes;
 }
 
@@ -235,17 +235,17 @@ async function importQcow2(
   svc: ServiceContext,
   pool: string,
   name: string,
-  spoolFile: string,
-  file: string,
+  spool: LayerRef,
+  file: LayerRef,
   source: AsyncIterable<Uint8Array> | { sizeBytes: number; pieces: AsyncIterable<ContentPiece> },
   options: { sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
   ctx: JobContext,
 ): Promise<number> {
-  const received = await spoolToFile(spoolFile, source, importProgress(ctx, options.onProgress));
+  const received = await spoolToFile(svc.layerStore, spool, source, importProgress(ctx, options.onProgress));
   ctx.throwIfCancelled();
   // Damage found in the upload (at open or while copying) is the uploader's: InvalidImageError.
-  const spooled = await openUploadedImage(spoolFile);
-  const asUploadError = (err: unknown) => uploadedImageError(err, spoolFile);
+  const spooled = await openUploadedImage(svc.layerStore, spool);
+  const asUploadError = (err: unknown) => uploadedImageError(err, layerLocation(svc.layerStore, spool));
   try {
     const info = spooled.info();
     if (info.backingFile !== undefined) {
@@ -262,8 +262,8 @@ async function importQcow2(
     }
     const sizeBytes = checkVolumeSize(options.sizeBytes ?? virtual);
     await checkImportQuota(svc, pool, name, sizeBytes);
-    await createLayerFile(file, sizeBytes);
-    const dest = await openLayerAlone(file, { writable: true });
+    await createLayerFile(svc.layerStore, file, sizeBytes);
+    const dest = await openLayerAlone(svc.layerStore, file, { writable: true });
     try {
       const plan = await dataPlan(spooled, 0, spooled.sizeBytes).catch((err: unknown) => Promise.reject(asUploadError(err)));
       ctx.setTotal(received + totalOf(plan));
@@ -274,7 +274,7 @@ async function importQcow2(
     return sizeBytes;
   } finally {
     await spooled.close();
-    await unlinkQuiet(spoolFile);
+    await svc.layerStore.remove(spool);
   }
 }
 
@@ -295,7 +295,7 @@ export async function exportVolume(
     async (vol) => {
       const layerId = options.snapshot === undefined ? vol.activeLayerId : (await snapshotByName(svc, vol, options.snapshot)).layerId;
       if (options.snapshot === undefined) checkHeadNotLive(svc, vol, 'export it here (export a snapshot of it, or read it over NBD)');
-      const image = await openChain(svc.paths, await layerChain(svc, layerId), { writable: false });
+      const image = await openChain(svc.layerStore, await layerChain(svc, layerId), { writable: false });
       if (options.format === 'raw') {
         // A live volume stays held while it streams (its active layer must not change under the
         // reader); a snapshot's layers read the same whatever happens to the volume meanwhile.
@@ -312,12 +312,12 @@ export async function exportVolume(
       }
       // qcow2: convert into a standalone temp file (under the lock), then stream that file. The
       // file is unlinked as soon as it is open, so nothing is left behind whatever happens.
-      const temp = path.join(svc.paths.poolDir(vol.pool), `${TEMP_PREFIX}export-${newId()}.qcow2`);
-      let exported: LocalHostFile | undefined;
+      const temp: LayerRef = { pool: vol.pool, fileName: `${TEMP_PREFIX}export-${newId()}.qcow2` };
+      let exported: HostFile | undefined;
       try {
         await svc.jobs.run('export', `${pool}/${name}${options.snapshot === undefined ? '' : `@${options.snapshot}`}`, async (ctx) => {
-          await createLayerFile(temp, image.sizeBytes);
-          const dest = await openLayerAlone(temp, { writable: true });
+          await createLayerFile(svc.layerStore, temp, image.sizeBytes);
+          const dest = await openLayerAlone(svc.layerStore, temp, { writable: true });
           try {
             const plan = await dataPlan(image, 0, image.sizeBytes);
             ctx.setTotal(totalOf(plan));
@@ -326,10 +326,10 @@ export async function exportVolume(
             await dest.close();
           }
         });
-        exported = await LocalHostFile.open(temp, { readOnly: true });
+        exported = await svc.layerStore.open(temp, { readOnly: true });
       } finally {
         await image.close();
-        await unlinkQuiet(temp);
+        await svc.layerStore.remove(temp);
       }
       const opened = exported!;
       const sizeBytes = await opened.sizeBytes();

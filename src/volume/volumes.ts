@@ -8,7 +8,7 @@ import type { VolumeRecord } from '../catalog/records.js';
 import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
 import { checkHeadNotLive, checkNotLive, withVolume } from './guards.js';
 import { commitOps, newIntent, newLayer, runIntent, finishResize } from './intents.js';
-import { createLayerFile, fsyncDir } from './layers.js';
+import { createLayerFile } from './layers.js';
 import { withLiveChanges } from './live-registry.js';
 import { checkName, checkVolumeSize } from './names.js';
 import { catalogView, checkNameFree, checkQuota, clonesOfVolume, describeVolume, requirePool, volumeByName } from './queries.js';
@@ -25,8 +25,8 @@ export async function createVolume(svc: ServiceContext, pool: string, name: stri
     const layer = newLayer(volume.activeLayerId, pool, volume.id, undefined);
     const intent = newIntent('volume-create', `${pool}/${name}`, { createFiles: [layer] });
     await runIntent(svc, intent, async () => {
-      await createLayerFile(svc.paths.layer(layer), sizeBytes);
-      await fsyncDir(svc.paths.poolDir(pool));
+      await createLayerFile(svc.layerStore, layer, sizeBytes);
+      await svc.layerStore.syncPool(pool);
       await svc.catalog.batch(commitOps(intent, [putOp('volume', volume), putOp('layer', layer)]));
     });
     return describeVolume(svc, volume);

@@ -1,4 +1,6 @@
-import { describe, it } from 'vitest';
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { LocalLayerStore } from '../../src/store/local-layer-store.js';
 import { MemoryLayerStore } from '../../src/store/memory-layer-store.js';
 import { expectCode } from '../support/expect-error.js';
@@ -20,5 +22,17 @@ describe('LocalLayerStore', () => {
       // A rejected promise, not a synchronous throw: callers await.
       await expectCode(store.open(ref, { readOnly: true }), 'INVALID_ARGUMENT');
     }
+  });
+
+  it('lays pools out as folders under its root, creates owner-only files with mode 0600, and prepares a missing root', async () => {
+    const root = path.join(tempDir(), 'pools');
+    const store = new LocalLayerStore(root);
+    await store.prepare();
+    expect(statSync(root).isDirectory()).toBe(true);
+    await store.createPool('p');
+    expect(store.poolLocation('p')).toBe(path.join(root, 'p'));
+    expect(store.location({ pool: 'p', fileName: 'a.qcow2' })).toBe(path.join(root, 'p', 'a.qcow2'));
+    await (await store.create({ pool: 'p', fileName: '.tmp-x' }, { ownerOnly: true })).close();
+    expect(statSync(path.join(root, 'p', '.tmp-x')).mode & 0o777).toBe(0o600);
   });
 });

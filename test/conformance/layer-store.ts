@@ -56,6 +56,40 @@ export function layerStoreConformance(name: string, open: () => Promise<LayerSto
       expect(await store.list('q')).toEqual([]);
     });
 
+    it('prepares its namespace idempotently, and creates owner-only files that read and write like any other', async () => {
+      const store = await open();
+      await store.prepare();
+      await store.prepare();
+      expect(await store.listPools()).toEqual([]);
+      await store.createPool('s');
+      const spool = { pool: 's', fileName: '.tmp-import-1.qcow2' };
+      const file = await store.create(spool, { ownerOnly: true });
+      await file.pwrite(new Uint8Array([1, 2, 3]), 4096);
+      await file.truncate(8192);
+      await file.close();
+      await expectCode(store.create(spool, { ownerOnly: true }), 'ALREADY_EXISTS');
+      const back = await store.open(spool, { readOnly: true });
+      expect(await back.sizeBytes()).toBe(8192);
+      const bytes = new Uint8Array(3);
+      await back.pread(bytes, 4096);
+      expect([...bytes]).toEqual([1, 2, 3]);
+      await back.close();
+      expect(await store.list('s')).toEqual(['.tmp-import-1.qcow2']);
+      expect(await store.remove(spool)).toBe(true);
+    });
+
+    it('gives locations for files and pools both or neither, one inside the other', async () => {
+      const store = await open();
+      const ref = { pool: 'p', fileName: '00000000000000a1.qcow2' };
+      const file = store.location(ref);
+      const pool = store.poolLocation('p');
+      expect(file === undefined).toBe(pool === undefined);
+      if (file !== undefined && pool !== undefined) {
+        expect(file.startsWith(pool)).toBe(true);
+        expect(file.endsWith(ref.fileName)).toBe(true);
+      }
+    });
+
     it('names backing files relative to the child: the file name in one pool, ../pool/file across pools', async () => {
       const store = await open();
       const base = { pool: 'a', fileName: '1.qcow2' };

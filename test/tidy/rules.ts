@@ -108,6 +108,28 @@ export function packageImportsOutside(packageName: string, allowedFolder: string
   return found;
 }
 
+/**
+ * Imports by files under `folder` of any of `packages` (a package or one of its subpaths: `fs`
+ * covers `fs/promises`) or of any of `modules` (repository paths, reached by relative imports).
+ */
+export function importsInside(
+  folder: string,
+  forbidden: { packages: readonly string[]; modules: readonly string[] },
+  files: readonly SourceFile[],
+): ImportEdge[] {
+  const found: ImportEdge[] = [];
+  for (const file of files) {
+    if (!file.path.startsWith(folder)) continue;
+    for (const { specifier, line } of specifiers(file.text)) {
+      if (forbidden.packages.some((name) => specifier === name || specifier.startsWith(`${name}/`))) {
+        found.push({ from: file.path, to: specifier, line });
+      }
+    }
+    for (const edge of relativeImports(file)) if (forbidden.modules.includes(edge.to)) found.push(edge);
+  }
+  return found;
+}
+
 export function lineCount(text: string): number {
   return text.endsWith('\n') ? text.split('\n').length - 1 : text.split('\n').length;
 }

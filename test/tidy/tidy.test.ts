@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { REPO_ROOT } from '../support/tools.js';
 import * as qcow2Constants from '../../formats/qcow2/constants.js';
 import {
+  importsInside,
   lineCount,
   literalSpecConstants,
   packageImportsOutside,
@@ -21,6 +22,9 @@ import {
 } from './rules.js';
 
 const MAX_SOURCE_LINES = 600;
+
+/** src/volume reaches layer files through the LayerStore interface only, never the filesystem. */
+const VOLUME_FORBIDDEN = { packages: ['node:fs', 'fs'], modules: ['src/store/local-file.ts'] };
 
 /** Source folders whose files the size rule covers (tests may be longer: they are tables of cases). */
 const SOURCE_ROOTS = ['src', 'formats', 'cluster', 'bench'];
@@ -92,6 +96,10 @@ describe('tidy', () => {
     expect(packageImportsOutside('koffi', 'src/sys/', everything).map(describeEdge)).toEqual([]);
   });
 
+  it('src/volume reaches files through LayerStore only: no node:fs, no LocalHostFile', () => {
+    expect(importsInside('src/volume/', VOLUME_FORBIDDEN, sources).map(describeEdge)).toEqual([]);
+  });
+
   it(`source files stay under ${MAX_SOURCE_LINES} lines`, () => {
     const tooLong: string[] = [];
     for (const file of sources) {
@@ -130,6 +138,17 @@ describe('tidy', () => {
       'src/volume/bad.ts -> src/daemon/daemon.ts',
     ]);
     expect(packageImportsOutside('koffi', 'src/sys/', wrong).map((e) => e.from)).toEqual(['src/store/bad.ts']);
+    const volume: SourceFile[] = [
+      { path: 'src/volume/a.ts', text: "import fs from 'node:fs/promises';\nimport { x } from 'fs';\n" },
+      { path: 'src/volume/b.ts', text: "import { LocalHostFile } from '../store/local-file.js';\nimport { y } from '../store/local-layer-store.js';\n" },
+      { path: 'src/volume/c.ts', text: "import path from 'node:path';\nimport { z } from './fsx.js';\n" },
+      { path: 'src/store/d.ts', text: "import fs from 'node:fs';\n" },
+    ];
+    expect(importsInside('src/volume/', VOLUME_FORBIDDEN, volume).map(describeEdge)).toEqual([
+      'src/volume/a.ts:1 imports node:fs/promises',
+      'src/volume/a.ts:2 imports fs',
+      'src/volume/b.ts:1 imports src/store/local-file.ts',
+    ]);
     const masks = new Map([['L2E_OFFSET_MASK', 0x00fffffffffffe00n], ['U32', 0xffffffffn]]);
     const literal: SourceFile = { path: 'formats/qcow2/x.ts', text: 'const a = b & 0x00fffffffffffe00n;\nconst c = d & 0xffffffff; // 0x00fffffffffffe00n\n' };
     expect(literalSpecConstants(masks, [literal])).toEqual(['formats/qcow2/x.ts:1: 0x00fffffffffffe00n is L2E_OFFSET_MASK']);
