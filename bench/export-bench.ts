@@ -47,7 +47,7 @@ function writeScatteredRaw(file: string): void {
 
 function layerOf(d: StrataDaemon, volume: string): string {
   const out = execFileSync(process.execPath, [STRATA_BIN, 'volume', 'info', volume, '--json'], { env: strataEnv(d), encoding: 'utf8' });
-  return (JSON.parse(out) as { activeLayerPath: string }).activeLayerPath;
+  return (JSON.parse(out) as { location: string }).location;
 }
 
 async function main(): Promise<void> {

@@ -14,7 +14,7 @@ import { allocAligned } from '../src/sys/aligned-buffer.js';
 import { GiB, MiB, TiB } from '../src/core/units.js';
 import { Catalog } from '../src/catalog/index.js';
 import { LocalHostFile } from '../src/store/local-file.js';
-import { LocalVolumeService } from '../src/volume/index.js';
+import { LocalVolumeService, type VolumeInfo } from '../src/volume/index.js';
 import { argValue, median } from './args.js';
 
 const REPEATS = 5;
@@ -26,6 +26,12 @@ async function timeMs(fn: () => Promise<unknown>): Promise<number> {
 }
 
 /** Writes `totalBytes` of data into a volume's active layer, in 1 MiB pieces spread evenly. */
+/** The active layer's file: this bench's service keeps its pools in local folders, so it has one. */
+function layerFileOf(info: VolumeInfo): string {
+  if (info.location === undefined) throw new Error(`volume ${info.pool}/${info.name} has no local layer file`);
+  return info.location;
+}
+
 async function fill(layerPath: string, sizeBytes: number, totalBytes: number): Promise<void> {
   const image = await Qcow2Image.open(await LocalHostFile.open(layerPath));
   const piece = allocAligned(MiB);
@@ -54,7 +60,7 @@ async function main(): Promise<void> {
     ] as const) {
       const volume = name === 'empty' ? 'empty' : 'full';
       const info = await service.createVolume('bench', volume, TiB);
-      if (dataBytes > 0) await fill(info.activeLayerPath, TiB, dataBytes);
+      if (dataBytes > 0) await fill(layerFileOf(info), TiB, dataBytes);
       const snapshotMs: number[] = [];
       for (let i = 0; i < REPEATS; i++) {
         snapshotMs.push(await timeMs(() => service.createSnapshot('bench', volume, `s${i}`)));
@@ -78,7 +84,7 @@ async function main(): Promise<void> {
     const clone = await service.volumeInfo('bench', 'full-clone0');
     const convertOut = join(dir, 'converted.qcow2');
     const qemuMs = await timeMs(async () => {
-      execFileSync('qemu-img', ['convert', '-O', 'qcow2', clone.activeLayerPath, convertOut]);
+      execFileSync('qemu-img', ['convert', '-O', 'qcow2', layerFileOf(clone), convertOut]);
     });
     rmSync(convertOut);
     const flattenMs = await timeMs(async () => {

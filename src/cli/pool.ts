@@ -6,6 +6,7 @@ import {
   clientOf,
   groupHelp,
   keyValues,
+  locationRow,
   parse,
   parseSize,
   positionals,
@@ -21,7 +22,7 @@ export type { PoolJson, DuEntryJson };
 function poolDetails(p: PoolJson): string {
   return keyValues([
     ['pool', p.name],
-    ['path', p.path],
+    ...locationRow(p.location),
     ['volumes', String(p.volumeCount)],
     ['provisioned', `${size(p.provisionedBytes)}${p.quotaBytes !== null ? ` of ${size(p.quotaBytes)} quota` : ''}`],
     ['allocated', size(p.allocatedBytes)],

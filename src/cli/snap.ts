@@ -9,6 +9,7 @@ import {
   clientOf,
   groupHelp,
   keyValues,
+  locationRow,
   parse,
   parseSnapRef,
   parseVolumeRef,
@@ -36,7 +37,7 @@ function snapshotDetails(s: SnapshotJson): string {
     ['size', `${size(s.sizeBytes)} (${s.sizeBytes} bytes)`],
     ['protected', s.protected ? 'yes' : 'no'],
     ['clones', s.children.length === 0 ? '-' : s.children.join(', ')],
-    ['layer', s.layerPath],
+    ...locationRow(s.location),
     ['created', s.createdAt],
   ]);
 }

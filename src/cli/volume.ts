@@ -18,6 +18,7 @@ import {
   clientOf,
   groupHelp,
   keyValues,
+  locationRow,
   parse,
   parseSize,
   parseVolumeOrSnapRef,
@@ -54,7 +55,7 @@ export function volumeDetails(v: VolumeJson): string {
     ['snapshots', `${v.snapshotCount}${v.snapshotLimit !== null ? ` (limit ${v.snapshotLimit})` : ''}`],
     ['parent', parentText(v)],
     ['chain depth', String(v.chainDepth)],
-    ['active layer', v.activeLayerPath],
+    ...locationRow(v.location),
     ['created', v.createdAt],
   ]);
 }
@@ -139,7 +140,8 @@ const info = subcommand(
   `Usage: strata volume info [POOL/]VOLUME
 
 Shows the volume's provisioned and allocated size, snapshots, parent (for clones), chain depth
-and its active layer file ('qemu-img info --backing-chain FILE' shows the whole chain).
+and its location: the active layer's file on this host, for a local pool ('qemu-img info
+--backing-chain FILE' shows the whole chain).
 `,
   async (argv, con) => {
     const command = 'volume info';

@@ -6,7 +6,6 @@
 import { StorageError } from '../core/errors.js';
 import type { LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from '../catalog/records.js';
 import { notFound, type CatalogView, type ServiceContext } from './context.js';
-import { layerLocation, poolLocation } from './layers.js';
 import { checkPoolQuota, type QuotaChange } from './quota.js';
 import type { PoolInfo, SnapshotInfo, VolumeInfo } from './types.js';
 
@@ -147,7 +146,7 @@ export async function describePool(svc: ServiceContext, pool: PoolRecord, given?
   for (const layer of view.layers.values()) if (layer.pool === pool.name) allocatedBytes += await svc.layerStore.allocatedBytes(layer);
   return {
     name: pool.name,
-    path: poolLocation(svc.layerStore, pool.name),
+    location: svc.layerStore.poolLocation(pool.name),
     quotaBytes: pool.quotaBytes,
     volumeCount: volumes.length,
     provisionedBytes: volumes.reduce((sum, v) => sum + v.sizeBytes, 0),
@@ -177,7 +176,7 @@ export async function describeVolume(svc: ServiceContext, vol: VolumeRecord, giv
     snapshotCount: view.snapshots.filter((s) => s.volumeId === vol.id).length,
     parent,
     chainDepth: chain.length,
-    activeLayerPath: layerLocation(svc.layerStore, requireLayer(view.layers, vol.activeLayerId)),
+    location: svc.layerStore.location(requireLayer(view.layers, vol.activeLayerId)),
     snapshotLimit: vol.snapshotLimit,
     createdAt: vol.createdAt,
   };
@@ -194,7 +193,7 @@ export async function describeSnapshot(svc: ServiceContext, snap: SnapshotRecord
     sizeBytes: snap.sizeBytes,
     protected: snap.protected,
     children: childrenOf(snap, view),
-    layerPath: layerLocation(svc.layerStore, requireLayer(view.layers, snap.layerId)),
+    location: svc.layerStore.location(requireLayer(view.layers, snap.layerId)),
     createdAt: snap.createdAt,
   };
 }

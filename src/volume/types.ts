@@ -12,8 +12,8 @@ import type { TransferEncoding } from './sparse-stream.js';
 
 export interface PoolInfo {
   name: string;
-  /** Absolute path of the pool's folder. */
-  path: string;
+  /** Where an operator finds the pool on this host (a local pool's folder); absent for stores without local files. */
+  location?: string;
   /** Sum of the volumes' provisioned sizes may not exceed this (undefined: no quota). */
   quotaBytes: number | undefined;
   volumeCount: number;
@@ -36,8 +36,11 @@ export interface VolumeInfo {
   parent: { pool: string; volume: string; snapshot: string } | undefined;
   /** Layers from the active one down to the bottom of the chain (1 for a fresh volume). */
   chainDepth: number;
-  /** The active layer's file, for `qemu-img info --backing-chain`. */
-  activeLayerPath: string;
+  /**
+   * Where an operator finds the active layer on this host (a local pool's file, for `qemu-img info
+   * --backing-chain`); absent for stores without local files.
+   */
+  location?: string;
   snapshotLimit: number | undefined;
   createdAt: string;
 }
@@ -52,7 +55,8 @@ export interface SnapshotInfo {
   protected: boolean;
   /** Clones made from this snapshot (pool/volume). */
   children: string[];
-  layerPath: string;
+  /** Where an operator finds the snapshot's layer on this host (a local pool's file); absent for stores without local files. */
+  location?: string;
   createdAt: string;
 }
 

@@ -1,14 +1,15 @@
 /**
  * Unit tests of what the daemon commands print: the progress bar's rate, size arguments, error
- * fixes in each interface's words, and the --json error object.
+ * fixes in each interface's words, the --json error object, and the location row of details.
  */
 import { describe, expect, it } from 'vitest';
 import { restHint } from '../../src/api/rest/fixes.js';
+import { poolJson, snapshotJson, volumeJson } from '../../src/api/rest/schemas.js';
 import { parseArgs } from '../../src/cli/args.js';
 import { CliError, UsageError, describeFailure, failureJson, failureLine } from '../../src/cli/errors.js';
 import type { Console } from '../../src/cli/output.js';
 import { apiError } from '../../src/cli/remote/client.js';
-import { VOLUME_SIZE_LIMIT, parseSize } from '../../src/cli/remote/common.js';
+import { VOLUME_SIZE_LIMIT, keyValues, locationRow, parseSize } from '../../src/cli/remote/common.js';
 import { cliHint, parseFix } from '../../src/cli/remote/fixes.js';
 import { MIN_RATE_WINDOW_MS, ProgressBar, RateEstimator, type BarHost } from '../../src/cli/remote/progress-bar.js';
 import { StorageError, type ErrorFix } from '../../src/core/errors.js';
@@ -172,5 +173,18 @@ describe('the --json error object', () => {
       error: { code: 'USAGE', message: 'volume create: missing SIZE', hint: 'see help', exitCode: 2 },
     });
     expect(failureJson(describeFailure(new CliError('odd', { exitCode: 1 })))).toEqual({ error: { code: null, message: 'odd', hint: null, exitCode: 1 } });
+  });
+});
+
+describe('location', () => {
+  it('is null in the JSON and has no row in the details when the store has no local files', () => {
+    const pool = { name: 'p', quotaBytes: undefined, volumeCount: 0, provisionedBytes: 0, allocatedBytes: 0, createdAt: 't' };
+    expect(poolJson(pool).location).toBeNull();
+    expect(poolJson({ ...pool, location: '/data/pools/p' }).location).toBe('/data/pools/p');
+    const volume = { id: 'i', pool: 'p', name: 'v', provisionedBytes: 0, allocatedBytes: 0, snapshotCount: 0, parent: undefined, chainDepth: 1, snapshotLimit: undefined, createdAt: 't' };
+    expect(volumeJson(volume).location).toBeNull();
+    expect(snapshotJson({ id: 'i', pool: 'p', volume: 'v', name: 's', sizeBytes: 0, protected: false, children: [], createdAt: 't' }).location).toBeNull();
+    expect(keyValues([['pool', 'p'], ...locationRow(null), ['volumes', '0']])).toBe('pool     p\nvolumes  0\n');
+    expect(keyValues([['pool', 'p'], ...locationRow('/data/pools/p')])).toBe('pool      p\nlocation  /data/pools/p\n');
   });
 });

@@ -81,7 +81,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata status / pool / volume', () =>
     expect(table).toContainEqual(expect.stringMatching(/^fast +0 +0 B +0 B +64 MiB$/));
     expect(table).toContainEqual(expect.stringMatching(/^slow +0 +0 B +0 B +-$/));
     const pools = d.json(['pool', 'list']);
-    expect(pools.find((p: { name: string }) => p.name === 'fast')).toMatchObject({ quotaBytes: 64 << 20, volumeCount: 0, path: path.join(f('data'), 'pools', 'fast') });
+    expect(pools.find((p: { name: string }) => p.name === 'fast')).toMatchObject({ quotaBytes: 64 << 20, volumeCount: 0, location: path.join(f('data'), 'pools', 'fast') });
 
     expect(d.cliOk(['pool', 'info', 'fast']).stdout).toMatch(/^quota +64 MiB \(67108864 bytes\)$/m);
     d.cliFails(['pool', 'info', 'nope'], 3, /pool 'nope' does not exist \[NOT_FOUND\]/);
@@ -134,8 +134,8 @@ describe.skipIf(!requireTool('qemu-img'))('strata status / pool / volume', () =>
     const info = d.cliOk(['volume', 'info', 'default/v1']).stdout;
     expect(info).toMatch(/^volume +default\/v1$/m);
     expect(info).toMatch(/^size +10 GiB \(10737418240 bytes\)$/m);
-    expect(info).toMatch(/^active layer +\/.*\.qcow2$/m);
-    const active = d.json(['volume', 'info', 'v1']).activeLayerPath as string;
+    expect(info).toMatch(/^location +\/.*\.qcow2$/m);
+    const active = d.json(['volume', 'info', 'v1']).location as string;
     const qinfo = JSON.parse(qemuImg(['info', '-U', '--output=json', active]).stdout) as { 'virtual-size': number; format: string };
     expect(qinfo).toMatchObject({ format: 'qcow2', 'virtual-size': 10 * 2 ** 30 });
     d.cliFails(['volume', 'info', 'gone'], 3, /volume 'default\/gone' does not exist \[NOT_FOUND\]/, /strata volume list/);
@@ -155,7 +155,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata status / pool / volume', () =>
     d.cliOk(['volume', 'create', 'other', '1M']);
     d.cliFails(['volume', 'rename', 'v1', 'other'], 4, /already exists/);
     d.cliFails(['volume', 'rename', 'gone', 'x'], 3, /NOT_FOUND/);
-    expect(active).toBe(d.json(['volume', 'info', 'v1']).activeLayerPath);
+    expect(active).toBe(d.json(['volume', 'info', 'v1']).location);
 
     d.cliOk(['snap', 'create', 'other@s1']);
     d.cliFails(['volume', 'delete', 'other'], 4, /\[BUSY\]/);

@@ -49,7 +49,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata snap / job', () => {
     const info = d.cliOk(['snap', 'info', 'vm@one']).stdout;
     expect(info).toMatch(/^snapshot +default\/vm@one$/m);
     expect(info).toMatch(/^protected +no$/m);
-    expect(info).toMatch(/^layer +\/.*\.qcow2$/m);
+    expect(info).toMatch(/^location +\/.*\.qcow2$/m);
     d.cliFails(['snap', 'info', 'vm@nope'], 3, /NOT_FOUND/);
 
     expect(d.cliOk(['snap', 'rename', 'vm@two', 'second']).stdout).toBe("Snapshot 'default/vm@two' renamed to 'second'.\n");

@@ -143,8 +143,8 @@ describe.skipIf(!requireTool('qemu-img'))('SIGKILL during snapshot delete, flatt
 
       // Every volume and snapshot reads what it must (the interrupted one: all or nothing). The
       // API is used here rather than the CLI, to keep the 12 rounds quick.
-      type Vol = { name: string; activeLayerPath: string };
-      type Snap = { name: string; layerPath: string };
+      type Vol = { name: string; location: string };
+      type Snap = { name: string; location: string };
       const volumes = new Map<string, Vol>((await d.apiJson<Vol[]>('GET', '/v1/pools/default/volumes')).map((v) => [v.name, v]));
       const snapshots = new Map<string, Snap[]>();
       for (const name of volumes.keys()) snapshots.set(name, await d.apiJson<Snap[]>('GET', `/v1/pools/default/volumes/${name}/snapshots`));
@@ -180,8 +180,8 @@ describe.skipIf(!requireTool('qemu-img'))('SIGKILL during snapshot delete, flatt
       // Catalog and files agree; no orphans; every layer checks clean.
       const referenced = new Set<string>();
       for (const [name, v] of volumes) {
-        for (const file of chainFiles(v.activeLayerPath)) referenced.add(file);
-        for (const s of snapshots.get(name) ?? []) for (const file of chainFiles(s.layerPath)) referenced.add(file);
+        for (const file of chainFiles(v.location)) referenced.add(file);
+        for (const s of snapshots.get(name) ?? []) for (const file of chainFiles(s.location)) referenced.add(file);
       }
       expect(new Set(poolFiles(dataDir, 'default')), where(`pool files after ${op} killed at ${delayMs} ms`)).toEqual(referenced);
       for (const file of referenced) expectCleanCheck(file);

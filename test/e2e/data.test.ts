@@ -61,8 +61,8 @@ describe.skipIf(!requireTool('qemu-img'))('data through the daemon, checked with
   function expectConsistentPool(pool: string): void {
     const referenced = new Set<string>();
     for (const v of d.json(['volume', 'list', pool])) {
-      for (const file of chainFiles(v.activeLayerPath)) referenced.add(file);
-      for (const s of d.json(['snap', 'list', `${pool}/${v.name}`])) for (const file of chainFiles(s.layerPath)) referenced.add(file);
+      for (const file of chainFiles(v.location)) referenced.add(file);
+      for (const s of d.json(['snap', 'list', `${pool}/${v.name}`])) for (const file of chainFiles(s.location)) referenced.add(file);
     }
     expect(new Set(poolFiles(d.dataDir, pool))).toEqual(new Set([...referenced].filter((p) => path.dirname(p) === path.join(d.dataDir, 'pools', pool))));
     for (const file of referenced) expectCleanCheck(file);
@@ -134,7 +134,7 @@ describe.skipIf(!requireTool('qemu-img'))('data through the daemon, checked with
     d.cliOk(['snap', 'protect', 'vol@s2']);
     d.cliOk(['snap', 'clone', 'vol@s2', 'clone1']);
     expectContents('clone1', m2);
-    expect(chainFiles(d.json(['volume', 'info', 'clone1']).activeLayerPath).length).toBeGreaterThan(1);
+    expect(chainFiles(d.json(['volume', 'info', 'clone1']).location).length).toBeGreaterThan(1);
     const dc: DiffRecord[] = [
       { kind: 'd', offset: 7 * MiB, data: patternBytes(MiB, 30) },
       { kind: 'z', offset: 0, length: 64 * 1024 },
@@ -147,7 +147,7 @@ describe.skipIf(!requireTool('qemu-img'))('data through the daemon, checked with
     d.cliOk(['volume', 'flatten', 'clone1']);
     const flat = d.json(['volume', 'info', 'clone1']);
     expect(flat).toMatchObject({ parent: null, chainDepth: 1 });
-    expect(chainFiles(flat.activeLayerPath)).toEqual([flat.activeLayerPath]);
+    expect(chainFiles(flat.location)).toEqual([flat.location]);
     expectContents('clone1', mc);
     d.cliOk(['snap', 'unprotect', 'vol@s2']);
 

@@ -152,10 +152,10 @@ describe.skipIf(!requireTool('qemu-img'))('sparse content transfer', () => {
     await cliOk(d, url, ['volume', 'import', source, 'scattered']);
     // Only the data travels (rounded to the file system's blocks).
     expect(proxy.toDaemonBytes).toBeLessThan(dataBytes + offsets.length * 2 * 4096 + WIRE_SLACK_BYTES);
-    const info = d.json<{ provisionedBytes: number; allocatedBytes: number; activeLayerPath: string }>(['volume', 'info', 'scattered']);
+    const info = d.json<{ provisionedBytes: number; allocatedBytes: number; location: string }>(['volume', 'info', 'scattered']);
     expect(info.provisionedBytes).toBe(VOLUME_BYTES);
     expect(info.allocatedBytes).toBeLessThan(dataBytes + 16 * MiB);
-    expect(qemuImg(['compare', '-f', 'raw', '-F', 'qcow2', source, info.activeLayerPath]).code).toBe(0);
+    expect(qemuImg(['compare', '-f', 'raw', '-F', 'qcow2', source, info.location]).code).toBe(0);
     d.cliOk(['snap', 'create', 'scattered@s']);
     // Data goes out in whole clusters (64 KiB).
     const exportWireBytes = dataBytes + offsets.length * 2 * 64 * 1024 + WIRE_SLACK_BYTES;
@@ -181,8 +181,8 @@ describe.skipIf(!requireTool('qemu-img'))('sparse content transfer', () => {
     expect(qemuImg(['compare', '-f', 'raw', '-F', 'qcow2', source, f('out.qcow2')]).code).toBe(0);
     // ...and back in: a qcow2 file is sent as a sparse stream too.
     await cliOk(d, url, ['volume', 'import', f('out.qcow2'), 'from-qcow2']);
-    const back = d.json<{ activeLayerPath: string }>(['volume', 'info', 'from-qcow2']);
-    expect(qemuImg(['compare', '-f', 'raw', '-F', 'qcow2', source, back.activeLayerPath]).code).toBe(0);
+    const back = d.json<{ location: string }>(['volume', 'info', 'from-qcow2']);
+    expect(qemuImg(['compare', '-f', 'raw', '-F', 'qcow2', source, back.location]).code).toBe(0);
   });
 
   it('into a pipe, the zero runs come from memory and the bytes are exact', async () => {

@@ -115,9 +115,9 @@ describe.skipIf(!requireTool('qemu-img', 'fio', 'nbdcopy'))('NBD: SIGKILL of the
       expect(lost, `flushed blocks lost or torn in round ${round} (kill after ${killAfterMs} ms)`).toBe(0);
     }
     // Every layer file is clean (leaks from writes cut short are repaired at open).
-    const info = d.json<{ activeLayerPath: string }>(['volume', 'info', 'crash']);
+    const info = d.json<{ location: string }>(['volume', 'info', 'crash']);
     await d.stop();
-    for (const file of chainFiles(info.activeLayerPath)) expectCleanCheck(file);
+    for (const file of chainFiles(info.location)) expectCleanCheck(file);
     d = await startDaemon(f('data'));
   });
 });

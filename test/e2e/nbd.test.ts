@@ -181,8 +181,8 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io', 'nbdinfo', 'nbdcopy', 'fio')
     d.cliOk(['snap', 'delete', 'live@s1']);
     const after = qemuIo(['-f', 'raw', '-c', 'read -P 0xc3 0 1M', '-c', 'read -P 0xa1 1M 3M', '-c', `read -P 0xb2 ${8 * MiB} ${8 * MiB}`, tcp('default/live')]);
     expect(after.stdout + after.stderr).not.toMatch(/verification failed|error/i);
-    const info = d.json<{ activeLayerPath: string }>(['volume', 'info', 'live']);
-    for (const file of chainFiles(info.activeLayerPath)) expectCleanCheck(file);
+    const info = d.json<{ location: string }>(['volume', 'info', 'live']);
+    for (const file of chainFiles(info.location)) expectCleanCheck(file);
   });
 
   it('lists exports in status, refuses what would pull a disk from under a client, and says why', () => {

@@ -167,7 +167,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata serve', () => {
     expect(readFileSync(out).equals(image)).toBe(true);
     // Every file in the pool is in some volume's chain, and every chain file checks clean.
     const referenced = new Set<string>();
-    for (const v of again.json(['volume', 'list'])) for (const f of chainFiles(v.activeLayerPath)) referenced.add(f);
+    for (const v of again.json(['volume', 'list'])) for (const f of chainFiles(v.location)) referenced.add(f);
     expect(new Set(poolFiles(dataDir, 'default'))).toEqual(referenced);
     for (const f of referenced) expectCleanCheck(f);
     expect(vm.provisionedBytes).toBe(size);

@@ -153,9 +153,9 @@ ${verifyBlocks(40)}`,
     d.cliOk(['snap', 'create', 'vm2@done']);
     const bytes = snapshotBytes('vm2', 'done');
     for (let i = 0; i < 40; i++) expect(blockIs(bytes, i, LETTERS[i]!), `block ${i}`).toBe(true);
-    const info = d.json<{ activeLayerPath: string }>(['volume', 'info', 'vm2']);
+    const info = d.json<{ location: string }>(['volume', 'info', 'vm2']);
     d.cliOk(['volume', 'detach', 'vm2']);
-    for (const file of chainFiles(info.activeLayerPath)) expectCleanCheck(file);
+    for (const file of chainFiles(info.location)) expectCleanCheck(file);
   });
 
   it('a snapshot taken while the guest writes holds exactly the writes completed before it', async () => {

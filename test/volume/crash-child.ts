@@ -148,7 +148,7 @@ async function runOp(op: CrashOp): Promise<void> {
       return;
     case 'write': {
       const info = await service.volumeInfo(op.pool, op.vol);
-      const opened = await openImage(info.activeLayerPath, { readOnly: false });
+      const opened = await openImage(info.location!, { readOnly: false });
       try {
         await opened.image.write(op.offset, pattern(op.length, op.seed));
         await opened.image.flush();

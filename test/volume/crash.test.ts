@@ -293,7 +293,7 @@ async function runSeed(seed: number, childPath: string, stats: Stats): Promise<v
 
         const writtenLayer =
           pending?.op === 'write'
-            ? (await service.volumeInfo(pending.pool, pending.vol).catch(() => undefined))?.activeLayerPath
+            ? (await service.volumeInfo(pending.pool, pending.vol).catch(() => undefined))?.location
             : undefined;
         for (const layer of layers) {
           const file = path.join(dataDir, 'pools', layer.pool, layer.fileName);
@@ -333,8 +333,8 @@ async function runSeed(seed: number, childPath: string, stats: Stats): Promise<v
             const [pool, vol] = poolVol.split('/') as [string, string];
             const layerPath =
               snap === undefined
-                ? (await service.volumeInfo(pool, vol)).activeLayerPath
-                : (await service.snapshotInfo(pool, vol, snap)).layerPath;
+                ? (await service.volumeInfo(pool, vol)).location!
+                : (await service.snapshotInfo(pool, vol, snap)).location!;
             qemuCompare(layerPath, expected, scratch, `${where}: ${key}`);
           }
         }

@@ -54,7 +54,7 @@ export async function makeEnv(options: LocalVolumeServiceOptions = {}, dir: stri
 /** Writes into a volume's active layer through the engine (as an export would). */
 export async function writeVolume(env: Env, pool: string, volume: string, offset: number, data: Uint8Array): Promise<void> {
   const info = await env.service.volumeInfo(pool, volume);
-  const opened = await openImage(info.activeLayerPath, { readOnly: false });
+  const opened = await openImage(info.location!, { readOnly: false });
   try {
     await opened.image.write(offset, data);
     await opened.image.flush();
@@ -65,7 +65,7 @@ export async function writeVolume(env: Env, pool: string, volume: string, offset
 
 export async function zeroVolume(env: Env, pool: string, volume: string, offset: number, length: number): Promise<void> {
   const info = await env.service.volumeInfo(pool, volume);
-  const opened = await openImage(info.activeLayerPath, { readOnly: false });
+  const opened = await openImage(info.location!, { readOnly: false });
   try {
     await opened.image.writeZeroes(offset, length, { mayUnmap: true });
   } finally {
@@ -243,7 +243,7 @@ export class Model {
       expectBytes(await readVolume(this.env, pool, vol, snap), expected, `${key} (service export)`);
       if (!qemu) continue;
       const layerPath =
-        snap === undefined ? (await this.service.volumeInfo(pool, vol)).activeLayerPath : (await this.service.snapshotInfo(pool, vol, snap)).layerPath;
+        snap === undefined ? (await this.service.volumeInfo(pool, vol)).location! : (await this.service.snapshotInfo(pool, vol, snap)).location!;
       qemuCompare(layerPath, expected, scratch, key);
     }
     fs.rmSync(scratch, { recursive: true, force: true });
@@ -253,7 +253,7 @@ export class Model {
   /** `qemu-img info --backing-chain` on the volume's active layer lists the chain the service reports. */
   async expectChain(pool: string, volume: string, layerFiles: string[]): Promise<void> {
     const info = await this.service.volumeInfo(pool, volume);
-    const chain = JSON.parse(qemuImg(['info', '--backing-chain', '--output=json', '-U', info.activeLayerPath]).stdout) as { filename: string }[];
+    const chain = JSON.parse(qemuImg(['info', '--backing-chain', '--output=json', '-U', info.location!]).stdout) as { filename: string }[];
     expect(chain.map((c) => path.resolve(c.filename))).toEqual(layerFiles.map((f) => path.resolve(f)));
     expect(info.chainDepth).toBe(layerFiles.length);
   }

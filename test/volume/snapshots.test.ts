@@ -18,21 +18,21 @@ describe.skipIf(!requireTool('qemu-img'))('snapshots, rollback, clones and flatt
     const m = new Model(env);
     await env.service.createPool('p');
     await m.createVolume('p', 'v', SIZE);
-    const base = (await env.service.volumeInfo('p', 'v')).activeLayerPath;
+    const base = (await env.service.volumeInfo('p', 'v')).location!;
     await m.write('p', 'v', 0, 1 * MiB);
     await m.write('p', 'v', 3 * MiB + 512, 100 * KiB);
     await m.snapshot('p', 'v', 's1');
     await m.verify();
-    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).activeLayerPath, base]);
-    expect((await env.service.snapshotInfo('p', 'v', 's1')).layerPath).toBe(base);
+    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).location!, base]);
+    expect((await env.service.snapshotInfo('p', 'v', 's1')).location).toBe(base);
 
     await m.write('p', 'v', 512 * KiB, 1 * MiB);
     await m.zero('p', 'v', 3 * MiB, 256 * KiB);
     await m.snapshot('p', 'v', 's2');
     await m.write('p', 'v', 7 * MiB, 1 * MiB);
     await m.verify();
-    const s2 = (await env.service.snapshotInfo('p', 'v', 's2')).layerPath;
-    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).activeLayerPath, s2, base]);
+    const s2 = (await env.service.snapshotInfo('p', 'v', 's2')).location!;
+    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).location!, s2, base]);
 
     // Snapshot creation is O(1): the new active layer is empty.
     const du = await env.service.du('p', 'v');
@@ -53,13 +53,13 @@ describe.skipIf(!requireTool('qemu-img'))('snapshots, rollback, clones and flatt
     await m.write('p', 'v', 1 * MiB, 2 * MiB);
     await m.snapshot('p', 'v', 's2');
     await m.write('p', 'v', 5 * MiB, 1 * MiB);
-    const oldActive = (await env.service.volumeInfo('p', 'v')).activeLayerPath;
+    const oldActive = (await env.service.volumeInfo('p', 'v')).location!;
 
     await m.rollback('p', 'v', 's1');
     await m.verify();
-    expect((await env.service.volumeInfo('p', 'v')).activeLayerPath).not.toBe(oldActive);
-    const s1 = (await env.service.snapshotInfo('p', 'v', 's1')).layerPath;
-    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).activeLayerPath, s1]);
+    expect((await env.service.volumeInfo('p', 'v')).location).not.toBe(oldActive);
+    const s1 = (await env.service.snapshotInfo('p', 'v', 's1')).location!;
+    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).location!, s1]);
 
     // Writes after the rollback go to the new branch; rolling back to s2 (on the old branch) works.
     await m.write('p', 'v', 6 * MiB, 512 * KiB);
@@ -87,16 +87,16 @@ describe.skipIf(!requireTool('qemu-img'))('snapshots, rollback, clones and flatt
     // s2 has one child (s3's layer): merge it, then s3 is backed by s1.
     await m.deleteSnapshot('p', 'v', 's2');
     await m.verify();
-    const s1 = (await env.service.snapshotInfo('p', 'v', 's1')).layerPath;
-    const s3 = (await env.service.snapshotInfo('p', 'v', 's3')).layerPath;
-    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).activeLayerPath, s3, s1]);
+    const s1 = (await env.service.snapshotInfo('p', 'v', 's1')).location!;
+    const s3 = (await env.service.snapshotInfo('p', 'v', 's3')).location!;
+    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).location!, s3, s1]);
 
     // After a rollback, s1 has two children (s3's layer and the new active layer).
     await m.rollback('p', 'v', 's1');
     await m.write('p', 'v', 1 * MiB, 64 * KiB);
     await m.deleteSnapshot('p', 'v', 's1');
     await m.verify();
-    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).activeLayerPath]);
+    await m.expectChain('p', 'v', [(await env.service.volumeInfo('p', 'v')).location!]);
     await m.deleteSnapshot('p', 'v', 's3');
     await m.verify();
     expect(await env.service.listSnapshots('p', 'v')).toEqual([]);
@@ -143,8 +143,8 @@ describe.skipIf(!requireTool('qemu-img'))('snapshots, rollback, clones and flatt
     await m.write('q', 'c2', 3 * MiB, 2 * MiB);
     await m.verify();
 
-    const base = (await env.service.snapshotInfo('p', 'golden', 'base')).layerPath;
-    await m.expectChain('q', 'c2', [(await env.service.volumeInfo('q', 'c2')).activeLayerPath, base]);
+    const base = (await env.service.snapshotInfo('p', 'golden', 'base')).location!;
+    await m.expectChain('q', 'c2', [(await env.service.volumeInfo('q', 'c2')).location!, base]);
     expect((await env.service.snapshotInfo('p', 'golden', 'base')).children).toEqual(['p/c1', 'q/c2']);
     expect((await env.service.volumeInfo('p', 'c1')).parent).toEqual({ pool: 'p', volume: 'golden', snapshot: 'base' });
 
@@ -163,8 +163,8 @@ describe.skipIf(!requireTool('qemu-img'))('snapshots, rollback, clones and flatt
     expect(done.doneBytes).toBe(done.totalBytes);
     await m.verify();
     expect((await env.service.volumeInfo('p', 'c1')).parent).toBeUndefined();
-    const cs1 = (await env.service.snapshotInfo('p', 'c1', 'cs1')).layerPath;
-    await m.expectChain('p', 'c1', [(await env.service.volumeInfo('p', 'c1')).activeLayerPath, cs1]);
+    const cs1 = (await env.service.snapshotInfo('p', 'c1', 'cs1')).location!;
+    await m.expectChain('p', 'c1', [(await env.service.volumeInfo('p', 'c1')).location!, cs1]);
     expect((await env.service.snapshotInfo('p', 'golden', 'base')).children).toEqual(['q/c2']);
     await expectCode(env.service.flattenVolume('p', 'c1'), 'BUSY', /not a clone/);
 
@@ -191,8 +191,8 @@ describe.skipIf(!requireTool('qemu-img'))('snapshots, rollback, clones and flatt
     await m.write('p', 'c', 0, 64 * KiB);
     await m.deleteSnapshot('p', 'c', 'x');
     await m.verify();
-    const gold = (await env.service.snapshotInfo('p', 'v', 'gold')).layerPath;
-    await m.expectChain('p', 'c', [(await env.service.volumeInfo('p', 'c')).activeLayerPath, gold]);
+    const gold = (await env.service.snapshotInfo('p', 'v', 'gold')).location!;
+    await m.expectChain('p', 'c', [(await env.service.volumeInfo('p', 'c')).location!, gold]);
     expect((await env.service.volumeInfo('p', 'c')).parent?.snapshot).toBe('gold');
   });
 
@@ -319,11 +319,11 @@ describe.skipIf(!requireTool('qemu-img'))('snapshots, rollback, clones and flatt
     await m.createVolume('p', 'v', SIZE);
     await m.snapshot('p', 'v', 's');
     const info = await env.service.volumeInfo('p', 'v');
-    expect(path.dirname(info.activeLayerPath)).toBe(path.join(env.dir, 'pools', 'p'));
+    expect(path.dirname(info.location!)).toBe(path.join(env.dir, 'pools', 'p'));
     const { Qcow2Image } = await import('../../formats/qcow2/index.js');
     const { LocalHostFile } = await import('../../src/store/local-file.js');
-    const image = await Qcow2Image.open(await LocalHostFile.open(info.activeLayerPath, { readOnly: true }), { readOnly: true, ignoreBacking: true });
-    expect(image.info().backingFile).toBe(path.basename((await env.service.snapshotInfo('p', 'v', 's')).layerPath));
+    const image = await Qcow2Image.open(await LocalHostFile.open(info.location!, { readOnly: true }), { readOnly: true, ignoreBacking: true });
+    expect(image.info().backingFile).toBe(path.basename((await env.service.snapshotInfo('p', 'v', 's')).location!));
     expect(image.info().backingFormat).toBe('qcow2');
     await image.close();
     expectBytes(await readVolume(env, 'p', 'v'), new Uint8Array(SIZE), 'empty volume');

@@ -14,8 +14,8 @@ describe.skipIf(!requireTool('qemu-img'))('pools and volumes', () => {
     const s = env.service;
     const pool = await s.createPool('p', { quotaBytes: 10 * MiB });
     expect(pool).toMatchObject({ name: 'p', quotaBytes: 10 * MiB, volumeCount: 0, provisionedBytes: 0, allocatedBytes: 0 });
-    expect(pool.path).toBe(path.join(env.dir, 'pools', 'p'));
-    expect(fs.statSync(pool.path).isDirectory()).toBe(true);
+    expect(pool.location).toBe(path.join(env.dir, 'pools', 'p'));
+    expect(fs.statSync(pool.location!).isDirectory()).toBe(true);
     await expectCode(s.createPool('p'), 'ALREADY_EXISTS');
     await expectCode(s.createPool('../x'), 'INVALID_ARGUMENT');
     await expectCode(s.createPool(''), 'INVALID_ARGUMENT');
@@ -40,7 +40,7 @@ describe.skipIf(!requireTool('qemu-img'))('pools and volumes', () => {
     await s.deleteVolume('p', 'a');
     await s.deleteVolume('p', 'b');
     await s.deletePool('p');
-    expect(fs.existsSync(pool.path)).toBe(false);
+    expect(fs.existsSync(pool.location!)).toBe(false);
     expect(await s.listPools()).toEqual([]);
     await expectCode(s.deletePool('p'), 'NOT_FOUND');
   });
@@ -52,7 +52,7 @@ describe.skipIf(!requireTool('qemu-img'))('pools and volumes', () => {
     const v = await s.createVolume('p', 'v', 16 * MiB);
     expect(v).toMatchObject({ pool: 'p', name: 'v', provisionedBytes: 16 * MiB, snapshotCount: 0, chainDepth: 1, parent: undefined });
     expect(v.allocatedBytes).toBeLessThan(1 * MiB); // thin
-    const info = JSON.parse(qemuImg(['info', '--output=json', v.activeLayerPath]).stdout) as { 'virtual-size': number; format: string };
+    const info = JSON.parse(qemuImg(['info', '--output=json', v.location!]).stdout) as { 'virtual-size': number; format: string };
     expect(info).toMatchObject({ 'virtual-size': 16 * MiB, format: 'qcow2' });
     await expectCode(s.createVolume('p', 'v', MiB), 'ALREADY_EXISTS');
     await expectCode(s.createVolume('p', 'w', 1000), 'INVALID_ARGUMENT', /512/);

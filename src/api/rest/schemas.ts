@@ -15,6 +15,10 @@ export const nameSchema = { type: 'string', pattern: NAME_PATTERN, description: 
 const bytes = { type: 'integer', minimum: 0 } as const;
 const nullableBytes = { type: ['integer', 'null'], minimum: 0 } as const;
 const isoTime = { type: 'string', description: 'ISO-8601 time' } as const;
+const location = {
+  type: ['string', 'null'],
+  description: "where an operator finds it on this host (a local pool's file or folder); null for stores without local files",
+} as const;
 
 export const errorSchema = {
   $id: 'Error',
@@ -42,10 +46,10 @@ export const errorSchema = {
 export const poolSchema = {
   $id: 'Pool',
   type: 'object',
-  required: ['name', 'path', 'quotaBytes', 'volumeCount', 'provisionedBytes', 'allocatedBytes', 'createdAt'],
+  required: ['name', 'location', 'quotaBytes', 'volumeCount', 'provisionedBytes', 'allocatedBytes', 'createdAt'],
   properties: {
     name: { type: 'string' },
-    path: { type: 'string' },
+    location,
     quotaBytes: nullableBytes,
     volumeCount: bytes,
     provisionedBytes: bytes,
@@ -62,7 +66,7 @@ const parentSchema = {
 export const volumeSchema = {
   $id: 'Volume',
   type: 'object',
-  required: ['id', 'pool', 'name', 'provisionedBytes', 'allocatedBytes', 'snapshotCount', 'parent', 'chainDepth', 'activeLayerPath', 'snapshotLimit', 'createdAt'],
+  required: ['id', 'pool', 'name', 'provisionedBytes', 'allocatedBytes', 'snapshotCount', 'parent', 'chainDepth', 'location', 'snapshotLimit', 'createdAt'],
   properties: {
     id: { type: 'string' },
     pool: { type: 'string' },
@@ -72,7 +76,7 @@ export const volumeSchema = {
     snapshotCount: bytes,
     parent: parentSchema,
     chainDepth: bytes,
-    activeLayerPath: { type: 'string' },
+    location,
     snapshotLimit: { type: ['integer', 'null'] },
     createdAt: isoTime,
   },
@@ -81,7 +85,7 @@ export const volumeSchema = {
 export const snapshotSchema = {
   $id: 'Snapshot',
   type: 'object',
-  required: ['id', 'pool', 'volume', 'name', 'sizeBytes', 'protected', 'children', 'layerPath', 'createdAt'],
+  required: ['id', 'pool', 'volume', 'name', 'sizeBytes', 'protected', 'children', 'location', 'createdAt'],
   properties: {
     id: { type: 'string' },
     pool: { type: 'string' },
@@ -90,7 +94,7 @@ export const snapshotSchema = {
     sizeBytes: bytes,
     protected: { type: 'boolean' },
     children: { type: 'array', items: { type: 'string' } },
-    layerPath: { type: 'string' },
+    location,
     createdAt: isoTime,
   },
 } as const;
@@ -199,15 +203,15 @@ export const errorResponses = {
 } as const;
 
 export function poolJson(p: PoolInfo): PoolJson {
-  return { ...p, quotaBytes: p.quotaBytes ?? null };
+  return { ...p, location: p.location ?? null, quotaBytes: p.quotaBytes ?? null };
 }
 
 export function volumeJson(v: VolumeInfo): VolumeJson {
-  return { ...v, parent: v.parent ?? null, snapshotLimit: v.snapshotLimit ?? null };
+  return { ...v, location: v.location ?? null, parent: v.parent ?? null, snapshotLimit: v.snapshotLimit ?? null };
 }
 
 export function snapshotJson(s: SnapshotInfo): SnapshotJson {
-  return { ...s };
+  return { ...s, location: s.location ?? null };
 }
 
 export function jobJson(j: JobInfo): JobJson {

@@ -162,6 +162,11 @@ export function keyValues(pairs: ReadonlyArray<readonly [string, string]>): stri
   return `${pairs.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n')}\n`;
 }
 
+/** The `location` row of a pool, volume or snapshot, for keyValues: none when the store has no local files. */
+export function locationRow(location: string | null): Array<readonly [string, string]> {
+  return location === null ? [] : [['location', location]];
+}
+
 export function usageHint(command: string): string {
   return `see 'strata ${command} --help'`;
 }
