@@ -51,3 +51,12 @@ export interface LayerStore {
   /** Where an operator finds a pool's files (a local folder), when the store has such a thing. */
   poolLocation(pool: string): string | undefined;
 }
+
+/**
+ * The backing name a layer store with one folder-like namespace per pool stores in a child's
+ * header: the file name within the same pool, `../<pool>/<file>` across pools (what qemu-img
+ * resolves relative to the child's folder). Every such store names chains alike.
+ */
+export function relativeBackingName(child: LayerRef, backing: LayerRef): string {
+  return child.pool === backing.pool ? backing.fileName : `../${backing.pool}/${backing.fileName}`;
+}

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
-import type { LayerRef, LayerStore } from '../core/layer-store.js';
+import { relativeBackingName, type LayerRef, type LayerStore } from '../core/layer-store.js';
 import { LocalHostFile } from './local-file.js';
 
 /** Pool and file names are single path components: nothing can name a file outside the root. */
@@ -116,7 +116,7 @@ export class LocalLayerStore implements LayerStore {
 
   backingName(child: LayerRef, backing: LayerRef): string {
     checkComponent('layer file name', backing.fileName);
-    return child.pool === backing.pool ? backing.fileName : `../${backing.pool}/${backing.fileName}`;
+    return relativeBackingName(child, backing);
   }
 
   location(ref: LayerRef): string {

@@ -4,7 +4,7 @@
  */
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
-import type { LayerRef, LayerStore } from '../core/layer-store.js';
+import { relativeBackingName, type LayerRef, type LayerStore } from '../core/layer-store.js';
 import { MemoryHostFile } from './memory-file.js';
 
 export class MemoryLayerStore implements LayerStore {
@@ -55,7 +55,7 @@ export class MemoryLayerStore implements LayerStore {
   async syncPool(): Promise<void> {}
 
   backingName(child: LayerRef, backing: LayerRef): string {
-    return child.pool === backing.pool ? backing.fileName : `../${backing.pool}/${backing.fileName}`;
+    return relativeBackingName(child, backing);
   }
 
   location(): undefined {
