@@ -1,0 +1,43 @@
+/**
+ * ChunkRepository: a pool's deduplicated chunks. Sealed layers (and, later, S3 objects) are cut
+ * into chunks; the repository stores each distinct content once (appended to packs in a
+ * ChunkStore), counts the references to it, and gives back the bytes of a chunk by its hash,
+ * checked against the hash on every read so bit rot is an error, never wrong data.
+ *
+ * The chunked layer store (src/store/chunked) consumes it; src/store/dedup implements it over a
+ * ChunkStore and a CatalogStore; every implementation runs test/conformance/chunk-repository.ts.
+ */
+
+/** A chunk's content hash as lower-case hex: what names the chunk everywhere (manifests, index). */
+export type ChunkHash = string;
+
+export interface ChunkRepositoryCallOptions {
+  /** Aborts the call: it rejects with StorageError CANCELLED and changes no reference count. */
+  readonly signal?: AbortSignal;
+}
+
+export interface ChunkRepository {
+  /** The hash this repository names `data` by (pure: the same bytes always give the same hash). */
+  hash(data: Uint8Array): ChunkHash;
+  /**
+   * Adds one reference to each chunk (a chunk listed twice gets two): content the pool lacks is
+   * stored, content it has is shared (after checking it is the same bytes where the hash alone
+   * cannot promise it). Durable when it resolves: the chunks and the counts survive a crash.
+   * Returns the chunks' hashes in the order given. An all-zero chunk is the caller's to skip.
+   */
+  addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]>;
+  /**
+   * Adds one reference to each chunk already in the repository, by hash (a manifest copied by
+   * reference); NOT_FOUND, and no change, when one of them is not stored.
+   */
+  addReferencesByHash(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<void>;
+  /**
+   * Drops one reference from each; a chunk whose count reaches zero is garbage once the grace
+   * period has passed (a dropped reference is not an immediate delete). Durable when it resolves.
+   */
+  dropReferences(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<void>;
+  /** The chunk's bytes, checked against its hash (CORRUPT on mismatch; NOT_FOUND when unknown). */
+  read(hash: ChunkHash, options?: ChunkRepositoryCallOptions): Promise<Uint8Array>;
+  /** The chunk's current reference count (0 when unknown or dropped to zero). */
+  referenceCount(hash: ChunkHash): Promise<number>;
+}
