@@ -3,11 +3,12 @@
  * LocalHostFile. A backing name is the file name within the same pool and `../<pool>/<file>` across
  * pools, so `qemu-img info --backing-chain` works on any layer file in place.
  */
+import type { Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
-import { relativeBackingName, type LayerRef, type LayerStore } from '../core/layer-store.js';
+import { relativeBackingName, type LayerRef, type LayerStore, type StrayEntry } from '../core/layer-store.js';
 import { LocalHostFile } from './local-file.js';
 
 /** Pool and file names are single path components: nothing can name a file outside the root. */
@@ -84,9 +85,17 @@ export class LocalLayerStore implements LayerStore {
   }
 
   async listPools(): Promise<string[]> {
+    return (await this.rootEntries()).filter((e) => e.isDirectory()).map((e) => e.name);
+  }
+
+  /** Anything in the root but a folder (a symlink too: pools are real folders). */
+  async listStrays(): Promise<StrayEntry[]> {
+    return (await this.rootEntries()).filter((e) => !e.isDirectory()).map((e) => ({ name: e.name, location: path.join(this.rootDir, e.name) }));
+  }
+
+  private async rootEntries(): Promise<Dirent[]> {
     try {
-      const entries = await fs.readdir(this.rootDir, { withFileTypes: true });
-      return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+      return (await fs.readdir(this.rootDir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return [];
       throw new StorageError('IO_ERROR', `cannot list ${this.rootDir}: ${(err as Error).message}`, { cause: err });

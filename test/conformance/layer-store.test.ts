@@ -1,4 +1,4 @@
-import { statSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { LocalLayerStore } from '../../src/store/local-layer-store.js';
@@ -7,7 +7,11 @@ import { expectCode } from '../support/expect-error.js';
 import { tempDir } from '../support/tmp.js';
 import { layerStoreConformance } from './layer-store.js';
 
-layerStoreConformance('local folder', async () => new LocalLayerStore(tempDir()));
+layerStoreConformance(
+  'local folder',
+  async () => new LocalLayerStore(tempDir()),
+  async (store, name) => writeFileSync(path.join((store as LocalLayerStore).rootDir, name), 'not a pool\n'),
+);
 layerStoreConformance('memory', async () => new MemoryLayerStore());
 
 describe('LocalLayerStore', () => {
