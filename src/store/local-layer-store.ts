@@ -10,16 +10,13 @@ import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
 import { relativeBackingName, type LayerRef, type LayerStore, type StrayEntry } from '../core/layer-store.js';
 import { LocalHostFile } from './local-file.js';
+import { errnoOf, syncFolder } from './local-folder.js';
 
 /** Pool and file names are single path components: nothing can name a file outside the root. */
 function checkComponent(what: string, name: string): void {
   if (name.length === 0 || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
     throw new StorageError('INVALID_ARGUMENT', `${what} ${JSON.stringify(name)} is not a plain file name`);
   }
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
 }
 
 export class LocalLayerStore implements LayerStore {
@@ -41,7 +38,7 @@ export class LocalLayerStore implements LayerStore {
 
   async createPool(pool: string): Promise<void> {
     await fs.mkdir(this.poolDir(pool), { recursive: true });
-    await this.syncDir(this.rootDir);
+    await syncFolder(this.rootDir);
   }
 
   async removePool(pool: string): Promise<void> {
@@ -54,7 +51,7 @@ export class LocalLayerStore implements LayerStore {
       }
       throw new StorageError('IO_ERROR', `cannot remove ${this.poolDir(pool)}: ${(err as Error).message}`, { cause: err });
     }
-    await this.syncDir(this.rootDir);
+    await syncFolder(this.rootDir);
   }
 
   async create(ref: LayerRef, options: { ownerOnly?: boolean } = {}): Promise<HostFile> {
@@ -120,7 +117,7 @@ export class LocalLayerStore implements LayerStore {
   }
 
   async syncPool(pool: string): Promise<void> {
-    return this.syncDir(this.poolDir(pool));
+    return syncFolder(this.poolDir(pool));
   }
 
   backingName(child: LayerRef, backing: LayerRef): string {
@@ -134,15 +131,5 @@ export class LocalLayerStore implements LayerStore {
 
   poolLocation(pool: string): string {
     return this.poolDir(pool);
-  }
-
-  /** fsync a folder, so that files created or removed in it survive a power cut. */
-  private async syncDir(dir: string): Promise<void> {
-    const handle = await fs.open(dir, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
   }
 }
