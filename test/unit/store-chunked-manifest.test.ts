@@ -101,7 +101,7 @@ describe('chunk manifest', () => {
     };
     await expectCode(decode(good.subarray(0, 20)), 'CORRUPT', /layer x.*shorter than/);
     await expectCode(decode(damaged((b) => b.write('XTRATACM', 0, 'latin1'))), 'CORRUPT', /magic/);
-    await expectCode(decode(damaged((b) => (b[MANIFEST_HEADER_BYTES + 3] ^= 1), false)), 'CORRUPT', /checksum/);
+    await expectCode(decode(damaged((b) => (b[MANIFEST_HEADER_BYTES + 3] = b[MANIFEST_HEADER_BYTES + 3]! ^ 1), false)), 'CORRUPT', /checksum/);
     await expectCode(decode(good.subarray(0, good.length - 1)), 'CORRUPT', /checksum/);
     await expectCode(decode(damaged((b) => b.writeUInt32LE(2, 8))), 'UNSUPPORTED', /version 2/);
     await expectCode(decode(damaged((b) => b.writeUInt32LE(0, 12))), 'CORRUPT', /hash length 0/);
@@ -115,9 +115,9 @@ describe('chunk manifest', () => {
     await expectCode(decode(damaged((b) => b.writeBigUInt64LE(22n, 32))), 'CORRUPT', /22 stored chunks in a file of 21/);
     await expectCode(decode(damaged((b) => b.writeBigUInt64LE(10n, 32))), 'CORRUPT', /bytes where its header says/);
     // 21 chunks: the bitmap's third byte holds chunks 16..20; bit 5 would be chunk 21.
-    await expectCode(decode(damaged((b) => (b[MANIFEST_HEADER_BYTES + 2] |= 0x20))), 'CORRUPT', /past the last chunk/);
+    await expectCode(decode(damaged((b) => (b[MANIFEST_HEADER_BYTES + 2] = b[MANIFEST_HEADER_BYTES + 2]! | 0x20))), 'CORRUPT', /past the last chunk/);
     // One stored chunk moved to another (count unchanged) still decodes; one more is a mismatch.
-    await expectCode(decode(damaged((b) => (b[MANIFEST_HEADER_BYTES] |= 0x02))), 'CORRUPT', /bitmap marks 12 stored chunks where the header says 11/);
+    await expectCode(decode(damaged((b) => (b[MANIFEST_HEADER_BYTES] = b[MANIFEST_HEADER_BYTES]! | 0x02))), 'CORRUPT', /bitmap marks 12 stored chunks where the header says 11/);
     // Random damage anywhere: never a crash, never a silent success.
     fc.assert(
       fc.property(fc.nat(good.length - 1), fc.integer({ min: 1, max: 255 }), (at, xor) => {
