@@ -24,10 +24,10 @@ import { KiB, MiB, expectSameBytes, makePatternFiles, oddSize, qemuImgOk, qemuIo
 
 const CLUSTER = 64 * KiB;
 
-async function sealPath(file: string, repository: ChunkRepository): Promise<ChunkManifest> {
+async function sealPath(file: string, repository: ChunkRepository, chunkSizeBytes = CLUSTER): Promise<ChunkManifest> {
   const source = await LocalHostFile.open(file, { readOnly: true });
   try {
-    const manifest = await sealFile(source, repository, { chunkSizeBytes: CLUSTER });
+    const manifest = await sealFile(source, repository, { chunkSizeBytes });
     // What a layer store keeps is the encoding: read back what it would read.
     return decodeManifest(encodeManifest(manifest), path.basename(file));
   } finally {
@@ -115,5 +115,28 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('oracle: sealed qcow2 layer
     const everyHash = new Set([...baseHashes, ...copyHashes, ...overlayManifest.storedHashes()]);
     for (const manifest of [baseManifest, overlayManifest, copyManifest]) await releaseManifest(manifest, repository);
     for (const hash of everyHash) expect(await repository.referenceCount(hash)).toBe(0);
+  });
+
+  it('chunks need not match clusters: 4 KiB clusters with compressed writes and 2 MiB clusters, sealed at 16 KiB', async () => {
+    const dir = shmTempDir();
+    const patterns = makePatternFiles(dir, 1202);
+    const base = path.join(dir, 'base.qcow2');
+    const overlay = path.join(dir, 'overlay.qcow2');
+    const size = oddSize(16 * MiB, 4 * KiB);
+    qemuImgOk(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=4096', base, String(size)]);
+    qemuIoOk(base, workload({ sizeBytes: size, clusterSizeBytes: 4 * KiB, seed: 12020, patterns, ops: 40, zeroes: true, compressed: true }));
+    qemuImgOk(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=2097152', '-b', 'base.qcow2', '-F', 'qcow2', overlay]);
+    qemuIoOk(overlay, workload({ sizeBytes: size, clusterSizeBytes: 2 * MiB, seed: 12021, patterns, ops: 20, zeroes: true, discards: true }));
+    const expected = qemuRaw(overlay, path.join(dir, 'overlay.raw'));
+    const repository = await createTestChunkRepository();
+    const baseManifest = await sealPath(base, repository, 16 * KiB);
+    const overlayManifest = await sealPath(overlay, repository, 16 * KiB);
+    const chain = await Qcow2Image.open(new ChunkedFile(overlayManifest, repository, { name: 'overlay.qcow2' }), {
+      readOnly: true,
+      openBacking: async (_ref, depth) =>
+        Qcow2Image.open(new ChunkedFile(baseManifest, repository, { name: 'base.qcow2' }), { readOnly: true, depth }),
+    });
+    expectSameBytes(await readGuest(chain), expected, 'overlay (2 MiB clusters) over base (4 KiB, compressed), sealed at 16 KiB');
+    await chain.close();
   });
 });
