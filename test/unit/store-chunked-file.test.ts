@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { StorageError } from '../../src/core/errors.js';
-import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions } from '../../src/store/dedup/repository.js';
+import type { ChunkHash, ChunkRepository } from '../../src/store/dedup/repository.js';
 import { CHUNKED_READS_IN_FLIGHT_MAX, ChunkedFile } from '../../src/store/chunked/chunked-file.js';
 import { decodeManifest, encodeManifest } from '../../src/store/chunked/manifest-format.js';
 import { copyManifest, releaseManifest, sealFile, CHUNKS_PER_BATCH } from '../../src/store/chunked/seal.js';
@@ -14,6 +14,7 @@ import type { HostFile } from '../../src/core/host-file.js';
 import { MemoryHostFile } from '../../src/store/memory-file.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 import { expectCode } from '../support/expect-error.js';
+import { FaultyChunkRepository } from '../support/faulty-chunk-repository.js';
 import { createTestChunkRepository } from '../support/memory-chunk-repository.js';
 
 const KiB = 1024;
@@ -53,44 +54,6 @@ async function expectCounts(repository: ChunkRepository, expected: Map<ChunkHash
   for (const [hash, count] of expected) expect(await repository.referenceCount(hash), hash).toBe(count * times);
 }
 
-/** Delegates to a repository; reads of chosen hashes fail, addReferences fails from the nth call on. */
-class FaultyRepository implements ChunkRepository {
-  readFailures = new Map<ChunkHash, StorageError>();
-  failAddFromCall = Infinity;
-  addCalls = 0;
-  reads = 0;
-  readsInFlight = 0;
-  readsInFlightMax = 0;
-  constructor(private readonly inner: ChunkRepository) {}
-  hash(data: Uint8Array): ChunkHash {
-    return this.inner.hash(data);
-  }
-  async addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
-    if (++this.addCalls >= this.failAddFromCall) throw new StorageError('IO_ERROR', 'injected: the pool is unreachable');
-    return this.inner.addReferences(chunks, options);
-  }
-  addReferencesByHash(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<void> {
-    return this.inner.addReferencesByHash(hashes, options);
-  }
-  dropReferences(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<void> {
-    return this.inner.dropReferences(hashes, options);
-  }
-  async read(hash: ChunkHash, options?: ChunkRepositoryCallOptions): Promise<Uint8Array> {
-    this.reads++;
-    const failure = this.readFailures.get(hash);
-    if (failure !== undefined) throw failure;
-    this.readsInFlightMax = Math.max(this.readsInFlightMax, ++this.readsInFlight);
-    try {
-      return await this.inner.read(hash, options);
-    } finally {
-      this.readsInFlight--;
-    }
-  }
-  referenceCount(hash: ChunkHash): Promise<number> {
-    return this.inner.referenceCount(hash);
-  }
-}
-
 async function sealed(bytes: Uint8Array, repository: ChunkRepository, chunkSizeBytes = CHUNK): Promise<ChunkedFile> {
   const manifest = await sealFile(MemoryHostFile.fromBytes(bytes), repository, { chunkSizeBytes });
   return new ChunkedFile(manifest, repository, { name: 'sealed layer' });
@@ -115,7 +78,7 @@ describe('ChunkedFile over a sealed file', () => {
   });
 
   it('reads zero chunks without asking the repository', async () => {
-    const repository = new FaultyRepository(await createTestChunkRepository());
+    const repository = new FaultyChunkRepository(await createTestChunkRepository());
     const bytes = layerBytes(2, 14);
     const file = await sealed(bytes, repository);
     const zeroes = new Uint8Array(CHUNK).fill(1);
@@ -127,7 +90,7 @@ describe('ChunkedFile over a sealed file', () => {
   });
 
   it('fetches the chunks of a large read concurrently, at most CHUNKED_READS_IN_FLIGHT_MAX at once', async () => {
-    const repository = new FaultyRepository(await createTestChunkRepository());
+    const repository = new FaultyChunkRepository(await createTestChunkRepository());
     const bytes = layerBytes(11, 70);
     const file = await sealed(bytes, repository);
     const got = new Uint8Array(bytes.length);
@@ -151,7 +114,7 @@ describe('ChunkedFile over a sealed file', () => {
   });
 
   it('fails a read that meets a repository error with that error, and only that read', async () => {
-    const repository = new FaultyRepository(await createTestChunkRepository());
+    const repository = new FaultyChunkRepository(await createTestChunkRepository());
     const bytes = layerBytes(4, 20);
     const file = await sealed(bytes, repository);
     const broken = file.manifest.hashAt(9)!;
@@ -261,7 +224,7 @@ describe('sealing', () => {
   });
 
   it('a seal whose repository fails part-way drops what it added and rejects with the failure', async () => {
-    const repository = new FaultyRepository(await createTestChunkRepository());
+    const repository = new FaultyChunkRepository(await createTestChunkRepository());
     repository.failAddFromCall = 4;
     const bytes = layerBytes(10, 8 * CHUNKS_PER_BATCH);
     await expectCode(sealFile(MemoryHostFile.fromBytes(bytes), repository), 'IO_ERROR', /unreachable/);

@@ -11,6 +11,7 @@ import { StorageError } from '../../core/errors.js';
 import type { HostFile, HostFileFeatures } from '../../core/host-file.js';
 import { checkCopyRange } from '../copy-range.js';
 import type { ChunkRepository } from '../dedup/repository.js';
+import type { ChunkCache } from './chunk-cache.js';
 import type { ChunkManifest } from './manifest.js';
 
 /** Chunk reads one pread keeps in flight: enough to hide a remote store's latency, bounded. */
@@ -24,6 +25,8 @@ export interface ChunkedFileOptions {
   name: string;
   /** Chunk reads one pread keeps in flight; CHUNKED_READS_IN_FLIGHT_MAX by default. */
   readsInFlightMax?: number;
+  /** Recently read chunks, shared by the files of this repository; none by default. */
+  cache?: ChunkCache;
 }
 
 export class ChunkedFile implements HostFile {
@@ -32,6 +35,7 @@ export class ChunkedFile implements HostFile {
   readonly manifest: ChunkManifest;
   private readonly repository: ChunkRepository;
   private readonly readsInFlightMax: number;
+  private readonly cache: ChunkCache | undefined;
   private closed = false;
 
   constructor(manifest: ChunkManifest, repository: ChunkRepository, options: ChunkedFileOptions) {
@@ -39,6 +43,7 @@ export class ChunkedFile implements HostFile {
     this.repository = repository;
     this.name = options.name;
     this.readsInFlightMax = Math.max(1, options.readsInFlightMax ?? CHUNKED_READS_IN_FLIGHT_MAX);
+    this.cache = options.cache;
   }
 
   async pread(buf: Uint8Array, hostOffset: number): Promise<number> {
@@ -141,7 +146,8 @@ export class ChunkedFile implements HostFile {
 
   private async readChunkInto(index: number, buf: Uint8Array, hostOffset: number, existing: number): Promise<void> {
     const hash = this.manifest.hashAt(index)!;
-    const bytes = await this.repository.read(hash);
+    const load = (): Promise<Uint8Array> => this.repository.read(hash);
+    const bytes = await (this.cache === undefined ? load() : this.cache.get(hash, load));
     const lengthBytes = this.manifest.chunkLengthBytes(index);
     if (bytes.length !== lengthBytes) {
       throw new StorageError(

@@ -17,6 +17,7 @@ import type { HostFile } from '../../core/host-file.js';
 import type { LayerRef, LayerStore } from '../../core/layer-store.js';
 import type { ChunkRepository } from '../dedup/repository.js';
 import { checkComponent } from '../local-layer-store.js';
+import { ChunkCache, CHUNK_CACHE_DEFAULT_BYTES } from './chunk-cache.js';
 import { ChunkedFile } from './chunked-file.js';
 import type { ChunkManifest } from './manifest.js';
 import { decodeManifest, encodeManifest } from './manifest-format.js';
@@ -32,17 +33,21 @@ export interface ChunkedLayerStoreOptions {
   repository: ChunkRepository;
   /** Where encoded manifests are kept, durably. */
   manifests: ChunkStore;
+  /** Memory for recently read chunks, shared by every sealed layer opened here (CHUNK_CACHE_DEFAULT_BYTES). */
+  cacheBytes?: number;
 }
 
 export class ChunkedLayerStore implements LayerStore {
   private readonly local: LayerStore;
   private readonly repository: ChunkRepository;
   private readonly manifests: ChunkStore;
+  private readonly cache: ChunkCache;
 
   constructor(options: ChunkedLayerStoreOptions) {
     this.local = options.local;
     this.repository = options.repository;
     this.manifests = options.manifests;
+    this.cache = new ChunkCache(options.cacheBytes ?? CHUNK_CACHE_DEFAULT_BYTES);
   }
 
   prepare(): Promise<void> {
@@ -73,7 +78,7 @@ export class ChunkedLayerStore implements LayerStore {
     if (!options.readOnly) {
       throw new StorageError('READ_ONLY', `${this.name(ref)} is sealed (immutable): open it read-only, or write to an overlay on it`);
     }
-    return new ChunkedFile(manifest, this.repository, { name: this.name(ref) });
+    return new ChunkedFile(manifest, this.repository, { name: this.name(ref), cache: this.cache });
   }
 
   async remove(ref: LayerRef): Promise<boolean> {
