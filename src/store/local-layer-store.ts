@@ -11,7 +11,7 @@ import { relativeBackingName, type LayerRef, type LayerStore } from '../core/lay
 import { LocalHostFile } from './local-file.js';
 
 /** Pool and file names are single path components: nothing can name a file outside the root. */
-function checkComponent(what: string, name: string): void {
+export function checkComponent(what: string, name: string): void {
   if (name.length === 0 || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
     throw new StorageError('INVALID_ARGUMENT', `${what} ${JSON.stringify(name)} is not a plain file name`);
   }

@@ -1,14 +1,21 @@
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { ChunkedLayerStore } from '../../src/store/chunked/chunked-layer-store.js';
 import { LocalLayerStore } from '../../src/store/local-layer-store.js';
+import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { MemoryLayerStore } from '../../src/store/memory-layer-store.js';
 import { expectCode } from '../support/expect-error.js';
+import { createTestChunkRepository } from '../support/memory-chunk-repository.js';
 import { tempDir } from '../support/tmp.js';
 import { layerStoreConformance } from './layer-store.js';
 
 layerStoreConformance('local folder', async () => new LocalLayerStore(tempDir()));
 layerStoreConformance('memory', async () => new MemoryLayerStore());
+layerStoreConformance(
+  'chunked (sealed layers as manifests, over a local folder)',
+  async () => new ChunkedLayerStore({ local: new LocalLayerStore(tempDir()), repository: await createTestChunkRepository(), manifests: new MemoryChunkStore() }),
+);
 
 describe('LocalLayerStore', () => {
   it('keeps every name inside its root: path separators and dot names are refused', async () => {
