@@ -13,7 +13,7 @@ import { LocalHostFile } from './local-file.js';
 import { errnoOf, syncFolder } from './local-folder.js';
 
 /** Pool and file names are single path components: nothing can name a file outside the root. */
-function checkComponent(what: string, name: string): void {
+export function checkComponent(what: string, name: string): void {
   if (name.length === 0 || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
     throw new StorageError('INVALID_ARGUMENT', `${what} ${JSON.stringify(name)} is not a plain file name`);
   }

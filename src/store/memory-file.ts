@@ -8,6 +8,7 @@
 import { StorageError } from '../core/errors.js';
 import type { HostFile, HostFileFeatures } from '../core/host-file.js';
 import { copyRangeByBytes } from './copy-range.js';
+import { isAllZero } from './zero-bytes.js';
 
 /** Allocation granularity: allocatedBytes() counts whole chunks, seekData/seekHole see chunks. */
 export const MEMORY_CHUNK_BYTES = 64 * 1024;
@@ -25,18 +26,6 @@ export interface MemoryHostFileOptions {
 class MemoryStore {
   chunks = new Map<number, Uint8Array>();
   size = 0;
-}
-
-function isAllZero(bytes: Uint8Array): boolean {
-  // Compare 8 bytes at a time where alignment allows; the tail byte by byte.
-  let i = 0;
-  if (bytes.byteOffset % 8 === 0) {
-    const words = new BigUint64Array(bytes.buffer, bytes.byteOffset, bytes.length >>> 3);
-    for (const w of words) if (w !== 0n) return false;
-    i = words.length * 8;
-  }
-  for (; i < bytes.length; i++) if (bytes[i] !== 0) return false;
-  return true;
 }
 
 export class MemoryHostFile implements HostFile {

@@ -120,3 +120,83 @@ export function hostFileConformance(name: string, subject: HostFileSubject): voi
     });
   });
 }
+
+export interface ReadOnlyHostFileSubject {
+  /** A read-only file whose bytes are exactly `contents` (a sealed layer, a file opened read-only). */
+  open(contents: Uint8Array): Promise<HostFile>;
+}
+
+/** Contents with data, an all-zero stretch of whole 64 KiB pieces, and a short odd tail. */
+function sparseContents(): Uint8Array {
+  const contents = pattern(5 * 64 * KiB + 777, 7);
+  contents.fill(0, 64 * KiB, 3 * 64 * KiB);
+  return contents;
+}
+
+/**
+ * The part every read-only HostFile runs, writable or not in other modes (a ChunkedFile has no
+ * writable mode at all): it reads what it holds anywhere, and refuses every change.
+ */
+export function readOnlyHostFileConformance(name: string, subject: ReadOnlyHostFileSubject): void {
+  describe(`HostFile conformance (read-only): ${name}`, () => {
+    it('reads any range; past the end reads zeroes and counts only existing bytes', async () => {
+      const contents = sparseContents();
+      const file = await subject.open(contents);
+      expect(file.readOnly).toBe(true);
+      expect(await file.sizeBytes()).toBe(contents.length);
+      expectSameBytes(await readAll(file, 0, contents.length), contents);
+      for (const [offset, lengthBytes] of [
+        [1, 1],
+        [64 * KiB - 3, 7],
+        [100, 3 * 64 * KiB],
+        [2 * 64 * KiB, 64 * KiB],
+        [contents.length - 1, 1],
+      ] as const) {
+        expectSameBytes(await readAll(file, offset, lengthBytes), contents.subarray(offset, offset + lengthBytes), `${lengthBytes} at ${offset}`);
+      }
+      const tail = new Uint8Array(4 * KiB).fill(0xee);
+      expect(await file.pread(tail, contents.length - 1000)).toBe(1000);
+      expectSameBytes(tail.subarray(0, 1000), contents.subarray(contents.length - 1000));
+      expect(tail.subarray(1000).every((b) => b === 0)).toBe(true);
+      const beyond = new Uint8Array(100).fill(0xee);
+      expect(await file.pread(beyond, contents.length + 5000)).toBe(0);
+      expect(beyond.every((b) => b === 0)).toBe(true);
+      expect(await file.pread(new Uint8Array(0), 10)).toBe(0);
+      await expectCode(file.pread(new Uint8Array(1), -1), 'INVALID_ARGUMENT');
+      await file.close();
+    });
+
+    it('refuses every change with READ_ONLY and keeps its bytes', async () => {
+      const contents = sparseContents();
+      const file = await subject.open(contents);
+      const other = MemoryHostFile.fromBytes(pattern(4 * KiB, 8));
+      await expectCode(file.pwrite(new Uint8Array(1), 0), 'READ_ONLY');
+      await expectCode(file.truncate(0), 'READ_ONLY');
+      await expectCode(file.punchHole(0, 4096), 'READ_ONLY');
+      await expectCode(file.copyRange(other, 0, 0, 4096), 'READ_ONLY');
+      await file.flush();
+      expect(await file.sizeBytes()).toBe(contents.length);
+      expectSameBytes(await readAll(file, 0, contents.length), contents);
+      await file.close();
+    });
+
+    it('is a copyRange source; reports allocation and features', async () => {
+      const contents = sparseContents();
+      const file = await subject.open(contents);
+      const target = new MemoryHostFile();
+      await target.copyRange(file, 100, 0, contents.length);
+      expectSameBytes(target.snapshotBytes(), concatZeroes(contents.subarray(100), 100));
+      const allocated = await file.allocatedBytes();
+      expect(Number.isSafeInteger(allocated) && allocated >= 0).toBe(true);
+      const features = file.supports();
+      for (const key of ['punchHole', 'seekData', 'copyByReference'] as const) expect(typeof features[key]).toBe('boolean');
+      await file.close();
+    });
+  });
+}
+
+function concatZeroes(bytes: Uint8Array, zeroBytes: number): Uint8Array {
+  const out = new Uint8Array(bytes.length + zeroBytes);
+  out.set(bytes);
+  return out;
+}

@@ -1,0 +1,189 @@
+/**
+ * ChunkedLayerStore: a pool's layers where sealed ones are chunk manifests. It wraps another
+ * LayerStore (a LocalLayerStore: active layers stay plain local qcow2 files, written in place) and
+ * adds seal(ref), which turns a closed layer into a manifest of chunks in the pool's
+ * ChunkRepository, stores the encoded manifest in a ChunkStore (key `layer-manifests/<pool>/<file>`)
+ * and removes the local file. Opening a sealed layer gives a read-only ChunkedFile.
+ *
+ * Crash safety: seal stores the manifest before it removes the local file, so a crash between
+ * leaves both, with the same bytes; the manifest wins (open, allocatedBytes) and remove deletes
+ * both. remove deletes the manifest before it drops its chunk references, so a crash between
+ * leaks references (reclaimed by a reference audit) and never leaves a manifest naming dropped
+ * chunks.
+ */
+import type { ChunkStore } from '../../core/chunk-store.js';
+import { StorageError } from '../../core/errors.js';
+import type { HostFile } from '../../core/host-file.js';
+import type { LayerRef, LayerStore, StrayEntry } from '../../core/layer-store.js';
+import type { ChunkRepository } from '../dedup/repository.js';
+import { checkComponent } from '../local-layer-store.js';
+import { ChunkCache, CHUNK_CACHE_DEFAULT_BYTES } from './chunk-cache.js';
+import { ChunkedFile } from './chunked-file.js';
+import type { ChunkManifest } from './manifest.js';
+import { decodeManifest, encodeManifest } from './manifest-format.js';
+import { releaseManifest, sealFile, type SealOptions } from './seal.js';
+
+/** The ChunkStore key prefix of sealed layers' manifests. */
+export const LAYER_MANIFEST_PREFIX = 'layer-manifests/';
+
+export interface ChunkedLayerStoreOptions {
+  /** Where active (and not yet sealed) layers live: a LocalLayerStore in a daemon. */
+  local: LayerStore;
+  /** The pool's chunks. */
+  repository: ChunkRepository;
+  /** Where encoded manifests are kept, durably. */
+  manifests: ChunkStore;
+  /** Memory for recently read chunks, shared by every sealed layer opened here (CHUNK_CACHE_DEFAULT_BYTES). */
+  cacheBytes?: number;
+}
+
+export class ChunkedLayerStore implements LayerStore {
+  private readonly local: LayerStore;
+  private readonly repository: ChunkRepository;
+  private readonly manifests: ChunkStore;
+  private readonly cache: ChunkCache;
+
+  constructor(options: ChunkedLayerStoreOptions) {
+    this.local = options.local;
+    this.repository = options.repository;
+    this.manifests = options.manifests;
+    this.cache = new ChunkCache(options.cacheBytes ?? CHUNK_CACHE_DEFAULT_BYTES);
+  }
+
+  prepare(): Promise<void> {
+    return this.local.prepare();
+  }
+
+  createPool(pool: string): Promise<void> {
+    return this.local.createPool(pool);
+  }
+
+  async removePool(pool: string): Promise<void> {
+    const sealed = await this.manifests.list(this.poolPrefix(pool), { limit: 1 });
+    if (sealed.keys.length > 0) throw new StorageError('BUSY', `pool ${pool} still holds sealed layers`);
+    await this.local.removePool(pool);
+  }
+
+  async create(ref: LayerRef, options?: { ownerOnly?: boolean }): Promise<HostFile> {
+    if ((await this.manifests.get(this.key(ref))) !== undefined) {
+      throw new StorageError('ALREADY_EXISTS', `cannot create ${this.name(ref)}: a sealed layer of that name exists`);
+    }
+    return this.local.create(ref, options);
+  }
+
+  /** A sealed layer opens read-only (READ_ONLY when asked for writing); any other goes to the local store. */
+  async open(ref: LayerRef, options: { readOnly: boolean }): Promise<HostFile> {
+    const manifest = await this.readManifest(ref);
+    if (manifest === undefined) return this.local.open(ref, options);
+    if (!options.readOnly) {
+      throw new StorageError('READ_ONLY', `${this.name(ref)} is sealed (immutable): open it read-only, or write to an overlay on it`);
+    }
+    return new ChunkedFile(manifest, this.repository, { name: this.name(ref), cache: this.cache });
+  }
+
+  async remove(ref: LayerRef): Promise<boolean> {
+    const manifest = await this.readManifest(ref);
+    if (manifest !== undefined) {
+      await this.manifests.delete(this.key(ref));
+      await releaseManifest(manifest, this.repository);
+    }
+    const removedLocal = await this.local.remove(ref);
+    return manifest !== undefined || removedLocal;
+  }
+
+  listPools(): Promise<string[]> {
+    return this.local.listPools();
+  }
+
+  /** The local store's: manifests live in the ChunkStore under keys, never in the root. */
+  listStrays(): Promise<StrayEntry[]> {
+    return this.local.listStrays();
+  }
+
+  async list(pool: string): Promise<string[]> {
+    const names = new Set(await this.local.list(pool));
+    const prefix = this.poolPrefix(pool);
+    let after: string | undefined;
+    do {
+      const page = await this.manifests.list(prefix, { after });
+      for (const key of page.keys) names.add(key.slice(prefix.length));
+      after = page.nextAfter;
+    } while (after !== undefined);
+    return [...names].sort();
+  }
+
+  /** A sealed layer's stored chunks, each counted in full even when shared (see ChunkedFile). */
+  async allocatedBytes(ref: LayerRef): Promise<number> {
+    const manifest = await this.readManifest(ref);
+    return manifest === undefined ? this.local.allocatedBytes(ref) : manifest.storedBytes();
+  }
+
+  syncPool(pool: string): Promise<void> {
+    // Manifests are durable when put resolves; the local store's creations and removals are not.
+    return this.local.syncPool(pool);
+  }
+
+  backingName(child: LayerRef, backing: LayerRef): string {
+    return this.local.backingName(child, backing);
+  }
+
+  /** The local path the layer has while it is active (a sealed layer's bytes are not there). */
+  location(ref: LayerRef): string | undefined {
+    return this.local.location(ref);
+  }
+
+  poolLocation(pool: string): string | undefined {
+    return this.local.poolLocation(pool);
+  }
+
+  /** True when the layer is a chunk manifest. */
+  async isSealed(ref: LayerRef): Promise<boolean> {
+    return (await this.manifests.get(this.key(ref))) !== undefined;
+  }
+
+  /**
+   * Seals a closed local layer (nothing may write it meanwhile): its chunks go into the
+   * repository, its manifest into the manifest store, and the local file is removed. NOT_FOUND
+   * when there is no local layer; ALREADY_EXISTS when it is sealed already. A failed or aborted
+   * seal keeps the local file and leaves no reference behind.
+   */
+  async seal(ref: LayerRef, options: SealOptions = {}): Promise<ChunkManifest> {
+    if (await this.isSealed(ref)) throw new StorageError('ALREADY_EXISTS', `${this.name(ref)} is sealed already`);
+    const source = await this.local.open(ref, { readOnly: true });
+    let manifest: ChunkManifest;
+    try {
+      manifest = await sealFile(source, this.repository, options);
+    } finally {
+      await source.close();
+    }
+    let stored = false;
+    try {
+      stored = await this.manifests.putIfAbsent(this.key(ref), encodeManifest(manifest), { signal: options.signal });
+    } finally {
+      if (!stored) await releaseManifest(manifest, this.repository);
+    }
+    if (!stored) throw new StorageError('ALREADY_EXISTS', `${this.name(ref)} was sealed by another caller meanwhile`);
+    await this.local.remove(ref);
+    await this.local.syncPool(ref.pool);
+    return manifest;
+  }
+
+  private async readManifest(ref: LayerRef): Promise<ChunkManifest | undefined> {
+    const bytes = await this.manifests.get(this.key(ref));
+    return bytes === undefined ? undefined : decodeManifest(bytes, this.name(ref));
+  }
+
+  private key(ref: LayerRef): string {
+    checkComponent('layer file name', ref.fileName);
+    return `${this.poolPrefix(ref.pool)}${ref.fileName}`;
+  }
+
+  private poolPrefix(pool: string): string {
+    checkComponent('pool name', pool);
+    return `${LAYER_MANIFEST_PREFIX}${pool}/`;
+  }
+
+  private name(ref: LayerRef): string {
+    return `${ref.pool}/${ref.fileName}`;
+  }
+}
