@@ -14,6 +14,13 @@ export interface LayerRef {
   readonly fileName: string;
 }
 
+/** An entry in a store's root that is not a pool (a plain file where only pool folders belong). */
+export interface StrayEntry {
+  readonly name: string;
+  /** Where an operator finds it (a local path), when the store has such a thing. */
+  readonly location: string | undefined;
+}
+
 export interface LayerStore {
   /** Makes the store's own namespace (a local root folder) exist: idempotent, run at start-up. */
   prepare(): Promise<void>;
@@ -32,6 +39,11 @@ export interface LayerStore {
   remove(ref: LayerRef): Promise<boolean>;
   /** The pools that have a namespace here, sorted (recovery compares them with the catalog). */
   listPools(): Promise<string[]>;
+  /**
+   * Entries of the store's root that are not pools, sorted by name: recovery reports them and
+   * leaves them alone (a store that can hold nothing but pools returns none).
+   */
+  listStrays(): Promise<StrayEntry[]>;
   /**
    * The entry names in a pool, sorted: every entry, not only files Strata made (temporary files
    * and anything else found there: recovery removes orphans and reports the rest).

@@ -3,22 +3,20 @@
  * LocalHostFile. A backing name is the file name within the same pool and `../<pool>/<file>` across
  * pools, so `qemu-img info --backing-chain` works on any layer file in place.
  */
+import type { Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
-import { relativeBackingName, type LayerRef, type LayerStore } from '../core/layer-store.js';
+import { relativeBackingName, type LayerRef, type LayerStore, type StrayEntry } from '../core/layer-store.js';
 import { LocalHostFile } from './local-file.js';
+import { errnoOf, syncFolder } from './local-folder.js';
 
 /** Pool and file names are single path components: nothing can name a file outside the root. */
 export function checkComponent(what: string, name: string): void {
   if (name.length === 0 || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
     throw new StorageError('INVALID_ARGUMENT', `${what} ${JSON.stringify(name)} is not a plain file name`);
   }
-}
-
-function errnoOf(err: unknown): string | undefined {
-  return (err as NodeJS.ErrnoException | null)?.code;
 }
 
 export class LocalLayerStore implements LayerStore {
@@ -40,7 +38,7 @@ export class LocalLayerStore implements LayerStore {
 
   async createPool(pool: string): Promise<void> {
     await fs.mkdir(this.poolDir(pool), { recursive: true });
-    await this.syncDir(this.rootDir);
+    await syncFolder(this.rootDir);
   }
 
   async removePool(pool: string): Promise<void> {
@@ -53,7 +51,7 @@ export class LocalLayerStore implements LayerStore {
       }
       throw new StorageError('IO_ERROR', `cannot remove ${this.poolDir(pool)}: ${(err as Error).message}`, { cause: err });
     }
-    await this.syncDir(this.rootDir);
+    await syncFolder(this.rootDir);
   }
 
   async create(ref: LayerRef, options: { ownerOnly?: boolean } = {}): Promise<HostFile> {
@@ -84,9 +82,17 @@ export class LocalLayerStore implements LayerStore {
   }
 
   async listPools(): Promise<string[]> {
+    return (await this.rootEntries()).filter((e) => e.isDirectory()).map((e) => e.name);
+  }
+
+  /** Anything in the root but a folder (a symlink too: pools are real folders). */
+  async listStrays(): Promise<StrayEntry[]> {
+    return (await this.rootEntries()).filter((e) => !e.isDirectory()).map((e) => ({ name: e.name, location: path.join(this.rootDir, e.name) }));
+  }
+
+  private async rootEntries(): Promise<Dirent[]> {
     try {
-      const entries = await fs.readdir(this.rootDir, { withFileTypes: true });
-      return entries.filter((e) => e.isDirectory()).map((e) => e.name).sort();
+      return (await fs.readdir(this.rootDir, { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return [];
       throw new StorageError('IO_ERROR', `cannot list ${this.rootDir}: ${(err as Error).message}`, { cause: err });
@@ -111,7 +117,7 @@ export class LocalLayerStore implements LayerStore {
   }
 
   async syncPool(pool: string): Promise<void> {
-    return this.syncDir(this.poolDir(pool));
+    return syncFolder(this.poolDir(pool));
   }
 
   backingName(child: LayerRef, backing: LayerRef): string {
@@ -125,15 +131,5 @@ export class LocalLayerStore implements LayerStore {
 
   poolLocation(pool: string): string {
     return this.poolDir(pool);
-  }
-
-  /** fsync a folder, so that files created or removed in it survive a power cut. */
-  private async syncDir(dir: string): Promise<void> {
-    const handle = await fs.open(dir, 'r');
-    try {
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
   }
 }

@@ -4,7 +4,7 @@
  */
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
-import { relativeBackingName, type LayerRef, type LayerStore } from '../core/layer-store.js';
+import { relativeBackingName, type LayerRef, type LayerStore, type StrayEntry } from '../core/layer-store.js';
 import { MemoryHostFile } from './memory-file.js';
 
 export class MemoryLayerStore implements LayerStore {
@@ -42,6 +42,11 @@ export class MemoryLayerStore implements LayerStore {
 
   async listPools(): Promise<string[]> {
     return [...this.pools.keys()].sort();
+  }
+
+  /** Its root holds pools and nothing else. */
+  async listStrays(): Promise<StrayEntry[]> {
+    return [];
   }
 
   async list(pool: string): Promise<string[]> {

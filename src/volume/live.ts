@@ -12,6 +12,7 @@
  */
 import type { BlockDevice, BlockDeviceCapabilities, Extent, WriteFlags, WriteZeroesFlags } from '../core/block-device.js';
 import { StorageError } from '../core/errors.js';
+import { RequestGate } from '../core/request-gate.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import { backingOf } from './layers.js';
 import { chainMap } from './extents.js';
@@ -33,14 +34,14 @@ export class LiveVolume {
   private image: Qcow2Image | undefined;
   /** Layer ids of the open chain, top first (what a change must intersect to pause this volume). */
   layerIds: string[];
-  private inFlight = 0;
-  private idleWaiters: (() => void)[] = [];
-  /** Set while paused: requests wait for it. */
-  private gate: Promise<void> | undefined;
-  private openGate: (() => void) | undefined;
+  /** Requests on the open chain; closed while paused (requests wait) and while closing. */
+  private readonly gate = new RequestGate();
   private pauseDepth = 0;
-  /** The first pause's drain-and-close, which nested pauses wait for too. */
-  private pausing: Promise<void> | undefined;
+  /**
+   * The last change of state (drain-and-close, reopen): the next one starts after it settles, so a
+   * pause that arrives while a resume is still reopening closes the chain it reopens.
+   */
+  private settled: Promise<void> = Promise.resolve();
   /** Set when reopening after a change failed: every request fails with it. */
   private broken: StorageError | undefined;
   private refs = 0;
@@ -92,14 +93,27 @@ export class LiveVolume {
    * Requests arriving meanwhile wait until resume().
    */
   async pause(): Promise<void> {
-    if (this.pauseDepth++ > 0) return this.pausing;
-    this.gate = new Promise((resolve) => (this.openGate = resolve));
-    this.pausing = this.drainAndClose();
-    return this.pausing;
+    if (this.pauseDepth++ === 0) {
+      this.gate.close();
+      this.settled = this.after(() => this.drainAndClose());
+    }
+    return this.settled;
+  }
+
+  /** Reopens the chain as the catalog now describes it and lets the waiting requests go on. */
+  async resume(): Promise<void> {
+    if (this.pauseDepth === 0 || --this.pauseDepth > 0) return;
+    this.settled = this.after(() => this.reopen());
+    return this.settled;
+  }
+
+  /** Runs step once the previous change of state has settled, whether it succeeded or not. */
+  private after(step: () => Promise<void>): Promise<void> {
+    return this.settled.then(step, step);
   }
 
   private async drainAndClose(): Promise<void> {
-    if (this.inFlight > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    await this.gate.whenIdle();
     const image = this.image;
     this.image = undefined;
     if (image !== undefined) {
@@ -111,11 +125,9 @@ export class LiveVolume {
     }
   }
 
-  /** Reopens the chain as the catalog now describes it and lets the waiting requests go on. */
-  async resume(): Promise<void> {
-    if (this.pauseDepth === 0 || --this.pauseDepth > 0) return;
-    this.pausing = undefined;
-    if (!this.closed) {
+  private async reopen(): Promise<void> {
+    // Paused again while this waited its turn, or closed: the chain stays closed.
+    if (!this.closed && this.pauseDepth === 0) {
       try {
         const opened = await this.opener(this.target);
         this.image = opened.image;
@@ -125,51 +137,47 @@ export class LiveVolume {
         this.broken = new StorageError('IO_ERROR', `could not reopen the volume after a change: ${(err as Error).message}`, { cause: err });
       }
     }
-    const open = this.openGate;
-    this.gate = undefined;
-    this.openGate = undefined;
-    open?.();
+    this.gate.open();
   }
 
+  /** Drains and closes the chain for good; requests still arriving fail ('the volume was closed'). */
   private async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    while (this.gate !== undefined) await this.gate;
-    await this.drainAndClose();
+    this.gate.close();
+    this.settled = this.after(() => this.drainAndClose());
+    try {
+      await this.settled;
+    } finally {
+      // Opened on a chain that is gone: whoever waited finds no image and fails.
+      this.gate.open();
+    }
   }
 
   /**
-   * Runs op against the open image, counted as in flight. Fast path: no gate, no extra await.
+   * Runs op against the open image, counted as in flight. Fast path: an open gate, no extra await.
    * @internal LiveDevice
    */
   run<T>(op: (image: Qcow2Image) => Promise<T>): Promise<T> {
     const image = this.image;
-    if (this.gate !== undefined || image === undefined) return this.runLater(op);
-    this.inFlight++;
+    if (image === undefined || !this.gate.tryEnter()) return this.runLater(op);
     return op(image).then(
       (value) => {
-        this.done();
+        this.gate.leave();
         return value;
       },
       (err: unknown) => {
-        this.done();
+        this.gate.leave();
         throw err;
       },
     );
   }
 
   private async runLater<T>(op: (image: Qcow2Image) => Promise<T>): Promise<T> {
-    while (this.gate !== undefined) await this.gate;
+    while (!this.gate.isOpen) await this.gate.whenOpen();
     if (this.broken !== undefined) throw this.broken;
     if (this.image === undefined) throw new StorageError('IO_ERROR', 'the volume was closed');
     return this.run(op);
-  }
-
-  private done(): void {
-    if (--this.inFlight > 0 || this.idleWaiters.length === 0) return;
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const wake of waiters) wake();
   }
 }
 

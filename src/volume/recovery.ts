@@ -15,7 +15,10 @@ export interface RecoveryReport {
   intentsFinished: string[];
   /** Paths of orphan files (and empty unknown pool folders) deleted. */
   orphansDeleted: string[];
-  /** Things recovery could not fix and left alone (missing layer files, unknown files, corruption). */
+  /**
+   * Things recovery could not fix and left alone (missing layer files, unknown files in a pool or
+   * beside the pools, corruption).
+   */
   problems: string[];
 }
 
@@ -56,7 +59,10 @@ async function recoverIntent(svc: ServiceContext, intent: IntentRecord, label: s
   }
 }
 
-/** Deletes files in the layer store that no record references; notes missing layer files. */
+/**
+ * Deletes files in the layer store that no record references; notes missing layer files, and
+ * entries beside the pools (a plain file in `<data>/pools`), which it leaves alone.
+ */
 async function scanFiles(svc: ServiceContext, report: RecoveryReport): Promise<void> {
   const store = svc.layerStore;
   const pools = new Set((await svc.catalog.list('pool')).map((p) => p.name));
@@ -64,6 +70,7 @@ async function scanFiles(svc: ServiceContext, report: RecoveryReport): Promise<v
   const known = new Set(layers.map((l) => `${l.pool}/${l.fileName}`));
   /** "<pool>/<file>" of every referenced file found (and kept). */
   const present = new Set<string>();
+  for (const stray of await store.listStrays()) report.problems.push(`unexpected file ${stray.location ?? stray.name} (left alone)`);
   for (const pool of await store.listPools()) {
     const isPool = pools.has(pool);
     let foreign = 0;

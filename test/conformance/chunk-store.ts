@@ -52,6 +52,33 @@ export function chunkStoreConformance(name: string, open: () => Promise<ChunkSto
       expect((await store.list('packs/')).keys).toEqual(['packs/1']);
     });
 
+    it('lists keys with folders in plain key order: "a-c" < "a/b" < "a0", pages split inside a folder, after a folder name', async () => {
+      const store = await open();
+      // None of these keys is a prefix folder of another (a local store cannot nest "a" and "a/b").
+      const keys = ['a-c', 'a.d', 'a/b', 'a/c/x', 'a/c/y', 'a/d', 'a0', 'b0', 'b/c-1/z'].sort();
+      for (const key of [...keys].reverse()) await store.put(key, bytes(key.length));
+      expect((await store.list('')).keys).toEqual(keys);
+      expect((await store.list('a/')).keys).toEqual(['a/b', 'a/c/x', 'a/c/y', 'a/d']);
+      expect((await store.list('a/c')).keys).toEqual(['a/c/x', 'a/c/y']);
+      expect((await store.list('b/c-')).keys).toEqual(['b/c-1/z']);
+      expect((await store.list('a', { after: 'a/c' })).keys).toEqual(['a/c/x', 'a/c/y', 'a/d', 'a0']);
+      expect((await store.list('', { after: 'a/c/x', limit: 2 })).keys).toEqual(['a/c/y', 'a/d']);
+      let after: string | undefined;
+      const paged: string[] = [];
+      for (;;) {
+        const page = await store.list('', { limit: 2, ...(after === undefined ? {} : { after }) });
+        paged.push(...page.keys);
+        if (page.nextAfter === undefined) break;
+        after = page.nextAfter;
+      }
+      expect(paged).toEqual(keys);
+      expect((await store.list('zz')).keys).toEqual([]);
+      await store.delete('a/c/x');
+      await store.delete('a/c/y');
+      expect((await store.list('a/')).keys).toEqual(['a/b', 'a/d']);
+      expect(await store.get('a/b')).toEqual(bytes(3));
+    });
+
     it('an aborted call rejects with CANCELLED and has no effect; bad arguments are INVALID_ARGUMENT', async () => {
       const store = await open();
       const controller = new AbortController();

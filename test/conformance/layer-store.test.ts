@@ -1,7 +1,9 @@
-import { statSync } from 'node:fs';
+import { statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ChunkedLayerStore } from '../../src/store/chunked/chunked-layer-store.js';
+import type { LayerStore } from '../../src/core/layer-store.js';
+import { LocalChunkStore } from '../../src/store/local-chunk-store.js';
 import { LocalLayerStore } from '../../src/store/local-layer-store.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { MemoryLayerStore } from '../../src/store/memory-layer-store.js';
@@ -10,12 +12,37 @@ import { createTestChunkRepository } from '../support/memory-chunk-repository.js
 import { tempDir } from '../support/tmp.js';
 import { layerStoreConformance } from './layer-store.js';
 
-layerStoreConformance('local folder', async () => new LocalLayerStore(tempDir()));
+/** The local root folder under each store made here, where a stray is planted. */
+const rootOf = new WeakMap<LayerStore, string>();
+function withRoot(store: LayerStore, root: string): LayerStore {
+  rootOf.set(store, root);
+  return store;
+}
+async function addStray(store: LayerStore, name: string): Promise<void> {
+  writeFileSync(path.join(rootOf.get(store)!, name), 'not a pool\n');
+}
+
+layerStoreConformance(
+  'local folder',
+  async () => {
+    const root = tempDir();
+    return withRoot(new LocalLayerStore(root), root);
+  },
+  addStray,
+);
 layerStoreConformance('memory', async () => new MemoryLayerStore());
 layerStoreConformance(
   'chunked (sealed layers as manifests, over a local folder)',
-  async () => new ChunkedLayerStore({ local: new LocalLayerStore(tempDir()), repository: await createTestChunkRepository(), manifests: new MemoryChunkStore() }),
+  async () => {
+    const root = tempDir();
+    return withRoot(new ChunkedLayerStore({ local: new LocalLayerStore(root), repository: await createTestChunkRepository(), manifests: new MemoryChunkStore() }), root);
+  },
+  addStray,
 );
+layerStoreConformance('chunked, manifests in a LocalChunkStore', async () => {
+  const manifests = new LocalChunkStore(tempDir());
+  return new ChunkedLayerStore({ local: new LocalLayerStore(tempDir()), repository: await createTestChunkRepository(), manifests });
+});
 
 describe('LocalLayerStore', () => {
   it('keeps every name inside its root: path separators and dot names are refused', async () => {

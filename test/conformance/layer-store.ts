@@ -3,7 +3,11 @@ import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
 import type { LayerStore } from '../../src/core/layer-store.js';
 
-export function layerStoreConformance(name: string, open: () => Promise<LayerStore>): void {
+/**
+ * addStray: puts an entry that is not a pool in the store's root (a plain file in a local root),
+ * for a store that can hold one; a store that holds nothing but pools leaves it out.
+ */
+export function layerStoreConformance(name: string, open: () => Promise<LayerStore>, addStray?: (store: LayerStore, name: string) => Promise<void>): void {
   describe(`LayerStore conformance: ${name}`, () => {
     it('creates, reopens with the bytes kept, lists, measures and removes layer files', async () => {
       const store = await open();
@@ -40,6 +44,29 @@ export function layerStoreConformance(name: string, open: () => Promise<LayerSto
       expect(await store.listPools()).toEqual(['alpha', 'zeta']);
       await store.removePool('zeta');
       expect(await store.listPools()).toEqual(['alpha']);
+    });
+
+    it('reports no strays when its root holds pools only', async () => {
+      const store = await open();
+      await store.prepare();
+      expect(await store.listStrays()).toEqual([]);
+      await store.createPool('p');
+      expect(await store.listStrays()).toEqual([]);
+    });
+
+    if (addStray !== undefined) it('lists what its root holds beside the pools as strays, sorted, and never as pools', async () => {
+      const store = await open();
+      await store.prepare();
+      await store.createPool('p');
+      await addStray(store, 'zz-notes.txt');
+      await addStray(store, 'a-stray');
+      expect(await store.listPools()).toEqual(['p']);
+      const strays = await store.listStrays();
+      expect(strays.map((s) => s.name)).toEqual(['a-stray', 'zz-notes.txt']);
+      for (const stray of strays) {
+        // A location, where the store has them, names the entry itself.
+        if (stray.location !== undefined) expect(stray.location.endsWith(stray.name)).toBe(true);
+      }
     });
 
     it('refuses to create over a file, to open a missing one, and to remove a pool that holds files', async () => {

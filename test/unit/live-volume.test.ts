@@ -142,6 +142,32 @@ describe('LiveVolume', () => {
     await device.close();
   });
 
+  it('a pause that arrives while resume is still reopening holds requests until its own resume', async () => {
+    const { live, opens } = await openLive();
+    const device = live.handle(false);
+    await live.pause();
+    const resuming = live.resume(); // reopens asynchronously
+    const pause = live.pause(); // before the reopen has finished
+    await Promise.all([resuming, pause]);
+    const read = tracked(device.read(0, new Uint8Array(512)));
+    await turn();
+    expect(read.settled(), 'paused: the request waits at the gate').toBe(false);
+    await live.resume();
+    await read.promise;
+    expect(opens.count).toBe(1);
+    await device.close();
+  });
+
+  it('a request waiting at the gate of a volume closed meanwhile fails instead of hanging', async () => {
+    const { live } = await openLive();
+    const device = live.handle(false);
+    await live.pause();
+    const read = device.read(0, new Uint8Array(512));
+    await device.close(); // the last handle: the volume closes while paused
+    await live.resume();
+    await expect(read).rejects.toThrow(/closed/);
+  });
+
   it('a failed reopen fails the waiting and later requests with IO_ERROR instead of hanging them', async () => {
     const { live, failReopen } = await openLive();
     const device = live.handle(false);

@@ -6,8 +6,11 @@
  * snapshot reading what it should, qemu-img check clean, and no orphan file.
  * (crash.test.ts does the same with SIGKILL at random moments.)
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { CatalogOp } from '../../src/catalog/index.js';
+import { Catalog, type CatalogOp } from '../../src/catalog/index.js';
+import { LocalVolumeService } from '../../src/volume/index.js';
 import { requireTool } from '../support/tools.js';
 import { chunksOf, type Env, KiB, makeEnv, MiB, Model, pattern } from './helpers.js';
 
@@ -175,4 +178,22 @@ describe.skipIf(!requireTool('qemu-img'))('recovery of operations interrupted at
       });
     }
   }
+});
+
+describe('recovery of what it does not own', () => {
+  it('reports a plain file beside the pool folders (in <data>/pools) and leaves it alone', async () => {
+    const env = await makeEnv();
+    await env.service.createPool('p');
+    const stray = path.join(env.dir, 'pools', 'notes.txt');
+    fs.writeFileSync(stray, 'an operator left this here\n');
+    await env.service.close();
+    await env.catalog.close();
+    env.catalog = await Catalog.open(path.join(env.dir, 'catalog'));
+    env.service = new LocalVolumeService(env.catalog, env.dir);
+    const report = await env.service.recover();
+    expect(report.problems).toEqual([`unexpected file ${stray} (left alone)`]);
+    expect(report.orphansDeleted).toEqual([]);
+    expect(fs.readFileSync(stray, 'utf8')).toBe('an operator left this here\n');
+    expect((await env.service.listPools()).map((p) => p.name)).toEqual(['p']);
+  });
 });

@@ -342,23 +342,26 @@ export class Connection extends NbdTransmission {
 
   protected override startDraining(): void {
     if (this.draining) return;
-    this.draining = true;
-    this.clearInput();
-    if (this.inFlightCount === 0) this.endSocket();
+    this.stopAccepting();
   }
 
   protected override fatal(reason: string): void {
     this.log(`nbd: closing connection: ${reason}`, 'warn');
     this.phase = 'closing';
-    this.draining = true;
+    this.stopAccepting();
+  }
+
+  /** Closes the request gate for good (once), drops buffered input, ends the socket after the drain. */
+  private stopAccepting(): void {
     this.clearInput();
-    if (this.inFlightCount === 0) this.endSocket();
+    if (this.draining) return;
+    void this.requests.closeAndDrain().then(() => this.endSocket());
   }
 
   protected override endSocket(): void {
     if (this.isClosed || this.ending) return;
     this.ending = true;
-    this.draining = true;
+    if (!this.draining) this.requests.close();
     this.clearInput();
     // Keep reading (and dropping) so the client's close is seen even if we had paused.
     this.socket.resume();

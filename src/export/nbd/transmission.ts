@@ -14,6 +14,7 @@ import type net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { BlockDevice, Extent } from '../../core/block-device.js';
 import { isStorageError, type StorageErrorCode } from '../../core/errors.js';
+import { RequestGate } from '../../core/request-gate.js';
 import type { BufferPool, PooledBuffer } from '../../sys/buffer-pool.js';
 import { POOL_MIN_BYTES } from '../../sys/buffer-pool.js';
 import type { ExportLog } from '../log.js';
@@ -118,13 +119,15 @@ export abstract class NbdTransmission extends NbdReplies {
   protected metaContext = false;
   /** The socket is paused: too many bytes in flight. */
   protected paused = false;
-  /** DISC received, the client half-closed, or the server is shutting down: no new requests. */
-  protected draining = false;
+  /**
+   * The requests in flight. Closed (for good) once DISC is received, the client half-closes or the
+   * server shuts down: no new request is parsed, and the socket ends when the last one is answered.
+   */
+  protected readonly requests = new RequestGate();
   /** The socket's descriptor, for idle polling and direct payload reads (-1: neither; TLS). */
   protected fd: number;
   /** When the connection last went idle (no request in flight or buffered), for the poll window. */
   protected idleSinceMs: number | undefined;
-  protected inFlightCount = 0;
   private inFlightBytes = 0;
   private header: P.RequestHeader | undefined;
   /** A large WRITE payload being received into its pooled buffer. */
@@ -139,6 +142,11 @@ export abstract class NbdTransmission extends NbdReplies {
     super(socket, server.bufferPool);
     this.fd = socketSys() !== null ? socketFd(socket) : -1;
     this.pollWindow = new PollWindow(server.idlePollMaxUs);
+  }
+
+  /** No new requests (the gate is closed): DISC, the client's half-close, shutdown or a fatal error. */
+  protected get draining(): boolean {
+    return !this.requests.isOpen;
   }
 
   /** Consumes input while it can (both phases): implemented by the connection. */
@@ -234,7 +242,7 @@ export abstract class NbdTransmission extends NbdReplies {
 
   protected overLimit(): boolean {
     const cap = this.server.maxInFlightBytes;
-    return (this.inFlightCount > 0 && this.inFlightBytes >= cap) || this.socket.writableLength >= cap;
+    return (this.requests.inFlight > 0 && this.inFlightBytes >= cap) || this.socket.writableLength >= cap;
   }
 
   protected maybeResume(): void {
@@ -290,7 +298,7 @@ export abstract class NbdTransmission extends NbdReplies {
     }
     const cost = h.type === P.NBD_CMD_READ ? h.lengthBytes : (payload?.length ?? 0);
     this.inFlightBytes += cost;
-    this.inFlightCount++;
+    this.requests.enter(); // parsed before any close: it is answered
     this.execute(h, payload, active).then(
       () => {
         pooled?.release(); // the device is done with the payload
@@ -307,12 +315,14 @@ export abstract class NbdTransmission extends NbdReplies {
 
   private finish(cost: number): void {
     this.inFlightBytes -= cost;
-    this.inFlightCount--;
+    this.requests.leave();
+    const idle = this.requests.inFlight === 0;
     // Nothing else pending: send now rather than at the end of the turn (latency at queue depth 1).
-    if (this.inFlightCount === 0 && this.corked && this.queue.length < P.NBD_REQUEST_HEADER_BYTES) this.uncork();
-    if (this.draining && this.inFlightCount === 0) this.endSocket();
-    else this.maybeResume();
-    if (this.inFlightCount === 0) this.pollWhileIdle();
+    if (idle && this.corked && this.queue.length < P.NBD_REQUEST_HEADER_BYTES) this.uncork();
+    // Draining: the connection ends the socket once the gate reports the drain (stopAccepting).
+    if (this.draining) return;
+    this.maybeResume();
+    if (idle) this.pollWhileIdle();
   }
 
   private async execute(h: P.RequestHeader, payload: Buffer | undefined, active: ActiveExport): Promise<void> {
@@ -416,7 +426,7 @@ export abstract class NbdTransmission extends NbdReplies {
 
   /** Idle, and nothing the event loop must do first for this connection. */
   private mayPoll(): boolean {
-    if (this.pollFd < 0 || this.paused || this.corked || this.inFlightCount !== 0 || !this.directReadSafe()) return false;
+    if (this.pollFd < 0 || this.paused || this.corked || this.requests.inFlight !== 0 || !this.directReadSafe()) return false;
     if (this.queue.length >= P.NBD_REQUEST_HEADER_BYTES && this.header === undefined) return false;
     // A reply still partly queued in Node (socket buffer full) needs the event loop to go out;
     // the client waits for it, so polling would only delay both.

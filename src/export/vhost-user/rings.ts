@@ -16,19 +16,21 @@
  * starve the others or the control socket. Each chain goes to BlkRequestHandler.handle() without
  * waiting for the previous one: requests of a ring run concurrently (bounded by the ring size) and
  * complete in any order. A completion pushes the used element and schedules one call-eventfd check
- * per microtask turn, so a burst of completions costs one notification. The flags the path checks
- * (paused, drainRequested, connectionClosing) are fields of this object, so a request costs no extra lookup.
+ * per microtask turn, so a burst of completions costs one notification.
  *
- * Waiting for quiet: quiesce(fn) pops nothing and runs fn once no request of any ring is in flight
- * (memory-table changes, a new inflight region, RESET_DEVICE: fn unmaps memory that device I/O may
- * still be writing into). whenIdle serves it, GET_VRING_BASE (one ring) and the connection's
- * shutdown and close.
+ * Waiting for quiet: requests in flight are counted by RequestGates (src/core/request-gate.ts), one
+ * per ring and one for the connection. The connection's gate is closed while nothing may be popped:
+ * quiesce(fn) closes it and runs fn once no request of any ring is in flight (memory-table changes,
+ * a new inflight region, RESET_DEVICE: fn unmaps memory that device I/O may still be writing into),
+ * then opens it again; shutdown (drain) and close close it for good. GET_VRING_BASE waits for one
+ * ring's gate to drain.
  *
  * Errors: a malformed descriptor chain (VirtqueueError) stops only that ring (and signals its error
  * eventfd, which QEMU logs) until the front-end restarts it. A bad SET_VRING_* message throws
  * ProtocolError for the control channel to refuse.
  */
 import { EventFd } from '../../sys/eventfd.js';
+import { RequestGate } from '../../core/request-gate.js';
 import type { ExportLog } from '../log.js';
 import { VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, type BlkRequestHandler } from './blk.js';
 import { clearAfterPush, linkBeforePush, type InflightTracker } from './inflight.js';
@@ -61,7 +63,8 @@ class Queue {
   vq: SplitVirtqueue | undefined;
   /** A guest error stopped the ring until it is restarted. */
   broken = false;
-  inFlight = 0;
+  /** This ring's requests in flight (GET_VRING_BASE waits for them); never closed: see RingSet.gate. */
+  readonly requests = new RequestGate();
   /** processQueue is scheduled (setImmediate) or running. */
   scheduled = false;
   notifyScheduled = false;
@@ -92,10 +95,11 @@ export class RingSet {
   private readonly handler: BlkRequestHandler;
   private readonly inflight: InflightTracker;
   private readonly log: ExportLog;
-  /** >0 while a handler waits for requests in flight to finish: nothing is popped. */
-  private paused = 0;
-  private inFlightTotal = 0;
-  private idleWaiters: Array<{ done: () => boolean; resolve: () => void }> = [];
+  /**
+   * Every ring's requests in flight; nothing is popped while it is closed (quiesce, for a while;
+   * drain and close, for good).
+   */
+  private readonly gate = new RequestGate();
   private requestCount = 0;
 
   constructor(opts: RingSetOptions) {
@@ -127,7 +131,7 @@ export class RingSet {
   drain(): Promise<void> {
     this.drainRequested = true;
     for (const q of this.queues) q.kick?.stopWatching();
-    return this.whenAllIdle();
+    return this.gate.closeAndDrain();
   }
 
   /**
@@ -137,7 +141,7 @@ export class RingSet {
   close(): Promise<void> {
     this.connectionClosing = true;
     for (const q of this.queues) q.kick?.stopWatching();
-    return this.whenAllIdle();
+    return this.gate.closeAndDrain();
   }
 
   /** Closes every ring's descriptors and forgets its state (RESET_DEVICE, end of connection). */
@@ -327,7 +331,7 @@ export class RingSet {
   private async stopQueue(q: Queue): Promise<number> {
     q.started = false;
     q.kick?.stopWatching();
-    await this.whenIdle(() => q.inFlight === 0);
+    await q.requests.whenIdle();
     if (q.vq !== undefined) q.base = q.vq.lastAvailIdx;
     q.vq = undefined;
     q.inflightView = undefined;
@@ -373,7 +377,7 @@ export class RingSet {
   private processQueue(q: Queue): void {
     q.scheduled = false;
     const vq = q.vq;
-    if (vq === undefined || !q.started || !q.enabled || q.broken || this.paused > 0 || this.drainRequested || this.connectionClosing) return;
+    if (vq === undefined || !q.started || !q.enabled || q.broken || !this.gate.isOpen) return;
     try {
       vq.disableNotify();
       let popped = 0;
@@ -402,8 +406,9 @@ export class RingSet {
   private submit(q: Queue, vq: SplitVirtqueue, chain: DescriptorChain): void {
     const inflightView = q.inflightView;
     if (inflightView !== undefined) this.inflight.markInflight(inflightView, chain.head);
-    q.inFlight++;
-    this.inFlightTotal++;
+    // Counted whatever the gate says: popped before it closed, or resubmitted as the ring starts.
+    q.requests.enter();
+    this.gate.enter();
     this.requestCount++;
     this.handler.handle(chain).then(
       (writtenBytes) => this.complete(q, vq, chain.head, writtenBytes),
@@ -437,9 +442,8 @@ export class RingSet {
   }
 
   private finish(q: Queue): void {
-    q.inFlight--;
-    this.inFlightTotal--;
-    this.checkIdle();
+    q.requests.leave();
+    this.gate.leave();
   }
 
   /** One call-eventfd decision per burst of completions (EVENT_IDX or NO_INTERRUPT decides). */
@@ -465,31 +469,13 @@ export class RingSet {
    * that in-flight requests may still be using). Skips fn if the connection closed meanwhile.
    */
   async quiesce(fn: () => void): Promise<void> {
-    this.paused++;
     try {
-      await this.whenAllIdle();
+      await this.gate.closeAndDrain();
       if (this.connectionClosing) return;
       fn();
     } finally {
-      this.paused--;
-      if (this.paused === 0) for (const q of this.queues) this.scheduleQueue(q);
+      this.gate.open();
+      if (this.gate.isOpen) for (const q of this.queues) this.scheduleQueue(q);
     }
-  }
-
-  private whenAllIdle(): Promise<void> {
-    return this.whenIdle(() => this.inFlightTotal === 0);
-  }
-
-  private whenIdle(done: () => boolean): Promise<void> {
-    if (done()) return Promise.resolve();
-    return new Promise((resolve) => this.idleWaiters.push({ done, resolve }));
-  }
-
-  private checkIdle(): void {
-    if (this.idleWaiters.length === 0) return;
-    const ready = this.idleWaiters.filter((w) => w.done());
-    if (ready.length === 0) return;
-    this.idleWaiters = this.idleWaiters.filter((w) => !ready.includes(w));
-    for (const w of ready) w.resolve();
   }
 }

@@ -14,7 +14,7 @@
 import type { ChunkStore } from '../../core/chunk-store.js';
 import { StorageError } from '../../core/errors.js';
 import type { HostFile } from '../../core/host-file.js';
-import type { LayerRef, LayerStore } from '../../core/layer-store.js';
+import type { LayerRef, LayerStore, StrayEntry } from '../../core/layer-store.js';
 import type { ChunkRepository } from '../dedup/repository.js';
 import { checkComponent } from '../local-layer-store.js';
 import { ChunkCache, CHUNK_CACHE_DEFAULT_BYTES } from './chunk-cache.js';
@@ -93,6 +93,11 @@ export class ChunkedLayerStore implements LayerStore {
 
   listPools(): Promise<string[]> {
     return this.local.listPools();
+  }
+
+  /** The local store's: manifests live in the ChunkStore under keys, never in the root. */
+  listStrays(): Promise<StrayEntry[]> {
+    return this.local.listStrays();
   }
 
   async list(pool: string): Promise<string[]> {

@@ -1,0 +1,374 @@
+/**
+ * LocalChunkStore: a ChunkStore over a local folder, one file per object; a key's '/'-separated
+ * parts are sub-folders (`packs/00/0001` is `<root>/packs/00/0001`). The hot tier for packs, and a
+ * cold tier on a slower disk (`file:///mnt/slow/strata`, issue 12).
+ *
+ * Crash safety: an object is written to a temporary file in `<root>/.strata-tmp`, fsynced, then
+ * renamed (put) or hard-linked (putIfAbsent: link(2) fails if the name exists, so of concurrent
+ * callers exactly one wins, with no check-then-write window) onto its name, and the folder is
+ * fsynced. A reader therefore sees the old object or the new one, never a torn one, and an
+ * acknowledged put survives a power cut. A put killed mid-write leaves only its temporary file:
+ * removeInterruptedPuts(), to be called at start-up before any put, deletes those.
+ *
+ * Keys are checked before any path is built: no empty, '.' or '..' part, no leading '/', nothing
+ * that names the temporary folder; a key cannot climb out of the root. A key cannot also be the
+ * folder of another key (`a` and `a/b`): the second put is INVALID_ARGUMENT. Folders emptied by
+ * delete are removed.
+ *
+ * list walks the folders in key order and stops once it has a page: it reads the names of the
+ * folders it passes through (one folder's names at a time), never objects, and skips folders whose
+ * keys all sort before `after` or miss the prefix.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Dirent } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
+import { StorageError } from '../core/errors.js';
+import { errnoOf, syncFolder } from './local-folder.js';
+import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
+
+/** The folder of temporary files, in the root (same file system: rename and link stay atomic). */
+export const LOCAL_CHUNK_TEMP_FOLDER = '.strata-tmp';
+/** The longest file name Linux file systems take (NAME_MAX, bytes). */
+const NAME_MAX_BYTES = 255;
+/** A put writes this much between checks of its AbortSignal. */
+const WRITE_SLICE_BYTES = 1024 * 1024;
+/** Retries of a put whose folder a concurrent delete removed between mkdir and rename. */
+const FOLDER_RACE_RETRIES = 8;
+
+function ioError(what: string, err: unknown): StorageError {
+  const code = errnoOf(err);
+  if (code === 'ENOSPC' || code === 'EDQUOT') return new StorageError('NO_SPACE', `${what}: the disk is full (${code}); free space or add a disk`, { cause: err });
+  return new StorageError('IO_ERROR', `${what}: ${(err as Error).message}`, { cause: err });
+}
+
+function cancelled(what: string): StorageError {
+  return new StorageError('CANCELLED', `${what} was cancelled`);
+}
+
+/** The key's folder parts and file name; INVALID_ARGUMENT for a key that is not a safe relative name. */
+export function localKeyParts(key: string): string[] {
+  checkChunkKey(key);
+  const parts = key.split('/');
+  const problem = (what: string) =>
+    new StorageError('INVALID_ARGUMENT', `chunk key ${JSON.stringify(key)} ${what}: keys are '/'-separated names without empty, '.' or '..' parts`);
+  if (parts[0] === '') throw problem('is absolute (starts with /)');
+  for (const part of parts) {
+    if (part === '') throw problem('has an empty part (// or a trailing /)');
+    if (part === '.' || part === '..') throw problem(`has a "${part}" part`);
+    if (Buffer.byteLength(part) > NAME_MAX_BYTES) throw problem(`has a part longer than ${NAME_MAX_BYTES} bytes`);
+  }
+  if (parts[0] === LOCAL_CHUNK_TEMP_FOLDER) throw problem(`starts with ${LOCAL_CHUNK_TEMP_FOLDER}, the store's own temporary folder`);
+  return parts;
+}
+
+function checkRange(key: string, offsetBytes: number, lengthBytes: number): void {
+  if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || !Number.isSafeInteger(lengthBytes) || lengthBytes < 0) {
+    throw new StorageError('INVALID_ARGUMENT', `range ${offsetBytes}+${lengthBytes} of ${key} is not a byte range`);
+  }
+}
+
+interface ListEntry {
+  name: string;
+  folder: boolean;
+  /** What the entry's keys sort by: the name, and a folder's name with its '/'. */
+  sortKey: string;
+}
+
+export class LocalChunkStore implements ChunkStore {
+  /** The root folder, absolute (made by the first put if missing). */
+  readonly rootDir: string;
+  private readonly tempDir: string;
+
+  constructor(rootDir: string) {
+    this.rootDir = path.resolve(rootDir);
+    this.tempDir = path.join(this.rootDir, LOCAL_CHUNK_TEMP_FOLDER);
+  }
+
+  /** The file an object is stored in (the key checked first). */
+  objectPath(key: string): string {
+    return path.join(this.rootDir, ...localKeyParts(key));
+  }
+
+  /**
+   * Deletes the temporary files of puts that never finished (the process died mid-write); their
+   * objects were never renamed into place. Start-up only: a put running meanwhile would fail.
+   * Returns the names removed.
+   */
+  async removeInterruptedPuts(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.tempDir);
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT') return [];
+      throw ioError(`cannot list ${this.tempDir}`, err);
+    }
+    for (const name of names) await fs.rm(path.join(this.tempDir, name), { force: true, recursive: true });
+    return names.sort();
+  }
+
+  async get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    const file = this.objectPath(key);
+    throwIfAborted(options, `get ${key}`);
+    try {
+      const data = await fs.readFile(file, { signal: options?.signal });
+      return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    } catch (err) {
+      if (options?.signal?.aborted === true) throw cancelled(`get ${key}`);
+      // A missing object, or a folder of other keys: no object of this key.
+      if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'EISDIR' || errnoOf(err) === 'ENOTDIR') return undefined;
+      throw ioError(`cannot read ${file}`, err);
+    }
+  }
+
+  /** Reads only the range (pread), never the whole object. */
+  async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    const file = this.objectPath(key);
+    checkRange(key, offsetBytes, lengthBytes);
+    throwIfAborted(options, `get ${key}`);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(file, 'r');
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return undefined;
+      throw ioError(`cannot open ${file}`, err);
+    }
+    try {
+      const stat = await handle.stat();
+      if (!stat.isFile()) return undefined;
+      const out = new Uint8Array(Math.max(0, Math.min(lengthBytes, stat.size - offsetBytes)));
+      let filled = 0;
+      while (filled < out.length) {
+        throwIfAborted(options, `get ${key}`);
+        const { bytesRead } = await handle.read(out, filled, out.length - filled, offsetBytes + filled);
+        if (bytesRead === 0) break; // cannot happen (objects are replaced by rename, never changed in place)
+        filled += bytesRead;
+      }
+      return filled === out.length ? out : out.subarray(0, filled);
+    } catch (err) {
+      if (err instanceof StorageError) throw err;
+      throw ioError(`cannot read ${file}`, err);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+    const parts = localKeyParts(key);
+    throwIfAborted(options, `put ${key}`);
+    const temp = await this.writeTemp(key, data, options);
+    try {
+      await this.placeTemp(key, parts, temp, options, async (target) => {
+        await fs.rename(temp, target);
+        return true;
+      });
+    } catch (err) {
+      await fs.rm(temp, { force: true });
+      throw err;
+    }
+  }
+
+  async putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+    const parts = localKeyParts(key);
+    throwIfAborted(options, `put ${key}`);
+    const temp = await this.writeTemp(key, data, options);
+    try {
+      return await this.placeTemp(key, parts, temp, options, async (target) => {
+        try {
+          await fs.link(temp, target);
+          return true;
+        } catch (err) {
+          if (errnoOf(err) !== 'EEXIST') throw err;
+          if ((await fs.lstat(target)).isDirectory()) throw Object.assign(new Error('a folder of other keys'), { code: 'EISDIR' });
+          return false;
+        }
+      });
+    } finally {
+      await fs.rm(temp, { force: true });
+    }
+  }
+
+  async delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+    const parts = localKeyParts(key);
+    throwIfAborted(options, `delete ${key}`);
+    const file = path.join(this.rootDir, ...parts);
+    try {
+      await fs.unlink(file);
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR' || code === 'EPERM') return;
+      throw ioError(`cannot delete ${file}`, err);
+    }
+    await this.syncOrFail(path.dirname(file));
+    await this.removeEmptyFolders(parts.slice(0, -1));
+  }
+
+  async list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
+    throwIfAborted(options, `list ${prefix}`);
+    const limit = Math.min(options?.limit ?? CHUNK_LIST_PAGE_MAX, CHUNK_LIST_PAGE_MAX);
+    if (!Number.isSafeInteger(limit) || limit < 1) throw new StorageError('INVALID_ARGUMENT', `list limit ${limit} is not a positive whole number`);
+    // Every key with this prefix lies under the prefix's folder part; a folder part no key can
+    // have (an empty, '.' or '..' part) holds none.
+    const folderParts = prefix.split('/').slice(0, -1);
+    if (folderParts.some((p) => p === '' || p === '.' || p === '..' || p.includes('\0')) || folderParts[0] === LOCAL_CHUNK_TEMP_FOLDER) return { keys: [] };
+    const keys: string[] = [];
+    // One key past the page tells whether there is a next page.
+    for await (const key of this.walk(folderParts, prefix, options?.after, options)) {
+      keys.push(key);
+      if (keys.length > limit) break;
+    }
+    if (keys.length <= limit) return { keys };
+    const page = keys.slice(0, limit);
+    return { keys: page, nextAfter: page[page.length - 1] as string };
+  }
+
+  // --- put ---------------------------------------------------------------------------------------
+
+  /** Writes data to a new temporary file and fsyncs it; on any failure or abort, leaves none. */
+  private async writeTemp(key: string, data: Uint8Array, options: ChunkStoreCallOptions | undefined): Promise<string> {
+    const temp = path.join(this.tempDir, `${process.pid}-${randomBytes(8).toString('hex')}`);
+    let handle: fs.FileHandle;
+    try {
+      handle = await fs.open(temp, 'wx', 0o644);
+    } catch (err) {
+      if (errnoOf(err) !== 'ENOENT') throw ioError(`cannot create ${temp}`, err);
+      await fs.mkdir(this.tempDir, { recursive: true });
+      handle = await fs.open(temp, 'wx', 0o644).catch((again: unknown) => {
+        throw ioError(`cannot create ${temp}`, again);
+      });
+    }
+    try {
+      let written = 0;
+      do {
+        throwIfAborted(options, `put ${key}`);
+        const end = Math.min(data.length, written + WRITE_SLICE_BYTES);
+        const { bytesWritten } = await handle.write(data, written, end - written, written);
+        written += bytesWritten;
+      } while (written < data.length);
+      throwIfAborted(options, `put ${key}`);
+      await handle.sync();
+      await handle.close();
+      return temp;
+    } catch (err) {
+      await handle.close().catch(() => {});
+      await fs.rm(temp, { force: true });
+      if (err instanceof StorageError) throw err;
+      throw ioError(`cannot write ${temp}`, err);
+    }
+  }
+
+  /**
+   * Makes the key's folders, then `place(target)` (rename or link) and fsyncs the folder. The last
+   * abort check is before place: once the object is in place the put has happened.
+   */
+  private async placeTemp(
+    key: string,
+    parts: string[],
+    temp: string,
+    options: ChunkStoreCallOptions | undefined,
+    place: (target: string) => Promise<boolean>,
+  ): Promise<boolean> {
+    const target = path.join(this.rootDir, ...parts);
+    const folder = path.dirname(target);
+    for (let attempt = 0; ; attempt++) {
+      await this.makeFolders(key, parts.slice(0, -1));
+      throwIfAborted(options, `put ${key}`);
+      let placed: boolean;
+      try {
+        placed = await place(target);
+      } catch (err) {
+        const code = errnoOf(err);
+        // A concurrent delete removed the emptied folder between mkdir and place: make it again.
+        if (code === 'ENOENT' && attempt < FOLDER_RACE_RETRIES) continue;
+        if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST') throw this.folderConflict(key, key);
+        throw ioError(`cannot store ${target} (from ${temp})`, err);
+      }
+      // Also when another caller placed it: the object must be durable before anyone relies on it.
+      await this.syncOrFail(folder);
+      return placed;
+    }
+  }
+
+  /** mkdir -p of the key's folders, each new folder made durable in its parent. */
+  private async makeFolders(key: string, folderParts: string[]): Promise<void> {
+    if (folderParts.length === 0) return;
+    const folder = path.join(this.rootDir, ...folderParts);
+    let first: string | undefined;
+    try {
+      first = await fs.mkdir(folder, { recursive: true });
+    } catch (err) {
+      const code = errnoOf(err);
+      if (code === 'ENOTDIR' || code === 'EEXIST') throw this.folderConflict(key, folderParts.join('/'));
+      throw ioError(`cannot create ${folder}`, err);
+    }
+    if (first === undefined) return;
+    // Every folder from the first one made down to the key's: sync each one's parent.
+    for (let dir = folder; ; dir = path.dirname(dir)) {
+      await this.syncOrFail(path.dirname(dir));
+      if (dir === first || dir.length <= this.rootDir.length) break;
+    }
+  }
+
+  private folderConflict(key: string, clash: string): StorageError {
+    return new StorageError(
+      'INVALID_ARGUMENT',
+      `chunk key ${JSON.stringify(key)} clashes with ${JSON.stringify(clash)}: in a local chunk store a key cannot also be the folder of other keys (as "a" and "a/b"); choose keys that do not nest`,
+    );
+  }
+
+  private async syncOrFail(dir: string): Promise<void> {
+    try {
+      await syncFolder(dir);
+    } catch (err) {
+      throw ioError(`cannot sync ${dir}`, err);
+    }
+  }
+
+  /** Removes the key's folders that delete left empty, deepest first; stops at one still in use. */
+  private async removeEmptyFolders(folderParts: string[]): Promise<void> {
+    for (let n = folderParts.length; n > 0; n--) {
+      const dir = path.join(this.rootDir, ...folderParts.slice(0, n));
+      try {
+        await fs.rmdir(dir);
+      } catch {
+        return; // not empty (another key, or a put making it right now), or gone already
+      }
+    }
+  }
+
+  // --- list --------------------------------------------------------------------------------------
+
+  /** Keys under a folder in key order, from after `after`, with the prefix; one folder read at a time. */
+  private async *walk(folderParts: string[], prefix: string, after: string | undefined, options: ChunkStoreCallOptions | undefined): AsyncGenerator<string> {
+    const folderKey = folderParts.length === 0 ? '' : `${folderParts.join('/')}/`;
+    let dirents: Dirent[];
+    try {
+      dirents = await fs.readdir(path.join(this.rootDir, ...folderParts), { withFileTypes: true });
+    } catch (err) {
+      if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return;
+      throw ioError(`cannot list ${path.join(this.rootDir, ...folderParts)}`, err);
+    }
+    const entries: ListEntry[] = [];
+    for (const d of dirents) {
+      if (folderParts.length === 0 && d.name === LOCAL_CHUNK_TEMP_FOLDER) continue;
+      const folder = d.isDirectory();
+      if (!folder && !d.isFile()) continue; // not something a put makes
+      entries.push({ name: d.name, folder, sortKey: folder ? `${d.name}/` : d.name });
+    }
+    entries.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+    for (const entry of entries) {
+      throwIfAborted(options, `list ${prefix}`);
+      const key = folderKey + entry.name;
+      if (!entry.folder) {
+        if (key.startsWith(prefix) && (after === undefined || key > after)) yield key;
+        continue;
+      }
+      const keysStart = `${key}/`;
+      if (!keysStart.startsWith(prefix) && !prefix.startsWith(keysStart)) continue;
+      // Every key below starts with keysStart: all sort before `after` unless `after` runs into them.
+      if (after !== undefined && keysStart < after && !after.startsWith(keysStart)) continue;
+      yield* this.walk([...folderParts, entry.name], prefix, after, options);
+    }
+  }
+}
