@@ -17,7 +17,7 @@ for (const kind of ['moto', 'radosgw'] as const) {
     const stores: S3ChunkStore[] = [];
     beforeAll(async () => {
       server = await starters[kind]();
-      useCredentialsProfiles({ [kind]: server, 'wrong-secret': { accessKeyId: server.accessKeyId, secretAccessKey: 'not-the-secret' } });
+      useCredentialsProfiles(server, { [kind]: server, 'wrong-secret': { accessKeyId: server.accessKeyId, secretAccessKey: 'not-the-secret' } });
     });
     afterAll(async () => {
       for (const store of stores) store.close();

@@ -11,7 +11,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -316,14 +316,12 @@ export async function createTestBucket(server: S3TestServer, stem = 'strata-test
 /**
  * Points the AWS SDK's default credential chain of this test process at a shared credentials file
  * of our own, with one profile per entry, the way an operator configures the daemon (no keys in
- * options). Also turns instance-metadata lookups off, so a missing profile never sends traffic
+ * options), in a folder of `server`'s. Also turns instance-metadata lookups off, so a missing profile never sends traffic
  * off this machine. Call once per test file (each runs in its own process).
  */
-export function useCredentialsProfiles(profiles: Record<string, { accessKeyId: string; secretAccessKey: string }>): string {
-  // A new folder per call: the SDK caches a credentials file by its path.
-  const tmp = makeTempDir();
-  process.once('exit', tmp.cleanup);
-  const dir = tmp.path;
+export function useCredentialsProfiles(server: S3TestServer, profiles: Record<string, { accessKeyId: string; secretAccessKey: string }>): string {
+  // In the server's folder, which stop() removes; a new folder per call, as the SDK caches a file by its path.
+  const dir = mkdtempSync(path.join(server.dir, 'aws-'));
   const credentialsFile = path.join(dir, 'credentials');
   const text = Object.entries(profiles)
     .map(([name, keys]) => `[${name}]\naws_access_key_id = ${keys.accessKeyId}\naws_secret_access_key = ${keys.secretAccessKey}\n`)

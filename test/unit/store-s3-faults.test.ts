@@ -36,7 +36,7 @@ describe.skipIf(!s3ServerAvailable('moto'))('S3ChunkStore faults (moto_server)',
 
   beforeAll(async () => {
     server = await startMoto();
-    useCredentialsProfiles({ moto: server, 'wrong-keys': { accessKeyId: 'AKIAWRONGKEY', secretAccessKey: 'wrong' } });
+    useCredentialsProfiles(server, { moto: server, 'wrong-keys': { accessKeyId: 'AKIAWRONGKEY', secretAccessKey: 'wrong' } });
     proxy = await S3FaultProxy.start(server.endpoint);
     bucket = await createTestBucket(server);
   });
