@@ -190,3 +190,26 @@ describe.skipIf(!s3ServerAvailable('moto'))('S3ChunkStore faults (moto_server)',
     }
   });
 });
+
+describe('S3ChunkStore settings', () => {
+  const base = { endpoint: 'http://127.0.0.1:1', region: 'us-east-1', bucket: 'strata-test', forcePathStyle: true };
+  it('bad settings are INVALID_ARGUMENT naming the setting, before any request', () => {
+    const invalid = (config: ConstructorParameters<typeof S3ChunkStore>[0], message: RegExp): void => {
+      expect(() => new S3ChunkStore(config)).toThrow(message);
+    };
+    invalid({ ...base, endpoint: 'ftp://example' }, /S3 endpoint "ftp:\/\/example" is not an http:\/\/ or https:\/\/ URL/);
+    invalid({ ...base, bucket: 'Bad_Bucket' }, /S3 bucket name "Bad_Bucket"/);
+    invalid({ ...base, region: '' }, /needs a region/);
+    invalid({ ...base, retry: { maxAttempts: 0 } }, /retry setting maxAttempts is 0/);
+    invalid({ ...base, retry: { totalTimeMs: 1.5 } }, /retry setting totalTimeMs is 1.5/);
+  });
+
+  it('a key too long for S3 once prefixed is INVALID_ARGUMENT', async () => {
+    const store = new S3ChunkStore({ ...base, prefix: 'p'.repeat(1000) });
+    try {
+      await expectCode(store.put('k'.repeat(30), Uint8Array.of(1)), 'INVALID_ARGUMENT', /longer than S3's 1024 bytes/);
+    } finally {
+      store.close();
+    }
+  });
+});

@@ -88,7 +88,14 @@ export class S3ChunkStore implements ChunkStore {
         if (this.conditionalPut === probe) this.conditionalPut = undefined; // probe again next time
       });
     }
-    return this.conditionalPut;
+    const signal = options?.signal;
+    if (signal === undefined) return this.conditionalPut;
+    // The probe is shared by every caller: a cancelled caller stops waiting, the probe goes on.
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => reject(new StorageError('CANCELLED', 'S3 conditional PUT probe was cancelled'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.conditionalPut?.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
   }
 
   /** Releases the client's connections. */
