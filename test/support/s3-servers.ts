@@ -199,8 +199,8 @@ const OSD_PORT_CEILING = 32_000;
 
 /**
  * A single-node radosgw (Ceph 16 here) with one S3 user; about 13 s to start. A start that fails
- * (another cluster on this machine can take a port between our check and our bind) is tried once
- * more from scratch.
+ * (say, a port taken by another process between freePort() and the bind) is tried once more from
+ * scratch, in a new folder on new ports.
  */
 export async function startRadosgw(): Promise<S3TestServer> {
   try {
@@ -232,8 +232,8 @@ async function startRadosgwOnce(): Promise<S3TestServer> {
     await step('ceph-osd --mkfs', 'ceph-osd', ['-i', '0', '--mkfs']);
     const osdFsid = readFileSync(path.join(dir, 'osd', 'osd.0', 'fsid'), 'utf8').trim();
     await step('ceph osd new', 'ceph', ['--connect-timeout', '30', 'osd', 'new', osdFsid, '0']);
-    // A fresh OSD sometimes asks the monitor before it has the cluster's monmap and is refused
-    // ('wrong fsid') and exits; started again, it joins. Three tries, then give up.
+    // A fresh OSD is now and then refused by the monitor while it joins ('wrong fsid' in its log)
+    // and exits; started again on the same data, it joins. Three tries, then give up.
     for (let osdTry = 1; ; osdTry++) {
       const osd = startProcess('ceph-osd', [...c, '-i', '0', '-f'], path.join(dir, 'log', 'osd.out'));
       children.push(osd);
