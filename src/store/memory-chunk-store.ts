@@ -16,6 +16,20 @@ export function checkChunkKey(key: string): void {
   }
 }
 
+/** Throws INVALID_ARGUMENT unless offset and length are whole, non-negative byte counts. */
+export function checkChunkRange(key: string, offsetBytes: number, lengthBytes: number): void {
+  if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || !Number.isSafeInteger(lengthBytes) || lengthBytes < 0) {
+    throw new StorageError('INVALID_ARGUMENT', `range ${offsetBytes}+${lengthBytes} of ${key} is not a byte range`);
+  }
+}
+
+/** A list call's page size: `limit` capped at CHUNK_LIST_PAGE_MAX; INVALID_ARGUMENT when not positive. */
+export function chunkListLimit(limit: number | undefined): number {
+  const capped = Math.min(limit ?? CHUNK_LIST_PAGE_MAX, CHUNK_LIST_PAGE_MAX);
+  if (!Number.isSafeInteger(capped) || capped < 1) throw new StorageError('INVALID_ARGUMENT', `list limit ${capped} is not a positive whole number`);
+  return capped;
+}
+
 export class MemoryChunkStore implements ChunkStore {
   private readonly objects = new Map<string, Uint8Array>();
 
@@ -28,9 +42,7 @@ export class MemoryChunkStore implements ChunkStore {
 
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
     checkChunkKey(key);
-    if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || !Number.isSafeInteger(lengthBytes) || lengthBytes < 0) {
-      throw new StorageError('INVALID_ARGUMENT', `range ${offsetBytes}+${lengthBytes} of ${key} is not a byte range`);
-    }
+    checkChunkRange(key, offsetBytes, lengthBytes);
     throwIfAborted(options, `get ${key}`);
     const data = this.objects.get(key);
     return data === undefined ? undefined : data.slice(offsetBytes, offsetBytes + lengthBytes);
@@ -58,8 +70,7 @@ export class MemoryChunkStore implements ChunkStore {
 
   async list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
     throwIfAborted(options, `list ${prefix}`);
-    const limit = Math.min(options?.limit ?? CHUNK_LIST_PAGE_MAX, CHUNK_LIST_PAGE_MAX);
-    if (!Number.isSafeInteger(limit) || limit < 1) throw new StorageError('INVALID_ARGUMENT', `list limit ${limit} is not a positive whole number`);
+    const limit = chunkListLimit(options?.limit);
     const after = options?.after;
     const keys = [...this.objects.keys()]
       .filter((key) => key.startsWith(prefix) && (after === undefined || key > after))
