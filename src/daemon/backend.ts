@@ -6,7 +6,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { LevelCatalogStore } from '../meta/level-catalog.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
-import { LocalVolumeService } from '../volume/index.js';
+import { LocalVolumeService, migrateLegacyCatalog } from '../volume/index.js';
 import type { ExportRecord } from '../volume/index.js';
 import type { VolumeService } from '../volume/types.js';
 import type { DaemonConfig } from './config.js';
@@ -39,9 +39,15 @@ export interface VolumeBackendOptions {
 
 export type VolumeBackendFactory = (options: VolumeBackendOptions) => Promise<VolumeBackend>;
 
-/** The LevelDB CatalogStore in <data>/catalog and LocalVolumeService over <data>/pools. */
+/**
+ * The LevelDB CatalogStore in <data>/catalog (a catalog in the first release's layout is converted
+ * as it opens) and LocalVolumeService over <data>/pools.
+ */
 export const openVolumeBackend: VolumeBackendFactory = async (options) => {
-  const catalog = await LevelCatalogStore.open(options.catalogDir);
+  const catalog = await LevelCatalogStore.open(options.catalogDir, { migrateLegacy: migrateLegacyCatalog });
+  if (catalog.migrated !== undefined) {
+    options.logger.info({ catalog: options.catalogDir, records: catalog.migrated }, 'converted the catalog from the first layout to tables');
+  }
   let service: LocalVolumeService;
   try {
     service = new LocalVolumeService(catalog, options.dataDir, {

@@ -6,4 +6,5 @@ export { openChain, LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';
 export { DIFF_FORMAT, DIFF_VERSION } from './diff-stream.js';
 export type * from './types.js';
 export { VolumeCatalog, VOLUME_CATALOG_SCHEMA_VERSION } from './catalog.js';
+export { migrateLegacyCatalog } from './catalog-migration.js';
 export type * from './records.js';
