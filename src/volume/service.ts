@@ -66,6 +66,8 @@ export class LocalVolumeService implements VolumeService {
   readonly jobs: JobRunner;
   readonly maxChainDepth: number;
   readonly chainDepthPolicy: ChainDepthPolicy;
+  /** The default coordinator when the caller passed none (closed with the service). */
+  private readonly ownCoordinator: Coordinator | undefined;
   /** The records, as tables over the CatalogStore the caller opened (and closes). */
   readonly catalog: VolumeCatalog;
   /** What the modules share: built once here, passed to each as `svc`. */
@@ -78,6 +80,8 @@ export class LocalVolumeService implements VolumeService {
   ) {
     this.layerStore = options.layerStore ?? new LocalLayerStore(path.join(path.resolve(dataDir), 'pools'));
     this.catalog = new VolumeCatalog(store);
+    const coordinator = options.coordinator ?? new LocalCoordinator();
+    this.ownCoordinator = options.coordinator === undefined ? coordinator : undefined;
     this.jobs = new JobRunner(this.catalog, options.maxConcurrentJobs === undefined ? {} : { maxConcurrent: options.maxConcurrentJobs });
     this.maxChainDepth = options.maxChainDepth ?? DEFAULT_MAX_CHAIN_DEPTH;
     if (!Number.isSafeInteger(this.maxChainDepth) || this.maxChainDepth < 1) {
@@ -86,7 +90,7 @@ export class LocalVolumeService implements VolumeService {
     this.chainDepthPolicy = options.chainDepthPolicy ?? 'refuse';
     this.svc = {
       catalog: this.catalog,
-      coordinator: options.coordinator ?? new LocalCoordinator(),
+      coordinator,
       writerName: options.writerName ?? 'strata',
       layerStore: this.layerStore,
       jobs: this.jobs,
@@ -99,9 +103,13 @@ export class LocalVolumeService implements VolumeService {
     };
   }
 
-  /** Cancels running jobs and waits for them. The caller closes the catalog afterwards. */
+  /**
+   * Cancels running jobs and waits for them, then closes the coordinator if the service made its
+   * own. The caller closes the catalog store (and a coordinator it passed) afterwards.
+   */
   async close(): Promise<void> {
     await this.jobs.shutdown();
+    await this.ownCoordinator?.close();
   }
 
   // Pools (pools.ts)
