@@ -104,12 +104,11 @@ export class Table<T> {
       ...(options.after === undefined ? {} : { after: this.indexKey(index, options.after) }),
       ...(options.limit === undefined ? {} : { limit: options.limit }),
     });
-    const records: Versioned<T>[] = [];
-    for (const entry of page.entries) {
+    const ids = page.entries.map((entry) => {
       if (typeof entry.value !== 'string') throw this.damaged(entry.key, entry.value);
-      const record = await this.get(entry.value);
-      if (record !== undefined) records.push(record);
-    }
+      return entry.value;
+    });
+    const records = (await Promise.all(ids.map((id) => this.get(id)))).filter((record) => record !== undefined);
     const next = page.nextAfter?.slice(this.indexKey(index, '').length);
     return next === undefined ? { records } : { records, nextAfter: next };
   }

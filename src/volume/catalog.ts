@@ -99,6 +99,15 @@ export class RecordTable<T extends object> {
     txn.written.push(next);
   }
 
+  /**
+   * Adds a compare only: the commit fails (BUSY) if `record` changed or went since it was read
+   * (the pool whose quota a new volume was checked against).
+   */
+  requireUnchanged(txn: CatalogTxn, record: T): void {
+    const { modRevision } = this.versioned(record);
+    txn.compares.push({ key: this.table.recordKey(this.table.schema.id(record)), modRevision });
+  }
+
   /** Adds the removal of `current` (as read); fails at commit if it changed since. */
   remove(txn: CatalogTxn, current: T): void {
     this.table.delete(txn, this.versioned(current));

@@ -50,6 +50,7 @@ export async function cloneSnapshot(svc: ServiceContext, pool: string, volume: s
         await createLayerFile(svc.layerStore, layer, snap.sizeBytes, base);
         await svc.layerStore.syncPool(destPool);
         const txn = new CatalogTxn();
+        svc.catalog.pools.requireUnchanged(txn, dest);
         svc.catalog.createVolume(txn, record);
         svc.catalog.layers.create(txn, layer);
         await commitIntent(svc, txn, intent);

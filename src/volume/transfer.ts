@@ -80,8 +80,9 @@ async function copyJob(svc: ServiceContext, volumeId: string, claim: NameClaim, 
       }
       await svc.layerStore.syncPool(destPool);
       await svc.locks.run([poolKey(destPool)], async () => {
-        await requirePool(svc, destPool);
+        const pool = await requirePool(svc, destPool);
         const txn = new CatalogTxn();
+        svc.catalog.pools.requireUnchanged(txn, pool);
         svc.catalog.createVolume(txn, volume, claim.reservation);
         svc.catalog.layers.create(txn, layer);
         await commitIntent(svc, txn, intent);
@@ -143,8 +144,10 @@ async function importJob(
     await svc.layerStore.syncPool(pool);
     const volume: VolumeRecord = { id: volumeId, pool, name, sizeBytes, activeLayerId: layer.id, createdAt: nowIso() };
     await svc.locks.run([poolKey(pool)], async () => {
-      await checkQuota(svc, await requirePool(svc, pool), sizeBytes, `importing '${pool}/${name}'`, { reservation: `${pool}/${name}` });
+      const poolRecord = await requirePool(svc, pool);
+      await checkQuota(svc, poolRecord, sizeBytes, `importing '${pool}/${name}'`, { reservation: `${pool}/${name}` });
       const txn = new CatalogTxn();
+      svc.catalog.pools.requireUnchanged(txn, poolRecord);
       svc.catalog.createVolume(txn, volume, claim.reservation);
       svc.catalog.layers.create(txn, layer);
       await commitIntent(svc, txn, intent);

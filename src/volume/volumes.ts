@@ -38,6 +38,7 @@ export async function createVolume(svc: ServiceContext, pool: string, name: stri
       await createLayerFile(svc.layerStore, layer, sizeBytes);
       await svc.layerStore.syncPool(pool);
       const txn = new CatalogTxn();
+      svc.catalog.pools.requireUnchanged(txn, poolRecord);
       svc.catalog.createVolume(txn, volume);
       svc.catalog.layers.create(txn, layer);
       await commitIntent(svc, txn, intent);
