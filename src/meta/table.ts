@@ -32,12 +32,15 @@ export class TxnBuilder {
   /** Index keys created in this transaction, to name the conflict when one already exists. */
   readonly claimedIndexKeys = new Map<string, string>();
 
-  /** Commits; a failed compare on a claimed index key is ALREADY_EXISTS, any other is BUSY. */
+  /**
+   * Commits. When only claimed index keys failed their compare, ALREADY_EXISTS names them; when a
+   * record read earlier changed, BUSY (the cause: any name conflict came with that change).
+   */
   async commit(store: CatalogStore): Promise<number> {
     const result = await store.txn(this.compares, this.ops);
     if (result.succeeded) return result.revision;
-    const taken = result.failedKeys.map((key) => this.claimedIndexKeys.get(key)).filter((what) => what !== undefined);
-    if (taken.length > 0) throw new StorageError('ALREADY_EXISTS', `${taken.join(', ')} already exists`);
+    const taken = result.failedKeys.map((key) => this.claimedIndexKeys.get(key));
+    if (taken.length > 0 && taken.every((what) => what !== undefined)) throw new StorageError('ALREADY_EXISTS', `${taken.join(', ')} already exists`);
     throw new StorageError('BUSY', `the catalog changed underneath this operation (${result.failedKeys.join(', ')}); try again`);
   }
 }

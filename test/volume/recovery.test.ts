@@ -1,7 +1,7 @@
 /**
  * Recovery of interrupted operations, deterministically: each multi-file operation is stopped right
- * before its commit batch (all file work done) or right after it (files still to delete), with the
- * in-process cleanup disabled as if the process had died there. After a restart, recover() must
+ * before its commit transaction (all file work done) or right after it (files still to delete), with
+ * every later catalog write failing, as if the process had died there. After a restart, recover() must
  * roll the operation back (before the commit) or finish it (after), leaving every volume and
  * snapshot reading what it should, qemu-img check clean, and no orphan file.
  * (crash.test.ts does the same with SIGKILL at random moments.)

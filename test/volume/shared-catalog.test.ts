@@ -76,6 +76,36 @@ describe('two services over one catalog and coordinator', () => {
   });
 });
 
+describe('racing changes from two services', () => {
+  it('two snapshots of one volume at once: one lands, the other is BUSY and rolled back (no lost update, no orphan)', async () => {
+    const { a, b, close } = twoServices();
+    await a.createPool('p');
+    await a.createVolume('p', 'v', MiB);
+    const results = await Promise.allSettled([a.createSnapshot('p', 'v', 'from-a'), b.createSnapshot('p', 'v', 'from-b')]);
+    const outcomes = results.map((r) => (r.status === 'fulfilled' ? 'ok' : (r.reason as { code?: string }).code)).sort();
+    expect(outcomes).toEqual(['BUSY', 'ok']);
+    const snaps = await a.listSnapshots('p', 'v');
+    expect(snaps).toHaveLength(1);
+    // Every layer file is a recorded layer's, and the chain is what the records say.
+    const layers = await a.catalog.layers.all();
+    expect((await a.layerStore.list('p')).sort()).toEqual(layers.map((l) => l.fileName).sort());
+    expect((await a.volumeInfo('p', 'v')).chainDepth).toBe(2);
+    expect(await a.catalog.intents.all()).toEqual([]);
+    await close();
+  });
+
+  it('two creators of one name at once: one volume, the other ALREADY_EXISTS', async () => {
+    const { a, b, close } = twoServices();
+    await a.createPool('p');
+    const results = await Promise.allSettled([a.createVolume('p', 'same', MiB), b.createVolume('p', 'same', 2 * MiB)]);
+    const outcomes = results.map((r) => (r.status === 'fulfilled' ? 'ok' : (r.reason as { code?: string }).code)).sort();
+    expect(outcomes).toEqual(['ALREADY_EXISTS', 'ok']);
+    expect(await a.listVolumes('p')).toHaveLength(1);
+    expect(await a.layerStore.list('p')).toHaveLength(1);
+    await close();
+  });
+});
+
 describe('name claims across a restart', () => {
   it('a claim left by a stopped daemon is dropped at start-up, and the name is free again', async () => {
     const env = await makeEnv({}, undefined, 'memory');
