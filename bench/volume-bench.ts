@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Qcow2Image } from '../formats/qcow2/index.js';
 import { allocAligned } from '../src/sys/aligned-buffer.js';
 import { GiB, MiB, TiB } from '../src/core/units.js';
-import { Catalog } from '../src/catalog/index.js';
+import { LevelCatalogStore } from '../src/meta/level-catalog.js';
 import { LocalHostFile } from '../src/store/local-file.js';
 import { LocalVolumeService, type VolumeInfo } from '../src/volume/index.js';
 import { argValue, median } from './args.js';
@@ -47,7 +47,7 @@ async function fill(layerPath: string, sizeBytes: number, totalBytes: number): P
 async function main(): Promise<void> {
   const baseDir = argValue('--dir', existsSync('/dev/shm') ? '/dev/shm' : '/tmp');
   const dir = mkdtempSync(join(baseDir, 'strata-volume-bench-'));
-  const catalog = await Catalog.open(join(dir, 'catalog'));
+  const catalog = await LevelCatalogStore.open(join(dir, 'catalog'));
   const service = new LocalVolumeService(catalog, dir, { maxChainDepth: 64 });
   const lines: string[] = [];
   try {

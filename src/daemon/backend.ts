@@ -4,18 +4,20 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { Catalog } from '../catalog/index.js';
+import { LevelCatalogStore } from '../meta/level-catalog.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
-import { LocalVolumeService } from '../volume/index.js';
-import type { ExportRecord } from '../catalog/index.js';
+import { LocalVolumeService, migrateLegacyCatalog } from '../volume/index.js';
+import type { ExportRecord } from '../volume/index.js';
 import type { VolumeService } from '../volume/types.js';
 import type { DaemonConfig } from './config.js';
 
 /** Where the daemon keeps its export records (so exports come back after a restart). */
 export interface ExportStore {
   list(): Promise<ExportRecord[]>;
-  put(record: ExportRecord): Promise<void>;
-  del(id: string): Promise<void>;
+  /** Records a new export (ALREADY_EXISTS if its NBD name or socket is recorded already). */
+  add(record: ExportRecord): Promise<void>;
+  /** Forgets an export; one already gone is fine. */
+  remove(id: string): Promise<void>;
 }
 
 export interface VolumeBackend {
@@ -37,9 +39,15 @@ export interface VolumeBackendOptions {
 
 export type VolumeBackendFactory = (options: VolumeBackendOptions) => Promise<VolumeBackend>;
 
-/** The LevelDB catalog in <data>/catalog and LocalVolumeService over <data>/pools. */
+/**
+ * The LevelDB CatalogStore in <data>/catalog (a catalog in the first release's layout is converted
+ * as it opens) and LocalVolumeService over <data>/pools.
+ */
 export const openVolumeBackend: VolumeBackendFactory = async (options) => {
-  const catalog = await Catalog.open(options.catalogDir);
+  const catalog = await LevelCatalogStore.open(options.catalogDir, { migrateLegacy: migrateLegacyCatalog });
+  if (catalog.migrated !== undefined) {
+    options.logger.info({ catalog: options.catalogDir, records: catalog.migrated }, 'converted the catalog from the first layout to tables');
+  }
   let service: LocalVolumeService;
   try {
     service = new LocalVolumeService(catalog, options.dataDir, {
@@ -55,9 +63,12 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
   return {
     service,
     exportStore: {
-      list: () => catalog.list('export'),
-      put: (record) => catalog.put('export', record),
-      del: (id) => catalog.del('export', id),
+      list: () => service.catalog.exports.all(),
+      add: (record) => service.catalog.change((txn) => service.catalog.exports.create(txn, record)),
+      remove: async (id) => {
+        const current = await service.catalog.exports.get(id);
+        if (current) await service.catalog.change((txn) => service.catalog.exports.remove(txn, current));
+      },
     },
     recover: async () => {
       const report = await service.recover();
@@ -65,6 +76,7 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
       for (const file of report.orphansDeleted) options.logger.info({ file }, 'recovery deleted an orphan file');
       return {
         jobsMarkedFailed: report.jobsMarkedFailed,
+        claimsDropped: report.claimsDropped.length,
         intentsRolledBack: report.intentsRolledBack.length,
         intentsFinished: report.intentsFinished.length,
         orphansDeleted: report.orphansDeleted.length,

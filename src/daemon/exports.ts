@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
-import type { ExportRecord } from '../catalog/index.js';
+import type { ExportRecord } from '../volume/index.js';
 import type { BlockDevice } from '../core/block-device.js';
 import { StorageError } from '../core/errors.js';
 import type { Export } from '../core/export.js';
@@ -182,7 +182,7 @@ export class ExportManager implements ExportService {
       const record = this.validate(request);
       await this.startRecord(record);
       try {
-        await this.options.store.put(record);
+        await this.options.store.add(record);
       } catch (err) {
         await this.stopRunning(record.id);
         throw err;
@@ -196,7 +196,7 @@ export class ExportManager implements ExportService {
     return this.serialized(async () => {
       const running = this.running.get(id);
       if (running === undefined) throw new StorageError('NOT_FOUND', `export '${id}' does not exist`);
-      await this.options.store.del(id);
+      await this.options.store.remove(id);
       await this.stopRunning(id);
       this.options.logger.info({ export: id, type: running.record.type, target: targetName(running.record) }, 'export stopped');
     });

@@ -7,6 +7,10 @@
  *
  * Key order is LevelDB's bytewise UTF-8 order, which equals JavaScript's string order for every
  * key without characters above U+FFFF.
+ *
+ * A folder in the layout of Strata's first catalog (`meta:schema` = 1, one JSON record per
+ * `<kind>:<key>`) is converted at open by the caller's `migrateLegacy`, in one synced batch that
+ * writes the new entries and deletes every old key: a crash leaves either layout whole, never a mix.
  */
 import { Level } from 'level';
 import type {
@@ -26,6 +30,26 @@ import { checkKey, checkTxn, pageLimit, WatchHub } from './catalog-common.js';
 
 const ENTRY_PREFIX = 'e:';
 const REVISION_KEY = 'rev';
+/** The first catalog's layout version key, and the one version of it that can be migrated. */
+const LEGACY_SCHEMA_KEY = 'meta:schema';
+const LEGACY_SCHEMA_VERSION = 1;
+
+/** A key and JSON value of the first catalog's layout (`<kind>:<key>`). */
+export interface LegacyEntry {
+  readonly key: string;
+  readonly value: unknown;
+}
+
+/**
+ * Converts the first layout's records into this store's entries (throws for one it cannot read);
+ * `summary` says what was converted, for the log.
+ */
+export type LegacyMigration = (entries: readonly LegacyEntry[]) => Promise<{ ops: CatalogOp[]; summary: Record<string, number> }>;
+
+export interface LevelCatalogStoreOptions {
+  /** How to convert a folder in the first layout; without it such a folder is refused. */
+  readonly migrateLegacy?: LegacyMigration;
+}
 
 interface StoredEntry {
   value: CatalogValue;
@@ -41,6 +65,9 @@ export class LevelCatalogStore implements CatalogStore {
   /** The tail of the transaction queue: each txn starts after the previous one settled. */
   private queue: Promise<unknown> = Promise.resolve();
 
+  /** What open() converted from the first layout (absent: nothing to convert). */
+  migrated: Record<string, number> | undefined;
+
   private constructor(
     private readonly db: Level<string, unknown>,
     private currentRevision: number,
@@ -48,7 +75,7 @@ export class LevelCatalogStore implements CatalogStore {
   ) {}
 
   /** Opens (creating if needed) the store in the folder `location`. */
-  static async open(location: string): Promise<LevelCatalogStore> {
+  static async open(location: string, options: LevelCatalogStoreOptions = {}): Promise<LevelCatalogStore> {
     const db = new Level<string, unknown>(location, { valueEncoding: 'json' });
     try {
       await db.open();
@@ -58,12 +85,50 @@ export class LevelCatalogStore implements CatalogStore {
         cause: err,
       });
     }
-    const revision = await db.get(REVISION_KEY);
-    if (revision !== undefined && !Number.isSafeInteger(revision)) {
+    try {
+      const revision = await db.get(REVISION_KEY);
+      if (revision !== undefined && !Number.isSafeInteger(revision)) {
+        throw new StorageError('CORRUPT', `the catalog at ${location} has a damaged revision counter (${JSON.stringify(revision)})`);
+      }
+      const store = new LevelCatalogStore(db, (revision as number | undefined) ?? 0, location);
+      const legacySchema = await db.get(LEGACY_SCHEMA_KEY);
+      if (legacySchema !== undefined) store.migrated = await store.migrateLegacy(legacySchema, options.migrateLegacy);
+      return store;
+    } catch (err) {
       await db.close();
-      throw new StorageError('CORRUPT', `the catalog at ${location} has a damaged revision counter (${JSON.stringify(revision)})`);
+      throw err;
     }
-    return new LevelCatalogStore(db, (revision as number | undefined) ?? 0, location);
+  }
+
+  /** Converts a folder in the first layout: one synced batch, new entries in and old keys out. */
+  private async migrateLegacy(schema: unknown, migrate: LegacyMigration | undefined): Promise<Record<string, number>> {
+    if (schema !== LEGACY_SCHEMA_VERSION) {
+      throw new StorageError(
+        'UNSUPPORTED',
+        `the catalog at ${this.location} has schema version ${JSON.stringify(schema)}; this Strata reads version ${LEGACY_SCHEMA_VERSION} of that layout: run the Strata release that wrote it`,
+      );
+    }
+    if (migrate === undefined) {
+      throw new StorageError('UNSUPPORTED', `the catalog at ${this.location} is in the first layout; open it with 'strata serve', which converts it`);
+    }
+    const legacy: LegacyEntry[] = [];
+    for await (const [key, value] of this.db.iterator()) {
+      if (key !== REVISION_KEY && !key.startsWith(ENTRY_PREFIX) && key !== LEGACY_SCHEMA_KEY) legacy.push({ key, value });
+    }
+    const { ops, summary } = await migrate(legacy);
+    checkTxn([], ops);
+    const modRevision = this.currentRevision + 1;
+    const batch: ({ type: 'put'; key: string; value: unknown } | { type: 'del'; key: string })[] = [];
+    for (const op of ops) {
+      if (op.type !== 'put') throw new Error('assertion failed: a legacy migration only puts entries');
+      batch.push({ type: 'put', key: ENTRY_PREFIX + op.key, value: { value: op.value, modRevision } satisfies StoredEntry });
+    }
+    for (const { key } of legacy) batch.push({ type: 'del', key });
+    batch.push({ type: 'del', key: LEGACY_SCHEMA_KEY });
+    batch.push({ type: 'put', key: REVISION_KEY, value: modRevision });
+    await this.db.batch(batch, { sync: true });
+    this.currentRevision = modRevision;
+    return summary;
   }
 
   async get(key: string): Promise<CatalogEntry | undefined> {

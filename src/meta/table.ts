@@ -32,12 +32,15 @@ export class TxnBuilder {
   /** Index keys created in this transaction, to name the conflict when one already exists. */
   readonly claimedIndexKeys = new Map<string, string>();
 
-  /** Commits; a failed compare on a claimed index key is ALREADY_EXISTS, any other is BUSY. */
+  /**
+   * Commits. When only claimed index keys failed their compare, ALREADY_EXISTS names them; when a
+   * record read earlier changed, BUSY (the cause: any name conflict came with that change).
+   */
   async commit(store: CatalogStore): Promise<number> {
     const result = await store.txn(this.compares, this.ops);
     if (result.succeeded) return result.revision;
-    const taken = result.failedKeys.map((key) => this.claimedIndexKeys.get(key)).filter((what) => what !== undefined);
-    if (taken.length > 0) throw new StorageError('ALREADY_EXISTS', `${taken.join(', ')} already exists`);
+    const taken = result.failedKeys.map((key) => this.claimedIndexKeys.get(key));
+    if (taken.length > 0 && taken.every((what) => what !== undefined)) throw new StorageError('ALREADY_EXISTS', `${taken.join(', ')} already exists`);
     throw new StorageError('BUSY', `the catalog changed underneath this operation (${result.failedKeys.join(', ')}); try again`);
   }
 }
@@ -78,14 +81,50 @@ export class Table<T> {
   }
 
   /** One page of records in id order. */
-  async page(options: { after?: string; limit?: number } = {}): Promise<{ records: T[]; nextAfter?: string }> {
+  async page(options: { after?: string; limit?: number } = {}): Promise<{ records: Versioned<T>[]; nextAfter?: string }> {
     const prefix = `${this.schema.name}/`;
     const page = await this.store.list(prefix, {
       ...(options.after === undefined ? {} : { after: this.recordKey(options.after) }),
       ...(options.limit === undefined ? {} : { limit: options.limit }),
     });
-    const records = page.entries.map((entry) => this.parse(entry.key, entry.value));
+    const records = page.entries.map((entry) => ({ record: this.parse(entry.key, entry.value), modRevision: entry.modRevision }));
     return page.nextAfter === undefined ? { records } : { records, nextAfter: page.nextAfter.slice(prefix.length) };
+  }
+
+  /**
+   * One page of the records whose value in `index` starts with `valuePrefix`, in index order:
+   * "the snapshots of volume v" is a bounded read of `snapshot.name/v/`, not a scan of the table.
+   * `nextAfter` is an index value to pass as `after`. A record deleted between the index read and
+   * its own read is skipped.
+   */
+  async indexPage(
+    index: string,
+    valuePrefix: string,
+    options: { after?: string; limit?: number } = {},
+  ): Promise<{ records: Versioned<T>[]; nextAfter?: string }> {
+    this.indexFunction(index);
+    const page = await this.store.list(this.indexKey(index, valuePrefix), {
+      ...(options.after === undefined ? {} : { after: this.indexKey(index, options.after) }),
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+    });
+    const ids = page.entries.map((entry) => {
+      if (typeof entry.value !== 'string') throw this.damaged(entry.key, entry.value);
+      return entry.value;
+    });
+    const records = (await Promise.all(ids.map((id) => this.get(id)))).filter((record) => record !== undefined);
+    const next = page.nextAfter?.slice(this.indexKey(index, '').length);
+    return next === undefined ? { records } : { records, nextAfter: next };
+  }
+
+  /** Every record whose value in `index` starts with `valuePrefix`, read a bounded page at a time. */
+  async *indexScan(index: string, valuePrefix: string): AsyncGenerator<Versioned<T>> {
+    let after: string | undefined;
+    for (;;) {
+      const page = await this.indexPage(index, valuePrefix, after === undefined ? {} : { after });
+      yield* page.records;
+      if (page.nextAfter === undefined) return;
+      after = page.nextAfter;
+    }
   }
 
   /**

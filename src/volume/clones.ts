@@ -1,18 +1,19 @@
 /** Clones: a new volume on a protected snapshot, and flattening a clone into a standalone volume. */
 import { StorageError } from '../core/errors.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
-import { putOp } from '../catalog/catalog.js';
-import type { LayerRecord, VolumeRecord } from '../catalog/records.js';
+import { CatalogTxn } from './catalog.js';
 import { newId, nowIso, poolKey, volKey, type ServiceContext } from './context.js';
 import { chainMap, forEachWindow, layerMap } from './extents.js';
 import { hold, unhold, withVolume } from './guards.js';
 import { copyPlan, totalOf, type PlanStep } from './image-ops.js';
-import { commitOps, newIntent, newLayer, runIntent } from './intents.js';
+import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { backingOf, createLayerFile, openChain } from './layers.js';
 import { withLiveChanges } from './live-registry.js';
+import { withVolumeWriter } from './writers.js';
 import { checkName } from './names.js';
-import { boundaryLayers, catalogView, chainOf, checkNameFree, checkQuota, layerChain, requirePool, snapshotByName } from './queries.js';
+import { boundaryLayers, checkNameFree, checkQuota, layerChain, requirePool, snapshotByName } from './queries.js';
+import type { LayerRecord, VolumeRecord } from './records.js';
 import type { JobInfo, VolumeInfo } from './types.js';
 import { volumeInfo } from './volumes.js';
 
@@ -48,7 +49,11 @@ export async function cloneSnapshot(svc: ServiceContext, pool: string, volume: s
       await runIntent(svc, intent, async () => {
         await createLayerFile(svc.layerStore, layer, snap.sizeBytes, base);
         await svc.layerStore.syncPool(destPool);
-        await svc.catalog.batch(commitOps(intent, [putOp('volume', record), putOp('layer', layer)]));
+        const txn = new CatalogTxn();
+        svc.catalog.pools.requireUnchanged(txn, dest);
+        svc.catalog.createVolume(txn, record);
+        svc.catalog.layers.create(txn, layer);
+        await commitIntent(svc, txn, intent);
       });
       return { record, flatten: depth > svc.maxChainDepth };
     },
@@ -65,7 +70,7 @@ export async function cloneSnapshot(svc: ServiceContext, pool: string, volume: s
 
 export async function flattenVolume(svc: ServiceContext, pool: string, name: string): Promise<JobInfo> {
   return withVolume(svc, pool, name, async (vol) => {
-    if (boundaryLayers(vol, await catalogView(svc)).length === 0) {
+    if ((await boundaryLayers(svc, vol)).length === 0) {
       throw new StorageError('BUSY', `volume '${pool}/${name}' is not a clone; there is nothing to flatten`);
     }
     hold(svc, vol.id, 'a flatten job runs on it');
@@ -73,7 +78,7 @@ export async function flattenVolume(svc: ServiceContext, pool: string, name: str
       return await svc.jobs.start('flatten', `${pool}/${name}`, async (ctx) => {
         try {
           ctx.throwIfCancelled();
-          const current = await svc.catalog.require('volume', vol.id, `volume '${pool}/${name}'`);
+          const current = await svc.catalog.volumes.require(vol.id, `volume '${pool}/${name}'`);
           // The hold keeps other changes away; the lock is taken only for the commit.
           await flattenLocked(svc, current, ctx, { lockForCommit: true });
         } finally {
@@ -92,17 +97,16 @@ export async function flattenVolume(svc: ServiceContext, pool: string, name: str
  * the data its backing chain supplies copied up, then loses its backing file.
  */
 export async function flattenLocked(svc: ServiceContext, vol: VolumeRecord, ctx: JobContext, options: { lockForCommit?: boolean } = {}): Promise<void> {
-  const view = await catalogView(svc);
-  const boundary = boundaryLayers(vol, view);
+  const boundary = await boundaryLayers(svc, vol);
   if (boundary.length === 0) return;
   const ids = boundary.map((l) => l.id);
   const intent = newIntent('flatten', `${vol.pool}/${vol.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
   // Exports of the volume pause for the whole copy-up (their requests wait; see docs/daemon.md).
-  await withLiveChanges(svc, ids, () => runIntent(svc, intent, async () => {
+  await withLiveChanges(svc, ids, () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
     const images: { layer: LayerRecord; image: Qcow2Image; plan: PlanStep[] }[] = [];
     try {
       for (const layer of boundary) {
-        const image = await openChain(svc.layerStore, chainOf(view.layers, layer.id), { writable: true });
+        const image = await openChain(svc.layerStore, await layerChain(svc, layer.id), { writable: true });
         images.push({ layer, image, plan: [] });
         const entry = images[images.length - 1]!;
         const backing = backingOf(image)!;
@@ -123,16 +127,17 @@ export async function flattenLocked(svc: ServiceContext, vol: VolumeRecord, ctx:
       // chain (an export, a diff) sees one without the other.
       const commit = async () => {
         for (const { image } of images) await image.setBackingFile(undefined, undefined);
-        const ops = boundary.map((layer) => {
+        const txn = new CatalogTxn();
+        for (const layer of boundary) {
           const { backingLayerId: _old, ...rest } = layer;
-          return putOp('layer', rest);
-        });
-        await svc.catalog.batch(commitOps(intent, ops));
+          svc.catalog.layers.update(txn, layer, rest);
+        }
+        await commitIntent(svc, txn, intent);
       };
       if (options.lockForCommit) await svc.locks.run([volKey(vol.id)], commit);
       else await commit();
     } finally {
       for (const { image } of images) await image.close();
     }
-  }));
+  })));
 }

@@ -8,11 +8,12 @@
 import { randomBytes } from 'node:crypto';
 import { StorageError } from '../core/errors.js';
 import type { LayerStore } from '../core/layer-store.js';
-import type { Catalog } from '../catalog/catalog.js';
-import type { LayerRecord, SnapshotRecord, VolumeRecord } from '../catalog/records.js';
+import type { Coordinator } from '../core/coordinator.js';
+import type { VolumeCatalog } from './catalog.js';
 import type { JobRunner } from './jobs.js';
 import type { LiveVolume } from './live.js';
 import type { KeyedMutex } from './locks.js';
+import type { SharedLease } from './writers.js';
 
 export type ChainDepthPolicy = 'refuse' | 'flatten';
 
@@ -24,34 +25,25 @@ export interface Hold {
   count: number;
 }
 
-/** A volume name (and its size, for quotas) taken while an import or copy creates it. */
-export interface Reservation {
-  pool: string;
-  name: string;
-  sizeBytes: number;
-}
-
 export interface ServiceContext {
-  readonly catalog: Catalog;
+  /** The records (tables over the CatalogStore). */
+  readonly catalog: VolumeCatalog;
+  /** Who may write a volume (a lease per volume): taken by this daemon while it writes one (writers.ts). */
+  readonly coordinator: Coordinator;
+  /** The coordinator's holder name for this service (a daemon id). */
+  readonly writerName: string;
   /** The only way to the layer files (and temporary files) of every pool. */
   readonly layerStore: LayerStore;
   readonly jobs: JobRunner;
   readonly locks: KeyedMutex;
   /** Holds by volume id. */
   readonly holds: Map<string, Hold>;
-  /** Reservations by "pool/name". */
-  readonly reservations: Map<string, Reservation>;
+  /** Writer leases this service holds, by volume id, shared by its writers (writers.ts). */
+  readonly writers: Map<string, SharedLease>;
   /** Chains held open for exports, by liveKey (src/volume/live.ts). */
   readonly live: Map<string, LiveVolume>;
   readonly maxChainDepth: number;
   readonly chainDepthPolicy: ChainDepthPolicy;
-}
-
-/** The catalog's records at one moment, indexed. */
-export interface CatalogView {
-  volumes: VolumeRecord[];
-  layers: Map<string, LayerRecord>;
-  snapshots: SnapshotRecord[];
 }
 
 export const volKey = (id: string) => `vol:${id}`;

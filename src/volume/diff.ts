@@ -5,7 +5,6 @@
 import { StorageError } from '../core/errors.js';
 import { allocAligned } from '../sys/aligned-buffer.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
-import type { LayerRecord, VolumeRecord } from '../catalog/records.js';
 import { poolKey, type ServiceContext } from './context.js';
 import { ByteReader, encodeDiffHeader, encodeRecordHeader, readDiffHeader, readRecordHeader } from './diff-stream.js';
 import { chainMap, COPY_CHUNK_BYTES, forEachWindow, isZero, layerMap, mergeRanges, type Range } from './extents.js';
@@ -15,8 +14,10 @@ import { checkName, checkVolumeSize } from './names.js';
 import { describeVolume, findSnapshot, layerChain, snapshotByName } from './queries.js';
 import { createSnapshotLocked, ensureSnapshotAllowed } from './snapshots.js';
 import { ManagedStream } from './stream.js';
+import type { LayerRecord, VolumeRecord } from './records.js';
 import type { DiffExtent, DiffRange, VolumeInfo } from './types.js';
 import { resizeLocked } from './volumes.js';
+import { withVolumeWriter } from './writers.js';
 
 export async function diff(svc: ServiceContext, pool: string, volume: string, range: DiffRange): Promise<DiffExtent[]> {
   return withVolume(
@@ -89,15 +90,17 @@ export async function importDiff(svc: ServiceContext, pool: string, volume: stri
         checkVolumeSize(header.sizeBytes);
         let current = vol;
         if (header.sizeBytes !== vol.sizeBytes) current = await resizeLocked(svc, vol, header.sizeBytes);
-        const image = await openChain(svc.layerStore, await layerChain(svc, current.activeLayerId), { writable: true });
-        try {
-          await applyDiffRecords(reader, image, header.sizeBytes);
-          await image.flush();
-        } finally {
-          await image.close();
-        }
+        await withVolumeWriter(svc, current.id, async () => {
+          const image = await openChain(svc.layerStore, await layerChain(svc, current.activeLayerId), { writable: true });
+          try {
+            await applyDiffRecords(reader, image, header.sizeBytes);
+            await image.flush();
+          } finally {
+            await image.close();
+          }
+        });
         if (header.to !== null) await createSnapshotLocked(svc, current, header.to);
-        return describeVolume(svc, await svc.catalog.require('volume', vol.id));
+        return describeVolume(svc, await svc.catalog.volumes.require(vol.id, `volume '${pool}/${volume}'`));
       } finally {
         await reader.close().catch(() => {});
       }

@@ -1,22 +1,44 @@
 /**
  * What may change a volume now: the volume's lock (withVolume), holds that long jobs and exports
- * put on it (changes fail with BUSY at once while one lasts), names reserved while an import or
- * copy creates a volume, and the checks that refuse changes to an exported volume.
+ * put on it (changes fail with BUSY at once while one lasts), names claimed in the catalog while an
+ * import or copy creates a volume, and the checks that refuse changes to an exported volume.
+ *
+ * Locks and holds order this daemon's own operations, so they live in this process; the name
+ * claims are catalog state (a reservation record and its name index), so no other creator, in this
+ * daemon or another, can take the name meanwhile.
  */
 import { StorageError } from '../core/errors.js';
-import type { VolumeRecord } from '../catalog/records.js';
-import { notFound, volKey, type ServiceContext } from './context.js';
+import { CatalogTxn } from './catalog.js';
+import { newId, notFound, nowIso, volKey, type ServiceContext } from './context.js';
 import { liveKey } from './live.js';
 import { volumeByName } from './queries.js';
+import type { ReservationRecord, VolumeRecord } from './records.js';
 
-/** Reserves a volume name (and its size, for quotas) while an import or copy creates it. */
-export function reserve(svc: ServiceContext, pool: string, name: string, sizeBytes: number): () => void {
-  const key = `${pool}/${name}`;
-  svc.reservations.set(key, { pool, name, sizeBytes });
+/** A volume name claimed in the catalog; the import's final transaction turns it into the volume. */
+export interface NameClaim {
+  readonly reservation: ReservationRecord;
+  /** Drops the claim if the volume was not created from it; idempotent. */
+  release(): Promise<void>;
+}
+
+/**
+ * Claims a volume name (and its size, for quotas) while an import or copy creates it: ALREADY_EXISTS
+ * if a volume has the name or another creator claimed it first.
+ */
+export async function claimVolumeName(svc: ServiceContext, pool: string, name: string, sizeBytes: number): Promise<NameClaim> {
+  const reservation: ReservationRecord = { id: newId(), pool, name, sizeBytes, createdAt: nowIso() };
+  const txn = new CatalogTxn();
+  svc.catalog.claimVolumeName(txn, reservation);
+  await svc.catalog.commit(txn);
   let released = false;
-  return () => {
-    if (!released) svc.reservations.delete(key);
-    released = true;
+  return {
+    reservation,
+    release: async () => {
+      if (released) return;
+      released = true;
+      const current = await svc.catalog.reservations.get(reservation.id);
+      if (current) await svc.catalog.change((t) => svc.catalog.reservations.remove(t, current));
+    },
   };
 }
 
@@ -66,7 +88,7 @@ export async function withVolume<T>(
   const found = await volumeByName(svc, pool, name);
   if (!options.allowHeld) checkNotHeld(svc, found);
   return svc.locks.run([volKey(found.id), ...(options.keys ?? [])], async () => {
-    const vol = await svc.catalog.get('volume', found.id);
+    const vol = await svc.catalog.volumes.get(found.id);
     if (!vol) throw notFound(`volume '${pool}/${name}' does not exist`);
     if (!options.allowHeld) checkNotHeld(svc, vol);
     return fn(vol);

@@ -5,3 +5,6 @@ export { JobRunner, type JobContext } from './jobs.js';
 export { openChain, LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';
 export { DIFF_FORMAT, DIFF_VERSION } from './diff-stream.js';
 export type * from './types.js';
+export { VolumeCatalog, VOLUME_CATALOG_SCHEMA_VERSION } from './catalog.js';
+export { migrateLegacyCatalog } from './catalog-migration.js';
+export type * from './records.js';

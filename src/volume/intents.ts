@@ -1,17 +1,16 @@
 /**
  * Intents: how every multi-step change stays crash consistent. An operation writes an intent
- * before it touches files and ends with one atomic catalog batch (runIntent, commitOps); a failed
+ * before it touches files and ends with one atomic catalog transaction (runIntent, commitIntent); a failed
  * or interrupted one is rolled back (rollbackIntent) or, once committed, finished (finishIntent).
  * recovery.ts replays what a crash left with the same functions.
  */
 import { countOf } from '../core/text.js';
-import type { CatalogOp } from '../catalog/catalog.js';
-import { delOp, putOp } from '../catalog/catalog.js';
-import type { FileRef, IntentRecord, LayerRecord } from '../catalog/records.js';
+import { CatalogTxn } from './catalog.js';
 import { newId, nowIso, type ServiceContext } from './context.js';
 import { resizeImage } from './image-ops.js';
 import { layerFileName, layerLocation, openChain, openLayerAlone } from './layers.js';
 import { layerChain } from './queries.js';
+import type { FileRef, IntentRecord, LayerRecord } from './records.js';
 
 export function newIntent(
   kind: string,
@@ -45,49 +44,52 @@ export function newLayer(id: string, pool: string, ownerVolumeId: string, backin
 }
 
 /**
- * The catalog batch that ends an operation: its record changes plus, atomically, either the
+ * Commits the transaction that ends an operation: its record changes plus, atomically, either the
  * intent's removal or (when files remain to delete) the intent marked committed.
  */
-export function commitOps(intent: IntentRecord, ops: CatalogOp[], deleteFiles: FileRef[] = []): CatalogOp[] {
-  if (deleteFiles.length === 0) return [...ops, delOp('intent', intent.id)];
-  const committed: IntentRecord = {
-    ...intent,
-    phase: 'committed',
-    deleteFiles: deleteFiles.map((f) => ({ pool: f.pool, fileName: f.fileName })),
-  };
-  return [...ops, putOp('intent', committed)];
+export async function commitIntent(svc: ServiceContext, txn: CatalogTxn, intent: IntentRecord, deleteFiles: readonly FileRef[] = []): Promise<void> {
+  if (deleteFiles.length === 0) {
+    svc.catalog.intents.remove(txn, intent);
+  } else {
+    const committed: IntentRecord = {
+      ...intent,
+      phase: 'committed',
+      deleteFiles: deleteFiles.map((f) => ({ pool: f.pool, fileName: f.fileName })),
+    };
+    svc.catalog.intents.update(txn, intent, committed);
+  }
+  await svc.catalog.commit(txn);
 }
 
 /**
- * Writes the intent, runs the work (which ends with a commitOps batch), then finishes a committed
+ * Writes the intent, runs the work (which ends with commitIntent), then finishes a committed
  * intent. If the work fails before its batch landed, the intent is rolled back here (and, should
  * that fail too, by recover() at the next start).
  */
 export async function runIntent<T>(svc: ServiceContext, intent: IntentRecord, work: () => Promise<T>): Promise<T> {
-  await svc.catalog.put('intent', intent);
+  await svc.catalog.change((txn) => svc.catalog.intents.create(txn, intent));
   let result: T;
   try {
     result = await work();
   } catch (err) {
-    const current = await svc.catalog.get('intent', intent.id).catch(() => undefined);
+    const current = await svc.catalog.intents.get(intent.id).catch(() => undefined);
     if (current?.phase === 'committed') await finishIntent(svc, current).catch(() => {});
     // A resize cannot be undone (a shrink may have dropped data): finish it, or leave it to recover().
     else if (current?.resize) await finishResize(svc, current).catch(() => {});
     else if (current) await rollbackIntent(svc, current).catch(() => {});
     throw err;
   }
-  const current = await svc.catalog.get('intent', intent.id);
+  const current = await svc.catalog.intents.get(intent.id);
   if (current) await finishIntent(svc, current);
   return result;
 }
 
 /** Undoes a prepared intent: layer headers back to what the catalog says, created files deleted. */
 export async function rollbackIntent(svc: ServiceContext, intent: IntentRecord, problems: string[] = []): Promise<void> {
-  const layers = new Map((await svc.catalog.list('layer')).map((l) => [l.id, l]));
   for (const id of intent.rebaseLayerIds) {
-    const layer = layers.get(id);
+    const layer = await svc.catalog.layers.get(id);
     if (!layer) continue;
-    const backing = layer.backingLayerId === undefined ? undefined : layers.get(layer.backingLayerId);
+    const backing = layer.backingLayerId === undefined ? undefined : await svc.catalog.layers.get(layer.backingLayerId);
     const expected = backing === undefined ? undefined : svc.layerStore.backingName(layer, backing);
     const image = await openLayerAlone(svc.layerStore, layer, { writable: true });
     try {
@@ -96,20 +98,22 @@ export async function rollbackIntent(svc: ServiceContext, intent: IntentRecord, 
       await image.close();
     }
   }
-  await repairLeaks(svc, [...intent.writeLayerIds, ...intent.rebaseLayerIds, ...(intent.resize ? [intent.resize.layerId] : [])], layers, problems);
+  await repairLeaks(svc, writtenLayerIds(intent), problems);
   await removeFiles(svc, intent.createFiles);
-  await svc.catalog.del('intent', intent.id);
+  await svc.catalog.change((txn) => svc.catalog.intents.remove(txn, intent));
 }
 
 /** Completes a committed intent: deletes the files it meant to delete. */
 export async function finishIntent(svc: ServiceContext, intent: IntentRecord, problems?: string[]): Promise<void> {
   if (intent.phase !== 'committed') throw new Error(`assertion failed: intent ${intent.id} finished before it committed`);
   await removeFiles(svc, intent.deleteFiles);
-  if (problems) {
-    const layers = new Map((await svc.catalog.list('layer')).map((l) => [l.id, l]));
-    await repairLeaks(svc, [...intent.writeLayerIds, ...intent.rebaseLayerIds, ...(intent.resize ? [intent.resize.layerId] : [])], layers, problems);
-  }
-  await svc.catalog.del('intent', intent.id);
+  if (problems) await repairLeaks(svc, writtenLayerIds(intent), problems);
+  await svc.catalog.change((txn) => svc.catalog.intents.remove(txn, intent));
+}
+
+/** The layers an intent's operation may have written (checked for leaks after a crash). */
+function writtenLayerIds(intent: IntentRecord): string[] {
+  return [...intent.writeLayerIds, ...intent.rebaseLayerIds, ...(intent.resize ? [intent.resize.layerId] : [])];
 }
 
 /** Removes the files (those already gone are fine), then makes their pools durable. */
@@ -123,9 +127,9 @@ async function removeFiles(svc: ServiceContext, files: readonly FileRef[]): Prom
 }
 
 /** Layers written when a crash hit may hold leaked clusters: check and repair them. */
-export async function repairLeaks(svc: ServiceContext, ids: string[], layers: Map<string, LayerRecord>, problems: string[]): Promise<void> {
+export async function repairLeaks(svc: ServiceContext, ids: readonly string[], problems: string[]): Promise<void> {
   for (const id of new Set(ids)) {
-    const layer = layers.get(id);
+    const layer = await svc.catalog.layers.get(id);
     if (!layer) continue;
     const file = layerLocation(svc.layerStore, layer);
     try {
@@ -144,13 +148,13 @@ export async function repairLeaks(svc: ServiceContext, ids: string[], layers: Ma
 
 /**
  * Does (or, after a crash, finishes) a resize intent: the active layer to the new size, zeroes
- * where needed, then the volume record and the intent's removal in one batch. Idempotent.
+ * where needed, then the volume record and the intent's removal in one transaction. Idempotent.
  */
 export async function finishResize(svc: ServiceContext, intent: IntentRecord): Promise<void> {
   const resize = intent.resize!;
-  const vol = await svc.catalog.get('volume', resize.volumeId);
+  const vol = await svc.catalog.volumes.get(resize.volumeId);
   if (!vol || vol.activeLayerId !== resize.layerId) {
-    await svc.catalog.del('intent', intent.id);
+    await svc.catalog.change((txn) => svc.catalog.intents.remove(txn, intent));
     return;
   }
   const image = await openChain(svc.layerStore, await layerChain(svc, resize.layerId), { writable: true });
@@ -159,5 +163,7 @@ export async function finishResize(svc: ServiceContext, intent: IntentRecord): P
   } finally {
     await image.close();
   }
-  await svc.catalog.batch(commitOps(intent, [putOp('volume', { ...vol, sizeBytes: resize.toBytes })]));
+  const txn = new CatalogTxn();
+  svc.catalog.volumes.update(txn, vol, { ...vol, sizeBytes: resize.toBytes });
+  await commitIntent(svc, txn, intent);
 }

@@ -11,8 +11,8 @@
  */
 import { randomBytes } from 'node:crypto';
 import { StorageError, isStorageError } from '../core/errors.js';
-import type { Catalog } from '../catalog/catalog.js';
-import type { JobRecord } from '../catalog/records.js';
+import type { VolumeCatalog } from './catalog.js';
+import type { JobRecord } from './records.js';
 import type { JobInfo, JobKind } from './types.js';
 
 const PROGRESS_PERSIST_MS = 1000;
@@ -34,6 +34,8 @@ export type JobBody<T> = (ctx: JobContext) => Promise<T>;
 
 interface LiveJob {
   record: JobRecord;
+  /** The copy last written to the catalog: the next write replaces it (compare-and-set). */
+  stored: JobRecord;
   controller: AbortController;
   lastPersistMs: number;
   done: Promise<void>;
@@ -69,7 +71,7 @@ export class JobRunner {
   private finishedSincePrune = 0;
 
   constructor(
-    private readonly catalog: Catalog,
+    private readonly catalog: VolumeCatalog,
     options: JobRunnerOptions = {},
   ) {
     this.maxConcurrent = options.maxConcurrent ?? 2;
@@ -79,14 +81,17 @@ export class JobRunner {
   /** Start-up: jobs the last process left queued or running are marked failed; old ones pruned. */
   async recover(): Promise<number> {
     let marked = 0;
-    const records = await this.catalog.list('job');
+    const records = await this.catalog.jobs.all();
     for (const record of records) {
       if (record.state !== 'queued' && record.state !== 'running') continue;
       if (this.live.has(record.id)) continue;
-      record.state = 'failed';
-      record.error = { code: 'IO_ERROR', message: 'interrupted: Strata stopped while the job was running' };
-      record.finishedAt = new Date().toISOString();
-      await this.catalog.put('job', record);
+      const failed: JobRecord = {
+        ...record,
+        state: 'failed',
+        error: { code: 'IO_ERROR', message: 'interrupted: Strata stopped while the job was running' },
+        finishedAt: new Date().toISOString(),
+      };
+      await this.catalog.change((txn) => this.catalog.jobs.update(txn, record, failed));
       marked++;
     }
     await this.prune();
@@ -146,7 +151,7 @@ export class JobRunner {
   }
 
   async list(): Promise<JobInfo[]> {
-    const records = await this.catalog.list('job');
+    const records = await this.catalog.jobs.all();
     const byId = new Map(records.map((r) => [r.id, r]));
     for (const job of this.live.values()) byId.set(job.record.id, job.record);
     return [...byId.values()].sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id)).map(jobInfo);
@@ -155,7 +160,7 @@ export class JobRunner {
   async info(id: string): Promise<JobInfo> {
     const live = this.live.get(id);
     if (live) return jobInfo(live.record);
-    const record = await this.catalog.get('job', id);
+    const record = await this.catalog.jobs.get(id);
     if (!record) throw new StorageError('NOT_FOUND', `job '${id}' does not exist`);
     return jobInfo(record);
   }
@@ -209,8 +214,9 @@ export class JobRunner {
       totalBytes: 0,
       createdAt: new Date().toISOString(),
     };
-    await this.catalog.put('job', record);
-    const job: LiveJob = { record, controller: new AbortController(), lastPersistMs: Date.now(), done: Promise.resolve() };
+    const stored = { ...record };
+    await this.catalog.change((txn) => this.catalog.jobs.create(txn, stored));
+    const job: LiveJob = { record, stored, controller: new AbortController(), lastPersistMs: Date.now(), done: Promise.resolve() };
     this.live.set(record.id, job);
     return job;
   }
@@ -264,24 +270,29 @@ export class JobRunner {
     const now = Date.now();
     if (now - job.lastPersistMs < PROGRESS_PERSIST_MS) return;
     job.lastPersistMs = now;
-    void this.persist(job, false).catch(() => {});
+    void this.persist(job).catch(() => {});
   }
 
   /** Writes the job's record; writes are chained so that they land in order. */
-  private persist(job: LiveJob, sync = true): Promise<void> {
+  private persist(job: LiveJob): Promise<void> {
     const snapshot: JobRecord = { ...job.record };
-    const write = this.persistChain.then(() => this.catalog.put('job', snapshot, { sync }));
+    const write = this.persistChain.then(async () => {
+      await this.catalog.change((txn) => this.catalog.jobs.update(txn, job.stored, snapshot));
+      job.stored = snapshot;
+    });
     this.persistChain = write.catch(() => {});
     return write;
   }
 
   private async prune(): Promise<void> {
-    const finished = (await this.catalog.list('job'))
+    const finished = (await this.catalog.jobs.all())
       .filter((r) => r.state !== 'queued' && r.state !== 'running')
       .sort((a, b) => (a.finishedAt ?? a.createdAt).localeCompare(b.finishedAt ?? b.createdAt));
     const excess = finished.length - FINISHED_JOBS_KEPT;
     if (excess <= 0) return;
-    await this.catalog.batch(finished.slice(0, excess).map((r) => ({ type: 'del' as const, kind: 'job' as const, key: r.id })));
+    await this.catalog.change((txn) => {
+      for (const record of finished.slice(0, excess)) this.catalog.jobs.remove(txn, record);
+    });
   }
 }
 

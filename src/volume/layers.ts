@@ -13,7 +13,7 @@ import type { HostFile } from '../core/host-file.js';
 import type { BackingRef, Image } from '../core/image.js';
 import type { LayerRef, LayerStore } from '../core/layer-store.js';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
-import type { LayerRecord } from '../catalog/records.js';
+import type { LayerRecord } from './records.js';
 
 export const LAYER_SUFFIX = '.qcow2';
 /** Temporary files in a pool folder (spooled imports, exports being converted): never referenced. */

@@ -9,6 +9,7 @@ import { repairLeaks } from './intents.js';
 import { openChain } from './layers.js';
 import { LiveVolume, liveKey, type LiveDevice, type LiveTarget } from './live.js';
 import { layerChain, snapshotByName } from './queries.js';
+import { acquireVolumeWriter } from './writers.js';
 
 /**
  * Opens a volume (read-write unless readOnly) or one of its snapshots (always read-only) for an
@@ -27,14 +28,26 @@ export async function openDevice(svc: ServiceContext, pool: string, volume: stri
       // A daemon killed while the volume was exported read-write leaves, at worst, leaked
       // clusters in its active layer (the write ordering guarantees no more): reclaim them
       // before serving it again. Nothing else has the layer open (we hold the volume's lock).
-      if (snap === undefined) {
-        const active = await svc.catalog.get('layer', vol.activeLayerId);
-        if (active) await repairLeaks(svc, [active.id], new Map([[active.id, active]]), []);
+      // The head is opened for writing: this service takes the volume's writer lease for as long as
+      // the chain stays open (another daemon sharing the catalog is refused, BUSY).
+      const releaseWriter = snap === undefined ? await acquireVolumeWriter(svc, vol.id) : undefined;
+      try {
+        if (snap === undefined) await repairLeaks(svc, [vol.activeLayerId], []);
+        const opened = await openLive(svc, target);
+        live = new LiveVolume(
+          target,
+          snap === undefined,
+          opened,
+          (t) => openLive(svc, t),
+          () => {
+            if (svc.live.get(key) === live) svc.live.delete(key);
+          },
+          releaseWriter,
+        );
+      } catch (err) {
+        await releaseWriter?.();
+        throw err;
       }
-      const opened = await openLive(svc, target);
-      live = new LiveVolume(target, snap === undefined, opened, (t) => openLive(svc, t), () => {
-        if (svc.live.get(key) === live) svc.live.delete(key);
-      });
       svc.live.set(key, live);
     }
     return live.handle(options.readOnly === true || snap !== undefined);
@@ -43,11 +56,11 @@ export async function openDevice(svc: ServiceContext, pool: string, volume: stri
 
 /** The chain a live target is now, opened (the head writable). */
 async function openLive(svc: ServiceContext, target: LiveTarget): Promise<{ image: Qcow2Image; layerIds: string[] }> {
-  const vol = await svc.catalog.get('volume', target.volumeId);
+  const vol = await svc.catalog.volumes.get(target.volumeId);
   if (!vol) throw notFound(`volume ${target.volumeId} no longer exists`);
   let layerId = vol.activeLayerId;
   if (target.snapshotId !== undefined) {
-    const snap = await svc.catalog.get('snapshot', target.snapshotId);
+    const snap = await svc.catalog.snapshots.get(target.snapshotId);
     if (!snap) throw notFound(`snapshot ${target.snapshotId} no longer exists`);
     layerId = snap.layerId;
   }

@@ -55,6 +55,8 @@ export class LiveVolume {
     private readonly opener: LiveOpener,
     /** Called (synchronously) when the last handle closes, before the chain is closed. */
     private readonly onUnreferenced: () => void,
+    /** Called once the chain is closed after the last handle closed (gives back a writer lease). */
+    private readonly afterClose?: () => Promise<void>,
   ) {
     this.image = opened.image;
     this.layerIds = opened.layerIds;
@@ -85,7 +87,11 @@ export class LiveVolume {
   async release(): Promise<void> {
     if (--this.refs > 0) return;
     this.onUnreferenced();
-    await this.close();
+    try {
+      await this.close();
+    } finally {
+      await this.afterClose?.();
+    }
   }
 
   /**

@@ -1,38 +1,30 @@
 /**
- * Reading the catalog for LocalVolumeService's modules: the view of all volumes, layers and
- * snapshots, lookups by name, chains and clone relations, name and quota checks, and the
- * PoolInfo / VolumeInfo / SnapshotInfo descriptions the API returns.
+ * Reading the catalog for LocalVolumeService's modules: lookups by name (one index read), the
+ * records related to one thing (a bounded index prefix: a pool's volumes, a volume's snapshots and
+ * layers, a layer's children), chains and clone relations, name and quota checks, and the
+ * PoolInfo / VolumeInfo / SnapshotInfo descriptions the API returns. Nothing here lists a whole table.
  */
 import { StorageError } from '../core/errors.js';
-import type { LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from '../catalog/records.js';
-import { notFound, type CatalogView, type ServiceContext } from './context.js';
+import { notFound, type ServiceContext } from './context.js';
 import { checkPoolQuota, type QuotaChange } from './quota.js';
+import type { LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from './records.js';
 import type { PoolInfo, SnapshotInfo, VolumeInfo } from './types.js';
 
-export async function catalogView(svc: ServiceContext): Promise<CatalogView> {
-  const [volumes, layers, snapshots] = await Promise.all([
-    svc.catalog.list('volume'),
-    svc.catalog.list('layer'),
-    svc.catalog.list('snapshot'),
-  ]);
-  return { volumes, layers: new Map(layers.map((l) => [l.id, l])), snapshots };
-}
-
 export async function requirePool(svc: ServiceContext, name: string): Promise<PoolRecord> {
-  const pool = await svc.catalog.get('pool', name);
+  const pool = await svc.catalog.pools.get(name);
   if (!pool) throw notFound(`pool '${name}' does not exist`);
   return pool;
 }
 
 export async function volumeByName(svc: ServiceContext, pool: string, name: string): Promise<VolumeRecord> {
+  const vol = await svc.catalog.volumes.lookup('name', `${pool}/${name}`);
+  if (vol) return vol;
   await requirePool(svc, pool);
-  const vol = (await svc.catalog.list('volume')).find((v) => v.pool === pool && v.name === name);
-  if (!vol) throw notFound(`volume '${pool}/${name}' does not exist`);
-  return vol;
+  throw notFound(`volume '${pool}/${name}' does not exist`);
 }
 
 export async function findSnapshot(svc: ServiceContext, vol: VolumeRecord, name: string): Promise<SnapshotRecord | undefined> {
-  return (await svc.catalog.list('snapshot')).find((s) => s.volumeId === vol.id && s.name === name);
+  return svc.catalog.snapshots.lookup('name', `${vol.id}/${name}`);
 }
 
 export async function snapshotByName(svc: ServiceContext, vol: VolumeRecord, name: string): Promise<SnapshotRecord> {
@@ -41,15 +33,34 @@ export async function snapshotByName(svc: ServiceContext, vol: VolumeRecord, nam
   return snap;
 }
 
-export function requireLayer(layers: Map<string, LayerRecord>, id: string): LayerRecord {
-  const layer = layers.get(id);
-  if (!layer) throw missingLayer(id);
-  return layer;
+/** A pool's volumes, in name order (a bounded read of the name index under "<pool>/"). */
+export function volumesOfPool(svc: ServiceContext, pool: string): Promise<VolumeRecord[]> {
+  return svc.catalog.volumes.byIndexPrefix('name', `${pool}/`);
 }
 
-/** One layer's record, read directly (no view): for callers that need that layer only. */
+/** A volume's snapshots, oldest first. */
+export async function snapshotsOfVolume(svc: ServiceContext, volumeId: string): Promise<SnapshotRecord[]> {
+  const snaps = await svc.catalog.snapshots.byIndexPrefix('name', `${volumeId}/`);
+  return snaps.sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
+}
+
+/** The layers a volume owns: its active layer and its snapshots' layers. */
+export function layersOfVolume(svc: ServiceContext, volumeId: string): Promise<LayerRecord[]> {
+  return svc.catalog.layers.byIndexPrefix('owner', `${volumeId}/`);
+}
+
+export function layersOfPool(svc: ServiceContext, pool: string): Promise<LayerRecord[]> {
+  return svc.catalog.layers.byIndexPrefix('file', `${pool}/`);
+}
+
+/** The layers whose backing file is layer `layerId`. */
+export function childLayers(svc: ServiceContext, layerId: string): Promise<LayerRecord[]> {
+  return svc.catalog.layers.byIndexPrefix('backing', `${layerId}/`);
+}
+
+/** One layer's record (a record that the catalog references but does not hold is CORRUPT). */
 export async function layerById(svc: ServiceContext, id: string): Promise<LayerRecord> {
-  const layer = await svc.catalog.get('layer', id);
+  const layer = await svc.catalog.layers.get(id);
   if (!layer) throw missingLayer(id);
   return layer;
 }
@@ -62,24 +73,7 @@ function chainLoop(layerId: string, id: string): StorageError {
   return new StorageError('CORRUPT', `the catalog's chain of layer ${layerId} loops at ${id}`);
 }
 
-/** The chain from layerId down (top first), as the catalog records it. */
-export function chainOf(layers: Map<string, LayerRecord>, layerId: string): LayerRecord[] {
-  const chain: LayerRecord[] = [];
-  const seen = new Set<string>();
-  for (let id: string | undefined = layerId; id !== undefined; ) {
-    if (seen.has(id)) throw chainLoop(layerId, id);
-    seen.add(id);
-    const layer = requireLayer(layers, id);
-    chain.push(layer);
-    id = layer.backingLayerId;
-  }
-  return chain;
-}
-
-/**
- * chainOf, read layer by layer from the catalog: for callers that need one chain, a few reads
- * instead of a view listing every volume, layer and snapshot.
- */
+/** The chain from layerId down (top first), as the catalog records it, read layer by layer. */
 export async function layerChain(svc: ServiceContext, layerId: string): Promise<LayerRecord[]> {
   const chain: LayerRecord[] = [];
   const seen = new Set<string>();
@@ -94,56 +88,57 @@ export async function layerChain(svc: ServiceContext, layerId: string): Promise<
 }
 
 /** Layers of vol backed by another volume's layer: non-empty exactly when vol is a clone. */
-export function boundaryLayers(vol: VolumeRecord, view: CatalogView): LayerRecord[] {
-  return [...view.layers.values()].filter((l) => {
-    if (l.ownerVolumeId !== vol.id || l.backingLayerId === undefined) return false;
-    return view.layers.get(l.backingLayerId)?.ownerVolumeId !== vol.id;
-  });
+export async function boundaryLayers(svc: ServiceContext, vol: VolumeRecord): Promise<LayerRecord[]> {
+  const out: LayerRecord[] = [];
+  for (const layer of await layersOfVolume(svc, vol.id)) {
+    if (layer.backingLayerId === undefined) continue;
+    if ((await layerById(svc, layer.backingLayerId)).ownerVolumeId !== vol.id) out.push(layer);
+  }
+  return out;
 }
 
 /** "pool/name" of the volumes that have a layer backed by one of vol's layers. */
-export function clonesOfVolume(vol: VolumeRecord, view: CatalogView): string[] {
+export async function clonesOfVolume(svc: ServiceContext, vol: VolumeRecord): Promise<string[]> {
   const owners = new Set<string>();
-  for (const layer of view.layers.values()) {
-    if (layer.ownerVolumeId === vol.id || layer.backingLayerId === undefined) continue;
-    if (view.layers.get(layer.backingLayerId)?.ownerVolumeId === vol.id) owners.add(layer.ownerVolumeId);
+  for (const layer of await layersOfVolume(svc, vol.id)) {
+    for (const child of await childLayers(svc, layer.id)) if (child.ownerVolumeId !== vol.id) owners.add(child.ownerVolumeId);
   }
-  return volumeNames(owners, view);
+  return volumeNames(svc, owners);
 }
 
 /** "pool/name" of the clones of a snapshot. */
-export function childrenOf(snap: SnapshotRecord, view: CatalogView): string[] {
+export async function childrenOf(svc: ServiceContext, snap: SnapshotRecord): Promise<string[]> {
   const owners = new Set<string>();
-  for (const layer of view.layers.values()) {
-    if (layer.backingLayerId === snap.layerId && layer.ownerVolumeId !== snap.volumeId) owners.add(layer.ownerVolumeId);
-  }
-  return volumeNames(owners, view);
+  for (const child of await childLayers(svc, snap.layerId)) if (child.ownerVolumeId !== snap.volumeId) owners.add(child.ownerVolumeId);
+  return volumeNames(svc, owners);
 }
 
-function volumeNames(ids: Set<string>, view: CatalogView): string[] {
-  return view.volumes
-    .filter((v) => ids.has(v.id))
-    .map((v) => `${v.pool}/${v.name}`)
-    .sort();
+async function volumeNames(svc: ServiceContext, ids: Set<string>): Promise<string[]> {
+  const names: string[] = [];
+  for (const id of ids) {
+    const vol = await svc.catalog.volumes.get(id);
+    if (vol) names.push(`${vol.pool}/${vol.name}`);
+  }
+  return names.sort();
 }
 
-export async function checkNameFree(svc: ServiceContext, pool: string, name: string, ownReservation = false): Promise<void> {
-  const taken = (await svc.catalog.list('volume')).some((v) => v.pool === pool && v.name === name);
-  if (taken || (!ownReservation && svc.reservations.has(`${pool}/${name}`))) {
-    throw new StorageError('ALREADY_EXISTS', `volume '${pool}/${name}' already exists`);
-  }
+/** Refuses (ALREADY_EXISTS) a volume name taken by a volume or claimed by an import or copy. */
+export async function checkNameFree(svc: ServiceContext, pool: string, name: string): Promise<void> {
+  const taken = (await svc.catalog.volumes.lookup('name', `${pool}/${name}`)) ?? (await svc.catalog.reservations.lookup('name', `${pool}/${name}`));
+  if (taken) throw new StorageError('ALREADY_EXISTS', `volume '${pool}/${name}' already exists`);
 }
 
 /** Refuses (LIMIT_EXCEEDED) a change that takes the pool past its quota (quota.ts). */
 export async function checkQuota(svc: ServiceContext, pool: PoolRecord, sizeBytes: number, what: string, replaces: QuotaChange['replaces'] = {}): Promise<void> {
-  if (pool.quotaBytes !== undefined) checkPoolQuota(pool, await svc.catalog.list('volume'), svc.reservations, { sizeBytes, what, replaces });
+  if (pool.quotaBytes === undefined) return;
+  const claims = await svc.catalog.reservations.byIndexPrefix('name', `${pool.name}/`);
+  checkPoolQuota(pool, await volumesOfPool(svc, pool.name), claims, { sizeBytes, what, replaces });
 }
 
-export async function describePool(svc: ServiceContext, pool: PoolRecord, given?: CatalogView): Promise<PoolInfo> {
-  const view = given ?? (await catalogView(svc));
-  const volumes = view.volumes.filter((v) => v.pool === pool.name);
+export async function describePool(svc: ServiceContext, pool: PoolRecord): Promise<PoolInfo> {
+  const volumes = await volumesOfPool(svc, pool.name);
   let allocatedBytes = 0;
-  for (const layer of view.layers.values()) if (layer.pool === pool.name) allocatedBytes += await svc.layerStore.allocatedBytes(layer);
+  for (const layer of await layersOfPool(svc, pool.name)) allocatedBytes += await svc.layerStore.allocatedBytes(layer);
   return {
     name: pool.name,
     location: svc.layerStore.poolLocation(pool.name),
@@ -155,16 +150,15 @@ export async function describePool(svc: ServiceContext, pool: PoolRecord, given?
   };
 }
 
-export async function describeVolume(svc: ServiceContext, vol: VolumeRecord, given?: CatalogView): Promise<VolumeInfo> {
-  const view = given ?? (await catalogView(svc));
+export async function describeVolume(svc: ServiceContext, vol: VolumeRecord): Promise<VolumeInfo> {
   let allocatedBytes = 0;
-  for (const layer of view.layers.values()) if (layer.ownerVolumeId === vol.id) allocatedBytes += await svc.layerStore.allocatedBytes(layer);
-  const chain = chainOf(view.layers, vol.activeLayerId);
+  for (const layer of await layersOfVolume(svc, vol.id)) allocatedBytes += await svc.layerStore.allocatedBytes(layer);
+  const chain = await layerChain(svc, vol.activeLayerId);
   const foreign = chain.find((l) => l.ownerVolumeId !== vol.id);
   let parent: VolumeInfo['parent'];
   if (foreign) {
-    const snap = view.snapshots.find((s) => s.layerId === foreign.id);
-    const owner = view.volumes.find((v) => v.id === foreign.ownerVolumeId);
+    const snap = await svc.catalog.snapshots.lookup('layer', foreign.id);
+    const owner = await svc.catalog.volumes.get(foreign.ownerVolumeId);
     if (snap && owner) parent = { pool: owner.pool, volume: owner.name, snapshot: snap.name };
   }
   return {
@@ -173,18 +167,17 @@ export async function describeVolume(svc: ServiceContext, vol: VolumeRecord, giv
     name: vol.name,
     provisionedBytes: vol.sizeBytes,
     allocatedBytes,
-    snapshotCount: view.snapshots.filter((s) => s.volumeId === vol.id).length,
+    snapshotCount: (await svc.catalog.snapshots.byIndexPrefix('name', `${vol.id}/`)).length,
     parent,
     chainDepth: chain.length,
-    location: svc.layerStore.location(requireLayer(view.layers, vol.activeLayerId)),
+    location: svc.layerStore.location(chain[0]!),
     snapshotLimit: vol.snapshotLimit,
     createdAt: vol.createdAt,
   };
 }
 
-export async function describeSnapshot(svc: ServiceContext, snap: SnapshotRecord, given?: CatalogView): Promise<SnapshotInfo> {
-  const view = given ?? (await catalogView(svc));
-  const vol = view.volumes.find((v) => v.id === snap.volumeId);
+export async function describeSnapshot(svc: ServiceContext, snap: SnapshotRecord): Promise<SnapshotInfo> {
+  const vol = await svc.catalog.volumes.get(snap.volumeId);
   return {
     id: snap.id,
     pool: snap.pool,
@@ -192,9 +185,8 @@ export async function describeSnapshot(svc: ServiceContext, snap: SnapshotRecord
     name: snap.name,
     sizeBytes: snap.sizeBytes,
     protected: snap.protected,
-    children: childrenOf(snap, view),
-    location: svc.layerStore.location(requireLayer(view.layers, snap.layerId)),
+    children: await childrenOf(svc, snap),
+    location: svc.layerStore.location(await layerById(svc, snap.layerId)),
     createdAt: snap.createdAt,
   };
 }
-

@@ -10,7 +10,7 @@ export interface QuotaChange {
   sizeBytes: number;
   /** The change, for the message: "growing 'p/v' to 3 GiB", "the new volume 'p/w'". */
   what: string;
-  /** Already counted for it: the volume being resized, or the import's own reservation. */
+  /** Already counted for it: the volume being resized, or the import's own reservation ("pool/name"). */
   replaces?: { volumeId?: string; reservation?: string };
 }
 
@@ -22,7 +22,7 @@ export interface QuotaChange {
 export function checkPoolQuota(
   pool: { name: string; quotaBytes?: number | undefined },
   volumes: Iterable<{ id: string; pool: string; sizeBytes: number }>,
-  reservations: ReadonlyMap<string, { pool: string; sizeBytes: number }>,
+  reservations: Iterable<{ pool: string; name: string; sizeBytes: number }>,
   change: QuotaChange,
 ): void {
   if (pool.quotaBytes === undefined) return;
@@ -33,10 +33,10 @@ export function checkPoolQuota(
     provisionedBytes += v.sizeBytes;
     if (v.id === change.replaces?.volumeId) currentBytes = v.sizeBytes;
   }
-  for (const [key, r] of reservations) {
+  for (const r of reservations) {
     if (r.pool !== pool.name) continue;
     provisionedBytes += r.sizeBytes;
-    if (key === change.replaces?.reservation) currentBytes = r.sizeBytes;
+    if (`${r.pool}/${r.name}` === change.replaces?.reservation) currentBytes = r.sizeBytes;
   }
   const moreBytes = change.sizeBytes - currentBytes;
   if (provisionedBytes + moreBytes <= pool.quotaBytes) return;

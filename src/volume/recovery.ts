@@ -1,14 +1,17 @@
 /**
  * Crash recovery at start-up (LocalVolumeService.recover): interrupted jobs marked failed,
- * leftover intents rolled back or finished (intents.ts), orphan files deleted.
+ * stale volume name claims dropped, leftover intents rolled back or finished (intents.ts), orphan
+ * files deleted. Recovery reads whole tables (page by page): it is the one place that must.
  */
-import type { IntentRecord } from '../catalog/records.js';
 import type { ServiceContext } from './context.js';
 import { finishIntent, finishResize, repairLeaks, rollbackIntent } from './intents.js';
 import { LAYER_FILE_PATTERN, layerLocation, poolLocation, TEMP_PREFIX } from './layers.js';
+import type { IntentRecord } from './records.js';
 
 export interface RecoveryReport {
   jobsMarkedFailed: number;
+  /** "pool/name" of each claim an import or copy left when the daemon stopped (dropped). */
+  claimsDropped: string[];
   /** "<kind> <target>" of each intent rolled back. */
   intentsRolledBack: string[];
   /** "<kind> <target>" of each intent finished. */
@@ -23,15 +26,21 @@ export interface RecoveryReport {
 }
 
 /**
- * Start-up: marks interrupted jobs failed, rolls back or finishes leftover intents, then deletes
+ * Start-up: marks interrupted jobs failed, drops stale name claims, rolls back or finishes leftover intents, then deletes
  * orphan files (layer files no record references, temp files) and reports what it could not fix.
  * Call once, before serving anything.
  */
 export async function recover(svc: ServiceContext): Promise<RecoveryReport> {
-  const report: RecoveryReport = { jobsMarkedFailed: 0, intentsRolledBack: [], intentsFinished: [], orphansDeleted: [], problems: [] };
+  const report: RecoveryReport = { jobsMarkedFailed: 0, claimsDropped: [], intentsRolledBack: [], intentsFinished: [], orphansDeleted: [], problems: [] };
   await svc.layerStore.prepare();
   report.jobsMarkedFailed = await svc.jobs.recover();
-  const intents = (await svc.catalog.list('intent')).sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+  // This daemon's imports and copies died with the last process (the data folder's lock keeps
+  // other processes out), so every claim still recorded is stale.
+  for (const claim of await svc.catalog.reservations.all()) {
+    await svc.catalog.change((txn) => svc.catalog.reservations.remove(txn, claim));
+    report.claimsDropped.push(`${claim.pool}/${claim.name}`);
+  }
+  const intents = (await svc.catalog.intents.all()).sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   for (const intent of intents) {
     const label = `${intent.kind} ${intent.target}`;
     try {
@@ -49,8 +58,7 @@ async function recoverIntent(svc: ServiceContext, intent: IntentRecord, label: s
     await finishIntent(svc, intent, report.problems);
     report.intentsFinished.push(label);
   } else if (intent.resize) {
-    const layer = await svc.catalog.get('layer', intent.resize.layerId);
-    if (layer) await repairLeaks(svc, [layer.id], new Map([[layer.id, layer]]), report.problems);
+    await repairLeaks(svc, [intent.resize.layerId], report.problems);
     await finishResize(svc, intent);
     report.intentsFinished.push(label);
   } else {
@@ -65,8 +73,8 @@ async function recoverIntent(svc: ServiceContext, intent: IntentRecord, label: s
  */
 async function scanFiles(svc: ServiceContext, report: RecoveryReport): Promise<void> {
   const store = svc.layerStore;
-  const pools = new Set((await svc.catalog.list('pool')).map((p) => p.name));
-  const layers = await svc.catalog.list('layer');
+  const pools = new Set((await svc.catalog.pools.all()).map((p) => p.name));
+  const layers = await svc.catalog.layers.all();
   const known = new Set(layers.map((l) => `${l.pool}/${l.fileName}`));
   /** "<pool>/<file>" of every referenced file found (and kept). */
   const present = new Set<string>();

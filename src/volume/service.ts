@@ -1,7 +1,8 @@
 /**
  * LocalVolumeService: pools, volumes, snapshots, clones and jobs over qcow2 layer files in a
- * LayerStore (by default a LocalLayerStore: `<data>/pools/<pool>/`) and records in the catalog
- * (docs/daemon.md describes the model).
+ * LayerStore (by default a LocalLayerStore: `<data>/pools/<pool>/`) and records in tables over a
+ * CatalogStore (catalog.ts; docs/daemon.md describes the model). A volume's layers are written only
+ * under its writer lease from the Coordinator (writers.ts).
  *
  * This class is a facade: it builds the shared state (context.ts) once and delegates each
  * operation to the module that owns it: pools.ts, volumes.ts, snapshots.ts, clones.ts,
@@ -14,16 +15,19 @@
  * lock: while it lasts, operations that would change the volume fail with BUSY at once.
  *
  * Crash consistency: every multi-step operation writes an intent before touching files and ends
- * with one atomic catalog batch (see runIntent in intents.ts); recover() rolls back or finishes
- * what a crash left, then deletes files no record references. Call recover() once at start-up,
- * before serving.
+ * with one atomic catalog transaction that compares the records it read (see runIntent in
+ * intents.ts); recover() checks the catalog's layout, rolls back or finishes what a crash left,
+ * then deletes files no record references. Call recover() once at start-up, before serving.
  */
 import path from 'node:path';
 import { StorageError } from '../core/errors.js';
 import type { LayerStore } from '../core/layer-store.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
-import type { Catalog } from '../catalog/catalog.js';
+import type { CatalogStore } from '../core/catalog-store.js';
+import type { Coordinator } from '../core/coordinator.js';
+import { VolumeCatalog } from './catalog.js';
 import * as clones from './clones.js';
+import { LocalCoordinator } from './coordinator-local.js';
 import { DEFAULT_MAX_CHAIN_DEPTH, type ChainDepthPolicy, type ServiceContext } from './context.js';
 import * as diffs from './diff.js';
 import { JobRunner } from './jobs.js';
@@ -51,6 +55,10 @@ export interface LocalVolumeServiceOptions {
   maxConcurrentJobs?: number;
   /** Where the layer files live (default: a LocalLayerStore over `<data>/pools`). */
   layerStore?: LayerStore;
+  /** Who may write a volume (default: a LocalCoordinator, leases in this process). */
+  coordinator?: Coordinator;
+  /** This service's name as a lease holder (default 'strata'). */
+  writerName?: string;
 }
 
 export class LocalVolumeService implements VolumeService {
@@ -58,37 +66,50 @@ export class LocalVolumeService implements VolumeService {
   readonly jobs: JobRunner;
   readonly maxChainDepth: number;
   readonly chainDepthPolicy: ChainDepthPolicy;
+  /** The default coordinator when the caller passed none (closed with the service). */
+  private readonly ownCoordinator: Coordinator | undefined;
+  /** The records, as tables over the CatalogStore the caller opened (and closes). */
+  readonly catalog: VolumeCatalog;
   /** What the modules share: built once here, passed to each as `svc`. */
   private readonly svc: ServiceContext;
 
   constructor(
-    readonly catalog: Catalog,
+    store: CatalogStore,
     dataDir: string,
     options: LocalVolumeServiceOptions = {},
   ) {
     this.layerStore = options.layerStore ?? new LocalLayerStore(path.join(path.resolve(dataDir), 'pools'));
-    this.jobs = new JobRunner(catalog, options.maxConcurrentJobs === undefined ? {} : { maxConcurrent: options.maxConcurrentJobs });
+    this.catalog = new VolumeCatalog(store);
+    const coordinator = options.coordinator ?? new LocalCoordinator();
+    this.ownCoordinator = options.coordinator === undefined ? coordinator : undefined;
+    this.jobs = new JobRunner(this.catalog, options.maxConcurrentJobs === undefined ? {} : { maxConcurrent: options.maxConcurrentJobs });
     this.maxChainDepth = options.maxChainDepth ?? DEFAULT_MAX_CHAIN_DEPTH;
     if (!Number.isSafeInteger(this.maxChainDepth) || this.maxChainDepth < 1) {
       throw new StorageError('INVALID_ARGUMENT', `maxChainDepth must be a positive integer, not ${this.maxChainDepth}`);
     }
     this.chainDepthPolicy = options.chainDepthPolicy ?? 'refuse';
     this.svc = {
-      catalog,
+      catalog: this.catalog,
+      coordinator,
+      writerName: options.writerName ?? 'strata',
       layerStore: this.layerStore,
       jobs: this.jobs,
       locks: new KeyedMutex(),
       holds: new Map(),
-      reservations: new Map(),
+      writers: new Map(),
       live: new Map<string, LiveVolume>(),
       maxChainDepth: this.maxChainDepth,
       chainDepthPolicy: this.chainDepthPolicy,
     };
   }
 
-  /** Cancels running jobs and waits for them. The caller closes the catalog afterwards. */
+  /**
+   * Cancels running jobs and waits for them, then closes the coordinator if the service made its
+   * own. The caller closes the catalog store (and a coordinator it passed) afterwards.
+   */
   async close(): Promise<void> {
     await this.jobs.shutdown();
+    await this.ownCoordinator?.close();
   }
 
   // Pools (pools.ts)
@@ -254,7 +275,8 @@ export class LocalVolumeService implements VolumeService {
    * orphan files (layer files no record references, temp files) and reports what it could not fix.
    * Call once, before serving anything.
    */
-  recover(): Promise<RecoveryReport> {
+  async recover(): Promise<RecoveryReport> {
+    await this.catalog.checkSchema();
     return recover(this.svc);
   }
 

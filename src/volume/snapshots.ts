@@ -5,35 +5,35 @@
 import { StorageError } from '../core/errors.js';
 import { countOf } from '../core/text.js';
 import { formatSizeHuman } from '../core/units.js';
-import type { CatalogOp } from '../catalog/catalog.js';
-import { delOp, putOp } from '../catalog/catalog.js';
-import type { SnapshotRecord, VolumeRecord } from '../catalog/records.js';
+import { CatalogTxn } from './catalog.js';
 import { flattenLocked } from './clones.js';
 import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
 import { forEachWindow, layerMap } from './extents.js';
 import { checkHeadNotLive, withVolume } from './guards.js';
 import { copyPlan, totalOfKind, type PlanStep } from './image-ops.js';
-import { commitOps, newIntent, newLayer, runIntent } from './intents.js';
+import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { backingOf, createLayerFile, openChain } from './layers.js';
 import { liveKey } from './live.js';
 import { withLiveChanges } from './live-registry.js';
+import { withVolumeWriter } from './writers.js';
 import { checkLimit, checkName } from './names.js';
 import {
   boundaryLayers,
-  catalogView,
-  chainOf,
+  childLayers,
   childrenOf,
   checkQuota,
   describeSnapshot,
   describeVolume,
   findSnapshot,
   layerById,
-  requireLayer,
+  layerChain,
   requirePool,
   snapshotByName,
+  snapshotsOfVolume,
   volumeByName,
 } from './queries.js';
+import type { SnapshotRecord, VolumeRecord } from './records.js';
 import type { SnapshotInfo, VolumeInfo } from './types.js';
 
 export async function createSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<SnapshotInfo> {
@@ -46,11 +46,8 @@ export async function createSnapshot(svc: ServiceContext, pool: string, volume: 
 
 export async function listSnapshots(svc: ServiceContext, pool: string, volume: string): Promise<SnapshotInfo[]> {
   const vol = await volumeByName(svc, pool, volume);
-  const view = await catalogView(svc);
-  const snaps = view.snapshots
-    .filter((s) => s.volumeId === vol.id)
-    .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.name.localeCompare(b.name));
-  return Promise.all(snaps.map((s) => describeSnapshot(svc, s, view)));
+  const snaps = await snapshotsOfVolume(svc, vol.id);
+  return Promise.all(snaps.map((s) => describeSnapshot(svc, s)));
 }
 
 export async function snapshotInfo(svc: ServiceContext, pool: string, volume: string, name: string): Promise<SnapshotInfo> {
@@ -70,7 +67,7 @@ export async function renameSnapshot(svc: ServiceContext, pool: string, volume: 
       throw new StorageError('ALREADY_EXISTS', `snapshot '${pool}/${volume}@${newName}' already exists`);
     }
     const renamed = { ...snap, name: newName };
-    await svc.catalog.put('snapshot', renamed);
+    await svc.catalog.change((txn) => svc.catalog.snapshots.update(txn, snap, renamed));
     return describeSnapshot(svc, renamed);
   });
 }
@@ -87,10 +84,9 @@ export async function rollbackSnapshot(svc: ServiceContext, pool: string, volume
         const what = `rolling '${pool}/${volume}' back to its ${formatSizeHuman(snap.sizeBytes)} snapshot '${name}'`;
         await checkQuota(svc, await requirePool(svc, pool), snap.sizeBytes, what, { volumeId: vol.id });
       }
-      const view = await catalogView(svc);
-      const oldActive = requireLayer(view.layers, vol.activeLayerId);
-      const snapLayer = requireLayer(view.layers, snap.layerId);
-      if ([...view.layers.values()].some((l) => l.backingLayerId === oldActive.id)) {
+      const oldActive = await layerById(svc, vol.activeLayerId);
+      const snapLayer = await layerById(svc, snap.layerId);
+      if ((await childLayers(svc, oldActive.id)).length > 0) {
         throw new Error(`assertion failed: active layer ${oldActive.id} is some layer's backing file`);
       }
       const active = newLayer(newId(), vol.pool, vol.id, snapLayer);
@@ -99,8 +95,11 @@ export async function rollbackSnapshot(svc: ServiceContext, pool: string, volume
       await runIntent(svc, intent, async () => {
         await createLayerFile(svc.layerStore, active, snap.sizeBytes, snapLayer);
         await svc.layerStore.syncPool(vol.pool);
-        const ops = [putOp('layer', active), delOp('layer', oldActive.id), putOp('volume', updated)];
-        await svc.catalog.batch(commitOps(intent, ops, [oldActive]));
+        const txn = new CatalogTxn();
+        svc.catalog.layers.create(txn, active);
+        svc.catalog.layers.remove(txn, oldActive);
+        svc.catalog.volumes.update(txn, vol, updated);
+        await commitIntent(svc, txn, intent, [oldActive]);
       });
       return describeVolume(svc, updated);
     },
@@ -128,7 +127,7 @@ export async function protectSnapshot(svc: ServiceContext, pool: string, volume:
   return withVolume(svc, pool, volume, async (vol) => {
     const snap = await snapshotByName(svc, vol, name);
     const updated = { ...snap, protected: true };
-    if (!snap.protected) await svc.catalog.put('snapshot', updated);
+    if (!snap.protected) await svc.catalog.change((txn) => svc.catalog.snapshots.update(txn, snap, updated));
     return describeSnapshot(svc, updated);
   });
 }
@@ -136,7 +135,7 @@ export async function protectSnapshot(svc: ServiceContext, pool: string, volume:
 export async function unprotectSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<SnapshotInfo> {
   return withVolume(svc, pool, volume, async (vol) => {
     const snap = await snapshotByName(svc, vol, name);
-    const children = childrenOf(snap, await catalogView(svc));
+    const children = await childrenOf(svc, snap);
     if (children.length > 0) {
       throw new StorageError(
         'BUSY',
@@ -144,7 +143,7 @@ export async function unprotectSnapshot(svc: ServiceContext, pool: string, volum
       );
     }
     const updated = { ...snap, protected: false };
-    if (snap.protected) await svc.catalog.put('snapshot', updated);
+    if (snap.protected) await svc.catalog.change((txn) => svc.catalog.snapshots.update(txn, snap, updated));
     return describeSnapshot(svc, updated);
   });
 }
@@ -152,20 +151,20 @@ export async function unprotectSnapshot(svc: ServiceContext, pool: string, volum
 export async function setSnapshotLimit(svc: ServiceContext, pool: string, volume: string, limit: number | undefined): Promise<VolumeInfo> {
   const checked = checkLimit('snapshot limit', limit);
   return withVolume(svc, pool, volume, async (vol) => {
-    const count = (await svc.catalog.list('snapshot')).filter((s) => s.volumeId === vol.id).length;
+    const count = (await snapshotsOfVolume(svc, vol.id)).length;
     if (checked !== undefined && count > checked) {
       throw new StorageError('BUSY', `volume '${pool}/${volume}' already has ${countOf(count, 'snapshot')}, more than the limit ${checked}; delete some first`);
     }
     const { snapshotLimit: _old, ...rest } = vol;
     const updated: VolumeRecord = checked === undefined ? rest : { ...rest, snapshotLimit: checked };
-    await svc.catalog.put('volume', updated);
+    await svc.catalog.change((txn) => svc.catalog.volumes.update(txn, vol, updated));
     return describeVolume(svc, updated);
   });
 }
 
 async function checkSnapshotLimit(svc: ServiceContext, vol: VolumeRecord): Promise<void> {
   if (vol.snapshotLimit === undefined) return;
-  const count = (await svc.catalog.list('snapshot')).filter((s) => s.volumeId === vol.id).length;
+  const count = (await snapshotsOfVolume(svc, vol.id)).length;
   if (count >= vol.snapshotLimit) {
     throw new StorageError('LIMIT_EXCEEDED', `volume '${vol.pool}/${vol.name}' has ${countOf(count, 'snapshot')}, its limit`, {
       fix: { operation: 'setSnapshotLimit', pool: vol.pool, volume: vol.name, text: 'delete one, or raise the limit with {}' },
@@ -179,17 +178,15 @@ async function checkSnapshotLimit(svc: ServiceContext, vol: VolumeRecord): Promi
  */
 export async function ensureSnapshotAllowed(svc: ServiceContext, vol: VolumeRecord, options: { dryRun?: boolean } = {}): Promise<VolumeRecord> {
   await checkSnapshotLimit(svc, vol);
-  let view = await catalogView(svc);
-  let depth = chainOf(view.layers, vol.activeLayerId).length + 1;
+  let depth = (await layerChain(svc, vol.activeLayerId)).length + 1;
   if (depth <= svc.maxChainDepth) return vol;
-  if (svc.chainDepthPolicy === 'flatten' && boundaryLayers(vol, view).length > 0) {
+  if (svc.chainDepthPolicy === 'flatten' && (await boundaryLayers(svc, vol)).length > 0) {
     if (options.dryRun) return vol;
     await svc.jobs.run('flatten', `${vol.pool}/${vol.name}`, (ctx) => flattenLocked(svc, vol, ctx));
-    view = await catalogView(svc);
-    depth = chainOf(view.layers, vol.activeLayerId).length + 1;
-    if (depth <= svc.maxChainDepth) return (await svc.catalog.get('volume', vol.id)) ?? vol;
+    depth = (await layerChain(svc, vol.activeLayerId)).length + 1;
+    if (depth <= svc.maxChainDepth) return (await svc.catalog.volumes.get(vol.id)) ?? vol;
   }
-  const isClone = boundaryLayers(vol, view).length > 0;
+  const isClone = (await boundaryLayers(svc, vol)).length > 0;
   throw new StorageError(
     'LIMIT_EXCEEDED',
     `a snapshot would make the chain of '${vol.pool}/${vol.name}' ${depth} layers deep (maxChainDepth ${svc.maxChainDepth}); ` +
@@ -223,14 +220,12 @@ export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecor
     // The frozen layer is closed (no writer has it open), so everything written is already durable.
     await createLayerFile(svc.layerStore, active, current.sizeBytes, frozen);
     await svc.layerStore.syncPool(current.pool);
-    await svc.catalog.batch(
-      commitOps(intent, [
-        putOp('layer', { ...frozen, frozen: true }),
-        putOp('layer', active),
-        putOp('snapshot', snap),
-        putOp('volume', { ...current, activeLayerId: active.id }),
-      ]),
-    );
+    const txn = new CatalogTxn();
+    svc.catalog.layers.update(txn, frozen, { ...frozen, frozen: true });
+    svc.catalog.layers.create(txn, active);
+    svc.catalog.snapshots.create(txn, snap);
+    svc.catalog.volumes.update(txn, current, { ...current, activeLayerId: active.id });
+    await commitIntent(svc, txn, intent);
   }));
   return snap;
 }
@@ -240,22 +235,21 @@ export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecor
  * none, then C is rebased onto L's parent G; then L goes. What every layer reads is unchanged.
  */
 async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap: SnapshotRecord, ctx: JobContext): Promise<void> {
-  const view = await catalogView(svc);
-  const layer = requireLayer(view.layers, snap.layerId);
-  const children = [...view.layers.values()].filter((l) => l.backingLayerId === layer.id);
+  const layer = await layerById(svc, snap.layerId);
+  const children = await childLayers(svc, layer.id);
   const foreign = children.filter((c) => c.ownerVolumeId !== vol.id);
   if (foreign.length > 0) {
     throw new StorageError('BUSY', `snapshot '${vol.pool}/${vol.name}@${snap.name}' has clones; flatten or delete them first`);
   }
-  const parent = layer.backingLayerId === undefined ? undefined : requireLayer(view.layers, layer.backingLayerId);
+  const parent = layer.backingLayerId === undefined ? undefined : await layerById(svc, layer.backingLayerId);
   const ids = children.map((c) => c.id);
   const intent = newIntent('snapshot-delete', `${vol.pool}/${vol.name}@${snap.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
   let totalBytes = 0;
   // Exports whose chains hold a rewritten layer pause for the whole merge (their requests wait).
-  await withLiveChanges(svc, [layer.id, ...ids], () => runIntent(svc, intent, async () => {
+  await withLiveChanges(svc, [layer.id, ...ids], () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
     for (const child of children) {
       ctx.throwIfCancelled();
-      const image = await openChain(svc.layerStore, chainOf(view.layers, child.id), { writable: true });
+      const image = await openChain(svc.layerStore, await layerChain(svc, child.id), { writable: true });
       try {
         const merged = backingOf(image)!;
         const parentSize = backingOf(merged)?.sizeBytes ?? 0;
@@ -288,11 +282,13 @@ async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap
       }
     }
     await svc.layerStore.syncPool(vol.pool);
-    const ops: CatalogOp[] = [delOp('snapshot', snap.id), delOp('layer', layer.id)];
+    const txn = new CatalogTxn();
+    svc.catalog.snapshots.remove(txn, snap);
+    svc.catalog.layers.remove(txn, layer);
     for (const child of children) {
       const { backingLayerId: _old, ...rest } = child;
-      ops.push(putOp('layer', parent === undefined ? rest : { ...rest, backingLayerId: parent.id }));
+      svc.catalog.layers.update(txn, child, parent === undefined ? rest : { ...rest, backingLayerId: parent.id });
     }
-    await svc.catalog.batch(commitOps(intent, ops, [layer]));
-  }));
+    await commitIntent(svc, txn, intent, [layer]);
+  })));
 }

@@ -7,19 +7,19 @@ import { alignUp, formatSizeHuman, SECTOR_SIZE_BYTES } from '../core/units.js';
 import { allocAligned } from '../sys/aligned-buffer.js';
 import type { HostFile } from '../core/host-file.js';
 import type { LayerRef } from '../core/layer-store.js';
-import { putOp } from '../catalog/catalog.js';
-import type { FileRef, VolumeRecord } from '../catalog/records.js';
+import { CatalogTxn } from './catalog.js';
 import { chainPieces, filePieces, importProgress, spoolToFile, streamLongerThan, writePiecesToLayer } from './content.js';
 import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
 import { COPY_CHUNK_BYTES, writeSparse } from './extents.js';
-import { checkHeadNotLive, hold, reserve, unhold, withVolume } from './guards.js';
+import { checkHeadNotLive, claimVolumeName, hold, unhold, withVolume, type NameClaim } from './guards.js';
 import { copyPlan, dataPlan, totalOf } from './image-ops.js';
 import { openUploadedImage, uploadedImageError } from './input-image.js';
-import { commitOps, newIntent, newLayer, runIntent } from './intents.js';
+import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { createLayerFile, layerLocation, openChain, openLayerAlone, TEMP_PREFIX } from './layers.js';
 import { checkName, checkVolumeSize } from './names.js';
 import { checkNameFree, checkQuota, describeVolume, layerChain, requirePool, snapshotByName } from './queries.js';
+import type { FileRef, VolumeRecord } from './records.js';
 import { encodeContent, readSparseStream, type ContentPiece, type TransferEncoding } from './sparse-stream.js';
 import { ManagedStream } from './stream.js';
 import type { JobInfo, VolumeInfo } from './types.js';
@@ -38,21 +38,21 @@ export async function copyVolume(svc: ServiceContext, pool: string, name: string
       const dest = await requirePool(svc, destPool);
       await checkNameFree(svc, destPool, destName);
       await checkQuota(svc, dest, vol.sizeBytes, `the copy '${destPool}/${destName}' of '${pool}/${name}'`);
-      const release = reserve(svc, destPool, destName, vol.sizeBytes);
+      const claim = await claimVolumeName(svc, destPool, destName, vol.sizeBytes);
       hold(svc, vol.id, 'a copy job reads it');
       try {
         return await svc.jobs.start('copy', `${pool}/${name}`, async (ctx) => {
           try {
             ctx.throwIfCancelled();
-            await copyJob(svc, vol.id, destPool, destName, ctx);
+            await copyJob(svc, vol.id, claim, ctx);
           } finally {
             unhold(svc, vol.id);
-            release();
+            await claim.release();
           }
         });
       } catch (err) {
         unhold(svc, vol.id);
-        release();
+        await claim.release();
         throw err;
       }
     },
@@ -60,8 +60,9 @@ export async function copyVolume(svc: ServiceContext, pool: string, name: string
   );
 }
 
-async function copyJob(svc: ServiceContext, volumeId: string, destPool: string, destName: string, ctx: JobContext): Promise<void> {
-  const vol = await svc.catalog.require('volume', volumeId, 'the source volume');
+async function copyJob(svc: ServiceContext, volumeId: string, claim: NameClaim, ctx: JobContext): Promise<void> {
+  const { pool: destPool, name: destName } = claim.reservation;
+  const vol = await svc.catalog.volumes.require(volumeId, 'the source volume');
   const source = await openChain(svc.layerStore, await layerChain(svc, vol.activeLayerId), { writable: false });
   const volume: VolumeRecord = { id: newId(), pool: destPool, name: destName, sizeBytes: vol.sizeBytes, activeLayerId: newId(), createdAt: nowIso() };
   const layer = newLayer(volume.activeLayerId, destPool, volume.id, undefined);
@@ -79,9 +80,12 @@ async function copyJob(svc: ServiceContext, volumeId: string, destPool: string, 
       }
       await svc.layerStore.syncPool(destPool);
       await svc.locks.run([poolKey(destPool)], async () => {
-        await requirePool(svc, destPool);
-        await checkNameFree(svc, destPool, destName, true);
-        await svc.catalog.batch(commitOps(intent, [putOp('volume', volume), putOp('layer', layer)]));
+        const pool = await requirePool(svc, destPool);
+        const txn = new CatalogTxn();
+        svc.catalog.pools.requireUnchanged(txn, pool);
+        svc.catalog.createVolume(txn, volume, claim.reservation);
+        svc.catalog.layers.create(txn, layer);
+        await commitIntent(svc, txn, intent);
       });
     });
   } finally {
@@ -101,29 +105,29 @@ export async function importVolume(
     throw new StorageError('INVALID_ARGUMENT', `unknown import format '${String(options.format)}': use raw or qcow2`);
   }
   const sizeBytes = options.sizeBytes === undefined ? undefined : checkVolumeSize(options.sizeBytes);
-  const release = await svc.locks.run([poolKey(pool)], async () => {
+  const claim = await svc.locks.run([poolKey(pool)], async () => {
     const poolRecord = await requirePool(svc, pool);
     await checkNameFree(svc, pool, name);
     await checkQuota(svc, poolRecord, sizeBytes ?? 0, `importing '${pool}/${name}'`);
-    return reserve(svc, pool, name, sizeBytes ?? 0);
+    return claimVolumeName(svc, pool, name, sizeBytes ?? 0);
   });
   try {
-    const job = (ctx: JobContext) => importJob(svc, pool, name, source, { ...options, sizeBytes }, ctx);
+    const job = (ctx: JobContext) => importJob(svc, claim, source, { ...options, sizeBytes }, ctx);
     const volume = await svc.jobs.run('import', `${pool}/${name}`, job, options.signal ? { signal: options.signal } : {});
     return describeVolume(svc, volume);
   } finally {
-    release();
+    await claim.release();
   }
 }
 
 async function importJob(
   svc: ServiceContext,
-  pool: string,
-  name: string,
+  claim: NameClaim,
   source: AsyncIterable<Uint8Array>,
   options: { format: 'raw' | 'qcow2'; sizeBytes: number | undefined; transfer?: TransferEncoding; onProgress?: (doneBytes: number) => void },
   ctx: JobContext,
 ): Promise<VolumeRecord> {
+  const { pool, name } = claim.reservation;
   const volumeId = newId();
   const layer = newLayer(newId(), pool, volumeId, undefined);
   const spool: FileRef = { pool, fileName: `${TEMP_PREFIX}import-${newId()}.qcow2` };
@@ -140,8 +144,13 @@ async function importJob(
     await svc.layerStore.syncPool(pool);
     const volume: VolumeRecord = { id: volumeId, pool, name, sizeBytes, activeLayerId: layer.id, createdAt: nowIso() };
     await svc.locks.run([poolKey(pool)], async () => {
-      await checkQuota(svc, await requirePool(svc, pool), sizeBytes, `importing '${pool}/${name}'`, { reservation: `${pool}/${name}` });
-      await svc.catalog.batch(commitOps(intent, [putOp('volume', volume), putOp('layer', layer)]));
+      const poolRecord = await requirePool(svc, pool);
+      await checkQuota(svc, poolRecord, sizeBytes, `importing '${pool}/${name}'`, { reservation: `${pool}/${name}` });
+      const txn = new CatalogTxn();
+      svc.catalog.pools.requireUnchanged(txn, poolRecord);
+      svc.catalog.createVolume(txn, volume, claim.reservation);
+      svc.catalog.layers.create(txn, layer);
+      await commitIntent(svc, txn, intent);
     });
     return volume;
   });

@@ -1,5 +1,5 @@
 /**
- * The contract between the volume layer (src/volume, over src/catalog and formats/qcow2) and its
+ * The contract between the volume layer (src/volume, over its CatalogStore tables and formats/qcow2) and its
  * callers (src/api, src/daemon). Sizes are bytes; times are ISO-8601 strings; names are
  * user-chosen, ids are Strata's (stable across renames).
  *

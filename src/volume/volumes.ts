@@ -2,16 +2,26 @@
 import { StorageError } from '../core/errors.js';
 import { countOf } from '../core/text.js';
 import { formatSizeHuman } from '../core/units.js';
-import type { CatalogOp } from '../catalog/catalog.js';
-import { delOp, putOp } from '../catalog/catalog.js';
-import type { VolumeRecord } from '../catalog/records.js';
+import { CatalogTxn } from './catalog.js';
 import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
 import { checkHeadNotLive, checkNotLive, withVolume } from './guards.js';
-import { commitOps, newIntent, newLayer, runIntent, finishResize } from './intents.js';
+import { commitIntent, newIntent, newLayer, runIntent, finishResize } from './intents.js';
 import { createLayerFile } from './layers.js';
 import { withLiveChanges } from './live-registry.js';
+import { withVolumeWriter } from './writers.js';
 import { checkName, checkVolumeSize } from './names.js';
-import { catalogView, checkNameFree, checkQuota, clonesOfVolume, describeVolume, requirePool, volumeByName } from './queries.js';
+import {
+  checkNameFree,
+  checkQuota,
+  clonesOfVolume,
+  describeVolume,
+  layersOfVolume,
+  requirePool,
+  snapshotsOfVolume,
+  volumeByName,
+  volumesOfPool,
+} from './queries.js';
+import type { VolumeRecord } from './records.js';
 import type { VolumeInfo } from './types.js';
 
 export async function createVolume(svc: ServiceContext, pool: string, name: string, sizeBytes: number): Promise<VolumeInfo> {
@@ -27,7 +37,11 @@ export async function createVolume(svc: ServiceContext, pool: string, name: stri
     await runIntent(svc, intent, async () => {
       await createLayerFile(svc.layerStore, layer, sizeBytes);
       await svc.layerStore.syncPool(pool);
-      await svc.catalog.batch(commitOps(intent, [putOp('volume', volume), putOp('layer', layer)]));
+      const txn = new CatalogTxn();
+      svc.catalog.pools.requireUnchanged(txn, poolRecord);
+      svc.catalog.createVolume(txn, volume);
+      svc.catalog.layers.create(txn, layer);
+      await commitIntent(svc, txn, intent);
     });
     return describeVolume(svc, volume);
   });
@@ -35,9 +49,8 @@ export async function createVolume(svc: ServiceContext, pool: string, name: stri
 
 export async function listVolumes(svc: ServiceContext, pool: string): Promise<VolumeInfo[]> {
   await requirePool(svc, pool);
-  const view = await catalogView(svc);
-  const volumes = view.volumes.filter((v) => v.pool === pool).sort((a, b) => a.name.localeCompare(b.name));
-  return Promise.all(volumes.map((v) => describeVolume(svc, v, view)));
+  const volumes = (await volumesOfPool(svc, pool)).sort((a, b) => a.name.localeCompare(b.name));
+  return Promise.all(volumes.map((v) => describeVolume(svc, v)));
 }
 
 export async function volumeInfo(svc: ServiceContext, pool: string, name: string): Promise<VolumeInfo> {
@@ -76,8 +89,9 @@ export async function renameVolume(svc: ServiceContext, pool: string, name: stri
       if (newName === vol.name) return describeVolume(svc, vol);
       checkNotLive(svc, vol, 'rename it (exports are named after it)');
       await checkNameFree(svc, pool, newName);
-      const renamed = { ...vol, name: newName };
-      await svc.catalog.put('volume', renamed);
+      const txn = new CatalogTxn();
+      const renamed = svc.catalog.renameVolume(txn, vol, newName);
+      await svc.catalog.commit(txn);
       return describeVolume(svc, renamed);
     },
     { keys: [poolKey(pool)] },
@@ -87,9 +101,8 @@ export async function renameVolume(svc: ServiceContext, pool: string, name: stri
 export async function deleteVolume(svc: ServiceContext, pool: string, name: string, options: { force?: boolean } = {}): Promise<void> {
   await withVolume(svc, pool, name, async (vol) => {
     checkNotLive(svc, vol, 'delete it');
-    const view = await catalogView(svc);
-    const snapshots = view.snapshots.filter((s) => s.volumeId === vol.id);
-    const clones = clonesOfVolume(vol, view);
+    const snapshots = await snapshotsOfVolume(svc, vol.id);
+    const clones = await clonesOfVolume(svc, vol);
     if (clones.length > 0) {
       throw new StorageError(
         'BUSY',
@@ -102,15 +115,14 @@ export async function deleteVolume(svc: ServiceContext, pool: string, name: stri
         fix: { option: 'force', text: `delete ${them} first, or pass {} to delete ${them} with the volume` },
       });
     }
-    const layers = [...view.layers.values()].filter((l) => l.ownerVolumeId === vol.id);
+    const layers = await layersOfVolume(svc, vol.id);
     const intent = newIntent('volume-delete', `${pool}/${name}`, {});
-    const ops: CatalogOp[] = [
-      delOp('volume', vol.id),
-      ...snapshots.map((s) => delOp('snapshot', s.id)),
-      ...layers.map((l) => delOp('layer', l.id)),
-    ];
     await runIntent(svc, intent, async () => {
-      await svc.catalog.batch(commitOps(intent, ops, layers));
+      const txn = new CatalogTxn();
+      svc.catalog.volumes.remove(txn, vol);
+      for (const snap of snapshots) svc.catalog.snapshots.remove(txn, snap);
+      for (const layer of layers) svc.catalog.layers.remove(txn, layer);
+      await commitIntent(svc, txn, intent, layers);
     });
   });
 }
@@ -124,6 +136,6 @@ export async function resizeLocked(svc: ServiceContext, vol: VolumeRecord, sizeB
   const intent = newIntent('resize', `${vol.pool}/${vol.name}`, {
     resize: { volumeId: vol.id, layerId: vol.activeLayerId, fromBytes: vol.sizeBytes, toBytes: sizeBytes },
   });
-  await runIntent(svc, intent, () => finishResize(svc, intent));
-  return { ...vol, sizeBytes };
+  await withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, () => finishResize(svc, intent)));
+  return svc.catalog.volumes.require(vol.id, `volume '${vol.pool}/${vol.name}'`);
 }

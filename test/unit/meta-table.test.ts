@@ -98,10 +98,38 @@ for (const [label, open] of [
       for (let i = 0; i < 7; i++) table.put(txn, { id: `v${i}`, poolId: 'p', name: `n${i}`, sizeBytes: i });
       await txn.commit(store);
       const page = await table.page({ limit: 4 });
-      expect(page.records.map((v) => v.id)).toEqual(['v0', 'v1', 'v2', 'v3']);
-      expect((await table.page({ after: page.nextAfter! })).records.map((v) => v.id)).toEqual(['v4', 'v5', 'v6']);
+      expect(page.records.map((v) => v.record.id)).toEqual(['v0', 'v1', 'v2', 'v3']);
+      expect((await table.page({ after: page.nextAfter! })).records.map((v) => v.record.id)).toEqual(['v4', 'v5', 'v6']);
       await store.txn([], [{ type: 'put', key: 'volume/v9', value: { id: 'v9' } }]);
       await expectCode(table.get('v9'), 'CORRUPT');
+      await store.close();
+    });
+
+    it('pages the records under an index prefix (the volumes of one pool), bounded, without reading other pools', async () => {
+      const store = await open();
+      const table = new Table(store, volumes);
+      const txn = new TxnBuilder();
+      for (let i = 0; i < 5; i++) table.put(txn, { id: `a${i}`, poolId: 'p', name: `n${i}`, sizeBytes: i });
+      table.put(txn, { id: 'b0', poolId: 'pp', name: 'n0', sizeBytes: 9 });
+      table.put(txn, { id: 'b1', poolId: 'q', name: 'n0', sizeBytes: 9 });
+      await txn.commit(store);
+      const first = await table.indexPage('name', 'p/', { limit: 3 });
+      expect(first.records.map((v) => v.record.id)).toEqual(['a0', 'a1', 'a2']);
+      expect(first.nextAfter).toBe('p/n2');
+      const rest = await table.indexPage('name', 'p/', { after: first.nextAfter! });
+      expect(rest.records.map((v) => v.record.id)).toEqual(['a3', 'a4']);
+      expect(rest.nextAfter).toBeUndefined();
+      const all: string[] = [];
+      for await (const v of table.indexScan('name', 'p/')) all.push(v.record.id);
+      expect(all).toEqual(['a0', 'a1', 'a2', 'a3', 'a4']);
+      await store.close();
+    });
+
+    it('an index entry whose value is not a record id is CORRUPT', async () => {
+      const store = await open();
+      const table = new Table(store, volumes);
+      await store.txn([], [{ type: 'put', key: 'volume.name/p/x', value: 7 }]);
+      await expectCode(table.indexPage('name', 'p/'), 'CORRUPT');
       await store.close();
     });
   });

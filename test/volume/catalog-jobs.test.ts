@@ -1,47 +1,120 @@
-/** The catalog (typed records over LevelDB, atomic batches) and the job runner. */
+/** The volume layer's catalog tables (records, indexes, compare-and-set, name claims) and the job runner. */
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Catalog, delOp, putOp } from '../../src/catalog/index.js';
+import type { CatalogStore } from '../../src/core/catalog-store.js';
 import { StorageError } from '../../src/core/errors.js';
+import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
+import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
+import { CatalogTxn, SCHEMA_KEY, VolumeCatalog, VOLUME_CATALOG_SCHEMA_VERSION } from '../../src/volume/catalog.js';
 import { JobRunner, type JobContext } from '../../src/volume/jobs.js';
 import { KeyedMutex } from '../../src/volume/locks.js';
+import type { LayerRecord, VolumeRecord } from '../../src/volume/records.js';
 import { shmTempDir } from '../support/tmp.js';
 import { expectCode } from './helpers.js';
 
-async function openCatalog(): Promise<{ catalog: Catalog; dir: string }> {
+async function openCatalog(): Promise<{ catalog: LevelCatalogStore; dir: string }> {
   const dir = path.join(shmTempDir(), 'catalog');
-  return { catalog: await Catalog.open(dir), dir };
+  return { catalog: await LevelCatalogStore.open(dir), dir };
 }
 
-describe('catalog', () => {
-  it('stores typed records by kind and key; batches apply all or nothing', async () => {
-    const { catalog, dir } = await openCatalog();
-    const now = new Date().toISOString();
-    await catalog.put('pool', { name: 'p', createdAt: now });
-    await catalog.batch([
-      putOp('volume', { id: 'v1', pool: 'p', name: 'a', sizeBytes: 512, activeLayerId: 'l1', createdAt: now }),
-      putOp('layer', { id: 'l1', pool: 'p', fileName: 'l1.qcow2', ownerVolumeId: 'v1', frozen: false, createdAt: now }),
-    ]);
-    expect(await catalog.get('volume', 'v1')).toMatchObject({ name: 'a' });
-    expect(await catalog.get('volume', 'nope')).toBeUndefined();
-    expect((await catalog.list('layer')).map((l) => l.id)).toEqual(['l1']);
-    expect((await catalog.list('pool')).map((p) => p.name)).toEqual(['p']);
-    await expectCode(catalog.require('snapshot', 'x'), 'NOT_FOUND');
-    // A batch that touches one key twice is a programmer error, and nothing of it lands.
-    await expect(catalog.batch([delOp('volume', 'v1'), putOp('volume', { id: 'v1', pool: 'p', name: 'b', sizeBytes: 1, activeLayerId: 'l1', createdAt: now })])).rejects.toThrow(/twice/);
-    expect(await catalog.get('volume', 'v1')).toMatchObject({ name: 'a' });
-    await catalog.batch([delOp('volume', 'v1'), delOp('layer', 'l1')]);
-    expect(await catalog.list('volume')).toEqual([]);
-    await catalog.close();
-    const again = await Catalog.open(dir);
-    expect((await again.list('pool')).map((p) => p.name)).toEqual(['p']);
-    await again.close();
-  });
+const now = new Date().toISOString();
+const volume = (id: string, pool: string, name: string): VolumeRecord => ({ id, pool, name, sizeBytes: 512, activeLayerId: `l${id}`, createdAt: now });
+const layer = (id: string, owner: string, backing?: string): LayerRecord => ({
+  id,
+  pool: 'p',
+  fileName: `${id}.qcow2`,
+  ...(backing === undefined ? {} : { backingLayerId: backing }),
+  ownerVolumeId: owner,
+  frozen: false,
+  createdAt: now,
 });
+
+for (const [label, open] of [
+  ['memory', async (): Promise<CatalogStore> => new MemoryCatalogStore()],
+  ['LevelDB', async (): Promise<CatalogStore> => (await openCatalog()).catalog],
+] as const) {
+  describe(`volume catalog over ${label}`, () => {
+    it('finds volumes by pool and name, a pool\'s volumes and a layer\'s children by index prefix', async () => {
+      const store = await open();
+      const catalog = new VolumeCatalog(store);
+      await catalog.change((txn) => {
+        catalog.pools.create(txn, { name: 'p', createdAt: now });
+        catalog.pools.create(txn, { name: 'pp', createdAt: now });
+        catalog.createVolume(txn, volume('v1', 'p', 'a'));
+        catalog.createVolume(txn, volume('v2', 'p', 'b'));
+        catalog.createVolume(txn, volume('v3', 'pp', 'a'));
+        catalog.layers.create(txn, layer('l1', 'v1'));
+        catalog.layers.create(txn, layer('l2', 'v1', 'l1'));
+        catalog.layers.create(txn, layer('l3', 'v2', 'l1'));
+      });
+      expect((await catalog.volumes.lookup('name', 'p/b'))?.id).toBe('v2');
+      expect(await catalog.volumes.lookup('name', 'p/c')).toBeUndefined();
+      expect((await catalog.volumes.byIndexPrefix('name', 'p/')).map((v) => v.id)).toEqual(['v1', 'v2']);
+      expect((await catalog.layers.byIndexPrefix('backing', 'l1/')).map((l) => l.id)).toEqual(['l2', 'l3']);
+      expect((await catalog.layers.byIndexPrefix('owner', 'v1/')).map((l) => l.id)).toEqual(['l1', 'l2']);
+      await expectCode(catalog.pools.require('nope', "pool 'nope'"), 'NOT_FOUND');
+      // A transaction is all or nothing: a taken name fails it, and nothing of it lands.
+      const txn = new CatalogTxn();
+      catalog.createVolume(txn, volume('v4', 'p', 'x'));
+      catalog.createVolume(txn, volume('v5', 'p', 'a'));
+      await expectCode(catalog.commit(txn), 'ALREADY_EXISTS');
+      expect(await catalog.volumes.get('v4')).toBeUndefined();
+      await store.close();
+    });
+
+    it('an update from a stale read is BUSY (no lost update); a rename frees the old name', async () => {
+      const store = await open();
+      const mine = new VolumeCatalog(store);
+      const theirs = new VolumeCatalog(store);
+      await mine.change((txn) => mine.createVolume(txn, volume('v1', 'p', 'a')));
+      const read = (await mine.volumes.get('v1'))!;
+      const readByThem = (await theirs.volumes.get('v1'))!;
+      await mine.change((txn) => mine.volumes.update(txn, read, { ...read, sizeBytes: 1024 }));
+      await expectCode(theirs.change((txn) => theirs.volumes.update(txn, readByThem, { ...readByThem, sizeBytes: 2048 })), 'BUSY');
+      expect((await theirs.volumes.get('v1'))?.sizeBytes).toBe(1024);
+      const current = (await mine.volumes.get('v1'))!;
+      const txn = new CatalogTxn();
+      mine.renameVolume(txn, current, 'b');
+      await mine.commit(txn);
+      expect(await mine.volumes.lookup('name', 'p/a')).toBeUndefined();
+      expect((await mine.volumes.lookup('name', 'p/b'))?.id).toBe('v1');
+      await store.close();
+    });
+
+    it('a name claimed by an import is taken for volumes, and the claim turns into the volume', async () => {
+      const store = await open();
+      const catalog = new VolumeCatalog(store);
+      const claim = { id: 'r1', pool: 'p', name: 'new', sizeBytes: 512, createdAt: now };
+      await catalog.change((txn) => catalog.claimVolumeName(txn, claim));
+      await expectCode(catalog.change((txn) => catalog.createVolume(txn, volume('v1', 'p', 'new'))), 'ALREADY_EXISTS');
+      await expectCode(catalog.change((txn) => catalog.claimVolumeName(txn, { ...claim, id: 'r2' })), 'ALREADY_EXISTS');
+      await catalog.change((txn) => catalog.createVolume(txn, volume('v2', 'p', 'new'), claim));
+      expect(await catalog.reservations.all()).toEqual([]);
+      expect((await catalog.volumes.lookup('name', 'p/new'))?.id).toBe('v2');
+      await expectCode(catalog.change((txn) => catalog.claimVolumeName(txn, { ...claim, id: 'r3' })), 'ALREADY_EXISTS');
+      await store.close();
+    });
+
+    it('a damaged record is CORRUPT naming its key; a newer layout is refused', async () => {
+      const store = await open();
+      const catalog = new VolumeCatalog(store);
+      await catalog.checkSchema();
+      expect((await store.get(SCHEMA_KEY))?.value).toBe(VOLUME_CATALOG_SCHEMA_VERSION);
+      await store.txn([], [{ type: 'put', key: 'volume/v9', value: { id: 'v9', pool: 'p', name: 'x', sizeBytes: -1 } }]);
+      const err = await expectCode(catalog.volumes.get('v9'), 'CORRUPT');
+      expect(err).toContain('volume/v9');
+      expect(err).toContain('sizeBytes');
+      await store.txn([], [{ type: 'put', key: SCHEMA_KEY, value: VOLUME_CATALOG_SCHEMA_VERSION + 1 }]);
+      expect(await expectCode(catalog.checkSchema(), 'UNSUPPORTED')).toMatch(/layout version 3/);
+      await store.close();
+    });
+  });
+}
 
 describe('job runner', () => {
   it('runs jobs with progress, queues past the concurrency limit, cancels running and queued jobs', async () => {
-    const { catalog } = await openCatalog();
+    const { catalog: store } = await openCatalog();
+    const catalog = new VolumeCatalog(store);
     const runner = new JobRunner(catalog, { maxConcurrent: 1 });
     const gates: (() => void)[] = [];
     const body = (bytes: number) => async (ctx: JobContext) => {
@@ -78,7 +151,7 @@ describe('job runner', () => {
     expect((await fresh.info(a.id)).state).toBe('succeeded');
     await runner.shutdown();
     await expectCode(runner.start('copy', 'p/z', body(1)), 'BUSY');
-    await catalog.close();
+    await store.close();
   });
 
   it('keyed mutex: runs in FIFO order per key, several keys without deadlock', async () => {

@@ -8,7 +8,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Catalog } from '../../src/catalog/index.js';
+import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
 import { LocalVolumeService } from '../../src/volume/index.js';
 import { openImage } from '../../src/cli/img/open-image.js';
 import { isStorageError, StorageError } from '../../src/core/errors.js';
@@ -20,7 +20,7 @@ const [dataDir, seedText, journalPath, firstIndexText] = process.argv.slice(2);
 if (!dataDir || !seedText || !journalPath || !firstIndexText) throw new Error('usage: crash-child <dataDir> <seed> <journal> <firstIndex>');
 const rng = new SeededRandom(Number(seedText));
 
-const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
+const catalog = await LevelCatalogStore.open(path.join(dataDir, 'catalog'));
 const service = new LocalVolumeService(catalog, dataDir, { maxChainDepth: CRASH_MAX_CHAIN_DEPTH });
 const report = await service.recover();
 if (report.problems.length > 0) throw new Error(`recover() found problems: ${report.problems.join('; ')}`);
@@ -46,7 +46,8 @@ interface VolState {
 
 /** The volumes and snapshots, straight from the catalog (cheap: the child spends its time in operations). */
 async function state(): Promise<VolState[]> {
-  const [volumes, snapshots, layers] = await Promise.all([catalog.list('volume'), catalog.list('snapshot'), catalog.list('layer')]);
+  const tables = service.catalog;
+  const [volumes, snapshots, layers] = await Promise.all([tables.volumes.all(), tables.snapshots.all(), tables.layers.all()]);
   const owner = new Map(layers.map((l) => [l.id, l.ownerVolumeId]));
   return volumes
     .sort((a, b) => a.createdAt.localeCompare(b.createdAt) || a.id.localeCompare(b.id))

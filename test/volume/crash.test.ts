@@ -23,7 +23,7 @@ import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSyn
 import path from 'node:path';
 import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Catalog } from '../../src/catalog/index.js';
+import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
 import { LocalVolumeService } from '../../src/volume/index.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 import { qemuImg, REPO_ROOT, requireTool } from '../support/tools.js';
@@ -277,15 +277,16 @@ async function runSeed(seed: number, childPath: string, stats: Stats): Promise<v
       stats.pendingByOp.set(pendingKey, (stats.pendingByOp.get(pendingKey) ?? 0) + 1);
 
       // Recover here, then judge.
-      const catalog = await Catalog.open(path.join(dataDir, 'catalog'));
+      const catalog = await LevelCatalogStore.open(path.join(dataDir, 'catalog'));
       const service = new LocalVolumeService(catalog, dataDir, { maxChainDepth: CRASH_MAX_CHAIN_DEPTH });
       try {
         const report = await service.recover();
         expect(report.problems, where).toEqual([]);
-        expect(await catalog.list('intent'), where).toEqual([]);
+        expect(await service.catalog.intents.all(), where).toEqual([]);
+        expect(await service.catalog.reservations.all(), where).toEqual([]);
         expect((await service.listJobs()).filter((j) => j.state === 'running' || j.state === 'queued'), where).toEqual([]);
 
-        const layers = await catalog.list('layer');
+        const layers = await service.catalog.layers.all();
         const files = readdirSync(path.join(dataDir, 'pools')).flatMap((pool) =>
           readdirSync(path.join(dataDir, 'pools', pool)).map((f) => `${pool}/${f}`),
         );

@@ -12,7 +12,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { expect, onTestFinished } from 'vitest';
-import { Catalog } from '../../src/catalog/index.js';
+import type { CatalogStore } from '../../src/core/catalog-store.js';
+import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
+import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { LocalVolumeService, type LocalVolumeServiceOptions } from '../../src/volume/index.js';
 import { openImage } from '../../src/cli/img/open-image.js';
 import { qemuImg } from '../support/tools.js';
@@ -23,23 +25,27 @@ import { KiB, pattern } from './patterns.js';
 
 export interface Env {
   dir: string;
-  catalog: Catalog;
+  /** The CatalogStore the service keeps its tables in (env.service.catalog reads them typed). */
+  catalog: CatalogStore;
   service: LocalVolumeService;
   /** Closes and reopens catalog and service (a clean restart), running recover(). */
   restart(options?: LocalVolumeServiceOptions): Promise<void>;
 }
 
-export async function makeEnv(options: LocalVolumeServiceOptions = {}, dir: string = shmTempDir()): Promise<Env> {
-  const env = {
-    dir,
-    catalog: await Catalog.open(path.join(dir, 'catalog')),
-  } as Env;
+/**
+ * A service over `dir`: its catalog a LevelCatalogStore in `<dir>/catalog`, or with `catalog:
+ * 'memory'` a MemoryCatalogStore that restarts keep (the process "restarts", the store survives).
+ */
+export async function makeEnv(options: LocalVolumeServiceOptions = {}, dir: string = shmTempDir(), catalog: 'level' | 'memory' = 'level'): Promise<Env> {
+  const memory = catalog === 'memory' ? new MemoryCatalogStore() : undefined;
+  const openStore = async (): Promise<CatalogStore> => memory ?? (await LevelCatalogStore.open(path.join(dir, 'catalog')));
+  const env = { dir, catalog: await openStore() } as Env;
   env.service = new LocalVolumeService(env.catalog, dir, options);
   await env.service.recover();
   env.restart = async (next = options) => {
     await env.service.close();
-    await env.catalog.close();
-    env.catalog = await Catalog.open(path.join(dir, 'catalog'));
+    if (memory === undefined) await env.catalog.close();
+    env.catalog = await openStore();
     env.service = new LocalVolumeService(env.catalog, dir, next);
     const report = await env.service.recover();
     expect(report.problems).toEqual([]);
@@ -139,9 +145,10 @@ export function poolFiles(dataDir: string): string[] {
 
 /** Catalog and files agree: every layer has its file, every file is a layer's, no intent is left. */
 export async function expectConsistent(env: Env): Promise<void> {
-  const layers = await env.catalog.list('layer');
+  const layers = await env.service.catalog.layers.all();
   expect(poolFiles(env.dir)).toEqual(layers.map((l) => `${l.pool}/${l.fileName}`).sort());
-  expect(await env.catalog.list('intent')).toEqual([]);
+  expect(await env.service.catalog.intents.all()).toEqual([]);
+  expect(await env.service.catalog.reservations.all()).toEqual([]);
   for (const layer of layers) {
     const file = path.join(env.dir, 'pools', layer.pool, layer.fileName);
     const check = qemuImg(['check', '-U', file]);

@@ -7,10 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { MemoryLayerStore } from '../../src/store/memory-layer-store.js';
 import { chunksOf, collect, expectBytes, makeEnv, MiB, pattern, readVolume } from './helpers.js';
 
-describe('LocalVolumeService over a MemoryLayerStore', () => {
-  it('creates, imports, snapshots, clones and exports, with nothing on disk but the catalog', async () => {
+describe('LocalVolumeService over a MemoryLayerStore and a MemoryCatalogStore', () => {
+  it('creates, imports, snapshots, clones and exports, with nothing on disk', async () => {
     const store = new MemoryLayerStore();
-    const env = await makeEnv({ layerStore: store });
+    const env = await makeEnv({ layerStore: store }, undefined, 'memory');
     const pool = await env.service.createPool('p');
     expect(pool.location).toBeUndefined();
     expect(await store.listPools()).toEqual(['p']);
@@ -33,12 +33,12 @@ describe('LocalVolumeService over a MemoryLayerStore', () => {
     expect((await store.list('p')).filter((name) => !/^[0-9a-f]{16}\.qcow2$/.test(name))).toEqual([]);
 
     expect((await env.service.du('p')).map((e) => e.name)).toEqual(['p/c', 'p/q', 'p/v@s1', 'p/v']);
-    expect(fs.readdirSync(env.dir)).not.toContain('pools');
+    expect(fs.readdirSync(env.dir)).toEqual([]);
   });
 
   it('recovers from the store: orphans deleted, unknown pools removed, missing layers reported', async () => {
     const store = new MemoryLayerStore();
-    const env = await makeEnv({ layerStore: store });
+    const env = await makeEnv({ layerStore: store }, undefined, 'memory');
     await env.service.createPool('p');
     await env.service.createVolume('p', 'v', MiB);
     await (await store.create({ pool: 'p', fileName: '.tmp-import-1.qcow2' })).close();
@@ -51,6 +51,6 @@ describe('LocalVolumeService over a MemoryLayerStore', () => {
     const [layer] = await store.list('p');
     await store.remove({ pool: 'p', fileName: layer! });
     const report = await env.service.recover();
-    expect(report.problems).toEqual([`layer file p/${layer!} of volume ${(await env.catalog.list('volume'))[0]!.id} is missing`]);
+    expect(report.problems).toEqual([`layer file p/${layer!} of volume ${(await env.service.listVolumes('p'))[0]!.id} is missing`]);
   });
 });

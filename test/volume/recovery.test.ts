@@ -1,7 +1,7 @@
 /**
  * Recovery of interrupted operations, deterministically: each multi-file operation is stopped right
- * before its commit batch (all file work done) or right after it (files still to delete), with the
- * in-process cleanup disabled as if the process had died there. After a restart, recover() must
+ * before its commit transaction (all file work done) or right after it (files still to delete), with
+ * every later catalog write failing, as if the process had died there. After a restart, recover() must
  * roll the operation back (before the commit) or finish it (after), leaving every volume and
  * snapshot reading what it should, qemu-img check clean, and no orphan file.
  * (crash.test.ts does the same with SIGKILL at random moments.)
@@ -9,23 +9,29 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { Catalog, type CatalogOp } from '../../src/catalog/index.js';
+import type { CatalogCompare, CatalogOp, CatalogTxnResult } from '../../src/core/catalog-store.js';
+import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
 import { LocalVolumeService } from '../../src/volume/index.js';
 import { requireTool } from '../support/tools.js';
 import { chunksOf, type Env, KiB, makeEnv, MiB, Model, pattern } from './helpers.js';
 
 type CrashPoint = 'before-commit' | 'after-commit';
 
-/** From now on the service dies (throws, cleans nothing up) at its next commit batch. */
+/**
+ * From now on the service dies at its next commit (the transaction that ends an intent: record
+ * changes plus the intent): the commit lands or not, then every later catalog write fails, so the
+ * in-process cleanup cannot finish either, as if the process had died there.
+ */
 function dieAtNextCommit(env: Env, point: CrashPoint): void {
-  const service = env.service as unknown as Record<string, unknown>;
-  service.rollbackIntent = async () => {};
-  service.finishIntent = async () => {};
-  const catalog = env.catalog as unknown as { batch: (ops: readonly CatalogOp[], options?: object) => Promise<void> };
-  const original = catalog.batch.bind(env.catalog);
-  catalog.batch = async (ops, options) => {
-    if (!ops.some((op) => op.kind === 'intent')) return original(ops, options);
-    if (point === 'after-commit') await original(ops, options);
+  const store = env.catalog;
+  const original = store.txn.bind(store);
+  let dead = false;
+  store.txn = async (compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): Promise<CatalogTxnResult> => {
+    if (dead) throw new Error('simulated crash: the process is gone');
+    const isCommit = ops.some((op) => op.key.startsWith('intent/')) && ops.some((op) => !op.key.startsWith('intent'));
+    if (!isCommit) return original(compares, ops);
+    dead = true;
+    if (point === 'after-commit') await original(compares, ops);
     throw new Error(`simulated crash ${point}`);
   };
 }
@@ -188,7 +194,7 @@ describe('recovery of what it does not own', () => {
     fs.writeFileSync(stray, 'an operator left this here\n');
     await env.service.close();
     await env.catalog.close();
-    env.catalog = await Catalog.open(path.join(env.dir, 'catalog'));
+    env.catalog = await LevelCatalogStore.open(path.join(env.dir, 'catalog'));
     env.service = new LocalVolumeService(env.catalog, env.dir);
     const report = await env.service.recover();
     expect(report.problems).toEqual([`unexpected file ${stray} (left alone)`]);

@@ -273,7 +273,7 @@ describe.skipIf(!requireTool('qemu-img'))('jobs and recovery', () => {
     fs.writeFileSync(path.join(dir, 'notes.txt'), 'mine');
     fs.mkdirSync(path.join(env.dir, 'pools', 'ghost'));
     fs.writeFileSync(path.join(env.dir, 'pools', 'ghost', 'fedcba9876543210.qcow2'), 'x');
-    await env.catalog.put('job', {
+    await env.service.catalog.change((txn) => env.service.catalog.jobs.create(txn, {
       id: 'feedfeedfeedfeed',
       kind: 'copy',
       target: 'p/v',
@@ -281,12 +281,12 @@ describe.skipIf(!requireTool('qemu-img'))('jobs and recovery', () => {
       doneBytes: 5,
       totalBytes: 10,
       createdAt: new Date().toISOString(),
-    });
+    }));
     await env.service.close();
     await env.catalog.close();
-    const { Catalog } = await import('../../src/catalog/index.js');
+    const { LevelCatalogStore } = await import('../../src/meta/level-catalog.js');
     const { LocalVolumeService } = await import('../../src/volume/index.js');
-    env.catalog = await Catalog.open(path.join(env.dir, 'catalog'));
+    env.catalog = await LevelCatalogStore.open(path.join(env.dir, 'catalog'));
     env.service = new LocalVolumeService(env.catalog, env.dir);
     const report = await env.service.recover();
     expect(report.jobsMarkedFailed).toBe(1);
@@ -304,7 +304,7 @@ describe.skipIf(!requireTool('qemu-img'))('jobs and recovery', () => {
 
   it('a second process cannot open the same catalog', async () => {
     const env = await makeEnv();
-    const { Catalog } = await import('../../src/catalog/index.js');
-    await expectCode(Catalog.open(path.join(env.dir, 'catalog')), 'BUSY');
+    const { LevelCatalogStore } = await import('../../src/meta/level-catalog.js');
+    await expectCode(LevelCatalogStore.open(path.join(env.dir, 'catalog')), 'BUSY');
   });
 });

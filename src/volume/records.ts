@@ -1,6 +1,7 @@
 /**
- * The records the catalog stores: one JSON value per key, keyed `<kind>:<id>`. Names are user
- * chosen and can change (rename); ids are Strata's and never change. Times are ISO-8601 strings.
+ * The records of the volume layer's catalog tables (catalog-tables.ts): one JSON value per record
+ * under `<table>/<id>`. Names are user chosen and can change (rename); ids are Strata's and never
+ * change. Times are ISO-8601 strings.
  */
 
 export interface PoolRecord {
@@ -125,16 +126,15 @@ export interface ExportRecord {
   createdAt: string;
 }
 
-/** Every record kind and its value type. */
-export interface CatalogRecords {
-  pool: PoolRecord;
-  volume: VolumeRecord;
-  layer: LayerRecord;
-  snapshot: SnapshotRecord;
-  job: JobRecord;
-  intent: IntentRecord;
-  export: ExportRecord;
+/**
+ * A volume name (and its size, for quotas) claimed while an import or copy creates the volume:
+ * the claim lives in the catalog, so a second creator of the name (in this daemon or another) is
+ * refused, and the claim turns into the volume record in the import's final transaction.
+ */
+export interface ReservationRecord {
+  id: string;
+  pool: string;
+  name: string;
+  sizeBytes: number;
+  createdAt: string;
 }
-
-export type RecordKind = keyof CatalogRecords;
-export const RECORD_KINDS: readonly RecordKind[] = ['pool', 'volume', 'layer', 'snapshot', 'job', 'intent', 'export'];
