@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { ChunkHash, ChunkRepository } from '../../src/store/dedup/repository.js';
+import { expectSameBytes } from '../support/bytes.js';
 import { expectCode } from '../support/expect-error.js';
 
 export interface ChunkRepositoryUnderTest {
@@ -36,13 +37,13 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       expect(await repo.referenceCount(names[1]!)).toBe(1);
       expect(await repo.addReferences([Uint8Array.from(a)])).toEqual([names[0]]);
       expect(await repo.referenceCount(names[0]!)).toBe(3);
-      expect(await repo.read(names[0]!)).toEqual(a);
-      expect(await repo.read(names[1]!)).toEqual(b);
+      expectSameBytes(await repo.read(names[0]!), a);
+      expectSameBytes(await repo.read(names[1]!), b);
       if (storedCopies) expect(await storedCopies(names[0]!)).toBe(1);
       // A short last chunk (a file's tail) is a chunk like any other.
       const tail = new Uint8Array(randomBytes(1000));
       const [tailName] = await repo.addReferences([tail]);
-      expect(await repo.read(tailName!)).toEqual(tail);
+      expectSameBytes(await repo.read(tailName!), tail);
     });
 
     it('what read returns is the caller\'s: changing it changes nothing stored', async () => {
@@ -52,7 +53,7 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       a.fill(1); // the repository kept its own copy
       const first = await repo.read(name!);
       first.fill(2);
-      expect(await repo.read(name!)).toEqual(await repo.read(name!));
+      expectSameBytes(await repo.read(name!), await repo.read(name!));
       expect(repo.hash(await repo.read(name!))).toBe(name);
     });
 
@@ -88,7 +89,7 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       // A chunk at zero can be referenced again (within the grace period it is still stored).
       expect(await repo.addReferences([first])).toEqual([a]);
       expect(await repo.referenceCount(a!)).toBe(1);
-      expect(await repo.read(a!)).toEqual(first);
+      expectSameBytes(await repo.read(a!), first);
     });
 
     it('concurrent callers adding the same new content: one copy, every count kept', async () => {
@@ -103,7 +104,7 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
         expect(await repo.referenceCount(name)).toBe(callers);
         if (storedCopies) expect(await storedCopies(name)).toBe(1);
       }
-      expect(await repo.read(names[2]!)).toEqual(shared[2]);
+      expectSameBytes(await repo.read(names[2]!), shared[2]);
       // Concurrent drops and adds of the same chunk lose no count either.
       await Promise.all([
         ...Array.from({ length: callers }, () => repo.dropReferences([names[0]!])),
@@ -140,7 +141,7 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       const [name] = await setup.repository.addReferences([a, a]);
       const repo = await setup.reopen();
       expect(await repo.referenceCount(name!)).toBe(2);
-      expect(await repo.read(name!)).toEqual(a);
+      expectSameBytes(await repo.read(name!), a);
     });
   });
 }

@@ -12,6 +12,7 @@ import type { GcProgress } from '../../src/store/dedup/gc.js';
 import { PackBuilder, newPackId, packKey } from '../../src/store/dedup/pack-format.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { isBlake3Available } from '../../src/sys/blake3.js';
+import { expectSameBytes } from '../support/bytes.js';
 import { chunkLocation, damageChunk, packKeys, storedCopies } from '../support/dedup.js';
 import { expectCode } from '../support/expect-error.js';
 
@@ -39,7 +40,7 @@ describe('DedupChunkRepository GC', () => {
     clock.nowMs += 10;
     const early = await repo.gc({ graceMs: GRACE_MS, nowMs: droppedAtMs + GRACE_MS - 1 });
     expect(early).toMatchObject({ chunksForgotten: 0, packsDeleted: 0, packsRewritten: 0, orphanPacksDeleted: 0 });
-    expect(await repo.read(name!)).toEqual(data);
+    expectSameBytes(await repo.read(name!), data);
     const late = await repo.gc({ graceMs: GRACE_MS, nowMs: droppedAtMs + GRACE_MS });
     expect(late).toMatchObject({ chunksForgotten: 1, packsDeleted: 1, packsRewritten: 0, chunksMoved: 0 });
     expect(late.bytesDeleted).toBeGreaterThan(64 * KIB);
@@ -56,7 +57,7 @@ describe('DedupChunkRepository GC', () => {
     const report = await repo.gc({ graceMs: GRACE_MS, nowMs: clock.nowMs + 10 * GRACE_MS });
     expect(report.chunksForgotten).toBe(0);
     expect(await repo.referenceCount(name!)).toBe(1);
-    expect(await repo.read(name!)).toEqual(data);
+    expectSameBytes(await repo.read(name!), data);
   });
 
   it('rewrites a pack mostly dead: live chunks move, still read, counts kept; full packs stay', async () => {
@@ -74,8 +75,8 @@ describe('DedupChunkRepository GC', () => {
     expect(report.damaged).toEqual([]);
     expect(new Set(progress.map((p) => p.phase))).toEqual(new Set(['index', 'packs', 'orphans']));
     expect(await packKeys(chunkStore)).toHaveLength(2);
-    for (const [i, name] of firstNames.slice(0, 4).entries()) expect(await repo.read(name)).toEqual(first[i]);
-    for (const [i, name] of secondNames.entries()) expect(await repo.read(name)).toEqual(second[i]);
+    for (const [i, name] of firstNames.slice(0, 4).entries()) expectSameBytes(await repo.read(name), first[i]);
+    for (const [i, name] of secondNames.entries()) expectSameBytes(await repo.read(name), second[i]);
     expect(await repo.referenceCount(firstNames[0]!)).toBe(2);
     expect(await repo.referenceCount(firstNames[1]!)).toBe(1);
     for (const name of firstNames.slice(4)) await expectCode(repo.read(name), 'NOT_FOUND');
@@ -92,7 +93,7 @@ describe('DedupChunkRepository GC', () => {
     const report = await repo.gc({ graceMs: GRACE_MS, nowMs: clock.nowMs + GRACE_MS });
     expect(report).toMatchObject({ packsRewritten: 3, packsWritten: 1, chunksMoved: 3 });
     expect(await packKeys(chunkStore)).toHaveLength(1);
-    for (const [i, name] of names.entries()) expect(await repo.read(name)).toEqual(chunks[i]);
+    for (const [i, name] of names.entries()) expectSameBytes(await repo.read(name), chunks[i]);
   });
 
   it('deletes orphan packs (written, never indexed) after the grace period only, and leaves foreign keys alone', async () => {
@@ -125,8 +126,8 @@ describe('DedupChunkRepository integrity', () => {
     await damageChunk(chunkStore, catalog, names[1]!);
     const { pack } = await chunkLocation(catalog, names[1]!);
     await expectCode(repo.read(names[1]!), 'CORRUPT', new RegExp(`chunk ${names[1]} in pack ${pack}`));
-    expect(await repo.read(names[0]!)).toEqual(chunks[0]);
-    expect(await repo.read(names[2]!)).toEqual(chunks[2]);
+    expectSameBytes(await repo.read(names[0]!), chunks[0]);
+    expectSameBytes(await repo.read(names[2]!), chunks[2]);
     await repo.dropReferences([names[0]!, names[2]!]);
     const report = await repo.gc({ graceMs: 0, nowMs: clock.nowMs + 1 });
     expect(report.damaged).toEqual([`chunk ${names[1]} in pack ${pack}`]);
@@ -151,7 +152,7 @@ describe('DedupChunkRepository integrity', () => {
     expect(await repo.addReferences([Uint8Array.from(a)])).toEqual([name]);
     await expectCode(repo.addReferences([chunk()]), 'UNSUPPORTED', /two different chunks have the xxh128 hash/);
     expect(await repo.referenceCount(name!)).toBe(2);
-    expect(await repo.read(name!)).toEqual(a);
+    expectSameBytes(await repo.read(name!), a);
   });
 
   it('a pool keeps the hash it was created with', async () => {
@@ -172,7 +173,7 @@ describe('DedupChunkRepository integrity', () => {
     await repo.gc({ graceMs: GRACE_MS, nowMs: clock.nowMs + GRACE_MS });
     for (const [i, name] of results[0]!.entries()) {
       expect(await storedCopies(chunkStore, name)).toBe(1);
-      expect(await other.read(name)).toEqual(shared[i]);
+      expectSameBytes(await other.read(name), shared[i]);
     }
   });
 });
