@@ -5,6 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import type { CatalogCompare, CatalogOp, CatalogTxnResult } from '../../src/core/catalog-store.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { BLAKE3_HASHER, XXH128_HASHER, type ChunkHasher } from '../../src/store/dedup/chunk-hasher.js';
 import { DedupChunkRepository, type DedupChunkRepositoryOptions } from '../../src/store/dedup/dedup-repository.js';
@@ -25,9 +26,26 @@ const chunk = (sizeBytes = 64 * KIB) => new Uint8Array(randomBytes(sizeBytes));
 async function setup(options: Partial<DedupChunkRepositoryOptions> = {}) {
   const clock = { nowMs: 1_000_000_000 };
   const chunkStore = new MemoryChunkStore();
-  const catalog = new MemoryCatalogStore();
+  const catalog = options.catalog ?? new MemoryCatalogStore();
   const open = () => DedupChunkRepository.open({ chunkStore, catalog, hasher, readCacheBytes: 0, nowMs: () => clock.nowMs, ...options });
   return { clock, chunkStore, catalog, repo: await open(), open };
+}
+
+/** A memory catalog whose next transaction waits until the test releases it. */
+class HeldCatalog extends MemoryCatalogStore {
+  private hold: ((release: () => void) => void) | undefined;
+
+  /** Resolves, once the next transaction has arrived, to the function that lets it run. */
+  holdNextTxn(): Promise<() => void> {
+    return new Promise((resolve) => (this.hold = resolve));
+  }
+
+  override async txn(compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): Promise<CatalogTxnResult> {
+    const hold = this.hold;
+    this.hold = undefined;
+    if (hold !== undefined) await new Promise<void>((release) => hold(release));
+    return super.txn(compares, ops);
+  }
 }
 
 describe('DedupChunkRepository GC', () => {
@@ -106,6 +124,21 @@ describe('DedupChunkRepository GC', () => {
     expect(await repo.gc({ graceMs: GRACE_MS, nowMs: clock.nowMs + GRACE_MS - 1 })).toMatchObject({ orphanPacksDeleted: 0 });
     expect(await repo.gc({ graceMs: GRACE_MS, nowMs: clock.nowMs + GRACE_MS })).toMatchObject({ orphanPacksDeleted: 1 });
     expect(await packKeys(chunkStore)).toEqual(['packs/not-ours']);
+  });
+
+  it('leaves alone a pack a call here has put and not yet committed, whatever its age', async () => {
+    const catalog = new HeldCatalog();
+    const { clock, chunkStore, open } = await setup({ catalog });
+    const repo = await open();
+    const held = catalog.holdNextTxn();
+    const data = chunk();
+    const adding = repo.addReferences([data]);
+    const release = await held;
+    expect(await packKeys(chunkStore)).toHaveLength(1);
+    expect(await repo.gc({ graceMs: 0, nowMs: clock.nowMs + 10 * GRACE_MS })).toMatchObject({ orphanPacksDeleted: 0 });
+    release();
+    const [name] = await adding;
+    expectSameBytes(await repo.read(name!), data);
   });
 
   it('an aborted GC is CANCELLED; bad options are INVALID_ARGUMENT', async () => {

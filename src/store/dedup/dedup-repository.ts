@@ -63,6 +63,8 @@ export class DedupChunkRepository implements ChunkRepository {
   private readonly nowMs: () => number;
   /** New content being stored by a call in this process: hash -> settles when that call is done. */
   private readonly inFlight = new Map<string, Promise<void>>();
+  /** Packs put by calls in this process that have not committed yet: GC leaves them alone. */
+  private readonly uncommittedPacks = new Set<string>();
   private gcRunning = false;
 
   private constructor(
@@ -108,6 +110,21 @@ export class DedupChunkRepository implements ChunkRepository {
     }
     const written = new Map<string, Written>();
     const writtenPacks: PackRecord[] = [];
+    try {
+      return await this.addWritingPacks(names, wanted, written, writtenPacks, options);
+    } finally {
+      for (const pack of writtenPacks) this.uncommittedPacks.delete(pack.id);
+    }
+  }
+
+  /** addReferences after hashing: `written` and `writtenPacks` gather what it stored, across retries. */
+  private async addWritingPacks(
+    names: ChunkHash[],
+    wanted: ReadonlyMap<string, { count: number; data: Uint8Array }>,
+    written: Map<string, Written>,
+    writtenPacks: PackRecord[],
+    options: ChunkRepositoryCallOptions | undefined,
+  ): Promise<ChunkHash[]> {
     const compared = new Set<string>();
     for (let attempt = 0; attempt < TXN_ATTEMPTS_MAX; attempt++) {
       throwIfAborted(options, 'addReferences');
@@ -210,6 +227,7 @@ export class DedupChunkRepository implements ChunkRepository {
       hasher: this.hasher,
       packTargetBytes: this.packTargetBytes,
       newPackId: () => newPackId(this.nowMs()),
+      isUncommitted: (packId) => this.uncommittedPacks.has(packId),
     };
   }
 
@@ -234,7 +252,13 @@ export class DedupChunkRepository implements ChunkRepository {
       if (builder === undefined) return;
       const id = newPackId(this.nowMs());
       const bytes = builder.finish();
-      await this.options.chunkStore.put(packKey(id), bytes, options);
+      this.uncommittedPacks.add(id);
+      try {
+        await this.options.chunkStore.put(packKey(id), bytes, options);
+      } catch (err) {
+        this.uncommittedPacks.delete(id);
+        throw err;
+      }
       for (const [hash, at] of placed) written.set(hash, { ...at, pack: id });
       writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)! });
       builder = undefined;

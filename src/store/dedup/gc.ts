@@ -12,7 +12,8 @@
  *
  * Before a pack is deleted, its own index (the pack's footer) is checked against the catalog, so
  * a pack something still points to is never deleted, whatever the first pass saw. The grace period
- * must be longer than any addReferences call takes between putting a pack and committing.
+ * must be longer than any addReferences call in another process takes between putting a pack and
+ * committing (calls in this process are known and skipped).
  */
 import { StorageError, isStorageError } from '../../core/errors.js';
 import { TxnBuilder, type Versioned } from '../../meta/table.js';
@@ -31,6 +32,8 @@ export interface GcContext {
   readonly hasher: ChunkHasher;
   readonly packTargetBytes: number;
   newPackId(): string;
+  /** True for a pack a call in this process has put and not yet committed (never an orphan). */
+  isUncommitted(packId: string): boolean;
 }
 
 export interface GcProgress {
@@ -289,8 +292,9 @@ async function deleteOrphans(repo: GcContext, options: GcOptions, report: GcRepo
     for (const key of page.keys) {
       const id = key.slice(PACK_KEY_PREFIX.length);
       const createdAtMs = packCreatedAtMs(id);
-      // Not a pack id this code makes: not ours to delete.
-      if (createdAtMs === undefined || createdAtMs + options.graceMs > options.nowMs) continue;
+      // Left alone: a key this code did not make, a pack inside the grace period, or one a call here
+      // has put and not yet committed.
+      if (createdAtMs === undefined || createdAtMs + options.graceMs > options.nowMs || repo.isUncommitted(id)) continue;
       if ((await repo.index.packs.get(id)) !== undefined) continue;
       const sizeBytes = (await repo.chunkStore.get(key, options))?.length ?? 0;
       await repo.chunkStore.delete(key, options);
