@@ -25,7 +25,7 @@ const chunk = (sizeBytes = 64 * KIB) => new Uint8Array(randomBytes(sizeBytes));
 
 async function setup(options: Partial<DedupChunkRepositoryOptions> = {}) {
   const clock = { nowMs: 1_000_000_000 };
-  const chunkStore = new MemoryChunkStore();
+  const chunkStore = options.chunkStore instanceof MemoryChunkStore ? options.chunkStore : new MemoryChunkStore();
   const catalog = options.catalog ?? new MemoryCatalogStore();
   const open = () => DedupChunkRepository.open({ chunkStore, catalog, hasher, readCacheBytes: 0, nowMs: () => clock.nowMs, ...options });
   return { clock, chunkStore, catalog, repo: await open(), open };
@@ -148,6 +148,44 @@ describe('DedupChunkRepository GC', () => {
     controller.abort();
     await expectCode(repo.gc({ graceMs: 0, nowMs: 0, signal: controller.signal }), 'CANCELLED');
     await expectCode(repo.gc({ graceMs: -1, nowMs: 0 }), 'INVALID_ARGUMENT');
+  });
+});
+
+describe('DedupChunkRepository GC racing other calls', () => {
+  it('a chunk referenced again between GC reading it and deleting it stays', async () => {
+    const catalog = new HeldCatalog();
+    const { clock, open } = await setup({ catalog });
+    const repo = await open();
+    const data = chunk();
+    const [name] = await repo.addReferences([data]);
+    await repo.dropReferences([name!]);
+    const held = catalog.holdNextTxn();
+    const collecting = repo.gc({ graceMs: 0, nowMs: clock.nowMs + 1 });
+    const release = await held; // GC's delete of the expired entry, compared against what it read
+    await repo.addReferences([data]);
+    release();
+    expect(await collecting).toMatchObject({ chunksForgotten: 0, packsDeleted: 0 });
+    expect(await repo.referenceCount(name!)).toBe(1);
+    expectSameBytes(await repo.read(name!), data);
+  });
+
+  it('a read whose pack GC rewrites and deletes under it follows the chunk to its new pack', async () => {
+    const chunkStore = new MemoryChunkStore();
+    const { clock, open } = await setup({ chunkStore });
+    const repo = await open();
+    const chunks = [chunk(), chunk(), chunk()];
+    const names = await repo.addReferences(chunks);
+    await repo.dropReferences(names.slice(1));
+    // The read's first pack access runs a GC first (the pack is two thirds dead: rewritten).
+    const getRange = chunkStore.getRange.bind(chunkStore);
+    let reports = 0;
+    chunkStore.getRange = async (...args) => {
+      chunkStore.getRange = getRange;
+      reports += (await repo.gc({ graceMs: 0, nowMs: clock.nowMs + 1 })).packsRewritten;
+      return getRange(...args);
+    };
+    expectSameBytes(await repo.read(names[0]!), chunks[0]);
+    expect(reports).toBe(1);
   });
 });
 
