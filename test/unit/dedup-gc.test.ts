@@ -11,6 +11,7 @@ import { BLAKE3_HASHER, XXH128_HASHER, type ChunkHasher } from '../../src/store/
 import { DedupChunkRepository, type DedupChunkRepositoryOptions } from '../../src/store/dedup/dedup-repository.js';
 import type { GcProgress } from '../../src/store/dedup/gc.js';
 import { PackBuilder, newPackId, packKey } from '../../src/store/dedup/pack-format.js';
+import { ChunkReadCache } from '../../src/store/dedup/read-cache.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { isBlake3Available } from '../../src/sys/blake3.js';
 import { expectSameBytes } from '../support/bytes.js';
@@ -186,6 +187,25 @@ describe('DedupChunkRepository GC racing other calls', () => {
     };
     expectSameBytes(await repo.read(names[0]!), chunks[0]);
     expect(reports).toBe(1);
+  });
+});
+
+describe('DedupChunkRepository read cache', () => {
+  it('serves copies, holds at most its size, and forgets what GC removes', async () => {
+    const cache = new ChunkReadCache(256 * KIB);
+    const chunks = Array.from({ length: 5 }, () => chunk());
+    chunks.forEach((data, i) => cache.set(`c${i}`, Uint8Array.from(data)));
+    expect(cache.get('c0')).toBeUndefined(); // least recently used, out first
+    const copy = cache.get('c4')!;
+    copy.fill(0);
+    expectSameBytes(cache.get('c4')!, chunks[4]);
+
+    const { clock, repo } = await setup({ readCacheBytes: MIB });
+    const [name] = await repo.addReferences([chunks[0]!]);
+    expectSameBytes(await repo.read(name!), chunks[0]); // now cached
+    await repo.dropReferences([name!]);
+    expect((await repo.gc({ graceMs: 0, nowMs: clock.nowMs + 1 })).chunksForgotten).toBe(1);
+    await expectCode(repo.read(name!), 'NOT_FOUND');
   });
 });
 

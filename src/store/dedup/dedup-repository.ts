@@ -140,11 +140,14 @@ export class DedupChunkRepository implements ChunkRepository {
       const settled = new Promise<void>((resolve) => (done = resolve));
       for (const hash of missing) this.inFlight.set(hash, settled);
       try {
+        let moved = false;
         for (const [hash, entry] of current) {
           if (!this.hasher.byteCompareBeforeSharing || compared.has(hash)) continue;
-          await this.compareStored(entry.record, wanted.get(hash)!.data, options);
+          moved = !(await this.compareStored(entry.record, wanted.get(hash)!.data, options));
+          if (moved) break;
           compared.add(hash);
         }
+        if (moved) continue; // GC moved a chunk being compared: read the index again
         await this.writePacks(missing.map((hash) => [hash, wanted.get(hash)!.data] as const), written, writtenPacks, options);
         const txn = new TxnBuilder();
         for (const [hash, { count }] of wanted) {
@@ -228,6 +231,7 @@ export class DedupChunkRepository implements ChunkRepository {
       packTargetBytes: this.packTargetBytes,
       newPackId: () => newPackId(this.nowMs()),
       isUncommitted: (packId) => this.uncommittedPacks.has(packId),
+      forgotten: (hash) => this.cache?.delete(hash),
     };
   }
 
@@ -286,16 +290,20 @@ export class DedupChunkRepository implements ChunkRepository {
     return data;
   }
 
-  /** For a hash that does not promise equal bytes: the stored copy must be `data` before it is shared. */
-  private async compareStored(record: ChunkRecord, data: Uint8Array, options: ChunkRepositoryCallOptions | undefined): Promise<void> {
+  /**
+   * For a hash that does not promise equal bytes: the stored copy must be `data` before it is
+   * shared. False when the copy is not where the index said (GC moved it since).
+   */
+  private async compareStored(record: ChunkRecord, data: Uint8Array, options: ChunkRepositoryCallOptions | undefined): Promise<boolean> {
     const stored = await this.readStored(record, options);
-    if (stored === undefined) throw new StorageError('CORRUPT', `chunk ${record.hash}: its pack ${record.pack} is missing or cut short`);
+    if (stored === undefined) return false;
     if (!Buffer.from(stored.buffer, stored.byteOffset, stored.length).equals(data)) {
       throw new StorageError(
         'UNSUPPORTED',
         `two different chunks have the ${this.hasher.algorithm} hash ${record.hash}; this pool cannot store the second (a pool that names chunks by BLAKE3 can)`,
       );
     }
+    return true;
   }
 
   /** Adds `delta` references per occurrence of each hash, in one transaction, retried on conflicts. */

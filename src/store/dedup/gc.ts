@@ -34,6 +34,8 @@ export interface GcContext {
   newPackId(): string;
   /** True for a pack a call in this process has put and not yet committed (never an orphan). */
   isUncommitted(packId: string): boolean;
+  /** Told of each chunk GC removed from the index (so the read cache forgets it too). */
+  forgotten(hash: string): void;
 }
 
 export interface GcProgress {
@@ -130,6 +132,7 @@ async function forgetDeadChunks(repo: GcContext, options: GcOptions, report: GcR
         const txn = new TxnBuilder();
         repo.index.chunks.delete(txn, current);
         if (await tryCommit(repo, txn)) {
+          repo.forgotten(record.hash);
           report.chunksForgotten++;
           continue;
         }

@@ -19,6 +19,13 @@ export class ChunkReadCache {
     return data.slice();
   }
 
+  delete(hash: string): void {
+    const data = this.entries.get(hash);
+    if (data === undefined) return;
+    this.entries.delete(hash);
+    this.sizeBytes -= data.length;
+  }
+
   /** Keeps `data` (the cache's own from now on: pass a copy the caller will not change). */
   set(hash: string, data: Uint8Array): void {
     if (data.length > this.sizeBytesMax / 4 || this.entries.has(hash)) return;
