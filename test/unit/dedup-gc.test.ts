@@ -170,6 +170,25 @@ describe('DedupChunkRepository GC racing other calls', () => {
     expectSameBytes(await repo.read(name!), data);
   });
 
+  it('a call aborted after its pack is durable changes no count; its pack is an orphan for GC', async () => {
+    const chunkStore = new MemoryChunkStore();
+    const { clock, repo } = await setup({ chunkStore });
+    const controller = new AbortController();
+    const put = chunkStore.put.bind(chunkStore);
+    chunkStore.put = async (...args) => {
+      await put(...args);
+      controller.abort(); // after the pack is stored, before the call commits
+    };
+    const data = chunk();
+    await expectCode(repo.addReferences([data], { signal: controller.signal }), 'CANCELLED');
+    chunkStore.put = put;
+    expect(await repo.referenceCount(repo.hash(data))).toBe(0);
+    await expectCode(repo.read(repo.hash(data)), 'NOT_FOUND');
+    expect(await packKeys(chunkStore)).toHaveLength(1);
+    expect(await repo.gc({ graceMs: GRACE_MS, nowMs: clock.nowMs + GRACE_MS })).toMatchObject({ orphanPacksDeleted: 1 });
+    expect(await packKeys(chunkStore)).toEqual([]);
+  });
+
   it('a read whose pack GC rewrites and deletes under it follows the chunk to its new pack', async () => {
     const chunkStore = new MemoryChunkStore();
     const { clock, open } = await setup({ chunkStore });
