@@ -11,6 +11,7 @@
 /** A chunk's content hash as lower-case hex: what names the chunk everywhere (manifests, index). */
 export type ChunkHash = string;
 
+/** Every call refuses a malformed hash (not the repository's digest length in hex) with INVALID_ARGUMENT. */
 export interface ChunkRepositoryCallOptions {
   /** Aborts the call: it rejects with StorageError CANCELLED and changes no reference count. */
   readonly signal?: AbortSignal;
@@ -34,9 +35,14 @@ export interface ChunkRepository {
   /**
    * Drops one reference from each; a chunk whose count reaches zero is garbage once the grace
    * period has passed (a dropped reference is not an immediate delete). Durable when it resolves.
+   * All or nothing: NOT_FOUND when a chunk is not stored, INVALID_ARGUMENT when the call drops
+   * more references to a chunk than it has.
    */
   dropReferences(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<void>;
-  /** The chunk's bytes, checked against its hash (CORRUPT on mismatch; NOT_FOUND when unknown). */
+  /**
+   * The chunk's bytes (the caller's to change), checked against its hash (CORRUPT on mismatch;
+   * NOT_FOUND when unknown). A chunk whose count dropped to zero reads until it is collected.
+   */
   read(hash: ChunkHash, options?: ChunkRepositoryCallOptions): Promise<Uint8Array>;
   /** The chunk's current reference count (0 when unknown or dropped to zero). */
   referenceCount(hash: ChunkHash): Promise<number>;

@@ -1,0 +1,351 @@
+/**
+ * DedupChunkRepository: a pool's chunks stored once each, in packs of a few MiB in a ChunkStore,
+ * indexed with reference counts in the catalog (chunk-index.ts).
+ *
+ * addReferences hashes the chunks, reads the index once per distinct hash, appends the new ones to
+ * packs of its own, puts the packs (durable) and only then commits every count change of the call
+ * in one catalog transaction. A crash before the commit leaves packs nothing references, which GC
+ * removes after the grace period; it can never leave a reference to a chunk that is not stored.
+ * Callers in other processes are kept from losing counts by the transaction's compares (a failed
+ * compare re-reads and tries again); callers in this process that store the same new content at
+ * once wait for each other, so the content is written once.
+ *
+ * read checks every chunk against its hash: bit rot is CORRUPT naming the chunk and the pack.
+ */
+import type { CatalogStore } from '../../core/catalog-store.js';
+import type { ChunkStore } from '../../core/chunk-store.js';
+import { StorageError, isStorageError } from '../../core/errors.js';
+import { TxnBuilder, type Versioned } from '../../meta/table.js';
+import { throwIfAborted } from '../memory-chunk-store.js';
+import { BLAKE3_HASHER, checkChunkHash, type ChunkHasher } from './chunk-hasher.js';
+import { openChunkIndex, type ChunkIndex, type ChunkRecord, type PackRecord } from './chunk-index.js';
+import { collectGarbage, type GcContext, type GcOptions, type GcReport } from './gc.js';
+import { CHUNK_SIZE_BYTES_MAX, PackBuilder, newPackId, packCreatedAtMs, packKey } from './pack-format.js';
+import { ChunkReadCache } from './read-cache.js';
+import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions } from './repository.js';
+
+export const PACK_TARGET_BYTES_DEFAULT = 4 * 1024 * 1024;
+export const READ_CACHE_BYTES_DEFAULT = 8 * 1024 * 1024;
+/** How many times a call re-reads and retries after other writers changed the counts it read. */
+const TXN_ATTEMPTS_MAX = 64;
+/** How many times a read follows a chunk that GC moved to another pack meanwhile. */
+const READ_ATTEMPTS_MAX = 4;
+
+export interface DedupChunkRepositoryOptions {
+  /** Where packs go (under `packs/`). */
+  readonly chunkStore: ChunkStore;
+  /** Where the index goes. */
+  readonly catalog: CatalogStore;
+  /** Names the chunks; fixed for a pool once chosen. Default BLAKE3. */
+  readonly hasher?: ChunkHasher;
+  /** The pool whose chunks these are (its own index tables); absent: the default pool. */
+  readonly pool?: string;
+  /** A pack closes when the next chunk would take it over this size (default 4 MiB). */
+  readonly packTargetBytes?: number;
+  /** Bytes of recently read chunks kept in memory (default 8 MiB; 0: no cache). */
+  readonly readCacheBytes?: number;
+  /** The clock for zero-count stamps and pack ids (ms since the epoch); default Date.now. */
+  readonly nowMs?: () => number;
+}
+
+/** Where a chunk was stored by this call (not yet in the index). */
+interface Written {
+  readonly pack: string;
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+}
+
+
+export class DedupChunkRepository implements ChunkRepository {
+  private readonly hasher: ChunkHasher;
+  private readonly packTargetBytes: number;
+  private readonly cache: ChunkReadCache | undefined;
+  private readonly nowMs: () => number;
+  /** New content being stored by a call in this process: hash -> settles when that call is done. */
+  private readonly inFlight = new Map<string, Promise<void>>();
+  /** Packs put by calls in this process that have not committed yet: GC leaves them alone. */
+  private readonly uncommittedPacks = new Set<string>();
+  private gcRunning = false;
+
+  private constructor(
+    private readonly options: DedupChunkRepositoryOptions,
+    private readonly index: ChunkIndex,
+  ) {
+    this.hasher = options.hasher ?? BLAKE3_HASHER;
+    this.packTargetBytes = options.packTargetBytes ?? PACK_TARGET_BYTES_DEFAULT;
+    const cacheBytes = options.readCacheBytes ?? READ_CACHE_BYTES_DEFAULT;
+    this.cache = cacheBytes > 0 ? new ChunkReadCache(cacheBytes) : undefined;
+    this.nowMs = options.nowMs ?? Date.now;
+  }
+
+  /** Opens the pool's repository; INVALID_ARGUMENT when the pool was created with another hash. */
+  static async open(options: DedupChunkRepositoryOptions): Promise<DedupChunkRepository> {
+    const hasher = options.hasher ?? BLAKE3_HASHER;
+    const target = options.packTargetBytes ?? PACK_TARGET_BYTES_DEFAULT;
+    if (!Number.isSafeInteger(target) || target < 1) {
+      throw new StorageError('INVALID_ARGUMENT', `packTargetBytes ${target} is not a positive whole number`);
+    }
+    hasher.hash(new Uint8Array(0)); // fails here, UNSUPPORTED, when the hash's library is missing
+    return new DedupChunkRepository(options, await openChunkIndex(options.catalog, options.pool, hasher.algorithm));
+  }
+
+  hash(data: Uint8Array): ChunkHash {
+    return this.hasher.hash(data);
+  }
+
+  async addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
+    throwIfAborted(options, 'addReferences');
+    for (const [i, chunk] of chunks.entries()) {
+      if (!(chunk instanceof Uint8Array) || chunk.length === 0 || chunk.length > CHUNK_SIZE_BYTES_MAX) {
+        throw new StorageError('INVALID_ARGUMENT', `chunk ${i} is not 1 to ${CHUNK_SIZE_BYTES_MAX} bytes`);
+      }
+    }
+    if (chunks.length === 0) return [];
+    const names = chunks.map((chunk) => this.hasher.hash(chunk));
+    const wanted = new Map<string, { count: number; data: Uint8Array }>();
+    for (const [i, hash] of names.entries()) {
+      const entry = wanted.get(hash);
+      if (entry === undefined) wanted.set(hash, { count: 1, data: chunks[i]! });
+      else entry.count++;
+    }
+    const written = new Map<string, Written>();
+    const writtenPacks: PackRecord[] = [];
+    try {
+      return await this.addWritingPacks(names, wanted, written, writtenPacks, options);
+    } finally {
+      for (const pack of writtenPacks) this.uncommittedPacks.delete(pack.id);
+    }
+  }
+
+  /** addReferences after hashing: `written` and `writtenPacks` gather what it stored, across retries. */
+  private async addWritingPacks(
+    names: ChunkHash[],
+    wanted: ReadonlyMap<string, { count: number; data: Uint8Array }>,
+    written: Map<string, Written>,
+    writtenPacks: PackRecord[],
+    options: ChunkRepositoryCallOptions | undefined,
+  ): Promise<ChunkHash[]> {
+    const compared = new Set<string>();
+    for (let attempt = 0; attempt < TXN_ATTEMPTS_MAX; attempt++) {
+      throwIfAborted(options, 'addReferences');
+      const current = await this.readRecords([...wanted.keys()]);
+      const missing = [...wanted.keys()].filter((hash) => !current.has(hash) && !written.has(hash));
+      const others = missing.map((hash) => this.inFlight.get(hash)).filter((wait) => wait !== undefined);
+      if (others.length > 0) {
+        // Another call here is storing some of this content: share its copy once it is indexed.
+        await Promise.all(others);
+        continue;
+      }
+      let done!: () => void;
+      const settled = new Promise<void>((resolve) => (done = resolve));
+      for (const hash of missing) this.inFlight.set(hash, settled);
+      try {
+        let moved = false;
+        for (const [hash, entry] of current) {
+          if (!this.hasher.byteCompareBeforeSharing || compared.has(hash)) continue;
+          moved = !(await this.compareStored(entry.record, wanted.get(hash)!.data, options));
+          if (moved) break;
+          compared.add(hash);
+        }
+        if (moved) continue; // GC moved a chunk being compared: read the index again
+        await this.writePacks(missing.map((hash) => [hash, wanted.get(hash)!.data] as const), written, writtenPacks, options);
+        const txn = new TxnBuilder();
+        for (const [hash, { count }] of wanted) {
+          const existing = current.get(hash);
+          if (existing !== undefined) {
+            this.index.chunks.put(txn, { ...existing.record, refs: existing.record.refs + count, zeroSinceMs: null }, existing);
+          } else {
+            const location = written.get(hash)!;
+            this.index.chunks.put(txn, { hash, ...location, refs: count, zeroSinceMs: null });
+          }
+        }
+        for (const pack of writtenPacks) this.index.packs.put(txn, pack);
+        throwIfAborted(options, 'addReferences');
+        if (await this.tryCommit(txn)) return names;
+      } finally {
+        for (const hash of missing) this.inFlight.delete(hash);
+        done();
+      }
+    }
+    throw this.tooBusy('addReferences');
+  }
+
+  async addReferencesByHash(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<void> {
+    await this.changeReferences('addReferencesByHash', hashes, +1, options);
+  }
+
+  async dropReferences(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<void> {
+    await this.changeReferences('dropReferences', hashes, -1, options);
+  }
+
+  async read(hash: ChunkHash, options?: ChunkRepositoryCallOptions): Promise<Uint8Array> {
+    checkChunkHash(this.hasher, hash);
+    throwIfAborted(options, `read of chunk ${hash}`);
+    const cached = this.cache?.get(hash);
+    if (cached !== undefined) return cached;
+    let previous: ChunkRecord | undefined;
+    // A GC may move the chunk to a new pack and delete the old one between the index read and the
+    // pack read: read the index again, and only a chunk that stays put and missing is damage.
+    for (let attempt = 0; attempt < READ_ATTEMPTS_MAX; attempt++) {
+      const entry = await this.index.chunks.get(hash);
+      if (entry === undefined) throw new StorageError('NOT_FOUND', `chunk ${hash} is not in the repository`);
+      const data = await this.readStored(entry.record, options);
+      if (data !== undefined) {
+        this.cache?.set(hash, new Uint8Array(data));
+        return data;
+      }
+      if (previous !== undefined && previous.pack === entry.record.pack && previous.offsetBytes === entry.record.offsetBytes) {
+        throw new StorageError('CORRUPT', `chunk ${hash}: its pack ${entry.record.pack} is missing or shorter than ${entry.record.offsetBytes + entry.record.lengthBytes} bytes`);
+      }
+      previous = entry.record;
+    }
+    throw new StorageError('BUSY', `chunk ${hash} moved between packs ${READ_ATTEMPTS_MAX} times while being read; try again`);
+  }
+
+  async referenceCount(hash: ChunkHash): Promise<number> {
+    checkChunkHash(this.hasher, hash);
+    return (await this.index.chunks.get(hash))?.record.refs ?? 0;
+  }
+
+  /**
+   * Removes what is no longer needed: index entries of chunks unreferenced for longer than
+   * `graceMs`, packs with no live chunk, packs written but never indexed (a crash) once older than
+   * `graceMs`; and rewrites packs mostly dead (or small ones, together). One GC at a time.
+   */
+  async gc(options: GcOptions): Promise<GcReport> {
+    if (this.gcRunning) throw new StorageError('BUSY', 'a garbage collection of this repository is already running; wait for it');
+    this.gcRunning = true;
+    try {
+      return await collectGarbage(this.internals(), options);
+    } finally {
+      this.gcRunning = false;
+    }
+  }
+
+  private internals(): GcContext {
+    return {
+      index: this.index,
+      chunkStore: this.options.chunkStore,
+      catalog: this.options.catalog,
+      hasher: this.hasher,
+      packTargetBytes: this.packTargetBytes,
+      newPackId: () => newPackId(this.nowMs()),
+      isUncommitted: (packId) => this.uncommittedPacks.has(packId),
+      forgotten: (hash) => this.cache?.delete(hash),
+    };
+  }
+
+  /** The index entries of `hashes` that exist (one catalog get each, all at once). */
+  private async readRecords(hashes: readonly string[]): Promise<Map<string, Versioned<ChunkRecord>>> {
+    const entries = await Promise.all(hashes.map((hash) => this.index.chunks.get(hash)));
+    const found = new Map<string, Versioned<ChunkRecord>>();
+    for (const [i, entry] of entries.entries()) if (entry !== undefined) found.set(hashes[i]!, entry);
+    return found;
+  }
+
+  /** Appends `chunks` to new packs and puts them (durable); records where each chunk went. */
+  private async writePacks(
+    chunks: readonly (readonly [string, Uint8Array])[],
+    written: Map<string, Written>,
+    writtenPacks: PackRecord[],
+    options: ChunkRepositoryCallOptions | undefined,
+  ): Promise<void> {
+    let builder: PackBuilder | undefined;
+    let placed: [string, Written][] = [];
+    const flush = async () => {
+      if (builder === undefined) return;
+      const id = newPackId(this.nowMs());
+      const bytes = builder.finish();
+      this.uncommittedPacks.add(id);
+      try {
+        await this.options.chunkStore.put(packKey(id), bytes, options);
+      } catch (err) {
+        this.uncommittedPacks.delete(id);
+        throw err;
+      }
+      for (const [hash, at] of placed) written.set(hash, { ...at, pack: id });
+      writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)! });
+      builder = undefined;
+      placed = [];
+    };
+    for (const [hash, data] of chunks) {
+      if (builder !== undefined && builder.sizeWith(data.length) > this.packTargetBytes) await flush();
+      builder ??= new PackBuilder(this.hasher.algorithm, this.hasher.digestBytes);
+      const entry = builder.add(hash, data);
+      placed.push([hash, { pack: '', offsetBytes: entry.offsetBytes, lengthBytes: entry.lengthBytes }]);
+    }
+    await flush();
+  }
+
+  /** The chunk's bytes from its pack, checked; undefined when the pack is missing or too short. */
+  private async readStored(record: ChunkRecord, options: ChunkRepositoryCallOptions | undefined): Promise<Uint8Array | undefined> {
+    const data = await this.options.chunkStore.getRange(packKey(record.pack), record.offsetBytes, record.lengthBytes, options);
+    if (data === undefined || data.length !== record.lengthBytes) return undefined;
+    if (this.hasher.hash(data) !== record.hash) {
+      throw new StorageError(
+        'CORRUPT',
+        `chunk ${record.hash} in pack ${record.pack} (${record.lengthBytes} bytes at ${record.offsetBytes}) does not match its hash: the pack is damaged`,
+      );
+    }
+    return data;
+  }
+
+  /**
+   * For a hash that does not promise equal bytes: the stored copy must be `data` before it is
+   * shared. False when the copy is not where the index said (GC moved it since).
+   */
+  private async compareStored(record: ChunkRecord, data: Uint8Array, options: ChunkRepositoryCallOptions | undefined): Promise<boolean> {
+    const stored = await this.readStored(record, options);
+    if (stored === undefined) return false;
+    if (!Buffer.from(stored.buffer, stored.byteOffset, stored.length).equals(data)) {
+      throw new StorageError(
+        'UNSUPPORTED',
+        `two different chunks have the ${this.hasher.algorithm} hash ${record.hash}; this pool cannot store the second (a pool that names chunks by BLAKE3 can)`,
+      );
+    }
+    return true;
+  }
+
+  /** Adds `delta` references per occurrence of each hash, in one transaction, retried on conflicts. */
+  private async changeReferences(what: string, hashes: readonly ChunkHash[], delta: 1 | -1, options?: ChunkRepositoryCallOptions): Promise<void> {
+    throwIfAborted(options, what);
+    const counts = new Map<string, number>();
+    for (const hash of hashes) {
+      checkChunkHash(this.hasher, hash);
+      counts.set(hash, (counts.get(hash) ?? 0) + 1);
+    }
+    if (counts.size === 0) return;
+    for (let attempt = 0; attempt < TXN_ATTEMPTS_MAX; attempt++) {
+      const current = await this.readRecords([...counts.keys()]);
+      const txn = new TxnBuilder();
+      for (const [hash, count] of counts) {
+        const existing = current.get(hash);
+        if (existing === undefined) throw new StorageError('NOT_FOUND', `${what}: chunk ${hash} is not in the repository`);
+        const refs = existing.record.refs + delta * count;
+        if (refs < 0) {
+          throw new StorageError('INVALID_ARGUMENT', `${what}: drops ${count} references to chunk ${hash}, which has ${existing.record.refs}`);
+        }
+        const zeroSinceMs = refs > 0 ? null : (existing.record.zeroSinceMs ?? this.nowMs());
+        this.index.chunks.put(txn, { ...existing.record, refs, zeroSinceMs }, existing);
+      }
+      throwIfAborted(options, what);
+      if (await this.tryCommit(txn)) return;
+    }
+    throw this.tooBusy(what);
+  }
+
+  /** Commits; false when another writer changed a compared key first (the caller re-reads). */
+  private async tryCommit(txn: TxnBuilder): Promise<boolean> {
+    try {
+      await txn.commit(this.options.catalog);
+      return true;
+    } catch (err) {
+      if (isStorageError(err, 'BUSY') || isStorageError(err, 'ALREADY_EXISTS')) return false;
+      throw err;
+    }
+  }
+
+  private tooBusy(what: string): StorageError {
+    return new StorageError('BUSY', `${what} lost ${TXN_ATTEMPTS_MAX} races in a row with other writers of the same chunks; try again`);
+  }
+}

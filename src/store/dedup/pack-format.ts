@@ -1,0 +1,190 @@
+/**
+ * The pack: an immutable object of a few MiB in a ChunkStore (`packs/<id>`) holding chunks back to
+ * back, with an index of them at its end, so a scrub can rebuild the catalog's chunk index from
+ * the packs alone.
+ *
+ *   header   magic "STRATAPK" (8) | version u16 | hash algorithm u8 | digest bytes u8 | reserved u32
+ *   chunks   the chunks' bytes, back to back, in the order of the index
+ *   index    per chunk: digest (digest bytes) | offset u64 | length u32
+ *   trailer  index offset u64 | chunk count u32 | CRC-32 u32 | magic "STRATAPK" (8)
+ *
+ * Integers are little-endian. The CRC-32 covers the header, the index and the trailer's first 12
+ * bytes; each chunk is covered by its own hash, which the repository checks on every read.
+ * Decoding checks everything: a damaged pack is CORRUPT naming the pack and what is wrong, never
+ * a crash and never wrong offsets.
+ */
+import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+import { StorageError, assert } from '../../core/errors.js';
+import type { ChunkHashAlgorithm } from './chunk-hasher.js';
+
+export const PACK_MAGIC = 'STRATAPK';
+export const PACK_VERSION = 1;
+const MAGIC_BYTES = 8;
+export const PACK_HEADER_BYTES = 16;
+export const PACK_TRAILER_BYTES = 24;
+/** Per index entry, after the digest: offset u64 + length u32. */
+const ENTRY_FIXED_BYTES = 12;
+/** The hash algorithm's code in the header (named once here). */
+const ALGORITHM_CODES: Readonly<Record<ChunkHashAlgorithm, number>> = { blake3: 1, xxh128: 2 };
+/** Packs close at a few MiB; the bound keeps a damaged count or offset from asking for absurd memory. */
+export const PACK_SIZE_BYTES_MAX = 1024 * 1024 * 1024;
+/** The largest chunk a pack holds (a qcow2 cluster is at most 2 MiB). */
+export const CHUNK_SIZE_BYTES_MAX = 16 * 1024 * 1024;
+/** The ChunkStore key prefix of packs. */
+export const PACK_KEY_PREFIX = 'packs/';
+
+export interface PackEntry {
+  /** The chunk's hash as lower-case hex. */
+  readonly hash: string;
+  readonly offsetBytes: number;
+  readonly lengthBytes: number;
+}
+
+export interface PackIndex {
+  readonly algorithm: ChunkHashAlgorithm;
+  readonly entries: readonly PackEntry[];
+}
+
+export function packKey(packId: string): string {
+  return PACK_KEY_PREFIX + packId;
+}
+
+/** Pack ids start with their creation time in hex (12 digits reach the year 10889), then randomness. */
+const PACK_ID_TIME_DIGITS = 12;
+const PACK_ID_PATTERN = /^([0-9a-f]{12})-[0-9a-f]{16}$/;
+
+/** A new pack id, made at `nowMs`: GC can tell how old a pack the index never recorded is. */
+export function newPackId(nowMs: number): string {
+  return `${nowMs.toString(16).padStart(PACK_ID_TIME_DIGITS, '0')}-${randomBytes(8).toString('hex')}`;
+}
+
+/** The creation time in a pack id, or undefined for an id this code did not make. */
+export function packCreatedAtMs(packId: string): number | undefined {
+  const match = PACK_ID_PATTERN.exec(packId);
+  return match === null ? undefined : Number.parseInt(match[1]!, 16);
+}
+
+const magicBytes = Buffer.from(PACK_MAGIC, 'latin1');
+assert(magicBytes.length === MAGIC_BYTES, 'the pack magic is 8 bytes');
+
+/** Builds one pack in memory: add chunks, then finish() for the bytes to store. */
+export class PackBuilder {
+  private readonly parts: Uint8Array[] = [];
+  private readonly entries: PackEntry[] = [];
+  private dataBytes = 0;
+
+  constructor(
+    readonly algorithm: ChunkHashAlgorithm,
+    private readonly digestBytes: number,
+  ) {}
+
+  get chunkCount(): number {
+    return this.entries.length;
+  }
+
+  /** The pack's size if it were finished now. */
+  get sizeBytes(): number {
+    return PACK_HEADER_BYTES + this.dataBytes + this.entries.length * (this.digestBytes + ENTRY_FIXED_BYTES) + PACK_TRAILER_BYTES;
+  }
+
+  /** The size the pack would have with one more chunk of `lengthBytes`. */
+  sizeWith(lengthBytes: number): number {
+    return this.sizeBytes + lengthBytes + this.digestBytes + ENTRY_FIXED_BYTES;
+  }
+
+  /** Appends a chunk (the builder keeps a reference: do not change `data` until finish()). */
+  add(hash: string, data: Uint8Array): PackEntry {
+    assert(hash.length === this.digestBytes * 2, `hash ${hash} has ${this.digestBytes} bytes`);
+    assert(data.length <= CHUNK_SIZE_BYTES_MAX, `a chunk of ${data.length} bytes fits a pack`);
+    const entry = { hash, offsetBytes: PACK_HEADER_BYTES + this.dataBytes, lengthBytes: data.length };
+    this.parts.push(data);
+    this.entries.push(entry);
+    this.dataBytes += data.length;
+    return entry;
+  }
+
+  finish(): Uint8Array {
+    const size = this.sizeBytes;
+    assert(size <= PACK_SIZE_BYTES_MAX, `a pack of ${size} bytes is within the pack size bound`);
+    // A plain Uint8Array, not a Buffer: Buffer's slice() shares memory, and stores copy with slice().
+    const bytes = new Uint8Array(size);
+    const pack = Buffer.from(bytes.buffer, 0, size);
+    pack.set(magicBytes, 0);
+    pack.writeUInt16LE(PACK_VERSION, 8);
+    pack.writeUInt8(ALGORITHM_CODES[this.algorithm], 10);
+    pack.writeUInt8(this.digestBytes, 11);
+    let offset = PACK_HEADER_BYTES;
+    for (const part of this.parts) {
+      pack.set(part, offset);
+      offset += part.length;
+    }
+    const indexOffset = offset;
+    for (const entry of this.entries) {
+      pack.write(entry.hash, offset, 'hex');
+      offset += this.digestBytes;
+      pack.writeBigUInt64LE(BigInt(entry.offsetBytes), offset);
+      pack.writeUInt32LE(entry.lengthBytes, offset + 8);
+      offset += ENTRY_FIXED_BYTES;
+    }
+    pack.writeBigUInt64LE(BigInt(indexOffset), offset);
+    pack.writeUInt32LE(this.entries.length, offset + 8);
+    pack.writeUInt32LE(packChecksum(pack, indexOffset, offset + 12), offset + 12);
+    pack.set(magicBytes, offset + 16);
+    return bytes;
+  }
+}
+
+/** CRC-32 of the header, the index and the trailer's first 12 bytes (ending at `checksumOffset`). */
+function packChecksum(pack: Uint8Array, indexOffset: number, checksumOffset: number): number {
+  return crc32(pack.subarray(indexOffset, checksumOffset), crc32(pack.subarray(0, PACK_HEADER_BYTES)));
+}
+
+/** Reads and checks a whole pack's header, index and trailer; CORRUPT (naming the pack) when anything is off. */
+export function decodePack(packId: string, pack: Uint8Array): PackIndex {
+  const damaged = (what: string) => new StorageError('CORRUPT', `pack ${packId} is damaged: ${what}`);
+  if (pack.length < PACK_HEADER_BYTES + PACK_TRAILER_BYTES) throw damaged(`${pack.length} bytes is shorter than a header and a trailer`);
+  if (pack.length > PACK_SIZE_BYTES_MAX) throw damaged(`${pack.length} bytes is over the ${PACK_SIZE_BYTES_MAX}-byte bound`);
+  const view = Buffer.from(pack.buffer, pack.byteOffset, pack.length);
+  if (!view.subarray(0, MAGIC_BYTES).equals(magicBytes)) throw damaged('the header has no pack magic');
+  const trailer = pack.length - PACK_TRAILER_BYTES;
+  if (!view.subarray(trailer + 16).equals(magicBytes)) throw damaged('the trailer has no pack magic (cut short?)');
+  const indexOffsetBig = view.readBigUInt64LE(trailer);
+  const count = view.readUInt32LE(trailer + 8);
+  const storedChecksum = view.readUInt32LE(trailer + 12);
+  const version = view.readUInt16LE(8);
+  const algorithmCode = view.readUInt8(10);
+  const digestBytes = view.readUInt8(11);
+  if (indexOffsetBig < BigInt(PACK_HEADER_BYTES) || indexOffsetBig > BigInt(trailer)) {
+    throw damaged(`index offset ${indexOffsetBig} is outside ${PACK_HEADER_BYTES}..${trailer}`);
+  }
+  const indexOffset = Number(indexOffsetBig);
+  if (packChecksum(pack, indexOffset, trailer + 12) !== storedChecksum) throw damaged('the header, index or trailer fails its checksum');
+  // The checksum holds, so what follows is what a writer wrote: a mismatch is a bug or an unknown format.
+  if (version !== PACK_VERSION) {
+    throw new StorageError('UNSUPPORTED', `pack ${packId} has format version ${version}; this Strata reads version ${PACK_VERSION}`);
+  }
+  const algorithm = (Object.keys(ALGORITHM_CODES) as ChunkHashAlgorithm[]).find((name) => ALGORITHM_CODES[name] === algorithmCode);
+  if (algorithm === undefined) throw damaged(`unknown hash algorithm code ${algorithmCode}`);
+  if (digestBytes === 0) throw damaged('the digest length is 0');
+  const entryBytes = digestBytes + ENTRY_FIXED_BYTES;
+  if (count * entryBytes !== trailer - indexOffset) {
+    throw damaged(`${count} index entries of ${entryBytes} bytes do not fill the ${trailer - indexOffset}-byte index`);
+  }
+  const entries: PackEntry[] = [];
+  let expectedOffset = PACK_HEADER_BYTES;
+  for (let i = 0, at = indexOffset; i < count; i++, at += entryBytes) {
+    const hash = view.toString('hex', at, at + digestBytes);
+    const offsetBig = view.readBigUInt64LE(at + digestBytes);
+    const lengthBytes = view.readUInt32LE(at + digestBytes + 8);
+    // Chunks lie back to back in index order, so every entry starts where the previous one ended.
+    if (offsetBig !== BigInt(expectedOffset)) throw damaged(`chunk ${i} (${hash}) starts at ${offsetBig}, not at ${expectedOffset}`);
+    if (lengthBytes > CHUNK_SIZE_BYTES_MAX || expectedOffset + lengthBytes > indexOffset) {
+      throw damaged(`chunk ${i} (${hash}) of ${lengthBytes} bytes at ${expectedOffset} runs past the chunks' end at ${indexOffset}`);
+    }
+    entries.push({ hash, offsetBytes: expectedOffset, lengthBytes });
+    expectedOffset += lengthBytes;
+  }
+  if (expectedOffset !== indexOffset) throw damaged(`the chunks end at ${expectedOffset}, but the index starts at ${indexOffset}`);
+  return { algorithm, entries };
+}

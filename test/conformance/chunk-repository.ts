@@ -1,0 +1,147 @@
+/** The ChunkRepository conformance suite: every implementation runs it (chunk-repository.test.ts). */
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import type { ChunkHash, ChunkRepository } from '../../src/store/dedup/repository.js';
+import { expectSameBytes } from '../support/bytes.js';
+import { expectCode } from '../support/expect-error.js';
+
+export interface ChunkRepositoryUnderTest {
+  readonly repository: ChunkRepository;
+  /** The same repository opened again over the same storage (for implementations that persist). */
+  reopen?(): Promise<ChunkRepository>;
+  /** How many stored copies of the chunk exist (for implementations that can tell). */
+  storedCopies?(hash: ChunkHash): Promise<number>;
+  /** Changes one stored byte of the chunk, as bit rot would. */
+  damage(hash: ChunkHash): Promise<void>;
+}
+
+const CHUNK_BYTES = 64 * 1024;
+const chunk = () => new Uint8Array(randomBytes(CHUNK_BYTES));
+const aborted = () => {
+  const controller = new AbortController();
+  controller.abort();
+  return { signal: controller.signal };
+};
+
+export function chunkRepositoryConformance(name: string, open: () => Promise<ChunkRepositoryUnderTest>): void {
+  describe(`ChunkRepository conformance: ${name}`, () => {
+    it('stores a content once and counts every reference, across calls', async () => {
+      const { repository: repo, storedCopies } = await open();
+      const a = chunk();
+      const b = chunk();
+      const names = await repo.addReferences([a, b, a]);
+      expect(names).toEqual([repo.hash(a), repo.hash(b), repo.hash(a)]);
+      expect(names[0]).toMatch(/^[0-9a-f]+$/);
+      expect(names[0]).not.toBe(names[1]);
+      expect(await repo.referenceCount(names[0]!)).toBe(2);
+      expect(await repo.referenceCount(names[1]!)).toBe(1);
+      expect(await repo.addReferences([Uint8Array.from(a)])).toEqual([names[0]]);
+      expect(await repo.referenceCount(names[0]!)).toBe(3);
+      expectSameBytes(await repo.read(names[0]!), a);
+      expectSameBytes(await repo.read(names[1]!), b);
+      if (storedCopies) expect(await storedCopies(names[0]!)).toBe(1);
+      // A short last chunk (a file's tail) is a chunk like any other.
+      const tail = new Uint8Array(randomBytes(1000));
+      const [tailName] = await repo.addReferences([tail]);
+      expectSameBytes(await repo.read(tailName!), tail);
+    });
+
+    it('what read returns is the caller\'s: changing it changes nothing stored', async () => {
+      const { repository: repo } = await open();
+      const a = chunk();
+      const [name] = await repo.addReferences([a]);
+      a.fill(1); // the repository kept its own copy
+      const first = await repo.read(name!);
+      first.fill(2);
+      expectSameBytes(await repo.read(name!), await repo.read(name!));
+      expect(repo.hash(await repo.read(name!))).toBe(name);
+    });
+
+    it('addReferencesByHash shares stored chunks; an unknown hash is NOT_FOUND and changes nothing', async () => {
+      const { repository: repo } = await open();
+      const a = chunk();
+      const [name] = await repo.addReferences([a]);
+      await repo.addReferencesByHash([name!, name!]);
+      expect(await repo.referenceCount(name!)).toBe(3);
+      const unknown = repo.hash(chunk());
+      await expectCode(repo.addReferencesByHash([name!, unknown]), 'NOT_FOUND', new RegExp(unknown));
+      expect(await repo.referenceCount(name!)).toBe(3);
+      expect(await repo.referenceCount(unknown)).toBe(0);
+      await expectCode(repo.read(unknown), 'NOT_FOUND');
+      await expectCode(repo.read('not a hash'), 'INVALID_ARGUMENT');
+      await expectCode(repo.addReferencesByHash(['XYZ']), 'INVALID_ARGUMENT');
+    });
+
+    it('dropReferences counts down to zero; dropping more than is held or an unknown chunk is refused whole', async () => {
+      const { repository: repo } = await open();
+      const first = chunk();
+      const [a, b] = await repo.addReferences([first, chunk()]);
+      await repo.addReferencesByHash([a!]);
+      await repo.dropReferences([a!]);
+      expect(await repo.referenceCount(a!)).toBe(1);
+      await expectCode(repo.dropReferences([b!, b!]), 'INVALID_ARGUMENT');
+      await expectCode(repo.dropReferences([a!, repo.hash(chunk())]), 'NOT_FOUND');
+      expect(await repo.referenceCount(a!)).toBe(1);
+      expect(await repo.referenceCount(b!)).toBe(1);
+      await repo.dropReferences([a!, b!]);
+      expect(await repo.referenceCount(a!)).toBe(0);
+      expect(await repo.referenceCount(b!)).toBe(0);
+      // A chunk at zero can be referenced again (within the grace period it is still stored).
+      expect(await repo.addReferences([first])).toEqual([a]);
+      expect(await repo.referenceCount(a!)).toBe(1);
+      expectSameBytes(await repo.read(a!), first);
+    });
+
+    it('concurrent callers adding the same new content: one copy, every count kept', async () => {
+      const { repository: repo, storedCopies } = await open();
+      const shared = [chunk(), chunk(), chunk()];
+      const callers = 8;
+      const results = await Promise.all(
+        Array.from({ length: callers }, (_, i) => repo.addReferences(i % 2 === 0 ? shared : [...shared].reverse())),
+      );
+      const names = results[0]!;
+      for (const name of names) {
+        expect(await repo.referenceCount(name)).toBe(callers);
+        if (storedCopies) expect(await storedCopies(name)).toBe(1);
+      }
+      expectSameBytes(await repo.read(names[2]!), shared[2]);
+      // Concurrent drops and adds of the same chunk lose no count either.
+      await Promise.all([
+        ...Array.from({ length: callers }, () => repo.dropReferences([names[0]!])),
+        ...Array.from({ length: 3 }, () => repo.addReferencesByHash([names[0]!])),
+      ]);
+      expect(await repo.referenceCount(names[0]!)).toBe(3);
+    });
+
+    it('an aborted call rejects with CANCELLED and changes nothing', async () => {
+      const { repository: repo } = await open();
+      const [name] = await repo.addReferences([chunk()]);
+      const fresh = chunk();
+      await expectCode(repo.addReferences([fresh], aborted()), 'CANCELLED');
+      expect(await repo.referenceCount(repo.hash(fresh))).toBe(0);
+      await expectCode(repo.read(repo.hash(fresh)), 'NOT_FOUND');
+      await expectCode(repo.addReferencesByHash([name!], aborted()), 'CANCELLED');
+      await expectCode(repo.dropReferences([name!], aborted()), 'CANCELLED');
+      await expectCode(repo.read(name!, aborted()), 'CANCELLED');
+      expect(await repo.referenceCount(name!)).toBe(1);
+    });
+
+    it('a chunk whose stored bytes changed reads as CORRUPT, never as wrong data', async () => {
+      const { repository: repo, damage } = await open();
+      const [good, bad] = await repo.addReferences([chunk(), chunk()]);
+      await damage(bad!);
+      await expectCode(repo.read(bad!), 'CORRUPT', new RegExp(bad!));
+      expect(repo.hash(await repo.read(good!))).toBe(good);
+    });
+
+    it('chunks and counts survive reopening', async (context) => {
+      const setup = await open();
+      if (setup.reopen === undefined) return context.skip();
+      const a = chunk();
+      const [name] = await setup.repository.addReferences([a, a]);
+      const repo = await setup.reopen();
+      expect(await repo.referenceCount(name!)).toBe(2);
+      expectSameBytes(await repo.read(name!), a);
+    });
+  });
+}
