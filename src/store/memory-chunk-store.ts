@@ -37,7 +37,7 @@ export class MemoryChunkStore implements ChunkStore {
     checkChunkKey(key);
     throwIfAborted(options, `get ${key}`);
     const data = this.objects.get(key);
-    return data === undefined ? undefined : data.slice();
+    return data === undefined ? undefined : new Uint8Array(data);
   }
 
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
@@ -45,20 +45,20 @@ export class MemoryChunkStore implements ChunkStore {
     checkChunkRange(key, offsetBytes, lengthBytes);
     throwIfAborted(options, `get ${key}`);
     const data = this.objects.get(key);
-    return data === undefined ? undefined : data.slice(offsetBytes, offsetBytes + lengthBytes);
+    return data === undefined ? undefined : Uint8Array.prototype.slice.call(data, offsetBytes, offsetBytes + lengthBytes);
   }
 
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
     checkChunkKey(key);
     throwIfAborted(options, `put ${key}`);
-    this.objects.set(key, data.slice());
+    this.objects.set(key, new Uint8Array(data));
   }
 
   async putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
     checkChunkKey(key);
     throwIfAborted(options, `put ${key}`);
     if (this.objects.has(key)) return false;
-    this.objects.set(key, data.slice());
+    this.objects.set(key, new Uint8Array(data));
     return true;
   }
 

@@ -15,6 +15,11 @@ export function chunkStoreConformance(name: string, open: () => Promise<ChunkSto
       await store.put('a', data);
       data[0] = 99; // the store kept its own copy
       expect(await store.get('a')).toEqual(bytes(1, 2, 3, 4, 5));
+      const buffer = Buffer.from([6, 7]); // Buffer.slice() is a view, not a copy: the store must copy anyway
+      await store.put('buffer', buffer);
+      buffer[0] = 99;
+      expect(Buffer.from((await store.get('buffer'))!)).toEqual(Buffer.from([6, 7]));
+      await store.delete('buffer');
       expect(await store.getRange('a', 1, 3)).toEqual(bytes(2, 3, 4));
       expect(await store.getRange('a', 3, 10)).toEqual(bytes(4, 5));
       expect(await store.getRange('a', 5, 1)).toEqual(bytes());

@@ -6,7 +6,7 @@ import { FaultInjectingFile } from '../../src/store/fault-injecting-file.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { MemoryHostFile } from '../../src/store/memory-file.js';
 import { shmTempDir, tempDir } from '../support/tmp.js';
-import { createTestChunkRepository } from '../support/memory-chunk-repository.js';
+import { createTestChunkRepository } from '../support/test-chunk-repository.js';
 import { hostFileConformance, readOnlyHostFileConformance } from './host-file.js';
 
 let counter = 0;

@@ -8,7 +8,7 @@ import { LocalLayerStore } from '../../src/store/local-layer-store.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { MemoryLayerStore } from '../../src/store/memory-layer-store.js';
 import { expectCode } from '../support/expect-error.js';
-import { createTestChunkRepository } from '../support/memory-chunk-repository.js';
+import { createTestChunkRepository } from '../support/test-chunk-repository.js';
 import { tempDir } from '../support/tmp.js';
 import { layerStoreConformance } from './layer-store.js';
 

@@ -4,8 +4,8 @@
  * read the guest exactly as `qemu-img convert -O raw` reads the original files. Data clusters of
  * different layers with the same bytes become the same chunk; zero chunks are stored nowhere.
  *
- * The repository comes from createTestChunkRepository() (a stand-in until the real
- * DedupChunkRepository lands); only the ChunkRepository interface is used.
+ * The repository comes from createTestChunkRepository() (the real DedupChunkRepository over
+ * memory stores); only the ChunkRepository interface is used.
  */
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -17,7 +17,7 @@ import { releaseManifest, sealFile } from '../../src/store/chunked/seal.js';
 import type { ChunkRepository } from '../../src/store/dedup/repository.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
-import { createTestChunkRepository } from '../support/memory-chunk-repository.js';
+import { createTestChunkRepository } from '../support/test-chunk-repository.js';
 import { shmTempDir } from '../support/tmp.js';
 import { requireTool } from '../support/tools.js';
 import { KiB, MiB, expectSameBytes, makePatternFiles, oddSize, qemuImgOk, qemuIoOk, qemuRaw, workload } from './support.js';

@@ -8,7 +8,7 @@ import { MemoryHostFile } from '../../src/store/memory-file.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 import { expectCode } from '../support/expect-error.js';
 import { FaultyChunkRepository } from '../support/faulty-chunk-repository.js';
-import { createTestChunkRepository } from '../support/memory-chunk-repository.js';
+import { createTestChunkRepository } from '../support/test-chunk-repository.js';
 
 const KiB = 1024;
 

@@ -1,6 +1,6 @@
 /**
  * Sealing files into a ChunkRepository and reading them back through ChunkedFile. The repository
- * comes from createTestChunkRepository() (a stand-in until the real DedupChunkRepository lands);
+ * comes from createTestChunkRepository();
  * these tests use only the ChunkRepository interface, so they hold for the real one too.
  */
 import fc from 'fast-check';
@@ -15,7 +15,7 @@ import { MemoryHostFile } from '../../src/store/memory-file.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 import { expectCode } from '../support/expect-error.js';
 import { FaultyChunkRepository } from '../support/faulty-chunk-repository.js';
-import { createTestChunkRepository } from '../support/memory-chunk-repository.js';
+import { createTestChunkRepository } from '../support/test-chunk-repository.js';
 
 const KiB = 1024;
 const CHUNK = 64 * KiB;

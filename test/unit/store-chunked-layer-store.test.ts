@@ -1,7 +1,7 @@
 /**
  * ChunkedLayerStore beyond the LayerStore conformance suite: sealing a closed local layer into a
  * manifest, reading sealed qcow2 chains through it, and the reference bookkeeping of remove. The
- * repository comes from createTestChunkRepository() (a stand-in until DedupChunkRepository lands).
+ * repository comes from createTestChunkRepository().
  */
 import { describe, expect, it } from 'vitest';
 import type { LayerRef } from '../../src/core/layer-store.js';
@@ -13,7 +13,7 @@ import { LocalLayerStore } from '../../src/store/local-layer-store.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 import { expectCode } from '../support/expect-error.js';
-import { createTestChunkRepository } from '../support/memory-chunk-repository.js';
+import { createTestChunkRepository } from '../support/test-chunk-repository.js';
 import { tempDir } from '../support/tmp.js';
 
 const KiB = 1024;

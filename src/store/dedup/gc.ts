@@ -114,7 +114,7 @@ async function forgetDeadChunks(repo: GcContext, options: GcOptions, report: GcR
     throwIfAborted(options, 'gc');
     const page = await repo.index.chunks.page(after === undefined ? {} : { after });
     const expired: ChunkRecord[] = [];
-    for (const record of page.records) {
+    for (const { record } of page.records) {
       if (record.refs === 0 && record.zeroSinceMs !== null && record.zeroSinceMs + options.graceMs <= options.nowMs) {
         expired.push(record);
         continue;
@@ -124,7 +124,8 @@ async function forgetDeadChunks(repo: GcContext, options: GcOptions, report: GcR
       weight.bytes += record.lengthBytes;
       live.set(record.pack, weight);
     }
-    // Pages carry no revisions: read each expired entry again and delete it only as it was read.
+    // Read each expired entry again (a call may have referenced it since the page was read) and
+    // delete it only as it was read then.
     for (const record of expired) {
       const current = await repo.index.chunks.get(record.hash);
       if (current === undefined) continue;
@@ -164,7 +165,7 @@ async function sweepPacks(repo: GcContext, options: GcOptions, live: Map<string,
   do {
     throwIfAborted(options, 'gc');
     const page = await repo.index.packs.page(after === undefined ? {} : { after });
-    for (const record of page.records) {
+    for (const { record } of page.records) {
       if (record.createdAtMs + options.graceMs > options.nowMs) continue;
       const weight = live.get(record.id) ?? { chunks: 0, bytes: 0 };
       const target = weight.bytes < record.sizeBytes * liveShareMin ? rewrites : record.sizeBytes < smallBytes ? small : undefined;
