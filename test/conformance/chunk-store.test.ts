@@ -1,4 +1,16 @@
+import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
+import { TieredChunkStore } from '../../src/store/tier/tiered-chunk-store.js';
+import { FolderChunkStore } from '../support/folder-chunk-store.js';
+import { tempDir } from '../support/tmp.js';
 import { chunkStoreConformance } from './chunk-store.js';
 
 chunkStoreConformance('memory', async () => new MemoryChunkStore());
+chunkStoreConformance('folder (test stand-in for LocalChunkStore)', async () => FolderChunkStore.open(tempDir()));
+chunkStoreConformance('tiered over memory, with a catalog', async () =>
+  TieredChunkStore.open({ hot: new MemoryChunkStore(), cold: new MemoryChunkStore(), catalog: new MemoryCatalogStore(), coolingMs: 1000, flushIntervalMs: 0 }),
+);
+chunkStoreConformance('tiered over two local folders, no catalog', async () => {
+  const dir = tempDir();
+  return TieredChunkStore.open({ hot: await FolderChunkStore.open(`${dir}/hot`), cold: await FolderChunkStore.open(`${dir}/cold`), coolingMs: 1000, flushIntervalMs: 0 });
+});
