@@ -2,11 +2,11 @@ import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { TieredChunkStore } from '../../src/store/tier/tiered-chunk-store.js';
 import { FolderChunkStore } from '../support/folder-chunk-store.js';
-import { tempDir } from '../support/tmp.js';
+import { shmTempDir, tempDir } from '../support/tmp.js';
 import { chunkStoreConformance } from './chunk-store.js';
 
 chunkStoreConformance('memory', async () => new MemoryChunkStore());
-chunkStoreConformance('folder (test stand-in for LocalChunkStore)', async () => FolderChunkStore.open(tempDir()));
+chunkStoreConformance('folder (test stand-in for LocalChunkStore)', async () => FolderChunkStore.open(shmTempDir()));
 chunkStoreConformance('tiered over memory, with a catalog', async () =>
   TieredChunkStore.open({ hot: new MemoryChunkStore(), cold: new MemoryChunkStore(), catalog: new MemoryCatalogStore(), coolingMs: 1000, flushIntervalMs: 0 }),
 );
