@@ -4,7 +4,9 @@
  * fails alone, with a clear error, after a bounded time, and hot data keeps being served.
  */
 import { describe, expect, it } from 'vitest';
-import { isStorageError } from '../../src/core/errors.js';
+import type { CatalogCompare, CatalogOp, CatalogStore, CatalogTxnResult } from '../../src/core/catalog-store.js';
+import { isStorageError, StorageError } from '../../src/core/errors.js';
+import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { expectCode } from '../support/expect-error.js';
 import { objectBytes, openTierFixture, TEST_COOLING_MS, type TierFixture } from '../support/tier.js';
 
@@ -91,5 +93,26 @@ describe('TieredChunkStore with a failing cold tier', () => {
     expect(cold.calls.put).toBe(2); // cold1 once, hot1 once: the verified copy was not uploaded again
     expect(await store.get('hot1')).toEqual(objectBytes(2, 8 * KiB));
     expect(isStorageError(result.failed[0]?.error, 'IO_ERROR')).toBe(true);
+  });
+
+  it('a catalog that cannot record the verified copy: the hot copy stays until it can', async () => {
+    const inner = new MemoryCatalogStore();
+    let failTxn = false;
+    // Stands in for a catalog whose disk write fails (LevelDB's own failures are its suite's).
+    const catalog: CatalogStore = Object.assign(Object.create(inner) as CatalogStore, {
+      txn: (compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): Promise<CatalogTxnResult> =>
+        failTxn ? Promise.reject(new StorageError('IO_ERROR', 'injected: catalog write failed')) : inner.txn(compares, ops),
+    });
+    const { store, hot, cold } = await openTierFixture({ catalog });
+    await store.put('p', objectBytes(5, KiB));
+    failTxn = true;
+    const result = await store.migrateCold({ nowMs: TEST_COOLING_MS });
+    expect(result.failed.map((f) => f.error.message)).toEqual(['injected: catalog write failed']);
+    expect(await hot.inner.get('p')).toEqual(objectBytes(5, KiB));
+    expect(store.stats()).toMatchObject({ hotObjects: 1, coldObjects: 0 });
+    failTxn = false;
+    expect((await store.migrateCold({ nowMs: TEST_COOLING_MS })).movedObjects).toBe(1);
+    expect(await hot.inner.get('p')).toBeUndefined();
+    expect(await cold.inner.get('p')).toEqual(objectBytes(5, KiB));
   });
 });

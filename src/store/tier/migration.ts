@@ -104,7 +104,9 @@ export async function migrate(ctx: MigrationContext, keys: readonly string[], op
     }
   };
   await Promise.all(Array.from({ length: Math.min(ctx.inFlightMax, keys.length) }, worker));
-  await ctx.catalog.flush();
+  // The `cold` records are a batch like any other: if this write fails the next flush retries
+  // it, and open() would settle them anyway (a `both` record without a hot copy is cold).
+  await ctx.catalog.flush().catch(() => undefined);
   if (options.signal?.aborted) throw new StorageError('CANCELLED', `moving objects cold was cancelled after ${done} of ${keys.length}`);
   return { movedObjects, movedBytes, failed };
 }

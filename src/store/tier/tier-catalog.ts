@@ -250,6 +250,7 @@ export class TierCatalog {
       if (resident.record === verified) {
         resident.record = { ...verified, place: 'hot' };
         this.countCold(-verified.sizeBytes, -1);
+        this.queue(resident); // and the queued `both` must not be written later
       }
       throw err;
     }
