@@ -153,7 +153,8 @@ export class TieredChunkStore implements ChunkStore {
       return hot;
     }
     const data = await this.coldRead(`get ${key}`, options, (o) => this.cold.get(key, o));
-    if (data !== undefined && this.pattern.note(key, 0, data.length) === 'promote') this.promote(key, data);
+    // The caller owns `data` and may change it before the promotion writes: promote a copy.
+    if (data !== undefined && this.pattern.note(key, 0, data.length) === 'promote') this.promote(key, data.slice());
     return data;
   }
 
