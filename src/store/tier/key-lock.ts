@@ -20,9 +20,4 @@ export class KeyLock {
       release();
     }
   }
-
-  /** Whether a change of `key` is running or waiting. */
-  busy(key: string): boolean {
-    return this.tails.has(key);
-  }
 }
