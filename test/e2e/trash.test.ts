@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
+import type { TrashEntryJson } from '../../src/api/rest/schemas.js';
 import { qemuImg, requireTool } from '../support/tools.js';
 import { assertBuilt, patternBytes, qemuCompare, startDaemon, useDaemon, writeRawImage, type Daemon } from './harness.js';
 
@@ -20,15 +21,7 @@ const CHECK_INTERVAL_MS = '100';
 /** How long the expiry may take to show up in `trash list` on a loaded machine. */
 const EXPIRY_DEADLINE_MS = 60_000;
 
-interface TrashEntry {
-  id: string;
-  pool: string;
-  name: string;
-  sizeBytes: number;
-  snapshotCount: number;
-  deletedAt: string;
-  expiresAt: string;
-}
+type TrashEntry = TrashEntryJson;
 
 /** Polls `trash list --json` until `done` holds for it (the daemon's timer purges on its own time). */
 async function pollTrash(d: Daemon, done: (entries: TrashEntry[]) => boolean): Promise<TrashEntry[]> {
