@@ -31,9 +31,14 @@ export class TrashExpiry {
 
   /** Purges what expired while the daemon was down, then starts the timer. */
   async start(): Promise<void> {
-    let pass: ExpiredTrashPass;
-    do pass = await this.pass();
-    while (pass.nextAfter !== undefined && !this.stopped);
+    try {
+      let pass: ExpiredTrashPass;
+      do pass = await this.pass();
+      while (pass.nextAfter !== undefined && !this.stopped);
+    } catch (err) {
+      // The daemon serves its volumes anyway; the timer tries again.
+      this.options.logger.warn({ err }, 'could not purge the expired trash at start-up; the timer retries');
+    }
     this.schedule();
   }
 
