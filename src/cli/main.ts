@@ -19,6 +19,7 @@ import { EXIT } from './remote/exits.js';
 import { SERVE_HELP, runServe } from './serve.js';
 import { SNAP_SUBCOMMANDS, snapHelp } from './snap.js';
 import { STATUS_HELP, runStatus } from './status.js';
+import { USER_SUBCOMMANDS, userHelp } from './user.js';
 import { VOLUME_SUBCOMMANDS, volumeHelp } from './volume.js';
 
 interface CommandGroup {
@@ -41,6 +42,7 @@ const GROUPS: readonly CommandGroup[] = [
   { name: 'volume', summary: 'volumes: create, resize, copy, import/export, flatten, diff', help: volumeHelp, subcommands: VOLUME_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'snap', summary: 'snapshots: create, rollback, protect, clone, delete', help: snapHelp, subcommands: SNAP_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'job', summary: "follow and cancel the daemon's jobs", help: jobHelp, subcommands: JOB_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'user', summary: 'S3 users and their access keys', help: userHelp, subcommands: USER_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'img', summary: 'offline image tools (qemu-img and qemu-io work-alikes)', help: imgHelp, subcommands: IMG_SUBCOMMANDS },
 ];
 
