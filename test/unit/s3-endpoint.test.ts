@@ -206,6 +206,17 @@ describe('S3 error bodies and request bodies', () => {
     expect(await head.text()).toBe('');
   });
 
+  it('a malformed URL, an empty bucket name and a method S3 lacks are S3 errors too', async () => {
+    const badEscape = await fetch(`${endpoint}/b/%zz`);
+    expect(badEscape.status).toBe(400);
+    expect(badEscape.headers.get('x-amz-request-id')).toMatch(/^[0-9A-F]{16}$/);
+    expect(await badEscape.text()).toContain('<Code>InvalidArgument</Code>');
+    expect(await (await fetch(`${endpoint}//key`)).text()).toContain('<Code>InvalidBucketName</Code>');
+    const options = await fetch(`${endpoint}/b/k`, { method: 'OPTIONS' });
+    expect(options.status).toBe(405);
+    expect(await options.text()).toContain('<Code>MethodNotAllowed</Code>');
+  });
+
   it('malformed XML, a DOCTYPE and a wrong root are MalformedXML', async () => {
     await client(alice).send(new CreateBucketCommand({ Bucket: 'xml' })).catch(() => undefined);
     for (const body of ['<VersioningConfiguration><Status>Enabled</Status>', '<!DOCTYPE x [<!ENTITY a "b">]><VersioningConfiguration/>', '<Other/>', '<VersioningConfiguration><Status>Sometimes</Status></VersioningConfiguration>']) {

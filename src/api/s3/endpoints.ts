@@ -104,6 +104,7 @@ export function addressOf(url: string, host: string | undefined, domains: readon
   const slash = rawPath.indexOf('/', 1);
   const bucketText = slash < 0 ? rawPath.slice(1) : rawPath.slice(1, slash);
   const keyText = slash < 0 ? '' : rawPath.slice(slash + 1);
+  if (bucketText === '' && slash >= 0) throw new S3Error('InvalidBucketName', `the path '${rawPath.slice(0, 100)}' has an empty bucket name (a doubled '/'?); use /bucket/key`);
   return { bucket: bucketText === '' ? undefined : percentDecode(bucketText), key: keyText === '' ? undefined : percentDecode(keyText) };
 }
 

@@ -62,6 +62,8 @@ function hasBody(req: FastifyRequest): boolean {
 async function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown): Promise<FastifyReply | undefined> {
   const { error, internal } = toS3Error(err);
   const state = stateOf(req);
+  // Set here too: a malformed URL fails before the onRequest hook runs.
+  reply.header('x-amz-request-id', state.requestId);
   if (internal) req.log.error({ err, url: req.url, requestId: state.requestId }, 's3 request failed');
   else req.log.debug({ code: error.code, message: error.message, requestId: state.requestId }, 's3 request refused');
   if (reply.sent || reply.raw.headersSent) return undefined;
@@ -129,7 +131,12 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
 
 /** A fastify instance serving the S3 endpoint alone (the daemon listens on it with --s3-listen). */
 export async function buildS3Api(options: S3ApiOptions & { logger: Logger }): Promise<FastifyInstance> {
-  const app = createApiApp(options.logger);
+  // Requests fastify cannot route (a malformed percent escape in the path) get S3's XML too.
+  const app = createApiApp(options.logger, {
+    frameworkErrors: (err, req, reply) => {
+      void sendError(req, reply, new S3Error('InvalidArgument', `the request URI is not valid: ${err.message}`));
+    },
+  });
   await app.register(s3Api, options);
   return app;
 }

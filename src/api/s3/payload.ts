@@ -153,7 +153,7 @@ class VerifyingPassThrough extends Transform {
  * The body of a verified request as handlers read it: decoded from aws-chunked for the streaming
  * modes, and checked against every expectation; the raw stream's errors pass through.
  */
-export function openPayload(raw: Readable, rawHeaders: readonly string[], verified: VerifiedRequest): Readable {
+export function openPayload(raw: Readable & { readonly complete?: boolean }, rawHeaders: readonly string[], verified: VerifiedRequest): Readable {
   const expectations = payloadExpectations(rawHeaders, verified);
   const verifier = new PayloadVerifier(expectations);
   const { payload } = verified;
@@ -164,6 +164,9 @@ export function openPayload(raw: Readable, rawHeaders: readonly string[], verifi
         ? new AwsChunkedDecoder({ verifier, signing: undefined, trailers: true })
         : new VerifyingPassThrough(verifier);
   raw.once('error', (err) => decoder.destroy(err));
-  raw.once('aborted', () => decoder.destroy(new S3Error('IncompleteBody', 'the client closed the connection before the body was complete')));
+  raw.once('close', () => {
+    // An IncomingMessage that closes before its end: the client went away mid-body.
+    if (raw.complete === false) decoder.destroy(new S3Error('IncompleteBody', 'the client closed the connection before the body was complete'));
+  });
   return raw.pipe(decoder);
 }
