@@ -4,8 +4,9 @@
  * requests signed by the SDK's own signer (@smithy/signature-v4) where the SDK would not send what
  * a test needs (malformed XML, unsigned requests). Users and keys are the real UserStore over a
  * memory catalog. The object model is not built yet (another branch): the bucket operations run
- * against a stand-in ObjectService here, a map of buckets, which says so; everything else must
- * answer NotImplemented after authentication.
+ * against a stand-in ObjectService (test/support/s3-bucket-stand-in.ts, a map of buckets that runs
+ * the ObjectService conformance suite); everything else must answer NotImplemented after
+ * authentication.
  */
 import { createHash } from 'node:crypto';
 import http from 'node:http';
@@ -27,52 +28,12 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { StorageError } from '../../src/core/errors.js';
 import { buildS3Api } from '../../src/api/s3/index.js';
-import type { BucketInfo, ObjectService } from '../../src/api/s3/object-service.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { SecretBox } from '../../src/objects/users/secret-box.js';
 import { UserStore } from '../../src/objects/users/user-store.js';
+import { bucketStandIn } from '../support/s3-bucket-stand-in.js';
 import { sdkSigner } from '../support/sdk-signer.js';
-
-/** Stand-in for the object model (not built yet): buckets in a map, nothing else. */
-function bucketStandIn(): ObjectService {
-  const buckets = new Map<string, BucketInfo>();
-  const notHere = (): never => {
-    throw new StorageError('UNSUPPORTED', 'the stand-in object service has buckets only');
-  };
-  const find = (name: string): BucketInfo => {
-    const b = buckets.get(name);
-    if (b === undefined) throw new StorageError('NOT_FOUND', `no bucket ${name}`);
-    return b;
-  };
-  return {
-    listBuckets: async (p) => [...buckets.values()].filter((b) => b.owner === p.owner),
-    createBucket: async (p, name) => {
-      if (buckets.has(name)) throw new StorageError('ALREADY_EXISTS', `bucket ${name}`);
-      const info: BucketInfo = { name, owner: p.owner, createdAt: new Date().toISOString(), versioning: 'Unversioned' };
-      buckets.set(name, info);
-      return info;
-    },
-    bucketInfo: async (_p, name) => find(name),
-    deleteBucket: async (_p, name) => {
-      find(name);
-      buckets.delete(name);
-    },
-    setBucketVersioning: async (_p, name, state) => {
-      buckets.set(name, { ...find(name), versioning: state });
-    },
-    listObjects: notHere,
-    putObject: notHere,
-    getObject: notHere,
-    headObject: notHere,
-    deleteObject: notHere,
-    createMultipartUpload: notHere,
-    uploadPart: notHere,
-    completeMultipartUpload: notHere,
-    abortMultipartUpload: notHere,
-  };
-}
 
 let app: FastifyInstance;
 let endpoint: string;
