@@ -1,5 +1,5 @@
 /**
- * The payload checksums: the catalogue check values of "123456789", the slice-by-8 tables against
+ * The payload checksums: the catalogue check values of "123456789", the CRC tables against
  * a bit-at-a-time reference written here from the polynomials, and incremental feeding.
  */
 import { describe, expect, it } from 'vitest';
@@ -54,7 +54,7 @@ describe('check values of "123456789"', () => {
   });
 });
 
-describe('slice-by-8 tables', () => {
+describe('CRC tables', () => {
   it('agree with the bit-at-a-time definitions on every length 0..300 and on 64 KiB', () => {
     const random = new SeededRandom(14);
     const inputs = [...Array.from({ length: 301 }, (_, n) => random.fill(Buffer.alloc(n))), random.fill(Buffer.alloc(65536))];
