@@ -159,4 +159,13 @@ describe('S3 endpoint of strata serve', () => {
     suite.d.cliOk(['user', 'delete', 'alice']);
     expect(await failure(client(alice).send(new ListBucketsCommand({})))).toEqual({ name: 'InvalidAccessKeyId', status: 403 });
   });
+
+  it('--s3-listen off: no S3 listener, users still managed over REST', async () => {
+    const d = suite.d;
+    await d.stop();
+    const { startDaemon } = await import('./harness.js');
+    suite.d = await startDaemon(d.dataDir, { args: ['--data-dir', d.dataDir, '--listen', '127.0.0.1:0', '--s3-listen', 'off'], replaceArgs: true });
+    expect(suite.d.s3Url).toBeUndefined();
+    expect(suite.d.cliOk(['user', 'create', 'carol']).stdout).toBe("User 'carol' created.\n");
+  });
 });
