@@ -20,6 +20,7 @@ import { SERVE_HELP, runServe } from './serve.js';
 import { SNAP_SUBCOMMANDS, snapHelp } from './snap.js';
 import { STATUS_HELP, runStatus } from './status.js';
 import { TRASH_SUBCOMMANDS, trashHelp } from './trash.js';
+import { USER_SUBCOMMANDS, userHelp } from './user.js';
 import { VOLUME_SUBCOMMANDS, volumeHelp } from './volume.js';
 
 interface CommandGroup {
@@ -43,6 +44,7 @@ const GROUPS: readonly CommandGroup[] = [
   { name: 'snap', summary: 'snapshots: create, rollback, protect, clone, delete', help: snapHelp, subcommands: SNAP_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'trash', summary: 'deleted volumes: list, restore, purge', help: trashHelp, subcommands: TRASH_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'job', summary: "follow and cancel the daemon's jobs", help: jobHelp, subcommands: JOB_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'user', summary: 'S3 users and their access keys', help: userHelp, subcommands: USER_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'img', summary: 'offline image tools (qemu-img and qemu-io work-alikes)', help: imgHelp, subcommands: IMG_SUBCOMMANDS },
 ];
 
