@@ -7,7 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { PackBuilder, newPackId, packKey } from '../../src/store/dedup/pack-format.js';
+import { PACK_TRAILER_BYTES, PackBuilder, newPackId, packKey } from '../../src/store/dedup/pack-format.js';
 import type { ScrubProblem, ScrubProgress, ScrubReport } from '../../src/store/dedup/scrub-report.js';
 import { LAYER_MANIFEST_PREFIX } from '../../src/store/chunked/chunked-layer-store.js';
 import { chunkLocation, damageChunk, packKeys } from '../support/dedup.js';
@@ -82,6 +82,27 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io')).each<StoreKind>(['memory', 
     const after = await pool.scrub();
     expect(after).toMatchObject({ clean: true, problemsByKind: { 'spare-copy-corrupt': 1 } });
     await pool.repo.gc({ graceMs: GRACE_MS, nowMs: pool.clock.nowMs + GRACE_MS, liveShareMin: 1.01 });
+    expect(await pool.scrub()).toMatchObject({ clean: true, problemCount: 0 });
+    await pool.expectLayersReadBack();
+  });
+
+  it('a flipped byte in a pack\'s footer: pack-damaged; repair moves its chunks to a new pack and deletes it', async () => {
+    const { pack } = await chunkLocation(pool.catalog, pool.patternHash(0x44));
+    const inPack = await chunksInPack(pool, pack);
+    const bytes = (await pool.chunkStore.get(packKey(pack)))!;
+    bytes[bytes.length - PACK_TRAILER_BYTES - 5]! ^= 0x01;
+    await pool.chunkStore.put(packKey(pack), bytes);
+    const seen = await pool.scrub();
+    expect(seen).toMatchObject({ clean: false, problemsByKind: { 'pack-damaged': 1 } });
+    expect(seen.problems[0]!.message).toMatch(
+      new RegExp(`pack ${pack} is damaged: the header, index or trailer fails its checksum; a scrub with repair moves the good chunks the index points into it \\(${inPack.length}\\) to a new pack`),
+    );
+    const report = await pool.scrub({ repair: true });
+    expect(report).toMatchObject({ repaired: 1, problemsByKind: { 'pack-damaged': 1 } });
+    expect(report.problems[0]!.message).toMatch(new RegExp(`repaired: ${inPack.length} chunks moved to a new pack, and the pack is deleted`));
+    expect(await pool.chunkStore.get(packKey(pack))).toBeUndefined();
+    expect(await pool.scrub()).toMatchObject({ clean: true, problemCount: 0 });
+    await pool.repo.gc({ graceMs: GRACE_MS, nowMs: pool.clock.nowMs + GRACE_MS });
     expect(await pool.scrub()).toMatchObject({ clean: true, problemCount: 0 });
     await pool.expectLayersReadBack();
   });

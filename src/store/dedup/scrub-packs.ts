@@ -9,15 +9,15 @@
  * It decides about packs and copies only; what to do about each chunk is scrub.ts's.
  */
 import { isStorageError } from '../../core/errors.js';
-import type { Versioned } from '../../meta/table.js';
+import { TxnBuilder, type Versioned } from '../../meta/table.js';
 import { throwIfAborted } from '../memory-chunk-store.js';
 import type { ChunkRecord, PackRecord } from './chunk-index.js';
 import type { GcContext } from './gc.js';
-import { PACK_KEY_PREFIX, decodePack, packKey, type PackEntry } from './pack-format.js';
+import { PACK_KEY_PREFIX, PackBuilder, decodePack, packCreatedAtMs, packKey, type PackEntry } from './pack-format.js';
 import type { ScrubProblem, ScrubProgress, ScrubReport } from './scrub-report.js';
 
 /** What the pack pass needs of the repository (the same internals GC gets). */
-export type ScrubContext = Pick<GcContext, 'index' | 'chunkStore' | 'hasher' | 'isUncommitted' | 'catalog'>;
+export type ScrubContext = Pick<GcContext, 'index' | 'chunkStore' | 'hasher' | 'isUncommitted' | 'catalog' | 'newPackId'>;
 
 /** The index as the scrub read it first. */
 export interface IndexSnapshot {
@@ -48,6 +48,8 @@ export interface PackPassResult {
   readonly unrecorded: Map<string, UnrecordedPack>;
   /** Packs the index records that the store does not have. */
   readonly missing: Set<string>;
+  /** Packs whose header, footer or checksum is damaged: id -> the decoder's message. */
+  readonly damaged: Map<string, string>;
 }
 
 export interface PackPassOptions {
@@ -57,7 +59,7 @@ export interface PackPassOptions {
 }
 
 export async function scrubPacks(ctx: ScrubContext, snapshot: IndexSnapshot, report: ScrubReport, options: PackPassOptions): Promise<PackPassResult> {
-  const result: PackPassResult = { bad: new Map(), spares: new Map(), unrecorded: new Map(), missing: new Set() };
+  const result: PackPassResult = { bad: new Map(), spares: new Map(), unrecorded: new Map(), missing: new Set(), damaged: new Map() };
   const seen = new Set<string>();
   let done = 0;
   let after: string | undefined;
@@ -108,12 +110,7 @@ function checkPack(
     footer = decodePack(id, bytes).entries;
   } catch (err) {
     if (!isStorageError(err, 'CORRUPT') && !isStorageError(err, 'UNSUPPORTED')) throw err;
-    options.problem({
-      kind: 'pack-damaged',
-      subject: id,
-      message: `${err.message}; the chunks the index points into it are checked one by one, the others cannot be found`,
-      repaired: false,
-    });
+    result.damaged.set(id, err.message);
   }
   // The copies the index points at: hash the bytes where the index says they are.
   const verified = new Set<string>();
@@ -146,4 +143,55 @@ function checkPack(
     }
   }
   return footer;
+}
+
+/**
+ * Empties a pack whose footer is damaged (GC cannot rewrite or delete it, having no footer to
+ * read): the good chunks the index points into it are copied to a new pack and the index moved to
+ * them, each move comparing the entry as read; then, if nothing points into it any more, its
+ * record and object are deleted. Chunks that fail their hash stay (chunk-lost, or moved to a spare
+ * copy by the caller first). Returns how many chunks moved and whether the pack is gone.
+ */
+export async function rescueDamagedPack(
+  ctx: ScrubContext,
+  id: string,
+  hashes: readonly string[],
+  signal: AbortSignal | undefined,
+): Promise<{ moved: number; deleted: boolean }> {
+  const bytes = await ctx.chunkStore.get(packKey(id), { signal });
+  if (bytes === undefined) return { moved: 0, deleted: false };
+  const builder = new PackBuilder(ctx.hasher.algorithm, ctx.hasher.digestBytes);
+  const moves: { entry: Versioned<ChunkRecord>; placed: PackEntry }[] = [];
+  for (const hash of hashes) {
+    const entry = await ctx.index.chunks.get(hash);
+    if (entry === undefined || entry.record.pack !== id) continue;
+    const { offsetBytes, lengthBytes } = entry.record;
+    if (offsetBytes + lengthBytes > bytes.length) continue;
+    const data = bytes.subarray(offsetBytes, offsetBytes + lengthBytes);
+    if (ctx.hasher.hash(data) !== hash) continue;
+    moves.push({ entry, placed: builder.add(hash, data) });
+  }
+  let moved = 0;
+  if (moves.length > 0) {
+    const newId = ctx.newPackId();
+    const pack = builder.finish();
+    await ctx.chunkStore.put(packKey(newId), pack, { signal });
+    const recordTxn = new TxnBuilder();
+    ctx.index.packs.put(recordTxn, { id: newId, sizeBytes: pack.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(newId)! });
+    await recordTxn.commit(ctx.catalog);
+    for (const { entry, placed } of moves) {
+      const txn = new TxnBuilder();
+      ctx.index.chunks.put(txn, { ...entry.record, pack: newId, offsetBytes: placed.offsetBytes }, entry);
+      if ((await ctx.catalog.txn(txn.compares, txn.ops)).succeeded) moved++;
+    }
+  }
+  for (const hash of hashes) if ((await ctx.index.chunks.get(hash))?.record.pack === id) return { moved, deleted: false };
+  const record = await ctx.index.packs.get(id);
+  if (record !== undefined) {
+    const txn = new TxnBuilder();
+    ctx.index.packs.delete(txn, record);
+    if (!(await ctx.catalog.txn(txn.compares, txn.ops)).succeeded) return { moved, deleted: false };
+  }
+  await ctx.chunkStore.delete(packKey(id), { signal });
+  return { moved, deleted: true };
 }

@@ -47,7 +47,7 @@ import { checkChunkHash } from './chunk-hasher.js';
 import type { ChunkRecord } from './chunk-index.js';
 import { packCreatedAtMs } from './pack-format.js';
 import type { ChunkHash } from './repository.js';
-import { scrubPacks, type IndexSnapshot, type PackPassResult, type ScrubContext, type SpareCopy } from './scrub-packs.js';
+import { rescueDamagedPack, scrubPacks, type IndexSnapshot, type PackPassResult, type ScrubContext, type SpareCopy } from './scrub-packs.js';
 import {
   SCRUB_PROBLEMS_MAX_DEFAULT,
   emptyScrubReport,
@@ -204,14 +204,18 @@ export async function scrubPool(ctx: ScrubPoolContext, options: ScrubOptions): P
   options.onProgress?.({ phase: 'repair', done: 0 });
   const adopted = await adoptPacks(ctx, snapshot, packs, fixes, repair, report, problem, options);
   const repairedHashes = await applyFixes(ctx, fixes, repair, nowMs, report, problem, options);
+  await reportDamagedPacks(ctx, snapshot, packs, repair, problem, options);
   await reportLost(ctx, snapshot, lost, options, problem);
   await reportMissingPacks(ctx, snapshot, packs, lost, repairedHashes, repair, problem, options);
   for (const [id, pack] of packs.unrecorded) {
-    if (adopted.has(id) || snapshot.byPack.has(id) || (await ctx.index.packs.get(id)) !== undefined) continue;
+    if (adopted.has(id) || packs.damaged.has(id) || snapshot.byPack.has(id) || (await ctx.index.packs.get(id)) !== undefined) continue;
+    const fate = packCreatedAtMs(id) === undefined
+      ? 'its name is not one Strata makes, so GC leaves it alone: delete it by hand if nothing else owns it'
+      : 'GC deletes it once it is older than its grace period';
     problem({
       kind: 'pack-orphan',
       subject: id,
-      message: `pack ${id} (${pack.sizeBytes} bytes, ${pack.chunkCount} chunks) is in the chunk store but not in the index, left by a write that never committed; GC deletes it once it is older than its grace period`,
+      message: `pack ${id} (${pack.sizeBytes} bytes, ${pack.chunkCount} chunks) is in the chunk store but not in the index, left by a write that never committed; ${fate}`,
       repaired: false,
     });
   }
@@ -442,6 +446,38 @@ async function applyFixes(
     options.onProgress?.({ phase: 'repair', done: ++done });
   }
   return fixed;
+}
+
+/**
+ * Reports packs whose footer is damaged; with repair, moves the good chunks the index points into
+ * one to a new pack and deletes it (scrub-packs.ts, rescueDamagedPack). An unrecorded one nothing
+ * points into is an orphan: GC deletes it.
+ */
+async function reportDamagedPacks(
+  ctx: ScrubContext,
+  snapshot: IndexSnapshot,
+  packs: PackPassResult,
+  repair: boolean,
+  problem: (p: ScrubProblem) => void,
+  options: ScrubOptions,
+): Promise<void> {
+  for (const [id, why] of packs.damaged) {
+    throwIfAborted(options, 'scrub');
+    const pointing = snapshot.byPack.get(id) ?? [];
+    if (!snapshot.packs.has(id) && pointing.length === 0) {
+      const fate = packCreatedAtMs(id) === undefined ? 'GC leaves a pack of a name Strata does not make alone: delete it by hand' : 'GC deletes it as an orphan once it is older than its grace period';
+      problem({ kind: 'pack-damaged', subject: id, message: `${why}; nothing points into it, and ${fate}`, repaired: false });
+      continue;
+    }
+    const done = repair ? await rescueDamagedPack(ctx, id, pointing, options.signal) : undefined;
+    const outcome =
+      done === undefined
+        ? `a scrub with repair moves the good chunks the index points into it (${pointing.length}) to a new pack and deletes it`
+        : done.deleted
+          ? `repaired: ${done.moved} chunks moved to a new pack, and the pack is deleted`
+          : `${done.moved} chunks moved to a new pack; it stays while chunks with no good copy point into it (see chunk-lost)`;
+    problem({ kind: 'pack-damaged', subject: id, message: `${why}; ${outcome}`, repaired: done?.deleted ?? false });
+  }
 }
 
 /** Names the holders of each lost chunk (a second read of the holders) and reports them. */
