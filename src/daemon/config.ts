@@ -6,12 +6,14 @@
  *   file          --config FILE, else <dataDir>/strata.json when it exists
  *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL,
  *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET, STRATA_NBD_POLL_US, STRATA_NBD_TLS_CERT,
- *                 STRATA_NBD_TLS_KEY, STRATA_NBD_TLS, STRATA_METRICS_AUTH
+ *                 STRATA_NBD_TLS_KEY, STRATA_NBD_TLS, STRATA_METRICS_AUTH, STRATA_TRASH_CHECK_INTERVAL_MS
  *   flags         --data-dir, --listen, --log-format, --log-level, --nbd-listen, --nbd-socket,
- *                 --nbd-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls, --metrics-auth
+ *                 --nbd-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls, --metrics-auth,
+ *                 --trash-check-interval-ms
  *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off;
  *   nbdPollUs, how long an idle NBD connection is busy-polled, defaults to 100, 0 turns it off;
- *   metricsAuth defaults to 'none' when the API listens on loopback only, else 'token')
+ *   metricsAuth defaults to 'none' when the API listens on loopback only, else 'token';
+ *   trashCheckIntervalMs, how often expired volumes are purged from the trash, defaults to 60000)
  *
  * The file's dataDir is used only when neither a flag nor the environment names one (it cannot
  * point at itself otherwise). Relative paths in the file are relative to the file's folder.
@@ -69,6 +71,8 @@ export interface DaemonConfig {
   nbdTls: NbdTlsConfig | undefined;
   /** /metrics: open when the API listens on loopback only (default), token-protected otherwise. */
   metricsAuth: MetricsAuth;
+  /** How often the daemon purges the volumes whose time in the trash is up (default 1 minute). */
+  trashCheckIntervalMs: number;
 }
 
 export interface NbdTlsConfig {
@@ -92,6 +96,7 @@ export interface ConfigFlags {
   nbdTlsKey?: string | undefined;
   nbdTls?: string | undefined;
   metricsAuth?: string | undefined;
+  trashCheckIntervalMs?: string | undefined;
 }
 
 interface FileConfig {
@@ -109,9 +114,10 @@ interface FileConfig {
   nbdTlsKey?: string;
   nbdTls?: string;
   metricsAuth?: string;
+  trashCheckIntervalMs?: number;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -155,6 +161,18 @@ function parseLogLevel(text: string, source: string): LogLevel {
   const level = LOG_LEVELS.find((l) => l === text);
   if (level === undefined) throw invalid(`${source}: log level must be one of ${LOG_LEVELS.join(', ')}, not '${text}'`);
   return level;
+}
+
+export const DEFAULT_TRASH_CHECK_INTERVAL_MS = 60_000;
+/** Below this the expiry timer would mostly spin on an empty trash. */
+const MIN_TRASH_CHECK_INTERVAL_MS = 10;
+
+function parseTrashCheckIntervalMs(text: string, source: string): number {
+  const value = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (!Number.isSafeInteger(value) || value < MIN_TRASH_CHECK_INTERVAL_MS) {
+    throw invalid(`${source}: the trash check interval must be a whole number of milliseconds, at least ${MIN_TRASH_CHECK_INTERVAL_MS}, not '${text}'`);
+  }
+  return value;
 }
 
 function parsePollUs(text: string, source: string): number {
@@ -201,7 +219,7 @@ function readConfigFile(file: string): FileConfig {
   for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
-  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs']) {
+  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs', 'trashCheckIntervalMs']) {
     const v = obj[key];
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
       throw invalid(`config file ${file}: '${key}' must be a non-negative integer`);
@@ -289,6 +307,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
 
   const listen = listenSrc ? parseListen(listenSrc[0], listenSrc[1]) : parseListen(DEFAULT_LISTEN, 'default');
   const metricsAuthSrc = pick(flags.metricsAuth, 'STRATA_METRICS_AUTH', file.metricsAuth);
+  const trashSrc = pick(flags.trashCheckIntervalMs, 'STRATA_TRASH_CHECK_INTERVAL_MS', file.trashCheckIntervalMs === undefined ? undefined : String(file.trashCheckIntervalMs));
 
   return {
     dataDir,
@@ -305,5 +324,6 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     nbdTls,
     // Scrapers on this host need no token; beyond it, volume names and sizes are not for everyone.
     metricsAuth: metricsAuthSrc ? parseMetricsAuth(metricsAuthSrc[0], metricsAuthSrc[1]) : isLoopbackHost(listen.host) ? 'none' : 'token',
+    trashCheckIntervalMs: trashSrc ? parseTrashCheckIntervalMs(trashSrc[0], trashSrc[1]) : DEFAULT_TRASH_CHECK_INTERVAL_MS,
   };
 }

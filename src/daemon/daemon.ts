@@ -1,6 +1,7 @@
 /**
  * The composition root of `strata serve`: config -> data folder lock -> token -> catalog and
- * volume service (recovered before anything is served) -> REST API -> listening. And the way
+ * volume service (recovered before anything is served) -> trash expiry (caught up, then a timer)
+ * -> exports -> REST API -> listening. And the way
  * back on SIGTERM/SIGINT: stop accepting, let running requests and jobs finish for a grace
  * period, cancel what is left, close the volume service (images, catalog), release the lock.
  */
@@ -19,6 +20,7 @@ import { DEFAULT_POOL, formatListen, type DaemonConfig } from './config.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { createLogger } from './logger.js';
 import { loadOrCreateToken } from './token.js';
+import { TrashExpiry } from './trash-expiry.js';
 
 export const CATALOG_DIR_NAME = 'catalog';
 export const POOLS_DIR_NAME = 'pools';
@@ -58,6 +60,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
   const lock: DataDirLock = lockDataDir(config.dataDir);
   let backend: VolumeBackend | undefined;
   let exports: ExportManager | undefined;
+  let trashExpiry: TrashExpiry | undefined;
   try {
     const token = loadOrCreateToken(config.dataDir);
     if (token.created) logger.info({ path: token.path }, 'generated the API token');
@@ -79,6 +82,10 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
         logger.info({ pool: DEFAULT_POOL }, 'created the default pool');
       }
     }
+
+    // Catch up on what expired in the trash while the daemon was down, then purge on a timer.
+    trashExpiry = new TrashExpiry({ service: backend.service, logger, intervalMs: config.trashCheckIntervalMs });
+    await trashExpiry.start();
 
     exports = new ExportManager({
       service: backend.service,
@@ -116,6 +123,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
 
     const openBackend = backend;
     const openExports = exports;
+    const openTrashExpiry = trashExpiry;
     let shutdownPromise: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> => {
       shutdownPromise ??= (async () => {
@@ -136,6 +144,8 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
         };
         process.on('beforeExit', onDrained);
         const closed = app.close();
+        stage = 'stopping the trash timer';
+        await openTrashExpiry.stop();
         stage = 'waiting for jobs';
         await waitForJobs(openBackend, grace, logger);
         stage = 'closing the API';
@@ -154,6 +164,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     };
     return { url, config, logger, app, backend: openBackend, exports: openExports, shutdown };
   } catch (err) {
+    await trashExpiry?.stop().catch(() => {});
     if (exports !== undefined) await exports.close().catch(() => {});
     if (backend !== undefined) await backend.close().catch(() => {});
     lock.release();

@@ -18,6 +18,7 @@ import { registerExportRoutes } from './routes/exports.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerPoolRoutes } from './routes/pools.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
+import { registerTrashRoutes } from './routes/trash.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
 import { SHARED_SCHEMAS } from './schemas.js';
 
@@ -104,6 +105,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
         { name: 'status' },
         { name: 'pools' },
         { name: 'volumes' },
+        { name: 'trash', description: "deleted volumes kept in their pool's trash until they expire" },
         { name: 'snapshots' },
         { name: 'content', description: 'byte streams: import/export, diff streams' },
         { name: 'jobs' },
@@ -132,7 +134,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
     metrics.latency.observe({ method, route }, reply.elapsedTime / 1000);
     if (reply.statusCode >= 400) metrics.errors.inc({ method, route, code: errorCodes.get(req) ?? status });
     const params = req.params as { pool?: unknown; vol?: unknown } | undefined;
-    if (reply.statusCode < 400 && typeof params?.pool === 'string' && typeof params.vol === 'string' && method !== 'DELETE') {
+    if (reply.statusCode < 400 && typeof params?.pool === 'string' && typeof params.vol === 'string' && method !== 'DELETE' && !route.endsWith('/trash')) {
       metrics.volumeOperations.inc({ pool: params.pool, volume: params.vol, operation: `${method} ${route.replace('/v1/pools/:pool/volumes/:vol', '') || '/'}` });
     }
     const level = reply.statusCode >= 500 ? 'error' : 'info';
@@ -157,6 +159,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
 
   registerPoolRoutes(app, ctx);
   registerVolumeRoutes(app, ctx);
+  registerTrashRoutes(app, ctx);
   registerSnapshotRoutes(app, ctx);
   registerJobRoutes(app, ctx);
   registerExportRoutes(app, ctx);
