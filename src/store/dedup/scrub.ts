@@ -205,7 +205,7 @@ export async function scrubPool(ctx: ScrubPoolContext, options: ScrubOptions): P
   const adopted = await adoptPacks(ctx, snapshot, packs, fixes, repair, report, problem, options);
   const repairedHashes = await applyFixes(ctx, fixes, repair, nowMs, report, problem, options);
   await reportDamagedPacks(ctx, snapshot, packs, repair, problem, options);
-  await reportLost(ctx, snapshot, lost, options, problem);
+  await reportLost(ctx, snapshot, lost, report, options, problem);
   await reportMissingPacks(ctx, snapshot, packs, lost, repairedHashes, repair, problem, options);
   for (const [id, pack] of packs.unrecorded) {
     if (adopted.has(id) || packs.damaged.has(id) || snapshot.byPack.has(id) || (await ctx.index.packs.get(id)) !== undefined) continue;
@@ -485,10 +485,16 @@ async function reportLost(
   ctx: ScrubContext,
   snapshot: IndexSnapshot,
   lost: Map<string, string>,
+  report: ScrubReport,
   options: ScrubOptions,
   problem: (p: ScrubProblem) => void,
 ): Promise<void> {
-  for (const hash of lost.keys()) if (!(await unchangedSince(ctx, hash, snapshot.chunks.get(hash)))) lost.delete(hash); // moved meanwhile
+  for (const hash of lost.keys()) {
+    // Moved (a GC elsewhere) or indexed (a call committed) since pass 1: not judged by this scrub.
+    if (await unchangedSince(ctx, hash, snapshot.chunks.get(hash))) continue;
+    lost.delete(hash);
+    report.changedDuringScrub++;
+  }
   if (lost.size === 0) return;
   const holders = new Map<string, string[]>([...lost.keys()].map((hash) => [hash, []]));
   for await (const holder of options.references(options.signal)) {
