@@ -280,6 +280,14 @@ export function exportConformance(name: string, harness: ExportHarness): void {
       device.failNext('flush');
       await expectStatus(client.flush(), harness.errors.deviceIoError);
       await client.flush();
+
+      // Among requests in flight together, only the one the device failed reports the error.
+      device.failNext('read');
+      const outcomes = await Promise.allSettled(Array.from({ length: 8 }, () => client.read(128 * KiB, 16 * KiB)));
+      const failed = outcomes.filter((o) => o.status === 'rejected');
+      expect(failed.length).toBe(1);
+      expect((failed[0] as PromiseRejectedResult).reason).toMatchObject({ status: harness.errors.deviceIoError });
+      for (const o of outcomes) if (o.status === 'fulfilled') expect(firstDifference(o.value, data)).toBe(-1);
       await client.disconnect();
     });
 
@@ -341,6 +349,26 @@ export function exportConformance(name: string, harness: ExportHarness): void {
       expect(device.events.slice(eventsAtShutdown)).toEqual([{ op: 'write', phase: 'end', guestOffset: 512 * KiB, lengthBytes: 32 * KiB }]);
       expect(firstDifference(await readDirect(image)(512 * KiB, 32 * KiB), data)).toBe(-1);
       await client.disconnect();
+    });
+
+    exportTest('a client that goes away with a request in flight: the request completes on the device and the next client is served', async () => {
+      const { device, started } = await serve();
+      const first = await started.connect();
+      const random = new SeededRandom(0x90_4e);
+      const data = filled(16 * KiB, random);
+      const held = device.holdNext('write');
+      const orphan = first.write(64 * KiB, data).catch(() => undefined); // answered or not: the client left
+      await held.entered;
+      const gone = first.disconnect();
+      const second = started.connect();
+      held.release();
+      await Promise.all([gone, orphan]);
+      const next = await second;
+      expect(firstDifference(await next.read(64 * KiB, 16 * KiB), data)).toBe(-1);
+      const more = filled(8 * KiB, random);
+      await next.write(SIZE_BYTES - 8 * KiB, more);
+      expect(firstDifference(await next.read(SIZE_BYTES - 8 * KiB, 8 * KiB), more)).toBe(-1);
+      await next.disconnect();
     });
 
     exportTest(`${QUEUE_DEPTH} requests in flight at once all complete with the right data`, async () => {
