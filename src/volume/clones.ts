@@ -6,6 +6,7 @@ import { newId, nowIso, poolKey, volKey, type ServiceContext } from './context.j
 import { chainMap, forEachWindow, layerMap } from './extents.js';
 import { hold, unhold, withVolume } from './guards.js';
 import { copyPlan, totalOf, type PlanStep } from './image-ops.js';
+import { prepareToWrite, resealFrozen } from './sealing.js';
 import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { backingOf, createLayerFile, openChain } from './layers.js';
@@ -103,6 +104,7 @@ export async function flattenLocked(svc: ServiceContext, vol: VolumeRecord, ctx:
   const intent = newIntent('flatten', `${vol.pool}/${vol.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
   // Exports of the volume pause for the whole copy-up (their requests wait; see docs/daemon.md).
   await withLiveChanges(svc, ids, () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
+    await prepareToWrite(svc, boundary); // a sealed snapshot layer of the clone is written: unsealed first
     const images: { layer: LayerRecord; image: Qcow2Image; plan: PlanStep[] }[] = [];
     try {
       for (const layer of boundary) {
@@ -140,4 +142,5 @@ export async function flattenLocked(svc: ServiceContext, vol: VolumeRecord, ctx:
       for (const { image } of images) await image.close();
     }
   })));
+  await resealFrozen(svc, ids, `${vol.pool}/${vol.name}`);
 }

@@ -24,6 +24,7 @@ import { StorageError } from '../core/errors.js';
 import type { LayerStore } from '../core/layer-store.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
 import type { CatalogStore } from '../core/catalog-store.js';
+import type { ChunkedPools } from '../core/chunked-pools.js';
 import type { Coordinator } from '../core/coordinator.js';
 import { VolumeCatalog } from './catalog.js';
 import * as clones from './clones.js';
@@ -39,7 +40,9 @@ import { recover, type RecoveryReport } from './recovery.js';
 import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
-import type { DiffExtent, DiffRange, DuEntry, JobInfo, PoolInfo, SnapshotInfo, VolumeInfo, VolumeService } from './types.js';
+import type { DiffExtent, DiffRange, DuEntry, JobInfo, PoolDf, PoolGcReport, PoolInfo, SnapshotInfo, VolumeInfo, VolumeService } from './types.js';
+import type { DedupPoolRequest } from './pool-config.js';
+import { attachChunkedPools, resumeSeals } from './sealing.js';
 import * as volumes from './volumes.js';
 
 export { DEFAULT_MAX_CHAIN_DEPTH, type ChainDepthPolicy } from './context.js';
@@ -59,6 +62,11 @@ export interface LocalVolumeServiceOptions {
   coordinator?: Coordinator;
   /** This service's name as a lease holder (default 'strata'). */
   writerName?: string;
+  /**
+   * The dedup pools' side of layerStore (the same object in a daemon: a PoolRoutingLayerStore).
+   * Absent: only local pools can be made.
+   */
+  chunkedPools?: ChunkedPools;
 }
 
 export class LocalVolumeService implements VolumeService {
@@ -100,6 +108,8 @@ export class LocalVolumeService implements VolumeService {
       live: new Map<string, LiveVolume>(),
       maxChainDepth: this.maxChainDepth,
       chainDepthPolicy: this.chainDepthPolicy,
+      chunkedPools: options.chunkedPools,
+      seals: new Map(),
     };
   }
 
@@ -114,8 +124,16 @@ export class LocalVolumeService implements VolumeService {
 
   // Pools (pools.ts)
 
-  createPool(name: string, options: { quotaBytes?: number } = {}): Promise<PoolInfo> {
+  createPool(name: string, options: { quotaBytes?: number; dedup?: DedupPoolRequest } = {}): Promise<PoolInfo> {
     return pools.createPool(this.svc, name, options);
+  }
+
+  poolDf(name: string): Promise<PoolDf> {
+    return pools.poolDf(this.svc, name);
+  }
+
+  gcPool(name: string, options: { graceMs?: number } = {}): Promise<{ job: JobInfo; report: PoolGcReport }> {
+    return pools.gcPool(this.svc, name, options);
   }
 
   listPools(): Promise<PoolInfo[]> {
@@ -277,7 +295,10 @@ export class LocalVolumeService implements VolumeService {
    */
   async recover(): Promise<RecoveryReport> {
     await this.catalog.checkSchema();
-    return recover(this.svc);
+    await attachChunkedPools(this.svc);
+    const report = await recover(this.svc);
+    report.sealsStarted = await resumeSeals(this.svc);
+    return report;
   }
 
   // Live devices (live-registry.ts)

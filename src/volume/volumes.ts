@@ -5,6 +5,7 @@ import { formatSizeHuman } from '../core/units.js';
 import { CatalogTxn } from './catalog.js';
 import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
 import { checkHeadNotLive, checkNotLive, withVolume } from './guards.js';
+import { stopSeals } from './sealing.js';
 import { commitIntent, newIntent, newLayer, runIntent, finishResize } from './intents.js';
 import { createLayerFile } from './layers.js';
 import { withLiveChanges } from './live-registry.js';
@@ -116,6 +117,7 @@ export async function deleteVolume(svc: ServiceContext, pool: string, name: stri
       });
     }
     const layers = await layersOfVolume(svc, vol.id);
+    await stopSeals(svc, layers.map((l) => l.id));
     const intent = newIntent('volume-delete', `${pool}/${name}`, {});
     await runIntent(svc, intent, async () => {
       const txn = new CatalogTxn();
