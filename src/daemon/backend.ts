@@ -95,9 +95,10 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
         intentsRolledBack: report.intentsRolledBack.length,
         intentsFinished: report.intentsFinished.length,
         orphansDeleted: report.orphansDeleted.length,
+        problems: report.problems.length,
+        // After problems: scripts and tests read the fields above in this order.
         sealsStarted: report.sealsStarted,
         referencesRepaired: report.referencesRepaired.length,
-        problems: report.problems.length,
       };
     },
     close: async () => {

@@ -7,11 +7,10 @@
  */
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import type { JobJson, PoolDfJson, PoolGcJson, PoolJson } from '../../src/api/rest/schemas.js';
-import { makeTempDir } from '../support/tmp.js';
 import { qemuImg, qemuIo, requireTool } from '../support/tools.js';
-import { assertBuilt, patternBytes, qemuCompare, startDaemon, type Daemon } from './harness.js';
+import { assertBuilt, patternBytes, qemuCompare, useDaemon, waitForSeals, type Daemon } from './harness.js';
 
 assertBuilt();
 
@@ -29,28 +28,13 @@ function folderBytes(dir: string): number {
   return total;
 }
 
-/** Waits for every seal job of `target` (a prefix) to end, and expects them to have succeeded. */
-export function waitForSeals(d: Daemon, pool: string): JobJson[] {
-  const seals = d.json<JobJson[]>(['job', 'list']).filter((j) => j.kind === 'seal' && j.target.startsWith(`${pool}/`));
-  for (const job of seals) {
-    if (job.state === 'queued' || job.state === 'running') d.cliOk(['job', 'watch', job.id]);
-  }
-  return d.json<JobJson[]>(['job', 'list']).filter((j) => seals.some((s) => s.id === j.id));
-}
-
 describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the daemon', () => {
+  const suite = useDaemon();
+  const f = (name: string) => suite.file(name);
+  const tcp = (name: string) => `nbd://${suite.d.nbdAddress}/${name}`;
   let d: Daemon;
-  let tmp: { path: string; cleanup: () => void };
-  const f = (name: string) => path.join(tmp.path, name);
-  const tcp = (name: string) => `nbd://${d.nbdAddress}/${name}`;
-
-  beforeAll(async () => {
-    tmp = makeTempDir();
-    d = await startDaemon(f('data'));
-  });
-  afterAll(async () => {
-    await d?.stop();
-    tmp?.cleanup();
+  beforeAll(() => {
+    d = suite.d;
   });
 
   it('creates dedup pools, shows their configuration, and refuses bad settings naming the fix', () => {
@@ -90,6 +74,9 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
     expect(qemuIo(['-f', 'raw', ...cmds, reference]).code).toBe(0);
 
     d.cliOk(['snap', 'create', 'dd/vm@s1']);
+    // The export keeps serving while the seal job runs (its chain still reads the local file).
+    const during = qemuCompare(tcp('dd/vm'), reference);
+    expect(during.code, during.stdout + during.stderr).toBe(0);
     const seals = waitForSeals(d, 'dd');
     expect(seals.map((j) => j.state)).toEqual(['succeeded']);
     expect(seals[0]!.doneBytes).toBeGreaterThan(0);
