@@ -85,11 +85,23 @@ export async function prepareToWrite(svc: ServiceContext, layers: readonly Layer
   for (const layer of layers) if (await isSealedLayer(svc, layer)) await svc.chunkedPools!.unseal(layer);
 }
 
+/**
+ * Runs an operation that may unseal these layers to write them (prepareToWrite), then starts the
+ * seal of the frozen ones again, whether it succeeded or was rolled back.
+ */
+export async function withResealing<T>(svc: ServiceContext, layerIds: readonly string[], target: string, operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } finally {
+    await resealFrozen(svc, layerIds, target).catch(() => undefined);
+  }
+}
+
 /** Starts the seal of each frozen layer (after an operation that rewrote or created them). */
 export async function resealFrozen(svc: ServiceContext, layerIds: readonly string[], target: string): Promise<void> {
   for (const id of layerIds) {
     const layer = await svc.catalog.layers.get(id);
-    if (layer !== undefined) await scheduleSeal(svc, layer, target);
+    if (layer !== undefined && !(await isSealedLayer(svc, layer))) await scheduleSeal(svc, layer, target);
   }
 }
 

@@ -15,7 +15,7 @@ import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { backingOf, createLayerFile, openChain } from './layers.js';
 import { liveKey } from './live.js';
-import { prepareToWrite, resealFrozen, scheduleSeal, stopSeals } from './sealing.js';
+import { prepareToWrite, scheduleSeal, stopSeals, withResealing } from './sealing.js';
 import { withLiveChanges } from './live-registry.js';
 import { withVolumeWriter } from './writers.js';
 import { checkLimit, checkName } from './names.js';
@@ -251,7 +251,7 @@ async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap
   // made a local file again first, and sealed again after the merge.
   await stopSeals(svc, [layer.id]);
   // Exports whose chains hold a rewritten layer pause for the whole merge (their requests wait).
-  await withLiveChanges(svc, [layer.id, ...ids], () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
+  await withResealing(svc, ids, `${vol.pool}/${vol.name}`, () => withLiveChanges(svc, [layer.id, ...ids], () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
     await prepareToWrite(svc, children);
     for (const child of children) {
       ctx.throwIfCancelled();
@@ -296,6 +296,5 @@ async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap
       svc.catalog.layers.update(txn, child, parent === undefined ? rest : { ...rest, backingLayerId: parent.id });
     }
     await commitIntent(svc, txn, intent, [layer]);
-  })));
-  await resealFrozen(svc, ids, `${vol.pool}/${vol.name}`);
+  }))));
 }

@@ -105,6 +105,20 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
     d.cliOk(['volume', 'unexport-nbd', 'dd/vm@s1']);
     d.cliOk(['snap', 'create', 'dd/vm@s2']);
     waitForSeals(d, 'dd');
+    // A clone of the sealed snapshot, with a sealed snapshot of its own at its bottom: flatten
+    // unseals that layer to copy the parent's data into it, and seals it again.
+    d.cliOk(['snap', 'protect', 'dd/vm@s2']);
+    d.cliOk(['snap', 'clone', 'dd/vm@s2', 'dd/c1']);
+    d.cliOk(['snap', 'create', 'dd/c1@cs']);
+    waitForSeals(d, 'dd');
+    d.cliOk(['volume', 'flatten', 'dd/c1']);
+    expect(waitForSeals(d, 'dd').every((j) => j.state === 'succeeded')).toBe(true);
+    d.cliOk(['volume', 'export-nbd', 'dd/c1']);
+    const clone = qemuCompare(tcp('dd/c1'), reference);
+    expect(clone.code, clone.stdout + clone.stderr).toBe(0);
+    d.cliOk(['volume', 'unexport-nbd', 'dd/c1']);
+    d.cliOk(['volume', 'delete', 'dd/c1', '--force']);
+    d.cliOk(['snap', 'unprotect', 'dd/vm@s2']);
     d.cliOk(['snap', 'delete', 'dd/vm@s1']);
     expect(qemuCompare(tcp('dd/vm'), reference).code).toBe(0);
     d.cliOk(['snap', 'delete', 'dd/vm@s2']);
