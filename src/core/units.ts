@@ -84,6 +84,7 @@ export function parseDurationMs(text: string): number | undefined {
 
 /** A duration for people: the largest unit that divides it ("7d", "90m", "1500ms"). */
 export function formatDurationHuman(ms: number): string {
+  if (ms === 0) return '0';
   for (const unit of ['d', 'h', 'm', 's'] as const) {
     const size = DURATION_UNITS_MS[unit]!;
     if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;

@@ -37,7 +37,7 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
     d = suite.d;
   });
 
-  it('creates dedup pools, shows their configuration, and refuses bad settings naming the fix', () => {
+  it('creates dedup pools, shows their configuration, and refuses bad settings naming the fix', async () => {
     const pool = d.json<PoolJson>(['pool', 'create', 'dd', '--dedup']);
     expect(pool).toMatchObject({ name: 'dd', kind: 'dedup', dedup: { hash: 'blake3', tier: null, tierActive: false } });
     expect(d.cliOk(['pool', 'info', 'dd']).stdout).toMatch(/kind\s+dedup[\s\S]*chunk hash\s+blake3/);
@@ -60,6 +60,12 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
     const s3 = d.json<PoolJson>(['pool', 'create', 's3p', '--dedup', '--tier', 's3://bucket/some/prefix/', '--s3-endpoint', 'http://127.0.0.1:9000', '--cooling', '12h']);
     expect(s3.dedup?.tier).toEqual({ url: 's3://bucket/some/prefix', s3Endpoint: 'http://127.0.0.1:9000', s3Region: null, coolingMs: 12 * 3_600_000 });
     for (const name of ['tiered', 's3p']) d.cliOk(['pool', 'delete', name]);
+    // REST: gc without a body takes the default grace; a local pool has nothing to collect.
+    expect(await d.apiJson<PoolGcJson>('POST', '/v1/pools/dd/gc', undefined, 200)).toMatchObject({ pool: 'dd', graceMs: 3_600_000, bytesDeleted: 0 });
+    const local = await d.api('POST', '/v1/pools/default/gc', { body: {} });
+    expect(local.status).toBe(400);
+    expect(await local.json()).toMatchObject({ error: { code: 'INVALID_ARGUMENT', message: expect.stringMatching(/local pool/) } });
+    expect(await d.apiJson<PoolDfJson>('GET', '/v1/pools/default/df')).toMatchObject({ kind: 'local', packBytes: 0, dedupRatio: null });
   });
 
   it('seals a snapshot in the background; the volume and the snapshot read back over NBD', () => {

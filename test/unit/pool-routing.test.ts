@@ -193,5 +193,6 @@ describe('dedup pool configuration', () => {
     expect(formatDurationHuman(7 * 86_400_000)).toBe('7d');
     expect(formatDurationHuman(90 * 60_000)).toBe('90m');
     expect(formatDurationHuman(1500)).toBe('1500ms');
+    expect(formatDurationHuman(0)).toBe('0');
   });
 });

@@ -60,8 +60,12 @@ export function registerPoolRoutes(app: FastifyInstance, ctx: RestContext): void
       },
       response: { 200: ref('PoolGc'), ...errorResponses },
     },
+    // The body is optional: a POST without one means the defaults.
+    preValidation: async (req) => {
+      req.body ??= {};
+    },
   }, async (req) => {
-    const { job, report } = await service.gcPool(req.params.pool, req.body?.graceMs === undefined ? {} : { graceMs: req.body.graceMs });
+    const { job, report } = await service.gcPool(req.params.pool, req.body.graceMs === undefined ? {} : { graceMs: req.body.graceMs });
     return poolGcJson(job.id, report);
   });
 
