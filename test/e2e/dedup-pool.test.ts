@@ -123,7 +123,7 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
     const clone = qemuCompare(tcp('dd/c1'), reference);
     expect(clone.code, clone.stdout + clone.stderr).toBe(0);
     d.cliOk(['volume', 'unexport-nbd', 'dd/c1']);
-    d.cliOk(['volume', 'delete', 'dd/c1', '--force']);
+    d.cliOk(['volume', 'delete', 'dd/c1', '--now', '--force']);
     d.cliOk(['snap', 'unprotect', 'dd/vm@s2']);
     d.cliOk(['snap', 'delete', 'dd/vm@s1']);
     expect(qemuCompare(tcp('dd/vm'), reference).code).toBe(0);
@@ -131,7 +131,7 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
     expect(qemuCompare(tcp('dd/vm'), reference).code).toBe(0);
     expect(existsSync(manifests) ? readdirSync(manifests) : []).toHaveLength(0);
     d.cliOk(['volume', 'unexport-nbd', 'dd/vm']);
-    d.cliOk(['volume', 'delete', 'dd/vm']);
+    d.cliOk(['volume', 'delete', 'dd/vm', '--now']);
   });
 
   it('two volumes imported from one source take one copy; deleting them and gc give the space back', () => {
@@ -149,7 +149,7 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
     // A volume deleted while its base is being sealed: the seal is stopped (or has ended) first,
     // and leaves no reference behind (the final gc below finds every pack dead).
     d.cliOk(['volume', 'import', source, 'di/c']);
-    d.cliOk(['volume', 'delete', 'di/c']);
+    d.cliOk(['volume', 'delete', 'di/c', '--now']);
     const seals = waitForSeals(d, 'di');
     expect(seals.map((j) => j.state).slice(0, 2)).toEqual(['succeeded', 'succeeded']);
     expect(['succeeded', 'cancelled']).toContain(seals[2]?.state);
@@ -169,8 +169,8 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
 
     const chunks = path.join(d.dataDir, 'chunks', 'di');
     expect(folderBytes(chunks)).toBeGreaterThan(dataBytes * 0.9);
-    d.cliOk(['volume', 'delete', 'di/a']);
-    d.cliOk(['volume', 'delete', 'di/b']);
+    d.cliOk(['volume', 'delete', 'di/a', '--now']);
+    d.cliOk(['volume', 'delete', 'di/b', '--now']);
     const gc = d.json<PoolGcJson>(['pool', 'gc', 'di', '--grace', '0']);
     expect(gc.bytesDeleted).toBeGreaterThan(dataBytes * 0.9);
     expect(d.json<JobJson>(['job', 'info', gc.jobId])).toMatchObject({ kind: 'gc', state: 'succeeded' });

@@ -97,7 +97,7 @@ describe.skipIf(!requireTool('qemu-img', 'nbdcopy'))('dedup: SIGKILL of the daem
     }
     console.log(`dedup seal crash (seed ${seed}): ${kills.join('; ')}`);
     d.cliOk(['volume', 'unexport-nbd', 'dc/v']);
-    d.cliOk(['volume', 'delete', 'dc/v', '--force']);
+    d.cliOk(['volume', 'delete', 'dc/v', '--now', '--force']);
     d.cliOk(['pool', 'gc', 'dc', '--grace', '0']);
     expect(d.json<PoolDfJson>(['pool', 'df', 'dc'])).toMatchObject({ uniqueChunkCount: 0, referencedChunkBytes: 0, packBytes: 0, physicalBytes: 0 });
   });
