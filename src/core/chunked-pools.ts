@@ -57,6 +57,8 @@ export interface ChunkedPoolAudit {
   readonly chunksChecked: number;
   readonly leakedReferences: number;
   readonly missingReferences: number;
+  /** A manifest did not decode: its references are unknown, so nothing was dropped (scrub it). */
+  readonly unreadableManifests: boolean;
   /** True when the leaked references were dropped. */
   readonly repaired: boolean;
 }

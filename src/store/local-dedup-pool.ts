@@ -41,6 +41,6 @@ export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoo
     const packs = options.packStore === undefined ? { store: local } : await options.packStore(pool, config, local);
     const repository = await DedupChunkRepository.open({ chunkStore: packs.store, catalog: options.catalog, hasher: chunkHasher(config.hash), pool });
     const layers = new ChunkedLayerStore({ local: options.local, repository, manifests: local });
-    return { layers, repository, ...(packs.remoteBytes === undefined ? {} : { remoteBytes: packs.remoteBytes }) };
+    return { layers, repository, manifests: local, ...(packs.remoteBytes === undefined ? {} : { remoteBytes: packs.remoteBytes }) };
   };
 }

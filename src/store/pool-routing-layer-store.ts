@@ -14,13 +14,17 @@ import type { ChunkedPoolAudit, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolUs
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
 import type { LayerRef, LayerStore, StrayEntry } from '../core/layer-store.js';
+import type { ChunkStore } from '../core/chunk-store.js';
 import type { ChunkedLayerStore } from './chunked/chunked-layer-store.js';
+import { sealedLayerReferences } from './chunked/manifest-references.js';
 import type { DedupChunkRepository } from './dedup/dedup-repository.js';
 
 /** One dedup pool's stores, as the opener made them. */
 export interface ChunkedPoolStores {
   readonly layers: ChunkedLayerStore;
   readonly repository: DedupChunkRepository;
+  /** Where `layers` keeps its manifests (read by the reference audit). */
+  readonly manifests: ChunkStore;
   /** Pack bytes in the cold tier; absent while tiering is not wired (everything is local). */
   remoteBytes?(): Promise<number>;
 }
@@ -112,8 +116,16 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
   }
 
   async audit(pool: string, options: { repair: boolean }): Promise<ChunkedPoolAudit> {
-    const { layers, repository } = this.requireChunked(pool);
-    const held = await layers.manifestReferences(pool);
+    const { manifests, repository } = this.requireChunked(pool);
+    const held = new Map<string, number>();
+    let unreadable = false;
+    for await (const holder of sealedLayerReferences(manifests, [pool])()) {
+      if ('unreadable' in holder) {
+        unreadable = true; // its references are unknown: nothing may be dropped on this reading
+        continue;
+      }
+      for (const hash of holder.hashes) held.set(hash, (held.get(hash) ?? 0) + 1);
+    }
     const leaked: string[] = [];
     let chunksChecked = 0;
     let missingReferences = 0;
@@ -125,9 +137,9 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
       if (refs < expected) missingReferences += expected - refs;
     }
     for (const count of held.values()) missingReferences += count; // named by a manifest, not indexed
-    const repair = options.repair && leaked.length > 0;
+    const repair = options.repair && !unreadable && leaked.length > 0;
     if (repair) await repository.dropReferences(leaked);
-    return { chunksChecked, leakedReferences: leaked.length, missingReferences, repaired: repair };
+    return { chunksChecked, leakedReferences: leaked.length, missingReferences, unreadableManifests: unreadable, repaired: repair };
   }
 
   // LayerStore

@@ -76,6 +76,9 @@ async function auditPool(svc: ServiceContext, pool: string, report: RecoveryRepo
   try {
     const audit = await svc.chunkedPools.audit(pool, { repair: true });
     if (audit.leakedReferences > 0) report.referencesRepaired.push(`${pool}: ${audit.leakedReferences}`);
+    if (audit.unreadableManifests) {
+      report.problems.push(`dedup pool '${pool}': a manifest does not decode, so leaked references were left alone; run a scrub`);
+    }
     if (audit.missingReferences > 0) {
       report.problems.push(`dedup pool '${pool}': its manifests hold ${audit.missingReferences} chunk references its index lacks`);
     }

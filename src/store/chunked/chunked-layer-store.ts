@@ -221,22 +221,6 @@ export class ChunkedLayerStore implements LayerStore {
     await releaseManifest(manifest, this.repository);
   }
 
-  /** How many references the pool's manifests hold to each chunk (for a reference audit). */
-  async manifestReferences(pool: string): Promise<Map<string, number>> {
-    const counts = new Map<string, number>();
-    const prefix = this.poolPrefix(pool);
-    let after: string | undefined;
-    do {
-      const page = await this.manifests.list(prefix, { after });
-      for (const key of page.keys) {
-        const manifest = await this.readManifest({ pool, fileName: key.slice(prefix.length) });
-        for (const hash of manifest?.storedHashes() ?? []) counts.set(hash, (counts.get(hash) ?? 0) + 1);
-      }
-      after = page.nextAfter;
-    } while (after !== undefined);
-    return counts;
-  }
-
   private async readManifest(ref: LayerRef): Promise<ChunkManifest | undefined> {
     const bytes = await this.manifests.get(this.key(ref));
     return bytes === undefined ? undefined : decodeManifest(bytes, this.name(ref));
