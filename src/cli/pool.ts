@@ -16,7 +16,8 @@ import {
   table,
   wantsJson,
 } from './remote/common.js';
-import type { PoolJson, DuEntryJson } from '../api/rest/schemas.js';
+import type { PoolCreateBody, PoolJson, DuEntryJson } from '../api/rest/schemas.js';
+import { DEDUP_CREATE_HELP, DEDUP_CREATE_OPTIONS, DEDUP_SUBCOMMANDS, dedupRequest, dedupRows } from './pool-dedup.js';
 export type { PoolJson, DuEntryJson };
 
 function poolDetails(p: PoolJson): string {
@@ -26,6 +27,7 @@ function poolDetails(p: PoolJson): string {
     ['volumes', String(p.volumeCount)],
     ['provisioned', `${size(p.provisionedBytes)}${p.quotaBytes !== null ? ` of ${size(p.quotaBytes)} quota` : ''}`],
     ['allocated', size(p.allocatedBytes)],
+    ...dedupRows(p),
     ['quota', p.quotaBytes === null ? 'none' : `${size(p.quotaBytes)} (${p.quotaBytes} bytes)`],
     ['created', p.createdAt],
   ]);
@@ -43,23 +45,33 @@ export function duTable(entries: readonly DuEntryJson[]): string {
 const create = subcommand(
   'create',
   'create a pool',
-  `Usage: strata pool create NAME [--quota SIZE]
+  `Usage: strata pool create NAME [--quota SIZE] [--dedup [--hash H] [--tier URL ...]]
 
-Creates a pool: a folder of qcow2 layer files in the daemon's data folder.
+Creates a pool: a folder of qcow2 layer files in the daemon's data folder (a local pool), or
+with --dedup a dedup pool.
 
 Options:
-  --quota SIZE   the volumes' provisioned sizes may not add up to more than SIZE (e.g. 100G)
-`,
+  --quota SIZE           the volumes' provisioned sizes may not add up to more than SIZE (e.g. 100G)
+${DEDUP_CREATE_HELP}`,
   async (argv, con) => {
     const command = 'pool create';
-    const args = parse(argv, command, [{ long: 'quota', value: true }]);
+    const args = parse(argv, command, [{ long: 'quota', value: true }, ...DEDUP_CREATE_OPTIONS]);
     const [name] = positionals(args, command, ['NAME']) as [string];
     checkName(name, 'pool', command);
     const quota = args.value('quota');
-    const body = { name, ...(quota !== undefined ? { quotaBytes: parseSize(quota, 'quota', command) } : {}) };
+    const dedup = dedupRequest(args, command);
+    const body: PoolCreateBody = {
+      name,
+      ...(quota !== undefined ? { quotaBytes: parseSize(quota, 'quota', command) } : {}),
+      ...(dedup !== undefined ? { dedup } : {}),
+    };
     const pool = await clientOf(args).json<PoolJson>('POST', '/v1/pools', `cannot create pool '${name}'`, body);
     if (wantsJson(args)) printJson(con, pool);
-    else con.stdout(`Pool '${pool.name}' created${pool.quotaBytes !== null ? ` (quota ${size(pool.quotaBytes)})` : ''}.\n`);
+    else {
+      const kind = pool.dedup === null ? '' : ` (dedup, ${pool.dedup.hash} chunks)`;
+      con.stdout(`Pool '${pool.name}' created${kind}${pool.quotaBytes !== null ? ` (quota ${size(pool.quotaBytes)})` : ''}.\n`);
+      if (pool.dedup?.tier && !pool.dedup.tierActive) con.stdout(`Tier ${pool.dedup.tier.url} recorded; tiering is not wired yet: packs stay local.\n`);
+    }
     return 0;
   },
 );
@@ -166,8 +178,8 @@ its own layer (like 'rbd du'), then the totals.
   },
 );
 
-export const POOL_SUBCOMMANDS: readonly Subcommand[] = [create, list, info, del, quota, du];
+export const POOL_SUBCOMMANDS: readonly Subcommand[] = [create, list, info, del, quota, du, ...DEDUP_SUBCOMMANDS];
 
 export function poolHelp(): string {
-  return groupHelp('pool', 'Pools: folders of qcow2 layer files with an optional quota.', POOL_SUBCOMMANDS);
+  return groupHelp('pool', 'Pools: folders of qcow2 layer files with an optional quota; dedup pools store sealed data once.', POOL_SUBCOMMANDS);
 }

@@ -66,3 +66,28 @@ export function alignUp(value: number, alignment: number): number {
 export function isPowerOfTwo(value: number): boolean {
   return Number.isSafeInteger(value) && value > 0 && 2 ** Math.round(Math.log2(value)) === value;
 }
+
+const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/**
+ * Reads a duration: a whole number with a unit, ms, s, m, h or d ("30s", "10m", "7d"; "0" alone is
+ * zero). Undefined when the text is not one (or past Number.MAX_SAFE_INTEGER milliseconds).
+ */
+export function parseDurationMs(text: string): number | undefined {
+  const match = /^\s*(\d+)\s*(ms|s|m|h|d)?\s*$/.exec(text);
+  if (!match) return undefined;
+  const value = Number(match[1]);
+  if (match[2] === undefined) return value === 0 ? 0 : undefined;
+  const ms = value * DURATION_UNITS_MS[match[2]]!;
+  return Number.isSafeInteger(ms) ? ms : undefined;
+}
+
+/** A duration for people: the largest unit that divides it ("7d", "90m", "1500ms"). */
+export function formatDurationHuman(ms: number): string {
+  if (ms === 0) return '0';
+  for (const unit of ['d', 'h', 'm', 's'] as const) {
+    const size = DURATION_UNITS_MS[unit]!;
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}

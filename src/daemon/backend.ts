@@ -6,7 +6,9 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CatalogStore } from '../core/catalog-store.js';
 import { LevelCatalogStore } from '../meta/level-catalog.js';
+import { localDedupPoolOpener } from '../store/local-dedup-pool.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
+import { PoolRoutingLayerStore } from '../store/pool-routing-layer-store.js';
 import { LocalVolumeService, migrateLegacyCatalog } from '../volume/index.js';
 import type { ExportRecord } from '../volume/index.js';
 import type { VolumeService } from '../volume/types.js';
@@ -40,11 +42,17 @@ export interface VolumeBackendOptions {
   logger: Logger;
 }
 
+/** Where dedup pools keep their packs and manifests: `<data>/chunks/<pool>/`. */
+export const CHUNKS_FOLDER = 'chunks';
+
 export type VolumeBackendFactory = (options: VolumeBackendOptions) => Promise<VolumeBackend>;
 
 /**
  * The LevelDB CatalogStore in <data>/catalog (a catalog in the first release's layout is converted
- * as it opens) and LocalVolumeService over <data>/pools.
+ * as it opens) and LocalVolumeService over <data>/pools. Its layer store routes each pool: a local
+ * pool to the LocalLayerStore (its layout unchanged), a dedup pool to a ChunkedLayerStore whose
+ * packs and manifests are in <data>/chunks/<pool>/ and whose chunk index is in the catalog.
+ * Tiering plugs in as localDedupPoolOpener's packStore (not wired yet: tier settings are recorded).
  */
 export const openVolumeBackend: VolumeBackendFactory = async (options) => {
   const catalog = await LevelCatalogStore.open(options.catalogDir, { migrateLegacy: migrateLegacyCatalog });
@@ -53,10 +61,16 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
   }
   let service: LocalVolumeService;
   try {
+    const local = new LocalLayerStore(path.resolve(options.poolsDir));
+    const layerStore = new PoolRoutingLayerStore(
+      local,
+      localDedupPoolOpener({ chunksRoot: path.join(path.resolve(options.dataDir), CHUNKS_FOLDER), catalog, local }),
+    );
     service = new LocalVolumeService(catalog, options.dataDir, {
       ...(options.config.maxChainDepth !== undefined ? { maxChainDepth: options.config.maxChainDepth } : {}),
       ...(options.config.chainDepthPolicy !== undefined ? { chainDepthPolicy: options.config.chainDepthPolicy } : {}),
-      layerStore: new LocalLayerStore(path.resolve(options.poolsDir)),
+      layerStore,
+      chunkedPools: layerStore,
     });
   } catch (err) {
     await catalog.close();
@@ -78,6 +92,7 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
       const report = await service.recover();
       for (const problem of report.problems) options.logger.warn({ problem }, 'recovery could not fix');
       for (const file of report.orphansDeleted) options.logger.info({ file }, 'recovery deleted an orphan file');
+      for (const pool of report.referencesRepaired) options.logger.info({ pool }, 'recovery dropped chunk references no manifest holds');
       return {
         jobsMarkedFailed: report.jobsMarkedFailed,
         claimsDropped: report.claimsDropped.length,
@@ -85,6 +100,9 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
         intentsFinished: report.intentsFinished.length,
         orphansDeleted: report.orphansDeleted.length,
         problems: report.problems.length,
+        // After problems: scripts and tests read the fields above in this order.
+        sealsStarted: report.sealsStarted,
+        referencesRepaired: report.referencesRepaired.length,
       };
     },
     close: async () => {

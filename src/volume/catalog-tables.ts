@@ -18,7 +18,9 @@ import {
   storedObject,
   text,
   texts,
+  type StoredObject,
 } from './record-parse.js';
+import { CHUNK_HASH_ALGORITHMS, type DedupPoolConfig } from '../core/chunked-pools.js';
 import type {
   ExportRecord,
   FileRef,
@@ -36,9 +38,33 @@ export const poolSchema: TableSchema<PoolRecord> = {
   id: (p) => p.name,
   parse: (value: CatalogValue) => {
     const o = storedObject(value);
-    return { name: text(o, 'name'), ...optional('quotaBytes', optionalCount(o, 'quotaBytes')), createdAt: text(o, 'createdAt') };
+    const dedup = o['dedup'] === undefined ? undefined : parseDedupConfig(storedObject(o['dedup']));
+    return {
+      name: text(o, 'name'),
+      ...optional('quotaBytes', optionalCount(o, 'quotaBytes')),
+      ...optional('dedup', dedup),
+      createdAt: text(o, 'createdAt'),
+    };
   },
 };
+
+function parseDedupConfig(o: StoredObject): DedupPoolConfig {
+  const tier = o['tier'] === undefined ? undefined : storedObject(o['tier']);
+  return {
+    hash: oneOf(o, 'hash', CHUNK_HASH_ALGORITHMS),
+    ...optional(
+      'tier',
+      tier === undefined
+        ? undefined
+        : {
+            url: text(tier, 'url'),
+            ...optional('s3Endpoint', optionalText(tier, 's3Endpoint')),
+            ...optional('s3Region', optionalText(tier, 's3Region')),
+            ...optional('coolingMs', optionalCount(tier, 'coolingMs')),
+          },
+    ),
+  };
+}
 
 export const volumeSchema: TableSchema<VolumeRecord> = {
   name: 'volume',
@@ -116,7 +142,7 @@ export const snapshotSchema: TableSchema<SnapshotRecord> = {
   },
 };
 
-const JOB_KINDS = ['flatten', 'copy', 'import', 'export', 'snapshot-delete'] as const;
+const JOB_KINDS = ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc'] as const;
 const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 
 export const jobSchema: TableSchema<JobRecord> = {
@@ -139,8 +165,12 @@ export const jobSchema: TableSchema<JobRecord> = {
   },
 };
 
-function fileRefs(o: Parameters<typeof text>[0], field: string): FileRef[] {
-  return objects(o, field).map((ref) => ({ pool: text(ref, 'pool'), fileName: text(ref, 'fileName') }));
+function fileRef(ref: StoredObject): FileRef {
+  return { pool: text(ref, 'pool'), fileName: text(ref, 'fileName') };
+}
+
+function fileRefs(o: StoredObject, field: string): FileRef[] {
+  return objects(o, field).map(fileRef);
 }
 
 export const intentSchema: TableSchema<IntentRecord> = {
@@ -149,6 +179,7 @@ export const intentSchema: TableSchema<IntentRecord> = {
   parse: (value: CatalogValue) => {
     const o = storedObject(value);
     const resize = o['resize'] === undefined ? undefined : storedObject(o['resize']);
+    const seal = o['seal'] === undefined ? undefined : storedObject(o['seal']);
     return {
       id: text(o, 'id'),
       kind: text(o, 'kind'),
@@ -169,6 +200,7 @@ export const intentSchema: TableSchema<IntentRecord> = {
               toBytes: count(resize, 'toBytes'),
             },
       ),
+      ...optional('seal', seal === undefined ? undefined : { layerId: text(seal, 'layerId'), file: fileRef(storedObject(seal['file'] ?? null)) }),
       createdAt: text(o, 'createdAt'),
     };
   },

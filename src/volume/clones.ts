@@ -6,6 +6,7 @@ import { newId, nowIso, poolKey, volKey, type ServiceContext } from './context.j
 import { chainMap, forEachWindow, layerMap } from './extents.js';
 import { hold, unhold, withVolume } from './guards.js';
 import { copyPlan, totalOf, type PlanStep } from './image-ops.js';
+import { prepareToWrite, withResealing } from './sealing.js';
 import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { backingOf, createLayerFile, openChain } from './layers.js';
@@ -102,7 +103,9 @@ export async function flattenLocked(svc: ServiceContext, vol: VolumeRecord, ctx:
   const ids = boundary.map((l) => l.id);
   const intent = newIntent('flatten', `${vol.pool}/${vol.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
   // Exports of the volume pause for the whole copy-up (their requests wait; see docs/daemon.md).
-  await withLiveChanges(svc, ids, () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
+  // A sealed snapshot layer of the clone is unsealed to be written, and sealed again afterwards.
+  await withResealing(svc, ids, `${vol.pool}/${vol.name}`, () => withLiveChanges(svc, ids, () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
+    await prepareToWrite(svc, boundary);
     const images: { layer: LayerRecord; image: Qcow2Image; plan: PlanStep[] }[] = [];
     try {
       for (const layer of boundary) {
@@ -139,5 +142,5 @@ export async function flattenLocked(svc: ServiceContext, vol: VolumeRecord, ctx:
     } finally {
       for (const { image } of images) await image.close();
     }
-  })));
+  }))));
 }

@@ -8,6 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { StorageError } from '../core/errors.js';
 import type { LayerStore } from '../core/layer-store.js';
+import type { ChunkedPools } from '../core/chunked-pools.js';
 import type { Coordinator } from '../core/coordinator.js';
 import type { VolumeCatalog } from './catalog.js';
 import type { JobRunner } from './jobs.js';
@@ -51,6 +52,16 @@ export interface ServiceContext {
   readonly clock: () => number;
   /** How long a volume stays in the trash unless its delete said otherwise. */
   readonly trashExpiryMs: number;
+  /** The dedup pools' side of the layer store (absent: this service makes local pools only). */
+  readonly chunkedPools: ChunkedPools | undefined;
+  /** Seal jobs running or queued, by layer id (sealing.ts): stopped before a layer changes. */
+  readonly seals: Map<string, SealInFlight>;
+}
+
+/** A seal job of one layer: its job id once recorded, and when its body has ended. */
+export interface SealInFlight {
+  readonly jobId: Promise<string>;
+  readonly ended: Promise<void>;
 }
 
 export const volKey = (id: string) => `vol:${id}`;

@@ -91,9 +91,14 @@ export async function rollbackIntent(svc: ServiceContext, intent: IntentRecord, 
     if (!layer) continue;
     const backing = layer.backingLayerId === undefined ? undefined : await svc.catalog.layers.get(layer.backingLayerId);
     const expected = backing === undefined ? undefined : svc.layerStore.backingName(layer, backing);
+    // Read first, write only when it differs: a layer sealed meanwhile (never rewritten) opens read-only.
+    const current = await openLayerAlone(svc.layerStore, layer, { writable: false });
+    const stored = current.info().backingFile;
+    await current.close();
+    if (stored === expected) continue;
     const image = await openLayerAlone(svc.layerStore, layer, { writable: true });
     try {
-      if (image.info().backingFile !== expected) await image.setBackingFile(expected, expected === undefined ? undefined : 'qcow2');
+      await image.setBackingFile(expected, expected === undefined ? undefined : 'qcow2');
     } finally {
       await image.close();
     }
@@ -131,6 +136,8 @@ export async function repairLeaks(svc: ServiceContext, ids: readonly string[], p
   for (const id of new Set(ids)) {
     const layer = await svc.catalog.layers.get(id);
     if (!layer) continue;
+    // A sealed layer is immutable and was never written by the operation: nothing can leak in it.
+    if (svc.chunkedPools?.isChunkedPool(layer.pool) && (await svc.chunkedPools.isSealed(layer))) continue;
     const file = layerLocation(svc.layerStore, layer);
     try {
       const image = await openLayerAlone(svc.layerStore, layer, { writable: true });

@@ -6,15 +6,27 @@ import { LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';
 import { checkName, checkQuota } from './names.js';
 import { describePool, layerById, layersOfPool, requirePool, snapshotsOfVolume, volumesOfPool } from './queries.js';
 import type { PoolRecord } from './records.js';
-import type { DuEntry, PoolInfo } from './types.js';
+import { checkDedupPoolConfig, type DedupPoolRequest } from './pool-config.js';
+import type { DuEntry, JobInfo, PoolDf, PoolGcReport, PoolInfo } from './types.js';
 
-export async function createPool(svc: ServiceContext, name: string, options: { quotaBytes?: number } = {}): Promise<PoolInfo> {
+export async function createPool(svc: ServiceContext, name: string, options: { quotaBytes?: number; dedup?: DedupPoolRequest } = {}): Promise<PoolInfo> {
   checkName('pool', name);
   const quotaBytes = checkQuota(options.quotaBytes);
+  const dedup = options.dedup === undefined ? undefined : checkDedupPoolConfig(name, options.dedup);
+  if (dedup !== undefined && svc.chunkedPools === undefined) {
+    throw new StorageError('UNSUPPORTED', `this service cannot make dedup pools (it was built without chunked pools); create '${name}' without dedup`);
+  }
   return svc.locks.run([POOLS_KEY, poolKey(name)], async () => {
     if (await svc.catalog.pools.get(name)) throw new StorageError('ALREADY_EXISTS', `pool '${name}' already exists`);
+    // Attached before the record exists: a record never names a dedup pool its store cannot open.
+    if (dedup !== undefined) await svc.chunkedPools!.attachPool(name, dedup);
     await svc.layerStore.createPool(name);
-    const record: PoolRecord = { name, createdAt: nowIso(), ...(quotaBytes === undefined ? {} : { quotaBytes }) };
+    const record: PoolRecord = {
+      name,
+      createdAt: nowIso(),
+      ...(quotaBytes === undefined ? {} : { quotaBytes }),
+      ...(dedup === undefined ? {} : { dedup }),
+    };
     await svc.catalog.change((txn) => svc.catalog.pools.create(txn, record));
     return describePool(svc, record);
   });
@@ -60,7 +72,69 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
       if (LAYER_FILE_PATTERN.test(entry) || entry.startsWith(TEMP_PREFIX)) await svc.layerStore.remove({ pool: name, fileName: entry });
     }
     await svc.layerStore.removePool(name).catch(() => {});
+    if (pool.dedup !== undefined && svc.chunkedPools?.isChunkedPool(name)) {
+      // No layer references a chunk any more: every pack goes now rather than after a grace period.
+      await svc.chunkedPools.gc(name, { graceMs: 0 }).catch(() => undefined);
+      await svc.chunkedPools.detachPool(name);
+    }
   });
+}
+
+/** One hour: longer than any seal's gap between putting a pack and indexing it. */
+export const GC_GRACE_MS_DEFAULT = 3_600_000;
+
+export async function gcPool(svc: ServiceContext, name: string, options: { graceMs?: number } = {}): Promise<{ job: JobInfo; report: PoolGcReport }> {
+  const graceMs = options.graceMs ?? GC_GRACE_MS_DEFAULT;
+  if (!Number.isSafeInteger(graceMs) || graceMs < 0) {
+    throw new StorageError('INVALID_ARGUMENT', `grace period ${String(graceMs)} ms: give a non-negative whole number of milliseconds`);
+  }
+  const pool = await requirePool(svc, name);
+  if (pool.dedup === undefined || svc.chunkedPools === undefined) {
+    throw new StorageError('INVALID_ARGUMENT', `pool '${name}' is a local pool: it has no chunks to collect (only dedup pools do)`);
+  }
+  const pools = svc.chunkedPools;
+  let jobId = '';
+  const report = await svc.jobs.run('gc', name, async (ctx) => {
+    jobId = ctx.id;
+    ctx.throwIfCancelled();
+    // doneBytes of a gc job counts the index records and packs looked at (it has no byte total).
+    return pools.gc(name, { graceMs, signal: ctx.signal, onProgress: () => ctx.addDone(1) });
+  });
+  return { job: await svc.jobs.info(jobId), report: { pool: name, graceMs, ...report } };
+}
+
+export async function poolDf(svc: ServiceContext, name: string): Promise<PoolDf> {
+  const pool = await requirePool(svc, name);
+  const volumes = await volumesOfPool(svc, name);
+  const chunked = pool.dedup !== undefined ? svc.chunkedPools : undefined;
+  let logicalAllocatedBytes = 0;
+  let layerFileBytes = 0;
+  for (const layer of await layersOfPool(svc, name)) {
+    const bytes = await svc.layerStore.allocatedBytes(layer);
+    logicalAllocatedBytes += bytes;
+    if (chunked === undefined || !(await chunked.isSealed(layer))) layerFileBytes += bytes;
+  }
+  const usage = chunked === undefined ? undefined : await chunked.usage(name);
+  const packBytes = usage?.packBytes ?? 0;
+  const packRemoteBytes = usage?.remoteBytes ?? 0;
+  return {
+    pool: name,
+    kind: chunked === undefined ? 'local' : 'dedup',
+    volumeCount: volumes.length,
+    logicalProvisionedBytes: volumes.reduce((sum, v) => sum + v.sizeBytes, 0),
+    logicalAllocatedBytes,
+    physicalBytes: layerFileBytes + packBytes,
+    layerFileBytes,
+    packBytes,
+    packLocalBytes: packBytes - packRemoteBytes,
+    packRemoteBytes,
+    localBytes: layerFileBytes + packBytes - packRemoteBytes,
+    remoteBytes: packRemoteBytes,
+    uniqueChunkCount: usage?.uniqueChunkCount ?? 0,
+    uniqueChunkBytes: usage?.uniqueChunkBytes ?? 0,
+    referencedChunkBytes: usage?.referencedChunkBytes ?? 0,
+    dedupRatio: usage === undefined || usage.uniqueChunkBytes === 0 ? undefined : usage.referencedChunkBytes / usage.uniqueChunkBytes,
+  };
 }
 
 export async function du(svc: ServiceContext, pool: string, volume?: string): Promise<DuEntry[]> {

@@ -146,6 +146,11 @@ export async function describePool(svc: ServiceContext, pool: PoolRecord): Promi
     volumeCount: volumes.length,
     provisionedBytes: volumes.reduce((sum, v) => sum + v.sizeBytes, 0),
     allocatedBytes,
+    kind: pool.dedup === undefined ? 'local' : 'dedup',
+    dedup:
+      pool.dedup === undefined
+        ? undefined
+        : { hash: pool.dedup.hash, tier: pool.dedup.tier, tierActive: pool.dedup.tier !== undefined && svc.chunkedPools?.tieringAvailable() === true },
     createdAt: pool.createdAt,
   };
 }

@@ -3,11 +3,17 @@
  * under `<table>/<id>`. Names are user chosen and can change (rename); ids are Strata's and never
  * change. Times are ISO-8601 strings.
  */
+import type { DedupPoolConfig } from '../core/chunked-pools.js';
 
 export interface PoolRecord {
   name: string;
   /** Sum of the volumes' provisioned sizes may not exceed this (absent: no quota). */
   quotaBytes?: number;
+  /**
+   * A dedup pool's configuration (absent: a local pool, the default, stored as it always was):
+   * its sealed layers are chunk manifests, their chunks stored once per pool.
+   */
+  dedup?: DedupPoolConfig;
   createdAt: string;
 }
 
@@ -63,7 +69,7 @@ export interface SnapshotRecord {
   createdAt: string;
 }
 
-export type JobKindRecord = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete';
+export type JobKindRecord = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc';
 export type JobStateRecord = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobRecord {
@@ -114,6 +120,13 @@ export interface IntentRecord {
    * backing file would show past fromBytes is zeroed, and the volume record gets the new size.
    */
   resize?: { volumeId: string; layerId: string; fromBytes: number; toBytes: number };
+  /**
+   * A seal of this frozen layer of a dedup pool (sealing.ts). Recovery keeps the layer as it finds
+   * it (a local file or a manifest: the seal stores the manifest before it removes the file),
+   * drops a local copy a sealed layer still has, audits the pool's reference counts for what a
+   * seal killed part-way added, and leaves the seal to be redone.
+   */
+  seal?: { layerId: string; file: FileRef };
   createdAt: string;
 }
 

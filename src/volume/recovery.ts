@@ -7,6 +7,7 @@ import type { ServiceContext } from './context.js';
 import { finishIntent, finishResize, repairLeaks, rollbackIntent } from './intents.js';
 import { LAYER_FILE_PATTERN, layerLocation, poolLocation, TEMP_PREFIX } from './layers.js';
 import type { IntentRecord } from './records.js';
+import { recoverSeal } from './sealing.js';
 
 export interface RecoveryReport {
   jobsMarkedFailed: number;
@@ -18,6 +19,10 @@ export interface RecoveryReport {
   intentsFinished: string[];
   /** Paths of orphan files (and empty unknown pool folders) deleted. */
   orphansDeleted: string[];
+  /** Seal jobs started for frozen layers of dedup pools that were still local files. */
+  sealsStarted: number;
+  /** "<pool>: <n>" for each dedup pool whose leaked chunk references recovery dropped. */
+  referencesRepaired: string[];
   /**
    * Things recovery could not fix and left alone (missing layer files, unknown files in a pool or
    * beside the pools, corruption).
@@ -31,7 +36,16 @@ export interface RecoveryReport {
  * Call once, before serving anything.
  */
 export async function recover(svc: ServiceContext): Promise<RecoveryReport> {
-  const report: RecoveryReport = { jobsMarkedFailed: 0, claimsDropped: [], intentsRolledBack: [], intentsFinished: [], orphansDeleted: [], problems: [] };
+  const report: RecoveryReport = {
+    jobsMarkedFailed: 0,
+    claimsDropped: [],
+    intentsRolledBack: [],
+    intentsFinished: [],
+    orphansDeleted: [],
+    sealsStarted: 0,
+    referencesRepaired: [],
+    problems: [],
+  };
   await svc.layerStore.prepare();
   report.jobsMarkedFailed = await svc.jobs.recover();
   // This daemon's imports and copies died with the last process (the data folder's lock keeps
@@ -50,11 +64,34 @@ export async function recover(svc: ServiceContext): Promise<RecoveryReport> {
     }
   }
   await scanFiles(svc, report);
+  // An interrupted seal, unseal or layer removal may have left chunk references no manifest
+  // holds (never the reverse): audit the dedup pools those operations worked in.
+  const touched = new Set(intents.map((intent) => intent.seal?.file.pool ?? intent.target.split('/')[0]!));
+  for (const pool of touched) await auditPool(svc, pool, report);
   return report;
 }
 
+async function auditPool(svc: ServiceContext, pool: string, report: RecoveryReport): Promise<void> {
+  if (svc.chunkedPools?.isChunkedPool(pool) !== true) return;
+  try {
+    const audit = await svc.chunkedPools.audit(pool, { repair: true });
+    if (audit.leakedReferences > 0) report.referencesRepaired.push(`${pool}: ${audit.leakedReferences}`);
+    if (audit.unreadableManifests) {
+      report.problems.push(`dedup pool '${pool}': a manifest does not decode, so leaked references were left alone; run a scrub`);
+    }
+    if (audit.missingReferences > 0) {
+      report.problems.push(`dedup pool '${pool}': its manifests hold ${audit.missingReferences} chunk references its index lacks`);
+    }
+  } catch (err) {
+    report.problems.push(`dedup pool '${pool}': the reference audit failed: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
 async function recoverIntent(svc: ServiceContext, intent: IntentRecord, label: string, report: RecoveryReport): Promise<void> {
-  if (intent.phase === 'committed') {
+  if (intent.seal) {
+    await recoverSeal(svc, intent, report.problems);
+    report.intentsRolledBack.push(label);
+  } else if (intent.phase === 'committed') {
     await finishIntent(svc, intent, report.problems);
     report.intentsFinished.push(label);
   } else if (intent.resize) {

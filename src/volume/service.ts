@@ -24,6 +24,7 @@ import { StorageError } from '../core/errors.js';
 import type { LayerStore } from '../core/layer-store.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
 import type { CatalogStore } from '../core/catalog-store.js';
+import type { ChunkedPools } from '../core/chunked-pools.js';
 import type { Coordinator } from '../core/coordinator.js';
 import { VolumeCatalog } from './catalog.js';
 import * as clones from './clones.js';
@@ -40,7 +41,9 @@ import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
 import * as trash from './trash.js';
-import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolInfo, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
+import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
+import type { DedupPoolRequest } from './pool-config.js';
+import { attachChunkedPools, resumeSeals } from './sealing.js';
 import * as volumes from './volumes.js';
 
 export { DEFAULT_MAX_CHAIN_DEPTH, DEFAULT_TRASH_EXPIRY_MS, type ChainDepthPolicy } from './context.js';
@@ -64,6 +67,11 @@ export interface LocalVolumeServiceOptions {
   trashExpiryMs?: number;
   /** Now, in ms since the epoch, for trash times and expiry (default Date.now; tests pass their own clock). */
   clock?: () => number;
+  /**
+   * The dedup pools' side of layerStore (the same object in a daemon: a PoolRoutingLayerStore).
+   * Absent: only local pools can be made.
+   */
+  chunkedPools?: ChunkedPools;
 }
 
 export class LocalVolumeService implements VolumeService {
@@ -107,6 +115,8 @@ export class LocalVolumeService implements VolumeService {
       chainDepthPolicy: this.chainDepthPolicy,
       clock: options.clock ?? Date.now,
       trashExpiryMs: options.trashExpiryMs ?? DEFAULT_TRASH_EXPIRY_MS,
+      chunkedPools: options.chunkedPools,
+      seals: new Map(),
     };
   }
 
@@ -121,8 +131,16 @@ export class LocalVolumeService implements VolumeService {
 
   // Pools (pools.ts)
 
-  createPool(name: string, options: { quotaBytes?: number } = {}): Promise<PoolInfo> {
+  createPool(name: string, options: { quotaBytes?: number; dedup?: DedupPoolRequest } = {}): Promise<PoolInfo> {
     return pools.createPool(this.svc, name, options);
+  }
+
+  poolDf(name: string): Promise<PoolDf> {
+    return pools.poolDf(this.svc, name);
+  }
+
+  gcPool(name: string, options: { graceMs?: number } = {}): Promise<{ job: JobInfo; report: PoolGcReport }> {
+    return pools.gcPool(this.svc, name, options);
   }
 
   listPools(): Promise<PoolInfo[]> {
@@ -310,7 +328,10 @@ export class LocalVolumeService implements VolumeService {
    */
   async recover(): Promise<RecoveryReport> {
     await this.catalog.checkSchema();
-    return recover(this.svc);
+    await attachChunkedPools(this.svc);
+    const report = await recover(this.svc);
+    report.sealsStarted = await resumeSeals(this.svc);
+    return report;
   }
 
   // Live devices (live-registry.ts)

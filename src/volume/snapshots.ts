@@ -15,6 +15,7 @@ import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { backingOf, createLayerFile, openChain } from './layers.js';
 import { liveKey } from './live.js';
+import { prepareToWrite, scheduleSeal, stopSeals, withResealing } from './sealing.js';
 import { withLiveChanges } from './live-registry.js';
 import { withVolumeWriter } from './writers.js';
 import { checkLimit, checkName } from './names.js';
@@ -227,6 +228,7 @@ export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecor
     svc.catalog.volumes.update(txn, current, { ...current, activeLayerId: active.id });
     await commitIntent(svc, txn, intent);
   }));
+  await scheduleSeal(svc, { ...frozen, frozen: true }, `${current.pool}/${current.name}@${name}`);
   return snap;
 }
 
@@ -245,8 +247,12 @@ async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap
   const ids = children.map((c) => c.id);
   const intent = newIntent('snapshot-delete', `${vol.pool}/${vol.name}@${snap.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
   let totalBytes = 0;
+  // The merged layer's seal stops (it is going); the children are written, so a sealed one is
+  // made a local file again first, and sealed again after the merge.
+  await stopSeals(svc, [layer.id]);
   // Exports whose chains hold a rewritten layer pause for the whole merge (their requests wait).
-  await withLiveChanges(svc, [layer.id, ...ids], () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
+  await withResealing(svc, ids, `${vol.pool}/${vol.name}`, () => withLiveChanges(svc, [layer.id, ...ids], () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
+    await prepareToWrite(svc, children);
     for (const child of children) {
       ctx.throwIfCancelled();
       const image = await openChain(svc.layerStore, await layerChain(svc, child.id), { writable: true });
@@ -290,5 +296,5 @@ async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap
       svc.catalog.layers.update(txn, child, parent === undefined ? rest : { ...rest, backingLayerId: parent.id });
     }
     await commitIntent(svc, txn, intent, [layer]);
-  })));
+  }))));
 }

@@ -14,6 +14,7 @@ import { COPY_CHUNK_BYTES, writeSparse } from './extents.js';
 import { checkHeadNotLive, claimVolumeName, hold, unhold, withVolume, type NameClaim } from './guards.js';
 import { copyPlan, dataPlan, totalOf } from './image-ops.js';
 import { openUploadedImage, uploadedImageError } from './input-image.js';
+import { isChunkedLayer, resealFrozen } from './sealing.js';
 import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { createLayerFile, layerLocation, openChain, openLayerAlone, TEMP_PREFIX } from './layers.js';
@@ -131,9 +132,13 @@ async function importJob(
   const volumeId = newId();
   const layer = newLayer(newId(), pool, volumeId, undefined);
   const spool: FileRef = { pool, fileName: `${TEMP_PREFIX}import-${newId()}.qcow2` };
-  const intent = newIntent('import', `${pool}/${name}`, { createFiles: options.format === 'qcow2' ? [layer, spool] : [layer] });
+  // In a dedup pool the imported layer is frozen as the volume's base, under an empty active
+  // overlay, and sealed in the background: the guest writes the overlay, the base dedups.
+  const overlay = isChunkedLayer(svc, { pool }) ? newLayer(newId(), pool, volumeId, layer) : undefined;
+  const created = [layer, ...(overlay === undefined ? [] : [overlay]), ...(options.format === 'qcow2' ? [spool] : [])];
+  const intent = newIntent('import', `${pool}/${name}`, { createFiles: created });
   if (options.sizeBytes !== undefined) ctx.setTotal(options.sizeBytes);
-  return runIntent(svc, intent, async () => {
+  const volume = await runIntent(svc, intent, async () => {
     const sparse = options.transfer === 'sparse' ? await readSparseStream(source) : undefined;
     const sizeBytes =
       options.format === 'qcow2'
@@ -141,19 +146,23 @@ async function importJob(
         : sparse !== undefined
           ? await importSparseRaw(svc, pool, name, layer, sparse, options, ctx)
           : await importRaw(svc, pool, name, layer, source, options, ctx);
+    if (overlay !== undefined) await createLayerFile(svc.layerStore, overlay, sizeBytes, layer);
     await svc.layerStore.syncPool(pool);
-    const volume: VolumeRecord = { id: volumeId, pool, name, sizeBytes, activeLayerId: layer.id, createdAt: nowIso() };
+    const volume: VolumeRecord = { id: volumeId, pool, name, sizeBytes, activeLayerId: (overlay ?? layer).id, createdAt: nowIso() };
     await svc.locks.run([poolKey(pool)], async () => {
       const poolRecord = await requirePool(svc, pool);
       await checkQuota(svc, poolRecord, sizeBytes, `importing '${pool}/${name}'`, { reservation: `${pool}/${name}` });
       const txn = new CatalogTxn();
       svc.catalog.pools.requireUnchanged(txn, poolRecord);
       svc.catalog.createVolume(txn, volume, claim.reservation);
-      svc.catalog.layers.create(txn, layer);
+      svc.catalog.layers.create(txn, overlay === undefined ? layer : { ...layer, frozen: true });
+      if (overlay !== undefined) svc.catalog.layers.create(txn, overlay);
       await commitIntent(svc, txn, intent);
     });
     return volume;
   });
+  if (overlay !== undefined) await resealFrozen(svc, [layer.id], `${pool}/${name}`);
+  return volume;
 }
 
 /** Raw bytes into a new layer file, skipping blocks of zeroes. Resolves to the volume size. */

@@ -8,6 +8,8 @@
  * limit), READ_ONLY, CANCELLED, ...
  */
 import type { BlockDevice } from '../core/block-device.js';
+import type { ChunkedPoolGcReport, ChunkHashAlgorithm, PoolTierConfig } from '../core/chunked-pools.js';
+import type { DedupPoolRequest } from './pool-config.js';
 import type { TransferEncoding } from './sparse-stream.js';
 
 export interface PoolInfo {
@@ -20,8 +22,49 @@ export interface PoolInfo {
   provisionedBytes: number;
   /** Host bytes used by the pool's layer files. */
   allocatedBytes: number;
+  /** 'local': plain qcow2 chains; 'dedup': sealed layers are chunk manifests (docs/daemon.md). */
+  kind: 'local' | 'dedup';
+  /** A dedup pool's configuration (undefined for a local pool). */
+  dedup: PoolDedupInfo | undefined;
   createdAt: string;
 }
+
+export interface PoolDedupInfo {
+  hash: ChunkHashAlgorithm;
+  tier: PoolTierConfig | undefined;
+  /** False while this daemon has no tiering: the tier is recorded, packs stay local. */
+  tierActive: boolean;
+}
+
+/** `pool df`: what a pool's data is worth (logical) and what it takes (physical). */
+export interface PoolDf {
+  pool: string;
+  kind: 'local' | 'dedup';
+  volumeCount: number;
+  /** Sum of the volumes' provisioned sizes. */
+  logicalProvisionedBytes: number;
+  /** Sum of the layers' data: a sealed layer's chunks count in full in every layer that has them. */
+  logicalAllocatedBytes: number;
+  /** What the pool takes: its local layer files plus its packs, local and tiered. */
+  physicalBytes: number;
+  /** Local layer files (active layers, and frozen ones not sealed yet). */
+  layerFileBytes: number;
+  /** Pack bytes, and of them on this host and in the tier (0 until tiering is wired). */
+  packBytes: number;
+  packLocalBytes: number;
+  packRemoteBytes: number;
+  /** physicalBytes on this host and in the tier. */
+  localBytes: number;
+  remoteBytes: number;
+  uniqueChunkCount: number;
+  uniqueChunkBytes: number;
+  /** Each stored chunk counted once per reference. */
+  referencedChunkBytes: number;
+  /** referencedChunkBytes / uniqueChunkBytes (undefined with no chunk stored, or for a local pool). */
+  dedupRatio: number | undefined;
+}
+
+export type PoolGcReport = ChunkedPoolGcReport & { pool: string; graceMs: number };
 
 export interface VolumeInfo {
   id: string;
@@ -83,7 +126,7 @@ export interface ExpiredTrashPass {
   nextAfter: string | undefined;
 }
 
-export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete';
+export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc';
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobInfo {
@@ -123,7 +166,12 @@ export interface DuEntry {
 
 export interface VolumeService {
   // Pools
-  createPool(name: string, options?: { quotaBytes?: number }): Promise<PoolInfo>;
+  /** dedup: a dedup pool (its configuration checked by checkDedupPoolConfig); absent: a local pool. */
+  createPool(name: string, options?: { quotaBytes?: number; dedup?: DedupPoolRequest }): Promise<PoolInfo>;
+  /** Logical and physical bytes of a pool (dedup ratio, packs, tiers). */
+  poolDf(name: string): Promise<PoolDf>;
+  /** Collects a dedup pool's garbage (a 'gc' job the caller awaits); graceMs: default 1 hour. */
+  gcPool(name: string, options?: { graceMs?: number }): Promise<{ job: JobInfo; report: PoolGcReport }>;
   listPools(): Promise<PoolInfo[]>;
   poolInfo(name: string): Promise<PoolInfo>;
   setPoolQuota(name: string, quotaBytes: number | undefined): Promise<PoolInfo>;

@@ -5,6 +5,7 @@ import { formatSizeHuman } from '../core/units.js';
 import { CatalogTxn } from './catalog.js';
 import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
 import { checkHeadNotLive, checkNotLive, withVolume } from './guards.js';
+import { stopSeals } from './sealing.js';
 import { commitIntent, newIntent, newLayer, runIntent, finishResize } from './intents.js';
 import { createLayerFile } from './layers.js';
 import { withLiveChanges } from './live-registry.js';
@@ -127,6 +128,7 @@ export async function checkNoClones(svc: ServiceContext, vol: VolumeRecord, what
 export async function dropVolume(svc: ServiceContext, vol: VolumeRecord, kind: string): Promise<void> {
   const snapshots = await snapshotsOfVolume(svc, vol.id);
   const layers = await layersOfVolume(svc, vol.id);
+  await stopSeals(svc, layers.map((l) => l.id)); // a seal in a dedup pool ends first, leaving its layer whole
   const intent = newIntent(kind, `${vol.pool}/${vol.name}`, {});
   await runIntent(svc, intent, async () => {
     const txn = new CatalogTxn();

@@ -178,7 +178,7 @@ describe('the --json error object', () => {
 
 describe('location', () => {
   it('is null in the JSON and has no row in the details when the store has no local files', () => {
-    const pool = { name: 'p', quotaBytes: undefined, volumeCount: 0, provisionedBytes: 0, allocatedBytes: 0, createdAt: 't' };
+    const pool = { name: 'p', quotaBytes: undefined, volumeCount: 0, provisionedBytes: 0, allocatedBytes: 0, kind: 'local' as const, dedup: undefined, createdAt: 't' };
     expect(poolJson(pool).location).toBeNull();
     expect(poolJson({ ...pool, location: '/data/pools/p' }).location).toBe('/data/pools/p');
     const volume = { id: 'i', pool: 'p', name: 'v', provisionedBytes: 0, allocatedBytes: 0, snapshotCount: 0, parent: undefined, chainDepth: 1, snapshotLimit: undefined, createdAt: 't' };

@@ -7,6 +7,9 @@ import { LocalChunkStore } from '../../src/store/local-chunk-store.js';
 import { LocalLayerStore } from '../../src/store/local-layer-store.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { MemoryLayerStore } from '../../src/store/memory-layer-store.js';
+import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
+import { localDedupPoolOpener } from '../../src/store/local-dedup-pool.js';
+import { PoolRoutingLayerStore } from '../../src/store/pool-routing-layer-store.js';
 import { expectCode } from '../support/expect-error.js';
 import { createTestChunkRepository } from '../support/test-chunk-repository.js';
 import { tempDir } from '../support/tmp.js';
@@ -43,6 +46,19 @@ layerStoreConformance('chunked, manifests in a LocalChunkStore', async () => {
   const manifests = new LocalChunkStore(tempDir());
   return new ChunkedLayerStore({ local: new LocalLayerStore(tempDir()), repository: await createTestChunkRepository(), manifests });
 });
+
+// The daemon's store: local pools and dedup pools side by side (p, q and zeta dedup; the rest local).
+layerStoreConformance(
+  'pool routing (local and dedup pools in one data folder)',
+  async () => {
+    const root = tempDir();
+    const local = new LocalLayerStore(root);
+    const store = new PoolRoutingLayerStore(local, localDedupPoolOpener({ chunksRoot: tempDir(), catalog: new MemoryCatalogStore(), local }));
+    for (const pool of ['p', 'q', 'zeta']) await store.attachPool(pool, { hash: 'blake3' });
+    return withRoot(store, root);
+  },
+  addStray,
+);
 
 describe('LocalLayerStore', () => {
   it('keeps every name inside its root: path separators and dot names are refused', async () => {

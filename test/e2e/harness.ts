@@ -11,6 +11,7 @@ import { closeSync, existsSync, openSync, readdirSync, readFileSync, statSync, w
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, expect } from 'vitest';
+import type { JobJson } from '../../src/api/rest/schemas.js';
 import { makeTempDir } from '../support/tmp.js';
 import { REPO_ROOT, STRATA_BIN, expectSuccess, qemuImg, run, type RunOptions, type RunResult } from '../support/tools.js';
 
@@ -320,4 +321,16 @@ export function chainFiles(activeLayer: string): string[] {
 /** Compares a raw export with the expected bytes, with qemu-img compare as the judge. */
 export function qemuCompare(a: string, b: string, formatA = 'raw', formatB = 'raw'): RunResult {
   return qemuImg(['compare', '-f', formatA, '-F', formatB, a, b]);
+}
+
+/**
+ * Waits for the seal jobs of a dedup pool (targets under `pool/`) that are not in `skip` to end;
+ * returns them as they ended.
+ */
+export function waitForSeals(d: Daemon, pool: string, skip: ReadonlySet<string> = new Set()): JobJson[] {
+  const seals = d.json<JobJson[]>(['job', 'list']).filter((j) => j.kind === 'seal' && j.target.startsWith(`${pool}/`) && !skip.has(j.id));
+  for (const job of seals) {
+    if (job.state === 'queued' || job.state === 'running') d.cliOk(['job', 'watch', job.id]);
+  }
+  return d.json<JobJson[]>(['job', 'list']).filter((j) => seals.some((s) => s.id === j.id));
 }

@@ -6,7 +6,8 @@
  * present), checked against those types.
  */
 import type { FromSchema } from 'json-schema-to-ts';
-import type { DiffExtent, DuEntry, JobInfo, PoolInfo, SnapshotInfo, TrashEntry, VolumeInfo } from '../../volume/types.js';
+import { CHUNK_HASH_ALGORITHMS } from '../../core/chunked-pools.js';
+import type { DiffExtent, DuEntry, JobInfo, PoolDf, PoolGcReport, PoolInfo, SnapshotInfo, TrashEntry, VolumeInfo } from '../../volume/types.js';
 
 /** Pool, volume and snapshot names: no '/', '@' or spaces, so "pool/vol@snap" is unambiguous. */
 export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
@@ -15,6 +16,7 @@ export const nameSchema = { type: 'string', pattern: NAME_PATTERN, description: 
 const bytes = { type: 'integer', minimum: 0 } as const;
 const nullableBytes = { type: ['integer', 'null'], minimum: 0 } as const;
 const isoTime = { type: 'string', description: 'ISO-8601 time' } as const;
+const chunkHash = { type: 'string', enum: CHUNK_HASH_ALGORITHMS, description: 'what names chunks: blake3 (default) or xxh128 (byte compare before sharing)' } as const;
 const location = {
   type: ['string', 'null'],
   description: "where an operator finds it on this host (a local pool's file or folder); null for stores without local files",
@@ -46,7 +48,7 @@ export const errorSchema = {
 export const poolSchema = {
   $id: 'Pool',
   type: 'object',
-  required: ['name', 'location', 'quotaBytes', 'volumeCount', 'provisionedBytes', 'allocatedBytes', 'createdAt'],
+  required: ['name', 'location', 'quotaBytes', 'volumeCount', 'provisionedBytes', 'allocatedBytes', 'kind', 'dedup', 'createdAt'],
   properties: {
     name: { type: 'string' },
     location,
@@ -54,7 +56,102 @@ export const poolSchema = {
     volumeCount: bytes,
     provisionedBytes: bytes,
     allocatedBytes: bytes,
+    kind: { type: 'string', enum: ['local', 'dedup'], description: "local: plain qcow2 chains; dedup: sealed layers are chunk manifests" },
+    dedup: {
+      type: ['object', 'null'],
+      description: "a dedup pool's configuration; null for a local pool",
+      required: ['hash', 'tier', 'tierActive'],
+      additionalProperties: false,
+      properties: {
+        hash: chunkHash,
+        tier: {
+          type: ['object', 'null'],
+          required: ['url', 's3Endpoint', 's3Region', 'coolingMs'],
+          additionalProperties: false,
+          properties: {
+            url: { type: 'string', description: 's3://BUCKET/PREFIX or file:///path' },
+            s3Endpoint: { type: ['string', 'null'] },
+            s3Region: { type: ['string', 'null'] },
+            coolingMs: { type: ['integer', 'null'], minimum: 0 },
+          },
+        },
+        tierActive: { type: 'boolean', description: 'false while tiering is not wired: the tier is recorded, packs stay local' },
+      },
+    },
     createdAt: isoTime,
+  },
+} as const;
+
+/** POST /v1/pools: a local pool, or with `dedup` a dedup pool (its tier is checked and recorded). */
+export const poolCreateBodySchema = {
+  type: 'object',
+  required: ['name'],
+  additionalProperties: false,
+  properties: {
+    name: nameSchema,
+    quotaBytes: { type: 'integer', minimum: 0 },
+    dedup: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        hash: chunkHash,
+        tier: {
+          type: 'object',
+          required: ['url'],
+          additionalProperties: false,
+          properties: {
+            url: { type: 'string', description: 's3://BUCKET/PREFIX or file:///absolute/path (no credentials: S3 uses the AWS default chain)' },
+            s3Endpoint: { type: 'string', description: 'an S3-compatible server, http(s)://HOST[:PORT]' },
+            s3Region: { type: 'string' },
+            coolingMs: { type: 'integer', minimum: 0, description: 'how long a pack goes unread before it moves to the tier' },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+export const poolDfSchema = {
+  $id: 'PoolDf',
+  type: 'object',
+  required: [
+    'pool', 'kind', 'volumeCount', 'logicalProvisionedBytes', 'logicalAllocatedBytes', 'physicalBytes', 'layerFileBytes', 'packBytes',
+    'packLocalBytes', 'packRemoteBytes', 'localBytes', 'remoteBytes', 'uniqueChunkCount', 'uniqueChunkBytes', 'referencedChunkBytes', 'dedupRatio',
+  ],
+  properties: {
+    pool: { type: 'string' },
+    kind: { type: 'string', enum: ['local', 'dedup'] },
+    volumeCount: bytes,
+    logicalProvisionedBytes: bytes,
+    logicalAllocatedBytes: bytes,
+    physicalBytes: bytes,
+    layerFileBytes: bytes,
+    packBytes: bytes,
+    packLocalBytes: bytes,
+    packRemoteBytes: bytes,
+    localBytes: bytes,
+    remoteBytes: bytes,
+    uniqueChunkCount: bytes,
+    uniqueChunkBytes: bytes,
+    referencedChunkBytes: bytes,
+    dedupRatio: { type: ['number', 'null'], description: 'referencedChunkBytes / uniqueChunkBytes; null with no chunk stored or for a local pool' },
+  },
+} as const;
+
+export const poolGcSchema = {
+  $id: 'PoolGc',
+  type: 'object',
+  required: ['pool', 'jobId', 'graceMs', 'chunksForgotten', 'packsDeleted', 'orphanPacksDeleted', 'packsRewritten', 'bytesDeleted', 'damaged'],
+  properties: {
+    pool: { type: 'string' },
+    jobId: { type: 'string' },
+    graceMs: bytes,
+    chunksForgotten: bytes,
+    packsDeleted: bytes,
+    orphanPacksDeleted: bytes,
+    packsRewritten: bytes,
+    bytesDeleted: bytes,
+    damaged: { type: 'array', items: { type: 'string' } },
   },
 } as const;
 
@@ -105,7 +202,7 @@ export const jobSchema = {
   required: ['id', 'kind', 'target', 'state', 'doneBytes', 'totalBytes', 'error', 'createdAt', 'finishedAt'],
   properties: {
     id: { type: 'string' },
-    kind: { type: 'string', enum: ['flatten', 'copy', 'import', 'export', 'snapshot-delete'] },
+    kind: { type: 'string', enum: ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc'] },
     target: { type: 'string' },
     state: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'cancelled'] },
     doneBytes: bytes,
@@ -192,6 +289,9 @@ export const exportSchema = {
 } as const;
 
 export type PoolJson = FromSchema<typeof poolSchema>;
+export type PoolCreateBody = FromSchema<typeof poolCreateBodySchema>;
+export type PoolDfJson = FromSchema<typeof poolDfSchema>;
+export type PoolGcJson = FromSchema<typeof poolGcSchema>;
 export type VolumeJson = FromSchema<typeof volumeSchema>;
 export type SnapshotJson = FromSchema<typeof snapshotSchema>;
 export type JobJson = FromSchema<typeof jobSchema>;
@@ -202,7 +302,7 @@ export type TrashEntryJson = FromSchema<typeof trashEntrySchema>;
 export type StatusJson = FromSchema<typeof statusSchema, { references: [typeof exportSchema] }>;
 export type ErrorJson = FromSchema<typeof errorSchema>;
 
-export const SHARED_SCHEMAS = [errorSchema, poolSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema, exportSchema, trashEntrySchema];
+export const SHARED_SCHEMAS = [errorSchema, poolSchema, poolDfSchema, poolGcSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema, exportSchema, trashEntrySchema];
 
 export const ref = (id: string) => ({ $ref: `${id}#` }) as const;
 export const listOf = (id: string) => ({ type: 'array', items: { $ref: `${id}#` } }) as const;
@@ -220,7 +320,31 @@ export const errorResponses = {
 } as const;
 
 export function poolJson(p: PoolInfo): PoolJson {
-  return { ...p, location: p.location ?? null, quotaBytes: p.quotaBytes ?? null };
+  const tier = p.dedup?.tier;
+  return {
+    ...p,
+    location: p.location ?? null,
+    quotaBytes: p.quotaBytes ?? null,
+    dedup:
+      p.dedup === undefined
+        ? null
+        : {
+            hash: p.dedup.hash,
+            tierActive: p.dedup.tierActive,
+            tier:
+              tier === undefined
+                ? null
+                : { url: tier.url, s3Endpoint: tier.s3Endpoint ?? null, s3Region: tier.s3Region ?? null, coolingMs: tier.coolingMs ?? null },
+          },
+  };
+}
+
+export function poolDfJson(d: PoolDf): PoolDfJson {
+  return { ...d, dedupRatio: d.dedupRatio ?? null };
+}
+
+export function poolGcJson(jobId: string, r: PoolGcReport): PoolGcJson {
+  return { ...r, jobId, damaged: [...r.damaged] };
 }
 
 export function volumeJson(v: VolumeInfo): VolumeJson {

@@ -178,6 +178,49 @@ export class ChunkedLayerStore implements LayerStore {
     return manifest;
   }
 
+  /**
+   * After a seal that stored the manifest but was stopped before the local file went: removes that
+   * local copy. True when the layer is sealed (whether or not a copy was left).
+   */
+  async dropLocalCopy(ref: LayerRef): Promise<boolean> {
+    if (!(await this.isSealed(ref))) return false;
+    if (await this.local.remove(ref)) await this.local.syncPool(ref.pool);
+    return true;
+  }
+
+  /**
+   * Turns a sealed layer back into a local file (the reverse of seal: a change must write into it):
+   * the bytes are copied out of the chunks, the local file made durable, and only then the manifest
+   * deleted and its references dropped. A crash part-way leaves the manifest (which wins) and at
+   * most a partial local copy, which the next unseal replaces; a crash after the manifest went
+   * leaks references until a reference audit. A layer that is not sealed is left as it is.
+   */
+  async unseal(ref: LayerRef, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const manifest = await this.readManifest(ref);
+    if (manifest === undefined) return;
+    await this.local.remove(ref);
+    const source = new ChunkedFile(manifest, this.repository, { name: this.name(ref), cache: this.cache });
+    const target = await this.local.create(ref);
+    try {
+      await target.truncate(manifest.fileSizeBytes);
+      const buffer = new Uint8Array(manifest.chunkSizeBytes);
+      for (let index = 0; index < manifest.entryCount; index++) {
+        if (manifest.isZero(index)) continue;
+        if (options.signal?.aborted) throw new StorageError('CANCELLED', `unsealing ${this.name(ref)} was cancelled; it stays sealed`);
+        const view = buffer.subarray(0, manifest.chunkLengthBytes(index));
+        await source.pread(view, index * manifest.chunkSizeBytes);
+        await target.pwrite(view, index * manifest.chunkSizeBytes);
+      }
+      await target.flush();
+    } finally {
+      await target.close();
+      await source.close();
+    }
+    await this.local.syncPool(ref.pool);
+    await this.manifests.delete(this.key(ref));
+    await releaseManifest(manifest, this.repository);
+  }
+
   private async readManifest(ref: LayerRef): Promise<ChunkManifest | undefined> {
     const bytes = await this.manifests.get(this.key(ref));
     return bytes === undefined ? undefined : decodeManifest(bytes, this.name(ref));

@@ -9,8 +9,8 @@ import { StorageError } from '../../core/errors.js';
 import { blake3Hex, BLAKE3_DIGEST_BYTES } from '../../sys/blake3.js';
 import { xxh128Hex } from '../../sys/xxhash.js';
 
-export const CHUNK_HASH_ALGORITHMS = ['blake3', 'xxh128'] as const;
-export type ChunkHashAlgorithm = (typeof CHUNK_HASH_ALGORITHMS)[number];
+import type { ChunkHashAlgorithm } from '../../core/chunked-pools.js';
+export { CHUNK_HASH_ALGORITHMS, type ChunkHashAlgorithm } from '../../core/chunked-pools.js';
 
 export interface ChunkHasher {
   readonly algorithm: ChunkHashAlgorithm;

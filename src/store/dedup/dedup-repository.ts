@@ -15,7 +15,7 @@
 import type { CatalogStore } from '../../core/catalog-store.js';
 import type { ChunkStore } from '../../core/chunk-store.js';
 import { StorageError, isStorageError } from '../../core/errors.js';
-import { TxnBuilder, type Versioned } from '../../meta/table.js';
+import { TxnBuilder, type Table, type Versioned } from '../../meta/table.js';
 import { throwIfAborted } from '../memory-chunk-store.js';
 import { BLAKE3_HASHER, checkChunkHash, type ChunkHasher } from './chunk-hasher.js';
 import { openChunkIndex, type ChunkIndex, type ChunkRecord, type PackRecord } from './chunk-index.js';
@@ -48,6 +48,27 @@ export interface DedupChunkRepositoryOptions {
   readonly readCacheBytes?: number;
   /** The clock for zero-count stamps and pack ids (ms since the epoch); default Date.now. */
   readonly nowMs?: () => number;
+}
+
+/** DedupChunkRepository.usage: what the index says the pool's chunks occupy. */
+export interface DedupUsage {
+  readonly packBytes: number;
+  readonly packCount: number;
+  /** Chunks with at least one reference, each counted once. */
+  readonly uniqueChunkCount: number;
+  readonly uniqueChunkBytes: number;
+  /** Each chunk's bytes times its reference count. */
+  readonly referencedChunkBytes: number;
+}
+
+/** Every record of a table, read a bounded page at a time. */
+async function* allRecords<T>(table: Table<T>): AsyncIterable<T> {
+  let after: string | undefined;
+  do {
+    const page = await table.page(after === undefined ? {} : { after });
+    for (const entry of page.records) yield entry.record;
+    after = page.nextAfter;
+  } while (after !== undefined);
 }
 
 /** Where a chunk was stored by this call (not yet in the index). */
@@ -210,6 +231,31 @@ export class DedupChunkRepository implements ChunkRepository {
   async referenceCount(hash: ChunkHash): Promise<number> {
     checkChunkHash(this.hasher, hash);
     return (await this.index.chunks.get(hash))?.record.refs ?? 0;
+  }
+
+  /** What the pool's chunks occupy, summed from the index (both tables read page by page). */
+  async usage(): Promise<DedupUsage> {
+    let packBytes = 0;
+    let packCount = 0;
+    for await (const pack of allRecords(this.index.packs)) {
+      packBytes += pack.sizeBytes;
+      packCount++;
+    }
+    let uniqueChunkCount = 0;
+    let uniqueChunkBytes = 0;
+    let referencedChunkBytes = 0;
+    for await (const chunk of allRecords(this.index.chunks)) {
+      if (chunk.refs === 0) continue;
+      uniqueChunkCount++;
+      uniqueChunkBytes += chunk.lengthBytes;
+      referencedChunkBytes += chunk.lengthBytes * chunk.refs;
+    }
+    return { packBytes, packCount, uniqueChunkCount, uniqueChunkBytes, referencedChunkBytes };
+  }
+
+  /** Every indexed chunk's hash and reference count (zero-count ones too), a page at a time. */
+  async *referenceCounts(): AsyncIterable<{ hash: ChunkHash; refs: number }> {
+    for await (const chunk of allRecords(this.index.chunks)) yield { hash: chunk.hash, refs: chunk.refs };
   }
 
   /**

@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { PoolParams, RestContext } from '../context.js';
 import { exportJson } from './exports.js';
-import { duJson, errorResponses, listOf, nameSchema, poolJson, ref } from '../schemas.js';
+import { duJson, errorResponses, listOf, nameSchema, poolCreateBodySchema, poolDfJson, poolGcJson, poolJson, ref, type PoolCreateBody } from '../schemas.js';
 
 const poolParams = { type: 'object', required: ['pool'], properties: { pool: nameSchema } } as const;
 
@@ -31,22 +31,42 @@ export function registerPoolRoutes(app: FastifyInstance, ctx: RestContext): void
     schema: { tags: ['pools'], summary: 'List pools', response: { 200: listOf('Pool'), ...errorResponses } },
   }, async () => (await service.listPools()).map(poolJson));
 
-  app.post<{ Body: { name: string; quotaBytes?: number } }>('/v1/pools', {
+  app.post<{ Body: PoolCreateBody }>('/v1/pools', {
     schema: {
       tags: ['pools'],
-      summary: 'Create a pool',
-      body: {
-        type: 'object',
-        required: ['name'],
-        additionalProperties: false,
-        properties: { name: nameSchema, quotaBytes: { type: 'integer', minimum: 0 } },
-      },
+      summary: 'Create a pool (a dedup pool with `dedup`)',
+      body: poolCreateBodySchema,
       response: { 201: ref('Pool'), ...errorResponses },
     },
   }, async (req, reply) => {
-    const { name, quotaBytes } = req.body;
-    const pool = await service.createPool(name, quotaBytes === undefined ? {} : { quotaBytes });
+    const { name, quotaBytes, dedup } = req.body;
+    const pool = await service.createPool(name, { ...(quotaBytes === undefined ? {} : { quotaBytes }), ...(dedup === undefined ? {} : { dedup }) });
     return reply.code(201).send(poolJson(pool));
+  });
+
+  app.get<{ Params: PoolParams }>('/v1/pools/:pool/df', {
+    schema: { tags: ['pools'], summary: 'Logical and physical bytes, dedup ratio, local and tiered bytes', params: poolParams, response: { 200: ref('PoolDf'), ...errorResponses } },
+  }, async (req) => poolDfJson(await service.poolDf(req.params.pool)));
+
+  app.post<{ Params: PoolParams; Body: { graceMs?: number } }>('/v1/pools/:pool/gc', {
+    schema: {
+      tags: ['pools'],
+      summary: "Collect a dedup pool's garbage (a gc job; answers when it has ended)",
+      params: poolParams,
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { graceMs: { type: 'integer', minimum: 0, description: 'how long unreferenced chunks stay (default 1 hour)' } },
+      },
+      response: { 200: ref('PoolGc'), ...errorResponses },
+    },
+    // The body is optional: a POST without one means the defaults.
+    preValidation: async (req) => {
+      req.body ??= {};
+    },
+  }, async (req) => {
+    const { job, report } = await service.gcPool(req.params.pool, req.body.graceMs === undefined ? {} : { graceMs: req.body.graceMs });
+    return poolGcJson(job.id, report);
   });
 
   app.get<{ Params: PoolParams }>('/v1/pools/:pool', {

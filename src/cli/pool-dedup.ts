@@ -1,0 +1,170 @@
+/**
+ * strata pool: what dedup pools add: the flags of `pool create` that make one (checked here for
+ * their combinations; the daemon checks their values), `pool df` and `pool gc`.
+ */
+import { formatDurationHuman, parseDurationMs } from '../core/units.js';
+import type { ParsedArgs } from './args.js';
+import type { Subcommand } from './command.js';
+import { UsageError } from './errors.js';
+import { seg } from './remote/client.js';
+import { checkName, clientOf, keyValues, parse, positionals, printJson, size, subcommand, usageHint, wantsJson } from './remote/common.js';
+import type { OptionSpec } from './args.js';
+import type { PoolCreateBody, PoolDfJson, PoolGcJson, PoolJson } from '../api/rest/schemas.js';
+
+export const DEDUP_CREATE_OPTIONS: readonly OptionSpec[] = [
+  { long: 'dedup' },
+  { long: 'hash', value: true },
+  { long: 'tier', value: true },
+  { long: 's3-endpoint', value: true },
+  { long: 's3-region', value: true },
+  { long: 'cooling', value: true },
+];
+
+export const DEDUP_CREATE_HELP = `  --dedup                a dedup pool: snapshots, imports and clone parents are sealed into
+                         chunks stored once per pool (read through the daemon: NBD, export)
+  --hash blake3|xxh128   what names the chunks (default blake3; fixed once the pool exists)
+  --tier URL             reserved for tiering: s3://BUCKET/PREFIX or file:///path (recorded and
+                         checked; packs stay local until tiering is wired)
+  --s3-endpoint URL      an S3-compatible server for an s3:// tier (http://HOST:PORT)
+  --s3-region REGION     the S3 region (AWS: needed unless --s3-endpoint is given)
+  --cooling DURATION     how long a pack goes unread before it moves to the tier (e.g. 7d, 12h)
+S3 credentials never go on the command line: the daemon uses the AWS default chain
+(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, an instance role).
+`;
+
+/** The `dedup` part of a pool create body from the flags (undefined without --dedup). */
+export function dedupRequest(args: ParsedArgs, command: string): PoolCreateBody['dedup'] {
+  const hash = args.value('hash');
+  const tier = args.value('tier');
+  const endpoint = args.value('s3-endpoint');
+  const region = args.value('s3-region');
+  const cooling = args.value('cooling');
+  if (!args.has('dedup')) {
+    const given = [hash && '--hash', tier && '--tier', endpoint && '--s3-endpoint', region && '--s3-region', cooling && '--cooling'].filter(Boolean);
+    if (given.length > 0) throw new UsageError(`${command}: ${given.join(', ')} apply to dedup pools only`, 'add --dedup');
+    return undefined;
+  }
+  if (hash !== undefined && hash !== 'blake3' && hash !== 'xxh128') {
+    throw new UsageError(`${command}: unknown chunk hash '${hash}'`, 'use --hash blake3 (the default) or --hash xxh128');
+  }
+  if (tier === undefined) {
+    const given = [endpoint && '--s3-endpoint', region && '--s3-region', cooling && '--cooling'].filter(Boolean);
+    if (given.length > 0) throw new UsageError(`${command}: ${given.join(', ')} set up a tier`, 'add --tier s3://BUCKET/PREFIX or --tier file:///path');
+  }
+  let coolingMs: number | undefined;
+  if (cooling !== undefined) {
+    coolingMs = parseDurationMs(cooling);
+    if (coolingMs === undefined) throw new UsageError(`${command}: --cooling '${cooling}' is not a duration`, 'give a number and a unit: 30m, 12h, 7d');
+  }
+  return {
+    ...(hash === undefined ? {} : { hash }),
+    ...(tier === undefined
+      ? {}
+      : {
+          tier: {
+            url: tier,
+            ...(endpoint === undefined ? {} : { s3Endpoint: endpoint }),
+            ...(region === undefined ? {} : { s3Region: region }),
+            ...(coolingMs === undefined ? {} : { coolingMs }),
+          },
+        }),
+  };
+}
+
+/** The rows `pool info` adds for a dedup pool. */
+export function dedupRows(p: PoolJson): Array<readonly [string, string]> {
+  if (p.dedup === null) return [['kind', 'local (plain qcow2 chains)']];
+  const tier = p.dedup.tier;
+  const rows: Array<readonly [string, string]> = [
+    ['kind', 'dedup (sealed layers are chunk manifests)'],
+    ['chunk hash', p.dedup.hash],
+  ];
+  if (tier === null) return [...rows, ['tier', 'none']];
+  return [
+    ...rows,
+    ['tier', `${tier.url}${p.dedup.tierActive ? '' : ' (recorded; not yet wired: packs stay local)'}`],
+    ...(tier.s3Endpoint === null ? [] : [['s3 endpoint', tier.s3Endpoint] as const]),
+    ...(tier.s3Region === null ? [] : [['s3 region', tier.s3Region] as const]),
+    ...(tier.coolingMs === null ? [] : [['cooling', formatDurationHuman(tier.coolingMs)] as const]),
+  ];
+}
+
+const df = subcommand(
+  'df',
+  "a pool's logical and physical bytes",
+  `Usage: strata pool df NAME
+
+Shows what the pool's data is worth and what it takes: logical bytes (the volumes' provisioned
+sizes and the data of their layers), physical bytes (layer files plus packs), on this host and
+in the tier, the unique chunk bytes and the dedup ratio (for a local pool: what applies).
+`,
+  async (argv, con) => {
+    const command = 'pool df';
+    const args = parse(argv, command);
+    const [name] = positionals(args, command, ['NAME']) as [string];
+    checkName(name, 'pool', command);
+    const d = await clientOf(args).json<PoolDfJson>('GET', `/v1/pools/${seg(name)}/df`, `cannot show the usage of pool '${name}'`);
+    if (wantsJson(args)) printJson(con, d);
+    else con.stdout(dfDetails(d));
+    return 0;
+  },
+);
+
+function dfDetails(d: PoolDfJson): string {
+  const rows: Array<readonly [string, string]> = [
+    ['pool', `${d.pool} (${d.kind})`],
+    ['volumes', String(d.volumeCount)],
+    ['logical provisioned', size(d.logicalProvisionedBytes)],
+    ['logical allocated', size(d.logicalAllocatedBytes)],
+    ['physical', `${size(d.physicalBytes)} (${d.physicalBytes} bytes)`],
+    ['  layer files', size(d.layerFileBytes)],
+  ];
+  if (d.kind === 'local') return keyValues(rows);
+  return keyValues([
+    ...rows,
+    ['  packs', `${size(d.packBytes)} (local ${size(d.packLocalBytes)}, tier ${size(d.packRemoteBytes)})`],
+    ['local', size(d.localBytes)],
+    ['in the tier', size(d.remoteBytes)],
+    ['unique chunks', `${d.uniqueChunkCount} (${size(d.uniqueChunkBytes)})`],
+    ['referenced chunks', size(d.referencedChunkBytes)],
+    ['dedup ratio', d.dedupRatio === null ? '-' : `${d.dedupRatio.toFixed(2)}x`],
+  ]);
+}
+
+const gc = subcommand(
+  'gc',
+  "collect a dedup pool's garbage",
+  `Usage: strata pool gc NAME [--grace DURATION]
+
+Runs garbage collection of a dedup pool as a job (see 'strata job list'): chunks no layer has
+referenced for longer than the grace period are forgotten, packs with nothing live are deleted,
+packs mostly dead are rewritten. Prints what it freed.
+
+Options:
+  --grace DURATION   how long an unreferenced chunk stays (default 1h; e.g. 0, 30s, 10m)
+`,
+  async (argv, con) => {
+    const command = 'pool gc';
+    const args = parse(argv, command, [{ long: 'grace', value: true }]);
+    const [name] = positionals(args, command, ['NAME']) as [string];
+    checkName(name, 'pool', command);
+    const grace = args.value('grace');
+    const graceMs = grace === undefined ? undefined : parseDurationMs(grace);
+    if (grace !== undefined && graceMs === undefined) {
+      throw new UsageError(`${command}: --grace '${grace}' is not a duration`, `give 0 or a number and a unit: 30s, 10m, 1h (${usageHint(command)})`);
+    }
+    const body = graceMs === undefined ? {} : { graceMs };
+    const r = await clientOf(args).json<PoolGcJson>('POST', `/v1/pools/${seg(name)}/gc`, `cannot collect the garbage of pool '${name}'`, body);
+    if (wantsJson(args)) printJson(con, r);
+    else {
+      con.stdout(
+        `Pool '${r.pool}': freed ${size(r.bytesDeleted)} (${r.bytesDeleted} bytes): ${r.chunksForgotten} chunks forgotten, ` +
+          `${r.packsDeleted + r.orphanPacksDeleted} packs deleted, ${r.packsRewritten} rewritten (job ${r.jobId}, grace ${formatDurationHuman(r.graceMs)}).\n`,
+      );
+      for (const damaged of r.damaged) con.stdout(`damaged, left alone: ${damaged}\n`);
+    }
+    return 0;
+  },
+);
+
+export const DEDUP_SUBCOMMANDS: readonly Subcommand[] = [df, gc];

@@ -1,0 +1,92 @@
+/**
+ * ChunkedPools: what the volume layer asks of the pools whose sealed layers are chunk manifests
+ * (dedup pools, docs/daemon.md "Dedup pools"): attach a pool with its configuration, seal and
+ * unseal a layer, measure the pool, collect its garbage and audit its reference counts. The same
+ * object is the LayerStore the volume layer sees (src/store/pool-routing-layer-store.ts routes
+ * each pool to its store); the volume layer never learns where packs or manifests live.
+ */
+import type { LayerRef } from './layer-store.js';
+
+/** The hashes a dedup pool may name its chunks by (BLAKE3 is the default; bench/RESULTS.md). */
+export const CHUNK_HASH_ALGORITHMS = ['blake3', 'xxh128'] as const;
+export type ChunkHashAlgorithm = (typeof CHUNK_HASH_ALGORITHMS)[number];
+
+/** Where a dedup pool's cold packs go (reserved: checked and kept, not yet acted on). */
+export interface PoolTierConfig {
+  /** `s3://BUCKET/PREFIX` or `file:///absolute/path`. */
+  readonly url: string;
+  /** An S3-compatible endpoint (absent: AWS's endpoint for the region). */
+  readonly s3Endpoint?: string;
+  readonly s3Region?: string;
+  /** How long a pack goes unread before it moves to the tier. */
+  readonly coolingMs?: number;
+}
+
+export interface DedupPoolConfig {
+  readonly hash: ChunkHashAlgorithm;
+  readonly tier?: PoolTierConfig;
+}
+
+/** What a chunked pool's chunks occupy, from its index. */
+export interface ChunkedPoolUsage {
+  /** Bytes of the packs the index knows (headers and dead chunks included). */
+  readonly packBytes: number;
+  /** Of packBytes: on this host, and in the tier (0 until tiering is wired). */
+  readonly localBytes: number;
+  readonly remoteBytes: number;
+  readonly packCount: number;
+  /** Distinct chunks with a reference, and their bytes (each counted once). */
+  readonly uniqueChunkCount: number;
+  readonly uniqueChunkBytes: number;
+  /** Bytes the references stand for: each chunk counted once per reference (sealed layers' data). */
+  readonly referencedChunkBytes: number;
+}
+
+export interface ChunkedPoolGcReport {
+  readonly chunksForgotten: number;
+  readonly packsDeleted: number;
+  readonly orphanPacksDeleted: number;
+  readonly packsRewritten: number;
+  readonly bytesDeleted: number;
+  /** Damaged chunks or packs left where they are, for an operator. */
+  readonly damaged: readonly string[];
+}
+
+/** References the index counts that no manifest holds (leaked), and the reverse (missing). */
+export interface ChunkedPoolAudit {
+  readonly chunksChecked: number;
+  readonly leakedReferences: number;
+  readonly missingReferences: number;
+  /** A manifest did not decode: its references are unknown, so nothing was dropped (scrub it). */
+  readonly unreadableManifests: boolean;
+  /** True when the leaked references were dropped. */
+  readonly repaired: boolean;
+}
+
+export interface ChunkedPools {
+  /** Makes `pool` a chunked pool from now on (idempotent): at start-up and when it is created. */
+  attachPool(pool: string, config: DedupPoolConfig): Promise<void>;
+  /** Forgets a pool that was deleted (its namespace is gone). */
+  detachPool(pool: string): Promise<void>;
+  isChunkedPool(pool: string): boolean;
+  /** True when a pool's tier setting is acted on (packs move there); false: recorded only. */
+  tieringAvailable(): boolean;
+  /** True when the layer is a chunk manifest. */
+  isSealed(ref: LayerRef): Promise<boolean>;
+  /**
+   * Seals a closed, immutable layer: its chunks into the pool's repository, its manifest stored,
+   * its local file removed. A layer sealed already only loses a local copy a crash left behind.
+   * A failed or aborted seal keeps the local file and leaves no reference.
+   */
+  seal(ref: LayerRef, options?: { signal?: AbortSignal; onProgress?: (doneBytes: number, totalBytes: number) => void }): Promise<void>;
+  /** Makes a sealed layer a local (writable) file again and drops its manifest and references. */
+  unseal(ref: LayerRef, options?: { signal?: AbortSignal }): Promise<void>;
+  usage(pool: string): Promise<ChunkedPoolUsage>;
+  gc(pool: string, options: { graceMs: number; signal?: AbortSignal; onProgress?: (done: number) => void }): Promise<ChunkedPoolGcReport>;
+  /**
+   * Compares the index's reference counts with the pool's manifests; with repair, drops the
+   * references no manifest holds (a seal killed part-way leaves some). Nothing may seal, unseal
+   * or remove layers of the pool meanwhile (start-up recovery runs it).
+   */
+  audit(pool: string, options: { repair: boolean }): Promise<ChunkedPoolAudit>;
+}

@@ -1,0 +1,213 @@
+/**
+ * PoolRoutingLayerStore: the one LayerStore a daemon's volume layer sees, routing each pool to
+ * the store that holds its layers. A local pool (the default) goes to the local store unchanged,
+ * byte for byte the layout it always had; a dedup pool goes to its ChunkedLayerStore (active
+ * layers are still files of the same local store; sealed ones are chunk manifests in the pool's
+ * chunk repository). It is also the ChunkedPools the volume layer seals, measures and collects
+ * through: the volume layer attaches each dedup pool (at start-up and when one is created) and
+ * never sees a repository or a chunk store.
+ *
+ * A separate class rather than an option of ChunkedLayerStore: one ChunkedLayerStore is one pool's
+ * repository, so routing is a map of them, and a local pool never touches chunked code.
+ */
+import type { ChunkedPoolAudit, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolUsage, DedupPoolConfig } from '../core/chunked-pools.js';
+import { StorageError } from '../core/errors.js';
+import type { HostFile } from '../core/host-file.js';
+import type { LayerRef, LayerStore, StrayEntry } from '../core/layer-store.js';
+import type { ChunkStore } from '../core/chunk-store.js';
+import type { ChunkedLayerStore } from './chunked/chunked-layer-store.js';
+import { sealedLayerReferences } from './chunked/manifest-references.js';
+import type { DedupChunkRepository } from './dedup/dedup-repository.js';
+
+/** One dedup pool's stores, as the opener made them. */
+export interface ChunkedPoolStores {
+  readonly layers: ChunkedLayerStore;
+  readonly repository: DedupChunkRepository;
+  /** Where `layers` keeps its manifests (read by the reference audit). */
+  readonly manifests: ChunkStore;
+  /** Pack bytes in the cold tier; absent while tiering is not wired (everything is local). */
+  remoteBytes?(): Promise<number>;
+}
+
+/** Opens (creating on first use) the stores of a dedup pool. */
+export type ChunkedPoolOpener = (pool: string, config: DedupPoolConfig) => Promise<ChunkedPoolStores>;
+
+export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
+  private readonly chunked = new Map<string, ChunkedPoolStores>();
+  /** Attaches under way, so two callers attaching one pool share one opening. */
+  private readonly opening = new Map<string, Promise<ChunkedPoolStores>>();
+
+  constructor(
+    private readonly local: LayerStore,
+    private readonly openChunkedPool: ChunkedPoolOpener,
+    private readonly options: { tieringAvailable?: boolean } = {},
+  ) {}
+
+  tieringAvailable(): boolean {
+    return this.options.tieringAvailable === true;
+  }
+
+  // ChunkedPools
+
+  async attachPool(pool: string, config: DedupPoolConfig): Promise<void> {
+    if (this.chunked.has(pool)) return;
+    let opening = this.opening.get(pool);
+    if (opening === undefined) {
+      opening = this.openChunkedPool(pool, config);
+      this.opening.set(pool, opening);
+    }
+    try {
+      this.chunked.set(pool, await opening);
+    } finally {
+      this.opening.delete(pool);
+    }
+  }
+
+  async detachPool(pool: string): Promise<void> {
+    this.chunked.delete(pool);
+  }
+
+  isChunkedPool(pool: string): boolean {
+    return this.chunked.has(pool);
+  }
+
+  async isSealed(ref: LayerRef): Promise<boolean> {
+    const stores = this.chunked.get(ref.pool);
+    return stores !== undefined && (await stores.layers.isSealed(ref));
+  }
+
+  async seal(ref: LayerRef, options: { signal?: AbortSignal; onProgress?: (doneBytes: number, totalBytes: number) => void } = {}): Promise<void> {
+    const { layers } = this.requireChunked(ref.pool);
+    if (await layers.dropLocalCopy(ref)) return;
+    await layers.seal(ref, {
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      ...(options.onProgress === undefined ? {} : { onProgress: (p) => options.onProgress!(p.doneBytes, p.totalBytes) }),
+    });
+  }
+
+  unseal(ref: LayerRef, options: { signal?: AbortSignal } = {}): Promise<void> {
+    return this.requireChunked(ref.pool).layers.unseal(ref, options);
+  }
+
+  async usage(pool: string): Promise<ChunkedPoolUsage> {
+    const stores = this.requireChunked(pool);
+    const usage = await stores.repository.usage();
+    const remoteBytes = Math.min(usage.packBytes, (await stores.remoteBytes?.()) ?? 0);
+    return { ...usage, localBytes: usage.packBytes - remoteBytes, remoteBytes };
+  }
+
+  async gc(pool: string, options: { graceMs: number; signal?: AbortSignal; onProgress?: (done: number) => void }): Promise<ChunkedPoolGcReport> {
+    const { repository } = this.requireChunked(pool);
+    let done = 0;
+    const report = await repository.gc({
+      graceMs: options.graceMs,
+      nowMs: Date.now(),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      onProgress: () => options.onProgress?.(++done),
+    });
+    return {
+      chunksForgotten: report.chunksForgotten,
+      packsDeleted: report.packsDeleted,
+      orphanPacksDeleted: report.orphanPacksDeleted,
+      packsRewritten: report.packsRewritten,
+      bytesDeleted: report.bytesDeleted,
+      damaged: report.damaged,
+    };
+  }
+
+  async audit(pool: string, options: { repair: boolean }): Promise<ChunkedPoolAudit> {
+    const { manifests, repository } = this.requireChunked(pool);
+    const held = new Map<string, number>();
+    let unreadable = false;
+    for await (const holder of sealedLayerReferences(manifests, [pool])()) {
+      if ('unreadable' in holder) {
+        unreadable = true; // its references are unknown: nothing may be dropped on this reading
+        continue;
+      }
+      for (const hash of holder.hashes) held.set(hash, (held.get(hash) ?? 0) + 1);
+    }
+    const leaked: string[] = [];
+    let chunksChecked = 0;
+    let missingReferences = 0;
+    for await (const { hash, refs } of repository.referenceCounts()) {
+      chunksChecked++;
+      const expected = held.get(hash) ?? 0;
+      held.delete(hash);
+      for (let i = expected; i < refs; i++) leaked.push(hash);
+      if (refs < expected) missingReferences += expected - refs;
+    }
+    for (const count of held.values()) missingReferences += count; // named by a manifest, not indexed
+    const repair = options.repair && !unreadable && leaked.length > 0;
+    if (repair) await repository.dropReferences(leaked);
+    return { chunksChecked, leakedReferences: leaked.length, missingReferences, unreadableManifests: unreadable, repaired: repair };
+  }
+
+  // LayerStore
+
+  prepare(): Promise<void> {
+    return this.local.prepare();
+  }
+
+  createPool(pool: string): Promise<void> {
+    return this.storeOf(pool).createPool(pool);
+  }
+
+  removePool(pool: string): Promise<void> {
+    return this.storeOf(pool).removePool(pool);
+  }
+
+  create(ref: LayerRef, options?: { ownerOnly?: boolean }): Promise<HostFile> {
+    return this.storeOf(ref.pool).create(ref, options);
+  }
+
+  open(ref: LayerRef, options: { readOnly: boolean }): Promise<HostFile> {
+    return this.storeOf(ref.pool).open(ref, options);
+  }
+
+  remove(ref: LayerRef): Promise<boolean> {
+    return this.storeOf(ref.pool).remove(ref);
+  }
+
+  /** Every pool has its namespace in the local store (a chunked pool's active layers live there). */
+  listPools(): Promise<string[]> {
+    return this.local.listPools();
+  }
+
+  listStrays(): Promise<StrayEntry[]> {
+    return this.local.listStrays();
+  }
+
+  list(pool: string): Promise<string[]> {
+    return this.storeOf(pool).list(pool);
+  }
+
+  allocatedBytes(ref: LayerRef): Promise<number> {
+    return this.storeOf(ref.pool).allocatedBytes(ref);
+  }
+
+  syncPool(pool: string): Promise<void> {
+    return this.storeOf(pool).syncPool(pool);
+  }
+
+  backingName(child: LayerRef, backing: LayerRef): string {
+    return this.local.backingName(child, backing);
+  }
+
+  location(ref: LayerRef): string | undefined {
+    return this.storeOf(ref.pool).location(ref);
+  }
+
+  poolLocation(pool: string): string | undefined {
+    return this.storeOf(pool).poolLocation(pool);
+  }
+
+  private storeOf(pool: string): LayerStore {
+    return this.chunked.get(pool)?.layers ?? this.local;
+  }
+
+  private requireChunked(pool: string): ChunkedPoolStores {
+    const stores = this.chunked.get(pool);
+    if (stores === undefined) throw new StorageError('INVALID_ARGUMENT', `pool '${pool}' is not a dedup pool (create one with --dedup)`);
+    return stores;
+  }
+}
