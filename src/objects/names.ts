@@ -34,13 +34,13 @@ export function checkBucketName(name: string): void {
 }
 
 /**
- * Object keys: 1 to 1024 UTF-8 bytes, no NUL (the catalog's key separator; S3's XML cannot carry
- * one either).
+ * Object keys: 1 to 1024 UTF-8 bytes, without U+0000 (no catalog key holds it) or U+0001 (what ends
+ * an object key inside a catalog key); S3's XML 1.0 listings cannot carry either.
  */
 export function checkObjectKey(key: string): void {
   const bytes = Buffer.byteLength(key, 'utf8');
   if (bytes === 0) throw new ObjectError('InvalidArgument', 'an object key must not be empty');
   if (bytes > OBJECT_KEY_BYTES_MAX) throw new ObjectError('KeyTooLongError', `object key of ${bytes} bytes is longer than the ${OBJECT_KEY_BYTES_MAX} bytes S3 allows`);
-  if (key.includes('\0')) throw new ObjectError('InvalidArgument', 'an object key must not contain a NUL character');
+  if (/[\u0000\u0001]/.test(key)) throw new ObjectError('InvalidArgument', 'an object key must not contain the control characters U+0000 or U+0001');
   if (/\p{Surrogate}/u.test(key)) throw new ObjectError('InvalidArgument', 'an object key must be valid UTF-8 (it holds a lone surrogate)');
 }

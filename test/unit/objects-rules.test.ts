@@ -38,6 +38,7 @@ describe('object keys', () => {
       ['x'.repeat(1025), 'KeyTooLongError'],
       ['ü'.repeat(513), 'KeyTooLongError'],
       ['a\0b', 'InvalidArgument'],
+      ['a\u0001b', 'InvalidArgument'],
       ['a\ud800b', 'InvalidArgument'],
     ] as const) {
       let caught: unknown;
