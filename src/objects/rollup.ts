@@ -2,10 +2,14 @@
  * The listing walk every S3 list shares: entries in key order, read a bounded catalog page at a
  * time, keys under `prefix` that hold `delimiter` after it rolled up into one common prefix each,
  * the walk jumping past a common prefix's keys with one new page read instead of reading them.
- * Never more than maxKeys + 1 entries and maxKeys + 1 page reads.
+ * Each page reads at most maxKeys + 1 entries; a walk makes at most one read per item it returns
+ * plus one per page that grew (pages grow 4x from 16 while no common prefix is jumped).
  */
 import { CATALOG_PAGE_MAX } from '../core/catalog-store.js';
 import { ObjectError } from './errors.js';
+
+/** Entries of the first page read when a delimiter is given (then 4x per page with nothing rolled up). */
+const ROLLUP_PAGE_FIRST = 16;
 
 /** S3's most keys a list returns (and the default). */
 export const LIST_KEYS_MAX = 1000;
@@ -56,8 +60,11 @@ export async function rollup<R>(
   const delimiter = options.delimiter === '' ? undefined : options.delimiter;
   const items: RollupItem<R>[] = [];
   let after = options.after;
+  // With a delimiter, most of a page may roll up into one common prefix and be jumped over: pages
+  // start small and grow while nothing is jumped, so a listing reads about what it returns.
+  let pageEntries = delimiter === undefined ? CATALOG_PAGE_MAX : ROLLUP_PAGE_FIRST;
   for (;;) {
-    const page = await source.page(after, Math.min(CATALOG_PAGE_MAX, maxKeys - items.length + 1));
+    const page = await source.page(after, Math.min(pageEntries, CATALOG_PAGE_MAX, maxKeys - items.length + 1));
     let jumped = false;
     for (const entry of page.entries) {
       if (!entry.key.startsWith(prefix)) continue;
@@ -78,5 +85,6 @@ export async function rollup<R>(
       break;
     }
     if (!jumped && !page.more) return { items, isTruncated: false };
+    pageEntries = jumped ? ROLLUP_PAGE_FIRST : pageEntries * 4;
   }
 }
