@@ -106,16 +106,17 @@ export class PutJournal {
 /**
  * Finishes a put found in the journal: a committed one loses its markers; a writing one loses
  * every reference its applied steps added and any manifest it stored in the ChunkStore. Then the
- * journal records go. Safe to run again after a crash part-way.
+ * journal records go. Safe to run again after a crash part-way. Returns the steps undone.
  */
-export async function settlePut(context: ObjectContext, putId: string, pool: string, state: PendingPutRecord['state']): Promise<void> {
+export async function settlePut(context: ObjectContext, putId: string, pool: string, state: PendingPutRecord['state']): Promise<number> {
   const repository = await context.repositoryOf(pool);
+  let undone = 0;
   for (;;) {
     const page = await context.tables.steps.prefixPage(`${putId}/`, { limit: STEP_PAGE });
     if (page.records.length === 0) break;
     const txn = new TxnBuilder();
     for (const step of page.records) {
-      await settleStep(repository, step.record, state);
+      if (await settleStep(repository, step.record, state)) undone++;
       context.tables.steps.delete(txn, step);
     }
     await txn.commit(context.catalog);
@@ -127,16 +128,19 @@ export async function settlePut(context: ObjectContext, putId: string, pool: str
     context.tables.puts.delete(txn, record);
     await txn.commit(context.catalog);
   }
+  return undone;
 }
 
-async function settleStep(repository: ChunkRepository, step: ReferenceStepRecord, state: PendingPutRecord['state']): Promise<void> {
+/** Drops what the step's marker says is held; true when the step's data references were given back. */
+async function settleStep(repository: ChunkRepository, step: ReferenceStepRecord, state: PendingPutRecord['state']): Promise<boolean> {
   const markerRefs = await repository.referenceCount(step.marker);
-  if (markerRefs === 0) return;
+  if (markerRefs === 0) return false;
   const markers: ChunkHash[] = new Array<ChunkHash>(markerRefs).fill(step.marker);
   const applied = markerRefs === step.markerRefsWhenApplied;
   try {
     // One call: the data references and the marker go together, so a crash leaves both or neither.
     await repository.dropReferences(state === 'writing' && applied ? [...step.hashes, ...markers] : markers);
+    return state === 'writing' && applied;
   } catch (err) {
     throw new StorageError(
       isStorageError(err) ? err.code : 'IO_ERROR',

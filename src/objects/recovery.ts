@@ -12,21 +12,24 @@ export interface RecoveryReport {
   readonly putsAbandoned: number;
   /** Puts that had committed: their markers were dropped. */
   readonly putsSettled: number;
+  /** Journalled steps of abandoned puts whose chunk references were given back. */
+  readonly stepsUndone: number;
   readonly releasesRun: number;
 }
 
 export async function recoverObjects(context: ObjectContext): Promise<RecoveryReport> {
   let putsAbandoned = 0;
   let putsSettled = 0;
+  let stepsUndone = 0;
   for (;;) {
     const page = await context.tables.puts.page({ limit: 100 });
     if (page.records.length === 0) break;
     for (const { record } of page.records) {
-      await settlePut(context, record.putId, record.pool, record.state);
+      stepsUndone += await settlePut(context, record.putId, record.pool, record.state);
       if (record.state === 'writing') putsAbandoned++;
       else putsSettled++;
     }
   }
   const releasesRun = await runPendingReleases(context);
-  return { putsAbandoned, putsSettled, releasesRun };
+  return { putsAbandoned, putsSettled, stepsUndone, releasesRun };
 }
