@@ -17,17 +17,22 @@ const KiB = 1024;
 type Call = 'addReferences' | 'addReferencesByHash' | 'dropReferences';
 
 /**
- * The pool's repository, except that the `nth` call of `call` takes effect and then never returns;
- * `stopped` resolves then.
+ * The pool's repository, except that the `nth` call of `call` never returns: it takes effect first
+ * (`when` 'after') or not at all ('before'); `stopped` resolves then.
  */
-function stopAfter(repository: ChunkRepository, call: Call, nth: number): { repository: ChunkRepository; stopped: Promise<void> } {
+function stopAt(repository: ChunkRepository, call: Call, nth: number, when: 'before' | 'after'): { repository: ChunkRepository; stopped: Promise<void> } {
   let seen = 0;
   let stop!: () => void;
   const stopped = new Promise<void>((resolve) => (stop = resolve));
   const never = new Promise<never>(() => undefined);
   const wrap = async <T>(name: Call, run: () => Promise<T>): Promise<T> => {
+    const stopping = name === call && ++seen === nth;
+    if (stopping && when === 'before') {
+      stop();
+      return never;
+    }
     const result = await run();
-    if (name === call && ++seen === nth) {
+    if (stopping) {
       stop();
       return never;
     }
@@ -44,9 +49,9 @@ function stopAfter(repository: ChunkRepository, call: Call, nth: number): { repo
   return { repository: stopping, stopped };
 }
 
-/** A model over the same storage whose pool-a repository stops as `stopAfter` says. */
-function dyingModel(test: TestObjectModel, call: Call, nth: number): { model: ObjectModel; stopped: Promise<void> } {
-  const { repository: stopping, stopped } = stopAfter(test.repositories.get('pool-a')!, call, nth);
+/** A model over the same storage whose pool-a repository stops as `stopAt` says. */
+function dyingModel(test: TestObjectModel, call: Call, nth: number, when: 'before' | 'after' = 'after'): { model: ObjectModel; stopped: Promise<void> } {
+  const { repository: stopping, stopped } = stopAt(test.repositories.get('pool-a')!, call, nth, when);
   const model = new ObjectModel({
     catalog: test.catalog,
     manifestStore: test.chunkStore,
@@ -102,11 +107,12 @@ describe('recover()', () => {
   it('a put that committed but died before dropping its markers keeps its object', async () => {
     const test = await setup();
     const data = patternBytes(5 * 64 * KiB, 3);
-    // dropReferences #1 is the settle of the put's markers, after its commit.
-    const dying = dyingModel(test, 'dropReferences', 1);
+    // dropReferences #1 is the settle of the put's markers, after its commit: it never happens.
+    const dying = dyingModel(test, 'dropReferences', 1, 'before');
     void dying.model.putObject({ bucket: 'rec', key: 'k', owner: OWNER, body: streamOf(data) });
     await dying.stopped;
     expect((await test.catalog.list('s3-current/')).entries).toHaveLength(1); // committed
+    expect(await totalReferences(test.catalog, 'pool-a')).toBe(5 + 1); // its chunks and its marker
     const report = await test.model.recover();
     expect(report).toMatchObject({ putsAbandoned: 0, putsSettled: 1 });
     expect(await totalReferences(test.catalog, 'pool-a')).toBe(5);
