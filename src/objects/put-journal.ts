@@ -88,12 +88,21 @@ export class PutJournal {
     await settlePut(this.context, this.putId, this.pool, 'committed');
   }
 
-  /** After a failure or an abort (before any commit): gives back every reference the put added. */
+  /**
+   * After a failure or an abort: gives back every reference the put added (or, had its commit
+   * happened after all, only its markers). Never throws, so the caller reports the failure that
+   * brought it here: what it cannot give back now stays journalled, onDeferredError is told, and
+   * recover() finishes it.
+   */
   async abandon(): Promise<void> {
-    // A commit that resolved late or whose reply was lost may have happened: the record decides.
-    const record = await this.context.tables.puts.get(this.putId);
-    if (record === undefined) return; // settled already: nothing of it is left to give back
-    await settlePut(this.context, this.putId, this.pool, record.record.state);
+    try {
+      // A commit whose reply was lost may have happened: the record decides.
+      const record = await this.context.tables.puts.get(this.putId);
+      if (record === undefined) return; // settled already: nothing of it is left to give back
+      await settlePut(this.context, this.putId, this.pool, record.record.state);
+    } catch (err) {
+      this.context.onDeferredError(err);
+    }
   }
 
   private async journal(seq: number, hashes: readonly ChunkHash[], marker: ChunkHash, markerRefsWhenApplied: 1 | 2): Promise<void> {

@@ -121,6 +121,33 @@ describe('recover()', () => {
     await journalIsEmpty(test);
   });
 
+  it('a failed put whose clean-up fails too reports the first failure; recover() cleans up later', async () => {
+    const test = await setup();
+    const healthy = test.repositories.get('pool-a')!;
+    const deferred: unknown[] = [];
+    const failingDrops: ChunkRepository = {
+      hash: (data) => healthy.hash(data),
+      addReferences: (chunks, options) => healthy.addReferences(chunks, options),
+      addReferencesByHash: (hashes, options) => healthy.addReferencesByHash(hashes, options),
+      dropReferences: async () => {
+        throw new StorageError('IO_ERROR', 'the disk went away');
+      },
+      read: (hash, options) => healthy.read(hash, options),
+      referenceCount: (hash) => healthy.referenceCount(hash),
+    };
+    const model = new ObjectModel({ catalog: test.catalog, manifestStore: test.chunkStore, repositoryOf: async () => failingDrops, onDeferredError: (err) => deferred.push(err) });
+    async function* failing(): AsyncGenerator<Uint8Array> {
+      yield patternBytes(70 * 64 * KiB, 5); // more than one step
+      throw new Error('the client went away');
+    }
+    await expect(model.putObject({ bucket: 'rec', key: 'k', owner: OWNER, body: failing() })).rejects.toThrow(/client went away/);
+    expect(deferred).toHaveLength(1);
+    expect(await totalReferences(test.catalog, 'pool-a')).toBeGreaterThan(0);
+    expect(await test.model.recover()).toMatchObject({ putsAbandoned: 1 });
+    expect(await totalReferences(test.catalog, 'pool-a')).toBe(0);
+    await journalIsEmpty(test);
+  });
+
   it('a delete cut off while giving references back: recovery ends the release, dropping nothing twice', async () => {
     const test = await setup();
     await test.model.putObject({ bucket: 'rec', key: 'k', owner: OWNER, body: streamOf(patternBytes(3 * 64 * KiB, 4)) });
