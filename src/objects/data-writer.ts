@@ -29,6 +29,11 @@ export interface WriteBodyOptions {
   readonly sizeBytesMax: number;
   readonly checksumAlgorithm?: ChecksumAlgorithm;
   readonly signal?: AbortSignal;
+  /**
+   * Appends the body's chunks to this builder (which must hold whole chunks) instead of a new one;
+   * the result's manifest is then the builder's, this body after what it held.
+   */
+  readonly appendTo?: AppendingManifestBuilder;
 }
 
 export interface WrittenBody {
@@ -41,7 +46,8 @@ export interface WrittenBody {
 
 export async function writeBody(journal: PutJournal, body: AsyncIterable<Uint8Array>, options: WriteBodyOptions): Promise<WrittenBody> {
   const repository = journal.repository;
-  const builder = new AppendingManifestBuilder(OBJECT_CHUNK_SIZE_BYTES, repository.hash(new Uint8Array(0)).length / 2);
+  const builder = options.appendTo ?? new AppendingManifestBuilder(OBJECT_CHUNK_SIZE_BYTES, repository.hash(new Uint8Array(0)).length / 2);
+  const heldBytes = builder.fileSizeBytes;
   const md5 = runningMd5();
   const checksum = options.checksumAlgorithm === undefined ? undefined : runningChecksum(options.checksumAlgorithm);
   const inFlight: Promise<void>[] = [];
@@ -103,7 +109,7 @@ export async function writeBody(journal: PutJournal, body: AsyncIterable<Uint8Ar
     await dispatch();
     while (inFlight.length > 0) await inFlight.shift()!;
     const manifest = builder.finish();
-    assert(manifest.fileSizeBytes === sizeBytes, 'the manifest covers the whole body');
+    assert(manifest.fileSizeBytes === heldBytes + sizeBytes, 'the manifest covers the whole body');
     const result = { manifest, sizeBytes, md5: md5.digest() };
     return checksum === undefined ? result : { ...result, checksum: checksum.digest().toString('base64') };
   } catch (err) {

@@ -9,13 +9,15 @@
  * transaction deletes the part records and installs the version whose manifest concatenates theirs,
  * and no chunk is read, written or counted again. When a part ends mid-chunk, every chunk after it
  * straddles a part boundary at a different offset than the parts were cut at: re-chunking only
- * the boundary chunks cannot help, as all later chunks shift. Then the parts' bytes are streamed
- * once more through the writer (bounded memory) into a new manifest, and the parts are released.
+ * the boundary chunks cannot help, as all later chunks shift. Then the whole chunks before that
+ * first boundary are shared by reference, the bytes after it are streamed once more through the
+ * writer (bounded memory) and cut at the object's own boundaries, and the parts are released.
  */
 import { createHash } from 'node:crypto';
 import { MiB } from '../core/units.js';
 import { TxnBuilder, type Versioned } from '../meta/table.js';
 import type { ChunkManifest } from '../store/chunked/manifest.js';
+import { HASHES_PER_CALL } from '../store/chunked/seal.js';
 import { compositeChecksum, runningMd5, type ChecksumAlgorithm } from './checksums.js';
 import { evaluateConditions, type ConditionHeaders } from './conditions.js';
 import { finishAfterCommit, OBJECT_CHUNK_SIZE_BYTES, retryOnConflict, type ObjectContext } from './context.js';
@@ -29,7 +31,7 @@ import { addManifestReferences, checkClaims, SINGLE_PUT_BYTES_MAX, storeVersion,
 import { PutJournal } from './put-journal.js';
 import { resolveRange, type ByteRangeRequest } from './range.js';
 import type { ChunkRepository } from '../store/dedup/repository.js';
-import type { BucketRecord, ContentHeaders, ManifestRef, PartRecord, StoredChecksum, UploadRecord } from './records.js';
+import type { BucketRecord, ContentHeaders, PartRecord, StoredChecksum, UploadRecord } from './records.js';
 import { releaseManifestInto, releaseUploadPartsInto, runReleases, uploadPartsReleaseId } from './releases.js';
 import { partId } from './tables.js';
 import { resolveVersion } from './versions.js';
@@ -295,7 +297,7 @@ export async function completeMultipartUpload(
       }
       manifest = builder.finish();
     } else {
-      manifest = (await writeBody(journal, concatenateParts(context, repository, partManifests, request.signal), { sizeBytesMax: sizeBytes, expectedSizeBytes: sizeBytes, ...(request.signal === undefined ? {} : { signal: request.signal }) })).manifest;
+      manifest = await rechunkParts(context, journal, chosen.map((part) => part.record), request.signal);
     }
     const version = await storeVersion(
       context,
@@ -327,9 +329,42 @@ export async function completeMultipartUpload(
   }
 }
 
-async function* concatenateParts(context: ObjectContext, repository: ChunkRepository, parts: readonly ManifestRef[], signal?: AbortSignal): AsyncGenerator<Uint8Array> {
-  for (const ref of parts) {
-    const manifest = await requireManifest(context, ref);
-    yield* readBody(repository, manifest, 0, manifest.fileSizeBytes, signal);
+/**
+ * The object's manifest when a part ends mid-chunk: every whole chunk before the first such
+ * boundary is shared by reference (new references by hash: the parts are released afterwards);
+ * the bytes from there on are streamed through the writer, cut at the object's own chunk
+ * boundaries, and appended.
+ */
+async function rechunkParts(context: ObjectContext, journal: PutJournal, parts: readonly PartRecord[], signal?: AbortSignal): Promise<ChunkManifest> {
+  const repository = journal.repository;
+  const builder = new AppendingManifestBuilder(OBJECT_CHUNK_SIZE_BYTES, repository.hash(new Uint8Array(0)).length / 2);
+  const shared: string[] = [];
+  let first = 0; // the part the streamed bytes start in
+  let startBytes = 0; // where in that part
+  for (; first < parts.length; first++) {
+    const manifest = await requireManifest(context, parts[first]!.manifest);
+    const wholeChunks = Math.floor(manifest.fileSizeBytes / OBJECT_CHUNK_SIZE_BYTES);
+    shared.push(...appendChunksOf(builder, manifest, 0, wholeChunks));
+    if (manifest.fileSizeBytes % OBJECT_CHUNK_SIZE_BYTES !== 0) {
+      startBytes = wholeChunks * OBJECT_CHUNK_SIZE_BYTES;
+      break;
+    }
+  }
+  for (let from = 0; from < shared.length; from += HASHES_PER_CALL) await journal.addByHash(shared.slice(from, from + HASHES_PER_CALL), signal);
+  const tailBytes = parts.slice(first).reduce((sum, part) => sum + part.sizeBytes, 0) - startBytes;
+  const written = await writeBody(journal, partBytes(context, repository, parts.slice(first), startBytes, signal), {
+    sizeBytesMax: tailBytes,
+    expectedSizeBytes: tailBytes,
+    appendTo: builder,
+    ...(signal === undefined ? {} : { signal }),
+  });
+  return written.manifest;
+}
+
+/** The bytes of `parts` end to end, from `startBytes` into the first. */
+async function* partBytes(context: ObjectContext, repository: ChunkRepository, parts: readonly PartRecord[], startBytes: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  for (const [i, part] of parts.entries()) {
+    const manifest = await requireManifest(context, part.manifest);
+    yield* readBody(repository, manifest, i === 0 ? startBytes : 0, manifest.fileSizeBytes, signal);
   }
 }

@@ -9,6 +9,7 @@ import { StorageError } from '../../src/core/errors.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { ObjectModel } from '../../src/objects/model.js';
 import { DedupChunkRepository } from '../../src/store/dedup/dedup-repository.js';
+import type { ChunkRepository } from '../../src/store/dedup/repository.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 
 export const POOLS = ['pool-a', 'pool-b'] as const;
@@ -21,7 +22,9 @@ export interface TestObjectModel {
   readonly deferredErrors: unknown[];
 }
 
-export async function createTestObjectModel(options: { catalog?: CatalogStore; chunkStore?: ChunkStore; packTargetBytes?: number; readCacheBytes?: number } = {}): Promise<TestObjectModel> {
+export async function createTestObjectModel(
+  options: { catalog?: CatalogStore; chunkStore?: ChunkStore; packTargetBytes?: number; readCacheBytes?: number; wrapRepository?: (repository: ChunkRepository) => ChunkRepository } = {},
+): Promise<TestObjectModel> {
   const catalog = options.catalog ?? new MemoryCatalogStore();
   const chunkStore = options.chunkStore ?? new MemoryChunkStore();
   const repositories = new Map<string, DedupChunkRepository>();
@@ -44,7 +47,7 @@ export async function createTestObjectModel(options: { catalog?: CatalogStore; c
     repositoryOf: async (pool) => {
       const repository = repositories.get(pool);
       if (repository === undefined) throw new StorageError('NOT_FOUND', `pool ${pool} does not exist`);
-      return repository;
+      return options.wrapRepository?.(repository) ?? repository;
     },
     onDeferredError: (err) => deferredErrors.push(err),
   });
