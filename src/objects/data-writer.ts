@@ -82,6 +82,9 @@ export async function writeBody(journal: PutJournal, body: AsyncIterable<Uint8Ar
     if (chunks.length >= CHUNKS_PER_STEP) await dispatch();
   };
 
+  if (options.expectedSizeBytes !== undefined && options.expectedSizeBytes > options.sizeBytesMax) {
+    throw new ObjectError('EntityTooLarge', `the body's declared ${options.expectedSizeBytes} bytes are more than the ${options.sizeBytesMax} allowed here`);
+  }
   try {
     for await (const piece of body) {
       if (options.signal?.aborted) throw new StorageError('CANCELLED', 'the upload was aborted; nothing of it is kept');

@@ -166,6 +166,7 @@ describe.each(STORES)('on %s stores', (kind) => {
       await expectS3Error(put('k', data, { claims: { checksumAlgorithm: 'SHA256', expectedChecksum: () => Buffer.alloc(32).toString('base64') } }), 'BadDigest');
       await expectS3Error(put('k', data, { claims: { sizeBytes: data.length + 1 } }), 'IncompleteBody');
       await expectS3Error(put('k', data, { claims: { sizeBytes: data.length - 1 } }), 'IncompleteBody');
+    await expectS3Error(put('k', data, { claims: { sizeBytes: 6 * 1024 * 1024 * 1024 } }), 'EntityTooLarge');
       await expectS3Error(model.getObject({ bucket: 'photos', key: 'k' }), 'NoSuchKey');
       expect(await totalReferences(catalog, 'pool-a')).toBe(0);
       expect((await catalog.list('s3-put')).entries).toEqual([]);
