@@ -26,10 +26,11 @@ import { TxnBuilder, type Versioned } from '../meta/table.js';
 import type { ChunkHash, ChunkRepository } from '../store/dedup/repository.js';
 import type { ObjectContext } from './context.js';
 import { MANIFEST_OBJECT_PREFIX } from './manifest-storage.js';
-import type { PendingPutRecord, ReferenceStepRecord } from './records.js';
+import { HASHES_PER_CALL } from '../store/chunked/seal.js';
+import type { PendingPutRecord } from './records.js';
 
 /** Step records read a page at a time when a put is settled or cleaned up. */
-const STEP_PAGE = 256;
+const STEP_PAGE = 64;
 
 function markerBytes(putId: string, seq: number): Uint8Array {
   return Buffer.from(`strata-object-put-marker\0${putId}\0${seq}`, 'utf8');
@@ -115,7 +116,9 @@ export class PutJournal {
 /**
  * Finishes a put found in the journal: a committed one loses its markers; a writing one loses
  * every reference its applied steps added and any manifest it stored in the ChunkStore. Then the
- * journal records go. Safe to run again after a crash part-way. Returns the steps undone.
+ * journal records go. Safe to run again after a crash part-way: what each step holds is read from
+ * its marker's count just before the drop, and a step's references go in the same call as its
+ * markers (several steps to a call, up to about HASHES_PER_CALL hashes). Returns the steps undone.
  */
 export async function settlePut(context: ObjectContext, putId: string, pool: string, state: PendingPutRecord['state']): Promise<number> {
   const repository = await context.repositoryOf(pool);
@@ -123,11 +126,24 @@ export async function settlePut(context: ObjectContext, putId: string, pool: str
   for (;;) {
     const page = await context.tables.steps.prefixPage(`${putId}/`, { limit: STEP_PAGE });
     if (page.records.length === 0) break;
-    const txn = new TxnBuilder();
-    for (const step of page.records) {
-      if (await settleStep(repository, step.record, state)) undone++;
-      context.tables.steps.delete(txn, step);
+    const markerRefs = await Promise.all(page.records.map((step) => repository.referenceCount(step.record.marker)));
+    let batch: ChunkHash[] = [];
+    const flush = async (): Promise<void> => {
+      if (batch.length > 0) await dropForPut(repository, batch, putId);
+      batch = [];
+    };
+    for (const [i, { record: step }] of page.records.entries()) {
+      const refs = markerRefs[i]!;
+      if (refs === 0) continue;
+      const undo = state === 'writing' && refs === step.markerRefsWhenApplied;
+      if (undo) undone++;
+      const drops = [...(undo ? step.hashes : []), ...new Array<ChunkHash>(refs).fill(step.marker)];
+      if (batch.length + drops.length > HASHES_PER_CALL) await flush();
+      batch.push(...drops);
     }
+    await flush();
+    const txn = new TxnBuilder();
+    for (const step of page.records) context.tables.steps.delete(txn, step);
     await txn.commit(context.catalog);
   }
   if (state === 'writing') await context.manifestStore.delete(`${MANIFEST_OBJECT_PREFIX}${putId}`);
@@ -140,20 +156,13 @@ export async function settlePut(context: ObjectContext, putId: string, pool: str
   return undone;
 }
 
-/** Drops what the step's marker says is held; true when the step's data references were given back. */
-async function settleStep(repository: ChunkRepository, step: ReferenceStepRecord, state: PendingPutRecord['state']): Promise<boolean> {
-  const markerRefs = await repository.referenceCount(step.marker);
-  if (markerRefs === 0) return false;
-  const markers: ChunkHash[] = new Array<ChunkHash>(markerRefs).fill(step.marker);
-  const applied = markerRefs === step.markerRefsWhenApplied;
+async function dropForPut(repository: ChunkRepository, hashes: readonly ChunkHash[], putId: string): Promise<void> {
   try {
-    // One call: the data references and the marker go together, so a crash leaves both or neither.
-    await repository.dropReferences(state === 'writing' && applied ? [...step.hashes, ...markers] : markers);
-    return state === 'writing' && applied;
+    await repository.dropReferences(hashes);
   } catch (err) {
     throw new StorageError(
       isStorageError(err) ? err.code : 'IO_ERROR',
-      `giving back the references of put ${step.putId} step ${step.seq} failed (${err instanceof Error ? err.message : String(err)}); they are given back when the object model recovers`,
+      `giving back the references of put ${putId} failed (${err instanceof Error ? err.message : String(err)}); they are given back when the object model recovers`,
       { cause: err },
     );
   }
