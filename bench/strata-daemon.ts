@@ -15,7 +15,7 @@ export interface StrataDaemon {
 
 /** `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. */
 export async function startStrata(dataDir: string, extra: string[] = []): Promise<StrataDaemon> {
-  const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off', ...extra], {
+  const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off', '--s3-listen', 'off', ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let log = '';

@@ -6,7 +6,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
 
 /** JSON bodies of the APIs are small; byte streams bypass the limit (their routes read the socket). */
@@ -14,8 +14,14 @@ const JSON_BODY_LIMIT_BYTES = 1024 * 1024;
 /** How long the rest of an unread request body may take to arrive before the connection is ended. */
 const UNREAD_BODY_GRACE_MS = 5000;
 
-export function createApiApp(logger: Logger): FastifyInstance {
+/** What an API may set on its own instance (the S3 endpoint answers malformed URLs in S3's terms). */
+export interface ApiAppOptions {
+  frameworkErrors?: FastifyServerOptions['frameworkErrors'];
+}
+
+export function createApiApp(logger: Logger, options: ApiAppOptions = {}): FastifyInstance {
   const app = Fastify({
+    ...(options.frameworkErrors === undefined ? {} : { frameworkErrors: options.frameworkErrors }),
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: JSON_BODY_LIMIT_BYTES,

@@ -5,7 +5,7 @@
  * with the StorageError code in brackets when there is one, and with --json also as a JSON object
  * on stdout (errors.ts failureJson). For `img`, usage mistakes and failures exit 1 unless a
  * subcommand defines its own statuses (check, compare, io); strata itself and the daemon commands
- * (serve, status, pool, volume, snap, job) use the statuses in remote/exits.ts.
+ * (serve, status, pool, volume, snap, trash, job) use the statuses in remote/exits.ts.
  */
 import { wantsHelp } from './args.js';
 import type { Subcommand } from './command.js';
@@ -19,6 +19,8 @@ import { EXIT } from './remote/exits.js';
 import { SERVE_HELP, runServe } from './serve.js';
 import { SNAP_SUBCOMMANDS, snapHelp } from './snap.js';
 import { STATUS_HELP, runStatus } from './status.js';
+import { TRASH_SUBCOMMANDS, trashHelp } from './trash.js';
+import { USER_SUBCOMMANDS, userHelp } from './user.js';
 import { VOLUME_SUBCOMMANDS, volumeHelp } from './volume.js';
 
 interface CommandGroup {
@@ -40,7 +42,9 @@ const GROUPS: readonly CommandGroup[] = [
   { name: 'pool', summary: 'create, list, inspect and delete pools', help: poolHelp, subcommands: POOL_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'volume', summary: 'volumes: create, resize, copy, import/export, flatten, diff', help: volumeHelp, subcommands: VOLUME_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'snap', summary: 'snapshots: create, rollback, protect, clone, delete', help: snapHelp, subcommands: SNAP_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'trash', summary: 'deleted volumes: list, restore, purge', help: trashHelp, subcommands: TRASH_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'job', summary: "follow and cancel the daemon's jobs", help: jobHelp, subcommands: JOB_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'user', summary: 'S3 users and their access keys', help: userHelp, subcommands: USER_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'img', summary: 'offline image tools (qemu-img and qemu-io work-alikes)', help: imgHelp, subcommands: IMG_SUBCOMMANDS },
 ];
 

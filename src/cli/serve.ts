@@ -8,7 +8,8 @@ export const SERVE_HELP = `Usage: strata serve [--config FILE] [--data-dir DIR] 
                     [--log-format text|json] [--log-level LEVEL]
                     [--nbd-listen HOST:PORT|off] [--nbd-socket PATH|off] [--nbd-poll-us N]
                     [--nbd-tls-cert PEM --nbd-tls-key PEM [--nbd-tls require|offer]]
-                    [--metrics-auth token|none]
+                    [--metrics-auth token|none] [--trash-check-interval-ms N]
+                    [--s3-listen HOST:PORT|off] [--s3-domain DOMAINS]
 
 Runs the storage daemon in the foreground: the catalog, the pools, the REST API (which the
 other strata commands use) and the exports (NBD, vhost-user-blk). Stops cleanly on SIGTERM or SIGINT (exit status 0).
@@ -20,7 +21,7 @@ Options (each overrides the environment, which overrides the config file):
   --config FILE          JSON config file (default <data>/strata.json when it exists); keys:
                          dataDir, listen, logFormat, logLevel, maxChainDepth, chainDepthPolicy,
                          shutdownGraceMs, nbdListen, nbdSocket, nbdPollUs, nbdTlsCert,
-                         nbdTlsKey, nbdTls, metricsAuth
+                         nbdTlsKey, nbdTls, metricsAuth, trashCheckIntervalMs, s3Listen, s3Domain
   --data-dir DIR         data folder (env STRATA_DATA_DIR; default ./strata-data)
   --listen HOST:PORT     REST API address (env STRATA_LISTEN; default 127.0.0.1:7460; port 0
                          picks a free port, logged at start)
@@ -42,6 +43,14 @@ Options (each overrides the environment, which overrides the config file):
                          STRATA_METRICS_AUTH). Default: 'none' when --listen is a loopback
                          address (127.0.0.0/8, ::1, localhost), else 'token': the metrics name
                          pools and volumes. /v1 always needs the token; /openapi.json never does
+  --trash-check-interval-ms N
+                         how often the daemon purges the volumes whose time in the trash is up
+                         (env STRATA_TRASH_CHECK_INTERVAL_MS; default 60000, at least 10); at
+                         start it purges what expired while it was down
+  --s3-listen HOST:PORT  the S3-compatible endpoint (env STRATA_S3_LISTEN; default 127.0.0.1:7480;
+                         'off'). Requests are signed with access keys: strata user key create
+  --s3-domain DOMAINS    comma-separated domains for virtual-host style addressing
+                         (bucket.DOMAIN/key; env STRATA_S3_DOMAIN); path style always works
 
 Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 usage error, 4 when another
 daemon holds the data folder.
@@ -64,6 +73,9 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       { long: 'nbd-tls-key', value: true },
       { long: 'nbd-tls', value: true },
       { long: 'metrics-auth', value: true },
+      { long: 'trash-check-interval-ms', value: true },
+      { long: 's3-listen', value: true },
+      { long: 's3-domain', value: true },
     ],
     command,
   );
@@ -85,6 +97,9 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       nbdTlsKey: args.value('nbd-tls-key'),
       nbdTls: args.value('nbd-tls'),
       metricsAuth: args.value('metrics-auth'),
+      trashCheckIntervalMs: args.value('trash-check-interval-ms'),
+      s3Listen: args.value('s3-listen'),
+      s3Domain: args.value('s3-domain'),
     });
   } catch (err) {
     throw new CliError(`serve: ${(err as Error).message}`, { hint: "see 'strata serve --help'", exitCode: EXIT.USAGE });

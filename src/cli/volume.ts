@@ -40,7 +40,8 @@ import { ProgressBar } from './remote/progress-bar.js';
 import { EXIT } from './remote/exits.js';
 import { bytePieces, openSource, writeSparseFile, writeStdout } from './remote/streams.js';
 import { readSparseStream } from '../volume/sparse-stream.js';
-import type { VolumeJson, DiffExtentJson as ExtentJson } from '../api/rest/schemas.js';
+import { parseDuration } from './trash.js';
+import type { VolumeJson, DiffExtentJson as ExtentJson, TrashEntryJson } from '../api/rest/schemas.js';
 export type { VolumeJson };
 
 const label = (ref: VolumeRef) => `${ref.pool}/${ref.volume}`;
@@ -217,20 +218,37 @@ Renames a volume within its pool (only the catalog changes; the layer files stay
 
 const del = subcommand(
   'delete',
-  'delete a volume',
-  `Usage: strata volume delete [POOL/]VOLUME [--force]
+  "delete a volume to its pool's trash, or at once with --now",
+  `Usage: strata volume delete [POOL/]VOLUME [--expires-in DURATION]
+       strata volume delete [POOL/]VOLUME --now [--force]
 
-Deletes a volume. A volume with snapshots needs --force (which deletes them too); one whose
-snapshots have clones cannot be deleted until the clones are flattened or deleted.
+Moves a volume to its pool's trash: its name is free at once; its data and snapshots stay (clones
+of them keep reading) until it expires and the daemon purges it. 'strata trash restore' brings
+it back, 'strata trash purge' deletes it sooner. An exported or attached volume is refused.
+
+With --now it is deleted at once: one with snapshots needs --force (which deletes them too); one
+whose snapshots have clones cannot be deleted until the clones are flattened or deleted.
 
 Options:
-  -f, --force   delete the volume's snapshots as well
+  --expires-in DURATION   how long it stays in the trash (e.g. 30m, 12h, 7d; default 7d)
+  --now                   delete it at once, not to the trash
+  -f, --force             with --now: delete the volume's snapshots as well
 `,
   async (argv, con) => {
     const command = 'volume delete';
-    const args = parse(argv, command, [{ short: 'f', long: 'force' }]);
+    const args = parse(argv, command, [{ short: 'f', long: 'force' }, { long: 'now' }, { long: 'expires-in', value: true }]);
     const [name] = positionals(args, command, ['VOLUME']) as [string];
     const ref = parseVolumeRef(name, command);
+    const expiresIn = args.value('expires-in');
+    if (!args.has('now')) {
+      if (args.has('force')) throw new UsageError(`${command}: --force goes with --now`, 'a volume in the trash keeps its snapshots; add --now to delete them with it at once');
+      const body = expiresIn === undefined ? {} : { expiresInSeconds: parseDuration(expiresIn, 'duration', command) / 1000 };
+      const entry = await clientOf(args).json<TrashEntryJson>('POST', `${volumePath(ref)}/trash`, `cannot delete volume '${label(ref)}'`, body);
+      if (wantsJson(args)) printJson(con, entry);
+      else con.stdout(`Volume '${label(ref)}' moved to the trash as ${entry.id} (purged after ${entry.expiresAt}).\n`);
+      return 0;
+    }
+    if (expiresIn !== undefined) throw new UsageError(`${command}: --expires-in goes without --now`, 'choose one');
     await clientOf(args).json('DELETE', `${volumePath(ref)}${query({ force: args.has('force') ? true : undefined })}`, `cannot delete volume '${label(ref)}'`);
     if (wantsJson(args)) printJson(con, { deleted: label(ref) });
     else con.stdout(`Volume '${label(ref)}' deleted.\n`);

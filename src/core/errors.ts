@@ -33,8 +33,8 @@ export type ErrorFix = { text: string } & (
   | { operation: 'setSnapshotLimit'; pool: string; volume: string }
 );
 
-/** Request options a fix can name: resize's allowShrink, volume delete's force, import's sizeBytes. */
-export const FIX_OPTIONS = ['allowShrink', 'force', 'sizeBytes'] as const;
+/** Request options a fix can name: resize's allowShrink, volume delete's force, import's sizeBytes, trash restore's name. */
+export const FIX_OPTIONS = ['allowShrink', 'force', 'sizeBytes', 'name'] as const;
 export type FixOption = (typeof FIX_OPTIONS)[number];
 
 /** The fix's sentence with the edge's spelling of its option or operation in place of "{}". */

@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import type { Logger } from 'pino';
+import type { CatalogStore } from '../core/catalog-store.js';
 import { LevelCatalogStore } from '../meta/level-catalog.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
 import { LocalVolumeService, migrateLegacyCatalog } from '../volume/index.js';
@@ -22,6 +23,8 @@ export interface ExportStore {
 
 export interface VolumeBackend {
   readonly service: VolumeService;
+  /** The catalog the service's tables live in (the S3 users share it). */
+  readonly catalog: CatalogStore;
   readonly exportStore: ExportStore;
   /** Finishes or rolls back interrupted operations and removes orphan files; before serving. */
   recover(): Promise<Record<string, unknown> | void>;
@@ -62,6 +65,7 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
   let closed = false;
   return {
     service,
+    catalog,
     exportStore: {
       list: () => service.catalog.exports.all(),
       add: (record) => service.catalog.change((txn) => service.catalog.exports.create(txn, record)),

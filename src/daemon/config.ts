@@ -6,12 +6,17 @@
  *   file          --config FILE, else <dataDir>/strata.json when it exists
  *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL,
  *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET, STRATA_NBD_POLL_US, STRATA_NBD_TLS_CERT,
- *                 STRATA_NBD_TLS_KEY, STRATA_NBD_TLS, STRATA_METRICS_AUTH
+ *                 STRATA_NBD_TLS_KEY, STRATA_NBD_TLS, STRATA_METRICS_AUTH, STRATA_TRASH_CHECK_INTERVAL_MS,
+ *                 STRATA_S3_LISTEN, STRATA_S3_DOMAIN
  *   flags         --data-dir, --listen, --log-format, --log-level, --nbd-listen, --nbd-socket,
- *                 --nbd-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls, --metrics-auth
+ *                 --nbd-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls, --metrics-auth,
+ *                 --trash-check-interval-ms, --s3-listen, --s3-domain
  *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off;
  *   nbdPollUs, how long an idle NBD connection is busy-polled, defaults to 100, 0 turns it off;
- *   metricsAuth defaults to 'none' when the API listens on loopback only, else 'token')
+ *   metricsAuth defaults to 'none' when the API listens on loopback only, else 'token';
+ *   trashCheckIntervalMs, how often expired volumes are purged from the trash, defaults to 60000;
+ *   s3Listen, the S3 endpoint, defaults to 127.0.0.1:7480, 'off' turns it off; s3Domain is a
+ *   comma-separated list of domains for virtual-host style addressing, none by default)
  *
  * The file's dataDir is used only when neither a flag nor the environment names one (it cannot
  * point at itself otherwise). Relative paths in the file are relative to the file's folder.
@@ -31,6 +36,8 @@ export const DEFAULT_NBD_POLL_US = 100;
 /** Longer windows would hold the event loop too long from everyone else. */
 export const MAX_NBD_POLL_US = 1000;
 export const DEFAULT_POOL = 'default';
+/** The S3 endpoint's address (radosgw's customary port), on the loopback interface by default. */
+export const DEFAULT_S3_LISTEN = '127.0.0.1:7480';
 export const CONFIG_FILE_NAME = 'strata.json';
 
 export type LogFormat = 'text' | 'json';
@@ -69,6 +76,12 @@ export interface DaemonConfig {
   nbdTls: NbdTlsConfig | undefined;
   /** /metrics: open when the API listens on loopback only (default), token-protected otherwise. */
   metricsAuth: MetricsAuth;
+  /** How often the daemon purges the volumes whose time in the trash is up (default 1 minute). */
+  trashCheckIntervalMs: number;
+  /** The S3 endpoint (undefined: off). */
+  s3Listen: ListenAddress | undefined;
+  /** Domains for virtual-host style S3 addressing (bucket.<domain>); path style always works. */
+  s3Domains: string[];
 }
 
 export interface NbdTlsConfig {
@@ -92,6 +105,9 @@ export interface ConfigFlags {
   nbdTlsKey?: string | undefined;
   nbdTls?: string | undefined;
   metricsAuth?: string | undefined;
+  trashCheckIntervalMs?: string | undefined;
+  s3Listen?: string | undefined;
+  s3Domain?: string | undefined;
 }
 
 interface FileConfig {
@@ -109,9 +125,12 @@ interface FileConfig {
   nbdTlsKey?: string;
   nbdTls?: string;
   metricsAuth?: string;
+  trashCheckIntervalMs?: number;
+  s3Listen?: string;
+  s3Domain?: string;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs', 's3Listen', 's3Domain']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -157,6 +176,18 @@ function parseLogLevel(text: string, source: string): LogLevel {
   return level;
 }
 
+export const DEFAULT_TRASH_CHECK_INTERVAL_MS = 60_000;
+/** Below this the expiry timer would mostly spin on an empty trash. */
+const MIN_TRASH_CHECK_INTERVAL_MS = 10;
+
+function parseTrashCheckIntervalMs(text: string, source: string): number {
+  const value = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
+  if (!Number.isSafeInteger(value) || value < MIN_TRASH_CHECK_INTERVAL_MS) {
+    throw invalid(`${source}: the trash check interval must be a whole number of milliseconds, at least ${MIN_TRASH_CHECK_INTERVAL_MS}, not '${text}'`);
+  }
+  return value;
+}
+
 function parsePollUs(text: string, source: string): number {
   const value = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
   if (!Number.isSafeInteger(value) || value > MAX_NBD_POLL_US) {
@@ -176,6 +207,17 @@ function parseMetricsAuth(text: string, source: string): MetricsAuth {
   const mode = METRICS_AUTH_MODES.find((m) => m === text);
   if (mode === undefined) throw invalid(`${source}: metrics auth must be 'token' or 'none', not '${text}'`);
   return mode;
+}
+
+/** A comma-separated list of DNS domains (virtual-host style S3 addressing). */
+function parseS3Domains(text: string, source: string): string[] {
+  const domains = text.split(',').map((d) => d.trim().toLowerCase().replace(/^\./, '')).filter((d) => d !== '');
+  for (const domain of domains) {
+    if (!/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(domain)) {
+      throw invalid(`${source}: '${domain}' is not a DNS domain (e.g. s3.example.com; buckets are then addressed as bucket.s3.example.com)`);
+    }
+  }
+  return domains;
 }
 
 function readConfigFile(file: string): FileConfig {
@@ -198,10 +240,10 @@ function readConfigFile(file: string): FileConfig {
   for (const key of Object.keys(obj)) {
     if (!FILE_KEYS.has(key)) throw invalid(`config file ${file}: unknown key '${key}' (known: ${[...FILE_KEYS].join(', ')})`);
   }
-  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth']) {
+  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 's3Listen', 's3Domain']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
-  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs']) {
+  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs', 'trashCheckIntervalMs']) {
     const v = obj[key];
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
       throw invalid(`config file ${file}: '${key}' must be a non-negative integer`);
@@ -289,6 +331,9 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
 
   const listen = listenSrc ? parseListen(listenSrc[0], listenSrc[1]) : parseListen(DEFAULT_LISTEN, 'default');
   const metricsAuthSrc = pick(flags.metricsAuth, 'STRATA_METRICS_AUTH', file.metricsAuth);
+  const trashSrc = pick(flags.trashCheckIntervalMs, 'STRATA_TRASH_CHECK_INTERVAL_MS', file.trashCheckIntervalMs === undefined ? undefined : String(file.trashCheckIntervalMs));
+  const s3ListenSrc = pick(flags.s3Listen, 'STRATA_S3_LISTEN', file.s3Listen) ?? [DEFAULT_S3_LISTEN, 'default'];
+  const s3DomainSrc = pick(flags.s3Domain, 'STRATA_S3_DOMAIN', file.s3Domain);
 
   return {
     dataDir,
@@ -305,5 +350,8 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     nbdTls,
     // Scrapers on this host need no token; beyond it, volume names and sizes are not for everyone.
     metricsAuth: metricsAuthSrc ? parseMetricsAuth(metricsAuthSrc[0], metricsAuthSrc[1]) : isLoopbackHost(listen.host) ? 'none' : 'token',
+    trashCheckIntervalMs: trashSrc ? parseTrashCheckIntervalMs(trashSrc[0], trashSrc[1]) : DEFAULT_TRASH_CHECK_INTERVAL_MS,
+    s3Listen: s3ListenSrc[0] === 'off' ? undefined : parseListen(s3ListenSrc[0], s3ListenSrc[1]),
+    s3Domains: s3DomainSrc ? parseS3Domains(s3DomainSrc[0], s3DomainSrc[1]) : [],
   };
 }

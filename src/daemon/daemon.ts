@@ -1,6 +1,7 @@
 /**
  * The composition root of `strata serve`: config -> data folder lock -> token -> catalog and
- * volume service (recovered before anything is served) -> REST API -> listening. And the way
+ * volume service (recovered before anything is served) -> trash expiry (caught up, then a timer)
+ * -> exports -> REST API -> listening. And the way
  * back on SIGTERM/SIGINT: stop accepting, let running requests and jobs finish for a grace
  * period, cancel what is left, close the volume service (images, catalog), release the lock.
  */
@@ -9,23 +10,31 @@ import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ApiMetrics, buildRestApi } from '../api/rest/index.js';
+import { buildS3Api } from '../api/s3/index.js';
+import { SecretBox } from '../objects/users/secret-box.js';
+import { UserStore } from '../objects/users/user-store.js';
 import { isStorageError } from '../core/errors.js';
 import { strataVersion } from '../core/version.js';
 import type { JobInfo } from '../volume/types.js';
 import { openVolumeBackend, type VolumeBackend, type VolumeBackendFactory } from './backend.js';
 import { ExportManager, type VhostUserExportFactory } from './exports.js';
 import { makeFolders } from './folders.js';
-import { DEFAULT_POOL, formatListen, type DaemonConfig } from './config.js';
+import { DEFAULT_POOL, formatListen, type DaemonConfig, type ListenAddress } from './config.js';
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { createLogger } from './logger.js';
 import { loadOrCreateToken } from './token.js';
+import { TrashExpiry } from './trash-expiry.js';
 
 export const CATALOG_DIR_NAME = 'catalog';
 export const POOLS_DIR_NAME = 'pools';
+/** The AES-256-GCM key that seals the S3 secret keys in the catalog (mode 0600). */
+export const S3_SECRET_KEY_FILE = 's3-secrets.key';
 
 export interface RunningDaemon {
   /** The base URL the API listens on (http://host:port). */
   readonly url: string;
+  /** The S3 endpoint's base URL (undefined: --s3-listen off). */
+  readonly s3Url: string | undefined;
   readonly config: DaemonConfig;
   readonly logger: Logger;
   readonly app: FastifyInstance;
@@ -58,6 +67,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
   const lock: DataDirLock = lockDataDir(config.dataDir);
   let backend: VolumeBackend | undefined;
   let exports: ExportManager | undefined;
+  let trashExpiry: TrashExpiry | undefined;
   try {
     const token = loadOrCreateToken(config.dataDir);
     if (token.created) logger.info({ path: token.path }, 'generated the API token');
@@ -80,6 +90,10 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       }
     }
 
+    // Catch up on what expired in the trash while the daemon was down, then purge on a timer.
+    trashExpiry = new TrashExpiry({ service: backend.service, logger, intervalMs: config.trashCheckIntervalMs });
+    await trashExpiry.start();
+
     exports = new ExportManager({
       service: backend.service,
       store: backend.exportStore,
@@ -95,6 +109,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     const restored = await exports.start();
     if (restored.started + restored.failed > 0) logger.info(restored, 'exports restored');
 
+    const users = new UserStore(backend.catalog, SecretBox.openOrCreate(path.join(config.dataDir, S3_SECRET_KEY_FILE)));
     let closing = false;
     const metrics = new ApiMetrics();
     const app = await buildRestApi({
@@ -107,15 +122,33 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       exports,
       closing: () => closing,
       metricsAuth: config.metricsAuth,
+      users,
     });
+    // The S3 endpoint: its own fastify instance on its own address. No object model is wired yet,
+    // so requests past authentication answer NotImplemented.
+    const s3App = config.s3Listen === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: undefined, domains: config.s3Domains, logger });
     await app.listen({ host: config.listen.host, port: config.listen.port });
     const addr = app.server.address();
     const port = addr !== null && typeof addr === 'object' ? addr.port : config.listen.port;
     const url = `http://${formatListen({ host: config.listen.host, port })}`;
+    // The S3 endpoint listens before 'listening' is logged: whoever waits for that line finds both.
+    let s3Url: string | undefined;
+    if (s3App !== undefined && config.s3Listen !== undefined) {
+      try {
+        await s3App.listen({ host: config.s3Listen.host, port: config.s3Listen.port });
+      } catch (err) {
+        await app.close();
+        throw Object.assign(err as Error, { listenAddress: config.s3Listen, listenFlag: '--s3-listen' });
+      }
+      const s3Addr = s3App.server.address();
+      s3Url = `http://${formatListen({ host: config.s3Listen.host, port: s3Addr !== null && typeof s3Addr === 'object' ? s3Addr.port : config.s3Listen.port })}`;
+      logger.info({ endpoint: s3Url, domains: config.s3Domains.join(',') || 'none (path style only)' }, 's3 endpoint ready');
+    }
     logger.info({ url, dataDir: config.dataDir, pid: process.pid, version: strataVersion(), metricsAuth: config.metricsAuth }, 'listening');
 
     const openBackend = backend;
     const openExports = exports;
+    const openTrashExpiry = trashExpiry;
     let shutdownPromise: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> => {
       shutdownPromise ??= (async () => {
@@ -127,6 +160,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
         const forceTimer = setTimeout(() => {
           logger.warn({ graceMs: grace }, 'closing the connections still open');
           app.server.closeAllConnections();
+          s3App?.server.closeAllConnections();
         }, grace);
         let stage = 'closing the API';
         // A promise that nothing can settle any more would end the process with status 13: say
@@ -135,7 +169,9 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
           app.server.getConnections((_e, count) => logger.error({ stage, connections: count }, 'shutdown stalled: nothing left to wait for'));
         };
         process.on('beforeExit', onDrained);
-        const closed = app.close();
+        const closed = Promise.all([app.close(), s3App?.close()]);
+        stage = 'stopping the trash timer';
+        await openTrashExpiry.stop();
         stage = 'waiting for jobs';
         await waitForJobs(openBackend, grace, logger);
         stage = 'closing the API';
@@ -152,8 +188,9 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       })();
       return shutdownPromise;
     };
-    return { url, config, logger, app, backend: openBackend, exports: openExports, shutdown };
+    return { url, s3Url, config, logger, app, backend: openBackend, exports: openExports, shutdown };
   } catch (err) {
+    await trashExpiry?.stop().catch(() => {});
     if (exports !== undefined) await exports.close().catch(() => {});
     if (backend !== undefined) await backend.close().catch(() => {});
     lock.release();
@@ -189,10 +226,12 @@ async function waitForJobs(backend: VolumeBackend, graceMs: number, logger: Logg
 /** Throws a clear error when the data folder cannot be used. */
 export function describeStartError(err: unknown, config: DaemonConfig): string {
   if (isStorageError(err)) return `${err.message} [${err.code}]`;
-  const e = err as NodeJS.ErrnoException;
-  if (e?.code === 'EADDRINUSE') return `cannot listen on ${formatListen(config.listen)}: the address is in use (another daemon? choose another with --listen)`;
-  if (e?.code === 'EACCES' && e.syscall === 'listen') return `cannot listen on ${formatListen(config.listen)}: permission denied (use a port above 1023)`;
-  if (e?.code === 'EADDRNOTAVAIL') return `cannot listen on ${formatListen(config.listen)}: the address is not on this host`;
+  const e = err as NodeJS.ErrnoException & { listenAddress?: ListenAddress; listenFlag?: string };
+  const where = formatListen(e?.listenAddress ?? config.listen);
+  const flag = e?.listenFlag ?? '--listen';
+  if (e?.code === 'EADDRINUSE') return `cannot listen on ${where}: the address is in use (another daemon? choose another with ${flag})`;
+  if (e?.code === 'EACCES' && e.syscall === 'listen') return `cannot listen on ${where}: permission denied (use a port above 1023)`;
+  if (e?.code === 'EADDRNOTAVAIL') return `cannot listen on ${where}: the address is not on this host`;
   if (e?.code === 'EACCES' || e?.code === 'EROFS' || e?.syscall === 'mkdir') return `cannot use the data folder ${config.dataDir}: ${e.message}`;
   return e instanceof Error ? e.message : String(err);
 }

@@ -45,6 +45,7 @@ export const volumeSchema: TableSchema<VolumeRecord> = {
   id: (v) => v.id,
   parse: (value: CatalogValue) => {
     const o = storedObject(value);
+    const trash = o['trash'] === undefined ? undefined : storedObject(o['trash']);
     return {
       id: text(o, 'id'),
       pool: text(o, 'pool'),
@@ -53,10 +54,17 @@ export const volumeSchema: TableSchema<VolumeRecord> = {
       activeLayerId: text(o, 'activeLayerId'),
       ...optional('snapshotLimit', optionalCount(o, 'snapshotLimit')),
       createdAt: text(o, 'createdAt'),
+      ...optional('trash', trash === undefined ? undefined : { deletedAt: text(trash, 'deletedAt'), expiresAt: text(trash, 'expiresAt') }),
     };
   },
-  /** `name`: "<pool>/<name>" (one pool's volumes: the prefix "<pool>/"). */
-  indexes: { name: (v) => `${v.pool}/${v.name}` },
+  indexes: {
+    /** "<pool>/<name>" of the volumes in use (one pool's volumes: the prefix "<pool>/"); none for one in the trash. */
+    name: (v) => (v.trash === undefined ? `${v.pool}/${v.name}` : undefined),
+    /** "<pool>/<id>" of the volumes in the trash (one pool's trash: the prefix "<pool>/"). */
+    trash: (v) => (v.trash === undefined ? undefined : `${v.pool}/${v.id}`),
+    /** "<expiresAt>/<id>" of the volumes in the trash: the expired ones come first (ISO times sort as text). */
+    expiry: (v) => (v.trash === undefined ? undefined : `${v.trash.expiresAt}/${v.id}`),
+  },
 };
 
 export const layerSchema: TableSchema<LayerRecord> = {

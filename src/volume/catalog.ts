@@ -75,6 +75,13 @@ export class RecordTable<T extends object> {
     return out;
   }
 
+  /** One page of the records in `index` order from after the value `after` (see Table.indexPage). */
+  async indexPage(index: string, options: { after?: string; limit: number }): Promise<{ records: T[]; nextAfter?: string }> {
+    const page = await this.table.indexPage(index, '', options);
+    const records = page.records.map((versioned) => this.remember(versioned)!);
+    return page.nextAfter === undefined ? { records } : { records, nextAfter: page.nextAfter };
+  }
+
   /** Every record of the table, a page at a time: for start-up recovery and job listings. */
   async all(): Promise<T[]> {
     const out: T[] = [];
@@ -198,6 +205,18 @@ export class VolumeCatalog {
     this.volumes.update(txn, volume, renamed);
     this.requireNoClaim(txn, volume.pool, newName);
     return renamed;
+  }
+
+  /**
+   * Adds a volume's return from the trash under `name` (free of volumes and claims): its name
+   * index entry comes back, its trash index entries go.
+   */
+  restoreVolume(txn: CatalogTxn, trashed: VolumeRecord, name: string): VolumeRecord {
+    const { trash: _trash, ...rest } = trashed;
+    const restored: VolumeRecord = { ...rest, name };
+    this.volumes.update(txn, trashed, restored);
+    this.requireNoClaim(txn, restored.pool, name);
+    return restored;
   }
 
   /** Adds a claim on a volume name (free of volumes and claims) while an import creates it. */

@@ -19,6 +19,9 @@ export type ChainDepthPolicy = 'refuse' | 'flatten';
 
 export const DEFAULT_MAX_CHAIN_DEPTH = 16;
 
+/** A volume deleted to the trash is purged after this long unless its delete said otherwise (RBD's default too). */
+export const DEFAULT_TRASH_EXPIRY_MS = 7 * 24 * 3600 * 1000;
+
 /** A job or export that keeps other changes off a volume (see guards.ts). */
 export interface Hold {
   reason: string;
@@ -44,6 +47,10 @@ export interface ServiceContext {
   readonly live: Map<string, LiveVolume>;
   readonly maxChainDepth: number;
   readonly chainDepthPolicy: ChainDepthPolicy;
+  /** Now, in ms since the epoch: when a volume went to the trash and whether it expired (tests pass their own). */
+  readonly clock: () => number;
+  /** How long a volume stays in the trash unless its delete said otherwise. */
+  readonly trashExpiryMs: number;
 }
 
 export const volKey = (id: string) => `vol:${id}`;

@@ -1,5 +1,5 @@
 /** src/volume: the block layer's management side: pools, volumes, snapshots, clones, jobs. */
-export { LocalVolumeService, DEFAULT_MAX_CHAIN_DEPTH, resizeImage } from './service.js';
+export { LocalVolumeService, DEFAULT_MAX_CHAIN_DEPTH, DEFAULT_TRASH_EXPIRY_MS, resizeImage } from './service.js';
 export type { ChainDepthPolicy, LocalVolumeServiceOptions, RecoveryReport } from './service.js';
 export { JobRunner, type JobContext } from './jobs.js';
 export { openChain, LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';

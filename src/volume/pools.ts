@@ -50,6 +50,8 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
     if ((await svc.catalog.reservations.byIndexPrefix('name', `${name}/`)).length > 0) {
       throw new StorageError('BUSY', `pool '${name}' has a volume being created (import or copy); try again when it is done`);
     }
+    const trashed = await svc.catalog.volumes.byIndexPrefix('trash', `${name}/`);
+    if (trashed.length > 0) throw new StorageError('BUSY', `pool '${name}' has ${countOf(trashed.length, 'volume')} in its trash; purge them first`);
     if ((await layersOfPool(svc, name)).length > 0) {
       throw new StorageError('BUSY', `pool '${name}' still holds layers`);
     }

@@ -117,7 +117,7 @@ async function volumeNames(svc: ServiceContext, ids: Set<string>): Promise<strin
   const names: string[] = [];
   for (const id of ids) {
     const vol = await svc.catalog.volumes.get(id);
-    if (vol) names.push(`${vol.pool}/${vol.name}`);
+    if (vol) names.push(vol.trash === undefined ? `${vol.pool}/${vol.name}` : `${vol.pool}/${vol.name} (in the trash as ${vol.id})`);
   }
   return names.sort();
 }

@@ -20,6 +20,17 @@ export interface VolumeRecord {
   activeLayerId: string;
   snapshotLimit?: number;
   createdAt: string;
+  /**
+   * Set while the volume is in its pool's trash (trash.ts): its name is free (the name index has
+   * no entry for it; the trash index has one), its layers and snapshots stay until it is purged.
+   */
+  trash?: TrashState;
+}
+
+export interface TrashState {
+  deletedAt: string;
+  /** After this time the daemon purges it. */
+  expiresAt: string;
 }
 
 /**

@@ -5,7 +5,7 @@
  * under its writer lease from the Coordinator (writers.ts).
  *
  * This class is a facade: it builds the shared state (context.ts) once and delegates each
- * operation to the module that owns it: pools.ts, volumes.ts, snapshots.ts, clones.ts,
+ * operation to the module that owns it: pools.ts, volumes.ts, trash.ts, snapshots.ts, clones.ts,
  * transfer.ts (import/export/copy), diff.ts, recovery.ts, live-registry.ts (exports); queries.ts,
  * guards.ts, intents.ts and image-ops.ts are the helpers they share.
  *
@@ -28,7 +28,7 @@ import type { Coordinator } from '../core/coordinator.js';
 import { VolumeCatalog } from './catalog.js';
 import * as clones from './clones.js';
 import { LocalCoordinator } from './coordinator-local.js';
-import { DEFAULT_MAX_CHAIN_DEPTH, type ChainDepthPolicy, type ServiceContext } from './context.js';
+import { DEFAULT_MAX_CHAIN_DEPTH, DEFAULT_TRASH_EXPIRY_MS, type ChainDepthPolicy, type ServiceContext } from './context.js';
 import * as diffs from './diff.js';
 import { JobRunner } from './jobs.js';
 import type { LiveDevice, LiveVolume } from './live.js';
@@ -39,10 +39,11 @@ import { recover, type RecoveryReport } from './recovery.js';
 import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
-import type { DiffExtent, DiffRange, DuEntry, JobInfo, PoolInfo, SnapshotInfo, VolumeInfo, VolumeService } from './types.js';
+import * as trash from './trash.js';
+import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolInfo, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
 import * as volumes from './volumes.js';
 
-export { DEFAULT_MAX_CHAIN_DEPTH, type ChainDepthPolicy } from './context.js';
+export { DEFAULT_MAX_CHAIN_DEPTH, DEFAULT_TRASH_EXPIRY_MS, type ChainDepthPolicy } from './context.js';
 export { resizeImage } from './image-ops.js';
 export type { RecoveryReport } from './recovery.js';
 
@@ -59,6 +60,10 @@ export interface LocalVolumeServiceOptions {
   coordinator?: Coordinator;
   /** This service's name as a lease holder (default 'strata'). */
   writerName?: string;
+  /** How long a volume deleted to the trash stays there unless its delete says (default 7 days). */
+  trashExpiryMs?: number;
+  /** Now, in ms since the epoch, for trash times and expiry (default Date.now; tests pass their own clock). */
+  clock?: () => number;
 }
 
 export class LocalVolumeService implements VolumeService {
@@ -100,6 +105,8 @@ export class LocalVolumeService implements VolumeService {
       live: new Map<string, LiveVolume>(),
       maxChainDepth: this.maxChainDepth,
       chainDepthPolicy: this.chainDepthPolicy,
+      clock: options.clock ?? Date.now,
+      trashExpiryMs: options.trashExpiryMs ?? DEFAULT_TRASH_EXPIRY_MS,
     };
   }
 
@@ -162,6 +169,32 @@ export class LocalVolumeService implements VolumeService {
 
   deleteVolume(pool: string, name: string, options: { force?: boolean } = {}): Promise<void> {
     return volumes.deleteVolume(this.svc, pool, name, options);
+  }
+
+  // The trash (trash.ts)
+
+  trashVolume(pool: string, name: string, options: { expiresInMs?: number } = {}): Promise<TrashEntry> {
+    return trash.trashVolume(this.svc, pool, name, options);
+  }
+
+  listTrash(pool?: string): Promise<TrashEntry[]> {
+    return trash.listTrash(this.svc, pool);
+  }
+
+  restoreVolume(pool: string, id: string, options: { name?: string } = {}): Promise<VolumeInfo> {
+    return trash.restoreVolume(this.svc, pool, id, options);
+  }
+
+  purgeTrash(pool: string, id: string): Promise<TrashEntry> {
+    return trash.purgeTrash(this.svc, pool, id);
+  }
+
+  purgePoolTrash(pool: string, options: { expiredOnly?: boolean } = {}): Promise<TrashEntry[]> {
+    return trash.purgePoolTrash(this.svc, pool, options);
+  }
+
+  purgeExpiredTrash(options: { limit: number; after?: string }): Promise<ExpiredTrashPass> {
+    return trash.purgeExpiredTrash(this.svc, options);
   }
 
   // Snapshots (snapshots.ts)

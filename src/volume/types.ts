@@ -60,6 +60,29 @@ export interface SnapshotInfo {
   createdAt: string;
 }
 
+/** A volume in its pool's trash (RBD's `rbd trash`): purged when it expires, or restored. */
+export interface TrashEntry {
+  /** The volume's id: what restore and purge take (its name may be in use again). */
+  id: string;
+  pool: string;
+  /** The name it had when it was deleted. */
+  name: string;
+  /** Its virtual size. */
+  sizeBytes: number;
+  snapshotCount: number;
+  deletedAt: string;
+  expiresAt: string;
+}
+
+/** What one pass over the expired trash did (purgeExpiredTrash). */
+export interface ExpiredTrashPass {
+  purged: TrashEntry[];
+  /** Expired entries that could not be purged (clones of their snapshots remain, a job holds them). */
+  refused: { entry: TrashEntry; reason: string }[];
+  /** Where the next pass continues (undefined: every expired entry has been looked at; start over). */
+  nextAfter: string | undefined;
+}
+
 export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete';
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -116,6 +139,21 @@ export interface VolumeService {
   renameVolume(pool: string, name: string, newName: string): Promise<VolumeInfo>;
   /** Refused (BUSY) while it has snapshots or clones, unless force (which deletes its snapshots; clones still refuse). */
   deleteVolume(pool: string, name: string, options?: { force?: boolean }): Promise<void>;
+  /**
+   * Moves a volume to its pool's trash for expiresInMs (default 7 days): its name is free at once,
+   * its snapshots and layers stay (clones of them keep reading). Refused (BUSY) while it is exported.
+   */
+  trashVolume(pool: string, name: string, options?: { expiresInMs?: number }): Promise<TrashEntry>;
+  /** One pool's trash, or every pool's, oldest deletion first. */
+  listTrash(pool?: string): Promise<TrashEntry[]>;
+  /** Brings a volume back from the trash, under its old name or `name` (ALREADY_EXISTS when it is taken). */
+  restoreVolume(pool: string, id: string, options?: { name?: string }): Promise<VolumeInfo>;
+  /** Deletes a volume in the trash now (BUSY while its snapshots have clones, naming them). */
+  purgeTrash(pool: string, id: string): Promise<TrashEntry>;
+  /** Deletes every entry of a pool's trash, or the expired ones; refused (BUSY) before any is deleted if one has clones. */
+  purgePoolTrash(pool: string, options?: { expiredOnly?: boolean }): Promise<TrashEntry[]>;
+  /** Purges up to `limit` expired entries, in expiry order from after `after` (the daemon's timer). */
+  purgeExpiredTrash(options: { limit: number; after?: string }): Promise<ExpiredTrashPass>;
   /** Full independent copy (a job). */
   copyVolume(pool: string, name: string, destPool: string, destName: string): Promise<JobInfo>;
 

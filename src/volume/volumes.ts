@@ -102,28 +102,38 @@ export async function deleteVolume(svc: ServiceContext, pool: string, name: stri
   await withVolume(svc, pool, name, async (vol) => {
     checkNotLive(svc, vol, 'delete it');
     const snapshots = await snapshotsOfVolume(svc, vol.id);
-    const clones = await clonesOfVolume(svc, vol);
-    if (clones.length > 0) {
-      throw new StorageError(
-        'BUSY',
-        `volume '${pool}/${name}' has clones (${clones.join(', ')}); flatten or delete them first`,
-      );
-    }
+    await checkNoClones(svc, vol, `volume '${pool}/${name}'`);
     if (snapshots.length > 0 && !options.force) {
       const them = snapshots.length === 1 ? 'it' : 'them';
       throw new StorageError('BUSY', `volume '${pool}/${name}' has ${countOf(snapshots.length, 'snapshot')}`, {
         fix: { option: 'force', text: `delete ${them} first, or pass {} to delete ${them} with the volume` },
       });
     }
-    const layers = await layersOfVolume(svc, vol.id);
-    const intent = newIntent('volume-delete', `${pool}/${name}`, {});
-    await runIntent(svc, intent, async () => {
-      const txn = new CatalogTxn();
-      svc.catalog.volumes.remove(txn, vol);
-      for (const snap of snapshots) svc.catalog.snapshots.remove(txn, snap);
-      for (const layer of layers) svc.catalog.layers.remove(txn, layer);
-      await commitIntent(svc, txn, intent, layers);
-    });
+    await dropVolume(svc, vol, 'volume-delete');
+  });
+}
+
+/** Refuses (BUSY, naming them) while other volumes are clones of the volume's snapshots. */
+export async function checkNoClones(svc: ServiceContext, vol: VolumeRecord, what: string): Promise<void> {
+  const clones = await clonesOfVolume(svc, vol);
+  if (clones.length > 0) throw new StorageError('BUSY', `${what} has clones (${clones.join(', ')}); flatten or delete them first`);
+}
+
+/**
+ * Deletes a volume (the caller holds its lock and checked it has no clones): its record, its
+ * snapshots' and layers' in one transaction under an intent that names the layer files, which
+ * are deleted after it (recovery finishes that after a crash).
+ */
+export async function dropVolume(svc: ServiceContext, vol: VolumeRecord, kind: string): Promise<void> {
+  const snapshots = await snapshotsOfVolume(svc, vol.id);
+  const layers = await layersOfVolume(svc, vol.id);
+  const intent = newIntent(kind, `${vol.pool}/${vol.name}`, {});
+  await runIntent(svc, intent, async () => {
+    const txn = new CatalogTxn();
+    svc.catalog.volumes.remove(txn, vol);
+    for (const snap of snapshots) svc.catalog.snapshots.remove(txn, snap);
+    for (const layer of layers) svc.catalog.layers.remove(txn, layer);
+    await commitIntent(svc, txn, intent, layers);
   });
 }
 

@@ -1,16 +1,18 @@
 import { onTestFinished } from 'vitest';
 import type { CatalogStore } from '../../src/core/catalog-store.js';
+import type { ChunkStore } from '../../src/core/chunk-store.js';
 import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { BLAKE3_HASHER, XXH128_HASHER, type ChunkHasher } from '../../src/store/dedup/chunk-hasher.js';
 import { DedupChunkRepository } from '../../src/store/dedup/dedup-repository.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
+import { TieredChunkStore } from '../../src/store/tier/tiered-chunk-store.js';
 import { isBlake3Available } from '../../src/sys/blake3.js';
 import { damageChunk, storedCopies } from '../support/dedup.js';
 import { tempDir } from '../support/tmp.js';
 import { chunkRepositoryConformance, type ChunkRepositoryUnderTest } from './chunk-repository.js';
 
-function underTest(chunkStore: MemoryChunkStore, catalog: CatalogStore, hasher: ChunkHasher, repository: DedupChunkRepository): ChunkRepositoryUnderTest {
+function underTest(chunkStore: ChunkStore, catalog: CatalogStore, hasher: ChunkHasher, repository: DedupChunkRepository): ChunkRepositoryUnderTest {
   return {
     repository,
     storedCopies: (hash) => storedCopies(chunkStore, hash),
@@ -44,5 +46,31 @@ for (const hasher of hashers) {
         return DedupChunkRepository.open({ chunkStore, catalog, hasher });
       },
     };
+  });
+}
+
+/** A tier that moves every object cold as soon as it is stored: every read of a pack is a cold read. */
+function coldAtOnce(tier: TieredChunkStore): ChunkStore {
+  return {
+    get: (key, options) => tier.get(key, options),
+    getRange: (key, offsetBytes, lengthBytes, options) => tier.getRange(key, offsetBytes, lengthBytes, options),
+    put: async (key, data, options) => {
+      await tier.put(key, data, options);
+      const result = await tier.evict([key]);
+      if (result.failed.length > 0) throw new Error(`assertion failed: evicting ${key} failed`);
+    },
+    putIfAbsent: (key, data, options) => tier.putIfAbsent(key, data, options),
+    delete: (key, options) => tier.delete(key, options),
+    list: (prefix, options) => tier.list(prefix, options),
+  };
+}
+
+for (const allCold of [false, true]) {
+  chunkRepositoryConformance(`dedup (${hashers[0]!.algorithm}) over a tiered store${allCold ? ', every pack cold at once' : ''}`, async () => {
+    const tier = await TieredChunkStore.open({ hot: new MemoryChunkStore(), cold: new MemoryChunkStore(), catalog: new MemoryCatalogStore(), coolingMs: 60_000, flushIntervalMs: 0 });
+    const chunkStore = allCold ? coldAtOnce(tier) : tier;
+    const catalog = new MemoryCatalogStore();
+    const repository = await DedupChunkRepository.open({ chunkStore, catalog, hasher: hashers[0]!, packTargetBytes: 256 * 1024 });
+    return underTest(chunkStore, catalog, hashers[0]!, repository);
   });
 }

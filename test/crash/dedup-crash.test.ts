@@ -16,7 +16,7 @@ import { DedupChunkRepository } from '../../src/store/dedup/dedup-repository.js'
 import { SeededRandom } from '../../src/store/seeded-random.js';
 import { isBlake3Available } from '../../src/sys/blake3.js';
 import { expectSameBytes } from '../support/bytes.js';
-import { FolderChunkStore } from '../support/dedup-crash/folder-chunk-store.js';
+import { LocalChunkStore } from '../../src/store/local-chunk-store.js';
 import { CONTENT_IDS, PACK_TARGET_BYTES, contentOf } from '../support/dedup-crash/workload.js';
 import { tempDir } from '../support/tmp.js';
 import { REPO_ROOT } from '../support/tools.js';
@@ -96,7 +96,8 @@ describe.skipIf(!existsSync(CHILD))('dedup repository crash (child killed with S
 
       const catalog = await LevelCatalogStore.open(catalogPath);
       try {
-        const chunkStore = await FolderChunkStore.open(folder);
+        const chunkStore = new LocalChunkStore(folder);
+        await chunkStore.removeInterruptedPuts();
         const repo = await DedupChunkRepository.open({ chunkStore, catalog, hasher, packTargetBytes: PACK_TARGET_BYTES, readCacheBytes: 0 });
         const check = async (when: string) => {
           const next = new Map<number, number>();

@@ -59,7 +59,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata as a new operator meets it', (
     expect(rest).toMatchObject({ status: 400, error: { message: "shrinking 'default/vm' from 1 GiB to 512 MiB loses the data past the new end", hint: 'pass "allowShrink": true to shrink it anyway', fix: { option: 'allowShrink' } } });
     // Delete with snapshots: --force / ?force=true.
     d.cliOk(['snap', 'create', 'vm@s1']);
-    r = d.cliFails(['volume', 'delete', 'vm'], 4, /volume 'default\/vm' has 1 snapshot \[BUSY\] \(delete it first, or pass --force to delete it with the volume\)/);
+    r = d.cliFails(['volume', 'delete', 'vm', '--now'], 4, /volume 'default\/vm' has 1 snapshot \[BUSY\] \(delete it first, or pass --force to delete it with the volume\)/);
     rest = await restError(await d.api('DELETE', `${V}/vm`));
     expect(rest.error.hint).toBe('delete it first, or pass ?force=true to delete it with the volume');
     // Protected snapshot: strata snap unprotect / PATCH ... {"protected": false}.

@@ -104,7 +104,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata status / pool / volume', () =>
     d.cliFails(['pool', 'du', 'nope'], 3, /NOT_FOUND/);
 
     d.cliFails(['pool', 'delete', 'fast'], 4, /cannot delete pool 'fast': .*volume.*\[BUSY\]/);
-    d.cliOk(['volume', 'delete', 'fast/a', '--force']);
+    d.cliOk(['volume', 'delete', 'fast/a', '--now', '--force']);
     expect(d.cliOk(['pool', 'delete', 'fast']).stdout).toBe("Pool 'fast' deleted.\n");
     d.cliFails(['pool', 'delete', 'fast'], 3, /NOT_FOUND/);
   });
@@ -158,9 +158,10 @@ describe.skipIf(!requireTool('qemu-img'))('strata status / pool / volume', () =>
     expect(active).toBe(d.json(['volume', 'info', 'v1']).location);
 
     d.cliOk(['snap', 'create', 'other@s1']);
-    d.cliFails(['volume', 'delete', 'other'], 4, /\[BUSY\]/);
-    expect(d.cliOk(['volume', 'delete', 'other', '--force']).stdout).toBe("Volume 'default/other' deleted.\n");
-    expect(d.cliOk(['volume', 'delete', 'v1']).stdout).toBe("Volume 'default/v1' deleted.\n");
+    d.cliFails(['volume', 'delete', 'other', '--now'], 4, /\[BUSY\]/);
+    d.cliFails(['volume', 'delete', 'other', '--force'], 2, /--force goes with --now/);
+    expect(d.cliOk(['volume', 'delete', 'other', '--now', '--force']).stdout).toBe("Volume 'default/other' deleted.\n");
+    expect(d.cliOk(['volume', 'delete', 'v1', '--now']).stdout).toBe("Volume 'default/v1' deleted.\n");
     d.cliFails(['volume', 'delete', 'v1'], 3, /NOT_FOUND/);
   });
 

@@ -81,11 +81,11 @@ describe.skipIf(!requireTool('qemu-img'))('strata snap / job', () => {
     expect(d.json(['snap', 'children', 'vm@two'])).toEqual([]);
     expect(d.json(['snap', 'info', 'vm@one']).children.sort()).toEqual(['default/c1', 'other/c2']);
     d.cliFails(['snap', 'unprotect', 'vm@one'], 4, /has clones .*; flatten or delete them first \[BUSY\]/);
-    d.cliFails(['volume', 'delete', 'vm', '--force'], 4, /BUSY/);
+    d.cliFails(['volume', 'delete', 'vm', '--now', '--force'], 4, /BUSY/);
     d.cliOk(['volume', 'export', 'c1', f('c1.raw')]);
     expect(readFileSync(f('c1.raw')).equals(v1)).toBe(true);
     d.cliOk(['volume', 'flatten', 'c1']);
-    d.cliOk(['volume', 'delete', 'other/c2']);
+    d.cliOk(['volume', 'delete', 'other/c2', '--now']);
     expect(d.json(['snap', 'children', 'vm@one'])).toEqual([]);
     expect(d.cliOk(['snap', 'unprotect', 'vm@one']).stdout).toBe("Snapshot 'default/vm@one' unprotected.\n");
     d.cliOk(['volume', 'export', 'c1', f('c1b.raw')]);

@@ -31,6 +31,9 @@ function cleanEnv(extra: Record<string, string | undefined> = {}): Record<string
     STRATA_LOG_LEVEL: undefined,
     STRATA_NBD_LISTEN: undefined,
     STRATA_NBD_SOCKET: undefined,
+    STRATA_S3_DOMAIN: undefined,
+    // The S3 endpoint on a free port (7480 would collide between test daemons).
+    STRATA_S3_LISTEN: '127.0.0.1:0',
     ...extra,
   };
 }
@@ -59,6 +62,8 @@ export class Daemon {
   url = '';
   /** host:port NBD listens on over TCP (from the log). */
   nbdAddress: string | undefined;
+  /** The S3 endpoint (http://host:port) when it listens. */
+  s3Url: string | undefined;
 
   constructor(
     readonly dataDir: string,
@@ -190,6 +195,8 @@ export async function startDaemon(dataDir: string, options: StartOptions = {}): 
       daemon.url = m[1] as string;
       const nbd = /\bnbd listening\b.*?\btcp=(\S+)/.exec(log) ?? /"tcp":"([^"]+)"[^\n]*"msg":"nbd listening"/.exec(log);
       daemon.nbdAddress = nbd?.[1];
+      const s3 = /\bs3 endpoint ready\b.*?\bendpoint=(http:\/\/\S+)/.exec(log) ?? /"endpoint":"(http:\/\/[^"]+)"[^\n]*"msg":"s3 endpoint ready"/.exec(log);
+      daemon.s3Url = s3?.[1];
       return daemon;
     }
     if (!daemon.running) throw new Error(`strata serve exited (${JSON.stringify(await daemon.exited)}) before listening:\n${log}`);

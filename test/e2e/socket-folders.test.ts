@@ -75,7 +75,7 @@ describe('socket folders', () => {
     } finally {
       await other.stop();
     }
-    const serve = (args: string[]) => runAsync(process.execPath, [STRATA_BIN, 'serve', '--listen', '127.0.0.1:0', '--nbd-listen', 'off', ...args], { timeoutMs: 20_000 });
+    const serve = (args: string[]) => runAsync(process.execPath, [STRATA_BIN, 'serve', '--listen', '127.0.0.1:0', '--nbd-listen', 'off', '--s3-listen', 'off', ...args], { timeoutMs: 20_000 });
     const nbd = await serve(['--data-dir', f('data3'), '--nbd-socket', '/proc/strata-test-no-such/nbd.sock']);
     expect(nbd.code, nbd.stderr).toBe(1);
     expect(nbd.stderr).toMatch(/cannot create the folder \/proc\/strata-test-no-such for the NBD socket/);

@@ -144,7 +144,7 @@ export function poolFiles(dataDir: string): string[] {
 }
 
 /** Catalog and files agree: every layer has its file, every file is a layer's, no intent is left. */
-export async function expectConsistent(env: Env): Promise<void> {
+export async function expectConsistent(env: Pick<Env, 'dir' | 'service'>): Promise<void> {
   const layers = await env.service.catalog.layers.all();
   expect(poolFiles(env.dir)).toEqual(layers.map((l) => `${l.pool}/${l.fileName}`).sort());
   expect(await env.service.catalog.intents.all()).toEqual([]);

@@ -2,6 +2,7 @@
 import type { ExportService } from './export-service.js';
 import type { VolumeService } from '../../volume/types.js';
 import type { ApiMetrics } from './metrics.js';
+import type { UserStore } from '../../objects/users/user-store.js';
 
 export interface RestContext {
   service: VolumeService;
@@ -14,6 +15,8 @@ export interface RestContext {
   readonly closing: () => boolean;
   /** How often a job watch polls the job (ms). */
   jobWatchIntervalMs: number;
+  /** The S3 users and access keys (undefined in tests of the API alone). */
+  users: UserStore | undefined;
 }
 
 export interface PoolParams {

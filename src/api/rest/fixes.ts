@@ -16,6 +16,8 @@ function spelling(fix: ErrorFix): string {
         return '?force=true';
       case 'sizeBytes':
         return '?sizeBytes=N';
+      case 'name':
+        return '{"name": "NEW"}';
     }
   }
   switch (fix.operation) {

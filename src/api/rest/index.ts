@@ -18,7 +18,10 @@ import { registerExportRoutes } from './routes/exports.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerPoolRoutes } from './routes/pools.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
+import { registerTrashRoutes } from './routes/trash.js';
+import { registerUserRoutes } from './routes/users.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
+import type { UserStore } from '../../objects/users/user-store.js';
 import { SHARED_SCHEMAS } from './schemas.js';
 
 export { HTTP_STATUS, mapError } from './errors.js';
@@ -38,6 +41,8 @@ export interface RestApiOptions {
   /** Whether /metrics needs the token (default 'token'; the daemon opens it when it listens on loopback only). */
   metricsAuth?: 'token' | 'none';
   jobWatchIntervalMs?: number;
+  /** The S3 users and access keys (/v1/users); absent: those routes answer UNSUPPORTED. */
+  users?: UserStore;
 }
 
 /** Served without the token: the API description (it names no pool or volume). */
@@ -81,6 +86,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
     dataDir: options.dataDir,
     closing: options.closing ?? (() => false),
     jobWatchIntervalMs: options.jobWatchIntervalMs ?? 200,
+    users: options.users,
   };
 
   // JSON only (fastify also parses text/plain by default): anything else is a 415.
@@ -104,10 +110,12 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
         { name: 'status' },
         { name: 'pools' },
         { name: 'volumes' },
+        { name: 'trash', description: "deleted volumes kept in their pool's trash until they expire" },
         { name: 'snapshots' },
         { name: 'content', description: 'byte streams: import/export, diff streams' },
         { name: 'jobs' },
         { name: 'exports', description: 'NBD exports and vhost-user-blk attachments' },
+        { name: 'users', description: 'S3 users and their access keys' },
       ],
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
@@ -132,7 +140,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
     metrics.latency.observe({ method, route }, reply.elapsedTime / 1000);
     if (reply.statusCode >= 400) metrics.errors.inc({ method, route, code: errorCodes.get(req) ?? status });
     const params = req.params as { pool?: unknown; vol?: unknown } | undefined;
-    if (reply.statusCode < 400 && typeof params?.pool === 'string' && typeof params.vol === 'string' && method !== 'DELETE') {
+    if (reply.statusCode < 400 && typeof params?.pool === 'string' && typeof params.vol === 'string' && method !== 'DELETE' && !route.endsWith('/trash')) {
       metrics.volumeOperations.inc({ pool: params.pool, volume: params.vol, operation: `${method} ${route.replace('/v1/pools/:pool/volumes/:vol', '') || '/'}` });
     }
     const level = reply.statusCode >= 500 ? 'error' : 'info';
@@ -157,10 +165,12 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
 
   registerPoolRoutes(app, ctx);
   registerVolumeRoutes(app, ctx);
+  registerTrashRoutes(app, ctx);
   registerSnapshotRoutes(app, ctx);
   registerJobRoutes(app, ctx);
   registerExportRoutes(app, ctx);
   registerContentRoutes(app, ctx);
+  registerUserRoutes(app, ctx);
 
   app.get(OPENAPI_ROUTE, { schema: { hide: true } }, async () => app.swagger());
 

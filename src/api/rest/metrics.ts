@@ -131,6 +131,14 @@ export class ApiMetrics {
   readonly volumeOperations = new Counter('strata_volume_operations_total', 'Operations on a volume (API calls naming it), by pool, volume and operation.');
   readonly startedAt = Date.now();
 
+  /** Drops a deleted volume's series (its name may come back as another volume). */
+  forgetVolume(pool: string, volume: string): void {
+    const matches = (l: Record<string, string>) => l['pool'] === pool && l['volume'] === volume;
+    this.volumeImportedBytes.remove(matches);
+    this.volumeExportedBytes.remove(matches);
+    this.volumeOperations.remove(matches);
+  }
+
   render(extra: readonly string[] = []): string {
     const parts = [
       this.requests.render(),

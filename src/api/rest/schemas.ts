@@ -6,7 +6,7 @@
  * present), checked against those types.
  */
 import type { FromSchema } from 'json-schema-to-ts';
-import type { DiffExtent, DuEntry, JobInfo, PoolInfo, SnapshotInfo, VolumeInfo } from '../../volume/types.js';
+import type { DiffExtent, DuEntry, JobInfo, PoolInfo, SnapshotInfo, TrashEntry, VolumeInfo } from '../../volume/types.js';
 
 /** Pool, volume and snapshot names: no '/', '@' or spaces, so "pool/vol@snap" is unambiguous. */
 export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
@@ -134,6 +134,22 @@ export const diffExtentSchema = {
   properties: { offset: bytes, length: bytes, kind: { type: 'string', enum: ['data', 'zero'] } },
 } as const;
 
+export const trashEntrySchema = {
+  $id: 'TrashEntry',
+  type: 'object',
+  description: "a volume in its pool's trash: purged at expiresAt unless restored",
+  required: ['id', 'pool', 'name', 'sizeBytes', 'snapshotCount', 'deletedAt', 'expiresAt'],
+  properties: {
+    id: { type: 'string', description: 'the volume id: what restore and purge take' },
+    pool: { type: 'string' },
+    name: { type: 'string', description: 'the name it had when it was deleted' },
+    sizeBytes: bytes,
+    snapshotCount: bytes,
+    deletedAt: isoTime,
+    expiresAt: isoTime,
+  },
+} as const;
+
 export const statusSchema = {
   $id: 'Status',
   type: 'object',
@@ -182,10 +198,11 @@ export type JobJson = FromSchema<typeof jobSchema>;
 export type DuEntryJson = FromSchema<typeof duEntrySchema>;
 export type DiffExtentJson = FromSchema<typeof diffExtentSchema>;
 export type ExportJson = FromSchema<typeof exportSchema>;
+export type TrashEntryJson = FromSchema<typeof trashEntrySchema>;
 export type StatusJson = FromSchema<typeof statusSchema, { references: [typeof exportSchema] }>;
 export type ErrorJson = FromSchema<typeof errorSchema>;
 
-export const SHARED_SCHEMAS = [errorSchema, poolSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema, exportSchema];
+export const SHARED_SCHEMAS = [errorSchema, poolSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema, exportSchema, trashEntrySchema];
 
 export const ref = (id: string) => ({ $ref: `${id}#` }) as const;
 export const listOf = (id: string) => ({ type: 'array', items: { $ref: `${id}#` } }) as const;
@@ -219,6 +236,10 @@ export function jobJson(j: JobInfo): JobJson {
 }
 
 export function duJson(e: DuEntry): DuEntryJson {
+  return { ...e };
+}
+
+export function trashJson(e: TrashEntry): TrashEntryJson {
   return { ...e };
 }
 

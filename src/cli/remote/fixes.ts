@@ -9,6 +9,7 @@ const FLAGS: Record<FixOption, string> = {
   allowShrink: '--shrink',
   force: '--force',
   sizeBytes: '--size SIZE',
+  name: '--name NEW',
 };
 
 function spelling(fix: ErrorFix): string {

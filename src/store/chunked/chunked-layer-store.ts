@@ -8,7 +8,7 @@
  * Crash safety: seal stores the manifest before it removes the local file, so a crash between
  * leaves both, with the same bytes; the manifest wins (open, allocatedBytes) and remove deletes
  * both. remove deletes the manifest before it drops its chunk references, so a crash between
- * leaks references (reclaimed by a reference audit) and never leaves a manifest naming dropped
+ * leaks references (reclaimed by a scrub's reference audit: referenceHolders()) and never leaves a manifest naming dropped
  * chunks.
  */
 import type { ChunkStore } from '../../core/chunk-store.js';
@@ -21,10 +21,11 @@ import { ChunkCache, CHUNK_CACHE_DEFAULT_BYTES } from './chunk-cache.js';
 import { ChunkedFile } from './chunked-file.js';
 import type { ChunkManifest } from './manifest.js';
 import { decodeManifest, encodeManifest } from './manifest-format.js';
+import { LAYER_MANIFEST_PREFIX, sealedLayerReferences } from './manifest-references.js';
 import { releaseManifest, sealFile, type SealOptions } from './seal.js';
+import type { ReferenceSource } from '../dedup/scrub.js';
 
-/** The ChunkStore key prefix of sealed layers' manifests. */
-export const LAYER_MANIFEST_PREFIX = 'layer-manifests/';
+export { LAYER_MANIFEST_PREFIX } from './manifest-references.js';
 
 export interface ChunkedLayerStoreOptions {
   /** Where active (and not yet sealed) layers live: a LocalLayerStore in a daemon. */
@@ -134,6 +135,15 @@ export class ChunkedLayerStore implements LayerStore {
 
   poolLocation(pool: string): string | undefined {
     return this.local.poolLocation(pool);
+  }
+
+  /**
+   * The sealed layers of `pools` (all pools when absent) as holders of chunk references: what a
+   * scrub of this store's repository audits its counts against (DedupChunkRepository.scrub).
+   */
+  referenceHolders(pools?: readonly string[]): ReferenceSource {
+    for (const pool of pools ?? []) checkComponent('pool name', pool);
+    return sealedLayerReferences(this.manifests, pools);
   }
 
   /** True when the layer is a chunk manifest. */

@@ -23,6 +23,8 @@ import { collectGarbage, type GcContext, type GcOptions, type GcReport } from '.
 import { CHUNK_SIZE_BYTES_MAX, PackBuilder, newPackId, packCreatedAtMs, packKey } from './pack-format.js';
 import { ChunkReadCache } from './read-cache.js';
 import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions } from './repository.js';
+import { scrubPool, type LeakSuspect, type ScrubOptions } from './scrub.js';
+import type { ScrubReport } from './scrub-report.js';
 
 export const PACK_TARGET_BYTES_DEFAULT = 4 * 1024 * 1024;
 export const READ_CACHE_BYTES_DEFAULT = 8 * 1024 * 1024;
@@ -65,7 +67,10 @@ export class DedupChunkRepository implements ChunkRepository {
   private readonly inFlight = new Map<string, Promise<void>>();
   /** Packs put by calls in this process that have not committed yet: GC leaves them alone. */
   private readonly uncommittedPacks = new Set<string>();
-  private gcRunning = false;
+  /** The GC or scrub running (one at a time: a scrub must not see a GC's half-moved chunks). */
+  private maintenance: 'gc' | 'scrub' | undefined;
+  /** Counts a scrub saw above what holders hold, kept for the scrub that confirms them (scrub.ts). */
+  private readonly leakSuspects = new Map<string, LeakSuspect>();
 
   private constructor(
     private readonly options: DedupChunkRepositoryOptions,
@@ -213,12 +218,30 @@ export class DedupChunkRepository implements ChunkRepository {
    * `graceMs`; and rewrites packs mostly dead (or small ones, together). One GC at a time.
    */
   async gc(options: GcOptions): Promise<GcReport> {
-    if (this.gcRunning) throw new StorageError('BUSY', 'a garbage collection of this repository is already running; wait for it');
-    this.gcRunning = true;
+    return this.runMaintenance('gc', () => collectGarbage(this.internals(), options));
+  }
+
+  /**
+   * Checks the pool (index, packs, chunk hashes, reference counts against `options.references`)
+   * and, with `repair`, fixes what it can; scrub.ts says what and how it stays safe beside
+   * calls that add and drop references. A leak is lowered only by a scrub at least
+   * `leakConfirmMs` after the one that first saw it (this object remembers it meanwhile).
+   * BUSY while a GC or another scrub of this repository runs.
+   */
+  async scrub(options: ScrubOptions): Promise<ScrubReport> {
+    return this.runMaintenance('scrub', () => scrubPool({ ...this.internals(), leakSuspects: this.leakSuspects }, options));
+  }
+
+  private async runMaintenance<T>(what: 'gc' | 'scrub', run: () => Promise<T>): Promise<T> {
+    if (this.maintenance !== undefined) {
+      const running = this.maintenance === 'gc' ? 'a garbage collection' : 'a scrub';
+      throw new StorageError('BUSY', `${running} of this repository is already running; wait for it to finish, then run the ${what}`);
+    }
+    this.maintenance = what;
     try {
-      return await collectGarbage(this.internals(), options);
+      return await run();
     } finally {
-      this.gcRunning = false;
+      this.maintenance = undefined;
     }
   }
 

@@ -192,7 +192,12 @@ export class VhostUserFrontend {
     if (this.closedError) return;
     this.closedError = e;
     for (const w of this.replyWaiters.splice(0)) w.reject(e);
-    for (const q of this.queues) q.failAll(e);
+    // What the back-end completed before it closed is in the used rings (guest memory, still
+    // mapped): those requests succeeded, whether or not their interrupt arrived before the hang-up.
+    for (const q of this.queues) {
+      q.reap();
+      q.failAll(e);
+    }
     for (const fd of this.inFds.splice(0)) closeFd(fd);
     for (const l of this.closeListeners.splice(0)) l();
   }

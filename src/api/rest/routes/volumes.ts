@@ -90,16 +90,14 @@ export function registerVolumeRoutes(app: FastifyInstance, ctx: RestContext): vo
   app.delete<{ Params: VolumeParams; Querystring: { force?: boolean } }>('/v1/pools/:pool/volumes/:vol', {
     schema: {
       tags: ['volumes'],
-      summary: 'Delete a volume (force: with its snapshots; clones still refuse)',
+      summary: 'Delete a volume now (force: with its snapshots; clones still refuse); POST .../trash deletes it to the trash',
       params: volumeParams,
       querystring: { type: 'object', additionalProperties: false, properties: { force: { type: 'boolean' } } },
       response: { 204: { type: 'null' }, ...errorResponses },
     },
   }, async (req, reply) => {
     await service.deleteVolume(req.params.pool, req.params.vol, { force: req.query.force === true });
-    ctx.metrics.volumeImportedBytes.remove((l) => l['pool'] === req.params.pool && l['volume'] === req.params.vol);
-    ctx.metrics.volumeExportedBytes.remove((l) => l['pool'] === req.params.pool && l['volume'] === req.params.vol);
-    ctx.metrics.volumeOperations.remove((l) => l['pool'] === req.params.pool && l['volume'] === req.params.vol);
+    ctx.metrics.forgetVolume(req.params.pool, req.params.vol);
     return reply.code(204).send();
   });
 

@@ -1,0 +1,142 @@
+/**
+ * The S3-compatible endpoint, a fastify plugin: every request is resolved to a typed endpoint
+ * (endpoints.ts), its SigV4 signature checked (sigv4.ts) against the access keys, and only then
+ * handed to a handler, with its body left as a stream and checked as it is read (payload.ts).
+ * Errors are S3's XML bodies with x-amz-request-id and x-amz-id-2; HEAD errors have no body.
+ * The daemon serves it on its own listener (--s3-listen), beside the REST API.
+ */
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { createApiApp } from '../app.js';
+import { BUCKET_HANDLERS, type S3RequestContext } from './bucket-handlers.js';
+import { resolveEndpoint, type ResolvedRequest } from './endpoints.js';
+import { S3Error, toS3Error } from './errors.js';
+import type { ObjectService } from './object-service.js';
+import { openPayload } from './payload.js';
+import { verifySigV4, type SecretLookup } from './sigv4.js';
+import { splitTarget } from './uri.js';
+import { errorXml } from './xml.js';
+
+export interface S3ApiOptions {
+  /** The secret of an access key (the user store). */
+  readonly keys: SecretLookup;
+  /** The object model; undefined: every operation past authentication answers NotImplemented. */
+  readonly objects: ObjectService | undefined;
+  /** Domains for virtual-host style addressing (bucket.<domain>); path style always works. */
+  readonly domains: readonly string[];
+  /** The region reported (GetBucketLocation, HeadBucket); clients may sign for any region. */
+  readonly region?: string;
+  /** The clock for signature times (tests); Date.now by default. */
+  readonly now?: () => number;
+}
+
+export const DEFAULT_S3_REGION = 'us-east-1';
+
+interface S3RequestState {
+  requestId: string;
+  resolved: ResolvedRequest | undefined;
+}
+
+const states = new WeakMap<FastifyRequest, S3RequestState>();
+
+function stateOf(req: FastifyRequest): S3RequestState {
+  let state = states.get(req);
+  if (state === undefined) {
+    state = { requestId: randomBytes(8).toString('hex').toUpperCase(), resolved: undefined };
+    states.set(req, state);
+  }
+  return state;
+}
+
+/** What S3 names in an error's <Resource>: the path as requested. */
+function resourceOf(req: FastifyRequest): string {
+  return splitTarget(req.raw.url ?? '/').rawPath;
+}
+
+function hasBody(req: FastifyRequest): boolean {
+  const length = req.headers['content-length'];
+  return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
+}
+
+async function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown): Promise<FastifyReply | undefined> {
+  const { error, internal } = toS3Error(err);
+  const state = stateOf(req);
+  // Set here too: a malformed URL fails before the onRequest hook runs.
+  reply.header('x-amz-request-id', state.requestId);
+  if (internal) req.log.error({ err, url: req.url, requestId: state.requestId }, 's3 request failed');
+  else req.log.debug({ code: error.code, message: error.message, requestId: state.requestId }, 's3 request refused');
+  if (reply.sent || reply.raw.headersSent) return undefined;
+  reply.code(error.status);
+  if (req.method === 'HEAD') return reply.send();
+  return reply.type('application/xml').send(errorXml(error.code, error.message, resourceOf(req), state.requestId, error.extra));
+}
+
+/** The S3 endpoint as an encapsulated plugin: its own body handling, auth and errors. */
+export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promise<void> {
+  const region = options.region ?? DEFAULT_S3_REGION;
+  // Bodies stay streams: no parser reads them (the handlers read them through openPayload).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null, undefined));
+
+  app.addHook('onRequest', async (req, reply) => {
+    const { requestId } = stateOf(req);
+    reply.header('x-amz-request-id', requestId);
+    reply.header('x-amz-id-2', randomBytes(24).toString('base64'));
+    reply.header('server', 'Strata');
+  });
+
+  app.addHook('onResponse', async (req, reply) => {
+    const state = stateOf(req);
+    const level = reply.statusCode >= 500 && reply.statusCode !== 501 ? 'error' : 'info';
+    req.log[level]({ s3: state.resolved?.endpoint ?? 'unresolved', method: req.method, url: req.url, status: reply.statusCode, requestId: state.requestId, ms: Math.round(reply.elapsedTime * 10) / 10 }, 's3 request');
+  });
+
+  app.setErrorHandler(async (err, req, reply) => sendError(req, reply, err));
+  app.setNotFoundHandler(async (req, reply) => sendError(req, reply, new S3Error('MethodNotAllowed', `the method ${req.method} is not allowed by S3`)));
+
+  const handler = async (req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
+    const url = req.raw.url ?? '/';
+    const copySource = req.headers['x-amz-copy-source'];
+    const resolved = resolveEndpoint(req.method, url, { host: req.headers.host, copySource: typeof copySource === 'string' ? copySource : undefined }, options.domains);
+    stateOf(req).resolved = resolved;
+    const verified = await verifySigV4({ method: req.method, url, rawHeaders: req.raw.rawHeaders }, options.keys, options.now === undefined ? {} : { now: options.now });
+    if (verified === undefined) throw new S3Error('AccessDenied', 'anonymous requests are not allowed; sign the request with an access key (strata user key create)');
+    const handle = BUCKET_HANDLERS[resolved.endpoint];
+    if (options.objects === undefined || handle === undefined) {
+      throw new S3Error('NotImplemented', `${resolved.endpoint} is not implemented by this endpoint yet${options.objects === undefined ? ' (no object store is configured)' : ''}`);
+    }
+    let body: ReturnType<S3RequestContext['body']> | undefined;
+    const ctx: S3RequestContext = {
+      endpoint: resolved.endpoint,
+      bucket: resolved.bucket,
+      key: resolved.key,
+      query: resolved.query,
+      principal: { owner: verified.owner, accessKeyId: verified.accessKeyId },
+      objects: options.objects,
+      region,
+      hasBody: hasBody(req),
+      body: () => (body ??= openPayload(req.raw, req.raw.rawHeaders, verified)),
+    };
+    const response = await handle(ctx);
+    reply.code(response.status);
+    for (const [name, value] of Object.entries(response.headers ?? {})) reply.header(name, value);
+    if (response.xml !== undefined && req.method !== 'HEAD') return reply.type('application/xml').send(response.xml);
+    return reply.send();
+  };
+
+  app.route({ method: ['GET', 'HEAD', 'PUT', 'POST', 'DELETE'], url: '/', handler });
+  app.route({ method: ['GET', 'HEAD', 'PUT', 'POST', 'DELETE'], url: '/*', handler });
+}
+
+/** A fastify instance serving the S3 endpoint alone (the daemon listens on it with --s3-listen). */
+export async function buildS3Api(options: S3ApiOptions & { logger: Logger }): Promise<FastifyInstance> {
+  // Requests fastify cannot route (a malformed percent escape in the path) get S3's XML too.
+  const app = createApiApp(options.logger, {
+    frameworkErrors: (err, req, reply) => {
+      void sendError(req, reply, new S3Error('InvalidArgument', `the request URI is not valid: ${err.message}`));
+    },
+  });
+  await app.register(s3Api, options);
+  return app;
+}

@@ -1,0 +1,172 @@
+/**
+ * What a request body must prove, checked as it streams: its SHA-256 (x-amz-content-sha256 as a
+ * hex hash), its Content-MD5, an x-amz-checksum-* header or trailer, and its length. Handlers
+ * read the body from `openPayload`: the bytes as they arrive (aws-chunked framing removed), and an
+ * 'error' instead of 'end' when any check fails, so nothing that fails a check is ever seen whole.
+ */
+import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { AwsChunkedDecoder } from './aws-chunked.js';
+import { CHECKSUM_DIGEST_BYTES, CHECKSUM_HEADER_PREFIX, createChecksum, isChecksumAlgorithm, type Checksum, type ChecksumAlgorithm } from './checksums.js';
+import { S3Error } from './errors.js';
+import { headerValues, type VerifiedRequest } from './sigv4.js';
+
+/** The checks one body must pass, from its request's headers. */
+export interface PayloadExpectations {
+  /** x-amz-content-sha256 as a hex hash (only for bodies sent as they are). */
+  readonly sha256Hex: string | undefined;
+  /** Content-MD5 (base64 of 16 bytes). */
+  readonly contentMd5: string | undefined;
+  /** An x-amz-checksum-<alg> header's algorithm and value. */
+  readonly headerChecksum: { readonly algorithm: ChecksumAlgorithm; readonly value: string } | undefined;
+  /** The checksum x-amz-trailer announces (its value comes in the trailer). */
+  readonly trailerChecksum: ChecksumAlgorithm | undefined;
+  /** The decoded length the body must have (Content-Length, or x-amz-decoded-content-length for aws-chunked). */
+  readonly lengthBytes: number | undefined;
+}
+
+const ALGORITHM_NAMES: Record<ChecksumAlgorithm | 'md5', string> = { crc32: 'CRC32', crc32c: 'CRC32C', crc64nvme: 'CRC64NVME', sha1: 'SHA1', sha256: 'SHA256', md5: 'Content-MD5' };
+
+function checkDigestText(algorithm: ChecksumAlgorithm | 'md5', value: string, where: string): void {
+  const bytes = /^[A-Za-z0-9+/]*={0,2}$/.test(value) ? Buffer.from(value, 'base64') : undefined;
+  if (bytes === undefined || bytes.length !== CHECKSUM_DIGEST_BYTES[algorithm] || bytes.toString('base64') !== value) {
+    const code = algorithm === 'md5' ? 'InvalidDigest' : 'InvalidRequest';
+    throw new S3Error(code, `${where} is not the base64 of a ${CHECKSUM_DIGEST_BYTES[algorithm]}-byte ${ALGORITHM_NAMES[algorithm]} value: '${value.slice(0, 100)}'`);
+  }
+}
+
+function parseLength(text: string | undefined, name: string): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d{1,15}$/.test(text.trim())) throw new S3Error('InvalidArgument', `${name} must be a byte count, not '${text.slice(0, 40)}'`);
+  return Number(text.trim());
+}
+
+/** Reads the expectations from the headers (malformed values are refused here, before the body). */
+export function payloadExpectations(rawHeaders: readonly string[], verified: VerifiedRequest): PayloadExpectations {
+  const headers = headerValues(rawHeaders);
+  const one = (name: string): string | undefined => headers.get(name)?.[0];
+  const contentMd5 = one('content-md5');
+  if (contentMd5 !== undefined) checkDigestText('md5', contentMd5, 'Content-MD5');
+  const checksumHeaders = [...headers.keys()].filter((n) => n.startsWith(CHECKSUM_HEADER_PREFIX) && n !== 'x-amz-checksum-mode' && n !== 'x-amz-checksum-type');
+  if (checksumHeaders.length > 1) throw new S3Error('InvalidRequest', `send one x-amz-checksum-* header, not ${checksumHeaders.length} (${checksumHeaders.join(', ')})`);
+  let headerChecksum: PayloadExpectations['headerChecksum'];
+  const checksumHeader = checksumHeaders[0];
+  if (checksumHeader !== undefined) {
+    const algorithm = checksumHeader.slice(CHECKSUM_HEADER_PREFIX.length);
+    if (!isChecksumAlgorithm(algorithm)) throw new S3Error('InvalidRequest', `unknown checksum header ${checksumHeader} (known: crc32, crc32c, crc64nvme, sha1, sha256)`);
+    const value = one(checksumHeader) as string;
+    checkDigestText(algorithm, value, checksumHeader);
+    headerChecksum = { algorithm, value };
+  }
+  let trailerChecksum: ChecksumAlgorithm | undefined;
+  const trailer = one('x-amz-trailer');
+  const chunked = verified.payload.kind === 'streaming-signed' || verified.payload.kind === 'streaming-unsigned-trailer';
+  if (trailer !== undefined) {
+    const name = trailer.trim().toLowerCase();
+    const algorithm = name.startsWith(CHECKSUM_HEADER_PREFIX) ? name.slice(CHECKSUM_HEADER_PREFIX.length) : '';
+    if (!isChecksumAlgorithm(algorithm)) throw new S3Error('InvalidRequest', `x-amz-trailer must name one x-amz-checksum-* trailer, not '${trailer.slice(0, 80)}'`);
+    const trailerAllowed = verified.payload.kind === 'streaming-unsigned-trailer' || (verified.payload.kind === 'streaming-signed' && verified.payload.trailer);
+    if (!trailerAllowed) throw new S3Error('InvalidRequest', 'x-amz-trailer needs x-amz-content-sha256 STREAMING-UNSIGNED-PAYLOAD-TRAILER or STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER');
+    if (headerChecksum !== undefined) throw new S3Error('InvalidRequest', 'send a checksum either as a header or as a trailer, not both');
+    trailerChecksum = algorithm;
+  }
+  const lengthBytes = chunked ? parseLength(one('x-amz-decoded-content-length'), 'x-amz-decoded-content-length') : parseLength(one('content-length'), 'Content-Length');
+  return { sha256Hex: verified.payload.kind === 'sha256' ? verified.payload.sha256Hex : undefined, contentMd5, headerChecksum, trailerChecksum, lengthBytes };
+}
+
+/** Hashes decoded body bytes and checks them against the expectations at the end. */
+export class PayloadVerifier {
+  private readonly sha256: Checksum | undefined;
+  private readonly md5: Checksum | undefined;
+  private readonly checksum: Checksum | undefined;
+  private receivedBytes = 0;
+
+  constructor(private readonly expect: PayloadExpectations) {
+    this.sha256 = expect.sha256Hex === undefined ? undefined : createChecksum('sha256');
+    this.md5 = expect.contentMd5 === undefined ? undefined : createChecksum('md5');
+    const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
+    this.checksum = algorithm === undefined ? undefined : createChecksum(algorithm);
+  }
+
+  /** Bytes so far; more than the declared length is refused at once (never buffered). */
+  update(data: Uint8Array): void {
+    this.receivedBytes += data.length;
+    if (this.expect.lengthBytes !== undefined && this.receivedBytes > this.expect.lengthBytes) {
+      throw new S3Error('IncompleteBody', `the body is longer than its declared length of ${this.expect.lengthBytes} bytes`);
+    }
+    this.sha256?.update(data);
+    this.md5?.update(data);
+    this.checksum?.update(data);
+  }
+
+  /** At the end of the body: every check, with the trailers the body carried (aws-chunked). */
+  finish(trailers: ReadonlyMap<string, string>): void {
+    const { expect } = this;
+    if (expect.lengthBytes !== undefined && this.receivedBytes !== expect.lengthBytes) {
+      throw new S3Error('IncompleteBody', `the body ended after ${this.receivedBytes} of its declared ${expect.lengthBytes} bytes`);
+    }
+    if (this.sha256 !== undefined && Buffer.from(this.sha256.digestBase64(), 'base64').toString('hex') !== expect.sha256Hex) {
+      throw new S3Error('XAmzContentSHA256Mismatch', "the provided 'x-amz-content-sha256' header does not match what was computed");
+    }
+    if (this.md5 !== undefined && this.md5.digestBase64() !== expect.contentMd5) {
+      throw new S3Error('BadDigest', 'the Content-MD5 you specified did not match what we received');
+    }
+    const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
+    if (this.checksum === undefined || algorithm === undefined) return;
+    let value = expect.headerChecksum?.value;
+    if (value === undefined) {
+      const name = `${CHECKSUM_HEADER_PREFIX}${algorithm}`;
+      value = trailers.get(name);
+      if (value === undefined) throw new S3Error('InvalidRequest', `x-amz-trailer announced ${name} but the body carried no such trailer`);
+      checkDigestText(algorithm, value, `the ${name} trailer`);
+    }
+    if (this.checksum.digestBase64() !== value) {
+      throw new S3Error('BadDigest', `the ${ALGORITHM_NAMES[algorithm]} you specified did not match the calculated checksum`);
+    }
+  }
+}
+
+/** A body sent as it is: each byte goes to the verifier, whose verdict comes before 'end'. */
+class VerifyingPassThrough extends Transform {
+  constructor(private readonly verifier: PayloadVerifier) {
+    super();
+  }
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    try {
+      this.verifier.update(chunk);
+    } catch (err) {
+      callback(err as Error);
+      return;
+    }
+    callback(null, chunk);
+  }
+  override _flush(callback: TransformCallback): void {
+    try {
+      this.verifier.finish(new Map());
+      callback();
+    } catch (err) {
+      callback(err as Error);
+    }
+  }
+}
+
+/**
+ * The body of a verified request as handlers read it: decoded from aws-chunked for the streaming
+ * modes, and checked against every expectation; the raw stream's errors pass through.
+ */
+export function openPayload(raw: Readable & { readonly complete?: boolean }, rawHeaders: readonly string[], verified: VerifiedRequest): Readable {
+  const expectations = payloadExpectations(rawHeaders, verified);
+  const verifier = new PayloadVerifier(expectations);
+  const { payload } = verified;
+  const decoder =
+    payload.kind === 'streaming-signed'
+      ? new AwsChunkedDecoder({ verifier, signing: verified.chunkSigning, trailers: payload.trailer })
+      : payload.kind === 'streaming-unsigned-trailer'
+        ? new AwsChunkedDecoder({ verifier, signing: undefined, trailers: true })
+        : new VerifyingPassThrough(verifier);
+  raw.once('error', (err) => decoder.destroy(err));
+  raw.once('close', () => {
+    // An IncomingMessage that closes before its end: the client went away mid-body.
+    if (raw.complete === false) decoder.destroy(new S3Error('IncompleteBody', 'the client closed the connection before the body was complete'));
+  });
+  return raw.pipe(decoder);
+}

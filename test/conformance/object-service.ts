@@ -1,0 +1,70 @@
+/**
+ * The ObjectService conformance suite, bucket part (what the S3 endpoint's bucket handlers rely
+ * on): every implementation runs it (object-service.test.ts). `objects` says whether the
+ * implementation stores objects, for the checks that need one in a bucket.
+ */
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import type { ObjectService, S3Principal } from '../../src/api/s3/object-service.js';
+import { expectCode } from '../support/expect-error.js';
+
+const ALICE: S3Principal = { owner: 'alice', accessKeyId: 'STRAALICE' };
+const BOB: S3Principal = { owner: 'bob', accessKeyId: 'STRABOB' };
+
+export function objectServiceConformance(name: string, open: () => Promise<ObjectService>, options: { objects: boolean }): void {
+  describe(`ObjectService conformance (buckets): ${name}`, () => {
+    it('creates a bucket owned by its creator, unversioned, with its creation time', async () => {
+      const service = await open();
+      const before = Date.now();
+      const info = await service.createBucket(ALICE, 'photos');
+      expect(info).toMatchObject({ name: 'photos', owner: 'alice', versioning: 'Unversioned' });
+      expect(Date.parse(info.createdAt)).toBeGreaterThanOrEqual(before - 1000);
+      expect(await service.bucketInfo(ALICE, 'photos')).toEqual(info);
+    });
+
+    it('a taken name is ALREADY_EXISTS for anyone; of racing creators exactly one wins', async () => {
+      const service = await open();
+      await service.createBucket(ALICE, 'taken');
+      await expectCode(service.createBucket(ALICE, 'taken'), 'ALREADY_EXISTS');
+      await expectCode(service.createBucket(BOB, 'taken'), 'ALREADY_EXISTS');
+      const outcomes = await Promise.allSettled(Array.from({ length: 6 }, (_, i) => service.createBucket(i % 2 ? ALICE : BOB, 'raced')));
+      expect(outcomes.filter((o) => o.status === 'fulfilled')).toHaveLength(1);
+    });
+
+    it("lists a principal's own buckets by name", async () => {
+      const service = await open();
+      await service.createBucket(ALICE, 'b-two');
+      await service.createBucket(BOB, 'b-bob');
+      await service.createBucket(ALICE, 'b-one');
+      expect((await service.listBuckets(ALICE)).map((b) => b.name).filter((n) => n.startsWith('b-'))).toEqual(['b-one', 'b-two']);
+      expect((await service.listBuckets(BOB)).map((b) => b.name).filter((n) => n.startsWith('b-'))).toEqual(['b-bob']);
+    });
+
+    it('versioning: Enabled, then Suspended; a missing bucket is NOT_FOUND', async () => {
+      const service = await open();
+      await service.createBucket(ALICE, 'versioned');
+      await service.setBucketVersioning(ALICE, 'versioned', 'Enabled');
+      expect((await service.bucketInfo(ALICE, 'versioned')).versioning).toBe('Enabled');
+      await service.setBucketVersioning(ALICE, 'versioned', 'Suspended');
+      expect((await service.bucketInfo(ALICE, 'versioned')).versioning).toBe('Suspended');
+      await expectCode(service.setBucketVersioning(ALICE, 'missing', 'Enabled'), 'NOT_FOUND');
+    });
+
+    it('deletes an empty bucket; a missing one is NOT_FOUND', async () => {
+      const service = await open();
+      await service.createBucket(ALICE, 'gone');
+      await service.deleteBucket(ALICE, 'gone');
+      await expectCode(service.bucketInfo(ALICE, 'gone'), 'NOT_FOUND');
+      await expectCode(service.deleteBucket(ALICE, 'gone'), 'NOT_FOUND');
+      await service.createBucket(BOB, 'gone');
+    });
+
+    it.skipIf(!options.objects)('a bucket that holds an object is BUSY to delete', async () => {
+      const service = await open();
+      await service.createBucket(ALICE, 'full');
+      const body = Readable.from([Buffer.from('hello')]);
+      await service.putObject(ALICE, { bucket: 'full', key: 'k', body, sizeBytes: 5, contentType: undefined, userMetadata: {}, ifMatch: undefined, ifNoneMatch: undefined });
+      await expectCode(service.deleteBucket(ALICE, 'full'), 'BUSY');
+    });
+  });
+}
