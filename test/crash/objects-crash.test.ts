@@ -1,17 +1,14 @@
 /**
- * The object model under SIGKILL: a child process (from the build in dist/) puts objects into a
- * bucket over a LevelDB catalog and a LocalChunkStore and is killed mid-body (chunks being added,
- * steps applied and in flight), mid-body anywhere, or right after an acknowledgement, several
- * rounds over the same storage. After
- * each kill, reopened and recovered:
+ * The object model under SIGKILL: a child process (TypeScript run directly, test/support/ts-child.ts)
+ * puts objects into a bucket over a LevelDB catalog and a LocalChunkStore and is killed mid-body
+ * (chunks being added, steps applied and in flight), mid-body anywhere, or right after an
+ * acknowledgement, several rounds over the same storage. After each kill, reopened and recovered:
  *   - every acknowledged object reads back byte for byte (its MD5) and is listed;
  *   - the object killed mid-put is absent, or (killed after its commit) whole;
  *   - no put is left in the journal, and the pool's reference counts are exactly the chunks of
  *     the objects listed: nothing the killed put added is still referenced;
  *   - GC then removes the packs the killed put left and nothing an object needs.
  */
-import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -24,9 +21,10 @@ import { SeededRandom } from '../../src/store/seeded-random.js';
 import { totalReferences } from '../support/object-model.js';
 import { CHUNK_BYTES, CRASH_BUCKET, CRASH_POOL, md5Of, objectSpec, type ObjectSpec } from '../support/objects-crash/workload.js';
 import { tempDir } from '../support/tmp.js';
+import { spawnTsChild } from '../support/ts-child.js';
 import { REPO_ROOT } from '../support/tools.js';
 
-const CHILD = path.join(REPO_ROOT, 'dist', 'test', 'support', 'objects-crash', 'child.js');
+const CHILD = path.join(REPO_ROOT, 'test', 'support', 'objects-crash', 'child.ts');
 const ROUNDS = 6;
 
 interface Round {
@@ -41,7 +39,7 @@ interface Round {
  * right after the n-th acknowledgement, `{ piece: n }` at the first body piece n of any object.
  */
 function runChild(catalogDir: string, chunkDir: string, round: number, killAt: { refs: number } | { acks: number } | { piece: number }): Promise<Round> {
-  const child = spawn(process.execPath, [CHILD, catalogDir, chunkDir, String(round)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawnTsChild(CHILD, [catalogDir, chunkDir, String(round)]);
   let out = '';
   let err = '';
   const seen = new Map<string, number>();
@@ -94,7 +92,7 @@ async function listedKeys(model: ObjectModel): Promise<string[]> {
   }
 }
 
-describe.skipIf(!existsSync(CHILD))('object model crash (child killed with SIGKILL)', () => {
+describe('object model crash (child killed with SIGKILL)', () => {
   it('acknowledged puts survive; a killed put leaves nothing listed and nothing referenced', { timeout: 240_000 }, async () => {
     const dir = tempDir();
     const catalogDir = path.join(dir, 'catalog');

@@ -5,7 +5,7 @@
  * an addReferences call of the repository resolved (a step's references are durable), and
  * `ack <key> <etag>` once putObject resolved (acknowledged: it must survive).
  *
- *   node dist/test/support/objects-crash/child.js <catalog dir> <chunk dir> <round>
+ *   spawnTsChild('test/support/objects-crash/child.ts', [<catalog dir>, <chunk dir>, <round>])
  */
 import { StorageError } from '../../../src/core/errors.js';
 import { LevelCatalogStore } from '../../../src/meta/level-catalog.js';
