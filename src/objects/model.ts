@@ -12,6 +12,8 @@ import * as listing from './listing.js';
 import * as multipart from './multipart.js';
 import * as objects from './objects.js';
 import { recoverObjects, type RecoveryReport } from './recovery.js';
+import { objectReferenceHolders } from './references.js';
+import type { ReferenceSource } from '../store/dedup/scrub.js';
 import type { BucketRecord, CannedAcl, VersioningState } from './records.js';
 
 type Rest<F> = F extends (context: ObjectContext, ...args: infer A) => infer R ? (...args: A) => R : never;
@@ -25,6 +27,11 @@ export class ObjectModel {
 
   recover(): Promise<RecoveryReport> {
     return recoverObjects(this.context);
+  }
+
+  /** The holders of `pool`'s chunk references here, for a dedup scrub (join with concatReferenceSources). */
+  referenceHolders(pool: string): ReferenceSource {
+    return objectReferenceHolders(this.context, pool);
   }
 
   createBucket: Rest<typeof buckets.createBucket> = (request) => buckets.createBucket(this.context, request);

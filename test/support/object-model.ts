@@ -1,7 +1,9 @@
 /**
  * An ObjectModel over the real DedupChunkRepository for tests: two pools ('pool-a', 'pool-b'),
- * each its own repository over the given ChunkStore and CatalogStore (memory ones by default),
- * plus what tests look into: the repositories, the chunk counts, byte helpers.
+ * each its own repository in the given CatalogStore; pool-a's packs and the large manifests go
+ * to the given ChunkStore (memory ones by default), pool-b's packs to a MemoryChunkStore of its
+ * own (a pool's GC and scrub take every pack under `packs/` for theirs). Plus what tests look
+ * into: the repositories, the chunk counts, byte helpers.
  */
 import type { CatalogStore } from '../../src/core/catalog-store.js';
 import type { ChunkStore } from '../../src/core/chunk-store.js';
@@ -32,7 +34,7 @@ export async function createTestObjectModel(
     repositories.set(
       pool,
       await DedupChunkRepository.open({
-        chunkStore,
+        chunkStore: pool === 'pool-a' ? chunkStore : new MemoryChunkStore(),
         catalog,
         pool,
         packTargetBytes: options.packTargetBytes ?? 1024 * 1024,
