@@ -78,7 +78,7 @@ export async function scrubPacks(ctx: ScrubContext, snapshot: IndexSnapshot, rep
       report.packBytes += bytes.length;
       const footer = checkPack(ctx, id, bytes, snapshot, result, options);
       if (!snapshot.packs.has(id)) result.unrecorded.set(id, { sizeBytes: bytes.length, chunkCount: footer?.length ?? 0 });
-      options.onProgress?.({ phase: 'packs', done: ++done });
+      options.onProgress?.({ phase: 'packs', done: ++done, doneBytes: report.packBytes });
     }
     after = page.nextAfter;
   } while (after !== undefined);
