@@ -9,10 +9,11 @@ import type { JobJson } from '../api/rest/schemas.js';
 import type { PoolScrubJson } from '../api/rest/scrub-schemas.js';
 import { seg, type ApiClient } from './remote/client.js';
 import { checkName, clientOf, keyValues, parse, positionals, printJson, PROGRESS_OPTIONS, size, subcommand } from './remote/common.js';
+import { EXIT } from './remote/exits.js';
 import { ProgressBar } from './remote/progress-bar.js';
 
 /** The exit status of a scrub that leaves problems (found and not repaired; notices aside). */
-export const EXIT_SCRUB_PROBLEMS = 5;
+export const EXIT_SCRUB_PROBLEMS = EXIT.SCRUB_PROBLEMS;
 /** How often the bar asks for the scrub job's progress. */
 const PROGRESS_POLL_MS = 250;
 
