@@ -43,18 +43,18 @@ other commands (1 error, 3 no such pool, 4 busy: a GC of the pool runs).
     checkName(name, 'pool', command);
     const client = clientOf(args);
     const bar = new ProgressBar(con, ProgressBar.enabled(args), args.has('repair') ? 'scrubbing (repair)' : 'scrubbing', undefined);
-    const following = { stop: false };
-    const follow = ProgressBar.enabled(args) ? followScrubJob(client, name, bar, following) : Promise.resolve();
+    const following = new JobFollower();
+    const follow = ProgressBar.enabled(args) ? following.run(client, name, bar) : Promise.resolve();
     let r: PoolScrubJson;
     try {
       r = await client.json<PoolScrubJson>('POST', `/v1/pools/${seg(name)}/scrub`, `cannot scrub pool '${name}'`, { repair: args.has('repair') });
     } catch (err) {
-      following.stop = true;
+      following.stop();
       await follow;
       bar.abort();
       throw err;
     }
-    following.stop = true;
+    following.stop();
     await follow;
     bar.update(r.report.packBytes, r.report.packBytes);
     bar.finish();
@@ -71,19 +71,35 @@ export function unresolvedProblems(r: PoolScrubJson): number {
   return r.report.problemCount - r.report.repaired - notices;
 }
 
-/** Draws the scrub job's progress until told to stop (a failed poll just ends the following). */
-async function followScrubJob(client: ApiClient, pool: string, bar: ProgressBar, following: { stop: boolean }): Promise<void> {
-  while (!following.stop) {
-    await new Promise((resolve) => setTimeout(resolve, PROGRESS_POLL_MS));
-    if (following.stop) return;
-    let jobs: JobJson[];
-    try {
-      jobs = await client.json<JobJson[]>('GET', '/v1/jobs', 'cannot list jobs');
-    } catch {
-      return;
+/** Draws the scrub job's progress from the job list until stopped (a failed poll just ends the following). */
+class JobFollower {
+  private stopped = false;
+  private wake: (() => void) | undefined;
+
+  stop(): void {
+    this.stopped = true;
+    this.wake?.();
+  }
+
+  async run(client: ApiClient, pool: string, bar: ProgressBar): Promise<void> {
+    while (!this.stopped) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, PROGRESS_POLL_MS);
+        this.wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      if (this.stopped) return;
+      let jobs: JobJson[];
+      try {
+        jobs = await client.json<JobJson[]>('GET', '/v1/jobs', 'cannot list jobs');
+      } catch {
+        return;
+      }
+      const job = jobs.filter((j) => j.kind === 'scrub' && j.target === pool && (j.state === 'running' || j.state === 'queued')).at(-1);
+      if (job !== undefined && !this.stopped) bar.update(job.doneBytes, job.totalBytes || undefined);
     }
-    const job = jobs.filter((j) => j.kind === 'scrub' && j.target === pool && (j.state === 'running' || j.state === 'queued')).at(-1);
-    if (job !== undefined && !following.stop) bar.update(job.doneBytes, job.totalBytes || undefined);
   }
 }
 

@@ -86,6 +86,7 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('pool scrub through the dae
     expect(viaRest).toMatchObject({ pool: 'ds', report: { repair: false, clean: true } });
     expect(d.json<JobJson>(['job', 'info', viaRest.jobId])).toMatchObject({ kind: 'scrub', target: 'ds', state: 'succeeded' });
     d.cliFails(['pool', 'scrub', 'nothing'], 3, /does not exist/);
+    d.cliFails(['pool', 'scrub'], 2, /NAME/);
 
     // Damage while the daemon runs: a chunk's bytes in one pack, the footer index of another.
     const [rotten, broken] = packFiles(d, 'ds') as [string, string];
