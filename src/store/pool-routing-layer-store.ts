@@ -143,7 +143,7 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
     return { chunksChecked, leakedReferences: leaked.length, missingReferences, unreadableManifests: unreadable, repaired: repair };
   }
 
-  scrub(pool: string, options: { repair: boolean; signal?: AbortSignal; onProgress?: (doneBytes: number) => void }): Promise<ScrubReport> {
+  async scrub(pool: string, options: { repair: boolean; signal?: AbortSignal; onProgress?: (doneBytes: number) => void }): Promise<ScrubReport> {
     const { layers, repository } = this.requireChunked(pool);
     return repository.scrub({
       references: layers.referenceHolders([pool]),
