@@ -11,6 +11,7 @@
  * repository, so routing is a map of them, and a local pool never touches chunked code.
  */
 import type { ChunkedPoolAudit, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolUsage, DedupPoolConfig } from '../core/chunked-pools.js';
+import type { ScrubReport } from '../core/scrub-report.js';
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
 import type { LayerRef, LayerStore, StrayEntry } from '../core/layer-store.js';
@@ -140,6 +141,19 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
     const repair = options.repair && !unreadable && leaked.length > 0;
     if (repair) await repository.dropReferences(leaked);
     return { chunksChecked, leakedReferences: leaked.length, missingReferences, unreadableManifests: unreadable, repaired: repair };
+  }
+
+  async scrub(pool: string, options: { repair: boolean; signal?: AbortSignal; onProgress?: (doneBytes: number) => void }): Promise<ScrubReport> {
+    const { layers, repository } = this.requireChunked(pool);
+    return repository.scrub({
+      references: layers.referenceHolders([pool]),
+      repair: options.repair,
+      nowMs: Date.now(),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      onProgress: (p) => {
+        if (p.doneBytes !== undefined) options.onProgress?.(p.doneBytes);
+      },
+    });
   }
 
   // LayerStore
