@@ -5,7 +5,7 @@
  */
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import type { ObjectService, S3Principal } from '../../src/api/s3/object-service.js';
+import type { ObjectService, S3Principal } from '../../src/objects/object-service.js';
 import { expectCode } from '../support/expect-error.js';
 
 const ALICE: S3Principal = { owner: 'alice', accessKeyId: 'STRAALICE' };
@@ -63,8 +63,10 @@ export function objectServiceConformance(name: string, open: () => Promise<Objec
       const service = await open();
       await service.createBucket(ALICE, 'full');
       const body = Readable.from([Buffer.from('hello')]);
-      await service.putObject(ALICE, { bucket: 'full', key: 'k', body, sizeBytes: 5, contentType: undefined, userMetadata: {}, ifMatch: undefined, ifNoneMatch: undefined });
+      await service.putObject({ bucket: 'full', key: 'k', owner: ALICE.owner, body, claims: { sizeBytes: 5 } });
       await expectCode(service.deleteBucket(ALICE, 'full'), 'BUSY');
+      await service.deleteObject({ bucket: 'full', key: 'k', owner: ALICE.owner });
+      await service.deleteBucket(ALICE, 'full');
     });
   });
 }

@@ -6,7 +6,7 @@
  * lands.
  */
 import { StorageError } from '../../src/core/errors.js';
-import type { BucketInfo, ObjectService } from '../../src/api/s3/object-service.js';
+import type { BucketInfo, ObjectService } from '../../src/objects/object-service.js';
 
 export function bucketStandIn(): ObjectService {
   const buckets = new Map<string, BucketInfo>();
@@ -34,14 +34,20 @@ export function bucketStandIn(): ObjectService {
     setBucketVersioning: async (_p, name, state) => {
       buckets.set(name, { ...find(name), versioning: state });
     },
-    listObjects: notHere,
     putObject: notHere,
     getObject: notHere,
-    headObject: notHere,
     deleteObject: notHere,
+    deleteObjects: notHere,
+    copyObject: notHere,
+    listObjectsV2: notHere,
+    listObjects: notHere,
+    listObjectVersions: notHere,
+    listMultipartUploads: notHere,
     createMultipartUpload: notHere,
     uploadPart: notHere,
-    completeMultipartUpload: notHere,
+    uploadPartCopy: notHere,
+    listParts: notHere,
     abortMultipartUpload: notHere,
+    completeMultipartUpload: notHere,
   };
 }

@@ -7,7 +7,7 @@
 import { isStorageError } from '../../core/errors.js';
 import type { S3Endpoint } from './endpoints.js';
 import { S3Error, S3_ERROR_STATUS, type S3ErrorCode } from './errors.js';
-import type { ObjectService, S3Principal } from './object-service.js';
+import type { ObjectService, S3Principal } from '../../objects/object-service.js';
 import { childText, element, readXmlBody, textElement, xmlDocument } from './xml.js';
 import type { Readable } from 'node:stream';
 

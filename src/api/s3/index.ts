@@ -12,7 +12,7 @@ import { createApiApp } from '../app.js';
 import { BUCKET_HANDLERS, type S3RequestContext } from './bucket-handlers.js';
 import { resolveEndpoint, type ResolvedRequest } from './endpoints.js';
 import { S3Error, toS3Error } from './errors.js';
-import type { ObjectService } from './object-service.js';
+import type { ObjectService } from '../../objects/object-service.js';
 import { openPayload } from './payload.js';
 import { verifySigV4, type SecretLookup } from './sigv4.js';
 import { splitTarget } from './uri.js';
