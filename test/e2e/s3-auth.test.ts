@@ -98,8 +98,8 @@ describe('S3 endpoint of strata serve', () => {
   it('curl with a URL presigned by the SDK signer: accepted, tampered, expired', async () => {
     const s3Url = suite.d.s3Url as string;
     const good = curl(await presign(s3Url, alice));
-    expect(good.status).toBe(501);
-    expect(good.body).toContain('<Code>NotImplemented</Code>');
+    expect(good.status).toBe(404);
+    expect(good.body).toContain('<Code>NoSuchBucket</Code>');
     const tampered = curl((await presign(s3Url, alice)).replace('some%20key', 'other%20key'));
     expect(tampered.status).toBe(403);
     expect(tampered.body).toContain('<Code>SignatureDoesNotMatch</Code>');
@@ -123,7 +123,7 @@ describe('S3 endpoint of strata serve', () => {
     expect(presigned.code, presigned.stderr).toBe(0);
     const url = presigned.stdout.trim();
     expect(url).toContain('X-Amz-Signature=');
-    expect(curl(url)).toMatchObject({ status: 501 });
+    expect(curl(url)).toMatchObject({ status: 404 });
     const signed = python(
       [
         'import os, boto3, botocore',
