@@ -5,11 +5,12 @@
  * CLI. That a request gets past authentication is what these tests check (the objects
  * themselves: s3-objects.test.ts), and each refusal must be the S3 error a client expects.
  */
-import { HeadBucketCommand, ListBucketsCommand, CreateBucketCommand, S3Client, S3ServiceException, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { HeadBucketCommand, ListBucketsCommand, CreateBucketCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { run } from '../support/tools.js';
 import { sdkSigner } from '../support/sdk-signer.js';
 import { assertBuilt, useDaemon } from './harness.js';
+import { s3Failure as failure } from '../support/s3-failure.js';
 
 assertBuilt();
 
@@ -18,15 +19,6 @@ interface Key {
   secret: string;
 }
 
-async function failure(promise: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof S3ServiceException) return { name: err.name, status: err.$metadata.httpStatusCode };
-    throw err;
-  }
-  throw new Error('expected the request to fail');
-}
 
 /**
  * A presigned GET of /bucket/key from the SDK's signer, set up the way @aws-sdk/s3-request-presigner

@@ -24,7 +24,6 @@ import {
   ListPartsCommand,
   PutObjectCommand,
   S3Client,
-  S3ServiceException,
   UploadPartCommand,
   UploadPartCopyCommand,
 } from '@aws-sdk/client-s3';
@@ -33,20 +32,12 @@ import { sdkSigner } from '../support/sdk-signer.js';
 import { run } from '../support/tools.js';
 import { useTempDir } from '../support/tmp.js';
 import { assertBuilt, useDaemon } from './harness.js';
+import { s3Failure as failure } from '../support/s3-failure.js';
 
 assertBuilt();
 
 const MiB = 1024 * 1024;
 
-async function failure(promise: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof S3ServiceException) return { name: err.name, status: err.$metadata.httpStatusCode };
-    throw err;
-  }
-  throw new Error('expected the request to fail');
-}
 
 function md5Hex(data: Uint8Array): string {
   return createHash('md5').update(data).digest('hex');
