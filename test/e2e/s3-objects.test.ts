@@ -21,6 +21,8 @@ import {
   ListMultipartUploadsCommand,
   ListObjectsCommand,
   ListObjectsV2Command,
+  ListObjectVersionsCommand,
+  PutBucketVersioningCommand,
   ListPartsCommand,
   PutObjectCommand,
   S3Client,
@@ -137,6 +139,39 @@ describe('S3 objects through strata serve', () => {
     expect(copiedPart.CopyPartResult?.ETag).toBe(etags[0]);
     await s3.send(new AbortMultipartUploadCommand({ Bucket: 'photos', Key: 'from-copy.bin', UploadId: second.UploadId }));
     expect(await failure(s3.send(new ListPartsCommand({ Bucket: 'photos', Key: 'from-copy.bin', UploadId: second.UploadId })))).toEqual({ name: 'NoSuchUpload', status: 404 });
+  });
+
+  it('@aws-sdk/client-s3: 304, 416, versions and delete markers, NoSuchUpload; objects survive a restart', async () => {
+    const head = await s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'docs/hello.txt' }));
+    expect(await failure(s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'docs/hello.txt', IfNoneMatch: head.ETag })))).toMatchObject({ status: 304 });
+    expect(await failure(s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'docs/hello.txt', IfMatch: '"0000"' })))).toEqual({ name: 'PreconditionFailed', status: 412 });
+    expect(await failure(s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'docs/hello.txt', Range: 'bytes=5000-6000' })))).toEqual({ name: 'InvalidRange', status: 416 });
+    expect(await failure(s3.send(new UploadPartCommand({ Bucket: 'photos', Key: 'x', UploadId: 'nope', PartNumber: 1, Body: 'x' })))).toEqual({ name: 'NoSuchUpload', status: 404 });
+    expect(await failure(s3.send(new GetObjectCommand({ Bucket: 'nobucket', Key: 'x' })))).toEqual({ name: 'NoSuchBucket', status: 404 });
+
+    await s3.send(new CreateBucketCommand({ Bucket: 'versioned' }));
+    await s3.send(new PutBucketVersioningCommand({ Bucket: 'versioned', VersioningConfiguration: { Status: 'Enabled' } }));
+    const first = await s3.send(new PutObjectCommand({ Bucket: 'versioned', Key: 'k', Body: 'one' }));
+    const second = await s3.send(new PutObjectCommand({ Bucket: 'versioned', Key: 'k', Body: 'two' }));
+    expect(first.VersionId).toBeDefined();
+    expect(second.VersionId).not.toBe(first.VersionId);
+    const marker = await s3.send(new DeleteObjectCommand({ Bucket: 'versioned', Key: 'k' }));
+    expect(marker.DeleteMarker).toBe(true);
+    expect(await failure(s3.send(new GetObjectCommand({ Bucket: 'versioned', Key: 'k' })))).toEqual({ name: 'NoSuchKey', status: 404 });
+    const old = await s3.send(new GetObjectCommand({ Bucket: 'versioned', Key: 'k', VersionId: first.VersionId }));
+    expect(await old.Body!.transformToString()).toBe('one');
+    const versions = await s3.send(new ListObjectVersionsCommand({ Bucket: 'versioned' }));
+    expect(versions.Versions?.map((v) => v.VersionId)).toEqual([second.VersionId, first.VersionId]);
+    expect(versions.DeleteMarkers?.map((m) => [m.VersionId, m.IsLatest])).toEqual([[marker.VersionId, true]]);
+
+    const d = suite.d;
+    await d.stop();
+    const { startDaemon } = await import('./harness.js');
+    suite.d = await startDaemon(d.dataDir, { args: ['--data-dir', d.dataDir, '--listen', '127.0.0.1:0'], replaceArgs: true });
+    s3 = new S3Client({ endpoint: suite.d.s3Url as string, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: key.id, secretAccessKey: key.secret } });
+    const again = await s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'multi.bin' }));
+    expect(again.ContentLength).toBe(10 * MiB + 1000);
+    expect((await again.Body!.transformToByteArray()).length).toBe(10 * MiB + 1000);
   });
 
   it('curl with a presigned GET URL reads the object', async () => {
