@@ -87,6 +87,12 @@ describe('S3 objects through strata serve', () => {
     expect(await failure(s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'missing' })))).toEqual({ name: 'NoSuchKey', status: 404 });
     expect(await failure(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'docs/hello.txt', Body: 'again', IfNoneMatch: '*' })))).toEqual({ name: 'PreconditionFailed', status: 412 });
     await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'docs/new.txt', Body: 'first', IfNoneMatch: '*' }));
+    // A checksum that does not match the body: BadDigest, and nothing is stored.
+    expect(await failure(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad.txt', Body: 'some bytes', ChecksumCRC32: 'AAAAAA==' })))).toEqual({ name: 'BadDigest', status: 400 });
+    expect(await failure(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'bad.txt' })))).toMatchObject({ status: 404 });
+    const sha = await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'sha.txt', Body: 'sha bytes', ChecksumAlgorithm: 'SHA256' }));
+    expect(sha.ChecksumSHA256).toBe(createHash('sha256').update('sha bytes').digest('base64'));
+    await s3.send(new DeleteObjectCommand({ Bucket: 'photos', Key: 'sha.txt' }));
   });
 
   it('@aws-sdk/client-s3: list v2 with prefix and delimiter, list v1, copy, delete', async () => {

@@ -11,7 +11,7 @@ import type { ObjectService, S3Principal } from '../../objects/object-service.js
 import { childText, element, readXmlBody, textElement, xmlDocument } from './xml.js';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
-import type { PayloadExpectations } from './payload.js';
+import type { PayloadExpectations, PayloadStream } from './payload.js';
 
 /** What a handler sees of its request. */
 export interface S3RequestContext {
@@ -29,6 +29,11 @@ export interface S3RequestContext {
   readonly headers: IncomingHttpHeaders;
   /** The checked body (aws-chunked decoded, hashes verified), opened on first call. */
   body(): Readable;
+  /**
+   * The body of an object or part, for the object model: checked as body() is, except that the
+   * x-amz-checksum is computed by the model (which stores it) against `claimedChecksum()`.
+   */
+  dataBody(): PayloadStream;
   /** What the body was declared to be (length, checksum), which body() checks as it streams. */
   payload(): PayloadExpectations;
 }

@@ -117,7 +117,7 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
     if (options.objects === undefined || handle === undefined) {
       throw new S3Error('NotImplemented', `${resolved.endpoint} is not implemented by this endpoint yet${options.objects === undefined ? ' (no object store is configured)' : ''}`);
     }
-    let body: ReturnType<S3RequestContext['body']> | undefined;
+    let body: ReturnType<S3RequestContext['dataBody']> | undefined;
     const ctx: S3RequestContext = {
       endpoint: resolved.endpoint,
       bucket: resolved.bucket,
@@ -129,6 +129,7 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
       hasBody: hasBody(req),
       headers: req.headers,
       body: () => (body ??= openPayload(req.raw, req.raw.rawHeaders, verified)),
+      dataBody: () => (body ??= openPayload(req.raw, req.raw.rawHeaders, verified, { checksumByConsumer: true })),
       payload: () => payloadExpectations(req.raw.rawHeaders, verified),
     };
     const response = await handle(ctx);

@@ -8,7 +8,7 @@ import type { S3Handler, S3RequestContext } from './bucket-handlers.js';
 import type { S3Endpoint } from './endpoints.js';
 import { S3Error } from './errors.js';
 import { checksumAlgorithmOf, conditionsOf, contentHeadersOf, headerOf, quoted, userMetadataOf, versionHeader } from './object-headers.js';
-import { bodyClaimsOf, checksumHeader, parseCopySource } from './object-handlers.js';
+import { checksumHeader, dataBodyOf, parseCopySource } from './object-handlers.js';
 import { childrenNamed, childText, element, readXmlBody, textElement, xmlDocument } from './xml.js';
 
 function uploadIdOf(ctx: S3RequestContext): string {
@@ -46,8 +46,7 @@ const uploadPart: S3Handler = async (ctx) => {
     key: ctx.key as string,
     uploadId: uploadIdOf(ctx),
     partNumber: partNumberOf(ctx),
-    body: ctx.body(),
-    claims: bodyClaimsOf(ctx),
+    ...dataBodyOf(ctx),
   });
   return { status: 200, headers: { etag: quoted(part.etag), ...checksumHeader(part.checksum) } };
 };

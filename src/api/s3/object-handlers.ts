@@ -11,13 +11,20 @@ import { S3Error } from './errors.js';
 import { checksumAlgorithmOf, conditionsOf, contentHeadersOf, headerOf, httpDate, quoted, userMetadataOf, versionHeader, versionHeaders } from './object-headers.js';
 import { childrenNamed, childText, element, readXmlBody, textElement, xmlDocument } from './xml.js';
 
-/** What the body was declared to be, for the model's own checks and the checksum it stores. */
-export function bodyClaimsOf(ctx: S3RequestContext): BodyClaims {
+/**
+ * An object's body for the model, with what it was declared to be: the model computes the
+ * checksum once (to store it) and compares it with the value the client sent (BadDigest).
+ */
+export function dataBodyOf(ctx: S3RequestContext): { body: AsyncIterable<Uint8Array>; claims: BodyClaims } {
   const payload = ctx.payload();
   const algorithm = checksumAlgorithmOf(ctx.headers, payload.headerChecksum?.algorithm ?? payload.trailerChecksum);
+  const body = ctx.dataBody();
   return {
-    ...(payload.lengthBytes === undefined ? {} : { sizeBytes: payload.lengthBytes }),
-    ...(algorithm === undefined ? {} : { checksumAlgorithm: algorithm }),
+    body,
+    claims: {
+      ...(payload.lengthBytes === undefined ? {} : { sizeBytes: payload.lengthBytes }),
+      ...(algorithm === undefined ? {} : { checksumAlgorithm: algorithm, expectedChecksum: () => body.claimedChecksum() }),
+    },
   };
 }
 
@@ -35,8 +42,7 @@ const putObject: S3Handler = async (ctx) => {
     bucket: ctx.bucket as string,
     key: ctx.key as string,
     owner: ctx.principal.owner,
-    body: ctx.body(),
-    claims: bodyClaimsOf(ctx),
+    ...dataBodyOf(ctx),
     headers: contentHeadersOf(ctx.headers),
     userMetadata: userMetadataOf(ctx.headers),
     ...(conditions === undefined ? {} : { conditions }),

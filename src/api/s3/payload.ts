@@ -89,12 +89,23 @@ export class PayloadVerifier {
   private readonly md5: RunningChecksum | undefined;
   private readonly checksum: RunningChecksum | undefined;
   private receivedBytes = 0;
+  /** The x-amz-checksum value the client sent (header, or trailer once the body ended). */
+  claimedChecksum: string | undefined;
 
-  constructor(private readonly expect: PayloadExpectations) {
+  /**
+   * `checksumByConsumer`: the consumer computes the body's x-amz-checksum itself (the object model
+   * stores it) and compares it with `claimedChecksum`, so it is not computed twice; its presence
+   * and form are still checked here.
+   */
+  constructor(
+    private readonly expect: PayloadExpectations,
+    options: { checksumByConsumer?: boolean } = {},
+  ) {
     this.sha256 = expect.sha256Hex === undefined ? undefined : runningSha256();
     this.md5 = expect.contentMd5 === undefined ? undefined : runningMd5();
     const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
-    this.checksum = algorithm === undefined ? undefined : runningChecksum(algorithm);
+    this.checksum = algorithm === undefined || options.checksumByConsumer === true ? undefined : runningChecksum(algorithm);
+    this.claimedChecksum = expect.headerChecksum?.value;
   }
 
   /** Bytes so far; more than the declared length is refused at once (never buffered). */
@@ -121,15 +132,16 @@ export class PayloadVerifier {
       throw new S3Error('BadDigest', 'the Content-MD5 you specified did not match what we received');
     }
     const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
-    if (this.checksum === undefined || algorithm === undefined) return;
+    if (algorithm === undefined) return;
     let value = expect.headerChecksum?.value;
     if (value === undefined) {
       const name = `${CHECKSUM_HEADER_PREFIX}${algorithm.toLowerCase()}`;
       value = trailers.get(name);
       if (value === undefined) throw new S3Error('InvalidRequest', `x-amz-trailer announced ${name} but the body carried no such trailer`);
       checkDigestText(algorithm, value, `the ${name} trailer`);
+      this.claimedChecksum = value;
     }
-    if (this.checksum.digest().toString('base64') !== value) {
+    if (this.checksum !== undefined && this.checksum.digest().toString('base64') !== value) {
       throw new S3Error('BadDigest', `the ${nameOf(algorithm)} you specified did not match the calculated checksum`);
     }
   }
@@ -159,13 +171,16 @@ class VerifyingPassThrough extends Transform {
   }
 }
 
+/** A checked body and the x-amz-checksum value its client sent (known once the body ended). */
+export type PayloadStream = Readable & { claimedChecksum(): string | undefined };
+
 /**
  * The body of a verified request as handlers read it: decoded from aws-chunked for the streaming
  * modes, and checked against every expectation; the raw stream's errors pass through.
  */
-export function openPayload(raw: Readable & { readonly complete?: boolean }, rawHeaders: readonly string[], verified: VerifiedRequest): Readable {
+export function openPayload(raw: Readable & { readonly complete?: boolean }, rawHeaders: readonly string[], verified: VerifiedRequest, options: { checksumByConsumer?: boolean } = {}): PayloadStream {
   const expectations = payloadExpectations(rawHeaders, verified);
-  const verifier = new PayloadVerifier(expectations);
+  const verifier = new PayloadVerifier(expectations, options);
   const { payload } = verified;
   const decoder =
     payload.kind === 'streaming-signed'
@@ -178,5 +193,5 @@ export function openPayload(raw: Readable & { readonly complete?: boolean }, raw
     // An IncomingMessage that closes before its end: the client went away mid-body.
     if (raw.complete === false) decoder.destroy(new S3Error('IncompleteBody', 'the client closed the connection before the body was complete'));
   });
-  return raw.pipe(decoder);
+  return Object.assign(raw.pipe(decoder), { claimedChecksum: () => verifier.claimedChecksum });
 }
