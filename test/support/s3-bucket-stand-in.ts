@@ -1,9 +1,8 @@
 /**
- * A stand-in for the S3 object model, which another branch is building: buckets in a map and
- * nothing else (every object operation is UNSUPPORTED). It lets the S3 endpoint's bucket handlers
- * be driven by real clients now; it runs the bucket part of the ObjectService conformance suite
- * so it keeps the contract the real object model must keep. Replace it with the real one when it
- * lands.
+ * A stand-in ObjectService for the S3 endpoint's unit tests: buckets in a map and nothing else
+ * (every object operation is UNSUPPORTED, so the endpoint answers NotImplemented). It runs the
+ * ObjectService conformance suite beside the real S3ObjectService, so it keeps the same contract
+ * for the bucket handlers; the object handlers are tested against the real model (e2e).
  */
 import { StorageError } from '../../src/core/errors.js';
 import type { BucketInfo, ObjectService } from '../../src/objects/object-service.js';
