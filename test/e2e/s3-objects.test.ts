@@ -180,6 +180,38 @@ describe('S3 objects through strata serve', () => {
     expect((await again.Body!.transformToByteArray()).length).toBe(10 * MiB + 1000);
   });
 
+  it('a put cut by SIGKILL leaves nothing visible; the restarted daemon recovers before serving', async () => {
+    const piece = randomBytes(MiB);
+    const piecesBeforeKill = 24;
+    let fed = 0;
+    let fedEnough!: () => void;
+    const enough = new Promise<void>((resolve) => (fedEnough = resolve));
+    // 24 MiB of a declared 64 MiB, then nothing: the daemon is killed mid-body.
+    const body = new Readable({
+      read() {
+        if (fed < piecesBeforeKill) {
+          fed++;
+          this.push(piece);
+          if (fed === piecesBeforeKill) fedEnough();
+        }
+      },
+    });
+    const put = s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'cut.bin', Body: body, ContentLength: 64 * MiB })).then(() => 'stored', () => 'failed');
+    await enough;
+    const d = suite.d;
+    await d.kill();
+    expect(await put).toBe('failed');
+    const { startDaemon } = await import('./harness.js');
+    suite.d = await startDaemon(d.dataDir, { args: ['--data-dir', d.dataDir, '--listen', '127.0.0.1:0'], replaceArgs: true });
+    s3 = new S3Client({ endpoint: suite.d.s3Url as string, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: key.id, secretAccessKey: key.secret } });
+    const recoveries = suite.d.logs().split('\n').filter((line) => line.includes('recovered the S3 objects'));
+    // The put's journal, begun before its first chunk, was found and abandoned before the listener opened.
+    expect(recoveries.at(-1)).toMatch(/putsAbandoned\D{1,4}1\b/);
+    expect(await failure(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'cut.bin' })))).toMatchObject({ status: 404 });
+    await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'cut.bin', Body: piece }));
+    expect(Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket: 'photos', Key: 'cut.bin' }))).Body!.transformToByteArray())).toEqual(piece);
+  });
+
   it('curl with a presigned GET URL reads the object', async () => {
     const url = new URL(suite.d.s3Url as string);
     const signed = await sdkSigner(key).presign(
