@@ -43,10 +43,10 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
     expect(d.cliOk(['pool', 'info', 'dd']).stdout).toMatch(/kind\s+dedup[\s\S]*chunk hash\s+blake3/);
     expect(d.json<PoolJson>(['pool', 'info', 'default'])).toMatchObject({ kind: 'local', dedup: null });
     const tiered = d.cliOk(['pool', 'create', 'tiered', '--dedup', '--hash', 'xxh128', '--tier', `file://${f('cold')}`, '--cooling', '7d']);
-    expect(tiered.stdout).toMatch(/not wired yet: packs stay local/);
+    expect(tiered.stdout).not.toMatch(/packs stay local/);
     expect(d.json<PoolJson>(['pool', 'info', 'tiered']).dedup).toEqual({
       hash: 'xxh128',
-      tierActive: false,
+      tierActive: true,
       tier: { url: `file://${f('cold')}`, s3Endpoint: null, s3Region: null, coolingMs: 7 * 86_400_000 },
     });
     d.cliFails(['pool', 'create', 'x1', '--hash', 'md5'], 2, /apply to dedup pools only/, /--dedup/);
