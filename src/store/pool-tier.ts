@@ -15,7 +15,7 @@ import type { PoolTierConfig } from '../core/chunked-pools.js';
 import { isStorageError } from '../core/errors.js';
 import { PACK_KEY_PREFIX } from './dedup/pack-format.js';
 import { LocalChunkStore } from './local-chunk-store.js';
-import type { S3RetryEvent } from './s3/config.js';
+import type { S3RetryEvent, S3RetryPolicy } from './s3/config.js';
 import type { S3StoreCounters } from './s3/retry.js';
 import { S3ChunkStore } from './s3/s3-chunk-store.js';
 import { TieredChunkStore } from './tier/tiered-chunk-store.js';
@@ -32,6 +32,8 @@ export interface PoolTierOptions {
   /** The pool's local store (packs and manifests). */
   readonly local: ChunkStore;
   readonly catalog: CatalogStore;
+  /** The S3 store's retry policy (default DEFAULT_S3_RETRY_POLICY). */
+  readonly s3Retry?: Partial<S3RetryPolicy>;
   /** Each S3 retry, for the daemon's log. */
   readonly onS3Retry?: (event: S3RetryEvent) => void;
 }
@@ -133,6 +135,7 @@ async function openColdStore(options: PoolTierOptions): Promise<{ cold: ChunkSto
     bucket: url.hostname,
     ...(keyPrefix === '' ? {} : { prefix: `${keyPrefix}/` }),
     ...(options.onS3Retry === undefined ? {} : { logger: options.onS3Retry }),
+    ...(options.s3Retry === undefined ? {} : { retry: options.s3Retry }),
   });
   return { cold: s3, s3 };
 }
