@@ -5,28 +5,18 @@
  * one source take about one copy of physical space (`pool df`); deleting them and `pool gc` with
  * a short grace gives the space back.
  */
-import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { JobJson, PoolDfJson, PoolGcJson, PoolJson } from '../../src/api/rest/schemas.js';
 import { qemuImg, qemuIo, requireTool } from '../support/tools.js';
-import { assertBuilt, patternBytes, qemuCompare, useDaemon, waitForSeals, type Daemon } from './harness.js';
+import { assertBuilt, folderBytes, patternBytes, qemuCompare, useDaemon, waitForSeals, type Daemon } from './harness.js';
 
 assertBuilt();
 
 const MiB = 1 << 20;
 const SIZE = 32 * MiB;
 
-/** Bytes of the files under a folder (what a pool's chunks take on disk). */
-function folderBytes(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  let total = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const full = path.join(dir, entry.name);
-    total += entry.isDirectory() ? folderBytes(full) : statSync(full).size;
-  }
-  return total;
-}
 
 describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the daemon', () => {
   const suite = useDaemon();

@@ -7,7 +7,6 @@
  * unreachable: a read of cold data fails with an I/O error while a local volume keeps serving,
  * and once the server answers again the data reads back whole.
  */
-import { existsSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PoolDfJson, PoolJson, VolumeEvictJson } from '../../src/api/rest/schemas.js';
@@ -15,22 +14,13 @@ import { S3FaultProxy } from '../support/s3-fault-proxy.js';
 import { createTestBucket, s3ServerAvailable, startMoto, type S3TestServer } from '../support/s3-servers.js';
 import { makeTempDir } from '../support/tmp.js';
 import { qemuImg, qemuImgAsync, qemuIo, qemuIoAsync, requireTool } from '../support/tools.js';
-import { assertBuilt, qemuCompare, startDaemon, waitForSeals, type Daemon } from './harness.js';
+import { assertBuilt, folderBytes, qemuCompare, startDaemon, waitForSeals, type Daemon } from './harness.js';
 
 assertBuilt();
 
 const MiB = 1 << 20;
 const SIZE = 16 * MiB;
 
-function folderBytes(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  let total = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const full = path.join(dir, entry.name);
-    total += entry.isDirectory() ? folderBytes(full) : statSync(full).size;
-  }
-  return total;
-}
 
 /** Writes the same patterns to the volume over NBD and to the reference raw file. */
 function writeBoth(nbdUrl: string, reference: string, seed: number): void {
