@@ -8,6 +8,7 @@
  * and once the server answers again the data reads back whole.
  */
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PoolDfJson, PoolJson, VolumeEvictJson } from '../../src/api/rest/schemas.js';
 import { S3FaultProxy } from '../support/s3-fault-proxy.js';
@@ -100,13 +101,12 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('tiered dedup pools through
     let moto: S3TestServer;
     let proxy: S3FaultProxy;
     let d: Daemon;
+    // moto's keys reach the daemon through its environment (the AWS default chain), never argv.
+    const daemonEnv = () => ({ AWS_ACCESS_KEY_ID: moto.accessKeyId, AWS_SECRET_ACCESS_KEY: moto.secretAccessKey, AWS_EC2_METADATA_DISABLED: 'true', AWS_PROFILE: undefined });
     beforeAll(async () => {
       moto = await startMoto();
       proxy = await S3FaultProxy.start(moto.endpoint);
-      // moto's keys reach the daemon through its environment (the AWS default chain), never argv.
-      d = await startDaemon(path.join(tmp.path, 's3-data'), {
-        env: { AWS_ACCESS_KEY_ID: moto.accessKeyId, AWS_SECRET_ACCESS_KEY: moto.secretAccessKey, AWS_EC2_METADATA_DISABLED: 'true', AWS_PROFILE: undefined },
-      });
+      d = await startDaemon(path.join(tmp.path, 's3-data'), { env: daemonEnv() });
     });
     afterAll(async () => {
       await d?.stop();
@@ -150,6 +150,32 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('tiered dedup pools through
       expect(back.code, back.stdout + back.stderr).toBe(0);
       expect(d.json<PoolDfJson>(['pool', 'df', 'st'])).toMatchObject({ packRemoteBytes: report.movedBytes });
       expect(d.json<PoolDfJson>(['pool', 'df', 'st']).tierError).toBeUndefined();
+    });
+
+    it('starts while the S3 server is unreachable: local volumes serve, the pool reports the error, cold data comes back with the server', async () => {
+      expect(d.running).toBe(true); // the previous test left the volumes and exports
+      const dataDir = d.dataDir;
+      await d.stop();
+      proxy.inject('reset', { count: Infinity });
+      d = await startDaemon(dataDir, { env: daemonEnv() });
+      const local = await qemuIoAsync(['-f', 'raw', '-c', 'read -P 0x5a 0 1M', '-c', 'write -P 0x6b 1M 1M', `nbd://${d.nbdAddress}/default/local`]);
+      expect(local.code, local.stdout + local.stderr).toBe(0);
+      expect(local.stdout).not.toMatch(/failed/);
+      // The bucket check runs in the background: wait for its verdict (no time asserted).
+      let pool = await d.apiJson<PoolJson>('GET', '/v1/pools/st');
+      while (pool.dedup?.tierError === undefined) {
+        await Promise.race([proxy.nextFault(), sleep(200)]); // the check's next attempt, or a re-look
+        pool = await d.apiJson<PoolJson>('GET', '/v1/pools/st');
+      }
+      expect(pool.dedup).toMatchObject({ tierActive: true, tierError: expect.stringMatching(/reachable/) });
+      // Opening the cold volume reads its image's metadata from the tier: its export cannot come
+      // back now, and the log says why (the record stays for when the tier answers).
+      expect(d.logs()).toMatch(/could not restore an export .*target=st\/vm .*S3 GET range .*check that the S3 server at http:\/\/127\.0\.0\.1/);
+      proxy.clear();
+      await d.stop();
+      d = await startDaemon(dataDir, { env: daemonEnv() });
+      const back = await qemuImgAsync(['compare', '-f', 'raw', '-F', 'raw', `nbd://${d.nbdAddress}/st/vm`, path.join(tmp.path, 's3.raw')]);
+      expect(back.code, back.stdout + back.stderr).toBe(0);
     });
   });
 });
