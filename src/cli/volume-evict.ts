@@ -8,7 +8,7 @@ const evict = subcommand(
   "move a volume's sealed data to its pool's tier now",
   `Usage: strata volume evict [POOL/]VOLUME
 
-Moves the packs that hold the chunks of the volume's sealed layers (its snapshots) to the tier of
+Moves the packs that hold the chunks of the volume's sealed layers (its snapshots, an import's base) to the tier of
 its dedup pool now, without waiting for the cooling period (a job: see 'strata job list'). Each
 pack is copied, read back and compared before its local copy is deleted. A pack moves whole, so
 packs that also hold other volumes' chunks move too: the output says how many. Reads of moved

@@ -1,12 +1,12 @@
 /**
  * `strata volume evict POOL/VOL`: the packs holding the chunks of the volume's sealed layers (its
- * snapshots' layers) go to the pool's tier now, as an 'evict' job whose progress counts packs.
+ * snapshots', and an import's frozen base) go to the pool's tier now, as an 'evict' job whose progress counts packs.
  * Packs shared with other volumes move too (a pack moves whole): the report says how many.
  */
 import { StorageError } from '../core/errors.js';
 import type { LayerRef } from '../core/layer-store.js';
 import { notFound, type ServiceContext } from './context.js';
-import { layerById, requirePool, snapshotsOfVolume } from './queries.js';
+import { layersOfVolume, requirePool } from './queries.js';
 import type { JobInfo, VolumeEvictReport } from './types.js';
 
 export async function evictVolume(svc: ServiceContext, pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeEvictReport }> {
@@ -20,8 +20,9 @@ export async function evictVolume(svc: ServiceContext, pool: string, volume: str
   }
   const vol = await svc.catalog.volumes.lookup('name', `${pool}/${volume}`);
   if (!vol) throw notFound(`volume '${pool}/${volume}' does not exist`);
-  const layers: LayerRef[] = [];
-  for (const snap of await snapshotsOfVolume(svc, vol.id)) layers.push(await layerById(svc, snap.layerId));
+  // Every layer the volume owns (snapshots, an import's frozen base, the active layer): only the
+  // sealed ones have manifests, so the rest hold no packs.
+  const layers: readonly LayerRef[] = await layersOfVolume(svc, vol.id);
   let jobId = '';
   const evictLayers = chunked.evictLayers.bind(chunked);
   const report = await svc.jobs.run('evict', `${pool}/${volume}`, async (ctx) => {

@@ -7,6 +7,7 @@
  * unreachable: a read of cold data fails with an I/O error while a local volume keeps serving,
  * and once the server answers again the data reads back whole.
  */
+import { copyFileSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -76,17 +77,28 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('tiered dedup pools through
       const report = await writeSnapEvict(d, 'ft/vm', reference, async () => d.json<VolumeEvictJson>(['volume', 'evict', 'ft/vm']));
       expect(folderBytes(cold)).toBeGreaterThanOrEqual(report.movedBytes);
       expect(d.cliOk(['volume', 'evict', 'ft/vm']).stdout).toMatch(/moved 0 of \d+ packs .* were there already/);
+      const snapshotContents = path.join(tmp.path, 'file-s1.raw');
+      copyFileSync(reference, snapshotContents);
       // Writes after the snapshot stay in the local active layer, over the cold sealed one.
       writeBoth(`nbd://${d.nbdAddress}/ft/vm`, reference, 7);
+      // A twin imported from the snapshot's contents shares its data chunks, so the packs that
+      // hold them (cold already) count as shared; its new chunks' packs (its metadata) move now.
+      d.cliOk(['volume', 'import', snapshotContents, 'ft/twin']);
+      waitForSeals(d, 'ft');
+      const twin = d.json<VolumeEvictJson>(['volume', 'evict', 'ft/twin']);
+      expect(twin.sharedPackCount).toBeGreaterThan(0);
+      expect(twin.alreadyColdPacks).toBeGreaterThan(0);
+      expect(twin.movedPacks + twin.alreadyColdPacks).toBe(twin.packCount);
+      expect(d.cliOk(['volume', 'evict', 'ft/twin']).stdout).toMatch(/packs also hold chunks of other volumes/);
       d.cliOk(['volume', 'create', 'default/plain', '1M']);
       d.cliFails(['volume', 'evict', 'default/plain'], 1, /no tier to evict to/, /--tier/);
       const metrics = await (await d.api('GET', '/metrics')).text();
-      expect(metrics).toMatch(new RegExp(`strata_pool_tier_cold_bytes\\{pool="ft"\\} ${report.movedBytes}`));
+      expect(metrics).toMatch(new RegExp(`strata_pool_tier_cold_bytes\\{pool="ft"\\} ${report.movedBytes + twin.movedBytes}`));
       expect(metrics).toMatch(/strata_pool_tier_migrations_total\{pool="ft"\} [1-9]/);
 
       await d.stop();
       d = await startDaemon(dataDir);
-      expect(d.json<PoolDfJson>(['pool', 'df', 'ft'])).toMatchObject({ packRemoteBytes: report.movedBytes, packLocalBytes: 0 });
+      expect(d.json<PoolDfJson>(['pool', 'df', 'ft'])).toMatchObject({ packRemoteBytes: report.movedBytes + twin.movedBytes, packLocalBytes: 0 });
       const back = qemuCompare(`nbd://${d.nbdAddress}/ft/vm`, reference);
       expect(back.code, back.stdout + back.stderr).toBe(0);
       d.cliOk(['volume', 'export-nbd', 'ft/vm@s1']);
