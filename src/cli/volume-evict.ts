@@ -8,9 +8,9 @@ const evict = subcommand(
   "move a volume's sealed data to its pool's tier now",
   `Usage: strata volume evict [POOL/]VOLUME
 
-Moves the packs that hold the chunks of the volume's sealed layers (its snapshots, an import's base) to the tier of
-its dedup pool now, without waiting for the cooling period (a job: see 'strata job list'). Each
-pack is copied, read back and compared before its local copy is deleted. A pack moves whole, so
+Moves the packs that hold the chunks of the volume's sealed layers (its snapshots, an import's
+base) to the tier of its dedup pool now, without waiting for the cooling period (a job: see
+'strata job list'). Each pack is copied, read back and compared before its local copy is deleted. A pack moves whole, so
 packs that also hold other volumes' chunks move too: the output says how many. Reads of moved
 data go to the tier (a pack read at random twice comes back as a cached local copy). The
 volume's active layer (writes since its last snapshot) stays local.
