@@ -6,6 +6,7 @@ import { formatDurationHuman, parseDurationMs } from '../core/units.js';
 import type { ParsedArgs } from './args.js';
 import type { Subcommand } from './command.js';
 import { UsageError } from './errors.js';
+import { scrub } from './pool-scrub.js';
 import { seg } from './remote/client.js';
 import { checkName, clientOf, keyValues, parse, positionals, printJson, size, subcommand, usageHint, wantsJson } from './remote/common.js';
 import type { OptionSpec } from './args.js';
@@ -169,4 +170,4 @@ Options:
   },
 );
 
-export const DEDUP_SUBCOMMANDS: readonly Subcommand[] = [df, gc];
+export const DEDUP_SUBCOMMANDS: readonly Subcommand[] = [df, gc, scrub];

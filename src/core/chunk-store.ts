@@ -6,9 +6,19 @@
  * Every implementation runs test/conformance/chunk-store.ts.
  */
 
+/**
+ * Why a read happens. 'guest' (the default): data someone asked for. 'maintenance': a scrub or GC
+ * reading every pack; a store that ranks objects by their reads (TieredChunkStore) must not count
+ * it, or each pass would make every pack look recently read and pull cold ones back. Stores that
+ * rank nothing ignore it.
+ */
+export type ChunkReadPurpose = 'guest' | 'maintenance';
+
 export interface ChunkStoreCallOptions {
   /** Aborts the call: it rejects with StorageError CANCELLED and leaves no partial object. */
   readonly signal?: AbortSignal;
+  /** For get and getRange: why the read happens (default 'guest'); other calls ignore it. */
+  readonly readPurpose?: ChunkReadPurpose;
 }
 
 export interface ChunkListPage {

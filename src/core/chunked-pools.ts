@@ -6,6 +6,7 @@
  * each pool to its store); the volume layer never learns where packs or manifests live.
  */
 import type { LayerRef } from './layer-store.js';
+import type { ScrubReport } from './scrub-report.js';
 
 /** The hashes a dedup pool may name its chunks by (BLAKE3 is the default; bench/RESULTS.md). */
 export const CHUNK_HASH_ALGORITHMS = ['blake3', 'xxh128'] as const;
@@ -118,6 +119,12 @@ export interface ChunkedPools {
    * or remove layers of the pool meanwhile (start-up recovery runs it).
    */
   audit(pool: string, options: { repair: boolean }): Promise<ChunkedPoolAudit>;
+  /**
+   * Checks the pool's index, packs, chunk hashes and reference counts against its sealed layers
+   * and, with repair, fixes what it can (docs/dedup.md). Runs beside seals and removes; refused
+   * (BUSY) while a GC of the pool runs. onProgress: the pack bytes read so far.
+   */
+  scrub(pool: string, options: { repair: boolean; signal?: AbortSignal; onProgress?: (doneBytes: number) => void }): Promise<ScrubReport>;
   /** The pool's tier (undefined for a pool without one). */
   tierStatus?(pool: string): ChunkedPoolTierStatus | undefined;
   /**

@@ -92,6 +92,20 @@ export class Table<T> {
   }
 
   /**
+   * One page of the records whose id starts with `idPrefix`, in id order (`after`: an id). For
+   * tables whose ids are built to be read by prefix ("the versions of this key").
+   */
+  async prefixPage(idPrefix: string, options: { after?: string; limit?: number } = {}): Promise<{ records: Versioned<T>[]; nextAfter?: string }> {
+    const prefix = `${this.schema.name}/`;
+    const page = await this.store.list(this.recordKey(idPrefix), {
+      ...(options.after === undefined ? {} : { after: this.recordKey(options.after) }),
+      ...(options.limit === undefined ? {} : { limit: options.limit }),
+    });
+    const records = page.entries.map((entry) => ({ record: this.parse(entry.key, entry.value), modRevision: entry.modRevision }));
+    return page.nextAfter === undefined ? { records } : { records, nextAfter: page.nextAfter.slice(prefix.length) };
+  }
+
+  /**
    * One page of the records whose value in `index` starts with `valuePrefix`, in index order:
    * "the snapshots of volume v" is a bounded read of `snapshot.name/v/`, not a scan of the table.
    * `nextAfter` is an index value to pass as `after`. A record deleted between the index read and

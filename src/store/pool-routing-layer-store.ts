@@ -13,6 +13,7 @@
 import type {
   ChunkedPoolAudit, ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolTierStatus, ChunkedPoolUsage, DedupPoolConfig,
 } from '../core/chunked-pools.js';
+import type { ScrubReport } from '../core/scrub-report.js';
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
 import type { LayerRef, LayerStore, StrayEntry } from '../core/layer-store.js';
@@ -189,6 +190,19 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
     const repair = options.repair && !unreadable && leaked.length > 0;
     if (repair) await repository.dropReferences(leaked);
     return { chunksChecked, leakedReferences: leaked.length, missingReferences, unreadableManifests: unreadable, repaired: repair };
+  }
+
+  async scrub(pool: string, options: { repair: boolean; signal?: AbortSignal; onProgress?: (doneBytes: number) => void }): Promise<ScrubReport> {
+    const { layers, repository } = this.requireChunked(pool);
+    return repository.scrub({
+      references: layers.referenceHolders([pool]),
+      repair: options.repair,
+      nowMs: Date.now(),
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+      onProgress: (p) => {
+        if (p.doneBytes !== undefined) options.onProgress?.(p.doneBytes);
+      },
+    });
   }
 
   // LayerStore

@@ -37,12 +37,13 @@ import type { LiveDevice, LiveVolume } from './live.js';
 import { openDevice } from './live-registry.js';
 import { KeyedMutex } from './locks.js';
 import * as pools from './pools.js';
+import { scrubPool } from './pool-scrub.js';
 import { recover, type RecoveryReport } from './recovery.js';
 import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
 import * as trash from './trash.js';
-import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, VolumeEvictReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
+import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, VolumeEvictReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import { attachChunkedPools, resumeSeals } from './sealing.js';
 import * as volumes from './volumes.js';
@@ -142,6 +143,10 @@ export class LocalVolumeService implements VolumeService {
 
   gcPool(name: string, options: { graceMs?: number } = {}): Promise<{ job: JobInfo; report: PoolGcReport }> {
     return pools.gcPool(this.svc, name, options);
+  }
+
+  scrubPool(name: string, options: { repair?: boolean } = {}): Promise<{ job: JobInfo; report: PoolScrubReport }> {
+    return scrubPool(this.svc, name, options);
   }
 
   evictVolume(pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeEvictReport }> {

@@ -9,6 +9,7 @@
  */
 import type { BlockDevice } from '../core/block-device.js';
 import type { ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPoolTierStatus, ChunkHashAlgorithm, PoolTierConfig } from '../core/chunked-pools.js';
+import type { ScrubReport } from '../core/scrub-report.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import type { TransferEncoding } from './sparse-stream.js';
 
@@ -72,6 +73,25 @@ export type PoolGcReport = ChunkedPoolGcReport & { pool: string; graceMs: number
 
 export type VolumeEvictReport = ChunkedPoolEviction & { pool: string; volume: string };
 
+/** A layer a scrub's report names (a holder of lost chunks, an unreadable manifest) and who owns it. */
+export interface ScrubLayerOwner {
+  /** As the report names it: "layer <pool>/<file>". */
+  holder: string;
+  layer: string;
+  /** The owning volume's name (undefined: no layer record has that file: removed meanwhile). */
+  volume: string | undefined;
+  snapshot: string | undefined;
+  /** The volume's active layer, a snapshot's layer, an imported volume's base, or no record. */
+  role: 'active' | 'snapshot' | 'base' | 'unknown';
+}
+
+/** A dedup pool's scrub: the report as the repository made it, and the owners of the layers it names. */
+export interface PoolScrubReport {
+  pool: string;
+  report: ScrubReport;
+  layers: ScrubLayerOwner[];
+}
+
 export interface VolumeInfo {
   id: string;
   pool: string;
@@ -132,7 +152,7 @@ export interface ExpiredTrashPass {
   nextAfter: string | undefined;
 }
 
-export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'evict';
+export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict';
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobInfo {
@@ -178,6 +198,8 @@ export interface VolumeService {
   poolDf(name: string): Promise<PoolDf>;
   /** Collects a dedup pool's garbage (a 'gc' job the caller awaits); graceMs: default 1 hour. */
   gcPool(name: string, options?: { graceMs?: number }): Promise<{ job: JobInfo; report: PoolGcReport }>;
+  /** Scrubs a dedup pool (a 'scrub' job the caller awaits; docs/dedup.md); repair: fix what can be. */
+  scrubPool(name: string, options?: { repair?: boolean }): Promise<{ job: JobInfo; report: PoolScrubReport }>;
   /** Moves the packs of a volume's sealed layers to its pool's tier now (an 'evict' job the caller awaits). */
   evictVolume(pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeEvictReport }>;
   /** The tiers of the tiered dedup pools, for /metrics. */

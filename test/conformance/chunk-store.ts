@@ -23,6 +23,9 @@ export function chunkStoreConformance(name: string, open: () => Promise<ChunkSto
       expect(await store.getRange('a', 1, 3)).toEqual(bytes(2, 3, 4));
       expect(await store.getRange('a', 3, 10)).toEqual(bytes(4, 5));
       expect(await store.getRange('a', 5, 1)).toEqual(bytes());
+      // A maintenance read (scrub, GC) reads the same bytes; only stores that rank reads treat it differently.
+      expect(await store.get('a', { readPurpose: 'maintenance' })).toEqual(bytes(1, 2, 3, 4, 5));
+      expect(await store.getRange('a', 1, 3, { readPurpose: 'maintenance' })).toEqual(bytes(2, 3, 4));
       await store.put('a', bytes(7));
       expect(await store.get('a')).toEqual(bytes(7));
       await store.delete('a');

@@ -63,6 +63,28 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io')).each<StoreKind>(['memory', 
     expect(JSON.parse(JSON.stringify(report))).toEqual(report);
   });
 
+  it("scrub and GC read packs as maintenance (a tiering store does not count them as reads)", async () => {
+    const purposes: (string | undefined)[] = [];
+    const store = pool.chunkStore;
+    const get = store.get.bind(store);
+    const getRange = store.getRange.bind(store);
+    store.get = (key, options) => (purposes.push(options?.readPurpose), get(key, options));
+    store.getRange = (key, offset, length, options) => (purposes.push(options?.readPurpose), getRange(key, offset, length, options));
+    try {
+      await pool.scrub({ repair: true });
+      const scrubReads = purposes.length;
+      expect(scrubReads).toBeGreaterThan(1);
+      await putUnindexedPack(pool, [randomBytes(1024)]); // an orphan: GC reads its size, then deletes it
+      pool.clock.nowMs += GRACE_MS;
+      expect((await pool.repo.gc({ graceMs: GRACE_MS, nowMs: pool.clock.nowMs })).orphanPacksDeleted).toBe(1);
+      expect(purposes.length).toBeGreaterThan(scrubReads);
+      expect(new Set(purposes)).toEqual(new Set(['maintenance']));
+    } finally {
+      store.get = get;
+      store.getRange = getRange;
+    }
+  });
+
   it('a flipped byte: chunk-lost naming the layers while no good copy exists; repaired from a spare copy once one does', async () => {
     const shared = pool.patternHash(0x22); // in a and c
     const good = await pool.repo.read(shared);

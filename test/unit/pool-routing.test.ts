@@ -84,6 +84,11 @@ describe('PoolRoutingLayerStore', () => {
     expect(usage).toMatchObject({ uniqueChunkCount: 3, uniqueChunkBytes: 3 * CHUNK, referencedChunkBytes: 6 * CHUNK, remoteBytes: 0 });
     expect(usage.localBytes).toBe(usage.packBytes);
     expect(await store.audit('dd', { repair: false })).toMatchObject({ leakedReferences: 0, missingReferences: 0 });
+    const scrubbed: number[] = [];
+    const scrub = await store.scrub('dd', { repair: false, onProgress: (doneBytes) => scrubbed.push(doneBytes) });
+    expect(scrub).toMatchObject({ clean: true, problemCount: 0, holders: 2, references: 6, chunks: 3, packBytes: usage.packBytes });
+    expect(scrubbed.at(-1)).toBe(usage.packBytes); // the pack bytes read, for a job's progress
+    await expectCode(store.scrub('plain', { repair: false }), 'INVALID_ARGUMENT');
 
     await store.unseal(a);
     expect(await store.isSealed(a)).toBe(false);

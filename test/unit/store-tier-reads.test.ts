@@ -105,4 +105,26 @@ describe('TieredChunkStore cold reads', () => {
     expect(store.stats()).toMatchObject({ cacheObjects: 0, hotObjects: 0, coldObjects: 2 });
     expect(await store.getRange('o0', 0, 4)).toEqual(objectBytes(0, 4));
   });
+
+  it("maintenance reads (scrub, GC) neither refresh read times nor promote: a pass over every pack leaves the tiers as they were", async () => {
+    const fixture = await coldObjects(2);
+    const { store, hot } = fixture;
+    const maintenance = { readPurpose: 'maintenance' } as const;
+    // Cold: random reads and a whole get, as a scrub does, promote nothing.
+    await store.getRange('o0', 48 * KiB, READ_BYTES, maintenance);
+    await store.getRange('o0', 0, READ_BYTES, maintenance);
+    expect(digestOf(await store.get('o1', maintenance))).toEqual(digestOf(objectBytes(1, OBJECT_BYTES)));
+    await store.settled();
+    expect(store.stats()).toMatchObject({ promotions: 0, cacheObjects: 0 });
+    expect((await hot.inner.list('')).keys).toEqual([]);
+    // Hot: a new object read by maintenance only still cools on time; a guest read keeps it hot.
+    await store.put('h-maintenance', objectBytes(2, 4 * KiB));
+    await store.put('h-guest', objectBytes(3, 4 * KiB));
+    fixture.clock.nowMs = TEST_COOLING_MS / 2;
+    expect(await store.get('h-maintenance', maintenance)).toEqual(objectBytes(2, 4 * KiB));
+    expect(await store.getRange('h-maintenance', 0, 10, maintenance)).toEqual(objectBytes(2, 10));
+    expect(await store.getRange('h-guest', 0, 10)).toEqual(objectBytes(3, 10));
+    await store.migrateCold({ nowMs: TEST_COOLING_MS + 1 });
+    expect((await hot.inner.list('')).keys).toEqual(['h-guest']);
+  });
 });

@@ -232,7 +232,7 @@ export const jobSchema = {
   required: ['id', 'kind', 'target', 'state', 'doneBytes', 'totalBytes', 'error', 'createdAt', 'finishedAt'],
   properties: {
     id: { type: 'string' },
-    kind: { type: 'string', enum: ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'evict'] },
+    kind: { type: 'string', enum: ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict'] },
     target: { type: 'string' },
     state: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'cancelled'] },
     doneBytes: bytes,

@@ -5,6 +5,7 @@
  *   2 usage error (wrong arguments or options; nothing was sent to the daemon)
  *   3 not found (a pool, volume, snapshot or job named does not exist)
  *   4 conflict or busy (already exists, in use, has dependents, read-only, cancelled)
+ *   5 pool scrub: problems remain (found and not repaired)
  */
 export const EXIT = {
   OK: 0,
@@ -12,4 +13,5 @@ export const EXIT = {
   USAGE: 2,
   NOT_FOUND: 3,
   CONFLICT: 4,
+  SCRUB_PROBLEMS: 5,
 } as const;

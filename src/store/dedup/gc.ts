@@ -217,7 +217,7 @@ async function rewritePacks(repo: GcContext, options: GcOptions, packs: readonly
   };
   for (const pack of packs) {
     throwIfAborted(options, 'gc');
-    const bytes = await repo.chunkStore.get(packKey(pack.record.id), options);
+    const bytes = await repo.chunkStore.get(packKey(pack.record.id), { signal: options.signal, readPurpose: 'maintenance' });
     if (bytes === undefined) {
       // GC deletes a pack's record before its object, so a record without an object is damage.
       report.damaged.push(`pack ${pack.record.id}: missing from the chunk store`);
@@ -300,7 +300,7 @@ async function deleteOrphans(repo: GcContext, options: GcOptions, report: GcRepo
       // has put and not yet committed.
       if (createdAtMs === undefined || createdAtMs + options.graceMs > options.nowMs || repo.isUncommitted(id)) continue;
       if ((await repo.index.packs.get(id)) !== undefined) continue;
-      const sizeBytes = (await repo.chunkStore.get(key, options))?.length ?? 0;
+      const sizeBytes = (await repo.chunkStore.get(key, { signal: options.signal, readPurpose: 'maintenance' }))?.length ?? 0;
       await repo.chunkStore.delete(key, options);
       report.orphanPacksDeleted++;
       report.bytesDeleted += sizeBytes;

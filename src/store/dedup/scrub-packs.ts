@@ -71,14 +71,14 @@ export async function scrubPacks(ctx: ScrubContext, snapshot: IndexSnapshot, rep
       const id = key.slice(PACK_KEY_PREFIX.length);
       // A pack a call in this process has put and not committed yet is neither checked nor an orphan.
       if (!snapshot.packs.has(id) && ctx.isUncommitted(id)) continue;
-      const bytes = await ctx.chunkStore.get(key, { signal: options.signal });
+      const bytes = await ctx.chunkStore.get(key, { signal: options.signal, readPurpose: 'maintenance' });
       if (bytes === undefined) continue; // deleted since the listing (a GC elsewhere)
       seen.add(id);
       report.packs++;
       report.packBytes += bytes.length;
       const footer = checkPack(ctx, id, bytes, snapshot, result, options);
       if (!snapshot.packs.has(id)) result.unrecorded.set(id, { sizeBytes: bytes.length, chunkCount: footer?.length ?? 0 });
-      options.onProgress?.({ phase: 'packs', done: ++done });
+      options.onProgress?.({ phase: 'packs', done: ++done, doneBytes: report.packBytes });
     }
     after = page.nextAfter;
   } while (after !== undefined);
@@ -88,7 +88,7 @@ export async function scrubPacks(ctx: ScrubContext, snapshot: IndexSnapshot, rep
     if (seen.has(id)) continue;
     throwIfAborted(options, 'scrub');
     // Read again: a pack put after the listing, or deleted with its record by a GC elsewhere, is not missing.
-    if ((await ctx.chunkStore.getRange(packKey(id), 0, 1, { signal: options.signal })) !== undefined) continue;
+    if ((await ctx.chunkStore.getRange(packKey(id), 0, 1, { signal: options.signal, readPurpose: 'maintenance' })) !== undefined) continue;
     if (snapshot.packs.has(id) && (await ctx.index.packs.get(id)) === undefined) continue;
     result.missing.add(id);
     for (const hash of snapshot.byPack.get(id) ?? []) result.bad.set(hash, `its pack ${id} is missing from the chunk store`);
@@ -158,7 +158,7 @@ export async function rescueDamagedPack(
   hashes: readonly string[],
   signal: AbortSignal | undefined,
 ): Promise<{ moved: number; deleted: boolean }> {
-  const bytes = await ctx.chunkStore.get(packKey(id), { signal });
+  const bytes = await ctx.chunkStore.get(packKey(id), { signal, readPurpose: 'maintenance' });
   if (bytes === undefined) return { moved: 0, deleted: false };
   const builder = new PackBuilder(ctx.hasher.algorithm, ctx.hasher.digestBytes);
   const moves: { entry: Versioned<ChunkRecord>; placed: PackEntry }[] = [];

@@ -148,27 +148,29 @@ export class TieredChunkStore implements ChunkStore {
 
   async get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
     const hot = await this.hot.get(key, options);
+    const counts = !isMaintenanceRead(options);
     if (hot !== undefined) {
-      this.hotRead(key);
+      this.hotRead(key, counts);
       return hot;
     }
     const data = await this.coldRead(`get ${key}`, options, (o) => this.cold.get(key, o));
     // The caller owns `data` and may change it before the promotion writes: promote a copy.
-    if (data !== undefined && this.pattern.note(key, 0, data.length) === 'promote') this.promote(key, data.slice());
+    if (data !== undefined && counts && this.pattern.note(key, 0, data.length) === 'promote') this.promote(key, data.slice());
     return data;
   }
 
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
     const hot = await this.hot.getRange(key, offsetBytes, lengthBytes, options);
+    const counts = !isMaintenanceRead(options);
     if (hot !== undefined) {
-      this.hotRead(key);
+      this.hotRead(key, counts);
       return hot;
     }
     // One bound for the whole read (its parts are bounded each as well).
     const data = await this.coldRead(`get ${key} [${offsetBytes}, +${lengthBytes})`, options, (o) =>
       getColdRange(this.cold, key, offsetBytes, lengthBytes, this.coldOptions, o.signal),
     );
-    if (data !== undefined && this.pattern.note(key, offsetBytes, lengthBytes) === 'promote') this.promote(key);
+    if (data !== undefined && counts && this.pattern.note(key, offsetBytes, lengthBytes) === 'promote') this.promote(key);
     return data;
   }
 
@@ -314,8 +316,10 @@ export class TieredChunkStore implements ChunkStore {
     return result;
   }
 
-  private hotRead(key: string): void {
+  /** A read served by the hot tier; `counts`: a guest read, which refreshes the object's read time and its place in the cache. */
+  private hotRead(key: string, counts: boolean): void {
     this.counters.hits++;
+    if (!counts) return;
     this.catalog.noteRead(key, this.now());
     const size = this.cached.get(key);
     if (size !== undefined) {
@@ -406,4 +410,9 @@ export class TieredChunkStore implements ChunkStore {
       ),
     );
   }
+}
+
+/** A scrub's or GC's read: it neither refreshes read times nor promotes (ChunkReadPurpose). */
+function isMaintenanceRead(options: ChunkStoreCallOptions | undefined): boolean {
+  return options?.readPurpose === 'maintenance';
 }

@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { PoolParams, RestContext } from '../context.js';
 import { exportJson } from './exports.js';
+import { poolScrubJson, poolScrubSchema } from '../scrub-schemas.js';
 import { duJson, errorResponses, listOf, nameSchema, poolCreateBodySchema, poolDfJson, poolGcJson, poolJson, ref, type PoolCreateBody } from '../schemas.js';
 
 const poolParams = { type: 'object', required: ['pool'], properties: { pool: nameSchema } } as const;
@@ -67,6 +68,26 @@ export function registerPoolRoutes(app: FastifyInstance, ctx: RestContext): void
   }, async (req) => {
     const { job, report } = await service.gcPool(req.params.pool, req.body.graceMs === undefined ? {} : { graceMs: req.body.graceMs });
     return poolGcJson(job.id, report);
+  });
+
+  app.post<{ Params: PoolParams; Body: { repair?: boolean } }>('/v1/pools/:pool/scrub', {
+    schema: {
+      tags: ['pools'],
+      summary: "Check a dedup pool's index, packs, chunk hashes and reference counts (a scrub job; answers when it has ended)",
+      params: poolParams,
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { repair: { type: 'boolean', description: 'fix what can be fixed (default: only report)' } },
+      },
+      response: { 200: poolScrubSchema, ...errorResponses },
+    },
+    preValidation: async (req) => {
+      req.body ??= {};
+    },
+  }, async (req) => {
+    const { job, report } = await service.scrubPool(req.params.pool, { repair: req.body.repair === true });
+    return poolScrubJson(job, report);
   });
 
   app.get<{ Params: PoolParams }>('/v1/pools/:pool', {

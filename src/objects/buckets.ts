@@ -1,0 +1,111 @@
+/**
+ * Buckets: create (S3's naming rules; BucketAlreadyExists / BucketAlreadyOwnedByYou), head,
+ * delete only when empty (no version, no delete marker, no upload in progress), list by owner,
+ * versioning and canned ACL. A bucket's objects are keyed by its random id, not its name.
+ */
+import { isStorageError } from '../core/errors.js';
+import { TxnBuilder, type Versioned } from '../meta/table.js';
+import { retryOnConflict, type ObjectContext } from './context.js';
+import { ObjectError } from './errors.js';
+import { checkBucketName } from './names.js';
+import type { BucketRecord, CannedAcl, VersioningState } from './records.js';
+import { KEY_END } from './tables.js';
+
+export interface CreateBucketRequest {
+  readonly name: string;
+  readonly owner: string;
+  readonly pool: string;
+  readonly acl?: CannedAcl;
+}
+
+/** Buckets listed per page at most (S3's ListBuckets max-buckets is 10,000; pages stay catalog pages). */
+export const BUCKET_PAGE_MAX = 1000;
+
+export async function createBucket(context: ObjectContext, request: CreateBucketRequest): Promise<BucketRecord> {
+  checkBucketName(request.name);
+  await context.repositoryOf(request.pool); // NOT_FOUND for a pool that does not exist
+  const record: BucketRecord = {
+    name: request.name,
+    id: context.newId(),
+    owner: request.owner,
+    pool: request.pool,
+    createdAtMs: context.nowMs(),
+    versioning: 'unversioned',
+    acl: request.acl ?? 'private',
+  };
+  const existing = await context.tables.buckets.get(request.name);
+  if (existing === undefined) {
+    const txn = new TxnBuilder();
+    context.tables.buckets.put(txn, record);
+    try {
+      await txn.commit(context.catalog);
+      return record;
+    } catch (err) {
+      if (!isStorageError(err, 'BUSY') && !isStorageError(err, 'ALREADY_EXISTS')) throw err;
+    }
+  }
+  const winner = existing ?? (await context.tables.buckets.get(request.name));
+  if (winner !== undefined && winner.record.owner === request.owner) {
+    throw new ObjectError('BucketAlreadyOwnedByYou', `you already own bucket ${request.name}`);
+  }
+  throw new ObjectError('BucketAlreadyExists', `bucket name ${request.name} is taken: pick another`);
+}
+
+export async function headBucket(context: ObjectContext, name: string): Promise<BucketRecord> {
+  return (await context.bucket(name)).record;
+}
+
+/** Deletes an empty bucket; BucketNotEmpty while any version, delete marker or upload remains. */
+export async function deleteBucket(context: ObjectContext, name: string): Promise<void> {
+  const bucket = await context.bucket(name);
+  const id = bucket.record.id;
+  const versions = await context.tables.versions.prefixPage(`${id}/`, { limit: 1 });
+  if (versions.records.length > 0) {
+    throw new ObjectError('BucketNotEmpty', `bucket ${name} still holds objects or versions (${versions.records[0]!.record.key} among them): delete them first`);
+  }
+  const uploads = await context.tables.uploads.indexPage('key', `${id}/`, { limit: 1 });
+  if (uploads.records.length > 0) {
+    throw new ObjectError('BucketNotEmpty', `bucket ${name} has multipart uploads in progress (${uploads.records[0]!.record.key} among them): abort them first`);
+  }
+  const txn = new TxnBuilder();
+  context.tables.buckets.delete(txn, bucket);
+  // Writers compare the bucket record in the transaction that makes an object visible, so nothing
+  // lands in a bucket deleted after they looked (their commit fails and they give back their chunks).
+  await txn.commit(context.catalog);
+}
+
+export async function listBuckets(
+  context: ObjectContext,
+  owner: string,
+  options: { after?: string; limit?: number } = {},
+): Promise<{ buckets: BucketRecord[]; nextAfter?: string }> {
+  const limit = Math.min(options.limit ?? BUCKET_PAGE_MAX, BUCKET_PAGE_MAX);
+  const prefix = `${owner}${KEY_END}`;
+  const page = await context.tables.buckets.indexPage('owner', prefix, {
+    limit,
+    ...(options.after === undefined ? {} : { after: `${prefix}${options.after}` }),
+  });
+  const buckets = page.records.map((entry) => entry.record);
+  const last = buckets.at(-1);
+  return page.nextAfter === undefined || last === undefined ? { buckets } : { buckets, nextAfter: last.name };
+}
+
+async function updateBucket(context: ObjectContext, name: string, change: (record: BucketRecord) => BucketRecord): Promise<BucketRecord> {
+  return retryOnConflict(async () => {
+    const bucket: Versioned<BucketRecord> = await context.bucket(name);
+    const next = change(bucket.record);
+    const txn = new TxnBuilder();
+    context.tables.buckets.put(txn, next, bucket);
+    await txn.commit(context.catalog);
+    return next;
+  });
+}
+
+/** Enables or suspends versioning (a bucket never returns to unversioned, as in S3). */
+export async function setBucketVersioning(context: ObjectContext, name: string, state: Exclude<VersioningState, 'unversioned'>): Promise<BucketRecord> {
+  return updateBucket(context, name, (record) => ({ ...record, versioning: state }));
+}
+
+export async function setBucketAcl(context: ObjectContext, name: string, acl: CannedAcl): Promise<BucketRecord> {
+  return updateBucket(context, name, (record) => ({ ...record, acl }));
+}

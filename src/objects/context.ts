@@ -1,0 +1,101 @@
+/**
+ * What every module of the object model shares: the tables, where large manifests go, the pools'
+ * chunk repositories, the clock and the id and version-slot generators.
+ */
+import { randomBytes } from 'node:crypto';
+import type { CatalogStore } from '../core/catalog-store.js';
+import type { ChunkStore } from '../core/chunk-store.js';
+import type { ChunkRepository } from '../store/dedup/repository.js';
+import { isStorageError } from '../core/errors.js';
+import { isObjectError, ObjectError } from './errors.js';
+import type { BucketRecord } from './records.js';
+import { ObjectTables } from './tables.js';
+import type { Versioned } from '../meta/table.js';
+
+/** Objects are cut into chunks of this size from offset 0 (qcow2's default cluster, as sealed layers). */
+export const OBJECT_CHUNK_SIZE_BYTES = 64 * 1024;
+
+export interface ObjectModelOptions {
+  readonly catalog: CatalogStore;
+  /** Where manifests too large for a catalog value are kept (`object-manifests/<id>`). */
+  readonly manifestStore: ChunkStore;
+  /** The ChunkRepository of a pool; NOT_FOUND (a StorageError) for a pool that does not exist. */
+  readonly repositoryOf: (pool: string) => Promise<ChunkRepository>;
+  /** Milliseconds since the epoch; Date.now by default. */
+  readonly nowMs?: () => number;
+  /**
+   * Told of a failure in the work that follows a committed change (giving references back,
+   * dropping a put's markers): the change stands, the work stays recorded and `recover()` ends it.
+   */
+  readonly onDeferredError?: (err: unknown) => void;
+}
+
+/** Largest value of the inverted clock behind version slots (microseconds, 2^52: year 2112). */
+const SLOT_CLOCK_MAX = 2 ** 52;
+const SLOT_HEX_DIGITS = 13;
+
+export class ObjectContext {
+  readonly tables: ObjectTables;
+  readonly catalog: CatalogStore;
+  readonly manifestStore: ChunkStore;
+  readonly repositoryOf: (pool: string) => Promise<ChunkRepository>;
+  readonly nowMs: () => number;
+  readonly onDeferredError: (err: unknown) => void;
+  private lastSlotMicros = 0;
+
+  constructor(options: ObjectModelOptions) {
+    this.catalog = options.catalog;
+    this.tables = new ObjectTables(options.catalog);
+    this.manifestStore = options.manifestStore;
+    this.repositoryOf = options.repositoryOf;
+    this.nowMs = options.nowMs ?? Date.now;
+    this.onDeferredError = options.onDeferredError ?? (() => undefined);
+  }
+
+  /** A fresh opaque id (upload ids, put ids, bucket ids): 128 random bits, hex. */
+  newId(): string {
+    return randomBytes(16).toString('hex');
+  }
+
+  /**
+   * A new version slot: sorts before every slot made earlier (newest version first in key order),
+   * strictly, even within a microsecond, with random bits so two daemons never make the same one.
+   */
+  newSlot(): string {
+    this.lastSlotMicros = Math.max(this.lastSlotMicros + 1, this.nowMs() * 1000);
+    const inverted = SLOT_CLOCK_MAX - this.lastSlotMicros;
+    return inverted.toString(16).padStart(SLOT_HEX_DIGITS, '0') + randomBytes(4).toString('hex');
+  }
+
+  async bucket(name: string): Promise<Versioned<BucketRecord>> {
+    const found = await this.tables.buckets.get(name);
+    if (found === undefined) throw new ObjectError('NoSuchBucket', `bucket ${name} does not exist`);
+    return found;
+  }
+}
+
+/** Attempts an operation makes when other writers keep changing the records it read (BUSY). */
+export const CONFLICT_ATTEMPTS_MAX = 16;
+
+/** Runs `attempt` again (it re-reads what it compares) while its transaction loses a race. */
+export async function retryOnConflict<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!isStorageError(err, 'BUSY') || isObjectError(err) || tries >= CONFLICT_ATTEMPTS_MAX) throw err;
+    }
+  }
+}
+
+/**
+ * Runs the clean-up that follows a committed change. Its failure must not fail the request (the
+ * change is done and acknowledged next); what it left is recorded and recover() finishes it.
+ */
+export async function finishAfterCommit(context: ObjectContext, work: () => Promise<void>): Promise<void> {
+  try {
+    await work();
+  } catch (err) {
+    context.onDeferredError(err);
+  }
+}

@@ -1,0 +1,123 @@
+/**
+ * Writing a body: a stream of pieces of any size is cut into chunks of OBJECT_CHUNK_SIZE_BYTES from
+ * offset 0; all-zero chunks are left out (the manifest marks them zero); the others go to the
+ * pool's ChunkRepository in journalled steps of CHUNKS_PER_STEP chunks, STEPS_IN_FLIGHT_MAX of
+ * them at once, while MD5 and the requested checksum are computed on the fly. Memory is bounded
+ * by (STEPS_IN_FLIGHT_MAX + 1) steps of chunks (~20 MiB), whatever the body's size.
+ *
+ * The caller owns the PutJournal: on any failure it abandons the journal (every reference given
+ * back), after waiting here for the steps in flight to settle.
+ */
+import { assert, StorageError } from '../core/errors.js';
+import type { ChunkManifest } from '../store/chunked/manifest.js';
+import { isAllZero } from '../store/zero-bytes.js';
+import { runningChecksum, runningMd5, type ChecksumAlgorithm } from './checksums.js';
+import { OBJECT_CHUNK_SIZE_BYTES } from './context.js';
+import { ObjectError } from './errors.js';
+import { AppendingManifestBuilder } from './manifest-builder.js';
+import type { PutJournal } from './put-journal.js';
+
+/** Chunks per journalled repository call (4 MiB at 64 KiB). */
+export const CHUNKS_PER_STEP = 64;
+/** Repository calls a body keeps in flight while more of it arrives. */
+export const STEPS_IN_FLIGHT_MAX = 4;
+
+export interface WriteBodyOptions {
+  /** The size the client declared (Content-Length or x-amz-decoded-content-length): IncompleteBody when it differs. */
+  readonly expectedSizeBytes?: number;
+  /** The most bytes accepted (EntityTooLarge past it). */
+  readonly sizeBytesMax: number;
+  readonly checksumAlgorithm?: ChecksumAlgorithm;
+  readonly signal?: AbortSignal;
+  /**
+   * Appends the body's chunks to this builder (which must hold whole chunks) instead of a new one;
+   * the result's manifest is then the builder's, this body after what it held.
+   */
+  readonly appendTo?: AppendingManifestBuilder;
+}
+
+export interface WrittenBody {
+  readonly manifest: ChunkManifest;
+  readonly sizeBytes: number;
+  readonly md5: Buffer;
+  /** base64, when an algorithm was asked for. */
+  readonly checksum?: string;
+}
+
+export async function writeBody(journal: PutJournal, body: AsyncIterable<Uint8Array>, options: WriteBodyOptions): Promise<WrittenBody> {
+  const repository = journal.repository;
+  const builder = options.appendTo ?? new AppendingManifestBuilder(OBJECT_CHUNK_SIZE_BYTES, repository.hash(new Uint8Array(0)).length / 2);
+  const heldBytes = builder.fileSizeBytes;
+  const md5 = runningMd5();
+  const checksum = options.checksumAlgorithm === undefined ? undefined : runningChecksum(options.checksumAlgorithm);
+  const inFlight: Promise<void>[] = [];
+  let chunks: Uint8Array[] = [];
+  let hashes: string[] = [];
+  let current = new Uint8Array(OBJECT_CHUNK_SIZE_BYTES);
+  let filled = 0;
+  let sizeBytes = 0;
+
+  const dispatch = async (): Promise<void> => {
+    if (chunks.length > 0) {
+      const step = journal.addChunks(chunks, hashes, options.signal);
+      step.catch(() => undefined); // observed below, or by the caller's wait on failure
+      inFlight.push(step);
+      chunks = [];
+      hashes = [];
+    }
+    while (inFlight.length >= STEPS_IN_FLIGHT_MAX) await inFlight.shift()!;
+  };
+  const endChunk = async (lengthBytes: number): Promise<void> => {
+    const chunk = current.subarray(0, lengthBytes);
+    if (isAllZero(chunk)) {
+      builder.append(undefined, lengthBytes);
+    } else {
+      const hash = repository.hash(chunk);
+      builder.append(hash, lengthBytes);
+      chunks.push(chunk);
+      hashes.push(hash);
+    }
+    current = new Uint8Array(OBJECT_CHUNK_SIZE_BYTES);
+    filled = 0;
+    if (chunks.length >= CHUNKS_PER_STEP) await dispatch();
+  };
+
+  if (options.expectedSizeBytes !== undefined && options.expectedSizeBytes > options.sizeBytesMax) {
+    throw new ObjectError('EntityTooLarge', `the body's declared ${options.expectedSizeBytes} bytes are more than the ${options.sizeBytesMax} allowed here`);
+  }
+  try {
+    for await (const piece of body) {
+      if (options.signal?.aborted) throw new StorageError('CANCELLED', 'the upload was aborted; nothing of it is kept');
+      sizeBytes += piece.length;
+      if (sizeBytes > options.sizeBytesMax) {
+        throw new ObjectError('EntityTooLarge', `the body is larger than the ${options.sizeBytesMax} bytes allowed here`);
+      }
+      if (options.expectedSizeBytes !== undefined && sizeBytes > options.expectedSizeBytes) {
+        throw new ObjectError('IncompleteBody', `the body is longer than the ${options.expectedSizeBytes} bytes its length header declared`);
+      }
+      md5.update(piece);
+      checksum?.update(piece);
+      for (let at = 0; at < piece.length; ) {
+        const take = Math.min(piece.length - at, OBJECT_CHUNK_SIZE_BYTES - filled);
+        current.set(piece.subarray(at, at + take), filled);
+        filled += take;
+        at += take;
+        if (filled === OBJECT_CHUNK_SIZE_BYTES) await endChunk(filled);
+      }
+    }
+    if (options.expectedSizeBytes !== undefined && sizeBytes !== options.expectedSizeBytes) {
+      throw new ObjectError('IncompleteBody', `the body ended after ${sizeBytes} of the ${options.expectedSizeBytes} bytes its length header declared`);
+    }
+    if (filled > 0) await endChunk(filled);
+    await dispatch();
+    while (inFlight.length > 0) await inFlight.shift()!;
+    const manifest = builder.finish();
+    assert(manifest.fileSizeBytes === heldBytes + sizeBytes, 'the manifest covers the whole body');
+    const result = { manifest, sizeBytes, md5: md5.digest() };
+    return checksum === undefined ? result : { ...result, checksum: checksum.digest().toString('base64') };
+  } catch (err) {
+    // Let every step in flight settle so that abandoning the journal sees their final counts.
+    await Promise.allSettled(inFlight);
+    throw err;
+  }
+}

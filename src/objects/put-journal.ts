@@ -1,0 +1,169 @@
+/**
+ * The reference journal of a put: how a put that adds chunk references leaves nothing behind when
+ * it fails, is aborted, or its process is killed.
+ *
+ * A ChunkRepository call is atomic and durable, but anonymous: after a crash nobody could tell
+ * whether a call the put had made was applied, and dropping references that were never added
+ * would take them from another object. So every reference-adding call is journalled first (a
+ * step record: its hashes) and carries a marker chunk of its own (bytes unique to the put and the
+ * step), whose count the same atomic call raises: a data step adds the marker with the chunks
+ * (count 1 when applied); a by-hash step (a copy) adds the marker alone first (1), then the hashes
+ * with the marker by hash (2 when applied). Whoever cleans up reads the marker's count and knows
+ * exactly whether the step's references exist.
+ *
+ *   begin       s3-put/<id> {state: writing}
+ *   each step   s3-put-step/<id>/<seq> {hashes, marker}, then the repository call
+ *   commit      the caller's transaction that makes the data visible also sets state: committed
+ *   settle      markers dropped (count-checked), steps and the put record deleted
+ *
+ * Cleaning up a 'writing' put drops the references of every applied step and its marker and
+ * removes a manifest the put may have stored in the ChunkStore; a 'committed' one drops only the
+ * markers. Both run again safely after a crash part-way (every drop is decided by a count read
+ * just before it).
+ */
+import { StorageError, isStorageError } from '../core/errors.js';
+import { TxnBuilder, type Versioned } from '../meta/table.js';
+import type { ChunkHash, ChunkRepository } from '../store/dedup/repository.js';
+import type { ObjectContext } from './context.js';
+import { MANIFEST_OBJECT_PREFIX } from './manifest-storage.js';
+import { HASHES_PER_CALL } from '../store/chunked/seal.js';
+import type { PendingPutRecord } from './records.js';
+
+/** Step records read a page at a time when a put is settled or cleaned up. */
+const STEP_PAGE = 64;
+
+function markerBytes(putId: string, seq: number): Uint8Array {
+  return Buffer.from(`strata-object-put-marker\0${putId}\0${seq}`, 'utf8');
+}
+
+export class PutJournal {
+  private nextSeq = 0;
+  private record: Versioned<PendingPutRecord> | undefined;
+
+  private constructor(
+    private readonly context: ObjectContext,
+    readonly putId: string,
+    readonly pool: string,
+    readonly repository: ChunkRepository,
+  ) {}
+
+  /** Records the put as in progress (before any reference is added). */
+  static async begin(context: ObjectContext, pool: string, repository: ChunkRepository): Promise<PutJournal> {
+    const journal = new PutJournal(context, context.newId(), pool, repository);
+    const txn = new TxnBuilder();
+    const record: PendingPutRecord = { putId: journal.putId, pool, state: 'writing', startedAtMs: context.nowMs() };
+    context.tables.puts.put(txn, record);
+    const revision = await txn.commit(context.catalog);
+    journal.record = { record, modRevision: revision };
+    return journal;
+  }
+
+  /** Adds one reference per chunk (`hashes` are the repository's names for `chunks`, in order). */
+  async addChunks(chunks: readonly Uint8Array[], hashes: readonly ChunkHash[], signal?: AbortSignal): Promise<void> {
+    const seq = this.nextSeq++;
+    const marker = markerBytes(this.putId, seq);
+    await this.journal(seq, hashes, this.repository.hash(marker), 1);
+    await this.repository.addReferences([...chunks, marker], signal === undefined ? {} : { signal });
+  }
+
+  /** Adds one reference per hash to chunks already stored (a copy by reference). */
+  async addByHash(hashes: readonly ChunkHash[], signal?: AbortSignal): Promise<void> {
+    if (hashes.length === 0) return;
+    const seq = this.nextSeq++;
+    const marker = markerBytes(this.putId, seq);
+    const markerHash = this.repository.hash(marker);
+    await this.journal(seq, hashes, markerHash, 2);
+    const options = signal === undefined ? {} : { signal };
+    await this.repository.addReferences([marker], options);
+    await this.repository.addReferencesByHash([...hashes, markerHash], options);
+  }
+
+  /** Adds to the caller's transaction the change that makes the put's references belong to its record. */
+  commitInto(txn: TxnBuilder): void {
+    const current = this.record!;
+    this.context.tables.puts.put(txn, { ...current.record, state: 'committed' }, current);
+  }
+
+  /** After the commit: drops the markers and forgets the journal. */
+  async settle(): Promise<void> {
+    await settlePut(this.context, this.putId, this.pool, 'committed');
+  }
+
+  /**
+   * After a failure or an abort: gives back every reference the put added (or, had its commit
+   * happened after all, only its markers). Never throws, so the caller reports the failure that
+   * brought it here: what it cannot give back now stays journalled, onDeferredError is told, and
+   * recover() finishes it.
+   */
+  async abandon(): Promise<void> {
+    try {
+      // A commit whose reply was lost may have happened: the record decides.
+      const record = await this.context.tables.puts.get(this.putId);
+      if (record === undefined) return; // settled already: nothing of it is left to give back
+      await settlePut(this.context, this.putId, this.pool, record.record.state);
+    } catch (err) {
+      this.context.onDeferredError(err);
+    }
+  }
+
+  private async journal(seq: number, hashes: readonly ChunkHash[], marker: ChunkHash, markerRefsWhenApplied: 1 | 2): Promise<void> {
+    const txn = new TxnBuilder();
+    this.context.tables.steps.put(txn, { putId: this.putId, seq, pool: this.pool, hashes: [...hashes], marker, markerRefsWhenApplied });
+    await txn.commit(this.context.catalog);
+  }
+}
+
+/**
+ * Finishes a put found in the journal: a committed one loses its markers; a writing one loses
+ * every reference its applied steps added and any manifest it stored in the ChunkStore. Then the
+ * journal records go. Safe to run again after a crash part-way: what each step holds is read from
+ * its marker's count just before the drop, and a step's references go in the same call as its
+ * markers (several steps to a call, up to about HASHES_PER_CALL hashes). Returns the steps undone.
+ */
+export async function settlePut(context: ObjectContext, putId: string, pool: string, state: PendingPutRecord['state']): Promise<number> {
+  const repository = await context.repositoryOf(pool);
+  let undone = 0;
+  for (;;) {
+    const page = await context.tables.steps.prefixPage(`${putId}/`, { limit: STEP_PAGE });
+    if (page.records.length === 0) break;
+    const markerRefs = await Promise.all(page.records.map((step) => repository.referenceCount(step.record.marker)));
+    let batch: ChunkHash[] = [];
+    const flush = async (): Promise<void> => {
+      if (batch.length > 0) await dropForPut(repository, batch, putId);
+      batch = [];
+    };
+    for (const [i, { record: step }] of page.records.entries()) {
+      const refs = markerRefs[i]!;
+      if (refs === 0) continue;
+      const undo = state === 'writing' && refs === step.markerRefsWhenApplied;
+      if (undo) undone++;
+      const drops = [...(undo ? step.hashes : []), ...new Array<ChunkHash>(refs).fill(step.marker)];
+      if (batch.length + drops.length > HASHES_PER_CALL) await flush();
+      batch.push(...drops);
+    }
+    await flush();
+    const txn = new TxnBuilder();
+    for (const step of page.records) context.tables.steps.delete(txn, step);
+    await txn.commit(context.catalog);
+  }
+  if (state === 'writing') await context.manifestStore.delete(`${MANIFEST_OBJECT_PREFIX}${putId}`);
+  const record = await context.tables.puts.get(putId);
+  if (record !== undefined) {
+    const txn = new TxnBuilder();
+    context.tables.puts.delete(txn, record);
+    await txn.commit(context.catalog);
+  }
+  return undone;
+}
+
+async function dropForPut(repository: ChunkRepository, hashes: readonly ChunkHash[], putId: string): Promise<void> {
+  try {
+    await repository.dropReferences(hashes);
+  } catch (err) {
+    throw new StorageError(
+      isStorageError(err) ? err.code : 'IO_ERROR',
+      `giving back the references of put ${putId} failed (${err instanceof Error ? err.message : String(err)}); they are given back when the object model recovers`,
+      { cause: err },
+    );
+  }
+}
