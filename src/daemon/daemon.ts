@@ -23,6 +23,7 @@ import { DEFAULT_POOL, formatListen, type DaemonConfig, type ListenAddress } fro
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { createLogger } from './logger.js';
 import { loadOrCreateToken } from './token.js';
+import { TierCooling } from './tier-cooling.js';
 import { TrashExpiry } from './trash-expiry.js';
 
 export const CATALOG_DIR_NAME = 'catalog';
@@ -68,6 +69,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
   let backend: VolumeBackend | undefined;
   let exports: ExportManager | undefined;
   let trashExpiry: TrashExpiry | undefined;
+  let tierCooling: TierCooling | undefined;
   try {
     const token = loadOrCreateToken(config.dataDir);
     if (token.created) logger.info({ path: token.path }, 'generated the API token');
@@ -93,6 +95,12 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     // Catch up on what expired in the trash while the daemon was down, then purge on a timer.
     trashExpiry = new TrashExpiry({ service: backend.service, logger, intervalMs: config.trashCheckIntervalMs });
     await trashExpiry.start();
+    // Packs of tiered dedup pools not read for their cooling period move to the tier on a timer.
+    const tieredPools = backend.tieredPools?.bind(backend);
+    if (tieredPools !== undefined) {
+      tierCooling = new TierCooling({ tieredPools, logger, intervalMs: config.tierCoolingIntervalMs });
+      tierCooling.start();
+    }
 
     exports = new ExportManager({
       service: backend.service,
@@ -149,6 +157,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     const openBackend = backend;
     const openExports = exports;
     const openTrashExpiry = trashExpiry;
+    const openTierCooling = tierCooling;
     let shutdownPromise: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> => {
       shutdownPromise ??= (async () => {
@@ -172,6 +181,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
         const closed = Promise.all([app.close(), s3App?.close()]);
         stage = 'stopping the trash timer';
         await openTrashExpiry.stop();
+        await openTierCooling?.stop();
         stage = 'waiting for jobs';
         await waitForJobs(openBackend, grace, logger);
         stage = 'closing the API';
@@ -191,6 +201,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     return { url, s3Url, config, logger, app, backend: openBackend, exports: openExports, shutdown };
   } catch (err) {
     await trashExpiry?.stop().catch(() => {});
+    await tierCooling?.stop().catch(() => {});
     if (exports !== undefined) await exports.close().catch(() => {});
     if (backend !== undefined) await backend.close().catch(() => {});
     lock.release();
