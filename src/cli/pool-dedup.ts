@@ -24,8 +24,8 @@ export const DEDUP_CREATE_OPTIONS: readonly OptionSpec[] = [
 export const DEDUP_CREATE_HELP = `  --dedup                a dedup pool: snapshots, imports and clone parents are sealed into
                          chunks stored once per pool (read through the daemon: NBD, export)
   --hash blake3|xxh128   what names the chunks (default blake3; fixed once the pool exists)
-  --tier URL             reserved for tiering: s3://BUCKET/PREFIX or file:///path (recorded and
-                         checked; packs stay local until tiering is wired)
+  --tier URL             where packs not read for the cooling period go: s3://BUCKET/PREFIX
+                         (credentials from the AWS default chain) or file:///path
   --s3-endpoint URL      an S3-compatible server for an s3:// tier (http://HOST:PORT)
   --s3-region REGION     the S3 region (AWS: needed unless --s3-endpoint is given)
   --cooling DURATION     how long a pack goes unread before it moves to the tier (e.g. 7d, 12h)
@@ -83,7 +83,8 @@ export function dedupRows(p: PoolJson): Array<readonly [string, string]> {
   if (tier === null) return [...rows, ['tier', 'none']];
   return [
     ...rows,
-    ['tier', `${tier.url}${p.dedup.tierActive ? '' : ' (recorded; not yet wired: packs stay local)'}`],
+    ['tier', `${tier.url}${p.dedup.tierActive ? '' : ' (recorded; this daemon does not tier: packs stay local)'}`],
+    ...(p.dedup.tierError === undefined ? [] : [['tier error', p.dedup.tierError] as [string, string]]),
     ...(tier.s3Endpoint === null ? [] : [['s3 endpoint', tier.s3Endpoint] as const]),
     ...(tier.s3Region === null ? [] : [['s3 region', tier.s3Region] as const]),
     ...(tier.coolingMs === null ? [] : [['cooling', formatDurationHuman(tier.coolingMs)] as const]),
@@ -126,6 +127,7 @@ function dfDetails(d: PoolDfJson): string {
     ['  packs', `${size(d.packBytes)} (local ${size(d.packLocalBytes)}, tier ${size(d.packRemoteBytes)})`],
     ['local', size(d.localBytes)],
     ['in the tier', size(d.remoteBytes)],
+    ...(d.tierError === undefined ? [] : [['tier error', d.tierError] as const]),
     ['unique chunks', `${d.uniqueChunkCount} (${size(d.uniqueChunkBytes)})`],
     ['referenced chunks', size(d.referencedChunkBytes)],
     ['dedup ratio', d.dedupRatio === null ? '-' : `${d.dedupRatio.toFixed(2)}x`],

@@ -70,7 +70,7 @@ ${DEDUP_CREATE_HELP}`,
     else {
       const kind = pool.dedup === null ? '' : ` (dedup, ${pool.dedup.hash} chunks)`;
       con.stdout(`Pool '${pool.name}' created${kind}${pool.quotaBytes !== null ? ` (quota ${size(pool.quotaBytes)})` : ''}.\n`);
-      if (pool.dedup?.tier && !pool.dedup.tierActive) con.stdout(`Tier ${pool.dedup.tier.url} recorded; tiering is not wired yet: packs stay local.\n`);
+      if (pool.dedup?.tier && !pool.dedup.tierActive) con.stdout(`Tier ${pool.dedup.tier.url} recorded; this daemon does not tier: packs stay local.\n`);
     }
     return 0;
   },

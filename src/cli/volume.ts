@@ -10,6 +10,7 @@ import type { Subcommand } from './command.js';
 import { CliError, UsageError } from './errors.js';
 import type { Console } from './output.js';
 import { EXPORT_SUBCOMMANDS } from './exports.js';
+import { EVICT_SUBCOMMANDS } from './volume-evict.js';
 import { duTable, type DuEntryJson } from './pool.js';
 import { ApiClient, query, seg } from './remote/client.js';
 import {
@@ -578,6 +579,7 @@ export const VOLUME_SUBCOMMANDS: readonly Subcommand[] = [
   exportDiff,
   importDiff,
   ...EXPORT_SUBCOMMANDS,
+  ...EVICT_SUBCOMMANDS,
 ];
 
 export function volumeHelp(): string {

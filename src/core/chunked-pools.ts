@@ -12,7 +12,7 @@ import type { ScrubReport } from './scrub-report.js';
 export const CHUNK_HASH_ALGORITHMS = ['blake3', 'xxh128'] as const;
 export type ChunkHashAlgorithm = (typeof CHUNK_HASH_ALGORITHMS)[number];
 
-/** Where a dedup pool's cold packs go (reserved: checked and kept, not yet acted on). */
+/** Where a dedup pool's cold packs go (acted on when the service has tiering: tieringAvailable()). */
 export interface PoolTierConfig {
   /** `s3://BUCKET/PREFIX` or `file:///absolute/path`. */
   readonly url: string;
@@ -32,7 +32,7 @@ export interface DedupPoolConfig {
 export interface ChunkedPoolUsage {
   /** Bytes of the packs the index knows (headers and dead chunks included). */
   readonly packBytes: number;
-  /** Of packBytes: on this host, and in the tier (0 until tiering is wired). */
+  /** Of packBytes: on this host, and in the tier (0 for a pool without one). */
   readonly localBytes: number;
   readonly remoteBytes: number;
   readonly packCount: number;
@@ -62,6 +62,35 @@ export interface ChunkedPoolAudit {
   readonly unreadableManifests: boolean;
   /** True when the leaked references were dropped. */
   readonly repaired: boolean;
+}
+
+/** A tiered dedup pool's tier as `pool info`, `pool df` and /metrics show it. */
+export interface ChunkedPoolTierStatus {
+  readonly url: string;
+  /** The last failure to reach the cold tier (absent once a call succeeds again). */
+  readonly error?: string;
+  readonly hotBytes: number;
+  readonly coldBytes: number;
+  readonly promotions: number;
+  readonly coldReadFailures: number;
+  readonly movedCold: number;
+  readonly migrationFailures: number;
+  /** An S3 tier's requests, failed attempts and retries (by kind) and calls failed for good. */
+  readonly s3?: { readonly requests: number; readonly errors: Readonly<Record<string, number>>; readonly retries: Readonly<Record<string, number>>; readonly failedCalls: number };
+}
+
+/** What `volume evict` did: the packs holding the volume's sealed chunks, moved cold now. */
+export interface ChunkedPoolEviction {
+  readonly layerCount: number;
+  readonly packCount: number;
+  /** Of packCount: packs that also hold chunks of other volumes' layers (they move too). */
+  readonly sharedPackCount: number;
+  readonly movedPacks: number;
+  readonly movedBytes: number;
+  /** Packs in the tier already. */
+  readonly alreadyColdPacks: number;
+  /** Packs that stayed local because a step failed (the message says why). */
+  readonly failed: readonly { readonly pack: string; readonly error: string }[];
 }
 
 export interface ChunkedPools {
@@ -96,4 +125,15 @@ export interface ChunkedPools {
    * (BUSY) while a GC of the pool runs. onProgress: the pack bytes read so far.
    */
   scrub(pool: string, options: { repair: boolean; signal?: AbortSignal; onProgress?: (doneBytes: number) => void }): Promise<ScrubReport>;
+  /** The pool's tier (undefined for a pool without one). */
+  tierStatus?(pool: string): ChunkedPoolTierStatus | undefined;
+  /**
+   * Moves the packs holding the chunks of `layers` (sealed layers of one volume; others are
+   * skipped) to the pool's tier now; INVALID_ARGUMENT naming the fix for a pool without a tier.
+   */
+  evictLayers?(
+    pool: string,
+    layers: readonly LayerRef[],
+    options: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void },
+  ): Promise<ChunkedPoolEviction>;
 }

@@ -6,7 +6,8 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CatalogStore } from '../core/catalog-store.js';
 import { LevelCatalogStore } from '../meta/level-catalog.js';
-import { localDedupPoolOpener } from '../store/local-dedup-pool.js';
+import { localDedupPoolOpener, tieredPackStore } from '../store/local-dedup-pool.js';
+import type { PoolTier } from '../store/pool-tier.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
 import { PoolRoutingLayerStore } from '../store/pool-routing-layer-store.js';
 import { LocalVolumeService, migrateLegacyCatalog } from '../volume/index.js';
@@ -30,6 +31,8 @@ export interface VolumeBackend {
   readonly exportStore: ExportStore;
   /** Finishes or rolls back interrupted operations and removes orphan files; before serving. */
   recover(): Promise<Record<string, unknown> | void>;
+  /** The dedup pools with a tier, for the cooling timer (absent: none can have one). */
+  tieredPools?(): { pool: string; tier: PoolTier }[];
   /** Closes images and the catalog (jobs have been finished or cancelled by then). */
   close(): Promise<void>;
 }
@@ -52,7 +55,8 @@ export type VolumeBackendFactory = (options: VolumeBackendOptions) => Promise<Vo
  * as it opens) and LocalVolumeService over <data>/pools. Its layer store routes each pool: a local
  * pool to the LocalLayerStore (its layout unchanged), a dedup pool to a ChunkedLayerStore whose
  * packs and manifests are in <data>/chunks/<pool>/ and whose chunk index is in the catalog.
- * Tiering plugs in as localDedupPoolOpener's packStore (not wired yet: tier settings are recorded).
+ * A dedup pool with a tier gets its packs through a TieredChunkStore (tieredPackStore: hot the
+ * local packs, cold S3 or a folder, records in the catalog); the manifests stay local.
  */
 export const openVolumeBackend: VolumeBackendFactory = async (options) => {
   const catalog = await LevelCatalogStore.open(options.catalogDir, { migrateLegacy: migrateLegacyCatalog });
@@ -60,11 +64,17 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
     options.logger.info({ catalog: options.catalogDir, records: catalog.migrated }, 'converted the catalog from the first layout to tables');
   }
   let service: LocalVolumeService;
+  let layerStore: PoolRoutingLayerStore;
   try {
     const local = new LocalLayerStore(path.resolve(options.poolsDir));
-    const layerStore = new PoolRoutingLayerStore(
+    const packStore = tieredPackStore({
+      catalog,
+      onS3Retry: (pool, event) => options.logger.warn({ pool, ...event }, 'S3 tier request retried'),
+    });
+    layerStore = new PoolRoutingLayerStore(
       local,
-      localDedupPoolOpener({ chunksRoot: path.join(path.resolve(options.dataDir), CHUNKS_FOLDER), catalog, local }),
+      localDedupPoolOpener({ chunksRoot: path.join(path.resolve(options.dataDir), CHUNKS_FOLDER), catalog, local, packStore }),
+      { tieringAvailable: true },
     );
     service = new LocalVolumeService(catalog, options.dataDir, {
       ...(options.config.maxChainDepth !== undefined ? { maxChainDepth: options.config.maxChainDepth } : {}),
@@ -88,6 +98,7 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
         if (current) await service.catalog.change((txn) => service.catalog.exports.remove(txn, current));
       },
     },
+    tieredPools: () => layerStore.tieredPools(),
     recover: async () => {
       const report = await service.recover();
       for (const problem of report.problems) options.logger.warn({ problem }, 'recovery could not fix');
@@ -110,6 +121,7 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
       closed = true;
       try {
         await service.close();
+        await layerStore.closeTiers();
       } finally {
         await catalog.close();
       }

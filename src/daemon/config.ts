@@ -78,6 +78,8 @@ export interface DaemonConfig {
   metricsAuth: MetricsAuth;
   /** How often the daemon purges the volumes whose time in the trash is up (default 1 minute). */
   trashCheckIntervalMs: number;
+  /** How often the daemon moves the cooled packs of tiered dedup pools to their tier (default 10 minutes). */
+  tierCoolingIntervalMs: number;
   /** The S3 endpoint (undefined: off). */
   s3Listen: ListenAddress | undefined;
   /** Domains for virtual-host style S3 addressing (bucket.<domain>); path style always works. */
@@ -106,6 +108,7 @@ export interface ConfigFlags {
   nbdTls?: string | undefined;
   metricsAuth?: string | undefined;
   trashCheckIntervalMs?: string | undefined;
+  tierCoolingIntervalMs?: string | undefined;
   s3Listen?: string | undefined;
   s3Domain?: string | undefined;
 }
@@ -126,11 +129,12 @@ interface FileConfig {
   nbdTls?: string;
   metricsAuth?: string;
   trashCheckIntervalMs?: number;
+  tierCoolingIntervalMs?: number;
   s3Listen?: string;
   s3Domain?: string;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs', 's3Listen', 's3Domain']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 's3Listen', 's3Domain']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -180,10 +184,12 @@ export const DEFAULT_TRASH_CHECK_INTERVAL_MS = 60_000;
 /** Below this the expiry timer would mostly spin on an empty trash. */
 const MIN_TRASH_CHECK_INTERVAL_MS = 10;
 
-function parseTrashCheckIntervalMs(text: string, source: string): number {
+export const DEFAULT_TIER_COOLING_INTERVAL_MS = 600_000;
+
+function parseTrashCheckIntervalMs(text: string, source: string, what = 'the trash check interval'): number {
   const value = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
   if (!Number.isSafeInteger(value) || value < MIN_TRASH_CHECK_INTERVAL_MS) {
-    throw invalid(`${source}: the trash check interval must be a whole number of milliseconds, at least ${MIN_TRASH_CHECK_INTERVAL_MS}, not '${text}'`);
+    throw invalid(`${source}: ${what} must be a whole number of milliseconds, at least ${MIN_TRASH_CHECK_INTERVAL_MS}, not '${text}'`);
   }
   return value;
 }
@@ -243,7 +249,7 @@ function readConfigFile(file: string): FileConfig {
   for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 's3Listen', 's3Domain']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
-  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs', 'trashCheckIntervalMs']) {
+  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs', 'trashCheckIntervalMs', 'tierCoolingIntervalMs']) {
     const v = obj[key];
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
       throw invalid(`config file ${file}: '${key}' must be a non-negative integer`);
@@ -332,6 +338,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   const listen = listenSrc ? parseListen(listenSrc[0], listenSrc[1]) : parseListen(DEFAULT_LISTEN, 'default');
   const metricsAuthSrc = pick(flags.metricsAuth, 'STRATA_METRICS_AUTH', file.metricsAuth);
   const trashSrc = pick(flags.trashCheckIntervalMs, 'STRATA_TRASH_CHECK_INTERVAL_MS', file.trashCheckIntervalMs === undefined ? undefined : String(file.trashCheckIntervalMs));
+  const coolingSrc = pick(flags.tierCoolingIntervalMs, 'STRATA_TIER_COOLING_INTERVAL_MS', file.tierCoolingIntervalMs === undefined ? undefined : String(file.tierCoolingIntervalMs));
   const s3ListenSrc = pick(flags.s3Listen, 'STRATA_S3_LISTEN', file.s3Listen) ?? [DEFAULT_S3_LISTEN, 'default'];
   const s3DomainSrc = pick(flags.s3Domain, 'STRATA_S3_DOMAIN', file.s3Domain);
 
@@ -351,6 +358,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     // Scrapers on this host need no token; beyond it, volume names and sizes are not for everyone.
     metricsAuth: metricsAuthSrc ? parseMetricsAuth(metricsAuthSrc[0], metricsAuthSrc[1]) : isLoopbackHost(listen.host) ? 'none' : 'token',
     trashCheckIntervalMs: trashSrc ? parseTrashCheckIntervalMs(trashSrc[0], trashSrc[1]) : DEFAULT_TRASH_CHECK_INTERVAL_MS,
+    tierCoolingIntervalMs: coolingSrc ? parseTrashCheckIntervalMs(coolingSrc[0], coolingSrc[1], 'the tier cooling interval') : DEFAULT_TIER_COOLING_INTERVAL_MS,
     s3Listen: s3ListenSrc[0] === 'off' ? undefined : parseListen(s3ListenSrc[0], s3ListenSrc[1]),
     s3Domains: s3DomainSrc ? parseS3Domains(s3DomainSrc[0], s3DomainSrc[1]) : [],
   };

@@ -24,6 +24,7 @@ import { DEFAULT_POOL, formatListen, type DaemonConfig, type ListenAddress } fro
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { createLogger } from './logger.js';
 import { loadOrCreateToken } from './token.js';
+import { TierCooling } from './tier-cooling.js';
 import { TrashExpiry } from './trash-expiry.js';
 
 export const CATALOG_DIR_NAME = 'catalog';
@@ -69,6 +70,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
   let backend: VolumeBackend | undefined;
   let exports: ExportManager | undefined;
   let trashExpiry: TrashExpiry | undefined;
+  let tierCooling: TierCooling | undefined;
   try {
     const token = loadOrCreateToken(config.dataDir);
     if (token.created) logger.info({ path: token.path }, 'generated the API token');
@@ -94,6 +96,12 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     // Catch up on what expired in the trash while the daemon was down, then purge on a timer.
     trashExpiry = new TrashExpiry({ service: backend.service, logger, intervalMs: config.trashCheckIntervalMs });
     await trashExpiry.start();
+    // Packs of tiered dedup pools not read for their cooling period move to the tier on a timer.
+    const tieredPools = backend.tieredPools?.bind(backend);
+    if (tieredPools !== undefined) {
+      tierCooling = new TierCooling({ tieredPools, logger, intervalMs: config.tierCoolingIntervalMs });
+      tierCooling.start();
+    }
 
     exports = new ExportManager({
       service: backend.service,
@@ -125,7 +133,8 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       metricsAuth: config.metricsAuth,
       users,
     });
-    // The S3 endpoint: its own fastify instance on its own address. The object model recovers before the S3 listener opens: no request sees a put a kill left.
+    // The S3 endpoint: its own fastify instance on its own address. The object model recovers
+    // before the S3 listener opens: no request sees a put a kill left.
     const objectStore = config.s3Listen === undefined ? undefined : await openDaemonObjectStore({ dataDir: config.dataDir, catalog: backend.catalog, volumes: backend.service, bucketPool: DEFAULT_POOL, logger });
     const s3App = objectStore === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger });
     await app.listen({ host: config.listen.host, port: config.listen.port });
@@ -150,6 +159,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     const openBackend = backend;
     const openExports = exports;
     const openTrashExpiry = trashExpiry;
+    const openTierCooling = tierCooling;
     let shutdownPromise: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> => {
       shutdownPromise ??= (async () => {
@@ -173,6 +183,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
         const closed = Promise.all([app.close(), s3App?.close()]);
         stage = 'stopping the trash timer';
         await openTrashExpiry.stop();
+        await openTierCooling?.stop();
         stage = 'waiting for jobs';
         await waitForJobs(openBackend, grace, logger);
         stage = 'closing the API';
@@ -192,6 +203,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     return { url, s3Url, config, logger, app, backend: openBackend, exports: openExports, shutdown };
   } catch (err) {
     await trashExpiry?.stop().catch(() => {});
+    await tierCooling?.stop().catch(() => {});
     if (exports !== undefined) await exports.close().catch(() => {});
     if (backend !== undefined) await backend.close().catch(() => {});
     lock.release();

@@ -200,7 +200,13 @@ export class LocalChunkStore implements ChunkStore {
       if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR' || code === 'EPERM') return;
       throw ioError(`cannot delete ${file}`, err);
     }
-    await this.syncOrFail(path.dirname(file));
+    try {
+      await syncFolder(path.dirname(file));
+    } catch (err) {
+      // A concurrent delete of the folder's last other key removed the folder between our unlink
+      // and this sync (an rmdir succeeds only on an empty folder): our entry went with it.
+      if (errnoOf(err) !== 'ENOENT') throw ioError(`cannot sync ${path.dirname(file)}`, err);
+    }
     await this.removeEmptyFolders(parts.slice(0, -1));
   }
 

@@ -18,7 +18,28 @@ import { chunkHasher } from './dedup/chunk-hasher.js';
 import { DedupChunkRepository } from './dedup/dedup-repository.js';
 import { LocalChunkStore } from './local-chunk-store.js';
 import { checkComponent } from './local-layer-store.js';
+import type { S3RetryEvent } from './s3/config.js';
 import type { ChunkedPoolOpener, ChunkedPoolStores } from './pool-routing-layer-store.js';
+import { openPoolTier, type PoolTier } from './pool-tier.js';
+
+/**
+ * The packStore of a daemon: a pool with a tier gets its packs through the pool's
+ * TieredChunkStore (pool-tier.ts); a pool without one keeps them in its local store.
+ */
+export function tieredPackStore(options: { catalog: CatalogStore; onS3Retry?: (pool: string, event: S3RetryEvent) => void }): NonNullable<LocalDedupPoolOptions['packStore']> {
+  return async (pool, config, local) => {
+    if (config.tier === undefined) return { store: local };
+    const onS3Retry = options.onS3Retry;
+    const tier = await openPoolTier({
+      pool,
+      tier: config.tier,
+      local,
+      catalog: options.catalog,
+      ...(onS3Retry === undefined ? {} : { onS3Retry: (event: S3RetryEvent) => onS3Retry(pool, event) }),
+    });
+    return { store: tier.store, remoteBytes: async () => tier.store.stats().coldBytes - tier.store.stats().cacheBytes, tier };
+  };
+}
 
 export interface LocalDedupPoolOptions {
   /** `<data>/chunks`: one folder per dedup pool. */
@@ -28,9 +49,10 @@ export interface LocalDedupPoolOptions {
   readonly local: LayerStore;
   /**
    * The ChunkStore the repository keeps packs in, given the pool's local one (default: that one).
-   * A tiering store wraps it here; its remoteBytes feeds `pool df`.
+   * A tiering store wraps it here (the daemon: openPoolTier for a pool with a tier); its
+   * remoteBytes feeds `pool df`, and `tier` is what evict, the cooling timer and /metrics use.
    */
-  readonly packStore?: (pool: string, config: DedupPoolConfig, local: ChunkStore) => Promise<{ store: ChunkStore; remoteBytes?: () => Promise<number> }>;
+  readonly packStore?: (pool: string, config: DedupPoolConfig, local: ChunkStore) => Promise<{ store: ChunkStore; remoteBytes?: () => Promise<number>; tier?: PoolTier }>;
 }
 
 export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoolOpener {
@@ -41,6 +63,12 @@ export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoo
     const packs = options.packStore === undefined ? { store: local } : await options.packStore(pool, config, local);
     const repository = await DedupChunkRepository.open({ chunkStore: packs.store, catalog: options.catalog, hasher: chunkHasher(config.hash), pool });
     const layers = new ChunkedLayerStore({ local: options.local, repository, manifests: local });
-    return { layers, repository, manifests: local, ...(packs.remoteBytes === undefined ? {} : { remoteBytes: packs.remoteBytes }) };
+    return {
+      layers,
+      repository,
+      manifests: local,
+      ...(packs.remoteBytes === undefined ? {} : { remoteBytes: packs.remoteBytes }),
+      ...(packs.tier === undefined ? {} : { tier: packs.tier }),
+    };
   };
 }

@@ -10,7 +10,9 @@
  * A separate class rather than an option of ChunkedLayerStore: one ChunkedLayerStore is one pool's
  * repository, so routing is a map of them, and a local pool never touches chunked code.
  */
-import type { ChunkedPoolAudit, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolUsage, DedupPoolConfig } from '../core/chunked-pools.js';
+import type {
+  ChunkedPoolAudit, ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolTierStatus, ChunkedPoolUsage, DedupPoolConfig,
+} from '../core/chunked-pools.js';
 import type { ScrubReport } from '../core/scrub-report.js';
 import { StorageError } from '../core/errors.js';
 import type { HostFile } from '../core/host-file.js';
@@ -19,6 +21,8 @@ import type { ChunkStore } from '../core/chunk-store.js';
 import type { ChunkedLayerStore } from './chunked/chunked-layer-store.js';
 import { sealedLayerReferences } from './chunked/manifest-references.js';
 import type { DedupChunkRepository } from './dedup/dedup-repository.js';
+import { evictLayerPacks } from './evict-layers.js';
+import type { PoolTier } from './pool-tier.js';
 
 /** One dedup pool's stores, as the opener made them. */
 export interface ChunkedPoolStores {
@@ -26,8 +30,10 @@ export interface ChunkedPoolStores {
   readonly repository: DedupChunkRepository;
   /** Where `layers` keeps its manifests (read by the reference audit). */
   readonly manifests: ChunkStore;
-  /** Pack bytes in the cold tier; absent while tiering is not wired (everything is local). */
+  /** Pack bytes in the cold tier; absent for a pool without a tier (everything is local). */
   remoteBytes?(): Promise<number>;
+  /** The pool's tier, when it has one. */
+  readonly tier?: PoolTier;
 }
 
 /** Opens (creating on first use) the stores of a dedup pool. */
@@ -65,7 +71,50 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
   }
 
   async detachPool(pool: string): Promise<void> {
+    const stores = this.chunked.get(pool);
     this.chunked.delete(pool);
+    await stores?.tier?.close();
+  }
+
+  /** The pools with a tier, for the cooling timer. */
+  tieredPools(): { pool: string; tier: PoolTier }[] {
+    return [...this.chunked].flatMap(([pool, stores]) => (stores.tier === undefined ? [] : [{ pool, tier: stores.tier }]));
+  }
+
+  /** Closes every pool's tier (writes its queued records); at shutdown. */
+  async closeTiers(): Promise<void> {
+    await Promise.all(this.tieredPools().map(({ tier }) => tier.close()));
+  }
+
+  tierStatus(pool: string): ChunkedPoolTierStatus | undefined {
+    const tier = this.chunked.get(pool)?.tier;
+    if (tier === undefined) return undefined;
+    const stats = tier.store.stats();
+    const error = tier.error();
+    const s3 = tier.s3Counters;
+    return {
+      url: tier.url,
+      ...(error === undefined ? {} : { error }),
+      hotBytes: stats.hotBytes,
+      coldBytes: stats.coldBytes,
+      promotions: stats.promotions,
+      coldReadFailures: stats.coldReadFailures,
+      movedCold: stats.movedCold,
+      migrationFailures: stats.migrationFailures,
+      ...(s3 === undefined ? {} : { s3: { requests: s3.requests, errors: { ...s3.errors }, retries: { ...s3.retries }, failedCalls: s3.failedCalls } }),
+    };
+  }
+
+  evictLayers(
+    pool: string,
+    layers: readonly LayerRef[],
+    options: { signal?: AbortSignal; onProgress?: (done: number, total: number) => void } = {},
+  ): Promise<ChunkedPoolEviction> {
+    const stores = this.requireChunked(pool);
+    if (stores.tier === undefined) {
+      throw new StorageError('INVALID_ARGUMENT', `pool '${pool}' has no tier to evict to: create a dedup pool with --tier s3://BUCKET/PREFIX (or file:///path) and move the volume there`);
+    }
+    return evictLayerPacks({ pool, layers, manifests: stores.manifests, repository: stores.repository, tier: stores.tier.store }, options);
   }
 
   isChunkedPool(pool: string): boolean {

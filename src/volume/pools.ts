@@ -134,7 +134,12 @@ export async function poolDf(svc: ServiceContext, name: string): Promise<PoolDf>
     uniqueChunkBytes: usage?.uniqueChunkBytes ?? 0,
     referencedChunkBytes: usage?.referencedChunkBytes ?? 0,
     dedupRatio: usage === undefined || usage.uniqueChunkBytes === 0 ? undefined : usage.referencedChunkBytes / usage.uniqueChunkBytes,
+    ...tierErrorOf(chunked?.tierStatus?.(name)),
   };
+}
+
+function tierErrorOf(status: { error?: string } | undefined): { tierError?: string } {
+  return status?.error === undefined ? {} : { tierError: status.error };
 }
 
 export async function du(svc: ServiceContext, pool: string, volume?: string): Promise<DuEntry[]> {

@@ -135,6 +135,12 @@ export async function checkQuota(svc: ServiceContext, pool: PoolRecord, sizeByte
   checkPoolQuota(pool, await volumesOfPool(svc, pool.name), claims, { sizeBytes, what, replaces });
 }
 
+function describeDedup(svc: ServiceContext, name: string, dedup: NonNullable<PoolRecord['dedup']>): PoolInfo['dedup'] {
+  const status = dedup.tier === undefined ? undefined : svc.chunkedPools?.tierStatus?.(name);
+  const tierActive = status !== undefined && svc.chunkedPools?.tieringAvailable() === true;
+  return { hash: dedup.hash, tier: dedup.tier, tierActive, ...(status?.error === undefined ? {} : { tierError: status.error }) };
+}
+
 export async function describePool(svc: ServiceContext, pool: PoolRecord): Promise<PoolInfo> {
   const volumes = await volumesOfPool(svc, pool.name);
   let allocatedBytes = 0;
@@ -150,7 +156,7 @@ export async function describePool(svc: ServiceContext, pool: PoolRecord): Promi
     dedup:
       pool.dedup === undefined
         ? undefined
-        : { hash: pool.dedup.hash, tier: pool.dedup.tier, tierActive: pool.dedup.tier !== undefined && svc.chunkedPools?.tieringAvailable() === true },
+        : describeDedup(svc, pool.name, pool.dedup),
     createdAt: pool.createdAt,
   };
 }

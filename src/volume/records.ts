@@ -69,7 +69,7 @@ export interface SnapshotRecord {
   createdAt: string;
 }
 
-export type JobKindRecord = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub';
+export type JobKindRecord = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict';
 export type JobStateRecord = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobRecord {

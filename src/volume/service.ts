@@ -24,7 +24,8 @@ import { StorageError } from '../core/errors.js';
 import type { LayerStore } from '../core/layer-store.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
 import type { CatalogStore } from '../core/catalog-store.js';
-import type { ChunkedPools } from '../core/chunked-pools.js';
+import type { ChunkedPools, ChunkedPoolTierStatus } from '../core/chunked-pools.js';
+import { evictVolume } from './evict.js';
 import type { Coordinator } from '../core/coordinator.js';
 import { VolumeCatalog } from './catalog.js';
 import * as clones from './clones.js';
@@ -42,7 +43,7 @@ import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
 import * as trash from './trash.js';
-import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
+import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, VolumeEvictReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import { attachChunkedPools, resumeSeals } from './sealing.js';
 import * as volumes from './volumes.js';
@@ -146,6 +147,19 @@ export class LocalVolumeService implements VolumeService {
 
   scrubPool(name: string, options: { repair?: boolean } = {}): Promise<{ job: JobInfo; report: PoolScrubReport }> {
     return scrubPool(this.svc, name, options);
+  }
+
+  evictVolume(pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeEvictReport }> {
+    return evictVolume(this.svc, pool, volume);
+  }
+
+  async poolTiers(): Promise<{ pool: string; tier: ChunkedPoolTierStatus }[]> {
+    const out: { pool: string; tier: ChunkedPoolTierStatus }[] = [];
+    for (const pool of await this.svc.catalog.pools.all()) {
+      const tier = pool.dedup?.tier === undefined ? undefined : this.svc.chunkedPools?.tierStatus?.(pool.name);
+      if (tier !== undefined) out.push({ pool: pool.name, tier });
+    }
+    return out;
   }
 
   listPools(): Promise<PoolInfo[]> {

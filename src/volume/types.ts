@@ -8,7 +8,7 @@
  * limit), READ_ONLY, CANCELLED, ...
  */
 import type { BlockDevice } from '../core/block-device.js';
-import type { ChunkedPoolGcReport, ChunkHashAlgorithm, PoolTierConfig } from '../core/chunked-pools.js';
+import type { ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPoolTierStatus, ChunkHashAlgorithm, PoolTierConfig } from '../core/chunked-pools.js';
 import type { ScrubReport } from '../core/scrub-report.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import type { TransferEncoding } from './sparse-stream.js';
@@ -33,8 +33,10 @@ export interface PoolInfo {
 export interface PoolDedupInfo {
   hash: ChunkHashAlgorithm;
   tier: PoolTierConfig | undefined;
-  /** False while this daemon has no tiering: the tier is recorded, packs stay local. */
+  /** True when packs move to the tier (this daemon has tiering and the tier opened). */
   tierActive: boolean;
+  /** The last failure to reach the tier (absent while it answers). */
+  tierError?: string;
 }
 
 /** `pool df`: what a pool's data is worth (logical) and what it takes (physical). */
@@ -63,9 +65,13 @@ export interface PoolDf {
   referencedChunkBytes: number;
   /** referencedChunkBytes / uniqueChunkBytes (undefined with no chunk stored, or for a local pool). */
   dedupRatio: number | undefined;
+  /** A tiered pool's last failure to reach its tier (absent while it answers, or without a tier). */
+  tierError?: string;
 }
 
 export type PoolGcReport = ChunkedPoolGcReport & { pool: string; graceMs: number };
+
+export type VolumeEvictReport = ChunkedPoolEviction & { pool: string; volume: string };
 
 /** A layer a scrub's report names (a holder of lost chunks, an unreadable manifest) and who owns it. */
 export interface ScrubLayerOwner {
@@ -146,7 +152,7 @@ export interface ExpiredTrashPass {
   nextAfter: string | undefined;
 }
 
-export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub';
+export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict';
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobInfo {
@@ -194,6 +200,10 @@ export interface VolumeService {
   gcPool(name: string, options?: { graceMs?: number }): Promise<{ job: JobInfo; report: PoolGcReport }>;
   /** Scrubs a dedup pool (a 'scrub' job the caller awaits; docs/dedup.md); repair: fix what can be. */
   scrubPool(name: string, options?: { repair?: boolean }): Promise<{ job: JobInfo; report: PoolScrubReport }>;
+  /** Moves the packs of a volume's sealed layers to its pool's tier now (an 'evict' job the caller awaits). */
+  evictVolume(pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeEvictReport }>;
+  /** The tiers of the tiered dedup pools, for /metrics. */
+  poolTiers(): Promise<{ pool: string; tier: ChunkedPoolTierStatus }[]>;
   listPools(): Promise<PoolInfo[]>;
   poolInfo(name: string): Promise<PoolInfo>;
   setPoolQuota(name: string, quotaBytes: number | undefined): Promise<PoolInfo>;

@@ -304,6 +304,17 @@ export function expectCleanCheck(file: string): void {
   if (r.code !== 0) throw new Error(`qemu-img check ${file}: exit ${r.code}\n${r.stdout}\n${r.stderr}`);
 }
 
+/** Bytes of the files under a folder (what a pool's chunks take on disk). */
+export function folderBytes(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  let total = 0;
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name);
+    total += entry.isDirectory() ? folderBytes(full) : statSync(full).size;
+  }
+  return total;
+}
+
 /** Layer files of a pool folder (*.qcow2), as absolute paths. */
 export function poolFiles(dataDir: string, pool: string): string[] {
   const dir = path.join(dataDir, 'pools', pool);

@@ -13,6 +13,7 @@ import type { VolumeService } from '../../volume/types.js';
 import type { RestContext } from './context.js';
 import { UnauthorizedError, isClientAbort, mapError } from './errors.js';
 import { ApiMetrics, renderGauge, type GaugeSample } from './metrics.js';
+import { collectTierMetrics } from './tier-metrics.js';
 import { registerContentRoutes } from './routes/content.js';
 import { registerExportRoutes } from './routes/exports.js';
 import { registerJobRoutes } from './routes/jobs.js';
@@ -179,6 +180,10 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
       app.log.warn({ err }, 'metrics: could not collect volume gauges');
       return [] as string[];
     });
+    extra.push(...(await collectTierMetrics(options.service).catch((err: unknown) => {
+      app.log.warn({ err }, 'metrics: could not collect tier metrics');
+      return [] as string[];
+    })));
     const nbd = options.exports?.nbdStats();
     if (nbd !== undefined) {
       extra.push(

@@ -7,7 +7,7 @@
  */
 import type { FromSchema } from 'json-schema-to-ts';
 import { CHUNK_HASH_ALGORITHMS } from '../../core/chunked-pools.js';
-import type { DiffExtent, DuEntry, JobInfo, PoolDf, PoolGcReport, PoolInfo, SnapshotInfo, TrashEntry, VolumeInfo } from '../../volume/types.js';
+import type { DiffExtent, DuEntry, JobInfo, PoolDf, PoolGcReport, PoolInfo, SnapshotInfo, TrashEntry, VolumeEvictReport, VolumeInfo } from '../../volume/types.js';
 
 /** Pool, volume and snapshot names: no '/', '@' or spaces, so "pool/vol@snap" is unambiguous. */
 export const NAME_PATTERN = '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$';
@@ -75,7 +75,8 @@ export const poolSchema = {
             coolingMs: { type: ['integer', 'null'], minimum: 0 },
           },
         },
-        tierActive: { type: 'boolean', description: 'false while tiering is not wired: the tier is recorded, packs stay local' },
+        tierActive: { type: 'boolean', description: 'true when packs move to the tier; false: recorded only (a daemon without tiering)' },
+        tierError: { type: 'string', description: 'the last failure to reach the tier; absent while it answers' },
       },
     },
     createdAt: isoTime,
@@ -135,6 +136,7 @@ export const poolDfSchema = {
     uniqueChunkBytes: bytes,
     referencedChunkBytes: bytes,
     dedupRatio: { type: ['number', 'null'], description: 'referencedChunkBytes / uniqueChunkBytes; null with no chunk stored or for a local pool' },
+    tierError: { type: 'string', description: "a tiered pool's last failure to reach its tier; absent while it answers" },
   },
 } as const;
 
@@ -154,6 +156,34 @@ export const poolGcSchema = {
     damaged: { type: 'array', items: { type: 'string' } },
   },
 } as const;
+
+export const volumeEvictSchema = {
+  $id: 'VolumeEvict',
+  type: 'object',
+  required: ['pool', 'volume', 'jobId', 'layerCount', 'packCount', 'sharedPackCount', 'movedPacks', 'movedBytes', 'alreadyColdPacks', 'failed'],
+  properties: {
+    pool: { type: 'string' },
+    volume: { type: 'string' },
+    jobId: { type: 'string' },
+    layerCount: { ...bytes, description: "the volume's sealed layers looked at" },
+    packCount: { ...bytes, description: 'packs holding their chunks' },
+    sharedPackCount: { ...bytes, description: "of packCount: packs also holding other volumes' chunks (they moved too)" },
+    movedPacks: bytes,
+    movedBytes: bytes,
+    alreadyColdPacks: bytes,
+    failed: {
+      type: 'array',
+      description: 'packs that stayed local (the next evict or cooling pass retries them)',
+      items: { type: 'object', required: ['pack', 'error'], properties: { pack: { type: 'string' }, error: { type: 'string' } } },
+    },
+  },
+} as const;
+
+export type VolumeEvictJson = FromSchema<typeof volumeEvictSchema>;
+
+export function volumeEvictJson(jobId: string, r: VolumeEvictReport): VolumeEvictJson {
+  return { ...r, jobId, failed: r.failed.map((f) => ({ ...f })) };
+}
 
 const parentSchema = {
   type: ['object', 'null'],
@@ -202,7 +232,7 @@ export const jobSchema = {
   required: ['id', 'kind', 'target', 'state', 'doneBytes', 'totalBytes', 'error', 'createdAt', 'finishedAt'],
   properties: {
     id: { type: 'string' },
-    kind: { type: 'string', enum: ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub'] },
+    kind: { type: 'string', enum: ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict'] },
     target: { type: 'string' },
     state: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'cancelled'] },
     doneBytes: bytes,
@@ -302,7 +332,7 @@ export type TrashEntryJson = FromSchema<typeof trashEntrySchema>;
 export type StatusJson = FromSchema<typeof statusSchema, { references: [typeof exportSchema] }>;
 export type ErrorJson = FromSchema<typeof errorSchema>;
 
-export const SHARED_SCHEMAS = [errorSchema, poolSchema, poolDfSchema, poolGcSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema, exportSchema, trashEntrySchema];
+export const SHARED_SCHEMAS = [errorSchema, poolSchema, poolDfSchema, poolGcSchema, volumeEvictSchema, volumeSchema, snapshotSchema, jobSchema, duEntrySchema, diffExtentSchema, statusSchema, exportSchema, trashEntrySchema];
 
 export const ref = (id: string) => ({ $ref: `${id}#` }) as const;
 export const listOf = (id: string) => ({ type: 'array', items: { $ref: `${id}#` } }) as const;
@@ -331,6 +361,7 @@ export function poolJson(p: PoolInfo): PoolJson {
         : {
             hash: p.dedup.hash,
             tierActive: p.dedup.tierActive,
+            ...(p.dedup.tierError === undefined ? {} : { tierError: p.dedup.tierError }),
             tier:
               tier === undefined
                 ? null

@@ -233,6 +233,12 @@ export class DedupChunkRepository implements ChunkRepository {
     return (await this.index.chunks.get(hash))?.record.refs ?? 0;
   }
 
+  /** The ChunkStore key of the pack holding `hash` (undefined: not in the index). */
+  async packKeyOf(hash: ChunkHash): Promise<string | undefined> {
+    const entry = await this.index.chunks.get(hash);
+    return entry === undefined ? undefined : packKey(entry.record.pack);
+  }
+
   /** What the pool's chunks occupy, summed from the index (both tables read page by page). */
   async usage(): Promise<DedupUsage> {
     let packBytes = 0;

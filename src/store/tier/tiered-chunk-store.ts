@@ -250,16 +250,17 @@ export class TieredChunkStore implements ChunkStore {
   /**
    * Moves every object not read since `nowMs - coolingMs` to the cold tier (cached copies that
    * cooled are just dropped). Failures leave objects hot and are reported in the result and
-   * through `onProgress`; the next pass retries them.
+   * through `onProgress`; the next pass retries them. `maxObjects` bounds one pass (the coolest
+   * first); the rest wait for the next.
    */
-  async migrateCold(options: MigrationOptions & { nowMs: number }): Promise<MigrationResult> {
+  async migrateCold(options: MigrationOptions & { nowMs: number; maxObjects?: number }): Promise<MigrationResult> {
     const coolBeforeMs = options.nowMs - this.options.coolingMs;
     const cooled = (key: string) => {
       const record = this.catalog.get(key);
       return record !== undefined && record.lastReadMs <= coolBeforeMs;
     };
     const keys = this.catalog.residents().filter((r) => cooled(r.key)).sort((a, b) => a.lastReadMs - b.lastReadMs).map((r) => r.key);
-    return this.runMigration(keys, options, cooled);
+    return this.runMigration(keys.slice(0, options.maxObjects ?? keys.length), options, cooled);
   }
 
   /** Moves the given objects cold now, read or not (`strata volume evict`); unknown or cold keys are skipped. */

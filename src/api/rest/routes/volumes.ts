@@ -2,7 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { StorageError } from '../../../core/errors.js';
 import type { PoolParams, RestContext, VolumeParams } from '../context.js';
-import { errorResponses, extentJson, jobJson, listOf, nameSchema, ref, volumeJson } from '../schemas.js';
+import { errorResponses, extentJson, jobJson, listOf, nameSchema, ref, volumeEvictJson, volumeJson } from '../schemas.js';
 
 export const poolParams = { type: 'object', required: ['pool'], properties: { pool: nameSchema } } as const;
 export const volumeParams = { type: 'object', required: ['pool', 'vol'], properties: { pool: nameSchema, vol: nameSchema } } as const;
@@ -16,6 +16,18 @@ const destinationBody = {
 
 export function registerVolumeRoutes(app: FastifyInstance, ctx: RestContext): void {
   const { service } = ctx;
+
+  app.post<{ Params: VolumeParams }>('/v1/pools/:pool/volumes/:vol/evict', {
+    schema: {
+      tags: ['volumes'],
+      summary: "Move the packs of a volume's sealed layers to its pool's tier now (an evict job; answers when it has ended)",
+      params: volumeParams,
+      response: { 200: ref('VolumeEvict'), ...errorResponses },
+    },
+  }, async (req) => {
+    const { job, report } = await service.evictVolume(req.params.pool, req.params.vol);
+    return volumeEvictJson(job.id, report);
+  });
 
   app.get<{ Params: PoolParams }>('/v1/pools/:pool/volumes', {
     schema: { tags: ['volumes'], summary: 'List the volumes of a pool', params: poolParams, response: { 200: listOf('Volume'), ...errorResponses } },

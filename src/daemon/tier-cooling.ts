@@ -1,0 +1,65 @@
+/**
+ * The daemon's cooling timer: every `intervalMs` one pass moves, per tiered dedup pool, at most
+ * `packsPerPass` packs not read for the pool's cooling period to its tier (verified there, then
+ * the local copy deleted: TieredChunkStore.migrateCold), and logs what moved and what failed.
+ * A pool whose tier cannot be reached is skipped (its error shows in pool info/df) and retried
+ * next pass. Passes never overlap; stop() waits for the one running.
+ */
+import type { Logger } from 'pino';
+import type { PoolTier } from '../store/pool-tier.js';
+
+/** Packs one pass moves per pool, at most: the bound on one tick's work (about 256 MiB). */
+export const TIER_COOLING_PACKS_PER_PASS = 64;
+
+export interface TierCoolingOptions {
+  tieredPools: () => readonly { pool: string; tier: PoolTier }[];
+  logger: Logger;
+  intervalMs: number;
+  packsPerPass?: number;
+}
+
+export class TierCooling {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+  private readonly abort = new AbortController();
+
+  constructor(private readonly options: TierCoolingOptions) {}
+
+  start(): void {
+    this.schedule();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.abort.abort(new Error('the daemon is stopping'));
+    await this.running;
+  }
+
+  /** One pass over every tiered pool (the timer's tick; tests call it directly). */
+  async pass(): Promise<void> {
+    const { logger } = this.options;
+    for (const { pool, tier } of this.options.tieredPools()) {
+      if (this.stopped) return;
+      try {
+        const result = await tier.migrateCold({ nowMs: Date.now(), maxObjects: this.options.packsPerPass ?? TIER_COOLING_PACKS_PER_PASS, signal: this.abort.signal });
+        const error = tier.error();
+        if (result.movedObjects > 0) logger.info({ pool, tier: tier.url, packs: result.movedObjects, bytes: result.movedBytes }, 'moved cooled packs to the tier');
+        for (const f of result.failed) logger.warn({ pool, tier: tier.url, pack: f.key, err: f.error.message }, 'could not move a cooled pack to the tier; the next pass retries');
+        if (error !== undefined && result.failed.length === 0) logger.warn({ pool, err: error }, 'tier unreachable; cooling skipped this pass');
+      } catch (err) {
+        if (!this.stopped) logger.warn({ pool, err }, 'tier cooling pass failed; the next one retries');
+      }
+    }
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      this.running = this.pass();
+      void this.running.then(() => this.schedule());
+    }, this.options.intervalMs);
+    this.timer.unref();
+  }
+}

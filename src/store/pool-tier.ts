@@ -1,0 +1,187 @@
+/**
+ * The tier of one dedup pool (docs/daemon.md "Tiered dedup pools"): a TieredChunkStore whose hot
+ * tier is the pool's local packs (`<chunksRoot>/<pool>/packs/`) and whose cold tier is an
+ * S3ChunkStore (`s3://BUCKET/PREFIX`, credentials from the AWS default chain) or a LocalChunkStore
+ * (`file:///path`), with its records in the daemon's CatalogStore (`tier-objects-<pool>`).
+ * Manifests stay local and outside the tier: the hot view lists only the packs.
+ *
+ * An unreachable S3 server never stops the pool from opening: nothing at open needs the cold
+ * tier (records a crash left in doubt wait for a later open), the bucket is checked in the
+ * background and by each cooling pass, and the last failure is what `error()` reports.
+ */
+import type { CatalogStore } from '../core/catalog-store.js';
+import type { ChunkListPage, ChunkStore, ChunkStoreCallOptions } from '../core/chunk-store.js';
+import type { PoolTierConfig } from '../core/chunked-pools.js';
+import { isStorageError } from '../core/errors.js';
+import { PACK_KEY_PREFIX } from './dedup/pack-format.js';
+import { LocalChunkStore } from './local-chunk-store.js';
+import type { S3RetryEvent, S3RetryPolicy } from './s3/config.js';
+import type { S3StoreCounters } from './s3/retry.js';
+import { S3ChunkStore } from './s3/s3-chunk-store.js';
+import { TieredChunkStore } from './tier/tiered-chunk-store.js';
+import type { MigrationResult } from './tier/migration.js';
+
+/** How long a pack goes unread before it moves cold when the pool names no cooling period. */
+export const POOL_COOLING_DEFAULT_MS = 24 * 3_600_000;
+/** S3's region when the pool names none (servers other than AWS ignore it). */
+const S3_REGION_DEFAULT = 'us-east-1';
+
+export interface PoolTierOptions {
+  readonly pool: string;
+  readonly tier: PoolTierConfig;
+  /** The pool's local store (packs and manifests). */
+  readonly local: ChunkStore;
+  readonly catalog: CatalogStore;
+  /** The S3 store's retry policy (default DEFAULT_S3_RETRY_POLICY). */
+  readonly s3Retry?: Partial<S3RetryPolicy>;
+  /** Each S3 retry, for the daemon's log. */
+  readonly onS3Retry?: (event: S3RetryEvent) => void;
+}
+
+export interface PoolTier {
+  readonly url: string;
+  readonly store: TieredChunkStore;
+  /** The S3 store's request, error and retry counters (absent for a file:// tier). */
+  readonly s3Counters?: S3StoreCounters;
+  /** The last failure to reach the cold tier (cleared by the next success), for pool info/df. */
+  error(): string | undefined;
+  /** Moves packs not read for the cooling period cold, at most `maxObjects` of them. */
+  migrateCold(options: { nowMs: number; maxObjects: number; signal?: AbortSignal }): Promise<MigrationResult>;
+  close(): Promise<void>;
+}
+
+/**
+ * The pool's local store seen as packs only: the tier lists, reconciles and migrates packs and
+ * never the manifests beside them.
+ */
+class PacksOnlyView implements ChunkStore {
+  constructor(private readonly local: ChunkStore) {}
+  get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    return this.local.get(key, options);
+  }
+  getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    return this.local.getRange(key, offsetBytes, lengthBytes, options);
+  }
+  put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+    return this.local.put(key, data, options);
+  }
+  putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+    return this.local.putIfAbsent(key, data, options);
+  }
+  delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+    return this.local.delete(key, options);
+  }
+  async list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
+    if (prefix.startsWith(PACK_KEY_PREFIX)) return this.local.list(prefix, options);
+    if (PACK_KEY_PREFIX.startsWith(prefix)) return this.local.list(PACK_KEY_PREFIX, options);
+    return { keys: [] };
+  }
+}
+
+/**
+ * The cold store with every call's outcome reported: a failure (not a cancellation) is the tier's
+ * error until a later call succeeds, so pool info/df say why cold reads fail.
+ */
+class OutcomeReportingStore implements ChunkStore {
+  constructor(
+    private readonly cold: ChunkStore,
+    private readonly report: (err: unknown) => void,
+  ) {}
+  get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    return this.watch(this.cold.get(key, options));
+  }
+  getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    return this.watch(this.cold.getRange(key, offsetBytes, lengthBytes, options));
+  }
+  put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+    return this.watch(this.cold.put(key, data, options));
+  }
+  putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+    return this.watch(this.cold.putIfAbsent(key, data, options));
+  }
+  delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+    return this.watch(this.cold.delete(key, options));
+  }
+  list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
+    return this.watch(this.cold.list(prefix, options));
+  }
+  private async watch<T>(call: Promise<T>): Promise<T> {
+    try {
+      const result = await call;
+      this.report(undefined);
+      return result;
+    } catch (err) {
+      if (!isStorageError(err, 'CANCELLED')) this.report(err);
+      throw err;
+    }
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+async function openColdStore(options: PoolTierOptions): Promise<{ cold: ChunkStore; s3?: S3ChunkStore }> {
+  const url = new URL(options.tier.url);
+  if (url.protocol === 'file:') {
+    const cold = new LocalChunkStore(decodeURIComponent(url.pathname));
+    await cold.removeInterruptedPuts();
+    return { cold };
+  }
+  const keyPrefix = decodeURIComponent(url.pathname).replace(/^\/+/, '').replace(/\/+$/, '');
+  const s3 = new S3ChunkStore({
+    ...(options.tier.s3Endpoint === undefined ? {} : { endpoint: options.tier.s3Endpoint, forcePathStyle: true }),
+    region: options.tier.s3Region ?? S3_REGION_DEFAULT,
+    bucket: url.hostname,
+    ...(keyPrefix === '' ? {} : { prefix: `${keyPrefix}/` }),
+    ...(options.onS3Retry === undefined ? {} : { logger: options.onS3Retry }),
+    ...(options.s3Retry === undefined ? {} : { retry: options.s3Retry }),
+  });
+  return { cold: s3, s3 };
+}
+
+/** Opens the pool's tier; the cold tier is not called here (see the file comment). */
+export async function openPoolTier(options: PoolTierOptions): Promise<PoolTier> {
+  const { cold, s3 } = await openColdStore(options);
+  let lastError: string | undefined;
+  const note = (err: unknown) => void (lastError = `tier ${options.tier.url}: ${describe(err)}`);
+  const store = await TieredChunkStore.open({
+    hot: new PacksOnlyView(options.local),
+    cold: new OutcomeReportingStore(cold, (err) => (err === undefined ? void (lastError = undefined) : note(err))),
+    catalog: options.catalog,
+    catalogTable: `tier-objects-${options.pool}`,
+    coolingMs: options.tier.coolingMs ?? POOL_COOLING_DEFAULT_MS,
+  });
+  // Cuts a bucket check still retrying when the pool closes (a deleted pool, a stopping daemon).
+  const closing = new AbortController();
+  const check = async (signal?: AbortSignal): Promise<boolean> => {
+    try {
+      if (s3 !== undefined) await s3.checkBucket({ signal: signal === undefined ? closing.signal : AbortSignal.any([signal, closing.signal]) });
+      lastError = undefined;
+      return true;
+    } catch (err) {
+      note(err);
+      return false;
+    }
+  };
+  const firstCheck = check();
+  return {
+    url: options.tier.url,
+    store,
+    ...(s3 === undefined ? {} : { s3Counters: s3.counters }),
+    error: () => lastError,
+    migrateCold: async ({ nowMs, maxObjects, signal }) => {
+      if (!(await check(signal))) return { movedObjects: 0, movedBytes: 0, failed: [] };
+      const result = await store.migrateCold({ nowMs, maxObjects, ...(signal === undefined ? {} : { signal }) });
+      const failure = result.failed[0];
+      if (failure !== undefined) note(failure.error);
+      return result;
+    },
+    close: async () => {
+      closing.abort(new Error('the pool tier is closing'));
+      await firstCheck;
+      await store.close();
+      s3?.close();
+    },
+  };
+}
