@@ -13,6 +13,7 @@ import { ApiMetrics, buildRestApi } from '../api/rest/index.js';
 import { buildS3Api } from '../api/s3/index.js';
 import { SecretBox } from '../objects/users/secret-box.js';
 import { UserStore } from '../objects/users/user-store.js';
+import { openDaemonObjectStore } from './object-store.js';
 import { isStorageError } from '../core/errors.js';
 import { strataVersion } from '../core/version.js';
 import type { JobInfo } from '../volume/types.js';
@@ -132,9 +133,10 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       metricsAuth: config.metricsAuth,
       users,
     });
-    // The S3 endpoint: its own fastify instance on its own address. No object model is wired yet,
-    // so requests past authentication answer NotImplemented.
-    const s3App = config.s3Listen === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: undefined, domains: config.s3Domains, logger });
+    // The S3 endpoint: its own fastify instance on its own address. The object model recovers
+    // before the S3 listener opens: no request sees a put a kill left.
+    const objectStore = config.s3Listen === undefined ? undefined : await openDaemonObjectStore({ dataDir: config.dataDir, catalog: backend.catalog, volumes: backend.service, bucketPool: DEFAULT_POOL, logger });
+    const s3App = objectStore === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger });
     await app.listen({ host: config.listen.host, port: config.listen.port });
     const addr = app.server.address();
     const port = addr !== null && typeof addr === 'object' ? addr.port : config.listen.port;

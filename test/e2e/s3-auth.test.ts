@@ -2,15 +2,15 @@
  * The daemon's S3 endpoint (`strata serve`, its own process) with real clients, each in its own
  * process or library: users and keys made with the strata CLI; @aws-sdk/client-s3 with default
  * settings; curl with URLs presigned by the SDK's signer and by botocore (python3 boto3); the aws
- * CLI. No object model is wired into the daemon yet, so an accepted request is answered
- * NotImplemented (501): that it gets past authentication is what these tests check, and each
- * refusal must be the S3 error a client expects.
+ * CLI. That a request gets past authentication is what these tests check (the objects
+ * themselves: s3-objects.test.ts), and each refusal must be the S3 error a client expects.
  */
-import { HeadBucketCommand, ListBucketsCommand, CreateBucketCommand, S3Client, S3ServiceException, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { HeadBucketCommand, ListBucketsCommand, CreateBucketCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { run } from '../support/tools.js';
 import { sdkSigner } from '../support/sdk-signer.js';
 import { assertBuilt, useDaemon } from './harness.js';
+import { s3Failure as failure } from '../support/s3-failure.js';
 
 assertBuilt();
 
@@ -19,15 +19,6 @@ interface Key {
   secret: string;
 }
 
-async function failure(promise: Promise<unknown>): Promise<{ name: string; status: number | undefined }> {
-  try {
-    await promise;
-  } catch (err) {
-    if (err instanceof S3ServiceException) return { name: err.name, status: err.$metadata.httpStatusCode };
-    throw err;
-  }
-  throw new Error('expected the request to fail');
-}
 
 /**
  * A presigned GET of /bucket/key from the SDK's signer, set up the way @aws-sdk/s3-request-presigner
@@ -82,10 +73,10 @@ describe('S3 endpoint of strata serve', () => {
     d.cliFails(['user', 'key', 'create', 'nobody'], 3, /does not exist/);
   });
 
-  it('@aws-sdk/client-s3: the right key passes authentication (NotImplemented until objects are wired)', async () => {
-    expect(await failure(client(alice).send(new ListBucketsCommand({})))).toEqual({ name: 'NotImplemented', status: 501 });
-    expect(await failure(client(alice).send(new CreateBucketCommand({ Bucket: 'photos' })))).toEqual({ name: 'NotImplemented', status: 501 });
-    expect((await failure(client(alice).send(new HeadBucketCommand({ Bucket: 'photos' })))).status).toBe(501);
+  it('@aws-sdk/client-s3: the right key passes authentication', async () => {
+    expect((await client(alice).send(new ListBucketsCommand({}))).Buckets ?? []).toEqual([]);
+    await client(alice).send(new CreateBucketCommand({ Bucket: 'photos' }));
+    expect((await client(alice).send(new HeadBucketCommand({ Bucket: 'photos' })))).toBeDefined();
   });
 
   it('@aws-sdk/client-s3: wrong secret, unknown key, skewed clock', async () => {
@@ -99,8 +90,8 @@ describe('S3 endpoint of strata serve', () => {
   it('curl with a URL presigned by the SDK signer: accepted, tampered, expired', async () => {
     const s3Url = suite.d.s3Url as string;
     const good = curl(await presign(s3Url, alice));
-    expect(good.status).toBe(501);
-    expect(good.body).toContain('<Code>NotImplemented</Code>');
+    expect(good.status).toBe(404);
+    expect(good.body).toContain('<Code>NoSuchBucket</Code>');
     const tampered = curl((await presign(s3Url, alice)).replace('some%20key', 'other%20key'));
     expect(tampered.status).toBe(403);
     expect(tampered.body).toContain('<Code>SignatureDoesNotMatch</Code>');
@@ -124,7 +115,7 @@ describe('S3 endpoint of strata serve', () => {
     expect(presigned.code, presigned.stderr).toBe(0);
     const url = presigned.stdout.trim();
     expect(url).toContain('X-Amz-Signature=');
-    expect(curl(url)).toMatchObject({ status: 501 });
+    expect(curl(url)).toMatchObject({ status: 404 });
     const signed = python(
       [
         'import os, boto3, botocore',
@@ -141,10 +132,10 @@ describe('S3 endpoint of strata serve', () => {
       env,
     );
     expect(signed.code, signed.stderr).toBe(0);
-    expect(signed.stdout.trim()).toBe('NotImplemented SignatureDoesNotMatch');
+    expect(signed.stdout.trim()).toBe('OK SignatureDoesNotMatch');
     const cli = run('aws', ['s3api', 'list-buckets', '--endpoint-url', s3Url], { timeoutMs: 60_000, env });
-    expect(cli.code).not.toBe(0);
-    expect(cli.stderr).toMatch(/NotImplemented/);
+    expect(cli.code, cli.stderr).toBe(0);
+    expect(cli.stdout).toContain('photos');
   });
 
   it('a deleted key is refused; a kept one survives a restart (its secret decrypts again)', async () => {
@@ -155,7 +146,7 @@ describe('S3 endpoint of strata serve', () => {
     await d.stop();
     const { startDaemon } = await import('./harness.js');
     suite.d = await startDaemon(d.dataDir, { args: ['--data-dir', d.dataDir, '--listen', '127.0.0.1:0'], replaceArgs: true });
-    expect(await failure(client(alice).send(new ListBucketsCommand({})))).toEqual({ name: 'NotImplemented', status: 501 });
+    expect((await client(alice).send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name)).toEqual(['photos']);
     suite.d.cliOk(['user', 'delete', 'alice']);
     expect(await failure(client(alice).send(new ListBucketsCommand({})))).toEqual({ name: 'InvalidAccessKeyId', status: 403 });
   });

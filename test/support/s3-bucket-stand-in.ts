@@ -1,12 +1,11 @@
 /**
- * A stand-in for the S3 object model, which another branch is building: buckets in a map and
- * nothing else (every object operation is UNSUPPORTED). It lets the S3 endpoint's bucket handlers
- * be driven by real clients now; it runs the bucket part of the ObjectService conformance suite
- * so it keeps the contract the real object model must keep. Replace it with the real one when it
- * lands.
+ * A stand-in ObjectService for the S3 endpoint's unit tests: buckets in a map and nothing else
+ * (every object operation is UNSUPPORTED, so the endpoint answers NotImplemented). It runs the
+ * ObjectService conformance suite beside the real S3ObjectService, so it keeps the same contract
+ * for the bucket handlers; the object handlers are tested against the real model (e2e).
  */
 import { StorageError } from '../../src/core/errors.js';
-import type { BucketInfo, ObjectService } from '../../src/api/s3/object-service.js';
+import type { BucketInfo, ObjectService } from '../../src/objects/object-service.js';
 
 export function bucketStandIn(): ObjectService {
   const buckets = new Map<string, BucketInfo>();
@@ -34,14 +33,20 @@ export function bucketStandIn(): ObjectService {
     setBucketVersioning: async (_p, name, state) => {
       buckets.set(name, { ...find(name), versioning: state });
     },
-    listObjects: notHere,
     putObject: notHere,
     getObject: notHere,
-    headObject: notHere,
     deleteObject: notHere,
+    deleteObjects: notHere,
+    copyObject: notHere,
+    listObjectsV2: notHere,
+    listObjects: notHere,
+    listObjectVersions: notHere,
+    listMultipartUploads: notHere,
     createMultipartUpload: notHere,
     uploadPart: notHere,
-    completeMultipartUpload: notHere,
+    uploadPartCopy: notHere,
+    listParts: notHere,
     abortMultipartUpload: notHere,
+    completeMultipartUpload: notHere,
   };
 }

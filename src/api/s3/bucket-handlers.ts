@@ -7,9 +7,11 @@
 import { isStorageError } from '../../core/errors.js';
 import type { S3Endpoint } from './endpoints.js';
 import { S3Error, S3_ERROR_STATUS, type S3ErrorCode } from './errors.js';
-import type { ObjectService, S3Principal } from './object-service.js';
+import type { ObjectService, S3Principal } from '../../objects/object-service.js';
 import { childText, element, readXmlBody, textElement, xmlDocument } from './xml.js';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Readable } from 'node:stream';
+import type { PayloadExpectations, PayloadStream } from './payload.js';
 
 /** What a handler sees of its request. */
 export interface S3RequestContext {
@@ -23,8 +25,17 @@ export interface S3RequestContext {
   readonly region: string;
   /** True when the request carries a body (Content-Length > 0 or chunked). */
   readonly hasBody: boolean;
+  /** The request's headers (names lower case). */
+  readonly headers: IncomingHttpHeaders;
   /** The checked body (aws-chunked decoded, hashes verified), opened on first call. */
   body(): Readable;
+  /**
+   * The body of an object or part, for the object model: checked as body() is, except that the
+   * x-amz-checksum is computed by the model (which stores it) against `claimedChecksum()`.
+   */
+  dataBody(): PayloadStream;
+  /** What the body was declared to be (length, checksum), which body() checks as it streams. */
+  payload(): PayloadExpectations;
 }
 
 export interface S3Response {
@@ -32,6 +43,8 @@ export interface S3Response {
   readonly headers?: Readonly<Record<string, string>>;
   /** An XML document, or nothing. */
   readonly xml?: string;
+  /** The bytes of a GET (with Content-Length in the headers); never sent on HEAD. */
+  readonly body?: AsyncIterable<Uint8Array>;
 }
 
 export type S3Handler = (ctx: S3RequestContext) => Promise<S3Response>;

@@ -3,48 +3,34 @@
  * codes to them (the edge maps once). The XML body is written by the plugin (xml.ts errorXml).
  */
 import { StorageError, type StorageErrorCode } from '../../core/errors.js';
+import { isObjectError, S3_ERRORS, type S3ErrorCode as ObjectS3ErrorCode } from '../../objects/errors.js';
 
-/** The S3 error codes this endpoint produces, with the status S3 gives each. */
-export const S3_ERROR_STATUS = {
+/** The S3 errors of the protocol itself (auth, bodies, XML); the object model's are S3_ERRORS. */
+const PROTOCOL_ERROR_STATUS = {
   AccessDenied: 403,
   AuthorizationHeaderMalformed: 400,
   AuthorizationQueryParametersError: 400,
-  BadDigest: 400,
-  BucketAlreadyExists: 409,
-  BucketAlreadyOwnedByYou: 409,
-  BucketNotEmpty: 409,
-  EntityTooLarge: 400,
-  IncompleteBody: 400,
   InternalError: 500,
   InvalidAccessKeyId: 403,
-  InvalidArgument: 400,
-  InvalidBucketName: 400,
-  InvalidDigest: 400,
-  InvalidPart: 400,
-  InvalidPartOrder: 400,
-  InvalidRange: 416,
-  InvalidRequest: 400,
-  KeyTooLongError: 400,
   MalformedXML: 400,
-  MethodNotAllowed: 405,
   MissingContentLength: 411,
   MissingSecurityHeader: 400,
-  NoSuchBucket: 404,
-  NoSuchKey: 404,
-  NoSuchUpload: 404,
-  NoSuchVersion: 404,
   NotImplemented: 501,
-  PreconditionFailed: 412,
   RequestTimeTooSkewed: 403,
   ServiceUnavailable: 503,
   SignatureDoesNotMatch: 403,
   SlowDown: 503,
   XAmzContentSHA256Mismatch: 400,
-  ConditionalRequestConflict: 409,
   OperationAborted: 409,
 } as const;
 
-export type S3ErrorCode = keyof typeof S3_ERROR_STATUS;
+export type S3ErrorCode = keyof typeof PROTOCOL_ERROR_STATUS | ObjectS3ErrorCode;
+
+/** Every S3 error code this endpoint produces, with the status S3 gives it: one table, two owners. */
+export const S3_ERROR_STATUS: Readonly<Record<S3ErrorCode, number>> = {
+  ...PROTOCOL_ERROR_STATUS,
+  ...(Object.fromEntries(Object.entries(S3_ERRORS).map(([code, entry]) => [code, entry.httpStatus])) as Record<ObjectS3ErrorCode, number>),
+};
 
 /** A refusal in S3's terms. `extra` adds elements to the XML body (S3 adds e.g. ServerTime). */
 export class S3Error extends Error {
@@ -78,6 +64,7 @@ const STORAGE_TO_S3: Record<StorageErrorCode, S3ErrorCode> = {
 /** Any thrown value as an S3Error, and whether it is the daemon's fault (logged as an error). */
 export function toS3Error(err: unknown): { error: S3Error; internal: boolean } {
   if (err instanceof S3Error) return { error: err, internal: err.status >= 500 && err.code !== 'NotImplemented' };
+  if (isObjectError(err)) return { error: new S3Error(err.s3Code, err.message), internal: false };
   if (err instanceof StorageError) {
     const code = STORAGE_TO_S3[err.code];
     return { error: new S3Error(code, err.message), internal: code === 'InternalError' };

@@ -9,11 +9,17 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { createApiApp } from '../app.js';
-import { BUCKET_HANDLERS, type S3RequestContext } from './bucket-handlers.js';
+import { BUCKET_HANDLERS, type S3Handler, type S3RequestContext } from './bucket-handlers.js';
+import { LIST_HANDLERS } from './list-handlers.js';
+import { MULTIPART_HANDLERS } from './multipart-handlers.js';
+import { OBJECT_HANDLERS } from './object-handlers.js';
 import { resolveEndpoint, type ResolvedRequest } from './endpoints.js';
 import { S3Error, toS3Error } from './errors.js';
-import type { ObjectService } from './object-service.js';
-import { openPayload } from './payload.js';
+import { isObjectError } from '../../objects/errors.js';
+import type { ObjectService } from '../../objects/object-service.js';
+import { openPayload, payloadExpectations } from './payload.js';
+import { Readable } from 'node:stream';
+import type { S3Endpoint } from './endpoints.js';
 import { verifySigV4, type SecretLookup } from './sigv4.js';
 import { splitTarget } from './uri.js';
 import { errorXml } from './xml.js';
@@ -37,6 +43,9 @@ interface S3RequestState {
   requestId: string;
   resolved: ResolvedRequest | undefined;
 }
+
+/** Every handler, by endpoint; an endpoint without one answers NotImplemented. */
+const HANDLERS: Partial<Record<S3Endpoint, S3Handler>> = { ...BUCKET_HANDLERS, ...OBJECT_HANDLERS, ...LIST_HANDLERS, ...MULTIPART_HANDLERS };
 
 const states = new WeakMap<FastifyRequest, S3RequestState>();
 
@@ -64,6 +73,8 @@ async function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown)
   const state = stateOf(req);
   // Set here too: a malformed URL fails before the onRequest hook runs.
   reply.header('x-amz-request-id', state.requestId);
+  if (isObjectError(err) && err.details.deleteMarker === true) reply.header('x-amz-delete-marker', 'true');
+  if (isObjectError(err) && err.details.versionId !== undefined) reply.header('x-amz-version-id', err.details.versionId);
   if (internal) req.log.error({ err, url: req.url, requestId: state.requestId }, 's3 request failed');
   else req.log.debug({ code: error.code, message: error.message, requestId: state.requestId }, 's3 request refused');
   if (reply.sent || reply.raw.headersSent) return undefined;
@@ -102,11 +113,11 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
     stateOf(req).resolved = resolved;
     const verified = await verifySigV4({ method: req.method, url, rawHeaders: req.raw.rawHeaders }, options.keys, options.now === undefined ? {} : { now: options.now });
     if (verified === undefined) throw new S3Error('AccessDenied', 'anonymous requests are not allowed; sign the request with an access key (strata user key create)');
-    const handle = BUCKET_HANDLERS[resolved.endpoint];
+    const handle = HANDLERS[resolved.endpoint];
     if (options.objects === undefined || handle === undefined) {
       throw new S3Error('NotImplemented', `${resolved.endpoint} is not implemented by this endpoint yet${options.objects === undefined ? ' (no object store is configured)' : ''}`);
     }
-    let body: ReturnType<S3RequestContext['body']> | undefined;
+    let body: ReturnType<S3RequestContext['dataBody']> | undefined;
     const ctx: S3RequestContext = {
       endpoint: resolved.endpoint,
       bucket: resolved.bucket,
@@ -116,12 +127,16 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
       objects: options.objects,
       region,
       hasBody: hasBody(req),
+      headers: req.headers,
       body: () => (body ??= openPayload(req.raw, req.raw.rawHeaders, verified)),
+      dataBody: () => (body ??= openPayload(req.raw, req.raw.rawHeaders, verified, { checksumByConsumer: true })),
+      payload: () => payloadExpectations(req.raw.rawHeaders, verified),
     };
     const response = await handle(ctx);
     reply.code(response.status);
     for (const [name, value] of Object.entries(response.headers ?? {})) reply.header(name, value);
     if (response.xml !== undefined && req.method !== 'HEAD') return reply.type('application/xml').send(response.xml);
+    if (response.body !== undefined && req.method !== 'HEAD') return reply.send(Readable.from(response.body, { objectMode: false }));
     return reply.send();
   };
 

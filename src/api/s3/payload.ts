@@ -6,7 +6,7 @@
  */
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { AwsChunkedDecoder } from './aws-chunked.js';
-import { CHECKSUM_DIGEST_BYTES, CHECKSUM_HEADER_PREFIX, createChecksum, isChecksumAlgorithm, type Checksum, type ChecksumAlgorithm } from './checksums.js';
+import { CHECKSUM_DIGEST_BYTES, isChecksumAlgorithm, runningChecksum, runningMd5, runningSha256, type ChecksumAlgorithm, type RunningChecksum } from '../../objects/checksums.js';
 import { S3Error } from './errors.js';
 import { headerValues, type VerifiedRequest } from './sigv4.js';
 
@@ -24,13 +24,23 @@ export interface PayloadExpectations {
   readonly lengthBytes: number | undefined;
 }
 
-const ALGORITHM_NAMES: Record<ChecksumAlgorithm | 'md5', string> = { crc32: 'CRC32', crc32c: 'CRC32C', crc64nvme: 'CRC64NVME', sha1: 'SHA1', sha256: 'SHA256', md5: 'Content-MD5' };
+const CHECKSUM_HEADER_PREFIX = 'x-amz-checksum-';
 
-function checkDigestText(algorithm: ChecksumAlgorithm | 'md5', value: string, where: string): void {
+function nameOf(algorithm: ChecksumAlgorithm | 'MD5'): string {
+  return algorithm === 'MD5' ? 'Content-MD5' : algorithm;
+}
+
+/** A checksum algorithm as headers spell it (x-amz-checksum-crc32c), or undefined. */
+function algorithmNamed(headerSuffix: string): ChecksumAlgorithm | undefined {
+  const upper = headerSuffix.toUpperCase();
+  return isChecksumAlgorithm(upper) ? upper : undefined;
+}
+
+function checkDigestText(algorithm: ChecksumAlgorithm | 'MD5', value: string, where: string): void {
   const bytes = /^[A-Za-z0-9+/]*={0,2}$/.test(value) ? Buffer.from(value, 'base64') : undefined;
   if (bytes === undefined || bytes.length !== CHECKSUM_DIGEST_BYTES[algorithm] || bytes.toString('base64') !== value) {
-    const code = algorithm === 'md5' ? 'InvalidDigest' : 'InvalidRequest';
-    throw new S3Error(code, `${where} is not the base64 of a ${CHECKSUM_DIGEST_BYTES[algorithm]}-byte ${ALGORITHM_NAMES[algorithm]} value: '${value.slice(0, 100)}'`);
+    const code = algorithm === 'MD5' ? 'InvalidDigest' : 'InvalidRequest';
+    throw new S3Error(code, `${where} is not the base64 of a ${CHECKSUM_DIGEST_BYTES[algorithm]}-byte ${nameOf(algorithm)} value: '${value.slice(0, 100)}'`);
   }
 }
 
@@ -45,14 +55,14 @@ export function payloadExpectations(rawHeaders: readonly string[], verified: Ver
   const headers = headerValues(rawHeaders);
   const one = (name: string): string | undefined => headers.get(name)?.[0];
   const contentMd5 = one('content-md5');
-  if (contentMd5 !== undefined) checkDigestText('md5', contentMd5, 'Content-MD5');
+  if (contentMd5 !== undefined) checkDigestText('MD5', contentMd5, 'Content-MD5');
   const checksumHeaders = [...headers.keys()].filter((n) => n.startsWith(CHECKSUM_HEADER_PREFIX) && n !== 'x-amz-checksum-mode' && n !== 'x-amz-checksum-type');
   if (checksumHeaders.length > 1) throw new S3Error('InvalidRequest', `send one x-amz-checksum-* header, not ${checksumHeaders.length} (${checksumHeaders.join(', ')})`);
   let headerChecksum: PayloadExpectations['headerChecksum'];
   const checksumHeader = checksumHeaders[0];
   if (checksumHeader !== undefined) {
-    const algorithm = checksumHeader.slice(CHECKSUM_HEADER_PREFIX.length);
-    if (!isChecksumAlgorithm(algorithm)) throw new S3Error('InvalidRequest', `unknown checksum header ${checksumHeader} (known: crc32, crc32c, crc64nvme, sha1, sha256)`);
+    const algorithm = algorithmNamed(checksumHeader.slice(CHECKSUM_HEADER_PREFIX.length));
+    if (algorithm === undefined) throw new S3Error('InvalidRequest', `unknown checksum header ${checksumHeader} (known: crc32, crc32c, crc64nvme, sha1, sha256)`);
     const value = one(checksumHeader) as string;
     checkDigestText(algorithm, value, checksumHeader);
     headerChecksum = { algorithm, value };
@@ -62,8 +72,8 @@ export function payloadExpectations(rawHeaders: readonly string[], verified: Ver
   const chunked = verified.payload.kind === 'streaming-signed' || verified.payload.kind === 'streaming-unsigned-trailer';
   if (trailer !== undefined) {
     const name = trailer.trim().toLowerCase();
-    const algorithm = name.startsWith(CHECKSUM_HEADER_PREFIX) ? name.slice(CHECKSUM_HEADER_PREFIX.length) : '';
-    if (!isChecksumAlgorithm(algorithm)) throw new S3Error('InvalidRequest', `x-amz-trailer must name one x-amz-checksum-* trailer, not '${trailer.slice(0, 80)}'`);
+    const algorithm = name.startsWith(CHECKSUM_HEADER_PREFIX) ? algorithmNamed(name.slice(CHECKSUM_HEADER_PREFIX.length)) : undefined;
+    if (algorithm === undefined) throw new S3Error('InvalidRequest', `x-amz-trailer must name one x-amz-checksum-* trailer, not '${trailer.slice(0, 80)}'`);
     const trailerAllowed = verified.payload.kind === 'streaming-unsigned-trailer' || (verified.payload.kind === 'streaming-signed' && verified.payload.trailer);
     if (!trailerAllowed) throw new S3Error('InvalidRequest', 'x-amz-trailer needs x-amz-content-sha256 STREAMING-UNSIGNED-PAYLOAD-TRAILER or STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER');
     if (headerChecksum !== undefined) throw new S3Error('InvalidRequest', 'send a checksum either as a header or as a trailer, not both');
@@ -75,16 +85,27 @@ export function payloadExpectations(rawHeaders: readonly string[], verified: Ver
 
 /** Hashes decoded body bytes and checks them against the expectations at the end. */
 export class PayloadVerifier {
-  private readonly sha256: Checksum | undefined;
-  private readonly md5: Checksum | undefined;
-  private readonly checksum: Checksum | undefined;
+  private readonly sha256: RunningChecksum | undefined;
+  private readonly md5: RunningChecksum | undefined;
+  private readonly checksum: RunningChecksum | undefined;
   private receivedBytes = 0;
+  /** The x-amz-checksum value the client sent (header, or trailer once the body ended). */
+  claimedChecksum: string | undefined;
 
-  constructor(private readonly expect: PayloadExpectations) {
-    this.sha256 = expect.sha256Hex === undefined ? undefined : createChecksum('sha256');
-    this.md5 = expect.contentMd5 === undefined ? undefined : createChecksum('md5');
+  /**
+   * `checksumByConsumer`: the consumer computes the body's x-amz-checksum itself (the object model
+   * stores it) and compares it with `claimedChecksum`, so it is not computed twice; its presence
+   * and form are still checked here.
+   */
+  constructor(
+    private readonly expect: PayloadExpectations,
+    options: { checksumByConsumer?: boolean } = {},
+  ) {
+    this.sha256 = expect.sha256Hex === undefined ? undefined : runningSha256();
+    this.md5 = expect.contentMd5 === undefined ? undefined : runningMd5();
     const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
-    this.checksum = algorithm === undefined ? undefined : createChecksum(algorithm);
+    this.checksum = algorithm === undefined || options.checksumByConsumer === true ? undefined : runningChecksum(algorithm);
+    this.claimedChecksum = expect.headerChecksum?.value;
   }
 
   /** Bytes so far; more than the declared length is refused at once (never buffered). */
@@ -104,23 +125,24 @@ export class PayloadVerifier {
     if (expect.lengthBytes !== undefined && this.receivedBytes !== expect.lengthBytes) {
       throw new S3Error('IncompleteBody', `the body ended after ${this.receivedBytes} of its declared ${expect.lengthBytes} bytes`);
     }
-    if (this.sha256 !== undefined && Buffer.from(this.sha256.digestBase64(), 'base64').toString('hex') !== expect.sha256Hex) {
+    if (this.sha256 !== undefined && this.sha256.digest().toString('hex') !== expect.sha256Hex) {
       throw new S3Error('XAmzContentSHA256Mismatch', "the provided 'x-amz-content-sha256' header does not match what was computed");
     }
-    if (this.md5 !== undefined && this.md5.digestBase64() !== expect.contentMd5) {
+    if (this.md5 !== undefined && this.md5.digest().toString('base64') !== expect.contentMd5) {
       throw new S3Error('BadDigest', 'the Content-MD5 you specified did not match what we received');
     }
     const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
-    if (this.checksum === undefined || algorithm === undefined) return;
+    if (algorithm === undefined) return;
     let value = expect.headerChecksum?.value;
     if (value === undefined) {
-      const name = `${CHECKSUM_HEADER_PREFIX}${algorithm}`;
+      const name = `${CHECKSUM_HEADER_PREFIX}${algorithm.toLowerCase()}`;
       value = trailers.get(name);
       if (value === undefined) throw new S3Error('InvalidRequest', `x-amz-trailer announced ${name} but the body carried no such trailer`);
       checkDigestText(algorithm, value, `the ${name} trailer`);
+      this.claimedChecksum = value;
     }
-    if (this.checksum.digestBase64() !== value) {
-      throw new S3Error('BadDigest', `the ${ALGORITHM_NAMES[algorithm]} you specified did not match the calculated checksum`);
+    if (this.checksum !== undefined && this.checksum.digest().toString('base64') !== value) {
+      throw new S3Error('BadDigest', `the ${nameOf(algorithm)} you specified did not match the calculated checksum`);
     }
   }
 }
@@ -149,13 +171,16 @@ class VerifyingPassThrough extends Transform {
   }
 }
 
+/** A checked body and the x-amz-checksum value its client sent (known once the body ended). */
+export type PayloadStream = Readable & { claimedChecksum(): string | undefined };
+
 /**
  * The body of a verified request as handlers read it: decoded from aws-chunked for the streaming
  * modes, and checked against every expectation; the raw stream's errors pass through.
  */
-export function openPayload(raw: Readable & { readonly complete?: boolean }, rawHeaders: readonly string[], verified: VerifiedRequest): Readable {
+export function openPayload(raw: Readable & { readonly complete?: boolean }, rawHeaders: readonly string[], verified: VerifiedRequest, options: { checksumByConsumer?: boolean } = {}): PayloadStream {
   const expectations = payloadExpectations(rawHeaders, verified);
-  const verifier = new PayloadVerifier(expectations);
+  const verifier = new PayloadVerifier(expectations, options);
   const { payload } = verified;
   const decoder =
     payload.kind === 'streaming-signed'
@@ -168,5 +193,5 @@ export function openPayload(raw: Readable & { readonly complete?: boolean }, raw
     // An IncomingMessage that closes before its end: the client went away mid-body.
     if (raw.complete === false) decoder.destroy(new S3Error('IncompleteBody', 'the client closed the connection before the body was complete'));
   });
-  return raw.pipe(decoder);
+  return Object.assign(raw.pipe(decoder), { claimedChecksum: () => verifier.claimedChecksum });
 }
