@@ -28,8 +28,8 @@ const README = path.join(REPO_ROOT, 'README.md');
 const NOT_RUN = 'not-run-here';
 const DAEMON = 'daemon';
 const SHELLS = new Set(['sh', 'bash', 'shell']);
-/** The ports the README names for the daemon (API, NBD). */
-const README_PORTS = [7460, 10809];
+/** The ports the README names for the daemon (API, NBD, S3). */
+const README_PORTS = [7460, 10809, 7480];
 
 type BlockKind = 'run' | 'daemon' | 'shown' | 'text';
 
