@@ -136,7 +136,9 @@ describe.skipIf(!requireTool('qemu-img'))('SIGKILL during snapshot delete, flatt
       await pending;
 
       d = await startDaemon(dataDir);
-      const recovered = /recovered .*intentsRolledBack=(\d+) intentsFinished=(\d+) orphansDeleted=(\d+) problems=(\d+)/.exec(d.logs().split('\n').filter((l) => l.includes('recovered')).pop() ?? '');
+      // The volume layer's recovery line (the S3 object model logs a 'recovered' line of its own).
+      const recoveryLine = /recovered .*intentsRolledBack=(\d+) intentsFinished=(\d+) orphansDeleted=(\d+) problems=(\d+)/;
+      const recovered = d.logs().split('\n').map((line) => recoveryLine.exec(line)).filter((match) => match !== null).pop() ?? null;
       expect(recovered, where('recovery line')).not.toBeNull();
       expect(recovered?.[4], where(`recovery problems in round ${round}:\n${d.logs()}`)).toBe('0');
       summary.push(`${op} after ${delayMs} ms: rolled back ${recovered?.[1]}, finished ${recovered?.[2]}, orphans ${recovered?.[3]}`);
