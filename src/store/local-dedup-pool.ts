@@ -37,7 +37,14 @@ export function tieredPackStore(options: { catalog: CatalogStore; onS3Retry?: (p
       catalog: options.catalog,
       ...(onS3Retry === undefined ? {} : { onS3Retry: (event: S3RetryEvent) => onS3Retry(pool, event) }),
     });
-    return { store: tier.store, remoteBytes: async () => tier.store.stats().coldBytes - tier.store.stats().cacheBytes, tier };
+    return {
+      store: tier.store,
+      remoteBytes: async () => {
+        const stats = tier.store.stats();
+        return stats.coldBytes - stats.cacheBytes;
+      },
+      tier,
+    };
   };
 }
 
@@ -61,7 +68,9 @@ export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoo
     const local = new LocalChunkStore(path.join(options.chunksRoot, pool));
     await local.removeInterruptedPuts();
     const packs = options.packStore === undefined ? { store: local } : await options.packStore(pool, config, local);
-    const repository = await DedupChunkRepository.open({ chunkStore: packs.store, catalog: options.catalog, hasher: chunkHasher(config.hash), pool });
+    // No read cache in the repository: its one reader here is the layer store, whose ChunkCache
+    // already keeps the chunks sealed layers read; a second LRU below it held and copied them twice.
+    const repository = await DedupChunkRepository.open({ chunkStore: packs.store, catalog: options.catalog, hasher: chunkHasher(config.hash), pool, readCacheBytes: 0 });
     const layers = new ChunkedLayerStore({ local: options.local, repository, manifests: local });
     return {
       layers,
