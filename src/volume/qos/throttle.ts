@@ -18,7 +18,7 @@
  * Time comes from a QosClock (tests inject a virtual one). The queues are bounded by what the
  * exports keep in flight (NBD's and the virtqueues' depths): nothing here adds requests.
  */
-import { QOS_RATES, DEFAULT_BURST_SECONDS, isUnlimited, type QosLimits, type QosRate } from './limits.js';
+import { QOS_FIELDS, QOS_RATES, DEFAULT_BURST_SECONDS, isUnlimited, type QosLimits, type QosRate } from './limits.js';
 import { TokenBucket } from './token-bucket.js';
 
 export type QosOp = 'read' | 'write' | 'flush';
@@ -126,6 +126,8 @@ export class QosThrottle {
   private throttledRequests = 0;
   private throttledMs = 0;
   private arrivals = 0;
+  /** The limits in force, as JSON: setting the same ones again keeps the buckets' levels. */
+  private limitsKey = '';
 
   constructor(
     limits: QosLimits | undefined,
@@ -144,6 +146,9 @@ export class QosThrottle {
    * the new ones (all go at once when the limits are removed).
    */
   setLimits(limits: QosLimits | undefined): void {
+    const key = isUnlimited(limits) ? '' : JSON.stringify(QOS_FIELDS.map((field) => limits![field] ?? null));
+    if (key === this.limitsKey) return;
+    this.limitsKey = key;
     const now = this.clock.nowMs();
     this.dimensions = isUnlimited(limits) ? [] : buildDimensions(limits!, now);
     this.sharesTotal = this.dimensions.some((d) => d.side === 'total');
