@@ -224,6 +224,11 @@ export class LiveDevice implements BlockDevice {
     return this.throttled('write', data.length, (image) => image.write(guestOffset, data, flags));
   }
 
+  /** An NBD read answered from blockStatus (all zeroes): counted as the read it is, then nothing to do. */
+  readSkipped(_guestOffset: number, lengthBytes: number): Promise<void> {
+    return this.live.throttle.admit('read', lengthBytes) ?? Promise.resolve();
+  }
+
   /** Zeroes and discards move no data: one write operation each, no bytes (docs/qos.md). */
   writeZeroes(guestOffset: number, lengthBytes: number, flags?: WriteZeroesFlags): Promise<void> {
     if (this.readOnly) return Promise.reject(this.readOnlyError());
