@@ -52,8 +52,6 @@ export const qosChangeBodySchema = {
   },
 } as const;
 
-export type QosChangeBody = FromSchema<typeof qosChangeBodySchema>;
-
 export const qosInfoSchema = {
   type: 'object',
   required: ['limits', 'policy', 'effective', 'source', 'sourcePolicy'],
