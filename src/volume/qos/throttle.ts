@@ -117,8 +117,19 @@ function buildDimensions(limits: QosLimits, nowMs: number): Dimension[] {
   return out;
 }
 
+/** A bucket and what a request pays into it: one per operation, or its bytes. */
+interface Charged {
+  bucket: TokenBucket;
+  unit: 'iops' | 'bps';
+}
+
+const NO_BUCKETS: readonly Charged[] = [];
+
 export class QosThrottle {
   private dimensions: Dimension[] = [];
+  /** What a read and what a write (write zeroes, discard) pay into, computed when limits change. */
+  private readBuckets: readonly Charged[] = NO_BUCKETS;
+  private writeBuckets: readonly Charged[] = NO_BUCKETS;
   private sharesTotal = false;
   private readonly reads = new Fifo<Pending>();
   private readonly writes = new Fifo<Pending>();
@@ -152,6 +163,9 @@ export class QosThrottle {
     const now = this.clock.nowMs();
     this.dimensions = isUnlimited(limits) ? [] : buildDimensions(limits!, now);
     this.sharesTotal = this.dimensions.some((d) => d.side === 'total');
+    const charged = (side: Side) => this.dimensions.filter((d) => d.side === side || d.side === 'total').flatMap((d) => d.buckets.map((bucket) => ({ bucket, unit: d.unit })));
+    this.readBuckets = charged('read');
+    this.writeBuckets = charged('write');
     this.cancelTimer?.();
     this.cancelTimer = undefined;
     this.pump();
@@ -180,25 +194,22 @@ export class QosThrottle {
     return { queued: this.reads.size + this.writes.size, throttledRequests: this.throttledRequests, throttledMs: this.throttledMs };
   }
 
-  /** The dimensions a request draws on, with its cost in each. */
-  private *charges(op: QosOp, bytes: number): Generator<{ bucket: TokenBucket; cost: number }> {
-    if (op === 'flush') return;
-    for (const d of this.dimensions) {
-      if (d.side !== 'total' && d.side !== op) continue;
-      const cost = d.unit === 'iops' ? 1 : bytes;
-      if (cost === 0) continue;
-      for (const bucket of d.buckets) yield { bucket, cost };
-    }
+  /** The buckets a request draws on (none for a flush). */
+  private bucketsOf(op: QosOp): readonly Charged[] {
+    return op === 'read' ? this.readBuckets : op === 'write' ? this.writeBuckets : NO_BUCKETS;
   }
 
   private waitMs(op: QosOp, bytes: number, nowMs: number): number {
     let wait = 0;
-    for (const { bucket, cost } of this.charges(op, bytes)) wait = Math.max(wait, bucket.waitMs(cost, nowMs));
+    for (const { bucket, unit } of this.bucketsOf(op)) {
+      const cost = unit === 'iops' ? 1 : bytes;
+      if (cost > 0) wait = Math.max(wait, bucket.waitMs(cost, nowMs));
+    }
     return wait;
   }
 
   private take(op: QosOp, bytes: number, nowMs: number): void {
-    for (const { bucket, cost } of this.charges(op, bytes)) bucket.take(cost, nowMs);
+    for (const { bucket, unit } of this.bucketsOf(op)) bucket.take(unit === 'iops' ? 1 : bytes, nowMs);
   }
 
   /** Lets through every head of lane that may go now, oldest first; then sets one timer for the next. */
