@@ -154,6 +154,18 @@ describe('QosThrottle', () => {
     expect([at('r0'), at('w0'), at('r1'), at('w1')]).toEqual([0, 100, 200, 300]);
   });
 
+  it('with a total limit too, a read waiting on the read limit does not hold a write back', async () => {
+    const { clock, send, at } = rig({ readIops: 10, totalIops: 1000 });
+    send('r0', 'read');
+    send('r1', 'read');
+    send('w0', 'write');
+    send('f', 'flush');
+    await clock.advanceTo(0);
+    expect([at('r0'), at('w0'), at('f')]).toEqual([0, 0, 0]);
+    await clock.advanceTo(1000);
+    expect(at('r1')).toBe(100);
+  });
+
   it('applies changed limits to the requests waiting, and releases them all when cleared', async () => {
     const { clock, send, at, throttle, countBy } = rig({ readIops: 1 });
     for (let i = 0; i < 5; i++) send(`r${i}`, 'read');

@@ -8,7 +8,8 @@
  * against them (write zeroes, discard, flush). A flush costs nothing but waits in the write lane
  * behind every write that arrived before it, so it is never reordered ahead of writes it covers.
  * A read limit never holds writes back, nor a write limit reads. When a total (read + write)
- * limit exists, the lanes share its buckets and are served oldest first.
+ * limit exists, the lanes share its buckets: a younger request never takes total tokens an older
+ * one is waiting for.
  *
  * Each limited dimension is a TokenBucket at the sustained rate; without a burst it holds a tenth
  * of a second of tokens (QEMU's default slack), with a burst B for S seconds it also holds
@@ -130,6 +131,8 @@ export class QosThrottle {
   /** What a read and what a write (write zeroes, discard) pay into, computed when limits change. */
   private readBuckets: readonly Charged[] = NO_BUCKETS;
   private writeBuckets: readonly Charged[] = NO_BUCKETS;
+  /** The total limits' buckets, which both lanes pay into. */
+  private totalBuckets: readonly Charged[] = NO_BUCKETS;
   private sharesTotal = false;
   private readonly reads = new Fifo<Pending>();
   private readonly writes = new Fifo<Pending>();
@@ -166,6 +169,7 @@ export class QosThrottle {
     const charged = (side: Side) => this.dimensions.filter((d) => d.side === side || d.side === 'total').flatMap((d) => d.buckets.map((bucket) => ({ bucket, unit: d.unit })));
     this.readBuckets = charged('read');
     this.writeBuckets = charged('write');
+    this.totalBuckets = charged('total');
     this.cancelTimer?.();
     this.cancelTimer = undefined;
     this.pump();
@@ -185,8 +189,15 @@ export class QosThrottle {
       return undefined;
     }
     return new Promise<void>((resolve) => {
+      const head = lane.size === 0;
       lane.push({ op, bytes, sinceMs: now, seq: this.arrivals++, resolve });
-      if (this.cancelTimer === undefined) this.pump();
+      // A new head may go before the time the timer was set for (the other lane's head waits on
+      // a limit this one does not have): look again. Behind a head, it waits for that head.
+      if (head || this.cancelTimer === undefined) {
+        this.cancelTimer?.();
+        this.cancelTimer = undefined;
+        this.pump();
+      }
     });
   }
 
@@ -199,9 +210,9 @@ export class QosThrottle {
     return op === 'read' ? this.readBuckets : op === 'write' ? this.writeBuckets : NO_BUCKETS;
   }
 
-  private waitMs(op: QosOp, bytes: number, nowMs: number): number {
+  private waitMs(op: QosOp, bytes: number, nowMs: number, buckets: readonly Charged[] = this.bucketsOf(op)): number {
     let wait = 0;
-    for (const { bucket, unit } of this.bucketsOf(op)) {
+    for (const { bucket, unit } of buckets) {
       const cost = unit === 'iops' ? 1 : bytes;
       if (cost > 0) wait = Math.max(wait, bucket.waitMs(cost, nowMs));
     }
@@ -224,8 +235,8 @@ export class QosThrottle {
         const wait = this.waitMs(head.op, head.bytes, now);
         if (wait > 0) {
           nextMs = Math.min(nextMs, wait);
-          // Shared total buckets: a younger request must not take the tokens an older one waits for.
-          if (this.sharesTotal) break;
+          // A younger request must not take the total tokens an older one waits for.
+          if (this.waitMs(head.op, head.bytes, now, this.totalBuckets) > 0) break;
           continue;
         }
         lane.shift();
