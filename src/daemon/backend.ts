@@ -70,6 +70,8 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
     const packStore = tieredPackStore({
       catalog,
       onS3Retry: (pool, event) => options.logger.warn({ pool, ...event }, 'S3 tier request retried'),
+      onTierStateChange: (pool, error) =>
+        error === undefined ? options.logger.info({ pool }, 'the pool tier answers again') : options.logger.warn({ pool, err: error }, 'the pool tier is failing; cold data cannot be read or moved until it answers'),
     });
     layerStore = new PoolRoutingLayerStore(
       local,

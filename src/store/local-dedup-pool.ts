@@ -26,16 +26,22 @@ import { openPoolTier, type PoolTier } from './pool-tier.js';
  * The packStore of a daemon: a pool with a tier gets its packs through the pool's
  * TieredChunkStore (pool-tier.ts); a pool without one keeps them in its local store.
  */
-export function tieredPackStore(options: { catalog: CatalogStore; onS3Retry?: (pool: string, event: S3RetryEvent) => void }): NonNullable<LocalDedupPoolOptions['packStore']> {
+export function tieredPackStore(options: {
+  catalog: CatalogStore;
+  onS3Retry?: (pool: string, event: S3RetryEvent) => void;
+  /** A pool's tier started failing (error) or answers again (undefined): see PoolTierOptions. */
+  onTierStateChange?: (pool: string, error: string | undefined) => void;
+}): NonNullable<LocalDedupPoolOptions['packStore']> {
   return async (pool, config, local) => {
     if (config.tier === undefined) return { store: local };
-    const onS3Retry = options.onS3Retry;
+    const { onS3Retry, onTierStateChange } = options;
     const tier = await openPoolTier({
       pool,
       tier: config.tier,
       local,
       catalog: options.catalog,
       ...(onS3Retry === undefined ? {} : { onS3Retry: (event: S3RetryEvent) => onS3Retry(pool, event) }),
+      ...(onTierStateChange === undefined ? {} : { onTierStateChange: (error: string | undefined) => onTierStateChange(pool, error) }),
     });
     return {
       store: tier.store,
