@@ -81,9 +81,13 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
 
     const factory = options.backendFactory ?? openVolumeBackend;
     backend = await factory({ dataDir: config.dataDir, catalogDir, poolsDir, config, logger });
+    // The S3 object model holds chunk references in the pools: it is registered with the backend
+    // before recovery audits them (also with the S3 endpoint off), and recovers after it.
+    const objectStore = await openDaemonObjectStore({ dataDir: config.dataDir, catalog: backend.catalog, volumes: backend.service, backend, bucketPool: DEFAULT_POOL, logger });
     const started = Date.now();
     const report = await backend.recover();
     logger.info({ ms: Date.now() - started, ...(report ?? {}) }, 'recovered');
+    await objectStore.recover();
 
     if (firstStart) {
       const pools = await backend.service.listPools();
@@ -133,10 +137,9 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       metricsAuth: config.metricsAuth,
       users,
     });
-    // The S3 endpoint: its own fastify instance on its own address. The object model recovers
+    // The S3 endpoint: its own fastify instance on its own address. The object model recovered
     // before the S3 listener opens: no request sees a put a kill left.
-    const objectStore = config.s3Listen === undefined ? undefined : await openDaemonObjectStore({ dataDir: config.dataDir, catalog: backend.catalog, volumes: backend.service, bucketPool: DEFAULT_POOL, logger });
-    const s3App = objectStore === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger });
+    const s3App = config.s3Listen === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger });
     await app.listen({ host: config.listen.host, port: config.listen.port });
     const addr = app.server.address();
     const port = addr !== null && typeof addr === 'object' ? addr.port : config.listen.port;

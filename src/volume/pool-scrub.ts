@@ -13,8 +13,9 @@ import type { JobInfo, PoolScrubReport, ScrubLayerOwner } from './types.js';
 const HOLDER_NAME = /^layer ([^/]+)\/(.+)$/;
 
 export async function scrubPool(svc: ServiceContext, name: string, options: { repair?: boolean } = {}): Promise<{ job: JobInfo; report: PoolScrubReport }> {
-  const pool = await requirePool(svc, name);
-  if (pool.dedup === undefined || svc.chunkedPools === undefined) {
+  await requirePool(svc, name);
+  // A local pool's S3 objects keep chunks apart from its qcow2 files: those are scrubbed.
+  if (svc.chunkedPools === undefined || !(await svc.chunkedPools.hasChunks(name))) {
     throw new StorageError(
       'INVALID_ARGUMENT',
       `pool '${name}' is a local pool: scrub checks dedup pools' chunks, index and packs; check a local pool's layers with 'qemu-img check' on its files ('strata pool info ${name}' shows where)`,

@@ -88,9 +88,10 @@ export async function gcPool(svc: ServiceContext, name: string, options: { grace
   if (!Number.isSafeInteger(graceMs) || graceMs < 0) {
     throw new StorageError('INVALID_ARGUMENT', `grace period ${String(graceMs)} ms: give a non-negative whole number of milliseconds`);
   }
-  const pool = await requirePool(svc, name);
-  if (pool.dedup === undefined || svc.chunkedPools === undefined) {
-    throw new StorageError('INVALID_ARGUMENT', `pool '${name}' is a local pool: it has no chunks to collect (only dedup pools do)`);
+  await requirePool(svc, name);
+  // A local pool has chunks only for its S3 objects (kept apart from its qcow2 files).
+  if (svc.chunkedPools === undefined || !(await svc.chunkedPools.hasChunks(name))) {
+    throw new StorageError('INVALID_ARGUMENT', `pool '${name}' is a local pool without S3 objects: it has no chunks to collect (dedup pools and buckets' pools do)`);
   }
   const pools = svc.chunkedPools;
   let jobId = '';
@@ -114,7 +115,9 @@ export async function poolDf(svc: ServiceContext, name: string): Promise<PoolDf>
     logicalAllocatedBytes += bytes;
     if (chunked === undefined || !(await chunked.isSealed(layer))) layerFileBytes += bytes;
   }
-  const usage = chunked === undefined ? undefined : await chunked.usage(name);
+  // A local pool's S3 objects keep chunks apart from its qcow2 files: counted as packs too.
+  const withChunks = chunked ?? (svc.chunkedPools !== undefined && (await svc.chunkedPools.hasChunks(name)) ? svc.chunkedPools : undefined);
+  const usage = withChunks === undefined ? undefined : await withChunks.usage(name);
   const packBytes = usage?.packBytes ?? 0;
   const packRemoteBytes = usage?.remoteBytes ?? 0;
   return {
