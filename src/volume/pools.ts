@@ -67,6 +67,13 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
     if ((await layersOfPool(svc, name)).length > 0) {
       throw new StorageError('BUSY', `pool '${name}' still holds layers`);
     }
+    // With no layer left, a chunk still referenced is an S3 object's (or a leak a scrub repairs).
+    if (svc.chunkedPools !== undefined && (await svc.chunkedPools.hasChunks(name))) {
+      const referenced = (await svc.chunkedPools.usage(name)).uniqueChunkCount;
+      if (referenced > 0) {
+        throw new StorageError('BUSY', `pool '${name}' still holds ${countOf(referenced, 'chunk')} of S3 objects: delete the objects of its buckets ('strata bucket list') first, or run 'strata pool scrub ${name} --repair' if none remain`);
+      }
+    }
     await svc.catalog.change((txn) => svc.catalog.pools.remove(txn, pool));
     for (const entry of await svc.layerStore.list(name).catch(() => [] as string[])) {
       if (LAYER_FILE_PATTERN.test(entry) || entry.startsWith(TEMP_PREFIX)) await svc.layerStore.remove({ pool: name, fileName: entry });

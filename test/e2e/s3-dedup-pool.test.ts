@@ -99,6 +99,8 @@ describe('S3 objects in a dedup pool share chunks with volumes', () => {
     const again = await s3.send(new GetObjectCommand({ Bucket: 'images', Key: 'disk.raw' }));
     expect(sha256(await again.Body!.transformToByteArray())).toBe(sha256(original));
     expect(d.json<PoolScrubJson>(['pool', 'scrub', 'dd']).report.clean).toBe(true);
+    // A pool whose chunks objects still use is not deleted under them.
+    d.cliFails(['pool', 'delete', 'dd'], 4, /S3 objects.*strata bucket list.*\[BUSY\]/);
 
     // The object goes too: gc returns the space.
     await s3.send(new DeleteObjectCommand({ Bucket: 'images', Key: 'disk.raw' }));
