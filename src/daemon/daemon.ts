@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ApiMetrics, buildRestApi } from '../api/rest/index.js';
 import { buildS3Api } from '../api/s3/index.js';
+import { S3Metrics } from '../api/s3/metrics.js';
 import { SecretBox } from '../objects/users/secret-box.js';
 import { UserStore } from '../objects/users/user-store.js';
 import { openDaemonObjectStore } from './object-store.js';
@@ -125,6 +126,8 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     const users = new UserStore(backend.catalog, SecretBox.openOrCreate(path.join(config.dataDir, S3_SECRET_KEY_FILE)));
     let closing = false;
     const metrics = new ApiMetrics();
+    const s3Metrics = new S3Metrics();
+    metrics.addSource(() => s3Metrics.render());
     const app = await buildRestApi({
       service: backend.service,
       token: token.token,
@@ -139,7 +142,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     });
     // The S3 endpoint: its own fastify instance on its own address. The object model recovered
     // before the S3 listener opens: no request sees a put a kill left.
-    const s3App = config.s3Listen === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger });
+    const s3App = config.s3Listen === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger, metrics: s3Metrics });
     await app.listen({ host: config.listen.host, port: config.listen.port });
     const addr = app.server.address();
     const port = addr !== null && typeof addr === 'object' ? addr.port : config.listen.port;

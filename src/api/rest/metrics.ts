@@ -130,6 +130,12 @@ export class ApiMetrics {
   readonly volumeExportedBytes = new Counter('strata_volume_exported_bytes_total', 'Bytes exported from a volume, by pool and volume.');
   readonly volumeOperations = new Counter('strata_volume_operations_total', 'Operations on a volume (API calls naming it), by pool, volume and operation.');
   readonly startedAt = Date.now();
+  /** Other metrics rendered into the same document (the S3 endpoint's). */
+  private readonly sources: (() => string)[] = [];
+
+  addSource(render: () => string): void {
+    this.sources.push(render);
+  }
 
   /** Drops a deleted volume's series (its name may come back as another volume). */
   forgetVolume(pool: string, volume: string): void {
@@ -150,6 +156,7 @@ export class ApiMetrics {
       this.volumeExportedBytes.render(),
       this.volumeOperations.render(),
       renderGauge('strata_uptime_seconds', 'Seconds since the daemon started.', [{ labels: {}, value: (Date.now() - this.startedAt) / 1000 }]),
+      ...this.sources.map((render) => render()),
       ...extra,
     ];
     return `${parts.join('\n')}\n`;
