@@ -139,6 +139,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       closing: () => closing,
       metricsAuth: config.metricsAuth,
       users,
+      buckets: objectStore.model,
     });
     // The S3 endpoint: its own fastify instance on its own address. The object model recovered
     // before the S3 listener opens: no request sees a put a kill left.
