@@ -55,10 +55,11 @@ async function layerOwners(svc: ServiceContext, pool: string, report: ScrubRepor
   const owners: ScrubLayerOwner[] = [];
   for (const holder of [...named].sort()) {
     const match = HOLDER_NAME.exec(holder);
-    const layer = match !== null && match[1] === pool ? layers.get(match[2] as string) : undefined;
+    if (match === null) continue; // not a layer (an S3 object's version or part): the report names it
+    const layer = match[1] === pool ? layers.get(match[2] as string) : undefined;
     const volume = layer === undefined ? undefined : await svc.catalog.volumes.get(layer.ownerVolumeId);
     if (layer === undefined || volume === undefined) {
-      owners.push({ holder, layer: match?.[2] ?? holder, volume: undefined, snapshot: undefined, role: 'unknown' });
+      owners.push({ holder, layer: match[2] as string, volume: undefined, snapshot: undefined, role: 'unknown' });
       continue;
     }
     const snapshot = (await snapshotsOfVolume(svc, volume.id)).find((s) => s.layerId === layer.id);

@@ -115,6 +115,9 @@ export function renderGauge(name: string, help: string, samples: readonly GaugeS
   return lines.join('\n');
 }
 
+/** Upper bounds of the request latency histograms (seconds): 1 ms to 5 minutes. */
+export const LATENCY_BUCKETS_SECONDS: readonly number[] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+
 /** The API's metrics. */
 export class ApiMetrics {
   readonly requests = new Counter('strata_http_requests_total', 'HTTP requests handled, by method, route and status.');
@@ -122,7 +125,7 @@ export class ApiMetrics {
   readonly latency = new Histogram(
     'strata_http_request_duration_seconds',
     'Time from receiving a request to finishing its response, by method and route.',
-    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    LATENCY_BUCKETS_SECONDS,
   );
   readonly importedBytes = new Counter('strata_imported_bytes_total', 'Bytes received by content and diff-stream imports.');
   readonly exportedBytes = new Counter('strata_exported_bytes_total', 'Bytes sent by content and diff-stream exports.');

@@ -8,7 +8,7 @@
  * framing included), so a body streamed in or out is counted without touching the stream.
  */
 import type { Socket } from 'node:net';
-import { Counter, Histogram } from '../rest/metrics.js';
+import { Counter, Histogram, LATENCY_BUCKETS_SECONDS } from '../rest/metrics.js';
 
 /** The socket's byte counters when its previous request ended. */
 interface SocketMark {
@@ -23,7 +23,7 @@ export class S3Metrics {
   readonly latency = new Histogram(
     'strata_s3_request_duration_seconds',
     'Time from receiving an S3 request to finishing its response, by operation.',
-    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    LATENCY_BUCKETS_SECONDS,
   );
   private readonly marks = new WeakMap<Socket, SocketMark>();
 
