@@ -15,7 +15,8 @@ import { describe, expect, it } from 'vitest';
 import type { PoolDfJson, PoolGcJson } from '../../src/api/rest/schemas.js';
 import type { PoolScrubJson } from '../../src/api/rest/scrub-schemas.js';
 import { run } from '../support/tools.js';
-import { assertBuilt, patternBytes, qemuCompare, useDaemon, waitForSeals } from './harness.js';
+import type { JobJson } from '../../src/api/rest/schemas.js';
+import { assertBuilt, patternBytes, qemuCompare, startDaemon, useDaemon, waitForSeals } from './harness.js';
 import { s3Failure as failure } from '../support/s3-failure.js';
 
 assertBuilt();
@@ -107,6 +108,47 @@ describe('S3 objects in a dedup pool share chunks with volumes', () => {
     const gc = d.json<PoolGcJson>(['pool', 'gc', 'dd', '--grace', '0']);
     expect(gc.bytesDeleted).toBeGreaterThan(oneCopy * 0.9);
     expect(d.json<PoolDfJson>(['pool', 'df', 'dd'])).toMatchObject({ packBytes: 0, uniqueChunkCount: 0, physicalBytes: 0 });
+  });
+
+  it("a daemon killed mid-seal restarts with the S3 endpoint off: the start-up audit keeps the objects' references", async () => {
+    const source = suite.file('seed.raw');
+    const data = Buffer.concat([patternBytes(16 * MiB, 4242), Buffer.alloc(4 * MiB)]);
+    await s3.send(new PutObjectCommand({ Bucket: 'images', Key: 'seed.raw', Body: data }));
+    // The volume holds the object's data and more of its own, so its seal runs long enough to be cut.
+    writeFileSync(source, Buffer.concat([data, patternBytes(96 * MiB, 4343)]));
+    suite.d.cliOk(['volume', 'import', source, 'dd/seeded']);
+    // Kill while the import's seal runs: its intent is left, so recovery audits the pool (repair on)
+    // with the seal's references to the object's chunks added and no manifest holding them.
+    const seal = suite.d.json<JobJson[]>(['job', 'list']).find((j) => j.kind === 'seal' && j.target.startsWith('dd/seeded'));
+    expect(seal).toBeDefined();
+    let at: JobJson;
+    do at = await suite.d.apiJson<JobJson>('GET', `/v1/jobs/${seal!.id}`);
+    while (at.state === 'queued' || (at.state === 'running' && at.doneBytes === 0));
+    await suite.d.kill();
+    expect(at.state, 'the seal was still running when the daemon was killed').toBe('running');
+    const dataDir = suite.d.dataDir;
+    suite.d = await startDaemon(dataDir, { env: { STRATA_S3_LISTEN: 'off' } });
+    // The volume layer's recovery line (the S3 object model logs one of its own after it): the seal's
+    // references without a manifest were dropped, the object's kept (checked below).
+    const recoveryLine = /recovered .*intentsRolledBack=(\d+) .*problems=(\d+) .*referencesRepaired=(\d+)/;
+    const recovered = suite.d.logs().split('\n').map((line) => recoveryLine.exec(line)).filter((match) => match !== null).pop();
+    expect(recovered?.slice(1), suite.d.logs()).toEqual(['1', '0', '1']);
+    expect(suite.d.s3Url).toBeUndefined();
+    waitForSeals(suite.d, 'dd');
+    suite.d.cliOk(['volume', 'delete', 'dd/seeded', '--now']);
+    suite.d.json<PoolGcJson>(['pool', 'gc', 'dd', '--grace', '0']);
+    await suite.d.stop();
+
+    suite.d = await startDaemon(dataDir);
+    const key = suite.d.json<{ id: string; secret: string }>(['user', 'key', 'create', 'alice']);
+    s3 = new S3Client({ endpoint: suite.d.s3Url as string, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: key.id, secretAccessKey: key.secret } });
+    const got = await s3.send(new GetObjectCommand({ Bucket: 'images', Key: 'seed.raw' }));
+    expect(sha256(await got.Body!.transformToByteArray())).toBe(sha256(data));
+    const scrub = suite.d.json<PoolScrubJson>(['pool', 'scrub', 'dd']);
+    expect(scrub.report.problemCount, JSON.stringify(scrub.report.problems)).toBe(0);
+    await s3.send(new DeleteObjectCommand({ Bucket: 'images', Key: 'seed.raw' }));
+    suite.d.json<PoolGcJson>(['pool', 'gc', 'dd', '--grace', '0']);
+    expect(suite.d.json<PoolDfJson>(['pool', 'df', 'dd'])).toMatchObject({ packBytes: 0, uniqueChunkCount: 0 });
   });
 
   it("a local pool's object chunks: pool gc keeps them through the grace period, then reclaims them", async () => {
