@@ -22,6 +22,7 @@ import { SNAP_SUBCOMMANDS, snapHelp } from './snap.js';
 import { STATUS_HELP, runStatus } from './status.js';
 import { TRASH_SUBCOMMANDS, trashHelp } from './trash.js';
 import { USER_SUBCOMMANDS, userHelp } from './user.js';
+import { BUCKET_SUBCOMMANDS, bucketHelp } from './bucket.js';
 import { VOLUME_SUBCOMMANDS, volumeHelp } from './volume.js';
 
 interface CommandGroup {
@@ -47,6 +48,7 @@ const GROUPS: readonly CommandGroup[] = [
   { name: 'job', summary: "follow and cancel the daemon's jobs", help: jobHelp, subcommands: JOB_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'qos', summary: 'QoS policies (volume and pool limits: volume qos, pool qos)', help: qosHelp, subcommands: QOS_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'user', summary: 'S3 users and their access keys', help: userHelp, subcommands: USER_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'bucket', summary: 'S3 buckets: list, info, du', help: bucketHelp, subcommands: BUCKET_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'img', summary: 'offline image tools (qemu-img and qemu-io work-alikes)', help: imgHelp, subcommands: IMG_SUBCOMMANDS },
 ];
 

@@ -99,6 +99,11 @@ export interface ChunkedPools {
   /** Forgets a pool that was deleted (its namespace is gone). */
   detachPool(pool: string): Promise<void>;
   isChunkedPool(pool: string): boolean;
+  /**
+   * True for a dedup pool, and for a local pool that keeps chunks apart from its qcow2 files
+   * (its S3 objects'): usage, gc, audit and scrub then work on those chunks.
+   */
+  hasChunks(pool: string): Promise<boolean>;
   /** True when a pool's tier setting is acted on (packs move there); false: recorded only. */
   tieringAvailable(): boolean;
   /** True when the layer is a chunk manifest. */

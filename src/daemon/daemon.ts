@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ApiMetrics, buildRestApi } from '../api/rest/index.js';
 import { buildS3Api } from '../api/s3/index.js';
+import { S3Metrics } from '../api/s3/metrics.js';
 import { SecretBox } from '../objects/users/secret-box.js';
 import { UserStore } from '../objects/users/user-store.js';
 import { openDaemonObjectStore } from './object-store.js';
@@ -81,9 +82,13 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
 
     const factory = options.backendFactory ?? openVolumeBackend;
     backend = await factory({ dataDir: config.dataDir, catalogDir, poolsDir, config, logger });
+    // The S3 object model holds chunk references in the pools: it is registered with the backend
+    // before recovery audits them (also with the S3 endpoint off), and recovers after it.
+    const objectStore = await openDaemonObjectStore({ dataDir: config.dataDir, catalog: backend.catalog, volumes: backend.service, backend, bucketPool: DEFAULT_POOL, logger });
     const started = Date.now();
     const report = await backend.recover();
     logger.info({ ms: Date.now() - started, ...(report ?? {}) }, 'recovered');
+    await objectStore.recover();
 
     if (firstStart) {
       const pools = await backend.service.listPools();
@@ -121,6 +126,8 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     const users = new UserStore(backend.catalog, SecretBox.openOrCreate(path.join(config.dataDir, S3_SECRET_KEY_FILE)));
     let closing = false;
     const metrics = new ApiMetrics();
+    const s3Metrics = new S3Metrics();
+    metrics.addSource(() => s3Metrics.render());
     const app = await buildRestApi({
       service: backend.service,
       token: token.token,
@@ -132,11 +139,11 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       closing: () => closing,
       metricsAuth: config.metricsAuth,
       users,
+      buckets: objectStore.model,
     });
-    // The S3 endpoint: its own fastify instance on its own address. The object model recovers
+    // The S3 endpoint: its own fastify instance on its own address. The object model recovered
     // before the S3 listener opens: no request sees a put a kill left.
-    const objectStore = config.s3Listen === undefined ? undefined : await openDaemonObjectStore({ dataDir: config.dataDir, catalog: backend.catalog, volumes: backend.service, bucketPool: DEFAULT_POOL, logger });
-    const s3App = objectStore === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger });
+    const s3App = config.s3Listen === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger, metrics: s3Metrics });
     await app.listen({ host: config.listen.host, port: config.listen.port });
     const addr = app.server.address();
     const port = addr !== null && typeof addr === 'object' ? addr.port : config.listen.port;
