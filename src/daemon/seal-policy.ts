@@ -7,22 +7,21 @@
  */
 import type { Logger } from 'pino';
 import type { VolumeService } from '../volume/types.js';
+import { PeriodicPass } from './periodic-pass.js';
 
 export class SealPolicyTimer {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private stopped = false;
+  private readonly timer: PeriodicPass;
 
-  constructor(private readonly options: { service: VolumeService; logger: Logger; intervalMs: number }) {}
-
-  start(): void {
-    this.schedule();
+  constructor(private readonly options: { service: VolumeService; logger: Logger; intervalMs: number }) {
+    this.timer = new PeriodicPass(options.intervalMs, () => this.pass());
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+  start(): void {
+    this.timer.start();
+  }
+
+  stop(): Promise<void> {
+    return this.timer.stop();
   }
 
   /** One pass (the timer's tick). */
@@ -33,16 +32,7 @@ export class SealPolicyTimer {
       for (const f of pass.frozen) logger.info({ volume: f.volume, reason: f.reason, layer: f.layerId }, 'seal policy froze the active layer');
       for (const f of pass.failed) logger.warn({ volume: f.volume, err: f.error }, 'seal policy could not freeze the active layer; the next pass retries');
     } catch (err) {
-      if (!this.stopped) logger.warn({ err }, 'seal policy pass failed; the next one retries');
+      if (!this.timer.isStopped) logger.warn({ err }, 'seal policy pass failed; the next one retries');
     }
-  }
-
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.pass();
-      void this.running.then(() => this.schedule());
-    }, this.options.intervalMs);
-    this.timer.unref();
   }
 }
