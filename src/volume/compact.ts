@@ -1,6 +1,6 @@
 /**
  * Compaction (dedup pools): adjacent internal sealed layers of a volume's chain (frozen by the seal
- * policy or `volume seal`, never a user snapshot) are merged by reference, so the chain stays short
+ * policy or `volume seal`, or an import's base; never a user snapshot) are merged by reference, so the chain stays short
  * whatever the policy did: after each policy seal at most one internal layer is left between two
  * user snapshots (or between the active layer and the snapshot under it).
  *
@@ -89,7 +89,7 @@ async function nextMergeablePair(svc: ServiceContext, vol: VolumeRecord, skipped
   for (let i = 1; i + 1 < chain.length; i++) {
     const upper = chain[i]!;
     const lower = chain[i + 1]!;
-    if (!isMergeable(svc, vol, upper) || !isMergeable(svc, vol, lower) || skipped.includes(upper.id)) continue;
+    if (skipped.includes(upper.id) || !(await isMergeable(svc, vol, upper)) || !(await isMergeable(svc, vol, lower))) continue;
     if (!(await isSealedLayer(svc, upper)) || !(await isSealedLayer(svc, lower))) continue;
     const children = await childLayers(svc, lower.id);
     if (children.length !== 1) continue;
@@ -98,8 +98,13 @@ async function nextMergeablePair(svc: ServiceContext, vol: VolumeRecord, skipped
   return undefined;
 }
 
-function isMergeable(svc: ServiceContext, vol: VolumeRecord, layer: LayerRecord): boolean {
-  return layer.internal === true && layer.frozen && layer.ownerVolumeId === vol.id && !svc.seals.has(layer.id);
+/**
+ * A frozen layer of the volume that no snapshot names: an internal layer (freeze.ts) or an
+ * import's base; never a user snapshot, nor another volume's layer (a clone's parent).
+ */
+async function isMergeable(svc: ServiceContext, vol: VolumeRecord, layer: LayerRecord): Promise<boolean> {
+  if (!layer.frozen || layer.ownerVolumeId !== vol.id || svc.seals.has(layer.id)) return false;
+  return layer.internal === true || (await svc.catalog.snapshots.lookup('layer', layer.id)) === undefined;
 }
 
 async function mergePair(svc: ServiceContext, vol: VolumeRecord, upper: LayerRecord, lower: LayerRecord, ctx: JobContext): Promise<void> {

@@ -12,13 +12,12 @@
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { JobJson, VolumeJson } from '../../src/api/rest/schemas.js';
 import type { VolumeCompactJson, VolumeSealJson } from '../../src/api/rest/compact-schemas.js';
-import { makeTempDir } from '../support/tmp.js';
 import { qemuImg, qemuIo, requireTool } from '../support/tools.js';
 import { startGuest } from '../vhost-user/guest.js';
-import { assertBuilt, startDaemon, type Daemon } from './harness.js';
+import { assertBuilt, useDaemon, type Daemon } from './harness.js';
 
 assertBuilt();
 
@@ -72,22 +71,13 @@ echo "finished $r"
 `;
 
 describe.skipIf(!requireTool('qemu-system-x86_64', 'qemu-img', 'qemu-io'))('a guest over vhost-user while its volume is sealed, compacted and evicted', () => {
-  let d: Daemon;
-  let tmp: { path: string; cleanup: () => void };
-  const f = (name: string) => path.join(tmp.path, name);
+  // Its temp folder is not /dev/shm: the unix socket path must stay short.
+  const suite = useDaemon();
+  const f = (name: string) => suite.file(name);
   const nbd = (name: string) => `nbd+unix:///${name}?socket=${path.join(f('data'), 'nbd.sock')}`;
 
-  beforeAll(async () => {
-    // Not /dev/shm: the unix socket path must stay short.
-    tmp = makeTempDir();
-    d = await startDaemon(f('data'));
-  });
-  afterAll(async () => {
-    await d?.stop();
-    tmp?.cleanup();
-  });
-
   it('the guest keeps verifying its data; the volume reads back whole over NBD afterwards', async () => {
+    const d: Daemon = suite.d;
     d.cliOk(['pool', 'create', 'gp', '--dedup', '--tier', `file://${f('cold')}`]);
     d.cliOk(['volume', 'create', 'gp/vm', '8M']);
     const socket = f('vm.sock');
