@@ -110,7 +110,7 @@ export interface ScrubLayerOwner {
   volume: string | undefined;
   snapshot: string | undefined;
   /** The volume's active layer, a snapshot's layer, an imported volume's base, or no record. */
-  role: 'active' | 'snapshot' | 'base' | 'unknown';
+  role: 'active' | 'snapshot' | 'base' | 'internal' | 'unknown';
 }
 
 /** A dedup pool's scrub: the report as the repository made it, and the owners of the layers it names. */
