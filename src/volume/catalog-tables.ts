@@ -21,6 +21,7 @@ import {
   type StoredObject,
 } from './record-parse.js';
 import { CHUNK_HASH_ALGORITHMS, type DedupPoolConfig } from '../core/chunked-pools.js';
+import { checkQosLimits } from './qos/limits.js';
 import type {
   ExportRecord,
   FileRef,
@@ -28,6 +29,8 @@ import type {
   JobRecord,
   LayerRecord,
   PoolRecord,
+  QosPolicyRecord,
+  QosSetting,
   ReservationRecord,
   SnapshotRecord,
   VolumeRecord,
@@ -43,8 +46,30 @@ export const poolSchema: TableSchema<PoolRecord> = {
       name: text(o, 'name'),
       ...optional('quotaBytes', optionalCount(o, 'quotaBytes')),
       ...optional('dedup', dedup),
+      ...optional('qos', qosSetting(o)),
       createdAt: text(o, 'createdAt'),
     };
+  },
+  indexes: {
+    /** "<policy>/<pool>": the pools whose default is a QoS policy (a policy in use is not deleted). */
+    'qos-policy': (p) => (p.qos?.policy === undefined ? undefined : `${p.qos.policy}/${p.name}`),
+  },
+};
+
+/** A record's `qos` field (absent: undefined); its limits are checked as a caller's are. */
+function qosSetting(o: StoredObject): QosSetting | undefined {
+  if (o['qos'] === undefined) return undefined;
+  const qos = storedObject(o['qos']);
+  const limits = qos['limits'] === undefined ? undefined : checkQosLimits(storedObject(qos['limits']));
+  return { ...optional('limits', limits), ...optional('policy', optionalText(qos, 'policy')) };
+}
+
+export const qosPolicySchema: TableSchema<QosPolicyRecord> = {
+  name: 'qos-policy',
+  id: (p) => p.name,
+  parse: (value: CatalogValue) => {
+    const o = storedObject(value);
+    return { name: text(o, 'name'), limits: checkQosLimits(storedObject(o['limits'] ?? null)), createdAt: text(o, 'createdAt') };
   },
 };
 
@@ -81,6 +106,7 @@ export const volumeSchema: TableSchema<VolumeRecord> = {
       sizeBytes: count(o, 'sizeBytes'),
       activeLayerId: text(o, 'activeLayerId'),
       ...optional('snapshotLimit', optionalCount(o, 'snapshotLimit')),
+      ...optional('qos', qosSetting(o)),
       createdAt: text(o, 'createdAt'),
       ...optional('trash', trash === undefined ? undefined : { deletedAt: text(trash, 'deletedAt'), expiresAt: text(trash, 'expiresAt') }),
     };
@@ -92,6 +118,8 @@ export const volumeSchema: TableSchema<VolumeRecord> = {
     trash: (v) => (v.trash === undefined ? undefined : `${v.pool}/${v.id}`),
     /** "<expiresAt>/<id>" of the volumes in the trash: the expired ones come first (ISO times sort as text). */
     expiry: (v) => (v.trash === undefined ? undefined : `${v.trash.expiresAt}/${v.id}`),
+    /** "<policy>/<id>" of the volumes that attach a QoS policy (a policy in use is not deleted). */
+    'qos-policy': (v) => (v.qos?.policy === undefined ? undefined : `${v.qos.policy}/${v.id}`),
   },
 };
 

@@ -14,6 +14,7 @@ import {
   jobSchema,
   layerSchema,
   poolSchema,
+  qosPolicySchema,
   reservationSchema,
   snapshotSchema,
   volumeSchema,
@@ -24,6 +25,7 @@ import type {
   JobRecord,
   LayerRecord,
   PoolRecord,
+  QosPolicyRecord,
   ReservationRecord,
   SnapshotRecord,
   VolumeRecord,
@@ -145,6 +147,7 @@ export class VolumeCatalog {
   readonly intents: RecordTable<IntentRecord>;
   readonly exports: RecordTable<ExportRecord>;
   readonly reservations: RecordTable<ReservationRecord>;
+  readonly qosPolicies: RecordTable<QosPolicyRecord>;
 
   constructor(readonly store: CatalogStore) {
     this.pools = new RecordTable(store, poolSchema, this.revisions);
@@ -155,6 +158,7 @@ export class VolumeCatalog {
     this.intents = new RecordTable(store, intentSchema, this.revisions);
     this.exports = new RecordTable(store, exportSchema, this.revisions);
     this.reservations = new RecordTable(store, reservationSchema, this.revisions);
+    this.qosPolicies = new RecordTable(store, qosPolicySchema, this.revisions);
   }
 
   /**

@@ -4,6 +4,24 @@
  * change. Times are ISO-8601 strings.
  */
 import type { DedupPoolConfig } from '../core/chunked-pools.js';
+import type { QosLimits } from './qos/limits.js';
+
+/**
+ * A volume's or a pool's own QoS (docs/qos.md): limits, a named policy, or both (its own limits
+ * win). A pool's is the default of its volumes that set neither.
+ */
+export interface QosSetting {
+  limits?: QosLimits;
+  /** The name of a QosPolicyRecord. */
+  policy?: string;
+}
+
+/** A named set of QoS limits that volumes and pools attach (Cinder's qos-specs). */
+export interface QosPolicyRecord {
+  name: string;
+  limits: QosLimits;
+  createdAt: string;
+}
 
 export interface PoolRecord {
   name: string;
@@ -14,6 +32,8 @@ export interface PoolRecord {
    * its sealed layers are chunk manifests, their chunks stored once per pool.
    */
   dedup?: DedupPoolConfig;
+  /** The QoS of the pool's volumes that have none of their own (absent: unlimited). */
+  qos?: QosSetting;
   createdAt: string;
 }
 
@@ -25,6 +45,8 @@ export interface VolumeRecord {
   sizeBytes: number;
   activeLayerId: string;
   snapshotLimit?: number;
+  /** The volume's own QoS (absent: its pool's default applies). */
+  qos?: QosSetting;
   createdAt: string;
   /**
    * Set while the volume is in its pool's trash (trash.ts): its name is free (the name index has

@@ -49,6 +49,9 @@ import * as trash from './trash.js';
 import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SealPolicyPass, VolumeCompactReport, VolumeEvictReport, VolumeSealReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import { attachChunkedPools, resumeSeals } from './sealing.js';
+import type { QosLimits } from './qos/limits.js';
+import * as qos from './qos/settings.js';
+import type { QosInfo, QosPolicyInfo, QosSettingChange, QosVolumeStats } from './qos/types.js';
 import * as volumes from './volumes.js';
 
 export { DEFAULT_MAX_CHAIN_DEPTH, DEFAULT_TRASH_EXPIRY_MS, type ChainDepthPolicy } from './context.js';
@@ -201,8 +204,8 @@ export class LocalVolumeService implements VolumeService {
 
   // Volumes (volumes.ts)
 
-  createVolume(pool: string, name: string, sizeBytes: number): Promise<VolumeInfo> {
-    return volumes.createVolume(this.svc, pool, name, sizeBytes);
+  createVolume(pool: string, name: string, sizeBytes: number, options: { qos?: QosSettingChange } = {}): Promise<VolumeInfo> {
+    return volumes.createVolume(this.svc, pool, name, sizeBytes, options);
   }
 
   listVolumes(pool: string): Promise<VolumeInfo[]> {
@@ -334,6 +337,56 @@ export class LocalVolumeService implements VolumeService {
 
   importDiff(pool: string, volume: string, source: AsyncIterable<Uint8Array>): Promise<VolumeInfo> {
     return diffs.importDiff(this.svc, pool, volume, source);
+  }
+
+  // QoS (qos/settings.ts)
+
+  volumeQos(pool: string, volume: string): Promise<QosInfo> {
+    return qos.volumeQos(this.svc, pool, volume);
+  }
+
+  setVolumeQos(pool: string, volume: string, change: QosSettingChange): Promise<QosInfo> {
+    return qos.setVolumeQos(this.svc, pool, volume, change);
+  }
+
+  clearVolumeQos(pool: string, volume: string): Promise<QosInfo> {
+    return qos.clearVolumeQos(this.svc, pool, volume);
+  }
+
+  poolQos(pool: string): Promise<QosInfo> {
+    return qos.poolQos(this.svc, pool);
+  }
+
+  setPoolQos(pool: string, change: QosSettingChange): Promise<QosInfo> {
+    return qos.setPoolQos(this.svc, pool, change);
+  }
+
+  clearPoolQos(pool: string): Promise<QosInfo> {
+    return qos.clearPoolQos(this.svc, pool);
+  }
+
+  createQosPolicy(name: string, limits: QosLimits): Promise<QosPolicyInfo> {
+    return qos.createQosPolicy(this.svc, name, limits);
+  }
+
+  listQosPolicies(): Promise<QosPolicyInfo[]> {
+    return qos.listQosPolicies(this.svc);
+  }
+
+  qosPolicyInfo(name: string): Promise<QosPolicyInfo> {
+    return qos.qosPolicyInfo(this.svc, name);
+  }
+
+  setQosPolicy(name: string, limits: { readonly [field: string]: number | null | undefined }): Promise<QosPolicyInfo> {
+    return qos.setQosPolicy(this.svc, name, limits);
+  }
+
+  deleteQosPolicy(name: string): Promise<void> {
+    return qos.deleteQosPolicy(this.svc, name);
+  }
+
+  qosStats(): Promise<QosVolumeStats[]> {
+    return qos.qosStats(this.svc);
   }
 
   // Jobs (jobs.ts)

@@ -11,6 +11,8 @@ import type { BlockDevice } from '../core/block-device.js';
 import type { ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPoolTierStatus, ChunkHashAlgorithm, PoolTierConfig } from '../core/chunked-pools.js';
 import type { ScrubReport } from '../core/scrub-report.js';
 import type { DedupPoolRequest } from './pool-config.js';
+import type { QosLimits } from './qos/limits.js';
+import type { QosInfo, QosPolicyInfo, QosSettingChange, QosVolumeStats } from './qos/types.js';
 import type { TransferEncoding } from './sparse-stream.js';
 
 export interface PoolInfo {
@@ -245,7 +247,8 @@ export interface VolumeService {
   deletePool(name: string): Promise<void>;
 
   // Volumes
-  createVolume(pool: string, name: string, sizeBytes: number): Promise<VolumeInfo>;
+  /** qos: the new volume's own limits and policy (docs/qos.md). */
+  createVolume(pool: string, name: string, sizeBytes: number, options?: { qos?: QosSettingChange }): Promise<VolumeInfo>;
   listVolumes(pool: string): Promise<VolumeInfo[]>;
   volumeInfo(pool: string, name: string): Promise<VolumeInfo>;
   /** Shrinking needs allowShrink (data past the new end is lost). */
@@ -324,6 +327,23 @@ export interface VolumeService {
    * shrink, copy, export and diffs to the head are refused (BUSY).
    */
   openDevice(pool: string, volume: string, options?: { snapshot?: string; readOnly?: boolean }): Promise<BlockDevice>;
+
+  // QoS (docs/qos.md): changes apply to exported volumes at once
+  volumeQos(pool: string, volume: string): Promise<QosInfo>;
+  setVolumeQos(pool: string, volume: string, change: QosSettingChange): Promise<QosInfo>;
+  clearVolumeQos(pool: string, volume: string): Promise<QosInfo>;
+  poolQos(pool: string): Promise<QosInfo>;
+  setPoolQos(pool: string, change: QosSettingChange): Promise<QosInfo>;
+  clearPoolQos(pool: string): Promise<QosInfo>;
+  createQosPolicy(name: string, limits: QosLimits): Promise<QosPolicyInfo>;
+  listQosPolicies(): Promise<QosPolicyInfo[]>;
+  qosPolicyInfo(name: string): Promise<QosPolicyInfo>;
+  /** Limits field by field (null removes one). */
+  setQosPolicy(name: string, limits: { readonly [field: string]: number | null | undefined }): Promise<QosPolicyInfo>;
+  /** Refused (BUSY) while a volume or pool attaches it. */
+  deleteQosPolicy(name: string): Promise<void>;
+  /** The exported volumes' throttles, for /metrics. */
+  qosStats(): Promise<QosVolumeStats[]>;
 
   // Jobs
   listJobs(): Promise<JobInfo[]>;

@@ -14,10 +14,12 @@ import type { RestContext } from './context.js';
 import { UnauthorizedError, isClientAbort, mapError } from './errors.js';
 import { ApiMetrics, renderGauge, type GaugeSample } from './metrics.js';
 import { collectTierMetrics } from './tier-metrics.js';
+import { collectQosMetrics } from './qos-metrics.js';
 import { registerContentRoutes } from './routes/content.js';
 import { registerExportRoutes } from './routes/exports.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerPoolRoutes } from './routes/pools.js';
+import { registerQosRoutes } from './routes/qos.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
 import { registerTrashRoutes } from './routes/trash.js';
 import { registerUserRoutes } from './routes/users.js';
@@ -117,6 +119,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
         { name: 'jobs' },
         { name: 'exports', description: 'NBD exports and vhost-user-blk attachments' },
         { name: 'users', description: 'S3 users and their access keys' },
+        { name: 'qos', description: 'per-volume limits on IOPS and bytes per second, pool defaults and named policies (docs/qos.md)' },
       ],
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
@@ -172,6 +175,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
   registerExportRoutes(app, ctx);
   registerContentRoutes(app, ctx);
   registerUserRoutes(app, ctx);
+  registerQosRoutes(app, ctx);
 
   app.get(OPENAPI_ROUTE, { schema: { hide: true } }, async () => app.swagger());
 
@@ -182,6 +186,10 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
     });
     extra.push(...(await collectTierMetrics(options.service).catch((err: unknown) => {
       app.log.warn({ err }, 'metrics: could not collect tier metrics');
+      return [] as string[];
+    })));
+    extra.push(...(await collectQosMetrics(options.service).catch((err: unknown) => {
+      app.log.warn({ err }, 'metrics: could not collect QoS metrics');
       return [] as string[];
     })));
     const nbd = options.exports?.nbdStats();

@@ -2,7 +2,9 @@
 import type { FastifyInstance } from 'fastify';
 import { StorageError } from '../../../core/errors.js';
 import { volumeCompactJson, volumeCompactSchema, volumeSealJson, volumeSealSchema } from '../compact-schemas.js';
+import type { QosSettingChange } from '../../../volume/qos/types.js';
 import type { PoolParams, RestContext, VolumeParams } from '../context.js';
+import { qosChangeBodySchema } from '../qos-schemas.js';
 import { errorResponses, extentJson, jobJson, listOf, nameSchema, ref, volumeEvictJson, volumeJson } from '../schemas.js';
 
 export const poolParams = { type: 'object', required: ['pool'], properties: { pool: nameSchema } } as const;
@@ -55,7 +57,7 @@ export function registerVolumeRoutes(app: FastifyInstance, ctx: RestContext): vo
     schema: { tags: ['volumes'], summary: 'List the volumes of a pool', params: poolParams, response: { 200: listOf('Volume'), ...errorResponses } },
   }, async (req) => (await service.listVolumes(req.params.pool)).map(volumeJson));
 
-  app.post<{ Params: PoolParams; Body: { name: string; sizeBytes: number } }>('/v1/pools/:pool/volumes', {
+  app.post<{ Params: PoolParams; Body: { name: string; sizeBytes: number; qos?: QosSettingChange } }>('/v1/pools/:pool/volumes', {
     schema: {
       tags: ['volumes'],
       summary: 'Create a thin volume',
@@ -64,12 +66,13 @@ export function registerVolumeRoutes(app: FastifyInstance, ctx: RestContext): vo
         type: 'object',
         required: ['name', 'sizeBytes'],
         additionalProperties: false,
-        properties: { name: nameSchema, sizeBytes: { type: 'integer', minimum: 1 } },
+        properties: { name: nameSchema, sizeBytes: { type: 'integer', minimum: 1 }, qos: { ...qosChangeBodySchema, description: "the new volume's own QoS limits and policy (docs/qos.md)" } },
       },
       response: { 201: ref('Volume'), ...errorResponses },
     },
   }, async (req, reply) => {
-    const vol = await service.createVolume(req.params.pool, req.body.name, req.body.sizeBytes);
+    const { name, sizeBytes, qos } = req.body;
+    const vol = await service.createVolume(req.params.pool, name, sizeBytes, qos === undefined ? {} : { qos });
     return reply.code(201).send(volumeJson(vol));
   });
 
