@@ -16,6 +16,7 @@
  * removed); naming L, it did not and the intent is dropped. References a killed merge added are
  * dropped by the pool's reference audit at start-up (recovery.ts).
  */
+import type { PreparedMerge } from '../core/chunked-pools.js';
 import { isStorageError, StorageError } from '../core/errors.js';
 import { CatalogTxn } from './catalog.js';
 import { type ServiceContext } from './context.js';
@@ -116,7 +117,7 @@ async function mergePair(svc: ServiceContext, vol: VolumeRecord, upper: LayerRec
     compact: { volumeId: vol.id, upperLayerId: upper.id, lowerLayerId: lower.id, ...(backingFile === undefined ? {} : { backingFile }) },
   };
   await svc.catalog.change((txn) => svc.catalog.intents.create(txn, intent));
-  let prepared;
+  let prepared: PreparedMerge;
   try {
     prepared = await pools.prepareMerge(upper, lower, { backingFile, signal: ctx.signal });
   } catch (err) {
