@@ -63,9 +63,22 @@ async function sealReason(svc: ServiceContext, config: DedupPoolConfig, vol: Vol
   if (lastWriteMs !== undefined) return nowMs - lastWriteMs >= config.sealAfterMs ? 'idle' : undefined;
   const quietSinceMs = Math.max(Date.parse(active.createdAt), startedAtMs);
   if (nowMs - quietSinceMs < config.sealAfterMs) return undefined;
-  const hasData = live !== undefined ? await live.topLayerHasData() : await layerHasData(svc, active);
-  return hasData ? 'idle' : undefined;
+  if (live !== undefined) return (await live.topLayerHasData()) ? 'idle' : undefined;
+  // A closed layer found empty is not opened again while its allocation stays the same (any
+  // write to it, through an export since, allocated at least an L2 table).
+  let empty = emptyClosedLayers.get(svc);
+  if (empty === undefined) emptyClosedLayers.set(svc, (empty = new Map()));
+  const allocatedBytes = await svc.layerStore.allocatedBytes(active);
+  if (empty.get(active.id) === allocatedBytes) return undefined;
+  if (await layerHasData(svc, active)) return 'idle';
+  if (empty.size >= EMPTY_LAYERS_REMEMBERED_MAX) empty.clear();
+  empty.set(active.id, allocatedBytes);
+  return undefined;
 }
+
+/** Closed active layers found empty, by service: layer id -> its allocated bytes then. */
+const emptyClosedLayers = new WeakMap<ServiceContext, Map<string, number>>();
+const EMPTY_LAYERS_REMEMBERED_MAX = 10_000;
 
 /** True when a closed layer maps anything (data or zeroes) itself. */
 async function layerHasData(svc: ServiceContext, layer: LayerRecord): Promise<boolean> {
