@@ -12,6 +12,9 @@ import type { ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPoolTierStatus, C
 import type { ScrubReport } from '../core/scrub-report.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import type { TransferEncoding } from './sparse-stream.js';
+import type { GroupService } from './group-types.js';
+
+export type * from './group-types.js';
 
 export interface PoolInfo {
   name: string;
@@ -190,7 +193,8 @@ export interface DuEntry {
   allocatedBytes: number;
 }
 
-export interface VolumeService {
+/** Consistency groups and their snapshots: GroupService (group-types.ts). */
+export interface VolumeService extends GroupService {
   // Pools
   /** dedup: a dedup pool (its configuration checked by checkDedupPoolConfig); absent: a local pool. */
   createPool(name: string, options?: { quotaBytes?: number; dedup?: DedupPoolRequest }): Promise<PoolInfo>;

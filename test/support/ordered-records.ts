@@ -1,0 +1,84 @@
+/**
+ * Numbered records for the group snapshot tests (docs/groups.md): record n (from 1) is one 4 KiB
+ * block holding a magic, n and a fill derived from n, written to slot (n - 1) mod slots of a
+ * disk, so a writer can go on as long as a test runs. A writer writes record n to disk A, waits
+ * for it to complete, then writes it to disk B; a snapshot of both taken at one instant must
+ * never show B ahead of A.
+ */
+export const RECORD_BYTES = 4096;
+const MAGIC = 0x53524543; // "SREC"
+
+export function recordOffset(n: number, diskBytes: number): number {
+  return ((n - 1) % Math.floor(diskBytes / RECORD_BYTES)) * RECORD_BYTES;
+}
+
+export function recordBlock(n: number): Uint8Array {
+  const block = new Uint8Array(RECORD_BYTES);
+  const view = new DataView(block.buffer);
+  view.setUint32(0, MAGIC, true);
+  view.setUint32(4, n, true);
+  for (let i = 8; i < RECORD_BYTES; i++) block[i] = (n * 31 + i) & 0xff;
+  return block;
+}
+
+/**
+ * The highest record number on a disk (its whole contents), 0 for none. A block holding a record
+ * that does not belong in its slot, or a damaged one, throws: the disk is not what was written.
+ */
+export function lastRecord(disk: Uint8Array): number {
+  let last = 0;
+  for (let offset = 0; offset + RECORD_BYTES <= disk.length; offset += RECORD_BYTES) {
+    const block = disk.subarray(offset, offset + RECORD_BYTES);
+    const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
+    if (view.getUint32(0, true) !== MAGIC) continue;
+    const n = view.getUint32(4, true);
+    if (n < 1 || recordOffset(n, disk.length) !== offset || !Buffer.from(block).equals(Buffer.from(recordBlock(n)))) {
+      throw new Error(`the record block at offset ${offset} is damaged or misplaced (it says record ${n})`);
+    }
+    last = Math.max(last, n);
+  }
+  return last;
+}
+
+/**
+ * Writes records 1, 2, ... to A then B (each to B only after A completed) until stop(); `written`
+ * is the last record completed on both; advanced(k) resolves once k more records completed.
+ */
+export class OrderedWriter {
+  written = 0;
+  private stopped = false;
+  private waiters: { target: number; resolve: () => void }[] = [];
+  readonly done: Promise<void>;
+
+  constructor(
+    writeA: (offset: number, block: Uint8Array) => Promise<void>,
+    writeB: (offset: number, block: Uint8Array) => Promise<void>,
+    diskBytes: number,
+  ) {
+    this.done = (async () => {
+      for (let n = 1; !this.stopped; n++) {
+        const block = recordBlock(n);
+        await writeA(recordOffset(n, diskBytes), block);
+        await writeB(recordOffset(n, diskBytes), block);
+        this.written = n;
+        // An in-process device may complete without ever giving the event loop a turn (pwrite
+        // through koffi): yield one, as a guest in another process would leave the daemon its own.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        this.waiters = this.waiters.filter((w) => (w.target <= n ? (w.resolve(), false) : true));
+      }
+    })();
+    // A writer that fails wakes whoever waits for it (they see the failure through `done`).
+    this.done.catch(() => this.waiters.forEach((w) => w.resolve()));
+  }
+
+  advanced(records: number): Promise<void> {
+    const target = this.written + records;
+    return new Promise((resolve) => this.waiters.push({ target, resolve }));
+  }
+
+  async stop(): Promise<number> {
+    this.stopped = true;
+    await this.done;
+    return this.written;
+  }
+}
