@@ -16,6 +16,7 @@ import { ApiMetrics, renderGauge, type GaugeSample } from './metrics.js';
 import { collectTierMetrics } from './tier-metrics.js';
 import { registerContentRoutes } from './routes/content.js';
 import { registerExportRoutes } from './routes/exports.js';
+import { registerGroupRoutes } from './routes/groups.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerPoolRoutes } from './routes/pools.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
@@ -113,6 +114,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
         { name: 'volumes' },
         { name: 'trash', description: "deleted volumes kept in their pool's trash until they expire" },
         { name: 'snapshots' },
+        { name: 'groups', description: 'consistency groups: volumes snapshotted at one instant' },
         { name: 'content', description: 'byte streams: import/export, diff streams' },
         { name: 'jobs' },
         { name: 'exports', description: 'NBD exports and vhost-user-blk attachments' },
@@ -168,6 +170,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
   registerVolumeRoutes(app, ctx);
   registerTrashRoutes(app, ctx);
   registerSnapshotRoutes(app, ctx);
+  registerGroupRoutes(app, ctx);
   registerJobRoutes(app, ctx);
   registerExportRoutes(app, ctx);
   registerContentRoutes(app, ctx);
