@@ -1,24 +1,30 @@
 /**
  * Numbered records for the group snapshot tests (docs/groups.md): record n (from 1) is one 4 KiB
- * block holding a magic, n and a fill derived from n, written to slot (n - 1) mod slots of a
+ * block of "REC<n in 13 digits>" repeated, written to slot (n - 1) mod slots of a
  * disk, so a writer can go on as long as a test runs. A writer writes record n to disk A, waits
  * for it to complete, then writes it to disk B; a snapshot of both taken at one instant must
  * never show B ahead of A.
  */
 export const RECORD_BYTES = 4096;
-const MAGIC = 0x53524543; // "SREC"
+/** "REC" and n in 13 digits: 16 bytes, repeated to fill the block (a guest's busybox sh builds it with printf). */
+const RECORD_UNIT_BYTES = 16;
 
 export function recordOffset(n: number, diskBytes: number): number {
   return ((n - 1) % Math.floor(diskBytes / RECORD_BYTES)) * RECORD_BYTES;
 }
 
 export function recordBlock(n: number): Uint8Array {
-  const block = new Uint8Array(RECORD_BYTES);
-  const view = new DataView(block.buffer);
-  view.setUint32(0, MAGIC, true);
-  view.setUint32(4, n, true);
-  for (let i = 8; i < RECORD_BYTES; i++) block[i] = (n * 31 + i) & 0xff;
-  return block;
+  return Buffer.from(`REC${String(n).padStart(RECORD_UNIT_BYTES - 3, '0')}`.repeat(RECORD_BYTES / RECORD_UNIT_BYTES), 'latin1');
+}
+
+/**
+ * Busybox sh that writes record $n to `device` at its slot (O_DIRECT, then a flush): the guest
+ * side of recordBlock/recordOffset, for a disk of diskBytes.
+ */
+export function guestRecordWrite(device: string, diskBytes: number): string {
+  const doublings = Math.log2(RECORD_BYTES / RECORD_UNIT_BYTES);
+  return `s=$(printf 'REC%0${RECORD_UNIT_BYTES - 3}d' $n); i=0; while [ $i -lt ${doublings} ]; do s="$s$s"; i=$((i+1)); done; printf '%s' "$s" > /rec
+dd if=/rec of=${device} bs=${RECORD_BYTES} count=1 seek=$(( (n - 1) % ${Math.floor(diskBytes / RECORD_BYTES)} )) oflag=direct conv=fsync 2>/dev/null`;
 }
 
 /**
@@ -27,13 +33,13 @@ export function recordBlock(n: number): Uint8Array {
  */
 export function lastRecord(disk: Uint8Array): number {
   let last = 0;
+  const text = Buffer.from(disk.buffer, disk.byteOffset, disk.byteLength);
   for (let offset = 0; offset + RECORD_BYTES <= disk.length; offset += RECORD_BYTES) {
-    const block = disk.subarray(offset, offset + RECORD_BYTES);
-    const view = new DataView(block.buffer, block.byteOffset, block.byteLength);
-    if (view.getUint32(0, true) !== MAGIC) continue;
-    const n = view.getUint32(4, true);
-    if (n < 1 || recordOffset(n, disk.length) !== offset || !Buffer.from(block).equals(Buffer.from(recordBlock(n)))) {
-      throw new Error(`the record block at offset ${offset} is damaged or misplaced (it says record ${n})`);
+    if (text.toString('latin1', offset, offset + 3) !== 'REC') continue;
+    const n = Number(text.toString('latin1', offset + 3, offset + RECORD_UNIT_BYTES));
+    const block = text.subarray(offset, offset + RECORD_BYTES);
+    if (!Number.isSafeInteger(n) || n < 1 || recordOffset(n, disk.length) !== offset || !block.equals(recordBlock(n))) {
+      throw new Error(`the record block at offset ${offset} is damaged or misplaced (it says record ${text.toString('latin1', offset + 3, offset + RECORD_UNIT_BYTES)})`);
     }
     last = Math.max(last, n);
   }
