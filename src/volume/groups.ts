@@ -123,67 +123,60 @@ export async function deleteGroup(svc: ServiceContext, name: string): Promise<vo
   });
 }
 
-export async function addToGroup(svc: ServiceContext, name: string, pool: string, volume: string): Promise<GroupInfo> {
+/**
+ * Runs fn under the volume's lock and the group's (membership changes: the volume's record and
+ * the group's read again under them). A held volume may change groups: nothing of its data changes.
+ */
+async function withGroupAndVolume<T>(svc: ServiceContext, name: string, pool: string, volume: string, fn: (group: GroupRecord, vol: VolumeRecord) => Promise<T>): Promise<T> {
   const group = await requireGroup(svc, name);
-  return withVolume(
-    svc,
-    pool,
-    volume,
-    async (vol) => {
-      const current = await requireGroup(svc, name);
-      const existing = await svc.catalog.groupMembers.get(vol.id);
-      if (existing !== undefined) {
-        if (existing.groupId === current.id) return describeGroup(svc, current);
-        const other = await svc.catalog.groups.get(existing.groupId);
-        throw new StorageError('BUSY', `volume '${pool}/${volume}' is already in group '${other?.name ?? existing.groupId}'; a volume is in one group at most`, {
-          fix: { operation: 'removeFromGroup', group: other?.name ?? existing.groupId, pool, volume, text: 'remove it from there first with {}' },
-        });
-      }
-      const count = (await memberRecords(svc, current.id)).length;
-      if (count >= MAX_GROUP_MEMBERS) {
-        throw new StorageError('LIMIT_EXCEEDED', `group '${name}' has ${count} members, the most a group may have; make another group`);
-      }
-      const txn = new CatalogTxn();
-      svc.catalog.groups.requireUnchanged(txn, current);
-      svc.catalog.groupMembers.create(txn, { volumeId: vol.id, groupId: current.id, addedAt: nowIso() });
-      await svc.catalog.commit(txn);
-      return describeGroup(svc, current);
-    },
-    { keys: [groupKey(group.id)], allowHeld: true },
-  );
+  return withVolume(svc, pool, volume, async (vol) => fn(await requireGroup(svc, name), vol), { keys: [groupKey(group.id)], allowHeld: true });
+}
+
+export async function addToGroup(svc: ServiceContext, name: string, pool: string, volume: string): Promise<GroupInfo> {
+  return withGroupAndVolume(svc, name, pool, volume, async (current, vol) => {
+    const existing = await svc.catalog.groupMembers.get(vol.id);
+    if (existing !== undefined) {
+      if (existing.groupId === current.id) return describeGroup(svc, current);
+      const other = await svc.catalog.groups.get(existing.groupId);
+      throw new StorageError('BUSY', `volume '${pool}/${volume}' is already in group '${other?.name ?? existing.groupId}'; a volume is in one group at most`, {
+        fix: { operation: 'removeFromGroup', group: other?.name ?? existing.groupId, pool, volume, text: 'remove it from there first with {}' },
+      });
+    }
+    const count = (await memberRecords(svc, current.id)).length;
+    if (count >= MAX_GROUP_MEMBERS) {
+      throw new StorageError('LIMIT_EXCEEDED', `group '${name}' has ${count} members, the most a group may have; make another group`);
+    }
+    const txn = new CatalogTxn();
+    svc.catalog.groups.requireUnchanged(txn, current);
+    svc.catalog.groupMembers.create(txn, { volumeId: vol.id, groupId: current.id, addedAt: nowIso() });
+    await svc.catalog.commit(txn);
+    return describeGroup(svc, current);
+  });
 }
 
 export async function removeFromGroup(svc: ServiceContext, name: string, pool: string, volume: string): Promise<GroupInfo> {
-  const group = await requireGroup(svc, name);
-  return withVolume(
-    svc,
-    pool,
-    volume,
-    async (vol) => {
-      const current = await requireGroup(svc, name);
-      const member = await svc.catalog.groupMembers.get(vol.id);
-      if (member === undefined || member.groupId !== current.id) {
-        throw notFound(`volume '${pool}/${volume}' is not in group '${name}' (see 'group info ${name}')`);
+  return withGroupAndVolume(svc, name, pool, volume, async (current, vol) => {
+    const member = await svc.catalog.groupMembers.get(vol.id);
+    if (member === undefined || member.groupId !== current.id) {
+      throw notFound(`volume '${pool}/${volume}' is not in group '${name}' (see 'group info ${name}')`);
+    }
+    // Its parts of the group's snapshots become its own snapshots; a group snapshot left with
+    // no member goes.
+    const txn = new CatalogTxn();
+    svc.catalog.groupMembers.remove(txn, member);
+    for (const groupSnap of await svc.catalog.groupSnapshots.byIndexPrefix('name', `${current.id}/`)) {
+      const part = groupSnap.members.find((m) => m.volumeId === vol.id);
+      if (part === undefined) continue;
+      const members = groupSnap.members.filter((m) => m !== part);
+      if (members.length === 0) svc.catalog.groupSnapshots.remove(txn, groupSnap);
+      else svc.catalog.groupSnapshots.update(txn, groupSnap, { ...groupSnap, members });
+      const snap = await svc.catalog.snapshots.get(part.snapshotId);
+      if (snap !== undefined) {
+        const { groupSnapshotId: _owner, ...own } = snap;
+        svc.catalog.snapshots.update(txn, snap, own);
       }
-      // Its parts of the group's snapshots become its own snapshots; a group snapshot left with
-      // no member goes.
-      const txn = new CatalogTxn();
-      svc.catalog.groupMembers.remove(txn, member);
-      for (const groupSnap of await svc.catalog.groupSnapshots.byIndexPrefix('name', `${current.id}/`)) {
-        const part = groupSnap.members.find((m) => m.volumeId === vol.id);
-        if (part === undefined) continue;
-        const members = groupSnap.members.filter((m) => m !== part);
-        if (members.length === 0) svc.catalog.groupSnapshots.remove(txn, groupSnap);
-        else svc.catalog.groupSnapshots.update(txn, groupSnap, { ...groupSnap, members });
-        const snap = await svc.catalog.snapshots.get(part.snapshotId);
-        if (snap !== undefined) {
-          const { groupSnapshotId: _owner, ...own } = snap;
-          svc.catalog.snapshots.update(txn, snap, own);
-        }
-      }
-      await svc.catalog.commit(txn);
-      return describeGroup(svc, current);
-    },
-    { keys: [groupKey(group.id)], allowHeld: true },
-  );
+    }
+    await svc.catalog.commit(txn);
+    return describeGroup(svc, current);
+  });
 }

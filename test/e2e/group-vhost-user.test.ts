@@ -10,11 +10,11 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { guestRecordWrite, lastRecord } from '../support/ordered-records.js';
+import { checkGroupSnapshots, guestRecordWrite } from '../support/ordered-records.js';
 import { makeTempDir } from '../support/tmp.js';
 import { REPO_ROOT, STRATA_BIN, requireTool } from '../support/tools.js';
 import { startGuest } from '../vhost-user/guest.js';
-import { assertBuilt, startDaemon, type Daemon } from './harness.js';
+import { assertBuilt, snapshotContent, startDaemon, type Daemon } from './harness.js';
 
 assertBuilt();
 
@@ -23,12 +23,6 @@ const DISK_BYTES = MiB;
 const SNAPSHOTS = 20;
 /** More records than the test waits for: the guest is killed once the snapshots are taken. */
 const GUEST_RECORDS = 1_000_000;
-
-async function snapshotBytes(d: Daemon, pool: string, volume: string, snapshot: string): Promise<Buffer> {
-  const res = await d.api('GET', `/v1/pools/${pool}/volumes/${volume}/content?format=raw&snapshot=${snapshot}`);
-  if (res.status !== 200) throw new Error(`export ${pool}/${volume}@${snapshot}: ${res.status} ${await res.text()}`);
-  return Buffer.from(await res.arrayBuffer());
-}
 
 describe.skipIf(!requireTool('qemu-system-x86_64', 'qemu-img', 'apt-get', 'dpkg-deb'))('group snapshots of a guest with two vhost-user disks', () => {
   let d: Daemon;
@@ -87,14 +81,10 @@ done`,
       await ended;
     }
 
-    let lastA = 0;
-    for (let i = 1; i <= SNAPSHOTS; i++) {
-      const recA = lastRecord(await snapshotBytes(d, 'default', 'a', `group.g.s${i}`));
-      const recB = lastRecord(await snapshotBytes(d, 'q', 'b', `group.g.s${i}`));
-      expect(recB, `s${i}: B's last record ${recB}, A's ${recA}`).toBeLessThanOrEqual(recA);
-      expect(recA, `s${i} after s${i - 1}`).toBeGreaterThan(lastA);
-      lastA = recA;
-    }
+    await checkGroupSnapshots(SNAPSHOTS, async (i) => [
+      await snapshotContent(d, 'default', 'a', `group.g.s${i}`),
+      await snapshotContent(d, 'q', 'b', `group.g.s${i}`),
+    ]);
     d.cliOk(['volume', 'detach', 'a']);
     d.cliOk(['volume', 'detach', 'q/b']);
   });

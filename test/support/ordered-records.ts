@@ -88,3 +88,21 @@ export class OrderedWriter {
     return this.written;
   }
 }
+
+/**
+ * Checks group snapshots 1..count, read by `read(i)` as [disk A, disk B]: in each, B's last
+ * record is not ahead of A's, and A's is past the one before (the writer went on between them).
+ * Throws naming the first that is not so; resolves to A's last record in each.
+ */
+export async function checkGroupSnapshots(count: number, read: (i: number) => Promise<[Uint8Array, Uint8Array]>): Promise<number[]> {
+  const lastA: number[] = [];
+  for (let i = 1; i <= count; i++) {
+    const [a, b] = await read(i);
+    const recA = lastRecord(a);
+    const recB = lastRecord(b);
+    if (recB > recA) throw new Error(`group snapshot ${i}: B's last record ${recB} is ahead of A's ${recA}`);
+    if (recA <= (lastA.at(-1) ?? 0)) throw new Error(`group snapshot ${i}: A's last record ${recA} is not past the previous snapshot's ${lastA.at(-1)}`);
+    lastA.push(recA);
+  }
+  return lastA;
+}

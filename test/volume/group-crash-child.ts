@@ -20,8 +20,9 @@ import { LocalLayerStore } from '../../src/store/local-layer-store.js';
 import { LocalVolumeService } from '../../src/volume/index.js';
 import { openImage } from '../../src/cli/img/open-image.js';
 import { KiB, MiB, pattern } from './patterns.js';
+import { pauseUntilKilled, wrapWith } from '../support/kill-points.js';
 
-export const GROUP_CRASH_MEMBERS = [
+const GROUP_CRASH_MEMBERS = [
   { pool: 'p', volume: 'v1' },
   { pool: 'q', volume: 'v2' },
   { pool: 'p', volume: 'v3' },
@@ -33,47 +34,29 @@ const pauseAfterCreates = pauseAt.startsWith('create-') ? Number(pauseAt.slice('
 let snapping = false;
 let creates = 0;
 
-/** Stops here until killed (the interval keeps the process alive). */
-async function pause(where: string): Promise<never> {
-  process.stdout.write(`paused ${where}\n`);
-  setInterval(() => {}, 1 << 30);
-  return new Promise<never>(() => {});
-}
-
 const isPut = (op: CatalogOp, prefix: string) => op.type === 'put' && op.key.startsWith(prefix);
 const isGroupIntent = (op: CatalogOp) =>
   op.type === 'put' && op.key.startsWith('intent/') && typeof op.value === 'object' && op.value !== null && !Array.isArray(op.value) && op.value['kind'] === 'group-snapshot-create';
 
-/** Forwards every call to `target`, with `overrides` in front. */
-function wrap<T extends object>(target: T, overrides: Partial<T>): T {
-  return new Proxy(target, {
-    get(t, prop) {
-      if (prop in overrides) return overrides[prop as keyof T];
-      const value: unknown = Reflect.get(t, prop, t);
-      return typeof value === 'function' ? value.bind(t) : value;
-    },
-  });
-}
-
 const level = await LevelCatalogStore.open(path.join(dataDir, 'catalog'));
-const catalog = wrap<CatalogStore>(level, {
+const catalog = wrapWith<CatalogStore>(level, {
   txn: async (compares, ops) => {
     const result = await level.txn(compares, ops);
     if (snapping && result.succeeded) {
-      if (pauseAt === 'intent' && ops.some(isGroupIntent)) await pause('intent');
-      if (pauseAt === 'committed' && ops.some((op) => isPut(op, 'group-snapshot/'))) await pause('committed');
+      if (pauseAt === 'intent' && ops.some(isGroupIntent)) await pauseUntilKilled('intent');
+      if (pauseAt === 'committed' && ops.some((op) => isPut(op, 'group-snapshot/'))) await pauseUntilKilled('committed');
     }
     return result;
   },
 });
 const localLayers = new LocalLayerStore(path.join(dataDir, 'pools'));
-const layerStore = wrap<LayerStore>(localLayers, {
+const layerStore = wrapWith<LayerStore>(localLayers, {
   create: async (ref, options) => {
     const file = await localLayers.create(ref, options);
     // The pause comes once the file is whole (createLayerFile writes its header after create).
     if (snapping && ++creates === pauseAfterCreates) {
       const close = file.close.bind(file);
-      return wrap(file, { close: async () => { await close(); await pause(pauseAt); } });
+      return wrapWith(file, { close: async () => { await close(); await pauseUntilKilled(pauseAt); } });
     }
     return file;
   },

@@ -13,7 +13,7 @@ import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
 import { LocalVolumeService } from '../../src/volume/index.js';
 import { shmTempDir } from '../support/tmp.js';
 import { requireTool } from '../support/tools.js';
-import { spawnTsChild, watchLines } from '../support/ts-child.js';
+import { killOnLine } from '../support/kill-points.js';
 import { expectConsistent } from './helpers.js';
 
 const CHILD = path.join(import.meta.dirname, 'group-crash-child.ts');
@@ -38,19 +38,14 @@ describe.skipIf(!requireTool('qemu-img'))('SIGKILL during a group snapshot', () 
     for (const [round, { pauseAt, expect: outcome }] of ROUNDS.entries()) {
       const where = `round ${round} (${pauseAt})`;
       const first = round * 1000;
-      const child = spawnTsChild(CHILD, [dir, String(first), pauseAt]);
-      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
       let victim = '';
       let snapped = 0;
-      await watchLines(child, (line) => {
+      const child = await killOnLine(CHILD, [dir, String(first), pauseAt], (line) => {
         if (line.startsWith('snapping ')) victim = line.slice('snapping '.length);
         if (line.startsWith('snapped ')) snapped++;
         // Timing: the kill goes out as the second group snapshot starts, and lands wherever it does.
-        const stop = pauseAt === 'none' ? line.startsWith('snapping ') && snapped >= 1 : line.startsWith('paused ');
-        if (stop) child.kill('SIGKILL');
-        return stop;
+        return pauseAt === 'none' ? line.startsWith('snapping ') && snapped >= 1 : line.startsWith('paused ');
       });
-      await exited;
       expect(child.signalCode, where).toBe('SIGKILL');
 
       const catalog = await LevelCatalogStore.open(path.join(dir, 'catalog'));
