@@ -162,6 +162,8 @@ describe.skipIf(!requireTool('qemu-img'))('consistency groups through the daemon
       }
     }
     expect(d.json<{ snapshot: string | null }[]>(['volume', 'exports']).length).toBe(1); // the export came back
-    if (process.env['GROUP_DEBUG']) console.log(`group snapshots rolled back by recovery: ${rolledBack} of ${KILL_ROUNDS}`);
+    // The watcher's kill lands between members nearly always (4 of 4 on the shared test machine);
+    // a round whose snapshot finished first still checks what it must, but not all of them may.
+    expect(rolledBack, 'group snapshots interrupted and rolled back by recovery').toBeGreaterThan(0);
   });
 });
