@@ -2,6 +2,7 @@
  * strata group snap: create, list, info, rollback and delete group snapshots (docs/groups.md),
  * named GROUP@SNAPSHOT, through the daemon's REST API. Dispatched from `strata group snap`.
  */
+import { wantsHelp } from './args.js';
 import type { Subcommand } from './command.js';
 import { UsageError } from './errors.js';
 import type { Console } from './output.js';
@@ -131,6 +132,7 @@ export const GROUP_SNAP: Subcommand = {
   name: 'snap',
   summary: 'group snapshots: create, list, info, rollback, delete',
   help: groupHelp('group snap', 'Group snapshots: one instant of every member of a group, named GROUP@SNAPSHOT.', GROUP_SNAP_SUBCOMMANDS),
+  answersHelp: true,
   async run(argv, con) {
     const [name, ...rest] = argv;
     const sub = GROUP_SNAP_SUBCOMMANDS.find((s) => s.name === name);
@@ -141,7 +143,7 @@ export const GROUP_SNAP: Subcommand = {
     if (sub === undefined) {
       throw new UsageError(`group snap: unknown subcommand '${name}'`, `available: ${GROUP_SNAP_SUBCOMMANDS.map((s) => s.name).join(', ')}; see 'strata group snap --help'`);
     }
-    if (rest.includes('--help') || rest.includes('-h')) {
+    if (wantsHelp(rest)) {
       con.stdout(sub.help);
       return 0;
     }

@@ -90,7 +90,7 @@ async function runGroup(group: CommandGroup, argv: string[], con: Console): Prom
     const names = group.subcommands.map((s) => s.name).join(', ');
     throw new UsageError(`${group.name}: unknown subcommand '${subName}'`, `available: ${names}; see 'strata ${group.name} --help'`);
   }
-  if (wantsHelp(rest)) {
+  if (wantsHelp(rest) && sub.answersHelp !== true) {
     con.stdout(sub.help);
     return 0;
   }
