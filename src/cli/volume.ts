@@ -11,6 +11,7 @@ import { CliError, UsageError } from './errors.js';
 import type { Console } from './output.js';
 import { EXPORT_SUBCOMMANDS } from './exports.js';
 import { EVICT_SUBCOMMANDS } from './volume-evict.js';
+import { SEAL_SUBCOMMANDS } from './volume-seal.js';
 import { duTable, type DuEntryJson } from './pool.js';
 import { ApiClient, query, seg } from './remote/client.js';
 import {
@@ -584,6 +585,7 @@ export const VOLUME_SUBCOMMANDS: readonly Subcommand[] = [
   importDiff,
   ...EXPORT_SUBCOMMANDS,
   ...EVICT_SUBCOMMANDS,
+  ...SEAL_SUBCOMMANDS,
   ...VOLUME_QOS_SUBCOMMANDS,
 ];
 

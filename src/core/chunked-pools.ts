@@ -26,6 +26,10 @@ export interface PoolTierConfig {
 export interface DedupPoolConfig {
   readonly hash: ChunkHashAlgorithm;
   readonly tier?: PoolTierConfig;
+  /** Seal policy: freeze a volume's active layer once it has not been written for this long (absent: never). */
+  readonly sealAfterMs?: number;
+  /** Seal policy: freeze a volume's active layer once it allocates more than this (absent: never). */
+  readonly sealAboveBytes?: number;
 }
 
 /** What a chunked pool's chunks occupy, from its index. */
@@ -93,6 +97,19 @@ export interface ChunkedPoolEviction {
   readonly failed: readonly { readonly pack: string; readonly error: string }[];
 }
 
+/**
+ * A merge of two sealed layers prepared by ChunkedPools.prepareMerge: the merged layer's chunks are
+ * referenced; install() or discard() ends it (exactly one of them, once).
+ */
+export interface PreparedMerge {
+  /** Stored bytes of the merged layer (each chunk counted in full). */
+  readonly sizeBytes: number;
+  /** Replaces the upper layer's manifest with the merged one, then drops the old one's references. */
+  install(): Promise<void>;
+  /** Drops the merged layer's references (nothing was installed). */
+  discard(): Promise<void>;
+}
+
 export interface ChunkedPools {
   /** Makes `pool` a chunked pool from now on (idempotent): at start-up and when it is created. */
   attachPool(pool: string, config: DedupPoolConfig): Promise<void>;
@@ -116,6 +133,12 @@ export interface ChunkedPools {
   seal(ref: LayerRef, options?: { signal?: AbortSignal; onProgress?: (doneBytes: number, totalBytes: number) => void }): Promise<void>;
   /** Makes a sealed layer a local (writable) file again and drops its manifest and references. */
   unseal(ref: LayerRef, options?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Compaction by reference: prepares sealed layer `upper` (whose backing is sealed layer `lower`)
+   * to become the merge of the two, in place, its header naming `backingFile` (lower's backing).
+   * UNSUPPORTED when the pair cannot be merged by reference (sizes differ, compressed clusters).
+   */
+  prepareMerge(upper: LayerRef, lower: LayerRef, options: { backingFile: string | undefined; signal?: AbortSignal }): Promise<PreparedMerge>;
   usage(pool: string): Promise<ChunkedPoolUsage>;
   gc(pool: string, options: { graceMs: number; signal?: AbortSignal; onProgress?: (done: number) => void }): Promise<ChunkedPoolGcReport>;
   /**

@@ -25,6 +25,7 @@ import { DEFAULT_POOL, formatListen, type DaemonConfig, type ListenAddress } fro
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { createLogger } from './logger.js';
 import { loadOrCreateToken } from './token.js';
+import { SealPolicyTimer } from './seal-policy.js';
 import { TierCooling } from './tier-cooling.js';
 import { TrashExpiry } from './trash-expiry.js';
 
@@ -72,6 +73,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
   let exports: ExportManager | undefined;
   let trashExpiry: TrashExpiry | undefined;
   let tierCooling: TierCooling | undefined;
+  let sealPolicy: SealPolicyTimer | undefined;
   try {
     const token = loadOrCreateToken(config.dataDir);
     if (token.created) logger.info({ path: token.path }, 'generated the API token');
@@ -107,6 +109,9 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       tierCooling = new TierCooling({ tieredPools, logger, intervalMs: config.tierCoolingIntervalMs });
       tierCooling.start();
     }
+    // Active layers of dedup pools with a seal policy are frozen and sealed on a timer.
+    sealPolicy = new SealPolicyTimer({ service: backend.service, logger, intervalMs: config.sealPolicyIntervalMs });
+    sealPolicy.start();
 
     exports = new ExportManager({
       service: backend.service,
@@ -167,6 +172,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     const openExports = exports;
     const openTrashExpiry = trashExpiry;
     const openTierCooling = tierCooling;
+    const openSealPolicy = sealPolicy;
     let shutdownPromise: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> => {
       shutdownPromise ??= (async () => {
@@ -191,6 +197,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
         stage = 'stopping the trash timer';
         await openTrashExpiry.stop();
         await openTierCooling?.stop();
+        await openSealPolicy.stop();
         stage = 'waiting for jobs';
         await waitForJobs(openBackend, grace, logger);
         stage = 'closing the API';
@@ -211,6 +218,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
   } catch (err) {
     await trashExpiry?.stop().catch(() => {});
     await tierCooling?.stop().catch(() => {});
+    await sealPolicy?.stop().catch(() => {});
     if (exports !== undefined) await exports.close().catch(() => {});
     if (backend !== undefined) await backend.close().catch(() => {});
     lock.release();

@@ -11,7 +11,7 @@
  * repository, so routing is a map of them, and a local pool never touches chunked code.
  */
 import type {
-  ChunkedPoolAudit, ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolTierStatus, ChunkedPoolUsage, DedupPoolConfig,
+  ChunkedPoolAudit, ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolTierStatus, ChunkedPoolUsage, DedupPoolConfig, PreparedMerge,
 } from '../core/chunked-pools.js';
 import type { ScrubReport } from '../core/scrub-report.js';
 import { StorageError } from '../core/errors.js';
@@ -206,6 +206,11 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
 
   unseal(ref: LayerRef, options: { signal?: AbortSignal } = {}): Promise<void> {
     return this.requireChunked(ref.pool).layers.unseal(ref, options);
+  }
+
+  prepareMerge(upper: LayerRef, lower: LayerRef, options: { backingFile: string | undefined; signal?: AbortSignal }): Promise<PreparedMerge> {
+    if (upper.pool !== lower.pool) throw new Error('assertion failed: merged layers share a pool');
+    return this.requireChunked(upper.pool).layers.prepareMerge(upper, lower, options);
   }
 
   async usage(pool: string): Promise<ChunkedPoolUsage> {

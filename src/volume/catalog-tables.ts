@@ -88,6 +88,8 @@ function parseDedupConfig(o: StoredObject): DedupPoolConfig {
             ...optional('coolingMs', optionalCount(tier, 'coolingMs')),
           },
     ),
+    ...optional('sealAfterMs', optionalCount(o, 'sealAfterMs')),
+    ...optional('sealAboveBytes', optionalCount(o, 'sealAboveBytes')),
   };
 }
 
@@ -133,6 +135,7 @@ export const layerSchema: TableSchema<LayerRecord> = {
       ...optional('backingLayerId', optionalText(o, 'backingLayerId')),
       ownerVolumeId: text(o, 'ownerVolumeId'),
       frozen: flag(o, 'frozen'),
+      ...(o['internal'] === true ? { internal: true as const } : {}),
       createdAt: text(o, 'createdAt'),
     };
   },
@@ -170,7 +173,7 @@ export const snapshotSchema: TableSchema<SnapshotRecord> = {
   },
 };
 
-const JOB_KINDS = ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict'] as const;
+const JOB_KINDS = ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict', 'compact'] as const;
 const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 
 export const jobSchema: TableSchema<JobRecord> = {
@@ -208,6 +211,7 @@ export const intentSchema: TableSchema<IntentRecord> = {
     const o = storedObject(value);
     const resize = o['resize'] === undefined ? undefined : storedObject(o['resize']);
     const seal = o['seal'] === undefined ? undefined : storedObject(o['seal']);
+    const compact = o['compact'] === undefined ? undefined : storedObject(o['compact']);
     return {
       id: text(o, 'id'),
       kind: text(o, 'kind'),
@@ -229,6 +233,17 @@ export const intentSchema: TableSchema<IntentRecord> = {
             },
       ),
       ...optional('seal', seal === undefined ? undefined : { layerId: text(seal, 'layerId'), file: fileRef(storedObject(seal['file'] ?? null)) }),
+      ...optional(
+        'compact',
+        compact === undefined
+          ? undefined
+          : {
+              volumeId: text(compact, 'volumeId'),
+              upperLayerId: text(compact, 'upperLayerId'),
+              lowerLayerId: text(compact, 'lowerLayerId'),
+              ...optional('backingFile', optionalText(compact, 'backingFile')),
+            },
+      ),
       createdAt: text(o, 'createdAt'),
     };
   },

@@ -39,6 +39,11 @@ export class LiveVolume {
   private image: Qcow2Image | undefined;
   /** Layer ids of the open chain, top first (what a change must intersect to pause this volume). */
   layerIds: string[];
+  /**
+   * When a write last reached the chain's top layer (ms since the epoch); undefined while none has
+   * since it became the top (the seal policy's idea of a cooled active layer: seal-policy.ts).
+   */
+  lastWriteMs: number | undefined;
   /** Requests on the open chain; closed while paused (requests wait) and while closing. */
   private readonly gate = new RequestGate();
   private pauseDepth = 0;
@@ -143,6 +148,7 @@ export class LiveVolume {
     if (!this.closed && this.pauseDepth === 0) {
       try {
         const opened = await this.opener(this.target);
+        if (opened.layerIds[0] !== this.layerIds[0]) this.lastWriteMs = undefined;
         this.image = opened.image;
         this.layerIds = opened.layerIds;
         this.broken = undefined;
@@ -165,6 +171,16 @@ export class LiveVolume {
       // Opened on a chain that is gone: whoever waited finds no image and fails.
       this.gate.open();
     }
+  }
+
+  /** @internal LiveDevice: a write, write-zeroes or discard was taken. */
+  noteWrite(): void {
+    this.lastWriteMs = Date.now();
+  }
+
+  /** True when the chain's top layer maps anything itself (asked like a request: it waits while paused). */
+  topLayerHasData(): Promise<boolean> {
+    return this.run(async (image) => (await image.mapLayer(0, image.sizeBytes)).some((e) => e.kind !== 'unallocated'));
   }
 
   /**
@@ -221,6 +237,7 @@ export class LiveDevice implements BlockDevice {
 
   write(guestOffset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
     if (this.readOnly) return Promise.reject(this.readOnlyError());
+    this.live.noteWrite();
     return this.throttled('write', data.length, (image) => image.write(guestOffset, data, flags));
   }
 
@@ -232,11 +249,13 @@ export class LiveDevice implements BlockDevice {
   /** Zeroes and discards move no data: one write operation each, no bytes (docs/qos.md). */
   writeZeroes(guestOffset: number, lengthBytes: number, flags?: WriteZeroesFlags): Promise<void> {
     if (this.readOnly) return Promise.reject(this.readOnlyError());
+    this.live.noteWrite();
     return this.throttled('write', 0, (image) => image.writeZeroes(guestOffset, lengthBytes, flags));
   }
 
   discard(guestOffset: number, lengthBytes: number): Promise<void> {
     if (this.readOnly) return Promise.reject(this.readOnlyError());
+    this.live.noteWrite();
     return this.throttled('write', 0, (image) => image.discard(guestOffset, lengthBytes));
   }
 

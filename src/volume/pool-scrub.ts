@@ -63,7 +63,7 @@ async function layerOwners(svc: ServiceContext, pool: string, report: ScrubRepor
       continue;
     }
     const snapshot = (await snapshotsOfVolume(svc, volume.id)).find((s) => s.layerId === layer.id);
-    const role = volume.activeLayerId === layer.id ? 'active' : snapshot !== undefined ? 'snapshot' : 'base';
+    const role = volume.activeLayerId === layer.id ? 'active' : snapshot !== undefined ? 'snapshot' : layer.internal === true ? 'internal' : 'base';
     owners.push({ holder, layer: layer.fileName, volume: volume.name, snapshot: snapshot?.name, role });
   }
   return owners;

@@ -76,6 +76,12 @@ export interface LayerRecord {
   ownerVolumeId: string;
   /** Frozen layers are snapshot layers: their contents never change (copy-up keeps what they read). */
   frozen: boolean;
+  /**
+   * A frozen layer no snapshot names (dedup pools): the volume's active layer as it was when the
+   * seal policy or `volume seal` froze it (freeze.ts). Compaction (compact.ts) merges adjacent ones;
+   * a rollback past one removes it. Absent on every other layer.
+   */
+  internal?: true;
   createdAt: string;
 }
 
@@ -91,7 +97,7 @@ export interface SnapshotRecord {
   createdAt: string;
 }
 
-export type JobKindRecord = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict';
+export type JobKindRecord = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict' | 'compact';
 export type JobStateRecord = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobRecord {
@@ -149,6 +155,13 @@ export interface IntentRecord {
    * seal killed part-way added, and leaves the seal to be redone.
    */
   seal?: { layerId: string; file: FileRef };
+  /**
+   * A compaction (compact.ts): sealed layer `upperLayerId` is being rewritten in place as the merge
+   * of itself over `lowerLayerId`, its header then naming `backingFile` (lower's backing; absent:
+   * none). Recovery reads upper's header: naming `backingFile`, the merge landed and the catalog
+   * change is finished; naming lower, it did not and the intent is dropped.
+   */
+  compact?: { volumeId: string; upperLayerId: string; lowerLayerId: string; backingFile?: string };
   createdAt: string;
 }
 

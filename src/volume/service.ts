@@ -25,7 +25,10 @@ import type { LayerStore } from '../core/layer-store.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
 import type { CatalogStore } from '../core/catalog-store.js';
 import type { ChunkedPools, ChunkedPoolTierStatus } from '../core/chunked-pools.js';
+import { compactVolume } from './compact.js';
 import { evictVolume } from './evict.js';
+import { sealVolumeNow } from './freeze.js';
+import { applySealPolicy } from './seal-policy.js';
 import type { Coordinator } from '../core/coordinator.js';
 import { VolumeCatalog } from './catalog.js';
 import * as clones from './clones.js';
@@ -43,7 +46,7 @@ import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
 import * as trash from './trash.js';
-import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, VolumeEvictReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
+import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SealPolicyPass, VolumeCompactReport, VolumeEvictReport, VolumeSealReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import { attachChunkedPools, resumeSeals } from './sealing.js';
 import type { QosLimits } from './qos/limits.js';
@@ -90,6 +93,8 @@ export class LocalVolumeService implements VolumeService {
   readonly catalog: VolumeCatalog;
   /** What the modules share: built once here, passed to each as `svc`. */
   private readonly svc: ServiceContext;
+  /** When this service started (ms since the epoch): the seal policy's quiet time starts here at the latest. */
+  private readonly startedAtMs = Date.now();
 
   constructor(
     store: CatalogStore,
@@ -154,6 +159,18 @@ export class LocalVolumeService implements VolumeService {
 
   evictVolume(pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeEvictReport }> {
     return evictVolume(this.svc, pool, volume);
+  }
+
+  sealVolume(pool: string, volume: string): Promise<VolumeSealReport> {
+    return sealVolumeNow(this.svc, pool, volume);
+  }
+
+  compactVolume(pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeCompactReport }> {
+    return compactVolume(this.svc, pool, volume);
+  }
+
+  applySealPolicy(): Promise<SealPolicyPass> {
+    return applySealPolicy(this.svc, { startedAtMs: this.startedAtMs });
   }
 
   async poolTiers(): Promise<{ pool: string; tier: ChunkedPoolTierStatus }[]> {

@@ -34,7 +34,7 @@ import {
   snapshotsOfVolume,
   volumeByName,
 } from './queries.js';
-import type { SnapshotRecord, VolumeRecord } from './records.js';
+import type { LayerRecord, SnapshotRecord, VolumeRecord } from './records.js';
 import type { SnapshotInfo, VolumeInfo } from './types.js';
 
 export async function createSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<SnapshotInfo> {
@@ -93,19 +93,38 @@ export async function rollbackSnapshot(svc: ServiceContext, pool: string, volume
       const active = newLayer(newId(), vol.pool, vol.id, snapLayer);
       const updated: VolumeRecord = { ...vol, activeLayerId: active.id, sizeBytes: snap.sizeBytes };
       const intent = newIntent('rollback', `${pool}/${volume}@${name}`, { createFiles: [active] });
+      // Internal layers the seal policy froze above the snapshot go with the old active layer.
+      const dropped = await internalLayersUnder(svc, oldActive);
+      await stopSeals(svc, dropped.map((l) => l.id));
       await runIntent(svc, intent, async () => {
         await createLayerFile(svc.layerStore, active, snap.sizeBytes, snapLayer);
         await svc.layerStore.syncPool(vol.pool);
         const txn = new CatalogTxn();
         svc.catalog.layers.create(txn, active);
         svc.catalog.layers.remove(txn, oldActive);
+        for (const layer of dropped) svc.catalog.layers.remove(txn, layer);
         svc.catalog.volumes.update(txn, vol, updated);
-        await commitIntent(svc, txn, intent, [oldActive]);
+        await commitIntent(svc, txn, intent, [oldActive, ...dropped]);
       });
       return describeVolume(svc, updated);
     },
     { keys: [poolKey(pool)] },
   );
+}
+
+/**
+ * The internal layers (freeze.ts) under `top` that only `top`'s chain reads: each the sole child's
+ * backing, down to the first snapshot layer or layer with other children.
+ */
+async function internalLayersUnder(svc: ServiceContext, top: LayerRecord): Promise<LayerRecord[]> {
+  const out: LayerRecord[] = [];
+  for (let child = top; child.backingLayerId !== undefined; ) {
+    const layer = await layerById(svc, child.backingLayerId);
+    if (layer.internal !== true || (await childLayers(svc, layer.id)).length !== 1) break;
+    out.push(layer);
+    child = layer;
+  }
+  return out;
 }
 
 export async function deleteSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<void> {

@@ -1,6 +1,7 @@
 /** /v1/pools/{pool}/volumes routes (JSON ones; the byte streams are in content.ts). */
 import type { FastifyInstance } from 'fastify';
 import { StorageError } from '../../../core/errors.js';
+import { volumeCompactJson, volumeCompactSchema, volumeSealJson, volumeSealSchema } from '../compact-schemas.js';
 import type { QosSettingChange } from '../../../volume/qos/types.js';
 import type { PoolParams, RestContext, VolumeParams } from '../context.js';
 import { qosChangeBodySchema } from '../qos-schemas.js';
@@ -29,6 +30,27 @@ export function registerVolumeRoutes(app: FastifyInstance, ctx: RestContext): vo
   }, async (req) => {
     const { job, report } = await service.evictVolume(req.params.pool, req.params.vol);
     return volumeEvictJson(job.id, report);
+  });
+
+  app.post<{ Params: VolumeParams }>('/v1/pools/:pool/volumes/:vol/seal', {
+    schema: {
+      tags: ['volumes'],
+      summary: "Freeze a dedup pool volume's active layer now (an empty overlay goes on top) and start its seal job",
+      params: volumeParams,
+      response: { 200: volumeSealSchema, ...errorResponses },
+    },
+  }, async (req) => volumeSealJson(await service.sealVolume(req.params.pool, req.params.vol)));
+
+  app.post<{ Params: VolumeParams }>('/v1/pools/:pool/volumes/:vol/compact', {
+    schema: {
+      tags: ['volumes'],
+      summary: "Merge a volume's adjacent internal sealed layers by reference (a compact job; answers when it has ended)",
+      params: volumeParams,
+      response: { 200: volumeCompactSchema, ...errorResponses },
+    },
+  }, async (req) => {
+    const { job, report } = await service.compactVolume(req.params.pool, req.params.vol);
+    return volumeCompactJson(job.id, report);
   });
 
   app.get<{ Params: PoolParams }>('/v1/pools/:pool/volumes', {
