@@ -72,7 +72,6 @@ export function resolveCreateOptions(options: Qcow2CreateOptions): Required<Omit
 
 export async function createQcow2(file: HostFile, options: Qcow2CreateOptions): Promise<void> {
   const o = resolveCreateOptions(options);
-  const clusterBits = Math.log2(o.clusterSizeBytes);
   const cs = o.clusterSizeBytes;
   const l2Entries = cs / (o.extendedL2 ? 16 : 8);
   const l1Size = Math.ceil(o.sizeBytes / (l2Entries * cs));
@@ -80,45 +79,55 @@ export async function createQcow2(file: HostFile, options: Qcow2CreateOptions): 
     throw invalid(`image size ${o.sizeBytes} is too large for cluster_size ${cs} (the L1 table would exceed 32 MiB)`);
   }
   const l1Clusters = Math.max(1, Math.ceil((l1Size * 8) / cs));
-  const refcountOrder = Math.log2(o.refcountBits);
-  const entriesPerBlock = (cs * 8) / o.refcountBits;
-  // Fixed point: header + refcount table + refcount blocks + L1 must all be counted by the blocks.
-  let tableClusters = 1;
-  let blockClusters = 1;
-  for (;;) {
-    const total = 1 + tableClusters + blockClusters + l1Clusters;
-    const neededBlocks = Math.ceil(total / entriesPerBlock);
-    const neededTable = Math.ceil((neededBlocks * 8) / cs);
-    if (neededBlocks <= blockClusters && neededTable <= tableClusters) break;
-    blockClusters = Math.max(blockClusters, neededBlocks);
-    tableClusters = Math.max(tableClusters, neededTable);
-  }
+  const { tableClusters, blockClusters } = refcountStructureClusters(1 + l1Clusters, cs, o.refcountBits);
   const tableOffset = cs;
   const blocksOffset = tableOffset + tableClusters * cs;
   const l1Offset = blocksOffset + blockClusters * cs;
   const totalClusters = 1 + tableClusters + blockClusters + l1Clusters;
 
+  const header = newImageHeader(o, { l1Size, l1TableOffset: l1Offset, refcountTableOffset: tableOffset, refcountTableClusters: tableClusters });
+  const headerCluster = new Uint8Array(cs);
+  headerCluster.set(serializeHeader(header));
+
+  const table = new Uint8Array(tableClusters * cs);
+  const tableView = new DataView(table.buffer);
+  for (let i = 0; i < blockClusters; i++) tableView.setBigUint64(i * 8, BigInt(blocksOffset + i * cs));
+
+  const blocks = new Uint8Array(blockClusters * cs);
+  setRefcountsToOne(blocks, totalClusters, o.refcountBits);
+  await file.truncate(0);
+  await file.pwrite(table, tableOffset);
+  await file.pwrite(blocks, blocksOffset);
+  await file.truncate(l1Offset + l1Clusters * cs);
+  await file.flush();
+  // The header last: until it is written the file is not a qcow2 image at all.
+  await file.pwrite(headerCluster.subarray(0, Math.max(serializeHeader(header).length, 512)), 0);
+  await file.flush();
+}
+
+/** A new image's header (no snapshots, no data file) for resolved create options and its table places. */
+export function newImageHeader(
+  o: ReturnType<typeof resolveCreateOptions>,
+  places: { l1Size: number; l1TableOffset: number; refcountTableOffset: number; refcountTableClusters: number },
+): Qcow2Header {
   let incompatible = 0n;
   if (o.extendedL2) incompatible = setFeatureBit(incompatible, IncompatibleBit.extendedL2, true);
   if (o.compressionType === 'zstd') incompatible = setFeatureBit(incompatible, IncompatibleBit.compressionType, true);
   const version = o.compat === '1.1' ? 3 : 2;
-  const header: Qcow2Header = {
+  return {
     version,
     backingFileOffset: 0,
     backingFileSize: 0,
-    clusterBits,
+    clusterBits: Math.log2(o.clusterSizeBytes),
     sizeBytes: o.sizeBytes,
     cryptMethod: 0,
-    l1Size,
-    l1TableOffset: l1Offset,
-    refcountTableOffset: tableOffset,
-    refcountTableClusters: tableClusters,
+    ...places,
     nbSnapshots: 0,
     snapshotsOffset: 0,
     incompatibleFeatures: incompatible,
     compatibleFeatures: o.lazyRefcounts ? 1n << BigInt(CompatibleBit.lazyRefcounts) : 0n,
     autoclearFeatures: 0n,
-    refcountOrder,
+    refcountOrder: Math.log2(o.refcountBits),
     headerLengthBytes: version === 3 ? V3_HEADER_LENGTH_BYTES : V2_HEADER_LENGTH_BYTES,
     compressionType: o.compressionType === 'zstd' ? CompressionTypeId.zstd : CompressionTypeId.zlib,
     extraHeaderBytes: new Uint8Array(0),
@@ -128,40 +137,47 @@ export async function createQcow2(file: HostFile, options: Qcow2CreateOptions): 
     featureNames: version === 3 ? STANDARD_FEATURE_NAMES : [],
     unknownExtensions: [],
   };
-  const headerCluster = new Uint8Array(cs);
-  headerCluster.set(serializeHeader(header));
+}
 
-  const table = new Uint8Array(tableClusters * cs);
-  const tableView = new DataView(table.buffer);
-  for (let i = 0; i < blockClusters; i++) tableView.setBigUint64(i * 8, BigInt(blocksOffset + i * cs));
-
-  const blocks = new Uint8Array(blockClusters * cs);
-  const blocksView = new DataView(blocks.buffer);
-  for (let cluster = 0; cluster < totalClusters; cluster++) {
-    const bitOffset = cluster * o.refcountBits;
-    switch (o.refcountBits) {
+/** Sets the refcounts of host clusters [0, clusterCount) to 1 in zeroed refcount blocks (laid end to end). */
+export function setRefcountsToOne(blocks: Uint8Array, clusterCount: number, refcountBits: number): void {
+  const view = new DataView(blocks.buffer, blocks.byteOffset, blocks.byteLength);
+  for (let cluster = 0; cluster < clusterCount; cluster++) {
+    switch (refcountBits) {
       case 64:
-        blocksView.setBigUint64(cluster * 8, 1n);
+        view.setBigUint64(cluster * 8, 1n);
         break;
       case 32:
-        blocksView.setUint32(cluster * 4, 1);
+        view.setUint32(cluster * 4, 1);
         break;
       case 16:
-        blocksView.setUint16(cluster * 2, 1);
+        view.setUint16(cluster * 2, 1);
         break;
       case 8:
-        blocksView.setUint8(cluster, 1);
+        view.setUint8(cluster, 1);
         break;
-      default:
+      default: {
+        const bitOffset = cluster * refcountBits;
         blocks[bitOffset >>> 3] = (blocks[bitOffset >>> 3] ?? 0) | (1 << (bitOffset & 7));
+      }
     }
   }
-  await file.truncate(0);
-  await file.pwrite(table, tableOffset);
-  await file.pwrite(blocks, blocksOffset);
-  await file.truncate(l1Offset + l1Clusters * cs);
-  await file.flush();
-  // The header last: until it is written the file is not a qcow2 image at all.
-  await file.pwrite(headerCluster.subarray(0, Math.max(serializeHeader(header).length, 512)), 0);
-  await file.flush();
+}
+
+/**
+ * The refcount table and block clusters an image of `otherClusters` further clusters needs: a
+ * fixed point, since the blocks must count the table's and their own clusters too.
+ */
+export function refcountStructureClusters(otherClusters: number, clusterSizeBytes: number, refcountBits: number): { tableClusters: number; blockClusters: number } {
+  const entriesPerBlock = (clusterSizeBytes * 8) / refcountBits;
+  let tableClusters = 1;
+  let blockClusters = 1;
+  for (;;) {
+    const total = otherClusters + tableClusters + blockClusters;
+    const neededBlocks = Math.ceil(total / entriesPerBlock);
+    const neededTable = Math.ceil((neededBlocks * 8) / clusterSizeBytes);
+    if (neededBlocks <= blockClusters && neededTable <= tableClusters) return { tableClusters, blockClusters };
+    blockClusters = Math.max(blockClusters, neededBlocks);
+    tableClusters = Math.max(tableClusters, neededTable);
+  }
 }

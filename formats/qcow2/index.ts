@@ -6,6 +6,7 @@ import { Qcow2Image } from './image.js';
 export { Qcow2Image } from './image.js';
 export { probeQcow2 } from './header.js';
 export { resolveCreateOptions } from './create.js';
+export { layoutQcow2, LAYOUT_METADATA_BYTES_MAX, type Qcow2Layout, type Qcow2LayoutRun } from './layout.js';
 export type * from './types.js';
 
 export const qcow2Format: ImageFormat = {

@@ -16,12 +16,14 @@ import { IMG_SUBCOMMANDS, imgHelp } from './img/index.js';
 import { JOB_SUBCOMMANDS, jobHelp } from './job.js';
 import { processConsole, type Console } from './output.js';
 import { POOL_SUBCOMMANDS, poolHelp } from './pool.js';
+import { QOS_SUBCOMMANDS, qosHelp } from './qos.js';
 import { EXIT } from './remote/exits.js';
 import { SERVE_HELP, runServe } from './serve.js';
 import { SNAP_SUBCOMMANDS, snapHelp } from './snap.js';
 import { STATUS_HELP, runStatus } from './status.js';
 import { TRASH_SUBCOMMANDS, trashHelp } from './trash.js';
 import { USER_SUBCOMMANDS, userHelp } from './user.js';
+import { BUCKET_SUBCOMMANDS, bucketHelp } from './bucket.js';
 import { VOLUME_SUBCOMMANDS, volumeHelp } from './volume.js';
 
 interface CommandGroup {
@@ -46,7 +48,9 @@ const GROUPS: readonly CommandGroup[] = [
   { name: 'group', summary: 'consistency groups and their group snapshots', help: groupCommandHelp, subcommands: GROUP_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'trash', summary: 'deleted volumes: list, restore, purge', help: trashHelp, subcommands: TRASH_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'job', summary: "follow and cancel the daemon's jobs", help: jobHelp, subcommands: JOB_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'qos', summary: 'QoS policies (volume and pool limits: volume qos, pool qos)', help: qosHelp, subcommands: QOS_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'user', summary: 'S3 users and their access keys', help: userHelp, subcommands: USER_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'bucket', summary: 'S3 buckets: list, info, du', help: bucketHelp, subcommands: BUCKET_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'img', summary: 'offline image tools (qemu-img and qemu-io work-alikes)', help: imgHelp, subcommands: IMG_SUBCOMMANDS },
 ];
 

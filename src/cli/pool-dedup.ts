@@ -8,7 +8,7 @@ import type { Subcommand } from './command.js';
 import { UsageError } from './errors.js';
 import { scrub } from './pool-scrub.js';
 import { seg } from './remote/client.js';
-import { checkName, clientOf, keyValues, parse, positionals, printJson, size, subcommand, usageHint, wantsJson } from './remote/common.js';
+import { checkName, clientOf, keyValues, parse, parseSize, positionals, printJson, size, subcommand, usageHint, wantsJson } from './remote/common.js';
 import type { OptionSpec } from './args.js';
 import type { PoolCreateBody, PoolDfJson, PoolGcJson, PoolJson } from '../api/rest/schemas.js';
 
@@ -19,6 +19,8 @@ export const DEDUP_CREATE_OPTIONS: readonly OptionSpec[] = [
   { long: 's3-endpoint', value: true },
   { long: 's3-region', value: true },
   { long: 'cooling', value: true },
+  { long: 'seal-after', value: true },
+  { long: 'seal-above', value: true },
 ];
 
 export const DEDUP_CREATE_HELP = `  --dedup                a dedup pool: snapshots, imports and clone parents are sealed into
@@ -29,6 +31,10 @@ export const DEDUP_CREATE_HELP = `  --dedup                a dedup pool: snapsho
   --s3-endpoint URL      an S3-compatible server for an s3:// tier (http://HOST:PORT)
   --s3-region REGION     the S3 region (AWS: needed unless --s3-endpoint is given)
   --cooling DURATION     how long a pack goes unread before it moves to the tier (e.g. 7d, 12h)
+  --seal-after DURATION  seal policy: freeze and seal a volume's active layer once it has not
+                         been written for this long (e.g. 10m; at least 1s; default: off)
+  --seal-above SIZE      seal policy: freeze and seal a volume's active layer once it allocates
+                         more than this (e.g. 4G; at least 1M; default: off)
 S3 credentials never go on the command line: the daemon uses the AWS default chain
 (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials, an instance role).
 `;
@@ -40,8 +46,10 @@ export function dedupRequest(args: ParsedArgs, command: string): PoolCreateBody[
   const endpoint = args.value('s3-endpoint');
   const region = args.value('s3-region');
   const cooling = args.value('cooling');
+  const sealAfter = args.value('seal-after');
+  const sealAbove = args.value('seal-above');
   if (!args.has('dedup')) {
-    const given = [hash && '--hash', tier && '--tier', endpoint && '--s3-endpoint', region && '--s3-region', cooling && '--cooling'].filter(Boolean);
+    const given = [hash && '--hash', tier && '--tier', endpoint && '--s3-endpoint', region && '--s3-region', cooling && '--cooling', sealAfter && '--seal-after', sealAbove && '--seal-above'].filter(Boolean);
     if (given.length > 0) throw new UsageError(`${command}: ${given.join(', ')} apply to dedup pools only`, 'add --dedup');
     return undefined;
   }
@@ -57,8 +65,16 @@ export function dedupRequest(args: ParsedArgs, command: string): PoolCreateBody[
     coolingMs = parseDurationMs(cooling);
     if (coolingMs === undefined) throw new UsageError(`${command}: --cooling '${cooling}' is not a duration`, 'give a number and a unit: 30m, 12h, 7d');
   }
+  let sealAfterMs: number | undefined;
+  if (sealAfter !== undefined) {
+    sealAfterMs = parseDurationMs(sealAfter);
+    if (sealAfterMs === undefined) throw new UsageError(`${command}: --seal-after '${sealAfter}' is not a duration`, 'give a number and a unit: 30s, 10m, 1h');
+  }
+  const sealAboveBytes = sealAbove === undefined ? undefined : parseSize(sealAbove, '--seal-above', command);
   return {
     ...(hash === undefined ? {} : { hash }),
+    ...(sealAfterMs === undefined ? {} : { sealAfterMs }),
+    ...(sealAboveBytes === undefined ? {} : { sealAboveBytes }),
     ...(tier === undefined
       ? {}
       : {
@@ -79,6 +95,7 @@ export function dedupRows(p: PoolJson): Array<readonly [string, string]> {
   const rows: Array<readonly [string, string]> = [
     ['kind', 'dedup (sealed layers are chunk manifests)'],
     ['chunk hash', p.dedup.hash],
+    ['seal policy', sealPolicyText(p.dedup.sealAfterMs, p.dedup.sealAboveBytes)],
   ];
   if (tier === null) return [...rows, ['tier', 'none']];
   return [
@@ -89,6 +106,14 @@ export function dedupRows(p: PoolJson): Array<readonly [string, string]> {
     ...(tier.s3Region === null ? [] : [['s3 region', tier.s3Region] as const]),
     ...(tier.coolingMs === null ? [] : [['cooling', formatDurationHuman(tier.coolingMs)] as const]),
   ];
+}
+
+function sealPolicyText(afterMs: number | undefined, aboveBytes: number | undefined): string {
+  const parts = [
+    ...(afterMs === undefined ? [] : [`after ${formatDurationHuman(afterMs)} without writes`]),
+    ...(aboveBytes === undefined ? [] : [`above ${size(aboveBytes)}`]),
+  ];
+  return parts.length === 0 ? 'off (snapshots, imports and clone parents only)' : parts.join(', ');
 }
 
 const df = subcommand(

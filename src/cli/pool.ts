@@ -17,6 +17,7 @@ import {
   wantsJson,
 } from './remote/common.js';
 import type { PoolCreateBody, PoolJson, DuEntryJson } from '../api/rest/schemas.js';
+import { POOL_QOS_SUBCOMMANDS } from './qos.js';
 import { DEDUP_CREATE_HELP, DEDUP_CREATE_OPTIONS, DEDUP_SUBCOMMANDS, dedupRequest, dedupRows } from './pool-dedup.js';
 export type { PoolJson, DuEntryJson };
 
@@ -178,7 +179,7 @@ its own layer (like 'rbd du'), then the totals.
   },
 );
 
-export const POOL_SUBCOMMANDS: readonly Subcommand[] = [create, list, info, del, quota, du, ...DEDUP_SUBCOMMANDS];
+export const POOL_SUBCOMMANDS: readonly Subcommand[] = [create, list, info, del, quota, du, ...DEDUP_SUBCOMMANDS, ...POOL_QOS_SUBCOMMANDS];
 
 export function poolHelp(): string {
   return groupHelp('pool', 'Pools: folders of qcow2 layer files with an optional quota; dedup pools store sealed data once.', POOL_SUBCOMMANDS);

@@ -9,7 +9,7 @@ export const SERVE_HELP = `Usage: strata serve [--config FILE] [--data-dir DIR] 
                     [--nbd-listen HOST:PORT|off] [--nbd-socket PATH|off] [--nbd-poll-us N]
                     [--nbd-tls-cert PEM --nbd-tls-key PEM [--nbd-tls require|offer]]
                     [--metrics-auth token|none] [--trash-check-interval-ms N]
-                    [--tier-cooling-interval-ms N]
+                    [--tier-cooling-interval-ms N] [--seal-policy-interval-ms N]
                     [--s3-listen HOST:PORT|off] [--s3-domain DOMAINS]
 
 Runs the storage daemon in the foreground: the catalog, the pools, the REST API (which the
@@ -22,7 +22,7 @@ Options (each overrides the environment, which overrides the config file):
   --config FILE          JSON config file (default <data>/strata.json when it exists); keys:
                          dataDir, listen, logFormat, logLevel, maxChainDepth, chainDepthPolicy,
                          shutdownGraceMs, nbdListen, nbdSocket, nbdPollUs, nbdTlsCert,
-                         nbdTlsKey, nbdTls, metricsAuth, trashCheckIntervalMs, tierCoolingIntervalMs, s3Listen, s3Domain
+                         nbdTlsKey, nbdTls, metricsAuth, trashCheckIntervalMs, tierCoolingIntervalMs, sealPolicyIntervalMs, s3Listen, s3Domain
   --data-dir DIR         data folder (env STRATA_DATA_DIR; default ./strata-data)
   --listen HOST:PORT     REST API address (env STRATA_LISTEN; default 127.0.0.1:7460; port 0
                          picks a free port, logged at start)
@@ -52,6 +52,9 @@ Options (each overrides the environment, which overrides the config file):
                          how often packs of tiered dedup pools not read for the pool's cooling
                          period move to the tier (env STRATA_TIER_COOLING_INTERVAL_MS; default
                          600000); each pass moves at most 64 packs per pool
+  --seal-policy-interval-ms N
+                         how often the seal policy of dedup pools (--seal-after, --seal-above)
+                         is applied (env STRATA_SEAL_POLICY_INTERVAL_MS; default 30000)
   --s3-listen HOST:PORT  the S3-compatible endpoint (env STRATA_S3_LISTEN; default 127.0.0.1:7480;
                          'off'). Requests are signed with access keys: strata user key create
   --s3-domain DOMAINS    comma-separated domains for virtual-host style addressing
@@ -80,6 +83,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       { long: 'metrics-auth', value: true },
       { long: 'trash-check-interval-ms', value: true },
       { long: 'tier-cooling-interval-ms', value: true },
+      { long: 'seal-policy-interval-ms', value: true },
       { long: 's3-listen', value: true },
       { long: 's3-domain', value: true },
     ],
@@ -105,6 +109,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       metricsAuth: args.value('metrics-auth'),
       trashCheckIntervalMs: args.value('trash-check-interval-ms'),
       tierCoolingIntervalMs: args.value('tier-cooling-interval-ms'),
+      sealPolicyIntervalMs: args.value('seal-policy-interval-ms'),
       s3Listen: args.value('s3-listen'),
       s3Domain: args.value('s3-domain'),
     });

@@ -11,6 +11,7 @@ import { CliError, UsageError } from './errors.js';
 import type { Console } from './output.js';
 import { EXPORT_SUBCOMMANDS } from './exports.js';
 import { EVICT_SUBCOMMANDS } from './volume-evict.js';
+import { SEAL_SUBCOMMANDS } from './volume-seal.js';
 import { duTable, type DuEntryJson } from './pool.js';
 import { ApiClient, query, seg } from './remote/client.js';
 import {
@@ -42,6 +43,8 @@ import { EXIT } from './remote/exits.js';
 import { bytePieces, openSource, writeSparseFile, writeStdout } from './remote/streams.js';
 import { readSparseStream } from '../volume/sparse-stream.js';
 import { parseDuration } from './trash.js';
+import { VOLUME_QOS_SUBCOMMANDS, newVolumeQos } from './qos.js';
+import { QOS_LIMIT_OPTIONS } from './qos-flags.js';
 import type { VolumeJson, DiffExtentJson as ExtentJson, TrashEntryJson } from '../api/rest/schemas.js';
 export type { VolumeJson };
 
@@ -80,14 +83,15 @@ async function runJob(con: Console, args: ParsedArgs, client: ApiClient, job: Jo
 const create = subcommand(
   'create',
   'create a thin volume',
-  `Usage: strata volume create [POOL/]VOLUME SIZE
+  `Usage: strata volume create [POOL/]VOLUME SIZE [--qos-policy NAME] [QoS limits]
 
 Creates a thin-provisioned volume of SIZE (k, M, G, T, P suffixes; binary). The pool defaults
-to 'default'.
+to 'default'. --qos-policy attaches a QoS policy; the limits of 'strata volume qos set'
+(--read-iops N, --write-bps SIZE, ...) set its own (docs/qos.md).
 `,
   async (argv, con) => {
     const command = 'volume create';
-    const args = parse(argv, command);
+    const args = parse(argv, command, [...QOS_LIMIT_OPTIONS, { long: 'qos-policy', value: true }]);
     const [name, sizeText] = positionals(args, command, ['VOLUME', 'SIZE']) as [string, string];
     const ref = parseVolumeRef(name, command);
     const sizeBytes = parseSize(sizeText, 'size', command, VOLUME_SIZE_LIMIT);
@@ -95,6 +99,7 @@ to 'default'.
     const vol = await clientOf(args).json<VolumeJson>('POST', `/v1/pools/${seg(ref.pool)}/volumes`, `cannot create volume '${label(ref)}'`, {
       name: ref.volume,
       sizeBytes,
+      ...newVolumeQos(args, command),
     });
     if (wantsJson(args)) printJson(con, vol);
     else con.stdout(`Volume '${vol.pool}/${vol.name}' created (${size(vol.provisionedBytes)}).\n`);
@@ -580,6 +585,8 @@ export const VOLUME_SUBCOMMANDS: readonly Subcommand[] = [
   importDiff,
   ...EXPORT_SUBCOMMANDS,
   ...EVICT_SUBCOMMANDS,
+  ...SEAL_SUBCOMMANDS,
+  ...VOLUME_QOS_SUBCOMMANDS,
 ];
 
 export function volumeHelp(): string {

@@ -57,5 +57,11 @@ export interface BlockDevice {
    * reports its own layer and leaves the rest to its backing, a live device answers for its chain).
    */
   blockStatus(guestOffset: number, lengthBytes: number): Promise<Extent[]>;
+  /**
+   * Optional: called by a caller that answers a guest's read without calling read() (an NBD
+   * structured read of a range blockStatus reported as zeroes), so a device that paces reads
+   * (QoS, docs/qos.md) still counts it; the reply waits until it resolves. Absent: nothing to do.
+   */
+  readSkipped?(guestOffset: number, lengthBytes: number): Promise<void>;
   close(): Promise<void>;
 }

@@ -26,6 +26,10 @@ export interface PoolTierConfig {
 export interface DedupPoolConfig {
   readonly hash: ChunkHashAlgorithm;
   readonly tier?: PoolTierConfig;
+  /** Seal policy: freeze a volume's active layer once it has not been written for this long (absent: never). */
+  readonly sealAfterMs?: number;
+  /** Seal policy: freeze a volume's active layer once it allocates more than this (absent: never). */
+  readonly sealAboveBytes?: number;
 }
 
 /** What a chunked pool's chunks occupy, from its index. */
@@ -93,12 +97,30 @@ export interface ChunkedPoolEviction {
   readonly failed: readonly { readonly pack: string; readonly error: string }[];
 }
 
+/**
+ * A merge of two sealed layers prepared by ChunkedPools.prepareMerge: the merged layer's chunks are
+ * referenced; install() or discard() ends it (exactly one of them, once).
+ */
+export interface PreparedMerge {
+  /** Stored bytes of the merged layer (each chunk counted in full). */
+  readonly sizeBytes: number;
+  /** Replaces the upper layer's manifest with the merged one, then drops the old one's references. */
+  install(): Promise<void>;
+  /** Drops the merged layer's references (nothing was installed). */
+  discard(): Promise<void>;
+}
+
 export interface ChunkedPools {
   /** Makes `pool` a chunked pool from now on (idempotent): at start-up and when it is created. */
   attachPool(pool: string, config: DedupPoolConfig): Promise<void>;
   /** Forgets a pool that was deleted (its namespace is gone). */
   detachPool(pool: string): Promise<void>;
   isChunkedPool(pool: string): boolean;
+  /**
+   * True for a dedup pool, and for a local pool that keeps chunks apart from its qcow2 files
+   * (its S3 objects'): usage, gc, audit and scrub then work on those chunks.
+   */
+  hasChunks(pool: string): Promise<boolean>;
   /** True when a pool's tier setting is acted on (packs move there); false: recorded only. */
   tieringAvailable(): boolean;
   /** True when the layer is a chunk manifest. */
@@ -111,6 +133,12 @@ export interface ChunkedPools {
   seal(ref: LayerRef, options?: { signal?: AbortSignal; onProgress?: (doneBytes: number, totalBytes: number) => void }): Promise<void>;
   /** Makes a sealed layer a local (writable) file again and drops its manifest and references. */
   unseal(ref: LayerRef, options?: { signal?: AbortSignal }): Promise<void>;
+  /**
+   * Compaction by reference: prepares sealed layer `upper` (whose backing is sealed layer `lower`)
+   * to become the merge of the two, in place, its header naming `backingFile` (lower's backing).
+   * UNSUPPORTED when the pair cannot be merged by reference (sizes differ, compressed clusters).
+   */
+  prepareMerge(upper: LayerRef, lower: LayerRef, options: { backingFile: string | undefined; signal?: AbortSignal }): Promise<PreparedMerge>;
   usage(pool: string): Promise<ChunkedPoolUsage>;
   gc(pool: string, options: { graceMs: number; signal?: AbortSignal; onProgress?: (done: number) => void }): Promise<ChunkedPoolGcReport>;
   /**

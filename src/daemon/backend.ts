@@ -6,10 +6,11 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CatalogStore } from '../core/catalog-store.js';
 import { LevelCatalogStore } from '../meta/level-catalog.js';
-import { localDedupPoolOpener, tieredPackStore } from '../store/local-dedup-pool.js';
+import { localDedupPoolOpener, localPoolChunks, tieredPackStore } from '../store/local-dedup-pool.js';
 import type { PoolTier } from '../store/pool-tier.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
-import { PoolRoutingLayerStore } from '../store/pool-routing-layer-store.js';
+import { PoolRoutingLayerStore, type PoolReferenceSource } from '../store/pool-routing-layer-store.js';
+import type { ChunkRepository } from '../store/dedup/repository.js';
 import { LocalVolumeService, migrateLegacyCatalog } from '../volume/index.js';
 import type { ExportRecord } from '../volume/index.js';
 import type { VolumeService } from '../volume/types.js';
@@ -31,6 +32,13 @@ export interface VolumeBackend {
   readonly exportStore: ExportStore;
   /** Finishes or rolls back interrupted operations and removes orphan files; before serving. */
   recover(): Promise<Record<string, unknown> | void>;
+  /**
+   * The chunk repository of a pool for S3 objects: a dedup pool's own (shared with its sealed
+   * layers), a local pool's kept in `<data>/chunks/<pool>/` (absent: buckets cannot be served).
+   */
+  chunkRepositoryOf?(pool: string): Promise<ChunkRepository>;
+  /** Adds holders of pools' chunk references (the object model) for the audit and scrub; before recover(). */
+  addReferenceSource?(source: PoolReferenceSource): void;
   /** The dedup pools with a tier, for the cooling timer (absent: none can have one). */
   tieredPools?(): { pool: string; tier: PoolTier }[];
   /** Closes images and the catalog (jobs have been finished or cancelled by then). */
@@ -70,12 +78,14 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
     const packStore = tieredPackStore({
       catalog,
       onS3Retry: (pool, event) => options.logger.warn({ pool, ...event }, 'S3 tier request retried'),
+      onTierStateChange: (pool, error) =>
+        error === undefined ? options.logger.info({ pool }, 'the pool tier answers again') : options.logger.warn({ pool, err: error }, 'the pool tier is failing; cold data cannot be read or moved until it answers'),
     });
-    layerStore = new PoolRoutingLayerStore(
-      local,
-      localDedupPoolOpener({ chunksRoot: path.join(path.resolve(options.dataDir), CHUNKS_FOLDER), catalog, local, packStore }),
-      { tieringAvailable: true },
-    );
+    const chunksRoot = path.join(path.resolve(options.dataDir), CHUNKS_FOLDER);
+    layerStore = new PoolRoutingLayerStore(local, localDedupPoolOpener({ chunksRoot, catalog, local, packStore }), {
+      tieringAvailable: true,
+      localPoolChunks: localPoolChunks({ chunksRoot, catalog }),
+    });
     service = new LocalVolumeService(catalog, options.dataDir, {
       ...(options.config.maxChainDepth !== undefined ? { maxChainDepth: options.config.maxChainDepth } : {}),
       ...(options.config.chainDepthPolicy !== undefined ? { chainDepthPolicy: options.config.chainDepthPolicy } : {}),
@@ -98,6 +108,8 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
         if (current) await service.catalog.change((txn) => service.catalog.exports.remove(txn, current));
       },
     },
+    chunkRepositoryOf: (pool) => layerStore.chunkRepository(pool),
+    addReferenceSource: (source) => layerStore.addReferenceSource(source),
     tieredPools: () => layerStore.tieredPools(),
     recover: async () => {
       const report = await service.recover();

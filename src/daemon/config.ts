@@ -80,6 +80,8 @@ export interface DaemonConfig {
   trashCheckIntervalMs: number;
   /** How often the daemon moves the cooled packs of tiered dedup pools to their tier (default 10 minutes). */
   tierCoolingIntervalMs: number;
+  /** How often the daemon applies the dedup pools' seal policy (default 30 seconds). */
+  sealPolicyIntervalMs: number;
   /** The S3 endpoint (undefined: off). */
   s3Listen: ListenAddress | undefined;
   /** Domains for virtual-host style S3 addressing (bucket.<domain>); path style always works. */
@@ -109,6 +111,7 @@ export interface ConfigFlags {
   metricsAuth?: string | undefined;
   trashCheckIntervalMs?: string | undefined;
   tierCoolingIntervalMs?: string | undefined;
+  sealPolicyIntervalMs?: string | undefined;
   s3Listen?: string | undefined;
   s3Domain?: string | undefined;
 }
@@ -130,11 +133,12 @@ interface FileConfig {
   metricsAuth?: string;
   trashCheckIntervalMs?: number;
   tierCoolingIntervalMs?: number;
+  sealPolicyIntervalMs?: number;
   s3Listen?: string;
   s3Domain?: string;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 's3Listen', 's3Domain']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 'sealPolicyIntervalMs', 's3Listen', 's3Domain']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -185,6 +189,7 @@ export const DEFAULT_TRASH_CHECK_INTERVAL_MS = 60_000;
 const MIN_TRASH_CHECK_INTERVAL_MS = 10;
 
 export const DEFAULT_TIER_COOLING_INTERVAL_MS = 600_000;
+export const DEFAULT_SEAL_POLICY_INTERVAL_MS = 30_000;
 
 function parseTrashCheckIntervalMs(text: string, source: string, what = 'the trash check interval'): number {
   const value = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
@@ -249,7 +254,7 @@ function readConfigFile(file: string): FileConfig {
   for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 's3Listen', 's3Domain']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
-  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs', 'trashCheckIntervalMs', 'tierCoolingIntervalMs']) {
+  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 'sealPolicyIntervalMs']) {
     const v = obj[key];
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
       throw invalid(`config file ${file}: '${key}' must be a non-negative integer`);
@@ -339,6 +344,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   const metricsAuthSrc = pick(flags.metricsAuth, 'STRATA_METRICS_AUTH', file.metricsAuth);
   const trashSrc = pick(flags.trashCheckIntervalMs, 'STRATA_TRASH_CHECK_INTERVAL_MS', file.trashCheckIntervalMs === undefined ? undefined : String(file.trashCheckIntervalMs));
   const coolingSrc = pick(flags.tierCoolingIntervalMs, 'STRATA_TIER_COOLING_INTERVAL_MS', file.tierCoolingIntervalMs === undefined ? undefined : String(file.tierCoolingIntervalMs));
+  const sealPolicySrc = pick(flags.sealPolicyIntervalMs, 'STRATA_SEAL_POLICY_INTERVAL_MS', file.sealPolicyIntervalMs === undefined ? undefined : String(file.sealPolicyIntervalMs));
   const s3ListenSrc = pick(flags.s3Listen, 'STRATA_S3_LISTEN', file.s3Listen) ?? [DEFAULT_S3_LISTEN, 'default'];
   const s3DomainSrc = pick(flags.s3Domain, 'STRATA_S3_DOMAIN', file.s3Domain);
 
@@ -359,6 +365,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     metricsAuth: metricsAuthSrc ? parseMetricsAuth(metricsAuthSrc[0], metricsAuthSrc[1]) : isLoopbackHost(listen.host) ? 'none' : 'token',
     trashCheckIntervalMs: trashSrc ? parseTrashCheckIntervalMs(trashSrc[0], trashSrc[1]) : DEFAULT_TRASH_CHECK_INTERVAL_MS,
     tierCoolingIntervalMs: coolingSrc ? parseTrashCheckIntervalMs(coolingSrc[0], coolingSrc[1], 'the tier cooling interval') : DEFAULT_TIER_COOLING_INTERVAL_MS,
+    sealPolicyIntervalMs: sealPolicySrc ? parseTrashCheckIntervalMs(sealPolicySrc[0], sealPolicySrc[1], 'the seal policy interval') : DEFAULT_SEAL_POLICY_INTERVAL_MS,
     s3Listen: s3ListenSrc[0] === 'off' ? undefined : parseListen(s3ListenSrc[0], s3ListenSrc[1]),
     s3Domains: s3DomainSrc ? parseS3Domains(s3DomainSrc[0], s3DomainSrc[1]) : [],
   };

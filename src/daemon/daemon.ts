@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { ApiMetrics, buildRestApi } from '../api/rest/index.js';
 import { buildS3Api } from '../api/s3/index.js';
+import { S3Metrics } from '../api/s3/metrics.js';
 import { SecretBox } from '../objects/users/secret-box.js';
 import { UserStore } from '../objects/users/user-store.js';
 import { openDaemonObjectStore } from './object-store.js';
@@ -24,6 +25,7 @@ import { DEFAULT_POOL, formatListen, type DaemonConfig, type ListenAddress } fro
 import { lockDataDir, type DataDirLock } from './lock.js';
 import { createLogger } from './logger.js';
 import { loadOrCreateToken } from './token.js';
+import { SealPolicyTimer } from './seal-policy.js';
 import { TierCooling } from './tier-cooling.js';
 import { TrashExpiry } from './trash-expiry.js';
 
@@ -71,6 +73,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
   let exports: ExportManager | undefined;
   let trashExpiry: TrashExpiry | undefined;
   let tierCooling: TierCooling | undefined;
+  let sealPolicy: SealPolicyTimer | undefined;
   try {
     const token = loadOrCreateToken(config.dataDir);
     if (token.created) logger.info({ path: token.path }, 'generated the API token');
@@ -81,9 +84,13 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
 
     const factory = options.backendFactory ?? openVolumeBackend;
     backend = await factory({ dataDir: config.dataDir, catalogDir, poolsDir, config, logger });
+    // The S3 object model holds chunk references in the pools: it is registered with the backend
+    // before recovery audits them (also with the S3 endpoint off), and recovers after it.
+    const objectStore = await openDaemonObjectStore({ dataDir: config.dataDir, catalog: backend.catalog, volumes: backend.service, backend, bucketPool: DEFAULT_POOL, logger });
     const started = Date.now();
     const report = await backend.recover();
     logger.info({ ms: Date.now() - started, ...(report ?? {}) }, 'recovered');
+    await objectStore.recover();
 
     if (firstStart) {
       const pools = await backend.service.listPools();
@@ -102,6 +109,9 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       tierCooling = new TierCooling({ tieredPools, logger, intervalMs: config.tierCoolingIntervalMs });
       tierCooling.start();
     }
+    // Active layers of dedup pools with a seal policy are frozen and sealed on a timer.
+    sealPolicy = new SealPolicyTimer({ service: backend.service, logger, intervalMs: config.sealPolicyIntervalMs });
+    sealPolicy.start();
 
     exports = new ExportManager({
       service: backend.service,
@@ -121,6 +131,8 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     const users = new UserStore(backend.catalog, SecretBox.openOrCreate(path.join(config.dataDir, S3_SECRET_KEY_FILE)));
     let closing = false;
     const metrics = new ApiMetrics();
+    const s3Metrics = new S3Metrics();
+    metrics.addSource(() => s3Metrics.render());
     const app = await buildRestApi({
       service: backend.service,
       token: token.token,
@@ -132,11 +144,11 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       closing: () => closing,
       metricsAuth: config.metricsAuth,
       users,
+      buckets: objectStore.model,
     });
-    // The S3 endpoint: its own fastify instance on its own address. The object model recovers
+    // The S3 endpoint: its own fastify instance on its own address. The object model recovered
     // before the S3 listener opens: no request sees a put a kill left.
-    const objectStore = config.s3Listen === undefined ? undefined : await openDaemonObjectStore({ dataDir: config.dataDir, catalog: backend.catalog, volumes: backend.service, bucketPool: DEFAULT_POOL, logger });
-    const s3App = objectStore === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger });
+    const s3App = config.s3Listen === undefined ? undefined : await buildS3Api({ keys: (id) => users.secretFor(id), objects: objectStore.service, domains: config.s3Domains, logger, metrics: s3Metrics });
     await app.listen({ host: config.listen.host, port: config.listen.port });
     const addr = app.server.address();
     const port = addr !== null && typeof addr === 'object' ? addr.port : config.listen.port;
@@ -160,6 +172,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     const openExports = exports;
     const openTrashExpiry = trashExpiry;
     const openTierCooling = tierCooling;
+    const openSealPolicy = sealPolicy;
     let shutdownPromise: Promise<void> | undefined;
     const shutdown = (reason: string): Promise<void> => {
       shutdownPromise ??= (async () => {
@@ -184,6 +197,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
         stage = 'stopping the trash timer';
         await openTrashExpiry.stop();
         await openTierCooling?.stop();
+        await openSealPolicy.stop();
         stage = 'waiting for jobs';
         await waitForJobs(openBackend, grace, logger);
         stage = 'closing the API';
@@ -204,6 +218,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
   } catch (err) {
     await trashExpiry?.stop().catch(() => {});
     await tierCooling?.stop().catch(() => {});
+    await sealPolicy?.stop().catch(() => {});
     if (exports !== undefined) await exports.close().catch(() => {});
     if (backend !== undefined) await backend.close().catch(() => {});
     lock.release();

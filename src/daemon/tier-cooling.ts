@@ -7,6 +7,7 @@
  */
 import type { Logger } from 'pino';
 import type { PoolTier } from '../store/pool-tier.js';
+import { PeriodicPass } from './periodic-pass.js';
 
 /** Packs one pass moves per pool, at most: the bound on one tick's work (about 256 MiB). */
 export const TIER_COOLING_PACKS_PER_PASS = 64;
@@ -19,22 +20,24 @@ export interface TierCoolingOptions {
 }
 
 export class TierCooling {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private stopped = false;
+  private readonly timer: PeriodicPass;
   private readonly abort = new AbortController();
 
-  constructor(private readonly options: TierCoolingOptions) {}
+  constructor(private readonly options: TierCoolingOptions) {
+    this.timer = new PeriodicPass(options.intervalMs, () => this.pass());
+  }
+
+  private get stopped(): boolean {
+    return this.timer.isStopped;
+  }
 
   start(): void {
-    this.schedule();
+    this.timer.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
     this.abort.abort(new Error('the daemon is stopping'));
-    await this.running;
+    await this.timer.stop();
   }
 
   /** One pass over every tiered pool (the timer's tick; tests call it directly). */
@@ -52,14 +55,5 @@ export class TierCooling {
         if (!this.stopped) logger.warn({ pool, err }, 'tier cooling pass failed; the next one retries');
       }
     }
-  }
-
-  private schedule(): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.pass();
-      void this.running.then(() => this.schedule());
-    }, this.options.intervalMs);
-    this.timer.unref();
   }
 }

@@ -6,6 +6,7 @@
  *
  * Call recover() once at start-up, before serving: it finishes what a killed process left.
  */
+import * as bucketUsage from './bucket-usage.js';
 import * as buckets from './buckets.js';
 import { ObjectContext, type ObjectModelOptions } from './context.js';
 import * as listing from './listing.js';
@@ -48,6 +49,11 @@ export class ObjectModel {
   putBucketAcl(name: string, acl: CannedAcl): Promise<BucketRecord> {
     return buckets.setBucketAcl(this.context, name, acl);
   }
+
+  /** Operators' questions (`strata bucket list|info|du`): bounded reads, any owner. */
+  listAllBuckets: Rest<typeof bucketUsage.listAllBuckets> = (options) => bucketUsage.listAllBuckets(this.context, options);
+  countObjects: Rest<typeof bucketUsage.countObjects> = (bucket) => bucketUsage.countObjects(this.context, bucket);
+  bucketUsagePage: Rest<typeof bucketUsage.bucketUsagePage> = (name, options) => bucketUsage.bucketUsagePage(this.context, name, options);
 
   putObject: Rest<typeof objects.putObject> = (request) => objects.putObject(this.context, request);
   /** GetObject and HeadObject (HEAD does not call the result's body()). */

@@ -49,8 +49,8 @@ export type ObjectOperations = Pick<
 
 export interface ObjectService extends ObjectOperations {
   listBuckets(principal: S3Principal): Promise<BucketInfo[]>;
-  /** ALREADY_EXISTS when the name is taken (by anyone). */
-  createBucket(principal: S3Principal, name: string): Promise<BucketInfo>;
+  /** ALREADY_EXISTS when the name is taken (by anyone); NOT_FOUND when `pool` (default: the service's) does not exist. */
+  createBucket(principal: S3Principal, name: string, options?: { pool?: string }): Promise<BucketInfo>;
   /** NOT_FOUND when absent. */
   bucketInfo(principal: S3Principal, name: string): Promise<BucketInfo>;
   /** NOT_FOUND when absent; BUSY when it still holds objects or uploads. */

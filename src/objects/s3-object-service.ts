@@ -14,7 +14,7 @@ function bucketInfoOf(record: BucketRecord): BucketInfo {
 }
 
 export interface S3ObjectServiceOptions {
-  /** The pool new buckets keep their chunks in. */
+  /** The pool new buckets keep their chunks in unless CreateBucket names one. */
   readonly bucketPool: string;
 }
 
@@ -49,7 +49,7 @@ export function s3ObjectService(model: ObjectModel, options: S3ObjectServiceOpti
       } while (after !== undefined);
       return infos;
     },
-    createBucket: async (principal, name) => bucketInfoOf(await model.createBucket({ name, owner: principal.owner, pool: options.bucketPool })),
+    createBucket: async (principal, name, bucketOptions) => bucketInfoOf(await model.createBucket({ name, owner: principal.owner, pool: bucketOptions?.pool ?? options.bucketPool })),
     bucketInfo: async (_principal, name) => bucketInfoOf(await model.headBucket(name)),
     deleteBucket: (_principal, name) => model.deleteBucket(name),
     setBucketVersioning: async (_principal, name, state) => {

@@ -8,6 +8,7 @@
  * Tiering plugs in at `packStore`: the repository's packs may go through a tiering ChunkStore
  * wrapped around the local one (the manifests stay local: they are small and read on every open).
  */
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { CatalogStore } from '../core/catalog-store.js';
 import type { ChunkStore } from '../core/chunk-store.js';
@@ -19,23 +20,29 @@ import { DedupChunkRepository } from './dedup/dedup-repository.js';
 import { LocalChunkStore } from './local-chunk-store.js';
 import { checkComponent } from './local-layer-store.js';
 import type { S3RetryEvent } from './s3/config.js';
-import type { ChunkedPoolOpener, ChunkedPoolStores } from './pool-routing-layer-store.js';
+import type { ChunkedPoolOpener, ChunkedPoolStores, LocalPoolChunks } from './pool-routing-layer-store.js';
 import { openPoolTier, type PoolTier } from './pool-tier.js';
 
 /**
  * The packStore of a daemon: a pool with a tier gets its packs through the pool's
  * TieredChunkStore (pool-tier.ts); a pool without one keeps them in its local store.
  */
-export function tieredPackStore(options: { catalog: CatalogStore; onS3Retry?: (pool: string, event: S3RetryEvent) => void }): NonNullable<LocalDedupPoolOptions['packStore']> {
+export function tieredPackStore(options: {
+  catalog: CatalogStore;
+  onS3Retry?: (pool: string, event: S3RetryEvent) => void;
+  /** A pool's tier started failing (error) or answers again (undefined): see PoolTierOptions. */
+  onTierStateChange?: (pool: string, error: string | undefined) => void;
+}): NonNullable<LocalDedupPoolOptions['packStore']> {
   return async (pool, config, local) => {
     if (config.tier === undefined) return { store: local };
-    const onS3Retry = options.onS3Retry;
+    const { onS3Retry, onTierStateChange } = options;
     const tier = await openPoolTier({
       pool,
       tier: config.tier,
       local,
       catalog: options.catalog,
       ...(onS3Retry === undefined ? {} : { onS3Retry: (event: S3RetryEvent) => onS3Retry(pool, event) }),
+      ...(onTierStateChange === undefined ? {} : { onTierStateChange: (error: string | undefined) => onTierStateChange(pool, error) }),
     });
     return {
       store: tier.store,
@@ -79,5 +86,26 @@ export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoo
       ...(packs.remoteBytes === undefined ? {} : { remoteBytes: packs.remoteBytes }),
       ...(packs.tier === undefined ? {} : { tier: packs.tier }),
     };
+  };
+}
+
+/**
+ * The chunks a local pool keeps apart from its qcow2 files (its S3 objects'): a
+ * DedupChunkRepository over a LocalChunkStore in `<chunksRoot>/<pool>/` (the folder a dedup pool
+ * keeps its packs in), its index under the pool's name in the catalog (no dedup pool holds that
+ * name while the local pool exists). Objects thus dedup among themselves, with the default hash.
+ */
+export function localPoolChunks(options: { chunksRoot: string; catalog: CatalogStore }): LocalPoolChunks {
+  return {
+    exists: async (pool) => {
+      checkComponent('pool name', pool);
+      return (await stat(path.join(options.chunksRoot, pool)).catch(() => undefined))?.isDirectory() === true;
+    },
+    open: async (pool) => {
+      checkComponent('pool name', pool);
+      const chunks = new LocalChunkStore(path.join(options.chunksRoot, pool));
+      await chunks.removeInterruptedPuts();
+      return DedupChunkRepository.open({ chunkStore: chunks, catalog: options.catalog, pool });
+    },
   };
 }

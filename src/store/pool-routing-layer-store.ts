@@ -11,7 +11,7 @@
  * repository, so routing is a map of them, and a local pool never touches chunked code.
  */
 import type {
-  ChunkedPoolAudit, ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolTierStatus, ChunkedPoolUsage, DedupPoolConfig,
+  ChunkedPoolAudit, ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolTierStatus, ChunkedPoolUsage, DedupPoolConfig, PreparedMerge,
 } from '../core/chunked-pools.js';
 import type { ScrubReport } from '../core/scrub-report.js';
 import { StorageError } from '../core/errors.js';
@@ -19,8 +19,8 @@ import type { HostFile } from '../core/host-file.js';
 import type { LayerRef, LayerStore, StrayEntry } from '../core/layer-store.js';
 import type { ChunkStore } from '../core/chunk-store.js';
 import type { ChunkedLayerStore } from './chunked/chunked-layer-store.js';
-import { sealedLayerReferences } from './chunked/manifest-references.js';
 import type { DedupChunkRepository } from './dedup/dedup-repository.js';
+import { concatReferenceSources, type ReferenceSource } from './dedup/scrub.js';
 import { evictLayerPacks } from './evict-layers.js';
 import type { PoolTier } from './pool-tier.js';
 
@@ -39,16 +39,84 @@ export interface ChunkedPoolStores {
 /** Opens (creating on first use) the stores of a dedup pool. */
 export type ChunkedPoolOpener = (pool: string, config: DedupPoolConfig) => Promise<ChunkedPoolStores>;
 
+/** The chunk repository a local pool keeps for chunks that are not layers (S3 objects). */
+export interface LocalPoolChunks {
+  /** True when the pool has had one (its folder exists). */
+  exists(pool: string): Promise<boolean>;
+  /** Opens it, creating it on first use. */
+  open(pool: string): Promise<DedupChunkRepository>;
+}
+
+/** Other holders of a pool's chunk references than its sealed layers (S3 objects), per pool. */
+export type PoolReferenceSource = (pool: string) => ReferenceSource;
+
 export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
   private readonly chunked = new Map<string, ChunkedPoolStores>();
   /** Attaches under way, so two callers attaching one pool share one opening. */
   private readonly opening = new Map<string, Promise<ChunkedPoolStores>>();
+  /** Local pools' repositories of chunks that are not layers, opened on first use. */
+  private readonly localChunks = new Map<string, Promise<DedupChunkRepository>>();
+  private readonly referenceSources: PoolReferenceSource[] = [];
 
   constructor(
     private readonly local: LayerStore,
     private readonly openChunkedPool: ChunkedPoolOpener,
-    private readonly options: { tieringAvailable?: boolean } = {},
+    private readonly options: { tieringAvailable?: boolean; localPoolChunks?: LocalPoolChunks } = {},
   ) {}
+
+  /**
+   * Adds holders of pool references besides the sealed layers (the S3 object model): the
+   * reference audit and scrub count them, so nothing they use is taken as leaked. Add before
+   * start-up recovery audits the pools.
+   */
+  addReferenceSource(source: PoolReferenceSource): void {
+    this.referenceSources.push(source);
+  }
+
+  /**
+   * The chunk repository other users of a pool share (S3 objects): a dedup pool's own (chunks
+   * shared with the sealed layers), or the one a local pool keeps apart from its qcow2 files.
+   */
+  async chunkRepository(pool: string): Promise<DedupChunkRepository> {
+    const stores = this.chunked.get(pool);
+    if (stores !== undefined) return stores.repository;
+    const repository = await this.localPoolChunks(pool, true);
+    if (repository === undefined) throw new StorageError('UNSUPPORTED', `pool '${pool}' is a local pool and this store keeps no chunks for it`);
+    return repository;
+  }
+
+  async hasChunks(pool: string): Promise<boolean> {
+    return this.chunked.has(pool) || (await this.localPoolChunks(pool, false)) !== undefined;
+  }
+
+  private async localPoolChunks(pool: string, create: boolean): Promise<DedupChunkRepository | undefined> {
+    const chunks = this.options.localPoolChunks;
+    if (chunks === undefined || this.chunked.has(pool)) return undefined;
+    let opening = this.localChunks.get(pool);
+    if (opening === undefined) {
+      if (!create && !(await chunks.exists(pool))) return undefined;
+      opening = this.localChunks.get(pool) ?? chunks.open(pool);
+      this.localChunks.set(pool, opening);
+      // A failed opening is not kept: the next call tries again.
+      opening.catch(() => this.localChunks.delete(pool));
+    }
+    return opening;
+  }
+
+  /** The repository holding a pool's chunks: a dedup pool's, or a local pool's (if it has one). */
+  private async repositoryOfPool(pool: string): Promise<{ repository: DedupChunkRepository; layers?: ChunkedLayerStore; stores?: ChunkedPoolStores }> {
+    const stores = this.chunked.get(pool);
+    if (stores !== undefined) return { repository: stores.repository, layers: stores.layers, stores };
+    const repository = await this.localPoolChunks(pool, false);
+    if (repository === undefined) throw new StorageError('INVALID_ARGUMENT', `pool '${pool}' is not a dedup pool and holds no S3 objects' chunks (create one with --dedup)`);
+    return { repository };
+  }
+
+  /** Every holder of a pool's references: its sealed layers, then the other sources. */
+  private referencesOf(pool: string, layers: ChunkedLayerStore | undefined): ReferenceSource {
+    const sources = this.referenceSources.map((source) => source(pool));
+    return concatReferenceSources(...(layers === undefined ? [] : [layers.referenceHolders([pool])]), ...sources);
+  }
 
   tieringAvailable(): boolean {
     return this.options.tieringAvailable === true;
@@ -73,6 +141,7 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
   async detachPool(pool: string): Promise<void> {
     const stores = this.chunked.get(pool);
     this.chunked.delete(pool);
+    this.localChunks.delete(pool);
     await stores?.tier?.close();
   }
 
@@ -139,15 +208,20 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
     return this.requireChunked(ref.pool).layers.unseal(ref, options);
   }
 
+  prepareMerge(upper: LayerRef, lower: LayerRef, options: { backingFile: string | undefined; signal?: AbortSignal }): Promise<PreparedMerge> {
+    if (upper.pool !== lower.pool) throw new Error('assertion failed: merged layers share a pool');
+    return this.requireChunked(upper.pool).layers.prepareMerge(upper, lower, options);
+  }
+
   async usage(pool: string): Promise<ChunkedPoolUsage> {
-    const stores = this.requireChunked(pool);
-    const usage = await stores.repository.usage();
-    const remoteBytes = Math.min(usage.packBytes, (await stores.remoteBytes?.()) ?? 0);
+    const { repository, stores } = await this.repositoryOfPool(pool);
+    const usage = await repository.usage();
+    const remoteBytes = Math.min(usage.packBytes, (await stores?.remoteBytes?.()) ?? 0);
     return { ...usage, localBytes: usage.packBytes - remoteBytes, remoteBytes };
   }
 
   async gc(pool: string, options: { graceMs: number; signal?: AbortSignal; onProgress?: (done: number) => void }): Promise<ChunkedPoolGcReport> {
-    const { repository } = this.requireChunked(pool);
+    const { repository } = await this.repositoryOfPool(pool);
     let done = 0;
     const report = await repository.gc({
       graceMs: options.graceMs,
@@ -166,10 +240,10 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
   }
 
   async audit(pool: string, options: { repair: boolean }): Promise<ChunkedPoolAudit> {
-    const { manifests, repository } = this.requireChunked(pool);
+    const { layers, repository } = await this.repositoryOfPool(pool);
     const held = new Map<string, number>();
     let unreadable = false;
-    for await (const holder of sealedLayerReferences(manifests, [pool])()) {
+    for await (const holder of this.referencesOf(pool, layers)()) {
       if ('unreadable' in holder) {
         unreadable = true; // its references are unknown: nothing may be dropped on this reading
         continue;
@@ -193,9 +267,9 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
   }
 
   async scrub(pool: string, options: { repair: boolean; signal?: AbortSignal; onProgress?: (doneBytes: number) => void }): Promise<ScrubReport> {
-    const { layers, repository } = this.requireChunked(pool);
+    const { layers, repository } = await this.repositoryOfPool(pool);
     return repository.scrub({
-      references: layers.referenceHolders([pool]),
+      references: this.referencesOf(pool, layers),
       repair: options.repair,
       nowMs: Date.now(),
       ...(options.signal === undefined ? {} : { signal: options.signal }),

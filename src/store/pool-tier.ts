@@ -36,6 +36,13 @@ export interface PoolTierOptions {
   readonly s3Retry?: Partial<S3RetryPolicy>;
   /** Each S3 retry, for the daemon's log. */
   readonly onS3Retry?: (event: S3RetryEvent) => void;
+  /** The most one cold call (with the S3 store's retries) may take (default: the tiered store's, 30 s). */
+  readonly coldTimeoutMs?: number;
+  /**
+   * The tier started failing (`error` set: the first failure after a success, for the daemon's
+   * log) or answers again (`error` undefined). Called on those changes only, not per failure.
+   */
+  readonly onTierStateChange?: (error: string | undefined) => void;
 }
 
 export interface PoolTier {
@@ -88,24 +95,34 @@ class OutcomeReportingStore implements ChunkStore {
     private readonly report: (err: unknown) => void,
   ) {}
   get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
-    return this.watch(this.cold.get(key, options));
+    return this.watch(this.cold.get(key, options), options);
   }
   getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
-    return this.watch(this.cold.getRange(key, offsetBytes, lengthBytes, options));
+    return this.watch(this.cold.getRange(key, offsetBytes, lengthBytes, options), options);
   }
   put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
-    return this.watch(this.cold.put(key, data, options));
+    return this.watch(this.cold.put(key, data, options), options);
   }
   putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
-    return this.watch(this.cold.putIfAbsent(key, data, options));
+    return this.watch(this.cold.putIfAbsent(key, data, options), options);
   }
   delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
-    return this.watch(this.cold.delete(key, options));
+    return this.watch(this.cold.delete(key, options), options);
   }
   list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
-    return this.watch(this.cold.list(prefix, options));
+    return this.watch(this.cold.list(prefix, options), options);
   }
-  private async watch<T>(call: Promise<T>): Promise<T> {
+  private async watch<T>(call: Promise<T>, options: ChunkStoreCallOptions | undefined): Promise<T> {
+    // A call the tier's own time bound cuts (boundedColdCall aborts with its IO_ERROR as the
+    // reason) is the tier failing: a server that takes requests and never answers must show in
+    // pool info/df like one that refuses them. Reported at the abort, before the bound's error
+    // reaches the caller; the call itself then ends CANCELLED, which is not reported again (a
+    // caller's own cancellation is no failure of the tier).
+    const signal = options?.signal;
+    const onAbort = () => {
+      if (isStorageError(signal?.reason) && !isStorageError(signal.reason, 'CANCELLED')) this.report(signal.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const result = await call;
       this.report(undefined);
@@ -113,6 +130,8 @@ class OutcomeReportingStore implements ChunkStore {
     } catch (err) {
       if (!isStorageError(err, 'CANCELLED')) this.report(err);
       throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 }
@@ -144,22 +163,29 @@ async function openColdStore(options: PoolTierOptions): Promise<{ cold: ChunkSto
 export async function openPoolTier(options: PoolTierOptions): Promise<PoolTier> {
   const { cold, s3 } = await openColdStore(options);
   let lastError: string | undefined;
-  const note = (err: unknown) => void (lastError = `tier ${options.tier.url}: ${describe(err)}`);
+  const setError = (error: string | undefined) => {
+    const changed = (error === undefined) !== (lastError === undefined);
+    lastError = error;
+    if (changed) options.onTierStateChange?.(error);
+  };
+  const note = (err: unknown) => setError(`tier ${options.tier.url}: ${describe(err)}`);
   const store = await TieredChunkStore.open({
     hot: new PacksOnlyView(options.local),
-    cold: new OutcomeReportingStore(cold, (err) => (err === undefined ? void (lastError = undefined) : note(err))),
+    cold: new OutcomeReportingStore(cold, (err) => (err === undefined ? setError(undefined) : note(err))),
     catalog: options.catalog,
     catalogTable: `tier-objects-${options.pool}`,
     coolingMs: options.tier.coolingMs ?? POOL_COOLING_DEFAULT_MS,
+    ...(options.coldTimeoutMs === undefined ? {} : { coldTimeoutMs: options.coldTimeoutMs }),
   });
   // Cuts a bucket check still retrying when the pool closes (a deleted pool, a stopping daemon).
   const closing = new AbortController();
   const check = async (signal?: AbortSignal): Promise<boolean> => {
     try {
       if (s3 !== undefined) await s3.checkBucket({ signal: signal === undefined ? closing.signal : AbortSignal.any([signal, closing.signal]) });
-      lastError = undefined;
+      setError(undefined);
       return true;
     } catch (err) {
+      if (closing.signal.aborted) return false; // the pool is closing: not the tier's failure
       note(err);
       return false;
     }

@@ -21,6 +21,7 @@ import {
   type StoredObject,
 } from './record-parse.js';
 import { CHUNK_HASH_ALGORITHMS, type DedupPoolConfig } from '../core/chunked-pools.js';
+import { checkQosLimits } from './qos/limits.js';
 import type {
   ExportRecord,
   FileRef,
@@ -28,6 +29,8 @@ import type {
   JobRecord,
   LayerRecord,
   PoolRecord,
+  QosPolicyRecord,
+  QosSetting,
   ReservationRecord,
   SnapshotRecord,
   VolumeRecord,
@@ -43,8 +46,30 @@ export const poolSchema: TableSchema<PoolRecord> = {
       name: text(o, 'name'),
       ...optional('quotaBytes', optionalCount(o, 'quotaBytes')),
       ...optional('dedup', dedup),
+      ...optional('qos', qosSetting(o)),
       createdAt: text(o, 'createdAt'),
     };
+  },
+  indexes: {
+    /** "<policy>/<pool>": the pools whose default is a QoS policy (a policy in use is not deleted). */
+    'qos-policy': (p) => (p.qos?.policy === undefined ? undefined : `${p.qos.policy}/${p.name}`),
+  },
+};
+
+/** A record's `qos` field (absent: undefined); its limits are checked as a caller's are. */
+function qosSetting(o: StoredObject): QosSetting | undefined {
+  if (o['qos'] === undefined) return undefined;
+  const qos = storedObject(o['qos']);
+  const limits = qos['limits'] === undefined ? undefined : checkQosLimits(storedObject(qos['limits']));
+  return { ...optional('limits', limits), ...optional('policy', optionalText(qos, 'policy')) };
+}
+
+export const qosPolicySchema: TableSchema<QosPolicyRecord> = {
+  name: 'qos-policy',
+  id: (p) => p.name,
+  parse: (value: CatalogValue) => {
+    const o = storedObject(value);
+    return { name: text(o, 'name'), limits: checkQosLimits(storedObject(o['limits'] ?? null)), createdAt: text(o, 'createdAt') };
   },
 };
 
@@ -63,6 +88,8 @@ function parseDedupConfig(o: StoredObject): DedupPoolConfig {
             ...optional('coolingMs', optionalCount(tier, 'coolingMs')),
           },
     ),
+    ...optional('sealAfterMs', optionalCount(o, 'sealAfterMs')),
+    ...optional('sealAboveBytes', optionalCount(o, 'sealAboveBytes')),
   };
 }
 
@@ -79,6 +106,7 @@ export const volumeSchema: TableSchema<VolumeRecord> = {
       sizeBytes: count(o, 'sizeBytes'),
       activeLayerId: text(o, 'activeLayerId'),
       ...optional('snapshotLimit', optionalCount(o, 'snapshotLimit')),
+      ...optional('qos', qosSetting(o)),
       createdAt: text(o, 'createdAt'),
       ...optional('trash', trash === undefined ? undefined : { deletedAt: text(trash, 'deletedAt'), expiresAt: text(trash, 'expiresAt') }),
     };
@@ -90,6 +118,8 @@ export const volumeSchema: TableSchema<VolumeRecord> = {
     trash: (v) => (v.trash === undefined ? undefined : `${v.pool}/${v.id}`),
     /** "<expiresAt>/<id>" of the volumes in the trash: the expired ones come first (ISO times sort as text). */
     expiry: (v) => (v.trash === undefined ? undefined : `${v.trash.expiresAt}/${v.id}`),
+    /** "<policy>/<id>" of the volumes that attach a QoS policy (a policy in use is not deleted). */
+    'qos-policy': (v) => (v.qos?.policy === undefined ? undefined : `${v.qos.policy}/${v.id}`),
   },
 };
 
@@ -105,6 +135,7 @@ export const layerSchema: TableSchema<LayerRecord> = {
       ...optional('backingLayerId', optionalText(o, 'backingLayerId')),
       ownerVolumeId: text(o, 'ownerVolumeId'),
       frozen: flag(o, 'frozen'),
+      ...(o['internal'] === true ? { internal: true as const } : {}),
       createdAt: text(o, 'createdAt'),
     };
   },
@@ -143,7 +174,7 @@ export const snapshotSchema: TableSchema<SnapshotRecord> = {
   },
 };
 
-const JOB_KINDS = ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict'] as const;
+const JOB_KINDS = ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict', 'compact'] as const;
 const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 
 export const jobSchema: TableSchema<JobRecord> = {
@@ -181,6 +212,7 @@ export const intentSchema: TableSchema<IntentRecord> = {
     const o = storedObject(value);
     const resize = o['resize'] === undefined ? undefined : storedObject(o['resize']);
     const seal = o['seal'] === undefined ? undefined : storedObject(o['seal']);
+    const compact = o['compact'] === undefined ? undefined : storedObject(o['compact']);
     return {
       id: text(o, 'id'),
       kind: text(o, 'kind'),
@@ -202,6 +234,17 @@ export const intentSchema: TableSchema<IntentRecord> = {
             },
       ),
       ...optional('seal', seal === undefined ? undefined : { layerId: text(seal, 'layerId'), file: fileRef(storedObject(seal['file'] ?? null)) }),
+      ...optional(
+        'compact',
+        compact === undefined
+          ? undefined
+          : {
+              volumeId: text(compact, 'volumeId'),
+              upperLayerId: text(compact, 'upperLayerId'),
+              lowerLayerId: text(compact, 'lowerLayerId'),
+              ...optional('backingFile', optionalText(compact, 'backingFile')),
+            },
+      ),
       createdAt: text(o, 'createdAt'),
     };
   },

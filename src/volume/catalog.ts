@@ -14,6 +14,7 @@ import {
   jobSchema,
   layerSchema,
   poolSchema,
+  qosPolicySchema,
   reservationSchema,
   snapshotSchema,
   volumeSchema,
@@ -24,6 +25,7 @@ import type {
   JobRecord,
   LayerRecord,
   PoolRecord,
+  QosPolicyRecord,
   ReservationRecord,
   SnapshotRecord,
   VolumeRecord,
@@ -157,6 +159,7 @@ export class VolumeCatalog {
   readonly groups: RecordTable<GroupRecord>;
   readonly groupMembers: RecordTable<GroupMemberRecord>;
   readonly groupSnapshots: RecordTable<GroupSnapshotRecord>;
+  readonly qosPolicies: RecordTable<QosPolicyRecord>;
 
   constructor(readonly store: CatalogStore) {
     this.pools = new RecordTable(store, poolSchema, this.revisions);
@@ -170,6 +173,7 @@ export class VolumeCatalog {
     this.groups = new RecordTable(store, groupSchema, this.revisions);
     this.groupMembers = new RecordTable(store, groupMemberSchema, this.revisions);
     this.groupSnapshots = new RecordTable(store, groupSnapshotSchema, this.revisions);
+    this.qosPolicies = new RecordTable(store, qosPolicySchema, this.revisions);
   }
 
   /**

@@ -41,6 +41,7 @@ import {
   deleteSnapshotLocked,
   planRollback,
   planSnapshot,
+  rollbackDeletes,
   type RollbackPlan,
   type SnapshotPlan,
 } from './snapshots.js';
@@ -155,7 +156,7 @@ export async function rollbackGroupSnapshot(svc: ServiceContext, groupName: stri
         const txn = new CatalogTxn();
         svc.catalog.groupSnapshots.requireUnchanged(txn, record);
         for (const plan of plans) addRollbackRecords(svc, txn, plan);
-        await commitIntent(svc, txn, intent, plans.map((p) => p.oldActive));
+        await commitIntent(svc, txn, intent, plans.flatMap(rollbackDeletes));
       });
       return describeGroup(svc, group);
     },

@@ -7,6 +7,7 @@ import { notFound, type ServiceContext } from './context.js';
 import { withVolume } from './guards.js';
 import { repairLeaks } from './intents.js';
 import { openChain } from './layers.js';
+import { effectiveLimits } from './qos/settings.js';
 import { LiveVolume, liveKey, type LiveDevice, type LiveTarget } from './live.js';
 import { layerChain, snapshotByName } from './queries.js';
 import { acquireVolumeWriter } from './writers.js';
@@ -25,6 +26,8 @@ export async function openDevice(svc: ServiceContext, pool: string, volume: stri
     const key = liveKey(target);
     let live = svc.live.get(key);
     if (live === undefined) {
+      // Snapshots' exports are held to the volume's limits too (each with buckets of its own).
+      const limits = await effectiveLimits(svc, vol);
       // A daemon killed while the volume was exported read-write leaves, at worst, leaked
       // clusters in its active layer (the write ordering guarantees no more): reclaim them
       // before serving it again. Nothing else has the layer open (we hold the volume's lock).
@@ -48,6 +51,7 @@ export async function openDevice(svc: ServiceContext, pool: string, volume: stri
         await releaseWriter?.();
         throw err;
       }
+      live.throttle.setLimits(limits);
       svc.live.set(key, live);
     }
     return live.handle(options.readOnly === true || snap !== undefined);

@@ -9,6 +9,10 @@
  * at the gate, requests in flight complete, the chain is flushed and closed; after the change the
  * chain is reopened from the catalog and the waiting requests go on against it. A snapshot
  * therefore holds exactly the writes completed before it, and no request is lost or failed.
+ *
+ * QoS (issue 15): every handle's reads, writes and flushes pass the LiveVolume's QosThrottle
+ * first, so the limits hold for the volume whatever exports (NBD, vhost-user) reach it, and a
+ * change of limits applies to the running exports at once. blockStatus is not throttled.
  */
 import type { BlockDevice, BlockDeviceCapabilities, Extent, WriteFlags, WriteZeroesFlags } from '../core/block-device.js';
 import { StorageError } from '../core/errors.js';
@@ -16,6 +20,7 @@ import { RequestGate } from '../core/request-gate.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import { backingOf } from './layers.js';
 import { chainMap } from './extents.js';
+import { QosThrottle, type QosOp } from './qos/throttle.js';
 
 /** What a live chain is: a volume's head (snapshotId undefined) or one of its snapshots. */
 export interface LiveTarget {
@@ -34,6 +39,11 @@ export class LiveVolume {
   private image: Qcow2Image | undefined;
   /** Layer ids of the open chain, top first (what a change must intersect to pause this volume). */
   layerIds: string[];
+  /**
+   * When a write last reached the chain's top layer (ms since the epoch); undefined while none has
+   * since it became the top (the seal policy's idea of a cooled active layer: seal-policy.ts).
+   */
+  lastWriteMs: number | undefined;
   /** Requests on the open chain; closed while paused (requests wait) and while closing. */
   private readonly gate = new RequestGate();
   private pauseDepth = 0;
@@ -47,6 +57,8 @@ export class LiveVolume {
   private refs = 0;
   private closed = false;
   private lastSizeBytes: number;
+  /** The volume's QoS limiter, shared by its handles (unlimited until the registry sets limits). */
+  readonly throttle = new QosThrottle(undefined);
 
   constructor(
     readonly target: LiveTarget,
@@ -136,6 +148,7 @@ export class LiveVolume {
     if (!this.closed && this.pauseDepth === 0) {
       try {
         const opened = await this.opener(this.target);
+        if (opened.layerIds[0] !== this.layerIds[0]) this.lastWriteMs = undefined;
         this.image = opened.image;
         this.layerIds = opened.layerIds;
         this.broken = undefined;
@@ -158,6 +171,16 @@ export class LiveVolume {
       // Opened on a chain that is gone: whoever waited finds no image and fails.
       this.gate.open();
     }
+  }
+
+  /** @internal LiveDevice: a write, write-zeroes or discard was taken. */
+  noteWrite(): void {
+    this.lastWriteMs = Date.now();
+  }
+
+  /** True when the chain's top layer maps anything itself (asked like a request: it waits while paused). */
+  topLayerHasData(): Promise<boolean> {
+    return this.run(async (image) => (await image.mapLayer(0, image.sizeBytes)).some((e) => e.kind !== 'unallocated'));
   }
 
   /**
@@ -209,27 +232,42 @@ export class LiveDevice implements BlockDevice {
   }
 
   read(guestOffset: number, buf: Uint8Array): Promise<void> {
-    return this.live.run((image) => image.read(guestOffset, buf));
+    return this.throttled('read', buf.length, (image) => image.read(guestOffset, buf));
   }
 
   write(guestOffset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
     if (this.readOnly) return Promise.reject(this.readOnlyError());
-    return this.live.run((image) => image.write(guestOffset, data, flags));
+    this.live.noteWrite();
+    return this.throttled('write', data.length, (image) => image.write(guestOffset, data, flags));
   }
 
+  /** An NBD read answered from blockStatus (all zeroes): counted as the read it is, then nothing to do. */
+  readSkipped(_guestOffset: number, lengthBytes: number): Promise<void> {
+    return this.live.throttle.admit('read', lengthBytes) ?? Promise.resolve();
+  }
+
+  /** Zeroes and discards move no data: one write operation each, no bytes (docs/qos.md). */
   writeZeroes(guestOffset: number, lengthBytes: number, flags?: WriteZeroesFlags): Promise<void> {
     if (this.readOnly) return Promise.reject(this.readOnlyError());
-    return this.live.run((image) => image.writeZeroes(guestOffset, lengthBytes, flags));
+    this.live.noteWrite();
+    return this.throttled('write', 0, (image) => image.writeZeroes(guestOffset, lengthBytes, flags));
   }
 
   discard(guestOffset: number, lengthBytes: number): Promise<void> {
     if (this.readOnly) return Promise.reject(this.readOnlyError());
-    return this.live.run((image) => image.discard(guestOffset, lengthBytes));
+    this.live.noteWrite();
+    return this.throttled('write', 0, (image) => image.discard(guestOffset, lengthBytes));
   }
 
   flush(): Promise<void> {
     if (this.readOnly) return Promise.resolve();
-    return this.live.run((image) => image.flush());
+    return this.throttled('flush', 0, (image) => image.flush());
+  }
+
+  /** Runs op once the throttle admits it: at once (no extra await) under the limits. */
+  private throttled(op: QosOp, bytes: number, run: (image: Qcow2Image) => Promise<void>): Promise<void> {
+    const wait = this.live.throttle.admit(op, bytes);
+    return wait === undefined ? this.live.run(run) : wait.then(() => this.live.run(run));
   }
 
   /**

@@ -16,8 +16,15 @@ const REGION_PATTERN = /^[a-z0-9][a-z0-9-]{0,31}$/;
 /** A cooling period shorter than this would move packs that are still being written and read. */
 export const COOLING_MS_MIN = 60_000;
 
+/** The shortest seal-after: sealing more often than this would freeze a writing guest over and over. */
+export const SEAL_AFTER_MS_MIN = 1000;
+/** The smallest seal-above: a smaller active layer is not worth a layer of its own. */
+export const SEAL_ABOVE_BYTES_MIN = 1024 * 1024;
+
 export interface DedupPoolRequest {
   hash?: string | undefined;
+  sealAfterMs?: number | undefined;
+  sealAboveBytes?: number | undefined;
   tier?: { url: string; s3Endpoint?: string | undefined; s3Region?: string | undefined; coolingMs?: number | undefined } | undefined;
 }
 
@@ -34,7 +41,19 @@ export function checkDedupPoolConfig(pool: string, request: DedupPoolRequest): D
     throw invalid(`unknown chunk hash '${hash}': use ${CHUNK_HASH_ALGORITHMS.join(' or ')} (blake3, the default, needs no byte compare before sharing)`);
   }
   const tier = request.tier === undefined ? undefined : checkTier(request.tier);
-  return { hash: hash as DedupPoolConfig['hash'], ...(tier === undefined ? {} : { tier }) };
+  const { sealAfterMs, sealAboveBytes } = request;
+  if (sealAfterMs !== undefined && (!Number.isSafeInteger(sealAfterMs) || sealAfterMs < SEAL_AFTER_MS_MIN)) {
+    throw invalid(`seal-after ${String(sealAfterMs)} ms is too short: give at least 1 second (e.g. 30s, 10m, 1h)`);
+  }
+  if (sealAboveBytes !== undefined && (!Number.isSafeInteger(sealAboveBytes) || sealAboveBytes < SEAL_ABOVE_BYTES_MIN)) {
+    throw invalid(`seal-above ${String(sealAboveBytes)} bytes is too small: give at least 1 MiB (e.g. 256M, 4G)`);
+  }
+  return {
+    hash: hash as DedupPoolConfig['hash'],
+    ...(tier === undefined ? {} : { tier }),
+    ...(sealAfterMs === undefined ? {} : { sealAfterMs }),
+    ...(sealAboveBytes === undefined ? {} : { sealAboveBytes }),
+  };
 }
 
 function checkTier(tier: NonNullable<DedupPoolRequest['tier']>): PoolTierConfig {

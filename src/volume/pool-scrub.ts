@@ -13,8 +13,9 @@ import type { JobInfo, PoolScrubReport, ScrubLayerOwner } from './types.js';
 const HOLDER_NAME = /^layer ([^/]+)\/(.+)$/;
 
 export async function scrubPool(svc: ServiceContext, name: string, options: { repair?: boolean } = {}): Promise<{ job: JobInfo; report: PoolScrubReport }> {
-  const pool = await requirePool(svc, name);
-  if (pool.dedup === undefined || svc.chunkedPools === undefined) {
+  await requirePool(svc, name);
+  // A local pool's S3 objects keep chunks apart from its qcow2 files: those are scrubbed.
+  if (svc.chunkedPools === undefined || !(await svc.chunkedPools.hasChunks(name))) {
     throw new StorageError(
       'INVALID_ARGUMENT',
       `pool '${name}' is a local pool: scrub checks dedup pools' chunks, index and packs; check a local pool's layers with 'qemu-img check' on its files ('strata pool info ${name}' shows where)`,
@@ -54,14 +55,15 @@ async function layerOwners(svc: ServiceContext, pool: string, report: ScrubRepor
   const owners: ScrubLayerOwner[] = [];
   for (const holder of [...named].sort()) {
     const match = HOLDER_NAME.exec(holder);
-    const layer = match !== null && match[1] === pool ? layers.get(match[2] as string) : undefined;
+    if (match === null) continue; // not a layer (an S3 object's version or part): the report names it
+    const layer = match[1] === pool ? layers.get(match[2] as string) : undefined;
     const volume = layer === undefined ? undefined : await svc.catalog.volumes.get(layer.ownerVolumeId);
     if (layer === undefined || volume === undefined) {
-      owners.push({ holder, layer: match?.[2] ?? holder, volume: undefined, snapshot: undefined, role: 'unknown' });
+      owners.push({ holder, layer: match[2] as string, volume: undefined, snapshot: undefined, role: 'unknown' });
       continue;
     }
     const snapshot = (await snapshotsOfVolume(svc, volume.id)).find((s) => s.layerId === layer.id);
-    const role = volume.activeLayerId === layer.id ? 'active' : snapshot !== undefined ? 'snapshot' : 'base';
+    const role = volume.activeLayerId === layer.id ? 'active' : snapshot !== undefined ? 'snapshot' : layer.internal === true ? 'internal' : 'base';
     owners.push({ holder, layer: layer.fileName, volume: volume.name, snapshot: snapshot?.name, role });
   }
   return owners;

@@ -67,6 +67,13 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
     if ((await layersOfPool(svc, name)).length > 0) {
       throw new StorageError('BUSY', `pool '${name}' still holds layers`);
     }
+    // With no layer left, a chunk still referenced is an S3 object's (or a leak a scrub repairs).
+    if (svc.chunkedPools !== undefined && (await svc.chunkedPools.hasChunks(name))) {
+      const referenced = (await svc.chunkedPools.usage(name)).uniqueChunkCount;
+      if (referenced > 0) {
+        throw new StorageError('BUSY', `pool '${name}' still holds ${countOf(referenced, 'chunk')} of S3 objects: delete the objects of its buckets ('strata bucket list') first, or run 'strata pool scrub ${name} --repair' if none remain`);
+      }
+    }
     await svc.catalog.change((txn) => svc.catalog.pools.remove(txn, pool));
     for (const entry of await svc.layerStore.list(name).catch(() => [] as string[])) {
       if (LAYER_FILE_PATTERN.test(entry) || entry.startsWith(TEMP_PREFIX)) await svc.layerStore.remove({ pool: name, fileName: entry });
@@ -88,9 +95,10 @@ export async function gcPool(svc: ServiceContext, name: string, options: { grace
   if (!Number.isSafeInteger(graceMs) || graceMs < 0) {
     throw new StorageError('INVALID_ARGUMENT', `grace period ${String(graceMs)} ms: give a non-negative whole number of milliseconds`);
   }
-  const pool = await requirePool(svc, name);
-  if (pool.dedup === undefined || svc.chunkedPools === undefined) {
-    throw new StorageError('INVALID_ARGUMENT', `pool '${name}' is a local pool: it has no chunks to collect (only dedup pools do)`);
+  await requirePool(svc, name);
+  // A local pool has chunks only for its S3 objects (kept apart from its qcow2 files).
+  if (svc.chunkedPools === undefined || !(await svc.chunkedPools.hasChunks(name))) {
+    throw new StorageError('INVALID_ARGUMENT', `pool '${name}' is a local pool without S3 objects: it has no chunks to collect (dedup pools and buckets' pools do)`);
   }
   const pools = svc.chunkedPools;
   let jobId = '';
@@ -114,7 +122,9 @@ export async function poolDf(svc: ServiceContext, name: string): Promise<PoolDf>
     logicalAllocatedBytes += bytes;
     if (chunked === undefined || !(await chunked.isSealed(layer))) layerFileBytes += bytes;
   }
-  const usage = chunked === undefined ? undefined : await chunked.usage(name);
+  // A local pool's S3 objects keep chunks apart from its qcow2 files: counted as packs too.
+  const withChunks = chunked ?? (svc.chunkedPools !== undefined && (await svc.chunkedPools.hasChunks(name)) ? svc.chunkedPools : undefined);
+  const usage = withChunks === undefined ? undefined : await withChunks.usage(name);
   const packBytes = usage?.packBytes ?? 0;
   const packRemoteBytes = usage?.remoteBytes ?? 0;
   return {

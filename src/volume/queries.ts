@@ -138,7 +138,14 @@ export async function checkQuota(svc: ServiceContext, pool: PoolRecord, sizeByte
 function describeDedup(svc: ServiceContext, name: string, dedup: NonNullable<PoolRecord['dedup']>): PoolInfo['dedup'] {
   const status = dedup.tier === undefined ? undefined : svc.chunkedPools?.tierStatus?.(name);
   const tierActive = status !== undefined && svc.chunkedPools?.tieringAvailable() === true;
-  return { hash: dedup.hash, tier: dedup.tier, tierActive, ...(status?.error === undefined ? {} : { tierError: status.error }) };
+  return {
+    hash: dedup.hash,
+    tier: dedup.tier,
+    tierActive,
+    ...(status?.error === undefined ? {} : { tierError: status.error }),
+    ...(dedup.sealAfterMs === undefined ? {} : { sealAfterMs: dedup.sealAfterMs }),
+    ...(dedup.sealAboveBytes === undefined ? {} : { sealAboveBytes: dedup.sealAboveBytes }),
+  };
 }
 
 export async function describePool(svc: ServiceContext, pool: PoolRecord): Promise<PoolInfo> {

@@ -4,6 +4,24 @@
  * change. Times are ISO-8601 strings.
  */
 import type { DedupPoolConfig } from '../core/chunked-pools.js';
+import type { QosLimits } from './qos/limits.js';
+
+/**
+ * A volume's or a pool's own QoS (docs/qos.md): limits, a named policy, or both (its own limits
+ * win). A pool's is the default of its volumes that set neither.
+ */
+export interface QosSetting {
+  limits?: QosLimits;
+  /** The name of a QosPolicyRecord. */
+  policy?: string;
+}
+
+/** A named set of QoS limits that volumes and pools attach (Cinder's qos-specs). */
+export interface QosPolicyRecord {
+  name: string;
+  limits: QosLimits;
+  createdAt: string;
+}
 
 export interface PoolRecord {
   name: string;
@@ -14,6 +32,8 @@ export interface PoolRecord {
    * its sealed layers are chunk manifests, their chunks stored once per pool.
    */
   dedup?: DedupPoolConfig;
+  /** The QoS of the pool's volumes that have none of their own (absent: unlimited). */
+  qos?: QosSetting;
   createdAt: string;
 }
 
@@ -25,6 +45,8 @@ export interface VolumeRecord {
   sizeBytes: number;
   activeLayerId: string;
   snapshotLimit?: number;
+  /** The volume's own QoS (absent: its pool's default applies). */
+  qos?: QosSetting;
   createdAt: string;
   /**
    * Set while the volume is in its pool's trash (trash.ts): its name is free (the name index has
@@ -54,6 +76,12 @@ export interface LayerRecord {
   ownerVolumeId: string;
   /** Frozen layers are snapshot layers: their contents never change (copy-up keeps what they read). */
   frozen: boolean;
+  /**
+   * A frozen layer no snapshot names (dedup pools): the volume's active layer as it was when the
+   * seal policy or `volume seal` froze it (freeze.ts). Compaction (compact.ts) merges adjacent ones;
+   * a rollback past one removes it. Absent on every other layer.
+   */
+  internal?: true;
   createdAt: string;
 }
 
@@ -74,7 +102,7 @@ export interface SnapshotRecord {
   createdAt: string;
 }
 
-export type JobKindRecord = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict';
+export type JobKindRecord = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict' | 'compact';
 export type JobStateRecord = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobRecord {
@@ -132,6 +160,13 @@ export interface IntentRecord {
    * seal killed part-way added, and leaves the seal to be redone.
    */
   seal?: { layerId: string; file: FileRef };
+  /**
+   * A compaction (compact.ts): sealed layer `upperLayerId` is being rewritten in place as the merge
+   * of itself over `lowerLayerId`, its header then naming `backingFile` (lower's backing; absent:
+   * none). Recovery reads upper's header: naming `backingFile`, the merge landed and the catalog
+   * change is finished; naming lower, it did not and the intent is dropped.
+   */
+  compact?: { volumeId: string; upperLayerId: string; lowerLayerId: string; backingFile?: string };
   createdAt: string;
 }
 

@@ -7,6 +7,7 @@ import type { ServiceContext } from './context.js';
 import { finishIntent, finishResize, repairLeaks, rollbackIntent } from './intents.js';
 import { LAYER_FILE_PATTERN, layerLocation, poolLocation, TEMP_PREFIX } from './layers.js';
 import type { IntentRecord } from './records.js';
+import { recoverCompact } from './compact.js';
 import { recoverSeal } from './sealing.js';
 
 export interface RecoveryReport {
@@ -91,6 +92,9 @@ async function recoverIntent(svc: ServiceContext, intent: IntentRecord, label: s
   if (intent.seal) {
     await recoverSeal(svc, intent, report.problems);
     report.intentsRolledBack.push(label);
+  } else if (intent.compact && intent.phase === 'prepared') {
+    const outcome = await recoverCompact(svc, intent, report.problems);
+    (outcome === 'finished' ? report.intentsFinished : report.intentsRolledBack).push(label);
   } else if (intent.phase === 'committed') {
     await finishIntent(svc, intent, report.problems);
     report.intentsFinished.push(label);

@@ -11,11 +11,15 @@
  * layer still has, audits the pool's reference counts so that references a killed seal added are
  * dropped, and the seal is started again at start-up (resumeSeals).
  *
+ * A layer frozen by the seal policy or `volume seal` (freeze.ts) is compacted with an internal
+ * layer under it once sealed: the seal job starts a 'compact' job for its volume.
+ *
  * Whatever changes or removes a frozen layer stops its seal first (stopSeals, under the volume's
  * lock) and unseals it when it must write into it (prepareToWrite); the seal job itself takes no
  * lock, so a long seal never blocks the volume.
  */
 import { StorageError } from '../core/errors.js';
+import { scheduleCompaction } from './compact.js';
 import { newId, nowIso, type ServiceContext } from './context.js';
 import type { JobContext } from './jobs.js';
 import { withLiveChanges } from './live-registry.js';
@@ -157,6 +161,8 @@ async function sealLayer(svc: ServiceContext, layerId: string, ctx: JobContext):
   }
   // Chains holding the layer still read its (now unlinked) local file: reopen them on the manifest.
   await withLiveChanges(svc, [layerId], async () => {});
+  // A layer the seal policy froze may now merge with the one under it (compact.ts).
+  if (layer.internal === true) await scheduleCompaction(svc, layer.ownerVolumeId);
 }
 
 /**

@@ -25,7 +25,10 @@ import type { LayerStore } from '../core/layer-store.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
 import type { CatalogStore } from '../core/catalog-store.js';
 import type { ChunkedPools, ChunkedPoolTierStatus } from '../core/chunked-pools.js';
+import { compactVolume } from './compact.js';
 import { evictVolume } from './evict.js';
+import { sealVolumeNow } from './freeze.js';
+import { applySealPolicy } from './seal-policy.js';
 import type { Coordinator } from '../core/coordinator.js';
 import { VolumeCatalog } from './catalog.js';
 import * as clones from './clones.js';
@@ -46,9 +49,12 @@ import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
 import * as trash from './trash.js';
-import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, VolumeEvictReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
+import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SealPolicyPass, VolumeCompactReport, VolumeEvictReport, VolumeSealReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import { attachChunkedPools, resumeSeals } from './sealing.js';
+import type { QosLimits } from './qos/limits.js';
+import * as qos from './qos/settings.js';
+import type { QosInfo, QosPolicyInfo, QosSettingChange, QosVolumeStats } from './qos/types.js';
 import * as volumes from './volumes.js';
 
 export { DEFAULT_MAX_CHAIN_DEPTH, DEFAULT_TRASH_EXPIRY_MS, type ChainDepthPolicy } from './context.js';
@@ -90,6 +96,8 @@ export class LocalVolumeService implements VolumeService {
   readonly catalog: VolumeCatalog;
   /** What the modules share: built once here, passed to each as `svc`. */
   private readonly svc: ServiceContext;
+  /** When this service started (ms since the epoch): the seal policy's quiet time starts here at the latest. */
+  private readonly startedAtMs = Date.now();
 
   constructor(
     store: CatalogStore,
@@ -156,6 +164,18 @@ export class LocalVolumeService implements VolumeService {
     return evictVolume(this.svc, pool, volume);
   }
 
+  sealVolume(pool: string, volume: string): Promise<VolumeSealReport> {
+    return sealVolumeNow(this.svc, pool, volume);
+  }
+
+  compactVolume(pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeCompactReport }> {
+    return compactVolume(this.svc, pool, volume);
+  }
+
+  applySealPolicy(): Promise<SealPolicyPass> {
+    return applySealPolicy(this.svc, { startedAtMs: this.startedAtMs });
+  }
+
   async poolTiers(): Promise<{ pool: string; tier: ChunkedPoolTierStatus }[]> {
     const out: { pool: string; tier: ChunkedPoolTierStatus }[] = [];
     for (const pool of await this.svc.catalog.pools.all()) {
@@ -187,8 +207,8 @@ export class LocalVolumeService implements VolumeService {
 
   // Volumes (volumes.ts)
 
-  createVolume(pool: string, name: string, sizeBytes: number): Promise<VolumeInfo> {
-    return volumes.createVolume(this.svc, pool, name, sizeBytes);
+  createVolume(pool: string, name: string, sizeBytes: number, options: { qos?: QosSettingChange } = {}): Promise<VolumeInfo> {
+    return volumes.createVolume(this.svc, pool, name, sizeBytes, options);
   }
 
   listVolumes(pool: string): Promise<VolumeInfo[]> {
@@ -366,6 +386,56 @@ export class LocalVolumeService implements VolumeService {
 
   importDiff(pool: string, volume: string, source: AsyncIterable<Uint8Array>): Promise<VolumeInfo> {
     return diffs.importDiff(this.svc, pool, volume, source);
+  }
+
+  // QoS (qos/settings.ts)
+
+  volumeQos(pool: string, volume: string): Promise<QosInfo> {
+    return qos.volumeQos(this.svc, pool, volume);
+  }
+
+  setVolumeQos(pool: string, volume: string, change: QosSettingChange): Promise<QosInfo> {
+    return qos.setVolumeQos(this.svc, pool, volume, change);
+  }
+
+  clearVolumeQos(pool: string, volume: string): Promise<QosInfo> {
+    return qos.clearVolumeQos(this.svc, pool, volume);
+  }
+
+  poolQos(pool: string): Promise<QosInfo> {
+    return qos.poolQos(this.svc, pool);
+  }
+
+  setPoolQos(pool: string, change: QosSettingChange): Promise<QosInfo> {
+    return qos.setPoolQos(this.svc, pool, change);
+  }
+
+  clearPoolQos(pool: string): Promise<QosInfo> {
+    return qos.clearPoolQos(this.svc, pool);
+  }
+
+  createQosPolicy(name: string, limits: QosLimits): Promise<QosPolicyInfo> {
+    return qos.createQosPolicy(this.svc, name, limits);
+  }
+
+  listQosPolicies(): Promise<QosPolicyInfo[]> {
+    return qos.listQosPolicies(this.svc);
+  }
+
+  qosPolicyInfo(name: string): Promise<QosPolicyInfo> {
+    return qos.qosPolicyInfo(this.svc, name);
+  }
+
+  setQosPolicy(name: string, limits: { readonly [field: string]: number | null | undefined }): Promise<QosPolicyInfo> {
+    return qos.setQosPolicy(this.svc, name, limits);
+  }
+
+  deleteQosPolicy(name: string): Promise<void> {
+    return qos.deleteQosPolicy(this.svc, name);
+  }
+
+  qosStats(): Promise<QosVolumeStats[]> {
+    return qos.qosStats(this.svc);
   }
 
   // Jobs (jobs.ts)

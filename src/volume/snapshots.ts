@@ -87,7 +87,7 @@ export async function rollbackSnapshot(svc: ServiceContext, pool: string, volume
         await svc.layerStore.syncPool(vol.pool);
         const txn = new CatalogTxn();
         addRollbackRecords(svc, txn, plan);
-        await commitIntent(svc, txn, intent, [plan.oldActive]);
+        await commitIntent(svc, txn, intent, rollbackDeletes(plan));
       });
       return describeVolume(svc, plan.updated);
     },
@@ -101,13 +101,16 @@ export interface RollbackPlan {
   snapshot: SnapshotRecord;
   snapshotLayer: LayerRecord;
   oldActive: LayerRecord;
+  /** Internal layers the seal policy froze above the snapshot: they go with the old active layer. */
+  dropped: LayerRecord[];
   active: LayerRecord;
   updated: VolumeRecord;
 }
 
 /**
  * Checks that `vol` may be rolled back to `snap` (its head not exported, the pool's quota if it
- * grows) and builds the records; nothing is written. The caller holds the volume's and pool's locks.
+ * grows) and builds the records; nothing is written, but the seals of the layers it drops are
+ * stopped. The caller holds the volume's and pool's locks.
  */
 export async function planRollback(svc: ServiceContext, vol: VolumeRecord, snap: SnapshotRecord): Promise<RollbackPlan> {
   checkHeadNotLive(svc, vol, 'roll it back (the guest would see its disk change under it)');
@@ -122,18 +125,26 @@ export async function planRollback(svc: ServiceContext, vol: VolumeRecord, snap:
   }
   const active = newLayer(newId(), vol.pool, vol.id, snapshotLayer);
   const updated: VolumeRecord = { ...vol, activeLayerId: active.id, sizeBytes: snap.sizeBytes };
-  return { volume: vol, snapshot: snap, snapshotLayer, oldActive, active, updated };
+  const dropped = await internalLayersUnder(svc, oldActive);
+  await stopSeals(svc, dropped.map((l) => l.id));
+  return { volume: vol, snapshot: snap, snapshotLayer, oldActive, dropped, active, updated };
 }
 
 export async function createRollbackLayer(svc: ServiceContext, plan: RollbackPlan): Promise<void> {
   await createLayerFile(svc.layerStore, plan.active, plan.snapshot.sizeBytes, plan.snapshotLayer);
 }
 
-/** Adds the plan's records to txn; the caller's commitIntent names plan.oldActive for deletion. */
+/** Adds the plan's records to txn; the caller's commitIntent deletes rollbackDeletes(plan). */
 export function addRollbackRecords(svc: ServiceContext, txn: CatalogTxn, plan: RollbackPlan): void {
   svc.catalog.layers.create(txn, plan.active);
   svc.catalog.layers.remove(txn, plan.oldActive);
+  for (const layer of plan.dropped) svc.catalog.layers.remove(txn, layer);
   svc.catalog.volumes.update(txn, plan.volume, plan.updated);
+}
+
+/** The layer files a rollback deletes once committed. */
+export function rollbackDeletes(plan: RollbackPlan): LayerRecord[] {
+  return [plan.oldActive, ...plan.dropped];
 }
 
 /**
@@ -150,6 +161,21 @@ async function checkNotGroupOwned(svc: ServiceContext, snap: SnapshotRecord, vol
   throw new StorageError('BUSY', message, {
     fix: { operation: 'deleteGroupSnapshot', group: group.name, snapshot: groupSnap.name, text: 'delete the whole group snapshot with {}' },
   });
+}
+
+/**
+ * The internal layers (freeze.ts) under `top` that only `top`'s chain reads: each the sole child's
+ * backing, down to the first snapshot layer or layer with other children.
+ */
+async function internalLayersUnder(svc: ServiceContext, top: LayerRecord): Promise<LayerRecord[]> {
+  const out: LayerRecord[] = [];
+  for (let child = top; child.backingLayerId !== undefined; ) {
+    const layer = await layerById(svc, child.backingLayerId);
+    if (layer.internal !== true || (await childLayers(svc, layer.id)).length !== 1) break;
+    out.push(layer);
+    child = layer;
+  }
+  return out;
 }
 
 export async function deleteSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<void> {

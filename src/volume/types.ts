@@ -11,6 +11,8 @@ import type { BlockDevice } from '../core/block-device.js';
 import type { ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPoolTierStatus, ChunkHashAlgorithm, PoolTierConfig } from '../core/chunked-pools.js';
 import type { ScrubReport } from '../core/scrub-report.js';
 import type { DedupPoolRequest } from './pool-config.js';
+import type { QosLimits } from './qos/limits.js';
+import type { QosInfo, QosPolicyInfo, QosSettingChange, QosVolumeStats } from './qos/types.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import type { GroupService } from './group-types.js';
 
@@ -40,6 +42,9 @@ export interface PoolDedupInfo {
   tierActive: boolean;
   /** The last failure to reach the tier (absent while it answers). */
   tierError?: string;
+  /** The seal policy (absent: off): freeze an active layer not written for this long / allocating more than this. */
+  sealAfterMs?: number;
+  sealAboveBytes?: number;
 }
 
 /** `pool df`: what a pool's data is worth (logical) and what it takes (physical). */
@@ -76,6 +81,31 @@ export type PoolGcReport = ChunkedPoolGcReport & { pool: string; graceMs: number
 
 export type VolumeEvictReport = ChunkedPoolEviction & { pool: string; volume: string };
 
+/** What `volume seal` did: the active layer frozen (an internal layer) and its seal job started. */
+export interface VolumeSealReport {
+  pool: string;
+  volume: string;
+  frozenLayerId: string;
+  sealJobId: string | null;
+  /** The chain's depth after the freeze (the new overlay included). */
+  chainDepth: number;
+}
+
+/** What a compaction did: pairs of adjacent internal sealed layers merged, and the chain's depth. */
+export interface VolumeCompactReport {
+  pool: string;
+  volume: string;
+  mergedPairs: number;
+  chainDepthBefore: number;
+  chainDepthAfter: number;
+}
+
+/** One pass of the dedup pools' seal policy: the volumes whose active layers it froze. */
+export interface SealPolicyPass {
+  frozen: { volume: string; reason: 'size' | 'idle'; layerId: string }[];
+  failed: { volume: string; error: string }[];
+}
+
 /** A layer a scrub's report names (a holder of lost chunks, an unreadable manifest) and who owns it. */
 export interface ScrubLayerOwner {
   /** As the report names it: "layer <pool>/<file>". */
@@ -85,7 +115,7 @@ export interface ScrubLayerOwner {
   volume: string | undefined;
   snapshot: string | undefined;
   /** The volume's active layer, a snapshot's layer, an imported volume's base, or no record. */
-  role: 'active' | 'snapshot' | 'base' | 'unknown';
+  role: 'active' | 'snapshot' | 'base' | 'internal' | 'unknown';
 }
 
 /** A dedup pool's scrub: the report as the repository made it, and the owners of the layers it names. */
@@ -155,7 +185,7 @@ export interface ExpiredTrashPass {
   nextAfter: string | undefined;
 }
 
-export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict';
+export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict' | 'compact';
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobInfo {
@@ -206,6 +236,12 @@ export interface VolumeService extends GroupService {
   scrubPool(name: string, options?: { repair?: boolean }): Promise<{ job: JobInfo; report: PoolScrubReport }>;
   /** Moves the packs of a volume's sealed layers to its pool's tier now (an 'evict' job the caller awaits). */
   evictVolume(pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeEvictReport }>;
+  /** Freezes a dedup pool volume's active layer now (an internal layer) and starts its seal job. */
+  sealVolume(pool: string, volume: string): Promise<VolumeSealReport>;
+  /** Merges the volume's adjacent internal sealed layers by reference (a 'compact' job the caller awaits). */
+  compactVolume(pool: string, volume: string): Promise<{ job: JobInfo; report: VolumeCompactReport }>;
+  /** One bounded pass of the dedup pools' seal policy (the daemon's timer calls it). */
+  applySealPolicy(): Promise<SealPolicyPass>;
   /** The tiers of the tiered dedup pools, for /metrics. */
   poolTiers(): Promise<{ pool: string; tier: ChunkedPoolTierStatus }[]>;
   listPools(): Promise<PoolInfo[]>;
@@ -215,7 +251,8 @@ export interface VolumeService extends GroupService {
   deletePool(name: string): Promise<void>;
 
   // Volumes
-  createVolume(pool: string, name: string, sizeBytes: number): Promise<VolumeInfo>;
+  /** qos: the new volume's own limits and policy (docs/qos.md). */
+  createVolume(pool: string, name: string, sizeBytes: number, options?: { qos?: QosSettingChange }): Promise<VolumeInfo>;
   listVolumes(pool: string): Promise<VolumeInfo[]>;
   volumeInfo(pool: string, name: string): Promise<VolumeInfo>;
   /** Shrinking needs allowShrink (data past the new end is lost). */
@@ -294,6 +331,23 @@ export interface VolumeService extends GroupService {
    * shrink, copy, export and diffs to the head are refused (BUSY).
    */
   openDevice(pool: string, volume: string, options?: { snapshot?: string; readOnly?: boolean }): Promise<BlockDevice>;
+
+  // QoS (docs/qos.md): changes apply to exported volumes at once
+  volumeQos(pool: string, volume: string): Promise<QosInfo>;
+  setVolumeQos(pool: string, volume: string, change: QosSettingChange): Promise<QosInfo>;
+  clearVolumeQos(pool: string, volume: string): Promise<QosInfo>;
+  poolQos(pool: string): Promise<QosInfo>;
+  setPoolQos(pool: string, change: QosSettingChange): Promise<QosInfo>;
+  clearPoolQos(pool: string): Promise<QosInfo>;
+  createQosPolicy(name: string, limits: QosLimits): Promise<QosPolicyInfo>;
+  listQosPolicies(): Promise<QosPolicyInfo[]>;
+  qosPolicyInfo(name: string): Promise<QosPolicyInfo>;
+  /** Limits field by field (null removes one). */
+  setQosPolicy(name: string, limits: { readonly [field: string]: number | null | undefined }): Promise<QosPolicyInfo>;
+  /** Refused (BUSY) while a volume or pool attaches it. */
+  deleteQosPolicy(name: string): Promise<void>;
+  /** The exported volumes' throttles, for /metrics. */
+  qosStats(): Promise<QosVolumeStats[]>;
 
   // Jobs
   listJobs(): Promise<JobInfo[]>;

@@ -23,23 +23,28 @@ import {
   volumeByName,
   volumesOfPool,
 } from './queries.js';
+import { settingForNewVolume } from './qos/settings.js';
+import type { QosSettingChange } from './qos/types.js';
 import type { VolumeRecord } from './records.js';
 import type { VolumeInfo } from './types.js';
 
-export async function createVolume(svc: ServiceContext, pool: string, name: string, sizeBytes: number): Promise<VolumeInfo> {
+export async function createVolume(svc: ServiceContext, pool: string, name: string, sizeBytes: number, options: { qos?: QosSettingChange } = {}): Promise<VolumeInfo> {
   checkName('volume', name);
   checkVolumeSize(sizeBytes);
   return svc.locks.run([poolKey(pool)], async () => {
     const poolRecord = await requirePool(svc, pool);
     await checkNameFree(svc, pool, name);
     await checkQuota(svc, poolRecord, sizeBytes, `the new volume '${pool}/${name}'`);
-    const volume: VolumeRecord = { id: newId(), pool, name, sizeBytes, activeLayerId: newId(), createdAt: nowIso() };
+    // The policy check (and its record's rewrite: see qos/settings.ts) goes in the final transaction.
+    const qosTxn = new CatalogTxn();
+    const qos = await settingForNewVolume(svc, qosTxn, options.qos);
+    const volume: VolumeRecord = { id: newId(), pool, name, sizeBytes, activeLayerId: newId(), ...(qos === undefined ? {} : { qos }), createdAt: nowIso() };
     const layer = newLayer(volume.activeLayerId, pool, volume.id, undefined);
     const intent = newIntent('volume-create', `${pool}/${name}`, { createFiles: [layer] });
     await runIntent(svc, intent, async () => {
       await createLayerFile(svc.layerStore, layer, sizeBytes);
       await svc.layerStore.syncPool(pool);
-      const txn = new CatalogTxn();
+      const txn = qosTxn;
       svc.catalog.pools.requireUnchanged(txn, poolRecord);
       svc.catalog.createVolume(txn, volume);
       svc.catalog.layers.create(txn, layer);

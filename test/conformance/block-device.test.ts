@@ -83,3 +83,18 @@ blockDeviceConformance('live device over a qcow2 chain', {
   },
   createReadOnly: async (sizeBytes) => (await liveDevice(sizeBytes, true)).device.handle(true),
 });
+
+// Under QoS limits (issue 15) the live device behaves the same, only slower: limits every request
+// of the suite meets (and waits for), none of them failed or reordered.
+blockDeviceConformance('live device under QoS limits', {
+  create: async (sizeBytes) => {
+    const { device, initial } = await liveDevice(sizeBytes, false);
+    device.throttle.setLimits({ totalIops: 20_000, writeIops: 5_000, readBps: 256 * 1024 * 1024, writeBps: 128 * 1024 * 1024 });
+    return { device: device.handle(false), initial };
+  },
+  createReadOnly: async (sizeBytes) => {
+    const { device } = await liveDevice(sizeBytes, true);
+    device.throttle.setLimits({ readIops: 20_000 });
+    return device.handle(true);
+  },
+});

@@ -29,11 +29,14 @@ export interface FaultSelector {
   readonly method?: string;
   /** Only requests whose path (with query) matches. */
   readonly pathPattern?: RegExp;
+  /** Matching requests forwarded untouched before the fault starts (default 0): "fail the 3rd PUT". */
+  readonly skip?: number;
 }
 
 interface FaultRule {
   readonly fault: S3Fault;
   remaining: number;
+  skip: number;
   readonly method: string | undefined;
   readonly pathPattern: RegExp | undefined;
 }
@@ -79,7 +82,7 @@ export class S3FaultProxy {
 
   /** Answers the next matching requests with `fault`. Rules apply in the order they were added. */
   inject(fault: S3Fault, selector: FaultSelector = {}): void {
-    this.rules.push({ fault, remaining: selector.count ?? 1, method: selector.method, pathPattern: selector.pathPattern });
+    this.rules.push({ fault, remaining: selector.count ?? 1, skip: selector.skip ?? 0, method: selector.method, pathPattern: selector.pathPattern });
   }
 
   /** Resolves when the proxy next answers a request with a fault (for a stall: has taken it in). */
@@ -104,6 +107,10 @@ export class S3FaultProxy {
       (r) => r.remaining > 0 && (r.method === undefined || r.method === req.method) && (r.pathPattern === undefined || r.pathPattern.test(req.url ?? '')),
     );
     if (rule === undefined) return undefined;
+    if (rule.skip > 0) {
+      rule.skip--;
+      return undefined;
+    }
     rule.remaining--;
     this.served[rule.fault]++;
     for (const waiter of this.servedWaiters.splice(0)) waiter(rule.fault);

@@ -3,6 +3,10 @@ import type { ExportService } from './export-service.js';
 import type { VolumeService } from '../../volume/types.js';
 import type { ApiMetrics } from './metrics.js';
 import type { UserStore } from '../../objects/users/user-store.js';
+import type { ObjectModel } from '../../objects/model.js';
+
+/** What the bucket routes ask of the object model. */
+export type BucketAdmin = Pick<ObjectModel, 'listAllBuckets' | 'countObjects' | 'bucketUsagePage' | 'headBucket'>;
 
 export interface RestContext {
   service: VolumeService;
@@ -17,6 +21,8 @@ export interface RestContext {
   jobWatchIntervalMs: number;
   /** The S3 users and access keys (undefined in tests of the API alone). */
   users: UserStore | undefined;
+  /** The S3 buckets (undefined in tests of the API alone). */
+  buckets: BucketAdmin | undefined;
 }
 
 export interface PoolParams {

@@ -14,16 +14,20 @@ import type { RestContext } from './context.js';
 import { UnauthorizedError, isClientAbort, mapError } from './errors.js';
 import { ApiMetrics, renderGauge, type GaugeSample } from './metrics.js';
 import { collectTierMetrics } from './tier-metrics.js';
+import { collectQosMetrics } from './qos-metrics.js';
 import { registerContentRoutes } from './routes/content.js';
 import { registerExportRoutes } from './routes/exports.js';
 import { registerGroupRoutes } from './routes/groups.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerPoolRoutes } from './routes/pools.js';
+import { registerQosRoutes } from './routes/qos.js';
 import { registerSnapshotRoutes } from './routes/snapshots.js';
 import { registerTrashRoutes } from './routes/trash.js';
 import { registerUserRoutes } from './routes/users.js';
+import { registerBucketRoutes } from './routes/buckets.js';
 import { registerVolumeRoutes } from './routes/volumes.js';
 import type { UserStore } from '../../objects/users/user-store.js';
+import type { BucketAdmin } from './context.js';
 import { SHARED_SCHEMAS } from './schemas.js';
 
 export { HTTP_STATUS, mapError } from './errors.js';
@@ -45,6 +49,8 @@ export interface RestApiOptions {
   jobWatchIntervalMs?: number;
   /** The S3 users and access keys (/v1/users); absent: those routes answer UNSUPPORTED. */
   users?: UserStore;
+  /** The S3 buckets (/v1/buckets); absent: those routes answer UNSUPPORTED. */
+  buckets?: BucketAdmin;
 }
 
 /** Served without the token: the API description (it names no pool or volume). */
@@ -89,6 +95,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
     closing: options.closing ?? (() => false),
     jobWatchIntervalMs: options.jobWatchIntervalMs ?? 200,
     users: options.users,
+    buckets: options.buckets,
   };
 
   // JSON only (fastify also parses text/plain by default): anything else is a 415.
@@ -119,6 +126,8 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
         { name: 'jobs' },
         { name: 'exports', description: 'NBD exports and vhost-user-blk attachments' },
         { name: 'users', description: 'S3 users and their access keys' },
+        { name: 'buckets', description: 'S3 buckets as an operator sees them: every owner, object counts, usage' },
+        { name: 'qos', description: 'per-volume limits on IOPS and bytes per second, pool defaults and named policies (docs/qos.md)' },
       ],
     },
     refResolver: { buildLocalReference: (json, _baseUri, _fragment, i) => (typeof json.$id === 'string' ? json.$id : `def-${i}`) },
@@ -175,6 +184,8 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
   registerExportRoutes(app, ctx);
   registerContentRoutes(app, ctx);
   registerUserRoutes(app, ctx);
+  registerBucketRoutes(app, ctx);
+  registerQosRoutes(app, ctx);
 
   app.get(OPENAPI_ROUTE, { schema: { hide: true } }, async () => app.swagger());
 
@@ -185,6 +196,10 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
     });
     extra.push(...(await collectTierMetrics(options.service).catch((err: unknown) => {
       app.log.warn({ err }, 'metrics: could not collect tier metrics');
+      return [] as string[];
+    })));
+    extra.push(...(await collectQosMetrics(options.service).catch((err: unknown) => {
+      app.log.warn({ err }, 'metrics: could not collect QoS metrics');
       return [] as string[];
     })));
     const nbd = options.exports?.nbdStats();

@@ -115,6 +115,9 @@ export function renderGauge(name: string, help: string, samples: readonly GaugeS
   return lines.join('\n');
 }
 
+/** Upper bounds of the request latency histograms (seconds): 1 ms to 5 minutes. */
+export const LATENCY_BUCKETS_SECONDS: readonly number[] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+
 /** The API's metrics. */
 export class ApiMetrics {
   readonly requests = new Counter('strata_http_requests_total', 'HTTP requests handled, by method, route and status.');
@@ -122,7 +125,7 @@ export class ApiMetrics {
   readonly latency = new Histogram(
     'strata_http_request_duration_seconds',
     'Time from receiving a request to finishing its response, by method and route.',
-    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+    LATENCY_BUCKETS_SECONDS,
   );
   readonly importedBytes = new Counter('strata_imported_bytes_total', 'Bytes received by content and diff-stream imports.');
   readonly exportedBytes = new Counter('strata_exported_bytes_total', 'Bytes sent by content and diff-stream exports.');
@@ -130,6 +133,12 @@ export class ApiMetrics {
   readonly volumeExportedBytes = new Counter('strata_volume_exported_bytes_total', 'Bytes exported from a volume, by pool and volume.');
   readonly volumeOperations = new Counter('strata_volume_operations_total', 'Operations on a volume (API calls naming it), by pool, volume and operation.');
   readonly startedAt = Date.now();
+  /** Other metrics rendered into the same document (the S3 endpoint's). */
+  private readonly sources: (() => string)[] = [];
+
+  addSource(render: () => string): void {
+    this.sources.push(render);
+  }
 
   /** Drops a deleted volume's series (its name may come back as another volume). */
   forgetVolume(pool: string, volume: string): void {
@@ -150,6 +159,7 @@ export class ApiMetrics {
       this.volumeExportedBytes.render(),
       this.volumeOperations.render(),
       renderGauge('strata_uptime_seconds', 'Seconds since the daemon started.', [{ labels: {}, value: (Date.now() - this.startedAt) / 1000 }]),
+      ...this.sources.map((render) => render()),
       ...extra,
     ];
     return `${parts.join('\n')}\n`;

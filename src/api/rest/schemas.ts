@@ -76,6 +76,8 @@ export const poolSchema = {
           },
         },
         tierActive: { type: 'boolean', description: 'true when packs move to the tier; false: recorded only (a daemon without tiering)' },
+        sealAfterMs: { type: 'integer', minimum: 0, description: 'seal policy: an active layer not written for this long is frozen and sealed (absent: off)' },
+        sealAboveBytes: { type: 'integer', minimum: 0, description: 'seal policy: an active layer allocating more than this is frozen and sealed (absent: off)' },
         tierError: { type: 'string', description: 'the last failure to reach the tier; absent while it answers' },
       },
     },
@@ -96,6 +98,8 @@ export const poolCreateBodySchema = {
       additionalProperties: false,
       properties: {
         hash: chunkHash,
+        sealAfterMs: { type: 'integer', minimum: 0, description: 'seal policy: freeze and seal an active layer not written for this long (at least 1000)' },
+        sealAboveBytes: { type: 'integer', minimum: 0, description: 'seal policy: freeze and seal an active layer allocating more than this (at least 1 MiB)' },
         tier: {
           type: 'object',
           required: ['url'],
@@ -232,7 +236,7 @@ export const jobSchema = {
   required: ['id', 'kind', 'target', 'state', 'doneBytes', 'totalBytes', 'error', 'createdAt', 'finishedAt'],
   properties: {
     id: { type: 'string' },
-    kind: { type: 'string', enum: ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict'] },
+    kind: { type: 'string', enum: ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict', 'compact'] },
     target: { type: 'string' },
     state: { type: 'string', enum: ['queued', 'running', 'succeeded', 'failed', 'cancelled'] },
     doneBytes: bytes,
@@ -362,6 +366,8 @@ export function poolJson(p: PoolInfo): PoolJson {
             hash: p.dedup.hash,
             tierActive: p.dedup.tierActive,
             ...(p.dedup.tierError === undefined ? {} : { tierError: p.dedup.tierError }),
+            ...(p.dedup.sealAfterMs === undefined ? {} : { sealAfterMs: p.dedup.sealAfterMs }),
+            ...(p.dedup.sealAboveBytes === undefined ? {} : { sealAboveBytes: p.dedup.sealAboveBytes }),
             tier:
               tier === undefined
                 ? null

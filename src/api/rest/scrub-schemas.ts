@@ -54,7 +54,7 @@ const layerOwnerSchema = {
     layer: { type: 'string', description: 'the layer file' },
     volume: { type: ['string', 'null'], description: 'the volume that owns the layer (null: no layer has that file any more)' },
     snapshot: { type: ['string', 'null'] },
-    role: { type: 'string', enum: ['active', 'snapshot', 'base', 'unknown'] },
+    role: { type: 'string', enum: ['active', 'snapshot', 'base', 'internal', 'unknown'] },
   },
 } as const;
 

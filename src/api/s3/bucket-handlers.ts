@@ -89,12 +89,13 @@ const listBuckets: S3Handler = async (ctx) => {
 const createBucket: S3Handler = async (ctx) => {
   const bucket = ctx.bucket as string;
   checkBucketName(bucket);
+  // A LocationConstraint other than the region names the pool the bucket keeps its bytes in
+  // (as Ceph's placement targets do): a dedup pool shares chunks with its volumes.
+  let pool: string | undefined;
   if (ctx.hasBody) {
     const config = await readXmlBody(ctx.body(), 'CreateBucketConfiguration');
     const location = childText(config, 'LocationConstraint');
-    if (location !== undefined && location !== '' && location !== ctx.region) {
-      throw new S3Error('InvalidArgument', `the LocationConstraint '${location}' is not this endpoint's region '${ctx.region}'`, { ArgumentName: 'LocationConstraint' });
-    }
+    if (location !== undefined && location !== '' && location !== ctx.region) pool = location;
   }
   const exists = await ctx.objects.bucketInfo(ctx.principal, bucket).catch((err: unknown) => {
     if (isStorageError(err, 'NOT_FOUND')) return undefined;
@@ -102,8 +103,12 @@ const createBucket: S3Handler = async (ctx) => {
   });
   if (exists !== undefined) throw alreadyExists(bucket, exists.owner === ctx.principal.owner);
   try {
-    await ctx.objects.createBucket(ctx.principal, bucket);
+    await ctx.objects.createBucket(ctx.principal, bucket, pool === undefined ? {} : { pool });
   } catch (err) {
+    if (pool !== undefined && isStorageError(err, 'NOT_FOUND')) {
+      const fix = `give this endpoint's region '${ctx.region}' or the name of a pool ('strata pool list')`;
+      throw new S3Error('InvalidArgument', `the LocationConstraint '${pool}' is neither this endpoint's region nor a pool: ${fix}`, { ArgumentName: 'LocationConstraint' });
+    }
     if (!isStorageError(err, 'ALREADY_EXISTS')) throw err;
     const winner = await ctx.objects.bucketInfo(ctx.principal, bucket).catch(() => undefined);
     throw alreadyExists(bucket, winner?.owner === ctx.principal.owner);

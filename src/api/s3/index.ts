@@ -15,6 +15,7 @@ import { MULTIPART_HANDLERS } from './multipart-handlers.js';
 import { OBJECT_HANDLERS } from './object-handlers.js';
 import { resolveEndpoint, type ResolvedRequest } from './endpoints.js';
 import { S3Error, toS3Error } from './errors.js';
+import type { S3Metrics } from './metrics.js';
 import { isObjectError } from '../../objects/errors.js';
 import type { ObjectService } from '../../objects/object-service.js';
 import { openPayload, payloadExpectations } from './payload.js';
@@ -35,6 +36,8 @@ export interface S3ApiOptions {
   readonly region?: string;
   /** The clock for signature times (tests); Date.now by default. */
   readonly now?: () => number;
+  /** Per-operation request, byte and latency metrics (the daemon renders them on /metrics). */
+  readonly metrics?: S3Metrics;
 }
 
 export const DEFAULT_S3_REGION = 'us-east-1';
@@ -100,6 +103,7 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
   app.addHook('onResponse', async (req, reply) => {
     const state = stateOf(req);
     const level = reply.statusCode >= 500 && reply.statusCode !== 501 ? 'error' : 'info';
+    options.metrics?.record(state.resolved?.endpoint ?? 'unresolved', reply.statusCode, reply.elapsedTime, req.raw.socket);
     req.log[level]({ s3: state.resolved?.endpoint ?? 'unresolved', method: req.method, url: req.url, status: reply.statusCode, requestId: state.requestId, ms: Math.round(reply.elapsedTime * 10) / 10 }, 's3 request');
   });
 

@@ -389,6 +389,8 @@ export abstract class NbdTransmission extends NbdReplies {
     }
     const buffer = this.replyBuffer(P.OFFSET_DATA_HEADER_BYTES, runs.some((r) => !r.zero) ? len : 0);
     if (buffer.data.length > 0) await readOrRelease(device, h.offset, buffer.data, buffer.release);
+    // A read answered from blockStatus alone is still a read of the guest's (QoS counts it).
+    else if (device.readSkipped !== undefined) await device.readSkipped(h.offset, len);
     this.replyStructuredRead(h, runs, buffer);
   }
 

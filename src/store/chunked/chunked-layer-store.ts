@@ -12,6 +12,7 @@
  * chunks.
  */
 import type { ChunkStore } from '../../core/chunk-store.js';
+import type { PreparedMerge } from '../../core/chunked-pools.js';
 import { StorageError } from '../../core/errors.js';
 import type { HostFile } from '../../core/host-file.js';
 import type { LayerRef, LayerStore, StrayEntry } from '../../core/layer-store.js';
@@ -22,6 +23,7 @@ import { ChunkedFile } from './chunked-file.js';
 import type { ChunkManifest } from './manifest.js';
 import { decodeManifest, encodeManifest } from './manifest-format.js';
 import { LAYER_MANIFEST_PREFIX, sealedLayerReferences } from './manifest-references.js';
+import { mergeSealedLayers } from './merge.js';
 import { releaseManifest, sealFile, type SealOptions } from './seal.js';
 import type { ReferenceSource } from '../dedup/scrub.js';
 
@@ -219,6 +221,48 @@ export class ChunkedLayerStore implements LayerStore {
     await this.local.syncPool(ref.pool);
     await this.manifests.delete(this.key(ref));
     await releaseManifest(manifest, this.repository);
+  }
+
+  /**
+   * Prepares sealed layer `upper` to become, in place, the merge of upper over sealed layer
+   * `lower` (merge.ts: by reference; its header names `backingFile`): the merged manifest's chunks
+   * are referenced now; install() stores it under upper's name (one atomic put) and then drops
+   * the old manifest's references; discard() drops the merged one's. Upper reads the same before
+   * and after only through a chain without lower: the caller repoints the chain as it installs.
+   */
+  async prepareMerge(upper: LayerRef, lower: LayerRef, options: { backingFile: string | undefined; signal?: AbortSignal }): Promise<PreparedMerge> {
+    const upperManifest = await this.requireManifest(upper);
+    const lowerManifest = await this.requireManifest(lower);
+    const merged = await mergeSealedLayers(
+      { name: this.name(upper), manifest: upperManifest },
+      { name: this.name(lower), manifest: lowerManifest },
+      this.repository,
+      this.cache,
+      options,
+    );
+    let settled = false;
+    const settle = (): void => {
+      if (settled) throw new Error('assertion failed: a prepared merge is installed or discarded once');
+      settled = true;
+    };
+    return {
+      sizeBytes: merged.storedBytes(),
+      install: async () => {
+        settle();
+        await this.manifests.put(this.key(upper), encodeManifest(merged));
+        await releaseManifest(upperManifest, this.repository);
+      },
+      discard: async () => {
+        settle();
+        await releaseManifest(merged, this.repository);
+      },
+    };
+  }
+
+  private async requireManifest(ref: LayerRef): Promise<ChunkManifest> {
+    const manifest = await this.readManifest(ref);
+    if (manifest === undefined) throw new StorageError('INVALID_ARGUMENT', `${this.name(ref)} is not sealed: only sealed layers are merged`);
+    return manifest;
   }
 
   private async readManifest(ref: LayerRef): Promise<ChunkManifest | undefined> {

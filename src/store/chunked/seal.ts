@@ -173,7 +173,7 @@ function hashBytesOf(repository: ChunkRepository): number {
 }
 
 /** The undo of a failed seal or copy: it must run even when the caller's signal has aborted. */
-async function dropInCalls(repository: ChunkRepository, hashes: readonly ChunkHash[], why: string): Promise<void> {
+export async function dropInCalls(repository: ChunkRepository, hashes: readonly ChunkHash[], why: string): Promise<void> {
   try {
     for (let i = 0; i < hashes.length; i += HASHES_PER_CALL) await repository.dropReferences(hashes.slice(i, i + HASHES_PER_CALL));
   } catch (err) {

@@ -23,7 +23,8 @@ export const COLD_PARTS_IN_FLIGHT_DEFAULT = 4;
 /**
  * Runs `call` with a signal that aborts when the caller's does or when `timeoutMs` passes; the
  * result is a rejection at that moment even when the cold store ignores its signal. Timeouts are
- * IO_ERROR naming the tier, the call and the bound; the caller's abort is CANCELLED.
+ * IO_ERROR naming the tier, the call and the bound; the caller's abort is CANCELLED (an enclosing
+ * boundedColdCall's timeout stays its IO_ERROR).
  */
 export async function boundedColdCall<T>(
   what: string,
@@ -42,7 +43,10 @@ export async function boundedColdCall<T>(
       reject(error);
     }, timeoutMs);
     onAbort = () => {
-      const error = new StorageError('CANCELLED', `${what} was cancelled`);
+      // An enclosing bound that ran out (a ranged read's parts are bounded calls inside one)
+      // passes its IO_ERROR on: the tier failed, nobody cancelled (pool-tier.ts reports it).
+      const reason: unknown = outer?.reason;
+      const error = isStorageError(reason) && !isStorageError(reason, 'CANCELLED') ? reason : new StorageError('CANCELLED', `${what} was cancelled`);
       controller.abort(error);
       reject(error);
     };

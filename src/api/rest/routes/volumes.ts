@@ -1,7 +1,10 @@
 /** /v1/pools/{pool}/volumes routes (JSON ones; the byte streams are in content.ts). */
 import type { FastifyInstance } from 'fastify';
 import { StorageError } from '../../../core/errors.js';
+import { volumeCompactJson, volumeCompactSchema, volumeSealJson, volumeSealSchema } from '../compact-schemas.js';
+import type { QosSettingChange } from '../../../volume/qos/types.js';
 import type { PoolParams, RestContext, VolumeParams } from '../context.js';
+import { qosChangeBodySchema } from '../qos-schemas.js';
 import { errorResponses, extentJson, jobJson, listOf, nameSchema, ref, volumeEvictJson, volumeJson } from '../schemas.js';
 
 export const poolParams = { type: 'object', required: ['pool'], properties: { pool: nameSchema } } as const;
@@ -29,11 +32,32 @@ export function registerVolumeRoutes(app: FastifyInstance, ctx: RestContext): vo
     return volumeEvictJson(job.id, report);
   });
 
+  app.post<{ Params: VolumeParams }>('/v1/pools/:pool/volumes/:vol/seal', {
+    schema: {
+      tags: ['volumes'],
+      summary: "Freeze a dedup pool volume's active layer now (an empty overlay goes on top) and start its seal job",
+      params: volumeParams,
+      response: { 200: volumeSealSchema, ...errorResponses },
+    },
+  }, async (req) => volumeSealJson(await service.sealVolume(req.params.pool, req.params.vol)));
+
+  app.post<{ Params: VolumeParams }>('/v1/pools/:pool/volumes/:vol/compact', {
+    schema: {
+      tags: ['volumes'],
+      summary: "Merge a volume's adjacent internal sealed layers by reference (a compact job; answers when it has ended)",
+      params: volumeParams,
+      response: { 200: volumeCompactSchema, ...errorResponses },
+    },
+  }, async (req) => {
+    const { job, report } = await service.compactVolume(req.params.pool, req.params.vol);
+    return volumeCompactJson(job.id, report);
+  });
+
   app.get<{ Params: PoolParams }>('/v1/pools/:pool/volumes', {
     schema: { tags: ['volumes'], summary: 'List the volumes of a pool', params: poolParams, response: { 200: listOf('Volume'), ...errorResponses } },
   }, async (req) => (await service.listVolumes(req.params.pool)).map(volumeJson));
 
-  app.post<{ Params: PoolParams; Body: { name: string; sizeBytes: number } }>('/v1/pools/:pool/volumes', {
+  app.post<{ Params: PoolParams; Body: { name: string; sizeBytes: number; qos?: QosSettingChange } }>('/v1/pools/:pool/volumes', {
     schema: {
       tags: ['volumes'],
       summary: 'Create a thin volume',
@@ -42,12 +66,13 @@ export function registerVolumeRoutes(app: FastifyInstance, ctx: RestContext): vo
         type: 'object',
         required: ['name', 'sizeBytes'],
         additionalProperties: false,
-        properties: { name: nameSchema, sizeBytes: { type: 'integer', minimum: 1 } },
+        properties: { name: nameSchema, sizeBytes: { type: 'integer', minimum: 1 }, qos: { ...qosChangeBodySchema, description: "the new volume's own QoS limits and policy (docs/qos.md)" } },
       },
       response: { 201: ref('Volume'), ...errorResponses },
     },
   }, async (req, reply) => {
-    const vol = await service.createVolume(req.params.pool, req.body.name, req.body.sizeBytes);
+    const { name, sizeBytes, qos } = req.body;
+    const vol = await service.createVolume(req.params.pool, name, sizeBytes, qos === undefined ? {} : { qos });
     return reply.code(201).send(volumeJson(vol));
   });
 

@@ -1,0 +1,83 @@
+/**
+ * JSON schemas of the bucket routes (/v1/buckets): operators' views of the S3 buckets (any owner),
+ * their object counts and usage. Kept beside schemas.ts (same conventions: the schema is the one
+ * source of the TypeScript type).
+ */
+import type { FromSchema } from 'json-schema-to-ts';
+import type { BucketCount, BucketUsagePage } from '../../objects/bucket-usage.js';
+import type { BucketRecord } from '../../objects/records.js';
+
+const bytes = { type: 'integer', minimum: 0 } as const;
+const count = { type: 'integer', minimum: 0 } as const;
+
+export const bucketSchema = {
+  $id: 'Bucket',
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'owner', 'pool', 'createdAt', 'versioning', 'acl', 'objectCount', 'objectCountCapped'],
+  properties: {
+    name: { type: 'string' },
+    owner: { type: 'string', description: 'the S3 user that owns it' },
+    pool: { type: 'string', description: 'the pool its chunks are in' },
+    createdAt: { type: 'string', description: 'ISO-8601 time' },
+    versioning: { type: 'string', enum: ['unversioned', 'enabled', 'suspended'] },
+    acl: { type: 'string', enum: ['private', 'public-read'] },
+    objectCount: count,
+    objectCountCapped: { type: 'boolean', description: 'true: the bucket holds more objects than objectCount' },
+  },
+} as const;
+
+export const bucketPageSchema = {
+  $id: 'BucketPage',
+  type: 'object',
+  required: ['buckets'],
+  properties: {
+    buckets: { type: 'array', items: { $ref: 'Bucket#' } },
+    next: { type: 'string', description: 'pass as ?after= for the next page; absent on the last one' },
+  },
+} as const;
+
+export const bucketUsageSchema = {
+  $id: 'BucketUsage',
+  type: 'object',
+  additionalProperties: false,
+  required: ['bucket', 'pool', 'objectCount', 'objectBytes', 'versionCount', 'versionBytes', 'deleteMarkerCount', 'uploadCount', 'partCount', 'partBytes', 'recordsRead'],
+  properties: {
+    bucket: { type: 'string' },
+    pool: { type: 'string' },
+    objectCount: count,
+    objectBytes: bytes,
+    versionCount: count,
+    versionBytes: bytes,
+    deleteMarkerCount: count,
+    uploadCount: count,
+    partCount: count,
+    partBytes: bytes,
+    recordsRead: count,
+    next: { type: 'string', description: 'a page of the sums: pass as ?after= for the next one and add them up; absent on the last one' },
+  },
+} as const;
+
+export type BucketJson = FromSchema<typeof bucketSchema>;
+export type BucketPageJson = FromSchema<typeof bucketPageSchema, { references: [typeof bucketSchema] }>;
+export type BucketUsageJson = FromSchema<typeof bucketUsageSchema>;
+
+export const BUCKET_SCHEMAS = [bucketSchema, bucketPageSchema, bucketUsageSchema];
+
+export function bucketJson(b: BucketRecord, counted: BucketCount): BucketJson {
+  return {
+    name: b.name,
+    owner: b.owner,
+    pool: b.pool,
+    createdAt: new Date(b.createdAtMs).toISOString(),
+    versioning: b.versioning,
+    acl: b.acl,
+    objectCount: counted.objectCount,
+    objectCountCapped: counted.objectCountCapped,
+  };
+}
+
+export function bucketUsageJson(page: BucketUsagePage): BucketUsageJson {
+  const { bucket, next, ...sums } = page;
+  return { bucket: bucket.name, pool: bucket.pool, ...sums, ...(next === undefined ? {} : { next }) };
+}
