@@ -10,4 +10,6 @@ export interface Subcommand {
   readonly help: string;
   /** Runs the subcommand with the arguments after its name; resolves to the exit status. */
   run(argv: string[], con: Console): Promise<number>;
+  /** True for a subcommand with subcommands of its own ("group snap create"): it answers --help itself. */
+  readonly answersHelp?: boolean;
 }

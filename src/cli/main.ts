@@ -5,12 +5,13 @@
  * with the StorageError code in brackets when there is one, and with --json also as a JSON object
  * on stdout (errors.ts failureJson). For `img`, usage mistakes and failures exit 1 unless a
  * subcommand defines its own statuses (check, compare, io); strata itself and the daemon commands
- * (serve, status, pool, volume, snap, trash, job) use the statuses in remote/exits.ts.
+ * (serve, status, pool, volume, snap, group, trash, job) use the statuses in remote/exits.ts.
  */
 import { wantsHelp } from './args.js';
 import type { Subcommand } from './command.js';
 import { strataVersion } from '../core/version.js';
 import { UsageError, describeFailure, failureJson, failureLine } from './errors.js';
+import { GROUP_SUBCOMMANDS, groupCommandHelp } from './group.js';
 import { IMG_SUBCOMMANDS, imgHelp } from './img/index.js';
 import { JOB_SUBCOMMANDS, jobHelp } from './job.js';
 import { processConsole, type Console } from './output.js';
@@ -44,6 +45,7 @@ const GROUPS: readonly CommandGroup[] = [
   { name: 'pool', summary: 'create, list, inspect and delete pools', help: poolHelp, subcommands: POOL_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'volume', summary: 'volumes: create, resize, copy, import/export, flatten, diff', help: volumeHelp, subcommands: VOLUME_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'snap', summary: 'snapshots: create, rollback, protect, clone, delete', help: snapHelp, subcommands: SNAP_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
+  { name: 'group', summary: 'consistency groups and their group snapshots', help: groupCommandHelp, subcommands: GROUP_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'trash', summary: 'deleted volumes: list, restore, purge', help: trashHelp, subcommands: TRASH_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'job', summary: "follow and cancel the daemon's jobs", help: jobHelp, subcommands: JOB_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
   { name: 'qos', summary: 'QoS policies (volume and pool limits: volume qos, pool qos)', help: qosHelp, subcommands: QOS_SUBCOMMANDS, usageExitCode: EXIT.USAGE, jsonErrors: true },
@@ -92,7 +94,7 @@ async function runGroup(group: CommandGroup, argv: string[], con: Console): Prom
     const names = group.subcommands.map((s) => s.name).join(', ');
     throw new UsageError(`${group.name}: unknown subcommand '${subName}'`, `available: ${names}; see 'strata ${group.name} --help'`);
   }
-  if (wantsHelp(rest)) {
+  if (wantsHelp(rest) && sub.answersHelp !== true) {
     con.stdout(sub.help);
     return 0;
   }

@@ -31,6 +31,8 @@ export type ErrorFix = { text: string } & (
   | { operation: 'protectSnapshot' | 'unprotectSnapshot'; pool: string; volume: string; snapshot: string }
   | { operation: 'setPoolQuota'; pool: string }
   | { operation: 'setSnapshotLimit'; pool: string; volume: string }
+  | { operation: 'removeFromGroup'; group: string; pool: string; volume: string }
+  | { operation: 'deleteGroupSnapshot'; group: string; snapshot: string }
 );
 
 /** Request options a fix can name: resize's allowShrink, volume delete's force, import's sizeBytes, trash restore's name. */

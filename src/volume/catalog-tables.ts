@@ -162,6 +162,7 @@ export const snapshotSchema: TableSchema<SnapshotRecord> = {
       layerId: text(o, 'layerId'),
       sizeBytes: count(o, 'sizeBytes'),
       protected: flag(o, 'protected'),
+      ...optional('groupSnapshotId', optionalText(o, 'groupSnapshotId')),
       createdAt: text(o, 'createdAt'),
     };
   },

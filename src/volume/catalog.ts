@@ -30,6 +30,14 @@ import type {
   SnapshotRecord,
   VolumeRecord,
 } from './records.js';
+import {
+  groupMemberSchema,
+  groupSchema,
+  groupSnapshotSchema,
+  type GroupMemberRecord,
+  type GroupRecord,
+  type GroupSnapshotRecord,
+} from './group-tables.js';
 
 /** The layout of the volume layer's tables; a catalog written by a newer Strata is refused. */
 export const VOLUME_CATALOG_SCHEMA_VERSION = 2;
@@ -147,6 +155,10 @@ export class VolumeCatalog {
   readonly intents: RecordTable<IntentRecord>;
   readonly exports: RecordTable<ExportRecord>;
   readonly reservations: RecordTable<ReservationRecord>;
+  /** Consistency groups (group-tables.ts). */
+  readonly groups: RecordTable<GroupRecord>;
+  readonly groupMembers: RecordTable<GroupMemberRecord>;
+  readonly groupSnapshots: RecordTable<GroupSnapshotRecord>;
   readonly qosPolicies: RecordTable<QosPolicyRecord>;
 
   constructor(readonly store: CatalogStore) {
@@ -158,6 +170,9 @@ export class VolumeCatalog {
     this.intents = new RecordTable(store, intentSchema, this.revisions);
     this.exports = new RecordTable(store, exportSchema, this.revisions);
     this.reservations = new RecordTable(store, reservationSchema, this.revisions);
+    this.groups = new RecordTable(store, groupSchema, this.revisions);
+    this.groupMembers = new RecordTable(store, groupMemberSchema, this.revisions);
+    this.groupSnapshots = new RecordTable(store, groupSnapshotSchema, this.revisions);
     this.qosPolicies = new RecordTable(store, qosPolicySchema, this.revisions);
   }
 

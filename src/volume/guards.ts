@@ -69,7 +69,7 @@ export function unhold(svc: ServiceContext, volumeId: string): void {
   if (--current.count === 0) svc.holds.delete(volumeId);
 }
 
-function checkNotHeld(svc: ServiceContext, vol: VolumeRecord): void {
+export function checkNotHeld(svc: ServiceContext, vol: VolumeRecord): void {
   const current = svc.holds.get(vol.id);
   if (current) throw new StorageError('BUSY', `volume '${vol.pool}/${vol.name}' is busy: ${current.reason}; try again when it is done`);
 }

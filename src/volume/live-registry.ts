@@ -73,18 +73,21 @@ async function openLive(svc: ServiceContext, target: LiveTarget): Promise<{ imag
   return { image, layerIds: chain.map((l) => l.id) };
 }
 
-/** Pauses the exports whose chains hold any of these layers while fn changes them. */
+/**
+ * Pauses the exports whose chains hold any of these layers while fn changes them. Every one of
+ * them is paused in the same turn of the event loop (their gates close together, then their
+ * requests in flight drain): for a group snapshot that moment is the one instant of all members.
+ */
 export async function withLiveChanges<T>(svc: ServiceContext, layerIds: readonly string[], fn: () => Promise<T>): Promise<T> {
   const ids = new Set(layerIds);
-  const affected = [...svc.live.values()].filter((l) => l.layerIds.some((id) => ids.has(id)));
-  const paused: LiveVolume[] = [];
+  const affected = [...svc.live.values()].filter((l) => l.layerIds.some((id) => ids.has(id))).sort((a, b) => a.key.localeCompare(b.key));
+  // Each is resumed even if its pause (or another's) fails: its requests must not wait forever.
+  const pauses = await Promise.allSettled(affected.map((live) => live.pause()));
   try {
-    for (const live of affected) {
-      paused.push(live); // resumed even if its pause fails (its requests must not wait forever)
-      await live.pause();
-    }
+    const failed = pauses.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+    if (failed !== undefined) throw failed.reason;
     return await fn();
   } finally {
-    for (const live of paused) await live.resume();
+    for (const live of affected) await live.resume();
   }
 }

@@ -7,7 +7,7 @@ const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 /** Largest volume Strata creates (qcow2 with 64 KiB clusters reaches 2 PiB; keep a margin). */
 export const MAX_VOLUME_BYTES = PiB;
 
-export function checkName(what: 'pool' | 'volume' | 'snapshot' | 'QoS policy', name: unknown): string {
+export function checkName(what: 'pool' | 'volume' | 'snapshot' | 'group' | 'QoS policy', name: unknown): string {
   if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
     throw new StorageError(
       'INVALID_ARGUMENT',

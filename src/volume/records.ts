@@ -94,6 +94,11 @@ export interface SnapshotRecord {
   /** The volume's virtual size when the snapshot was taken (= its layer's size). */
   sizeBytes: number;
   protected: boolean;
+  /**
+   * Set on a member snapshot of a group snapshot (group-snapshots.ts): deleted and renamed only
+   * with its group snapshot; absent for a volume's own snapshots.
+   */
+  groupSnapshotId?: string;
   createdAt: string;
 }
 

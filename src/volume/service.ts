@@ -39,6 +39,9 @@ import { JobRunner } from './jobs.js';
 import type { LiveDevice, LiveVolume } from './live.js';
 import { openDevice } from './live-registry.js';
 import { KeyedMutex } from './locks.js';
+import * as groupSnapshots from './group-snapshots.js';
+import * as groups from './groups.js';
+import type { GroupInfo, GroupSnapshotInfo } from './group-types.js';
 import * as pools from './pools.js';
 import { scrubPool } from './pool-scrub.js';
 import { recover, type RecoveryReport } from './recovery.js';
@@ -290,6 +293,52 @@ export class LocalVolumeService implements VolumeService {
 
   setSnapshotLimit(pool: string, volume: string, limit: number | undefined): Promise<VolumeInfo> {
     return snapshots.setSnapshotLimit(this.svc, pool, volume, limit);
+  }
+
+  // Consistency groups (groups.ts, group-snapshots.ts)
+
+  createGroup(name: string): Promise<GroupInfo> {
+    return groups.createGroup(this.svc, name);
+  }
+
+  listGroups(): Promise<GroupInfo[]> {
+    return groups.listGroups(this.svc);
+  }
+
+  groupInfo(name: string): Promise<GroupInfo> {
+    return groups.groupInfo(this.svc, name);
+  }
+
+  deleteGroup(name: string): Promise<void> {
+    return groups.deleteGroup(this.svc, name);
+  }
+
+  addToGroup(group: string, pool: string, volume: string): Promise<GroupInfo> {
+    return groups.addToGroup(this.svc, group, pool, volume);
+  }
+
+  removeFromGroup(group: string, pool: string, volume: string): Promise<GroupInfo> {
+    return groups.removeFromGroup(this.svc, group, pool, volume);
+  }
+
+  createGroupSnapshot(group: string, name: string): Promise<GroupSnapshotInfo> {
+    return groupSnapshots.createGroupSnapshot(this.svc, group, name);
+  }
+
+  listGroupSnapshots(group: string): Promise<GroupSnapshotInfo[]> {
+    return groupSnapshots.listGroupSnapshots(this.svc, group);
+  }
+
+  groupSnapshotInfo(group: string, name: string): Promise<GroupSnapshotInfo> {
+    return groupSnapshots.groupSnapshotInfo(this.svc, group, name);
+  }
+
+  rollbackGroupSnapshot(group: string, name: string): Promise<GroupInfo> {
+    return groupSnapshots.rollbackGroupSnapshot(this.svc, group, name);
+  }
+
+  deleteGroupSnapshot(group: string, name: string): Promise<void> {
+    return groupSnapshots.deleteGroupSnapshot(this.svc, group, name);
   }
 
   // Clones (clones.ts)

@@ -61,6 +61,7 @@ export async function renameSnapshot(svc: ServiceContext, pool: string, volume: 
   return withVolume(svc, pool, volume, async (vol) => {
     const snap = await snapshotByName(svc, vol, name);
     if (newName === name) return describeSnapshot(svc, snap);
+    await checkNotGroupOwned(svc, snap, vol, 'rename');
     if (svc.live.has(liveKey({ volumeId: vol.id, snapshotId: snap.id }))) {
       throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is exported; stop its exports to rename it (exports are named after it)`);
     }
@@ -79,37 +80,87 @@ export async function rollbackSnapshot(svc: ServiceContext, pool: string, volume
     pool,
     volume,
     async (vol) => {
-      const snap = await snapshotByName(svc, vol, name);
-      checkHeadNotLive(svc, vol, 'roll it back (the guest would see its disk change under it)');
-      if (snap.sizeBytes > vol.sizeBytes) {
-        const what = `rolling '${pool}/${volume}' back to its ${formatSizeHuman(snap.sizeBytes)} snapshot '${name}'`;
-        await checkQuota(svc, await requirePool(svc, pool), snap.sizeBytes, what, { volumeId: vol.id });
-      }
-      const oldActive = await layerById(svc, vol.activeLayerId);
-      const snapLayer = await layerById(svc, snap.layerId);
-      if ((await childLayers(svc, oldActive.id)).length > 0) {
-        throw new Error(`assertion failed: active layer ${oldActive.id} is some layer's backing file`);
-      }
-      const active = newLayer(newId(), vol.pool, vol.id, snapLayer);
-      const updated: VolumeRecord = { ...vol, activeLayerId: active.id, sizeBytes: snap.sizeBytes };
-      const intent = newIntent('rollback', `${pool}/${volume}@${name}`, { createFiles: [active] });
-      // Internal layers the seal policy froze above the snapshot go with the old active layer.
-      const dropped = await internalLayersUnder(svc, oldActive);
-      await stopSeals(svc, dropped.map((l) => l.id));
+      const plan = await planRollback(svc, vol, await snapshotByName(svc, vol, name));
+      const intent = newIntent('rollback', `${pool}/${volume}@${name}`, { createFiles: [plan.active] });
       await runIntent(svc, intent, async () => {
-        await createLayerFile(svc.layerStore, active, snap.sizeBytes, snapLayer);
+        await createRollbackLayer(svc, plan);
         await svc.layerStore.syncPool(vol.pool);
         const txn = new CatalogTxn();
-        svc.catalog.layers.create(txn, active);
-        svc.catalog.layers.remove(txn, oldActive);
-        for (const layer of dropped) svc.catalog.layers.remove(txn, layer);
-        svc.catalog.volumes.update(txn, vol, updated);
-        await commitIntent(svc, txn, intent, [oldActive, ...dropped]);
+        addRollbackRecords(svc, txn, plan);
+        await commitIntent(svc, txn, intent, rollbackDeletes(plan));
       });
-      return describeVolume(svc, updated);
+      return describeVolume(svc, plan.updated);
     },
     { keys: [poolKey(pool)] },
   );
+}
+
+/** What rolling a volume back to a snapshot writes: a new active layer over the snapshot's, the old one dropped. */
+export interface RollbackPlan {
+  volume: VolumeRecord;
+  snapshot: SnapshotRecord;
+  snapshotLayer: LayerRecord;
+  oldActive: LayerRecord;
+  /** Internal layers the seal policy froze above the snapshot: they go with the old active layer. */
+  dropped: LayerRecord[];
+  active: LayerRecord;
+  updated: VolumeRecord;
+}
+
+/**
+ * Checks that `vol` may be rolled back to `snap` (its head not exported, the pool's quota if it
+ * grows) and builds the records; nothing is written, but the seals of the layers it drops are
+ * stopped. The caller holds the volume's and pool's locks.
+ */
+export async function planRollback(svc: ServiceContext, vol: VolumeRecord, snap: SnapshotRecord): Promise<RollbackPlan> {
+  checkHeadNotLive(svc, vol, 'roll it back (the guest would see its disk change under it)');
+  if (snap.sizeBytes > vol.sizeBytes) {
+    const what = `rolling '${vol.pool}/${vol.name}' back to its ${formatSizeHuman(snap.sizeBytes)} snapshot '${snap.name}'`;
+    await checkQuota(svc, await requirePool(svc, vol.pool), snap.sizeBytes, what, { volumeId: vol.id });
+  }
+  const oldActive = await layerById(svc, vol.activeLayerId);
+  const snapshotLayer = await layerById(svc, snap.layerId);
+  if ((await childLayers(svc, oldActive.id)).length > 0) {
+    throw new Error(`assertion failed: active layer ${oldActive.id} is some layer's backing file`);
+  }
+  const active = newLayer(newId(), vol.pool, vol.id, snapshotLayer);
+  const updated: VolumeRecord = { ...vol, activeLayerId: active.id, sizeBytes: snap.sizeBytes };
+  const dropped = await internalLayersUnder(svc, oldActive);
+  await stopSeals(svc, dropped.map((l) => l.id));
+  return { volume: vol, snapshot: snap, snapshotLayer, oldActive, dropped, active, updated };
+}
+
+export async function createRollbackLayer(svc: ServiceContext, plan: RollbackPlan): Promise<void> {
+  await createLayerFile(svc.layerStore, plan.active, plan.snapshot.sizeBytes, plan.snapshotLayer);
+}
+
+/** Adds the plan's records to txn; the caller's commitIntent deletes rollbackDeletes(plan). */
+export function addRollbackRecords(svc: ServiceContext, txn: CatalogTxn, plan: RollbackPlan): void {
+  svc.catalog.layers.create(txn, plan.active);
+  svc.catalog.layers.remove(txn, plan.oldActive);
+  for (const layer of plan.dropped) svc.catalog.layers.remove(txn, layer);
+  svc.catalog.volumes.update(txn, plan.volume, plan.updated);
+}
+
+/** The layer files a rollback deletes once committed. */
+export function rollbackDeletes(plan: RollbackPlan): LayerRecord[] {
+  return [plan.oldActive, ...plan.dropped];
+}
+
+/**
+ * Refuses to delete or rename a member snapshot of a group snapshot on its own (BUSY naming the
+ * group snapshot and `group snap delete`): the group snapshot is one point in time for all members.
+ */
+async function checkNotGroupOwned(svc: ServiceContext, snap: SnapshotRecord, vol: VolumeRecord, what: 'delete' | 'rename'): Promise<void> {
+  if (snap.groupSnapshotId === undefined) return;
+  const groupSnap = await svc.catalog.groupSnapshots.get(snap.groupSnapshotId);
+  const group = groupSnap === undefined ? undefined : await svc.catalog.groups.get(groupSnap.groupId);
+  if (groupSnap === undefined || group === undefined) return; // released by `group remove` meanwhile
+  const message = `snapshot '${vol.pool}/${vol.name}@${snap.name}' belongs to group snapshot '${group.name}@${groupSnap.name}'`;
+  if (what === 'rename') throw new StorageError('BUSY', `${message}: it keeps its group's name (remove the volume from the group to make it its own)`);
+  throw new StorageError('BUSY', message, {
+    fix: { operation: 'deleteGroupSnapshot', group: group.name, snapshot: groupSnap.name, text: 'delete the whole group snapshot with {}' },
+  });
 }
 
 /**
@@ -130,6 +181,7 @@ async function internalLayersUnder(svc: ServiceContext, top: LayerRecord): Promi
 export async function deleteSnapshot(svc: ServiceContext, pool: string, volume: string, name: string): Promise<void> {
   await withVolume(svc, pool, volume, async (vol) => {
     const snap = await snapshotByName(svc, vol, name);
+    await checkNotGroupOwned(svc, snap, vol, 'delete');
     if (snap.protected) {
       throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is protected`, {
         fix: { operation: 'unprotectSnapshot', pool, volume, snapshot: name, text: 'unprotect it first with {}' },
@@ -214,7 +266,22 @@ export async function ensureSnapshotAllowed(svc: ServiceContext, vol: VolumeReco
   );
 }
 
-export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, name: string): Promise<SnapshotRecord> {
+/** What taking a snapshot of a volume writes: planned (checked) first, written by the caller. */
+export interface SnapshotPlan {
+  /** The volume as the snapshot finds it (after a flatten ensureSnapshotAllowed may have run). */
+  volume: VolumeRecord;
+  /** Its active layer, frozen as the snapshot's layer. */
+  frozen: LayerRecord;
+  /** The new empty active layer on top (a file the caller creates under its intent). */
+  active: LayerRecord;
+  snapshot: SnapshotRecord;
+}
+
+/**
+ * Checks that `vol` may take snapshot `name` (the name is free, limit and chain depth) and builds
+ * its records; nothing is written. `groupSnapshotId` marks a member snapshot of a group snapshot.
+ */
+export async function planSnapshot(svc: ServiceContext, vol: VolumeRecord, name: string, groupSnapshotId?: string): Promise<SnapshotPlan> {
   checkName('snapshot', name);
   if (await findSnapshot(svc, vol, name)) {
     throw new StorageError('ALREADY_EXISTS', `snapshot '${vol.pool}/${vol.name}@${name}' already exists`);
@@ -222,7 +289,7 @@ export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecor
   const current = await ensureSnapshotAllowed(svc, vol);
   const frozen = await layerById(svc, current.activeLayerId);
   const active = newLayer(newId(), current.pool, current.id, frozen);
-  const snap: SnapshotRecord = {
+  const snapshot: SnapshotRecord = {
     id: newId(),
     volumeId: current.id,
     pool: current.pool,
@@ -230,32 +297,52 @@ export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecor
     layerId: frozen.id,
     sizeBytes: current.sizeBytes,
     protected: false,
+    ...(groupSnapshotId === undefined ? {} : { groupSnapshotId }),
     createdAt: nowIso(),
   };
-  const intent = newIntent('snapshot-create', `${current.pool}/${current.name}@${name}`, { createFiles: [active] });
+  return { volume: current, frozen, active, snapshot };
+}
+
+/**
+ * Creates the plan's new active layer file (backed by the frozen layer). The caller has paused the
+ * volume's exports, so the frozen layer is closed and everything written to it is durable; it
+ * syncs the pool before its transaction.
+ */
+export async function createSnapshotLayer(svc: ServiceContext, plan: SnapshotPlan): Promise<void> {
+  await createLayerFile(svc.layerStore, plan.active, plan.volume.sizeBytes, plan.frozen);
+}
+
+/** Adds the plan's records to txn: the layer frozen, the new active layer, the snapshot, the volume on top of it. */
+export function addSnapshotRecords(svc: ServiceContext, txn: CatalogTxn, plan: SnapshotPlan): void {
+  svc.catalog.layers.update(txn, plan.frozen, { ...plan.frozen, frozen: true });
+  svc.catalog.layers.create(txn, plan.active);
+  svc.catalog.snapshots.create(txn, plan.snapshot);
+  svc.catalog.volumes.update(txn, plan.volume, { ...plan.volume, activeLayerId: plan.active.id });
+}
+
+export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, name: string): Promise<SnapshotRecord> {
+  const plan = await planSnapshot(svc, vol, name);
+  const label = `${plan.volume.pool}/${plan.volume.name}@${name}`;
+  const intent = newIntent('snapshot-create', label, { createFiles: [plan.active] });
   // An export of the volume is paused (its requests in flight complete, its chain is flushed and
   // closed) while the new active layer goes on top, then reopened on it: the snapshot holds
   // exactly the writes completed before it.
-  await withLiveChanges(svc, [frozen.id], () => runIntent(svc, intent, async () => {
-    // The frozen layer is closed (no writer has it open), so everything written is already durable.
-    await createLayerFile(svc.layerStore, active, current.sizeBytes, frozen);
-    await svc.layerStore.syncPool(current.pool);
+  await withLiveChanges(svc, [plan.frozen.id], () => runIntent(svc, intent, async () => {
+    await createSnapshotLayer(svc, plan);
+    await svc.layerStore.syncPool(plan.volume.pool);
     const txn = new CatalogTxn();
-    svc.catalog.layers.update(txn, frozen, { ...frozen, frozen: true });
-    svc.catalog.layers.create(txn, active);
-    svc.catalog.snapshots.create(txn, snap);
-    svc.catalog.volumes.update(txn, current, { ...current, activeLayerId: active.id });
+    addSnapshotRecords(svc, txn, plan);
     await commitIntent(svc, txn, intent);
   }));
-  await scheduleSeal(svc, { ...frozen, frozen: true }, `${current.pool}/${current.name}@${name}`);
-  return snap;
+  await scheduleSeal(svc, { ...plan.frozen, frozen: true }, label);
+  return plan.snapshot;
 }
 
 /**
  * Deletes snapshot S (layer L): each child layer C of L gets L's data copied up where C has
  * none, then C is rebased onto L's parent G; then L goes. What every layer reads is unchanged.
  */
-async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap: SnapshotRecord, ctx: JobContext): Promise<void> {
+export async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap: SnapshotRecord, ctx: JobContext): Promise<void> {
   const layer = await layerById(svc, snap.layerId);
   const children = await childLayers(svc, layer.id);
   const foreign = children.filter((c) => c.ownerVolumeId !== vol.id);

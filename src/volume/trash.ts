@@ -14,6 +14,7 @@ import { StorageError, isStorageError } from '../core/errors.js';
 import { CatalogTxn } from './catalog.js';
 import { notFound, poolKey, volKey, type ServiceContext } from './context.js';
 import { checkNotLive, withVolume } from './guards.js';
+import { checkNotInGroup } from './groups.js';
 import { checkName } from './names.js';
 import { checkNameFree, checkQuota, describeVolume, requirePool } from './queries.js';
 import type { VolumeRecord } from './records.js';
@@ -67,6 +68,7 @@ export async function trashVolume(svc: ServiceContext, pool: string, name: strin
     name,
     async (vol) => {
       checkNotLive(svc, vol, 'delete it');
+      await checkNotInGroup(svc, vol, 'delete it');
       const nowMs = svc.clock();
       const trashed: VolumeRecord = { ...vol, trash: { deletedAt: isoAt(nowMs), expiresAt: isoAt(nowMs + expiresInMs) } };
       await svc.catalog.change((txn) => svc.catalog.volumes.update(txn, vol, trashed));

@@ -14,6 +14,9 @@ import type { DedupPoolRequest } from './pool-config.js';
 import type { QosLimits } from './qos/limits.js';
 import type { QosInfo, QosPolicyInfo, QosSettingChange, QosVolumeStats } from './qos/types.js';
 import type { TransferEncoding } from './sparse-stream.js';
+import type { GroupService } from './group-types.js';
+
+export type * from './group-types.js';
 
 export interface PoolInfo {
   name: string;
@@ -220,7 +223,8 @@ export interface DuEntry {
   allocatedBytes: number;
 }
 
-export interface VolumeService {
+/** Consistency groups and their snapshots: GroupService (group-types.ts). */
+export interface VolumeService extends GroupService {
   // Pools
   /** dedup: a dedup pool (its configuration checked by checkDedupPoolConfig); absent: a local pool. */
   createPool(name: string, options?: { quotaBytes?: number; dedup?: DedupPoolRequest }): Promise<PoolInfo>;

@@ -5,6 +5,7 @@ import { formatSizeHuman } from '../core/units.js';
 import { CatalogTxn } from './catalog.js';
 import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
 import { checkHeadNotLive, checkNotLive, withVolume } from './guards.js';
+import { checkNotInGroup } from './groups.js';
 import { stopSeals } from './sealing.js';
 import { commitIntent, newIntent, newLayer, runIntent, finishResize } from './intents.js';
 import { createLayerFile } from './layers.js';
@@ -107,6 +108,7 @@ export async function renameVolume(svc: ServiceContext, pool: string, name: stri
 export async function deleteVolume(svc: ServiceContext, pool: string, name: string, options: { force?: boolean } = {}): Promise<void> {
   await withVolume(svc, pool, name, async (vol) => {
     checkNotLive(svc, vol, 'delete it');
+    await checkNotInGroup(svc, vol, 'delete it');
     const snapshots = await snapshotsOfVolume(svc, vol.id);
     await checkNoClones(svc, vol, `volume '${pool}/${name}'`);
     if (snapshots.length > 0 && !options.force) {

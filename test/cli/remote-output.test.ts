@@ -125,6 +125,8 @@ describe('error fixes, in the words of each interface', () => {
     { operation: 'unprotectSnapshot', pool: 'p', volume: 'v', snapshot: 's', text: '{}' },
     { operation: 'setPoolQuota', pool: 'p', text: '{}' },
     { operation: 'setSnapshotLimit', pool: 'p', volume: 'v', text: '{}' },
+    { operation: 'removeFromGroup', group: 'g', pool: 'p', volume: 'v', text: 'remove it with {} first' },
+    { operation: 'deleteGroupSnapshot', group: 'g', snapshot: 's', text: '{}' },
   ];
 
   it('the CLI names its flags and commands, the REST API its fields and routes', () => {
@@ -136,6 +138,8 @@ describe('error fixes, in the words of each interface', () => {
       "'strata snap unprotect p/v@s'",
       "'strata pool quota p SIZE'",
       "'strata snap limit p/v N'",
+      "remove it with 'strata group remove g p/v' first",
+      "'strata group snap delete g@s'",
     ]);
     expect(fixes.map(restHint)).toEqual([
       'pass "allowShrink": true to shrink it anyway',
@@ -145,6 +149,8 @@ describe('error fixes, in the words of each interface', () => {
       'PATCH /v1/pools/p/volumes/v/snapshots/s {"protected": false}',
       'PATCH /v1/pools/p {"quotaBytes": N}',
       'PATCH /v1/pools/p/volumes/v {"snapshotLimit": N}',
+      'remove it with DELETE /v1/groups/g/members/p/v first',
+      'DELETE /v1/groups/g/snapshots/s',
     ]);
   });
 
@@ -154,6 +160,8 @@ describe('error fixes, in the words of each interface', () => {
     expect(parseFix({ operation: 'reboot', pool: 'p', text: '{}' })).toBeUndefined();
     expect(parseFix({ operation: 'protectSnapshot', pool: 'p', text: '{}' })).toBeUndefined();
     expect(parseFix('pass --shrink')).toBeUndefined();
+    expect(parseFix({ operation: 'deleteGroupSnapshot', group: 'g', text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'removeFromGroup', group: 'g', pool: 'p', text: '{}' })).toBeUndefined();
   });
 
   it('a StorageError with a fix shows the CLI hint on its line', () => {

@@ -345,3 +345,10 @@ export function waitForSeals(d: Daemon, pool: string, skip: ReadonlySet<string> 
   }
   return d.json<JobJson[]>(['job', 'list']).filter((j) => seals.some((s) => s.id === j.id));
 }
+
+/** A volume's snapshot as raw bytes, through the REST content route (async: other I/O goes on meanwhile). */
+export async function snapshotContent(d: Daemon, pool: string, volume: string, snapshot: string): Promise<Buffer> {
+  const res = await d.api('GET', `/v1/pools/${encodeURIComponent(pool)}/volumes/${encodeURIComponent(volume)}/content?format=raw&snapshot=${encodeURIComponent(snapshot)}`);
+  if (res.status !== 200) throw new Error(`export ${pool}/${volume}@${snapshot}: ${res.status} ${await res.text()}`);
+  return Buffer.from(await res.arrayBuffer());
+}

@@ -20,6 +20,7 @@ import { LocalLayerStore } from '../../src/store/local-layer-store.js';
 import { LocalVolumeService } from '../../src/volume/index.js';
 import { openImage } from '../../src/cli/img/open-image.js';
 import { MiB, pattern } from './patterns.js';
+import { pauseUntilKilled, wrapWith } from '../support/kill-points.js';
 
 const SNAPSHOTS = 6;
 const [dataDir, firstText, pauseAt] = process.argv.slice(2);
@@ -28,40 +29,22 @@ const pauseAfterRemoves = pauseAt.startsWith('remove-') ? Number(pauseAt.slice('
 let purging = false;
 let removes = 0;
 
-/** Stops here until killed (the interval keeps the process alive). */
-async function pause(where: string): Promise<never> {
-  process.stdout.write(`paused ${where}\n`);
-  setInterval(() => {}, 1 << 30);
-  return new Promise<never>(() => {});
-}
-
 const isPurgeIntent = (op: CatalogOp) =>
   op.type === 'put' && op.key.startsWith('intent/') && typeof op.value === 'object' && op.value !== null && !Array.isArray(op.value) && op.value['kind'] === 'trash-purge' && op.value['phase'] === 'prepared';
 
-/** Forwards every call to `target`, with `overrides` in front. */
-function wrap<T extends object>(target: T, overrides: Partial<T>): T {
-  return new Proxy(target, {
-    get(t, prop) {
-      if (prop in overrides) return overrides[prop as keyof T];
-      const value: unknown = Reflect.get(t, prop, t);
-      return typeof value === 'function' ? value.bind(t) : value;
-    },
-  });
-}
-
 const level = await LevelCatalogStore.open(path.join(dataDir, 'catalog'));
-const catalog = wrap<CatalogStore>(level, {
+const catalog = wrapWith<CatalogStore>(level, {
   txn: async (compares, ops) => {
     const result = await level.txn(compares, ops);
-    if (purging && pauseAt === 'intent' && result.succeeded && ops.some(isPurgeIntent)) await pause('intent');
+    if (purging && pauseAt === 'intent' && result.succeeded && ops.some(isPurgeIntent)) await pauseUntilKilled('intent');
     return result;
   },
 });
 const localLayers = new LocalLayerStore(path.join(dataDir, 'pools'));
-const layerStore = wrap<LayerStore>(localLayers, {
+const layerStore = wrapWith<LayerStore>(localLayers, {
   remove: async (ref) => {
     const removed = await localLayers.remove(ref);
-    if (purging && ++removes === pauseAfterRemoves) await pause(pauseAt);
+    if (purging && ++removes === pauseAfterRemoves) await pauseUntilKilled(pauseAt);
     return removed;
   },
 });

@@ -14,7 +14,7 @@ import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
 import { LocalVolumeService } from '../../src/volume/index.js';
 import { shmTempDir } from '../support/tmp.js';
 import { requireTool } from '../support/tools.js';
-import { spawnTsChild, watchLines } from '../support/ts-child.js';
+import { killOnLine } from '../support/kill-points.js';
 import { expectConsistent } from './helpers.js';
 
 const CHILD = path.join(import.meta.dirname, 'trash-crash-child.ts');
@@ -50,16 +50,11 @@ describe.skipIf(!requireTool('qemu-img'))('SIGKILL during a trash purge', () => 
       // An even first index purges by id (the volume announced); an odd one through an expiry
       // pass, which also purges what earlier rounds left expired in the trash.
       const first = round * 1000 + (pauseAt === 'none' ? 1 : 0);
-      const child = spawnTsChild(CHILD, [dir, String(first), pauseAt]);
-      const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
       let victim = '';
-      await watchLines(child, (line) => {
+      const child = await killOnLine(CHILD, [dir, String(first), pauseAt], (line) => {
         if (line.startsWith('purging ')) victim = line.slice('purging '.length);
-        const stop = pauseAt === 'none' ? line.startsWith('purging ') : line.startsWith('paused ');
-        if (stop) child.kill('SIGKILL');
-        return stop;
+        return pauseAt === 'none' ? line.startsWith('purging ') : line.startsWith('paused ');
       });
-      await exited;
       expect(child.signalCode, where).toBe('SIGKILL');
 
       const catalog = await LevelCatalogStore.open(path.join(dir, 'catalog'));

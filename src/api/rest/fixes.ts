@@ -28,6 +28,10 @@ function spelling(fix: ErrorFix): string {
       return `PATCH /v1/pools/${seg(fix.pool)} {"quotaBytes": N}`;
     case 'setSnapshotLimit':
       return `PATCH /v1/pools/${seg(fix.pool)}/volumes/${seg(fix.volume)} {"snapshotLimit": N}`;
+    case 'removeFromGroup':
+      return `DELETE /v1/groups/${seg(fix.group)}/members/${seg(fix.pool)}/${seg(fix.volume)}`;
+    case 'deleteGroupSnapshot':
+      return `DELETE /v1/groups/${seg(fix.group)}/snapshots/${seg(fix.snapshot)}`;
   }
 }
 

@@ -17,6 +17,7 @@ import { collectTierMetrics } from './tier-metrics.js';
 import { collectQosMetrics } from './qos-metrics.js';
 import { registerContentRoutes } from './routes/content.js';
 import { registerExportRoutes } from './routes/exports.js';
+import { registerGroupRoutes } from './routes/groups.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerPoolRoutes } from './routes/pools.js';
 import { registerQosRoutes } from './routes/qos.js';
@@ -120,6 +121,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
         { name: 'volumes' },
         { name: 'trash', description: "deleted volumes kept in their pool's trash until they expire" },
         { name: 'snapshots' },
+        { name: 'groups', description: 'consistency groups: volumes snapshotted at one instant' },
         { name: 'content', description: 'byte streams: import/export, diff streams' },
         { name: 'jobs' },
         { name: 'exports', description: 'NBD exports and vhost-user-blk attachments' },
@@ -177,6 +179,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
   registerVolumeRoutes(app, ctx);
   registerTrashRoutes(app, ctx);
   registerSnapshotRoutes(app, ctx);
+  registerGroupRoutes(app, ctx);
   registerJobRoutes(app, ctx);
   registerExportRoutes(app, ctx);
   registerContentRoutes(app, ctx);

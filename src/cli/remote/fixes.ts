@@ -23,6 +23,10 @@ function spelling(fix: ErrorFix): string {
       return `'strata pool quota ${fix.pool} SIZE'`;
     case 'setSnapshotLimit':
       return `'strata snap limit ${fix.pool}/${fix.volume} N'`;
+    case 'removeFromGroup':
+      return `'strata group remove ${fix.group} ${fix.pool}/${fix.volume}'`;
+    case 'deleteGroupSnapshot':
+      return `'strata group snap delete ${fix.group}@${fix.snapshot}'`;
   }
 }
 
@@ -36,7 +40,8 @@ export function parseFix(value: unknown): ErrorFix | undefined {
   const text = f['text'];
   const option = f['option'];
   if (option !== undefined) return (FIX_OPTIONS as readonly unknown[]).includes(option) ? { text, option: option as FixOption } : undefined;
-  const { operation, pool, volume, snapshot } = f;
+  const { operation, pool, volume, snapshot, group } = f;
+  if (operation === 'deleteGroupSnapshot') return isText(group) && isText(snapshot) ? { text, operation, group, snapshot } : undefined;
   if (!isText(pool)) return undefined;
   switch (operation) {
     case 'protectSnapshot':
@@ -46,6 +51,8 @@ export function parseFix(value: unknown): ErrorFix | undefined {
       return { text, operation, pool };
     case 'setSnapshotLimit':
       return isText(volume) ? { text, operation, pool, volume } : undefined;
+    case 'removeFromGroup':
+      return isText(group) && isText(volume) ? { text, operation, group, pool, volume } : undefined;
     default:
       return undefined;
   }
