@@ -16,53 +16,16 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startStrata, strataCli } from './strata-daemon.js';
 import { argValue } from './args.js';
+import { fioNbd as fio, NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 
-interface Row {
-  name: string;
-  rw: string;
-  bs: string;
-  iodepth: number;
-}
+type Row = NbdBenchRow;
 
-const ROWS: Row[] = [
-  { name: '4 KiB random read, QD 1', rw: 'randread', bs: '4k', iodepth: 1 },
-  { name: '4 KiB random read, QD 32', rw: 'randread', bs: '4k', iodepth: 32 },
-  { name: '4 KiB random write, QD 1', rw: 'randwrite', bs: '4k', iodepth: 1 },
-  { name: '4 KiB random write, QD 32', rw: 'randwrite', bs: '4k', iodepth: 32 },
-  { name: '1 MiB sequential read, QD 8', rw: 'read', bs: '1M', iodepth: 8 },
-  { name: '1 MiB sequential write, QD 8', rw: 'write', bs: '1M', iodepth: 8 },
-];
-
-function fio(uri: string, row: Pick<Row, 'rw' | 'bs' | 'iodepth'>, runtimeSeconds: number): number {
-  const out = execFileSync(
-    'fio',
-    [
-      '--name=j',
-      '--ioengine=nbd',
-      `--uri=${uri}`,
-      '--size=256M',
-      `--rw=${row.rw}`,
-      `--bs=${row.bs}`,
-      `--iodepth=${row.iodepth}`,
-      `--runtime=${runtimeSeconds}`,
-      '--time_based',
-      '--output-format=json',
-    ],
-    { encoding: 'utf8' },
-  );
-  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0] as { read: { iops: number }; write: { iops: number } };
-  return job.read.iops + job.write.iops;
-}
+const ROWS = NBD_BENCH_ROWS;
 
 function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   const mid = sorted.length >> 1;
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-}
-
-async function waitForSocket(path: string): Promise<void> {
-  for (let i = 0; i < 100 && !existsSync(path); i++) await sleep(50);
-  if (!existsSync(path)) throw new Error(`no socket at ${path}`);
 }
 
 async function main(): Promise<void> {

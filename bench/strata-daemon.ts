@@ -1,5 +1,6 @@
 /** A `strata serve` for benchmarks: the built CLI (dist/) on a free API port, driven by the CLI. */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -13,10 +14,11 @@ export interface StrataDaemon {
   dataDir: string;
 }
 
-/** `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. */
-export async function startStrata(dataDir: string, extra: string[] = []): Promise<StrataDaemon> {
+/** `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. `env`: its environment (S3 credentials for a tier). */
+export async function startStrata(dataDir: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<StrataDaemon> {
   const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off', '--s3-listen', 'off', ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    env,
   });
   let log = '';
   const url = await new Promise<string>((resolveUrl, reject) => {
@@ -38,4 +40,41 @@ export function strataEnv(d: StrataDaemon): NodeJS.ProcessEnv {
 
 export function strataCli(d: StrataDaemon, args: string[]): void {
   execFileSync(process.execPath, [STRATA_BIN, ...args], { env: strataEnv(d), stdio: 'ignore' });
+}
+
+/** The CLI's `--json` answer to a command. */
+export function strataJson<T>(d: StrataDaemon, args: string[]): T {
+  return JSON.parse(execFileSync(process.execPath, [STRATA_BIN, ...args, '--json'], { env: strataEnv(d), encoding: 'utf8' })) as T;
+}
+
+/** Resolves once the daemon runs no queued or running job (seals start right after an import or snapshot). */
+export async function waitForJobs(d: StrataDaemon): Promise<void> {
+  // The REST API straight (a CLI process per poll would add its start-up to what a cell times).
+  const headers = { authorization: `Bearer ${readFileSync(join(d.dataDir, 'token'), 'utf8').trim()}` };
+  for (;;) {
+    const jobs = await getJson<{ id: string; kind: string; state: string }[]>(`${d.url}/v1/jobs`, headers);
+    const failed = jobs.find((j) => j.state === 'failed');
+    if (failed !== undefined) throw new Error(`job ${failed.id} (${failed.kind}) failed: ${JSON.stringify(failed)}`);
+    if (!jobs.some((j) => j.state === 'queued' || j.state === 'running')) return;
+    // The job list has no "all done" event: poll it at a short interval.
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** GET of a JSON answer; a connection the server closed between polls (EPIPE, reset) is tried again. */
+async function getJson<T>(url: string, headers: Record<string, string>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return (await (await fetch(url, { headers })).json()) as T;
+    } catch (err) {
+      if (attempt >= 5) throw err;
+    }
+  }
+}
+
+/** The daemon process's resident set (VmRSS) and its peak (VmHWM), in bytes, from /proc. */
+export function daemonMemory(d: StrataDaemon): { rssBytes: number; peakRssBytes: number } {
+  const status = readFileSync(`/proc/${d.child.pid}/status`, 'utf8');
+  const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { rssBytes: kib('VmRSS'), peakRssBytes: kib('VmHWM') };
 }

@@ -26,6 +26,7 @@ import path from 'node:path';
 import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
 import { StorageError } from '../core/errors.js';
 import { errnoOf, syncFolder } from './local-folder.js';
+import { OpenFileCache, type OpenFile } from './open-file-cache.js';
 import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
 
 /** The folder of temporary files, in the root (same file system: rename and link stay atomic). */
@@ -69,6 +70,39 @@ function checkRange(key: string, offsetBytes: number, lengthBytes: number): void
   }
 }
 
+/** The object file opened for reading with its size; undefined when there is no object (missing, or a folder). */
+async function openObject(file: string): Promise<OpenFile | undefined> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(file, 'r');
+  } catch (err) {
+    if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return undefined;
+    throw err;
+  }
+  try {
+    const stat = await handle.stat();
+    if (stat.isFile()) return { handle, sizeBytes: stat.size };
+  } catch (err) {
+    await handle.close();
+    throw err;
+  }
+  await handle.close();
+  return undefined;
+}
+
+/** `lengthBytes` at `offsetBytes` of an open object, cut short at its end. */
+async function readRange(object: OpenFile, offsetBytes: number, lengthBytes: number, checkAborted: () => void): Promise<Uint8Array> {
+  const out = new Uint8Array(Math.max(0, Math.min(lengthBytes, object.sizeBytes - offsetBytes)));
+  let filled = 0;
+  while (filled < out.length) {
+    checkAborted();
+    const { bytesRead } = await object.handle.read(out, filled, out.length - filled, offsetBytes + filled);
+    if (bytesRead === 0) break; // cannot happen (objects are replaced by rename, never changed in place)
+    filled += bytesRead;
+  }
+  return filled === out.length ? out : out.subarray(0, filled);
+}
+
 interface ListEntry {
   name: string;
   folder: boolean;
@@ -76,14 +110,26 @@ interface ListEntry {
   sortKey: string;
 }
 
+export interface LocalChunkStoreOptions {
+  /**
+   * Keep up to this many objects open between getRange calls (OpenFileCache; default 0: open and
+   * close per call). Only for a store that is the one writer of its folder: it forgets a handle
+   * when it replaces or deletes that object itself, and would not see another writer do so.
+   */
+  readonly openFilesMax?: number;
+}
+
 export class LocalChunkStore implements ChunkStore {
   /** The root folder, absolute (made by the first put if missing). */
   readonly rootDir: string;
   private readonly tempDir: string;
+  private readonly openFiles: OpenFileCache | undefined;
 
-  constructor(rootDir: string) {
+  constructor(rootDir: string, options: LocalChunkStoreOptions = {}) {
     this.rootDir = path.resolve(rootDir);
     this.tempDir = path.join(this.rootDir, LOCAL_CHUNK_TEMP_FOLDER);
+    const openFilesMax = options.openFilesMax ?? 0;
+    this.openFiles = openFilesMax > 0 ? new OpenFileCache(openFilesMax) : undefined;
   }
 
   /** The file an object is stored in (the key checked first). */
@@ -127,30 +173,28 @@ export class LocalChunkStore implements ChunkStore {
     const file = this.objectPath(key);
     checkRange(key, offsetBytes, lengthBytes);
     throwIfAborted(options, `get ${key}`);
-    let handle: fs.FileHandle;
+    if (this.openFiles !== undefined) {
+      try {
+        return await this.openFiles.use(key, () => openObject(file), (object) => readRange(object, offsetBytes, lengthBytes, () => throwIfAborted(options, `get ${key}`)));
+      } catch (err) {
+        if (err instanceof StorageError) throw err;
+        throw ioError(`cannot read ${file}`, err);
+      }
+    }
+    let object: OpenFile | undefined;
     try {
-      handle = await fs.open(file, 'r');
+      object = await openObject(file);
     } catch (err) {
-      if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return undefined;
       throw ioError(`cannot open ${file}`, err);
     }
+    if (object === undefined) return undefined;
     try {
-      const stat = await handle.stat();
-      if (!stat.isFile()) return undefined;
-      const out = new Uint8Array(Math.max(0, Math.min(lengthBytes, stat.size - offsetBytes)));
-      let filled = 0;
-      while (filled < out.length) {
-        throwIfAborted(options, `get ${key}`);
-        const { bytesRead } = await handle.read(out, filled, out.length - filled, offsetBytes + filled);
-        if (bytesRead === 0) break; // cannot happen (objects are replaced by rename, never changed in place)
-        filled += bytesRead;
-      }
-      return filled === out.length ? out : out.subarray(0, filled);
+      return await readRange(object, offsetBytes, lengthBytes, () => throwIfAborted(options, `get ${key}`));
     } catch (err) {
       if (err instanceof StorageError) throw err;
       throw ioError(`cannot read ${file}`, err);
     } finally {
-      await handle.close();
+      await object.handle.close();
     }
   }
 
@@ -161,6 +205,7 @@ export class LocalChunkStore implements ChunkStore {
     try {
       await this.placeTemp(key, parts, temp, options, async (target) => {
         await fs.rename(temp, target);
+        await this.openFiles?.forget(key);
         return true;
       });
     } catch (err) {
@@ -177,6 +222,7 @@ export class LocalChunkStore implements ChunkStore {
       return await this.placeTemp(key, parts, temp, options, async (target) => {
         try {
           await fs.link(temp, target);
+          await this.openFiles?.forget(key);
           return true;
         } catch (err) {
           if (errnoOf(err) !== 'EEXIST') throw err;
@@ -195,6 +241,7 @@ export class LocalChunkStore implements ChunkStore {
     const file = path.join(this.rootDir, ...parts);
     try {
       await fs.unlink(file);
+      await this.openFiles?.forget(key);
     } catch (err) {
       const code = errnoOf(err);
       if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR' || code === 'EPERM') return;

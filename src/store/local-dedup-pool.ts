@@ -69,10 +69,14 @@ export interface LocalDedupPoolOptions {
   readonly packStore?: (pool: string, config: DedupPoolConfig, local: ChunkStore) => Promise<{ store: ChunkStore; remoteBytes?: () => Promise<number>; tier?: PoolTier }>;
 }
 
+/** Pack files a pool keeps open for reads (chunk reads of sealed layers hit a few packs at a time). */
+export const PACK_FILES_OPEN_MAX = 64;
+
 export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoolOpener {
   return async (pool: string, config: DedupPoolConfig): Promise<ChunkedPoolStores> => {
     checkComponent('pool name', pool);
-    const local = new LocalChunkStore(path.join(options.chunksRoot, pool));
+    // This store is the one writer of the pool's folder, so it may keep packs open between reads.
+    const local = new LocalChunkStore(path.join(options.chunksRoot, pool), { openFilesMax: PACK_FILES_OPEN_MAX });
     await local.removeInterruptedPuts();
     const packs = options.packStore === undefined ? { store: local } : await options.packStore(pool, config, local);
     // No read cache in the repository: its one reader here is the layer store, whose ChunkCache

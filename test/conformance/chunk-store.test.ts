@@ -8,6 +8,7 @@ import { chunkStoreConformance } from './chunk-store.js';
 chunkStoreConformance('memory', async () => new MemoryChunkStore());
 chunkStoreConformance('local folder (disk)', async () => new LocalChunkStore(tempDir()));
 chunkStoreConformance('local folder (tmpfs)', async () => new LocalChunkStore(shmTempDir()));
+chunkStoreConformance('local folder keeping 2 files open', async () => new LocalChunkStore(tempDir(), { openFilesMax: 2 }));
 chunkStoreConformance('tiered over memory, with a catalog', async () =>
   TieredChunkStore.open({ hot: new MemoryChunkStore(), cold: new MemoryChunkStore(), catalog: new MemoryCatalogStore(), coolingMs: 1000, flushIntervalMs: 0 }),
 );

@@ -28,9 +28,12 @@ export function chunkStoreConformance(name: string, open: () => Promise<ChunkSto
       expect(await store.getRange('a', 1, 3, { readPurpose: 'maintenance' })).toEqual(bytes(2, 3, 4));
       await store.put('a', bytes(7));
       expect(await store.get('a')).toEqual(bytes(7));
+      // A range read after a replace or delete sees the new object, or none (no stale open file).
+      expect(await store.getRange('a', 0, 5)).toEqual(bytes(7));
       await store.delete('a');
       await store.delete('a');
       expect(await store.get('a')).toBeUndefined();
+      expect(await store.getRange('a', 0, 5)).toBeUndefined();
       await store.put('empty', bytes());
       expect(await store.get('empty')).toEqual(bytes());
     });

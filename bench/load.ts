@@ -1,0 +1,40 @@
+/**
+ * A CPU load generator for "busy machine" bench runs: N processes that hash 1 MiB buffers in a
+ * loop (SHA-256: steady, cache-friendly CPU work with no I/O), started before a cell and stopped
+ * after it, so both sides of the cell run under the same load.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { loadavg } from 'node:os';
+
+const HASH_LOOP = "const {createHash}=require('node:crypto');const b=Buffer.alloc(1<<20,7);for(;;)createHash('sha256').update(b).digest();";
+
+export interface LoadGenerator {
+  readonly processes: number;
+  stop(): Promise<void>;
+}
+
+/** Starts `processes` busy hashing processes (0: none). */
+export function startLoad(processes: number): LoadGenerator {
+  const children: ChildProcess[] = [];
+  for (let i = 0; i < processes; i++) children.push(spawn(process.execPath, ['-e', HASH_LOOP], { stdio: 'ignore' }));
+  return {
+    processes,
+    stop: async () => {
+      await Promise.all(
+        children.map(
+          (child) =>
+            new Promise<void>((resolve) => {
+              if (child.exitCode !== null || child.signalCode !== null) return resolve();
+              child.once('exit', () => resolve());
+              child.kill('SIGKILL');
+            }),
+        ),
+      );
+    },
+  };
+}
+
+/** The 1-minute load average, for the tables ("measured at load N"). */
+export function loadAverage(): number {
+  return loadavg()[0]!;
+}

@@ -1,0 +1,44 @@
+/**
+ * Runs the sides of one bench cell alternately (A B, B A, A B, ...), several runs each, prints
+ * every run (so the spread is visible) and answers the medians and the load average seen.
+ */
+import { loadAverage } from './load.js';
+import { median } from './args.js';
+
+export interface CellResult {
+  /** Each side's values, in run order. */
+  runs: Map<string, number[]>;
+  medians: Map<string, number>;
+  /** The 1-minute load average at the start and end of the cell. */
+  loadRange: [number, number];
+}
+
+/**
+ * `measure(side, run)` gives one value (higher is better, e.g. MB/s or IOPS) for one side in one
+ * run; sides run in alternating order so neither always meets the warmer or quieter machine.
+ */
+export async function sideBySide(
+  cell: string,
+  sides: readonly string[],
+  runs: number,
+  measure: (side: string, run: number) => Promise<number> | number,
+  unit: string,
+): Promise<CellResult> {
+  const values = new Map<string, number[]>(sides.map((s) => [s, []]));
+  const loadStart = loadAverage();
+  for (let run = 0; run < runs; run++) {
+    const order = run % 2 === 0 ? sides : [...sides].reverse();
+    for (const side of order) {
+      const value = await measure(side, run);
+      values.get(side)!.push(value);
+      process.stderr.write(`  ${cell}, run ${run + 1}, ${side}: ${format(value)} ${unit} (load ${loadAverage().toFixed(1)})\n`);
+    }
+  }
+  const medians = new Map([...values].map(([side, v]) => [side, median(v)]));
+  process.stderr.write(`${cell}: ${[...values].map(([side, v]) => `${side} ${v.map(format).join('/')}`).join(', ')} ${unit}\n`);
+  return { runs: values, medians, loadRange: [loadStart, loadAverage()] };
+}
+
+export function format(value: number): string {
+  return value >= 100 ? value.toFixed(0) : value.toFixed(2);
+}
