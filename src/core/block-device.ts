@@ -63,5 +63,31 @@ export interface BlockDevice {
    * (QoS, docs/qos.md) still counts it; the reply waits until it resolves. Absent: nothing to do.
    */
   readSkipped?(guestOffset: number, lengthBytes: number): Promise<void>;
+  /**
+   * Optional: one request whose data lies in several buffers, back to back from guestOffset (a
+   * vhost-user request over several guest descriptors, read without a bounce copy). A device that
+   * counts requests (QoS, docs/qos.md) counts it once. Absent: the caller reads each buffer with
+   * read() (`forEachSegment`). Like forEachSegment, it settles only after every buffer's read has.
+   */
+  readSegments?(guestOffset: number, segments: readonly Uint8Array[]): Promise<void>;
+  /** Optional: writeSegments is to write() what readSegments is to read(). */
+  writeSegments?(guestOffset: number, segments: readonly Uint8Array[], flags?: WriteFlags): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * Runs call on each segment (segments lie back to back from guestOffset), all at once, and settles
+ * only when every call has: then rethrows the first failure. Promise.all would settle at the first
+ * failure while other reads still write into the buffers (guest memory: the guest would get its
+ * status and reuse the pages, or the front-end unmap them, with our I/O still landing there).
+ */
+export async function forEachSegment(guestOffset: number, segments: readonly Uint8Array[], call: (guestOffset: number, segment: Uint8Array) => Promise<void>): Promise<void> {
+  const calls: Promise<void>[] = [];
+  let offset = guestOffset;
+  for (const segment of segments) {
+    calls.push(call(offset, segment));
+    offset += segment.length;
+  }
+  const results = await Promise.allSettled(calls);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }

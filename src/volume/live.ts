@@ -14,7 +14,7 @@
  * first, so the limits hold for the volume whatever exports (NBD, vhost-user) reach it, and a
  * change of limits applies to the running exports at once. blockStatus is not throttled.
  */
-import type { BlockDevice, BlockDeviceCapabilities, Extent, WriteFlags, WriteZeroesFlags } from '../core/block-device.js';
+import { forEachSegment, type BlockDevice, type BlockDeviceCapabilities, type Extent, type WriteFlags, type WriteZeroesFlags } from '../core/block-device.js';
 import { StorageError } from '../core/errors.js';
 import { RequestGate } from '../core/request-gate.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
@@ -241,6 +241,17 @@ export class LiveDevice implements BlockDevice {
     return this.throttled('write', data.length, (image) => image.write(guestOffset, data, flags));
   }
 
+  /** One request over several buffers (a vhost-user request's descriptors): one operation to the throttle. */
+  readSegments(guestOffset: number, segments: readonly Uint8Array[]): Promise<void> {
+    return this.throttled('read', totalBytes(segments), (image) => forEachSegment(guestOffset, segments, (offset, segment) => image.read(offset, segment)));
+  }
+
+  writeSegments(guestOffset: number, segments: readonly Uint8Array[], flags?: WriteFlags): Promise<void> {
+    if (this.readOnly) return Promise.reject(this.readOnlyError());
+    this.live.noteWrite();
+    return this.throttled('write', totalBytes(segments), (image) => forEachSegment(guestOffset, segments, (offset, segment) => image.write(offset, segment, flags)));
+  }
+
   /** An NBD read answered from blockStatus (all zeroes): counted as the read it is, then nothing to do. */
   readSkipped(_guestOffset: number, lengthBytes: number): Promise<void> {
     return this.live.throttle.admit('read', lengthBytes) ?? Promise.resolve();
@@ -295,4 +306,10 @@ export class LiveDevice implements BlockDevice {
   private readOnlyError(): StorageError {
     return new StorageError('READ_ONLY', 'the export is read-only');
   }
+}
+
+function totalBytes(segments: readonly Uint8Array[]): number {
+  let bytes = 0;
+  for (const segment of segments) bytes += segment.length;
+  return bytes;
 }

@@ -7,7 +7,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
-import type { BlockDevice, BlockDeviceCapabilities, Extent, WriteZeroesFlags } from '../../src/core/block-device.js';
+import { forEachSegment, type BlockDevice, type BlockDeviceCapabilities, type Extent, type WriteZeroesFlags } from '../../src/core/block-device.js';
 import { allocAligned } from '../../src/sys/aligned-buffer.js';
 import { StorageError } from '../../src/core/errors.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
@@ -250,6 +250,31 @@ describe('virtio-blk requests (RAM device)', () => {
         expect(device.calls.length, what).toBe(mode === 'default' ? calls : forcedCalls);
       }
     }
+  });
+
+  it('a request over several large descriptors reaches a device with readSegments/writeSegments as one call', async () => {
+    const device = fresh();
+    const calls: string[] = [];
+    const segmented: BlockDevice = Object.assign(Object.create(device) as RamDevice, {
+      readSegments: async (offset: number, segments: readonly Uint8Array[]) => {
+        calls.push(`readSegments ${offset} ${segments.map((x) => x.length).join('+')}`);
+        await forEachSegment(offset, segments, (o, x) => device.read(o, x));
+      },
+      writeSegments: async (offset: number, segments: readonly Uint8Array[]) => {
+        calls.push(`writeSegments ${offset} ${segments.map((x) => x.length).join('+')}`);
+        await forEachSegment(offset, segments, (o, x) => device.write(o, x));
+      },
+    });
+    const handler = handlerFor(segmented);
+    const area = new Uint8Array(512 * KiB + 1);
+    const r = await run(handler, [header(VIRTIO_BLK_T_IN, 2)], split(area, [200 * KiB, 100 * KiB, 100 * KiB]));
+    expect(r).toEqual({ status: VIRTIO_BLK_S_OK, len: 512 * KiB + 1 });
+    expectBytes(area.subarray(0, 512 * KiB), device.data.subarray(1024, 1024 + 512 * KiB));
+    const payload = pattern(512 * KiB, 99);
+    const w = await run(handler, [header(VIRTIO_BLK_T_OUT, 4), ...split(payload, [200 * KiB, 200 * KiB])], [new Uint8Array(1)]);
+    expect(w.status).toBe(VIRTIO_BLK_S_OK);
+    expectBytes(device.data.subarray(2048, 2048 + 512 * KiB), payload);
+    expect(calls).toEqual([`readSegments 1024 ${200 * KiB}+${100 * KiB}+${100 * KiB}+${112 * KiB}`, `writeSegments 2048 ${200 * KiB}+${200 * KiB}+${112 * KiB}`]);
   });
 
   it('IN errors: length not a multiple of 512, past the end, sector beyond 2^53; the last sector works', async () => {

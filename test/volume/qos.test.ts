@@ -94,6 +94,16 @@ describe('QoS settings', () => {
       expect(after.throttledSeconds).toBeGreaterThanOrEqual(0);
       await s.clearVolumeQos('p', 'vm');
       expect((await s.qosStats())[0]).toMatchObject({ limited: false });
+      // A vhost-user request over several guest buffers is one operation: under one read per
+      // second it goes at once, and the read after it is the one that waits.
+      await s.setVolumeQos('p', 'vm', { limits: { readIops: 1, writeIops: 1 } });
+      const many = device.readSegments!(0, [new Uint8Array(4096), new Uint8Array(8192), new Uint8Array(4096)]);
+      const manyWrites = device.writeSegments!(0, [new Uint8Array(4096), new Uint8Array(4096)]);
+      expect((await s.qosStats())[0]).toMatchObject({ limited: true, queued: 0 });
+      const next = device.read(0, new Uint8Array(4096));
+      expect((await s.qosStats())[0]).toMatchObject({ queued: 1 });
+      await s.clearVolumeQos('p', 'vm');
+      await Promise.all([many, manyWrites, next]);
     } finally {
       await device.close();
     }

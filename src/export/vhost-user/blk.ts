@@ -19,7 +19,7 @@
  * device call and a memcpy per buffer is cheaper than a device call per buffer (measured, see
  * DIRECT_MIN_SEGMENT_BYTES).
  */
-import type { BlockDevice } from '../../core/block-device.js';
+import { forEachSegment, type BlockDevice } from '../../core/block-device.js';
 import { allocAligned } from '../../sys/aligned-buffer.js';
 import { isStorageError } from '../../core/errors.js';
 import type { ExportLog } from '../log.js';
@@ -324,7 +324,8 @@ export class BlkRequestHandler {
     }
     const segments = sliceSegments(writable, 0, dataBytes);
     if (this.direct(segments, dataBytes)) {
-      await settleAll(segmentCalls(segments, offset, (o, s) => this.device.read(o, s)));
+      const device = this.device;
+      await (device.readSegments !== undefined ? device.readSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.read(o, s)));
       return VIRTIO_BLK_S_OK;
     }
     const bounce = this.takeBounce(dataBytes);
@@ -356,7 +357,8 @@ export class BlkRequestHandler {
     }
     const segments = sliceSegments(readable, VIRTIO_BLK_OUT_HEADER_BYTES, dataBytes);
     if (this.direct(segments, dataBytes)) {
-      await settleAll(segmentCalls(segments, offset, (o, s) => this.device.write(o, s)));
+      const device = this.device;
+      await (device.writeSegments !== undefined ? device.writeSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.write(o, s)));
       return VIRTIO_BLK_S_OK;
     }
     // Gathered into our own buffer before the first await: the device sees one snapshot.
@@ -502,22 +504,3 @@ function copyIn(data: Uint8Array, segments: readonly Uint8Array[]): void {
   }
 }
 
-function segmentCalls(segments: readonly Uint8Array[], offset: number, call: (offset: number, segment: Uint8Array) => Promise<void>): Promise<void>[] {
-  const calls: Promise<void>[] = [];
-  let o = offset;
-  for (const s of segments) {
-    calls.push(call(o, s));
-    o += s.length;
-  }
-  return calls;
-}
-
-/**
- * Waits for every call, then rethrows the first failure. Promise.all would settle at the first
- * failure while the other reads still write into guest memory: the guest would get its status (and
- * reuse the pages, or the front-end unmap them) with our I/O still landing there.
- */
-async function settleAll(calls: readonly Promise<void>[]): Promise<void> {
-  const results = await Promise.allSettled(calls);
-  for (const r of results) if (r.status === 'rejected') throw r.reason;
-}
