@@ -5,6 +5,7 @@
  * is wired (index.ts).
  */
 import { isStorageError } from '../../core/errors.js';
+import { cannedAclOf } from './acl-handlers.js';
 import type { S3Endpoint } from './endpoints.js';
 import { S3Error, S3_ERROR_STATUS, type S3ErrorCode } from './errors.js';
 import type { ObjectService, S3Principal } from '../../objects/object-service.js';
@@ -89,6 +90,7 @@ const listBuckets: S3Handler = async (ctx) => {
 const createBucket: S3Handler = async (ctx) => {
   const bucket = ctx.bucket as string;
   checkBucketName(bucket);
+  const acl = cannedAclOf(ctx);
   if (ctx.hasBody) {
     const config = await readXmlBody(ctx.body(), 'CreateBucketConfiguration');
     const location = childText(config, 'LocationConstraint');
@@ -102,7 +104,7 @@ const createBucket: S3Handler = async (ctx) => {
   });
   if (exists !== undefined) throw alreadyExists(bucket, exists.owner === ctx.principal.owner);
   try {
-    await ctx.objects.createBucket(ctx.principal, bucket);
+    await ctx.objects.createBucket(ctx.principal, bucket, acl === undefined ? {} : { acl });
   } catch (err) {
     if (!isStorageError(err, 'ALREADY_EXISTS')) throw err;
     const winner = await ctx.objects.bucketInfo(ctx.principal, bucket).catch(() => undefined);
