@@ -3,8 +3,9 @@
  * local pool) against a single-node radosgw (Ceph, memstore OSD; test/support/s3-servers.ts) on
  * this machine, both driven by @aws-sdk/client-s3 from this process with the same settings.
  *
- *   node dist/bench/s3-bench.js [--runs 3] [--sizes 4k,1m,256m] [--concurrency 1,16]
+ *   node dist/bench/s3-bench.js [--runs 3] [--sizes 4k,1m,256m|none] [--concurrency 1,16]
  *                               [--list-keys 100000] [--only strata|radosgw] [--skip-list]
+ *                               [--strata-dir DIR]  (default the OS temp folder; /dev/shm: in memory as radosgw's memstore)
  *
  * Rows: PUT then GET of objects of each size at each concurrency (every worker its own keys,
  * every object's 64 KiB blocks unique, so nothing dedups), and ListObjectsV2 of a bucket of
@@ -159,7 +160,7 @@ function clientFor(endpoint: string, accessKeyId: string, secretAccessKey: strin
     credentials: { accessKeyId, secretAccessKey },
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
-    maxAttempts: 1,
+    // The SDK's default retries: a keep-alive socket the server closed while idle is retried, as in real use.
     requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 64 }) }),
   });
 }
@@ -184,7 +185,8 @@ function printSample(sample: Sample): void {
 
 async function main(): Promise<void> {
   const runs = Number(argValue('--runs', '3'));
-  const sizes = argValue('--sizes', '4k,1m,256m').split(',').map(parseSize);
+  const sizesText = argValue('--sizes', '4k,1m,256m');
+  const sizes = sizesText === 'none' ? [] : sizesText.split(',').map(parseSize);
   const concurrencies = argValue('--concurrency', '1,16').split(',').map(Number);
   const listKeys = Number(argValue('--list-keys', '100000'));
   const only = argValue('--only', '');
@@ -192,7 +194,7 @@ async function main(): Promise<void> {
   // Strata's data folder: on disk by default (it fsyncs what it acknowledges); radosgw's memstore is in memory.
   const dir = mkdtempSync(join(argValue('--strata-dir', tmpdir()), 'strata-s3-bench-'));
   process.stdout.write(`S3 bench: runs ${runs}, sizes ${sizes.map(sizeName).join(', ')}, concurrency ${concurrencies.join(', ')}, list ${skipList ? 'skipped' : `${listKeys} keys`}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n`);
-  const biggest = Math.max(...sizes);
+  const biggest = Math.max(4 * KiB, ...sizes);
   let strata: StrataDaemon | undefined;
   let rgw: S3TestServer | undefined;
   try {
