@@ -203,6 +203,8 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
         stage = 'closing the API';
         await closed;
         clearTimeout(forceTimer);
+        stage = 'finishing the S3 clean-up';
+        await objectStore?.close();
         stage = 'stopping the exports';
         await openExports.close();
         stage = 'closing the volume service and catalog';

@@ -31,6 +31,8 @@ export interface DaemonObjectStore {
   readonly service: ObjectService;
   /** Finishes what a killed process left; after the volume service recovered, before serving. */
   recover(): Promise<RecoveryReport>;
+  /** Waits for the clean-up still running after answered requests (before the catalog closes). */
+  close(): Promise<void>;
 }
 
 /** Builds the model and registers it as a holder of the pools' chunk references (before the backend recovers). */
@@ -66,6 +68,8 @@ export async function openDaemonObjectStore(options: {
     manifestStore,
     repositoryOf,
     onDeferredError: (err) => options.logger.warn({ err }, 's3 clean-up after a committed change failed; recovery at the next start finishes it'),
+    // A PUT is answered once its commit is durable; dropping its markers follows (bench/RESULTS.md, S3).
+    cleanupInBackground: true,
   });
   options.backend.addReferenceSource?.((pool) => model.referenceHolders(pool));
   return {
@@ -77,5 +81,6 @@ export async function openDaemonObjectStore(options: {
       options.logger.info({ ms: Date.now() - started, ...report }, 'recovered the S3 objects');
       return report;
     },
+    close: () => model.idle(),
   };
 }

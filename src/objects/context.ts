@@ -28,6 +28,14 @@ export interface ObjectModelOptions {
    * dropping a put's markers): the change stands, the work stays recorded and `recover()` ends it.
    */
   readonly onDeferredError?: (err: unknown) => void;
+  /**
+   * Runs that clean-up after the request is answered instead of before (the daemon: a small PUT
+   * then waits for one commit, not for its markers to be dropped and its journal deleted too).
+   * Safe because the clean-up is recorded before the commit and `recover()` ends what a crash
+   * cut off; call `ObjectModel.idle()` before closing the stores. Off by default (tests read
+   * reference counts right after a call).
+   */
+  readonly cleanupInBackground?: boolean;
 }
 
 /** Largest value of the inverted clock behind version slots (microseconds, 2^52: year 2112). */
@@ -41,6 +49,9 @@ export class ObjectContext {
   readonly repositoryOf: (pool: string) => Promise<ChunkRepository>;
   readonly nowMs: () => number;
   readonly onDeferredError: (err: unknown) => void;
+  readonly cleanupInBackground: boolean;
+  /** Clean-ups running in the background (cleanupInBackground). */
+  readonly pendingCleanups = new Set<Promise<void>>();
   private lastSlotMicros = 0;
 
   constructor(options: ObjectModelOptions) {
@@ -50,6 +61,12 @@ export class ObjectContext {
     this.repositoryOf = options.repositoryOf;
     this.nowMs = options.nowMs ?? Date.now;
     this.onDeferredError = options.onDeferredError ?? (() => undefined);
+    this.cleanupInBackground = options.cleanupInBackground ?? false;
+  }
+
+  /** Resolves once every clean-up started so far (and any they started) has finished. */
+  async idle(): Promise<void> {
+    while (this.pendingCleanups.size > 0) await Promise.all([...this.pendingCleanups]);
   }
 
   /** A fresh opaque id (upload ids, put ids, bucket ids): 128 random bits, hex. */
@@ -89,13 +106,13 @@ export async function retryOnConflict<T>(attempt: () => Promise<T>): Promise<T> 
 }
 
 /**
- * Runs the clean-up that follows a committed change. Its failure must not fail the request (the
- * change is done and acknowledged next); what it left is recorded and recover() finishes it.
+ * Runs the clean-up that follows a committed change, before the request is answered or (with
+ * cleanupInBackground) after. Its failure must not fail the request (the change is done and
+ * acknowledged next); what it left is recorded and recover() finishes it.
  */
 export async function finishAfterCommit(context: ObjectContext, work: () => Promise<void>): Promise<void> {
-  try {
-    await work();
-  } catch (err) {
-    context.onDeferredError(err);
-  }
+  const running = work().catch((err: unknown) => context.onDeferredError(err));
+  if (!context.cleanupInBackground) return running;
+  context.pendingCleanups.add(running);
+  void running.finally(() => context.pendingCleanups.delete(running));
 }

@@ -30,6 +30,11 @@ export class ObjectModel {
     return recoverObjects(this.context);
   }
 
+  /** Resolves once the clean-up of earlier requests has finished (cleanupInBackground: call before closing the stores). */
+  idle(): Promise<void> {
+    return this.context.idle();
+  }
+
   /** The holders of `pool`'s chunk references here, for a dedup scrub (join with concatReferenceSources). */
   referenceHolders(pool: string): ReferenceSource {
     return objectReferenceHolders(this.context, pool);

@@ -9,6 +9,7 @@
  * when the name is taken, BUSY on DeleteBucket when it still holds objects or uploads.
  */
 import type { ObjectModel } from './model.js';
+import type { CannedAcl } from './records.js';
 
 /** Who is asking (from the verified signature). */
 export interface S3Principal {
@@ -25,6 +26,8 @@ export interface BucketInfo {
   /** ISO-8601 time. */
   readonly createdAt: string;
   readonly versioning: BucketVersioning;
+  /** The canned ACL: `public-read` lets anonymous requests read objects and list keys. */
+  readonly acl: CannedAcl;
 }
 
 /** The object operations, exactly as the object model serves them. */
@@ -50,10 +53,12 @@ export type ObjectOperations = Pick<
 export interface ObjectService extends ObjectOperations {
   listBuckets(principal: S3Principal): Promise<BucketInfo[]>;
   /** ALREADY_EXISTS when the name is taken (by anyone); NOT_FOUND when `pool` (default: the service's) does not exist. */
-  createBucket(principal: S3Principal, name: string, options?: { pool?: string }): Promise<BucketInfo>;
+  createBucket(principal: S3Principal, name: string, options?: { pool?: string; acl?: CannedAcl }): Promise<BucketInfo>;
   /** NOT_FOUND when absent. */
   bucketInfo(principal: S3Principal, name: string): Promise<BucketInfo>;
   /** NOT_FOUND when absent; BUSY when it still holds objects or uploads. */
   deleteBucket(principal: S3Principal, name: string): Promise<void>;
   setBucketVersioning(principal: S3Principal, name: string, state: 'Enabled' | 'Suspended'): Promise<void>;
+  /** NOT_FOUND when absent. */
+  setBucketAcl(principal: S3Principal, name: string, acl: CannedAcl): Promise<void>;
 }

@@ -10,7 +10,7 @@ import type { BucketRecord, VersioningState } from './records.js';
 const VERSIONING_NAMES: Record<VersioningState, BucketVersioning> = { unversioned: 'Unversioned', enabled: 'Enabled', suspended: 'Suspended' };
 
 function bucketInfoOf(record: BucketRecord): BucketInfo {
-  return { name: record.name, owner: record.owner, createdAt: new Date(record.createdAtMs).toISOString(), versioning: VERSIONING_NAMES[record.versioning] };
+  return { name: record.name, owner: record.owner, createdAt: new Date(record.createdAtMs).toISOString(), versioning: VERSIONING_NAMES[record.versioning], acl: record.acl };
 }
 
 export interface S3ObjectServiceOptions {
@@ -49,11 +49,15 @@ export function s3ObjectService(model: ObjectModel, options: S3ObjectServiceOpti
       } while (after !== undefined);
       return infos;
     },
-    createBucket: async (principal, name, bucketOptions) => bucketInfoOf(await model.createBucket({ name, owner: principal.owner, pool: bucketOptions?.pool ?? options.bucketPool })),
+    createBucket: async (principal, name, bucketOptions = {}) =>
+      bucketInfoOf(await model.createBucket({ name, owner: principal.owner, pool: bucketOptions.pool ?? options.bucketPool, ...(bucketOptions.acl === undefined ? {} : { acl: bucketOptions.acl }) })),
     bucketInfo: async (_principal, name) => bucketInfoOf(await model.headBucket(name)),
     deleteBucket: (_principal, name) => model.deleteBucket(name),
     setBucketVersioning: async (_principal, name, state) => {
       await model.putBucketVersioning(name, state === 'Enabled' ? 'enabled' : 'suspended');
+    },
+    setBucketAcl: async (_principal, name, acl) => {
+      await model.putBucketAcl(name, acl);
     },
   };
 }

@@ -18,7 +18,7 @@ export function objectServiceConformance(name: string, open: () => Promise<Objec
       const service = await open();
       const before = Date.now();
       const info = await service.createBucket(ALICE, 'photos');
-      expect(info).toMatchObject({ name: 'photos', owner: 'alice', versioning: 'Unversioned' });
+      expect(info).toMatchObject({ name: 'photos', owner: 'alice', versioning: 'Unversioned', acl: 'private' });
       expect(Date.parse(info.createdAt)).toBeGreaterThanOrEqual(before - 1000);
       expect(await service.bucketInfo(ALICE, 'photos')).toEqual(info);
     });
@@ -49,6 +49,18 @@ export function objectServiceConformance(name: string, open: () => Promise<Objec
       await service.setBucketVersioning(ALICE, 'versioned', 'Suspended');
       expect((await service.bucketInfo(ALICE, 'versioned')).versioning).toBe('Suspended');
       await expectCode(service.setBucketVersioning(ALICE, 'missing', 'Enabled'), 'NOT_FOUND');
+    });
+
+    it('canned ACL: private by default, public-read at creation or later, back to private; a missing bucket is NOT_FOUND', async () => {
+      const service = await open();
+      expect((await service.createBucket(ALICE, 'acl-default')).acl).toBe('private');
+      expect((await service.createBucket(ALICE, 'acl-public', { acl: 'public-read' })).acl).toBe('public-read');
+      expect((await service.bucketInfo(BOB, 'acl-public')).acl).toBe('public-read');
+      await service.setBucketAcl(ALICE, 'acl-default', 'public-read');
+      expect((await service.bucketInfo(ALICE, 'acl-default')).acl).toBe('public-read');
+      await service.setBucketAcl(ALICE, 'acl-default', 'private');
+      expect((await service.bucketInfo(ALICE, 'acl-default')).acl).toBe('private');
+      await expectCode(service.setBucketAcl(ALICE, 'missing', 'public-read'), 'NOT_FOUND');
     });
 
     it('deletes an empty bucket; a missing one is NOT_FOUND', async () => {

@@ -25,7 +25,7 @@ export interface TestObjectModel {
 }
 
 export async function createTestObjectModel(
-  options: { catalog?: CatalogStore; chunkStore?: ChunkStore; packTargetBytes?: number; readCacheBytes?: number; wrapRepository?: (repository: ChunkRepository) => ChunkRepository } = {},
+  options: { catalog?: CatalogStore; chunkStore?: ChunkStore; packTargetBytes?: number; readCacheBytes?: number; wrapRepository?: (repository: ChunkRepository) => ChunkRepository; cleanupInBackground?: boolean } = {},
 ): Promise<TestObjectModel> {
   const catalog = options.catalog ?? new MemoryCatalogStore();
   const chunkStore = options.chunkStore ?? new MemoryChunkStore();
@@ -52,6 +52,7 @@ export async function createTestObjectModel(
       return options.wrapRepository?.(repository) ?? repository;
     },
     onDeferredError: (err) => deferredErrors.push(err),
+    ...(options.cleanupInBackground === undefined ? {} : { cleanupInBackground: options.cleanupInBackground }),
   });
   return { model, catalog, chunkStore, repositories, deferredErrors };
 }

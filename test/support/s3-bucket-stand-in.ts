@@ -19,9 +19,9 @@ export function bucketStandIn(): ObjectService {
   };
   return {
     listBuckets: async (p) => [...buckets.values()].filter((b) => b.owner === p.owner).sort((a, b) => (a.name < b.name ? -1 : 1)),
-    createBucket: async (p, name) => {
+    createBucket: async (p, name, options = {}) => {
       if (buckets.has(name)) throw new StorageError('ALREADY_EXISTS', `bucket ${name}`);
-      const info: BucketInfo = { name, owner: p.owner, createdAt: new Date().toISOString(), versioning: 'Unversioned' };
+      const info: BucketInfo = { name, owner: p.owner, createdAt: new Date().toISOString(), versioning: 'Unversioned', acl: options.acl ?? 'private' };
       buckets.set(name, info);
       return info;
     },
@@ -32,6 +32,9 @@ export function bucketStandIn(): ObjectService {
     },
     setBucketVersioning: async (_p, name, state) => {
       buckets.set(name, { ...find(name), versioning: state });
+    },
+    setBucketAcl: async (_p, name, acl) => {
+      buckets.set(name, { ...find(name), acl });
     },
     putObject: notHere,
     getObject: notHere,

@@ -151,7 +151,7 @@ export async function startMoto(options: MotoOptions = {}): Promise<S3TestServer
 }
 
 /** The monitor, OSD and gateway of one single-node Ceph cluster: ceph.conf from the recipe. */
-function cephConf(dir: string, monPort: number, rgwPort: number, osdPortMin: number, fsid: string, memstoreBytes: number): string {
+function cephConf(dir: string, monPort: number, rgwPort: number, osdPortMin: number, fsid: string, options: RadosgwOptions): string {
   return `[global]
 fsid = ${fsid}
 mon host = [v1:127.0.0.1:${monPort}]
@@ -171,7 +171,7 @@ osd pool default pgp num = 8
 mon max pg per osd = 1000
 osd crush chooseleaf type = 0
 osd objectstore = memstore
-memstore device bytes = ${memstoreBytes}
+memstore device bytes = ${options.memstoreBytes ?? DEFAULT_MEMSTORE_BYTES}
 run dir = ${dir}/run
 admin socket = ${dir}/run/$name.asok
 pid file = ${dir}/run/$name.pid
@@ -185,9 +185,10 @@ mon data avail crit = 1
 mon data avail warn = 2
 
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:${rgwPort}
+rgw frontends = beast endpoint=127.0.0.1:${rgwPort}${options.frontendOptions === undefined ? '' : ` ${options.frontendOptions}`}
 rgw data = ${dir}/rgw
 rgw enable usage log = false
+${(options.gatewayConf ?? []).join('\n')}
 `;
 }
 
@@ -212,8 +213,12 @@ export async function startRadosgw(options: RadosgwOptions = {}): Promise<S3Test
 }
 
 export interface RadosgwOptions {
-  /** The memstore OSD's size: it holds every object in RAM (default 512 MiB, enough for the tests; benches store GiBs). */
+  /** The memstore OSD's size (default 512 MiB, plenty for tests; the S3 bench needs GiBs). */
   readonly memstoreBytes?: number;
+  /** Options added to the beast frontend's line (the bench: tcp_nodelay=1). */
+  readonly frontendOptions?: string;
+  /** Lines added to the gateway's section of ceph.conf (the bench: garbage collected at once). */
+  readonly gatewayConf?: readonly string[];
 }
 
 const DEFAULT_MEMSTORE_BYTES = 512 * 1024 * 1024;
@@ -229,7 +234,7 @@ async function startRadosgwOnce(options: RadosgwOptions): Promise<S3TestServer> 
     const conf = path.join(dir, 'ceph.conf');
     const fsid = randomUUID();
     const osdPortMin = OSD_PORT_FLOOR + Math.floor(Math.random() * (OSD_PORT_CEILING - OSD_PORT_FLOOR - OSD_PORT_SPAN));
-    writeFileSync(conf, cephConf(dir, monPort, rgwPort, osdPortMin, fsid, options.memstoreBytes ?? DEFAULT_MEMSTORE_BYTES));
+    writeFileSync(conf, cephConf(dir, monPort, rgwPort, osdPortMin, fsid, options));
     const c = ['-c', conf];
     const step = async (what: string, cmd: string, args: readonly string[]): Promise<string> =>
       expectSuccess(await runAsync(cmd, [...c, ...args], { timeoutMs: 60_000 }), what).stdout;

@@ -120,6 +120,11 @@ describe('S3 header-signed examples', () => {
   it('answers undefined for an anonymous request', async () => {
     await expect(verifySigV4({ method: 'GET', url: '/', rawHeaders: ['Host', 'h'] }, lookup)).resolves.toBeUndefined();
   });
+
+  it('refuses a Signature Version 2 presigned query by name (it is not anonymous)', async () => {
+    const url = '/b/k?AWSAccessKeyId=AKIAIOSFODNN7EXAMPLE&Signature=scNH2oincLPt2pS4%2FPqReBQzgU8%3D&Expires=1796307111';
+    expect(await refusal(verifySigV4({ method: 'GET', url, rawHeaders: ['Host', 'h'] }, lookup))).toBe('InvalidRequest');
+  });
 });
 
 describe('S3 presigned URL example', () => {

@@ -5,6 +5,7 @@
  * is wired (index.ts).
  */
 import { isStorageError } from '../../core/errors.js';
+import { cannedAclOf } from './acl-handlers.js';
 import type { S3Endpoint } from './endpoints.js';
 import { S3Error, S3_ERROR_STATUS, type S3ErrorCode } from './errors.js';
 import type { ObjectService, S3Principal } from '../../objects/object-service.js';
@@ -92,6 +93,7 @@ const createBucket: S3Handler = async (ctx) => {
   // A LocationConstraint other than the region names the pool the bucket keeps its bytes in
   // (as Ceph's placement targets do): a dedup pool shares chunks with its volumes.
   let pool: string | undefined;
+  const acl = cannedAclOf(ctx);
   if (ctx.hasBody) {
     const config = await readXmlBody(ctx.body(), 'CreateBucketConfiguration');
     const location = childText(config, 'LocationConstraint');
@@ -103,7 +105,7 @@ const createBucket: S3Handler = async (ctx) => {
   });
   if (exists !== undefined) throw alreadyExists(bucket, exists.owner === ctx.principal.owner);
   try {
-    await ctx.objects.createBucket(ctx.principal, bucket, pool === undefined ? {} : { pool });
+    await ctx.objects.createBucket(ctx.principal, bucket, { ...(pool === undefined ? {} : { pool }), ...(acl === undefined ? {} : { acl }) });
   } catch (err) {
     if (pool !== undefined && isStorageError(err, 'NOT_FOUND')) {
       const fix = `give this endpoint's region '${ctx.region}' or the name of a pool ('strata pool list')`;

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { createApiApp } from '../app.js';
+import { ACL_HANDLERS, admitAnonymous } from './acl-handlers.js';
 import { BUCKET_HANDLERS, type S3Handler, type S3RequestContext } from './bucket-handlers.js';
 import { LIST_HANDLERS } from './list-handlers.js';
 import { MULTIPART_HANDLERS } from './multipart-handlers.js';
@@ -21,7 +22,7 @@ import type { ObjectService } from '../../objects/object-service.js';
 import { openPayload, payloadExpectations } from './payload.js';
 import { Readable } from 'node:stream';
 import type { S3Endpoint } from './endpoints.js';
-import { verifySigV4, type SecretLookup } from './sigv4.js';
+import { verifySigV4, type SecretLookup, type VerifiedRequest } from './sigv4.js';
 import { splitTarget } from './uri.js';
 import { errorXml } from './xml.js';
 
@@ -48,7 +49,7 @@ interface S3RequestState {
 }
 
 /** Every handler, by endpoint; an endpoint without one answers NotImplemented. */
-const HANDLERS: Partial<Record<S3Endpoint, S3Handler>> = { ...BUCKET_HANDLERS, ...OBJECT_HANDLERS, ...LIST_HANDLERS, ...MULTIPART_HANDLERS };
+const HANDLERS: Partial<Record<S3Endpoint, S3Handler>> = { ...BUCKET_HANDLERS, ...OBJECT_HANDLERS, ...LIST_HANDLERS, ...MULTIPART_HANDLERS, ...ACL_HANDLERS };
 
 const states = new WeakMap<FastifyRequest, S3RequestState>();
 
@@ -86,6 +87,12 @@ async function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown)
   return reply.type('application/xml').send(errorXml(error.code, error.message, resourceOf(req), state.requestId, error.extra));
 }
 
+/** The verified signature a body is checked against; anonymous requests are reads and never get here. */
+function signed(verified: VerifiedRequest | undefined): VerifiedRequest {
+  if (verified === undefined) throw new S3Error('AccessDenied', 'anonymous requests may not send a body; sign the request');
+  return verified;
+}
+
 /** The S3 endpoint as an encapsulated plugin: its own body handling, auth and errors. */
 export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promise<void> {
   const region = options.region ?? DEFAULT_S3_REGION;
@@ -116,7 +123,8 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
     const resolved = resolveEndpoint(req.method, url, { host: req.headers.host, copySource: typeof copySource === 'string' ? copySource : undefined }, options.domains);
     stateOf(req).resolved = resolved;
     const verified = await verifySigV4({ method: req.method, url, rawHeaders: req.raw.rawHeaders }, options.keys, options.now === undefined ? {} : { now: options.now });
-    if (verified === undefined) throw new S3Error('AccessDenied', 'anonymous requests are not allowed; sign the request with an access key (strata user key create)');
+    // Unsigned: only reads of a public-read bucket (acl-handlers.ts); such a request has no body to read.
+    const principal = verified === undefined ? await admitAnonymous(resolved, options.objects) : { owner: verified.owner, accessKeyId: verified.accessKeyId };
     const handle = HANDLERS[resolved.endpoint];
     if (options.objects === undefined || handle === undefined) {
       throw new S3Error('NotImplemented', `${resolved.endpoint} is not implemented by this endpoint yet${options.objects === undefined ? ' (no object store is configured)' : ''}`);
@@ -127,14 +135,14 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
       bucket: resolved.bucket,
       key: resolved.key,
       query: resolved.query,
-      principal: { owner: verified.owner, accessKeyId: verified.accessKeyId },
+      principal,
       objects: options.objects,
       region,
       hasBody: hasBody(req),
       headers: req.headers,
-      body: () => (body ??= openPayload(req.raw, req.raw.rawHeaders, verified)),
-      dataBody: () => (body ??= openPayload(req.raw, req.raw.rawHeaders, verified, { checksumByConsumer: true })),
-      payload: () => payloadExpectations(req.raw.rawHeaders, verified),
+      body: () => (body ??= openPayload(req.raw, req.raw.rawHeaders, signed(verified))),
+      dataBody: () => (body ??= openPayload(req.raw, req.raw.rawHeaders, signed(verified), { checksumByConsumer: true })),
+      payload: () => payloadExpectations(req.raw.rawHeaders, signed(verified)),
     };
     const response = await handle(ctx);
     reply.code(response.status);

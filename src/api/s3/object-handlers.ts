@@ -95,6 +95,7 @@ const deleteObjects: S3Handler = async (ctx) => {
     const versionId = childText(o, 'VersionId');
     return versionId === undefined ? { key } : { key, versionId };
   });
+  if (objects.length === 0) throw new S3Error('MalformedXML', 'a <Delete> must name at least one <Object>');
   const result = await ctx.objects.deleteObjects({ bucket: ctx.bucket as string, owner: ctx.principal.owner, objects });
   const deleted = quiet
     ? []

@@ -253,7 +253,10 @@ export async function verifySigV4(view: SignedRequestView, lookup: SecretLookup,
   let parts: SignatureParts;
   if (authorization !== undefined) parts = parseAuthorizationHeader(authorization[0] as string, view, headers);
   else if (query.has('X-Amz-Algorithm')) parts = parsePresignedQuery(query);
-  else return undefined;
+  else if (query.has('AWSAccessKeyId') && query.has('Signature')) {
+    // What botocore presigns by default for an endpoint URL: not anonymous, and not served.
+    throw new S3Error('InvalidRequest', `Signature Version 2 presigned URLs are not supported; presign with ${SIGV4_ALGORITHM} (boto3: Config(signature_version='s3v4'))`);
+  } else return undefined;
 
   const { credential, signedHeaders } = parts;
   const signedNames = signedHeaders.split(';');

@@ -1,0 +1,285 @@
+/**
+ * The S3 speed bench (issue 14): Strata's S3 endpoint (`strata serve`, buckets in the default
+ * local pool) against a single-node radosgw (Ceph, memstore OSD; test/support/s3-servers.ts) on
+ * this machine, both driven by @aws-sdk/client-s3 from this process with the same settings.
+ *
+ *   node dist/bench/s3-bench.js [--runs 3] [--sizes 4k,1m,256m|none] [--concurrency 1,16]
+ *                               [--list-keys 100000] [--only strata|radosgw] [--skip-list]
+ *                               [--strata-dir DIR]  (default the OS temp folder; /dev/shm: in memory as radosgw's memstore)
+ *
+ * Rows: PUT then GET of objects of each size at each concurrency (every worker its own keys,
+ * every object's 64 KiB blocks unique, so nothing dedups), and ListObjectsV2 of a bucket of
+ * --list-keys keys, 1,000 a page. Servers alternate within a run (which goes first alternates
+ * between runs); every run is printed, then the medians and the ratio strata / radosgw.
+ * Both clients: path style, checksums only when required (radosgw 16 refuses the SDK's trailer
+ * checksums), the same keep-alive agent settings.
+ */
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { Agent } from 'node:http';
+import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { freePort, startRadosgw, type S3TestServer } from '../test/support/s3-servers.js';
+import { argValue, median } from './args.js';
+import { startStrata, STRATA_BIN, strataEnv, type StrataDaemon } from './strata-daemon.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const BLOCK_BYTES = 64 * KiB;
+const PIECE_BYTES = MiB;
+
+interface Target {
+  readonly name: 'strata' | 'radosgw';
+  readonly client: S3Client;
+  readonly bucket: string;
+}
+
+interface Sample {
+  readonly row: string;
+  readonly server: string;
+  readonly run: number;
+  readonly ops: number;
+  readonly bytes: number;
+  readonly seconds: number;
+}
+
+function parseSize(text: string): number {
+  const m = /^(\d+)([kmg]?)$/i.exec(text.trim());
+  if (!m) throw new Error(`--sizes: '${text}' is not a size like 4k, 1m or 256m`);
+  return Number(m[1]) * { '': 1, k: KiB, m: MiB, g: 1024 * MiB }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g'];
+}
+
+function sizeName(bytes: number): string {
+  return bytes >= MiB ? `${bytes / MiB} MiB` : `${bytes / KiB} KiB`;
+}
+
+/** Operations per worker for a size: about the same bytes per row, bounded for tiny and huge objects. */
+function opsPerWorker(sizeBytes: number, concurrency: number): number {
+  if (sizeBytes >= 64 * MiB) return 1;
+  const totalBytes = sizeBytes >= MiB ? 320 * MiB : 2000 * sizeBytes;
+  return Math.max(4, Math.round(totalBytes / sizeBytes / concurrency));
+}
+
+/** The object's bytes, made unique per 64 KiB block by a stamp (object id, block index) over shared random bytes. */
+function stamped(base: Buffer, objectId: number, offsetBytes: number, lengthBytes: number): Buffer {
+  const out = Buffer.allocUnsafe(lengthBytes);
+  base.copy(out, 0, 0, lengthBytes);
+  for (let at = 0; at < lengthBytes; at += BLOCK_BYTES) {
+    if (at + 8 > lengthBytes) break;
+    out.writeUInt32LE(objectId, at);
+    out.writeUInt32LE((offsetBytes + at) / BLOCK_BYTES, at + 4);
+  }
+  return out;
+}
+
+function bodyOf(base: Buffer, objectId: number, sizeBytes: number): Buffer | Readable {
+  if (sizeBytes <= PIECE_BYTES) return stamped(base, objectId, 0, sizeBytes);
+  // Large objects stream in 1 MiB pieces: the bench holds no 256 MiB buffer per worker.
+  let offset = 0;
+  return new Readable({
+    read() {
+      if (offset >= sizeBytes) return void this.push(null);
+      const length = Math.min(PIECE_BYTES, sizeBytes - offset);
+      this.push(stamped(base, objectId, offset, length));
+      offset += length;
+    },
+  });
+}
+
+let objectCounter = 1;
+
+async function putRow(target: Target, sizeBytes: number, concurrency: number, base: Buffer): Promise<{ ops: number; seconds: number }> {
+  const perWorker = opsPerWorker(sizeBytes, concurrency);
+  const started = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, worker) => {
+      for (let i = 0; i < perWorker; i++) {
+        const key = `obj-${sizeBytes}-${worker}-${i}`;
+        await target.client.send(new PutObjectCommand({ Bucket: target.bucket, Key: key, Body: bodyOf(base, objectCounter++, sizeBytes), ContentLength: sizeBytes }));
+      }
+    }),
+  );
+  return { ops: perWorker * concurrency, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+async function getRow(target: Target, sizeBytes: number, concurrency: number): Promise<{ ops: number; seconds: number }> {
+  const perWorker = opsPerWorker(sizeBytes, concurrency);
+  const started = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: concurrency }, async (_, worker) => {
+      for (let i = 0; i < perWorker; i++) {
+        const got = await target.client.send(new GetObjectCommand({ Bucket: target.bucket, Key: `obj-${sizeBytes}-${worker}-${i}` }));
+        let received = 0;
+        for await (const piece of got.Body as Readable) received += (piece as Buffer).length;
+        if (received !== sizeBytes) throw new Error(`${target.name}: GET returned ${received} bytes, expected ${sizeBytes}`);
+      }
+    }),
+  );
+  return { ops: perWorker * concurrency, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+}
+
+/** Fills the listing bucket with `count` one-byte objects (once, not timed). */
+async function fillListBucket(target: Target, bucket: string, count: number): Promise<void> {
+  let next = 0;
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: 16 }, async () => {
+      for (;;) {
+        const i = next++;
+        if (i >= count) return;
+        await target.client.send(new PutObjectCommand({ Bucket: bucket, Key: `dir-${i % 100}/key-${String(i).padStart(7, '0')}`, Body: Buffer.from([i & 0xff]) }));
+      }
+    }),
+  );
+  process.stdout.write(`  filled ${target.name}'s listing bucket with ${count} keys in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+}
+
+async function listAll(target: Target, bucket: string): Promise<{ ops: number; seconds: number; keys: number }> {
+  const started = process.hrtime.bigint();
+  let token: string | undefined;
+  let keys = 0;
+  let pages = 0;
+  do {
+    const page = await target.client.send(new ListObjectsV2Command({ Bucket: bucket, MaxKeys: 1000, ...(token === undefined ? {} : { ContinuationToken: token }) }));
+    keys += page.KeyCount ?? 0;
+    pages++;
+    token = page.NextContinuationToken;
+  } while (token !== undefined);
+  return { ops: pages, seconds: Number(process.hrtime.bigint() - started) / 1e9, keys };
+}
+
+function clientFor(endpoint: string, accessKeyId: string, secretAccessKey: string): S3Client {
+  return new S3Client({
+    endpoint,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId, secretAccessKey },
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    // The SDK's default retries: a keep-alive socket the server closed while idle is retried, as in real use.
+    requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 64 }) }),
+  });
+}
+
+async function strataTarget(dir: string): Promise<{ target: Omit<Target, 'bucket'>; daemon: StrataDaemon }> {
+  const port = await freePort();
+  const daemon = await startStrata(join(dir, 'strata'), ['--s3-listen', `127.0.0.1:${port}`]);
+  const cli = (args: string[]): string => execFileSync(process.execPath, [STRATA_BIN, ...args], { env: strataEnv(daemon), encoding: 'utf8' });
+  cli(['user', 'create', 'bench']);
+  const key = JSON.parse(cli(['user', 'key', 'create', 'bench', '--json'])) as { id: string; secret: string };
+  return { target: { name: 'strata', client: clientFor(`http://127.0.0.1:${port}`, key.id, key.secret) }, daemon };
+}
+
+function radosgwTarget(server: S3TestServer): Omit<Target, 'bucket'> {
+  return { name: 'radosgw', client: clientFor(server.endpoint, server.accessKeyId, server.secretAccessKey) };
+}
+
+function printSample(sample: Sample): void {
+  const mibPerSecond = sample.bytes / MiB / sample.seconds;
+  process.stdout.write(`  run ${sample.run} ${sample.server.padEnd(8)} ${sample.row.padEnd(28)} ${(sample.ops / sample.seconds).toFixed(1).padStart(9)} ops/s ${mibPerSecond.toFixed(1).padStart(8)} MiB/s  (${sample.ops} ops, ${sample.seconds.toFixed(2)} s)\n`);
+}
+
+async function main(): Promise<void> {
+  const runs = Number(argValue('--runs', '3'));
+  const sizesText = argValue('--sizes', '4k,1m,256m');
+  const sizes = sizesText === 'none' ? [] : sizesText.split(',').map(parseSize);
+  const concurrencies = argValue('--concurrency', '1,16').split(',').map(Number);
+  const listKeys = Number(argValue('--list-keys', '100000'));
+  const only = argValue('--only', '');
+  const skipList = process.argv.includes('--skip-list');
+  // Strata's data folder: on disk by default (it fsyncs what it acknowledges); radosgw's memstore is in memory.
+  const dir = mkdtempSync(join(argValue('--strata-dir', tmpdir()), 'strata-s3-bench-'));
+  process.stdout.write(`S3 bench: runs ${runs}, sizes ${sizes.map(sizeName).join(', ')}, concurrency ${concurrencies.join(', ')}, list ${skipList ? 'skipped' : `${listKeys} keys`}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n`);
+  const biggest = Math.max(4 * KiB, ...sizes);
+  let strata: StrataDaemon | undefined;
+  let rgw: S3TestServer | undefined;
+  try {
+    const targets: Target[] = [];
+    if (only !== 'radosgw') {
+      const made = await strataTarget(dir);
+      strata = made.daemon;
+      const child = made.daemon.child;
+      process.once('exit', () => child.kill('SIGTERM'));
+      await made.target.client.send(new CreateBucketCommand({ Bucket: 'bench' }));
+      targets.push({ ...made.target, bucket: 'bench' });
+    }
+    if (only !== 'strata') {
+      // Memstore keeps everything in memory: room for the largest row twice over, and garbage
+      // (overwritten tails) collected at once instead of after radosgw's default 2 hours.
+      const rowBytes = Math.max(...concurrencies) * biggest * opsPerWorker(biggest, Math.max(...concurrencies));
+      rgw = await startRadosgw({ memstoreBytes: Math.max(4 * 1024 * MiB, 3 * rowBytes + 2 * 1024 * MiB), gatewayConf: ['rgw gc obj min wait = 0', 'rgw gc processor period = 10'],
+        // Without it beast's small responses wait out the client's delayed ACK (about 40 ms each).
+        frontendOptions: 'tcp_nodelay=1',
+      });
+      const target = radosgwTarget(rgw);
+      await target.client.send(new CreateBucketCommand({ Bucket: 'bench' }));
+      targets.push({ ...target, bucket: 'bench' });
+    }
+    const base = randomBytes(PIECE_BYTES);
+    const samples: Sample[] = [];
+    for (let run = 1; run <= runs; run++) {
+      const order = run % 2 === 1 ? targets : [...targets].reverse();
+      for (const sizeBytes of sizes) {
+        for (const concurrency of concurrencies) {
+          for (const target of order) {
+            const put = await putRow(target, sizeBytes, concurrency, base);
+            const putSample = { row: `PUT ${sizeName(sizeBytes)} c${concurrency}`, server: target.name, run, ops: put.ops, bytes: put.ops * sizeBytes, seconds: put.seconds };
+            printSample(putSample);
+            const get = await getRow(target, sizeBytes, concurrency);
+            const getSample = { row: `GET ${sizeName(sizeBytes)} c${concurrency}`, server: target.name, run, ops: get.ops, bytes: get.ops * sizeBytes, seconds: get.seconds };
+            printSample(getSample);
+            samples.push(putSample, getSample);
+          }
+        }
+      }
+    }
+    if (!skipList) {
+      for (const target of targets) {
+        await target.client.send(new CreateBucketCommand({ Bucket: 'listing' }));
+        await fillListBucket(target, 'listing', listKeys);
+      }
+      for (let run = 1; run <= runs; run++) {
+        for (const target of run % 2 === 1 ? targets : [...targets].reverse()) {
+          const listed = await listAll(target, 'listing');
+          if (listed.keys !== listKeys) throw new Error(`${target.name} listed ${listed.keys} keys, expected ${listKeys}`);
+          const sample = { row: `ListObjectsV2 ${listKeys} keys`, server: target.name, run, ops: listed.ops, bytes: 0, seconds: listed.seconds };
+          printSample(sample);
+          samples.push(sample);
+        }
+      }
+    }
+    process.stdout.write(`\nmedians (load average now ${loadavg().map((l) => l.toFixed(1)).join(' ')}):\n| row | strata | radosgw | strata / radosgw |\n|---|---:|---:|---:|\n`);
+    const rows = [...new Set(samples.map((s) => s.row))];
+    for (const row of rows) {
+      const rate = (server: string): number | undefined => {
+        const mine = samples.filter((s) => s.row === row && s.server === server);
+        if (mine.length === 0) return undefined;
+        return median(mine.map((s) => (row.startsWith('List') ? 1 / s.seconds : s.bytes / MiB / s.seconds)));
+      };
+      const [a, b] = [rate('strata'), rate('radosgw')];
+      const unit = row.startsWith('List') ? 'listings/s' : 'MiB/s';
+      const show = (v: number | undefined): string => (v === undefined ? '-' : `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ${unit}`);
+      process.stdout.write(`| ${row} | ${show(a)} | ${show(b)} | ${a !== undefined && b !== undefined ? (a / b).toFixed(2) : '-'} |\n`);
+    }
+  } finally {
+    if (strata !== undefined && strata.child.exitCode === null) {
+      const exited = new Promise((resolve) => strata!.child.once('exit', resolve));
+      strata.child.kill('SIGTERM');
+      await exited;
+    }
+    await rgw?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// Interrupted: the exit handler of s3-servers.ts kills radosgw's processes; the daemon gets SIGTERM.
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => process.exit(130));
+
+main().catch((err: unknown) => {
+  process.stderr.write(`${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = 1;
+});

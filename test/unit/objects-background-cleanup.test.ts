@@ -1,0 +1,89 @@
+/**
+ * cleanupInBackground (what the daemon runs): a put is answered once its commit is durable, while
+ * the clean-up after it (dropping its markers, deleting its journal) is still running; idle()
+ * waits for that clean-up, after which the pool holds exactly the objects' references. The
+ * repository is the real DedupChunkRepository; its dropReferences is held back (a gate in a
+ * wrapper) to show that the put does not wait for it.
+ */
+import { describe, expect, it } from 'vitest';
+import type { ChunkRepository } from '../../src/store/dedup/repository.js';
+import { collect, createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
+
+const OWNER = 'user-1';
+const CHUNK_BYTES = 64 * 1024;
+
+/** A repository whose dropReferences waits until `open()` is called. */
+function gatedDrops(): { wrap: (repository: ChunkRepository) => ChunkRepository; open: () => void; reached: (n: number) => Promise<void> } {
+  let opened = false;
+  let waiting = 0;
+  const waiters: (() => void)[] = [];
+  const watchers: { n: number; resolve: () => void }[] = [];
+  return {
+    wrap: (repository) =>
+      new Proxy(repository, {
+        get(target, name, receiver) {
+          if (name !== 'dropReferences') {
+            const value: unknown = Reflect.get(target, name, receiver);
+            return typeof value === 'function' ? value.bind(target) : value;
+          }
+          return async (...args: Parameters<ChunkRepository['dropReferences']>) => {
+            if (!opened) {
+              waiting++;
+              for (const w of watchers.filter((w) => waiting >= w.n)) w.resolve();
+              await new Promise<void>((resolve) => waiters.push(resolve));
+            }
+            return target.dropReferences(...args);
+          };
+        },
+      }),
+    open: () => {
+      opened = true;
+      for (const resolve of waiters.splice(0)) resolve();
+    },
+    reached: (n) => new Promise((resolve) => (waiting >= n ? resolve() : watchers.push({ n, resolve }))),
+  };
+}
+
+describe('object model with cleanupInBackground', () => {
+  it('answers a put before its markers are dropped; idle() waits for them; then the references are exact', async () => {
+    const gate = gatedDrops();
+    const { model, catalog, deferredErrors } = await createTestObjectModel({ wrapRepository: gate.wrap, cleanupInBackground: true });
+    await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+    const bodies = [patternBytes(3 * CHUNK_BYTES + 5, 1), patternBytes(1000, 2)];
+    for (const [i, data] of bodies.entries()) {
+      const put = await model.putObject({ bucket: 'photos', key: `k${i}`, owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
+      expect(put.sizeBytes).toBe(data.length);
+    }
+    // Both puts were answered; their clean-ups reach the gate and wait there; the objects read back.
+    await gate.reached(2);
+    for (const [i, data] of bodies.entries()) {
+      const got = await model.getObject({ bucket: 'photos', key: `k${i}` });
+      if (got.outcome !== 'ok') throw new Error('expected the object');
+      expect(await collect(got.body())).toEqual(data);
+    }
+    expect((await catalog.list('s3-put/')).entries.map((e) => (e.value as { state: string }).state)).toEqual(['committed', 'committed']);
+
+    let idle = false;
+    const waited = model.idle().then(() => (idle = true));
+    await Promise.resolve();
+    expect(idle).toBe(false);
+    gate.open();
+    await waited;
+    expect((await catalog.list('s3-put')).entries).toEqual([]);
+    const chunks = bodies.reduce((sum, data) => sum + Math.ceil(data.length / CHUNK_BYTES), 0);
+    expect(await totalReferences(catalog, 'pool-a')).toBe(chunks);
+    expect(deferredErrors).toEqual([]);
+  });
+
+  it('an overwrite releases the old data in the background too; idle() leaves only the new object', async () => {
+    const { model, catalog } = await createTestObjectModel({ cleanupInBackground: true });
+    await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+    for (let round = 0; round < 5; round++) {
+      const data = patternBytes(2 * CHUNK_BYTES, 10 + round);
+      await model.putObject({ bucket: 'photos', key: 'same', owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
+    }
+    await model.idle();
+    expect(await totalReferences(catalog, 'pool-a')).toBe(2);
+    expect((await catalog.list('s3-release/')).entries).toEqual([]);
+  });
+});
