@@ -172,7 +172,7 @@ export abstract class Qcow2ImageReader extends Qcow2ImageMetadata {
     await Promise.all(pending);
   }
 
-  private async readBacking(guestOffset: number, buf: Uint8Array): Promise<void> {
+  protected async readBacking(guestOffset: number, buf: Uint8Array): Promise<void> {
     const backing = this.backing;
     if (!backing || guestOffset >= backing.sizeBytes) {
       buf.fill(0);

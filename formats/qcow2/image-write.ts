@@ -1,10 +1,10 @@
 /**
  * Qcow2ImageWriter: the write path. A write to a cluster this layer owns goes in place without the
  * metadata lock; anything else (allocation, copy-on-write of a shared, compressed or partly
- * allocated cluster, compressed writes, zeroing and discard) changes L2 entries under it.
+ * allocated cluster, compressed writes) changes L2 entries under it. Zeroes and discard: image-zero.ts.
  */
 import { StorageError } from '../../src/core/errors.js';
-import type { WriteFlags, WriteZeroesFlags } from '../../src/core/block-device.js';
+import type { WriteFlags } from '../../src/core/block-device.js';
 import { compressCluster, decodeCompressedEntry, encodeCompressedEntry } from './compression.js';
 import { COMPRESSED_HI_DESCRIPTOR_MASK, SUBCLUSTER_BITMAP_HALF_ALL } from './constants.js';
 import { Qcow2ImageReader, settleThenThrow } from './image-read.js';
@@ -21,6 +21,12 @@ import {
 } from './l2-entry.js';
 import type { CachedTable } from './table-cache.js';
 
+/** A copy-up prepared outside the lock: the cluster as the backing holds it, and the bytes the write covers in it. */
+interface CopyUp {
+  content: Uint8Array;
+  writtenBytes: number;
+}
+
 export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
   async write(guestOffset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
     this.checkWritable();
@@ -35,7 +41,7 @@ export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
     if (flags?.fua) await this.flush();
   }
 
-  private async writeLayer(guestOffset: number, data: Uint8Array): Promise<void> {
+  protected async writeLayer(guestOffset: number, data: Uint8Array): Promise<void> {
     const pending: Promise<unknown>[] = [];
     let position = 0;
     let runStart = 0;
@@ -181,6 +187,15 @@ export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
     for (let position = 0; position < data.length; ) {
       const guest = guestOffset + position;
       const rest = data.subarray(position);
+      // A partial write over a cluster only the backing holds copies the cluster up. The backing
+      // (a sealed layer may fetch from a chunk store) is read before taking the lock, so copy-ups
+      // of different clusters overlap instead of queueing behind one another's backing reads.
+      const copyUp = await this.readForCopyUp(guest, rest.length);
+      if (copyUp !== undefined) {
+        await this.writeCopyUp(guest, rest.subarray(0, cs - (guest % cs)), copyUp);
+        position += copyUp.writtenBytes;
+        continue;
+      }
       const step = await this.metaLock.run(async (): Promise<{ written: number } | { reserved: number; hostOffset: number }> => {
         if (guest % cs === 0) {
           const wholeClusters = await this.countClustersNeedingNewHost(guest, rest.length);
@@ -208,6 +223,74 @@ export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
       await this.metaLock.run(() => this.commitNewClusters(guest, step.reserved, step.hostOffset));
       position += bytes;
     }
+  }
+
+  /**
+   * The cluster's bytes from the backing, read without the lock, when a write of up to maxBytes
+   * at guestOffset is a partial write to a cluster this layer does not map (a plain entry of
+   * zeroes, no zero flag): a copy-up. Undefined when the locked path is to decide (whole clusters,
+   * extended L2, anything mapped). Only a hint: writeCopyUp checks the entry again under the lock.
+   */
+  private async readForCopyUp(guestOffset: number, maxBytes: number): Promise<CopyUp | undefined> {
+    const cs = this.clusterSizeBytes;
+    const guestCluster = Math.floor(guestOffset / cs);
+    const l1Index = Math.floor(guestCluster / this.l2Entries);
+    const clusterGuestOffset = guestCluster * cs;
+    const validClusterBytes = Math.min(cs, this.sizeBytes - clusterGuestOffset);
+    const writtenBytes = Math.min(cs - (guestOffset - clusterGuestOffset), maxBytes);
+    const covers = guestOffset === clusterGuestOffset && writtenBytes >= validClusterBytes;
+    if (this.backing === undefined || this.extendedL2 || covers || l1Index >= this.l1Offsets.length) return undefined;
+    if (!(await this.entryUnmapped(guestCluster))) return undefined;
+    const content = new Uint8Array(cs);
+    // The backing is read-only under this layer: what it returns stays true while the entry is unmapped.
+    await this.readBacking(clusterGuestOffset, content.subarray(0, validClusterBytes));
+    return { content, writtenBytes };
+  }
+
+  /** Whether a guest cluster's L2 entry is all zeroes (reads the backing). Lock not needed. */
+  private async entryUnmapped(guestCluster: number): Promise<boolean> {
+    const table = await this.l2Table(Math.floor(guestCluster / this.l2Entries));
+    if (table === undefined) return true;
+    const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
+    return table.view.getUint32(position) === 0 && table.view.getUint32(position + 4) === 0;
+  }
+
+  /**
+   * Copies a cluster up with backing bytes read outside the lock: a new cluster is reserved under
+   * the lock, written (merged with chunk) without it, and committed under it only if the entry is
+   * still unmapped. If a concurrent request mapped it meanwhile, the new cluster is dropped and the
+   * write goes the locked way over what that request left. As for any allocation, the data is
+   * written before the L2 entry points at it.
+   */
+  private async writeCopyUp(guestOffset: number, chunk: Uint8Array, copyUp: CopyUp): Promise<void> {
+    const cs = this.clusterSizeBytes;
+    const guestCluster = Math.floor(guestOffset / cs);
+    const reserved = await this.metaLock.run(async () => {
+      await this.writableL2Table(Math.floor(guestCluster / this.l2Entries));
+      if (!(await this.entryUnmapped(guestCluster))) {
+        await this.writeClusterSlow(guestOffset, chunk);
+        return undefined;
+      }
+      return this.allocateClusters(1);
+    });
+    if (reserved === undefined) return;
+    copyUp.content.set(chunk, guestOffset - guestCluster * cs);
+    try {
+      await this.file.pwrite(copyUp.content, reserved);
+    } catch (err) {
+      this.refcounts.queueFree(reserved / cs);
+      throw err;
+    }
+    await this.metaLock.run(async () => {
+      const table = await this.writableL2Table(Math.floor(guestCluster / this.l2Entries));
+      if (!(await this.entryUnmapped(guestCluster))) {
+        this.refcounts.queueFree(reserved / cs);
+        await this.writeClusterSlow(guestOffset, chunk);
+        return;
+      }
+      const entry = encodeEntry(reserved, { copied: true });
+      this.setEntry(table, (guestCluster % this.l2Entries) * this.l2EntryBytes, entry.hi, entry.lo);
+    });
   }
 
   /**
@@ -258,7 +341,7 @@ export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
   }
 
   /** Writes within one cluster when the cluster is not simply ours to overwrite. Lock held. */
-  private async writeClusterSlow(guestOffset: number, chunk: Uint8Array): Promise<void> {
+  protected async writeClusterSlow(guestOffset: number, chunk: Uint8Array): Promise<void> {
     const guestCluster = Math.floor(guestOffset / this.clusterSizeBytes);
     const clusterGuestOffset = guestCluster * this.clusterSizeBytes;
     const offsetInCluster = guestOffset - clusterGuestOffset;
@@ -415,133 +498,5 @@ export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
     const hostOffset = await this.allocateClusters(1);
     this.compressedTailHostOffset = hostOffset + lengthBytes;
     return hostOffset;
-  }
-
-  // ---------------------------------------------------------------------------------------------
-  // Zeroes and discard
-
-  async writeZeroes(guestOffset: number, lengthBytes: number, flags?: WriteZeroesFlags): Promise<void> {
-    this.checkWritable();
-    this.checkRange(guestOffset, lengthBytes);
-    if (this.gate) await this.passGate();
-    const epoch = this.enterIo();
-    try {
-      const granule = this.subclusterSizeBytes;
-      const end = guestOffset + lengthBytes;
-      const alignedStart = Math.ceil(guestOffset / granule) * granule;
-      // The last partial granule at the end of the image counts as whole (QEMU does the same).
-      const alignedEnd = end === this.sizeBytes ? end : Math.floor(end / granule) * granule;
-      const canZeroize = this.header.version >= 3;
-      if (!canZeroize || alignedStart >= alignedEnd) {
-        await this.writeZeroBuffers(guestOffset, lengthBytes);
-      } else {
-        if (alignedStart > guestOffset) await this.writeZeroBuffers(guestOffset, alignedStart - guestOffset);
-        await this.metaLock.run(() => this.zeroizeRange(alignedStart, alignedEnd, flags?.mayUnmap ?? false));
-        if (end > alignedEnd) await this.writeZeroBuffers(alignedEnd, end - alignedEnd);
-      }
-    } finally {
-      this.exitIo(epoch);
-    }
-    if (flags?.fua) await this.flush();
-  }
-
-  private async writeZeroBuffers(guestOffset: number, lengthBytes: number): Promise<void> {
-    const step = Math.max(this.clusterSizeBytes, 1024 * 1024);
-    const zeroes = new Uint8Array(Math.min(step, lengthBytes));
-    for (let done = 0; done < lengthBytes; ) {
-      const n = Math.min(zeroes.length, lengthBytes - done);
-      const guest = guestOffset + done;
-      // A v2 image without backing reads unallocated clusters as zeroes already: skip those.
-      await this.writeLayer(guest, zeroes.subarray(0, n));
-      done += n;
-    }
-  }
-
-  /** Sets zero flags (or subcluster zero bits) over [start, end), granule-aligned. Lock held. */
-  private async zeroizeRange(start: number, end: number, mayUnmap: boolean): Promise<void> {
-    for (let guest = start; guest < end; ) {
-      const guestCluster = Math.floor(guest / this.clusterSizeBytes);
-      const clusterGuestOffset = guestCluster * this.clusterSizeBytes;
-      const clusterEnd = Math.min(clusterGuestOffset + this.clusterSizeBytes, this.sizeBytes);
-      const segmentEnd = Math.min(end, clusterEnd);
-      const table = await this.writableL2Table(Math.floor(guestCluster / this.l2Entries));
-      const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
-      const hi = table.view.getUint32(position);
-      const lo = table.view.getUint32(position + 4);
-      const wholeCluster = guest === clusterGuestOffset && segmentEnd === clusterEnd;
-      const compressed = entryCompressed(hi);
-      const host = compressed ? 0 : entryHostOffset(hi, lo);
-      if (!this.extendedL2) {
-        const unmap = compressed || (mayUnmap && host !== 0);
-        if (unmap) this.freeEntryClusters(hi, lo);
-        const next = unmap ? encodeEntry(0, { zero: true }) : { hi, lo: (lo | 1) >>> 0 };
-        this.setEntry(table, position, next.hi, next.lo);
-      } else if (wholeCluster) {
-        const unmap = compressed || (mayUnmap && host !== 0);
-        if (unmap) this.freeEntryClusters(hi, lo);
-        const next = unmap ? { hi: 0, lo: 0 } : { hi, lo };
-        this.setEntry(table, position, next.hi, next.lo, { zero: SUBCLUSTER_BITMAP_HALF_ALL, alloc: 0 });
-      } else if (compressed) {
-        // Part of a compressed cluster: rewrite it uncompressed with the zeroes in place.
-        await this.writeClusterSlow(guest, new Uint8Array(segmentEnd - guest));
-      } else {
-        const mask = subclusterMask(guest - clusterGuestOffset, segmentEnd - guest, this.subclusterSizeBytes);
-        const zeroBits = table.view.getUint32(position + 8);
-        const allocBits = table.view.getUint32(position + 12);
-        this.setEntry(table, position, hi, lo, {
-          zero: (zeroBits | mask) >>> 0,
-          alloc: (allocBits & ~mask) >>> 0,
-        });
-      }
-      guest = segmentEnd;
-    }
-    await this.relieveCachePressure();
-  }
-
-  async discard(guestOffset: number, lengthBytes: number): Promise<void> {
-    this.checkWritable();
-    this.checkRange(guestOffset, lengthBytes);
-    // As QEMU: a v2 image has no zero flag, so under a backing file a discarded cluster could only
-    // become unallocated and show the backing file's stale data there. Ignore the discard.
-    if (this.header.version < 3 && (this.backing !== undefined || this.header.backingFile !== undefined)) return;
-    if (this.gate) await this.passGate();
-    const epoch = this.enterIo();
-    try {
-      // Only whole clusters are discarded; the partial last cluster of the image counts as whole.
-      const end = guestOffset + lengthBytes;
-      const start = Math.ceil(guestOffset / this.clusterSizeBytes) * this.clusterSizeBytes;
-      const alignedEnd = end === this.sizeBytes ? end : Math.floor(end / this.clusterSizeBytes) * this.clusterSizeBytes;
-      if (start < alignedEnd) await this.metaLock.run(() => this.discardRange(start, alignedEnd));
-    } finally {
-      this.exitIo(epoch);
-    }
-  }
-
-  private async discardRange(start: number, end: number): Promise<void> {
-    for (let guest = start; guest < end; guest += this.clusterSizeBytes) {
-      const guestCluster = guest / this.clusterSizeBytes;
-      const l1Index = Math.floor(guestCluster / this.l2Entries);
-      if ((this.l1Offsets[l1Index] ?? 0) === 0 && this.backing === undefined) {
-        // Nothing allocated under this whole L2 range: skip it.
-        guest = (l1Index + 1) * this.l2Entries * this.clusterSizeBytes - this.clusterSizeBytes;
-        continue;
-      }
-      const table = await this.writableL2Table(l1Index);
-      const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
-      const hi = table.view.getUint32(position);
-      const lo = table.view.getUint32(position + 4);
-      const compressed = entryCompressed(hi);
-      const allocated = compressed || entryHostOffset(hi, lo) !== 0;
-      // As QEMU: discarded clusters read as zeroes when there is a backing file or data (v3);
-      // a v2 image can only make them unallocated.
-      if (!(this.backing !== undefined || allocated)) continue;
-      if (allocated) this.freeEntryClusters(hi, lo);
-      if (this.extendedL2) {
-        this.setEntry(table, position, 0, 0, { zero: SUBCLUSTER_BITMAP_HALF_ALL, alloc: 0 });
-      } else {
-        this.setEntry(table, position, 0, this.header.version >= 3 ? 1 : 0);
-      }
-    }
-    await this.relieveCachePressure();
   }
 }

@@ -6,7 +6,8 @@
  *   image-state.ts     Qcow2ImageState     fields, geometry, requests in flight, exclusive()
  *   image-metadata.ts  Qcow2ImageMetadata  write-back ordering, flush, allocation, overlap checks
  *   image-read.ts      Qcow2ImageReader    lookup, reads, map and block status
- *   image-write.ts     Qcow2ImageWriter    writes, copy-on-write, compressed writes, zeroes, discard
+ *   image-write.ts     Qcow2ImageWriter    writes, copy-on-write (copy-up), compressed writes
+ *   image-zero.ts      Qcow2ImageZeroer    write-zeroes, discard
  *
  * Check, repair, internal snapshots and reference walking see the image only through
  * Qcow2Internals (internals.ts).
@@ -18,7 +19,7 @@ import { checkImage } from './check.js';
 import { IncompatibleBit } from './constants.js';
 import { createQcow2 } from './create.js';
 import { hasIncompatible, parseHeader, setFeatureBit, type Qcow2Header } from './header.js';
-import { Qcow2ImageWriter } from './image-write.js';
+import { Qcow2ImageZeroer } from './image-zero.js';
 import type { Qcow2Internals } from './internals.js';
 import { readL1Table } from './l1-table.js';
 import { forEachReference } from './references.js';
@@ -30,7 +31,7 @@ import type { CheckRepairMode, Qcow2CheckResult, Qcow2CreateOptions, Qcow2OpenOp
 const DEFAULT_L2_CACHE_MAX_BYTES = 32 * 1024 * 1024;
 const DEFAULT_REFCOUNT_CACHE_MAX_BYTES = 8 * 1024 * 1024;
 
-export class Qcow2Image extends Qcow2ImageWriter implements Image, Qcow2Internals {
+export class Qcow2Image extends Qcow2ImageZeroer implements Image, Qcow2Internals {
   static async create(file: HostFile, options: Qcow2CreateOptions): Promise<void> {
     await createQcow2(file, options);
   }
