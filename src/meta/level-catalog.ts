@@ -26,7 +26,7 @@ import type {
   CatalogWatch,
 } from '../core/catalog-store.js';
 import { StorageError } from '../core/errors.js';
-import { checkKey, checkTxn, pageLimit, WatchHub } from './catalog-common.js';
+import { checkGetMany, checkKey, checkTxn, pageLimit, WatchHub } from './catalog-common.js';
 
 const ENTRY_PREFIX = 'e:';
 const REVISION_KEY = 'rev';
@@ -134,6 +134,14 @@ export class LevelCatalogStore implements CatalogStore {
   async get(key: string): Promise<CatalogEntry | undefined> {
     checkKey(key);
     return this.toEntry(key, await this.db.get(ENTRY_PREFIX + key));
+  }
+
+  async getMany(keys: readonly string[]): Promise<(CatalogEntry | undefined)[]> {
+    checkGetMany(keys);
+    if (keys.length === 0) return [];
+    // One LevelDB read for the batch (classic-level's getMany), from one implicit snapshot.
+    const stored = await this.db.getMany(keys.map((key) => ENTRY_PREFIX + key));
+    return keys.map((key, i) => this.toEntry(key, stored[i]));
   }
 
   async list(prefix: string, options?: CatalogListOptions): Promise<CatalogPage> {
