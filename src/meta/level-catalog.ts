@@ -189,8 +189,11 @@ export class LevelCatalogStore implements CatalogStore {
 
   private async commit(compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): Promise<CatalogTxnResult> {
     const failedKeys: string[] = [];
-    for (const compare of compares) {
-      const stored = this.toEntry(compare.key, await this.db.get(ENTRY_PREFIX + compare.key));
+    // One read for all compares (a dedup commit compares thousands of chunk records); the queue
+    // keeps other transactions out until this one is written.
+    const current = compares.length === 0 ? [] : await this.db.getMany(compares.map((compare) => ENTRY_PREFIX + compare.key));
+    for (const [i, compare] of compares.entries()) {
+      const stored = this.toEntry(compare.key, current[i]);
       if ((stored?.modRevision ?? 0) !== compare.modRevision) failedKeys.push(compare.key);
     }
     if (failedKeys.length > 0) return { succeeded: false, revision: this.currentRevision, failedKeys };
