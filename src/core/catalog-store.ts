@@ -64,8 +64,21 @@ export interface CatalogWatch {
 /** The largest page a list call returns: no call reads a whole table to answer one question. */
 export const CATALOG_PAGE_MAX = 1000;
 
+/**
+ * The most keys one getMany call reads: a bounded request for every store (etcd caps the ops of
+ * one request too). Callers with more keys split them (Table.getMany does).
+ */
+export const CATALOG_GET_MANY_MAX = 1000;
+
 export interface CatalogStore {
   get(key: string): Promise<CatalogEntry | undefined>;
+  /**
+   * The entries of `keys` in the same order (undefined where a key is absent; a key listed twice
+   * is answered twice), each exactly as get would return it. One read for the batch: the dedup
+   * index resolves a call's chunks this way instead of one get per chunk. At most
+   * CATALOG_GET_MANY_MAX keys (INVALID_ARGUMENT beyond).
+   */
+  getMany(keys: readonly string[]): Promise<(CatalogEntry | undefined)[]>;
   /** Entries whose key starts with `prefix`, in key order, a page at a time. */
   list(prefix: string, options?: CatalogListOptions): Promise<CatalogPage>;
   /**

@@ -3,6 +3,7 @@
  * bad transactions with the same errors), page bounds, and the watch fan-out.
  */
 import {
+  CATALOG_GET_MANY_MAX,
   CATALOG_PAGE_MAX,
   type CatalogCompare,
   type CatalogEvent,
@@ -17,6 +18,14 @@ export function checkKey(key: unknown): asserts key is string {
   if (typeof key !== 'string' || key.length === 0 || key.includes('\0')) {
     throw new StorageError('INVALID_ARGUMENT', `catalog key ${JSON.stringify(key)} is not a non-empty string without NUL`);
   }
+}
+
+/** The keys of one getMany call: each a valid key, at most CATALOG_GET_MANY_MAX of them. */
+export function checkGetMany(keys: readonly string[]): void {
+  if (keys.length > CATALOG_GET_MANY_MAX) {
+    throw new StorageError('INVALID_ARGUMENT', `getMany of ${keys.length} keys: at most ${CATALOG_GET_MANY_MAX} per call; split the keys into batches`);
+  }
+  for (const key of keys) checkKey(key);
 }
 
 export function checkTxn(compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): void {

@@ -26,7 +26,7 @@ import type {
   CatalogWatch,
 } from '../core/catalog-store.js';
 import { StorageError } from '../core/errors.js';
-import { checkKey, checkTxn, pageLimit, WatchHub } from './catalog-common.js';
+import { checkGetMany, checkKey, checkTxn, pageLimit, WatchHub } from './catalog-common.js';
 
 const ENTRY_PREFIX = 'e:';
 const REVISION_KEY = 'rev';
@@ -136,6 +136,14 @@ export class LevelCatalogStore implements CatalogStore {
     return this.toEntry(key, await this.db.get(ENTRY_PREFIX + key));
   }
 
+  async getMany(keys: readonly string[]): Promise<(CatalogEntry | undefined)[]> {
+    checkGetMany(keys);
+    if (keys.length === 0) return [];
+    // One LevelDB read for the batch (classic-level's getMany), from one implicit snapshot.
+    const stored = await this.db.getMany(keys.map((key) => ENTRY_PREFIX + key));
+    return keys.map((key, i) => this.toEntry(key, stored[i]));
+  }
+
   async list(prefix: string, options?: CatalogListOptions): Promise<CatalogPage> {
     const limit = pageLimit(options);
     const after = options?.after !== undefined && options.after >= prefix ? options.after : undefined;
@@ -181,8 +189,11 @@ export class LevelCatalogStore implements CatalogStore {
 
   private async commit(compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): Promise<CatalogTxnResult> {
     const failedKeys: string[] = [];
-    for (const compare of compares) {
-      const stored = this.toEntry(compare.key, await this.db.get(ENTRY_PREFIX + compare.key));
+    // One read for all compares (a dedup commit compares thousands of chunk records); the queue
+    // keeps other transactions out until this one is written.
+    const current = compares.length === 0 ? [] : await this.db.getMany(compares.map((compare) => ENTRY_PREFIX + compare.key));
+    for (const [i, compare] of compares.entries()) {
+      const stored = this.toEntry(compare.key, current[i]);
       if ((stored?.modRevision ?? 0) !== compare.modRevision) failedKeys.push(compare.key);
     }
     if (failedKeys.length > 0) return { succeeded: false, revision: this.currentRevision, failedKeys };

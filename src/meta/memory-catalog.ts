@@ -14,7 +14,7 @@ import type {
   CatalogWatch,
 } from '../core/catalog-store.js';
 import { StorageError } from '../core/errors.js';
-import { checkKey, checkTxn, jsonCopy, pageLimit, WatchHub } from './catalog-common.js';
+import { checkGetMany, checkKey, checkTxn, jsonCopy, pageLimit, WatchHub } from './catalog-common.js';
 
 /** Index of the first key >= `key` in a sorted array. */
 function lowerBound(keys: readonly string[], key: string): number {
@@ -41,6 +41,15 @@ export class MemoryCatalogStore implements CatalogStore {
     checkKey(key);
     const entry = this.entries.get(key);
     return entry === undefined ? undefined : jsonCopy(entry);
+  }
+
+  async getMany(keys: readonly string[]): Promise<(CatalogEntry | undefined)[]> {
+    this.checkOpen();
+    checkGetMany(keys);
+    return keys.map((key) => {
+      const entry = this.entries.get(key);
+      return entry === undefined ? undefined : jsonCopy(entry);
+    });
   }
 
   async list(prefix: string, options?: CatalogListOptions): Promise<CatalogPage> {

@@ -5,7 +5,7 @@
  * and one get, never a scan; two writers that race for the same name cannot both win (the index
  * key is created with a modRevision-0 compare).
  */
-import type { CatalogCompare, CatalogOp, CatalogStore, CatalogValue } from '../core/catalog-store.js';
+import { CATALOG_GET_MANY_MAX, type CatalogCompare, type CatalogOp, type CatalogStore, type CatalogValue } from '../core/catalog-store.js';
 import { StorageError } from '../core/errors.js';
 
 export interface TableSchema<T> {
@@ -69,6 +69,21 @@ export class Table<T> {
   async get(id: string): Promise<Versioned<T> | undefined> {
     const entry = await this.store.get(this.recordKey(id));
     return entry === undefined ? undefined : { record: this.parse(entry.key, entry.value), modRevision: entry.modRevision };
+  }
+
+  /**
+   * The records of `ids` in the same order (undefined where absent), each checked like get's:
+   * one CatalogStore.getMany per CATALOG_GET_MANY_MAX ids, so any number of ids is fine.
+   */
+  async getMany(ids: readonly string[]): Promise<(Versioned<T> | undefined)[]> {
+    const found: (Versioned<T> | undefined)[] = [];
+    for (let start = 0; start < ids.length; start += CATALOG_GET_MANY_MAX) {
+      const entries = await this.store.getMany(ids.slice(start, start + CATALOG_GET_MANY_MAX).map((id) => this.recordKey(id)));
+      for (const entry of entries) {
+        found.push(entry === undefined ? undefined : { record: this.parse(entry.key, entry.value), modRevision: entry.modRevision });
+      }
+    }
+    return found;
   }
 
   /** The record whose index `index` has `value`, if any. */

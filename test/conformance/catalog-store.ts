@@ -4,7 +4,7 @@
  */
 import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
-import { CATALOG_PAGE_MAX, listAll, type CatalogEvent, type CatalogStore } from '../../src/core/catalog-store.js';
+import { CATALOG_GET_MANY_MAX, CATALOG_PAGE_MAX, listAll, type CatalogEvent, type CatalogStore } from '../../src/core/catalog-store.js';
 
 export interface CatalogStoreSubject {
   store: CatalogStore;
@@ -112,6 +112,36 @@ export function catalogStoreConformance(name: string, open: () => Promise<Catalo
       expect(tail).toEqual({ entries: [{ key: keys[2499], value: keys[2499], modRevision: 5 }] });
       expect((await store.list('vol/', { limit: CATALOG_PAGE_MAX * 10 })).entries.length).toBe(CATALOG_PAGE_MAX);
       expect((await store.list('vom/')).entries.map((e) => e.key)).toEqual(['vom/1']);
+    }));
+
+    it('getMany answers each key in order, as get does: missing keys, duplicates, revisions', withStore(async ({ store }) => {
+      expect(await store.getMany([])).toEqual([]);
+      await store.txn([], [put('c/1', { n: 1 }), put('c/2', 'two')]);
+      await store.txn([], [put('c/2', 'two again'), put('c/3', null)]);
+      await store.txn([], [del('c/1')]);
+      const keys = ['c/3', 'c/missing', 'c/2', 'c/1', 'c/3', 'c/2'];
+      const many = await store.getMany(keys);
+      expect(many).toEqual(await Promise.all(keys.map((key) => store.get(key))));
+      expect(many).toEqual([
+        { key: 'c/3', value: null, modRevision: 2 },
+        undefined,
+        { key: 'c/2', value: 'two again', modRevision: 2 },
+        undefined,
+        { key: 'c/3', value: null, modRevision: 2 },
+        { key: 'c/2', value: 'two again', modRevision: 2 },
+      ]);
+      // Each answer is its own copy, like get's.
+      (many[2] as { value: unknown }).value = 'changed';
+      expect((await store.getMany(['c/2', 'c/2']))[1]?.value).toBe('two again');
+    }));
+
+    it('getMany reads a full batch and refuses a larger one or a bad key', withStore(async ({ store }) => {
+      const keys = Array.from({ length: CATALOG_GET_MANY_MAX }, (_, i) => `b/${String(i).padStart(5, '0')}`);
+      await store.txn([], keys.filter((_, i) => i % 2 === 0).map((k) => put(k, k)));
+      const many = await store.getMany(keys);
+      expect(many.map((entry) => entry?.value)).toEqual(keys.map((k, i) => (i % 2 === 0 ? k : undefined)));
+      await expectCode(store.getMany([...keys, 'b/one-too-many']), 'INVALID_ARGUMENT');
+      await expectCode(store.getMany(['b/1', '']), 'INVALID_ARGUMENT');
     }));
 
     it('values are copies: changing what was read or written does not change the store', withStore(async ({ store }) => {

@@ -1,6 +1,6 @@
 import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
-import type { CatalogStore, CatalogValue } from '../../src/core/catalog-store.js';
+import { CATALOG_GET_MANY_MAX, type CatalogStore, type CatalogValue } from '../../src/core/catalog-store.js';
 import { isStorageError } from '../../src/core/errors.js';
 import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
@@ -102,6 +102,23 @@ for (const [label, open] of [
       expect((await table.page({ after: page.nextAfter! })).records.map((v) => v.record.id)).toEqual(['v4', 'v5', 'v6']);
       await store.txn([], [{ type: 'put', key: 'volume/v9', value: { id: 'v9' } }]);
       await expectCode(table.get('v9'), 'CORRUPT');
+      await store.close();
+    });
+
+    it('getMany: records in the order asked, any number of ids (batched under the store bound), damage is CORRUPT', async () => {
+      const store = await open();
+      const table = new Table(store, volumes);
+      const count = CATALOG_GET_MANY_MAX + 5;
+      const txn = new TxnBuilder();
+      for (let i = 0; i < count; i += 2) table.put(txn, { id: `v${i}`, poolId: 'p', name: `n${i}`, sizeBytes: i });
+      await txn.commit(store);
+      const ids = Array.from({ length: count }, (_, i) => `v${count - 1 - i}`);
+      const many = await table.getMany([...ids, 'v0']);
+      expect(many).toEqual(await Promise.all([...ids, 'v0'].map((id) => table.get(id))));
+      expect(many.filter((v) => v !== undefined).length).toBe(Math.ceil(count / 2) + 1);
+      expect(many.at(-1)?.record.id).toBe('v0');
+      await store.txn([], [{ type: 'put', key: 'volume/v1', value: { id: 'v1' } }]);
+      await expectCode(table.getMany(['v0', 'v1']), 'CORRUPT');
       await store.close();
     });
 

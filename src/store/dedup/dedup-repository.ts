@@ -2,9 +2,9 @@
  * DedupChunkRepository: a pool's chunks stored once each, in packs of a few MiB in a ChunkStore,
  * indexed with reference counts in the catalog (chunk-index.ts).
  *
- * addReferences hashes the chunks, reads the index once per distinct hash, appends the new ones to
- * packs of its own, puts the packs (durable) and only then commits every count change of the call
- * in one catalog transaction. A crash before the commit leaves packs nothing references, which GC
+ * addReferences hashes the chunks, reads the index for all distinct hashes in batches (getMany, not
+ * one get per chunk), appends the new ones to packs of its own, puts the packs (durable) and only
+ * then commits every count change of the call in one catalog transaction. A crash before the commit leaves packs nothing references, which GC
  * removes after the grace period; it can never leave a reference to a chunk that is not stored.
  * Callers in other processes are kept from losing counts by the transaction's compares (a failed
  * compare re-reads and tries again); callers in this process that store the same new content at
@@ -310,9 +310,9 @@ export class DedupChunkRepository implements ChunkRepository {
     };
   }
 
-  /** The index entries of `hashes` that exist (one catalog get each, all at once). */
+  /** The index entries of `hashes` that exist (batched catalog reads, not one get per chunk). */
   private async readRecords(hashes: readonly string[]): Promise<Map<string, Versioned<ChunkRecord>>> {
-    const entries = await Promise.all(hashes.map((hash) => this.index.chunks.get(hash)));
+    const entries = await this.index.chunks.getMany(hashes);
     const found = new Map<string, Versioned<ChunkRecord>>();
     for (const [i, entry] of entries.entries()) if (entry !== undefined) found.set(hashes[i]!, entry);
     return found;
