@@ -90,10 +90,7 @@ export async function getColdRange(
       const index = next++;
       const start = index * options.partSizeBytes;
       try {
-        const part = await get(offsetBytes + start, Math.min(options.partSizeBytes, lengthBytes - start));
-        parts[index] = part;
-        // A missing object or a short part: the object ends here, no later part has bytes.
-        if (part === undefined || part.length < options.partSizeBytes) next = partCount;
+        parts[index] = await get(offsetBytes + start, Math.min(options.partSizeBytes, lengthBytes - start));
       } catch (err) {
         next = partCount; // no new parts once one failed
         throw err;

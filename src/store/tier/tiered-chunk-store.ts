@@ -21,7 +21,6 @@ import { StorageError } from '../../core/errors.js';
 import { boundedColdCall, COLD_PART_DEFAULT_BYTES, COLD_PARTS_IN_FLIGHT_DEFAULT, COLD_TIMEOUT_DEFAULT_MS, getColdRange, type ColdCallOptions } from './cold-calls.js';
 import { KeyLock } from './key-lock.js';
 import { migrate, type MigrationContext, type MigrationOptions, type MigrationResult } from './migration.js';
-import { ColdReadAhead, type ReadAheadOptions } from './read-ahead.js';
 import { ReadPatternTracker, type ReadPatternOptions } from './read-pattern.js';
 import { TierCatalog } from './tier-catalog.js';
 
@@ -45,8 +44,6 @@ export interface TieredChunkStoreOptions {
   readonly coldPartSizeBytes?: number;
   readonly coldPartsInFlightMax?: number;
   readonly readPattern?: ReadPatternOptions;
-  /** Read-ahead of sequential cold reads (defaults: 4 MiB windows, 64 MiB in all). */
-  readonly readAhead?: ReadAheadOptions;
   /** Read times are written at most this often per object (default 60 s). */
   readonly readTimeGranularityMs?: number;
   /** Queued catalog records are written this often (default 10 s; 0: only by flush()). */
@@ -93,7 +90,6 @@ export class TieredChunkStore implements ChunkStore {
   private readonly coldOptions: ColdCallOptions;
   private readonly lock = new KeyLock();
   private readonly pattern: ReadPatternTracker;
-  private readonly readAhead: ColdReadAhead;
   /** Promoted objects, least recently read first, with their sizes. */
   private readonly cached = new Map<string, number>();
   private cacheBytes = 0;
@@ -120,13 +116,6 @@ export class TieredChunkStore implements ChunkStore {
       partsInFlightMax: options.coldPartsInFlightMax ?? COLD_PARTS_IN_FLIGHT_DEFAULT,
     };
     this.pattern = new ReadPatternTracker(options.readPattern);
-    this.readAhead = new ColdReadAhead(
-      (key, offsetBytes, lengthBytes) =>
-        boundedColdCall(`read ahead ${key} [${offsetBytes}, +${lengthBytes})`, this.coldOptions.timeoutMs, undefined, (o) =>
-          getColdRange(this.cold, key, offsetBytes, lengthBytes, this.coldOptions, o.signal),
-        ),
-      options.readAhead,
-    );
     this.cacheSizeBytesMax = options.cacheSizeBytesMax ?? CACHE_SIZE_DEFAULT_BYTES;
     for (const record of catalog.residents().filter((r) => r.place === 'both').sort((a, b) => a.lastReadMs - b.lastReadMs)) {
       this.cached.set(record.key, record.sizeBytes);
@@ -177,38 +166,11 @@ export class TieredChunkStore implements ChunkStore {
       this.hotRead(key, counts);
       return hot;
     }
-    // A guest's read is classified before it is sent: the reads of one pread arrive together,
-    // and those after the first sequential one wait for its read-ahead window instead of each
-    // sending a GET.
-    const kind = counts ? this.pattern.note(key, offsetBytes, lengthBytes) : undefined;
-    if (counts && options?.signal === undefined) {
-      const ahead = this.readAhead.read(key, offsetBytes, lengthBytes) ?? (kind === 'sequential' ? this.readAhead.start(key, offsetBytes, lengthBytes) : undefined);
-      if (ahead !== undefined) {
-        this.counters.misses++;
-        // A failed window fails its reads: the window's GETs had the whole time bound, so a
-        // second try here would only make a reader of an unreachable tier wait twice as long.
-        let data: Uint8Array | undefined;
-        try {
-          data = await ahead;
-        } catch (err) {
-          this.counters.coldReadFailures++;
-          this.pattern.forget(key);
-          throw err;
-        }
-        if (data !== undefined) return data;
-      }
-    }
     // One bound for the whole read (its parts are bounded each as well).
-    let data: Uint8Array | undefined;
-    try {
-      data = await this.coldRead(`get ${key} [${offsetBytes}, +${lengthBytes})`, options, (o) =>
-        getColdRange(this.cold, key, offsetBytes, lengthBytes, this.coldOptions, o.signal),
-      );
-    } catch (err) {
-      this.pattern.forget(key); // a failed read says nothing about the reader's pattern
-      throw err;
-    }
-    if (data !== undefined && kind === 'promote') this.promote(key);
+    const data = await this.coldRead(`get ${key} [${offsetBytes}, +${lengthBytes})`, options, (o) =>
+      getColdRange(this.cold, key, offsetBytes, lengthBytes, this.coldOptions, o.signal),
+    );
+    if (data !== undefined && counts && this.pattern.note(key, offsetBytes, lengthBytes) === 'promote') this.promote(key);
     return data;
   }
 
@@ -216,7 +178,6 @@ export class TieredChunkStore implements ChunkStore {
     await this.lock.with(key, async () => {
       await this.catalog.beforeHotWrite(key);
       this.uncache(key);
-      this.readAhead.forget(key);
       await this.hot.put(key, data, options);
       await this.catalog.noteHotWrite(key, data.length, this.now());
     });
@@ -249,7 +210,6 @@ export class TieredChunkStore implements ChunkStore {
       await this.hot.delete(key, options);
       this.uncache(key);
       this.pattern.forget(key);
-      this.readAhead.forget(key);
       try {
         await this.coldCall(`delete ${key}`, options?.signal, (o) => this.cold.delete(key, o));
       } catch (err) {
