@@ -14,6 +14,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { JobJson, PoolDfJson, VolumeJson } from '../../src/api/rest/schemas.js';
 import type { VolumeCompactJson } from '../../src/api/rest/compact-schemas.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
+import { overwriteRandomRegion } from '../support/bytes.js';
 import { requireTool, run } from '../support/tools.js';
 import { assertBuilt, qemuCompare, startDaemon, useDaemon, type Daemon } from './harness.js';
 
@@ -51,8 +52,7 @@ describe.skipIf(!requireTool('qemu-img', 'nbdcopy'))('dedup: SIGKILL of the daem
     const kills: string[] = [];
     for (let round = 0; round < ROUNDS; round++) {
       const bytes = readFileSync(reference);
-      const start = Math.floor(rng.next() * ((SIZE - REGION_BYTES) / MiB)) * MiB;
-      for (let i = start; i < start + REGION_BYTES; i += 4) bytes.writeUInt32LE(Math.floor(rng.next() * 0xffffffff), i);
+      overwriteRandomRegion(bytes, rng, REGION_BYTES);
       writeFileSync(reference, bytes);
       const w = run('nbdcopy', ['--flush', reference, uri('cc/v')]);
       expect(w.code, w.stderr).toBe(0);

@@ -12,6 +12,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobJson, PoolDfJson } from '../../src/api/rest/schemas.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
+import { overwriteRandomRegion } from '../support/bytes.js';
 import { makeTempDir } from '../support/tmp.js';
 import { requireTool, run } from '../support/tools.js';
 import { assertBuilt, qemuCompare, startDaemon, waitForSeals, type Daemon } from './harness.js';
@@ -51,8 +52,7 @@ describe.skipIf(!requireTool('qemu-img', 'nbdcopy'))('dedup: SIGKILL of the daem
     for (let round = 0; round < ROUNDS; round++) {
       // New data over part of the volume (nbdcopy writes the whole reference and flushes).
       const bytes = readFileSync(reference);
-      const start = Math.floor(rng.next() * ((SIZE - REGION_BYTES) / MiB)) * MiB;
-      for (let i = start; i < start + REGION_BYTES; i += 4) bytes.writeUInt32LE(Math.floor(rng.next() * 0xffffffff), i);
+      overwriteRandomRegion(bytes, rng, REGION_BYTES);
       writeFileSync(reference, bytes);
       const w = run('nbdcopy', [reference, uri('dc/v')]);
       expect(w.code, w.stderr).toBe(0);
