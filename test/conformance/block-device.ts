@@ -3,7 +3,8 @@
  * seeded sequence of writes, zero writes (with and without unmap), discards and flushes is applied
  * to the device and to a byte model; after each step the device must read what the model says,
  * and blockStatus must tile the asked range in order, with 'zero' extents reading as zeroes and,
- * when the device says so (capabilities.unallocatedReadsZero), 'unallocated' ones too.
+ * when the device says so (capabilities.unallocatedReadsZero), 'unallocated' ones too; the
+ * optional segment calls (readSegments/writeSegments) move the same bytes as read and write.
  */
 import { expectCode } from '../support/expect-error.js';
 import { describe, expect, it } from 'vitest';
@@ -129,6 +130,38 @@ export function blockDeviceConformance(name: string, subject: BlockDeviceSubject
         offset = last!.guestOffset + last!.lengthBytes;
       }
       await device.close();
+    });
+
+    it('readSegments/writeSegments, where a device has them, move the same bytes as read and write', async () => {
+      const { device } = await subject.create(SIZE_BYTES);
+      if (device.readSegments === undefined && device.writeSegments === undefined) return device.close();
+      const offset = 64 * KiB;
+      const lengths = [128 * KiB, 4 * KiB, 64 * KiB + 512];
+      const totalBytes = lengths.reduce((a, b) => a + b, 0);
+      const data = new Uint8Array(totalBytes);
+      new SeededRandom(0x5e65).fill(data);
+      const pieces = (bytes: Uint8Array, sizes: readonly number[]): Uint8Array[] => {
+        let at = 0;
+        return sizes.map((n) => bytes.subarray(at, (at += n)));
+      };
+      if (device.writeSegments !== undefined) {
+        await device.writeSegments(offset, pieces(data, lengths));
+        const back = new Uint8Array(totalBytes);
+        await device.read(offset, back);
+        expect(Buffer.compare(back, data), 'writeSegments then read').toBe(0);
+      } else {
+        await device.write(offset, data);
+      }
+      if (device.readSegments !== undefined) {
+        const back = new Uint8Array(totalBytes);
+        await device.readSegments(offset, pieces(back, [...lengths].reverse()));
+        expect(Buffer.compare(back, data), 'readSegments after a write').toBe(0);
+      }
+      await device.close();
+      if (subject.createReadOnly === undefined) return;
+      const readOnly = await subject.createReadOnly(SIZE_BYTES);
+      if (readOnly.writeSegments !== undefined) await expectCode(readOnly.writeSegments(0, [new Uint8Array(512), new Uint8Array(512)]), 'READ_ONLY');
+      await readOnly.close();
     });
 
     it('a read-only device reads and refuses every change with READ_ONLY', async () => {
