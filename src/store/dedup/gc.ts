@@ -232,8 +232,11 @@ async function rewritePacks(repo: GcContext, options: GcOptions, packs: readonly
       continue;
     }
     let whole = true;
-    for (const entry of index.entries) {
-      const current = await repo.index.chunks.get(entry.hash);
+    // The index records of the pack's chunks in batched reads; moveChunk reads each again before
+    // it changes it, so one read a little ahead of the move is enough here.
+    const records = await repo.index.chunks.getMany(index.entries.map((entry) => entry.hash));
+    for (const [i, entry] of index.entries.entries()) {
+      const current = records[i];
       if (current === undefined || current.record.pack !== pack.record.id || current.record.offsetBytes !== entry.offsetBytes) continue;
       const data = bytes.subarray(entry.offsetBytes, entry.offsetBytes + entry.lengthBytes);
       if (repo.hasher.hash(data) !== entry.hash) {
@@ -279,11 +282,8 @@ const MOVE_ATTEMPTS_MAX = 16;
 
 /** True when no index entry points into the pack (`entries`: the pack's own index). */
 async function nothingPointsInto(repo: GcContext, packId: string, entries: readonly PackEntry[]): Promise<boolean> {
-  for (const entry of entries) {
-    const current = await repo.index.chunks.get(entry.hash);
-    if (current?.record.pack === packId) return false;
-  }
-  return true;
+  const records = await repo.index.chunks.getMany(entries.map((entry) => entry.hash));
+  return records.every((current) => current?.record.pack !== packId);
 }
 
 /** Pass 3: deletes packs the index never recorded, once older than the grace period. */
