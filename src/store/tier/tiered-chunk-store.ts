@@ -320,6 +320,11 @@ export class TieredChunkStore implements ChunkStore {
     };
   }
 
+  /** The read-ahead's bytes held (fetched or on their way), failed parts, and objects fetched before their reader came. */
+  readAheadStats(): { bytes: number; failedParts: number; prefetchedObjects: number } {
+    return { bytes: this.readAhead.bytes, failedParts: this.readAhead.failedParts, prefetchedObjects: this.readAhead.prefetchedObjects };
+  }
+
   /** Writes the queued catalog records now. */
   flush(): Promise<void> {
     return this.catalog.flush();
