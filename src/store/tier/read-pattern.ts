@@ -60,17 +60,38 @@ export class ReadPatternTracker {
       return 'sequential';
     }
     this.runs.set(key, { startBytes: offsetBytes, endBytes, lastRandom: true });
-    for (const oldest of this.runs.keys()) {
-      if (this.runs.size <= this.trackedMax) break;
-      this.runs.delete(oldest);
-    }
+    this.trim();
     return run?.lastRandom === true ? 'promote' : 'random';
+  }
+
+  /**
+   * Records a read served by a read-ahead stream: sequential whatever order it completes in, and
+   * never a step toward promotion (the object's run is not random after it).
+   */
+  noteStreamed(key: string, offsetBytes: number, lengthBytes: number): void {
+    const run = this.runs.get(key);
+    this.runs.delete(key);
+    const endBytes = offsetBytes + lengthBytes;
+    this.runs.set(
+      key,
+      run === undefined
+        ? { startBytes: offsetBytes, endBytes, lastRandom: false }
+        : { startBytes: Math.min(run.startBytes, offsetBytes), endBytes: Math.max(run.endBytes, endBytes), lastRandom: false },
+    );
+    this.trim();
   }
 
   /** Near the run without overlapping it (reading the same bytes again is random). */
   private besideRun(run: Run, offsetBytes: number, endBytes: number): boolean {
     if (offsetBytes >= run.endBytes) return offsetBytes - run.endBytes <= this.gapBytes;
     return endBytes <= run.startBytes && run.startBytes - endBytes <= this.gapBytes;
+  }
+
+  private trim(): void {
+    for (const oldest of this.runs.keys()) {
+      if (this.runs.size <= this.trackedMax) break;
+      this.runs.delete(oldest);
+    }
   }
 
   /** Forgets an object (deleted, or just promoted). */

@@ -164,6 +164,27 @@ export class TierCatalog {
     return [...this.resident.values()].map((r) => r.record);
   }
 
+  /**
+   * The size of `key` when it is on the cold tier only (a queued write counts), else undefined:
+   * the read-ahead's bound, so it never asks for bytes past an object's end.
+   */
+  async coldSizeBytes(key: string): Promise<number | undefined> {
+    if (this.resident.has(key)) return undefined;
+    const stored = await this.stored(key);
+    return stored?.record?.place === 'cold' ? stored.record.sizeBytes : undefined;
+  }
+
+  /**
+   * The first object after `key` in key order that is on the cold tier only, looking at most
+   * `lookMax` records on: the next pack of a layer sealed in order (pack ids start with their
+   * creation time). Undefined when there is none near, or no table.
+   */
+  async nextColdKey(key: string, lookMax: number): Promise<string | undefined> {
+    if (this.table === undefined) return undefined;
+    const page = await this.table.page({ after: key, limit: lookMax });
+    return page.records.find(({ record }) => record.place === 'cold' && !this.resident.has(record.key) && !this.pending.has(record.key))?.record.key;
+  }
+
   /** Bytes with a copy on the hot tier (`hot` and `both`). */
   get hotBytes(): number {
     let total = 0;

@@ -14,6 +14,13 @@
  * chunk bytes are cached in memory above this layer already (the repository's and the chunked
  * files' caches). The read that triggers a promotion is served by a ranged cold read; the
  * promotion runs behind it. Sequential reads never promote (ReadPatternTracker).
+ *
+ * Sequential reads are read ahead instead (read-ahead.ts): a read whose arrival continues the
+ * object's run (a second tracker, of arrivals, since the reads of one pread arrive together) starts
+ * a stream, and the reads inside it are served from parts fetched in parallel ranged GETs. Those
+ * reads count as sequential for promotion, whatever order they complete in. A reader waiting on a
+ * part has its own time bound; a part that fails makes the reader read its range itself within
+ * that bound, so a read fails with its own error and never with a read-ahead's.
  */
 import type { CatalogStore } from '../../core/catalog-store.js';
 import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../../core/chunk-store.js';
@@ -21,6 +28,7 @@ import { StorageError } from '../../core/errors.js';
 import { boundedColdCall, COLD_PART_DEFAULT_BYTES, COLD_PARTS_IN_FLIGHT_DEFAULT, COLD_TIMEOUT_DEFAULT_MS, getColdRange, type ColdCallOptions } from './cold-calls.js';
 import { KeyLock } from './key-lock.js';
 import { migrate, type MigrationContext, type MigrationOptions, type MigrationResult } from './migration.js';
+import { ColdReadAhead, type ReadAheadOptions, type ReadAheadRange } from './read-ahead.js';
 import { ReadPatternTracker, type ReadPatternOptions } from './read-pattern.js';
 import { TierCatalog } from './tier-catalog.js';
 
@@ -44,6 +52,8 @@ export interface TieredChunkStoreOptions {
   readonly coldPartSizeBytes?: number;
   readonly coldPartsInFlightMax?: number;
   readonly readPattern?: ReadPatternOptions;
+  /** Read-ahead of sequential cold reads (defaults: 8 MiB ahead, 64 MiB in all; bytesMax 0: off). */
+  readonly readAhead?: ReadAheadOptions;
   /** Read times are written at most this often per object (default 60 s). */
   readonly readTimeGranularityMs?: number;
   /** Queued catalog records are written this often (default 10 s; 0: only by flush()). */
@@ -80,6 +90,8 @@ export const CACHE_SIZE_DEFAULT_BYTES = 1024 * 1024 * 1024;
 const FLUSH_INTERVAL_DEFAULT_MS = 10_000;
 /** Queued records that trigger a flush before the timer does. */
 const PENDING_FLUSH_THRESHOLD = 500;
+/** Catalog records looked past an object for the next cold one (read-ahead across packs). */
+const NEXT_COLD_KEY_LOOK_MAX = 8;
 
 type Counter = 'hits' | 'misses' | 'promotions' | 'promotionFailures' | 'evictions' | 'coldReadFailures' | 'movedCold' | 'migrationFailures';
 
@@ -89,7 +101,11 @@ export class TieredChunkStore implements ChunkStore {
   private readonly now: () => number;
   private readonly coldOptions: ColdCallOptions;
   private readonly lock = new KeyLock();
+  /** Completed guest reads, in completion order: what promotes. */
   private readonly pattern: ReadPatternTracker;
+  /** Guest reads not served by the read-ahead, in arrival order: what starts a stream (never promotes). */
+  private readonly arrivals: ReadPatternTracker;
+  private readonly readAhead: ColdReadAhead;
   /** Promoted objects, least recently read first, with their sizes. */
   private readonly cached = new Map<string, number>();
   private cacheBytes = 0;
@@ -116,6 +132,18 @@ export class TieredChunkStore implements ChunkStore {
       partsInFlightMax: options.coldPartsInFlightMax ?? COLD_PARTS_IN_FLIGHT_DEFAULT,
     };
     this.pattern = new ReadPatternTracker(options.readPattern);
+    this.arrivals = new ReadPatternTracker(options.readPattern);
+    this.readAhead = new ColdReadAhead(
+      {
+        partSizeBytes: this.coldOptions.partSizeBytes,
+        coldSizeBytes: (key) => catalog.coldSizeBytes(key),
+        nextColdKey: (key) => catalog.nextColdKey(key, NEXT_COLD_KEY_LOOK_MAX),
+        // No caller waits on a part by itself: the bound is the tier's, the abort the closing one.
+        fetchPart: (key, offsetBytes, lengthBytes, signal) =>
+          this.coldCall(`read ahead ${key} [${offsetBytes}, +${lengthBytes})`, signal, (o) => this.cold.getRange(key, offsetBytes, lengthBytes, o)),
+      },
+      options.readAhead,
+    );
     this.cacheSizeBytesMax = options.cacheSizeBytesMax ?? CACHE_SIZE_DEFAULT_BYTES;
     for (const record of catalog.residents().filter((r) => r.place === 'both').sort((a, b) => a.lastReadMs - b.lastReadMs)) {
       this.cached.set(record.key, record.sizeBytes);
@@ -160,8 +188,15 @@ export class TieredChunkStore implements ChunkStore {
   }
 
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
-    const hot = await this.hot.getRange(key, offsetBytes, lengthBytes, options);
     const counts = !isMaintenanceRead(options);
+    // An object with no hot copy (no resident record) may be in a stream: no hot lookup per chunk.
+    if (counts && lengthBytes > 0 && this.catalog.get(key) === undefined) {
+      let ahead = this.readAhead.serve(key, offsetBytes, lengthBytes);
+      // Only a read that starts a stream waits for it here (the object's size from the catalog).
+      if (ahead === undefined && this.startsStream(key, offsetBytes, lengthBytes)) ahead = await this.readAhead.start(key, offsetBytes, lengthBytes);
+      if (ahead !== undefined) return this.readThroughAhead(key, offsetBytes, lengthBytes, options, ahead);
+    }
+    const hot = await this.hot.getRange(key, offsetBytes, lengthBytes, options);
     if (hot !== undefined) {
       this.hotRead(key, counts);
       return hot;
@@ -178,6 +213,7 @@ export class TieredChunkStore implements ChunkStore {
     await this.lock.with(key, async () => {
       await this.catalog.beforeHotWrite(key);
       this.uncache(key);
+      this.readAhead.forget(key);
       await this.hot.put(key, data, options);
       await this.catalog.noteHotWrite(key, data.length, this.now());
     });
@@ -210,6 +246,8 @@ export class TieredChunkStore implements ChunkStore {
       await this.hot.delete(key, options);
       this.uncache(key);
       this.pattern.forget(key);
+      this.arrivals.forget(key);
+      this.readAhead.forget(key);
       try {
         await this.coldCall(`delete ${key}`, options?.signal, (o) => this.cold.delete(key, o));
       } catch (err) {
@@ -282,6 +320,11 @@ export class TieredChunkStore implements ChunkStore {
     };
   }
 
+  /** The read-ahead's bytes held (fetched or on their way), failed parts, and objects fetched before their reader came. */
+  readAheadStats(): { bytes: number; failedParts: number; prefetchedObjects: number } {
+    return { bytes: this.readAhead.bytes, failedParts: this.readAhead.failedParts, prefetchedObjects: this.readAhead.prefetchedObjects };
+  }
+
   /** Writes the queued catalog records now. */
   flush(): Promise<void> {
     return this.catalog.flush();
@@ -295,6 +338,7 @@ export class TieredChunkStore implements ChunkStore {
   /** Stops the timer, lets background work finish and writes the queued records. */
   async close(): Promise<void> {
     if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
+    this.readAhead.close();
     await this.settled();
     await this.catalog.flush();
   }
@@ -314,6 +358,35 @@ export class TieredChunkStore implements ChunkStore {
     this.counters.movedCold += result.movedObjects;
     this.counters.migrationFailures += result.failed.length;
     return result;
+  }
+
+  /**
+   * Whether a guest read of a cold-only object starts a stream: its arrival continues the object's
+   * run, or a stream awaits the object. Otherwise the read goes on its own.
+   */
+  private startsStream(key: string, offsetBytes: number, lengthBytes: number): boolean {
+    return this.arrivals.note(key, offsetBytes, lengthBytes) === 'sequential' || this.readAhead.awaits(key, offsetBytes);
+  }
+
+  /**
+   * A guest read served by the read-ahead, under the reader's own bound: a part that failed (or
+   * a stream the object left meanwhile) makes it read the range itself, hot then cold, in what
+   * is left of that bound. Counted as sequential for promotion.
+   */
+  private async readThroughAhead(
+    key: string,
+    offsetBytes: number,
+    lengthBytes: number,
+    options: ChunkStoreCallOptions | undefined,
+    ahead: ReadAheadRange,
+  ): Promise<Uint8Array | undefined> {
+    const data = await this.coldRead(`get ${key} [${offsetBytes}, +${lengthBytes})`, options, async (o) => {
+      const served = await ahead.data;
+      if (served !== undefined) return served;
+      return (await this.hot.getRange(key, offsetBytes, lengthBytes, o)) ?? getColdRange(this.cold, key, offsetBytes, lengthBytes, this.coldOptions, o.signal);
+    });
+    if (data !== undefined) this.pattern.noteStreamed(key, offsetBytes, lengthBytes);
+    return data;
   }
 
   /** A read served by the hot tier; `counts`: a guest read, which refreshes the object's read time and its place in the cache. */

@@ -1,0 +1,316 @@
+/**
+ * ColdReadAhead: reads cold objects ahead of a sequential reader. A dedup pool reads a pack one
+ * chunk (64 KiB by default) at a time; from S3 each of those would be its own ranged GET, whose
+ * cost is mostly the request. Once a reader streams through an object, the tier fetches the object
+ * in parts (`partSizeBytes`, 1 MiB by default: the cold tier's part size) on a grid from the
+ * object's start, several GETs in flight, and keeps `aheadBytes` of parts requested ahead of the
+ * reader; the reader's chunks are served from the parts in memory.
+ *
+ * - Only the reader's reads steer it: the tier decides a read is part of a stream (its arrival
+ *   continues the object's run, or it is the first read of the object a stream was awaiting) and
+ *   this class never classifies its own fetches. Nothing served from here counts toward
+ *   promotion (read-pattern.ts): a stream is what the cache must not admit.
+ * - Parts are never asked past the object's end: the object's size comes from the tier's catalog
+ *   (a cold object with no size known is not read ahead).
+ * - A chunk inside one part is a view of the part's bytes, not a copy (the callers, the dedup
+ *   repository and the chunk caches above it, never write what they read); a chunk across two
+ *   parts is copied. A part is let go once all its bytes were served.
+ * - Across objects: when the parts ahead reach an object's end, the tier's next cold object in key
+ *   order is looked up (pack ids start with their creation time, so a layer sealed in order has
+ *   its packs in that order). Its first read then starts a stream at once, with no small GET; and
+ *   once a stream has crossed into the object it expected, the next object is fetched ahead too.
+ *   A guess that is wrong costs one window, dropped by the memory bound.
+ * - Memory is bounded: all parts, fetched or on their way, fit `bytesMax`; past it, fetched parts
+ *   of the least recently read streams are dropped, and when nothing can go, no part is started
+ *   (the read goes to the cold tier on its own).
+ * - Failures never reach a reader from here: a part that fails (or comes back short) is dropped
+ *   and its readers get `undefined`, so the tier reads their ranges itself, within the reader's own
+ *   time bound. A part nobody reads fails silently (counted in `failedParts`).
+ */
+import { setMaxListeners } from 'node:events';
+
+export interface ReadAheadOptions {
+  /** How far ahead of a sequential reader parts are requested (default 8 MiB: two packs). */
+  readonly aheadBytes?: number;
+  /** The most bytes all parts may hold, fetched or on their way (default 64 MiB); 0 turns read-ahead off. */
+  readonly bytesMax?: number;
+}
+
+export const READ_AHEAD_DEFAULT_BYTES = 8 * 1024 * 1024;
+export const READ_AHEAD_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
+/** Streams remembered (their sizes and parts), least recently read forgotten first. */
+const STREAMS_MAX = 256;
+/** Objects a stream is expected to enter next, remembered at once. */
+const AWAITED_MAX = 64;
+
+/** What the read-ahead needs from the tier. */
+export interface ReadAheadSource {
+  readonly partSizeBytes: number;
+  /** The object's size when it is on the cold tier only; undefined otherwise (not read ahead). */
+  coldSizeBytes(key: string): Promise<number | undefined>;
+  /** The cold object after `key` in key order, if one is near. */
+  nextColdKey(key: string): Promise<string | undefined>;
+  /** One part of a cold object, bounded in time by the tier; `signal` aborts it (the tier closing). */
+  fetchPart(key: string, offsetBytes: number, lengthBytes: number, signal: AbortSignal): Promise<Uint8Array | undefined>;
+}
+
+interface Part {
+  readonly lengthBytes: number;
+  /** Set once fetched. */
+  data: Uint8Array | undefined;
+  /** The part's bytes; rejects when the fetch failed or came back short. */
+  loaded: Promise<Uint8Array>;
+  servedBytes: number;
+}
+
+interface Stream {
+  readonly key: string;
+  readonly sizeBytes: number;
+  /** Parts by index on the grid from the object's start. */
+  readonly parts: Map<number, Part>;
+  /** The lowest and highest part index ever requested: reads near them belong to the stream. */
+  lowIndex: number;
+  highIndex: number;
+  /** Entered as the object an earlier stream awaited: the stream runs across objects. */
+  readonly crossed: boolean;
+  /** The next object was looked up already. */
+  nextLooked: boolean;
+}
+
+/**
+ * A range served by the read-ahead: its bytes, or undefined when a part failed (read it directly).
+ * An object, so an async caller can hand it on without awaiting the bytes.
+ */
+export interface ReadAheadRange {
+  readonly data: Promise<Uint8Array | undefined>;
+}
+
+export class ColdReadAhead {
+  /** Least recently read first. */
+  private readonly streams = new Map<string, Stream>();
+  private readonly sizeLookups = new Map<string, Promise<number | undefined>>();
+  private readonly awaited = new Set<string>();
+  private heldBytes = 0;
+  private readonly partBytes: number;
+  private readonly aheadBytes: number;
+  private readonly bytesMax: number;
+  private readonly closing = new AbortController();
+  /** Parts whose fetch failed (nobody is failed by them; for tests and diagnostics). */
+  failedParts = 0;
+  /** Parts fetched for a stream's next object before its reader came. */
+  prefetchedObjects = 0;
+
+  constructor(
+    private readonly source: ReadAheadSource,
+    options: ReadAheadOptions = {},
+  ) {
+    this.partBytes = source.partSizeBytes;
+    this.aheadBytes = options.aheadBytes ?? READ_AHEAD_DEFAULT_BYTES;
+    this.bytesMax = options.bytesMax ?? READ_AHEAD_BYTES_MAX_DEFAULT;
+    // Every part in flight listens for the closing: many at once is the normal case.
+    setMaxListeners(0, this.closing.signal);
+  }
+
+  /** Bytes the parts hold or are fetching. */
+  get bytes(): number {
+    return this.heldBytes;
+  }
+
+  /** Whether a stream awaits `key`'s first read (its first bytes at `offsetBytes`). */
+  awaits(key: string, offsetBytes: number): boolean {
+    return this.awaited.has(key) && offsetBytes < this.aheadBytes;
+  }
+
+  /** The range from the object's stream when the read belongs to one (near its parts); else undefined. */
+  serve(key: string, offsetBytes: number, lengthBytes: number): ReadAheadRange | undefined {
+    const stream = this.streams.get(key);
+    if (stream === undefined || this.bytesMax === 0) return undefined;
+    const index = Math.floor(offsetBytes / this.partBytes);
+    const nearParts = Math.ceil(this.aheadBytes / this.partBytes);
+    if (index < stream.lowIndex - nearParts || index > stream.highIndex + nearParts) return undefined;
+    return this.serveFrom(stream, offsetBytes, lengthBytes);
+  }
+
+  /**
+   * Starts a stream at this read (the tier found it sequential, or awaited) and serves the read
+   * from it; undefined when the object is not cold-only, the read is past its end, or no memory.
+   */
+  async start(key: string, offsetBytes: number, lengthBytes: number): Promise<ReadAheadRange | undefined> {
+    if (this.bytesMax === 0) return undefined;
+    const crossed = this.awaited.delete(key);
+    const stream = await this.streamOf(key, crossed);
+    return stream === undefined ? undefined : this.serveFrom(stream, offsetBytes, lengthBytes);
+  }
+
+  /** Drops an object's parts (it was written, deleted or promoted). */
+  forget(key: string): void {
+    const stream = this.streams.get(key);
+    this.awaited.delete(key);
+    if (stream === undefined) return;
+    this.streams.delete(key);
+    for (const part of stream.parts.values()) this.heldBytes -= part.lengthBytes;
+    stream.parts.clear();
+  }
+
+  /** Aborts the parts on their way and drops everything (the tier is closing). */
+  close(): void {
+    this.closing.abort(new Error('the tier is closing'));
+    for (const key of [...this.streams.keys()]) this.forget(key);
+  }
+
+  private async streamOf(key: string, crossed: boolean): Promise<Stream | undefined> {
+    const existing = this.streams.get(key);
+    if (existing !== undefined) return existing;
+    let lookup = this.sizeLookups.get(key);
+    if (lookup === undefined) {
+      lookup = this.source.coldSizeBytes(key).catch(() => undefined);
+      this.sizeLookups.set(key, lookup);
+      void lookup.finally(() => this.sizeLookups.delete(key));
+    }
+    const sizeBytes = await lookup;
+    if (sizeBytes === undefined || this.closing.signal.aborted) return undefined;
+    const raced = this.streams.get(key); // another read of the object made it meanwhile
+    if (raced !== undefined) return raced;
+    const stream: Stream = { key, sizeBytes, parts: new Map(), lowIndex: Infinity, highIndex: -Infinity, crossed, nextLooked: false };
+    this.streams.set(key, stream);
+    for (const oldest of this.streams.keys()) {
+      if (this.streams.size <= STREAMS_MAX) break;
+      this.forget(oldest);
+    }
+    return stream;
+  }
+
+  private serveFrom(stream: Stream, offsetBytes: number, lengthBytes: number): ReadAheadRange | undefined {
+    const endBytes = Math.min(offsetBytes + lengthBytes, stream.sizeBytes);
+    if (endBytes <= offsetBytes) return undefined; // at or past the end: the tier answers that itself
+    this.streams.delete(stream.key);
+    this.streams.set(stream.key, stream);
+    const first = Math.floor(offsetBytes / this.partBytes);
+    const last = Math.floor((endBytes - 1) / this.partBytes);
+    if (!this.request(stream, first, last + 1)) return undefined;
+    this.requestAhead(stream, endBytes, this.aheadBytes);
+    return { data: first === last ? this.servePart(stream, first, offsetBytes, endBytes) : this.serveParts(stream, first, last, offsetBytes, endBytes) };
+  }
+
+  /** Keeps `aheadBytes` requested past `fromBytes`, on into the next object when this one ends. */
+  private requestAhead(stream: Stream, fromBytes: number, aheadBytes: number): void {
+    const partCount = Math.ceil(stream.sizeBytes / this.partBytes);
+    const first = Math.floor(fromBytes / this.partBytes);
+    this.request(stream, first, Math.min(partCount, Math.ceil((fromBytes + aheadBytes) / this.partBytes)));
+    const beyondBytes = fromBytes + aheadBytes - stream.sizeBytes;
+    if (beyondBytes > 0) this.lookNext(stream, beyondBytes);
+  }
+
+  /** Requests parts [from, to) not requested yet; false when memory ran out before all were. */
+  private request(stream: Stream, from: number, to: number): boolean {
+    for (let index = from; index < to; index++) {
+      if (stream.parts.has(index)) continue;
+      const lengthBytes = Math.min(this.partBytes, stream.sizeBytes - index * this.partBytes);
+      if (!this.reserve(lengthBytes, stream)) return false;
+      this.startPart(stream, index, lengthBytes);
+    }
+    return true;
+  }
+
+  private startPart(stream: Stream, index: number, lengthBytes: number): void {
+    const part: Part = { lengthBytes, data: undefined, loaded: Promise.resolve(new Uint8Array(0)), servedBytes: 0 };
+    part.loaded = this.source.fetchPart(stream.key, index * this.partBytes, lengthBytes, this.closing.signal).then((data) => {
+      if (data === undefined || data.length !== lengthBytes) throw new Error(`part ${index} of ${stream.key} came back short`);
+      part.data = data;
+      return data;
+    });
+    part.loaded.catch(() => {
+      this.failedParts++;
+      this.drop(stream, index, part);
+    });
+    stream.parts.set(index, part);
+    stream.lowIndex = Math.min(stream.lowIndex, index);
+    stream.highIndex = Math.max(stream.highIndex, index);
+  }
+
+  private servePart(stream: Stream, index: number, offsetBytes: number, endBytes: number): Promise<Uint8Array | undefined> {
+    const part = stream.parts.get(index)!;
+    const from = offsetBytes - index * this.partBytes;
+    const view = (data: Uint8Array) => {
+      this.served(stream, index, part, endBytes - offsetBytes);
+      return data.subarray(from, from + endBytes - offsetBytes);
+    };
+    if (part.data !== undefined) return Promise.resolve(view(part.data));
+    return part.loaded.then(view, () => undefined);
+  }
+
+  /** A range across parts: one copy, assembled once they are all in. */
+  private async serveParts(stream: Stream, first: number, last: number, offsetBytes: number, endBytes: number): Promise<Uint8Array | undefined> {
+    const parts: [number, Part][] = [];
+    for (let index = first; index <= last; index++) parts.push([index, stream.parts.get(index)!]);
+    let datas: Uint8Array[];
+    try {
+      datas = await Promise.all(parts.map(([, part]) => part.loaded));
+    } catch {
+      return undefined;
+    }
+    const out = new Uint8Array(endBytes - offsetBytes);
+    for (const [i, [index, part]] of parts.entries()) {
+      const partStart = index * this.partBytes;
+      const from = Math.max(offsetBytes, partStart);
+      const to = Math.min(endBytes, partStart + part.lengthBytes);
+      out.set(datas[i]!.subarray(from - partStart, to - partStart), from - offsetBytes);
+      this.served(stream, index, part, to - from);
+    }
+    return out;
+  }
+
+  /** Counts bytes served from a part; one served whole is let go (its readers hold views). */
+  private served(stream: Stream, index: number, part: Part, bytes: number): void {
+    part.servedBytes += bytes;
+    if (part.servedBytes >= part.lengthBytes) this.drop(stream, index, part);
+  }
+
+  private drop(stream: Stream, index: number, part: Part): void {
+    if (stream.parts.get(index) !== part) return;
+    stream.parts.delete(index);
+    this.heldBytes -= part.lengthBytes;
+  }
+
+  /** Room for `lengthBytes` more: drops fetched parts of other streams, least recently read first. */
+  private reserve(lengthBytes: number, reader: Stream): boolean {
+    if (this.heldBytes + lengthBytes > this.bytesMax) {
+      for (const stream of this.streams.values()) {
+        if (stream === reader) continue;
+        for (const [index, part] of stream.parts) if (part.data !== undefined) this.drop(stream, index, part);
+        if (this.heldBytes + lengthBytes <= this.bytesMax) break;
+      }
+    }
+    if (this.heldBytes + lengthBytes > this.bytesMax) return false;
+    this.heldBytes += lengthBytes;
+    return true;
+  }
+
+  /**
+   * The stream's parts ahead reach its end: find the next object. A stream that crossed into the
+   * object it expected fetches the next one's first `beyondBytes` now; any other awaits its first
+   * read (which then starts a stream at once and counts as crossed).
+   */
+  private lookNext(stream: Stream, beyondBytes: number): void {
+    if (stream.nextLooked) return;
+    stream.nextLooked = true;
+    void this.source
+      .nextColdKey(stream.key)
+      .then(async (next) => {
+        if (next === undefined || this.streams.has(next)) return;
+        if (!stream.crossed) {
+          this.awaited.add(next);
+          for (const oldest of this.awaited) {
+            if (this.awaited.size <= AWAITED_MAX) break;
+            this.awaited.delete(oldest);
+          }
+          return;
+        }
+        const nextStream = await this.streamOf(next, true);
+        if (nextStream === undefined || nextStream.parts.size > 0) return;
+        this.prefetchedObjects++;
+        this.requestAhead(nextStream, 0, Math.min(beyondBytes, this.aheadBytes));
+      })
+      .catch(() => undefined);
+  }
+}
