@@ -53,7 +53,7 @@ export interface DedupChunkRepositoryOptions {
   readonly readCacheBytes?: number;
   /** The clock for zero-count stamps and pack ids (ms since the epoch); default Date.now. */
   readonly nowMs?: () => number;
-  /** Chunk locations remembered in memory (default 65,536, ~14 MiB; 0: every read asks the index). */
+  /** Chunk locations remembered in memory (default 65,536, ~11 MiB; 0: every read asks the index). */
   readonly locationHintsMax?: number;
   /** The pack format version to write (default the newest); tests write 1 to prove old packs still read. */
   readonly packVersion?: number;

@@ -6,9 +6,9 @@
  * after. So the reader trusts a hint, and when its pack is missing or short (or the copy fails its
  * checks, which a scrub may have fixed in the index meanwhile) forgets it and asks the index.
  *
- * Bounded by entry count, least recently used out first. Each entry costs ~210 bytes of heap (a
+ * Bounded by entry count, least recently used out first. Each entry costs ~180 bytes of heap (a
  * 64-digit hex key, the location object, the Map slot; measured in docs/dedup.md), so the default
- * 65,536 entries (4 GiB of 64 KiB chunks read at random) hold ~14 MiB, whatever the pool's size.
+ * 65,536 entries (4 GiB of 64 KiB chunks read at random) hold ~11 MiB, whatever the pool's size.
  *
  * Also remembers each pack's format version (read from its 16-byte header on first use), which
  * says how its chunks are laid out (pack-format.ts).
