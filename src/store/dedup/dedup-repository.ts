@@ -279,7 +279,7 @@ export class DedupChunkRepository implements ChunkRepository {
       }
       let result: T | undefined;
       try {
-        const version = await this.hints.packVersion(this.options.chunkStore, at.pack, options);
+        const version = this.hints.knownPackVersion(at.pack) ?? (await this.hints.packVersion(this.options.chunkStore, at.pack, options));
         result = version === undefined ? undefined : await readAt(at, version);
       } catch (err) {
         if (!hinted || !isStorageError(err, 'CORRUPT')) throw err;

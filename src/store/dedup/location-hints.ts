@@ -85,6 +85,11 @@ export class ChunkLocationHints {
     this.locations.delete(hash);
   }
 
+  /** The pack's format version when remembered (no await on the hot path), else undefined. */
+  knownPackVersion(packId: string): number | undefined {
+    return this.versions.get(packId);
+  }
+
   /**
    * The pack's format version, from memory or its header; undefined when the pack is missing.
    * CORRUPT when its header is damaged, UNSUPPORTED for a version this code does not read.
