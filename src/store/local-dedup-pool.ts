@@ -69,8 +69,13 @@ export interface LocalDedupPoolOptions {
   readonly packStore?: (pool: string, config: DedupPoolConfig, local: ChunkStore) => Promise<{ store: ChunkStore; remoteBytes?: () => Promise<number>; tier?: PoolTier }>;
 }
 
-/** Pack files a pool keeps open for reads (chunk reads of sealed layers hit a few packs at a time). */
-export const PACK_FILES_OPEN_MAX = 64;
+/**
+ * Pack files a pool keeps open for reads. Random 4 KiB reads of a sealed layer touch every pack of
+ * it; with 64 open, a 1 GiB layer's ~250 packs missed the cache on most reads, and the open +
+ * fstat + close of a miss cost more than the read (profile in docs/dedup.md). 512 cover 2 GiB of
+ * packs read at random; Node raises the soft open-files limit to the hard one at start.
+ */
+export const PACK_FILES_OPEN_MAX = 512;
 
 export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoolOpener {
   return async (pool: string, config: DedupPoolConfig): Promise<ChunkedPoolStores> => {

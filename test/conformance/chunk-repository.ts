@@ -134,6 +134,51 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       expect(repo.hash(await repo.read(good!))).toBe(good);
     });
 
+    it('readRange gives any range of a chunk, the caller\'s to change; a range past its end or not whole numbers is INVALID_ARGUMENT', async () => {
+      const { repository: repo } = await open();
+      const a = chunk();
+      const tail = new Uint8Array(randomBytes(1000));
+      const [name, tailName] = await repo.addReferences([a, tail]);
+      const ranges: [number, number][] = [[0, 4096], [8192, 4096], [3 * 4096 + 100, 5000], [CHUNK_BYTES - 1, 1], [0, CHUNK_BYTES], [61_440, 4096], [1, 2]];
+      for (const [offset, length] of ranges) {
+        const part = await repo.readRange(name!, offset, length);
+        expectSameBytes(part, a.subarray(offset, offset + length));
+        part.fill(0xee); // the caller's: the next read is unchanged
+        expectSameBytes(await repo.readRange(name!, offset, length), a.subarray(offset, offset + length));
+      }
+      expectSameBytes(await repo.readRange(tailName!, 10, 990), tail.subarray(10));
+      expect((await repo.readRange(name!, 100, 0)).length).toBe(0);
+      // After a whole read (an implementation may cache it) ranges still read right.
+      expectSameBytes(await repo.read(name!), a);
+      expectSameBytes(await repo.readRange(name!, 4000, 200), a.subarray(4000, 4200));
+      await expectCode(repo.readRange(name!, CHUNK_BYTES - 10, 11), 'INVALID_ARGUMENT', /past/);
+      await expectCode(repo.readRange(tailName!, 0, 1001), 'INVALID_ARGUMENT', /past/);
+      await expectCode(repo.readRange(name!, -1, 10), 'INVALID_ARGUMENT');
+      await expectCode(repo.readRange(name!, 0.5, 10), 'INVALID_ARGUMENT');
+      await expectCode(repo.readRange(repo.hash(chunk()), 0, 10), 'NOT_FOUND');
+      await expectCode(repo.readRange('not a hash', 0, 10), 'INVALID_ARGUMENT');
+      await expectCode(repo.readRange(name!, 0, 10, aborted()), 'CANCELLED');
+    });
+
+    it('readRange of a chunk whose stored bytes changed: each range reads right or is CORRUPT, never wrong data', async () => {
+      const { repository: repo, damage } = await open();
+      const a = chunk();
+      const [good, bad] = await repo.addReferences([chunk(), a]);
+      await damage(bad!);
+      await expectCode(repo.readRange(bad!, 0, CHUNK_BYTES), 'CORRUPT', new RegExp(bad!));
+      let corrupt = 0;
+      for (let offset = 0; offset < CHUNK_BYTES; offset += 4096) {
+        try {
+          expectSameBytes(await repo.readRange(bad!, offset, 4096), a.subarray(offset, offset + 4096));
+        } catch (err) {
+          expect((err as { code?: string }).code, String(err)).toBe('CORRUPT');
+          corrupt++;
+        }
+      }
+      expect(corrupt).toBeGreaterThan(0);
+      expect((await repo.readRange(good!, 0, 4096)).length).toBe(4096);
+    });
+
     it('chunks and counts survive reopening', async (context) => {
       const setup = await open();
       if (setup.reopen === undefined) return context.skip();
@@ -142,6 +187,7 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       const repo = await setup.reopen();
       expect(await repo.referenceCount(name!)).toBe(2);
       expectSameBytes(await repo.read(name!), a);
+      expectSameBytes(await repo.readRange(name!, 4096, 8192), a.subarray(4096, 12_288));
     });
   });
 }

@@ -1,7 +1,8 @@
 /**
  * A ChunkRepository wrapper for tests: delegates to any repository (the stand-in or the real one)
- * and injects failures: reads of chosen hashes fail with a chosen error, and addReferences fails
- * from its nth call on. It also counts reads and the most it saw in flight at once.
+ * and injects failures: reads (whole or ranged) of chosen hashes fail with a chosen error, and
+ * addReferences fails from its nth call on. It also counts reads (rangeReads: the ranged ones)
+ * and the most it saw in flight at once.
  */
 import { StorageError } from '../../src/core/errors.js';
 import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions } from '../../src/store/dedup/repository.js';
@@ -13,6 +14,7 @@ export class FaultyChunkRepository implements ChunkRepository {
   failAddFromCall = Infinity;
   addCalls = 0;
   reads = 0;
+  rangeReads = 0;
   readsInFlight = 0;
   readsInFlightMax = 0;
 
@@ -35,13 +37,22 @@ export class FaultyChunkRepository implements ChunkRepository {
     return this.inner.dropReferences(hashes, options);
   }
 
-  async read(hash: ChunkHash, options?: ChunkRepositoryCallOptions): Promise<Uint8Array> {
+  read(hash: ChunkHash, options?: ChunkRepositoryCallOptions): Promise<Uint8Array> {
+    return this.counted(hash, () => this.inner.read(hash, options));
+  }
+
+  readRange(hash: ChunkHash, offsetBytes: number, lengthBytes: number, options?: ChunkRepositoryCallOptions): Promise<Uint8Array> {
+    this.rangeReads++;
+    return this.counted(hash, () => this.inner.readRange(hash, offsetBytes, lengthBytes, options));
+  }
+
+  private async counted(hash: ChunkHash, read: () => Promise<Uint8Array>): Promise<Uint8Array> {
     this.reads++;
     const failure = this.readFailures.get(hash);
     if (failure !== undefined) throw failure;
     this.readsInFlightMax = Math.max(this.readsInFlightMax, ++this.readsInFlight);
     try {
-      return await this.inner.read(hash, options);
+      return await read();
     } finally {
       this.readsInFlight--;
     }

@@ -7,7 +7,9 @@ import { XXH128_HASHER } from '../../src/store/dedup/chunk-hasher.js';
 import {
   PACK_HEADER_BYTES,
   PACK_TRAILER_BYTES,
+  PACK_VERSION,
   PackBuilder,
+  chunkBytesIn,
   decodePack,
   newPackId,
   packCreatedAtMs,
@@ -18,8 +20,8 @@ import { expectCode } from '../support/expect-error.js';
 const DIGEST_BYTES = XXH128_HASHER.digestBytes;
 const ENTRY_BYTES = DIGEST_BYTES + 12;
 
-function buildPack(sizes: number[]): { pack: Uint8Array; chunks: Uint8Array[] } {
-  const builder = new PackBuilder('xxh128', DIGEST_BYTES);
+function buildPack(sizes: number[], version = PACK_VERSION): { pack: Uint8Array; chunks: Uint8Array[] } {
+  const builder = new PackBuilder('xxh128', DIGEST_BYTES, version);
   const chunks = sizes.map((size) => new Uint8Array(randomBytes(size)));
   for (const chunk of chunks) builder.add(XXH128_HASHER.hash(chunk), chunk);
   expect(builder.chunkCount).toBe(chunks.length);
@@ -51,17 +53,30 @@ const corrupt = (pack: Uint8Array, message: RegExp) =>
   );
 
 describe('pack format', () => {
-  it('round trips: every chunk where the index says, back to back', () => {
-    const { pack, chunks } = buildPack([65536, 1, 4096, 65536]);
+  it('round trips (version 1): every chunk where the index says, back to back', () => {
+    const { pack, chunks } = buildPack([65536, 1, 4096, 65536], 1);
     const index = decodePack('p1', pack);
-    expect(index.algorithm).toBe('xxh128');
+    expect([index.version, index.algorithm]).toEqual([1, 'xxh128']);
     expect(index.entries.map((entry) => entry.hash)).toEqual(chunks.map((chunk) => XXH128_HASHER.hash(chunk)));
     for (const [i, entry] of index.entries.entries()) {
       expect(pack.subarray(entry.offsetBytes, entry.offsetBytes + entry.lengthBytes)).toEqual(chunks[i]);
+      expect(chunkBytesIn(pack, 1, entry.offsetBytes, entry.lengthBytes)).toEqual(chunks[i]);
     }
     expect(index.entries[0]!.offsetBytes).toBe(PACK_HEADER_BYTES);
     expect(pack.length).toBe(PACK_HEADER_BYTES + 65536 * 2 + 4097 + 4 * ENTRY_BYTES + PACK_TRAILER_BYTES);
-    expect(decodePack('empty', buildPack([]).pack).entries).toEqual([]);
+    expect(decodePack('empty', buildPack([], 1).pack).entries).toEqual([]);
+  });
+
+  it('round trips (version 2): each chunk as 4 KiB blocks with a 4-byte checksum after each', () => {
+    const { pack, chunks } = buildPack([65536, 1, 4096, 65536]);
+    const index = decodePack('p1', pack);
+    expect(index.version).toBe(2);
+    for (const [i, entry] of index.entries.entries()) {
+      expect(chunkBytesIn(pack, 2, entry.offsetBytes, entry.lengthBytes)).toEqual(chunks[i]);
+    }
+    expect(index.entries.map((entry) => entry.offsetBytes)).toEqual([16, 16 + 65536 + 64, 16 + 65536 + 64 + 5, 16 + 65536 + 64 + 5 + 4100]);
+    expect(pack.length).toBe(PACK_HEADER_BYTES + (65536 + 64) * 2 + 5 + 4100 + 4 * ENTRY_BYTES + PACK_TRAILER_BYTES);
+    expect(chunkBytesIn(pack, 2, pack.length - 100, 65536)).toBeUndefined();
   });
 
   it('pack ids carry their creation time', () => {
@@ -71,8 +86,8 @@ describe('pack format', () => {
     expect(packCreatedAtMs('not-a-pack')).toBeUndefined();
   });
 
-  it('names each kind of damage', async () => {
-    const { pack } = buildPack([100, 200, 300]);
+  it('names each kind of damage (the structure is the same in both versions: shown on version 1)', async () => {
+    const { pack } = buildPack([100, 200, 300], 1);
     const indexOffset = PACK_HEADER_BYTES + 600;
     await corrupt(pack.subarray(0, 30), /shorter than a header and a trailer/);
     await corrupt(pack.subarray(0, pack.length - 1), /trailer has no pack magic/);
@@ -96,7 +111,7 @@ describe('pack format', () => {
   it('any flipped byte outside the chunks, and any cut, is CORRUPT (seeded random)', () => {
     const random = new SeededRandom(12);
     const { pack } = buildPack([5000, 3000, 700]);
-    const chunksEnd = PACK_HEADER_BYTES + 8700;
+    const chunksEnd = PACK_HEADER_BYTES + 8700 + 4 * (2 + 1 + 1);
     for (let i = 0; i < 400; i++) {
       const at = random.int(pack.length);
       const damaged = i % 2 === 0 ? edit(pack, (v) => (v[at]! ^= 1 << random.int(8))) : pack.subarray(0, at);
@@ -107,7 +122,7 @@ describe('pack format', () => {
       } catch (err) {
         outcome = isStorageError(err, 'CORRUPT') ? 'corrupt' : `threw ${String(err)}`;
       }
-      // A flip in the chunks' bytes is the chunk hashes' to catch (on read); everything else is the format's.
+      // A flip in the chunks' bytes is the chunk hashes' and block checksums' to catch (on read); everything else is the format's.
       const expected = i % 2 === 0 && at >= PACK_HEADER_BYTES && at < chunksEnd ? 'decoded' : 'corrupt';
       expect(outcome, `${i % 2 === 0 ? 'flip' : 'cut'} at ${at}`).toBe(expected);
     }

@@ -38,6 +38,10 @@ async function setup() {
         reads.count++;
         return repository.read(hash, options);
       },
+      readRange: (hash, offsetBytes, lengthBytes, options) => {
+        reads.count++;
+        return repository.readRange(hash, offsetBytes, lengthBytes, options);
+      },
       referenceCount: (hash) => repository.referenceCount(hash),
     }),
   });

@@ -44,6 +44,7 @@ function stopAt(repository: ChunkRepository, call: Call, nth: number, when: 'bef
     addReferencesByHash: (hashes, options) => wrap('addReferencesByHash', () => repository.addReferencesByHash(hashes, options)),
     dropReferences: (hashes, options) => wrap('dropReferences', () => repository.dropReferences(hashes, options)),
     read: (hash, options) => repository.read(hash, options),
+    readRange: (hash, offsetBytes, lengthBytes, options) => repository.readRange(hash, offsetBytes, lengthBytes, options),
     referenceCount: (hash) => repository.referenceCount(hash),
   };
   return { repository: stopping, stopped };
@@ -133,6 +134,7 @@ describe('recover()', () => {
         throw new StorageError('IO_ERROR', 'the disk went away');
       },
       read: (hash, options) => healthy.read(hash, options),
+      readRange: (hash, offsetBytes, lengthBytes, options) => healthy.readRange(hash, offsetBytes, lengthBytes, options),
       referenceCount: (hash) => healthy.referenceCount(hash),
     };
     const model = new ObjectModel({ catalog: test.catalog, manifestStore: test.chunkStore, repositoryOf: async () => failingDrops, onDeferredError: (err) => deferred.push(err) });

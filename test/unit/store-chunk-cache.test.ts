@@ -69,17 +69,26 @@ describe('ChunkCache', () => {
     expect(() => new ChunkCache(-1)).toThrow(/not a byte count/);
   });
 
-  it('spares the repository a chunk read per small read of a ChunkedFile, and still reports its errors', async () => {
+  it('keeps whole chunks a ChunkedFile read whole for its small reads; a small read of an uncached chunk reads just its part; errors are still reported', async () => {
     const repository = new FaultyChunkRepository(await createTestChunkRepository());
     const bytes = new SeededRandom(3).fill(new Uint8Array(4 * 64 * KiB));
     const manifest = await sealFile(MemoryHostFile.fromBytes(bytes), repository);
-    const file = new ChunkedFile(manifest, repository, { name: 'cached', cache: new ChunkCache() });
+    const cache = new ChunkCache();
+    const file = new ChunkedFile(manifest, repository, { name: 'cached', cache });
     repository.readFailures.set(manifest.hashAt(0)!, new StorageError('NOT_FOUND', 'injected: chunk gone'));
     await expectCode(file.pread(new Uint8Array(4 * KiB), 0), 'NOT_FOUND', /chunk gone/);
+    await expectCode(file.pread(new Uint8Array(64 * KiB), 0), 'NOT_FOUND', /chunk gone/);
     repository.readFailures.clear();
+    // Small reads of chunks not cached: a ranged read each, nothing cached.
+    const small = new Uint8Array(4 * KiB);
+    await file.pread(small, 64 * KiB + 8 * KiB);
+    expect(Buffer.from(small).equals(bytes.subarray(72 * KiB, 76 * KiB))).toBe(true);
+    expect([repository.reads, repository.rangeReads, cache.sizeBytes()]).toEqual([3, 2, 0]);
+    // Whole-chunk reads fill the cache; the small reads after them never reach the repository.
     const got = new Uint8Array(bytes.length);
+    await file.pread(got, 0);
     for (let at = 0; at < bytes.length; at += 4 * KiB) await file.pread(got.subarray(at, at + 4 * KiB), at);
     expect(Buffer.from(got).equals(bytes)).toBe(true);
-    expect(repository.reads).toBe(1 + 4);
+    expect([repository.reads, repository.rangeReads, cache.sizeBytes()]).toEqual([3 + 4, 2, 4 * 64 * KiB]);
   });
 });

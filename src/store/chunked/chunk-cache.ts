@@ -1,9 +1,10 @@
 /**
  * ChunkCache: the chunks sealed layers read most recently, in memory, bounded in bytes, shared by
- * every ChunkedFile of one repository (a chunk shared by many layers is cached once). A guest's
- * 4 KiB reads would otherwise fetch and hash-check a whole 64 KiB chunk each time. Concurrent
- * readers of one chunk share one repository read. A failed read is not remembered: the next one
- * asks the repository again.
+ * every ChunkedFile of one repository (a chunk shared by many layers is cached once). It holds
+ * only whole chunks, checked against their hash: a read of a whole chunk fills it, a read of part
+ * of one uses it when the chunk is here and otherwise reads just that part (the repository's
+ * readRange, checked block by block) without filling it. Concurrent readers of one whole chunk
+ * share one repository read. A failed read is not remembered: the next one asks again.
  *
  * This is the in-memory read cache only; the tier's bounded local cache of packs (which decides
  * what to promote from S3) sits below the repository.
@@ -54,6 +55,18 @@ export class ChunkCache {
     );
     this.loading.set(hash, loaded);
     return loaded;
+  }
+
+  /**
+   * The cached chunk (shared: copy out, never write), or undefined; a hit counts as a use. Never
+   * loads: a read of part of a chunk that is not cached reads just that part (ChunkedFile).
+   */
+  peek(hash: ChunkHash): Uint8Array | undefined {
+    const cached = this.chunks.get(hash);
+    if (cached === undefined) return undefined;
+    this.chunks.delete(hash);
+    this.chunks.set(hash, cached);
+    return cached;
   }
 
   /** Bytes held now (at most capacityBytes). */

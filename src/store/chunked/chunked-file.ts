@@ -2,7 +2,9 @@
  * ChunkedFile: a sealed layer read through its chunk manifest. A read-only HostFile whose bytes
  * come from the pool's ChunkRepository, chunk by chunk, so formats/qcow2 reads a sealed layer
  * exactly as it reads a local file. Zero chunks read as zeroes without asking the repository; a
- * read spanning many chunks fetches them concurrently, a bounded number at a time.
+ * read spanning many chunks fetches them concurrently, a bounded number at a time. A read of part
+ * of a chunk (a guest's 4 KiB read of a 64 KiB chunk) asks for just that part (readRange) unless
+ * the chunk cache holds the whole chunk; a read of a whole chunk goes through the cache.
  *
  * A repository error (CORRUPT, NOT_FOUND, an outage) fails the pread that met it, with that error,
  * and nothing else: the next pread asks again.
@@ -146,18 +148,29 @@ export class ChunkedFile implements HostFile {
 
   private async readChunkInto(index: number, buf: Uint8Array, hostOffset: number, existing: number): Promise<void> {
     const hash = this.manifest.hashAt(index)!;
-    const load = (): Promise<Uint8Array> => this.repository.read(hash);
-    const bytes = await (this.cache === undefined ? load() : this.cache.get(hash, load));
     const lengthBytes = this.manifest.chunkLengthBytes(index);
+    const [from, to] = this.bufferRangeOf(index, hostOffset, existing);
+    const within = hostOffset + from - index * this.manifest.chunkSizeBytes;
+    const wanted = to - from;
+    const cached = this.cache?.peek(hash);
+    if (wanted < lengthBytes && cached === undefined) {
+      // Part of a chunk: read and check just that part, no whole chunk read, hashed or allocated.
+      const part = await this.repository.readRange(hash, within, wanted);
+      if (part.length !== wanted) {
+        throw new StorageError('CORRUPT', `${this.name}: chunk ${index} (${hash}) gave ${part.length} bytes where ${wanted} at ${within} were asked for`);
+      }
+      buf.set(part, from);
+      return;
+    }
+    const load = (): Promise<Uint8Array> => this.repository.read(hash);
+    const bytes = cached ?? (await (this.cache === undefined ? load() : this.cache.get(hash, load)));
     if (bytes.length !== lengthBytes) {
       throw new StorageError(
         'CORRUPT',
         `${this.name}: chunk ${index} (${hash}) is ${bytes.length} bytes where the manifest needs ${lengthBytes}`,
       );
     }
-    const [from, to] = this.bufferRangeOf(index, hostOffset, existing);
-    const within = hostOffset + from - index * this.manifest.chunkSizeBytes;
-    buf.set(bytes.subarray(within, within + (to - from)), from);
+    buf.set(bytes.subarray(within, within + wanted), from);
   }
 
   /** The part of buf [from, to) that chunk `index` supplies, for a read of `existing` bytes. */

@@ -10,11 +10,16 @@
  * compare re-reads and tries again); callers in this process that store the same new content at
  * once wait for each other, so the content is written once.
  *
- * read checks every chunk against its hash: bit rot is CORRUPT naming the chunk and the pack.
+ * read checks every chunk against its hash, readRange the CRCs of the 4 KiB blocks it reads (pack
+ * version 2; a version 1 pack is read whole and hashed): bit rot is CORRUPT naming the chunk and
+ * the pack. Both find the chunk through a bounded in-memory map of recent locations before the
+ * index (location-hints.ts says why a hint is safe to trust and how a stale one is left).
  */
 import type { CatalogStore } from '../../core/catalog-store.js';
 import type { ChunkStore } from '../../core/chunk-store.js';
 import { StorageError, isStorageError } from '../../core/errors.js';
+import { readChunkBlocks, readWholeChunk } from './chunk-reads.js';
+import { ChunkLocationHints, LOCATION_HINTS_DEFAULT, type ChunkLocation } from './location-hints.js';
 import { TxnBuilder, type Table, type Versioned } from '../../meta/table.js';
 import { throwIfAborted } from '../memory-chunk-store.js';
 import { BLAKE3_HASHER, checkChunkHash, type ChunkHasher } from './chunk-hasher.js';
@@ -48,6 +53,10 @@ export interface DedupChunkRepositoryOptions {
   readonly readCacheBytes?: number;
   /** The clock for zero-count stamps and pack ids (ms since the epoch); default Date.now. */
   readonly nowMs?: () => number;
+  /** Chunk locations remembered in memory (default 65,536, ~11 MiB; 0: every read asks the index). */
+  readonly locationHintsMax?: number;
+  /** The pack format version to write (default the newest); tests write 1 to prove old packs still read. */
+  readonly packVersion?: number;
 }
 
 /** DedupChunkRepository.usage: what the index says the pool's chunks occupy. */
@@ -83,6 +92,7 @@ export class DedupChunkRepository implements ChunkRepository {
   private readonly hasher: ChunkHasher;
   private readonly packTargetBytes: number;
   private readonly cache: ChunkReadCache | undefined;
+  private readonly hints: ChunkLocationHints;
   private readonly nowMs: () => number;
   /** New content being stored by a call in this process: hash -> settles when that call is done. */
   private readonly inFlight = new Map<string, Promise<void>>();
@@ -101,6 +111,7 @@ export class DedupChunkRepository implements ChunkRepository {
     this.packTargetBytes = options.packTargetBytes ?? PACK_TARGET_BYTES_DEFAULT;
     const cacheBytes = options.readCacheBytes ?? READ_CACHE_BYTES_DEFAULT;
     this.cache = cacheBytes > 0 ? new ChunkReadCache(cacheBytes) : undefined;
+    this.hints = new ChunkLocationHints(options.locationHintsMax ?? LOCATION_HINTS_DEFAULT);
     this.nowMs = options.nowMs ?? Date.now;
   }
 
@@ -110,6 +121,10 @@ export class DedupChunkRepository implements ChunkRepository {
     const target = options.packTargetBytes ?? PACK_TARGET_BYTES_DEFAULT;
     if (!Number.isSafeInteger(target) || target < 1) {
       throw new StorageError('INVALID_ARGUMENT', `packTargetBytes ${target} is not a positive whole number`);
+    }
+    const hintsMax = options.locationHintsMax ?? LOCATION_HINTS_DEFAULT;
+    if (!Number.isSafeInteger(hintsMax) || hintsMax < 0) {
+      throw new StorageError('INVALID_ARGUMENT', `locationHintsMax ${hintsMax} is not a whole number`);
     }
     hasher.hash(new Uint8Array(0)); // fails here, UNSUPPORTED, when the hash's library is missing
     return new DedupChunkRepository(options, await openChunkIndex(options.catalog, options.pool, hasher.algorithm));
@@ -187,7 +202,10 @@ export class DedupChunkRepository implements ChunkRepository {
         }
         for (const pack of writtenPacks) this.index.packs.put(txn, pack);
         throwIfAborted(options, 'addReferences');
-        if (await this.tryCommit(txn)) return names;
+        if (await this.tryCommit(txn)) {
+          for (const [hash, location] of written) this.hints.set(hash, location);
+          return names;
+        }
       } finally {
         for (const hash of missing) this.inFlight.delete(hash);
         done();
@@ -209,21 +227,75 @@ export class DedupChunkRepository implements ChunkRepository {
     throwIfAborted(options, `read of chunk ${hash}`);
     const cached = this.cache?.get(hash);
     if (cached !== undefined) return cached;
-    let previous: ChunkRecord | undefined;
-    // A GC may move the chunk to a new pack and delete the old one between the index read and the
-    // pack read: read the index again, and only a chunk that stays put and missing is damage.
+    return this.readLocated(hash, options, async (at, version) => {
+      const data = await readWholeChunk(this.options.chunkStore, this.hasher, hash, at, version, options);
+      if (data !== undefined) this.cache?.set(hash, new Uint8Array(data));
+      return data;
+    });
+  }
+
+  async readRange(hash: ChunkHash, offsetBytes: number, lengthBytes: number, options?: ChunkRepositoryCallOptions): Promise<Uint8Array> {
+    checkChunkHash(this.hasher, hash);
+    if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || !Number.isSafeInteger(lengthBytes) || lengthBytes < 0) {
+      throw new StorageError('INVALID_ARGUMENT', `readRange of chunk ${hash}: ${offsetBytes}+${lengthBytes} is not a byte range`);
+    }
+    throwIfAborted(options, `read of chunk ${hash}`);
+    const cached = this.cache?.getRange(hash, offsetBytes, lengthBytes);
+    if (cached !== undefined) return cached;
+    return this.readLocated(hash, options, async (at, version) => {
+      if (offsetBytes + lengthBytes > at.lengthBytes) {
+        throw new StorageError('INVALID_ARGUMENT', `readRange of chunk ${hash}: ${offsetBytes}+${lengthBytes} runs past its ${at.lengthBytes} bytes`);
+      }
+      if (lengthBytes === 0) return new Uint8Array(0);
+      if (version !== 1) return readChunkBlocks(this.options.chunkStore, hash, at, offsetBytes, lengthBytes, options);
+      const data = await readWholeChunk(this.options.chunkStore, this.hasher, hash, at, version, options);
+      if (data === undefined) return undefined;
+      this.cache?.set(hash, new Uint8Array(data));
+      return data.slice(offsetBytes, offsetBytes + lengthBytes);
+    });
+  }
+
+  /**
+   * Runs `readAt` on the chunk's location: the remembered one first, else the index's. A GC may
+   * move the chunk to a new pack and delete the old one between finding and reading it, and a
+   * scrub may point the index at another copy: a read that finds no pack there (undefined), or a
+   * damaged copy where a hint led, asks the index again; only a chunk that stays put and missing
+   * is damage.
+   */
+  private async readLocated<T>(
+    hash: ChunkHash,
+    options: ChunkRepositoryCallOptions | undefined,
+    readAt: (at: ChunkLocation, version: number) => Promise<T | undefined>,
+  ): Promise<T> {
+    let at = this.hints.get(hash);
+    let hinted = at !== undefined;
+    let previous: ChunkLocation | undefined;
     for (let attempt = 0; attempt < READ_ATTEMPTS_MAX; attempt++) {
-      const entry = await this.index.chunks.get(hash);
-      if (entry === undefined) throw new StorageError('NOT_FOUND', `chunk ${hash} is not in the repository`);
-      const data = await this.readStored(entry.record, options);
-      if (data !== undefined) {
-        this.cache?.set(hash, new Uint8Array(data));
-        return data;
+      if (at === undefined) {
+        const entry = await this.index.chunks.get(hash);
+        if (entry === undefined) throw new StorageError('NOT_FOUND', `chunk ${hash} is not in the repository`);
+        at = entry.record;
+        hinted = false;
       }
-      if (previous !== undefined && previous.pack === entry.record.pack && previous.offsetBytes === entry.record.offsetBytes) {
-        throw new StorageError('CORRUPT', `chunk ${hash}: its pack ${entry.record.pack} is missing or shorter than ${entry.record.offsetBytes + entry.record.lengthBytes} bytes`);
+      let result: T | undefined;
+      try {
+        const version = this.hints.knownPackVersion(at.pack) ?? (await this.hints.packVersion(this.options.chunkStore, at.pack, options));
+        result = version === undefined ? undefined : await readAt(at, version);
+      } catch (err) {
+        if (!hinted || !isStorageError(err, 'CORRUPT')) throw err;
       }
-      previous = entry.record;
+      if (result !== undefined) {
+        if (!hinted) this.hints.set(hash, at);
+        return result;
+      }
+      this.hints.forget(hash);
+      if (!hinted) {
+        if (previous !== undefined && previous.pack === at.pack && previous.offsetBytes === at.offsetBytes) {
+          throw new StorageError('CORRUPT', `chunk ${hash}: its pack ${at.pack} is missing or shorter than the chunk's ${at.lengthBytes} bytes at ${at.offsetBytes}`);
+        }
+        previous = at;
+      }
+      at = undefined;
     }
     throw new StorageError('BUSY', `chunk ${hash} moved between packs ${READ_ATTEMPTS_MAX} times while being read; try again`);
   }
@@ -306,7 +378,10 @@ export class DedupChunkRepository implements ChunkRepository {
       packTargetBytes: this.packTargetBytes,
       newPackId: () => newPackId(this.nowMs()),
       isUncommitted: (packId) => this.uncommittedPacks.has(packId),
-      forgotten: (hash) => this.cache?.delete(hash),
+      forgotten: (hash) => {
+        this.cache?.delete(hash);
+        this.hints.forget(hash);
+      },
     };
   }
 
@@ -345,7 +420,7 @@ export class DedupChunkRepository implements ChunkRepository {
     };
     for (const [hash, data] of chunks) {
       if (builder !== undefined && builder.sizeWith(data.length) > this.packTargetBytes) await flush();
-      builder ??= new PackBuilder(this.hasher.algorithm, this.hasher.digestBytes);
+      builder ??= new PackBuilder(this.hasher.algorithm, this.hasher.digestBytes, this.options.packVersion);
       const entry = builder.add(hash, data);
       placed.push([hash, { pack: '', offsetBytes: entry.offsetBytes, lengthBytes: entry.lengthBytes }]);
     }
@@ -354,15 +429,9 @@ export class DedupChunkRepository implements ChunkRepository {
 
   /** The chunk's bytes from its pack, checked; undefined when the pack is missing or too short. */
   private async readStored(record: ChunkRecord, options: ChunkRepositoryCallOptions | undefined): Promise<Uint8Array | undefined> {
-    const data = await this.options.chunkStore.getRange(packKey(record.pack), record.offsetBytes, record.lengthBytes, options);
-    if (data === undefined || data.length !== record.lengthBytes) return undefined;
-    if (this.hasher.hash(data) !== record.hash) {
-      throw new StorageError(
-        'CORRUPT',
-        `chunk ${record.hash} in pack ${record.pack} (${record.lengthBytes} bytes at ${record.offsetBytes}) does not match its hash: the pack is damaged`,
-      );
-    }
-    return data;
+    const version = await this.hints.packVersion(this.options.chunkStore, record.pack, options);
+    if (version === undefined) return undefined;
+    return readWholeChunk(this.options.chunkStore, this.hasher, record.hash, record, version, options);
   }
 
   /**

@@ -22,7 +22,7 @@ import type { CatalogStore } from '../../core/catalog-store.js';
 import type { ChunkStore } from '../../core/chunk-store.js';
 import type { ChunkHasher } from './chunk-hasher.js';
 import type { ChunkIndex, ChunkRecord, PackRecord } from './chunk-index.js';
-import { PACK_KEY_PREFIX, PackBuilder, decodePack, packCreatedAtMs, packKey, type PackEntry } from './pack-format.js';
+import { PACK_KEY_PREFIX, PackBuilder, chunkBytesIn, decodePack, packCreatedAtMs, packKey, type PackEntry } from './pack-format.js';
 
 /** What GC works with: the repository's stores, index and settings. */
 export interface GcContext {
@@ -238,7 +238,8 @@ async function rewritePacks(repo: GcContext, options: GcOptions, packs: readonly
     for (const [i, entry] of index.entries.entries()) {
       const current = records[i];
       if (current === undefined || current.record.pack !== pack.record.id || current.record.offsetBytes !== entry.offsetBytes) continue;
-      const data = bytes.subarray(entry.offsetBytes, entry.offsetBytes + entry.lengthBytes);
+      // decodePack checked the chunk lies inside the pack, so its bytes are there.
+      const data = chunkBytesIn(bytes, index.version, entry.offsetBytes, entry.lengthBytes)!;
       if (repo.hasher.hash(data) !== entry.hash) {
         report.damaged.push(`chunk ${entry.hash} in pack ${pack.record.id}`);
         whole = false;

@@ -4,12 +4,18 @@
  * the packs alone.
  *
  *   header   magic "STRATAPK" (8) | version u16 | hash algorithm u8 | digest bytes u8 | reserved u32
- *   chunks   the chunks' bytes, back to back, in the order of the index
+ *   chunks   the chunks, back to back, in the order of the index: version 1, each chunk's bytes;
+ *            version 2, each chunk as 4 KiB blocks each followed by its CRC-32 (pack-blocks.ts),
+ *            so a partial read checks only the blocks it reads
  *   index    per chunk: digest (digest bytes) | offset u64 | length u32
  *   trailer  index offset u64 | chunk count u32 | CRC-32 u32 | magic "STRATAPK" (8)
  *
  * Integers are little-endian. The CRC-32 covers the header, the index and the trailer's first 12
- * bytes; each chunk is covered by its own hash, which the repository checks on every read.
+ * bytes; each chunk is covered by its own hash, which the repository checks on every whole-chunk
+ * read (and, in version 2, each 4 KiB block by its CRC, which partial reads check). An index
+ * entry's offset is where the chunk's stored bytes start and its length is the chunk's own length
+ * (in version 2 the stored bytes are longer: storedChunkBytes). Packs of both versions are read;
+ * new packs are version 2.
  * Decoding checks everything: a damaged pack is CORRUPT naming the pack and what is wrong, never
  * a crash and never wrong offsets.
  */
@@ -17,9 +23,15 @@ import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { StorageError, assert } from '../../core/errors.js';
 import type { ChunkHashAlgorithm } from './chunk-hasher.js';
+import { chunkFromBlocks, storedChunkBytes, writeChunkBlocks } from './pack-blocks.js';
 
 export const PACK_MAGIC = 'STRATAPK';
-export const PACK_VERSION = 1;
+/** The version new packs are written in. */
+export const PACK_VERSION = 2;
+/** The versions this code reads: 1 (no block checksums) and 2. */
+export const PACK_VERSIONS_READ: readonly number[] = [1, 2];
+/** Where the header keeps the version (u16). */
+const VERSION_OFFSET = 8;
 const MAGIC_BYTES = 8;
 export const PACK_HEADER_BYTES = 16;
 export const PACK_TRAILER_BYTES = 24;
@@ -42,6 +54,7 @@ export interface PackEntry {
 }
 
 export interface PackIndex {
+  readonly version: number;
   readonly algorithm: ChunkHashAlgorithm;
   readonly entries: readonly PackEntry[];
 }
@@ -77,7 +90,11 @@ export class PackBuilder {
   constructor(
     readonly algorithm: ChunkHashAlgorithm,
     private readonly digestBytes: number,
-  ) {}
+    /** Only tests write an older version (to prove old packs still read). */
+    readonly version: number = PACK_VERSION,
+  ) {
+    assert(PACK_VERSIONS_READ.includes(version), `pack version ${version} is one this code writes`);
+  }
 
   get chunkCount(): number {
     return this.entries.length;
@@ -90,7 +107,7 @@ export class PackBuilder {
 
   /** The size the pack would have with one more chunk of `lengthBytes`. */
   sizeWith(lengthBytes: number): number {
-    return this.sizeBytes + lengthBytes + this.digestBytes + ENTRY_FIXED_BYTES;
+    return this.sizeBytes + storedChunkBytes(this.version, lengthBytes) + this.digestBytes + ENTRY_FIXED_BYTES;
   }
 
   /** Appends a chunk (the builder keeps a reference: do not change `data` until finish()). */
@@ -100,7 +117,7 @@ export class PackBuilder {
     const entry = { hash, offsetBytes: PACK_HEADER_BYTES + this.dataBytes, lengthBytes: data.length };
     this.parts.push(data);
     this.entries.push(entry);
-    this.dataBytes += data.length;
+    this.dataBytes += storedChunkBytes(this.version, data.length);
     return entry;
   }
 
@@ -111,13 +128,14 @@ export class PackBuilder {
     const bytes = new Uint8Array(size);
     const pack = Buffer.from(bytes.buffer, 0, size);
     pack.set(magicBytes, 0);
-    pack.writeUInt16LE(PACK_VERSION, 8);
+    pack.writeUInt16LE(this.version, VERSION_OFFSET);
     pack.writeUInt8(ALGORITHM_CODES[this.algorithm], 10);
     pack.writeUInt8(this.digestBytes, 11);
     let offset = PACK_HEADER_BYTES;
-    for (const part of this.parts) {
-      pack.set(part, offset);
-      offset += part.length;
+    for (const [i, part] of this.parts.entries()) {
+      if (this.version === 1) pack.set(part, offset);
+      else writeChunkBlocks(pack, offset, this.entries[i]!.hash, part);
+      offset += storedChunkBytes(this.version, part.length);
     }
     const indexOffset = offset;
     for (const entry of this.entries) {
@@ -152,7 +170,7 @@ export function decodePack(packId: string, pack: Uint8Array): PackIndex {
   const indexOffsetBig = view.readBigUInt64LE(trailer);
   const count = view.readUInt32LE(trailer + 8);
   const storedChecksum = view.readUInt32LE(trailer + 12);
-  const version = view.readUInt16LE(8);
+  const version = view.readUInt16LE(VERSION_OFFSET);
   const algorithmCode = view.readUInt8(10);
   const digestBytes = view.readUInt8(11);
   if (indexOffsetBig < BigInt(PACK_HEADER_BYTES) || indexOffsetBig > BigInt(trailer)) {
@@ -161,8 +179,8 @@ export function decodePack(packId: string, pack: Uint8Array): PackIndex {
   const indexOffset = Number(indexOffsetBig);
   if (packChecksum(pack, indexOffset, trailer + 12) !== storedChecksum) throw damaged('the header, index or trailer fails its checksum');
   // The checksum holds, so what follows is what a writer wrote: a mismatch is a bug or an unknown format.
-  if (version !== PACK_VERSION) {
-    throw new StorageError('UNSUPPORTED', `pack ${packId} has format version ${version}; this Strata reads version ${PACK_VERSION}`);
+  if (!PACK_VERSIONS_READ.includes(version)) {
+    throw new StorageError('UNSUPPORTED', `pack ${packId} has format version ${version}; this Strata reads versions ${PACK_VERSIONS_READ.join(' and ')}: upgrade Strata`);
   }
   const algorithm = (Object.keys(ALGORITHM_CODES) as ChunkHashAlgorithm[]).find((name) => ALGORITHM_CODES[name] === algorithmCode);
   if (algorithm === undefined) throw damaged(`unknown hash algorithm code ${algorithmCode}`);
@@ -179,12 +197,42 @@ export function decodePack(packId: string, pack: Uint8Array): PackIndex {
     const lengthBytes = view.readUInt32LE(at + digestBytes + 8);
     // Chunks lie back to back in index order, so every entry starts where the previous one ended.
     if (offsetBig !== BigInt(expectedOffset)) throw damaged(`chunk ${i} (${hash}) starts at ${offsetBig}, not at ${expectedOffset}`);
-    if (lengthBytes > CHUNK_SIZE_BYTES_MAX || expectedOffset + lengthBytes > indexOffset) {
+    const storedBytes = storedChunkBytes(version, lengthBytes);
+    if (lengthBytes > CHUNK_SIZE_BYTES_MAX || expectedOffset + storedBytes > indexOffset) {
       throw damaged(`chunk ${i} (${hash}) of ${lengthBytes} bytes at ${expectedOffset} runs past the chunks' end at ${indexOffset}`);
     }
     entries.push({ hash, offsetBytes: expectedOffset, lengthBytes });
-    expectedOffset += lengthBytes;
+    expectedOffset += storedBytes;
   }
   if (expectedOffset !== indexOffset) throw damaged(`the chunks end at ${expectedOffset}, but the index starts at ${indexOffset}`);
-  return { algorithm, entries };
+  return { version, algorithm, entries };
+}
+
+/**
+ * The version a pack's header names, read without the rest of the pack (the header is not checked
+ * on its own: a damaged version only makes the chunk fail its hash or block checks, never read
+ * wrong); CORRUPT when the bytes are no pack header, UNSUPPORTED for a version this code lacks.
+ */
+export function packHeaderVersion(packId: string, header: Uint8Array): number {
+  const view = Buffer.from(header.buffer, header.byteOffset, header.length);
+  if (header.length < PACK_HEADER_BYTES || !view.subarray(0, MAGIC_BYTES).equals(magicBytes)) {
+    throw new StorageError('CORRUPT', `pack ${packId} is damaged: the header has no pack magic`);
+  }
+  const version = view.readUInt16LE(VERSION_OFFSET);
+  if (!PACK_VERSIONS_READ.includes(version)) {
+    throw new StorageError('UNSUPPORTED', `pack ${packId} has format version ${version}; this Strata reads versions ${PACK_VERSIONS_READ.join(' and ')}: upgrade Strata`);
+  }
+  return version;
+}
+
+/**
+ * A chunk's bytes out of a whole pack read into memory (GC, scrub), not checked: the stored bytes
+ * at `offsetBytes` as they are in version 1, the blocks without their checksums in version 2;
+ * undefined when the pack is too short to hold them.
+ */
+export function chunkBytesIn(pack: Uint8Array, version: number, offsetBytes: number, lengthBytes: number): Uint8Array | undefined {
+  const end = offsetBytes + storedChunkBytes(version, lengthBytes);
+  if (end > pack.length) return undefined;
+  const stored = pack.subarray(offsetBytes, end);
+  return version === 1 ? stored : chunkFromBlocks(stored, lengthBytes);
 }

@@ -19,6 +19,15 @@ export class ChunkReadCache {
     return data.slice();
   }
 
+  /** A copy of `lengthBytes` of the cached chunk from `offsetBytes`, or undefined (not cached, or the range runs past it). */
+  getRange(hash: string, offsetBytes: number, lengthBytes: number): Uint8Array | undefined {
+    const data = this.entries.get(hash);
+    if (data === undefined || offsetBytes + lengthBytes > data.length) return undefined;
+    this.entries.delete(hash);
+    this.entries.set(hash, data);
+    return data.slice(offsetBytes, offsetBytes + lengthBytes);
+  }
+
   delete(hash: string): void {
     const data = this.entries.get(hash);
     if (data === undefined) return;

@@ -1,8 +1,8 @@
 /**
  * ChunkRepository: a pool's deduplicated chunks. Sealed layers (and, later, S3 objects) are cut
  * into chunks; the repository stores each distinct content once (appended to packs in a
- * ChunkStore), counts the references to it, and gives back the bytes of a chunk by its hash,
- * checked against the hash on every read so bit rot is an error, never wrong data.
+ * ChunkStore), counts the references to it, and gives back the bytes of a chunk (or of part of
+ * it) by its hash, checked on every read so bit rot is an error, never wrong data.
  *
  * The chunked layer store (src/store/chunked) consumes it; src/store/dedup implements it over a
  * ChunkStore and a CatalogStore; every implementation runs test/conformance/chunk-repository.ts.
@@ -44,6 +44,13 @@ export interface ChunkRepository {
    * NOT_FOUND when unknown). A chunk whose count dropped to zero reads until it is collected.
    */
   read(hash: ChunkHash, options?: ChunkRepositoryCallOptions): Promise<Uint8Array>;
+  /**
+   * `lengthBytes` of the chunk's bytes from `offsetBytes` (the caller's to change), checked as far
+   * as it reads: an implementation may check only the part it reads (dedup: the CRCs of the 4 KiB
+   * blocks covering it), never return other bytes (CORRUPT instead). NOT_FOUND when unknown;
+   * INVALID_ARGUMENT for a range that is not whole numbers or runs past the chunk's end.
+   */
+  readRange(hash: ChunkHash, offsetBytes: number, lengthBytes: number, options?: ChunkRepositoryCallOptions): Promise<Uint8Array>;
   /** The chunk's current reference count (0 when unknown or dropped to zero). */
   referenceCount(hash: ChunkHash): Promise<number>;
 }

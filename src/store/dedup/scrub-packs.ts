@@ -3,6 +3,9 @@
  *   - the pack decodes (header, footer index, CRC-32: pack-format.ts);
  *   - every chunk the index points into it hashes to its name at the offset and length the index
  *     gives (so the index entry "points at what holds that chunk");
+ *   - in a version 2 pack, every 4 KiB block of those chunks matches its CRC (pack-blocks.ts):
+ *     a chunk whose bytes hash right but whose block checksums do not would fail partial reads, so
+ *     its pack is reported damaged and a repair rewrites its good chunks to a new pack;
  *   - every other chunk its footer lists hashes to its name: those are spare copies (left by an
  *     interrupted call or by a GC rewrite), the material a repair rebuilds index entries from;
  *   - every pack the index records is in the store, and every pack the store has is recorded.
@@ -13,7 +16,8 @@ import { TxnBuilder, type Versioned } from '../../meta/table.js';
 import { throwIfAborted } from '../memory-chunk-store.js';
 import type { ChunkRecord, PackRecord } from './chunk-index.js';
 import type { GcContext } from './gc.js';
-import { PACK_KEY_PREFIX, PackBuilder, decodePack, packCreatedAtMs, packKey, type PackEntry } from './pack-format.js';
+import { firstBadBlock, storedChunkBytes } from './pack-blocks.js';
+import { PACK_KEY_PREFIX, PACK_VERSIONS_READ, PackBuilder, chunkBytesIn, decodePack, packCreatedAtMs, packHeaderVersion, packKey, type PackEntry } from './pack-format.js';
 import type { ScrubProblem, ScrubProgress, ScrubReport } from './scrub-report.js';
 
 /** What the pack pass needs of the repository (the same internals GC gets). */
@@ -106,8 +110,11 @@ function checkPack(
   options: PackPassOptions,
 ): readonly PackEntry[] | undefined {
   let footer: readonly PackEntry[] | undefined;
+  let versions = packVersions(id, bytes);
   try {
-    footer = decodePack(id, bytes).entries;
+    const decoded = decodePack(id, bytes);
+    footer = decoded.entries;
+    versions = [decoded.version];
   } catch (err) {
     if (!isStorageError(err, 'CORRUPT') && !isStorageError(err, 'UNSUPPORTED')) throw err;
     result.damaged.set(id, err.message);
@@ -116,13 +123,16 @@ function checkPack(
   const verified = new Set<string>();
   for (const hash of snapshot.byPack.get(id) ?? []) {
     const { offsetBytes, lengthBytes } = snapshot.chunks.get(hash)!.record;
-    const end = offsetBytes + lengthBytes;
-    if (end > bytes.length) {
+    const copy = checkCopy(ctx, bytes, versions, hash, offsetBytes, lengthBytes);
+    if (copy === 'short') {
       result.bad.set(hash, `pack ${id} is ${bytes.length} bytes, shorter than the chunk's ${lengthBytes} bytes at ${offsetBytes}`);
-    } else if (ctx.hasher.hash(bytes.subarray(offsetBytes, end)) !== hash) {
+    } else if (copy === 'hash') {
       result.bad.set(hash, `its ${lengthBytes} bytes at ${offsetBytes} in pack ${id} do not match its hash (bit rot)`);
     } else {
       verified.add(`${hash}@${offsetBytes}`);
+      if (copy !== 'good' && !result.damaged.has(id)) {
+        result.damaged.set(id, `pack ${id} is damaged: chunk ${hash} matches its hash but its block ${copy} fails its checksum (partial reads of it fail)`);
+      }
     }
   }
   // Every other copy the footer lists: a spare when good, harmless damage when not.
@@ -130,14 +140,13 @@ function checkPack(
     const indexed = snapshot.chunks.get(entry.hash)?.record;
     if (indexed?.pack === id && indexed.offsetBytes === entry.offsetBytes) continue; // checked above
     if (verified.has(`${entry.hash}@${entry.offsetBytes}`)) continue;
-    const good = ctx.hasher.hash(bytes.subarray(entry.offsetBytes, entry.offsetBytes + entry.lengthBytes)) === entry.hash;
-    if (good) {
+    if (checkCopy(ctx, bytes, versions, entry.hash, entry.offsetBytes, entry.lengthBytes) === 'good') {
       if (!result.spares.has(entry.hash)) result.spares.set(entry.hash, { pack: id, offsetBytes: entry.offsetBytes, lengthBytes: entry.lengthBytes });
     } else {
       options.problem({
         kind: 'spare-copy-corrupt',
         subject: entry.hash,
-        message: `an unused copy of chunk ${entry.hash} in pack ${id} (${entry.lengthBytes} bytes at ${entry.offsetBytes}) fails its hash; nothing points at it, and GC drops it with its pack`,
+        message: `an unused copy of chunk ${entry.hash} in pack ${id} (${entry.lengthBytes} bytes at ${entry.offsetBytes}) fails its hash or block checksums; nothing points at it, and GC drops it with its pack`,
         repaired: false,
       });
     }
@@ -145,9 +154,46 @@ function checkPack(
   return footer;
 }
 
+/** The versions a pack's chunks may be laid out in: its header's, or every one this code reads when the header is damaged. */
+function packVersions(id: string, bytes: Uint8Array): readonly number[] {
+  try {
+    return [packHeaderVersion(id, bytes)];
+  } catch {
+    return PACK_VERSIONS_READ;
+  }
+}
+
+/**
+ * One copy of a chunk in a pack read whole: 'good'; 'short' (the pack ends first); 'hash' (its
+ * bytes do not hash to its name in any of `versions`' layouts); or, for bytes that hash right in
+ * version 2, the index of the first block that fails its checksum.
+ */
+function checkCopy(ctx: ScrubContext, pack: Uint8Array, versions: readonly number[], hash: string, offsetBytes: number, lengthBytes: number): 'good' | 'short' | 'hash' | number {
+  let short = true;
+  for (const version of versions) {
+    const data = chunkBytesIn(pack, version, offsetBytes, lengthBytes);
+    if (data === undefined) continue;
+    short = false;
+    if (ctx.hasher.hash(data) !== hash) continue;
+    if (version === 1) return 'good';
+    const bad = firstBadBlock(hash, 0, pack.subarray(offsetBytes, offsetBytes + storedChunkBytes(version, lengthBytes)));
+    return bad === -1 ? 'good' : bad;
+  }
+  return short ? 'short' : 'hash';
+}
+
+/** The chunk's bytes in a pack read whole when they hash to its name (any layout `versions` allows), else undefined. */
+function goodBytes(ctx: ScrubContext, pack: Uint8Array, versions: readonly number[], hash: string, offsetBytes: number, lengthBytes: number): Uint8Array | undefined {
+  for (const version of versions) {
+    const data = chunkBytesIn(pack, version, offsetBytes, lengthBytes);
+    if (data !== undefined && ctx.hasher.hash(data) === hash) return data;
+  }
+  return undefined;
+}
+
 /**
  * Empties a pack whose footer is damaged (GC cannot rewrite or delete it, having no footer to
- * read): the good chunks the index points into it are copied to a new pack and the index moved to
+ * read) or whose block checksums fail where the chunks' bytes are good: the good chunks the index points into it are copied to a new pack and the index moved to
  * them, each move comparing the entry as read; then, if nothing points into it any more, its
  * record and object are deleted. Chunks that fail their hash stay (chunk-lost, or moved to a spare
  * copy by the caller first). Returns how many chunks moved and whether the pack is gone.
@@ -162,13 +208,12 @@ export async function rescueDamagedPack(
   if (bytes === undefined) return { moved: 0, deleted: false };
   const builder = new PackBuilder(ctx.hasher.algorithm, ctx.hasher.digestBytes);
   const moves: { entry: Versioned<ChunkRecord>; placed: PackEntry }[] = [];
+  const versions = packVersions(id, bytes);
   for (const hash of hashes) {
     const entry = await ctx.index.chunks.get(hash);
     if (entry === undefined || entry.record.pack !== id) continue;
-    const { offsetBytes, lengthBytes } = entry.record;
-    if (offsetBytes + lengthBytes > bytes.length) continue;
-    const data = bytes.subarray(offsetBytes, offsetBytes + lengthBytes);
-    if (ctx.hasher.hash(data) !== hash) continue;
+    const data = goodBytes(ctx, bytes, versions, hash, entry.record.offsetBytes, entry.record.lengthBytes);
+    if (data === undefined) continue;
     moves.push({ entry, placed: builder.add(hash, data) });
   }
   let moved = 0;

@@ -32,6 +32,7 @@ const repository: ChunkRepository = {
   addReferencesByHash: (hashes, options) => dedup.addReferencesByHash(hashes, options),
   dropReferences: (hashes, options) => dedup.dropReferences(hashes, options),
   read: (hash, options) => dedup.read(hash, options),
+  readRange: (hash, offsetBytes, lengthBytes, options) => dedup.readRange(hash, offsetBytes, lengthBytes, options),
   referenceCount: (hash) => dedup.referenceCount(hash),
 };
 const model = new ObjectModel({

@@ -1,0 +1,62 @@
+/**
+ * Reading one chunk, or a range of it, out of its pack at a known location, checked: a whole
+ * chunk against its hash, a range (in a version 2 pack) against the CRCs of the 4 KiB blocks it
+ * covers, so a 4 KiB read costs one ~4 KiB ranged read and one CRC instead of the whole chunk
+ * and its hash. A range of a version 1 pack (no block checksums) is read as the whole chunk.
+ *
+ * Each returns undefined when the pack is missing or too short for the location (the caller then
+ * asks the index: GC may have moved the chunk), and throws CORRUPT when the bytes fail their check.
+ */
+import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
+import { StorageError } from '../../core/errors.js';
+import type { ChunkHasher } from './chunk-hasher.js';
+import type { ChunkLocation } from './location-hints.js';
+import { blockSpan, bytesFromBlocks, chunkFromBlocks, firstBadBlock, PACK_BLOCK_BYTES, storedChunkBytes } from './pack-blocks.js';
+import { packKey } from './pack-format.js';
+
+/** The whole chunk (the caller's to change), checked against its hash. */
+export async function readWholeChunk(
+  store: ChunkStore,
+  hasher: ChunkHasher,
+  hash: string,
+  at: ChunkLocation,
+  version: number,
+  options: ChunkStoreCallOptions | undefined,
+): Promise<Uint8Array | undefined> {
+  const storedBytes = storedChunkBytes(version, at.lengthBytes);
+  const stored = await store.getRange(packKey(at.pack), at.offsetBytes, storedBytes, options);
+  if (stored === undefined || stored.length !== storedBytes) return undefined;
+  const data = version === 1 ? stored : chunkFromBlocks(stored, at.lengthBytes);
+  if (hasher.hash(data) !== hash) {
+    throw new StorageError(
+      'CORRUPT',
+      `chunk ${hash} in pack ${at.pack} (${at.lengthBytes} bytes at ${at.offsetBytes}) does not match its hash: the pack is damaged`,
+    );
+  }
+  return data;
+}
+
+/**
+ * `lengthBytes` of the chunk from `offsetBytes` (a range inside it, checked by the caller; not
+ * empty), from a version 2 pack: only the blocks covering it are read, and each is checked.
+ */
+export async function readChunkBlocks(
+  store: ChunkStore,
+  hash: string,
+  at: ChunkLocation,
+  offsetBytes: number,
+  lengthBytes: number,
+  options: ChunkStoreCallOptions | undefined,
+): Promise<Uint8Array | undefined> {
+  const span = blockSpan(at.lengthBytes, offsetBytes, lengthBytes);
+  const stored = await store.getRange(packKey(at.pack), at.offsetBytes + span.storedOffsetBytes, span.storedLengthBytes, options);
+  if (stored === undefined || stored.length !== span.storedLengthBytes) return undefined;
+  const bad = firstBadBlock(hash, span.firstBlock, stored);
+  if (bad !== -1) {
+    throw new StorageError(
+      'CORRUPT',
+      `chunk ${hash} in pack ${at.pack} (${at.lengthBytes} bytes at ${at.offsetBytes}): its 4 KiB block ${bad} fails its checksum: the pack is damaged`,
+    );
+  }
+  return bytesFromBlocks(stored, offsetBytes - span.firstBlock * PACK_BLOCK_BYTES, lengthBytes);
+}

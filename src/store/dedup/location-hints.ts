@@ -1,0 +1,106 @@
+/**
+ * Where chunks lie, remembered in memory so a read of a chunk read (or written) lately needs no
+ * chunk-index lookup (a LevelDB get, the largest cost of a sealed 4 KiB read after the read
+ * itself). A hint is either right or names a pack that is gone: packs are immutable and their ids
+ * never reused, and GC moves a chunk only by writing it to a new pack and deleting the old one
+ * after. So the reader trusts a hint, and when its pack is missing or short (or the copy fails its
+ * checks, which a scrub may have fixed in the index meanwhile) forgets it and asks the index.
+ *
+ * Bounded by entry count, least recently used out first. Each entry costs ~180 bytes of heap (a
+ * 64-digit hex key, the location object, the Map slot; measured in docs/dedup.md), so the default
+ * 65,536 entries (4 GiB of 64 KiB chunks read at random) hold ~11 MiB, whatever the pool's size.
+ *
+ * Also remembers each pack's format version (read from its 16-byte header on first use), which
+ * says how its chunks are laid out (pack-format.ts).
+ */
+import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
+import { PACK_HEADER_BYTES, packHeaderVersion, packKey } from './pack-format.js';
+
+export interface ChunkLocation {
+  readonly pack: string;
+  /** Where the chunk's stored bytes start in the pack. */
+  readonly offsetBytes: number;
+  /** The chunk's own length (its stored bytes are longer in a version 2 pack). */
+  readonly lengthBytes: number;
+}
+
+export const LOCATION_HINTS_DEFAULT = 65_536;
+/** Pack versions remembered: a few MiB per pack, so 4096 cover 16 GiB of packs in use. */
+const PACK_VERSIONS_MAX = 4096;
+
+/** A bounded least-recently-used map (a Map keeps insertion order; a hit re-inserts). */
+class BoundedMap<V> {
+  private readonly entries = new Map<string, V>();
+
+  constructor(private readonly entriesMax: number) {}
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  get(key: string): V | undefined {
+    const value = this.entries.get(key);
+    if (value === undefined) return undefined;
+    this.entries.delete(key);
+    this.entries.set(key, value);
+    return value;
+  }
+
+  set(key: string, value: V): void {
+    if (this.entriesMax === 0) return;
+    this.entries.delete(key);
+    this.entries.set(key, value);
+    if (this.entries.size > this.entriesMax) this.entries.delete(this.entries.keys().next().value!);
+  }
+
+  delete(key: string): void {
+    this.entries.delete(key);
+  }
+}
+
+export class ChunkLocationHints {
+  private readonly locations: BoundedMap<ChunkLocation>;
+  private readonly versions = new BoundedMap<number>(PACK_VERSIONS_MAX);
+
+  /** `entriesMax` 0: remember no locations (every read asks the index). */
+  constructor(entriesMax: number = LOCATION_HINTS_DEFAULT) {
+    this.locations = new BoundedMap(entriesMax);
+  }
+
+  /** Locations held now. */
+  get size(): number {
+    return this.locations.size;
+  }
+
+  get(hash: string): ChunkLocation | undefined {
+    return this.locations.get(hash);
+  }
+
+  /** Remembers a location (copying just its fields: records carry more). */
+  set(hash: string, location: ChunkLocation): void {
+    this.locations.set(hash, { pack: location.pack, offsetBytes: location.offsetBytes, lengthBytes: location.lengthBytes });
+  }
+
+  forget(hash: string): void {
+    this.locations.delete(hash);
+  }
+
+  /** The pack's format version when remembered (no await on the hot path), else undefined. */
+  knownPackVersion(packId: string): number | undefined {
+    return this.versions.get(packId);
+  }
+
+  /**
+   * The pack's format version, from memory or its header; undefined when the pack is missing.
+   * CORRUPT when its header is damaged, UNSUPPORTED for a version this code does not read.
+   */
+  async packVersion(store: ChunkStore, packId: string, options: ChunkStoreCallOptions | undefined): Promise<number | undefined> {
+    const known = this.versions.get(packId);
+    if (known !== undefined) return known;
+    const header = await store.getRange(packKey(packId), 0, PACK_HEADER_BYTES, options);
+    if (header === undefined) return undefined;
+    const version = packHeaderVersion(packId, header);
+    this.versions.set(packId, version);
+    return version;
+  }
+}
