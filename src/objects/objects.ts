@@ -17,6 +17,7 @@ import { requireManifest, saveManifest } from './manifest-storage.js';
 import { checkObjectKey } from './names.js';
 import { PutJournal } from './put-journal.js';
 import { resolveRange, type ByteRangeRequest } from './range.js';
+import { resolveVersionForRead } from './read-buckets.js';
 import type { ContentHeaders, ObjectVersionRecord, StoredChecksum } from './records.js';
 import { installVersion, NULL_VERSION_ID, removeVersion, resolveVersion } from './versions.js';
 import type { BucketRecord } from './records.js';
@@ -174,7 +175,7 @@ export type GetObjectResult =
 /** GetObject and HeadObject (HEAD never calls body()). PreconditionFailed and InvalidRange are thrown. */
 export async function getObject(context: ObjectContext, request: GetObjectRequest): Promise<GetObjectResult> {
   checkObjectKey(request.key);
-  const { bucket, version } = await resolveVersion(context, request.bucket, request.key, request.versionId);
+  const { bucket, version } = await resolveVersionForRead(context, request.bucket, request.key, request.versionId);
   const data = version.data!;
   if (request.conditions !== undefined) {
     const outcome = evaluateConditions(request.conditions, { etag: data.etag, lastModifiedMs: version.lastModifiedMs }, true);

@@ -159,7 +159,12 @@ export async function removeVersion(context: ObjectContext, bucketName: string, 
  * asked for by id.
  */
 export async function resolveVersion(context: ObjectContext, bucketName: string, key: string, versionId?: string): Promise<{ bucket: BucketRecord; version: ObjectVersionRecord }> {
-  const bucket = (await context.bucket(bucketName)).record;
+  return resolveVersionIn(context, (await context.bucket(bucketName)).record, key, versionId);
+}
+
+/** resolveVersion in a bucket record the caller already has. */
+export async function resolveVersionIn(context: ObjectContext, bucket: BucketRecord, key: string, versionId?: string): Promise<{ bucket: BucketRecord; version: ObjectVersionRecord }> {
+  const bucketName = bucket.name;
   if (versionId !== undefined) {
     const found = await findVersion(context, bucket.id, key, versionId);
     if (found === undefined) throw new ObjectError('NoSuchVersion', `${key} has no version ${versionId}`);

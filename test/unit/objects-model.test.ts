@@ -142,6 +142,24 @@ describe.each(STORES)('on %s stores', (kind) => {
       await expectS3Error(model.getObject({ bucket: 'photos', key: 'r', range: { first: data.length } }), 'InvalidRange');
     });
 
+    it('a bucket deleted and made again reads as itself, not as the one remembered for reads', async () => {
+      const { model, put, read } = await setup();
+      await put('k', patternBytes(10, 1));
+      expectSameBytes(await read('k'), patternBytes(10, 1));
+      await model.deleteObject({ bucket: 'photos', key: 'k', owner: OWNER });
+      await model.deleteBucket('photos');
+      await expectS3Error(model.getObject({ bucket: 'photos', key: 'k' }), 'NoSuchBucket');
+      await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+      await expectS3Error(model.getObject({ bucket: 'photos', key: 'k' }), 'NoSuchKey');
+      await put('k', patternBytes(20, 2));
+      expectSameBytes(await read('k'), patternBytes(20, 2));
+      await model.deleteObject({ bucket: 'photos', key: 'k', owner: OWNER });
+      await model.deleteBucket('photos');
+      await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+      await put('k', patternBytes(30, 3));
+      expectSameBytes(await read('k'), patternBytes(30, 3));
+    });
+
     it('empty objects, overwrites, NoSuchKey and NoSuchBucket', async () => {
       const { model, put, read, catalog } = await setup();
       await put('empty', new Uint8Array(0));

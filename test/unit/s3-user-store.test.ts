@@ -75,6 +75,9 @@ describe('UserStore', () => {
     await users.createUser('alice');
     const a = await users.createKey('alice');
     const b = await users.createKey('alice');
+    // Both secrets looked up (and so remembered) before the deletes: a delete must still refuse them.
+    await expect(users.secretFor(a.id)).resolves.toEqual({ secret: a.secret, owner: 'alice' });
+    await expect(users.secretFor(b.id)).resolves.toEqual({ secret: b.secret, owner: 'alice' });
     await users.deleteKey(a.id);
     await expect(users.secretFor(a.id)).resolves.toBeUndefined();
     await expect(users.deleteKey(a.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });

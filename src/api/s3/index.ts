@@ -53,10 +53,26 @@ const HANDLERS: Partial<Record<S3Endpoint, S3Handler>> = { ...BUCKET_HANDLERS, .
 
 const states = new WeakMap<FastifyRequest, S3RequestState>();
 
+/**
+ * Request ids: 16 upper-case hex digits, unique per process (a random prefix per process and a
+ * counter) without asking the CSPRNG twice per request (randomBytes was a visible share of a
+ * small GET). x-amz-id-2 (S3's opaque host id) is the process's, fixed.
+ */
+const REQUEST_ID_PREFIX = randomBytes(3).toString('hex').toUpperCase();
+const REQUEST_COUNTER_DIGITS = 10;
+const REQUEST_COUNTER_MAX = 16 ** REQUEST_COUNTER_DIGITS;
+let requestCounter = Math.floor(Math.random() * REQUEST_COUNTER_MAX);
+const HOST_ID = randomBytes(24).toString('base64');
+
+function newRequestId(): string {
+  requestCounter = (requestCounter + 1) % REQUEST_COUNTER_MAX;
+  return REQUEST_ID_PREFIX + requestCounter.toString(16).toUpperCase().padStart(REQUEST_COUNTER_DIGITS, '0');
+}
+
 function stateOf(req: FastifyRequest): S3RequestState {
   let state = states.get(req);
   if (state === undefined) {
-    state = { requestId: randomBytes(8).toString('hex').toUpperCase(), resolved: undefined };
+    state = { requestId: newRequestId(), resolved: undefined };
     states.set(req, state);
   }
   return state;
@@ -103,7 +119,7 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
   app.addHook('onRequest', async (req, reply) => {
     const { requestId } = stateOf(req);
     reply.header('x-amz-request-id', requestId);
-    reply.header('x-amz-id-2', randomBytes(24).toString('base64'));
+    reply.header('x-amz-id-2', HOST_ID);
     reply.header('server', 'Strata');
   });
 

@@ -98,6 +98,26 @@ export function signingKey(secret: string, date: string, region: string, service
   return hmac(hmac(hmac(hmac(`AWS4${secret}`, date), region), service), SCOPE_TERMINATOR);
 }
 
+/** Signing keys derived lately (a client signs with one key per day and region). */
+const SIGNING_KEY_CACHE_ENTRIES_MAX = 256;
+const signingKeys = new Map<string, Buffer>();
+
+/**
+ * signingKey, remembered: deriving it is four HMACs per request, and the same key serves every
+ * request of a day. The entry is named by the secret itself, so a deleted or replaced key's
+ * secret simply stops being asked for. Callers must not change the Buffer.
+ */
+function cachedSigningKey(secret: string, date: string, region: string): Buffer {
+  const name = `${date}/${region}/${secret}`;
+  let key = signingKeys.get(name);
+  if (key === undefined) {
+    key = signingKey(secret, date, region);
+    if (signingKeys.size >= SIGNING_KEY_CACHE_ENTRIES_MAX) signingKeys.clear();
+    signingKeys.set(name, key);
+  }
+  return key;
+}
+
 export function hmacHex(key: Buffer, data: string): string {
   return createHmac('sha256', key).update(data, 'utf8').digest('hex');
 }
@@ -298,7 +318,7 @@ export async function verifySigV4(view: SignedRequestView, lookup: SecretLookup,
 
   const found = await lookup(credential.accessKeyId);
   if (found === undefined) throw new S3Error('InvalidAccessKeyId', `the access key id '${credential.accessKeyId}' does not exist in our records (see 'strata user key list')`);
-  const key = signingKey(found.secret, credential.date, credential.region);
+  const key = cachedSigningKey(found.secret, credential.date, credential.region);
   const canonical = canonicalRequest(view, signedHeaders, payloadHash, parts.presigned ? 'X-Amz-Signature' : undefined);
   const toSign = stringToSign(parts.amzDate, credential.scope, canonical);
   const expected = Buffer.from(hmacHex(key, toSign), 'ascii');
