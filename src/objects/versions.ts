@@ -107,7 +107,7 @@ export async function installVersion(context: ObjectContext, request: InstallReq
     if (!record.isDeleteMarker) context.tables.current.put(txn, record, current);
     else if (current !== undefined) context.tables.current.delete(txn, current);
     txn.ops.push(...(request.ops ?? []));
-    request.journal?.commitInto(txn);
+    await request.journal?.commitInto(txn);
     await request.extend?.(txn);
     await txn.commit(context.catalog);
     return record;
