@@ -6,7 +6,7 @@
 import type { ChunkManifest } from '../store/chunked/manifest.js';
 import { HASHES_PER_CALL } from '../store/chunked/seal.js';
 import { GiB } from '../core/units.js';
-import type { TxnBuilder } from '../meta/table.js';
+import type { TxnBuilder, Versioned } from '../meta/table.js';
 import { checkChecksumValue, type ChecksumAlgorithm } from './checksums.js';
 import { evaluateConditions, type ConditionHeaders } from './conditions.js';
 import type { ObjectContext } from './context.js';
@@ -94,7 +94,8 @@ async function precheck(context: ObjectContext, request: { bucket: string; key: 
  */
 export async function putObject(context: ObjectContext, request: PutObjectRequest): Promise<PutObjectResult> {
   checkObjectKey(request.key);
-  const bucket = (await context.bucket(request.bucket)).record;
+  const bucketRead = await context.bucket(request.bucket);
+  const bucket = bucketRead.record;
   await precheck(context, request);
   const repository = await context.repositoryOf(bucket.pool);
   const journal = PutJournal.begin(context, bucket.pool, repository);
@@ -109,7 +110,7 @@ export async function putObject(context: ObjectContext, request: PutObjectReques
     const checksum = checkClaims(written, request.claims);
     const etag = written.md5.toString('hex');
     const content = 'inlineBytes' in written ? written.inlineBytes : written.manifest;
-    const version = await storeVersion(context, journal, request, content, { sizeBytes: written.sizeBytes, etag, checksum }, request.signal);
+    const version = await storeVersion(context, journal, { ...request, bucketRead }, content, { sizeBytes: written.sizeBytes, etag, checksum }, request.signal);
     return { versionId: version.versionId, etag, sizeBytes: written.sizeBytes, ...(checksum === undefined ? {} : { checksum }) };
   } catch (err) {
     await journal.abandon();
@@ -121,7 +122,7 @@ export async function putObject(context: ObjectContext, request: PutObjectReques
 export async function storeVersion(
   context: ObjectContext,
   journal: PutJournal,
-  request: { bucket: string; key: string; owner: string; headers?: ContentHeaders; userMetadata?: Readonly<Record<string, string>>; conditions?: ConditionHeaders },
+  request: { bucket: string; key: string; owner: string; headers?: ContentHeaders; userMetadata?: Readonly<Record<string, string>>; conditions?: ConditionHeaders; bucketRead?: Versioned<BucketRecord> },
   content: ChunkManifest | Uint8Array,
   facts: { sizeBytes: number; etag: string; checksum: StoredChecksum | undefined; partCount?: number },
   signal?: AbortSignal,
@@ -148,6 +149,7 @@ export async function storeVersion(
     journal,
     ...(extend === undefined ? {} : { extend }),
     ...(request.conditions === undefined ? {} : { conditions: request.conditions }),
+    ...(request.bucketRead === undefined ? {} : { bucket: request.bucketRead }),
   });
 }
 

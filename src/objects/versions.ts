@@ -34,6 +34,8 @@ export interface InstallRequest {
   readonly conditions?: ConditionHeaders;
   /** Ops and compares of other records the same transaction must carry (a completed upload). */
   readonly extend?: (txn: TxnBuilder) => Promise<void> | void;
+  /** The bucket as the caller just read it: the first attempt uses it (the commit compares it) instead of reading it again. */
+  readonly bucket?: Versioned<BucketRecord>;
 }
 
 /** The newest version (object or delete marker) of a key, if any. */
@@ -74,9 +76,11 @@ function replaceNullVersion(context: ObjectContext, txn: TxnBuilder, previous: V
 /** Makes a new version the key's newest; returns it. */
 export async function installVersion(context: ObjectContext, request: InstallRequest): Promise<ObjectVersionRecord> {
   const releases: string[] = [];
+  let knownBucket = request.bucket;
   const installed = await retryOnConflict(async () => {
     releases.length = 0;
-    const bucket = await context.bucket(request.bucketName);
+    const bucket = knownBucket ?? (await context.bucket(request.bucketName));
+    knownBucket = undefined; // a retry reads it again
     const bucketId = bucket.record.id;
     const writesNull = bucket.record.versioning !== 'enabled';
     // The two reads the transaction compares, at once (a small PUT's latency is these round trips).
