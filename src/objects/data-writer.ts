@@ -34,6 +34,11 @@ export interface WriteBodyOptions {
    * the result's manifest is then the builder's, this body after what it held.
    */
   readonly appendTo?: AppendingManifestBuilder;
+  /**
+   * A body of at most this many bytes (less than one chunk) is returned as its bytes, with no
+   * manifest and no reference added (a small object kept in the catalog: manifest-storage.ts).
+   */
+  readonly inlineBytesMax?: number;
 }
 
 export interface WrittenBody {
@@ -44,7 +49,20 @@ export interface WrittenBody {
   readonly checksum?: string;
 }
 
-export async function writeBody(journal: PutJournal, body: AsyncIterable<Uint8Array>, options: WriteBodyOptions): Promise<WrittenBody> {
+/** A body small enough (WriteBodyOptions.inlineBytesMax) to be kept as its bytes. */
+export interface WrittenSmallBody extends Omit<WrittenBody, 'manifest'> {
+  readonly inlineBytes: Uint8Array;
+}
+
+/** Writes a body into the pool (through the journal) and gives its manifest. */
+export async function writeBody(journal: PutJournal, body: AsyncIterable<Uint8Array>, options: Omit<WriteBodyOptions, 'inlineBytesMax'>): Promise<WrittenBody> {
+  const written = await writeBodyOrKeepSmall(journal, body, options);
+  assert(!('inlineBytes' in written), 'a body is kept as bytes only when asked to');
+  return written;
+}
+
+/** writeBody, except that a body of at most `options.inlineBytesMax` bytes is returned as its bytes, nothing stored. */
+export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncIterable<Uint8Array>, options: WriteBodyOptions): Promise<WrittenBody | WrittenSmallBody> {
   const repository = journal.repository;
   const builder = options.appendTo ?? new AppendingManifestBuilder(OBJECT_CHUNK_SIZE_BYTES, repository.hash(new Uint8Array(0)).length / 2);
   const heldBytes = builder.fileSizeBytes;
@@ -107,6 +125,12 @@ export async function writeBody(journal: PutJournal, body: AsyncIterable<Uint8Ar
     }
     if (options.expectedSizeBytes !== undefined && sizeBytes !== options.expectedSizeBytes) {
       throw new ObjectError('IncompleteBody', `the body ended after ${sizeBytes} of the ${options.expectedSizeBytes} bytes its length header declared`);
+    }
+    const inlineBytesMax = Math.min(options.inlineBytesMax ?? -1, OBJECT_CHUNK_SIZE_BYTES - 1);
+    if (options.appendTo === undefined && sizeBytes <= inlineBytesMax) {
+      assert(filled === sizeBytes && inFlight.length === 0, 'a small body is still all in the first chunk');
+      const small = { inlineBytes: current.slice(0, filled), sizeBytes, md5: md5.digest() };
+      return checksum === undefined ? small : { ...small, checksum: checksum.digest().toString('base64') };
     }
     if (filled > 0) await endChunk(filled);
     await dispatch();

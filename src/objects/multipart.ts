@@ -13,6 +13,7 @@
  * first boundary are shared by reference, the bytes after it are streamed once more through the
  * writer (bounded memory) and cut at the object's own boundaries, and the parts are released.
  */
+import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { MiB } from '../core/units.js';
 import { TxnBuilder, type Versioned } from '../meta/table.js';
@@ -25,7 +26,7 @@ import { readBody } from './data-reader.js';
 import { writeBody } from './data-writer.js';
 import { ObjectError } from './errors.js';
 import { AppendingManifestBuilder, appendChunksOf } from './manifest-builder.js';
-import { manifestCatalogKey, removeManifest, requireManifest, saveManifest } from './manifest-storage.js';
+import { manifestCatalogKey, removeManifest, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
 import { checkObjectKey } from './names.js';
 import { addManifestReferences, checkClaims, SINGLE_PUT_BYTES_MAX, storeVersion, type BodyClaims } from './objects.js';
 import { PutJournal } from './put-journal.js';
@@ -97,7 +98,7 @@ async function installPart(
   manifest: ChunkManifest,
   facts: { sizeBytes: number; etag: string; checksum: StoredChecksum | undefined },
 ): Promise<PartRecord> {
-  const saved = await saveManifest(context, journal.putId, manifest);
+  const saved = await saveManifest(context, journal, manifest);
   const releases: string[] = [];
   const part = await retryOnConflict(async () => {
     releases.length = 0;
@@ -118,7 +119,7 @@ async function installPart(
     if (previous !== undefined) releases.push(releaseManifestInto(context, txn, bucket.pool, previous.record.manifest));
     context.tables.parts.put(txn, record, previous);
     txn.ops.push(...saved.ops);
-    journal.commitInto(txn);
+    await journal.commitInto(txn);
     await txn.commit(context.catalog);
     return record;
   });
@@ -138,7 +139,7 @@ export async function uploadPart(
   const repository = await context.repositoryOf(bucket.pool);
   const algorithm = request.claims?.checksumAlgorithm ?? upload.record.checksumAlgorithm;
   const claims: BodyClaims | undefined = algorithm === undefined ? request.claims : { ...request.claims, checksumAlgorithm: algorithm };
-  const journal = await PutJournal.begin(context, bucket.pool, repository);
+  const journal = PutJournal.begin(context, bucket.pool, repository);
   try {
     const written = await writeBody(journal, request.body, {
       sizeBytesMax: SINGLE_PUT_BYTES_MAX,
@@ -173,11 +174,22 @@ export async function uploadPartCopy(
   }
   const { startBytes, endBytes } = request.range === undefined ? { startBytes: 0, endBytes: data.sizeBytes } : resolveRange(request.range, data.sizeBytes);
   if (endBytes - startBytes > SINGLE_PUT_BYTES_MAX) throw new ObjectError('EntityTooLarge', `a copied part may hold at most ${SINGLE_PUT_BYTES_MAX} bytes`);
+  const repository = await context.repositoryOf(bucket.pool);
+  const journal = PutJournal.begin(context, bucket.pool, repository);
+  if (data.manifest.place === 'inline') {
+    // A small object's bytes: the part is written from them.
+    const bytes = await requireInlineObject(context, data.manifest);
+    try {
+      const written = await writeBody(journal, Readable.from([bytes.subarray(startBytes, endBytes)]), { sizeBytesMax: SINGLE_PUT_BYTES_MAX, ...(request.signal === undefined ? {} : { signal: request.signal }) });
+      return await installPart(context, request, journal, written.manifest, { sizeBytes: written.sizeBytes, etag: written.md5.toString('hex'), checksum: undefined });
+    } catch (err) {
+      await journal.abandon();
+      throw err;
+    }
+  }
   const source = await requireManifest(context, data.manifest);
   const sourceRepository = await context.repositoryOf(sourceBucket.pool);
-  const repository = await context.repositoryOf(bucket.pool);
   const aligned = startBytes % OBJECT_CHUNK_SIZE_BYTES === 0 && (endBytes % OBJECT_CHUNK_SIZE_BYTES === 0 || endBytes === data.sizeBytes);
-  const journal = await PutJournal.begin(context, bucket.pool, repository);
   try {
     if (aligned && sourceBucket.pool === bucket.pool) {
       const builder = new AppendingManifestBuilder(OBJECT_CHUNK_SIZE_BYTES, source.hashBytes);
@@ -285,7 +297,7 @@ export async function completeMultipartUpload(
   const sizeBytes = chosen.reduce((sum, part) => sum + part.record.sizeBytes, 0);
   const byReference = chosen.slice(0, -1).every((part) => part.record.sizeBytes % OBJECT_CHUNK_SIZE_BYTES === 0);
   const repository = await context.repositoryOf(bucket.pool);
-  const journal = await PutJournal.begin(context, bucket.pool, repository);
+  const journal = PutJournal.begin(context, bucket.pool, repository);
   const partManifests = chosen.map((part) => part.record.manifest);
   try {
     let manifest: ChunkManifest;

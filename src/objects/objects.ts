@@ -6,14 +6,14 @@
 import type { ChunkManifest } from '../store/chunked/manifest.js';
 import { HASHES_PER_CALL } from '../store/chunked/seal.js';
 import { GiB } from '../core/units.js';
-import type { TxnBuilder } from '../meta/table.js';
+import type { TxnBuilder, Versioned } from '../meta/table.js';
 import { checkChecksumValue, type ChecksumAlgorithm } from './checksums.js';
 import { evaluateConditions, type ConditionHeaders } from './conditions.js';
 import type { ObjectContext } from './context.js';
 import { readBody } from './data-reader.js';
-import { writeBody, type WrittenBody } from './data-writer.js';
+import { writeBody, writeBodyOrKeepSmall, type WrittenBody } from './data-writer.js';
 import { ObjectError, isObjectError, type S3ErrorCode } from './errors.js';
-import { requireManifest, saveManifest } from './manifest-storage.js';
+import { INLINE_OBJECT_BYTES_MAX, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
 import { checkObjectKey } from './names.js';
 import { PutJournal } from './put-journal.js';
 import { resolveRange, type ByteRangeRequest } from './range.js';
@@ -59,7 +59,7 @@ export interface PutObjectResult {
 }
 
 /** Checks a written body against what the client claimed (after the body ended, before it is kept). */
-export function checkClaims(written: WrittenBody, claims: BodyClaims | undefined): StoredChecksum | undefined {
+export function checkClaims(written: Pick<WrittenBody, 'md5' | 'checksum'>, claims: BodyClaims | undefined): StoredChecksum | undefined {
   if (claims?.contentMd5 !== undefined && written.md5.toString('base64') !== claims.contentMd5) {
     throw new ObjectError('BadDigest', 'the Content-MD5 you specified did not match the MD5 of the body received');
   }
@@ -95,20 +95,23 @@ async function precheck(context: ObjectContext, request: { bucket: string; key: 
  */
 export async function putObject(context: ObjectContext, request: PutObjectRequest): Promise<PutObjectResult> {
   checkObjectKey(request.key);
-  const bucket = (await context.bucket(request.bucket)).record;
+  const bucketRead = await context.bucket(request.bucket);
+  const bucket = bucketRead.record;
   await precheck(context, request);
   const repository = await context.repositoryOf(bucket.pool);
-  const journal = await PutJournal.begin(context, bucket.pool, repository);
+  const journal = PutJournal.begin(context, bucket.pool, repository);
   try {
-    const written = await writeBody(journal, request.body, {
+    const written = await writeBodyOrKeepSmall(journal, request.body, {
       sizeBytesMax: SINGLE_PUT_BYTES_MAX,
+      inlineBytesMax: INLINE_OBJECT_BYTES_MAX,
       ...(request.claims?.sizeBytes === undefined ? {} : { expectedSizeBytes: request.claims.sizeBytes }),
       ...(request.claims?.checksumAlgorithm === undefined ? {} : { checksumAlgorithm: request.claims.checksumAlgorithm }),
       ...(request.signal === undefined ? {} : { signal: request.signal }),
     });
     const checksum = checkClaims(written, request.claims);
     const etag = written.md5.toString('hex');
-    const version = await storeVersion(context, journal, request, written.manifest, { sizeBytes: written.sizeBytes, etag, checksum }, request.signal);
+    const content = 'inlineBytes' in written ? written.inlineBytes : written.manifest;
+    const version = await storeVersion(context, journal, { ...request, bucketRead }, content, { sizeBytes: written.sizeBytes, etag, checksum }, request.signal);
     return { versionId: version.versionId, etag, sizeBytes: written.sizeBytes, ...(checksum === undefined ? {} : { checksum }) };
   } catch (err) {
     await journal.abandon();
@@ -116,17 +119,17 @@ export async function putObject(context: ObjectContext, request: PutObjectReques
   }
 }
 
-/** Saves the manifest under the put's id and installs the version that names it. */
+/** Saves the manifest (or a small object's bytes) under the put's id and installs the version that names it. */
 export async function storeVersion(
   context: ObjectContext,
   journal: PutJournal,
-  request: { bucket: string; key: string; owner: string; headers?: ContentHeaders; userMetadata?: Readonly<Record<string, string>>; conditions?: ConditionHeaders },
-  manifest: ChunkManifest,
+  request: { bucket: string; key: string; owner: string; headers?: ContentHeaders; userMetadata?: Readonly<Record<string, string>>; conditions?: ConditionHeaders; bucketRead?: Versioned<BucketRecord> },
+  content: ChunkManifest | Uint8Array,
   facts: { sizeBytes: number; etag: string; checksum: StoredChecksum | undefined; partCount?: number },
   signal?: AbortSignal,
   extend?: (txn: TxnBuilder) => void,
 ): Promise<ObjectVersionRecord> {
-  const saved = await saveManifest(context, journal.putId, manifest, signal);
+  const saved = await saveManifest(context, journal, content, signal);
   return installVersion(context, {
     bucketName: request.bucket,
     key: request.key,
@@ -147,6 +150,7 @@ export async function storeVersion(
     journal,
     ...(extend === undefined ? {} : { extend }),
     ...(request.conditions === undefined ? {} : { conditions: request.conditions }),
+    ...(request.bucketRead === undefined ? {} : { bucket: request.bucketRead }),
   });
 }
 
@@ -194,8 +198,13 @@ export async function getObject(context: ObjectContext, request: GetObjectReques
 }
 
 async function* streamVersion(context: ObjectContext, bucket: BucketRecord, version: ObjectVersionRecord, startBytes: number, endBytes: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  const ref = version.data!.manifest;
+  if (ref.place === 'inline') {
+    yield (await requireInlineObject(context, ref)).subarray(startBytes, endBytes);
+    return;
+  }
   const repository = await context.repositoryOf(bucket.pool);
-  const manifest = await requireManifest(context, version.data!.manifest);
+  const manifest = await requireManifest(context, ref);
   yield* readBody(repository, manifest, startBytes, endBytes, signal);
 }
 
@@ -295,13 +304,17 @@ export async function copyObject(context: ObjectContext, request: CopyObjectRequ
   }
   const target = (await context.bucket(request.bucket)).record;
   const repository = await context.repositoryOf(target.pool);
-  const manifest = await requireManifest(context, data.manifest);
-  const journal = await PutJournal.begin(context, target.pool, repository);
+  const journal = PutJournal.begin(context, target.pool, repository);
   try {
-    let copied = manifest;
-    if (target.pool === sourceBucket.pool) {
+    let copied: ChunkManifest | Uint8Array;
+    if (data.manifest.place === 'inline') {
+      copied = await requireInlineObject(context, data.manifest); // a small object's bytes are copied
+    } else if (target.pool === sourceBucket.pool) {
+      const manifest = await requireManifest(context, data.manifest);
+      copied = manifest;
       await addManifestReferences(journal, manifest, request.signal);
     } else {
+      const manifest = await requireManifest(context, data.manifest);
       const sourceRepository = await context.repositoryOf(sourceBucket.pool);
       ({ manifest: copied } = await writeBody(journal, readBody(sourceRepository, manifest, 0, manifest.fileSizeBytes, request.signal), {
         sizeBytesMax: manifest.fileSizeBytes,

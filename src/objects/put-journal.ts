@@ -11,10 +11,15 @@
  * with the marker by hash (2 when applied). Whoever cleans up reads the marker's count and knows
  * exactly whether the step's references exist.
  *
- *   begin       s3-put/<id> {state: writing}
+ *   begin       s3-put/<id> {state: writing}, written with the first step's record (one batch)
  *   each step   s3-put-step/<id>/<seq> {hashes, marker}, then the repository call
  *   commit      the caller's transaction that makes the data visible also sets state: committed
  *   settle      markers dropped (count-checked), steps and the put record deleted
+ *
+ * A put that adds no reference (a small object whose bytes go into the catalog with its version,
+ * an all-zero body) never writes a journal record at all: nothing of it exists outside the one
+ * transaction that makes it visible. Whatever goes outside the catalog before that transaction (a
+ * step, a large manifest in the ChunkStore) is preceded by the put record (`record()`).
  *
  * Cleaning up a 'writing' put drops the references of every applied step and its marker and
  * removes a manifest the put may have stored in the ChunkStore; a 'committed' one drops only the
@@ -27,7 +32,7 @@ import type { ChunkHash, ChunkRepository } from '../store/dedup/repository.js';
 import type { ObjectContext } from './context.js';
 import { MANIFEST_OBJECT_PREFIX } from './manifest-storage.js';
 import { HASHES_PER_CALL } from '../store/chunked/seal.js';
-import type { PendingPutRecord } from './records.js';
+import type { PendingPutRecord, ReferenceStepRecord } from './records.js';
 
 /** Step records read a page at a time when a put is settled or cleaned up. */
 const STEP_PAGE = 64;
@@ -38,7 +43,8 @@ function markerBytes(putId: string, seq: number): Uint8Array {
 
 export class PutJournal {
   private nextSeq = 0;
-  private record: Versioned<PendingPutRecord> | undefined;
+  /** The put record once written (or being written with the first step). */
+  private recorded: Promise<Versioned<PendingPutRecord>> | undefined;
 
   private constructor(
     private readonly context: ObjectContext,
@@ -47,15 +53,38 @@ export class PutJournal {
     readonly repository: ChunkRepository,
   ) {}
 
-  /** Records the put as in progress (before any reference is added). */
-  static async begin(context: ObjectContext, pool: string, repository: ChunkRepository): Promise<PutJournal> {
-    const journal = new PutJournal(context, context.newId(), pool, repository);
+  /**
+   * A put in progress. Nothing is written yet: the put record goes into the catalog with the first
+   * step's record, or on its own by `record()`, before anything outside the catalog exists.
+   */
+  static begin(context: ObjectContext, pool: string, repository: ChunkRepository): PutJournal {
+    return new PutJournal(context, context.newId(), pool, repository);
+  }
+
+  /** Makes sure the put record is in the catalog (before a large manifest goes into the ChunkStore). */
+  async record(): Promise<void> {
+    await this.writeRecordWith(undefined);
+  }
+
+  /**
+   * Writes the put record, with `step` in the same batch when this is the first write; later
+   * calls wait for that batch and then write `step` alone.
+   */
+  private async writeRecordWith(step: ReferenceStepRecord | undefined): Promise<void> {
+    if (this.recorded !== undefined) {
+      await this.recorded;
+      if (step === undefined) return;
+      const txn = new TxnBuilder();
+      this.context.tables.steps.put(txn, step);
+      await txn.commit(this.context.catalog);
+      return;
+    }
+    const record: PendingPutRecord = { putId: this.putId, pool: this.pool, state: 'writing', startedAtMs: this.context.nowMs() };
     const txn = new TxnBuilder();
-    const record: PendingPutRecord = { putId: journal.putId, pool, state: 'writing', startedAtMs: context.nowMs() };
-    context.tables.puts.put(txn, record);
-    const revision = await txn.commit(context.catalog);
-    journal.record = { record, modRevision: revision };
-    return journal;
+    this.context.tables.puts.put(txn, record);
+    if (step !== undefined) this.context.tables.steps.put(txn, step);
+    this.recorded = txn.commit(this.context.catalog).then((modRevision) => ({ record, modRevision }));
+    await this.recorded;
   }
 
   /** Adds one reference per chunk (`hashes` are the repository's names for `chunks`, in order). */
@@ -79,13 +108,15 @@ export class PutJournal {
   }
 
   /** Adds to the caller's transaction the change that makes the put's references belong to its record. */
-  commitInto(txn: TxnBuilder): void {
-    const current = this.record!;
+  async commitInto(txn: TxnBuilder): Promise<void> {
+    if (this.recorded === undefined) return; // nothing journalled: nothing to hand over
+    const current = await this.recorded;
     this.context.tables.puts.put(txn, { ...current.record, state: 'committed' }, current);
   }
 
   /** After the commit: drops the markers and forgets the journal. */
   async settle(): Promise<void> {
+    if (this.recorded === undefined) return;
     await settlePut(this.context, this.putId, this.pool, 'committed');
   }
 
@@ -97,6 +128,9 @@ export class PutJournal {
    */
   async abandon(): Promise<void> {
     try {
+      if (this.recorded === undefined) return; // nothing was journalled, so nothing was added
+      // The put record's own write may have failed (then nothing else was written after it).
+      await this.recorded.catch(() => undefined);
       // A commit whose reply was lost may have happened: the record decides.
       const record = await this.context.tables.puts.get(this.putId);
       if (record === undefined) return; // settled already: nothing of it is left to give back
@@ -107,9 +141,7 @@ export class PutJournal {
   }
 
   private async journal(seq: number, hashes: readonly ChunkHash[], marker: ChunkHash, markerRefsWhenApplied: 1 | 2): Promise<void> {
-    const txn = new TxnBuilder();
-    this.context.tables.steps.put(txn, { putId: this.putId, seq, pool: this.pool, hashes: [...hashes], marker, markerRefsWhenApplied });
-    await txn.commit(this.context.catalog);
+    await this.writeRecordWith({ putId: this.putId, seq, pool: this.pool, hashes: [...hashes], marker, markerRefsWhenApplied });
   }
 }
 

@@ -24,8 +24,11 @@ export interface BucketRecord {
   readonly acl: CannedAcl;
 }
 
-/** Where a manifest is kept: a catalog value for small ones, a ChunkStore object for large ones. */
-export type ManifestPlace = 'catalog' | 'chunk-store';
+/**
+ * Where a manifest is kept: a catalog value for small ones, a ChunkStore object for large ones;
+ * 'inline': no manifest, the small object's bytes themselves are a catalog value (manifest-storage.ts).
+ */
+export type ManifestPlace = 'catalog' | 'chunk-store' | 'inline';
 
 export interface ManifestRef {
   /** Unique per manifest (the id of the put that made it). */

@@ -28,6 +28,7 @@ export function objectReferenceHolders(context: ObjectContext, pool: string): Re
 }
 
 async function holderOf(context: ObjectContext, name: string, ref: ManifestRef, fromHash = 0): Promise<Holder | undefined> {
+  if (ref.place === 'inline') return { name, hashes: [] }; // a small object's bytes hold no chunk reference
   try {
     const manifest = await loadManifest(context, ref);
     if (manifest === undefined) return undefined; // removed since the record was read

@@ -50,7 +50,8 @@ export async function runRelease(context: ObjectContext, release: Versioned<Rele
     return;
   }
   const { pool, manifest: ref } = release.record;
-  const manifest = await loadManifest(context, ref);
+  // A small object's bytes (inline) hold no chunk reference: they only go with the record.
+  const manifest = ref.place === 'inline' ? undefined : await loadManifest(context, ref);
   let current = release;
   if (manifest !== undefined) {
     const repository = await context.repositoryOf(pool);

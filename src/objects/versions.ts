@@ -34,6 +34,8 @@ export interface InstallRequest {
   readonly conditions?: ConditionHeaders;
   /** Ops and compares of other records the same transaction must carry (a completed upload). */
   readonly extend?: (txn: TxnBuilder) => Promise<void> | void;
+  /** The bucket as the caller just read it: the first attempt uses it (the commit compares it) instead of reading it again. */
+  readonly bucket?: Versioned<BucketRecord>;
 }
 
 /** The newest version (object or delete marker) of a key, if any. */
@@ -74,11 +76,18 @@ function replaceNullVersion(context: ObjectContext, txn: TxnBuilder, previous: V
 /** Makes a new version the key's newest; returns it. */
 export async function installVersion(context: ObjectContext, request: InstallRequest): Promise<ObjectVersionRecord> {
   const releases: string[] = [];
+  let knownBucket = request.bucket;
   const installed = await retryOnConflict(async () => {
     releases.length = 0;
-    const bucket = await context.bucket(request.bucketName);
+    const bucket = knownBucket ?? (await context.bucket(request.bucketName));
+    knownBucket = undefined; // a retry reads it again
     const bucketId = bucket.record.id;
-    const current = await context.tables.current.get(currentId(bucketId, request.key));
+    const writesNull = bucket.record.versioning !== 'enabled';
+    // The two reads the transaction compares, at once (a small PUT's latency is these round trips).
+    const [current, previousNull] = await Promise.all([
+      context.tables.current.get(currentId(bucketId, request.key)),
+      writesNull ? context.tables.versions.lookup('null', `${bucketId}/${request.key}`) : undefined,
+    ]);
     if (request.conditions !== undefined) {
       const target = current?.record.data === undefined ? undefined : { etag: current.record.data.etag, lastModifiedMs: current.record.lastModifiedMs };
       checkWriteConditions(request.conditions, target, request.key);
@@ -87,7 +96,7 @@ export async function installVersion(context: ObjectContext, request: InstallReq
     const record: ObjectVersionRecord = {
       bucketId,
       key: request.key,
-      versionId: bucket.record.versioning === 'enabled' ? slot : NULL_VERSION_ID,
+      versionId: writesNull ? NULL_VERSION_ID : slot,
       slot,
       isDeleteMarker: request.version.isDeleteMarker,
       lastModifiedMs: context.nowMs(),
@@ -96,7 +105,6 @@ export async function installVersion(context: ObjectContext, request: InstallReq
     };
     const txn = new TxnBuilder();
     compareBucket(context, txn, bucket);
-    const previousNull = record.versionId === NULL_VERSION_ID ? await context.tables.versions.lookup('null', `${bucketId}/${request.key}`) : undefined;
     if (previousNull !== undefined) {
       replaceNullVersion(context, txn, previousNull, record);
       const data = previousNull.record.data;
@@ -107,7 +115,7 @@ export async function installVersion(context: ObjectContext, request: InstallReq
     if (!record.isDeleteMarker) context.tables.current.put(txn, record, current);
     else if (current !== undefined) context.tables.current.delete(txn, current);
     txn.ops.push(...(request.ops ?? []));
-    request.journal?.commitInto(txn);
+    await request.journal?.commitInto(txn);
     await request.extend?.(txn);
     await txn.commit(context.catalog);
     return record;

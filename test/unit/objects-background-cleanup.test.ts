@@ -49,7 +49,8 @@ describe('object model with cleanupInBackground', () => {
     const gate = gatedDrops();
     const { model, catalog, deferredErrors } = await createTestObjectModel({ wrapRepository: gate.wrap, cleanupInBackground: true });
     await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
-    const bodies = [patternBytes(3 * CHUNK_BYTES + 5, 1), patternBytes(1000, 2)];
+    // Both above the inline size (objects-inline.test.ts), so both journal references.
+    const bodies = [patternBytes(3 * CHUNK_BYTES + 5, 1), patternBytes(20 * 1024, 2)];
     for (const [i, data] of bodies.entries()) {
       const put = await model.putObject({ bucket: 'photos', key: `k${i}`, owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
       expect(put.sizeBytes).toBe(data.length);

@@ -165,8 +165,9 @@ describe.each(STORES)('on %s stores', (kind) => {
       await put('empty', new Uint8Array(0));
       expect((await read('empty')).length).toBe(0);
       await put('k', patternBytes(70 * KiB, 4));
-      await put('k', patternBytes(10, 5));
-      expectSameBytes(await read('k'), patternBytes(10, 5));
+      // 20 KiB: above the inline size, so the new version holds one chunk (objects-inline.test.ts covers smaller ones).
+      await put('k', patternBytes(20 * KiB, 5));
+      expectSameBytes(await read('k'), patternBytes(20 * KiB, 5));
       // The overwritten null version gave its two chunks back.
       expect(await totalReferences(catalog, 'pool-a')).toBe(1);
       await expectS3Error(model.getObject({ bucket: 'photos', key: 'missing' }), 'NoSuchKey');
@@ -274,14 +275,15 @@ describe.each(STORES)('on %s stores', (kind) => {
 
     it('suspended: writes replace the null version, other versions stay', async () => {
       const { model, put, read, catalog } = await setup('enabled');
-      const kept = await put('s', patternBytes(1000, 1));
+      // 20 KiB bodies: above the inline size, so each version holds one chunk reference.
+      const kept = await put('s', patternBytes(20 * KiB, 1));
       await model.putBucketVersioning('photos', 'suspended');
-      const n1 = await put('s', patternBytes(1000, 2));
+      const n1 = await put('s', patternBytes(20 * KiB, 2));
       expect(n1.versionId).toBe('null');
-      await put('s', patternBytes(1000, 3));
-      expectSameBytes(await read('s'), patternBytes(1000, 3));
-      expectSameBytes(await read('s', 'null'), patternBytes(1000, 3));
-      expectSameBytes(await read('s', kept.versionId), patternBytes(1000, 1));
+      await put('s', patternBytes(20 * KiB, 3));
+      expectSameBytes(await read('s'), patternBytes(20 * KiB, 3));
+      expectSameBytes(await read('s', 'null'), patternBytes(20 * KiB, 3));
+      expectSameBytes(await read('s', kept.versionId), patternBytes(20 * KiB, 1));
       expect(await totalReferences(catalog, 'pool-a')).toBe(2);
       const marker = await model.deleteObject({ bucket: 'photos', key: 's', owner: OWNER });
       expect(marker).toEqual({ versionId: 'null', deleteMarker: true }); // the null marker replaced the null version
