@@ -52,8 +52,9 @@ export interface GuestRowResult {
 function guestScript(fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds: number): string {
   // fio runs exec_prerun/exec_postrun right around the job's I/O: their lines on the console
   // bracket the CPU window tightly (fio's start-up under TCG, loading ~60 libraries, stays out).
+  // fio appends '> j.prerun.txt 2>&1' to the command, hence the inner shell's own redirect.
   const job = (rw: string, bs: string, depth: number, seconds: number, row?: number): string =>
-    `${fio.command} ${row === undefined ? '' : `'--exec_prerun=echo row-go ${row} > /dev/console' '--exec_postrun=echo row-stop ${row} > /dev/console' `}--name=j --filename=/dev/vda --direct=1 --ioengine=libaio --thread --size=${REGION} ` +
+    `${fio.command} ${row === undefined ? '' : `'--exec_prerun=sh -c "echo row-go ${row} > /dev/console"' '--exec_postrun=sh -c "echo row-stop ${row} > /dev/console"' `}--name=j --filename=/dev/vda --direct=1 --ioengine=libaio --thread --size=${REGION} ` +
     `--rw=${rw} --bs=${bs} --iodepth=${depth} --runtime=${seconds} --time_based --norandommap --randrepeat=0 ` +
     `--output-format=terse --terse-version=3 > /tmp/fio.out 2> /tmp/fio.err || { echo "fio failed"; cat /tmp/fio.err; exit 1; }`;
   return [
@@ -62,7 +63,8 @@ function guestScript(fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds
     job('randread', '4k', 8, 2),
     ...rows.flatMap((row, i) => [
       job(row.rw, row.bs, row.iodepth, runtimeSeconds, i),
-      `echo "row-end ${i} $(cut -d';' -f6,8,47,49 /tmp/fio.out)"`,
+      // fio's stdout also says where it saved the prerun output: keep the terse (version 3) line only.
+      `echo "row-end ${i} $(grep '^3;' /tmp/fio.out | cut -d';' -f6,8,47,49)"`,
     ]),
   ].join('\n');
 }
@@ -74,6 +76,7 @@ let currentGuest: { kill(): void } | undefined;
 async function guestRun(b: Backend, fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds: number): Promise<GuestRowResult[]> {
   const started = new Map<number, number>();
   const cpuSeconds = new Map<number, number>();
+  let badLine: Error | undefined;
   const results: GuestRowResult[] = [];
   const guest = startGuest({
     socketPath: b.socket,
@@ -90,13 +93,18 @@ async function guestRun(b: Backend, fio: GuestFio, rows: readonly NbdBenchRow[],
       if (m[1] === 'go') started.set(i, processCpuSeconds(b.pid));
       else if (m[1] === 'stop') cpuSeconds.set(i, processCpuSeconds(b.pid) - started.get(i)!);
       else {
-        const r = parseGuestFioLine(m[3] ?? '', rows[i]!.bs);
-        results[i] = { iops: r.iops, sample: { cpuSeconds: cpuSeconds.get(i)!, bytes: r.bytes, requests: r.requests } };
+        try {
+          const r = parseGuestFioLine(m[3] ?? '', rows[i]!.bs);
+          results[i] = { iops: r.iops, sample: { cpuSeconds: cpuSeconds.get(i)!, bytes: r.bytes, requests: r.requests } };
+        } catch (e) {
+          badLine ??= e as Error; // reported once the guest is done (a throw here would end the bench mid-boot)
+        }
       }
     },
   });
   currentGuest = guest;
   const r = await guest.result.finally(() => (currentGuest = undefined));
+  if (badLine !== undefined) throw badLine;
   if (r.exitCode !== 0) throw new Error(`guest on ${b.label} failed (${r.exitCode}):\n${r.consoleTail}`);
   if (results.length !== rows.length || results.includes(undefined as never)) throw new Error(`guest on ${b.label} reported ${results.length} of ${rows.length} rows:\n${r.consoleTail}`);
   return results;
