@@ -26,7 +26,7 @@ import { argNumber, argValue, loadArg } from './args.js';
 import { processCpuSeconds, formatCost, cpuCost, type CpuSample } from './cpu.js';
 import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
-import { loadAverage, startLoad } from './load.js';
+import { loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
 import { startStrata, strataCli } from './strata-daemon.js';
 
@@ -197,7 +197,7 @@ async function main(): Promise<void> {
       '',
       `${fio.version} in a QEMU TCG guest (1 vCPU, ${GUEST_MEM_MIB} MiB); ${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; ` +
         `node ${process.version}; median of ${runs} runs of ${runtimeSeconds} s per cell, order alternating per run; ` +
-        `load generator ${loadProcesses} process(es); 1-min load average ${loadStart.toFixed(2)} at the start, ${loadAverage().toFixed(2)} at the end; ${new Date().toISOString().slice(0, 16)}Z.`,
+        `${loadNote(loadProcesses, loadStart)}; ${new Date().toISOString().slice(0, 16)}Z.`,
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

@@ -17,7 +17,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { argNumber, argValue, loadArg } from './args.js';
 import { reapedChildrenCpuSeconds, type CpuSample } from './cpu.js';
-import { loadAverage, startLoad } from './load.js';
+import { loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
 
 interface Row {
@@ -112,8 +112,8 @@ async function main(): Promise<void> {
       '',
       ...cpuTable('CPU of the bench process', SIDES, 'strata', results),
       '',
-      `${qemuVersion}; node ${process.version}; median of ${reps} runs each, alternating order; load generator ${loadProcesses} process(es); ` +
-        `1-min load average ${loadStart.toFixed(2)} at the start, ${loadAverage().toFixed(2)} at the end; ${new Date().toISOString().slice(0, 10)}.`,
+      `${qemuVersion}; node ${process.version}; median of ${reps} runs each, alternating order; ${loadNote(loadProcesses, loadStart)}; ` +
+        `${new Date().toISOString().slice(0, 10)}.`,
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

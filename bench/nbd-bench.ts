@@ -21,7 +21,7 @@ import { startStrata, strataCli } from './strata-daemon.js';
 import { argNumber, argValue, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
 import { fioNbd as fio, fioNbdRun, NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
-import { loadAverage, startLoad } from './load.js';
+import { loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, type Side } from './report.js';
 
 type Row = NbdBenchRow;
@@ -121,7 +121,7 @@ async function main(): Promise<void> {
       ...cpuTable('server process CPU', servers.map((sv): Side => ({ name: sv.name, label: sv.name })), 'strata', cpuRows),
       '',
       `${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}; ${execFileSync('qemu-nbd', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell; ` +
-        `load generator ${loadProcesses} process(es); 1-min load average ${loadStart.toFixed(2)} at the start, ${loadAverage().toFixed(2)} at the end; ${new Date().toISOString().slice(0, 10)}.`,
+        `${loadNote(loadProcesses, loadStart)}; ${new Date().toISOString().slice(0, 10)}.`,
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {

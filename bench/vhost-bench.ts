@@ -22,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { BlkStatus, BlkType, VhostUserFrontend } from '../test/support/vhost-frontend/index.js';
 import { argNumber, argValue, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
-import { loadAverage, startLoad } from './load.js';
+import { loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns } from './report.js';
 
 const here = resolve(fileURLToPath(import.meta.url), '..');
@@ -154,7 +154,7 @@ async function main(): Promise<void> {
     lines.push(
       '',
       `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell, order alternating; ` +
-        `load generator ${loadProcesses} process(es); 1-min load average ${loadStart.toFixed(2)} at the start, ${loadAverage().toFixed(2)} at the end; ` +
+        `${loadNote(loadProcesses, loadStart)}; ` +
         `front-end: test/support/vhost-frontend (EVENT_IDX, direct chains, one data descriptor per request); ${new Date().toISOString().slice(0, 10)}.`,
     );
     process.stdout.write(lines.join('\n') + '\n');
