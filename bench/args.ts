@@ -1,9 +1,27 @@
 /** Command-line and statistics helpers shared by the benchmarks. */
 
-/** The value after `--name` on the command line, or fallback. */
-export function argValue(name: string, fallback: string): string {
-  const i = process.argv.indexOf(name);
-  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback;
+/** The value after `--name` on the command line (`argv`: process.argv by default), or fallback. */
+export function argValue(name: string, fallback: string, argv: readonly string[] = process.argv): string {
+  const i = argv.indexOf(name);
+  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : fallback;
+}
+
+/**
+ * A non-negative number after `--name`, or fallback; anything else stops the bench with a message
+ * naming the flag (a typo must not silently run the default).
+ */
+export function argNumber(name: string, fallback: number, argv: readonly string[] = process.argv): number {
+  const text = argValue(name, String(fallback), argv);
+  const value = Number(text);
+  if (text.trim() === '' || !Number.isFinite(value) || value < 0) throw new Error(`${name} wants a number >= 0, not '${text}'`);
+  return value;
+}
+
+/** `--load N`: how many CPU-bound processes (load.ts) run beside the bench; 0 (default) none. */
+export function loadArg(argv: readonly string[] = process.argv): number {
+  const n = argNumber('--load', 0, argv);
+  if (!Number.isInteger(n)) throw new Error(`--load wants a whole number of processes, not ${n}`);
+  return n;
 }
 
 /** The middle value (the upper of the two middle ones for an even count). */

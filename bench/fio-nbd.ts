@@ -25,11 +25,18 @@ export const NBD_BENCH_ROWS: readonly NbdBenchRow[] = [
   { name: '1 MiB sequential write, QD 8', rw: 'write', bs: '1M', iodepth: 8 },
 ];
 
+/** What one fio run did: IOPS, and the bytes and requests it moved (for CPU per GiB / per request). */
+export interface FioRun {
+  iops: number;
+  bytes: number;
+  requests: number;
+}
+
 /**
- * IOPS of one fio run over the first `size` (fio's spelling, default 256M) of the export: for
+ * One fio run over the first `size` (fio's spelling, default 256M) of the export: for
  * `runtimeSeconds`, or once over the region when it is undefined.
  */
-export function fioNbd(uri: string, pattern: FioPattern, runtimeSeconds: number | undefined, size = '256M'): number {
+export function fioNbdRun(uri: string, pattern: FioPattern, runtimeSeconds: number | undefined, size = '256M'): FioRun {
   const out = execFileSync(
     'fio',
     [
@@ -45,8 +52,14 @@ export function fioNbd(uri: string, pattern: FioPattern, runtimeSeconds: number 
     ],
     { encoding: 'utf8' },
   );
-  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0] as { read: { iops: number }; write: { iops: number } };
-  return job.read.iops + job.write.iops;
+  type Direction = { iops: number; io_bytes: number; total_ios: number };
+  const job = JSON.parse(out.slice(out.indexOf('{'))).jobs[0] as { read: Direction; write: Direction };
+  return { iops: job.read.iops + job.write.iops, bytes: job.read.io_bytes + job.write.io_bytes, requests: job.read.total_ios + job.write.total_ios };
+}
+
+/** IOPS of one fio run (fioNbdRun). */
+export function fioNbd(uri: string, pattern: FioPattern, runtimeSeconds: number | undefined, size = '256M'): number {
+  return fioNbdRun(uri, pattern, runtimeSeconds, size).iops;
 }
 
 /** Resolves once a server has created its unix socket (polled: there is no event to await). */

@@ -3,15 +3,22 @@
  * /dev/shm: 4 KiB allocating writes, 4 KiB reads, 1 MiB writes and reads, queue depth 32.
  *
  * Each row runs both tools several times, alternating which goes first, on fresh copies of the
- * same starting image; the median "Run completed in X seconds" of each gives ops/s and the ratio.
+ * same starting image; the median of each run's "Run completed in X seconds" gives ops/s and the
+ * ratio. Every run is printed. The CPU table gives each tool's CPU seconds (the whole process: it
+ * serves its own requests) per GiB moved and per 100k requests, summed over the runs; Strata's
+ * includes Node's start-up (~0.1 s a run). --load N runs N CPU-bound processes beside the whole
+ * bench (load.ts), the same for both tools.
  *
- *   npm run build && node dist/bench/img-bench.js [--reps N] [--dir /dev/shm] [--markdown]
+ *   npm run build && node dist/bench/img-bench.js [--reps N] [--dir /dev/shm] [--load N]
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { argValue, median } from './args.js';
+import { argNumber, argValue, loadArg } from './args.js';
+import { reapedChildrenCpuSeconds, type CpuSample } from './cpu.js';
+import { loadAverage, loadNote, startLoad } from './load.js';
+import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
 
 interface Row {
   name: string;
@@ -56,49 +63,63 @@ function runStrata(row: Row, image: string): number {
   return secondsFrom(execFileSync(process.execPath, [strataBin, 'img', ...benchArgs(row, image)], { encoding: 'utf8' }));
 }
 
-function main(): void {
-  const reps = Number(argValue('--reps', '3'));
+/** One tool run: its seconds, and its CPU (the tool is a child this process waits for and reaps). */
+function measured(row: Row, run: () => number): { seconds: number; sample: CpuSample } {
+  const before = reapedChildrenCpuSeconds();
+  const seconds = run();
+  return { seconds, sample: { cpuSeconds: reapedChildrenCpuSeconds() - before, bytes: row.count * row.requestBytes, requests: row.count } };
+}
+
+const SIDES: Side[] = [
+  { name: 'qemu', label: 'qemu-img bench' },
+  { name: 'strata', label: 'strata img bench' },
+];
+
+async function main(): Promise<void> {
+  const reps = argNumber('--reps', 3);
+  const loadProcesses = loadArg();
   const baseDir = argValue('--dir', existsSync('/dev/shm') ? '/dev/shm' : '/tmp');
   const dir = mkdtempSync(join(baseDir, 'strata-img-bench-'));
   const qemuVersion = execFileSync('qemu-img', ['--version'], { encoding: 'utf8' }).split('\n')[0];
+  const load = startLoad(loadProcesses);
+  const loadStart = loadAverage();
   try {
     const empty = join(dir, 'empty.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', empty, IMAGE_SIZE]);
-    const results: { row: Row; qemuOps: number; strataOps: number }[] = [];
+    const results: RowRuns[] = [];
     for (const row of ROWS) {
       const start = join(dir, 'start.qcow2');
       copyFileSync(empty, start);
       if (row.prefilled) runQemu({ ...row, write: true }, start);
-      const qemuSeconds: number[] = [];
-      const strataSeconds: number[] = [];
+      const runs = new Map<string, number[]>(SIDES.map((s) => [s.name, []]));
+      const cpu = new Map<string, CpuSample[]>(SIDES.map((s) => [s.name, []]));
       for (let rep = 0; rep < reps; rep++) {
         const order = rep % 2 === 0 ? (['qemu', 'strata'] as const) : (['strata', 'qemu'] as const);
         for (const who of order) {
           const image = join(dir, `run-${who}.qcow2`);
           copyFileSync(start, image);
-          if (who === 'qemu') qemuSeconds.push(runQemu(row, image));
-          else strataSeconds.push(runStrata(row, image));
+          const m = measured(row, () => (who === 'qemu' ? runQemu(row, image) : runStrata(row, image)));
           rmSync(image);
+          runs.get(who)!.push(row.count / m.seconds);
+          cpu.get(who)!.push(m.sample);
+          process.stderr.write(`  ${row.name}, run ${rep + 1}, ${who}: ${(row.count / m.seconds).toFixed(0)} ops/s, ${m.sample.cpuSeconds.toFixed(2)} CPU s (load ${loadAverage().toFixed(2)})\n`);
         }
       }
-      const qemuOps = row.count / median(qemuSeconds);
-      const strataOps = row.count / median(strataSeconds);
-      results.push({ row, qemuOps, strataOps });
-      process.stderr.write(`${row.name}: qemu-img ${qemuOps.toFixed(0)} ops/s, strata ${strataOps.toFixed(0)} ops/s\n`);
+      results.push({ name: row.name, runs, cpu });
     }
     const lines = [
-      `| QD ${QUEUE_DEPTH}, qcow2 in ${baseDir} | qemu-img bench (ops/s) | strata img bench (ops/s) | ratio strata / qemu |`,
-      '|---|---:|---:|---:|',
-      ...results.map(
-        (r) => `| ${r.row.name} | ${r.qemuOps.toFixed(0)} | ${r.strataOps.toFixed(0)} | ${(r.strataOps / r.qemuOps).toFixed(2)} |`,
-      ),
+      ...medianTable(`QD ${QUEUE_DEPTH}, qcow2 in ${baseDir}`, SIDES, 'strata', results, 'ops/s'),
       '',
-      `${qemuVersion}; node ${process.version}; median of ${reps} runs each, alternating order; ${new Date().toISOString().slice(0, 10)}.`,
+      ...cpuTable('CPU of the bench process', SIDES, 'strata', results),
+      '',
+      `${qemuVersion}; node ${process.version}; median of ${reps} runs each, alternating order; ${loadNote(loadProcesses, loadStart)}; ` +
+        `${new Date().toISOString().slice(0, 10)}.`,
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
+    await load.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-main();
+await main();

@@ -38,3 +38,8 @@ export function startLoad(processes: number): LoadGenerator {
 export function loadAverage(): number {
   return loadavg()[0]!;
 }
+
+/** The footer phrase every bench prints: the load it started and the load average it saw. */
+export function loadNote(processes: number, loadAtStart: number): string {
+  return `load generator ${processes} process(es); 1-min load average ${loadAtStart.toFixed(2)} at the start, ${loadAverage().toFixed(2)} at the end`;
+}

@@ -6,17 +6,23 @@
  * the image imported as a volume and exported with `strata volume export-nbd`.
  *
  * Each cell is the median of --reps runs (default 5), the servers' order alternating per run, since
- * at queue depth 1 one run's spread is as large as the differences measured.
+ * at queue depth 1 one run's spread is as large as the differences measured. The CPU table gives
+ * each server process's CPU seconds (from /proc, threads and reaped children included) per GiB
+ * moved and per 100k requests over all runs of a row. --load N runs N CPU-bound processes beside
+ * the whole bench (load.ts), the same for every server.
  *
- *   npm run build && node dist/bench/nbd-bench.js [--runtime 3] [--reps 5] [--only "QD 1"]
+ *   npm run build && node dist/bench/nbd-bench.js [--runtime 3] [--reps 5] [--only "QD 1"] [--load N]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startStrata, strataCli } from './strata-daemon.js';
-import { argValue } from './args.js';
-import { fioNbd as fio, NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
+import { argNumber, argValue, loadArg } from './args.js';
+import { cpuWindow, type CpuSample } from './cpu.js';
+import { fioNbd as fio, fioNbdRun, NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
+import { loadAverage, loadNote, startLoad } from './load.js';
+import { cpuTable, type Side } from './report.js';
 
 type Row = NbdBenchRow;
 
@@ -29,15 +35,18 @@ function median(values: number[]): number {
 }
 
 async function main(): Promise<void> {
-  const runtimeSeconds = Number(argValue('--runtime', '3'));
-  const reps = Number(argValue('--reps', '5'));
+  const runtimeSeconds = argNumber('--runtime', 3);
+  const reps = argNumber('--reps', 5);
+  const loadProcesses = loadArg();
   const only = argValue('--only', '');
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-nbd-bench-'));
   const children: ChildProcess[] = [];
+  const load = startLoad(loadProcesses);
+  const loadStart = loadAverage();
   try {
     // 'strata, polling off' is the same daemon with --nbd-poll-us 0, run on the QD 1 rows only
     // (deeper queues never leave a connection idle, so polling cannot matter there).
-    const servers: { name: string; uri: string; rows?: (row: Row) => boolean }[] = [];
+    const servers: { name: string; uri: string; pid: number; rows?: (row: Row) => boolean }[] = [];
     for (const who of ['strata', 'strata, polling off', 'qemu-nbd']) {
       const image = join(dir, `${who.replace(/[^a-z-]/g, '')}.qcow2`);
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', image, '1G']);
@@ -53,21 +62,24 @@ async function main(): Promise<void> {
         servers.push({
           name: who,
           uri: `nbd+unix:///default/bench?socket=${join(dataDir, 'nbd.sock')}`,
+          pid: daemon.child.pid!,
           ...(pollOff ? { rows: (row: Row) => row.iodepth === 1 } : {}),
         });
         continue;
       }
       const socket = join(dir, `${who}.sock`);
-      children.push(spawn('qemu-nbd', ['-t', '-f', 'qcow2', '--cache=writeback', '--aio=threads', '-k', socket, image], { stdio: 'ignore' }));
+      const qemuNbd = spawn('qemu-nbd', ['-t', '-f', 'qcow2', '--cache=writeback', '--aio=threads', '-k', socket, image], { stdio: 'ignore' });
+      children.push(qemuNbd);
       await waitForSocket(socket);
-      servers.push({ name: who, uri: `nbd+unix:///?socket=${socket}` });
+      servers.push({ name: who, uri: `nbd+unix:///?socket=${socket}`, pid: qemuNbd.pid! });
     }
     const nbdkitSocket = join(dir, 'nbdkit.sock');
-    children.push(spawn('nbdkit', ['-f', '-U', nbdkitSocket, 'memory', '1G'], { stdio: 'ignore' }));
+    const nbdkit = spawn('nbdkit', ['-f', '-U', nbdkitSocket, 'memory', '1G'], { stdio: 'ignore' });
+    children.push(nbdkit);
     await waitForSocket(nbdkitSocket);
     const nbdkitUri = `nbd+unix:///?socket=${nbdkitSocket}`;
     fio(nbdkitUri, { rw: 'write', bs: '1M', iodepth: 8 }, 2); // write its first 256 MiB, like the images
-    servers.push({ name: 'nbdkit memory', uri: nbdkitUri });
+    servers.push({ name: 'nbdkit memory', uri: nbdkitUri, pid: nbdkit.pid! });
 
     // Warm-up: every server first serves a short random-read pass (its metadata caches fill, the
     // JIT compiles Strata's paths), so the first row does not measure start-up.
@@ -77,15 +89,23 @@ async function main(): Promise<void> {
       '| fio nbd, one job, 256 MiB region | Strata (IOPS) | qemu-nbd (IOPS) | nbdkit memory (IOPS) | Strata / qemu-nbd | Strata, polling off (IOPS) | polling off / qemu-nbd |',
       '|---|---:|---:|---:|---:|---:|---:|',
     ];
+    const cpuRows: { name: string; runs: Map<string, number[]>; cpu: Map<string, CpuSample[]> }[] = [];
     let turn = 0;
     for (const row of ROWS.filter((r) => r.name.includes(only))) {
       const inRow = servers.filter((s) => s.rows === undefined || s.rows(row));
       const runs = new Map<string, number[]>(inRow.map((s) => [s.name, []]));
+      const cpu = new Map<string, CpuSample[]>(inRow.map((s) => [s.name, []]));
       for (let rep = 0; rep < reps; rep++) {
         // Alternate the order so neither server always runs on a warmer machine.
         const order = turn++ % 2 === 0 ? inRow : [...inRow].reverse();
-        for (const s of order) runs.get(s.name)!.push(fio(s.uri, row, runtimeSeconds));
+        for (const s of order) {
+          const window = cpuWindow(s.pid);
+          const r = fioNbdRun(s.uri, row, runtimeSeconds);
+          cpu.get(s.name)!.push({ cpuSeconds: window.stop(), bytes: r.bytes, requests: r.requests });
+          runs.get(s.name)!.push(r.iops);
+        }
       }
+      cpuRows.push({ name: row.name, runs, cpu });
       const strata = median(runs.get('strata')!);
       const qemu = median(runs.get('qemu-nbd')!);
       const nbdkit = median(runs.get('nbdkit memory')!);
@@ -98,10 +118,14 @@ async function main(): Promise<void> {
     }
     lines.push(
       '',
-      `${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}; ${execFileSync('qemu-nbd', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell; ${new Date().toISOString().slice(0, 10)}.`,
+      ...cpuTable('server process CPU', servers.map((sv): Side => ({ name: sv.name, label: sv.name })), 'strata', cpuRows),
+      '',
+      `${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}; ${execFileSync('qemu-nbd', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell; ` +
+        `${loadNote(loadProcesses, loadStart)}; ${new Date().toISOString().slice(0, 10)}.`,
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
+    await load.stop();
     for (const child of children) child.kill('SIGTERM');
     await sleep(300);
     rmSync(dir, { recursive: true, force: true });

@@ -7,8 +7,12 @@
  * and with its default writethrough=off (tells the guest its cache is write-through yet keeps qcow2
  * metadata in memory: faster, not durable; see shared notes).
  * Rows: 4 KiB random read and write at QD 1 and 32, 1 MiB sequential read and write at QD 8.
+ * Each cell runs --reps times (default 3), the back-ends' order alternating, every run printed;
+ * the tables give medians and ratios, and each back-end process's CPU seconds (from /proc) per GiB
+ * moved and per 100k requests over all runs of a row. --load N runs N CPU-bound processes beside
+ * the whole bench (load.ts), the same for every back-end.
  *
- *   npx tsc -p tsconfig.json && node dist/bench/vhost-bench.js [--runtime 3] [--queues 1] [--only strata,qsd-wt,qsd]
+ *   npx tsc -p tsconfig.json && node dist/bench/vhost-bench.js [--runtime 3] [--reps 3] [--queues 1] [--only strata,qsd-wt,qsd] [--load N]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -16,7 +20,10 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { BlkStatus, BlkType, VhostUserFrontend } from '../test/support/vhost-frontend/index.js';
-import { argValue } from './args.js';
+import { argNumber, argValue, loadArg } from './args.js';
+import { cpuWindow, type CpuSample } from './cpu.js';
+import { loadAverage, loadNote, startLoad } from './load.js';
+import { cpuTable, medianTable, type RowRuns } from './report.js';
 
 const here = resolve(fileURLToPath(import.meta.url), '..');
 const MiB = 1024 * 1024;
@@ -44,8 +51,8 @@ async function waitForSocket(path: string, child: ChildProcess): Promise<void> {
   if (!existsSync(path)) throw new Error(`no socket at ${path}`);
 }
 
-/** Runs one row for runtimeSeconds with `depth` requests always in flight; returns IOPS. */
-async function runRow(fe: VhostUserFrontend, row: Row, runtimeSeconds: number): Promise<number> {
+/** Runs one row for runtimeSeconds with `depth` requests always in flight; returns IOPS and the requests done. */
+async function runRow(fe: VhostUserFrontend, row: Row, runtimeSeconds: number): Promise<{ iops: number; requests: number }> {
   const type = row.write ? BlkType.OUT : BlkType.IN;
   const sectors = row.bytes / 512;
   const slots = REGION_BYTES / row.bytes;
@@ -65,23 +72,29 @@ async function runRow(fe: VhostUserFrontend, row: Row, runtimeSeconds: number): 
   await Promise.all(Array.from({ length: row.depth }, worker));
   const seconds = (performance.now() - start) / 1000;
   if (failed > 0) throw new Error(`${failed} requests failed`);
-  return done / seconds;
+  return { iops: done / seconds, requests: done };
 }
 
 interface Backend {
   name: string;
   label: string;
   socket: string;
+  /** The back-end process (its CPU is what the CPU table reports). */
+  pid: number;
   fe?: VhostUserFrontend;
 }
 
 async function main(): Promise<void> {
-  const runtimeSeconds = Number(argValue('--runtime', '3'));
-  const queues = Number(argValue('--queues', '1'));
+  const runtimeSeconds = argNumber('--runtime', 3);
+  const reps = argNumber('--reps', 3);
+  const loadProcesses = loadArg();
+  const queues = argNumber('--queues', 1);
   const only = argValue('--only', 'strata,qsd-wt,qsd').split(',');
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-vhost-bench-'));
   const children: ChildProcess[] = [];
   const backends: Backend[] = [];
+  const load = startLoad(loadProcesses);
+  const loadStart = loadAverage();
   try {
     const template = join(dir, 'template.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', template, '1G']);
@@ -113,32 +126,40 @@ async function main(): Promise<void> {
             );
       children.push(child);
       await waitForSocket(socket, child);
-      backends.push({ ...b, socket });
+      backends.push({ ...b, socket, pid: child.pid! });
     }
     for (const b of backends) {
       b.fe = await VhostUserFrontend.connect(b.socket, { queueCount: queues, queueSize: 256, queueDepth: 32, maxRequestBytes: MiB });
     }
 
-    const strataCol = backends.some((b) => b.name === 'strata');
-    const head = backends.map((b) => `${b.label} (IOPS)`);
-    const ratios = strataCol ? backends.filter((b) => b.name !== 'strata').map((b) => `Strata / ${b.label}`) : [];
-    const lines = [`| vhost-user-blk, ${queues} queue(s), 256 MiB region | ${[...head, ...ratios].join(' | ')} |`, `|---|${[...head, ...ratios].map(() => '---:').join('|')}|`];
-    for (const [i, row] of ROWS.entries()) {
-      const order = i % 2 === 0 ? backends : [...backends].reverse();
-      const iops = new Map<string, number>();
-      for (const b of order) iops.set(b.name, await runRow(b.fe!, row, runtimeSeconds));
-      const cells = backends.map((b) => iops.get(b.name)!.toFixed(0));
-      const rs = strataCol ? backends.filter((b) => b.name !== 'strata').map((b) => (iops.get('strata')! / iops.get(b.name)!).toFixed(2)) : [];
-      lines.push(`| ${row.name} | ${[...cells, ...rs].join(' | ')} |`);
-      process.stderr.write(`${row.name}: ${backends.map((b) => `${b.name} ${iops.get(b.name)!.toFixed(0)}`).join(', ')}\n`);
+    const results: RowRuns[] = [];
+    let turn = 0;
+    for (const row of ROWS) {
+      const runs = new Map<string, number[]>(backends.map((b) => [b.name, []]));
+      const cpu = new Map<string, CpuSample[]>(backends.map((b) => [b.name, []]));
+      for (let rep = 0; rep < reps; rep++) {
+        const order = turn++ % 2 === 0 ? backends : [...backends].reverse();
+        for (const b of order) {
+          const window = cpuWindow(b.pid);
+          const r = await runRow(b.fe!, row, runtimeSeconds);
+          cpu.get(b.name)!.push({ cpuSeconds: window.stop(), bytes: r.requests * row.bytes, requests: r.requests });
+          runs.get(b.name)!.push(r.iops);
+        }
+      }
+      results.push({ name: row.name, runs, cpu });
+      process.stderr.write(`${row.name}: ${backends.map((b) => `${b.name} ${runs.get(b.name)!.map((v) => v.toFixed(0)).join('/')}`).join(', ')} IOPS (load ${loadAverage().toFixed(2)})\n`);
     }
+    const title = `vhost-user-blk, ${queues} queue(s), 256 MiB region`;
+    const lines = [...medianTable(title, backends, 'strata', results, 'IOPS'), '', ...cpuTable('back-end process CPU', backends, 'strata', results)];
     lines.push(
       '',
-      `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; ${runtimeSeconds} s per cell; ` +
+      `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell, order alternating; ` +
+        `${loadNote(loadProcesses, loadStart)}; ` +
         `front-end: test/support/vhost-frontend (EVENT_IDX, direct chains, one data descriptor per request); ${new Date().toISOString().slice(0, 10)}.`,
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
+    await load.stop();
     for (const b of backends) b.fe?.close();
     for (const child of children) child.kill('SIGTERM');
     await sleep(300);

@@ -1,0 +1,212 @@
+/**
+ * vhost-user-blk through a real guest: the test rig's TCG guest (test/vhost-user/guest.ts: Debian
+ * kernel, busybox initramfs, one vhost-user-blk disk) runs fio (libaio, direct=1, one job; the
+ * host's fio carried into the guest by guest-fio.ts) against each back-end in turn:
+ * - Strata: `strata serve`, the image imported as a volume, `strata volume attach --vhost-user`
+ *   (what users run; every completed write is durable);
+ * - qemu-storage-daemon with writethrough=on: equal durability, the comparison that counts;
+ * - qemu-storage-daemon default (writethrough=off): faster, not durable (shared notes), for reference.
+ * Every back-end gets its own copy of the same qcow2 image in /dev/shm (1 GiB, first 256 MiB
+ * written by qemu-io); fio works in that 256 MiB region. Rows: 4 KiB random read and write at QD 1
+ * and 32, 1 MiB sequential read and write at QD 8.
+ *
+ * One guest boot per back-end per run runs every row (boots take ~12 s under TCG); the back-ends'
+ * order alternates per run. Every run's IOPS is printed; the tables give medians, ratios, and the
+ * CPU seconds the serving process spent (utime + stime from /proc, children included) per GiB
+ * moved and per 100k guest requests, between the guest's "row starts" and "row ended" markers.
+ *
+ *   npm run bench:guest -- [--runs 3] [--runtime 3] [--load N] [--only strata,qsd-wt,qsd] [--rows "QD 1"]
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { startGuest } from '../test/vhost-user/guest.js';
+import { argNumber, argValue, loadArg } from './args.js';
+import { processCpuSeconds, formatCost, cpuCost, type CpuSample } from './cpu.js';
+import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
+import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
+import { loadAverage, loadNote, startLoad } from './load.js';
+import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
+import { startStrata, strataCli } from './strata-daemon.js';
+
+const REGION = '256M';
+const GUEST_MEM_MIB = 512;
+
+interface Backend extends Side {
+  socket: string;
+  /** The serving process (its CPU is what the CPU table reports). */
+  pid: number;
+}
+
+/** One row's outcome in one guest run. */
+export interface GuestRowResult {
+  iops: number;
+  sample: CpuSample;
+}
+
+/**
+ * The guest's script: a warm-up pass, then each row's fio job, which writes "row-go i" and
+ * "row-stop i" on the console around its I/O; then "row-end i FIELDS" (parseGuestFioLine).
+ */
+function guestScript(fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds: number): string {
+  // fio runs exec_prerun/exec_postrun right around the job's I/O: their lines on the console
+  // bracket the CPU window tightly (fio's start-up under TCG, loading ~60 libraries, stays out).
+  // fio appends '> j.prerun.txt 2>&1' to the command, hence the inner shell's own redirect.
+  const job = (rw: string, bs: string, depth: number, seconds: number, row?: number): string =>
+    `${fio.command} ${row === undefined ? '' : `'--exec_prerun=sh -c "echo row-go ${row} > /dev/console"' '--exec_postrun=sh -c "echo row-stop ${row} > /dev/console"' `}--name=j --filename=/dev/vda --direct=1 --ioengine=libaio --thread --size=${REGION} ` +
+    `--rw=${rw} --bs=${bs} --iodepth=${depth} --runtime=${seconds} --time_based --norandommap --randrepeat=0 ` +
+    `--output-format=terse --terse-version=3 > /tmp/fio.out 2> /tmp/fio.err || { echo "fio failed"; cat /tmp/fio.err; exit 1; }`;
+  return [
+    fio.setup,
+    // The warm-up fills the back-end's metadata caches and compiles Strata's paths.
+    job('randread', '4k', 8, 2),
+    ...rows.flatMap((row, i) => [
+      job(row.rw, row.bs, row.iodepth, runtimeSeconds, i),
+      // fio's stdout also says where it saved the prerun output: keep the terse (version 3) line only.
+      `echo "row-end ${i} $(grep '^3;' /tmp/fio.out | cut -d';' -f6,8,47,49)"`,
+    ]),
+  ].join('\n');
+}
+
+/** Boots the guest on one back-end and runs every row; the serving process's CPU is read at each marker. */
+/** The guest running now, so an interrupted bench can stop it (a TCG QEMU holds 512 MiB). */
+let currentGuest: { kill(): void } | undefined;
+
+async function guestRun(b: Backend, fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds: number): Promise<GuestRowResult[]> {
+  const started = new Map<number, number>();
+  const cpuSeconds = new Map<number, number>();
+  let badLine: Error | undefined;
+  const results: GuestRowResult[] = [];
+  const guest = startGuest({
+    socketPath: b.socket,
+    script: guestScript(fio, rows, runtimeSeconds),
+    files: fio.files,
+    memMiB: GUEST_MEM_MIB,
+    // Generous: on a busy shared machine a TCG boot alone has taken minutes.
+    timeoutMs: 600_000 + rows.length * (runtimeSeconds + 60) * 1000,
+    onConsoleLine: (line) => {
+      // Read the CPU in the console callback itself, as close to the marker as the host gets.
+      const m = /row-(go|stop|end) (\d+)(?: (.*))?$/.exec(line);
+      if (m === null) return;
+      const i = Number(m[2]);
+      if (m[1] === 'go') started.set(i, processCpuSeconds(b.pid));
+      else if (m[1] === 'stop') cpuSeconds.set(i, processCpuSeconds(b.pid) - started.get(i)!);
+      else {
+        try {
+          const r = parseGuestFioLine(m[3] ?? '', rows[i]!.bs);
+          results[i] = { iops: r.iops, sample: { cpuSeconds: cpuSeconds.get(i)!, bytes: r.bytes, requests: r.requests } };
+        } catch (e) {
+          badLine ??= e as Error; // reported once the guest is done (a throw here would end the bench mid-boot)
+        }
+      }
+    },
+  });
+  currentGuest = guest;
+  const r = await guest.result.finally(() => (currentGuest = undefined));
+  if (badLine !== undefined) throw badLine;
+  if (r.exitCode !== 0) throw new Error(`guest on ${b.label} failed (${r.exitCode}):\n${r.consoleTail}`);
+  if (results.length !== rows.length || results.includes(undefined as never)) throw new Error(`guest on ${b.label} reported ${results.length} of ${rows.length} rows:\n${r.consoleTail}`);
+  return results;
+}
+
+function qsdArgs(image: string, socket: string, writethrough: boolean): string[] {
+  return [
+    '--blockdev',
+    `driver=file,node-name=f0,filename=${image}`,
+    '--blockdev',
+    'driver=qcow2,node-name=d0,file=f0',
+    '--export',
+    `type=vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=1` + (writethrough ? ',writethrough=on' : ''),
+  ];
+}
+
+async function main(): Promise<void> {
+  const runs = argNumber('--runs', 3);
+  const runtimeSeconds = argNumber('--runtime', 3);
+  const loadProcesses = loadArg();
+  const only = argValue('--only', 'strata,qsd-wt,qsd').split(',');
+  const rowFilter = argValue('--rows', '');
+  const rows = NBD_BENCH_ROWS.filter((r) => r.name.includes(rowFilter));
+  const shm = existsSync('/dev/shm') ? '/dev/shm' : '/tmp';
+  const dir = mkdtempSync(join(shm, 'strata-guest-bench-'));
+  const children: ChildProcess[] = [];
+  const backends: Backend[] = [];
+  const load = startLoad(loadProcesses);
+  // Ctrl-C or a kill: stop the guest, the servers and the load, and free /dev/shm, as on success.
+  const interrupted = (): void => {
+    currentGuest?.kill();
+    for (const child of children) child.kill('SIGKILL');
+    void load.stop();
+    rmSync(dir, { recursive: true, force: true });
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  try {
+    const template = join(dir, 'template.qcow2');
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', template, '1G']);
+    execFileSync('qemu-io', ['-f', 'qcow2', '-c', `write -P 1 0 ${REGION}`, template], { stdio: 'ignore' });
+    const wanted: Side[] = [
+      { name: 'strata', label: 'Strata' },
+      { name: 'qsd-wt', label: 'qsd writethrough=on' },
+      { name: 'qsd', label: 'qsd default' },
+    ].filter((s) => only.includes(s.name));
+    for (const side of wanted) {
+      const socket = join(dir, `${side.name}.sock`);
+      if (side.name === 'strata') {
+        const daemon = await startStrata(join(dir, 'strata-data'));
+        children.push(daemon.child);
+        strataCli(daemon, ['volume', 'import', template, 'bench', '--no-progress']);
+        strataCli(daemon, ['volume', 'attach', 'bench', '--vhost-user', socket, '--queues', '1']);
+        await waitForSocket(socket);
+        backends.push({ ...side, socket, pid: daemon.child.pid! });
+        continue;
+      }
+      const image = join(dir, `${side.name}.qcow2`);
+      copyFileSync(template, image);
+      const child = spawn('qemu-storage-daemon', qsdArgs(image, socket, side.name === 'qsd-wt'), { stdio: ['ignore', 'ignore', 'inherit'] });
+      children.push(child);
+      await waitForSocket(socket);
+      backends.push({ ...side, socket, pid: child.pid! });
+    }
+    rmSync(template); // every side has its copy: give the /dev/shm space back
+    const fio = guestFio();
+    const loadStart = loadAverage();
+    const iops = rows.map(() => new Map<string, number[]>(backends.map((b) => [b.name, []])));
+    const cpu = rows.map(() => new Map<string, CpuSample[]>(backends.map((b) => [b.name, []])));
+    for (let run = 0; run < runs; run++) {
+      const order = run % 2 === 0 ? backends : [...backends].reverse();
+      for (const b of order) {
+        const results = await guestRun(b, fio, rows, runtimeSeconds);
+        for (const [i, r] of results.entries()) {
+          iops[i]!.get(b.name)!.push(r.iops);
+          cpu[i]!.get(b.name)!.push(r.sample);
+          process.stderr.write(`  run ${run + 1}, ${b.label}, ${rows[i]!.name}: ${r.iops.toFixed(0)} IOPS, ${formatCost(cpuCost(r.sample))} (load ${loadAverage().toFixed(2)})\n`);
+        }
+      }
+    }
+    const table: RowRuns[] = rows.map((row, i) => ({ name: row.name, runs: iops[i]!, cpu: cpu[i]! }));
+    const lines = [
+      ...medianTable(`guest fio, libaio direct, ${REGION} region`, backends, 'strata', table, 'IOPS'),
+      '',
+      ...cpuTable('serving process CPU', backends, 'strata', table),
+      '',
+      'Every run (IOPS, in run order):',
+      ...table.map((row) => `- ${row.name}: ${backends.map((b) => `${b.label} ${row.runs.get(b.name)!.map((v) => v.toFixed(0)).join('/')}`).join('; ')}`),
+      '',
+      `${fio.version} in a QEMU TCG guest (1 vCPU, ${GUEST_MEM_MIB} MiB); ${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; ` +
+        `node ${process.version}; median of ${runs} runs of ${runtimeSeconds} s per cell, order alternating per run; ` +
+        `${loadNote(loadProcesses, loadStart)}; ${new Date().toISOString().slice(0, 16)}Z.`,
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  } finally {
+    await load.stop();
+    for (const child of children) child.kill('SIGTERM');
+    await sleep(300);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
+process.exit(0);

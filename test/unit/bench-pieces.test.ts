@@ -1,0 +1,137 @@
+/**
+ * The benches' pure pieces (bench/ is not run by the suite): argument parsing, CPU accounting from
+ * a /proc/<pid>/stat line, the median / ratio and CPU tables, and the guest bench's fio plumbing.
+ */
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { argNumber, argValue, loadArg, median } from '../../bench/args.js';
+import { cpuCost, parseProcStat, sumSamples } from '../../bench/cpu.js';
+import { blockBytes, lddLibraries, parseGuestFioLine } from '../../bench/guest-fio.js';
+import { cpuTable, formatValue, medianTable } from '../../bench/report.js';
+
+const GiB = 1024 ** 3;
+
+describe('bench arguments', () => {
+  const argv = ['node', 'bench.js', '--runs', '5', '--load', '2', '--only', 'strata,qsd', '--runtime', '1.5'];
+
+  it('reads values and numbers after their flags, and falls back when a flag is absent', () => {
+    expect(argValue('--only', 'all', argv)).toBe('strata,qsd');
+    expect(argValue('--rows', '', argv)).toBe('');
+    expect(argNumber('--runs', 3, argv)).toBe(5);
+    expect(argNumber('--runtime', 3, argv)).toBe(1.5);
+    expect(argNumber('--reps', 3, argv)).toBe(3);
+    expect(loadArg(argv)).toBe(2);
+    expect(loadArg(['node', 'bench.js'])).toBe(0);
+  });
+
+  it('refuses a value that is not a number, naming the flag', () => {
+    expect(() => argNumber('--runs', 3, ['--runs', 'five'])).toThrow(/--runs wants a number >= 0, not 'five'/);
+    expect(() => argNumber('--runs', 3, ['--runs', '-1'])).toThrow(/--runs/);
+    expect(() => loadArg(['--load', '1.5'])).toThrow(/--load wants a whole number/);
+  });
+});
+
+describe('CPU accounting from /proc/<pid>/stat', () => {
+  it('reads utime, stime, cutime and cstime (fields 14-17) past a command name holding spaces and parentheses', () => {
+    // pid (comm) state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime cutime cstime ...
+    const line = '4242 (a) b (c) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 56 7 8 20 0 3 0 100 1000 50 18446744073709551615\n';
+    expect(parseProcStat(line)).toEqual({ utime: 1234, stime: 56, cutime: 7, cstime: 8 });
+  });
+
+  it('parses this process\'s own stat line', () => {
+    const t = parseProcStat(readFileSync('/proc/self/stat', 'utf8'));
+    for (const v of Object.values(t)) expect(Number.isInteger(v) && v >= 0).toBe(true);
+  });
+
+  it('refuses a line that is not a stat line', () => {
+    expect(() => parseProcStat('no parentheses here')).toThrow(/not a \/proc\/<pid>\/stat line/);
+    expect(() => parseProcStat('1 (x) S 1 2')).toThrow(/field 14/);
+  });
+
+  it('gives CPU seconds per GiB and per 100k requests, summed over runs', () => {
+    const total = sumSamples([
+      { cpuSeconds: 1, bytes: GiB, requests: 262_144 },
+      { cpuSeconds: 2, bytes: 2 * GiB, requests: 524_288 },
+    ]);
+    expect(total).toEqual({ cpuSeconds: 3, bytes: 3 * GiB, requests: 786_432 });
+    const cost = cpuCost(total);
+    expect(cost.perGiB).toBe(1);
+    expect(cost.per100kRequests).toBeCloseTo(3 / 7.86432, 12);
+    expect(cpuCost({ cpuSeconds: 1, bytes: 0, requests: 0 }).perGiB).toBeNaN();
+  });
+});
+
+describe('bench tables', () => {
+  const sides = [
+    { name: 'strata', label: 'Strata' },
+    { name: 'qsd', label: 'qsd' },
+  ];
+  const rows = [
+    {
+      name: 'row A',
+      runs: new Map([
+        ['strata', [300, 100, 200]],
+        ['qsd', [100, 100, 400, 50]],
+      ]),
+      cpu: new Map([
+        ['strata', [{ cpuSeconds: 0.5, bytes: GiB / 2, requests: 50_000 }, { cpuSeconds: 0.5, bytes: GiB / 2, requests: 50_000 }]],
+        ['qsd', [{ cpuSeconds: 4, bytes: 2 * GiB, requests: 100_000 }]],
+      ]),
+    },
+    { name: 'row B', runs: new Map([['strata', [5]]]) },
+  ];
+
+  it('median is the middle value, the upper middle for an even count', () => {
+    expect(median([3, 1, 2])).toBe(2);
+    expect(median([100, 100, 400, 50])).toBe(100);
+  });
+
+  it('prints each side\'s median and the subject over each peer', () => {
+    expect(medianTable('title', sides, 'strata', rows, 'IOPS')).toEqual([
+      '| title | Strata (IOPS) | qsd (IOPS) | Strata / qsd |',
+      '|---|---:|---:|---:|',
+      '| row A | 200 | 100 | 2.00 |',
+      '| row B | 5.00 | - | - |',
+    ]);
+  });
+
+  it('prints CPU per GiB and per 100k requests over all runs, and the subject\'s per-GiB cost over each peer\'s', () => {
+    expect(cpuTable('cpu', sides, 'strata', rows)).toEqual([
+      '| cpu | Strata CPU s/GiB | qsd CPU s/GiB | Strata CPU s/100k req | qsd CPU s/100k req | CPU Strata / qsd |',
+      '|---|---:|---:|---:|---:|---:|',
+      '| row A | 1.000 | 2.000 | 1.00 | 4.00 | 0.50 |',
+      '| row B | - | - | - | - | - |',
+    ]);
+  });
+
+  it('formats values: whole from 100 up, two decimals below, a dash for no number', () => {
+    expect([formatValue(1234.6), formatValue(99.456), formatValue(NaN)]).toEqual(['1235', '99.46', '-']);
+  });
+});
+
+describe('guest bench plumbing', () => {
+  it('reads the guest\'s fio fields (read KiB; read IOPS; write KiB; write IOPS) into IOPS, bytes and requests', () => {
+    expect(parseGuestFioLine('0;0;98248;24537', '4k')).toEqual({ iops: 24537, bytes: 98248 * 1024, requests: 24562 });
+    expect(parseGuestFioLine('2097152;1024;0;0', '1M')).toEqual({ iops: 1024, bytes: 2 * GiB, requests: 2048 });
+    expect(() => parseGuestFioLine('fio: something went wrong', '4k')).toThrow(/not a fio result line/);
+  });
+
+  it('reads fio block sizes', () => {
+    expect([blockBytes('4k'), blockBytes('1M'), blockBytes('512')]).toEqual([4096, 1 << 20, 512]);
+    expect(() => blockBytes('4 KiB')).toThrow(/block size/);
+  });
+
+  it('lists the libraries ldd names, the loader included, by the name the loader looks for', () => {
+    const out = [
+      '\tlinux-vdso.so.1 (0x00007ffd)',
+      '\tlibaio.so.1 => /lib/x86_64-linux-gnu/libaio.so.1 (0x00007f1f)',
+      '\tlibceph-common.so.2 => /usr/lib/x86_64-linux-gnu/ceph/libceph-common.so.2 (0x00007f1e)',
+      '\t/lib64/ld-linux-x86-64.so.2 (0x00007f1f916e8000)',
+    ].join('\n');
+    expect(lddLibraries(out)).toEqual([
+      { soname: 'libaio.so.1', path: '/lib/x86_64-linux-gnu/libaio.so.1' },
+      { soname: 'libceph-common.so.2', path: '/usr/lib/x86_64-linux-gnu/ceph/libceph-common.so.2' },
+      { soname: 'ld-linux-x86-64.so.2', path: '/lib64/ld-linux-x86-64.so.2' },
+    ]);
+  });
+});
