@@ -22,11 +22,18 @@ export async function startStrata(dataDir: string, extra: string[] = [], env: No
   });
   let log = '';
   const url = await new Promise<string>((resolveUrl, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
+    const onData = (d: Buffer): void => {
       log += d.toString();
       const m = /\blistening\b.*url=(http:\/\/\S+)/.exec(log);
-      if (m) resolveUrl(m[1]!);
-    });
+      if (m === null) return;
+      // Stop collecting once the daemon listens: it logs a line per S3 request, and a log kept
+      // (and searched) for the daemon's whole life would slow the bench process, which is also
+      // the client of every Strata row.
+      child.stdout!.off('data', onData);
+      log = '';
+      resolveUrl(m[1]!);
+    };
+    child.stdout!.on('data', onData);
     child.on('exit', (code) => reject(new Error(`strata serve exited (${code}):\n${log}`)));
   });
   child.stdout!.resume();
