@@ -12,9 +12,8 @@
  *   promotion (read-pattern.ts): a stream is what the cache must not admit.
  * - Parts are never asked past the object's end: the object's size comes from the tier's catalog
  *   (a cold object with no size known is not read ahead).
- * - A chunk inside one part is a view of the part's bytes, not a copy (the callers, the dedup
- *   repository and the chunk caches above it, never write what they read); a chunk across two
- *   parts is copied. A part is let go once all its bytes were served.
+ * - A chunk inside one part is a view of the part's bytes; the tier copies it before it leaves
+ *   getRange (a result is the caller's to change); a chunk across two parts is copied here. A part is let go once all its bytes were served.
  * - Across objects: when the parts ahead reach an object's end, the tier's next cold object in key
  *   order is looked up (pack ids start with their creation time, so a layer sealed in order has
  *   its packs in that order). Its first read then starts a stream at once, with no small GET; and

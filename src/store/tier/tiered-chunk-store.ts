@@ -382,7 +382,9 @@ export class TieredChunkStore implements ChunkStore {
   ): Promise<Uint8Array | undefined> {
     const data = await this.coldRead(`get ${key} [${offsetBytes}, +${lengthBytes})`, options, async (o) => {
       const served = await ahead.data;
-      if (served !== undefined) return served;
+      // A copy: the part is shared by every read inside it, and a getRange result is the caller's
+      // to change (a caller that changed a view would change what the next reader gets).
+      if (served !== undefined) return served.slice();
       return (await this.hot.getRange(key, offsetBytes, lengthBytes, o)) ?? getColdRange(this.cold, key, offsetBytes, lengthBytes, this.coldOptions, o.signal);
     });
     if (data !== undefined) this.pattern.noteStreamed(key, offsetBytes, lengthBytes);
