@@ -30,8 +30,8 @@ import { CHUNKS_PER_BATCH, DEFAULT_CHUNK_SIZE_BYTES, dropInCalls } from './seal.
  */
 export const STREAM_BATCHES_IN_FLIGHT_MAX = 8;
 
-/** Bytes of metadata a fully allocated layer of one cluster needs, at most (an L2 entry, refcounts). */
-const METADATA_BYTES_PER_CLUSTER_MAX = 8 + 8;
+/** Bytes of metadata per cluster of a fully allocated layer: its L2 entry and its 16-bit refcount. */
+const METADATA_BYTES_PER_CLUSTER_MAX = 8 + 2;
 
 export interface SealStreamOptions {
   signal?: AbortSignal;
