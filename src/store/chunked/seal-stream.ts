@@ -48,6 +48,7 @@ export function canSealStream(sizeBytes: number, chunkSizeBytes = DEFAULT_CHUNK_
 
 interface PendingBatch {
   clusters: number[];
+  span: Uint8Array;
   references: Promise<ChunkHash[]>;
 }
 
@@ -66,10 +67,15 @@ export async function sealQcow2Stream(source: SealedLayerSource, repository: Chu
   const runs: Qcow2LayoutRun[] = [];
   let dataHashes = Buffer.alloc(hashBytes * 1024);
   let dataCount = 0;
+  // Spans of settled batches, zeroed, for the next batches: the repository copies what it stores
+  // into its packs, so a span is free once its call resolves (and not allocating 4 MiB per batch
+  // keeps the garbage collector out of the import's way).
+  const freeSpans: Uint8Array[] = [];
   const applyOldest = async (): Promise<void> => {
     const batch = pending.shift()!;
     const hashes = await batch.references;
     added.push(...hashes);
+    freeSpans.push(batch.span.fill(0));
     assert(hashes.length === batch.clusters.length, 'addReferences returns one hash per chunk');
     if ((dataCount + hashes.length) * hashBytes > dataHashes.length) {
       const grown = Buffer.alloc(Math.max(dataHashes.length * 2, (dataCount + hashes.length) * hashBytes));
@@ -87,7 +93,7 @@ export async function sealQcow2Stream(source: SealedLayerSource, repository: Chu
   try {
     // The batch being filled: a span of CHUNKS_PER_BATCH clusters, zero-filled when allocated;
     // slot `used` assembles cluster `current` (an all-zero cluster leaves its slot for the next).
-    let span = new Uint8Array(CHUNKS_PER_BATCH * cs);
+    let span: Uint8Array = new Uint8Array(CHUNKS_PER_BATCH * cs);
     let clusters: number[] = [];
     let current = -1;
     const dispatch = (): void => {
@@ -96,8 +102,8 @@ export async function sealQcow2Stream(source: SealedLayerSource, repository: Chu
       const references = repository.addReferences(chunks, { signal });
       // Settled by applyOldest, or by the clean-up below; never left unobserved.
       references.catch(() => undefined);
-      pending.push({ clusters, references });
-      span = new Uint8Array(CHUNKS_PER_BATCH * cs);
+      pending.push({ clusters, span, references });
+      span = freeSpans.pop() ?? new Uint8Array(CHUNKS_PER_BATCH * cs);
       clusters = [];
     };
     const finishCurrent = async (): Promise<void> => {
