@@ -169,13 +169,7 @@ export class ChunkedLayerStore implements LayerStore {
     } finally {
       await source.close();
     }
-    let stored = false;
-    try {
-      stored = await this.manifests.putIfAbsent(this.key(ref), encodeManifest(manifest), { signal: options.signal });
-    } finally {
-      if (!stored) await releaseManifest(manifest, this.repository);
-    }
-    if (!stored) throw new StorageError('ALREADY_EXISTS', `${this.name(ref)} was sealed by another caller meanwhile`);
+    await this.storeNewManifest(ref, manifest, options.signal);
     await this.local.remove(ref);
     await this.local.syncPool(ref.pool);
     return manifest;
@@ -191,14 +185,19 @@ export class ChunkedLayerStore implements LayerStore {
   async writeSealed(ref: LayerRef, source: SealedLayerSource, options: SealStreamOptions = {}): Promise<ChunkManifest> {
     if (await this.isSealed(ref)) throw new StorageError('ALREADY_EXISTS', `${this.name(ref)} is sealed already`);
     const manifest = await sealQcow2Stream(source, this.repository, options);
+    await this.storeNewManifest(ref, manifest, options.signal);
+    return manifest;
+  }
+
+  /** Stores a freshly referenced manifest under ref's name; if it cannot, drops its references. */
+  private async storeNewManifest(ref: LayerRef, manifest: ChunkManifest, signal: AbortSignal | undefined): Promise<void> {
     let stored = false;
     try {
-      stored = await this.manifests.putIfAbsent(this.key(ref), encodeManifest(manifest), { signal: options.signal });
+      stored = await this.manifests.putIfAbsent(this.key(ref), encodeManifest(manifest), { signal });
     } finally {
       if (!stored) await releaseManifest(manifest, this.repository);
     }
-    if (!stored) throw new StorageError('ALREADY_EXISTS', `${this.name(ref)} was created by another caller meanwhile`);
-    return manifest;
+    if (!stored) throw new StorageError('ALREADY_EXISTS', `${this.name(ref)} was sealed by another caller meanwhile`);
   }
 
   /**
