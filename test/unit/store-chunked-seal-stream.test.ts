@@ -7,19 +7,12 @@
  * pieces out of order are refused.
  */
 import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { LayerRef } from '../../src/core/layer-store.js';
-import { ChunkedLayerStore } from '../../src/store/chunked/chunked-layer-store.js';
-import { decodeManifest } from '../../src/store/chunked/manifest-format.js';
-import { LAYER_MANIFEST_PREFIX } from '../../src/store/chunked/manifest-references.js';
 import { canSealStream, sealQcow2Stream } from '../../src/store/chunked/seal-stream.js';
-import { LocalLayerStore } from '../../src/store/local-layer-store.js';
-import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 import { expectCode } from '../support/expect-error.js';
-import { createTestChunkRepository } from '../support/test-chunk-repository.js';
-import { tempDir } from '../support/tmp.js';
+import { chunkedStoreFixture } from '../support/chunked-store-fixture.js';
 import { expectSuccess, qemuImg, requireTool } from '../support/tools.js';
 
 const KiB = 1024;
@@ -59,18 +52,7 @@ async function* piecesOf(bytes: Buffer, holes: readonly [number, number][], piec
   }
 }
 
-async function fixture() {
-  const root = tempDir();
-  const local = new LocalLayerStore(root);
-  const manifests = new MemoryChunkStore();
-  const repository = await createTestChunkRepository();
-  const store = new ChunkedLayerStore({ local, repository, manifests });
-  await store.prepare();
-  await store.createPool('p');
-  const file = (name: string) => path.join(root, 'p', name);
-  const manifestOf = async (name: string) => decodeManifest((await manifests.get(`${LAYER_MANIFEST_PREFIX}p/${name}`))!, name);
-  return { store, file, manifestOf, repository };
-}
+const fixture = chunkedStoreFixture;
 
 describe.skipIf(!requireTool('qemu-img'))('sealing a layer from a stream of guest data', () => {
   it('gives a valid qcow2 that reads as the source, with the data chunks a seal of the same data gives', async () => {
