@@ -110,6 +110,15 @@ export interface PreparedMerge {
   discard(): Promise<void>;
 }
 
+/**
+ * A new layer's data as an import delivers it, for ChunkedPools.writeSealed: pieces ascending,
+ * not overlapping, inside sizeBytes; bytes no piece covers read as zeroes. The layer has no backing.
+ */
+export interface SealedLayerSource {
+  readonly sizeBytes: number;
+  readonly pieces: AsyncIterable<{ readonly offset: number; readonly bytes: Uint8Array }>;
+}
+
 export interface ChunkedPools {
   /** Makes `pool` a chunked pool from now on (idempotent): at start-up and when it is created. */
   attachPool(pool: string, config: DedupPoolConfig): Promise<void>;
@@ -131,6 +140,14 @@ export interface ChunkedPools {
    * A failed or aborted seal keeps the local file and leaves no reference.
    */
   seal(ref: LayerRef, options?: { signal?: AbortSignal; onProgress?: (doneBytes: number, totalBytes: number) => void }): Promise<void>;
+  /**
+   * Creates a new layer sealed from the start (an import): its data chunked, hashed and stored as
+   * it arrives, laid out as the qcow2 layer a seal of the same data would give (no local file is
+   * written). False, with nothing read, when the layer is too large to lay out in memory (write a
+   * local layer and seal it). A failed or aborted write leaves no layer and no reference; a killed
+   * one leaves references the pool's audit drops (record an intent naming the pool).
+   */
+  writeSealed(ref: LayerRef, source: SealedLayerSource, options?: { signal?: AbortSignal }): Promise<boolean>;
   /** Makes a sealed layer a local (writable) file again and drops its manifest and references. */
   unseal(ref: LayerRef, options?: { signal?: AbortSignal }): Promise<void>;
   /**

@@ -11,7 +11,7 @@
  * repository, so routing is a map of them, and a local pool never touches chunked code.
  */
 import type {
-  ChunkedPoolAudit, ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolTierStatus, ChunkedPoolUsage, DedupPoolConfig, PreparedMerge,
+  ChunkedPoolAudit, ChunkedPoolEviction, ChunkedPoolGcReport, ChunkedPools, ChunkedPoolTierStatus, ChunkedPoolUsage, DedupPoolConfig, PreparedMerge, SealedLayerSource,
 } from '../core/chunked-pools.js';
 import type { ScrubReport } from '../core/scrub-report.js';
 import { StorageError } from '../core/errors.js';
@@ -21,6 +21,7 @@ import type { ChunkStore } from '../core/chunk-store.js';
 import type { ChunkedLayerStore } from './chunked/chunked-layer-store.js';
 import type { DedupChunkRepository } from './dedup/dedup-repository.js';
 import { concatReferenceSources, type ReferenceSource } from './dedup/scrub.js';
+import { canSealStream } from './chunked/seal-stream.js';
 import { evictLayerPacks } from './evict-layers.js';
 import type { PoolTier } from './pool-tier.js';
 
@@ -202,6 +203,13 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
       ...(options.signal === undefined ? {} : { signal: options.signal }),
       ...(options.onProgress === undefined ? {} : { onProgress: (p) => options.onProgress!(p.doneBytes, p.totalBytes) }),
     });
+  }
+
+  async writeSealed(ref: LayerRef, source: SealedLayerSource, options: { signal?: AbortSignal } = {}): Promise<boolean> {
+    const { layers } = this.requireChunked(ref.pool);
+    if (!canSealStream(source.sizeBytes)) return false;
+    await layers.writeSealed(ref, source, options);
+    return true;
   }
 
   unseal(ref: LayerRef, options: { signal?: AbortSignal } = {}): Promise<void> {

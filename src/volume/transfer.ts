@@ -140,12 +140,15 @@ async function importJob(
   if (options.sizeBytes !== undefined) ctx.setTotal(options.sizeBytes);
   const volume = await runIntent(svc, intent, async () => {
     const sparse = options.transfer === 'sparse' ? await readSparseStream(source) : undefined;
+    // A raw import into a dedup pool writes its base sealed (no local file, no seal job after).
+    const sealedSize = overlay !== undefined && options.format === 'raw' ? await importRawSealed(svc, pool, name, layer, sparse ?? source, options, ctx) : undefined;
     const sizeBytes =
-      options.format === 'qcow2'
+      sealedSize ??
+      (options.format === 'qcow2'
         ? await importQcow2(svc, pool, name, spool, layer, sparse ?? source, options, ctx)
         : sparse !== undefined
           ? await importSparseRaw(svc, pool, name, layer, sparse, options, ctx)
-          : await importRaw(svc, pool, name, layer, source, options, ctx);
+          : await importRaw(svc, pool, name, layer, source, options, ctx));
     if (overlay !== undefined) await createLayerFile(svc.layerStore, overlay, sizeBytes, layer);
     await svc.layerStore.syncPool(pool);
     const volume: VolumeRecord = { id: volumeId, pool, name, sizeBytes, activeLayerId: (overlay ?? layer).id, createdAt: nowIso() };
@@ -232,13 +235,66 @@ async function importSparseRaw(
   options: { sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
   ctx: JobContext,
 ): Promise<number> {
-  if (options.sizeBytes !== undefined && options.sizeBytes < sparse.sizeBytes) throw streamLongerThan(options.sizeBytes);
-  const sizeBytes = checkVolumeSize(options.sizeBytes ?? alignUp(sparse.sizeBytes, SECTOR_SIZE_BYTES));
+  const sizeBytes = sparseImportSize(sparse, options.sizeBytes);
   await checkImportQuota(svc, pool, name, sizeBytes);
   ctx.setTotal(sparse.sizeBytes);
   await createLayerFile(svc.layerStore, file, sizeBytes);
   await writePiecesToLayer(svc.layerStore, file, sparse.pieces, importProgress(ctx, options.onProgress));
   return sizeBytes;
+}
+
+/**
+ * A raw import's layer written straight into the dedup pool's chunks (ChunkedPools.writeSealed):
+ * resolves to the volume size, or undefined with nothing read when the layer must be written
+ * locally and sealed after (a byte stream of unknown size: its layout needs the size; a layer too
+ * large to lay out in memory).
+ */
+async function importRawSealed(
+  svc: ServiceContext,
+  pool: string,
+  name: string,
+  file: LayerRef,
+  source: AsyncIterable<Uint8Array> | { sizeBytes: number; pieces: AsyncIterable<ContentPiece> },
+  options: { sizeBytes: number | undefined; onProgress?: (doneBytes: number) => void },
+  ctx: JobContext,
+): Promise<number | undefined> {
+  const sparse = 'pieces' in source ? source : undefined;
+  if (sparse === undefined && options.sizeBytes === undefined) return undefined;
+  const sizeBytes = sparse === undefined ? options.sizeBytes! : sparseImportSize(sparse, options.sizeBytes);
+  await checkImportQuota(svc, pool, name, sizeBytes);
+  if (sparse !== undefined) ctx.setTotal(sparse.sizeBytes);
+  const onBytes = importProgress(ctx, options.onProgress);
+  const pieces = sparse === undefined ? byteStreamPieces(source as AsyncIterable<Uint8Array>, sizeBytes, onBytes) : sparseDataPieces(sparse.pieces, onBytes);
+  return (await svc.chunkedPools!.writeSealed(file, { sizeBytes, pieces }, { signal: ctx.signal })) ? sizeBytes : undefined;
+}
+
+/** A plain byte stream as data pieces, refused past sizeBytes. */
+async function* byteStreamPieces(source: AsyncIterable<Uint8Array>, sizeBytes: number, onBytes: (n: number) => void): AsyncGenerator<{ offset: number; bytes: Uint8Array }> {
+  let offset = 0;
+  for await (const bytes of source) {
+    if (offset + bytes.length > sizeBytes) throw streamLongerThan(sizeBytes);
+    onBytes(bytes.length);
+    yield { offset, bytes };
+    offset += bytes.length;
+  }
+}
+
+/** A sparse stream's data pieces (its zero runs read as zeroes: nothing to store). */
+async function* sparseDataPieces(pieces: AsyncIterable<ContentPiece>, onBytes: (n: number) => void): AsyncGenerator<{ offset: number; bytes: Uint8Array }> {
+  for await (const piece of pieces) {
+    if (piece.kind === 'data') {
+      onBytes(piece.bytes.length);
+      yield piece;
+    } else {
+      onBytes(piece.length);
+    }
+  }
+}
+
+/** The volume size of a sparse raw import: the size given (at least the stream's), else the stream's. */
+function sparseImportSize(sparse: { sizeBytes: number }, given: number | undefined): number {
+  if (given !== undefined && given < sparse.sizeBytes) throw streamLongerThan(given);
+  return checkVolumeSize(given ?? alignUp(sparse.sizeBytes, SECTOR_SIZE_BYTES));
 }
 
 /** Checks the pool's quota for an import growing to sizeBytes (its reservation counted once). */

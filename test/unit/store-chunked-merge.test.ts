@@ -6,35 +6,17 @@
  * chain, and every data chunk of it is a chunk the inputs already had (only metadata is new).
  */
 import { copyFileSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { LayerRef } from '../../src/core/layer-store.js';
-import { ChunkedLayerStore } from '../../src/store/chunked/chunked-layer-store.js';
-import { LocalLayerStore } from '../../src/store/local-layer-store.js';
-import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { expectCode } from '../support/expect-error.js';
-import { createTestChunkRepository } from '../support/test-chunk-repository.js';
-import { tempDir } from '../support/tmp.js';
+import { chunkedStoreFixture } from '../support/chunked-store-fixture.js';
 import { expectSuccess, qemuImg, qemuIo, requireTool } from '../support/tools.js';
-import { decodeManifest } from '../../src/store/chunked/manifest-format.js';
-import { LAYER_MANIFEST_PREFIX } from '../../src/store/chunked/manifest-references.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 8 * MiB;
 const ref = (fileName: string): LayerRef => ({ pool: 'p', fileName });
 
-async function fixture() {
-  const root = tempDir();
-  const local = new LocalLayerStore(root);
-  const manifests = new MemoryChunkStore();
-  const repository = await createTestChunkRepository();
-  const store = new ChunkedLayerStore({ local, repository, manifests });
-  await store.prepare();
-  await store.createPool('p');
-  const file = (name: string) => path.join(root, 'p', name);
-  const manifestOf = async (name: string) => decodeManifest((await manifests.get(`${LAYER_MANIFEST_PREFIX}p/${name}`))!, name);
-  return { store, file, manifestOf, repository };
-}
+const fixture = chunkedStoreFixture;
 
 function qcow2(file: string, sizeBytes: number, backing?: string): void {
   expectSuccess(qemuImg(['create', '-q', '-f', 'qcow2', '-o', 'cluster_size=65536', ...(backing === undefined ? [] : ['-b', backing, '-F', 'qcow2']), file, String(sizeBytes)]));

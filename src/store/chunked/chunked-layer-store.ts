@@ -12,7 +12,7 @@
  * chunks.
  */
 import type { ChunkStore } from '../../core/chunk-store.js';
-import type { PreparedMerge } from '../../core/chunked-pools.js';
+import type { PreparedMerge, SealedLayerSource } from '../../core/chunked-pools.js';
 import { StorageError } from '../../core/errors.js';
 import type { HostFile } from '../../core/host-file.js';
 import type { LayerRef, LayerStore, StrayEntry } from '../../core/layer-store.js';
@@ -25,6 +25,7 @@ import { decodeManifest, encodeManifest } from './manifest-format.js';
 import { LAYER_MANIFEST_PREFIX, sealedLayerReferences } from './manifest-references.js';
 import { mergeSealedLayers } from './merge.js';
 import { releaseManifest, sealFile, type SealOptions } from './seal.js';
+import { sealQcow2Stream, type SealStreamOptions } from './seal-stream.js';
 import type { ReferenceSource } from '../dedup/scrub.js';
 
 export { LAYER_MANIFEST_PREFIX } from './manifest-references.js';
@@ -168,16 +169,35 @@ export class ChunkedLayerStore implements LayerStore {
     } finally {
       await source.close();
     }
+    await this.storeNewManifest(ref, manifest, options.signal);
+    await this.local.remove(ref);
+    await this.local.syncPool(ref.pool);
+    return manifest;
+  }
+
+  /**
+   * Creates a layer sealed from the start (an import into a dedup pool): the source's data goes
+   * into the repository as it arrives and the qcow2 layer holding it is laid out as chunks
+   * (seal-stream.ts); the manifest is stored last, so until then the layer does not exist.
+   * ALREADY_EXISTS when a sealed layer of that name exists. A failed or aborted write leaves no
+   * reference behind.
+   */
+  async writeSealed(ref: LayerRef, source: SealedLayerSource, options: SealStreamOptions = {}): Promise<ChunkManifest> {
+    if (await this.isSealed(ref)) throw new StorageError('ALREADY_EXISTS', `${this.name(ref)} is sealed already`);
+    const manifest = await sealQcow2Stream(source, this.repository, options);
+    await this.storeNewManifest(ref, manifest, options.signal);
+    return manifest;
+  }
+
+  /** Stores a freshly referenced manifest under ref's name; if it cannot, drops its references. */
+  private async storeNewManifest(ref: LayerRef, manifest: ChunkManifest, signal: AbortSignal | undefined): Promise<void> {
     let stored = false;
     try {
-      stored = await this.manifests.putIfAbsent(this.key(ref), encodeManifest(manifest), { signal: options.signal });
+      stored = await this.manifests.putIfAbsent(this.key(ref), encodeManifest(manifest), { signal });
     } finally {
       if (!stored) await releaseManifest(manifest, this.repository);
     }
     if (!stored) throw new StorageError('ALREADY_EXISTS', `${this.name(ref)} was sealed by another caller meanwhile`);
-    await this.local.remove(ref);
-    await this.local.syncPool(ref.pool);
-    return manifest;
   }
 
   /**

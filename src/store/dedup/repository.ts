@@ -25,6 +25,7 @@ export interface ChunkRepository {
    * stored, content it has is shared (after checking it is the same bytes where the hash alone
    * cannot promise it). Durable when it resolves: the chunks and the counts survive a crash.
    * Returns the chunks' hashes in the order given. An all-zero chunk is the caller's to skip.
+   * Keeps no reference to `chunks` once it settles: the caller may reuse those buffers.
    */
   addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]>;
   /**
