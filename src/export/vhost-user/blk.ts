@@ -323,8 +323,8 @@ export class BlkRequestHandler {
       return VIRTIO_BLK_S_OK;
     }
     const segments = sliceSegments(writable, 0, dataBytes);
-    if (this.direct(segments, dataBytes)) {
-      const device = this.device;
+    const device = this.device;
+    if (this.direct(segments, dataBytes, device.readSegments !== undefined)) {
       await (device.readSegments !== undefined ? device.readSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.read(o, s)));
       return VIRTIO_BLK_S_OK;
     }
@@ -356,8 +356,8 @@ export class BlkRequestHandler {
       return VIRTIO_BLK_S_OK;
     }
     const segments = sliceSegments(readable, VIRTIO_BLK_OUT_HEADER_BYTES, dataBytes);
-    if (this.direct(segments, dataBytes)) {
-      const device = this.device;
+    const device = this.device;
+    if (this.direct(segments, dataBytes, device.writeSegments !== undefined)) {
       await (device.writeSegments !== undefined ? device.writeSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.write(o, s)));
       return VIRTIO_BLK_S_OK;
     }
@@ -420,9 +420,14 @@ export class BlkRequestHandler {
     return VIRTIO_BLK_S_OK;
   }
 
-  /** A page-aligned buffer of at least lengthBytes; give it back with returnBounce. */
-  private direct(segments: readonly Uint8Array[], dataBytes: number): boolean {
-    return segments.length === 1 || (segments.length <= DIRECT_SEGMENTS_MAX && dataBytes >= segments.length * this.directMinSegmentBytes);
+  /**
+   * Whether the data goes straight between guest memory and the device: always when the device
+   * takes the segments in one call (readSegments/writeSegments: a qcow2 image maps the request once
+   * and moves each host run with one preadv/pwritev), else by DIRECT_MIN_SEGMENT_BYTES.
+   */
+  private direct(segments: readonly Uint8Array[], dataBytes: number, vectored: boolean): boolean {
+    if (segments.length === 1 || (vectored && this.directMinSegmentBytes !== Number.POSITIVE_INFINITY)) return true;
+    return segments.length <= DIRECT_SEGMENTS_MAX && dataBytes >= segments.length * this.directMinSegmentBytes;
   }
 
   /** A page-aligned buffer of at least lengthBytes; give it back with returnBounce. */
