@@ -13,11 +13,12 @@
  * announced as the physical block (TOPOLOGY) so filesystems and partitioners align to 4 KiB anyway.
  * A 4096 blk_size would break guests and tools that assume 512-byte LBAs for no gain here.
  *
- * Data moves straight between the device and guest memory when a request has few data buffers (the
- * usual case: Linux merges physically contiguous pages), so a 1 MiB read or write is not copied in
- * JavaScript at all. Requests with many small buffers go through a pooled bounce buffer instead: one
- * device call and a memcpy per buffer is cheaper than a device call per buffer (measured, see
- * DIRECT_MIN_SEGMENT_BYTES).
+ * Data moves straight between the device and guest memory: a request over several data buffers
+ * goes to the device in one readSegments/writeSegments call when the device has them (a qcow2 image
+ * moves each host run with one preadv/pwritev), so a 1 MiB read or write is not copied in JavaScript
+ * at all. For a device without them, requests with many small buffers go through a pooled bounce
+ * buffer instead: one device call and a memcpy per buffer is cheaper than a device call per buffer
+ * (measured, see DIRECT_MIN_SEGMENT_BYTES).
  */
 import { forEachSegment, type BlockDevice } from '../../core/block-device.js';
 import { allocAligned } from '../../sys/aligned-buffer.js';
@@ -182,8 +183,9 @@ export function encodeBlkConfig(opts: BlkConfigOptions): Uint8Array {
 // --- request handling ------------------------------------------------------------------------------
 
 /**
- * Scattered data (several buffers) goes directly between device and guest memory, one device call
- * per buffer run concurrently, only when the buffers are large on average; otherwise through one
+ * For a device without readSegments/writeSegments, scattered data (several buffers) goes directly
+ * between device and guest memory, one device call per buffer run concurrently, only when the
+ * buffers are large on average; otherwise through one
  * bounce buffer (one device call plus a memcpy per buffer). Each extra device call costs ~10-15 us
  * on a qcow2 image (lookup, gate, pread) while copying costs ~25-50 us per MiB. Measured on qcow2
  * in /dev/shm (STRATA_BENCH=1 npx vitest run test/vhost-user/blk.test.ts -t bench; a shared 2-core
