@@ -19,6 +19,7 @@ import {
   entryZeroFlag,
   subclusterMask,
 } from './l2-entry.js';
+import { Segments, pwriteRun } from './segments.js';
 import type { CachedTable } from './table-cache.js';
 
 /** A copy-up prepared outside the lock: the cluster as the backing holds it, and the bytes the write covers in it. */
@@ -29,26 +30,45 @@ interface CopyUp {
 
 export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
   async write(guestOffset: number, data: Uint8Array, flags?: WriteFlags): Promise<void> {
+    return this.writeFrom(guestOffset, Segments.of(data), flags);
+  }
+
+  /**
+   * One write from buffers that lie back to back from guestOffset (a vhost-user request over
+   * several guest memory descriptors): mapped once, each contiguous in-place host run written
+   * with one pwritev straight from the buffers (BlockDevice.writeSegments). Only ranges that need
+   * metadata changes are gathered into one buffer first.
+   */
+  async writeSegments(guestOffset: number, segments: readonly Uint8Array[], flags?: WriteFlags): Promise<void> {
+    return this.writeFrom(guestOffset, Segments.list(segments), flags);
+  }
+
+  private async writeFrom(guestOffset: number, source: Segments, flags: WriteFlags | undefined): Promise<void> {
     this.checkWritable();
-    this.checkRange(guestOffset, data.length);
+    this.checkRange(guestOffset, source.totalBytes);
     if (this.gate) await this.passGate();
     const epoch = this.enterIo();
     try {
-      await this.writeLayer(guestOffset, data);
+      await this.writeLayerFrom(guestOffset, source);
     } finally {
       this.exitIo(epoch);
     }
     if (flags?.fua) await this.flush();
   }
 
-  protected async writeLayer(guestOffset: number, data: Uint8Array): Promise<void> {
+  protected writeLayer(guestOffset: number, data: Uint8Array): Promise<void> {
+    return this.writeLayerFrom(guestOffset, Segments.of(data));
+  }
+
+  private async writeLayerFrom(guestOffset: number, source: Segments): Promise<void> {
     const pending: Promise<unknown>[] = [];
+    const totalBytes = source.totalBytes;
     let position = 0;
     let runStart = 0;
     let runHost = -1;
     let runLength = 0;
     const flushRun = () => {
-      if (runLength > 0) pending.push(this.file.pwrite(data.subarray(runStart, runStart + runLength), runHost));
+      if (runLength > 0) pending.push(pwriteRun(this.file, source.slices(runStart, runLength), runHost));
       runLength = 0;
     };
     // Consecutive clusters that need the slow path go under the lock together, so whole clusters
@@ -58,15 +78,20 @@ export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
     const flushSlow = () => {
       if (slowLength === 0) return;
       const start = slowStart;
-      const chunk = data.subarray(start, start + slowLength);
-      pending.push(this.writeSlow(guestOffset + start, chunk));
+      pending.push(this.writeSlow(guestOffset + start, source.gather(start, slowLength)));
       slowLength = 0;
     };
-    while (position < data.length) {
+    while (position < totalBytes) {
       const guest = guestOffset + position;
       const offsetInCluster = guest % this.clusterSizeBytes;
-      const length = Math.min(this.clusterSizeBytes - offsetInCluster, data.length - position);
-      const host = await this.inPlaceHostOffset(guest, length).catch((err) => settleThenThrow(pending, err));
+      const length = Math.min(this.clusterSizeBytes - offsetInCluster, totalBytes - position);
+      let host: number;
+      try {
+        const found = this.inPlaceHostOffset(guest, length);
+        host = typeof found === 'number' ? found : await found;
+      } catch (err) {
+        return settleThenThrow(pending, err);
+      }
       if (host >= 0) {
         if (runLength > 0 && runHost + runLength === host) {
           runLength += length;
@@ -98,14 +123,21 @@ export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
 
   /**
    * The host offset to write guest bytes in place (the cluster is ours alone, holds data, and with
-   * extended L2 every touched subcluster is allocated), or -1 when the slow path must run.
+   * extended L2 every touched subcluster is allocated), or -1 when the slow path must run. A
+   * number, without a promise, when the L2 table is cached (the usual case).
    */
-  private async inPlaceHostOffset(guestOffset: number, lengthBytes: number): Promise<number> {
+  private inPlaceHostOffset(guestOffset: number, lengthBytes: number): number | Promise<number> {
     const guestCluster = Math.floor(guestOffset / this.clusterSizeBytes);
     const l1Index = Math.floor(guestCluster / this.l2Entries);
     if (l1Index >= this.l1Offsets.length || !this.l1Copied[l1Index]) return -1;
-    const table = await this.l2Table(l1Index);
-    if (!table) return -1;
+    const l2Offset = this.l1Offsets[l1Index] ?? 0;
+    if (l2Offset === 0) return -1;
+    const cached = this.l2Cache.peek(l2Offset);
+    if (cached !== undefined) return this.inPlaceHostOffsetIn(cached, guestCluster, guestOffset, lengthBytes);
+    return this.l2Cache.get(l2Offset).then((table) => this.inPlaceHostOffsetIn(table, guestCluster, guestOffset, lengthBytes));
+  }
+
+  private inPlaceHostOffsetIn(table: CachedTable, guestCluster: number, guestOffset: number, lengthBytes: number): number {
     const position = (guestCluster % this.l2Entries) * this.l2EntryBytes;
     const hi = table.view.getUint32(position);
     const lo = table.view.getUint32(position + 4);

@@ -22,6 +22,14 @@ export interface HostFile {
   pread(buf: Uint8Array, hostOffset: number): Promise<number>;
   /** Writes all of buf at hostOffset, growing the file as needed. Not durable until flush(). */
   pwrite(buf: Uint8Array, hostOffset: number): Promise<void>;
+  /**
+   * Optional: pread into several buffers that lie back to back from hostOffset, in one call where
+   * the file can (preadv); the same contract as pread over their concatenation. Absent: callers
+   * pread each buffer (formats/qcow2/segments.ts).
+   */
+  preadv?(bufs: readonly Uint8Array[], hostOffset: number): Promise<number>;
+  /** Optional: pwritev is to pwrite what preadv is to pread. */
+  pwritev?(bufs: readonly Uint8Array[], hostOffset: number): Promise<void>;
   /** Makes every completed pwrite, truncate and punchHole durable. */
   flush(): Promise<void>;
   truncate(sizeBytes: number): Promise<void>;

@@ -17,6 +17,7 @@ import { StorageError, type StorageErrorCode } from '../core/errors.js';
 import type { HostFile, HostFileFeatures } from '../core/host-file.js';
 import { checkCopyRange, copyRangeByBytes } from './copy-range.js';
 import { EINTR } from '../sys/libc.js';
+import { IOV_MAX, remainingBuffers, totalBytesOf } from '../sys/iovec.js';
 import {
   ENXIO,
   FALLOC_FL_KEEP_SIZE,
@@ -241,6 +242,126 @@ export class LocalHostFile implements HostFile {
       };
       fs.write(fd, buf, 0, length, hostOffset, onWritten);
     });
+  }
+
+  /**
+   * One preadv(2) for buffers that lie back to back from hostOffset (a request over several guest
+   * memory segments): one thread-pool hop and no bounce copy. Same rules as pread (synchronous up
+   * to syncIoMaxBytes; past the end of the file reads zeroes).
+   */
+  preadv(bufs: readonly Uint8Array[], hostOffset: number): Promise<number> {
+    if (bufs.length === 1) return this.pread(bufs[0]!, hostOffset);
+    const fd = this.fd;
+    if (fd < 0) return Promise.reject(this.closedError('preadv'));
+    const length = totalBytesOf(bufs);
+    if (!Number.isSafeInteger(hostOffset) || hostOffset < 0) {
+      return Promise.reject(checkRange(this.name, 'preadv', hostOffset, length));
+    }
+    if (length === 0) return Promise.resolve(0);
+    if (bufs.length > IOV_MAX) return this.inGroups(bufs, hostOffset, (group, at) => this.preadv(group, at));
+    const what = () => `preadv of ${length} bytes in ${bufs.length} buffers at ${hostOffset} from ${this.name}`;
+    if (length <= this.syncIoMaxBytes) {
+      let rest: readonly Uint8Array[] = bufs;
+      let done = 0;
+      try {
+        while (done < length) {
+          const n = fs.readvSync(fd, rest, hostOffset + done);
+          if (n === 0) break;
+          done += n;
+          if (done < length) rest = remainingBuffers(rest, n);
+        }
+      } catch (err) {
+        return Promise.reject(wrapFsError(err, what()));
+      }
+      if (done < length) for (const b of remainingBuffers(bufs, done)) b.fill(0);
+      return Promise.resolve(done);
+    }
+    this.inFlight++;
+    return new Promise<number>((resolve, reject) => {
+      let rest: readonly Uint8Array[] = bufs;
+      let done = 0;
+      const onRead = (err: NodeJS.ErrnoException | null, n: number): void => {
+        if (err) {
+          this.opDone();
+          reject(wrapFsError(err, what()));
+          return;
+        }
+        done += n;
+        if (n === 0 || done === length) {
+          // n === 0 is end of file: the rest reads as zeroes.
+          if (done < length) for (const b of remainingBuffers(bufs, done)) b.fill(0);
+          this.opDone();
+          resolve(done);
+          return;
+        }
+        rest = remainingBuffers(rest, n);
+        fs.readv(fd, rest, hostOffset + done, onRead);
+      };
+      fs.readv(fd, rest, hostOffset, onRead);
+    });
+  }
+
+  /** pwritev(2): pwrite of buffers that lie back to back from hostOffset, in one call. */
+  pwritev(bufs: readonly Uint8Array[], hostOffset: number): Promise<void> {
+    if (bufs.length === 1) return this.pwrite(bufs[0]!, hostOffset);
+    const fd = this.fd;
+    if (fd < 0) return Promise.reject(this.closedError('pwritev'));
+    if (this.readOnly) return Promise.reject(this.readOnlyError('pwritev'));
+    const length = totalBytesOf(bufs);
+    if (!Number.isSafeInteger(hostOffset) || hostOffset < 0) {
+      return Promise.reject(checkRange(this.name, 'pwritev', hostOffset, length));
+    }
+    if (length === 0) return RESOLVED;
+    if (bufs.length > IOV_MAX) return this.inGroups(bufs, hostOffset, (group, at) => this.pwritev(group, at)).then(() => undefined);
+    const what = () => `pwritev of ${length} bytes in ${bufs.length} buffers at ${hostOffset} to ${this.name}`;
+    const noProgress = () => Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    if (length <= this.syncIoMaxBytes) {
+      let rest: readonly Uint8Array[] = bufs;
+      let done = 0;
+      try {
+        while (done < length) {
+          const n = fs.writevSync(fd, rest, hostOffset + done);
+          if (n === 0) throw noProgress();
+          done += n;
+          if (done < length) rest = remainingBuffers(rest, n);
+        }
+      } catch (err) {
+        return Promise.reject(wrapFsError(err, what()));
+      }
+      return RESOLVED;
+    }
+    this.inFlight++;
+    return new Promise<void>((resolve, reject) => {
+      let rest: readonly Uint8Array[] = bufs;
+      let done = 0;
+      const onWritten = (err: NodeJS.ErrnoException | null, n: number): void => {
+        if (err || n === 0) {
+          this.opDone();
+          reject(wrapFsError(err ?? noProgress(), what()));
+          return;
+        }
+        done += n;
+        if (done === length) {
+          this.opDone();
+          resolve();
+          return;
+        }
+        rest = remainingBuffers(rest, n);
+        fs.writev(fd, rest, hostOffset + done, onWritten);
+      };
+      fs.writev(fd, rest, hostOffset, onWritten);
+    });
+  }
+
+  /** More buffers than one call takes: IOV_MAX at a time, one after another. */
+  private async inGroups(bufs: readonly Uint8Array[], hostOffset: number, call: (group: Uint8Array[], hostOffset: number) => Promise<unknown>): Promise<number> {
+    let at = hostOffset;
+    for (let i = 0; i < bufs.length; i += IOV_MAX) {
+      const group = bufs.slice(i, i + IOV_MAX);
+      await call(group, at);
+      at += totalBytesOf(group);
+    }
+    return at - hostOffset;
   }
 
   private preadSync(fd: number, buf: Uint8Array, hostOffset: number): Promise<number> {

@@ -14,7 +14,7 @@
  * first, so the limits hold for the volume whatever exports (NBD, vhost-user) reach it, and a
  * change of limits applies to the running exports at once. blockStatus is not throttled.
  */
-import { forEachSegment, type BlockDevice, type BlockDeviceCapabilities, type Extent, type WriteFlags, type WriteZeroesFlags } from '../core/block-device.js';
+import { type BlockDevice, type BlockDeviceCapabilities, type Extent, type WriteFlags, type WriteZeroesFlags } from '../core/block-device.js';
 import { StorageError } from '../core/errors.js';
 import { RequestGate } from '../core/request-gate.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
@@ -243,13 +243,13 @@ export class LiveDevice implements BlockDevice {
 
   /** One request over several buffers (a vhost-user request's descriptors): one operation to the throttle. */
   readSegments(guestOffset: number, segments: readonly Uint8Array[]): Promise<void> {
-    return this.throttled('read', totalBytes(segments), (image) => forEachSegment(guestOffset, segments, (offset, segment) => image.read(offset, segment)));
+    return this.throttled('read', totalBytes(segments), (image) => image.readSegments(guestOffset, segments));
   }
 
   writeSegments(guestOffset: number, segments: readonly Uint8Array[], flags?: WriteFlags): Promise<void> {
     if (this.readOnly) return Promise.reject(this.readOnlyError());
     this.live.noteWrite();
-    return this.throttled('write', totalBytes(segments), (image) => forEachSegment(guestOffset, segments, (offset, segment) => image.write(offset, segment, flags)));
+    return this.throttled('write', totalBytes(segments), (image) => image.writeSegments(guestOffset, segments, flags));
   }
 
   /** An NBD read answered from blockStatus (all zeroes): counted as the read it is, then nothing to do. */

@@ -53,6 +53,38 @@ export function hostFileConformance(name: string, subject: HostFileSubject): voi
       await file.close();
     });
 
+    it('preadv/pwritev, where a file has them, move the same bytes as pread/pwrite, past the end too', async () => {
+      const file = await subject.create();
+      if (file.preadv === undefined && file.pwritev === undefined) return file.close();
+      // Small and large totals (a file may take them synchronously or through a thread pool), odd lengths.
+      for (const lengths of [[512, 4 * KiB, 3], [300 * KiB, 1, 700 * KiB + 5, 64 * KiB]]) {
+        const total = lengths.reduce((a, b) => a + b, 0);
+        const data = pattern(total, lengths.length);
+        const pieces = (bytes: Uint8Array, sizes: readonly number[]): Uint8Array[] => {
+          let at = 0;
+          return sizes.map((n) => bytes.subarray(at, (at += n)));
+        };
+        if (file.pwritev !== undefined) await file.pwritev(pieces(data, lengths), 8 * KiB + 7);
+        else await file.pwrite(data, 8 * KiB + 7);
+        expectSameBytes(await readAll(file, 8 * KiB + 7, total), data, `pwritev of ${lengths.join('+')} bytes`);
+        if (file.preadv !== undefined) {
+          const back = new Uint8Array(total);
+          expect(await file.preadv(pieces(back, [...lengths].reverse()), 8 * KiB + 7)).toBe(total);
+          expectSameBytes(back, data, `preadv of ${lengths.join('+')} bytes`);
+        }
+      }
+      if (file.preadv !== undefined) {
+        // Past the end: the bytes that exist, then zeroes in every later buffer.
+        const size = await file.sizeBytes();
+        const bufs = [new Uint8Array(3 * KiB).fill(0xee), new Uint8Array(5 * KiB).fill(0xee), new Uint8Array(2 * KiB).fill(0xee)];
+        expect(await file.preadv(bufs, size - 4 * KiB)).toBe(4 * KiB);
+        expectSameBytes(bufs[0]!, await readAll(file, size - 4 * KiB, 3 * KiB));
+        expectSameBytes(bufs[1]!.subarray(0, KiB), await readAll(file, size - KiB, KiB));
+        expect(bufs[1]!.subarray(KiB).every((b) => b === 0) && bufs[2]!.every((b) => b === 0)).toBe(true);
+      }
+      await file.close();
+    });
+
     it('truncate grows with zeroes and shrinks; punchHole zeroes a range and keeps the size', async () => {
       const file = await subject.create();
       await file.pwrite(pattern(2 * MiB, 2), 0);
@@ -112,6 +144,7 @@ export function hostFileConformance(name: string, subject: HostFileSubject): voi
       expect(ro.readOnly).toBe(true);
       expectSameBytes(await readAll(ro, 0, 64 * KiB), pattern(64 * KiB, 6));
       await expectCode(ro.pwrite(new Uint8Array(1), 0), 'READ_ONLY');
+      if (ro.pwritev !== undefined) await expectCode(ro.pwritev([new Uint8Array(1), new Uint8Array(1)], 0), 'READ_ONLY');
       await expectCode(ro.truncate(0), 'READ_ONLY');
       await expectCode(ro.punchHole(0, 4096), 'READ_ONLY');
       await expectCode(ro.copyRange(file, 0, 0, 4096), 'READ_ONLY');

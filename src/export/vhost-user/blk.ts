@@ -13,11 +13,12 @@
  * announced as the physical block (TOPOLOGY) so filesystems and partitioners align to 4 KiB anyway.
  * A 4096 blk_size would break guests and tools that assume 512-byte LBAs for no gain here.
  *
- * Data moves straight between the device and guest memory when a request has few data buffers (the
- * usual case: Linux merges physically contiguous pages), so a 1 MiB read or write is not copied in
- * JavaScript at all. Requests with many small buffers go through a pooled bounce buffer instead: one
- * device call and a memcpy per buffer is cheaper than a device call per buffer (measured, see
- * DIRECT_MIN_SEGMENT_BYTES).
+ * Data moves straight between the device and guest memory: a request over several data buffers
+ * goes to the device in one readSegments/writeSegments call when the device has them (a qcow2 image
+ * moves each host run with one preadv/pwritev), so a 1 MiB read or write is not copied in JavaScript
+ * at all. For a device without them, requests with many small buffers go through a pooled bounce
+ * buffer instead: one device call and a memcpy per buffer is cheaper than a device call per buffer
+ * (measured, see DIRECT_MIN_SEGMENT_BYTES).
  */
 import { forEachSegment, type BlockDevice } from '../../core/block-device.js';
 import { allocAligned } from '../../sys/aligned-buffer.js';
@@ -182,8 +183,9 @@ export function encodeBlkConfig(opts: BlkConfigOptions): Uint8Array {
 // --- request handling ------------------------------------------------------------------------------
 
 /**
- * Scattered data (several buffers) goes directly between device and guest memory, one device call
- * per buffer run concurrently, only when the buffers are large on average; otherwise through one
+ * For a device without readSegments/writeSegments, scattered data (several buffers) goes directly
+ * between device and guest memory, one device call per buffer run concurrently, only when the
+ * buffers are large on average; otherwise through one
  * bounce buffer (one device call plus a memcpy per buffer). Each extra device call costs ~10-15 us
  * on a qcow2 image (lookup, gate, pread) while copying costs ~25-50 us per MiB. Measured on qcow2
  * in /dev/shm (STRATA_BENCH=1 npx vitest run test/vhost-user/blk.test.ts -t bench; a shared 2-core
@@ -323,8 +325,8 @@ export class BlkRequestHandler {
       return VIRTIO_BLK_S_OK;
     }
     const segments = sliceSegments(writable, 0, dataBytes);
-    if (this.direct(segments, dataBytes)) {
-      const device = this.device;
+    const device = this.device;
+    if (this.direct(segments, dataBytes, device.readSegments !== undefined)) {
       await (device.readSegments !== undefined ? device.readSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.read(o, s)));
       return VIRTIO_BLK_S_OK;
     }
@@ -356,8 +358,8 @@ export class BlkRequestHandler {
       return VIRTIO_BLK_S_OK;
     }
     const segments = sliceSegments(readable, VIRTIO_BLK_OUT_HEADER_BYTES, dataBytes);
-    if (this.direct(segments, dataBytes)) {
-      const device = this.device;
+    const device = this.device;
+    if (this.direct(segments, dataBytes, device.writeSegments !== undefined)) {
       await (device.writeSegments !== undefined ? device.writeSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.write(o, s)));
       return VIRTIO_BLK_S_OK;
     }
@@ -420,9 +422,14 @@ export class BlkRequestHandler {
     return VIRTIO_BLK_S_OK;
   }
 
-  /** A page-aligned buffer of at least lengthBytes; give it back with returnBounce. */
-  private direct(segments: readonly Uint8Array[], dataBytes: number): boolean {
-    return segments.length === 1 || (segments.length <= DIRECT_SEGMENTS_MAX && dataBytes >= segments.length * this.directMinSegmentBytes);
+  /**
+   * Whether the data goes straight between guest memory and the device: always when the device
+   * takes the segments in one call (readSegments/writeSegments: a qcow2 image maps the request once
+   * and moves each host run with one preadv/pwritev), else by DIRECT_MIN_SEGMENT_BYTES.
+   */
+  private direct(segments: readonly Uint8Array[], dataBytes: number, vectored: boolean): boolean {
+    if (segments.length === 1 || (vectored && this.directMinSegmentBytes !== Number.POSITIVE_INFINITY)) return true;
+    return segments.length <= DIRECT_SEGMENTS_MAX && dataBytes >= segments.length * this.directMinSegmentBytes;
   }
 
   /** A page-aligned buffer of at least lengthBytes; give it back with returnBounce. */
