@@ -20,13 +20,12 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startGuest } from '../test/vhost-user/guest.js';
 import { argNumber, argValue, loadArg } from './args.js';
 import { processCpuSeconds, formatCost, cpuCost, type CpuSample } from './cpu.js';
 import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
-import { loadAverage, loadNote, startLoad } from './load.js';
+import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
 import { startStrata, strataCli } from './strata-daemon.js';
 
@@ -201,10 +200,7 @@ async function main(): Promise<void> {
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
-    await load.stop();
-    for (const child of children) child.kill('SIGTERM');
-    await sleep(300);
-    rmSync(dir, { recursive: true, force: true });
+    await endBench(load, children, dir);
   }
 }
 

@@ -4,6 +4,7 @@
  * after it, so both sides of the cell run under the same load.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 
 const HASH_LOOP = "const {createHash}=require('node:crypto');const b=Buffer.alloc(1<<20,7);for(;;)createHash('sha256').update(b).digest();";
@@ -42,4 +43,15 @@ export function loadAverage(): number {
 /** The footer phrase every bench prints: the load it started and the load average it saw. */
 export function loadNote(processes: number, loadAtStart: number): string {
   return `load generator ${processes} process(es); 1-min load average ${loadAtStart.toFixed(2)} at the start, ${loadAverage().toFixed(2)} at the end`;
+}
+
+/**
+ * The end of a peer bench: the load generator stopped, the servers asked to exit (a moment
+ * given to them to let go of their files), their scratch folder removed.
+ */
+export async function endBench(load: LoadGenerator, children: readonly ChildProcess[], scratchDir: string): Promise<void> {
+  await load.stop();
+  for (const child of children) child.kill('SIGTERM');
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  rmSync(scratchDir, { recursive: true, force: true });
 }

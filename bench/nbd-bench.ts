@@ -14,14 +14,13 @@
  *   npm run build && node dist/bench/nbd-bench.js [--runtime 3] [--reps 5] [--only "QD 1"] [--load N]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { startStrata, strataCli } from './strata-daemon.js';
 import { argNumber, argValue, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
 import { fioNbd as fio, fioNbdRun, NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
-import { loadAverage, loadNote, startLoad } from './load.js';
+import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, type Side } from './report.js';
 
 type Row = NbdBenchRow;
@@ -125,10 +124,7 @@ async function main(): Promise<void> {
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
-    await load.stop();
-    for (const child of children) child.kill('SIGTERM');
-    await sleep(300);
-    rmSync(dir, { recursive: true, force: true });
+    await endBench(load, children, dir);
   }
 }
 

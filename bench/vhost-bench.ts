@@ -15,14 +15,14 @@
  *   npx tsc -p tsconfig.json && node dist/bench/vhost-bench.js [--runtime 3] [--reps 3] [--queues 1] [--only strata,qsd-wt,qsd] [--load N]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { BlkStatus, BlkType, VhostUserFrontend } from '../test/support/vhost-frontend/index.js';
 import { argNumber, argValue, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
-import { loadAverage, loadNote, startLoad } from './load.js';
+import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns } from './report.js';
 
 const here = resolve(fileURLToPath(import.meta.url), '..');
@@ -159,11 +159,8 @@ async function main(): Promise<void> {
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
-    await load.stop();
     for (const b of backends) b.fe?.close();
-    for (const child of children) child.kill('SIGTERM');
-    await sleep(300);
-    rmSync(dir, { recursive: true, force: true });
+    await endBench(load, children, dir);
   }
 }
 
