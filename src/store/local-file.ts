@@ -18,6 +18,7 @@ import type { HostFile, HostFileFeatures } from '../core/host-file.js';
 import { checkCopyRange, copyRangeByBytes } from './copy-range.js';
 import { EINTR } from '../sys/libc.js';
 import { IOV_MAX, remainingBuffers, totalBytesOf } from '../sys/iovec.js';
+import { sizeThreadPool } from '../sys/thread-pool.js';
 import {
   ENXIO,
   FALLOC_FL_KEEP_SIZE,
@@ -27,6 +28,9 @@ import {
   SEEK_DATA,
   SEEK_HOLE,
 } from '../sys/file-syscalls.js';
+
+// Before the pool starts (the first asynchronous call, which comes after every module has loaded).
+sizeThreadPool();
 
 export interface LocalHostFileOptions {
   /** Open O_RDONLY; every mutating call rejects with READ_ONLY. */
