@@ -215,7 +215,10 @@ export abstract class Qcow2ImageReader extends Qcow2ImageMetadata {
       position += length;
     }
     flushRun();
-    await Promise.all(pending);
+    // Most requests are one host run: await its promise itself, without Promise.all's array,
+    // element callbacks and extra promise.
+    if (pending.length === 1) await pending[0];
+    else if (pending.length > 1) await Promise.all(pending);
   }
 
   protected async readBacking(guestOffset: number, buf: Uint8Array): Promise<void> {

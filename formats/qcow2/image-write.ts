@@ -115,7 +115,9 @@ export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
     }
     flushRun();
     flushSlow();
-    await Promise.all(pending);
+    // Most requests are one host run: await its promise itself (no Promise.all).
+    if (pending.length === 1) await pending[0];
+    else if (pending.length > 1) await Promise.all(pending);
     if (this.l2Cache.overCapacity() || this.refcounts.blocks.overCapacity()) {
       await this.metaLock.run(() => this.relieveCachePressure());
     }

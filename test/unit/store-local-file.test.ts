@@ -5,6 +5,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { isStorageError } from '../../src/core/errors.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
+import { sliceBuffers, totalBytesOf } from '../../src/sys/iovec.js';
 import { shmBase, shmTempDir, tempDir } from '../support/tmp.js';
 
 async function rejectsWith(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<void> {
@@ -264,6 +265,65 @@ describe('LocalHostFile edge paths', () => {
     vi.restoreAllMocks();
     await f.close();
     expect(fs.readFileSync(p).subarray(100)).toEqual(Buffer.from(data));
+  });
+
+  it.each([false, true])('loops on short vectored reads and writes, one loop with pread/pwrite (syncIo %s)', async (syncIo) => {
+    const p = path.join(tempDir(), 'shortv.img');
+    const f = await LocalHostFile.open(p, { create: true, syncIo });
+    const CAP = 1000;
+    type Cb = (err: NodeJS.ErrnoException | null, n: number) => void;
+    const capped = (bufs: Uint8Array[]) => sliceBuffers(bufs, 0, Math.min(CAP, totalBytesOf(bufs)));
+    const realWritev = fs.writev as unknown as (...a: unknown[]) => void;
+    const realReadv = fs.readv as unknown as (...a: unknown[]) => void;
+    const realWritevSync = fs.writevSync as unknown as (...a: unknown[]) => number;
+    const realReadvSync = fs.readvSync as unknown as (...a: unknown[]) => number;
+    const realWrite = fs.write as unknown as (...a: unknown[]) => void;
+    const realRead = fs.read as unknown as (...a: unknown[]) => void;
+    const realWriteSync = fs.writeSync as unknown as (...a: unknown[]) => number;
+    const realReadSync = fs.readSync as unknown as (...a: unknown[]) => number;
+    // What is left after a short call may be one buffer: then pread/pwrite go on (capped too).
+    vi.spyOn(fs, 'write').mockImplementation(((fd: number, b: Uint8Array, o: number, l: number, pos: number, cb: Cb) =>
+      realWrite(fd, b, o, Math.min(l, CAP), pos, cb)) as never);
+    vi.spyOn(fs, 'read').mockImplementation(((fd: number, b: Uint8Array, o: number, l: number, pos: number, cb: Cb) =>
+      realRead(fd, b, o, Math.min(l, CAP), pos, cb)) as never);
+    vi.spyOn(fs, 'writeSync').mockImplementation(((fd: number, b: Uint8Array, o: number, l: number, pos: number) =>
+      realWriteSync(fd, b, o, Math.min(l, CAP), pos)) as never);
+    vi.spyOn(fs, 'readSync').mockImplementation(((fd: number, b: Uint8Array, o: number, l: number, pos: number) =>
+      realReadSync(fd, b, o, Math.min(l, CAP), pos)) as never);
+    [
+      vi.spyOn(fs, 'writev').mockImplementation(((fd: number, b: Uint8Array[], pos: number, cb: Cb) => realWritev(fd, capped(b), pos, cb)) as never),
+      vi.spyOn(fs, 'readv').mockImplementation(((fd: number, b: Uint8Array[], pos: number, cb: Cb) => realReadv(fd, capped(b), pos, cb)) as never),
+      vi.spyOn(fs, 'writevSync').mockImplementation(((fd: number, b: Uint8Array[], pos: number) => realWritevSync(fd, capped(b), pos)) as never),
+      vi.spyOn(fs, 'readvSync').mockImplementation(((fd: number, b: Uint8Array[], pos: number) => realReadvSync(fd, capped(b), pos)) as never),
+    ];
+    const data = new SeededRandom(8).fill(new Uint8Array(4500));
+    // Pieces of 700, 1800, 2000 bytes: each capped call ends inside a different piece.
+    await f.pwritev([data.subarray(0, 700), data.subarray(700, 2500), data.subarray(2500)], 100);
+    const back = new Uint8Array(6000).fill(0xff);
+    expect(await f.preadv([back.subarray(0, 2500), back.subarray(2500)], 100)).toBe(4500);
+    expect(back.subarray(0, 4500)).toEqual(data);
+    expect(back.subarray(4500).every((b) => b === 0)).toBe(true); // past the end: zeroes
+    const count = (fn: unknown) => vi.mocked(fn as (...a: unknown[]) => unknown).mock.calls.length;
+    const calls = (name: 'write' | 'read' | 'writev' | 'readv') => count(fs[syncIo ? (`${name}Sync` as const) : name]);
+    expect(calls('writev')).toBeGreaterThan(1);
+    expect(calls('writev') + calls('write')).toBe(5);
+    expect(calls('readv') + calls('read')).toBe(6); // 5 short + EOF
+    vi.restoreAllMocks();
+    await f.close();
+    expect(fs.readFileSync(p).subarray(100)).toEqual(Buffer.from(data));
+  });
+
+  it.each([false, true])('fails a write that makes no progress with IO_ERROR (syncIo %s)', async (syncIo) => {
+    const f = await LocalHostFile.open(path.join(tempDir(), 'stuck.img'), { create: true, syncIo });
+    type Cb = (err: NodeJS.ErrnoException | null, n: number) => void;
+    vi.spyOn(fs, 'write').mockImplementation(((...args: unknown[]) => setImmediate(() => (args[args.length - 1] as Cb)(null, 0))) as never);
+    vi.spyOn(fs, 'writev').mockImplementation(((...args: unknown[]) => setImmediate(() => (args[args.length - 1] as Cb)(null, 0))) as never);
+    vi.spyOn(fs, 'writeSync').mockImplementation((() => 0) as never);
+    vi.spyOn(fs, 'writevSync').mockImplementation((() => 0) as never);
+    await rejectsWith(f.pwrite(new Uint8Array(10), 0), 'IO_ERROR', /pwrite of 10 bytes at 0 to .*stuck\.img: write made no progress/);
+    await rejectsWith(f.pwritev([new Uint8Array(10), new Uint8Array(6)], 4), 'IO_ERROR', /pwritev of 16 bytes in 2 buffers at 4 to .*: write made no progress/);
+    vi.restoreAllMocks();
+    await f.close();
   });
 
   it('turns write errors into StorageErrors (ENOSPC -> NO_SPACE)', async () => {

@@ -110,7 +110,7 @@ async function run(argv: string[], con: Console): Promise<number> {
       if (flushInterval > 0) con.stdout(`Sending flush every ${flushInterval} requests\n`);
     }
 
-    // Each worker owns one buffer; a shared counter hands out request numbers in order.
+    // DEPTH workers, each with one request in flight; a shared counter hands out request numbers in order.
     if (offset > size - bufSize) {
       throw new UsageError(`${COMMAND}: offset ${offset} leaves no room for a request in the image (${size} bytes)`, 'use a smaller -o');
     }
@@ -127,17 +127,18 @@ async function run(argv: string[], con: Console): Promise<number> {
       else nextOffset %= size - bufSize;
       return at;
     };
-    const buffers: Uint8Array[] = [];
-    for (let i = 0; i < Math.min(depth, count); i++) {
-      // Page-aligned, as qemu-img's buffers are: the kernel copies to them several times faster.
-      const buf = allocAligned(bufSize);
-      if (write) buf.fill(pattern);
-      buffers.push(buf);
-    }
+    // One buffer for every request in flight, as qemu-img bench has (its requests share one I/O
+    // vector: strace shows every pread at the same address). 32 buffers of 1 MiB would make each
+    // request copy to or from memory that is not in the CPU cache, and cost 1.3x the CPU per
+    // request of qemu-img doing the same I/O. Page-aligned, as qemu-img's buffer is: the kernel
+    // copies to it several times faster.
+    const buf = allocAligned(bufSize);
+    if (write) buf.fill(pattern);
+    const workers = Math.min(depth, count);
 
     const started = process.hrtime.bigint();
     try {
-      const worker = async (buf: Uint8Array): Promise<void> => {
+      const worker = async (): Promise<void> => {
         while (issued < count) {
           if (flushing !== undefined) await flushing;
           if (issued >= count) break;
@@ -165,7 +166,7 @@ async function run(argv: string[], con: Console): Promise<number> {
           }
         }
       };
-      await Promise.all(buffers.map((buf) => worker(buf)));
+      await Promise.all(Array.from({ length: workers }, () => worker()));
       if (write) await image.flush();
     } catch (err) {
       throw withContext(`benchmark on '${path}' failed`, err);
