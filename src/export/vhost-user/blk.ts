@@ -279,7 +279,7 @@ export class BlkRequestHandler {
       throw new VirtqueueError(`virtio-blk request ${chain.head} has no writable status byte`);
     }
     const statusIndex = statusBuffer.length - 1;
-    let result: Promise<number | void> | number;
+    let result: Promise<void> | number;
     try {
       result = this.execute(chain);
     } catch (err) {
@@ -292,9 +292,10 @@ export class BlkRequestHandler {
       return;
     }
     result.then(
-      (status) => {
-        // A device call resolves with nothing: the request succeeded.
-        statusBuffer[statusIndex] = status ?? VIRTIO_BLK_S_OK;
+      () => {
+        // Refusals are decided before any I/O (a number above); a promise that settles is the
+        // device's answer, whatever value a device resolves with.
+        statusBuffer[statusIndex] = VIRTIO_BLK_S_OK;
         done(chain, chain.writableBytes);
       },
       (err: unknown) => {
@@ -306,10 +307,11 @@ export class BlkRequestHandler {
   }
 
   /**
-   * The status, or a promise of it (nothing: OK). Everything read from guest memory is read
-   * before the first await. May throw (a device failing synchronously): start() reports IOERR.
+   * A status decided without I/O, or the device work's promise (fulfilled: OK; rejected: IOERR).
+   * Everything read from guest memory is read before the first await. May throw (a device
+   * failing synchronously): start() reports IOERR.
    */
-  private execute(chain: DescriptorChain): Promise<number | void> | number {
+  private execute(chain: DescriptorChain): Promise<void> | number {
     if (chain.readableBytes < VIRTIO_BLK_OUT_HEADER_BYTES) return VIRTIO_BLK_S_IOERR;
     let header = chain.readable[0]!;
     if (header.length < VIRTIO_BLK_OUT_HEADER_BYTES) {
@@ -346,7 +348,7 @@ export class BlkRequestHandler {
   }
 
   /** The common shapes, [data, status] and [data+status], go straight to the device: no async frame. */
-  private read(chain: DescriptorChain, sectorLow: number, sectorHigh: number): Promise<number | void> | number {
+  private read(chain: DescriptorChain, sectorLow: number, sectorHigh: number): Promise<void> | number {
     const dataBytes = chain.writableBytes - 1;
     const offset = this.dataOffset(sectorLow, sectorHigh, dataBytes);
     if (offset < 0) return VIRTIO_BLK_S_IOERR;
@@ -359,12 +361,12 @@ export class BlkRequestHandler {
     return this.readScattered(writable, offset, dataBytes);
   }
 
-  private async readScattered(writable: readonly Uint8Array[], offset: number, dataBytes: number): Promise<number> {
+  private async readScattered(writable: readonly Uint8Array[], offset: number, dataBytes: number): Promise<void> {
     const segments = sliceSegments(writable, 0, dataBytes);
     const device = this.device;
     if (this.direct(segments, dataBytes, device.readSegments !== undefined)) {
       await (device.readSegments !== undefined ? device.readSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.read(o, s)));
-      return VIRTIO_BLK_S_OK;
+      return;
     }
     const bounce = this.takeBounce(dataBytes);
     try {
@@ -374,11 +376,10 @@ export class BlkRequestHandler {
     } finally {
       this.returnBounce(bounce);
     }
-    return VIRTIO_BLK_S_OK;
   }
 
   /** Like read(): [header, data] and [header+data] go straight to the device. */
-  private write(chain: DescriptorChain, sectorLow: number, sectorHigh: number): Promise<number | void> | number {
+  private write(chain: DescriptorChain, sectorLow: number, sectorHigh: number): Promise<void> | number {
     if (this.readOnly) return VIRTIO_BLK_S_IOERR;
     const dataBytes = chain.readableBytes - VIRTIO_BLK_OUT_HEADER_BYTES;
     const offset = this.dataOffset(sectorLow, sectorHigh, dataBytes);
@@ -391,12 +392,12 @@ export class BlkRequestHandler {
     return this.writeScattered(readable, offset, dataBytes);
   }
 
-  private async writeScattered(readable: readonly Uint8Array[], offset: number, dataBytes: number): Promise<number> {
+  private async writeScattered(readable: readonly Uint8Array[], offset: number, dataBytes: number): Promise<void> {
     const segments = sliceSegments(readable, VIRTIO_BLK_OUT_HEADER_BYTES, dataBytes);
     const device = this.device;
     if (this.direct(segments, dataBytes, device.writeSegments !== undefined)) {
       await (device.writeSegments !== undefined ? device.writeSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.write(o, s)));
-      return VIRTIO_BLK_S_OK;
+      return;
     }
     // Gathered into our own buffer before the first await: the device sees one snapshot.
     const bounce = this.takeBounce(dataBytes);
@@ -407,7 +408,6 @@ export class BlkRequestHandler {
     } finally {
       this.returnBounce(bounce);
     }
-    return VIRTIO_BLK_S_OK;
   }
 
   private getId(chain: DescriptorChain): number {
@@ -417,7 +417,8 @@ export class BlkRequestHandler {
     return VIRTIO_BLK_S_OK;
   }
 
-  private async discardOrWriteZeroes(chain: DescriptorChain, type: number): Promise<number> {
+  /** Every range is validated synchronously (a refusal is a number); the device calls follow. */
+  private discardOrWriteZeroes(chain: DescriptorChain, type: number): Promise<void> | number {
     const isDiscard = type === VIRTIO_BLK_T_DISCARD;
     if (this.readOnly) return VIRTIO_BLK_S_IOERR;
     if (isDiscard && !this.device.capabilities.discard) return VIRTIO_BLK_S_UNSUPP;
@@ -448,13 +449,16 @@ export class BlkRequestHandler {
       lengths.push(lengthBytes);
       unmaps.push(flags !== 0);
     }
-    for (let i = 0; i < count; i++) {
+    return this.applyRanges(isDiscard, offsets, lengths, unmaps);
+  }
+
+  private async applyRanges(isDiscard: boolean, offsets: number[], lengths: number[], unmaps: boolean[]): Promise<void> {
+    for (let i = 0; i < offsets.length; i++) {
       const lengthBytes = lengths[i]!;
       if (lengthBytes === 0) continue;
       if (isDiscard) await this.device.discard(offsets[i]!, lengthBytes);
       else await this.device.writeZeroes(offsets[i]!, lengthBytes, { mayUnmap: unmaps[i]! });
     }
-    return VIRTIO_BLK_S_OK;
   }
 
   /**
