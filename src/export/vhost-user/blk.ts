@@ -205,6 +205,9 @@ const BOUNCE_POOL_MAX = 16;
 /** Larger bounce buffers are allocated per request and dropped. */
 const BOUNCE_POOLED_MAX_BYTES = 4 * 1024 * 1024;
 
+/** Called once a request's status byte is in guest memory, with the used-ring length. */
+export type BlkRequestDone = (chain: DescriptorChain, usedBytes: number) => void;
+
 export interface BlkRequestHandlerOptions {
   readOnly: boolean;
   /** GET_ID answer; UTF-8, truncated to 20 bytes, NUL-padded. */
@@ -219,7 +222,7 @@ export interface BlkRequestHandlerOptions {
 /**
  * Executes virtio-blk requests against a BlockDevice.
  *
- * handle() resolves with the used-ring length: the writable bytes of the chain, i.e. up to and
+ * start() reports (handle() resolves with) the used-ring length: the writable bytes of the chain, i.e. up to and
  * including the status byte. The spec defines len as a lower bound on bytes written from the start
  * of the writable buffers, and the status byte is the last of them, so anything shorter would
  * understate what the driver must look at (QEMU reports the same).
@@ -227,7 +230,7 @@ export interface BlkRequestHandlerOptions {
  * Guest errors never reject: bad ranges, misaligned lengths, read-only writes, short headers or
  * payloads and device failures complete with IOERR; unknown types and unsupported flags with
  * UNSUPP. The single exception is a chain without any writable byte: there is nowhere to put a
- * status, the request cannot be completed, and handle() rejects with a VirtqueueError before doing
+ * status, the request cannot be completed, and start() throws (handle() rejects with) a VirtqueueError before doing
  * any I/O. The caller treats that like a VirtqueueError from pop(): the queue is broken until reset
  * (virtio-blk in QEMU does the same for a missing status byte). It should still not push the chain.
  */
@@ -257,26 +260,58 @@ export class BlkRequestHandler {
     return this.deviceErrorCount;
   }
 
-  async handle(chain: DescriptorChain): Promise<number> {
+  /** start() as a promise of the used-ring length (rejects with VirtqueueError as start() throws). */
+  handle(chain: DescriptorChain): Promise<number> {
+    return new Promise((resolve) => this.start(chain, (_chain, usedBytes) => resolve(usedBytes)));
+  }
+
+  /**
+   * Runs one request; done(chain, usedBytes) runs once its status byte is written: synchronously
+   * when no device call was needed (GET_ID, refused requests), else from the device promise's
+   * own reaction. The ring's hot path: per request one promise reaction, no async frames between
+   * the device and the used ring. Throws VirtqueueError, before any I/O, for a chain without a
+   * status byte; done is then never called.
+   */
+  start(chain: DescriptorChain, done: BlkRequestDone): void {
     const writable = chain.writable;
     const statusBuffer = writable[writable.length - 1];
     if (statusBuffer === undefined) {
       throw new VirtqueueError(`virtio-blk request ${chain.head} has no writable status byte`);
     }
     const statusIndex = statusBuffer.length - 1;
-    let status: number;
+    let result: Promise<void> | number;
     try {
-      status = await this.execute(chain);
+      result = this.execute(chain);
     } catch (err) {
       this.noteDeviceError(err);
-      status = VIRTIO_BLK_S_IOERR;
+      result = VIRTIO_BLK_S_IOERR;
     }
-    statusBuffer[statusIndex] = status;
-    return chain.writableBytes;
+    if (typeof result === 'number') {
+      statusBuffer[statusIndex] = result;
+      done(chain, chain.writableBytes);
+      return;
+    }
+    result.then(
+      () => {
+        // Refusals are decided before any I/O (a number above); a promise that settles is the
+        // device's answer, whatever value a device resolves with.
+        statusBuffer[statusIndex] = VIRTIO_BLK_S_OK;
+        done(chain, chain.writableBytes);
+      },
+      (err: unknown) => {
+        this.noteDeviceError(err);
+        statusBuffer[statusIndex] = VIRTIO_BLK_S_IOERR;
+        done(chain, chain.writableBytes);
+      },
+    );
   }
 
-  /** Returns the status. Everything read from guest memory is read before the first await. */
-  private execute(chain: DescriptorChain): Promise<number> | number {
+  /**
+   * A status decided without I/O, or the device work's promise (fulfilled: OK; rejected: IOERR).
+   * Everything read from guest memory is read before the first await. May throw (a device
+   * failing synchronously): start() reports IOERR.
+   */
+  private execute(chain: DescriptorChain): Promise<void> | number {
     if (chain.readableBytes < VIRTIO_BLK_OUT_HEADER_BYTES) return VIRTIO_BLK_S_IOERR;
     let header = chain.readable[0]!;
     if (header.length < VIRTIO_BLK_OUT_HEADER_BYTES) {
@@ -292,7 +327,7 @@ export class BlkRequestHandler {
       case VIRTIO_BLK_T_OUT:
         return this.write(chain, sectorLow, sectorHigh);
       case VIRTIO_BLK_T_FLUSH:
-        return this.device.flush().then(statusOk);
+        return this.device.flush();
       case VIRTIO_BLK_T_GET_ID:
         return this.getId(chain);
       case VIRTIO_BLK_T_DISCARD:
@@ -312,23 +347,26 @@ export class BlkRequestHandler {
     return offset + lengthBytes <= this.device.sizeBytes ? offset : -1;
   }
 
-  private async read(chain: DescriptorChain, sectorLow: number, sectorHigh: number): Promise<number> {
+  /** The common shapes, [data, status] and [data+status], go straight to the device: no async frame. */
+  private read(chain: DescriptorChain, sectorLow: number, sectorHigh: number): Promise<void> | number {
     const dataBytes = chain.writableBytes - 1;
     const offset = this.dataOffset(sectorLow, sectorHigh, dataBytes);
     if (offset < 0) return VIRTIO_BLK_S_IOERR;
     if (dataBytes === 0) return VIRTIO_BLK_S_OK;
     const writable = chain.writable;
-    // Common shapes first: [data, status] and [data+status].
     const first = writable[0]!;
     if (writable.length <= 2 && first.length >= dataBytes) {
-      await this.device.read(offset, first.length > dataBytes ? first.subarray(0, dataBytes) : first);
-      return VIRTIO_BLK_S_OK;
+      return this.device.read(offset, first.length > dataBytes ? first.subarray(0, dataBytes) : first);
     }
+    return this.readScattered(writable, offset, dataBytes);
+  }
+
+  private async readScattered(writable: readonly Uint8Array[], offset: number, dataBytes: number): Promise<void> {
     const segments = sliceSegments(writable, 0, dataBytes);
     const device = this.device;
     if (this.direct(segments, dataBytes, device.readSegments !== undefined)) {
       await (device.readSegments !== undefined ? device.readSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.read(o, s)));
-      return VIRTIO_BLK_S_OK;
+      return;
     }
     const bounce = this.takeBounce(dataBytes);
     try {
@@ -338,10 +376,10 @@ export class BlkRequestHandler {
     } finally {
       this.returnBounce(bounce);
     }
-    return VIRTIO_BLK_S_OK;
   }
 
-  private async write(chain: DescriptorChain, sectorLow: number, sectorHigh: number): Promise<number> {
+  /** Like read(): [header, data] and [header+data] go straight to the device. */
+  private write(chain: DescriptorChain, sectorLow: number, sectorHigh: number): Promise<void> | number {
     if (this.readOnly) return VIRTIO_BLK_S_IOERR;
     const dataBytes = chain.readableBytes - VIRTIO_BLK_OUT_HEADER_BYTES;
     const offset = this.dataOffset(sectorLow, sectorHigh, dataBytes);
@@ -349,19 +387,17 @@ export class BlkRequestHandler {
     if (dataBytes === 0) return VIRTIO_BLK_S_OK;
     const readable = chain.readable;
     const first = readable[0]!;
-    if (readable.length === 2 && first.length === VIRTIO_BLK_OUT_HEADER_BYTES) {
-      await this.device.write(offset, readable[1]!);
-      return VIRTIO_BLK_S_OK;
-    }
-    if (readable.length === 1) {
-      await this.device.write(offset, first.subarray(VIRTIO_BLK_OUT_HEADER_BYTES));
-      return VIRTIO_BLK_S_OK;
-    }
+    if (readable.length === 2 && first.length === VIRTIO_BLK_OUT_HEADER_BYTES) return this.device.write(offset, readable[1]!);
+    if (readable.length === 1) return this.device.write(offset, first.subarray(VIRTIO_BLK_OUT_HEADER_BYTES));
+    return this.writeScattered(readable, offset, dataBytes);
+  }
+
+  private async writeScattered(readable: readonly Uint8Array[], offset: number, dataBytes: number): Promise<void> {
     const segments = sliceSegments(readable, VIRTIO_BLK_OUT_HEADER_BYTES, dataBytes);
     const device = this.device;
     if (this.direct(segments, dataBytes, device.writeSegments !== undefined)) {
       await (device.writeSegments !== undefined ? device.writeSegments(offset, segments) : forEachSegment(offset, segments, (o, s) => device.write(o, s)));
-      return VIRTIO_BLK_S_OK;
+      return;
     }
     // Gathered into our own buffer before the first await: the device sees one snapshot.
     const bounce = this.takeBounce(dataBytes);
@@ -372,7 +408,6 @@ export class BlkRequestHandler {
     } finally {
       this.returnBounce(bounce);
     }
-    return VIRTIO_BLK_S_OK;
   }
 
   private getId(chain: DescriptorChain): number {
@@ -382,7 +417,8 @@ export class BlkRequestHandler {
     return VIRTIO_BLK_S_OK;
   }
 
-  private async discardOrWriteZeroes(chain: DescriptorChain, type: number): Promise<number> {
+  /** Every range is validated synchronously (a refusal is a number); the device calls follow. */
+  private discardOrWriteZeroes(chain: DescriptorChain, type: number): Promise<void> | number {
     const isDiscard = type === VIRTIO_BLK_T_DISCARD;
     if (this.readOnly) return VIRTIO_BLK_S_IOERR;
     if (isDiscard && !this.device.capabilities.discard) return VIRTIO_BLK_S_UNSUPP;
@@ -413,13 +449,16 @@ export class BlkRequestHandler {
       lengths.push(lengthBytes);
       unmaps.push(flags !== 0);
     }
-    for (let i = 0; i < count; i++) {
+    return this.applyRanges(isDiscard, offsets, lengths, unmaps);
+  }
+
+  private async applyRanges(isDiscard: boolean, offsets: number[], lengths: number[], unmaps: boolean[]): Promise<void> {
+    for (let i = 0; i < offsets.length; i++) {
       const lengthBytes = lengths[i]!;
       if (lengthBytes === 0) continue;
       if (isDiscard) await this.device.discard(offsets[i]!, lengthBytes);
       else await this.device.writeZeroes(offsets[i]!, lengthBytes, { mayUnmap: unmaps[i]! });
     }
-    return VIRTIO_BLK_S_OK;
   }
 
   /**
@@ -456,10 +495,6 @@ export class BlkRequestHandler {
     const message = err instanceof Error ? err.message : String(err);
     this.log(`virtio-blk: device error (reported to the guest as IOERR; further ones are only counted): ${isStorageError(err) ? `${err.code}: ` : ''}${message}`, 'warn');
   }
-}
-
-function statusOk(): number {
-  return VIRTIO_BLK_S_OK;
 }
 
 function le32(bytes: Uint8Array, offset: number): number {

@@ -13,7 +13,7 @@
  * Request path: each ring's kick eventfd is watched with koffi.node.poll. A kick drains the eventfd
  * and pops chains until the ring is empty, re-enabling notifications and re-checking before stopping
  * (no lost wakeup), yielding to the event loop after QUEUE_BATCH chains so that one busy ring cannot
- * starve the others or the control socket. Each chain goes to BlkRequestHandler.handle() without
+ * starve the others or the control socket. Each chain goes to BlkRequestHandler.start() without
  * waiting for the previous one: requests of a ring run concurrently (bounded by the ring size) and
  * complete in any order. A completion pushes the used element and schedules one call-eventfd check
  * per microtask turn, so a burst of completions costs one notification.
@@ -300,6 +300,7 @@ export class RingSet {
         return;
       }
       this.submit(q, vq, chain);
+      if (q.broken) return;
     }
   }
 
@@ -397,6 +398,7 @@ export class RingSet {
         }
         popped++;
         this.submit(q, vq, chain);
+        if (q.broken) return;
       }
     } catch (err) {
       this.breakQueue(q, err instanceof VirtqueueError ? `guest driver error: ${err.message}` : `internal error: ${describeError(err)}`);
@@ -410,19 +412,14 @@ export class RingSet {
     q.requests.enter();
     this.gate.enter();
     this.requestCount++;
-    this.handler.handle(chain).then(
-      (writtenBytes) => this.complete(q, vq, chain.head, writtenBytes),
-      (err: unknown) => {
-        if (err instanceof VirtqueueError) {
-          // No status byte to write: the chain cannot be completed; the ring is unusable.
-          this.breakQueue(q, `guest driver error: ${err.message}`);
-          this.finish(q);
-        } else {
-          this.log(`vring ${q.index}: request ${chain.head} failed unexpectedly: ${describeError(err)}`, 'warn');
-          this.complete(q, vq, chain.head, 0);
-        }
-      },
-    );
+    try {
+      this.handler.start(chain, (done, usedBytes) => this.complete(q, vq, done.head, usedBytes));
+    } catch (err) {
+      // start() throws only before the request began (done never runs): no status byte to write
+      // (VirtqueueError), so the chain cannot be completed and the ring is unusable.
+      this.finish(q);
+      this.breakQueue(q, err instanceof VirtqueueError ? `guest driver error: ${err.message}` : `internal error: ${describeError(err)}`);
+    }
   }
 
   private complete(q: Queue, vq: SplitVirtqueue, head: number, writtenBytes: number): void {
