@@ -28,7 +28,7 @@
  */
 import { StorageError, isStorageError } from '../core/errors.js';
 import { TxnBuilder, type Versioned } from '../meta/table.js';
-import type { ChunkHash, ChunkRepository } from '../store/dedup/repository.js';
+import type { ChunkHash, ChunkRepository, HashedChunk } from '../store/dedup/repository.js';
 import type { ObjectContext } from './context.js';
 import { MANIFEST_OBJECT_PREFIX } from './manifest-storage.js';
 import { HASHES_PER_CALL } from '../store/chunked/seal.js';
@@ -87,12 +87,12 @@ export class PutJournal {
     await this.recorded;
   }
 
-  /** Adds one reference per chunk (`hashes` are the repository's names for `chunks`, in order). */
-  async addChunks(chunks: readonly Uint8Array[], hashes: readonly ChunkHash[], signal?: AbortSignal): Promise<void> {
+  /** Adds one reference per chunk (named by the repository's hashChunk: hashed once, not again here). */
+  async addChunks(chunks: readonly HashedChunk[], signal?: AbortSignal): Promise<void> {
     const seq = this.nextSeq++;
-    const marker = markerBytes(this.putId, seq);
-    await this.journal(seq, hashes, this.repository.hash(marker), 1);
-    await this.repository.addReferences([...chunks, marker], signal === undefined ? {} : { signal });
+    const marker = this.repository.hashChunk(markerBytes(this.putId, seq));
+    await this.journal(seq, chunks.map((chunk) => chunk.hash), marker.hash, 1);
+    await this.repository.addHashedReferences([...chunks, marker], signal === undefined ? {} : { signal });
   }
 
   /** Adds one reference per hash to chunks already stored (a copy by reference). */
