@@ -155,9 +155,13 @@ export class PutJournal {
 export async function settlePut(context: ObjectContext, putId: string, pool: string, state: PendingPutRecord['state']): Promise<number> {
   const repository = await context.repositoryOf(pool);
   let undone = 0;
+  // A committed put's record goes with its last page of steps (one commit fewer per put); a
+  // writing one's only after its manifest is deleted, below.
+  let record = state === 'committed' ? await context.tables.puts.get(putId) : undefined;
   for (;;) {
     const page = await context.tables.steps.prefixPage(`${putId}/`, { limit: STEP_PAGE });
-    if (page.records.length === 0) break;
+    const lastPage = page.records.length < STEP_PAGE;
+    if (page.records.length === 0 && record === undefined) break;
     const markerRefs = await Promise.all(page.records.map((step) => repository.referenceCount(step.record.marker)));
     let batch: ChunkHash[] = [];
     const flush = async (): Promise<void> => {
@@ -176,10 +180,13 @@ export async function settlePut(context: ObjectContext, putId: string, pool: str
     await flush();
     const txn = new TxnBuilder();
     for (const step of page.records) context.tables.steps.delete(txn, step);
+    if (lastPage && record !== undefined) context.tables.puts.delete(txn, record);
     await txn.commit(context.catalog);
+    if (lastPage && record !== undefined) return undone;
+    if (lastPage) break;
   }
   if (state === 'writing') await context.manifestStore.delete(`${MANIFEST_OBJECT_PREFIX}${putId}`);
-  const record = await context.tables.puts.get(putId);
+  record = await context.tables.puts.get(putId);
   if (record !== undefined) {
     const txn = new TxnBuilder();
     context.tables.puts.delete(txn, record);
