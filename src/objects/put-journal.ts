@@ -12,7 +12,8 @@
  * exactly whether the step's references exist.
  *
  *   begin       s3-put/<id> {state: writing}, written with the first step's record (one batch)
- *   each step   s3-put-step/<id>/<seq> {hashes, marker}, then the repository call
+ *   each step   s3-put-step/<id>/<seq> {hashes, marker}, durable before the repository call
+ *               commits (its packs are written meanwhile: commitAfter)
  *   commit      the caller's transaction that makes the data visible also sets state: committed
  *   settle      markers dropped (count-checked), steps and the put record deleted
  *
@@ -91,8 +92,14 @@ export class PutJournal {
   async addChunks(chunks: readonly HashedChunk[], signal?: AbortSignal): Promise<void> {
     const seq = this.nextSeq++;
     const marker = this.repository.hashChunk(markerBytes(this.putId, seq));
-    await this.journal(seq, chunks.map((chunk) => chunk.hash), marker.hash, 1);
-    await this.repository.addHashedReferences([...chunks, marker], signal === undefined ? {} : { signal });
+    // The step's record is written while the repository stores the chunks; the repository commits
+    // the counts only once the record is durable (commitAfter), so a crash never leaves counts
+    // nobody journalled. Both settle before this does: the caller reuses the chunks' buffers.
+    const journalled = this.journal(seq, chunks.map((chunk) => chunk.hash), marker.hash, 1);
+    const added = this.repository.addHashedReferences([...chunks, marker], { commitAfter: journalled, ...(signal === undefined ? {} : { signal }) });
+    for (const outcome of await Promise.allSettled([journalled, added])) {
+      if (outcome.status === 'rejected') throw outcome.reason;
+    }
   }
 
   /** Adds one reference per hash to chunks already stored (a copy by reference). */

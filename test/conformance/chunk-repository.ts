@@ -95,6 +95,28 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       expect(await repo.referenceCount(repo.hash(a))).toBe(0);
     });
 
+    it('commitAfter: no count changes before it settles; when it rejects, the call rejects with its error and changes nothing', async () => {
+      const { repository: repo } = await open();
+      const a = chunk();
+      let release!: () => void;
+      const journalled = new Promise<void>((resolve) => (release = resolve));
+      let settled = false;
+      const adding = repo.addHashedReferences([repo.hashChunk(a)], { commitAfter: journalled }).finally(() => (settled = true));
+      // Give the call every chance to run ahead: whatever it stores, it counts nothing yet.
+      for (let i = 0; i < 20; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+      expect(settled).toBe(false);
+      expect(await repo.referenceCount(repo.hash(a))).toBe(0);
+      release();
+      expect(await adding).toEqual([repo.hash(a)]);
+      expect(await repo.referenceCount(repo.hash(a))).toBe(1);
+
+      const b = chunk();
+      const failure = new Error('the journal record could not be written');
+      await expect(repo.addReferences([b], { commitAfter: Promise.reject(failure) })).rejects.toBe(failure);
+      expect(await repo.referenceCount(repo.hash(b))).toBe(0);
+      await expectCode(repo.read(repo.hash(b)), 'NOT_FOUND');
+    });
+
     it('addReferencesByHash shares stored chunks; an unknown hash is NOT_FOUND and changes nothing', async () => {
       const { repository: repo } = await open();
       const a = chunk();

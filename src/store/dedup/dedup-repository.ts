@@ -150,12 +150,14 @@ export class DedupChunkRepository implements ChunkRepository {
   }
 
   async addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
+    options?.commitAfter?.catch(() => undefined); // its failure is this call's, seen where it is awaited
     throwIfAborted(options, 'addReferences');
     for (const [i, chunk] of chunks.entries()) checkChunkBytes(chunk, i);
     return this.addNamed(chunks.map((chunk) => this.hasher.hash(chunk)), chunks, options);
   }
 
   async addHashedReferences(chunks: readonly HashedChunk[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
+    options?.commitAfter?.catch(() => undefined); // its failure is this call's, seen where it is awaited
     throwIfAborted(options, 'addHashedReferences');
     for (const [i, chunk] of chunks.entries()) {
       if (!this.issued.has(chunk)) {
@@ -227,6 +229,7 @@ export class DedupChunkRepository implements ChunkRepository {
           }
         }
         for (const pack of writtenPacks) this.index.packs.put(txn, pack);
+        await options?.commitAfter;
         throwIfAborted(options, 'addReferences');
         if (await this.tryCommit(txn)) {
           for (const [hash, location] of written) this.hints.set(hash, location);

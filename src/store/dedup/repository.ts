@@ -15,6 +15,12 @@ export type ChunkHash = string;
 export interface ChunkRepositoryCallOptions {
   /** Aborts the call: it rejects with StorageError CANCELLED and changes no reference count. */
   readonly signal?: AbortSignal;
+  /**
+   * addReferences and addHashedReferences: the call stores what it must meanwhile, but changes no
+   * count before this settles (a journal record that has to be durable first); when it rejects,
+   * the call rejects with its error and changes nothing.
+   */
+  readonly commitAfter?: Promise<unknown>;
 }
 
 /**
