@@ -1,9 +1,11 @@
 /**
  * LevelCatalogStore: the CatalogStore of a single daemon, on LevelDB (the `level` package). Each
  * entry is stored under `e:<key>` as `{ value, modRevision }`; the store's revision under `rev`.
- * Transactions run one at a time (the data folder's lock gives one process per store), read their
- * compares, and commit ops plus the new revision in one synced LevelDB batch: atomic, and on disk
- * before they resolve.
+ * Transactions apply one after another (the data folder's lock gives one process per store), each
+ * at its own new revision, and commit in one synced LevelDB batch: atomic, and on disk before they
+ * resolve. Group commit: the transactions that arrive while a batch is being written go together
+ * into the next one (one read of their compares, one synced write), each checked against the
+ * keys as the ones before it in the group left them; a failed write fails the whole group.
  *
  * Key order is LevelDB's bytewise UTF-8 order, which equals JavaScript's string order for every
  * key without characters above U+FFFF.
@@ -33,6 +35,8 @@ const REVISION_KEY = 'rev';
 /** The first catalog's layout version key, and the one version of it that can be migrated. */
 const LEGACY_SCHEMA_KEY = 'meta:schema';
 const LEGACY_SCHEMA_VERSION = 1;
+/** Most transactions committed in one batch (bounds the batch of a burst of large transactions). */
+const GROUP_TXNS_MAX = 64;
 
 /** A key and JSON value of the first catalog's layout (`<kind>:<key>`). */
 export interface LegacyEntry {
@@ -56,14 +60,26 @@ interface StoredEntry {
   modRevision: number;
 }
 
+/** A transaction waiting for the next group commit. */
+interface QueuedTxn {
+  readonly compares: readonly CatalogCompare[];
+  readonly ops: readonly CatalogOp[];
+  readonly resolve: (result: CatalogTxnResult) => void;
+  readonly reject: (err: unknown) => void;
+}
+
+type BatchOp = { type: 'put'; key: string; value: unknown } | { type: 'del'; key: string };
+
 function isStoredEntry(value: unknown): value is StoredEntry {
   return typeof value === 'object' && value !== null && 'value' in value && Number.isSafeInteger((value as StoredEntry).modRevision);
 }
 
 export class LevelCatalogStore implements CatalogStore {
   private readonly hub = new WatchHub();
-  /** The tail of the transaction queue: each txn starts after the previous one settled. */
-  private queue: Promise<unknown> = Promise.resolve();
+  /** Transactions waiting for the next group commit. */
+  private waiting: QueuedTxn[] = [];
+  /** The group commits running until `waiting` is empty (undefined: none). */
+  private committing: Promise<void> | undefined;
 
   /** What open() converted from the first layout (absent: nothing to convert). */
   migrated: Record<string, number> | undefined;
@@ -168,9 +184,10 @@ export class LevelCatalogStore implements CatalogStore {
     } catch (err) {
       return Promise.reject(err);
     }
-    const run = this.queue.then(() => this.commit(compares, ops));
-    this.queue = run.catch(() => undefined);
-    return run;
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ compares, ops, resolve, reject });
+      this.committing ??= this.commitWaiting();
+    });
   }
 
   async revision(): Promise<number> {
@@ -183,42 +200,82 @@ export class LevelCatalogStore implements CatalogStore {
 
   async close(): Promise<void> {
     this.hub.clear();
-    await this.queue;
+    await this.committing;
     await this.db.close();
   }
 
-  private async commit(compares: readonly CatalogCompare[], ops: readonly CatalogOp[]): Promise<CatalogTxnResult> {
-    const failedKeys: string[] = [];
-    // One read for all compares (a dedup commit compares thousands of chunk records); the queue
-    // keeps other transactions out until this one is written.
-    const current = compares.length === 0 ? [] : await this.db.getMany(compares.map((compare) => ENTRY_PREFIX + compare.key));
-    for (const [i, compare] of compares.entries()) {
-      const stored = this.toEntry(compare.key, current[i]);
-      if ((stored?.modRevision ?? 0) !== compare.modRevision) failedKeys.push(compare.key);
-    }
-    if (failedKeys.length > 0) return { succeeded: false, revision: this.currentRevision, failedKeys };
-    if (ops.length === 0) return { succeeded: true, revision: this.currentRevision, failedKeys: [] };
-    const modRevision = this.currentRevision + 1;
-    const existing = await this.db.getMany(ops.filter((op) => op.type === 'delete').map((op) => ENTRY_PREFIX + op.key));
-    const deletedKeys = new Set(ops.filter((op) => op.type === 'delete').filter((_, i) => existing[i] !== undefined).map((op) => op.key));
-    const events: CatalogEvent[] = [];
-    const batch: ({ type: 'put'; key: string; value: unknown } | { type: 'del'; key: string })[] = [];
-    for (const op of ops) {
-      if (op.type === 'put') {
-        // Through JSON so that what watchers and later reads see is exactly what LevelDB holds.
-        const value = JSON.parse(JSON.stringify(op.value)) as CatalogValue;
-        batch.push({ type: 'put', key: ENTRY_PREFIX + op.key, value: { value, modRevision } satisfies StoredEntry });
-        events.push({ type: 'put', entry: { key: op.key, value, modRevision } });
-      } else if (deletedKeys.has(op.key)) {
-        batch.push({ type: 'del', key: ENTRY_PREFIX + op.key });
-        events.push({ type: 'delete', key: op.key, modRevision });
+  /** Commits the waiting transactions a group at a time until none is left. */
+  private async commitWaiting(): Promise<void> {
+    // Let the callers of this turn queue theirs first: they share the first batch.
+    await Promise.resolve();
+    while (this.waiting.length > 0) {
+      const group = this.waiting.splice(0, GROUP_TXNS_MAX);
+      try {
+        const results = await this.commitGroup(group);
+        for (const [i, queued] of group.entries()) {
+          const result = results[i]!;
+          if ('succeeded' in result) queued.resolve(result);
+          else queued.reject(result.error);
+        }
+      } catch (err) {
+        for (const queued of group) queued.reject(err);
       }
     }
-    batch.push({ type: 'put', key: REVISION_KEY, value: modRevision });
-    await this.db.batch(batch, { sync: true });
-    this.currentRevision = modRevision;
-    this.hub.publish(events);
-    return { succeeded: true, revision: modRevision, failedKeys: [] };
+    this.committing = undefined;
+  }
+
+  /**
+   * Applies `group` in order, each transaction at its own revision against the keys as the ones
+   * before it left them, and writes what succeeded in one synced batch; then tells the watchers.
+   */
+  private async commitGroup(group: readonly QueuedTxn[]): Promise<(CatalogTxnResult | { error: unknown })[]> {
+    // One read for all compares and deletes (a dedup commit compares thousands of chunk records);
+    // later reads come from `view`, which holds what the group has written so far.
+    const keys = [...new Set(group.flatMap((txn) => [...txn.compares.map((compare) => compare.key), ...txn.ops.filter((op) => op.type === 'delete').map((op) => op.key)]))];
+    const stored = keys.length === 0 ? [] : await this.db.getMany(keys.map((key) => ENTRY_PREFIX + key));
+    const view = new Map<string, CatalogEntry | undefined>(keys.map((key, i) => [key, this.toEntry(key, stored[i])]));
+    let revision = this.currentRevision;
+    const batch: BatchOp[] = [];
+    const events: CatalogEvent[][] = [];
+    const results: (CatalogTxnResult | { error: unknown })[] = [];
+    for (const { compares, ops } of group) {
+      const failedKeys = compares.filter((compare) => (view.get(compare.key)?.modRevision ?? 0) !== compare.modRevision).map((compare) => compare.key);
+      if (failedKeys.length > 0 || ops.length === 0) {
+        results.push({ succeeded: failedKeys.length === 0, revision, failedKeys });
+        continue;
+      }
+      let values: (CatalogValue | undefined)[];
+      try {
+        // Through JSON so that what watchers and later reads see is exactly what LevelDB holds.
+        values = ops.map((op) => (op.type === 'put' ? (JSON.parse(JSON.stringify(op.value)) as CatalogValue) : undefined));
+      } catch (error) {
+        results.push({ error }); // this transaction alone fails, before it changed anything
+        continue;
+      }
+      const modRevision = ++revision;
+      const changes: CatalogEvent[] = [];
+      for (const [i, op] of ops.entries()) {
+        if (op.type === 'put') {
+          const value = values[i]!;
+          batch.push({ type: 'put', key: ENTRY_PREFIX + op.key, value: { value, modRevision } satisfies StoredEntry });
+          view.set(op.key, { key: op.key, value, modRevision });
+          changes.push({ type: 'put', entry: { key: op.key, value, modRevision } });
+        } else if (view.get(op.key) !== undefined) {
+          batch.push({ type: 'del', key: ENTRY_PREFIX + op.key });
+          view.set(op.key, undefined);
+          changes.push({ type: 'delete', key: op.key, modRevision });
+        }
+      }
+      events.push(changes);
+      results.push({ succeeded: true, revision: modRevision, failedKeys: [] });
+    }
+    if (revision !== this.currentRevision) {
+      batch.push({ type: 'put', key: REVISION_KEY, value: revision });
+      await this.db.batch(batch, { sync: true });
+      this.currentRevision = revision;
+      for (const changes of events) this.hub.publish(changes);
+    }
+    return results;
   }
 
   private toEntry(key: string, stored: unknown): CatalogEntry | undefined {

@@ -5,6 +5,10 @@
  * them at once, while MD5 and the requested checksum are computed on the fly. Memory is bounded
  * by (STEPS_IN_FLIGHT_MAX + 1) steps of chunks (~20 MiB), whatever the body's size.
  *
+ * Each chunk is hashed once (the repository's hashChunk names it for the manifest, the journal
+ * and the repository call alike), and its buffer comes from a small free list and goes back to
+ * it once its step has settled (a fresh 64 KiB buffer per chunk kept the GC busy).
+ *
  * The caller owns the PutJournal: on any failure it abandons the journal (every reference given
  * back), after waiting here for the steps in flight to settle.
  */
@@ -16,11 +20,28 @@ import { OBJECT_CHUNK_SIZE_BYTES } from './context.js';
 import { ObjectError } from './errors.js';
 import { AppendingManifestBuilder } from './manifest-builder.js';
 import type { PutJournal } from './put-journal.js';
+import type { HashedChunk } from '../store/dedup/repository.js';
 
 /** Chunks per journalled repository call (4 MiB at 64 KiB). */
 export const CHUNKS_PER_STEP = 64;
 /** Repository calls a body keeps in flight while more of it arrives. */
 export const STEPS_IN_FLIGHT_MAX = 4;
+
+/** Chunk buffers kept for reuse between bodies (4 MiB at 64 KiB: what one step holds). */
+const SPARE_CHUNK_BUFFERS_MAX = CHUNKS_PER_STEP;
+const spareChunkBuffers: Uint8Array[] = [];
+
+function takeChunkBuffer(): Uint8Array {
+  return spareChunkBuffers.pop() ?? new Uint8Array(OBJECT_CHUNK_SIZE_BYTES);
+}
+
+/** Gives back chunk buffers nothing reads any more (whole-chunk buffers only, not views of them). */
+function giveBackChunkBuffers(buffers: readonly Uint8Array[]): void {
+  for (const buffer of buffers) {
+    if (spareChunkBuffers.length >= SPARE_CHUNK_BUFFERS_MAX) return;
+    if (buffer.byteOffset === 0 && buffer.buffer.byteLength === OBJECT_CHUNK_SIZE_BYTES) spareChunkBuffers.push(new Uint8Array(buffer.buffer));
+  }
+}
 
 export interface WriteBodyOptions {
   /** The size the client declared (Content-Length or x-amz-decoded-content-length): IncompleteBody when it differs. */
@@ -69,35 +90,41 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
   const md5 = runningMd5();
   const checksum = options.checksumAlgorithm === undefined ? undefined : runningChecksum(options.checksumAlgorithm);
   const inFlight: Promise<void>[] = [];
-  let chunks: Uint8Array[] = [];
-  let hashes: string[] = [];
-  let current = new Uint8Array(OBJECT_CHUNK_SIZE_BYTES);
+  let chunks: HashedChunk[] = [];
+  let current = takeChunkBuffer();
   let filled = 0;
   let sizeBytes = 0;
 
   const dispatch = async (): Promise<void> => {
     if (chunks.length > 0) {
-      const step = journal.addChunks(chunks, hashes, options.signal);
-      step.catch(() => undefined); // observed below, or by the caller's wait on failure
-      inFlight.push(step);
+      const sent = chunks;
+      const step = journal.addChunks(sent, options.signal);
+      // Observed below, or by the caller's wait on failure; the buffers are free once it settled.
+      const settled = step.then(
+        () => giveBackChunkBuffers(sent.map((chunk) => chunk.data)),
+        (err: unknown) => {
+          giveBackChunkBuffers(sent.map((chunk) => chunk.data));
+          throw err;
+        },
+      );
+      settled.catch(() => undefined);
+      inFlight.push(settled);
       chunks = [];
-      hashes = [];
     }
     while (inFlight.length >= STEPS_IN_FLIGHT_MAX) await inFlight.shift()!;
   };
   const endChunk = async (lengthBytes: number): Promise<void> => {
     const chunk = current.subarray(0, lengthBytes);
-    if (isAllZero(chunk)) {
-      builder.append(undefined, lengthBytes);
-    } else {
-      const hash = repository.hash(chunk);
-      builder.append(hash, lengthBytes);
-      chunks.push(chunk);
-      hashes.push(hash);
-    }
-    current = new Uint8Array(OBJECT_CHUNK_SIZE_BYTES);
     filled = 0;
-    if (chunks.length >= CHUNKS_PER_STEP) await dispatch();
+    if (isAllZero(chunk)) {
+      builder.append(undefined, lengthBytes); // and `current` is filled again
+    } else {
+      const hashed = repository.hashChunk(chunk);
+      builder.append(hashed.hash, lengthBytes);
+      chunks.push(hashed);
+      current = takeChunkBuffer();
+      if (chunks.length >= CHUNKS_PER_STEP) await dispatch();
+    }
   };
 
   if (options.expectedSizeBytes !== undefined && options.expectedSizeBytes > options.sizeBytesMax) {
@@ -130,11 +157,13 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
     if (options.appendTo === undefined && sizeBytes <= inlineBytesMax) {
       assert(filled === sizeBytes && inFlight.length === 0, 'a small body is still all in the first chunk');
       const small = { inlineBytes: current.slice(0, filled), sizeBytes, md5: md5.digest() };
+      giveBackChunkBuffers([current]);
       return checksum === undefined ? small : { ...small, checksum: checksum.digest().toString('base64') };
     }
     if (filled > 0) await endChunk(filled);
     await dispatch();
     while (inFlight.length > 0) await inFlight.shift()!;
+    giveBackChunkBuffers([current]);
     const manifest = builder.finish();
     assert(manifest.fileSizeBytes === heldBytes + sizeBytes, 'the manifest covers the whole body');
     const result = { manifest, sizeBytes, md5: md5.digest() };

@@ -12,7 +12,8 @@
  * exactly whether the step's references exist.
  *
  *   begin       s3-put/<id> {state: writing}, written with the first step's record (one batch)
- *   each step   s3-put-step/<id>/<seq> {hashes, marker}, then the repository call
+ *   each step   s3-put-step/<id>/<seq> {hashes, marker}, durable before the repository call
+ *               commits (its packs are written meanwhile: commitAfter)
  *   commit      the caller's transaction that makes the data visible also sets state: committed
  *   settle      markers dropped (count-checked), steps and the put record deleted
  *
@@ -28,7 +29,7 @@
  */
 import { StorageError, isStorageError } from '../core/errors.js';
 import { TxnBuilder, type Versioned } from '../meta/table.js';
-import type { ChunkHash, ChunkRepository } from '../store/dedup/repository.js';
+import type { ChunkHash, ChunkRepository, HashedChunk } from '../store/dedup/repository.js';
 import type { ObjectContext } from './context.js';
 import { MANIFEST_OBJECT_PREFIX } from './manifest-storage.js';
 import { HASHES_PER_CALL } from '../store/chunked/seal.js';
@@ -87,12 +88,18 @@ export class PutJournal {
     await this.recorded;
   }
 
-  /** Adds one reference per chunk (`hashes` are the repository's names for `chunks`, in order). */
-  async addChunks(chunks: readonly Uint8Array[], hashes: readonly ChunkHash[], signal?: AbortSignal): Promise<void> {
+  /** Adds one reference per chunk (named by the repository's hashChunk: hashed once, not again here). */
+  async addChunks(chunks: readonly HashedChunk[], signal?: AbortSignal): Promise<void> {
     const seq = this.nextSeq++;
-    const marker = markerBytes(this.putId, seq);
-    await this.journal(seq, hashes, this.repository.hash(marker), 1);
-    await this.repository.addReferences([...chunks, marker], signal === undefined ? {} : { signal });
+    const marker = this.repository.hashChunk(markerBytes(this.putId, seq));
+    // The step's record is written while the repository stores the chunks; the repository commits
+    // the counts only once the record is durable (commitAfter), so a crash never leaves counts
+    // nobody journalled. Both settle before this does: the caller reuses the chunks' buffers.
+    const journalled = this.journal(seq, chunks.map((chunk) => chunk.hash), marker.hash, 1);
+    const added = this.repository.addHashedReferences([...chunks, marker], { commitAfter: journalled, ...(signal === undefined ? {} : { signal }) });
+    for (const outcome of await Promise.allSettled([journalled, added])) {
+      if (outcome.status === 'rejected') throw outcome.reason;
+    }
   }
 
   /** Adds one reference per hash to chunks already stored (a copy by reference). */
@@ -155,9 +162,13 @@ export class PutJournal {
 export async function settlePut(context: ObjectContext, putId: string, pool: string, state: PendingPutRecord['state']): Promise<number> {
   const repository = await context.repositoryOf(pool);
   let undone = 0;
+  // A committed put's record goes with its last page of steps (one commit fewer per put); a
+  // writing one's only after its manifest is deleted, below.
+  let record = state === 'committed' ? await context.tables.puts.get(putId) : undefined;
   for (;;) {
     const page = await context.tables.steps.prefixPage(`${putId}/`, { limit: STEP_PAGE });
-    if (page.records.length === 0) break;
+    const lastPage = page.records.length < STEP_PAGE;
+    if (page.records.length === 0 && record === undefined) break;
     const markerRefs = await Promise.all(page.records.map((step) => repository.referenceCount(step.record.marker)));
     let batch: ChunkHash[] = [];
     const flush = async (): Promise<void> => {
@@ -176,10 +187,13 @@ export async function settlePut(context: ObjectContext, putId: string, pool: str
     await flush();
     const txn = new TxnBuilder();
     for (const step of page.records) context.tables.steps.delete(txn, step);
+    if (lastPage && record !== undefined) context.tables.puts.delete(txn, record);
     await txn.commit(context.catalog);
+    if (lastPage && record !== undefined) return undone;
+    if (lastPage) break;
   }
   if (state === 'writing') await context.manifestStore.delete(`${MANIFEST_OBJECT_PREFIX}${putId}`);
-  const record = await context.tables.puts.get(putId);
+  record = await context.tables.puts.get(putId);
   if (record !== undefined) {
     const txn = new TxnBuilder();
     context.tables.puts.delete(txn, record);

@@ -82,6 +82,32 @@ export function catalogStoreConformance(name: string, open: () => Promise<Catalo
       expect((await store.get('counter'))?.value).toBe(20);
     }));
 
+    it('transactions called at once apply in call order, each at its own revision, each seeing the ones before it', withStore(async ({ store }) => {
+      await store.txn([], [put('old', 0)]);
+      // Called in one turn: a store that commits them as a group must still apply them one by one.
+      const results = await Promise.all([
+        store.txn([{ key: 'k', modRevision: 0 }], [put('k', 'first')]),
+        store.txn([{ key: 'k', modRevision: 0 }], [put('k', 'second')]),
+        store.txn([{ key: 'k', modRevision: 2 }], [put('k', 'third'), del('old')]),
+        store.txn([{ key: 'old', modRevision: 1 }], [put('gone', 1)]),
+        store.txn([], [del('old'), put('x', 1)]),
+        store.txn([{ key: 'x', modRevision: 4 }], []),
+      ]);
+      expect(results).toEqual([
+        { succeeded: true, revision: 2, failedKeys: [] },
+        { succeeded: false, revision: 2, failedKeys: ['k'] },
+        { succeeded: true, revision: 3, failedKeys: [] },
+        { succeeded: false, revision: 3, failedKeys: ['old'] },
+        { succeeded: true, revision: 4, failedKeys: [] },
+        { succeeded: true, revision: 4, failedKeys: [] },
+      ]);
+      expect(await store.get('k')).toEqual({ key: 'k', value: 'third', modRevision: 3 });
+      expect(await store.get('old')).toBeUndefined();
+      expect(await store.get('gone')).toBeUndefined();
+      expect(await store.get('x')).toEqual({ key: 'x', value: 1, modRevision: 4 });
+      expect(await store.revision()).toBe(4);
+    }));
+
     it('refuses malformed transactions without writing anything', withStore(async ({ store }) => {
       for (const bad of [
         () => store.txn([], [put('k', 1), put('k', 2)]),

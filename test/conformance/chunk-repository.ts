@@ -57,6 +57,66 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       expect(repo.hash(await repo.read(name!))).toBe(name);
     });
 
+    it('addHashedReferences adds what addReferences would, by the names hashChunk gave (hashed once)', async () => {
+      const { repository: repo, storedCopies } = await open();
+      const a = chunk();
+      const b = chunk();
+      const [hashedA, hashedB] = [repo.hashChunk(a), repo.hashChunk(b)];
+      expect(hashedA.hash).toBe(repo.hash(a));
+      expect(hashedA.data).toBe(a);
+      const names = await repo.addHashedReferences([hashedA, hashedB, hashedA]);
+      expect(names).toEqual([repo.hash(a), repo.hash(b), repo.hash(a)]);
+      expect(await repo.referenceCount(names[0]!)).toBe(2);
+      expect(await repo.referenceCount(names[1]!)).toBe(1);
+      // The same content by bytes is shared with what came by name, and the other way round.
+      expect(await repo.addReferences([Uint8Array.from(a)])).toEqual([names[0]]);
+      expect(await repo.addHashedReferences([repo.hashChunk(Uint8Array.from(b))])).toEqual([names[1]]);
+      expect(await repo.referenceCount(names[0]!)).toBe(3);
+      expect(await repo.referenceCount(names[1]!)).toBe(2);
+      expectSameBytes(await repo.read(names[0]!), a);
+      expectSameBytes(await repo.read(names[1]!), b);
+      if (storedCopies) expect(await storedCopies(names[0]!)).toBe(1);
+      expect(await repo.addHashedReferences([])).toEqual([]);
+    });
+
+    it('addHashedReferences takes no name it did not compute: a look-alike token is INVALID_ARGUMENT and changes nothing', async () => {
+      const { repository: repo } = await open();
+      const a = chunk();
+      const b = chunk();
+      const genuine = repo.hashChunk(a);
+      // b's bytes under a's name would store the wrong bytes for a's hash.
+      await expectCode(repo.addHashedReferences([genuine, { hash: repo.hash(a), data: b }]), 'INVALID_ARGUMENT');
+      await expectCode(repo.addHashedReferences([{ ...genuine }]), 'INVALID_ARGUMENT');
+      expect(() => Object.assign(genuine, { data: b })).toThrow(TypeError);
+      expect(await repo.referenceCount(repo.hash(a))).toBe(0);
+      expect(await repo.referenceCount(repo.hash(b))).toBe(0);
+      await expectCode(repo.read(repo.hash(a)), 'NOT_FOUND');
+      await expectCode(repo.addHashedReferences([genuine], aborted()), 'CANCELLED');
+      expect(await repo.referenceCount(repo.hash(a))).toBe(0);
+    });
+
+    it('commitAfter: no count changes before it settles; when it rejects, the call rejects with its error and changes nothing', async () => {
+      const { repository: repo } = await open();
+      const a = chunk();
+      let release!: () => void;
+      const journalled = new Promise<void>((resolve) => (release = resolve));
+      let settled = false;
+      const adding = repo.addHashedReferences([repo.hashChunk(a)], { commitAfter: journalled }).finally(() => (settled = true));
+      // Give the call every chance to run ahead: whatever it stores, it counts nothing yet.
+      for (let i = 0; i < 20; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+      expect(settled).toBe(false);
+      expect(await repo.referenceCount(repo.hash(a))).toBe(0);
+      release();
+      expect(await adding).toEqual([repo.hash(a)]);
+      expect(await repo.referenceCount(repo.hash(a))).toBe(1);
+
+      const b = chunk();
+      const failure = new Error('the journal record could not be written');
+      await expect(repo.addReferences([b], { commitAfter: Promise.reject(failure) })).rejects.toBe(failure);
+      expect(await repo.referenceCount(repo.hash(b))).toBe(0);
+      await expectCode(repo.read(repo.hash(b)), 'NOT_FOUND');
+    });
+
     it('addReferencesByHash shares stored chunks; an unknown hash is NOT_FOUND and changes nothing', async () => {
       const { repository: repo } = await open();
       const a = chunk();

@@ -1,11 +1,11 @@
 /**
  * A ChunkRepository wrapper for tests: delegates to any repository (the stand-in or the real one)
  * and injects failures: reads (whole or ranged) of chosen hashes fail with a chosen error, and
- * addReferences fails from its nth call on. It also counts reads (rangeReads: the ranged ones)
+ * addReferences (or addHashedReferences) fails from its nth call on. It also counts reads (rangeReads: the ranged ones)
  * and the most it saw in flight at once.
  */
 import { StorageError } from '../../src/core/errors.js';
-import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions } from '../../src/store/dedup/repository.js';
+import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions, HashedChunk } from '../../src/store/dedup/repository.js';
 
 export class FaultyChunkRepository implements ChunkRepository {
   /** Reads of these hashes fail with the error given. */
@@ -27,6 +27,15 @@ export class FaultyChunkRepository implements ChunkRepository {
   async addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
     if (++this.addCalls >= this.failAddFromCall) throw new StorageError('IO_ERROR', 'injected: the pool is unreachable');
     return this.inner.addReferences(chunks, options);
+  }
+
+  hashChunk(data: Uint8Array): HashedChunk {
+    return this.inner.hashChunk(data);
+  }
+
+  async addHashedReferences(chunks: readonly HashedChunk[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
+    if (++this.addCalls >= this.failAddFromCall) throw new StorageError('IO_ERROR', 'injected: the pool is unreachable');
+    return this.inner.addHashedReferences(chunks, options);
   }
 
   addReferencesByHash(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<void> {

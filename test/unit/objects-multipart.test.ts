@@ -32,6 +32,8 @@ async function setup() {
     wrapRepository: (repository) => ({
       hash: (data) => repository.hash(data),
       addReferences: (chunks, options) => repository.addReferences(chunks, options),
+      hashChunk: (data) => repository.hashChunk(data),
+      addHashedReferences: (chunks, options) => repository.addHashedReferences(chunks, options),
       addReferencesByHash: (hashes, options) => repository.addReferencesByHash(hashes, options),
       dropReferences: (hashes, options) => repository.dropReferences(hashes, options),
       read: (hash, options) => {

@@ -41,6 +41,9 @@ function stopAt(repository: ChunkRepository, call: Call, nth: number, when: 'bef
   const stopping: ChunkRepository = {
     hash: (data) => repository.hash(data),
     addReferences: (chunks, options) => wrap('addReferences', () => repository.addReferences(chunks, options)),
+    hashChunk: (data) => repository.hashChunk(data),
+    // A put adds its chunks by the names it hashed: the same call, counted as addReferences.
+    addHashedReferences: (chunks, options) => wrap('addReferences', () => repository.addHashedReferences(chunks, options)),
     addReferencesByHash: (hashes, options) => wrap('addReferencesByHash', () => repository.addReferencesByHash(hashes, options)),
     dropReferences: (hashes, options) => wrap('dropReferences', () => repository.dropReferences(hashes, options)),
     read: (hash, options) => repository.read(hash, options),
@@ -129,6 +132,8 @@ describe('recover()', () => {
     const failingDrops: ChunkRepository = {
       hash: (data) => healthy.hash(data),
       addReferences: (chunks, options) => healthy.addReferences(chunks, options),
+      hashChunk: (data) => healthy.hashChunk(data),
+      addHashedReferences: (chunks, options) => healthy.addHashedReferences(chunks, options),
       addReferencesByHash: (hashes, options) => healthy.addReferencesByHash(hashes, options),
       dropReferences: async () => {
         throw new StorageError('IO_ERROR', 'the disk went away');

@@ -2,8 +2,9 @@
  * DedupChunkRepository: a pool's chunks stored once each, in packs of a few MiB in a ChunkStore,
  * indexed with reference counts in the catalog (chunk-index.ts).
  *
- * addReferences hashes the chunks, reads the index for all distinct hashes in batches (getMany, not
- * one get per chunk), appends the new ones to packs of its own, puts the packs (durable) and only
+ * addReferences hashes the chunks (addHashedReferences takes the names this object's hashChunk
+ * gave, tokens it remembers, so a caller that needed the names first hashes each chunk once),
+ * reads the index for all distinct hashes in batches (getMany, not one get per chunk), appends the new ones to packs of its own, puts the packs (durable) and only
  * then commits every count change of the call in one catalog transaction. A crash before the commit leaves packs nothing references, which GC
  * removes after the grace period; it can never leave a reference to a chunk that is not stored.
  * Callers in other processes are kept from losing counts by the transaction's compares (a failed
@@ -27,7 +28,7 @@ import { openChunkIndex, type ChunkIndex, type ChunkRecord, type PackRecord } fr
 import { collectGarbage, type GcContext, type GcOptions, type GcReport } from './gc.js';
 import { CHUNK_SIZE_BYTES_MAX, PackBuilder, newPackId, packCreatedAtMs, packKey } from './pack-format.js';
 import { ChunkReadCache } from './read-cache.js';
-import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions } from './repository.js';
+import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions, HashedChunk } from './repository.js';
 import { scrubPool, type LeakSuspect, type ScrubOptions } from './scrub.js';
 import type { ScrubReport } from './scrub-report.js';
 
@@ -87,6 +88,12 @@ interface Written {
   readonly lengthBytes: number;
 }
 
+/** A chunk addReferences accepts: 1 to CHUNK_SIZE_BYTES_MAX bytes. */
+function checkChunkBytes(chunk: unknown, index: number): void {
+  if (!(chunk instanceof Uint8Array) || chunk.length === 0 || chunk.length > CHUNK_SIZE_BYTES_MAX) {
+    throw new StorageError('INVALID_ARGUMENT', `chunk ${index} is not 1 to ${CHUNK_SIZE_BYTES_MAX} bytes`);
+  }
+}
 
 export class DedupChunkRepository implements ChunkRepository {
   private readonly hasher: ChunkHasher;
@@ -102,6 +109,8 @@ export class DedupChunkRepository implements ChunkRepository {
   private maintenance: 'gc' | 'scrub' | undefined;
   /** Counts a scrub saw above what holders hold, kept for the scrub that confirms them (scrub.ts). */
   private readonly leakSuspects = new Map<string, LeakSuspect>();
+  /** The tokens hashChunk gave out: addHashedReferences trusts the hash of these and no others. */
+  private readonly issued = new WeakSet<HashedChunk>();
 
   private constructor(
     private readonly options: DedupChunkRepositoryOptions,
@@ -134,15 +143,34 @@ export class DedupChunkRepository implements ChunkRepository {
     return this.hasher.hash(data);
   }
 
+  hashChunk(data: Uint8Array): HashedChunk {
+    const token: HashedChunk = Object.freeze({ hash: this.hasher.hash(data), data });
+    this.issued.add(token);
+    return token;
+  }
+
   async addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
+    options?.commitAfter?.catch(() => undefined); // its failure is this call's, seen where it is awaited
     throwIfAborted(options, 'addReferences');
+    for (const [i, chunk] of chunks.entries()) checkChunkBytes(chunk, i);
+    return this.addNamed(chunks.map((chunk) => this.hasher.hash(chunk)), chunks, options);
+  }
+
+  async addHashedReferences(chunks: readonly HashedChunk[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
+    options?.commitAfter?.catch(() => undefined); // its failure is this call's, seen where it is awaited
+    throwIfAborted(options, 'addHashedReferences');
     for (const [i, chunk] of chunks.entries()) {
-      if (!(chunk instanceof Uint8Array) || chunk.length === 0 || chunk.length > CHUNK_SIZE_BYTES_MAX) {
-        throw new StorageError('INVALID_ARGUMENT', `chunk ${i} is not 1 to ${CHUNK_SIZE_BYTES_MAX} bytes`);
+      if (!this.issued.has(chunk)) {
+        throw new StorageError('INVALID_ARGUMENT', `chunk ${i} was not hashed by this repository: name chunks with its hashChunk, or add their bytes with addReferences`);
       }
+      checkChunkBytes(chunk.data, i);
     }
+    return this.addNamed(chunks.map((chunk) => chunk.hash), chunks.map((chunk) => chunk.data), options);
+  }
+
+  /** addReferences of checked chunks with their names (computed here, from these bytes). */
+  private async addNamed(names: ChunkHash[], chunks: readonly Uint8Array[], options: ChunkRepositoryCallOptions | undefined): Promise<ChunkHash[]> {
     if (chunks.length === 0) return [];
-    const names = chunks.map((chunk) => this.hasher.hash(chunk));
     const wanted = new Map<string, { count: number; data: Uint8Array }>();
     for (const [i, hash] of names.entries()) {
       const entry = wanted.get(hash);
@@ -201,6 +229,7 @@ export class DedupChunkRepository implements ChunkRepository {
           }
         }
         for (const pack of writtenPacks) this.index.packs.put(txn, pack);
+        await options?.commitAfter;
         throwIfAborted(options, 'addReferences');
         if (await this.tryCommit(txn)) {
           for (const [hash, location] of written) this.hints.set(hash, location);

@@ -15,11 +15,32 @@ export type ChunkHash = string;
 export interface ChunkRepositoryCallOptions {
   /** Aborts the call: it rejects with StorageError CANCELLED and changes no reference count. */
   readonly signal?: AbortSignal;
+  /**
+   * addReferences and addHashedReferences: the call stores what it must meanwhile, but changes no
+   * count before this settles (a journal record that has to be durable first); when it rejects,
+   * the call rejects with its error and changes nothing.
+   */
+  readonly commitAfter?: Promise<unknown>;
+}
+
+/**
+ * A chunk and the name this repository gave it (ChunkRepository.hashChunk): a token, so that
+ * addHashedReferences never trusts a hash it did not compute itself from these bytes.
+ */
+export interface HashedChunk {
+  readonly hash: ChunkHash;
+  readonly data: Uint8Array;
 }
 
 export interface ChunkRepository {
   /** The hash this repository names `data` by (pure: the same bytes always give the same hash). */
   hash(data: Uint8Array): ChunkHash;
+  /**
+   * hash(data) as a token addHashedReferences accepts (a caller that needs the names before it
+   * adds the chunks, for a manifest or a journal, hashes each chunk once). The bytes must not
+   * change until the call that takes the token settles.
+   */
+  hashChunk(data: Uint8Array): HashedChunk;
   /**
    * Adds one reference to each chunk (a chunk listed twice gets two): content the pool lacks is
    * stored, content it has is shared (after checking it is the same bytes where the hash alone
@@ -28,6 +49,11 @@ export interface ChunkRepository {
    * Keeps no reference to `chunks` once it settles: the caller may reuse those buffers.
    */
   addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]>;
+  /**
+   * addReferences of chunks this repository hashed (hashChunk), without hashing them again; any
+   * other object, one that merely looks like a token included, is INVALID_ARGUMENT and changes nothing.
+   */
+  addHashedReferences(chunks: readonly HashedChunk[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]>;
   /**
    * Adds one reference to each chunk already in the repository, by hash (a manifest copied by
    * reference); NOT_FOUND, and no change, when one of them is not stored.

@@ -29,6 +29,12 @@ const repository: ChunkRepository = {
     process.stdout.write('refs\n');
     return hashes;
   },
+  hashChunk: (data) => dedup.hashChunk(data),
+  addHashedReferences: async (chunks, options) => {
+    const hashes = await dedup.addHashedReferences(chunks, options);
+    process.stdout.write('refs\n');
+    return hashes;
+  },
   addReferencesByHash: (hashes, options) => dedup.addReferencesByHash(hashes, options),
   dropReferences: (hashes, options) => dedup.dropReferences(hashes, options),
   read: (hash, options) => dedup.read(hash, options),
