@@ -28,6 +28,7 @@ import { StorageError } from '../core/errors.js';
 import { errnoOf, syncFolder } from './local-folder.js';
 import { OpenFileCache, type OpenFile } from './open-file-cache.js';
 import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
+import { readNoWait } from '../sys/nowait-read.js';
 
 /** The folder of temporary files, in the root (same file system: rename and link stay atomic). */
 export const LOCAL_CHUNK_TEMP_FOLDER = '.strata-tmp';
@@ -196,6 +197,17 @@ export class LocalChunkStore implements ChunkStore {
     } finally {
       await object.handle.close();
     }
+  }
+
+  /**
+   * From a pack kept open (openFilesMax), when the page cache holds the bytes: one preadv2
+   * (RWF_NOWAIT) on this thread, no path built, no key re-checked (an open handle's key was
+   * checked when it was opened). False when the object is not open now or the read would wait.
+   */
+  getRangeNow(key: string, offsetBytes: number, target: Uint8Array): boolean {
+    const object = this.openFiles?.peek(key);
+    if (object === undefined || !Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + target.length > object.sizeBytes) return false;
+    return readNoWait(object.handle.fd, offsetBytes, target);
   }
 
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {

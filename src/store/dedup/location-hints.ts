@@ -6,14 +6,16 @@
  * after. So the reader trusts a hint, and when its pack is missing or short (or the copy fails its
  * checks, which a scrub may have fixed in the index meanwhile) forgets it and asks the index.
  *
- * Bounded by entry count, least recently used out first. Each entry costs ~180 bytes of heap (a
- * 64-digit hex key, the location object, the Map slot; measured in docs/dedup.md), so the default
- * 65,536 entries (4 GiB of 64 KiB chunks read at random) hold ~11 MiB, whatever the pool's size.
+ * Bounded by entry count, least recently used out first. Each entry costs ~200 bytes of heap (a
+ * 64-digit hex key, the location object, the Map slot; measured in docs/dedup.md; the pack's key
+ * string is shared by its chunks, and the checksum seed is a small number), so the default 65,536
+ * entries (4 GiB of 64 KiB chunks read at random) hold ~13 MiB, whatever the pool's size.
  *
  * Also remembers each pack's format version (read from its 16-byte header on first use), which
  * says how its chunks are laid out (pack-format.ts).
  */
 import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
+import { chunkHashSeed } from './pack-blocks.js';
 import { PACK_HEADER_BYTES, packHeaderVersion, packKey } from './pack-format.js';
 
 export interface ChunkLocation {
@@ -22,6 +24,14 @@ export interface ChunkLocation {
   readonly offsetBytes: number;
   /** The chunk's own length (its stored bytes are longer in a version 2 pack). */
   readonly lengthBytes: number;
+}
+
+/** A remembered location with what a read of it needs made once, not per read. */
+export interface HintedLocation extends ChunkLocation {
+  /** The pack's ChunkStore key (packKey(pack)). */
+  readonly packKey: string;
+  /** The chunk's block checksum seed (chunkHashSeed(hash)). */
+  readonly hashSeed: number;
 }
 
 export const LOCATION_HINTS_DEFAULT = 65_536;
@@ -59,8 +69,10 @@ class BoundedMap<V> {
 }
 
 export class ChunkLocationHints {
-  private readonly locations: BoundedMap<ChunkLocation>;
+  private readonly locations: BoundedMap<HintedLocation>;
   private readonly versions = new BoundedMap<number>(PACK_VERSIONS_MAX);
+  /** One key string per pack, shared by its chunks' hints. */
+  private readonly packKeys = new BoundedMap<string>(PACK_VERSIONS_MAX);
 
   /** `entriesMax` 0: remember no locations (every read asks the index). */
   constructor(entriesMax: number = LOCATION_HINTS_DEFAULT) {
@@ -72,13 +84,16 @@ export class ChunkLocationHints {
     return this.locations.size;
   }
 
-  get(hash: string): ChunkLocation | undefined {
+  get(hash: string): HintedLocation | undefined {
     return this.locations.get(hash);
   }
 
   /** Remembers a location (copying just its fields: records carry more). */
   set(hash: string, location: ChunkLocation): void {
-    this.locations.set(hash, { pack: location.pack, offsetBytes: location.offsetBytes, lengthBytes: location.lengthBytes });
+    const { pack, offsetBytes, lengthBytes } = location;
+    let key = this.packKeys.get(pack);
+    if (key === undefined) this.packKeys.set(pack, (key = packKey(pack)));
+    this.locations.set(hash, { pack, offsetBytes, lengthBytes, packKey: key, hashSeed: chunkHashSeed(hash) });
   }
 
   forget(hash: string): void {
