@@ -38,9 +38,13 @@ function bind(): Binding | null {
     const iovWords = new BigUint64Array(koffi.view(iov, IOVEC_BYTES));
     iovWords[0] = koffi.address(memory);
     const scratch = Buffer.from(koffi.view(memory, NOWAIT_READ_MAX_BYTES));
+    let iovLength = -1; // iov_len as last set: most reads are one size, and a BigInt per call costs
     return {
       read: (fd, offsetBytes, lengthBytes) => {
-        iovWords[1] = BigInt(lengthBytes);
+        if (lengthBytes !== iovLength) {
+          iovWords[1] = BigInt(lengthBytes);
+          iovLength = lengthBytes;
+        }
         return Number(preadv2(fd, iov, 1, offsetBytes, RWF_NOWAIT));
       },
       scratch,

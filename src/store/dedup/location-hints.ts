@@ -6,7 +6,7 @@
  * after. So the reader trusts a hint, and when its pack is missing or short (or the copy fails its
  * checks, which a scrub may have fixed in the index meanwhile) forgets it and asks the index.
  *
- * Bounded by entry count, least recently used out first. Each entry costs ~200 bytes of heap (a
+ * Bounded by entry count; an entry not used for a generation (half the bound) goes first. Each entry costs ~200 bytes of heap (a
  * 64-digit hex key, the location object, the Map slot; measured in docs/dedup.md; the pack's key
  * string is shared by its chunks, and the checksum seed is a small number), so the default 65,536
  * entries (4 GiB of 64 KiB chunks read at random) hold ~13 MiB, whatever the pool's size.
@@ -38,33 +38,52 @@ export const LOCATION_HINTS_DEFAULT = 65_536;
 /** Pack versions remembered: a few MiB per pack, so 4096 cover 16 GiB of packs in use. */
 const PACK_VERSIONS_MAX = 4096;
 
-/** A bounded least-recently-used map (a Map keeps insertion order; a hit re-inserts). */
+/**
+ * A bounded map that keeps what is used: two generations of up to half the bound each. A hit in
+ * the young one is a plain Map get (no reordering on the hot path: a hinted read does several such
+ * lookups); a hit in the old one moves the entry to the young one; when the young one is full it
+ * becomes the old one and the old one is dropped whole, so an entry unused for a generation goes.
+ */
 class BoundedMap<V> {
-  private readonly entries = new Map<string, V>();
+  private young = new Map<string, V>();
+  private old = new Map<string, V>();
+  private readonly generationMax: number;
 
-  constructor(private readonly entriesMax: number) {}
+  constructor(entriesMax: number) {
+    this.generationMax = Math.ceil(entriesMax / 2);
+  }
 
   get size(): number {
-    return this.entries.size;
+    return this.young.size + this.old.size;
   }
 
   get(key: string): V | undefined {
-    const value = this.entries.get(key);
-    if (value === undefined) return undefined;
-    this.entries.delete(key);
-    this.entries.set(key, value);
-    return value;
+    const value = this.young.get(key);
+    if (value !== undefined) return value;
+    const aging = this.old.get(key);
+    if (aging === undefined) return undefined;
+    this.old.delete(key);
+    this.putYoung(key, aging);
+    return aging;
   }
 
   set(key: string, value: V): void {
-    if (this.entriesMax === 0) return;
-    this.entries.delete(key);
-    this.entries.set(key, value);
-    if (this.entries.size > this.entriesMax) this.entries.delete(this.entries.keys().next().value!);
+    if (this.generationMax === 0) return;
+    this.old.delete(key);
+    this.putYoung(key, value);
   }
 
   delete(key: string): void {
-    this.entries.delete(key);
+    this.young.delete(key);
+    this.old.delete(key);
+  }
+
+  private putYoung(key: string, value: V): void {
+    if (!this.young.has(key) && this.young.size >= this.generationMax) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, value);
   }
 }
 
