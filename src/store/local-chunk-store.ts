@@ -20,7 +20,7 @@
  * keys all sort before `after` or miss the prefix.
  */
 import { randomBytes } from 'node:crypto';
-import type { Dirent } from 'node:fs';
+import fsCallbacks, { type Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
@@ -91,13 +91,20 @@ async function openObject(file: string): Promise<OpenFile | undefined> {
   return undefined;
 }
 
+/** One pread through the callback API on the handle's descriptor (no FileHandle promise machinery). */
+function preadInto(object: OpenFile, out: Uint8Array, filled: number, positionBytes: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsCallbacks.read(object.handle.fd, out, filled, out.length - filled, positionBytes, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
+  });
+}
+
 /** `lengthBytes` at `offsetBytes` of an open object, cut short at its end. */
 async function readRange(object: OpenFile, offsetBytes: number, lengthBytes: number, checkAborted: () => void): Promise<Uint8Array> {
   const out = new Uint8Array(Math.max(0, Math.min(lengthBytes, object.sizeBytes - offsetBytes)));
   let filled = 0;
   while (filled < out.length) {
     checkAborted();
-    const { bytesRead } = await object.handle.read(out, filled, out.length - filled, offsetBytes + filled);
+    const bytesRead = await preadInto(object, out, filled, offsetBytes + filled);
     if (bytesRead === 0) break; // cannot happen (objects are replaced by rename, never changed in place)
     filled += bytesRead;
   }
@@ -171,29 +178,32 @@ export class LocalChunkStore implements ChunkStore {
 
   /** Reads only the range (pread), never the whole object. */
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
-    const file = this.objectPath(key);
+    // A key whose file is held open was checked when it was opened: no path built, no re-check.
+    const held = this.openFiles?.peek(key) !== undefined;
+    const file = held ? undefined : this.objectPath(key);
     checkRange(key, offsetBytes, lengthBytes);
     throwIfAborted(options, `get ${key}`);
     if (this.openFiles !== undefined) {
       try {
-        return await this.openFiles.use(key, () => openObject(file), (object) => readRange(object, offsetBytes, lengthBytes, () => throwIfAborted(options, `get ${key}`)));
+        return await this.openFiles.use(key, () => openObject(file ?? this.objectPath(key)), (object) => readRange(object, offsetBytes, lengthBytes, () => throwIfAborted(options, `get ${key}`)));
       } catch (err) {
         if (err instanceof StorageError) throw err;
-        throw ioError(`cannot read ${file}`, err);
+        throw ioError(`cannot read ${file ?? this.objectPath(key)}`, err);
       }
     }
+    const objectFile = file ?? this.objectPath(key);
     let object: OpenFile | undefined;
     try {
-      object = await openObject(file);
+      object = await openObject(objectFile);
     } catch (err) {
-      throw ioError(`cannot open ${file}`, err);
+      throw ioError(`cannot open ${objectFile}`, err);
     }
     if (object === undefined) return undefined;
     try {
       return await readRange(object, offsetBytes, lengthBytes, () => throwIfAborted(options, `get ${key}`));
     } catch (err) {
       if (err instanceof StorageError) throw err;
-      throw ioError(`cannot read ${file}`, err);
+      throw ioError(`cannot read ${objectFile}`, err);
     } finally {
       await object.handle.close();
     }
