@@ -132,6 +132,8 @@ export class LocalChunkStore implements ChunkStore {
   readonly rootDir: string;
   private readonly tempDir: string;
   private readonly openFiles: OpenFileCache | undefined;
+  /** False once a read without waiting was refused as unsupported here (getRangeNow). */
+  private readsWithoutWaiting = true;
 
   constructor(rootDir: string, options: LocalChunkStoreOptions = {}) {
     this.rootDir = path.resolve(rootDir);
@@ -215,9 +217,12 @@ export class LocalChunkStore implements ChunkStore {
    * checked when it was opened). False when the object is not open now or the read would wait.
    */
   getRangeNow(key: string, offsetBytes: number, target: Uint8Array): boolean {
+    if (!this.readsWithoutWaiting) return false;
     const object = this.openFiles?.peek(key);
     if (object === undefined || !Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + target.length > object.sizeBytes) return false;
-    return readNoWait(object.handle.fd, offsetBytes, target);
+    const outcome = readNoWait(object.handle.fd, offsetBytes, target);
+    if (outcome === 'unsupported') this.readsWithoutWaiting = false; // this folder's file system cannot (tmpfs): stop asking
+    return outcome === 'read';
   }
 
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {

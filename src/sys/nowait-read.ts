@@ -10,12 +10,18 @@
  * the bytes are then copied into the caller's buffer.
  */
 import koffi from 'koffi';
-import { libcLibrary } from './libc.js';
+import { EINVAL, errno, errnoValue, libcLibrary } from './libc.js';
 
 /** preadv2 flag: fail with EAGAIN instead of waiting for the device (Linux 4.14+). */
 export const RWF_NOWAIT = 0x08;
 /** The largest read taken without waiting: larger ones are the caller's asynchronous path. */
 export const NOWAIT_READ_MAX_BYTES = 256 * 1024;
+/**
+ * errno values meaning "this kernel or file system cannot read without waiting" (no preadv2, no
+ * RWF_NOWAIT, a file system without it: tmpfs here, kernel 6.18): readNoWait answers
+ * 'unsupported' so the caller stops trying on that file system and pays no failed call per read.
+ */
+const NOWAIT_UNSUPPORTED_ERRNOS: ReadonlySet<number> = new Set([errnoValue('EOPNOTSUPP', 95), errnoValue('ENOSYS', 38), EINVAL]);
 /** struct iovec on Linux x86-64: void *iov_base, size_t iov_len. */
 const IOVEC_BYTES = 16;
 
@@ -55,16 +61,19 @@ function bind(): Binding | null {
 }
 
 /**
- * Fills all of `target` from `fd` at `offsetBytes` when the page cache holds those bytes; false
- * when it does not (or the read came short, failed, or cannot be done here): nothing is then
- * promised about `target`, and the caller reads asynchronously, which also reports any error.
+ * Fills all of `target` from `fd` at `offsetBytes` when the page cache holds those bytes: 'read'.
+ * 'later' when it does not (or the read came short or failed): nothing is then promised about
+ * `target`, and the caller reads asynchronously, which also reports any error. 'unsupported'
+ * when the kernel or the file's file system cannot read without waiting at all (or there is no
+ * libc binding here): the caller should stop asking for that file system.
  */
-export function readNoWait(fd: number, offsetBytes: number, target: Uint8Array): boolean {
+export function readNoWait(fd: number, offsetBytes: number, target: Uint8Array): 'read' | 'later' | 'unsupported' {
   const length = target.length;
-  if (length === 0 || length > NOWAIT_READ_MAX_BYTES) return false;
+  if (length === 0 || length > NOWAIT_READ_MAX_BYTES) return 'later';
   if (bound === undefined) bound = bind();
-  if (bound === null) return false;
-  if (bound.read(fd, offsetBytes, length) !== length) return false;
+  if (bound === null) return 'unsupported';
+  const read = bound.read(fd, offsetBytes, length);
+  if (read !== length) return read < 0 && NOWAIT_UNSUPPORTED_ERRNOS.has(errno()) ? 'unsupported' : 'later';
   bound.scratch.copy(target, 0, 0, length);
-  return true;
+  return 'read';
 }

@@ -16,7 +16,7 @@ import { NOWAIT_READ_MAX_BYTES, readNoWait } from '../../src/sys/nowait-read.js'
 import { expectSameBytes } from '../support/bytes.js';
 import { chunkLocation } from '../support/dedup.js';
 import { expectCode } from '../support/expect-error.js';
-import { tempDir } from '../support/tmp.js';
+import { shmTempDir, tempDir } from '../support/tmp.js';
 import { packKey } from '../../src/store/dedup/pack-format.js';
 
 const CHUNK_BYTES = 64 * 1024;
@@ -38,15 +38,36 @@ describe('readNoWait', () => {
     const fd = openSync(file, 'r');
     try {
       const target = new Uint8Array(4096);
-      expect(readNoWait(fd, 4096, target)).toBe(true);
+      expect(readNoWait(fd, 4096, target)).toBe('read');
       expectSameBytes(target, data.subarray(4096, 8192));
-      expect(readNoWait(fd, 2 * 4096 + 1, target)).toBe(false); // short: the file ends first
-      expect(readNoWait(fd, 0, new Uint8Array(0))).toBe(false);
-      expect(readNoWait(fd, 0, new Uint8Array(NOWAIT_READ_MAX_BYTES + 1))).toBe(false);
+      expect(readNoWait(fd, 2 * 4096 + 1, target)).toBe('later'); // short: the file ends first
+      expect(readNoWait(fd, 0, new Uint8Array(0))).toBe('later');
+      expect(readNoWait(fd, 0, new Uint8Array(NOWAIT_READ_MAX_BYTES + 1))).toBe('later');
     } finally {
       closeSync(fd);
     }
-    expect(readNoWait(fd, 0, new Uint8Array(16))).toBe(false); // a closed descriptor: EBADF
+    expect(readNoWait(fd, 0, new Uint8Array(16))).toBe('later'); // a closed descriptor: EBADF, not "unsupported"
+  });
+
+  it('on tmpfs (no RWF_NOWAIT there on this kernel) answers unsupported or reads; a LocalChunkStore there stays correct', async () => {
+    const file = path.join(shmTempDir(), 'f');
+    const data = randomBytes(8192);
+    writeFileSync(file, data);
+    const fd = openSync(file, 'r');
+    try {
+      const target = new Uint8Array(4096);
+      const outcome = readNoWait(fd, 4096, target);
+      expect(['read', 'unsupported']).toContain(outcome);
+      if (outcome === 'read') expectSameBytes(target, data.subarray(4096));
+    } finally {
+      closeSync(fd);
+    }
+    const store = new LocalChunkStore(shmTempDir(), { openFilesMax: 4 });
+    await store.put('k', Uint8Array.from([1, 2, 3]));
+    await store.getRange('k', 0, 1);
+    const target = new Uint8Array(2);
+    for (let i = 0; i < 2; i++) if (store.getRangeNow('k', 1, target)) expect(target).toEqual(Uint8Array.from([2, 3]));
+    expect(await store.getRange('k', 1, 2)).toEqual(Uint8Array.from([2, 3]));
   });
 });
 
