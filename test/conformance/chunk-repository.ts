@@ -207,6 +207,12 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       expect(repo.readRangeNow(repo.hash(chunk()), 0, target)).toBe(false); // unknown
       expect(repo.readRangeNow('not a hash', 0, target)).toBe(false);
       expect(repo.readRangeNow(name!, 0, new Uint8Array(0))).toBe(false);
+      // The same after a whole read (an implementation may cache the chunk).
+      expectSameBytes(await repo.read(name!), a);
+      expect(repo.readRangeNow(name!, 0.5, target)).toBe(false);
+      expect(repo.readRangeNow(name!, CHUNK_BYTES - 10, target)).toBe(false);
+      const part = new Uint8Array(100);
+      if (repo.readRangeNow(name!, 4000, part)) expectSameBytes(part, a.subarray(4000, 4100));
     });
 
     it('readRangeNow of a chunk whose stored bytes changed: right bytes or false, never wrong data; readRange then reports CORRUPT', async (context) => {

@@ -263,6 +263,7 @@ export class DedupChunkRepository implements ChunkRepository {
    */
   readRangeNow(hash: ChunkHash, offsetBytes: number, target: Uint8Array): boolean {
     if (this.options.chunkStore.getRangeNow === undefined || target.length === 0) return false;
+    if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0) return false;
     if (this.cache !== undefined) {
       const cached = this.cache.getRange(hash, offsetBytes, target.length);
       if (cached !== undefined) {
@@ -274,7 +275,7 @@ export class DedupChunkRepository implements ChunkRepository {
     if (at === undefined) return false;
     const version = this.hints.knownPackVersion(at.pack);
     if (version === undefined || version === 1) return false; // a version 1 chunk is read whole and hashed
-    if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + target.length > at.lengthBytes) return false;
+    if (offsetBytes + target.length > at.lengthBytes) return false;
     const outcome = readChunkBlocksNow(this.options.chunkStore, at, offsetBytes, target);
     if (outcome === 'damaged') this.hints.forget(hash);
     return outcome === 'done';
