@@ -1,9 +1,10 @@
 /**
  * Reads that never wait: preadv2(2) with RWF_NOWAIT answers from the page cache or fails at once
  * with EAGAIN, never blocking on the device. A small read whose bytes are cached thus runs on the
- * calling thread (~4 us for 4 KiB here) instead of a libuv thread-pool round trip (a request, a
- * wake-up of a worker, a completion callback: ~11 us of CPU per 4 KiB read, measured in
- * docs/dedup.md), and a read that would wait is left to the caller's asynchronous path.
+ * calling thread (~0.7 us of CPU for 4 KiB here) instead of a libuv thread-pool round trip (a
+ * request, a wake-up of a worker, a completion callback: ~12 us of CPU per 4 KiB read through
+ * fs.read's callback API, ~18 us through FileHandle.read; docs/dedup.md), and a read that would
+ * wait is left to the caller's asynchronous path.
  *
  * The kernel reads into one unmanaged buffer of this module, bound once with its iovec, so a call
  * passes only numbers through koffi (a JS buffer in an iovec would be converted on every call);
