@@ -36,6 +36,14 @@ export interface ChunkStore {
    * (the result is shorter); undefined when there is no object.
    */
   getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined>;
+  /**
+   * Optional: fills all of `target` with the object's bytes from `offsetBytes`, synchronously,
+   * when that needs no waiting (the object is in memory, or open with those bytes in the page
+   * cache), and answers true; false otherwise (not at hand, missing, shorter, any failure), and
+   * then nothing is promised about `target`: the caller uses getRange, which reports errors.
+   * A 4 KiB read of a sealed layer thus costs no promise and no thread-pool round trip.
+   */
+  getRangeNow?(key: string, offsetBytes: number, target: Uint8Array): boolean;
   /** Stores the object durably, replacing any object of that key. */
   put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void>;
   /** Stores the object unless one exists; true when this call stored it. */

@@ -20,7 +20,7 @@
  * keys all sort before `after` or miss the prefix.
  */
 import { randomBytes } from 'node:crypto';
-import type { Dirent } from 'node:fs';
+import fsCallbacks, { type Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
@@ -28,6 +28,7 @@ import { StorageError } from '../core/errors.js';
 import { errnoOf, syncFolder } from './local-folder.js';
 import { OpenFileCache, type OpenFile } from './open-file-cache.js';
 import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
+import { readNoWait } from '../sys/nowait-read.js';
 
 /** The folder of temporary files, in the root (same file system: rename and link stay atomic). */
 export const LOCAL_CHUNK_TEMP_FOLDER = '.strata-tmp';
@@ -90,13 +91,20 @@ async function openObject(file: string): Promise<OpenFile | undefined> {
   return undefined;
 }
 
+/** One pread through the callback API on the handle's descriptor (no FileHandle promise machinery). */
+function preadInto(object: OpenFile, out: Uint8Array, filled: number, positionBytes: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    fsCallbacks.read(object.handle.fd, out, filled, out.length - filled, positionBytes, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
+  });
+}
+
 /** `lengthBytes` at `offsetBytes` of an open object, cut short at its end. */
 async function readRange(object: OpenFile, offsetBytes: number, lengthBytes: number, checkAborted: () => void): Promise<Uint8Array> {
   const out = new Uint8Array(Math.max(0, Math.min(lengthBytes, object.sizeBytes - offsetBytes)));
   let filled = 0;
   while (filled < out.length) {
     checkAborted();
-    const { bytesRead } = await object.handle.read(out, filled, out.length - filled, offsetBytes + filled);
+    const bytesRead = await preadInto(object, out, filled, offsetBytes + filled);
     if (bytesRead === 0) break; // cannot happen (objects are replaced by rename, never changed in place)
     filled += bytesRead;
   }
@@ -124,6 +132,8 @@ export class LocalChunkStore implements ChunkStore {
   readonly rootDir: string;
   private readonly tempDir: string;
   private readonly openFiles: OpenFileCache | undefined;
+  /** False once a read without waiting was refused as unsupported here (getRangeNow). */
+  private readsWithoutWaiting = true;
 
   constructor(rootDir: string, options: LocalChunkStoreOptions = {}) {
     this.rootDir = path.resolve(rootDir);
@@ -170,32 +180,49 @@ export class LocalChunkStore implements ChunkStore {
 
   /** Reads only the range (pread), never the whole object. */
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
-    const file = this.objectPath(key);
+    // A key whose file is held open was checked when it was opened: no path built, no re-check.
+    const held = this.openFiles?.peek(key) !== undefined;
+    const file = held ? undefined : this.objectPath(key);
     checkRange(key, offsetBytes, lengthBytes);
     throwIfAborted(options, `get ${key}`);
     if (this.openFiles !== undefined) {
       try {
-        return await this.openFiles.use(key, () => openObject(file), (object) => readRange(object, offsetBytes, lengthBytes, () => throwIfAborted(options, `get ${key}`)));
+        return await this.openFiles.use(key, () => openObject(file ?? this.objectPath(key)), (object) => readRange(object, offsetBytes, lengthBytes, () => throwIfAborted(options, `get ${key}`)));
       } catch (err) {
         if (err instanceof StorageError) throw err;
-        throw ioError(`cannot read ${file}`, err);
+        throw ioError(`cannot read ${file ?? this.objectPath(key)}`, err);
       }
     }
+    const objectFile = file ?? this.objectPath(key);
     let object: OpenFile | undefined;
     try {
-      object = await openObject(file);
+      object = await openObject(objectFile);
     } catch (err) {
-      throw ioError(`cannot open ${file}`, err);
+      throw ioError(`cannot open ${objectFile}`, err);
     }
     if (object === undefined) return undefined;
     try {
       return await readRange(object, offsetBytes, lengthBytes, () => throwIfAborted(options, `get ${key}`));
     } catch (err) {
       if (err instanceof StorageError) throw err;
-      throw ioError(`cannot read ${file}`, err);
+      throw ioError(`cannot read ${objectFile}`, err);
     } finally {
       await object.handle.close();
     }
+  }
+
+  /**
+   * From a pack kept open (openFilesMax), when the page cache holds the bytes: one preadv2
+   * (RWF_NOWAIT) on this thread, no path built, no key re-checked (an open handle's key was
+   * checked when it was opened). False when the object is not open now or the read would wait.
+   */
+  getRangeNow(key: string, offsetBytes: number, target: Uint8Array): boolean {
+    if (!this.readsWithoutWaiting) return false;
+    const object = this.openFiles?.peek(key);
+    if (object === undefined || !Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + target.length > object.sizeBytes) return false;
+    const outcome = readNoWait(object.handle.fd, offsetBytes, target);
+    if (outcome === 'unsupported') this.readsWithoutWaiting = false; // this folder's file system cannot (tmpfs): stop asking
+    return outcome === 'read';
   }
 
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {

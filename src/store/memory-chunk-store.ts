@@ -48,6 +48,13 @@ export class MemoryChunkStore implements ChunkStore {
     return data === undefined ? undefined : Uint8Array.prototype.slice.call(data, offsetBytes, offsetBytes + lengthBytes);
   }
 
+  getRangeNow(key: string, offsetBytes: number, target: Uint8Array): boolean {
+    const data = this.objects.get(key);
+    if (data === undefined || !Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + target.length > data.length) return false;
+    target.set(data.subarray(offsetBytes, offsetBytes + target.length));
+    return true;
+  }
+
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
     checkChunkKey(key);
     throwIfAborted(options, `put ${key}`);

@@ -20,6 +20,8 @@ export interface OpenFile {
 
 interface Entry {
   readonly opening: Promise<OpenFile | undefined>;
+  /** The open file once `opening` has resolved to one (what peek answers without waiting). */
+  file?: OpenFile;
   users: number;
   /** Dropped from the cache (forgotten or pushed out): close once no reader uses it. */
   dropped: boolean;
@@ -43,7 +45,10 @@ export class OpenFileCache {
   async use<T>(key: string, open: () => Promise<OpenFile | undefined>, read: (file: OpenFile) => Promise<T>): Promise<T | undefined> {
     let entry = this.entries.get(key);
     if (entry === undefined) {
-      entry = { opening: open(), users: 0, dropped: false };
+      const opening = open();
+      const created: Entry = { opening, users: 0, dropped: false };
+      opening.then((file) => (created.file = file), () => undefined);
+      entry = created;
       this.entries.set(key, entry);
       this.trim();
     } else {
@@ -68,6 +73,19 @@ export class OpenFileCache {
       entry.users--;
       if (entry.dropped) await this.closeIfUnused(entry);
     }
+  }
+
+  /**
+   * The key's file when it is open now (not being opened, not dropped), without waiting. The
+   * caller uses it synchronously, before any await: a handle is closed only after it was dropped
+   * from here, never while a synchronous caller holds it. Counts as a use (LRU order).
+   */
+  peek(key: string): OpenFile | undefined {
+    const entry = this.entries.get(key);
+    if (entry?.file === undefined) return undefined;
+    this.entries.delete(key);
+    this.entries.set(key, entry);
+    return entry.file;
   }
 
   /** Drops the key's handle: the file was replaced or removed (call after the rename or unlink). */

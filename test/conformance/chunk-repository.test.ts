@@ -5,6 +5,7 @@ import { LevelCatalogStore } from '../../src/meta/level-catalog.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { BLAKE3_HASHER, XXH128_HASHER, type ChunkHasher } from '../../src/store/dedup/chunk-hasher.js';
 import { DedupChunkRepository } from '../../src/store/dedup/dedup-repository.js';
+import { LocalChunkStore } from '../../src/store/local-chunk-store.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { TieredChunkStore } from '../../src/store/tier/tiered-chunk-store.js';
 import { isBlake3Available } from '../../src/sys/blake3.js';
@@ -15,6 +16,8 @@ import { chunkRepositoryConformance, type ChunkRepositoryUnderTest } from './chu
 function underTest(chunkStore: ChunkStore, catalog: CatalogStore, hasher: ChunkHasher, repository: DedupChunkRepository): ChunkRepositoryUnderTest {
   return {
     repository,
+    // A store that answers at once (memory; a local folder keeping packs open, the page cache warm).
+    readsNow: chunkStore.getRangeNow !== undefined,
     storedCopies: (hash) => storedCopies(chunkStore, hash),
     damage: (hash) => damageChunk(chunkStore, catalog, hash),
   };
@@ -48,6 +51,15 @@ for (const hasher of hashers) {
     };
   });
 }
+
+// Packs in a local folder kept open: readRangeNow reads them with preadv2 (RWF_NOWAIT) when the
+// page cache holds the bytes, which it does right after they were written.
+chunkRepositoryConformance(`dedup (${hashers[0]!.algorithm}) over a local folder keeping packs open`, async () => {
+  const chunkStore = new LocalChunkStore(tempDir(), { openFilesMax: 8 });
+  const catalog = new MemoryCatalogStore();
+  const repository = await DedupChunkRepository.open({ chunkStore, catalog, hasher: hashers[0]!, packTargetBytes: 256 * 1024 });
+  return underTest(chunkStore, catalog, hashers[0]!, repository);
+});
 
 /** A tier that moves every object cold as soon as it is stored: every read of a pack is a cold read. */
 function coldAtOnce(tier: TieredChunkStore): ChunkStore {

@@ -11,6 +11,8 @@ export interface ChunkRepositoryUnderTest {
   reopen?(): Promise<ChunkRepository>;
   /** How many stored copies of the chunk exist (for implementations that can tell). */
   storedCopies?(hash: ChunkHash): Promise<number>;
+  /** readRangeNow answers every range of a chunk read lately at once (not just true or false). */
+  readsNow?: boolean;
   /** Changes one stored byte of the chunk, as bit rot would. */
   damage(hash: ChunkHash): Promise<void>;
 }
@@ -237,6 +239,57 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       }
       expect(corrupt).toBeGreaterThan(0);
       expect((await repo.readRange(good!, 0, 4096)).length).toBe(4096);
+    });
+
+    it('readRangeNow, where offered: the bytes readRange gives, or false; false for what readRange refuses', async (context) => {
+      const { repository: repo, readsNow } = await open();
+      if (repo.readRangeNow === undefined) return context.skip();
+      const a = chunk();
+      const tail = new Uint8Array(randomBytes(1000));
+      const [name, tailName] = await repo.addReferences([a, tail]);
+      await repo.readRange(name!, 0, 10); // a first read may be what makes the next ones possible
+      const ranges: [string, Uint8Array, number, number][] = [
+        [name!, a, 0, 4096], [name!, a, 8192, 4096], [name!, a, 3 * 4096 + 100, 5000], [name!, a, CHUNK_BYTES - 1, 1], [name!, a, 1, 2], [tailName!, tail, 10, 990],
+      ];
+      let done = 0;
+      for (const [hash, bytes, offset, length] of ranges) {
+        const target = new Uint8Array(length).fill(0xee);
+        if (!repo.readRangeNow(hash, offset, target)) continue;
+        expectSameBytes(target, bytes.subarray(offset, offset + length));
+        done++;
+      }
+      if (readsNow === true) expect(done).toBe(ranges.length);
+      const target = new Uint8Array(11);
+      expect(repo.readRangeNow(name!, CHUNK_BYTES - 10, target)).toBe(false); // past the end
+      expect(repo.readRangeNow(tailName!, 0, new Uint8Array(1001))).toBe(false);
+      expect(repo.readRangeNow(name!, -1, target)).toBe(false);
+      expect(repo.readRangeNow(name!, 0.5, target)).toBe(false);
+      expect(repo.readRangeNow(repo.hash(chunk()), 0, target)).toBe(false); // unknown
+      expect(repo.readRangeNow('not a hash', 0, target)).toBe(false);
+      expect(repo.readRangeNow(name!, 0, new Uint8Array(0))).toBe(false);
+      // The same after a whole read (an implementation may cache the chunk).
+      expectSameBytes(await repo.read(name!), a);
+      expect(repo.readRangeNow(name!, 0.5, target)).toBe(false);
+      expect(repo.readRangeNow(name!, CHUNK_BYTES - 10, target)).toBe(false);
+      const part = new Uint8Array(100);
+      if (repo.readRangeNow(name!, 4000, part)) expectSameBytes(part, a.subarray(4000, 4100));
+    });
+
+    it('readRangeNow of a chunk whose stored bytes changed: right bytes or false, never wrong data; readRange then reports CORRUPT', async (context) => {
+      const { repository: repo, damage } = await open();
+      if (repo.readRangeNow === undefined) return context.skip();
+      const a = chunk();
+      const [bad] = await repo.addReferences([a]);
+      await repo.readRange(bad!, 0, 10);
+      await damage(bad!);
+      let refused = 0;
+      for (let offset = 0; offset < CHUNK_BYTES; offset += 4096) {
+        const target = new Uint8Array(4096);
+        if (repo.readRangeNow(bad!, offset, target)) expectSameBytes(target, a.subarray(offset, offset + 4096));
+        else refused++;
+      }
+      expect(refused).toBeGreaterThan(0);
+      await expectCode(repo.readRange(bad!, 0, CHUNK_BYTES), 'CORRUPT', new RegExp(bad!));
     });
 
     it('chunks and counts survive reopening', async (context) => {

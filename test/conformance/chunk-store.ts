@@ -38,6 +38,25 @@ export function chunkStoreConformance(name: string, open: () => Promise<ChunkSto
       expect(await store.get('empty')).toEqual(bytes());
     });
 
+    it('getRangeNow, where offered: the bytes getRange gives, or false; never a replaced or deleted object\'s bytes', async (context) => {
+      const store = await open();
+      if (store.getRangeNow === undefined) return context.skip();
+      const target = new Uint8Array(3);
+      expect(store.getRangeNow('a', 0, target)).toBe(false); // no object
+      await store.put('a', bytes(1, 2, 3, 4, 5));
+      await store.getRange('a', 0, 1); // a store may need a first read to have the object at hand
+      if (store.getRangeNow('a', 1, target)) expect(target).toEqual(bytes(2, 3, 4));
+      expect(store.getRangeNow('a', 3, target)).toBe(false); // runs past the end
+      expect(store.getRangeNow('a', -1, target)).toBe(false);
+      await store.put('a', bytes(7, 8, 9));
+      const after = new Uint8Array(3);
+      if (store.getRangeNow('a', 0, after)) expect(after).toEqual(bytes(7, 8, 9));
+      await store.getRange('a', 0, 1);
+      if (store.getRangeNow('a', 0, after)) expect(after).toEqual(bytes(7, 8, 9));
+      await store.delete('a');
+      expect(store.getRangeNow('a', 0, after)).toBe(false);
+    });
+
     it('putIfAbsent stores once; concurrent callers: exactly one stores', async () => {
       const store = await open();
       expect(await store.putIfAbsent('k', bytes(1))).toBe(true);

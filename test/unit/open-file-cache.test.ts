@@ -87,3 +87,21 @@ describe('OpenFileCache', () => {
     expect(cache.size).toBe(0);
   });
 });
+
+describe('OpenFileCache.peek', () => {
+  it('answers a file only while it is open and cached', async () => {
+    const { open } = files(2);
+    const cache = new OpenFileCache(1);
+    expect(cache.peek('k0')).toBeUndefined();
+    await cache.use('k0', open('k0'), async () => undefined);
+    const file = cache.peek('k0');
+    expect(file?.sizeBytes).toBe(2);
+    await cache.use('k1', open('k1'), async () => undefined); // pushes k0 out (bound 1)
+    expect(cache.peek('k0')).toBeUndefined();
+    expect(cache.peek('k1')?.sizeBytes).toBe(2);
+    await cache.forget('k1');
+    expect(cache.peek('k1')).toBeUndefined();
+    await cache.use('missing', open('missing'), async () => undefined);
+    expect(cache.peek('missing')).toBeUndefined();
+  });
+});

@@ -58,6 +58,7 @@ export class ChunkedFile implements HostFile {
     const chunkSize = this.manifest.chunkSizeBytes;
     const first = Math.floor(hostOffset / chunkSize);
     const last = Math.floor((hostOffset + existing - 1) / chunkSize);
+    if (first === last && this.readPartNow(first, buf, hostOffset, existing)) return existing;
     // Chunks to fetch; zero chunks are filled here and never reach the repository.
     const stored: number[] = [];
     for (let index = first; index <= last; index++) {
@@ -171,6 +172,21 @@ export class ChunkedFile implements HostFile {
       );
     }
     buf.set(bytes.subarray(within, within + wanted), from);
+  }
+
+  /**
+   * A read within one stored chunk, of part of it, done without waiting when the repository can
+   * (readRangeNow) and the chunk cache does not hold it: the common guest 4 KiB read. False: the
+   * caller takes the general path (which also reports any error).
+   */
+  private readPartNow(index: number, buf: Uint8Array, hostOffset: number, existing: number): boolean {
+    if (this.repository.readRangeNow === undefined || this.manifest.isZero(index)) return false;
+    const within = hostOffset - index * this.manifest.chunkSizeBytes;
+    if (existing >= this.manifest.chunkLengthBytes(index)) return false; // a whole chunk: through the cache
+    const hash = this.manifest.hashAt(index)!;
+    if (this.cache?.peek(hash) !== undefined) return false;
+    const target = existing === buf.length ? buf : buf.subarray(0, existing);
+    return this.repository.readRangeNow(hash, within, target);
   }
 
   /** The part of buf [from, to) that chunk `index` supplies, for a read of `existing` bytes. */

@@ -4,14 +4,25 @@
  * covers, so a 4 KiB read costs one ~4 KiB ranged read and one CRC instead of the whole chunk
  * and its hash. A range of a version 1 pack (no block checksums) is read as the whole chunk.
  *
- * Each returns undefined when the pack is missing or too short for the location (the caller then
+ * readChunkBlocksNow is readChunkBlocks without waiting, for a store that can answer at once.
+ *
+ * The others return undefined when the pack is missing or too short for the location (the caller then
  * asks the index: GC may have moved the chunk), and throws CORRUPT when the bytes fail their check.
  */
 import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
 import { StorageError } from '../../core/errors.js';
 import type { ChunkHasher } from './chunk-hasher.js';
-import type { ChunkLocation } from './location-hints.js';
-import { blockSpan, bytesFromBlocks, chunkFromBlocks, firstBadBlock, PACK_BLOCK_BYTES, storedChunkBytes } from './pack-blocks.js';
+import type { ChunkLocation, HintedLocation } from './location-hints.js';
+import {
+  blockSpan,
+  bytesFromBlocks,
+  chunkFromBlocks,
+  copyFromBlocks,
+  firstBadBlock,
+  firstBadBlockSeeded,
+  PACK_BLOCK_BYTES,
+  storedChunkBytes,
+} from './pack-blocks.js';
 import { packKey } from './pack-format.js';
 
 /** The whole chunk (the caller's to change), checked against its hash. */
@@ -59,4 +70,32 @@ export async function readChunkBlocks(
     );
   }
   return bytesFromBlocks(stored, offsetBytes - span.firstBlock * PACK_BLOCK_BYTES, lengthBytes);
+}
+
+/** The stored blocks a read without waiting takes at most (a larger read waits: it is not the hot case). */
+const READ_NOW_STORED_BYTES_MAX = 128 * 1024;
+/** Where such reads land: one buffer, used only within one synchronous call (no await in between). */
+let nowScratch: Buffer | undefined;
+
+/**
+ * readChunkBlocks into `target` (all of it, from the chunk's byte `offsetBytes`; within the chunk,
+ * not empty) from a version 2 pack, synchronously through the store's getRangeNow: 'done' once
+ * every covered block passed its check and `target` holds the bytes; 'wait' when the store cannot
+ * answer without waiting (or the read is large); 'damaged' when a block fails its check (the
+ * caller asks the index and reads again, which reports CORRUPT if it still fails).
+ */
+export function readChunkBlocksNow(
+  store: ChunkStore,
+  at: HintedLocation,
+  offsetBytes: number,
+  target: Uint8Array,
+): 'done' | 'wait' | 'damaged' {
+  const span = blockSpan(at.lengthBytes, offsetBytes, target.length);
+  if (span.storedLengthBytes > READ_NOW_STORED_BYTES_MAX) return 'wait';
+  nowScratch ??= Buffer.allocUnsafe(READ_NOW_STORED_BYTES_MAX);
+  const stored = nowScratch.subarray(0, span.storedLengthBytes);
+  if (store.getRangeNow?.(at.packKey, at.offsetBytes + span.storedOffsetBytes, stored) !== true) return 'wait';
+  if (firstBadBlockSeeded(at.hashSeed, span.firstBlock, stored) !== -1) return 'damaged';
+  copyFromBlocks(stored, offsetBytes - span.firstBlock * PACK_BLOCK_BYTES, target);
+  return 'done';
 }

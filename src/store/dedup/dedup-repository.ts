@@ -19,7 +19,7 @@
 import type { CatalogStore } from '../../core/catalog-store.js';
 import type { ChunkStore } from '../../core/chunk-store.js';
 import { StorageError, isStorageError } from '../../core/errors.js';
-import { readChunkBlocks, readWholeChunk } from './chunk-reads.js';
+import { readChunkBlocks, readChunkBlocksNow, readWholeChunk } from './chunk-reads.js';
 import { ChunkLocationHints, LOCATION_HINTS_DEFAULT, type ChunkLocation } from './location-hints.js';
 import { TxnBuilder, type Table, type Versioned } from '../../meta/table.js';
 import { throwIfAborted } from '../memory-chunk-store.js';
@@ -54,7 +54,7 @@ export interface DedupChunkRepositoryOptions {
   readonly readCacheBytes?: number;
   /** The clock for zero-count stamps and pack ids (ms since the epoch); default Date.now. */
   readonly nowMs?: () => number;
-  /** Chunk locations remembered in memory (default 65,536, ~11 MiB; 0: every read asks the index). */
+  /** Chunk locations remembered in memory (default 65,536, ~13 MiB; 0: every read asks the index). */
   readonly locationHintsMax?: number;
   /** The pack format version to write (default the newest); tests write 1 to prove old packs still read. */
   readonly packVersion?: number;
@@ -285,6 +285,32 @@ export class DedupChunkRepository implements ChunkRepository {
   }
 
   /**
+   * readRange into `target` without waiting, when the chunk's location is remembered, its pack is a
+   * version 2 pack and the store has the bytes at hand (getRangeNow): the blocks are checked as
+   * readRange checks them. False otherwise, and for anything readRange would refuse or report
+   * (the caller then calls readRange); a block failing its check also forgets the location.
+   */
+  readRangeNow(hash: ChunkHash, offsetBytes: number, target: Uint8Array): boolean {
+    if (this.options.chunkStore.getRangeNow === undefined || target.length === 0) return false;
+    if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0) return false;
+    if (this.cache !== undefined) {
+      const cached = this.cache.getRange(hash, offsetBytes, target.length);
+      if (cached !== undefined) {
+        target.set(cached);
+        return true;
+      }
+    }
+    const at = this.hints.get(hash);
+    if (at === undefined) return false;
+    const version = this.hints.knownPackVersion(at.pack);
+    if (version === undefined || version === 1) return false; // a version 1 chunk is read whole and hashed
+    if (offsetBytes + target.length > at.lengthBytes) return false;
+    const outcome = readChunkBlocksNow(this.options.chunkStore, at, offsetBytes, target);
+    if (outcome === 'damaged') this.hints.forget(hash);
+    return outcome === 'done';
+  }
+
+  /**
    * Runs `readAt` on the chunk's location: the remembered one first, else the index's. A GC may
    * move the chunk to a new pack and delete the old one between finding and reading it, and a
    * scrub may point the index at another copy: a read that finds no pack there (undefined), or a
@@ -296,7 +322,7 @@ export class DedupChunkRepository implements ChunkRepository {
     options: ChunkRepositoryCallOptions | undefined,
     readAt: (at: ChunkLocation, version: number) => Promise<T | undefined>,
   ): Promise<T> {
-    let at = this.hints.get(hash);
+    let at: ChunkLocation | undefined = this.hints.get(hash);
     let hinted = at !== undefined;
     let previous: ChunkLocation | undefined;
     for (let attempt = 0; attempt < READ_ATTEMPTS_MAX; attempt++) {

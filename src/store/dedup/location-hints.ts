@@ -6,14 +6,16 @@
  * after. So the reader trusts a hint, and when its pack is missing or short (or the copy fails its
  * checks, which a scrub may have fixed in the index meanwhile) forgets it and asks the index.
  *
- * Bounded by entry count, least recently used out first. Each entry costs ~180 bytes of heap (a
- * 64-digit hex key, the location object, the Map slot; measured in docs/dedup.md), so the default
- * 65,536 entries (4 GiB of 64 KiB chunks read at random) hold ~11 MiB, whatever the pool's size.
+ * Bounded by entry count; an entry not used for a generation (half the bound) goes first. Each entry costs ~200 bytes of heap (a
+ * 64-digit hex key, the location object, the Map slot; measured in docs/dedup.md; the pack's key
+ * string is shared by its chunks, and the checksum seed is a small number), so the default 65,536
+ * entries (4 GiB of 64 KiB chunks read at random) hold ~13 MiB, whatever the pool's size.
  *
  * Also remembers each pack's format version (read from its 16-byte header on first use), which
  * says how its chunks are laid out (pack-format.ts).
  */
 import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
+import { chunkHashSeed } from './pack-blocks.js';
 import { PACK_HEADER_BYTES, packHeaderVersion, packKey } from './pack-format.js';
 
 export interface ChunkLocation {
@@ -24,43 +26,72 @@ export interface ChunkLocation {
   readonly lengthBytes: number;
 }
 
+/** A remembered location with what a read of it needs made once, not per read. */
+export interface HintedLocation extends ChunkLocation {
+  /** The pack's ChunkStore key (packKey(pack)). */
+  readonly packKey: string;
+  /** The chunk's block checksum seed (chunkHashSeed(hash)). */
+  readonly hashSeed: number;
+}
+
 export const LOCATION_HINTS_DEFAULT = 65_536;
 /** Pack versions remembered: a few MiB per pack, so 4096 cover 16 GiB of packs in use. */
 const PACK_VERSIONS_MAX = 4096;
 
-/** A bounded least-recently-used map (a Map keeps insertion order; a hit re-inserts). */
+/**
+ * A bounded map that keeps what is used: two generations of up to half the bound each. A hit in
+ * the young one is a plain Map get (no reordering on the hot path: a hinted read does several such
+ * lookups); a hit in the old one moves the entry to the young one; when the young one is full it
+ * becomes the old one and the old one is dropped whole, so an entry unused for a generation goes.
+ */
 class BoundedMap<V> {
-  private readonly entries = new Map<string, V>();
+  private young = new Map<string, V>();
+  private old = new Map<string, V>();
+  private readonly generationMax: number;
 
-  constructor(private readonly entriesMax: number) {}
+  constructor(entriesMax: number) {
+    this.generationMax = Math.ceil(entriesMax / 2);
+  }
 
   get size(): number {
-    return this.entries.size;
+    return this.young.size + this.old.size;
   }
 
   get(key: string): V | undefined {
-    const value = this.entries.get(key);
-    if (value === undefined) return undefined;
-    this.entries.delete(key);
-    this.entries.set(key, value);
-    return value;
+    const value = this.young.get(key);
+    if (value !== undefined) return value;
+    const aging = this.old.get(key);
+    if (aging === undefined) return undefined;
+    this.old.delete(key);
+    this.putYoung(key, aging);
+    return aging;
   }
 
   set(key: string, value: V): void {
-    if (this.entriesMax === 0) return;
-    this.entries.delete(key);
-    this.entries.set(key, value);
-    if (this.entries.size > this.entriesMax) this.entries.delete(this.entries.keys().next().value!);
+    if (this.generationMax === 0) return;
+    this.old.delete(key);
+    this.putYoung(key, value);
   }
 
   delete(key: string): void {
-    this.entries.delete(key);
+    this.young.delete(key);
+    this.old.delete(key);
+  }
+
+  private putYoung(key: string, value: V): void {
+    if (!this.young.has(key) && this.young.size >= this.generationMax) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, value);
   }
 }
 
 export class ChunkLocationHints {
-  private readonly locations: BoundedMap<ChunkLocation>;
+  private readonly locations: BoundedMap<HintedLocation>;
   private readonly versions = new BoundedMap<number>(PACK_VERSIONS_MAX);
+  /** One key string per pack, shared by its chunks' hints. */
+  private readonly packKeys = new BoundedMap<string>(PACK_VERSIONS_MAX);
 
   /** `entriesMax` 0: remember no locations (every read asks the index). */
   constructor(entriesMax: number = LOCATION_HINTS_DEFAULT) {
@@ -72,13 +103,16 @@ export class ChunkLocationHints {
     return this.locations.size;
   }
 
-  get(hash: string): ChunkLocation | undefined {
+  get(hash: string): HintedLocation | undefined {
     return this.locations.get(hash);
   }
 
   /** Remembers a location (copying just its fields: records carry more). */
   set(hash: string, location: ChunkLocation): void {
-    this.locations.set(hash, { pack: location.pack, offsetBytes: location.offsetBytes, lengthBytes: location.lengthBytes });
+    const { pack, offsetBytes, lengthBytes } = location;
+    let key = this.packKeys.get(pack);
+    if (key === undefined) this.packKeys.set(pack, (key = packKey(pack)));
+    this.locations.set(hash, { pack, offsetBytes, lengthBytes, packKey: key, hashSeed: chunkHashSeed(hash) });
   }
 
   forget(hash: string): void {

@@ -32,14 +32,19 @@ export function storedChunkBytes(version: number, lengthBytes: number): number {
   return lengthBytes + Math.ceil(lengthBytes / PACK_BLOCK_BYTES) * BLOCK_CHECKSUM_BYTES;
 }
 
-/** The CRC seed of chunk `hash`'s block `blockIndex` (`hashSeed`: crc32(hash), once per chunk). */
+/** What every block seed of chunk `hash` starts from (computed once per chunk, not per block). */
+export function chunkHashSeed(hash: string): number {
+  return crc32(hash);
+}
+
+/** The CRC seed of chunk `hash`'s block `blockIndex` (`hashSeed`: chunkHashSeed(hash)). */
 function blockSeed(hashSeed: number, blockIndex: number): number {
   return (hashSeed ^ Math.imul(blockIndex + 1, BLOCK_INDEX_MULTIPLIER)) >>> 0;
 }
 
 /** Writes `data` as v2 blocks with their checksums into `target` at `offsetBytes`. */
 export function writeChunkBlocks(target: Buffer, offsetBytes: number, hash: string, data: Uint8Array): void {
-  const hashSeed = crc32(hash);
+  const hashSeed = chunkHashSeed(hash);
   let at = offsetBytes;
   for (let block = 0, from = 0; from < data.length; block++, from += PACK_BLOCK_BYTES) {
     const bytes = data.subarray(from, Math.min(data.length, from + PACK_BLOCK_BYTES));
@@ -72,12 +77,15 @@ export function blockSpan(chunkLengthBytes: number, offsetBytes: number, lengthB
  * checksums; the index of the first that fails, or -1 when all hold.
  */
 export function firstBadBlock(hash: string, firstBlock: number, stored: Uint8Array): number {
-  const view = Buffer.from(stored.buffer, stored.byteOffset, stored.length);
-  const hashSeed = crc32(hash);
+  return firstBadBlockSeeded(chunkHashSeed(hash), firstBlock, Buffer.from(stored.buffer, stored.byteOffset, stored.length));
+}
+
+/** firstBadBlock with the chunk's seed at hand (chunkHashSeed) and the stored blocks as a Buffer. */
+export function firstBadBlockSeeded(hashSeed: number, firstBlock: number, stored: Buffer): number {
   for (let block = firstBlock, at = 0; at < stored.length; block++, at += STORED_BLOCK_BYTES) {
     const dataEnd = Math.min(stored.length, at + STORED_BLOCK_BYTES) - BLOCK_CHECKSUM_BYTES;
     if (dataEnd <= at) return block; // a checksum without its block: cut short
-    if (crc32(stored.subarray(at, dataEnd), blockSeed(hashSeed, block)) !== view.readUInt32LE(dataEnd)) return block;
+    if (crc32(stored.subarray(at, dataEnd), blockSeed(hashSeed, block)) !== stored.readUInt32LE(dataEnd)) return block;
   }
   return -1;
 }
@@ -101,6 +109,24 @@ export function bytesFromBlocks(stored: Uint8Array, withinBytes: number, lengthB
     chunkByte += take;
   }
   return out;
+}
+
+/**
+ * bytesFromBlocks into the caller's `target` (all of it, from `withinBytes` counted from the first
+ * stored block's start): the checksums left out, no buffer allocated.
+ */
+export function copyFromBlocks(stored: Buffer, withinBytes: number, target: Uint8Array): void {
+  let filled = 0;
+  let chunkByte = withinBytes;
+  while (filled < target.length) {
+    const block = Math.floor(chunkByte / PACK_BLOCK_BYTES);
+    const inBlock = chunkByte - block * PACK_BLOCK_BYTES;
+    const take = Math.min(PACK_BLOCK_BYTES - inBlock, target.length - filled);
+    const from = block * STORED_BLOCK_BYTES + inBlock;
+    stored.copy(target, filled, from, from + take);
+    filled += take;
+    chunkByte += take;
+  }
 }
 
 /** A whole v2 chunk's bytes without the checksums (not checked here: the caller hashes them). */

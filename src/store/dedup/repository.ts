@@ -78,6 +78,15 @@ export interface ChunkRepository {
    * INVALID_ARGUMENT for a range that is not whole numbers or runs past the chunk's end.
    */
   readRange(hash: ChunkHash, offsetBytes: number, lengthBytes: number, options?: ChunkRepositoryCallOptions): Promise<Uint8Array>;
+  /**
+   * Optional: readRange of `target.length` bytes from `offsetBytes` into `target`, synchronously,
+   * when the implementation can without waiting (dedup: the chunk's location remembered, its pack
+   * open, the bytes in the page cache), checked as readRange checks; true then. False otherwise
+   * and for anything readRange would refuse or report (nothing is then promised about `target`):
+   * the caller calls readRange. Never throws. A sealed layer's 4 KiB read thus needs no promise
+   * chain, no allocation and no thread-pool round trip.
+   */
+  readRangeNow?(hash: ChunkHash, offsetBytes: number, target: Uint8Array): boolean;
   /** The chunk's current reference count (0 when unknown or dropped to zero). */
   referenceCount(hash: ChunkHash): Promise<number>;
 }
