@@ -53,14 +53,13 @@ describe('DedupChunkRepository.readChunks', () => {
   });
 
   it('version 1 packs beside version 2 packs; after GC moved the chunks (stale hints) the run still reads right', async () => {
-    const chunkStore = new MemoryChunkStore();
-    const catalog = new MemoryCatalogStore();
     let nowMs = 1_000_000_000;
-    const options = { chunkStore, catalog, hasher, packTargetBytes: 256 * KIB, nowMs: () => nowMs };
-    const old = await DedupChunkRepository.open({ ...options, packVersion: 1 });
+    const stores = { chunkStore: new MemoryChunkStore(), catalog: new MemoryCatalogStore() };
+    const { catalog } = stores;
     const oldChunks = [chunk(), chunk(), chunk(1000)];
-    const oldNames = await old.addReferences(oldChunks);
-    const repo = await DedupChunkRepository.open({ ...options, readCacheBytes: 0 });
+    // Written by an older Strata (pack version 1), read by today's.
+    const oldNames = await (await DedupChunkRepository.open({ ...stores, hasher, packVersion: 1, nowMs: () => nowMs })).addReferences(oldChunks);
+    const repo = await DedupChunkRepository.open({ ...stores, hasher, packTargetBytes: 256 * KIB, readCacheBytes: 0, nowMs: () => nowMs });
     const newChunks = [chunk(), chunk(5000), chunk()];
     const newNames = await repo.addReferences(newChunks);
     expectSameBytes(await repo.readChunks([...oldNames, ...newNames]), concat([...oldChunks, ...newChunks]));
