@@ -11,6 +11,7 @@ import { checkChecksumValue, type ChecksumAlgorithm } from './checksums.js';
 import { evaluateConditions, type ConditionHeaders } from './conditions.js';
 import type { ObjectContext } from './context.js';
 import { readBody } from './data-reader.js';
+import { manifestForRead } from './read-manifests.js';
 import { writeBody, writeBodyOrKeepSmall, type WrittenBody } from './data-writer.js';
 import { ObjectError, isObjectError, type S3ErrorCode } from './errors.js';
 import { INLINE_OBJECT_BYTES_MAX, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
@@ -204,7 +205,7 @@ async function* streamVersion(context: ObjectContext, bucket: BucketRecord, vers
     return;
   }
   const repository = await context.repositoryOf(bucket.pool);
-  const manifest = await requireManifest(context, ref);
+  const manifest = await manifestForRead(context, ref);
   yield* readBody(repository, manifest, startBytes, endBytes, signal);
 }
 

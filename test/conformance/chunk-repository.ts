@@ -292,6 +292,30 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       await expectCode(repo.readRange(bad!, 0, CHUNK_BYTES), 'CORRUPT', new RegExp(bad!));
     });
 
+    it('readChunks (where offered) gives chunks back to back, the caller\'s, each checked; unknown NOT_FOUND, damage CORRUPT', async (context) => {
+      const { repository: repo, damage } = await open();
+      if (repo.readChunks === undefined) return context.skip();
+      const [a, b, c, d] = [chunk(), chunk(), chunk(), chunk()];
+      const tail = new Uint8Array(randomBytes(1000));
+      // One call's chunks lie together; a second call's elsewhere; a chunk may repeat in a run.
+      const [na, nb, ntail] = await repo.addReferences([a, b, tail]);
+      const [nc, nd] = await repo.addReferences([c, d]);
+      const concat = (...parts: Uint8Array[]) => Uint8Array.from(parts.flatMap((part) => [...part]));
+      expectSameBytes(await repo.readChunks([na!, nb!, ntail!]), concat(a, b, tail));
+      const mixed = await repo.readChunks([nc!, na!, nb!, na!, nd!, ntail!]);
+      expectSameBytes(mixed, concat(c, a, b, a, d, tail));
+      mixed.fill(0xee); // the caller's: the next read is unchanged
+      expectSameBytes(await repo.readChunks([na!, nb!]), concat(a, b));
+      expect((await repo.readChunks([])).length).toBe(0);
+      const unknown = repo.hash(chunk());
+      await expectCode(repo.readChunks([na!, unknown]), 'NOT_FOUND', new RegExp(unknown));
+      await expectCode(repo.readChunks([na!, 'not a hash']), 'INVALID_ARGUMENT');
+      await expectCode(repo.readChunks([na!], aborted()), 'CANCELLED');
+      await damage(nb!);
+      await expectCode(repo.readChunks([na!, nb!, ntail!]), 'CORRUPT', new RegExp(nb!));
+      expectSameBytes(await repo.readChunks([na!, ntail!, nc!]), concat(a, tail, c));
+    });
+
     it('chunks and counts survive reopening', async (context) => {
       const setup = await open();
       if (setup.reopen === undefined) return context.skip();
@@ -301,6 +325,7 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       expect(await repo.referenceCount(name!)).toBe(2);
       expectSameBytes(await repo.read(name!), a);
       expectSameBytes(await repo.readRange(name!, 4096, 8192), a.subarray(4096, 12_288));
+      if (repo.readChunks !== undefined) expectSameBytes(await repo.readChunks([name!, name!]), Uint8Array.from([...a, ...a]));
     });
   });
 }

@@ -20,6 +20,7 @@ import type { CatalogStore } from '../../core/catalog-store.js';
 import type { ChunkStore } from '../../core/chunk-store.js';
 import { StorageError, isStorageError } from '../../core/errors.js';
 import { readChunkBlocks, readChunkBlocksNow, readWholeChunk } from './chunk-reads.js';
+import { readChunkRun } from './chunk-runs.js';
 import { ChunkLocationHints, LOCATION_HINTS_DEFAULT, type ChunkLocation } from './location-hints.js';
 import { TxnBuilder, type Table, type Versioned } from '../../meta/table.js';
 import { throwIfAborted } from '../memory-chunk-store.js';
@@ -282,6 +283,14 @@ export class DedupChunkRepository implements ChunkRepository {
       this.cache?.set(hash, new Uint8Array(data));
       return data.slice(offsetBytes, offsetBytes + lengthBytes);
     });
+  }
+
+  /** Chunks back to back in a pack are read together and checked block by block (chunk-runs.ts); not cached (a run is read once). */
+  async readChunks(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<Uint8Array> {
+    for (const hash of hashes) checkChunkHash(this.hasher, hash);
+    throwIfAborted(options, `read of ${hashes.length} chunks`);
+    const source = { store: this.options.chunkStore, hasher: this.hasher, hints: this.hints, index: this.index, readOne: (hash: string) => this.read(hash, options) };
+    return readChunkRun(source, hashes, options);
   }
 
   /**

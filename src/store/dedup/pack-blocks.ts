@@ -136,3 +136,24 @@ export function chunkFromBlocks(stored: Uint8Array, lengthBytes: number): Uint8A
   }
   return bytesFromBlocks(stored, 0, lengthBytes);
 }
+
+/**
+ * Checks a whole v2 chunk's stored blocks, buffer[storedStart, storedEnd), against their CRCs
+ * while moving its bytes (without the checksums) down to buffer[targetStart, ...): the chunk's
+ * bytes end up in the buffer they were read into, without a buffer of their own. targetStart
+ * must not be past storedStart (each block moves down, never over a block not yet moved). False
+ * when a block fails (the bytes moved so far are then not the chunk's: the caller discards them).
+ */
+export function compactCheckedBlocks(hash: string, buffer: Buffer, storedStart: number, storedEnd: number, targetStart: number): boolean {
+  const hashSeed = crc32(hash);
+  let to = targetStart;
+  for (let block = 0, at = storedStart; at < storedEnd; block++) {
+    const dataEnd = Math.min(storedEnd - BLOCK_CHECKSUM_BYTES, at + PACK_BLOCK_BYTES);
+    if (dataEnd <= at) return false; // a checksum without its block: cut short
+    if (crc32(buffer.subarray(at, dataEnd), blockSeed(hashSeed, block)) !== buffer.readUInt32LE(dataEnd)) return false;
+    if (to !== at) buffer.copyWithin(to, at, dataEnd);
+    to += dataEnd - at;
+    at = dataEnd + BLOCK_CHECKSUM_BYTES;
+  }
+  return true;
+}

@@ -87,6 +87,14 @@ export interface ChunkRepository {
    * chain, no allocation and no thread-pool round trip.
    */
   readRangeNow?(hash: ChunkHash, offsetBytes: number, target: Uint8Array): boolean;
+  /**
+   * The chunks' bytes one after another in one buffer (the caller's to change): what `read` of each
+   * would give, checked as far as it reads as readRange is (dedup: the CRC of every 4 KiB block,
+   * or the hash in a version 1 pack), NOT_FOUND or CORRUPT as `read` would be. Optional: for
+   * streaming many chunks (an object's GET) where one call per run beats one per chunk (dedup:
+   * one ranged read for chunks back to back in a pack, no read cache); callers fall back to `read`.
+   */
+  readChunks?(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<Uint8Array>;
   /** The chunk's current reference count (0 when unknown or dropped to zero). */
   referenceCount(hash: ChunkHash): Promise<number>;
 }
