@@ -47,12 +47,12 @@ export interface TieredChunkStoreOptions {
   readonly cacheSizeBytesMax?: number;
   /** The clock reads are timed by (default Date.now; tests pass their own). */
   readonly now?: () => number;
-  /** Bounds on cold calls (defaults: 30 s, parts of 1 MiB, 4 parts in flight). */
+  /** Bounds on cold calls (defaults: 30 s, parts of 8 MiB, 8 parts in flight). */
   readonly coldTimeoutMs?: number;
   readonly coldPartSizeBytes?: number;
   readonly coldPartsInFlightMax?: number;
   readonly readPattern?: ReadPatternOptions;
-  /** Read-ahead of sequential cold reads (defaults: 8 MiB ahead, 64 MiB in all; bytesMax 0: off). */
+  /** Read-ahead of sequential cold reads (defaults: 32 MiB ahead, 64 MiB in all; bytesMax 0: off). */
   readonly readAhead?: ReadAheadOptions;
   /** Read times are written at most this often per object (default 60 s). */
   readonly readTimeGranularityMs?: number;
@@ -380,11 +380,19 @@ export class TieredChunkStore implements ChunkStore {
     options: ChunkStoreCallOptions | undefined,
     ahead: ReadAheadRange,
   ): Promise<Uint8Array | undefined> {
+    // The part is shared by every read inside it, and a getRange result is the caller's to change
+    // (a caller that changed a view would change what the next reader gets): a copy, unless the
+    // caller borrows the result (reads it and lets it go).
+    const own = (served: Uint8Array): Uint8Array => (options?.borrowResult === true ? served : served.slice());
+    if (ahead.ready !== undefined && options?.signal?.aborted !== true) {
+      // In memory already: nothing to wait for, so no bound to set.
+      this.counters.misses++;
+      this.pattern.noteStreamed(key, offsetBytes, lengthBytes);
+      return own(ahead.ready);
+    }
     const data = await this.coldRead(`get ${key} [${offsetBytes}, +${lengthBytes})`, options, async (o) => {
       const served = await ahead.data;
-      // A copy: the part is shared by every read inside it, and a getRange result is the caller's
-      // to change (a caller that changed a view would change what the next reader gets).
-      if (served !== undefined) return served.slice();
+      if (served !== undefined) return own(served);
       return (await this.hot.getRange(key, offsetBytes, lengthBytes, o)) ?? getColdRange(this.cold, key, offsetBytes, lengthBytes, this.coldOptions, o.signal);
     });
     if (data !== undefined) this.pattern.noteStreamed(key, offsetBytes, lengthBytes);
