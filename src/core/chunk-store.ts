@@ -26,6 +26,13 @@ export interface ChunkStoreCallOptions {
    * the caller's to change.
    */
   readonly borrowResult?: boolean;
+  /**
+   * For getRange: an array the store may write the range's bytes into, answering a view of its
+   * first bytes instead of an array of its own (a caller that reuses its arrays spares an
+   * allocation per read). At least `lengthBytes` long; what it holds after a failed call is
+   * undefined. Stores that do not support it ignore it.
+   */
+  readonly into?: Uint8Array;
 }
 
 export interface ChunkListPage {

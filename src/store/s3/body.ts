@@ -11,9 +11,10 @@ function isAsyncIterable(value: unknown): value is AsyncIterable<Uint8Array> & {
 
 /**
  * The body's bytes; `expectedBytes` is the response's Content-Length (undefined when it had none).
- * When `signal` aborts, the stream is destroyed and the read rejects.
+ * When `signal` aborts, the stream is destroyed and the read rejects. With `into` (at least
+ * Content-Length bytes) the body is written there and the answer is a view of it.
  */
-export async function readWholeBody(body: unknown, expectedBytes: number | undefined, signal: AbortSignal, what: string): Promise<Uint8Array> {
+export async function readWholeBody(body: unknown, expectedBytes: number | undefined, signal: AbortSignal, what: string, into?: Uint8Array): Promise<Uint8Array> {
   if (body === undefined || body === null) {
     if (expectedBytes === undefined || expectedBytes === 0) return new Uint8Array(0);
     throw new TruncatedBodyError(`${what}: the response had no body, but a Content-Length of ${expectedBytes}`);
@@ -25,7 +26,13 @@ export async function readWholeBody(body: unknown, expectedBytes: number | undef
   // network buffer is free once copied, and no second pass); without one, they are joined at the
   // end. Not zeroed first: every byte is written or the read throws. A plain Uint8Array over its
   // own memory, not a Buffer, whose slice() would be a view.
-  const whole = expectedBytes === undefined ? undefined : new Uint8Array(Buffer.allocUnsafeSlow(expectedBytes).buffer, 0, expectedBytes);
+  // `into`: the caller's array to fill when the body fits (ChunkStoreCallOptions.into).
+  const whole =
+    expectedBytes === undefined
+      ? undefined
+      : into !== undefined && into.length >= expectedBytes
+        ? into.subarray(0, expectedBytes)
+        : new Uint8Array(Buffer.allocUnsafeSlow(expectedBytes).buffer, 0, expectedBytes);
   const chunks: Uint8Array[] = [];
   let receivedBytes = 0;
   try {

@@ -29,6 +29,7 @@
  *   time bound. A part nobody reads fails silently (counted in `failedParts`).
  */
 import { setMaxListeners } from 'node:events';
+import { PartBuffers } from './part-buffers.js';
 
 export interface ReadAheadOptions {
   /** How far ahead of a sequential reader parts are requested (default 32 MiB: eight packs, GETs in flight at once). */
@@ -51,14 +52,19 @@ export interface ReadAheadSource {
   coldSizeBytes(key: string): Promise<number | undefined>;
   /** The cold object after `key` in key order, if one is near. */
   nextColdKey(key: string): Promise<string | undefined>;
-  /** One part of a cold object, bounded in time by the tier; `signal` aborts it (the tier closing). */
-  fetchPart(key: string, offsetBytes: number, lengthBytes: number, signal: AbortSignal): Promise<Uint8Array | undefined>;
+  /**
+   * One part of a cold object, bounded in time by the tier; `signal` aborts it (the tier closing).
+   * The bytes may be written into `into` (at least `lengthBytes` long) and answered as a view of it.
+   */
+  fetchPart(key: string, offsetBytes: number, lengthBytes: number, signal: AbortSignal, into: Uint8Array): Promise<Uint8Array | undefined>;
 }
 
 interface Part {
   readonly lengthBytes: number;
   /** Set once fetched. */
   data: Uint8Array | undefined;
+  /** The array `data` was fetched into (PartBuffers'), reused once the part was served whole. */
+  buffer: Uint8Array | undefined;
   /** The part's bytes; rejects when the fetch failed or came back short. */
   loaded: Promise<Uint8Array>;
   servedBytes: number;
@@ -98,6 +104,7 @@ export class ColdReadAhead {
   private readonly aheadBytes: number;
   private readonly bytesMax: number;
   private readonly closing = new AbortController();
+  private readonly buffers: PartBuffers;
   /** Parts whose fetch failed (nobody is failed by them; for tests and diagnostics). */
   failedParts = 0;
   /** Parts fetched for a stream's next object before its reader came. */
@@ -110,8 +117,15 @@ export class ColdReadAhead {
     this.partBytes = source.partSizeBytes;
     this.aheadBytes = options.aheadBytes ?? READ_AHEAD_DEFAULT_BYTES;
     this.bytesMax = options.bytesMax ?? READ_AHEAD_BYTES_MAX_DEFAULT;
+    // Two parts' arrays kept between parts: a stream gives one back about when it needs the next.
+    this.buffers = new PartBuffers(this.partBytes, Math.min(this.bytesMax, 2 * this.partBytes));
     // Every part in flight listens for the closing: many at once is the normal case.
     setMaxListeners(0, this.closing.signal);
+  }
+
+  /** Parts fetched into an array an earlier part was fetched into. */
+  get reusedBuffers(): number {
+    return this.buffers.reused;
   }
 
   /** Bytes the parts hold or are fetching. */
@@ -158,6 +172,7 @@ export class ColdReadAhead {
   /** Aborts the parts on their way and drops everything (the tier is closing). */
   close(): void {
     this.closing.abort(new Error('the tier is closing'));
+    this.buffers.close();
     for (const key of [...this.streams.keys()]) this.forget(key);
   }
 
@@ -224,10 +239,13 @@ export class ColdReadAhead {
   }
 
   private startPart(stream: Stream, index: number, lengthBytes: number): void {
-    const part: Part = { lengthBytes, data: undefined, loaded: Promise.resolve(new Uint8Array(0)), servedBytes: 0 };
-    part.loaded = this.source.fetchPart(stream.key, index * this.partBytes, lengthBytes, this.closing.signal).then((data) => {
+    const part: Part = { lengthBytes, data: undefined, buffer: undefined, loaded: Promise.resolve(new Uint8Array(0)), servedBytes: 0 };
+    const into = this.buffers.take(lengthBytes);
+    part.loaded = this.source.fetchPart(stream.key, index * this.partBytes, lengthBytes, this.closing.signal, into).then((data) => {
       if (data === undefined || data.length !== lengthBytes) throw new Error(`part ${index} of ${stream.key} came back short`);
       part.data = data;
+      // Reused later only when the store wrote into it (any other array may be the store's own).
+      if (data.buffer === into.buffer) part.buffer = into;
       return data;
     });
     part.loaded.catch(() => {
@@ -271,16 +289,23 @@ export class ColdReadAhead {
     return out;
   }
 
-  /** Counts bytes served from a part; one served whole is let go (its readers hold views). */
+  /**
+   * Counts bytes served from a part; one served whole is let go, and its array reused (see
+   * part-buffers.ts for when that is safe).
+   */
   private served(stream: Stream, index: number, part: Part, bytes: number): void {
     part.servedBytes += bytes;
-    if (part.servedBytes >= part.lengthBytes) this.drop(stream, index, part);
+    if (part.servedBytes < part.lengthBytes || !this.drop(stream, index, part)) return;
+    if (part.buffer !== undefined) this.buffers.giveBack(part.buffer);
+    part.buffer = undefined;
   }
 
-  private drop(stream: Stream, index: number, part: Part): void {
-    if (stream.parts.get(index) !== part) return;
+  /** Removes a part from its stream; false when it was gone already. */
+  private drop(stream: Stream, index: number, part: Part): boolean {
+    if (stream.parts.get(index) !== part) return false;
     stream.parts.delete(index);
     this.heldBytes -= part.lengthBytes;
+    return true;
   }
 
   /** Room for `lengthBytes` more: drops fetched parts of other streams, least recently read first. */

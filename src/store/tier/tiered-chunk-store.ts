@@ -139,8 +139,8 @@ export class TieredChunkStore implements ChunkStore {
         coldSizeBytes: (key) => catalog.coldSizeBytes(key),
         nextColdKey: (key) => catalog.nextColdKey(key, NEXT_COLD_KEY_LOOK_MAX),
         // No caller waits on a part by itself: the bound is the tier's, the abort the closing one.
-        fetchPart: (key, offsetBytes, lengthBytes, signal) =>
-          this.coldCall(`read ahead ${key} [${offsetBytes}, +${lengthBytes})`, signal, (o) => this.cold.getRange(key, offsetBytes, lengthBytes, o)),
+        fetchPart: (key, offsetBytes, lengthBytes, signal, into) =>
+          this.coldCall(`read ahead ${key} [${offsetBytes}, +${lengthBytes})`, signal, (o) => this.cold.getRange(key, offsetBytes, lengthBytes, { ...o, into })),
       },
       options.readAhead,
     );
@@ -321,8 +321,9 @@ export class TieredChunkStore implements ChunkStore {
   }
 
   /** The read-ahead's bytes held (fetched or on their way), failed parts, and objects fetched before their reader came. */
-  readAheadStats(): { bytes: number; failedParts: number; prefetchedObjects: number } {
-    return { bytes: this.readAhead.bytes, failedParts: this.readAhead.failedParts, prefetchedObjects: this.readAhead.prefetchedObjects };
+  readAheadStats(): { bytes: number; failedParts: number; prefetchedObjects: number; reusedBuffers: number } {
+    const r = this.readAhead;
+    return { bytes: r.bytes, failedParts: r.failedParts, prefetchedObjects: r.prefetchedObjects, reusedBuffers: r.reusedBuffers };
   }
 
   /** Writes the queued catalog records now. */
