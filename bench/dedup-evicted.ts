@@ -10,12 +10,13 @@ import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { GiB, MiB } from '../src/core/units.js';
 import { createTestBucket, startMoto, startRadosgw, type S3TestServer } from '../test/support/s3-servers.js';
+import { cpuWindow, reapedChildrenCpuSeconds } from './cpu.js';
 import { writeUniqueSource } from './dedup-source.js';
 import type { TableRow } from './dedup-table.js';
 import { exportNbd } from './dedup-pools.js';
 import { fioNbd } from './fio-nbd.js';
 import { sideBySide } from './side-by-side.js';
-import { startStrata, strataCli, waitForJobs } from './strata-daemon.js';
+import { startStrata, STRATA_BIN, strataCli, waitForJobs, type StrataDaemon } from './strata-daemon.js';
 
 /** radosgw's memstore OSD keeps objects in RAM: room for the packs, the object and overhead. */
 const RADOSGW_MEMSTORE_BYTES = 4 * GiB;
@@ -52,24 +53,45 @@ async function evictedCell(kind: string, dir: string, runs: number, sizeBytes: n
     writeUniqueSource(source, sizeBytes, `evicted-${kind}`);
     const env = s3Env(server);
     execFileSync('aws', ['--endpoint-url', server.endpoint, 's3', 'cp', source, `s3://${bucket}/volume.raw`, '--only-show-errors'], { env, stdio: 'inherit' });
-    // The daemon's default credential chain reads its environment.
-    const d = await startStrata(join(dir, `data-${kind}`), [], env);
+    // The daemon's default credential chain reads its environment. STRATA_BENCH_BASE_BIN: another
+    // build's bin/strata.js, run as a third side (its own daemon and bucket prefix) for a
+    // before/after comparison in one run.
+    const baseBin = process.env.STRATA_BENCH_BASE_BIN;
+    const daemons = new Map<string, StrataDaemon>();
     try {
-      strataCli(d, ['pool', 'create', 'tiered', '--dedup', '--tier', `s3://${bucket}/packs`, '--s3-endpoint', server.endpoint]);
-      strataCli(d, ['volume', 'import', source, 'tiered/cold', '--no-progress']);
+      for (const [side, bin] of baseBin === undefined ? [['strata', STRATA_BIN]] : [['strata', STRATA_BIN], ['strata base', baseBin]]) {
+        const d = await startStrata(join(dir, `data-${kind}-${daemons.size}`), [], env, bin);
+        daemons.set(side!, d);
+        strataCli(d, ['pool', 'create', 'tiered', '--dedup', '--tier', `s3://${bucket}/packs${daemons.size}`, '--s3-endpoint', server.endpoint]);
+        strataCli(d, ['volume', 'import', source, 'tiered/cold', '--no-progress']);
+        await waitForJobs(d);
+      }
       rmSync(source);
-      await waitForJobs(d);
-      const uri = exportNbd(d, 'tiered/cold');
-      const result = await sideBySide(`evicted 1 MiB sequential read, ${kind}`, ['strata', 'aws s3 cp'], runs, async (side) => {
-        if (side === 'aws s3 cp') return awsCopyMiBps(server, `s3://${bucket}/volume.raw`, sizeBytes);
+      const uris = new Map([...daemons].map(([side, d]) => [side, exportNbd(d, 'tiered/cold')]));
+      const result = await sideBySide(`evicted 1 MiB sequential read, ${kind}`, [...daemons.keys(), 'aws s3 cp'], runs, async (side) => {
+        // CPU seconds per GiB read, of the daemon or of the aws CLI (reaped by execFileSync): what a
+        // busy machine's share decides, where MiB/s is the machine's as much as the reader's.
+        const cpuPerGiB = (cpuSeconds: number): void => void process.stderr.write(`    ${side}: ${(cpuSeconds / (sizeBytes / GiB)).toFixed(2)} CPU s per GiB\n`);
+        if (side === 'aws s3 cp') {
+          const before = reapedChildrenCpuSeconds();
+          const mibps = awsCopyMiBps(server, `s3://${bucket}/volume.raw`, sizeBytes);
+          cpuPerGiB(reapedChildrenCpuSeconds() - before);
+          return mibps;
+        }
+        const d = daemons.get(side)!;
         strataCli(d, ['volume', 'evict', 'tiered/cold']);
         await waitForJobs(d);
-        return fioNbd(uri, { rw: 'read', bs: '1M', iodepth: 8 }, undefined, `${sizeBytes / MiB}M`); // 1 MiB per I/O: IOPS = MiB/s
+        const cpu = cpuWindow(d.child.pid!);
+        const mibps = await fioNbd(uris.get(side)!, { rw: 'read', bs: '1M', iodepth: 8 }, undefined, `${sizeBytes / MiB}M`); // 1 MiB per I/O: IOPS = MiB/s
+        cpuPerGiB(cpu.stop());
+        return mibps;
       }, 'MiB/s');
       rows.push({ cell: `evicted ${sizeBytes / MiB} MiB volume, 1 MiB sequential reads QD 8 vs aws s3 cp, ${kind}`, unit: 'MiB/s', strataSide: 'strata', peerSide: 'aws s3 cp', target: 0.8, result });
     } finally {
-      d.child.kill('SIGTERM');
-      await new Promise((resolve) => d.child.once('exit', resolve));
+      for (const d of daemons.values()) {
+        d.child.kill('SIGTERM');
+        await new Promise((resolve) => d.child.once('exit', resolve));
+      }
     }
   } finally {
     await server.stop();

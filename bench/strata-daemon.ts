@@ -12,11 +12,13 @@ export interface StrataDaemon {
   child: ChildProcess;
   url: string;
   dataDir: string;
+  /** The CLI this daemon runs (another build's bin/strata.js for a before/after run). */
+  bin: string;
 }
 
 /** `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. `env`: its environment (S3 credentials for a tier). */
-export async function startStrata(dataDir: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env): Promise<StrataDaemon> {
-  const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off', '--s3-listen', 'off', ...extra], {
+export async function startStrata(dataDir: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env, bin = STRATA_BIN): Promise<StrataDaemon> {
+  const child = spawn(process.execPath, [bin, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off', '--s3-listen', 'off', ...extra], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env,
   });
@@ -37,7 +39,7 @@ export async function startStrata(dataDir: string, extra: string[] = [], env: No
     child.on('exit', (code) => reject(new Error(`strata serve exited (${code}):\n${log}`)));
   });
   child.stdout!.resume();
-  return { child, url, dataDir };
+  return { child, url, dataDir, bin };
 }
 
 /** The environment that points the CLI at the daemon. */
@@ -46,12 +48,12 @@ export function strataEnv(d: StrataDaemon): NodeJS.ProcessEnv {
 }
 
 export function strataCli(d: StrataDaemon, args: string[]): void {
-  execFileSync(process.execPath, [STRATA_BIN, ...args], { env: strataEnv(d), stdio: 'ignore' });
+  execFileSync(process.execPath, [d.bin, ...args], { env: strataEnv(d), stdio: 'ignore' });
 }
 
 /** The CLI's `--json` answer to a command. */
 export function strataJson<T>(d: StrataDaemon, args: string[]): T {
-  return JSON.parse(execFileSync(process.execPath, [STRATA_BIN, ...args, '--json'], { env: strataEnv(d), encoding: 'utf8' })) as T;
+  return JSON.parse(execFileSync(process.execPath, [d.bin, ...args, '--json'], { env: strataEnv(d), encoding: 'utf8' })) as T;
 }
 
 /** Resolves once the daemon runs no queued or running job (seals start right after an import or snapshot). */

@@ -19,6 +19,20 @@ export interface ChunkStoreCallOptions {
   readonly signal?: AbortSignal;
   /** For get and getRange: why the read happens (default 'guest'); other calls ignore it. */
   readonly readPurpose?: ChunkReadPurpose;
+  /**
+   * For get and getRange: the caller only reads the result, never changes it, and lets it go
+   * soon (it copies what it keeps), so the store may answer a view of bytes it shares with other
+   * reads, and of a larger buffer, instead of a copy of its own. Default false: the result is
+   * the caller's to change.
+   */
+  readonly borrowResult?: boolean;
+  /**
+   * For getRange: an array the store may write the range's bytes into, answering a view of its
+   * first bytes instead of an array of its own (a caller that reuses its arrays spares an
+   * allocation per read). At least `lengthBytes` long; what it holds after a failed call is
+   * undefined. Stores that do not support it ignore it.
+   */
+  readonly into?: Uint8Array;
 }
 
 export interface ChunkListPage {

@@ -90,6 +90,23 @@ describe.skipIf(!s3ServerAvailable('moto'))('TieredChunkStore read-ahead against
     await store.close();
   });
 
+  it("parts are fetched into arrays earlier parts were served from, and every read's bytes are its own", async () => {
+    const { store } = await coldTier();
+    await scan(store, 0);
+    await scan(store, 1);
+    await scan(store, 0);
+    // The S3 store wrote parts into the read-ahead's arrays, and arrays came back for later parts.
+    expect(store.readAheadStats().reusedBuffers).toBeGreaterThan(0);
+    // A read that does not borrow gets its own copy: changing it changes nothing another read sees.
+    await store.getRange('p1', 0, CHUNK);
+    const mine = await store.getRange('p1', CHUNK, CHUNK);
+    mine!.fill(0xee);
+    const data = objectBytes(1, OBJECT_BYTES);
+    const again = await Promise.all([1, 2].map((n) => store.getRange('p1', n * CHUNK, CHUNK)));
+    again.forEach((bytes, i) => expect(digestOf(bytes)).toEqual(digestOf(data.subarray((i + 1) * CHUNK, (i + 2) * CHUNK))));
+    await store.close();
+  });
+
   it("a black-holed server fails the reader's reads with their own errors after the bound; then the scan reads whole", async () => {
     const { store } = await coldTier();
     await store.getRange('p0', 0, CHUNK); // the run starts: the next reads stream

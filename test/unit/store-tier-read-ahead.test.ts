@@ -185,6 +185,22 @@ describe('TieredChunkStore read-ahead', () => {
     expect(f.store.stats().coldReadFailures).toBe(0);
   });
 
+  it("a streamed read is the caller's to change unless it borrows it: then it may be a view of the part", async () => {
+    const f = await coldObjects(1);
+    const data = f.data(0);
+    await f.store.getRange('p0', 0, CHUNK);
+    await f.store.getRange('p0', CHUNK, CHUNK); // starts a stream: the part holding the next chunks is fetched
+    const first = await f.store.getRange('p0', 2 * CHUNK, CHUNK);
+    first!.fill(0xee); // the caller's own bytes: the next read of the same range does not see this
+    expect(digestOf(await f.store.getRange('p0', 2 * CHUNK, CHUNK))).toEqual(digestOf(data.subarray(2 * CHUNK, 3 * CHUNK)));
+    const borrowed = await f.store.getRange('p0', 3 * CHUNK - KiB, CHUNK, { borrowResult: true });
+    expect(digestOf(borrowed)).toEqual(digestOf(data.subarray(3 * CHUNK - KiB, 4 * CHUNK - KiB)));
+    // A view of a part, not a copy: its buffer is larger than the range (a read across two parts
+    // would be assembled, which is why this one lies inside the first part).
+    expect(borrowed!.buffer.byteLength).toBeGreaterThan(CHUNK);
+    expect(f.log.ranges.length).toBeLessThanOrEqual(1 + Math.ceil(OBJECT_BYTES / PART));
+  });
+
   it("a deleted object's parts go with it: a new object of the same key reads as itself", async () => {
     const f = await coldObjects(1);
     await f.store.getRange('p0', 0, CHUNK);

@@ -35,7 +35,8 @@ export async function readWholeChunk(
   options: ChunkStoreCallOptions | undefined,
 ): Promise<Uint8Array | undefined> {
   const storedBytes = storedChunkBytes(version, at.lengthBytes);
-  const stored = await store.getRange(packKey(at.pack), at.offsetBytes, storedBytes, options);
+  // A version 2 chunk is copied out of its blocks (chunkFromBlocks): the stored bytes are only read.
+  const stored = await store.getRange(packKey(at.pack), at.offsetBytes, storedBytes, version === 1 ? options : { ...options, borrowResult: true });
   if (stored === undefined || stored.length !== storedBytes) return undefined;
   const data = version === 1 ? stored : chunkFromBlocks(stored, at.lengthBytes);
   if (hasher.hash(data) !== hash) {

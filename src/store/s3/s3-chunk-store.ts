@@ -132,11 +132,16 @@ export class S3ChunkStore implements ChunkStore {
       return exists ? new Uint8Array(0) : undefined;
     }
     const range = { offsetBytes, lengthBytes };
-    return this.run('GET range', key, options, (abortSignal) => this.fetch(objectKey, range, abortSignal));
+    return this.run('GET range', key, options, (abortSignal) => this.fetch(objectKey, range, abortSignal, options?.into));
   }
 
   /** One GET: the object (or a range of it), undefined when it does not exist. */
-  private async fetch(objectKey: string, range: { offsetBytes: number; lengthBytes: number } | undefined, abortSignal: AbortSignal): Promise<Uint8Array | undefined> {
+  private async fetch(
+    objectKey: string,
+    range: { offsetBytes: number; lengthBytes: number } | undefined,
+    abortSignal: AbortSignal,
+    into?: Uint8Array,
+  ): Promise<Uint8Array | undefined> {
     const header = range === undefined ? undefined : `bytes=${range.offsetBytes}-${range.offsetBytes + range.lengthBytes - 1}`;
     let output;
     try {
@@ -147,7 +152,9 @@ export class S3ChunkStore implements ChunkStore {
       if (range !== undefined && (httpStatusOf(err) === RANGE_NOT_SATISFIABLE || errorCodeOf(err) === 'InvalidRange')) return new Uint8Array(0);
       throw err;
     }
-    const data = await readWholeBody(output.Body, output.ContentLength, abortSignal, `GET ${objectKey}`);
+    // Attempts run one after another and an aborted one stops writing at once (its body is
+    // destroyed), so every attempt may write into `into`.
+    const data = await readWholeBody(output.Body, output.ContentLength, abortSignal, `GET ${objectKey}`, into);
     // A server that ignored the Range header sent the whole object: cut the range out here.
     if (range !== undefined && output.ContentRange === undefined) return data.slice(range.offsetBytes, range.offsetBytes + range.lengthBytes);
     return data;

@@ -17,8 +17,8 @@ export interface ColdCallOptions {
 }
 
 export const COLD_TIMEOUT_DEFAULT_MS = 30_000;
-export const COLD_PART_DEFAULT_BYTES = 1024 * 1024;
-export const COLD_PARTS_IN_FLIGHT_DEFAULT = 4;
+export const COLD_PART_DEFAULT_BYTES = 8 * 1024 * 1024;
+export const COLD_PARTS_IN_FLIGHT_DEFAULT = 8;
 
 /**
  * Runs `call` with a signal that aborts when the caller's does or when `timeoutMs` passes; the

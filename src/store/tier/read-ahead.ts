@@ -2,9 +2,10 @@
  * ColdReadAhead: reads cold objects ahead of a sequential reader. A dedup pool reads a pack one
  * chunk (64 KiB by default) at a time; from S3 each of those would be its own ranged GET, whose
  * cost is mostly the request. Once a reader streams through an object, the tier fetches the object
- * in parts (`partSizeBytes`, 1 MiB by default: the cold tier's part size) on a grid from the
- * object's start, several GETs in flight, and keeps `aheadBytes` of parts requested ahead of the
- * reader; the reader's chunks are served from the parts in memory.
+ * in parts (`partSizeBytes`, the cold tier's part size: 8 MiB by default, as `aws s3 cp` asks, so
+ * a pack of a few MiB is one GET) on a grid from the object's start, several GETs in flight, and
+ * keeps `aheadBytes` (32 MiB) of parts requested ahead of the reader; the reader's chunks are
+ * served from the parts in memory.
  *
  * - Only the reader's reads steer it: the tier decides a read is part of a stream (its arrival
  *   continues the object's run, or it is the first read of the object a stream was awaiting) and
@@ -17,8 +18,9 @@
  * - Across objects: when the parts ahead reach an object's end, the tier's next cold object in key
  *   order is looked up (pack ids start with their creation time, so a layer sealed in order has
  *   its packs in that order). Its first read then starts a stream at once, with no small GET; and
- *   once a stream has crossed into the object it expected, the next object is fetched ahead too.
- *   A guess that is wrong costs one window, dropped by the memory bound.
+ *   once a stream has crossed into the object it expected, the next objects are fetched ahead too,
+ *   the window sliding on through them as the reader goes. A guess that is wrong costs one
+ *   window, dropped by the memory bound.
  * - Memory is bounded: all parts, fetched or on their way, fit `bytesMax`; past it, fetched parts
  *   of the least recently read streams are dropped, and when nothing can go, no part is started
  *   (the read goes to the cold tier on its own).
@@ -27,15 +29,16 @@
  *   time bound. A part nobody reads fails silently (counted in `failedParts`).
  */
 import { setMaxListeners } from 'node:events';
+import { PartBuffers } from './part-buffers.js';
 
 export interface ReadAheadOptions {
-  /** How far ahead of a sequential reader parts are requested (default 8 MiB: two packs). */
+  /** How far ahead of a sequential reader parts are requested (default 32 MiB: eight packs, GETs in flight at once). */
   readonly aheadBytes?: number;
   /** The most bytes all parts may hold, fetched or on their way (default 64 MiB); 0 turns read-ahead off. */
   readonly bytesMax?: number;
 }
 
-export const READ_AHEAD_DEFAULT_BYTES = 8 * 1024 * 1024;
+export const READ_AHEAD_DEFAULT_BYTES = 32 * 1024 * 1024;
 export const READ_AHEAD_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 /** Streams remembered (their sizes and parts), least recently read forgotten first. */
 const STREAMS_MAX = 256;
@@ -49,14 +52,19 @@ export interface ReadAheadSource {
   coldSizeBytes(key: string): Promise<number | undefined>;
   /** The cold object after `key` in key order, if one is near. */
   nextColdKey(key: string): Promise<string | undefined>;
-  /** One part of a cold object, bounded in time by the tier; `signal` aborts it (the tier closing). */
-  fetchPart(key: string, offsetBytes: number, lengthBytes: number, signal: AbortSignal): Promise<Uint8Array | undefined>;
+  /**
+   * One part of a cold object, bounded in time by the tier; `signal` aborts it (the tier closing).
+   * The bytes may be written into `into` (at least `lengthBytes` long) and answered as a view of it.
+   */
+  fetchPart(key: string, offsetBytes: number, lengthBytes: number, signal: AbortSignal, into: Uint8Array): Promise<Uint8Array | undefined>;
 }
 
 interface Part {
   readonly lengthBytes: number;
   /** Set once fetched. */
   data: Uint8Array | undefined;
+  /** The array `data` was fetched into (PartBuffers'), reused once the part was served whole. */
+  buffer: Uint8Array | undefined;
   /** The part's bytes; rejects when the fetch failed or came back short. */
   loaded: Promise<Uint8Array>;
   servedBytes: number;
@@ -72,17 +80,19 @@ interface Stream {
   highIndex: number;
   /** Entered as the object an earlier stream awaited: the stream runs across objects. */
   readonly crossed: boolean;
-  /** The next object was looked up already. */
+  /** The next object was looked up (or is being looked up). */
   nextLooked: boolean;
+  /** The next object's key once looked up and streamed into (a stream that crossed only). */
+  nextKey: string | undefined;
 }
 
 /**
- * A range served by the read-ahead: its bytes, or undefined when a part failed (read it directly).
- * An object, so an async caller can hand it on without awaiting the bytes.
+ * A range served by the read-ahead: `ready` when its part is in memory already (no wait, no
+ * bound needed), else `data`, its bytes once fetched or undefined when a part failed (read it
+ * directly). An object, so an async caller can hand it on without awaiting the bytes. Bytes within
+ * one part are a view of it, shared with every other read of the part.
  */
-export interface ReadAheadRange {
-  readonly data: Promise<Uint8Array | undefined>;
-}
+export type ReadAheadRange = { readonly ready: Uint8Array; readonly data?: undefined } | { readonly ready?: undefined; readonly data: Promise<Uint8Array | undefined> };
 
 export class ColdReadAhead {
   /** Least recently read first. */
@@ -94,6 +104,7 @@ export class ColdReadAhead {
   private readonly aheadBytes: number;
   private readonly bytesMax: number;
   private readonly closing = new AbortController();
+  private readonly buffers: PartBuffers;
   /** Parts whose fetch failed (nobody is failed by them; for tests and diagnostics). */
   failedParts = 0;
   /** Parts fetched for a stream's next object before its reader came. */
@@ -106,8 +117,15 @@ export class ColdReadAhead {
     this.partBytes = source.partSizeBytes;
     this.aheadBytes = options.aheadBytes ?? READ_AHEAD_DEFAULT_BYTES;
     this.bytesMax = options.bytesMax ?? READ_AHEAD_BYTES_MAX_DEFAULT;
+    // Two parts' arrays kept between parts: a stream gives one back about when it needs the next.
+    this.buffers = new PartBuffers(this.partBytes, Math.min(this.bytesMax, 2 * this.partBytes));
     // Every part in flight listens for the closing: many at once is the normal case.
     setMaxListeners(0, this.closing.signal);
+  }
+
+  /** Parts fetched into an array an earlier part was fetched into. */
+  get reusedBuffers(): number {
+    return this.buffers.reused;
   }
 
   /** Bytes the parts hold or are fetching. */
@@ -154,6 +172,7 @@ export class ColdReadAhead {
   /** Aborts the parts on their way and drops everything (the tier is closing). */
   close(): void {
     this.closing.abort(new Error('the tier is closing'));
+    this.buffers.close();
     for (const key of [...this.streams.keys()]) this.forget(key);
   }
 
@@ -170,7 +189,7 @@ export class ColdReadAhead {
     if (sizeBytes === undefined || this.closing.signal.aborted) return undefined;
     const raced = this.streams.get(key); // another read of the object made it meanwhile
     if (raced !== undefined) return raced;
-    const stream: Stream = { key, sizeBytes, parts: new Map(), lowIndex: Infinity, highIndex: -Infinity, crossed, nextLooked: false };
+    const stream: Stream = { key, sizeBytes, parts: new Map(), lowIndex: Infinity, highIndex: -Infinity, crossed, nextLooked: false, nextKey: undefined };
     this.streams.set(key, stream);
     for (const oldest of this.streams.keys()) {
       if (this.streams.size <= STREAMS_MAX) break;
@@ -188,16 +207,24 @@ export class ColdReadAhead {
     const last = Math.floor((endBytes - 1) / this.partBytes);
     if (!this.request(stream, first, last + 1)) return undefined;
     this.requestAhead(stream, endBytes, this.aheadBytes);
-    return { data: first === last ? this.servePart(stream, first, offsetBytes, endBytes) : this.serveParts(stream, first, last, offsetBytes, endBytes) };
+    return first === last ? this.servePart(stream, first, offsetBytes, endBytes) : { data: this.serveParts(stream, first, last, offsetBytes, endBytes) };
   }
 
-  /** Keeps `aheadBytes` requested past `fromBytes`, on into the next object when this one ends. */
+  /**
+   * Keeps `aheadBytes` requested past `fromBytes`, on into the next objects when this one ends: a
+   * window that slides with the reader, so parts keep being started as it goes. Parts behind the
+   * highest ever requested are not asked again here (they were served, or are on their way; the
+   * reads themselves ask again for any that was dropped).
+   */
   private requestAhead(stream: Stream, fromBytes: number, aheadBytes: number): void {
     const partCount = Math.ceil(stream.sizeBytes / this.partBytes);
-    const first = Math.floor(fromBytes / this.partBytes);
+    const first = Math.max(Math.floor(fromBytes / this.partBytes), stream.highIndex + 1);
     this.request(stream, first, Math.min(partCount, Math.ceil((fromBytes + aheadBytes) / this.partBytes)));
     const beyondBytes = fromBytes + aheadBytes - stream.sizeBytes;
-    if (beyondBytes > 0) this.lookNext(stream, beyondBytes);
+    if (beyondBytes <= 0) return;
+    const next = stream.nextKey === undefined ? undefined : this.streams.get(stream.nextKey);
+    if (next !== undefined) this.requestAhead(next, 0, Math.min(beyondBytes, this.aheadBytes));
+    else this.lookNext(stream, beyondBytes);
   }
 
   /** Requests parts [from, to) not requested yet; false when memory ran out before all were. */
@@ -212,10 +239,13 @@ export class ColdReadAhead {
   }
 
   private startPart(stream: Stream, index: number, lengthBytes: number): void {
-    const part: Part = { lengthBytes, data: undefined, loaded: Promise.resolve(new Uint8Array(0)), servedBytes: 0 };
-    part.loaded = this.source.fetchPart(stream.key, index * this.partBytes, lengthBytes, this.closing.signal).then((data) => {
+    const part: Part = { lengthBytes, data: undefined, buffer: undefined, loaded: Promise.resolve(new Uint8Array(0)), servedBytes: 0 };
+    const into = this.buffers.take(lengthBytes);
+    part.loaded = this.source.fetchPart(stream.key, index * this.partBytes, lengthBytes, this.closing.signal, into).then((data) => {
       if (data === undefined || data.length !== lengthBytes) throw new Error(`part ${index} of ${stream.key} came back short`);
       part.data = data;
+      // Reused later only when the store wrote into it (any other array may be the store's own).
+      if (data.buffer === into.buffer) part.buffer = into;
       return data;
     });
     part.loaded.catch(() => {
@@ -227,15 +257,15 @@ export class ColdReadAhead {
     stream.highIndex = Math.max(stream.highIndex, index);
   }
 
-  private servePart(stream: Stream, index: number, offsetBytes: number, endBytes: number): Promise<Uint8Array | undefined> {
+  private servePart(stream: Stream, index: number, offsetBytes: number, endBytes: number): ReadAheadRange {
     const part = stream.parts.get(index)!;
     const from = offsetBytes - index * this.partBytes;
     const view = (data: Uint8Array) => {
       this.served(stream, index, part, endBytes - offsetBytes);
       return data.subarray(from, from + endBytes - offsetBytes);
     };
-    if (part.data !== undefined) return Promise.resolve(view(part.data));
-    return part.loaded.then(view, () => undefined);
+    if (part.data !== undefined) return { ready: view(part.data) };
+    return { data: part.loaded.then(view, () => undefined) };
   }
 
   /** A range across parts: one copy, assembled once they are all in. */
@@ -259,16 +289,23 @@ export class ColdReadAhead {
     return out;
   }
 
-  /** Counts bytes served from a part; one served whole is let go (its readers hold views). */
+  /**
+   * Counts bytes served from a part; one served whole is let go, and its array reused (see
+   * part-buffers.ts for when that is safe).
+   */
   private served(stream: Stream, index: number, part: Part, bytes: number): void {
     part.servedBytes += bytes;
-    if (part.servedBytes >= part.lengthBytes) this.drop(stream, index, part);
+    if (part.servedBytes < part.lengthBytes || !this.drop(stream, index, part)) return;
+    if (part.buffer !== undefined) this.buffers.giveBack(part.buffer);
+    part.buffer = undefined;
   }
 
-  private drop(stream: Stream, index: number, part: Part): void {
-    if (stream.parts.get(index) !== part) return;
+  /** Removes a part from its stream; false when it was gone already. */
+  private drop(stream: Stream, index: number, part: Part): boolean {
+    if (stream.parts.get(index) !== part) return false;
     stream.parts.delete(index);
     this.heldBytes -= part.lengthBytes;
+    return true;
   }
 
   /** Room for `lengthBytes` more: drops fetched parts of other streams, least recently read first. */
@@ -306,7 +343,9 @@ export class ColdReadAhead {
           return;
         }
         const nextStream = await this.streamOf(next, true);
-        if (nextStream === undefined || nextStream.parts.size > 0) return;
+        if (nextStream === undefined) return;
+        stream.nextKey = next;
+        if (nextStream.parts.size > 0) return; // its reader came first
         this.prefetchedObjects++;
         this.requestAhead(nextStream, 0, Math.min(beyondBytes, this.aheadBytes));
       })

@@ -47,12 +47,12 @@ export interface TieredChunkStoreOptions {
   readonly cacheSizeBytesMax?: number;
   /** The clock reads are timed by (default Date.now; tests pass their own). */
   readonly now?: () => number;
-  /** Bounds on cold calls (defaults: 30 s, parts of 1 MiB, 4 parts in flight). */
+  /** Bounds on cold calls (defaults: 30 s, parts of 8 MiB, 8 parts in flight). */
   readonly coldTimeoutMs?: number;
   readonly coldPartSizeBytes?: number;
   readonly coldPartsInFlightMax?: number;
   readonly readPattern?: ReadPatternOptions;
-  /** Read-ahead of sequential cold reads (defaults: 8 MiB ahead, 64 MiB in all; bytesMax 0: off). */
+  /** Read-ahead of sequential cold reads (defaults: 32 MiB ahead, 64 MiB in all; bytesMax 0: off). */
   readonly readAhead?: ReadAheadOptions;
   /** Read times are written at most this often per object (default 60 s). */
   readonly readTimeGranularityMs?: number;
@@ -139,8 +139,8 @@ export class TieredChunkStore implements ChunkStore {
         coldSizeBytes: (key) => catalog.coldSizeBytes(key),
         nextColdKey: (key) => catalog.nextColdKey(key, NEXT_COLD_KEY_LOOK_MAX),
         // No caller waits on a part by itself: the bound is the tier's, the abort the closing one.
-        fetchPart: (key, offsetBytes, lengthBytes, signal) =>
-          this.coldCall(`read ahead ${key} [${offsetBytes}, +${lengthBytes})`, signal, (o) => this.cold.getRange(key, offsetBytes, lengthBytes, o)),
+        fetchPart: (key, offsetBytes, lengthBytes, signal, into) =>
+          this.coldCall(`read ahead ${key} [${offsetBytes}, +${lengthBytes})`, signal, (o) => this.cold.getRange(key, offsetBytes, lengthBytes, { ...o, into })),
       },
       options.readAhead,
     );
@@ -321,8 +321,9 @@ export class TieredChunkStore implements ChunkStore {
   }
 
   /** The read-ahead's bytes held (fetched or on their way), failed parts, and objects fetched before their reader came. */
-  readAheadStats(): { bytes: number; failedParts: number; prefetchedObjects: number } {
-    return { bytes: this.readAhead.bytes, failedParts: this.readAhead.failedParts, prefetchedObjects: this.readAhead.prefetchedObjects };
+  readAheadStats(): { bytes: number; failedParts: number; prefetchedObjects: number; reusedBuffers: number } {
+    const r = this.readAhead;
+    return { bytes: r.bytes, failedParts: r.failedParts, prefetchedObjects: r.prefetchedObjects, reusedBuffers: r.reusedBuffers };
   }
 
   /** Writes the queued catalog records now. */
@@ -380,11 +381,19 @@ export class TieredChunkStore implements ChunkStore {
     options: ChunkStoreCallOptions | undefined,
     ahead: ReadAheadRange,
   ): Promise<Uint8Array | undefined> {
+    // The part is shared by every read inside it, and a getRange result is the caller's to change
+    // (a caller that changed a view would change what the next reader gets): a copy, unless the
+    // caller borrows the result (reads it and lets it go).
+    const own = (served: Uint8Array): Uint8Array => (options?.borrowResult === true ? served : served.slice());
+    if (ahead.ready !== undefined && options?.signal?.aborted !== true) {
+      // In memory already: nothing to wait for, so no bound to set.
+      this.counters.misses++;
+      this.pattern.noteStreamed(key, offsetBytes, lengthBytes);
+      return own(ahead.ready);
+    }
     const data = await this.coldRead(`get ${key} [${offsetBytes}, +${lengthBytes})`, options, async (o) => {
       const served = await ahead.data;
-      // A copy: the part is shared by every read inside it, and a getRange result is the caller's
-      // to change (a caller that changed a view would change what the next reader gets).
-      if (served !== undefined) return served.slice();
+      if (served !== undefined) return own(served);
       return (await this.hot.getRange(key, offsetBytes, lengthBytes, o)) ?? getColdRange(this.cold, key, offsetBytes, lengthBytes, this.coldOptions, o.signal);
     });
     if (data !== undefined) this.pattern.noteStreamed(key, offsetBytes, lengthBytes);
