@@ -221,7 +221,14 @@ describe.skipIf(!requireTool('qemu-img'))('REST API', () => {
       await expectError(await guarded.api('GET', '/metrics', { token: null }), 401, 'UNAUTHORIZED');
       const scraped = await guarded.api('GET', '/metrics');
       expect(scraped.status).toBe(200);
-      expect(await scraped.text()).toMatch(/^strata_uptime_seconds /m);
+      const text = await scraped.text();
+      expect(text).toMatch(/^strata_uptime_seconds /m);
+      // The process's memory, so an operator can tell a growing heap from what the allocator keeps.
+      const rssBytes = Number(/^strata_process_resident_memory_bytes (\d+)$/m.exec(text)?.[1]);
+      const heapUsedBytes = Number(/^strata_process_heap_used_bytes (\d+)$/m.exec(text)?.[1]);
+      expect(rssBytes).toBeGreaterThan(heapUsedBytes);
+      expect(heapUsedBytes).toBeGreaterThan(1024 * 1024);
+      expect(text).toMatch(/^strata_process_array_buffers_bytes \d+$/m);
       expect((await guarded.api('GET', '/openapi.json', { token: null })).status).toBe(200);
     } finally {
       expect((await guarded.stop()).code).toBe(0);

@@ -159,9 +159,24 @@ export class ApiMetrics {
       this.volumeExportedBytes.render(),
       this.volumeOperations.render(),
       renderGauge('strata_uptime_seconds', 'Seconds since the daemon started.', [{ labels: {}, value: (Date.now() - this.startedAt) / 1000 }]),
+      ...processMemoryGauges(),
       ...this.sources.map((render) => render()),
       ...extra,
     ];
     return `${parts.join('\n')}\n`;
   }
+}
+
+/**
+ * The daemon's memory at scrape time: the resident set and what JavaScript holds of it (the heap,
+ * and buffers outside it), so an operator can tell a growing heap from memory the allocator keeps.
+ */
+function processMemoryGauges(): string[] {
+  const memory = process.memoryUsage();
+  return [
+    renderGauge('strata_process_resident_memory_bytes', 'Resident set size of the daemon process.', [{ labels: {}, value: memory.rss }]),
+    renderGauge('strata_process_heap_used_bytes', 'JavaScript heap in use (V8).', [{ labels: {}, value: memory.heapUsed }]),
+    renderGauge('strata_process_heap_total_bytes', 'JavaScript heap reserved (V8).', [{ labels: {}, value: memory.heapTotal }]),
+    renderGauge('strata_process_array_buffers_bytes', 'Bytes of buffers held by JavaScript outside the heap (I/O buffers, including ones not yet collected).', [{ labels: {}, value: memory.arrayBuffers }]),
+  ];
 }
