@@ -152,6 +152,9 @@ async function listAll(target: Target, bucket: string): Promise<{ ops: number; s
   return { ops: pages, seconds: Number(process.hrtime.bigint() - started) / 1e9, keys };
 }
 
+/** How long a request may see no bytes move before it fails. */
+const S3_IDLE_TIMEOUT_MS = 120_000;
+
 function clientFor(endpoint: string, accessKeyId: string, secretAccessKey: string): S3Client {
   return new S3Client({
     endpoint,
@@ -161,7 +164,9 @@ function clientFor(endpoint: string, accessKeyId: string, secretAccessKey: strin
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     // The SDK's default retries: a keep-alive socket the server closed while idle is retried, as in real use.
-    requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 64 }) }),
+    // A server that stops answering (radosgw whose memstore OSD exited) fails the run after two
+    // idle minutes instead of hanging the bench.
+    requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 64 }), requestTimeout: S3_IDLE_TIMEOUT_MS }),
   });
 }
 
