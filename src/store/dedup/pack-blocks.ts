@@ -97,17 +97,7 @@ export function firstBadBlockSeeded(hashSeed: number, firstBlock: number, stored
 export function bytesFromBlocks(stored: Uint8Array, withinBytes: number, lengthBytes: number): Uint8Array {
   if (withinBytes + lengthBytes <= PACK_BLOCK_BYTES) return stored.subarray(withinBytes, withinBytes + lengthBytes);
   const out = new Uint8Array(lengthBytes);
-  let filled = 0;
-  let chunkByte = withinBytes;
-  while (filled < lengthBytes) {
-    const block = Math.floor(chunkByte / PACK_BLOCK_BYTES);
-    const inBlock = chunkByte - block * PACK_BLOCK_BYTES;
-    const take = Math.min(PACK_BLOCK_BYTES - inBlock, lengthBytes - filled);
-    const from = block * STORED_BLOCK_BYTES + inBlock;
-    out.set(stored.subarray(from, from + take), filled);
-    filled += take;
-    chunkByte += take;
-  }
+  copyFromBlocks(Buffer.from(stored.buffer, stored.byteOffset, stored.length), withinBytes, out);
   return out;
 }
 
@@ -145,7 +135,7 @@ export function chunkFromBlocks(stored: Uint8Array, lengthBytes: number): Uint8A
  * when a block fails (the bytes moved so far are then not the chunk's: the caller discards them).
  */
 export function compactCheckedBlocks(hash: string, buffer: Buffer, storedStart: number, storedEnd: number, targetStart: number): boolean {
-  const hashSeed = crc32(hash);
+  const hashSeed = chunkHashSeed(hash);
   let to = targetStart;
   for (let block = 0, at = storedStart; at < storedEnd; block++) {
     const dataEnd = Math.min(storedEnd - BLOCK_CHECKSUM_BYTES, at + PACK_BLOCK_BYTES);
