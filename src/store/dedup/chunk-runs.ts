@@ -39,7 +39,7 @@ interface Located {
 export async function readChunkRun(source: ChunkRunSource, hashes: readonly string[], options: ChunkStoreCallOptions | undefined): Promise<Uint8Array> {
   if (hashes.length === 0) return new Uint8Array(0);
   const located = await locate(source, hashes);
-  if (located === undefined) return concatenate(await Promise.all(hashes.map((hash) => source.readOne(hash))));
+  if (located === undefined) return Buffer.concat(await Promise.all(hashes.map((hash) => source.readOne(hash))));
   await learnPackVersions(source, located, options);
   const spans: Located[][] = [];
   for (let first = 0; first < located.length; ) {
@@ -135,14 +135,4 @@ function placeChunk(out: Buffer, chunk: Located, data: Uint8Array): void {
     throw new StorageError('CORRUPT', `chunk ${chunk.hash} read as ${data.length} bytes where its index entry says ${chunk.at.lengthBytes}`);
   }
   out.set(data, chunk.outOffsetBytes);
-}
-
-function concatenate(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = Buffer.allocUnsafe(chunks.reduce((sum, chunk) => sum + chunk.length, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  return out;
 }
