@@ -21,7 +21,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Agent } from 'node:http';
-import { CreateBucketCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { freePort, startRadosgw, type S3TestServer } from '../test/support/s3-servers.js';
 import { argValue, median } from './args.js';
@@ -121,6 +121,22 @@ async function getRow(target: Target, sizeBytes: number, concurrency: number): P
   );
   return { ops: perWorker * concurrency, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
 }
+
+/**
+ * Deletes a row's objects (not timed), so neither server holds every row's bytes at once: radosgw's
+ * memstore OSD holding the 256 MiB rows' overwritten objects grew past 16 GiB and was OOM-killed.
+ */
+async function deleteRow(target: Target, sizeBytes: number, concurrency: number): Promise<void> {
+  const perWorker = opsPerWorker(sizeBytes, concurrency);
+  const keys = Array.from({ length: concurrency * perWorker }, (_, n) => ({ Key: `obj-${sizeBytes}-${Math.floor(n / perWorker)}-${n % perWorker}` }));
+  for (let at = 0; at < keys.length; at += DELETE_BATCH_KEYS) {
+    const done = await target.client.send(new DeleteObjectsCommand({ Bucket: target.bucket, Delete: { Objects: keys.slice(at, at + DELETE_BATCH_KEYS), Quiet: true } }));
+    if ((done.Errors ?? []).length > 0) throw new Error(`${target.name}: DeleteObjects failed for ${done.Errors!.length} keys (${done.Errors![0]!.Code ?? 'no code'})`);
+  }
+}
+
+/** S3's limit on keys in one DeleteObjects request. */
+const DELETE_BATCH_KEYS = 1000;
 
 /** Fills the listing bucket with `count` one-byte objects (once, not timed). */
 async function fillListBucket(target: Target, bucket: string, count: number): Promise<void> {
@@ -238,6 +254,7 @@ async function main(): Promise<void> {
             const getSample = { row: `GET ${sizeName(sizeBytes)} c${concurrency}`, server: target.name, run, ops: get.ops, bytes: get.ops * sizeBytes, seconds: get.seconds };
             printSample(getSample);
             samples.push(putSample, getSample);
+            await deleteRow(target, sizeBytes, concurrency);
           }
         }
       }
