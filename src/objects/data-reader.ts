@@ -6,11 +6,16 @@
  * without `readChunks` is read a chunk at a time, CHUNK_READS_IN_FLIGHT_MAX ahead. Memory is
  * bounded by the reads in flight (~2 MiB of 64 KiB chunks).
  *
+ * A run is read into an array from run-buffers.ts; the consumer that writes the pieces to a socket
+ * gives each back (releaseRunBuffer) once written, so a large GET reuses a few MiB instead of
+ * allocating one per MiB; a consumer that does not simply lets them be collected.
+ *
  * Large pieces matter past the repository too: the HTTP response writes each piece to the socket
  * as one write, so a MiB goes out in one system call instead of sixteen.
  */
 import type { ChunkManifest } from '../store/chunked/manifest.js';
 import type { ChunkRepository } from '../store/dedup/repository.js';
+import { takeRunBuffer } from './run-buffers.js';
 
 /** Chunk reads ahead of the consumer for a repository read a chunk at a time. */
 export const CHUNK_READS_IN_FLIGHT_MAX = 16;
@@ -18,6 +23,8 @@ export const CHUNK_READS_IN_FLIGHT_MAX = 16;
 const RUN_CHUNKS_MAX = 16;
 /** Runs ahead of the consumer: the next MiB is read while the last one is sent. */
 const RUNS_IN_FLIGHT_MAX = 2;
+/** Room per chunk in a run's array beyond its bytes, for checksums stored with it (dedup: 4 bytes per 4 KiB block). */
+const STORED_OVERHEAD_PER_KIB_BYTES = 1;
 
 /** A shared all-zero chunk handed out for zero chunks (readers must not write to what they get). */
 let zeroChunk: Uint8Array | undefined;
@@ -62,7 +69,9 @@ export async function* readBody(
       hashes.push(following);
       next++;
     }
-    const bytes = hashes.length === 1 ? repository.read(hash, options) : readChunks!(hashes, options);
+    // A run reads into a reused array; the response gives it back (releaseRunBuffer) once it is written.
+    const runBytes = RUN_CHUNKS_MAX * (chunkSize + Math.ceil(chunkSize / 1024) * STORED_OVERHEAD_PER_KIB_BYTES);
+    const bytes = hashes.length === 1 ? repository.read(hash, options) : readChunks!(hashes, { ...options, into: takeRunBuffer(runBytes) });
     bytes.catch(() => undefined); // awaited in order below; a consumer that stops early leaves it unobserved
     return { firstIndex, bytes };
   };

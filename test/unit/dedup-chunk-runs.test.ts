@@ -91,4 +91,32 @@ describe('DedupChunkRepository.readChunks', () => {
     await expectCode(repo.readChunks(names), 'CORRUPT', new RegExp(names[2]!));
     expectSameBytes(await repo.readChunks(names.slice(0, 2)), concat(chunks.slice(0, 2)));
   });
+
+  it('a run across two packs reads into the array offered (options.into): right bytes, a view of it; damage there is still CORRUPT', async () => {
+    const { store, chunkReads } = countingStore();
+    const catalog = new MemoryCatalogStore();
+    const repo = await DedupChunkRepository.open({ chunkStore: store, catalog, hasher, readCacheBytes: 0 });
+    const first = [chunk(), chunk(), chunk()];
+    const second = [chunk(), chunk(5000)];
+    const names = [...(await repo.addReferences(first)), ...(await repo.addReferences(second))];
+    expect((await chunkLocation(catalog, names[0]!)).pack).not.toBe((await chunkLocation(catalog, names[3]!)).pack);
+    const into = new Uint8Array(1024 * KIB);
+    const before = chunkReads();
+    const got = await repo.readChunks(names, { into });
+    expect(chunkReads() - before).toBe(2);
+    expect(got.buffer).toBe(into.buffer);
+    expectSameBytes(got, concat([...first, ...second]));
+    // Too small an array: the run has a buffer of its own, the same bytes.
+    const small = new Uint8Array(10);
+    const own = await repo.readChunks(names, { into: small });
+    expect(own.buffer).not.toBe(small.buffer);
+    expectSameBytes(own, concat([...first, ...second]));
+    // A damaged byte in the second pack's span: CORRUPT naming the chunk, never other bytes.
+    const at = await chunkLocation(catalog, names[4]!);
+    const pack = (await store.get(packKey(at.pack)))!;
+    pack[at.offsetBytes + 10]! ^= 0x01;
+    await store.put(packKey(at.pack), pack);
+    await expectCode(repo.readChunks(names, { into }), 'CORRUPT', new RegExp(names[4]!));
+    expectSameBytes(await repo.readChunks(names.slice(0, 4), { into }), concat([...first, second[0]!]));
+  });
 });

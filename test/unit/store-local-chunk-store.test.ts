@@ -161,4 +161,26 @@ describe('LocalChunkStore', () => {
     expect(results.filter(Boolean)).toHaveLength(1);
     expect(await store.get('deep/er/k')).toEqual(Uint8Array.from([results.indexOf(true)]));
   });
+
+  it('getRange reads into the array offered (options.into) when it is large enough, cut short at the end; a smaller one is ignored', async () => {
+    for (const openFilesMax of [0, 4]) {
+      const root = path.join(tempDir(), 'store');
+      const store = new LocalChunkStore(root, { openFilesMax });
+      const data = Uint8Array.from({ length: 10_000 }, (_, i) => i % 251);
+      await store.put('k', data);
+      const into = new Uint8Array(8192);
+      const got = (await store.getRange('k', 100, 5000, { into }))!;
+      expect(got.buffer).toBe(into.buffer);
+      expect(got.byteOffset).toBe(0);
+      expect(Buffer.from(got)).toEqual(Buffer.from(data.subarray(100, 5100)));
+      const tail = (await store.getRange('k', 9000, 5000, { into }))!;
+      expect(tail.buffer).toBe(into.buffer);
+      expect(Buffer.from(tail)).toEqual(Buffer.from(data.subarray(9000)));
+      const small = new Uint8Array(10);
+      const own = (await store.getRange('k', 0, 5000, { into: small }))!;
+      expect(own.buffer).not.toBe(small.buffer);
+      expect(Buffer.from(own)).toEqual(Buffer.from(data.subarray(0, 5000)));
+      await store.delete('k'); // closes a handle the store held open
+    }
+  });
 });

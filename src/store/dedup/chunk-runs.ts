@@ -9,6 +9,10 @@
  * Anything off the fast path (a chunk not located, a pack gone or short, a block that fails its
  * check) is read again by the repository's own `read`, which follows GC moves, forgets stale hints
  * and reports damage: this file never decides that a chunk is missing or corrupt by itself.
+ *
+ * A run is read into one buffer, the caller's when it offers one large enough (options.into, reused
+ * across runs): each span's stored bytes at their place, then checked and compacted in place, front
+ * to back, and the answer is a view of it. Runs that cross packs allocate nothing more.
  */
 import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
 import { StorageError } from '../../core/errors.js';
@@ -35,34 +39,51 @@ interface Located {
   readonly outOffsetBytes: number;
 }
 
-/** The chunks' bytes one after another in one buffer (the caller's), each checked. */
+/** Chunks back to back in one pack, read with one ranged read. */
+interface Span {
+  readonly chunks: readonly Located[];
+  /** The pack's format version; undefined when its header could not be read (the slow path's). */
+  readonly version: number | undefined;
+  readonly storedLengths: readonly number[];
+  /** Where the span's stored bytes are read to in the run's buffer. */
+  readonly storedOffsetBytes: number;
+}
+
+/** The chunks' bytes one after another in one buffer (options.into when it is large enough), each checked. */
 export async function readChunkRun(source: ChunkRunSource, hashes: readonly string[], options: ChunkStoreCallOptions | undefined): Promise<Uint8Array> {
   if (hashes.length === 0) return new Uint8Array(0);
   const located = await locate(source, hashes);
   if (located === undefined) return Buffer.concat(await Promise.all(hashes.map((hash) => source.readOne(hash))));
-  await learnPackVersions(source, located, options);
-  const spans: Located[][] = [];
+  // Only the spans' reads below write into the run's buffer: a header read there would overwrite it.
+  const shared = withoutInto(options);
+  await learnPackVersions(source, located, shared);
+  const spans: Span[] = [];
+  let storedOffsetBytes = 0;
   for (let first = 0; first < located.length; ) {
     let end = first + 1;
     while (end < located.length && adjacent(source, located[end - 1]!, located[end]!)) end++;
-    spans.push(located.slice(first, end));
+    const chunks = located.slice(first, end);
+    const version = source.hints.knownPackVersion(chunks[0]!.at.pack);
+    // A span of unknown version is the slow path's; its room is its chunks' bytes.
+    const storedLengths = chunks.map((chunk) => (version === undefined ? chunk.at.lengthBytes : storedChunkBytes(version, chunk.at.lengthBytes)));
+    spans.push({ chunks, version, storedLengths, storedOffsetBytes });
+    storedOffsetBytes += storedLengths.reduce((sum, length) => sum + length, 0);
     first = end;
   }
-  const read = await Promise.all(spans.map((span) => readSpanFast(source, span, options).catch(() => undefined)));
-  const only = read[0];
-  // The common case (an object written by one PUT): one span, every chunk served, compacted in place.
-  if (spans.length === 1 && only !== undefined && only.served === located.length) return only.data;
-  const last = located[located.length - 1]!;
-  const out = Buffer.allocUnsafe(last.outOffsetBytes + last.at.lengthBytes);
+  // Every span's stored bytes at its place in one buffer (each stored span starts at or past where its chunks' bytes go).
+  const into = options?.into;
+  const buffer = into !== undefined && into.length >= storedOffsetBytes ? Buffer.from(into.buffer, into.byteOffset, into.length) : Buffer.allocUnsafe(storedOffsetBytes);
+  const read = await Promise.all(spans.map((span) => readSpanStored(source, span, buffer, shared).catch(() => false)));
+  // Checked and moved down front to back: a span's chunks land below its stored bytes, over earlier spans' stored bytes only.
   const slow: Located[] = [];
   spans.forEach((span, i) => {
-    const served = read[i]?.served ?? 0;
-    if (served > 0) out.set(read[i]!.data, span[0]!.outOffsetBytes);
-    slow.push(...span.slice(served));
+    const served = read[i] === true ? compactSpan(source, span, buffer) : 0;
+    slow.push(...span.chunks.slice(served));
   });
   // Whatever failed (a pack gone or short, a damaged block or header, a read error), the repository's read meets it again and reports it, or reads a good copy.
-  await Promise.all(slow.map(async (chunk) => placeChunk(out, chunk, await source.readOne(chunk.hash))));
-  return out;
+  await Promise.all(slow.map(async (chunk) => placeChunk(buffer, chunk, await source.readOne(chunk.hash))));
+  const last = located[located.length - 1]!;
+  return buffer.subarray(0, last.outOffsetBytes + last.at.lengthBytes);
 }
 
 /** Every chunk's location, hinted or from the index (one getMany); undefined when one is unknown (the slow path says NOT_FOUND). */
@@ -96,30 +117,32 @@ function adjacent(source: ChunkRunSource, previous: Located, next: Located): boo
   return version !== undefined && previous.at.offsetBytes + storedChunkBytes(version, previous.at.lengthBytes) === next.at.offsetBytes;
 }
 
+/** One ranged read of a span's stored bytes into `buffer` at the span's stored offset; false when the pack is gone or short. */
+async function readSpanStored(source: ChunkRunSource, span: Span, buffer: Buffer, options: ChunkStoreCallOptions | undefined): Promise<boolean> {
+  if (span.version === undefined) return false;
+  const first = span.chunks[0]!.at;
+  const storedBytes = span.storedLengths.reduce((sum, length) => sum + length, 0);
+  const target = buffer.subarray(span.storedOffsetBytes, span.storedOffsetBytes + storedBytes);
+  const stored = await source.store.getRange(packKey(first.pack), first.offsetBytes, storedBytes, { ...options, into: target });
+  if (stored === undefined || stored.length !== storedBytes) return false;
+  // A store that does not read into the array offered answered its own.
+  if (stored.buffer !== target.buffer || stored.byteOffset !== target.byteOffset) target.set(stored);
+  return true;
+}
+
 /**
- * One ranged read for chunks back to back in one pack; each chunk is checked and moved down over
- * the checksums in the buffer read, front to back, until one fails. `data`: the bytes of the first
- * `served` chunks, back to back.
+ * Checks a span's chunks front to back and moves each one's bytes down over the checksums to its
+ * place in the run, until one fails; the number of chunks served.
  */
-async function readSpanFast(source: ChunkRunSource, span: readonly Located[], options: ChunkStoreCallOptions | undefined): Promise<{ data: Uint8Array; served: number } | undefined> {
-  const first = span[0]!.at;
-  const version = source.hints.knownPackVersion(first.pack);
-  if (version === undefined) return undefined;
-  const storedLengths = span.map((chunk) => storedChunkBytes(version, chunk.at.lengthBytes));
-  const storedBytes = storedLengths.reduce((sum, length) => sum + length, 0);
-  const stored = await source.store.getRange(packKey(first.pack), first.offsetBytes, storedBytes, options);
-  if (stored === undefined || stored.length !== storedBytes) return undefined;
-  const buffer = Buffer.from(stored.buffer, stored.byteOffset, stored.length);
+function compactSpan(source: ChunkRunSource, span: Span, buffer: Buffer): number {
   let served = 0;
-  let dataBytes = 0;
-  for (let storedStart = 0; served < span.length; storedStart += storedLengths[served]!, served++) {
-    const chunk = span[served]!;
-    const storedEnd = storedStart + storedLengths[served]!;
-    if (!checkAndCompact(source.hasher, version, chunk.hash, buffer, storedStart, storedEnd, dataBytes)) break;
+  for (let storedStart = span.storedOffsetBytes; served < span.chunks.length; storedStart += span.storedLengths[served]!, served++) {
+    const chunk = span.chunks[served]!;
+    const storedEnd = storedStart + span.storedLengths[served]!;
+    if (!checkAndCompact(source.hasher, span.version!, chunk.hash, buffer, storedStart, storedEnd, chunk.outOffsetBytes)) break;
     if (!chunk.hinted) source.hints.set(chunk.hash, chunk.at);
-    dataBytes += chunk.at.lengthBytes;
   }
-  return { data: buffer.subarray(0, dataBytes), served };
+  return served;
 }
 
 /** Checks one chunk's stored bytes and moves its bytes down to `targetStart`; false when they fail their check. */
@@ -128,6 +151,13 @@ function checkAndCompact(hasher: ChunkHasher, version: number, hash: string, buf
   if (hasher.hash(buffer.subarray(storedStart, storedEnd)) !== hash) return false;
   if (targetStart !== storedStart) buffer.copyWithin(targetStart, storedStart, storedEnd);
   return true;
+}
+
+/** The options without `into` (a read that must not write into the caller's array). */
+function withoutInto(options: ChunkStoreCallOptions | undefined): ChunkStoreCallOptions | undefined {
+  if (options?.into === undefined) return options;
+  const { into: _unused, ...rest } = options;
+  return rest;
 }
 
 function placeChunk(out: Buffer, chunk: Located, data: Uint8Array): void {

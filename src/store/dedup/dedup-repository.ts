@@ -289,7 +289,9 @@ export class DedupChunkRepository implements ChunkRepository {
   async readChunks(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<Uint8Array> {
     for (const hash of hashes) checkChunkHash(this.hasher, hash);
     throwIfAborted(options, `read of ${hashes.length} chunks`);
-    const source = { store: this.options.chunkStore, hasher: this.hasher, hints: this.hints, index: this.index, readOne: (hash: string) => this.read(hash, options) };
+    // A chunk read alone never writes into the run's array (options.into): it has its own.
+    const one = options?.signal === undefined ? {} : { signal: options.signal };
+    const source = { store: this.options.chunkStore, hasher: this.hasher, hints: this.hints, index: this.index, readOne: (hash: string) => this.read(hash, one) };
     return readChunkRun(source, hashes, options);
   }
 

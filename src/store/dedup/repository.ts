@@ -21,6 +21,12 @@ export interface ChunkRepositoryCallOptions {
    * the call rejects with its error and changes nothing.
    */
   readonly commitAfter?: Promise<unknown>;
+  /**
+   * readChunks: an array the run's stored bytes may be read into (and checked and compacted in),
+   * the answer then a view of it, so a caller that reuses its arrays spares a new buffer per run.
+   * What it holds after the call is the answer's bytes or undefined; ignored when too small.
+   */
+  readonly into?: Uint8Array;
 }
 
 /**
