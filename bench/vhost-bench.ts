@@ -12,7 +12,11 @@
  * moved and per 100k requests over all runs of a row. --load N runs N CPU-bound processes beside
  * the whole bench (load.ts), the same for every back-end.
  *
+ * --rows TEXT keeps the rows whose name contains TEXT; --base-serve PATH adds a side "Strata base"
+ * served by another build's dist/bench/vhost-serve.js (a before/after comparison in one run).
+ *
  *   npx tsc -p tsconfig.json && node dist/bench/vhost-bench.js [--runtime 3] [--reps 3] [--queues 1] [--only strata,qsd-wt,qsd] [--load N]
+ *     [--rows "1 MiB"] [--base-serve ../base/dist/bench/vhost-serve.js]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
@@ -90,6 +94,8 @@ async function main(): Promise<void> {
   const loadProcesses = loadArg();
   const queues = argNumber('--queues', 1);
   const only = argValue('--only', 'strata,qsd-wt,qsd').split(',');
+  const rowFilter = argValue('--rows', '');
+  const baseServe = argValue('--base-serve', '');
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-vhost-bench-'));
   const children: ChildProcess[] = [];
   const backends: Backend[] = [];
@@ -104,13 +110,14 @@ async function main(): Promise<void> {
       { name: 'qsd-wt', label: 'qsd writethrough=on' },
       { name: 'qsd', label: 'qsd default (writethrough=off)' },
     ].filter((b) => only.includes(b.name));
+    if (baseServe !== '') all.splice(1, 0, { name: 'base', label: 'Strata base' });
     for (const b of all) {
       const image = join(dir, `${b.name}.qcow2`);
       copyFileSync(template, image);
       const socket = join(dir, `${b.name}.sock`);
       const child =
-        b.name === 'strata'
-          ? spawn(process.execPath, [join(here, 'vhost-serve.js'), image, socket, String(queues)], { stdio: ['ignore', 'ignore', 'inherit'] })
+        b.name === 'strata' || b.name === 'base'
+          ? spawn(process.execPath, [b.name === 'base' ? baseServe : join(here, 'vhost-serve.js'), image, socket, String(queues)], { stdio: ['ignore', 'ignore', 'inherit'] })
           : spawn(
               'qemu-storage-daemon',
               [
@@ -134,7 +141,7 @@ async function main(): Promise<void> {
 
     const results: RowRuns[] = [];
     let turn = 0;
-    for (const row of ROWS) {
+    for (const row of ROWS.filter((r) => r.name.includes(rowFilter))) {
       const runs = new Map<string, number[]>(backends.map((b) => [b.name, []]));
       const cpu = new Map<string, CpuSample[]>(backends.map((b) => [b.name, []]));
       for (let rep = 0; rep < reps; rep++) {
