@@ -34,14 +34,11 @@ import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
+import { BOOT_BOUND_MS, GuestRunStalled, ROW_MARGIN_MS, runWatchdog } from './run-watchdog.js';
 import { startStrata, strataCli } from './strata-daemon.js';
 
 const REGION = '256M';
 const GUEST_MEM_MIB = 512;
-/** Boot, fio's start-up under TCG and the warm-up until the first row's marker (minutes on a busy machine). */
-const BOOT_BOUND_MS = 300_000;
-/** Beyond a row's runtime, until the guest's next marker (fio's start-up and exit under TCG). */
-const ROW_MARGIN_MS = 120_000;
 
 interface Backend extends Side {
   socket: string;
@@ -50,30 +47,6 @@ interface Backend extends Side {
   child: ChildProcess;
   /** Starts the server again on the same image or data folder (after a stalled run killed it). */
   restart(): Promise<{ child: ChildProcess; pid: number }>;
-}
-
-/** A guest run that made no progress within its bound (the guest was killed). */
-class GuestRunStalled extends Error {}
-
-/**
- * The bound on one guest run: `expire` is called once no marker arrived within the current
- * allowance (BOOT_BOUND_MS before the first, runtime + ROW_MARGIN_MS after each).
- */
-function runWatchdog(runtimeSeconds: number, expire: (why: string) => void): { marker(text: string): void; stop(): void } {
-  let last = 'the guest started';
-  let timer: NodeJS.Timeout | undefined;
-  const arm = (ms: number): void => {
-    clearTimeout(timer);
-    timer = setTimeout(() => expire(`no progress within ${Math.round(ms / 1000)} s after ${last}`), ms);
-  };
-  arm(BOOT_BOUND_MS);
-  return {
-    marker(text: string): void {
-      last = `'${text}'`;
-      arm(runtimeSeconds * 1000 + ROW_MARGIN_MS);
-    },
-    stop: () => clearTimeout(timer),
-  };
 }
 
 /** One row's outcome in one guest run. */
