@@ -13,10 +13,11 @@
  * the whole bench (load.ts), the same for every back-end.
  *
  * --rows TEXT keeps the rows whose name contains TEXT; --base-serve PATH adds a side "Strata base"
- * served by another build's dist/bench/vhost-serve.js (a before/after comparison in one run).
+ * served by another build's dist/bench/vhost-serve.js (a before/after comparison in one run);
+ * --create-last NAME creates that side after the others (the columns keep their order).
  *
  *   npx tsc -p tsconfig.json && node dist/bench/vhost-bench.js [--runtime 3] [--reps 3] [--queues 1] [--only strata,qsd-wt,qsd] [--load N]
- *     [--rows "1 MiB"] [--base-serve ../base/dist/bench/vhost-serve.js]
+ *     [--rows "1 MiB"] [--base-serve ../base/dist/bench/vhost-serve.js] [--create-last strata]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
@@ -111,7 +112,11 @@ async function main(): Promise<void> {
       { name: 'qsd', label: 'qsd default (writethrough=off)' },
     ].filter((b) => only.includes(b.name));
     if (baseServe !== '') all.splice(1, 0, { name: 'base', label: 'Strata base' });
-    for (const b of all) {
+    // --create-last NAME: that side's image, server and connection come after the others' (the
+    // first-created side has measured slower with the same build on both sides).
+    const createLast = argValue('--create-last', '');
+    const creation = [...all.filter((b) => b.name !== createLast), ...all.filter((b) => b.name === createLast)];
+    for (const b of creation) {
       const image = join(dir, `${b.name}.qcow2`);
       copyFileSync(template, image);
       const socket = join(dir, `${b.name}.sock`);
@@ -138,6 +143,7 @@ async function main(): Promise<void> {
     for (const b of backends) {
       b.fe = await VhostUserFrontend.connect(b.socket, { queueCount: queues, queueSize: 256, queueDepth: 32, maxRequestBytes: MiB });
     }
+    backends.sort((a, b) => all.findIndex((x) => x.name === a.name) - all.findIndex((x) => x.name === b.name));
 
     const results: RowRuns[] = [];
     let turn = 0;
