@@ -15,9 +15,16 @@
  * CPU seconds the serving process spent (utime + stime from /proc, children included) per GiB
  * moved and per 100k guest requests, between the guest's "row starts" and "row ended" markers.
  *
+ * A run is bounded (runWatchdog): the guest must print its first marker within BOOT_BOUND_MS and
+ * each next one within the row's runtime + ROW_MARGIN_MS. A run that stalls (a busy machine once
+ * wedged qsd's side for 14 minutes) is killed: the guest and that side's server get SIGKILL, the
+ * server is started again on the same image or data folder, the run is printed as failed and left
+ * out of the tables, and the bench goes on with the next run.
+ *
  *   npm run bench:guest -- [--runs 3] [--runtime 3] [--load N] [--only strata,qsd-wt,qsd] [--rows "QD 1"]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGuest } from '../test/vhost-user/guest.js';
@@ -27,6 +34,7 @@ import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
+import { BOOT_BOUND_MS, GuestRunStalled, ROW_MARGIN_MS, runWatchdog } from './run-watchdog.js';
 import { startStrata, strataCli } from './strata-daemon.js';
 
 const REGION = '256M';
@@ -36,6 +44,9 @@ interface Backend extends Side {
   socket: string;
   /** The serving process (its CPU is what the CPU table reports). */
   pid: number;
+  child: ChildProcess;
+  /** Starts the server again on the same image or data folder (after a stalled run killed it). */
+  restart(): Promise<{ child: ChildProcess; pid: number }>;
 }
 
 /** One row's outcome in one guest run. */
@@ -77,6 +88,11 @@ async function guestRun(b: Backend, fio: GuestFio, rows: readonly NbdBenchRow[],
   const cpuSeconds = new Map<number, number>();
   let badLine: Error | undefined;
   const results: GuestRowResult[] = [];
+  let stalled: string | undefined;
+  const watchdog = runWatchdog(runtimeSeconds, (why) => {
+    stalled = why;
+    guest.kill();
+  });
   const guest = startGuest({
     socketPath: b.socket,
     script: guestScript(fio, rows, runtimeSeconds),
@@ -88,6 +104,7 @@ async function guestRun(b: Backend, fio: GuestFio, rows: readonly NbdBenchRow[],
       // Read the CPU in the console callback itself, as close to the marker as the host gets.
       const m = /row-(go|stop|end) (\d+)(?: (.*))?$/.exec(line);
       if (m === null) return;
+      watchdog.marker(m[0].slice(0, 12));
       const i = Number(m[2]);
       if (m[1] === 'go') started.set(i, processCpuSeconds(b.pid));
       else if (m[1] === 'stop') cpuSeconds.set(i, processCpuSeconds(b.pid) - started.get(i)!);
@@ -102,7 +119,15 @@ async function guestRun(b: Backend, fio: GuestFio, rows: readonly NbdBenchRow[],
     },
   });
   currentGuest = guest;
-  const r = await guest.result.finally(() => (currentGuest = undefined));
+  const r = await guest.result
+    .catch((e: unknown) => {
+      if (stalled !== undefined) throw new GuestRunStalled(`${stalled} (${results.filter(Boolean).length} of ${rows.length} rows done)`);
+      throw e;
+    })
+    .finally(() => {
+      watchdog.stop();
+      currentGuest = undefined;
+    });
   if (badLine !== undefined) throw badLine;
   if (r.exitCode !== 0) throw new Error(`guest on ${b.label} failed (${r.exitCode}):\n${r.consoleTail}`);
   if (results.length !== rows.length || results.includes(undefined as never)) throw new Error(`guest on ${b.label} reported ${results.length} of ${rows.length} rows:\n${r.consoleTail}`);
@@ -151,33 +176,58 @@ async function main(): Promise<void> {
       { name: 'qsd-wt', label: 'qsd writethrough=on' },
       { name: 'qsd', label: 'qsd default' },
     ].filter((s) => only.includes(s.name));
+    let strataImported = false;
     for (const side of wanted) {
       const socket = join(dir, `${side.name}.sock`);
-      if (side.name === 'strata') {
-        const daemon = await startStrata(join(dir, 'strata-data'));
-        children.push(daemon.child);
-        strataCli(daemon, ['volume', 'import', template, 'bench', '--no-progress']);
-        strataCli(daemon, ['volume', 'attach', 'bench', '--vhost-user', socket, '--queues', '1']);
-        await waitForSocket(socket);
-        backends.push({ ...side, socket, pid: daemon.child.pid! });
-        continue;
-      }
-      const image = join(dir, `${side.name}.qcow2`);
-      copyFileSync(template, image);
-      const child = spawn('qemu-storage-daemon', qsdArgs(image, socket, side.name === 'qsd-wt'), { stdio: ['ignore', 'ignore', 'inherit'] });
-      children.push(child);
-      await waitForSocket(socket);
-      backends.push({ ...side, socket, pid: child.pid! });
+      const start =
+        side.name === 'strata'
+          ? async (): Promise<{ child: ChildProcess; pid: number }> => {
+              // A restarted daemon restores its vhost-user export on the same socket.
+              rmSync(socket, { force: true });
+              const daemon = await startStrata(join(dir, 'strata-data'));
+              children.push(daemon.child);
+              if (!strataImported) {
+                strataCli(daemon, ['volume', 'import', template, 'bench', '--no-progress']);
+                strataCli(daemon, ['volume', 'attach', 'bench', '--vhost-user', socket, '--queues', '1']);
+                strataImported = true;
+              }
+              await waitForSocket(socket);
+              return { child: daemon.child, pid: daemon.child.pid! };
+            }
+          : async (): Promise<{ child: ChildProcess; pid: number }> => {
+              const image = join(dir, `${side.name}.qcow2`);
+              if (!existsSync(image)) copyFileSync(template, image);
+              rmSync(socket, { force: true });
+              const child = spawn('qemu-storage-daemon', qsdArgs(image, socket, side.name === 'qsd-wt'), { stdio: ['ignore', 'ignore', 'inherit'] });
+              children.push(child);
+              await waitForSocket(socket);
+              return { child, pid: child.pid! };
+            };
+      backends.push({ ...side, socket, ...(await start()), restart: start });
     }
-    rmSync(template); // every side has its copy: give the /dev/shm space back
+    rmSync(template); // every side has its copy: give the /dev/shm space back (restarts reuse them)
     const fio = guestFio();
     const loadStart = loadAverage();
     const iops = rows.map(() => new Map<string, number[]>(backends.map((b) => [b.name, []])));
     const cpu = rows.map(() => new Map<string, CpuSample[]>(backends.map((b) => [b.name, []])));
+    const failedRuns: string[] = [];
     for (let run = 0; run < runs; run++) {
       const order = run % 2 === 0 ? backends : [...backends].reverse();
       for (const b of order) {
-        const results = await guestRun(b, fio, rows, runtimeSeconds);
+        let results: GuestRowResult[];
+        try {
+          results = await guestRun(b, fio, rows, runtimeSeconds);
+        } catch (e) {
+          if (!(e instanceof GuestRunStalled)) throw e;
+          // The side may be what stalled: its server goes too, and a fresh one serves its next runs.
+          b.child.kill('SIGKILL');
+          if (b.child.exitCode === null && b.child.signalCode === null) await once(b.child, 'exit');
+          Object.assign(b, await b.restart());
+          const note = `run ${run + 1}, ${b.label}: FAILED, ${e.message}; guest and server killed, server restarted (load ${loadAverage().toFixed(2)})`;
+          failedRuns.push(note);
+          process.stderr.write(`  ${note}\n`);
+          continue;
+        }
         for (const [i, r] of results.entries()) {
           iops[i]!.get(b.name)!.push(r.iops);
           cpu[i]!.get(b.name)!.push(r.sample);
@@ -193,6 +243,7 @@ async function main(): Promise<void> {
       '',
       'Every run (IOPS, in run order):',
       ...table.map((row) => `- ${row.name}: ${backends.map((b) => `${b.label} ${row.runs.get(b.name)!.map((v) => v.toFixed(0)).join('/')}`).join('; ')}`),
+      ...(failedRuns.length === 0 ? [] : ['', `Failed runs (left out of the tables; ${ROW_MARGIN_MS / 1000} s beyond the runtime per row, ${BOOT_BOUND_MS / 1000} s to the first row):`, ...failedRuns.map((f) => `- ${f}`)]),
       '',
       `${fio.version} in a QEMU TCG guest (1 vCPU, ${GUEST_MEM_MIB} MiB); ${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; ` +
         `node ${process.version}; median of ${runs} runs of ${runtimeSeconds} s per cell, order alternating per run; ` +

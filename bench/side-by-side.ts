@@ -42,3 +42,12 @@ export async function sideBySide(
 export function format(value: number): string {
   return value >= 100 ? value.toFixed(0) : value.toFixed(2);
 }
+
+/**
+ * The order in which rep `rep` creates its sides: rotated by one per rep, so each side is created
+ * first in turn (with the same build on two sides, the one created first has measured slower).
+ */
+export function creationOrder<T>(sides: readonly T[], rep: number): T[] {
+  const shift = rep % sides.length;
+  return [...sides.slice(shift), ...sides.slice(0, shift)];
+}

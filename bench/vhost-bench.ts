@@ -12,16 +12,24 @@
  * moved and per 100k requests over all runs of a row. --load N runs N CPU-bound processes beside
  * the whole bench (load.ts), the same for every back-end.
  *
+ * --rows TEXT keeps the rows whose name contains TEXT; --base-serve PATH adds a side "Strata base"
+ * served by another build's dist/bench/vhost-serve.js (a before/after comparison in one run).
+ * Every rep creates every side afresh (its own image copy, server and connection, then 1 s of
+ * unmeasured 4 KiB reads) in an order rotated per rep, printed with each run: with the same build
+ * on two sides the first-created one measured slower, so no side may keep that place.
+ *
  *   npx tsc -p tsconfig.json && node dist/bench/vhost-bench.js [--runtime 3] [--reps 3] [--queues 1] [--only strata,qsd-wt,qsd] [--load N]
+ *     [--rows "1 MiB"] [--base-serve ../base/dist/bench/vhost-serve.js]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { BlkStatus, BlkType, VhostUserFrontend } from '../test/support/vhost-frontend/index.js';
 import { argNumber, argValue, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
+import { creationOrder } from './side-by-side.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns } from './report.js';
 
@@ -45,6 +53,10 @@ const ROWS: Row[] = [
   { name: '1 MiB sequential read, QD 8', write: false, random: false, bytes: MiB, depth: 8 },
   { name: '1 MiB sequential write, QD 8', write: true, random: false, bytes: MiB, depth: 8 },
 ];
+
+/** The unmeasured pass each fresh side serves before its first measured row. */
+const WARM_UP_ROW = ROWS[1]!;
+const WARM_UP_SECONDS = 1;
 
 async function waitForSocket(path: string, child: ChildProcess): Promise<void> {
   for (let i = 0; i < 200 && !existsSync(path) && child.exitCode === null; i++) await sleep(50);
@@ -75,13 +87,61 @@ async function runRow(fe: VhostUserFrontend, row: Row, runtimeSeconds: number): 
   return { iops: done / seconds, requests: done };
 }
 
-interface Backend {
+interface SideSpec {
   name: string;
   label: string;
+}
+
+interface Side extends SideSpec {
+  image: string;
   socket: string;
+  child: ChildProcess;
   /** The back-end process (its CPU is what the CPU table reports). */
   pid: number;
   fe?: VhostUserFrontend;
+}
+
+/** A fresh side: its own copy of the template image, its server started and its socket up (not yet connected). */
+async function createSide(spec: SideSpec, dir: string, template: string, baseServe: string, queues: number): Promise<Side> {
+  const image = join(dir, `${spec.name}.qcow2`);
+  copyFileSync(template, image);
+  const socket = join(dir, `${spec.name}.sock`);
+  const child =
+    spec.name === 'strata' || spec.name === 'base'
+      ? spawn(process.execPath, [spec.name === 'base' ? baseServe : join(here, 'vhost-serve.js'), image, socket, String(queues)], { stdio: ['ignore', 'ignore', 'inherit'] })
+      : spawn(
+          'qemu-storage-daemon',
+          [
+            '--blockdev',
+            `driver=file,node-name=f0,filename=${image}`,
+            '--blockdev',
+            'driver=qcow2,node-name=d0,file=f0',
+            '--export',
+            `type=vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues}` +
+              (spec.name === 'qsd-wt' ? ',writethrough=on' : ''),
+          ],
+          { stdio: ['ignore', 'ignore', 'inherit'] },
+        );
+  const side: Side = { ...spec, image, socket, child, pid: child.pid! };
+  try {
+    await waitForSocket(socket, child);
+  } catch (err) {
+    await destroySide(side);
+    throw err;
+  }
+  return side;
+}
+
+/** Closes the connection, stops the server (waits for it to exit) and removes its image and socket. */
+async function destroySide(side: Side): Promise<void> {
+  side.fe?.close();
+  if (side.child.exitCode === null && side.child.signalCode === null) {
+    const exited = new Promise<void>((done) => side.child.once('exit', () => done()));
+    side.child.kill('SIGTERM');
+    await exited;
+  }
+  rmSync(side.image, { force: true });
+  rmSync(side.socket, { force: true });
 }
 
 async function main(): Promise<void> {
@@ -90,77 +150,70 @@ async function main(): Promise<void> {
   const loadProcesses = loadArg();
   const queues = argNumber('--queues', 1);
   const only = argValue('--only', 'strata,qsd-wt,qsd').split(',');
+  const rowFilter = argValue('--rows', '');
+  const baseServe = argValue('--base-serve', '');
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-vhost-bench-'));
-  const children: ChildProcess[] = [];
-  const backends: Backend[] = [];
+  let live: Side[] = [];
   const load = startLoad(loadProcesses);
   const loadStart = loadAverage();
   try {
     const template = join(dir, 'template.qcow2');
     execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', template, '1G']);
     execFileSync('qemu-io', ['-f', 'qcow2', '-c', 'write -P 1 0 256M', template], { stdio: 'ignore' });
-    const all = [
+    const all: SideSpec[] = [
       { name: 'strata', label: 'Strata' },
       { name: 'qsd-wt', label: 'qsd writethrough=on' },
       { name: 'qsd', label: 'qsd default (writethrough=off)' },
     ].filter((b) => only.includes(b.name));
-    for (const b of all) {
-      const image = join(dir, `${b.name}.qcow2`);
-      copyFileSync(template, image);
-      const socket = join(dir, `${b.name}.sock`);
-      const child =
-        b.name === 'strata'
-          ? spawn(process.execPath, [join(here, 'vhost-serve.js'), image, socket, String(queues)], { stdio: ['ignore', 'ignore', 'inherit'] })
-          : spawn(
-              'qemu-storage-daemon',
-              [
-                '--blockdev',
-                `driver=file,node-name=f0,filename=${image}`,
-                '--blockdev',
-                'driver=qcow2,node-name=d0,file=f0',
-                '--export',
-                `type=vhost-user-blk,id=e0,node-name=d0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${queues}` +
-                  (b.name === 'qsd-wt' ? ',writethrough=on' : ''),
-              ],
-              { stdio: ['ignore', 'ignore', 'inherit'] },
-            );
-      children.push(child);
-      await waitForSocket(socket, child);
-      backends.push({ ...b, socket, pid: child.pid! });
-    }
-    for (const b of backends) {
-      b.fe = await VhostUserFrontend.connect(b.socket, { queueCount: queues, queueSize: 256, queueDepth: 32, maxRequestBytes: MiB });
-    }
-
-    const results: RowRuns[] = [];
-    let turn = 0;
-    for (const row of ROWS) {
-      const runs = new Map<string, number[]>(backends.map((b) => [b.name, []]));
-      const cpu = new Map<string, CpuSample[]>(backends.map((b) => [b.name, []]));
-      for (let rep = 0; rep < reps; rep++) {
-        const order = turn++ % 2 === 0 ? backends : [...backends].reverse();
-        for (const b of order) {
-          const window = cpuWindow(b.pid);
-          const r = await runRow(b.fe!, row, runtimeSeconds);
-          cpu.get(b.name)!.push({ cpuSeconds: window.stop(), bytes: r.requests * row.bytes, requests: r.requests });
-          runs.get(b.name)!.push(r.iops);
-        }
+    if (baseServe !== '') all.splice(1, 0, { name: 'base', label: 'Strata base' });
+    const rows = ROWS.filter((r) => r.name.includes(rowFilter));
+    const runs = new Map<string, Map<string, number[]>>(rows.map((r) => [r.name, new Map(all.map((b) => [b.name, []]))]));
+    const cpu = new Map<string, Map<string, CpuSample[]>>(rows.map((r) => [r.name, new Map(all.map((b) => [b.name, []]))]));
+    const creations: string[] = [];
+    // Every rep creates every side afresh (image copy, server, connection) in an order rotated
+    // per rep: the side created first has measured slower with the same build on both sides, so
+    // no side may keep that place.
+    for (let rep = 0; rep < reps; rep++) {
+      const creation = creationOrder(all, rep);
+      creations.push(`rep ${rep + 1}: ${creation.map((b) => b.name).join(', ')}`);
+      for (const spec of creation) live.push(await createSide(spec, dir, template, baseServe, queues));
+      for (const side of live) {
+        side.fe = await VhostUserFrontend.connect(side.socket, { queueCount: queues, queueSize: 256, queueDepth: 32, maxRequestBytes: MiB });
       }
-      results.push({ name: row.name, runs, cpu });
-      process.stderr.write(`${row.name}: ${backends.map((b) => `${b.name} ${runs.get(b.name)!.map((v) => v.toFixed(0)).join('/')}`).join(', ')} IOPS (load ${loadAverage().toFixed(2)})\n`);
+      // A fresh server's first requests pay for its start-up (the JIT for Strata): an unmeasured pass first.
+      for (const side of live) await runRow(side.fe!, WARM_UP_ROW, WARM_UP_SECONDS);
+      const columns = all.map((spec) => live.find((side) => side.name === spec.name)!);
+      for (const [rowIndex, row] of rows.entries()) {
+        // The run order flips per rep and per row, and once more every full rotation of the
+        // creation order, so a side's place in creation and its place in the run vary apart.
+        const flip = (rep + rowIndex + Math.floor(rep / all.length)) % 2 === 1;
+        const order = flip ? [...columns].reverse() : columns;
+        for (const side of order) {
+          const window = cpuWindow(side.pid);
+          const r = await runRow(side.fe!, row, runtimeSeconds);
+          cpu.get(row.name)!.get(side.name)!.push({ cpuSeconds: window.stop(), bytes: r.requests * row.bytes, requests: r.requests });
+          runs.get(row.name)!.get(side.name)!.push(r.iops);
+        }
+        const iops = columns.map((side) => `${side.name} ${runs.get(row.name)!.get(side.name)!.at(-1)!.toFixed(0)}`).join(', ');
+        process.stderr.write(`rep ${rep + 1} (created ${creation.map((b) => b.name).join(', ')}; ran ${order.map((b) => b.name).join(', ')}) ${row.name}: ${iops} IOPS (load ${loadAverage().toFixed(2)})\n`);
+      }
+      for (const side of live) await destroySide(side);
+      live = [];
     }
+    const results: RowRuns[] = rows.map((row) => ({ name: row.name, runs: runs.get(row.name)!, cpu: cpu.get(row.name)! }));
     const title = `vhost-user-blk, ${queues} queue(s), 256 MiB region`;
-    const lines = [...medianTable(title, backends, 'strata', results, 'IOPS'), '', ...cpuTable('back-end process CPU', backends, 'strata', results)];
+    const lines = [...medianTable(title, all, 'strata', results, 'IOPS'), '', ...cpuTable('back-end process CPU', all, 'strata', results)];
     lines.push(
       '',
-      `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell, order alternating; ` +
+      `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell, run order alternating; ` +
+        `every side created afresh each rep (image copy, server, connection, ${WARM_UP_SECONDS} s unmeasured warm-up), creation order rotating (${creations.join('; ')}); ` +
         `${loadNote(loadProcesses, loadStart)}; ` +
         `front-end: test/support/vhost-frontend (EVENT_IDX, direct chains, one data descriptor per request); ${new Date().toISOString().slice(0, 10)}.`,
     );
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
-    for (const b of backends) b.fe?.close();
-    await endBench(load, children, dir);
+    for (const side of live) await destroySide(side).catch(() => undefined);
+    await endBench(load, [], dir);
   }
 }
 

@@ -224,7 +224,8 @@ export abstract class Qcow2ImageWriter extends Qcow2ImageReader {
       // A partial write over a cluster only the backing holds copies the cluster up. The backing
       // (a sealed layer may fetch from a chunk store) is read before taking the lock, so copy-ups
       // of different clusters overlap instead of queueing behind one another's backing reads.
-      const copyUp = await this.readForCopyUp(guest, rest.length);
+      // Without a backing image (or with extended L2) there is never a copy-up: no await for it.
+      const copyUp = this.backing === undefined || this.extendedL2 ? undefined : await this.readForCopyUp(guest, rest.length);
       if (copyUp !== undefined) {
         await this.writeCopyUp(guest, rest.subarray(0, cs - (guest % cs)), copyUp);
         position += copyUp.writtenBytes;

@@ -1,6 +1,7 @@
 /**
  * The benches' pure pieces (bench/ is not run by the suite): argument parsing, CPU accounting from
- * a /proc/<pid>/stat line, the median / ratio and CPU tables, and the guest bench's fio plumbing.
+ * a /proc/<pid>/stat line, the median / ratio and CPU tables, the guest bench's fio plumbing and the
+ * sides' creation order.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
@@ -8,6 +9,7 @@ import { argNumber, argValue, loadArg, median } from '../../bench/args.js';
 import { cpuCost, parseProcStat, sumSamples } from '../../bench/cpu.js';
 import { blockBytes, lddLibraries, parseGuestFioLine } from '../../bench/guest-fio.js';
 import { cpuTable, formatValue, medianTable } from '../../bench/report.js';
+import { creationOrder } from '../../bench/side-by-side.js';
 
 const GiB = 1024 ** 3;
 
@@ -133,5 +135,19 @@ describe('guest bench plumbing', () => {
       { soname: 'libceph-common.so.2', path: '/usr/lib/x86_64-linux-gnu/ceph/libceph-common.so.2' },
       { soname: 'ld-linux-x86-64.so.2', path: '/lib64/ld-linux-x86-64.so.2' },
     ]);
+  });
+});
+
+describe('side creation order', () => {
+  it('rotates by one side per rep, so every side is created first once per rotation', () => {
+    const sides = ['strata', 'base', 'qsd-wt'];
+    expect([0, 1, 2, 3].map((rep) => creationOrder(sides, rep))).toEqual([
+      ['strata', 'base', 'qsd-wt'],
+      ['base', 'qsd-wt', 'strata'],
+      ['qsd-wt', 'strata', 'base'],
+      ['strata', 'base', 'qsd-wt'],
+    ]);
+    expect(creationOrder(['strata', 'qsd'], 1)).toEqual(['qsd', 'strata']);
+    expect(sides).toEqual(['strata', 'base', 'qsd-wt']);
   });
 });
