@@ -1,0 +1,50 @@
+/**
+ * The body of a hashing worker thread (hash-workers.ts starts it): running MD5 / SHA-1 / SHA-256
+ * digests of request bodies, one session per body, fed batches of bytes in order. It acknowledges
+ * each batch, giving its buffer back (so the sender can bound what is queued and reuse buffers) and answers a finish with the digests.
+ * Only node: imports, so the same file runs from src/ (type stripping, tests) and dist/.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { parentPort } from 'node:worker_threads';
+
+/** What the main thread sends: bytes for a session, its end, or its abandonment. */
+export type HashWorkerRequest =
+  | { readonly kind: 'update'; readonly session: number; readonly algorithms: readonly string[]; readonly data: Uint8Array }
+  | { readonly kind: 'finish'; readonly session: number; readonly algorithms: readonly string[] }
+  | { readonly kind: 'abandon'; readonly session: number };
+
+/** What the worker answers. */
+export type HashWorkerReply =
+  | { readonly kind: 'ack'; readonly session: number; readonly data: Uint8Array }
+  | { readonly kind: 'digests'; readonly session: number; readonly digests: readonly Uint8Array[] };
+
+const sessions = new Map<number, Hash[]>();
+
+function hashesOf(session: number, algorithms: readonly string[]): Hash[] {
+  let hashes = sessions.get(session);
+  if (hashes === undefined) {
+    hashes = algorithms.map((algorithm) => createHash(algorithm));
+    sessions.set(session, hashes);
+  }
+  return hashes;
+}
+
+parentPort?.on('message', (request: HashWorkerRequest) => {
+  switch (request.kind) {
+    case 'update': {
+      for (const hash of hashesOf(request.session, request.algorithms)) hash.update(request.data);
+      // The batch's buffer goes back to be filled again (no allocation, no wait for a GC here).
+      parentPort!.postMessage({ kind: 'ack', session: request.session, data: request.data } satisfies HashWorkerReply, [request.data.buffer as ArrayBuffer]);
+      break;
+    }
+    case 'finish': {
+      const digests = hashesOf(request.session, request.algorithms).map((hash) => new Uint8Array(hash.digest()));
+      sessions.delete(request.session);
+      parentPort!.postMessage({ kind: 'digests', session: request.session, digests } satisfies HashWorkerReply);
+      break;
+    }
+    case 'abandon':
+      sessions.delete(request.session);
+      break;
+  }
+});
