@@ -78,9 +78,9 @@ export interface WrittenSmallBody extends Omit<WrittenBody, 'manifest'> {
 }
 
 /** MD5 and the checksum: those node:crypto has go to a hashing worker with MD5, the CRCs run here. */
-function bodyDigests(algorithm: ChecksumAlgorithm | undefined): { offloaded: DeferredDigests; checksum: RunningChecksum | undefined } {
+function bodyDigests(algorithm: ChecksumAlgorithm | undefined, declaredBytes: number | undefined): { offloaded: DeferredDigests; checksum: RunningChecksum | undefined } {
   const offloadedChecksum = algorithm === 'SHA1' || algorithm === 'SHA256';
-  const offloaded = deferredDigests(offloadedChecksum ? ['md5', algorithm === 'SHA1' ? 'sha1' : 'sha256'] : ['md5']);
+  const offloaded = deferredDigests(offloadedChecksum ? ['md5', algorithm === 'SHA1' ? 'sha1' : 'sha256'] : ['md5'], declaredBytes);
   return { offloaded, checksum: algorithm === undefined || offloadedChecksum ? undefined : runningChecksum(algorithm) };
 }
 
@@ -102,7 +102,7 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
   const repository = journal.repository;
   const builder = options.appendTo ?? new AppendingManifestBuilder(OBJECT_CHUNK_SIZE_BYTES, repository.hash(new Uint8Array(0)).length / 2);
   const heldBytes = builder.fileSizeBytes;
-  const { offloaded, checksum } = bodyDigests(options.checksumAlgorithm);
+  const { offloaded, checksum } = bodyDigests(options.checksumAlgorithm, options.expectedSizeBytes);
   const inFlight: Promise<void>[] = [];
   let chunks: HashedChunk[] = [];
   let current = takeChunkBuffer();

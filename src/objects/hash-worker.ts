@@ -1,7 +1,7 @@
 /**
  * The body of a hashing worker thread (hash-workers.ts starts it): running MD5 / SHA-1 / SHA-256
  * digests of request bodies, one session per body, fed batches of bytes in order. It acknowledges
- * each batch, giving its buffer back (so the sender can bound what is queued and reuse buffers) and answers a finish with the digests.
+ * each batch (so the sender can bound what is queued and fill the batch's shared memory again) and answers a finish with the digests.
  * Only node: imports, so the same file runs from src/ (type stripping, tests) and dist/.
  */
 import { createHash, type Hash } from 'node:crypto';
@@ -15,7 +15,7 @@ export type HashWorkerRequest =
 
 /** What the worker answers. */
 export type HashWorkerReply =
-  | { readonly kind: 'ack'; readonly session: number; readonly data: Uint8Array }
+  | { readonly kind: 'ack'; readonly session: number }
   | { readonly kind: 'digests'; readonly session: number; readonly digests: readonly Uint8Array[] };
 
 const sessions = new Map<number, Hash[]>();
@@ -33,8 +33,8 @@ parentPort?.on('message', (request: HashWorkerRequest) => {
   switch (request.kind) {
     case 'update': {
       for (const hash of hashesOf(request.session, request.algorithms)) hash.update(request.data);
-      // The batch's buffer goes back to be filled again (no allocation, no wait for a GC here).
-      parentPort!.postMessage({ kind: 'ack', session: request.session, data: request.data } satisfies HashWorkerReply, [request.data.buffer as ArrayBuffer]);
+      // The batch (shared memory) may be filled again once acknowledged.
+      parentPort!.postMessage({ kind: 'ack', session: request.session } satisfies HashWorkerReply);
       break;
     }
     case 'finish': {

@@ -4,14 +4,16 @@
  * thread capped a PUT's throughput; a small pool of worker threads (hash-worker.ts) computes them
  * while the main thread parses, hashes chunks (BLAKE3) and writes.
  *
- * `deferredDigests` gives a body's running digests: `update` copies the bytes into a batch; a full
- * batch is transferred (not copied again) to the session's worker, which hashes the batches of a
- * session in order. A body that ends within its first batch is hashed here (a worker round trip
+ * `deferredDigests` gives a body's running digests: `update` copies the bytes into a batch, a slice
+ * of a SharedArrayBuffer; a full batch is posted (shared, not copied) to the session's worker,
+ * which hashes the batches of a session in order and acknowledges each, after which the batch is
+ * filled again. Shared batches, not transferred buffers: an ArrayBuffer arriving back per 256 KiB
+ * counted as new external memory and drove the main thread's GC (5x its time at 1 MiB PUTs). A body that ends within its first batch is hashed here (a worker round trip
  * costs more than hashing a few KiB). The sender bounds what is queued with `whenDrained`.
  * A worker that dies fails its sessions' digests with a StorageError (the request fails and keeps
  * nothing) and is replaced for the next sessions.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { StorageError } from '../core/errors.js';
@@ -21,6 +23,8 @@ export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
 
 /** Bytes gathered before a batch goes to a worker (also: a body at most this long is hashed in-process). */
 export const HASH_BATCH_BYTES = 256 * 1024;
+/** A body declared at most this long is hashed in-process (deferredDigests). */
+export const OFFLOAD_BYTES_MIN = 4 * 1024 * 1024;
 /** Bytes a session may have sent but not yet had hashed before its sender waits (`whenDrained`). */
 export const HASH_QUEUED_BYTES_MAX = 8 * 1024 * 1024;
 /** Workers in the pool: the cores beside the main thread's, at least one, at most four. */
@@ -39,6 +43,10 @@ export interface DeferredDigests {
 
 interface Session {
   queuedBytes: number;
+  /** Batches posted and not yet acknowledged, in order (the worker answers in order). */
+  readonly sent: Buffer[];
+  /** Abandoned: kept only until its batches are acknowledged (they may not be filled before). */
+  abandoned: boolean;
   drained: { promise: Promise<void>; resolve: () => void } | undefined;
   finished: { resolve: (digests: Buffer[]) => void; reject: (err: Error) => void } | undefined;
   failure: Error | undefined;
@@ -74,8 +82,8 @@ class HashWorker {
     return total;
   }
 
-  post(request: HashWorkerRequest, transfer: ArrayBuffer[] = []): void {
-    if (!this.dead) this.worker.postMessage(request, transfer);
+  post(request: HashWorkerRequest): void {
+    if (!this.dead) this.worker.postMessage(request);
   }
 
   /** Ends the thread (tests: a worker that dies mid-body). */
@@ -84,11 +92,13 @@ class HashWorker {
   }
 
   private onReply(reply: HashWorkerReply): void {
-    if (reply.kind === 'ack') giveBackBatch(reply.data.buffer as ArrayBuffer);
     const session = this.sessions.get(reply.session);
     if (session === undefined) return;
     if (reply.kind === 'ack') {
-      session.queuedBytes -= reply.data.length;
+      const batch = session.sent.shift()!;
+      giveBackBatch(batch);
+      session.queuedBytes -= batch.length;
+      if (session.abandoned && session.sent.length === 0) this.sessions.delete(reply.session);
       if (session.queuedBytes <= HASH_QUEUED_BYTES_MAX / 2 && session.drained !== undefined) {
         session.drained.resolve();
         session.drained = undefined;
@@ -107,17 +117,23 @@ function fail(session: Session, err: Error): void {
   session.finished?.reject(err);
 }
 
-/** Batch buffers the workers gave back, kept for reuse (at most what two sessions may queue). */
-const SPARE_BATCHES_MAX = (2 * HASH_QUEUED_BYTES_MAX) / HASH_BATCH_BYTES;
-const spareBatches: ArrayBuffer[] = [];
+/** Batches carved from one SharedArrayBuffer at a time (4 MiB). */
+const BATCHES_PER_SLAB = 16;
+/** Free batches kept for reuse (at most what four sessions may queue; more are left to the GC). */
+const SPARE_BATCHES_MAX = (4 * HASH_QUEUED_BYTES_MAX) / HASH_BATCH_BYTES;
+const spareBatches: Buffer[] = [];
 
 function takeBatch(): Buffer {
-  const spare = spareBatches.pop();
-  return spare === undefined ? Buffer.allocUnsafeSlow(HASH_BATCH_BYTES) : Buffer.from(spare);
+  if (spareBatches.length === 0) {
+    const slab = new SharedArrayBuffer(BATCHES_PER_SLAB * HASH_BATCH_BYTES);
+    for (let i = 0; i < BATCHES_PER_SLAB; i++) spareBatches.push(Buffer.from(slab, i * HASH_BATCH_BYTES, HASH_BATCH_BYTES));
+  }
+  return spareBatches.pop()!;
 }
 
-function giveBackBatch(buffer: ArrayBuffer): void {
-  if (buffer.byteLength === HASH_BATCH_BYTES && spareBatches.length < SPARE_BATCHES_MAX) spareBatches.push(buffer);
+/** A whole batch nothing reads any more (not a view of part of one). */
+function giveBackBatch(batch: Buffer): void {
+  if (spareBatches.length < SPARE_BATCHES_MAX) spareBatches.push(batch);
 }
 
 const workers: HashWorker[] = [];
@@ -156,7 +172,7 @@ class WorkerDigests implements DeferredDigests {
   constructor(private readonly algorithms: readonly DeferredAlgorithm[]) {}
 
   update(piece: Uint8Array): void {
-    if (this.session?.failure !== undefined) return;
+    if (this.done || this.session?.failure !== undefined) return;
     let at = 0;
     while (at < piece.length) {
       this.batch ??= takeBatch();
@@ -186,7 +202,7 @@ class WorkerDigests implements DeferredDigests {
       // The whole body fitted in one batch: hash it here.
       const data = this.batch === undefined ? new Uint8Array(0) : this.batch.subarray(0, this.batchBytes);
       const digests = this.algorithms.map((algorithm) => createHash(algorithm).update(data).digest());
-      if (this.batch !== undefined) giveBackBatch(this.batch.buffer as ArrayBuffer);
+      if (this.batch !== undefined) giveBackBatch(this.batch);
       this.batch = undefined;
       return digests;
     }
@@ -201,26 +217,53 @@ class WorkerDigests implements DeferredDigests {
   abandon(): void {
     if (this.done) return;
     this.done = true;
+    if (this.batch !== undefined) giveBackBatch(this.batch);
+    this.batch = undefined;
     if (this.session === undefined) return;
-    this.worker!.sessions.delete(this.id);
+    this.session.abandoned = true;
+    if (this.session.sent.length === 0) this.worker!.sessions.delete(this.id);
     this.worker!.post({ kind: 'abandon', session: this.id });
   }
 
   private send(): void {
     if (this.session === undefined) {
       this.worker = pickWorker();
-      this.session = { queuedBytes: 0, drained: undefined, finished: undefined, failure: undefined };
+      this.session = { queuedBytes: 0, sent: [], abandoned: false, drained: undefined, finished: undefined, failure: undefined };
       this.worker.sessions.set(this.id, this.session);
     }
-    const data = new Uint8Array(this.batch!.buffer, 0, this.batchBytes);
-    this.session.queuedBytes += this.batchBytes;
-    this.worker!.post({ kind: 'update', session: this.id, algorithms: this.algorithms, data }, [data.buffer as ArrayBuffer]);
+    const batch = this.batch!;
+    this.session.queuedBytes += batch.length;
+    this.session.sent.push(batch);
+    this.worker!.post({ kind: 'update', session: this.id, algorithms: this.algorithms, data: batch.subarray(0, this.batchBytes) });
     this.batch = undefined;
     this.batchBytes = 0;
   }
 }
 
-/** Running digests of a body, computed on a worker thread once the body outgrows one batch. */
-export function deferredDigests(algorithms: readonly DeferredAlgorithm[]): DeferredDigests {
-  return new WorkerDigests(algorithms);
+/** Digests computed here, on the caller's thread. */
+class InProcessDigests implements DeferredDigests {
+  private readonly hashes: Hash[];
+  constructor(algorithms: readonly DeferredAlgorithm[]) {
+    this.hashes = algorithms.map((algorithm) => createHash(algorithm));
+  }
+  update(piece: Uint8Array): void {
+    for (const hash of this.hashes) hash.update(piece);
+  }
+  whenDrained(): undefined {
+    return undefined;
+  }
+  async digests(): Promise<Buffer[]> {
+    return this.hashes.map((hash) => hash.digest());
+  }
+  abandon(): void {}
+}
+
+/**
+ * Running digests of a body, computed on a worker thread once the body outgrows one batch; a body
+ * declared (`declaredBytes`) at most OFFLOAD_BYTES_MIN long is hashed here: measured on 1 MiB PUTs,
+ * the worker's round trips (a wake-up per batch, the wait for the last digest) cost the request
+ * more than the hashing they move.
+ */
+export function deferredDigests(algorithms: readonly DeferredAlgorithm[], declaredBytes?: number): DeferredDigests {
+  return declaredBytes !== undefined && declaredBytes <= OFFLOAD_BYTES_MIN ? new InProcessDigests(algorithms) : new WorkerDigests(algorithms);
 }

@@ -2,13 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { StorageError } from '../../src/core/errors.js';
-import { deferredDigests, hashWorkersForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX } from '../../src/objects/hash-workers.js';
+import { deferredDigests, hashWorkersForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
 import { PayloadVerifier, type PayloadExpectations } from '../../src/api/s3/payload.js';
 import { S3Error } from '../../src/api/s3/errors.js';
 
 /** Feeds `data` in pieces of `pieceBytes`, waiting whenever the session asks to drain. */
-async function digestsOf(data: Buffer, pieceBytes: number): Promise<Buffer[]> {
-  const running = deferredDigests(['md5', 'sha256', 'sha1']);
+async function digestsOf(data: Buffer, pieceBytes: number, declaredBytes?: number): Promise<Buffer[]> {
+  const running = deferredDigests(['md5', 'sha256', 'sha1'], declaredBytes);
   for (let at = 0; at < data.length; at += pieceBytes) {
     running.update(data.subarray(at, at + pieceBytes));
     const draining = running.whenDrained();
@@ -26,8 +26,11 @@ describe('hashing worker threads', () => {
     for (const sizeBytes of [0, 1, 4096, HASH_BATCH_BYTES, HASH_BATCH_BYTES + 1, 3 * HASH_BATCH_BYTES + 12345, HASH_QUEUED_BYTES_MAX + 3 * HASH_BATCH_BYTES]) {
       const data = randomBytes(sizeBytes);
       for (const pieceBytes of [65_536, 1000 + (sizeBytes % 7)]) {
-        const digests = await digestsOf(data, pieceBytes);
-        expect(digests.map((d) => d.toString('hex'))).toEqual(expected(data));
+        // Undeclared (a worker past the first batch), and declared (in-process up to OFFLOAD_BYTES_MIN).
+        for (const declared of [undefined, sizeBytes]) {
+          const digests = await digestsOf(data, pieceBytes, declared);
+          expect(digests.map((d) => d.toString('hex'))).toEqual(expected(data));
+        }
       }
     }
   });
@@ -63,7 +66,8 @@ describe('hashing worker threads', () => {
 });
 
 describe('PayloadVerifier on the worker path', () => {
-  const body = randomBytes(4 * HASH_BATCH_BYTES + 99);
+  // Past OFFLOAD_BYTES_MIN: the digests come from a worker.
+  const body = randomBytes(OFFLOAD_BYTES_MIN + 4 * HASH_BATCH_BYTES + 99);
   const expectations = (overrides: Partial<PayloadExpectations>): PayloadExpectations => ({
     sha256Hex: undefined,
     contentMd5: undefined,

@@ -99,17 +99,17 @@ export class PayloadVerifier {
   claimedChecksum: string | undefined;
 
   /**
-   * `checksumByConsumer`: the consumer computes the body's x-amz-checksum itself (the object model
-   * stores it) and compares it with `claimedChecksum`, so it is not computed twice; its presence
-   * and form are still checked here.
+   * `checksumByConsumer`: the consumer computes the body's x-amz-checksum and MD5 itself (the
+   * object model stores them) and compares them with `claimedChecksum` and the Content-MD5, so
+   * neither is computed twice; their presence and form are still checked here.
    */
   constructor(
     private readonly expect: PayloadExpectations,
     options: { checksumByConsumer?: boolean } = {},
   ) {
     if (expect.sha256Hex !== undefined) this.offloadedNames.push('sha256');
-    if (expect.contentMd5 !== undefined) this.offloadedNames.push('md5');
-    this.offloaded = this.offloadedNames.length === 0 ? undefined : deferredDigests(this.offloadedNames);
+    if (expect.contentMd5 !== undefined && options.checksumByConsumer !== true) this.offloadedNames.push('md5');
+    this.offloaded = this.offloadedNames.length === 0 ? undefined : deferredDigests(this.offloadedNames, expect.lengthBytes);
     const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
     this.checksum = algorithm === undefined || options.checksumByConsumer === true ? undefined : runningChecksum(algorithm);
     this.claimedChecksum = expect.headerChecksum?.value;
