@@ -54,7 +54,7 @@ interface Session {
 
 /** One worker thread and the sessions it holds. */
 class HashWorker {
-  readonly sessions = new Map<number, Session>();
+  private readonly sessions = new Map<number, Session>();
   private readonly worker: Worker;
   dead = false;
 
@@ -74,6 +74,16 @@ class HashWorker {
     };
     this.worker.on('error', (err) => die(err.message));
     this.worker.on('exit', (code) => die(`exit code ${code}`));
+  }
+
+  /** The thread keeps the process alive only while it holds a session (a digest is awaited). */
+  addSession(id: number, session: Session): void {
+    if (this.sessions.size === 0) this.worker.ref();
+    this.sessions.set(id, session);
+  }
+
+  dropSession(id: number): void {
+    if (this.sessions.delete(id) && this.sessions.size === 0) this.worker.unref();
   }
 
   get queuedBytes(): number {
@@ -98,14 +108,14 @@ class HashWorker {
       const batch = session.sent.shift()!;
       giveBackBatch(batch);
       session.queuedBytes -= batch.length;
-      if (session.abandoned && session.sent.length === 0) this.sessions.delete(reply.session);
+      if (session.abandoned && session.sent.length === 0) this.dropSession(reply.session);
       if (session.queuedBytes <= HASH_QUEUED_BYTES_MAX / 2 && session.drained !== undefined) {
         session.drained.resolve();
         session.drained = undefined;
       }
       return;
     }
-    this.sessions.delete(reply.session);
+    this.dropSession(reply.session);
     session.finished?.resolve(reply.digests.map((d) => Buffer.from(d.buffer, d.byteOffset, d.byteLength)));
   }
 }
@@ -221,7 +231,7 @@ class WorkerDigests implements DeferredDigests {
     this.batch = undefined;
     if (this.session === undefined) return;
     this.session.abandoned = true;
-    if (this.session.sent.length === 0) this.worker!.sessions.delete(this.id);
+    if (this.session.sent.length === 0) this.worker!.dropSession(this.id);
     this.worker!.post({ kind: 'abandon', session: this.id });
   }
 
@@ -229,7 +239,7 @@ class WorkerDigests implements DeferredDigests {
     if (this.session === undefined) {
       this.worker = pickWorker();
       this.session = { queuedBytes: 0, sent: [], abandoned: false, drained: undefined, finished: undefined, failure: undefined };
-      this.worker.sessions.set(this.id, this.session);
+      this.worker.addSession(this.id, this.session);
     }
     const batch = this.batch!;
     this.session.queuedBytes += batch.length;
