@@ -9,7 +9,16 @@ import { parentPort } from 'node:worker_threads';
 
 /** What the main thread sends: bytes for a session, its end, or its abandonment. */
 export type HashWorkerRequest =
-  | { readonly kind: 'update'; readonly session: number; readonly algorithms: readonly string[]; readonly data: Uint8Array }
+  | {
+      readonly kind: 'update';
+      readonly session: number;
+      readonly algorithms: readonly string[];
+      /** The batch's slab of shared memory, by number; sent with the slab's first batch to this worker. */
+      readonly slab: number;
+      readonly memory?: SharedArrayBuffer;
+      readonly offsetBytes: number;
+      readonly lengthBytes: number;
+    }
   | { readonly kind: 'finish'; readonly session: number; readonly algorithms: readonly string[] }
   | { readonly kind: 'abandon'; readonly session: number };
 
@@ -19,6 +28,8 @@ export type HashWorkerReply =
   | { readonly kind: 'digests'; readonly session: number; readonly digests: readonly Uint8Array[] };
 
 const sessions = new Map<number, Hash[]>();
+/** The sender's slabs of shared memory (kept for the thread's life, as the sender keeps them). */
+const slabs = new Map<number, SharedArrayBuffer>();
 
 function hashesOf(session: number, algorithms: readonly string[]): Hash[] {
   let hashes = sessions.get(session);
@@ -32,7 +43,9 @@ function hashesOf(session: number, algorithms: readonly string[]): Hash[] {
 parentPort?.on('message', (request: HashWorkerRequest) => {
   switch (request.kind) {
     case 'update': {
-      for (const hash of hashesOf(request.session, request.algorithms)) hash.update(request.data);
+      if (request.memory !== undefined) slabs.set(request.slab, request.memory);
+      const data = new Uint8Array(slabs.get(request.slab)!, request.offsetBytes, request.lengthBytes);
+      for (const hash of hashesOf(request.session, request.algorithms)) hash.update(data);
       // The batch (shared memory) may be filled again once acknowledged.
       parentPort!.postMessage({ kind: 'ack', session: request.session } satisfies HashWorkerReply);
       break;

@@ -7,9 +7,12 @@
  * `deferredDigests` gives a body's running digests: `update` copies the bytes into a batch, a slice
  * of a SharedArrayBuffer; a full batch is posted (shared, not copied) to the session's worker,
  * which hashes the batches of a session in order and acknowledges each, after which the batch is
- * filled again. Shared batches, not transferred buffers: an ArrayBuffer arriving back per 256 KiB
- * counted as new external memory and drove the main thread's GC (5x its time at 1 MiB PUTs). A body that ends within its first batch is hashed here (a worker round trip
- * costs more than hashing a few KiB). The sender bounds what is queued with `whenDrained`.
+ * filled again. A message names the batch by slab number and place; a slab's SharedArrayBuffer goes
+ * to a worker once (postMessage of a Buffer view of shared memory copies it, and of the
+ * SharedArrayBuffer itself costs ~0.8 ms a message). Slabs are kept at the pool's peak (at most
+ * HASH_QUEUED_BYTES_MAX and a batch per body in flight on a worker). A
+ * body that ends within its first batch, or is declared at most OFFLOAD_BYTES_MIN long, is hashed
+ * here. The sender bounds what is queued with `whenDrained`.
  * A worker that dies fails its sessions' digests with a StorageError (the request fails and keeps
  * nothing) and is replaced for the next sessions.
  */
@@ -22,11 +25,11 @@ import type { HashWorkerReply, HashWorkerRequest } from './hash-worker.js';
 export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
 
 /** Bytes gathered before a batch goes to a worker (also: a body at most this long is hashed in-process). */
-export const HASH_BATCH_BYTES = 256 * 1024;
+export const HASH_BATCH_BYTES = 512 * 1024;
 /** A body declared at most this long is hashed in-process (deferredDigests). */
 export const OFFLOAD_BYTES_MIN = 4 * 1024 * 1024;
 /** Bytes a session may have sent but not yet had hashed before its sender waits (`whenDrained`). */
-export const HASH_QUEUED_BYTES_MAX = 8 * 1024 * 1024;
+export const HASH_QUEUED_BYTES_MAX = 4 * 1024 * 1024;
 /** Workers in the pool: the cores beside the main thread's, at least one, at most four. */
 const WORKERS_MAX = 4;
 
@@ -44,7 +47,7 @@ export interface DeferredDigests {
 interface Session {
   queuedBytes: number;
   /** Batches posted and not yet acknowledged, in order (the worker answers in order). */
-  readonly sent: Buffer[];
+  readonly sent: Batch[];
   /** Abandoned: kept only until its batches are acknowledged (they may not be filled before). */
   abandoned: boolean;
   drained: { promise: Promise<void>; resolve: () => void } | undefined;
@@ -55,6 +58,8 @@ interface Session {
 /** One worker thread and the sessions it holds. */
 class HashWorker {
   private readonly sessions = new Map<number, Session>();
+  /** Slabs whose memory this worker has been sent. */
+  private readonly knownSlabs = new Set<number>();
   private readonly worker: Worker;
   dead = false;
 
@@ -96,6 +101,13 @@ class HashWorker {
     if (!this.dead) this.worker.postMessage(request);
   }
 
+  /** Posts a batch to hash, with its slab's memory the first time this worker sees that slab. */
+  postBatch(session: number, algorithms: readonly DeferredAlgorithm[], batch: Batch, lengthBytes: number): void {
+    const known = this.knownSlabs.has(batch.slab);
+    this.knownSlabs.add(batch.slab);
+    this.post({ kind: 'update', session, algorithms, slab: batch.slab, ...(known ? {} : { memory: batch.memory }), offsetBytes: batch.view.byteOffset, lengthBytes });
+  }
+
   /** Ends the thread (tests: a worker that dies mid-body). */
   terminate(): Promise<number> {
     return this.worker.terminate();
@@ -107,7 +119,7 @@ class HashWorker {
     if (reply.kind === 'ack') {
       const batch = session.sent.shift()!;
       giveBackBatch(batch);
-      session.queuedBytes -= batch.length;
+      session.queuedBytes -= batch.view.length;
       if (session.abandoned && session.sent.length === 0) this.dropSession(reply.session);
       if (session.queuedBytes <= HASH_QUEUED_BYTES_MAX / 2 && session.drained !== undefined) {
         session.drained.resolve();
@@ -128,22 +140,30 @@ function fail(session: Session, err: Error): void {
 }
 
 /** Batches carved from one SharedArrayBuffer at a time (4 MiB). */
-const BATCHES_PER_SLAB = 16;
-/** Free batches kept for reuse (at most what four sessions may queue; more are left to the GC). */
-const SPARE_BATCHES_MAX = (4 * HASH_QUEUED_BYTES_MAX) / HASH_BATCH_BYTES;
-const spareBatches: Buffer[] = [];
+const BATCHES_PER_SLAB = 8;
 
-function takeBatch(): Buffer {
+/** A batch: a slice of a numbered slab of shared memory. */
+interface Batch {
+  readonly slab: number;
+  readonly memory: SharedArrayBuffer;
+  readonly view: Buffer;
+}
+
+let slabCount = 0;
+/** Every batch not in use; none is dropped (the workers hold the slabs too). */
+const spareBatches: Batch[] = [];
+
+function takeBatch(): Batch {
   if (spareBatches.length === 0) {
-    const slab = new SharedArrayBuffer(BATCHES_PER_SLAB * HASH_BATCH_BYTES);
-    for (let i = 0; i < BATCHES_PER_SLAB; i++) spareBatches.push(Buffer.from(slab, i * HASH_BATCH_BYTES, HASH_BATCH_BYTES));
+    const memory = new SharedArrayBuffer(BATCHES_PER_SLAB * HASH_BATCH_BYTES);
+    const slab = slabCount++;
+    for (let i = 0; i < BATCHES_PER_SLAB; i++) spareBatches.push({ slab, memory, view: Buffer.from(memory, i * HASH_BATCH_BYTES, HASH_BATCH_BYTES) });
   }
   return spareBatches.pop()!;
 }
 
-/** A whole batch nothing reads any more (not a view of part of one). */
-function giveBackBatch(batch: Buffer): void {
-  if (spareBatches.length < SPARE_BATCHES_MAX) spareBatches.push(batch);
+function giveBackBatch(batch: Batch): void {
+  spareBatches.push(batch);
 }
 
 const workers: HashWorker[] = [];
@@ -172,7 +192,7 @@ export function hashWorkersForTests(): readonly { terminate(): Promise<number> }
 }
 
 class WorkerDigests implements DeferredDigests {
-  private batch: Buffer | undefined;
+  private batch: Batch | undefined;
   private batchBytes = 0;
   private worker: HashWorker | undefined;
   private session: Session | undefined;
@@ -187,7 +207,7 @@ class WorkerDigests implements DeferredDigests {
     while (at < piece.length) {
       this.batch ??= takeBatch();
       const take = Math.min(piece.length - at, HASH_BATCH_BYTES - this.batchBytes);
-      this.batch.set(piece.subarray(at, at + take), this.batchBytes);
+      this.batch.view.set(piece.subarray(at, at + take), this.batchBytes);
       this.batchBytes += take;
       at += take;
       if (this.batchBytes === HASH_BATCH_BYTES) this.send();
@@ -210,7 +230,7 @@ class WorkerDigests implements DeferredDigests {
     this.done = true;
     if (this.session === undefined) {
       // The whole body fitted in one batch: hash it here.
-      const data = this.batch === undefined ? new Uint8Array(0) : this.batch.subarray(0, this.batchBytes);
+      const data = this.batch === undefined ? new Uint8Array(0) : this.batch.view.subarray(0, this.batchBytes);
       const digests = this.algorithms.map((algorithm) => createHash(algorithm).update(data).digest());
       if (this.batch !== undefined) giveBackBatch(this.batch);
       this.batch = undefined;
@@ -242,9 +262,9 @@ class WorkerDigests implements DeferredDigests {
       this.worker.addSession(this.id, this.session);
     }
     const batch = this.batch!;
-    this.session.queuedBytes += batch.length;
+    this.session.queuedBytes += batch.view.length;
     this.session.sent.push(batch);
-    this.worker!.post({ kind: 'update', session: this.id, algorithms: this.algorithms, data: batch.subarray(0, this.batchBytes) });
+    this.worker!.postBatch(this.id, this.algorithms, batch, this.batchBytes);
     this.batch = undefined;
     this.batchBytes = 0;
   }
