@@ -58,7 +58,10 @@ export interface ChunkStore {
    * A 4 KiB read of a sealed layer thus costs no promise and no thread-pool round trip.
    */
   getRangeNow?(key: string, offsetBytes: number, target: Uint8Array): boolean;
-  /** Stores the object durably, replacing any object of that key. */
+  /**
+   * Stores the object durably, replacing any object of that key. Once the promise resolves,
+   * `data` is the caller's again (it may be reused): a store that keeps the bytes keeps a copy.
+   */
   put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void>;
   /** Stores the object unless one exists; true when this call stored it. */
   putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean>;

@@ -2,7 +2,8 @@
  * Writing a body: a stream of pieces of any size is cut into chunks of OBJECT_CHUNK_SIZE_BYTES from
  * offset 0; all-zero chunks are left out (the manifest marks them zero); the others go to the
  * pool's ChunkRepository in journalled steps of CHUNKS_PER_STEP chunks, STEPS_IN_FLIGHT_MAX of
- * them at once, while MD5 and the requested checksum are computed on the fly. Memory is bounded
+ * them at once, while MD5 and the requested checksum are computed on the fly (MD5, SHA-1 and
+ * SHA-256 on a hashing worker thread: hash-workers.ts; the CRCs here). Memory is bounded
  * by (STEPS_IN_FLIGHT_MAX + 1) steps of chunks (~20 MiB), whatever the body's size.
  *
  * Each chunk is hashed once (the repository's hashChunk names it for the manifest, the journal
@@ -15,7 +16,8 @@
 import { assert, StorageError } from '../core/errors.js';
 import type { ChunkManifest } from '../store/chunked/manifest.js';
 import { isAllZero } from '../store/zero-bytes.js';
-import { runningChecksum, runningMd5, type ChecksumAlgorithm } from './checksums.js';
+import { runningChecksum, type ChecksumAlgorithm, type RunningChecksum } from './checksums.js';
+import { deferredDigests, type DeferredDigests } from './hash-workers.js';
 import { OBJECT_CHUNK_SIZE_BYTES } from './context.js';
 import { ObjectError } from './errors.js';
 import { AppendingManifestBuilder } from './manifest-builder.js';
@@ -75,6 +77,19 @@ export interface WrittenSmallBody extends Omit<WrittenBody, 'manifest'> {
   readonly inlineBytes: Uint8Array;
 }
 
+/** MD5 and the checksum: those node:crypto has go to a hashing worker with MD5, the CRCs run here. */
+function bodyDigests(algorithm: ChecksumAlgorithm | undefined, declaredBytes: number | undefined): { offloaded: DeferredDigests; checksum: RunningChecksum | undefined } {
+  const offloadedChecksum = algorithm === 'SHA1' || algorithm === 'SHA256';
+  const offloaded = deferredDigests(offloadedChecksum ? ['md5', algorithm === 'SHA1' ? 'sha1' : 'sha256'] : ['md5'], declaredBytes);
+  return { offloaded, checksum: algorithm === undefined || offloadedChecksum ? undefined : runningChecksum(algorithm) };
+}
+
+async function digestsOf(offloaded: DeferredDigests, checksum: RunningChecksum | undefined): Promise<{ md5: Buffer; checksum?: string }> {
+  const [md5, offloadedChecksum] = (await offloaded.digests()) as [Buffer, Buffer | undefined];
+  const value = offloadedChecksum ?? checksum?.digest();
+  return value === undefined ? { md5 } : { md5, checksum: value.toString('base64') };
+}
+
 /** Writes a body into the pool (through the journal) and gives its manifest. */
 export async function writeBody(journal: PutJournal, body: AsyncIterable<Uint8Array>, options: Omit<WriteBodyOptions, 'inlineBytesMax'>): Promise<WrittenBody> {
   const written = await writeBodyOrKeepSmall(journal, body, options);
@@ -87,8 +102,7 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
   const repository = journal.repository;
   const builder = options.appendTo ?? new AppendingManifestBuilder(OBJECT_CHUNK_SIZE_BYTES, repository.hash(new Uint8Array(0)).length / 2);
   const heldBytes = builder.fileSizeBytes;
-  const md5 = runningMd5();
-  const checksum = options.checksumAlgorithm === undefined ? undefined : runningChecksum(options.checksumAlgorithm);
+  const { offloaded, checksum } = bodyDigests(options.checksumAlgorithm, options.expectedSizeBytes);
   const inFlight: Promise<void>[] = [];
   let chunks: HashedChunk[] = [];
   let current = takeChunkBuffer();
@@ -140,8 +154,10 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
       if (options.expectedSizeBytes !== undefined && sizeBytes > options.expectedSizeBytes) {
         throw new ObjectError('IncompleteBody', `the body is longer than the ${options.expectedSizeBytes} bytes its length header declared`);
       }
-      md5.update(piece);
+      offloaded.update(piece);
       checksum?.update(piece);
+      const draining = offloaded.whenDrained();
+      if (draining !== undefined) await draining;
       for (let at = 0; at < piece.length; ) {
         const take = Math.min(piece.length - at, OBJECT_CHUNK_SIZE_BYTES - filled);
         current.set(piece.subarray(at, at + take), filled);
@@ -156,9 +172,9 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
     const inlineBytesMax = Math.min(options.inlineBytesMax ?? -1, OBJECT_CHUNK_SIZE_BYTES - 1);
     if (options.appendTo === undefined && sizeBytes <= inlineBytesMax) {
       assert(filled === sizeBytes && inFlight.length === 0, 'a small body is still all in the first chunk');
-      const small = { inlineBytes: current.slice(0, filled), sizeBytes, md5: md5.digest() };
+      const inlineBytes = current.slice(0, filled);
       giveBackChunkBuffers([current]);
-      return checksum === undefined ? small : { ...small, checksum: checksum.digest().toString('base64') };
+      return { inlineBytes, sizeBytes, ...(await digestsOf(offloaded, checksum)) };
     }
     if (filled > 0) await endChunk(filled);
     await dispatch();
@@ -166,9 +182,9 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
     giveBackChunkBuffers([current]);
     const manifest = builder.finish();
     assert(manifest.fileSizeBytes === heldBytes + sizeBytes, 'the manifest covers the whole body');
-    const result = { manifest, sizeBytes, md5: md5.digest() };
-    return checksum === undefined ? result : { ...result, checksum: checksum.digest().toString('base64') };
+    return { manifest, sizeBytes, ...(await digestsOf(offloaded, checksum)) };
   } catch (err) {
+    offloaded.abandon();
     // Let every step in flight settle so that abandoning the journal sees their final counts.
     await Promise.allSettled(inFlight);
     throw err;

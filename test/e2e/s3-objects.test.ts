@@ -90,6 +90,16 @@ describe('S3 objects through strata serve', () => {
     // A checksum that does not match the body: BadDigest, and nothing is stored.
     expect(await failure(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad.txt', Body: 'some bytes', ChecksumCRC32: 'AAAAAA==' })))).toEqual({ name: 'BadDigest', status: 400 });
     expect(await failure(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'bad.txt' })))).toMatchObject({ status: 404 });
+    // A wrong Content-MD5 on a body large enough for the hashing worker threads (the ETag's MD5
+    // checks it, once): BadDigest, nothing stored; the daemon keeps serving.
+    const large = randomBytes(6 * 1024 * 1024);
+    const wrongMd5 = createHash('md5').update('other').digest('base64');
+    expect(await failure(s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'bad-md5.bin', Body: large, ContentMD5: wrongMd5 })))).toEqual({ name: 'BadDigest', status: 400 });
+    expect(await failure(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'bad-md5.bin' })))).toMatchObject({ status: 404 });
+    const rightMd5 = createHash('md5').update(large).digest();
+    const good = await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'good-md5.bin', Body: large, ContentMD5: rightMd5.toString('base64') }));
+    expect(good.ETag).toBe(`"${rightMd5.toString('hex')}"`);
+    await s3.send(new DeleteObjectCommand({ Bucket: 'photos', Key: 'good-md5.bin' }));
     const sha = await s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'sha.txt', Body: 'sha bytes', ChecksumAlgorithm: 'SHA256' }));
     expect(sha.ChecksumSHA256).toBe(createHash('sha256').update('sha bytes').digest('base64'));
     await s3.send(new DeleteObjectCommand({ Bucket: 'photos', Key: 'sha.txt' }));

@@ -79,6 +79,24 @@ describe('pack format', () => {
     expect(chunkBytesIn(pack, 2, pack.length - 100, 65536)).toBeUndefined();
   });
 
+  it('a pack finished into a reused buffer that held other bytes is the same pack, at the buffer\'s start', () => {
+    for (const version of [1, PACK_VERSION]) {
+      const chunks = [5000, 4096, 1, 70_000].map((size) => new Uint8Array(randomBytes(size)));
+      const fresh = new PackBuilder('xxh128', DIGEST_BYTES, version);
+      const reused = new PackBuilder('xxh128', DIGEST_BYTES, version);
+      for (const chunk of chunks) {
+        fresh.add(XXH128_HASHER.hash(chunk), chunk);
+        reused.add(XXH128_HASHER.hash(chunk), chunk);
+      }
+      const dirty = new Uint8Array(randomBytes(reused.sizeBytes + 9000));
+      const pack = reused.finish(dirty);
+      expect(pack.buffer).toBe(dirty.buffer);
+      expect(pack.byteOffset).toBe(0);
+      expect(Buffer.from(pack).equals(Buffer.from(fresh.finish()))).toBe(true);
+      expect(decodePack('p', pack).entries.map((entry) => chunkBytesIn(pack, version, entry.offsetBytes, entry.lengthBytes))).toEqual(chunks);
+    }
+  });
+
   it('pack ids carry their creation time', () => {
     const id = newPackId(1_700_000_000_123);
     expect(packCreatedAtMs(id)).toBe(1_700_000_000_123);

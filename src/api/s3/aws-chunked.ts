@@ -26,7 +26,12 @@ const LF = 0x0a;
 /** What the decoded bytes are fed to, and checked by at the end (payload.ts PayloadVerifier). */
 export interface DecodedBodySink {
   update(data: Uint8Array): void;
-  finish(trailers: ReadonlyMap<string, string>): void;
+  /** A promise while the sink has too much queued (the decoder takes no more input until it resolves). */
+  whenDrained?(): Promise<void> | undefined;
+  /** Every check at the end (a promise when the sink's digests come from a worker thread). */
+  finish(trailers: ReadonlyMap<string, string>): Promise<void> | void;
+  /** The body failed before its end. */
+  abandon?(): void;
 }
 
 export interface AwsChunkedOptions {
@@ -56,6 +61,8 @@ export class AwsChunkedDecoder extends Transform {
   private canonicalTrailers = '';
   private trailerSignatureText: string | undefined;
   private chunkCount = 0;
+  /** The sink's verdict once the trailers ended (awaited before this stream takes more or ends). */
+  private verdict: Promise<void> | void = undefined;
 
   constructor(private readonly options: AwsChunkedOptions) {
     super();
@@ -65,10 +72,21 @@ export class AwsChunkedDecoder extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     try {
       this.consume(chunk);
-      callback();
     } catch (err) {
+      // A verdict reached before the error (bytes after the end) is not needed any more.
+      if (this.verdict instanceof Promise) this.verdict.catch(() => undefined);
       callback(err as Error);
+      return;
     }
+    const waiting = this.verdict ?? this.options.verifier.whenDrained?.();
+    this.verdict = undefined;
+    if (waiting === undefined) callback();
+    else waiting.then(() => callback(), callback);
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.state !== 'done') this.options.verifier.abandon?.();
+    callback(err);
   }
 
   override _flush(callback: TransformCallback): void {
@@ -194,7 +212,7 @@ export class AwsChunkedDecoder extends Transform {
         throw new S3Error('SignatureDoesNotMatch', 'the trailer signature does not match the trailers');
       }
     }
-    this.options.verifier.finish(this.trailers);
+    this.verdict = this.options.verifier.finish(this.trailers);
     this.state = 'done';
   }
 }

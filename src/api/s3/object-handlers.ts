@@ -13,7 +13,7 @@ import { childrenNamed, childText, element, readXmlBody, textElement, xmlDocumen
 
 /**
  * An object's body for the model, with what it was declared to be: the model computes the
- * checksum once (to store it) and compares it with the value the client sent (BadDigest).
+ * checksum and MD5 once (to store them) and compares them with the values the client sent (BadDigest).
  */
 export function dataBodyOf(ctx: S3RequestContext): { body: AsyncIterable<Uint8Array>; claims: BodyClaims } {
   const payload = ctx.payload();
@@ -23,6 +23,8 @@ export function dataBodyOf(ctx: S3RequestContext): { body: AsyncIterable<Uint8Ar
     body,
     claims: {
       ...(payload.lengthBytes === undefined ? {} : { sizeBytes: payload.lengthBytes }),
+      // The model's MD5 (the ETag) checks Content-MD5: the payload verifier leaves it to it.
+      ...(payload.contentMd5 === undefined ? {} : { contentMd5: payload.contentMd5 }),
       ...(algorithm === undefined ? {} : { checksumAlgorithm: algorithm, expectedChecksum: () => body.claimedChecksum() }),
     },
   };

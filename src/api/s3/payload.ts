@@ -6,7 +6,8 @@
  */
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { AwsChunkedDecoder } from './aws-chunked.js';
-import { CHECKSUM_DIGEST_BYTES, isChecksumAlgorithm, runningChecksum, runningMd5, runningSha256, type ChecksumAlgorithm, type RunningChecksum } from '../../objects/checksums.js';
+import { CHECKSUM_DIGEST_BYTES, isChecksumAlgorithm, runningChecksum, type ChecksumAlgorithm, type RunningChecksum } from '../../objects/checksums.js';
+import { deferredDigests, type DeferredAlgorithm, type DeferredDigests } from '../../objects/hash-workers.js';
 import { S3Error } from './errors.js';
 import { headerValues, type VerifiedRequest } from './sigv4.js';
 
@@ -83,26 +84,32 @@ export function payloadExpectations(rawHeaders: readonly string[], verified: Ver
   return { sha256Hex: verified.payload.kind === 'sha256' ? verified.payload.sha256Hex : undefined, contentMd5, headerChecksum, trailerChecksum, lengthBytes };
 }
 
-/** Hashes decoded body bytes and checks them against the expectations at the end. */
+/**
+ * Hashes decoded body bytes and checks them against the expectations at the end. The payload's
+ * SHA-256 and Content-MD5 are computed on a hashing worker thread (hash-workers.ts), so `finish`
+ * resolves once the worker has answered; the checks are as strict as ever.
+ */
 export class PayloadVerifier {
-  private readonly sha256: RunningChecksum | undefined;
-  private readonly md5: RunningChecksum | undefined;
+  /** SHA-256 and/or MD5, in the order of `offloadedNames`. */
+  private readonly offloaded: DeferredDigests | undefined;
+  private readonly offloadedNames: DeferredAlgorithm[] = [];
   private readonly checksum: RunningChecksum | undefined;
   private receivedBytes = 0;
   /** The x-amz-checksum value the client sent (header, or trailer once the body ended). */
   claimedChecksum: string | undefined;
 
   /**
-   * `checksumByConsumer`: the consumer computes the body's x-amz-checksum itself (the object model
-   * stores it) and compares it with `claimedChecksum`, so it is not computed twice; its presence
-   * and form are still checked here.
+   * `checksumByConsumer`: the consumer computes the body's x-amz-checksum and MD5 itself (the
+   * object model stores them) and compares them with `claimedChecksum` and the Content-MD5, so
+   * neither is computed twice; their presence and form are still checked here.
    */
   constructor(
     private readonly expect: PayloadExpectations,
     options: { checksumByConsumer?: boolean } = {},
   ) {
-    this.sha256 = expect.sha256Hex === undefined ? undefined : runningSha256();
-    this.md5 = expect.contentMd5 === undefined ? undefined : runningMd5();
+    if (expect.sha256Hex !== undefined) this.offloadedNames.push('sha256');
+    if (expect.contentMd5 !== undefined && options.checksumByConsumer !== true) this.offloadedNames.push('md5');
+    this.offloaded = this.offloadedNames.length === 0 ? undefined : deferredDigests(this.offloadedNames, expect.lengthBytes);
     const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
     this.checksum = algorithm === undefined || options.checksumByConsumer === true ? undefined : runningChecksum(algorithm);
     this.claimedChecksum = expect.headerChecksum?.value;
@@ -114,21 +121,35 @@ export class PayloadVerifier {
     if (this.expect.lengthBytes !== undefined && this.receivedBytes > this.expect.lengthBytes) {
       throw new S3Error('IncompleteBody', `the body is longer than its declared length of ${this.expect.lengthBytes} bytes`);
     }
-    this.sha256?.update(data);
-    this.md5?.update(data);
+    this.offloaded?.update(data);
     this.checksum?.update(data);
   }
 
+  /** A promise while too much is queued for the hashing worker (the stream waits before taking more). */
+  whenDrained(): Promise<void> | undefined {
+    return this.offloaded?.whenDrained();
+  }
+
+  /** The body failed before its end: its digests are never asked for. */
+  abandon(): void {
+    this.offloaded?.abandon();
+  }
+
   /** At the end of the body: every check, with the trailers the body carried (aws-chunked). */
-  finish(trailers: ReadonlyMap<string, string>): void {
+  async finish(trailers: ReadonlyMap<string, string>): Promise<void> {
     const { expect } = this;
     if (expect.lengthBytes !== undefined && this.receivedBytes !== expect.lengthBytes) {
+      this.abandon();
       throw new S3Error('IncompleteBody', `the body ended after ${this.receivedBytes} of its declared ${expect.lengthBytes} bytes`);
     }
-    if (this.sha256 !== undefined && this.sha256.digest().toString('hex') !== expect.sha256Hex) {
+    const digests = this.offloaded === undefined ? [] : await this.offloaded.digests();
+    const digestOf = (name: DeferredAlgorithm): Buffer | undefined => digests[this.offloadedNames.indexOf(name)];
+    const sha256 = digestOf('sha256');
+    if (sha256 !== undefined && sha256.toString('hex') !== expect.sha256Hex) {
       throw new S3Error('XAmzContentSHA256Mismatch', "the provided 'x-amz-content-sha256' header does not match what was computed");
     }
-    if (this.md5 !== undefined && this.md5.digest().toString('base64') !== expect.contentMd5) {
+    const md5 = digestOf('md5');
+    if (md5 !== undefined && md5.toString('base64') !== expect.contentMd5) {
       throw new S3Error('BadDigest', 'the Content-MD5 you specified did not match what we received');
     }
     const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
@@ -159,15 +180,16 @@ class VerifyingPassThrough extends Transform {
       callback(err as Error);
       return;
     }
-    callback(null, chunk);
+    const draining = this.verifier.whenDrained();
+    if (draining === undefined) callback(null, chunk);
+    else draining.then(() => callback(null, chunk), callback);
   }
   override _flush(callback: TransformCallback): void {
-    try {
-      this.verifier.finish(new Map());
-      callback();
-    } catch (err) {
-      callback(err as Error);
-    }
+    this.verifier.finish(new Map()).then(() => callback(), callback);
+  }
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.verifier.abandon();
+    callback(err);
   }
 }
 

@@ -27,6 +27,7 @@ import { throwIfAborted } from '../memory-chunk-store.js';
 import { BLAKE3_HASHER, checkChunkHash, type ChunkHasher } from './chunk-hasher.js';
 import { openChunkIndex, type ChunkIndex, type ChunkRecord, type PackRecord } from './chunk-index.js';
 import { collectGarbage, type GcContext, type GcOptions, type GcReport } from './gc.js';
+import { giveBackPackBuffer, takePackBuffer } from './pack-buffers.js';
 import { CHUNK_SIZE_BYTES_MAX, PackBuilder, newPackId, packCreatedAtMs, packKey } from './pack-format.js';
 import { ChunkReadCache } from './read-cache.js';
 import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions, HashedChunk } from './repository.js';
@@ -471,7 +472,8 @@ export class DedupChunkRepository implements ChunkRepository {
     const flush = async () => {
       if (builder === undefined) return;
       const id = newPackId(this.nowMs());
-      const bytes = builder.finish();
+      const buffer = takePackBuffer(builder.sizeBytes);
+      const bytes = builder.finish(buffer);
       this.uncommittedPacks.add(id);
       try {
         await this.options.chunkStore.put(packKey(id), bytes, options);
@@ -479,6 +481,7 @@ export class DedupChunkRepository implements ChunkRepository {
         this.uncommittedPacks.delete(id);
         throw err;
       }
+      giveBackPackBuffer(buffer); // the put resolved: the store holds the bytes now, not this buffer
       for (const [hash, at] of placed) written.set(hash, { ...at, pack: id });
       writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)! });
       builder = undefined;

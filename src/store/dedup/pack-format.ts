@@ -121,12 +121,18 @@ export class PackBuilder {
     return entry;
   }
 
-  finish(): Uint8Array {
+  /**
+   * The pack's bytes: in a new buffer, or at the start of `into` (at least sizeBytes long; a
+   * reused buffer: every byte of the pack is written here, whatever `into` held).
+   */
+  finish(into?: Uint8Array): Uint8Array {
     const size = this.sizeBytes;
     assert(size <= PACK_SIZE_BYTES_MAX, `a pack of ${size} bytes is within the pack size bound`);
+    assert(into === undefined || into.length >= size, `a buffer of ${into?.length} bytes holds a pack of ${size}`);
     // A plain Uint8Array, not a Buffer: Buffer's slice() shares memory, and stores copy with slice().
-    const bytes = new Uint8Array(size);
-    const pack = Buffer.from(bytes.buffer, 0, size);
+    const bytes = into === undefined ? new Uint8Array(size) : into.subarray(0, size);
+    const pack = Buffer.from(bytes.buffer, bytes.byteOffset, size);
+    pack.fill(0, 0, PACK_HEADER_BYTES); // the header's reserved bytes
     pack.set(magicBytes, 0);
     pack.writeUInt16LE(this.version, VERSION_OFFSET);
     pack.writeUInt8(ALGORITHM_CODES[this.algorithm], 10);

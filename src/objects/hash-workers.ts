@@ -1,0 +1,302 @@
+/**
+ * MD5 / SHA-1 / SHA-256 of request bodies off the event loop: a large PUT's ETag (MD5) and its
+ * signed payload hash (SHA-256) cost a few ms of CPU per MiB, which on the daemon's one JavaScript
+ * thread capped a PUT's throughput; a small pool of worker threads (hash-worker.ts) computes them
+ * while the main thread parses, hashes chunks (BLAKE3) and writes.
+ *
+ * `deferredDigests` gives a body's running digests: `update` copies the bytes into a batch, a slice
+ * of a SharedArrayBuffer; a full batch is posted (shared, not copied) to the session's worker,
+ * which hashes the batches of a session in order and acknowledges each, after which the batch is
+ * filled again. A message names the batch by slab number and place; a slab's SharedArrayBuffer goes
+ * to a worker once (postMessage of a Buffer view of shared memory copies it, and of the
+ * SharedArrayBuffer itself costs ~0.8 ms a message). Slabs are kept at the pool's peak (at most
+ * HASH_QUEUED_BYTES_MAX and a batch per body in flight on a worker). A
+ * body that ends within its first batch, or is declared at most OFFLOAD_BYTES_MIN long, is hashed
+ * here. The sender bounds what is queued with `whenDrained`.
+ * A worker that dies fails its sessions' digests with a StorageError (the request fails and keeps
+ * nothing) and is replaced for the next sessions.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { StorageError } from '../core/errors.js';
+import type { HashWorkerReply, HashWorkerRequest } from './hash-worker.js';
+
+export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
+
+/** Bytes gathered before a batch goes to a worker (also: a body at most this long is hashed in-process). */
+export const HASH_BATCH_BYTES = 512 * 1024;
+/**
+ * A body declared at most this long is hashed in-process (deferredDigests). Measured back to back
+ * on 1 MiB PUTs (a busy 2-core machine), offloading them saved the main thread 0 to 1 ms/MiB but
+ * cost 1.5 to 4 ms/MiB more CPU in all (a worker wake-up per batch, the wait for the last digest)
+ * and mostly lower throughput; from 32 MiB up it saves ~1.1 ms/MiB of the main thread's ~4.2.
+ */
+export const OFFLOAD_BYTES_MIN = 4 * 1024 * 1024;
+/** Bytes a session may have sent but not yet had hashed before its sender waits (`whenDrained`). */
+export const HASH_QUEUED_BYTES_MAX = 4 * 1024 * 1024;
+/** Workers in the pool: the cores beside the main thread's, at least one, at most four. */
+const WORKERS_MAX = 4;
+
+/** A body's digests, computed as it streams. */
+export interface DeferredDigests {
+  update(piece: Uint8Array): void;
+  /** A promise when more than HASH_QUEUED_BYTES_MAX is queued for the worker (await it before sending more), else undefined. */
+  whenDrained(): Promise<void> | undefined;
+  /** The digests, in the order the algorithms were asked for. Call once. */
+  digests(): Promise<Buffer[]>;
+  /** The body failed: drop the session (its digests are never asked for). */
+  abandon(): void;
+}
+
+interface Session {
+  queuedBytes: number;
+  /** Batches posted and not yet acknowledged, in order (the worker answers in order). */
+  readonly sent: Batch[];
+  /** Abandoned: kept only until its batches are acknowledged (they may not be filled before). */
+  abandoned: boolean;
+  drained: { promise: Promise<void>; resolve: () => void } | undefined;
+  finished: { resolve: (digests: Buffer[]) => void; reject: (err: Error) => void } | undefined;
+  failure: Error | undefined;
+}
+
+/** One worker thread and the sessions it holds. */
+class HashWorker {
+  private readonly sessions = new Map<number, Session>();
+  /** Slabs whose memory this worker has been sent. */
+  private readonly knownSlabs = new Set<number>();
+  private readonly worker: Worker;
+  dead = false;
+
+  constructor(onDeath: (worker: HashWorker) => void) {
+    const here = import.meta.url;
+    // From src/ (tests, type stripping) the worker is the .ts file beside this one; from dist/, the .js.
+    this.worker = new Worker(new URL(here.endsWith('.ts') ? './hash-worker.ts' : './hash-worker.js', here));
+    this.worker.unref();
+    this.worker.on('message', (reply: HashWorkerReply) => this.onReply(reply));
+    const die = (why: string): void => {
+      if (this.dead) return;
+      this.dead = true;
+      onDeath(this);
+      const err = new StorageError('IO_ERROR', `a hashing worker thread stopped (${why}); the request that was using it fails and keeps nothing: send it again`);
+      for (const session of this.sessions.values()) fail(session, err);
+      this.sessions.clear();
+    };
+    this.worker.on('error', (err) => die(err.message));
+    this.worker.on('exit', (code) => die(`exit code ${code}`));
+  }
+
+  /** The thread keeps the process alive only while it holds a session (a digest is awaited). */
+  addSession(id: number, session: Session): void {
+    if (this.sessions.size === 0) this.worker.ref();
+    this.sessions.set(id, session);
+  }
+
+  dropSession(id: number): void {
+    if (this.sessions.delete(id) && this.sessions.size === 0) this.worker.unref();
+  }
+
+  get queuedBytes(): number {
+    let total = 0;
+    for (const session of this.sessions.values()) total += session.queuedBytes;
+    return total;
+  }
+
+  post(request: HashWorkerRequest): void {
+    if (!this.dead) this.worker.postMessage(request);
+  }
+
+  /** Posts a batch to hash, with its slab's memory the first time this worker sees that slab. */
+  postBatch(session: number, algorithms: readonly DeferredAlgorithm[], batch: Batch, lengthBytes: number): void {
+    const known = this.knownSlabs.has(batch.slab);
+    this.knownSlabs.add(batch.slab);
+    this.post({ kind: 'update', session, algorithms, slab: batch.slab, ...(known ? {} : { memory: batch.memory }), offsetBytes: batch.view.byteOffset, lengthBytes });
+  }
+
+  /** Ends the thread (tests: a worker that dies mid-body). */
+  terminate(): Promise<number> {
+    return this.worker.terminate();
+  }
+
+  private onReply(reply: HashWorkerReply): void {
+    const session = this.sessions.get(reply.session);
+    if (session === undefined) return;
+    if (reply.kind === 'ack') {
+      const batch = session.sent.shift()!;
+      giveBackBatch(batch);
+      session.queuedBytes -= batch.view.length;
+      if (session.abandoned && session.sent.length === 0) this.dropSession(reply.session);
+      if (session.queuedBytes <= HASH_QUEUED_BYTES_MAX / 2 && session.drained !== undefined) {
+        session.drained.resolve();
+        session.drained = undefined;
+      }
+      return;
+    }
+    this.dropSession(reply.session);
+    session.finished?.resolve(reply.digests.map((d) => Buffer.from(d.buffer, d.byteOffset, d.byteLength)));
+  }
+}
+
+function fail(session: Session, err: Error): void {
+  session.failure = err;
+  session.drained?.resolve();
+  session.drained = undefined;
+  session.finished?.reject(err);
+}
+
+/** Batches carved from one SharedArrayBuffer at a time (4 MiB). */
+const BATCHES_PER_SLAB = 8;
+
+/** A batch: a slice of a numbered slab of shared memory. */
+interface Batch {
+  readonly slab: number;
+  readonly memory: SharedArrayBuffer;
+  readonly view: Buffer;
+}
+
+let slabCount = 0;
+/** Every batch not in use; none is dropped (the workers hold the slabs too). */
+const spareBatches: Batch[] = [];
+
+function takeBatch(): Batch {
+  if (spareBatches.length === 0) {
+    const memory = new SharedArrayBuffer(BATCHES_PER_SLAB * HASH_BATCH_BYTES);
+    const slab = slabCount++;
+    for (let i = 0; i < BATCHES_PER_SLAB; i++) spareBatches.push({ slab, memory, view: Buffer.from(memory, i * HASH_BATCH_BYTES, HASH_BATCH_BYTES) });
+  }
+  return spareBatches.pop()!;
+}
+
+function giveBackBatch(batch: Batch): void {
+  spareBatches.push(batch);
+}
+
+const workers: HashWorker[] = [];
+let nextSession = 1;
+
+function workerCount(): number {
+  return Math.max(1, Math.min(WORKERS_MAX, availableParallelism() - 1));
+}
+
+/** The live worker with the least queued; a pool short of workers (one died) starts one. */
+function pickWorker(): HashWorker {
+  if (workers.length < workerCount()) {
+    const worker = new HashWorker((dead) => {
+      const at = workers.indexOf(dead);
+      if (at >= 0) workers.splice(at, 1);
+    });
+    workers.push(worker);
+    return worker;
+  }
+  return workers.reduce((best, w) => (w.queuedBytes < best.queuedBytes ? w : best));
+}
+
+/** The pool's live workers (tests kill one to see its requests fail cleanly). */
+export function hashWorkersForTests(): readonly { terminate(): Promise<number> }[] {
+  return workers;
+}
+
+class WorkerDigests implements DeferredDigests {
+  private batch: Batch | undefined;
+  private batchBytes = 0;
+  private worker: HashWorker | undefined;
+  private session: Session | undefined;
+  private readonly id = nextSession++;
+  private done = false;
+
+  constructor(private readonly algorithms: readonly DeferredAlgorithm[]) {}
+
+  update(piece: Uint8Array): void {
+    if (this.done || this.session?.failure !== undefined) return;
+    let at = 0;
+    while (at < piece.length) {
+      this.batch ??= takeBatch();
+      const take = Math.min(piece.length - at, HASH_BATCH_BYTES - this.batchBytes);
+      this.batch.view.set(piece.subarray(at, at + take), this.batchBytes);
+      this.batchBytes += take;
+      at += take;
+      if (this.batchBytes === HASH_BATCH_BYTES) this.send();
+    }
+  }
+
+  whenDrained(): Promise<void> | undefined {
+    const session = this.session;
+    if (session === undefined || session.queuedBytes <= HASH_QUEUED_BYTES_MAX) return undefined;
+    if (session.drained === undefined) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      session.drained = { promise, resolve };
+    }
+    return session.drained.promise;
+  }
+
+  async digests(): Promise<Buffer[]> {
+    if (this.done) throw new StorageError('INVALID_ARGUMENT', 'the digests of a body are asked for once');
+    this.done = true;
+    if (this.session === undefined) {
+      // The whole body fitted in one batch: hash it here.
+      const data = this.batch === undefined ? new Uint8Array(0) : this.batch.view.subarray(0, this.batchBytes);
+      const digests = this.algorithms.map((algorithm) => createHash(algorithm).update(data).digest());
+      if (this.batch !== undefined) giveBackBatch(this.batch);
+      this.batch = undefined;
+      return digests;
+    }
+    if (this.batchBytes > 0) this.send();
+    const session = this.session;
+    if (session.failure !== undefined) throw session.failure;
+    const result = new Promise<Buffer[]>((resolve, reject) => (session.finished = { resolve, reject }));
+    this.worker!.post({ kind: 'finish', session: this.id, algorithms: this.algorithms });
+    return await result;
+  }
+
+  abandon(): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.batch !== undefined) giveBackBatch(this.batch);
+    this.batch = undefined;
+    if (this.session === undefined) return;
+    this.session.abandoned = true;
+    if (this.session.sent.length === 0) this.worker!.dropSession(this.id);
+    this.worker!.post({ kind: 'abandon', session: this.id });
+  }
+
+  private send(): void {
+    if (this.session === undefined) {
+      this.worker = pickWorker();
+      this.session = { queuedBytes: 0, sent: [], abandoned: false, drained: undefined, finished: undefined, failure: undefined };
+      this.worker.addSession(this.id, this.session);
+    }
+    const batch = this.batch!;
+    this.session.queuedBytes += batch.view.length;
+    this.session.sent.push(batch);
+    this.worker!.postBatch(this.id, this.algorithms, batch, this.batchBytes);
+    this.batch = undefined;
+    this.batchBytes = 0;
+  }
+}
+
+/** Digests computed here, on the caller's thread. */
+class InProcessDigests implements DeferredDigests {
+  private readonly hashes: Hash[];
+  constructor(algorithms: readonly DeferredAlgorithm[]) {
+    this.hashes = algorithms.map((algorithm) => createHash(algorithm));
+  }
+  update(piece: Uint8Array): void {
+    for (const hash of this.hashes) hash.update(piece);
+  }
+  whenDrained(): undefined {
+    return undefined;
+  }
+  async digests(): Promise<Buffer[]> {
+    return this.hashes.map((hash) => hash.digest());
+  }
+  abandon(): void {}
+}
+
+/**
+ * Running digests of a body, computed on a worker thread once the body outgrows one batch; a body
+ * declared (`declaredBytes`) at most OFFLOAD_BYTES_MIN long is hashed here, with no worker round trip.
+ */
+export function deferredDigests(algorithms: readonly DeferredAlgorithm[], declaredBytes?: number): DeferredDigests {
+  return declaredBytes !== undefined && declaredBytes <= OFFLOAD_BYTES_MIN ? new InProcessDigests(algorithms) : new WorkerDigests(algorithms);
+}

@@ -1,0 +1,98 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { StorageError } from '../../src/core/errors.js';
+import { deferredDigests, hashWorkersForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
+import { PayloadVerifier, type PayloadExpectations } from '../../src/api/s3/payload.js';
+import { S3Error } from '../../src/api/s3/errors.js';
+
+/** Feeds `data` in pieces of `pieceBytes`, waiting whenever the session asks to drain. */
+async function digestsOf(data: Buffer, pieceBytes: number, declaredBytes?: number): Promise<Buffer[]> {
+  const running = deferredDigests(['md5', 'sha256', 'sha1'], declaredBytes);
+  for (let at = 0; at < data.length; at += pieceBytes) {
+    running.update(data.subarray(at, at + pieceBytes));
+    const draining = running.whenDrained();
+    if (draining !== undefined) await draining;
+  }
+  return running.digests();
+}
+
+function expected(data: Buffer): string[] {
+  return ['md5', 'sha256', 'sha1'].map((a) => createHash(a).update(data).digest('hex'));
+}
+
+describe('hashing worker threads', () => {
+  it('give node:crypto digests for bodies in one batch, on a batch boundary and over many batches', async () => {
+    for (const sizeBytes of [0, 1, 4096, HASH_BATCH_BYTES, HASH_BATCH_BYTES + 1, 3 * HASH_BATCH_BYTES + 12345, HASH_QUEUED_BYTES_MAX + 3 * HASH_BATCH_BYTES]) {
+      const data = randomBytes(sizeBytes);
+      for (const pieceBytes of [65_536, 1000 + (sizeBytes % 7)]) {
+        // Undeclared (a worker past the first batch), and declared (in-process up to OFFLOAD_BYTES_MIN).
+        for (const declared of [undefined, sizeBytes]) {
+          const digests = await digestsOf(data, pieceBytes, declared);
+          expect(digests.map((d) => d.toString('hex'))).toEqual(expected(data));
+        }
+      }
+    }
+  });
+
+  it('hash concurrent bodies apart (each session its own running digests)', async () => {
+    const bodies = Array.from({ length: 8 }, (_, i) => randomBytes(2 * HASH_BATCH_BYTES + i * 1000));
+    const results = await Promise.all(bodies.map((b) => digestsOf(b, 60_000)));
+    results.forEach((digests, i) => expect(digests.map((d) => d.toString('hex'))).toEqual(expected(bodies[i]!)));
+  });
+
+  it('a worker that dies mid-body fails that body with a clear StorageError, and the next bodies are hashed', async () => {
+    const running = deferredDigests(['md5']);
+    running.update(randomBytes(2 * HASH_BATCH_BYTES)); // past the first batch: a worker holds the session
+    await Promise.all(hashWorkersForTests().map((w) => w.terminate()));
+    running.update(randomBytes(HASH_BATCH_BYTES));
+    const failure = await running.digests().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(failure).toBeInstanceOf(StorageError);
+    expect((failure as StorageError).message).toMatch(/hashing worker thread stopped.*send it again/);
+    const data = randomBytes(5 * HASH_BATCH_BYTES);
+    expect((await digestsOf(data, 65_536))[0]!.toString('hex')).toBe(expected(data)[0]);
+  });
+
+  it('an abandoned body leaves its worker serving others', async () => {
+    const abandoned = deferredDigests(['sha256']);
+    abandoned.update(randomBytes(3 * HASH_BATCH_BYTES));
+    abandoned.abandon();
+    const data = randomBytes(3 * HASH_BATCH_BYTES);
+    expect((await digestsOf(data, 65_536))[1]!.toString('hex')).toBe(expected(data)[1]);
+  });
+});
+
+describe('PayloadVerifier on the worker path', () => {
+  // Past OFFLOAD_BYTES_MIN: the digests come from a worker.
+  const body = randomBytes(OFFLOAD_BYTES_MIN + 4 * HASH_BATCH_BYTES + 99);
+  const expectations = (overrides: Partial<PayloadExpectations>): PayloadExpectations => ({
+    sha256Hex: undefined,
+    contentMd5: undefined,
+    headerChecksum: undefined,
+    trailerChecksum: undefined,
+    lengthBytes: body.length,
+    ...overrides,
+  });
+  const verdict = async (expect: PayloadExpectations): Promise<unknown> => {
+    const verifier = new PayloadVerifier(expect);
+    for await (const piece of Readable.from([body.subarray(0, 70_000), body.subarray(70_000)])) verifier.update(piece as Buffer);
+    return verifier.finish(new Map()).then(
+      () => 'accepted',
+      (err: unknown) => err,
+    );
+  };
+
+  it('accepts the right x-amz-content-sha256 and Content-MD5 and refuses a wrong one', async () => {
+    const sha256Hex = createHash('sha256').update(body).digest('hex');
+    const contentMd5 = createHash('md5').update(body).digest('base64');
+    expect(await verdict(expectations({ sha256Hex, contentMd5 }))).toBe('accepted');
+    const badHash = await verdict(expectations({ sha256Hex: createHash('sha256').update('other').digest('hex'), contentMd5 }));
+    expect(badHash).toBeInstanceOf(S3Error);
+    expect((badHash as S3Error).code).toBe('XAmzContentSHA256Mismatch');
+    const badMd5 = await verdict(expectations({ sha256Hex, contentMd5: createHash('md5').update('other').digest('base64') }));
+    expect((badMd5 as S3Error).code).toBe('BadDigest');
+  });
+});
