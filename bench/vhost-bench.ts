@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { BlkStatus, BlkType, VhostUserFrontend } from '../test/support/vhost-frontend/index.js';
 import { argNumber, argValue, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
-import { creationOrder } from './side-by-side.js';
+import { creationOrder, runOrderFlipped } from './side-by-side.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns } from './report.js';
 
@@ -184,10 +184,7 @@ async function main(): Promise<void> {
       for (const side of live) await runRow(side.fe!, WARM_UP_ROW, WARM_UP_SECONDS);
       const columns = all.map((spec) => live.find((side) => side.name === spec.name)!);
       for (const [rowIndex, row] of rows.entries()) {
-        // The run order flips per rep and per row, and once more every full rotation of the
-        // creation order, so a side's place in creation and its place in the run vary apart.
-        const flip = (rep + rowIndex + Math.floor(rep / all.length)) % 2 === 1;
-        const order = flip ? [...columns].reverse() : columns;
+        const order = runOrderFlipped(rep, rowIndex, all.length) ? [...columns].reverse() : columns;
         for (const side of order) {
           const window = cpuWindow(side.pid);
           const r = await runRow(side.fe!, row, runtimeSeconds);
