@@ -10,21 +10,25 @@
  * written by qemu-io); fio works in that 256 MiB region. Rows: 4 KiB random read and write at QD 1
  * and 32, 1 MiB sequential read and write at QD 8.
  *
- * One guest boot per back-end per run runs every row (boots take ~12 s under TCG); the back-ends'
- * order alternates per run. Every run's IOPS is printed; the tables give medians, ratios, and the
+ * One guest boot per back-end per run runs every row (boots take ~12 s under TCG). Every run
+ * creates every back-end afresh (its own image copy, or a fresh data folder with the image
+ * imported, and its server) in an order rotated per run (creationOrder), boots a guest on each in
+ * a run order that flips per run, then stops them: with the same build on two sides the one
+ * created first measured slower, so no side may keep that place. A fresh server costs little
+ * beside the guest boot each side pays per run anyway (the Strata import of 256 MiB takes about a
+ * second). Each run's line names its creation and run order. Every run's IOPS is printed; the tables give medians, ratios, and the
  * CPU seconds the serving process spent (utime + stime from /proc, children included) per GiB
  * moved and per 100k guest requests, between the guest's "row starts" and "row ended" markers.
  *
  * A run is bounded (runWatchdog): the guest must print its first marker within BOOT_BOUND_MS and
  * each next one within the row's runtime + ROW_MARGIN_MS. A run that stalls (a busy machine once
  * wedged qsd's side for 14 minutes) is killed: the guest and that side's server get SIGKILL, the
- * server is started again on the same image or data folder, the run is printed as failed and left
- * out of the tables, and the bench goes on with the next run.
+ * run is printed as failed and left out of the tables, and the bench goes on (the next run creates
+ * every server afresh).
  *
  *   npm run bench:guest -- [--runs 3] [--runtime 3] [--load N] [--only strata,qsd-wt,qsd] [--rows "QD 1"]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGuest } from '../test/vhost-user/guest.js';
@@ -35,6 +39,7 @@ import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
 import { BOOT_BOUND_MS, GuestRunStalled, ROW_MARGIN_MS, runWatchdog } from './run-watchdog.js';
+import { creationOrder, removeServer, runOrderFlipped, stopServer } from './side-by-side.js';
 import { startStrata, strataCli } from './strata-daemon.js';
 
 const REGION = '256M';
@@ -45,8 +50,8 @@ interface Backend extends Side {
   /** The serving process (its CPU is what the CPU table reports). */
   pid: number;
   child: ChildProcess;
-  /** Starts the server again on the same image or data folder (after a stalled run killed it). */
-  restart(): Promise<{ child: ChildProcess; pid: number }>;
+  /** Its image copy or data folder, and its socket: removed when the server is stopped. */
+  files: string[];
 }
 
 /** One row's outcome in one guest run. */
@@ -145,6 +150,34 @@ function qsdArgs(image: string, socket: string, writethrough: boolean): string[]
   ];
 }
 
+/** A fresh back-end: its own copy of the template (a volume imported from it for Strata), its server started and its socket up. */
+async function createBackend(side: Side, dir: string, template: string): Promise<Backend> {
+  const socket = join(dir, `${side.name}.sock`);
+  if (side.name === 'strata') {
+    const dataDir = join(dir, 'strata-data');
+    const daemon = await startStrata(dataDir);
+    const b: Backend = { ...side, socket, child: daemon.child, pid: daemon.child.pid!, files: [dataDir, socket] };
+    try {
+      strataCli(daemon, ['volume', 'import', template, 'bench', '--no-progress']);
+      strataCli(daemon, ['volume', 'attach', 'bench', '--vhost-user', socket, '--queues', '1']);
+      await waitForSocket(socket);
+    } catch (err) {
+      await removeServer(b);
+      throw err;
+    }
+    return b;
+  }
+  const image = join(dir, `${side.name}.qcow2`);
+  copyFileSync(template, image);
+  const child = spawn('qemu-storage-daemon', qsdArgs(image, socket, side.name === 'qsd-wt'), { stdio: ['ignore', 'ignore', 'inherit'] });
+  const b: Backend = { ...side, socket, child, pid: child.pid!, files: [image, socket] };
+  await waitForSocket(socket).catch(async (err: unknown) => {
+    await removeServer(b);
+    throw err;
+  });
+  return b;
+}
+
 async function main(): Promise<void> {
   const runs = argNumber('--runs', 3);
   const runtimeSeconds = argNumber('--runtime', 3);
@@ -154,13 +187,12 @@ async function main(): Promise<void> {
   const rows = NBD_BENCH_ROWS.filter((r) => r.name.includes(rowFilter));
   const shm = existsSync('/dev/shm') ? '/dev/shm' : '/tmp';
   const dir = mkdtempSync(join(shm, 'strata-guest-bench-'));
-  const children: ChildProcess[] = [];
-  const backends: Backend[] = [];
+  let live: Backend[] = [];
   const load = startLoad(loadProcesses);
   // Ctrl-C or a kill: stop the guest, the servers and the load, and free /dev/shm, as on success.
   const interrupted = (): void => {
     currentGuest?.kill();
-    for (const child of children) child.kill('SIGKILL');
+    for (const b of live) b.child.kill('SIGKILL');
     void load.stop();
     rmSync(dir, { recursive: true, force: true });
     process.exit(130);
@@ -176,54 +208,29 @@ async function main(): Promise<void> {
       { name: 'qsd-wt', label: 'qsd writethrough=on' },
       { name: 'qsd', label: 'qsd default' },
     ].filter((s) => only.includes(s.name));
-    let strataImported = false;
-    for (const side of wanted) {
-      const socket = join(dir, `${side.name}.sock`);
-      const start =
-        side.name === 'strata'
-          ? async (): Promise<{ child: ChildProcess; pid: number }> => {
-              // A restarted daemon restores its vhost-user export on the same socket.
-              rmSync(socket, { force: true });
-              const daemon = await startStrata(join(dir, 'strata-data'));
-              children.push(daemon.child);
-              if (!strataImported) {
-                strataCli(daemon, ['volume', 'import', template, 'bench', '--no-progress']);
-                strataCli(daemon, ['volume', 'attach', 'bench', '--vhost-user', socket, '--queues', '1']);
-                strataImported = true;
-              }
-              await waitForSocket(socket);
-              return { child: daemon.child, pid: daemon.child.pid! };
-            }
-          : async (): Promise<{ child: ChildProcess; pid: number }> => {
-              const image = join(dir, `${side.name}.qcow2`);
-              if (!existsSync(image)) copyFileSync(template, image);
-              rmSync(socket, { force: true });
-              const child = spawn('qemu-storage-daemon', qsdArgs(image, socket, side.name === 'qsd-wt'), { stdio: ['ignore', 'ignore', 'inherit'] });
-              children.push(child);
-              await waitForSocket(socket);
-              return { child, pid: child.pid! };
-            };
-      backends.push({ ...side, socket, ...(await start()), restart: start });
-    }
-    rmSync(template); // every side has its copy: give the /dev/shm space back (restarts reuse them)
     const fio = guestFio();
     const loadStart = loadAverage();
-    const iops = rows.map(() => new Map<string, number[]>(backends.map((b) => [b.name, []])));
-    const cpu = rows.map(() => new Map<string, CpuSample[]>(backends.map((b) => [b.name, []])));
+    const iops = rows.map(() => new Map<string, number[]>(wanted.map((b) => [b.name, []])));
+    const cpu = rows.map(() => new Map<string, CpuSample[]>(wanted.map((b) => [b.name, []])));
     const failedRuns: string[] = [];
+    const creations: string[] = [];
     for (let run = 0; run < runs; run++) {
-      const order = run % 2 === 0 ? backends : [...backends].reverse();
+      const creation = creationOrder(wanted, run);
+      creations.push(`run ${run + 1}: ${creation.map((s) => s.name).join(', ')}`);
+      for (const side of creation) live.push(await createBackend(side, dir, template));
+      const columns = wanted.map((side) => live.find((b) => b.name === side.name)!);
+      const order = runOrderFlipped(run, 0, wanted.length) ? [...columns].reverse() : columns;
+      const orders = `created ${creation.map((s) => s.name).join(', ')}; ran ${order.map((s) => s.name).join(', ')}`;
+      process.stderr.write(`run ${run + 1} (${orders}) (load ${loadAverage().toFixed(2)})\n`);
       for (const b of order) {
         let results: GuestRowResult[];
         try {
           results = await guestRun(b, fio, rows, runtimeSeconds);
         } catch (e) {
           if (!(e instanceof GuestRunStalled)) throw e;
-          // The side may be what stalled: its server goes too, and a fresh one serves its next runs.
-          b.child.kill('SIGKILL');
-          if (b.child.exitCode === null && b.child.signalCode === null) await once(b.child, 'exit');
-          Object.assign(b, await b.restart());
-          const note = `run ${run + 1}, ${b.label}: FAILED, ${e.message}; guest and server killed, server restarted (load ${loadAverage().toFixed(2)})`;
+          // The side may be what stalled: its server goes too (this run's other sides go on).
+          await stopServer(b.child, 'SIGKILL');
+          const note = `run ${run + 1} (${orders}), ${b.label}: FAILED, ${e.message}; guest and server killed (load ${loadAverage().toFixed(2)})`;
           failedRuns.push(note);
           process.stderr.write(`  ${note}\n`);
           continue;
@@ -234,24 +241,28 @@ async function main(): Promise<void> {
           process.stderr.write(`  run ${run + 1}, ${b.label}, ${rows[i]!.name}: ${r.iops.toFixed(0)} IOPS, ${formatCost(cpuCost(r.sample))} (load ${loadAverage().toFixed(2)})\n`);
         }
       }
+      for (const b of live) await removeServer(b);
+      live = [];
     }
     const table: RowRuns[] = rows.map((row, i) => ({ name: row.name, runs: iops[i]!, cpu: cpu[i]! }));
     const lines = [
-      ...medianTable(`guest fio, libaio direct, ${REGION} region`, backends, 'strata', table, 'IOPS'),
+      ...medianTable(`guest fio, libaio direct, ${REGION} region`, wanted, 'strata', table, 'IOPS'),
       '',
-      ...cpuTable('serving process CPU', backends, 'strata', table),
+      ...cpuTable('serving process CPU', wanted, 'strata', table),
       '',
       'Every run (IOPS, in run order):',
-      ...table.map((row) => `- ${row.name}: ${backends.map((b) => `${b.label} ${row.runs.get(b.name)!.map((v) => v.toFixed(0)).join('/')}`).join('; ')}`),
+      ...table.map((row) => `- ${row.name}: ${wanted.map((b) => `${b.label} ${row.runs.get(b.name)!.map((v) => v.toFixed(0)).join('/')}`).join('; ')}`),
       ...(failedRuns.length === 0 ? [] : ['', `Failed runs (left out of the tables; ${ROW_MARGIN_MS / 1000} s beyond the runtime per row, ${BOOT_BOUND_MS / 1000} s to the first row):`, ...failedRuns.map((f) => `- ${f}`)]),
       '',
       `${fio.version} in a QEMU TCG guest (1 vCPU, ${GUEST_MEM_MIB} MiB); ${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; ` +
-        `node ${process.version}; median of ${runs} runs of ${runtimeSeconds} s per cell, order alternating per run; ` +
+        `node ${process.version}; median of ${runs} runs of ${runtimeSeconds} s per cell, run order flipping per run; ` +
+        `every back-end created afresh each run (image copy or volume import, server), creation order rotating (${creations.join('; ')}); ` +
         `${loadNote(loadProcesses, loadStart)}; ${new Date().toISOString().slice(0, 16)}Z.`,
     ];
     process.stdout.write(lines.join('\n') + '\n');
   } finally {
-    await endBench(load, children, dir);
+    for (const b of live) await removeServer(b).catch(() => undefined);
+    await endBench(load, [], dir);
   }
 }
 

@@ -2,6 +2,9 @@
  * Runs the sides of one bench cell alternately (A B, B A, A B, ...), several runs each, prints
  * every run (so the spread is visible) and answers the medians and the load average seen.
  */
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { rmSync } from 'node:fs';
 import { loadAverage } from './load.js';
 import { median } from './args.js';
 
@@ -50,4 +53,33 @@ export function format(value: number): string {
 export function creationOrder<T>(sides: readonly T[], rep: number): T[] {
   const shift = rep % sides.length;
   return [...sides.slice(shift), ...sides.slice(0, shift)];
+}
+
+/**
+ * Whether rep `rep`'s cell `cell` (a row, or 0) runs its sides in reverse: flipped per rep and per
+ * cell, and once more every full rotation of the creation order (creationOrder), so a side's place
+ * in creation and its place in the run vary apart.
+ */
+export function runOrderFlipped(rep: number, cell: number, sideCount: number): boolean {
+  return (rep + cell + Math.floor(rep / sideCount)) % 2 === 1;
+}
+
+/** Stops a side's server: `signal` to it, resolved once it has exited (at once if it already has). */
+export async function stopServer(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill(signal);
+  await exited;
+}
+
+/** A side's server and the files it was given (image copy, data folder, socket). */
+export interface ServerFiles {
+  child: ChildProcess;
+  files: readonly string[];
+}
+
+/** Stops a side's server (waits for it to exit) and removes its files: the end of a side's rep. */
+export async function removeServer(server: ServerFiles): Promise<void> {
+  await stopServer(server.child);
+  for (const file of server.files) rmSync(file, { recursive: true, force: true });
 }

@@ -22,14 +22,14 @@
  *     [--rows "1 MiB"] [--base-serve ../base/dist/bench/vhost-serve.js]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { BlkStatus, BlkType, VhostUserFrontend } from '../test/support/vhost-frontend/index.js';
 import { argNumber, argValue, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
-import { creationOrder } from './side-by-side.js';
+import { creationOrder, removeServer, runOrderFlipped } from './side-by-side.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns } from './report.js';
 
@@ -135,13 +135,7 @@ async function createSide(spec: SideSpec, dir: string, template: string, baseSer
 /** Closes the connection, stops the server (waits for it to exit) and removes its image and socket. */
 async function destroySide(side: Side): Promise<void> {
   side.fe?.close();
-  if (side.child.exitCode === null && side.child.signalCode === null) {
-    const exited = new Promise<void>((done) => side.child.once('exit', () => done()));
-    side.child.kill('SIGTERM');
-    await exited;
-  }
-  rmSync(side.image, { force: true });
-  rmSync(side.socket, { force: true });
+  await removeServer({ child: side.child, files: [side.image, side.socket] });
 }
 
 async function main(): Promise<void> {
@@ -184,10 +178,7 @@ async function main(): Promise<void> {
       for (const side of live) await runRow(side.fe!, WARM_UP_ROW, WARM_UP_SECONDS);
       const columns = all.map((spec) => live.find((side) => side.name === spec.name)!);
       for (const [rowIndex, row] of rows.entries()) {
-        // The run order flips per rep and per row, and once more every full rotation of the
-        // creation order, so a side's place in creation and its place in the run vary apart.
-        const flip = (rep + rowIndex + Math.floor(rep / all.length)) % 2 === 1;
-        const order = flip ? [...columns].reverse() : columns;
+        const order = runOrderFlipped(rep, rowIndex, all.length) ? [...columns].reverse() : columns;
         for (const side of order) {
           const window = cpuWindow(side.pid);
           const r = await runRow(side.fe!, row, runtimeSeconds);

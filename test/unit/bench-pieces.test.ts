@@ -1,15 +1,18 @@
 /**
  * The benches' pure pieces (bench/ is not run by the suite): argument parsing, CPU accounting from
  * a /proc/<pid>/stat line, the median / ratio and CPU tables, the guest bench's fio plumbing and the
- * sides' creation order.
+ * sides' creation and run order, and stopping a side's server.
  */
-import { readFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { argNumber, argValue, loadArg, median } from '../../bench/args.js';
 import { cpuCost, parseProcStat, sumSamples } from '../../bench/cpu.js';
 import { blockBytes, lddLibraries, parseGuestFioLine } from '../../bench/guest-fio.js';
 import { cpuTable, formatValue, medianTable } from '../../bench/report.js';
-import { creationOrder } from '../../bench/side-by-side.js';
+import { creationOrder, removeServer, runOrderFlipped, stopServer } from '../../bench/side-by-side.js';
+import { tempDir } from '../support/tmp.js';
 
 const GiB = 1024 ** 3;
 
@@ -149,5 +152,38 @@ describe('side creation order', () => {
     ]);
     expect(creationOrder(['strata', 'qsd'], 1)).toEqual(['qsd', 'strata']);
     expect(sides).toEqual(['strata', 'base', 'qsd-wt']);
+  });
+});
+
+describe('side run order', () => {
+  it('over two rotations puts each side first in creation and first in the run in every combination', () => {
+    const sides = ['strata', 'qsd'];
+    const pairs = [0, 1, 2, 3].map((rep) => {
+      const run = runOrderFlipped(rep, 0, sides.length) ? [...sides].reverse() : sides;
+      return `${creationOrder(sides, rep)[0]} created first, ${run[0]} run first`;
+    });
+    expect(new Set(pairs).size).toBe(4);
+    // The next cell (row) of the same rep runs the other way round.
+    expect([0, 1, 2, 3].map((rep) => runOrderFlipped(rep, 1, 2))).toEqual([0, 1, 2, 3].map((rep) => !runOrderFlipped(rep, 0, 2)));
+  });
+
+  it('stops a real server process and waits for its exit; a server already gone is left alone', async () => {
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    await stopServer(child);
+    expect(child.signalCode).toBe('SIGTERM');
+    await stopServer(child, 'SIGKILL');
+    expect(child.signalCode).toBe('SIGTERM');
+  });
+
+  it('removes a side: its server stopped, its image copy and data folder gone', async () => {
+    const dir = tempDir();
+    const image = join(dir, 'side.qcow2');
+    const dataDir = join(dir, 'data');
+    writeFileSync(image, 'x');
+    mkdirSync(join(dataDir, 'volumes'), { recursive: true });
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    await removeServer({ child, files: [image, dataDir] });
+    expect(child.signalCode).toBe('SIGTERM');
+    expect([existsSync(image), existsSync(dataDir)]).toEqual([false, false]);
   });
 });
