@@ -1,4 +1,24 @@
 /** Command-line and statistics helpers shared by the benchmarks. */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * `--help` or `-h`: prints the bench's header comment (its usage, options and rows) and exits. Without
+ * it an operator typing `--help` got the default bench: the S3 one's 256 MiB rows need GiBs.
+ * `moduleUrl` is the bench's import.meta.url (its compiled file keeps the comment).
+ */
+export function exitOnHelp(moduleUrl: string, argv: readonly string[] = process.argv): void {
+  if (!argv.includes('--help') && !argv.includes('-h')) return;
+  process.stdout.write(`${benchUsage(readFileSync(fileURLToPath(moduleUrl), 'utf8'))}\n`);
+  process.exit(0);
+}
+
+/** The leading doc comment of a bench's source, without its comment marks. */
+export function benchUsage(source: string): string {
+  const header = /^\s*\/\*\*([\s\S]*?)\*\//.exec(source);
+  if (header === null) return 'no usage written for this bench: read its source';
+  return header[1]!.split('\n').map((line) => line.replace(/^\s*\* ?/, '')).join('\n').trim();
+}
 
 /** The value after `--name` on the command line (`argv`: process.argv by default), or fallback. */
 export function argValue(name: string, fallback: string, argv: readonly string[] = process.argv): string {

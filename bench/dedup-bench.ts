@@ -21,7 +21,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GiB } from '../src/core/units.js';
-import { argValue } from './args.js';
+import { argValue, exitOnHelp } from './args.js';
 import { writeRealisticSource } from './dedup-source.js';
 import { DEDUP, LOCAL, createBenchPools, exportNbd, fillExport, timeImport } from './dedup-pools.js';
 import { runEvictedCells } from './dedup-evicted.js';
@@ -85,6 +85,7 @@ async function sealedCell(d: StrataDaemon, runs: number, runtimeSeconds: number,
 }
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const runs = Number(argValue('--runs', '3'));
   const runtimeSeconds = Number(argValue('--runtime', '5'));
   const cells = argValue('--cells', 'import,active,sealed,evicted').split(',');

@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { GiB } from '../src/core/units.js';
 import { startStrata, STRATA_BIN, strataCli, strataEnv, type StrataDaemon } from './strata-daemon.js';
-import { argValue, median } from './args.js';
+import { argValue, exitOnHelp, median } from './args.js';
 
 const VOLUME_BYTES = 10 * GiB;
 const PIECE_BYTES = 3_000_000;
@@ -51,6 +51,7 @@ function layerOf(d: StrataDaemon, volume: string): string {
 }
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const reps = Number(argValue('--reps', '3'));
   const dataBase = argValue('--dir', existsSync('/dev/shm') ? '/dev/shm' : tmpdir());
   const dir = mkdtempSync(join(dataBase, 'strata-export-bench-'));

@@ -9,7 +9,7 @@
  *   npm run build && node dist/bench/gate-bench.js [--runs 7] [--millions 50]
  */
 import { RequestGate } from '../src/core/request-gate.js';
-import { argValue, median } from './args.js';
+import { argValue, exitOnHelp, median } from './args.js';
 
 /** The shape the three users had before: a counter field on an object. */
 class BareCounter {
@@ -31,6 +31,7 @@ function timePairs(iterations: number, enter: () => unknown, leave: () => void):
   return Number(process.hrtime.bigint() - start) / iterations;
 }
 
+exitOnHelp(import.meta.url);
 const runs = Number(argValue('--runs', '7'));
 const iterations = Number(argValue('--millions', '50')) * 1_000_000;
 const counter = new BareCounter();

@@ -32,7 +32,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { startGuest } from '../test/vhost-user/guest.js';
-import { argNumber, argValue, loadArg } from './args.js';
+import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { processCpuSeconds, formatCost, cpuCost, type CpuSample } from './cpu.js';
 import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
@@ -179,6 +179,7 @@ async function createBackend(side: Side, dir: string, template: string): Promise
 }
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const runs = argNumber('--runs', 3);
   const runtimeSeconds = argNumber('--runtime', 3);
   const loadProcesses = loadArg();

@@ -15,7 +15,7 @@ import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync, fsyncSyn
 import os from 'node:os';
 import path from 'node:path';
 import { xxh128Hex, isXxhashAvailable } from '../src/sys/xxhash.js';
-import { argValue, median } from './args.js';
+import { argValue, exitOnHelp, median } from './args.js';
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -69,6 +69,7 @@ function report(name: string, chunkBytes: number, totalBytes: number, runSeconds
 }
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const runs = Number(argValue('--runs', '5'));
   const totalBytes = Number(argValue('--mib', '64')) * MIB;
   const blake3Path = argValue('--blake3', process.env.STRATA_BLAKE3_MODULE ?? '@napi-rs/blake-hash');

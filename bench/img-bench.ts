@@ -15,7 +15,7 @@ import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { argNumber, argValue, loadArg } from './args.js';
+import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { reapedChildrenCpuSeconds, type CpuSample } from './cpu.js';
 import { loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
@@ -76,6 +76,7 @@ const SIDES: Side[] = [
 ];
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const reps = argNumber('--reps', 3);
   const loadProcesses = loadArg();
   const baseDir = argValue('--dir', existsSync('/dev/shm') ? '/dev/shm' : '/tmp');

@@ -21,7 +21,7 @@ import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { startStrata, strataCli } from './strata-daemon.js';
-import { argNumber, argValue, loadArg } from './args.js';
+import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
 import { fioNbd as fio, fioNbdRun, NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
@@ -95,6 +95,7 @@ async function createServer(spec: ServerSpec, dir: string, template: string): Pr
 }
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const runtimeSeconds = argNumber('--runtime', 3);
   const reps = argNumber('--reps', 5);
   const loadProcesses = loadArg();

@@ -13,7 +13,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { argValue, median } from './args.js';
+import { argValue, exitOnHelp, median } from './args.js';
 import { startStrata, strataCli } from './strata-daemon.js';
 import { QosThrottle } from '../src/volume/qos/throttle.js';
 
@@ -43,6 +43,7 @@ function fio(uri: string, args: string[]): Sample {
 }
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const runtime = Number(argValue('--runtime', '3'));
   const reps = Number(argValue('--reps', '7'));
   const count = 1_000_000;

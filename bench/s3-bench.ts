@@ -24,7 +24,7 @@ import { Agent } from 'node:http';
 import { CreateBucketCommand, DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { freePort, startRadosgw, type S3TestServer } from '../test/support/s3-servers.js';
-import { argValue, median } from './args.js';
+import { argValue, exitOnHelp, median } from './args.js';
 import { startStrata, STRATA_BIN, strataEnv, type StrataDaemon } from './strata-daemon.js';
 
 const KiB = 1024;
@@ -205,6 +205,7 @@ function printSample(sample: Sample): void {
 }
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const runs = Number(argValue('--runs', '3'));
   const sizesText = argValue('--sizes', '4k,1m,256m');
   const sizes = sizesText === 'none' ? [] : sizesText.split(',').map(parseSize);

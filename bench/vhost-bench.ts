@@ -27,7 +27,7 @@ import { join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { BlkStatus, BlkType, VhostUserFrontend } from '../test/support/vhost-frontend/index.js';
-import { argNumber, argValue, loadArg } from './args.js';
+import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
 import { creationOrder, removeServer, runOrderFlipped } from './side-by-side.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
@@ -139,6 +139,7 @@ async function destroySide(side: Side): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const runtimeSeconds = argNumber('--runtime', 3);
   const reps = argNumber('--reps', 3);
   const loadProcesses = loadArg();

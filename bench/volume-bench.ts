@@ -15,7 +15,7 @@ import { GiB, MiB, TiB } from '../src/core/units.js';
 import { LevelCatalogStore } from '../src/meta/level-catalog.js';
 import { LocalHostFile } from '../src/store/local-file.js';
 import { LocalVolumeService, type VolumeInfo } from '../src/volume/index.js';
-import { argValue, median } from './args.js';
+import { argValue, exitOnHelp, median } from './args.js';
 
 const REPEATS = 5;
 
@@ -45,6 +45,7 @@ async function fill(layerPath: string, sizeBytes: number, totalBytes: number): P
 }
 
 async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
   const baseDir = argValue('--dir', existsSync('/dev/shm') ? '/dev/shm' : '/tmp');
   const dir = mkdtempSync(join(baseDir, 'strata-volume-bench-'));
   const catalog = await LevelCatalogStore.open(join(dir, 'catalog'));

@@ -3,11 +3,11 @@
  * a /proc/<pid>/stat line, the median / ratio and CPU tables, the guest bench's fio plumbing and the
  * sides' creation and run order, and stopping a side's server.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { argNumber, argValue, loadArg, median } from '../../bench/args.js';
+import { argNumber, argValue, benchUsage, loadArg, median } from '../../bench/args.js';
 import { cpuCost, parseProcStat, sumSamples } from '../../bench/cpu.js';
 import { blockBytes, lddLibraries, parseGuestFioLine } from '../../bench/guest-fio.js';
 import { cpuTable, formatValue, medianTable } from '../../bench/report.js';
@@ -185,5 +185,22 @@ describe('side run order', () => {
     await removeServer({ child, files: [image, dataDir] });
     expect(child.signalCode).toBe('SIGTERM');
     expect([existsSync(image), existsSync(dataDir)]).toEqual([false, false]);
+  });
+});
+
+describe('bench --help', () => {
+  it('takes the usage from the leading doc comment without its comment marks', () => {
+    expect(benchUsage('/**\n * The bench.\n *\n *   node x.js [--runs 3]\n */\nimport x;')).toBe('The bench.\n\n  node x.js [--runs 3]');
+    expect(benchUsage('import x;')).toMatch(/no usage/);
+  });
+
+  it('every bench answers --help with its usage and runs nothing', () => {
+    const benches = readdirSync('bench').filter((name) => name.endsWith('-bench.ts'));
+    expect(benches.length).toBeGreaterThan(5);
+    for (const name of benches) {
+      // The built bench (dist/, as `npm run bench:*` runs it): exits 0 at once, printing its header comment.
+      const out = execFileSync(process.execPath, [join('dist', 'bench', name.replace(/\.ts$/, '.js')), '--help'], { encoding: 'utf8', timeout: 30_000 });
+      expect(out, name).toContain(benchUsage(readFileSync(join('bench', name), 'utf8')).split('\n')[0]!);
+    }
   });
 });
