@@ -19,7 +19,7 @@
 import type { CatalogStore } from '../../core/catalog-store.js';
 import type { ChunkStore } from '../../core/chunk-store.js';
 import { StorageError, isStorageError } from '../../core/errors.js';
-import { readChunkBlocks, readChunkBlocksNow, readWholeChunk } from './chunk-reads.js';
+import { readChunkBlocks, readChunkBlocksNow, readWholeChunk, readWholeChunkInto } from './chunk-reads.js';
 import { readChunkRun } from './chunk-runs.js';
 import { ChunkLocationHints, LOCATION_HINTS_DEFAULT, type ChunkLocation } from './location-hints.js';
 import { TxnBuilder, type Table, type Versioned } from '../../meta/table.js';
@@ -282,6 +282,19 @@ export class DedupChunkRepository implements ChunkRepository {
       if (data === undefined) return undefined;
       this.cache?.set(hash, new Uint8Array(data));
       return data.slice(offsetBytes, offsetBytes + lengthBytes);
+    });
+  }
+
+  /** The whole chunk into `target`, checked block by block (chunk-reads.ts); the read cache is used, not filled (a stream reads once). */
+  async readInto(hash: ChunkHash, target: Uint8Array, options?: ChunkRepositoryCallOptions): Promise<void> {
+    checkChunkHash(this.hasher, hash);
+    throwIfAborted(options, `read of chunk ${hash}`);
+    if (this.cache?.copyInto(hash, target) === true) return;
+    await this.readLocated(hash, options, (at, version) => {
+      if (target.length !== at.lengthBytes) {
+        throw new StorageError('INVALID_ARGUMENT', `readInto of chunk ${hash}: a target of ${target.length} bytes for a chunk of ${at.lengthBytes}`);
+      }
+      return readWholeChunkInto(this.options.chunkStore, this.hasher, hash, at, version, target, options);
     });
   }
 

@@ -1,0 +1,118 @@
+/**
+ * The evicted sequential read path end to end below the sealed layer: a DedupChunkRepository over
+ * a TieredChunkStore whose packs are all cold, read chunk after chunk with readInto as a sealed
+ * layer's pread does (several chunks of one request in flight). The reads stream: the tier reads
+ * the packs ahead in parts and lends the repository views of them (borrowResult), and the
+ * repository checks each 4 KiB block's CRC as it copies into the request's buffer. A cold copy
+ * damaged in place (a flipped data bit, or a flipped checksum bit with the data intact) makes that
+ * chunk's read CORRUPT, never wrong bytes, and every other chunk still reads right. Memory
+ * stores: the real server's path to the same code is test/e2e/tiered-dedup-pool.test.ts.
+ */
+import { describe, expect, it } from 'vitest';
+import type { ChunkStoreCallOptions } from '../../src/core/chunk-store.js';
+import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
+import { DedupChunkRepository } from '../../src/store/dedup/dedup-repository.js';
+import { PACK_BLOCK_BYTES, BLOCK_CHECKSUM_BYTES } from '../../src/store/dedup/pack-blocks.js';
+import { packKey } from '../../src/store/dedup/pack-format.js';
+import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
+import { SeededRandom } from '../../src/store/seeded-random.js';
+import { TieredChunkStore } from '../../src/store/tier/tiered-chunk-store.js';
+import { expectSameBytes } from '../support/bytes.js';
+import { chunkLocation, packKeys } from '../support/dedup.js';
+import { expectCode } from '../support/expect-error.js';
+import { TEST_COOLING_MS } from '../support/tier.js';
+
+const KiB = 1024;
+const CHUNK_BYTES = 64 * KiB;
+const CHUNK_COUNT = 48;
+/** Chunks one request reads together (a 256 KiB pread of 64 KiB chunks). */
+const IN_FLIGHT = 4;
+
+/** Counts its ranged reads. */
+class CountingChunkStore extends MemoryChunkStore {
+  rangeReads = 0;
+  override getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.rangeReads++;
+    return super.getRange(key, offsetBytes, lengthBytes, options);
+  }
+}
+
+async function evictedRepository() {
+  const cold = new CountingChunkStore();
+  const tier = await TieredChunkStore.open({
+    hot: new MemoryChunkStore(),
+    cold,
+    catalog: new MemoryCatalogStore(),
+    coolingMs: TEST_COOLING_MS,
+    flushIntervalMs: 0,
+    now: () => TEST_COOLING_MS,
+    coldPartSizeBytes: 512 * KiB,
+    readAhead: { aheadBytes: 1024 * KiB },
+  });
+  const catalog = new MemoryCatalogStore();
+  // No read cache: every read goes to the tier.
+  const repository = await DedupChunkRepository.open({ chunkStore: tier, catalog, packTargetBytes: 1024 * KiB, readCacheBytes: 0 });
+  const random = new SeededRandom(12);
+  const chunks = Array.from({ length: CHUNK_COUNT }, () => random.fill(new Uint8Array(CHUNK_BYTES)));
+  const hashes = await repository.addReferences(chunks);
+  const keys = await packKeys(tier);
+  expect(keys.length).toBeGreaterThan(2);
+  expect((await tier.evict(keys)).movedObjects).toBe(keys.length);
+  return { tier, cold, catalog, repository, chunks, hashes };
+}
+
+/** Reads every chunk in order into one request buffer per IN_FLIGHT chunks; the outcome of each. */
+async function streamAll(repository: DedupChunkRepository, hashes: readonly string[]): Promise<(Uint8Array | unknown)[]> {
+  const outcomes: (Uint8Array | unknown)[] = [];
+  for (let first = 0; first < hashes.length; first += IN_FLIGHT) {
+    const request = new Uint8Array(IN_FLIGHT * CHUNK_BYTES);
+    const reads = hashes.slice(first, first + IN_FLIGHT).map(async (hash, n) => {
+      const target = request.subarray(n * CHUNK_BYTES, (n + 1) * CHUNK_BYTES);
+      await repository.readInto(hash, target);
+      return target;
+    });
+    for (const settled of await Promise.allSettled(reads)) outcomes.push(settled.status === 'fulfilled' ? settled.value : settled.reason);
+  }
+  return outcomes;
+}
+
+/** Flips a bit of the cold copy of `hash`'s block `block`, at `withinBlock` (4096 and on: its checksum). */
+async function damageCold(cold: CountingChunkStore, catalog: MemoryCatalogStore, hash: string, block: number, withinBlock: number): Promise<void> {
+  const { pack, offsetBytes } = await chunkLocation(catalog, hash);
+  const bytes = (await cold.get(packKey(pack)))!;
+  bytes[offsetBytes + block * (PACK_BLOCK_BYTES + BLOCK_CHECKSUM_BYTES) + withinBlock]! ^= 0x04;
+  await cold.put(packKey(pack), bytes);
+}
+
+describe('readInto over an evicted tier', () => {
+  it('streams every chunk right, from parts read ahead, into the request buffer', async () => {
+    const { tier, cold, repository, chunks, hashes } = await evictedRepository();
+    cold.rangeReads = 0;
+    const outcomes = await streamAll(repository, hashes);
+    outcomes.forEach((outcome, i) => expectSameBytes(outcome as Uint8Array, chunks[i]!));
+    expect(tier.readAheadStats().failedParts).toBe(0);
+    // Streamed: far fewer cold reads than chunks (a part serves several).
+    expect(cold.rangeReads).toBeLessThan(CHUNK_COUNT / 4);
+    await tier.close();
+  });
+
+  it("a damaged block of a tier part (data or checksum) is that chunk's CORRUPT; the others read right", async () => {
+    const { tier, cold, catalog, repository, chunks, hashes } = await evictedRepository();
+    const dataRot = 5;
+    const checksumRot = 17;
+    await damageCold(cold, catalog, hashes[dataRot]!, 3, 100);
+    await damageCold(cold, catalog, hashes[checksumRot]!, 15, PACK_BLOCK_BYTES + 1); // the last block's CRC; its bytes intact
+    const outcomes = await streamAll(repository, hashes);
+    outcomes.forEach((outcome, i) => {
+      if (i === dataRot || i === checksumRot) {
+        expect(outcome).toMatchObject({ code: 'CORRUPT' });
+        expect(String((outcome as Error).message)).toContain(hashes[i]!);
+      } else {
+        expectSameBytes(outcome as Uint8Array, chunks[i]!);
+      }
+    });
+    // Read again on its own (not streamed): still CORRUPT.
+    await expectCode(repository.readInto(hashes[dataRot]!, new Uint8Array(CHUNK_BYTES)), 'CORRUPT', new RegExp(hashes[dataRot]!));
+    await tier.close();
+  });
+});
