@@ -117,8 +117,10 @@ export class ColdReadAhead {
     this.partBytes = source.partSizeBytes;
     this.aheadBytes = options.aheadBytes ?? READ_AHEAD_DEFAULT_BYTES;
     this.bytesMax = options.bytesMax ?? READ_AHEAD_BYTES_MAX_DEFAULT;
-    // Two parts' arrays kept between parts: a stream gives one back about when it needs the next.
-    this.buffers = new PartBuffers(this.partBytes, Math.min(this.bytesMax, 2 * this.partBytes));
+    // The window's arrays kept between parts (a stream gives one back about when it needs the
+    // next, but parts of a few MiB packs are many in flight), dropped once the stream idles: so a
+    // stream allocates no part array after its first window.
+    this.buffers = new PartBuffers(this.partBytes, Math.min(this.bytesMax, this.aheadBytes + 2 * this.partBytes));
     // Every part in flight listens for the closing: many at once is the normal case.
     setMaxListeners(0, this.closing.signal);
   }
