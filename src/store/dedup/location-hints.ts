@@ -90,6 +90,8 @@ class BoundedMap<V> {
 export class ChunkLocationHints {
   private readonly locations: BoundedMap<HintedLocation>;
   private readonly versions = new BoundedMap<number>(PACK_VERSIONS_MAX);
+  /** Header reads on their way, shared by the reads that need them. */
+  private readonly versionLookups = new Map<string, Promise<number | undefined>>();
   /** One key string per pack, shared by its chunks' hints. */
   private readonly packKeys = new BoundedMap<string>(PACK_VERSIONS_MAX);
 
@@ -131,7 +133,24 @@ export class ChunkLocationHints {
   async packVersion(store: ChunkStore, packId: string, options: ChunkStoreCallOptions | undefined): Promise<number | undefined> {
     const known = this.versions.get(packId);
     if (known !== undefined) return known;
-    const header = await store.getRange(packKey(packId), 0, PACK_HEADER_BYTES, options);
+    // The chunks of a pack read together (a pread's, a stream's) share one header read: each of
+    // its own was a GET per chunk from S3, and, read as guest reads, a string of random reads at
+    // the pack's start that made the tier promote every pack a stream went through.
+    let lookup = this.versionLookups.get(packId);
+    if (lookup === undefined) {
+      lookup = this.readPackVersion(store, packId, options?.signal);
+      this.versionLookups.set(packId, lookup);
+      void lookup.then(
+        () => this.versionLookups.delete(packId),
+        () => this.versionLookups.delete(packId),
+      );
+    }
+    return lookup;
+  }
+
+  private async readPackVersion(store: ChunkStore, packId: string, signal: AbortSignal | undefined): Promise<number | undefined> {
+    // A maintenance read: the header says how to read the chunks; it is no guest read of the pack.
+    const header = await store.getRange(packKey(packId), 0, PACK_HEADER_BYTES, { readPurpose: 'maintenance', ...(signal === undefined ? {} : { signal }) });
     if (header === undefined) return undefined;
     const version = packHeaderVersion(packId, header);
     this.versions.set(packId, version);
