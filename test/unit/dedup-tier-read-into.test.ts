@@ -12,13 +12,12 @@ import { describe, expect, it } from 'vitest';
 import type { ChunkStoreCallOptions } from '../../src/core/chunk-store.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { DedupChunkRepository } from '../../src/store/dedup/dedup-repository.js';
-import { PACK_BLOCK_BYTES, BLOCK_CHECKSUM_BYTES } from '../../src/store/dedup/pack-blocks.js';
-import { packKey } from '../../src/store/dedup/pack-format.js';
+import { PACK_BLOCK_BYTES } from '../../src/store/dedup/pack-blocks.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 import { TieredChunkStore } from '../../src/store/tier/tiered-chunk-store.js';
 import { expectSameBytes } from '../support/bytes.js';
-import { chunkLocation, packKeys } from '../support/dedup.js';
+import { flipStoredBlockBit, packKeys, streamChunksInto } from '../support/dedup.js';
 import { expectCode } from '../support/expect-error.js';
 import { TEST_COOLING_MS } from '../support/tier.js';
 
@@ -61,34 +60,11 @@ async function evictedRepository() {
   return { tier, cold, catalog, repository, chunks, hashes };
 }
 
-/** Reads every chunk in order into one request buffer per IN_FLIGHT chunks; the outcome of each. */
-async function streamAll(repository: DedupChunkRepository, hashes: readonly string[]): Promise<(Uint8Array | unknown)[]> {
-  const outcomes: (Uint8Array | unknown)[] = [];
-  for (let first = 0; first < hashes.length; first += IN_FLIGHT) {
-    const request = new Uint8Array(IN_FLIGHT * CHUNK_BYTES);
-    const reads = hashes.slice(first, first + IN_FLIGHT).map(async (hash, n) => {
-      const target = request.subarray(n * CHUNK_BYTES, (n + 1) * CHUNK_BYTES);
-      await repository.readInto(hash, target);
-      return target;
-    });
-    for (const settled of await Promise.allSettled(reads)) outcomes.push(settled.status === 'fulfilled' ? settled.value : settled.reason);
-  }
-  return outcomes;
-}
-
-/** Flips a bit of the cold copy of `hash`'s block `block`, at `withinBlock` (4096 and on: its checksum). */
-async function damageCold(cold: CountingChunkStore, catalog: MemoryCatalogStore, hash: string, block: number, withinBlock: number): Promise<void> {
-  const { pack, offsetBytes } = await chunkLocation(catalog, hash);
-  const bytes = (await cold.get(packKey(pack)))!;
-  bytes[offsetBytes + block * (PACK_BLOCK_BYTES + BLOCK_CHECKSUM_BYTES) + withinBlock]! ^= 0x04;
-  await cold.put(packKey(pack), bytes);
-}
-
 describe('readInto over an evicted tier', () => {
   it('streams every chunk right, from parts read ahead, into the request buffer', async () => {
     const { tier, cold, repository, chunks, hashes } = await evictedRepository();
     cold.rangeReads = 0;
-    const outcomes = await streamAll(repository, hashes);
+    const outcomes = await streamChunksInto(repository, hashes, CHUNK_BYTES, IN_FLIGHT);
     outcomes.forEach((outcome, i) => expectSameBytes(outcome as Uint8Array, chunks[i]!));
     expect(tier.readAheadStats().failedParts).toBe(0);
     // Streamed: far fewer cold reads than chunks (a part serves several; each pack's header is
@@ -102,9 +78,9 @@ describe('readInto over an evicted tier', () => {
     const { tier, cold, catalog, repository, chunks, hashes } = await evictedRepository();
     const dataRot = 5;
     const checksumRot = 17;
-    await damageCold(cold, catalog, hashes[dataRot]!, 3, 100);
-    await damageCold(cold, catalog, hashes[checksumRot]!, 15, PACK_BLOCK_BYTES + 1); // the last block's CRC; its bytes intact
-    const outcomes = await streamAll(repository, hashes);
+    await flipStoredBlockBit(cold, catalog, hashes[dataRot]!, 3, 100);
+    await flipStoredBlockBit(cold, catalog, hashes[checksumRot]!, 15, PACK_BLOCK_BYTES + 1); // the last block's CRC; its bytes intact
+    const outcomes = await streamChunksInto(repository, hashes, CHUNK_BYTES, IN_FLIGHT);
     outcomes.forEach((outcome, i) => {
       if (i === dataRot || i === checksumRot) {
         expect(outcome).toMatchObject({ code: 'CORRUPT' });
