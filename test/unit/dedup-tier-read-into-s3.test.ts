@@ -7,17 +7,11 @@
  * with the data intact) makes just those chunks CORRUPT.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
-import { DedupChunkRepository } from '../../src/store/dedup/dedup-repository.js';
 import { PACK_BLOCK_BYTES } from '../../src/store/dedup/pack-blocks.js';
-import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
 import { S3ChunkStore } from '../../src/store/s3/s3-chunk-store.js';
-import { SeededRandom } from '../../src/store/seeded-random.js';
-import { TieredChunkStore } from '../../src/store/tier/tiered-chunk-store.js';
 import { expectSameBytes } from '../support/bytes.js';
-import { flipStoredBlockBit, packKeys, streamChunksInto } from '../support/dedup.js';
+import { evictedRepository, flipStoredBlockBit, streamChunksInto } from '../support/dedup.js';
 import { createTestBucket, s3ServerAvailable, startMoto, startRadosgw, useCredentialsProfiles, type S3ServerKind, type S3TestServer } from '../support/s3-servers.js';
-import { TEST_COOLING_MS } from '../support/tier.js';
 
 const KiB = 1024;
 const CHUNK_BYTES = 64 * KiB;
@@ -38,25 +32,11 @@ for (const kind of ['moto', 'radosgw'] as const) {
     it('streams every chunk right; damaged blocks in the bucket are those chunks\' CORRUPT', async () => {
       const bucket = await createTestBucket(server);
       const cold = await S3ChunkStore.open({ endpoint: server.endpoint, region: server.region, bucket, prefix: 'tier/', forcePathStyle: true, profile: kind });
-      const tier = await TieredChunkStore.open({
-        hot: new MemoryChunkStore(),
-        cold,
-        catalog: new MemoryCatalogStore(),
-        coolingMs: TEST_COOLING_MS,
-        flushIntervalMs: 0,
-        now: () => TEST_COOLING_MS,
-        // Parts smaller than a pack: chunks across two parts are read too.
-        coldPartSizeBytes: 384 * KiB,
-        readAhead: { aheadBytes: 2048 * KiB },
+      // Parts smaller than a pack: chunks across two parts are read too.
+      const { tier, catalog, repository, chunks, hashes } = await evictedRepository(cold, {
+        chunkCount: CHUNK_COUNT, chunkBytes: CHUNK_BYTES, partBytes: 384 * KiB, aheadBytes: 2048 * KiB, seed: 14,
       });
       try {
-        const catalog = new MemoryCatalogStore();
-        const repository = await DedupChunkRepository.open({ chunkStore: tier, catalog, packTargetBytes: 1024 * KiB, readCacheBytes: 0 });
-        const random = new SeededRandom(14);
-        const chunks = Array.from({ length: CHUNK_COUNT }, () => random.fill(new Uint8Array(CHUNK_BYTES)));
-        const hashes = await repository.addReferences(chunks);
-        const keys = await packKeys(tier);
-        expect((await tier.evict(keys)).movedObjects).toBe(keys.length);
         const [dataRot, checksumRot] = [9, 40];
         await flipStoredBlockBit(cold, catalog, hashes[dataRot]!, 0, 7);
         await flipStoredBlockBit(cold, catalog, hashes[checksumRot]!, 8, PACK_BLOCK_BYTES);

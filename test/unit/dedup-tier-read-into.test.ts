@@ -10,16 +10,11 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ChunkStoreCallOptions } from '../../src/core/chunk-store.js';
-import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
-import { DedupChunkRepository } from '../../src/store/dedup/dedup-repository.js';
 import { PACK_BLOCK_BYTES } from '../../src/store/dedup/pack-blocks.js';
 import { MemoryChunkStore } from '../../src/store/memory-chunk-store.js';
-import { SeededRandom } from '../../src/store/seeded-random.js';
-import { TieredChunkStore } from '../../src/store/tier/tiered-chunk-store.js';
 import { expectSameBytes } from '../support/bytes.js';
-import { flipStoredBlockBit, packKeys, streamChunksInto } from '../support/dedup.js';
+import { evictedRepository, flipStoredBlockBit, streamChunksInto } from '../support/dedup.js';
 import { expectCode } from '../support/expect-error.js';
-import { TEST_COOLING_MS } from '../support/tier.js';
 
 const KiB = 1024;
 const CHUNK_BYTES = 64 * KiB;
@@ -36,33 +31,14 @@ class CountingChunkStore extends MemoryChunkStore {
   }
 }
 
-async function evictedRepository() {
+function openEvicted() {
   const cold = new CountingChunkStore();
-  const tier = await TieredChunkStore.open({
-    hot: new MemoryChunkStore(),
-    cold,
-    catalog: new MemoryCatalogStore(),
-    coolingMs: TEST_COOLING_MS,
-    flushIntervalMs: 0,
-    now: () => TEST_COOLING_MS,
-    coldPartSizeBytes: 512 * KiB,
-    readAhead: { aheadBytes: 1024 * KiB },
-  });
-  const catalog = new MemoryCatalogStore();
-  // No read cache: every read goes to the tier.
-  const repository = await DedupChunkRepository.open({ chunkStore: tier, catalog, packTargetBytes: 1024 * KiB, readCacheBytes: 0 });
-  const random = new SeededRandom(12);
-  const chunks = Array.from({ length: CHUNK_COUNT }, () => random.fill(new Uint8Array(CHUNK_BYTES)));
-  const hashes = await repository.addReferences(chunks);
-  const keys = await packKeys(tier);
-  expect(keys.length).toBeGreaterThan(2);
-  expect((await tier.evict(keys)).movedObjects).toBe(keys.length);
-  return { tier, cold, catalog, repository, chunks, hashes };
+  return evictedRepository(cold, { chunkCount: CHUNK_COUNT, chunkBytes: CHUNK_BYTES, partBytes: 512 * KiB, aheadBytes: 1024 * KiB, seed: 12 }).then((opened) => ({ ...opened, cold }));
 }
 
 describe('readInto over an evicted tier', () => {
   it('streams every chunk right, from parts read ahead, into the request buffer', async () => {
-    const { tier, cold, repository, chunks, hashes } = await evictedRepository();
+    const { tier, cold, repository, chunks, hashes } = await openEvicted();
     cold.rangeReads = 0;
     const outcomes = await streamChunksInto(repository, hashes, CHUNK_BYTES, IN_FLIGHT);
     outcomes.forEach((outcome, i) => expectSameBytes(outcome as Uint8Array, chunks[i]!));
@@ -75,7 +51,7 @@ describe('readInto over an evicted tier', () => {
   });
 
   it("a damaged block of a tier part (data or checksum) is that chunk's CORRUPT; the others read right", async () => {
-    const { tier, cold, catalog, repository, chunks, hashes } = await evictedRepository();
+    const { tier, cold, catalog, repository, chunks, hashes } = await openEvicted();
     const dataRot = 5;
     const checksumRot = 17;
     await flipStoredBlockBit(cold, catalog, hashes[dataRot]!, 3, 100);
