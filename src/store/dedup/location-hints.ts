@@ -15,6 +15,7 @@
  * says how its chunks are laid out (pack-format.ts).
  */
 import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
+import { StorageError } from '../../core/errors.js';
 import { chunkHashSeed } from './pack-blocks.js';
 import { PACK_HEADER_BYTES, packHeaderVersion, packKey } from './pack-format.js';
 
@@ -133,27 +134,55 @@ export class ChunkLocationHints {
   async packVersion(store: ChunkStore, packId: string, options: ChunkStoreCallOptions | undefined): Promise<number | undefined> {
     const known = this.versions.get(packId);
     if (known !== undefined) return known;
+    if (options?.signal?.aborted) throw cancelledHeaderRead(packId);
     // The chunks of a pack read together (a pread's, a stream's) share one header read: each of
     // its own was a GET per chunk from S3, and, read as guest reads, a string of random reads at
     // the pack's start that made the tier promote every pack a stream went through.
+    // The shared read carries no caller's signal: a caller that gave up (its NBD client left, its
+    // request timed out) must not fail the others waiting on it. Each caller stops waiting on its
+    // own signal; the read itself is bounded by the store's own timeouts (cold-calls.ts).
     let lookup = this.versionLookups.get(packId);
     if (lookup === undefined) {
-      lookup = this.readPackVersion(store, packId, options?.signal);
+      lookup = this.readPackVersion(store, packId);
       this.versionLookups.set(packId, lookup);
       void lookup.then(
         () => this.versionLookups.delete(packId),
         () => this.versionLookups.delete(packId),
       );
     }
-    return lookup;
+    return untilAborted(lookup, options?.signal, () => cancelledHeaderRead(packId));
   }
 
-  private async readPackVersion(store: ChunkStore, packId: string, signal: AbortSignal | undefined): Promise<number | undefined> {
+  private async readPackVersion(store: ChunkStore, packId: string): Promise<number | undefined> {
     // A maintenance read: the header says how to read the chunks; it is no guest read of the pack.
-    const header = await store.getRange(packKey(packId), 0, PACK_HEADER_BYTES, { readPurpose: 'maintenance', ...(signal === undefined ? {} : { signal }) });
+    const header = await store.getRange(packKey(packId), 0, PACK_HEADER_BYTES, { readPurpose: 'maintenance' });
     if (header === undefined) return undefined;
     const version = packHeaderVersion(packId, header);
     this.versions.set(packId, version);
     return version;
   }
+}
+
+function cancelledHeaderRead(packId: string): StorageError {
+  return new StorageError('CANCELLED', `reading the header of pack ${packId} was cancelled`);
+}
+
+/** `shared`'s outcome, or `cancelled()` as soon as this caller's `signal` aborts (`shared` runs on). */
+function untilAborted<T>(shared: Promise<T>, signal: AbortSignal | undefined, cancelled: () => Error): Promise<T> {
+  if (signal === undefined) return shared;
+  if (signal.aborted) return Promise.reject(cancelled());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(cancelled());
+    signal.addEventListener('abort', onAbort, { once: true });
+    shared.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }
