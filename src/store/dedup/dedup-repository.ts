@@ -490,6 +490,7 @@ export class DedupChunkRepository implements ChunkRepository {
         this.uncommittedPacks.delete(id);
         throw err;
       }
+      this.hints.rememberPackVersion(id, builder.version);
       for (const [hash, at] of placed) written.set(hash, { ...at, pack: id });
       writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)! });
       builder = undefined;

@@ -127,6 +127,11 @@ export class ChunkLocationHints {
     return this.versions.get(packId);
   }
 
+  /** Remembers the version of a pack this process wrote: its first reader then reads no header (a GET when the pack is cold). */
+  rememberPackVersion(packId: string, version: number): void {
+    this.versions.set(packId, version);
+  }
+
   /**
    * The pack's format version, from memory or its header; undefined when the pack is missing.
    * CORRUPT when its header is damaged, UNSUPPORTED for a version this code does not read.
