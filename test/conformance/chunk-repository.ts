@@ -316,6 +316,33 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       expectSameBytes(await repo.readChunks([na!, ntail!, nc!]), concat(a, tail, c));
     });
 
+    it('readInto (where offered) writes the whole chunk, checked, into the caller\'s buffer; wrong length INVALID_ARGUMENT, unknown NOT_FOUND, damage CORRUPT', async (context) => {
+      const { repository: repo, damage } = await open();
+      if (repo.readInto === undefined) return context.skip();
+      const [a, b] = [chunk(), chunk()];
+      const tail = new Uint8Array(randomBytes(1000));
+      const [na, nb, ntail] = await repo.addReferences([a, b, tail]);
+      // Into part of a larger buffer (a request's): the bytes around it stay as they were.
+      const request = new Uint8Array(2 * CHUNK_BYTES + 1000).fill(0xee);
+      await repo.readInto(nb!, request.subarray(CHUNK_BYTES, 2 * CHUNK_BYTES));
+      await repo.readInto(ntail!, request.subarray(2 * CHUNK_BYTES));
+      expect(request.subarray(0, CHUNK_BYTES).every((byte) => byte === 0xee)).toBe(true);
+      expectSameBytes(request.subarray(CHUNK_BYTES), Uint8Array.from([...b, ...tail]));
+      await repo.readInto(na!, request.subarray(0, CHUNK_BYTES)); // again: the same bytes (from any cache too)
+      expectSameBytes(request.subarray(0, CHUNK_BYTES), a);
+      await expectCode(repo.readInto(na!, new Uint8Array(CHUNK_BYTES - 1)), 'INVALID_ARGUMENT');
+      await expectCode(repo.readInto(ntail!, new Uint8Array(1001)), 'INVALID_ARGUMENT');
+      const unknown = repo.hash(chunk());
+      await expectCode(repo.readInto(unknown, new Uint8Array(CHUNK_BYTES)), 'NOT_FOUND', new RegExp(unknown));
+      await expectCode(repo.readInto('not a hash', new Uint8Array(CHUNK_BYTES)), 'INVALID_ARGUMENT');
+      await expectCode(repo.readInto(na!, new Uint8Array(CHUNK_BYTES), aborted()), 'CANCELLED');
+      await damage(nb!);
+      await expectCode(repo.readInto(nb!, new Uint8Array(CHUNK_BYTES)), 'CORRUPT', new RegExp(nb!));
+      const again = new Uint8Array(CHUNK_BYTES);
+      await repo.readInto(na!, again);
+      expectSameBytes(again, a);
+    });
+
     it('chunks and counts survive reopening', async (context) => {
       const setup = await open();
       if (setup.reopen === undefined) return context.skip();
@@ -326,6 +353,11 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       expectSameBytes(await repo.read(name!), a);
       expectSameBytes(await repo.readRange(name!, 4096, 8192), a.subarray(4096, 12_288));
       if (repo.readChunks !== undefined) expectSameBytes(await repo.readChunks([name!, name!]), Uint8Array.from([...a, ...a]));
+      if (repo.readInto !== undefined) {
+        const target = new Uint8Array(a.length);
+        await repo.readInto(name!, target);
+        expectSameBytes(target, a);
+      }
     });
   });
 }

@@ -1,7 +1,7 @@
 /** The pack format: round trips, and every kind of damage is CORRUPT naming the pack (never a crash). */
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { isStorageError } from '../../src/core/errors.js';
 import { XXH128_HASHER } from '../../src/store/dedup/chunk-hasher.js';
 import {
@@ -102,6 +102,20 @@ describe('pack format', () => {
     expect(packCreatedAtMs(id)).toBe(1_700_000_000_123);
     expect(newPackId(5)).not.toBe(newPackId(5));
     expect(packCreatedAtMs('not-a-pack')).toBeUndefined();
+  });
+
+  it('pack ids made in one millisecond sort in the order they were made, and a restarted process makes other ids', async () => {
+    const sameMs = Array.from({ length: 1000 }, () => newPackId(1_700_000_000_123));
+    expect([...sameMs].sort()).toEqual(sameMs);
+    const later = newPackId(1_700_000_000_124);
+    expect([...sameMs, later].sort().at(-1)).toBe(later);
+    // A fresh copy of the module: its sequence starts again, as in another process or after a restart.
+    vi.resetModules();
+    const restarted = (await import('../../src/store/dedup/pack-format.js')) as typeof import('../../src/store/dedup/pack-format.js');
+    const again = Array.from({ length: 1000 }, () => restarted.newPackId(1_700_000_000_123));
+    expect([...again].sort()).toEqual(again);
+    expect(new Set([...sameMs, ...again]).size).toBe(2000);
+    expect(again.every((id) => restarted.packCreatedAtMs(id) === 1_700_000_000_123)).toBe(true);
   });
 
   it('names each kind of damage (the structure is the same in both versions: shown on version 1)', async () => {

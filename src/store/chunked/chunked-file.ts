@@ -4,7 +4,9 @@
  * exactly as it reads a local file. Zero chunks read as zeroes without asking the repository; a
  * read spanning many chunks fetches them concurrently, a bounded number at a time. A read of part
  * of a chunk (a guest's 4 KiB read of a 64 KiB chunk) asks for just that part (readRange) unless
- * the chunk cache holds the whole chunk; a read of a whole chunk goes through the cache.
+ * the chunk cache holds the whole chunk; a read of a whole chunk is copied from the cache when it
+ * holds it, else read straight into the caller's buffer when the repository can (readInto: no
+ * buffer per chunk; not cached), else through the cache.
  *
  * A repository error (CORRUPT, NOT_FOUND, an outage) fails the pread that met it, with that error,
  * and nothing else: the next pread asks again.
@@ -161,6 +163,12 @@ export class ChunkedFile implements HostFile {
         throw new StorageError('CORRUPT', `${this.name}: chunk ${index} (${hash}) gave ${part.length} bytes where ${wanted} at ${within} were asked for`);
       }
       buf.set(part, from);
+      return;
+    }
+    if (cached === undefined && this.repository.readInto !== undefined) {
+      // A whole chunk not cached: straight into its part of buf (a stream's read; not cached,
+      // so a sequential read through a layer does not flush what random readers keep here).
+      await this.repository.readInto(hash, buf.subarray(from, to));
       return;
     }
     const load = (): Promise<Uint8Array> => this.repository.read(hash);

@@ -5,6 +5,8 @@
  * and its hash. A range of a version 1 pack (no block checksums) is read as the whole chunk.
  *
  * readChunkBlocksNow is readChunkBlocks without waiting, for a store that can answer at once.
+ * readWholeChunkInto reads a whole chunk into the caller's buffer, a version 2 chunk checked by its
+ * blocks' CRCs as readChunkBlocks checks a range (a sequential reader's path: no buffer, no hash).
  *
  * The others return undefined when the pack is missing or too short for the location (the caller then
  * asks the index: GC may have moved the chunk), and throws CORRUPT when the bytes fail their check.
@@ -17,6 +19,8 @@ import {
   blockSpan,
   bytesFromBlocks,
   chunkFromBlocks,
+  chunkHashSeed,
+  copyCheckedBlocks,
   copyFromBlocks,
   firstBadBlock,
   firstBadBlockSeeded,
@@ -46,6 +50,42 @@ export async function readWholeChunk(
     );
   }
   return data;
+}
+
+/**
+ * readWholeChunk into `target` (exactly the chunk's length): true once it holds the chunk's bytes,
+ * undefined when the pack is missing or short (as readWholeChunk), CORRUPT when they fail their
+ * check. A version 2 chunk is checked by the CRC of each of its 4 KiB blocks as it is copied from
+ * a view of the stored bytes (no buffer per chunk, no hash: the blocks' CRCs are seeded with the
+ * chunk's hash and index, so a block from anywhere else fails as bit rot does); a version 1 chunk
+ * (no block CRCs) is read whole and hashed. After a failure `target` holds part of it at most: discard it.
+ */
+export async function readWholeChunkInto(
+  store: ChunkStore,
+  hasher: ChunkHasher,
+  hash: string,
+  at: ChunkLocation,
+  version: number,
+  target: Uint8Array,
+  options: ChunkStoreCallOptions | undefined,
+): Promise<true | undefined> {
+  if (version === 1) {
+    const data = await readWholeChunk(store, hasher, hash, at, version, options);
+    if (data === undefined) return undefined;
+    target.set(data);
+    return true;
+  }
+  const storedBytes = storedChunkBytes(version, at.lengthBytes);
+  const stored = await store.getRange(packKey(at.pack), at.offsetBytes, storedBytes, { ...options, borrowResult: true });
+  if (stored === undefined || stored.length !== storedBytes) return undefined;
+  const bad = copyCheckedBlocks(chunkHashSeed(hash), Buffer.from(stored.buffer, stored.byteOffset, stored.length), target);
+  if (bad !== -1) {
+    throw new StorageError(
+      'CORRUPT',
+      `chunk ${hash} in pack ${at.pack} (${at.lengthBytes} bytes at ${at.offsetBytes}): its 4 KiB block ${bad} fails its checksum: the pack is damaged`,
+    );
+  }
+  return true;
 }
 
 /**

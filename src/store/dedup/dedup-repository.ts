@@ -19,7 +19,7 @@
 import type { CatalogStore } from '../../core/catalog-store.js';
 import type { ChunkStore } from '../../core/chunk-store.js';
 import { StorageError, isStorageError } from '../../core/errors.js';
-import { readChunkBlocks, readChunkBlocksNow, readWholeChunk } from './chunk-reads.js';
+import { readChunkBlocks, readChunkBlocksNow, readWholeChunk, readWholeChunkInto } from './chunk-reads.js';
 import { readChunkRun } from './chunk-runs.js';
 import { ChunkLocationHints, LOCATION_HINTS_DEFAULT, type ChunkLocation } from './location-hints.js';
 import { TxnBuilder, type Table, type Versioned } from '../../meta/table.js';
@@ -286,6 +286,19 @@ export class DedupChunkRepository implements ChunkRepository {
     });
   }
 
+  /** The whole chunk into `target`, checked block by block (chunk-reads.ts); the read cache is used, not filled (a stream reads once). */
+  async readInto(hash: ChunkHash, target: Uint8Array, options?: ChunkRepositoryCallOptions): Promise<void> {
+    checkChunkHash(this.hasher, hash);
+    throwIfAborted(options, `read of chunk ${hash}`);
+    if (this.cache?.copyInto(hash, target) === true) return;
+    await this.readLocated(hash, options, (at, version) => {
+      if (target.length !== at.lengthBytes) {
+        throw new StorageError('INVALID_ARGUMENT', `readInto of chunk ${hash}: a target of ${target.length} bytes for a chunk of ${at.lengthBytes}`);
+      }
+      return readWholeChunkInto(this.options.chunkStore, this.hasher, hash, at, version, target, options);
+    });
+  }
+
   /** Chunks back to back in a pack are read together and checked block by block (chunk-runs.ts); not cached (a run is read once). */
   async readChunks(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<Uint8Array> {
     for (const hash of hashes) checkChunkHash(this.hasher, hash);
@@ -482,6 +495,7 @@ export class DedupChunkRepository implements ChunkRepository {
         throw err;
       }
       giveBackPackBuffer(buffer); // the put resolved: the store holds the bytes now, not this buffer
+      this.hints.rememberPackVersion(id, builder.version);
       for (const [hash, at] of placed) written.set(hash, { ...at, pack: id });
       writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)! });
       builder = undefined;

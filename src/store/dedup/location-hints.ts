@@ -15,6 +15,7 @@
  * says how its chunks are laid out (pack-format.ts).
  */
 import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
+import { StorageError } from '../../core/errors.js';
 import { chunkHashSeed } from './pack-blocks.js';
 import { PACK_HEADER_BYTES, packHeaderVersion, packKey } from './pack-format.js';
 
@@ -90,6 +91,8 @@ class BoundedMap<V> {
 export class ChunkLocationHints {
   private readonly locations: BoundedMap<HintedLocation>;
   private readonly versions = new BoundedMap<number>(PACK_VERSIONS_MAX);
+  /** Header reads on their way, shared by the reads that need them. */
+  private readonly versionLookups = new Map<string, Promise<number | undefined>>();
   /** One key string per pack, shared by its chunks' hints. */
   private readonly packKeys = new BoundedMap<string>(PACK_VERSIONS_MAX);
 
@@ -124,6 +127,11 @@ export class ChunkLocationHints {
     return this.versions.get(packId);
   }
 
+  /** Remembers the version of a pack this process wrote: its first reader then reads no header (a GET when the pack is cold). */
+  rememberPackVersion(packId: string, version: number): void {
+    this.versions.set(packId, version);
+  }
+
   /**
    * The pack's format version, from memory or its header; undefined when the pack is missing.
    * CORRUPT when its header is damaged, UNSUPPORTED for a version this code does not read.
@@ -131,10 +139,55 @@ export class ChunkLocationHints {
   async packVersion(store: ChunkStore, packId: string, options: ChunkStoreCallOptions | undefined): Promise<number | undefined> {
     const known = this.versions.get(packId);
     if (known !== undefined) return known;
-    const header = await store.getRange(packKey(packId), 0, PACK_HEADER_BYTES, options);
+    if (options?.signal?.aborted) throw cancelledHeaderRead(packId);
+    // The chunks of a pack read together (a pread's, a stream's) share one header read: each of
+    // its own was a GET per chunk from S3, and, read as guest reads, a string of random reads at
+    // the pack's start that made the tier promote every pack a stream went through.
+    // The shared read carries no caller's signal: a caller that gave up (its NBD client left, its
+    // request timed out) must not fail the others waiting on it. Each caller stops waiting on its
+    // own signal; the read itself is bounded by the store's own timeouts (cold-calls.ts).
+    let lookup = this.versionLookups.get(packId);
+    if (lookup === undefined) {
+      lookup = this.readPackVersion(store, packId);
+      this.versionLookups.set(packId, lookup);
+      void lookup.then(
+        () => this.versionLookups.delete(packId),
+        () => this.versionLookups.delete(packId),
+      );
+    }
+    return untilAborted(lookup, options?.signal, () => cancelledHeaderRead(packId));
+  }
+
+  private async readPackVersion(store: ChunkStore, packId: string): Promise<number | undefined> {
+    // A maintenance read: the header says how to read the chunks; it is no guest read of the pack.
+    const header = await store.getRange(packKey(packId), 0, PACK_HEADER_BYTES, { readPurpose: 'maintenance' });
     if (header === undefined) return undefined;
     const version = packHeaderVersion(packId, header);
     this.versions.set(packId, version);
     return version;
   }
+}
+
+function cancelledHeaderRead(packId: string): StorageError {
+  return new StorageError('CANCELLED', `reading the header of pack ${packId} was cancelled`);
+}
+
+/** `shared`'s outcome, or `cancelled()` as soon as this caller's `signal` aborts (`shared` runs on). */
+function untilAborted<T>(shared: Promise<T>, signal: AbortSignal | undefined, cancelled: () => Error): Promise<T> {
+  if (signal === undefined) return shared;
+  if (signal.aborted) return Promise.reject(cancelled());
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(cancelled());
+    signal.addEventListener('abort', onAbort, { once: true });
+    shared.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err as Error);
+      },
+    );
+  });
 }

@@ -147,3 +147,19 @@ export function compactCheckedBlocks(hash: string, buffer: Buffer, storedStart: 
   }
   return true;
 }
+
+/**
+ * A whole v2 chunk's stored blocks checked against their CRCs and copied (without the checksums)
+ * into `target`, the chunk's length: each block is copied once it passed, so the bytes go from
+ * the pack's buffer to the caller's with no buffer of their own and no second pass. The index of
+ * the first block that fails (what `target` holds is then not the chunk: discard it), or -1.
+ */
+export function copyCheckedBlocks(hashSeed: number, stored: Buffer, target: Uint8Array): number {
+  if (stored.length !== storedChunkBytes(2, target.length)) return 0;
+  for (let block = 0, at = 0, to = 0; at < stored.length; block++, at += STORED_BLOCK_BYTES, to += PACK_BLOCK_BYTES) {
+    const dataEnd = Math.min(stored.length, at + STORED_BLOCK_BYTES) - BLOCK_CHECKSUM_BYTES;
+    if (crc32(stored.subarray(at, dataEnd), blockSeed(hashSeed, block)) !== stored.readUInt32LE(dataEnd)) return block;
+    stored.copy(target, to, at, dataEnd);
+  }
+  return -1;
+}

@@ -63,13 +63,25 @@ export function packKey(packId: string): string {
   return PACK_KEY_PREFIX + packId;
 }
 
-/** Pack ids start with their creation time in hex (12 digits reach the year 10889), then randomness. */
+/**
+ * Pack ids start with their creation time in hex (12 digits reach the year 10889), then 16 hex
+ * digits: a sequence number of this process (6 digits) and randomness (10). Key order is write
+ * order within a process, also for packs made in the same millisecond: the tier's read-ahead
+ * follows a stream from a pack into the next key (read-ahead.ts). The randomness keeps ids unique
+ * across processes and restarts.
+ */
 const PACK_ID_TIME_DIGITS = 12;
+const PACK_ID_SEQUENCE_DIGITS = 6;
+const PACK_ID_RANDOM_BYTES = 5;
 const PACK_ID_PATTERN = /^([0-9a-f]{12})-[0-9a-f]{16}$/;
+let packIdSequence = 0;
 
 /** A new pack id, made at `nowMs`: GC can tell how old a pack the index never recorded is. */
 export function newPackId(nowMs: number): string {
-  return `${nowMs.toString(16).padStart(PACK_ID_TIME_DIGITS, '0')}-${randomBytes(8).toString('hex')}`;
+  // Wrapping (after 16 million packs) only misorders ids made in the same millisecond as the wrap.
+  packIdSequence = (packIdSequence + 1) % 16 ** PACK_ID_SEQUENCE_DIGITS;
+  const sequence = packIdSequence.toString(16).padStart(PACK_ID_SEQUENCE_DIGITS, '0');
+  return `${nowMs.toString(16).padStart(PACK_ID_TIME_DIGITS, '0')}-${sequence}${randomBytes(PACK_ID_RANDOM_BYTES).toString('hex')}`;
 }
 
 /** The creation time in a pack id, or undefined for an id this code did not make. */

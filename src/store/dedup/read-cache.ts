@@ -28,6 +28,16 @@ export class ChunkReadCache {
     return data.slice(offsetBytes, offsetBytes + lengthBytes);
   }
 
+  /** Copies the cached chunk into `target` (exactly its length): false when it is not cached or has another length. */
+  copyInto(hash: string, target: Uint8Array): boolean {
+    const data = this.entries.get(hash);
+    if (data === undefined || data.length !== target.length) return false;
+    this.entries.delete(hash);
+    this.entries.set(hash, data);
+    target.set(data);
+    return true;
+  }
+
   delete(hash: string): void {
     const data = this.entries.get(hash);
     if (data === undefined) return;

@@ -101,6 +101,14 @@ export interface ChunkRepository {
    * one ranged read for chunks back to back in a pack, no read cache); callers fall back to `read`.
    */
   readChunks?(hashes: readonly ChunkHash[], options?: ChunkRepositoryCallOptions): Promise<Uint8Array>;
+  /**
+   * Optional: `read` into `target`, which must be exactly the chunk's length (INVALID_ARGUMENT
+   * otherwise), checked as far as it reads as readRange is (dedup: the CRC of every 4 KiB block,
+   * or the hash in a version 1 pack); NOT_FOUND or CORRUPT as `read` would be, and `target` then
+   * holds no promised bytes. For sequential readers of whole chunks (a sealed layer streamed from
+   * S3): no buffer per chunk. Callers fall back to `read`.
+   */
+  readInto?(hash: ChunkHash, target: Uint8Array, options?: ChunkRepositoryCallOptions): Promise<void>;
   /** The chunk's current reference count (0 when unknown or dropped to zero). */
   referenceCount(hash: ChunkHash): Promise<number>;
 }

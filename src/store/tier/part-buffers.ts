@@ -17,28 +17,35 @@
 
 /** Arrays are sized in steps of this (or of the part size, when smaller), so parts of similar sizes (packs) share them. */
 const PART_BUFFER_STEP_BYTES = 1024 * 1024;
+/** Spare arrays are let go after this long without a part taken or given back (a stream that ended). */
+const SPARE_IDLE_MS = 5000;
 
 export class PartBuffers {
   private readonly spare: Uint8Array[] = [];
   private spareBytes = 0;
   private closed = false;
   private readonly stepBytes: number;
+  /** Drops the spares once idle; re-armed by every take and giveBack. */
+  private readonly idleTimer: NodeJS.Timeout;
   /** Arrays handed out again (for tests and diagnostics). */
   reused = 0;
 
   /**
-   * `partBytes`: the largest part; `spareBytesMax`: the most bytes kept between parts (they stay
-   * allocated while idle).
+   * `partBytes`: the largest part; `spareBytesMax`: the most bytes kept between parts (let go
+   * once idle for SPARE_IDLE_MS).
    */
   constructor(
     partBytes: number,
     private readonly spareBytesMax: number,
   ) {
     this.stepBytes = Math.min(PART_BUFFER_STEP_BYTES, partBytes);
+    this.idleTimer = setTimeout(() => this.dropSpares(), SPARE_IDLE_MS);
+    this.idleTimer.unref();
   }
 
   /** An array of at least `lengthBytes`: a spare one that fits within a step, else a new one. */
   take(lengthBytes: number): Uint8Array {
+    this.idleTimer.refresh();
     for (let i = 0; i < this.spare.length; i++) {
       const buffer = this.spare[i]!;
       if (buffer.length >= lengthBytes && buffer.length - lengthBytes < this.stepBytes) {
@@ -56,6 +63,7 @@ export class PartBuffers {
 
   /** Takes back the array of a part served whole: reusable from the next turn of the event loop. */
   giveBack(buffer: Uint8Array): void {
+    this.idleTimer.refresh();
     setImmediate(() => {
       if (this.closed || this.spareBytes + buffer.length > this.spareBytesMax) return;
       this.spare.push(buffer);
@@ -65,6 +73,11 @@ export class PartBuffers {
 
   close(): void {
     this.closed = true;
+    clearTimeout(this.idleTimer);
+    this.dropSpares();
+  }
+
+  private dropSpares(): void {
     this.spare.length = 0;
     this.spareBytes = 0;
   }

@@ -42,6 +42,8 @@ export const READ_AHEAD_DEFAULT_BYTES = 32 * 1024 * 1024;
 export const READ_AHEAD_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 /** Streams remembered (their sizes and parts), least recently read forgotten first. */
 const STREAMS_MAX = 256;
+/** How often (in bytes served) parts left behind are looked for. */
+const BEHIND_SWEEP_STEP_BYTES = 1024 * 1024;
 /** Objects a stream is expected to enter next, remembered at once. */
 const AWAITED_MAX = 64;
 
@@ -68,6 +70,8 @@ interface Part {
   /** The part's bytes; rejects when the fetch failed or came back short. */
   loaded: Promise<Uint8Array>;
   servedBytes: number;
+  /** The read-ahead's servedTotalBytes after this part's last read (0: never read). */
+  lastServedAtBytes: number;
 }
 
 interface Stream {
@@ -105,6 +109,11 @@ export class ColdReadAhead {
   private readonly bytesMax: number;
   private readonly closing = new AbortController();
   private readonly buffers: PartBuffers;
+  /** Bytes served by all streams so far, and when releaseBehind runs next. */
+  private servedTotalBytes = 0;
+  private nextSweepAtBytes = 0;
+  /** A part read before but not within this many bytes served since is behind the reader. */
+  private readonly behindBytes: number;
   /** Parts whose fetch failed (nobody is failed by them; for tests and diagnostics). */
   failedParts = 0;
   /** Parts fetched for a stream's next object before its reader came. */
@@ -117,8 +126,13 @@ export class ColdReadAhead {
     this.partBytes = source.partSizeBytes;
     this.aheadBytes = options.aheadBytes ?? READ_AHEAD_DEFAULT_BYTES;
     this.bytesMax = options.bytesMax ?? READ_AHEAD_BYTES_MAX_DEFAULT;
-    // Two parts' arrays kept between parts: a stream gives one back about when it needs the next.
-    this.buffers = new PartBuffers(this.partBytes, Math.min(this.bytesMax, 2 * this.partBytes));
+    // Reads in flight together arrive out of order (a guest's queue of 1 MiB requests, each
+    // split into chunk reads): half the window ahead is far more than they straggle.
+    this.behindBytes = Math.max(this.partBytes, Math.floor(this.aheadBytes / 2));
+    // The window's arrays kept between parts (a stream gives one back about when it needs the
+    // next, but parts of a few MiB packs are many in flight), dropped once the stream idles: so a
+    // stream allocates no part array after its first window.
+    this.buffers = new PartBuffers(this.partBytes, Math.min(this.bytesMax, this.aheadBytes + 2 * this.partBytes));
     // Every part in flight listens for the closing: many at once is the normal case.
     setMaxListeners(0, this.closing.signal);
   }
@@ -239,7 +253,7 @@ export class ColdReadAhead {
   }
 
   private startPart(stream: Stream, index: number, lengthBytes: number): void {
-    const part: Part = { lengthBytes, data: undefined, buffer: undefined, loaded: Promise.resolve(new Uint8Array(0)), servedBytes: 0 };
+    const part: Part = { lengthBytes, data: undefined, buffer: undefined, loaded: Promise.resolve(new Uint8Array(0)), servedBytes: 0, lastServedAtBytes: 0 };
     const into = this.buffers.take(lengthBytes);
     part.loaded = this.source.fetchPart(stream.key, index * this.partBytes, lengthBytes, this.closing.signal, into).then((data) => {
       if (data === undefined || data.length !== lengthBytes) throw new Error(`part ${index} of ${stream.key} came back short`);
@@ -295,7 +309,33 @@ export class ColdReadAhead {
    */
   private served(stream: Stream, index: number, part: Part, bytes: number): void {
     part.servedBytes += bytes;
-    if (part.servedBytes < part.lengthBytes || !this.drop(stream, index, part)) return;
+    this.servedTotalBytes += bytes;
+    part.lastServedAtBytes = this.servedTotalBytes;
+    if (part.servedBytes >= part.lengthBytes) this.release(stream, index, part);
+    if (this.servedTotalBytes >= this.nextSweepAtBytes) {
+      this.nextSweepAtBytes = this.servedTotalBytes + BEHIND_SWEEP_STEP_BYTES;
+      this.releaseBehind();
+    }
+  }
+
+  /**
+   * Lets go of parts the reader has left behind: read before, but not in the last `behindBytes`
+   * served. A pack's header and index are never read by a chunk reader, so its part is seldom
+   * served whole; without this its array would stay held until the memory bound forced it out,
+   * and the bound, full of such parts, would stop the stream (each read then its own GET). A
+   * late read of a released part reads its range itself: slower, never wrong.
+   */
+  private releaseBehind(): void {
+    for (const stream of this.streams.values()) {
+      for (const [index, part] of stream.parts) {
+        if (part.lastServedAtBytes > 0 && this.servedTotalBytes - part.lastServedAtBytes > this.behindBytes) this.release(stream, index, part);
+      }
+    }
+  }
+
+  /** Drops a part and reuses its array (see part-buffers.ts for when that is safe). */
+  private release(stream: Stream, index: number, part: Part): void {
+    if (!this.drop(stream, index, part)) return;
     if (part.buffer !== undefined) this.buffers.giveBack(part.buffer);
     part.buffer = undefined;
   }
@@ -313,7 +353,7 @@ export class ColdReadAhead {
     if (this.heldBytes + lengthBytes > this.bytesMax) {
       for (const stream of this.streams.values()) {
         if (stream === reader) continue;
-        for (const [index, part] of stream.parts) if (part.data !== undefined) this.drop(stream, index, part);
+        for (const [index, part] of stream.parts) if (part.data !== undefined) this.release(stream, index, part);
         if (this.heldBytes + lengthBytes <= this.bytesMax) break;
       }
     }
