@@ -13,6 +13,8 @@
  *     S3 answers.
  * Everything that may reach the tier runs asynchronously: the proxy answers in this process.
  */
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { PoolDfJson, PoolJson, VolumeEvictJson } from '../../src/api/rest/schemas.js';
@@ -27,14 +29,23 @@ assertBuilt();
 const MiB = 1 << 20;
 const SIZE = 16 * MiB;
 
-/** Writes patterns over the first 12 MiB to the volume over NBD and to the reference file. */
+/**
+ * Writes the same 12 MiB of random bytes to the volume over NBD and to the reference file. Random,
+ * not a pattern per MiB: patterns dedup to a dozen chunks in one or two small packs, so the pack a
+ * restart's own reads fetch whole could hold any MiB a test then expects to find only in S3; random
+ * data is 192 chunks in packs of up to 4 MiB, in the order written.
+ */
 function writeBoth(nbdUrl: string, reference: string): void {
-  const cmds: string[] = [];
-  for (let i = 0; i < 12; i++) cmds.push('-c', `write -P 0x${(i + 0x21).toString(16)} ${i * MiB} ${MiB}`);
-  cmds.push('-c', 'flush');
-  expect(qemuIo(['-f', 'raw', ...cmds, nbdUrl]).code).toBe(0);
-  expect(qemuIo(['-f', 'raw', ...cmds, reference]).code).toBe(0);
+  const data = path.join(path.dirname(reference), `${path.basename(reference)}.data`);
+  writeFileSync(data, randomBytes(DATA_BYTES));
+  const toVolume = qemuImg(['convert', '-n', '-f', 'raw', '-O', 'raw', data, nbdUrl]);
+  expect(toVolume.code, toVolume.stdout + toVolume.stderr).toBe(0);
+  const toReference = qemuImg(['convert', '-n', '-f', 'raw', '-O', 'raw', data, reference]);
+  expect(toReference.code, toReference.stdout + toReference.stderr).toBe(0);
 }
+
+/** The bytes writeBoth writes at the start of the volume. */
+const DATA_BYTES = 12 * MiB;
 
 async function metrics(d: Daemon): Promise<string> {
   return (await d.api('GET', '/metrics')).text();
@@ -150,11 +161,18 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io') || !s3ServerAvailable('moto'
 
       proxy.inject('stall', { count: Infinity });
       const started = Date.now();
-      // Not the first MiB: the restart's own reads (the export opens the image and reads its
-      // metadata at the front) are a sequential stream the tier reads ahead, so the first MiB
-      // may be in memory already. 8 MiB in is another pack, which nothing has read.
-      const coldRead = qemuIoAsync(['-f', 'raw', '-c', 'read 8M 1M', `nbd://${d.nbdAddress}/fp/vm`]).then((r) => ({ ...r, ms: Date.now() - started }));
-      await proxy.nextFault(); // the cold read is waiting on S3
+      // The last MiB of the data: the restart's own reads (the export opens the image and reads
+      // its metadata at the front) are a sequential stream the tier reads ahead, and it fetches
+      // that first pack whole; 11 MiB in is two packs further on, which nothing has read.
+      const coldRead = qemuIoAsync(['-f', 'raw', '-c', 'read 11M 1M', `nbd://${d.nbdAddress}/fp/vm`]).then((r) => ({ ...r, ms: Date.now() - started }));
+      // The cold read is waiting on S3; one that ends first was served from memory, not S3: say so
+      // at once instead of waiting out the test's timeout.
+      await Promise.race([
+        proxy.nextFault(),
+        coldRead.then((r) => {
+          throw new Error(`the cold read ended (code ${r.code}) before any request reached the black hole: its data was fetched before the stall`);
+        }),
+      ]);
       const other = await qemuIoAsync(['-f', 'raw', '-c', 'read -P 0x7e 13M 2M', '-c', 'write -P 0x5c 15M 64k', '-c', 'read -P 0x5c 15M 64k', '-c', 'flush', `nbd://${d.nbdAddress}/fp/vm`]);
       expect(other.code, other.stdout + other.stderr).toBe(0);
       expect(other.stdout).not.toMatch(/failed/);
