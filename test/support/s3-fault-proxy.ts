@@ -56,8 +56,6 @@ export class S3FaultProxy {
   readonly served: Record<S3Fault, number> = Object.fromEntries(S3_FAULTS.map((f) => [f, 0])) as Record<S3Fault, number>;
   /** Requests forwarded to the server. */
   forwarded = 0;
-  /** Every request seen, as 'METHOD path range' (for tests that must know what a daemon fetched). */
-  readonly seen: string[] = [];
   private readonly servedWaiters: ((fault: S3Fault) => void)[] = [];
 
   private constructor(
@@ -120,7 +118,6 @@ export class S3FaultProxy {
   }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
-    this.seen.push(`${req.method ?? '?'} ${req.url ?? ''} ${req.headers.range ?? ''}`);
     const fault = this.takeFault(req);
     if (fault === undefined || fault === 'truncate') {
       this.forward(req, res, fault === 'truncate');
