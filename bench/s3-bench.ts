@@ -36,6 +36,8 @@ interface Target {
   readonly name: 'strata' | 'radosgw';
   readonly client: S3Client;
   readonly bucket: string;
+  /** Frees what deleted objects held (Strata: a GC with no grace, else /dev/shm keeps every row's bytes). */
+  readonly reclaim?: () => void;
 }
 
 interface Sample {
@@ -124,7 +126,8 @@ async function getRow(target: Target, sizeBytes: number, concurrency: number): P
 
 /**
  * Deletes a row's objects (not timed), so neither server holds every row's bytes at once: radosgw's
- * memstore OSD holding the 256 MiB rows' overwritten objects grew past 16 GiB and was OOM-killed.
+ * memstore OSD holding the 256 MiB rows' overwritten objects grew past 16 GiB and was OOM-killed,
+ * and again at 6.8 GiB when Strata's deleted objects (kept for GC's grace period) filled /dev/shm.
  */
 async function deleteRow(target: Target, sizeBytes: number, concurrency: number): Promise<void> {
   const perWorker = opsPerWorker(sizeBytes, concurrency);
@@ -133,6 +136,7 @@ async function deleteRow(target: Target, sizeBytes: number, concurrency: number)
     const done = await target.client.send(new DeleteObjectsCommand({ Bucket: target.bucket, Delete: { Objects: keys.slice(at, at + DELETE_BATCH_KEYS), Quiet: true } }));
     if ((done.Errors ?? []).length > 0) throw new Error(`${target.name}: DeleteObjects failed for ${done.Errors!.length} keys (${done.Errors![0]!.Code ?? 'no code'})`);
   }
+  target.reclaim?.();
 }
 
 /** S3's limit on keys in one DeleteObjects request. */
@@ -182,7 +186,8 @@ function clientFor(endpoint: string, accessKeyId: string, secretAccessKey: strin
     // The SDK's default retries: a keep-alive socket the server closed while idle is retried, as in real use.
     // A server that stops answering (radosgw whose memstore OSD exited) fails the run after two
     // idle minutes instead of hanging the bench.
-    requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 64 }), requestTimeout: S3_IDLE_TIMEOUT_MS }),
+    // throwOnRequestTimeout: without it the handler only warns and the request waits on forever.
+    requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 64 }), requestTimeout: S3_IDLE_TIMEOUT_MS, throwOnRequestTimeout: true }),
   });
 }
 
@@ -192,7 +197,8 @@ async function strataTarget(dir: string): Promise<{ target: Omit<Target, 'bucket
   const cli = (args: string[]): string => execFileSync(process.execPath, [STRATA_BIN, ...args], { env: strataEnv(daemon), encoding: 'utf8' });
   cli(['user', 'create', 'bench']);
   const key = JSON.parse(cli(['user', 'key', 'create', 'bench', '--json'])) as { id: string; secret: string };
-  return { target: { name: 'strata', client: clientFor(`http://127.0.0.1:${port}`, key.id, key.secret) }, daemon };
+  const reclaim = (): void => void cli(['pool', 'gc', 'default', '--grace', '0']);
+  return { target: { name: 'strata', client: clientFor(`http://127.0.0.1:${port}`, key.id, key.secret), reclaim }, daemon };
 }
 
 function radosgwTarget(server: S3TestServer): Omit<Target, 'bucket'> {
