@@ -19,7 +19,7 @@ import { StorageError } from '../../core/errors.js';
 import type { ChunkHasher } from './chunk-hasher.js';
 import type { ChunkIndex } from './chunk-index.js';
 import type { ChunkLocation, ChunkLocationHints } from './location-hints.js';
-import { compactCheckedBlocks, storedChunkBytes } from './pack-blocks.js';
+import { chunkHashSeed, copyCheckedBlocks, storedChunkBytes } from './pack-blocks.js';
 import { packKey } from './pack-format.js';
 
 export interface ChunkRunSource {
@@ -147,7 +147,7 @@ function compactSpan(source: ChunkRunSource, span: Span, buffer: Buffer): number
 
 /** Checks one chunk's stored bytes and moves its bytes down to `targetStart`; false when they fail their check. */
 function checkAndCompact(hasher: ChunkHasher, version: number, hash: string, buffer: Buffer, storedStart: number, storedEnd: number, targetStart: number): boolean {
-  if (version !== 1) return compactCheckedBlocks(hash, buffer, storedStart, storedEnd, targetStart);
+  if (version !== 1) return copyCheckedBlocks(chunkHashSeed(hash), buffer.subarray(storedStart, storedEnd), buffer, targetStart) === -1;
   if (hasher.hash(buffer.subarray(storedStart, storedEnd)) !== hash) return false;
   if (targetStart !== storedStart) buffer.copyWithin(targetStart, storedStart, storedEnd);
   return true;

@@ -128,38 +128,22 @@ export function chunkFromBlocks(stored: Uint8Array, lengthBytes: number): Uint8A
 }
 
 /**
- * Checks a whole v2 chunk's stored blocks, buffer[storedStart, storedEnd), against their CRCs
- * while moving its bytes (without the checksums) down to buffer[targetStart, ...): the chunk's
- * bytes end up in the buffer they were read into, without a buffer of their own. targetStart
- * must not be past storedStart (each block moves down, never over a block not yet moved). False
- * when a block fails (the bytes moved so far are then not the chunk's: the caller discards them).
- */
-export function compactCheckedBlocks(hash: string, buffer: Buffer, storedStart: number, storedEnd: number, targetStart: number): boolean {
-  const hashSeed = chunkHashSeed(hash);
-  let to = targetStart;
-  for (let block = 0, at = storedStart; at < storedEnd; block++) {
-    const dataEnd = Math.min(storedEnd - BLOCK_CHECKSUM_BYTES, at + PACK_BLOCK_BYTES);
-    if (dataEnd <= at) return false; // a checksum without its block: cut short
-    if (crc32(buffer.subarray(at, dataEnd), blockSeed(hashSeed, block)) !== buffer.readUInt32LE(dataEnd)) return false;
-    if (to !== at) buffer.copyWithin(to, at, dataEnd);
-    to += dataEnd - at;
-    at = dataEnd + BLOCK_CHECKSUM_BYTES;
-  }
-  return true;
-}
-
-/**
  * A whole v2 chunk's stored blocks checked against their CRCs and copied (without the checksums)
- * into `target`, the chunk's length: each block is copied once it passed, so the bytes go from
- * the pack's buffer to the caller's with no buffer of their own and no second pass. The index of
- * the first block that fails (what `target` holds is then not the chunk: discard it), or -1.
+ * into `target` from `targetStart`: each block is copied once it passed, so the bytes go from the
+ * pack's buffer to the caller's with no buffer of their own and no second pass. `target` may be the
+ * memory `stored` views (a run compacted in place) when `targetStart` is not past stored's start:
+ * each block then moves down, never over a block not yet moved. The index of the first block that
+ * fails, is cut short (a checksum without its block) or does not fit `target` (what `target` holds
+ * is then not the chunk: discard it), or -1.
  */
-export function copyCheckedBlocks(hashSeed: number, stored: Buffer, target: Uint8Array): number {
-  if (stored.length !== storedChunkBytes(2, target.length)) return 0;
-  for (let block = 0, at = 0, to = 0; at < stored.length; block++, at += STORED_BLOCK_BYTES, to += PACK_BLOCK_BYTES) {
+export function copyCheckedBlocks(hashSeed: number, stored: Buffer, target: Uint8Array, targetStart = 0): number {
+  let to = targetStart;
+  for (let block = 0, at = 0; at < stored.length; block++, at += STORED_BLOCK_BYTES) {
     const dataEnd = Math.min(stored.length, at + STORED_BLOCK_BYTES) - BLOCK_CHECKSUM_BYTES;
+    if (dataEnd <= at || to + (dataEnd - at) > target.length) return block;
     if (crc32(stored.subarray(at, dataEnd), blockSeed(hashSeed, block)) !== stored.readUInt32LE(dataEnd)) return block;
     stored.copy(target, to, at, dataEnd);
+    to += dataEnd - at;
   }
   return -1;
 }
