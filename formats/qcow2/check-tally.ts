@@ -38,6 +38,8 @@ export class ReferenceTally {
   private readonly counts: Uint32Array;
   /** Clusters compared with the stored refcounts: the file's, plus one a region reaches into. */
   clusterCount: number;
+  /** Clusters past the end that a refused region covers: their refcounts are not leaks. */
+  readonly referencedPastEnd = new Set<number>();
 
   constructor(
     readonly clusterSizeBytes: number,
@@ -66,6 +68,8 @@ export class ReferenceTally {
         `ERROR: counting reference for region exceeding the end of the file by one cluster or more: ` +
           `offset ${hex(offset)} size ${hex(lengthBytes)} (${what})`,
       );
+      const lastPastEnd = Math.floor((offset + lengthBytes - 1) / this.clusterSizeBytes);
+      for (let c = Math.floor(offset / this.clusterSizeBytes); c <= lastPastEnd; c++) this.referencedPastEnd.add(c);
       return false;
     }
     const first = Math.floor(offset / cs);

@@ -1,9 +1,8 @@
 /**
  * Consistency check and repair, like `qemu-img check` (and counted as it counts, so the two report
- * the same corruptions, leaks and statistics, but for one addition: refcounts of clusters past
- * the end of the file, which qemu-img does not look at, are leaks here): count every reference to
- * every host cluster from the metadata, compare with the stored refcounts, then check the COPIED
- * flags.
+ * the same corruptions, leaks and statistics): count every reference to every host cluster from
+ * the metadata, compare with the stored refcounts, then check the COPIED flags. On request
+ * (pastEndOfFile, for crash recovery) also the refcounts past the end of the file.
  *
  *   stored > referenced  -> leak (harmless: space not reused until repaired)
  *   stored < referenced  -> corruption (a write could overwrite live data)
@@ -21,7 +20,7 @@ import { readRawL1, walkL1, walkRawL1 } from './check-trees.js';
 import { hasIncompatible, setFeatureBit } from './header.js';
 import type { Qcow2Internals } from './internals.js';
 import { snapshotTableSizeBytes } from './snapshot-table.js';
-import type { CheckRepairMode, Qcow2CheckResult } from './types.js';
+import type { CheckRepairMode, Qcow2CheckOptions, Qcow2CheckResult } from './types.js';
 
 interface Counted {
   result: Qcow2CheckResult;
@@ -111,7 +110,7 @@ interface Mismatch {
 }
 
 /** Compares the counts with the stored refcounts; returns the mismatches and the last cluster in use. */
-async function compareRefcounts(image: Qcow2Internals, counted: Counted): Promise<{ mismatches: Mismatch[]; highestCluster: number }> {
+async function compareRefcounts(image: Qcow2Internals, counted: Counted, options: Qcow2CheckOptions = {}): Promise<{ mismatches: Mismatch[]; highestCluster: number }> {
   const { tally, result } = counted;
   const mismatches: Mismatch[] = [];
   let highestCluster = 0;
@@ -130,19 +129,18 @@ async function compareRefcounts(image: Qcow2Internals, counted: Counted): Promis
       corruption(result, `ERROR cluster ${cluster} refcount=${stored} reference=${referenced}`);
     }
   }
-  await compareRefcountsPastEnd(image, tally.clusterCount, mismatches, result);
+  if (options.pastEndOfFile) await compareRefcountsPastEnd(image, tally, mismatches, result);
   return { mismatches, highestCluster };
 }
 
 /**
- * Refcounts of clusters past the end of the file are leaks: nothing can refer to them (a reference
- * there is counted as a corruption above), yet the allocator skips them. A crash between a
- * cluster's refcount and its first write leaves one; qemu-img check does not look there, so it
- * reported nothing until a later allocation grew the file past the leaked cluster. They are not
- * counted in the image end offset (qemu-img's, which ends with the file).
+ * Refcounts of clusters past the end of the file that nothing refers to are leaks (a reference
+ * there, in a truncated file, is a corruption reported above): see Qcow2CheckOptions.pastEndOfFile.
+ * They are not counted in the image end offset (qemu-img's, which ends with the file).
  */
-async function compareRefcountsPastEnd(image: Qcow2Internals, fileClusters: number, mismatches: Mismatch[], result: Qcow2CheckResult): Promise<void> {
+async function compareRefcountsPastEnd(image: Qcow2Internals, tally: ReferenceTally, mismatches: Mismatch[], result: Qcow2CheckResult): Promise<void> {
   const refcounts = image.refcounts;
+  const fileClusters = tally.clusterCount;
   const perBlock = refcounts.entriesPerBlock;
   const broken = new Set(refcounts.brokenEntries.map((entry) => entry.index));
   for (let tableIndex = Math.floor(fileClusters / perBlock); tableIndex < refcounts.table.length; tableIndex++) {
@@ -150,7 +148,8 @@ async function compareRefcountsPastEnd(image: Qcow2Internals, fileClusters: numb
     const blockEnd = (tableIndex + 1) * perBlock;
     for (let cluster = Math.max(fileClusters, tableIndex * perBlock); cluster < blockEnd; cluster++) {
       const stored = await refcounts.storedRefcount(cluster);
-      if (stored === 0) continue;
+      // A truncated file: the metadata still refers to it (a corruption, reported above).
+      if (stored === 0 || tally.referencedPastEnd.has(cluster)) continue;
       mismatches.push({ cluster, stored, referenced: 0 });
       result.leaks++;
       result.messages.push(`Leaked cluster ${cluster} refcount=${stored} reference=0 (past the end of the file)`);
@@ -174,14 +173,14 @@ async function rebuildRefcounts(image: Qcow2Internals, counted: Counted): Promis
   return { after, highestCluster };
 }
 
-export async function checkImage(image: Qcow2Internals, repair?: CheckRepairMode): Promise<Qcow2CheckResult> {
+export async function checkImage(image: Qcow2Internals, repair?: CheckRepairMode, options: Qcow2CheckOptions = {}): Promise<Qcow2CheckResult> {
   // Work from what is on disk: make sure our own caches are written first.
   // Queued frees too: a dropped reference whose free is still pending would count as a leak, a
   // 'leaks' repair would lower it, and the pending free then fail the next flush (below zero).
   if (!image.readOnly) await image.flushLocked();
   const counted = await countReferences(image, repair);
   const result = counted.result;
-  let { mismatches, highestCluster } = await compareRefcounts(image, counted);
+  let { mismatches, highestCluster } = await compareRefcounts(image, counted, options);
 
   if (repair === 'all' && counted.rebuildNeeded) {
     result.messages.push('Rebuilding refcount structure');

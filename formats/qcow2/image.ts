@@ -26,7 +26,7 @@ import { forEachReference } from './references.js';
 import { Refcounts } from './refcounts.js';
 import { readSnapshotTable } from './snapshot-table.js';
 import { applyInternalSnapshot, createInternalSnapshot, deleteInternalSnapshot } from './snapshots.js';
-import type { CheckRepairMode, Qcow2CheckResult, Qcow2CreateOptions, Qcow2OpenOptions, Qcow2SnapshotInfo } from './types.js';
+import type { CheckRepairMode, Qcow2CheckOptions, Qcow2CheckResult, Qcow2CreateOptions, Qcow2OpenOptions, Qcow2SnapshotInfo } from './types.js';
 
 const DEFAULT_L2_CACHE_MAX_BYTES = 32 * 1024 * 1024;
 const DEFAULT_REFCOUNT_CACHE_MAX_BYTES = 8 * 1024 * 1024;
@@ -246,9 +246,9 @@ export class Qcow2Image extends Qcow2ImageZeroer implements Image, Qcow2Internal
     await this.exclusive(() => deleteInternalSnapshot(this, idOrName));
   }
 
-  async check(repair?: CheckRepairMode): Promise<Qcow2CheckResult> {
+  async check(repair?: CheckRepairMode, options: Qcow2CheckOptions = {}): Promise<Qcow2CheckResult> {
     if (repair) this.checkWritable();
-    const result = await this.exclusive(() => checkImage(this, repair));
+    const result = await this.exclusive(() => checkImage(this, repair, options));
     if (repair && result.corruptions === 0 && result.leaks === 0) this.refcountsUnverified = false;
     return result;
   }

@@ -88,6 +88,18 @@ export interface Qcow2Info {
 
 export type CheckRepairMode = 'leaks' | 'all';
 
+export interface Qcow2CheckOptions {
+  /**
+   * Also compare the refcounts of clusters past the end of the file, which qemu-img check does
+   * not look at: one that nothing refers to is a leak (reported and repaired as one). A kill
+   * between a new cluster's refcount and its first write leaves one, and the allocator skips it,
+   * so the next allocation grows the file past it and qemu-img check then reports the leak. Off
+   * by default, so that check reports what qemu-img check reports (a truncated file's lost
+   * clusters are not leaks to it); crash recovery turns it on.
+   */
+  pastEndOfFile?: boolean;
+}
+
 export interface Qcow2CheckResult {
   checkErrors: number;
   corruptions: number;

@@ -116,6 +116,26 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
   } catch (err) {
     throw new CliError(`serve: ${(err as Error).message}`, { hint: "see 'strata serve --help'", exitCode: EXIT.USAGE });
   }
+  // The handlers go in before the daemon starts: it listens (and a supervisor or test may send
+  // SIGTERM) before startDaemon returns, and Node's default action would kill it uncleanly. A
+  // signal during start-up is kept and acted on once the daemon is up.
+  let signals = 0;
+  let onStarted: ((signal: NodeJS.Signals) => void) | undefined;
+  let early: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals > 1) {
+      con.stderr(`strata: ${signal} again: exiting without finishing the shutdown\n`);
+      process.exit(1);
+    }
+    if (onStarted) onStarted(signal);
+    else {
+      early = signal;
+      con.stderr(`strata: ${signal} during start-up: stopping once started (again to exit now)\n`);
+    }
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   let daemon;
   try {
     daemon = await startDaemon(config);
@@ -128,13 +148,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
   }
   const running = daemon;
   const code = await new Promise<number>((resolve) => {
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals) => {
-      signals++;
-      if (signals > 1) {
-        con.stderr(`strata: ${signal} again: exiting without finishing the shutdown\n`);
-        process.exit(1);
-      }
+    onStarted = (signal) => {
       running.shutdown(signal).then(
         () => resolve(0),
         (err: unknown) => {
@@ -143,8 +157,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
         },
       );
     };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+    if (early) onStarted(early);
   });
   // Handles a library may keep open must not hold the process after a clean shutdown.
   process.exit(code);

@@ -142,7 +142,8 @@ export async function repairLeaks(svc: ServiceContext, ids: readonly string[], p
     try {
       const image = await openLayerAlone(svc.layerStore, layer, { writable: true });
       try {
-        const result = await image.check('leaks');
+        // Past the end of the file too: a kill between a cluster's refcount and its first write.
+        const result = await image.check('leaks', { pastEndOfFile: true });
         if (result.corruptions > 0) problems.push(`${file}: ${countOf(result.corruptions, 'corruption')} found; repair with 'strata img check -r all'`);
       } finally {
         await image.close();

@@ -4,11 +4,12 @@
  * start-up failures with clear messages, log formats, and clean shutdown on SIGTERM and SIGINT
  * (also while a job runs) with exit status 0.
  */
+import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { requireTool } from '../support/tools.js';
+import { STRATA_BIN, requireTool } from '../support/tools.js';
 import { shmTempDir } from '../support/tmp.js';
 import { assertBuilt, chainFiles, expectCleanCheck, patternBytes, poolFiles, serveFails, startDaemon, writeRawImage } from './harness.js';
 
@@ -100,6 +101,31 @@ describe.skipIf(!requireTool('qemu-img'))('strata serve', () => {
     const viaEnv = await startDaemon(path.join(dir, 'viaenv'), { replaceArgs: true, args: ['--listen', '127.0.0.1:0'], env: { STRATA_DATA_DIR: path.join(dir, 'viaenv') } });
     expect(existsSync(path.join(dir, 'viaenv', 'token'))).toBe(true);
     expect((await viaEnv.stop()).code).toBe(0);
+  });
+
+  // Bug: the signal handlers went in only once startDaemon returned, after the daemon listened: a
+  // SIGTERM sent as soon as it was up (the configuration test under load) killed it (no exit code).
+  it('SIGTERM during start-up: the daemon finishes starting, shuts down cleanly and exits 0', async () => {
+    const dataDir = path.join(shmTempDir(), 'data');
+    const env = { ...process.env, STRATA_S3_LISTEN: '127.0.0.1:0', STRATA_NBD_LISTEN: '127.0.0.1:0' };
+    const child = spawn(process.execPath, [STRATA_BIN, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    let signalled = false;
+    const onOutput = (chunk: Buffer) => {
+      output += chunk.toString();
+      // The first log line comes from inside start-up (the token, recovery), before it listens.
+      if (!signalled && output.includes('\n')) {
+        signalled = true;
+        child.kill('SIGTERM');
+      }
+    };
+    child.stdout.on('data', onOutput);
+    child.stderr.on('data', onOutput);
+    const exit = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    expect(signalled, output).toBe(true);
+    expect(exit, output).toEqual({ code: 0, signal: null });
+    expect(output).toMatch(/SIGTERM during start-up: stopping once started/);
+    expect(existsSync(path.join(dataDir, 'token'))).toBe(true);
   });
 
   it('start-up failures say what is wrong: bad config, bad flags, address in use', async () => {
