@@ -92,6 +92,8 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
   if (args.positionals.length > 0) throw new UsageError(`${command}: unexpected argument '${args.positionals[0]}'`, "see 'strata serve --help'");
   const { loadConfig } = await import('../daemon/config.js');
   const { startDaemon, describeStartError } = await import('../daemon/daemon.js');
+  const { tuneDaemonHeapGrowth } = await import('../daemon/heap-growth.js');
+  tuneDaemonHeapGrowth(); // this process is the daemon: fewer full GCs (heap-growth.ts)
   let config;
   try {
     config = loadConfig({
