@@ -12,5 +12,4 @@ describe('daemon heap growth', () => {
     const options = execFileSync(process.execPath, ['--v8-options'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
     expect(options).toMatch(new RegExp(`^\\s+${HEAP_GROWING_FLAG} \\(`, 'm'));
   });
-
 });
