@@ -180,6 +180,7 @@ export class Http1Connection {
       };
       this.exchange = { into, resolve, reject, signal, onAbort, headParts: [], head: undefined, mode: undefined, expectedBytes: 0, receivedBytes: 0, collected: [], chunked: undefined };
       signal?.addEventListener('abort', onAbort, { once: true });
+      this.socket.ref();
       this.socket.write(requestHead, 'latin1');
     });
   }
@@ -293,8 +294,13 @@ export class Http1Connection {
       body: into ? undefined : Buffer.concat(parts),
       intoBytes: into ? exchange.receivedBytes : 0,
     });
-    if (head.keepAlive && exchange.mode !== 'close') this.onIdle?.(this);
-    else this.socket.destroy();
+    if (head.keepAlive && exchange.mode !== 'close') {
+      // An idle connection does not keep the process alive (as Node's agent does with its free sockets).
+      this.socket.unref();
+      this.onIdle?.(this);
+    } else {
+      this.socket.destroy();
+    }
   }
 
   /** Ends the exchange in flight: with `err`, or (undefined) as the server closing the connection. */
