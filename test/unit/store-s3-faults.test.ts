@@ -7,24 +7,10 @@
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { S3RetryEvent, S3RetryPolicy } from '../../src/store/s3/config.js';
-import type { S3FailureKind } from '../../src/store/s3/failure.js';
 import { S3ChunkStore } from '../../src/store/s3/s3-chunk-store.js';
 import { expectCode } from '../support/expect-error.js';
-import { S3FaultProxy, type S3Fault } from '../support/s3-fault-proxy.js';
+import { FAST_RETRY, FAULT_KIND, S3FaultProxy, TRANSIENT_FAULTS } from '../support/s3-fault-proxy.js';
 import { adminClient, createTestBucket, s3ServerAvailable, startMoto, useCredentialsProfiles, type S3TestServer } from '../support/s3-servers.js';
-
-/** Short backoffs and timeouts: a retried call takes milliseconds, a persistent fault well under a second or two. */
-const FAST_RETRY: Partial<S3RetryPolicy> = { maxAttempts: 4, baseDelayMs: 2, maxDelayMs: 20, totalTimeMs: 5_000, attemptTimeoutMs: 400, connectTimeoutMs: 400 };
-
-const FAULT_KIND: Record<Exclude<S3Fault, 'signature'>, S3FailureKind> = {
-  'internal-error': 'server',
-  unavailable: 'server',
-  'slow-down': 'throttle',
-  reset: 'connection',
-  stall: 'timeout',
-  truncate: 'truncated',
-};
-const TRANSIENT_FAULTS = Object.keys(FAULT_KIND) as (keyof typeof FAULT_KIND)[];
 
 const data = Uint8Array.from({ length: 100_000 }, (_, i) => (i * 7) & 0xff);
 

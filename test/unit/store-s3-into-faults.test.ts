@@ -8,23 +8,10 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { S3RetryPolicy } from '../../src/store/s3/config.js';
-import type { S3FailureKind } from '../../src/store/s3/failure.js';
 import { S3ChunkStore } from '../../src/store/s3/s3-chunk-store.js';
 import { expectCode } from '../support/expect-error.js';
-import { S3FaultProxy, type S3Fault } from '../support/s3-fault-proxy.js';
+import { FAST_RETRY, FAULT_KIND, S3FaultProxy, TRANSIENT_FAULTS } from '../support/s3-fault-proxy.js';
 import { createTestBucket, freePort, s3ServerAvailable, startMoto, useCredentialsProfiles, type S3TestServer } from '../support/s3-servers.js';
-
-const FAST_RETRY: Partial<S3RetryPolicy> = { maxAttempts: 4, baseDelayMs: 2, maxDelayMs: 20, totalTimeMs: 5_000, attemptTimeoutMs: 400, connectTimeoutMs: 400 };
-
-const FAULT_KIND: Record<Exclude<S3Fault, 'signature'>, S3FailureKind> = {
-  'internal-error': 'server',
-  unavailable: 'server',
-  'slow-down': 'throttle',
-  reset: 'connection',
-  stall: 'timeout',
-  truncate: 'truncated',
-};
-const TRANSIENT_FAULTS = Object.keys(FAULT_KIND) as (keyof typeof FAULT_KIND)[];
 
 /** Larger than one socket read, so a truncated body has arrived partly into the array. */
 const data = Uint8Array.from({ length: 1_000_000 }, (_, i) => (i * 7 + (i >> 12)) & 0xff);
