@@ -38,6 +38,27 @@ export function chunkStoreConformance(name: string, open: () => Promise<ChunkSto
       expect(await store.get('empty')).toEqual(bytes());
     });
 
+    it('getRange into a caller\'s array: the bytes getRange gives without one, whatever the array\'s size', async () => {
+      const store = await open();
+      const data = Uint8Array.from({ length: 300_000 }, (_, i) => (i * 13 + 5) & 0xff);
+      await store.put('big', data);
+      const into = new Uint8Array(200_000).fill(0xee);
+      expect(await store.getRange('missing', 0, 10, { into })).toBeUndefined();
+      // Over and over into the same array (what a reader reusing its buffers does): each answer is right.
+      for (const [offset, length] of [[0, 200_000], [100_001, 150_000], [1, 1], [250_000, 200_000], [299_999, 5]] as const) {
+        const got = await store.getRange('big', offset, length, { into });
+        expect(Buffer.from(got!)).toEqual(Buffer.from(data.subarray(offset, offset + length)));
+      }
+      expect(await store.getRange('big', 300_000, 10, { into })).toEqual(bytes());
+      // An array too small for the range: the store answers in its own array.
+      const small = new Uint8Array(10);
+      expect(Buffer.from((await store.getRange('big', 5, 20_000, { into: small }))!)).toEqual(Buffer.from(data.subarray(5, 20_005)));
+      // Many at once, each into its own array.
+      const arrays = Array.from({ length: 12 }, () => new Uint8Array(25_000));
+      const all = await Promise.all(arrays.map((array, i) => store.getRange('big', i * 25_000, 25_000, { into: array })));
+      all.forEach((got, i) => expect(Buffer.from(got!)).toEqual(Buffer.from(data.subarray(i * 25_000, (i + 1) * 25_000))));
+    });
+
     it('getRangeNow, where offered: the bytes getRange gives, or false; never a replaced or deleted object\'s bytes', async (context) => {
       const store = await open();
       if (store.getRangeNow === undefined) return context.skip();

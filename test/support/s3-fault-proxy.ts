@@ -11,6 +11,8 @@
  */
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import type { S3RetryPolicy } from '../../src/store/s3/config.js';
+import type { S3FailureKind } from '../../src/store/s3/failure.js';
 
 export const S3_FAULTS = ['internal-error', 'unavailable', 'slow-down', 'reset', 'stall', 'truncate', 'signature'] as const;
 /**
@@ -172,3 +174,17 @@ export class S3FaultProxy {
     req.pipe(upstream);
   }
 }
+
+/** Short backoffs and timeouts for tests through the proxy: a retried call takes milliseconds, a persistent fault well under a second or two. */
+export const FAST_RETRY: Partial<S3RetryPolicy> = { maxAttempts: 4, baseDelayMs: 2, maxDelayMs: 20, totalTimeMs: 5_000, attemptTimeoutMs: 400, connectTimeoutMs: 400 };
+
+/** The failure kind the store's retry loop sorts each passing fault into. */
+export const FAULT_KIND: Record<Exclude<S3Fault, 'signature'>, S3FailureKind> = {
+  'internal-error': 'server',
+  unavailable: 'server',
+  'slow-down': 'throttle',
+  reset: 'connection',
+  stall: 'timeout',
+  truncate: 'truncated',
+};
+export const TRANSIENT_FAULTS = Object.keys(FAULT_KIND) as (keyof typeof FAULT_KIND)[];

@@ -93,3 +93,24 @@ describe('ChunkLocationHints pack versions', () => {
     expect(store.rangeReads).toBe(2);
   });
 });
+
+describe('ChunkLocationHints pack versions from the index record', () => {
+  it('a recorded version is used with no header read; none, an unreadable record or a version this code lacks reads the header', async () => {
+    const store = new HeldRangeStore();
+    const pack = await storedPack(store);
+    const answers = new Map<string, () => Promise<number | undefined>>();
+    const hints = new ChunkLocationHints(16, (id) => answers.get(id)!());
+    answers.set(pack, async () => PACK_VERSION);
+    expect(await hints.packVersion(store, pack, undefined)).toBe(PACK_VERSION);
+    expect(store.rangeReads).toBe(0);
+    for (const answer of [async () => undefined, async () => Promise.reject(new Error('catalog down')), async () => 99]) {
+      const fresh = new ChunkLocationHints(16, () => answer());
+      const pending = fresh.packVersion(store, pack, undefined);
+      while (store.rangeReads === 0) await new Promise((resolve) => setImmediate(resolve));
+      store.release();
+      expect(await pending).toBe(PACK_VERSION);
+      expect(store.rangeReads).toBe(1);
+      store.rangeReads = 0;
+    }
+  });
+});

@@ -2,31 +2,25 @@
  * S3ChunkStore under faults, against a real moto_server: through test/support/s3-fault-proxy.ts
  * (5xx, SlowDown, resets, stalls, truncated bodies, a refused signature), with refused credentials
  * (a moto that enforces auth), a missing bucket, missing credentials, and a server killed mid-test
- * and brought back. Retry timing is shrunk so the file stays fast; no test asserts a time.
+ * and brought back; and the same faults on ranged GETs into a caller's array, which go over the
+ * store's own HTTP/1.1 connections (src/store/s3/into-buffer-handler.ts): each sorted into the same
+ * kind and retried, a broken body never answered as data. Retry timing is shrunk so the file stays
+ * fast; no test asserts a time.
  */
 import { CreateBucketCommand } from '@aws-sdk/client-s3';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { S3RetryEvent, S3RetryPolicy } from '../../src/store/s3/config.js';
-import type { S3FailureKind } from '../../src/store/s3/failure.js';
 import { S3ChunkStore } from '../../src/store/s3/s3-chunk-store.js';
 import { expectCode } from '../support/expect-error.js';
-import { S3FaultProxy, type S3Fault } from '../support/s3-fault-proxy.js';
-import { adminClient, createTestBucket, s3ServerAvailable, startMoto, useCredentialsProfiles, type S3TestServer } from '../support/s3-servers.js';
-
-/** Short backoffs and timeouts: a retried call takes milliseconds, a persistent fault well under a second or two. */
-const FAST_RETRY: Partial<S3RetryPolicy> = { maxAttempts: 4, baseDelayMs: 2, maxDelayMs: 20, totalTimeMs: 5_000, attemptTimeoutMs: 400, connectTimeoutMs: 400 };
-
-const FAULT_KIND: Record<Exclude<S3Fault, 'signature'>, S3FailureKind> = {
-  'internal-error': 'server',
-  unavailable: 'server',
-  'slow-down': 'throttle',
-  reset: 'connection',
-  stall: 'timeout',
-  truncate: 'truncated',
-};
-const TRANSIENT_FAULTS = Object.keys(FAULT_KIND) as (keyof typeof FAULT_KIND)[];
+import { FAST_RETRY, FAULT_KIND, S3FaultProxy, TRANSIENT_FAULTS } from '../support/s3-fault-proxy.js';
+import { adminClient, createTestBucket, freePort, s3ServerAvailable, startMoto, useCredentialsProfiles, type S3TestServer } from '../support/s3-servers.js';
 
 const data = Uint8Array.from({ length: 100_000 }, (_, i) => (i * 7) & 0xff);
+/**
+ * For ranged GETs into a caller's array (over the store's own connections: into-buffer-handler.ts):
+ * larger than one socket read, so a truncated body has arrived partly into the array.
+ */
+const intoData = Uint8Array.from({ length: 1_000_000 }, (_, i) => (i * 7 + (i >> 12)) & 0xff);
 
 describe.skipIf(!s3ServerAvailable('moto'))('S3ChunkStore faults (moto_server)', () => {
   let server: S3TestServer;
@@ -188,6 +182,80 @@ describe.skipIf(!s3ServerAvailable('moto'))('S3ChunkStore faults (moto_server)',
     } finally {
       await own.stop();
     }
+  });
+
+  /** Reads [offset, +length) of 'k' into a dirty array: the answer must be the object's bytes, in the array. */
+  async function readInto(store: S3ChunkStore, offset: number, length: number): Promise<void> {
+    const into = new Uint8Array(length).fill(0xa5);
+    const got = await store.getRange('k', offset, length, { into });
+    expect(got!.buffer).toBe(into.buffer);
+    expect(Buffer.from(got!).equals(Buffer.from(intoData.subarray(offset, offset + length)))).toBe(true);
+  }
+
+  it.each(TRANSIENT_FAULTS)('into an array: a passing %s is retried: the read answers the right bytes in the array, the counters show it', async (fault) => {
+    const { store } = openStore();
+    await store.put('k', intoData);
+    const servedBefore = proxy.served[fault];
+    proxy.inject(fault, { count: 2, method: 'GET' });
+    await readInto(store, 1000, 900_000);
+    const kind = FAULT_KIND[fault];
+    expect(proxy.served[fault] - servedBefore).toBe(2);
+    expect(store.counters.errors[kind]).toBe(2);
+    expect(store.counters.retries[kind]).toBe(2);
+    expect(store.counters.failedCalls).toBe(0);
+    expect(store.intoRequests).toBe(1);
+    // The connections left serve the next reads.
+    await readInto(store, 0, intoData.length);
+    await readInto(store, 999_000, 1000);
+  });
+
+  it.each(TRANSIENT_FAULTS)('into an array: a persistent %s fails with a clear IO_ERROR in bounded time; the store reads again after', async (fault) => {
+    const { store } = openStore({ retry: { ...FAST_RETRY, maxAttempts: 3 } });
+    await store.put('k', intoData);
+    proxy.inject(fault, { count: Infinity, method: 'GET' });
+    const message = await expectCode(store.getRange('k', 0, 500_000, { into: new Uint8Array(500_000) }), 'IO_ERROR');
+    expect(message).toMatch(/after 3 attempts .*check that the S3 server at .* is running and reachable/);
+    expect(store.counters.errors[FAULT_KIND[fault]]).toBe(3);
+    proxy.clear();
+    await readInto(store, 0, 500_000);
+  });
+
+  it('into an array: a refused signature is not retried and says to check the credentials', async () => {
+    const { store } = openStore();
+    await store.put('k', intoData);
+    proxy.inject('signature', { count: 1, method: 'GET' });
+    await expectCode(store.getRange('k', 0, 1000, { into: new Uint8Array(1000) }), 'IO_ERROR', /was refused \(SignatureDoesNotMatch.*check the access key and secret/);
+    expect(store.counters.errors.auth).toBe(1);
+    expect(store.counters.retries.auth).toBe(0);
+    await readInto(store, 0, 1000);
+  });
+
+  it('into an array: a missing object is undefined and a range past the end is empty, as without an array', async () => {
+    const { store } = openStore();
+    await store.put('k', intoData);
+    expect(await store.getRange('nothing', 0, 10, { into: new Uint8Array(10) })).toBeUndefined();
+    expect(await store.getRange('k', intoData.length, 10, { into: new Uint8Array(10) })).toEqual(new Uint8Array(0));
+    await readInto(store, intoData.length - 10, 10);
+  });
+
+  it('into an array: a cancelled read stops at once, even while the server stalls', async () => {
+    const { store } = openStore({ retry: { ...FAST_RETRY, attemptTimeoutMs: 60_000, totalTimeMs: 120_000 } });
+    await store.put('k', intoData);
+    proxy.inject('stall', { count: 1, method: 'GET' });
+    const controller = new AbortController();
+    const stalled = proxy.nextFault();
+    const call = store.getRange('k', 0, 1000, { into: new Uint8Array(1000), signal: controller.signal });
+    await stalled;
+    controller.abort();
+    await expectCode(call, 'CANCELLED');
+    expect(store.counters.failedCalls).toBe(0);
+    await readInto(store, 0, 1000);
+  });
+
+  it('into an array: a server nobody listens at: a bounded IO_ERROR saying to check the server', async () => {
+    const { store } = openStore({ endpoint: `http://127.0.0.1:${await freePort()}`, retry: { ...FAST_RETRY, maxAttempts: 3 } });
+    await expectCode(store.getRange('k', 0, 1000, { into: new Uint8Array(1000) }), 'IO_ERROR', /failed after 3 attempts .*connection.*running and reachable/);
+    expect(store.counters.errors.connection).toBe(3);
   });
 });
 

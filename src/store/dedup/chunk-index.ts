@@ -4,7 +4,8 @@
  *   chunk/<hash>  where the chunk lies (pack, offset, length), its reference count, and when the
  *                 count reached zero (the start of its grace period; null while referenced)
  *   pack/<id>     every pack the index has referenced: its size and when it was written, so GC
- *                 weighs packs without reading them and tells a pack it knows from an orphan
+ *                 weighs packs without reading them and tells a pack it knows from an orphan;
+ *                 and its format version, so a reader needs no header read (a GET from S3)
  *
  * A pool other than the default gets its own pair (`chunk-<pool>`, `pack-<pool>`), so each pool
  * stores a content once, whoever wrote it, and pools never share chunks. The pool's hash algorithm
@@ -30,6 +31,12 @@ export interface PackRecord {
   readonly sizeBytes: number;
   readonly chunkCount: number;
   readonly createdAtMs: number;
+  /**
+   * The pack's format version (pack-format.ts), recorded by the writer so a reader of a cold pack
+   * needs no 16-byte header GET before its chunks; absent in records written before it was kept
+   * (the reader then reads the header).
+   */
+  readonly version?: number;
 }
 
 const DEFAULT_POOL = 'default';
@@ -82,6 +89,7 @@ function packSchema(name: string): TableSchema<PackRecord> {
         sizeBytes: wholeNumber(v.sizeBytes, 'sizeBytes'),
         chunkCount: wholeNumber(v.chunkCount, 'chunkCount'),
         createdAtMs: wholeNumber(v.createdAtMs, 'createdAtMs'),
+        ...(v.version === undefined ? {} : { version: wholeNumber(v.version, 'version') }),
       };
     },
   };

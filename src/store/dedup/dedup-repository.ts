@@ -122,7 +122,8 @@ export class DedupChunkRepository implements ChunkRepository {
     this.packTargetBytes = options.packTargetBytes ?? PACK_TARGET_BYTES_DEFAULT;
     const cacheBytes = options.readCacheBytes ?? READ_CACHE_BYTES_DEFAULT;
     this.cache = cacheBytes > 0 ? new ChunkReadCache(cacheBytes) : undefined;
-    this.hints = new ChunkLocationHints(options.locationHintsMax ?? LOCATION_HINTS_DEFAULT);
+    // A pack's version not in memory comes from its index record before its header is read.
+    this.hints = new ChunkLocationHints(options.locationHintsMax ?? LOCATION_HINTS_DEFAULT, async (packId) => (await index.packs.get(packId))?.record.version);
     this.nowMs = options.nowMs ?? Date.now;
   }
 
@@ -497,7 +498,7 @@ export class DedupChunkRepository implements ChunkRepository {
       giveBackPackBuffer(buffer); // the put resolved: the store holds the bytes now, not this buffer
       this.hints.rememberPackVersion(id, builder.version);
       for (const [hash, at] of placed) written.set(hash, { ...at, pack: id });
-      writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)! });
+      writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)!, version: builder.version });
       builder = undefined;
       placed = [];
     };

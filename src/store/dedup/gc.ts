@@ -203,7 +203,7 @@ async function rewritePacks(repo: GcContext, options: GcOptions, packs: readonly
     const bytes = builder.finish();
     await repo.chunkStore.put(packKey(id), bytes, options);
     const txn = new TxnBuilder();
-    repo.index.packs.put(txn, { id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)! });
+    repo.index.packs.put(txn, { id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)!, version: builder.version });
     await txn.commit(repo.catalog);
     report.packsWritten++;
     for (const move of moves) {

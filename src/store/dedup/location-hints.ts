@@ -11,13 +11,13 @@
  * string is shared by its chunks, and the checksum seed is a small number), so the default 65,536
  * entries (4 GiB of 64 KiB chunks read at random) hold ~13 MiB, whatever the pool's size.
  *
- * Also remembers each pack's format version (read from its 16-byte header on first use), which
- * says how its chunks are laid out (pack-format.ts).
+ * Also remembers each pack's format version (from its index record, else its 16-byte header, on
+ * first use), which says how its chunks are laid out (pack-format.ts).
  */
 import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
 import { StorageError } from '../../core/errors.js';
 import { chunkHashSeed } from './pack-blocks.js';
-import { PACK_HEADER_BYTES, packHeaderVersion, packKey } from './pack-format.js';
+import { PACK_HEADER_BYTES, PACK_VERSIONS_READ, packHeaderVersion, packKey } from './pack-format.js';
 
 export interface ChunkLocation {
   readonly pack: string;
@@ -96,8 +96,15 @@ export class ChunkLocationHints {
   /** One key string per pack, shared by its chunks' hints. */
   private readonly packKeys = new BoundedMap<string>(PACK_VERSIONS_MAX);
 
-  /** `entriesMax` 0: remember no locations (every read asks the index). */
-  constructor(entriesMax: number = LOCATION_HINTS_DEFAULT) {
+  /**
+   * `entriesMax` 0: remember no locations (every read asks the index). `recordedVersion`: the
+   * version the pack's index record holds, asked before the header is read (a local lookup where
+   * the header of a cold pack is a GET); undefined when the record has none.
+   */
+  constructor(
+    entriesMax: number = LOCATION_HINTS_DEFAULT,
+    private readonly recordedVersion?: (packId: string) => Promise<number | undefined>,
+  ) {
     this.locations = new BoundedMap(entriesMax);
   }
 
@@ -159,6 +166,15 @@ export class ChunkLocationHints {
   }
 
   private async readPackVersion(store: ChunkStore, packId: string): Promise<number | undefined> {
+    // A version this code does not read is the header's to report (UNSUPPORTED); a record that
+    // cannot be read is no reason to fail a read the header can serve.
+    if (this.recordedVersion !== undefined) {
+      const recorded = await this.recordedVersion(packId).catch(() => undefined);
+      if (recorded !== undefined && PACK_VERSIONS_READ.includes(recorded)) {
+        this.versions.set(packId, recorded);
+        return recorded;
+      }
+    }
     // A maintenance read: the header says how to read the chunks; it is no guest read of the pack.
     const header = await store.getRange(packKey(packId), 0, PACK_HEADER_BYTES, { readPurpose: 'maintenance' });
     if (header === undefined) return undefined;

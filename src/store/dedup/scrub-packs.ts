@@ -222,7 +222,7 @@ export async function rescueDamagedPack(
     const pack = builder.finish();
     await ctx.chunkStore.put(packKey(newId), pack, { signal });
     const recordTxn = new TxnBuilder();
-    ctx.index.packs.put(recordTxn, { id: newId, sizeBytes: pack.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(newId)! });
+    ctx.index.packs.put(recordTxn, { id: newId, sizeBytes: pack.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(newId)!, version: builder.version });
     await recordTxn.commit(ctx.catalog);
     for (const { entry, placed } of moves) {
       const txn = new TxnBuilder();

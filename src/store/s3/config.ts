@@ -5,7 +5,9 @@
  * instance metadata), so secrets never travel on a command line or in Strata's own config.
  */
 import { S3Client } from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { StorageError } from '../../core/errors.js';
+import { IntoBufferHttpHandler } from './into-buffer-handler.js';
 
 /** How a transient failure is retried: exponential backoff with full jitter, bounded in count and time. */
 export interface S3RetryPolicy {
@@ -111,10 +113,13 @@ export function checkConfig(config: S3ChunkStoreConfig): void {
 /**
  * The SDK client: no retries of its own (the store's policy counts and logs them), checksums only
  * where an operation requires them (older servers such as radosgw 16 reject the newer defaults),
- * and kept-alive connections with a connect timeout.
+ * and kept-alive connections with a connect timeout. Ranged GETs into a caller's array go over the
+ * handler's own connections (into-buffer-handler.ts); `handler` is that handler.
  */
-export function makeS3Client(config: S3ChunkStoreConfig, policy: S3RetryPolicy): S3Client {
-  return new S3Client({
+export function makeS3Client(config: S3ChunkStoreConfig, policy: S3RetryPolicy): { client: S3Client; handler: IntoBufferHttpHandler } {
+  const fallback = new NodeHttpHandler({ connectionTimeout: policy.connectTimeoutMs, httpAgent: { keepAlive: true, maxSockets: 64 } });
+  const handler = new IntoBufferHttpHandler(fallback, policy.connectTimeoutMs);
+  const client = new S3Client({
     region: config.region,
     ...(config.endpoint === undefined ? {} : { endpoint: config.endpoint }),
     forcePathStyle: config.forcePathStyle ?? false,
@@ -122,6 +127,7 @@ export function makeS3Client(config: S3ChunkStoreConfig, policy: S3RetryPolicy):
     maxAttempts: 1,
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
-    requestHandler: { connectionTimeout: policy.connectTimeoutMs, httpAgent: { keepAlive: true, maxSockets: 64 } },
+    requestHandler: handler,
   });
+  return { client, handler };
 }

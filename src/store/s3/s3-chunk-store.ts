@@ -20,6 +20,7 @@ import { readWholeBody } from './body.js';
 import { S3_KEY_MAX_BYTES, checkConfig, describeEndpoint, makeS3Client, resolveRetryPolicy, type S3ChunkStoreConfig } from './config.js';
 import { isPreconditionFailed, probeConditionalPut, type ResolvedConditionalPut } from './conditional-put.js';
 import { errorCodeOf, httpStatusOf } from './failure.js';
+import type { BodyTarget, IntoBufferHttpHandler, IntoBufferSendOptions } from './into-buffer-handler.js';
 import { S3Retrier, newS3StoreCounters, type S3CallContext, type S3StoreCounters } from './retry.js';
 
 const NOT_FOUND = 404;
@@ -32,6 +33,7 @@ function isMissingObject(err: unknown): boolean {
 
 export class S3ChunkStore implements ChunkStore {
   private readonly client: S3Client;
+  private readonly handler: IntoBufferHttpHandler;
   private readonly retrier: S3Retrier;
   private readonly bucket: string;
   private readonly prefix: string;
@@ -44,7 +46,7 @@ export class S3ChunkStore implements ChunkStore {
   constructor(config: S3ChunkStoreConfig) {
     checkConfig(config);
     const policy = resolveRetryPolicy(config.retry);
-    this.client = makeS3Client(config, policy);
+    ({ client: this.client, handler: this.handler } = makeS3Client(config, policy));
     this.bucket = config.bucket;
     this.prefix = config.prefix ?? '';
     this.endpoint = describeEndpoint(config);
@@ -98,6 +100,11 @@ export class S3ChunkStore implements ChunkStore {
     });
   }
 
+  /** Ranged GETs whose body was read straight into the caller's array (into-buffer-handler.ts). */
+  get intoRequests(): number {
+    return this.handler.intoRequests;
+  }
+
   /** Releases the client's connections. */
   close(): void {
     this.client.destroy();
@@ -143,9 +150,12 @@ export class S3ChunkStore implements ChunkStore {
     into?: Uint8Array,
   ): Promise<Uint8Array | undefined> {
     const header = range === undefined ? undefined : `bytes=${range.offsetBytes}-${range.offsetBytes + range.lengthBytes - 1}`;
+    // With `into`, the handler reads a 2xx body straight into it (and says so in target.bytes).
+    const target: BodyTarget | undefined = into === undefined ? undefined : { into, bytes: undefined };
+    const sendOptions: { abortSignal: AbortSignal } | IntoBufferSendOptions = target === undefined ? { abortSignal } : { abortSignal, bodyTarget: target };
     let output;
     try {
-      output = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey, Range: header }), { abortSignal });
+      output = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: objectKey, Range: header }), sendOptions);
     } catch (err) {
       if (isMissingObject(err)) return undefined;
       // A range that starts at or past the end: the object exists and the answer is empty.
@@ -154,7 +164,10 @@ export class S3ChunkStore implements ChunkStore {
     }
     // Attempts run one after another and an aborted one stops writing at once (its body is
     // destroyed), so every attempt may write into `into`.
-    const data = await readWholeBody(output.Body, output.ContentLength, abortSignal, `GET ${objectKey}`, into);
+    const data =
+      target?.bytes === undefined
+        ? await readWholeBody(output.Body, output.ContentLength, abortSignal, `GET ${objectKey}`, into)
+        : into!.subarray(0, target.bytes);
     // A server that ignored the Range header sent the whole object: cut the range out here.
     if (range !== undefined && output.ContentRange === undefined) return data.slice(range.offsetBytes, range.offsetBytes + range.lengthBytes);
     return data;
