@@ -120,7 +120,7 @@ async function installPart(
     context.tables.parts.put(txn, record, previous);
     txn.ops.push(...saved.ops);
     await journal.commitInto(txn);
-    await txn.commit(context.catalog);
+    journal.committedAt(await txn.commit(context.catalog));
     return record;
   });
   await finishAfterCommit(context, async () => {

@@ -34,6 +34,7 @@ import type { ObjectContext } from './context.js';
 import { MANIFEST_OBJECT_PREFIX } from './manifest-storage.js';
 import { HASHES_PER_CALL } from '../store/chunked/seal.js';
 import type { PendingPutRecord, ReferenceStepRecord } from './records.js';
+import { settleCommittedPut } from './put-settler.js';
 
 /** Step records read a page at a time when a put is settled or cleaned up. */
 const STEP_PAGE = 64;
@@ -46,6 +47,13 @@ export class PutJournal {
   private nextSeq = 0;
   /** The put record once written (or being written with the first step). */
   private recorded: Promise<Versioned<PendingPutRecord>> | undefined;
+  /** Each step record as committed, and the marker references of the steps whose calls succeeded. */
+  private readonly writtenSteps: Versioned<ReferenceStepRecord>[] = [];
+  private readonly appliedMarkers: ChunkHash[] = [];
+  private stepsFailed = false;
+  /** The put record commitInto handed over, and as the caller's commit left it (committedAt). */
+  private committing: PendingPutRecord | undefined;
+  private committedRecord: Versioned<PendingPutRecord> | undefined;
 
   private constructor(
     private readonly context: ObjectContext,
@@ -77,7 +85,7 @@ export class PutJournal {
       if (step === undefined) return;
       const txn = new TxnBuilder();
       this.context.tables.steps.put(txn, step);
-      await txn.commit(this.context.catalog);
+      this.writtenSteps.push({ record: step, modRevision: await txn.commit(this.context.catalog) });
       return;
     }
     const record: PendingPutRecord = { putId: this.putId, pool: this.pool, state: 'writing', startedAtMs: this.context.nowMs() };
@@ -85,7 +93,8 @@ export class PutJournal {
     this.context.tables.puts.put(txn, record);
     if (step !== undefined) this.context.tables.steps.put(txn, step);
     this.recorded = txn.commit(this.context.catalog).then((modRevision) => ({ record, modRevision }));
-    await this.recorded;
+    const { modRevision } = await this.recorded;
+    if (step !== undefined) this.writtenSteps.push({ record: step, modRevision });
   }
 
   /** Adds one reference per chunk (named by the repository's hashChunk: hashed once, not again here). */
@@ -98,8 +107,12 @@ export class PutJournal {
     const journalled = this.journal(seq, chunks.map((chunk) => chunk.hash), marker.hash, 1);
     const added = this.repository.addHashedReferences([...chunks, marker], { commitAfter: journalled, ...(signal === undefined ? {} : { signal }) });
     for (const outcome of await Promise.allSettled([journalled, added])) {
-      if (outcome.status === 'rejected') throw outcome.reason;
+      if (outcome.status === 'rejected') {
+        this.stepsFailed = true;
+        throw outcome.reason;
+      }
     }
+    this.appliedMarkers.push(marker.hash);
   }
 
   /** Adds one reference per hash to chunks already stored (a copy by reference). */
@@ -108,10 +121,16 @@ export class PutJournal {
     const seq = this.nextSeq++;
     const marker = markerBytes(this.putId, seq);
     const markerHash = this.repository.hash(marker);
-    await this.journal(seq, hashes, markerHash, 2);
-    const options = signal === undefined ? {} : { signal };
-    await this.repository.addReferences([marker], options);
-    await this.repository.addReferencesByHash([...hashes, markerHash], options);
+    try {
+      await this.journal(seq, hashes, markerHash, 2);
+      const options = signal === undefined ? {} : { signal };
+      await this.repository.addReferences([marker], options);
+      await this.repository.addReferencesByHash([...hashes, markerHash], options);
+    } catch (err) {
+      this.stepsFailed = true;
+      throw err;
+    }
+    this.appliedMarkers.push(markerHash, markerHash);
   }
 
   /** Adds to the caller's transaction the change that makes the put's references belong to its record. */
@@ -119,11 +138,26 @@ export class PutJournal {
     if (this.recorded === undefined) return; // nothing journalled: nothing to hand over
     const current = await this.recorded;
     this.context.tables.puts.put(txn, { ...current.record, state: 'committed' }, current);
+    this.committing = current.record;
   }
 
-  /** After the commit: drops the markers and forgets the journal. */
+  /** Tells the journal that the transaction commitInto filled committed at `revision`. */
+  committedAt(revision: number): void {
+    if (this.committing !== undefined) this.committedRecord = { record: { ...this.committing, state: 'committed' }, modRevision: revision };
+  }
+
+  /**
+   * After the commit: drops the markers and forgets the journal. When this process made every
+   * step and saw each call succeed, it knows each marker's count and every record's revision, so
+   * the put joins other committed puts in one drop and one catalog commit (put-settler.ts);
+   * otherwise the counts are read (settlePut).
+   */
   async settle(): Promise<void> {
     if (this.recorded === undefined) return;
+    if (this.committedRecord !== undefined && !this.stepsFailed && this.writtenSteps.length === this.nextSeq && new Set(this.appliedMarkers).size === this.nextSeq) {
+      await settleCommittedPut(this.context, { record: this.committedRecord, steps: this.writtenSteps, markerDrops: this.appliedMarkers });
+      return;
+    }
     await settlePut(this.context, this.putId, this.pool, 'committed');
   }
 

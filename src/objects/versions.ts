@@ -117,7 +117,8 @@ export async function installVersion(context: ObjectContext, request: InstallReq
     txn.ops.push(...(request.ops ?? []));
     await request.journal?.commitInto(txn);
     await request.extend?.(txn);
-    await txn.commit(context.catalog);
+    const revision = await txn.commit(context.catalog);
+    request.journal?.committedAt(revision);
     return record;
   });
   await finishAfterCommit(context, async () => {

@@ -13,8 +13,9 @@ const OWNER = 'user-1';
 const CHUNK_BYTES = 64 * 1024;
 
 /** A repository whose dropReferences waits until `open()` is called. */
-function gatedDrops(): { wrap: (repository: ChunkRepository) => ChunkRepository; open: () => void; reached: (n: number) => Promise<void> } {
+function gatedDrops(): { wrap: (repository: ChunkRepository) => ChunkRepository; open: () => void; reached: (n: number) => Promise<void>; calls: () => number } {
   let opened = false;
+  let calls = 0;
   let waiting = 0;
   const waiters: (() => void)[] = [];
   const watchers: { n: number; resolve: () => void }[] = [];
@@ -27,6 +28,7 @@ function gatedDrops(): { wrap: (repository: ChunkRepository) => ChunkRepository;
             return typeof value === 'function' ? value.bind(target) : value;
           }
           return async (...args: Parameters<ChunkRepository['dropReferences']>) => {
+            calls++;
             if (!opened) {
               waiting++;
               for (const w of watchers.filter((w) => waiting >= w.n)) w.resolve();
@@ -41,6 +43,7 @@ function gatedDrops(): { wrap: (repository: ChunkRepository) => ChunkRepository;
       for (const resolve of waiters.splice(0)) resolve();
     },
     reached: (n) => new Promise((resolve) => (waiting >= n ? resolve() : watchers.push({ n, resolve }))),
+    calls: () => calls,
   };
 }
 
@@ -49,20 +52,21 @@ describe('object model with cleanupInBackground', () => {
     const gate = gatedDrops();
     const { model, catalog, deferredErrors } = await createTestObjectModel({ wrapRepository: gate.wrap, cleanupInBackground: true });
     await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
-    // Both above the inline size (objects-inline.test.ts), so both journal references.
-    const bodies = [patternBytes(3 * CHUNK_BYTES + 5, 1), patternBytes(20 * 1024, 2)];
+    // All above the inline size (objects-inline.test.ts), so all journal references.
+    const bodies = [patternBytes(3 * CHUNK_BYTES + 5, 1), patternBytes(20 * 1024, 2), patternBytes(CHUNK_BYTES, 3)];
     for (const [i, data] of bodies.entries()) {
       const put = await model.putObject({ bucket: 'photos', key: `k${i}`, owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
       expect(put.sizeBytes).toBe(data.length);
     }
-    // Both puts were answered; their clean-ups reach the gate and wait there; the objects read back.
-    await gate.reached(2);
+    // Every put was answered; the first one's clean-up waits at the gate, the others queue behind
+    // it (settled together next: put-settler.ts); the objects read back.
+    await gate.reached(1);
     for (const [i, data] of bodies.entries()) {
       const got = await model.getObject({ bucket: 'photos', key: `k${i}` });
       if (got.outcome !== 'ok') throw new Error('expected the object');
       expect(await collect(got.body())).toEqual(data);
     }
-    expect((await catalog.list('s3-put/')).entries.map((e) => (e.value as { state: string }).state)).toEqual(['committed', 'committed']);
+    expect((await catalog.list('s3-put/')).entries.map((e) => (e.value as { state: string }).state)).toEqual(['committed', 'committed', 'committed']);
 
     let idle = false;
     const waited = model.idle().then(() => (idle = true));
@@ -71,6 +75,8 @@ describe('object model with cleanupInBackground', () => {
     gate.open();
     await waited;
     expect((await catalog.list('s3-put')).entries).toEqual([]);
+    // One drop for the first put's markers, one for the two committed while it waited.
+    expect(gate.calls()).toBe(2);
     const chunks = bodies.reduce((sum, data) => sum + Math.ceil(data.length / CHUNK_BYTES), 0);
     expect(await totalReferences(catalog, 'pool-a')).toBe(chunks);
     expect(deferredErrors).toEqual([]);
