@@ -8,6 +8,8 @@
  * take this path (https:// ones use NodeHttpHandler).
  */
 import { Readable } from 'node:stream';
+// The SDK's own query builder (what NodeHttpHandler sends): the path sent is the one signed.
+import { buildQueryString } from '@smithy/core/protocols';
 import type { NodeHttpHandler } from '@smithy/node-http-handler';
 import { Http1Connection } from './http1-connection.js';
 
@@ -30,22 +32,6 @@ export interface IntoBufferSendOptions {
 
 /** Idle kept-alive connections kept per host. */
 const IDLE_CONNECTIONS_MAX = 64;
-
-/** S3's way of escaping a query's keys and values (what the SDK's query builder does). */
-function escapeQueryPart(text: string): string {
-  return encodeURIComponent(text).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-
-function queryString(query: HandlerRequest['query']): string {
-  const parts: string[] = [];
-  for (const key of Object.keys(query ?? {}).sort()) {
-    const value = query![key];
-    const name = escapeQueryPart(key);
-    if (value === null || value === undefined) parts.push(name);
-    else for (const one of Array.isArray(value) ? value : [value]) parts.push(`${name}=${escapeQueryPart(one)}`);
-  }
-  return parts.length === 0 ? '' : `?${parts.join('&')}`;
-}
 
 function hasTarget(options: HandlerOptions | undefined): options is HandlerOptions & { bodyTarget: BodyTarget } {
   return typeof options === 'object' && options !== null && 'bodyTarget' in options && typeof options.bodyTarget === 'object' && options.bodyTarget !== null;
@@ -74,7 +60,8 @@ export class IntoBufferHttpHandler {
   private async handleInto(request: HandlerRequest, signal: AbortSignal | undefined, target: BodyTarget): Promise<{ response: HandlerResponse }> {
     const port = request.port ?? 80;
     const hostHeader = request.port === undefined ? request.hostname : `${request.hostname}:${request.port}`;
-    const lines = [`GET ${request.path}${queryString(request.query)} HTTP/1.1`];
+    const query = request.query === undefined ? '' : buildQueryString(request.query);
+    const lines = [`GET ${request.path}${query === '' ? '' : `?${query}`} HTTP/1.1`];
     let hasHost = false;
     for (const [name, value] of Object.entries(request.headers)) {
       if (/[\r\n]/.test(name) || /[\r\n]/.test(value)) throw new TypeError(`header ${JSON.stringify(name)} holds a line break`);
