@@ -47,10 +47,12 @@ export class PutJournal {
   private nextSeq = 0;
   /** The put record once written (or being written with the first step). */
   private recorded: Promise<Versioned<PendingPutRecord>> | undefined;
-  /** Each step record as committed, and the marker references of the steps whose calls succeeded. */
+  /**
+   * Each step record as committed, and the marker references of the steps whose calls succeeded
+   * (a failed step leaves its marker out, so the two show whether every step was applied).
+   */
   private readonly writtenSteps: Versioned<ReferenceStepRecord>[] = [];
   private readonly appliedMarkers: ChunkHash[] = [];
-  private stepsFailed = false;
   /** The put record commitInto handed over, and as the caller's commit left it (committedAt). */
   private committing: PendingPutRecord | undefined;
   private committedRecord: Versioned<PendingPutRecord> | undefined;
@@ -107,10 +109,7 @@ export class PutJournal {
     const journalled = this.journal(seq, chunks.map((chunk) => chunk.hash), marker.hash, 1);
     const added = this.repository.addHashedReferences([...chunks, marker], { commitAfter: journalled, ...(signal === undefined ? {} : { signal }) });
     for (const outcome of await Promise.allSettled([journalled, added])) {
-      if (outcome.status === 'rejected') {
-        this.stepsFailed = true;
-        throw outcome.reason;
-      }
+      if (outcome.status === 'rejected') throw outcome.reason;
     }
     this.appliedMarkers.push(marker.hash);
   }
@@ -121,15 +120,10 @@ export class PutJournal {
     const seq = this.nextSeq++;
     const marker = markerBytes(this.putId, seq);
     const markerHash = this.repository.hash(marker);
-    try {
-      await this.journal(seq, hashes, markerHash, 2);
-      const options = signal === undefined ? {} : { signal };
-      await this.repository.addReferences([marker], options);
-      await this.repository.addReferencesByHash([...hashes, markerHash], options);
-    } catch (err) {
-      this.stepsFailed = true;
-      throw err;
-    }
+    await this.journal(seq, hashes, markerHash, 2);
+    const options = signal === undefined ? {} : { signal };
+    await this.repository.addReferences([marker], options);
+    await this.repository.addReferencesByHash([...hashes, markerHash], options);
     this.appliedMarkers.push(markerHash, markerHash);
   }
 
@@ -154,7 +148,7 @@ export class PutJournal {
    */
   async settle(): Promise<void> {
     if (this.recorded === undefined) return;
-    if (this.committedRecord !== undefined && !this.stepsFailed && this.writtenSteps.length === this.nextSeq && new Set(this.appliedMarkers).size === this.nextSeq) {
+    if (this.committedRecord !== undefined && this.writtenSteps.length === this.nextSeq && new Set(this.appliedMarkers).size === this.nextSeq) {
       await settleCommittedPut(this.context, { record: this.committedRecord, steps: this.writtenSteps, markerDrops: this.appliedMarkers });
       return;
     }
