@@ -4,7 +4,8 @@
  *
  *   import    strata volume import of a seeded 1 GiB realistic source (file data, holes, repeated
  *             blocks) into a dedup pool, timed until its seal is done, vs into a local pool
- *   active    fio over NBD on a volume's active layer: dedup pool vs local pool
+ *   active    fio over NBD on a volume's active layer: dedup pool vs local pool, and a second
+ *             local pool vs the first (the bench's noise floor: the same code on both sides)
  *   sealed    4 KiB random reads at QD 32 of a snapshot sealed into packs vs the same data as a
  *             plain qcow2 snapshot layer of a local pool (both exported read-only over NBD)
  *   evicted   1 MiB sequential reads (fio, QD 8) of a volume evicted to moto / radosgw vs `aws s3
@@ -23,13 +24,13 @@ import { join } from 'node:path';
 import { GiB } from '../src/core/units.js';
 import { argValue, exitOnHelp } from './args.js';
 import { writeRealisticSource } from './dedup-source.js';
-import { DEDUP, LOCAL, createBenchPools, exportNbd, fillExport, timeImport } from './dedup-pools.js';
+import { CONTROL, DEDUP, LOCAL, createBenchPools, exportNbd, fillExport, timeImport } from './dedup-pools.js';
 import { runEvictedCells } from './dedup-evicted.js';
 import { runRssCell } from './dedup-rss.js';
 import { TABLE_HEADER, tableLine, type TableRow } from './dedup-table.js';
 import { fioNbd, NBD_BENCH_ROWS, type FioPattern } from './fio-nbd.js';
 import { loadAverage, startLoad } from './load.js';
-import { sideBySide } from './side-by-side.js';
+import { creationOrder, sideBySide } from './side-by-side.js';
 import { startStrata, strataCli, waitForJobs, type StrataDaemon } from './strata-daemon.js';
 
 const SOURCE_BYTES = GiB;
@@ -54,17 +55,25 @@ async function importCell(d: StrataDaemon, dir: string, runs: number, rows: Tabl
   rmSync(source);
 }
 
-/** Active layer: fio over NBD on a fresh volume of each pool (first 256 MiB written). */
+/**
+ * Active layer: fio over NBD on a fresh volume of each pool (first 256 MiB written). Both sides'
+ * active layers are plain local qcow2 files behind the same code, so a third side, a volume of a
+ * second local pool (CONTROL), measures the bench's own noise: its row (local vs local) shows how far
+ * apart two identical sides land in this run. The volumes are created in an order rotated per row's
+ * run by sideBySide's alternation; creation itself rotates once per cell (creationOrder).
+ */
 async function activeCell(d: StrataDaemon, runs: number, runtimeSeconds: number, rows: TableRow[]): Promise<void> {
+  const sides = [DEDUP, LOCAL, CONTROL];
   const uris = new Map<string, string>();
-  for (const side of [DEDUP, LOCAL]) {
+  for (const side of creationOrder(sides, runs)) {
     strataCli(d, ['volume', 'create', `${side}/active`, '1G']);
     uris.set(side, exportNbd(d, `${side}/active`));
     fillExport(uris.get(side)!, '256M');
   }
   for (const row of NBD_BENCH_ROWS) {
-    const result = await sideBySide(`active, ${row.name}`, [DEDUP, LOCAL], runs, (side) => fioNbd(uris.get(side)!, row, runtimeSeconds), 'IOPS');
+    const result = await sideBySide(`active, ${row.name}`, sides, runs, (side) => fioNbd(uris.get(side)!, row, runtimeSeconds), 'IOPS');
     rows.push({ cell: `active layer over NBD: ${row.name}`, unit: 'IOPS', strataSide: DEDUP, peerSide: LOCAL, target: 0.95, result });
+    rows.push({ cell: `(control: local vs local) ${row.name}`, unit: 'IOPS', strataSide: CONTROL, peerSide: LOCAL, target: 0, result });
   }
 }
 

@@ -6,10 +6,13 @@ import { strataCli, waitForJobs, type StrataDaemon } from './strata-daemon.js';
 /** The side of a cell that stores its data in a dedup pool, and the local-pool side it is compared with. */
 export const DEDUP = 'dedup';
 export const LOCAL = 'local';
+/** A second local pool: the active cell's control side (the same code as LOCAL, so their ratio is noise). */
+export const CONTROL = 'local-b';
 
-/** Creates the local pool `local` and the dedup pool `dedup` (BLAKE3, no tier). */
+/** Creates the local pools `local` and `local-b` and the dedup pool `dedup` (BLAKE3, no tier). */
 export function createBenchPools(d: StrataDaemon): void {
   strataCli(d, ['pool', 'create', LOCAL]);
+  strataCli(d, ['pool', 'create', CONTROL]);
   strataCli(d, ['pool', 'create', DEDUP, '--dedup']);
 }
 
