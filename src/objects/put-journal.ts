@@ -13,7 +13,9 @@
  *
  *   begin       s3-put/<id> {state: writing}, written with the first step's record (one batch)
  *   each step   s3-put-step/<id>/<seq> {hashes, marker}, durable before the repository call
- *               commits (its packs are written meanwhile: commitAfter)
+ *               commits (its packs are written meanwhile: commitAfter); where the repository's
+ *               counts share the catalog (sharesCatalog), the step's record, and the put record
+ *               with the first one, commit in the repository call's own transaction instead
  *   commit      the caller's transaction that makes the data visible also sets state: committed
  *   settle      markers dropped (count-checked), steps and the put record deleted
  *
@@ -29,7 +31,7 @@
  */
 import { StorageError, isStorageError } from '../core/errors.js';
 import { TxnBuilder, type Versioned } from '../meta/table.js';
-import type { ChunkHash, ChunkRepository, HashedChunk } from '../store/dedup/repository.js';
+import type { CatalogChanges, ChunkHash, ChunkRepository, HashedChunk } from '../store/dedup/repository.js';
 import type { ObjectContext } from './context.js';
 import { MANIFEST_OBJECT_PREFIX } from './manifest-storage.js';
 import { HASHES_PER_CALL } from '../store/chunked/seal.js';
@@ -103,6 +105,10 @@ export class PutJournal {
   async addChunks(chunks: readonly HashedChunk[], signal?: AbortSignal): Promise<void> {
     const seq = this.nextSeq++;
     const marker = this.repository.hashChunk(markerBytes(this.putId, seq));
+    if (this.repository.sharesCatalog?.(this.context.catalog) === true) {
+      await this.addChunksWithRecords(seq, chunks, marker, signal);
+      return;
+    }
     // The step's record is written while the repository stores the chunks; the repository commits
     // the counts only once the record is durable (commitAfter), so a crash never leaves counts
     // nobody journalled. Both settle before this does: the caller reuses the chunks' buffers.
@@ -111,6 +117,39 @@ export class PutJournal {
     for (const outcome of await Promise.allSettled([journalled, added])) {
       if (outcome.status === 'rejected') throw outcome.reason;
     }
+    this.appliedMarkers.push(marker.hash);
+  }
+
+  /**
+   * addChunks where the repository's counts share the catalog with the journal: the step's record
+   * (and, for the put's first write, the put record) commit in the repository's own transaction,
+   * so a step's record exists exactly when its references do, with one commit instead of two.
+   * A later step commits only after the put record (commitAfter), so no step is ever found
+   * without its put. The marker stays: settling and recovery read its count as before.
+   */
+  private async addChunksWithRecords(seq: number, chunks: readonly HashedChunk[], marker: HashedChunk, signal: AbortSignal | undefined): Promise<void> {
+    const step: ReferenceStepRecord = { putId: this.putId, seq, pool: this.pool, hashes: chunks.map((chunk) => chunk.hash), marker: marker.hash, markerRefsWhenApplied: 1 };
+    const putRecord: PendingPutRecord | undefined = this.recorded === undefined ? { putId: this.putId, pool: this.pool, state: 'writing', startedAtMs: this.context.nowMs() } : undefined;
+    let stepRevision = 0;
+    const catalogChanges: CatalogChanges = {
+      catalog: this.context.catalog,
+      add: (txn) => {
+        if (putRecord !== undefined) this.context.tables.puts.put(txn, putRecord);
+        this.context.tables.steps.put(txn, step);
+      },
+      committedAt: (revision) => (stepRevision = revision),
+    };
+    const added = this.repository.addHashedReferences([...chunks, marker], {
+      catalogChanges,
+      ...(putRecord === undefined ? { commitAfter: this.recorded } : {}),
+      ...(signal === undefined ? {} : { signal }),
+    });
+    if (putRecord !== undefined) {
+      this.recorded = added.then(() => ({ record: putRecord, modRevision: stepRevision }));
+      this.recorded.catch(() => undefined); // seen by whoever awaits it, and by this call below
+    }
+    await added;
+    this.writtenSteps.push({ record: step, modRevision: stepRevision });
     this.appliedMarkers.push(marker.hash);
   }
 

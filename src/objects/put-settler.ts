@@ -3,8 +3,9 @@
  * settling needs without reading: each step's marker count (its calls succeeded: 1 for a data
  * step, 2 for a by-hash step) and the revision of every journal record. So the puts committed
  * while one settling runs are settled by the next in one go: one dropReferences per pool for all
- * their markers and one catalog commit deleting all their journal records, instead of two reads,
- * a count read, a drop and a delete per put.
+ * their markers, the last of which also deletes all their journal records when that pool's counts
+ * share the catalog (else one more commit does), instead of two reads, a count read, a drop and
+ * a delete per put.
  *
  * Crash safety is settlePut's: until the delete commits, each put stays in the journal as
  * 'committed', and settlePut (on any failure here, and in start-up recovery) decides every drop
@@ -12,7 +13,7 @@
  */
 import { TxnBuilder, type Versioned } from '../meta/table.js';
 import { HASHES_PER_CALL } from '../store/chunked/seal.js';
-import type { ChunkHash } from '../store/dedup/repository.js';
+import type { CatalogChanges, ChunkHash } from '../store/dedup/repository.js';
 import type { ObjectContext } from './context.js';
 import { settlePut } from './put-journal.js';
 import type { PendingPutRecord, ReferenceStepRecord } from './records.js';
@@ -97,14 +98,26 @@ class PutSettler {
       drops.push(...put.markerDrops);
       byPool.set(pool, drops);
     }
-    for (const [pool, drops] of byPool) {
-      if (drops.length > 0) await (await this.context.repositoryOf(pool)).dropReferences(drops);
+    const deleteRecords = (txn: TxnBuilder): void => {
+      for (const put of puts) {
+        for (const step of put.steps) this.context.tables.steps.delete(txn, step);
+        this.context.tables.puts.delete(txn, put.record);
+      }
+    };
+    // The journal records go with the last pool's drop when that pool's counts share the catalog
+    // (one commit, and the records gone exactly when the markers are); else on their own after.
+    let recordsDeleted = false;
+    const pools = [...byPool].filter(([, drops]) => drops.length > 0);
+    for (const [i, [pool, drops]] of pools.entries()) {
+      const repository = await this.context.repositoryOf(pool);
+      const withRecords = i === pools.length - 1 && repository.sharesCatalog?.(this.context.catalog) === true;
+      const catalogChanges: CatalogChanges = { catalog: this.context.catalog, add: deleteRecords, committedAt: () => undefined };
+      await repository.dropReferences(drops, withRecords ? { catalogChanges } : {});
+      recordsDeleted = withRecords;
     }
+    if (recordsDeleted) return;
     const txn = new TxnBuilder();
-    for (const put of puts) {
-      for (const step of put.steps) this.context.tables.steps.delete(txn, step);
-      this.context.tables.puts.delete(txn, put.record);
-    }
+    deleteRecords(txn);
     await txn.commit(this.context.catalog);
   }
 }

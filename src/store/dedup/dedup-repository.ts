@@ -234,7 +234,7 @@ export class DedupChunkRepository implements ChunkRepository {
         for (const pack of writtenPacks) this.index.packs.put(txn, pack);
         await options?.commitAfter;
         throwIfAborted(options, 'addReferences');
-        if (await this.tryCommit(txn)) {
+        if (await this.tryCommit(txn, options)) {
           for (const [hash, location] of written) this.hints.set(hash, location);
           return names;
         }
@@ -542,7 +542,7 @@ export class DedupChunkRepository implements ChunkRepository {
       checkChunkHash(this.hasher, hash);
       counts.set(hash, (counts.get(hash) ?? 0) + 1);
     }
-    if (counts.size === 0) return;
+    if (counts.size === 0 && options?.catalogChanges === undefined) return;
     for (let attempt = 0; attempt < TXN_ATTEMPTS_MAX; attempt++) {
       const current = await this.readRecords([...counts.keys()]);
       const txn = new TxnBuilder();
@@ -557,15 +557,29 @@ export class DedupChunkRepository implements ChunkRepository {
         this.index.chunks.put(txn, { ...existing.record, refs, zeroSinceMs }, existing);
       }
       throwIfAborted(options, what);
-      if (await this.tryCommit(txn)) return;
+      if (await this.tryCommit(txn, options)) return;
     }
     throw this.tooBusy(what);
   }
 
-  /** Commits; false when another writer changed a compared key first (the caller re-reads). */
-  private async tryCommit(txn: TxnBuilder): Promise<boolean> {
+  sharesCatalog(catalog: CatalogStore): boolean {
+    return catalog === this.options.catalog;
+  }
+
+  /**
+   * Commits, with the caller's catalogChanges; false when another writer changed a compared key
+   * first (the caller re-reads).
+   */
+  private async tryCommit(txn: TxnBuilder, options?: ChunkRepositoryCallOptions): Promise<boolean> {
+    const changes = options?.catalogChanges;
+    if (changes !== undefined) {
+      // Another catalog's records must not be written into this one.
+      if (!this.sharesCatalog(changes.catalog)) throw new StorageError('INVALID_ARGUMENT', 'catalogChanges need a repository that shares the caller\'s catalog');
+      changes.add(txn);
+    }
     try {
-      await txn.commit(this.options.catalog);
+      const revision = await txn.commit(this.options.catalog);
+      changes?.committedAt(revision);
       return true;
     } catch (err) {
       if (isStorageError(err, 'BUSY') || isStorageError(err, 'ALREADY_EXISTS')) return false;

@@ -8,6 +8,9 @@
  * ChunkStore and a CatalogStore; every implementation runs test/conformance/chunk-repository.ts.
  */
 
+import type { CatalogStore } from '../../core/catalog-store.js';
+import type { TxnBuilder } from '../../meta/table.js';
+
 /** A chunk's content hash as lower-case hex: what names the chunk everywhere (manifests, index). */
 export type ChunkHash = string;
 
@@ -22,11 +25,29 @@ export interface ChunkRepositoryCallOptions {
    */
   readonly commitAfter?: Promise<unknown>;
   /**
+   * addReferences, addHashedReferences and dropReferences of a repository whose `sharesCatalog`
+   * is true for the caller's catalog: the caller's own records changed in the very transaction
+   * that changes the counts (a put's journal record goes in with the references it journals, so
+   * the two exist together or not at all, one catalog commit instead of two). `add` runs on each
+   * attempt's transaction (an attempt that loses a race is made again); `committedAt` is told
+   * the revision the successful one committed at. An addReferences of no chunks commits nothing,
+   * these changes neither.
+   */
+  readonly catalogChanges?: CatalogChanges;
+  /**
    * readChunks: an array the run's stored bytes may be read into (and checked and compacted in),
    * the answer then a view of it, so a caller that reuses its arrays spares a new buffer per run.
    * What it holds after the call is the answer's bytes or undefined; ignored when too small.
    */
   readonly into?: Uint8Array;
+}
+
+/** Records committed with a repository call's counts (ChunkRepositoryCallOptions.catalogChanges). */
+export interface CatalogChanges {
+  /** The caller's catalog: the repository refuses (INVALID_ARGUMENT) changes to another one. */
+  readonly catalog: CatalogStore;
+  add(txn: TxnBuilder): void;
+  committedAt(revision: number): void;
 }
 
 /**
@@ -111,4 +132,10 @@ export interface ChunkRepository {
   readInto?(hash: ChunkHash, target: Uint8Array, options?: ChunkRepositoryCallOptions): Promise<void>;
   /** The chunk's current reference count (0 when unknown or dropped to zero). */
   referenceCount(hash: ChunkHash): Promise<number>;
+  /**
+   * Optional: true when this repository's counts live in `catalog` (the same store object), so a
+   * call may commit the caller's records with its counts (catalogChanges); absent or false: the
+   * caller commits its records on its own.
+   */
+  sharesCatalog?(catalog: CatalogStore): boolean;
 }

@@ -1,0 +1,105 @@
+/**
+ * A put's journal records commit with the counts they journal (put-journal.ts, catalogChanges in
+ * the repository): one commit per data step instead of a journal write and a count commit, and
+ * the settling drops the markers and deletes the journal in one commit. A step whose commit fails
+ * leaves neither its references nor its records; a repository that does not share the catalog
+ * still gets the journal written first. Real DedupChunkRepository over a counting catalog.
+ */
+import { describe, expect, it } from 'vitest';
+import type { CatalogOp, CatalogStore } from '../../src/core/catalog-store.js';
+import { StorageError } from '../../src/core/errors.js';
+import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
+import { TxnBuilder } from '../../src/meta/table.js';
+import type { ChunkRepository } from '../../src/store/dedup/repository.js';
+import { createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
+
+const OWNER = 'user-1';
+const CHUNK_BYTES = 64 * 1024;
+
+/** A catalog that counts transactions and fails the first one `failWhen` picks. */
+function countingCatalog(failWhen?: (ops: readonly CatalogOp[]) => boolean): { catalog: CatalogStore; txns: () => number } {
+  const inner = new MemoryCatalogStore();
+  let txns = 0;
+  let failed = false;
+  const catalog = new Proxy(inner, {
+    get(target, name, receiver) {
+      const value: unknown = Reflect.get(target, name, receiver);
+      if (name !== 'txn') return typeof value === 'function' ? value.bind(target) : value;
+      return (compares: Parameters<CatalogStore['txn']>[0], ops: readonly CatalogOp[]) => {
+        txns++;
+        if (!failed && failWhen?.(ops) === true) {
+          failed = true;
+          return Promise.reject(new StorageError('IO_ERROR', 'commit failed (injected)'));
+        }
+        return target.txn(compares, ops);
+      };
+    },
+  });
+  return { catalog, txns: () => txns };
+}
+
+/** The repository without sharesCatalog: as one whose counts live in another catalog. */
+function withoutSharedCatalog(repository: ChunkRepository): ChunkRepository {
+  return new Proxy(repository, {
+    get(target, name, receiver) {
+      if (name === 'sharesCatalog') return undefined;
+      const value: unknown = Reflect.get(target, name, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
+
+async function journalKeys(catalog: CatalogStore): Promise<string[]> {
+  return [...(await catalog.list('s3-put/')).entries, ...(await catalog.list('s3-put-step/')).entries].map((entry) => entry.key);
+}
+
+describe('a put commits its journal with its counts', () => {
+  // Shared catalog: references with journal, version, markers dropped with journal deleted. Else
+  // the journal is written on its own first and deleted on its own after the drop.
+  for (const { shared, txns } of [
+    { shared: true, txns: 3 },
+    { shared: false, txns: 5 },
+  ]) {
+    it(`a one-step put commits ${txns} times when the repository ${shared ? 'shares' : 'does not share'} the catalog`, async () => {
+      const counted = countingCatalog();
+      const { model, catalog, deferredErrors } = await createTestObjectModel({ catalog: counted.catalog, ...(shared ? {} : { wrapRepository: withoutSharedCatalog }) });
+      await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+      const data = patternBytes(3 * CHUNK_BYTES, 3);
+      const before = counted.txns();
+      await model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
+      await model.idle();
+      expect(counted.txns() - before).toBe(txns);
+      expect(await totalReferences(catalog, 'pool-a')).toBe(3);
+      expect(await journalKeys(catalog)).toEqual([]);
+      expect(deferredErrors).toEqual([]);
+    });
+  }
+
+  it('a failed first step of a three-step put leaves no reference and no journal record', async () => {
+    // The first commit that writes a put record carries the first step's counts: it fails, so the
+    // later steps (which wait for it) must change nothing either.
+    const counted = countingCatalog((ops) => ops.some((op) => op.type === 'put' && op.key.startsWith('s3-put/')));
+    const { model, catalog, deferredErrors } = await createTestObjectModel({ catalog: counted.catalog });
+    await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+    const data = patternBytes(9 * 1024 * 1024, 5); // 144 chunks: three steps of 64
+    await expect(model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(data, 256 * 1024), claims: { sizeBytes: data.length } })).rejects.toThrow(/injected/);
+    await model.idle();
+    expect(await totalReferences(catalog, 'pool-a')).toBe(0);
+    expect(await journalKeys(catalog)).toEqual([]);
+    expect((await catalog.list('s3-current/')).entries).toEqual([]);
+    expect(deferredErrors).toEqual([]);
+  });
+
+  it('the repository refuses changes meant for another catalog and changes nothing', async () => {
+    const { repositories, catalog } = await createTestObjectModel();
+    const repository = repositories.get('pool-a')!;
+    const other = new MemoryCatalogStore();
+    expect(repository.sharesCatalog(catalog)).toBe(true);
+    expect(repository.sharesCatalog(other)).toBe(false);
+    const chunk = repository.hashChunk(patternBytes(CHUNK_BYTES, 6));
+    const catalogChanges = { catalog: other, add: (txn: TxnBuilder) => void txn.ops.push({ type: 'put', key: 'x/y', value: 1 }), committedAt: () => undefined };
+    await expect(repository.addHashedReferences([chunk], { catalogChanges })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect(await repository.referenceCount(chunk.hash)).toBe(0);
+    expect(await catalog.get('x/y')).toBeUndefined();
+  });
+});
