@@ -12,13 +12,16 @@
  * moved and per 100k requests over all runs of a row. --load N runs N CPU-bound processes beside
  * the whole bench (load.ts), the same for every back-end.
  *
+ * --dir PATH puts the images in a folder of PATH instead of /dev/shm (a disk-backed file system:
+ * there Strata's small requests take the thread pool or the no-wait read, not tmpfs's synchronous
+ * path; note that qsd writethrough=on then flushes every write to the disk).
  * --rows TEXT keeps the rows whose name contains TEXT; --base-serve PATH adds a side "Strata base"
  * served by another build's dist/bench/vhost-serve.js (a before/after comparison in one run).
  * Every rep creates every side afresh (its own image copy, server and connection, then 1 s of
  * unmeasured 4 KiB reads) in an order rotated per rep, printed with each run: with the same build
  * on two sides the first-created one measured slower, so no side may keep that place.
  *
- *   npx tsc -p tsconfig.json && node dist/bench/vhost-bench.js [--runtime 3] [--reps 3] [--queues 1] [--only strata,qsd-wt,qsd] [--load N]
+ *   npx tsc -p tsconfig.json && node dist/bench/vhost-bench.js [--runtime 3] [--reps 3] [--queues 1] [--only strata,qsd-wt,qsd] [--load N] [--dir PATH]
  *     [--rows "1 MiB"] [--base-serve ../base/dist/bench/vhost-serve.js]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -147,7 +150,7 @@ async function main(): Promise<void> {
   const only = argValue('--only', 'strata,qsd-wt,qsd').split(',');
   const rowFilter = argValue('--rows', '');
   const baseServe = argValue('--base-serve', '');
-  const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-vhost-bench-'));
+  const dir = mkdtempSync(join(argValue('--dir', existsSync('/dev/shm') ? '/dev/shm' : '/tmp'), 'strata-vhost-bench-'));
   let live: Side[] = [];
   const load = startLoad(loadProcesses);
   const loadStart = loadAverage();

@@ -18,6 +18,7 @@ import type { HostFile, HostFileFeatures } from '../core/host-file.js';
 import { checkCopyRange, copyRangeByBytes } from './copy-range.js';
 import { EINTR } from '../sys/libc.js';
 import { IOV_MAX, remainingBuffers, totalBytesOf } from '../sys/iovec.js';
+import { readNoWait } from '../sys/nowait-read.js';
 import { sizeThreadPool } from '../sys/thread-pool.js';
 import {
   ENXIO,
@@ -200,6 +201,15 @@ const WRITE = direction<void>(
  * at 1 MiB the pool wins (7.4 vs 3.7-5.2 GB/s) because two cores copy at once.
  */
 export const AUTO_SYNC_IO_MAX_BYTES = 256 * 1024;
+/**
+ * A read of one buffer up to this size that would go to the thread pool first tries preadv2 with
+ * RWF_NOWAIT on the calling thread (src/sys/nowait-read.ts): bytes in the page cache come back at
+ * once, with no pool round trip (a worker's wake-up, a completion hop back to the event loop: two
+ * more context switches and ~10-20 us per request, and on a busy machine two more waits for a
+ * CPU); anything else takes the pool as before. Small: the copy out of the kernel then runs on the
+ * event loop, and larger reads gain from the pool's parallel copies (the comment above).
+ */
+export const NOWAIT_READ_MAX_BYTES = 64 * 1024;
 let zeroChunk: Uint8Array | undefined;
 
 export class LocalHostFile implements HostFile {
@@ -217,6 +227,8 @@ export class LocalHostFile implements HostFile {
   /** A truncate or punchHole since the last flush: use fsync, not fdatasync. */
   private metadataDirty = false;
   private punchUnsupported = false;
+  /** preadv2(RWF_NOWAIT) answered 'unsupported' here: small async reads go straight to the pool. */
+  private noWaitUnsupported = false;
 
   private constructor(fd: number, path: string, readOnly: boolean, syncIoMaxBytes: number) {
     this.fd = fd;
@@ -260,7 +272,24 @@ export class LocalHostFile implements HostFile {
   }
 
   pread(buf: Uint8Array, hostOffset: number): Promise<number> {
+    if (buf.length > this.syncIoMaxBytes && buf.length <= NOWAIT_READ_MAX_BYTES && !this.noWaitUnsupported && this.readCached(buf, hostOffset)) {
+      return Promise.resolve(buf.length);
+    }
     return this.move(READ, [buf], hostOffset);
+  }
+
+  /**
+   * The read from the page cache without waiting (NOWAIT_READ_MAX_BYTES): true when all of buf
+   * was read. False (nothing promised about buf) when it was not cached, came short (the end of
+   * the file: the pool's path zero-fills), failed (the pool's path reports the error) or cannot
+   * be done here, or the file is closed or the range invalid (move() refuses those).
+   */
+  private readCached(buf: Uint8Array, hostOffset: number): boolean {
+    const fd = this.fd;
+    if (fd < 0 || buf.length === 0 || !Number.isSafeInteger(hostOffset) || hostOffset < 0) return false;
+    const outcome = readNoWait(fd, hostOffset, buf);
+    if (outcome === 'unsupported') this.noWaitUnsupported = true; // this file system cannot: stop asking
+    return outcome === 'read';
   }
 
   pwrite(buf: Uint8Array, hostOffset: number): Promise<void> {

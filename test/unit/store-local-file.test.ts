@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { isStorageError } from '../../src/core/errors.js';
-import { LocalHostFile } from '../../src/store/local-file.js';
+import { LocalHostFile, NOWAIT_READ_MAX_BYTES } from '../../src/store/local-file.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 import { sliceBuffers, totalBytesOf } from '../../src/sys/iovec.js';
 import { shmBase, shmTempDir, tempDir } from '../support/tmp.js';
@@ -265,6 +265,32 @@ describe('LocalHostFile edge paths', () => {
     vi.restoreAllMocks();
     await f.close();
     expect(fs.readFileSync(p).subarray(100)).toEqual(Buffer.from(data));
+  });
+
+  it('reads small cached ranges of an async file without the thread pool, larger ones and the end of the file through it', async () => {
+    const dir = tempDir();
+    const onTmpfs = fs.statfsSync(dir).type === 0x01021994; // tmpfs cannot read with RWF_NOWAIT: every read takes the pool
+    const f = await LocalHostFile.open(path.join(dir, 'cached.img'), { create: true, syncIo: false });
+    const data = new SeededRandom(11).fill(new Uint8Array(NOWAIT_READ_MAX_BYTES * 2));
+    await f.pwrite(data, 0); // now in the page cache
+    const readSpy = vi.spyOn(fs, 'read');
+    const small = new Uint8Array(4096).fill(0xee);
+    expect(await f.pread(small, 8192 + 512)).toBe(4096);
+    expect(small).toEqual(data.subarray(8192 + 512, 8192 + 512 + 4096));
+    expect(readSpy.mock.calls.length).toBe(onTmpfs ? 1 : 0);
+    const large = new Uint8Array(NOWAIT_READ_MAX_BYTES + 512);
+    expect(await f.pread(large, 0)).toBe(large.length);
+    expect(large).toEqual(data.subarray(0, large.length));
+    expect(readSpy.mock.calls.length).toBe(onTmpfs ? 2 : 1);
+    // Crossing the end of the file: the no-wait read comes short, the pool's path zero-fills.
+    const tail = new Uint8Array(4096).fill(0xee);
+    expect(await f.pread(tail, data.length - 1000)).toBe(1000);
+    expect(tail.subarray(0, 1000)).toEqual(data.subarray(data.length - 1000));
+    expect(tail.subarray(1000).every((b) => b === 0)).toBe(true);
+    expect(readSpy.mock.calls.length).toBe(onTmpfs ? 4 : 3); // 1000 bytes, then 0: the end
+    vi.restoreAllMocks();
+    await f.close();
+    await rejectsWith(f.pread(small, 0), 'IO_ERROR', /closed/);
   });
 
   it.each([false, true])('loops on short vectored reads and writes, one loop with pread/pwrite (syncIo %s)', async (syncIo) => {
