@@ -3,8 +3,10 @@
  * kernel, busybox initramfs, one vhost-user-blk disk) runs fio (libaio, direct=1, one job; the
  * host's fio carried into the guest by guest-fio.ts) against each back-end in turn:
  * - Strata: `strata serve`, the image imported as a volume, `strata volume attach --vhost-user`
- *   (what users run; every completed write is durable);
- * - qemu-storage-daemon with writethrough=on: equal durability, the comparison that counts;
+ *   (what users run: it offers the guest a write-back cache, VIRTIO_BLK_F_FLUSH, and makes
+ *   durable what the guest flushes, so every write the guest was told is durable survives a crash);
+ * - qemu-storage-daemon with writethrough=on: the same promise kept the other way (it tells the
+ *   guest its cache is write-through and syncs every write): equal durability, the comparison that counts;
  * - qemu-storage-daemon default (writethrough=off): faster, not durable (shared notes), for reference.
  * Every back-end gets its own copy of the same qcow2 image in /dev/shm (1 GiB, first 256 MiB
  * written by qemu-io); fio works in that 256 MiB region. Rows: 4 KiB random read and write at QD 1

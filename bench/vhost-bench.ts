@@ -3,7 +3,8 @@
  * Strata's back-end (bench/vhost-serve.ts, its own node process) and qemu-storage-daemon side by
  * side in one run. Every back-end gets its own copy of the same qcow2 image in /dev/shm (1 GiB,
  * first 256 MiB written by qemu-io) and the same queue count. qemu-storage-daemon runs twice: with
- * writethrough=on (every completed write durable, Strata's guarantee: the comparison that counts)
+ * writethrough=on (syncs every write; Strata offers a write-back cache and makes durable what the
+ * guest flushes: either way every write the guest was told is durable survives, the comparison that counts)
  * and with its default writethrough=off (tells the guest its cache is write-through yet keeps qcow2
  * metadata in memory: faster, not durable; see shared notes).
  * Rows: 4 KiB random read and write at QD 1 and 32, 1 MiB sequential read and write at QD 8.
