@@ -16,9 +16,10 @@ import fs from 'node:fs';
 import { StorageError, type StorageErrorCode } from '../core/errors.js';
 import type { HostFile, HostFileFeatures } from '../core/host-file.js';
 import { checkCopyRange, copyRangeByBytes } from './copy-range.js';
-import { EINTR } from '../sys/libc.js';
+import { EAGAIN, EINTR } from '../sys/libc.js';
 import { IOV_MAX, remainingBuffers, totalBytesOf } from '../sys/iovec.js';
 import { sizeThreadPool } from '../sys/thread-pool.js';
+import { ioUring, ringError, ringTakes, type IoUring } from '../sys/io-uring.js';
 import {
   ENXIO,
   FALLOC_FL_KEEP_SIZE,
@@ -217,9 +218,15 @@ export class LocalHostFile implements HostFile {
   /** A truncate or punchHole since the last flush: use fsync, not fdatasync. */
   private metadataDirty = false;
   private punchUnsupported = false;
+  /**
+   * Large reads of a file in memory (tmpfs) go through io_uring where it is available: batched
+   * submission and the kernel's own workers instead of a thread-pool hop per read (src/sys/io-uring.ts).
+   */
+  private readonly readRing: IoUring | null;
 
   private constructor(fd: number, path: string, readOnly: boolean, syncIoMaxBytes: number) {
     this.fd = fd;
+    this.readRing = Number.isFinite(syncIoMaxBytes) && syncIoMaxBytes > 0 ? ioUring() : null;
     this.name = path;
     this.readOnly = readOnly;
     this.syncIoMaxBytes = syncIoMaxBytes;
@@ -319,6 +326,15 @@ export class LocalHostFile implements HostFile {
       return Promise.resolve(direction.result(done));
     }
     this.inFlight++;
+    const ring = !direction.writes && ringTakes(bufs) ? this.readRing : null;
+    const part = ring === null ? direction.part : (fd: number, parts: readonly Uint8Array[], position: number, partDone: PartDone) => {
+      ring.read(fd, parts, position, (n) => {
+        if (n >= 0) partDone(null, n);
+        // A transient refusal (EAGAIN, EINTR) is not the file's answer: that part goes through the pool.
+        else if (n === -EAGAIN || n === -EINTR) direction.part(fd, parts, position, partDone);
+        else partDone(ringError(n, call), 0);
+      });
+    };
     return new Promise<T>((resolve, reject) => {
       const onPart = (err: NodeJS.ErrnoException | null, n: number): void => {
         try {
@@ -326,7 +342,7 @@ export class LocalHostFile implements HostFile {
           done += n;
           if (n > 0 && done < length) {
             rest = remainingBuffers(rest, n);
-            direction.part(fd, rest, hostOffset + done, onPart);
+            part(fd, rest, hostOffset + done, onPart);
             return;
           }
           if (done < length) direction.endOfFile(bufs, done);
@@ -339,7 +355,7 @@ export class LocalHostFile implements HostFile {
         resolve(direction.result(done));
       };
       try {
-        direction.part(fd, rest, hostOffset, onPart);
+        part(fd, rest, hostOffset, onPart);
       } catch (err) {
         this.opDone();
         reject(this.transferError(err, call, direction, bufs, length, hostOffset));

@@ -1,0 +1,308 @@
+/**
+ * A minimal io_uring for large reads, bound through koffi: one ring per process, reads submitted
+ * in batches (one io_uring_enter per event-loop turn, however many reads the turn started) and run
+ * by the kernel's own io-wq workers (IOSQE_ASYNC), completions announced on an eventfd the libuv
+ * loop watches. Compared with fs.read on libuv's thread pool, a read costs no pool mutex, no
+ * condition-variable wake-up of a user thread and no uv_async hop per request (the pool measured
+ * ~6 futex calls per 1 MiB read here; see bench notes in local-file.ts).
+ *
+ * Only reads: io_uring serialises buffered writes to one regular file on one io-wq worker (they
+ * are "hashed" by inode), which would put every write of an image on one core.
+ *
+ * Buffers: the kernel writes into the caller's memory after io_uring_enter returns, so every
+ * buffer of a read is referenced from the pending table until its completion arrives (a JS
+ * ArrayBuffer's backing store does not move while referenced; guest memory is unmapped only once
+ * no request is in flight, as for the thread pool). iovec arrays are copied by the kernel during
+ * io_uring_enter (IORING_FEAT_SUBMIT_STABLE, Linux 5.5+), so one native block holds the iovecs of
+ * the batch being submitted.
+ *
+ * Availability: Linux x86-64 with io_uring enabled (kernel.io_uring_disabled = 0) and the
+ * SUBMIT_STABLE and NODROP features; ioUring() answers null otherwise and callers keep the pool.
+ */
+import koffi from 'koffi';
+import { closeFd } from './fd.js';
+import { EINTR, errno, errnoName, libc, libcLibrary, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, SysError } from './libc.js';
+import { EventFd } from './eventfd.js';
+
+const SYS_IO_URING_SETUP = 425;
+const SYS_IO_URING_ENTER = 426;
+const SYS_IO_URING_REGISTER = 427;
+const IORING_OFF_SQ_RING = 0;
+const IORING_OFF_CQ_RING = 0x8000000;
+const IORING_OFF_SQES = 0x10000000;
+const IORING_FEAT_SINGLE_MMAP = 1 << 0;
+const IORING_FEAT_NODROP = 1 << 1;
+const IORING_FEAT_SUBMIT_STABLE = 1 << 2;
+const IORING_REGISTER_EVENTFD = 4;
+const IORING_OP_READV = 1;
+const IORING_OP_READ = 22;
+const IOSQE_ASYNC = 1 << 4;
+const PARAMS_BYTES = 120;
+const SQE_BYTES = 64;
+const CQE_BYTES = 16;
+const IOVEC_BYTES = 16;
+
+/** Ring entries: reads in flight at once beyond this wait in a JS queue for a free entry. */
+export const IO_URING_ENTRIES = 256;
+/** iovecs one batch may carry (a read over more buffers waits for the next batch). */
+const IOVEC_SLAB_ENTRIES = 4096;
+
+interface PendingRead {
+  fd: number;
+  bufs: readonly Uint8Array[];
+  offsetBytes: number;
+  done: (result: number) => void;
+}
+
+export interface IoUring {
+  /**
+   * One read of bufs (back to back) at offsetBytes: done(bytes read, or -errno) runs on the event
+   * loop once the kernel completes it; short reads are the caller's to continue.
+   */
+  read(fd: number, bufs: readonly Uint8Array[], offsetBytes: number, done: (result: number) => void): void;
+}
+
+type Syscall = (...args: unknown[]) => unknown;
+
+class Ring implements IoUring {
+  private readonly sqHead: Uint32Array;
+  private readonly sqTail: Uint32Array;
+  private readonly sqArray: Uint32Array;
+  private readonly cqHead: Uint32Array;
+  private readonly cqTail: Uint32Array;
+  private readonly sqes: DataView;
+  private readonly cqes: DataView;
+  private readonly sqMask: number;
+  private readonly cqMask: number;
+  private readonly iovecs: DataView;
+  private readonly iovecsAddr: bigint;
+  /** Reads in the kernel, by user_data (a slot number). */
+  private readonly inKernel: (PendingRead | undefined)[] = [];
+  private readonly freeSlots: number[] = [];
+  /** Reads started this turn (or waiting for a free slot). */
+  private queued: PendingRead[] = [];
+  private flushScheduled = false;
+  private inKernelCount = 0;
+  /** The eventfd's watcher: referenced (keeps the process alive) only while reads are in the kernel. */
+  private readonly watcher: ReturnType<typeof koffi.node.poll>;
+
+  constructor(
+    private readonly ringFd: number,
+    params: DataView,
+    ring: ArrayBuffer,
+    cqRing: ArrayBuffer,
+    sqes: ArrayBuffer,
+    private readonly enter: Syscall,
+    wake: EventFd,
+  ) {
+    const sqOff = 40;
+    const cqOff = 80;
+    const u32 = (buffer: ArrayBuffer, at: number, count = 1) => new Uint32Array(buffer, at, count);
+    this.sqHead = u32(ring, params.getUint32(sqOff, true));
+    this.sqTail = u32(ring, params.getUint32(sqOff + 4, true));
+    this.sqMask = u32(ring, params.getUint32(sqOff + 8, true))[0]!;
+    const sqEntries = params.getUint32(0, true);
+    this.sqArray = u32(ring, params.getUint32(sqOff + 24, true), sqEntries);
+    this.cqHead = u32(cqRing, params.getUint32(cqOff, true));
+    this.cqTail = u32(cqRing, params.getUint32(cqOff + 4, true));
+    this.cqMask = u32(cqRing, params.getUint32(cqOff + 8, true))[0]!;
+    const cqEntries = params.getUint32(4, true);
+    this.cqes = new DataView(cqRing, params.getUint32(cqOff + 20, true), cqEntries * CQE_BYTES);
+    this.sqes = new DataView(sqes);
+    for (let i = sqEntries - 1; i >= 0; i--) this.freeSlots.push(i);
+    const slab = koffi.alloc('uint8_t', IOVEC_SLAB_ENTRIES * IOVEC_BYTES) as bigint;
+    this.iovecsAddr = koffi.address(slab) as bigint;
+    this.iovecs = new DataView(koffi.view(slab, IOVEC_SLAB_ENTRIES * IOVEC_BYTES));
+    this.watcher = koffi.node.poll(wake.fd, { readable: true }, () => {
+      try {
+        wake.drain();
+        this.reap();
+      } catch (err) {
+        process.emitWarning(`io_uring completion failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    });
+    this.watcher.unref();
+  }
+
+  read(fd: number, bufs: readonly Uint8Array[], offsetBytes: number, done: (result: number) => void): void {
+    this.queued.push({ fd, bufs, offsetBytes, done });
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    // Every read the current turn starts (a kick's requests) goes in with one io_uring_enter.
+    queueMicrotask(() => {
+      this.flushScheduled = false;
+      this.submitQueued();
+    });
+  }
+
+  private submitQueued(): void {
+    const queued = this.queued;
+    let tail = Atomics.load(this.sqTail, 0);
+    let iovecsUsed = 0;
+    let taken = 0;
+    for (; taken < queued.length; taken++) {
+      const r = queued[taken]!;
+      if (r.bufs.length > 1 && iovecsUsed + r.bufs.length > IOVEC_SLAB_ENTRIES) break;
+      const slot = this.freeSlots.pop();
+      if (slot === undefined) break;
+      this.inKernel[slot] = r;
+      const at = slot * SQE_BYTES;
+      const sqe = this.sqes;
+      for (let o = 0; o < SQE_BYTES; o += 8) sqe.setBigUint64(at + o, 0n, true);
+      sqe.setUint8(at + 1, IOSQE_ASYNC);
+      sqe.setInt32(at + 4, r.fd, true);
+      sqe.setBigUint64(at + 8, BigInt(r.offsetBytes), true);
+      if (r.bufs.length === 1) {
+        const buf = r.bufs[0]!;
+        sqe.setUint8(at, IORING_OP_READ);
+        sqe.setBigUint64(at + 16, koffi.address(buf) as bigint, true);
+        sqe.setUint32(at + 24, buf.length, true);
+      } else {
+        sqe.setUint8(at, IORING_OP_READV);
+        sqe.setBigUint64(at + 16, this.iovecsAddr + BigInt(iovecsUsed * IOVEC_BYTES), true);
+        sqe.setUint32(at + 24, r.bufs.length, true);
+        for (const buf of r.bufs) {
+          this.iovecs.setBigUint64(iovecsUsed * IOVEC_BYTES, koffi.address(buf) as bigint, true);
+          this.iovecs.setBigUint64(iovecsUsed * IOVEC_BYTES + 8, BigInt(buf.length), true);
+          iovecsUsed++;
+        }
+      }
+      sqe.setBigUint64(at + 32, BigInt(slot), true);
+      this.sqArray[tail & this.sqMask] = slot;
+      tail = (tail + 1) >>> 0;
+    }
+    if (taken === 0) return;
+    if (this.inKernelCount === 0) this.watcher.ref();
+    this.inKernelCount += taken;
+    this.queued = taken === queued.length ? [] : queued.slice(taken);
+    Atomics.store(this.sqTail, 0, tail);
+    this.submit(taken);
+    // What did not fit waits for completions to free entries (reap() submits it).
+  }
+
+  private submit(count: number): void {
+    let left = count;
+    while (left > 0) {
+      const n = Number(this.enter(SYS_IO_URING_ENTER, 'int', this.ringFd, 'uint32_t', left, 'uint32_t', 0, 'uint32_t', 0, 'void *', null, 'size_t', 0));
+      if (n >= 0) {
+        left -= n;
+        continue;
+      }
+      const e = errno();
+      if (e === EINTR) continue;
+      // The ring refused the batch (EAGAIN, EBUSY: out of kernel resources): fail what is left,
+      // the caller reports an I/O error for those reads. Entries not consumed are still in the
+      // SQ, so they are taken back by rewinding the tail to the kernel's head.
+      const head = Atomics.load(this.sqHead, 0);
+      let tail = Atomics.load(this.sqTail, 0);
+      while (tail !== head) {
+        tail = (tail - 1) >>> 0;
+        const slot = this.sqArray[tail & this.sqMask]!;
+        const r = this.inKernel[slot];
+        this.inKernel[slot] = undefined;
+        this.freeSlots.push(slot);
+        this.inKernelCount--;
+        r?.done(-e);
+      }
+      if (this.inKernelCount === 0) this.watcher.unref();
+      Atomics.store(this.sqTail, 0, tail);
+      return;
+    }
+  }
+
+  private reap(): void {
+    let head = Atomics.load(this.cqHead, 0);
+    const finished: [PendingRead, number][] = [];
+    for (;;) {
+      const tail = Atomics.load(this.cqTail, 0);
+      if (head === tail) break;
+      while (head !== tail) {
+        const at = (head & this.cqMask) * CQE_BYTES;
+        const slot = Number(this.cqes.getBigUint64(at, true));
+        const result = this.cqes.getInt32(at + 8, true);
+        head = (head + 1) >>> 0;
+        const r = this.inKernel[slot];
+        if (r === undefined) continue;
+        this.inKernel[slot] = undefined;
+        this.freeSlots.push(slot);
+        finished.push([r, result]);
+      }
+      Atomics.store(this.cqHead, 0, head);
+    }
+    this.inKernelCount -= finished.length;
+    if (this.inKernelCount === 0 && finished.length > 0) this.watcher.unref();
+    if (this.queued.length > 0) this.submitQueued();
+    for (const [r, result] of finished) r.done(result);
+  }
+}
+
+/** undefined: not tried yet; null: io_uring is not available here. */
+let shared: IoUring | null | undefined;
+
+/** The process's io_uring for reads, or null where it cannot be set up (callers keep the thread pool). */
+export function ioUring(): IoUring | null {
+  if (shared !== undefined) return shared;
+  shared = null;
+  if (process.platform !== 'linux' || process.arch !== 'x64' || process.env['STRATA_IO_URING'] === '0') return shared;
+  let ringFd = -1;
+  try {
+    const syscall = libcLibrary().func('long syscall(long number, ...)') as Syscall;
+    const paramsBytes = new Uint8Array(PARAMS_BYTES);
+    ringFd = Number(syscall(SYS_IO_URING_SETUP, 'uint32_t', IO_URING_ENTRIES, 'void *', paramsBytes));
+    if (ringFd < 0) return shared;
+    const params = new DataView(paramsBytes.buffer);
+    const features = params.getUint32(20, true);
+    const needed = IORING_FEAT_SINGLE_MMAP | IORING_FEAT_NODROP | IORING_FEAT_SUBMIT_STABLE;
+    if ((features & needed) !== needed) {
+      closeFd(ringFd);
+      return shared;
+    }
+    const sqEntries = params.getUint32(0, true);
+    const cqEntries = params.getUint32(4, true);
+    const sqRingBytes = params.getUint32(40 + 24, true) + sqEntries * 4;
+    const cqRingBytes = params.getUint32(80 + 20, true) + cqEntries * CQE_BYTES;
+    const ringBytes = Math.max(sqRingBytes, cqRingBytes);
+    const map = (bytes: number, offset: number): ArrayBuffer => {
+      const addr = libc().mmap(null, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | 0x8000 /* MAP_POPULATE */, ringFd, offset);
+      if (addr === MAP_FAILED) throw new SysError('mmap', errno(), 'of an io_uring ring');
+      return koffi.view(addr, bytes);
+    };
+    const ring = map(ringBytes, IORING_OFF_SQ_RING);
+    void IORING_OFF_CQ_RING; // SINGLE_MMAP: the CQ ring shares the SQ ring's mapping
+    const sqes = map(sqEntries * SQE_BYTES, IORING_OFF_SQES);
+    const wake = EventFd.create();
+    const fdArg = new Int32Array([wake.fd]);
+    if (Number(syscall(SYS_IO_URING_REGISTER, 'int', ringFd, 'uint32_t', IORING_REGISTER_EVENTFD, 'void *', fdArg, 'uint32_t', 1)) < 0) {
+      wake.close();
+      closeFd(ringFd);
+      return shared;
+    }
+    // The ring and its mappings live as long as the process (one per process, like the thread pool).
+    shared = new Ring(ringFd, params, ring, ring, sqes, syscall, wake);
+  } catch {
+    if (ringFd >= 0) closeFd(ringFd);
+    shared = null;
+  }
+  return shared;
+}
+
+/**
+ * Whether a read into bufs may go to the ring: every buffer at least a page. V8 keeps typed arrays
+ * of a few dozen bytes inside its heap, where the garbage collector may move them while the kernel
+ * writes; a page-sized one always has its own backing store, which never moves.
+ */
+export function ringTakes(bufs: readonly Uint8Array[]): boolean {
+  for (const b of bufs) if (b.length < 4096) return false;
+  return true;
+}
+
+/** A completion's negative result as the error fs calls give (code: the errno name). */
+export function ringError(negativeErrno: number, syscall: string): NodeJS.ErrnoException {
+  const e = -negativeErrno;
+  const code = errnoName(e);
+  const err: NodeJS.ErrnoException = new Error(`${syscall} through io_uring failed: ${code}`);
+  err.errno = e;
+  err.code = code;
+  err.syscall = syscall;
+  return err;
+}
