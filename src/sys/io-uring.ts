@@ -18,10 +18,11 @@
  *
  * Availability: Linux x86-64 with io_uring enabled (kernel.io_uring_disabled = 0) and the
  * SUBMIT_STABLE and NODROP features; ioUring() answers null otherwise and callers keep the pool.
+ * STRATA_IO_URING=0 in the environment turns it off (comparisons, a kernel that misbehaves).
  */
 import koffi from 'koffi';
 import { closeFd } from './fd.js';
-import { EINTR, errno, errnoName, libc, libcLibrary, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, SysError } from './libc.js';
+import { EAGAIN, EINTR, errno, errnoName, libc, libcLibrary, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, SysError } from './libc.js';
 import { EventFd } from './eventfd.js';
 import { HOST_IO_THREADS } from './thread-pool.js';
 
@@ -73,6 +74,7 @@ class Ring implements IoUring {
   private readonly cqHead: Uint32Array;
   private readonly cqTail: Uint32Array;
   private readonly sqes: DataView;
+  private readonly sqeBytes: Uint8Array;
   private readonly cqes: DataView;
   private readonly sqMask: number;
   private readonly cqMask: number;
@@ -111,6 +113,7 @@ class Ring implements IoUring {
     const cqEntries = params.getUint32(4, true);
     this.cqes = new DataView(cqRing, params.getUint32(cqOff + 20, true), cqEntries * CQE_BYTES);
     this.sqes = new DataView(sqes);
+    this.sqeBytes = new Uint8Array(sqes);
     for (let i = sqEntries - 1; i >= 0; i--) this.freeSlots.push(i);
     const slab = koffi.alloc('uint8_t', IOVEC_SLAB_ENTRIES * IOVEC_BYTES) as bigint;
     this.iovecsAddr = koffi.address(slab) as bigint;
@@ -150,7 +153,7 @@ class Ring implements IoUring {
       this.inKernel[slot] = r;
       const at = slot * SQE_BYTES;
       const sqe = this.sqes;
-      for (let o = 0; o < SQE_BYTES; o += 8) sqe.setBigUint64(at + o, 0n, true);
+      this.sqeBytes.fill(0, at, at + SQE_BYTES);
       sqe.setUint8(at + 1, IOSQE_ASYNC);
       sqe.setInt32(at + 4, r.fd, true);
       sqe.setBigUint64(at + 8, BigInt(r.offsetBytes), true);
@@ -186,12 +189,13 @@ class Ring implements IoUring {
     let left = count;
     while (left > 0) {
       const n = Number(this.enter(SYS_IO_URING_ENTER, 'int', this.ringFd, 'uint32_t', left, 'uint32_t', 0, 'uint32_t', 0, 'void *', null, 'size_t', 0));
-      if (n >= 0) {
+      if (n > 0) {
         left -= n;
         continue;
       }
-      const e = errno();
-      if (e === EINTR) continue;
+      // 0 would mean the kernel saw no entries: treated as a refusal rather than retried forever.
+      const e = n === 0 ? EAGAIN : errno();
+      if (n < 0 && e === EINTR) continue;
       // The ring refused the batch (EAGAIN, EBUSY: out of kernel resources): fail what is left,
       // the caller reports an I/O error for those reads. Entries not consumed are still in the
       // SQ, so they are taken back by rewinding the tail to the kernel's head.
@@ -234,7 +238,14 @@ class Ring implements IoUring {
     this.inKernelCount -= finished.length;
     if (this.inKernelCount === 0 && finished.length > 0) this.watcher.unref();
     if (this.queued.length > 0) this.submitQueued();
-    for (const [r, result] of finished) r.done(result);
+    for (const [r, result] of finished) {
+      // One failing callback must not strand the reads completed after it.
+      try {
+        r.done(result);
+      } catch (err) {
+        process.emitWarning(`io_uring read callback failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
   }
 }
 
