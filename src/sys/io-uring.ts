@@ -1,16 +1,16 @@
 /**
- * A minimal io_uring for large reads, bound through koffi: one ring per process, reads submitted
- * in batches (one io_uring_enter per event-loop turn, however many reads the turn started) and run
- * by the kernel's own io-wq workers (IOSQE_ASYNC), completions announced on an eventfd the libuv
- * loop watches. Compared with fs.read on libuv's thread pool, a read costs no pool mutex, no
- * condition-variable wake-up of a user thread and no uv_async hop per request (the pool measured
- * ~6 futex calls per 1 MiB read here; see bench notes in local-file.ts).
+ * A minimal io_uring for large reads and writes, bound through koffi: one ring per process, calls
+ * submitted in batches (one io_uring_enter per event-loop turn, however many the turn started) and
+ * run by the kernel's own io-wq workers (IOSQE_ASYNC), completions announced on an eventfd the
+ * libuv loop watches. Compared with fs.read/fs.write on libuv's thread pool, a call costs no pool
+ * mutex, no condition-variable wake-up of a user thread and no uv_async hop (the pool measured ~6
+ * futex calls per 1 MiB read here).
  *
- * Only reads: io_uring serialises buffered writes to one regular file on one io-wq worker (they
- * are "hashed" by inode), which would put every write of an image on one core.
+ * io-wq runs buffered writes to one regular file one at a time (it hashes them by inode); the
+ * kernel's inode lock serialises them on the thread pool too, where the other threads sleep on it.
  *
- * Buffers: the kernel writes into the caller's memory after io_uring_enter returns, so every
- * buffer of a read is referenced from the pending table until its completion arrives (a JS
+ * Buffers: the kernel uses the caller's memory after io_uring_enter returns, so every buffer of
+ * a call is referenced from the pending table until its completion arrives (a JS
  * ArrayBuffer's backing store does not move while referenced; guest memory is unmapped only once
  * no request is in flight, as for the thread pool). iovec arrays are copied by the kernel during
  * io_uring_enter (IORING_FEAT_SUBMIT_STABLE, Linux 5.5+), so one native block holds the iovecs of
@@ -38,19 +38,22 @@ const IORING_FEAT_SUBMIT_STABLE = 1 << 2;
 const IORING_REGISTER_EVENTFD = 4;
 const IORING_REGISTER_IOWQ_MAX_WORKERS = 19;
 const IORING_OP_READV = 1;
+const IORING_OP_WRITEV = 2;
 const IORING_OP_READ = 22;
+const IORING_OP_WRITE = 23;
 const IOSQE_ASYNC = 1 << 4;
 const PARAMS_BYTES = 120;
 const SQE_BYTES = 64;
 const CQE_BYTES = 16;
 const IOVEC_BYTES = 16;
 
-/** Ring entries: reads in flight at once beyond this wait in a JS queue for a free entry. */
+/** Ring entries: calls in flight at once beyond this wait in a JS queue for a free entry. */
 export const IO_URING_ENTRIES = 256;
 /** iovecs one batch may carry (a read over more buffers waits for the next batch). */
 const IOVEC_SLAB_ENTRIES = 4096;
 
 interface PendingRead {
+  write: boolean;
   fd: number;
   bufs: readonly Uint8Array[];
   offsetBytes: number;
@@ -63,6 +66,8 @@ export interface IoUring {
    * loop once the kernel completes it; short reads are the caller's to continue.
    */
   read(fd: number, bufs: readonly Uint8Array[], offsetBytes: number, done: (result: number) => void): void;
+  /** write is to read what pwritev is to preadv: done(bytes written, or -errno). */
+  write(fd: number, bufs: readonly Uint8Array[], offsetBytes: number, done: (result: number) => void): void;
 }
 
 type Syscall = (...args: unknown[]) => unknown;
@@ -130,7 +135,15 @@ class Ring implements IoUring {
   }
 
   read(fd: number, bufs: readonly Uint8Array[], offsetBytes: number, done: (result: number) => void): void {
-    this.queued.push({ fd, bufs, offsetBytes, done });
+    this.start({ write: false, fd, bufs, offsetBytes, done });
+  }
+
+  write(fd: number, bufs: readonly Uint8Array[], offsetBytes: number, done: (result: number) => void): void {
+    this.start({ write: true, fd, bufs, offsetBytes, done });
+  }
+
+  private start(r: PendingRead): void {
+    this.queued.push(r);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     // Every read the current turn starts (a kick's requests) goes in with one io_uring_enter.
@@ -159,11 +172,11 @@ class Ring implements IoUring {
       sqe.setBigUint64(at + 8, BigInt(r.offsetBytes), true);
       if (r.bufs.length === 1) {
         const buf = r.bufs[0]!;
-        sqe.setUint8(at, IORING_OP_READ);
+        sqe.setUint8(at, r.write ? IORING_OP_WRITE : IORING_OP_READ);
         sqe.setBigUint64(at + 16, koffi.address(buf) as bigint, true);
         sqe.setUint32(at + 24, buf.length, true);
       } else {
-        sqe.setUint8(at, IORING_OP_READV);
+        sqe.setUint8(at, r.write ? IORING_OP_WRITEV : IORING_OP_READV);
         sqe.setBigUint64(at + 16, this.iovecsAddr + BigInt(iovecsUsed * IOVEC_BYTES), true);
         sqe.setUint32(at + 24, r.bufs.length, true);
         for (const buf of r.bufs) {
@@ -243,7 +256,7 @@ class Ring implements IoUring {
       try {
         r.done(result);
       } catch (err) {
-        process.emitWarning(`io_uring read callback failed: ${err instanceof Error ? err.message : String(err)}`);
+        process.emitWarning(`io_uring completion callback failed: ${err instanceof Error ? err.message : String(err)}`);
       }
     }
   }
@@ -252,7 +265,7 @@ class Ring implements IoUring {
 /** undefined: not tried yet; null: io_uring is not available here. */
 let shared: IoUring | null | undefined;
 
-/** The process's io_uring for reads, or null where it cannot be set up (callers keep the thread pool). */
+/** The process's io_uring, or null where it cannot be set up (callers keep the thread pool). */
 export function ioUring(): IoUring | null {
   if (shared !== undefined) return shared;
   shared = null;
@@ -304,7 +317,7 @@ export function ioUring(): IoUring | null {
 }
 
 /**
- * Whether a read into bufs may go to the ring: every buffer at least a page. V8 keeps typed arrays
+ * Whether a read into (or write from) bufs may go to the ring: every buffer at least a page. V8 keeps typed arrays
  * of a few dozen bytes inside its heap, where the garbage collector may move them while the kernel
  * writes; a page-sized one always has its own backing store, which never moves.
  */

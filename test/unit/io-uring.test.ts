@@ -83,6 +83,21 @@ describe.skipIf(ring === null)('io_uring reads', () => {
     expect(await ringRead(closed, [allocAligned(4096)], 0)).toBe(-EBADF);
   });
 
+  it('writes from one buffer and from several, at their offsets', async () => {
+    const p = path.join(shmTempDir(), 'out.bin');
+    fs.writeFileSync(p, new Uint8Array(MiB));
+    const fd = fs.openSync(p, 'r+');
+    try {
+      const data = pattern(MiB, 11);
+      const write = (bufs: Uint8Array[], at: number) => new Promise<number>((resolve) => ring!.write(fd, bufs, at, resolve));
+      expect(await write([data.subarray(0, 256 * 1024)], 0)).toBe(256 * 1024);
+      expect(await write([data.subarray(256 * 1024, 260 * 1024), data.subarray(260 * 1024)], 256 * 1024)).toBe(768 * 1024);
+      expect(same(fs.readFileSync(p), data)).toBe(true);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+
   it('takes only page-sized buffers (small typed arrays may move with the garbage collector)', () => {
     expect(ringTakes([allocAligned(4096), allocAligned(MiB)])).toBe(true);
     expect(ringTakes([allocAligned(MiB), new Uint8Array(512)])).toBe(false);
@@ -113,6 +128,32 @@ describe.skipIf(ring === null)('io_uring reads', () => {
     } finally {
       readSpy.mockRestore();
       readvSpy.mockRestore();
+      await file.close();
+    }
+  });
+
+  it('carries overwrites of a LocalHostFile on tmpfs; writes that grow the file keep the thread pool', async () => {
+    const p = path.join(shmTempDir(), 'image.raw');
+    fs.writeFileSync(p, new Uint8Array(2 * MiB));
+    const file = await LocalHostFile.open(p, { syncIo: 'auto' });
+    const writeSpy = vi.spyOn(fs, 'write');
+    try {
+      const inside = pattern(MiB, 13);
+      await file.pwrite(inside, MiB / 2);
+      expect(writeSpy).not.toHaveBeenCalled();
+      const growing = pattern(MiB, 17);
+      await file.pwrite(growing, 2 * MiB - 4096);
+      expect(writeSpy).toHaveBeenCalledTimes(1);
+      // What the grown file now holds is an overwrite.
+      await file.pwrite(inside.subarray(0, MiB - 4096), 2 * MiB);
+      expect(writeSpy).toHaveBeenCalledTimes(1);
+      const back = fs.readFileSync(p);
+      expect(back.length).toBe(3 * MiB - 4096);
+      expect(same(back.subarray(MiB / 2, MiB / 2 + MiB), inside)).toBe(true);
+      expect(same(back.subarray(2 * MiB - 4096, 2 * MiB), growing.subarray(0, 4096))).toBe(true);
+      expect(same(back.subarray(2 * MiB), inside.subarray(0, MiB - 4096))).toBe(true);
+    } finally {
+      writeSpy.mockRestore();
       await file.close();
     }
   });
