@@ -13,7 +13,7 @@
  * a call is referenced from the pending table until its completion arrives (a JS
  * ArrayBuffer's backing store does not move while referenced; guest memory is unmapped only once
  * no request is in flight, as for the thread pool). iovec arrays are copied by the kernel during
- * io_uring_enter (IORING_FEAT_SUBMIT_STABLE, Linux 5.5+), so one native block holds the iovecs of
+ * io_uring_enter (FEATURE.submitStable, Linux 5.5+), so one native block holds the iovecs of
  * the batch being submitted.
  *
  * Availability: Linux x86-64 with io_uring enabled (kernel.io_uring_disabled = 0) and the
@@ -26,26 +26,14 @@ import { EAGAIN, EINTR, errno, errnoName, libc, libcLibrary, MAP_FAILED, MAP_SHA
 import { EventFd } from './eventfd.js';
 import { HOST_IO_THREADS } from './thread-pool.js';
 
-const SYS_IO_URING_SETUP = 425;
-const SYS_IO_URING_ENTER = 426;
-const SYS_IO_URING_REGISTER = 427;
-const IORING_OFF_SQ_RING = 0;
-const IORING_OFF_CQ_RING = 0x8000000;
-const IORING_OFF_SQES = 0x10000000;
-const IORING_FEAT_SINGLE_MMAP = 1 << 0;
-const IORING_FEAT_NODROP = 1 << 1;
-const IORING_FEAT_SUBMIT_STABLE = 1 << 2;
-const IORING_REGISTER_EVENTFD = 4;
-const IORING_REGISTER_IOWQ_MAX_WORKERS = 19;
-const IORING_OP_READV = 1;
-const IORING_OP_WRITEV = 2;
-const IORING_OP_READ = 22;
-const IORING_OP_WRITE = 23;
+/** Linux x86-64 system call numbers, mmap offsets, flags and struct sizes (include/uapi/linux/io_uring.h). */
+const SYS = { setup: 425, enter: 426, register: 427 } as const;
+const MMAP_OFFSET = { rings: 0, sqes: 0x10000000 } as const;
+const FEATURE = { singleMmap: 1 << 0, noDrop: 1 << 1, submitStable: 1 << 2 } as const;
+const REGISTER = { eventFd: 4, ioWqMaxWorkers: 19 } as const;
+const OPCODE = { readv: 1, writev: 2, read: 22, write: 23 } as const;
 const IOSQE_ASYNC = 1 << 4;
-const PARAMS_BYTES = 120;
-const SQE_BYTES = 64;
-const CQE_BYTES = 16;
-const IOVEC_BYTES = 16;
+const BYTES = { params: 120, sqe: 64, cqe: 16, iovec: 16 } as const;
 
 /** Ring entries: calls in flight at once beyond this wait in a JS queue for a free entry. */
 export const IO_URING_ENTRIES = 256;
@@ -116,13 +104,13 @@ class Ring implements IoUring {
     this.cqTail = u32(cqRing, params.getUint32(cqOff + 4, true));
     this.cqMask = u32(cqRing, params.getUint32(cqOff + 8, true))[0]!;
     const cqEntries = params.getUint32(4, true);
-    this.cqes = new DataView(cqRing, params.getUint32(cqOff + 20, true), cqEntries * CQE_BYTES);
+    this.cqes = new DataView(cqRing, params.getUint32(cqOff + 20, true), cqEntries * BYTES.cqe);
     this.sqes = new DataView(sqes);
     this.sqeBytes = new Uint8Array(sqes);
     for (let i = sqEntries - 1; i >= 0; i--) this.freeSlots.push(i);
-    const slab = koffi.alloc('uint8_t', IOVEC_SLAB_ENTRIES * IOVEC_BYTES) as bigint;
+    const slab = koffi.alloc('uint8_t', IOVEC_SLAB_ENTRIES * BYTES.iovec) as bigint;
     this.iovecsAddr = koffi.address(slab) as bigint;
-    this.iovecs = new DataView(koffi.view(slab, IOVEC_SLAB_ENTRIES * IOVEC_BYTES));
+    this.iovecs = new DataView(koffi.view(slab, IOVEC_SLAB_ENTRIES * BYTES.iovec));
     this.watcher = koffi.node.poll(wake.fd, { readable: true }, () => {
       try {
         wake.drain();
@@ -164,24 +152,24 @@ class Ring implements IoUring {
       const slot = this.freeSlots.pop();
       if (slot === undefined) break;
       this.inKernel[slot] = r;
-      const at = slot * SQE_BYTES;
+      const at = slot * BYTES.sqe;
       const sqe = this.sqes;
-      this.sqeBytes.fill(0, at, at + SQE_BYTES);
+      this.sqeBytes.fill(0, at, at + BYTES.sqe);
       sqe.setUint8(at + 1, IOSQE_ASYNC);
       sqe.setInt32(at + 4, r.fd, true);
       sqe.setBigUint64(at + 8, BigInt(r.offsetBytes), true);
       if (r.bufs.length === 1) {
         const buf = r.bufs[0]!;
-        sqe.setUint8(at, r.write ? IORING_OP_WRITE : IORING_OP_READ);
+        sqe.setUint8(at, r.write ? OPCODE.write : OPCODE.read);
         sqe.setBigUint64(at + 16, koffi.address(buf) as bigint, true);
         sqe.setUint32(at + 24, buf.length, true);
       } else {
-        sqe.setUint8(at, r.write ? IORING_OP_WRITEV : IORING_OP_READV);
-        sqe.setBigUint64(at + 16, this.iovecsAddr + BigInt(iovecsUsed * IOVEC_BYTES), true);
+        sqe.setUint8(at, r.write ? OPCODE.writev : OPCODE.readv);
+        sqe.setBigUint64(at + 16, this.iovecsAddr + BigInt(iovecsUsed * BYTES.iovec), true);
         sqe.setUint32(at + 24, r.bufs.length, true);
         for (const buf of r.bufs) {
-          this.iovecs.setBigUint64(iovecsUsed * IOVEC_BYTES, koffi.address(buf) as bigint, true);
-          this.iovecs.setBigUint64(iovecsUsed * IOVEC_BYTES + 8, BigInt(buf.length), true);
+          this.iovecs.setBigUint64(iovecsUsed * BYTES.iovec, koffi.address(buf) as bigint, true);
+          this.iovecs.setBigUint64(iovecsUsed * BYTES.iovec + 8, BigInt(buf.length), true);
           iovecsUsed++;
         }
       }
@@ -201,7 +189,7 @@ class Ring implements IoUring {
   private submit(count: number): void {
     let left = count;
     while (left > 0) {
-      const n = Number(this.enter(SYS_IO_URING_ENTER, 'int', this.ringFd, 'uint32_t', left, 'uint32_t', 0, 'uint32_t', 0, 'void *', null, 'size_t', 0));
+      const n = Number(this.enter(SYS.enter, 'int', this.ringFd, 'uint32_t', left, 'uint32_t', 0, 'uint32_t', 0, 'void *', null, 'size_t', 0));
       if (n > 0) {
         left -= n;
         continue;
@@ -236,7 +224,7 @@ class Ring implements IoUring {
       const tail = Atomics.load(this.cqTail, 0);
       if (head === tail) break;
       while (head !== tail) {
-        const at = (head & this.cqMask) * CQE_BYTES;
+        const at = (head & this.cqMask) * BYTES.cqe;
         const slot = Number(this.cqes.getBigUint64(at, true));
         const result = this.cqes.getInt32(at + 8, true);
         head = (head + 1) >>> 0;
@@ -273,12 +261,12 @@ export function ioUring(): IoUring | null {
   let ringFd = -1;
   try {
     const syscall = libcLibrary().func('long syscall(long number, ...)') as Syscall;
-    const paramsBytes = new Uint8Array(PARAMS_BYTES);
-    ringFd = Number(syscall(SYS_IO_URING_SETUP, 'uint32_t', IO_URING_ENTRIES, 'void *', paramsBytes));
+    const paramsBytes = new Uint8Array(BYTES.params);
+    ringFd = Number(syscall(SYS.setup, 'uint32_t', IO_URING_ENTRIES, 'void *', paramsBytes));
     if (ringFd < 0) return shared;
     const params = new DataView(paramsBytes.buffer);
     const features = params.getUint32(20, true);
-    const needed = IORING_FEAT_SINGLE_MMAP | IORING_FEAT_NODROP | IORING_FEAT_SUBMIT_STABLE;
+    const needed = FEATURE.singleMmap | FEATURE.noDrop | FEATURE.submitStable;
     if ((features & needed) !== needed) {
       closeFd(ringFd);
       return shared;
@@ -286,19 +274,19 @@ export function ioUring(): IoUring | null {
     const sqEntries = params.getUint32(0, true);
     const cqEntries = params.getUint32(4, true);
     const sqRingBytes = params.getUint32(40 + 24, true) + sqEntries * 4;
-    const cqRingBytes = params.getUint32(80 + 20, true) + cqEntries * CQE_BYTES;
+    const cqRingBytes = params.getUint32(80 + 20, true) + cqEntries * BYTES.cqe;
     const ringBytes = Math.max(sqRingBytes, cqRingBytes);
     const map = (bytes: number, offset: number): ArrayBuffer => {
       const addr = libc().mmap(null, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | 0x8000 /* MAP_POPULATE */, ringFd, offset);
       if (addr === MAP_FAILED) throw new SysError('mmap', errno(), 'of an io_uring ring');
       return koffi.view(addr, bytes);
     };
-    const ring = map(ringBytes, IORING_OFF_SQ_RING);
-    void IORING_OFF_CQ_RING; // SINGLE_MMAP: the CQ ring shares the SQ ring's mapping
-    const sqes = map(sqEntries * SQE_BYTES, IORING_OFF_SQES);
+    const ring = map(ringBytes, MMAP_OFFSET.rings);
+    // SINGLE_MMAP: the CQ ring shares the SQ ring's mapping.
+    const sqes = map(sqEntries * BYTES.sqe, MMAP_OFFSET.sqes);
     const wake = EventFd.create();
     const fdArg = new Int32Array([wake.fd]);
-    if (Number(syscall(SYS_IO_URING_REGISTER, 'int', ringFd, 'uint32_t', IORING_REGISTER_EVENTFD, 'void *', fdArg, 'uint32_t', 1)) < 0) {
+    if (Number(syscall(SYS.register, 'int', ringFd, 'uint32_t', REGISTER.eventFd, 'void *', fdArg, 'uint32_t', 1)) < 0) {
       wake.close();
       closeFd(ringFd);
       return shared;
@@ -306,7 +294,7 @@ export function ioUring(): IoUring | null {
     // io-wq runs at most min(entries, 4 x CPUs) reads of regular files at once by default (8 on 2
     // cores); as many as the thread pool has threads keeps the same share of a busy machine's CPU
     // and the same device queue depth. Best effort (Linux 5.15+): the default is fine otherwise.
-    syscall(SYS_IO_URING_REGISTER, 'int', ringFd, 'uint32_t', IORING_REGISTER_IOWQ_MAX_WORKERS, 'void *', new Uint32Array([HOST_IO_THREADS, 0]), 'uint32_t', 2);
+    syscall(SYS.register, 'int', ringFd, 'uint32_t', REGISTER.ioWqMaxWorkers, 'void *', new Uint32Array([HOST_IO_THREADS, 0]), 'uint32_t', 2);
     // The ring and its mappings live as long as the process (one per process, like the thread pool).
     shared = new Ring(ringFd, params, ring, ring, sqes, syscall, wake);
   } catch {
