@@ -22,7 +22,7 @@
  */
 import koffi from 'koffi';
 import { closeFd } from './fd.js';
-import { EAGAIN, EINTR, errno, errnoName, libc, libcLibrary, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, SysError } from './libc.js';
+import { EAGAIN, EINTR, EINVAL, errno, errnoName, libc, libcLibrary, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, SysError } from './libc.js';
 import { EventFd } from './eventfd.js';
 import { HOST_IO_THREADS } from './thread-pool.js';
 
@@ -37,8 +37,8 @@ const BYTES = { params: 120, sqe: 64, cqe: 16, iovec: 16 } as const;
 
 /** Ring entries: calls in flight at once beyond this wait in a JS queue for a free entry. */
 export const IO_URING_ENTRIES = 256;
-/** iovecs one batch may carry (a read over more buffers waits for the next batch). */
-const IOVEC_SLAB_ENTRIES = 4096;
+/** iovecs one batch may carry (a call over more buffers waits for the next batch; one over more than this is refused). */
+export const IOVEC_SLAB_ENTRIES = 4096;
 
 interface PendingRead {
   write: boolean;
@@ -131,6 +131,11 @@ class Ring implements IoUring {
   }
 
   private start(r: PendingRead): void {
+    // More buffers than one batch's iovecs could never be submitted: refused now, not queued forever.
+    if (r.bufs.length > IOVEC_SLAB_ENTRIES) {
+      queueMicrotask(() => r.done(-EINVAL));
+      return;
+    }
     this.queued.push(r);
     if (this.flushScheduled) return;
     this.flushScheduled = true;

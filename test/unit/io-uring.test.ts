@@ -3,8 +3,8 @@ import path from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { allocAligned } from '../../src/sys/aligned-buffer.js';
-import { EBADF } from '../../src/sys/libc.js';
-import { IO_URING_ENTRIES, ioUring, ringTakes } from '../../src/sys/io-uring.js';
+import { EBADF, EINVAL } from '../../src/sys/libc.js';
+import { IO_URING_ENTRIES, IOVEC_SLAB_ENTRIES, ioUring, ringTakes } from '../../src/sys/io-uring.js';
 import { shmTempDir } from '../support/tmp.js';
 
 const MiB = 1024 * 1024;
@@ -81,6 +81,19 @@ describe.skipIf(ring === null)('io_uring reads', () => {
     const closed = fs.openSync(p, 'r');
     fs.closeSync(closed);
     expect(await ringRead(closed, [allocAligned(4096)], 0)).toBe(-EBADF);
+  });
+
+  it('refuses a call over more buffers than a batch carries, and keeps serving the others', async () => {
+    const { fd } = fileOf(pattern(64 * 1024, 5));
+    try {
+      const page = allocAligned(4096);
+      const tooMany = Array.from({ length: IOVEC_SLAB_ENTRIES + 1 }, () => page);
+      const [refused, served] = await Promise.all([ringRead(fd, tooMany, 0), ringRead(fd, [allocAligned(8192)], 0)]);
+      expect(refused).toBe(-EINVAL);
+      expect(served).toBe(8192);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   it('writes from one buffer and from several, at their offsets', async () => {
