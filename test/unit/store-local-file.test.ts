@@ -22,6 +22,8 @@ describe.each([
   { label: 'async', syncIo: false, dir: tempDir },
   { label: 'syncIo', syncIo: true, dir: tempDir },
   { label: 'async on /dev/shm', syncIo: false, dir: shmTempDir },
+  // Small requests synchronous, large reads through io_uring where the kernel has it.
+  { label: "'auto' on /dev/shm", syncIo: 'auto' as const, dir: shmTempDir },
 ])('LocalHostFile ($label)', ({ syncIo, dir }) => {
   const openNew = async (): Promise<{ file: LocalHostFile; p: string }> => {
     const p = path.join(dir(), 'f.img');
