@@ -15,7 +15,7 @@
  * One guest boot per back-end per run runs every row (boots take ~12 s under TCG). Every run
  * creates every back-end afresh (its own image copy, or a fresh data folder with the image
  * imported, and its server) in an order rotated per run (creationOrder), boots a guest on each in
- * a run order that flips per run, then stops them: with the same build on two sides the one
+ * a run order rotated per run (runOrder), then stops them: with the same build on two sides the one
  * created first measured slower, so no side may keep that place. A fresh server costs little
  * beside the guest boot each side pays per run anyway (the Strata import of 256 MiB takes about a
  * second). Each run's line names its creation and run order. Every run's IOPS is printed; the tables give medians, ratios, and the
@@ -41,7 +41,7 @@ import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
 import { BOOT_BOUND_MS, GuestRunStalled, ROW_MARGIN_MS, runWatchdog } from './run-watchdog.js';
-import { creationOrder, removeServer, runOrderFlipped, stopServer } from './side-by-side.js';
+import { creationOrder, removeServer, runOrder, stopServer } from './side-by-side.js';
 import { startStrata, strataCli } from './strata-daemon.js';
 
 const REGION = '256M';
@@ -222,7 +222,7 @@ async function main(): Promise<void> {
       creations.push(`run ${run + 1}: ${creation.map((s) => s.name).join(', ')}`);
       for (const side of creation) live.push(await createBackend(side, dir, template));
       const columns = wanted.map((side) => live.find((b) => b.name === side.name)!);
-      const order = runOrderFlipped(run, 0, wanted.length) ? [...columns].reverse() : columns;
+      const order = runOrder(columns, run, 0);
       const orders = `created ${creation.map((s) => s.name).join(', ')}; ran ${order.map((s) => s.name).join(', ')}`;
       process.stderr.write(`run ${run + 1} (${orders}) (load ${loadAverage().toFixed(2)})\n`);
       for (const b of order) {
@@ -258,7 +258,7 @@ async function main(): Promise<void> {
       ...(failedRuns.length === 0 ? [] : ['', `Failed runs (left out of the tables; ${ROW_MARGIN_MS / 1000} s beyond the runtime per row, ${BOOT_BOUND_MS / 1000} s to the first row):`, ...failedRuns.map((f) => `- ${f}`)]),
       '',
       `${fio.version} in a QEMU TCG guest (1 vCPU, ${GUEST_MEM_MIB} MiB); ${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; ` +
-        `node ${process.version}; median of ${runs} runs of ${runtimeSeconds} s per cell, run order flipping per run; ` +
+        `node ${process.version}; median of ${runs} runs of ${runtimeSeconds} s per cell, run order rotated per run; ` +
         `every back-end created afresh each run (image copy or volume import, server), creation order rotating (${creations.join('; ')}); ` +
         `${loadNote(loadProcesses, loadStart)}; ${new Date().toISOString().slice(0, 16)}Z.`,
     ];

@@ -8,7 +8,7 @@
  * Each cell is the median of --reps runs (default 5), since at queue depth 1 one run's spread is as
  * large as the differences measured. Every rep creates every server afresh (its own image copy or
  * imported volume, the server, a 2 s unmeasured random-read warm-up) in an order rotated per rep
- * (creationOrder), runs every row with the servers' order flipping per rep and row, then stops them;
+ * (creationOrder), runs every row with the servers' order rotated per rep and row (runOrder), then stops them;
  * each row's line names its creation and run order (with the same build on two sides the one
  * created first measured slower, so no server may keep that place). The CPU table gives
  * each server process's CPU seconds (from /proc, threads and reaped children included) per GiB
@@ -26,7 +26,7 @@ import { cpuWindow, type CpuSample } from './cpu.js';
 import { fioNbd as fio, fioNbdRun, NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, type Side } from './report.js';
-import { creationOrder, removeServer, runOrderFlipped } from './side-by-side.js';
+import { creationOrder, removeServer, runOrder } from './side-by-side.js';
 
 type Row = NbdBenchRow;
 
@@ -131,7 +131,7 @@ async function main(): Promise<void> {
       const columns = specs.map((spec) => live.find((s) => s.name === spec.name)!);
       for (const [rowIndex, row] of rows.entries()) {
         const inRow = columns.filter((s) => s.rows?.(row) ?? true);
-        const order = runOrderFlipped(rep, rowIndex, specs.length) ? [...inRow].reverse() : inRow;
+        const order = runOrder(inRow, rep, rowIndex);
         for (const s of order) {
           const window = cpuWindow(s.pid);
           const r = fioNbdRun(s.uri, row, runtimeSeconds);
@@ -167,7 +167,7 @@ async function main(): Promise<void> {
       '',
       ...cpuTable('server process CPU', specs.map((sv): Side => ({ name: sv.name, label: sv.name })), 'strata', cpuRows),
       '',
-      `${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}; ${execFileSync('qemu-nbd', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell, run order flipping per rep and row; ` +
+      `${execFileSync('fio', ['--version'], { encoding: 'utf8' }).trim()}; ${execFileSync('qemu-nbd', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell, run order rotated per rep and row; ` +
         `every server created afresh each rep (image copy or volume import, server, 2 s unmeasured warm-up), creation order rotating (${creations.join('; ')}); ` +
         `${loadNote(loadProcesses, loadStart)}; ${new Date().toISOString().slice(0, 10)}.`,
     );

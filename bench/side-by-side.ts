@@ -56,12 +56,16 @@ export function creationOrder<T>(sides: readonly T[], rep: number): T[] {
 }
 
 /**
- * Whether rep `rep`'s cell `cell` (a row, or 0) runs its sides in reverse: flipped per rep and per
- * cell, and once more every full rotation of the creation order (creationOrder), so a side's place
- * in creation and its place in the run vary apart.
+ * The order in which rep `rep`'s cell `cell` (a row, or 0) runs its sides: rotated by one per rep
+ * and per cell, and once more every full rotation of the creation order (creationOrder), so that
+ * over a multiple of the side count reps each side takes every place in the run equally often
+ * (the side that runs first has measured slower, whichever build it was) and a side's place in
+ * creation and its place in the run vary apart. (Reversing every other rep, as before, left the
+ * middle one of three sides in the middle every time: never first.)
  */
-export function runOrderFlipped(rep: number, cell: number, sideCount: number): boolean {
-  return (rep + cell + Math.floor(rep / sideCount)) % 2 === 1;
+export function runOrder<T>(sides: readonly T[], rep: number, cell: number): T[] {
+  const shift = (rep + cell + Math.floor(rep / Math.max(1, sides.length))) % Math.max(1, sides.length);
+  return [...sides.slice(shift), ...sides.slice(0, shift)];
 }
 
 /** Stops a side's server: `signal` to it, resolved once it has exited (at once if it already has). */

@@ -33,7 +33,7 @@ import { fileURLToPath } from 'node:url';
 import { BlkStatus, BlkType, VhostUserFrontend } from '../test/support/vhost-frontend/index.js';
 import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
-import { creationOrder, removeServer, runOrderFlipped } from './side-by-side.js';
+import { creationOrder, removeServer, runOrder } from './side-by-side.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns } from './report.js';
 
@@ -183,7 +183,7 @@ async function main(): Promise<void> {
       for (const side of live) await runRow(side.fe!, WARM_UP_ROW, WARM_UP_SECONDS);
       const columns = all.map((spec) => live.find((side) => side.name === spec.name)!);
       for (const [rowIndex, row] of rows.entries()) {
-        const order = runOrderFlipped(rep, rowIndex, all.length) ? [...columns].reverse() : columns;
+        const order = runOrder(columns, rep, rowIndex);
         for (const side of order) {
           const window = cpuWindow(side.pid);
           const r = await runRow(side.fe!, row, runtimeSeconds);

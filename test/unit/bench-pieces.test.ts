@@ -11,7 +11,7 @@ import { argNumber, argValue, benchUsage, loadArg, median } from '../../bench/ar
 import { cpuCost, parseProcStat, sumSamples } from '../../bench/cpu.js';
 import { blockBytes, lddLibraries, parseGuestFioLine } from '../../bench/guest-fio.js';
 import { cpuTable, formatValue, medianTable } from '../../bench/report.js';
-import { creationOrder, removeServer, runOrderFlipped, stopServer } from '../../bench/side-by-side.js';
+import { creationOrder, removeServer, runOrder, stopServer } from '../../bench/side-by-side.js';
 import { tempDir } from '../support/tmp.js';
 
 const GiB = 1024 ** 3;
@@ -158,13 +158,21 @@ describe('side creation order', () => {
 describe('side run order', () => {
   it('over two rotations puts each side first in creation and first in the run in every combination', () => {
     const sides = ['strata', 'qsd'];
-    const pairs = [0, 1, 2, 3].map((rep) => {
-      const run = runOrderFlipped(rep, 0, sides.length) ? [...sides].reverse() : sides;
-      return `${creationOrder(sides, rep)[0]} created first, ${run[0]} run first`;
-    });
+    const pairs = [0, 1, 2, 3].map((rep) => `${creationOrder(sides, rep)[0]} created first, ${runOrder(sides, rep, 0)[0]} run first`);
     expect(new Set(pairs).size).toBe(4);
     // The next cell (row) of the same rep runs the other way round.
-    expect([0, 1, 2, 3].map((rep) => runOrderFlipped(rep, 1, 2))).toEqual([0, 1, 2, 3].map((rep) => !runOrderFlipped(rep, 0, 2)));
+    expect([0, 1, 2, 3].map((rep) => runOrder(sides, rep, 1))).toEqual([0, 1, 2, 3].map((rep) => [...runOrder(sides, rep, 0)].reverse()));
+  });
+
+  it('over as many reps as sides puts each of three sides in every place of the run once, in every row', () => {
+    const sides = ['strata', 'qsd-wt', 'qsd'];
+    for (const row of [0, 1, 2]) {
+      for (const [place] of sides.entries()) {
+        const atPlace = [0, 1, 2].map((rep) => runOrder(sides, rep, row)[place]);
+        expect(new Set(atPlace).size).toBe(3);
+      }
+    }
+    expect(sides).toEqual(['strata', 'qsd-wt', 'qsd']);
   });
 
   it('stops a real server process and waits for its exit; a server already gone is left alone', async () => {
