@@ -29,6 +29,10 @@
  * every server afresh).
  *
  *   npm run bench:guest -- [--runs 3] [--runtime 3] [--load N] [--only strata,qsd-wt,qsd] [--rows "QD 1"]
+ *                          [--base-strata OTHER_TREE/bin/strata.js]
+ *
+ * --base-strata adds a side 'base': the same Strata set-up run by another build's CLI (a before/after
+ * comparison in one run, the builds alternating with the peers).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -42,7 +46,7 @@ import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
 import { BOOT_BOUND_MS, GuestRunStalled, ROW_MARGIN_MS, runWatchdog } from './run-watchdog.js';
 import { creationOrder, removeServer, runOrder, stopServer } from './side-by-side.js';
-import { startStrata, strataCli } from './strata-daemon.js';
+import { STRATA_BIN, startStrata, strataCli } from './strata-daemon.js';
 
 const REGION = '256M';
 const GUEST_MEM_MIB = 512;
@@ -153,11 +157,11 @@ function qsdArgs(image: string, socket: string, writethrough: boolean): string[]
 }
 
 /** A fresh back-end: its own copy of the template (a volume imported from it for Strata), its server started and its socket up. */
-async function createBackend(side: Side, dir: string, template: string): Promise<Backend> {
+async function createBackend(side: Side, dir: string, template: string, baseStrataBin: string): Promise<Backend> {
   const socket = join(dir, `${side.name}.sock`);
-  if (side.name === 'strata') {
-    const dataDir = join(dir, 'strata-data');
-    const daemon = await startStrata(dataDir);
+  if (side.name === 'strata' || side.name === 'base') {
+    const dataDir = join(dir, `${side.name}-data`);
+    const daemon = await startStrata(dataDir, [], process.env, side.name === 'base' ? baseStrataBin : STRATA_BIN);
     const b: Backend = { ...side, socket, child: daemon.child, pid: daemon.child.pid!, files: [dataDir, socket] };
     try {
       strataCli(daemon, ['volume', 'import', template, 'bench', '--no-progress']);
@@ -185,7 +189,8 @@ async function main(): Promise<void> {
   const runs = argNumber('--runs', 3);
   const runtimeSeconds = argNumber('--runtime', 3);
   const loadProcesses = loadArg();
-  const only = argValue('--only', 'strata,qsd-wt,qsd').split(',');
+  const baseStrataBin = argValue('--base-strata', '');
+  const only = [...argValue('--only', 'strata,qsd-wt,qsd').split(','), ...(baseStrataBin === '' ? [] : ['base'])];
   const rowFilter = argValue('--rows', '');
   const rows = NBD_BENCH_ROWS.filter((r) => r.name.includes(rowFilter));
   const shm = existsSync('/dev/shm') ? '/dev/shm' : '/tmp';
@@ -210,6 +215,7 @@ async function main(): Promise<void> {
       { name: 'strata', label: 'Strata' },
       { name: 'qsd-wt', label: 'qsd writethrough=on' },
       { name: 'qsd', label: 'qsd default' },
+      { name: 'base', label: 'Strata (base build)' },
     ].filter((s) => only.includes(s.name));
     const fio = guestFio();
     const loadStart = loadAverage();
@@ -220,7 +226,7 @@ async function main(): Promise<void> {
     for (let run = 0; run < runs; run++) {
       const creation = creationOrder(wanted, run);
       creations.push(`run ${run + 1}: ${creation.map((s) => s.name).join(', ')}`);
-      for (const side of creation) live.push(await createBackend(side, dir, template));
+      for (const side of creation) live.push(await createBackend(side, dir, template, baseStrataBin));
       const columns = wanted.map((side) => live.find((b) => b.name === side.name)!);
       const order = runOrder(columns, run, 0);
       const orders = `created ${creation.map((s) => s.name).join(', ')}; ran ${order.map((s) => s.name).join(', ')}`;
