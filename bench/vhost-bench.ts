@@ -8,7 +8,7 @@
  * and with its default writethrough=off (tells the guest its cache is write-through yet keeps qcow2
  * metadata in memory: faster, not durable; see shared notes).
  * Rows: 4 KiB random read and write at QD 1 and 32, 1 MiB sequential read and write at QD 8.
- * Each cell runs --reps times (default 3), the back-ends' order alternating, every run printed;
+ * Each cell runs --reps times (default 3), the back-ends' order rotated per rep and row (runOrder), every run printed;
  * the tables give medians and ratios, and each back-end process's CPU seconds (from /proc) per GiB
  * moved and per 100k requests over all runs of a row. --load N runs N CPU-bound processes beside
  * the whole bench (load.ts), the same for every back-end.
@@ -201,7 +201,7 @@ async function main(): Promise<void> {
     const lines = [...medianTable(title, all, 'strata', results, 'IOPS'), '', ...cpuTable('back-end process CPU', all, 'strata', results)];
     lines.push(
       '',
-      `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell, run order alternating; ` +
+      `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell, run order rotated per rep and row; ` +
         `every side created afresh each rep (image copy, server, connection, ${WARM_UP_SECONDS} s unmeasured warm-up), creation order rotating (${creations.join('; ')}); ` +
         `${loadNote(loadProcesses, loadStart)}; ` +
         `front-end: test/support/vhost-frontend (EVENT_IDX, direct chains, one data descriptor per request); ${new Date().toISOString().slice(0, 10)}.`,
