@@ -59,8 +59,8 @@ async function importCell(d: StrataDaemon, dir: string, runs: number, rows: Tabl
  * Active layer: fio over NBD on a fresh volume of each pool (first 256 MiB written). Both sides'
  * active layers are plain local qcow2 files behind the same code, so a third side, a volume of a
  * second local pool (CONTROL), measures the bench's own noise: its row (local vs local) shows how far
- * apart two identical sides land in this run. The volumes are created in an order rotated per row's
- * run by sideBySide's alternation; creation itself rotates once per cell (creationOrder).
+ * apart two identical sides land in this run. The sides run in an order rotated per run
+ * (sideBySide); the volumes are created once, in an order rotated by the run count (creationOrder).
  */
 async function activeCell(d: StrataDaemon, runs: number, runtimeSeconds: number, rows: TableRow[]): Promise<void> {
   const sides = [DEDUP, LOCAL, CONTROL];

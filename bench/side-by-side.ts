@@ -1,5 +1,5 @@
 /**
- * Runs the sides of one bench cell alternately (A B, B A, A B, ...), several runs each, prints
+ * Runs the sides of one bench cell in an order rotated per run (runOrder), several runs each, prints
  * every run (so the spread is visible) and answers the medians and the load average seen.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -18,7 +18,7 @@ export interface CellResult {
 
 /**
  * `measure(side, run)` gives one value (higher is better, e.g. MB/s or IOPS) for one side in one
- * run; sides run in alternating order so neither always meets the warmer or quieter machine.
+ * run; the sides' order rotates so none always meets the warmer or quieter machine, or runs first.
  */
 export async function sideBySide(
   cell: string,
@@ -30,7 +30,7 @@ export async function sideBySide(
   const values = new Map<string, number[]>(sides.map((s) => [s, []]));
   const loadStart = loadAverage();
   for (let run = 0; run < runs; run++) {
-    const order = run % 2 === 0 ? sides : [...sides].reverse();
+    const order = runOrder(sides, run, 0);
     for (const side of order) {
       const value = await measure(side, run);
       values.get(side)!.push(value);
