@@ -120,14 +120,21 @@ describe('S3 objects in a dedup pool share chunks with volumes', () => {
     // As qcow2: a raw import would write its base sealed (no seal job to cut); a qcow2 one is sealed after.
     const qcow2 = suite.file('seed.qcow2');
     expect(run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', source, qcow2]).code).toBe(0);
+    const referencedBefore = suite.d.json<PoolDfJson>(['pool', 'df', 'dd']).referencedChunkBytes;
     suite.d.cliOk(['volume', 'import', qcow2, 'dd/seeded']);
     // Kill while the import's seal runs: its intent is left, so recovery audits the pool (repair on)
     // with the seal's references to the object's chunks added and no manifest holding them.
     const seal = suite.d.json<JobJson[]>(['job', 'list']).find((j) => j.kind === 'seal' && j.target.startsWith('dd/seeded'));
     expect(seal).toBeDefined();
+    // Killed once the seal has committed references of its own (the pool's referenced bytes grew):
+    // its progress counts bytes read, which run ahead of the first batch's commit, and a kill
+    // before that commit leaves nothing to repair.
     let at: JobJson;
-    do at = await suite.d.apiJson<JobJson>('GET', `/v1/jobs/${seal!.id}`);
-    while (at.state === 'queued' || (at.state === 'running' && at.doneBytes === 0));
+    let referenced = referencedBefore;
+    do {
+      at = await suite.d.apiJson<JobJson>('GET', `/v1/jobs/${seal!.id}`);
+      referenced = (await suite.d.apiJson<PoolDfJson>('GET', '/v1/pools/dd/df')).referencedChunkBytes;
+    } while (at.state === 'queued' || (at.state === 'running' && referenced <= referencedBefore));
     await suite.d.kill();
     expect(at.state, 'the seal was still running when the daemon was killed').toBe('running');
     const dataDir = suite.d.dataDir;
