@@ -325,7 +325,7 @@ export class LocalHostFile implements HostFile {
       return Promise.resolve(direction.result(done));
     }
     this.inFlight++;
-    const ring = ringTakes(bufs) && (!direction.writes || hostOffset + length <= this.knownSizeBytes) ? this.ring : null;
+    const ring = this.ring !== null && ringTakes(bufs) && (!direction.writes || hostOffset + length <= this.knownSizeBytes) ? this.ring : null;
     const part = ring === null ? direction.part : (fd: number, parts: readonly Uint8Array[], position: number, partDone: PartDone) => {
       const move = direction.writes ? ring.write : ring.read;
       move.call(ring, fd, parts, position, (n) => {
