@@ -1,7 +1,7 @@
 /**
  * vhost-user-blk through a real guest: the test rig's TCG guest (test/vhost-user/guest.ts: Debian
- * kernel, busybox initramfs, one vhost-user-blk disk) runs fio (libaio, direct=1, one job; the
- * host's fio carried into the guest by guest-fio.ts) against each back-end in turn:
+ * kernel, busybox initramfs) runs fio (libaio, direct=1, one job; the host's fio carried into the
+ * guest by guest-fio.ts) against each back-end:
  * - Strata: `strata serve`, the image imported as a volume, `strata volume attach --vhost-user`
  *   (what users run: it offers the guest a write-back cache, VIRTIO_BLK_F_FLUSH, and makes
  *   durable what the guest flushes, so every write the guest was told is durable survives a crash);
@@ -12,23 +12,27 @@
  * written by qemu-io); fio works in that 256 MiB region. Rows: 4 KiB random read and write at QD 1
  * and 32, 1 MiB sequential read and write at QD 8.
  *
- * One guest boot per back-end per run runs every row (boots take ~12 s under TCG). Every run
- * creates every back-end afresh (its own image copy, or a fresh data folder with the image
- * imported, and its server) in an order rotated per run (creationOrder), boots a guest on each in
- * a run order rotated per run (runOrder), then stops them: with the same build on two sides the one
- * created first measured slower, so no side may keep that place. A fresh server costs little
- * beside the guest boot each side pays per run anyway (the Strata import of 256 MiB takes about a
- * second). Each run's line names its creation and run order. Every run's IOPS is printed; the tables give medians, ratios, and the
- * CPU seconds the serving process spent (utime + stime from /proc, children included) per GiB
- * moved and per 100k guest requests, between the guest's "row starts" and "row ended" markers.
+ * Interleaved in one guest: a run creates every back-end afresh (its own image copy, or a fresh
+ * data folder with the image imported, and its server) in an order rotated per run
+ * (creationOrder), then boots ONE guest with every back-end's disk attached (one vhost-user-blk
+ * device each, in creation order: the guest finds them by PCI slot) and runs `--reps` rounds; each
+ * round runs every row on every disk, the sides' order rotated per round and row (runOrder). So
+ * the sides alternate every few seconds under the same guest, the same boot and the same machine
+ * state: runs of separate boots per side (this bench's first form, ~12 s of TCG boot per side per
+ * run) overlapped so much between runs that three runs per cell could not tell the sides apart.
+ * Each disk's warm-up also checks that disk's server is the one doing the work (the host reads
+ * every server's CPU around it), so a disk mapped to the wrong side fails the bench. Every sample's
+ * IOPS is printed; the tables give medians, ratios, and the CPU seconds the serving process spent
+ * (utime + stime from /proc, children included) per GiB moved and per 100k guest requests, between
+ * the guest's "row-go" and "row-stop" markers.
  *
  * A run is bounded (runWatchdog): the guest must print its first marker within BOOT_BOUND_MS and
  * each next one within the row's runtime + ROW_MARGIN_MS. A run that stalls (a busy machine once
- * wedged qsd's side for 14 minutes) is killed: the guest and that side's server get SIGKILL, the
- * run is printed as failed and left out of the tables, and the bench goes on (the next run creates
- * every server afresh).
+ * wedged qsd's side for 14 minutes) is killed: the guest and the run's servers get SIGKILL, the
+ * run is printed as failed (the samples it finished are kept) and the bench goes on with the next
+ * run, which creates every server afresh.
  *
- *   npm run bench:guest -- [--runs 3] [--runtime 3] [--load N] [--only strata,qsd-wt,qsd] [--rows "QD 1"]
+ *   npm run bench:guest -- [--runs 2] [--reps 3] [--runtime 3] [--load N] [--only strata,qsd-wt,qsd] [--rows "QD 1"]
  *                          [--base-strata OTHER_TREE/bin/strata.js]
  *
  * --base-strata adds a side 'base': the same Strata set-up run by another build's CLI (a before/after
@@ -44,8 +48,9 @@ import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
 import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
-import { BOOT_BOUND_MS, GuestRunStalled, ROW_MARGIN_MS, runWatchdog } from './run-watchdog.js';
-import { creationOrder, removeServer, runOrder, stopServer } from './side-by-side.js';
+import { BOOT_BOUND_MS, ROW_MARGIN_MS, runWatchdog } from './run-watchdog.js';
+import { guestPlan, mappingError, WARM_UP_SECONDS, type GuestStep, type GuestStepResult } from './guest-plan.js';
+import { creationOrder, removeServer, stopServer } from './side-by-side.js';
 import { STRATA_BIN, startStrata, strataCli } from './strata-daemon.js';
 
 const REGION = '256M';
@@ -60,90 +65,116 @@ interface Backend extends Side {
   files: string[];
 }
 
-/** One row's outcome in one guest run. */
-export interface GuestRowResult {
-  iops: number;
-  sample: CpuSample;
-}
-
 /**
- * The guest's script: a warm-up pass, then each row's fio job, which writes "row-go i" and
- * "row-stop i" on the console around its I/O; then "row-end i FIELDS" (parseGuestFioLine).
+ * The guest's script: find the disks (vd* sorted by their PCI device path: QEMU gives the devices
+ * slots in command-line order), warm each up between "warm-go k" / "warm-stop k", then each step's
+ * fio job, which writes "row-go s" and "row-stop s" on the console around its I/O; then
+ * "row-end s FIELDS" (parseGuestFioLine).
  */
-function guestScript(fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds: number): string {
+function guestScript(fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds: number, diskCount: number, plan: readonly GuestStep[]): string {
   // fio runs exec_prerun/exec_postrun right around the job's I/O: their lines on the console
   // bracket the CPU window tightly (fio's start-up under TCG, loading ~60 libraries, stays out).
   // fio appends '> j.prerun.txt 2>&1' to the command, hence the inner shell's own redirect.
-  const job = (rw: string, bs: string, depth: number, seconds: number, row?: number): string =>
-    `${fio.command} ${row === undefined ? '' : `'--exec_prerun=sh -c "echo row-go ${row} > /dev/console"' '--exec_postrun=sh -c "echo row-stop ${row} > /dev/console"' `}--name=j --filename=/dev/vda --direct=1 --ioengine=libaio --thread --size=${REGION} ` +
+  const job = (disk: number, rw: string, bs: string, depth: number, seconds: number, marker: string): string =>
+    `${fio.command} '--exec_prerun=sh -c "echo ${marker}-go > /dev/console"' '--exec_postrun=sh -c "echo ${marker}-stop > /dev/console"' ` +
+    `--name=j --filename=$D${disk} --direct=1 --ioengine=libaio --thread --size=${REGION} ` +
     `--rw=${rw} --bs=${bs} --iodepth=${depth} --runtime=${seconds} --time_based --norandommap --randrepeat=0 ` +
     `--output-format=terse --terse-version=3 > /tmp/fio.out 2> /tmp/fio.err || { echo "fio failed"; cat /tmp/fio.err; exit 1; }`;
+  const disks = Array.from({ length: diskCount }, (_, k) => k);
   return [
     fio.setup,
-    // The warm-up fills the back-end's metadata caches and compiles Strata's paths.
-    job('randread', '4k', 8, 2),
-    ...rows.flatMap((row, i) => [
-      job(row.rw, row.bs, row.iodepth, runtimeSeconds, i),
-      // fio's stdout also says where it saved the prerun output: keep the terse (version 3) line only.
-      `echo "row-end ${i} $(grep '^3;' /tmp/fio.out | cut -d';' -f6,8,47,49)"`,
-    ]),
+    `set -- $(for d in /sys/block/vd*; do echo "$(readlink -f $d) \${d##*/}"; done | sort | cut -d' ' -f2)`,
+    `[ $# -eq ${diskCount} ] || { echo "found $# virtio disks ($*), expected ${diskCount}"; exit 1; }`,
+    ...disks.map((k) => `D${k}=/dev/$${k + 1}`),
+    ...disks.map((k) => job(k, 'randread', '4k', 8, WARM_UP_SECONDS, `warm ${k}`)),
+    ...plan.flatMap((step, s) => {
+      const row = rows[step.row]!;
+      return [
+        job(step.disk, row.rw, row.bs, row.iodepth, runtimeSeconds, `row ${s}`),
+        // fio's stdout also says where it saved the prerun output: keep the terse (version 3) line only.
+        `echo "row ${s}-end $(grep '^3;' /tmp/fio.out | cut -d';' -f6,8,47,49)"`,
+      ];
+    }),
   ].join('\n');
 }
 
-/** Boots the guest on one back-end and runs every row; the serving process's CPU is read at each marker. */
 /** The guest running now, so an interrupted bench can stop it (a TCG QEMU holds 512 MiB). */
 let currentGuest: { kill(): void } | undefined;
 
-async function guestRun(b: Backend, fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds: number): Promise<GuestRowResult[]> {
+/** A guest run's samples so far, and why it stopped early (a stall), if it did. */
+interface GuestRunOutcome {
+  results: GuestStepResult[];
+  stalled?: string;
+}
+
+/**
+ * Boots one guest with every back-end's disk (in `disks` order) and runs the plan; the serving
+ * process's CPU is read at each marker, every server's around each warm-up (the mapping check).
+ */
+async function guestRun(disks: readonly Backend[], fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds: number, plan: readonly GuestStep[]): Promise<GuestRunOutcome> {
   const started = new Map<number, number>();
   const cpuSeconds = new Map<number, number>();
-  let badLine: Error | undefined;
-  const results: GuestRowResult[] = [];
+  let warmStart: number[] = [];
+  let failure: Error | undefined;
+  const results: GuestStepResult[] = [];
   let stalled: string | undefined;
-  const watchdog = runWatchdog(runtimeSeconds, (why) => {
+  const watchdog = runWatchdog(Math.max(runtimeSeconds, WARM_UP_SECONDS), (why) => {
     stalled = why;
     guest.kill();
   });
+  const everyCpu = (): number[] => disks.map((b) => processCpuSeconds(b.pid));
+  const extraDisks = disks.slice(1).flatMap((b, i) => ['-chardev', `socket,id=bench${i + 1},path=${b.socket}`, '-device', `vhost-user-blk-pci,chardev=bench${i + 1},num-queues=1`]);
   const guest = startGuest({
-    socketPath: b.socket,
-    script: guestScript(fio, rows, runtimeSeconds),
+    socketPath: disks[0]!.socket,
+    qemuArgs: extraDisks,
+    script: guestScript(fio, rows, runtimeSeconds, disks.length, plan),
     files: fio.files,
     memMiB: GUEST_MEM_MIB,
     // Generous: on a busy shared machine a TCG boot alone has taken minutes.
-    timeoutMs: 600_000 + rows.length * (runtimeSeconds + 60) * 1000,
+    timeoutMs: 600_000 + (plan.length * (runtimeSeconds + 60) + disks.length * (WARM_UP_SECONDS + 60)) * 1000,
     onConsoleLine: (line) => {
       // Read the CPU in the console callback itself, as close to the marker as the host gets.
-      const m = /row-(go|stop|end) (\d+)(?: (.*))?$/.exec(line);
+      const m = /(warm|row) (\d+)-(go|stop|end)(?: (.*))?$/.exec(line);
       if (m === null) return;
-      watchdog.marker(m[0].slice(0, 12));
-      const i = Number(m[2]);
-      if (m[1] === 'go') started.set(i, processCpuSeconds(b.pid));
-      else if (m[1] === 'stop') cpuSeconds.set(i, processCpuSeconds(b.pid) - started.get(i)!);
+      watchdog.marker(m[0].slice(0, 16));
+      const n = Number(m[2]);
+      if (m[1] === 'warm') {
+        if (m[3] === 'go') warmStart = everyCpu();
+        else if (m[3] === 'stop') failure ??= mappingError(disks, n, everyCpu().map((c, k) => c - warmStart[k]!));
+        if (failure !== undefined) guest.kill();
+        return;
+      }
+      const step = plan[n]!;
+      const pid = disks[step.disk]!.pid;
+      if (m[3] === 'go') started.set(n, processCpuSeconds(pid));
+      else if (m[3] === 'stop') cpuSeconds.set(n, processCpuSeconds(pid) - started.get(n)!);
       else {
         try {
-          const r = parseGuestFioLine(m[3] ?? '', rows[i]!.bs);
-          results[i] = { iops: r.iops, sample: { cpuSeconds: cpuSeconds.get(i)!, bytes: r.bytes, requests: r.requests } };
+          const r = parseGuestFioLine(m[4] ?? '', rows[step.row]!.bs);
+          results.push({ ...step, iops: r.iops, sample: { cpuSeconds: cpuSeconds.get(n)!, bytes: r.bytes, requests: r.requests } });
         } catch (e) {
-          badLine ??= e as Error; // reported once the guest is done (a throw here would end the bench mid-boot)
+          failure ??= e as Error; // reported once the guest is done (a throw here would end the bench mid-boot)
         }
       }
     },
   });
   currentGuest = guest;
-  const r = await guest.result
-    .catch((e: unknown) => {
-      if (stalled !== undefined) throw new GuestRunStalled(`${stalled} (${results.filter(Boolean).length} of ${rows.length} rows done)`);
-      throw e;
-    })
-    .finally(() => {
-      watchdog.stop();
-      currentGuest = undefined;
-    });
-  if (badLine !== undefined) throw badLine;
-  if (r.exitCode !== 0) throw new Error(`guest on ${b.label} failed (${r.exitCode}):\n${r.consoleTail}`);
-  if (results.length !== rows.length || results.includes(undefined as never)) throw new Error(`guest on ${b.label} reported ${results.length} of ${rows.length} rows:\n${r.consoleTail}`);
-  return results;
+  try {
+    const r = await guest.result;
+    if (failure !== undefined) throw failure;
+    if (r.exitCode !== 0) throw new Error(`guest failed (${r.exitCode}):\n${r.consoleTail}`);
+    if (results.length !== plan.length) throw new Error(`guest reported ${results.length} of ${plan.length} steps:\n${r.consoleTail}`);
+    return { results };
+  } catch (e) {
+    if (failure !== undefined) throw failure;
+    if (stalled !== undefined) return { results, stalled: `${stalled} (${results.length} of ${plan.length} steps done)` };
+    throw e;
+  } finally {
+    watchdog.stop();
+    currentGuest = undefined;
+  }
 }
+
 
 function qsdArgs(image: string, socket: string, writethrough: boolean): string[] {
   return [
@@ -186,7 +217,8 @@ async function createBackend(side: Side, dir: string, template: string, baseStra
 
 async function main(): Promise<void> {
   exitOnHelp(import.meta.url);
-  const runs = argNumber('--runs', 3);
+  const runs = argNumber('--runs', 2);
+  const reps = argNumber('--reps', 3);
   const runtimeSeconds = argNumber('--runtime', 3);
   const loadProcesses = loadArg();
   const baseStrataBin = argValue('--base-strata', '');
@@ -227,29 +259,24 @@ async function main(): Promise<void> {
       const creation = creationOrder(wanted, run);
       creations.push(`run ${run + 1}: ${creation.map((s) => s.name).join(', ')}`);
       for (const side of creation) live.push(await createBackend(side, dir, template, baseStrataBin));
-      const columns = wanted.map((side) => live.find((b) => b.name === side.name)!);
-      const order = runOrder(columns, run, 0);
-      const orders = `created ${creation.map((s) => s.name).join(', ')}; ran ${order.map((s) => s.name).join(', ')}`;
-      process.stderr.write(`run ${run + 1} (${orders}) (load ${loadAverage().toFixed(2)})\n`);
-      for (const b of order) {
-        let results: GuestRowResult[];
-        try {
-          results = await guestRun(b, fio, rows, runtimeSeconds);
-        } catch (e) {
-          if (!(e instanceof GuestRunStalled)) throw e;
-          // The side may be what stalled: its server goes too (this run's other sides go on).
-          await stopServer(b.child, 'SIGKILL');
-          const note = `run ${run + 1} (${orders}), ${b.label}: FAILED, ${e.message}; guest and server killed (load ${loadAverage().toFixed(2)})`;
-          failedRuns.push(note);
-          process.stderr.write(`  ${note}\n`);
-          continue;
-        }
-        for (const [i, r] of results.entries()) {
-          iops[i]!.get(b.name)!.push(r.iops);
-          cpu[i]!.get(b.name)!.push(r.sample);
-          process.stderr.write(`  run ${run + 1}, ${b.label}, ${rows[i]!.name}: ${r.iops.toFixed(0)} IOPS, ${formatCost(cpuCost(r.sample))} (load ${loadAverage().toFixed(2)})\n`);
-        }
+      // The guest's disks in creation order: vda is the side created first, and so on.
+      const disks = creation.map((side) => live.find((b) => b.name === side.name)!);
+      const plan = guestPlan(rows.length, disks.length, reps, run * reps);
+      process.stderr.write(`run ${run + 1} (created and attached ${creation.map((s) => s.name).join(', ')}; ${reps} rounds) (load ${loadAverage().toFixed(2)})\n`);
+      const outcome = await guestRun(disks, fio, rows, runtimeSeconds, plan);
+      for (const r of outcome.results) {
+        const b = disks[r.disk]!;
+        iops[r.row]!.get(b.name)!.push(r.iops);
+        cpu[r.row]!.get(b.name)!.push(r.sample);
+        process.stderr.write(`  run ${run + 1}, ${b.label}, ${rows[r.row]!.name}: ${r.iops.toFixed(0)} IOPS, ${formatCost(cpuCost(r.sample))}\n`);
       }
+      if (outcome.stalled !== undefined) {
+        const note = `run ${run + 1}: FAILED, ${outcome.stalled}; guest and servers killed (load ${loadAverage().toFixed(2)})`;
+        failedRuns.push(note);
+        process.stderr.write(`  ${note}\n`);
+        for (const b of live) await stopServer(b.child, 'SIGKILL');
+      }
+      process.stderr.write(`  run ${run + 1} done (load ${loadAverage().toFixed(2)})\n`);
       for (const b of live) await removeServer(b);
       live = [];
     }
@@ -259,12 +286,12 @@ async function main(): Promise<void> {
       '',
       ...cpuTable('serving process CPU', wanted, 'strata', table),
       '',
-      'Every run (IOPS, in run order):',
+      'Every sample (IOPS, in the order they ran):',
       ...table.map((row) => `- ${row.name}: ${wanted.map((b) => `${b.label} ${row.runs.get(b.name)!.map((v) => v.toFixed(0)).join('/')}`).join('; ')}`),
-      ...(failedRuns.length === 0 ? [] : ['', `Failed runs (left out of the tables; ${ROW_MARGIN_MS / 1000} s beyond the runtime per row, ${BOOT_BOUND_MS / 1000} s to the first row):`, ...failedRuns.map((f) => `- ${f}`)]),
+      ...(failedRuns.length === 0 ? [] : ['', `Failed runs (their finished samples kept; ${ROW_MARGIN_MS / 1000} s beyond the runtime per step, ${BOOT_BOUND_MS / 1000} s to the first marker):`, ...failedRuns.map((f) => `- ${f}`)]),
       '',
-      `${fio.version} in a QEMU TCG guest (1 vCPU, ${GUEST_MEM_MIB} MiB); ${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; ` +
-        `node ${process.version}; median of ${runs} runs of ${runtimeSeconds} s per cell, run order rotated per run; ` +
+      `${fio.version} in a QEMU TCG guest (1 vCPU, ${GUEST_MEM_MIB} MiB) with every side's disk attached; ${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; ` +
+        `node ${process.version}; median of ${runs} runs x ${reps} rounds of ${runtimeSeconds} s per cell, the sides' order rotated per round and row; ` +
         `every back-end created afresh each run (image copy or volume import, server), creation order rotating (${creations.join('; ')}); ` +
         `${loadNote(loadProcesses, loadStart)}; ${new Date().toISOString().slice(0, 16)}Z.`,
     ];

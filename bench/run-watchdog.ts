@@ -9,9 +9,6 @@ export const BOOT_BOUND_MS = 300_000;
 /** Beyond a row's runtime, until the guest's next marker (fio's start-up and exit under TCG). */
 export const ROW_MARGIN_MS = 120_000;
 
-/** A guest run that made no progress within its bound (the guest was killed). */
-export class GuestRunStalled extends Error {}
-
 export interface RunWatchdog {
   /** The guest printed a marker: the next one is due within the row's runtime + ROW_MARGIN_MS. */
   marker(text: string): void;

@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { argNumber, argValue, benchUsage, loadArg, median } from '../../bench/args.js';
 import { cpuCost, parseProcStat, sumSamples } from '../../bench/cpu.js';
 import { blockBytes, lddLibraries, parseGuestFioLine } from '../../bench/guest-fio.js';
+import { guestPlan, mappingError } from '../../bench/guest-plan.js';
 import { cpuTable, formatValue, medianTable } from '../../bench/report.js';
 import { creationOrder, removeServer, runOrder, stopServer } from '../../bench/side-by-side.js';
 import { tempDir } from '../support/tmp.js';
@@ -138,6 +139,35 @@ describe('guest bench plumbing', () => {
       { soname: 'libceph-common.so.2', path: '/usr/lib/x86_64-linux-gnu/ceph/libceph-common.so.2' },
       { soname: 'ld-linux-x86-64.so.2', path: '/lib64/ld-linux-x86-64.so.2' },
     ]);
+  });
+});
+
+describe('interleaved guest runs', () => {
+  it('runs every row on every disk once per round, each disk in every place of a row equally often across rounds', () => {
+    const plan = guestPlan(2, 3, 3, 0);
+    expect(plan).toHaveLength(2 * 3 * 3);
+    for (const row of [0, 1]) {
+      const cells = plan.filter((s) => s.row === row);
+      for (const disk of [0, 1, 2]) expect(cells.filter((s) => s.disk === disk)).toHaveLength(3);
+      // Place p of the row in each round: over three rounds, three different disks.
+      for (const place of [0, 1, 2]) expect(new Set([0, 1, 2].map((round) => cells[round * 3 + place]!.disk)).size).toBe(3);
+    }
+    // Rounds go outermost: a cell's samples spread over the whole boot.
+    expect(plan.slice(0, 6).map((s) => s.row)).toEqual([0, 0, 0, 1, 1, 1]);
+    // The rotation continues across runs: run 2 (firstRep 3) does not repeat run 1's first round.
+    expect(guestPlan(1, 2, 1, 1)).toEqual([...guestPlan(1, 2, 1, 0)].reverse());
+  });
+
+  it('accepts a warm-up served by its own disk\'s server and names the sides when another server did the work', () => {
+    const sides = [
+      { name: 'strata', label: 'Strata' },
+      { name: 'qsd-wt', label: 'qsd writethrough=on' },
+    ];
+    expect(mappingError(sides, 0, [0.4, 0.01])).toBeUndefined();
+    expect(mappingError(sides, 1, [0.01, 0.3])).toBeUndefined();
+    expect(mappingError(sides, 0, [0.01, 0.38])?.message).toMatch(/disk 0 of the guest was expected to be Strata's.*qsd writethrough=on 0\.38 s/);
+    // Nobody busy: the warm-up did not reach any server we started.
+    expect(mappingError(sides, 0, [0, 0])).toBeInstanceOf(Error);
   });
 });
 
