@@ -24,11 +24,9 @@ import type { PendingPutRecord, ReferenceStepRecord } from './records.js';
 const PUTS_PER_BATCH = 64;
 /**
  * Journal records one commit deletes at most (a batch's, or an install's: put-journal.ts): bounds
- * the size of a catalog transaction. Here, not in put-journal.ts, which imports it: this module
- * reads it as it loads.
+ * the size of a catalog transaction.
  */
 export const JOURNAL_RECORDS_PER_COMMIT = 512;
-const RECORDS_PER_BATCH = JOURNAL_RECORDS_PER_COMMIT;
 
 export interface CommittedPut {
   /** The put record as its commit left it (state 'committed'). */
@@ -50,7 +48,7 @@ class PutSettler {
   constructor(private readonly context: ObjectContext) {}
 
   settle(put: CommittedPut): Promise<void> {
-    if (put.steps.length + 1 > RECORDS_PER_BATCH || put.markerDrops.length > HASHES_PER_CALL) {
+    if (put.steps.length + 1 > JOURNAL_RECORDS_PER_COMMIT || put.markerDrops.length > HASHES_PER_CALL) {
       return settlePut(this.context, put.record.record.putId, put.record.record.pool, 'committed').then(() => undefined);
     }
     const settled = new Promise<void>((resolve, reject) => {
@@ -89,7 +87,7 @@ class PutSettler {
       const pool = next.put.record.record.pool;
       const poolDrops = (drops.get(pool) ?? 0) + next.put.markerDrops.length;
       const nextRecords = records + next.put.steps.length + 1;
-      if (batch.length > 0 && (poolDrops > HASHES_PER_CALL || nextRecords > RECORDS_PER_BATCH)) break;
+      if (batch.length > 0 && (poolDrops > HASHES_PER_CALL || nextRecords > JOURNAL_RECORDS_PER_COMMIT)) break;
       drops.set(pool, poolDrops);
       records = nextRecords;
       batch.push(this.waiting.shift()!);
