@@ -1,10 +1,12 @@
 /**
- * Settling committed puts together. A put this process made and committed knows everything its
- * settling needs without reading: each step's marker count (its calls succeeded: 1 for a data
- * step, 2 for a by-hash step) and the revision of every journal record. So the puts committed
- * while one settling runs are settled by the next in one go: one dropReferences per pool for all
- * their markers, the last of which also deletes all their journal records when that pool's counts
- * share the catalog (else one more commit does), instead of two reads, a count read, a drop and
+ * Settling committed puts together: the puts whose install marked them committed (put-journal.ts)
+ * in place of deleting their journal, that is puts of marked steps (a repository whose counts
+ * are in another catalog) and puts of more steps than one commit deletes. A put this process
+ * made and committed knows everything its settling needs without reading: each step's marker
+ * count (its calls succeeded: 1 for a data step, 2 for a by-hash step; a recorded step has none)
+ * and the revision of every journal record. So the puts committed while one settling runs are
+ * settled by the next in one go: one dropReferences per pool for all their markers, then one
+ * commit that deletes all their journal records, instead of two reads, a count read, a drop and
  * a delete per put.
  *
  * Crash safety is settlePut's: until the delete commits, each put stays in the journal as
@@ -13,15 +15,18 @@
  */
 import { TxnBuilder, type Versioned } from '../meta/table.js';
 import { HASHES_PER_CALL } from '../store/chunked/seal.js';
-import type { CatalogChanges, ChunkHash } from '../store/dedup/repository.js';
+import type { ChunkHash } from '../store/dedup/repository.js';
 import type { ObjectContext } from './context.js';
 import { settlePut } from './put-journal.js';
 import type { PendingPutRecord, ReferenceStepRecord } from './records.js';
 
 /** Puts settled by one batch at most (bounds the catalog commit's size). */
 const PUTS_PER_BATCH = 64;
-/** Journal records deleted by one batch at most. */
-const RECORDS_PER_BATCH = 512;
+/**
+ * Journal records one commit deletes at most (a batch's, or an install's: put-journal.ts): bounds
+ * the size of a catalog transaction.
+ */
+export const JOURNAL_RECORDS_PER_COMMIT = 512;
 
 export interface CommittedPut {
   /** The put record as its commit left it (state 'committed'). */
@@ -43,7 +48,7 @@ class PutSettler {
   constructor(private readonly context: ObjectContext) {}
 
   settle(put: CommittedPut): Promise<void> {
-    if (put.steps.length + 1 > RECORDS_PER_BATCH || put.markerDrops.length > HASHES_PER_CALL) {
+    if (put.steps.length + 1 > JOURNAL_RECORDS_PER_COMMIT || put.markerDrops.length > HASHES_PER_CALL) {
       return settlePut(this.context, put.record.record.putId, put.record.record.pool, 'committed').then(() => undefined);
     }
     const settled = new Promise<void>((resolve, reject) => {
@@ -82,7 +87,7 @@ class PutSettler {
       const pool = next.put.record.record.pool;
       const poolDrops = (drops.get(pool) ?? 0) + next.put.markerDrops.length;
       const nextRecords = records + next.put.steps.length + 1;
-      if (batch.length > 0 && (poolDrops > HASHES_PER_CALL || nextRecords > RECORDS_PER_BATCH)) break;
+      if (batch.length > 0 && (poolDrops > HASHES_PER_CALL || nextRecords > JOURNAL_RECORDS_PER_COMMIT)) break;
       drops.set(pool, poolDrops);
       records = nextRecords;
       batch.push(this.waiting.shift()!);
@@ -98,26 +103,14 @@ class PutSettler {
       drops.push(...put.markerDrops);
       byPool.set(pool, drops);
     }
-    const deleteRecords = (txn: TxnBuilder): void => {
-      for (const put of puts) {
-        for (const step of put.steps) this.context.tables.steps.delete(txn, step);
-        this.context.tables.puts.delete(txn, put.record);
-      }
-    };
-    // The journal records go with the last pool's drop when that pool's counts share the catalog
-    // (one commit, and the records gone exactly when the markers are); else on their own after.
-    let recordsDeleted = false;
-    const pools = [...byPool].filter(([, drops]) => drops.length > 0);
-    for (const [i, [pool, drops]] of pools.entries()) {
-      const repository = await this.context.repositoryOf(pool);
-      const withRecords = i === pools.length - 1 && repository.sharesCatalog?.(this.context.catalog) === true;
-      const catalogChanges: CatalogChanges = { catalog: this.context.catalog, add: deleteRecords, committedAt: () => undefined };
-      await repository.dropReferences(drops, withRecords ? { catalogChanges } : {});
-      recordsDeleted = withRecords;
+    for (const [pool, drops] of byPool) {
+      if (drops.length > 0) await (await this.context.repositoryOf(pool)).dropReferences(drops);
     }
-    if (recordsDeleted) return;
     const txn = new TxnBuilder();
-    deleteRecords(txn);
+    for (const put of puts) {
+      for (const step of put.steps) this.context.tables.steps.delete(txn, step);
+      this.context.tables.puts.delete(txn, put.record);
+    }
     await txn.commit(this.context.catalog);
   }
 }

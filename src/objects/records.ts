@@ -99,19 +99,36 @@ export interface PartRecord extends DataFacts {
 }
 
 /**
- * A reference-adding call journalled before it is made, so that whoever finds the journal after a
- * crash knows whether it was applied: the call carries its own marker chunk (unique bytes), whose
- * count the same atomic call raises to `markerRefsWhenApplied`.
+ * A reference-adding call of a put, journalled so that whoever finds it after a crash knows
+ * whether the call was applied. Two kinds (put-journal.ts):
+ *   - recorded (`appliedWithRecord`): the record committed in the very catalog transaction that
+ *     added the references (the repository's counts share the catalog), so the record exists
+ *     exactly when they do, and goes in the transaction that drops them;
+ *   - marked: the record was made durable before the call, which carries its own marker chunk
+ *     (unique bytes) whose count the same atomic call raises to `markerRefsWhenApplied`.
  */
-export interface ReferenceStepRecord {
+export type ReferenceStepRecord = RecordedStepRecord | MarkedStepRecord;
+
+interface StepFields {
   readonly putId: string;
   readonly seq: number;
   readonly pool: string;
   /** The chunks the call references (one entry per reference). */
   readonly hashes: readonly string[];
+}
+
+export interface RecordedStepRecord extends StepFields {
+  readonly appliedWithRecord: true;
+}
+
+export interface MarkedStepRecord extends StepFields {
   readonly marker: string;
   /** 1: added with the data (addReferences); 2: the marker was added first, then the hashes by hash. */
   readonly markerRefsWhenApplied: 1 | 2;
+}
+
+export function isMarkedStep(step: ReferenceStepRecord): step is MarkedStepRecord {
+  return !('appliedWithRecord' in step);
 }
 
 /** A put (or part upload, or copy) that is adding references: 'writing' until its record commits. */

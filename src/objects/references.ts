@@ -2,9 +2,9 @@
  * The object model as a holder of chunk references, for a dedup scrub's reference audit
  * (src/store/dedup/scrub.ts): every version's data, every part (of uploads in progress and of
  * uploads whose parts are being released), what a release has not given back yet, and what the
- * journalled steps of puts in progress hold (their chunks when applied, and their markers). A
- * leak the model accepts by design (a release cut off by a crash) is then a count above what the
- * holders hold, which the scrub confirms and repairs. Read a page at a time; an audit path, not a
+ * journalled steps of puts in progress hold (their chunks when applied, and the markers of
+ * marked steps). A leak the model accepts by design (a release cut off by a crash) is then a
+ * count above what the holders hold, which the scrub confirms and repairs. Read a page at a time; an audit path, not a
  * request path.
  */
 import { isStorageError } from '../core/errors.js';
@@ -12,7 +12,7 @@ import type { ReferenceHolder, ReferenceSource, UnreadableHolder } from '../stor
 import type { ChunkHash } from '../store/dedup/repository.js';
 import type { ObjectContext } from './context.js';
 import { loadManifest } from './manifest-storage.js';
-import type { ManifestRef } from './records.js';
+import { isMarkedStep, type ManifestRef } from './records.js';
 
 const PAGE = 500;
 
@@ -87,6 +87,11 @@ async function* journalledPuts(context: ObjectContext, pool: string): AsyncGener
   for await (const put of pages((after) => context.tables.puts.page({ limit: PAGE, ...(after === undefined ? {} : { after }) }))) {
     if (put.pool !== pool) continue;
     for await (const step of pages((after) => context.tables.steps.prefixPage(`${put.putId}/`, { limit: PAGE, ...(after === undefined ? {} : { after }) }))) {
+      if (!isMarkedStep(step)) {
+        // A recorded step exists exactly when its references do: a put still writing holds them.
+        yield { name: `put ${put.putId} step ${step.seq}`, hashes: put.state === 'writing' ? [...step.hashes] : [] };
+        continue;
+      }
       const markerRefs = await repository.referenceCount(step.marker);
       if (markerRefs === 0) continue;
       // Applied steps of a put still writing hold their chunks; a committed put's version holds them.

@@ -149,8 +149,14 @@ export const STEP_SCHEMA: TableSchema<ReferenceStepRecord> = {
   id: (record) => stepId(record.putId, record.seq),
   parse(value) {
     const fields = objectOf(value, 'step');
-    requireFields(fields, { putId: 'string', seq: 'number', pool: 'string', marker: 'string', markerRefsWhenApplied: 'number' }, 'step');
+    requireFields(fields, { putId: 'string', seq: 'number', pool: 'string' }, 'step');
     if (!Array.isArray(fields.hashes)) throw new Error('step.hashes is not an array');
+    if (fields.appliedWithRecord !== undefined) {
+      if (fields.appliedWithRecord !== true) throw new Error(`step.appliedWithRecord is ${JSON.stringify(fields.appliedWithRecord)}, not true`);
+      if (fields.marker !== undefined) throw new Error('a step applied with its record has no marker');
+    } else {
+      requireFields(fields, { marker: 'string', markerRefsWhenApplied: 'number' }, 'step');
+    }
     return fields as unknown as ReferenceStepRecord;
   },
 };

@@ -2,7 +2,8 @@
  * The object model under SIGKILL: a child process (TypeScript run directly, test/support/ts-child.ts)
  * puts objects into a bucket over a LevelDB catalog and a LocalChunkStore and is killed mid-body
  * (chunks being added, steps applied and in flight), mid-body anywhere, or right after an
- * acknowledgement, several rounds over the same storage. After each kill, reopened and recovered:
+ * acknowledgement, several rounds over the same storage (even rounds with recorded steps, odd
+ * rounds with marked ones: child.ts). After each kill, reopened and recovered:
  *   - every acknowledged object reads back byte for byte (its MD5) and is listed;
  *   - the object killed mid-put is absent, or (killed after its commit) whole;
  *   - no put is left in the journal, and the pool's reference counts are exactly the chunks of

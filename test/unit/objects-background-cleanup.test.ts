@@ -1,9 +1,11 @@
 /**
- * cleanupInBackground (what the daemon runs): a put is answered once its commit is durable, while
+ * cleanupInBackground (what the daemon runs): a put of marked steps (a repository whose counts
+ * are in another catalog: sharesCatalog hidden) is answered once its commit is durable, while
  * the clean-up after it (dropping its markers, deleting its journal) is still running; idle()
  * waits for that clean-up, after which the pool holds exactly the objects' references. The
  * repository is the real DedupChunkRepository; its dropReferences is held back (a gate in a
- * wrapper) to show that the put does not wait for it.
+ * wrapper) to show that the put does not wait for it. Where the counts share the catalog, the
+ * install deletes the journal: nothing is left to clean up once the put is answered.
  */
 import { describe, expect, it } from 'vitest';
 import type { ChunkRepository } from '../../src/store/dedup/repository.js';
@@ -23,6 +25,7 @@ function gatedDrops(): { wrap: (repository: ChunkRepository) => ChunkRepository;
     wrap: (repository) =>
       new Proxy(repository, {
         get(target, name, receiver) {
+          if (name === 'sharesCatalog') return undefined;
           if (name !== 'dropReferences') {
             const value: unknown = Reflect.get(target, name, receiver);
             return typeof value === 'function' ? value.bind(target) : value;
@@ -79,6 +82,16 @@ describe('object model with cleanupInBackground', () => {
     expect(gate.calls()).toBe(2);
     const chunks = bodies.reduce((sum, data) => sum + Math.ceil(data.length / CHUNK_BYTES), 0);
     expect(await totalReferences(catalog, 'pool-a')).toBe(chunks);
+    expect(deferredErrors).toEqual([]);
+  });
+
+  it('a put into a repository that shares the catalog leaves no journal once answered, before idle()', async () => {
+    const { model, catalog, deferredErrors } = await createTestObjectModel({ cleanupInBackground: true });
+    await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+    const data = patternBytes(3 * CHUNK_BYTES + 5, 4);
+    await model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
+    expect((await catalog.list('s3-put')).entries).toEqual([]);
+    expect(await totalReferences(catalog, 'pool-a')).toBe(4);
     expect(deferredErrors).toEqual([]);
   });
 

@@ -1,9 +1,10 @@
 /**
  * A put's journal records commit with the counts they journal (put-journal.ts, catalogChanges in
- * the repository): one commit per data step instead of a journal write and a count commit, and
- * the settling drops the markers and deletes the journal in one commit. A step whose commit fails
- * leaves neither its references nor its records; a repository that does not share the catalog
- * still gets the journal written first. Real DedupChunkRepository over a counting catalog.
+ * the repository): one commit per step, no marker chunk, and the install's commit deletes the
+ * journal, so a one-step put makes 2 commits. A step whose commit fails leaves neither its
+ * references nor its records; a repository that does not share the catalog still gets the
+ * journal written first, a marker per step and a settling after the install (5 commits). Real
+ * DedupChunkRepository over a counting catalog.
  */
 import { describe, expect, it } from 'vitest';
 import type { CatalogOp, CatalogStore } from '../../src/core/catalog-store.js';
@@ -11,7 +12,7 @@ import { StorageError } from '../../src/core/errors.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { TxnBuilder } from '../../src/meta/table.js';
 import type { ChunkRepository } from '../../src/store/dedup/repository.js';
-import { createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
+import { collect, createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
 
 const OWNER = 'user-1';
 const CHUNK_BYTES = 64 * 1024;
@@ -54,10 +55,11 @@ async function journalKeys(catalog: CatalogStore): Promise<string[]> {
 }
 
 describe('a put commits its journal with its counts', () => {
-  // Shared catalog: references with journal, version, markers dropped with journal deleted. Else
-  // the journal is written on its own first and deleted on its own after the drop.
+  // Shared catalog: references with the journal, then the version with the journal deleted. Else
+  // the journal is written on its own first, the references with a marker, the version, the
+  // marker dropped, and the journal deleted on its own after the drop.
   for (const { shared, txns } of [
-    { shared: true, txns: 3 },
+    { shared: true, txns: 2 },
     { shared: false, txns: 5 },
   ]) {
     it(`a one-step put commits ${txns} times when the repository ${shared ? 'shares' : 'does not share'} the catalog`, async () => {
@@ -72,8 +74,32 @@ describe('a put commits its journal with its counts', () => {
       expect(await totalReferences(catalog, 'pool-a')).toBe(3);
       expect(await journalKeys(catalog)).toEqual([]);
       expect(deferredErrors).toEqual([]);
+      const got = await model.getObject({ bucket: 'photos', key: 'k' });
+      expect(got.outcome === 'ok' && Buffer.from(await collect(got.body())).equals(data)).toBe(true);
     });
   }
+
+  it('a copy by reference and a part each commit twice when the repository shares the catalog', async () => {
+    const counted = countingCatalog();
+    const { model, catalog, deferredErrors } = await createTestObjectModel({ catalog: counted.catalog });
+    await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+    const data = patternBytes(3 * CHUNK_BYTES, 8);
+    await model.putObject({ bucket: 'photos', key: 'src', owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
+    let before = counted.txns();
+    // The by-hash step with its put record, then the version with the journal deleted.
+    await model.copyObject({ source: { bucket: 'photos', key: 'src' }, bucket: 'photos', key: 'dst', owner: OWNER });
+    await model.idle();
+    expect(counted.txns() - before).toBe(2);
+    expect(await totalReferences(catalog, 'pool-a')).toBe(6);
+    const upload = await model.createMultipartUpload({ bucket: 'photos', key: 'mp', owner: OWNER });
+    before = counted.txns();
+    await model.uploadPart({ bucket: 'photos', key: 'mp', uploadId: upload.uploadId, partNumber: 1, body: streamOf(data), claims: { sizeBytes: data.length } });
+    await model.idle();
+    expect(counted.txns() - before).toBe(2);
+    expect(await totalReferences(catalog, 'pool-a')).toBe(9);
+    expect(await journalKeys(catalog)).toEqual([]);
+    expect(deferredErrors).toEqual([]);
+  });
 
   it('a failed first step of a three-step put leaves no reference and no journal record', async () => {
     // The first commit that writes a put record carries the first step's counts: it fails, so the

@@ -25,13 +25,14 @@ export interface ChunkRepositoryCallOptions {
    */
   readonly commitAfter?: Promise<unknown>;
   /**
-   * addReferences, addHashedReferences and dropReferences of a repository whose `sharesCatalog`
-   * is true for the caller's catalog: the caller's own records changed in the very transaction
-   * that changes the counts (a put's journal record goes in with the references it journals, so
-   * the two exist together or not at all, one catalog commit instead of two). `add` runs on each
-   * attempt's transaction (an attempt that loses a race is made again); `committedAt` is told
-   * the revision the successful one committed at. An addReferences of no chunks commits nothing,
-   * these changes neither.
+   * addReferences, addHashedReferences, addReferencesByHash and dropReferences of a repository
+   * whose `sharesCatalog` is true for the caller's catalog: the caller's own records changed in
+   * the very transaction that changes the counts (a put's journal record goes in with the
+   * references it journals, or goes with their drop, so the two exist together or not at all,
+   * one catalog commit instead of two). `add` runs on each attempt's transaction (an attempt that
+   * loses a race is made again); `committedAt` is told the revision the successful one committed
+   * at. An addReferences of no chunks commits nothing, these changes neither; a by-hash add or a
+   * drop of no hashes commits these changes alone.
    */
   readonly catalogChanges?: CatalogChanges;
   /**

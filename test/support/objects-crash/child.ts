@@ -3,7 +3,8 @@
  * (the stores a daemon uses), putting the workload's objects of one round until the parent kills
  * it with SIGKILL. It prints `begin <key>`, `piece <key> <n>` as the body streams, `refs` each time
  * an addReferences call of the repository resolved (a step's references are durable), and
- * `ack <key> <etag>` once putObject resolved (acknowledged: it must survive).
+ * `ack <key> <etag>` once putObject resolved (acknowledged: it must survive). Even rounds journal
+ * recorded steps, odd rounds marked ones (put-journal.ts).
  *
  *   spawnTsChild('test/support/objects-crash/child.ts', [<catalog dir>, <chunk dir>, <round>])
  */
@@ -40,6 +41,9 @@ const repository: ChunkRepository = {
   read: (hash, options) => dedup.read(hash, options),
   readRange: (hash, offsetBytes, lengthBytes, options) => dedup.readRange(hash, offsetBytes, lengthBytes, options),
   referenceCount: (hash) => dedup.referenceCount(hash),
+  // Even rounds: the counts share the catalog, so the put's steps are recorded (no marker) and the
+  // install deletes the journal; odd rounds: marked steps and a settling after the install.
+  ...(round % 2 === 0 ? { sharesCatalog: (other: Parameters<typeof dedup.sharesCatalog>[0]) => dedup.sharesCatalog(other) } : {}),
 };
 const model = new ObjectModel({
   catalog,
