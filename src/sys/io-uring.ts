@@ -24,7 +24,6 @@ import koffi from 'koffi';
 import { closeFd } from './fd.js';
 import { EAGAIN, EINTR, EINVAL, errno, errnoName, libc, libcLibrary, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, SysError } from './libc.js';
 import { EventFd } from './eventfd.js';
-import { HOST_IO_THREADS } from './thread-pool.js';
 
 /** Linux x86-64 system call numbers, mmap offsets, flags and struct sizes (include/uapi/linux/io_uring.h). */
 const SYS = { setup: 425, enter: 426, register: 427 } as const;
@@ -37,6 +36,13 @@ const BYTES = { params: 120, sqe: 64, cqe: 16, iovec: 16 } as const;
 
 /** Ring entries: calls in flight at once beyond this wait in a JS queue for a free entry. */
 export const IO_URING_ENTRIES = 256;
+/**
+ * The most io-wq workers copying at once: the count the ring's reads and overwrites were measured
+ * with (bench/RESULTS.md, issue 13). Not tied to the thread pool's size (src/sys/thread-pool.ts),
+ * which grew to 32 for the writes that grow a file: those serialize on the inode lock, where reads
+ * copy in parallel.
+ */
+export const IO_WQ_MAX_WORKERS = 16;
 /** iovecs one batch may carry (a call over more buffers waits for the next batch; one over more than this is refused). */
 export const IOVEC_SLAB_ENTRIES = 4096;
 
@@ -297,9 +303,9 @@ export function ioUring(): IoUring | null {
       return shared;
     }
     // io-wq runs at most min(entries, 4 x CPUs) reads of regular files at once by default (8 on 2
-    // cores); as many as the thread pool has threads keeps the same share of a busy machine's CPU
-    // and the same device queue depth. Best effort (Linux 5.15+): the default is fine otherwise.
-    syscall(SYS.register, 'int', ringFd, 'uint32_t', REGISTER.ioWqMaxWorkers, 'void *', new Uint32Array([HOST_IO_THREADS, 0]), 'uint32_t', 2);
+    // cores); IO_WQ_MAX_WORKERS gives the copies a busy machine's CPU share. Best effort (Linux
+    // 5.15+): the default is fine otherwise.
+    syscall(SYS.register, 'int', ringFd, 'uint32_t', REGISTER.ioWqMaxWorkers, 'void *', new Uint32Array([IO_WQ_MAX_WORKERS, 0]), 'uint32_t', 2);
     // The ring and its mappings live as long as the process (one per process, like the thread pool).
     shared = new Ring(ringFd, params, ring, ring, sqes, syscall, wake);
   } catch {
