@@ -26,6 +26,7 @@ import { TxnBuilder, type Table, type Versioned } from '../../meta/table.js';
 import { throwIfAborted } from '../memory-chunk-store.js';
 import { BLAKE3_HASHER, checkChunkHash, type ChunkHasher } from './chunk-hasher.js';
 import { openChunkIndex, type ChunkIndex, type ChunkRecord, type PackRecord } from './chunk-index.js';
+import { ChunkTokens } from './chunk-tokens.js';
 import { collectGarbage, type GcContext, type GcOptions, type GcReport } from './gc.js';
 import { giveBackPackBuffer, takePackBuffer } from './pack-buffers.js';
 import { CHUNK_SIZE_BYTES_MAX, PackBuilder, newPackId, packCreatedAtMs, packKey } from './pack-format.js';
@@ -111,14 +112,15 @@ export class DedupChunkRepository implements ChunkRepository {
   private maintenance: 'gc' | 'scrub' | undefined;
   /** Counts a scrub saw above what holders hold, kept for the scrub that confirms them (scrub.ts). */
   private readonly leakSuspects = new Map<string, LeakSuspect>();
-  /** The tokens hashChunk gave out: addHashedReferences trusts the hash of these and no others. */
-  private readonly issued = new WeakSet<HashedChunk>();
+  /** The tokens hashChunk and hashOwnedChunks gave out: addHashedReferences trusts the hash of these and no others. */
+  private readonly tokens: ChunkTokens;
 
   private constructor(
     private readonly options: DedupChunkRepositoryOptions,
     private readonly index: ChunkIndex,
   ) {
     this.hasher = options.hasher ?? BLAKE3_HASHER;
+    this.tokens = new ChunkTokens(this.hasher);
     this.packTargetBytes = options.packTargetBytes ?? PACK_TARGET_BYTES_DEFAULT;
     const cacheBytes = options.readCacheBytes ?? READ_CACHE_BYTES_DEFAULT;
     this.cache = cacheBytes > 0 ? new ChunkReadCache(cacheBytes) : undefined;
@@ -147,9 +149,12 @@ export class DedupChunkRepository implements ChunkRepository {
   }
 
   hashChunk(data: Uint8Array): HashedChunk {
-    const token: HashedChunk = Object.freeze({ hash: this.hasher.hash(data), data });
-    this.issued.add(token);
-    return token;
+    return this.tokens.hashChunk(data);
+  }
+
+  /** BLAKE3 pools: a step of chunks is hashed on a worker thread of this layer (chunk-tokens.ts). */
+  hashOwnedChunks(chunks: readonly Uint8Array[]): Promise<HashedChunk[]> {
+    return this.tokens.hashOwnedChunks(chunks);
   }
 
   async addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
@@ -163,7 +168,7 @@ export class DedupChunkRepository implements ChunkRepository {
     options?.commitAfter?.catch(() => undefined); // its failure is this call's, seen where it is awaited
     throwIfAborted(options, 'addHashedReferences');
     for (const [i, chunk] of chunks.entries()) {
-      if (!this.issued.has(chunk)) {
+      if (!this.tokens.issued(chunk)) {
         throw new StorageError('INVALID_ARGUMENT', `chunk ${i} was not hashed by this repository: name chunks with its hashChunk, or add their bytes with addReferences`);
       }
       checkChunkBytes(chunk.data, i);
