@@ -41,6 +41,11 @@ describe('hashOwnedChunks', () => {
     expect(tokens.map((token) => token.hash)).toEqual(copies.map((copy) => repo.hash(copy)));
     expect(await repo.addHashedReferences(tokens)).toEqual(copies.map((copy) => repo.hash(copy)));
     expect(Buffer.from(await repo.read(tokens[63]!.hash)).equals(copies[63]!)).toBe(true);
+    // The packs hold the worker's block CRCs: a read of part of a chunk checks only its blocks' CRCs.
+    for (const [i, token] of tokens.entries()) {
+      const from = Math.min(3 * 4096 + 10, copies[i]!.length - 100);
+      expect(Buffer.from(await repo.readRange(token.hash, from, 100)).equals(copies[i]!.subarray(from, from + 100))).toBe(true);
+    }
     // A copy of a token (same fields, not issued) is still refused.
     await expect(repo.addHashedReferences([{ hash: tokens[0]!.hash, data: copies[1]! }])).rejects.toThrow(/not hashed by this repository/);
   });

@@ -1,8 +1,9 @@
 /**
- * BLAKE3 names of chunks computed on worker threads (chunk-hash-worker.ts), for a repository whose
- * caller hands it a step of chunks at a time (DedupChunkRepository.hashOwnedChunks: an S3 PUT's
- * 4 MiB steps). On a 2-core machine a large PUT's one JavaScript thread is the busier core; BLAKE3
- * of 64 KiB chunks is ~0.3 ms of it per MiB, which a worker does beside it.
+ * BLAKE3 names of chunks and the CRC-32s of their 4 KiB blocks, computed on worker threads
+ * (chunk-hash-worker.ts), for a repository whose caller hands it a step of chunks at a time
+ * (DedupChunkRepository.hashOwnedChunks: an S3 PUT's 4 MiB steps). On a 2-core machine a large
+ * PUT's one JavaScript thread is the busier core; BLAKE3 of 64 KiB chunks and the block CRCs a
+ * pack stores are ~0.3 ms of it per MiB each, which a worker does beside it.
  *
  * The chunks' memory is transferred to the worker and back (postMessage's transfer list), not
  * copied: the caller's views are detached meanwhile, and the chunks come back as new views of the
@@ -26,10 +27,14 @@ export const HASH_ON_WORKER_CHUNKS_MIN = 8;
 /** Workers in the pool: the cores beside the main thread's, at least one, at most four. */
 const WORKERS_MAX = 4;
 
-/** Named chunks: `chunks` are the call's chunks (same memory, new views), `hashes` their names in order. */
+/**
+ * Named chunks: `chunks` are the call's chunks (same memory, new views), `hashes` their names in
+ * order, `blockChecksums` their 4 KiB blocks' CRCs as pack-blocks.ts seeds them, chunk after chunk.
+ */
 export interface WorkerHashedChunks {
   readonly chunks: readonly Uint8Array[];
   readonly hashes: readonly string[];
+  readonly blockChecksums: Uint32Array;
 }
 
 interface Waiting {
@@ -84,7 +89,7 @@ class ChunkHashWorker {
     this.waiting.delete(reply.id);
     if (this.waiting.size === 0) this.thread.unref();
     if ('error' in reply) waiting.reject(new StorageError('IO_ERROR', `a chunk hashing thread could not hash: ${reply.error}`));
-    else waiting.resolve({ chunks: reply.chunks, hashes: reply.hashes });
+    else waiting.resolve({ chunks: reply.chunks, hashes: reply.hashes, blockChecksums: reply.blockChecksums });
   }
 }
 
