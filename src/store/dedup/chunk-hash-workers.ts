@@ -15,8 +15,9 @@
  * and is replaced for the next call.
  */
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../../core/errors.js';
+import { startWorkerBeside } from '../../sys/worker-thread.js';
 import type { ChunkHashReply, ChunkHashRequest } from './chunk-hash-worker.js';
 
 /**
@@ -45,24 +46,14 @@ interface Waiting {
 class ChunkHashWorker {
   readonly waiting = new Map<number, Waiting>();
   private readonly thread: Worker;
-  private dead = false;
 
   constructor(onDeath: (worker: ChunkHashWorker) => void) {
-    const here = import.meta.url;
-    // From src/ (tests, type stripping) the worker is the .ts file beside this one; from dist/, the .js.
-    this.thread = new Worker(new URL(here.endsWith('.ts') ? './chunk-hash-worker.ts' : './chunk-hash-worker.js', here));
-    this.thread.unref();
-    this.thread.on('message', (reply: ChunkHashReply) => this.answer(reply));
-    const die = (why: string): void => {
-      if (this.dead) return;
-      this.dead = true;
+    this.thread = startWorkerBeside<ChunkHashReply>(import.meta.url, 'chunk-hash-worker', (reply) => this.answer(reply), (why) => {
       onDeath(this);
       const err = new StorageError('IO_ERROR', `a chunk hashing thread stopped (${why}); the write that was using it fails and keeps nothing: send it again`);
       for (const waiting of this.waiting.values()) waiting.reject(err);
       this.waiting.clear();
-    };
-    this.thread.on('error', (err) => die(err.message));
-    this.thread.on('exit', (code) => die(`exit code ${code}`));
+    });
   }
 
   /** Sends the chunks (moved, not copied); false, nothing moved, when one of them cannot be moved. */
