@@ -8,7 +8,9 @@
  *
  * Each chunk is hashed once (the repository's hashChunk names it for the manifest, the journal
  * and the repository call alike), and its buffer comes from a small free list and goes back to
- * it once its step has settled (a fresh 64 KiB buffer per chunk kept the GC busy).
+ * it once its step has settled (a fresh 64 KiB buffer per chunk kept the GC busy). A body declared
+ * over OFFLOAD_BYTES_MIN has each step's chunks named by the repository's hashOwnedChunks (BLAKE3
+ * pools: on the dedup layer's hashing worker, beside this thread), then appended and added in step order.
  *
  * The caller owns the PutJournal: on any failure it abandons the journal (every reference given
  * back), after waiting here for the steps in flight to settle.
