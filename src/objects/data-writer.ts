@@ -8,7 +8,9 @@
  *
  * Each chunk is hashed once (the repository's hashChunk names it for the manifest, the journal
  * and the repository call alike), and its buffer comes from a small free list and goes back to
- * it once its step has settled (a fresh 64 KiB buffer per chunk kept the GC busy).
+ * it once its step has settled (a fresh 64 KiB buffer per chunk kept the GC busy). A body declared
+ * over OFFLOAD_BYTES_MIN has each step's chunks named by the repository's hashOwnedChunks (BLAKE3
+ * pools: on the dedup layer's hashing worker, beside this thread), then appended and added in step order.
  *
  * The caller owns the PutJournal: on any failure it abandons the journal (every reference given
  * back), after waiting here for the steps in flight to settle.
@@ -17,7 +19,7 @@ import { assert, StorageError } from '../core/errors.js';
 import type { ChunkManifest } from '../store/chunked/manifest.js';
 import { isAllZero } from '../store/zero-bytes.js';
 import { runningChecksum, type ChecksumAlgorithm, type RunningChecksum } from './checksums.js';
-import { deferredDigests, type DeferredDigests } from './hash-workers.js';
+import { deferredDigests, OFFLOAD_BYTES_MIN, type DeferredDigests } from './hash-workers.js';
 import { OBJECT_CHUNK_SIZE_BYTES } from './context.js';
 import { ObjectError } from './errors.js';
 import { AppendingManifestBuilder } from './manifest-builder.js';
@@ -109,26 +111,51 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
   const heldBytes = builder.fileSizeBytes;
   const { offloaded, checksum } = bodyDigests(options.checksumAlgorithm, options.expectedSizeBytes);
   const inFlight: Promise<void>[] = [];
+  // A large body's chunks are named a step at a time off this thread (hashStepOffThread); the
+  // step's chunks, zero chunks as their lengths, wait in `unnamed` meanwhile.
+  const offThread = repository.hashOwnedChunks !== undefined && options.expectedSizeBytes !== undefined && options.expectedSizeBytes > OFFLOAD_BYTES_MIN;
+  let unnamed: (Uint8Array | number)[] = [];
+  let stepsBegun: Promise<unknown> = Promise.resolve();
   let chunks: HashedChunk[] = [];
+  let unnamedChunks = 0;
   let current = takeChunkBuffer();
   let filled = 0;
   let sizeBytes = 0;
 
+  /** Adds a step's chunks (named) through the journal; settles when its call did, its buffers given back. */
+  const addStep = (sent: readonly HashedChunk[]): Promise<void> =>
+    journal.addChunks(sent, options.signal).finally(() => giveBackChunkBuffers(sent.map((chunk) => chunk.data)));
+  /**
+   * The waiting chunks named on the repository's worker; then, in step order, appended to the
+   * manifest and added. Resolves to the step's call (wrapped: not awaited here) once it began.
+   */
+  const hashStepOffThread = (): Promise<void> => {
+    const waiting = unnamed;
+    unnamed = [];
+    unnamedChunks = 0;
+    const named = repository.hashOwnedChunks!(waiting.filter((entry) => typeof entry !== 'number'));
+    const begun = Promise.all([named, stepsBegun]).then(([tokens]) => {
+      let next = 0;
+      for (const entry of waiting) {
+        // A chunk's own view was detached when its memory went to the worker: its token holds it now.
+        const token = typeof entry === 'number' ? undefined : tokens[next++]!;
+        builder.append(token?.hash, token?.data.length ?? (entry as number));
+      }
+      return { added: tokens.length > 0 ? addStep(tokens) : Promise.resolve() };
+    });
+    // A step that failed to begin fails every later one (nothing after a gap reaches the manifest or the journal).
+    stepsBegun = begun;
+    begun.catch(() => undefined);
+    return begun.then((step) => step.added);
+  };
   const dispatch = async (): Promise<void> => {
-    if (chunks.length > 0) {
-      const sent = chunks;
-      const step = journal.addChunks(sent, options.signal);
-      // Observed below, or by the caller's wait on failure; the buffers are free once it settled.
-      const settled = step.then(
-        () => giveBackChunkBuffers(sent.map((chunk) => chunk.data)),
-        (err: unknown) => {
-          giveBackChunkBuffers(sent.map((chunk) => chunk.data));
-          throw err;
-        },
-      );
-      settled.catch(() => undefined);
-      inFlight.push(settled);
-      chunks = [];
+    let step: Promise<void> | undefined;
+    if (unnamed.length > 0) step = hashStepOffThread();
+    else if (chunks.length > 0) step = addStep(chunks);
+    chunks = [];
+    if (step !== undefined) {
+      step.catch(() => undefined); // observed below, or by the caller's wait on failure
+      inFlight.push(step);
     }
     while (inFlight.length >= STEPS_IN_FLIGHT_MAX) await inFlight.shift()!;
   };
@@ -136,14 +163,20 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
     const chunk = current.subarray(0, lengthBytes);
     filled = 0;
     if (isAllZero(chunk)) {
-      builder.append(undefined, lengthBytes); // and `current` is filled again
+      if (offThread) unnamed.push(lengthBytes); // and `current` is filled again
+      else builder.append(undefined, lengthBytes);
+      return;
+    }
+    if (offThread) {
+      unnamed.push(chunk);
+      unnamedChunks++;
     } else {
       const hashed = repository.hashChunk(chunk);
       builder.append(hashed.hash, lengthBytes);
       chunks.push(hashed);
-      current = takeChunkBuffer();
-      if (chunks.length >= CHUNKS_PER_STEP) await dispatch();
     }
+    current = takeChunkBuffer();
+    if (chunks.length + unnamedChunks >= CHUNKS_PER_STEP) await dispatch();
   };
 
   if (options.expectedSizeBytes !== undefined && options.expectedSizeBytes > options.sizeBytesMax) {

@@ -18,8 +18,9 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../core/errors.js';
+import { startWorkerBeside } from '../sys/worker-thread.js';
 import type { HashWorkerReply, HashWorkerRequest } from './hash-worker.js';
 
 export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
@@ -74,21 +75,13 @@ class HashWorker {
   dead = false;
 
   constructor(onDeath: (worker: HashWorker) => void) {
-    const here = import.meta.url;
-    // From src/ (tests, type stripping) the worker is the .ts file beside this one; from dist/, the .js.
-    this.worker = new Worker(new URL(here.endsWith('.ts') ? './hash-worker.ts' : './hash-worker.js', here));
-    this.worker.unref();
-    this.worker.on('message', (reply: HashWorkerReply) => this.onReply(reply));
-    const die = (why: string): void => {
-      if (this.dead) return;
+    this.worker = startWorkerBeside<HashWorkerReply>(import.meta.url, 'hash-worker', (reply) => this.onReply(reply), (why) => {
       this.dead = true;
       onDeath(this);
       const err = new StorageError('IO_ERROR', `a hashing worker thread stopped (${why}); the request that was using it fails and keeps nothing: send it again`);
       for (const session of this.sessions.values()) fail(session, err);
       this.sessions.clear();
-    };
-    this.worker.on('error', (err) => die(err.message));
-    this.worker.on('exit', (code) => die(`exit code ${code}`));
+    });
   }
 
   /** The thread keeps the process alive only while it holds a session (a digest is awaited). */

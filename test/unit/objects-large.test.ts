@@ -42,6 +42,10 @@ describe('a 1 GiB object', () => {
       const chunkStore = new LocalChunkStore(path.join(dir, 'chunks'));
       const { model } = await createTestObjectModel({ catalog, chunkStore, packTargetBytes: 4 * MiB, readCacheBytes: 0 });
       await model.createBucket({ name: 'large', owner: 'u', pool: 'pool-a' });
+      // A warm-up put past the hashing workers' size gate starts their threads (each its own heap,
+      // ~10 MiB, once per process): the bound below is on what a put holds, not on a thread start.
+      await model.putObject({ bucket: 'large', key: 'warm-up', owner: 'u', body: uniqueBody(8 * MiB, () => undefined), claims: { sizeBytes: 8 * MiB } });
+      await model.deleteObject({ bucket: 'large', key: 'warm-up', owner: 'u' });
       global.gc?.();
       const rssBefore = process.memoryUsage.rss();
       let rssPeak = rssBefore;

@@ -26,6 +26,7 @@ import { TxnBuilder, type Table, type Versioned } from '../../meta/table.js';
 import { throwIfAborted } from '../memory-chunk-store.js';
 import { BLAKE3_HASHER, checkChunkHash, type ChunkHasher } from './chunk-hasher.js';
 import { openChunkIndex, type ChunkIndex, type ChunkRecord, type PackRecord } from './chunk-index.js';
+import { ChunkTokens } from './chunk-tokens.js';
 import { collectGarbage, type GcContext, type GcOptions, type GcReport } from './gc.js';
 import { giveBackPackBuffer, takePackBuffer } from './pack-buffers.js';
 import { CHUNK_SIZE_BYTES_MAX, PackBuilder, newPackId, packCreatedAtMs, packKey } from './pack-format.js';
@@ -84,11 +85,10 @@ async function* allRecords<T>(table: Table<T>): AsyncIterable<T> {
 }
 
 /** Where a chunk was stored by this call (not yet in the index). */
-interface Written {
-  readonly pack: string;
-  readonly offsetBytes: number;
-  readonly lengthBytes: number;
-}
+interface Written { readonly pack: string; readonly offsetBytes: number; readonly lengthBytes: number }
+
+/** A distinct chunk of an add call: its references, bytes and, from a worker-named token, its blocks' CRCs. */
+type Wanted = { count: number; readonly data: Uint8Array; readonly blockChecksums: Uint32Array | undefined };
 
 /** A chunk addReferences accepts: 1 to CHUNK_SIZE_BYTES_MAX bytes. */
 function checkChunkBytes(chunk: unknown, index: number): void {
@@ -111,14 +111,15 @@ export class DedupChunkRepository implements ChunkRepository {
   private maintenance: 'gc' | 'scrub' | undefined;
   /** Counts a scrub saw above what holders hold, kept for the scrub that confirms them (scrub.ts). */
   private readonly leakSuspects = new Map<string, LeakSuspect>();
-  /** The tokens hashChunk gave out: addHashedReferences trusts the hash of these and no others. */
-  private readonly issued = new WeakSet<HashedChunk>();
+  /** The tokens hashChunk and hashOwnedChunks gave out: addHashedReferences trusts the hash of these and no others. */
+  private readonly tokens: ChunkTokens;
 
   private constructor(
     private readonly options: DedupChunkRepositoryOptions,
     private readonly index: ChunkIndex,
   ) {
     this.hasher = options.hasher ?? BLAKE3_HASHER;
+    this.tokens = new ChunkTokens(this.hasher);
     this.packTargetBytes = options.packTargetBytes ?? PACK_TARGET_BYTES_DEFAULT;
     const cacheBytes = options.readCacheBytes ?? READ_CACHE_BYTES_DEFAULT;
     this.cache = cacheBytes > 0 ? new ChunkReadCache(cacheBytes) : undefined;
@@ -147,9 +148,12 @@ export class DedupChunkRepository implements ChunkRepository {
   }
 
   hashChunk(data: Uint8Array): HashedChunk {
-    const token: HashedChunk = Object.freeze({ hash: this.hasher.hash(data), data });
-    this.issued.add(token);
-    return token;
+    return this.tokens.hashChunk(data);
+  }
+
+  /** BLAKE3 pools: a step of chunks is hashed on a worker thread of this layer (chunk-tokens.ts). */
+  hashOwnedChunks(chunks: readonly Uint8Array[]): Promise<HashedChunk[]> {
+    return this.tokens.hashOwnedChunks(chunks);
   }
 
   async addReferences(chunks: readonly Uint8Array[], options?: ChunkRepositoryCallOptions): Promise<ChunkHash[]> {
@@ -163,21 +167,22 @@ export class DedupChunkRepository implements ChunkRepository {
     options?.commitAfter?.catch(() => undefined); // its failure is this call's, seen where it is awaited
     throwIfAborted(options, 'addHashedReferences');
     for (const [i, chunk] of chunks.entries()) {
-      if (!this.issued.has(chunk)) {
+      if (!this.tokens.issued(chunk)) {
         throw new StorageError('INVALID_ARGUMENT', `chunk ${i} was not hashed by this repository: name chunks with its hashChunk, or add their bytes with addReferences`);
       }
       checkChunkBytes(chunk.data, i);
     }
-    return this.addNamed(chunks.map((chunk) => chunk.hash), chunks.map((chunk) => chunk.data), options);
+    const blockChecksums = chunks.map((chunk) => this.tokens.blockChecksumsOf(chunk));
+    return this.addNamed(chunks.map((chunk) => chunk.hash), chunks.map((chunk) => chunk.data), options, blockChecksums);
   }
 
-  /** addReferences of checked chunks with their names (computed here, from these bytes). */
-  private async addNamed(names: ChunkHash[], chunks: readonly Uint8Array[], options: ChunkRepositoryCallOptions | undefined): Promise<ChunkHash[]> {
+  /** addReferences of checked chunks with their names (and block CRCs, when a token came with them) computed here, from these bytes. */
+  private async addNamed(names: ChunkHash[], chunks: readonly Uint8Array[], options: ChunkRepositoryCallOptions | undefined, blockChecksums?: readonly (Uint32Array | undefined)[]): Promise<ChunkHash[]> {
     if (chunks.length === 0) return [];
-    const wanted = new Map<string, { count: number; data: Uint8Array }>();
+    const wanted = new Map<string, Wanted>();
     for (const [i, hash] of names.entries()) {
       const entry = wanted.get(hash);
-      if (entry === undefined) wanted.set(hash, { count: 1, data: chunks[i]! });
+      if (entry === undefined) wanted.set(hash, { count: 1, data: chunks[i]!, blockChecksums: blockChecksums?.[i] });
       else entry.count++;
     }
     const written = new Map<string, Written>();
@@ -192,7 +197,7 @@ export class DedupChunkRepository implements ChunkRepository {
   /** addReferences after hashing: `written` and `writtenPacks` gather what it stored, across retries. */
   private async addWritingPacks(
     names: ChunkHash[],
-    wanted: ReadonlyMap<string, { count: number; data: Uint8Array }>,
+    wanted: ReadonlyMap<string, Wanted>,
     written: Map<string, Written>,
     writtenPacks: PackRecord[],
     options: ChunkRepositoryCallOptions | undefined,
@@ -220,7 +225,7 @@ export class DedupChunkRepository implements ChunkRepository {
           compared.add(hash);
         }
         if (moved) continue; // GC moved a chunk being compared: read the index again
-        await this.writePacks(missing.map((hash) => [hash, wanted.get(hash)!.data] as const), written, writtenPacks, options);
+        await this.writePacks(missing.map((hash) => [hash, wanted.get(hash)!] as const), written, writtenPacks, options);
         const txn = new TxnBuilder();
         for (const [hash, { count }] of wanted) {
           const existing = current.get(hash);
@@ -476,7 +481,7 @@ export class DedupChunkRepository implements ChunkRepository {
 
   /** Appends `chunks` to new packs and puts them (durable); records where each chunk went. */
   private async writePacks(
-    chunks: readonly (readonly [string, Uint8Array])[],
+    chunks: readonly (readonly [string, Wanted])[],
     written: Map<string, Written>,
     writtenPacks: PackRecord[],
     options: ChunkRepositoryCallOptions | undefined,
@@ -502,10 +507,10 @@ export class DedupChunkRepository implements ChunkRepository {
       builder = undefined;
       placed = [];
     };
-    for (const [hash, data] of chunks) {
+    for (const [hash, { data, blockChecksums }] of chunks) {
       if (builder !== undefined && builder.sizeWith(data.length) > this.packTargetBytes) await flush();
       builder ??= new PackBuilder(this.hasher.algorithm, this.hasher.digestBytes, this.options.packVersion);
-      const entry = builder.add(hash, data);
+      const entry = builder.add(hash, data, blockChecksums);
       placed.push([hash, { pack: '', offsetBytes: entry.offsetBytes, lengthBytes: entry.lengthBytes }]);
     }
     await flush();

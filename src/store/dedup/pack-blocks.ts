@@ -16,7 +16,7 @@
  * still covers every whole-chunk read, and scrub checks both.
  */
 import { crc32 } from 'node:zlib';
-import { StorageError } from '../../core/errors.js';
+import { assert, StorageError } from '../../core/errors.js';
 
 /** The unit a v2 chunk is checked in. */
 export const PACK_BLOCK_BYTES = 4096;
@@ -42,15 +42,19 @@ function blockSeed(hashSeed: number, blockIndex: number): number {
   return (hashSeed ^ Math.imul(blockIndex + 1, BLOCK_INDEX_MULTIPLIER)) >>> 0;
 }
 
-/** Writes `data` as v2 blocks with their checksums into `target` at `offsetBytes`. */
-export function writeChunkBlocks(target: Buffer, offsetBytes: number, hash: string, data: Uint8Array): void {
-  const hashSeed = chunkHashSeed(hash);
+/**
+ * Writes `data` as v2 blocks with their checksums into `target` at `offsetBytes`; `checksums`:
+ * those CRCs computed already (one per block; chunk-hash-worker.ts computes them as this does).
+ */
+export function writeChunkBlocks(target: Buffer, offsetBytes: number, hash: string, data: Uint8Array, checksums?: Uint32Array): void {
+  assert(checksums === undefined || checksums.length === Math.ceil(data.length / PACK_BLOCK_BYTES), 'one checksum per block');
+  const hashSeed = checksums === undefined ? chunkHashSeed(hash) : 0;
   let at = offsetBytes;
   for (let block = 0, from = 0; from < data.length; block++, from += PACK_BLOCK_BYTES) {
     const bytes = data.subarray(from, Math.min(data.length, from + PACK_BLOCK_BYTES));
     target.set(bytes, at);
     at += bytes.length;
-    target.writeUInt32LE(crc32(bytes, blockSeed(hashSeed, block)), at);
+    target.writeUInt32LE(checksums === undefined ? crc32(bytes, blockSeed(hashSeed, block)) : checksums[block]!, at);
     at += BLOCK_CHECKSUM_BYTES;
   }
 }

@@ -96,6 +96,7 @@ assert(magicBytes.length === MAGIC_BYTES, 'the pack magic is 8 bytes');
 /** Builds one pack in memory: add chunks, then finish() for the bytes to store. */
 export class PackBuilder {
   private readonly parts: Uint8Array[] = [];
+  private readonly partChecksums: (Uint32Array | undefined)[] = [];
   private readonly entries: PackEntry[] = [];
   private dataBytes = 0;
 
@@ -122,12 +123,17 @@ export class PackBuilder {
     return this.sizeBytes + storedChunkBytes(this.version, lengthBytes) + this.digestBytes + ENTRY_FIXED_BYTES;
   }
 
-  /** Appends a chunk (the builder keeps a reference: do not change `data` until finish()). */
-  add(hash: string, data: Uint8Array): PackEntry {
+  /**
+   * Appends a chunk (the builder keeps a reference: do not change `data` until finish()).
+   * `blockChecksums`: its 4 KiB blocks' CRCs as writeChunkBlocks computes them, already computed
+   * by the repository from these bytes (a hashing worker did), else computed in finish().
+   */
+  add(hash: string, data: Uint8Array, blockChecksums?: Uint32Array): PackEntry {
     assert(hash.length === this.digestBytes * 2, `hash ${hash} has ${this.digestBytes} bytes`);
     assert(data.length <= CHUNK_SIZE_BYTES_MAX, `a chunk of ${data.length} bytes fits a pack`);
     const entry = { hash, offsetBytes: PACK_HEADER_BYTES + this.dataBytes, lengthBytes: data.length };
     this.parts.push(data);
+    this.partChecksums.push(blockChecksums);
     this.entries.push(entry);
     this.dataBytes += storedChunkBytes(this.version, data.length);
     return entry;
@@ -152,7 +158,7 @@ export class PackBuilder {
     let offset = PACK_HEADER_BYTES;
     for (const [i, part] of this.parts.entries()) {
       if (this.version === 1) pack.set(part, offset);
-      else writeChunkBlocks(pack, offset, this.entries[i]!.hash, part);
+      else writeChunkBlocks(pack, offset, this.entries[i]!.hash, part, this.partChecksums[i]);
       offset += storedChunkBytes(this.version, part.length);
     }
     const indexOffset = offset;

@@ -70,6 +70,16 @@ export interface ChunkRepository {
    */
   hashChunk(data: Uint8Array): HashedChunk;
   /**
+   * Optional: hashChunk of each chunk, perhaps on another thread (dedup, BLAKE3 pools: a worker
+   * thread, for a large write's 4 MiB steps). The caller hands over each chunk's whole memory
+   * (its ArrayBuffer must hold nothing else the caller uses): the memory may be moved to that
+   * thread and back, which detaches the caller's views, so the caller uses the tokens' `data`
+   * (the same bytes, in the same memory, as new views) from then on. Rejects (IO_ERROR; the chunks
+   * are then lost) when that thread dies. The bytes must not change until the call that takes
+   * the tokens settles.
+   */
+  hashOwnedChunks?(chunks: readonly Uint8Array[]): Promise<HashedChunk[]>;
+  /**
    * Adds one reference to each chunk (a chunk listed twice gets two): content the pool lacks is
    * stored, content it has is shared (after checking it is the same bytes where the hash alone
    * cannot promise it). Durable when it resolves: the chunks and the counts survive a crash.

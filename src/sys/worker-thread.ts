@@ -1,0 +1,22 @@
+/**
+ * Starting a worker thread whose body is a file beside the calling module, the way the hashing
+ * pools do (src/objects/hash-workers.ts, src/store/dedup/chunk-hash-workers.ts): from src/ (tests,
+ * type stripping) the body is the .ts file, from dist/ the .js; the thread does not keep the
+ * process alive until its owner refs it; `onDeath` is told once, whether it failed or exited.
+ */
+import { Worker } from 'node:worker_threads';
+
+export function startWorkerBeside<Reply>(moduleUrl: string, baseName: string, onMessage: (reply: Reply) => void, onDeath: (why: string) => void): Worker {
+  const worker = new Worker(new URL(`./${baseName}${moduleUrl.endsWith('.ts') ? '.ts' : '.js'}`, moduleUrl));
+  worker.unref();
+  worker.on('message', onMessage);
+  let dead = false;
+  const die = (why: string): void => {
+    if (dead) return;
+    dead = true;
+    onDeath(why);
+  };
+  worker.on('error', (err) => die(err.message));
+  worker.on('exit', (code) => die(`exit code ${code}`));
+  return worker;
+}
