@@ -18,7 +18,7 @@
  * fsync opens the folder anew; nothing else may remove the folders.
  */
 import fsCallbacks from 'node:fs';
-import { errnoOf } from './local-folder.js';
+import { closeDescriptor, errnoOf, fsyncDescriptor } from './local-folder.js';
 
 /** Folders held open at most (a store puts into a few: its packs/, its root). */
 export const HELD_FOLDERS_MAX = 4;
@@ -38,13 +38,6 @@ function openFolder(dir: string): Promise<number> {
   return new Promise((resolve, reject) => fsCallbacks.open(dir, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
 }
 
-function fsyncFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fsCallbacks.fsync(fd, (err) => (err ? reject(err) : resolve())));
-}
-
-function closeFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fsCallbacks.close(fd, (err) => (err ? reject(err) : resolve())));
-}
 
 const ignore = (): void => undefined;
 
@@ -108,7 +101,7 @@ export class FolderSyncs {
     this.syncsBegun++;
     if (state.fd !== undefined) {
       try {
-        await fsyncFd(state.fd);
+        await fsyncDescriptor(state.fd);
         return;
       } catch (err) {
         // Whatever failed, the next fsync starts from a fresh descriptor.
@@ -119,14 +112,14 @@ export class FolderSyncs {
     const fd = await openFolder(dir);
     let failed = true;
     try {
-      await fsyncFd(fd);
+      await fsyncDescriptor(fd);
       failed = false;
     } finally {
       if (!failed && this.holdFolders && this.heldCount < HELD_FOLDERS_MAX) {
         state.fd = fd;
         this.heldCount++;
       } else {
-        await closeFd(fd).catch((err: unknown) => {
+        await closeDescriptor(fd).catch((err: unknown) => {
           if (!failed) throw err;
         });
       }
@@ -138,7 +131,7 @@ export class FolderSyncs {
     if (fd === undefined) return;
     state.fd = undefined;
     this.heldCount--;
-    await closeFd(fd).catch((err: unknown) => {
+    await closeDescriptor(fd).catch((err: unknown) => {
       if (errnoOf(err) !== 'EBADF') throw err;
     });
   }

@@ -32,7 +32,7 @@ import path from 'node:path';
 import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
 import { StorageError } from '../core/errors.js';
 import { FolderSyncs } from './folder-syncs.js';
-import { errnoOf } from './local-folder.js';
+import { closeDescriptor, errnoOf, fsyncDescriptor } from './local-folder.js';
 import { OpenFileCache, type OpenFile } from './open-file-cache.js';
 import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
 import { readNoWait } from '../sys/nowait-read.js';
@@ -75,13 +75,6 @@ function writeAt(fd: number, data: Uint8Array, offsetBytes: number, lengthBytes:
   return new Promise((resolve, reject) => fsCallbacks.write(fd, data, offsetBytes, lengthBytes, offsetBytes, (err, written) => (err ? reject(err) : resolve(written))));
 }
 
-function fsyncFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fsCallbacks.fsync(fd, (err) => (err ? reject(err) : resolve())));
-}
-
-function closeFd(fd: number): Promise<void> {
-  return new Promise((resolve, reject) => fsCallbacks.close(fd, (err) => (err ? reject(err) : resolve())));
-}
 
 /** The key's folder parts and file name; INVALID_ARGUMENT for a key that is not a safe relative name. */
 export function localKeyParts(key: string): string[] {
@@ -387,12 +380,12 @@ export class LocalChunkStore implements ChunkStore {
         written += await writeAt(fd, data, written, end - written);
       } while (written < data.length);
       throwIfAborted(options, `put ${key}`);
-      if (!synced) await fsyncFd(fd);
+      if (!synced) await fsyncDescriptor(fd);
       open = false;
-      await closeFd(fd);
+      await closeDescriptor(fd);
       return temp;
     } catch (err) {
-      if (open) await closeFd(fd).catch(() => {});
+      if (open) await closeDescriptor(fd).catch(() => {});
       await fs.rm(temp, { force: true });
       if (err instanceof StorageError) throw err;
       throw ioError(`cannot write ${temp}`, err);
