@@ -20,7 +20,10 @@
 import fsCallbacks from 'node:fs';
 import { closeDescriptor, errnoOf, fsyncDescriptor } from './local-folder.js';
 
-/** Folders held open at most (a store puts into a few: its packs/, its root). */
+/**
+ * Folders held open at most (a pool's store puts into a few: packs/, its root, a manifests
+ * folder); past it, the one fsynced least recently and idle is closed to hold the new one.
+ */
 export const HELD_FOLDERS_MAX = 4;
 
 interface FolderState {
@@ -32,6 +35,8 @@ interface FolderState {
   queued: number;
   /** The folder open for fsyncs (held folders only). */
   fd: number | undefined;
+  /** When it was last fsynced (FolderSyncs.syncsBegun then): the least recent is let go first. */
+  lastSync: number;
 }
 
 function openFolder(dir: string): Promise<number> {
@@ -79,7 +84,7 @@ export class FolderSyncs {
   private stateOf(dir: string): FolderState {
     let state = this.folders.get(dir);
     if (state === undefined) {
-      state = { tail: Promise.resolve(), pending: undefined, queued: 0, fd: undefined };
+      state = { tail: Promise.resolve(), pending: undefined, queued: 0, fd: undefined, lastSync: 0 };
       this.folders.set(dir, state);
     }
     return state;
@@ -98,7 +103,7 @@ export class FolderSyncs {
   }
 
   private async fsyncNow(dir: string, state: FolderState): Promise<void> {
-    this.syncsBegun++;
+    state.lastSync = ++this.syncsBegun;
     if (state.fd !== undefined) {
       try {
         await fsyncDescriptor(state.fd);
@@ -115,7 +120,7 @@ export class FolderSyncs {
       await fsyncDescriptor(fd);
       failed = false;
     } finally {
-      if (!failed && this.holdFolders && this.heldCount < HELD_FOLDERS_MAX) {
+      if (!failed && this.holdFolders && this.roomToHold()) {
         state.fd = fd;
         this.heldCount++;
       } else {
@@ -124,6 +129,23 @@ export class FolderSyncs {
         });
       }
     }
+  }
+
+  /** True when another folder may be held, after letting go of the least recently fsynced idle one if need be. */
+  private roomToHold(): boolean {
+    if (this.heldCount < HELD_FOLDERS_MAX) return true;
+    let oldest: [string, FolderState] | undefined;
+    for (const entry of this.folders) {
+      const state = entry[1];
+      // Idle only: no fsync or removal of it queued or running, so nothing uses its descriptor.
+      if (state.fd === undefined || state.queued > 0) continue;
+      if (oldest === undefined || state.lastSync < oldest[1].lastSync) oldest = entry;
+    }
+    if (oldest === undefined) return false;
+    const [dir, state] = oldest;
+    void this.release(state).catch(ignore);
+    this.folders.delete(dir);
+    return true;
   }
 
   private async release(state: FolderState): Promise<void> {
