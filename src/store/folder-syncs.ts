@@ -120,9 +120,8 @@ export class FolderSyncs {
       await fsyncDescriptor(fd);
       failed = false;
     } finally {
-      if (!failed && this.holdFolders && this.roomToHold()) {
+      if (!failed && this.holdFolders && (await this.reserveHold())) {
         state.fd = fd;
-        this.heldCount++;
       } else {
         await closeDescriptor(fd).catch((err: unknown) => {
           if (!failed) throw err;
@@ -131,9 +130,15 @@ export class FolderSyncs {
     }
   }
 
-  /** True when another folder may be held, after letting go of the least recently fsynced idle one if need be. */
-  private roomToHold(): boolean {
-    if (this.heldCount < HELD_FOLDERS_MAX) return true;
+  /**
+   * Counts one more folder held and answers true when one more may be, after letting go of the
+   * least recently fsynced idle one if need be; false when all held ones are in use.
+   */
+  private async reserveHold(): Promise<boolean> {
+    if (this.heldCount < HELD_FOLDERS_MAX) {
+      this.heldCount++;
+      return true;
+    }
     let oldest: [string, FolderState] | undefined;
     for (const entry of this.folders) {
       const state = entry[1];
@@ -143,8 +148,10 @@ export class FolderSyncs {
     }
     if (oldest === undefined) return false;
     const [dir, state] = oldest;
-    void this.release(state).catch(ignore);
     this.folders.delete(dir);
+    const closing = this.release(state); // counts it let go of at once
+    this.heldCount++;
+    await closing.catch(ignore);
     return true;
   }
 

@@ -447,21 +447,27 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   private async makeFolder(key: string, folderParts: string[], folder: string): Promise<void> {
-    let first: string | undefined;
-    try {
-      first = await fs.mkdir(folder, { recursive: true });
-    } catch (err) {
-      const code = errnoOf(err);
-      if (code === 'ENOTDIR' || code === 'EEXIST') throw this.folderConflict(key, folderParts.join('/'));
-      throw ioError(`cannot create ${folder}`, err);
-    }
-    // Every folder from the first one made down to the key's: sync each one's parent. A folder
-    // that was there already is synced in its parents too (once, as it is remembered from now
-    // on): a process that died between its mkdir and those syncs may have left it not durable.
-    const top = first ?? path.join(this.rootDir, folderParts[0]!);
-    for (let dir = folder; ; dir = path.dirname(dir)) {
-      await this.syncOrFail(path.dirname(dir));
-      if (dir === top || dir.length <= this.rootDir.length) break;
+    for (let attempt = 0; ; attempt++) {
+      let first: string | undefined;
+      try {
+        first = await fs.mkdir(folder, { recursive: true });
+        // Every folder from the first one made down to the key's: sync each one's parent. A folder
+        // that was there already is synced in its parents too (once, as it is remembered from now
+        // on): a process that died between its mkdir and those syncs may have left it not durable.
+        const top = first ?? path.join(this.rootDir, folderParts[0]!);
+        for (let dir = folder; ; dir = path.dirname(dir)) {
+          await this.folderSyncs.sync(path.dirname(dir));
+          if (dir === top || dir.length <= this.rootDir.length) break;
+        }
+        return;
+      } catch (err) {
+        const code = errnoOf(err);
+        // A delete emptied and removed a folder of the key's meanwhile (mkdir -p saw it, then
+        // not: ENOENT; or a sync found it gone): make it again.
+        if (code === 'ENOENT' && attempt < FOLDER_RACE_RETRIES) continue;
+        if (code === 'ENOTDIR' || code === 'EEXIST') throw this.folderConflict(key, folderParts.join('/'));
+        throw ioError(`cannot create ${folder}`, err);
+      }
     }
   }
 

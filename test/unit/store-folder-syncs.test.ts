@@ -94,6 +94,21 @@ describe('LocalChunkStore folders', () => {
     expect(await store.get('packs/b')).toEqual(Uint8Array.from([9]));
   });
 
+  it('puts racing the deletes that empty their folder all land, and no held descriptor names a removed folder', async () => {
+    const root = tempDir();
+    const store = new LocalChunkStore(root, { holdFolders: true });
+    for (let round = 0; round < 30; round++) {
+      const old = Array.from({ length: 4 }, (_, i) => `packs/old-${round}-${i}`);
+      const fresh = Array.from({ length: 4 }, (_, i) => `packs/new-${round}-${i}`);
+      for (const key of old) await store.put(key, Uint8Array.from([round]));
+      await Promise.all([...old.map((key) => store.delete(key)), ...fresh.map((key, i) => store.put(key, Uint8Array.from([round, i])))]);
+      for (const [i, key] of fresh.entries()) expect(await store.get(key)).toEqual(Uint8Array.from([round, i]));
+      expect(openFolders(root).filter((name) => name.endsWith('(deleted)'))).toEqual([]);
+      await Promise.all(fresh.map((key) => store.delete(key)));
+      expect(fs.existsSync(path.join(root, 'packs'))).toBe(false);
+    }
+  });
+
   it('puts into a folder a delete removed behind the store\'s back make it again', async () => {
     const root = tempDir();
     const store = new LocalChunkStore(root);
