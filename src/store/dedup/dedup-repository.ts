@@ -50,7 +50,11 @@ export interface DedupChunkRepositoryOptions {
   readonly hasher?: ChunkHasher;
   /** The pool whose chunks these are (its own index tables); absent: the default pool. */
   readonly pool?: string;
-  /** A pack closes when the next chunk would take it over this size (default 4 MiB). */
+  /**
+   * A pack closes when the next chunk would take its chunks' bytes over this size (default 4 MiB).
+   * The chunks' own bytes, not the pack's (header, block CRCs, footer: ~0.2% more): a 4 MiB batch
+   * (a seal batch, an S3 step) then fills one pack, not one of 63 chunks and one of a single chunk.
+   */
   readonly packTargetBytes?: number;
   /** Bytes of recently read chunks kept in memory (default 8 MiB; 0: no cache). */
   readonly readCacheBytes?: number;
@@ -483,6 +487,7 @@ export class DedupChunkRepository implements ChunkRepository {
   ): Promise<void> {
     let builder: PackBuilder | undefined;
     let placed: [string, Written][] = [];
+    let chunkBytes = 0;
     const flush = async () => {
       if (builder === undefined) return;
       const id = newPackId(this.nowMs());
@@ -501,10 +506,12 @@ export class DedupChunkRepository implements ChunkRepository {
       writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)!, version: builder.version });
       builder = undefined;
       placed = [];
+      chunkBytes = 0;
     };
     for (const [hash, data] of chunks) {
-      if (builder !== undefined && builder.sizeWith(data.length) > this.packTargetBytes) await flush();
+      if (builder !== undefined && chunkBytes + data.length > this.packTargetBytes) await flush();
       builder ??= new PackBuilder(this.hasher.algorithm, this.hasher.digestBytes, this.options.packVersion);
+      chunkBytes += data.length;
       const entry = builder.add(hash, data);
       placed.push([hash, { pack: '', offsetBytes: entry.offsetBytes, lengthBytes: entry.lengthBytes }]);
     }
