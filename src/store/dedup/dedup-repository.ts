@@ -36,6 +36,8 @@ import type { ScrubReport } from './scrub-report.js';
 
 export const PACK_TARGET_BYTES_DEFAULT = 4 * 1024 * 1024;
 export const READ_CACHE_BYTES_DEFAULT = 8 * 1024 * 1024;
+/** A pack's chunks may pass the target by 1/this of it (packTargetBytes says why). */
+const PACK_SLACK_SHARE = 64;
 /** How many times a call re-reads and retries after other writers changed the counts it read. */
 const TXN_ATTEMPTS_MAX = 64;
 /** How many times a read follows a chunk that GC moved to another pack meanwhile. */
@@ -51,9 +53,10 @@ export interface DedupChunkRepositoryOptions {
   /** The pool whose chunks these are (its own index tables); absent: the default pool. */
   readonly pool?: string;
   /**
-   * A pack closes when the next chunk would take its chunks' bytes over this size (default 4 MiB).
-   * The chunks' own bytes, not the pack's (header, block CRCs, footer: ~0.2% more): a 4 MiB batch
-   * (a seal batch, an S3 step) then fills one pack, not one of 63 chunks and one of a single chunk.
+   * A pack closes when the next chunk would take its chunks' bytes over this size by more than
+   * 1/64 of it (default 4 MiB). The chunks' own bytes, not the pack's (header, block CRCs, footer:
+   * ~0.2% more), and a little slack: a 4 MiB batch (a seal batch; an S3 step, whose ~70-byte
+   * marker chunk comes with it) then fills one pack, not one of 63 or 64 chunks and one more.
    */
   readonly packTargetBytes?: number;
   /** Bytes of recently read chunks kept in memory (default 8 MiB; 0: no cache). */
@@ -488,6 +491,7 @@ export class DedupChunkRepository implements ChunkRepository {
     let builder: PackBuilder | undefined;
     let placed: [string, Written][] = [];
     let chunkBytes = 0;
+    const packLimitBytes = this.packTargetBytes + Math.floor(this.packTargetBytes / PACK_SLACK_SHARE);
     const flush = async () => {
       if (builder === undefined) return;
       const id = newPackId(this.nowMs());
@@ -509,7 +513,7 @@ export class DedupChunkRepository implements ChunkRepository {
       chunkBytes = 0;
     };
     for (const [hash, data] of chunks) {
-      if (builder !== undefined && chunkBytes + data.length > this.packTargetBytes) await flush();
+      if (builder !== undefined && chunkBytes + data.length > packLimitBytes) await flush();
       builder ??= new PackBuilder(this.hasher.algorithm, this.hasher.digestBytes, this.options.packVersion);
       chunkBytes += data.length;
       const entry = builder.add(hash, data);
