@@ -36,8 +36,7 @@ import type { ScrubReport } from './scrub-report.js';
 
 export const PACK_TARGET_BYTES_DEFAULT = 4 * 1024 * 1024;
 export const READ_CACHE_BYTES_DEFAULT = 8 * 1024 * 1024;
-/** A pack's chunks may pass the target by 1/this of it (packTargetBytes says why). */
-const PACK_SLACK_SHARE = 64;
+const PACK_SLACK_SHARE = 64; // a pack's chunks may pass the target by 1/this of it (packTargetBytes)
 /** How many times a call re-reads and retries after other writers changed the counts it read. */
 const TXN_ATTEMPTS_MAX = 64;
 /** How many times a read follows a chunk that GC moved to another pack meanwhile. */
@@ -53,10 +52,8 @@ export interface DedupChunkRepositoryOptions {
   /** The pool whose chunks these are (its own index tables); absent: the default pool. */
   readonly pool?: string;
   /**
-   * A pack closes when the next chunk would take its chunks' bytes over this size by more than
-   * 1/64 of it (default 4 MiB). The chunks' own bytes, not the pack's (header, block CRCs, footer:
-   * ~0.2% more), and a little slack: a 4 MiB batch (a seal batch; an S3 step, whose ~70-byte
-   * marker chunk comes with it) then fills one pack, not one of 63 or 64 chunks and one more.
+   * A pack closes when the next chunk would take its chunks' bytes (not its metadata) over this size
+   * by more than 1/64 of it (default 4 MiB): a 4 MiB seal batch or S3 step (with its marker) is one pack.
    */
   readonly packTargetBytes?: number;
   /** Bytes of recently read chunks kept in memory (default 8 MiB; 0: no cache). */
