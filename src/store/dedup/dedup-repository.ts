@@ -36,7 +36,6 @@ import type { ScrubReport } from './scrub-report.js';
 
 export const PACK_TARGET_BYTES_DEFAULT = 4 * 1024 * 1024;
 export const READ_CACHE_BYTES_DEFAULT = 8 * 1024 * 1024;
-const PACK_SLACK_SHARE = 64; // a pack's chunks may pass the target by 1/this of it (packTargetBytes)
 /** How many times a call re-reads and retries after other writers changed the counts it read. */
 const TXN_ATTEMPTS_MAX = 64;
 /** How many times a read follows a chunk that GC moved to another pack meanwhile. */
@@ -488,7 +487,7 @@ export class DedupChunkRepository implements ChunkRepository {
     let builder: PackBuilder | undefined;
     let placed: [string, Written][] = [];
     let chunkBytes = 0;
-    const packLimitBytes = this.packTargetBytes + Math.floor(this.packTargetBytes / PACK_SLACK_SHARE);
+    const packLimitBytes = this.packTargetBytes + Math.floor(this.packTargetBytes / 64); // 1/64 of slack (packTargetBytes)
     const flush = async () => {
       if (builder === undefined) return;
       const id = newPackId(this.nowMs());
