@@ -106,6 +106,16 @@ export class Table<T> {
     return page.nextAfter === undefined ? { records } : { records, nextAfter: page.nextAfter.slice(prefix.length) };
   }
 
+  /** Every record in id order, read a bounded page at a time (a whole-table walk: GC, scrub, usage). */
+  async *records(): AsyncIterable<T> {
+    let after: string | undefined;
+    do {
+      const page = await this.page(after === undefined ? {} : { after });
+      for (const entry of page.records) yield entry.record;
+      after = page.nextAfter;
+    } while (after !== undefined);
+  }
+
   /**
    * One page of the records whose id starts with `idPrefix`, in id order (`after`: an id). For
    * tables whose ids are built to be read by prefix ("the versions of this key").

@@ -1,4 +1,5 @@
 /** What the local stores (layer files, chunk objects) share about folders and errno codes. */
+import fsCallbacks from 'node:fs';
 import fs from 'node:fs/promises';
 
 /** The errno code (ENOENT, EEXIST, ...) of a failed fs call, if it has one. */
@@ -14,4 +15,16 @@ export async function syncFolder(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * fsync and close of a bare descriptor through the callback API: no FileHandle (a promise object
+ * and a handle to collect per call) on paths that make several pool calls per put (issue 14).
+ */
+export function fsyncDescriptor(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsCallbacks.fsync(fd, (err) => (err ? reject(err) : resolve())));
+}
+
+export function closeDescriptor(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fsCallbacks.close(fd, (err) => (err ? reject(err) : resolve())));
 }

@@ -9,6 +9,7 @@ chunkStoreConformance('memory', async () => new MemoryChunkStore());
 chunkStoreConformance('local folder (disk)', async () => new LocalChunkStore(tempDir()));
 chunkStoreConformance('local folder (tmpfs)', async () => new LocalChunkStore(shmTempDir()));
 chunkStoreConformance('local folder keeping 2 files open', async () => new LocalChunkStore(tempDir(), { openFilesMax: 2 }));
+chunkStoreConformance('local folder keeping its folders open', async () => new LocalChunkStore(tempDir(), { openFilesMax: 2, holdFolders: true }));
 chunkStoreConformance('tiered over memory, with a catalog', async () =>
   TieredChunkStore.open({ hot: new MemoryChunkStore(), cold: new MemoryChunkStore(), catalog: new MemoryCatalogStore(), coolingMs: 1000, flushIntervalMs: 0 }),
 );

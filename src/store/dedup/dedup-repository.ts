@@ -22,7 +22,7 @@ import { StorageError, isStorageError } from '../../core/errors.js';
 import { readChunkBlocks, readChunkBlocksNow, readWholeChunk, readWholeChunkInto } from './chunk-reads.js';
 import { readChunkRun } from './chunk-runs.js';
 import { ChunkLocationHints, LOCATION_HINTS_DEFAULT, type ChunkLocation } from './location-hints.js';
-import { TxnBuilder, type Table, type Versioned } from '../../meta/table.js';
+import { TxnBuilder, type Versioned } from '../../meta/table.js';
 import { throwIfAborted } from '../memory-chunk-store.js';
 import { BLAKE3_HASHER, checkChunkHash, type ChunkHasher } from './chunk-hasher.js';
 import { openChunkIndex, type ChunkIndex, type ChunkRecord, type PackRecord } from './chunk-index.js';
@@ -51,7 +51,10 @@ export interface DedupChunkRepositoryOptions {
   readonly hasher?: ChunkHasher;
   /** The pool whose chunks these are (its own index tables); absent: the default pool. */
   readonly pool?: string;
-  /** A pack closes when the next chunk would take it over this size (default 4 MiB). */
+  /**
+   * A pack closes when the next chunk would take its chunks' bytes (not its metadata) over this size
+   * by more than 1/64 of it (default 4 MiB): a 4 MiB seal batch or S3 step (with its marker) is one pack.
+   */
   readonly packTargetBytes?: number;
   /** Bytes of recently read chunks kept in memory (default 8 MiB; 0: no cache). */
   readonly readCacheBytes?: number;
@@ -72,16 +75,6 @@ export interface DedupUsage {
   readonly uniqueChunkBytes: number;
   /** Each chunk's bytes times its reference count. */
   readonly referencedChunkBytes: number;
-}
-
-/** Every record of a table, read a bounded page at a time. */
-async function* allRecords<T>(table: Table<T>): AsyncIterable<T> {
-  let after: string | undefined;
-  do {
-    const page = await table.page(after === undefined ? {} : { after });
-    for (const entry of page.records) yield entry.record;
-    after = page.nextAfter;
-  } while (after !== undefined);
 }
 
 /** Where a chunk was stored by this call (not yet in the index). */
@@ -401,14 +394,14 @@ export class DedupChunkRepository implements ChunkRepository {
   async usage(): Promise<DedupUsage> {
     let packBytes = 0;
     let packCount = 0;
-    for await (const pack of allRecords(this.index.packs)) {
+    for await (const pack of this.index.packs.records()) {
       packBytes += pack.sizeBytes;
       packCount++;
     }
     let uniqueChunkCount = 0;
     let uniqueChunkBytes = 0;
     let referencedChunkBytes = 0;
-    for await (const chunk of allRecords(this.index.chunks)) {
+    for await (const chunk of this.index.chunks.records()) {
       if (chunk.refs === 0) continue;
       uniqueChunkCount++;
       uniqueChunkBytes += chunk.lengthBytes;
@@ -419,7 +412,7 @@ export class DedupChunkRepository implements ChunkRepository {
 
   /** Every indexed chunk's hash and reference count (zero-count ones too), a page at a time. */
   async *referenceCounts(): AsyncIterable<{ hash: ChunkHash; refs: number }> {
-    for await (const chunk of allRecords(this.index.chunks)) yield { hash: chunk.hash, refs: chunk.refs };
+    for await (const chunk of this.index.chunks.records()) yield { hash: chunk.hash, refs: chunk.refs };
   }
 
   /**
@@ -488,6 +481,8 @@ export class DedupChunkRepository implements ChunkRepository {
   ): Promise<void> {
     let builder: PackBuilder | undefined;
     let placed: [string, Written][] = [];
+    let chunkBytes = 0;
+    const packLimitBytes = this.packTargetBytes + Math.floor(this.packTargetBytes / 64); // 1/64 of slack (packTargetBytes)
     const flush = async () => {
       if (builder === undefined) return;
       const id = newPackId(this.nowMs());
@@ -506,10 +501,12 @@ export class DedupChunkRepository implements ChunkRepository {
       writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)!, version: builder.version });
       builder = undefined;
       placed = [];
+      chunkBytes = 0;
     };
     for (const [hash, { data, blockChecksums }] of chunks) {
-      if (builder !== undefined && builder.sizeWith(data.length) > this.packTargetBytes) await flush();
+      if (builder !== undefined && chunkBytes + data.length > packLimitBytes) await flush();
       builder ??= new PackBuilder(this.hasher.algorithm, this.hasher.digestBytes, this.options.packVersion);
+      chunkBytes += data.length;
       const entry = builder.add(hash, data, blockChecksums);
       placed.push([hash, { pack: '', offsetBytes: entry.offsetBytes, lengthBytes: entry.lengthBytes }]);
     }
