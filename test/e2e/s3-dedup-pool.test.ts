@@ -115,8 +115,9 @@ describe('S3 objects in a dedup pool share chunks with volumes', () => {
     const source = suite.file('seed.raw');
     const data = Buffer.concat([patternBytes(16 * MiB, 4242), Buffer.alloc(4 * MiB)]);
     await s3.send(new PutObjectCommand({ Bucket: 'images', Key: 'seed.raw', Body: data }));
-    // The volume holds the object's data and more of its own, so its seal runs long enough to be cut.
-    writeFileSync(source, Buffer.concat([data, patternBytes(96 * MiB, 4343)]));
+    // The volume holds the object's data and more of its own, so its seal runs long enough to be cut
+    // (96 MiB of its own was too short once pack writes got cheaper: the seal ended before the kill).
+    writeFileSync(source, Buffer.concat([data, patternBytes(192 * MiB, 4343)]));
     // As qcow2: a raw import would write its base sealed (no seal job to cut); a qcow2 one is sealed after.
     const qcow2 = suite.file('seed.qcow2');
     expect(run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', source, qcow2]).code).toBe(0);
@@ -131,9 +132,11 @@ describe('S3 objects in a dedup pool share chunks with volumes', () => {
     // before that commit leaves nothing to repair.
     let at: JobJson;
     let referenced = referencedBefore;
+    // The job's state is read after the pool's bytes: a state read first could be stale by the time
+    // the bytes showed the commit (a seal that ended meanwhile has nothing left to repair).
     do {
-      at = await suite.d.apiJson<JobJson>('GET', `/v1/jobs/${seal!.id}`);
       referenced = (await suite.d.apiJson<PoolDfJson>('GET', '/v1/pools/dd/df')).referencedChunkBytes;
+      at = await suite.d.apiJson<JobJson>('GET', `/v1/jobs/${seal!.id}`);
     } while (at.state === 'queued' || (at.state === 'running' && referenced <= referencedBefore));
     await suite.d.kill();
     expect(at.state, 'the seal was still running when the daemon was killed').toBe('running');
