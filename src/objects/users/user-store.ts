@@ -120,13 +120,8 @@ export class UserStore {
 
   async listUsers(): Promise<UserRecord[]> {
     const out: UserRecord[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.users.page(after === undefined ? {} : { after });
-      out.push(...page.records.map((r) => r.record));
-      if (page.nextAfter === undefined) return out;
-      after = page.nextAfter;
-    }
+    for await (const user of this.users.records()) out.push(user);
+    return out;
   }
 
   async user(name: string): Promise<UserRecord> {
@@ -179,13 +174,8 @@ export class UserStore {
 
   async listKeys(): Promise<AccessKeyInfo[]> {
     const out: AccessKeyInfo[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const page = await this.keys.page(after === undefined ? {} : { after });
-      out.push(...page.records.map((r) => keyInfo(r.record)));
-      if (page.nextAfter === undefined) return out;
-      after = page.nextAfter;
-    }
+    for await (const key of this.keys.records()) out.push(keyInfo(key));
+    return out;
   }
 
   async deleteKey(id: string): Promise<void> {
