@@ -81,6 +81,28 @@ export function chunkRepositoryConformance(name: string, open: () => Promise<Chu
       expect(await repo.addHashedReferences([])).toEqual([]);
     });
 
+    it('hashOwnedChunks (where offered) names each chunk as hashChunk would, with tokens addHashedReferences takes; the bytes read back whole', async (context) => {
+      const { repository: repo, storedCopies } = await open();
+      if (repo.hashOwnedChunks === undefined) return context.skip();
+      // Enough chunks for an implementation to hand them to another thread, and a call of one.
+      for (const count of [12, 1]) {
+        const originals = Array.from({ length: count }, () => chunk());
+        const copies = originals.map((c) => Uint8Array.from(c)); // the owned ones may move away
+        const tokens = await repo.hashOwnedChunks(copies);
+        expect(tokens.map((t) => t.hash)).toEqual(originals.map((c) => repo.hash(c)));
+        tokens.forEach((t, i) => expectSameBytes(t.data, originals[i]!));
+        const names = await repo.addHashedReferences(tokens);
+        expect(names).toEqual(tokens.map((t) => t.hash));
+        for (const [i, name] of names.entries()) {
+          expect(await repo.referenceCount(name)).toBe(1);
+          expectSameBytes(await repo.read(name), originals[i]!);
+          if (storedCopies) expect(await storedCopies(name)).toBe(1);
+        }
+        // A look-alike of one of them is still refused.
+        await expectCode(repo.addHashedReferences([{ ...tokens[0]! }]), 'INVALID_ARGUMENT');
+      }
+    });
+
     it('addHashedReferences takes no name it did not compute: a look-alike token is INVALID_ARGUMENT and changes nothing', async () => {
       const { repository: repo } = await open();
       const a = chunk();
