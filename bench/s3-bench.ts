@@ -6,6 +6,7 @@
  *   node dist/bench/s3-bench.js [--runs 3] [--sizes 4k,1m,256m|none] [--concurrency 1,16]
  *                               [--list-keys 100000] [--only strata|radosgw] [--skip-list]
  *                               [--strata-dir DIR]  (default the OS temp folder; /dev/shm: in memory as radosgw's memstore)
+ *                               [--load N]  (N CPU-bound processes beside the timed rows, load.ts: the busy-machine run)
  *
  * Rows: PUT then GET of objects of each size at each concurrency (every worker its own keys,
  * every object's 64 KiB blocks unique, so nothing dedups), and ListObjectsV2 of a bucket of
@@ -24,7 +25,8 @@ import { Agent } from 'node:http';
 import { CreateBucketCommand, DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { freePort, startRadosgw, type S3TestServer } from '../test/support/s3-servers.js';
-import { argValue, exitOnHelp, median } from './args.js';
+import { argValue, exitOnHelp, loadArg, median } from './args.js';
+import { loadAverage, loadNote, startLoad, type LoadGenerator } from './load.js';
 import { startStrata, STRATA_BIN, strataEnv, type StrataDaemon } from './strata-daemon.js';
 
 const KiB = 1024;
@@ -219,6 +221,8 @@ async function main(): Promise<void> {
   const listKeys = Number(argValue('--list-keys', '100000'));
   const only = argValue('--only', '');
   const skipList = process.argv.includes('--skip-list');
+  const loadProcesses = loadArg();
+  let load: LoadGenerator | undefined;
   // Strata's data folder: on disk by default (it fsyncs what it acknowledges); radosgw's memstore is in memory.
   const dir = mkdtempSync(join(argValue('--strata-dir', tmpdir()), 'strata-s3-bench-'));
   process.stdout.write(`S3 bench: runs ${runs}, sizes ${sizes.map(sizeName).join(', ')}, concurrency ${concurrencies.join(', ')}, list ${skipList ? 'skipped' : `${listKeys} keys`}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n`);
@@ -249,6 +253,10 @@ async function main(): Promise<void> {
     }
     const base = randomBytes(PIECE_BYTES);
     const samples: Sample[] = [];
+    // The load runs from here to the end: both servers are set up, every timed row has it (the
+    // listing bucket's untimed fill too).
+    load = startLoad(loadProcesses);
+    const loadStart = loadAverage();
     for (let run = 1; run <= runs; run++) {
       const order = run % 2 === 1 ? targets : [...targets].reverse();
       for (const sizeBytes of sizes) {
@@ -281,7 +289,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    process.stdout.write(`\nmedians (load average now ${loadavg().map((l) => l.toFixed(1)).join(' ')}):\n| row | strata | radosgw | strata / radosgw |\n|---|---:|---:|---:|\n`);
+    process.stdout.write(`\nmedians (${loadNote(loadProcesses, loadStart)}):\n| row | strata | radosgw | strata / radosgw |\n|---|---:|---:|---:|\n`);
     const rows = [...new Set(samples.map((s) => s.row))];
     for (const row of rows) {
       const rate = (server: string): number | undefined => {
@@ -295,6 +303,7 @@ async function main(): Promise<void> {
       process.stdout.write(`| ${row} | ${show(a)} | ${show(b)} | ${a !== undefined && b !== undefined ? (a / b).toFixed(2) : '-'} |\n`);
     }
   } finally {
+    await load?.stop();
     if (strata !== undefined && strata.child.exitCode === null) {
       const exited = new Promise((resolve) => strata!.child.once('exit', resolve));
       strata.child.kill('SIGTERM');

@@ -21,7 +21,7 @@ import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../core/errors.js';
 import { startWorkerBeside } from '../sys/worker-thread.js';
-import type { HashWorkerReply, HashWorkerRequest } from './hash-worker.js';
+import type { HashWorkerReply, HashWorkerRequest, HashWorkerSettings } from './hash-worker.js';
 
 export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
 
@@ -81,7 +81,7 @@ class HashWorker {
       const err = new StorageError('IO_ERROR', `a hashing worker thread stopped (${why}); the request that was using it fails and keeps nothing: send it again`);
       for (const session of this.sessions.values()) fail(session, err);
       this.sessions.clear();
-    });
+    }, { senderQueuedBytesMax: HASH_QUEUED_BYTES_MAX } satisfies HashWorkerSettings);
   }
 
   /** The thread keeps the process alive only while it holds a session (a digest is awaited). */
@@ -131,6 +131,7 @@ class HashWorker {
       return;
     }
     this.dropSession(reply.session);
+    if (reply.md5InLane) laneBodies++;
     session.finished?.resolve(reply.digests.map((d) => Buffer.from(d.buffer, d.byteOffset, d.byteLength)));
   }
 }
@@ -187,6 +188,12 @@ function pickWorker(): HashWorker {
     return worker;
   }
   return workers.reduce((best, w) => (w.queuedBytes < best.queuedBytes ? w : best));
+}
+
+/** Bodies whose MD5 ran in a lane (md5-lanes.ts) so far: tests see that concurrent bodies share lanes. */
+let laneBodies = 0;
+export function laneBodiesForTests(): number {
+  return laneBodies;
 }
 
 /** The pool's live workers (tests kill one to see its requests fail cleanly). */

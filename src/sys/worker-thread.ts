@@ -6,8 +6,8 @@
  */
 import { Worker } from 'node:worker_threads';
 
-export function startWorkerBeside<Reply>(moduleUrl: string, baseName: string, onMessage: (reply: Reply) => void, onDeath: (why: string) => void): Worker {
-  const worker = new Worker(new URL(`./${baseName}${moduleUrl.endsWith('.ts') ? '.ts' : '.js'}`, moduleUrl));
+export function startWorkerBeside<Reply>(moduleUrl: string, baseName: string, onMessage: (reply: Reply) => void, onDeath: (why: string) => void, workerData?: unknown): Worker {
+  const worker = new Worker(new URL(`./${baseName}${moduleUrl.endsWith('.ts') ? '.ts' : '.js'}`, moduleUrl), { workerData });
   worker.unref();
   worker.on('message', onMessage);
   let dead = false;

@@ -2,17 +2,18 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { StorageError } from '../../src/core/errors.js';
-import { deferredDigests, hashWorkersForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
+import { deferredDigests, hashWorkersForTests, laneBodiesForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
 import { PayloadVerifier, type PayloadExpectations } from '../../src/api/s3/payload.js';
 import { S3Error } from '../../src/api/s3/errors.js';
 
-/** Feeds `data` in pieces of `pieceBytes`, waiting whenever the session asks to drain. */
-async function digestsOf(data: Buffer, pieceBytes: number, declaredBytes?: number): Promise<Buffer[]> {
+/** Feeds `data` in pieces of `pieceBytes`, waiting whenever the session asks to drain; `interleaved`: a turn of the event loop after each piece, as bodies arriving together have. */
+async function digestsOf(data: Buffer, pieceBytes: number, declaredBytes?: number, interleaved = false): Promise<Buffer[]> {
   const running = deferredDigests(['md5', 'sha256', 'sha1'], declaredBytes);
   for (let at = 0; at < data.length; at += pieceBytes) {
     running.update(data.subarray(at, at + pieceBytes));
     const draining = running.whenDrained();
     if (draining !== undefined) await draining;
+    if (interleaved) await new Promise((resolve) => setImmediate(resolve));
   }
   return running.digests();
 }
@@ -35,10 +36,30 @@ describe('hashing worker threads', () => {
     }
   });
 
-  it('hash concurrent bodies apart (each session its own running digests)', async () => {
-    const bodies = Array.from({ length: 8 }, (_, i) => randomBytes(2 * HASH_BATCH_BYTES + i * 1000));
-    const results = await Promise.all(bodies.map((b) => digestsOf(b, 60_000)));
+  it('hash concurrent bodies apart (each session its own running digests), MD5 in shared lanes', async () => {
+    const lanesBefore = laneBodiesForTests();
+    // 12 bodies: more than a pass's 8 lanes, of lengths that end mid-block and mid-batch.
+    const bodies = Array.from({ length: 12 }, (_, i) => randomBytes(2 * HASH_BATCH_BYTES + i * 1000 + (i % 3) * 13));
+    const results = await Promise.all(bodies.map((b, i) => digestsOf(b, 60_000 + i, undefined, true)));
     results.forEach((digests, i) => expect(digests.map((d) => d.toString('hex'))).toEqual(expected(bodies[i]!)));
+    // Every body that started beside another ran its MD5 in a lane (the first may have started alone).
+    expect(laneBodiesForTests() - lanesBefore).toBeGreaterThanOrEqual(bodies.length - 1);
+  });
+
+  it('a body abandoned mid-way beside others leaves their lanes right', async () => {
+    const bodies = Array.from({ length: 5 }, (_, i) => randomBytes(3 * HASH_BATCH_BYTES + i * 777));
+    const abandoned = deferredDigests(['md5']);
+    const abandoning = (async () => {
+      for (let at = 0; at < 3 * HASH_BATCH_BYTES; at += 50_000) {
+        abandoned.update(bodies[0]!.subarray(at, at + 50_000));
+        await abandoned.whenDrained();
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      abandoned.abandon();
+    })();
+    const results = await Promise.all(bodies.slice(1).map((b) => digestsOf(b, 70_000, undefined, true)));
+    await abandoning;
+    results.forEach((digests, i) => expect(digests.map((d) => d.toString('hex'))).toEqual(expected(bodies[i + 1]!)));
   });
 
   it('a worker that dies mid-body fails that body with a clear StorageError, and the next bodies are hashed', async () => {
