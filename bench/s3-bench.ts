@@ -7,7 +7,10 @@
  *                               [--list-keys 100000] [--only strata|radosgw] [--skip-list]
  *                               [--strata-dir DIR]  (default the OS temp folder; /dev/shm: in memory as radosgw's memstore)
  *                               [--load N]  (N CPU-bound processes beside the timed rows, load.ts: the busy-machine run)
+ *                               [--strata-bin PATH]  (another build's bin/strata.js: a before/after run with --only strata)
  *
+ * Every row also reports each server's CPU seconds per GiB moved (Strata: the daemon; radosgw: the
+ * radosgw, ceph-osd and ceph-mon processes of its folder, from /proc).
  * Rows: PUT then GET of objects of each size at each concurrency (every worker its own keys,
  * every object's 64 KiB blocks unique, so nothing dedups), and ListObjectsV2 of a bucket of
  * --list-keys keys, 1,000 a page. Servers alternate within a run (which goes first alternates
@@ -27,6 +30,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { freePort, startRadosgw, type S3TestServer } from '../test/support/s3-servers.js';
 import { argValue, exitOnHelp, loadArg, median } from './args.js';
 import { loadAverage, loadNote, startLoad, type LoadGenerator } from './load.js';
+import { processCpuSeconds } from './cpu.js';
 import { startStrata, STRATA_BIN, strataEnv, type StrataDaemon } from './strata-daemon.js';
 
 const KiB = 1024;
@@ -40,6 +44,8 @@ interface Target {
   readonly bucket: string;
   /** Frees what deleted objects held (Strata: a GC with no grace, else /dev/shm keeps every row's bytes). */
   readonly reclaim?: () => void;
+  /** The server's processes, whose CPU a row counts. */
+  readonly pids: () => number[];
 }
 
 interface Sample {
@@ -49,6 +55,28 @@ interface Sample {
   readonly ops: number;
   readonly bytes: number;
   readonly seconds: number;
+  readonly cpuSeconds: number;
+}
+
+/** CPU seconds the processes have used so far (a process gone since counts as 0). */
+function cpuOf(pids: readonly number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      total += processCpuSeconds(pid);
+    } catch {
+      // exited
+    }
+  }
+  return total;
+}
+
+/** Runs a row and measures the target's CPU through it. */
+async function measured<T extends { ops: number; seconds: number }>(target: Target, row: () => Promise<T>): Promise<T & { cpuSeconds: number }> {
+  const pids = target.pids();
+  const before = cpuOf(pids);
+  const result = await row();
+  return { ...result, cpuSeconds: cpuOf(pids) - before };
 }
 
 function parseSize(text: string): number {
@@ -193,23 +221,32 @@ function clientFor(endpoint: string, accessKeyId: string, secretAccessKey: strin
   });
 }
 
-async function strataTarget(dir: string): Promise<{ target: Omit<Target, 'bucket'>; daemon: StrataDaemon }> {
+async function strataTarget(dir: string, bin: string): Promise<{ target: Omit<Target, 'bucket'>; daemon: StrataDaemon }> {
   const port = await freePort();
-  const daemon = await startStrata(join(dir, 'strata'), ['--s3-listen', `127.0.0.1:${port}`]);
-  const cli = (args: string[]): string => execFileSync(process.execPath, [STRATA_BIN, ...args], { env: strataEnv(daemon), encoding: 'utf8' });
+  const daemon = await startStrata(join(dir, 'strata'), ['--s3-listen', `127.0.0.1:${port}`], process.env, bin);
+  const cli = (args: string[]): string => execFileSync(process.execPath, [bin, ...args], { env: strataEnv(daemon), encoding: 'utf8' });
   cli(['user', 'create', 'bench']);
   const key = JSON.parse(cli(['user', 'key', 'create', 'bench', '--json'])) as { id: string; secret: string };
   const reclaim = (): void => void cli(['pool', 'gc', 'default', '--grace', '0']);
-  return { target: { name: 'strata', client: clientFor(`http://127.0.0.1:${port}`, key.id, key.secret), reclaim }, daemon };
+  return { target: { name: 'strata', client: clientFor(`http://127.0.0.1:${port}`, key.id, key.secret), reclaim, pids: () => [daemon.child.pid!] }, daemon };
 }
 
 function radosgwTarget(server: S3TestServer): Omit<Target, 'bucket'> {
-  return { name: 'radosgw', client: clientFor(server.endpoint, server.accessKeyId, server.secretAccessKey) };
+  // Its processes are those whose command line names its folder (ceph-osd restarted by setup included).
+  const pids = (): number[] => {
+    try {
+      return execFileSync('pgrep', ['-f', server.dir], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  return { name: 'radosgw', client: clientFor(server.endpoint, server.accessKeyId, server.secretAccessKey), pids };
 }
 
 function printSample(sample: Sample): void {
   const mibPerSecond = sample.bytes / MiB / sample.seconds;
-  process.stdout.write(`  run ${sample.run} ${sample.server.padEnd(8)} ${sample.row.padEnd(28)} ${(sample.ops / sample.seconds).toFixed(1).padStart(9)} ops/s ${mibPerSecond.toFixed(1).padStart(8)} MiB/s  (${sample.ops} ops, ${sample.seconds.toFixed(2)} s)\n`);
+  const cpu = sample.bytes > 0 ? `${(sample.cpuSeconds / (sample.bytes / (1024 * MiB))).toFixed(2)} CPU s/GiB` : `${sample.cpuSeconds.toFixed(2)} CPU s`;
+  process.stdout.write(`  run ${sample.run} ${sample.server.padEnd(8)} ${sample.row.padEnd(28)} ${(sample.ops / sample.seconds).toFixed(1).padStart(9)} ops/s ${mibPerSecond.toFixed(1).padStart(8)} MiB/s  ${cpu}  (${sample.ops} ops, ${sample.seconds.toFixed(2)} s)\n`);
 }
 
 async function main(): Promise<void> {
@@ -232,7 +269,7 @@ async function main(): Promise<void> {
   try {
     const targets: Target[] = [];
     if (only !== 'radosgw') {
-      const made = await strataTarget(dir);
+      const made = await strataTarget(dir, argValue('--strata-bin', STRATA_BIN));
       strata = made.daemon;
       const child = made.daemon.child;
       process.once('exit', () => child.kill('SIGTERM'));
@@ -262,11 +299,11 @@ async function main(): Promise<void> {
       for (const sizeBytes of sizes) {
         for (const concurrency of concurrencies) {
           for (const target of order) {
-            const put = await putRow(target, sizeBytes, concurrency, base);
-            const putSample = { row: `PUT ${sizeName(sizeBytes)} c${concurrency}`, server: target.name, run, ops: put.ops, bytes: put.ops * sizeBytes, seconds: put.seconds };
+            const put = await measured(target, () => putRow(target, sizeBytes, concurrency, base));
+            const putSample = { row: `PUT ${sizeName(sizeBytes)} c${concurrency}`, server: target.name, run, ops: put.ops, bytes: put.ops * sizeBytes, seconds: put.seconds, cpuSeconds: put.cpuSeconds };
             printSample(putSample);
-            const get = await getRow(target, sizeBytes, concurrency);
-            const getSample = { row: `GET ${sizeName(sizeBytes)} c${concurrency}`, server: target.name, run, ops: get.ops, bytes: get.ops * sizeBytes, seconds: get.seconds };
+            const get = await measured(target, () => getRow(target, sizeBytes, concurrency));
+            const getSample = { row: `GET ${sizeName(sizeBytes)} c${concurrency}`, server: target.name, run, ops: get.ops, bytes: get.ops * sizeBytes, seconds: get.seconds, cpuSeconds: get.cpuSeconds };
             printSample(getSample);
             samples.push(putSample, getSample);
             await deleteRow(target, sizeBytes, concurrency);
@@ -281,15 +318,15 @@ async function main(): Promise<void> {
       }
       for (let run = 1; run <= runs; run++) {
         for (const target of run % 2 === 1 ? targets : [...targets].reverse()) {
-          const listed = await listAll(target, 'listing');
+          const listed = await measured(target, () => listAll(target, 'listing'));
           if (listed.keys !== listKeys) throw new Error(`${target.name} listed ${listed.keys} keys, expected ${listKeys}`);
-          const sample = { row: `ListObjectsV2 ${listKeys} keys`, server: target.name, run, ops: listed.ops, bytes: 0, seconds: listed.seconds };
+          const sample = { row: `ListObjectsV2 ${listKeys} keys`, server: target.name, run, ops: listed.ops, bytes: 0, seconds: listed.seconds, cpuSeconds: listed.cpuSeconds };
           printSample(sample);
           samples.push(sample);
         }
       }
     }
-    process.stdout.write(`\nmedians (${loadNote(loadProcesses, loadStart)}):\n| row | strata | radosgw | strata / radosgw |\n|---|---:|---:|---:|\n`);
+    process.stdout.write(`\nmedians (${loadNote(loadProcesses, loadStart)}):\n| row | strata | radosgw | strata / radosgw | CPU strata | CPU radosgw |\n|---|---:|---:|---:|---:|---:|\n`);
     const rows = [...new Set(samples.map((s) => s.row))];
     for (const row of rows) {
       const rate = (server: string): number | undefined => {
@@ -300,7 +337,14 @@ async function main(): Promise<void> {
       const [a, b] = [rate('strata'), rate('radosgw')];
       const unit = row.startsWith('List') ? 'listings/s' : 'MiB/s';
       const show = (v: number | undefined): string => (v === undefined ? '-' : `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ${unit}`);
-      process.stdout.write(`| ${row} | ${show(a)} | ${show(b)} | ${a !== undefined && b !== undefined ? (a / b).toFixed(2) : '-'} |\n`);
+      // CPU per GiB moved (per listing for the list row), median of the runs.
+      const cpu = (server: string): string => {
+        const mine = samples.filter((s) => s.row === row && s.server === server);
+        if (mine.length === 0) return '-';
+        const value = median(mine.map((s) => (s.bytes > 0 ? s.cpuSeconds / (s.bytes / (1024 * MiB)) : s.cpuSeconds)));
+        return `${value.toFixed(2)} ${row.startsWith('List') ? 's' : 's/GiB'}`;
+      };
+      process.stdout.write(`| ${row} | ${show(a)} | ${show(b)} | ${a !== undefined && b !== undefined ? (a / b).toFixed(2) : '-'} | ${cpu('strata')} | ${cpu('radosgw')} |\n`);
     }
   } finally {
     await load?.stop();
