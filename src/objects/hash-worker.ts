@@ -47,12 +47,23 @@ export type HashWorkerReply =
 
 const lanesModule = (await import(new URL(`./md5-lanes.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url).href)) as typeof import('./md5-lanes.js');
 const { MD5_BLOCK_BYTES, MD5_LANE_BYTES_MAX, MD5_LANES_MAX } = lanesModule;
-const lanes = new lanesModule.Md5Lanes();
+/**
+ * The lanes, where this machine compiles WebAssembly SIMD (V8 needs SSE4.1 on x86-64); where it
+ * cannot, every body's MD5 stays on OpenSSL rather than every large PUT failing with the worker.
+ */
+const lanes = ((): InstanceType<typeof lanesModule.Md5Lanes> | undefined => {
+  try {
+    return new lanesModule.Md5Lanes();
+  } catch {
+    return undefined;
+  }
+})();
 const settings = workerData as HashWorkerSettings;
 /**
  * The longest a lane session's bytes wait for others before a pass runs anyway. Waiting costs the
  * sender nothing while it has room to queue more (senderQueuedBytesMax): at 16 concurrent PUTs a
- * body's 2 MiB batch comes every ~80 ms, so a few ms gather several bodies' batches.
+ * body's 2 MiB batch comes every ~80 ms, about one batch of some body every 5 ms; a 5 ms wait ran
+ * 2.6 lanes a pass, 50 ms 3.7 (4.2-4.5 once passes also waited for all 8 lanes: passDue).
  */
 const PASS_WAIT_MS_MAX = 50;
 
@@ -93,7 +104,7 @@ function sessionOf(id: number, algorithms: readonly string[]): Session {
   let session = sessions.get(id);
   if (session === undefined) {
     // Lanes only pay with company: a body that starts while another is live here.
-    const inLane = sessions.size > 0 && algorithms.includes('md5');
+    const inLane = lanes !== undefined && sessions.size > 0 && algorithms.includes('md5');
     session = {
       id,
       algorithms,
@@ -184,7 +195,7 @@ function runPasses(): void {
     let lengthBytes = MD5_LANE_BYTES_MAX;
     for (const session of ready) lengthBytes = Math.min(lengthBytes, session.queuedBytes - (session.queuedBytes % MD5_BLOCK_BYTES));
     const taken = ready.map((session) => takeQueued(session, lengthBytes));
-    lanes.hash(ready.map((session, i) => ({ md5: session.lane!, pieces: taken[i]!.pieces })));
+    lanes!.hash(ready.map((session, i) => ({ md5: session.lane!, pieces: taken[i]!.pieces })));
     ready.forEach((session, i) => acknowledge(session, taken[i]!.acknowledgements));
   }
   let waiting = false;
@@ -210,7 +221,7 @@ function runPasses(): void {
 function answer(session: Session, md5Tail: Uint8Array | undefined): void {
   const digests = session.algorithms.map((_, i) => {
     const hash = session.hashes[i];
-    return hash === undefined ? lanes.finish(session.lane!, md5Tail!) : new Uint8Array(hash.digest());
+    return hash === undefined ? lanes!.finish(session.lane!, md5Tail!) : new Uint8Array(hash.digest());
   });
   forget(session);
   reply({ kind: 'digests', session: session.id, digests, md5InLane: session.lane !== undefined });
