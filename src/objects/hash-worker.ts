@@ -10,7 +10,7 @@
  * body that starts alone keeps OpenSSL (one lane alone runs at ~55% of its speed), so a client
  * sending one body at a time pays nothing. Bodies arrive a batch at a time, each at its own
  * moment: hashing each batch as it came ran 2.3 lanes a pass at 16 concurrent 256 MiB PUTs. So a
- * pass waits for company (passDue): it runs once half the lanes have bytes, or every lane session
+ * pass waits for company (passDue): it runs once all 8 lanes have bytes, or every lane session
  * has, or a session is finishing or holds what its sender may queue before it waits, or
  * PASS_WAIT_MS_MAX after the first bytes waited.
  * Only node: imports and md5-lanes.ts (loaded by path, .ts from src/ under type stripping, .js from

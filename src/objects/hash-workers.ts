@@ -17,10 +17,9 @@
  * nothing) and is replaced for the next sessions.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../core/errors.js';
-import { startWorkerBeside } from '../sys/worker-thread.js';
+import { poolThreadsBesideMain, startWorkerBeside } from '../sys/worker-thread.js';
 import type { HashWorkerReply, HashWorkerRequest, HashWorkerSettings } from './hash-worker.js';
 
 export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
@@ -41,8 +40,6 @@ export const HASH_BATCH_BYTES = 2 * 1024 * 1024;
 export const OFFLOAD_BYTES_MIN = 4 * 1024 * 1024;
 /** Bytes a session may have sent but not yet had hashed before its sender waits (`whenDrained`). */
 export const HASH_QUEUED_BYTES_MAX = 4 * 1024 * 1024;
-/** Workers in the pool: the cores beside the main thread's, at least one, at most four. */
-const WORKERS_MAX = 4;
 
 /** A body's digests, computed as it streams. */
 export interface DeferredDigests {
@@ -173,13 +170,9 @@ function giveBackBatch(batch: Batch): void {
 const workers: HashWorker[] = [];
 let nextSession = 1;
 
-function workerCount(): number {
-  return Math.max(1, Math.min(WORKERS_MAX, availableParallelism() - 1));
-}
-
 /** The live worker with the least queued; a pool short of workers (one died) starts one. */
 function pickWorker(): HashWorker {
-  if (workers.length < workerCount()) {
+  if (workers.length < poolThreadsBesideMain()) {
     const worker = new HashWorker((dead) => {
       const at = workers.indexOf(dead);
       if (at >= 0) workers.splice(at, 1);

@@ -65,7 +65,7 @@ const OP = {
 } as const;
 const SIMD = {
   load: 0x00, store: 0x0b, const: 0x0c, shuffle: 0x0d,
-  not: 0x4d, and: 0x4e, andNot: 0x4f, or: 0x50, xor: 0x51, bitselect: 0x52,
+  not: 0x4d, or: 0x50, xor: 0x51, bitselect: 0x52,
   i32x4Shl: 0xab, i32x4ShrU: 0xad, i32x4Add: 0xae,
 } as const;
 const TYPE = { i32: 0x7f, v128: 0x7b, func: 0x60 } as const;
@@ -105,7 +105,7 @@ function memarg(offsetBytes: number): number[] {
   return [4, ...uleb(offsetBytes)];
 }
 
-/** i8x16.shuffle byte indices that take 32-bit lanes `a` of the first operand and `b` of the second, alternately or in pairs. */
+/** i8x16.shuffle byte indices taking the 32-bit lanes `words` (0-3: the first operand's, 4-7: the second's). */
 function wordShuffle(words: readonly number[]): number[] {
   return words.flatMap((word) => [0, 1, 2, 3].map((byte) => word * 4 + byte));
 }
@@ -289,7 +289,7 @@ function md5Module(memoryPages: number): Uint8Array {
   return new Uint8Array(bytes);
 }
 
-/** One stream's MD5 as the lanes run it: its state words, bytes hashed so far, and the tail short of a block. */
+/** One stream's MD5 as the lanes run it: its state words and the bytes hashed so far (its tail short of a block is the caller's, given to finish). */
 export class LaneMd5 {
   readonly state = Uint32Array.from(MD5_INITIAL_STATE);
   hashedBytes = 0;

@@ -14,10 +14,9 @@
  * A worker that dies fails the calls it held (StorageError IO_ERROR; their chunks are lost with it)
  * and is replaced for the next call.
  */
-import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../../core/errors.js';
-import { startWorkerBeside } from '../../sys/worker-thread.js';
+import { poolThreadsBesideMain, startWorkerBeside } from '../../sys/worker-thread.js';
 import type { ChunkHashReply, ChunkHashRequest } from './chunk-hash-worker.js';
 
 /**
@@ -25,8 +24,6 @@ import type { ChunkHashReply, ChunkHashRequest } from './chunk-hash-worker.js';
  * of one or two 64 KiB chunks does, so a smaller call is hashed on the caller's thread.
  */
 export const HASH_ON_WORKER_CHUNKS_MIN = 8;
-/** Workers in the pool: the cores beside the main thread's, at least one, at most four. */
-const WORKERS_MAX = 4;
 
 /**
  * Named chunks: `chunks` are the call's chunks (same memory, new views), `hashes` their names in
@@ -89,7 +86,7 @@ let nextCall = 1;
 
 /** The worker holding the fewest calls; a pool short of workers (one died, or none started yet) starts one. */
 function pickWorker(): ChunkHashWorker {
-  if (workers.length < Math.max(1, Math.min(WORKERS_MAX, availableParallelism() - 1))) {
+  if (workers.length < poolThreadsBesideMain()) {
     const worker = new ChunkHashWorker((dead) => {
       const at = workers.indexOf(dead);
       if (at >= 0) workers.splice(at, 1);
