@@ -16,11 +16,12 @@
  * A worker that dies fails its sessions' digests with a StorageError (the request fails and keeps
  * nothing) and is replaced for the next sessions.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../core/errors.js';
 import { poolThreadsBesideMain, startWorkerBeside } from '../sys/worker-thread.js';
 import type { HashWorkerReply, HashWorkerRequest, HashWorkerSettings } from './hash-worker.js';
+import { inProcessDigests } from './lane-digests.js';
 
 export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
 
@@ -273,28 +274,11 @@ class WorkerDigests implements DeferredDigests {
   }
 }
 
-/** Digests computed here, on the caller's thread. */
-class InProcessDigests implements DeferredDigests {
-  private readonly hashes: Hash[];
-  constructor(algorithms: readonly DeferredAlgorithm[]) {
-    this.hashes = algorithms.map((algorithm) => createHash(algorithm));
-  }
-  update(piece: Uint8Array): void {
-    for (const hash of this.hashes) hash.update(piece);
-  }
-  whenDrained(): undefined {
-    return undefined;
-  }
-  async digests(): Promise<Buffer[]> {
-    return this.hashes.map((hash) => hash.digest());
-  }
-  abandon(): void {}
-}
-
 /**
  * Running digests of a body, computed on a worker thread once the body outgrows one batch; a body
- * declared (`declaredBytes`) at most OFFLOAD_BYTES_MIN long is hashed here, with no worker round trip.
+ * declared (`declaredBytes`) at most OFFLOAD_BYTES_MIN long is hashed here, with no worker round trip
+ * (lane-digests.ts: the MD5 of concurrent ones in SIMD lanes on this thread).
  */
 export function deferredDigests(algorithms: readonly DeferredAlgorithm[], declaredBytes?: number): DeferredDigests {
-  return declaredBytes !== undefined && declaredBytes <= OFFLOAD_BYTES_MIN ? new InProcessDigests(algorithms) : new WorkerDigests(algorithms);
+  return declaredBytes !== undefined && declaredBytes <= OFFLOAD_BYTES_MIN ? inProcessDigests(algorithms, declaredBytes) : new WorkerDigests(algorithms);
 }
