@@ -4,8 +4,8 @@
  * with the MD5 of concurrent bodies in SIMD lanes (md5-lanes.ts) instead of one OpenSSL stream each.
  *
  * Why: at 16 concurrent 1 MiB PUTs, OpenSSL's MD5 (the ETag) was ~31% of the event loop's CPU
- * (`perf record`); lanes hash 8 bodies for about the price of 2.5. A body joins the lanes when it
- * starts while another MD5 body of lane size is live here; alone it keeps OpenSSL (one lane alone
+ * (`perf record`); lanes hash 8 bodies for about the price of 2.5. A body joins the lanes when its
+ * first bytes come while another MD5 body of lane size is live here; alone it keeps OpenSSL (one lane alone
  * runs at ~55% of OpenSSL's speed), so a client sending one body at a time pays nothing.
  *
  * A lane body copies its bytes into staging blocks of MD5_LANE_BYTES_MAX (what a lane takes in one
@@ -70,7 +70,7 @@ const laneBodies: LaneBody[] = [];
 /** Full blocks the lane bodies hold, in all. */
 let stagedBlocks = 0;
 let nextLaneBody = 0;
-/** Live bodies here of lane size whose MD5 is computed (lanes or OpenSSL): a new one with company joins the lanes. */
+/** Live bodies here of lane size whose MD5 is computed (lanes or OpenSSL) and that have had bytes: a body whose first bytes find company joins the lanes. */
 let liveMd5Bodies = 0;
 /** Bodies whose MD5 ran in lanes here so far, and passes run (tests see that concurrent bodies shared lanes). */
 const laneCounts = { bodies: 0, passes: 0, lanesInPasses: 0 };
@@ -101,26 +101,26 @@ function readyBodies(): number {
 }
 
 class LaneDigests implements DeferredDigests {
+  /** One per algorithm; MD5's stays undefined while it runs in a lane, or until the first bytes decide where it runs. */
   private readonly hashes: (Hash | undefined)[];
+  private readonly md5At: number;
   private body: LaneBody | undefined;
+  /** Counted in liveMd5Bodies: from its first bytes (a body never fed is never counted: nothing to give back). */
+  private counted = false;
+  private started = false;
   private done = false;
 
   constructor(
     algorithms: readonly DeferredAlgorithm[],
-    inLane: boolean,
-    private readonly countsAsMd5Body: boolean,
+    private readonly laneSized: boolean,
   ) {
-    this.hashes = algorithms.map((algorithm) => (inLane && algorithm === 'md5' ? undefined : createHash(algorithm)));
-    if (countsAsMd5Body) liveMd5Bodies++;
-    if (inLane) {
-      this.body = new LaneBody();
-      laneBodies.push(this.body);
-      laneCounts.bodies++;
-    }
+    this.md5At = algorithms.indexOf('md5');
+    this.hashes = algorithms.map((algorithm, i) => (laneSized && i === this.md5At ? undefined : createHash(algorithm)));
   }
 
   update(piece: Uint8Array): void {
     if (this.done) return;
+    if (!this.started) this.start();
     for (const hash of this.hashes) hash?.update(piece);
     const body = this.body;
     if (body === undefined) return;
@@ -140,12 +140,30 @@ class LaneDigests implements DeferredDigests {
     }
   }
 
+  /** At the first bytes: a lane when another lane-sized MD5 body is live here, else OpenSSL. */
+  private start(): void {
+    this.started = true;
+    if (!this.laneSized) return;
+    const inLane = liveMd5Bodies > 0 && laneEngine() !== null;
+    liveMd5Bodies++;
+    this.counted = true;
+    if (!inLane) {
+      this.hashes[this.md5At] = createHash('md5');
+      return;
+    }
+    this.body = new LaneBody();
+    laneBodies.push(this.body);
+    laneCounts.bodies++;
+  }
+
   whenDrained(): undefined {
     return undefined;
   }
 
   async digests(): Promise<Buffer[]> {
     if (this.done) throw new StorageError('INVALID_ARGUMENT', 'the digests of a body are asked for once');
+    // An empty body (never fed) has its MD5 from OpenSSL.
+    if (this.md5At >= 0 && this.hashes[this.md5At] === undefined && this.body === undefined) this.hashes[this.md5At] = createHash('md5');
     const md5 = this.body === undefined ? undefined : this.finishLane(this.body);
     this.end();
     return this.hashes.map((hash) => (hash === undefined ? Buffer.from(md5!) : hash.digest()));
@@ -175,7 +193,8 @@ class LaneDigests implements DeferredDigests {
 
   private end(): void {
     this.done = true;
-    if (this.countsAsMd5Body) liveMd5Bodies--;
+    if (this.counted) liveMd5Bodies--;
+    this.counted = false;
     if (this.body === undefined) return;
     const at = laneBodies.indexOf(this.body);
     laneBodies.splice(at, 1);
@@ -190,7 +209,5 @@ class LaneDigests implements DeferredDigests {
  * MD5 is asked for has it in a lane when another such body is live here, else on OpenSSL.
  */
 export function inProcessDigests(algorithms: readonly DeferredAlgorithm[], declaredBytes: number | undefined): DeferredDigests {
-  const md5Body = algorithms.includes('md5') && declaredBytes !== undefined && declaredBytes >= LANE_BODY_BYTES_MIN;
-  const inLane = md5Body && liveMd5Bodies > 0 && laneEngine() !== null;
-  return new LaneDigests(algorithms, inLane, md5Body);
+  return new LaneDigests(algorithms, algorithms.includes('md5') && declaredBytes !== undefined && declaredBytes >= LANE_BODY_BYTES_MIN);
 }

@@ -70,6 +70,15 @@ describe('in-process digests with MD5 in SIMD lanes', () => {
     expect(laneCountsForTests().bodies).toBe(before.bodies);
   });
 
+  it('a body not yet fed is no company: the next body alone keeps OpenSSL, and the unfed one hashes as empty', async () => {
+    const before = laneCountsForTests();
+    const unfed = inProcessDigests(['md5'], LANE_BODY_BYTES_MIN * 2);
+    const alone = randomBytes(LANE_BODY_BYTES_MIN * 2);
+    expect(await hashInterleaved([{ data: alone, algorithms: ['md5'] }])).toEqual([[digestOf('md5', alone)]]);
+    expect(laneCountsForTests().bodies).toBe(before.bodies);
+    expect((await unfed.digests())[0]!.toString('hex')).toBe(digestOf('md5', new Uint8Array(0)));
+  });
+
   it('a body abandoned mid-way leaves the others right and its staging given back', async () => {
     const bodies = Array.from({ length: MD5_LANES_MAX + 1 }, () => randomBytes(1024 * 1024 + 123));
     const sessions = bodies.map((body) => inProcessDigests(['md5'], body.length));
