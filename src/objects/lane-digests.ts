@@ -65,11 +65,15 @@ class LaneBody {
   currentBytes = 0;
 }
 
-/** Live lane bodies in the order they started (passes take them round-robin). */
-const laneBodies: LaneBody[] = [];
+/** Live lane bodies (a body whose blocks are all hashed waits here for its next block). */
+let laneBodyCount = 0;
+/**
+ * Lane bodies holding a full block, oldest-ready first: a pass takes from the front and puts a
+ * body that still holds blocks at the back (round-robin, and O(lanes) a pass however many bodies).
+ */
+const readyBodies = new Set<LaneBody>();
 /** Full blocks the lane bodies hold, in all. */
 let stagedBlocks = 0;
-let nextLaneBody = 0;
 /** Live bodies here of lane size whose MD5 is computed (lanes or OpenSSL) and that have had bytes: a body whose first bytes find company joins the lanes. */
 let liveMd5Bodies = 0;
 /** Bodies whose MD5 ran in lanes here so far, and passes run (tests see that concurrent bodies shared lanes). */
@@ -78,26 +82,23 @@ export function laneCountsForTests(): Readonly<typeof laneCounts> {
   return { ...laneCounts };
 }
 
-/** Hashes the oldest full block of `first` (when it has one) and of up to 7 more bodies that have one, round-robin. */
+/** Hashes the oldest full block of `first` (when it has one) and of up to 7 more ready bodies, round-robin. */
 function runPass(lanes: Md5Lanes, first: LaneBody | undefined): void {
   const ready: LaneBody[] = first !== undefined && first.full.length > 0 ? [first] : [];
-  for (let i = 0; i < laneBodies.length && ready.length < MD5_LANES_MAX; i++) {
-    const body = laneBodies[(nextLaneBody + i) % laneBodies.length]!;
-    if (body !== first && body.full.length > 0) ready.push(body);
+  for (const body of readyBodies) {
+    if (ready.length >= MD5_LANES_MAX) break;
+    if (body !== first) ready.push(body);
   }
   if (ready.length === 0) return;
-  nextLaneBody = (nextLaneBody + 1) % laneBodies.length;
   lanes.hash(ready.map((body) => ({ md5: body.md5, pieces: [body.full[0]!] })));
-  for (const body of ready) giveBackBlock(body.full.shift()!);
+  for (const body of ready) {
+    giveBackBlock(body.full.shift()!);
+    readyBodies.delete(body);
+    if (body.full.length > 0) readyBodies.add(body);
+  }
   stagedBlocks -= ready.length;
   laneCounts.passes++;
   laneCounts.lanesInPasses += ready.length;
-}
-
-function readyBodies(): number {
-  let count = 0;
-  for (const body of laneBodies) if (body.full.length > 0) count++;
-  return count;
 }
 
 class LaneDigests implements DeferredDigests {
@@ -132,11 +133,12 @@ class LaneDigests implements DeferredDigests {
       at += take;
       if (body.currentBytes < STAGING_BLOCK_BYTES) continue;
       body.full.push(body.current);
+      readyBodies.add(body); // no-op when it is queued already
       stagedBlocks++;
       body.current = undefined;
       body.currentBytes = 0;
-      const ready = readyBodies();
-      if (ready >= MD5_LANES_MAX || ready === laneBodies.length || stagedBlocks > STAGED_BLOCKS_MAX) runPass(laneEngine()!, undefined);
+      const ready = readyBodies.size;
+      if (ready >= MD5_LANES_MAX || ready === laneBodyCount || stagedBlocks > STAGED_BLOCKS_MAX) runPass(laneEngine()!, undefined);
     }
   }
 
@@ -152,7 +154,7 @@ class LaneDigests implements DeferredDigests {
       return;
     }
     this.body = new LaneBody();
-    laneBodies.push(this.body);
+    laneBodyCount++;
     laneCounts.bodies++;
   }
 
@@ -174,6 +176,8 @@ class LaneDigests implements DeferredDigests {
     if (this.body !== undefined) {
       for (const block of this.body.full) giveBackBlock(block);
       stagedBlocks -= this.body.full.length;
+      this.body.full.length = 0;
+      readyBodies.delete(this.body);
       if (this.body.current !== undefined) giveBackBlock(this.body.current);
     }
     this.end();
@@ -196,10 +200,8 @@ class LaneDigests implements DeferredDigests {
     if (this.counted) liveMd5Bodies--;
     this.counted = false;
     if (this.body === undefined) return;
-    const at = laneBodies.indexOf(this.body);
-    laneBodies.splice(at, 1);
-    if (nextLaneBody > at) nextLaneBody--;
-    if (nextLaneBody >= laneBodies.length) nextLaneBody = 0;
+    readyBodies.delete(this.body);
+    laneBodyCount--;
     this.body = undefined;
   }
 }
