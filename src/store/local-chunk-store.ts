@@ -13,7 +13,8 @@
  *
  * Per put of up to 2 MiB, on libuv's thread pool: open, write, close, rename and the folder's
  * fsync (issue 14: each call is a hand-off to a pool thread and back); a 4 MiB pack adds two
- * writes and an fsync. The folder fsync is shared by the puts
+ * writes and an fsync. On tmpfs (inlineSmallPuts, inline-put.ts) the first four run on the calling
+ * thread, where they never wait for a device, and only the folder's fsync is a hand-off. The folder fsync is shared by the puts
  * renamed into that folder meanwhile (FolderSyncs), and a folder is made (mkdir, fsynced in its
  * parent) once, not per put: readyFolders remembers it until a put finds it gone.
  *
@@ -37,6 +38,7 @@ import { closeDescriptor, errnoOf, fsyncDescriptor } from './local-folder.js';
 import { OpenFileCache, type OpenFile } from './open-file-cache.js';
 import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
 import { readNoWait } from '../sys/nowait-read.js';
+import { folderOnTmpfs, writeTempNow } from './inline-put.js';
 
 /** The folder of temporary files, in the root (same file system: rename and link stay atomic). */
 export const LOCAL_CHUNK_TEMP_FOLDER = '.strata-tmp';
@@ -168,6 +170,12 @@ export interface LocalChunkStoreOptions {
    * removed and made again by someone else would be fsynced through the old one's descriptor.
    */
   readonly holdFolders?: boolean;
+  /**
+   * Write puts of up to 2 MiB (a 1 MiB PUT's pack) on the calling thread (inline-put.ts) instead of
+   * libuv's pool: 'auto' (the default) where the folder is on tmpfs, whose calls never wait for a
+   * device; true everywhere (tests); false never.
+   */
+  readonly inlineSmallPuts?: boolean | 'auto';
 }
 
 export class LocalChunkStore implements ChunkStore {
@@ -186,6 +194,9 @@ export class LocalChunkStore implements ChunkStore {
    * which forgets it and makes it again.
    */
   private readonly readyFolders = new Map<string, Promise<void>>();
+  private readonly inlineSmallPuts: boolean | 'auto';
+  /** Whether small puts are written on the calling thread, once known ('auto': once the folder exists to be asked). */
+  private putsInline: boolean | undefined;
 
   constructor(rootDir: string, options: LocalChunkStoreOptions = {}) {
     this.rootDir = path.resolve(rootDir);
@@ -193,6 +204,7 @@ export class LocalChunkStore implements ChunkStore {
     const openFilesMax = options.openFilesMax ?? 0;
     this.openFiles = openFilesMax > 0 ? new OpenFileCache(openFilesMax) : undefined;
     this.folderSyncs = new FolderSyncs(options.holdFolders === true);
+    this.inlineSmallPuts = options.inlineSmallPuts ?? 'auto';
   }
 
   /** The file an object is stored in (the key checked first). */
@@ -281,6 +293,7 @@ export class LocalChunkStore implements ChunkStore {
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
     const parts = localKeyParts(key);
     throwIfAborted(options, `put ${key}`);
+    if (data.length > 0 && data.length <= SYNCED_WRITE_MAX_BYTES && (await this.smallPutsInline()) && (await this.putInline(key, parts, data, options))) return;
     const temp = await this.writeTemp(key, data, options);
     try {
       await this.placeTemp(key, parts, temp, options, async (target) => {
@@ -358,9 +371,49 @@ export class LocalChunkStore implements ChunkStore {
 
   // --- put ---------------------------------------------------------------------------------------
 
+  private async smallPutsInline(): Promise<boolean> {
+    if (this.putsInline !== undefined) return this.putsInline;
+    if (this.inlineSmallPuts !== 'auto') return (this.putsInline = this.inlineSmallPuts);
+    const onTmpfs = await folderOnTmpfs(this.rootDir);
+    if (onTmpfs !== undefined) this.putsInline = onTmpfs;
+    return onTmpfs ?? false;
+  }
+
+  /**
+   * put with the temporary file written and renamed on this thread (inline-put.ts), then the
+   * folder's fsync as ever. False when a folder was missing: the pool's path makes it and retries.
+   */
+  private async putInline(key: string, parts: string[], data: Uint8Array, options: ChunkStoreCallOptions | undefined): Promise<boolean> {
+    const target = path.join(this.rootDir, ...parts);
+    await this.makeFolders(key, parts.slice(0, -1));
+    throwIfAborted(options, `put ${key}`);
+    const temp = this.newTempPath();
+    try {
+      if (!writeTempNow(temp, data)) return false;
+    } catch (err) {
+      throw ioError(`cannot write ${temp}`, err);
+    }
+    try {
+      fsCallbacks.renameSync(temp, target);
+    } catch (err) {
+      fsCallbacks.rmSync(temp, { force: true });
+      const code = errnoOf(err);
+      if (code === 'ENOENT') return false; // a delete removed the emptied folder: the pool's path makes it again
+      if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST') throw this.folderConflict(key, key);
+      throw ioError(`cannot store ${target} (from ${temp})`, err);
+    }
+    await this.openFiles?.forget(key);
+    await this.syncOrFail(path.dirname(target));
+    return true;
+  }
+
+  private newTempPath(): string {
+    return path.join(this.tempDir, `${process.pid}-${randomBytes(8).toString('hex')}`);
+  }
+
   /** Writes data to a new temporary file and fsyncs it; on any failure or abort, leaves none. */
   private async writeTemp(key: string, data: Uint8Array, options: ChunkStoreCallOptions | undefined): Promise<string> {
-    const temp = path.join(this.tempDir, `${process.pid}-${randomBytes(8).toString('hex')}`);
+    const temp = this.newTempPath();
     // Descriptors through the callback API, not FileHandle: a put is 4+ thread-pool calls and
     // FileHandle adds a promise object and a handle to collect to each (issue 14).
     // An empty object has no write to sync its new inode: it takes the fsync.

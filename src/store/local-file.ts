@@ -56,7 +56,7 @@ export interface LocalHostFileOptions {
 const COPY_FILE_RANGE_MAX_BYTES = 64 * 1024 * 1024;
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 /** statfs f_type of tmpfs (and of /dev/shm). */
-const TMPFS_MAGIC = 0x01021994;
+export const TMPFS_MAGIC = 0x01021994;
 
 /** True when path is on tmpfs; false when unknown. */
 function onTmpfs(path: string): Promise<boolean> {

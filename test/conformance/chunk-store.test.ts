@@ -8,6 +8,8 @@ import { chunkStoreConformance } from './chunk-store.js';
 chunkStoreConformance('memory', async () => new MemoryChunkStore());
 chunkStoreConformance('local folder (disk)', async () => new LocalChunkStore(tempDir()));
 chunkStoreConformance('local folder (tmpfs)', async () => new LocalChunkStore(shmTempDir()));
+chunkStoreConformance('local folder (disk) writing small puts on the calling thread', async () => new LocalChunkStore(tempDir(), { inlineSmallPuts: true }));
+chunkStoreConformance('local folder (tmpfs) with every put on the pool', async () => new LocalChunkStore(shmTempDir(), { inlineSmallPuts: false }));
 chunkStoreConformance('local folder keeping 2 files open', async () => new LocalChunkStore(tempDir(), { openFilesMax: 2 }));
 chunkStoreConformance('local folder keeping its folders open', async () => new LocalChunkStore(tempDir(), { openFilesMax: 2, holdFolders: true }));
 chunkStoreConformance('tiered over memory, with a catalog', async () =>
