@@ -3,8 +3,8 @@
  *
  * Why: a put through libuv's thread pool is four hand-offs before the folder's fsync (open, write,
  * close, rename: each a pool thread woken and the event loop woken back), and on a busy machine
- * each waits for a time slice; 1 MiB PUTs one at a time beside two CPU-bound processes went from
- * a median of 79.7 to 87.8 PUTs/s with them done here (bench/RESULTS.md). On tmpfs none of these
+ * each waits for a time slice; 1 MiB PUTs one at a time beside two CPU-bound processes ran ~5%
+ * faster with them done here (12 alternating pairs, 8 ahead; bench/RESULTS.md). On tmpfs none of these
  * calls waits for a device: they cost the calling thread a page-cache copy (~0.2 ms for 1 MiB),
  * as LocalHostFile's synchronous tmpfs I/O does for volumes. Elsewhere puts stay on the pool.
  *
