@@ -4,9 +4,9 @@
  * with the MD5 of concurrent bodies in SIMD lanes (md5-lanes.ts) instead of one OpenSSL stream each.
  *
  * Why: at 16 concurrent 1 MiB PUTs, OpenSSL's MD5 (the ETag) was ~31% of the event loop's CPU
- * (`perf record`); lanes hash 8 bodies for about the price of 2.5. A body joins the lanes when its
- * first bytes come while another MD5 body of lane size is live here; alone it keeps OpenSSL (one lane alone
- * runs at ~55% of OpenSSL's speed), so a client sending one body at a time pays nothing.
+ * (`perf record`); lanes hash 8 bodies for about the price of 2.5. A body joins the lanes when
+ * its first bytes come while another MD5 body of lane size is live here; alone it keeps OpenSSL
+ * (one lane alone runs at ~55% of OpenSSL's speed), so a client sending one body at a time pays nothing.
  *
  * A lane body copies its bytes into staging blocks of MD5_LANE_BYTES_MAX (what a lane takes in one
  * call; the caller's pieces may be reused once update returns). A pass hashes the oldest full
@@ -32,7 +32,7 @@ const STAGING_BLOCK_BYTES = MD5_LANE_BYTES_MAX;
 const STAGED_BLOCKS_MAX = 128;
 /** Bodies declared shorter than this keep OpenSSL: a few blocks would mostly wait for company. */
 export const LANE_BODY_BYTES_MIN = 4 * STAGING_BLOCK_BYTES;
-/** Spare staging blocks kept between bodies: what 16 concurrent lane bodies hold at most. */
+/** Spare staging blocks kept between bodies: as many as may be staged at once. */
 const SPARE_BLOCKS_MAX = STAGED_BLOCKS_MAX;
 
 /** The compiled lanes of this thread; null where WebAssembly SIMD does not compile (MD5 stays on OpenSSL). */
