@@ -106,8 +106,7 @@ class LaneDigests implements DeferredDigests {
   private readonly hashes: (Hash | undefined)[];
   private readonly md5At: number;
   private body: LaneBody | undefined;
-  /** Counted in liveMd5Bodies: from its first bytes (a body never fed is never counted: nothing to give back). */
-  private counted = false;
+  /** Fed its first bytes; a lane-sized one is then counted in liveMd5Bodies until it ends (a body never fed is never counted). */
   private started = false;
   private done = false;
 
@@ -148,7 +147,6 @@ class LaneDigests implements DeferredDigests {
     if (!this.laneSized) return;
     const inLane = liveMd5Bodies > 0 && laneEngine() !== null;
     liveMd5Bodies++;
-    this.counted = true;
     if (!inLane) {
       this.hashes[this.md5At] = createHash('md5');
       return;
@@ -176,8 +174,6 @@ class LaneDigests implements DeferredDigests {
     if (this.body !== undefined) {
       for (const block of this.body.full) giveBackBlock(block);
       stagedBlocks -= this.body.full.length;
-      this.body.full.length = 0;
-      readyBodies.delete(this.body);
       if (this.body.current !== undefined) giveBackBlock(this.body.current);
     }
     this.end();
@@ -197,8 +193,7 @@ class LaneDigests implements DeferredDigests {
 
   private end(): void {
     this.done = true;
-    if (this.counted) liveMd5Bodies--;
-    this.counted = false;
+    if (this.started && this.laneSized) liveMd5Bodies--;
     if (this.body === undefined) return;
     readyBodies.delete(this.body);
     laneBodyCount--;

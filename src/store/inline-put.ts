@@ -14,12 +14,6 @@
  */
 import fsCallbacks from 'node:fs';
 import { errnoOf } from './local-folder.js';
-import { TMPFS_MAGIC } from './local-file.js';
-
-/** Whether `folder` is on tmpfs; undefined while it cannot be told (the folder does not exist yet). */
-export function folderOnTmpfs(folder: string): Promise<boolean | undefined> {
-  return new Promise((resolve) => fsCallbacks.statfs(folder, (err, st) => resolve(err ? undefined : st.type === TMPFS_MAGIC)));
-}
 
 /**
  * Writes `data` to the new file `temp` (O_DSYNC) on this thread. False when the temporary folder

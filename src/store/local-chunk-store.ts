@@ -13,8 +13,8 @@
  *
  * Per put of up to 2 MiB, on libuv's thread pool: open, write, close, rename and the folder's
  * fsync (issue 14: each call is a hand-off to a pool thread and back); a 4 MiB pack adds two
- * writes and an fsync. On tmpfs (inlineSmallPuts, inline-put.ts) the first four run on the calling
- * thread, where they never wait for a device, and only the folder's fsync is a hand-off. The folder fsync is shared by the puts
+ * writes and an fsync. On tmpfs (inlineSmallPuts, inline-put.ts) the first four run on the
+ * calling thread, where they never wait for a device. The folder fsync is shared by the puts
  * renamed into that folder meanwhile (FolderSyncs), and a folder is made (mkdir, fsynced in its
  * parent) once, not per put: readyFolders remembers it until a put finds it gone.
  *
@@ -38,7 +38,8 @@ import { closeDescriptor, errnoOf, fsyncDescriptor } from './local-folder.js';
 import { OpenFileCache, type OpenFile } from './open-file-cache.js';
 import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
 import { readNoWait } from '../sys/nowait-read.js';
-import { folderOnTmpfs, writeTempNow } from './inline-put.js';
+import { writeTempNow } from './inline-put.js';
+import { folderOnTmpfs } from './local-file.js';
 
 /** The folder of temporary files, in the root (same file system: rename and link stay atomic). */
 export const LOCAL_CHUNK_TEMP_FOLDER = '.strata-tmp';
@@ -379,10 +380,7 @@ export class LocalChunkStore implements ChunkStore {
     return onTmpfs ?? false;
   }
 
-  /**
-   * put with the temporary file written and renamed on this thread (inline-put.ts), then the
-   * folder's fsync as ever. False when a folder was missing: the pool's path makes it and retries.
-   */
+  /** put written and renamed on this thread, then the folder's fsync; false when a folder was missing (the pool's path makes it). */
   private async putInline(key: string, parts: string[], data: Uint8Array, options: ChunkStoreCallOptions | undefined): Promise<boolean> {
     const target = path.join(this.rootDir, ...parts);
     await this.makeFolders(key, parts.slice(0, -1));
@@ -397,10 +395,8 @@ export class LocalChunkStore implements ChunkStore {
       fsCallbacks.renameSync(temp, target);
     } catch (err) {
       fsCallbacks.rmSync(temp, { force: true });
-      const code = errnoOf(err);
-      if (code === 'ENOENT') return false; // a delete removed the emptied folder: the pool's path makes it again
-      if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST') throw this.folderConflict(key, key);
-      throw ioError(`cannot store ${target} (from ${temp})`, err);
+      if (errnoOf(err) === 'ENOENT') return false; // a delete removed the emptied folder: the pool's path makes it again
+      throw this.placeFailure(key, target, temp, err);
     }
     await this.openFiles?.forget(key);
     await this.syncOrFail(path.dirname(target));
@@ -476,8 +472,7 @@ export class LocalChunkStore implements ChunkStore {
           this.readyFolders.delete(folder);
           continue;
         }
-        if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST') throw this.folderConflict(key, key);
-        throw ioError(`cannot store ${target} (from ${temp})`, err);
+        throw this.placeFailure(key, target, temp, err);
       }
       // Also when another caller placed it: the object must be durable before anyone relies on it.
       await this.syncOrFail(folder);
@@ -527,6 +522,13 @@ export class LocalChunkStore implements ChunkStore {
         throw ioError(`cannot create ${folder}`, err);
       }
     }
+  }
+
+  /** The error of a rename or link of `temp` onto `target` that failed for another reason than a missing folder. */
+  private placeFailure(key: string, target: string, temp: string, err: unknown): StorageError {
+    const code = errnoOf(err);
+    if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST') return this.folderConflict(key, key);
+    return ioError(`cannot store ${target} (from ${temp})`, err);
   }
 
   private folderConflict(key: string, clash: string): StorageError {

@@ -56,12 +56,12 @@ export interface LocalHostFileOptions {
 const COPY_FILE_RANGE_MAX_BYTES = 64 * 1024 * 1024;
 const ZERO_CHUNK_BYTES = 1024 * 1024;
 /** statfs f_type of tmpfs (and of /dev/shm). */
-export const TMPFS_MAGIC = 0x01021994;
+const TMPFS_MAGIC = 0x01021994;
 
-/** True when path is on tmpfs; false when unknown. */
-function onTmpfs(path: string): Promise<boolean> {
+/** Whether `path` is on tmpfs; undefined when statfs cannot tell (the path does not exist yet). */
+export function folderOnTmpfs(path: string): Promise<boolean | undefined> {
   return new Promise((resolve) => {
-    fs.statfs(path, (err, st) => resolve(!err && st.type === TMPFS_MAGIC));
+    fs.statfs(path, (err, st) => resolve(err ? undefined : st.type === TMPFS_MAGIC));
   });
 }
 
@@ -245,7 +245,7 @@ export class LocalHostFile implements HostFile {
     }
     const mode = options.syncIo ?? 'auto';
     const syncIoMaxBytes =
-      mode === 'auto' ? ((await onTmpfs(path)) ? AUTO_SYNC_IO_MAX_BYTES : 0) : mode ? Number.POSITIVE_INFINITY : 0;
+      mode === 'auto' ? ((await folderOnTmpfs(path)) === true ? AUTO_SYNC_IO_MAX_BYTES : 0) : mode ? Number.POSITIVE_INFINITY : 0;
     return new LocalHostFile(fd, path, readOnly, syncIoMaxBytes, sizeBytes);
   }
 
