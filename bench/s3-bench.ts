@@ -299,11 +299,18 @@ async function main(): Promise<void> {
       for (const sizeBytes of sizes) {
         for (const concurrency of concurrencies) {
           for (const target of order) {
-            const put = await measured(target, () => putRow(target, sizeBytes, concurrency, base));
-            const putSample = { row: `PUT ${sizeName(sizeBytes)} c${concurrency}`, server: target.name, run, ops: put.ops, bytes: put.ops * sizeBytes, seconds: put.seconds, cpuSeconds: put.cpuSeconds };
+            const sampleOf = (verb: 'PUT' | 'GET', result: { ops: number; seconds: number; cpuSeconds: number }): Sample => ({
+              row: `${verb} ${sizeName(sizeBytes)} c${concurrency}`,
+              server: target.name,
+              run,
+              ops: result.ops,
+              bytes: result.ops * sizeBytes,
+              seconds: result.seconds,
+              cpuSeconds: result.cpuSeconds,
+            });
+            const putSample = sampleOf('PUT', await measured(target, () => putRow(target, sizeBytes, concurrency, base)));
             printSample(putSample);
-            const get = await measured(target, () => getRow(target, sizeBytes, concurrency));
-            const getSample = { row: `GET ${sizeName(sizeBytes)} c${concurrency}`, server: target.name, run, ops: get.ops, bytes: get.ops * sizeBytes, seconds: get.seconds, cpuSeconds: get.cpuSeconds };
+            const getSample = sampleOf('GET', await measured(target, () => getRow(target, sizeBytes, concurrency)));
             printSample(getSample);
             samples.push(putSample, getSample);
             await deleteRow(target, sizeBytes, concurrency);
