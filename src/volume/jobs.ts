@@ -257,8 +257,10 @@ export class JobRunner {
       throw cancelled && !isStorageError(err, 'CANCELLED') ? cancelledError(signal) : err;
     } finally {
       record.finishedAt = new Date().toISOString();
-      this.live.delete(record.id);
+      // Live until its final state is stored: info() and cancel() of a job read the catalog once it
+      // is not live, and in between they found it 'running' there (cancel: "already running").
       await this.persist(job).catch(() => {});
+      this.live.delete(record.id);
       if (++this.finishedSincePrune >= PRUNE_EVERY_FINISHED) {
         this.finishedSincePrune = 0;
         await this.prune().catch(() => {});

@@ -154,6 +154,32 @@ describe('job runner', () => {
     await store.close();
   });
 
+  it('a job whose final state is still being stored reads as ended: info says so, cancel finds nothing to stop', async () => {
+    /** Holds every transaction while `hold` is set (the job's last persist, here). */
+    class HeldCatalogStore extends MemoryCatalogStore {
+      hold: Promise<void> | undefined;
+      override async txn(...args: Parameters<MemoryCatalogStore['txn']>): ReturnType<MemoryCatalogStore['txn']> {
+        if (this.hold !== undefined) await this.hold;
+        return super.txn(...args);
+      }
+    }
+    const store = new HeldCatalogStore();
+    const runner = new JobRunner(new VolumeCatalog(store));
+    let finishBody!: () => void;
+    const job = await runner.start('copy', 'p/a', () => new Promise<void>((resolve) => (finishBody = resolve)));
+    await new Promise((resolve) => setTimeout(resolve, 10)); // running, its first persist stored
+    let release!: () => void;
+    store.hold = new Promise((resolve) => (release = resolve));
+    finishBody();
+    await new Promise((resolve) => setTimeout(resolve, 10)); // the body ended; its final state waits to be stored
+    expect((await runner.info(job.id)).state).toBe('succeeded');
+    const cancelling = runner.cancel(job.id);
+    store.hold = undefined;
+    release();
+    expect(await cancelling).toMatchObject({ state: 'succeeded' });
+    expect((await new JobRunner(new VolumeCatalog(store)).info(job.id)).state).toBe('succeeded');
+  });
+
   it('keyed mutex: runs in FIFO order per key, several keys without deadlock', async () => {
     const mutex = new KeyedMutex();
     const order: string[] = [];
