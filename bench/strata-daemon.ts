@@ -1,6 +1,6 @@
 /** A `strata serve` for benchmarks: the built CLI (dist/) on a free API port, driven by the CLI. */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -16,29 +16,52 @@ export interface StrataDaemon {
   bin: string;
 }
 
-/** `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. `env`: its environment (S3 credentials for a tier). */
-export async function startStrata(dataDir: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env, bin = STRATA_BIN): Promise<StrataDaemon> {
+/** How often a daemon writing its log to a file is checked for its "listening" line. */
+const LOG_POLL_MS = 50;
+
+/**
+ * `strata serve` on a free API port, NBD on its unix socket only; resolves once it listens. `env`:
+ * its environment (S3 credentials for a tier). `logFile`: the daemon's log goes to that file, as
+ * radosgw's does, instead of a pipe into this process; a bench whose process is also the client
+ * (bench:s3) would otherwise pay for reading a log line per request on the client's event loop,
+ * and the daemon would stall on a full pipe when that loop is slow to drain it.
+ */
+export async function startStrata(dataDir: string, extra: string[] = [], env: NodeJS.ProcessEnv = process.env, bin = STRATA_BIN, logFile?: string): Promise<StrataDaemon> {
+  const logFd = logFile === undefined ? undefined : openSync(logFile, 'w');
   const child = spawn(process.execPath, [bin, 'serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', '--nbd-listen', 'off', '--s3-listen', 'off', ...extra], {
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', logFd ?? 'pipe', 'inherit'],
     env,
   });
+  if (logFd !== undefined) closeSync(logFd); // the child holds its own copy
   let log = '';
   const url = await new Promise<string>((resolveUrl, reject) => {
+    const listeningUrl = (): string | undefined => /\blistening\b.*url=(http:\/\/\S+)/.exec(log)?.[1];
+    child.on('exit', (code) => reject(new Error(`strata serve exited (${code}):\n${log}`)));
+    if (logFile !== undefined) {
+      const timer = setInterval(() => {
+        log = readFileSync(logFile, 'utf8');
+        const found = listeningUrl();
+        if (found === undefined) return;
+        clearInterval(timer);
+        log = '';
+        resolveUrl(found);
+      }, LOG_POLL_MS);
+      child.once('exit', () => clearInterval(timer));
+      return;
+    }
     const onData = (d: Buffer): void => {
       log += d.toString();
-      const m = /\blistening\b.*url=(http:\/\/\S+)/.exec(log);
-      if (m === null) return;
-      // Stop collecting once the daemon listens: it logs a line per S3 request, and a log kept
-      // (and searched) for the daemon's whole life would slow the bench process, which is also
-      // the client of every Strata row.
+      const found = listeningUrl();
+      if (found === undefined) return;
+      // Stop collecting once the daemon listens: it logs a line per request, and a log kept (and
+      // searched) for the daemon's whole life would slow the bench process.
       child.stdout!.off('data', onData);
       log = '';
-      resolveUrl(m[1]!);
+      resolveUrl(found);
     };
     child.stdout!.on('data', onData);
-    child.on('exit', (code) => reject(new Error(`strata serve exited (${code}):\n${log}`)));
   });
-  child.stdout!.resume();
+  child.stdout?.resume();
   return { child, url, dataDir, bin };
 }
 

@@ -10,19 +10,18 @@
  * filled again. A message names the batch by slab number and place; a slab's SharedArrayBuffer goes
  * to a worker once (postMessage of a Buffer view of shared memory copies it, and of the
  * SharedArrayBuffer itself costs ~0.8 ms a message). Slabs are kept at the pool's peak (at most
- * HASH_QUEUED_BYTES_MAX and a batch per body in flight on a worker). A
- * body that ends within its first batch, or is declared at most OFFLOAD_BYTES_MIN long, is hashed
- * here. The sender bounds what is queued with `whenDrained`.
+ * HASH_QUEUED_BYTES_MAX and a batch per body in flight on a worker). A body that ends within its
+ * first batch, or is declared at most OFFLOAD_BYTES_MIN long and begins while no other such body
+ * is live, is hashed here (deferredDigests). The sender bounds what is queued with `whenDrained`.
  * A worker that dies fails its sessions' digests with a StorageError (the request fails and keeps
  * nothing) and is replaced for the next sessions.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../core/errors.js';
 import { copyBytes } from '../sys/shared-copy.js';
 import { poolThreadsBesideMain, startWorkerBeside } from '../sys/worker-thread.js';
 import type { HashWorkerReply, HashWorkerRequest, HashWorkerSettings } from './hash-worker.js';
-import { inProcessDigests } from './lane-digests.js';
 
 export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
 
@@ -34,10 +33,10 @@ export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
  */
 export const HASH_BATCH_BYTES = 2 * 1024 * 1024;
 /**
- * A body declared at most this long is hashed in-process (deferredDigests). Measured back to back
- * on 1 MiB PUTs (a busy 2-core machine), offloading them saved the main thread 0 to 1 ms/MiB but
- * cost 1.5 to 4 ms/MiB more CPU in all (a worker wake-up per batch, the wait for the last digest)
- * and mostly lower throughput; from 32 MiB up it saves ~1.1 ms/MiB of the main thread's ~4.2.
+ * A body declared at most this long is hashed in-process when it is the only one (deferredDigests).
+ * Measured on 1 MiB PUTs one at a time (a busy 2-core machine), offloading saved the main thread
+ * 0 to 1 ms/MiB but cost 1.5 to 4 ms/MiB more CPU in all (a worker wake-up per batch, the wait for
+ * the last digest) and lower throughput; from 32 MiB up it saves ~1.1 ms/MiB of the main thread's ~4.2.
  */
 export const OFFLOAD_BYTES_MIN = 4 * 1024 * 1024;
 /** Bytes a session may have sent but not yet had hashed before its sender waits (`whenDrained`). */
@@ -204,19 +203,27 @@ class WorkerDigests implements DeferredDigests {
   private readonly id = nextSession++;
   private done = false;
 
-  constructor(private readonly algorithms: readonly DeferredAlgorithm[]) {}
+  /**
+   * `batchBytesMax`: a batch is sent once this full (at most HASH_BATCH_BYTES). `whole`: a body
+   * that fits in one batch is hashed on a worker too (a concurrent small body), not here.
+   */
+  constructor(
+    private readonly algorithms: readonly DeferredAlgorithm[],
+    private readonly batchBytesMax = HASH_BATCH_BYTES,
+    private readonly whole = false,
+  ) {}
 
   update(piece: Uint8Array): void {
     if (this.done || this.session?.failure !== undefined) return;
     let at = 0;
     while (at < piece.length) {
       this.batch ??= takeBatch();
-      const take = Math.min(piece.length - at, HASH_BATCH_BYTES - this.batchBytes);
+      const take = Math.min(piece.length - at, this.batchBytesMax - this.batchBytes);
       // Shared memory: TypedArray.set copies it at a third of memcpy's speed (sys/shared-copy.ts).
       copyBytes(this.batch.view, this.batchBytes, piece.subarray(at, at + take));
       this.batchBytes += take;
       at += take;
-      if (this.batchBytes === HASH_BATCH_BYTES) this.send();
+      if (this.batchBytes === this.batchBytesMax) this.send();
     }
   }
 
@@ -234,7 +241,7 @@ class WorkerDigests implements DeferredDigests {
   async digests(): Promise<Buffer[]> {
     if (this.done) throw new StorageError('INVALID_ARGUMENT', 'the digests of a body are asked for once');
     this.done = true;
-    if (this.session === undefined) {
+    if (this.session === undefined && (!this.whole || this.batchBytes === 0)) {
       // The whole body fitted in one batch: hash it here.
       const data = this.batch === undefined ? new Uint8Array(0) : this.batch.view.subarray(0, this.batchBytes);
       const digests = this.algorithms.map((algorithm) => createHash(algorithm).update(data).digest());
@@ -243,7 +250,7 @@ class WorkerDigests implements DeferredDigests {
       return digests;
     }
     if (this.batchBytes > 0) this.send();
-    const session = this.session;
+    const session = this.session!; // send() began it
     if (session.failure !== undefined) throw session.failure;
     const result = new Promise<Buffer[]>((resolve, reject) => (session.finished = { resolve, reject }));
     this.worker!.post({ kind: 'finish', session: this.id, algorithms: this.algorithms });
@@ -276,11 +283,87 @@ class WorkerDigests implements DeferredDigests {
   }
 }
 
+/** A body's running digests on this thread (node:crypto). */
+class LocalDigests implements DeferredDigests {
+  private readonly hashes: Hash[];
+  private done = false;
+
+  constructor(algorithms: readonly DeferredAlgorithm[]) {
+    this.hashes = algorithms.map((algorithm) => createHash(algorithm));
+  }
+
+  update(piece: Uint8Array): void {
+    if (this.done) return;
+    for (const hash of this.hashes) hash.update(piece);
+  }
+
+  whenDrained(): undefined {
+    return undefined;
+  }
+
+  async digests(): Promise<Buffer[]> {
+    if (this.done) throw new StorageError('INVALID_ARGUMENT', 'the digests of a body are asked for once');
+    this.done = true;
+    return this.hashes.map((hash) => hash.digest());
+  }
+
+  abandon(): void {
+    this.done = true;
+  }
+}
+
 /**
- * Running digests of a body, computed on a worker thread once the body outgrows one batch; a body
- * declared (`declaredBytes`) at most OFFLOAD_BYTES_MIN long is hashed here, with no worker round trip
- * (lane-digests.ts: the MD5 of concurrent ones in SIMD lanes on this thread).
+ * Declared bodies of at least this many bytes (and at most OFFLOAD_BYTES_MIN) count as live while
+ * they stream; one that begins while another is live is hashed on a worker (deferredDigests).
+ */
+export const CONCURRENT_OFFLOAD_BYTES_MIN = 256 * 1024;
+
+/** Declared bodies of CONCURRENT_OFFLOAD_BYTES_MIN to OFFLOAD_BYTES_MIN whose digests are still running. */
+let liveSmallBodies = 0;
+
+/** Counts `digests` as a live small body until its digests are asked for or it is abandoned. */
+function countedLive(digests: DeferredDigests): DeferredDigests {
+  liveSmallBodies++;
+  let live = true;
+  const leave = (): void => {
+    if (live) liveSmallBodies--;
+    live = false;
+  };
+  return {
+    update: (piece) => digests.update(piece),
+    whenDrained: () => digests.whenDrained(),
+    digests: () => {
+      leave();
+      return digests.digests();
+    },
+    abandon: () => {
+      leave();
+      digests.abandon();
+    },
+  };
+}
+
+/** Small bodies sent whole to a worker because another was live (tests). */
+let concurrentOffloads = 0;
+export function concurrentOffloadsForTests(): number {
+  return concurrentOffloads;
+}
+
+/**
+ * Running digests of a body. Past OFFLOAD_BYTES_MIN (or undeclared): on a worker thread once the
+ * body outgrows one batch. A declared smaller body alone: here, with no worker round trip (at one
+ * PUT at a time the hand-offs cost more than they overlap: 1 MiB PUTs at c1 on a busy machine
+ * 63-67 vs 68-76 PUTs/s, 35% more CPU). A declared body of CONCURRENT_OFFLOAD_BYTES_MIN or more
+ * that begins while another is live: on a worker, sent whole as one batch (or HASH_BATCH_BYTES
+ * pieces), where its MD5 shares SIMD lanes with the others' (hash-worker.ts). With two CPU-bound
+ * processes beside 16 concurrent 1 MiB PUTs the event loop, which did their MD5 in lanes itself,
+ * was the bound, and each thread gets its own share of a busy machine (bench/RESULTS.md: +10%
+ * busy, -2% quiet, for ~15% more CPU).
  */
 export function deferredDigests(algorithms: readonly DeferredAlgorithm[], declaredBytes?: number): DeferredDigests {
-  return declaredBytes !== undefined && declaredBytes <= OFFLOAD_BYTES_MIN ? inProcessDigests(algorithms, declaredBytes) : new WorkerDigests(algorithms);
+  if (declaredBytes === undefined || declaredBytes > OFFLOAD_BYTES_MIN) return new WorkerDigests(algorithms);
+  if (declaredBytes < CONCURRENT_OFFLOAD_BYTES_MIN) return new LocalDigests(algorithms);
+  if (liveSmallBodies === 0) return countedLive(new LocalDigests(algorithms));
+  concurrentOffloads++;
+  return countedLive(new WorkerDigests(algorithms, Math.min(HASH_BATCH_BYTES, declaredBytes), true));
 }

@@ -67,6 +67,27 @@ export class FolderSyncs {
   }
 
   /**
+   * An fsync of `dir` on the calling thread, for a caller that knows the folder's fsync never waits
+   * for a device (tmpfs): a pool hand-off there costs two thread wake-ups, each a wait for a time
+   * slice on a busy machine, for a call that does nothing. True when done; false when it must go
+   * through sync(): the folder is not held open (yet), or an fsync or removal of it is queued,
+   * whose order sync() keeps. It begins after the call, as sync()'s rule wants. A failure is
+   * thrown and the held descriptor let go, as a failed sync() does.
+   */
+  syncNow(dir: string): boolean {
+    const state = this.folders.get(dir);
+    if (state === undefined || state.fd === undefined || state.queued > 0) return false;
+    state.lastSync = ++this.syncsBegun;
+    try {
+      fsCallbacks.fsyncSync(state.fd);
+    } catch (err) {
+      this.release(state).catch(ignore);
+      throw err;
+    }
+    return true;
+  }
+
+  /**
    * Runs `removeFolder` (an rmdir of `dir`) once the fsyncs queued before it have ended; when it
    * succeeds the held descriptor is closed before any fsync queued after it begins, so that one
    * opens whatever folder has the name by then. (A name made in a folder made again after the

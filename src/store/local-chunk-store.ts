@@ -13,10 +13,10 @@
  *
  * Per put of up to 2 MiB, on libuv's thread pool: open, write, close, rename and the folder's
  * fsync (issue 14: each call is a hand-off to a pool thread and back); a 4 MiB pack adds two
- * writes and an fsync. On tmpfs (inlineSmallPuts, inline-put.ts) the first four run on the
- * calling thread, where they never wait for a device. The folder fsync is shared by the puts
- * renamed into that folder meanwhile (FolderSyncs), and a folder is made (mkdir, fsynced in its
- * parent) once, not per put: readyFolders remembers it until a put finds it gone.
+ * writes and an fsync. On tmpfs (inlineSmallPuts, inline-put.ts) all five run on the calling
+ * thread (the fsync once the folder is held open), where they never wait for a device. Otherwise
+ * the folder fsync is shared by the puts renamed into that folder meanwhile (FolderSyncs), and a
+ * folder is made (mkdir, fsynced in its parent) once, not per put: readyFolders remembers it.
  *
  * Keys are checked before any path is built: no empty, '.' or '..' part, no leading '/', nothing
  * that names the temporary folder; a key cannot climb out of the root. A key cannot also be the
@@ -399,7 +399,7 @@ export class LocalChunkStore implements ChunkStore {
       throw this.placeFailure(key, target, temp, err);
     }
     await this.openFiles?.forget(key);
-    await this.syncOrFail(path.dirname(target));
+    await this.syncOrFail(path.dirname(target), true);
     return true;
   }
 
@@ -538,9 +538,10 @@ export class LocalChunkStore implements ChunkStore {
     );
   }
 
-  private async syncOrFail(dir: string): Promise<void> {
+  /** `onThisThread`: the folder is on tmpfs, whose fsync waits for nothing (FolderSyncs.syncNow). */
+  private async syncOrFail(dir: string, onThisThread = false): Promise<void> {
     try {
-      await this.folderSyncs.sync(dir);
+      if (!onThisThread || !this.folderSyncs.syncNow(dir)) await this.folderSyncs.sync(dir);
     } catch (err) {
       throw ioError(`cannot sync ${dir}`, err);
     }

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { StorageError } from '../../src/core/errors.js';
-import { deferredDigests, hashWorkersForTests, laneBodiesForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
+import { concurrentOffloadsForTests, CONCURRENT_OFFLOAD_BYTES_MIN, deferredDigests, hashWorkersForTests, laneBodiesForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
 import { PayloadVerifier, type PayloadExpectations } from '../../src/api/s3/payload.js';
 import { S3Error } from '../../src/api/s3/errors.js';
 
@@ -44,6 +44,33 @@ describe('hashing worker threads', () => {
     results.forEach((digests, i) => expect(digests.map((d) => d.toString('hex'))).toEqual(expected(bodies[i]!)));
     // Every body that started beside another ran its MD5 in a lane (the first may have started alone).
     expect(laneBodiesForTests() - lanesBefore).toBeGreaterThanOrEqual(bodies.length - 1);
+  });
+
+  it('send a declared small body that begins beside a live one to a worker whole, and keep a lone one here', async () => {
+    const offloads = concurrentOffloadsForTests();
+    const oneMiB = randomBytes(1024 * 1024);
+    // Alone, one after another: no worker.
+    for (let i = 0; i < 3; i++) expect((await digestsOf(oneMiB, 65_536, oneMiB.length)).map((d) => d.toString('hex'))).toEqual(expected(oneMiB));
+    expect(concurrentOffloadsForTests()).toBe(offloads);
+    // Under CONCURRENT_OFFLOAD_BYTES_MIN beside a live body: here too.
+    const small = randomBytes(CONCURRENT_OFFLOAD_BYTES_MIN - 1);
+    const live = deferredDigests(['md5'], oneMiB.length);
+    live.update(oneMiB.subarray(0, 1000));
+    expect((await digestsOf(small, 10_000, small.length)).map((d) => d.toString('hex'))).toEqual(expected(small));
+    expect(concurrentOffloadsForTests()).toBe(offloads);
+    // 8 bodies of every shape beside the live one: each to a worker, each hashed right.
+    const bodies = [CONCURRENT_OFFLOAD_BYTES_MIN, 1024 * 1024, HASH_BATCH_BYTES, HASH_BATCH_BYTES + 1, OFFLOAD_BYTES_MIN, 4 * 65_536 + 4097, 700_001, 2_500_000].map((n) => randomBytes(n));
+    const results = await Promise.all(bodies.map((b, i) => digestsOf(b, 60_000 + i, b.length, true)));
+    results.forEach((digests, i) => expect(digests.map((d) => d.toString('hex'))).toEqual(expected(bodies[i]!)));
+    expect(concurrentOffloadsForTests() - offloads).toBe(bodies.length);
+    live.update(oneMiB.subarray(1000));
+    expect((await live.digests())[0]!.toString('hex')).toBe(createHash('md5').update(oneMiB).digest('hex'));
+    // Nothing live any more (the live body's digests were asked for; an abandoned body leaves too): alone again.
+    const abandoned = deferredDigests(['md5'], oneMiB.length);
+    abandoned.update(oneMiB.subarray(0, 5000));
+    abandoned.abandon();
+    expect((await digestsOf(oneMiB, 65_536, oneMiB.length)).map((d) => d.toString('hex'))).toEqual(expected(oneMiB));
+    expect(concurrentOffloadsForTests() - offloads).toBe(bodies.length);
   });
 
   it('a body abandoned mid-way beside others leaves their lanes right', async () => {

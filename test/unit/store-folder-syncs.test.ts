@@ -57,6 +57,43 @@ describe('FolderSyncs', () => {
     await syncs.sync(dir);
   });
 
+  it('syncNow fsyncs a held, idle folder on the calling thread and leaves every other case to sync()', async () => {
+    const dir = tempDir();
+    const syncs = new FolderSyncs(true);
+    expect(syncs.syncNow(dir)).toBe(false); // not held open yet
+    // sync() counts its fsync done a few microtasks after its caller resumes: a turn later, it has.
+    const settled = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+    await syncs.sync(dir);
+    await settled();
+    expect(syncs.syncsBegun).toBe(1);
+    expect(syncs.syncNow(dir)).toBe(true);
+    expect(syncs.syncsBegun).toBe(2);
+    const running = syncs.sync(dir);
+    expect(syncs.syncNow(dir)).toBe(false); // an fsync is queued: its order is sync()'s to keep
+    await running;
+    await settled();
+    expect(syncs.syncNow(dir)).toBe(true);
+    expect(syncs.syncsBegun).toBe(4);
+    // Its descriptor closed behind its back: the failure is thrown and the next sync() opens the folder afresh.
+    const [held] = fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`) === dir;
+      } catch {
+        return false;
+      }
+    });
+    fs.closeSync(Number(held));
+    expect(() => syncs.syncNow(dir)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    expect(syncs.syncNow(dir)).toBe(false);
+    await syncs.sync(dir);
+    await settled();
+    expect(syncs.syncNow(dir)).toBe(true);
+    // A FolderSyncs that holds nothing open never fsyncs on the calling thread.
+    const unheld = new FolderSyncs(false);
+    await unheld.sync(dir);
+    expect(unheld.syncNow(dir)).toBe(false);
+  });
+
   it(`holds at most ${HELD_FOLDERS_MAX} folders open, the ones fsynced last, and lets go of a folder it removes`, async () => {
     const root = tempDir();
     const syncs = new FolderSyncs(true);
