@@ -16,12 +16,14 @@
  * A worker that dies fails its sessions' digests with a StorageError (the request fails and keeps
  * nothing) and is replaced for the next sessions.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../core/errors.js';
+import { CpuContention } from '../sys/cpu-contention.js';
 import { copyBytes } from '../sys/shared-copy.js';
 import { poolThreadsBesideMain, startWorkerBeside } from '../sys/worker-thread.js';
 import type { HashWorkerReply, HashWorkerRequest, HashWorkerSettings } from './hash-worker.js';
+import { inProcessDigests, LANE_BODY_BYTES_MIN } from './lane-digests.js';
 
 export type DeferredAlgorithm = 'md5' | 'sha1' | 'sha256';
 
@@ -283,40 +285,23 @@ class WorkerDigests implements DeferredDigests {
   }
 }
 
-/** A body's running digests on this thread (node:crypto). */
-class LocalDigests implements DeferredDigests {
-  private readonly hashes: Hash[];
-  private done = false;
-
-  constructor(algorithms: readonly DeferredAlgorithm[]) {
-    this.hashes = algorithms.map((algorithm) => createHash(algorithm));
-  }
-
-  update(piece: Uint8Array): void {
-    if (this.done) return;
-    for (const hash of this.hashes) hash.update(piece);
-  }
-
-  whenDrained(): undefined {
-    return undefined;
-  }
-
-  async digests(): Promise<Buffer[]> {
-    if (this.done) throw new StorageError('INVALID_ARGUMENT', 'the digests of a body are asked for once');
-    this.done = true;
-    return this.hashes.map((hash) => hash.digest());
-  }
-
-  abandon(): void {
-    this.done = true;
-  }
-}
-
 /**
  * Declared bodies of at least this many bytes (and at most OFFLOAD_BYTES_MIN) count as live while
  * they stream; one that begins while another is live is hashed on a worker (deferredDigests).
  */
-export const CONCURRENT_OFFLOAD_BYTES_MIN = 256 * 1024;
+export const CONCURRENT_OFFLOAD_BYTES_MIN = LANE_BODY_BYTES_MIN;
+/**
+ * The event loop's wait for a CPU (share of its runnable time, sys/cpu-contention.ts) from which a
+ * concurrent small body is hashed on a worker. bench:s3, 16 concurrent 1 MiB PUTs: ~0.5 beside two
+ * CPU-bound processes, under 0.1 on a quiet machine.
+ */
+export const CONTENDED_WAIT_SHARE = 0.3;
+
+/** The event loop's contention (deferredDigests runs there); tests put in their own. */
+let contention = new CpuContention();
+export function useCpuContentionForTests(probe: CpuContention): void {
+  contention = probe;
+}
 
 /** Declared bodies of CONCURRENT_OFFLOAD_BYTES_MIN to OFFLOAD_BYTES_MIN whose digests are still running. */
 let liveSmallBodies = 0;
@@ -354,16 +339,18 @@ export function concurrentOffloadsForTests(): number {
  * body outgrows one batch. A declared smaller body alone: here, with no worker round trip (at one
  * PUT at a time the hand-offs cost more than they overlap: 1 MiB PUTs at c1 on a busy machine
  * 63-67 vs 68-76 PUTs/s, 35% more CPU). A declared body of CONCURRENT_OFFLOAD_BYTES_MIN or more
- * that begins while another is live: on a worker, sent whole as one batch (or HASH_BATCH_BYTES
- * pieces), where its MD5 shares SIMD lanes with the others' (hash-worker.ts). With two CPU-bound
- * processes beside 16 concurrent 1 MiB PUTs the event loop, which did their MD5 in lanes itself,
- * was the bound, and each thread gets its own share of a busy machine (bench/RESULTS.md: +10%
- * busy, -2% quiet, for ~15% more CPU).
+ * that begins while another is live: here with its MD5 in lanes beside the others'
+ * (lane-digests.ts), the cheapest in CPU, while the event loop gets a CPU when it wants one; on a
+ * worker, sent whole as one batch (or HASH_BATCH_BYTES pieces) to share that worker's lanes, once
+ * the event loop waits for a CPU CONTENDED_WAIT_SHARE of the time: there a thread of its own gets
+ * the hashing its own share of the machine (16 concurrent 1 MiB PUTs beside two CPU-bound
+ * processes: +10% PUTs/s; on a quiet machine the worker cost ~20% more CPU per GiB and -2% to -10%;
+ * bench/RESULTS.md).
  */
 export function deferredDigests(algorithms: readonly DeferredAlgorithm[], declaredBytes?: number): DeferredDigests {
   if (declaredBytes === undefined || declaredBytes > OFFLOAD_BYTES_MIN) return new WorkerDigests(algorithms);
-  if (declaredBytes < CONCURRENT_OFFLOAD_BYTES_MIN) return new LocalDigests(algorithms);
-  if (liveSmallBodies === 0) return countedLive(new LocalDigests(algorithms));
+  if (declaredBytes < CONCURRENT_OFFLOAD_BYTES_MIN) return inProcessDigests(algorithms, declaredBytes);
+  if (liveSmallBodies === 0 || contention.waitShare() < CONTENDED_WAIT_SHARE) return countedLive(inProcessDigests(algorithms, declaredBytes));
   concurrentOffloads++;
   return countedLive(new WorkerDigests(algorithms, Math.min(HASH_BATCH_BYTES, declaredBytes), true));
 }
