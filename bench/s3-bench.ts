@@ -177,7 +177,7 @@ const WARMUP_CONCURRENT_BYTES_MAX = 64 * MiB - 1;
  * Untimed passes over the rows before run 1, for every server, under the same load: both servers
  * are long-lived daemons in real use, and a first pass times start-up effects instead (V8 compiling
  * Strata's request path, and radosgw's and memstore's first allocations): Strata's first PUT rows
- * on a busy machine were 20-30% below its later ones.
+ * on a busy machine were 10-30% below its later ones.
  */
 async function warmUp(targets: readonly Target[], sizes: readonly number[], concurrencies: readonly number[], passes: number, base: Buffer): Promise<void> {
   if (passes === 0) return;
