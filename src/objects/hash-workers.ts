@@ -287,13 +287,13 @@ class WorkerDigests implements DeferredDigests {
 
 /**
  * Declared bodies of at least this many bytes (and at most OFFLOAD_BYTES_MIN) count as live while
- * they stream; one that begins while another is live is hashed on a worker (deferredDigests).
+ * they stream; one that begins while another is live may be hashed on a worker (deferredDigests).
  */
 export const CONCURRENT_OFFLOAD_BYTES_MIN = LANE_BODY_BYTES_MIN;
 /**
  * The event loop's wait for a CPU (share of its runnable time, sys/cpu-contention.ts) from which a
- * concurrent small body is hashed on a worker. bench:s3, 16 concurrent 1 MiB PUTs: ~0.5 beside two
- * CPU-bound processes, under 0.1 on a quiet machine.
+ * concurrent small body is hashed on a worker. bench:s3, 16 concurrent 1 MiB PUTs, one-second
+ * samples: 0.50-0.61 beside two CPU-bound processes, 0.09-0.20 on a quiet machine.
  */
 export const CONTENDED_WAIT_SHARE = 0.3;
 
