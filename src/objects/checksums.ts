@@ -2,12 +2,11 @@
  * The checksums S3 clients send (x-amz-checksum-*): CRC32, CRC32C, CRC64NVME, SHA1, SHA256, and
  * the MD5 behind ETags and Content-MD5. Each is computed incrementally while a body streams through
  * (`update` per piece) and reported as S3 spells it: base64 of the big-endian digest. The one
- * implementation: the S3 endpoint's payload checks use it too. CRC32 is zlib's (node:zlib, GiB/s);
- * CRC32C (slice-by-8) and CRC64NVME (a byte at a time on two 32-bit halves, no BigInt per byte)
- * are table-driven here: Node has neither.
+ * implementation: the S3 endpoint's payload checks use it too. The CRCs come from sys/crc.ts
+ * (CRC32 and CRC32C native, CRC64NVME slice-by-8 in JavaScript), the rest from node:crypto.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { crc32 } from 'node:zlib';
+import { Crc64Nvme, crc32, crc32c } from '../sys/crc.js';
 import { ObjectError } from './errors.js';
 
 export const CHECKSUM_ALGORITHMS = ['CRC32', 'CRC32C', 'CRC64NVME', 'SHA1', 'SHA256'] as const;
@@ -22,64 +21,6 @@ export interface RunningChecksum {
   update(piece: Uint8Array): void;
   /** The digest, big-endian bytes. Call once. */
   digest(): Buffer;
-}
-
-/** CRC-32C (Castagnoli): reflected polynomial 0x82F63B78, init and xorout all ones. */
-const CRC32C_POLY_REFLECTED = 0x82f63b78;
-/** CRC-64/NVME: reflected polynomial 0x9A6C9329AC4BC9B5 (0xAD93D23594C93659 unreflected), init and xorout all ones. */
-const CRC64NVME_POLY_REFLECTED_HIGH = 0x9a6c9329;
-const CRC64NVME_POLY_REFLECTED_LOW = 0xac4bc9b5;
-
-/** Bytes consumed per slice-by-8 step of CRC32C (~1.4x the byte-at-a-time loop). */
-const CRC32C_SLICE = 8;
-
-/** Table t[k][n]: the CRC of byte n followed by k zero bytes, for slice-by-8. */
-const CRC32C_TABLES: readonly Uint32Array[] = (() => {
-  const tables = Array.from({ length: CRC32C_SLICE }, () => new Uint32Array(256));
-  const t0 = tables[0]!;
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ CRC32C_POLY_REFLECTED : c >>> 1;
-    t0[n] = c >>> 0;
-  }
-  for (let t = 1; t < CRC32C_SLICE; t++) {
-    const previous = tables[t - 1]!;
-    for (let n = 0; n < 256; n++) tables[t]![n] = ((previous[n]! >>> 8) ^ t0[previous[n]! & 0xff]!) >>> 0;
-  }
-  return tables;
-})();
-
-/** CRC32C of `data` continuing from `crc` (0 to start). */
-export function crc32c(data: Uint8Array, crc = 0): number {
-  const [t0, t1, t2, t3, t4, t5, t6, t7] = CRC32C_TABLES as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
-  let c = ~crc >>> 0;
-  let i = 0;
-  const end8 = data.length - (data.length % CRC32C_SLICE);
-  for (; i < end8; i += CRC32C_SLICE) {
-    const low = (c ^ (data[i]! | (data[i + 1]! << 8) | (data[i + 2]! << 16) | (data[i + 3]! << 24))) >>> 0;
-    c = t7[low & 0xff]! ^ t6[(low >>> 8) & 0xff]! ^ t5[(low >>> 16) & 0xff]! ^ t4[low >>> 24]! ^ t3[data[i + 4]!]! ^ t2[data[i + 5]!]! ^ t1[data[i + 6]!]! ^ t0[data[i + 7]!]!;
-  }
-  for (; i < data.length; i++) c = t0[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
-  return ~c >>> 0;
-}
-
-/** The CRC-64/NVME table as two 32-bit halves (JavaScript numbers hold 53 bits; BigInt per byte is slow). */
-const CRC64_TABLE_HIGH = new Uint32Array(256);
-const CRC64_TABLE_LOW = new Uint32Array(256);
-for (let n = 0; n < 256; n++) {
-  let high = 0;
-  let low = n;
-  for (let k = 0; k < 8; k++) {
-    const carry = low & 1;
-    low = ((low >>> 1) | ((high & 1) << 31)) >>> 0;
-    high = high >>> 1;
-    if (carry) {
-      high = (high ^ CRC64NVME_POLY_REFLECTED_HIGH) >>> 0;
-      low = (low ^ CRC64NVME_POLY_REFLECTED_LOW) >>> 0;
-    }
-  }
-  CRC64_TABLE_HIGH[n] = high;
-  CRC64_TABLE_LOW[n] = low;
 }
 
 class Crc32 implements RunningChecksum {
@@ -102,28 +43,6 @@ class Crc32c implements RunningChecksum {
   digest(): Buffer {
     const out = Buffer.alloc(4);
     out.writeUInt32BE(this.value);
-    return out;
-  }
-}
-
-class Crc64Nvme implements RunningChecksum {
-  private high = 0xffffffff;
-  private low = 0xffffffff;
-  update(piece: Uint8Array): void {
-    let high = this.high;
-    let low = this.low;
-    for (let i = 0; i < piece.length; i++) {
-      const index = (low ^ piece[i]!) & 0xff;
-      low = (((low >>> 8) | (high << 24)) ^ CRC64_TABLE_LOW[index]!) >>> 0;
-      high = ((high >>> 8) ^ CRC64_TABLE_HIGH[index]!) >>> 0;
-    }
-    this.high = high;
-    this.low = low;
-  }
-  digest(): Buffer {
-    const out = Buffer.alloc(8);
-    out.writeUInt32BE((this.high ^ 0xffffffff) >>> 0, 0);
-    out.writeUInt32BE((this.low ^ 0xffffffff) >>> 0, 4);
     return out;
   }
 }

@@ -3,7 +3,8 @@
  * a bit-at-a-time reference written here from the polynomials, and incremental feeding.
  */
 import { describe, expect, it } from 'vitest';
-import { runningChecksum, crc32c, crc64nvme, CHECKSUM_ALGORITHMS } from '../../src/objects/checksums.js';
+import { runningChecksum, crc64nvme, CHECKSUM_ALGORITHMS } from '../../src/objects/checksums.js';
+import { crc32c } from '../../src/sys/crc.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
 
 const CHECK_INPUT = Buffer.from('123456789');

@@ -20,9 +20,9 @@
  * checks every field and the length before it allocates anything, so a damaged manifest is a
  * StorageError CORRUPT that says what is wrong, never a crash or a huge allocation.
  */
-import { crc32 } from 'node:zlib';
 import { StorageError } from '../../core/errors.js';
 import { bitmapBytesOf, ChunkManifest, chunkCountOf, countSetBits } from './manifest.js';
+import { crc32 } from '../../sys/crc.js';
 
 export const MANIFEST_MAGIC = Buffer.from('STRATACM', 'latin1');
 export const MANIFEST_VERSION = 1;

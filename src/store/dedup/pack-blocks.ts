@@ -15,8 +15,8 @@
  * (any burst of up to 32 bits, and other damage with probability 1 - 2^-32); the chunk's hash
  * still covers every whole-chunk read, and scrub checks both.
  */
-import { crc32 } from 'node:zlib';
 import { assert, StorageError } from '../../core/errors.js';
+import { crc32 } from '../../sys/crc.js';
 
 /** The unit a v2 chunk is checked in. */
 export const PACK_BLOCK_BYTES = 4096;

@@ -20,10 +20,10 @@
  * a crash and never wrong offsets.
  */
 import { randomBytes } from 'node:crypto';
-import { crc32 } from 'node:zlib';
 import { StorageError, assert } from '../../core/errors.js';
 import type { ChunkHashAlgorithm } from './chunk-hasher.js';
 import { chunkFromBlocks, storedChunkBytes, writeChunkBlocks } from './pack-blocks.js';
+import { crc32 } from '../../sys/crc.js';
 
 export const PACK_MAGIC = 'STRATAPK';
 /** The version new packs are written in. */
