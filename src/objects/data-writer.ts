@@ -19,7 +19,7 @@ import { assert, StorageError } from '../core/errors.js';
 import type { ChunkManifest } from '../store/chunked/manifest.js';
 import { isAllZero } from '../store/zero-bytes.js';
 import { runningChecksum, type ChecksumAlgorithm, type RunningChecksum } from './checksums.js';
-import { deferredDigests, OFFLOAD_BYTES_MIN, type DeferredDigests } from './hash-workers.js';
+import { deferredDigests, OFFLOAD_BYTES_MIN, type DeferredAlgorithm, type DeferredDigests } from './hash-workers.js';
 import { OBJECT_CHUNK_SIZE_BYTES } from './context.js';
 import { ObjectError } from './errors.js';
 import { AppendingManifestBuilder } from './manifest-builder.js';
@@ -58,6 +58,12 @@ export interface WriteBodyOptions {
   /** The most bytes accepted (EntityTooLarge past it). */
   readonly sizeBytesMax: number;
   readonly checksumAlgorithm?: ChecksumAlgorithm;
+  /**
+   * Compute the body's SHA-256 too (WrittenBody.sha256: a signed payload's x-amz-content-sha256),
+   * with its MD5 in one hashing session: one copy of the bytes for a worker and one message per
+   * batch, not two.
+   */
+  readonly sha256?: boolean;
   readonly signal?: AbortSignal;
   /**
    * Appends the body's chunks to this builder (which must hold whole chunks) instead of a new one;
@@ -77,6 +83,8 @@ export interface WrittenBody {
   readonly md5: Buffer;
   /** base64, when an algorithm was asked for. */
   readonly checksum?: string;
+  /** The body's SHA-256, when WriteBodyOptions.sha256 asked for it. */
+  readonly sha256?: Buffer;
 }
 
 /** A body small enough (WriteBodyOptions.inlineBytesMax) to be kept as its bytes. */
@@ -84,17 +92,34 @@ export interface WrittenSmallBody extends Omit<WrittenBody, 'manifest'> {
   readonly inlineBytes: Uint8Array;
 }
 
-/** MD5 and the checksum: those node:crypto has go to a hashing worker with MD5, the CRCs run here. */
-function bodyDigests(algorithm: ChecksumAlgorithm | undefined, declaredBytes: number | undefined): { offloaded: DeferredDigests; checksum: RunningChecksum | undefined } {
-  const offloadedChecksum = algorithm === 'SHA1' || algorithm === 'SHA256';
-  const offloaded = deferredDigests(offloadedChecksum ? ['md5', algorithm === 'SHA1' ? 'sha1' : 'sha256'] : ['md5'], declaredBytes);
-  return { offloaded, checksum: algorithm === undefined || offloadedChecksum ? undefined : runningChecksum(algorithm) };
+/** A body's digests: those node:crypto has in one session (a hashing worker's or lanes here), the CRCs here. */
+interface BodyDigests {
+  readonly offloaded: DeferredDigests;
+  /** What `offloaded` computes, in order: md5 first, then sha1 and/or sha256. */
+  readonly algorithms: readonly DeferredAlgorithm[];
+  /** The checksum that is a CRC, computed here. */
+  readonly crc: RunningChecksum | undefined;
+  readonly checksumAlgorithm: ChecksumAlgorithm | undefined;
+  readonly sha256: boolean;
 }
 
-async function digestsOf(offloaded: DeferredDigests, checksum: RunningChecksum | undefined): Promise<{ md5: Buffer; checksum?: string }> {
-  const [md5, offloadedChecksum] = (await offloaded.digests()) as [Buffer, Buffer | undefined];
-  const value = offloadedChecksum ?? checksum?.digest();
-  return value === undefined ? { md5 } : { md5, checksum: value.toString('base64') };
+function bodyDigests(options: Pick<WriteBodyOptions, 'checksumAlgorithm' | 'sha256' | 'expectedSizeBytes'>): BodyDigests {
+  const algorithm = options.checksumAlgorithm;
+  const algorithms: DeferredAlgorithm[] = ['md5'];
+  if (algorithm === 'SHA1') algorithms.push('sha1');
+  // x-amz-checksum-sha256 and a signed payload's SHA-256 are the same digest: computed once.
+  if (algorithm === 'SHA256' || options.sha256 === true) algorithms.push('sha256');
+  const crc = algorithm === undefined || algorithm === 'SHA1' || algorithm === 'SHA256' ? undefined : runningChecksum(algorithm);
+  return { offloaded: deferredDigests(algorithms, options.expectedSizeBytes), algorithms, crc, checksumAlgorithm: algorithm, sha256: options.sha256 === true };
+}
+
+async function digestsOf(digests: BodyDigests): Promise<{ md5: Buffer; checksum?: string; sha256?: Buffer }> {
+  const values = await digests.offloaded.digests();
+  const of = (name: DeferredAlgorithm): Buffer | undefined => values[digests.algorithms.indexOf(name)];
+  const algorithm = digests.checksumAlgorithm;
+  const checksum = algorithm === 'SHA1' ? of('sha1') : algorithm === 'SHA256' ? of('sha256') : digests.crc?.digest();
+  const sha256 = digests.sha256 ? of('sha256') : undefined;
+  return { md5: of('md5')!, ...(checksum === undefined ? {} : { checksum: checksum.toString('base64') }), ...(sha256 === undefined ? {} : { sha256 }) };
 }
 
 /** Writes a body into the pool (through the journal) and gives its manifest. */
@@ -109,7 +134,8 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
   const repository = journal.repository;
   const builder = options.appendTo ?? new AppendingManifestBuilder(OBJECT_CHUNK_SIZE_BYTES, repository.hash(new Uint8Array(0)).length / 2);
   const heldBytes = builder.fileSizeBytes;
-  const { offloaded, checksum } = bodyDigests(options.checksumAlgorithm, options.expectedSizeBytes);
+  const digests = bodyDigests(options);
+  const { offloaded, crc } = digests;
   const inFlight: Promise<void>[] = [];
   // A large body's chunks are named a step at a time off this thread (hashStepOffThread); the
   // step's chunks, zero chunks as their lengths, wait in `unnamed` meanwhile.
@@ -193,7 +219,7 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
         throw new ObjectError('IncompleteBody', `the body is longer than the ${options.expectedSizeBytes} bytes its length header declared`);
       }
       offloaded.update(piece);
-      checksum?.update(piece);
+      crc?.update(piece);
       const draining = offloaded.whenDrained();
       if (draining !== undefined) await draining;
       for (let at = 0; at < piece.length; ) {
@@ -212,7 +238,7 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
       assert(filled === sizeBytes && inFlight.length === 0, 'a small body is still all in the first chunk');
       const inlineBytes = current.slice(0, filled);
       giveBackChunkBuffers([current]);
-      return { inlineBytes, sizeBytes, ...(await digestsOf(offloaded, checksum)) };
+      return { inlineBytes, sizeBytes, ...(await digestsOf(digests)) };
     }
     if (filled > 0) await endChunk(filled);
     await dispatch();
@@ -220,7 +246,7 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
     giveBackChunkBuffers([current]);
     const manifest = builder.finish();
     assert(manifest.fileSizeBytes === heldBytes + sizeBytes, 'the manifest covers the whole body');
-    return { manifest, sizeBytes, ...(await digestsOf(offloaded, checksum)) };
+    return { manifest, sizeBytes, ...(await digestsOf(digests)) };
   } catch (err) {
     offloaded.abandon();
     // Let every step in flight settle so that abandoning the journal sees their final counts.

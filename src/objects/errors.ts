@@ -26,6 +26,7 @@ export const S3_ERRORS = {
   EntityTooLarge: { code: 'LIMIT_EXCEEDED', httpStatus: 400 },
   IncompleteBody: { code: 'INVALID_ARGUMENT', httpStatus: 400 },
   BadDigest: { code: 'INVALID_ARGUMENT', httpStatus: 400 },
+  XAmzContentSHA256Mismatch: { code: 'INVALID_ARGUMENT', httpStatus: 400 },
   InvalidDigest: { code: 'INVALID_ARGUMENT', httpStatus: 400 },
   InvalidRange: { code: 'INVALID_ARGUMENT', httpStatus: 416 },
   PreconditionFailed: { code: 'BUSY', httpStatus: 412 },

@@ -145,6 +145,7 @@ export async function uploadPart(
       sizeBytesMax: SINGLE_PUT_BYTES_MAX,
       ...(claims?.sizeBytes === undefined ? {} : { expectedSizeBytes: claims.sizeBytes }),
       ...(algorithm === undefined ? {} : { checksumAlgorithm: algorithm }),
+      ...(claims?.payloadSha256Hex === undefined ? {} : { sha256: true }),
       ...(request.signal === undefined ? {} : { signal: request.signal }),
     });
     const checksum = checkClaims(written, claims);

@@ -32,6 +32,11 @@ export interface BodyClaims {
   readonly sizeBytes?: number;
   /** Content-MD5, base64: BadDigest when the body's MD5 differs. */
   readonly contentMd5?: string;
+  /**
+   * x-amz-content-sha256 of a payload signed as a whole (hex): XAmzContentSHA256Mismatch when the
+   * body's SHA-256 differs. Checked here, where the body's MD5 is computed in the same pass.
+   */
+  readonly payloadSha256Hex?: string;
   readonly checksumAlgorithm?: ChecksumAlgorithm;
   /**
    * The checksum value the client sent (base64), read once the body has ended: a trailer
@@ -60,7 +65,10 @@ export interface PutObjectResult {
 }
 
 /** Checks a written body against what the client claimed (after the body ended, before it is kept). */
-export function checkClaims(written: Pick<WrittenBody, 'md5' | 'checksum'>, claims: BodyClaims | undefined): StoredChecksum | undefined {
+export function checkClaims(written: Pick<WrittenBody, 'md5' | 'checksum' | 'sha256'>, claims: BodyClaims | undefined): StoredChecksum | undefined {
+  if (claims?.payloadSha256Hex !== undefined && written.sha256?.toString('hex') !== claims.payloadSha256Hex) {
+    throw new ObjectError('XAmzContentSHA256Mismatch', "the provided 'x-amz-content-sha256' header does not match what was computed");
+  }
   if (claims?.contentMd5 !== undefined && written.md5.toString('base64') !== claims.contentMd5) {
     throw new ObjectError('BadDigest', 'the Content-MD5 you specified did not match the MD5 of the body received');
   }
@@ -107,6 +115,7 @@ export async function putObject(context: ObjectContext, request: PutObjectReques
       inlineBytesMax: INLINE_OBJECT_BYTES_MAX,
       ...(request.claims?.sizeBytes === undefined ? {} : { expectedSizeBytes: request.claims.sizeBytes }),
       ...(request.claims?.checksumAlgorithm === undefined ? {} : { checksumAlgorithm: request.claims.checksumAlgorithm }),
+      ...(request.claims?.payloadSha256Hex === undefined ? {} : { sha256: true }),
       ...(request.signal === undefined ? {} : { signal: request.signal }),
     });
     const checksum = checkClaims(written, request.claims);

@@ -234,6 +234,44 @@ describe('S3 objects through strata serve', () => {
     expect(r.stdout).toBe('hello, strata');
   });
 
+  it('a PUT or part whose body is not its signed x-amz-content-sha256 is refused and leaves nothing', async () => {
+    const url = new URL(suite.d.s3Url as string);
+    const put = async (path: string, query: Record<string, string>, body: Buffer, signedSha256: string): Promise<{ status: number; text: string }> => {
+      const signed = await sdkSigner(key).sign({
+        method: 'PUT', protocol: 'http:', hostname: url.hostname, port: Number(url.port), path, query,
+        headers: { host: url.host, 'x-amz-content-sha256': signedSha256, 'content-length': String(body.length) },
+      });
+      const search = new URLSearchParams(query).toString();
+      const res = await fetch(`${suite.d.s3Url}${path}${search === '' ? '' : `?${search}`}`, { method: 'PUT', headers: signed.headers, body });
+      return { status: res.status, text: await res.text() };
+    };
+    const sha256Hex = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
+    // One size hashed on the event loop, one on a hashing worker (over 4 MiB).
+    for (const sizeBytes of [MiB, 5 * MiB + 17]) {
+      const body = randomBytes(sizeBytes);
+      const other = Buffer.from(body);
+      other[sizeBytes >> 1]! ^= 1;
+      const refused = await put('/photos/signed.bin', {}, body, sha256Hex(other));
+      expect(refused.status).toBe(400);
+      expect(refused.text).toContain('<Code>XAmzContentSHA256Mismatch</Code>');
+      expect(await failure(s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'signed.bin' })))).toMatchObject({ status: 404 });
+      expect((await put('/photos/signed.bin', {}, body, sha256Hex(body))).status).toBe(200);
+      const head = await s3.send(new HeadObjectCommand({ Bucket: 'photos', Key: 'signed.bin' }));
+      expect(head.ETag).toBe(`"${md5Hex(body)}"`);
+      await s3.send(new DeleteObjectCommand({ Bucket: 'photos', Key: 'signed.bin' }));
+    }
+    const upload = await s3.send(new CreateMultipartUploadCommand({ Bucket: 'photos', Key: 'signed-parts.bin' }));
+    const part = randomBytes(5 * MiB);
+    const query = { partNumber: '1', uploadId: upload.UploadId! };
+    const refusedPart = await put('/photos/signed-parts.bin', query, part, sha256Hex(Buffer.alloc(1)));
+    expect(refusedPart.status).toBe(400);
+    expect(refusedPart.text).toContain('<Code>XAmzContentSHA256Mismatch</Code>');
+    expect((await s3.send(new ListPartsCommand({ Bucket: 'photos', Key: 'signed-parts.bin', UploadId: upload.UploadId! }))).Parts ?? []).toEqual([]);
+    expect((await put('/photos/signed-parts.bin', query, part, sha256Hex(part))).status).toBe(200);
+    expect((await s3.send(new ListPartsCommand({ Bucket: 'photos', Key: 'signed-parts.bin', UploadId: upload.UploadId! }))).Parts?.map((p) => p.ETag)).toEqual([`"${md5Hex(part)}"`]);
+    await s3.send(new AbortMultipartUploadCommand({ Bucket: 'photos', Key: 'signed-parts.bin', UploadId: upload.UploadId! }));
+  });
+
   it('the aws CLI: s3 cp, ls, sync of a folder, rm', async () => {
     const env = awsEnv();
     const aws = (args: string[]) => {

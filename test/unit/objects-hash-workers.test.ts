@@ -152,8 +152,8 @@ describe('PayloadVerifier on the worker path', () => {
     lengthBytes: body.length,
     ...overrides,
   });
-  const verdict = async (expect: PayloadExpectations): Promise<unknown> => {
-    const verifier = new PayloadVerifier(expect);
+  const verdict = async (expect: PayloadExpectations, options: { checksumByConsumer?: boolean } = {}): Promise<unknown> => {
+    const verifier = new PayloadVerifier(expect, options);
     for await (const piece of Readable.from([body.subarray(0, 70_000), body.subarray(70_000)])) verifier.update(piece as Buffer);
     return verifier.finish(new Map()).then(
       () => 'accepted',
@@ -170,5 +170,10 @@ describe('PayloadVerifier on the worker path', () => {
     expect((badHash as S3Error).code).toBe('XAmzContentSHA256Mismatch');
     const badMd5 = await verdict(expectations({ sha256Hex, contentMd5: createHash('md5').update('other').digest('base64') }));
     expect((badMd5 as S3Error).code).toBe('BadDigest');
+  });
+
+  it('leaves x-amz-content-sha256 and Content-MD5 to a consumer that checks them (the object model, in one pass with its MD5)', async () => {
+    const other = createHash('sha256').update('other').digest('hex');
+    expect(await verdict(expectations({ sha256Hex: other, contentMd5: createHash('md5').update('other').digest('base64') }), { checksumByConsumer: true })).toBe('accepted');
   });
 });

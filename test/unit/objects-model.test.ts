@@ -209,6 +209,11 @@ describe.each(STORES)('on %s stores', (kind) => {
       const data = patternBytes(150 * KiB, 6);
       await expectS3Error(put('k', data, { claims: { contentMd5: Buffer.alloc(16).toString('base64') } }), 'BadDigest');
       await expectS3Error(put('k', data, { claims: { checksumAlgorithm: 'SHA256', expectedChecksum: () => Buffer.alloc(32).toString('base64') } }), 'BadDigest');
+      await expectS3Error(put('k', data, { claims: { payloadSha256Hex: createHash('sha256').update('other').digest('hex') } }), 'XAmzContentSHA256Mismatch');
+      // The signed payload's SHA-256 and an x-amz-checksum-sha256 are one digest of one pass: either wrong is refused.
+      const sha256 = createHash('sha256').update(data).digest();
+      await expectS3Error(put('k', data, { claims: { payloadSha256Hex: sha256.toString('hex'), checksumAlgorithm: 'SHA256', expectedChecksum: () => Buffer.alloc(32).toString('base64') } }), 'BadDigest');
+      await expectS3Error(put('k', data, { claims: { payloadSha256Hex: '00'.repeat(32), checksumAlgorithm: 'SHA256', expectedChecksum: () => sha256.toString('base64') } }), 'XAmzContentSHA256Mismatch');
       await expectS3Error(put('k', data, { claims: { sizeBytes: data.length + 1 } }), 'IncompleteBody');
       await expectS3Error(put('k', data, { claims: { sizeBytes: data.length - 1 } }), 'IncompleteBody');
     await expectS3Error(put('k', data, { claims: { sizeBytes: 6 * 1024 * 1024 * 1024 } }), 'EntityTooLarge');

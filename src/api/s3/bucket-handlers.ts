@@ -32,7 +32,9 @@ export interface S3RequestContext {
   body(): Readable;
   /**
    * The body of an object or part, for the object model: checked as body() is, except that the
-   * x-amz-checksum is computed by the model (which stores it) against `claimedChecksum()`.
+   * x-amz-checksum, the Content-MD5 and x-amz-content-sha256 are checked by the model (which
+   * computes them in one pass and stores the first) against the claims dataBodyOf gives it: a
+   * consumer that does not pass those claims to the model leaves them unchecked.
    */
   dataBody(): PayloadStream;
   /** What the body was declared to be (length, checksum), which body() checks as it streams. */

@@ -23,8 +23,10 @@ export function dataBodyOf(ctx: S3RequestContext): { body: AsyncIterable<Uint8Ar
     body,
     claims: {
       ...(payload.lengthBytes === undefined ? {} : { sizeBytes: payload.lengthBytes }),
-      // The model's MD5 (the ETag) checks Content-MD5: the payload verifier leaves it to it.
+      // The model's MD5 (the ETag) checks Content-MD5, and its SHA-256 of the same pass the signed
+      // payload hash: the payload verifier leaves both to it.
       ...(payload.contentMd5 === undefined ? {} : { contentMd5: payload.contentMd5 }),
+      ...(payload.sha256Hex === undefined ? {} : { payloadSha256Hex: payload.sha256Hex }),
       ...(algorithm === undefined ? {} : { checksumAlgorithm: algorithm, expectedChecksum: () => body.claimedChecksum() }),
     },
   };

@@ -99,15 +99,16 @@ export class PayloadVerifier {
   claimedChecksum: string | undefined;
 
   /**
-   * `checksumByConsumer`: the consumer computes the body's x-amz-checksum and MD5 itself (the
-   * object model stores them) and compares them with `claimedChecksum` and the Content-MD5, so
-   * neither is computed twice; their presence and form are still checked here.
+   * `checksumByConsumer`: the consumer computes the body's x-amz-checksum, MD5 and SHA-256 itself
+   * (the object model stores the first two, and hashes all three in one session) and compares
+   * them with `claimedChecksum`, the Content-MD5 and x-amz-content-sha256, so none is computed
+   * twice; their presence and form are still checked here.
    */
   constructor(
     private readonly expect: PayloadExpectations,
     options: { checksumByConsumer?: boolean } = {},
   ) {
-    if (expect.sha256Hex !== undefined) this.offloadedNames.push('sha256');
+    if (expect.sha256Hex !== undefined && options.checksumByConsumer !== true) this.offloadedNames.push('sha256');
     if (expect.contentMd5 !== undefined && options.checksumByConsumer !== true) this.offloadedNames.push('md5');
     this.offloaded = this.offloadedNames.length === 0 ? undefined : deferredDigests(this.offloadedNames, expect.lengthBytes);
     const algorithm = expect.headerChecksum?.algorithm ?? expect.trailerChecksum;
