@@ -4,12 +4,11 @@
  * version 2 pack stores them (pack-blocks.ts), sent back with the chunks themselves.
  * The chunks' memory is transferred both ways, never copied, so the bytes named are the bytes the
  * repository then stores, and nobody can change them while they are hashed here.
- * Only node: imports and the BLAKE3 and CRC packages, so the same file runs from src/ (type
- * stripping, tests) and dist/; the CRC package as src/sys/crc.ts loads it (zlib's where it cannot).
+ * Only node: imports, the BLAKE3 package and src/sys/crc.ts loaded by path, so the same file runs
+ * from src/ (type stripping, tests) and dist/.
  */
 import { createRequire } from 'node:module';
 import { parentPort } from 'node:worker_threads';
-import { crc32 as zlibCrc32 } from 'node:zlib';
 
 /** What the repository sends: chunks to name, each one the whole of its (transferred) memory or a view of it. */
 export interface ChunkHashRequest {
@@ -28,16 +27,8 @@ export type ChunkHashReply =
 type Blake3 = (input: Uint8Array) => Buffer;
 /** The package src/sys/blake3.ts loads (the repository only starts this worker after it loaded there). */
 const blake3 = (createRequire(import.meta.url)('@napi-rs/blake-hash') as { blake3: Blake3 }).blake3;
-/** CRC-32 from the package sys/crc.ts uses (2-3x zlib's on 4 KiB blocks), zlib's where it does not load: the same values. */
-const crc32 = ((): ((data: Uint8Array | string, crc?: number) => number) => {
-  try {
-    const mod = createRequire(import.meta.url)('@node-rs/crc32') as { crc32?: unknown };
-    if (typeof mod.crc32 === 'function') return mod.crc32 as (data: Uint8Array | string, crc?: number) => number;
-  } catch {
-    // zlib's below
-  }
-  return zlibCrc32;
-})();
+/** sys/crc.ts's CRC-32 (the package, zlib's where it does not load), loaded by path: .ts from src/ under type stripping, .js from dist/. */
+const { crc32 } = (await import(new URL(`../../sys/crc.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url).href)) as typeof import('../../sys/crc.js');
 
 /** pack-blocks.ts's block size and seeding (which imports this worker cannot follow from src/): a test reads the blocks back through their checks. */
 const BLOCK_BYTES = 4096;
