@@ -17,7 +17,7 @@ import { StorageError } from '../core/errors.js';
 import { wrapFsError } from './local-file-errors.js';
 import type { HostFile, HostFileFeatures } from '../core/host-file.js';
 import { checkCopyRange, copyRangeByBytes } from './copy-range.js';
-import { EAGAIN, EINTR } from '../sys/libc.js';
+import { EAGAIN, EINTR, ErrnoDoubt } from '../sys/libc.js';
 import { IOV_MAX, remainingBuffers, totalBytesOf } from '../sys/iovec.js';
 import { readNoWait } from '../sys/nowait-read.js';
 import { sizeThreadPool } from '../sys/thread-pool.js';
@@ -433,13 +433,15 @@ export class LocalHostFile implements HostFile {
     if (lengthBytes === 0) return;
     const lib = this.punchUnsupported ? null : fileSyscalls();
     if (lib) {
+      const doubt = new ErrnoDoubt();
       for (;;) {
         if (lib.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, hostOffset, lengthBytes) === 0) {
           this.metadataDirty = true;
           return;
         }
         const errno = lib.errno();
-        if (errno === EINTR) continue;
+        // A failed punch changed nothing, so an errno read back wrong (see ErrnoDoubt) is retried.
+        if (errno === EINTR || doubt.shouldRetry()) continue;
         if (PUNCH_UNSUPPORTED_ERRNOS.has(errno)) {
           this.punchUnsupported = true;
           break;

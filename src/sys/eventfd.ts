@@ -2,7 +2,7 @@
  * eventfd(2): the kick (front-end -> us) and call (us -> front-end) doorbells of vhost-user.
  * A counter: signal() adds 1, drain() reads and resets it. Both are one syscall (~0.6 us).
  */
-import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, errno, fail, libc, SysError } from './libc.js';
+import { EAGAIN, EFD_CLOEXEC, EFD_NONBLOCK, EINTR, ErrnoDoubt, errno, fail, libc, SysError } from './libc.js';
 import { setNonBlocking } from './fd.js';
 import { WatchedFd } from './poll.js';
 
@@ -37,11 +37,13 @@ export class EventFd extends WatchedFd {
   /** Adds 1 to the counter (wakes the reader). EAGAIN (counter saturated) means a wakeup is pending anyway. */
   signal(): void {
     const fd = this.requireOpen('write');
+    const doubt = new ErrnoDoubt();
     for (;;) {
       if (libc().write(fd, ONE, 8) === 8) return;
       const e = errno();
       if (e === EINTR) continue;
       if (e === EAGAIN) return;
+      if (doubt.shouldRetry()) continue;
       throw new SysError('write', e, `to eventfd ${fd}`);
     }
   }
@@ -49,11 +51,13 @@ export class EventFd extends WatchedFd {
   /** Reads and resets the counter; 0 when nothing was pending (requires a non-blocking fd). */
   drain(): number {
     const fd = this.requireOpen('read');
+    const doubt = new ErrnoDoubt();
     for (;;) {
       if (libc().read(fd, counter, 8) === 8) return Number(counterView.getBigUint64(0, true));
       const e = errno();
       if (e === EINTR) continue;
       if (e === EAGAIN) return 0;
+      if (doubt.shouldRetry()) continue;
       throw new SysError('read', e, `from eventfd ${fd}`);
     }
   }

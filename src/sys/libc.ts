@@ -95,9 +95,30 @@ export const EINTR = errnoValue('EINTR', 4);
 export const EBADF = errnoValue('EBADF', 9);
 export const EINVAL = errnoValue('EINVAL', 22);
 
-/** errno of the last call made through koffi on this thread (koffi saves it right after the call). */
+/**
+ * The thread's errno as it is now. koffi does not save it after a synchronous call: whatever runs
+ * between a failed call's return and this read (the runtime's own work) can overwrite it, as seen
+ * once in the vhost-user burst test, where a non-blocking recvmsg that found nothing read back as
+ * ENOENT and dropped a healthy connection. Loops around calls that change nothing when they fail
+ * therefore repeat the call once (see ErrnoDoubt) before believing an errno they did not expect.
+ */
 export function errno(): number {
   return koffi.errno();
+}
+
+/**
+ * One per retry loop: the first unexpected errno is doubted (the caller repeats the call, which is
+ * safe because the failed call did nothing); a second one is believed.
+ */
+export class ErrnoDoubt {
+  private doubted = false;
+
+  /** True when the caller should repeat the call rather than report errnoValue. */
+  shouldRetry(): boolean {
+    if (this.doubted) return false;
+    this.doubted = true;
+    return true;
+  }
 }
 
 /** A SysError for the call that just failed. */

@@ -14,6 +14,7 @@ import {
   EAGAIN,
   EINTR,
   EINVAL,
+  ErrnoDoubt,
   errno,
   fail,
   libc,
@@ -114,6 +115,7 @@ export class UnixListener {
     if (this.closed) return;
     this.watcher?.stop();
     const acceptAll = (): void => {
+      const doubt = new ErrnoDoubt();
       for (;;) {
         const fd = libc().accept4(this.fd, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
@@ -123,7 +125,7 @@ export class UnixListener {
         }
         const e = errno();
         if (e === EAGAIN) return;
-        if (e === EINTR || e === 103 /* ECONNABORTED */) continue;
+        if (e === EINTR || e === 103 /* ECONNABORTED */ || doubt.shouldRetry()) continue;
         // EMFILE/ENFILE/ENOMEM: the pending connection stays queued; retry later instead of spinning.
         process.emitWarning(`accept on ${this.path} failed: ${new SysError('accept4', e).message}; retrying`);
         this.watcher?.stop();
@@ -193,6 +195,7 @@ export class UnixStream extends WatchedFd {
     let sent = 0;
     let withFds = fds.length > 0;
     const deadline = Date.now() + SEND_TIMEOUT_MS;
+    const doubt = new ErrnoDoubt();
     while (sent < data.length || withFds) {
       this.fillMsghdr(s.view, s.addr, dataOffset + sent, data.length - sent, withFds ? controlBytes : 0);
       if (withFds) {
@@ -210,7 +213,10 @@ export class UnixStream extends WatchedFd {
       }
       const e = errno();
       if (e === EINTR) continue;
-      if (e !== EAGAIN) throw new SysError('sendmsg', e);
+      if (e !== EAGAIN) {
+        if (doubt.shouldRetry()) continue;
+        throw new SysError('sendmsg', e);
+      }
       const left = deadline - Date.now();
       if (left <= 0) throw new SysError('sendmsg', e, `(peer has not read for ${SEND_TIMEOUT_MS} ms)`);
       this.waitWritable(fd, left);
@@ -233,6 +239,7 @@ export class UnixStream extends WatchedFd {
     const dataOffset = CONTROL_OFFSET + ((controlBytes + 63) & ~63);
     const s = scratch(dataOffset + maxBytes);
     let n: number;
+    const doubt = new ErrnoDoubt();
     for (;;) {
       this.fillMsghdr(s.view, s.addr, dataOffset, maxBytes, controlBytes);
       n = libc().recvmsg(fd, s.addr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
@@ -240,6 +247,7 @@ export class UnixStream extends WatchedFd {
       const e = errno();
       if (e === EINTR) continue;
       if (e === EAGAIN) return 'again';
+      if (doubt.shouldRetry()) continue;
       throw new SysError('recvmsg', e);
     }
     const v = s.view;

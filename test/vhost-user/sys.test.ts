@@ -4,7 +4,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { EventFd } from '../../src/sys/eventfd.js';
 import { closeFd } from '../../src/sys/fd.js';
-import { SysError } from '../../src/sys/libc.js';
+import { libc, SysError } from '../../src/sys/libc.js';
 import { memfdCreate } from '../../src/sys/memfd.js';
 import { mapShared } from '../../src/sys/mmap.js';
 import { UnixListener, UnixStream } from '../../src/sys/unix-socket.js';
@@ -197,5 +197,48 @@ describe('src/sys', () => {
     ev.close();
     ev.close();
     expect(() => ev.signal()).toThrow(SysError);
+  });
+  it('doubts an errno overwritten after a failed recvmsg or eventfd read, believes one seen twice', async () => {
+    // koffi reads errno live; here another failing call (close(-1): EBADF) overwrites it between
+    // the call's return and that read, as the runtime's own work can, so that the loops' second
+    // look is what keeps the stream.
+    const dir = tempDir();
+    const { listener, client, server } = await connectedPair(dir);
+    const events = EventFd.create();
+    const bindings = libc();
+    const { recvmsg, read, close } = bindings;
+    let overwrites = 0;
+    const overwriting = <A extends unknown[]>(call: (...args: A) => number) => (...args: A): number => {
+      const n = call(...args);
+      if (n < 0 && overwrites > 0) {
+        overwrites--;
+        close(-1);
+      }
+      return n;
+    };
+    bindings.recvmsg = overwriting(recvmsg);
+    bindings.read = overwriting(read);
+    try {
+      overwrites = 1;
+      expect(server.recvMessage(64, 0)).toBe('again');
+      expect(events.drain()).toBe(0);
+      expect(overwrites).toBe(0);
+      overwrites = 2;
+      expect(() => server.recvMessage(64, 0)).toThrow(/recvmsg.*EBADF/);
+      expect(server.recvMessage(64, 0)).toBe('again');
+      overwrites = 2;
+      expect(() => events.drain()).toThrow(/EBADF/);
+      overwrites = 1;
+      client.sendMessage(Buffer.from('still served'));
+      const got = await readAll(server, 12, 0);
+      expect(Buffer.from(got.data).toString()).toBe('still served');
+    } finally {
+      bindings.recvmsg = recvmsg;
+      bindings.read = read;
+      events.close();
+      client.close();
+      server.close();
+      listener.close();
+    }
   });
 });
