@@ -81,6 +81,6 @@ export async function openDaemonObjectStore(options: {
       options.logger.info({ ms: Date.now() - started, ...report }, 'recovered the S3 objects');
       return report;
     },
-    close: () => model.idle(),
+    close: () => model.close(),
   };
 }

@@ -38,7 +38,7 @@ export async function createBucket(context: ObjectContext, request: CreateBucket
     const txn = new TxnBuilder();
     context.tables.buckets.put(txn, record);
     try {
-      await txn.commit(context.catalog);
+      await commitBucketChange(context, txn);
       return record;
     } catch (err) {
       if (!isStorageError(err, 'BUSY') && !isStorageError(err, 'ALREADY_EXISTS')) throw err;
@@ -51,13 +51,25 @@ export async function createBucket(context: ObjectContext, request: CreateBucket
   throw new ObjectError('BucketAlreadyExists', `bucket name ${request.name} is taken: pick another`);
 }
 
+/**
+ * Commits a change to a bucket record; the cached records are forgotten whether it lands or not
+ * (this daemon's next request sees the change without waiting for the catalog's watch event).
+ */
+async function commitBucketChange(context: ObjectContext, txn: TxnBuilder): Promise<void> {
+  try {
+    await txn.commit(context.catalog);
+  } finally {
+    context.buckets.forget();
+  }
+}
+
 export async function headBucket(context: ObjectContext, name: string): Promise<BucketRecord> {
   return (await context.bucket(name)).record;
 }
 
 /** Deletes an empty bucket; BucketNotEmpty while any version, delete marker or upload remains. */
 export async function deleteBucket(context: ObjectContext, name: string): Promise<void> {
-  const bucket = await context.bucket(name);
+  const bucket = await context.bucket(name, { fresh: true });
   const id = bucket.record.id;
   const versions = await context.tables.versions.prefixPage(`${id}/`, { limit: 1 });
   if (versions.records.length > 0) {
@@ -71,7 +83,7 @@ export async function deleteBucket(context: ObjectContext, name: string): Promis
   context.tables.buckets.delete(txn, bucket);
   // Writers compare the bucket record in the transaction that makes an object visible, so nothing
   // lands in a bucket deleted after they looked (their commit fails and they give back their chunks).
-  await txn.commit(context.catalog);
+  await commitBucketChange(context, txn);
 }
 
 export async function listBuckets(
@@ -91,12 +103,12 @@ export async function listBuckets(
 }
 
 async function updateBucket(context: ObjectContext, name: string, change: (record: BucketRecord) => BucketRecord): Promise<BucketRecord> {
-  return retryOnConflict(async () => {
-    const bucket: Versioned<BucketRecord> = await context.bucket(name);
+  return retryOnConflict(context, async () => {
+    const bucket: Versioned<BucketRecord> = await context.bucket(name, { fresh: true });
     const next = change(bucket.record);
     const txn = new TxnBuilder();
     context.tables.buckets.put(txn, next, bucket);
-    await txn.commit(context.catalog);
+    await commitBucketChange(context, txn);
     return next;
   });
 }

@@ -7,6 +7,7 @@ import type { CatalogStore } from '../core/catalog-store.js';
 import type { ChunkStore } from '../core/chunk-store.js';
 import type { ChunkRepository } from '../store/dedup/repository.js';
 import { isStorageError } from '../core/errors.js';
+import { BucketCache } from './bucket-cache.js';
 import { isObjectError, ObjectError } from './errors.js';
 import type { BucketRecord } from './records.js';
 import { ObjectTables } from './tables.js';
@@ -52,11 +53,14 @@ export class ObjectContext {
   readonly cleanupInBackground: boolean;
   /** Clean-ups running in the background (cleanupInBackground). */
   readonly pendingCleanups = new Set<Promise<void>>();
+  /** Bucket records as last read (bucket-cache.ts says why that is safe). */
+  readonly buckets: BucketCache;
   private lastSlotMicros = 0;
 
   constructor(options: ObjectModelOptions) {
     this.catalog = options.catalog;
     this.tables = new ObjectTables(options.catalog);
+    this.buckets = new BucketCache(options.catalog, this.tables.buckets);
     this.manifestStore = options.manifestStore;
     this.repositoryOf = options.repositoryOf;
     this.nowMs = options.nowMs ?? Date.now;
@@ -84,8 +88,12 @@ export class ObjectContext {
     return inverted.toString(16).padStart(SLOT_HEX_DIGITS, '0') + randomBytes(4).toString('hex');
   }
 
-  async bucket(name: string): Promise<Versioned<BucketRecord>> {
-    const found = await this.tables.buckets.get(name);
+  /**
+   * The bucket's record, NoSuchBucket if there is none: as last read unless `fresh` (a writer of
+   * the bucket record itself reads it fresh, so that its compare is against the stored one).
+   */
+  async bucket(name: string, options: { fresh?: boolean } = {}): Promise<Versioned<BucketRecord>> {
+    const found = await this.buckets.get(name, options);
     if (found === undefined) throw new ObjectError('NoSuchBucket', `bucket ${name} does not exist`);
     return found;
   }
@@ -94,13 +102,18 @@ export class ObjectContext {
 /** Attempts an operation makes when other writers keep changing the records it read (BUSY). */
 export const CONFLICT_ATTEMPTS_MAX = 16;
 
-/** Runs `attempt` again (it re-reads what it compares) while its transaction loses a race. */
-export async function retryOnConflict<T>(attempt: () => Promise<T>): Promise<T> {
+/**
+ * Runs `attempt` again (it re-reads what it compares) while its transaction loses a race. The
+ * bucket records read so far are forgotten before each retry: the race may have been with a
+ * change to the bucket, which this daemon's watch has not reported yet.
+ */
+export async function retryOnConflict<T>(context: ObjectContext, attempt: () => Promise<T>): Promise<T> {
   for (let tries = 1; ; tries++) {
     try {
       return await attempt();
     } catch (err) {
       if (!isStorageError(err, 'BUSY') || isObjectError(err) || tries >= CONFLICT_ATTEMPTS_MAX) throw err;
+      context.buckets.forget();
     }
   }
 }

@@ -35,6 +35,12 @@ export class ObjectModel {
     return this.context.idle();
   }
 
+  /** Waits for the clean-ups (idle) and lets go of the catalog watch; call before closing the stores. */
+  async close(): Promise<void> {
+    await this.context.idle();
+    this.context.buckets.close();
+  }
+
   /** The holders of `pool`'s chunk references here, for a dedup scrub (join with concatReferenceSources). */
   referenceHolders(pool: string): ReferenceSource {
     return objectReferenceHolders(this.context, pool);

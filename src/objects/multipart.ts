@@ -48,7 +48,7 @@ export async function createMultipartUpload(
   request: { bucket: string; key: string; owner: string; headers?: ContentHeaders; userMetadata?: Readonly<Record<string, string>>; checksumAlgorithm?: ChecksumAlgorithm },
 ): Promise<UploadRecord> {
   checkObjectKey(request.key);
-  return retryOnConflict(async () => {
+  return retryOnConflict(context, async () => {
     const bucket = await context.bucket(request.bucket);
     const record: UploadRecord = {
       uploadId: context.newId(),
@@ -100,7 +100,7 @@ async function installPart(
 ): Promise<PartRecord> {
   const saved = await saveManifest(context, journal, manifest);
   const releases: string[] = [];
-  const part = await retryOnConflict(async () => {
+  const part = await retryOnConflict(context, async () => {
     releases.length = 0;
     const { bucket, upload } = await requireUpload(context, target.bucket, target.key, target.uploadId);
     const record: PartRecord = {
@@ -236,7 +236,7 @@ export async function listParts(
 
 export async function abortMultipartUpload(context: ObjectContext, request: { bucket: string; key: string; uploadId: string }): Promise<void> {
   const releases: string[] = [];
-  await retryOnConflict(async () => {
+  await retryOnConflict(context, async () => {
     releases.length = 0;
     const { bucket, upload } = await requireUpload(context, request.bucket, request.key, request.uploadId);
     const txn = new TxnBuilder();

@@ -77,7 +77,7 @@ function replaceNullVersion(context: ObjectContext, txn: TxnBuilder, previous: V
 export async function installVersion(context: ObjectContext, request: InstallRequest): Promise<ObjectVersionRecord> {
   const releases: string[] = [];
   let knownBucket = request.bucket;
-  const installed = await retryOnConflict(async () => {
+  const installed = await retryOnConflict(context, async () => {
     releases.length = 0;
     const bucket = knownBucket ?? (await context.bucket(request.bucketName));
     knownBucket = undefined; // a retry reads it again
@@ -136,7 +136,7 @@ export interface RemovedVersion {
 /** Removes one version for good (DELETE with a version id, or a delete in an unversioned bucket). */
 export async function removeVersion(context: ObjectContext, bucketName: string, key: string, versionId: string): Promise<RemovedVersion> {
   const releases: string[] = [];
-  const removed = await retryOnConflict(async () => {
+  const removed = await retryOnConflict(context, async () => {
     releases.length = 0;
     const bucket = await context.bucket(bucketName);
     const bucketId = bucket.record.id;
