@@ -28,7 +28,7 @@ import { ObjectError } from './errors.js';
 import { AppendingManifestBuilder, appendChunksOf } from './manifest-builder.js';
 import { manifestCatalogKey, removeManifest, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
 import { checkObjectKey } from './names.js';
-import { addManifestReferences, checkClaims, SINGLE_PUT_BYTES_MAX, storeVersion, type BodyClaims } from './objects.js';
+import { addManifestReferences, checkClaims, SINGLE_PUT_BYTES_MAX, storeVersion, writeOptionsFor, type BodyClaims } from './objects.js';
 import { PutJournal } from './put-journal.js';
 import { resolveRange, type ByteRangeRequest } from './range.js';
 import type { ChunkRepository } from '../store/dedup/repository.js';
@@ -141,13 +141,7 @@ export async function uploadPart(
   const claims: BodyClaims | undefined = algorithm === undefined ? request.claims : { ...request.claims, checksumAlgorithm: algorithm };
   const journal = PutJournal.begin(context, bucket.pool, repository);
   try {
-    const written = await writeBody(journal, request.body, {
-      sizeBytesMax: SINGLE_PUT_BYTES_MAX,
-      ...(claims?.sizeBytes === undefined ? {} : { expectedSizeBytes: claims.sizeBytes }),
-      ...(algorithm === undefined ? {} : { checksumAlgorithm: algorithm }),
-      ...(claims?.payloadSha256Hex === undefined ? {} : { sha256: true }),
-      ...(request.signal === undefined ? {} : { signal: request.signal }),
-    });
+    const written = await writeBody(journal, request.body, { sizeBytesMax: SINGLE_PUT_BYTES_MAX, ...writeOptionsFor(claims, request.signal) });
     const checksum = checkClaims(written, claims);
     return await installPart(context, request, journal, written.manifest, { sizeBytes: written.sizeBytes, etag: written.md5.toString('hex'), checksum });
   } catch (err) {

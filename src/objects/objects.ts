@@ -12,7 +12,7 @@ import { evaluateConditions, type ConditionHeaders } from './conditions.js';
 import type { ObjectContext } from './context.js';
 import { readBody } from './data-reader.js';
 import { manifestForRead } from './read-manifests.js';
-import { writeBody, writeBodyOrKeepSmall, type WrittenBody } from './data-writer.js';
+import { writeBody, writeBodyOrKeepSmall, type WriteBodyOptions, type WrittenBody } from './data-writer.js';
 import { ObjectError, isObjectError, type S3ErrorCode } from './errors.js';
 import { INLINE_OBJECT_BYTES_MAX, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
 import { checkObjectKey } from './names.js';
@@ -64,6 +64,16 @@ export interface PutObjectResult {
   readonly sizeBytes: number;
 }
 
+/** What the writer must know of a client's claims about a body: its size, the checksum to compute, whether the SHA-256 is needed. */
+export function writeOptionsFor(claims: BodyClaims | undefined, signal: AbortSignal | undefined): Pick<WriteBodyOptions, 'expectedSizeBytes' | 'checksumAlgorithm' | 'sha256' | 'signal'> {
+  return {
+    ...(claims?.sizeBytes === undefined ? {} : { expectedSizeBytes: claims.sizeBytes }),
+    ...(claims?.checksumAlgorithm === undefined ? {} : { checksumAlgorithm: claims.checksumAlgorithm }),
+    ...(claims?.payloadSha256Hex === undefined ? {} : { sha256: true }),
+    ...(signal === undefined ? {} : { signal }),
+  };
+}
+
 /** Checks a written body against what the client claimed (after the body ended, before it is kept). */
 export function checkClaims(written: Pick<WrittenBody, 'md5' | 'checksum' | 'sha256'>, claims: BodyClaims | undefined): StoredChecksum | undefined {
   if (claims?.payloadSha256Hex !== undefined && written.sha256?.toString('hex') !== claims.payloadSha256Hex) {
@@ -113,10 +123,7 @@ export async function putObject(context: ObjectContext, request: PutObjectReques
     const written = await writeBodyOrKeepSmall(journal, request.body, {
       sizeBytesMax: SINGLE_PUT_BYTES_MAX,
       inlineBytesMax: INLINE_OBJECT_BYTES_MAX,
-      ...(request.claims?.sizeBytes === undefined ? {} : { expectedSizeBytes: request.claims.sizeBytes }),
-      ...(request.claims?.checksumAlgorithm === undefined ? {} : { checksumAlgorithm: request.claims.checksumAlgorithm }),
-      ...(request.claims?.payloadSha256Hex === undefined ? {} : { sha256: true }),
-      ...(request.signal === undefined ? {} : { signal: request.signal }),
+      ...writeOptionsFor(request.claims, request.signal),
     });
     const checksum = checkClaims(written, request.claims);
     const etag = written.md5.toString('hex');

@@ -441,7 +441,7 @@ export class LocalHostFile implements HostFile {
         }
         const errno = lib.errno();
         // A failed punch changed nothing, so an errno read back wrong (see ErrnoDoubt) is retried.
-        if (errno === EINTR || doubt.shouldRetry()) continue;
+        if (errno === EINTR || doubt.shouldRetry(errno)) continue;
         if (PUNCH_UNSUPPORTED_ERRNOS.has(errno)) {
           this.punchUnsupported = true;
           break;

@@ -43,7 +43,7 @@ export class EventFd extends WatchedFd {
       const e = errno();
       if (e === EINTR) continue;
       if (e === EAGAIN) return;
-      if (doubt.shouldRetry()) continue;
+      if (doubt.shouldRetry(e)) continue;
       throw new SysError('write', e, `to eventfd ${fd}`);
     }
   }
@@ -57,7 +57,7 @@ export class EventFd extends WatchedFd {
       const e = errno();
       if (e === EINTR) continue;
       if (e === EAGAIN) return 0;
-      if (doubt.shouldRetry()) continue;
+      if (doubt.shouldRetry(e)) continue;
       throw new SysError('read', e, `from eventfd ${fd}`);
     }
   }

@@ -107,15 +107,32 @@ export function errno(): number {
 }
 
 /**
- * One per retry loop: the first unexpected errno is doubted (the caller repeats the call, which is
- * safe because the failed call did nothing); a second one is believed.
+ * Errors a connected unix socket's recvmsg/sendmsg/accept4 report when the peer or the system
+ * really caused them: believed at once (a peer that hung up is a disconnect, logged as such; a
+ * repeated recvmsg would find the reset consumed and report an end of stream instead). EBADF,
+ * EINVAL and the like would be this process's own bug: doubted like any other.
+ */
+export const SOCKET_ERRNOS: ReadonlySet<number> = new Set(
+  [
+    ['ECONNRESET', 104], ['EPIPE', 32], ['ENOTCONN', 107], ['ECONNREFUSED', 111], ['ECONNABORTED', 103], ['ETIMEDOUT', 110],
+    ['ENOBUFS', 105], ['ENOMEM', 12], ['EMFILE', 24], ['ENFILE', 23], ['EMSGSIZE', 90], ['ETOOMANYREFS', 109], ['EPROTO', 71], ['EPERM', 1],
+  ].map(([name, fallback]) => errnoValue(name as string, fallback as number)),
+);
+
+/**
+ * One per retry loop. An errno the call can really return (`believed`) is believed; any other
+ * (ENOENT from a recvmsg: another call's errno) is doubted once: the caller repeats the call,
+ * which is safe because the failed call did nothing, and believes what the repeat reports.
  */
 export class ErrnoDoubt {
   private doubted = false;
 
-  /** True when the caller should repeat the call rather than report errnoValue. */
-  shouldRetry(): boolean {
-    if (this.doubted) return false;
+  /** `believed`: none for calls whose repeat is harmless and cannot change what they report (eventfd, fallocate). */
+  constructor(private readonly believed: ReadonlySet<number> = new Set()) {}
+
+  /** True when the caller should repeat the call rather than report `errnoValue`. */
+  shouldRetry(errnoValue: number): boolean {
+    if (this.doubted || this.believed.has(errnoValue)) return false;
     this.doubted = true;
     return true;
   }

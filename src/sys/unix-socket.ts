@@ -15,6 +15,7 @@ import {
   EINTR,
   EINVAL,
   ErrnoDoubt,
+  SOCKET_ERRNOS,
   errno,
   fail,
   libc,
@@ -115,7 +116,7 @@ export class UnixListener {
     if (this.closed) return;
     this.watcher?.stop();
     const acceptAll = (): void => {
-      const doubt = new ErrnoDoubt();
+      const doubt = new ErrnoDoubt(SOCKET_ERRNOS);
       for (;;) {
         const fd = libc().accept4(this.fd, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
@@ -125,7 +126,7 @@ export class UnixListener {
         }
         const e = errno();
         if (e === EAGAIN) return;
-        if (e === EINTR || e === 103 /* ECONNABORTED */ || doubt.shouldRetry()) continue;
+        if (e === EINTR || e === 103 /* ECONNABORTED */ || doubt.shouldRetry(e)) continue;
         // EMFILE/ENFILE/ENOMEM: the pending connection stays queued; retry later instead of spinning.
         process.emitWarning(`accept on ${this.path} failed: ${new SysError('accept4', e).message}; retrying`);
         this.watcher?.stop();
@@ -195,7 +196,7 @@ export class UnixStream extends WatchedFd {
     let sent = 0;
     let withFds = fds.length > 0;
     const deadline = Date.now() + SEND_TIMEOUT_MS;
-    const doubt = new ErrnoDoubt();
+    const doubt = new ErrnoDoubt(SOCKET_ERRNOS);
     while (sent < data.length || withFds) {
       this.fillMsghdr(s.view, s.addr, dataOffset + sent, data.length - sent, withFds ? controlBytes : 0);
       if (withFds) {
@@ -214,7 +215,7 @@ export class UnixStream extends WatchedFd {
       const e = errno();
       if (e === EINTR) continue;
       if (e !== EAGAIN) {
-        if (doubt.shouldRetry()) continue;
+        if (doubt.shouldRetry(e)) continue;
         throw new SysError('sendmsg', e);
       }
       const left = deadline - Date.now();
@@ -239,7 +240,7 @@ export class UnixStream extends WatchedFd {
     const dataOffset = CONTROL_OFFSET + ((controlBytes + 63) & ~63);
     const s = scratch(dataOffset + maxBytes);
     let n: number;
-    const doubt = new ErrnoDoubt();
+    const doubt = new ErrnoDoubt(SOCKET_ERRNOS);
     for (;;) {
       this.fillMsghdr(s.view, s.addr, dataOffset, maxBytes, controlBytes);
       n = libc().recvmsg(fd, s.addr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
@@ -247,7 +248,7 @@ export class UnixStream extends WatchedFd {
       const e = errno();
       if (e === EINTR) continue;
       if (e === EAGAIN) return 'again';
-      if (doubt.shouldRetry()) continue;
+      if (doubt.shouldRetry(e)) continue;
       throw new SysError('recvmsg', e);
     }
     const v = s.view;
