@@ -101,6 +101,21 @@ describe('the object model with bucket records cached', () => {
     await expect(model.headBucket('photos')).rejects.toSatisfy((err: unknown) => isObjectError(err, 'NoSuchBucket'));
   });
 
+  it('a read under a record another daemon made stale finds the bucket made again, not the old one', async () => {
+    const { model, other } = await twoDaemons();
+    await model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
+    const before = await model.getObject({ bucket: 'photos', key: 'k' });
+    expect(before.outcome).toBe('ok');
+    await other.deleteObject({ bucket: 'photos', key: 'k' });
+    await other.deleteBucket('photos');
+    await other.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+    const again = patternBytes(10 * 1024, 9);
+    const put = await other.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(again), claims: { sizeBytes: again.length } });
+    // No turn of the event loop: the first model still holds the old bucket's record (and id).
+    const after = await model.getObject({ bucket: 'photos', key: 'k' });
+    expect(after.version.data?.etag).toBe(put.etag);
+  });
+
   it('this daemon sees its own bucket changes at once', async () => {
     const { model } = await twoDaemons();
     expect((await model.headBucket('photos')).acl).toBe('private');
