@@ -106,7 +106,7 @@ describe('the object model with bucket records cached', () => {
     await model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
     const before = await model.getObject({ bucket: 'photos', key: 'k' });
     expect(before.outcome).toBe('ok');
-    await other.deleteObject({ bucket: 'photos', key: 'k' });
+    await other.deleteObject({ bucket: 'photos', key: 'k', owner: OWNER });
     await other.deleteBucket('photos');
     await other.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
     const again = patternBytes(10 * 1024, 9);
