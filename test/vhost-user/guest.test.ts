@@ -11,7 +11,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
 import { VhostUserBlkExport } from '../../src/export/vhost-user/export.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
@@ -279,6 +279,15 @@ function mapOver(map: readonly MapEntry[], r: Range): MapEntry[] {
 function scenarios(backend: Backend): void {
   let running: RunningBackend | undefined;
   let backendLog: string[] = [];
+
+  // A guest that times out rejects before expectGuestOk can show the backend's side: every failed
+  // test prints the backend log's tail (a boot that hangs in the first virtio-blk reads shows
+  // here whether the back-end saw the kicks and answered them).
+  beforeEach(({ onTestFailed }) => {
+    onTestFailed(() => {
+      process.stderr.write(`--- vhost-user backend log (last 60 lines) ---\n${backendLog.slice(-60).join('\n')}\n`);
+    });
+  });
 
   afterEach(async () => {
     const r = running;
