@@ -433,7 +433,7 @@ export class LocalHostFile implements HostFile {
     if (lengthBytes === 0) return;
     const lib = this.punchUnsupported ? null : fileSyscalls();
     if (lib) {
-      const doubt = new ErrnoDoubt();
+      let doubt: ErrnoDoubt | undefined;
       for (;;) {
         if (lib.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, hostOffset, lengthBytes) === 0) {
           this.metadataDirty = true;
@@ -441,7 +441,7 @@ export class LocalHostFile implements HostFile {
         }
         const errno = lib.errno();
         // A failed punch changed nothing, so an errno read back wrong (see ErrnoDoubt) is retried.
-        if (errno === EINTR || doubt.shouldRetry(errno)) continue;
+        if (errno === EINTR || (doubt ??= new ErrnoDoubt()).shouldRetry(errno)) continue;
         if (PUNCH_UNSUPPORTED_ERRNOS.has(errno)) {
           this.punchUnsupported = true;
           break;

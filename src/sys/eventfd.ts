@@ -37,13 +37,13 @@ export class EventFd extends WatchedFd {
   /** Adds 1 to the counter (wakes the reader). EAGAIN (counter saturated) means a wakeup is pending anyway. */
   signal(): void {
     const fd = this.requireOpen('write');
-    const doubt = new ErrnoDoubt();
+    let doubt: ErrnoDoubt | undefined;
     for (;;) {
       if (libc().write(fd, ONE, 8) === 8) return;
       const e = errno();
       if (e === EINTR) continue;
       if (e === EAGAIN) return;
-      if (doubt.shouldRetry(e)) continue;
+      if ((doubt ??= new ErrnoDoubt()).shouldRetry(e)) continue;
       throw new SysError('write', e, `to eventfd ${fd}`);
     }
   }
@@ -51,13 +51,13 @@ export class EventFd extends WatchedFd {
   /** Reads and resets the counter; 0 when nothing was pending (requires a non-blocking fd). */
   drain(): number {
     const fd = this.requireOpen('read');
-    const doubt = new ErrnoDoubt();
+    let doubt: ErrnoDoubt | undefined;
     for (;;) {
       if (libc().read(fd, counter, 8) === 8) return Number(counterView.getBigUint64(0, true));
       const e = errno();
       if (e === EINTR) continue;
       if (e === EAGAIN) return 0;
-      if (doubt.shouldRetry(e)) continue;
+      if ((doubt ??= new ErrnoDoubt()).shouldRetry(e)) continue;
       throw new SysError('read', e, `from eventfd ${fd}`);
     }
   }

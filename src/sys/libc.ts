@@ -120,7 +120,8 @@ export const SOCKET_ERRNOS: ReadonlySet<number> = new Set(
 );
 
 /**
- * One per retry loop. An errno the call can really return (`believed`) is believed; any other
+ * One per retry loop, made on the loop's first unexpected errno (the loops run per vhost-user
+ * kick and message: the path that succeeds allocates nothing). An errno the call can really return (`believed`) is believed; any other
  * (ENOENT from a recvmsg: another call's errno) is doubted once: the caller repeats the call,
  * which is safe because the failed call did nothing, and believes what the repeat reports.
  */

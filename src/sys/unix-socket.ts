@@ -116,7 +116,7 @@ export class UnixListener {
     if (this.closed) return;
     this.watcher?.stop();
     const acceptAll = (): void => {
-      const doubt = new ErrnoDoubt(SOCKET_ERRNOS);
+      let doubt: ErrnoDoubt | undefined;
       for (;;) {
         const fd = libc().accept4(this.fd, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
@@ -126,7 +126,7 @@ export class UnixListener {
         }
         const e = errno();
         if (e === EAGAIN) return;
-        if (e === EINTR || e === 103 /* ECONNABORTED */ || doubt.shouldRetry(e)) continue;
+        if (e === EINTR || e === 103 /* ECONNABORTED */ || (doubt ??= new ErrnoDoubt(SOCKET_ERRNOS)).shouldRetry(e)) continue;
         // EMFILE/ENFILE/ENOMEM: the pending connection stays queued; retry later instead of spinning.
         process.emitWarning(`accept on ${this.path} failed: ${new SysError('accept4', e).message}; retrying`);
         this.watcher?.stop();
@@ -196,7 +196,7 @@ export class UnixStream extends WatchedFd {
     let sent = 0;
     let withFds = fds.length > 0;
     const deadline = Date.now() + SEND_TIMEOUT_MS;
-    const doubt = new ErrnoDoubt(SOCKET_ERRNOS);
+    let doubt: ErrnoDoubt | undefined;
     while (sent < data.length || withFds) {
       this.fillMsghdr(s.view, s.addr, dataOffset + sent, data.length - sent, withFds ? controlBytes : 0);
       if (withFds) {
@@ -215,7 +215,7 @@ export class UnixStream extends WatchedFd {
       const e = errno();
       if (e === EINTR) continue;
       if (e !== EAGAIN) {
-        if (doubt.shouldRetry(e)) continue;
+        if ((doubt ??= new ErrnoDoubt(SOCKET_ERRNOS)).shouldRetry(e)) continue;
         throw new SysError('sendmsg', e);
       }
       const left = deadline - Date.now();
@@ -240,7 +240,7 @@ export class UnixStream extends WatchedFd {
     const dataOffset = CONTROL_OFFSET + ((controlBytes + 63) & ~63);
     const s = scratch(dataOffset + maxBytes);
     let n: number;
-    const doubt = new ErrnoDoubt(SOCKET_ERRNOS);
+    let doubt: ErrnoDoubt | undefined;
     for (;;) {
       this.fillMsghdr(s.view, s.addr, dataOffset, maxBytes, controlBytes);
       n = libc().recvmsg(fd, s.addr, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
@@ -248,7 +248,7 @@ export class UnixStream extends WatchedFd {
       const e = errno();
       if (e === EINTR) continue;
       if (e === EAGAIN) return 'again';
-      if (doubt.shouldRetry(e)) continue;
+      if ((doubt ??= new ErrnoDoubt(SOCKET_ERRNOS)).shouldRetry(e)) continue;
       throw new SysError('recvmsg', e);
     }
     const v = s.view;
