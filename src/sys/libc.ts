@@ -94,6 +94,7 @@ export const EAGAIN = errnoValue('EAGAIN', 11);
 export const EINTR = errnoValue('EINTR', 4);
 export const EBADF = errnoValue('EBADF', 9);
 export const EINVAL = errnoValue('EINVAL', 22);
+export const ECONNABORTED = errnoValue('ECONNABORTED', 103);
 
 /**
  * The thread's errno as it is now. koffi does not save it after a synchronous call: whatever runs
@@ -112,12 +113,13 @@ export function errno(): number {
  * repeated recvmsg would find the reset consumed and report an end of stream instead). EBADF,
  * EINVAL and the like would be this process's own bug: doubted like any other.
  */
-export const SOCKET_ERRNOS: ReadonlySet<number> = new Set(
-  [
-    ['ECONNRESET', 104], ['EPIPE', 32], ['ENOTCONN', 107], ['ECONNREFUSED', 111], ['ECONNABORTED', 103], ['ETIMEDOUT', 110],
+export const SOCKET_ERRNOS: ReadonlySet<number> = new Set([
+  ECONNABORTED,
+  ...[
+    ['ECONNRESET', 104], ['EPIPE', 32], ['ENOTCONN', 107], ['ECONNREFUSED', 111], ['ETIMEDOUT', 110],
     ['ENOBUFS', 105], ['ENOMEM', 12], ['EMFILE', 24], ['ENFILE', 23], ['EMSGSIZE', 90], ['ETOOMANYREFS', 109], ['EPROTO', 71], ['EPERM', 1],
   ].map(([name, fallback]) => errnoValue(name as string, fallback as number)),
-);
+]);
 
 /**
  * One per retry loop, made on the loop's first unexpected errno (the loops run per vhost-user

@@ -12,6 +12,7 @@ import {
   cmsgSpace,
   CMSGHDR_BYTES,
   EAGAIN,
+  ECONNABORTED,
   EINTR,
   EINVAL,
   ErrnoDoubt,
@@ -126,7 +127,7 @@ export class UnixListener {
         }
         const e = errno();
         if (e === EAGAIN) return;
-        if (e === EINTR || e === 103 /* ECONNABORTED */ || (doubt ??= new ErrnoDoubt(SOCKET_ERRNOS)).shouldRetry(e)) continue;
+        if (e === EINTR || e === ECONNABORTED || (doubt ??= new ErrnoDoubt(SOCKET_ERRNOS)).shouldRetry(e)) continue;
         // EMFILE/ENFILE/ENOMEM: the pending connection stays queued; retry later instead of spinning.
         process.emitWarning(`accept on ${this.path} failed: ${new SysError('accept4', e).message}; retrying`);
         this.watcher?.stop();
