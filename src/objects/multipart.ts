@@ -35,7 +35,7 @@ import type { ChunkRepository } from '../store/dedup/repository.js';
 import type { BucketRecord, ContentHeaders, PartRecord, StoredChecksum, UploadRecord } from './records.js';
 import { releaseManifestInto, releaseUploadPartsInto, runReleases, uploadPartsReleaseId } from './releases.js';
 import { partId } from './tables.js';
-import { resolveVersion } from './versions.js';
+import { compareBucket, resolveVersion } from './versions.js';
 
 export const PART_NUMBER_MIN = 1;
 export const PART_NUMBER_MAX = 10_000;
@@ -61,7 +61,7 @@ export async function createMultipartUpload(
       ...(request.checksumAlgorithm === undefined ? {} : { checksumAlgorithm: request.checksumAlgorithm }),
     };
     const txn = new TxnBuilder();
-    txn.compares.push({ key: context.tables.buckets.recordKey(bucket.record.name), modRevision: bucket.modRevision });
+    compareBucket(context, txn, bucket);
     context.tables.uploads.put(txn, record);
     await txn.commit(context.catalog);
     return record;

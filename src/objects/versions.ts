@@ -52,7 +52,8 @@ export async function findVersion(context: ObjectContext, bucketId: string, key:
   return found?.record.key === key ? found : undefined;
 }
 
-function compareBucket(context: ObjectContext, txn: TxnBuilder, bucket: Versioned<BucketRecord>): void {
+/** The transaction fails (BUSY) unless the bucket record is still as read: a bucket deleted or changed meanwhile (bucket-cache.ts relies on it). */
+export function compareBucket(context: ObjectContext, txn: TxnBuilder, bucket: Versioned<BucketRecord>): void {
   txn.compares.push({ key: context.tables.buckets.recordKey(bucket.record.name), modRevision: bucket.modRevision });
 }
 
