@@ -39,7 +39,7 @@ import { OpenFileCache, type OpenFile } from './open-file-cache.js';
 import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
 import { readNoWait } from '../sys/nowait-read.js';
 import { writeTempNow } from './inline-put.js';
-import { folderOnTmpfs } from './local-file.js';
+import { folderOnTmpfs } from '../sys/tmpfs.js';
 
 /** The folder of temporary files, in the root (same file system: rename and link stay atomic). */
 export const LOCAL_CHUNK_TEMP_FOLDER = '.strata-tmp';

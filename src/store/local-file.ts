@@ -21,6 +21,7 @@ import { EAGAIN, EINTR, ErrnoDoubt } from '../sys/libc.js';
 import { IOV_MAX, remainingBuffers, totalBytesOf } from '../sys/iovec.js';
 import { readNoWait } from '../sys/nowait-read.js';
 import { sizeThreadPool } from '../sys/thread-pool.js';
+import { folderOnTmpfs } from '../sys/tmpfs.js';
 import { ioUring, ringError, ringTakes, type IoUring } from '../sys/io-uring.js';
 import {
   ENXIO,
@@ -55,15 +56,6 @@ export interface LocalHostFileOptions {
 /** One copy_file_range call at most: the worker thread comes back between calls. */
 const COPY_FILE_RANGE_MAX_BYTES = 64 * 1024 * 1024;
 const ZERO_CHUNK_BYTES = 1024 * 1024;
-/** statfs f_type of tmpfs (and of /dev/shm). */
-const TMPFS_MAGIC = 0x01021994;
-
-/** Whether `path` is on tmpfs; undefined when statfs cannot tell (the path does not exist yet). */
-export function folderOnTmpfs(path: string): Promise<boolean | undefined> {
-  return new Promise((resolve) => {
-    fs.statfs(path, (err, st) => resolve(err ? undefined : st.type === TMPFS_MAGIC));
-  });
-}
 
 function checkRange(name: string, what: string, hostOffset: number, length: number): StorageError | undefined {
   if (

@@ -170,6 +170,33 @@ export function catalogStoreConformance(name: string, open: () => Promise<Catalo
       await expectCode(store.getMany(['b/1', '']), 'INVALID_ARGUMENT');
     }));
 
+    it('getMany reads every key as of one moment while transactions commit', withStore(async ({ store }) => {
+      const keys = Array.from({ length: 8 }, (_, i) => `m/${i}`);
+      await store.txn([], keys.map((k) => put(k, 0)));
+      const lastValue = 200;
+      let committed = false;
+      const writer = (async () => {
+        for (let n = 1; n <= lastValue; n++) await store.txn([], keys.map((k) => put(k, n)));
+        committed = true;
+      })();
+      const seenValues = new Set<unknown>();
+      let reads = 0;
+      while (!committed) {
+        // Many reads a turn, so that some overlap a batch being written on another thread.
+        for (let i = 0; i < 50; i++) {
+          const many = await store.getMany(keys);
+          reads++;
+          const values = new Set(many.map((entry) => entry?.value));
+          expect(values.size, `getMany ${reads} saw ${[...values].join(', ')}`).toBe(1);
+          seenValues.add(many[0]?.value);
+        }
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      await writer;
+      expect((await store.getMany(keys)).map((entry) => entry?.value)).toEqual(keys.map(() => lastValue));
+      expect(seenValues.size).toBeGreaterThan(1); // the reads did run between commits
+    }));
+
     it('values are copies: changing what was read or written does not change the store', withStore(async ({ store }) => {
       const value = { list: [1, 2], nested: { a: 'x' } };
       await store.txn([], [put('k', value)]);
