@@ -25,6 +25,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { monitorReport } from './guest-monitor.js';
 import { cpioNewc, GUEST_FILES_DIR, GUEST_SCRIPT_PATH, MARK, parentDirs, prepareGuestAssets, type CpioEntry } from './guest-build.js';
 
 export { GUEST_FILES_DIR, prepareGuestAssets } from './guest-build.js';
@@ -95,6 +96,11 @@ export interface GuestHandle {
   /** SIGKILLs QEMU; `result` then rejects (unless it had already finished). */
   kill(): void;
   /**
+   * What QEMU's monitor says of the running guest (guest-monitor.ts: run state, vCPU registers,
+   * virtio queues and their rings' indexes); what a timed-out guest's GuestError carries.
+   */
+  monitorReport(): Promise<string>;
+  /**
    * The outcome: resolves when the script ran to its end and the guest powered off; rejects with a
    * GuestError (console tail included) on timeout, kill, crash or a guest that ended without
    * reporting an exit status.
@@ -126,7 +132,7 @@ const KERNEL_APPEND = [
 ].join(' ');
 
 
-function qemuArgs(opts: GuestOptions, kernelPath: string, initrdPath: string): string[] {
+function qemuArgs(opts: GuestOptions, kernelPath: string, initrdPath: string, monitorPath: string): string[] {
   const memMiB = opts.memMiB ?? 256;
   const queues = opts.queues ?? 1;
   const chardev = `socket,id=vhost0,path=${opts.socketPath}${opts.reconnect === true ? ',reconnect=1' : ''}`;
@@ -137,6 +143,8 @@ function qemuArgs(opts: GuestOptions, kernelPath: string, initrdPath: string): s
     '-no-user-config',
     '-display', 'none',
     '-serial', 'stdio',
+    // Asked what the guest was doing when it times out (guest-monitor.ts).
+    '-monitor', `unix:${monitorPath},server=on,wait=off`,
     '-no-reboot',
     '-m', String(memMiB),
     '-smp', String(opts.smp ?? 1),
@@ -174,6 +182,7 @@ export function startGuest(opts: GuestOptions): GuestHandle {
   let killed = false;
   let finished = false;
   let exitCode: number | undefined;
+  let monitorPath: string | undefined;
   const waiters: { text: string; resolve: (line: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }[] = [];
   const echo = process.env.STRATA_GUEST_CONSOLE === '1';
 
@@ -219,7 +228,9 @@ export function startGuest(opts: GuestOptions): GuestHandle {
       await writeFile(initrdPath, initrd);
       if (killed) throw new GuestError('guest killed before it started', '');
       const started = Date.now();
-      const args = qemuArgs(opts, assets.kernelPath, initrdPath);
+      const monitor = path.join(dir, 'monitor.sock');
+      monitorPath = monitor;
+      const args = qemuArgs(opts, assets.kernelPath, initrdPath, monitor);
       const proc = spawn('qemu-system-x86_64', args, { stdio: ['pipe', 'pipe', 'pipe'] });
       child = proc;
       let stderr = '';
@@ -239,9 +250,13 @@ export function startGuest(opts: GuestOptions): GuestHandle {
       });
       proc.stdin!.on('error', () => {});
       let timedOut = false;
+      let monitorText = '';
       const timer = setTimeout(() => {
         timedOut = true;
-        proc.kill('SIGKILL');
+        void monitorReport(monitor, opts.queues ?? 1).then((text) => {
+          monitorText = text;
+          proc.kill('SIGKILL');
+        });
       }, timeoutMs);
       const { code, signal, spawnError } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; spawnError?: Error }>((resolve) => {
         proc.on('error', (e) => resolve({ code: null, signal: null, spawnError: e }));
@@ -254,7 +269,7 @@ export function startGuest(opts: GuestOptions): GuestHandle {
       if (process.env.STRATA_GUEST_TIMING === '1') process.stderr.write(`[guest] QEMU ran ${elapsedMs} ms (exit ${code ?? signal})\n`);
       const withStderr = stderr.trim() !== '' ? `${consoleText}\n--- qemu stderr ---\n${stderr}` : consoleText;
       if (spawnError) throw new GuestError(`could not start qemu-system-x86_64: ${spawnError.message}`, withStderr);
-      if (timedOut) throw new GuestError(`guest timed out after ${timeoutMs} ms (QEMU killed)`, withStderr);
+      if (timedOut) throw new GuestError(`guest timed out after ${timeoutMs} ms (QEMU killed)\n--- QEMU monitor before the kill ---\n${monitorText}`, withStderr);
       if (killed) throw new GuestError('guest killed', withStderr);
       if (exitCode === undefined) {
         throw new GuestError(`QEMU exited (${code ?? signal}) before the guest reported the script's exit status`, withStderr);
@@ -291,6 +306,10 @@ export function startGuest(opts: GuestOptions): GuestHandle {
         }, waitMs);
         waiters.push({ text, resolve, reject, timer });
       });
+    },
+    monitorReport(): Promise<string> {
+      if (monitorPath === undefined || finished) return Promise.resolve('(no QEMU running to ask)');
+      return monitorReport(monitorPath, opts.queues ?? 1);
     },
     kill(): void {
       killed = true;
