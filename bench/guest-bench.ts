@@ -119,8 +119,14 @@ async function guestRun(disks: readonly Backend[], fio: GuestFio, rows: readonly
   const results: GuestStepResult[] = [];
   let stalled: string | undefined;
   const watchdog = runWatchdog(Math.max(runtimeSeconds, WARM_UP_SECONDS), (why) => {
-    stalled = why;
-    guest.kill();
+    // Which side's step stalled, and what QEMU's monitor says of the guest and each disk's ring
+    // (avail.idx ahead of used.idx: the back-end holds requests; equal: the guest stopped asking).
+    const last = Math.max(-1, ...started.keys());
+    const side = last >= 0 ? ` on ${disks[plan[last]!.disk]!.label}'s disk` : '';
+    void guest.monitorReport().then((report) => {
+      stalled = `${why}${side}\n--- QEMU monitor before the kill ---\n${report}`;
+      guest.kill();
+    });
   });
   const everyCpu = (): number[] => disks.map((b) => processCpuSeconds(b.pid));
   const extraDisks = disks.slice(1).flatMap((b, i) => ['-chardev', `socket,id=bench${i + 1},path=${b.socket}`, '-device', `vhost-user-blk-pci,chardev=bench${i + 1},num-queues=1`]);
