@@ -5,7 +5,6 @@
  * makes it come back when the daemon restarts (QEMU redials the same vhost-user socket, NBD
  * clients reconnect to the same name).
  */
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { createSecureContext } from 'node:tls';
@@ -21,6 +20,7 @@ import type { ExportStore } from './backend.js';
 import { formatListen, type ListenAddress, type NbdTlsConfig } from './config.js';
 import { ensureSocketFolder } from './folders.js';
 import type { ExportInfo, ExportRequest, ExportService, NbdStats } from '../api/rest/export-service.js';
+import { randomHex } from '../sys/random-hex.js';
 
 
 /** Builds a vhost-user-blk export (src/export/vhost-user), injected so this module stays testable. */
@@ -64,7 +64,7 @@ const NBD_NAME_MAX_BYTES = 4096;
 export const NBD_DEFAULT_EXPORT_NAME = '';
 
 function newId(): string {
-  return randomBytes(8).toString('hex');
+  return randomHex(8);
 }
 
 export class ExportManager implements ExportService {

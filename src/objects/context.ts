@@ -2,7 +2,6 @@
  * What every module of the object model shares: the tables, where large manifests go, the pools'
  * chunk repositories, the clock and the id and version-slot generators.
  */
-import { randomBytes } from 'node:crypto';
 import type { CatalogStore } from '../core/catalog-store.js';
 import type { ChunkStore } from '../core/chunk-store.js';
 import type { ChunkRepository } from '../store/dedup/repository.js';
@@ -12,6 +11,7 @@ import { isObjectError, ObjectError } from './errors.js';
 import type { BucketRecord } from './records.js';
 import { ObjectTables } from './tables.js';
 import type { Versioned } from '../meta/table.js';
+import { randomHex } from '../sys/random-hex.js';
 
 /** Objects are cut into chunks of this size from offset 0 (qcow2's default cluster, as sealed layers). */
 export const OBJECT_CHUNK_SIZE_BYTES = 64 * 1024;
@@ -75,7 +75,7 @@ export class ObjectContext {
 
   /** A fresh opaque id (upload ids, put ids, bucket ids): 128 random bits, hex. */
   newId(): string {
-    return randomBytes(16).toString('hex');
+    return randomHex(16);
   }
 
   /**
@@ -85,7 +85,7 @@ export class ObjectContext {
   newSlot(): string {
     this.lastSlotMicros = Math.max(this.lastSlotMicros + 1, this.nowMs() * 1000);
     const inverted = SLOT_CLOCK_MAX - this.lastSlotMicros;
-    return inverted.toString(16).padStart(SLOT_HEX_DIGITS, '0') + randomBytes(4).toString('hex');
+    return inverted.toString(16).padStart(SLOT_HEX_DIGITS, '0') + randomHex(4);
   }
 
   /**

@@ -27,7 +27,6 @@
  * folders it passes through (one folder's names at a time), never objects, and skips folders whose
  * keys all sort before `after` or miss the prefix.
  */
-import { randomBytes } from 'node:crypto';
 import fsCallbacks, { type Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -40,6 +39,7 @@ import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
 import { readNoWait } from '../sys/nowait-read.js';
 import { writeTempNow } from './inline-put.js';
 import { folderOnTmpfs } from '../sys/tmpfs.js';
+import { randomHex } from '../sys/random-hex.js';
 
 /** The folder of temporary files, in the root (same file system: rename and link stay atomic). */
 export const LOCAL_CHUNK_TEMP_FOLDER = '.strata-tmp';
@@ -404,7 +404,7 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   private newTempPath(): string {
-    return path.join(this.tempDir, `${process.pid}-${randomBytes(8).toString('hex')}`);
+    return path.join(this.tempDir, `${process.pid}-${randomHex(8)}`);
   }
 
   /** Writes data to a new temporary file and fsyncs it; on any failure or abort, leaves none. */

@@ -5,7 +5,6 @@
  * Each module of src/volume takes the context as its first argument (`svc`); the facade in
  * service.ts builds it once and owns it.
  */
-import { randomBytes } from 'node:crypto';
 import { StorageError } from '../core/errors.js';
 import type { LayerStore } from '../core/layer-store.js';
 import type { ChunkedPools } from '../core/chunked-pools.js';
@@ -15,6 +14,7 @@ import type { JobRunner } from './jobs.js';
 import type { LiveVolume } from './live.js';
 import type { KeyedMutex } from './locks.js';
 import type { SharedLease } from './writers.js';
+import { randomHex } from '../sys/random-hex.js';
 
 export type ChainDepthPolicy = 'refuse' | 'flatten';
 
@@ -69,7 +69,7 @@ export const poolKey = (name: string) => `pool:${name}`;
 export const POOLS_KEY = 'pools';
 
 export function newId(): string {
-  return randomBytes(8).toString('hex');
+  return randomHex(8);
 }
 
 export function nowIso(): string {

@@ -9,11 +9,11 @@
  * jobs (run) are a caller's request that it awaits itself (import, snapshot delete): they run at
  * once and are listed like the others.
  */
-import { randomBytes } from 'node:crypto';
 import { StorageError, isStorageError } from '../core/errors.js';
 import type { VolumeCatalog } from './catalog.js';
 import type { JobRecord } from './records.js';
 import type { JobInfo, JobKind } from './types.js';
+import { randomHex } from '../sys/random-hex.js';
 
 const PROGRESS_PERSIST_MS = 1000;
 /** Finished jobs kept in the catalog (oldest pruned first). */
@@ -206,7 +206,7 @@ export class JobRunner {
 
   private async register(kind: JobKind, target: string, state: 'queued' | 'running'): Promise<LiveJob> {
     const record: JobRecord = {
-      id: randomBytes(8).toString('hex'),
+      id: randomHex(8),
       kind,
       target,
       state,

@@ -19,11 +19,11 @@
  * Decoding checks everything: a damaged pack is CORRUPT naming the pack and what is wrong, never
  * a crash and never wrong offsets.
  */
-import { randomBytes } from 'node:crypto';
 import { StorageError, assert } from '../../core/errors.js';
 import type { ChunkHashAlgorithm } from './chunk-hasher.js';
 import { chunkFromBlocks, storedChunkBytes, writeChunkBlocks } from './pack-blocks.js';
 import { crc32 } from '../../sys/crc.js';
+import { randomHex } from '../../sys/random-hex.js';
 
 export const PACK_MAGIC = 'STRATAPK';
 /** The version new packs are written in. */
@@ -81,7 +81,7 @@ export function newPackId(nowMs: number): string {
   // Wrapping (after 16 million packs) only misorders ids made in the same millisecond as the wrap.
   packIdSequence = (packIdSequence + 1) % 16 ** PACK_ID_SEQUENCE_DIGITS;
   const sequence = packIdSequence.toString(16).padStart(PACK_ID_SEQUENCE_DIGITS, '0');
-  return `${nowMs.toString(16).padStart(PACK_ID_TIME_DIGITS, '0')}-${sequence}${randomBytes(PACK_ID_RANDOM_BYTES).toString('hex')}`;
+  return `${nowMs.toString(16).padStart(PACK_ID_TIME_DIGITS, '0')}-${sequence}${randomHex(PACK_ID_RANDOM_BYTES)}`;
 }
 
 /** The creation time in a pack id, or undefined for an id this code did not make. */
