@@ -39,9 +39,20 @@ export class TxnBuilder {
   async commit(store: CatalogStore): Promise<number> {
     const result = await store.txn(this.compares, this.ops);
     if (result.succeeded) return result.revision;
-    const taken = result.failedKeys.map((key) => this.claimedIndexKeys.get(key));
-    if (taken.length > 0 && taken.every((what) => what !== undefined)) throw new StorageError('ALREADY_EXISTS', `${taken.join(', ')} already exists`);
-    throw new StorageError('BUSY', `the catalog changed underneath this operation (${result.failedKeys.join(', ')}); try again`);
+    throw this.conflictOf(result.failedKeys) ?? new StorageError('BUSY', 'the catalog refused this operation without naming a key; try again');
+  }
+
+  /**
+   * What a commit that failed on `failedKeys` throws, from those of them this transaction compares
+   * (undefined when none is: a transaction merged into another's failed on the other's keys).
+   */
+  conflictOf(failedKeys: readonly string[]): StorageError | undefined {
+    const compared = new Set(this.compares.map((compare) => compare.key));
+    const mine = failedKeys.filter((key) => compared.has(key));
+    if (mine.length === 0) return undefined;
+    const taken = mine.map((key) => this.claimedIndexKeys.get(key));
+    if (taken.every((what) => what !== undefined)) return new StorageError('ALREADY_EXISTS', `${taken.join(', ')} already exists`);
+    return new StorageError('BUSY', `the catalog changed underneath this operation (${mine.join(', ')}); try again`);
   }
 }
 

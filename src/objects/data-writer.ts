@@ -75,6 +75,19 @@ export interface WriteBodyOptions {
    * manifest and no reference added (a small object kept in the catalog: manifest-storage.ts).
    */
   readonly inlineBytesMax?: number;
+  /**
+   * A body whose chunks make one step at most comes back with that step held (WrittenBody.heldStep)
+   * instead of added: the caller adds its references in the transaction that installs the version
+   * (one catalog commit for a put of up to CHUNKS_PER_STEP chunks, no journal record).
+   */
+  readonly holdSingleStep?: boolean;
+}
+
+/** A body's only step, not added yet (WriteBodyOptions.holdSingleStep). */
+export interface HeldStep {
+  readonly chunks: readonly HashedChunk[];
+  /** Gives the chunks' buffers back once nothing reads them (after the call that adds them settled). */
+  release(): void;
 }
 
 export interface WrittenBody {
@@ -85,6 +98,8 @@ export interface WrittenBody {
   readonly checksum?: string;
   /** The body's SHA-256, when WriteBodyOptions.sha256 asked for it. */
   readonly sha256?: Buffer;
+  /** The body's one step, held for the caller to add (WriteBodyOptions.holdSingleStep). */
+  readonly heldStep?: HeldStep;
 }
 
 /** A body small enough (WriteBodyOptions.inlineBytesMax) to be kept as its bytes. */
@@ -144,6 +159,7 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
   let stepsBegun: Promise<unknown> = Promise.resolve();
   let chunks: HashedChunk[] = [];
   let unnamedChunks = 0;
+  let stepsDispatched = 0;
   let current = takeChunkBuffer();
   let filled = 0;
   let sizeBytes = 0;
@@ -175,6 +191,7 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
     return begun.then((step) => step.added);
   };
   const dispatch = async (): Promise<void> => {
+    stepsDispatched++;
     let step: Promise<void> | undefined;
     if (unnamed.length > 0) step = hashStepOffThread();
     else if (chunks.length > 0) step = addStep(chunks);
@@ -241,12 +258,23 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
       return { inlineBytes, sizeBytes, ...(await digestsOf(digests)) };
     }
     if (filled > 0) await endChunk(filled);
+    let heldStep: HeldStep | undefined;
+    if (options.holdSingleStep === true && stepsDispatched === 0 && unnamed.length === 0 && chunks.length > 0) {
+      const held = chunks;
+      chunks = [];
+      heldStep = { chunks: held, release: () => giveBackChunkBuffers(held.map((chunk) => chunk.data)) };
+    }
     await dispatch();
     while (inFlight.length > 0) await inFlight.shift()!;
     giveBackChunkBuffers([current]);
     const manifest = builder.finish();
     assert(manifest.fileSizeBytes === heldBytes + sizeBytes, 'the manifest covers the whole body');
-    return { manifest, sizeBytes, ...(await digestsOf(digests)) };
+    try {
+      return { manifest, sizeBytes, ...(await digestsOf(digests)), ...(heldStep === undefined ? {} : { heldStep }) };
+    } catch (err) {
+      heldStep?.release();
+      throw err;
+    }
   } catch (err) {
     offloaded.abandon();
     // Let every step in flight settle so that abandoning the journal sees their final counts.

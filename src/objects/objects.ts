@@ -12,7 +12,7 @@ import { evaluateConditions, type ConditionHeaders } from './conditions.js';
 import type { ObjectContext } from './context.js';
 import { readBody } from './data-reader.js';
 import { manifestForRead } from './read-manifests.js';
-import { writeBody, writeBodyOrKeepSmall, type WriteBodyOptions, type WrittenBody } from './data-writer.js';
+import { writeBody, writeBodyOrKeepSmall, type HeldStep, type WriteBodyOptions, type WrittenBody } from './data-writer.js';
 import { ObjectError, isObjectError, type S3ErrorCode } from './errors.js';
 import { INLINE_OBJECT_BYTES_MAX, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
 import { checkObjectKey } from './names.js';
@@ -20,7 +20,7 @@ import { PutJournal } from './put-journal.js';
 import { resolveRange, type ByteRangeRequest } from './range.js';
 import { resolveVersionForRead } from './read-buckets.js';
 import type { ContentHeaders, ObjectVersionRecord, StoredChecksum } from './records.js';
-import { installVersion, NULL_VERSION_ID, removeVersion, resolveVersion } from './versions.js';
+import { installVersion, NULL_VERSION_ID, removeVersion, resolveVersion, type InstallRequest } from './versions.js';
 import type { BucketRecord } from './records.js';
 
 /** The largest object a single PUT (or one part) may carry: 5 GiB, as S3. */
@@ -119,20 +119,27 @@ export async function putObject(context: ObjectContext, request: PutObjectReques
   await precheck(context, request);
   const repository = await context.repositoryOf(bucket.pool);
   const journal = PutJournal.begin(context, bucket.pool, repository);
+  let heldStep: HeldStep | undefined;
   try {
     const written = await writeBodyOrKeepSmall(journal, request.body, {
       sizeBytesMax: SINGLE_PUT_BYTES_MAX,
       inlineBytesMax: INLINE_OBJECT_BYTES_MAX,
+      // A body of one step: its references go in with the version (one commit, no journal record).
+      holdSingleStep: journal.recordsWithReferences,
       ...writeOptionsFor(request.claims, request.signal),
     });
+    heldStep = 'heldStep' in written ? written.heldStep : undefined;
     const checksum = checkClaims(written, request.claims);
     const etag = written.md5.toString('hex');
     const content = 'inlineBytes' in written ? written.inlineBytes : written.manifest;
-    const version = await storeVersion(context, journal, { ...request, bucketRead }, content, { sizeBytes: written.sizeBytes, etag, checksum }, request.signal);
+    const references = heldStep === undefined ? undefined : { repository, chunks: heldStep.chunks };
+    const version = await storeVersion(context, journal, { ...request, bucketRead }, content, { sizeBytes: written.sizeBytes, etag, checksum }, request.signal, undefined, references);
     return { versionId: version.versionId, etag, sizeBytes: written.sizeBytes, ...(checksum === undefined ? {} : { checksum }) };
   } catch (err) {
     await journal.abandon();
     throw err;
+  } finally {
+    heldStep?.release();
   }
 }
 
@@ -145,6 +152,7 @@ export async function storeVersion(
   facts: { sizeBytes: number; etag: string; checksum: StoredChecksum | undefined; partCount?: number },
   signal?: AbortSignal,
   extend?: (txn: TxnBuilder) => void,
+  references?: InstallRequest['references'],
 ): Promise<ObjectVersionRecord> {
   const saved = await saveManifest(context, journal, content, signal);
   return installVersion(context, {
@@ -166,6 +174,7 @@ export async function storeVersion(
     ops: saved.ops,
     journal,
     ...(extend === undefined ? {} : { extend }),
+    ...(references === undefined ? {} : { references }),
     ...(request.conditions === undefined ? {} : { conditions: request.conditions }),
     ...(request.bucketRead === undefined ? {} : { bucket: request.bucketRead }),
   });

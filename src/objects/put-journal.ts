@@ -24,8 +24,9 @@
  *            and deletes the steps and the put record.
  *
  * A put that adds no reference (a small object whose bytes go into the catalog with its version,
- * an all-zero body) never writes a journal record at all: nothing of it exists outside the one
- * transaction that makes it visible. Whatever goes outside the catalog before that transaction (a
+ * an all-zero body), or adds them in the transaction that makes it visible (a body of one step
+ * into a pool that shares the catalog: versions.ts commitWithReferences), never writes a journal
+ * record at all: nothing of it exists outside that one transaction but packs nothing references. Whatever goes outside the catalog before that transaction (a
  * step, a large manifest in the ChunkStore) is preceded by the put record (`record()`).
  *
  * Cleaning up a 'writing' put drops the references of every applied step (and its marker) and
@@ -62,7 +63,7 @@ export class PutJournal {
    * call's own transaction (a recorded step, no marker). Else a marked step: record first, then
    * the call with its marker.
    */
-  private readonly recordsWithReferences: boolean;
+  readonly recordsWithReferences: boolean;
   /** What commitInto put into the caller's transaction: the journal deleted, or the put record marked committed. */
   private handedOver: { kind: 'deleted' } | { kind: 'committed'; record: PendingPutRecord } | undefined;
   /** The put record as the caller's commit left it, or 'deleted' when that commit deleted the journal. */

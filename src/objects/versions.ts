@@ -9,7 +9,9 @@
  * another writer got there first.
  */
 import type { CatalogOp, CatalogValue } from '../core/catalog-store.js';
+import { assert } from '../core/errors.js';
 import { TxnBuilder, type Versioned } from '../meta/table.js';
+import type { ChunkRepository, HashedChunk } from '../store/dedup/repository.js';
 import { checkWriteConditions, type ConditionHeaders } from './conditions.js';
 import { finishAfterCommit, retryOnConflict, type ObjectContext } from './context.js';
 import { ObjectError } from './errors.js';
@@ -36,6 +38,12 @@ export interface InstallRequest {
   readonly extend?: (txn: TxnBuilder) => Promise<void> | void;
   /** The bucket as the caller just read it: the first attempt uses it (the commit compares it) instead of reading it again. */
   readonly bucket?: Versioned<BucketRecord>;
+  /**
+   * A put's only step of chunks (data-writer.ts, holdSingleStep), whose references are added in
+   * the version's own transaction: one catalog commit for the put, and no journal record, since
+   * nothing of the put exists outside that transaction but packs nothing references yet.
+   */
+  readonly references?: { readonly repository: ChunkRepository; readonly chunks: readonly HashedChunk[] };
 }
 
 /** The newest version (object or delete marker) of a key, if any. */
@@ -118,7 +126,7 @@ export async function installVersion(context: ObjectContext, request: InstallReq
     txn.ops.push(...(request.ops ?? []));
     await request.journal?.commitInto(txn);
     await request.extend?.(txn);
-    const revision = await txn.commit(context.catalog);
+    const revision = request.references === undefined ? await txn.commit(context.catalog) : await commitWithReferences(context, txn, request.references);
     request.journal?.committedAt(revision);
     return record;
   });
@@ -127,6 +135,30 @@ export async function installVersion(context: ObjectContext, request: InstallReq
     await request.journal?.settle();
   });
   return installed;
+}
+
+/**
+ * Commits `txn` inside the repository call that adds `references` (its catalogChanges). A lost race
+ * on the version's own records throws what txn.commit would (BUSY, or ALREADY_EXISTS for a claimed
+ * name), for retryOnConflict to read them again and call again; a race lost on the counts alone the
+ * call retries itself. An attempt that loses leaves packs nothing references, which GC removes, as
+ * a crash before the commit does.
+ */
+async function commitWithReferences(context: ObjectContext, txn: TxnBuilder, references: NonNullable<InstallRequest['references']>): Promise<number> {
+  let revision: number | undefined;
+  await references.repository.addHashedReferences(references.chunks, {
+    catalogChanges: {
+      catalog: context.catalog,
+      add: (target) => {
+        target.compares.push(...txn.compares);
+        target.ops.push(...txn.ops);
+      },
+      committedAt: (committed) => (revision = committed),
+      conflictOf: (failedKeys) => txn.conflictOf(failedKeys),
+    },
+  });
+  assert(revision !== undefined, 'the repository call that added the references committed the version with them');
+  return revision;
 }
 
 export interface RemovedVersion {

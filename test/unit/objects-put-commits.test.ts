@@ -1,10 +1,11 @@
 /**
  * A put's journal records commit with the counts they journal (put-journal.ts, catalogChanges in
  * the repository): one commit per step, no marker chunk, and the install's commit deletes the
- * journal, so a one-step put makes 2 commits. A step whose commit fails leaves neither its
- * references nor its records; a repository that does not share the catalog still gets the
- * journal written first, a marker per step and a settling after the install (5 commits). Real
- * DedupChunkRepository over a counting catalog.
+ * journal. A put of one step makes 1 commit: its references go in with the version, no journal
+ * record at all (data-writer.ts holdSingleStep, versions.ts commitWithReferences). A step whose
+ * commit fails leaves neither its references nor its records; a repository that does not share
+ * the catalog still gets the journal written first, a marker per step and a settling after the
+ * install (5 commits). Real DedupChunkRepository over a counting catalog.
  */
 import { describe, expect, it } from 'vitest';
 import type { CatalogOp, CatalogStore } from '../../src/core/catalog-store.js';
@@ -55,11 +56,11 @@ async function journalKeys(catalog: CatalogStore): Promise<string[]> {
 }
 
 describe('a put commits its journal with its counts', () => {
-  // Shared catalog: references with the journal, then the version with the journal deleted. Else
-  // the journal is written on its own first, the references with a marker, the version, the
-  // marker dropped, and the journal deleted on its own after the drop.
+  // Shared catalog: the references and the version in one commit. Else the journal is written on
+  // its own first, the references with a marker, the version, the marker dropped, and the journal
+  // deleted on its own after the drop.
   for (const { shared, txns } of [
-    { shared: true, txns: 2 },
+    { shared: true, txns: 1 },
     { shared: false, txns: 5 },
   ]) {
     it(`a one-step put commits ${txns} times when the repository ${shared ? 'shares' : 'does not share'} the catalog`, async () => {
@@ -109,6 +110,60 @@ describe('a put commits its journal with its counts', () => {
     await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
     const data = patternBytes(9 * 1024 * 1024, 5); // 144 chunks: three steps of 64
     await expect(model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(data, 256 * 1024), claims: { sizeBytes: data.length } })).rejects.toThrow(/injected/);
+    await model.idle();
+    expect(await totalReferences(catalog, 'pool-a')).toBe(0);
+    expect(await journalKeys(catalog)).toEqual([]);
+    expect((await catalog.list('s3-current/')).entries).toEqual([]);
+    expect(deferredErrors).toEqual([]);
+  });
+
+  it('a one-step put that loses the race for its key commits again, its references counted once', async () => {
+    // The first merged commit fails on the key's current-version record (another writer rewrote it
+    // between the install's read and its commit): the put reads again and commits again.
+    const inner = new MemoryCatalogStore();
+    let armed = false;
+    let raced = false;
+    let installs = 0;
+    const racing = new Proxy(inner, {
+      get(target, name, receiver) {
+        const value: unknown = Reflect.get(target, name, receiver);
+        if (name !== 'txn') return typeof value === 'function' ? value.bind(target) : value;
+        return async (compares: Parameters<CatalogStore['txn']>[0], ops: readonly CatalogOp[]) => {
+          if (armed && ops.some((op) => op.key.startsWith('s3-current/'))) installs++;
+          if (armed && !raced && ops.some((op) => op.key.startsWith('s3-current/'))) {
+            raced = true;
+            const current = (await target.list('s3-current/')).entries[0]!;
+            await target.txn([{ key: current.key, modRevision: current.modRevision }], [{ type: 'put', key: current.key, value: current.value }]);
+          }
+          return target.txn(compares, ops);
+        };
+      },
+    });
+    const { model, catalog, deferredErrors } = await createTestObjectModel({ catalog: racing });
+    await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+    await model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(patternBytes(2 * CHUNK_BYTES, 7)), claims: { sizeBytes: 2 * CHUNK_BYTES } });
+    armed = true;
+    const data = patternBytes(3 * CHUNK_BYTES, 9);
+    await model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } });
+    await model.idle();
+    expect(raced).toBe(true);
+    // Two tries: the one that lost goes back to the install at once (the repository does not retry
+    // a race lost on the caller's records), which reads the key again and wins.
+    expect(installs).toBe(2);
+    // The replaced version's 2 references went with it; the new one holds its 3, once.
+    expect(await totalReferences(catalog, 'pool-a')).toBe(3);
+    expect(await journalKeys(catalog)).toEqual([]);
+    expect(deferredErrors).toEqual([]);
+    const got = await model.getObject({ bucket: 'photos', key: 'k' });
+    expect(got.outcome === 'ok' && Buffer.from(await collect(got.body())).equals(data)).toBe(true);
+  });
+
+  it('a one-step put whose one commit fails leaves no reference, no version and no journal record', async () => {
+    const counted = countingCatalog((ops) => ops.some((op) => op.key.startsWith('s3-current/')));
+    const { model, catalog, deferredErrors } = await createTestObjectModel({ catalog: counted.catalog });
+    await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
+    const data = patternBytes(3 * CHUNK_BYTES, 10);
+    await expect(model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(data), claims: { sizeBytes: data.length } })).rejects.toThrow(/injected/);
     await model.idle();
     expect(await totalReferences(catalog, 'pool-a')).toBe(0);
     expect(await journalKeys(catalog)).toEqual([]);

@@ -579,14 +579,16 @@ export class DedupChunkRepository implements ChunkRepository {
       if (!this.sharesCatalog(changes.catalog)) throw new StorageError('INVALID_ARGUMENT', 'catalogChanges need a repository that shares the caller\'s catalog');
       changes.add(txn);
     }
-    try {
-      const revision = await txn.commit(this.options.catalog);
-      changes?.committedAt(revision);
+    // Which keys failed tells a lost race on the counts (tried again here) from one on the
+    // caller's own compared records (the caller's to handle: conflictOf).
+    const result = await this.options.catalog.txn(txn.compares, txn.ops);
+    if (result.succeeded) {
+      changes?.committedAt(result.revision);
       return true;
-    } catch (err) {
-      if (isStorageError(err, 'BUSY') || isStorageError(err, 'ALREADY_EXISTS')) return false;
-      throw err;
     }
+    const conflict = changes?.conflictOf?.(result.failedKeys);
+    if (conflict !== undefined) throw conflict;
+    return false;
   }
 
   private tooBusy(what: string): StorageError {

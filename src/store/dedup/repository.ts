@@ -49,6 +49,14 @@ export interface CatalogChanges {
   readonly catalog: CatalogStore;
   add(txn: TxnBuilder): void;
   committedAt(revision: number): void;
+  /**
+   * For changes that compare records of their own (a version installed with its references): the
+   * error to throw when the transaction failed on `failedKeys`, undefined when none is the
+   * caller's. The call then throws it at once instead of trying again, and the caller re-reads
+   * its records and calls again; a failure on the counts alone is retried inside the call as
+   * without it. Absent: the caller's changes compare nothing that can change.
+   */
+  conflictOf?(failedKeys: readonly string[]): Error | undefined;
 }
 
 /**
