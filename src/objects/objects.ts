@@ -128,7 +128,7 @@ export async function putObject(context: ObjectContext, request: PutObjectReques
       holdSingleStep: journal.recordsWithReferences,
       ...writeOptionsFor(request.claims, request.signal),
     });
-    heldStep = 'heldStep' in written ? written.heldStep : undefined;
+    heldStep = written.heldStep;
     const checksum = checkClaims(written, request.claims);
     const etag = written.md5.toString('hex');
     const content = 'inlineBytes' in written ? written.inlineBytes : written.manifest;

@@ -18,8 +18,14 @@ import { collect, createTestObjectModel, patternBytes, streamOf, totalReferences
 const OWNER = 'user-1';
 const CHUNK_BYTES = 64 * 1024;
 
-/** A catalog that counts transactions and fails the first one `failWhen` picks. */
-function countingCatalog(failWhen?: (ops: readonly CatalogOp[]) => boolean): { catalog: CatalogStore; txns: () => number } {
+/**
+ * A catalog that counts transactions and fails the first one `failWhen` picks; `beforeTxn` runs
+ * first, on the store itself (another writer's change landing just before this transaction).
+ */
+function countingCatalog(
+  failWhen?: (ops: readonly CatalogOp[]) => boolean,
+  beforeTxn?: (store: CatalogStore, ops: readonly CatalogOp[]) => Promise<void>,
+): { catalog: CatalogStore; txns: () => number } {
   const inner = new MemoryCatalogStore();
   let txns = 0;
   let failed = false;
@@ -27,11 +33,12 @@ function countingCatalog(failWhen?: (ops: readonly CatalogOp[]) => boolean): { c
     get(target, name, receiver) {
       const value: unknown = Reflect.get(target, name, receiver);
       if (name !== 'txn') return typeof value === 'function' ? value.bind(target) : value;
-      return (compares: Parameters<CatalogStore['txn']>[0], ops: readonly CatalogOp[]) => {
+      return async (compares: Parameters<CatalogStore['txn']>[0], ops: readonly CatalogOp[]) => {
         txns++;
+        await beforeTxn?.(target, ops);
         if (!failed && failWhen?.(ops) === true) {
           failed = true;
-          return Promise.reject(new StorageError('IO_ERROR', 'commit failed (injected)'));
+          throw new StorageError('IO_ERROR', 'commit failed (injected)');
         }
         return target.txn(compares, ops);
       };
@@ -120,26 +127,18 @@ describe('a put commits its journal with its counts', () => {
   it('a one-step put that loses the race for its key commits again, its references counted once', async () => {
     // The first merged commit fails on the key's current-version record (another writer rewrote it
     // between the install's read and its commit): the put reads again and commits again.
-    const inner = new MemoryCatalogStore();
     let armed = false;
     let raced = false;
     let installs = 0;
-    const racing = new Proxy(inner, {
-      get(target, name, receiver) {
-        const value: unknown = Reflect.get(target, name, receiver);
-        if (name !== 'txn') return typeof value === 'function' ? value.bind(target) : value;
-        return async (compares: Parameters<CatalogStore['txn']>[0], ops: readonly CatalogOp[]) => {
-          if (armed && ops.some((op) => op.key.startsWith('s3-current/'))) installs++;
-          if (armed && !raced && ops.some((op) => op.key.startsWith('s3-current/'))) {
-            raced = true;
-            const current = (await target.list('s3-current/')).entries[0]!;
-            await target.txn([{ key: current.key, modRevision: current.modRevision }], [{ type: 'put', key: current.key, value: current.value }]);
-          }
-          return target.txn(compares, ops);
-        };
-      },
+    const racing = countingCatalog(undefined, async (store, ops) => {
+      if (!armed || !ops.some((op) => op.key.startsWith('s3-current/'))) return;
+      installs++;
+      if (raced) return;
+      raced = true;
+      const current = (await store.list('s3-current/')).entries[0]!;
+      await store.txn([{ key: current.key, modRevision: current.modRevision }], [{ type: 'put', key: current.key, value: current.value }]);
     });
-    const { model, catalog, deferredErrors } = await createTestObjectModel({ catalog: racing });
+    const { model, catalog, deferredErrors } = await createTestObjectModel({ catalog: racing.catalog });
     await model.createBucket({ name: 'photos', owner: OWNER, pool: 'pool-a' });
     await model.putObject({ bucket: 'photos', key: 'k', owner: OWNER, body: streamOf(patternBytes(2 * CHUNK_BYTES, 7)), claims: { sizeBytes: 2 * CHUNK_BYTES } });
     armed = true;
