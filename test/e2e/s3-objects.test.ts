@@ -35,6 +35,7 @@ import { run } from '../support/tools.js';
 import { useTempDir } from '../support/tmp.js';
 import { assertBuilt, useDaemon } from './harness.js';
 import { s3Failure as failure } from '../support/s3-failure.js';
+import type { PoolDfJson } from '../../src/api/rest/schemas.js';
 
 assertBuilt();
 
@@ -206,8 +207,16 @@ describe('S3 objects through strata serve', () => {
         }
       },
     });
+    const referencedBytes = async (): Promise<number> => (await suite.d.apiJson<PoolDfJson>('GET', '/v1/pools/default/df')).referencedChunkBytes;
+    const referencedBefore = await referencedBytes();
     const put = s3.send(new PutObjectCommand({ Bucket: 'photos', Key: 'cut.bin', Body: body, ContentLength: 64 * MiB })).then(() => 'stored', () => 'failed');
     await enough;
+    // Killed only once the put's first step has committed (its references, and with them its
+    // journal record, counted in the pool): fed bytes alone say nothing of how far the daemon got.
+    for (let attempt = 0; (await referencedBytes()) === referencedBefore; attempt++) {
+      if (attempt === 600) throw new Error(`the cut put's first step never committed (${referencedBefore} referenced bytes throughout)`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
     const d = suite.d;
     await d.kill();
     expect(await put).toBe('failed');
