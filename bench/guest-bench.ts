@@ -44,6 +44,7 @@ import { join } from 'node:path';
 import { startGuest } from '../test/vhost-user/guest.js';
 import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { processCpuSeconds, formatCost, cpuCost, type CpuSample } from './cpu.js';
+import { schedShares, TCG_VCPU_THREAD, threadSchedTimes, type SchedTimes } from './thread-sched.js';
 import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
@@ -114,6 +115,14 @@ interface GuestRunOutcome {
 async function guestRun(disks: readonly Backend[], fio: GuestFio, rows: readonly NbdBenchRow[], runtimeSeconds: number, plan: readonly GuestStep[]): Promise<GuestRunOutcome> {
   const started = new Map<number, number>();
   const cpuSeconds = new Map<number, number>();
+  // The guest's vCPU and the serving process in each step's window: ran, and waited for a CPU.
+  const schedAt = new Map<number, { wallNs: bigint; vcpu: SchedTimes | undefined; server: SchedTimes | undefined }>();
+  const shares = new Map<number, GuestStepResult['shares']>();
+  const schedNow = (pid: number): { wallNs: bigint; vcpu: SchedTimes | undefined; server: SchedTimes | undefined } => ({
+    wallNs: process.hrtime.bigint(),
+    vcpu: guest.pid === undefined ? undefined : threadSchedTimes(guest.pid, TCG_VCPU_THREAD),
+    server: threadSchedTimes(pid),
+  });
   let warmStart: number[] = [];
   let failure: Error | undefined;
   const results: GuestStepResult[] = [];
@@ -132,7 +141,8 @@ async function guestRun(disks: readonly Backend[], fio: GuestFio, rows: readonly
   const extraDisks = disks.slice(1).flatMap((b, i) => ['-chardev', `socket,id=bench${i + 1},path=${b.socket}`, '-device', `vhost-user-blk-pci,chardev=bench${i + 1},num-queues=1`]);
   const guest = startGuest({
     socketPath: disks[0]!.socket,
-    qemuArgs: extraDisks,
+    // debug-threads: the vCPU thread named ("CPU 0/TCG"), for its run and wait times.
+    qemuArgs: ['-name', 'bench-guest,debug-threads=on', ...extraDisks],
     script: guestScript(fio, rows, runtimeSeconds, disks.length, plan),
     files: fio.files,
     memMiB: GUEST_MEM_MIB,
@@ -152,12 +162,23 @@ async function guestRun(disks: readonly Backend[], fio: GuestFio, rows: readonly
       }
       const step = plan[n]!;
       const pid = disks[step.disk]!.pid;
-      if (m[3] === 'go') started.set(n, processCpuSeconds(pid));
-      else if (m[3] === 'stop') cpuSeconds.set(n, processCpuSeconds(pid) - started.get(n)!);
-      else {
+      if (m[3] === 'go') {
+        started.set(n, processCpuSeconds(pid));
+        schedAt.set(n, schedNow(pid));
+      } else if (m[3] === 'stop') {
+        cpuSeconds.set(n, processCpuSeconds(pid) - started.get(n)!);
+        const before = schedAt.get(n)!;
+        const after = schedNow(pid);
+        const wallNs = Number(after.wallNs - before.wallNs);
+        if (before.vcpu !== undefined && after.vcpu !== undefined && before.server !== undefined && after.server !== undefined) {
+          const vcpu = schedShares(before.vcpu, after.vcpu, wallNs);
+          shares.set(n, { vcpuRan: vcpu.ran, vcpuWaited: vcpu.waited, serverWaited: schedShares(before.server, after.server, wallNs).waited, vcpuWriteCalls: after.vcpu.writeCalls - before.vcpu.writeCalls });
+        }
+      } else {
         try {
           const r = parseGuestFioLine(m[4] ?? '', rows[step.row]!.bs);
-          results.push({ ...step, iops: r.iops, sample: { cpuSeconds: cpuSeconds.get(n)!, bytes: r.bytes, requests: r.requests } });
+          const stepShares = shares.get(n);
+          results.push({ ...step, iops: r.iops, sample: { cpuSeconds: cpuSeconds.get(n)!, bytes: r.bytes, requests: r.requests }, ...(stepShares === undefined ? {} : { shares: stepShares }) });
         } catch (e) {
           failure ??= e as Error; // reported once the guest is done (a throw here would end the bench mid-boot)
         }
@@ -274,7 +295,9 @@ async function main(): Promise<void> {
         const b = disks[r.disk]!;
         iops[r.row]!.get(b.name)!.push(r.iops);
         cpu[r.row]!.get(b.name)!.push(r.sample);
-        process.stderr.write(`  run ${run + 1}, ${b.label}, ${rows[r.row]!.name}: ${r.iops.toFixed(0)} IOPS, ${formatCost(cpuCost(r.sample))}\n`);
+        const percent = (share: number): string => `${(100 * share).toFixed(0)}%`;
+        const sched = r.shares === undefined ? '' : `; vCPU ran ${percent(r.shares.vcpuRan)}, waited for a CPU ${percent(r.shares.vcpuWaited)}, kicked ${(r.shares.vcpuWriteCalls / r.sample.requests).toFixed(2)} times a request; server threads waited ${percent(r.shares.serverWaited)}`;
+        process.stderr.write(`  run ${run + 1}, ${b.label}, ${rows[r.row]!.name}: ${r.iops.toFixed(0)} IOPS, ${formatCost(cpuCost(r.sample))}${sched}\n`);
       }
       if (outcome.stalled !== undefined) {
         const note = `run ${run + 1}: FAILED, ${outcome.stalled}; guest and servers killed (load ${loadAverage().toFixed(2)})`;

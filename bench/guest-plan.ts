@@ -21,6 +21,8 @@ export interface GuestStep {
 export interface GuestStepResult extends GuestStep {
   iops: number;
   sample: CpuSample;
+  /** Shares of the step's wall time: the guest's vCPU ran, and waited for a CPU; the serving process waited for one (all its threads); the vCPU's write calls (its kicks). */
+  shares?: { vcpuRan: number; vcpuWaited: number; serverWaited: number; vcpuWriteCalls: number };
 }
 
 /**

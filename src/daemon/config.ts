@@ -5,14 +5,16 @@
  *   defaults      dataDir ./strata-data, listen 127.0.0.1:7460, logFormat text, logLevel info
  *   file          --config FILE, else <dataDir>/strata.json when it exists
  *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL,
- *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET, STRATA_NBD_POLL_US, STRATA_NBD_TLS_CERT,
+ *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET, STRATA_NBD_POLL_US, STRATA_VHOST_POLL_US, STRATA_NBD_TLS_CERT,
  *                 STRATA_NBD_TLS_KEY, STRATA_NBD_TLS, STRATA_METRICS_AUTH, STRATA_TRASH_CHECK_INTERVAL_MS,
  *                 STRATA_S3_LISTEN, STRATA_S3_DOMAIN
  *   flags         --data-dir, --listen, --log-format, --log-level, --nbd-listen, --nbd-socket,
- *                 --nbd-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls, --metrics-auth,
+ *                 --nbd-poll-us, --vhost-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls, --metrics-auth,
  *                 --trash-check-interval-ms, --s3-listen, --s3-domain
  *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off;
  *   nbdPollUs, how long an idle NBD connection is busy-polled, defaults to 100, 0 turns it off;
+ *   vhostPollUs, how long a drained vhost-user ring is polled before the guest must kick, defaults
+ *   to 32, 0 turns it off;
  *   metricsAuth defaults to 'none' when the API listens on loopback only, else 'token';
  *   trashCheckIntervalMs, how often expired volumes are purged from the trash, defaults to 60000;
  *   s3Listen, the S3 endpoint, defaults to 127.0.0.1:7480, 'off' turns it off; s3Domain is a
@@ -35,6 +37,8 @@ export const NBD_SOCKET_NAME = 'nbd.sock';
 export const DEFAULT_NBD_POLL_US = 100;
 /** Longer windows would hold the event loop too long from everyone else. */
 export const MAX_NBD_POLL_US = 1000;
+/** Poll window of a drained vhost-user ring (see src/export/vhost-user/rings.ts): QEMU's IOThread default, poll-max-ns 32768. */
+export const DEFAULT_VHOST_POLL_US = 32;
 export const DEFAULT_POOL = 'default';
 /** The S3 endpoint's address (radosgw's customary port), on the loopback interface by default. */
 export const DEFAULT_S3_LISTEN = '127.0.0.1:7480';
@@ -72,6 +76,8 @@ export interface DaemonConfig {
   nbdSocketPath: string | undefined;
   /** How long an idle NBD connection is busy-polled for its next request, in microseconds (0: never). */
   nbdPollUs: number;
+  /** How long a drained vhost-user ring is polled for the guest's next request, in microseconds (0: never). */
+  vhostPollUs: number;
   /** TLS on the NBD TCP listener (undefined: none): PEM files, and whether plaintext is refused. */
   nbdTls: NbdTlsConfig | undefined;
   /** /metrics: open when the API listens on loopback only (default), token-protected otherwise. */
@@ -105,6 +111,7 @@ export interface ConfigFlags {
   nbdListen?: string | undefined;
   nbdSocket?: string | undefined;
   nbdPollUs?: string | undefined;
+  vhostPollUs?: string | undefined;
   nbdTlsCert?: string | undefined;
   nbdTlsKey?: string | undefined;
   nbdTls?: string | undefined;
@@ -127,6 +134,7 @@ interface FileConfig {
   nbdListen?: string;
   nbdSocket?: string;
   nbdPollUs?: number;
+  vhostPollUs?: number;
   nbdTlsCert?: string;
   nbdTlsKey?: string;
   nbdTls?: string;
@@ -138,7 +146,7 @@ interface FileConfig {
   s3Domain?: string;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 'sealPolicyIntervalMs', 's3Listen', 's3Domain']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'vhostPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 'sealPolicyIntervalMs', 's3Listen', 's3Domain']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -199,10 +207,10 @@ function parseTrashCheckIntervalMs(text: string, source: string, what = 'the tra
   return value;
 }
 
-function parsePollUs(text: string, source: string): number {
+function parsePollUs(text: string, source: string, what = 'the NBD poll window'): number {
   const value = /^\d+$/.test(text.trim()) ? Number(text.trim()) : NaN;
   if (!Number.isSafeInteger(value) || value > MAX_NBD_POLL_US) {
-    throw invalid(`${source}: the NBD poll window must be 0..${MAX_NBD_POLL_US} microseconds, not '${text}'`);
+    throw invalid(`${source}: ${what} must be 0..${MAX_NBD_POLL_US} microseconds, not '${text}'`);
   }
   return value;
 }
@@ -254,7 +262,7 @@ function readConfigFile(file: string): FileConfig {
   for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 's3Listen', 's3Domain']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
-  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 'sealPolicyIntervalMs']) {
+  for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs', 'vhostPollUs', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 'sealPolicyIntervalMs']) {
     const v = obj[key];
     if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)) {
       throw invalid(`config file ${file}: '${key}' must be a non-negative integer`);
@@ -331,6 +339,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     throw invalid(`${tlsModeSrc[1]}: NBD TLS mode given without --nbd-tls-cert and --nbd-tls-key`);
   }
   const pollSrc = pick(flags.nbdPollUs, 'STRATA_NBD_POLL_US', file.nbdPollUs === undefined ? undefined : String(file.nbdPollUs));
+  const vhostPollSrc = pick(flags.vhostPollUs, 'STRATA_VHOST_POLL_US', file.vhostPollUs === undefined ? undefined : String(file.vhostPollUs));
 
   let chainDepthPolicy: ChainDepthPolicy | undefined;
   if (file.chainDepthPolicy !== undefined) {
@@ -360,6 +369,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     nbdListen: nbdListenSrc[0] === 'off' ? undefined : parseListen(nbdListenSrc[0], nbdListenSrc[1]),
     nbdSocketPath,
     nbdPollUs: pollSrc ? parsePollUs(pollSrc[0], pollSrc[1]) : DEFAULT_NBD_POLL_US,
+    vhostPollUs: vhostPollSrc ? parsePollUs(vhostPollSrc[0], vhostPollSrc[1], 'the vhost-user poll window') : DEFAULT_VHOST_POLL_US,
     nbdTls,
     // Scrapers on this host need no token; beyond it, volume names and sizes are not for everyone.
     metricsAuth: metricsAuthSrc ? parseMetricsAuth(metricsAuthSrc[0], metricsAuthSrc[1]) : isLoopbackHost(listen.host) ? 'none' : 'token',

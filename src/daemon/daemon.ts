@@ -121,7 +121,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       nbdSocketPath: config.nbdSocketPath,
       nbdPollUs: config.nbdPollUs,
       nbdTls: config.nbdTls,
-      vhostUser: options.vhostUser ?? (await defaultVhostUserFactory()),
+      vhostUser: options.vhostUser ?? (await defaultVhostUserFactory(config.vhostPollUs)),
       ...restoreDelayForTests(),
     });
     // Exports before the API: a request never sees an export missing that is about to come back.
@@ -276,7 +276,7 @@ function restoreDelayForTests(): { beforeRestore?: () => Promise<void> } {
 }
 
 /** The vhost-user-blk backend (src/export/vhost-user), loaded when the daemon starts. */
-async function defaultVhostUserFactory(): Promise<VhostUserExportFactory | undefined> {
+async function defaultVhostUserFactory(pollWindowUs: number): Promise<VhostUserExportFactory | undefined> {
   const { VhostUserBlkExport } = await import('../export/vhost-user/export.js');
   return (options) =>
     new VhostUserBlkExport({
@@ -284,6 +284,7 @@ async function defaultVhostUserFactory(): Promise<VhostUserExportFactory | undef
       queueCount: options.queueCount,
       readOnly: options.readOnly,
       serial: options.serial,
+      poll: { windowUs: pollWindowUs },
       logger: (line, level) => options.logger[level](line),
     });
 }

@@ -1,6 +1,6 @@
-/** PollWindow: when an idle NBD connection is worth busy-polling (src/export/nbd/idle-poll.ts). */
+/** PollWindow: when an idle NBD connection is worth busy-polling (src/export/poll-window.ts). */
 import { describe, expect, it } from 'vitest';
-import { PollWindow } from '../../src/export/nbd/idle-poll.js';
+import { PollWindow } from '../../src/export/poll-window.js';
 
 describe('PollWindow', () => {
   it('polls the whole window while polls keep catching requests', () => {

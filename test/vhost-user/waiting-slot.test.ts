@@ -11,9 +11,9 @@
 import { setImmediate as nextTurn } from 'node:timers/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BlockDevice, BlockDeviceCapabilities, Extent } from '../../src/core/block-device.js';
 import type { ExportLogLevel } from '../../src/export/log.js';
 import { VhostUserBlkExport } from '../../src/export/vhost-user/export.js';
+import { RamDevice } from '../support/ram-device.js';
 import { makeTempDir } from '../support/tmp.js';
 import { VhostUserFrontend } from './frontend.js';
 import { hangUpBurst } from './hang-up-burst.js';
@@ -23,13 +23,13 @@ const BURST_CONNECTIONS = 50;
 const ROUNDS = 3;
 
 /** A RAM disk whose flushes wait for release(). */
-class HeldFlushDevice implements BlockDevice {
-  readonly capabilities: BlockDeviceCapabilities = { readOnly: false, discard: false, efficientZeroes: false, flush: true };
-  private readonly data = new Uint8Array(SIZE_BYTES);
+class HeldFlushDevice extends RamDevice {
   private held: Array<() => void> | undefined;
   flushesWaiting = 0;
 
-  constructor(readonly sizeBytes = SIZE_BYTES) {}
+  constructor() {
+    super(SIZE_BYTES);
+  }
 
   holdFlushes(): void {
     this.held = [];
@@ -42,26 +42,12 @@ class HeldFlushDevice implements BlockDevice {
     for (const go of held) go();
   }
 
-  async read(offset: number, buf: Uint8Array): Promise<void> {
-    buf.set(this.data.subarray(offset, offset + buf.length));
-  }
-  async write(offset: number, data: Uint8Array): Promise<void> {
-    this.data.set(data, offset);
-  }
-  async writeZeroes(offset: number, lengthBytes: number): Promise<void> {
-    this.data.fill(0, offset, offset + lengthBytes);
-  }
-  async discard(): Promise<void> {}
-  async flush(): Promise<void> {
+  override async flush(): Promise<void> {
     const held = this.held;
     if (held === undefined) return;
     this.flushesWaiting++;
     await new Promise<void>((resolve) => held.push(resolve));
   }
-  async blockStatus(offset: number, lengthBytes: number): Promise<Extent[]> {
-    return [{ guestOffset: offset, lengthBytes, kind: 'data' }];
-  }
-  async close(): Promise<void> {}
 }
 
 async function until(condition: () => boolean, what: string): Promise<void> {

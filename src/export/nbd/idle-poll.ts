@@ -23,52 +23,14 @@
 import { performance } from 'node:perf_hooks';
 import { POLLFD_BYTES, POLLIN, type Libc } from '../../sys/libc.js';
 import { socketSys } from './socket-fd.js';
+import type { PollWindow } from '../poll-window.js';
 
 /** Longest a chain of requests served by polling keeps the event loop from other work. */
 const SPIN_BUDGET_MS = 1;
-/** Poll while at least this share of recent idle periods ended within the window. */
-const POLL_WORTH_HIT_RATE = 0.5;
-/** Weight of the newest outcome in the moving average of hits. */
-const HIT_RATE_WEIGHT = 1 / 8;
 /** A pause this long between two checks of a poll means the process was preempted. */
 const PREEMPTED_MS = 0.03;
-/** A connection that stopped polling tries the full window again once in this many idle periods. */
-const PROBE_EVERY_IDLES = 16;
 /** Bytes read from a socket in one go while polling (more stays in the socket for libuv). */
 const READ_CHUNK_BYTES = 256 * 1024;
-
-/**
- * Whether a connection should poll, learned from how often polling paid off: a moving average of
- * polls that caught the next request. Only polls teach it: the gap seen by the event loop when not
- * polling includes the very wake-up that polling saves, so it cannot tell whether polling would pay.
- */
-export class PollWindow {
-  private hitRate = 1; // optimistic: a client at queue depth 1 benefits from its second request on
-  private idlesSinceProbe = 0;
-
-  constructor(readonly maxUs: number) {}
-
-  /**
-   * How long to poll now that the connection is idle: the whole window while polling pays, else
-   * nothing, except for a probe every PROBE_EVERY_IDLES so a client that speeds up is noticed.
-   */
-  next(): number {
-    if (this.hitRate >= POLL_WORTH_HIT_RATE) return this.maxUs;
-    if (++this.idlesSinceProbe < PROBE_EVERY_IDLES) return 0;
-    this.idlesSinceProbe = 0;
-    return this.maxUs;
-  }
-
-  /** The poll caught the next request. */
-  hit(): void {
-    this.hitRate += (1 - this.hitRate) * HIT_RATE_WEIGHT;
-  }
-
-  /** The poll ran out its window. */
-  miss(): void {
-    this.hitRate -= this.hitRate * HIT_RATE_WEIGHT;
-  }
-}
 
 /**
  * What a poll found: the bytes read from the connection's socket (a fresh Buffer); 'timeout': the

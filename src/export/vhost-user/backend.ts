@@ -40,7 +40,7 @@ import { GuestMemory, MAX_MEMORY_REGIONS } from './memory.js';
 import { MemoryTable } from './memory-table.js';
 import * as M from './messages.js';
 import { DeclinedError, describeError, ProtocolError, takeFd } from './protocol-errors.js';
-import { RingSet } from './rings.js';
+import { RingSet, type RingPollOptions } from './rings.js';
 
 /** Messages waiting behind a slow handler before the front-end is considered abusive. */
 const MAX_PENDING_MESSAGES = 1024;
@@ -69,6 +69,8 @@ export interface VhostUserBlkBackendOptions {
   log: ExportLog;
   /** Also log every message received (debugging interop). */
   trace?: boolean;
+  /** Polling of drained rings (RingSetOptions.poll; default: none). */
+  poll?: RingPollOptions;
 }
 
 interface Reply {
@@ -107,6 +109,7 @@ export class VhostUserBlkBackend {
       handler: new BlkRequestHandler(device, { readOnly, serial: opts.serial, log: opts.log }),
       inflight: this.inflight,
       log: opts.log,
+      ...(opts.poll === undefined ? {} : { poll: opts.poll }),
     });
     this.memoryTable = new MemoryTable(memory, this.rings);
     this.featuresOffered =
@@ -123,6 +126,11 @@ export class VhostUserBlkBackend {
   /** Requests completed or in flight since the connection started. */
   get requests(): number {
     return this.rings.requests;
+  }
+
+  /** The rings' polls of a drained ring and their hits (RingPollOptions). */
+  get ringPolls(): { polls: number; hits: number } {
+    return { polls: this.rings.polls, hits: this.rings.pollHits };
   }
 
   /** Negotiated feature bits (for diagnostics and tests). */

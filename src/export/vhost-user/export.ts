@@ -21,6 +21,7 @@ import { SysError } from '../../sys/libc.js';
 import type { ExportLog } from '../log.js';
 import { UnixListener, type UnixStream } from '../../sys/unix-socket.js';
 import { MAX_QUEUES, VhostUserBlkBackend } from './backend.js';
+import type { RingPollOptions } from './rings.js';
 import { VIRTIO_BLK_ID_BYTES } from './blk.js';
 
 export interface VhostUserBlkExportOptions {
@@ -36,12 +37,17 @@ export interface VhostUserBlkExportOptions {
   logger?: ExportLog;
   /** Log every vhost-user message received (interop debugging; noisy). */
   trace?: boolean;
+  /** Polling of drained rings before the guest is asked to kick (RingPollOptions; default: none). */
+  poll?: RingPollOptions;
 }
 
 export interface VhostUserBlkExportStats {
   connected: boolean;
   /** Requests received from guests since start(), over all connections. */
   requests: number;
+  /** Polls of drained rings (RingPollOptions), and those that caught the guest's next request, over all connections. */
+  ringPolls: number;
+  ringPollHits: number;
 }
 
 /**
@@ -72,6 +78,7 @@ export class VhostUserBlkExport implements Export {
   /** A front-end that connected while the previous connection was still being released. */
   private waiting: UnixStream | undefined;
   private finishedRequests = 0;
+  private finishedPolls = { polls: 0, hits: 0 };
 
   constructor(opts: VhostUserBlkExportOptions) {
     if (!Number.isInteger(opts.queueCount) || opts.queueCount < 1 || opts.queueCount > MAX_QUEUES) {
@@ -127,6 +134,8 @@ export class VhostUserBlkExport implements Export {
     return {
       connected: b !== undefined && !b.isClosing,
       requests: this.finishedRequests + (b?.requests ?? 0),
+      ringPolls: this.finishedPolls.polls + (b?.ringPolls.polls ?? 0),
+      ringPollHits: this.finishedPolls.hits + (b?.ringPolls.hits ?? 0),
     };
   }
 
@@ -173,6 +182,7 @@ export class VhostUserBlkExport implements Export {
         serial: this.opts.serial,
         log: this.log,
         trace: this.opts.trace === true,
+        ...(this.opts.poll === undefined ? {} : { poll: this.opts.poll }),
       });
     } catch (err) {
       this.log(`cannot serve the connection: ${err instanceof Error ? err.message : String(err)}`, 'warn');
@@ -182,6 +192,8 @@ export class VhostUserBlkExport implements Export {
     this.backend = backend;
     void backend.closed.then(() => {
       this.finishedRequests += backend.requests;
+      this.finishedPolls.polls += backend.ringPolls.polls;
+      this.finishedPolls.hits += backend.ringPolls.hits;
       this.backend = undefined;
       const next = this.waiting;
       this.waiting = undefined;

@@ -243,6 +243,12 @@ export class DriverQueue {
     });
   }
 
+  /** Whether the ring asks to be kicked for the next request published (what kickNow(false) decides by). */
+  kickWanted(): boolean {
+    if (this.eventIdx) return Atomics.load(this.availEvent16, 0) === this.availIdx;
+    return (Atomics.load(this.usedFlags16, 0) & USED_F_NO_NOTIFY) === 0;
+  }
+
   kickNow(force: boolean): void {
     const newIdx = this.availIdx;
     const oldIdx = this.kickedIdx;
