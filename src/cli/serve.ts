@@ -38,7 +38,7 @@ Options (each overrides the environment, which overrides the config file):
                          N us of CPU per idle period while the client keeps it busy, none when not
   --vhost-poll-us N      after serving a burst, a vhost-user ring keeps checking for the guest's
                          next request this long before asking the guest to kick (env
-                         STRATA_VHOST_POLL_US; default 32, max 1000; 0 off). Spares the guest a
+                         STRATA_VHOST_POLL_US; default 64, max 1000; 0 off). Spares the guest a
                          VM exit per request; not while polls keep missing or CPUs are short
   --nbd-tls-cert PEM     TLS for NBD over TCP (NBD_OPT_STARTTLS): the server certificate (chain)
   --nbd-tls-key PEM      and its private key (env STRATA_NBD_TLS_CERT, STRATA_NBD_TLS_KEY)

@@ -14,7 +14,7 @@
  *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off;
  *   nbdPollUs, how long an idle NBD connection is busy-polled, defaults to 100, 0 turns it off;
  *   vhostPollUs, how long a drained vhost-user ring is polled before the guest must kick, defaults
- *   to 32, 0 turns it off;
+ *   to 64, 0 turns it off;
  *   metricsAuth defaults to 'none' when the API listens on loopback only, else 'token';
  *   trashCheckIntervalMs, how often expired volumes are purged from the trash, defaults to 60000;
  *   s3Listen, the S3 endpoint, defaults to 127.0.0.1:7480, 'off' turns it off; s3Domain is a
@@ -37,8 +37,14 @@ export const NBD_SOCKET_NAME = 'nbd.sock';
 export const DEFAULT_NBD_POLL_US = 100;
 /** Longer windows would hold the event loop too long from everyone else. */
 export const MAX_NBD_POLL_US = 1000;
-/** Poll window of a drained vhost-user ring (see src/export/vhost-user/rings.ts): QEMU's IOThread default, poll-max-ns 32768. */
-export const DEFAULT_VHOST_POLL_US = 32;
+/**
+ * Poll window of a drained vhost-user ring (see src/export/vhost-user/rings.ts). Through the test
+ * rig's guest at 4 KiB QD 32, the next kick came 64-128 us (writes) and 128-256 us (reads) after
+ * the ring went idle, the kick's own cost included: 64 us polls made the guest kick 0.2-0.3 times
+ * per write and 0.5 per read, 32 us (QEMU's IOThread maximum) 0.3-0.4 and 0.6-0.8, and only the
+ * longer window lifted the reads (bench/RESULTS.md).
+ */
+export const DEFAULT_VHOST_POLL_US = 64;
 export const DEFAULT_POOL = 'default';
 /** The S3 endpoint's address (radosgw's customary port), on the loopback interface by default. */
 export const DEFAULT_S3_LISTEN = '127.0.0.1:7480';
