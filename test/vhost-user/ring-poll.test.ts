@@ -3,7 +3,8 @@
  * the ring for the guest's next request, its kicks still suppressed, for the poll window; then it
  * asks for kicks again. What a guest sees, with EVENT_IDX and without:
  * - a request published in the window without a kick is served (it would wait forever otherwise);
- * - with polling off, or while the event loop waits for a CPU, it is not, until the guest kicks;
+ * - with polling off, while the event loop waits for a CPU, or after a large request, it is not,
+ *   until the guest kicks;
  * - once the window is over, a driver that kicks only when the ring asks (as Linux's does) is
  *   asked again: its next request is served.
  *
@@ -33,7 +34,7 @@ async function connect(poll: RingPollOptions, eventIdx: boolean): Promise<{ fe: 
   const socketPath = path.join(tmp.path, 'poll.sock');
   const exp = new VhostUserBlkExport({ socketPath, queueCount: 1, readOnly: false, serial: 'ring-poll', poll });
   await exp.start(new RamDevice(SIZE_BYTES));
-  const fe = await VhostUserFrontend.connect(socketPath, { eventIdx });
+  const fe = await VhostUserFrontend.connect(socketPath, { eventIdx, maxRequestBytes: 512 * 1024 });
   cleanups.push(async () => {
     fe.close();
     exp.requestShutdown();
@@ -79,6 +80,18 @@ describe.each([true, false])('vhost-user ring polling (EVENT_IDX %s)', (eventIdx
       expect(await race(second, SETTLE_MS)).not.toBe('timeout');
       expect(exp.stats()).toMatchObject({ requests: 2, ringPollHits: 0 });
     }
+  });
+
+  it('does not poll after a large request: the next one waits for its kick', async () => {
+    const { fe, exp } = await connect({ windowUs: WIDE_WINDOW_US, contention: { waitShare: () => 0 } }, eventIdx);
+    expect((await fe.read(0, 512 * 1024)).length).toBe(512 * 1024);
+    expect(fe.queue(0).kickWanted()).toBe(true);
+    const second = unkickedRead(fe);
+    expect(await race(second, SETTLE_MS)).toBe('timeout');
+    fe.kick(0);
+    expect(await race(second, SETTLE_MS)).not.toBe('timeout');
+    // Only the 4 KiB read's pass began a poll (still open: nothing to catch).
+    expect(exp.stats()).toMatchObject({ requests: 2, ringPolls: 1, ringPollHits: 0 });
   });
 
   it('asks for kicks again once the window is over: a driver that kicks only when asked is served', async () => {

@@ -56,6 +56,12 @@ const POLL_CONTENDED_WAIT_SHARE = 0.3;
  * test rig's guest, 4 KiB reads at QD 32 gained a third with a quarter to half of polls hitting).
  */
 const POLL_WORTH_HIT_RATE = 0.25;
+/**
+ * A pass that served a request larger than this does not poll: a guest moving large blocks pays
+ * one exit per many microseconds of copying, and the copies (on the thread pool or in io_uring's
+ * workers) need the CPU a spin would take (bench/vhost-bench's 1 MiB reads lost 10% to it).
+ */
+const POLL_REQUEST_BYTES_MAX = 256 * 1024;
 
 interface RingViews {
   desc: Uint8Array;
@@ -425,6 +431,7 @@ export class RingSet {
     try {
       vq.disableNotify();
       let popped = 0;
+      let largestBytes = 0;
       for (;;) {
         if (popped >= QUEUE_BATCH) {
           // Come back after other rings, the control socket and completions had their turn.
@@ -433,7 +440,7 @@ export class RingSet {
         }
         const chain = vq.pop();
         if (chain === undefined) {
-          if (this.keepPolling(q, vq, popped)) return;
+          if (this.keepPolling(q, vq, popped, largestBytes)) return;
           vq.enableNotify();
           // A chain published between the last pop and enableNotify() produced no kick.
           if (!vq.hasAvailable()) return;
@@ -446,6 +453,7 @@ export class RingSet {
           this.pollHits++;
         }
         popped++;
+        largestBytes = Math.max(largestBytes, chain.readableBytes + chain.writableBytes);
         this.submit(q, vq, chain);
         if (q.broken) return;
       }
@@ -460,11 +468,11 @@ export class RingSet {
    * its vCPU (a VM exit, or leaving translated code under TCG) and wakes this thread from epoll;
    * a guest at queue depth 32 publishes its next request tens of microseconds after the last
    * completion, so a short poll catches it without either (QEMU's IOThreads poll for up to 32 us
-   * for the same reason). A poll starts when a pass served requests (`popped`), ends early when
-   * they are still in flight a turn later, lasts the ring's PollWindow (off where polls keep
+   * for the same reason). A poll starts when a pass served requests (`popped`), none of them
+   * large, ends early when they are still in flight a turn later, lasts the ring's PollWindow (off where polls keep
    * missing) and is skipped while the loop waits for a CPU.
    */
-  private keepPolling(q: Queue, vq: SplitVirtqueue, popped: number): boolean {
+  private keepPolling(q: Queue, vq: SplitVirtqueue, popped: number, largestBytes: number): boolean {
     if (q.pollWindow.maxUs === 0) return false;
     const nowMs = performance.now();
     if (q.pollUntilMs !== undefined && vq.inFlightCount > 0) {
@@ -475,7 +483,7 @@ export class RingSet {
       return false;
     }
     if (q.pollUntilMs === undefined) {
-      if (popped === 0) return false;
+      if (popped === 0 || largestBytes > POLL_REQUEST_BYTES_MAX) return false;
       const windowUs = q.pollWindow.next();
       if (windowUs === 0 || this.contention.waitShare() >= POLL_CONTENDED_WAIT_SHARE) return false;
       q.pollUntilMs = nowMs + windowUs / 1000;
