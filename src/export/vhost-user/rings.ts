@@ -469,8 +469,8 @@ export class RingSet {
    * a guest at queue depth 32 publishes its next request tens of microseconds after the last
    * completion, so a short poll catches it without either (QEMU's IOThreads poll for up to 32 us
    * for the same reason). A poll starts when a pass served requests (`popped`), none of them
-   * large, ends early when they are still in flight a turn later, lasts the ring's PollWindow (off where polls keep
-   * missing) and is skipped while the loop waits for a CPU.
+   * large; it ends early when they are still in flight a turn later, lasts the ring's PollWindow
+   * (off where polls keep missing) and is skipped while the loop waits for a CPU.
    */
   private keepPolling(q: Queue, vq: SplitVirtqueue, popped: number, largestBytes: number): boolean {
     if (q.pollWindow.maxUs === 0) return false;
