@@ -19,7 +19,7 @@ import type { VolumeService } from '../volume/types.js';
 import type { ExportStore } from './backend.js';
 import { formatListen, type ListenAddress, type NbdTlsConfig } from './config.js';
 import { ensureSocketFolder } from './folders.js';
-import type { ExportInfo, ExportRequest, ExportService, NbdStats } from '../api/rest/export-service.js';
+import type { ExportInfo, ExportRequest, ExportService, NbdStats, VhostStats } from '../api/rest/export-service.js';
 import { randomHex } from '../sys/random-hex.js';
 
 
@@ -30,7 +30,12 @@ export type VhostUserExportFactory = (options: {
   readOnly: boolean;
   serial: string;
   logger: Logger;
-}) => Export;
+}) => VhostUserExportHandle;
+
+/** A vhost-user export; stats() counts its rings' polls (absent: an export that does not poll). */
+export interface VhostUserExportHandle extends Export {
+  stats?(): { ringPolls: number; ringPollHits: number };
+}
 
 export interface ExportManagerOptions {
   service: VolumeService;
@@ -53,7 +58,7 @@ interface Running {
   record: ExportRecord;
   device: BlockDevice;
   /** An NbdExport on the shared NBD server, or a vhost-user export with its own socket. */
-  exp: Export;
+  exp: VhostUserExportHandle;
 }
 
 export const MAX_VHOST_USER_QUEUES = 16;
@@ -70,6 +75,8 @@ function newId(): string {
 export class ExportManager implements ExportService {
   private readonly nbd: NbdServer;
   private readonly running = new Map<string, Running>();
+  /** The ring polls of vhost-user exports stopped since start (the counters stay monotonic). */
+  private readonly stoppedRingPolls = { polls: 0, hits: 0 };
   /** Serializes create/remove so that name and socket checks hold. */
   private queue: Promise<unknown> = Promise.resolve();
   private nbdTcpPort: number | undefined;
@@ -157,6 +164,18 @@ export class ExportManager implements ExportService {
   nbdStats(): NbdStats {
     const poller = this.nbd.idlePoller;
     return { connections: this.nbd.connectionCount, idlePolls: poller?.polls ?? 0, idlePollHits: poller?.hits ?? 0 };
+  }
+
+  /** vhost-user exports' polls of drained rings and their hits, since the daemon started. */
+  vhostStats(): VhostStats {
+    let ringPolls = this.stoppedRingPolls.polls;
+    let ringPollHits = this.stoppedRingPolls.hits;
+    for (const r of this.running.values()) {
+      const stats = r.exp.stats?.();
+      ringPolls += stats?.ringPolls ?? 0;
+      ringPollHits += stats?.ringPollHits ?? 0;
+    }
+    return { ringPolls, ringPollHits };
   }
 
   nbdAddresses(): { listen: string | null; socket: string | null } {
@@ -307,6 +326,9 @@ export class ExportManager implements ExportService {
       running.exp.requestShutdown();
       await running.exp.closed;
     } finally {
+      const stats = running.exp.stats?.();
+      this.stoppedRingPolls.polls += stats?.ringPolls ?? 0;
+      this.stoppedRingPolls.hits += stats?.ringPollHits ?? 0;
       await running.device.close();
     }
   }

@@ -122,6 +122,12 @@ ${verifyBlocks(24)}`,
     expect(r.lines).toContain('queues 2');
     expect(r.lines).toContain(`size ${(16 * 1024 * 1024) / 512}`);
     expect(r.lines).toContain('verified 24');
+    // The daemon polls drained rings by default (--vhost-poll-us): the guest's I/O started polls.
+    const metrics = await (await d.api('GET', '/metrics')).text();
+    const value = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(metrics)?.[1] ?? NaN);
+    expect(metrics).toMatch(/# TYPE strata_vhost_user_ring_polls_total counter/);
+    expect(value('strata_vhost_user_ring_polls_total')).toBeGreaterThan(0);
+    expect(value('strata_vhost_user_ring_poll_hits_total')).toBeLessThanOrEqual(value('strata_vhost_user_ring_polls_total'));
 
     d.cliOk(['snap', 'create', 'vm1@after']);
     const bytes = snapshotBytes('vm1', 'after');

@@ -58,6 +58,14 @@ export interface ExportService {
   nbdAddresses(): { listen: string | null; socket: string | null };
   /** NBD connections and idle polling, for /metrics. */
   nbdStats(): NbdStats;
+  /** vhost-user ring polling, for /metrics. */
+  vhostStats(): VhostStats;
+}
+
+export interface VhostStats {
+  /** Polls of a drained vhost-user ring (--vhost-poll-us), and those that caught the guest's next request. */
+  ringPolls: number;
+  ringPollHits: number;
 }
 
 export interface NbdStats {

@@ -210,6 +210,13 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
         renderGauge('strata_nbd_idle_poll_hits_total', 'Idle polls that caught the next request (the rest spent their window).', [{ labels: {}, value: nbd.idlePollHits }], 'counter'),
       );
     }
+    const vhost = options.exports?.vhostStats();
+    if (vhost !== undefined) {
+      extra.push(
+        renderGauge('strata_vhost_user_ring_polls_total', "Drained vhost-user rings polled for the guest's next request with kicks suppressed (--vhost-poll-us).", [{ labels: {}, value: vhost.ringPolls }], 'counter'),
+        renderGauge('strata_vhost_user_ring_poll_hits_total', 'Ring polls that caught the next request (the rest spent their window).', [{ labels: {}, value: vhost.ringPollHits }], 'counter'),
+      );
+    }
     return reply.type('text/plain; version=0.0.4; charset=utf-8').send(metrics.render(extra));
   });
 }
