@@ -57,7 +57,7 @@ export interface ExportManagerOptions {
 interface Running {
   record: ExportRecord;
   device: BlockDevice;
-  /** An NbdExport on the shared NBD server, or a vhost-user export with its own socket. */
+  /** An NbdExport on the shared NBD server, or a vhost-user export with its own socket (only the latter has stats()). */
   exp: VhostUserExportHandle;
 }
 

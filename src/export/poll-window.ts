@@ -14,8 +14,8 @@ const PROBE_EVERY_IDLES = 16;
 
 /**
  * Whether to poll, learned from how often polling paid off: a moving average of polls that caught
- * the next request. Only polls teach it: the gap seen by the event loop when not
- * polling includes the very wake-up that polling saves, so it cannot tell whether polling would pay.
+ * the next request. Only polls teach it: the gap seen by the event loop when not polling includes
+ * the very wake-up that polling saves, so it cannot tell whether polling would pay.
  */
 export class PollWindow {
   private hitRate = 1; // optimistic: a client at queue depth 1 benefits from its second request on

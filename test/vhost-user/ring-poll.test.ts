@@ -57,6 +57,14 @@ function unkickedRead(fe: VhostUserFrontend): Promise<unknown> {
   return fe.submitChain(chain, { noKick: true }).done;
 }
 
+describe('vhost-user ring polling: options', () => {
+  it('refuses a poll window that is not a number of microseconds >= 0 (one that never ends)', () => {
+    for (const windowUs of [Number.NaN, -1, Number.POSITIVE_INFINITY]) {
+      expect(() => new VhostUserBlkExport({ socketPath: '/tmp/unused.sock', queueCount: 1, readOnly: false, serial: 'x', poll: { windowUs } })).toThrow(/ring poll window/);
+    }
+  });
+});
+
 describe.each([true, false])('vhost-user ring polling (EVENT_IDX %s)', (eventIdx) => {
   it('serves a request published in the window without a kick', async () => {
     const { fe, exp } = await connect({ windowUs: WIDE_WINDOW_US, contention: { waitShare: () => 0 } }, eventIdx);

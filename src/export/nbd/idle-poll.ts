@@ -22,8 +22,8 @@
  */
 import { performance } from 'node:perf_hooks';
 import { POLLFD_BYTES, POLLIN, type Libc } from '../../sys/libc.js';
-import { socketSys } from './socket-fd.js';
 import type { PollWindow } from '../poll-window.js';
+import { socketSys } from './socket-fd.js';
 
 /** Longest a chain of requests served by polling keeps the event loop from other work. */
 const SPIN_BUDGET_MS = 1;

@@ -88,6 +88,10 @@ export class VhostUserBlkExport implements Export {
       throw new StorageError('INVALID_ARGUMENT', `vhost-user-blk: serial "${opts.serial}" is longer than ${VIRTIO_BLK_ID_BYTES} bytes`);
     }
     if (opts.socketPath === '') throw new StorageError('INVALID_ARGUMENT', 'vhost-user-blk: empty socket path');
+    // A window that is not a number would never end (every comparison with NaN is false).
+    if (opts.poll !== undefined && !(Number.isFinite(opts.poll.windowUs) && opts.poll.windowUs >= 0)) {
+      throw new StorageError('INVALID_ARGUMENT', `vhost-user-blk: ring poll window ${opts.poll.windowUs} us is not a number of microseconds >= 0`);
+    }
     this.opts = opts;
     this.name = opts.name ?? `vhost-user-blk:${opts.socketPath}`;
     const logger = opts.logger ?? (() => {});

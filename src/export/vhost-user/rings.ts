@@ -53,7 +53,8 @@ const POLL_CONTENDED_WAIT_SHARE = 0.3;
 /**
  * A ring goes on polling while at least this share of its polls catch a request: a hit spares the
  * guest a VM exit and this thread a wake-up, a miss spends the window of one core (through the
- * test rig's guest, 4 KiB reads at QD 32 gained a third with a quarter to half of polls hitting).
+ * test rig's guest, 4 KiB reads at QD 32 gained a third while the guest still kicked for half
+ * its requests or more: polls that miss often still pay).
  */
 const POLL_WORTH_HIT_RATE = 0.25;
 /**
