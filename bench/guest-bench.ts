@@ -48,7 +48,7 @@ import { schedShares, TCG_VCPU_THREAD, threadSchedTimes, type SchedTimes } from 
 import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
-import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
+import { cpuTable, medianTable, pairedTable, type RowRuns, type Side } from './report.js';
 import { BOOT_BOUND_MS, ROW_MARGIN_MS, runWatchdog } from './run-watchdog.js';
 import { guestPlan, mappingError, WARM_UP_SECONDS, type GuestStep, type GuestStepResult } from './guest-plan.js';
 import { creationOrder, removeServer, stopServer } from './side-by-side.js';
@@ -280,6 +280,7 @@ async function main(): Promise<void> {
     const loadStart = loadAverage();
     const iops = rows.map(() => new Map<string, number[]>(wanted.map((b) => [b.name, []])));
     const cpu = rows.map(() => new Map<string, CpuSample[]>(wanted.map((b) => [b.name, []])));
+    const rounds = rows.map(() => new Map<string, number[]>(wanted.map((b) => [b.name, []])));
     const failedRuns: string[] = [];
     const creations: string[] = [];
     for (let run = 0; run < runs; run++) {
@@ -295,6 +296,7 @@ async function main(): Promise<void> {
         const b = disks[r.disk]!;
         iops[r.row]!.get(b.name)!.push(r.iops);
         cpu[r.row]!.get(b.name)!.push(r.sample);
+        rounds[r.row]!.get(b.name)!.push(r.round);
         const percent = (share: number): string => `${(100 * share).toFixed(0)}%`;
         const sched = r.shares === undefined ? '' : `; vCPU ran ${percent(r.shares.vcpuRan)}, waited for a CPU ${percent(r.shares.vcpuWaited)}, kicked ${(r.shares.vcpuWriteCalls / r.sample.requests).toFixed(2)} times a request; server threads waited ${percent(r.shares.serverWaited)}`;
         process.stderr.write(`  run ${run + 1}, ${b.label}, ${rows[r.row]!.name}: ${r.iops.toFixed(0)} IOPS, ${formatCost(cpuCost(r.sample))}${sched}\n`);
@@ -309,9 +311,11 @@ async function main(): Promise<void> {
       for (const b of live) await removeServer(b);
       live = [];
     }
-    const table: RowRuns[] = rows.map((row, i) => ({ name: row.name, runs: iops[i]!, cpu: cpu[i]! }));
+    const table: RowRuns[] = rows.map((row, i) => ({ name: row.name, runs: iops[i]!, cpu: cpu[i]!, rounds: rounds[i]! }));
     const lines = [
       ...medianTable(`guest fio, libaio direct, ${REGION} region`, wanted, 'strata', table, 'IOPS'),
+      '',
+      ...pairedTable('rounds paired (each round runs the sides back to back)', wanted, 'strata', table),
       '',
       ...cpuTable('serving process CPU', wanted, 'strata', table),
       '',

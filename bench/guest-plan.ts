@@ -15,6 +15,8 @@ const MAPPING_MIN_CPU_SECONDS = 0.02;
 export interface GuestStep {
   row: number;
   disk: number;
+  /** The round it belongs to, counted across runs: a round's steps of a row ran back to back (pairedTable pairs them). */
+  round: number;
 }
 
 /** One step's outcome. */
@@ -35,7 +37,7 @@ export function guestPlan(rowCount: number, diskCount: number, reps: number, fir
   const steps: GuestStep[] = [];
   for (let rep = 0; rep < reps; rep++) {
     for (let row = 0; row < rowCount; row++) {
-      for (const disk of runOrder(disks, firstRep + rep, row)) steps.push({ row, disk });
+      for (const disk of runOrder(disks, firstRep + rep, row)) steps.push({ row, disk, round: firstRep + rep });
     }
   }
   return steps;

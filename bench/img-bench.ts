@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { reapedChildrenCpuSeconds, type CpuSample } from './cpu.js';
 import { loadAverage, loadNote, startLoad } from './load.js';
-import { cpuTable, medianTable, type RowRuns, type Side } from './report.js';
+import { cpuTable, medianTable, pairedTable, roundsInOrder, type RowRuns, type Side } from './report.js';
 
 interface Row {
   name: string;
@@ -114,10 +114,12 @@ async function main(): Promise<void> {
           process.stderr.write(`  ${row.name}, run ${rep + 1}, ${who}: ${(row.count / m.seconds).toFixed(0)} ops/s, ${m.sample.cpuSeconds.toFixed(2)} CPU s (load ${loadAverage().toFixed(2)})\n`);
         }
       }
-      results.push({ name: row.name, runs, cpu });
+      results.push({ name: row.name, runs, cpu, rounds: roundsInOrder(runs) });
     }
     const lines = [
       ...medianTable(`QD ${QUEUE_DEPTH}, qcow2 in ${baseDir}`, SIDES, 'strata', results, 'ops/s'),
+      '',
+      ...pairedTable('runs paired (the two tools back to back)', SIDES, 'strata', results),
       '',
       ...cpuTable('CPU of the bench process', SIDES, 'strata', results),
       '',

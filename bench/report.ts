@@ -1,6 +1,7 @@
 /**
  * The tables the side-by-side benches print: medians of every side with Strata / peer ratios, and
- * the CPU each side's serving process spent per GiB moved and per 100k requests. Pure functions
+ * the CPU each side's serving process spent per GiB moved and per 100k requests, and the ratios of
+ * runs paired by round. Pure functions
  * of the runs (tested in test/unit/bench-pieces.test.ts).
  */
 import { median } from './args.js';
@@ -19,6 +20,11 @@ export interface RowRuns {
   runs: ReadonlyMap<string, readonly number[]>;
   /** Each side's CPU samples, one per run (absent: no CPU column for that side). */
   cpu?: ReadonlyMap<string, readonly CpuSample[]>;
+  /**
+   * The round of each of a side's runs (same index as `runs`): the sides' runs of one round ran
+   * back to back, so their ratio is free of the machine's drift between rounds (pairedTable).
+   */
+  rounds?: ReadonlyMap<string, readonly number[]>;
 }
 
 /** A value as the tables print it: whole numbers from 100 up, two decimals below. */
@@ -76,4 +82,53 @@ export function cpuTable(title: string, sides: readonly Side[], subject: string,
     lines.push(`| ${row.name} | ${[...perGiB, ...perReq, ...ratios].join(' | ')} |`);
   }
   return lines;
+}
+
+/**
+ * `| title | A / B | ... |`: for each peer, the median of the subject's ratio to that peer over the
+ * rounds both ran (RowRuns.rounds), and in how many of those rounds the subject was ahead. On a
+ * machine whose speed drifts (other work, a busy neighbour) two sides' medians can differ by the
+ * drift alone; a round's runs ran within seconds of each other, so their ratio does not carry it.
+ */
+export function pairedTable(title: string, sides: readonly Side[], subject: string, rows: readonly RowRuns[]): string[] {
+  const peers = sides.filter((s) => s.name !== subject);
+  const subjectLabel = sides.find((s) => s.name === subject)?.label ?? subject;
+  const head = peers.map((p) => `${subjectLabel} / ${p.label}: median, ahead in`);
+  const lines = [`| ${title} | ${head.join(' | ')} |`, `|---|${head.map(() => '---:').join('|')}|`];
+  for (const row of rows) {
+    const cells = peers.map((peer) => {
+      const ratios = pairedRatios(row, subject, peer.name);
+      if (ratios.length === 0) return '-';
+      const ahead = ratios.filter((r) => r > 1).length;
+      return `${median(ratios).toFixed(2)}, ${ahead} of ${ratios.length}`;
+    });
+    lines.push(`| ${row.name} | ${cells.join(' | ')} |`);
+  }
+  return lines;
+}
+
+/** RowRuns.rounds of a bench in which every round runs every side once, in order: run i of each side is round i. */
+export function roundsInOrder(runs: ReadonlyMap<string, readonly number[]>): Map<string, number[]> {
+  return new Map([...runs].map(([side, values]) => [side, values.map((_, i) => i)]));
+}
+
+/** subject / peer for every round in which both ran once (a round with a side's run missing or repeated is left out). */
+function pairedRatios(row: RowRuns, subject: string, peer: string): number[] {
+  const byRound = (side: string): Map<number, number> | undefined => {
+    const values = row.runs.get(side);
+    const rounds = row.rounds?.get(side);
+    if (values === undefined || rounds === undefined || rounds.length !== values.length) return undefined;
+    const counts = new Map<number, number>();
+    for (const round of rounds) counts.set(round, (counts.get(round) ?? 0) + 1);
+    return new Map(rounds.flatMap((round, i) => (counts.get(round) === 1 ? [[round, values[i]!] as [number, number]] : [])));
+  };
+  const mine = byRound(subject);
+  const theirs = byRound(peer);
+  if (mine === undefined || theirs === undefined) return [];
+  const ratios: number[] = [];
+  for (const [round, value] of mine) {
+    const other = theirs.get(round);
+    if (other !== undefined && other > 0) ratios.push(value / other);
+  }
+  return ratios;
 }

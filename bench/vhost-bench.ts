@@ -35,7 +35,7 @@ import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
 import { creationOrder, removeServer, runOrder } from './side-by-side.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
-import { cpuTable, medianTable, type RowRuns } from './report.js';
+import { cpuTable, medianTable, pairedTable, roundsInOrder, type RowRuns } from './report.js';
 
 const here = resolve(fileURLToPath(import.meta.url), '..');
 const MiB = 1024 * 1024;
@@ -196,9 +196,15 @@ async function main(): Promise<void> {
       for (const side of live) await destroySide(side);
       live = [];
     }
-    const results: RowRuns[] = rows.map((row) => ({ name: row.name, runs: runs.get(row.name)!, cpu: cpu.get(row.name)! }));
+    const results: RowRuns[] = rows.map((row) => ({ name: row.name, runs: runs.get(row.name)!, cpu: cpu.get(row.name)!, rounds: roundsInOrder(runs.get(row.name)!) }));
     const title = `vhost-user-blk, ${queues} queue(s), 256 MiB region`;
-    const lines = [...medianTable(title, all, 'strata', results, 'IOPS'), '', ...cpuTable('back-end process CPU', all, 'strata', results)];
+    const lines = [
+      ...medianTable(title, all, 'strata', results, 'IOPS'),
+      '',
+      ...pairedTable('reps paired (each rep runs the sides back to back)', all, 'strata', results),
+      '',
+      ...cpuTable('back-end process CPU', all, 'strata', results),
+    ];
     lines.push(
       '',
       `${execFileSync('qemu-storage-daemon', ['--version'], { encoding: 'utf8' }).split('\n')[0]}; node ${process.version}; median of ${reps} runs of ${runtimeSeconds} s per cell, run order rotated per rep and row; ` +

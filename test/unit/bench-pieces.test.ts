@@ -11,7 +11,7 @@ import { argNumber, argValue, benchUsage, loadArg, median } from '../../bench/ar
 import { cpuCost, parseProcStat, sumSamples } from '../../bench/cpu.js';
 import { blockBytes, lddLibraries, parseGuestFioLine } from '../../bench/guest-fio.js';
 import { guestPlan, mappingError } from '../../bench/guest-plan.js';
-import { cpuTable, formatValue, medianTable } from '../../bench/report.js';
+import { cpuTable, formatValue, medianTable, pairedTable, roundsInOrder } from '../../bench/report.js';
 import { creationOrder, removeServer, runOrder, stopServer } from '../../bench/side-by-side.js';
 import { tempDir } from '../support/tmp.js';
 
@@ -110,6 +110,34 @@ describe('bench tables', () => {
     ]);
   });
 
+  it('pairs the runs of one round: the median of the subject\'s ratios and in how many rounds it was ahead', () => {
+    // The medians call it even (300 and 300); round by round Strata is ahead in 3 of 4.
+    const drifting = [
+      {
+        name: 'row A',
+        runs: new Map([
+          ['strata', [100, 200, 300, 400]],
+          ['qsd', [90, 180, 500, 300]],
+        ]),
+        rounds: new Map([
+          ['strata', [0, 1, 2, 3]],
+          ['qsd', [0, 1, 2, 3]],
+        ]),
+      },
+      // A round a side ran twice, or not at all, pairs nothing: round 7 alone is paired.
+      { name: 'row B', runs: new Map([['strata', [10, 20, 30]], ['qsd', [10, 40]]]), rounds: new Map([['strata', [5, 5, 7]], ['qsd', [5, 7]]]) },
+      { name: 'row C', runs: new Map([['strata', [1]]]) },
+    ];
+    expect(pairedTable('paired', sides, 'strata', drifting)).toEqual([
+      '| paired | Strata / qsd: median, ahead in |',
+      '|---|---:|',
+      '| row A | 1.11, 3 of 4 |',
+      '| row B | 0.75, 0 of 1 |',
+      '| row C | - |',
+    ]);
+    expect(roundsInOrder(new Map([['strata', [5, 6]]]))).toEqual(new Map([['strata', [0, 1]]]));
+  });
+
   it('formats values: whole from 100 up, two decimals below, a dash for no number', () => {
     expect([formatValue(1234.6), formatValue(99.456), formatValue(NaN)]).toEqual(['1235', '99.46', '-']);
   });
@@ -155,7 +183,9 @@ describe('interleaved guest runs', () => {
     // Rounds go outermost: a cell's samples spread over the whole boot.
     expect(plan.slice(0, 6).map((s) => s.row)).toEqual([0, 0, 0, 1, 1, 1]);
     // The rotation continues across runs: run 2 (firstRep 3) does not repeat run 1's first round.
-    expect(guestPlan(1, 2, 1, 1)).toEqual([...guestPlan(1, 2, 1, 0)].reverse());
+    const disksOf = (plan: readonly { disk: number }[]): number[] => plan.map((s) => s.disk);
+    expect(disksOf(guestPlan(1, 2, 1, 1))).toEqual(disksOf(guestPlan(1, 2, 1, 0)).reverse());
+    expect(guestPlan(1, 2, 2, 3).map((s) => s.round)).toEqual([3, 3, 4, 4]);
   });
 
   it('accepts a warm-up served by its own disk\'s server and names the sides when another server did the work', () => {
