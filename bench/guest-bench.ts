@@ -48,6 +48,7 @@ import { schedShares, TCG_VCPU_THREAD, threadSchedTimes, type SchedTimes } from 
 import { NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { guestFio, parseGuestFioLine, type GuestFio } from './guest-fio.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
+import { warmMemoryNoted } from './warm-memory.js';
 import { cpuTable, medianTable, pairedTable, type RowRuns, type Side } from './report.js';
 import { BOOT_BOUND_MS, ROW_MARGIN_MS, runWatchdog } from './run-watchdog.js';
 import { guestPlan, mappingError, WARM_UP_SECONDS, type GuestStep, type GuestStepResult } from './guest-plan.js';
@@ -255,6 +256,7 @@ async function main(): Promise<void> {
   const shm = existsSync('/dev/shm') ? '/dev/shm' : '/tmp';
   const dir = mkdtempSync(join(shm, 'strata-guest-bench-'));
   let live: Backend[] = [];
+  warmMemoryNoted();
   const load = startLoad(loadProcesses);
   // Ctrl-C or a kill: stop the guest, the servers and the load, and free /dev/shm, as on success.
   const interrupted = (): void => {

@@ -19,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { reapedChildrenCpuSeconds, type CpuSample } from './cpu.js';
 import { loadAverage, loadNote, startLoad } from './load.js';
+import { warmMemoryNoted } from './warm-memory.js';
 import { cpuTable, medianTable, pairedTable, roundsInOrder, type RowRuns, type Side } from './report.js';
 
 interface Row {
@@ -92,6 +93,7 @@ async function main(): Promise<void> {
   const baseDir = argValue('--dir', existsSync('/dev/shm') ? '/dev/shm' : '/tmp');
   const dir = mkdtempSync(join(baseDir, 'strata-img-bench-'));
   const qemuVersion = execFileSync('qemu-img', ['--version'], { encoding: 'utf8' }).split('\n')[0];
+  warmMemoryNoted();
   const load = startLoad(loadProcesses);
   const loadStart = loadAverage();
   try {

@@ -25,6 +25,7 @@ import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
 import { fioNbd as fio, fioNbdRun, NBD_BENCH_ROWS, waitForSocket, type NbdBenchRow } from './fio-nbd.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
+import { warmMemoryNoted } from './warm-memory.js';
 import { cpuTable, type Side } from './report.js';
 import { creationOrder, removeServer, runOrder } from './side-by-side.js';
 
@@ -102,6 +103,7 @@ async function main(): Promise<void> {
   const only = argValue('--only', '');
   const dir = mkdtempSync(join(existsSync('/dev/shm') ? '/dev/shm' : '/tmp', 'strata-nbd-bench-'));
   let live: Server[] = [];
+  warmMemoryNoted();
   const load = startLoad(loadProcesses);
   const loadStart = loadAverage();
   try {

@@ -31,6 +31,7 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { freePort, startRadosgw, type S3TestServer } from '../test/support/s3-servers.js';
 import { argValue, exitOnHelp, loadArg, median } from './args.js';
 import { loadAverage, loadNote, startLoad, type LoadGenerator } from './load.js';
+import { warmMemoryNoted } from './warm-memory.js';
 import { processCpuSeconds } from './cpu.js';
 import { startStrata, STRATA_BIN, strataEnv, type StrataDaemon } from './strata-daemon.js';
 
@@ -323,6 +324,7 @@ async function main(): Promise<void> {
     const samples: Sample[] = [];
     // The load runs from here to the end: both servers are set up, every timed row has it (the
     // listing bucket's untimed fill too).
+    warmMemoryNoted();
     load = startLoad(loadProcesses);
     const loadStart = loadAverage();
     await warmUp(targets, sizes, concurrencies, warmupRuns, base);

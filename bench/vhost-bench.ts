@@ -35,6 +35,7 @@ import { argNumber, argValue, exitOnHelp, loadArg } from './args.js';
 import { cpuWindow, type CpuSample } from './cpu.js';
 import { creationOrder, removeServer, runOrder } from './side-by-side.js';
 import { endBench, loadAverage, loadNote, startLoad } from './load.js';
+import { warmMemoryNoted } from './warm-memory.js';
 import { cpuTable, medianTable, pairedTable, roundsInOrder, type RowRuns } from './report.js';
 
 const here = resolve(fileURLToPath(import.meta.url), '..');
@@ -68,6 +69,13 @@ async function waitForSocket(path: string, child: ChildProcess): Promise<void> {
 }
 
 /** Runs one row for runtimeSeconds with `depth` requests always in flight; returns IOPS and the requests done. */
+/** Call-eventfd signals the front-end has seen on its queues: the interrupts a guest would take. */
+function interruptsSeen(fe: VhostUserFrontend, queues: number): number {
+  let total = 0;
+  for (let q = 0; q < queues; q++) total += fe.queue(q).interrupts;
+  return total;
+}
+
 async function runRow(fe: VhostUserFrontend, row: Row, runtimeSeconds: number): Promise<{ iops: number; requests: number }> {
   const type = row.write ? BlkType.OUT : BlkType.IN;
   const sectors = row.bytes / 512;
@@ -153,6 +161,7 @@ async function main(): Promise<void> {
   const baseServe = argValue('--base-serve', '');
   const dir = mkdtempSync(join(argValue('--dir', existsSync('/dev/shm') ? '/dev/shm' : '/tmp'), 'strata-vhost-bench-'));
   let live: Side[] = [];
+  warmMemoryNoted();
   const load = startLoad(loadProcesses);
   const loadStart = loadAverage();
   try {
@@ -184,13 +193,18 @@ async function main(): Promise<void> {
       const columns = all.map((spec) => live.find((side) => side.name === spec.name)!);
       for (const [rowIndex, row] of rows.entries()) {
         const order = runOrder(columns, rep, rowIndex);
+        const interrupts = new Map<string, number>();
         for (const side of order) {
           const window = cpuWindow(side.pid);
+          const interruptsBefore = interruptsSeen(side.fe!, queues);
           const r = await runRow(side.fe!, row, runtimeSeconds);
           cpu.get(row.name)!.get(side.name)!.push({ cpuSeconds: window.stop(), bytes: r.requests * row.bytes, requests: r.requests });
           runs.get(row.name)!.get(side.name)!.push(r.iops);
+          interrupts.set(side.name, (interruptsSeen(side.fe!, queues) - interruptsBefore) / r.requests);
         }
-        const iops = columns.map((side) => `${side.name} ${runs.get(row.name)!.get(side.name)!.at(-1)!.toFixed(0)}`).join(', ');
+        const iops = columns
+          .map((side) => `${side.name} ${runs.get(row.name)!.get(side.name)!.at(-1)!.toFixed(0)} (${interrupts.get(side.name)!.toFixed(2)} interrupts a request)`)
+          .join(', ');
         process.stderr.write(`rep ${rep + 1} (created ${creation.map((b) => b.name).join(', ')}; ran ${order.map((b) => b.name).join(', ')}) ${row.name}: ${iops} IOPS (load ${loadAverage().toFixed(2)})\n`);
       }
       for (const side of live) await destroySide(side);

@@ -12,6 +12,7 @@ import { cpuCost, parseProcStat, sumSamples } from '../../bench/cpu.js';
 import { blockBytes, lddLibraries, parseGuestFioLine } from '../../bench/guest-fio.js';
 import { guestPlan, mappingError } from '../../bench/guest-plan.js';
 import { cpuTable, formatValue, medianTable, pairedTable, roundsInOrder } from '../../bench/report.js';
+import { warmMemory } from '../../bench/warm-memory.js';
 import { creationOrder, removeServer, runOrder, stopServer } from '../../bench/side-by-side.js';
 import { tempDir } from '../support/tmp.js';
 
@@ -253,6 +254,15 @@ describe('side run order', () => {
     await removeServer({ child, files: [image, dataDir] });
     expect(child.signalCode).toBe('SIGTERM');
     expect([existsSync(image), existsSync(dataDir)]).toEqual([false, false]);
+  });
+});
+
+describe('warming the machine\'s memory', () => {
+  it('writes the bytes asked for into a file of the folder and removes it', () => {
+    const dir = tempDir();
+    const warmed = warmMemory(dir, 40 * 1024 * 1024 + 5);
+    expect(warmed.bytes).toBe(40 * 1024 * 1024 + 5);
+    expect(readdirSync(dir)).toEqual([]);
   });
 });
 

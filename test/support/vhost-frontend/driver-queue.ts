@@ -67,6 +67,8 @@ export class DriverQueue {
 
   kick: EventFd;
   call: EventFd;
+  /** Signals of the call eventfd seen so far: the interrupts a guest would have taken. */
+  interrupts = 0;
   eventIdx = false;
   enabled = false;
 

@@ -374,7 +374,7 @@ export class VhostUserFrontend {
       await this.request(VhostUserRequest.SET_VRING_KICK, u64Payload(BigInt(q.index)), [q.kick.fd]);
       await this.request(VhostUserRequest.SET_VRING_CALL, u64Payload(BigInt(q.index)), [q.call.fd]);
       q.call.onReadable(() => {
-        q.call.drain();
+        q.interrupts += q.call.drain();
         q.reap();
       });
     }

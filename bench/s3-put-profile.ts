@@ -1,0 +1,122 @@
+/**
+ * Where a PUT's CPU goes in the daemon (issue 14): `strata serve` with its data folder in /dev/shm
+ * (as bench/s3-bench.ts's --strata-dir /dev/shm), COUNT PUTs of SIZE MiB one at a time with the
+ * AWS SDK as s3-bench sends them (a body over 1 MiB streamed in 1 MiB pieces, every 64 KiB block
+ * unique), the daemon's CPU per GiB from /proc; with --perf, `perf record -g` on the daemon's
+ * threads over the PUTs only (the daemon run with --perf-basic-prof so that JavaScript frames
+ * have names), then `perf report` by thread and by library.
+ *
+ *   node dist/bench/s3-put-profile.js [--size-mib 256] [--count 8] [--perf] [--strata-bin PATH]
+ *
+ * Reading the report: the MD5 of the ETag runs on the hashing worker ("WorkerThread" with
+ * ossl_md5_*), pack writes into tmpfs on libuv's pool ("libuv-worker", kernel copy and page
+ * allocation), the HTTP parser, chunking and pack building on "MainThread".
+ */
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { Agent } from 'node:http';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { freePort } from '../test/support/s3-servers.js';
+import { argNumber, argValue, exitOnHelp } from './args.js';
+import { processCpuSeconds } from './cpu.js';
+import { startStrata, STRATA_BIN, strataEnv } from './strata-daemon.js';
+
+const MiB = 1024 * 1024;
+const BLOCK_BYTES = 64 * 1024;
+
+/** SIZE bytes in 1 MiB pieces, each 64 KiB block stamped with the object, piece and block (nothing dedups). */
+function body(objectId: number, sizeBytes: number, base: Buffer): Readable {
+  let offset = 0;
+  return new Readable({
+    read() {
+      if (offset >= sizeBytes) return void this.push(null);
+      const piece = Buffer.from(base.subarray(0, Math.min(MiB, sizeBytes - offset)));
+      for (let at = 0; at < piece.length; at += BLOCK_BYTES) {
+        piece.writeUInt32LE(objectId, at);
+        piece.writeUInt32LE((offset + at) / BLOCK_BYTES, at + 4);
+      }
+      offset += piece.length;
+      this.push(piece);
+    },
+  });
+}
+
+/** Bytes the process has handed to write(2)-like calls so far (files and sockets: /proc/PID/io wchar). */
+function bytesWritten(pid: number): number {
+  const line = readFileSync(`/proc/${pid}/io`, 'utf8').split('\n').find((l) => l.startsWith('wchar:'));
+  return Number(line?.split(/\s+/)[1] ?? Number.NaN);
+}
+
+async function main(): Promise<void> {
+  exitOnHelp(import.meta.url);
+  const sizeBytes = argNumber('--size-mib', 256) * MiB;
+  const count = argNumber('--count', 8);
+  const withPerf = process.argv.includes('--perf');
+  const bin = argValue('--strata-bin', STRATA_BIN);
+  const dir = mkdtempSync('/dev/shm/strata-put-profile-');
+  const port = await freePort();
+  const env = { ...process.env, NODE_OPTIONS: withPerf ? '--perf-basic-prof' : '' };
+  const daemon = await startStrata(join(dir, 'strata'), ['--s3-listen', `127.0.0.1:${port}`], env, bin, join(dir, 'strata.log'));
+  try {
+    const cli = (args: string[]): string => execFileSync(process.execPath, [bin, ...args], { env: strataEnv(daemon), encoding: 'utf8' });
+    cli(['user', 'create', 'profile']);
+    const key = JSON.parse(cli(['user', 'key', 'create', 'profile', '--json'])) as { id: string; secret: string };
+    const client = new S3Client({
+      endpoint: `http://127.0.0.1:${port}`,
+      region: 'us-east-1',
+      forcePathStyle: true,
+      credentials: { accessKeyId: key.id, secretAccessKey: key.secret },
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true }) }),
+    });
+    await client.send(new CreateBucketCommand({ Bucket: 'profile' }));
+    const base = randomBytes(MiB);
+    let objectId = 1;
+    const put = (key: string): Promise<unknown> =>
+      client.send(new PutObjectCommand({ Bucket: 'profile', Key: key, Body: body(objectId++, sizeBytes, base), ContentLength: sizeBytes }));
+    // Two untimed PUTs first: the daemon's JIT and its hashing workers warm.
+    for (let i = 0; i < 2; i++) await put(`warm-${i}`);
+    const pid = daemon.child.pid!;
+    const perfData = join(dir, 'perf.data');
+    const perf = withPerf ? spawn('perf', ['record', '-F', '999', '-g', '-p', String(pid), '-o', perfData], { stdio: 'inherit' }) : undefined;
+    const cpuBefore = processCpuSeconds(pid);
+    const writtenBefore = bytesWritten(pid);
+    const started = process.hrtime.bigint();
+    for (let i = 0; i < count; i++) await put(`object-${i}`);
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    const cpuSeconds = processCpuSeconds(pid) - cpuBefore;
+    const writtenBytes = bytesWritten(pid) - writtenBefore;
+    if (perf !== undefined) {
+      const exited = new Promise((resolve) => perf.once('exit', resolve));
+      perf.kill('SIGINT');
+      await exited;
+    }
+    const gib = (count * sizeBytes) / (1024 * MiB);
+    process.stdout.write(
+      `${count} PUTs of ${sizeBytes / MiB} MiB, one at a time: ${((count * sizeBytes) / MiB / seconds).toFixed(1)} MiB/s, daemon ${(cpuSeconds / gib).toFixed(2)} CPU s/GiB, ` +
+        `wrote ${(writtenBytes / (count * sizeBytes)).toFixed(2)} bytes a byte PUT\n`,
+    );
+    if (perf !== undefined) {
+      for (const sort of ['comm', 'comm,dso', 'comm,dso,sym']) {
+        const report = execFileSync('perf', ['report', '-i', perfData, '--no-children', '--sort', sort, '--stdio', '-g', 'none'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+        const lines = report.split('\n').filter((line) => line.includes('%') && !line.startsWith('#'));
+        process.stdout.write(`\nperf, by ${sort} (share of the daemon's samples):\n${lines.slice(0, 25).join('\n')}\n`);
+      }
+    }
+    client.destroy(); // its keep-alive sockets would hold this process open
+  } finally {
+    if (daemon.child.exitCode === null && daemon.child.signalCode === null) {
+      const exited = new Promise((resolve) => daemon.child.once('exit', resolve));
+      daemon.child.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();

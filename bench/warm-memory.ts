@@ -1,0 +1,43 @@
+/**
+ * Memory the machine has used before, for every side of a bench. On a fresh virtual machine
+ * (this one is a Firecracker microVM) guest memory the kernel hands out for the first time is
+ * backed by the host on first touch: the same 4 MiB tmpfs writes cost 0.88 CPU s/GiB of kernel
+ * copy on a fresh machine and 0.31 once its memory had been used (bench/RESULTS.md, "memory the
+ * machine had not touched yet"). A side whose data grows into new memory first (a pool in
+ * /dev/shm) would pay what the other side, run later or reusing its heap, does not. So a bench
+ * first writes and removes a file of most of the free memory in tmpfs: its pages are touched once,
+ * freed, and handed out again to whichever side asks next.
+ */
+import { closeSync, existsSync, openSync, rmSync, writeSync } from 'node:fs';
+import { freemem } from 'node:os';
+import { join } from 'node:path';
+
+const PIECE_BYTES = 16 * 1024 * 1024;
+/** At most this much is touched: more than any bench here keeps in memory at once. */
+export const WARM_BYTES_MAX = 8 * 1024 * 1024 * 1024;
+
+/**
+ * Writes `bytes` (default: half the free memory, at most WARM_BYTES_MAX) into a file in `dir`
+ * (a tmpfs) and removes it. Returns what was touched and how long it took.
+ */
+export function warmMemory(dir = '/dev/shm', bytes = Math.min(WARM_BYTES_MAX, Math.floor(freemem() / 2))): { bytes: number; seconds: number } {
+  const started = performance.now();
+  const path = join(dir, `strata-bench-warm-${process.pid}`);
+  const piece = Buffer.alloc(PIECE_BYTES, 0x5a);
+  let written = 0;
+  const fd = openSync(path, 'w');
+  try {
+    while (written < bytes) written += writeSync(fd, piece, 0, Math.min(PIECE_BYTES, bytes - written), written);
+  } finally {
+    closeSync(fd);
+    rmSync(path, { force: true });
+  }
+  return { bytes: written, seconds: (performance.now() - started) / 1000 };
+}
+
+/** warmMemory in /dev/shm, told on stderr (the benches' progress stream); nothing where there is no /dev/shm. */
+export function warmMemoryNoted(): void {
+  if (!existsSync('/dev/shm')) return;
+  const { bytes, seconds } = warmMemory();
+  process.stderr.write(`warmed ${(bytes / 1024 ** 3).toFixed(1)} GiB of memory in ${seconds.toFixed(1)} s (written to tmpfs and freed: no side meets memory the machine never used)\n`);
+}
