@@ -6,7 +6,10 @@
  * machine had not touched yet"). A side whose data grows into new memory first (a pool in
  * /dev/shm) would pay what the other side, run later or reusing its heap, does not. So a bench
  * first writes and removes a tmpfs file of all the free memory but a spare: its pages are touched once,
- * freed, and handed out again to whichever side asks next.
+ * freed, and handed out again to whichever side asks next. Not for good: this machine's balloon
+ * device reports free pages to the host (VIRTIO_BALLOON_F_REPORTING, feature bit 5 in
+ * /sys/bus/virtio/drivers/virtio_balloon/virtio0/features), which may take them back; measured,
+ * the img bench's runs after this warm-up no longer alternated slow and fast (bench/RESULTS.md).
  */
 import { closeSync, existsSync, openSync, rmSync, writeSync } from 'node:fs';
 import { freemem } from 'node:os';
