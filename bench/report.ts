@@ -1,8 +1,7 @@
 /**
  * The tables the side-by-side benches print: medians of every side with Strata / peer ratios, and
  * the CPU each side's serving process spent per GiB moved and per 100k requests, and the ratios of
- * runs paired by round. Pure functions
- * of the runs (tested in test/unit/bench-pieces.test.ts).
+ * runs paired by round. Pure functions of the runs (tested in test/unit/bench-pieces.test.ts).
  */
 import { median } from './args.js';
 import { cpuCost, sumSamples, type CpuSample } from './cpu.js';
@@ -85,8 +84,9 @@ export function cpuTable(title: string, sides: readonly Side[], subject: string,
 }
 
 /**
- * `| title | A / B | ... |`: for each peer, the median of the subject's ratio to that peer over the
- * rounds both ran (RowRuns.rounds), and in how many of those rounds the subject was ahead. On a
+ * `| title | A / B | ... |`: for each peer, the median (upper middle, as medianTable's) of the
+ * subject's ratio to that peer over the rounds both ran (RowRuns.rounds), and in how many of
+ * those rounds the subject was ahead. On a
  * machine whose speed drifts (other work, a busy neighbour) two sides' medians can differ by the
  * drift alone; a round's runs ran within seconds of each other, so their ratio does not carry it.
  */

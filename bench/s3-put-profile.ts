@@ -18,6 +18,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { freePort } from '../test/support/s3-servers.js';
@@ -27,6 +28,8 @@ import { startStrata, STRATA_BIN, strataEnv } from './strata-daemon.js';
 
 const MiB = 1024 * 1024;
 const BLOCK_BYTES = 64 * 1024;
+/** Time for perf to attach to the daemon's threads before the timed PUTs begin. */
+const PERF_ATTACH_MS = 500;
 
 /** SIZE bytes in 1 MiB pieces, each 64 KiB block stamped with the object, piece and block (nothing dedups). */
 function body(objectId: number, sizeBytes: number, base: Buffer): Readable {
@@ -57,9 +60,17 @@ async function main(): Promise<void> {
   const count = argNumber('--count', 8);
   const withPerf = process.argv.includes('--perf');
   const bin = argValue('--strata-bin', STRATA_BIN);
+  if (withPerf) {
+    try {
+      execFileSync('perf', ['--version'], { stdio: 'ignore' });
+    } catch {
+      throw new Error('--perf needs Linux perf on the PATH (Debian: apt-get install linux-perf)');
+    }
+  }
   const dir = mkdtempSync('/dev/shm/strata-put-profile-');
   const port = await freePort();
-  const env = { ...process.env, NODE_OPTIONS: withPerf ? '--perf-basic-prof' : '' };
+  // --perf-basic-prof: V8 writes /tmp/perf-PID.map, which perf report reads to name JIT frames.
+  const env = withPerf ? { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim() } : process.env;
   const daemon = await startStrata(join(dir, 'strata'), ['--s3-listen', `127.0.0.1:${port}`], env, bin, join(dir, 'strata.log'));
   try {
     const cli = (args: string[]): string => execFileSync(process.execPath, [bin, ...args], { env: strataEnv(daemon), encoding: 'utf8' });
@@ -84,6 +95,7 @@ async function main(): Promise<void> {
     const pid = daemon.child.pid!;
     const perfData = join(dir, 'perf.data');
     const perf = withPerf ? spawn('perf', ['record', '-F', '999', '-g', '-p', String(pid), '-o', perfData], { stdio: 'inherit' }) : undefined;
+    if (perf !== undefined) await sleep(PERF_ATTACH_MS);
     const cpuBefore = processCpuSeconds(pid);
     const writtenBefore = bytesWritten(pid);
     const started = process.hrtime.bigint();
@@ -107,6 +119,7 @@ async function main(): Promise<void> {
         const lines = report.split('\n').filter((line) => line.includes('%') && !line.startsWith('#'));
         process.stdout.write(`\nperf, by ${sort} (share of the daemon's samples):\n${lines.slice(0, 25).join('\n')}\n`);
       }
+      rmSync(`/tmp/perf-${pid}.map`, { force: true });
     }
     client.destroy(); // its keep-alive sockets would hold this process open
   } finally {
