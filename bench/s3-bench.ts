@@ -25,20 +25,17 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { Agent } from 'node:http';
 import { CreateBucketCommand, DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
 import { freePort, startRadosgw, type S3TestServer } from '../test/support/s3-servers.js';
 import { argValue, exitOnHelp, loadArg, median } from './args.js';
 import { loadAverage, loadNote, startLoad, type LoadGenerator } from './load.js';
 import { warmMemoryNoted } from './warm-memory.js';
 import { processCpuSeconds } from './cpu.js';
-import { startStrata, STRATA_BIN, strataEnv, type StrataDaemon } from './strata-daemon.js';
+import { startStrata, STRATA_BIN, type StrataDaemon } from './strata-daemon.js';
+import { objectBody, PIECE_BYTES, s3ClientFor, strataCliOutput, strataUserKey } from './s3-client.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const BLOCK_BYTES = 64 * KiB;
-const PIECE_BYTES = MiB;
 
 interface Target {
   readonly name: 'strata' | 'radosgw';
@@ -98,32 +95,6 @@ function opsPerWorker(sizeBytes: number, concurrency: number): number {
   return Math.max(4, Math.round(totalBytes / sizeBytes / concurrency));
 }
 
-/** The object's bytes, made unique per 64 KiB block by a stamp (object id, block index) over shared random bytes. */
-function stamped(base: Buffer, objectId: number, offsetBytes: number, lengthBytes: number): Buffer {
-  const out = Buffer.allocUnsafe(lengthBytes);
-  base.copy(out, 0, 0, lengthBytes);
-  for (let at = 0; at < lengthBytes; at += BLOCK_BYTES) {
-    if (at + 8 > lengthBytes) break;
-    out.writeUInt32LE(objectId, at);
-    out.writeUInt32LE((offsetBytes + at) / BLOCK_BYTES, at + 4);
-  }
-  return out;
-}
-
-function bodyOf(base: Buffer, objectId: number, sizeBytes: number): Buffer | Readable {
-  if (sizeBytes <= PIECE_BYTES) return stamped(base, objectId, 0, sizeBytes);
-  // Large objects stream in 1 MiB pieces: the bench holds no 256 MiB buffer per worker.
-  let offset = 0;
-  return new Readable({
-    read() {
-      if (offset >= sizeBytes) return void this.push(null);
-      const length = Math.min(PIECE_BYTES, sizeBytes - offset);
-      this.push(stamped(base, objectId, offset, length));
-      offset += length;
-    },
-  });
-}
-
 let objectCounter = 1;
 
 async function putRow(target: Target, sizeBytes: number, concurrency: number, base: Buffer): Promise<{ ops: number; seconds: number }> {
@@ -133,7 +104,7 @@ async function putRow(target: Target, sizeBytes: number, concurrency: number, ba
     Array.from({ length: concurrency }, async (_, worker) => {
       for (let i = 0; i < perWorker; i++) {
         const key = `obj-${sizeBytes}-${worker}-${i}`;
-        await target.client.send(new PutObjectCommand({ Bucket: target.bucket, Key: key, Body: bodyOf(base, objectCounter++, sizeBytes), ContentLength: sizeBytes }));
+        await target.client.send(new PutObjectCommand({ Bucket: target.bucket, Key: key, Body: objectBody(base, objectCounter++, sizeBytes), ContentLength: sizeBytes }));
       }
     }),
   );
@@ -231,34 +202,13 @@ async function listAll(target: Target, bucket: string): Promise<{ ops: number; s
   return { ops: pages, seconds: Number(process.hrtime.bigint() - started) / 1e9, keys };
 }
 
-/** How long a request may see no bytes move before it fails. */
-const S3_IDLE_TIMEOUT_MS = 120_000;
-
-function clientFor(endpoint: string, accessKeyId: string, secretAccessKey: string): S3Client {
-  return new S3Client({
-    endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId, secretAccessKey },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    // The SDK's default retries: a keep-alive socket the server closed while idle is retried, as in real use.
-    // A server that stops answering (radosgw whose memstore OSD exited) fails the run after two
-    // idle minutes instead of hanging the bench.
-    // throwOnRequestTimeout: without it the handler only warns and the request waits on forever.
-    requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true, maxSockets: 64 }), requestTimeout: S3_IDLE_TIMEOUT_MS, throwOnRequestTimeout: true }),
-  });
-}
-
 async function strataTarget(dir: string, bin: string): Promise<{ target: Omit<Target, 'bucket'>; daemon: StrataDaemon }> {
   const port = await freePort();
   // Its log to a file, as radosgw's: this process is the client of every row.
   const daemon = await startStrata(join(dir, 'strata'), ['--s3-listen', `127.0.0.1:${port}`], process.env, bin, join(dir, 'strata.log'));
-  const cli = (args: string[]): string => execFileSync(process.execPath, [bin, ...args], { env: strataEnv(daemon), encoding: 'utf8' });
-  cli(['user', 'create', 'bench']);
-  const key = JSON.parse(cli(['user', 'key', 'create', 'bench', '--json'])) as { id: string; secret: string };
-  const reclaim = (): void => void cli(['pool', 'gc', 'default', '--grace', '0']);
-  return { target: { name: 'strata', client: clientFor(`http://127.0.0.1:${port}`, key.id, key.secret), reclaim, pids: () => [daemon.child.pid!] }, daemon };
+  const key = strataUserKey(daemon, bin, 'bench');
+  const reclaim = (): void => void strataCliOutput(daemon, bin, ['pool', 'gc', 'default', '--grace', '0']);
+  return { target: { name: 'strata', client: s3ClientFor(`http://127.0.0.1:${port}`, key.id, key.secret), reclaim, pids: () => [daemon.child.pid!] }, daemon };
 }
 
 function radosgwTarget(server: S3TestServer): Omit<Target, 'bucket'> {
@@ -270,7 +220,7 @@ function radosgwTarget(server: S3TestServer): Omit<Target, 'bucket'> {
       return [];
     }
   };
-  return { name: 'radosgw', client: clientFor(server.endpoint, server.accessKeyId, server.secretAccessKey), pids };
+  return { name: 'radosgw', client: s3ClientFor(server.endpoint, server.accessKeyId, server.secretAccessKey), pids };
 }
 
 function printSample(sample: Sample): void {

@@ -15,38 +15,18 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { Agent } from 'node:http';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { NodeHttpHandler } from '@smithy/node-http-handler';
+import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { freePort } from '../test/support/s3-servers.js';
 import { argNumber, argValue, exitOnHelp } from './args.js';
 import { processCpuSeconds } from './cpu.js';
-import { startStrata, STRATA_BIN, strataEnv } from './strata-daemon.js';
+import { objectBody, PIECE_BYTES, s3ClientFor, strataUserKey } from './s3-client.js';
+import { startStrata, STRATA_BIN } from './strata-daemon.js';
 
 const MiB = 1024 * 1024;
-const BLOCK_BYTES = 64 * 1024;
 /** Time for perf to attach to the daemon's threads before the timed PUTs begin. */
 const PERF_ATTACH_MS = 500;
-
-/** SIZE bytes in 1 MiB pieces, each 64 KiB block stamped with the object, piece and block (nothing dedups). */
-function body(objectId: number, sizeBytes: number, base: Buffer): Readable {
-  let offset = 0;
-  return new Readable({
-    read() {
-      if (offset >= sizeBytes) return void this.push(null);
-      const piece = Buffer.from(base.subarray(0, Math.min(MiB, sizeBytes - offset)));
-      for (let at = 0; at < piece.length; at += BLOCK_BYTES) {
-        piece.writeUInt32LE(objectId, at);
-        piece.writeUInt32LE((offset + at) / BLOCK_BYTES, at + 4);
-      }
-      offset += piece.length;
-      this.push(piece);
-    },
-  });
-}
 
 /** Bytes the process has handed to write(2)-like calls so far (files and sockets: /proc/PID/io wchar). */
 function bytesWritten(pid: number): number {
@@ -73,23 +53,13 @@ async function main(): Promise<void> {
   const env = withPerf ? { ...process.env, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --perf-basic-prof`.trim() } : process.env;
   const daemon = await startStrata(join(dir, 'strata'), ['--s3-listen', `127.0.0.1:${port}`], env, bin, join(dir, 'strata.log'));
   try {
-    const cli = (args: string[]): string => execFileSync(process.execPath, [bin, ...args], { env: strataEnv(daemon), encoding: 'utf8' });
-    cli(['user', 'create', 'profile']);
-    const key = JSON.parse(cli(['user', 'key', 'create', 'profile', '--json'])) as { id: string; secret: string };
-    const client = new S3Client({
-      endpoint: `http://127.0.0.1:${port}`,
-      region: 'us-east-1',
-      forcePathStyle: true,
-      credentials: { accessKeyId: key.id, secretAccessKey: key.secret },
-      requestChecksumCalculation: 'WHEN_REQUIRED',
-      responseChecksumValidation: 'WHEN_REQUIRED',
-      requestHandler: new NodeHttpHandler({ httpAgent: new Agent({ keepAlive: true }) }),
-    });
+    const key = strataUserKey(daemon, bin, 'profile');
+    const client = s3ClientFor(`http://127.0.0.1:${port}`, key.id, key.secret);
     await client.send(new CreateBucketCommand({ Bucket: 'profile' }));
-    const base = randomBytes(MiB);
+    const base = randomBytes(PIECE_BYTES);
     let objectId = 1;
     const put = (key: string): Promise<unknown> =>
-      client.send(new PutObjectCommand({ Bucket: 'profile', Key: key, Body: body(objectId++, sizeBytes, base), ContentLength: sizeBytes }));
+      client.send(new PutObjectCommand({ Bucket: 'profile', Key: key, Body: objectBody(base, objectId++, sizeBytes), ContentLength: sizeBytes }));
     // Two untimed PUTs first: the daemon's JIT and its hashing workers warm.
     for (let i = 0; i < 2; i++) await put(`warm-${i}`);
     const pid = daemon.child.pid!;

@@ -30,11 +30,11 @@ export type VhostUserExportFactory = (options: {
   readOnly: boolean;
   serial: string;
   logger: Logger;
-}) => VhostUserExportHandle;
+}) => ManagedExport;
 
-/** A vhost-user export; stats() counts its rings' polls (absent: an export that does not poll). */
-export interface VhostUserExportHandle extends Export {
-  stats?(): { ringPolls: number; ringPollHits: number };
+/** An export as the manager holds it; stats() counts a vhost-user export's ring polls (NBD exports have none). */
+export interface ManagedExport extends Export {
+  stats?(): VhostStats;
 }
 
 export interface ExportManagerOptions {
@@ -57,11 +57,18 @@ export interface ExportManagerOptions {
 interface Running {
   record: ExportRecord;
   device: BlockDevice;
-  /** An NbdExport on the shared NBD server, or a vhost-user export with its own socket (only the latter has stats()). */
-  exp: VhostUserExportHandle;
+  /** An NbdExport on the shared NBD server, or a vhost-user export with its own socket. */
+  exp: ManagedExport;
 }
 
 export const MAX_VHOST_USER_QUEUES = 16;
+
+/** Adds an export's ring polls (none for an export without stats()) to `into`. */
+function addRingPolls(into: VhostStats, exp: ManagedExport): void {
+  const stats = exp.stats?.();
+  into.ringPolls += stats?.ringPolls ?? 0;
+  into.ringPollHits += stats?.ringPollHits ?? 0;
+}
 /** sockaddr_un's sun_path holds 108 bytes including the terminating NUL. */
 const MAX_UNIX_PATH_BYTES = 107;
 const NBD_NAME_MAX_BYTES = 4096;
@@ -76,7 +83,7 @@ export class ExportManager implements ExportService {
   private readonly nbd: NbdServer;
   private readonly running = new Map<string, Running>();
   /** The ring polls of vhost-user exports stopped since start (the counters stay monotonic). */
-  private readonly stoppedRingPolls = { polls: 0, hits: 0 };
+  private readonly stoppedRingPolls: VhostStats = { ringPolls: 0, ringPollHits: 0 };
   /** Serializes create/remove so that name and socket checks hold. */
   private queue: Promise<unknown> = Promise.resolve();
   private nbdTcpPort: number | undefined;
@@ -168,14 +175,9 @@ export class ExportManager implements ExportService {
 
   /** vhost-user exports' polls of drained rings and their hits, since the daemon started. */
   vhostStats(): VhostStats {
-    let ringPolls = this.stoppedRingPolls.polls;
-    let ringPollHits = this.stoppedRingPolls.hits;
-    for (const r of this.running.values()) {
-      const stats = r.exp.stats?.();
-      ringPolls += stats?.ringPolls ?? 0;
-      ringPollHits += stats?.ringPollHits ?? 0;
-    }
-    return { ringPolls, ringPollHits };
+    const total = { ...this.stoppedRingPolls };
+    for (const r of this.running.values()) addRingPolls(total, r.exp);
+    return total;
   }
 
   nbdAddresses(): { listen: string | null; socket: string | null } {
@@ -326,9 +328,7 @@ export class ExportManager implements ExportService {
       running.exp.requestShutdown();
       await running.exp.closed;
     } finally {
-      const stats = running.exp.stats?.();
-      this.stoppedRingPolls.polls += stats?.ringPolls ?? 0;
-      this.stoppedRingPolls.hits += stats?.ringPollHits ?? 0;
+      addRingPolls(this.stoppedRingPolls, running.exp);
       await running.device.close();
     }
   }

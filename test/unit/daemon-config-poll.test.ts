@@ -29,6 +29,7 @@ describe('daemon config: nbdPollUs', () => {
 describe('daemon config: vhostPollUs', () => {
   it('defaults, and flag over environment over file, apart from the NBD window', () => {
     const dir = tempDir();
+    expect(DEFAULT_VHOST_POLL_US).toBe(64); // docs/cli.md and `strata serve --help` say 64
     expect(loadConfig({ dataDir: dir }, {}, dir).vhostPollUs).toBe(DEFAULT_VHOST_POLL_US);
     writeFileSync(path.join(dir, 'strata.json'), JSON.stringify({ vhostPollUs: 50, nbdPollUs: 70 }));
     expect(loadConfig({ dataDir: dir }, {}, dir)).toMatchObject({ vhostPollUs: 50, nbdPollUs: 70 });
