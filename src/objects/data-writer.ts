@@ -10,7 +10,10 @@
  * and the repository call alike), and its buffer comes from a small free list and goes back to
  * it once its step has settled (a fresh 64 KiB buffer per chunk kept the GC busy). A body declared
  * over OFFLOAD_BYTES_MIN has each step's chunks named by the repository's hashOwnedChunks (BLAKE3
- * pools: on the dedup layer's hashing worker, beside this thread), then appended and added in step order.
+ * pools: on the dedup layer's hashing worker, beside this thread), then appended and added in step
+ * order; its MD5 (and SHA) are computed from the same chunk buffers, moved to the digests' worker
+ * a step at a time before they go to be named (DeferredDigests.updateOwned), so that each byte is
+ * copied once on this thread (into its chunk), not twice.
  *
  * The caller owns the PutJournal: on any failure it abandons the journal (every reference given
  * back), after waiting here for the steps in flight to settle.
@@ -155,6 +158,8 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
   // A large body's chunks are named a step at a time off this thread (hashStepOffThread); the
   // step's chunks, zero chunks as their lengths, wait in `unnamed` meanwhile.
   const offThread = repository.hashOwnedChunks !== undefined && options.expectedSizeBytes !== undefined && options.expectedSizeBytes > OFFLOAD_BYTES_MIN;
+  // ...and its digests are computed from those chunks (zero chunks as their lengths), a step at a time.
+  const digestsFromChunks = offThread && offloaded.updateOwned !== undefined;
   let unnamed: (Uint8Array | number)[] = [];
   let stepsBegun: Promise<unknown> = Promise.resolve();
   let chunks: HashedChunk[] = [];
@@ -175,7 +180,9 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
     const waiting = unnamed;
     unnamed = [];
     unnamedChunks = 0;
-    const named = repository.hashOwnedChunks!(waiting.filter((entry) => typeof entry !== 'number'));
+    // The chunks' memory goes to the digests' worker and comes back (new views) before it goes to be named.
+    const digested = digestsFromChunks ? offloaded.updateOwned!(waiting) : Promise.resolve(waiting);
+    const named = digested.then((returned) => repository.hashOwnedChunks!(returned.filter((entry) => typeof entry !== 'number')));
     const begun = Promise.all([named, stepsBegun]).then(([tokens]) => {
       let next = 0;
       for (const entry of waiting) {
@@ -235,10 +242,12 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
       if (options.expectedSizeBytes !== undefined && sizeBytes > options.expectedSizeBytes) {
         throw new ObjectError('IncompleteBody', `the body is longer than the ${options.expectedSizeBytes} bytes its length header declared`);
       }
-      offloaded.update(piece);
       crc?.update(piece);
-      const draining = offloaded.whenDrained();
-      if (draining !== undefined) await draining;
+      if (!digestsFromChunks) {
+        offloaded.update(piece);
+        const draining = offloaded.whenDrained();
+        if (draining !== undefined) await draining;
+      }
       for (let at = 0; at < piece.length; ) {
         const take = Math.min(piece.length - at, OBJECT_CHUNK_SIZE_BYTES - filled);
         current.set(piece.subarray(at, at + take), filled);

@@ -2,7 +2,9 @@
  * The body of a hashing worker thread (hash-workers.ts starts it): running MD5 / SHA-1 / SHA-256
  * digests of request bodies, one session per body, fed batches of bytes in order. It acknowledges
  * each batch once it has read it (so the sender can bound what is queued and fill the batch's
- * shared memory again) and answers a finish with the digests.
+ * shared memory again) and answers a finish with the digests. A large body's chunks come instead
+ * as the sender's own memory, moved here and moved back once read ('owned'): the bytes the
+ * sender cut into chunks are hashed where they lie, not copied into a batch first.
  *
  * MD5, the ETag of every PUT, is the costly one. A body that starts while another is being hashed
  * here has its MD5 run in a lane of md5-lanes.ts: bytes queue per session, and each pass hashes up
@@ -37,12 +39,20 @@ export type HashWorkerRequest =
       readonly offsetBytes: number;
       readonly lengthBytes: number;
     }
+  | {
+      readonly kind: 'owned';
+      readonly session: number;
+      readonly algorithms: readonly string[];
+      /** Views of memory moved here (each of its own), or counts of zero bytes; sent back in a 'returned' once read. */
+      readonly pieces: readonly (Uint8Array | number)[];
+    }
   | { readonly kind: 'finish'; readonly session: number; readonly algorithms: readonly string[] }
   | { readonly kind: 'abandon'; readonly session: number };
 
 /** What the worker answers. */
 export type HashWorkerReply =
   | { readonly kind: 'ack'; readonly session: number }
+  | { readonly kind: 'returned'; readonly session: number; readonly pieces: readonly (Uint8Array | number)[] }
   | { readonly kind: 'digests'; readonly session: number; readonly digests: readonly Uint8Array[]; readonly md5InLane: boolean };
 
 const lanesModule = (await import(new URL(`./md5-lanes.${import.meta.url.endsWith('.ts') ? 'ts' : 'js'}`, import.meta.url).href)) as typeof import('./md5-lanes.js');
@@ -67,10 +77,26 @@ const settings = workerData as HashWorkerSettings;
  */
 const PASS_WAIT_MS_MAX = 50;
 
-/** Bytes of a session's body waiting for its MD5 lane; `acknowledge`: the last piece of a batch (acknowledged once read). */
+/** Bytes of a session's body waiting for its MD5 lane; `acknowledge`: on the last piece of a batch or an owned message, called once it is read. */
 interface QueuedPiece {
   data: Uint8Array;
-  readonly acknowledge: boolean;
+  readonly acknowledge: (() => void) | undefined;
+}
+
+/** Zero bytes for the counts in owned messages (a zero chunk is not sent as bytes); only ever read. */
+const ZERO_BYTES = new Uint8Array(64 * 1024);
+
+/** `lengthBytes` zero bytes as views of ZERO_BYTES. */
+function zeroPieces(lengthBytes: number): Uint8Array[] {
+  const pieces: Uint8Array[] = [];
+  for (let left = lengthBytes; left > 0; left -= ZERO_BYTES.length) pieces.push(ZERO_BYTES.subarray(0, Math.min(left, ZERO_BYTES.length)));
+  return pieces;
+}
+
+/** Sends an owned message's memory back to the sender (read: it may be used again). */
+function giveBack(session: number, pieces: readonly (Uint8Array | number)[]): void {
+  const transfer = pieces.filter((piece) => typeof piece !== 'number').map((piece) => piece.buffer as ArrayBuffer);
+  parentPort!.postMessage({ kind: 'returned', session, pieces } satisfies HashWorkerReply, transfer);
 }
 
 interface Session {
@@ -158,9 +184,9 @@ function schedulePass(forced: boolean): void {
 }
 
 /** Takes `lengthBytes` from the head of a session's queue (views, read before the acknowledgements are sent); returns them and the acknowledgements owed. */
-function takeQueued(session: Session, lengthBytes: number): { pieces: Uint8Array[]; acknowledgements: number } {
+function takeQueued(session: Session, lengthBytes: number): { pieces: Uint8Array[]; acknowledgements: (() => void)[] } {
   const pieces: Uint8Array[] = [];
-  let acknowledgements = 0;
+  const acknowledgements: (() => void)[] = [];
   let left = lengthBytes;
   while (left > 0) {
     const head = session.queued[0]!;
@@ -168,7 +194,7 @@ function takeQueued(session: Session, lengthBytes: number): { pieces: Uint8Array
       pieces.push(head.data);
       left -= head.data.length;
       session.queued.shift();
-      if (head.acknowledge) acknowledgements++;
+      if (head.acknowledge !== undefined) acknowledgements.push(head.acknowledge);
     } else {
       pieces.push(head.data.subarray(0, left));
       head.data = head.data.subarray(left);
@@ -179,8 +205,8 @@ function takeQueued(session: Session, lengthBytes: number): { pieces: Uint8Array
   return { pieces, acknowledgements };
 }
 
-function acknowledge(session: Session, count: number): void {
-  for (let i = 0; i < count; i++) reply({ kind: 'ack', session: session.id });
+function acknowledge(acknowledgements: readonly (() => void)[]): void {
+  for (const acknowledgement of acknowledgements) acknowledgement();
 }
 
 /** Lane passes (see schedulePass), then short tails kept and finished sessions answered. */
@@ -196,7 +222,7 @@ function runPasses(): void {
     for (const session of ready) lengthBytes = Math.min(lengthBytes, session.queuedBytes - (session.queuedBytes % MD5_BLOCK_BYTES));
     const taken = ready.map((session) => takeQueued(session, lengthBytes));
     lanes!.hash(ready.map((session, i) => ({ md5: session.lane!, pieces: taken[i]!.pieces })));
-    ready.forEach((session, i) => acknowledge(session, taken[i]!.acknowledgements));
+    for (const { acknowledgements } of taken) acknowledge(acknowledgements);
   }
   let waiting = false;
   for (const session of [...laneSessions]) {
@@ -205,12 +231,12 @@ function runPasses(): void {
       continue;
     }
     // What is left is short of a block: copied out, so its batches can be acknowledged and filled again.
-    if (session.queued.some((piece) => piece.acknowledge)) {
+    if (session.queued.some((piece) => piece.acknowledge !== undefined)) {
       const { pieces, acknowledgements } = takeQueued(session, session.queuedBytes);
       const tail = Buffer.concat(pieces);
-      session.queued.push({ data: tail, acknowledge: false });
+      session.queued.push({ data: tail, acknowledge: undefined });
       session.queuedBytes = tail.length;
-      acknowledge(session, acknowledgements);
+      acknowledge(acknowledgements);
     }
     if (session.finishing) answer(session, Buffer.concat(session.queued.map((piece) => piece.data)));
   }
@@ -244,10 +270,23 @@ parentPort?.on('message', (request: HashWorkerRequest) => {
         // The batch (shared memory) may be filled again once acknowledged.
         reply({ kind: 'ack', session: request.session });
       } else {
-        session.queued.push({ data, acknowledge: true });
+        session.queued.push({ data, acknowledge: () => reply({ kind: 'ack', session: request.session }) });
         session.queuedBytes += data.length;
         schedulePass(false);
       }
+      break;
+    }
+    case 'owned': {
+      const session = sessionOf(request.session, request.algorithms);
+      const data = request.pieces.flatMap((piece) => (typeof piece === 'number' ? zeroPieces(piece) : [piece]));
+      // Every digest but a lane's MD5 now (as for a batch); the lane's MD5 in a pass, the memory sent back after it.
+      for (const hash of session.hashes) for (const piece of data) hash?.update(piece);
+      if (session.lane === undefined) giveBack(request.session, request.pieces);
+      else if (data.length > 0) {
+        data.forEach((piece, i) => session.queued.push({ data: piece, acknowledge: i === data.length - 1 ? () => giveBack(request.session, request.pieces) : undefined }));
+        session.queuedBytes += data.reduce((sum, piece) => sum + piece.length, 0);
+        schedulePass(false);
+      } else giveBack(request.session, request.pieces);
       break;
     }
     case 'finish': {
@@ -262,8 +301,8 @@ parentPort?.on('message', (request: HashWorkerRequest) => {
     case 'abandon': {
       const session = sessions.get(request.session);
       if (session === undefined) break;
-      // Batches still queued are owed their acknowledgements: the sender keeps them until then.
-      acknowledge(session, session.queued.filter((piece) => piece.acknowledge).length);
+      // Batches still queued are owed their acknowledgements (and owned memory its return): the sender keeps them until then.
+      acknowledge(session.queued.flatMap((piece) => (piece.acknowledge === undefined ? [] : [piece.acknowledge])));
       forget(session);
       break;
     }

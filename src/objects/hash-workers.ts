@@ -13,6 +13,9 @@
  * HASH_QUEUED_BYTES_MAX and a batch per body in flight on a worker). A body that ends within its
  * first batch, or is declared at most OFFLOAD_BYTES_MIN long and begins while no other such body
  * is live, is hashed here (deferredDigests). The sender bounds what is queued with `whenDrained`.
+ * A large body's chunks can go instead as the caller's own memory (`updateOwned`): moved to the
+ * worker (postMessage's transfer list) and moved back once read, so those bytes are never copied
+ * into a batch (one copy of every byte of a large PUT less on the event loop).
  * A worker that dies fails its sessions' digests with a StorageError (the request fails and keeps
  * nothing) and is replaced for the next sessions.
  */
@@ -53,12 +56,25 @@ export interface DeferredDigests {
   digests(): Promise<Buffer[]>;
   /** The body failed: drop the session (its digests are never asked for). */
   abandon(): void;
+  /**
+   * Where offered: `pieces` hashed after the bytes given so far, each a view of memory of its
+   * own that is moved to a worker (detached here meanwhile) or a count of zero bytes; resolves
+   * with them (new views of the same memory, counts as they were) once read. Memory that cannot
+   * be moved is copied in as update() does and answered as it was.
+   */
+  updateOwned?(pieces: readonly (Uint8Array | number)[]): Promise<(Uint8Array | number)[]>;
+}
+
+/** Owned pieces on a worker (updateOwned), answered in order with the batches. */
+interface OwnedInFlight {
+  resolve(pieces: (Uint8Array | number)[]): void;
+  reject(err: Error): void;
 }
 
 interface Session {
   queuedBytes: number;
-  /** Batches posted and not yet acknowledged, in order (the worker answers in order). */
-  readonly sent: Batch[];
+  /** Batches and owned pieces posted and not yet acknowledged or returned, in order (the worker answers in order). */
+  readonly sent: (Batch | OwnedInFlight)[];
   /** Abandoned: kept only until its batches are acknowledged (they may not be filled before). */
   abandoned: boolean;
   drained: { promise: Promise<void>; resolve: () => void } | undefined;
@@ -111,6 +127,18 @@ class HashWorker {
     this.post({ kind: 'update', session, algorithms, slab: batch.slab, ...(known ? {} : { memory: batch.memory }), offsetBytes: batch.view.byteOffset, lengthBytes });
   }
 
+  /** Posts owned pieces to hash (their memory moved); false, nothing moved, when some cannot be moved. */
+  postOwned(session: number, algorithms: readonly DeferredAlgorithm[], pieces: readonly (Uint8Array | number)[]): boolean {
+    if (this.dead) return false;
+    const transfer = pieces.filter((piece) => typeof piece !== 'number').map((piece) => piece.buffer as ArrayBuffer);
+    try {
+      this.worker.postMessage({ kind: 'owned', session, algorithms, pieces } satisfies HashWorkerRequest, transfer);
+      return true;
+    } catch {
+      return false; // DataCloneError: memory Node will not move; postMessage then moved none of it
+    }
+  }
+
   /** Ends the thread (tests: a worker that dies mid-body). */
   terminate(): Promise<number> {
     return this.worker.terminate();
@@ -119,8 +147,14 @@ class HashWorker {
   private onReply(reply: HashWorkerReply): void {
     const session = this.sessions.get(reply.session);
     if (session === undefined) return;
+    if (reply.kind === 'returned') {
+      const owned = session.sent.shift() as OwnedInFlight;
+      if (session.abandoned && session.sent.length === 0) this.dropSession(reply.session);
+      owned.resolve([...reply.pieces]);
+      return;
+    }
     if (reply.kind === 'ack') {
-      const batch = session.sent.shift()!;
+      const batch = session.sent.shift() as Batch;
       giveBackBatch(batch);
       session.queuedBytes -= batch.view.length;
       if (session.abandoned && session.sent.length === 0) this.dropSession(reply.session);
@@ -138,6 +172,7 @@ class HashWorker {
 
 function fail(session: Session, err: Error): void {
   session.failure = err;
+  for (const sent of session.sent) if (!('view' in sent)) sent.reject(err);
   session.drained?.resolve();
   session.drained = undefined;
   session.finished?.reject(err);
@@ -186,6 +221,12 @@ function pickWorker(): HashWorker {
   return workers.reduce((best, w) => (w.queuedBytes < best.queuedBytes ? w : best));
 }
 
+/** updateOwned calls whose memory went to a worker (tests: a large PUT's steps are hashed where they lie). */
+let ownedUpdates = 0;
+export function ownedUpdatesForTests(): number {
+  return ownedUpdates;
+}
+
 /** Bodies whose MD5 ran in a lane (md5-lanes.ts) so far: tests see that concurrent bodies share lanes. */
 let laneBodies = 0;
 export function laneBodiesForTests(): number {
@@ -229,6 +270,24 @@ class WorkerDigests implements DeferredDigests {
     }
   }
 
+  updateOwned(pieces: readonly (Uint8Array | number)[]): Promise<(Uint8Array | number)[]> {
+    if (this.done) return Promise.reject(new StorageError('INVALID_ARGUMENT', 'a body is not hashed after its digests were asked for'));
+    if (this.session?.failure !== undefined) return Promise.reject(this.session.failure);
+    if (pieces.length > 0 && ownable(pieces)) {
+      if (this.batchBytes > 0) this.send(); // the bytes before these go first
+      this.beginSession();
+      let owned!: OwnedInFlight;
+      const returned = new Promise<(Uint8Array | number)[]>((resolve, reject) => (owned = { resolve, reject }));
+      if (this.worker!.postOwned(this.id, this.algorithms, pieces)) {
+        ownedUpdates++;
+        this.session!.sent.push(owned);
+        return returned;
+      }
+    }
+    for (const piece of pieces) this.update(typeof piece === 'number' ? new Uint8Array(piece) : piece);
+    return Promise.resolve([...pieces]);
+  }
+
   whenDrained(): Promise<void> | undefined {
     const session = this.session;
     if (session === undefined || session.queuedBytes <= HASH_QUEUED_BYTES_MAX) return undefined;
@@ -270,19 +329,35 @@ class WorkerDigests implements DeferredDigests {
     this.worker!.post({ kind: 'abandon', session: this.id });
   }
 
+  private beginSession(): void {
+    if (this.session !== undefined) return;
+    this.worker = pickWorker();
+    this.session = { queuedBytes: 0, sent: [], abandoned: false, drained: undefined, finished: undefined, failure: undefined };
+    this.worker.addSession(this.id, this.session);
+  }
+
   private send(): void {
-    if (this.session === undefined) {
-      this.worker = pickWorker();
-      this.session = { queuedBytes: 0, sent: [], abandoned: false, drained: undefined, finished: undefined, failure: undefined };
-      this.worker.addSession(this.id, this.session);
-    }
+    this.beginSession();
     const batch = this.batch!;
-    this.session.queuedBytes += batch.view.length;
-    this.session.sent.push(batch);
+    this.session!.queuedBytes += batch.view.length;
+    this.session!.sent.push(batch);
     this.worker!.postBatch(this.id, this.algorithms, batch, this.batchBytes);
     this.batch = undefined;
     this.batchBytes = 0;
   }
+}
+
+/** True when every piece that is memory views plain memory of its own (what postMessage can move, each once). */
+function ownable(pieces: readonly (Uint8Array | number)[]): boolean {
+  const memories = new Set<ArrayBufferLike>();
+  for (const piece of pieces) {
+    if (typeof piece === 'number') continue;
+    const memory = piece.buffer;
+    // A detached ArrayBuffer (moved away before) has no bytes: byteLength 0.
+    if (!(memory instanceof ArrayBuffer) || memory.byteLength === 0 || memories.has(memory)) return false;
+    memories.add(memory);
+  }
+  return true;
 }
 
 /**

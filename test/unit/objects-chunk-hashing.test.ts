@@ -1,6 +1,6 @@
 /**
  * A large body's chunks are named a step at a time on the repository's hashing worker
- * (data-writer.ts, hashOwnedChunks): the object must come out the same as one whose chunks were
+ * (data-writer.ts, hashOwnedChunks), its ETag computed from the same chunk memory: the object must come out the same as one whose chunks were
  * named on the main thread (same chunk names in the same order, zero chunks in their places, a
  * short last chunk), and a step whose hashing fails fails the put and keeps nothing.
  */
@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { StorageError } from '../../src/core/errors.js';
 import type { ChunkRepository, HashedChunk } from '../../src/store/dedup/repository.js';
-import { OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
+import { OFFLOAD_BYTES_MIN, ownedUpdatesForTests } from '../../src/objects/hash-workers.js';
 import { collect, createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
 
 const CHUNK_BYTES = 64 * 1024;
@@ -57,9 +57,11 @@ describe('chunks named off the main thread', () => {
     expect(seen.ownedCalls).toBe(0);
     const mainThreadNames = seen.added.filter((hash) => hash.length === 64);
     seen.added = [];
-    // Declared: named a step at a time by the repository's worker.
+    // Declared: named a step at a time by the repository's worker, its MD5 from the same chunks (moved to the digests' worker first).
+    const ownedBefore = ownedUpdatesForTests();
     const put = await model.putObject({ bucket: 'bucket', key: 'worker', owner: OWNER, body: streamOf(body, 100_000), claims: { sizeBytes: body.length } });
     expect(seen.ownedCalls).toBe(3); // 139 data chunks: steps of 64, 64 and 11
+    expect(ownedUpdatesForTests() - ownedBefore).toBe(3);
     expect(put.etag).toBe(md5);
     // The markers (one per step) differ by put; the data chunks' names and their order do not.
     const markerCount = 3;

@@ -8,6 +8,7 @@
  * The chunks' memory is transferred to the worker and back (postMessage's transfer list), not
  * copied: the caller's views are detached meanwhile, and the chunks come back as new views of the
  * same memory, so the name the worker gives is the name of the very bytes the repository stores.
+ * Memory handed to lay the chunks out in (a pack's buffer) moves there and back the same way.
  * A chunk whose memory cannot be moved (shared memory, Node's pooled Buffer memory, memory holding
  * two of the chunks) makes the call answer undefined, nothing moved: the repository hashes on its
  * own thread then.
@@ -33,6 +34,15 @@ export interface WorkerHashedChunks {
   readonly chunks: readonly Uint8Array[];
   readonly hashes: readonly string[];
   readonly blockChecksums: Uint32Array;
+  /** The lay-out memory with the chunks written in it as a version 2 pack stores them (ChunkLayOut), when one was given. */
+  readonly laidOut?: Uint8Array;
+}
+
+/** Memory for the worker to write the chunks into as a v2 pack stores them, from `headBytes` (chunk-hash-worker.ts). */
+export interface ChunkLayOut {
+  /** The whole of its ArrayBuffer (moved to the worker: detached here until the answer). */
+  readonly memory: Uint8Array;
+  readonly headBytes: number;
 }
 
 interface Waiting {
@@ -54,10 +64,11 @@ class ChunkHashWorker {
   }
 
   /** Sends the chunks (moved, not copied); false, nothing moved, when one of them cannot be moved. */
-  send(id: number, chunks: readonly Uint8Array[], waiting: Waiting): boolean {
-    const request: ChunkHashRequest = { id, chunks };
+  send(id: number, chunks: readonly Uint8Array[], layOut: ChunkLayOut | undefined, waiting: Waiting): boolean {
+    const memory = layOut?.memory.buffer as ArrayBuffer | undefined;
+    const request: ChunkHashRequest = { id, chunks, ...(layOut === undefined ? {} : { layOut: { memory: memory!, headBytes: layOut.headBytes } }) };
     try {
-      this.thread.postMessage(request, chunks.map((chunk) => chunk.buffer as ArrayBuffer));
+      this.thread.postMessage(request, [...chunks.map((chunk) => chunk.buffer as ArrayBuffer), ...(memory === undefined ? [] : [memory])]);
     } catch {
       return false; // DataCloneError: memory Node will not move; postMessage then moved none of it
     }
@@ -77,7 +88,7 @@ class ChunkHashWorker {
     this.waiting.delete(reply.id);
     if (this.waiting.size === 0) this.thread.unref();
     if ('error' in reply) waiting.reject(new StorageError('IO_ERROR', `a chunk hashing thread could not hash: ${reply.error}`));
-    else waiting.resolve({ chunks: reply.chunks, hashes: reply.hashes, blockChecksums: reply.blockChecksums });
+    else waiting.resolve({ chunks: reply.chunks, hashes: reply.hashes, blockChecksums: reply.blockChecksums, ...(reply.laidOut === undefined ? {} : { laidOut: new Uint8Array(reply.laidOut) }) });
   }
 }
 
@@ -97,28 +108,33 @@ function pickWorker(): ChunkHashWorker {
   return workers.reduce((best, w) => (w.waiting.size < best.waiting.size ? w : best));
 }
 
-/** True when every chunk is a view of memory of its own that postMessage could move (plain, not shared, not detached, one chunk per memory). */
-function movable(chunks: readonly Uint8Array[]): boolean {
+/**
+ * True when every chunk is a view of memory of its own that postMessage could move (plain, not
+ * shared, not detached, one chunk per memory), and the lay-out memory is the whole of another.
+ */
+function movable(chunks: readonly Uint8Array[], layOut: ChunkLayOut | undefined): boolean {
   const memories = new Set<ArrayBufferLike>();
-  for (const chunk of chunks) {
+  const views = layOut === undefined ? chunks : [...chunks, layOut.memory];
+  for (const view of views) {
     // A detached ArrayBuffer (moved away before) has no bytes: byteLength 0.
-    if (!(chunk.buffer instanceof ArrayBuffer) || chunk.buffer.byteLength === 0 || memories.has(chunk.buffer)) return false;
-    memories.add(chunk.buffer);
+    if (!(view.buffer instanceof ArrayBuffer) || view.buffer.byteLength === 0 || memories.has(view.buffer)) return false;
+    memories.add(view.buffer);
   }
-  return true;
+  return layOut === undefined || (layOut.memory.byteOffset === 0 && layOut.memory.length === layOut.memory.buffer.byteLength);
 }
 
 /**
- * BLAKE3 of each chunk on a worker thread. The chunks' memory moves there and back: the caller's
+ * BLAKE3 of each chunk on a worker thread, and with `layOut` the chunks written into its memory as
+ * a v2 pack stores them. The chunks' memory (and layOut's) moves there and back: the caller's
  * views are detached when this returns a promise, and the answer holds new views of the same bytes.
  * Undefined, nothing moved, for fewer than HASH_ON_WORKER_CHUNKS_MIN chunks or when a chunk's
  * memory cannot be moved. Rejects (IO_ERROR) when the worker dies.
  */
-export function hashChunksOnWorker(chunks: readonly Uint8Array[]): Promise<WorkerHashedChunks> | undefined {
-  if (chunks.length < HASH_ON_WORKER_CHUNKS_MIN || !movable(chunks)) return undefined;
+export function hashChunksOnWorker(chunks: readonly Uint8Array[], layOut?: ChunkLayOut): Promise<WorkerHashedChunks> | undefined {
+  if (chunks.length < HASH_ON_WORKER_CHUNKS_MIN || !movable(chunks, layOut)) return undefined;
   let waiting!: Waiting;
   const named = new Promise<WorkerHashedChunks>((resolve, reject) => (waiting = { resolve, reject }));
-  return pickWorker().send(nextCall++, chunks, waiting) ? named : undefined;
+  return pickWorker().send(nextCall++, chunks, layOut, waiting) ? named : undefined;
 }
 
 /** The pool's live workers (tests kill one to see its calls fail cleanly and the next call work). */

@@ -28,8 +28,8 @@ import { BLAKE3_HASHER, checkChunkHash, type ChunkHasher } from './chunk-hasher.
 import { openChunkIndex, type ChunkIndex, type ChunkRecord, type PackRecord } from './chunk-index.js';
 import { ChunkTokens } from './chunk-tokens.js';
 import { collectGarbage, type GcContext, type GcOptions, type GcReport } from './gc.js';
-import { giveBackPackBuffer, takePackBuffer } from './pack-buffers.js';
-import { CHUNK_SIZE_BYTES_MAX, PackBuilder, newPackId, packCreatedAtMs, packKey } from './pack-format.js';
+import { CHUNK_SIZE_BYTES_MAX, PACK_VERSION, newPackId, packKey, type StoredChunk } from './pack-format.js';
+import { writePacks, type ChunkToWrite, type PackWriterContext, type Written } from './pack-writer.js';
 import { ChunkReadCache } from './read-cache.js';
 import type { ChunkHash, ChunkRepository, ChunkRepositoryCallOptions, HashedChunk } from './repository.js';
 import { scrubPool, type LeakSuspect, type ScrubOptions } from './scrub.js';
@@ -77,11 +77,8 @@ export interface DedupUsage {
   readonly referencedChunkBytes: number;
 }
 
-/** Where a chunk was stored by this call (not yet in the index). */
-interface Written { readonly pack: string; readonly offsetBytes: number; readonly lengthBytes: number }
-
-/** A distinct chunk of an add call: its references, bytes and, from a worker-named token, its blocks' CRCs. */
-type Wanted = { count: number; readonly data: Uint8Array; readonly blockChecksums: Uint32Array | undefined };
+/** A distinct chunk of an add call: its references, bytes and, from a worker-named token, its blocks' CRCs and stored form. */
+type Wanted = ChunkToWrite & { count: number };
 
 /** A chunk addReferences accepts: 1 to CHUNK_SIZE_BYTES_MAX bytes. */
 function checkChunkBytes(chunk: unknown, index: number): void {
@@ -106,19 +103,29 @@ export class DedupChunkRepository implements ChunkRepository {
   private readonly leakSuspects = new Map<string, LeakSuspect>();
   /** The tokens hashChunk and hashOwnedChunks gave out: addHashedReferences trusts the hash of these and no others. */
   private readonly tokens: ChunkTokens;
+  private readonly packWriter: PackWriterContext;
 
   private constructor(
     private readonly options: DedupChunkRepositoryOptions,
     private readonly index: ChunkIndex,
   ) {
     this.hasher = options.hasher ?? BLAKE3_HASHER;
-    this.tokens = new ChunkTokens(this.hasher);
+    this.tokens = new ChunkTokens(this.hasher, (options.packVersion ?? PACK_VERSION) === 2);
     this.packTargetBytes = options.packTargetBytes ?? PACK_TARGET_BYTES_DEFAULT;
     const cacheBytes = options.readCacheBytes ?? READ_CACHE_BYTES_DEFAULT;
     this.cache = cacheBytes > 0 ? new ChunkReadCache(cacheBytes) : undefined;
     // A pack's version not in memory comes from its index record before its header is read.
     this.hints = new ChunkLocationHints(options.locationHintsMax ?? LOCATION_HINTS_DEFAULT, async (packId) => (await index.packs.get(packId))?.record.version);
     this.nowMs = options.nowMs ?? Date.now;
+    this.packWriter = {
+      chunkStore: options.chunkStore,
+      hasher: this.hasher,
+      packTargetBytes: this.packTargetBytes,
+      packVersion: options.packVersion,
+      nowMs: this.nowMs,
+      uncommittedPacks: this.uncommittedPacks,
+      packWritten: (packId, version) => this.hints.rememberPackVersion(packId, version),
+    };
   }
 
   /** Opens the pool's repository; INVALID_ARGUMENT when the pool was created with another hash. */
@@ -166,16 +173,26 @@ export class DedupChunkRepository implements ChunkRepository {
       checkChunkBytes(chunk.data, i);
     }
     const blockChecksums = chunks.map((chunk) => this.tokens.blockChecksumsOf(chunk));
-    return this.addNamed(chunks.map((chunk) => chunk.hash), chunks.map((chunk) => chunk.data), options, blockChecksums);
+    const stored = chunks.map((chunk) => this.tokens.takeStoredChunk(chunk));
+    const result = await this.addNamed(chunks.map((chunk) => chunk.hash), chunks.map((chunk) => chunk.data), options, blockChecksums, stored);
+    // Every pack put resolved: the laid-out memory is read by nothing now (after a failure it is left to the GC).
+    for (const laidOut of new Set(stored.map((form) => form?.laidOut))) if (laidOut !== undefined) this.tokens.giveBackLaidOut(laidOut);
+    return result;
   }
 
   /** addReferences of checked chunks with their names (and block CRCs, when a token came with them) computed here, from these bytes. */
-  private async addNamed(names: ChunkHash[], chunks: readonly Uint8Array[], options: ChunkRepositoryCallOptions | undefined, blockChecksums?: readonly (Uint32Array | undefined)[]): Promise<ChunkHash[]> {
+  private async addNamed(
+    names: ChunkHash[],
+    chunks: readonly Uint8Array[],
+    options: ChunkRepositoryCallOptions | undefined,
+    blockChecksums?: readonly (Uint32Array | undefined)[],
+    stored?: readonly (StoredChunk | undefined)[],
+  ): Promise<ChunkHash[]> {
     if (chunks.length === 0) return [];
     const wanted = new Map<string, Wanted>();
     for (const [i, hash] of names.entries()) {
       const entry = wanted.get(hash);
-      if (entry === undefined) wanted.set(hash, { count: 1, data: chunks[i]!, blockChecksums: blockChecksums?.[i] });
+      if (entry === undefined) wanted.set(hash, { count: 1, data: chunks[i]!, blockChecksums: blockChecksums?.[i], stored: stored?.[i] });
       else entry.count++;
     }
     const written = new Map<string, Written>();
@@ -218,7 +235,7 @@ export class DedupChunkRepository implements ChunkRepository {
           compared.add(hash);
         }
         if (moved) continue; // GC moved a chunk being compared: read the index again
-        await this.writePacks(missing.map((hash) => [hash, wanted.get(hash)!] as const), written, writtenPacks, options);
+        await writePacks(this.packWriter, missing.map((hash) => [hash, wanted.get(hash)!] as const), written, writtenPacks, options);
         const txn = new TxnBuilder();
         for (const [hash, { count }] of wanted) {
           const existing = current.get(hash);
@@ -470,47 +487,6 @@ export class DedupChunkRepository implements ChunkRepository {
     const found = new Map<string, Versioned<ChunkRecord>>();
     for (const [i, entry] of entries.entries()) if (entry !== undefined) found.set(hashes[i]!, entry);
     return found;
-  }
-
-  /** Appends `chunks` to new packs and puts them (durable); records where each chunk went. */
-  private async writePacks(
-    chunks: readonly (readonly [string, Wanted])[],
-    written: Map<string, Written>,
-    writtenPacks: PackRecord[],
-    options: ChunkRepositoryCallOptions | undefined,
-  ): Promise<void> {
-    let builder: PackBuilder | undefined;
-    let placed: [string, Written][] = [];
-    let chunkBytes = 0;
-    const packLimitBytes = this.packTargetBytes + Math.floor(this.packTargetBytes / 64); // 1/64 of slack (packTargetBytes)
-    const flush = async () => {
-      if (builder === undefined) return;
-      const id = newPackId(this.nowMs());
-      const buffer = takePackBuffer(builder.sizeBytes);
-      const bytes = builder.finish(buffer);
-      this.uncommittedPacks.add(id);
-      try {
-        await this.options.chunkStore.put(packKey(id), bytes, options);
-      } catch (err) {
-        this.uncommittedPacks.delete(id);
-        throw err;
-      }
-      giveBackPackBuffer(buffer); // the put resolved: the store holds the bytes now, not this buffer
-      this.hints.rememberPackVersion(id, builder.version);
-      for (const [hash, at] of placed) written.set(hash, { ...at, pack: id });
-      writtenPacks.push({ id, sizeBytes: bytes.length, chunkCount: builder.chunkCount, createdAtMs: packCreatedAtMs(id)!, version: builder.version });
-      builder = undefined;
-      placed = [];
-      chunkBytes = 0;
-    };
-    for (const [hash, { data, blockChecksums }] of chunks) {
-      if (builder !== undefined && chunkBytes + data.length > packLimitBytes) await flush();
-      builder ??= new PackBuilder(this.hasher.algorithm, this.hasher.digestBytes, this.options.packVersion);
-      chunkBytes += data.length;
-      const entry = builder.add(hash, data, blockChecksums);
-      placed.push([hash, { pack: '', offsetBytes: entry.offsetBytes, lengthBytes: entry.lengthBytes }]);
-    }
-    await flush();
   }
 
   /** The chunk's bytes from its pack, checked; undefined when the pack is missing or too short. */

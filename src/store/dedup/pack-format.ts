@@ -93,10 +93,37 @@ export function packCreatedAtMs(packId: string): number | undefined {
 const magicBytes = Buffer.from(PACK_MAGIC, 'latin1');
 assert(magicBytes.length === MAGIC_BYTES, 'the pack magic is 8 bytes');
 
+/**
+ * Memory a hashing worker wrote a call's chunks into as a version 2 pack stores them
+ * (chunk-hash-worker.ts), back to back from PACK_HEADER_BYTES, with room after the last for the
+ * index and trailer of them all (packLayOutBytes): a pack of exactly those chunks is finished
+ * there, its chunks never copied on the caller's thread (PackBuilder.finishInPlace).
+ */
+export interface LaidOutPack {
+  /** The whole memory (from the pack's first byte). */
+  readonly memory: Uint8Array;
+  /** Where the last chunk's stored bytes end. */
+  readonly chunksEndBytes: number;
+}
+
+/** A chunk's stored bytes (blocks and CRCs) in a LaidOutPack. */
+export interface StoredChunk {
+  readonly bytes: Uint8Array;
+  readonly laidOut: LaidOutPack;
+}
+
+/** The bytes of a version 2 pack of chunks of these lengths (the memory a LaidOutPack needs). */
+export function packLayOutBytes(chunkLengthsBytes: readonly number[], digestBytes: number): number {
+  let bytes = PACK_HEADER_BYTES + PACK_TRAILER_BYTES;
+  for (const length of chunkLengthsBytes) bytes += storedChunkBytes(2, length) + digestBytes + ENTRY_FIXED_BYTES;
+  return bytes;
+}
+
 /** Builds one pack in memory: add chunks, then finish() for the bytes to store. */
 export class PackBuilder {
   private readonly parts: Uint8Array[] = [];
   private readonly partChecksums: (Uint32Array | undefined)[] = [];
+  private readonly partsStored: (StoredChunk | undefined)[] = [];
   private readonly entries: PackEntry[] = [];
   private dataBytes = 0;
 
@@ -127,13 +154,16 @@ export class PackBuilder {
    * Appends a chunk (the builder keeps a reference: do not change `data` until finish()).
    * `blockChecksums`: its 4 KiB blocks' CRCs as writeChunkBlocks computes them, already computed
    * by the repository from these bytes (a hashing worker did), else computed in finish().
+   * `stored`: the chunk already laid out as version 2 stores it, by the worker that named it.
    */
-  add(hash: string, data: Uint8Array, blockChecksums?: Uint32Array): PackEntry {
+  add(hash: string, data: Uint8Array, blockChecksums?: Uint32Array, stored?: StoredChunk): PackEntry {
     assert(hash.length === this.digestBytes * 2, `hash ${hash} has ${this.digestBytes} bytes`);
     assert(data.length <= CHUNK_SIZE_BYTES_MAX, `a chunk of ${data.length} bytes fits a pack`);
+    assert(stored === undefined || stored.bytes.length === storedChunkBytes(2, data.length), 'a stored chunk has its blocks and their CRCs');
     const entry = { hash, offsetBytes: PACK_HEADER_BYTES + this.dataBytes, lengthBytes: data.length };
     this.parts.push(data);
     this.partChecksums.push(blockChecksums);
+    this.partsStored.push(stored);
     this.entries.push(entry);
     this.dataBytes += storedChunkBytes(this.version, data.length);
     return entry;
@@ -150,18 +180,48 @@ export class PackBuilder {
     // A plain Uint8Array, not a Buffer: Buffer's slice() shares memory, and stores copy with slice().
     const bytes = into === undefined ? new Uint8Array(size) : into.subarray(0, size);
     const pack = Buffer.from(bytes.buffer, bytes.byteOffset, size);
+    let offset = PACK_HEADER_BYTES;
+    for (const [i, part] of this.parts.entries()) {
+      const stored = this.partsStored[i];
+      if (this.version === 1) pack.set(part, offset);
+      else if (stored !== undefined) pack.set(stored.bytes, offset);
+      else writeChunkBlocks(pack, offset, this.entries[i]!.hash, part, this.partChecksums[i]);
+      offset += storedChunkBytes(this.version, part.length);
+    }
+    this.writeFrame(pack, offset);
+    return bytes;
+  }
+
+  /**
+   * The pack finished in the memory its chunks were laid out in (LaidOutPack), without copying
+   * them: when it is a version 2 pack of exactly the chunks of one LaidOutPack, in their order,
+   * and that memory holds the whole pack. Undefined otherwise (then finish()).
+   */
+  finishInPlace(): Uint8Array | undefined {
+    const first = this.partsStored[0]?.laidOut;
+    if (this.version !== 2 || first === undefined) return undefined;
+    let offset = PACK_HEADER_BYTES;
+    for (const stored of this.partsStored) {
+      // Each chunk where the previous ended, in the same memory, from the header's end on.
+      if (stored?.laidOut !== first || stored.bytes.buffer !== first.memory.buffer || stored.bytes.byteOffset - first.memory.byteOffset !== offset) return undefined;
+      offset += stored.bytes.length;
+    }
+    // The index goes right after the last chunk: only over room left for it, never over another chunk.
+    if (offset !== first.chunksEndBytes || first.memory.length < this.sizeBytes) return undefined;
+    const bytes = first.memory.subarray(0, this.sizeBytes);
+    this.writeFrame(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length), offset);
+    return bytes;
+  }
+
+  /** The header, index and trailer around chunks that end at `indexOffset`. */
+  private writeFrame(pack: Buffer, indexOffset: number): void {
+    assert(pack.length === this.sizeBytes && indexOffset === PACK_HEADER_BYTES + this.dataBytes, 'the frame fits the pack');
     pack.fill(0, 0, PACK_HEADER_BYTES); // the header's reserved bytes
     pack.set(magicBytes, 0);
     pack.writeUInt16LE(this.version, VERSION_OFFSET);
     pack.writeUInt8(ALGORITHM_CODES[this.algorithm], 10);
     pack.writeUInt8(this.digestBytes, 11);
-    let offset = PACK_HEADER_BYTES;
-    for (const [i, part] of this.parts.entries()) {
-      if (this.version === 1) pack.set(part, offset);
-      else writeChunkBlocks(pack, offset, this.entries[i]!.hash, part, this.partChecksums[i]);
-      offset += storedChunkBytes(this.version, part.length);
-    }
-    const indexOffset = offset;
+    let offset = indexOffset;
     for (const entry of this.entries) {
       pack.write(entry.hash, offset, 'hex');
       offset += this.digestBytes;
@@ -173,7 +233,6 @@ export class PackBuilder {
     pack.writeUInt32LE(this.entries.length, offset + 8);
     pack.writeUInt32LE(packChecksum(pack, indexOffset, offset + 12), offset + 12);
     pack.set(magicBytes, offset + 16);
-    return bytes;
   }
 }
 
