@@ -130,7 +130,10 @@ async function guestRun(disks: readonly Backend[], fio: GuestFio, rows: readonly
   let stalled: string | undefined;
   const watchdog = runWatchdog(Math.max(runtimeSeconds, WARM_UP_SECONDS), (why) => {
     // Which side's step stalled, and what QEMU's monitor says of the guest and each disk's ring
-    // (avail.idx ahead of used.idx: the back-end holds requests; equal: the guest stopped asking).
+    // (avail.idx ahead of used.idx: the back-end holds requests; equal, with used_event behind
+    // used.idx: the back-end returned them all and the guest missed the interrupt, as QEMU 7.2's
+    // single-vCPU TCG did before the rig ran it with maxcpus=2, test/vhost-user/guest.ts;
+    // equal and used_event = used.idx: the guest stopped asking).
     const last = Math.max(-1, ...started.keys());
     const side = last >= 0 ? ` on ${disks[plan[last]!.disk]!.label}'s disk` : '';
     void guest.monitorReport().then((report) => {

@@ -14,6 +14,9 @@ const REGISTER_LINES = /^(CPU#|RAX=|RSI=|R8 =|R12=|RIP=|CR0=)/;
 
 /** Where a split virtqueue's avail and used rings keep their index (after a 16-bit flags field). */
 const RING_INDEX_OFFSET_BYTES = 2n;
+/** Bytes per entry of the avail ring (a u16 head) and of the used ring ({u32 id, u32 len}). */
+const AVAIL_ENTRY_BYTES = 2n;
+const USED_ENTRY_BYTES = 8n;
 
 /** Sends `command` and resolves with its output, up to the next prompt. */
 function ask(socket: net.Socket, read: { text: string; wake: (() => void) | undefined }, command: string): Promise<string> {
@@ -75,17 +78,31 @@ export async function monitorReport(monitorPath: string, queues: number, timeout
     const paths = [...report.at(-1)!.matchAll(/(\/machine\/\S+)\s+\[/g)].map((m) => m[1]!);
     for (const devicePath of paths) {
       for (let queue = 0; queue < queues; queue++) {
-        for (const command of [`info virtio-queue-status ${devicePath} ${queue}`, `info virtio-vhost-queue-status ${devicePath} ${queue}`]) {
-          report.push(`(qemu) ${command}\n${await ask(socket, read, command)}`);
-        }
+        // Not `info virtio-queue-status`: for a vhost-user device QEMU 7.2 answers it by sending the
+        // back-end GET_VRING_BASE, which stops that ring (libvhost-user closes its kick and call
+        // fds: the guest can never resume), and it prints last_avail_idx 0 whatever the ring holds.
+        const command = `info virtio-vhost-queue-status ${devicePath} ${queue}`;
+        const vhost = await ask(socket, read, command);
+        report.push(`(qemu) ${command}\n${vhost}`);
         // The rings' own indexes in guest memory (16 bits at offset 2 of the avail and used rings):
-        // requests the guest made available and those the back-end returned.
-        const vhost = report.at(-1)!;
+        // requests the guest made available and those the back-end returned; then (EVENT_IDX) the
+        // guest's used_event, after the avail ring's entries: the used index it last consumed when
+        // it asked for an interrupt. used.idx = avail.idx with used_event behind it and requests
+        // in flight in the guest: the back-end returned them and the guest missed the interrupt.
+        const num = /\bnum:\s+(\d+)/.exec(vhost)?.[1];
         for (const ring of ['avail', 'used']) {
           const at = new RegExp(`${ring}_phys:\\s+0x([0-9a-f]+)`).exec(vhost)?.[1];
           if (at === undefined) continue;
-          const command = `xp /1hx 0x${(BigInt(`0x${at}`) + RING_INDEX_OFFSET_BYTES).toString(16)}`;
-          report.push(`(qemu) ${command}   (queue ${queue} ${ring}.idx)\n${await ask(socket, read, command)}`);
+          const base = BigInt(`0x${at}`);
+          const fields: [string, bigint][] = [[`${ring}.idx`, base + RING_INDEX_OFFSET_BYTES], [`${ring}.flags`, base]];
+          if (num !== undefined) {
+            const event = base + 2n * RING_INDEX_OFFSET_BYTES + BigInt(num) * (ring === 'avail' ? AVAIL_ENTRY_BYTES : USED_ENTRY_BYTES);
+            fields.push([ring === 'avail' ? 'used_event' : 'avail_event', event]);
+          }
+          for (const [name, address] of fields) {
+            const xp = `xp /1hx 0x${address.toString(16)}`;
+            report.push(`(qemu) ${xp}   (queue ${queue} ${name})\n${await ask(socket, read, xp)}`);
+          }
         }
       }
     }
