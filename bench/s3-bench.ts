@@ -21,7 +21,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -43,6 +43,8 @@ interface Target {
   readonly bucket: string;
   /** Frees what deleted objects held (Strata: a GC with no grace, else /dev/shm keeps every row's bytes). */
   readonly reclaim?: () => void;
+  /** What the server's own logs say of a failure (their last error lines), when it has logs to read. */
+  readonly diagnose?: () => string;
   /** The server's processes, whose CPU a row counts. */
   readonly pids: () => number[];
 }
@@ -97,33 +99,36 @@ function opsPerWorker(sizeBytes: number, concurrency: number): number {
 
 let objectCounter = 1;
 
+/** Runs every worker to its end (none left running into the next row when one fails), then fails with the first failure. */
+async function allWorkers(concurrency: number, work: (worker: number) => Promise<void>): Promise<void> {
+  const outcomes = await Promise.allSettled(Array.from({ length: concurrency }, (_, worker) => work(worker)));
+  const failed = outcomes.find((outcome) => outcome.status === 'rejected');
+  if (failed !== undefined) throw failed.reason;
+}
+
 async function putRow(target: Target, sizeBytes: number, concurrency: number, base: Buffer): Promise<{ ops: number; seconds: number }> {
   const perWorker = opsPerWorker(sizeBytes, concurrency);
   const started = process.hrtime.bigint();
-  await Promise.all(
-    Array.from({ length: concurrency }, async (_, worker) => {
-      for (let i = 0; i < perWorker; i++) {
-        const key = `obj-${sizeBytes}-${worker}-${i}`;
-        await target.client.send(new PutObjectCommand({ Bucket: target.bucket, Key: key, Body: objectBody(base, objectCounter++, sizeBytes), ContentLength: sizeBytes }));
-      }
-    }),
-  );
+  await allWorkers(concurrency, async (worker) => {
+    for (let i = 0; i < perWorker; i++) {
+      const key = `obj-${sizeBytes}-${worker}-${i}`;
+      await target.client.send(new PutObjectCommand({ Bucket: target.bucket, Key: key, Body: objectBody(base, objectCounter++, sizeBytes), ContentLength: sizeBytes }));
+    }
+  });
   return { ops: perWorker * concurrency, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
 }
 
 async function getRow(target: Target, sizeBytes: number, concurrency: number): Promise<{ ops: number; seconds: number }> {
   const perWorker = opsPerWorker(sizeBytes, concurrency);
   const started = process.hrtime.bigint();
-  await Promise.all(
-    Array.from({ length: concurrency }, async (_, worker) => {
-      for (let i = 0; i < perWorker; i++) {
-        const got = await target.client.send(new GetObjectCommand({ Bucket: target.bucket, Key: `obj-${sizeBytes}-${worker}-${i}` }));
-        let received = 0;
-        for await (const piece of got.Body as Readable) received += (piece as Buffer).length;
-        if (received !== sizeBytes) throw new Error(`${target.name}: GET returned ${received} bytes, expected ${sizeBytes}`);
-      }
-    }),
-  );
+  await allWorkers(concurrency, async (worker) => {
+    for (let i = 0; i < perWorker; i++) {
+      const got = await target.client.send(new GetObjectCommand({ Bucket: target.bucket, Key: `obj-${sizeBytes}-${worker}-${i}` }));
+      let received = 0;
+      for await (const piece of got.Body as Readable) received += (piece as Buffer).length;
+      if (received !== sizeBytes) throw new Error(`${target.name}: GET returned ${received} bytes, expected ${sizeBytes}`);
+    }
+  });
   return { ops: perWorker * concurrency, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
 }
 
@@ -230,8 +235,20 @@ function radosgwTarget(server: S3TestServer): Omit<Target, 'bucket'> {
       process.stderr.write(`radosgw-admin gc process failed (the next row may meet a fuller OSD): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}\n`);
     }
   };
-  return { name: 'radosgw', client: s3ClientFor(server.endpoint, server.accessKeyId, server.secretAccessKey), reclaim, pids };
+  const diagnose = (): string => {
+    const lines: string[] = [];
+    for (const name of ['client.rgw.a', 'osd.0']) {
+      const file = join(server.dir, 'log', `${name}.log`);
+      const errors = existsSync(file) ? readFileSync(file, 'utf8').split('\n').filter((line) => /error|fail|full/i.test(line)) : [];
+      lines.push(...errors.slice(-LOG_ERROR_LINES).map((line) => `    ${name}: ${line}`));
+    }
+    return lines.length === 0 ? '' : `${lines.join('\n')}\n`;
+  };
+  return { name: 'radosgw', client: s3ClientFor(server.endpoint, server.accessKeyId, server.secretAccessKey), reclaim, diagnose, pids };
 }
+
+/** Error lines of each radosgw log printed under a failed row. */
+const LOG_ERROR_LINES = 8;
 
 /** The longest the untimed GC between rows may take (4 GiB of deleted 256 MiB objects: seconds). */
 const RADOSGW_GC_TIMEOUT_MS = 300_000;
@@ -285,6 +302,7 @@ async function main(): Promise<void> {
     }
     const base = randomBytes(PIECE_BYTES);
     const samples: Sample[] = [];
+    const failures: string[] = [];
     // The load runs from here to the end: both servers are set up, every timed row has it (the
     // listing bucket's untimed fill too).
     warmMemoryNoted();
@@ -305,12 +323,20 @@ async function main(): Promise<void> {
               seconds: result.seconds,
               cpuSeconds: result.cpuSeconds,
             });
-            const putSample = sampleOf('PUT', await measured(target, () => putRow(target, sizeBytes, concurrency, base)));
-            printSample(putSample);
-            const getSample = sampleOf('GET', await measured(target, () => getRow(target, sizeBytes, concurrency)));
-            printSample(getSample);
-            samples.push(putSample, getSample);
-            await deleteRow(target, sizeBytes, concurrency);
+            try {
+              const putSample = sampleOf('PUT', await measured(target, () => putRow(target, sizeBytes, concurrency, base)));
+              printSample(putSample);
+              const getSample = sampleOf('GET', await measured(target, () => getRow(target, sizeBytes, concurrency)));
+              printSample(getSample);
+              samples.push(putSample, getSample);
+            } catch (err) {
+              // A server failing a row (radosgw's gateway once refused a busy 256 MiB c16 row) costs
+              // that sample, not the run: it is listed under the medians, which cover what finished.
+              const failure = `run ${run} ${target.name} ${sizeName(sizeBytes)} c${concurrency}: ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`;
+              failures.push(failure);
+              process.stdout.write(`  FAILED ${failure}\n${target.diagnose?.() ?? ''}`);
+            }
+            await deleteRow(target, sizeBytes, concurrency).catch((err: unknown) => process.stderr.write(`${target.name}: deleting the row failed: ${String(err)}\n`));
           }
         }
       }
@@ -350,6 +376,7 @@ async function main(): Promise<void> {
       };
       process.stdout.write(`| ${row} | ${show(a)} | ${show(b)} | ${a !== undefined && b !== undefined ? (a / b).toFixed(2) : '-'} | ${cpu('strata')} | ${cpu('radosgw')} |\n`);
     }
+    if (failures.length > 0) process.stdout.write(`\nFailed rows (not in the medians):\n${failures.map((failure) => `- ${failure}`).join('\n')}\n`);
   } finally {
     await load?.stop();
     if (strata !== undefined && strata.child.exitCode === null) {
