@@ -15,7 +15,10 @@
  * Rows: PUT then GET of objects of each size at each concurrency (every worker its own keys,
  * every object's 64 KiB blocks unique, so nothing dedups), and ListObjectsV2 of a bucket of
  * --list-keys keys, 1,000 a page. Servers alternate within a run (which goes first alternates
- * between runs); every run is printed, then the medians and the ratio strata / radosgw.
+ * between runs); every run is printed, then the medians and the ratio strata / radosgw. A row a
+ * server fails is printed as FAILED (with radosgw's last log error lines) and left out of the
+ * medians; the run goes on. Between rows each server frees what the deleted row held (Strata's
+ * pool GC, radosgw's GC).
  * Both clients: path style, checksums only when required (radosgw 16 refuses the SDK's trailer
  * checksums), the same keep-alive agent settings.
  */
