@@ -22,6 +22,7 @@
  * turning while the guest does I/O).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -184,6 +185,16 @@ async function runInitrd(base: Buffer, opts: GuestOptions): Promise<Buffer> {
 let baseInitrd: Promise<Buffer> | undefined;
 
 /** Starts a guest; see GuestHandle. */
+/**
+ * The folders (initrd, monitor socket) of guests still running. A process that exits without
+ * waiting for them (a bench's Ctrl-C handler calls process.exit) removes them here, as a guest
+ * that ends does; otherwise each interrupted run left its initrd in the temp folder.
+ */
+const liveGuestDirs = new Set<string>();
+process.once('exit', () => {
+  for (const dir of liveGuestDirs) rmSync(dir, { recursive: true, force: true });
+});
+
 export function startGuest(opts: GuestOptions): GuestHandle {
   const timeoutMs = opts.timeoutMs ?? 120_000;
   const lines: string[] = [];
@@ -234,6 +245,7 @@ export function startGuest(opts: GuestOptions): GuestHandle {
     baseInitrd ??= readFile(assets.baseInitrdPath);
     const initrd = await runInitrd(await baseInitrd, opts);
     const dir = await mkdtemp(path.join(os.tmpdir(), 'strata-guest-'));
+    liveGuestDirs.add(dir);
     try {
       const initrdPath = path.join(dir, 'initrd.img');
       await writeFile(initrdPath, initrd);
@@ -291,6 +303,7 @@ export function startGuest(opts: GuestOptions): GuestHandle {
       finished = true;
       failWaiters('the guest ended before printing it');
       await rm(dir, { recursive: true, force: true });
+      liveGuestDirs.delete(dir);
     }
   })();
   result.catch(() => {}); // callers observe it through `result`; avoid unhandled rejections meanwhile
