@@ -281,12 +281,13 @@ parentPort?.on('message', (request: HashWorkerRequest) => {
       const data = request.pieces.flatMap((piece) => (typeof piece === 'number' ? zeroPieces(piece) : [piece]));
       // Every digest but a lane's MD5 now (as for a batch); the lane's MD5 in a pass, the memory sent back after it.
       for (const hash of session.hashes) for (const piece of data) hash?.update(piece);
-      if (session.lane === undefined) giveBack(request.session, request.pieces);
-      else if (data.length > 0) {
-        data.forEach((piece, i) => session.queued.push({ data: piece, acknowledge: i === data.length - 1 ? () => giveBack(request.session, request.pieces) : undefined }));
-        session.queuedBytes += data.reduce((sum, piece) => sum + piece.length, 0);
-        schedulePass(false);
-      } else giveBack(request.session, request.pieces);
+      if (session.lane === undefined || data.length === 0) {
+        giveBack(request.session, request.pieces);
+        break;
+      }
+      data.forEach((piece, i) => session.queued.push({ data: piece, acknowledge: i === data.length - 1 ? () => giveBack(request.session, request.pieces) : undefined }));
+      session.queuedBytes += data.reduce((sum, piece) => sum + piece.length, 0);
+      schedulePass(false);
       break;
     }
     case 'finish': {

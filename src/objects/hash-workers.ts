@@ -23,6 +23,7 @@ import { createHash } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../core/errors.js';
 import { CpuContention } from '../sys/cpu-contention.js';
+import { movableMemories } from '../sys/movable-memory.js';
 import { copyBytes } from '../sys/shared-copy.js';
 import { poolThreadsBesideMain, startWorkerBeside } from '../sys/worker-thread.js';
 import type { HashWorkerReply, HashWorkerRequest, HashWorkerSettings } from './hash-worker.js';
@@ -127,10 +128,9 @@ class HashWorker {
     this.post({ kind: 'update', session, algorithms, slab: batch.slab, ...(known ? {} : { memory: batch.memory }), offsetBytes: batch.view.byteOffset, lengthBytes });
   }
 
-  /** Posts owned pieces to hash (their memory moved); false, nothing moved, when some cannot be moved. */
-  postOwned(session: number, algorithms: readonly DeferredAlgorithm[], pieces: readonly (Uint8Array | number)[]): boolean {
+  /** Posts owned pieces to hash (their memory moved: `transfer` names it); false, nothing moved, when Node will not move it. */
+  postOwned(session: number, algorithms: readonly DeferredAlgorithm[], pieces: readonly (Uint8Array | number)[], transfer: ArrayBuffer[]): boolean {
     if (this.dead) return false;
-    const transfer = pieces.filter((piece) => typeof piece !== 'number').map((piece) => piece.buffer as ArrayBuffer);
     try {
       this.worker.postMessage({ kind: 'owned', session, algorithms, pieces } satisfies HashWorkerRequest, transfer);
       return true;
@@ -273,12 +273,13 @@ class WorkerDigests implements DeferredDigests {
   updateOwned(pieces: readonly (Uint8Array | number)[]): Promise<(Uint8Array | number)[]> {
     if (this.done) return Promise.reject(new StorageError('INVALID_ARGUMENT', 'a body is not hashed after its digests were asked for'));
     if (this.session?.failure !== undefined) return Promise.reject(this.session.failure);
-    if (pieces.length > 0 && ownable(pieces)) {
+    const transfer = pieces.length > 0 ? movableMemories(pieces) : undefined;
+    if (transfer !== undefined) {
       if (this.batchBytes > 0) this.send(); // the bytes before these go first
       this.beginSession();
       let owned!: OwnedInFlight;
       const returned = new Promise<(Uint8Array | number)[]>((resolve, reject) => (owned = { resolve, reject }));
-      if (this.worker!.postOwned(this.id, this.algorithms, pieces)) {
+      if (this.worker!.postOwned(this.id, this.algorithms, pieces, transfer)) {
         ownedUpdates++;
         this.session!.sent.push(owned);
         return returned;
@@ -345,19 +346,6 @@ class WorkerDigests implements DeferredDigests {
     this.batch = undefined;
     this.batchBytes = 0;
   }
-}
-
-/** True when every piece that is memory views plain memory of its own (what postMessage can move, each once). */
-function ownable(pieces: readonly (Uint8Array | number)[]): boolean {
-  const memories = new Set<ArrayBufferLike>();
-  for (const piece of pieces) {
-    if (typeof piece === 'number') continue;
-    const memory = piece.buffer;
-    // A detached ArrayBuffer (moved away before) has no bytes: byteLength 0.
-    if (!(memory instanceof ArrayBuffer) || memory.byteLength === 0 || memories.has(memory)) return false;
-    memories.add(memory);
-  }
-  return true;
 }
 
 /**

@@ -17,6 +17,7 @@
  */
 import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../../core/errors.js';
+import { movableMemories } from '../../sys/movable-memory.js';
 import { poolThreadsBesideMain, startWorkerBeside } from '../../sys/worker-thread.js';
 import type { ChunkHashReply, ChunkHashRequest } from './chunk-hash-worker.js';
 
@@ -63,12 +64,11 @@ class ChunkHashWorker {
     });
   }
 
-  /** Sends the chunks (moved, not copied); false, nothing moved, when one of them cannot be moved. */
-  send(id: number, chunks: readonly Uint8Array[], layOut: ChunkLayOut | undefined, waiting: Waiting): boolean {
-    const memory = layOut?.memory.buffer as ArrayBuffer | undefined;
-    const request: ChunkHashRequest = { id, chunks, ...(layOut === undefined ? {} : { layOut: { memory: memory!, headBytes: layOut.headBytes } }) };
+  /** Sends the chunks (moved, not copied: `transfer` names their memory and layOut's); false, nothing moved, when Node will not move it. */
+  send(id: number, chunks: readonly Uint8Array[], layOut: ChunkLayOut | undefined, transfer: ArrayBuffer[], waiting: Waiting): boolean {
+    const request: ChunkHashRequest = { id, chunks, ...(layOut === undefined ? {} : { layOut: { memory: layOut.memory.buffer as ArrayBuffer, headBytes: layOut.headBytes } }) };
     try {
-      this.thread.postMessage(request, [...chunks.map((chunk) => chunk.buffer as ArrayBuffer), ...(memory === undefined ? [] : [memory])]);
+      this.thread.postMessage(request, transfer);
     } catch {
       return false; // DataCloneError: memory Node will not move; postMessage then moved none of it
     }
@@ -109,18 +109,13 @@ function pickWorker(): ChunkHashWorker {
 }
 
 /**
- * True when every chunk is a view of memory of its own that postMessage could move (plain, not
- * shared, not detached, one chunk per memory), and the lay-out memory is the whole of another.
+ * The transfer list moving the chunks' memory and the lay-out memory, when every chunk stands on
+ * memory of its own that postMessage can move and the lay-out memory is the whole of another;
+ * else undefined.
  */
-function movable(chunks: readonly Uint8Array[], layOut: ChunkLayOut | undefined): boolean {
-  const memories = new Set<ArrayBufferLike>();
-  const views = layOut === undefined ? chunks : [...chunks, layOut.memory];
-  for (const view of views) {
-    // A detached ArrayBuffer (moved away before) has no bytes: byteLength 0.
-    if (!(view.buffer instanceof ArrayBuffer) || view.buffer.byteLength === 0 || memories.has(view.buffer)) return false;
-    memories.add(view.buffer);
-  }
-  return layOut === undefined || (layOut.memory.byteOffset === 0 && layOut.memory.length === layOut.memory.buffer.byteLength);
+function transferList(chunks: readonly Uint8Array[], layOut: ChunkLayOut | undefined): ArrayBuffer[] | undefined {
+  if (layOut !== undefined && (layOut.memory.byteOffset !== 0 || layOut.memory.length !== layOut.memory.buffer.byteLength)) return undefined;
+  return movableMemories(layOut === undefined ? chunks : [...chunks, layOut.memory]);
 }
 
 /**
@@ -131,10 +126,11 @@ function movable(chunks: readonly Uint8Array[], layOut: ChunkLayOut | undefined)
  * memory cannot be moved. Rejects (IO_ERROR) when the worker dies.
  */
 export function hashChunksOnWorker(chunks: readonly Uint8Array[], layOut?: ChunkLayOut): Promise<WorkerHashedChunks> | undefined {
-  if (chunks.length < HASH_ON_WORKER_CHUNKS_MIN || !movable(chunks, layOut)) return undefined;
+  const transfer = chunks.length < HASH_ON_WORKER_CHUNKS_MIN ? undefined : transferList(chunks, layOut);
+  if (transfer === undefined) return undefined;
   let waiting!: Waiting;
   const named = new Promise<WorkerHashedChunks>((resolve, reject) => (waiting = { resolve, reject }));
-  return pickWorker().send(nextCall++, chunks, layOut, waiting) ? named : undefined;
+  return pickWorker().send(nextCall++, chunks, layOut, transfer, waiting) ? named : undefined;
 }
 
 /** The pool's live workers (tests kill one to see its calls fail cleanly and the next call work). */
