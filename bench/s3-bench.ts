@@ -2,6 +2,10 @@
  * The S3 speed bench (issue 14): Strata's S3 endpoint (`strata serve`, buckets in the default
  * local pool) against a single-node radosgw (Ceph, memstore OSD; test/support/s3-servers.ts) on
  * this machine, both driven by @aws-sdk/client-s3 from this process with the same settings.
+ * radosgw's OSD is memstore by default (Ceph's in-memory test store: objects kept as the buffers
+ * that arrived) or, with --radosgw-store bluestore, BlueStore (Ceph's production store) on a file
+ * beside Strata's data folder (in /dev/shm with --strata-dir /dev/shm: both servers then write
+ * their data into tmpfs files).
  *
  *   node dist/bench/s3-bench.js [--runs 3] [--sizes 4k,1m,256m|none] [--concurrency 1,16]
  *                               [--list-keys 100000] [--only strata|radosgw] [--skip-list]
@@ -9,6 +13,7 @@
  *                               [--load N]  (N CPU-bound processes beside the timed rows, load.ts: the busy-machine run)
  *                               [--strata-bin PATH]  (another build's bin/strata.js: a before/after run with --only strata)
  *                               [--warmup-runs 1]  (untimed passes over the rows before run 1, each server; 0: none)
+ *                               [--radosgw-store memstore|bluestore]
  *
  * Every row also reports each server's CPU seconds per GiB moved (Strata: the daemon; radosgw: the
  * radosgw, ceph-osd and ceph-mon processes of its folder, from /proc).
@@ -273,11 +278,13 @@ async function main(): Promise<void> {
   const skipList = process.argv.includes('--skip-list');
   const warmupRuns = Number(argValue('--warmup-runs', '1'));
   if (!Number.isInteger(warmupRuns) || warmupRuns < 0) throw new Error(`--warmup-runs must be a whole number, not ${argValue('--warmup-runs', '1')}`);
+  const radosgwStore = argValue('--radosgw-store', 'memstore');
+  if (radosgwStore !== 'memstore' && radosgwStore !== 'bluestore') throw new Error(`--radosgw-store must be memstore or bluestore, not ${radosgwStore}`);
   const loadProcesses = loadArg();
   let load: LoadGenerator | undefined;
   // Strata's data folder: on disk by default (it fsyncs what it acknowledges); radosgw's memstore is in memory.
   const dir = mkdtempSync(join(argValue('--strata-dir', tmpdir()), 'strata-s3-bench-'));
-  process.stdout.write(`S3 bench: runs ${runs}, sizes ${sizes.map(sizeName).join(', ')}, concurrency ${concurrencies.join(', ')}, list ${skipList ? 'skipped' : `${listKeys} keys`}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n`);
+  process.stdout.write(`S3 bench: runs ${runs}, sizes ${sizes.map(sizeName).join(', ')}, concurrency ${concurrencies.join(', ')}, list ${skipList ? 'skipped' : `${listKeys} keys`}, radosgw on ${radosgwStore}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}\n`);
   const biggest = Math.max(4 * KiB, ...sizes);
   let strata: StrataDaemon | undefined;
   let rgw: S3TestServer | undefined;
@@ -295,7 +302,9 @@ async function main(): Promise<void> {
       // Memstore keeps everything in memory: room for the largest row twice over, and garbage
       // (overwritten tails) collected at once instead of after radosgw's default 2 hours.
       const rowBytes = Math.max(...concurrencies) * biggest * opsPerWorker(biggest, Math.max(...concurrencies));
-      rgw = await startRadosgw({ memstoreBytes: Math.max(4 * 1024 * MiB, 3 * rowBytes + 2 * 1024 * MiB), gatewayConf: ['rgw gc obj min wait = 0', 'rgw gc processor period = 10'],
+      const storeBytes = Math.max(4 * 1024 * MiB, 3 * rowBytes + 2 * 1024 * MiB);
+      const store = radosgwStore === 'memstore' ? { memstoreBytes: storeBytes } : { bluestore: { blockPath: join(dir, 'radosgw-bluestore-block'), blockBytes: storeBytes } };
+      rgw = await startRadosgw({ ...store, gatewayConf: ['rgw gc obj min wait = 0', 'rgw gc processor period = 10'],
         // Without it beast's small responses wait out the client's delayed ACK (about 40 ms each).
         frontendOptions: 'tcp_nodelay=1',
       });

@@ -1,22 +1,32 @@
 /**
  * The ChunkStore conformance suite run by S3ChunkStore against real servers: moto_server and a
- * single-node Ceph radosgw (started once for the file; test/support/s3-servers.ts). Each test gets
- * a fresh bucket. Also shows which putIfAbsent path each server takes.
+ * single-node Ceph radosgw (started once for the file; test/support/s3-servers.ts), on the memstore
+ * OSD the other tests use and on BlueStore, the store Ceph deploys (a sparse block file in the
+ * cluster's folder). Each test gets a fresh bucket. Also shows which putIfAbsent path each server takes.
  */
+import { statSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { S3ChunkStore } from '../../src/store/s3/s3-chunk-store.js';
 import { createTestBucket, s3ServerAvailable, startMoto, startRadosgw, useCredentialsProfiles, type S3ServerKind, type S3TestServer } from '../support/s3-servers.js';
 import { expectCode } from '../support/expect-error.js';
 import { chunkStoreConformance } from './chunk-store.js';
 
-const starters: Record<S3ServerKind, () => Promise<S3TestServer>> = { moto: () => startMoto(), radosgw: startRadosgw };
+/** BlueStore's block file: sparse, so only what the suite writes takes room. */
+const BLUESTORE_BLOCK_BYTES = 4 * 1024 * 1024 * 1024;
 
-for (const kind of ['moto', 'radosgw'] as const) {
-  describe.skipIf(!s3ServerAvailable(kind))(`S3ChunkStore on ${kind}`, () => {
+const servers: readonly { readonly name: string; readonly kind: S3ServerKind; readonly start: () => Promise<S3TestServer> }[] = [
+  { name: 'moto', kind: 'moto', start: () => startMoto() },
+  { name: 'radosgw', kind: 'radosgw', start: () => startRadosgw() },
+  { name: 'radosgw on BlueStore', kind: 'radosgw', start: () => startRadosgw({ bluestore: { blockBytes: BLUESTORE_BLOCK_BYTES } }) },
+];
+
+for (const { name, kind, start } of servers) {
+  describe.skipIf(!s3ServerAvailable(kind))(`S3ChunkStore on ${name}`, () => {
     let server: S3TestServer;
     const stores: S3ChunkStore[] = [];
     beforeAll(async () => {
-      server = await starters[kind]();
+      server = await start();
       useCredentialsProfiles(server, { [kind]: server, 'wrong-secret': { accessKeyId: server.accessKeyId, secretAccessKey: 'not-the-secret' } });
     });
     afterAll(async () => {
@@ -31,7 +41,16 @@ for (const kind of ['moto', 'radosgw'] as const) {
       return store;
     };
 
-    chunkStoreConformance(`S3 (${kind})`, open);
+    chunkStoreConformance(`S3 (${name})`, open);
+
+    it.skipIf(!name.includes('BlueStore'))('the OSD keeps the objects in its BlueStore block file', async () => {
+      const store = await open();
+      const block = path.join(server.dir, 'osd', 'block');
+      const before = statSync(block).blocks;
+      await store.put('big', new Uint8Array(8 * 1024 * 1024).fill(7));
+      expect(statSync(block).size).toBe(BLUESTORE_BLOCK_BYTES);
+      expect(statSync(block).blocks).toBeGreaterThan(before); // allocated as the OSD wrote into it
+    });
 
     it(`putIfAbsent uses the server's conditional PUT (If-None-Match: *)`, async () => {
       const store = await open();

@@ -170,8 +170,7 @@ osd pool default pg num = 8
 osd pool default pgp num = 8
 mon max pg per osd = 1000
 osd crush chooseleaf type = 0
-osd objectstore = memstore
-memstore device bytes = ${options.memstoreBytes ?? DEFAULT_MEMSTORE_BYTES}
+${objectStoreConf(dir, options)}
 run dir = ${dir}/run
 admin socket = ${dir}/run/$name.asok
 pid file = ${dir}/run/$name.pid
@@ -190,6 +189,28 @@ rgw data = ${dir}/rgw
 rgw enable usage log = false
 ${(options.gatewayConf ?? []).join('\n')}
 `;
+}
+
+/**
+ * The OSD's object store: memstore (objects kept as in-memory buffers; Ceph's test fixture, the
+ * default here, quick to start) or BlueStore, Ceph's production store, on a file it creates
+ * (O_DIRECT, which tmpfs takes since Linux 6.6) with its RocksDB on the same file, as one-device
+ * OSDs are deployed.
+ */
+function objectStoreConf(dir: string, options: RadosgwOptions): string {
+  const bluestore = options.bluestore;
+  if (bluestore === undefined) return `osd objectstore = memstore\nmemstore device bytes = ${options.memstoreBytes ?? DEFAULT_MEMSTORE_BYTES}`;
+  return [
+    'osd objectstore = bluestore',
+    `bluestore block path = ${bluestore.blockPath ?? path.join(dir, 'osd', 'block')}`,
+    'bluestore block create = true',
+    `bluestore block size = ${bluestore.blockBytes}`,
+    // One device: no separate DB or WAL device to create.
+    'bluestore block db create = false',
+    'bluestore block wal create = false',
+    // The OSD's cache as a small host would size it (the default target is 4 GiB).
+    `osd memory target = ${bluestore.memoryTargetBytes ?? DEFAULT_BLUESTORE_MEMORY_TARGET_BYTES}`,
+  ].join('\n');
 }
 
 /** Ports an OSD may bind: it takes four from a range (6800-7300 by default, shared by every cluster). */
@@ -215,6 +236,8 @@ export async function startRadosgw(options: RadosgwOptions = {}): Promise<S3Test
 export interface RadosgwOptions {
   /** The memstore OSD's size (default 512 MiB, plenty for tests; the S3 bench needs GiBs). */
   readonly memstoreBytes?: number;
+  /** A BlueStore OSD instead of memstore: its block file (default in the cluster's folder) and size. */
+  readonly bluestore?: { readonly blockPath?: string; readonly blockBytes: number; readonly memoryTargetBytes?: number };
   /** Options added to the beast frontend's line (the bench: tcp_nodelay=1). */
   readonly frontendOptions?: string;
   /** Lines added to the gateway's section of ceph.conf (the bench: garbage collected at once). */
@@ -222,6 +245,8 @@ export interface RadosgwOptions {
 }
 
 const DEFAULT_MEMSTORE_BYTES = 512 * 1024 * 1024;
+/** BlueStore's memory target when none is given: Ceph's minimum advice for an OSD. */
+const DEFAULT_BLUESTORE_MEMORY_TARGET_BYTES = 2 * 1024 * 1024 * 1024;
 
 async function startRadosgwOnce(options: RadosgwOptions): Promise<S3TestServer> {
   const tmp = makeTempDir();
