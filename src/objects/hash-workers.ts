@@ -369,6 +369,26 @@ export function useCpuContentionForTests(probe: CpuContention): void {
 /** Declared bodies of CONCURRENT_OFFLOAD_BYTES_MIN to OFFLOAD_BYTES_MIN whose digests are still running. */
 let liveSmallBodies = 0;
 
+/**
+ * Object writes in progress (beginObjectWrite: a PUT or part from its first byte to its commit).
+ * Bodies themselves rarely overlap on the event loop: a 1 MiB body over loopback arrives in one
+ * turn of the loop and is hashed as it arrives, so at 16 concurrent PUTs the next one's headers
+ * are parsed after this one's digests are asked for (bench:s3 busy, 1 MiB c16: 1 in 10 bodies
+ * began beside a live one). The other writes wait in their commits and parts of their bodies
+ * meanwhile: a body's hashing on a worker overlaps them.
+ */
+let objectWritesInFlight = 0;
+
+/** Counts an object write as in progress until the function returned is called (once). */
+export function beginObjectWrite(): () => void {
+  objectWritesInFlight++;
+  let ended = false;
+  return () => {
+    if (!ended) objectWritesInFlight--;
+    ended = true;
+  };
+}
+
 /** Counts `digests` as a live small body until its digests are asked for or it is abandoned. */
 function countedLive(digests: DeferredDigests): DeferredDigests {
   liveSmallBodies++;
@@ -402,7 +422,7 @@ export function concurrentOffloadsForTests(): number {
  * body outgrows one batch. A declared smaller body alone: here, with no worker round trip (at one
  * PUT at a time the hand-offs cost more than they overlap: 1 MiB PUTs at c1 on a busy machine
  * 63-67 vs 68-76 PUTs/s, 35% more CPU). A declared body of CONCURRENT_OFFLOAD_BYTES_MIN or more
- * that begins while another is live: here with its MD5 in lanes beside the others'
+ * that begins while another is live or another object write is in progress (beginObjectWrite): here with its MD5 in lanes beside the others'
  * (lane-digests.ts), the cheapest in CPU, while the event loop gets a CPU when it wants one; on a
  * worker, sent whole as one batch (or HASH_BATCH_BYTES pieces) to share that worker's lanes, once
  * the event loop waits for a CPU CONTENDED_WAIT_SHARE of the time: there a thread of its own gets
@@ -413,7 +433,9 @@ export function concurrentOffloadsForTests(): number {
 export function deferredDigests(algorithms: readonly DeferredAlgorithm[], declaredBytes?: number): DeferredDigests {
   if (declaredBytes === undefined || declaredBytes > OFFLOAD_BYTES_MIN) return new WorkerDigests(algorithms);
   if (declaredBytes < CONCURRENT_OFFLOAD_BYTES_MIN) return inProcessDigests(algorithms, declaredBytes);
-  if (liveSmallBodies === 0 || contention.waitShare() < CONTENDED_WAIT_SHARE) return countedLive(inProcessDigests(algorithms, declaredBytes));
+  // Another body streaming, or another write past its body (this body's own write counts one).
+  const beside = liveSmallBodies > 0 || objectWritesInFlight > 1;
+  if (!beside || contention.waitShare() < CONTENDED_WAIT_SHARE) return countedLive(inProcessDigests(algorithms, declaredBytes));
   concurrentOffloads++;
   return countedLive(new WorkerDigests(algorithms, Math.min(HASH_BATCH_BYTES, declaredBytes), true));
 }

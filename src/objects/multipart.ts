@@ -24,6 +24,7 @@ import { evaluateConditions, type ConditionHeaders } from './conditions.js';
 import { finishAfterCommit, OBJECT_CHUNK_SIZE_BYTES, retryOnConflict, type ObjectContext } from './context.js';
 import { readBody } from './data-reader.js';
 import { writeBody } from './data-writer.js';
+import { beginObjectWrite } from './hash-workers.js';
 import { ObjectError } from './errors.js';
 import { AppendingManifestBuilder, appendChunksOf } from './manifest-builder.js';
 import { manifestCatalogKey, removeManifest, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
@@ -140,6 +141,7 @@ export async function uploadPart(
   const algorithm = request.claims?.checksumAlgorithm ?? upload.record.checksumAlgorithm;
   const claims: BodyClaims | undefined = algorithm === undefined ? request.claims : { ...request.claims, checksumAlgorithm: algorithm };
   const journal = PutJournal.begin(context, bucket.pool, repository);
+  const endWrite = beginObjectWrite();
   try {
     const written = await writeBody(journal, request.body, { sizeBytesMax: SINGLE_PUT_BYTES_MAX, ...writeOptionsFor(claims, request.signal) });
     const checksum = checkClaims(written, claims);
@@ -147,6 +149,8 @@ export async function uploadPart(
   } catch (err) {
     await journal.abandon();
     throw err;
+  } finally {
+    endWrite();
   }
 }
 

@@ -13,6 +13,7 @@ import type { ObjectContext } from './context.js';
 import { readBody } from './data-reader.js';
 import { manifestForRead } from './read-manifests.js';
 import { writeBody, writeBodyOrKeepSmall, type HeldStep, type WriteBodyOptions, type WrittenBody } from './data-writer.js';
+import { beginObjectWrite } from './hash-workers.js';
 import { ObjectError, isObjectError, type S3ErrorCode } from './errors.js';
 import { INLINE_OBJECT_BYTES_MAX, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
 import { checkObjectKey } from './names.js';
@@ -119,6 +120,7 @@ export async function putObject(context: ObjectContext, request: PutObjectReques
   await precheck(context, request);
   const repository = await context.repositoryOf(bucket.pool);
   const journal = PutJournal.begin(context, bucket.pool, repository);
+  const endWrite = beginObjectWrite();
   let heldStep: HeldStep | undefined;
   try {
     const written = await writeBodyOrKeepSmall(journal, request.body, {
@@ -140,6 +142,7 @@ export async function putObject(context: ObjectContext, request: PutObjectReques
     throw err;
   } finally {
     heldStep?.release();
+    endWrite();
   }
 }
 

@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { StorageError } from '../../src/core/errors.js';
-import { concurrentOffloadsForTests, CONCURRENT_OFFLOAD_BYTES_MIN, CONTENDED_WAIT_SHARE, deferredDigests, useCpuContentionForTests, hashWorkersForTests, laneBodiesForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
+import { beginObjectWrite, concurrentOffloadsForTests, CONCURRENT_OFFLOAD_BYTES_MIN, CONTENDED_WAIT_SHARE, deferredDigests, useCpuContentionForTests, hashWorkersForTests, laneBodiesForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
 import { PayloadVerifier, type PayloadExpectations } from '../../src/api/s3/payload.js';
 import { S3Error } from '../../src/api/s3/errors.js';
 import { CpuContention } from '../../src/sys/cpu-contention.js';
@@ -99,6 +99,32 @@ describe('hashing worker threads', () => {
     abandoned.abandon();
     expect((await digestsOf(oneMiB, 65_536, oneMiB.length)).map((d) => d.toString('hex'))).toEqual(expected(oneMiB));
     expect(concurrentOffloadsForTests() - offloads).toBe(bodies.length);
+  });
+
+  it('send a body that begins alone to a worker once the event loop waits for a CPU while another object write is in progress', async () => {
+    // At 16 concurrent 1 MiB PUTs a body is hashed as it arrives, in one turn of the loop: the
+    // other writes are in their commits, not streaming, when the next body begins.
+    useCpuContentionForTests(contentionOf(CONTENDED_WAIT_SHARE + 0.2));
+    const offloads = concurrentOffloadsForTests();
+    const oneMiB = randomBytes(1024 * 1024);
+    const endOther = beginObjectWrite();
+    const endOwn = beginObjectWrite();
+    expect((await digestsOf(oneMiB, 65_536, oneMiB.length)).map((d) => d.toString('hex'))).toEqual(expected(oneMiB));
+    expect(concurrentOffloadsForTests() - offloads).toBe(1);
+    // Ended twice counts once: the body's own write is the only one left, and it stays here.
+    endOther();
+    endOther();
+    expect((await digestsOf(oneMiB, 65_536, oneMiB.length)).map((d) => d.toString('hex'))).toEqual(expected(oneMiB));
+    expect(concurrentOffloadsForTests() - offloads).toBe(1);
+    endOwn();
+    // Beside another write but with the event loop getting a CPU when it wants one: here.
+    useCpuContentionForTests(contentionOf(CONTENDED_WAIT_SHARE / 2));
+    const endThird = beginObjectWrite();
+    const endFourth = beginObjectWrite();
+    expect((await digestsOf(oneMiB, 65_536, oneMiB.length)).map((d) => d.toString('hex'))).toEqual(expected(oneMiB));
+    expect(concurrentOffloadsForTests() - offloads).toBe(1);
+    endThird();
+    endFourth();
   });
 
   it('a body abandoned mid-way beside others leaves their lanes right', async () => {
