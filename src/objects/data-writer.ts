@@ -9,7 +9,8 @@
  * Each chunk is hashed once (the repository's hashChunk names it for the manifest, the journal
  * and the repository call alike), and its buffer comes from a small free list and goes back to
  * it once its step has settled (a fresh 64 KiB buffer per chunk kept the GC busy). A body declared
- * over OFFLOAD_BYTES_MIN has each step's chunks named by the repository's hashOwnedChunks (BLAKE3
+ * over OFFLOAD_BYTES_MIN (or a smaller one whose digests deferredDigests sent to a worker: concurrent
+ * writes on a busy machine) has each step's chunks named by the repository's hashOwnedChunks (BLAKE3
  * pools: on the dedup layer's hashing worker, beside this thread), then appended and added in step
  * order; its MD5 (and SHA) are computed from the same chunk buffers, moved to the digests' worker
  * a step at a time before they go to be named (DeferredDigests.updateOwned), so that each byte is
@@ -155,9 +156,12 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
   const digests = bodyDigests(options);
   const { offloaded, crc } = digests;
   const inFlight: Promise<void>[] = [];
-  // A large body's chunks are named a step at a time off this thread (hashStepOffThread); the
+  // A large body's chunks are named a step at a time off this thread (hashStepOffThread), and so
+  // are a smaller body's whose digests went to a worker (deferredDigests: concurrent writes while
+  // the event loop waits for a CPU, where naming them here would keep them on its one thread); the
   // step's chunks, zero chunks as their lengths, wait in `unnamed` meanwhile.
-  const offThread = repository.hashOwnedChunks !== undefined && options.expectedSizeBytes !== undefined && options.expectedSizeBytes > OFFLOAD_BYTES_MIN;
+  const declaredBytes = options.expectedSizeBytes;
+  const offThread = repository.hashOwnedChunks !== undefined && declaredBytes !== undefined && (declaredBytes > OFFLOAD_BYTES_MIN || offloaded.updateOwned !== undefined);
   // ...and its digests are computed from those chunks (zero chunks as their lengths), a step at a time.
   const digestsFromChunks = offThread && offloaded.updateOwned !== undefined;
   let unnamed: (Uint8Array | number)[] = [];
@@ -174,9 +178,10 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
     journal.addChunks(sent, options.signal).finally(() => giveBackChunkBuffers(sent.map((chunk) => chunk.data)));
   /**
    * The waiting chunks named on the repository's worker; then, in step order, appended to the
-   * manifest and added. Resolves to the step's call (wrapped: not awaited here) once it began.
+   * manifest and handed to `begin` (a later step's begin waits for this one's). Resolves to what
+   * begin gave.
    */
-  const hashStepOffThread = (): Promise<void> => {
+  const nameWaiting = <T>(begin: (tokens: HashedChunk[]) => T): Promise<T> => {
     const waiting = unnamed;
     unnamed = [];
     unnamedChunks = 0;
@@ -190,13 +195,16 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
         const token = typeof entry === 'number' ? undefined : tokens[next++]!;
         builder.append(token?.hash, token?.data.length ?? (entry as number));
       }
-      return { added: tokens.length > 0 ? addStep(tokens) : Promise.resolve() };
+      return begin(tokens);
     });
     // A step that failed to begin fails every later one (nothing after a gap reaches the manifest or the journal).
     stepsBegun = begun;
     begun.catch(() => undefined);
-    return begun.then((step) => step.added);
+    return begun;
   };
+  /** The waiting chunks named, then added. Resolves to the step's call (wrapped: not awaited here) once it began. */
+  const hashStepOffThread = (): Promise<void> =>
+    nameWaiting((tokens) => ({ added: tokens.length > 0 ? addStep(tokens) : Promise.resolve() })).then((step) => step.added);
   const dispatch = async (): Promise<void> => {
     stepsDispatched++;
     let step: Promise<void> | undefined;
@@ -267,6 +275,8 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
       return { inlineBytes, sizeBytes, ...(await digestsOf(digests)) };
     }
     if (filled > 0) await endChunk(filled);
+    // A body of one step waiting to be named off this thread is named now, to be held as one named here would be.
+    if (options.holdSingleStep === true && stepsDispatched === 0 && unnamedChunks > 0) chunks = await nameWaiting((tokens) => tokens);
     let heldStep: HeldStep | undefined;
     if (options.holdSingleStep === true && stepsDispatched === 0 && unnamed.length === 0 && chunks.length > 0) {
       const held = chunks;

@@ -397,8 +397,10 @@ function countedLive(digests: DeferredDigests): DeferredDigests {
     if (live) liveSmallBodies--;
     live = false;
   };
+  const owned = digests.updateOwned?.bind(digests);
   return {
     update: (piece) => digests.update(piece),
+    ...(owned === undefined ? {} : { updateOwned: owned }),
     whenDrained: () => digests.whenDrained(),
     digests: () => {
       leave();

@@ -6,19 +6,8 @@ import { beginObjectWrite, concurrentOffloadsForTests, CONCURRENT_OFFLOAD_BYTES_
 import { PayloadVerifier, type PayloadExpectations } from '../../src/api/s3/payload.js';
 import { S3Error } from '../../src/api/s3/errors.js';
 import { CpuContention } from '../../src/sys/cpu-contention.js';
+import { contentionOf } from '../support/contention.js';
 import { laneCountsForTests } from '../../src/objects/lane-digests.js';
-
-/** A probe that reports the event loop waiting `share` of each window for a CPU. */
-function contentionOf(share: number): CpuContention {
-  let runNs = 0;
-  let nowMs = 0;
-  const probe = new CpuContention(() => {
-    runNs += 1e9;
-    return `${runNs * (1 - share)} ${runNs * share} 1`;
-  }, () => (nowMs += 1000));
-  probe.waitShare(); // the first reading: every later one completes a window
-  return probe;
-}
 
 /** Feeds `data` in pieces of `pieceBytes`, waiting whenever the session asks to drain; `interleaved`: a turn of the event loop after each piece, as bodies arriving together have. */
 async function digestsOf(data: Buffer, pieceBytes: number, declaredBytes?: number, interleaved = false): Promise<Buffer[]> {
