@@ -22,7 +22,6 @@
 import { createHash } from 'node:crypto';
 import type { Worker } from 'node:worker_threads';
 import { StorageError } from '../core/errors.js';
-import { CpuContention } from '../sys/cpu-contention.js';
 import { movableMemories } from '../sys/movable-memory.js';
 import { copyBytes } from '../sys/shared-copy.js';
 import { poolThreadsBesideMain, startWorkerBeside } from '../sys/worker-thread.js';
@@ -353,19 +352,6 @@ class WorkerDigests implements DeferredDigests {
  * they stream; one that begins while another is live may be hashed on a worker (deferredDigests).
  */
 export const CONCURRENT_OFFLOAD_BYTES_MIN = LANE_BODY_BYTES_MIN;
-/**
- * The event loop's wait for a CPU (share of its runnable time, sys/cpu-contention.ts) from which a
- * concurrent small body is hashed on a worker. bench:s3, 16 concurrent 1 MiB PUTs, one-second
- * samples: 0.50-0.61 beside two CPU-bound processes, 0.09-0.20 on a quiet machine.
- */
-export const CONTENDED_WAIT_SHARE = 0.3;
-
-/** The event loop's contention (deferredDigests runs there); tests put in their own. */
-let contention = new CpuContention();
-export function useCpuContentionForTests(probe: CpuContention): void {
-  contention = probe;
-}
-
 /** Declared bodies of CONCURRENT_OFFLOAD_BYTES_MIN to OFFLOAD_BYTES_MIN whose digests are still running. */
 let liveSmallBodies = 0;
 
@@ -424,20 +410,21 @@ export function concurrentOffloadsForTests(): number {
  * body outgrows one batch. A declared smaller body alone: here, with no worker round trip (at one
  * PUT at a time the hand-offs cost more than they overlap: 1 MiB PUTs at c1 on a busy machine
  * 63-67 vs 68-76 PUTs/s, 35% more CPU). A declared body of CONCURRENT_OFFLOAD_BYTES_MIN or more
- * that begins while another is live or another object write is in progress (beginObjectWrite): here with its MD5 in lanes beside the others'
- * (lane-digests.ts), the cheapest in CPU, while the event loop gets a CPU when it wants one; on a
- * worker, sent whole as one batch (or HASH_BATCH_BYTES pieces) to share that worker's lanes, once
- * the event loop waits for a CPU CONTENDED_WAIT_SHARE of the time: there a thread of its own gets
- * the hashing its own share of the machine (16 concurrent 1 MiB PUTs beside two CPU-bound
- * processes: +10% PUTs/s; on a quiet machine the worker cost ~20% more CPU per GiB and -2% to -10%;
- * bench/RESULTS.md).
+ * that begins while another is live or another object write is in progress (beginObjectWrite): on
+ * a worker, where the data writer hands it its chunks' memory (updateOwned) and has them named off
+ * this thread too, or, fed by update(), sent whole as one batch (or HASH_BATCH_BYTES pieces); on
+ * the worker its MD5 shares lanes with the other bodies'. At 16 concurrent 1 MiB PUTs the event
+ * loop is the busy thread, quiet or busy: both paths together took the PUTs from 156-174 to
+ * 193-208 PUTs/s quiet and from 120-132 to 149-152 beside two CPU-bound processes, at the same
+ * CPU per GiB (bench/RESULTS.md). (Copied into batches and named here, a worker had cost ~20% more
+ * CPU per GiB quiet: offloading then waited for the event loop to wait for a CPU.)
  */
 export function deferredDigests(algorithms: readonly DeferredAlgorithm[], declaredBytes?: number): DeferredDigests {
   if (declaredBytes === undefined || declaredBytes > OFFLOAD_BYTES_MIN) return new WorkerDigests(algorithms);
   if (declaredBytes < CONCURRENT_OFFLOAD_BYTES_MIN) return inProcessDigests(algorithms, declaredBytes);
   // Another body streaming, or another write past its body (this body's own write counts one).
   const beside = liveSmallBodies > 0 || objectWritesInFlight > 1;
-  if (!beside || contention.waitShare() < CONTENDED_WAIT_SHARE) return countedLive(inProcessDigests(algorithms, declaredBytes));
+  if (!beside) return countedLive(inProcessDigests(algorithms, declaredBytes));
   concurrentOffloads++;
   return countedLive(new WorkerDigests(algorithms, Math.min(HASH_BATCH_BYTES, declaredBytes), true));
 }

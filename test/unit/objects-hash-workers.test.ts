@@ -1,13 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { StorageError } from '../../src/core/errors.js';
-import { beginObjectWrite, concurrentOffloadsForTests, CONCURRENT_OFFLOAD_BYTES_MIN, CONTENDED_WAIT_SHARE, deferredDigests, useCpuContentionForTests, hashWorkersForTests, laneBodiesForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
+import { beginObjectWrite, concurrentOffloadsForTests, CONCURRENT_OFFLOAD_BYTES_MIN, deferredDigests, hashWorkersForTests, laneBodiesForTests, HASH_BATCH_BYTES, HASH_QUEUED_BYTES_MAX, OFFLOAD_BYTES_MIN } from '../../src/objects/hash-workers.js';
 import { PayloadVerifier, type PayloadExpectations } from '../../src/api/s3/payload.js';
 import { S3Error } from '../../src/api/s3/errors.js';
-import { CpuContention } from '../../src/sys/cpu-contention.js';
-import { contentionOf } from '../support/contention.js';
-import { laneCountsForTests } from '../../src/objects/lane-digests.js';
 
 /** Feeds `data` in pieces of `pieceBytes`, waiting whenever the session asks to drain; `interleaved`: a turn of the event loop after each piece, as bodies arriving together have. */
 async function digestsOf(data: Buffer, pieceBytes: number, declaredBytes?: number, interleaved = false): Promise<Buffer[]> {
@@ -26,8 +23,6 @@ function expected(data: Buffer): string[] {
 }
 
 describe('hashing worker threads', () => {
-  afterEach(() => useCpuContentionForTests(new CpuContention()));
-
   it('give node:crypto digests for bodies in one batch, on a batch boundary and over many batches', async () => {
     for (const sizeBytes of [0, 1, 4096, HASH_BATCH_BYTES, HASH_BATCH_BYTES + 1, 3 * HASH_BATCH_BYTES + 12345, HASH_QUEUED_BYTES_MAX + 3 * HASH_BATCH_BYTES]) {
       const data = randomBytes(sizeBytes);
@@ -51,19 +46,7 @@ describe('hashing worker threads', () => {
     expect(laneBodiesForTests() - lanesBefore).toBeGreaterThanOrEqual(bodies.length - 1);
   });
 
-  it('keep declared small bodies here, MD5 in lanes, while the event loop gets a CPU when it wants one', async () => {
-    useCpuContentionForTests(contentionOf(CONTENDED_WAIT_SHARE / 2));
-    const offloads = concurrentOffloadsForTests();
-    const lanes = laneCountsForTests().bodies;
-    const bodies = [1024 * 1024, 700_001, 2_500_000].map((n) => randomBytes(n));
-    const results = await Promise.all(bodies.map((b, i) => digestsOf(b, 60_000 + i, b.length, true)));
-    results.forEach((digests, i) => expect(digests.map((d) => d.toString('hex'))).toEqual(expected(bodies[i]!)));
-    expect(concurrentOffloadsForTests()).toBe(offloads);
-    expect(laneCountsForTests().bodies - lanes).toBeGreaterThanOrEqual(bodies.length - 1);
-  });
-
-  it('send a declared small body that begins beside a live one to a worker whole once the event loop waits for a CPU, and keep a lone one here', async () => {
-    useCpuContentionForTests(contentionOf(CONTENDED_WAIT_SHARE + 0.2));
+  it('send a declared small body that begins beside a live one to a worker whole, and keep a lone one here', async () => {
     const offloads = concurrentOffloadsForTests();
     const oneMiB = randomBytes(1024 * 1024);
     // Alone, one after another: no worker.
@@ -90,10 +73,9 @@ describe('hashing worker threads', () => {
     expect(concurrentOffloadsForTests() - offloads).toBe(bodies.length);
   });
 
-  it('send a body that begins alone to a worker once the event loop waits for a CPU while another object write is in progress', async () => {
+  it('send a body that begins alone to a worker while another object write is in progress', async () => {
     // At 16 concurrent 1 MiB PUTs a body is hashed as it arrives, in one turn of the loop: the
     // other writes are in their commits, not streaming, when the next body begins.
-    useCpuContentionForTests(contentionOf(CONTENDED_WAIT_SHARE + 0.2));
     const offloads = concurrentOffloadsForTests();
     const oneMiB = randomBytes(1024 * 1024);
     const endOther = beginObjectWrite();
@@ -106,14 +88,6 @@ describe('hashing worker threads', () => {
     expect((await digestsOf(oneMiB, 65_536, oneMiB.length)).map((d) => d.toString('hex'))).toEqual(expected(oneMiB));
     expect(concurrentOffloadsForTests() - offloads).toBe(1);
     endOwn();
-    // Beside another write but with the event loop getting a CPU when it wants one: here.
-    useCpuContentionForTests(contentionOf(CONTENDED_WAIT_SHARE / 2));
-    const endThird = beginObjectWrite();
-    const endFourth = beginObjectWrite();
-    expect((await digestsOf(oneMiB, 65_536, oneMiB.length)).map((d) => d.toString('hex'))).toEqual(expected(oneMiB));
-    expect(concurrentOffloadsForTests() - offloads).toBe(1);
-    endThird();
-    endFourth();
   });
 
   it('a body abandoned mid-way beside others leaves their lanes right', async () => {
