@@ -299,8 +299,9 @@ async function main(): Promise<void> {
       targets.push({ ...made.target, bucket: 'bench' });
     }
     if (only !== 'strata') {
-      // Memstore keeps everything in memory: room for the largest row twice over, and garbage
-      // (overwritten tails) collected at once instead of after radosgw's default 2 hours.
+      // Memstore keeps everything in memory, and BlueStore's block file keeps every page it wrote:
+      // room for the largest row twice over either way, and garbage (overwritten tails) collected
+      // at once instead of after radosgw's default 2 hours.
       const rowBytes = Math.max(...concurrencies) * biggest * opsPerWorker(biggest, Math.max(...concurrencies));
       const storeBytes = Math.max(4 * 1024 * MiB, 3 * rowBytes + 2 * 1024 * MiB);
       const store = radosgwStore === 'memstore' ? { memstoreBytes: storeBytes } : { bluestore: { blockPath: join(dir, 'radosgw-bluestore-block'), blockBytes: storeBytes } };

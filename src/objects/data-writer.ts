@@ -9,8 +9,8 @@
  * Each chunk is hashed once (the repository's hashChunk names it for the manifest, the journal
  * and the repository call alike), and its buffer comes from a small free list and goes back to
  * it once its step has settled (a fresh 64 KiB buffer per chunk kept the GC busy). A body declared
- * over OFFLOAD_BYTES_MIN (or a smaller one whose digests deferredDigests sent to a worker: concurrent
- * writes on a busy machine) has each step's chunks named by the repository's hashOwnedChunks (BLAKE3
+ * over OFFLOAD_BYTES_MIN (or a smaller one whose digests deferredDigests sent to a worker: one that
+ * began beside another object write) has each step's chunks named by the repository's hashOwnedChunks (BLAKE3
  * pools: on the dedup layer's hashing worker, beside this thread), then appended and added in step
  * order; its MD5 (and SHA) are computed from the same chunk buffers, moved to the digests' worker
  * a step at a time before they go to be named (DeferredDigests.updateOwned), so that each byte is
@@ -157,8 +157,8 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
   const { offloaded, crc } = digests;
   const inFlight: Promise<void>[] = [];
   // A large body's chunks are named a step at a time off this thread (hashStepOffThread), and so
-  // are a smaller body's whose digests went to a worker (deferredDigests: concurrent writes while
-  // the event loop waits for a CPU, where naming them here would keep them on its one thread); the
+  // are a smaller body's whose digests went to a worker (deferredDigests: it began beside another
+  // object write, and naming its chunks here would keep them on the busy event loop); the
   // step's chunks, zero chunks as their lengths, wait in `unnamed` meanwhile.
   const declaredBytes = options.expectedSizeBytes;
   const offThread = repository.hashOwnedChunks !== undefined && declaredBytes !== undefined && (declaredBytes > OFFLOAD_BYTES_MIN || offloaded.updateOwned !== undefined);
@@ -275,10 +275,11 @@ export async function writeBodyOrKeepSmall(journal: PutJournal, body: AsyncItera
       return { inlineBytes, sizeBytes, ...(await digestsOf(digests)) };
     }
     if (filled > 0) await endChunk(filled);
+    const holdsItsOneStep = options.holdSingleStep === true && stepsDispatched === 0;
     // A body of one step waiting to be named off this thread is named now, to be held as one named here would be.
-    if (options.holdSingleStep === true && stepsDispatched === 0 && unnamedChunks > 0) chunks = await nameWaiting((tokens) => tokens);
+    if (holdsItsOneStep && unnamedChunks > 0) chunks = await nameWaiting((tokens) => tokens);
     let heldStep: HeldStep | undefined;
-    if (options.holdSingleStep === true && stepsDispatched === 0 && unnamed.length === 0 && chunks.length > 0) {
+    if (holdsItsOneStep && unnamed.length === 0 && chunks.length > 0) {
       const held = chunks;
       chunks = [];
       heldStep = { chunks: held, release: () => giveBackChunkBuffers(held.map((chunk) => chunk.data)) };

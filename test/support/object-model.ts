@@ -5,7 +5,7 @@
  * own (a pool's GC and scrub take every pack under `packs/` for theirs). Plus what tests look
  * into: the repositories, the chunk counts, byte helpers.
  */
-import type { CatalogStore } from '../../src/core/catalog-store.js';
+import type { CatalogOp, CatalogStore } from '../../src/core/catalog-store.js';
 import type { ChunkStore } from '../../src/core/chunk-store.js';
 import { StorageError } from '../../src/core/errors.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
@@ -93,4 +93,33 @@ export async function totalReferences(catalog: CatalogStore, pool: string): Prom
     if (page.nextAfter === undefined) return total;
     after = page.nextAfter;
   }
+}
+
+/**
+ * A catalog that counts transactions and fails the first one `failWhen` picks; `beforeTxn` runs
+ * first, on the store itself (another writer's change landing just before this transaction).
+ */
+export function countingCatalog(
+  failWhen?: (ops: readonly CatalogOp[]) => boolean,
+  beforeTxn?: (store: CatalogStore, ops: readonly CatalogOp[]) => Promise<void>,
+): { catalog: CatalogStore; txns: () => number } {
+  const inner = new MemoryCatalogStore();
+  let txns = 0;
+  let failed = false;
+  const catalog = new Proxy(inner, {
+    get(target, name, receiver) {
+      const value: unknown = Reflect.get(target, name, receiver);
+      if (name !== 'txn') return typeof value === 'function' ? value.bind(target) : value;
+      return async (compares: Parameters<CatalogStore['txn']>[0], ops: readonly CatalogOp[]) => {
+        txns++;
+        await beforeTxn?.(target, ops);
+        if (!failed && failWhen?.(ops) === true) {
+          failed = true;
+          throw new StorageError('IO_ERROR', 'commit failed (injected)');
+        }
+        return target.txn(compares, ops);
+      };
+    },
+  });
+  return { catalog, txns: () => txns };
 }

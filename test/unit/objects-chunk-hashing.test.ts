@@ -9,8 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { StorageError } from '../../src/core/errors.js';
 import type { ChunkRepository, HashedChunk } from '../../src/store/dedup/repository.js';
 import { beginObjectWrite, OFFLOAD_BYTES_MIN, ownedUpdatesForTests } from '../../src/objects/hash-workers.js';
-import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
-import { collect, createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
+import { collect, countingCatalog, createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
 
 const CHUNK_BYTES = 64 * 1024;
 const OWNER = 'user-1';
@@ -48,16 +47,8 @@ function watched(repository: ChunkRepository, seen: { added: string[]; ownedCall
 describe('chunks named off the main thread', () => {
   it('a 1 MiB body beside another object write: named and digested off the main thread, still one commit', async () => {
     const seen = { added: [] as string[], ownedCalls: 0, failCall: 0 };
-    const inner = new MemoryCatalogStore();
-    let txns = 0;
-    const catalog = new Proxy(inner, {
-      get(target, name, receiver) {
-        const value: unknown = Reflect.get(target, name, receiver);
-        if (name === 'txn') txns++;
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
-    });
-    const { model } = await createTestObjectModel({ catalog, wrapRepository: (repository) => watched(repository, seen) });
+    const counted = countingCatalog();
+    const { model } = await createTestObjectModel({ catalog: counted.catalog, wrapRepository: (repository) => watched(repository, seen) });
     await model.createBucket({ name: 'bucket', owner: OWNER, pool: 'pool-a' });
     // Not whole chunks, a zero chunk mid-body.
     const body = patternBytes(1024 * 1024 + 1000, 5);
@@ -73,12 +64,12 @@ describe('chunks named off the main thread', () => {
     // Another write in progress: the chunks go to the repository's worker, the digests from the same memory.
     const endOther = beginObjectWrite();
     const ownedBefore = ownedUpdatesForTests();
-    const txnsBefore = txns;
+    const txnsBefore = counted.txns();
     const beside = await put('beside');
     endOther();
     expect(seen.ownedCalls).toBe(1);
     expect(ownedUpdatesForTests() - ownedBefore).toBe(1);
-    expect(txns - txnsBefore).toBe(1); // its references went in with the version: one step, held
+    expect(counted.txns() - txnsBefore).toBe(1); // its references went in with the version: one step, held
     expect(beside.etag).toBe(md5);
     expect(seen.added).toEqual(namedHere); // the same 16 data chunks (17 with the short one, less the zero one), in order
     for (const key of ['alone', 'beside']) {

@@ -8,44 +8,14 @@
  * install (5 commits). Real DedupChunkRepository over a counting catalog.
  */
 import { describe, expect, it } from 'vitest';
-import type { CatalogOp, CatalogStore } from '../../src/core/catalog-store.js';
-import { StorageError } from '../../src/core/errors.js';
+import type { CatalogStore } from '../../src/core/catalog-store.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { TxnBuilder } from '../../src/meta/table.js';
 import type { ChunkRepository } from '../../src/store/dedup/repository.js';
-import { collect, createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
+import { collect, countingCatalog, createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
 
 const OWNER = 'user-1';
 const CHUNK_BYTES = 64 * 1024;
-
-/**
- * A catalog that counts transactions and fails the first one `failWhen` picks; `beforeTxn` runs
- * first, on the store itself (another writer's change landing just before this transaction).
- */
-function countingCatalog(
-  failWhen?: (ops: readonly CatalogOp[]) => boolean,
-  beforeTxn?: (store: CatalogStore, ops: readonly CatalogOp[]) => Promise<void>,
-): { catalog: CatalogStore; txns: () => number } {
-  const inner = new MemoryCatalogStore();
-  let txns = 0;
-  let failed = false;
-  const catalog = new Proxy(inner, {
-    get(target, name, receiver) {
-      const value: unknown = Reflect.get(target, name, receiver);
-      if (name !== 'txn') return typeof value === 'function' ? value.bind(target) : value;
-      return async (compares: Parameters<CatalogStore['txn']>[0], ops: readonly CatalogOp[]) => {
-        txns++;
-        await beforeTxn?.(target, ops);
-        if (!failed && failWhen?.(ops) === true) {
-          failed = true;
-          throw new StorageError('IO_ERROR', 'commit failed (injected)');
-        }
-        return target.txn(compares, ops);
-      };
-    },
-  });
-  return { catalog, txns: () => txns };
-}
 
 /** The repository without sharesCatalog: as one whose counts live in another catalog. */
 function withoutSharedCatalog(repository: ChunkRepository): ChunkRepository {
