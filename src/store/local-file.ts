@@ -19,10 +19,12 @@ import type { HostFile, HostFileFeatures } from '../core/host-file.js';
 import { checkCopyRange, copyRangeByBytes } from './copy-range.js';
 import { EAGAIN, EINTR, ErrnoDoubt } from '../sys/libc.js';
 import { IOV_MAX, remainingBuffers, totalBytesOf } from '../sys/iovec.js';
+import { READ, WRITE, type Direction, type PartDone } from './local-file-directions.js';
 import { readNoWait } from '../sys/nowait-read.js';
 import { sizeThreadPool } from '../sys/thread-pool.js';
 import { folderOnTmpfs } from '../sys/tmpfs.js';
 import { ioUring, ringError, ringTakes, type IoUring } from '../sys/io-uring.js';
+import { GrowingWrites } from './growing-writes.js';
 import {
   ENXIO,
   FALLOC_FL_KEEP_SIZE,
@@ -69,83 +71,6 @@ function checkRange(name: string, what: string, hostOffset: number, length: numb
   }
   return new StorageError('INVALID_ARGUMENT', `${what} on ${name}: invalid range: offset ${hostOffset}, length ${length}`);
 }
-
-type PartDone = (err: NodeJS.ErrnoException | null, bytes: number) => void;
-
-/**
- * What differs between reading and writing: the calls that move one part (fs.read/fs.write for one
- * buffer, with no iovec array; fs.readv/fs.writev for several), what a call that moves nothing
- * means, and what the promise resolves with. LocalHostFile.transfer is the one loop for both.
- */
-interface Direction<T> {
-  /** pread or pwrite; a 'v' is added for several buffers. */
-  call: string;
-  preposition: 'from' | 'to';
-  writes: boolean;
-  part(fd: number, bufs: readonly Uint8Array[], position: number, done: PartDone): void;
-  partSync(fd: number, bufs: readonly Uint8Array[], position: number): number;
-  /** A call moved nothing with `doneBytes` of the request moved. */
-  endOfFile(bufs: readonly Uint8Array[], doneBytes: number): void;
-  result(doneBytes: number): T;
-}
-
-/** The fs calls of one direction (looked up at each call, so a test can stand in for them). */
-interface PartCalls {
-  one(fd: number, buf: Uint8Array, offset: number, length: number, position: number, done: PartDone): void;
-  many(fd: number, bufs: readonly Uint8Array[], position: number, done: PartDone): void;
-  oneSync(fd: number, buf: Uint8Array, offset: number, length: number, position: number): number;
-  manySync(fd: number, bufs: readonly Uint8Array[], position: number): number;
-}
-
-function direction<T>(rules: Omit<Direction<T>, 'part' | 'partSync'>, calls: PartCalls): Direction<T> {
-  const { one, many, oneSync, manySync } = calls;
-  return {
-    ...rules,
-    part: (fd, bufs, position, done) => {
-      if (bufs.length === 1) one(fd, bufs[0]!, 0, bufs[0]!.length, position, done);
-      else many(fd, bufs, position, done);
-    },
-    partSync: (fd, bufs, position) => (bufs.length === 1 ? oneSync(fd, bufs[0]!, 0, bufs[0]!.length, position) : manySync(fd, bufs, position)),
-  };
-}
-
-const READ = direction<number>(
-  {
-    call: 'pread',
-    preposition: 'from',
-    writes: false,
-    // The end of the file: the rest reads as zeroes.
-    endOfFile: (bufs, doneBytes) => {
-      for (const b of remainingBuffers(bufs, doneBytes)) b.fill(0);
-    },
-    result: (doneBytes) => doneBytes,
-  },
-  {
-    one: (fd, buf, offset, length, position, done) => fs.read(fd, buf, offset, length, position, done),
-    many: (fd, bufs, position, done) => fs.readv(fd, bufs, position, done),
-    oneSync: (fd, buf, offset, length, position) => fs.readSync(fd, buf, offset, length, position),
-    manySync: (fd, bufs, position) => fs.readvSync(fd, bufs, position),
-  },
-);
-
-const WRITE = direction<void>(
-  {
-    call: 'pwrite',
-    preposition: 'to',
-    writes: true,
-    // No errno: the message says what happened (an IO_ERROR).
-    endOfFile: () => {
-      throw new Error('write made no progress (the system call wrote 0 bytes)');
-    },
-    result: () => undefined,
-  },
-  {
-    one: (fd, buf, offset, length, position, done) => fs.write(fd, buf, offset, length, position, done),
-    many: (fd, bufs, position, done) => fs.writev(fd, bufs, position, done),
-    oneSync: (fd, buf, offset, length, position) => fs.writeSync(fd, buf, offset, length, position),
-    manySync: (fd, bufs, position) => fs.writevSync(fd, bufs, position),
-  },
-);
 
 /**
  * Measured on tmpfs here (page-aligned buffers): a synchronous 64 KiB read runs at 5.9 GB/s vs
@@ -195,9 +120,17 @@ export class LocalHostFile implements HostFile {
    * writes are overwrites. Only a routing hint: a wrong value costs speed, never correctness.
    */
   private knownSizeBytes: number;
+  /** The descriptor while it is open, for the writes that queued before close() began. */
+  private readonly openFd: number;
+  /** Writes that grow the file and take the pool: a few at a time, the rest combined (growing-writes.ts). */
+  private readonly growingWrites: GrowingWrites;
 
   private constructor(fd: number, path: string, readOnly: boolean, syncIoMaxBytes: number, sizeBytes: number) {
     this.fd = fd;
+    this.openFd = fd;
+    this.growingWrites = new GrowingWrites((bufs, hostOffset, lengthBytes) =>
+      this.poolTransfer(WRITE, bufs, lengthBytes, hostOffset, bufs.length === 1 ? WRITE.call : `${WRITE.call}v`, this.openFd, null),
+    );
     this.ring = Number.isFinite(syncIoMaxBytes) && syncIoMaxBytes > 0 ? ioUring() : null;
     this.knownSizeBytes = sizeBytes;
     this.name = path;
@@ -318,8 +251,40 @@ export class LocalHostFile implements HostFile {
       if (direction.writes) this.knownSizeBytes = Math.max(this.knownSizeBytes, hostOffset + length);
       return Promise.resolve(direction.result(done));
     }
+    const grows = direction.writes && hostOffset + length > this.knownSizeBytes;
+    const ring = this.ring !== null && !grows && ringTakes(bufs) ? this.ring : null;
+    if (grows) {
+      this.inFlight++;
+      return this.growingWrites.write(bufs, hostOffset, length).then(
+        () => {
+          this.opDone();
+          return direction.result(length);
+        },
+        (err: unknown) => {
+          this.opDone();
+          throw err;
+        },
+      );
+    }
+    return this.poolTransfer(direction, bufs, length, hostOffset, call, fd, ring);
+  }
+
+  /**
+   * The asynchronous part of transfer(): through the ring when given one, else the thread pool,
+   * one call after another until all length bytes have moved.
+   */
+  private poolTransfer<T>(
+    direction: Direction<T>,
+    bufs: readonly Uint8Array[],
+    length: number,
+    hostOffset: number,
+    call: string,
+    fd: number,
+    ring: IoUring | null,
+  ): Promise<T> {
+    let rest = bufs;
+    let done = 0;
     this.inFlight++;
-    const ring = this.ring !== null && ringTakes(bufs) && (!direction.writes || hostOffset + length <= this.knownSizeBytes) ? this.ring : null;
     const part = ring === null ? direction.part : (fd: number, parts: readonly Uint8Array[], position: number, partDone: PartDone) => {
       const move = direction.writes ? ring.write : ring.read;
       move.call(ring, fd, parts, position, (n) => {

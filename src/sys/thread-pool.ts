@@ -10,7 +10,8 @@
  * now carries only writes that grow the file (reads and overwrites over 256 KiB take io_uring,
  * src/sys/io-uring.ts): those serialize on the file's inode lock (perf: about 30% of both
  * Strata's and qemu-img's CPU is the waiters spinning on it), so they go as fast as the chain of
- * lock holders gets CPU. With two CPU-bound processes beside it, 1 MiB allocating writes at QD 32
+ * lock holders gets CPU; src/store/growing-writes.ts now sends them one at a time, combined, and
+ * up to 16 at once only while other processes take the CPUs. The figures below are from before. With two CPU-bound processes beside it, 1 MiB allocating writes at QD 32
  * ran at a median 655 and 569 ops/s with 16 threads against 1114 and 732 with 32 (qemu-img, whose
  * pool has a thread per request at QD 32: 754 and 520); on a quieter machine 16 and 32 ran level
  * (1675 / 1670 ops/s, CPU 1.53 / 1.61 s per 3 GiB). Before io_uring took the reads, 32 threads had
