@@ -356,7 +356,8 @@ export const CONCURRENT_OFFLOAD_BYTES_MIN = LANE_BODY_BYTES_MIN;
 let liveSmallBodies = 0;
 
 /**
- * Object writes in progress (beginObjectWrite: a PUT or part from its first byte to its commit).
+ * Object writes in progress (beginObjectWrite: a PUT, UploadPart, CopyObject or UploadPartCopy
+ * from its first byte to its commit).
  * Bodies themselves rarely overlap on the event loop: a 1 MiB body over loopback arrives in one
  * turn of the loop and is hashed as it arrives, so at 16 concurrent PUTs the next one's headers
  * are parsed after this one's digests are asked for (bench:s3 busy, 1 MiB c16: 1 in 10 bodies
@@ -373,6 +374,11 @@ export function beginObjectWrite(): () => void {
     if (!ended) objectWritesInFlight--;
     ended = true;
   };
+}
+
+/** Object writes in progress now (tests). */
+export function objectWritesInFlightForTests(): number {
+  return objectWritesInFlight;
 }
 
 /** Counts `digests` as a live small body until its digests are asked for or it is abandoned. */

@@ -160,10 +160,19 @@ export async function uploadPart(
  * unless the range is the whole of a single-PUT object, whose ETag is that MD5); any other range,
  * or a source in another pool, is copied through the writer.
  */
-export async function uploadPartCopy(
-  context: ObjectContext,
-  request: PartTarget & { source: { bucket: string; key: string; versionId?: string }; range?: ByteRangeRequest; sourceConditions?: ConditionHeaders; signal?: AbortSignal },
-): Promise<PartRecord> {
+export async function uploadPartCopy(context: ObjectContext, request: PartCopyRequest): Promise<PartRecord> {
+  // An object write like UploadPart's, from the request to its commit (hash-workers.ts).
+  const endWrite = beginObjectWrite();
+  try {
+    return await uploadPartCopyCounted(context, request);
+  } finally {
+    endWrite();
+  }
+}
+
+type PartCopyRequest = PartTarget & { source: { bucket: string; key: string; versionId?: string }; range?: ByteRangeRequest; sourceConditions?: ConditionHeaders; signal?: AbortSignal };
+
+async function uploadPartCopyCounted(context: ObjectContext, request: PartCopyRequest): Promise<PartRecord> {
   checkPartNumber(request.partNumber);
   const { bucket } = await requireUpload(context, request.bucket, request.key, request.uploadId);
   const { bucket: sourceBucket, version } = await resolveVersion(context, request.source.bucket, request.source.key, request.source.versionId);

@@ -320,6 +320,16 @@ export interface CopyObjectResult {
  * hash, no byte moved); across pools the bytes stream from one repository into the other.
  */
 export async function copyObject(context: ObjectContext, request: CopyObjectRequest): Promise<CopyObjectResult> {
+  // An object write like a PUT's, from the request to its commit (hash-workers.ts: a body beside it goes to a worker).
+  const endWrite = beginObjectWrite();
+  try {
+    return await copyObjectCounted(context, request);
+  } finally {
+    endWrite();
+  }
+}
+
+async function copyObjectCounted(context: ObjectContext, request: CopyObjectRequest): Promise<CopyObjectResult> {
   checkObjectKey(request.key);
   checkObjectKey(request.source.key);
   const directive = request.metadataDirective ?? 'COPY';
