@@ -76,9 +76,9 @@ export class GrowingWrites {
   private inFlight = 0;
   /** In arrival order: the oldest is served first, with whatever lies next to it. */
   private readonly queue: QueuedWrite[] = [];
-  /** Writes that went down combined with others (a count for tests and metrics). */
+  /** Writes that went down combined with others (tests). */
   combinedWrites = 0;
-  /** Combined calls that failed and were retried write by write. */
+  /** Combined calls that failed and were retried write by write (tests). */
   retriedRuns = 0;
 
   constructor(
