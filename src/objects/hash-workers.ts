@@ -376,6 +376,16 @@ export function beginObjectWrite(): () => void {
   };
 }
 
+/** Runs `work` counted as an object write in progress (beginObjectWrite) until it settles. */
+export async function asObjectWrite<T>(work: () => Promise<T>): Promise<T> {
+  const endWrite = beginObjectWrite();
+  try {
+    return await work();
+  } finally {
+    endWrite();
+  }
+}
+
 /** Object writes in progress now (tests). */
 export function objectWritesInFlightForTests(): number {
   return objectWritesInFlight;

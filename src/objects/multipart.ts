@@ -24,7 +24,7 @@ import { evaluateConditions, type ConditionHeaders } from './conditions.js';
 import { finishAfterCommit, OBJECT_CHUNK_SIZE_BYTES, retryOnConflict, type ObjectContext } from './context.js';
 import { readBody } from './data-reader.js';
 import { writeBody } from './data-writer.js';
-import { beginObjectWrite } from './hash-workers.js';
+import { asObjectWrite, beginObjectWrite } from './hash-workers.js';
 import { ObjectError } from './errors.js';
 import { AppendingManifestBuilder, appendChunksOf } from './manifest-builder.js';
 import { manifestCatalogKey, removeManifest, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
@@ -160,14 +160,9 @@ export async function uploadPart(
  * unless the range is the whole of a single-PUT object, whose ETag is that MD5); any other range,
  * or a source in another pool, is copied through the writer.
  */
-export async function uploadPartCopy(context: ObjectContext, request: PartCopyRequest): Promise<PartRecord> {
+export function uploadPartCopy(context: ObjectContext, request: PartCopyRequest): Promise<PartRecord> {
   // An object write like UploadPart's, from the request to its commit (hash-workers.ts).
-  const endWrite = beginObjectWrite();
-  try {
-    return await uploadPartCopyCounted(context, request);
-  } finally {
-    endWrite();
-  }
+  return asObjectWrite(() => uploadPartCopyCounted(context, request));
 }
 
 type PartCopyRequest = PartTarget & { source: { bucket: string; key: string; versionId?: string }; range?: ByteRangeRequest; sourceConditions?: ConditionHeaders; signal?: AbortSignal };

@@ -13,7 +13,7 @@ import type { ObjectContext } from './context.js';
 import { readBody } from './data-reader.js';
 import { manifestForRead } from './read-manifests.js';
 import { writeBody, writeBodyOrKeepSmall, type HeldStep, type WriteBodyOptions, type WrittenBody } from './data-writer.js';
-import { beginObjectWrite } from './hash-workers.js';
+import { asObjectWrite, beginObjectWrite } from './hash-workers.js';
 import { ObjectError, isObjectError, type S3ErrorCode } from './errors.js';
 import { INLINE_OBJECT_BYTES_MAX, requireInlineObject, requireManifest, saveManifest } from './manifest-storage.js';
 import { checkObjectKey } from './names.js';
@@ -319,14 +319,9 @@ export interface CopyObjectResult {
  * CopyObject. Within one pool the copy shares every chunk of the source (references added by
  * hash, no byte moved); across pools the bytes stream from one repository into the other.
  */
-export async function copyObject(context: ObjectContext, request: CopyObjectRequest): Promise<CopyObjectResult> {
+export function copyObject(context: ObjectContext, request: CopyObjectRequest): Promise<CopyObjectResult> {
   // An object write like a PUT's, from the request to its commit (hash-workers.ts: a body beside it goes to a worker).
-  const endWrite = beginObjectWrite();
-  try {
-    return await copyObjectCounted(context, request);
-  } finally {
-    endWrite();
-  }
+  return asObjectWrite(() => copyObjectCounted(context, request));
 }
 
 async function copyObjectCounted(context: ObjectContext, request: CopyObjectRequest): Promise<CopyObjectResult> {

@@ -25,6 +25,11 @@ export interface Direction<T> {
   result(doneBytes: number): T;
 }
 
+/** The system call's name for error messages: pread or pwrite, preadv or pwritev for several buffers. */
+export function callName(direction: Direction<unknown>, bufs: readonly Uint8Array[]): string {
+  return bufs.length === 1 ? direction.call : `${direction.call}v`;
+}
+
 /** The fs calls of one direction (looked up at each call, so a test can stand in for them). */
 interface PartCalls {
   one(fd: number, buf: Uint8Array, offset: number, length: number, position: number, done: PartDone): void;

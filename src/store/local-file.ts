@@ -19,7 +19,7 @@ import type { HostFile, HostFileFeatures } from '../core/host-file.js';
 import { checkCopyRange, copyRangeByBytes } from './copy-range.js';
 import { EAGAIN, EINTR, ErrnoDoubt } from '../sys/libc.js';
 import { IOV_MAX, remainingBuffers, totalBytesOf } from '../sys/iovec.js';
-import { READ, WRITE, type Direction, type PartDone } from './local-file-directions.js';
+import { callName, READ, WRITE, type Direction, type PartDone } from './local-file-directions.js';
 import { readNoWait } from '../sys/nowait-read.js';
 import { sizeThreadPool } from '../sys/thread-pool.js';
 import { folderOnTmpfs } from '../sys/tmpfs.js';
@@ -129,7 +129,7 @@ export class LocalHostFile implements HostFile {
     this.fd = fd;
     this.openFd = fd;
     this.growingWrites = new GrowingWrites((bufs, hostOffset, lengthBytes) =>
-      this.poolTransfer(WRITE, bufs, lengthBytes, hostOffset, bufs.length === 1 ? WRITE.call : `${WRITE.call}v`, this.openFd, null),
+      this.poolTransfer(WRITE, bufs, lengthBytes, hostOffset, callName(WRITE, bufs), this.openFd, null),
     );
     this.ring = Number.isFinite(syncIoMaxBytes) && syncIoMaxBytes > 0 ? ioUring() : null;
     this.knownSizeBytes = sizeBytes;
@@ -215,7 +215,7 @@ export class LocalHostFile implements HostFile {
 
   /** pread/pwrite (one buffer) and preadv/pwritev (several): the checks, then the transfer. */
   private move<T>(direction: Direction<T>, bufs: readonly Uint8Array[], hostOffset: number): Promise<T> {
-    const call = bufs.length === 1 ? direction.call : `${direction.call}v`;
+    const call = callName(direction, bufs);
     if (this.fd < 0) return Promise.reject(this.closedError(call));
     if (direction.writes && this.readOnly) return Promise.reject(this.readOnlyError(call));
     const length = bufs.length === 1 ? bufs[0]!.length : totalBytesOf(bufs);
