@@ -5,14 +5,14 @@
  * exactly those of one of these two. Grants beyond them (x-amz-grant-*, other grantees) are
  * NotImplemented: access is decided per bucket. Objects have no ACL of their own: GetObjectAcl
  * answers the object owner's FULL_CONTROL, PutObjectAcl accepts `private` only (a public object
- * in a private bucket would need per-object grants). Anonymous writes are never allowed.
+ * in a private bucket would need per-object grants). Anonymous writes are never allowed. Who may
+ * reach a bucket at all is access.ts's to decide, before any handler.
  * docs/s3.md ("Canned ACLs") says how this differs from AWS S3.
  */
 import type { CannedAcl } from '../../objects/records.js';
-import type { ObjectService, S3Principal } from '../../objects/object-service.js';
 import { isStorageError } from '../../core/errors.js';
 import type { S3Handler, S3RequestContext } from './bucket-handlers.js';
-import type { ResolvedRequest, S3Endpoint } from './endpoints.js';
+import type { S3Endpoint } from './endpoints.js';
 import { S3Error } from './errors.js';
 import { headerOf } from './object-headers.js';
 import { childrenNamed, childText, element, readXmlBody, textElement, xmlDocument, type XmlElement } from './xml.js';
@@ -22,7 +22,7 @@ const STORED_CANNED_ACLS: readonly CannedAcl[] = ['private', 'public-read'];
 /** Canned ACLs S3 has that this endpoint refuses by name. */
 const REFUSED_CANNED_ACLS: Readonly<Record<string, string>> = {
   'public-read-write': 'anonymous writes are never allowed',
-  'authenticated-read': 'every signed request already reads; make the bucket private or public-read',
+  'authenticated-read': "a bucket is its owner's alone or readable by everyone; make it private or public-read",
   'aws-exec-read': 'there is no EC2 here',
   'bucket-owner-read': 'objects have no ACL of their own',
   'bucket-owner-full-control': 'objects have no ACL of their own',
@@ -32,29 +32,6 @@ const GRANT_HEADERS = ['x-amz-grant-read', 'x-amz-grant-write', 'x-amz-grant-rea
 /** The group every anonymous requester belongs to, as S3 names it in grants. */
 export const ALL_USERS_URI = 'http://acs.amazonaws.com/groups/global/AllUsers';
 const XSI_NAMESPACE = 'http://www.w3.org/2001/XMLSchema-instance';
-
-/** What an anonymous request (no signature) is: it owns nothing and may only read public buckets. */
-export const ANONYMOUS_PRINCIPAL: S3Principal = { owner: '', accessKeyId: '' };
-/** The endpoints an anonymous request may reach on a public-read bucket. */
-const ANONYMOUS_READS: ReadonlySet<S3Endpoint> = new Set(['GetObject', 'HeadObject', 'ListObjects', 'ListObjectsV2', 'HeadBucket']);
-
-/**
- * Lets an anonymous request through when it reads a public-read bucket (the current versions
- * only); AccessDenied otherwise, naming why, without saying whether a private bucket exists.
- */
-export async function admitAnonymous(resolved: ResolvedRequest, objects: ObjectService | undefined): Promise<S3Principal> {
-  const denied = (why: string): S3Error => new S3Error('AccessDenied', `anonymous requests ${why}; sign the request with an access key (strata user key create)`);
-  if (!ANONYMOUS_READS.has(resolved.endpoint) || resolved.bucket === undefined || objects === undefined) {
-    throw denied(`may only read objects and list keys of a public-read bucket, not ${resolved.endpoint}`);
-  }
-  if (resolved.query.has('versionId')) throw denied('read the current version only');
-  const info = await objects.bucketInfo(ANONYMOUS_PRINCIPAL, resolved.bucket).catch((err: unknown) => {
-    if (isStorageError(err, 'NOT_FOUND')) return undefined;
-    throw err;
-  });
-  if (info?.acl !== 'public-read') throw denied(`may not read the bucket '${resolved.bucket}' (it is not public-read, or does not exist)`);
-  return ANONYMOUS_PRINCIPAL;
-}
 
 /** The canned ACL a request asks for with `x-amz-acl`, undefined when it names none. */
 export function cannedAclOf(ctx: Pick<S3RequestContext, 'headers'>): CannedAcl | undefined {

@@ -9,7 +9,8 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { createApiApp } from '../app.js';
-import { ACL_HANDLERS, admitAnonymous } from './acl-handlers.js';
+import { ACL_HANDLERS } from './acl-handlers.js';
+import { admitAnonymous, admitSigned } from './access.js';
 import { BUCKET_HANDLERS, type S3Handler, type S3RequestContext } from './bucket-handlers.js';
 import { LIST_HANDLERS } from './list-handlers.js';
 import { MULTIPART_HANDLERS } from './multipart-handlers.js';
@@ -139,8 +140,12 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
     const resolved = resolveEndpoint(req.method, url, { host: req.headers.host, copySource: typeof copySource === 'string' ? copySource : undefined }, options.domains);
     stateOf(req).resolved = resolved;
     const verified = await verifySigV4({ method: req.method, url, rawHeaders: req.raw.rawHeaders }, options.keys, options.now === undefined ? {} : { now: options.now });
-    // Unsigned: only reads of a public-read bucket (acl-handlers.ts); such a request has no body to read.
-    const principal = verified === undefined ? await admitAnonymous(resolved, options.objects) : { owner: verified.owner, accessKeyId: verified.accessKeyId };
+    // Unsigned: only reads of a public-read bucket; signed: the user's own buckets, and reads of
+    // public-read ones (access.ts). An unsigned request has no body to read.
+    const principal =
+      verified === undefined
+        ? await admitAnonymous(resolved, options.objects)
+        : await admitSigned(resolved, { owner: verified.owner, accessKeyId: verified.accessKeyId }, options.objects, req.headers);
     const handle = HANDLERS[resolved.endpoint];
     if (options.objects === undefined || handle === undefined) {
       throw new S3Error('NotImplemented', `${resolved.endpoint} is not implemented by this endpoint yet${options.objects === undefined ? ' (no object store is configured)' : ''}`);

@@ -116,7 +116,7 @@ const deleteObjects: S3Handler = async (ctx) => {
 };
 
 /** x-amz-copy-source: `bucket/key` or `/bucket/key`, URL-encoded, with an optional `?versionId=`. */
-export function parseCopySource(ctx: S3RequestContext): { bucket: string; key: string; versionId?: string } {
+export function parseCopySource(ctx: Pick<S3RequestContext, 'headers'>): { bucket: string; key: string; versionId?: string } {
   const raw = headerOf(ctx.headers, 'x-amz-copy-source') ?? '';
   const [pathPart = '', query] = raw.split('?', 2);
   let decoded: string;
