@@ -52,6 +52,32 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('NBD server lifecycle', () 
     expect(expectSuccess(await runAsync('qemu-io', ['-f', 'qcow2', '-c', 'read -P 0x42 0 64k', imagePath])).code).toBe(0);
   });
 
+  it('a stopping server closes a client that keeps its side open after our FIN (as an idle qemu does) without waiting out the unread-replies backstop', async () => {
+    const dir = tempDir();
+    const imagePath = createImage(dir, 16 * MiB);
+    const image = await Qcow2Image.open(await LocalHostFile.open(imagePath));
+    const server = new NbdServer({});
+    const socketPath = path.join(dir, 'nbd.sock');
+    await server.listen({ unixPath: socketPath });
+    const exp = new NbdExport(server, 'disk1', {});
+    await exp.start(image);
+    const c = await RawClient.connect(socketPath, { allowHalfOpen: true });
+    try {
+      await c.negotiate('disk1');
+      c.request(P.NBD_CMD_READ, 1, 0, 4096);
+      expect((await c.reply(4096)).error).toBe(0);
+      const closing = server.close().then(() => 'closed' as const);
+      // The backstop for a client that stops reading replies is 5 s; this one has read them all.
+      const backstop = new Promise<'waited'>((resolve) => setTimeout(() => resolve('waited'), 3000).unref());
+      expect(await Promise.race([closing, backstop])).toBe('closed');
+      expect(await c.waitClosed(2000)).toBe(true);
+    } finally {
+      c.destroy();
+      await server.close();
+      await image.close();
+    }
+  });
+
   it('closes connections that do not finish negotiating in time, and refuses beyond maxConnections', async () => {
     const dir = tempDir();
     const server = new NbdServer({ handshakeTimeoutMs: 200, maxConnections: 2 });

@@ -21,9 +21,13 @@ export class RawClient {
     socket.on('error', end);
   }
 
-  static connect(socketPath: string): Promise<RawClient> {
+  /**
+   * `allowHalfOpen`: the client's side stays open after the server's FIN until destroy(), as a
+   * client that does not notice the FIN (an idle qemu reads nothing) keeps it.
+   */
+  static connect(socketPath: string, options: { allowHalfOpen?: boolean } = {}): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const s = net.createConnection(socketPath, () => resolve(new RawClient(s)));
+      const s = net.createConnection({ path: socketPath, allowHalfOpen: options.allowHalfOpen ?? false }, () => resolve(new RawClient(s)));
       s.once('error', reject);
     });
   }

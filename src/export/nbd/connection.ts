@@ -24,6 +24,15 @@ const PREFERRED_BLOCK_BYTES = 4096;
 const MAX_OPTION_BYTES = 64 * 1024;
 /** Options per connection before we decide the client is looping. */
 const MAX_OPTIONS = 1024;
+/**
+ * After our last reply is handed to the kernel, how long to wait for the client's own close before
+ * closing anyway. A client that read our FIN closes at once; an idle qemu (its NBD client reads
+ * only while requests are in flight) never notices, and a daemon stopping or an export withdrawn
+ * must not wait for it. The kernel still delivers what we sent after we close.
+ */
+const CLIENT_CLOSE_WAIT_MS = 200;
+/** The most to wait for our replies to leave when the client stops reading them. */
+const UNREAD_REPLIES_WAIT_MS = 5000;
 
 type Phase = 'clientFlags' | 'optionHeader' | 'optionData' | 'transmission' | 'closing';
 
@@ -368,9 +377,10 @@ export class Connection extends NbdTransmission {
     this.uncork();
     if (!this.socket.writableEnded) this.socket.end();
     // A client that never reads could hold the socket open: destroy after a grace period.
-    setTimeout(() => this.destroy(), 5000).unref();
+    setTimeout(() => this.destroy(), UNREAD_REPLIES_WAIT_MS).unref();
     this.socket.once('finish', () => {
       if (this.socket.readableEnded) this.destroy();
+      else setTimeout(() => this.destroy(), CLIENT_CLOSE_WAIT_MS).unref();
     });
   }
 
