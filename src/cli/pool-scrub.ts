@@ -24,8 +24,10 @@ export const scrub = subcommand(
 
 Runs a scrub of a dedup pool as a job (see 'strata job list'): every pack is read and decoded,
 every chunk hashed against its name, the index checked against the packs and the reference counts
-against the sealed layers. Prints what it found, what it repaired, and what cannot be repaired
-with the volumes and snapshots that need it. Without --repair nothing is changed.
+against what holds the chunks (sealed layers, S3 object versions and parts). Prints what it found,
+what it repaired, and what cannot be repaired with the volumes and snapshots that need it. A local
+pool has chunks only for its S3 objects: those are scrubbed, and a local pool without objects is
+refused. Without --repair nothing is changed.
 
 Options:
   --repair         fix what can be fixed (an index entry pointed at a good copy, counts raised,
@@ -112,7 +114,8 @@ function scrubSummary(r: PoolScrubJson): string {
     ['result', verdict],
     ['chunks', `${p.chunks} (${size(p.chunkBytes)})`],
     ['packs', `${p.packs} (${size(p.packBytes)})`],
-    ['sealed layers', `${p.holders} (${p.references} chunk references)`],
+    // Holders are sealed layers, S3 object versions and upload parts alike (a local pool's are all objects).
+    ['chunk holders', `${p.holders} layers and objects (${p.references} chunk references)`],
     ['problems', `${p.problemCount}${kindsText(p.problemsByKind as Record<string, number>)}`],
     ['repaired', String(p.repaired)],
     ['unrecoverable', String(p.unrecoverable)],

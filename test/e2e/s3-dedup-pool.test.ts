@@ -101,6 +101,8 @@ describe('S3 objects in a dedup pool share chunks with volumes', () => {
     const again = await s3.send(new GetObjectCommand({ Bucket: 'images', Key: 'disk.raw' }));
     expect(sha256(await again.Body!.transformToByteArray())).toBe(sha256(original));
     expect(d.json<PoolScrubJson>(['pool', 'scrub', 'dd']).report.clean).toBe(true);
+    // The text report names what holds the chunks (here only the object remains), not "sealed layers".
+    expect(d.cliOk(['pool', 'scrub', 'dd', '--no-progress']).stdout).toMatch(/^chunk holders\s+1 layers and objects \(\d+ chunk references\)$/m);
     // A pool whose chunks objects still use is not deleted under them.
     d.cliFails(['pool', 'delete', 'dd'], 4, /S3 objects.*strata bucket list.*\[BUSY\]/);
 
