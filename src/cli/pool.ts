@@ -154,7 +154,13 @@ with 'none'.
     const quotaBytes = sizeText === 'none' ? null : parseSize(sizeText, 'quota', command);
     const pool = await clientOf(args).json<PoolJson>('PATCH', `/v1/pools/${seg(name)}`, `cannot set the quota of pool '${name}'`, { quotaBytes });
     if (wantsJson(args)) printJson(con, pool);
-    else con.stdout(pool.quotaBytes === null ? `Pool '${name}' has no quota now.\n` : `Pool '${name}' quota set to ${size(pool.quotaBytes)}.\n`);
+    else {
+      con.stdout(pool.quotaBytes === null ? `Pool '${name}' has no quota now.\n` : `Pool '${name}' quota set to ${size(pool.quotaBytes)}.\n`);
+      // A quota below what is provisioned takes nothing away: say what it does do.
+      if (pool.quotaBytes !== null && pool.provisionedBytes > pool.quotaBytes) {
+        con.stdout(`Its volumes already provision ${size(pool.provisionedBytes)}, above the quota: they keep their sizes, but no volume may be created, grown or cloned in it until they are under the quota again.\n`);
+      }
+    }
     return 0;
   },
 );

@@ -95,6 +95,12 @@ describe.skipIf(!requireTool('qemu-img'))('strata status / pool / volume', () =>
 
     d.cliOk(['volume', 'create', 'fast/a', '4M']);
     d.cliOk(['snap', 'create', 'fast/a@s']);
+    // A quota below what is provisioned is taken, and the CLI says what it means.
+    expect(d.cliOk(['pool', 'quota', 'fast', '2M']).stdout).toBe(
+      "Pool 'fast' quota set to 2 MiB.\nIts volumes already provision 4 MiB, above the quota: they keep their sizes, but no volume may be created, grown or cloned in it until they are under the quota again.\n",
+    );
+    d.cliFails(['volume', 'create', 'fast/b', '1M'], 1, /\[LIMIT_EXCEEDED\]/);
+    expect(d.cliOk(['pool', 'quota', 'fast', '1G']).stdout).toBe("Pool 'fast' quota set to 1 GiB.\n");
     const du = d.cliOk(['pool', 'du', 'fast']).stdout.split('\n');
     expect(du[0]).toMatch(/^NAME +PROVISIONED +USED$/);
     expect(du).toContainEqual(expect.stringMatching(/^fast\/a@s +4 MiB +\d/));
