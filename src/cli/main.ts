@@ -6,12 +6,14 @@
  * on stdout (errors.ts failureJson). For `img`, usage mistakes and failures exit 1 unless a
  * subcommand defines its own statuses (check, compare, io); strata itself and the daemon commands
  * (serve, status, pool, volume, snap, group, trash, job) use the statuses in remote/exits.ts.
+ * When the reader of stdout goes away (`strata ... | head`), the command stops at its next write
+ * and exits quietly with status 0 (output.ts StdoutClosedError).
  */
 import { wantsHelp } from './args.js';
 import type { Subcommand } from './command.js';
 import { strataVersion } from '../core/version.js';
 import { UsageError, describeFailure, failureJson, failureLine } from './errors.js';
-import { processConsole, type Console } from './output.js';
+import { StdoutClosedError, causedByClosedStdout, processConsole, type Console } from './output.js';
 import { EXIT } from './remote/exits.js';
 
 /** What a command group's module gives: loaded only when that group runs. */
@@ -154,11 +156,20 @@ export async function main(argv: string[], con: Console = processConsole()): Pro
     }
     return await runGroup(group, rest, con);
   } catch (err) {
+    // The reader of stdout stopped early (`strata ... | head`): nothing is wrong, nothing to say.
+    if (causedByClosedStdout(err)) return EXIT.OK;
     // Before a command is known, usage errors are strata's own (status 2).
     const failure = describeFailure(err, group === undefined ? EXIT.USAGE : (group.usageExitCode ?? 1));
     con.stderr(`${failureLine(failure)}\n`);
     if (process.env['STRATA_DEBUG'] && err instanceof Error && err.stack) con.stderr(`${err.stack}\n`);
-    if ((group === undefined || group.jsonErrors === true) && wantsJsonOutput(argv)) con.stdout(`${JSON.stringify(failureJson(failure), null, 2)}\n`);
+    if ((group === undefined || group.jsonErrors === true) && wantsJsonOutput(argv)) {
+      try {
+        con.stdout(`${JSON.stringify(failureJson(failure), null, 2)}\n`);
+      } catch (printing) {
+        // stdout is closed: the line on stderr has said it all.
+        if (!(printing instanceof StdoutClosedError)) throw printing;
+      }
+    }
     return failure.exitCode;
   }
 }

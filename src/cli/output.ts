@@ -14,9 +14,61 @@ export interface Console {
   stdinIsTTY?: boolean;
 }
 
+/**
+ * Thrown when stdout's reader has gone (EPIPE: `strata status | head -3`, `... | true`): the command
+ * stops at its next write and main() ends it quietly with status 0, as Unix tools stop writing
+ * when their reader does (no error line, no stack trace). Every write to stdout goes through
+ * checkStdoutOpen, the Console's and the image data's alike (remote/streams.ts).
+ */
+export class StdoutClosedError extends Error {
+  constructor() {
+    super('stdout was closed by the command reading it');
+    this.name = 'StdoutClosedError';
+  }
+}
+
+let stdoutWatched = false;
+let stdoutClosed = false;
+
+/**
+ * Takes stdout's EPIPE, once per process. Without a listener Node throws it as an unhandled
+ * 'error' event (a stack trace, exit 1) a tick after the write that met the closed pipe.
+ */
+function watchStdout(): void {
+  if (stdoutWatched) return;
+  stdoutWatched = true;
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') stdoutClosed = true;
+    // Anything else (EIO, ENOSPC on a redirected file) is a real failure: reported as before.
+    else throw err;
+  });
+}
+
+/** True when err, or an error it wraps (withContext), is stdout's reader having gone. */
+export function causedByClosedStdout(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) if (e instanceof StdoutClosedError) return true;
+  return false;
+}
+
+/** True for the error of a write to a pipe nobody reads any more. */
+export function isClosedPipe(err: unknown): boolean {
+  return err instanceof StdoutClosedError || (err instanceof Error && (err as NodeJS.ErrnoException).code === 'EPIPE');
+}
+
+/**
+ * Throws StdoutClosedError once stdout's reader has gone. A write that meets the closed pipe
+ * marks the stream errored at once; its 'error' event comes a tick later, so both are looked at.
+ */
+export function checkStdoutOpen(): void {
+  watchStdout();
+  if (stdoutClosed || isClosedPipe(process.stdout.errored)) throw new StdoutClosedError();
+}
+
 export function processConsole(): Console {
+  watchStdout();
   return {
     stdout: (text) => {
+      checkStdoutOpen();
       process.stdout.write(text);
     },
     stderr: (text) => {

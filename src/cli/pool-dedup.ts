@@ -50,7 +50,9 @@ export function dedupRequest(args: ParsedArgs, command: string): PoolCreateBody[
   const sealAbove = args.value('seal-above');
   if (!args.has('dedup')) {
     const given = [hash && '--hash', tier && '--tier', endpoint && '--s3-endpoint', region && '--s3-region', cooling && '--cooling', sealAfter && '--seal-after', sealAbove && '--seal-above'].filter(Boolean);
-    if (given.length > 0) throw new UsageError(`${command}: ${given.join(', ')} apply to dedup pools only`, 'add --dedup');
+    if (given.length > 0) {
+      throw new UsageError(`${command}: ${given.join(', ')} ${given.length === 1 ? 'applies' : 'apply'} to dedup pools only`, 'add --dedup');
+    }
     return undefined;
   }
   if (hash !== undefined && hash !== 'blake3' && hash !== 'xxh128') {

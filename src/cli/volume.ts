@@ -8,7 +8,7 @@ import { countOf } from '../core/text.js';
 import type { ParsedArgs } from './args.js';
 import type { Subcommand } from './command.js';
 import { CliError, UsageError } from './errors.js';
-import type { Console } from './output.js';
+import { StdoutClosedError, type Console } from './output.js';
 import { EXPORT_SUBCOMMANDS } from './exports.js';
 import { EVICT_SUBCOMMANDS } from './volume-evict.js';
 import { SEAL_SUBCOMMANDS } from './volume-seal.js';
@@ -402,8 +402,10 @@ async function download(con: Console, args: ParsedArgs, client: ApiClient, path:
     bar.abort();
     if (err instanceof CliError) throw err;
     res.body.destroy();
-    if (dest === '-' && (err as NodeJS.ErrnoException).code === 'EPIPE') {
-      throw new CliError(`${what}: stdout was closed before the export ended`, { hint: 'the command reading the output stopped early', exitCode: EXIT.ERROR });
+    // Unlike a listing cut short by `| head`, an image cut short is a failed export: a pipeline
+    // (`set -o pipefail`) must not take it for a whole one.
+    if (err instanceof StdoutClosedError) {
+      throw new CliError(`${what}: stdout was closed before the export ended`, { hint: 'the command reading the output stopped early; the image it got is incomplete', exitCode: EXIT.ERROR });
     }
     throw new CliError(`${what}: the transfer failed: ${(err as Error).message}`, { hint: "see the daemon's log; run the command again", exitCode: EXIT.ERROR });
   }

@@ -33,7 +33,31 @@ export type ErrorFix = { text: string } & (
   | { operation: 'setSnapshotLimit'; pool: string; volume: string }
   | { operation: 'removeFromGroup'; group: string; pool: string; volume: string }
   | { operation: 'deleteGroupSnapshot'; group: string; snapshot: string }
+  | { operation: 'stopExports'; exports: ExportRef[] }
+  | { operation: ListOperation }
+  | { operation: 'listVolumes' | 'listTrash'; pool: string }
+  | { operation: 'listSnapshots'; pool: string; volume: string }
+  | { operation: 'listGroupSnapshots'; group: string }
 );
+
+/**
+ * One export of a volume, as a fix to stop it names it: its id, how it is served, the volume and
+ * the snapshot it serves (absent: the volume's head). vhost-user-blk serves heads only.
+ */
+export interface ExportRef {
+  id: string;
+  type: 'nbd' | 'vhost-user';
+  pool: string;
+  volume: string;
+  snapshot?: string;
+}
+
+/**
+ * Fixes that list what exists, for a NOT_FOUND (what was named is not among them) or for what
+ * holds a volume (the job): the lists that need no scope.
+ */
+export const LIST_OPERATIONS = ['listPools', 'listJobs', 'listExports', 'listGroups'] as const;
+export type ListOperation = (typeof LIST_OPERATIONS)[number];
 
 /** Request options a fix can name: resize's allowShrink, volume delete's force, import's sizeBytes, trash restore's name. */
 export const FIX_OPTIONS = ['allowShrink', 'force', 'sizeBytes', 'name'] as const;

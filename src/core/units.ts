@@ -15,23 +15,35 @@ const SUFFIX_MULTIPLIERS: Record<string, number> = {
   p: PiB,
 };
 
-/** A size text read: its bytes, or why it is refused (not a size at all, or too large to count exactly). */
-export type SizeReading = { bytes: number } | { refused: 'not-a-size' | 'too-large' };
+/**
+ * A size text read: its bytes, or why it is refused: not a size at all, too large to count
+ * exactly, or not a whole number of bytes ("1.3G"; exactBytes is the decimal it comes to, e.g.
+ * "1395864371.2", and unitBytes the multiplier of the suffix it was given with).
+ */
+export type SizeReading = { bytes: number } | { refused: 'not-a-size' | 'too-large' } | { refused: 'not-whole'; exactBytes: string; unitBytes: number };
 
 /**
  * Reads a size the way qemu-img does: a plain number is bytes, and k/M/G/T/P (optionally followed
  * by "iB" or "B") are binary multiples. Sizes past Number.MAX_SAFE_INTEGER (8 PiB) are too large.
+ * A fraction must come to whole bytes ("1.5G" does, "1.3G" does not); the check is exact (BigInt:
+ * a decimal times a power of two), not at the mercy of floating point.
  */
 export function readSizeBytes(text: string): SizeReading {
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([bkmgtp]?)(?:i?b)?\s*$/i.exec(text);
+  const match = /^\s*(\d+)(?:\.(\d+))?\s*([bkmgtp]?)(?:i?b)?\s*$/i.exec(text);
   if (!match) return { refused: 'not-a-size' };
-  const value = Number(match[1]);
-  const multiplier = SUFFIX_MULTIPLIERS[(match[2] ?? '').toLowerCase()];
-  if (multiplier === undefined) return { refused: 'not-a-size' };
-  const bytes = value * multiplier;
-  if (bytes > Number.MAX_SAFE_INTEGER) return { refused: 'too-large' };
-  if (!Number.isSafeInteger(bytes)) return { refused: 'not-a-size' };
-  return { bytes };
+  const unitBytes = SUFFIX_MULTIPLIERS[(match[3] ?? '').toLowerCase()];
+  if (unitBytes === undefined) return { refused: 'not-a-size' };
+  const fraction = match[2] ?? '';
+  const scale = 10n ** BigInt(fraction.length);
+  const scaled = BigInt(`${match[1]}${fraction}`) * BigInt(unitBytes);
+  const whole = scaled / scale;
+  if (whole > BigInt(Number.MAX_SAFE_INTEGER)) return { refused: 'too-large' };
+  const rest = scaled % scale;
+  if (rest !== 0n) {
+    const decimals = rest.toString().padStart(fraction.length, '0').replace(/0+$/, '');
+    return { refused: 'not-whole', exactBytes: `${whole}.${decimals}`, unitBytes };
+  }
+  return { bytes: Number(whole) };
 }
 
 /** readSizeBytes for callers that only need the bytes: undefined when the text is refused. */

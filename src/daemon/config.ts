@@ -281,6 +281,16 @@ function nonEmpty(value: string | undefined): string | undefined {
   return value === undefined || value === '' ? undefined : value;
 }
 
+/** The settings given by a flag, a variable or a file key alike (dataDir and config are resolved apart). */
+type SourcedKey = Exclude<keyof ConfigFlags, 'config' | 'dataDir'> & keyof FileConfig;
+/** A setting's text, where it came from ('--listen', 'STRATA_LISTEN', the file and key) and the folder its paths are relative to. */
+type Sourced = [value: string, source: string, baseDir: string];
+
+/** The command-line flag of a setting: nbdPollUs is --nbd-poll-us. */
+function flagName(key: SourcedKey): string {
+  return `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+}
+
 /** Resolves the configuration from flags, the environment and the config file. */
 export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): DaemonConfig {
   const flagDataDir = nonEmpty(flags.dataDir);
@@ -310,28 +320,30 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
           ? path.resolve(fileDir, file.dataDir)
           : path.resolve(cwd, DEFAULT_DATA_DIR);
 
-  const pick = (flag: string | undefined, envName: string, fileValue: string | undefined): [string, string] | undefined => {
-    if (nonEmpty(flag) !== undefined) return [flag as string, 'flag'];
+  // A setting's value and where it came from, named as the operator wrote it (the flag, the
+  // variable, the file's key), so a refusal points at the place to correct. Paths from a flag or
+  // the environment are relative to the working folder, from the file to its folder (like dataDir).
+  const pick = (key: SourcedKey, envName: string): Sourced | undefined => {
+    const flag = nonEmpty(flags[key]);
+    if (flag !== undefined) return [flag, flagName(key), cwd];
     const e = nonEmpty(env[envName]);
-    if (e !== undefined) return [e, envName];
-    if (fileValue !== undefined) return [fileValue, `config file ${configFile}`];
+    if (e !== undefined) return [e, envName, cwd];
+    const fileValue = file[key];
+    if (fileValue !== undefined) return [String(fileValue), `config file ${configFile}, key '${key}'`, fileDir];
     return undefined;
   };
-  const listenSrc = pick(flags.listen, 'STRATA_LISTEN', file.listen);
-  const formatSrc = pick(flags.logFormat, 'STRATA_LOG_FORMAT', file.logFormat);
-  const levelSrc = pick(flags.logLevel, 'STRATA_LOG_LEVEL', file.logLevel);
-  const nbdListenSrc = pick(flags.nbdListen, 'STRATA_NBD_LISTEN', file.nbdListen) ?? [DEFAULT_NBD_LISTEN, 'default'];
-  // Paths from a flag or the environment are relative to the working folder, from the file to
-  // its folder (like dataDir).
-  const resolveFrom = ([value, source]: [string, string]): string =>
-    path.resolve(source === 'flag' || source.startsWith('STRATA_') ? cwd : fileDir, value);
-  const nbdSocketSrc = pick(flags.nbdSocket, 'STRATA_NBD_SOCKET', file.nbdSocket);
+  const listenSrc = pick('listen', 'STRATA_LISTEN');
+  const formatSrc = pick('logFormat', 'STRATA_LOG_FORMAT');
+  const levelSrc = pick('logLevel', 'STRATA_LOG_LEVEL');
+  const nbdListenSrc = pick('nbdListen', 'STRATA_NBD_LISTEN') ?? [DEFAULT_NBD_LISTEN, 'default', cwd];
+  const resolveFrom = ([value, , baseDir]: Sourced): string => path.resolve(baseDir, value);
+  const nbdSocketSrc = pick('nbdSocket', 'STRATA_NBD_SOCKET');
   let nbdSocketPath: string | undefined = path.join(dataDir, NBD_SOCKET_NAME);
   if (nbdSocketSrc !== undefined) nbdSocketPath = nbdSocketSrc[0] === 'off' ? undefined : resolveFrom(nbdSocketSrc);
 
-  const tlsCertSrc = pick(flags.nbdTlsCert, 'STRATA_NBD_TLS_CERT', file.nbdTlsCert);
-  const tlsKeySrc = pick(flags.nbdTlsKey, 'STRATA_NBD_TLS_KEY', file.nbdTlsKey);
-  const tlsModeSrc = pick(flags.nbdTls, 'STRATA_NBD_TLS', file.nbdTls);
+  const tlsCertSrc = pick('nbdTlsCert', 'STRATA_NBD_TLS_CERT');
+  const tlsKeySrc = pick('nbdTlsKey', 'STRATA_NBD_TLS_KEY');
+  const tlsModeSrc = pick('nbdTls', 'STRATA_NBD_TLS');
   let nbdTls: NbdTlsConfig | undefined;
   if ((tlsCertSrc === undefined) !== (tlsKeySrc === undefined)) {
     throw invalid(`NBD TLS needs both a certificate and its key (--nbd-tls-cert and --nbd-tls-key)`);
@@ -344,8 +356,8 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   } else if (tlsModeSrc !== undefined) {
     throw invalid(`${tlsModeSrc[1]}: NBD TLS mode given without --nbd-tls-cert and --nbd-tls-key`);
   }
-  const pollSrc = pick(flags.nbdPollUs, 'STRATA_NBD_POLL_US', file.nbdPollUs === undefined ? undefined : String(file.nbdPollUs));
-  const vhostPollSrc = pick(flags.vhostPollUs, 'STRATA_VHOST_POLL_US', file.vhostPollUs === undefined ? undefined : String(file.vhostPollUs));
+  const pollSrc = pick('nbdPollUs', 'STRATA_NBD_POLL_US');
+  const vhostPollSrc = pick('vhostPollUs', 'STRATA_VHOST_POLL_US');
 
   let chainDepthPolicy: ChainDepthPolicy | undefined;
   if (file.chainDepthPolicy !== undefined) {
@@ -356,12 +368,12 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   }
 
   const listen = listenSrc ? parseListen(listenSrc[0], listenSrc[1]) : parseListen(DEFAULT_LISTEN, 'default');
-  const metricsAuthSrc = pick(flags.metricsAuth, 'STRATA_METRICS_AUTH', file.metricsAuth);
-  const trashSrc = pick(flags.trashCheckIntervalMs, 'STRATA_TRASH_CHECK_INTERVAL_MS', file.trashCheckIntervalMs === undefined ? undefined : String(file.trashCheckIntervalMs));
-  const coolingSrc = pick(flags.tierCoolingIntervalMs, 'STRATA_TIER_COOLING_INTERVAL_MS', file.tierCoolingIntervalMs === undefined ? undefined : String(file.tierCoolingIntervalMs));
-  const sealPolicySrc = pick(flags.sealPolicyIntervalMs, 'STRATA_SEAL_POLICY_INTERVAL_MS', file.sealPolicyIntervalMs === undefined ? undefined : String(file.sealPolicyIntervalMs));
-  const s3ListenSrc = pick(flags.s3Listen, 'STRATA_S3_LISTEN', file.s3Listen) ?? [DEFAULT_S3_LISTEN, 'default'];
-  const s3DomainSrc = pick(flags.s3Domain, 'STRATA_S3_DOMAIN', file.s3Domain);
+  const metricsAuthSrc = pick('metricsAuth', 'STRATA_METRICS_AUTH');
+  const trashSrc = pick('trashCheckIntervalMs', 'STRATA_TRASH_CHECK_INTERVAL_MS');
+  const coolingSrc = pick('tierCoolingIntervalMs', 'STRATA_TIER_COOLING_INTERVAL_MS');
+  const sealPolicySrc = pick('sealPolicyIntervalMs', 'STRATA_SEAL_POLICY_INTERVAL_MS');
+  const s3ListenSrc = pick('s3Listen', 'STRATA_S3_LISTEN') ?? [DEFAULT_S3_LISTEN, 'default', cwd];
+  const s3DomainSrc = pick('s3Domain', 'STRATA_S3_DOMAIN');
 
   return {
     dataDir,

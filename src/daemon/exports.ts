@@ -79,6 +79,10 @@ function newId(): string {
   return randomHex(8);
 }
 
+function exportNotFound(id: string): StorageError {
+  return new StorageError('NOT_FOUND', `export '${id}' does not exist`, { fix: { operation: 'listExports', text: 'check the id; {} lists the exports' } });
+}
+
 export class ExportManager implements ExportService {
   private readonly nbd: NbdServer;
   private readonly running = new Map<string, Running>();
@@ -194,7 +198,7 @@ export class ExportManager implements ExportService {
 
   info(id: string): ExportInfo {
     const running = this.running.get(id);
-    if (running === undefined) throw new StorageError('NOT_FOUND', `export '${id}' does not exist`);
+    if (running === undefined) throw exportNotFound(id);
     return this.describe(running.record);
   }
 
@@ -216,7 +220,7 @@ export class ExportManager implements ExportService {
   remove(id: string): Promise<void> {
     return this.serialized(async () => {
       const running = this.running.get(id);
-      if (running === undefined) throw new StorageError('NOT_FOUND', `export '${id}' does not exist`);
+      if (running === undefined) throw exportNotFound(id);
       await this.options.store.remove(id);
       await this.stopRunning(id);
       this.options.logger.info({ export: id, type: running.record.type, target: targetName(running.record) }, 'export stopped');
@@ -294,6 +298,7 @@ export class ExportManager implements ExportService {
     const device = await this.options.service.openDevice(record.pool, record.volume, {
       ...(record.snapshot !== undefined ? { snapshot: record.snapshot } : {}),
       readOnly: record.readOnly,
+      export: { id: record.id, type: record.type },
     });
     try {
       if (record.type === 'nbd') {

@@ -74,7 +74,7 @@ export async function flattenVolume(svc: ServiceContext, pool: string, name: str
     if ((await boundaryLayers(svc, vol)).length === 0) {
       throw new StorageError('BUSY', `volume '${pool}/${name}' is not a clone; there is nothing to flatten`);
     }
-    hold(svc, vol.id, 'a flatten job runs on it');
+    hold(svc, vol.id, 'a flatten job runs on it', { job: true });
     try {
       return await svc.jobs.start('flatten', `${pool}/${name}`, async (ctx) => {
         try {

@@ -27,6 +27,8 @@ export const DEFAULT_TRASH_EXPIRY_MS = 7 * 24 * 3600 * 1000;
 export interface Hold {
   reason: string;
   count: number;
+  /** Held by a job (the job list shows it), not by a stream to a client. */
+  byJob: boolean;
 }
 
 export interface ServiceContext {
@@ -78,4 +80,16 @@ export function nowIso(): string {
 
 export function notFound(message: string): StorageError {
   return new StorageError('NOT_FOUND', message);
+}
+
+/** NOT_FOUND for a pool, with the fix that lists the pools (the name may be mistyped). */
+export function poolNotFound(pool: string): StorageError {
+  return new StorageError('NOT_FOUND', `pool '${pool}' does not exist`, { fix: { operation: 'listPools', text: 'check the name; {} lists the pools' } });
+}
+
+/** NOT_FOUND for a volume of an existing pool, with the fix that lists the pool's volumes. */
+export function volumeNotFound(pool: string, volume: string): StorageError {
+  return new StorageError('NOT_FOUND', `volume '${pool}/${volume}' does not exist`, {
+    fix: { operation: 'listVolumes', pool, text: "check the name; {} lists the pool's volumes" },
+  });
 }

@@ -55,7 +55,7 @@ export async function exportDiff(svc: ServiceContext, pool: string, volume: stri
         await image.close();
         throw err;
       }
-      if (live) hold(svc, vol.id, 'a diff export streams it');
+      if (live) hold(svc, vol.id, 'a diff export streams it', { job: false });
       const header = encodeDiffHeader({ sizeBytes: image.sizeBytes, from: range.fromSnapshot ?? null, to: range.toSnapshot ?? null });
       return new ManagedStream(diffStream(image, header, extents), async () => {
         try {

@@ -5,7 +5,7 @@
  */
 import { StorageError } from '../core/errors.js';
 import type { LayerRef } from '../core/layer-store.js';
-import { notFound, type ServiceContext } from './context.js';
+import { volumeNotFound, type ServiceContext } from './context.js';
 import { layersOfVolume, requirePool } from './queries.js';
 import type { JobInfo, VolumeEvictReport } from './types.js';
 
@@ -19,7 +19,7 @@ export async function evictVolume(svc: ServiceContext, pool: string, volume: str
     );
   }
   const vol = await svc.catalog.volumes.lookup('name', `${pool}/${volume}`);
-  if (!vol) throw notFound(`volume '${pool}/${volume}' does not exist`);
+  if (!vol) throw volumeNotFound(pool, volume);
   // Every layer the volume owns (snapshots, an import's frozen base, the active layer): only the
   // sealed ones have manifests, so the rest hold no packs.
   const layers: readonly LayerRef[] = await layersOfVolume(svc, vol.id);

@@ -19,10 +19,10 @@
  * record marked 'deleting' first and removed last, so an interrupted delete is finished by running
  * it again.
  */
-import { StorageError } from '../core/errors.js';
+import { StorageError, type ErrorFix } from '../core/errors.js';
 import { CatalogTxn } from './catalog.js';
-import { newId, notFound, nowIso, poolKey, type ServiceContext } from './context.js';
-import { checkNotHeld } from './guards.js';
+import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
+import { checkNotHeld, stopExportsFix } from './guards.js';
 import type { GroupRecord, GroupSnapshotRecord } from './group-tables.js';
 import type { GroupInfo, GroupSnapshotInfo, GroupSnapshotMemberInfo } from './group-types.js';
 import { describeGroup, requireGroup, withGroupLocked } from './groups.js';
@@ -58,7 +58,10 @@ export function memberSnapshotName(group: string, name: string): string {
 
 async function requireGroupSnapshot(svc: ServiceContext, group: GroupRecord, name: string): Promise<GroupSnapshotRecord> {
   const snap = await svc.catalog.groupSnapshots.lookup('name', `${group.id}/${name}`);
-  if (!snap) throw notFound(`group snapshot '${group.name}@${name}' does not exist (see 'group snap list ${group.name}')`);
+  if (!snap) {
+    const fix: ErrorFix = { operation: 'listGroupSnapshots', group: group.name, text: "check the name; {} lists the group's snapshots" };
+    throw new StorageError('NOT_FOUND', `group snapshot '${group.name}@${name}' does not exist`, { fix });
+  }
   return snap;
 }
 
@@ -139,9 +142,14 @@ export async function rollbackGroupSnapshot(svc: ServiceContext, groupName: stri
         throw new StorageError('BUSY', `group snapshot '${groupName}@${name}' is being deleted; run 'group snap delete ${groupName}@${name}' again to finish`);
       }
       const parts = record.members.map((part) => ({ vol: partVolume(members, part.volumeId, record), snapshotId: part.snapshotId }));
-      const exported = parts.filter(({ vol }) => svc.live.has(liveKey({ volumeId: vol.id, snapshotId: undefined }))).map(({ vol }) => `${vol.pool}/${vol.name}`);
+      const exported = parts.flatMap(({ vol }) => {
+        const head = svc.live.get(liveKey({ volumeId: vol.id, snapshotId: undefined }));
+        return head === undefined ? [] : [{ name: `${vol.pool}/${vol.name}`, head }];
+      });
       if (exported.length > 0) {
-        throw new StorageError('BUSY', `group '${groupName}' has exported members (${exported.sort().join(', ')}); stop their exports to roll it back (the guests would see their disks change under them)`);
+        const names = exported.map((e) => e.name).sort().join(', ');
+        const message = `group '${groupName}' has exported members (${names}); stop their exports to roll it back (the guests would see their disks change under them)`;
+        throw new StorageError('BUSY', message, { fix: stopExportsFix(exported.map((e) => e.head)) });
       }
       const plans: RollbackPlan[] = [];
       for (const { vol, snapshotId } of parts) {

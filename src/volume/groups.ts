@@ -25,7 +25,7 @@ const GROUP_NAMES_KEY = 'groups';
 
 export async function requireGroup(svc: ServiceContext, name: string): Promise<GroupRecord> {
   const group = await svc.catalog.groups.lookup('name', name);
-  if (!group) throw notFound(`group '${name}' does not exist (see 'group list')`);
+  if (!group) throw new StorageError('NOT_FOUND', `group '${name}' does not exist`, { fix: { operation: 'listGroups', text: 'check the name; {} lists the groups' } });
   return group;
 }
 

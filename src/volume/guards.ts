@@ -7,10 +7,10 @@
  * claims are catalog state (a reservation record and its name index), so no other creator, in this
  * daemon or another, can take the name meanwhile.
  */
-import { StorageError } from '../core/errors.js';
+import { StorageError, type ErrorFix } from '../core/errors.js';
 import { CatalogTxn } from './catalog.js';
-import { newId, notFound, nowIso, volKey, type ServiceContext } from './context.js';
-import { liveKey } from './live.js';
+import { newId, nowIso, volKey, volumeNotFound, type ServiceContext } from './context.js';
+import { liveKey, type LiveVolume } from './live.js';
 import { volumeByName } from './queries.js';
 import type { ReservationRecord, VolumeRecord } from './records.js';
 
@@ -42,25 +42,34 @@ export async function claimVolumeName(svc: ServiceContext, pool: string, name: s
   };
 }
 
+/** The fix of a refusal while these chains are exported: the exports to stop, named by their ids, kinds and targets. */
+export function stopExportsFix(lives: readonly LiveVolume[]): ErrorFix {
+  return { operation: 'stopExports', exports: lives.flatMap((l) => l.exports), text: 'stop them with {}' };
+}
+
 export function checkHeadNotLive(svc: ServiceContext, vol: VolumeRecord, what: string): void {
   const live = svc.live.get(liveKey({ volumeId: vol.id, snapshotId: undefined }));
   if (live !== undefined) {
-    throw new StorageError('BUSY', `volume '${vol.pool}/${vol.name}' is exported; stop its exports to ${what}`);
+    throw new StorageError('BUSY', `volume '${vol.pool}/${vol.name}' is exported; stop its exports to ${what}`, { fix: stopExportsFix([live]) });
   }
 }
 
 export function checkNotLive(svc: ServiceContext, vol: VolumeRecord, what: string): void {
-  for (const live of svc.live.values()) {
-    if (live.target.volumeId === vol.id) {
-      throw new StorageError('BUSY', `volume '${vol.pool}/${vol.name}' (or a snapshot of it) is exported; stop its exports to ${what}`);
-    }
+  const lives = [...svc.live.values()].filter((live) => live.target.volumeId === vol.id);
+  if (lives.length > 0) {
+    const message = `volume '${vol.pool}/${vol.name}' (or a snapshot of it) is exported; stop its exports to ${what}`;
+    throw new StorageError('BUSY', message, { fix: stopExportsFix(lives) });
   }
 }
 
-export function hold(svc: ServiceContext, volumeId: string, reason: string): void {
+/**
+ * Holds a volume against changes while something reads it outside its lock: a job (job: true; a
+ * refusal meanwhile points at 'job list') or a stream to a client (it ends with the request).
+ */
+export function hold(svc: ServiceContext, volumeId: string, reason: string, by: { job: boolean }): void {
   const current = svc.holds.get(volumeId);
   if (current) current.count++;
-  else svc.holds.set(volumeId, { reason, count: 1 });
+  else svc.holds.set(volumeId, { reason, count: 1, byJob: by.job });
 }
 
 export function unhold(svc: ServiceContext, volumeId: string): void {
@@ -71,7 +80,10 @@ export function unhold(svc: ServiceContext, volumeId: string): void {
 
 export function checkNotHeld(svc: ServiceContext, vol: VolumeRecord): void {
   const current = svc.holds.get(vol.id);
-  if (current) throw new StorageError('BUSY', `volume '${vol.pool}/${vol.name}' is busy: ${current.reason}; try again when it is done`);
+  if (current) {
+    const fix: ErrorFix | undefined = current.byJob ? { operation: 'listJobs', text: '{} shows it and its progress' } : undefined;
+    throw new StorageError('BUSY', `volume '${vol.pool}/${vol.name}' is busy: ${current.reason}; try again when it is done`, fix === undefined ? undefined : { fix });
+  }
 }
 
 /**
@@ -89,7 +101,7 @@ export async function withVolume<T>(
   if (!options.allowHeld) checkNotHeld(svc, found);
   return svc.locks.run([volKey(found.id), ...(options.keys ?? [])], async () => {
     const vol = await svc.catalog.volumes.get(found.id);
-    if (!vol) throw notFound(`volume '${pool}/${name}' does not exist`);
+    if (!vol) throw volumeNotFound(pool, name);
     if (!options.allowHeld) checkNotHeld(svc, vol);
     return fn(vol);
   });

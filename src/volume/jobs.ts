@@ -161,7 +161,7 @@ export class JobRunner {
     const live = this.live.get(id);
     if (live) return jobInfo(live.record);
     const record = await this.catalog.jobs.get(id);
-    if (!record) throw new StorageError('NOT_FOUND', `job '${id}' does not exist`);
+    if (!record) throw new StorageError('NOT_FOUND', `job '${id}' does not exist`, { fix: { operation: 'listJobs', text: 'check the id; {} lists the jobs' } });
     return jobInfo(record);
   }
 

@@ -10,6 +10,7 @@ import { openChain } from './layers.js';
 import { effectiveLimits } from './qos/settings.js';
 import { LiveVolume, liveKey, type LiveDevice, type LiveTarget } from './live.js';
 import { layerChain, snapshotByName } from './queries.js';
+import type { OpenDeviceOptions } from './types.js';
 import { acquireVolumeWriter } from './writers.js';
 
 /**
@@ -19,7 +20,7 @@ import { acquireVolumeWriter } from './writers.js';
  * files); while the volume's head is exported, operations that would change what the guest sees
  * or read the head under it (rollback, delete, shrink, copy, export, diffs to the head) are BUSY.
  */
-export async function openDevice(svc: ServiceContext, pool: string, volume: string, options: { snapshot?: string; readOnly?: boolean } = {}): Promise<LiveDevice> {
+export async function openDevice(svc: ServiceContext, pool: string, volume: string, options: OpenDeviceOptions = {}): Promise<LiveDevice> {
   return withVolume(svc, pool, volume, async (vol) => {
     const snap = options.snapshot === undefined ? undefined : await snapshotByName(svc, vol, options.snapshot);
     const target: LiveTarget = { volumeId: vol.id, snapshotId: snap?.id };
@@ -54,7 +55,9 @@ export async function openDevice(svc: ServiceContext, pool: string, volume: stri
       live.throttle.setLimits(limits);
       svc.live.set(key, live);
     }
-    return live.handle(options.readOnly === true || snap !== undefined);
+    // Named as the refusals while it lasts name it (guards.ts); a renaming is refused meanwhile.
+    const exportRef = options.export === undefined ? undefined : { ...options.export, pool: vol.pool, volume: vol.name, ...(snap !== undefined ? { snapshot: snap.name } : {}) };
+    return live.handle(options.readOnly === true || snap !== undefined, exportRef);
   });
 }
 

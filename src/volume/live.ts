@@ -15,7 +15,7 @@
  * change of limits applies to the running exports at once. blockStatus is not throttled.
  */
 import { type BlockDevice, type BlockDeviceCapabilities, type Extent, type WriteFlags, type WriteZeroesFlags } from '../core/block-device.js';
-import { StorageError } from '../core/errors.js';
+import { StorageError, type ExportRef } from '../core/errors.js';
 import { RequestGate } from '../core/request-gate.js';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import { backingOf } from './layers.js';
@@ -55,6 +55,8 @@ export class LiveVolume {
   /** Set when reopening after a change failed: every request fails with it. */
   private broken: StorageError | undefined;
   private refs = 0;
+  /** The exports its handles serve, as named by who opened them (a refusal names them to stop). */
+  private readonly exportRefs = new Set<ExportRef>();
   private closed = false;
   private lastSizeBytes: number;
   /** The volume's QoS limiter, shared by its handles (unlimited until the registry sets limits). */
@@ -89,14 +91,21 @@ export class LiveVolume {
     return this.refs > 0;
   }
 
+  /** The exports served from this chain (those whose opener named them: openDevice's `export`). */
+  get exports(): ExportRef[] {
+    return [...this.exportRefs];
+  }
+
   /** A new handle for an export; the LiveVolume closes when the last handle is closed. */
-  handle(readOnly: boolean): LiveDevice {
+  handle(readOnly: boolean, exportRef?: ExportRef): LiveDevice {
     this.refs++;
-    return new LiveDevice(this, readOnly || !this.writable);
+    if (exportRef !== undefined) this.exportRefs.add(exportRef);
+    return new LiveDevice(this, readOnly || !this.writable, exportRef);
   }
 
   /** @internal LiveDevice.close */
-  async release(): Promise<void> {
+  async release(exportRef: ExportRef | undefined): Promise<void> {
+    if (exportRef !== undefined) this.exportRefs.delete(exportRef);
     if (--this.refs > 0) return;
     this.onUnreferenced();
     try {
@@ -218,6 +227,7 @@ export class LiveDevice implements BlockDevice {
   constructor(
     private readonly live: LiveVolume,
     readonly readOnly: boolean,
+    private readonly exportRef: ExportRef | undefined,
   ) {
     // blockStatus answers for the whole chain: what it calls unallocated reads as zeroes.
     this.capabilities = { readOnly, discard: true, efficientZeroes: true, flush: true, unallocatedReadsZero: true };
@@ -300,7 +310,7 @@ export class LiveDevice implements BlockDevice {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.live.release();
+    await this.live.release(this.exportRef);
   }
 
   private readOnlyError(): StorageError {

@@ -1,7 +1,7 @@
 /** Pools: create, list, describe, set a quota, delete, and what their volumes occupy (du). */
 import { StorageError } from '../core/errors.js';
 import { countOf } from '../core/text.js';
-import { notFound, nowIso, poolKey, POOLS_KEY, type ServiceContext } from './context.js';
+import { nowIso, poolKey, POOLS_KEY, volumeNotFound, type ServiceContext } from './context.js';
 import { LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';
 import { checkName, checkQuota } from './names.js';
 import { describePool, layerById, layersOfPool, requirePool, snapshotsOfVolume, volumesOfPool } from './queries.js';
@@ -157,7 +157,7 @@ export async function du(svc: ServiceContext, pool: string, volume?: string): Pr
   let volumes = await volumesOfPool(svc, pool);
   if (volume !== undefined) {
     const one = await svc.catalog.volumes.lookup('name', `${pool}/${volume}`);
-    if (!one) throw notFound(`volume '${pool}/${volume}' does not exist`);
+    if (!one) throw volumeNotFound(pool, volume);
     volumes = [one];
   }
   volumes.sort((a, b) => a.name.localeCompare(b.name));

@@ -5,14 +5,14 @@
  * PoolInfo / VolumeInfo / SnapshotInfo descriptions the API returns. Nothing here lists a whole table.
  */
 import { StorageError } from '../core/errors.js';
-import { notFound, type ServiceContext } from './context.js';
+import { poolNotFound, volumeNotFound, type ServiceContext } from './context.js';
 import { checkPoolQuota, type QuotaChange } from './quota.js';
 import type { LayerRecord, PoolRecord, SnapshotRecord, VolumeRecord } from './records.js';
 import type { PoolInfo, SnapshotInfo, VolumeInfo } from './types.js';
 
 export async function requirePool(svc: ServiceContext, name: string): Promise<PoolRecord> {
   const pool = await svc.catalog.pools.get(name);
-  if (!pool) throw notFound(`pool '${name}' does not exist`);
+  if (!pool) throw poolNotFound(name);
   return pool;
 }
 
@@ -20,7 +20,7 @@ export async function volumeByName(svc: ServiceContext, pool: string, name: stri
   const vol = await svc.catalog.volumes.lookup('name', `${pool}/${name}`);
   if (vol) return vol;
   await requirePool(svc, pool);
-  throw notFound(`volume '${pool}/${name}' does not exist`);
+  throw volumeNotFound(pool, name);
 }
 
 export async function findSnapshot(svc: ServiceContext, vol: VolumeRecord, name: string): Promise<SnapshotRecord | undefined> {
@@ -29,7 +29,11 @@ export async function findSnapshot(svc: ServiceContext, vol: VolumeRecord, name:
 
 export async function snapshotByName(svc: ServiceContext, vol: VolumeRecord, name: string): Promise<SnapshotRecord> {
   const snap = await findSnapshot(svc, vol, name);
-  if (!snap) throw notFound(`snapshot '${vol.pool}/${vol.name}@${name}' does not exist`);
+  if (!snap) {
+    throw new StorageError('NOT_FOUND', `snapshot '${vol.pool}/${vol.name}@${name}' does not exist`, {
+      fix: { operation: 'listSnapshots', pool: vol.pool, volume: vol.name, text: "check the name; {} lists the volume's snapshots" },
+    });
+  }
   return snap;
 }
 

@@ -49,7 +49,7 @@ import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
 import * as trash from './trash.js';
-import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SealPolicyPass, VolumeCompactReport, VolumeEvictReport, VolumeSealReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService } from './types.js';
+import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SealPolicyPass, VolumeCompactReport, VolumeEvictReport, VolumeSealReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService, OpenDeviceOptions } from './types.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import { attachChunkedPools, resumeSeals } from './sealing.js';
 import type { QosLimits } from './qos/limits.js';
@@ -481,7 +481,7 @@ export class LocalVolumeService implements VolumeService {
    * files); while the volume's head is exported, operations that would change what the guest sees
    * or read the head under it (rollback, delete, shrink, copy, export, diffs to the head) are BUSY.
    */
-  openDevice(pool: string, volume: string, options: { snapshot?: string; readOnly?: boolean } = {}): Promise<LiveDevice> {
+  openDevice(pool: string, volume: string, options: OpenDeviceOptions = {}): Promise<LiveDevice> {
     return openDevice(this.svc, pool, volume, options);
   }
 }

@@ -40,7 +40,7 @@ export async function copyVolume(svc: ServiceContext, pool: string, name: string
       await checkNameFree(svc, destPool, destName);
       await checkQuota(svc, dest, vol.sizeBytes, `the copy '${destPool}/${destName}' of '${pool}/${name}'`);
       const claim = await claimVolumeName(svc, destPool, destName, vol.sizeBytes);
-      hold(svc, vol.id, 'a copy job reads it');
+      hold(svc, vol.id, 'a copy job reads it', { job: true });
       try {
         return await svc.jobs.start('copy', `${pool}/${name}`, async (ctx) => {
           try {
@@ -374,7 +374,7 @@ export async function exportVolume(
         // A live volume stays held while it streams (its active layer must not change under the
         // reader); a snapshot's layers read the same whatever happens to the volume meanwhile.
         const live = options.snapshot === undefined;
-        if (live) hold(svc, vol.id, 'an export streams it');
+        if (live) hold(svc, vol.id, 'an export streams it', { job: false });
         const stream = new ManagedStream(encodeContent(chainPieces(image), image.sizeBytes, transfer), async () => {
           try {
             await image.close();

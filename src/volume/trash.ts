@@ -12,7 +12,7 @@
  */
 import { StorageError, isStorageError } from '../core/errors.js';
 import { CatalogTxn } from './catalog.js';
-import { notFound, poolKey, volKey, type ServiceContext } from './context.js';
+import { poolKey, volKey, type ServiceContext } from './context.js';
 import { checkNotLive, withVolume } from './guards.js';
 import { checkNotInGroup } from './groups.js';
 import { checkName } from './names.js';
@@ -51,7 +51,9 @@ async function trashedVolume(svc: ServiceContext, pool: string, id: string): Pro
   const vol = await svc.catalog.volumes.get(id);
   if (vol?.trash !== undefined && vol.pool === pool) return vol;
   await requirePool(svc, pool);
-  throw notFound(`the trash of pool '${pool}' holds no volume ${JSON.stringify(id)} (see 'trash list')`);
+  throw new StorageError('NOT_FOUND', `the trash of pool '${pool}' holds no volume ${JSON.stringify(id)}`, {
+    fix: { operation: 'listTrash', pool, text: 'check the id; {} lists what it holds' },
+  });
 }
 
 /** Runs fn under the trashed volume's lock and its pool's, with the record read again under them. */

@@ -223,7 +223,16 @@ export interface DuEntry {
   allocatedBytes: number;
 }
 
+/** How an export opens a volume or snapshot (openDevice). */
+export interface OpenDeviceOptions {
+  snapshot?: string;
+  readOnly?: boolean;
+  /** The export this device serves: a refusal while it lasts names it as the thing to stop (BUSY's fix). */
+  export?: { id: string; type: 'nbd' | 'vhost-user' };
+}
+
 /** Consistency groups and their snapshots: GroupService (group-types.ts). */
+
 export interface VolumeService extends GroupService {
   // Pools
   /** dedup: a dedup pool (its configuration checked by checkDedupPoolConfig); absent: a local pool. */
@@ -330,7 +339,7 @@ export interface VolumeService extends GroupService {
    * delete and flatten (which pause it); while a volume's head is open, rollback, delete, rename,
    * shrink, copy, export and diffs to the head are refused (BUSY).
    */
-  openDevice(pool: string, volume: string, options?: { snapshot?: string; readOnly?: boolean }): Promise<BlockDevice>;
+  openDevice(pool: string, volume: string, options?: OpenDeviceOptions): Promise<BlockDevice>;
 
   // QoS (docs/qos.md): changes apply to exported volumes at once
   volumeQos(pool: string, volume: string): Promise<QosInfo>;

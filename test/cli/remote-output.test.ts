@@ -100,6 +100,25 @@ describe('size arguments', () => {
     expect(() => parseSize('8P', 'quota', 'pool quota')).toThrow(/quota '8P' is too large/);
   });
 
+  it('says what a fraction that is not whole bytes comes to, and a whole size near it', () => {
+    expect(parseSize('1.5G', 'size', 'volume create', VOLUME_SIZE_LIMIT)).toBe(1.5 * GiB);
+    expect(parseSize('0.5k', 'size', 'volume create', VOLUME_SIZE_LIMIT)).toBe(512);
+    expect(sizeError('1.3G')).toBe("strata: volume create: size '1.3G' is 1395864371.2 bytes, not a whole number (give a whole number of bytes or a unit that makes one, e.g. 1331M)");
+    // Exact decimals, not floating point: 0.1P is 112589990684262.4 bytes.
+    expect(sizeError('0.1P')).toMatch(/size '0\.1P' is 112589990684262\.4 bytes, not a whole number \(.*e\.g\. 102T\)$/);
+    // The suggestion is a size the command takes: whole sectors for a volume, whole bytes for a quota.
+    expect(sizeError('1.3k')).toMatch(/is 1331\.2 bytes, not a whole number \(.*e\.g\. 1536\)$/);
+    expect(sizeError('1.3k', { maxBytes: PiB, name: 'the largest quota' })).toMatch(/e\.g\. 1331\)$/);
+    expect(sizeError('1000.5')).toMatch(/is 1000\.5 bytes, not a whole number \(.*e\.g\. 1k\)$/);
+  });
+
+  it('volume sizes are whole 512-byte sectors; other sizes need not be', () => {
+    expect(sizeError('1000')).toBe("strata: volume create: size '1000' is not a multiple of 512 bytes (a volume is made of 512-byte sectors: give e.g. 512 or 1k)");
+    expect(sizeError('100')).toMatch(/give e\.g\. 512\)$/);
+    expect(parseSize('1536k', 'size', 'volume create', VOLUME_SIZE_LIMIT)).toBe(1536 * 1024);
+    expect(parseSize('1000', 'quota', 'pool quota')).toBe(1000);
+  });
+
   it('says a negative size is negative, and what is not a size', () => {
     expect(sizeError('-5G')).toBe("strata: volume create: size '-5G' is negative; it must be positive (give a size like 10G)");
     expect(sizeError('12X')).toMatch(/size '12X' is not a size \(use bytes or a k, M, G, T, P suffix/);
@@ -127,6 +146,25 @@ describe('error fixes, in the words of each interface', () => {
     { operation: 'setSnapshotLimit', pool: 'p', volume: 'v', text: '{}' },
     { operation: 'removeFromGroup', group: 'g', pool: 'p', volume: 'v', text: 'remove it with {} first' },
     { operation: 'deleteGroupSnapshot', group: 'g', snapshot: 's', text: '{}' },
+    {
+      operation: 'stopExports',
+      exports: [
+        { id: 'e1', type: 'nbd', pool: 'p', volume: 'v' },
+        { id: 'e2', type: 'nbd', pool: 'p', volume: 'v' },
+        { id: 'e3', type: 'nbd', pool: 'p', volume: 'v', snapshot: 's' },
+      ],
+      text: 'stop them with {}',
+    },
+    { operation: 'stopExports', exports: [{ id: 'e4', type: 'vhost-user', pool: 'p', volume: 'v' }, { id: 'e5', type: 'nbd', pool: 'q', volume: 'w' }], text: '{}' },
+    { operation: 'stopExports', exports: [], text: '{}' },
+    { operation: 'listPools', text: 'check the name; {} lists the pools' },
+    { operation: 'listVolumes', pool: 'p', text: '{}' },
+    { operation: 'listSnapshots', pool: 'p', volume: 'v', text: '{}' },
+    { operation: 'listTrash', pool: 'p', text: '{}' },
+    { operation: 'listJobs', text: 'check the id; {} lists the jobs' },
+    { operation: 'listExports', text: '{}' },
+    { operation: 'listGroups', text: '{}' },
+    { operation: 'listGroupSnapshots', group: 'g', text: '{}' },
   ];
 
   it('the CLI names its flags and commands, the REST API its fields and routes', () => {
@@ -140,6 +178,18 @@ describe('error fixes, in the words of each interface', () => {
       "'strata snap limit p/v N'",
       "remove it with 'strata group remove g p/v' first",
       "'strata group snap delete g@s'",
+      // Two NBD exports of the head stop with one command; a snapshot's with its own.
+      "stop them with 'strata volume unexport-nbd p/v' and 'strata volume unexport-nbd p/v@s'",
+      "'strata volume detach p/v' and 'strata volume unexport-nbd q/w'",
+      "'strata volume unexport-nbd' or 'strata volume detach' ('strata volume exports' lists them)",
+      "check the name; 'strata pool list' lists the pools",
+      "'strata volume list p'",
+      "'strata snap list p/v'",
+      "'strata trash list p'",
+      "check the id; 'strata job list' lists the jobs",
+      "'strata volume exports'",
+      "'strata group list'",
+      "'strata group snap list g'",
     ]);
     expect(fixes.map(restHint)).toEqual([
       'pass "allowShrink": true to shrink it anyway',
@@ -151,6 +201,17 @@ describe('error fixes, in the words of each interface', () => {
       'PATCH /v1/pools/p/volumes/v {"snapshotLimit": N}',
       'remove it with DELETE /v1/groups/g/members/p/v first',
       'DELETE /v1/groups/g/snapshots/s',
+      'stop them with DELETE /v1/exports/e1 and DELETE /v1/exports/e2 and DELETE /v1/exports/e3',
+      'DELETE /v1/exports/e4 and DELETE /v1/exports/e5',
+      'DELETE /v1/exports/{id} (GET /v1/exports lists them)',
+      'check the name; GET /v1/pools lists the pools',
+      'GET /v1/pools/p/volumes',
+      'GET /v1/pools/p/volumes/v/snapshots',
+      'GET /v1/pools/p/trash',
+      'check the id; GET /v1/jobs lists the jobs',
+      'GET /v1/exports',
+      'GET /v1/groups',
+      'GET /v1/groups/g/snapshots',
     ]);
   });
 
@@ -162,6 +223,18 @@ describe('error fixes, in the words of each interface', () => {
     expect(parseFix('pass --shrink')).toBeUndefined();
     expect(parseFix({ operation: 'deleteGroupSnapshot', group: 'g', text: '{}' })).toBeUndefined();
     expect(parseFix({ operation: 'removeFromGroup', group: 'g', pool: 'p', text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'stopExports', text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'stopExports', exports: [{ id: 'e', type: 'iscsi', pool: 'p', volume: 'v' }], text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'stopExports', exports: [{ id: 'e', type: 'nbd', pool: 'p' }], text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'listSnapshots', pool: 'p', text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'listVolumes', text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'listGroupSnapshots', text: '{}' })).toBeUndefined();
+  });
+
+  it('API errors without a fix get a hint that holds for any of their kind', () => {
+    // The daemon names the job list when a job holds a volume, and the list of the kind of thing not found.
+    expect(failureLine(describeFailure(apiError('BUSY', 'busy')))).not.toMatch(/job/);
+    expect(failureLine(describeFailure(apiError('NOT_FOUND', "group 'g' does not exist")))).not.toMatch(/pool list|volume list|snap list/);
   });
 
   it('a StorageError with a fix shows the CLI hint on its line', () => {

@@ -121,7 +121,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata status / pool / volume', () =>
     d.cliFails(['volume', 'create', 'v1', '1G'], 4, /volume 'default\/v1' already exists \[ALREADY_EXISTS\]/);
     d.cliFails(['volume', 'create', 'v3', 'huge'], 2, /size 'huge' is not a size/);
     d.cliFails(['volume', 'create', 'v3', '0'], 2, /the size must be more than 0/);
-    d.cliFails(['volume', 'create', 'v3', '1000'], 1, /multiple of 512 bytes \[INVALID_ARGUMENT\]/);
+    d.cliFails(['volume', 'create', 'v3', '1000'], 2, /size '1000' is not a multiple of 512 bytes \(a volume is made of 512-byte sectors/);
     d.cliFails(['volume', 'create', 'nope/v3', '1M'], 3, /pool 'nope' does not exist/);
     d.cliFails(['volume', 'create', 'v3'], 2, /missing SIZE/);
     d.cliOk(['pool', 'quota', 'slow', '2M']);

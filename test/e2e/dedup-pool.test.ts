@@ -39,7 +39,7 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
       tierActive: true,
       tier: { url: `file://${f('cold')}`, s3Endpoint: null, s3Region: null, coolingMs: 7 * 86_400_000 },
     });
-    d.cliFails(['pool', 'create', 'x1', '--hash', 'md5'], 2, /apply to dedup pools only/, /--dedup/);
+    d.cliFails(['pool', 'create', 'x1', '--hash', 'md5'], 2, /: --hash applies to dedup pools only/, /--dedup/);
     d.cliFails(['pool', 'create', 'x1', '--dedup', '--hash', 'md5'], 2, /unknown chunk hash 'md5'/);
     d.cliFails(['pool', 'create', 'x1', '--dedup', '--cooling', '1d'], 2, /--tier/);
     d.cliFails(['pool', 'create', 'x1', '--dedup', '--tier', 's3://b/p', '--s3-region', 'eu-west-1', '--cooling', 'soon'], 2, /not a duration/);

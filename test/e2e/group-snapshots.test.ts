@@ -109,7 +109,7 @@ describe.skipIf(!requireTool('qemu-img'))('consistency groups through the daemon
 
     // Refusals name the command that fixes them.
     d.cliFails(['snap', 'delete', 'q/b@group.g.s1'], 4, /belongs to group snapshot 'g@s1'/, /strata group snap delete g@s1/);
-    d.cliFails(['group', 'snap', 'rollback', 'g@s1'], 4, /exported members \(default\/a, q\/b\)/);
+    d.cliFails(['group', 'snap', 'rollback', 'g@s1'], 4, /exported members \(default\/a, q\/b\)/, /\(stop them with 'strata volume unexport-nbd default\/a' and 'strata volume unexport-nbd q\/b'\)$/m);
     d.cliFails(['group', 'snap', 'create', 'g'], 2, /names no group snapshot/);
     expect(d.cliOk(['group', 'snap', 'create', '--help']).stdout).toMatch(/^Usage: strata group snap create GROUP@SNAPSHOT\n/);
     d.cliFails(['group', 'snap', 'info', 'g@nope'], 3, /does not exist/);

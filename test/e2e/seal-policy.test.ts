@@ -56,7 +56,7 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('policy sealing and compact
     const pool = d.json<PoolJson>(['pool', 'create', 'pp', '--dedup', '--seal-after', '1s', '--seal-above', '64M']);
     expect(pool.dedup).toMatchObject({ sealAfterMs: 1000, sealAboveBytes: 64 * MiB });
     expect(d.cliOk(['pool', 'info', 'pp']).stdout).toMatch(/seal policy\s+after 1s without writes, above 64(\.0)? MiB/);
-    d.cliFails(['pool', 'create', 'x1', '--seal-after', '1s'], 2, /apply to dedup pools only/, /--dedup/);
+    d.cliFails(['pool', 'create', 'x1', '--seal-after', '1s'], 2, /: --seal-after applies to dedup pools only/, /--dedup/);
     d.cliFails(['pool', 'create', 'x1', '--dedup', '--seal-after', 'soon'], 2, /not a duration/);
     d.cliFails(['pool', 'create', 'x1', '--dedup', '--seal-after', '10ms'], 1, /at least 1 second/);
     d.cliFails(['pool', 'create', 'x1', '--dedup', '--seal-above', '4k'], 1, /at least 1 MiB/);

@@ -61,7 +61,7 @@ describe.skipIf(!requireTool('qemu-img'))('strata serve', () => {
     writeFileSync(path.join(dataDir, 'strata.json'), JSON.stringify({ listen: '127.0.0.1:99999', logFormat: 'json', logLevel: 'debug' }));
     const fromFile = await serveFails(['--data-dir', dataDir]);
     expect(fromFile.code).toBe(2);
-    expect(fromFile.stderr).toMatch(/config file .*strata\.json: '127\.0\.0\.1:99999' has no valid port/);
+    expect(fromFile.stderr).toMatch(/config file .*strata\.json, key 'listen': '127\.0\.0\.1:99999' has no valid port/);
 
     // env beats the file for listen; the file's logFormat json and logLevel debug still apply.
     const a = await startDaemon(dataDir, { replaceArgs: true, args: ['--data-dir', dataDir], env: { STRATA_LISTEN: '127.0.0.1:0' } });

@@ -18,7 +18,7 @@ describe('daemon config: nbdPollUs', () => {
   it('refuses values that are not 0..1000 whole microseconds, naming where they came from', () => {
     const dir = tempDir();
     for (const bad of ['-1', '1001', '1.5', 'fast', '1e3']) {
-      expect(() => loadConfig({ dataDir: dir, nbdPollUs: bad }, {}, dir)).toThrow(/flag: the NBD poll window must be 0\.\.1000/);
+      expect(() => loadConfig({ dataDir: dir, nbdPollUs: bad }, {}, dir)).toThrow(/--nbd-poll-us: the NBD poll window must be 0\.\.1000/);
     }
     expect(() => loadConfig({ dataDir: dir }, { STRATA_NBD_POLL_US: 'x' }, dir)).toThrow(/STRATA_NBD_POLL_US/);
     writeFileSync(path.join(dir, 'strata.json'), JSON.stringify({ nbdPollUs: '50' }));
@@ -40,7 +40,7 @@ describe('daemon config: vhostPollUs', () => {
   it('refuses values that are not 0..1000 whole microseconds, naming the window and where it came from', () => {
     const dir = tempDir();
     for (const bad of ['-1', '1001', '2.5', 'eager']) {
-      expect(() => loadConfig({ dataDir: dir, vhostPollUs: bad }, {}, dir)).toThrow(/flag: the vhost-user poll window must be 0\.\.1000/);
+      expect(() => loadConfig({ dataDir: dir, vhostPollUs: bad }, {}, dir)).toThrow(/--vhost-poll-us: the vhost-user poll window must be 0\.\.1000/);
     }
     expect(() => loadConfig({ dataDir: dir }, { STRATA_VHOST_POLL_US: 'x' }, dir)).toThrow(/STRATA_VHOST_POLL_US: the vhost-user poll window/);
     writeFileSync(path.join(dir, 'strata.json'), JSON.stringify({ vhostPollUs: true }));

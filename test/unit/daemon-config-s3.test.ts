@@ -20,7 +20,7 @@ describe('daemon config: s3Listen and s3Domains', () => {
 
   it('refuses a bad address or domain, naming where it came from', () => {
     const dir = tempDir();
-    expect(() => loadConfig({ dataDir: dir, s3Listen: 'nowhere' }, {}, dir)).toThrow(/flag: 'nowhere' is not host:port/);
+    expect(() => loadConfig({ dataDir: dir, s3Listen: 'nowhere' }, {}, dir)).toThrow(/--s3-listen: 'nowhere' is not host:port/);
     expect(() => loadConfig({ dataDir: dir }, { STRATA_S3_DOMAIN: 'bad_domain!' }, dir)).toThrow(/STRATA_S3_DOMAIN: 'bad_domain!' is not a DNS domain/);
   });
 });

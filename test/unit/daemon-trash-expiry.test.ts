@@ -89,7 +89,7 @@ describe('the daemon trash timer', () => {
     expect(loadConfig({ dataDir: dir }, { STRATA_TRASH_CHECK_INTERVAL_MS: '250' }, dir).trashCheckIntervalMs).toBe(250);
     expect(loadConfig({ dataDir: dir, trashCheckIntervalMs: '100' }, { STRATA_TRASH_CHECK_INTERVAL_MS: '250' }, dir).trashCheckIntervalMs).toBe(100);
     for (const bad of ['5', '-1', '1.5', 'soon']) {
-      expect(() => loadConfig({ dataDir: dir, trashCheckIntervalMs: bad }, {}, dir)).toThrow(/flag: the trash check interval must be a whole number of milliseconds, at least 10/);
+      expect(() => loadConfig({ dataDir: dir, trashCheckIntervalMs: bad }, {}, dir)).toThrow(/--trash-check-interval-ms: the trash check interval must be a whole number of milliseconds, at least 10/);
     }
   });
 });

@@ -77,8 +77,10 @@ describe.skipIf(!requireTool('qemu-img'))('consistency groups', () => {
     await expectCode(s.deleteGroup('g'), 'BUSY', /group snap delete/);
 
     // Rollback: every member back, under one intent; refused while a member is exported.
-    const device = await s.openDevice('q', 'b');
-    await expectCode(s.rollbackGroupSnapshot('g', 's1'), 'BUSY', /exported members \(q\/b\)/);
+    const device = await s.openDevice('q', 'b', { export: { id: 'x1', type: 'vhost-user' } });
+    const exported = await s.rollbackGroupSnapshot('g', 's1').catch((err: unknown) => err);
+    expect(isStorageError(exported, 'BUSY') && exported.message).toMatch(/exported members \(q\/b\)/);
+    expect(isStorageError(exported) && exported.fix).toEqual({ operation: 'stopExports', exports: [{ id: 'x1', type: 'vhost-user', pool: 'q', volume: 'b' }], text: 'stop them with {}' });
     await device.close();
     await s.rollbackGroupSnapshot('g', 's1');
     expectBytes(await readVolume(env, 'p', 'a'), aBefore, 'a rolled back');

@@ -32,6 +32,24 @@ function spelling(fix: ErrorFix): string {
       return `DELETE /v1/groups/${seg(fix.group)}/members/${seg(fix.pool)}/${seg(fix.volume)}`;
     case 'deleteGroupSnapshot':
       return `DELETE /v1/groups/${seg(fix.group)}/snapshots/${seg(fix.snapshot)}`;
+    case 'stopExports':
+      return fix.exports.length === 0 ? 'DELETE /v1/exports/{id} (GET /v1/exports lists them)' : fix.exports.map((e) => `DELETE /v1/exports/${seg(e.id)}`).join(' and ');
+    case 'listPools':
+      return 'GET /v1/pools';
+    case 'listVolumes':
+      return `GET /v1/pools/${seg(fix.pool)}/volumes`;
+    case 'listSnapshots':
+      return `GET /v1/pools/${seg(fix.pool)}/volumes/${seg(fix.volume)}/snapshots`;
+    case 'listTrash':
+      return `GET /v1/pools/${seg(fix.pool)}/trash`;
+    case 'listJobs':
+      return 'GET /v1/jobs';
+    case 'listExports':
+      return 'GET /v1/exports';
+    case 'listGroups':
+      return 'GET /v1/groups';
+    case 'listGroupSnapshots':
+      return `GET /v1/groups/${seg(fix.group)}/snapshots`;
   }
 }
 

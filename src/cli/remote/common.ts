@@ -2,7 +2,7 @@
  * What the daemon commands share: the global options (--url, --token, --data-dir, --json),
  * POOL/VOL@SNAP names, sizes, tables, the progress bar and waiting for jobs.
  */
-import { formatSizeHuman, readSizeBytes } from '../../core/units.js';
+import { GiB, KiB, MiB, PiB, SECTOR_SIZE_BYTES, TiB, formatSizeHuman, readSizeBytes } from '../../core/units.js';
 import { MAX_VOLUME_BYTES } from '../../volume/names.js';
 import { parseArgs, type OptionSpec, type ParsedArgs } from '../args.js';
 import type { Subcommand } from '../command.js';
@@ -125,21 +125,61 @@ export interface SizeLimit {
   maxBytes: number;
   /** "the largest volume" */
   name: string;
+  /** Sizes must be whole multiples of this (a volume's 512-byte sectors), and why, for the message. */
+  multiple?: { bytes: number; why: string };
 }
 
-/** Volume sizes: what the daemon creates (volume/names.ts). */
-export const VOLUME_SIZE_LIMIT: SizeLimit = { maxBytes: MAX_VOLUME_BYTES, name: 'the largest volume' };
+/** Volume sizes: what the daemon creates (volume/names.ts checkVolumeSize), refused here before anything is sent. */
+export const VOLUME_SIZE_LIMIT: SizeLimit = {
+  maxBytes: MAX_VOLUME_BYTES,
+  name: 'the largest volume',
+  multiple: { bytes: SECTOR_SIZE_BYTES, why: `a volume is made of ${SECTOR_SIZE_BYTES}-byte sectors` },
+};
 /** Sizes without a limit of their own (quotas): what a JSON number holds exactly. */
 const COUNTABLE_LIMIT: SizeLimit = { maxBytes: Number.MAX_SAFE_INTEGER, name: 'the largest size Strata counts' };
 
-/** A size argument in bytes: refused when negative, not a size, or past the limit (usage errors). */
+const SIZE_UNITS: ReadonlyArray<readonly [bytes: number, suffix: string]> = [[PiB, 'P'], [TiB, 'T'], [GiB, 'G'], [MiB, 'M'], [KiB, 'k'], [1, '']];
+
+/** A positive whole size as typed with the largest suffix that keeps it whole: 1024 is "1k", 1536 "1536". */
+function wholeSizeText(bytes: number): string {
+  const [unitBytes, suffix] = SIZE_UNITS.find(([unit]) => bytes >= unit && bytes % unit === 0) ?? [1, ''];
+  return `${bytes / unitBytes}${suffix}`;
+}
+
+/**
+ * A whole size near `bytes` for the fix of a fraction that is not whole bytes: counted in the units
+ * below the one typed (1.3G is 1331.2M: "1331M"), else rounded to the nearest allowed multiple.
+ */
+function wholeSizeNear(bytes: number, typedUnitBytes: number, multipleBytes: number): string {
+  for (const [unit, suffix] of SIZE_UNITS) {
+    if (unit >= typedUnitBytes) continue;
+    const count = Math.round(bytes / unit);
+    if (count > 0 && (count * unit) % multipleBytes === 0) return `${count}${suffix}`;
+  }
+  return wholeSizeText(Math.max(multipleBytes, Math.round(bytes / multipleBytes) * multipleBytes));
+}
+
+/**
+ * A size argument in bytes: refused when negative, not a size, not whole bytes, past the limit or
+ * not the multiple it requires (usage errors: nothing is sent to the daemon).
+ */
 export function parseSize(text: string, what: string, command: string, limit: SizeLimit = COUNTABLE_LIMIT): number {
   const negative = text.trimStart().startsWith('-');
   const reading = readSizeBytes(negative ? text.trimStart().slice(1) : text);
   if ('refused' in reading && reading.refused === 'not-a-size') throw new UsageError(`${command}: ${what} '${text}' is not a size`, SIZE_SYNTAX_HINT);
   if (negative) throw new UsageError(`${command}: ${what} '${text}' is negative; it must be positive`, 'give a size like 10G');
+  const multipleBytes = limit.multiple?.bytes ?? 1;
+  if ('refused' in reading && reading.refused === 'not-whole') {
+    const near = wholeSizeNear(Number(reading.exactBytes), reading.unitBytes, multipleBytes);
+    throw new UsageError(`${command}: ${what} '${text}' is ${reading.exactBytes} bytes, not a whole number`, `give a whole number of bytes or a unit that makes one, e.g. ${near}`);
+  }
   if ('refused' in reading || reading.bytes > limit.maxBytes) {
     throw new UsageError(`${command}: ${what} '${text}' is too large`, `${limit.name} is ${formatSizeHuman(limit.maxBytes)}`);
+  }
+  if (limit.multiple !== undefined && reading.bytes % multipleBytes !== 0) {
+    const below = reading.bytes - (reading.bytes % multipleBytes);
+    const examples = [below, below + multipleBytes].filter((b) => b > 0).map(wholeSizeText);
+    throw new UsageError(`${command}: ${what} '${text}' is not a multiple of ${multipleBytes} bytes`, `${limit.multiple.why}: give e.g. ${examples.join(' or ')}`);
   }
   return reading.bytes;
 }

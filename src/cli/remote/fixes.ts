@@ -3,7 +3,7 @@
  * body's "fix"): the flag or the strata command an operator types. The REST API spells the same
  * fixes with its fields and routes (src/api/rest/fixes.ts).
  */
-import { FIX_OPTIONS, renderFix, type ErrorFix, type FixOption } from '../../core/errors.js';
+import { FIX_OPTIONS, LIST_OPERATIONS, renderFix, type ErrorFix, type ExportRef, type FixOption } from '../../core/errors.js';
 
 const FLAGS: Record<FixOption, string> = {
   allowShrink: '--shrink',
@@ -27,10 +27,51 @@ function spelling(fix: ErrorFix): string {
       return `'strata group remove ${fix.group} ${fix.pool}/${fix.volume}'`;
     case 'deleteGroupSnapshot':
       return `'strata group snap delete ${fix.group}@${fix.snapshot}'`;
+    case 'stopExports':
+      return stopExportsSpelling(fix.exports);
+    case 'listPools':
+      return "'strata pool list'";
+    case 'listVolumes':
+      return `'strata volume list ${fix.pool}'`;
+    case 'listSnapshots':
+      return `'strata snap list ${fix.pool}/${fix.volume}'`;
+    case 'listTrash':
+      return `'strata trash list ${fix.pool}'`;
+    case 'listJobs':
+      return "'strata job list'";
+    case 'listExports':
+      return "'strata volume exports'";
+    case 'listGroups':
+      return "'strata group list'";
+    case 'listGroupSnapshots':
+      return `'strata group snap list ${fix.group}'`;
   }
 }
 
+/** The commands that stop these exports: unexport-nbd of the volume or snapshot, detach for vhost-user (one per target). */
+function stopExportsSpelling(exports: readonly ExportRef[]): string {
+  if (exports.length === 0) return "'strata volume unexport-nbd' or 'strata volume detach' ('strata volume exports' lists them)";
+  const commands = exports.map((e) =>
+    e.type === 'vhost-user' ? `'strata volume detach ${e.pool}/${e.volume}'` : `'strata volume unexport-nbd ${e.pool}/${e.volume}${e.snapshot === undefined ? '' : `@${e.snapshot}`}'`,
+  );
+  return [...new Set(commands)].join(' and ');
+}
+
 const isText = (value: unknown): value is string => typeof value === 'string' && value !== '';
+
+/** The exports of a stopExports fix, or undefined when any of them is not one. */
+function parseExports(value: unknown): ExportRef[] | undefined {
+  if (!Array.isArray(value)) return undefined;
+  const exports: ExportRef[] = [];
+  for (const item of value as unknown[]) {
+    if (item === null || typeof item !== 'object') return undefined;
+    const { id, type, pool, volume, snapshot } = item as Record<string, unknown>;
+    if (!isText(id) || (type !== 'nbd' && type !== 'vhost-user') || !isText(pool) || !isText(volume)) return undefined;
+    if (snapshot !== undefined && !isText(snapshot)) return undefined;
+    exports.push({ id, type, pool, volume, ...(snapshot !== undefined ? { snapshot } : {}) });
+  }
+  return exports;
+}
 
 /** The daemon's "fix" as an ErrorFix, or undefined when it is missing or not one this CLI knows. */
 export function parseFix(value: unknown): ErrorFix | undefined {
@@ -42,6 +83,13 @@ export function parseFix(value: unknown): ErrorFix | undefined {
   if (option !== undefined) return (FIX_OPTIONS as readonly unknown[]).includes(option) ? { text, option: option as FixOption } : undefined;
   const { operation, pool, volume, snapshot, group } = f;
   if (operation === 'deleteGroupSnapshot') return isText(group) && isText(snapshot) ? { text, operation, group, snapshot } : undefined;
+  if (operation === 'listGroupSnapshots') return isText(group) ? { text, operation, group } : undefined;
+  const unscoped = LIST_OPERATIONS.find((o) => o === operation);
+  if (unscoped !== undefined) return { text, operation: unscoped };
+  if (operation === 'stopExports') {
+    const exports = parseExports(f['exports']);
+    return exports === undefined ? undefined : { text, operation, exports };
+  }
   if (!isText(pool)) return undefined;
   switch (operation) {
     case 'protectSnapshot':
@@ -53,6 +101,11 @@ export function parseFix(value: unknown): ErrorFix | undefined {
       return isText(volume) ? { text, operation, pool, volume } : undefined;
     case 'removeFromGroup':
       return isText(group) && isText(volume) ? { text, operation, group, pool, volume } : undefined;
+    case 'listVolumes':
+    case 'listTrash':
+      return { text, operation, pool };
+    case 'listSnapshots':
+      return isText(volume) ? { text, operation, pool, volume } : undefined;
     default:
       return undefined;
   }

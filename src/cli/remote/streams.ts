@@ -13,6 +13,7 @@ import { LocalHostFile } from '../../store/local-file.js';
 import { filePieces } from '../../volume/content.js';
 import { pieceLength, sharedZeroes, sparseRecords, type ContentPiece, type TransferEncoding } from '../../volume/sparse-stream.js';
 import { CliError } from '../errors.js';
+import { StdoutClosedError, checkStdoutOpen, isClosedPipe } from '../output.js';
 import { EXIT } from './exits.js';
 
 const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
@@ -283,10 +284,16 @@ export async function writeStdout(pieces: AsyncIterable<ContentPiece>, onBytes: 
   );
 }
 
-/** One write to stdout, waiting for it to drain when its buffer is full. */
+/**
+ * One write to stdout, waiting for it to drain when its buffer is full; StdoutClosedError once the
+ * reader has gone (output.ts: the command then ends quietly, like any other output to a closed pipe).
+ */
 async function writeOut(chunk: Uint8Array): Promise<void> {
+  checkStdoutOpen();
   const out = process.stdout;
   if (out.write(chunk)) return;
+  // A write to a stream that errored meanwhile returns false and never drains.
+  checkStdoutOpen();
   await new Promise<void>((resolve, reject) => {
     const onDrain = () => {
       out.off('error', onError);
@@ -294,7 +301,7 @@ async function writeOut(chunk: Uint8Array): Promise<void> {
     };
     const onError = (err: Error) => {
       out.off('drain', onDrain);
-      reject(err);
+      reject(isClosedPipe(err) ? new StdoutClosedError() : err);
     };
     out.once('drain', onDrain);
     out.once('error', onError);
