@@ -5,7 +5,7 @@
  * CLI. That a request gets past authentication is what these tests check (the objects
  * themselves: s3-objects.test.ts), and each refusal must be the S3 error a client expects.
  */
-import { HeadBucketCommand, ListBucketsCommand, CreateBucketCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+import { HeadBucketCommand, ListBucketsCommand, CreateBucketCommand, DeleteBucketCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { describe, expect, it } from 'vitest';
 import { run } from '../support/tools.js';
 import { sdkSigner } from '../support/sdk-signer.js';
@@ -147,6 +147,9 @@ describe('S3 endpoint of strata serve', () => {
     const { startDaemon } = await import('./harness.js');
     suite.d = await startDaemon(d.dataDir, { args: ['--data-dir', d.dataDir, '--listen', '127.0.0.1:0'], replaceArgs: true });
     expect((await client(alice).send(new ListBucketsCommand({}))).Buckets?.map((b) => b.Name)).toEqual(['photos']);
+    // A user who owns a bucket stays (s3-owners.test.ts); without it, the user and its keys go.
+    suite.d.cliFails(['user', 'delete', 'alice'], 4, /still owns buckets \('photos'\)/);
+    await client(alice).send(new DeleteBucketCommand({ Bucket: 'photos' }));
     suite.d.cliOk(['user', 'delete', 'alice']);
     expect(await failure(client(alice).send(new ListBucketsCommand({})))).toEqual({ name: 'InvalidAccessKeyId', status: 403 });
   });

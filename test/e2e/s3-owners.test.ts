@@ -16,6 +16,7 @@ import {
   GetObjectCommand,
   HeadBucketCommand,
   HeadObjectCommand,
+  ListBucketsCommand,
   ListMultipartUploadsCommand,
   ListObjectVersionsCommand,
   ListObjectsV2Command,
@@ -150,6 +151,25 @@ describe("another user's buckets through strata serve", () => {
     const part = await bob.send(new UploadPartCopyCommand({ Bucket: 'bob-bucket', Key: 'parts', UploadId: upload.UploadId, PartNumber: 1, CopySource: 'alice-public/notes.txt' }));
     await bob.send(new CompleteMultipartUploadCommand({ Bucket: 'bob-bucket', Key: 'parts', UploadId: upload.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: part.CopyPartResult!.ETag }] } }));
     expect(await body('bob', 'bob-bucket', 'parts')).toBe('public words');
+  });
+
+  it('a user who owns buckets is not deleted, so a new user of the same name inherits nothing', async () => {
+    suite.d.cliOk(['user', 'create', 'carol']);
+    keys.carol = suite.d.json<Key>(['user', 'key', 'create', 'carol']);
+    const carol = new S3Client({ endpoint: suite.d.s3Url as string, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: keys.carol.id, secretAccessKey: keys.carol.secret } });
+    await carol.send(new CreateBucketCommand({ Bucket: 'carol-files' }));
+    await carol.send(new PutObjectCommand({ Bucket: 'carol-files', Key: 'secret.txt', Body: 'carol only' }));
+    suite.d.cliFails(['user', 'delete', 'carol'], 4, /the user 'carol' still owns buckets \('carol-files'\); empty and delete them.*\[BUSY\]/);
+    expect(await body('alice', 'alice-private', 'secret.txt')).toBe('private words'); // nothing else moved
+    expect(await failure(carol.send(new DeleteBucketCommand({ Bucket: 'carol-files' })))).toMatchObject({ name: 'BucketNotEmpty', status: 409 });
+    await carol.send(new DeleteObjectCommand({ Bucket: 'carol-files', Key: 'secret.txt' }));
+    await carol.send(new DeleteBucketCommand({ Bucket: 'carol-files' }));
+    suite.d.cliOk(['user', 'delete', 'carol']);
+    suite.d.cliOk(['user', 'create', 'carol']);
+    const again = suite.d.json<Key>(['user', 'key', 'create', 'carol']);
+    const newCarol = new S3Client({ endpoint: suite.d.s3Url as string, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: again.id, secretAccessKey: again.secret } });
+    expect((await newCarol.send(new ListBucketsCommand({}))).Buckets ?? []).toEqual([]);
+    expect(await failure(newCarol.send(new GetObjectCommand({ Bucket: 'carol-files', Key: 'secret.txt' })))).toMatchObject({ name: 'NoSuchBucket', status: 404 });
   });
 
   it("alice's buckets and objects are as she left them; her own requests all pass", async () => {

@@ -9,6 +9,8 @@ import type { CatalogStore, CatalogValue } from '../../core/catalog-store.js';
 import { StorageError } from '../../core/errors.js';
 import { Table, TxnBuilder, type TableSchema, type Versioned } from '../../meta/table.js';
 import type { SecretBox } from './secret-box.js';
+import { BUCKET_SCHEMA, KEY_END } from '../tables.js';
+import type { BucketRecord } from '../records.js';
 
 export interface UserRecord {
   readonly name: string;
@@ -39,6 +41,8 @@ const ACCESS_KEY_RANDOM_CHARS = 16;
 const SECRET_RANDOM_BYTES = 30;
 /** Keys a user may hold (AWS allows two; a few more for rotation). */
 export const MAX_KEYS_PER_USER = 10;
+/** How many of a user's buckets a refused user delete names. */
+const OWNED_BUCKETS_NAMED = 5;
 
 function object(value: CatalogValue): Record<string, CatalogValue> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error('not an object');
@@ -88,6 +92,8 @@ export const SECRET_CACHE_ENTRIES_MAX = 1024;
 export class UserStore {
   private readonly users: Table<UserRecord>;
   private readonly keys: Table<AccessKeyRecord>;
+  /** The object model's buckets (the same catalog), read only for who owns them. */
+  private readonly buckets: Table<BucketRecord>;
   /**
    * Active keys' opened secrets by access key id: every signed request asks for one, and a
    * catalog read plus an AES-GCM open per request was 8% of the daemon's CPU on small GETs.
@@ -104,6 +110,7 @@ export class UserStore {
   ) {
     this.users = new Table(store, userSchema);
     this.keys = new Table(store, keySchema);
+    this.buckets = new Table(store, BUCKET_SCHEMA);
   }
 
   async createUser(name: string): Promise<UserRecord> {
@@ -134,8 +141,22 @@ export class UserStore {
   }
 
   /** Deletes a user and its access keys in one transaction. */
+  /**
+   * Deletes a user and its keys, refused (BUSY) while it owns buckets: a bucket's owner is the
+   * user's name, so a user made later under the same name would own them, data and all. (A bucket
+   * the user creates while this runs is not seen: its request was signed before the keys went.)
+   */
   async deleteUser(name: string): Promise<void> {
     const user = await this.versionedUser(name);
+    const owned = await this.buckets.indexPage('owner', `${name}${KEY_END}`, { limit: OWNED_BUCKETS_NAMED + 1 });
+    if (owned.records.length > 0) {
+      const names = owned.records.slice(0, OWNED_BUCKETS_NAMED).map((b) => `'${b.record.name}'`);
+      const more = owned.records.length > OWNED_BUCKETS_NAMED ? ' and more' : '';
+      throw new StorageError(
+        'BUSY',
+        `the user '${name}' still owns buckets (${names.join(', ')}${more}); empty and delete them with the user's keys (S3 DeleteObject, DeleteBucket) first: a user made later under the same name would own them`,
+      );
+    }
     const keys = await this.versionedKeysOf(name);
     const txn = new TxnBuilder();
     this.users.delete(txn, user);
