@@ -175,6 +175,11 @@ async function uploadPartCopyCounted(context: ObjectContext, request: PartCopyRe
   if (request.sourceConditions !== undefined && evaluateConditions(request.sourceConditions, { etag: data.etag, lastModifiedMs: version.lastModifiedMs }, false) !== 'proceed') {
     throw new ObjectError('PreconditionFailed', `a copy-source precondition did not hold for ${request.source.key}`);
   }
+  // A GET's range may run past the end (it is cut there); a copied part's must lie within the
+  // source, as S3 requires: a cut part would be shorter than the client asked for, unannounced.
+  if (request.range !== undefined && 'first' in request.range && request.range.last !== undefined && request.range.last >= data.sizeBytes) {
+    throw new ObjectError('InvalidArgument', `x-amz-copy-source-range bytes=${request.range.first}-${request.range.last} is not within the source object of ${data.sizeBytes} bytes`);
+  }
   const { startBytes, endBytes } = request.range === undefined ? { startBytes: 0, endBytes: data.sizeBytes } : resolveRange(request.range, data.sizeBytes);
   if (endBytes - startBytes > SINGLE_PUT_BYTES_MAX) throw new ObjectError('EntityTooLarge', `a copied part may hold at most ${SINGLE_PUT_BYTES_MAX} bytes`);
   const repository = await context.repositoryOf(bucket.pool);

@@ -116,6 +116,16 @@ function unsupported(query: ReadonlyMap<string, string>): S3Error | undefined {
   return undefined;
 }
 
+/**
+ * GetObject and HeadObject of one part (?partNumber=N) are not served: answering with the whole
+ * object, as a read that ignored the parameter would, gives a client that fetches a large object
+ * part by part the whole object once per part.
+ */
+function partNumberRead(query: ReadonlyMap<string, string>): S3Error | undefined {
+  if (!query.has('partNumber')) return undefined;
+  return new S3Error('NotImplemented', 'reading an object by part number (?partNumber) is not supported by this endpoint; read byte ranges instead (Range: bytes=first-last)');
+}
+
 function methodNotAllowed(method: string, target: string): S3Error {
   return new S3Error('MethodNotAllowed', `the method ${method} is not allowed against ${target}`);
 }
@@ -160,11 +170,13 @@ export function resolveEndpoint(method: string, url: string, headers: { host?: s
   }
   switch (method) {
     case 'HEAD':
+      throwIf(partNumberRead(query));
       return resolved('HeadObject');
     case 'GET':
       if (has('uploadId')) return resolved('ListParts');
       if (has('acl')) return resolved('GetObjectAcl');
       throwIf(unsupported(query));
+      throwIf(partNumberRead(query));
       return resolved('GetObject');
     case 'PUT':
       if (has('partNumber') && has('uploadId')) return resolved(headers.copySource !== undefined ? 'UploadPartCopy' : 'UploadPart');

@@ -84,7 +84,21 @@ const getObject: S3Handler = async (ctx) => {
   return head || result.endBytes === result.startBytes ? { status, headers } : { status, headers, body: result.body() };
 };
 
+/**
+ * Conditional deletes (S3's If-Match and x-amz-if-match-* on DeleteObject, ETag, LastModifiedTime
+ * and Size in a DeleteObjects entry) are refused, not ignored: ignoring them would delete an object
+ * the client meant to keep.
+ */
+const DELETE_CONDITION_HEADERS = ['if-match', 'x-amz-if-match-last-modified-time', 'x-amz-if-match-size'];
+const DELETE_CONDITION_ELEMENTS = ['ETag', 'LastModifiedTime', 'Size'];
+
+function conditionalDeleteRefused(what: string): S3Error {
+  return new S3Error('NotImplemented', `conditional deletes (${what}) are not supported by this endpoint; delete without the condition, or compare the object's ETag with HeadObject first`);
+}
+
 const deleteObject: S3Handler = async (ctx) => {
+  const condition = DELETE_CONDITION_HEADERS.find((name) => headerOf(ctx.headers, name) !== undefined);
+  if (condition !== undefined) throw conditionalDeleteRefused(condition);
   const versionId = ctx.query.get('versionId');
   const result = await ctx.objects.deleteObject({ bucket: ctx.bucket as string, key: ctx.key as string, owner: ctx.principal.owner, ...(versionId === undefined ? {} : { versionId }) });
   return { status: 204, headers: { ...versionHeader(result.versionId), ...(result.deleteMarker ? { 'x-amz-delete-marker': 'true' } : {}) } };
@@ -96,6 +110,9 @@ const deleteObjects: S3Handler = async (ctx) => {
   const objects = childrenNamed(document, 'Object').map((o) => {
     const key = childText(o, 'Key');
     if (key === undefined) throw new S3Error('MalformedXML', 'every <Object> of a <Delete> needs a <Key>');
+    // Refused before anything is deleted: a condition on one key must not leave the others half done.
+    const condition = DELETE_CONDITION_ELEMENTS.find((name) => childText(o, name) !== undefined);
+    if (condition !== undefined) throw conditionalDeleteRefused(`<${condition}> of '${key.slice(0, 100)}'`);
     const versionId = childText(o, 'VersionId');
     return versionId === undefined ? { key } : { key, versionId };
   });
