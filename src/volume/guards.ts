@@ -7,7 +7,7 @@
  * claims are catalog state (a reservation record and its name index), so no other creator, in this
  * daemon or another, can take the name meanwhile.
  */
-import { StorageError, type ErrorFix } from '../core/errors.js';
+import { StorageError, type ErrorFix, type ExportRef } from '../core/errors.js';
 import { CatalogTxn } from './catalog.js';
 import { newId, nowIso, volKey, volumeNotFound, type ServiceContext } from './context.js';
 import { liveKey, type LiveVolume } from './live.js';
@@ -44,7 +44,13 @@ export async function claimVolumeName(svc: ServiceContext, pool: string, name: s
 
 /** The fix of a refusal while these chains are exported: the exports to stop, named by their ids, kinds and targets. */
 export function stopExportsFix(lives: readonly LiveVolume[]): ErrorFix {
-  return { operation: 'stopExports', exports: lives.flatMap((l) => l.exports), text: 'stop them with {}' };
+  // In name order: the refusal reads the same however the exports were opened (and tests can say so).
+  const exports = lives.flatMap((l) => l.exports).sort((a, b) => exportOrderKey(a).localeCompare(exportOrderKey(b)));
+  return { operation: 'stopExports', exports, text: 'stop them with {}' };
+}
+
+function exportOrderKey(ref: ExportRef): string {
+  return `${ref.pool}/${ref.volume}@${ref.snapshot ?? ''}\u0000${ref.type}\u0000${ref.id}`;
 }
 
 export function checkHeadNotLive(svc: ServiceContext, vol: VolumeRecord, what: string): void {
