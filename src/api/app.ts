@@ -6,6 +6,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
+import AjvCompiler from '@fastify/ajv-compiler';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import type { Logger } from 'pino';
 
@@ -28,13 +29,37 @@ export function createApiApp(logger: Logger, options: ApiAppOptions = {}): Fasti
     return503OnClosing: true,
     // No implicit HEAD routes: a HEAD on /content would open the volume for nothing.
     exposeHeadRoutes: false,
-    ajv: { customOptions: { removeAdditional: false, allErrors: false, coerceTypes: 'array', useDefaults: true } },
+    schemaController: { compilersFactory: { buildValidator: partValidators() } },
     schemaErrorFormatter: (errors, dataVar) => new Error(errors.map((e) => describeSchemaError(e, dataVar)).join('; ')),
   });
   app.addHook('onResponse', async (req) => {
     if (!req.raw.complete) dropUnreadBody(req.raw);
   });
   return app;
+}
+
+/** Ajv's options for every part: unknown properties refused, not dropped; the first error only; defaults filled in. */
+const AJV_OPTIONS = { removeAdditional: false, allErrors: false, useDefaults: true } as const;
+
+/**
+ * Validators that coerce types in the query string, path parameters and headers only. Those are
+ * always text, so "?limit=10" must become 10; a JSON body carries its own types, and coercing them
+ * would take `true` for 1 and "1048576" for a number: a body with the wrong type is refused (400).
+ * Both sets come from fastify's own Ajv compiler (ajv-formats, the context's shared schemas from
+ * addSchema), one pool per app as fastify's default has. Fastify counts this as a custom
+ * compiler, so it would not lower-case a headers schema's keys: no route has one (give its
+ * properties in lower case if one is added).
+ */
+function partValidators(): AjvCompiler.BuildCompilerFromPool {
+  const pool = AjvCompiler();
+  return (externalSchemas) => {
+    // The Ajv options are set here: fastify's `ajv` server option is not read (createApiApp sets none).
+    const coercing = pool(externalSchemas, { customOptions: { ...AJV_OPTIONS, coerceTypes: 'array' } });
+    const exact = pool(externalSchemas, { customOptions: { ...AJV_OPTIONS, coerceTypes: false } });
+    // Fastify calls a validator compiler with the route's part ({ schema, method, url, httpPart }),
+    // though the compiler's type names the argument a schema.
+    return (route) => ((route as { httpPart?: unknown }).httpPart === 'body' ? exact : coercing)(route);
+  };
 }
 
 /**

@@ -124,7 +124,8 @@ const del = subcommand(
   'delete an empty pool',
   `Usage: strata pool delete NAME
 
-Deletes a pool that has no volumes (exit status 4 while it has some).
+Deletes a pool that has no volumes and no S3 buckets (exit status 4 while it has some: delete
+the volumes, and the buckets 'strata bucket list' shows in the pool with S3 DeleteBucket).
 `,
   async (argv, con) => {
     const command = 'pool delete';

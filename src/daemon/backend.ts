@@ -5,6 +5,7 @@
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CatalogStore } from '../core/catalog-store.js';
+import type { PoolBuckets } from '../core/pool-buckets.js';
 import { LevelCatalogStore } from '../meta/level-catalog.js';
 import { localDedupPoolOpener, localPoolChunks, tieredPackStore } from '../store/local-dedup-pool.js';
 import type { PoolTier } from '../store/pool-tier.js';
@@ -39,6 +40,8 @@ export interface VolumeBackend {
   chunkRepositoryOf?(pool: string): Promise<ChunkRepository>;
   /** Adds holders of pools' chunk references (the object model) for the audit and scrub; before recover(). */
   addReferenceSource?(source: PoolReferenceSource): void;
+  /** Adds the object model's view of which buckets name a pool: a pool delete refuses while one does. */
+  addPoolBuckets?(source: PoolBuckets): void;
   /** The dedup pools with a tier, for the cooling timer (absent: none can have one). */
   tieredPools?(): { pool: string; tier: PoolTier }[];
   /** Closes images and the catalog (jobs have been finished or cancelled by then). */
@@ -110,6 +113,7 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
     },
     chunkRepositoryOf: (pool) => layerStore.chunkRepository(pool),
     addReferenceSource: (source) => layerStore.addReferenceSource(source),
+    addPoolBuckets: (source) => service.addPoolBuckets(source),
     tieredPools: () => layerStore.tieredPools(),
     recover: async () => {
       const report = await service.recover();

@@ -14,6 +14,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CatalogStore } from '../core/catalog-store.js';
 import { StorageError } from '../core/errors.js';
+import type { BucketsOfPool } from '../core/pool-buckets.js';
 import { ObjectModel } from '../objects/model.js';
 import type { ObjectService } from '../objects/object-service.js';
 import type { RecoveryReport } from '../objects/recovery.js';
@@ -40,7 +41,7 @@ export async function openDaemonObjectStore(options: {
   dataDir: string;
   catalog: CatalogStore;
   volumes: VolumeService;
-  backend: Pick<VolumeBackend, 'chunkRepositoryOf' | 'addReferenceSource'>;
+  backend: Pick<VolumeBackend, 'chunkRepositoryOf' | 'addReferenceSource' | 'addPoolBuckets'>;
   bucketPool: string;
   logger: Logger;
 }): Promise<DaemonObjectStore> {
@@ -72,6 +73,13 @@ export async function openDaemonObjectStore(options: {
     cleanupInBackground: true,
   });
   options.backend.addReferenceSource?.((pool) => model.referenceHolders(pool));
+  options.backend.addPoolBuckets?.({
+    bucketsOf: (pool, limit) => bucketsOfPool(model, pool, limit),
+    // The repository opened for a deleted pool would otherwise keep serving a CreateBucket naming it.
+    poolDeleted: (pool) => {
+      repositories.delete(pool);
+    },
+  });
   return {
     model,
     service: s3ObjectService(model, { bucketPool: options.bucketPool }),
@@ -83,4 +91,25 @@ export async function openDaemonObjectStore(options: {
     },
     close: () => model.close(),
   };
+}
+
+/**
+ * The buckets that name `pool`, read from the catalog (not the bucket cache: a bucket created a
+ * moment ago counts). Buckets have no index by pool: every bucket is read, a catalog page at a
+ * time; a pool delete is rare and the bucket table is small beside the objects.
+ */
+async function bucketsOfPool(model: ObjectModel, pool: string, limit: number): Promise<BucketsOfPool> {
+  const names: string[] = [];
+  let count = 0;
+  let after: string | undefined;
+  do {
+    const page = await model.listAllBuckets(after === undefined ? {} : { after });
+    for (const bucket of page.buckets) {
+      if (bucket.pool !== pool) continue;
+      count += 1;
+      if (names.length < limit) names.push(bucket.name);
+    }
+    after = page.nextAfter;
+  } while (after !== undefined);
+  return { count, names };
 }

@@ -8,6 +8,7 @@
 import { StorageError } from '../core/errors.js';
 import type { LayerStore } from '../core/layer-store.js';
 import type { ChunkedPools } from '../core/chunked-pools.js';
+import type { PoolBuckets } from '../core/pool-buckets.js';
 import type { Coordinator } from '../core/coordinator.js';
 import type { VolumeCatalog } from './catalog.js';
 import type { JobRunner } from './jobs.js';
@@ -56,6 +57,12 @@ export interface ServiceContext {
   readonly trashExpiryMs: number;
   /** The dedup pools' side of the layer store (absent: this service makes local pools only). */
   readonly chunkedPools: ChunkedPools | undefined;
+  /**
+   * The S3 object model's view of which buckets name a pool (deletePool refuses while one does).
+   * Added after the service is built (the object model needs the service to open): empty in a
+   * service without buckets.
+   */
+  readonly poolBuckets: PoolBuckets[];
   /** Seal jobs running or queued, by layer id (sealing.ts): stopped before a layer changes. */
   readonly seals: Map<string, SealInFlight>;
 }

@@ -67,6 +67,7 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
     if ((await layersOfPool(svc, name)).length > 0) {
       throw new StorageError('BUSY', `pool '${name}' still holds layers`);
     }
+    await refuseWhileBucketsNamePool(svc, name);
     // With no layer left, a chunk still referenced is an S3 object's (or a leak a scrub repairs).
     if (svc.chunkedPools !== undefined && (await svc.chunkedPools.hasChunks(name))) {
       const referenced = (await svc.chunkedPools.usage(name)).uniqueChunkCount;
@@ -75,6 +76,7 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
       }
     }
     await svc.catalog.change((txn) => svc.catalog.pools.remove(txn, pool));
+    for (const buckets of svc.poolBuckets) buckets.poolDeleted(name);
     for (const entry of await svc.layerStore.list(name).catch(() => [] as string[])) {
       if (LAYER_FILE_PATTERN.test(entry) || entry.startsWith(TEMP_PREFIX)) await svc.layerStore.remove({ pool: name, fileName: entry });
     }
@@ -85,6 +87,31 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
       await svc.chunkedPools.detachPool(name);
     }
   });
+}
+
+/** Bucket names a refused pool delete lists (then "and N more"). */
+const BUCKETS_NAMED_MAX = 5;
+
+/**
+ * BUSY while an S3 bucket names the pool: its objects' chunks live in the pool, and a bucket left
+ * naming a deleted pool would keep taking writes into a chunk store no pool command sees.
+ *
+ * Checked under the pool's lock, as late as possible before the record goes. A CreateBucket does
+ * not take that lock: one that found the pool before the record went and commits its bucket
+ * after this check still names the deleted pool (closing that needs the bucket's commit to compare the pool record,
+ * in src/objects). CreateBuckets that start after the record is gone find the pool missing
+ * (poolDeleted drops what the object model opened for it).
+ */
+async function refuseWhileBucketsNamePool(svc: ServiceContext, name: string): Promise<void> {
+  for (const source of svc.poolBuckets) {
+    const { count, names } = await source.bucketsOf(name, BUCKETS_NAMED_MAX);
+    if (count === 0) continue;
+    const more = count > names.length ? ` and ${count - names.length} more` : '';
+    throw new StorageError(
+      'BUSY',
+      `pool '${name}' holds ${countOf(count, 'S3 bucket')} (${names.join(', ')}${more}): delete them first with S3 DeleteBucket once they are empty ('strata bucket list' shows each bucket's pool)`,
+    );
+  }
 }
 
 /** One hour: longer than any seal's gap between putting a pack and indexing it. */

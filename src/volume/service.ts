@@ -25,6 +25,7 @@ import type { LayerStore } from '../core/layer-store.js';
 import { LocalLayerStore } from '../store/local-layer-store.js';
 import type { CatalogStore } from '../core/catalog-store.js';
 import type { ChunkedPools, ChunkedPoolTierStatus } from '../core/chunked-pools.js';
+import type { PoolBuckets } from '../core/pool-buckets.js';
 import { compactVolume } from './compact.js';
 import { evictVolume } from './evict.js';
 import { sealVolumeNow } from './freeze.js';
@@ -129,8 +130,17 @@ export class LocalVolumeService implements VolumeService {
       clock: options.clock ?? Date.now,
       trashExpiryMs: options.trashExpiryMs ?? DEFAULT_TRASH_EXPIRY_MS,
       chunkedPools: options.chunkedPools,
+      poolBuckets: [],
       seals: new Map(),
     };
+  }
+
+  /**
+   * Lets the S3 object model say which buckets name a pool: deletePool then refuses (BUSY) while
+   * one does. Added once the object model is open (it opens over this service).
+   */
+  addPoolBuckets(source: PoolBuckets): void {
+    this.svc.poolBuckets.push(source);
   }
 
   /**

@@ -61,6 +61,13 @@ describe.skipIf(!requireTool('qemu-img'))('REST API', () => {
     await expectError(await d.api('POST', V, { body: { name: 'v', sizeBytes: 'big' } }), 400, 'INVALID_ARGUMENT', /sizeBytes must be integer/);
     await expectError(await d.api('POST', V, { body: { name: 'v', sizeBytes: 1000 } }), 400, 'INVALID_ARGUMENT', /multiple of 512/);
     await expectError(await d.api('POST', V, { body: [1, 2] }), 400, 'INVALID_ARGUMENT');
+    // JSON bodies keep their types: a string or a boolean where a number goes is refused, not coerced.
+    await expectError(await d.api('POST', V, { body: { name: 'v', sizeBytes: '1048576' } }), 400, 'INVALID_ARGUMENT', /body\/sizeBytes must be integer/);
+    await expectError(await d.api('POST', '/v1/qos-policies', { body: { name: 'q', limits: { readIops: true } } }), 400, 'INVALID_ARGUMENT', /body\/limits\/readIops must be integer/);
+    await expectError(await d.api('POST', '/v1/pools', { body: { name: 'p', quotaBytes: '1073741824' } }), 400, 'INVALID_ARGUMENT', /body\/quotaBytes must be integer/);
+    expect((await d.apiJson<{ name: string }[]>('GET', V)).map((v) => v.name)).not.toContain('v');
+    expect((await d.apiJson<{ name: string }[]>('GET', '/v1/qos-policies')).map((q) => q.name)).not.toContain('q');
+    expect((await d.apiJson<{ name: string }[]>('GET', '/v1/pools')).map((p) => p.name)).not.toContain('p');
     await expectError(await d.api('PATCH', `${V}/v`, { body: {} }), 400, 'INVALID_ARGUMENT', /at least one property/);
     await expectError(await d.api('GET', `${V}/v/content?format=vmdk`), 400, 'INVALID_ARGUMENT', /format/);
     await expectError(await d.api('DELETE', `${V}/v?force=maybe`), 400, 'INVALID_ARGUMENT', /force/);
@@ -180,6 +187,18 @@ describe.skipIf(!requireTool('qemu-img'))('REST API', () => {
     expect(metrics).toMatch(/^strata_volume_provisioned_bytes\{pool="default",volume="streamed"\} 25165824$/m);
     expect(metrics).toMatch(/^strata_pool_volumes\{pool="default"\} \d+$/m);
     expect(metrics).toMatch(/^# TYPE strata_http_request_duration_seconds histogram$/m);
+  });
+
+  it('query strings are text: their numbers and booleans are coerced', async () => {
+    // sizeBytes in the query sets the volume's size beyond the 1 MiB streamed in.
+    const res = await d.api('PUT', `${V}/sized/content?format=raw&sizeBytes=${4 << 20}`, { raw: patternBytes(1 << 20, 3), headers: { 'content-type': 'application/octet-stream' } });
+    expect(res.status).toBe(201);
+    expect(((await res.json()) as { provisionedBytes: number }).provisionedBytes).toBe(4 << 20);
+    // force=true (a boolean) deletes the volume with its snapshot; without it the delete refuses.
+    expect((await d.api('POST', `${V}/sized/snapshots`, { body: { name: 's' } })).status).toBe(201);
+    await expectError(await d.api('DELETE', `${V}/sized`), 409, 'BUSY', /snapshot/);
+    expect((await d.api('DELETE', `${V}/sized?force=true`)).status).toBe(204);
+    expect((await d.apiJson<{ name: string }[]>('GET', V)).map((v) => v.name)).not.toContain('sized');
   });
 
   it('jobs: copy returns a job (202) that can be watched as JSON lines to its end, listed, and cancelled', async () => {
