@@ -26,8 +26,8 @@ const UNGUARDED: ReadonlySet<S3Endpoint> = new Set(['ListBuckets', 'CreateBucket
 /** Endpoints that also read the bucket named by x-amz-copy-source. */
 const COPIES: ReadonlySet<S3Endpoint> = new Set(['CopyObject', 'UploadPartCopy']);
 
-/** The bucket's record, or undefined when there is no such bucket. */
-async function bucketOrNone(objects: ObjectService, principal: S3Principal, bucket: string): Promise<BucketInfo | undefined> {
+/** The bucket's record, or undefined when there is no such bucket (other errors go on). */
+export async function bucketOrNone(objects: ObjectService, principal: S3Principal, bucket: string): Promise<BucketInfo | undefined> {
   return objects.bucketInfo(principal, bucket).catch((err: unknown) => {
     if (isStorageError(err, 'NOT_FOUND')) return undefined;
     throw err;

@@ -10,7 +10,7 @@
  * docs/s3.md ("Canned ACLs") says how this differs from AWS S3.
  */
 import type { CannedAcl } from '../../objects/records.js';
-import { isStorageError } from '../../core/errors.js';
+import { bucketOrNone } from './access.js';
 import type { S3Handler, S3RequestContext } from './bucket-handlers.js';
 import type { S3Endpoint } from './endpoints.js';
 import { S3Error } from './errors.js';
@@ -83,10 +83,8 @@ function cannedAclOfPolicy(policy: XmlElement, owner: string): CannedAcl {
 /** The bucket's record, for its owner only (ACLs are the owner's to read and change). */
 async function ownedBucket(ctx: S3RequestContext): Promise<{ owner: string; acl: CannedAcl }> {
   const bucket = ctx.bucket as string;
-  const info = await ctx.objects.bucketInfo(ctx.principal, bucket).catch((err: unknown) => {
-    if (isStorageError(err, 'NOT_FOUND')) throw new S3Error('NoSuchBucket', `the bucket '${bucket}' does not exist`);
-    throw err;
-  });
+  const info = await bucketOrNone(ctx.objects, ctx.principal, bucket);
+  if (info === undefined) throw new S3Error('NoSuchBucket', `the bucket '${bucket}' does not exist`);
   if (info.owner !== ctx.principal.owner) throw new S3Error('AccessDenied', `only the owner of the bucket '${bucket}' may read or change its ACL`);
   return info;
 }

@@ -5,6 +5,7 @@
  * is wired (index.ts).
  */
 import { isStorageError } from '../../core/errors.js';
+import { bucketOrNone } from './access.js';
 import { cannedAclOf } from './acl-handlers.js';
 import type { S3Endpoint } from './endpoints.js';
 import { S3Error, S3_ERROR_STATUS, type S3ErrorCode } from './errors.js';
@@ -101,10 +102,7 @@ const createBucket: S3Handler = async (ctx) => {
     const location = childText(config, 'LocationConstraint');
     if (location !== undefined && location !== '' && location !== ctx.region) pool = location;
   }
-  const exists = await ctx.objects.bucketInfo(ctx.principal, bucket).catch((err: unknown) => {
-    if (isStorageError(err, 'NOT_FOUND')) return undefined;
-    throw err;
-  });
+  const exists = await bucketOrNone(ctx.objects, ctx.principal, bucket);
   if (exists !== undefined) throw alreadyExists(bucket, exists.owner === ctx.principal.owner);
   try {
     await ctx.objects.createBucket(ctx.principal, bucket, { ...(pool === undefined ? {} : { pool }), ...(acl === undefined ? {} : { acl }) });
