@@ -87,14 +87,22 @@ function checkChunkBytes(chunk: unknown, index: number): void {
   }
 }
 
+/** New content a call is storing: the call's place in the order calls began, and its end. */
+interface InFlightContent {
+  readonly callSeq: number;
+  readonly settled: Promise<void>;
+}
+
 export class DedupChunkRepository implements ChunkRepository {
   private readonly hasher: ChunkHasher;
   private readonly packTargetBytes: number;
   private readonly cache: ChunkReadCache | undefined;
   private readonly hints: ChunkLocationHints;
   private readonly nowMs: () => number;
-  /** New content being stored by a call in this process: hash -> settles when that call is done. */
-  private readonly inFlight = new Map<string, Promise<void>>();
+  /** New content being stored by a call in this process: hash -> that call (addWritingPacks). */
+  private readonly inFlight = new Map<string, InFlightContent>();
+  /** Calls that add content, numbered as they begin (inFlight's order). */
+  private callsBegun = 0;
   /** Packs put by calls in this process that have not committed yet: GC leaves them alone. */
   private readonly uncommittedPacks = new Set<string>();
   /** The GC or scrub running (one at a time: a scrub must not see a GC's half-moved chunks). */
@@ -197,15 +205,28 @@ export class DedupChunkRepository implements ChunkRepository {
     }
     const written = new Map<string, Written>();
     const writtenPacks: PackRecord[] = [];
+    const callSeq = this.callsBegun++;
     try {
-      return await this.addWritingPacks(names, wanted, written, writtenPacks, options);
+      return await this.addWritingPacks(callSeq, names, wanted, written, writtenPacks, options);
     } finally {
       for (const pack of writtenPacks) this.uncommittedPacks.delete(pack.id);
     }
   }
 
-  /** addReferences after hashing: `written` and `writtenPacks` gather what it stored, across retries. */
+  /**
+   * addReferences after hashing: `written` and `writtenPacks` gather what it stored, across
+   * retries. `callSeq` is the call's place in the order calls began.
+   *
+   * Content another call is storing is waited for only when that call began before this one: a
+   * later call may be holding its content until this one commits (its commitAfter is a put's
+   * first step, and that step is this call), and waiting for it would wait forever (an S3 part of
+   * one repeated byte: both steps' chunks are one chunk, and the second step's index read can
+   * return first). Content a later call holds is stored here too; whichever commits second finds
+   * the record and counts its references on it, the copy it wrote left for the GC, as after any
+   * lost race.
+   */
   private async addWritingPacks(
+    callSeq: number,
     names: ChunkHash[],
     wanted: ReadonlyMap<string, Wanted>,
     written: Map<string, Written>,
@@ -217,15 +238,18 @@ export class DedupChunkRepository implements ChunkRepository {
       throwIfAborted(options, 'addReferences');
       const current = await this.readRecords([...wanted.keys()]);
       const missing = [...wanted.keys()].filter((hash) => !current.has(hash) && !written.has(hash));
-      const others = missing.map((hash) => this.inFlight.get(hash)).filter((wait) => wait !== undefined);
-      if (others.length > 0) {
-        // Another call here is storing some of this content: share its copy once it is indexed.
-        await Promise.all(others);
+      const holders = missing.map((hash) => this.inFlight.get(hash)).filter((held) => held !== undefined);
+      const earlier = holders.filter((held) => held.callSeq < callSeq);
+      if (earlier.length > 0) {
+        // An earlier call here is storing some of this content: share its copy once it is indexed.
+        await Promise.all(earlier.map((held) => held.settled));
         continue;
       }
       let done!: () => void;
-      const settled = new Promise<void>((resolve) => (done = resolve));
-      for (const hash of missing) this.inFlight.set(hash, settled);
+      const claim: InFlightContent = { callSeq, settled: new Promise<void>((resolve) => (done = resolve)) };
+      // What a later call holds stays its claim (calls after both wait for that one).
+      const claimed = missing.filter((hash) => !this.inFlight.has(hash));
+      for (const hash of claimed) this.inFlight.set(hash, claim);
       try {
         let moved = false;
         for (const [hash, entry] of current) {
@@ -254,7 +278,7 @@ export class DedupChunkRepository implements ChunkRepository {
           return names;
         }
       } finally {
-        for (const hash of missing) this.inFlight.delete(hash);
+        for (const hash of claimed) if (this.inFlight.get(hash) === claim) this.inFlight.delete(hash);
         done();
       }
     }

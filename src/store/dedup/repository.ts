@@ -21,7 +21,9 @@ export interface ChunkRepositoryCallOptions {
   /**
    * addReferences and addHashedReferences: the call stores what it must meanwhile, but changes no
    * count before this settles (a journal record that has to be durable first); when it rejects,
-   * the call rejects with its error and changes nothing.
+   * the call rejects with its error and changes nothing. It may wait for calls to this repository
+   * begun before this one (a put's first step), never for one begun after it: an earlier call
+   * does not wait for a later one's content in flight, so the two cannot wait on each other.
    */
   readonly commitAfter?: Promise<unknown>;
   /**
