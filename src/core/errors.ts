@@ -38,6 +38,8 @@ export type ErrorFix = { text: string } & (
   | { operation: 'listVolumes' | 'listTrash'; pool: string }
   | { operation: 'listSnapshots'; pool: string; volume: string }
   | { operation: 'listGroupSnapshots'; group: string }
+  /** The buckets a user still owns (the first few): each given to another user or deleted. */
+  | { operation: 'removeBuckets'; buckets: string[] }
 );
 
 /**
@@ -56,11 +58,11 @@ export interface ExportRef {
  * Fixes that list what exists, for a NOT_FOUND (what was named is not among them) or for what
  * holds a volume (the job): the lists that need no scope.
  */
-export const LIST_OPERATIONS = ['listPools', 'listJobs', 'listExports', 'listGroups'] as const;
+export const LIST_OPERATIONS = ['listPools', 'listJobs', 'listExports', 'listGroups', 'listUsers', 'listBuckets'] as const;
 export type ListOperation = (typeof LIST_OPERATIONS)[number];
 
-/** Request options a fix can name: resize's allowShrink, volume delete's force, import's sizeBytes, trash restore's name. */
-export const FIX_OPTIONS = ['allowShrink', 'force', 'sizeBytes', 'name'] as const;
+/** Request options a fix can name: resize's allowShrink, volume delete's force, import's sizeBytes, trash restore's name, bucket delete's purge. */
+export const FIX_OPTIONS = ['allowShrink', 'force', 'sizeBytes', 'name', 'purge'] as const;
 export type FixOption = (typeof FIX_OPTIONS)[number];
 
 /** The fix's sentence with the edge's spelling of its option or operation in place of "{}". */

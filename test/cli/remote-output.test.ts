@@ -165,6 +165,11 @@ describe('error fixes, in the words of each interface', () => {
     { operation: 'listExports', text: '{}' },
     { operation: 'listGroups', text: '{}' },
     { operation: 'listGroupSnapshots', group: 'g', text: '{}' },
+    { option: 'purge', text: 'pass {} to delete all of it with the bucket' },
+    { operation: 'listUsers', text: 'check the name; {} lists the users' },
+    { operation: 'listBuckets', text: '{}' },
+    { operation: 'removeBuckets', buckets: ['photos'], text: 'give it to another user or delete it: {}' },
+    { operation: 'removeBuckets', buckets: ['a', 'b'], text: '{}' },
   ];
 
   it('the CLI names its flags and commands, the REST API its fields and routes', () => {
@@ -190,6 +195,11 @@ describe('error fixes, in the words of each interface', () => {
       "'strata volume exports'",
       "'strata group list'",
       "'strata group snap list g'",
+      'pass --purge to delete all of it with the bucket',
+      "check the name; 'strata user list' lists the users",
+      "'strata bucket list'",
+      "give it to another user or delete it: 'strata bucket chown photos USER' or 'strata bucket delete photos --purge'",
+      "'strata bucket chown BUCKET USER' or 'strata bucket delete BUCKET --purge'",
     ]);
     expect(fixes.map(restHint)).toEqual([
       'pass "allowShrink": true to shrink it anyway',
@@ -212,6 +222,11 @@ describe('error fixes, in the words of each interface', () => {
       'GET /v1/exports',
       'GET /v1/groups',
       'GET /v1/groups/g/snapshots',
+      'pass ?purge=true to delete all of it with the bucket',
+      'check the name; GET /v1/users lists the users',
+      'GET /v1/buckets',
+      'give it to another user or delete it: PATCH /v1/buckets/photos {"owner": "USER"} or DELETE /v1/buckets/photos?purge=true',
+      'PATCH /v1/buckets/{bucket} {"owner": "USER"} or DELETE /v1/buckets/{bucket}?purge=true',
     ]);
   });
 
@@ -229,6 +244,8 @@ describe('error fixes, in the words of each interface', () => {
     expect(parseFix({ operation: 'listSnapshots', pool: 'p', text: '{}' })).toBeUndefined();
     expect(parseFix({ operation: 'listVolumes', text: '{}' })).toBeUndefined();
     expect(parseFix({ operation: 'listGroupSnapshots', text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'removeBuckets', buckets: [], text: '{}' })).toBeUndefined();
+    expect(parseFix({ operation: 'removeBuckets', buckets: [3], text: '{}' })).toBeUndefined();
   });
 
   it('API errors without a fix get a hint that holds for any of their kind', () => {

@@ -18,6 +18,8 @@ function spelling(fix: ErrorFix): string {
         return '?sizeBytes=N';
       case 'name':
         return '{"name": "NEW"}';
+      case 'purge':
+        return '?purge=true';
     }
   }
   switch (fix.operation) {
@@ -50,6 +52,14 @@ function spelling(fix: ErrorFix): string {
       return 'GET /v1/groups';
     case 'listGroupSnapshots':
       return `GET /v1/groups/${seg(fix.group)}/snapshots`;
+    case 'listUsers':
+      return 'GET /v1/users';
+    case 'listBuckets':
+      return 'GET /v1/buckets';
+    case 'removeBuckets': {
+      const bucket = fix.buckets.length === 1 ? seg(fix.buckets[0] as string) : '{bucket}';
+      return `PATCH /v1/buckets/${bucket} {"owner": "USER"} or DELETE /v1/buckets/${bucket}?purge=true`;
+    }
   }
 }
 

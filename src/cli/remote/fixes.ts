@@ -10,6 +10,7 @@ const FLAGS: Record<FixOption, string> = {
   force: '--force',
   sizeBytes: '--size SIZE',
   name: '--name NEW',
+  purge: '--purge',
 };
 
 function spelling(fix: ErrorFix): string {
@@ -45,6 +46,14 @@ function spelling(fix: ErrorFix): string {
       return "'strata group list'";
     case 'listGroupSnapshots':
       return `'strata group snap list ${fix.group}'`;
+    case 'listUsers':
+      return "'strata user list'";
+    case 'listBuckets':
+      return "'strata bucket list'";
+    case 'removeBuckets': {
+      const bucket = fix.buckets.length === 1 ? (fix.buckets[0] as string) : 'BUCKET';
+      return `'strata bucket chown ${bucket} USER' or 'strata bucket delete ${bucket} --purge'`;
+    }
   }
 }
 
@@ -84,6 +93,10 @@ export function parseFix(value: unknown): ErrorFix | undefined {
   const { operation, pool, volume, snapshot, group } = f;
   if (operation === 'deleteGroupSnapshot') return isText(group) && isText(snapshot) ? { text, operation, group, snapshot } : undefined;
   if (operation === 'listGroupSnapshots') return isText(group) ? { text, operation, group } : undefined;
+  if (operation === 'removeBuckets') {
+    const buckets = f['buckets'];
+    return Array.isArray(buckets) && buckets.length > 0 && buckets.every(isText) ? { text, operation, buckets } : undefined;
+  }
   const unscoped = LIST_OPERATIONS.find((o) => o === operation);
   if (unscoped !== undefined) return { text, operation: unscoped };
   if (operation === 'stopExports') {
