@@ -92,8 +92,28 @@ export async function bucketUsagePage(context: ObjectContext, name: string, opti
   if (!Number.isSafeInteger(limit) || limit < 1 || limit > USAGE_PAGE_RECORDS_MAX) {
     throw new StorageError('INVALID_ARGUMENT', `a usage page of ${limit} records: give 1 to ${USAGE_PAGE_RECORDS_MAX}`);
   }
-  const bucket = (await context.bucket(name)).record;
-  const position = options.after === undefined ? { phase: 'objects' as const } : decodePosition(options.after);
+  // An operator's question: a bucket being deleted is measured too (what its purge has left).
+  const bucket = (await context.bucket(name, { deleting: 'include' })).record;
+  const { next, ...page } = await usagePageAt(context, bucket, options.after === undefined ? { phase: 'objects' } : decodePosition(options.after), limit);
+  return { ...page, ...(next === undefined ? {} : { next: encodePosition(next) }) };
+}
+
+/** What a bucket keeps in its pool: every version and delete marker, every upload in progress and its parts. */
+export type StoredUsage = Omit<BucketUsagePage, 'bucket' | 'objectCount' | 'objectBytes' | 'recordsRead' | 'next'>;
+
+/** The bucket's StoredUsage, read a page at a time (a purge's total, before it starts). */
+export async function storedUsage(context: ObjectContext, bucket: BucketRecord): Promise<StoredUsage> {
+  const sums = { versionCount: 0, versionBytes: 0, deleteMarkerCount: 0, uploadCount: 0, partCount: 0, partBytes: 0 };
+  let position: Position | undefined = { phase: 'versions' };
+  while (position !== undefined) {
+    const page = await usagePageAt(context, bucket, position, USAGE_PAGE_RECORDS_MAX);
+    for (const k of Object.keys(sums) as (keyof typeof sums)[]) sums[k] += page[k];
+    position = page.next;
+  }
+  return sums;
+}
+
+async function usagePageAt(context: ObjectContext, bucket: BucketRecord, position: Position, limit: number): Promise<Omit<BucketUsagePage, 'next'> & { next?: Position }> {
   const sums = { objectCount: 0, objectBytes: 0, versionCount: 0, versionBytes: 0, deleteMarkerCount: 0, uploadCount: 0, partCount: 0, partBytes: 0, recordsRead: 0 };
   const from = position.after === undefined ? {} : { after: position.after };
   let nextAfter: string | undefined;
@@ -121,22 +141,62 @@ export async function bucketUsagePage(context: ObjectContext, name: string, opti
     // An upload's parts (at most 10,000) are read with it: a page may pass `limit` by one upload's parts.
     const page = await context.tables.uploads.indexPage('key', `${bucket.id}/`, { limit, ...from });
     for (const { record } of page.records) {
+      const parts = await partSums(context, record.uploadId);
       sums.uploadCount++;
-      sums.recordsRead++;
-      let after: string | undefined;
-      do {
-        const parts = await context.tables.parts.prefixPage(`${record.uploadId}/`, after === undefined ? {} : { after });
-        for (const part of parts.records) {
-          sums.partCount++;
-          sums.partBytes += part.record.sizeBytes;
-        }
-        sums.recordsRead += parts.records.length;
-        after = parts.nextAfter;
-      } while (after !== undefined);
+      sums.partCount += parts.partCount;
+      sums.partBytes += parts.partBytes;
+      sums.recordsRead += 1 + parts.partCount;
     }
     nextAfter = page.nextAfter;
   }
   const nextPhase = PHASES[PHASES.indexOf(position.phase) + 1];
   const next: Position | undefined = nextAfter !== undefined ? { phase: position.phase, after: nextAfter } : nextPhase === undefined ? undefined : { phase: nextPhase };
-  return { bucket, ...sums, ...(next === undefined ? {} : { next: encodePosition(next) }) };
+  return { bucket, ...sums, ...(next === undefined ? {} : { next }) };
+}
+
+/** The parts of an upload and their bytes, read a page at a time. */
+export async function partSums(context: ObjectContext, uploadId: string): Promise<{ partCount: number; partBytes: number }> {
+  const sums = { partCount: 0, partBytes: 0 };
+  let after: string | undefined;
+  do {
+    const parts = await context.tables.parts.prefixPage(`${uploadId}/`, after === undefined ? {} : { after });
+    for (const part of parts.records) {
+      sums.partCount++;
+      sums.partBytes += part.record.sizeBytes;
+    }
+    after = parts.nextAfter;
+  } while (after !== undefined);
+  return sums;
+}
+
+/** What a bucket holds, each count stopped at OBJECT_COUNT_CAP (what a refused delete names). */
+export interface BucketContents {
+  /** Current objects (what a listing shows). */
+  readonly objectCount: number;
+  /** Every stored version with data, current or not. */
+  readonly versionCount: number;
+  readonly deleteMarkerCount: number;
+  readonly uploadCount: number;
+  /** True when the versions or uploads passed the cap: there are more than counted. */
+  readonly capped: boolean;
+}
+
+/** The bucket's contents, counted with three bounded reads. */
+export async function countContents(context: ObjectContext, bucket: BucketRecord): Promise<BucketContents> {
+  const limit = OBJECT_COUNT_CAP + 1;
+  const [objects, versions, uploads] = await Promise.all([
+    countObjects(context, bucket),
+    context.tables.versions.prefixPage(`${bucket.id}/`, { limit }),
+    // Index entries only: the upload records themselves are not needed to count them.
+    context.catalog.list(context.tables.uploads.indexKey('key', `${bucket.id}/`), { limit }),
+  ]);
+  const stored = versions.records.slice(0, OBJECT_COUNT_CAP);
+  const markers = stored.filter((v) => v.record.isDeleteMarker).length;
+  return {
+    objectCount: objects.objectCount,
+    versionCount: stored.length - markers,
+    deleteMarkerCount: markers,
+    uploadCount: Math.min(uploads.entries.length, OBJECT_COUNT_CAP),
+    capped: objects.objectCountCapped || versions.records.length > OBJECT_COUNT_CAP || uploads.entries.length > OBJECT_COUNT_CAP,
+  };
 }

@@ -1,7 +1,7 @@
 /**
- * Buckets: create (S3's naming rules; BucketAlreadyExists / BucketAlreadyOwnedByYou), head,
- * delete only when empty (no version, no delete marker, no upload in progress), list by owner,
- * versioning and canned ACL. A bucket's objects are keyed by its random id, not its name.
+ * Buckets: create (S3's naming rules; BucketAlreadyExists / BucketAlreadyOwnedByYou), head, list
+ * by owner, versioning and canned ACL. A bucket's objects are keyed by its random id, not
+ * its name. Deleting one is bucket-removal.ts's.
  */
 import { isStorageError } from '../core/errors.js';
 import { TxnBuilder, type Versioned } from '../meta/table.js';
@@ -52,12 +52,13 @@ export async function createBucket(context: ObjectContext, request: CreateBucket
 }
 
 /**
- * Commits a change to a bucket record; the cached records are forgotten whether it lands or not
- * (this daemon's next request sees the change without waiting for the catalog's watch event).
+ * Commits a change to a bucket record (returns its revision); the cached records are forgotten
+ * whether it lands or not (this daemon's next request sees the change without waiting for the
+ * catalog's watch event).
  */
-async function commitBucketChange(context: ObjectContext, txn: TxnBuilder): Promise<void> {
+export async function commitBucketChange(context: ObjectContext, txn: TxnBuilder): Promise<number> {
   try {
-    await txn.commit(context.catalog);
+    return await txn.commit(context.catalog);
   } finally {
     context.buckets.forget();
   }
@@ -65,25 +66,6 @@ async function commitBucketChange(context: ObjectContext, txn: TxnBuilder): Prom
 
 export async function headBucket(context: ObjectContext, name: string): Promise<BucketRecord> {
   return (await context.bucket(name)).record;
-}
-
-/** Deletes an empty bucket; BucketNotEmpty while any version, delete marker or upload remains. */
-export async function deleteBucket(context: ObjectContext, name: string): Promise<void> {
-  const bucket = await context.bucket(name, { fresh: true });
-  const id = bucket.record.id;
-  const versions = await context.tables.versions.prefixPage(`${id}/`, { limit: 1 });
-  if (versions.records.length > 0) {
-    throw new ObjectError('BucketNotEmpty', `bucket ${name} still holds objects or versions (${versions.records[0]!.record.key} among them): delete them first`);
-  }
-  const uploads = await context.tables.uploads.indexPage('key', `${id}/`, { limit: 1 });
-  if (uploads.records.length > 0) {
-    throw new ObjectError('BucketNotEmpty', `bucket ${name} has multipart uploads in progress (${uploads.records[0]!.record.key} among them): abort them first`);
-  }
-  const txn = new TxnBuilder();
-  context.tables.buckets.delete(txn, bucket);
-  // Writers compare the bucket record in the transaction that makes an object visible, so nothing
-  // lands in a bucket deleted after they looked (their commit fails and they give back their chunks).
-  await commitBucketChange(context, txn);
 }
 
 export async function listBuckets(
@@ -97,8 +79,10 @@ export async function listBuckets(
     limit,
     ...(options.after === undefined ? {} : { after: `${prefix}${options.after}` }),
   });
-  const buckets = page.records.map((entry) => entry.record);
-  const last = buckets.at(-1);
+  const records = page.records.map((entry) => entry.record);
+  const last = records.at(-1);
+  // A bucket being deleted answers NoSuchBucket to every request: it is not listed either.
+  const buckets = records.filter((record) => record.deleting !== true);
   return page.nextAfter === undefined || last === undefined ? { buckets } : { buckets, nextAfter: last.name };
 }
 
@@ -121,3 +105,4 @@ export async function setBucketVersioning(context: ObjectContext, name: string, 
 export async function setBucketAcl(context: ObjectContext, name: string, acl: CannedAcl): Promise<BucketRecord> {
   return updateBucket(context, name, (record) => ({ ...record, acl }));
 }
+

@@ -55,6 +55,8 @@ export class ObjectContext {
   readonly pendingCleanups = new Set<Promise<void>>();
   /** Bucket records as last read (bucket-cache.ts says why that is safe). */
   readonly buckets: BucketCache;
+  /** Names of the buckets a delete of this daemon is working on (bucket-removal.ts: one at a time per bucket). */
+  readonly bucketRemovals = new Set<string>();
   private lastSlotMicros = 0;
 
   constructor(options: ObjectModelOptions) {
@@ -90,11 +92,14 @@ export class ObjectContext {
 
   /**
    * The bucket's record, NoSuchBucket if there is none: as last read unless `fresh` (a writer of
-   * the bucket record itself reads it fresh, so that its compare is against the stored one).
+   * the bucket record itself reads it fresh, so that its compare is against the stored one). A
+   * bucket being deleted is NoSuchBucket too (every S3 request, so none can add to what the delete
+   * empties), unless `deleting: 'include'` (the operator's views and the delete itself).
    */
-  async bucket(name: string, options: { fresh?: boolean } = {}): Promise<Versioned<BucketRecord>> {
+  async bucket(name: string, options: { fresh?: boolean; deleting?: 'include' } = {}): Promise<Versioned<BucketRecord>> {
     const found = await this.buckets.get(name, options);
     if (found === undefined) throw new ObjectError('NoSuchBucket', `bucket ${name} does not exist`);
+    if (found.record.deleting === true && options.deleting !== 'include') throw new ObjectError('NoSuchBucket', `bucket ${name} is being deleted`);
     return found;
   }
 }

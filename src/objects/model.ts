@@ -6,6 +6,7 @@
  *
  * Call recover() once at start-up, before serving: it finishes what a killed process left.
  */
+import * as bucketRemoval from './bucket-removal.js';
 import * as bucketUsage from './bucket-usage.js';
 import * as buckets from './buckets.js';
 import { ObjectContext, type ObjectModelOptions } from './context.js';
@@ -51,7 +52,7 @@ export class ObjectModel {
     return buckets.headBucket(this.context, name);
   }
   deleteBucket(name: string): Promise<void> {
-    return buckets.deleteBucket(this.context, name);
+    return bucketRemoval.deleteBucket(this.context, name);
   }
   listBuckets: Rest<typeof buckets.listBuckets> = (owner, options) => buckets.listBuckets(this.context, owner, options);
   putBucketVersioning(name: string, state: Exclude<VersioningState, 'unversioned'>): Promise<BucketRecord> {
@@ -65,6 +66,12 @@ export class ObjectModel {
   listAllBuckets: Rest<typeof bucketUsage.listAllBuckets> = (options) => bucketUsage.listAllBuckets(this.context, options);
   countObjects: Rest<typeof bucketUsage.countObjects> = (bucket) => bucketUsage.countObjects(this.context, bucket);
   bucketUsagePage: Rest<typeof bucketUsage.bucketUsagePage> = (name, options) => bucketUsage.bucketUsagePage(this.context, name, options);
+  /** The bucket's record whatever its state (a bucket being deleted too); NoSuchBucket when there is none. */
+  async bucketRecord(name: string): Promise<BucketRecord> {
+    return (await this.context.bucket(name, { fresh: true, deleting: 'include' })).record;
+  }
+  /** `strata bucket delete [--purge]`: any owner's bucket (bucket-removal.ts). */
+  removeBucket: Rest<typeof bucketRemoval.removeBucketAsOperator> = (name, options) => bucketRemoval.removeBucketAsOperator(this.context, name, options);
 
   putObject: Rest<typeof objects.putObject> = (request) => objects.putObject(this.context, request);
   /** GetObject and HeadObject (HEAD does not call the result's body()). */

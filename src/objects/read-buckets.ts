@@ -5,9 +5,10 @@
  *
  * Why a cached record is safe for a read even before a change elsewhere is reported: what a read
  * uses of it, the bucket's id (its keys are stored under it) and pool, never changes while the
- * bucket lives; a bucket is deleted only when it holds no versions, and one created again under the
- * name gets a new id. So a key found under a cached id is a key of a live bucket (or one being
- * deleted right now, which reads as before the delete); a key NOT found may be under a stale id,
+ * bucket lives; a bucket is deleted only once it holds no versions (a purge deletes them first, after
+ * marking the bucket: bucket-removal.ts), and one created again under the name gets a new id. So a
+ * key found under a cached id is a key of a live bucket (or of one being deleted right now, which
+ * reads as before the delete, as a read racing DeleteObject does); a key NOT found may be under a stale id,
  * and the read is then resolved again from a fresh record (NoSuchBucket, or the key in the new
  * bucket). Writes compare the bucket's revision in their transaction instead.
  */

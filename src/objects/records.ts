@@ -22,6 +22,13 @@ export interface BucketRecord {
   readonly createdAtMs: number;
   readonly versioning: VersioningState;
   readonly acl: CannedAcl;
+  /**
+   * Set by a bucket delete before it checks or purges the bucket's contents (bucket-removal.ts):
+   * from then on no request reaches the bucket (NoSuchBucket), so nothing can land in it between
+   * that check and the record's removal. A bucket left so by an interrupted purge stays until
+   * `strata bucket delete NAME --purge` runs again.
+   */
+  readonly deleting?: true;
 }
 
 /**

@@ -70,6 +70,7 @@ export const BUCKET_SCHEMA: TableSchema<BucketRecord> = {
     requireFields(fields, { name: 'string', id: 'string', owner: 'string', pool: 'string', createdAtMs: 'number' }, 'bucket');
     oneOf(fields.versioning, VERSIONING_STATES, 'bucket.versioning');
     oneOf(fields.acl, CANNED_ACLS, 'bucket.acl');
+    if (fields.deleting !== undefined && fields.deleting !== true) throw new Error(`bucket.deleting is ${JSON.stringify(fields.deleting)}, not true`);
     return fields as unknown as BucketRecord;
   },
   indexes: { owner: (record) => `${record.owner}${KEY_END}${record.name}` },
