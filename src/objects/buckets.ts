@@ -1,6 +1,6 @@
 /**
  * Buckets: create (S3's naming rules; BucketAlreadyExists / BucketAlreadyOwnedByYou), head, list
- * by owner, versioning and canned ACL. A bucket's objects are keyed by its random id, not
+ * by owner, versioning, canned ACL and owner. A bucket's objects are keyed by its random id, not
  * its name. Deleting one is bucket-removal.ts's.
  */
 import { isStorageError } from '../core/errors.js';
@@ -86,12 +86,18 @@ export async function listBuckets(
   return page.nextAfter === undefined || last === undefined ? { buckets } : { buckets, nextAfter: last.name };
 }
 
-async function updateBucket(context: ObjectContext, name: string, change: (record: BucketRecord) => BucketRecord): Promise<BucketRecord> {
+async function updateBucket(
+  context: ObjectContext,
+  name: string,
+  change: (record: BucketRecord) => BucketRecord,
+  extend?: (txn: TxnBuilder) => Promise<void>,
+): Promise<BucketRecord> {
   return retryOnConflict(context, async () => {
     const bucket: Versioned<BucketRecord> = await context.bucket(name, { fresh: true });
     const next = change(bucket.record);
     const txn = new TxnBuilder();
     context.tables.buckets.put(txn, next, bucket);
+    await extend?.(txn);
     await commitBucketChange(context, txn);
     return next;
   });
@@ -106,3 +112,14 @@ export async function setBucketAcl(context: ObjectContext, name: string, acl: Ca
   return updateBucket(context, name, (record) => ({ ...record, acl }));
 }
 
+/**
+ * Gives the bucket to `owner` (`strata bucket chown`). `holdOwner` adds to the same transaction
+ * what makes sure the user exists when it commits (UserStore.holdUserInto: NOT_FOUND when there is
+ * none; a user delete racing it fails instead of leaving the bucket to nobody). Nothing else names
+ * the owner: access and the canned ACL's grants are worked out from this record on every request
+ * (src/api/s3/access.ts), so they follow at once. Versions and uploads keep the user who wrote
+ * them (listings show it as their owner; it grants nothing).
+ */
+export async function setBucketOwner(context: ObjectContext, name: string, owner: string, holdOwner: (txn: TxnBuilder) => Promise<void>): Promise<BucketRecord> {
+  return updateBucket(context, name, (record) => ({ ...record, owner }), holdOwner);
+}

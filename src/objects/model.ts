@@ -72,6 +72,8 @@ export class ObjectModel {
   }
   /** `strata bucket delete [--purge]`: any owner's bucket (bucket-removal.ts). */
   removeBucket: Rest<typeof bucketRemoval.removeBucketAsOperator> = (name, options) => bucketRemoval.removeBucketAsOperator(this.context, name, options);
+  /** `strata bucket chown` (buckets.ts setBucketOwner). */
+  setBucketOwner: Rest<typeof buckets.setBucketOwner> = (name, owner, holdOwner) => buckets.setBucketOwner(this.context, name, owner, holdOwner);
 
   putObject: Rest<typeof objects.putObject> = (request) => objects.putObject(this.context, request);
   /** GetObject and HeadObject (HEAD does not call the result's body()). */

@@ -159,7 +159,7 @@ describe("another user's buckets through strata serve", () => {
     const carol = new S3Client({ endpoint: suite.d.s3Url as string, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: keys.carol.id, secretAccessKey: keys.carol.secret } });
     await carol.send(new CreateBucketCommand({ Bucket: 'carol-files' }));
     await carol.send(new PutObjectCommand({ Bucket: 'carol-files', Key: 'secret.txt', Body: 'carol only' }));
-    suite.d.cliFails(['user', 'delete', 'carol'], 4, /the user 'carol' still owns buckets \('carol-files'\); empty and delete them.*\[BUSY\]/);
+    suite.d.cliFails(['user', 'delete', 'carol'], 4, /the user 'carol' still owns buckets \('carol-files'\); a user made later under the same name would own them \[BUSY\] \(.*'strata bucket delete carol-files --purge'\)/);
     expect(await body('alice', 'alice-private', 'secret.txt')).toBe('private words'); // nothing else moved
     expect(await failure(carol.send(new DeleteBucketCommand({ Bucket: 'carol-files' })))).toMatchObject({ name: 'BucketNotEmpty', status: 409 });
     await carol.send(new DeleteObjectCommand({ Bucket: 'carol-files', Key: 'secret.txt' }));

@@ -1,16 +1,19 @@
 /**
- * An operator's bucket delete in the object model (src/objects/bucket-removal.ts), over the real
- * DedupChunkRepository: an empty bucket goes, one that holds anything is refused naming what it
- * holds; a purge deletes every version, delete marker and upload through the releases S3's
- * deletes use, so the pool's reference counts drop to what other buckets hold; a PUT racing a
- * delete never lands in a deleted bucket; a purge cut short leaves the bucket being deleted until
- * a purge finishes it.
+ * An operator's bucket delete and chown in the object model (src/objects/bucket-removal.ts,
+ * buckets.ts setBucketOwner), over the real DedupChunkRepository: an empty bucket goes, one that
+ * holds anything is refused naming what it holds; a purge deletes every version, delete marker and
+ * upload through the releases S3's deletes use, so the pool's reference counts drop to what other
+ * buckets hold; a PUT racing a delete never lands in a deleted bucket; a purge cut short leaves
+ * the bucket being deleted until a purge finishes it; chown moves the bucket to an existing user
+ * and a user delete racing it fails instead of leaving the bucket to nobody.
  */
 import { describe, expect, it } from 'vitest';
 import type { CatalogOp, CatalogStore } from '../../src/core/catalog-store.js';
 import { isStorageError } from '../../src/core/errors.js';
 import { PURGE_RECORDS_PER_TXN } from '../../src/objects/bucket-removal.js';
 import type { ObjectModel } from '../../src/objects/model.js';
+import { SecretBox } from '../../src/objects/users/secret-box.js';
+import { UserStore } from '../../src/objects/users/user-store.js';
 import { expectCode } from '../support/expect-error.js';
 import { collect, countingCatalog, createTestObjectModel, patternBytes, streamOf, totalReferences } from '../support/object-model.js';
 
@@ -154,5 +157,48 @@ describe("an operator's bucket delete", () => {
     expect(refusal.fix.text).toBe('an earlier delete of it stopped half way: pass {} to finish it');
     expect(await model.removeBucket('many', { purge: true })).toMatchObject({ versionCount: 20 });
     expect(await totalReferences(catalog, 'pool-a')).toBe(0);
+  });
+});
+
+describe('bucket chown', () => {
+  async function setUp(options: { catalog?: CatalogStore } = {}): Promise<{ model: ObjectModel; users: UserStore }> {
+    const { model, catalog } = await createTestObjectModel(options);
+    const users = new UserStore(catalog, SecretBox.withKey(Buffer.alloc(32, 1)));
+    for (const name of ['alice', 'bob', 'dave']) await users.createUser(name);
+    await model.createBucket({ name: 'photos', owner: 'alice', pool: 'pool-a' });
+    return { model, users };
+  }
+
+  it('gives the bucket to an existing user; an unknown user is NOT_FOUND naming the user list', async () => {
+    const { model, users } = await setUp();
+    const unknown = await model.setBucketOwner('photos', 'carol', (txn) => users.holdUserInto(txn, 'carol')).catch((err: unknown) => err as { code: string; fix: unknown });
+    expect(unknown).toMatchObject({ code: 'NOT_FOUND', fix: { operation: 'listUsers' } });
+    expect((await model.headBucket('photos')).owner).toBe('alice');
+
+    expect(await model.setBucketOwner('photos', 'bob', (txn) => users.holdUserInto(txn, 'bob'))).toMatchObject({ name: 'photos', owner: 'bob' });
+    expect((await model.headBucket('photos')).owner).toBe('bob');
+    expect((await model.listBuckets('bob')).buckets.map((b) => b.name)).toEqual(['photos']);
+    expect((await model.listBuckets('alice')).buckets).toEqual([]);
+    // alice owns nothing now: her delete goes through; bob's is refused, naming the ways out.
+    await users.deleteUser('alice');
+    const refusal = await users.deleteUser('bob').catch((err: unknown) => err as { code: string; fix: unknown });
+    expect(refusal).toMatchObject({ code: 'BUSY', fix: { operation: 'removeBuckets', buckets: ['photos'] } });
+  });
+
+  it('a user delete racing the chown that gives the user a bucket fails instead of leaving the bucket to nobody', async () => {
+    let chown: (() => Promise<unknown>) | undefined;
+    const { catalog } = countingCatalog(undefined, async (_store, ops) => {
+      // The user delete has read that dave owns nothing; the chown to dave commits first.
+      if (chown !== undefined && ops.some((op) => op.type === 'delete' && op.key === 's3-user/dave')) {
+        const run = chown;
+        chown = undefined;
+        await run();
+      }
+    });
+    const { model, users } = await setUp({ catalog });
+    chown = () => model.setBucketOwner('photos', 'dave', (txn) => users.holdUserInto(txn, 'dave'));
+    await expectCode(users.deleteUser('dave'), 'BUSY');
+    expect((await model.headBucket('photos')).owner).toBe('dave');
+    expect((await users.user('dave')).name).toBe('dave');
   });
 });

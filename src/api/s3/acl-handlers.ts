@@ -4,7 +4,7 @@
  * with `x-amz-acl` on CreateBucket or PutBucketAcl, or by a PutBucketAcl body whose grants are
  * exactly those of one of these two. Grants beyond them (x-amz-grant-*, other grantees) are
  * NotImplemented: access is decided per bucket. Objects have no ACL of their own: GetObjectAcl
- * answers the object owner's FULL_CONTROL, PutObjectAcl accepts `private` only (a public object
+ * answers the bucket owner's FULL_CONTROL, PutObjectAcl accepts `private` only (a public object
  * in a private bucket would need per-object grants). Anonymous writes are never allowed. Who may
  * reach a bucket at all is access.ts's to decide, before any handler.
  * docs/s3.md ("Canned ACLs") says how this differs from AWS S3.
@@ -104,16 +104,21 @@ const putBucketAcl: S3Handler = async (ctx) => {
   return { status: 200 };
 };
 
-/** The object's current (or named) version, which must exist; its owner holds FULL_CONTROL. */
-async function objectOwner(ctx: S3RequestContext): Promise<string> {
+/** Checks that the object's current (or named) version exists (NoSuchKey, NoSuchVersion). */
+async function requireObject(ctx: S3RequestContext): Promise<void> {
   const versionId = ctx.query.get('versionId');
-  const result = await ctx.objects.getObject({ bucket: ctx.bucket as string, key: ctx.key as string, ...(versionId === undefined ? {} : { versionId }) });
-  return result.version.owner;
+  await ctx.objects.getObject({ bucket: ctx.bucket as string, key: ctx.key as string, ...(versionId === undefined ? {} : { versionId }) });
 }
 
+/**
+ * An object's ACL is its bucket owner's FULL_CONTROL: objects follow their bucket, whose owner is
+ * the one user with control of them (as S3's BucketOwnerEnforced). Not the version's writer: after
+ * `strata bucket chown` the writer (the old owner) has no access at all.
+ */
 const getObjectAcl: S3Handler = async (ctx) => {
-  await ownedBucket(ctx);
-  return { status: 200, xml: accessControlPolicyXml(await objectOwner(ctx), 'private') };
+  const info = await ownedBucket(ctx);
+  await requireObject(ctx);
+  return { status: 200, xml: accessControlPolicyXml(info.owner, 'private') };
 };
 
 const putObjectAcl: S3Handler = async (ctx) => {
@@ -124,7 +129,7 @@ const putObjectAcl: S3Handler = async (ctx) => {
   if (acl !== 'private') {
     throw new S3Error('NotImplemented', `an object ACL other than private is not supported (objects follow their bucket's canned ACL); make the bucket public-read with PutBucketAcl instead`);
   }
-  await objectOwner(ctx);
+  await requireObject(ctx);
   return { status: 200 };
 };
 

@@ -140,22 +140,22 @@ export class UserStore {
     return (await this.versionedKeysOf(name)).map((k) => keyInfo(k.record));
   }
 
-  /** Deletes a user and its access keys in one transaction. */
   /**
-   * Deletes a user and its keys, refused (BUSY) while it owns buckets: a bucket's owner is the
-   * user's name, so a user made later under the same name would own them, data and all. (A bucket
-   * the user creates while this runs is not seen: its request was signed before the keys went.)
+   * Deletes a user and its keys in one transaction, refused (BUSY) while it owns buckets: a
+   * bucket's owner is the user's name, so a user made later under the same name would own them,
+   * data and all; the refusal's fix names `strata bucket chown` and `strata bucket delete --purge`.
+   * A bucket given to the user while this runs makes the commit fail (holdUserInto). (A bucket the
+   * user creates while this runs is not seen: its request was signed before the keys went.)
    */
   async deleteUser(name: string): Promise<void> {
     const user = await this.versionedUser(name);
     const owned = await this.buckets.indexPage('owner', `${name}${KEY_END}`, { limit: OWNED_BUCKETS_NAMED + 1 });
     if (owned.records.length > 0) {
-      const names = owned.records.slice(0, OWNED_BUCKETS_NAMED).map((b) => `'${b.record.name}'`);
+      const named = owned.records.slice(0, OWNED_BUCKETS_NAMED).map((b) => b.record.name);
       const more = owned.records.length > OWNED_BUCKETS_NAMED ? ' and more' : '';
-      throw new StorageError(
-        'BUSY',
-        `the user '${name}' still owns buckets (${names.join(', ')}${more}); empty and delete them with the user's keys (S3 DeleteObject, DeleteBucket) first: a user made later under the same name would own them`,
-      );
+      throw new StorageError('BUSY', `the user '${name}' still owns buckets (${named.map((b) => `'${b}'`).join(', ')}${more}); a user made later under the same name would own them`, {
+        fix: { operation: 'removeBuckets', buckets: named, text: 'give each to another user or delete it, objects and all, first: {}' },
+      });
     }
     const keys = await this.versionedKeysOf(name);
     const txn = new TxnBuilder();
@@ -233,9 +233,27 @@ export class UserStore {
     for (const id of ids) this.secrets.delete(id);
   }
 
+  /**
+   * Adds to `txn` a rewrite of the user's record, compared against the one read now: the
+   * transaction commits only while the user exists, and a user delete that read the record before
+   * it fails its own commit (BUSY) instead of deleting a user that `txn` gives a bucket to (bucket
+   * chown). NOT_FOUND when there is no such user.
+   */
+  async holdUserInto(txn: TxnBuilder, name: string): Promise<void> {
+    const user = await this.versionedUser(name);
+    this.users.put(txn, user.record, user);
+  }
+
+  /** Which of `names` are users now (one catalog read per name, batched). */
+  async existingUsers(names: readonly string[]): Promise<Set<string>> {
+    const unique = [...new Set(names)];
+    const found = await this.users.getMany(unique);
+    return new Set(unique.filter((_, i) => found[i] !== undefined));
+  }
+
   private async versionedUser(name: string): Promise<Versioned<UserRecord>> {
     const found = await this.users.get(name);
-    if (found === undefined) throw new StorageError('NOT_FOUND', `the user '${name}' does not exist`);
+    if (found === undefined) throw new StorageError('NOT_FOUND', `the user '${name}' does not exist`, { fix: { operation: 'listUsers', text: 'check the name; {} lists the users' } });
     return found;
   }
 
