@@ -174,7 +174,7 @@ export const snapshotSchema: TableSchema<SnapshotRecord> = {
   },
 };
 
-const JOB_KINDS = ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict', 'compact'] as const;
+const JOB_KINDS = ['flatten', 'copy', 'import', 'export', 'snapshot-delete', 'seal', 'gc', 'scrub', 'evict', 'compact', 'bucket-purge'] as const;
 const JOB_STATES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 
 export const jobSchema: TableSchema<JobRecord> = {

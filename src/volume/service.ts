@@ -50,7 +50,7 @@ import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
 import * as trash from './trash.js';
-import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, JobInfo, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SealPolicyPass, VolumeCompactReport, VolumeEvictReport, VolumeSealReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService, OpenDeviceOptions } from './types.js';
+import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, ExternalJobKind, JobInfo, JobProgress, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SealPolicyPass, VolumeCompactReport, VolumeEvictReport, VolumeSealReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService, OpenDeviceOptions } from './types.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import { attachChunkedPools, resumeSeals } from './sealing.js';
 import type { QosLimits } from './qos/limits.js';
@@ -449,6 +449,16 @@ export class LocalVolumeService implements VolumeService {
   }
 
   // Jobs (jobs.ts)
+
+  async runJob<T>(kind: ExternalJobKind, target: string, work: (job: JobProgress) => Promise<T>): Promise<{ job: JobInfo; value: T }> {
+    let jobId = '';
+    const value = await this.jobs.run(kind, target, (ctx) => {
+      jobId = ctx.id;
+      ctx.throwIfCancelled();
+      return work(ctx);
+    });
+    return { job: await this.jobs.info(jobId), value };
+  }
 
   listJobs(): Promise<JobInfo[]> {
     return this.jobs.list();

@@ -185,7 +185,16 @@ export interface ExpiredTrashPass {
   nextAfter: string | undefined;
 }
 
-export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict' | 'compact';
+export type JobKind = 'flatten' | 'copy' | 'import' | 'export' | 'snapshot-delete' | 'seal' | 'gc' | 'scrub' | 'evict' | 'compact' | ExternalJobKind;
+/** Jobs whose work another part of the daemon owns (VolumeService.runJob): 'bucket-purge', the object model's. */
+export type ExternalJobKind = 'bucket-purge';
+
+/** What such a job's work gets: its cancellation and its progress (in bytes, or whatever unit the kind documents). */
+export interface JobProgress {
+  readonly signal: AbortSignal;
+  setTotal(totalBytes: number): void;
+  addDone(bytes: number): void;
+}
 export type JobState = 'queued' | 'running' | 'succeeded' | 'failed' | 'cancelled';
 
 export interface JobInfo {
@@ -359,6 +368,12 @@ export interface VolumeService extends GroupService {
   qosStats(): Promise<QosVolumeStats[]>;
 
   // Jobs
+  /**
+   * Runs work another part of the daemon owns (the object model's bucket purge) as a job the
+   * caller awaits, listed, followed and cancelled like the others; resolves with the job as it
+   * ended and what the work returned.
+   */
+  runJob<T>(kind: ExternalJobKind, target: string, work: (job: JobProgress) => Promise<T>): Promise<{ job: JobInfo; value: T }>;
   listJobs(): Promise<JobInfo[]>;
   jobInfo(id: string): Promise<JobInfo>;
   cancelJob(id: string): Promise<JobInfo>;
