@@ -5,17 +5,15 @@
  * snapshots owning the layers it names; exits EXIT_SCRUB_PROBLEMS while problems remain.
  */
 import { SCRUB_NOTICE_KINDS } from '../core/scrub-report.js';
-import type { JobJson } from '../api/rest/schemas.js';
 import type { PoolScrubJson } from '../api/rest/scrub-schemas.js';
-import { seg, type ApiClient } from './remote/client.js';
+import { seg } from './remote/client.js';
 import { checkName, clientOf, keyValues, parse, positionals, printJson, PROGRESS_OPTIONS, size, subcommand } from './remote/common.js';
 import { EXIT } from './remote/exits.js';
+import { JobFollower, whileFollowing } from './remote/job-follower.js';
 import { ProgressBar } from './remote/progress-bar.js';
 
 /** The exit status of a scrub that leaves problems (found and not repaired; notices aside). */
 export const EXIT_SCRUB_PROBLEMS = EXIT.SCRUB_PROBLEMS;
-/** How often the bar asks for the scrub job's progress. */
-const PROGRESS_POLL_MS = 250;
 
 export const scrub = subcommand(
   'scrub',
@@ -45,19 +43,9 @@ other commands (1 error, 3 no such pool, 4 busy: a GC of the pool runs).
     checkName(name, 'pool', command);
     const client = clientOf(args);
     const bar = new ProgressBar(con, ProgressBar.enabled(args), args.has('repair') ? 'scrubbing (repair)' : 'scrubbing', undefined);
-    const following = new JobFollower();
-    const follow = ProgressBar.enabled(args) ? following.run(client, name, bar) : Promise.resolve();
-    let r: PoolScrubJson;
-    try {
-      r = await client.json<PoolScrubJson>('POST', `/v1/pools/${seg(name)}/scrub`, `cannot scrub pool '${name}'`, { repair: args.has('repair') });
-    } catch (err) {
-      following.stop();
-      await follow;
-      bar.abort();
-      throw err;
-    }
-    following.stop();
-    await follow;
+    const r = await whileFollowing(client, bar, ProgressBar.enabled(args), new JobFollower('scrub', name), () =>
+      client.json<PoolScrubJson>('POST', `/v1/pools/${seg(name)}/scrub`, `cannot scrub pool '${name}'`, { repair: args.has('repair') }),
+    );
     bar.update(r.report.packBytes, r.report.packBytes);
     bar.finish();
     if (args.has('json')) printJson(con, r);
@@ -71,38 +59,6 @@ export function unresolvedProblems(r: PoolScrubJson): number {
   const byKind = r.report.problemsByKind as Record<string, number | undefined>;
   const notices = SCRUB_NOTICE_KINDS.reduce((sum, kind) => sum + (byKind[kind] ?? 0), 0);
   return r.report.problemCount - r.report.repaired - notices;
-}
-
-/** Draws the scrub job's progress from the job list until stopped (a failed poll just ends the following). */
-class JobFollower {
-  private stopped = false;
-  private wake: (() => void) | undefined;
-
-  stop(): void {
-    this.stopped = true;
-    this.wake?.();
-  }
-
-  async run(client: ApiClient, pool: string, bar: ProgressBar): Promise<void> {
-    while (!this.stopped) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, PROGRESS_POLL_MS);
-        this.wake = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      if (this.stopped) return;
-      let jobs: JobJson[];
-      try {
-        jobs = await client.json<JobJson[]>('GET', '/v1/jobs', 'cannot list jobs');
-      } catch {
-        return;
-      }
-      const job = jobs.filter((j) => j.kind === 'scrub' && j.target === pool && (j.state === 'running' || j.state === 'queued')).at(-1);
-      if (job !== undefined && !this.stopped) bar.update(job.doneBytes, job.totalBytes || undefined);
-    }
-  }
 }
 
 function scrubSummary(r: PoolScrubJson): string {
