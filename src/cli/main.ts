@@ -68,7 +68,7 @@ const GROUPS: readonly CommandGroup[] = [
   daemonGroup('job', "follow and cancel the daemon's jobs", () => import('./job.js').then((m) => parts(m.jobHelp, m.JOB_SUBCOMMANDS))),
   daemonGroup('qos', 'QoS policies (volume and pool limits: volume qos, pool qos)', () => import('./qos.js').then((m) => parts(m.qosHelp, m.QOS_SUBCOMMANDS))),
   daemonGroup('user', 'S3 users and their access keys', () => import('./user.js').then((m) => parts(m.userHelp, m.USER_SUBCOMMANDS))),
-  daemonGroup('bucket', 'S3 buckets: list, info, du', () => import('./bucket.js').then((m) => parts(m.bucketHelp, m.BUCKET_SUBCOMMANDS))),
+  daemonGroup('bucket', 'S3 buckets: list, info, du, chown, delete', () => import('./bucket.js').then((m) => parts(m.bucketHelp, m.BUCKET_SUBCOMMANDS))),
   {
     name: 'img',
     summary: 'offline image tools (qemu-img and qemu-io work-alikes)',

@@ -125,7 +125,8 @@ const del = subcommand(
   `Usage: strata pool delete NAME
 
 Deletes a pool that has no volumes and no S3 buckets (exit status 4 while it has some: delete
-the volumes, and the buckets 'strata bucket list' shows in the pool with S3 DeleteBucket).
+the volumes, and the buckets 'strata bucket list' shows in the pool with S3 DeleteBucket or
+'strata bucket delete BUCKET --purge').
 `,
   async (argv, con) => {
     const command = 'pool delete';

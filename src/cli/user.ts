@@ -80,6 +80,9 @@ const del = subcommand(
   `Usage: strata user delete NAME
 
 Deletes the user and its access keys: requests signed with them are refused from then on.
+Refused (status 4, naming them) while the user owns buckets, since a user made later under the
+same name would own them: give each to another user ('strata bucket chown BUCKET USER') or delete
+it with what it holds ('strata bucket delete BUCKET --purge') first.
 `,
   async (argv, con) => {
     const command = 'user delete';

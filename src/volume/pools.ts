@@ -109,7 +109,7 @@ async function refuseWhileBucketsNamePool(svc: ServiceContext, name: string): Pr
     const more = count > names.length ? ` and ${count - names.length} more` : '';
     throw new StorageError(
       'BUSY',
-      `pool '${name}' holds ${countOf(count, 'S3 bucket')} (${names.join(', ')}${more}): delete them first with S3 DeleteBucket once they are empty ('strata bucket list' shows each bucket's pool)`,
+      `pool '${name}' holds ${countOf(count, 'S3 bucket')} (${names.join(', ')}${more}): delete them first, with S3 DeleteBucket once they are empty or with 'strata bucket delete BUCKET --purge' ('strata bucket list' shows each bucket's pool)`,
     );
   }
 }

@@ -6,7 +6,7 @@ import type { UserStore } from '../../objects/users/user-store.js';
 import type { ObjectModel } from '../../objects/model.js';
 
 /** What the bucket routes ask of the object model. */
-export type BucketAdmin = Pick<ObjectModel, 'listAllBuckets' | 'countObjects' | 'bucketUsagePage' | 'headBucket'>;
+export type BucketAdmin = Pick<ObjectModel, 'listAllBuckets' | 'countObjects' | 'bucketUsagePage' | 'bucketRecord' | 'removeBucket' | 'setBucketOwner'>;
 
 export interface RestContext {
   service: VolumeService;
