@@ -40,6 +40,7 @@ const HINTS: Record<StorageErrorCode, string> = {
   READ_ONLY: 'the image or file is read-only; check its permissions and flags',
   NO_SPACE: 'free space on the host storage',
   IO_ERROR: 'check the host storage and its kernel log',
+  UNAVAILABLE: 'a service the data depends on did not answer: check the S3 server the message names, then try again',
   CORRUPT: "the image's metadata is damaged; 'strata img check FILE' reports more, -r all repairs (copy it first)",
   UNSUPPORTED: 'this image uses a feature Strata does not handle',
   BUSY: 'stop the other user of the image first',

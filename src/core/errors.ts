@@ -10,6 +10,11 @@ export const StorageErrorCodes = [
   'READ_ONLY', // write to something opened or marked read-only
   'NO_SPACE', // host storage or a quota is exhausted
   'IO_ERROR', // the host storage failed an operation
+  // A service the data lives in or depends on (an S3 tier or S3 chunk store; later the cluster's
+  // etcd) could not be reached, or kept failing transiently (5xx, throttling, timeouts), past the
+  // retry policy. Nothing is wrong with the request or the daemon: the same request may succeed
+  // later, so edges say "try again later" (HTTP 503, S3 ServiceUnavailable), not "internal error".
+  'UNAVAILABLE',
   'CORRUPT', // on-disk metadata is inconsistent; the image is marked corrupt and opened read-only
   'UNSUPPORTED', // a valid feature this implementation does not handle (e.g. unknown incompatible bit)
   'BUSY', // the resource's state does not allow it now (in use, locked, has dependents, not protected, finished)

@@ -272,6 +272,12 @@ describe('the --json error object', () => {
     });
     expect(failureJson(describeFailure(new CliError('odd', { exitCode: 1 })))).toEqual({ error: { code: null, message: 'odd', hint: null, exitCode: 1 } });
   });
+
+  it('an UNAVAILABLE (a pool tier that did not answer) has its own exit status and says to check the S3 server, then retry', () => {
+    const failure = describeFailure(apiError('UNAVAILABLE', 'S3 GET range of "packs/p" failed after 8 attempts: check that the S3 server at http://s3:9000 is running and reachable'));
+    expect(failureJson(failure)).toMatchObject({ error: { code: 'UNAVAILABLE', exitCode: 6 } });
+    expect(failureLine(failure)).toMatch(/\[UNAVAILABLE\] \(a service the data depends on did not answer: check the S3 server the message names, then run the command again\)$/);
+  });
 });
 
 describe('location', () => {

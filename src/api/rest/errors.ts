@@ -21,7 +21,15 @@ export const HTTP_STATUS: Record<StorageErrorCode, number> = {
   UNSUPPORTED: 501,
   CORRUPT: 500,
   IO_ERROR: 500,
+  UNAVAILABLE: 503,
 };
+
+/**
+ * Retry-After (seconds) of an UNAVAILABLE answer: the daemon has already retried the service it
+ * depends on for up to a minute, so a few seconds' pause is enough for a client to come back
+ * without hammering it; clients that back off on their own wait longer anyway.
+ */
+export const UNAVAILABLE_RETRY_AFTER_SECONDS = 5;
 
 /** Codes outside StorageError that the API itself produces. */
 export type ApiErrorCode = StorageErrorCode | 'UNAUTHORIZED' | 'INTERNAL' | 'INVALID_IMAGE';
@@ -38,6 +46,12 @@ export interface MappedError {
   body: ErrorBody;
   /** True for failures that are the daemon's fault (logged at error level). */
   internal: boolean;
+  /**
+   * Set when a service the daemon depends on is unavailable (UNAVAILABLE): the client may send the
+   * same request again after this many seconds (the Retry-After header). Logged at warn level:
+   * the operator has a service to look at, but the daemon itself did not fail.
+   */
+  retryAfterSeconds?: number;
 }
 
 export class UnauthorizedError extends Error {
@@ -66,7 +80,9 @@ export function mapError(err: unknown): MappedError {
   if (err instanceof StorageError) {
     const status = HTTP_STATUS[err.code] ?? 500;
     const remedy = err.fix === undefined ? {} : { hint: restHint(err.fix), fix: err.fix };
-    return { status, body: { error: { code: err.code, message: err.message, ...remedy } }, internal: status >= 500 && err.code !== 'UNSUPPORTED' };
+    const body: ErrorBody = { error: { code: err.code, message: err.message, ...remedy } };
+    if (err.code === 'UNAVAILABLE') return { status, body, internal: false, retryAfterSeconds: UNAVAILABLE_RETRY_AFTER_SECONDS };
+    return { status, body, internal: status >= 500 && err.code !== 'UNSUPPORTED' };
   }
   if (isClientAbort(err)) {
     return { status: 409, body: { error: { code: 'CANCELLED', message: 'the client closed the connection before the request was complete' } }, internal: false };

@@ -155,7 +155,9 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
     if (reply.statusCode < 400 && typeof params?.pool === 'string' && typeof params.vol === 'string' && method !== 'DELETE' && !route.endsWith('/trash')) {
       metrics.volumeOperations.inc({ pool: params.pool, volume: params.vol, operation: `${method} ${route.replace('/v1/pools/:pool/volumes/:vol', '') || '/'}` });
     }
-    const level = reply.statusCode >= 500 ? 'error' : 'info';
+    // An UNAVAILABLE is no failure of the daemon (the client is told to come back) but leaves the
+    // operator a service to look at: a warning.
+    const level = reply.statusCode < 500 ? 'info' : errorCodes.get(req) === 'UNAVAILABLE' ? 'warn' : 'error';
     req.log[level]({ method, url: req.url, status: reply.statusCode, ms: Math.round(reply.elapsedTime * 10) / 10 }, 'request');
   });
 
@@ -163,10 +165,12 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
     const mapped = mapError(err);
     errorCodes.set(req, mapped.body.error.code);
     if (mapped.internal) req.log.error({ err, url: req.url }, 'request failed');
+    else if (mapped.retryAfterSeconds !== undefined) req.log.warn({ code: mapped.body.error.code, message: mapped.body.error.message, url: req.url }, 'request failed for now');
     else if (isClientAbort(err)) req.log.info({ url: req.url }, 'request aborted by the client');
     else req.log.debug({ code: mapped.body.error.code, message: mapped.body.error.message }, 'request refused');
     if (reply.sent || reply.raw.headersSent) return;
     if (mapped.status === 401) reply.header('www-authenticate', 'Bearer realm="strata"');
+    if (mapped.retryAfterSeconds !== undefined) reply.header('retry-after', String(mapped.retryAfterSeconds));
     return reply.code(mapped.status).type('application/json').send(mapped.body);
   });
 

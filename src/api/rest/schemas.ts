@@ -350,6 +350,7 @@ export const errorResponses = {
   422: ref('Error'),
   500: ref('Error'),
   501: ref('Error'),
+  503: ref('Error'),
   507: ref('Error'),
 } as const;
 

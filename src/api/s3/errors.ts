@@ -59,16 +59,22 @@ const STORAGE_TO_S3: Record<StorageErrorCode, S3ErrorCode> = {
   UNSUPPORTED: 'NotImplemented',
   CORRUPT: 'InternalError',
   IO_ERROR: 'InternalError',
+  // The code every AWS SDK, the aws CLI and boto3 retry with backoff: the client comes back.
+  UNAVAILABLE: 'ServiceUnavailable',
 };
 
-/** Any thrown value as an S3Error, and whether it is the daemon's fault (logged as an error). */
-export function toS3Error(err: unknown): { error: S3Error; internal: boolean } {
-  if (err instanceof S3Error) return { error: err, internal: err.status >= 500 && err.code !== 'NotImplemented' };
-  if (isObjectError(err)) return { error: new S3Error(err.s3Code, err.message), internal: false };
+/**
+ * Any thrown value as an S3Error, whether it is the daemon's fault (`internal`: logged as an
+ * error), and whether a service the daemon depends on is unavailable (`unavailable`: logged as a
+ * warning; the client is told to try again later).
+ */
+export function toS3Error(err: unknown): { error: S3Error; internal: boolean; unavailable: boolean } {
+  if (err instanceof S3Error) return { error: err, internal: err.status >= 500 && err.code !== 'NotImplemented', unavailable: false };
+  if (isObjectError(err)) return { error: new S3Error(err.s3Code, err.message), internal: false, unavailable: false };
   if (err instanceof StorageError) {
     const code = STORAGE_TO_S3[err.code];
-    return { error: new S3Error(code, err.message), internal: code === 'InternalError' };
+    return { error: new S3Error(code, err.message), internal: code === 'InternalError', unavailable: err.code === 'UNAVAILABLE' };
   }
   const message = err instanceof Error ? err.message : String(err);
-  return { error: new S3Error('InternalError', `internal error: ${message}`), internal: true };
+  return { error: new S3Error('InternalError', `internal error: ${message}`), internal: true, unavailable: false };
 }

@@ -47,6 +47,8 @@ export const DEFAULT_S3_REGION = 'us-east-1';
 interface S3RequestState {
   requestId: string;
   resolved: ResolvedRequest | undefined;
+  /** The request failed because a service the daemon depends on is unavailable (logged as a warning). */
+  unavailable?: boolean;
 }
 
 /** Every handler, by endpoint; an endpoint without one answers NotImplemented. */
@@ -90,13 +92,15 @@ function hasBody(req: FastifyRequest): boolean {
 }
 
 async function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown): Promise<FastifyReply | undefined> {
-  const { error, internal } = toS3Error(err);
+  const { error, internal, unavailable } = toS3Error(err);
   const state = stateOf(req);
+  state.unavailable = unavailable;
   // Set here too: a malformed URL fails before the onRequest hook runs.
   reply.header('x-amz-request-id', state.requestId);
   if (isObjectError(err) && err.details.deleteMarker === true) reply.header('x-amz-delete-marker', 'true');
   if (isObjectError(err) && err.details.versionId !== undefined) reply.header('x-amz-version-id', err.details.versionId);
   if (internal) req.log.error({ err, url: req.url, requestId: state.requestId }, 's3 request failed');
+  else if (unavailable) req.log.warn({ code: error.code, message: error.message, url: req.url, requestId: state.requestId }, 's3 request failed for now');
   else req.log.debug({ code: error.code, message: error.message, requestId: state.requestId }, 's3 request refused');
   if (reply.sent || reply.raw.headersSent) return undefined;
   reply.code(error.status);
@@ -126,7 +130,9 @@ export async function s3Api(app: FastifyInstance, options: S3ApiOptions): Promis
 
   app.addHook('onResponse', async (req, reply) => {
     const state = stateOf(req);
-    const level = reply.statusCode >= 500 && reply.statusCode !== 501 ? 'error' : 'info';
+    // NotImplemented is no failure; an UNAVAILABLE is none of the daemon's (the client is told to
+    // come back) but leaves the operator a service to look at: a warning.
+    const level = reply.statusCode < 500 || reply.statusCode === 501 ? 'info' : state.unavailable === true ? 'warn' : 'error';
     options.metrics?.record(state.resolved?.endpoint ?? 'unresolved', reply.statusCode, reply.elapsedTime, req.raw.socket);
     req.log[level]({ s3: state.resolved?.endpoint ?? 'unresolved', method: req.method, url: req.url, status: reply.statusCode, requestId: state.requestId, ms: Math.round(reply.elapsedTime * 10) / 10 }, 's3 request');
   });

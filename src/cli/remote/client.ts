@@ -41,6 +41,7 @@ const HINTS: Partial<Record<string, string>> = {
   UNSUPPORTED: 'this daemon does not support that',
   CORRUPT: "a layer's metadata is damaged; see the daemon's log",
   IO_ERROR: "the host storage failed; see the daemon's log",
+  UNAVAILABLE: 'a service the data depends on did not answer: check the S3 server the message names, then run the command again',
   CANCELLED: 'the operation was cancelled; run it again',
   INTERNAL: "the daemon failed unexpectedly; see its log",
 };
@@ -54,6 +55,8 @@ export function exitCodeFor(code: string): number {
     case 'READ_ONLY':
     case 'CANCELLED':
       return EXIT.CONFLICT;
+    case 'UNAVAILABLE':
+      return EXIT.UNAVAILABLE;
     default:
       return EXIT.ERROR;
   }

@@ -31,7 +31,8 @@ export const GLOBAL_HELP = `Global options:
   --json            print JSON instead of tables
 `;
 
-export const EXIT_HELP = `Exit status: 0 ok, 1 error, 2 usage error, 3 not found, 4 conflict or busy.
+export const EXIT_HELP = `Exit status: 0 ok, 1 error, 2 usage error, 3 not found, 4 conflict or busy,
+6 unavailable (a pool's S3 tier did not answer; try again later).
 `;
 
 export const PROGRESS_OPTIONS: readonly OptionSpec[] = [

@@ -6,6 +6,8 @@
  *   3 not found (a pool, volume, snapshot or job named does not exist)
  *   4 conflict or busy (already exists, in use, has dependents, read-only, cancelled)
  *   5 pool scrub: problems remain (found and not repaired)
+ *   6 unavailable: a service the data depends on (a pool's S3 tier) could not be reached or kept
+ *     failing; the same command may succeed later (a script may wait and run it again)
  */
 export const EXIT = {
   OK: 0,
@@ -14,4 +16,5 @@ export const EXIT = {
   NOT_FOUND: 3,
   CONFLICT: 4,
   SCRUB_PROBLEMS: 5,
+  UNAVAILABLE: 6,
 } as const;

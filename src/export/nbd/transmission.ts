@@ -83,6 +83,8 @@ const ERRNO_BY_CODE: Record<StorageErrorCode, number> = {
   READ_ONLY: P.NBD_EPERM,
   NO_SPACE: P.NBD_ENOSPC,
   IO_ERROR: P.NBD_EIO,
+  // NBD has no "try again" errno (EAGAIN is not among its errors): a guest sees the failed read.
+  UNAVAILABLE: P.NBD_EIO,
   CORRUPT: P.NBD_EIO,
   UNSUPPORTED: P.NBD_ENOTSUP,
   BUSY: P.NBD_EIO,
