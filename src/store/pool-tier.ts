@@ -113,7 +113,7 @@ class OutcomeReportingStore implements ChunkStore {
     return this.watch(this.cold.list(prefix, options), options);
   }
   private async watch<T>(call: Promise<T>, options: ChunkStoreCallOptions | undefined): Promise<T> {
-    // A call the tier's own time bound cuts (boundedColdCall aborts with its IO_ERROR as the
+    // A call the tier's own time bound cuts (boundedColdCall aborts with its UNAVAILABLE as the
     // reason) is the tier failing: a server that takes requests and never answers must show in
     // pool info/df like one that refuses them. Reported at the abort, before the bound's error
     // reaches the caller; the call itself then ends CANCELLED, which is not reported again (a

@@ -90,7 +90,7 @@ for (const { name, kind, start } of servers) {
       stores.push(store);
       await store.put('kept', Uint8Array.of(4, 5, 6));
       await server.kill();
-      await expectCode(store.get('kept'), 'IO_ERROR', /failed after 3 attempts.*running and reachable/);
+      await expectCode(store.get('kept'), 'UNAVAILABLE', /failed after 3 attempts.*running and reachable/);
       expect(store.counters.errors.connection).toBe(3);
       await server.restart();
       expect(await store.get('kept')).toEqual(Uint8Array.of(4, 5, 6));

@@ -90,11 +90,11 @@ describe.skipIf(!s3ServerAvailable('moto'))('S3ChunkStore faults (moto_server)',
     expect(store.counters.retries.truncated).toBe(1);
   });
 
-  it.each(TRANSIENT_FAULTS)('a persistent %s fails with a clear IO_ERROR in bounded time; the store serves again after', async (fault) => {
+  it.each(TRANSIENT_FAULTS)('a persistent %s fails with a clear UNAVAILABLE in bounded time; the store serves again after', async (fault) => {
     const { store } = openStore({ retry: { ...FAST_RETRY, maxAttempts: 3 } });
     await store.put('k', data);
     proxy.inject(fault, { count: Infinity, ...(fault === 'truncate' ? { method: 'GET' } : {}) });
-    const message = await expectCode(store.get('k'), 'IO_ERROR');
+    const message = await expectCode(store.get('k'), 'UNAVAILABLE');
     expect(message).toContain(proxy.endpoint);
     expect(message).toContain(bucket);
     expect(message).toMatch(/after 3 attempts .*check that the S3 server at .* is running and reachable/);
@@ -118,7 +118,7 @@ describe.skipIf(!s3ServerAvailable('moto'))('S3ChunkStore faults (moto_server)',
   it('the time budget bounds a call whatever maxAttempts allows', async () => {
     const { store } = openStore({ retry: { ...FAST_RETRY, maxAttempts: 1000, attemptTimeoutMs: 100, totalTimeMs: 500 } });
     proxy.inject('stall', { count: Infinity });
-    await expectCode(store.get('k'), 'IO_ERROR', /the request got no complete answer in time/);
+    await expectCode(store.get('k'), 'UNAVAILABLE', /the request got no complete answer in time/);
     expect(store.counters.errors.timeout).toBeLessThan(1000);
   });
 
@@ -169,8 +169,8 @@ describe.skipIf(!s3ServerAvailable('moto'))('S3ChunkStore faults (moto_server)',
       const { store } = openStore({ endpoint: own.endpoint, bucket: ownBucket });
       await store.put('k', data);
       await own.kill();
-      await expectCode(store.get('k'), 'IO_ERROR', new RegExp(`at ${own.endpoint} failed after .*connection.*running and reachable`));
-      await expectCode(store.put('k2', data), 'IO_ERROR', /running and reachable/);
+      await expectCode(store.get('k'), 'UNAVAILABLE', new RegExp(`at ${own.endpoint} failed after .*connection.*running and reachable`));
+      await expectCode(store.put('k2', data), 'UNAVAILABLE', /running and reachable/);
       expect(store.counters.errors.connection).toBeGreaterThan(0);
       await own.restart();
       // moto keeps nothing across a restart: make the bucket again.
@@ -209,11 +209,11 @@ describe.skipIf(!s3ServerAvailable('moto'))('S3ChunkStore faults (moto_server)',
     await readInto(store, 999_000, 1000);
   });
 
-  it.each(TRANSIENT_FAULTS)('into an array: a persistent %s fails with a clear IO_ERROR in bounded time; the store reads again after', async (fault) => {
+  it.each(TRANSIENT_FAULTS)('into an array: a persistent %s fails with a clear UNAVAILABLE in bounded time; the store reads again after', async (fault) => {
     const { store } = openStore({ retry: { ...FAST_RETRY, maxAttempts: 3 } });
     await store.put('k', intoData);
     proxy.inject(fault, { count: Infinity, method: 'GET' });
-    const message = await expectCode(store.getRange('k', 0, 500_000, { into: new Uint8Array(500_000) }), 'IO_ERROR');
+    const message = await expectCode(store.getRange('k', 0, 500_000, { into: new Uint8Array(500_000) }), 'UNAVAILABLE');
     expect(message).toMatch(/after 3 attempts .*check that the S3 server at .* is running and reachable/);
     expect(store.counters.errors[FAULT_KIND[fault]]).toBe(3);
     proxy.clear();
@@ -252,9 +252,9 @@ describe.skipIf(!s3ServerAvailable('moto'))('S3ChunkStore faults (moto_server)',
     await readInto(store, 0, 1000);
   });
 
-  it('into an array: a server nobody listens at: a bounded IO_ERROR saying to check the server', async () => {
+  it('into an array: a server nobody listens at: a bounded UNAVAILABLE saying to check the server', async () => {
     const { store } = openStore({ endpoint: `http://127.0.0.1:${await freePort()}`, retry: { ...FAST_RETRY, maxAttempts: 3 } });
-    await expectCode(store.getRange('k', 0, 1000, { into: new Uint8Array(1000) }), 'IO_ERROR', /failed after 3 attempts .*connection.*running and reachable/);
+    await expectCode(store.getRange('k', 0, 1000, { into: new Uint8Array(1000) }), 'UNAVAILABLE', /failed after 3 attempts .*connection.*running and reachable/);
     expect(store.counters.errors.connection).toBe(3);
   });
 });

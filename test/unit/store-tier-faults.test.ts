@@ -32,8 +32,8 @@ describe('TieredChunkStore with a failing cold tier', () => {
     await store.put('hot2', objectBytes(3, KiB));
     expect(await store.getRange('hot2', 0, 4)).toEqual(objectBytes(3, 4));
     expect(cold.stalled).toBe(2);
-    await expectCode(stalledRead, 'IO_ERROR', new RegExp(`cold tier did not complete get cold1.* within ${COLD_TIMEOUT_MS} ms; check that it is reachable`));
-    await expectCode(stalledGet, 'IO_ERROR', /cold tier did not complete get cold1/);
+    await expectCode(stalledRead, 'UNAVAILABLE', new RegExp(`cold tier did not complete get cold1.* within ${COLD_TIMEOUT_MS} ms; check that it is reachable`));
+    await expectCode(stalledGet, 'UNAVAILABLE', /cold tier did not complete get cold1/);
     expect(store.stats().coldReadFailures).toBe(2);
     cold.heal();
     expect(await store.getRange('cold1', 0, 4)).toEqual(objectBytes(1, 4));
@@ -42,7 +42,7 @@ describe('TieredChunkStore with a failing cold tier', () => {
   it('a stalled cold call aborts through its signal; the caller aborting gives CANCELLED', async () => {
     const { store, cold } = await mixed();
     cold.inject({ kind: 'stall' });
-    await expectCode(store.getRange('cold1', 0, KiB), 'IO_ERROR', /within 100 ms/);
+    await expectCode(store.getRange('cold1', 0, KiB), 'UNAVAILABLE', /within 100 ms/);
     expect(cold.stalled).toBe(0); // the timeout aborted the cold store's call too
     const controller = new AbortController();
     const read = store.getRange('cold1', 0, KiB, { signal: controller.signal });

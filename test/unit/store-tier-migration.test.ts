@@ -77,6 +77,7 @@ describe('TieredChunkStore migration', () => {
     cold.inject({ kind: 'stall', ignoreSignal: true }, ['get']);
     const stalled = await store.migrateCold({ nowMs: TEST_COOLING_MS });
     expect(stalled.failed[0]?.error.message).toMatch(/cold tier did not complete read back p within 50 ms/);
+    expect(stalled.failed[0]?.error.code).toBe('UNAVAILABLE');
     expect(await hot.inner.get('p')).toEqual(objectBytes(4, 8 * KiB));
     expect(await store.get('p')).toEqual(objectBytes(4, 8 * KiB));
     cold.heal();

@@ -112,7 +112,7 @@ describe.skipIf(!s3ServerAvailable('moto'))('TieredChunkStore read-ahead against
     await store.getRange('p0', 0, CHUNK); // the run starts: the next reads stream
     proxy.inject('stall', { count: Infinity });
     const reads = [1, 2, 3, 4].map(async (n) => {
-      const message = await expectCode(store.getRange('p0', n * CHUNK, CHUNK), 'IO_ERROR');
+      const message = await expectCode(store.getRange('p0', n * CHUNK, CHUNK), 'UNAVAILABLE');
       expect(message).toMatch(new RegExp(`did not complete get p0 \\[${n * CHUNK}, \\+${CHUNK}\\) within ${COLD_TIMEOUT_MS} ms`));
       expect(message).not.toMatch(/read ahead/);
     });

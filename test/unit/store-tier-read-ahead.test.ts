@@ -167,7 +167,7 @@ describe('TieredChunkStore read-ahead', () => {
     const f = await coldObjects(1, { coldTimeoutMs: 200 });
     await f.store.getRange('p0', 0, CHUNK);
     f.cold.inject({ kind: 'stall' }, ['getRange']);
-    const reads = [1, 2, 3].map((n) => expectCode(f.store.getRange('p0', n * CHUNK, CHUNK), 'IO_ERROR', new RegExp(`get p0 \\[${n * CHUNK}, \\+${CHUNK}\\)[^]*within 200 ms`)));
+    const reads = [1, 2, 3].map((n) => expectCode(f.store.getRange('p0', n * CHUNK, CHUNK), 'UNAVAILABLE', new RegExp(`get p0 \\[${n * CHUNK}, \\+${CHUNK}\\)[^]*within 200 ms`)));
     await Promise.all(reads);
     f.cold.heal();
     await scan(f, 0, 4);

@@ -2,7 +2,10 @@
  * Runs one S3 call under the store's retry policy: each attempt gets its own timer (a stalled
  * server cannot hold a call forever), transient failures are retried after an exponential backoff
  * with full jitter while the policy's count and time allow, and every failure ends as a
- * StorageError that names the endpoint and what to do. The counters are the store's metrics.
+ * StorageError that names the endpoint and what to do: UNAVAILABLE when the failure was transient
+ * and the policy ran out (the server may answer later: clients are told to try again), IO_ERROR
+ * when retrying cannot help (refused keys, a missing bucket or credentials: an operator has to
+ * act, and the message says how). The counters are the store's metrics.
  */
 import { StorageError } from '../../core/errors.js';
 import type { S3RetryEvent, S3RetryPolicy } from './config.js';
@@ -138,7 +141,7 @@ export class S3Retrier {
       const retry = isTransient(kind) && attemptNumber < this.policy.maxAttempts && elapsedMs + delayMs < this.policy.totalTimeMs;
       if (!retry) {
         this.counters.failedCalls++;
-        throw new StorageError('IO_ERROR', describeS3Failure(kind, failure, call, this.target, attemptNumber, elapsedMs), { cause: failure });
+        throw new StorageError(isTransient(kind) ? 'UNAVAILABLE' : 'IO_ERROR', describeS3Failure(kind, failure, call, this.target, attemptNumber, elapsedMs), { cause: failure });
       }
       this.counters.retries[kind]++;
       this.logger?.({

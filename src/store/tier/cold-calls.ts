@@ -23,8 +23,9 @@ export const COLD_PARTS_IN_FLIGHT_DEFAULT = 8;
 /**
  * Runs `call` with a signal that aborts when the caller's does or when `timeoutMs` passes; the
  * result is a rejection at that moment even when the cold store ignores its signal. Timeouts are
- * IO_ERROR naming the tier, the call and the bound; the caller's abort is CANCELLED (an enclosing
- * boundedColdCall's timeout stays its IO_ERROR).
+ * UNAVAILABLE naming the tier, the call and the bound: the tier took requests and did not answer
+ * in time (a stalled or paused server), which may pass, so the same read may succeed later; the
+ * caller's abort is CANCELLED (an enclosing boundedColdCall's timeout stays its UNAVAILABLE).
  */
 export async function boundedColdCall<T>(
   what: string,
@@ -38,13 +39,13 @@ export async function boundedColdCall<T>(
   let onAbort: (() => void) | undefined;
   const stopped = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      const error = new StorageError('IO_ERROR', `the cold tier did not complete ${what} within ${timeoutMs} ms; check that it is reachable (hot data is still served)`);
+      const error = new StorageError('UNAVAILABLE', `the cold tier did not complete ${what} within ${timeoutMs} ms; check that it is reachable (hot data is still served)`);
       controller.abort(error);
       reject(error);
     }, timeoutMs);
     onAbort = () => {
       // An enclosing bound that ran out (a ranged read's parts are bounded calls inside one)
-      // passes its IO_ERROR on: the tier failed, nobody cancelled (pool-tier.ts reports it).
+      // passes its UNAVAILABLE on: the tier failed, nobody cancelled (pool-tier.ts reports it).
       const reason: unknown = outer?.reason;
       const error = isStorageError(reason) && !isStorageError(reason, 'CANCELLED') ? reason : new StorageError('CANCELLED', `${what} was cancelled`);
       controller.abort(error);
