@@ -91,10 +91,26 @@ function hasBody(req: FastifyRequest): boolean {
   return (length !== undefined && length !== '0') || req.headers['transfer-encoding'] !== undefined;
 }
 
+/** The headers every answer carries, errors included (the onRequest hook sets them). */
+const HEADERS_OF_EVERY_ANSWER: ReadonlySet<string> = new Set(['x-amz-request-id', 'x-amz-id-2', 'server']);
+
+/**
+ * Drops what a handler set for the answer it was giving when that answer failed before its first
+ * byte (a GET whose object data could not be read: fastify has put the reply's headers on the
+ * response already). An error must not carry the object's headers: a client checks the error body
+ * against the object's x-amz-checksum-* (the AWS SDK reports a checksum mismatch instead of the
+ * error, and does not retry a ServiceUnavailable it never saw) or takes its ETag for the error's.
+ */
+function dropAnswerHeaders(reply: FastifyReply): void {
+  // getHeaders() covers the reply's and the response's; removeHeader() drops a name from both.
+  for (const name of Object.keys(reply.getHeaders())) if (!HEADERS_OF_EVERY_ANSWER.has(name)) reply.removeHeader(name);
+}
+
 async function sendError(req: FastifyRequest, reply: FastifyReply, err: unknown): Promise<FastifyReply | undefined> {
   const { error, internal, unavailable } = toS3Error(err);
   const state = stateOf(req);
   state.unavailable = unavailable;
+  if (!reply.sent && !reply.raw.headersSent) dropAnswerHeaders(reply);
   // Set here too: a malformed URL fails before the onRequest hook runs.
   reply.header('x-amz-request-id', state.requestId);
   if (isObjectError(err) && err.details.deleteMarker === true) reply.header('x-amz-delete-marker', 'true');
