@@ -44,6 +44,13 @@ export interface S3TestServer {
   kill(): Promise<void>;
   /** Starts it again on the same port after kill() (moto forgets its buckets; radosgw keeps them). */
   restart(): Promise<void>;
+  /**
+   * Stops the S3 process without ending it (SIGSTOP), as an operator pausing it or a hung host:
+   * the kernel still takes connections, nothing answers them, and it keeps its data. resume()
+   * (SIGCONT) lets it answer again, the requests that waited included.
+   */
+  pause(): void;
+  resume(): void;
   /** Kills everything it started and removes its folder. */
   stop(): Promise<void>;
 }
@@ -74,6 +81,12 @@ function startProcess(cmd: string, args: readonly string[], logPath: string, env
   child.once('exit', () => running.delete(child));
   child.once('error', () => running.delete(child));
   return child;
+}
+
+/** Sends SIGSTOP or SIGCONT to a running process (pause()/resume() of a server). */
+function signalProcess(child: ChildProcess | undefined, signal: 'SIGSTOP' | 'SIGCONT'): void {
+  if (child === undefined || child.exitCode !== null || child.signalCode !== null) throw new Error(`no running process to send ${signal} to`);
+  child.kill(signal);
 }
 
 async function killProcess(child: ChildProcess | undefined): Promise<void> {
@@ -143,6 +156,8 @@ export async function startMoto(options: MotoOptions = {}): Promise<S3TestServer
     dir: tmp.path,
     kill: () => killProcess(child),
     restart: start,
+    pause: () => signalProcess(child, 'SIGSTOP'),
+    resume: () => signalProcess(child, 'SIGCONT'),
     stop: async () => {
       await killProcess(child);
       tmp.cleanup();
@@ -313,6 +328,8 @@ async function startRadosgwOnce(options: RadosgwOptions): Promise<S3TestServer> 
       dir,
       kill: () => killProcess(gateway),
       restart: startGateway,
+      pause: () => signalProcess(gateway, 'SIGSTOP'),
+      resume: () => signalProcess(gateway, 'SIGCONT'),
       stop: async () => {
         await stopAll();
         tmp.cleanup();
