@@ -113,7 +113,7 @@ export class ExportManager implements ExportService {
       checkSocketPath(nbdSocketPath, 'the NBD socket');
       ensureSocketFolder(nbdSocketPath, 'the NBD socket', "choose another with --nbd-socket (or 'off')");
     }
-    const bind = async (where: string, options: Parameters<NbdServer['listen']>[0]) => {
+    const bind = async (where: string, flag: string, options: Parameters<NbdServer['listen']>[0]) => {
       try {
         await this.nbd.listen(options);
       } catch (err) {
@@ -121,15 +121,15 @@ export class ExportManager implements ExportService {
         const e = err as NodeJS.ErrnoException;
         const why =
           e.code === 'EADDRINUSE'
-            ? "the address is in use (qemu-nbd, nbdkit or another daemon? choose another with --nbd-listen, or 'off')"
+            ? `the address is in use (qemu-nbd, nbdkit or another daemon? choose another with ${flag}, or 'off')`
             : e.message;
         throw new StorageError('IO_ERROR', `cannot listen for NBD on ${where}: ${why}`, { cause: err });
       }
     };
-    if (nbdSocketPath !== undefined) await bind(nbdSocketPath, { unixPath: nbdSocketPath });
+    if (nbdSocketPath !== undefined) await bind(nbdSocketPath, '--nbd-socket', { unixPath: nbdSocketPath });
     const tcpTls = this.options.nbdTls === undefined ? undefined : loadTls(this.options.nbdTls);
     if (nbdListen !== undefined) {
-      await bind(formatListen(nbdListen), { tcp: { host: nbdListen.host, port: nbdListen.port }, ...(tcpTls !== undefined ? { tcpTls } : {}) });
+      await bind(formatListen(nbdListen), '--nbd-listen', { tcp: { host: nbdListen.host, port: nbdListen.port }, ...(tcpTls !== undefined ? { tcpTls } : {}) });
     }
     this.nbdTcpPort = this.nbd.tcpPort;
     await this.options.beforeRestore?.();
@@ -282,6 +282,10 @@ export class ExportManager implements ExportService {
     const queueCount = request.queueCount ?? 1;
     if (!Number.isInteger(queueCount) || queueCount < 1 || queueCount > MAX_VHOST_USER_QUEUES) {
       throw new StorageError('INVALID_ARGUMENT', `queues must be 1 to ${MAX_VHOST_USER_QUEUES}, not ${queueCount}`);
+    }
+    const nbdSocketPath = this.options.nbdSocketPath;
+    if (nbdSocketPath !== undefined && path.resolve(nbdSocketPath) === socketPath) {
+      throw new StorageError('ALREADY_EXISTS', `socket ${socketPath} is this daemon's NBD socket`);
     }
     for (const r of this.running.values()) {
       if (r.record.socketPath === socketPath) {

@@ -95,6 +95,9 @@ export const EINTR = errnoValue('EINTR', 4);
 export const EBADF = errnoValue('EBADF', 9);
 export const EINVAL = errnoValue('EINVAL', 22);
 export const ECONNABORTED = errnoValue('ECONNABORTED', 103);
+export const ECONNREFUSED = errnoValue('ECONNREFUSED', 111);
+export const EADDRINUSE = errnoValue('EADDRINUSE', 98);
+export const EEXIST = errnoValue('EEXIST', 17);
 
 /**
  * The thread's errno as it is now. koffi does not save it after a synchronous call: whatever runs

@@ -12,7 +12,10 @@ import {
   cmsgSpace,
   CMSGHDR_BYTES,
   EAGAIN,
+  EADDRINUSE,
   ECONNABORTED,
+  ECONNREFUSED,
+  EEXIST,
   EINTR,
   EINVAL,
   ErrnoDoubt,
@@ -70,6 +73,44 @@ function newSocket(): number {
   return fd;
 }
 
+/**
+ * Whether a process listens on the unix socket at path: a non-blocking connect succeeds (or finds
+ * the backlog full, EAGAIN). ECONNREFUSED says no: nobody listens, the file is stale. Any other
+ * errno (ENOENT: the file went away meanwhile) is doubted once (see errno()) and then also says no.
+ * The listener sees a connection that closes at once.
+ */
+export function isListening(path: string): boolean {
+  const addr = sockaddrUn(path);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const fd = newSocket();
+    try {
+      if (libc().connect(fd, addr, addr.length) === 0) return true;
+      const e = errno();
+      if (e === EAGAIN) return true;
+      if (e === ECONNREFUSED) return false;
+    } finally {
+      closeFd(fd);
+    }
+  }
+  return false;
+}
+
+/**
+ * Makes path free for a new listener: nothing there, or a socket file nobody listens on (removed).
+ * Any other file is EEXIST, a socket with a live listener EADDRINUSE; neither is touched.
+ */
+export function removeStaleSocket(path: string, syscall: string): void {
+  let st: fs.Stats | undefined;
+  try {
+    st = fs.lstatSync(path);
+  } catch {
+    return;
+  }
+  if (!st.isSocket()) throw new SysError(syscall, EEXIST, `of "${path}" (exists and is not a socket)`);
+  if (isListening(path)) throw new SysError(syscall, EADDRINUSE, `of "${path}" (another process listens on it)`);
+  fs.rmSync(path, { force: true });
+}
+
 export class UnixListener {
   readonly fd: number;
   readonly path: string;
@@ -87,20 +128,14 @@ export class UnixListener {
 
   /**
    * Binds and listens on path. A stale socket file (left by a killed daemon) is removed first; any
-   * other kind of file at path is an error (EEXIST), never deleted.
+   * other kind of file at path is an error (EEXIST), never deleted, and so is a socket some process
+   * still listens on (EADDRINUSE): removing it would take its path from a live server (another
+   * daemon's attachment, qemu-storage-daemon, this daemon's own NBD socket), whose next client
+   * would then reach us instead.
    */
   static listen(path: string, backlog = 16): UnixListener {
     const addr = sockaddrUn(path);
-    let st: fs.Stats | undefined;
-    try {
-      st = fs.lstatSync(path);
-    } catch {
-      st = undefined;
-    }
-    if (st !== undefined) {
-      if (!st.isSocket()) throw new SysError('bind', 17 /* EEXIST */, `of "${path}" (exists and is not a socket)`);
-      fs.rmSync(path, { force: true });
-    }
+    removeStaleSocket(path, 'bind');
     const fd = newSocket();
     try {
       if (libc().bind(fd, addr, addr.length) < 0) throw fail('bind', `of "${path}"`);

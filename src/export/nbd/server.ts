@@ -7,6 +7,7 @@
  */
 import net from 'node:net';
 import { rmSync } from 'node:fs';
+import { removeStaleSocket } from '../../sys/unix-socket.js';
 import { StorageError } from '../../core/errors.js';
 import * as P from './protocol.js';
 import { BufferPool } from '../../sys/buffer-pool.js';
@@ -129,7 +130,8 @@ export class NbdServer implements NbdConnectionHost {
   /** Starts listening; resolves once every requested listener is bound. */
   async listen(options: NbdListenOptions): Promise<void> {
     if (options.unixPath !== undefined) {
-      rmSync(options.unixPath, { force: true });
+      // A stale file goes; one some process still listens on (another daemon) is EADDRINUSE.
+      removeStaleSocket(options.unixPath, 'listen');
       await this.bind((s, done) => s.listen(options.unixPath, done), undefined);
       this.unixPath = options.unixPath;
     }
