@@ -40,7 +40,7 @@ import {
 } from './remote/common.js';
 import { ProgressBar } from './remote/progress-bar.js';
 import { EXIT } from './remote/exits.js';
-import { bytePieces, openSource, writeSparseFile, writeStdout } from './remote/streams.js';
+import { bytePieces, importFormat, openSource, writeSparseFile, writeStdout } from './remote/streams.js';
 import { readSparseStream } from '../volume/sparse-stream.js';
 import { parseDuration } from './trash.js';
 import { VOLUME_QOS_SUBCOMMANDS, newVolumeQos } from './qos.js';
@@ -325,11 +325,11 @@ const importCmd = subcommand(
   'create a volume from a raw or qcow2 image (file or stdin)',
   `Usage: strata volume import FILE|- [POOL/]VOLUME [--format raw|qcow2] [--size SIZE] [-p]
 
-Creates VOLUME from an image file, or from stdin with '-'. The format is detected from the
-first bytes (qcow2 magic) unless given. Zero blocks are not stored.
+Creates VOLUME from an image file, or from stdin with '-'. Zero blocks are not stored.
 
 Options:
-  --format raw|qcow2   the input's format (default: detected)
+  --format raw|qcow2   the input's format (default: detected; VMDK, VDI, VHD, compressed and
+                       tar files are refused: --format raw takes their bytes as they are)
   --size SIZE          the volume's size (raw input; default: the input's length)
   -p, --progress       show the progress bar even when stderr is not a terminal
   --no-progress        never show it
@@ -347,8 +347,8 @@ Options:
     const bar = new ProgressBar(con, ProgressBar.enabled(args), 'importing', undefined);
     const source = await openSource(file, (n) => bar.add(n), { sparse: true });
     bar.setTotal(source.sizeBytes);
-    const effective = format ?? source.detectedFormat;
     const what = `cannot import ${source.describe} into volume '${label(ref)}'`;
+    const effective = importFormat(source, format, what, file, label(ref));
     const vol = await upload(client, `${volumePath(ref)}/content${query({ format: effective, sizeBytes, transfer: source.transfer })}`, source, bar, what);
     if (wantsJson(args)) printJson(con, vol);
     else con.stdout(`Imported ${source.describe} (${effective}) into volume '${vol.pool}/${vol.name}' (${size(vol.provisionedBytes)}, ${size(vol.allocatedBytes)} allocated).\n`);

@@ -15,16 +15,15 @@ import { pieceLength, sharedZeroes, sparseRecords, type ContentPiece, type Trans
 import { CliError } from '../errors.js';
 import { StdoutClosedError, checkStdoutOpen, isClosedPipe } from '../output.js';
 import { EXIT } from './exits.js';
-
-const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]);
+import { detectImageFormat, FORMAT_PEEK_BYTES, type DetectedFormat } from './image-formats.js';
 
 export interface Source {
   /** The bytes, pulled on demand (back-pressure). */
   stream: Readable;
   /** Known for files, undefined for stdin. */
   sizeBytes: number | undefined;
-  /** The format the first bytes show. */
-  detectedFormat: 'raw' | 'qcow2';
+  /** The format the first bytes show (image-formats.ts): raw, qcow2, or one Strata does not import. */
+  detected: DetectedFormat;
   /** How `stream` carries the image: its bytes, or a sparse stream (sparse-stream.ts). */
   transfer: TransferEncoding;
   describe: string;
@@ -65,14 +64,14 @@ export async function openSource(file: string, onBytes: (n: number) => void, opt
   // Peek at the first bytes without losing them.
   const head: Buffer[] = [];
   let headBytes = 0;
-  while (headBytes < QCOW2_MAGIC.length) {
+  while (headBytes < FORMAT_PEEK_BYTES) {
     const r = await input.next();
     if (r.done) break;
     head.push(r.value);
     headBytes += r.value.length;
   }
   const first = Buffer.concat(head);
-  const detectedFormat = formatOf(first);
+  const detected = detectImageFormat(first);
   async function* chunks(): AsyncGenerator<Buffer> {
     try {
       if (first.length > 0) {
@@ -89,11 +88,20 @@ export async function openSource(file: string, onBytes: (n: number) => void, opt
       close();
     }
   }
-  return { stream: Readable.from(chunks(), { objectMode: false }), sizeBytes, detectedFormat, transfer: 'bytes', describe: file === '-' ? 'stdin' : `'${file}'` };
+  return { stream: Readable.from(chunks(), { objectMode: false }), sizeBytes, detected, transfer: 'bytes', describe: file === '-' ? 'stdin' : `'${file}'` };
 }
 
-function formatOf(first: Uint8Array): 'raw' | 'qcow2' {
-  return Buffer.from(first.buffer, first.byteOffset, Math.min(first.length, QCOW2_MAGIC.length)).equals(QCOW2_MAGIC) ? 'qcow2' : 'raw';
+/**
+ * The format to import Source as: the one given, else the detected raw or qcow2. A detected format
+ * Strata does not import (image-formats.ts) is refused unless one was given (`--format raw` takes
+ * its bytes as they are); the refusal names it and how to convert or decompress it.
+ */
+export function importFormat(source: Source, given: 'raw' | 'qcow2' | undefined, what: string, file: string, volume: string): 'raw' | 'qcow2' {
+  if (given !== undefined) return given;
+  const detected = source.detected;
+  if (detected.format !== 'foreign') return detected.format;
+  source.stream.destroy();
+  throw new CliError(`${what}: it is ${detected.name}, not raw or qcow2`, { hint: detected.hint(file, volume), exitCode: EXIT.ERROR, code: 'INVALID_IMAGE' });
 }
 
 async function openSparseFile(file: string, sizeBytes: number, onBytes: (n: number) => void): Promise<Source> {
@@ -103,7 +111,7 @@ async function openSparseFile(file: string, sizeBytes: number, onBytes: (n: numb
   } catch (err) {
     throw new CliError(`cannot read '${file}': ${(err as Error).message}`, { hint: 'check the path and its permissions', exitCode: EXIT.ERROR });
   }
-  const first = new Uint8Array(QCOW2_MAGIC.length);
+  const first = new Uint8Array(Math.min(FORMAT_PEEK_BYTES, sizeBytes));
   await opened.pread(first, 0);
   async function* counted(): AsyncGenerator<ContentPiece, void, undefined> {
     try {
@@ -116,7 +124,7 @@ async function openSparseFile(file: string, sizeBytes: number, onBytes: (n: numb
     }
   }
   const stream = Readable.from(sparseRecords(counted(), sizeBytes), { objectMode: false });
-  return { stream, sizeBytes, detectedFormat: formatOf(first), transfer: 'sparse', describe: `'${file}'` };
+  return { stream, sizeBytes, detected: detectImageFormat(first), transfer: 'sparse', describe: `'${file}'` };
 }
 
 const BLOCK = 4096;
