@@ -16,6 +16,7 @@ import {
   BlkRequestHandler,
   blkFeatures,
   DEFAULT_BLK_LIMITS,
+  DEVICE_ERROR_REPORT_INTERVAL_MS,
   encodeBlkConfig,
   VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_FLUSH,
@@ -162,8 +163,13 @@ async function run(handler: BlkRequestHandler, readable: Uint8Array[], writable:
   return { status: last[last.length - 1]!, len };
 }
 
-function handlerFor(device: BlockDevice, opts: { readOnly?: boolean; serial?: string; log?: (m: string) => void } = {}): BlkRequestHandler {
-  return new BlkRequestHandler(device, { readOnly: opts.readOnly ?? false, serial: opts.serial ?? 'strata-serial-0001', ...(opts.log ? { log: opts.log } : {}) });
+function handlerFor(device: BlockDevice, opts: { readOnly?: boolean; serial?: string; log?: (m: string) => void; clock?: () => number } = {}): BlkRequestHandler {
+  return new BlkRequestHandler(device, {
+    readOnly: opts.readOnly ?? false,
+    serial: opts.serial ?? 'strata-serial-0001',
+    ...(opts.log ? { log: opts.log } : {}),
+    ...(opts.clock ? { clock: opts.clock } : {}),
+  });
 }
 
 describe('virtio-blk config and features', () => {
@@ -424,10 +430,11 @@ describe('virtio-blk requests (RAM device)', () => {
     expect(device.calls).toEqual([]);
   });
 
-  it('device failures become IOERR, logged once and counted', async () => {
+  it('device failures become IOERR, logged once a minute at most and counted', async () => {
     const device = fresh();
     const logs: string[] = [];
-    const handler = handlerFor(device, { log: (m) => logs.push(m) });
+    let nowMs = 1_000_000;
+    const handler = handlerFor(device, { log: (m) => logs.push(m), clock: () => nowMs });
     device.failWith = new StorageError('IO_ERROR', 'disk on fire');
     for (const type of [VIRTIO_BLK_T_IN, VIRTIO_BLK_T_FLUSH]) {
       expect((await run(handler, [header(type, 0)], [new Uint8Array(512), new Uint8Array(1)])).status).toBe(VIRTIO_BLK_S_IOERR);
@@ -437,6 +444,21 @@ describe('virtio-blk requests (RAM device)', () => {
     expect(handler.deviceErrors).toBe(3);
     expect(logs).toHaveLength(1);
     expect(logs[0]).toMatch(/IO_ERROR: disk on fire/);
+
+    // The pool fills up a while later on the same connection: the guest's new errors are logged
+    // again (they used to be only counted, so a second outage left no trace), with the count of
+    // those not logged in between; then quiet again for the interval.
+    nowMs += DEVICE_ERROR_REPORT_INTERVAL_MS - 1;
+    expect((await run(handler, [header(VIRTIO_BLK_T_OUT, 0), new Uint8Array(512)], [new Uint8Array(1)])).status).toBe(VIRTIO_BLK_S_IOERR);
+    expect(logs).toHaveLength(1);
+    nowMs += 1;
+    device.failWith = new StorageError('NO_SPACE', 'pwrite: no space left on device (ENOSPC)');
+    expect((await run(handler, [header(VIRTIO_BLK_T_OUT, 0), new Uint8Array(512)], [new Uint8Array(1)])).status).toBe(VIRTIO_BLK_S_IOERR);
+    expect(logs).toHaveLength(2);
+    expect(logs[1]).toMatch(/3 more since the last report\): NO_SPACE: pwrite: no space left on device/);
+    expect((await run(handler, [header(VIRTIO_BLK_T_OUT, 0), new Uint8Array(512)], [new Uint8Array(1)])).status).toBe(VIRTIO_BLK_S_IOERR);
+    expect(logs).toHaveLength(2);
+    expect(handler.deviceErrors).toBe(6);
   });
 
   it('a failed segment of a direct scattered read completes only after the other segments settled', async () => {

@@ -202,6 +202,9 @@ export const DIRECT_MIN_SEGMENT_BYTES = 128 * 1024;
 export const DIRECT_SEGMENTS_MAX = 16;
 /** Bounce buffers kept for reuse (each request in flight needs its own). */
 const BOUNCE_POOL_MAX = 16;
+/** Device errors after the first are logged at most this often (BlkRequestHandler.noteDeviceError). */
+export const DEVICE_ERROR_REPORT_INTERVAL_MS = 60_000;
+
 /** Larger bounce buffers are allocated per request and dropped. */
 const BOUNCE_POOLED_MAX_BYTES = 4 * 1024 * 1024;
 
@@ -213,8 +216,13 @@ export interface BlkRequestHandlerOptions {
   /** GET_ID answer; UTF-8, truncated to 20 bytes, NUL-padded. */
   serial: string;
   limits?: BlkLimits;
-  /** Device failures are reported here once per handler (then only counted). */
+  /**
+   * Device failures are reported here: the first at once, later ones at most once per
+   * DEVICE_ERROR_REPORT_INTERVAL_MS with how many were not reported since (all are counted).
+   */
   log?: ExportLog;
+  /** Milliseconds for that interval (default Date.now; tests pass their own). */
+  clock?: () => number;
   /** Tuning/benchmarks: see DIRECT_MIN_SEGMENT_BYTES (0: always direct; Infinity: always bounce). */
   directMinSegmentBytes?: number;
 }
@@ -244,12 +252,16 @@ export class BlkRequestHandler {
   private readonly bouncePool: Uint8Array[] = [];
   private readonly directMinSegmentBytes: number;
   private deviceErrorCount = 0;
+  private readonly clock: () => number;
+  private lastErrorReportMs: number | undefined;
+  private unreportedErrors = 0;
 
   constructor(device: BlockDevice, opts: BlkRequestHandlerOptions) {
     this.device = device;
     this.readOnly = opts.readOnly || device.capabilities.readOnly;
     this.limits = opts.limits ?? DEFAULT_BLK_LIMITS;
     this.log = opts.log ?? (() => {});
+    this.clock = opts.clock ?? Date.now;
     this.directMinSegmentBytes = opts.directMinSegmentBytes ?? DIRECT_MIN_SEGMENT_BYTES;
     this.idBytes = new Uint8Array(VIRTIO_BLK_ID_BYTES);
     this.idBytes.set(new TextEncoder().encode(opts.serial).subarray(0, VIRTIO_BLK_ID_BYTES));
@@ -489,11 +501,23 @@ export class BlkRequestHandler {
     this.bouncePool.push(buffer);
   }
 
+  /**
+   * A guest that keeps getting IOERR (a pool that filled up, a disk that fails) must not go
+   * unnoticed after the first line: every failure that comes DEVICE_ERROR_REPORT_INTERVAL_MS or
+   * more after the last line logged is logged too, with the count of those in between.
+   */
   private noteDeviceError(err: unknown): void {
     this.deviceErrorCount++;
-    if (this.deviceErrorCount > 1) return;
+    const now = this.clock();
+    if (this.lastErrorReportMs !== undefined && now - this.lastErrorReportMs < DEVICE_ERROR_REPORT_INTERVAL_MS) {
+      this.unreportedErrors++;
+      return;
+    }
+    const since = this.unreportedErrors > 0 ? `; ${this.unreportedErrors} more since the last report` : '';
+    this.lastErrorReportMs = now;
+    this.unreportedErrors = 0;
     const message = err instanceof Error ? err.message : String(err);
-    this.log(`virtio-blk: device error (reported to the guest as IOERR; further ones are only counted): ${isStorageError(err) ? `${err.code}: ` : ''}${message}`, 'warn');
+    this.log(`virtio-blk: device error (reported to the guest as IOERR; at most one line a minute${since}): ${isStorageError(err) ? `${err.code}: ` : ''}${message}`, 'warn');
   }
 }
 
