@@ -11,6 +11,7 @@ import { CliError, UsageError } from './errors.js';
 import { StdoutClosedError, type Console } from './output.js';
 import { EXPORT_SUBCOMMANDS } from './exports.js';
 import { EVICT_SUBCOMMANDS } from './volume-evict.js';
+import { resize } from './volume-resize.js';
 import { SEAL_SUBCOMMANDS } from './volume-seal.js';
 import { duTable, type DuEntryJson } from './pool.js';
 import { ApiClient, query, seg } from './remote/client.js';
@@ -158,40 +159,6 @@ and its location: the active layer's file on this host, for a local pool ('qemu-
     const vol = await clientOf(args).json<VolumeJson>('GET', volumePath(ref), `cannot show volume '${label(ref)}'`);
     if (wantsJson(args)) printJson(con, vol);
     else con.stdout(volumeDetails(vol));
-    return 0;
-  },
-);
-
-const resize = subcommand(
-  'resize',
-  'grow or shrink a volume',
-  `Usage: strata volume resize [POOL/]VOLUME [+|-]SIZE [--shrink]
-
-Sets the volume's size to SIZE, or changes it by +SIZE / -SIZE. Shrinking loses the data past
-the new end and needs --shrink.
-
-Options:
-  --shrink   allow making the volume smaller
-`,
-  async (argv, con) => {
-    const command = 'volume resize';
-    const args = parse(argv, command, [{ long: 'shrink' }]);
-    const [name, sizeText] = positionals(args, command, ['VOLUME', 'SIZE']) as [string, string];
-    const ref = parseVolumeRef(name, command);
-    const sign = sizeText[0] === '+' || sizeText[0] === '-' ? sizeText[0] : undefined;
-    const amount = parseSize(sign ? sizeText.slice(1) : sizeText, 'size', command, VOLUME_SIZE_LIMIT);
-    const client = clientOf(args);
-    const what = `cannot resize volume '${label(ref)}'`;
-    let target = amount;
-    if (sign !== undefined) {
-      const current = (await client.json<VolumeJson>('GET', volumePath(ref), what)).provisionedBytes;
-      target = sign === '+' ? current + amount : current - amount;
-      if (target <= 0) throw new UsageError(`${command}: the volume has ${size(current)}; shrinking by ${size(amount)} leaves nothing`, usageHint(command));
-    }
-    if (target === 0) throw new UsageError(`${command}: the size must be more than 0`, usageHint(command));
-    const vol = await client.json<VolumeJson>('PATCH', volumePath(ref), what, { sizeBytes: target, allowShrink: args.has('shrink') });
-    if (wantsJson(args)) printJson(con, vol);
-    else con.stdout(`Volume '${label(ref)}' resized to ${size(vol.provisionedBytes)}.\n`);
     return 0;
   },
 );

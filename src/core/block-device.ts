@@ -72,6 +72,12 @@ export interface BlockDevice {
   readSegments?(guestOffset: number, segments: readonly Uint8Array[]): Promise<void>;
   /** Optional: writeSegments is to write() what readSegments is to read(). */
   writeSegments?(guestOffset: number, segments: readonly Uint8Array[], flags?: WriteFlags): Promise<void>;
+  /**
+   * Optional: calls listener (with the new sizeBytes) whenever the device's size changes while it is
+   * open (a volume grown under its exports), after requests may use the new size. Returns the
+   * unsubscribe. Absent: the size never changes while open.
+   */
+  onResize?(listener: (sizeBytes: number) => void): () => void;
   close(): Promise<void>;
 }
 

@@ -220,9 +220,9 @@ export class UnixStream extends WatchedFd {
   /**
    * Sends data with fds attached to its first byte (SCM_RIGHTS). The caller keeps ownership of its
    * fds (the kernel duplicates them into the peer). Loops over partial sends; waits at most
-   * SEND_TIMEOUT_MS for buffer space, then throws SysError(EAGAIN).
+   * waitMs (default SEND_TIMEOUT_MS; 0: not at all) for buffer space, then throws SysError(EAGAIN).
    */
-  sendMessage(data: Uint8Array, fds: readonly number[] = []): void {
+  sendMessage(data: Uint8Array, fds: readonly number[] = [], waitMs = SEND_TIMEOUT_MS): void {
     const fd = this.requireOpen('sendmsg');
     if (fds.length > SCM_MAX_FD) throw new SysError('sendmsg', EINVAL, `(${fds.length} descriptors; at most ${SCM_MAX_FD})`);
     const controlBytes = fds.length > 0 ? cmsgSpace(fds.length) : 0;
@@ -231,7 +231,7 @@ export class UnixStream extends WatchedFd {
     s.bytes.set(data, dataOffset);
     let sent = 0;
     let withFds = fds.length > 0;
-    const deadline = Date.now() + SEND_TIMEOUT_MS;
+    const deadline = Date.now() + waitMs;
     let doubt: ErrnoDoubt | undefined;
     while (sent < data.length || withFds) {
       this.fillMsghdr(s.view, s.addr, dataOffset + sent, data.length - sent, withFds ? controlBytes : 0);
@@ -255,7 +255,7 @@ export class UnixStream extends WatchedFd {
         throw new SysError('sendmsg', e);
       }
       const left = deadline - Date.now();
-      if (left <= 0) throw new SysError('sendmsg', e, `(peer has not read for ${SEND_TIMEOUT_MS} ms)`);
+      if (left <= 0) throw new SysError('sendmsg', e, `(peer has not read for ${waitMs} ms)`);
       this.waitWritable(fd, left);
     }
   }

@@ -10,6 +10,9 @@
  * chain is reopened from the catalog and the waiting requests go on against it. A snapshot
  * therefore holds exactly the writes completed before it, and no request is lost or failed.
  *
+ * A resize (a grow: a shrink is refused while the head is live) is such a change: after the reopen
+ * the handles' resize listeners are called, so exports tell their clients (vhost-user: the guest).
+ *
  * QoS (issue 15): every handle's reads, writes and flushes pass the LiveVolume's QosThrottle
  * first, so the limits hold for the volume whatever exports (NBD, vhost-user) reach it, and a
  * change of limits applies to the running exports at once. blockStatus is not throttled.
@@ -59,6 +62,8 @@ export class LiveVolume {
   private readonly exportRefs = new Set<ExportRef>();
   private closed = false;
   private lastSizeBytes: number;
+  /** Handles' resize listeners (LiveDevice.onResize). */
+  private readonly resizeListeners = new Set<(sizeBytes: number) => void>();
   /** The volume's QoS limiter, shared by its handles (unlimited until the registry sets limits). */
   readonly throttle = new QosThrottle(undefined);
 
@@ -101,6 +106,12 @@ export class LiveVolume {
     this.refs++;
     if (exportRef !== undefined) this.exportRefs.add(exportRef);
     return new LiveDevice(this, readOnly || !this.writable, exportRef);
+  }
+
+  /** @internal LiveDevice.onResize */
+  onResize(listener: (sizeBytes: number) => void): () => void {
+    this.resizeListeners.add(listener);
+    return () => this.resizeListeners.delete(listener);
   }
 
   /** @internal LiveDevice.close */
@@ -166,6 +177,22 @@ export class LiveVolume {
       }
     }
     this.gate.open();
+    this.noteSize();
+  }
+
+  /** Calls the resize listeners when the reopened chain's size differs from the last one seen. */
+  private noteSize(): void {
+    const before = this.lastSizeBytes;
+    const now = this.sizeBytes;
+    if (now === before) return;
+    for (const listener of [...this.resizeListeners]) {
+      // One export's failure to tell its client must not keep the others from being told.
+      try {
+        listener(now);
+      } catch (err) {
+        process.emitWarning(`a resize listener of ${this.key} failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
   }
 
   /** Drains and closes the chain for good; requests still arriving fail ('the volume was closed'). */
@@ -239,6 +266,10 @@ export class LiveDevice implements BlockDevice {
 
   get sizeBytes(): number {
     return this.live.sizeBytes;
+  }
+
+  onResize(listener: (sizeBytes: number) => void): () => void {
+    return this.live.onResize(listener);
   }
 
   read(guestOffset: number, buf: Uint8Array): Promise<void> {

@@ -13,8 +13,9 @@
  * wait for all of them), and later messages queue behind it, as the protocol expects (at most
  * MAX_PENDING_MESSAGES).
  *
- * Here: feature and protocol-feature negotiation, replies (REPLY_ACK), the config space, the backend
- * channel descriptor, and the connection's end (shutdown, close, release).
+ * Here: feature and protocol-feature negotiation, replies (REPLY_ACK), the config space and its
+ * changes (an online grow: backend-channel.ts tells the front-end), and the connection's end
+ * (shutdown, close, release).
  *
  * Descriptors: every descriptor received with a message is closed by dispatch after its handler
  * returns or throws, unless the handler took it (takeFd: eventfds, the backend channel; each
@@ -31,9 +32,10 @@
  * descriptor chain stops only that ring (rings.ts). Nothing escapes to the event loop.
  */
 import type { BlockDevice } from '../../core/block-device.js';
-import { closeFd, closeFds } from '../../sys/fd.js';
+import { closeFds } from '../../sys/fd.js';
 import type { UnixStream } from '../../sys/unix-socket.js';
 import { isPeerHangUp, type ExportLog, type ExportLogLevel } from '../log.js';
+import { BackendChannel } from './backend-channel.js';
 import { BlkRequestHandler, blkFeatures, encodeBlkConfig } from './blk.js';
 import { InflightTracker } from './inflight.js';
 import { GuestMemory, MAX_MEMORY_REGIONS } from './memory.js';
@@ -52,6 +54,8 @@ export const MAX_QUEUES = 16;
 export const PROTOCOL_FEATURES_OFFERED =
   M.bit(M.ProtocolFeature.MQ) |
   M.bit(M.ProtocolFeature.REPLY_ACK) |
+  // With CONFIG: how the front-end learns that the volume grew (CONFIG_CHANGE_MSG).
+  M.bit(M.ProtocolFeature.BACKEND_REQ) |
   M.bit(M.ProtocolFeature.CONFIG) |
   M.bit(M.ProtocolFeature.INFLIGHT_SHMFD) |
   M.bit(M.ProtocolFeature.RESET_DEVICE) |
@@ -89,9 +93,14 @@ export class VhostUserBlkBackend {
   private readonly rings: RingSet;
   private readonly framer: M.MessageFramer;
   private readonly featuresOffered: bigint;
-  private readonly config: Uint8Array;
+  /** The config space as GET_CONFIG answers it now (re-encoded when the device grows). */
+  private config: Uint8Array;
   private protocolFeatures = 0n;
-  private backendReqFd = -1;
+  private backendChannel: BackendChannel | undefined;
+  /** GET_CONFIG was answered on this connection (the front-end holds this connection's config). */
+  private configRead = false;
+  /** A config change had no channel to go by: logged once per connection. */
+  private changeUnannouncedLogged = false;
   private pending: M.Message[] = [];
   private dispatching = false;
 
@@ -114,11 +123,7 @@ export class VhostUserBlkBackend {
     this.memoryTable = new MemoryTable(memory, this.rings);
     this.featuresOffered =
       blkFeatures({ readOnly, discard: device.capabilities.discard }) | M.bit(M.VHOST_USER_F_PROTOCOL_FEATURES);
-    this.config = encodeBlkConfig({
-      capacityBytes: device.sizeBytes,
-      queueCount: opts.queueCount,
-      writeZeroesMayUnmap: device.capabilities.discard,
-    });
+    this.config = this.encodeConfig();
     this.framer = new M.MessageFramer((maxBytes, maxFds) => this.sock.recvMessage(maxBytes, maxFds));
     sock.onReadable(() => this.onSocketReadable());
   }
@@ -145,6 +150,39 @@ export class VhostUserBlkBackend {
   /** The connection is going away (the rings hold the flag: the request path checks it). */
   private get closing(): boolean {
     return this.rings.closing;
+  }
+
+  /**
+   * The device's config changed (its size grew): GET_CONFIG answers the new config from now on, and
+   * the front-end is told to read it again so the guest sees it. Requests already validated keep
+   * the bounds they were checked against; the guest addresses the new space only once it has read
+   * the new capacity.
+   */
+  configChanged(): void {
+    if (this.closing) return;
+    const config = this.encodeConfig();
+    if (sameBytes(config, this.config)) return;
+    this.config = config;
+    if (this.announceConfigChange()) return;
+    // A channel that failed logged why itself; say once what no channel means for the guest.
+    if (this.changeUnannouncedLogged || this.backendChannel?.isOpen === false) return;
+    this.changeUnannouncedLogged = true;
+    this.opts.log('the device config changed and the front-end gave no back-end request channel (BACKEND_REQ): the guest sees the new capacity only when its front-end next reads the config', 'info');
+  }
+
+  private encodeConfig(): Uint8Array {
+    const device = this.opts.device;
+    return encodeBlkConfig({
+      capacityBytes: device.sizeBytes,
+      queueCount: this.opts.queueCount,
+      writeZeroesMayUnmap: device.capabilities.discard,
+    });
+  }
+
+  /** CONFIG_CHANGE_MSG on the back-end channel, if BACKEND_REQ was negotiated and one was given. True if sent. */
+  private announceConfigChange(): boolean {
+    if ((this.protocolFeatures & M.bit(M.ProtocolFeature.BACKEND_REQ)) === 0n) return false;
+    return this.backendChannel?.notifyConfigChange() === true;
   }
 
   /** Graceful stop: no new requests; those in flight complete (and reach the guest); then close. */
@@ -175,8 +213,8 @@ export class VhostUserBlkBackend {
   private release(): void {
     try {
       this.dropDeviceState();
-      closeFd(this.backendReqFd);
-      this.backendReqFd = -1;
+      this.backendChannel?.close();
+      this.backendChannel = undefined;
     } catch (err) {
       this.opts.log(`releasing connection resources failed: ${describeError(err)}`, 'warn');
     }
@@ -381,15 +419,29 @@ export class VhostUserBlkBackend {
       case R.SET_VRING_ERR:
         this.rings.setVringFd(request, M.decodeU64(p), fds);
         return undefined;
-      case R.SET_VRING_ENABLE:
-        this.rings.setVringEnable(M.decodeVringState(p));
+      case R.SET_VRING_ENABLE: {
+        const state = M.decodeVringState(p);
+        this.rings.setVringEnable(state);
+        // A front-end that reconnected (QEMU with reconnect=1, after a daemon restart) starts the
+        // rings without reading the config again: it still holds the capacity of an earlier
+        // connection, perhaps from before a grow. Have it read the config once now (QEMU acts on
+        // it only once the device has started, which it has when it enables a ring).
+        if (state.num !== 0 && !this.configRead) {
+          this.configRead = true;
+          this.announceConfigChange();
+        }
         return undefined;
+      }
       case R.SET_BACKEND_REQ_FD:
-        // Accepted and kept for the connection's lifetime; we send nothing on it (BACKEND_REQ is not offered).
-        closeFd(this.backendReqFd);
-        this.backendReqFd = takeFd(fds, 0);
+        // Kept for the connection's lifetime; a re-sent one replaces (and closes) the old.
+        this.backendChannel?.close();
+        this.backendChannel = new BackendChannel(takeFd(fds, 0), {
+          replyAck: (this.protocolFeatures & M.bit(M.ProtocolFeature.REPLY_ACK)) !== 0n,
+          log: this.opts.log,
+        });
         return undefined;
       case R.GET_CONFIG:
+        this.configRead = true;
         return { payload: this.getConfig(M.decodeConfig(p)) };
       case R.SET_CONFIG: {
         const c = M.decodeConfig(p);
@@ -440,4 +492,8 @@ export class VhostUserBlkBackend {
       this.rings.features = 0n;
     });
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

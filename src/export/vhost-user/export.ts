@@ -11,6 +11,9 @@
  * off; a new connection is accepted only once the previous one has released everything (its
  * requests in flight finished, guest memory unmapped).
  *
+ * A device that grows while exported (BlockDevice.onResize) is announced to the connected
+ * front-end (VhostUserBlkBackend.configChanged); a front-end connecting later reads the new size.
+ *
  * requestShutdown(): stop listening and remove the socket file, let requests in flight complete
  * and reach the guest, close the connection; `closed` resolves after that.
  */
@@ -74,6 +77,7 @@ export class VhostUserBlkExport implements Export {
   private state: 'new' | 'started' | 'stopping' = 'new';
   private listener: UnixListener | undefined;
   private device: BlockDevice | undefined;
+  private stopResizeListener: (() => void) | undefined;
   private backend: VhostUserBlkBackend | undefined;
   /** A front-end that connected while the previous connection was still being released. */
   private waiting: UnixStream | undefined;
@@ -113,6 +117,10 @@ export class VhostUserBlkExport implements Export {
       throw err;
     }
     this.device = device;
+    this.stopResizeListener = device.onResize?.((sizeBytes) => {
+      this.log(`the device's size changed to ${sizeBytes} bytes`, 'info');
+      this.backend?.configChanged();
+    });
     this.state = 'started';
     this.listener.onConnection((sock) => this.accept(sock));
     this.log(`listening (${this.opts.queueCount} queue(s), ${this.opts.readOnly ? 'read-only' : 'read-write'})`, 'info');
@@ -122,6 +130,8 @@ export class VhostUserBlkExport implements Export {
     if (this.state === 'stopping') return;
     const wasStarted = this.state === 'started';
     this.state = 'stopping';
+    this.stopResizeListener?.();
+    this.stopResizeListener = undefined;
     this.listener?.close();
     this.listener = undefined;
     this.waiting?.close();

@@ -70,6 +70,18 @@ export function requestName(request: number): string {
   return NAMES.get(request) ?? `request ${request}`;
 }
 
+/**
+ * Requests the back-end sends on the back-end request channel (SET_BACKEND_REQ_FD, protocol feature
+ * BACKEND_REQ). Their numbering is separate from the front-end's requests above.
+ */
+export const BackendRequest = {
+  /** The device's config space changed: the front-end reads it again (GET_CONFIG). No payload. */
+  CONFIG_CHANGE_MSG: 2,
+} as const;
+
+/** A front-end's answer to a back-end request sent with NEED_REPLY: header + u64 (0 = success). */
+export const BACKEND_REPLY_BYTES = HEADER_BYTES + 8;
+
 /** Protocol feature bit numbers. */
 export const ProtocolFeature = {
   MQ: 0,
