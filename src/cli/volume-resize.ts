@@ -10,7 +10,7 @@ export const resize = subcommand(
 
 Sets the volume's size to SIZE, or changes it by +SIZE / -SIZE. Shrinking loses the data past
 the new end, needs --shrink and is refused while the volume is attached. Growing works while
-attached: a vhost-user guest sees the new size at once (QEMU 2.12 or later; with other front-ends
+attached: a vhost-user guest sees the new size at once (QEMU's vhost-user-blk, tested with 7.2; with other front-ends
 when its VM next reads the device config), NBD clients on their next connection.
 
 Options:
