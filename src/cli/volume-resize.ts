@@ -10,8 +10,9 @@ export const resize = subcommand(
 
 Sets the volume's size to SIZE, or changes it by +SIZE / -SIZE. Shrinking loses the data past
 the new end, needs --shrink and is refused while the volume is attached. Growing works while
-attached: a vhost-user guest sees the new size at once (QEMU's vhost-user-blk, tested with 7.2; with other front-ends
-when its VM next reads the device config), NBD clients on their next connection.
+attached: a vhost-user guest sees the new size at once (QEMU's vhost-user-blk, tested with 7.2;
+with other front-ends when its VM next reads the device config), NBD clients on their next
+connection.
 
 Options:
   --shrink   allow making the volume smaller
