@@ -312,13 +312,20 @@ Options:
     const sizeBytes = sizeText === undefined ? undefined : parseSize(sizeText, 'size', command, VOLUME_SIZE_LIMIT);
     const client = clientOf(args);
     const bar = new ProgressBar(con, ProgressBar.enabled(args), 'importing', undefined);
-    const source = await openSource(file, (n) => bar.add(n), { sparse: true });
+    let readBytes = 0;
+    const source = await openSource(file, (n) => ((readBytes += n), bar.add(n)), { sparse: true });
     bar.setTotal(source.sizeBytes);
     const what = `cannot import ${source.describe} into volume '${label(ref)}'`;
     const effective = importFormat(source, format, what, file, label(ref));
     const vol = await upload(client, `${volumePath(ref)}/content${query({ format: effective, sizeBytes, transfer: source.transfer })}`, source, bar, what);
     if (wantsJson(args)) printJson(con, vol);
     else con.stdout(`Imported ${source.describe} (${effective}) into volume '${vol.pool}/${vol.name}' (${size(vol.provisionedBytes)}, ${size(vol.allocatedBytes)} allocated).\n`);
+    // A raw input that is not whole sectors is rounded up, as qemu-img does: said, since an export
+    // of the volume gives back more bytes than went in.
+    const inputBytes = source.sizeBytes ?? readBytes;
+    if (effective === 'raw' && sizeBytes === undefined && vol.provisionedBytes !== inputBytes) {
+      con.stderr(`strata: note: the input's ${inputBytes} bytes are not whole 512-byte sectors: volume '${vol.pool}/${vol.name}' is ${vol.provisionedBytes} bytes, the last ${vol.provisionedBytes - inputBytes} read as zeros\n`);
+    }
     return 0;
   },
 );

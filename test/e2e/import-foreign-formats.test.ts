@@ -63,4 +63,22 @@ describe.skipIf(!requireTool('qemu-img'))('import of images that are not raw or 
     expectSuccess(qemuImg(['convert', '-f', 'raw', '-O', 'qcow2', suite.file('disk.raw'), qcow2]), 'qemu-img convert -O qcow2');
     expect(d.cliOk(['volume', 'import', qcow2, 'from-qcow2']).stdout).toMatch(/\(qcow2\)/);
   });
+
+  it('a raw image that is not whole sectors is rounded up with a note, from a file and from stdin; whole sectors get none', () => {
+    const { d } = suite;
+    const odd = patternBytes(1_000_001, 9);
+    const file = suite.file('odd.raw');
+    writeFileSync(file, odd);
+    const note = /note: the input's 1000001 bytes are not whole 512-byte sectors: volume 'default\/(odd|odd-stdin)' is 1000448 bytes, the last 447 read as zeros/;
+    expect(d.cliOk(['volume', 'import', file, 'odd']).stderr).toMatch(note);
+    const piped = d.cliBytes(['volume', 'import', '-', 'odd-stdin'], { input: odd });
+    expect(piped.code, piped.stderr).toBe(0);
+    expect(piped.stderr).toMatch(note);
+    const back = suite.file('odd.out');
+    d.cliOk(['volume', 'export', 'odd', back]);
+    const exported = readFileSync(back);
+    expect(exported.length).toBe(1_000_448);
+    expect(exported.subarray(0, odd.length).equals(odd)).toBe(true);
+    expect(d.cliOk(['volume', 'import', suite.file('disk.raw'), 'whole']).stderr).not.toMatch(/note:/);
+  });
 });
