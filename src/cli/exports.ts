@@ -30,12 +30,13 @@ export function exportTarget(e: ExportJson): string {
 
 export function exportsTable(exports: readonly ExportJson[]): string {
   return table(
-    ['ID', 'TYPE', 'TARGET', 'MODE', 'WHERE'],
+    ['ID', 'TYPE', 'TARGET', 'MODE', 'CLIENTS', 'WHERE'],
     exports.map((e) => [
       e.id,
       e.type,
       exportTarget(e),
       e.readOnly ? 'ro' : 'rw',
+      String(e.clients),
       e.type === 'nbd' ? (e.uris[0] ?? e.name ?? '') + (e.uris.length > 1 ? ` (also ${e.uris.slice(1).join(' ')})` : '') : `${e.socketPath ?? ''} (${e.queueCount ?? 1} queue${(e.queueCount ?? 1) === 1 ? '' : 's'})`,
     ]),
   );
@@ -103,7 +104,8 @@ const unexportNbd = subcommand(
   `Usage: strata volume unexport-nbd [POOL/]VOLUME[@SNAPSHOT] | --id ID
 
 Stops the NBD exports of the volume or snapshot (or the one with this id). Connected clients
-are disconnected once their requests in flight have finished.
+are disconnected once their requests in flight have finished ('strata volume exports' shows how
+many there are).
 `,
   async (argv, con) => {
     const command = 'volume unexport-nbd';
@@ -191,7 +193,8 @@ const detach = subcommand(
 
 Stops the volume's vhost-user-blk device: the connected front-end is disconnected once the
 requests in flight have finished, and the socket is removed. Detach a running VM's disk only
-after the guest stopped using it.
+after the guest stopped using it ('strata volume exports' shows CLIENTS 1 while QEMU is
+connected).
 `,
   async (argv, con) => {
     const command = 'volume detach';
@@ -216,7 +219,9 @@ const exportsList = subcommand(
   `Usage: strata volume exports
 
 Lists what the daemon serves: NBD exports (with their URIs) and vhost-user-blk attachments
-(with their sockets).
+(with their sockets), each with CLIENTS, who uses it now: an NBD export's client connections,
+a vhost-user attachment's front-end (1 while QEMU is connected, else 0; --json also gives
+connectedSince). 'strata volume info VOLUME' shows one volume's.
 `,
   async (argv, con) => {
     const command = 'volume exports';

@@ -7,7 +7,9 @@ import type { StatusJson } from '../api/rest/schemas.js';
 export const STATUS_HELP = `Usage: strata status
 
 Asks the daemon whether it is up and prints its version, pid, data folder, uptime, pools,
-volume count, running jobs, where NBD listens and the exports (NBD and vhost-user-blk). Exit status 1 when it cannot be reached.
+volume count, running jobs, where NBD listens and the exports (NBD and vhost-user-blk), each with
+CLIENTS: who uses it now (NBD connections; 1 while a vhost-user front-end is connected). Exit
+status 1 when it cannot be reached.
 
 ${GLOBAL_HELP}
 ${EXIT_HELP}`;

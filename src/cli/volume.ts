@@ -11,6 +11,7 @@ import { CliError, UsageError } from './errors.js';
 import { StdoutClosedError, type Console } from './output.js';
 import { EXPORT_SUBCOMMANDS } from './exports.js';
 import { EVICT_SUBCOMMANDS } from './volume-evict.js';
+import { VOLUME_INFO, parentText } from './volume-info.js';
 import { resize } from './volume-resize.js';
 import { SEAL_SUBCOMMANDS } from './volume-seal.js';
 import { duTable, type DuEntryJson } from './pool.js';
@@ -20,8 +21,6 @@ import {
   checkName,
   clientOf,
   groupHelp,
-  keyValues,
-  locationRow,
   parse,
   parseSize,
   parseVolumeOrSnapRef,
@@ -50,22 +49,6 @@ import type { VolumeJson, DiffExtentJson as ExtentJson, TrashEntryJson } from '.
 export type { VolumeJson };
 
 const label = (ref: VolumeRef) => `${ref.pool}/${ref.volume}`;
-const parentText = (v: VolumeJson) => (v.parent === null ? '-' : `${v.parent.pool}/${v.parent.volume}@${v.parent.snapshot}`);
-
-export function volumeDetails(v: VolumeJson): string {
-  return keyValues([
-    ['volume', `${v.pool}/${v.name}`],
-    ['id', v.id],
-    ['size', `${size(v.provisionedBytes)} (${v.provisionedBytes} bytes)`],
-    ['allocated', size(v.allocatedBytes)],
-    ['snapshots', `${v.snapshotCount}${v.snapshotLimit !== null ? ` (limit ${v.snapshotLimit})` : ''}`],
-    ['parent', parentText(v)],
-    ['chain depth', String(v.chainDepth)],
-    ...locationRow(v.location),
-    ['created', v.createdAt],
-  ]);
-}
-
 const WAIT_OPTIONS = [...PROGRESS_OPTIONS, { long: 'no-wait' }];
 
 /** Prints a started job (--no-wait) or follows it to its end. */
@@ -138,27 +121,6 @@ Options:
         ),
       );
     }
-    return 0;
-  },
-);
-
-const info = subcommand(
-  'info',
-  "show a volume's details",
-  `Usage: strata volume info [POOL/]VOLUME
-
-Shows the volume's provisioned and allocated size, snapshots, parent (for clones), chain depth
-and its location: the active layer's file on this host, for a local pool ('qemu-img info
---backing-chain FILE' shows the whole chain).
-`,
-  async (argv, con) => {
-    const command = 'volume info';
-    const args = parse(argv, command);
-    const [name] = positionals(args, command, ['VOLUME']) as [string];
-    const ref = parseVolumeRef(name, command);
-    const vol = await clientOf(args).json<VolumeJson>('GET', volumePath(ref), `cannot show volume '${label(ref)}'`);
-    if (wantsJson(args)) printJson(con, vol);
-    else con.stdout(volumeDetails(vol));
     return 0;
   },
 );
@@ -547,7 +509,7 @@ Options:
 export const VOLUME_SUBCOMMANDS: readonly Subcommand[] = [
   create,
   list,
-  info,
+  VOLUME_INFO,
   resize,
   rename,
   del,

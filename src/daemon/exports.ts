@@ -19,7 +19,7 @@ import type { VolumeService } from '../volume/types.js';
 import type { ExportStore } from './backend.js';
 import { formatListen, type ListenAddress, type NbdTlsConfig } from './config.js';
 import { ensureSocketFolder } from './folders.js';
-import type { ExportInfo, ExportRequest, ExportService, NbdStats, VhostStats } from '../api/rest/export-service.js';
+import type { ExportInfo, ExportRequest, ExportService, ExportStats, NbdStats, VhostStats } from '../api/rest/export-service.js';
 import { randomHex } from '../sys/random-hex.js';
 
 
@@ -32,9 +32,26 @@ export type VhostUserExportFactory = (options: {
   logger: Logger;
 }) => ManagedExport;
 
-/** An export as the manager holds it; stats() counts a vhost-user export's ring polls (NBD exports have none). */
+/**
+ * What an export reports of itself now: a vhost-user export whether its front-end is connected
+ * (and since when) and its ring polls; an NBD export how many clients use it.
+ */
+export interface ManagedExportStats {
+  /** NBD: connections using the export now. */
+  clients?: number;
+  /** vhost-user: a front-end is being served (one client at most). */
+  connected?: boolean;
+  /** vhost-user: when that front-end connected (Date.now() milliseconds). */
+  connectedSinceMs?: number | undefined;
+  /** Requests the device failed since the export started. */
+  deviceErrors?: number;
+  ringPolls?: number;
+  ringPollHits?: number;
+}
+
+/** An export as the manager holds it (stats() is optional: test doubles may have none). */
 export interface ManagedExport extends Export {
-  stats?(): VhostStats;
+  stats?(): ManagedExportStats;
 }
 
 export interface ExportManagerOptions {
@@ -342,6 +359,14 @@ export class ExportManager implements ExportService {
     }
   }
 
+  /** Every running export's clients and device errors, for /metrics. */
+  exportStats(): ExportStats[] {
+    return [...this.running.values()].map((r) => {
+      const stats = r.exp.stats?.();
+      return { id: r.record.id, type: r.record.type, target: targetName(r.record), clients: clientCount(stats), deviceErrors: stats?.deviceErrors ?? 0 };
+    });
+  }
+
   private describe(record: ExportRecord): ExportInfo {
     const uris: string[] = [];
     if (record.type === 'nbd') {
@@ -354,6 +379,8 @@ export class ExportManager implements ExportService {
       if (tcp !== undefined) uris.push(`${scheme}://${formatListen({ host: tcp.host, port: this.nbdTcpPort ?? tcp.port })}${exportPath}`);
       if (this.options.nbdSocketPath !== undefined) uris.push(`nbd+unix://${exportPath}?socket=${this.options.nbdSocketPath}`);
     }
+    const stats = this.running.get(record.id)?.exp.stats?.();
+    const sinceMs = stats?.connected === true ? stats.connectedSinceMs : undefined;
     return {
       id: record.id,
       type: record.type,
@@ -366,8 +393,15 @@ export class ExportManager implements ExportService {
       socketPath: record.socketPath,
       queueCount: record.queueCount,
       createdAt: record.createdAt,
+      clients: clientCount(stats),
+      connectedSince: sinceMs === undefined ? null : new Date(sinceMs).toISOString(),
     };
   }
+}
+
+/** NBD: its connections; vhost-user: 1 while a front-end is served. */
+function clientCount(stats: ManagedExportStats | undefined): number {
+  return stats?.clients ?? (stats?.connected === true ? 1 : 0);
 }
 
 function targetName(record: Pick<ExportRecord, 'pool' | 'volume' | 'snapshot'>): string {

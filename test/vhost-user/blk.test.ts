@@ -10,13 +10,13 @@ import { Qcow2Image } from '../../formats/qcow2/index.js';
 import { forEachSegment, type BlockDevice, type BlockDeviceCapabilities, type Extent, type WriteZeroesFlags } from '../../src/core/block-device.js';
 import { allocAligned } from '../../src/sys/aligned-buffer.js';
 import { StorageError } from '../../src/core/errors.js';
+import { DEVICE_ERROR_REPORT_INTERVAL_MS } from '../../src/export/error-report.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import {
   BLK_CONFIG_BYTES,
   BlkRequestHandler,
   blkFeatures,
   DEFAULT_BLK_LIMITS,
-  DEVICE_ERROR_REPORT_INTERVAL_MS,
   encodeBlkConfig,
   VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_FLUSH,

@@ -22,6 +22,21 @@ export interface ExportInfo {
   socketPath: string | undefined;
   queueCount: number | undefined;
   createdAt: string;
+  /** Who uses it now: NBD connections that selected this export; vhost-user 1 while a front-end is connected, else 0. */
+  clients: number;
+  /** vhost-user: when the connected front-end connected (ISO 8601); null when none is, and for NBD. */
+  connectedSince: string | null;
+}
+
+/** One export's activity, for /metrics. */
+export interface ExportStats {
+  id: string;
+  type: ExportType;
+  /** pool/volume or pool/volume@snapshot. */
+  target: string;
+  clients: number;
+  /** Requests the device failed since the export started (the client got an error). */
+  deviceErrors: number;
 }
 
 export interface NbdExportRequest {
@@ -60,6 +75,8 @@ export interface ExportService {
   nbdStats(): NbdStats;
   /** vhost-user ring polling, for /metrics. */
   vhostStats(): VhostStats;
+  /** Each export's clients and device errors, for /metrics. */
+  exportStats(): ExportStats[];
 }
 
 export interface VhostStats {

@@ -15,6 +15,7 @@ import { UnauthorizedError, isClientAbort, mapError } from './errors.js';
 import { ApiMetrics, renderGauge, type GaugeSample } from './metrics.js';
 import { collectTierMetrics } from './tier-metrics.js';
 import { collectQosMetrics } from './qos-metrics.js';
+import { collectExportMetrics } from './export-metrics.js';
 import { registerContentRoutes } from './routes/content.js';
 import { registerExportRoutes } from './routes/exports.js';
 import { registerGroupRoutes } from './routes/groups.js';
@@ -206,21 +207,7 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
       app.log.warn({ err }, 'metrics: could not collect QoS metrics');
       return [] as string[];
     })));
-    const nbd = options.exports?.nbdStats();
-    if (nbd !== undefined) {
-      extra.push(
-        renderGauge('strata_nbd_connections', 'NBD client connections open now.', [{ labels: {}, value: nbd.connections }]),
-        renderGauge('strata_nbd_idle_polls_total', 'Idle periods in which an NBD connection busy-polled its socket (--nbd-poll-us).', [{ labels: {}, value: nbd.idlePolls }], 'counter'),
-        renderGauge('strata_nbd_idle_poll_hits_total', 'Idle polls that caught the next request (the rest spent their window).', [{ labels: {}, value: nbd.idlePollHits }], 'counter'),
-      );
-    }
-    const vhost = options.exports?.vhostStats();
-    if (vhost !== undefined) {
-      extra.push(
-        renderGauge('strata_vhost_user_ring_polls_total', "Drained vhost-user rings polled for the guest's next request with kicks suppressed (--vhost-poll-us).", [{ labels: {}, value: vhost.ringPolls }], 'counter'),
-        renderGauge('strata_vhost_user_ring_poll_hits_total', 'Ring polls that caught the next request (the rest spent their window).', [{ labels: {}, value: vhost.ringPollHits }], 'counter'),
-      );
-    }
+    if (options.exports !== undefined) extra.push(...collectExportMetrics(options.exports));
     return reply.type('text/plain; version=0.0.4; charset=utf-8').send(metrics.render(extra));
   });
 }

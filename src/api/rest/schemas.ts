@@ -306,7 +306,7 @@ export const statusSchema = {
 export const exportSchema = {
   $id: 'Export',
   type: 'object',
-  required: ['id', 'type', 'pool', 'volume', 'snapshot', 'readOnly', 'name', 'uris', 'socketPath', 'queueCount', 'createdAt'],
+  required: ['id', 'type', 'pool', 'volume', 'snapshot', 'readOnly', 'name', 'uris', 'socketPath', 'queueCount', 'createdAt', 'clients', 'connectedSince'],
   properties: {
     id: { type: 'string' },
     type: { type: 'string', enum: ['nbd', 'vhost-user'] },
@@ -319,6 +319,12 @@ export const exportSchema = {
     socketPath: { type: ['string', 'null'], description: 'vhost-user socket' },
     queueCount: { type: ['integer', 'null'] },
     createdAt: isoTime,
+    clients: {
+      type: 'integer',
+      minimum: 0,
+      description: 'Clients using the export now: NBD connections that selected it; vhost-user 1 while a front-end (QEMU) is connected, else 0',
+    },
+    connectedSince: { type: ['string', 'null'], format: 'date-time', description: 'vhost-user: when the connected front-end connected; null when none is, and for NBD' },
   },
 } as const;
 

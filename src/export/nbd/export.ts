@@ -6,17 +6,27 @@
  */
 import type { BlockDevice } from '../../core/block-device.js';
 import type { Export } from '../../core/export.js';
-import type { NbdServer } from './server.js';
+import type { NbdExportEntry, NbdServer } from './server.js';
 
 export interface NbdExportOptions {
   readOnly?: boolean;
   description?: string;
 }
 
+/** What an NBD export's users see of it now (REST, CLI, /metrics). */
+export interface NbdExportStats {
+  /** Connections using the export now. */
+  clients: number;
+  /** Requests the device failed since start(), over all connections. */
+  deviceErrors: number;
+}
+
 export class NbdExport implements Export {
   readonly closed: Promise<void>;
   private resolveClosed!: () => void;
   private state: 'new' | 'started' | 'stopping' = 'new';
+  private entry: NbdExportEntry | undefined;
+  private deviceErrors = 0;
 
   constructor(
     private readonly server: NbdServer,
@@ -28,12 +38,19 @@ export class NbdExport implements Export {
 
   async start(device: BlockDevice): Promise<void> {
     if (this.state !== 'new') throw new Error(`NBD export "${this.name}" was already started`);
-    this.server.addExport(this.name, {
+    const entry: NbdExportEntry = {
       device,
       readOnly: this.options.readOnly === true,
       ...(this.options.description !== undefined ? { description: this.options.description } : {}),
-    });
+      onDeviceError: () => this.deviceErrors++,
+    };
+    this.server.addExport(this.name, entry);
+    this.entry = entry;
     this.state = 'started';
+  }
+
+  stats(): NbdExportStats {
+    return { clients: this.entry === undefined ? 0 : this.server.clientsOf(this.entry), deviceErrors: this.deviceErrors };
   }
 
   requestShutdown(): void {

@@ -111,6 +111,17 @@ export const NBD_ENOSPC = 28;
 export const NBD_EOVERFLOW = 75;
 export const NBD_ENOTSUP = 95;
 export const NBD_ESHUTDOWN = 108;
+/** The errors' names, for log lines that say what a client was told. */
+export const NBD_ERRNO_NAMES: Readonly<Record<number, string>> = {
+  [NBD_EPERM]: 'EPERM',
+  [NBD_EIO]: 'EIO',
+  [NBD_ENOMEM]: 'ENOMEM',
+  [NBD_EINVAL]: 'EINVAL',
+  [NBD_ENOSPC]: 'ENOSPC',
+  [NBD_EOVERFLOW]: 'EOVERFLOW',
+  [NBD_ENOTSUP]: 'ENOTSUP',
+  [NBD_ESHUTDOWN]: 'ESHUTDOWN',
+};
 
 // --- codecs ------------------------------------------------------------------------------------
 

@@ -123,6 +123,13 @@ export class NbdServer implements NbdConnectionHost {
     await Promise.all(users.map((c) => c.closed));
   }
 
+  /** Connections in transmission on this export now (a client counts once it has selected it). */
+  clientsOf(entry: NbdExportEntry): number {
+    let count = 0;
+    for (const c of this.connections) if (c.serves(entry)) count++;
+    return count;
+  }
+
   exportNames(): string[] {
     return [...this.exports.keys()];
   }

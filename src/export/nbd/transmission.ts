@@ -17,6 +17,7 @@ import { isStorageError, type StorageErrorCode } from '../../core/errors.js';
 import { RequestGate } from '../../core/request-gate.js';
 import type { BufferPool, PooledBuffer } from '../../sys/buffer-pool.js';
 import { POOL_MIN_BYTES } from '../../sys/buffer-pool.js';
+import { DeviceErrorReport } from '../error-report.js';
 import type { ExportLog } from '../log.js';
 import { ByteQueue } from './byte-queue.js';
 import type { IdlePoller } from './idle-poll.js';
@@ -29,6 +30,8 @@ export interface NbdExportEntry {
   device: BlockDevice;
   readOnly: boolean;
   description?: string;
+  /** Called for every request the device failed (the export counts them for its metrics). */
+  onDeviceError?: () => void;
 }
 
 /** What a connection needs of its server (NbdServer). */
@@ -136,6 +139,8 @@ export abstract class NbdTransmission extends NbdReplies {
   /** A large WRITE payload being received into its pooled buffer. */
   private inbound: { pooled: PooledBuffer; filled: number } | undefined;
   private readonly pollWindow: PollWindow;
+  /** This connection's device errors (created with the first one: it names the export). */
+  private deviceErrorReport: DeviceErrorReport | undefined;
 
   constructor(
     protected readonly server: NbdConnectionHost,
@@ -309,11 +314,23 @@ export abstract class NbdTransmission extends NbdReplies {
       },
       (err: unknown) => {
         pooled?.release();
-        if (!isStorageError(err)) this.log(`nbd request ${h.type} failed: ${err instanceof Error ? err.message : String(err)}`, 'warn');
-        this.replyError(h, err instanceof RequestError ? err.errno : nbdErrnoFor(err), err instanceof Error ? err.message : 'error');
+        const errno = err instanceof RequestError ? err.errno : nbdErrnoFor(err);
+        if (!(err instanceof RequestError)) this.noteDeviceError(err, errno, active);
+        this.replyError(h, errno, err instanceof Error ? err.message : 'error');
         this.finish(cost);
       },
     );
+  }
+
+  /**
+   * A failed device call: logged the way vhost-user logs a guest's (the first at once, then at
+   * most a line a minute with the count: a client writing into a full pool must show in the log)
+   * and counted for the export's metrics.
+   */
+  private noteDeviceError(err: unknown, errno: number, active: ActiveExport): void {
+    this.deviceErrorReport ??= new DeviceErrorReport({ log: this.log, subject: `nbd export '${active.name}'`, peer: 'client' });
+    this.deviceErrorReport.note(err, P.NBD_ERRNO_NAMES[errno] ?? `error ${errno}`);
+    active.entry.onDeviceError?.();
   }
 
   private finish(cost: number): void {

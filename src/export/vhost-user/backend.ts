@@ -103,6 +103,7 @@ export class VhostUserBlkBackend {
   private changeUnannouncedLogged = false;
   private pending: M.Message[] = [];
   private dispatching = false;
+  private readonly handler: BlkRequestHandler;
 
   constructor(sock: UnixStream, opts: VhostUserBlkBackendOptions) {
     this.sock = sock;
@@ -112,10 +113,11 @@ export class VhostUserBlkBackend {
     const readOnly = opts.readOnly || device.capabilities.readOnly;
     const memory = new GuestMemory();
     this.inflight = new InflightTracker(opts.queueCount, opts.log);
+    this.handler = new BlkRequestHandler(device, { readOnly, serial: opts.serial, log: opts.log });
     this.rings = new RingSet({
       queueCount: opts.queueCount,
       memory,
-      handler: new BlkRequestHandler(device, { readOnly, serial: opts.serial, log: opts.log }),
+      handler: this.handler,
       inflight: this.inflight,
       log: opts.log,
       ...(opts.poll === undefined ? {} : { poll: opts.poll }),
@@ -131,6 +133,11 @@ export class VhostUserBlkBackend {
   /** Requests completed or in flight since the connection started. */
   get requests(): number {
     return this.rings.requests;
+  }
+
+  /** Requests the device failed since the connection started (the guest got IOERR). */
+  get deviceErrors(): number {
+    return this.handler.deviceErrors;
   }
 
   /** The rings' polls of a drained ring and their hits (RingPollOptions). */

@@ -22,7 +22,7 @@
  */
 import { forEachSegment, type BlockDevice } from '../../core/block-device.js';
 import { allocAligned } from '../../sys/aligned-buffer.js';
-import { isStorageError } from '../../core/errors.js';
+import { DeviceErrorReport } from '../error-report.js';
 import type { ExportLog } from '../log.js';
 import { VirtqueueError, type DescriptorChain } from './virtqueue.js';
 
@@ -202,8 +202,6 @@ export const DIRECT_MIN_SEGMENT_BYTES = 128 * 1024;
 export const DIRECT_SEGMENTS_MAX = 16;
 /** Bounce buffers kept for reuse (each request in flight needs its own). */
 const BOUNCE_POOL_MAX = 16;
-/** Device errors after the first are logged at most this often (BlkRequestHandler.noteDeviceError). */
-export const DEVICE_ERROR_REPORT_INTERVAL_MS = 60_000;
 
 /** Larger bounce buffers are allocated per request and dropped. */
 const BOUNCE_POOLED_MAX_BYTES = 4 * 1024 * 1024;
@@ -218,7 +216,7 @@ export interface BlkRequestHandlerOptions {
   limits?: BlkLimits;
   /**
    * Device failures are reported here: the first at once, later ones at most once per
-   * DEVICE_ERROR_REPORT_INTERVAL_MS with how many were not reported since (all are counted).
+   * DEVICE_ERROR_REPORT_INTERVAL_MS with how many were not reported since (../error-report.ts).
    */
   log?: ExportLog;
   /** Milliseconds for that interval (default Date.now; tests pass their own). */
@@ -247,29 +245,29 @@ export class BlkRequestHandler {
   private readonly readOnly: boolean;
   private readonly limits: BlkLimits;
   private readonly idBytes: Uint8Array;
-  private readonly log: ExportLog;
   private readonly headerScratch = new Uint8Array(VIRTIO_BLK_OUT_HEADER_BYTES);
   private readonly bouncePool: Uint8Array[] = [];
   private readonly directMinSegmentBytes: number;
-  private deviceErrorCount = 0;
-  private readonly clock: () => number;
-  private lastErrorReportMs: number | undefined;
-  private unreportedErrors = 0;
+  private readonly deviceErrorReport: DeviceErrorReport;
 
   constructor(device: BlockDevice, opts: BlkRequestHandlerOptions) {
     this.device = device;
     this.readOnly = opts.readOnly || device.capabilities.readOnly;
     this.limits = opts.limits ?? DEFAULT_BLK_LIMITS;
-    this.log = opts.log ?? (() => {});
-    this.clock = opts.clock ?? Date.now;
+    this.deviceErrorReport = new DeviceErrorReport({
+      log: opts.log ?? (() => {}),
+      subject: 'virtio-blk',
+      peer: 'guest',
+      ...(opts.clock !== undefined ? { clock: opts.clock } : {}),
+    });
     this.directMinSegmentBytes = opts.directMinSegmentBytes ?? DIRECT_MIN_SEGMENT_BYTES;
     this.idBytes = new Uint8Array(VIRTIO_BLK_ID_BYTES);
     this.idBytes.set(new TextEncoder().encode(opts.serial).subarray(0, VIRTIO_BLK_ID_BYTES));
   }
 
-  /** Device calls that failed (the first one was logged). */
+  /** Device calls that failed (logged as DeviceErrorReport decides). */
   get deviceErrors(): number {
-    return this.deviceErrorCount;
+    return this.deviceErrorReport.errors;
   }
 
   /** start() as a promise of the used-ring length (rejects with VirtqueueError as start() throws). */
@@ -501,23 +499,8 @@ export class BlkRequestHandler {
     this.bouncePool.push(buffer);
   }
 
-  /**
-   * A guest that keeps getting IOERR (a pool that filled up, a disk that fails) must not go
-   * unnoticed after the first line: every failure that comes DEVICE_ERROR_REPORT_INTERVAL_MS or
-   * more after the last line logged is logged too, with the count of those in between.
-   */
   private noteDeviceError(err: unknown): void {
-    this.deviceErrorCount++;
-    const now = this.clock();
-    if (this.lastErrorReportMs !== undefined && now - this.lastErrorReportMs < DEVICE_ERROR_REPORT_INTERVAL_MS) {
-      this.unreportedErrors++;
-      return;
-    }
-    const since = this.unreportedErrors > 0 ? `; ${this.unreportedErrors} more since the last report` : '';
-    this.lastErrorReportMs = now;
-    this.unreportedErrors = 0;
-    const message = err instanceof Error ? err.message : String(err);
-    this.log(`virtio-blk: device error (reported to the guest as IOERR; at most one line a minute${since}): ${isStorageError(err) ? `${err.code}: ` : ''}${message}`, 'warn');
+    this.deviceErrorReport.note(err, 'IOERR');
   }
 }
 

@@ -46,6 +46,10 @@ export interface VhostUserBlkExportOptions {
 
 export interface VhostUserBlkExportStats {
   connected: boolean;
+  /** When the front-end being served connected (Date.now() milliseconds); undefined when none is. */
+  connectedSinceMs: number | undefined;
+  /** Requests the device failed (the guest got IOERR) since start(), over all connections. */
+  deviceErrors: number;
   /** Requests received from guests since start(), over all connections. */
   requests: number;
   /** Polls of drained rings (RingPollOptions), and those that caught the guest's next request, over all connections. */
@@ -82,6 +86,9 @@ export class VhostUserBlkExport implements Export {
   /** A front-end that connected while the previous connection was still being released. */
   private waiting: UnixStream | undefined;
   private finishedRequests = 0;
+  private finishedDeviceErrors = 0;
+  /** When the backend being served connected (Date.now() milliseconds). */
+  private backendSinceMs = 0;
   private finishedPolls = { polls: 0, hits: 0 };
 
   constructor(opts: VhostUserBlkExportOptions) {
@@ -145,8 +152,11 @@ export class VhostUserBlkExport implements Export {
 
   stats(): VhostUserBlkExportStats {
     const b = this.backend;
+    const connected = b !== undefined && !b.isClosing;
     return {
-      connected: b !== undefined && !b.isClosing,
+      connected,
+      connectedSinceMs: connected ? this.backendSinceMs : undefined,
+      deviceErrors: this.finishedDeviceErrors + (b?.deviceErrors ?? 0),
       requests: this.finishedRequests + (b?.requests ?? 0),
       ringPolls: this.finishedPolls.polls + (b?.ringPolls.polls ?? 0),
       ringPollHits: this.finishedPolls.hits + (b?.ringPolls.hits ?? 0),
@@ -204,8 +214,10 @@ export class VhostUserBlkExport implements Export {
       return;
     }
     this.backend = backend;
+    this.backendSinceMs = Date.now();
     void backend.closed.then(() => {
       this.finishedRequests += backend.requests;
+      this.finishedDeviceErrors += backend.deviceErrors;
       this.finishedPolls.polls += backend.ringPolls.polls;
       this.finishedPolls.hits += backend.ringPolls.hits;
       this.backend = undefined;
