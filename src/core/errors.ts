@@ -45,6 +45,12 @@ export type ErrorFix = { text: string } & (
   | { operation: 'listGroupSnapshots'; group: string }
   /** The buckets a user still owns (the first few): each given to another user or deleted. */
   | { operation: 'removeBuckets'; buckets: string[] }
+  /**
+   * A remedy that reads the same through every interface (a host tool's command, another path):
+   * `text` has no "{}". It is still a fix, so the edge shows it instead of its generic hint for
+   * the code, which may be wrong for this error ("delete the existing one" of a live socket).
+   */
+  | { literal: true }
 );
 
 /**

@@ -11,7 +11,7 @@ import { createSecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import type { ExportRecord } from '../volume/index.js';
 import type { BlockDevice } from '../core/block-device.js';
-import { StorageError } from '../core/errors.js';
+import { StorageError, type ExportRef } from '../core/errors.js';
 import type { Export } from '../core/export.js';
 import { NbdExport } from '../export/nbd/export.js';
 import { NbdServer, type NbdTlsOptions } from '../export/nbd/server.js';
@@ -302,11 +302,13 @@ export class ExportManager implements ExportService {
     }
     const nbdSocketPath = this.options.nbdSocketPath;
     if (nbdSocketPath !== undefined && path.resolve(nbdSocketPath) === socketPath) {
-      throw new StorageError('ALREADY_EXISTS', `socket ${socketPath} is this daemon's NBD socket`);
+      throw new StorageError('ALREADY_EXISTS', `socket ${socketPath} is this daemon's NBD socket`, { fix: { literal: true, text: 'choose another socket path' } });
     }
     for (const r of this.running.values()) {
       if (r.record.socketPath === socketPath) {
-        throw new StorageError('ALREADY_EXISTS', `socket ${socketPath} is already used by export ${r.record.id} (${targetName(r.record)})`);
+        throw new StorageError('ALREADY_EXISTS', `socket ${socketPath} is already used by export ${r.record.id} (${targetName(r.record)})`, {
+          fix: { operation: 'stopExports', exports: [exportRef(r.record)], text: 'choose another socket path, or stop that export first with {}' },
+        });
       }
       if (r.record.type === 'vhost-user' && r.record.pool === request.pool && r.record.volume === request.volume) {
         throw new StorageError('BUSY', `volume '${request.pool}/${request.volume}' is already attached over vhost-user at ${r.record.socketPath}; detach it first`);
@@ -397,6 +399,10 @@ export class ExportManager implements ExportService {
       connectedSince: sinceMs === undefined ? null : new Date(sinceMs).toISOString(),
     };
   }
+}
+
+function exportRef(record: ExportRecord): ExportRef {
+  return { id: record.id, type: record.type, pool: record.pool, volume: record.volume, ...(record.snapshot !== undefined ? { snapshot: record.snapshot } : {}) };
 }
 
 /** NBD: its connections; vhost-user: 1 while a front-end is served. */

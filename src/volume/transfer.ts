@@ -323,10 +323,13 @@ async function importQcow2(
   try {
     const info = spooled.info();
     if (info.backingFile !== undefined) {
-      throw new StorageError(
-        'INVALID_ARGUMENT',
-        `the uploaded qcow2 image has backing file '${info.backingFile}'; convert it to a standalone image first (qemu-img convert)`,
-      );
+      // The backing file is not uploaded with the image: the volume would lack the data it holds.
+      throw new StorageError('INVALID_ARGUMENT', `the uploaded qcow2 image has backing file '${info.backingFile}': only standalone images can be imported`, {
+        fix: {
+          literal: true,
+          text: "make a standalone copy with 'qemu-img convert -O qcow2 IMAGE STANDALONE.qcow2' (it reads the backing chain into the copy) and import that, or merge the backing file into the image itself with 'qemu-img rebase -b \"\" IMAGE'",
+        },
+      });
     }
     const virtual = alignUp(spooled.sizeBytes, SECTOR_SIZE_BYTES);
     if (options.sizeBytes !== undefined && options.sizeBytes < spooled.sizeBytes) {

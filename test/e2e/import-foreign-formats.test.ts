@@ -81,4 +81,28 @@ describe.skipIf(!requireTool('qemu-img'))('import of images that are not raw or 
     expect(exported.subarray(0, odd.length).equals(odd)).toBe(true);
     expect(d.cliOk(['volume', 'import', suite.file('disk.raw'), 'whole']).stderr).not.toMatch(/note:/);
   });
+
+  it('a qcow2 image with a backing file is refused with the qemu-img commands that make it standalone, and both work', () => {
+    const { d } = suite;
+    const base = suite.file('base.raw');
+    const data = patternBytes(RAW_BYTES, 9);
+    writeFileSync(base, data);
+    const overlay = suite.file('overlay.qcow2');
+    expectSuccess(qemuImg(['create', '-f', 'qcow2', '-b', base, '-F', 'raw', overlay]), 'qemu-img create -b');
+    // The hint used to be the generic "check the arguments; '--help' lists them".
+    const r = d.cliFails(['volume', 'import', overlay, 'layered'], 1, /has backing file '.*base\.raw': only standalone images can be imported/, /\[INVALID_ARGUMENT\]/);
+    expect(r.stderr).toMatch(/\(make a standalone copy with 'qemu-img convert -O qcow2 IMAGE STANDALONE\.qcow2' .* or merge the backing file into the image itself with 'qemu-img rebase -b "" IMAGE'\)/);
+    expect(r.stderr).not.toMatch(/check the arguments/);
+    // Both commands of the hint give an image that imports with the backing file's data.
+    const standalone = suite.file('standalone.qcow2');
+    expectSuccess(qemuImg(['convert', '-O', 'qcow2', overlay, standalone]), 'qemu-img convert');
+    d.cliOk(['volume', 'import', standalone, 'converted']);
+    expectSuccess(qemuImg(['rebase', '-b', '', overlay]), 'qemu-img rebase -b ""');
+    d.cliOk(['volume', 'import', overlay, 'rebased']);
+    for (const name of ['converted', 'rebased']) {
+      const out = suite.file(`${name}.out`);
+      d.cliOk(['volume', 'export', name, out]);
+      expect(readFileSync(out).equals(data), name).toBe(true);
+    }
+  });
 });

@@ -55,6 +55,10 @@ describe('socket paths in use', () => {
       const inode = statSync(socketPath).ino;
       const r = d.cliFails(['volume', 'attach', 'vm1', '--vhost-user', socketPath], 4, /another process listens on it/, /BUSY/);
       expect(r.stdout).toBe('');
+      // What to do, and not to: the generic BUSY hint ("see the message") said nothing, and
+      // "delete the existing one" would take a live VM's disk socket away.
+      expect(r.stderr).toMatch(/\(choose another socket path, or stop the process that listens on this one \(do not delete a live socket/);
+      expect(r.stderr).not.toMatch(/see the message|delete the existing/);
       expect(statSync(socketPath).ino).toBe(inode);
       // The daemon's probe is a connection too: let it be accepted before counting ours.
       await expect.poll(() => foreign.accepted()).toBeGreaterThan(0);
@@ -70,7 +74,8 @@ describe('socket paths in use', () => {
   it("attach refuses the daemon's own NBD socket, which keeps greeting NBD clients", async () => {
     const { d } = suite;
     const nbdSocket = path.join(d.dataDir, 'nbd.sock');
-    d.cliFails(['volume', 'attach', 'vm1', '--vhost-user', nbdSocket], 4, /NBD socket/);
+    const r = d.cliFails(['volume', 'attach', 'vm1', '--vhost-user', nbdSocket], 4, /NBD socket/, /\(choose another socket path\)/);
+    expect(r.stderr).not.toMatch(/delete the existing/);
     const greeting = await connectOnce(nbdSocket);
     expect(greeting.subarray(0, 8).toString('latin1')).toBe('NBDMAGIC');
   });

@@ -8,6 +8,7 @@ import { renderFix, type ErrorFix } from '../../core/errors.js';
 const seg = encodeURIComponent;
 
 function spelling(fix: ErrorFix): string {
+  if ('literal' in fix) return '';
   if ('option' in fix) {
     switch (fix.option) {
       case 'allowShrink':

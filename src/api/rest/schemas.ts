@@ -36,9 +36,9 @@ export const errorSchema = {
         hint: { type: 'string', description: 'what to do about it, in this API\'s terms (when the daemon knows a fix)' },
         fix: {
           type: 'object',
-          description: 'the same remedy as data: {text, option} or {text, operation, pool?, volume?, snapshot?, group?, exports?} (docs/daemon.md); "{}" in text marks where the option or operation goes',
+          description: 'the same remedy as data: {text, option}, {text, operation, pool?, volume?, snapshot?, group?, exports?} or {text, literal: true} (docs/daemon.md); "{}" in text marks where the option or operation goes (a literal fix has none: it reads the same everywhere)',
           required: ['text'],
-          properties: { text: { type: 'string' }, option: { type: 'string' }, operation: { type: 'string' } },
+          properties: { text: { type: 'string' }, option: { type: 'string' }, operation: { type: 'string' }, literal: { type: 'boolean' } },
         },
       },
     },

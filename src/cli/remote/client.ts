@@ -29,12 +29,13 @@ export interface ClientSettings {
  * Hints for API errors, worded for the daemon's objects (not image files), when the daemon sent no
  * fix of its own: it names the list of the kind of thing not found (a pool's volumes, the jobs, ...)
  * and what holds a busy volume (its exports, a job), so these only say what holds for any of them.
+ * BUSY has none: every BUSY message says what holds the thing and what to do, and no sentence
+ * true of all of them would add to it.
  */
 const HINTS: Partial<Record<string, string>> = {
   INVALID_ARGUMENT: "check the arguments; '--help' lists them",
   NOT_FOUND: "check the name; the 'list' subcommand of the same command shows what exists",
   ALREADY_EXISTS: 'choose another name or delete the existing one',
-  BUSY: 'its state does not allow this now: see the message',
   READ_ONLY: 'it cannot be changed in its current state',
   NO_SPACE: 'free space on the host or raise the pool quota',
   LIMIT_EXCEEDED: 'a limit was reached (quota, snapshot limit, chain depth): raise it, delete snapshots, or flatten',

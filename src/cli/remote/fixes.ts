@@ -14,6 +14,7 @@ const FLAGS: Record<FixOption, string> = {
 };
 
 function spelling(fix: ErrorFix): string {
+  if ('literal' in fix) return '';
   if ('option' in fix) return FLAGS[fix.option];
   switch (fix.operation) {
     case 'protectSnapshot':
@@ -88,6 +89,7 @@ export function parseFix(value: unknown): ErrorFix | undefined {
   const f = value as Record<string, unknown>;
   if (!isText(f['text'])) return undefined;
   const text = f['text'];
+  if (f['literal'] === true) return { text, literal: true };
   const option = f['option'];
   if (option !== undefined) return (FIX_OPTIONS as readonly unknown[]).includes(option) ? { text, option: option as FixOption } : undefined;
   const { operation, pool, volume, snapshot, group } = f;

@@ -18,7 +18,7 @@
  * and reach the guest, close the connection; `closed` resolves after that.
  */
 import type { BlockDevice } from '../../core/block-device.js';
-import { StorageError, type StorageErrorCode } from '../../core/errors.js';
+import { StorageError, type ErrorFix, type StorageErrorCode } from '../../core/errors.js';
 import type { Export } from '../../core/export.js';
 import { SysError } from '../../sys/libc.js';
 import type { ExportLog } from '../log.js';
@@ -72,6 +72,15 @@ const ERRNO_TO_CODE: Record<string, StorageErrorCode> = {
   EROFS: 'INVALID_ARGUMENT',
 };
 
+/**
+ * What to do about a path in use. Not the edges' generic "delete the existing one": a live socket
+ * may be another VM's disk, and a file that is not a socket is somebody's data.
+ */
+const LISTEN_FIXES: Record<string, ErrorFix> = {
+  EADDRINUSE: { literal: true, text: 'choose another socket path, or stop the process that listens on this one (do not delete a live socket: a VM may be using it)' },
+  EEXIST: { literal: true, text: 'choose another socket path (the file there is not a socket and is left alone)' },
+};
+
 export class VhostUserBlkExport implements Export {
   readonly name: string;
   readonly closed: Promise<void>;
@@ -119,7 +128,8 @@ export class VhostUserBlkExport implements Export {
       this.listener = UnixListener.listen(this.opts.socketPath);
     } catch (err) {
       if (err instanceof SysError) {
-        throw new StorageError(ERRNO_TO_CODE[err.code] ?? 'IO_ERROR', `${this.name}: cannot listen: ${err.message}`, { cause: err });
+        const fix = LISTEN_FIXES[err.code];
+        throw new StorageError(ERRNO_TO_CODE[err.code] ?? 'IO_ERROR', `${this.name}: cannot listen: ${err.message}`, { cause: err, ...(fix !== undefined ? { fix } : {}) });
       }
       throw err;
     }
