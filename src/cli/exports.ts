@@ -15,10 +15,13 @@ import {
   parseVolumeRef,
   positionals,
   printJson,
+  snapPath,
   subcommand,
   table,
   usageHint,
+  volumePath,
   wantsJson,
+  type VolumeRef,
 } from './remote/common.js';
 import { EXIT } from './remote/exits.js';
 import type { ExportJson } from '../api/rest/schemas.js';
@@ -45,6 +48,16 @@ export function exportsTable(exports: readonly ExportJson[]): string {
 async function findExports(client: ApiClient, match: (e: ExportJson) => boolean, what: string): Promise<ExportJson[]> {
   const all = await client.json<ExportJson[]>('GET', '/v1/exports', what);
   return all.filter(match);
+}
+
+/**
+ * Nothing of `ref` is exported: a volume or snapshot that does not exist is NOT_FOUND with the
+ * daemon's own fix (the list that has the right name), not "is not exported", which sends a
+ * typo'd name to 'strata volume exports' where it cannot be found either.
+ */
+async function notExported(client: ApiClient, ref: VolumeRef & { snapshot?: string | undefined }, message: string, what: string): Promise<CliError> {
+  await client.json('GET', ref.snapshot === undefined ? volumePath(ref) : snapPath({ ...ref, snapshot: ref.snapshot }), what);
+  return new CliError(message, { hint: "see 'strata volume exports'", exitCode: EXIT.NOT_FOUND });
 }
 
 async function removeExports(con: Console, client: ApiClient, found: readonly ExportJson[], what: string, json: boolean): Promise<void> {
@@ -105,7 +118,8 @@ const unexportNbd = subcommand(
 
 Stops the NBD exports of the volume or snapshot (or the one with this id). Connected clients
 are disconnected once their requests in flight have finished ('strata volume exports' shows how
-many there are).
+many there are). Exit status 3 when it is not exported, and when the volume or snapshot does not
+exist (NOT_FOUND, naming the list of what does).
 `,
   async (argv, con) => {
     const command = 'volume unexport-nbd';
@@ -118,16 +132,14 @@ many there are).
       positionals(args, command, []);
       target = `export ${id}`;
       found = await findExports(client, (e) => e.id === id && e.type === 'nbd', `cannot stop ${target}`);
+      if (found.length === 0) throw new CliError(`${target} is not an NBD export`, { hint: "see 'strata volume exports'", exitCode: EXIT.NOT_FOUND });
     } else {
       [target] = positionals(args, command, ['VOLUME']) as [string];
       const ref = parseVolumeOrSnapRef(target, command);
-      found = await findExports(
-        client,
-        (e) => e.type === 'nbd' && e.pool === ref.pool && e.volume === ref.volume && (e.snapshot ?? undefined) === ref.snapshot,
-        `cannot stop the NBD exports of '${target}'`,
-      );
+      const what = `cannot stop the NBD exports of '${target}'`;
+      found = await findExports(client, (e) => e.type === 'nbd' && e.pool === ref.pool && e.volume === ref.volume && (e.snapshot ?? undefined) === ref.snapshot, what);
+      if (found.length === 0) throw await notExported(client, ref, `'${target}' is not exported over NBD`, what);
     }
-    if (found.length === 0) throw new CliError(`${target} is not exported over NBD`, { hint: "see 'strata volume exports'", exitCode: EXIT.NOT_FOUND });
     await removeExports(con, client, found, `cannot stop the NBD export of '${target}'`, wantsJson(args));
     return 0;
   },
@@ -194,7 +206,7 @@ const detach = subcommand(
 Stops the volume's vhost-user-blk device: the connected front-end is disconnected once the
 requests in flight have finished, and the socket is removed. Detach a running VM's disk only
 after the guest stopped using it ('strata volume exports' shows CLIENTS 1 while QEMU is
-connected).
+connected). Exit status 3 when it is not attached, and when the volume does not exist.
 `,
   async (argv, con) => {
     const command = 'volume detach';
@@ -202,12 +214,9 @@ connected).
     const [target] = positionals(args, command, ['VOLUME']) as [string];
     const ref = parseVolumeRef(target, command);
     const client = clientOf(args);
-    const found = await findExports(
-      client,
-      (e) => e.type === 'vhost-user' && e.pool === ref.pool && e.volume === ref.volume,
-      `cannot detach '${target}'`,
-    );
-    if (found.length === 0) throw new CliError(`'${ref.pool}/${ref.volume}' is not attached over vhost-user`, { hint: "see 'strata volume exports'", exitCode: EXIT.NOT_FOUND });
+    const what = `cannot detach '${target}'`;
+    const found = await findExports(client, (e) => e.type === 'vhost-user' && e.pool === ref.pool && e.volume === ref.volume, what);
+    if (found.length === 0) throw await notExported(client, ref, `'${ref.pool}/${ref.volume}' is not attached over vhost-user`, what);
     await removeExports(con, client, found, `cannot detach '${target}'`, wantsJson(args));
     return 0;
   },

@@ -76,6 +76,18 @@ const GROUPS: readonly CommandGroup[] = [
   },
 ];
 
+/**
+ * Commands an operator types from habit (other tools, or guessing) that are subcommands here:
+ * the unknown-command error names the right one instead of only listing the groups.
+ */
+const WHERE_IT_IS: Readonly<Record<string, string>> = {
+  export: "exports are volume subcommands: 'strata volume exports' lists them, 'strata volume export-nbd' and 'strata volume attach' create them",
+  exports: "'strata volume exports' lists the NBD exports and vhost-user attachments",
+  attach: "'strata volume attach' attaches a volume over vhost-user-blk",
+  detach: "'strata volume detach' detaches it",
+  snapshot: "snapshots are 'strata snap ...' ('strata snap --help')",
+};
+
 function mainHelp(): string {
   const width = Math.max(...GROUPS.map((g) => g.name.length));
   return [
@@ -149,10 +161,8 @@ export async function main(argv: string[], con: Console = processConsole()): Pro
     group = GROUPS.find((g) => g.name === command);
     if (group === undefined) {
       const names = GROUPS.map((g) => g.name).join(', ');
-      throw new UsageError(
-        `unknown command '${command}'`,
-        `usage: strata <command> ...; available commands: ${names}; see 'strata --help'`,
-      );
+      const where = Object.hasOwn(WHERE_IT_IS, command) ? `${WHERE_IT_IS[command]}; ` : '';
+      throw new UsageError(`unknown command '${command}'`, `${where}usage: strata <command> ...; available commands: ${names}; see 'strata --help'`);
     }
     return await runGroup(group, rest, con);
   } catch (err) {

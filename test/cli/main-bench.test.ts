@@ -25,6 +25,9 @@ describe('strata entry point', () => {
   it('gives one clear error line and exit 1 for wrong usage of img (qemu-img), 2 of strata itself', () => {
     expectErrorLine(strata([]), 2, /missing command/);
     expectErrorLine(strata(['frob']), 2, /unknown command 'frob'.*usage: strata <command>/);
+    // Commands of other tools' habits name where they are here.
+    expectErrorLine(strata(['export', 'list']), 2, /unknown command 'export' \(exports are volume subcommands: 'strata volume exports' lists them/);
+    expectErrorLine(strata(['exports']), 2, /'strata volume exports' lists the NBD exports/);
     expectErrorLine(strata(['img']), 1, /missing subcommand/);
     expectErrorLine(strata(['img', 'frobnicate']), 1, /unknown subcommand 'frobnicate'/);
     expectErrorLine(strata(['img', 'info']), 1, /missing FILE/);

@@ -3,12 +3,14 @@
  * each export in GET /v1/exports and /v1/exports/{id}, the CLI's `volume exports` table and
  * --json, `strata status`, `volume info`'s exports line and /metrics, going 0 -> 1 -> 0 while a
  * real NBD client (qemu-io, interactive, kept open) and a vhost-user front-end (the TypeScript
- * one of test/support) connect and leave.
+ * one of test/support) connect and leave. Also: unexport-nbd / detach of a volume that does not
+ * exist is NOT_FOUND naming the volume list, and a read-only export advertises what qemu-nbd
+ * --read-only does.
  */
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { requireTool } from '../support/tools.js';
+import { requireTool, run } from '../support/tools.js';
 import { VhostUserFrontend } from '../vhost-user/frontend.js';
 import { assertBuilt, useDaemon, type Daemon } from './harness.js';
 
@@ -107,4 +109,22 @@ describe.skipIf(!requireTool('qemu-io', 'nbdinfo'))('export clients', () => {
     d().cliOk(['volume', 'detach', 'v1']);
   });
 
+  it('unexport-nbd and detach of a volume that does not exist say NOT_FOUND and name the volume list', () => {
+    d().cliOk(['volume', 'create', 'vm3c', '4M']);
+    d().cliFails(['volume', 'unexport-nbd', 'vm3C'], 3, /NOT_FOUND/, /vm3C/, /strata volume list default/);
+    d().cliFails(['volume', 'unexport-nbd', 'vm3c@nosuch'], 3, /NOT_FOUND/, /strata snap list default\/vm3c/);
+    d().cliFails(['volume', 'detach', 'vm3C'], 3, /NOT_FOUND/, /strata volume list default/);
+    // The volume exists and is not exported: that is what is said.
+    d().cliFails(['volume', 'unexport-nbd', 'vm3c'], 3, /'vm3c' is not exported over NBD/, /strata volume exports/);
+    d().cliFails(['volume', 'detach', 'vm3c'], 3, /is not attached over vhost-user/, /strata volume exports/);
+  });
+
+  it("a read-only export offers FLUSH and FUA but not TRIM or WRITE_ZEROES, as qemu-nbd --read-only does", () => {
+    d().cliOk(['volume', 'create', 'ro1', '4M']);
+    d().cliOk(['volume', 'export-nbd', 'ro1', '--read-only']);
+    const r = run('nbdinfo', ['--json', `nbd+unix:///default/ro1?socket=${path.join(d().dataDir, 'nbd.sock')}`]);
+    expect(r.code, r.stderr).toBe(0);
+    const info = (JSON.parse(r.stdout) as { exports: Record<string, unknown>[] }).exports[0];
+    expect(info).toMatchObject({ is_read_only: true, can_flush: true, can_fua: true, can_trim: false, can_zero: false });
+  });
 });

@@ -203,7 +203,8 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io', 'nbdinfo', 'nbdcopy', 'fio')
     d.cliFails(['volume', 'rename', 'busy', 'other'], 4, 'exported');
     d.cliFails(['volume', 'resize', 'busy', '4M', '--shrink'], 4, 'exported');
     d.cliFails(['volume', 'export', 'busy', f('x.raw')], 4, 'exported');
-    d.cliFails(['volume', 'unexport-nbd', 'vm-none'], 3, 'not exported');
+    // A volume that does not exist is NOT_FOUND, not "not exported" (test/e2e/export-clients.test.ts).
+    d.cliFails(['volume', 'unexport-nbd', 'vm-none'], 3, /volume 'default\/vm-none' does not exist \[NOT_FOUND\]/, /strata volume list/);
     d.cliFails(['volume', 'attach', 'busy'], 2, '--vhost-user');
     d.cliFails(['volume', 'attach', 'busy', '--vhost-user', f('v.sock'), '--queues', '99'], 2, 'queues');
     // Growing is fine: the export shows the new size to new connections.

@@ -334,6 +334,13 @@ export class Connection extends NbdTransmission {
     return this.active;
   }
 
+  /**
+   * Transmission flags. A read-only export still offers FLUSH and FUA, as qemu-nbd --read-only
+   * does (nbd/server.c sets SEND_FLUSH | SEND_FUA for every export, and only TRIM, WRITE_ZEROES
+   * and FAST_ZERO for writable ones): the protocol allows them on a read-only export, a flush
+   * there is a cheap no-op, and clients that flush unconditionally (qemu's block layer, nbdcopy)
+   * keep working instead of failing or treating the export as a different kind of device.
+   */
   private flagsFor(readOnly: boolean): number {
     let f =
       P.NBD_FLAG_HAS_FLAGS |
