@@ -91,6 +91,21 @@ export class Daemon {
     }
   }
 
+  /**
+   * The log once it matches `pattern`: a line written after the client had its answer (fastify's
+   * onResponse hook logs once the response is out) may not be in the file yet when the client
+   * looks. Throws with the log when it never appears within `boundMs`.
+   */
+  async logsMatching(pattern: RegExp, boundMs = 15_000): Promise<string> {
+    const deadline = Date.now() + boundMs;
+    for (;;) {
+      const log = this.logs();
+      if (pattern.test(log)) return log;
+      if (Date.now() > deadline) throw new Error(`the daemon's log never matched ${pattern}:\n${log}`);
+      await sleep(50);
+    }
+  }
+
   get token(): string {
     return readFileSync(path.join(this.dataDir, 'token'), 'utf8').trim();
   }

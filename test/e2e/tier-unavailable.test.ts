@@ -106,9 +106,8 @@ describe.skipIf(!s3ServerAvailable('moto'))('a tiered pool whose S3 server is do
     } finally {
       moto.resume();
     }
-    const logs = d.logs();
+    const logs = await d.logsMatching(/WARN +s3 request [^\n]*method=GET url="\/cold\/data\.raw[^\n]* status=503/);
     expect(logs).toMatch(/WARN +s3 request failed for now [^\n]*code=ServiceUnavailable message="the cold tier did not complete get [^"]* within \d+ ms; check that it is reachable/);
-    expect(logs).toMatch(/WARN +s3 request [^\n]*method=GET url="\/cold\/data\.raw[^\n]* status=503/);
     expect(logs).not.toMatch(/ERROR +s3 request/);
 
     const got = await s3.send(new GetObjectCommand({ Bucket: 'cold', Key: 'data.raw' }));
