@@ -51,6 +51,24 @@ async function findExports(client: ApiClient, match: (e: ExportJson) => boolean,
 }
 
 /**
+ * A read-write export of a volume's head that another read-write export of it already serves:
+ * said on stderr. The daemon keeps the two coherent block by block, but two writers that do not
+ * coordinate (a guest's file system and an NBD client) corrupt what the guest has mounted; a
+ * backup reads a snapshot or a read-only export. Not refused: NBD clients of one export
+ * (multi-conn) and deliberate shared-disk setups are legitimate.
+ */
+async function noteOtherWriters(con: Console, client: ApiClient, created: ExportJson): Promise<void> {
+  if (created.readOnly || created.snapshot !== null) return;
+  const others = await findExports(client, (e) => e.id !== created.id && !e.readOnly && e.snapshot === null && e.pool === created.pool && e.volume === created.volume, 'cannot list the exports');
+  for (const other of others) {
+    const how = other.type === 'vhost-user' ? `attached read-write over vhost-user at ${other.socketPath}` : `exported read-write over NBD as '${other.name}'`;
+    con.stderr(
+      `strata: note: '${exportTarget(created)}' is also ${how} (export ${other.id}): two writers that do not coordinate corrupt the file system a guest has mounted; for a backup, export a snapshot or use --read-only\n`,
+    );
+  }
+}
+
+/**
  * Nothing of `ref` is exported: a volume or snapshot that does not exist is NOT_FOUND with the
  * daemon's own fix (the list that has the right name), not "is not exported", which sends a
  * typo'd name to 'strata volume exports' where it cannot be found either.
@@ -101,6 +119,7 @@ Options:
       ...(args.has('read-only') ? { readOnly: true } : {}),
       ...(name !== undefined ? { name } : {}),
     });
+    await noteOtherWriters(con, clientOf(args), created);
     if (wantsJson(args)) printJson(con, created);
     else {
       const as = created.name === '' ? 'the default export, for clients that name none,' : `'${created.name}'`;
@@ -160,7 +179,8 @@ attachment lasts until 'strata volume detach', also across daemon restarts.
 
 Options:
   --vhost-user SOCKET   the unix socket to listen on (created, and its folder (0700) if missing;
-                        an existing socket file is replaced)
+                        a leftover socket file nobody listens on is replaced, one a process
+                        listens on is refused)
   --queues N            virtqueues (1 to 16, default 1; QEMU's num-queues must match)
   --read-only           the guest sees a read-only disk
 `,
@@ -188,6 +208,7 @@ Options:
       ...(queueCount !== undefined ? { queueCount } : {}),
       ...(args.has('read-only') ? { readOnly: true } : {}),
     });
+    await noteOtherWriters(con, clientOf(args), created);
     if (wantsJson(args)) printJson(con, created);
     else {
       con.stdout(
