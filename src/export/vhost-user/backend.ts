@@ -43,6 +43,7 @@ import { MemoryTable } from './memory-table.js';
 import * as M from './messages.js';
 import { DeclinedError, describeError, ProtocolError, takeFd } from './protocol-errors.js';
 import { RingSet, type RingPollOptions } from './rings.js';
+import { sameBytes } from '../../sys/same-bytes.js';
 
 /** Messages waiting behind a slow handler before the front-end is considered abusive. */
 const MAX_PENDING_MESSAGES = 1024;
@@ -361,7 +362,6 @@ export class VhostUserBlkBackend {
 
   // --- requests ------------------------------------------------------------------------------------
 
-
   // --- requests ------------------------------------------------------------------------------------
 
   private async handle(request: number, p: Uint8Array, fds: number[]): Promise<Reply | undefined> {
@@ -499,8 +499,4 @@ export class VhostUserBlkBackend {
       this.rings.features = 0n;
     });
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((byte, i) => byte === b[i]);
 }

@@ -9,6 +9,7 @@ import type { ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.j
 import { isStorageError, StorageError } from '../../core/errors.js';
 import type { KeyLock } from './key-lock.js';
 import type { TierCatalog } from './tier-catalog.js';
+import { sameBytes } from '../../sys/same-bytes.js';
 
 export interface MigrationProgress {
   readonly key: string;
@@ -45,10 +46,6 @@ export interface MigrationContext {
   droppedHot(key: string): void;
   /** Whether `key` should still move when its turn comes (re-checked under the key's lock). */
   stillWanted(key: string): boolean;
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
 }
 
 /** Moves one object cold; returns the bytes moved, 0 when there was nothing to move. */
