@@ -362,8 +362,6 @@ export class VhostUserBlkBackend {
 
   // --- requests ------------------------------------------------------------------------------------
 
-  // --- requests ------------------------------------------------------------------------------------
-
   private async handle(request: number, p: Uint8Array, fds: number[]): Promise<Reply | undefined> {
     const R = M.Request;
     switch (request) {
