@@ -111,7 +111,8 @@ Options:
     const [target] = positionals(args, command, ['VOLUME']) as [string];
     const ref = parseVolumeOrSnapRef(target, command);
     const name = args.value('name');
-    const created = await clientOf(args).json<ExportJson>('POST', '/v1/exports', `cannot export '${target}' over NBD`, {
+    const client = clientOf(args);
+    const created = await client.json<ExportJson>('POST', '/v1/exports', `cannot export '${target}' over NBD`, {
       type: 'nbd',
       pool: ref.pool,
       volume: ref.volume,
@@ -119,7 +120,7 @@ Options:
       ...(args.has('read-only') ? { readOnly: true } : {}),
       ...(name !== undefined ? { name } : {}),
     });
-    await noteOtherWriters(con, clientOf(args), created);
+    await noteOtherWriters(con, client, created);
     if (wantsJson(args)) printJson(con, created);
     else {
       const as = created.name === '' ? 'the default export, for clients that name none,' : `'${created.name}'`;
@@ -199,7 +200,8 @@ Options:
         throw new UsageError(`${command}: --queues must be a whole number from 1 to 16, not '${queuesText}'`, usageHint(command));
       }
     }
-    const created = await clientOf(args).json<ExportJson>('POST', '/v1/exports', `cannot attach '${target}'`, {
+    const client = clientOf(args);
+    const created = await client.json<ExportJson>('POST', '/v1/exports', `cannot attach '${target}'`, {
       type: 'vhost-user',
       pool: ref.pool,
       volume: ref.volume,
@@ -208,7 +210,7 @@ Options:
       ...(queueCount !== undefined ? { queueCount } : {}),
       ...(args.has('read-only') ? { readOnly: true } : {}),
     });
-    await noteOtherWriters(con, clientOf(args), created);
+    await noteOtherWriters(con, client, created);
     if (wantsJson(args)) printJson(con, created);
     else {
       con.stdout(
