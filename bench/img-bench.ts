@@ -8,9 +8,9 @@
  * ratio. Every run is printed. The CPU table gives each tool's CPU seconds (the whole process: it
  * serves its own requests) per GiB moved and per 100k requests, summed over the runs; Strata's
  * includes Node's start-up (~0.1 s a run). --load N runs N CPU-bound processes beside the whole
- * bench (load.ts), the same for both tools.
+ * bench (load.ts), the same for both tools. --rows TEXT keeps the rows whose name contains TEXT.
  *
- *   npm run build && node dist/bench/img-bench.js [--reps N] [--dir /dev/shm] [--load N]
+ *   npm run build && node dist/bench/img-bench.js [--reps N] [--dir /dev/shm] [--load N] [--rows "1 MiB"]
  */
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -98,7 +98,10 @@ async function main(): Promise<void> {
   const loadStart = loadAverage();
   try {
     const results: RowRuns[] = [];
-    for (const row of ROWS) {
+    const rowFilter = argValue('--rows', '');
+    const rows = ROWS.filter((r) => r.name.includes(rowFilter));
+    if (rows.length === 0) throw new Error(`--rows '${rowFilter}' matches no row: ${ROWS.map((r) => r.name).join(', ')}`);
+    for (const row of rows) {
       const start = join(dir, 'start.qcow2');
       execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', start, row.imageSize ?? IMAGE_SIZE]);
       if (row.prefilled) runQemu({ ...row, write: true, count: row.prefillCount ?? row.count }, start);
