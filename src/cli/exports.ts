@@ -12,7 +12,6 @@ import {
   clientOf,
   parse,
   parseVolumeOrSnapRef,
-  parseVolumeRef,
   positionals,
   printJson,
   snapPath,
@@ -27,7 +26,7 @@ import { EXIT } from './remote/exits.js';
 import type { ExportJson } from '../api/rest/schemas.js';
 export type { ExportJson };
 
-export function exportTarget(e: ExportJson): string {
+export function exportTarget(e: Pick<ExportJson, 'pool' | 'volume' | 'snapshot'>): string {
   return `${e.pool}/${e.volume}${e.snapshot === null ? '' : `@${e.snapshot}`}`;
 }
 
@@ -167,29 +166,32 @@ exist (NOT_FOUND, naming the list of what does).
 
 const attach = subcommand(
   'attach',
-  'attach a volume to a VM over vhost-user-blk',
-  `Usage: strata volume attach [POOL/]VOLUME --vhost-user SOCKET [--queues N] [--read-only]
+  'attach a volume or snapshot to a VM over vhost-user-blk',
+  `Usage: strata volume attach [POOL/]VOLUME[@SNAPSHOT] --vhost-user SOCKET [--queues N] [--read-only]
 
-Serves the volume as a vhost-user-blk device on the unix socket SOCKET: QEMU connects to it
-with
+Serves the volume (or a snapshot of it, always read-only: the guest sees a read-only disk, as
+/sys/block/vda/ro = 1, and its writes fail) as a vhost-user-blk device on the unix socket
+SOCKET: QEMU connects to it with
   -object memory-backend-memfd,id=mem,size=4G,share=on -numa node,memdev=mem
   -chardev socket,id=disk0,path=SOCKET,reconnect=1
   -device vhost-user-blk-pci,chardev=disk0,num-queues=N
 One front-end at a time; after a disconnect (or a daemon restart) QEMU can reconnect. The
-attachment lasts until 'strata volume detach', also across daemon restarts.
+attachment lasts until 'strata volume detach', also across daemon restarts. A volume's head and
+each of its snapshots can be attached once each (to different sockets); an attached snapshot
+cannot be deleted or renamed until it is detached.
 
 Options:
   --vhost-user SOCKET   the unix socket to listen on (created, and its folder (0700) if missing;
                         a leftover socket file nobody listens on is replaced, one a process
                         listens on is refused)
   --queues N            virtqueues (1 to 16, default 1; QEMU's num-queues must match)
-  --read-only           the guest sees a read-only disk
+  --read-only           the guest sees a read-only disk (snapshots always are)
 `,
   async (argv, con) => {
     const command = 'volume attach';
     const args = parse(argv, command, [{ long: 'vhost-user', value: true }, { long: 'queues', value: true }, { long: 'read-only' }]);
     const [target] = positionals(args, command, ['VOLUME']) as [string];
-    const ref = parseVolumeRef(target, command);
+    const ref = parseVolumeOrSnapRef(target, command);
     const socket = args.value('vhost-user');
     if (socket === undefined || socket.length === 0) throw new UsageError(`${command}: --vhost-user SOCKET is required`, usageHint(command));
     const queuesText = args.value('queues');
@@ -205,6 +207,7 @@ Options:
       type: 'vhost-user',
       pool: ref.pool,
       volume: ref.volume,
+      ...(ref.snapshot !== undefined ? { snapshot: ref.snapshot } : {}),
       // The daemon may run in another folder: send an absolute path.
       socketPath: path.resolve(socket),
       ...(queueCount !== undefined ? { queueCount } : {}),
@@ -223,23 +226,28 @@ Options:
 
 const detach = subcommand(
   'detach',
-  'detach a volume from its vhost-user-blk socket',
-  `Usage: strata volume detach [POOL/]VOLUME
+  'detach a volume or snapshot from its vhost-user-blk socket',
+  `Usage: strata volume detach [POOL/]VOLUME[@SNAPSHOT]
 
-Stops the volume's vhost-user-blk device: the connected front-end is disconnected once the
-requests in flight have finished, and the socket is removed. Detach a running VM's disk only
-after the guest stopped using it ('strata volume exports' shows CLIENTS 1 while QEMU is
-connected). Exit status 3 when it is not attached, and when the volume does not exist.
+Stops the vhost-user-blk device of the volume (or of that snapshot of it): the connected
+front-end is disconnected once the requests in flight have finished, and the socket is removed.
+Detach a running VM's disk only after the guest stopped using it ('strata volume exports' shows
+CLIENTS 1 while QEMU is connected). Exit status 3 when it is not attached, and when the volume
+or snapshot does not exist.
 `,
   async (argv, con) => {
     const command = 'volume detach';
     const args = parse(argv, command);
     const [target] = positionals(args, command, ['VOLUME']) as [string];
-    const ref = parseVolumeRef(target, command);
+    const ref = parseVolumeOrSnapRef(target, command);
     const client = clientOf(args);
     const what = `cannot detach '${target}'`;
-    const found = await findExports(client, (e) => e.type === 'vhost-user' && e.pool === ref.pool && e.volume === ref.volume, what);
-    if (found.length === 0) throw await notExported(client, ref, `'${ref.pool}/${ref.volume}' is not attached over vhost-user`, what);
+    const found = await findExports(
+      client,
+      (e) => e.type === 'vhost-user' && e.pool === ref.pool && e.volume === ref.volume && (e.snapshot ?? undefined) === ref.snapshot,
+      what,
+    );
+    if (found.length === 0) throw await notExported(client, ref, `'${exportTarget({ ...ref, snapshot: ref.snapshot ?? null })}' is not attached over vhost-user`, what);
     await removeExports(con, client, found, `cannot detach '${target}'`, wantsJson(args));
     return 0;
   },

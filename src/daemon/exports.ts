@@ -304,17 +304,24 @@ export class ExportManager implements ExportService {
     if (nbdSocketPath !== undefined && path.resolve(nbdSocketPath) === socketPath) {
       throw new StorageError('ALREADY_EXISTS', `socket ${socketPath} is this daemon's NBD socket`, { fix: { literal: true, text: 'choose another socket path' } });
     }
+    const snapshot = request.snapshot;
     for (const r of this.running.values()) {
       if (r.record.socketPath === socketPath) {
         throw new StorageError('ALREADY_EXISTS', `socket ${socketPath} is already used by export ${r.record.id} (${targetName(r.record)})`, {
           fix: { operation: 'stopExports', exports: [exportRef(r.record)], text: 'choose another socket path, or stop that export first with {}' },
         });
       }
-      if (r.record.type === 'vhost-user' && r.record.pool === request.pool && r.record.volume === request.volume) {
-        throw new StorageError('BUSY', `volume '${request.pool}/${request.volume}' is already attached over vhost-user at ${r.record.socketPath}; detach it first`);
+      // One attachment per target (the volume's head, or one snapshot): detach names it by target.
+      if (r.record.type === 'vhost-user' && r.record.pool === request.pool && r.record.volume === request.volume && r.record.snapshot === snapshot) {
+        const what = snapshot === undefined ? 'volume' : 'snapshot';
+        throw new StorageError('BUSY', `${what} '${targetName(r.record)}' is already attached over vhost-user at ${r.record.socketPath}; detach it first`, {
+          fix: { operation: 'stopExports', exports: [exportRef(r.record)], text: 'stop that attachment first with {}' },
+        });
       }
     }
-    return { ...base, type: 'vhost-user', socketPath, queueCount };
+    if (snapshot === undefined) return { ...base, type: 'vhost-user', socketPath, queueCount };
+    // A snapshot never changes: the guest sees a read-only disk (VIRTIO_BLK_F_RO), its writes fail.
+    return { ...base, type: 'vhost-user', snapshot, readOnly: true, socketPath, queueCount };
   }
 
   private async startRecord(record: ExportRecord): Promise<void> {
@@ -331,12 +338,16 @@ export class ExportManager implements ExportService {
         return;
       }
       ensureSocketFolder(record.socketPath!, 'the vhost-user socket', 'choose a socket path');
-      const info = await this.options.service.volumeInfo(record.pool, record.volume);
+      // virtio-blk GET_ID: 20 bytes; the volume's id (16 hex digits) is stable across renames, and
+      // a snapshot's is its own (a guest given both the volume and its snapshot tells them apart).
+      const info =
+        record.snapshot === undefined
+          ? await this.options.service.volumeInfo(record.pool, record.volume)
+          : await this.options.service.snapshotInfo(record.pool, record.volume, record.snapshot);
       const exp = this.options.vhostUser!({
         socketPath: record.socketPath!,
         queueCount: record.queueCount ?? 1,
-        readOnly: record.readOnly,
-        // virtio-blk GET_ID: 20 bytes; the volume id (16 hex digits) is stable across renames.
+        readOnly: record.readOnly || record.snapshot !== undefined,
         serial: info.id.slice(0, 20),
         logger: this.options.logger.child({ export: record.id, volume: targetName(record) }),
       });

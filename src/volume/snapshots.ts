@@ -9,7 +9,7 @@ import { CatalogTxn } from './catalog.js';
 import { flattenLocked } from './clones.js';
 import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
 import { forEachWindow, layerMap } from './extents.js';
-import { checkHeadNotLive, withVolume } from './guards.js';
+import { checkHeadNotLive, stopExportsFix, withVolume } from './guards.js';
 import { copyPlan, totalOfKind, type PlanStep } from './image-ops.js';
 import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
@@ -62,8 +62,11 @@ export async function renameSnapshot(svc: ServiceContext, pool: string, volume: 
     const snap = await snapshotByName(svc, vol, name);
     if (newName === name) return describeSnapshot(svc, snap);
     await checkNotGroupOwned(svc, snap, vol, 'rename');
-    if (svc.live.has(liveKey({ volumeId: vol.id, snapshotId: snap.id }))) {
-      throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is exported; stop its exports to rename it (exports are named after it)`);
+    const exported = svc.live.get(liveKey({ volumeId: vol.id, snapshotId: snap.id }));
+    if (exported !== undefined) {
+      throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is exported; stop its exports to rename it (exports are named after it)`, {
+        fix: stopExportsFix([exported]),
+      });
     }
     if (await findSnapshot(svc, vol, newName)) {
       throw new StorageError('ALREADY_EXISTS', `snapshot '${pool}/${volume}@${newName}' already exists`);
@@ -189,7 +192,8 @@ export async function deleteSnapshot(svc: ServiceContext, pool: string, volume: 
     }
     const exported = svc.live.get(liveKey({ volumeId: vol.id, snapshotId: snap.id }));
     if (exported !== undefined) {
-      throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is exported; stop its exports first`);
+      // The fix names each export: 'strata volume detach POOL/VOL@SNAP' for a guest's, unexport-nbd for NBD.
+      throw new StorageError('BUSY', `snapshot '${pool}/${volume}@${name}' is exported; stop its exports first`, { fix: stopExportsFix([exported]) });
     }
     await svc.jobs.run('snapshot-delete', `${pool}/${volume}@${name}`, (ctx) => deleteSnapshotLocked(svc, vol, snap, ctx));
   });

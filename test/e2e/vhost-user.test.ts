@@ -3,11 +3,12 @@
  * (TCG, Debian kernel, busybox initramfs: test/vhost-user/guest.ts). The guest writes and
  * verifies; the daemon is killed with SIGKILL mid-write and restarted (QEMU's reconnect=1 redials
  * the restored attachment, the guest's I/O completes and verifies); a snapshot taken while the
- * guest writes holds exactly the writes completed before it; a read-only attach refuses writes.
+ * guest writes holds exactly the writes completed before it; a read-only attach refuses writes; an
+ * attached snapshot is a read-only disk holding the snapshot's data.
  * The host checks what the guest wrote through an NBD export of a snapshot, and every layer with
  * `qemu-img check`.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { makeTempDir } from '../support/tmp.js';
@@ -206,5 +207,38 @@ if dd if=/dev/zero of=/dev/vda bs=4096 count=1 oflag=direct conv=fsync 2>/dev/nu
     d.cliOk(['snap', 'create', 'vm4@s']);
     const bytes = snapshotBytes('vm4', 's');
     expect(bytes.every((b) => b === 0)).toBe(true);
+  });
+
+  it("an attached snapshot: the guest sees a read-only disk holding the snapshot's data, not the volume's newer writes", async () => {
+    d.cliOk(['volume', 'create', 'vm5', '8M']);
+    const nbd = (name: string) => `nbd+unix:///default/${name}?socket=${path.join(f('data'), 'nbd.sock')}`;
+    const fill = (letter: string) => {
+      const file = f(`vm5-${letter}.raw`);
+      writeFileSync(file, Buffer.alloc(8 << 20, letter));
+      d.cliOk(['volume', 'export-nbd', 'vm5']);
+      const r = run('nbdcopy', [file, nbd('vm5')]);
+      expect(r.code, r.stderr).toBe(0);
+      d.cliOk(['volume', 'unexport-nbd', 'vm5']);
+    };
+    fill('G');
+    d.cliOk(['snap', 'create', 'vm5@gold']);
+    fill('N');
+    const socket = f('vm5gold.sock');
+    expect(d.json<{ readOnly: boolean; snapshot: string }>(['volume', 'attach', 'vm5@gold', '--vhost-user', socket])).toMatchObject({ readOnly: true, snapshot: 'gold' });
+    const r = await bootGuest({
+      socketPath: socket,
+      script: `echo "ro $(cat /sys/block/vda/ro)"
+echo "head $(dd if=/dev/vda bs=4096 count=1 iflag=direct 2>/dev/null | head -c 8)"
+echo "tail $(dd if=/dev/vda bs=4096 skip=2047 count=1 iflag=direct 2>/dev/null | head -c 8)"
+if dd if=/dev/zero of=/dev/vda bs=4096 count=1 oflag=direct conv=fsync 2>/dev/null; then echo "write ok"; else echo "write refused"; fi`,
+    });
+    expect(r.lines, r.consoleTail).toContain('ro 1');
+    expect(r.lines).toContain('head GGGGGGGG');
+    expect(r.lines).toContain('tail GGGGGGGG');
+    expect(r.lines).toContain('write refused');
+    d.cliFails(['snap', 'delete', 'vm5@gold'], 4, 'strata volume detach default/vm5@gold');
+    d.cliOk(['volume', 'detach', 'vm5@gold']);
+    expect(snapshotBytes('vm5', 'gold').every((b) => b === 'G'.charCodeAt(0))).toBe(true);
+    d.cliOk(['snap', 'delete', 'vm5@gold']);
   });
 });

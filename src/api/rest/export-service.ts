@@ -56,6 +56,8 @@ export interface VhostUserExportRequest {
   type: 'vhost-user';
   pool: string;
   volume: string;
+  /** A snapshot instead of the volume's head: always read-only. */
+  snapshot?: string;
   socketPath: string;
   queueCount?: number;
   readOnly?: boolean;

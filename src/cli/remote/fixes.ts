@@ -62,7 +62,7 @@ function spelling(fix: ErrorFix): string {
 function stopExportsSpelling(exports: readonly ExportRef[]): string {
   if (exports.length === 0) return "'strata volume unexport-nbd' or 'strata volume detach' ('strata volume exports' lists them)";
   const commands = exports.map((e) =>
-    e.type === 'vhost-user' ? `'strata volume detach ${e.pool}/${e.volume}'` : `'strata volume unexport-nbd ${e.pool}/${e.volume}${e.snapshot === undefined ? '' : `@${e.snapshot}`}'`,
+    `'strata volume ${e.type === 'vhost-user' ? 'detach' : 'unexport-nbd'} ${e.pool}/${e.volume}${e.snapshot === undefined ? '' : `@${e.snapshot}`}'`,
   );
   return [...new Set(commands)].join(' and ');
 }

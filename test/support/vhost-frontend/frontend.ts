@@ -557,7 +557,8 @@ export class VhostUserFrontend {
   }
 
   async getId(bufferBytes = 20, queue?: number): Promise<string> {
-    const r = await this.io(BlkType.GET_ID, 0, bufferBytes, { queue, take: (b) => b.slice() });
+    // The id buffer is device-writable (virtio 1.2, 5.2.6: GET_ID writes its answer there).
+    const r = await this.io(BlkType.GET_ID, 0, bufferBytes, { queue, dataWritable: true, take: (b) => b.slice() });
     if (r.status !== BlkStatus.OK) throw new BlkStatusError(r.status, 'get id');
     const b = r.value!;
     const end = b.indexOf(0);

@@ -42,12 +42,13 @@ function toRequest(body: CreateBody): ExportRequest {
     };
   }
   if (body.socketPath === undefined) throw invalid("type 'vhost-user' needs socketPath (the unix socket QEMU connects to)");
-  if (body.snapshot !== undefined) throw invalid('a vhost-user attach serves a volume, not a snapshot (clone the snapshot, or export it over NBD)');
   if (body.name !== undefined) throw invalid("name is for type 'nbd'");
   return {
     type: 'vhost-user',
     pool: body.pool,
     volume: body.volume,
+    // A snapshot is attached read-only (the guest sees VIRTIO_BLK_F_RO).
+    ...(body.snapshot !== undefined ? { snapshot: body.snapshot } : {}),
     socketPath: body.socketPath,
     ...(body.queueCount !== undefined ? { queueCount: body.queueCount } : {}),
     ...(body.readOnly !== undefined ? { readOnly: body.readOnly } : {}),
@@ -67,7 +68,7 @@ export function registerExportRoutes(app: FastifyInstance, ctx: RestContext): vo
   app.post<{ Body: CreateBody }>('/v1/exports', {
     schema: {
       tags: ['exports'],
-      summary: 'Export a volume or snapshot over NBD, or attach a volume over vhost-user-blk',
+      summary: 'Export a volume or snapshot over NBD, or attach one over vhost-user-blk (a snapshot read-only)',
       body: {
         type: 'object',
         required: ['type', 'pool', 'volume'],
@@ -76,7 +77,7 @@ export function registerExportRoutes(app: FastifyInstance, ctx: RestContext): vo
           type: { type: 'string', enum: ['nbd', 'vhost-user'] },
           pool: nameSchema,
           volume: nameSchema,
-          snapshot: nameSchema,
+          snapshot: { ...nameSchema, description: 'a snapshot of the volume instead of its head (served read-only)' },
           readOnly: { type: 'boolean' },
           name: { type: 'string', maxLength: 4096, description: "NBD export name (default 'pool/volume' or 'pool/volume@snapshot'; '' makes it the default export, what clients that name none get)" },
           socketPath: { type: 'string', minLength: 1, maxLength: 4096, description: 'vhost-user: the unix socket QEMU connects to' },
