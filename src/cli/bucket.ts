@@ -185,8 +185,9 @@ bucket-purge); the progress bar follows it on a terminal. From the moment the de
 requests get NoSuchBucket: nothing can be written into the bucket while it is emptied. The chunks
 are given back as S3 deletes give them back: the pool's GC reclaims the space nothing else uses
 once the grace period has passed ('strata pool gc POOL'). Ctrl-C stops the bar, not the job
-('strata job cancel ID'); a purge cut short leaves the bucket being deleted ('strata bucket list'
-marks it): run this command with --purge again to finish it.
+('strata job cancel ID'); a purge cut short (cancelled, the daemon stopped) leaves the bucket being
+deleted ('strata bucket list' marks it): the daemon's next start resumes the purge as a job, or
+run this command with --purge again to finish it now.
 
 Options:
   --purge          delete what the bucket holds first

@@ -126,6 +126,13 @@ export interface ChunkedPools {
   detachPool(pool: string): Promise<void>;
   isChunkedPool(pool: string): boolean;
   /**
+   * Pools whose reference counts another holder (the S3 object model) may have left above what it
+   * holds when its process died (a release cut off between noting its progress and dropping):
+   * start-up recovery audits them with the pools its own intents touched. Local pools among them
+   * are audited too when they keep S3 objects' chunks.
+   */
+  poolsToAudit?(): Promise<string[]>;
+  /**
    * True for a dedup pool, and for a local pool that keeps chunks apart from its qcow2 files
    * (its S3 objects'): usage, gc, audit and scrub then work on those chunks.
    */

@@ -40,6 +40,8 @@ export interface VolumeBackend {
   chunkRepositoryOf?(pool: string): Promise<ChunkRepository>;
   /** Adds holders of pools' chunk references (the object model) for the audit and scrub; before recover(). */
   addReferenceSource?(source: PoolReferenceSource): void;
+  /** Adds a source of pools recover() audits (references a killed process may have leaked there); before recover(). */
+  addPoolsToAudit?(source: () => Promise<string[]>): void;
   /** Adds the object model's view of which buckets name a pool: a pool delete refuses while one does. */
   addPoolBuckets?(source: PoolBuckets): void;
   /** The dedup pools with a tier, for the cooling timer (absent: none can have one). */
@@ -113,6 +115,7 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
     },
     chunkRepositoryOf: (pool) => layerStore.chunkRepository(pool),
     addReferenceSource: (source) => layerStore.addReferenceSource(source),
+    addPoolsToAudit: (source) => layerStore.addPoolsToAudit(source),
     addPoolBuckets: (source) => service.addPoolBuckets(source),
     tieredPools: () => layerStore.tieredPools(),
     recover: async () => {

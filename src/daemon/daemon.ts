@@ -1,8 +1,8 @@
 /**
  * The composition root of `strata serve`: config -> data folder lock -> token -> catalog and
  * volume service (recovered before anything is served) -> trash expiry (caught up, then a timer)
- * -> exports -> REST API -> listening. And the way
- * back on SIGTERM/SIGINT: stop accepting, let running requests and jobs finish for a grace
+ * -> exports -> bucket deletes a stopped daemon left (settled; purges resumed as jobs) -> REST API
+ * -> listening. And the way back on SIGTERM/SIGINT: stop accepting, let running requests and jobs finish for a grace
  * period, cancel what is left, close the volume service (images, catalog), release the lock.
  */
 import { existsSync } from 'node:fs';
@@ -19,6 +19,7 @@ import { isStorageError } from '../core/errors.js';
 import { strataVersion } from '../core/version.js';
 import type { JobInfo } from '../volume/types.js';
 import { openVolumeBackend, type VolumeBackend, type VolumeBackendFactory } from './backend.js';
+import { settleBucketRemovals } from './bucket-removals.js';
 import { ExportManager, type VhostUserExportFactory } from './exports.js';
 import { makeFolders } from './folders.js';
 import { DEFAULT_POOL, formatListen, type DaemonConfig, type ListenAddress } from './config.js';
@@ -127,6 +128,8 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
     // Exports before the API: a request never sees an export missing that is about to come back.
     const restored = await exports.start();
     if (restored.started + restored.failed > 0) logger.info(restored, 'exports restored');
+    // Bucket deletes a stopped daemon left half done: settled before S3 serves; purges resume as jobs.
+    await settleBucketRemovals(objectStore.model, backend.service, logger);
 
     const users = new UserStore(backend.catalog, SecretBox.openOrCreate(path.join(config.dataDir, S3_SECRET_KEY_FILE)));
     let closing = false;

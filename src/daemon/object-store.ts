@@ -41,7 +41,7 @@ export async function openDaemonObjectStore(options: {
   dataDir: string;
   catalog: CatalogStore;
   volumes: VolumeService;
-  backend: Pick<VolumeBackend, 'chunkRepositoryOf' | 'addReferenceSource' | 'addPoolBuckets'>;
+  backend: Pick<VolumeBackend, 'chunkRepositoryOf' | 'addReferenceSource' | 'addPoolBuckets' | 'addPoolsToAudit'>;
   bucketPool: string;
   logger: Logger;
 }): Promise<DaemonObjectStore> {
@@ -73,6 +73,9 @@ export async function openDaemonObjectStore(options: {
     cleanupInBackground: true,
   });
   options.backend.addReferenceSource?.((pool) => model.referenceHolders(pool));
+  // A release a kill cut off may have dropped one call's references or not: the pool's start-up
+  // audit (before model.recover() runs the rest) settles the count against what is held.
+  options.backend.addPoolsToAudit?.(() => model.poolsWithPendingReleases());
   options.backend.addPoolBuckets?.({
     bucketsOf: (pool, limit) => bucketsOfPool(model, pool, limit),
     // The repository opened for a deleted pool would otherwise keep serving a CreateBucket naming it.

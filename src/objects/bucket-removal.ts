@@ -119,7 +119,8 @@ async function removeBucket(context: ObjectContext, name: string, options: Bucke
     const purge = options.purge === true;
     // A bucket that holds something is refused before it is marked: it keeps serving meanwhile.
     if (!purge && (await firstContent(context, bucket.record)) !== undefined) throw await rules.notEmpty(context, bucket.record);
-    if (markedHere) bucket = await markDeleting(context, bucket);
+    // A purge says so in the mark (also on a mark an earlier delete left): a restart resumes it.
+    if (markedHere || (purge && asRead.purging !== true)) bucket = await markDeleting(context, bucket, purge);
     const removed = purge ? await purgeContents(context, bucket, options) : { versionCount: 0, versionBytes: 0, deleteMarkerCount: 0, uploadCount: 0, partCount: 0, partBytes: 0 };
     if ((await firstContent(context, bucket.record)) !== undefined) {
       if (purge) throw new StorageError('BUSY', `bucket '${name}' gained records while it was purged: run the delete again`);
@@ -130,7 +131,7 @@ async function removeBucket(context: ObjectContext, name: string, options: Bucke
     const txn = new TxnBuilder();
     context.tables.buckets.delete(txn, bucket);
     await commitBucketChange(context, txn);
-    const { deleting: _deleting, ...record } = bucket.record;
+    const { deleting: _deleting, purging: _purging, ...record } = bucket.record;
     return { bucket: record, ...removed };
   } finally {
     context.bucketRemovals.delete(name);
@@ -148,14 +149,14 @@ async function firstContent(context: ObjectContext, bucket: BucketRecord): Promi
 }
 
 /** Marks the bucket (see the top of this file); returns the marked record, which the delete's last transaction compares. */
-async function markDeleting(context: ObjectContext, read: Versioned<BucketRecord>): Promise<Versioned<BucketRecord>> {
+async function markDeleting(context: ObjectContext, read: Versioned<BucketRecord>, purge: boolean): Promise<Versioned<BucketRecord>> {
   let known: Versioned<BucketRecord> | undefined = read;
   return retryOnConflict(context, async () => {
     // A retry reads the record again: its versioning or ACL changed meanwhile.
     const current = known ?? (await context.bucket(read.record.name, { fresh: true, deleting: 'include' }));
     known = undefined;
     if (current.record.id !== read.record.id) throw new ObjectError('NoSuchBucket', `bucket ${read.record.name} was deleted meanwhile`);
-    const marked: BucketRecord = { ...current.record, deleting: true };
+    const marked: BucketRecord = { ...current.record, deleting: true, ...(purge ? { purging: true as const } : {}) };
     const txn = new TxnBuilder();
     context.tables.buckets.put(txn, marked, current);
     return { record: marked, modRevision: await commitBucketChange(context, txn) };
@@ -164,7 +165,7 @@ async function markDeleting(context: ObjectContext, read: Versioned<BucketRecord
 
 /** Takes the mark back (the bucket was not empty after all). */
 async function unmark(context: ObjectContext, marked: Versioned<BucketRecord>): Promise<void> {
-  const { deleting: _deleting, ...record } = marked.record;
+  const { deleting: _deleting, purging: _purging, ...record } = marked.record;
   const txn = new TxnBuilder();
   context.tables.buckets.put(txn, record, marked);
   await commitBucketChange(context, txn);
@@ -230,4 +231,45 @@ async function purgeContents(context: ObjectContext, bucket: Versioned<BucketRec
     options.progress?.addDone(bytes);
   }
   return removed;
+}
+
+/**
+ * What to do at start-up with a bucket a stopped daemon left marked `deleting` (SIGTERM cancels a
+ * running purge between two transactions; SIGKILL or a crash stops any delete anywhere):
+ * - 'purge': the mark says a purge (`strata bucket delete --purge`) made it: the operator asked for
+ *   everything in it to go, and part of it may already have. The caller resumes the purge as a job.
+ * - 'finished': no purge, and the bucket is empty: S3's DeleteBucket or `strata bucket delete`
+ *   found it empty and marked it, so nothing could land in it since; its delete is finished here
+ *   (what the interrupted delete would have done; its client saw an error or no answer, and a
+ *   retry now gets NoSuchBucket, as after any successful DeleteBucket).
+ * - 'unmarked': no purge, and the bucket holds something: a write committed between the delete's
+ *   look and its mark, and the delete would have taken the mark back (BucketNotEmpty). It is taken
+ *   back here: the bucket serves again, as it was. Nothing that was not asked for is deleted.
+ */
+export type InterruptedRemoval = 'purge' | 'finished' | 'unmarked';
+
+/** The names of the buckets a delete left marked, a catalog page at a time. */
+export async function markedBuckets(context: ObjectContext): Promise<string[]> {
+  const names: string[] = [];
+  let after: string | undefined;
+  do {
+    const page = await context.tables.buckets.page({ limit: 1000, ...(after === undefined ? {} : { after }) });
+    for (const entry of page.records) if (entry.record.deleting === true) names.push(entry.record.name);
+    after = page.nextAfter;
+  } while (after !== undefined);
+  return names;
+}
+
+/** Settles one bucket markedBuckets named (see InterruptedRemoval); a purge is left to the caller. */
+export async function settleInterruptedRemoval(context: ObjectContext, name: string): Promise<InterruptedRemoval> {
+  const bucket = await context.bucket(name, { fresh: true, deleting: 'include' });
+  if (bucket.record.deleting !== true) throw new StorageError('BUSY', `bucket '${name}' is no longer being deleted`);
+  if (bucket.record.purging === true) return 'purge';
+  if ((await firstContent(context, bucket.record)) !== undefined) {
+    if (context.bucketRemovals.has(name)) throw OPERATOR_RULES.alreadyDeleting(name);
+    await unmark(context, bucket);
+    return 'unmarked';
+  }
+  await removeBucket(context, name, {}, OPERATOR_RULES);
+  return 'finished';
 }

@@ -15,6 +15,7 @@ import * as multipart from './multipart.js';
 import * as objects from './objects.js';
 import { recoverObjects, type RecoveryReport } from './recovery.js';
 import { objectReferenceHolders } from './references.js';
+import * as releases from './releases.js';
 import type { ReferenceSource } from '../store/dedup/scrub.js';
 import type { BucketRecord, CannedAcl, VersioningState } from './records.js';
 
@@ -72,6 +73,11 @@ export class ObjectModel {
   }
   /** `strata bucket delete [--purge]`: any owner's bucket (bucket-removal.ts). */
   removeBucket: Rest<typeof bucketRemoval.removeBucketAsOperator> = (name, options) => bucketRemoval.removeBucketAsOperator(this.context, name, options);
+  /** The pools named by releases still recorded (a process that died left them; recover() runs them). */
+  poolsWithPendingReleases: Rest<typeof releases.poolsWithPendingReleases> = () => releases.poolsWithPendingReleases(this.context);
+  /** At start-up: the buckets a stopped daemon left being deleted, and settling each (bucket-removal.ts InterruptedRemoval). */
+  markedBuckets: Rest<typeof bucketRemoval.markedBuckets> = () => bucketRemoval.markedBuckets(this.context);
+  settleInterruptedRemoval: Rest<typeof bucketRemoval.settleInterruptedRemoval> = (name) => bucketRemoval.settleInterruptedRemoval(this.context, name);
   /** `strata bucket chown` (buckets.ts setBucketOwner). */
   setBucketOwner: Rest<typeof buckets.setBucketOwner> = (name, owner, holdOwner) => buckets.setBucketOwner(this.context, name, owner, holdOwner);
 

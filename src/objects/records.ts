@@ -25,10 +25,13 @@ export interface BucketRecord {
   /**
    * Set by a bucket delete before it checks or purges the bucket's contents (bucket-removal.ts):
    * from then on no request reaches the bucket (NoSuchBucket), so nothing can land in it between
-   * that check and the record's removal. A bucket left so by an interrupted purge stays until
-   * `strata bucket delete NAME --purge` runs again.
+   * that check and the record's removal. A bucket a stopped daemon left so is settled at its next
+   * start (bucket-removal.ts settleInterruptedRemoval): a purge is resumed, an empty bucket deleted,
+   * a bucket that holds something and was not being purged serves again.
    */
   readonly deleting?: true;
+  /** With `deleting`: the delete purges the bucket (`strata bucket delete --purge`), so a restart resumes it. */
+  readonly purging?: true;
 }
 
 /**

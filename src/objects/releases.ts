@@ -99,3 +99,15 @@ export async function runPendingReleases(context: ObjectContext): Promise<number
     }
   }
 }
+
+/** The pools of the releases still recorded, for start-up recovery's reference audit. */
+export async function poolsWithPendingReleases(context: ObjectContext): Promise<string[]> {
+  const pools = new Set<string>();
+  let after: string | undefined;
+  do {
+    const page = await context.tables.releases.page({ limit: 500, ...(after === undefined ? {} : { after }) });
+    for (const { record } of page.records) pools.add(record.pool);
+    after = page.nextAfter;
+  } while (after !== undefined);
+  return [...pools];
+}

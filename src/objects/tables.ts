@@ -71,6 +71,7 @@ export const BUCKET_SCHEMA: TableSchema<BucketRecord> = {
     oneOf(fields.versioning, VERSIONING_STATES, 'bucket.versioning');
     oneOf(fields.acl, CANNED_ACLS, 'bucket.acl');
     if (fields.deleting !== undefined && fields.deleting !== true) throw new Error(`bucket.deleting is ${JSON.stringify(fields.deleting)}, not true`);
+    if (fields.purging !== undefined && fields.purging !== true) throw new Error(`bucket.purging is ${JSON.stringify(fields.purging)}, not true`);
     return fields as unknown as BucketRecord;
   },
   indexes: { owner: (record) => `${record.owner}${KEY_END}${record.name}` },

@@ -58,6 +58,7 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
   /** Local pools' repositories of chunks that are not layers, opened on first use. */
   private readonly localChunks = new Map<string, Promise<DedupChunkRepository>>();
   private readonly referenceSources: PoolReferenceSource[] = [];
+  private readonly auditRequests: (() => Promise<string[]>)[] = [];
 
   constructor(
     private readonly local: LayerStore,
@@ -72,6 +73,20 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
    */
   addReferenceSource(source: PoolReferenceSource): void {
     this.referenceSources.push(source);
+  }
+
+  /** Adds a source of pools start-up recovery must audit (ChunkedPools.poolsToAudit); before recovery. */
+  addPoolsToAudit(source: () => Promise<string[]>): void {
+    this.auditRequests.push(source);
+  }
+
+  async poolsToAudit(): Promise<string[]> {
+    const pools = new Set<string>();
+    for (const source of this.auditRequests) for (const pool of await source()) pools.add(pool);
+    // A local pool is audited only when it keeps S3 objects' chunks (else it has no counts).
+    const audited: string[] = [];
+    for (const pool of pools) if (this.chunked.has(pool) || (await this.localPoolChunks(pool, false)) !== undefined) audited.push(pool);
+    return audited;
   }
 
   /**

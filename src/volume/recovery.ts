@@ -68,12 +68,15 @@ export async function recover(svc: ServiceContext): Promise<RecoveryReport> {
   // An interrupted seal, unseal or layer removal may have left chunk references no manifest
   // holds (never the reverse): audit the dedup pools those operations worked in.
   const touched = new Set(intents.map((intent) => intent.seal?.file.pool ?? intent.target.split('/')[0]!));
-  for (const pool of touched) await auditPool(svc, pool, report);
+  // And those where the S3 object model's releases were cut off (their holders count the rest).
+  const others = new Set(await svc.chunkedPools?.poolsToAudit?.() ?? []);
+  for (const pool of touched) await auditPool(svc, pool, report, others.has(pool));
+  for (const pool of others) if (!touched.has(pool)) await auditPool(svc, pool, report, true);
   return report;
 }
 
-async function auditPool(svc: ServiceContext, pool: string, report: RecoveryReport): Promise<void> {
-  if (svc.chunkedPools?.isChunkedPool(pool) !== true) return;
+async function auditPool(svc: ServiceContext, pool: string, report: RecoveryReport, holdsObjects = false): Promise<void> {
+  if (svc.chunkedPools === undefined || (!holdsObjects && !svc.chunkedPools.isChunkedPool(pool))) return;
   try {
     const audit = await svc.chunkedPools.audit(pool, { repair: true });
     if (audit.leakedReferences > 0) report.referencesRepaired.push(`${pool}: ${audit.leakedReferences}`);

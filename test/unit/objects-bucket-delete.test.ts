@@ -4,7 +4,8 @@
  * holds anything is refused naming what it holds; a purge deletes every version, delete marker and
  * upload through the releases S3's deletes use, so the pool's reference counts drop to what other
  * buckets hold; a PUT racing a delete never lands in a deleted bucket; a purge cut short leaves
- * the bucket being deleted until a purge finishes it; chown moves the bucket to an existing user
+ * the bucket being deleted until a purge finishes it (and marked as a purge, which a restart
+ * resumes; a delete without purge left marked is finished when empty, else un-marked); chown moves the bucket to an existing user
  * and a user delete racing it fails instead of leaving the bucket to nobody.
  */
 import { describe, expect, it } from 'vitest';
@@ -157,6 +158,65 @@ describe("an operator's bucket delete", () => {
     expect(refusal.fix.text).toBe('an earlier delete of it stopped half way: pass {} to finish it');
     expect(await model.removeBucket('many', { purge: true })).toMatchObject({ versionCount: 20 });
     expect(await totalReferences(catalog, 'pool-a')).toBe(0);
+  });
+});
+
+describe('settling at start-up the bucket deletes a stopped daemon left (settleInterruptedRemoval)', () => {
+  it('a purge cut short is marked as one: settling says to resume it, and the resumed purge finishes the bucket', async () => {
+    const { model, catalog } = await createTestObjectModel();
+    await model.createBucket({ name: 'many', owner: 'alice', pool: 'pool-a' });
+    for (let i = 0; i < PURGE_RECORDS_PER_TXN + 5; i++) await model.putObject({ bucket: 'many', key: `k${i}`, owner: 'alice', body: streamOf(patternBytes(8 * KiB, i + 1)) });
+    await model.createBucket({ name: 'kept', owner: 'alice', pool: 'pool-a' });
+    const stop = new AbortController();
+    await expectCode(model.removeBucket('many', { purge: true, signal: stop.signal, progress: { setTotal: () => undefined, addDone: () => stop.abort() } }), 'CANCELLED');
+    expect(await model.bucketRecord('many')).toMatchObject({ deleting: true, purging: true });
+    expect(await model.markedBuckets()).toEqual(['many']);
+    expect(await model.settleInterruptedRemoval('many')).toBe('purge');
+    expect(await model.removeBucket('many', { purge: true })).toMatchObject({ versionCount: 5 });
+    expect(await model.markedBuckets()).toEqual([]);
+    expect(await totalReferences(catalog, 'pool-a')).toBe(0);
+    // The purge flag never reaches what the delete returns or the next bucket of that name.
+    await model.createBucket({ name: 'many', owner: 'alice', pool: 'pool-a' });
+    expect((await model.bucketRecord('many')).purging).toBeUndefined();
+  });
+
+  it("a purge of a bucket an earlier delete left marked without purge marks it as a purge", async () => {
+    const { model, catalog } = await createTestObjectModel();
+    await model.createBucket({ name: 'bbb', owner: 'alice', pool: 'pool-a' });
+    for (let i = 0; i < PURGE_RECORDS_PER_TXN + 5; i++) await model.putObject({ bucket: 'bbb', key: `k${i}`, owner: 'alice', body: streamOf(patternBytes(KiB, i + 1)) });
+    const record = await model.bucketRecord('bbb');
+    await catalog.txn([], [{ type: 'put', key: 's3-bucket/bbb', value: { ...record, deleting: true } }]);
+    const stop = new AbortController();
+    await expectCode(model.removeBucket('bbb', { purge: true, signal: stop.signal, progress: { setTotal: () => undefined, addDone: () => stop.abort() } }), 'CANCELLED');
+    expect(await model.bucketRecord('bbb')).toMatchObject({ deleting: true, purging: true });
+  });
+
+  it("S3's DeleteBucket stopped after its mark: the empty bucket's delete is finished", async () => {
+    const { catalog } = countingCatalog(deletesBucket('gone'));
+    const { model } = await createTestObjectModel({ catalog });
+    await model.createBucket({ name: 'gone', owner: 'alice', pool: 'pool-a' });
+    await model.createBucket({ name: 'other', owner: 'alice', pool: 'pool-a' });
+    await expectCode(model.deleteBucket('gone'), 'IO_ERROR');
+    expect(await model.bucketRecord('gone')).toMatchObject({ deleting: true });
+    expect((await model.bucketRecord('gone')).purging).toBeUndefined();
+    expect(await model.markedBuckets()).toEqual(['gone']);
+    expect(await model.settleInterruptedRemoval('gone')).toBe('finished');
+    await expectCode(model.bucketRecord('gone'), 'NOT_FOUND');
+    expect(await model.markedBuckets()).toEqual([]);
+    expect((await model.bucketRecord('other')).deleting).toBeUndefined();
+  });
+
+  it('a delete without purge stopped with the bucket marked and holding an object (a PUT won the race): it serves again, the object kept', async () => {
+    const { model, catalog } = await createTestObjectModel();
+    await model.createBucket({ name: 'raced', owner: 'alice', pool: 'pool-a' });
+    await model.putObject({ bucket: 'raced', key: 'late', owner: 'alice', body: streamOf(patternBytes(4 * KiB, 9)) });
+    const record = await model.bucketRecord('raced');
+    // What DeleteBucket's mark leaves when the process dies before it takes the mark back.
+    await catalog.txn([], [{ type: 'put', key: 's3-bucket/raced', value: { ...record, deleting: true } }]);
+    expect(await model.settleInterruptedRemoval('raced')).toBe('unmarked');
+    expect((await model.bucketRecord('raced')).deleting).toBeUndefined();
+    const got = await model.getObject({ bucket: 'raced', key: 'late' });
+    expect(got.outcome === 'ok' && Buffer.from(await collect(got.body())).equals(patternBytes(4 * KiB, 9))).toBe(true);
   });
 });
 
