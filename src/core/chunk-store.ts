@@ -5,6 +5,7 @@
  *
  * Every implementation runs test/conformance/chunk-store.ts.
  */
+import { StorageError } from './errors.js';
 
 /**
  * Why a read happens. 'guest' (the default): data someone asked for. 'maintenance': a scrub or GC
@@ -69,6 +70,19 @@ export interface ChunkStore {
   delete(key: string, options?: ChunkStoreCallOptions): Promise<void>;
   /** A page of keys that start with `prefix`, after `after`. */
   list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage>;
+  /**
+   * Lets go of what the store holds (open files and folders, connections, timers); idempotent.
+   * Calls made after it reject with IO_ERROR saying the store is closed (getRangeNow answers
+   * false); calls running when it is called finish or fail (an S3 store's connections are cut).
+   * A store that wraps another one closes it only when it says so (the wrapped store may have
+   * other users).
+   */
+  close(): Promise<void>;
+}
+
+/** What a call on a closed store rejects with (ChunkStore.close). */
+export function chunkStoreClosed(store: string, what: string): StorageError {
+  return new StorageError('IO_ERROR', `${what}: the chunk store ${store} is closed`);
 }
 
 /** The most keys one list call returns (S3's ListObjectsV2 maximum). */

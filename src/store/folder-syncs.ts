@@ -102,6 +102,13 @@ export class FolderSyncs {
     });
   }
 
+  /** Waits for the fsyncs and removals queued, then closes the held folders (the owner is closing). */
+  async close(): Promise<void> {
+    await Promise.all([...this.folders.values()].map((state) => state.tail));
+    for (const state of [...this.folders.values()]) await this.release(state).catch(ignore);
+    this.folders.clear();
+  }
+
   private stateOf(dir: string): FolderState {
     let state = this.folders.get(dir);
     if (state === undefined) {

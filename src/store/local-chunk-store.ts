@@ -30,11 +30,12 @@
 import fsCallbacks, { type Dirent } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
+import { CHUNK_LIST_PAGE_MAX, chunkStoreClosed, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
 import { StorageError } from '../core/errors.js';
 import { FolderSyncs } from './folder-syncs.js';
 import { closeDescriptor, errnoOf, fsyncDescriptor } from './local-folder.js';
 import { OpenFileCache, type OpenFile } from './open-file-cache.js';
+import { openObject, readRange } from './local-object-reads.js';
 import { checkChunkKey, throwIfAborted } from './memory-chunk-store.js';
 import { readNoWait } from '../sys/nowait-read.js';
 import { writeTempNow } from './inline-put.js';
@@ -106,51 +107,6 @@ function checkRange(key: string, offsetBytes: number, lengthBytes: number): void
   }
 }
 
-/** The object file opened for reading with its size; undefined when there is no object (missing, or a folder). */
-async function openObject(file: string): Promise<OpenFile | undefined> {
-  let handle: fs.FileHandle;
-  try {
-    handle = await fs.open(file, 'r');
-  } catch (err) {
-    if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') return undefined;
-    throw err;
-  }
-  try {
-    const stat = await handle.stat();
-    if (stat.isFile()) return { handle, sizeBytes: stat.size };
-  } catch (err) {
-    await handle.close();
-    throw err;
-  }
-  await handle.close();
-  return undefined;
-}
-
-/** One pread through the callback API on the handle's descriptor (no FileHandle promise machinery). */
-function preadInto(object: OpenFile, out: Uint8Array, filled: number, positionBytes: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    fsCallbacks.read(object.handle.fd, out, filled, out.length - filled, positionBytes, (err, bytesRead) => (err ? reject(err) : resolve(bytesRead)));
-  });
-}
-
-/** `lengthBytes` at `offsetBytes` of an open object, cut short at its end. */
-async function readRange(object: OpenFile, offsetBytes: number, lengthBytes: number, checkAborted: () => void, into: Uint8Array | undefined): Promise<Uint8Array> {
-  const wanted = Math.max(0, Math.min(lengthBytes, object.sizeBytes - offsetBytes));
-  // The caller's array when it offers one (ChunkStoreCallOptions.into: a reused buffer spares a
-  // new MiB per read and the full collections they drive). Otherwise not zero-filled (the read
-  // overwrites it; a short read returns only what was filled) and never a slice of Node's shared
-  // pool: zeroing cost ~65 us of the event loop per MiB read (issue 14).
-  const out = into !== undefined && into.length >= lengthBytes ? into.subarray(0, wanted) : new Uint8Array(Buffer.allocUnsafeSlow(wanted).buffer);
-  let filled = 0;
-  while (filled < out.length) {
-    checkAborted();
-    const bytesRead = await preadInto(object, out, filled, offsetBytes + filled);
-    if (bytesRead === 0) break; // cannot happen (objects are replaced by rename, never changed in place)
-    filled += bytesRead;
-  }
-  return filled === out.length ? out : out.subarray(0, filled);
-}
-
 interface ListEntry {
   name: string;
   folder: boolean;
@@ -198,6 +154,7 @@ export class LocalChunkStore implements ChunkStore {
   private readonly inlineSmallPuts: boolean | 'auto';
   /** Whether small puts are written on the calling thread, once known ('auto': once the folder exists to be asked). */
   private putsInline: boolean | undefined;
+  private closed = false;
 
   constructor(rootDir: string, options: LocalChunkStoreOptions = {}) {
     this.rootDir = path.resolve(rootDir);
@@ -206,6 +163,18 @@ export class LocalChunkStore implements ChunkStore {
     this.openFiles = openFilesMax > 0 ? new OpenFileCache(openFilesMax) : undefined;
     this.folderSyncs = new FolderSyncs(options.holdFolders === true);
     this.inlineSmallPuts = options.inlineSmallPuts ?? 'auto';
+  }
+
+  /** Closes the packs kept open and the folders held between fsyncs; later calls fail. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.openFiles?.closeAll();
+    await this.folderSyncs.close();
+  }
+
+  private checkOpen(what: string): void {
+    if (this.closed) throw chunkStoreClosed(this.rootDir, what);
   }
 
   /** The file an object is stored in (the key checked first). */
@@ -231,6 +200,7 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   async get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     const file = this.objectPath(key);
     throwIfAborted(options, `get ${key}`);
     try {
@@ -246,6 +216,7 @@ export class LocalChunkStore implements ChunkStore {
 
   /** Reads only the range (pread), never the whole object. */
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     // A key whose file is held open was checked when it was opened: no path built, no re-check.
     const held = this.openFiles?.peek(key) !== undefined;
     const file = held ? undefined : this.objectPath(key);
@@ -283,7 +254,7 @@ export class LocalChunkStore implements ChunkStore {
    * checked when it was opened). False when the object is not open now or the read would wait.
    */
   getRangeNow(key: string, offsetBytes: number, target: Uint8Array): boolean {
-    if (!this.readsWithoutWaiting) return false;
+    if (!this.readsWithoutWaiting || this.closed) return false;
     const object = this.openFiles?.peek(key);
     if (object === undefined || !Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + target.length > object.sizeBytes) return false;
     const outcome = readNoWait(object.handle.fd, offsetBytes, target);
@@ -292,6 +263,7 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`put ${key}`);
     const parts = localKeyParts(key);
     throwIfAborted(options, `put ${key}`);
     if (data.length > 0 && data.length <= SYNCED_WRITE_MAX_BYTES && (await this.smallPutsInline()) && (await this.putInline(key, parts, data, options))) return;
@@ -309,6 +281,7 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   async putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+    this.checkOpen(`put ${key}`);
     const parts = localKeyParts(key);
     throwIfAborted(options, `put ${key}`);
     const temp = await this.writeTemp(key, data, options);
@@ -330,6 +303,7 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   async delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`delete ${key}`);
     const parts = localKeyParts(key);
     throwIfAborted(options, `delete ${key}`);
     const file = path.join(this.rootDir, ...parts);
@@ -352,6 +326,7 @@ export class LocalChunkStore implements ChunkStore {
   }
 
   async list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
+    this.checkOpen(`list ${prefix}`);
     throwIfAborted(options, `list ${prefix}`);
     const limit = Math.min(options?.limit ?? CHUNK_LIST_PAGE_MAX, CHUNK_LIST_PAGE_MAX);
     if (!Number.isSafeInteger(limit) || limit < 1) throw new StorageError('INVALID_ARGUMENT', `list limit ${limit} is not a positive whole number`);

@@ -2,7 +2,7 @@
  * MemoryChunkStore: a ChunkStore in a Map, for tests and as the reference the conformance suite
  * holds every other implementation to. Stores copies, so callers may reuse their buffers.
  */
-import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
+import { CHUNK_LIST_PAGE_MAX, chunkStoreClosed, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
 import { StorageError } from '../core/errors.js';
 
 /** Rejects with CANCELLED when the call's signal has aborted (checked before any effect). */
@@ -32,8 +32,21 @@ export function chunkListLimit(limit: number | undefined): number {
 
 export class MemoryChunkStore implements ChunkStore {
   private readonly objects = new Map<string, Uint8Array>();
+  private closed = false;
+
+  /** Refuses a call once the store is closed. */
+  private checkOpen(what: string): void {
+    if (this.closed) throw chunkStoreClosed('in memory', what);
+  }
+
+  /** Drops the objects; later calls fail. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.objects.clear();
+  }
 
   async get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     checkChunkKey(key);
     throwIfAborted(options, `get ${key}`);
     const data = this.objects.get(key);
@@ -41,6 +54,7 @@ export class MemoryChunkStore implements ChunkStore {
   }
 
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     checkChunkKey(key);
     checkChunkRange(key, offsetBytes, lengthBytes);
     throwIfAborted(options, `get ${key}`);
@@ -49,6 +63,7 @@ export class MemoryChunkStore implements ChunkStore {
   }
 
   getRangeNow(key: string, offsetBytes: number, target: Uint8Array): boolean {
+    if (this.closed) return false;
     const data = this.objects.get(key);
     if (data === undefined || !Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || offsetBytes + target.length > data.length) return false;
     target.set(data.subarray(offsetBytes, offsetBytes + target.length));
@@ -56,12 +71,14 @@ export class MemoryChunkStore implements ChunkStore {
   }
 
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`put ${key}`);
     checkChunkKey(key);
     throwIfAborted(options, `put ${key}`);
     this.objects.set(key, new Uint8Array(data));
   }
 
   async putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+    this.checkOpen(`put ${key}`);
     checkChunkKey(key);
     throwIfAborted(options, `put ${key}`);
     if (this.objects.has(key)) return false;
@@ -70,12 +87,14 @@ export class MemoryChunkStore implements ChunkStore {
   }
 
   async delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`delete ${key}`);
     checkChunkKey(key);
     throwIfAborted(options, `delete ${key}`);
     this.objects.delete(key);
   }
 
   async list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
+    this.checkOpen(`list ${prefix}`);
     throwIfAborted(options, `list ${prefix}`);
     const limit = chunkListLimit(options?.limit);
     const after = options?.after;

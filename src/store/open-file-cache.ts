@@ -96,6 +96,13 @@ export class OpenFileCache {
     await this.closeIfUnused(entry);
   }
 
+  /** Drops every handle: closed now, or once its readers are done (the owner is closing). */
+  async closeAll(): Promise<void> {
+    const entries = [...this.entries];
+    for (const [key, entry] of entries) this.drop(key, entry);
+    await Promise.all(entries.map(([, entry]) => this.closeIfUnused(entry)));
+  }
+
   private drop(key: string, entry: Entry): void {
     entry.dropped = true;
     if (this.entries.get(key) === entry) this.entries.delete(key);

@@ -10,7 +10,7 @@
  * background and by each cooling pass, and the last failure is what `error()` reports.
  */
 import type { CatalogStore } from '../core/catalog-store.js';
-import type { ChunkListPage, ChunkStore, ChunkStoreCallOptions } from '../core/chunk-store.js';
+import { chunkStoreClosed, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../core/chunk-store.js';
 import type { PoolTierConfig } from '../core/chunked-pools.js';
 import { isStorageError } from '../core/errors.js';
 import { PACK_KEY_PREFIX } from './dedup/pack-format.js';
@@ -62,23 +62,37 @@ export interface PoolTier {
  * never the manifests beside them.
  */
 class PacksOnlyView implements ChunkStore {
+  private closed = false;
   constructor(private readonly local: ChunkStore) {}
-  get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+  /** The view only: the pool's local store has other users (its manifests) and closes with the pool. */
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+  private checkOpen(what: string): void {
+    if (this.closed) throw chunkStoreClosed('of packs', what);
+  }
+  async get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     return this.local.get(key, options);
   }
-  getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+  async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     return this.local.getRange(key, offsetBytes, lengthBytes, options);
   }
-  put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+  async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`put ${key}`);
     return this.local.put(key, data, options);
   }
-  putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+  async putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+    this.checkOpen(`put ${key}`);
     return this.local.putIfAbsent(key, data, options);
   }
-  delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+  async delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`delete ${key}`);
     return this.local.delete(key, options);
   }
   async list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
+    this.checkOpen(`list ${prefix}`);
     if (prefix.startsWith(PACK_KEY_PREFIX)) return this.local.list(prefix, options);
     if (PACK_KEY_PREFIX.startsWith(prefix)) return this.local.list(PACK_KEY_PREFIX, options);
     return { keys: [] };
@@ -94,6 +108,10 @@ class OutcomeReportingStore implements ChunkStore {
     private readonly cold: ChunkStore,
     private readonly report: (err: unknown) => void,
   ) {}
+  /** Closes the cold store (the pool's tier made it for this store alone). */
+  close(): Promise<void> {
+    return this.cold.close();
+  }
   get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
     return this.watch(this.cold.get(key, options), options);
   }
@@ -207,7 +225,7 @@ export async function openPoolTier(options: PoolTierOptions): Promise<PoolTier> 
       closing.abort(new Error('the pool tier is closing'));
       await firstCheck;
       await store.close();
-      s3?.close();
+      await cold.close();
     },
   };
 }

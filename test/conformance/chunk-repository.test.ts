@@ -56,6 +56,7 @@ for (const hasher of hashers) {
 // page cache holds the bytes, which it does right after they were written.
 chunkRepositoryConformance(`dedup (${hashers[0]!.algorithm}) over a local folder keeping packs open`, async () => {
   const chunkStore = new LocalChunkStore(tempDir(), { openFilesMax: 8 });
+  onTestFinished(() => chunkStore.close());
   const catalog = new MemoryCatalogStore();
   const repository = await DedupChunkRepository.open({ chunkStore, catalog, hasher: hashers[0]!, packTargetBytes: 256 * 1024 });
   return underTest(chunkStore, catalog, hashers[0]!, repository);
@@ -74,6 +75,7 @@ function coldAtOnce(tier: TieredChunkStore): ChunkStore {
     putIfAbsent: (key, data, options) => tier.putIfAbsent(key, data, options),
     delete: (key, options) => tier.delete(key, options),
     list: (prefix, options) => tier.list(prefix, options),
+    close: () => tier.close(),
   };
 }
 

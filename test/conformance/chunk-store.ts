@@ -1,11 +1,17 @@
 /** The ChunkStore conformance suite: every implementation runs it (chunk-store.test.ts). */
 import { expectCode } from '../support/expect-error.js';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { CHUNK_LIST_PAGE_MAX, type ChunkStore } from '../../src/core/chunk-store.js';
 
 const bytes = (...values: number[]) => Uint8Array.from(values);
 
-export function chunkStoreConformance(name: string, open: () => Promise<ChunkStore>): void {
+export function chunkStoreConformance(name: string, openStore: () => Promise<ChunkStore>): void {
+  /** A store closed when the test ends (a dropped store would leave its open files to the GC). */
+  const open = async (): Promise<ChunkStore> => {
+    const store = await openStore();
+    onTestFinished(() => store.close());
+    return store;
+  };
   describe(`ChunkStore conformance: ${name}`, () => {
     it('put, get, getRange, replace, delete', async () => {
       const store = await open();
@@ -128,6 +134,43 @@ export function chunkStoreConformance(name: string, open: () => Promise<ChunkSto
       await store.delete('a/c/y');
       expect((await store.list('a/')).keys).toEqual(['a/b', 'a/d']);
       expect(await store.get('a/b')).toEqual(bytes(3));
+    });
+
+    it('close: idempotent; every call after it fails saying the store is closed, getRangeNow answers false', async () => {
+      const store = await open();
+      await store.put('a', bytes(1, 2, 3));
+      expect(await store.getRange('a', 0, 2)).toEqual(bytes(1, 2)); // a store may keep the object open now
+      await store.close();
+      await store.close();
+      const calls: [string, () => Promise<unknown>][] = [
+        ['get', () => store.get('a')],
+        ['getRange', () => store.getRange('a', 0, 1)],
+        ['put', () => store.put('b', bytes(1))],
+        ['putIfAbsent', () => store.putIfAbsent('b', bytes(1))],
+        ['delete', () => store.delete('a')],
+        ['list', () => store.list('')],
+      ];
+      for (const [what, call] of calls) {
+        const err = await call().then(
+          () => new Error(`${what} succeeded on a closed store`),
+          (e: unknown) => e,
+        );
+        expect(err, what).toMatchObject({ code: 'IO_ERROR', message: expect.stringMatching(/the chunk store .* is closed$/) });
+      }
+      expect(store.getRangeNow?.('a', 0, new Uint8Array(1)) ?? false).toBe(false);
+    });
+
+    it('close while calls run: each finishes or fails, none hangs; a read that answers has the right bytes', async () => {
+      const store = await open();
+      const data = Uint8Array.from({ length: 100_000 }, (_, i) => i & 0xff);
+      for (let i = 0; i < 8; i++) await store.put(`k${i}`, data);
+      const running = Array.from({ length: 8 }, (_, i) => store.getRange(`k${i}`, 1000, 50_000));
+      const puts = Array.from({ length: 4 }, (_, i) => store.put(`p${i}`, data));
+      await store.close();
+      for (const outcome of await Promise.allSettled(running)) {
+        if (outcome.status === 'fulfilled') expect(Buffer.from(outcome.value!)).toEqual(Buffer.from(data.subarray(1000, 51_000)));
+      }
+      await Promise.allSettled(puts);
     });
 
     it('an aborted call rejects with CANCELLED and has no effect; bad arguments are INVALID_ARGUMENT', async () => {

@@ -83,6 +83,11 @@ export class FaultyChunkStore implements ChunkStore {
     return this.track(() => this.inner.list(prefix, options));
   }
 
+  /** Closes the inner store (no fault applies: a close is never refused). */
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+
   /** Counts the call and applies its fault: throws for fail, hangs for stall, returns corrupt. */
   private async enter(operation: ChunkStoreOperation, key: string, options?: ChunkStoreCallOptions): Promise<ChunkStoreFault | undefined> {
     this.calls[operation]++;

@@ -48,6 +48,9 @@ class RangeLog implements ChunkStore {
   list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
     return this.inner.list(prefix, options);
   }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
 }
 
 interface Fixture {

@@ -13,7 +13,7 @@ import {
   PutObjectCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import type { ChunkListPage, ChunkStore, ChunkStoreCallOptions } from '../../core/chunk-store.js';
+import { chunkStoreClosed, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../../core/chunk-store.js';
 import { StorageError } from '../../core/errors.js';
 import { checkChunkKey, checkChunkRange, chunkListLimit, throwIfAborted } from '../memory-chunk-store.js';
 import { readWholeBody } from './body.js';
@@ -105,9 +105,17 @@ export class S3ChunkStore implements ChunkStore {
     return this.handler.intoRequests;
   }
 
-  /** Releases the client's connections. */
-  close(): void {
+  private closed = false;
+
+  /** Releases the client's connections; later calls fail. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     this.client.destroy();
+  }
+
+  private checkOpen(what: string): void {
+    if (this.closed) throw chunkStoreClosed(`s3://${this.bucket}/${this.prefix}`, what);
   }
 
   private objectKey(key: string): string {
@@ -126,11 +134,13 @@ export class S3ChunkStore implements ChunkStore {
   }
 
   async get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     const objectKey = this.objectKey(key);
     return this.run('GET', key, options, (abortSignal) => this.fetch(objectKey, undefined, abortSignal));
   }
 
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     const objectKey = this.objectKey(key);
     checkChunkRange(key, offsetBytes, lengthBytes);
     if (lengthBytes === 0) {
@@ -184,6 +194,7 @@ export class S3ChunkStore implements ChunkStore {
   }
 
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`put ${key}`);
     const objectKey = this.objectKey(key);
     await this.run('PUT', key, options, (abortSignal) =>
       this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key: objectKey, Body: data, ContentLength: data.byteLength }), { abortSignal }),
@@ -196,6 +207,7 @@ export class S3ChunkStore implements ChunkStore {
    * bytes never differ, which is what this store is for.
    */
   async putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+    this.checkOpen(`put ${key}`);
     const objectKey = this.objectKey(key);
     throwIfAborted(options, `S3 PUT if absent of ${JSON.stringify(key)}`);
     const mode = await this.conditionalPutMode(options);
@@ -217,11 +229,13 @@ export class S3ChunkStore implements ChunkStore {
   }
 
   async delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`delete ${key}`);
     const objectKey = this.objectKey(key);
     await this.run('DELETE', key, options, (abortSignal) => this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: objectKey }), { abortSignal }));
   }
 
   async list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
+    this.checkOpen(`list ${prefix}`);
     const limit = chunkListLimit(options?.limit);
     const after = options?.after;
     const output = await this.run('LIST', prefix, options, (abortSignal) =>

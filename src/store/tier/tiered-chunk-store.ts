@@ -23,7 +23,7 @@
  * that bound, so a read fails with its own error and never with a read-ahead's.
  */
 import type { CatalogStore } from '../../core/catalog-store.js';
-import { CHUNK_LIST_PAGE_MAX, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../../core/chunk-store.js';
+import { CHUNK_LIST_PAGE_MAX, chunkStoreClosed, type ChunkListPage, type ChunkStore, type ChunkStoreCallOptions } from '../../core/chunk-store.js';
 import { StorageError } from '../../core/errors.js';
 import { boundedColdCall, COLD_PART_DEFAULT_BYTES, COLD_PARTS_IN_FLIGHT_DEFAULT, COLD_TIMEOUT_DEFAULT_MS, getColdRange, type ColdCallOptions } from './cold-calls.js';
 import { KeyLock } from './key-lock.js';
@@ -116,6 +116,7 @@ export class TieredChunkStore implements ChunkStore {
     hits: 0, misses: 0, promotions: 0, promotionFailures: 0, evictions: 0, coldReadFailures: 0, movedCold: 0, migrationFailures: 0,
   };
   private readonly flushTimer: NodeJS.Timeout | undefined;
+  private closed = false;
   /** The last periodic flush's failure (the next one retries), for diagnostics. */
   lastFlushError: Error | undefined;
 
@@ -175,6 +176,7 @@ export class TieredChunkStore implements ChunkStore {
   }
 
   async get(key: string, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     const hot = await this.hot.get(key, options);
     const counts = !isMaintenanceRead(options);
     if (hot !== undefined) {
@@ -188,6 +190,7 @@ export class TieredChunkStore implements ChunkStore {
   }
 
   async getRange(key: string, offsetBytes: number, lengthBytes: number, options?: ChunkStoreCallOptions): Promise<Uint8Array | undefined> {
+    this.checkOpen(`get ${key}`);
     const counts = !isMaintenanceRead(options);
     // An object with no hot copy (no resident record) may be in a stream: no hot lookup per chunk.
     if (counts && lengthBytes > 0 && this.catalog.get(key) === undefined) {
@@ -210,6 +213,7 @@ export class TieredChunkStore implements ChunkStore {
   }
 
   async put(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`put ${key}`);
     await this.lock.with(key, async () => {
       await this.catalog.beforeHotWrite(key);
       this.uncache(key);
@@ -226,6 +230,7 @@ export class TieredChunkStore implements ChunkStore {
    * with put (their ids are unique), so this is not on its path.
    */
   async putIfAbsent(key: string, data: Uint8Array, options?: ChunkStoreCallOptions): Promise<boolean> {
+    this.checkOpen(`put ${key}`);
     const stored = await this.lock.with(key, async () => {
       if ((await this.hot.getRange(key, 0, 0, options)) !== undefined) return false;
       if ((await this.coldCall(`probe ${key}`, options?.signal, (o) => this.cold.getRange(key, 0, 0, o))) !== undefined) return false;
@@ -242,6 +247,7 @@ export class TieredChunkStore implements ChunkStore {
    * cold tier holds (the delete did not happen yet) and a retry finishes it.
    */
   async delete(key: string, options?: ChunkStoreCallOptions): Promise<void> {
+    this.checkOpen(`delete ${key}`);
     await this.lock.with(key, async () => {
       await this.hot.delete(key, options);
       this.uncache(key);
@@ -265,6 +271,7 @@ export class TieredChunkStore implements ChunkStore {
    * tier's later keys might come after keys of that tier not fetched yet.
    */
   async list(prefix: string, options?: ChunkStoreCallOptions & { after?: string; limit?: number }): Promise<ChunkListPage> {
+    this.checkOpen(`list ${prefix}`);
     const limit = Math.min(options?.limit ?? CHUNK_LIST_PAGE_MAX, CHUNK_LIST_PAGE_MAX);
     const [hot, cold] = await Promise.all([
       this.hot.list(prefix, options),
@@ -336,12 +343,21 @@ export class TieredChunkStore implements ChunkStore {
     while (this.background.size > 0) await Promise.all([...this.background]);
   }
 
-  /** Stops the timer, lets background work finish and writes the queued records. */
+  /**
+   * Stops the timer, lets background work finish and writes the queued records; later calls fail.
+   * The hot and cold stores are the caller's: they stay open.
+   */
   async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
     if (this.flushTimer !== undefined) clearInterval(this.flushTimer);
     this.readAhead.close();
     await this.settled();
     await this.catalog.flush();
+  }
+
+  private checkOpen(what: string): void {
+    if (this.closed) throw chunkStoreClosed('tiered', what);
   }
 
   private async runMigration(keys: readonly string[], options: MigrationOptions, stillWanted: (key: string) => boolean): Promise<MigrationResult> {
