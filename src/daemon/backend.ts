@@ -140,7 +140,7 @@ export const openVolumeBackend: VolumeBackendFactory = async (options) => {
       closed = true;
       try {
         await service.close();
-        await layerStore.closeTiers();
+        await layerStore.close();
       } finally {
         await catalog.close();
       }

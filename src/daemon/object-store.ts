@@ -32,7 +32,7 @@ export interface DaemonObjectStore {
   readonly service: ObjectService;
   /** Finishes what a killed process left; after the volume service recovered, before serving. */
   recover(): Promise<RecoveryReport>;
-  /** Waits for the clean-up still running after answered requests (before the catalog closes). */
+  /** Waits for the clean-up still running after answered requests (before the catalog closes), then closes the manifest store. */
   close(): Promise<void>;
 }
 
@@ -92,7 +92,10 @@ export async function openDaemonObjectStore(options: {
       options.logger.info({ ms: Date.now() - started, ...report }, 'recovered the S3 objects');
       return report;
     },
-    close: () => model.close(),
+    close: async () => {
+      await model.close();
+      await manifestStore.close();
+    },
   };
 }
 

@@ -95,6 +95,11 @@ export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoo
       manifests: local,
       ...(packs.remoteBytes === undefined ? {} : { remoteBytes: packs.remoteBytes }),
       ...(packs.tier === undefined ? {} : { tier: packs.tier }),
+      // The tier first (it writes its queued records, reading nothing more), then the packs' store.
+      close: async () => {
+        await packs.tier?.close();
+        await local.close();
+      },
     };
   };
 }
@@ -106,6 +111,7 @@ export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoo
  * name while the local pool exists). Objects thus dedup among themselves, with the default hash.
  */
 export function localPoolChunks(options: { chunksRoot: string; catalog: CatalogStore }): LocalPoolChunks {
+  const stores = new Map<string, LocalChunkStore>();
   return {
     exists: async (pool) => {
       checkComponent('pool name', pool);
@@ -118,8 +124,15 @@ export function localPoolChunks(options: { chunksRoot: string; catalog: CatalogS
       // call, and opening, fstat-ing and closing its pack each time was 13% of the daemon's CPU.
       // Its folders stay open between fsyncs likewise (a put's folder fsync: one pool call, not 3).
       const chunks = new LocalChunkStore(path.join(options.chunksRoot, pool), { openFilesMax: PACK_FILES_OPEN_MAX, holdFolders: true });
+      await stores.get(pool)?.close();
+      stores.set(pool, chunks);
       await chunks.removeInterruptedPuts();
       return DedupChunkRepository.open({ chunkStore: chunks, catalog: options.catalog, pool });
+    },
+    close: async (pool) => {
+      const chunks = stores.get(pool);
+      stores.delete(pool);
+      await chunks?.close();
     },
   };
 }

@@ -35,6 +35,8 @@ export interface ChunkedPoolStores {
   remoteBytes?(): Promise<number>;
   /** The pool's tier, when it has one. */
   readonly tier?: PoolTier;
+  /** Closes what the opener opened for the pool (its tier, its chunk stores): detached or stopping. */
+  close?(): Promise<void>;
 }
 
 /** Opens (creating on first use) the stores of a dedup pool. */
@@ -46,6 +48,8 @@ export interface LocalPoolChunks {
   exists(pool: string): Promise<boolean>;
   /** Opens it, creating it on first use. */
   open(pool: string): Promise<DedupChunkRepository>;
+  /** Closes the chunk store a pool's repository was opened over (the pool is gone, or the daemon stops). */
+  close?(pool: string): Promise<void>;
 }
 
 /** Other holders of a pool's chunk references than its sealed layers (S3 objects), per pool. */
@@ -157,8 +161,9 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
   async detachPool(pool: string): Promise<void> {
     const stores = this.chunked.get(pool);
     this.chunked.delete(pool);
-    this.localChunks.delete(pool);
-    await stores?.tier?.close();
+    const hadLocalChunks = this.localChunks.delete(pool);
+    await (stores?.close !== undefined ? stores.close() : stores?.tier?.close());
+    if (hadLocalChunks) await this.options.localPoolChunks?.close?.(pool);
   }
 
   /** The pools with a tier, for the cooling timer. */
@@ -166,9 +171,14 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
     return [...this.chunked].flatMap(([pool, stores]) => (stores.tier === undefined ? [] : [{ pool, tier: stores.tier }]));
   }
 
-  /** Closes every pool's tier (writes its queued records); at shutdown. */
-  async closeTiers(): Promise<void> {
-    await Promise.all(this.tieredPools().map(({ tier }) => tier.close()));
+  /** Closes every pool's tier (writes its queued records) and chunk stores (their open packs); at shutdown. */
+  async close(): Promise<void> {
+    const pools = [...this.chunked.values()];
+    this.chunked.clear();
+    await Promise.all(pools.map((stores) => (stores.close !== undefined ? stores.close() : stores.tier?.close())));
+    const local = [...this.localChunks.keys()];
+    this.localChunks.clear();
+    await Promise.all(local.map((pool) => this.options.localPoolChunks?.close?.(pool)));
   }
 
   tierStatus(pool: string): ChunkedPoolTierStatus | undefined {

@@ -1,6 +1,6 @@
 import { statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { ChunkedLayerStore } from '../../src/store/chunked/chunked-layer-store.js';
 import type { LayerStore } from '../../src/core/layer-store.js';
 import { LocalChunkStore } from '../../src/store/local-chunk-store.js';
@@ -44,6 +44,7 @@ layerStoreConformance(
 );
 layerStoreConformance('chunked, manifests in a LocalChunkStore', async () => {
   const manifests = new LocalChunkStore(tempDir());
+  onTestFinished(() => manifests.close());
   return new ChunkedLayerStore({ local: new LocalLayerStore(tempDir()), repository: await createTestChunkRepository(), manifests });
 });
 
@@ -55,6 +56,8 @@ layerStoreConformance(
     const local = new LocalLayerStore(root);
     const store = new PoolRoutingLayerStore(local, localDedupPoolOpener({ chunksRoot: tempDir(), catalog: new MemoryCatalogStore(), local }));
     for (const pool of ['p', 'q', 'zeta']) await store.attachPool(pool, { hash: 'blake3' });
+    // Its pools' chunk stores keep packs open: closed with the test, not left to the GC.
+    onTestFinished(() => store.close());
     return withRoot(store, root);
   },
   addStray,

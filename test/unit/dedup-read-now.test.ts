@@ -8,7 +8,7 @@
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { DedupChunkRepository } from '../../src/store/dedup/dedup-repository.js';
 import { LocalChunkStore } from '../../src/store/local-chunk-store.js';
@@ -25,6 +25,7 @@ const STORED_BLOCK_BYTES = 4096 + 4;
 
 async function repositoryOnDisk(): Promise<{ store: LocalChunkStore; catalog: MemoryCatalogStore; repo: DedupChunkRepository }> {
   const store = new LocalChunkStore(tempDir(), { openFilesMax: 4 });
+  onTestFinished(() => store.close());
   const catalog = new MemoryCatalogStore();
   const repo = await DedupChunkRepository.open({ chunkStore: store, catalog, readCacheBytes: 0 });
   return { store, catalog, repo };
@@ -63,6 +64,7 @@ describe('readNoWait', () => {
       closeSync(fd);
     }
     const store = new LocalChunkStore(shmTempDir(), { openFilesMax: 4 });
+    onTestFinished(() => store.close());
     await store.put('k', Uint8Array.from([1, 2, 3]));
     await store.getRange('k', 0, 1);
     const target = new Uint8Array(2);
@@ -74,6 +76,7 @@ describe('readNoWait', () => {
 describe('LocalChunkStore.getRangeNow', () => {
   it('answers only from a pack it holds open; a replaced or deleted object is never read', async () => {
     const store = new LocalChunkStore(tempDir(), { openFilesMax: 4 });
+    onTestFinished(() => store.close());
     const target = new Uint8Array(3);
     await store.put('packs/a', Uint8Array.from([1, 2, 3, 4, 5]));
     expect(store.getRangeNow('packs/a', 0, target)).toBe(false); // not open yet
@@ -89,6 +92,7 @@ describe('LocalChunkStore.getRangeNow', () => {
     expect(store.getRangeNow('packs/a', 0, target)).toBe(false);
     // A store that keeps nothing open never answers at once.
     const plain = new LocalChunkStore(tempDir());
+    onTestFinished(() => plain.close());
     await plain.put('k', Uint8Array.from([1, 2, 3]));
     await plain.getRange('k', 0, 3);
     expect(plain.getRangeNow('k', 0, target)).toBe(false);

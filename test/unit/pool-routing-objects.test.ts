@@ -8,7 +8,7 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { ObjectModel } from '../../src/objects/model.js';
 import { localDedupPoolOpener, localPoolChunks } from '../../src/store/local-dedup-pool.js';
@@ -26,6 +26,10 @@ function routedWithObjects() {
   const local = new LocalLayerStore(tempDir());
   const store = new PoolRoutingLayerStore(local, localDedupPoolOpener({ chunksRoot, catalog, local }), { localPoolChunks: localPoolChunks({ chunksRoot, catalog }) });
   const model = new ObjectModel({ catalog, manifestStore: new MemoryChunkStore(), repositoryOf: (pool) => store.chunkRepository(pool) });
+  onTestFinished(async () => {
+    await model.close();
+    await store.close();
+  });
   return { store, model, chunksRoot };
 }
 

@@ -6,7 +6,7 @@
  */
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { localDedupPoolOpener } from '../../src/store/local-dedup-pool.js';
 import { LocalLayerStore } from '../../src/store/local-layer-store.js';
@@ -24,6 +24,8 @@ function routed() {
   const catalog = new MemoryCatalogStore();
   const local = new LocalLayerStore(layersRoot);
   const store = new PoolRoutingLayerStore(local, localDedupPoolOpener({ chunksRoot, catalog, local }));
+  // Its pools' chunk stores keep packs open: closed with the test, not left to the GC.
+  onTestFinished(() => store.close());
   return { store, layersRoot, chunksRoot, catalog };
 }
 
@@ -114,6 +116,7 @@ describe('PoolRoutingLayerStore', () => {
     // A second opener of the same pool (another process after a crash) adds references no manifest
     // will ever name: a seal killed between its addReferences and its manifest.
     const other = new PoolRoutingLayerStore(new LocalLayerStore(tempDir()), localDedupPoolOpener({ chunksRoot, catalog, local: new LocalLayerStore(tempDir()) }));
+    onTestFinished(() => other.close());
     await other.attachPool('dd', { hash: 'blake3' });
     await other.createPool('dd');
     const orphan = { pool: 'dd', fileName: '00000000000000c1.qcow2' };

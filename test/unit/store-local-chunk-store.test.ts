@@ -181,6 +181,7 @@ describe('LocalChunkStore', () => {
       expect(own.buffer).not.toBe(small.buffer);
       expect(Buffer.from(own)).toEqual(Buffer.from(data.subarray(0, 5000)));
       await store.delete('k'); // closes a handle the store held open
+      await store.close();
     }
   });
 });
