@@ -83,7 +83,9 @@ export class VhostUserFrontend {
       replyTimeoutMs: opts.replyTimeoutMs ?? 10_000,
       alwaysKick: opts.alwaysKick ?? false,
       start: opts.start ?? true,
+      inflight: opts.inflight ?? false,
     };
+    if (this.opts.inflight) this.opts.protocolFeatureMask |= bit(ProtocolFeature.INFLIGHT_SHMFD);
   }
 
   /** Connects only: no message sent (for malformed-message tests). Guest memory is set up. */
@@ -194,9 +196,10 @@ export class VhostUserFrontend {
     for (const w of this.replyWaiters.splice(0)) w.reject(e);
     // What the back-end completed before it closed is in the used rings (guest memory, still
     // mapped): those requests succeeded, whether or not their interrupt arrived before the hang-up.
+    // With an inflight region the others stay pending: the next back-end resubmits them (redial()).
     for (const q of this.queues) {
       q.reap();
-      q.failAll(e);
+      if (!this.inflightNegotiated) q.failAll(e);
     }
     for (const fd of this.inFds.splice(0)) closeFd(fd);
     for (const l of this.closeListeners.splice(0)) l();
@@ -338,8 +341,69 @@ export class VhostUserFrontend {
     return this.opts.addMemReg && (this.protocolFeatures & bit(ProtocolFeature.CONFIGURE_MEM_SLOTS)) !== 0n;
   }
 
+  /** The inflight region (GET_INFLIGHT_FD), kept for every later start and connection. */
+  private inflightRegion: { fd: number; sizeBytes: bigint } | undefined;
+
+  private get inflightNegotiated(): boolean {
+    return this.opts.inflight && (this.protocolFeatures & bit(ProtocolFeature.INFLIGHT_SHMFD)) !== 0n;
+  }
+
+  /** vhost_user_blk_start: the inflight region is fetched once and handed to the back-end on every start. */
+  private async setInflight(): Promise<void> {
+    const describe = (sizeBytes: bigint): Uint8Array => {
+      const p = new Uint8Array(24);
+      const dv = new DataView(p.buffer);
+      dv.setBigUint64(0, sizeBytes, true);
+      dv.setBigUint64(8, 0n, true);
+      dv.setUint16(16, this.queues.length, true);
+      dv.setUint16(18, this.opts.queueSize, true);
+      return p;
+    };
+    if (this.inflightRegion === undefined) {
+      const m = (await this.request(VhostUserRequest.GET_INFLIGHT_FD, describe(0n)))!;
+      const fd = m.fds[0];
+      if (fd === undefined || m.payload.length < 24) throw new Error('GET_INFLIGHT_FD: no region');
+      for (const extra of m.fds.slice(1)) closeFd(extra);
+      this.inflightRegion = { fd, sizeBytes: new DataView(m.payload.buffer, m.payload.byteOffset).getBigUint64(0, true) };
+    }
+    await this.request(VhostUserRequest.SET_INFLIGHT_FD, describe(this.inflightRegion.sizeBytes), [this.inflightRegion.fd]);
+  }
+
+  /**
+   * After the connection was lost (the back-end went away or disconnect()): dials the socket again
+   * and starts over as QEMU's reconnect does: init, the same memory, rings continuing from their
+   * used index, and the inflight region, from which the back-end resubmits what was in flight.
+   */
+  async redial(): Promise<void> {
+    if (!this.opts.inflight) throw new Error('redial needs the inflight option');
+    this.stream?.close();
+    this.stream = undefined;
+    this.closedError = undefined;
+    this.inbuf = new Uint8Array(0);
+    this.replies.length = 0;
+    this.memSent = false;
+    for (const q of this.queues) {
+      q.call.stopWatching();
+      q.reap();
+      q.deviceBase = q.lastUsedIdx;
+    }
+    this.stream = UnixStream.connect(this.socketPath);
+    this.stream.onReadable(() => this.onReadable());
+    await this.init();
+    await this.start();
+  }
+
+  /** Drops the connection as a front-end that dies would; requests in flight stay pending (inflight). */
+  disconnect(): void {
+    const s = this.stream;
+    this.fail(new ConnectionClosedError('front-end disconnected'));
+    this.stream = undefined;
+    s?.close();
+  }
+
   /** vhost_dev_start: features, memory, then every queue's NUM/BASE/ADDR/KICK/CALL, then ENABLE. */
   async start(so: StartOptions = {}): Promise<void> {
+    if (this.inflightNegotiated) await this.setInflight();
     const eventIdx = so.eventIdx ?? this.opts.eventIdx;
     const indirect = so.indirect ?? this.opts.indirect;
     this.features = this.featuresFor({ eventIdx, indirect });
@@ -645,7 +709,11 @@ export class VhostUserFrontend {
 
   /** Closes the socket, the eventfds and the guest memory. In-flight requests reject. */
   close(): void {
-    this.fail(new ConnectionClosedError('front-end closed'));
+    const closing = new ConnectionClosedError('front-end closed');
+    this.fail(closing);
+    for (const q of this.queues) q.failAll(closing);
+    if (this.inflightRegion !== undefined) closeFd(this.inflightRegion.fd);
+    this.inflightRegion = undefined;
     const s = this.stream;
     this.stream = undefined;
     s?.close();

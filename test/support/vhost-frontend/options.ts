@@ -36,6 +36,12 @@ export interface FrontendOptions {
   alwaysKick?: boolean;
   /** Set up and start the rings in connect() (default true); false stops after the QEMU init phase. */
   start?: boolean;
+  /**
+   * Negotiate INFLIGHT_SHMFD as QEMU does (GET_INFLIGHT_FD once, SET_INFLIGHT_FD on every start),
+   * and keep requests in flight across a lost connection, as QEMU does: redial() reconnects and
+   * the back-end resubmits them. Default false.
+   */
+  inflight?: boolean;
 }
 
 export const DEFAULT_PROTOCOL_MASK =
