@@ -44,6 +44,7 @@ import * as M from './messages.js';
 import { DeclinedError, describeError, ProtocolError, takeFd } from './protocol-errors.js';
 import { RingSet, type RingPollOptions } from './rings.js';
 import { sameBytes } from '../../sys/same-bytes.js';
+import { DEFAULT_NO_SPACE_POLICY, type NoSpacePolicy } from './space-wait.js';
 
 /** Messages waiting behind a slow handler before the front-end is considered abusive. */
 const MAX_PENDING_MESSAGES = 1024;
@@ -76,6 +77,11 @@ export interface VhostUserBlkBackendOptions {
   trace?: boolean;
   /** Polling of drained rings (RingSetOptions.poll; default: none). */
   poll?: RingPollOptions;
+  /** Writes refused for want of space (space-wait.ts): 'wait' (default) or 'error' (IOERR at once). */
+  noSpace?: NoSpacePolicy;
+  /** What log lines about them name ('volume pool/vol'), and its pool. */
+  subject?: string;
+  pool?: string;
 }
 
 interface Reply {
@@ -121,6 +127,8 @@ export class VhostUserBlkBackend {
       handler: this.handler,
       inflight: this.inflight,
       log: opts.log,
+      noSpace: opts.noSpace ?? DEFAULT_NO_SPACE_POLICY,
+      names: { ...(opts.subject === undefined ? {} : { subject: opts.subject }), ...(opts.pool === undefined ? {} : { pool: opts.pool }) },
       ...(opts.poll === undefined ? {} : { poll: opts.poll }),
     });
     this.memoryTable = new MemoryTable(memory, this.rings);
@@ -139,6 +147,16 @@ export class VhostUserBlkBackend {
   /** Requests the device failed since the connection started (the guest got IOERR). */
   get deviceErrors(): number {
     return this.handler.deviceErrors;
+  }
+
+  /** Requests waiting for space (the pool is full) now. */
+  get waitingForSpace(): number {
+    return this.rings.waitingForSpace.waiting;
+  }
+
+  /** Space may have been freed: requests waiting for it are run again now. */
+  retryWaitingForSpace(): void {
+    this.rings.waitingForSpace.retryNow();
   }
 
   /** The rings' polls of a drained ring and their hits (RingPollOptions). */

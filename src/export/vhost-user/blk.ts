@@ -21,6 +21,7 @@
  * (measured, see DIRECT_MIN_SEGMENT_BYTES).
  */
 import { forEachSegment, type BlockDevice } from '../../core/block-device.js';
+import { isStorageError } from '../../core/errors.js';
 import { allocAligned } from '../../sys/aligned-buffer.js';
 import { DeviceErrorReport } from '../error-report.js';
 import type { ExportLog } from '../log.js';
@@ -209,6 +210,14 @@ const BOUNCE_POOLED_MAX_BYTES = 4 * 1024 * 1024;
 /** Called once a request's status byte is in guest memory, with the used-ring length. */
 export type BlkRequestDone = (chain: DescriptorChain, usedBytes: number) => void;
 
+/**
+ * Called instead of done when the device refused a write-type request (write, write-zeroes,
+ * discard, flush) for want of space (StorageError NO_SPACE): no status byte was written, the
+ * request is still the back-end's to complete (space-wait.ts parks it and runs it again with
+ * start()). Reads never come here.
+ */
+export type BlkRequestPark = (chain: DescriptorChain, done: BlkRequestDone, err: unknown) => void;
+
 export interface BlkRequestHandlerOptions {
   readOnly: boolean;
   /** GET_ID answer; UTF-8, truncated to 20 bytes, NUL-padded. */
@@ -275,14 +284,23 @@ export class BlkRequestHandler {
     return new Promise((resolve) => this.start(chain, (_chain, usedBytes) => resolve(usedBytes)));
   }
 
+  /** Completes a request with IOERR without running it (a parked request its front-end cannot get back). */
+  fail(chain: DescriptorChain, done: BlkRequestDone): void {
+    const writable = chain.writable;
+    const statusBuffer = writable[writable.length - 1]!;
+    statusBuffer[statusBuffer.length - 1] = VIRTIO_BLK_S_IOERR;
+    done(chain, chain.writableBytes);
+  }
+
   /**
    * Runs one request; done(chain, usedBytes) runs once its status byte is written: synchronously
    * when no device call was needed (GET_ID, refused requests), else from the device promise's
    * own reaction. The ring's hot path: per request one promise reaction, no async frames between
    * the device and the used ring. Throws VirtqueueError, before any I/O, for a chain without a
-   * status byte; done is then never called.
+   * status byte; done is then never called. With park, a write-type request the device refused
+   * for want of space goes to park instead of done (its status byte untouched).
    */
-  start(chain: DescriptorChain, done: BlkRequestDone): void {
+  start(chain: DescriptorChain, done: BlkRequestDone, park?: BlkRequestPark): void {
     const writable = chain.writable;
     const statusBuffer = writable[writable.length - 1];
     if (statusBuffer === undefined) {
@@ -293,6 +311,10 @@ export class BlkRequestHandler {
     try {
       result = this.execute(chain);
     } catch (err) {
+      if (park !== undefined && this.parks(chain, err)) {
+        park(chain, done, err);
+        return;
+      }
       this.noteDeviceError(err);
       result = VIRTIO_BLK_S_IOERR;
     }
@@ -309,6 +331,10 @@ export class BlkRequestHandler {
         done(chain, chain.writableBytes);
       },
       (err: unknown) => {
+        if (park !== undefined && this.parks(chain, err)) {
+          park(chain, done, err);
+          return;
+        }
         this.noteDeviceError(err);
         statusBuffer[statusIndex] = VIRTIO_BLK_S_IOERR;
         done(chain, chain.writableBytes);
@@ -346,6 +372,18 @@ export class BlkRequestHandler {
       default:
         return VIRTIO_BLK_S_UNSUPP;
     }
+  }
+
+  /**
+   * Whether a failure is one to wait out: the device ran out of space (NO_SPACE) on a request that
+   * writes (OUT, WRITE_ZEROES, DISCARD, FLUSH). The header is read again from guest memory, which
+   * is still mapped: the request is in flight until it completes.
+   */
+  private parks(chain: DescriptorChain, err: unknown): boolean {
+    if (!isStorageError(err) || err.code !== 'NO_SPACE' || chain.readableBytes < VIRTIO_BLK_OUT_HEADER_BYTES) return false;
+    copyOut(chain.readable, 0, this.headerScratch);
+    const type = le32(this.headerScratch, 0);
+    return type === VIRTIO_BLK_T_OUT || type === VIRTIO_BLK_T_WRITE_ZEROES || type === VIRTIO_BLK_T_DISCARD || type === VIRTIO_BLK_T_FLUSH;
   }
 
   /** Byte offset of a data request, or -1 when [sector, +lengthBytes) is not within the device. */

@@ -26,6 +26,7 @@ import { UnixListener, type UnixStream } from '../../sys/unix-socket.js';
 import { MAX_QUEUES, VhostUserBlkBackend } from './backend.js';
 import type { RingPollOptions } from './rings.js';
 import { VIRTIO_BLK_ID_BYTES } from './blk.js';
+import { NO_SPACE_POLICIES, type NoSpacePolicy } from './space-wait.js';
 
 export interface VhostUserBlkExportOptions {
   socketPath: string;
@@ -42,6 +43,13 @@ export interface VhostUserBlkExportOptions {
   trace?: boolean;
   /** Polling of drained rings before the guest is asked to kick (RingPollOptions; default: none). */
   poll?: RingPollOptions;
+  /**
+   * A write refused because the pool is full: 'wait' (default) holds it until space is freed
+   * (space-wait.ts), 'error' answers the guest IOERR at once.
+   */
+  noSpace?: NoSpacePolicy;
+  /** What is exported, for log lines that must name it ('pool/volume'). */
+  target?: string;
 }
 
 export interface VhostUserBlkExportStats {
@@ -55,6 +63,8 @@ export interface VhostUserBlkExportStats {
   /** Polls of drained rings (RingPollOptions), and those that caught the guest's next request, over all connections. */
   ringPolls: number;
   ringPollHits: number;
+  /** Guest requests waiting for space now (the pool is full; policy 'wait'). */
+  waitingForSpace: number;
 }
 
 /**
@@ -111,6 +121,9 @@ export class VhostUserBlkExport implements Export {
     // A window that is not a number would never end (every comparison with NaN is false).
     if (opts.poll !== undefined && !(Number.isFinite(opts.poll.windowUs) && opts.poll.windowUs >= 0)) {
       throw new StorageError('INVALID_ARGUMENT', `vhost-user-blk: ring poll window ${opts.poll.windowUs} us is not a number of microseconds >= 0`);
+    }
+    if (opts.noSpace !== undefined && !NO_SPACE_POLICIES.includes(opts.noSpace)) {
+      throw new StorageError('INVALID_ARGUMENT', `vhost-user-blk: on-no-space policy '${String(opts.noSpace)}' is not one of ${NO_SPACE_POLICIES.join(', ')}`);
     }
     this.opts = opts;
     this.name = opts.name ?? `vhost-user-blk:${opts.socketPath}`;
@@ -170,7 +183,13 @@ export class VhostUserBlkExport implements Export {
       requests: this.finishedRequests + (b?.requests ?? 0),
       ringPolls: this.finishedPolls.polls + (b?.ringPolls.polls ?? 0),
       ringPollHits: this.finishedPolls.hits + (b?.ringPolls.hits ?? 0),
+      waitingForSpace: b?.waitingForSpace ?? 0,
     };
+  }
+
+  /** Space may have been freed (a volume or snapshot deleted, a GC): requests waiting for it run again now. */
+  retryWaitingForSpace(): void {
+    this.backend?.retryWaitingForSpace();
   }
 
   private accept(sock: UnixStream): void {
@@ -217,6 +236,8 @@ export class VhostUserBlkExport implements Export {
         log: this.log,
         trace: this.opts.trace === true,
         ...(this.opts.poll === undefined ? {} : { poll: this.opts.poll }),
+        ...(this.opts.noSpace === undefined ? {} : { noSpace: this.opts.noSpace }),
+        ...(this.opts.target === undefined ? {} : { subject: `volume '${this.opts.target}'`, pool: this.opts.target.split('/')[0]! }),
       });
     } catch (err) {
       this.log(`cannot serve the connection: ${err instanceof Error ? err.message : String(err)}`, 'warn');

@@ -31,79 +31,19 @@
  */
 import { EventFd } from '../../sys/eventfd.js';
 import { CpuContention } from '../../sys/cpu-contention.js';
-import { PollWindow } from '../poll-window.js';
 import { RequestGate } from '../../core/request-gate.js';
 import type { ExportLog } from '../log.js';
-import { VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, type BlkRequestHandler } from './blk.js';
+import { VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC, type BlkRequestHandler, type BlkRequestPark } from './blk.js';
 import { clearAfterPush, linkBeforePush, type InflightTracker } from './inflight.js';
 import type { GuestMemory } from './memory.js';
 import * as M from './messages.js';
 import { describeError, ProtocolError, takeFd } from './protocol-errors.js';
+import { SpaceWait, type NoSpacePolicy, type ParkedRequest, type SpaceWaitOptions } from './space-wait.js';
+import { POLL_CONTENDED_WAIT_SHARE, POLL_REQUEST_BYTES_MAX, Queue, type RingViews } from './ring-queue.js';
 import { MAX_QUEUE_SIZE, splitRingSizes, SplitVirtqueue, VirtqueueError, type DescriptorChain } from './virtqueue.js';
 
 /** Chains popped from one ring before yielding to the event loop. */
 export const QUEUE_BATCH = 256;
-
-/**
- * A drained ring is not polled while the event loop waited for a CPU this share of its runnable
- * time or more: spinning would take the core the guest's vCPUs and the host's other work are
- * queued for, and the loop's own turns come late anyway.
- */
-const POLL_CONTENDED_WAIT_SHARE = 0.3;
-/**
- * A ring goes on polling while at least this share of its polls catch a request: a hit spares the
- * guest a VM exit and this thread a wake-up, a miss spends the window of one core (through the
- * test rig's guest, 4 KiB reads at QD 32 gained a third while the guest still kicked for half
- * its requests or more: polls that miss often still pay).
- */
-const POLL_WORTH_HIT_RATE = 0.25;
-/**
- * A pass that served a request larger than this does not poll: a guest moving large blocks pays
- * one exit per many microseconds of copying, and the copies (on the thread pool or in io_uring's
- * workers) need the CPU a spin would take (bench/vhost-bench's 1 MiB reads lost 10% to it).
- */
-const POLL_REQUEST_BYTES_MAX = 256 * 1024;
-
-interface RingViews {
-  desc: Uint8Array;
-  avail: Uint8Array;
-  used: Uint8Array;
-}
-
-class Queue {
-  /** SET_VRING_NUM; 0 until set. */
-  size = 0;
-  /** SET_VRING_BASE, and where GET_VRING_BASE leaves the ring. */
-  base = 0;
-  addr: M.VringAddr | undefined;
-  kick: EventFd | undefined;
-  call: EventFd | undefined;
-  err: EventFd | undefined;
-  /** A kick fd arrived since the last stop. */
-  started = false;
-  enabled = false;
-  vq: SplitVirtqueue | undefined;
-  /** A guest error stopped the ring until it is restarted. */
-  broken = false;
-  /** This ring's requests in flight (GET_VRING_BASE waits for them); never closed: see RingSet.gate. */
-  readonly requests = new RequestGate();
-  /** processQueue is scheduled (setImmediate) or running. */
-  scheduled = false;
-  notifyScheduled = false;
-  /** While the drained ring is polled (kicks still suppressed): until when (performance.now() ms). */
-  pollUntilMs: number | undefined;
-  /** Whether polling this ring pays (its guest's next request keeps coming within the window). */
-  readonly pollWindow: PollWindow;
-  /** This ring's part of the inflight region while the ring runs with tracking. */
-  inflightView: DataView | undefined;
-
-  constructor(
-    readonly index: number,
-    pollWindowUs: number,
-  ) {
-    this.pollWindow = new PollWindow(pollWindowUs, POLL_WORTH_HIT_RATE);
-  }
-}
 
 export interface RingSetOptions {
   queueCount: number;
@@ -114,6 +54,10 @@ export interface RingSetOptions {
   log: ExportLog;
   /** Polling of drained rings (default: none). */
   poll?: RingPollOptions;
+  /** Writes refused for want of space: 'wait' parks them (space-wait.ts); default 'error' (IOERR). */
+  noSpace?: NoSpacePolicy;
+  /** What the space-wait log lines name (the volume, its pool). */
+  names?: Pick<SpaceWaitOptions, 'subject' | 'pool'>;
 }
 
 export interface RingPollOptions {
@@ -149,6 +93,12 @@ export class RingSet {
   /** Polls of a drained ring, and those that found the guest's next request (tests, metrics). */
   polls = 0;
   pollHits = 0;
+  /** Requests refused for want of space, waiting (NoSpacePolicy 'wait'). */
+  private readonly spaceWait: SpaceWait;
+  /** Per ring: where such a request goes (undefined: policy 'error', it completes with IOERR). */
+  private readonly parkers: (BlkRequestPark | undefined)[];
+  /** Parked requests taken back while the memory table changes: submitted again from their heads after. */
+  private setAside: Array<{ q: Queue; epoch: number; head: number }> = [];
 
   constructor(opts: RingSetOptions) {
     this.queues = Array.from({ length: opts.queueCount }, (_, i) => new Queue(i, opts.poll?.windowUs ?? 0));
@@ -157,6 +107,22 @@ export class RingSet {
     this.handler = opts.handler;
     this.inflight = opts.inflight;
     this.log = opts.log;
+    this.spaceWait = new SpaceWait({
+      host: {
+        retry: (r, done, park) => this.handler.start(r.chain, done, park),
+        refusedAgain: (r) => this.parkOrGiveUp(this.queues[r.queue]!, r, true),
+      },
+      log: opts.log,
+      ...opts.names,
+    });
+    this.parkers = this.queues.map((q) =>
+      opts.noSpace === 'wait' ? (chain, done, err) => this.parkOrGiveUp(q, { queue: q.index, chain, done }, false, err) : undefined,
+    );
+  }
+
+  /** Requests waiting for space now; retryNow() when space may have been freed. */
+  get waitingForSpace(): Pick<SpaceWait, 'waiting' | 'retryNow'> {
+    return this.spaceWait;
   }
 
   get draining(): boolean {
@@ -180,6 +146,7 @@ export class RingSet {
   drain(): Promise<void> {
     this.drainRequested = true;
     for (const q of this.queues) q.kick?.stopWatching();
+    this.giveUpParked(this.spaceWait.take());
     return this.gate.closeAndDrain();
   }
 
@@ -190,6 +157,8 @@ export class RingSet {
   close(): Promise<void> {
     this.connectionClosing = true;
     for (const q of this.queues) q.kick?.stopWatching();
+    this.spaceWait.dispose();
+    this.giveUpParked(this.spaceWait.take());
     return this.gate.closeAndDrain();
   }
 
@@ -381,7 +350,9 @@ export class RingSet {
   private async stopQueue(q: Queue): Promise<number> {
     q.started = false;
     q.kick?.stopWatching();
+    this.giveUpParked(this.spaceWait.take(q.index));
     await q.requests.whenIdle();
+    q.epoch++;
     if (q.vq !== undefined) q.base = q.vq.lastAvailIdx;
     q.vq = undefined;
     q.inflightView = undefined;
@@ -395,6 +366,7 @@ export class RingSet {
     q.err?.close();
     q.kick = q.call = q.err = undefined;
     q.vq = undefined;
+    q.epoch++;
     q.inflightView = undefined;
     q.pollUntilMs = undefined;
     q.addr = undefined;
@@ -507,8 +479,9 @@ export class RingSet {
     q.requests.enter();
     this.gate.enter();
     this.requestCount++;
+    const epoch = q.epoch;
     try {
-      this.handler.start(chain, (done, usedBytes) => this.complete(q, vq, done.head, usedBytes));
+      this.handler.start(chain, (done, usedBytes) => this.complete(q, epoch, done.head, usedBytes), this.parkers[q.index]);
     } catch (err) {
       // start() throws only before the request began (done never runs): no status byte to write
       // (VirtqueueError), so the chain cannot be completed and the ring is unusable.
@@ -517,9 +490,11 @@ export class RingSet {
     }
   }
 
-  private complete(q: Queue, vq: SplitVirtqueue, head: number, writtenBytes: number): void {
-    // Only the ring that popped the chain may take it back, and only while we still own the rings.
-    if (!this.connectionClosing && q.vq === vq) {
+  private complete(q: Queue, epoch: number, head: number, writtenBytes: number): void {
+    // Only the run of the ring that popped the chain may take it back (over the mappings of now),
+    // and only while we still own the rings.
+    const vq = q.vq;
+    if (!this.connectionClosing && q.epoch === epoch && vq !== undefined) {
       try {
         const inflightView = q.inflightView;
         if (inflightView !== undefined) linkBeforePush(inflightView, head);
@@ -562,12 +537,64 @@ export class RingSet {
    */
   async quiesce(fn: () => void): Promise<void> {
     try {
+      // Parked requests hold views of the memory fn may unmap: they leave now and come back after.
+      for (const r of this.spaceWait.take()) this.putAside(this.queues[r.queue]!, r);
       await this.gate.closeAndDrain();
       if (this.connectionClosing) return;
       fn();
     } finally {
       this.gate.open();
-      if (this.gate.isOpen) for (const q of this.queues) this.scheduleQueue(q);
+      if (this.gate.isOpen) {
+        this.resubmitSetAside();
+        for (const q of this.queues) this.scheduleQueue(q);
+      }
+    }
+  }
+
+  // --- requests waiting for space (space-wait.ts) ----------------------------------------------------
+
+  /** A request refused for want of space: parked, unless its ring or the connection is going away. */
+  private parkOrGiveUp(q: Queue, r: ParkedRequest, front: boolean, err?: unknown): void {
+    if (this.connectionClosing || this.drainRequested || !q.started) this.giveUpParked([r]);
+    else if (!this.gate.isOpen) this.putAside(q, r); // a memory-table change waits for it
+    else this.spaceWait.park(r, front, err);
+  }
+
+  /** Parked requests whose ring stops or whose connection goes away (space-wait.ts says what becomes of them). */
+  private giveUpParked(requests: ParkedRequest[]): void {
+    let failed = 0;
+    for (const r of requests) {
+      const q = this.queues[r.queue]!;
+      if (q.inflightView !== undefined || this.connectionClosing) {
+        this.finish(q);
+      } else {
+        failed++;
+        this.handler.fail(r.chain, r.done);
+      }
+    }
+    if (requests.length === 0) return;
+    const kept = requests.length - failed;
+    if (kept > 0) this.log(`${kept} request(s) waiting for space left in flight for the front-end to resubmit (inflight region)`, 'info');
+    if (failed > 0) this.log(`${failed} request(s) waiting for space completed with IOERR: the front-end keeps no inflight region to resubmit them from`, 'warn');
+  }
+
+  private putAside(q: Queue, r: ParkedRequest): void {
+    this.setAside.push({ q, epoch: q.epoch, head: r.chain.head });
+    this.finish(q);
+  }
+
+  /** After a memory-table change: the requests put aside run again from their heads over the new mappings. */
+  private resubmitSetAside(): void {
+    const list = this.setAside;
+    this.setAside = [];
+    for (const { q, epoch, head } of list) {
+      const vq = q.vq;
+      if (vq === undefined || q.epoch !== epoch || q.broken) continue; // left marked in the inflight region
+      try {
+        this.submit(q, vq, vq.chainAt(head));
+      } catch (err) {
+        this.breakQueue(q, `resubmitting request ${head} after a memory table change: ${describeError(err)}`);
+      }
     }
   }
 }
