@@ -32,13 +32,15 @@ export function exportTarget(e: Pick<ExportJson, 'pool' | 'volume' | 'snapshot'>
 
 export function exportsTable(exports: readonly ExportJson[]): string {
   return table(
-    ['ID', 'TYPE', 'TARGET', 'MODE', 'CLIENTS', 'WHERE'],
+    ['ID', 'TYPE', 'TARGET', 'MODE', 'CLIENTS', 'WAITING', 'WHERE'],
     exports.map((e) => [
       e.id,
       e.type,
       exportTarget(e),
       e.readOnly ? 'ro' : 'rw',
       String(e.clients),
+      // Guest requests held because the pool is full (vhost-user, --on-no-space wait).
+      e.type === 'nbd' ? '-' : String(e.waitingForSpace),
       e.type === 'nbd' ? (e.uris[0] ?? e.name ?? '') + (e.uris.length > 1 ? ` (also ${e.uris.slice(1).join(' ')})` : '') : `${e.socketPath ?? ''} (${e.queueCount ?? 1} queue${(e.queueCount ?? 1) === 1 ? '' : 's'})`,
     ]),
   );
@@ -168,6 +170,7 @@ const attach = subcommand(
   'attach',
   'attach a volume or snapshot to a VM over vhost-user-blk',
   `Usage: strata volume attach [POOL/]VOLUME[@SNAPSHOT] --vhost-user SOCKET [--queues N] [--read-only]
+                             [--on-no-space wait|error]
 
 Serves the volume (or a snapshot of it, always read-only: the guest sees a read-only disk, as
 /sys/block/vda/ro = 1, and its writes fail) as a vhost-user-blk device on the unix socket
@@ -186,10 +189,16 @@ Options:
                         listens on is refused)
   --queues N            virtqueues (1 to 16, default 1; QEMU's num-queues must match)
   --read-only           the guest sees a read-only disk (snapshots always are)
+  --on-no-space wait|error
+                        what a guest's write does when the pool is full: 'wait' holds it
+                        (retried every second) until space is freed, so the guest sees a
+                        stalled disk rather than an I/O error; 'error' fails it (IOERR) at once.
+                        Default: the daemon's (strata serve --vhost-on-no-space; 'wait').
+                        'strata volume exports' shows the requests waiting (WAITING)
 `,
   async (argv, con) => {
     const command = 'volume attach';
-    const args = parse(argv, command, [{ long: 'vhost-user', value: true }, { long: 'queues', value: true }, { long: 'read-only' }]);
+    const args = parse(argv, command, [{ long: 'vhost-user', value: true }, { long: 'queues', value: true }, { long: 'read-only' }, { long: 'on-no-space', value: true }]);
     const [target] = positionals(args, command, ['VOLUME']) as [string];
     const ref = parseVolumeOrSnapRef(target, command);
     const socket = args.value('vhost-user');
@@ -202,6 +211,10 @@ Options:
         throw new UsageError(`${command}: --queues must be a whole number from 1 to 16, not '${queuesText}'`, usageHint(command));
       }
     }
+    const onNoSpace = args.value('on-no-space');
+    if (onNoSpace !== undefined && onNoSpace !== 'wait' && onNoSpace !== 'error') {
+      throw new UsageError(`${command}: --on-no-space must be 'wait' or 'error', not '${onNoSpace}'`, usageHint(command));
+    }
     const client = clientOf(args);
     const created = await client.json<ExportJson>('POST', '/v1/exports', `cannot attach '${target}'`, {
       type: 'vhost-user',
@@ -212,12 +225,13 @@ Options:
       socketPath: path.resolve(socket),
       ...(queueCount !== undefined ? { queueCount } : {}),
       ...(args.has('read-only') ? { readOnly: true } : {}),
+      ...(onNoSpace !== undefined ? { onNoSpace } : {}),
     });
     await noteOtherWriters(con, client, created);
     if (wantsJson(args)) printJson(con, created);
     else {
       con.stdout(
-        `Attached '${exportTarget(created)}' over vhost-user-blk at ${created.socketPath} (${created.queueCount ?? 1} queue${(created.queueCount ?? 1) === 1 ? '' : 's'}, ${created.readOnly ? 'read-only' : 'read-write'}, export ${created.id}).\n`,
+        `Attached '${exportTarget(created)}' over vhost-user-blk at ${created.socketPath} (${created.queueCount ?? 1} queue${(created.queueCount ?? 1) === 1 ? '' : 's'}, ${created.readOnly ? 'read-only' : 'read-write'}, on no space: ${created.onNoSpace ?? 'wait'}, export ${created.id}).\n`,
       );
     }
     return 0;
@@ -261,7 +275,9 @@ const exportsList = subcommand(
 Lists what the daemon serves: NBD exports (with their URIs) and vhost-user-blk attachments
 (with their sockets), each with CLIENTS, who uses it now: an NBD export's client connections,
 a vhost-user attachment's front-end (1 while QEMU is connected, else 0; --json also gives
-connectedSince). 'strata volume info VOLUME' shows one volume's.
+connectedSince), and WAITING, a vhost-user guest's requests held because the pool is full
+(--on-no-space wait: free space in the pool and they complete). 'strata volume info VOLUME'
+shows one volume's.
 `,
   async (argv, con) => {
     const command = 'volume exports';

@@ -7,6 +7,7 @@ import { EXIT } from './remote/exits.js';
 export const SERVE_HELP = `Usage: strata serve [--config FILE] [--data-dir DIR] [--listen HOST:PORT]
                     [--log-format text|json] [--log-level LEVEL]
                     [--nbd-listen HOST:PORT|off] [--nbd-socket PATH|off] [--nbd-poll-us N] [--vhost-poll-us N]
+                    [--vhost-on-no-space wait|error]
                     [--nbd-tls-cert PEM --nbd-tls-key PEM [--nbd-tls require|offer]]
                     [--metrics-auth token|none] [--trash-check-interval-ms N]
                     [--tier-cooling-interval-ms N] [--seal-policy-interval-ms N]
@@ -21,7 +22,7 @@ At the first start it creates the data folder, the pool 'default' and an API tok
 Options (each overrides the environment, which overrides the config file):
   --config FILE          JSON config file (default <data>/strata.json when it exists); keys:
                          dataDir, listen, logFormat, logLevel, maxChainDepth, chainDepthPolicy,
-                         shutdownGraceMs, nbdListen, nbdSocket, nbdPollUs, vhostPollUs, nbdTlsCert,
+                         shutdownGraceMs, nbdListen, nbdSocket, nbdPollUs, vhostPollUs, vhostOnNoSpace, nbdTlsCert,
                          nbdTlsKey, nbdTls, metricsAuth, trashCheckIntervalMs, tierCoolingIntervalMs, sealPolicyIntervalMs, s3Listen, s3Domain
   --data-dir DIR         data folder (env STRATA_DATA_DIR; default ./strata-data)
   --listen HOST:PORT     REST API address (env STRATA_LISTEN; default 127.0.0.1:7460; port 0
@@ -40,6 +41,13 @@ Options (each overrides the environment, which overrides the config file):
                          next request this long before asking the guest to kick (env
                          STRATA_VHOST_POLL_US; default 64, max 1000; 0 off). Spares the guest a
                          VM exit per request; not while polls keep missing or CPUs are short
+  --vhost-on-no-space wait|error
+                         what a vhost-user guest's write does when the pool is full (env
+                         STRATA_VHOST_ON_NO_SPACE; default 'wait'): 'wait' holds it, retried
+                         every second, until space is freed (the guest sees a stalled disk, not
+                         an error; the log says what to free); 'error' answers IOERR at once.
+                         'strata volume attach --on-no-space' overrides it per volume. NBD
+                         clients always get ENOSPC (QEMU's werror=enospc then pauses the VM)
   --nbd-tls-cert PEM     TLS for NBD over TCP (NBD_OPT_STARTTLS): the server certificate (chain)
   --nbd-tls-key PEM      and its private key (env STRATA_NBD_TLS_CERT, STRATA_NBD_TLS_KEY)
   --nbd-tls MODE         'require' (default: clients must start TLS first) or 'offer' (env
@@ -82,6 +90,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       { long: 'nbd-socket', value: true },
       { long: 'nbd-poll-us', value: true },
       { long: 'vhost-poll-us', value: true },
+      { long: 'vhost-on-no-space', value: true },
       { long: 'nbd-tls-cert', value: true },
       { long: 'nbd-tls-key', value: true },
       { long: 'nbd-tls', value: true },
@@ -111,6 +120,7 @@ export async function runServe(argv: string[], con: Console): Promise<number> {
       nbdSocket: args.value('nbd-socket'),
       nbdPollUs: args.value('nbd-poll-us'),
       vhostPollUs: args.value('vhost-poll-us'),
+      vhostOnNoSpace: args.value('vhost-on-no-space'),
       nbdTlsCert: args.value('nbd-tls-cert'),
       nbdTlsKey: args.value('nbd-tls-key'),
       nbdTls: args.value('nbd-tls'),

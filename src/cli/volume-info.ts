@@ -14,7 +14,8 @@ export const parentText = (v: VolumeJson): string => (v.parent === null ? '-' : 
 function exportSummary(e: ExportJson): string {
   const clients = `${e.clients} client${e.clients === 1 ? '' : 's'}`;
   const since = e.connectedSince === null ? '' : ` since ${e.connectedSince}`;
-  return `${e.type} ${e.id}${e.snapshot === null ? '' : ` (@${e.snapshot})`}: ${clients}${since}`;
+  const waiting = e.waitingForSpace > 0 ? `, ${e.waitingForSpace} request${e.waitingForSpace === 1 ? '' : 's'} waiting for space (the pool is full)` : '';
+  return `${e.type} ${e.id}${e.snapshot === null ? '' : ` (@${e.snapshot})`}: ${clients}${since}${waiting}`;
 }
 
 export function volumeDetails(v: VolumeJson, exports: readonly ExportJson[]): string {
@@ -41,7 +42,8 @@ Shows the volume's provisioned and allocated size, snapshots, parent (for clones
 its location: the active layer's file on this host, for a local pool ('qemu-img info
 --backing-chain FILE' shows the whole chain), and its exports: each NBD export (of the volume
 or of one of its snapshots) and vhost-user attachment with its id and how many clients use it
-now (a vhost-user attachment has 1 while QEMU is connected, with the time it connected).
+now (a vhost-user attachment has 1 while QEMU is connected, with the time it connected, and
+the guest's requests waiting for space when the pool is full).
 With --json the volume's fields come with "exports", as 'strata volume exports --json' lists them.
 `,
   async (argv, con) => {

@@ -6,15 +6,17 @@
  *   file          --config FILE, else <dataDir>/strata.json when it exists
  *   env           STRATA_DATA_DIR, STRATA_LISTEN, STRATA_LOG_FORMAT, STRATA_LOG_LEVEL,
  *                 STRATA_NBD_LISTEN, STRATA_NBD_SOCKET, STRATA_NBD_POLL_US, STRATA_VHOST_POLL_US, STRATA_NBD_TLS_CERT,
+ *                 STRATA_VHOST_ON_NO_SPACE,
  *                 STRATA_NBD_TLS_KEY, STRATA_NBD_TLS, STRATA_METRICS_AUTH, STRATA_TRASH_CHECK_INTERVAL_MS,
  *                 STRATA_S3_LISTEN, STRATA_S3_DOMAIN
  *   flags         --data-dir, --listen, --log-format, --log-level, --nbd-listen, --nbd-socket,
- *                 --nbd-poll-us, --vhost-poll-us, --nbd-tls-cert, --nbd-tls-key, --nbd-tls, --metrics-auth,
+ *                 --nbd-poll-us, --vhost-poll-us, --vhost-on-no-space, --nbd-tls-cert, --nbd-tls-key, --nbd-tls, --metrics-auth,
  *                 --trash-check-interval-ms, --s3-listen, --s3-domain
  *   (nbdListen defaults to 127.0.0.1:10809, nbdSocket to <dataDir>/nbd.sock; 'off' turns either off;
  *   nbdPollUs, how long an idle NBD connection is busy-polled, defaults to 100, 0 turns it off;
  *   vhostPollUs, how long a drained vhost-user ring is polled before the guest must kick, defaults
- *   to 64, 0 turns it off;
+ *   to 64, 0 turns it off; vhostOnNoSpace, what a vhost-user guest's write into a full pool does,
+ *   'wait' (default: held until space is freed) or 'error' (IOERR at once);
  *   metricsAuth defaults to 'none' when the API listens on loopback only, else 'token';
  *   trashCheckIntervalMs, how often expired volumes are purged from the trash, defaults to 60000;
  *   s3Listen, the S3 endpoint, defaults to 127.0.0.1:7480, 'off' turns it off; s3Domain is a
@@ -54,6 +56,8 @@ export type LogFormat = 'text' | 'json';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 export type ChainDepthPolicy = 'refuse' | 'flatten';
+/** What a vhost-user guest's write into a full pool does (src/export/vhost-user/space-wait.ts). */
+export type VhostOnNoSpace = 'wait' | 'error';
 /** Whether GET /metrics needs the API token ('token') or is open ('none'); /v1 always needs it. */
 export type MetricsAuth = 'token' | 'none';
 export const METRICS_AUTH_MODES: readonly MetricsAuth[] = ['token', 'none'];
@@ -84,6 +88,11 @@ export interface DaemonConfig {
   nbdPollUs: number;
   /** How long a drained vhost-user ring is polled for the guest's next request, in microseconds (0: never). */
   vhostPollUs: number;
+  /**
+   * What a vhost-user guest's write the pool has no room for does, unless its attach says:
+   * 'wait' (default) holds it until space is freed, 'error' answers IOERR at once.
+   */
+  vhostOnNoSpace: VhostOnNoSpace;
   /** TLS on the NBD TCP listener (undefined: none): PEM files, and whether plaintext is refused. */
   nbdTls: NbdTlsConfig | undefined;
   /** /metrics: open when the API listens on loopback only (default), token-protected otherwise. */
@@ -118,6 +127,7 @@ export interface ConfigFlags {
   nbdSocket?: string | undefined;
   nbdPollUs?: string | undefined;
   vhostPollUs?: string | undefined;
+  vhostOnNoSpace?: string | undefined;
   nbdTlsCert?: string | undefined;
   nbdTlsKey?: string | undefined;
   nbdTls?: string | undefined;
@@ -141,6 +151,7 @@ interface FileConfig {
   nbdSocket?: string;
   nbdPollUs?: number;
   vhostPollUs?: number;
+  vhostOnNoSpace?: string;
   nbdTlsCert?: string;
   nbdTlsKey?: string;
   nbdTls?: string;
@@ -152,7 +163,7 @@ interface FileConfig {
   s3Domain?: string;
 }
 
-const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'vhostPollUs', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 'sealPolicyIntervalMs', 's3Listen', 's3Domain']);
+const FILE_KEYS = new Set(['dataDir', 'listen', 'logFormat', 'logLevel', 'maxChainDepth', 'chainDepthPolicy', 'shutdownGraceMs', 'nbdListen', 'nbdSocket', 'nbdPollUs', 'vhostPollUs', 'vhostOnNoSpace', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 'sealPolicyIntervalMs', 's3Listen', 's3Domain']);
 
 function invalid(message: string): StorageError {
   return new StorageError('INVALID_ARGUMENT', message);
@@ -228,6 +239,11 @@ export function isLoopbackHost(host: string): boolean {
   return isIP(bare) === 4 && bare.startsWith('127.');
 }
 
+function parseOnNoSpace(text: string, source: string): VhostOnNoSpace {
+  if (text === 'wait' || text === 'error') return text;
+  throw invalid(`${source}: what a vhost-user write into a full pool does must be 'wait' or 'error', not '${text}'`);
+}
+
 function parseMetricsAuth(text: string, source: string): MetricsAuth {
   const mode = METRICS_AUTH_MODES.find((m) => m === text);
   if (mode === undefined) throw invalid(`${source}: metrics auth must be 'token' or 'none', not '${text}'`);
@@ -265,7 +281,7 @@ function readConfigFile(file: string): FileConfig {
   for (const key of Object.keys(obj)) {
     if (!FILE_KEYS.has(key)) throw invalid(`config file ${file}: unknown key '${key}' (known: ${[...FILE_KEYS].join(', ')})`);
   }
-  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 's3Listen', 's3Domain']) {
+  for (const key of ['dataDir', 'listen', 'logFormat', 'logLevel', 'chainDepthPolicy', 'vhostOnNoSpace', 'nbdListen', 'nbdSocket', 'nbdTlsCert', 'nbdTlsKey', 'nbdTls', 'metricsAuth', 's3Listen', 's3Domain']) {
     if (obj[key] !== undefined && typeof obj[key] !== 'string') throw invalid(`config file ${file}: '${key}' must be a string`);
   }
   for (const key of ['maxChainDepth', 'shutdownGraceMs', 'nbdPollUs', 'vhostPollUs', 'trashCheckIntervalMs', 'tierCoolingIntervalMs', 'sealPolicyIntervalMs']) {
@@ -358,6 +374,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
   }
   const pollSrc = pick('nbdPollUs', 'STRATA_NBD_POLL_US');
   const vhostPollSrc = pick('vhostPollUs', 'STRATA_VHOST_POLL_US');
+  const noSpaceSrc = pick('vhostOnNoSpace', 'STRATA_VHOST_ON_NO_SPACE');
 
   let chainDepthPolicy: ChainDepthPolicy | undefined;
   if (file.chainDepthPolicy !== undefined) {
@@ -388,6 +405,7 @@ export function loadConfig(flags: ConfigFlags, env: NodeJS.ProcessEnv = process.
     nbdSocketPath,
     nbdPollUs: pollSrc ? parsePollUs(pollSrc[0], pollSrc[1]) : DEFAULT_NBD_POLL_US,
     vhostPollUs: vhostPollSrc ? parsePollUs(vhostPollSrc[0], vhostPollSrc[1], 'the vhost-user poll window') : DEFAULT_VHOST_POLL_US,
+    vhostOnNoSpace: noSpaceSrc ? parseOnNoSpace(noSpaceSrc[0], noSpaceSrc[1]) : 'wait',
     nbdTls,
     // Scrapers on this host need no token; beyond it, volume names and sizes are not for everyone.
     metricsAuth: metricsAuthSrc ? parseMetricsAuth(metricsAuthSrc[0], metricsAuthSrc[1]) : isLoopbackHost(listen.host) ? 'none' : 'token',

@@ -123,6 +123,7 @@ export async function startDaemon(config: DaemonConfig, options: StartOptions = 
       nbdPollUs: config.nbdPollUs,
       nbdTls: config.nbdTls,
       vhostUser: options.vhostUser ?? (await defaultVhostUserFactory(config.vhostPollUs)),
+      vhostOnNoSpace: config.vhostOnNoSpace,
       ...restoreDelayForTests(),
     });
     // Exports before the API: a request never sees an export missing that is about to come back.
@@ -288,6 +289,8 @@ async function defaultVhostUserFactory(pollWindowUs: number): Promise<VhostUserE
       readOnly: options.readOnly,
       serial: options.serial,
       poll: { windowUs: pollWindowUs },
+      noSpace: options.onNoSpace,
+      target: options.target,
       logger: (line, level) => options.logger[level](line),
     });
 }

@@ -19,7 +19,7 @@ import type { VolumeService } from '../volume/types.js';
 import type { ExportStore } from './backend.js';
 import { formatListen, type ListenAddress, type NbdTlsConfig } from './config.js';
 import { ensureSocketFolder } from './folders.js';
-import type { ExportInfo, ExportRequest, ExportService, ExportStats, NbdStats, VhostStats } from '../api/rest/export-service.js';
+import type { ExportInfo, ExportRequest, ExportService, ExportStats, NbdStats, NoSpacePolicy, VhostStats } from '../api/rest/export-service.js';
 import { randomHex } from '../sys/random-hex.js';
 
 
@@ -30,6 +30,10 @@ export type VhostUserExportFactory = (options: {
   readOnly: boolean;
   serial: string;
   logger: Logger;
+  /** What a guest's write the pool has no room for does (the record's, else the daemon's default). */
+  onNoSpace: NoSpacePolicy;
+  /** pool/volume, for log lines. */
+  target: string;
 }) => ManagedExport;
 
 /**
@@ -47,11 +51,15 @@ export interface ManagedExportStats {
   deviceErrors?: number;
   ringPolls?: number;
   ringPollHits?: number;
+  /** vhost-user: guest requests waiting for space now. */
+  waitingForSpace?: number;
 }
 
 /** An export as the manager holds it (stats() is optional: test doubles may have none). */
 export interface ManagedExport extends Export {
   stats?(): ManagedExportStats;
+  /** Space may have been freed: requests waiting for it are run again now. */
+  retryWaitingForSpace?(): void;
 }
 
 export interface ExportManagerOptions {
@@ -69,6 +77,8 @@ export interface ExportManagerOptions {
   vhostUser?: VhostUserExportFactory;
   /** Runs between binding the NBD listeners and restoring the exports (tests widen that window). */
   beforeRestore?: () => Promise<void>;
+  /** What a vhost-user guest's write the pool has no room for does, unless its export says (default 'wait'). */
+  vhostOnNoSpace?: NoSpacePolicy;
 }
 
 interface Running {
@@ -319,9 +329,14 @@ export class ExportManager implements ExportService {
         });
       }
     }
-    if (snapshot === undefined) return { ...base, type: 'vhost-user', socketPath, queueCount };
+    const onNoSpace = request.onNoSpace;
+    if (onNoSpace !== undefined && onNoSpace !== 'wait' && onNoSpace !== 'error') {
+      throw new StorageError('INVALID_ARGUMENT', `onNoSpace must be 'wait' or 'error', not '${String(onNoSpace)}'`);
+    }
+    const policy = onNoSpace !== undefined ? { onNoSpace } : {};
+    if (snapshot === undefined) return { ...base, type: 'vhost-user', socketPath, queueCount, ...policy };
     // A snapshot never changes: the guest sees a read-only disk (VIRTIO_BLK_F_RO), its writes fail.
-    return { ...base, type: 'vhost-user', snapshot, readOnly: true, socketPath, queueCount };
+    return { ...base, type: 'vhost-user', snapshot, readOnly: true, socketPath, queueCount, ...policy };
   }
 
   private async startRecord(record: ExportRecord): Promise<void> {
@@ -350,6 +365,8 @@ export class ExportManager implements ExportService {
         readOnly: record.readOnly || record.snapshot !== undefined,
         serial: info.id.slice(0, 20),
         logger: this.options.logger.child({ export: record.id, volume: targetName(record) }),
+        onNoSpace: this.noSpacePolicy(record),
+        target: targetName(record),
       });
       await exp.start(device);
       this.running.set(record.id, { record, device, exp });
@@ -372,12 +389,32 @@ export class ExportManager implements ExportService {
     }
   }
 
-  /** Every running export's clients and device errors, for /metrics. */
+  /** Every running export's clients, device errors and requests waiting for space, for /metrics. */
   exportStats(): ExportStats[] {
     return [...this.running.values()].map((r) => {
       const stats = r.exp.stats?.();
-      return { id: r.record.id, type: r.record.type, target: targetName(r.record), clients: clientCount(stats), deviceErrors: stats?.deviceErrors ?? 0 };
+      return {
+        id: r.record.id,
+        type: r.record.type,
+        target: targetName(r.record),
+        clients: clientCount(stats),
+        deviceErrors: stats?.deviceErrors ?? 0,
+        waitingForSpace: stats?.waitingForSpace ?? 0,
+      };
     });
+  }
+
+  /**
+   * Space may have been freed in `pool` (a volume or snapshot deleted, a GC, the trash emptied):
+   * the guests' requests waiting for space there are run again now rather than at their next retry.
+   */
+  spaceMayBeFree(pool: string): void {
+    for (const r of this.running.values()) if (r.record.pool === pool) r.exp.retryWaitingForSpace?.();
+  }
+
+  /** A vhost-user export's policy for writes the pool has no room for: its own, else the daemon's. */
+  private noSpacePolicy(record: ExportRecord): NoSpacePolicy {
+    return record.onNoSpace ?? this.options.vhostOnNoSpace ?? 'wait';
   }
 
   private describe(record: ExportRecord): ExportInfo {
@@ -408,6 +445,8 @@ export class ExportManager implements ExportService {
       createdAt: record.createdAt,
       clients: clientCount(stats),
       connectedSince: sinceMs === undefined ? null : new Date(sinceMs).toISOString(),
+      onNoSpace: record.type === 'vhost-user' ? this.noSpacePolicy(record) : null,
+      waitingForSpace: stats?.waitingForSpace ?? 0,
     };
   }
 }

@@ -265,6 +265,7 @@ export const exportSchema: TableSchema<ExportRecord> = {
       ...optional('name', optionalText(o, 'name')),
       ...optional('socketPath', optionalText(o, 'socketPath')),
       ...optional('queueCount', optionalCount(o, 'queueCount')),
+      ...optional('onNoSpace', o['onNoSpace'] === undefined ? undefined : oneOf(o, 'onNoSpace', ['wait', 'error'] as const)),
       createdAt: text(o, 'createdAt'),
     };
   },

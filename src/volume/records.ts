@@ -187,6 +187,8 @@ export interface ExportRecord {
   socketPath?: string;
   /** vhost-user: virtqueues offered. */
   queueCount?: number;
+  /** vhost-user: what a write the pool has no room for does (absent: the daemon's default). */
+  onNoSpace?: 'wait' | 'error';
   createdAt: string;
 }
 

@@ -38,8 +38,8 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io', 'nbdinfo'))('the default NBD
     const exports = d.json<ExportJson[]>(['volume', 'exports']);
     const def = exports.find((e) => e.name === '');
     expect(def?.uris).toEqual([defaultTcp(), defaultUnix()]);
-    expect(d.cliOk(['volume', 'exports']).stdout).toMatch(new RegExp(`default/vm1 +rw +\\d+ +${defaultTcp()} `));
-    expect(d.cliOk(['status']).stdout).toMatch(new RegExp(`default/vm1 +rw +\\d+ +${defaultTcp()} `));
+    expect(d.cliOk(['volume', 'exports']).stdout).toMatch(new RegExp(`default/vm1 +rw +\\d+ +- +${defaultTcp()} `));
+    expect(d.cliOk(['status']).stdout).toMatch(new RegExp(`default/vm1 +rw +\\d+ +- +${defaultTcp()} `));
 
     // qemu-img and nbdinfo with no export name, over TCP and the unix socket.
     for (const uri of [defaultTcp(), defaultUnix()]) {

@@ -28,5 +28,10 @@ export function collectExportMetrics(exports: ExportService): string[] {
       perExport.map((e) => ({ labels: labels(e), value: e.deviceErrors })),
       'counter',
     ),
+    renderGauge(
+      'strata_export_requests_waiting_for_space',
+      "Requests of an export's guest waiting for space now (the pool is full; vhost-user with onNoSpace 'wait'): free space in the pool.",
+      perExport.map((e) => ({ labels: labels(e), value: e.waitingForSpace })),
+    ),
   ];
 }

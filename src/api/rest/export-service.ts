@@ -26,7 +26,18 @@ export interface ExportInfo {
   clients: number;
   /** vhost-user: when the connected front-end connected (ISO 8601); null when none is, and for NBD. */
   connectedSince: string | null;
+  /** vhost-user: what a write the pool has no room for does ('wait' or 'error'); null for NBD. */
+  onNoSpace: NoSpacePolicy | null;
+  /** Guest requests waiting for space now (the pool is full, policy 'wait'); 0 for NBD. */
+  waitingForSpace: number;
 }
+
+/**
+ * What a vhost-user guest's write that the pool has no room for does: 'wait' holds it until space
+ * is freed (the guest sees a slow disk, as QEMU's werror=enospc pauses the VM), 'error' answers
+ * IOERR at once.
+ */
+export type NoSpacePolicy = 'wait' | 'error';
 
 /** One export's activity, for /metrics. */
 export interface ExportStats {
@@ -37,6 +48,8 @@ export interface ExportStats {
   clients: number;
   /** Requests the device failed since the export started (the client got an error). */
   deviceErrors: number;
+  /** Requests waiting for space now. */
+  waitingForSpace: number;
 }
 
 export interface NbdExportRequest {
@@ -61,6 +74,8 @@ export interface VhostUserExportRequest {
   socketPath: string;
   queueCount?: number;
   readOnly?: boolean;
+  /** Default: the daemon's (vhostOnNoSpace). */
+  onNoSpace?: NoSpacePolicy;
 }
 
 export type ExportRequest = NbdExportRequest | VhostUserExportRequest;
@@ -79,6 +94,8 @@ export interface ExportService {
   vhostStats(): VhostStats;
   /** Each export's clients and device errors, for /metrics. */
   exportStats(): ExportStats[];
+  /** Space may have been freed in a pool: vhost-user guests' writes waiting for it try again now. */
+  spaceMayBeFree?(pool: string): void;
 }
 
 export interface VhostStats {

@@ -156,6 +156,11 @@ export async function restApi(app: FastifyInstance, options: RestApiOptions): Pr
     if (reply.statusCode < 400 && typeof params?.pool === 'string' && typeof params.vol === 'string' && method !== 'DELETE' && !route.endsWith('/trash')) {
       metrics.volumeOperations.inc({ pool: params.pool, volume: params.vol, operation: `${method} ${route.replace('/v1/pools/:pool/volumes/:vol', '') || '/'}` });
     }
+    // What may have freed space in a pool (a volume, snapshot or trash entry deleted, a GC): guests
+    // whose writes wait for space there try again now rather than at their next retry.
+    if (reply.statusCode < 400 && typeof params?.pool === 'string' && (method === 'DELETE' || /\/(gc|purge)$/.test(route))) {
+      ctx.exports?.spaceMayBeFree?.(params.pool);
+    }
     // An UNAVAILABLE is no failure of the daemon (the client is told to come back) but leaves the
     // operator a service to look at: a warning.
     const level = reply.statusCode < 500 ? 'info' : errorCodes.get(req) === 'UNAVAILABLE' ? 'warn' : 'error';

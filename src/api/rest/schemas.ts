@@ -306,7 +306,7 @@ export const statusSchema = {
 export const exportSchema = {
   $id: 'Export',
   type: 'object',
-  required: ['id', 'type', 'pool', 'volume', 'snapshot', 'readOnly', 'name', 'uris', 'socketPath', 'queueCount', 'createdAt', 'clients', 'connectedSince'],
+  required: ['id', 'type', 'pool', 'volume', 'snapshot', 'readOnly', 'name', 'uris', 'socketPath', 'queueCount', 'createdAt', 'clients', 'connectedSince', 'onNoSpace', 'waitingForSpace'],
   properties: {
     id: { type: 'string' },
     type: { type: 'string', enum: ['nbd', 'vhost-user'] },
@@ -325,6 +325,12 @@ export const exportSchema = {
       description: 'Clients using the export now: NBD connections that selected it; vhost-user 1 while a front-end (QEMU) is connected, else 0',
     },
     connectedSince: { type: ['string', 'null'], format: 'date-time', description: 'vhost-user: when the connected front-end connected; null when none is, and for NBD' },
+    onNoSpace: {
+      type: ['string', 'null'],
+      enum: ['wait', 'error', null],
+      description: "vhost-user: what a guest's write the pool has no room for does: 'wait' until space is freed, or 'error' (IOERR at once); null for NBD (the client gets ENOSPC)",
+    },
+    waitingForSpace: { type: 'integer', minimum: 0, description: "Guest requests waiting for space now (the pool is full; policy 'wait'); free space to let them complete" },
   },
 } as const;
 

@@ -16,6 +16,7 @@ interface CreateBody {
   name?: string;
   socketPath?: string;
   queueCount?: number;
+  onNoSpace?: 'wait' | 'error';
 }
 
 export function exportJson(e: ExportInfo) {
@@ -32,6 +33,9 @@ function toRequest(body: CreateBody): ExportRequest {
   const invalid = (message: string) => new StorageError('INVALID_ARGUMENT', message);
   if (body.type === 'nbd') {
     if (body.socketPath !== undefined || body.queueCount !== undefined) throw invalid("socketPath and queueCount are for type 'vhost-user', not 'nbd'");
+    if (body.onNoSpace !== undefined) {
+      throw invalid("onNoSpace is for type 'vhost-user': an NBD client gets ENOSPC and decides itself (QEMU: werror=enospc pauses the VM)");
+    }
     return {
       type: 'nbd',
       pool: body.pool,
@@ -52,6 +56,7 @@ function toRequest(body: CreateBody): ExportRequest {
     socketPath: body.socketPath,
     ...(body.queueCount !== undefined ? { queueCount: body.queueCount } : {}),
     ...(body.readOnly !== undefined ? { readOnly: body.readOnly } : {}),
+    ...(body.onNoSpace !== undefined ? { onNoSpace: body.onNoSpace } : {}),
   };
 }
 
@@ -82,6 +87,11 @@ export function registerExportRoutes(app: FastifyInstance, ctx: RestContext): vo
           name: { type: 'string', maxLength: 4096, description: "NBD export name (default 'pool/volume' or 'pool/volume@snapshot'; '' makes it the default export, what clients that name none get)" },
           socketPath: { type: 'string', minLength: 1, maxLength: 4096, description: 'vhost-user: the unix socket QEMU connects to' },
           queueCount: { type: 'integer', minimum: 1, maximum: 16, description: 'vhost-user: virtqueues (default 1)' },
+          onNoSpace: {
+            type: 'string',
+            enum: ['wait', 'error'],
+            description: "vhost-user: a guest's write the pool has no room for waits until space is freed ('wait') or fails with IOERR ('error'); default: the daemon's vhostOnNoSpace ('wait')",
+          },
         },
       },
       response: { 201: ref('Export'), ...errorResponses },
