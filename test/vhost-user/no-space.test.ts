@@ -18,7 +18,7 @@ import type { NoSpacePolicy } from '../../src/export/vhost-user/space-wait.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { makeTempDir } from '../support/tmp.js';
 import { expectSuccess, qemuImg, requireTool, run } from '../support/tools.js';
-import { BlkStatus, BlkStatusError, VhostUserFrontend } from './frontend.js';
+import { BlkStatus, BlkStatusError, VhostUserFrontend, type FrontendOptions } from './frontend.js';
 
 const TMPFS_BYTES = 8 * 1024 * 1024;
 const IMAGE_BYTES = 64 * 1024 * 1024;
@@ -114,12 +114,12 @@ describe.skipIf(!requireTool('qemu-img', 'mount', 'umount'))('vhost-user-blk: wr
   }
 
   /** An image on the tmpfs, served, a front-end connected, one cluster written; then the tmpfs is full. */
-  async function setUp(noSpace?: NoSpacePolicy): Promise<{ first: Uint8Array }> {
+  async function setUp(noSpace?: NoSpacePolicy, frontend: FrontendOptions = {}): Promise<{ first: Uint8Array }> {
     const imagePath = path.join(mnt, 'vol.qcow2');
     expectSuccess(qemuImg(['create', '-q', '-f', 'qcow2', imagePath, String(IMAGE_BYTES)]), 'qemu-img create');
     image = await Qcow2Image.open(await LocalHostFile.open(imagePath));
     exp = await serve(noSpace);
-    fe = await VhostUserFrontend.connect(socketPath(), { inflight: true, maxRequestBytes: CHUNK_BYTES });
+    fe = await VhostUserFrontend.connect(socketPath(), { inflight: true, maxRequestBytes: CHUNK_BYTES, ...frontend });
     const first = pattern(1);
     await fe.write(0, first);
     await fe.flush();
@@ -161,6 +161,46 @@ describe.skipIf(!requireTool('qemu-img', 'mount', 'umount'))('vhost-user-blk: wr
     expect((err as BlkStatusError).status).toBe(BlkStatus.IOERR);
     expect(waiting()).toBe(0);
     expect(exp!.stats().deviceErrors).toBeGreaterThan(0);
+  });
+
+  it('a new memory table while writes wait: they run again over the new mappings and complete', async () => {
+    // SET_MEM_TABLE (not ADD_MEM_REG): the back-end must unmap the old table, so it waits for quiet.
+    await setUp(undefined, { addMemReg: false });
+    const sector = (20 << 20) / SECTOR;
+    const write = tracked(fe!.write(sector, pattern(40)));
+    await expect.poll(waiting, { timeout: 30_000 }).toBe(1);
+    await fe!.sendMemTable();
+    // The write is back, waiting: walked again from its head over the new mappings.
+    await expect.poll(waiting, { timeout: 30_000 }).toBe(1);
+    expect(write.settled()).toBe(false);
+    rmSync(path.join(mnt, 'filler'));
+    await write.promise;
+    expect(await fe!.read(sector, CHUNK_BYTES)).toEqual(pattern(40));
+  });
+
+  it('a ring stopped while writes wait (GET_VRING_BASE): its restart resubmits them from the inflight region', async () => {
+    await setUp();
+    const sector = (28 << 20) / SECTOR;
+    const write = tracked(fe!.write(sector, pattern(50)));
+    await expect.poll(waiting, { timeout: 30_000 }).toBe(1);
+    await fe!.stop();
+    expect(waiting()).toBe(0);
+    expect(write.settled()).toBe(false);
+    await fe!.start();
+    await expect.poll(waiting, { timeout: 30_000 }).toBe(1);
+    rmSync(path.join(mnt, 'filler'));
+    await write.promise;
+    expect(await fe!.read(sector, CHUNK_BYTES)).toEqual(pattern(50));
+  });
+
+  it('without an inflight region a stopped ring cannot get waiting writes back: they get IOERR then, not lost', async () => {
+    await setUp(undefined, { inflight: false });
+    const write = tracked(fe!.write((36 << 20) / SECTOR, pattern(60)));
+    await expect.poll(waiting, { timeout: 30_000 }).toBe(1);
+    await fe!.stop();
+    const err = await write.promise.catch((e: unknown) => e);
+    expect((err as BlkStatusError).status).toBe(BlkStatus.IOERR);
+    expect(logs.some((l) => /completed with IOERR: the front-end keeps no inflight region/.test(l))).toBe(true);
   });
 
   it('a front-end that disconnects while writes wait gets them back from the inflight region when it reconnects', async () => {
