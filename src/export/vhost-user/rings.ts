@@ -562,20 +562,18 @@ export class RingSet {
 
   /** Parked requests whose ring stops or whose connection goes away (space-wait.ts says what becomes of them). */
   private giveUpParked(requests: ParkedRequest[]): void {
-    let failed = 0;
+    const n = { kept: 0, failed: 0, lost: 0 };
     for (const r of requests) {
       const q = this.queues[r.queue]!;
-      if (q.inflightView !== undefined || this.connectionClosing) {
-        this.finish(q);
-      } else {
-        failed++;
-        this.handler.fail(r.chain, r.done);
-      }
+      const tracked = q.inflightView !== undefined;
+      if (tracked || this.connectionClosing) this.finish(q);
+      else this.handler.fail(r.chain, r.done);
+      n[tracked ? 'kept' : this.connectionClosing ? 'lost' : 'failed']++;
     }
-    if (requests.length === 0) return;
-    const kept = requests.length - failed;
-    if (kept > 0) this.log(`${kept} request(s) waiting for space left in flight for the front-end to resubmit (inflight region)`, 'info');
-    if (failed > 0) this.log(`${failed} request(s) waiting for space completed with IOERR: the front-end keeps no inflight region to resubmit them from`, 'warn');
+    if (n.kept > 0) this.log(`${n.kept} request(s) waiting for space left in flight for the front-end to resubmit (inflight region)`, 'info');
+    if (n.failed + n.lost > 0) {
+      this.log(`${n.failed + n.lost} request(s) waiting for space ${n.lost > 0 ? 'lost with the connection' : 'completed with IOERR'}: the front-end keeps no inflight region to resubmit them from`, 'warn');
+    }
   }
 
   private putAside(q: Queue, r: ParkedRequest): void {

@@ -112,14 +112,17 @@ export class SpaceWait {
     this.arm();
   }
 
-  /** Takes the parked requests (of one ring, or all) back, oldest first; the one being retried stays. */
+  /**
+   * Takes the parked requests (of one ring, or all) back, oldest first; the one being retried stays.
+   * They did not complete: no 'resumed' line. Those that come back (after a memory-table change, a
+   * ring's restart) wait on under the same report, without a second warning within the minute.
+   */
   take(queue?: number): ParkedRequest[] {
     const taken: ParkedRequest[] = [];
     for (let i = 0; i < this.parked.length; ) {
       if (queue === undefined || this.parked[i]!.queue === queue) taken.push(...this.parked.splice(i, 1));
       else i++;
     }
-    this.settle();
     return taken;
   }
 
@@ -171,7 +174,6 @@ export class SpaceWait {
       settled = true;
       this.retrying = undefined;
       this.opts.host.refusedAgain(request);
-      this.settle();
       this.arm();
     };
     this.opts.host.retry(request, done, park);
