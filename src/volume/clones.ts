@@ -1,20 +1,20 @@
 /** Clones: a new volume on a protected snapshot, and flattening a clone into a standalone volume. */
 import { StorageError } from '../core/errors.js';
-import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import { CatalogTxn } from './catalog.js';
 import { newId, nowIso, poolKey, volKey, type ServiceContext } from './context.js';
-import { chainMap, forEachWindow, layerMap } from './extents.js';
+import { chainMap, layerMap, type KindRange } from './extents.js';
 import { hold, unhold, withVolume } from './guards.js';
 import { copyPlan, totalOf, type PlanStep } from './image-ops.js';
 import { prepareToWrite, withResealing } from './sealing.js';
 import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
+import { copyInWindows, runIntentLive, withChain } from './live-copy.js';
 import type { JobContext } from './jobs.js';
-import { backingOf, createLayerFile, openChain } from './layers.js';
+import { backingOf, createLayerFile } from './layers.js';
 import { withLiveChanges } from './live-registry.js';
 import { withVolumeWriter } from './writers.js';
 import { checkName } from './names.js';
 import { boundaryLayers, checkNameFree, checkQuota, layerChain, requirePool, snapshotByName } from './queries.js';
-import type { LayerRecord, VolumeRecord } from './records.js';
+import type { VolumeRecord } from './records.js';
 import type { JobInfo, VolumeInfo } from './types.js';
 import { volumeInfo } from './volumes.js';
 
@@ -96,51 +96,70 @@ export async function flattenVolume(svc: ServiceContext, pool: string, name: str
 /**
  * Flattens a clone: every layer of the volume whose backing layer belongs to another volume gets
  * the data its backing chain supplies copied up, then loses its backing file.
+ *
+ * The copy goes a window at a time (live-copy.ts): the volume's exports pause for each window and
+ * run between them, so a guest keeps working through a long flatten. Only the commit (headers
+ * without backing file, and the catalog) happens under one more pause.
  */
 export async function flattenLocked(svc: ServiceContext, vol: VolumeRecord, ctx: JobContext, options: { lockForCommit?: boolean } = {}): Promise<void> {
   const boundary = await boundaryLayers(svc, vol);
   if (boundary.length === 0) return;
   const ids = boundary.map((l) => l.id);
   const intent = newIntent('flatten', `${vol.pool}/${vol.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
-  // Exports of the volume pause for the whole copy-up (their requests wait; see docs/daemon.md).
   // A sealed snapshot layer of the clone is unsealed to be written, and sealed again afterwards.
-  await withResealing(svc, ids, `${vol.pool}/${vol.name}`, () => withLiveChanges(svc, ids, () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
-    await prepareToWrite(svc, boundary);
-    const images: { layer: LayerRecord; image: Qcow2Image; plan: PlanStep[] }[] = [];
-    try {
-      for (const layer of boundary) {
-        const image = await openChain(svc.layerStore, await layerChain(svc, layer.id), { writable: true });
-        images.push({ layer, image, plan: [] });
-        const entry = images[images.length - 1]!;
-        const backing = backingOf(image)!;
-        await forEachWindow(0, image.sizeBytes, async (start, end) => {
-          for (const u of await layerMap(image, start, end)) {
-            if (u.kind !== 'unallocated') continue;
-            for (const x of await chainMap(backing, u.offset, u.offset + u.length)) if (x.kind === 'data') entry.plan.push(x);
-          }
-        });
-      }
-      ctx.setTotal(images.reduce((sum, e) => sum + totalOf(e.plan), 0));
-      for (const { image, plan } of images) {
-        await copyPlan(backingOf(image)!, image, plan, ctx, 'skip');
-        await image.flush();
-      }
-      ctx.throwIfCancelled();
-      // Headers and catalog change together under the volume's lock, so that nothing opening the
-      // chain (an export, a diff) sees one without the other.
-      const commit = async () => {
-        for (const { image } of images) await image.setBackingFile(undefined, undefined);
-        const txn = new CatalogTxn();
-        for (const layer of boundary) {
-          const { backingLayerId: _old, ...rest } = layer;
-          svc.catalog.layers.update(txn, layer, rest);
+  await withResealing(svc, ids, `${vol.pool}/${vol.name}`, () => withVolumeWriter(svc, vol.id, () => runIntentLive(svc, ids, intent, async () => {
+    // Under a pause: a chain an export holds may read a sealed layer's manifest, which unsealing drops.
+    await withLiveChanges(svc, ids, () => prepareToWrite(svc, boundary));
+    // The backing chains belong to other volumes and are frozen: what they hold is read outside the pauses.
+    const sources = await Promise.all(boundary.map(async (layer) => layerChain(svc, layer.backingLayerId!)));
+    const sizes = await Promise.all(sources.map((chain) => withChain(svc, chain, async (image) => image.sizeBytes)));
+    await copyInWindows(svc, ctx, {
+      pauseLayerIds: ids,
+      sizeBytes: Math.max(...sizes),
+      candidates: async (start, end) => {
+        const out: KindRange[] = [];
+        for (const chain of sources) {
+          await withChain(svc, chain, async (backing) => {
+            for (const x of await chainMap(backing, start, end)) if (x.kind === 'data') out.push(x);
+          });
         }
-        await commitIntent(svc, txn, intent);
-      };
-      if (options.lockForCommit) await svc.locks.run([volKey(vol.id)], commit);
-      else await commit();
-    } finally {
-      for (const { image } of images) await image.close();
-    }
-  }))));
+        return out;
+      },
+      copyWindow: async (start, end) => {
+        let copied = 0;
+        for (const layer of boundary) {
+          await withChain(svc, await layerChain(svc, layer.id), async (image) => {
+            const backing = backingOf(image)!;
+            // Planned now: what the layer holds by now (guest writes included) is not copied over.
+            const plan: PlanStep[] = [];
+            for (const u of await layerMap(image, start, Math.min(end, image.sizeBytes))) {
+              if (u.kind !== 'unallocated') continue;
+              for (const x of await chainMap(backing, u.offset, u.offset + u.length)) if (x.kind === 'data') plan.push(x);
+            }
+            await copyPlan(backing, image, plan, ctx, 'skip');
+            await image.flush();
+            copied += totalOf(plan);
+          }, { writable: true });
+        }
+        return copied;
+      },
+    });
+    ctx.throwIfCancelled();
+    // Headers and catalog change together, the exports paused and under the volume's lock, so
+    // that nothing opening the chain (an export, a diff) sees one without the other.
+    const commit = () => withLiveChanges(svc, ids, async () => {
+      for (const layer of boundary) {
+        await withChain(svc, await layerChain(svc, layer.id), (image) => image.setBackingFile(undefined, undefined), { writable: true });
+      }
+      const txn = new CatalogTxn();
+      for (const layer of boundary) {
+        const { backingLayerId: _old, ...rest } = layer;
+        svc.catalog.layers.update(txn, layer, rest);
+      }
+      await commitIntent(svc, txn, intent);
+    });
+    if (options.lockForCommit) await svc.locks.run([volKey(vol.id)], commit);
+    else await commit();
+  })));
 }
+

@@ -1,0 +1,142 @@
+/**
+ * Copy-ups that run while the volume stays exported (flatten, snapshot delete): the copy goes a
+ * window of guest space at a time, each under a short pause of the exports whose chains hold the
+ * layers it writes, and the guests' requests run between windows (docs/daemon.md, "Live devices").
+ *
+ * Each window's plan is made at that moment, from the chain as it is then: a cluster a guest wrote
+ * since the job started is allocated in the layer by now and is skipped, so a guest's data is never
+ * overwritten with older data from below. Nothing a guest does makes an allocated cluster
+ * unallocated again (a discard or write-zeroes over a backing file leaves a zero cluster), so a
+ * window once copied stays copied. Only windows where the source has something to copy are
+ * visited; where that is comes from the frozen source layers, read outside the pauses.
+ *
+ * The copy-up writes what the layer's chain already reads there, so a crash or a cancel between
+ * (or inside) windows leaves a consistent volume: the intent is rolled back (headers as the
+ * catalog says, leaks repaired) under a pause too, since an export holds the layers open.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Qcow2Image } from '../../formats/qcow2/index.js';
+import type { ServiceContext } from './context.js';
+import { forEachWindow, type KindRange } from './extents.js';
+import { finishIntent, rollbackIntent } from './intents.js';
+import type { JobContext } from './jobs.js';
+import { openChain } from './layers.js';
+import { withLiveChanges } from './live-registry.js';
+import type { IntentRecord, LayerRecord } from './records.js';
+
+/**
+ * Guest bytes a window covers. A pause lasts about as long as copying a window's data (at most
+ * this much, less where the layer already has its own) plus a flush and the reopen of the
+ * exports' chains: 32 MiB is a fraction of a second on a disk doing 200 MB/s, short enough that a
+ * guest sees a slow request rather than a hung one, and long enough that the per-window costs
+ * (opening the chain, a flush, reopening the exports) stay a small part of the job.
+ */
+export const LIVE_COPY_WINDOW_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Between two windows the exports run at least as long as the last pause took (within these
+ * bounds), so a guest keeps at least about half its throughput while the job runs, and a job
+ * with nothing exported does not wait at all. Without this turn a queue-depth-1 guest would get one
+ * request in per window: the next pause closes the gate before its next request arrives.
+ */
+const GUEST_TURN_MIN_MS = 10;
+const GUEST_TURN_MAX_MS = 200;
+
+export interface WindowedCopy {
+  /** Layers whose exports pause for each window (every chain holding a layer the copy writes or drops). */
+  pauseLayerIds: readonly string[];
+  /** Guest bytes past which the source has nothing to copy. */
+  sizeBytes: number;
+  /**
+   * What the source may give over [start, end): its data (counted for progress) and zeroes to
+   * write. Read outside any pause, so from frozen layers only; a superset of what a window copies.
+   */
+  candidates(start: number, end: number): Promise<KindRange[]>;
+  /** Copies window [start, end) (the exports paused); resolves to the data bytes it copied. */
+  copyWindow(start: number, end: number): Promise<number>;
+}
+
+/** Runs a windowed copy: progress (total = the candidates' data), cancellation between windows. */
+export async function copyInWindows(svc: ServiceContext, ctx: JobContext, copy: WindowedCopy): Promise<{ windows: number }> {
+  let total = 0;
+  await forEachWindow(0, copy.sizeBytes, async (start, end) => {
+    total += dataBytes(await copy.candidates(start, end), start, end);
+  });
+  ctx.setTotal(total);
+  let windows = 0;
+  let guestTurnMs = 0;
+  await forEachWindow(0, copy.sizeBytes, async (mapStart, mapEnd) => {
+    const candidates = await copy.candidates(mapStart, mapEnd);
+    for (const [start, end] of windowsOver(candidates, mapStart, mapEnd)) {
+      if (guestTurnMs > 0) await sleep(guestTurnMs);
+      ctx.throwIfCancelled();
+      const exported = hasLiveChains(svc, copy.pauseLayerIds);
+      const pausedAt = performance.now();
+      const copied = await withLiveChanges(svc, copy.pauseLayerIds, () => copy.copyWindow(start, end));
+      guestTurnMs = exported ? Math.min(GUEST_TURN_MAX_MS, Math.max(GUEST_TURN_MIN_MS, performance.now() - pausedAt)) : 0;
+      windows++;
+      // Data the layer had of its own (a guest wrote it) needed no copy: it counts as done.
+      ctx.addDone(Math.max(0, dataBytes(candidates, start, end) - copied));
+    }
+  });
+  // And one more before the commit pauses them again.
+  if (guestTurnMs > 0) await sleep(guestTurnMs);
+  return { windows };
+}
+
+/** True when an export's chain holds any of these layers (the pause of a window stops it). */
+function hasLiveChains(svc: ServiceContext, layerIds: readonly string[]): boolean {
+  return [...svc.live.values()].some((live) => live.layerIds.some((id) => layerIds.includes(id)));
+}
+
+/** The windows (aligned to LIVE_COPY_WINDOW_BYTES, inside [start, end)) that some range touches, in order. */
+export function windowsOver(ranges: readonly KindRange[], start: number, end: number): [number, number][] {
+  const indexes = new Set<number>();
+  for (const r of ranges) {
+    const from = Math.max(start, r.offset);
+    const to = Math.min(end, r.offset + r.length);
+    if (from >= to) continue;
+    for (let i = Math.floor(from / LIVE_COPY_WINDOW_BYTES); i * LIVE_COPY_WINDOW_BYTES < to; i++) indexes.add(i);
+  }
+  return [...indexes]
+    .sort((a, b) => a - b)
+    .map((i) => [Math.max(start, i * LIVE_COPY_WINDOW_BYTES), Math.min(end, (i + 1) * LIVE_COPY_WINDOW_BYTES)]);
+}
+
+function dataBytes(ranges: readonly KindRange[], start: number, end: number): number {
+  let sum = 0;
+  for (const r of ranges) if (r.kind === 'data') sum += Math.max(0, Math.min(end, r.offset + r.length) - Math.max(start, r.offset));
+  return sum;
+}
+
+/**
+ * runIntent (intents.ts) for work that pauses the exports itself, window by window: a failure is
+ * rolled back under a pause of those exports (the rollback rewrites headers and repairs leaks in
+ * layers an export holds open), and a committed intent is finished after the exports resumed.
+ */
+export async function runIntentLive(svc: ServiceContext, pauseLayerIds: readonly string[], intent: IntentRecord, work: () => Promise<void>): Promise<void> {
+  await svc.catalog.change((txn) => svc.catalog.intents.create(txn, intent));
+  try {
+    await work();
+  } catch (err) {
+    // Should this fail too, recover() rolls the intent back at the next start.
+    await withLiveChanges(svc, pauseLayerIds, async () => {
+      const current = await svc.catalog.intents.get(intent.id);
+      if (current?.phase === 'committed') await finishIntent(svc, current);
+      else if (current) await rollbackIntent(svc, current);
+    }).catch(() => {});
+    throw err;
+  }
+  const current = await svc.catalog.intents.get(intent.id);
+  if (current) await finishIntent(svc, current);
+}
+
+/** Runs fn on the chain opened (read-only unless writable), and closes it. */
+export async function withChain<T>(svc: ServiceContext, chain: readonly LayerRecord[], fn: (image: Qcow2Image) => Promise<T>, options: { writable?: boolean } = {}): Promise<T> {
+  const image = await openChain(svc.layerStore, chain, { writable: options.writable === true });
+  try {
+    return await fn(image);
+  } finally {
+    await image.close();
+  }
+}
