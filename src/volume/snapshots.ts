@@ -3,17 +3,19 @@
  * into its children), protect, and the per-volume snapshot limit.
  */
 import { StorageError } from '../core/errors.js';
+import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import { countOf } from '../core/text.js';
 import { formatSizeHuman } from '../core/units.js';
 import { CatalogTxn } from './catalog.js';
 import { flattenLocked } from './clones.js';
 import { newId, nowIso, poolKey, type ServiceContext } from './context.js';
-import { forEachWindow, layerMap } from './extents.js';
+import { layerMap, type KindRange } from './extents.js';
 import { checkHeadNotLive, stopExportsFix, withVolume } from './guards.js';
 import { copyPlan, totalOfKind, type PlanStep } from './image-ops.js';
 import { commitIntent, newIntent, newLayer, runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
-import { backingOf, createLayerFile, openChain } from './layers.js';
+import { backingOf, createLayerFile, openLayerAlone } from './layers.js';
+import { copyInWindows, runIntentLive, withChain } from './live-copy.js';
 import { liveKey } from './live.js';
 import { prepareToWrite, scheduleSeal, stopSeals, withResealing } from './sealing.js';
 import { withLiveChanges } from './live-registry.js';
@@ -345,6 +347,11 @@ export async function createSnapshotLocked(svc: ServiceContext, vol: VolumeRecor
 /**
  * Deletes snapshot S (layer L): each child layer C of L gets L's data copied up where C has
  * none, then C is rebased onto L's parent G; then L goes. What every layer reads is unchanged.
+ *
+ * The copy-up goes a window at a time (live-copy.ts): exports whose chains hold L or a child pause
+ * for each window and run between them; a guest write into the head between two windows lands in
+ * C (when C is the active layer) and the next window's plan leaves it alone. Only the rebase and
+ * the catalog change happen under one more pause. The volume's lock is held throughout.
  */
 export async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecord, snap: SnapshotRecord, ctx: JobContext): Promise<void> {
   const layer = await layerById(svc, snap.layerId);
@@ -355,56 +362,87 @@ export async function deleteSnapshotLocked(svc: ServiceContext, vol: VolumeRecor
   }
   const parent = layer.backingLayerId === undefined ? undefined : await layerById(svc, layer.backingLayerId);
   const ids = children.map((c) => c.id);
+  const pauseIds = [layer.id, ...ids];
   const intent = newIntent('snapshot-delete', `${vol.pool}/${vol.name}@${snap.name}`, { rebaseLayerIds: ids, writeLayerIds: ids });
-  let totalBytes = 0;
   // The merged layer's seal stops (it is going); the children are written, so a sealed one is
   // made a local file again first, and sealed again after the merge.
   await stopSeals(svc, [layer.id]);
-  // Exports whose chains hold a rewritten layer pause for the whole merge (their requests wait).
-  await withResealing(svc, ids, `${vol.pool}/${vol.name}`, () => withLiveChanges(svc, [layer.id, ...ids], () => withVolumeWriter(svc, vol.id, () => runIntent(svc, intent, async () => {
-    await prepareToWrite(svc, children);
-    for (const child of children) {
-      ctx.throwIfCancelled();
-      const image = await openChain(svc.layerStore, await layerChain(svc, child.id), { writable: true });
-      try {
-        const merged = backingOf(image)!;
-        const parentSize = backingOf(merged)?.sizeBytes ?? 0;
-        const plan: PlanStep[] = [];
-        await forEachWindow(0, image.sizeBytes, async (start, end) => {
-          for (const u of await layerMap(image, start, end)) {
-            if (u.kind !== 'unallocated') continue;
-            const uEnd = u.offset + u.length;
-            const inMerged = Math.min(uEnd, merged.sizeBytes);
-            if (u.offset < inMerged) {
-              for (const x of await layerMap(merged, u.offset, inMerged)) {
-                if (x.kind === 'data') plan.push({ offset: x.offset, length: x.length, kind: 'data' });
-                else if (x.kind === 'zero') plan.push({ offset: x.offset, length: x.length, kind: 'zero' });
-              }
-            }
-            // Past L's end C read zeroes; G may be longer and would show its data there.
-            const zeroStart = Math.max(u.offset, merged.sizeBytes);
-            const zeroEnd = Math.min(uEnd, parentSize);
-            if (zeroStart < zeroEnd) plan.push({ offset: zeroStart, length: zeroEnd - zeroStart, kind: 'zero' });
+  await withResealing(svc, ids, `${vol.pool}/${vol.name}`, () => withVolumeWriter(svc, vol.id, () => runIntentLive(svc, pauseIds, intent, async () => {
+    // Under a pause: a chain an export holds may read a sealed layer's manifest, which unsealing drops.
+    await withLiveChanges(svc, pauseIds, () => prepareToWrite(svc, children));
+    // L is frozen and nothing writes it while the lock is held: where it has something is read outside the pauses.
+    const sizes = await withChain(svc, await layerChain(svc, layer.id), async (merged) => ({ merged: merged.sizeBytes, parent: backingOf(merged)?.sizeBytes ?? 0 }));
+    await copyInWindows(svc, ctx, {
+      pauseLayerIds: pauseIds,
+      sizeBytes: Math.max(sizes.merged, sizes.parent),
+      candidates: async (start, end) => {
+        const own: KindRange[] = [];
+        const inMerged = Math.min(end, sizes.merged);
+        if (start < inMerged) {
+          const merged = await openLayerAlone(svc.layerStore, layer, { writable: false });
+          try {
+            for (const x of await layerMap(merged, start, inMerged)) if (x.kind !== 'unallocated') own.push({ offset: x.offset, length: x.length, kind: x.kind });
+          } finally {
+            await merged.close();
           }
-        });
-        totalBytes += totalOfKind(plan, 'data');
-        ctx.setTotal(totalBytes);
-        await copyPlan(merged, image, plan, ctx, 'write-zeroes');
-        await image.flush();
-        ctx.throwIfCancelled();
-        await image.setBackingFile(parent === undefined ? undefined : svc.layerStore.backingName(child, parent), parent === undefined ? undefined : 'qcow2');
-      } finally {
-        await image.close();
+        }
+        const zeroStart = Math.max(start, sizes.merged);
+        const zeroEnd = Math.min(end, sizes.parent);
+        if (zeroStart < zeroEnd) own.push({ offset: zeroStart, length: zeroEnd - zeroStart, kind: 'zero' });
+        // Each child may take a copy of all of it (progress counts each child's copy).
+        return children.flatMap(() => own);
+      },
+      copyWindow: async (start, end) => {
+        let copied = 0;
+        for (const child of children) {
+          await withChain(svc, await layerChain(svc, child.id), async (image) => {
+            const plan = await mergePlan(image, start, Math.min(end, image.sizeBytes));
+            await copyPlan(backingOf(image)!, image, plan, ctx, 'write-zeroes');
+            await image.flush();
+            copied += totalOfKind(plan, 'data');
+          }, { writable: true });
+        }
+        return copied;
+      },
+    });
+    ctx.throwIfCancelled();
+    await withLiveChanges(svc, pauseIds, async () => {
+      for (const child of children) {
+        const backingName = parent === undefined ? undefined : svc.layerStore.backingName(child, parent);
+        await withChain(svc, await layerChain(svc, child.id), (image) => image.setBackingFile(backingName, parent === undefined ? undefined : 'qcow2'), { writable: true });
       }
+      await svc.layerStore.syncPool(vol.pool);
+      const txn = new CatalogTxn();
+      svc.catalog.snapshots.remove(txn, snap);
+      svc.catalog.layers.remove(txn, layer);
+      for (const child of children) {
+        const { backingLayerId: _old, ...rest } = child;
+        svc.catalog.layers.update(txn, child, parent === undefined ? rest : { ...rest, backingLayerId: parent.id });
+      }
+      await commitIntent(svc, txn, intent, [layer]);
+    });
+  })));
+}
+
+/**
+ * What child C (`image`, backed by the merged layer L) takes from L over [start, end), planned
+ * from C's map as it is now: L's data and zeroes where C has nothing of its own, and zeroes past
+ * L's end where L's parent G is longer (C read zeroes there; G would show its data).
+ */
+async function mergePlan(image: Qcow2Image, start: number, end: number): Promise<PlanStep[]> {
+  const merged = backingOf(image)!;
+  const parentSize = backingOf(merged)?.sizeBytes ?? 0;
+  const plan: PlanStep[] = [];
+  for (const u of await layerMap(image, start, end)) {
+    if (u.kind !== 'unallocated') continue;
+    const uEnd = u.offset + u.length;
+    const inMerged = Math.min(uEnd, merged.sizeBytes);
+    if (u.offset < inMerged) {
+      for (const x of await layerMap(merged, u.offset, inMerged)) if (x.kind !== 'unallocated') plan.push({ offset: x.offset, length: x.length, kind: x.kind });
     }
-    await svc.layerStore.syncPool(vol.pool);
-    const txn = new CatalogTxn();
-    svc.catalog.snapshots.remove(txn, snap);
-    svc.catalog.layers.remove(txn, layer);
-    for (const child of children) {
-      const { backingLayerId: _old, ...rest } = child;
-      svc.catalog.layers.update(txn, child, parent === undefined ? rest : { ...rest, backingLayerId: parent.id });
-    }
-    await commitIntent(svc, txn, intent, [layer]);
-  }))));
+    const zeroStart = Math.max(u.offset, merged.sizeBytes);
+    const zeroEnd = Math.min(uEnd, parentSize);
+    if (zeroStart < zeroEnd) plan.push({ offset: zeroStart, length: zeroEnd - zeroStart, kind: 'zero' });
+  }
+  return plan;
 }

@@ -1,5 +1,5 @@
 /**
- * Flatten while the volume is exported and written (src/volume/live-copy.ts):
+ * Flatten and snapshot delete while the volume is exported and written (src/volume/live-copy.ts):
  * the copy goes a window at a time, the export runs between windows. A writer through the live
  * device (as an NBD or vhost-user export writes) puts distinct data all over the volume, in ranges
  * already copied and ranges not yet copied, while the job runs; then every byte must be what the
@@ -144,6 +144,37 @@ describe.skipIf(!requireTool('qemu-img'))('flatten and snapshot delete of an exp
     await device.close();
     expect((await s.volumeInfo('p', 'c')).parent).toBeUndefined();
     expectBytes(await readVolume(env, 'p', 'c'), expected, 'clone after the second flatten');
+    await expectConsistent(env);
+  });
+
+  it.each([
+    { name: 'the newest snapshot (merged into the active layer the guest writes)', deleted: 's2' },
+    { name: 'an older snapshot (merged into a frozen layer under the head)', deleted: 's1' },
+  ])('snapshot delete of $name: writes complete while it copies, every snapshot and the head read right', async ({ deleted }) => {
+    const env = await makeEnv();
+    const s = env.service;
+    await s.createPool('p');
+    await s.createVolume('p', 'v', SIZE);
+    const s1 = parentData();
+    await writeVolume(env, 'p', 'v', 0, s1);
+    await s.createSnapshot('p', 'v', 's1');
+    const s2 = s1.slice();
+    for (let off = 2 * MiB; off < SIZE; off += 16 * MiB) s2.set(pattern(MiB, off / MiB + 500), off);
+    for (let off = 2 * MiB; off < SIZE; off += 16 * MiB) await writeVolume(env, 'p', 'v', off, s2.subarray(off, off + MiB));
+    await s.createSnapshot('p', 'v', 's2');
+    const expected = s2.slice();
+    const device = await s.openDevice('p', 'v');
+    const running = async () => (await s.listJobs()).find((j) => j.kind === 'snapshot-delete' && j.state === 'running');
+    const writer = new Writer(device, expected, running);
+    await s.deleteSnapshot('p', 'v', deleted);
+    await writer.stop();
+    expect(writer.duringCopy, `${writer.written} writes in all`).toBeGreaterThan(0);
+    expectBytes(await readDevice(device), expected, 'head through the export after the delete');
+    await device.close();
+    expect((await s.listSnapshots('p', 'v')).map((x) => x.name)).toEqual(deleted === 's1' ? ['s2'] : ['s1']);
+    expectBytes(await readVolume(env, 'p', 'v'), expected, 'head after the delete');
+    const kept = deleted === 's1' ? 's2' : 's1';
+    expectBytes(await readVolume(env, 'p', 'v', kept), kept === 's1' ? s1 : s2, `snapshot ${kept}`);
     await expectConsistent(env);
   });
 });
