@@ -34,10 +34,11 @@ import type { IntentRecord, LayerRecord } from './records.js';
 export const LIVE_COPY_WINDOW_BYTES = 32 * 1024 * 1024;
 
 /**
- * Between two windows the exports run at least as long as the last pause took (within these
- * bounds), so a guest keeps at least about half its throughput while the job runs, and a job
- * with nothing exported does not wait at all. Without this turn a queue-depth-1 guest would get one
- * request in per window: the next pause closes the gate before its next request arrives.
+ * When requests waited during a window's pause, the exports then run at least as long as that
+ * pause took (within these bounds) before the next window, so a busy guest keeps about half its
+ * throughput while the job runs; with no export, or idle ones, the job does not wait. Without this
+ * turn a queue-depth-1 guest would get one request in per window: the next pause closes the gate
+ * before its next request arrives.
  */
 const GUEST_TURN_MIN_MS = 10;
 const GUEST_TURN_MAX_MS = 200;
@@ -70,10 +71,11 @@ export async function copyInWindows(svc: ServiceContext, ctx: JobContext, copy: 
     for (const [start, end] of windowsOver(candidates, mapStart, mapEnd)) {
       if (guestTurnMs > 0) await sleep(guestTurnMs);
       ctx.throwIfCancelled();
-      const exported = hasLiveChains(svc, copy.pauseLayerIds);
+      const waitedBefore = waitedRequests(svc, copy.pauseLayerIds);
       const pausedAt = performance.now();
       const copied = await withLiveChanges(svc, copy.pauseLayerIds, () => copy.copyWindow(start, end));
-      guestTurnMs = exported ? Math.min(GUEST_TURN_MAX_MS, Math.max(GUEST_TURN_MIN_MS, performance.now() - pausedAt)) : 0;
+      const waited = waitedRequests(svc, copy.pauseLayerIds) > waitedBefore;
+      guestTurnMs = waited ? Math.min(GUEST_TURN_MAX_MS, Math.max(GUEST_TURN_MIN_MS, performance.now() - pausedAt)) : 0;
       windows++;
       // Data the layer had of its own (a guest wrote it) needed no copy: it counts as done.
       ctx.addDone(Math.max(0, dataBytes(candidates, start, end) - copied));
@@ -84,9 +86,11 @@ export async function copyInWindows(svc: ServiceContext, ctx: JobContext, copy: 
   return { windows };
 }
 
-/** True when an export's chain holds any of these layers (the pause of a window stops it). */
-function hasLiveChains(svc: ServiceContext, layerIds: readonly string[]): boolean {
-  return [...svc.live.values()].some((live) => live.layerIds.some((id) => layerIds.includes(id)));
+/** Requests that ever waited at the gates of the exports' chains holding any of these layers (the ones a window pauses). */
+function waitedRequests(svc: ServiceContext, layerIds: readonly string[]): number {
+  let sum = 0;
+  for (const live of svc.live.values()) if (live.layerIds.some((id) => layerIds.includes(id))) sum += live.waitedRequests;
+  return sum;
 }
 
 /** The windows (aligned to LIVE_COPY_WINDOW_BYTES, inside [start, end)) that some range touches, in order. */

@@ -64,6 +64,11 @@ export class LiveVolume {
   private lastSizeBytes: number;
   /** Handles' resize listeners (LiveDevice.onResize). */
   private readonly resizeListeners = new Set<(sizeBytes: number) => void>();
+  /**
+   * Requests that had to wait at the closed gate (a pause, a close), ever: a job pausing the chain
+   * again and again (live-copy.ts) gives the exports a turn between pauses only when some waited.
+   */
+  waitedRequests = 0;
   /** The volume's QoS limiter, shared by its handles (unlimited until the registry sets limits). */
   readonly throttle = new QosThrottle(undefined);
 
@@ -239,6 +244,7 @@ export class LiveVolume {
   }
 
   private async runLater<T>(op: (image: Qcow2Image) => Promise<T>): Promise<T> {
+    this.waitedRequests++;
     while (!this.gate.isOpen) await this.gate.whenOpen();
     if (this.broken !== undefined) throw this.broken;
     if (this.image === undefined) throw new StorageError('IO_ERROR', 'the volume was closed');
