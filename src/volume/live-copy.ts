@@ -17,7 +17,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import type { ServiceContext } from './context.js';
-import { forEachWindow, type KindRange } from './extents.js';
+import { forEachWindow, MAP_WINDOW_BYTES, type KindRange } from './extents.js';
 import { finishIntent, rollbackIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { openChain } from './layers.js';
@@ -68,7 +68,9 @@ export async function copyInWindows(svc: ServiceContext, ctx: JobContext, copy: 
   let guestTurnMs = 0;
   await forEachWindow(0, copy.sizeBytes, async (mapStart, mapEnd) => {
     const candidates = await copy.candidates(mapStart, mapEnd);
-    for (const [start, end] of windowsOver(candidates, mapStart, mapEnd)) {
+    // Nothing exported: nothing to pause, so no reason to pay a flush and a reopen per 32 MiB.
+    const windowBytes = isLive(svc, copy.pauseLayerIds) ? LIVE_COPY_WINDOW_BYTES : MAP_WINDOW_BYTES;
+    for (const [start, end] of windowsOver(candidates, mapStart, mapEnd, windowBytes)) {
       if (guestTurnMs > 0) await sleep(guestTurnMs);
       ctx.throwIfCancelled();
       const waitedBefore = waitedRequests(svc, copy.pauseLayerIds);
@@ -86,6 +88,11 @@ export async function copyInWindows(svc: ServiceContext, ctx: JobContext, copy: 
   return { windows };
 }
 
+/** True when an export's chain holds any of these layers. */
+function isLive(svc: ServiceContext, layerIds: readonly string[]): boolean {
+  return [...svc.live.values()].some((live) => live.layerIds.some((id) => layerIds.includes(id)));
+}
+
 /** Requests that ever waited at the gates of the exports' chains holding any of these layers (the ones a window pauses). */
 function waitedRequests(svc: ServiceContext, layerIds: readonly string[]): number {
   let sum = 0;
@@ -93,18 +100,18 @@ function waitedRequests(svc: ServiceContext, layerIds: readonly string[]): numbe
   return sum;
 }
 
-/** The windows (aligned to LIVE_COPY_WINDOW_BYTES, inside [start, end)) that some range touches, in order. */
-export function windowsOver(ranges: readonly KindRange[], start: number, end: number): [number, number][] {
+/** The windows (aligned to windowBytes, inside [start, end)) that some range touches, in order. */
+export function windowsOver(ranges: readonly KindRange[], start: number, end: number, windowBytes: number = LIVE_COPY_WINDOW_BYTES): [number, number][] {
   const indexes = new Set<number>();
   for (const r of ranges) {
     const from = Math.max(start, r.offset);
     const to = Math.min(end, r.offset + r.length);
     if (from >= to) continue;
-    for (let i = Math.floor(from / LIVE_COPY_WINDOW_BYTES); i * LIVE_COPY_WINDOW_BYTES < to; i++) indexes.add(i);
+    for (let i = Math.floor(from / windowBytes); i * windowBytes < to; i++) indexes.add(i);
   }
   return [...indexes]
     .sort((a, b) => a - b)
-    .map((i) => [Math.max(start, i * LIVE_COPY_WINDOW_BYTES), Math.min(end, (i + 1) * LIVE_COPY_WINDOW_BYTES)]);
+    .map((i) => [Math.max(start, i * windowBytes), Math.min(end, (i + 1) * windowBytes)]);
 }
 
 function dataBytes(ranges: readonly KindRange[], start: number, end: number): number {

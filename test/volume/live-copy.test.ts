@@ -10,7 +10,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { LiveDevice } from '../../src/volume/live.js';
-import { LIVE_COPY_WINDOW_BYTES } from '../../src/volume/live-copy.js';
+import { LIVE_COPY_WINDOW_BYTES, windowsOver } from '../../src/volume/live-copy.js';
 import type { JobInfo } from '../../src/volume/types.js';
 import { requireTool } from '../support/tools.js';
 import { expectBytes, expectConsistent, KiB, makeEnv, MiB, pattern, readVolume, writeVolume, type Env } from './helpers.js';
@@ -89,8 +89,18 @@ async function readDevice(device: LiveDevice): Promise<Uint8Array> {
 }
 
 describe.skipIf(!requireTool('qemu-img'))('flatten and snapshot delete of an exported volume being written', () => {
-  it('the parent data is copied in several windows', () => {
+  it('the parent data is copied in several windows; windowsOver visits only the windows that have something', () => {
     expect(SIZE / LIVE_COPY_WINDOW_BYTES).toBeGreaterThanOrEqual(3);
+    const W = LIVE_COPY_WINDOW_BYTES;
+    const ranges = [
+      { offset: W - 4096, length: 8192, kind: 'data' as const }, // across the first boundary
+      { offset: 3 * W + 5, length: 10, kind: 'zero' as const },
+      { offset: 3 * W + 100, length: 10, kind: 'data' as const }, // same window again
+    ];
+    expect(windowsOver(ranges, 0, 8 * W)).toEqual([[0, W], [W, 2 * W], [3 * W, 4 * W]]);
+    // Clipped to the map window it is asked for, which need not be window-aligned at its end.
+    expect(windowsOver(ranges, W, 3 * W + 50)).toEqual([[W, 2 * W], [3 * W, 3 * W + 50]]);
+    expect(windowsOver([], 0, 8 * W)).toEqual([]);
   });
 
   it('flatten: guest writes complete while it copies, guest data wins, the clone becomes standalone', async () => {
