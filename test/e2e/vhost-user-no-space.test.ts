@@ -8,13 +8,14 @@
  * The pool is full for real: the data folder is on a small tmpfs (root only; skipped where it
  * cannot be mounted).
  */
-import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir } from '../support/tmp.js';
 import { requireTool, run } from '../support/tools.js';
 import { VhostUserFrontend } from '../vhost-user/frontend.js';
 import { assertBuilt, startDaemon, type Daemon } from './harness.js';
+import { fillUp } from '../support/fill-filesystem.js';
 
 assertBuilt();
 
@@ -31,25 +32,6 @@ function pattern(seed: number): Uint8Array {
   const b = new Uint8Array(CHUNK_BYTES);
   for (let i = 0; i < b.length; i++) b[i] = (seed * 13 + i * 5 + (i >> 10)) & 0xff;
   return b;
-}
-
-function fillUp(file: string): void {
-  const fd = openSync(file, 'w');
-  try {
-    for (const size of [1024 * 1024, 64 * 1024, 4096, 512, 1]) {
-      const chunk = new Uint8Array(size).fill(0xee);
-      for (;;) {
-        try {
-          writeSync(fd, chunk);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break;
-          throw err;
-        }
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** The WAITING cell of an export's row in `volume exports`. */

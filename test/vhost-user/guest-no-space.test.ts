@@ -6,7 +6,7 @@
  * root; skipped where it cannot be mounted); space is freed by deleting that file.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
@@ -15,31 +15,13 @@ import { LocalHostFile } from '../../src/store/local-file.js';
 import { makeTempDir } from '../support/tmp.js';
 import { expectSuccess, qemuImg, requireTool, run } from '../support/tools.js';
 import { guestValues, prepareGuestAssets, startGuest } from './guest.js';
+import { fillUp } from '../support/fill-filesystem.js';
 
 const TMPFS_BYTES = 8 * 1024 * 1024;
 const DATA_BYTES = 1024 * 1024;
 const BOOT_TIMEOUT_MS = 150_000;
 
 const haveTools = requireTool('qemu-system-x86_64', 'qemu-img', 'apt-get', 'dpkg-deb', 'mount', 'umount');
-
-function fillUp(file: string): void {
-  const fd = openSync(file, 'w');
-  try {
-    for (const size of [1024 * 1024, 64 * 1024, 4096, 512, 1]) {
-      const chunk = new Uint8Array(size).fill(0xee);
-      for (;;) {
-        try {
-          writeSync(fd, chunk);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break;
-          throw err;
-        }
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-}
 
 describe.skipIf(!haveTools)('vhost-user-blk guest: writing into a full pool', () => {
   const tmp = makeTempDir();

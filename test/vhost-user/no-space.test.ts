@@ -8,7 +8,7 @@
  * The pool is full for real: the image lives on a small tmpfs (mounting needs root; skipped where
  * it cannot be mounted) filled up with a file, and space is freed by deleting that file.
  */
-import { closeSync, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
@@ -19,6 +19,7 @@ import { LocalHostFile } from '../../src/store/local-file.js';
 import { makeTempDir } from '../support/tmp.js';
 import { expectSuccess, qemuImg, requireTool, run } from '../support/tools.js';
 import { BlkStatus, BlkStatusError, VhostUserFrontend, type FrontendOptions } from './frontend.js';
+import { fillUp } from '../support/fill-filesystem.js';
 
 const TMPFS_BYTES = 8 * 1024 * 1024;
 const IMAGE_BYTES = 64 * 1024 * 1024;
@@ -29,26 +30,6 @@ function pattern(seed: number, lengthBytes = CHUNK_BYTES): Uint8Array {
   const b = new Uint8Array(lengthBytes);
   for (let i = 0; i < b.length; i++) b[i] = (seed * 31 + i * 7 + (i >> 9)) & 0xff;
   return b;
-}
-
-/** Fills the filesystem of `file`'s folder until it refuses another byte (ENOSPC). */
-function fillUp(file: string): void {
-  const fd = openSync(file, 'w');
-  try {
-    for (const size of [1024 * 1024, 64 * 1024, 4096, 512, 1]) {
-      const chunk = new Uint8Array(size).fill(0xee);
-      for (;;) {
-        try {
-          writeSync(fd, chunk);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break;
-          throw err;
-        }
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Whether a promise has settled yet (looked at after the event loop had a turn). */
