@@ -129,6 +129,26 @@ function checkEndpoint(text: string): string {
   return url.origin;
 }
 
+/**
+ * True when two pools' tiers (as checkTier records them) would see each other's objects: the same
+ * S3 bucket (whatever the endpoint: two spellings may name one server) or file system, with one
+ * key prefix or folder equal to or inside the other. A pool lists its whole prefix for orphan
+ * packs, so a GC of either would delete the other's packs.
+ */
+export function tiersOverlap(a: string, b: string): boolean {
+  const parts = (url: string): { root: string; path: string[] } => {
+    const m = /^(s3:\/\/[^/]+|file:\/\/)(.*)$/.exec(url);
+    const root = m?.[1] ?? url;
+    return { root, path: (m?.[2] ?? '').split('/').filter((part) => part !== '') };
+  };
+  const x = parts(a);
+  const y = parts(b);
+  if (x.root !== y.root) return false;
+  const n = Math.min(x.path.length, y.path.length);
+  for (let i = 0; i < n; i++) if (x.path[i] !== y.path[i]) return false;
+  return true;
+}
+
 /** The URL without its credentials (they never reach a message or a log). */
 function redact(url: URL): string {
   const copy = new URL(url.href);

@@ -6,7 +6,7 @@ import { LAYER_FILE_PATTERN, TEMP_PREFIX } from './layers.js';
 import { checkName, checkQuota } from './names.js';
 import { describePool, layerById, layersOfPool, requirePool, snapshotsOfVolume, volumesOfPool } from './queries.js';
 import type { PoolRecord } from './records.js';
-import { checkDedupPoolConfig, type DedupPoolRequest } from './pool-config.js';
+import { checkDedupPoolConfig, tiersOverlap, type DedupPoolRequest } from './pool-config.js';
 import type { DuEntry, JobInfo, PoolDf, PoolGcReport, PoolInfo } from './types.js';
 
 export async function createPool(svc: ServiceContext, name: string, options: { quotaBytes?: number; dedup?: DedupPoolRequest } = {}): Promise<PoolInfo> {
@@ -18,6 +18,7 @@ export async function createPool(svc: ServiceContext, name: string, options: { q
   }
   return svc.locks.run([POOLS_KEY, poolKey(name)], async () => {
     if (await svc.catalog.pools.get(name)) throw new StorageError('ALREADY_EXISTS', `pool '${name}' already exists`);
+    if (dedup?.tier !== undefined) await refuseSharedTier(svc, name, dedup.tier.url);
     // Attached before the record exists: a record never names a dedup pool its store cannot open.
     if (dedup !== undefined) await svc.chunkedPools!.attachPool(name, dedup);
     await svc.layerStore.createPool(name);
@@ -30,6 +31,28 @@ export async function createPool(svc: ServiceContext, name: string, options: { q
     await svc.catalog.change((txn) => svc.catalog.pools.create(txn, record));
     return describePool(svc, record);
   });
+}
+
+/**
+ * INVALID_ARGUMENT when another pool's tier is the same prefix or folder as this one's, or one
+ * inside the other: each pool's GC deletes the packs under its prefix that its own index does not
+ * know, so two pools there would delete each other's data.
+ */
+async function refuseSharedTier(svc: ServiceContext, name: string, url: string): Promise<void> {
+  for (const other of await svc.catalog.pools.all()) {
+    const otherUrl = other.dedup?.tier?.url;
+    if (otherUrl === undefined || !tiersOverlap(url, otherUrl)) continue;
+    throw new StorageError(
+      'INVALID_ARGUMENT',
+      `tier '${url}' of pool '${name}' would share objects with pool '${other.name}', whose tier is '${otherUrl}': each pool's garbage collection deletes the packs under its tier that it does not know, so give each pool a prefix or folder of its own, not inside another's (${suggestedTier(url, otherUrl, name)})`,
+    );
+  }
+}
+
+function suggestedTier(url: string, otherUrl: string, name: string): string {
+  if (/^s3:\/\/[^/]+$/.test(otherUrl)) return `that pool uses the whole bucket: use another bucket`;
+  const bucket = /^s3:\/\/[^/]+/.exec(url)?.[0];
+  return `e.g. ${bucket !== undefined ? `${bucket}/strata-${name}` : `${url}-${name}`}`;
 }
 
 export async function listPools(svc: ServiceContext): Promise<PoolInfo[]> {

@@ -1,0 +1,78 @@
+/**
+ * Administering tiered dedup pools through `strata serve` against moto_server (through the fault
+ * proxy), as an operator walking docs/cli.md does:
+ *   - two pools whose tiers are one S3 prefix (or one inside the other) would delete each other's
+ *     packs (each GC deletes the packs under its prefix that its index does not know): the second
+ *     pool create is refused, naming the other pool and a prefix of its own;
+ * The fault proxy runs in this process: every CLI call that may reach S3 runs asynchronously (a
+ * synchronous one would block the proxy it goes through).
+ */
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EXIT } from '../../src/cli/remote/exits.js';
+import { S3FaultProxy } from '../support/s3-fault-proxy.js';
+import { createTestBucket, s3ServerAvailable, startMoto, type S3TestServer } from '../support/s3-servers.js';
+import { makeTempDir } from '../support/tmp.js';
+import { strataAsync, type RunResult } from '../support/tools.js';
+import { assertBuilt, startDaemon, type Daemon } from './harness.js';
+
+assertBuilt();
+
+describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefix, gc grace, pool delete with the tier down', () => {
+  let tmp: { path: string; cleanup: () => void };
+  let moto: S3TestServer;
+  let proxy: S3FaultProxy;
+  let d: Daemon;
+  let bucket: string;
+  const env = () => ({ AWS_ACCESS_KEY_ID: moto.accessKeyId, AWS_SECRET_ACCESS_KEY: moto.secretAccessKey, AWS_EC2_METADATA_DISABLED: 'true', AWS_PROFILE: undefined });
+  const tierArgs = (prefix: string) => ['--dedup', '--tier', `s3://${bucket}/${prefix}`, '--s3-endpoint', proxy.endpoint, '--s3-region', moto.region];
+
+  /** `strata ARGS` run asynchronously, so the proxy in this process keeps forwarding. */
+  async function cli(args: readonly string[]): Promise<RunResult> {
+    return strataAsync(args, { env: d.env() });
+  }
+  async function cliOk(args: readonly string[]): Promise<RunResult> {
+    const r = await cli(args);
+    expect(r.code, `strata ${args.join(' ')}\n${r.stdout}${r.stderr}`).toBe(0);
+    return r;
+  }
+  async function cliFails(args: readonly string[], status: number, ...mentions: RegExp[]): Promise<RunResult> {
+    const r = await cli(args);
+    expect(r.code, `strata ${args.join(' ')}\n${r.stdout}${r.stderr}`).toBe(status);
+    for (const m of mentions) expect(r.stderr).toMatch(m);
+    return r;
+  }
+
+
+
+  beforeAll(async () => {
+    tmp = makeTempDir();
+    moto = await startMoto();
+    proxy = await S3FaultProxy.start(moto.endpoint);
+    d = await startDaemon(path.join(tmp.path, 'data'), { env: env() });
+    bucket = await createTestBucket(moto);
+  });
+  afterAll(async () => {
+    await d?.stop();
+    await proxy?.close();
+    await moto?.stop();
+    tmp?.cleanup();
+  });
+
+  it('a tier prefix another pool uses, or one inside it, is refused at pool create, naming that pool', async () => {
+    await cliOk(['pool', 'create', 'ta', ...tierArgs('shared')]);
+    await cliFails(['pool', 'create', 'tb', ...tierArgs('shared')], EXIT.ERROR, /would share objects with pool 'ta'/, /garbage collection deletes the packs/, new RegExp(`s3://${bucket}/strata-tb`));
+    await cliFails(['pool', 'create', 'tb', ...tierArgs('shared/inner')], EXIT.ERROR, /pool 'ta'/);
+    // A trailing slash is the same prefix.
+    await cliFails(['pool', 'create', 'tb', '--dedup', '--tier', `s3://${bucket}/shared/`, '--s3-endpoint', proxy.endpoint], EXIT.ERROR, /pool 'ta'/);
+    // A sibling whose name merely starts the same is its own prefix.
+    await cliOk(['pool', 'create', 'tb', ...tierArgs('shared-b')]);
+    expect((await cliOk(['pool', 'list'])).stdout).not.toMatch(/^tc /m);
+    await cliOk(['pool', 'delete', 'ta']);
+    await cliOk(['pool', 'delete', 'tb']);
+    // Once the other pool is deleted, its prefix is free again.
+    await cliOk(['pool', 'create', 'tc', ...tierArgs('shared')]);
+    await cliOk(['pool', 'delete', 'tc']);
+  });
+
+});
