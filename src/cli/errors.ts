@@ -23,13 +23,19 @@ export class CliError extends Error {
   readonly exitCode: number;
   /** A code for scripts when the cause carries none (an API code outside StorageError, UNREACHABLE). */
   readonly code: string | undefined;
+  /**
+   * True when `hint` is final, even when undefined: the daemon's errors are worded for its objects
+   * and get no hint of strata img's (written for image files: "stop the other user of the image").
+   */
+  readonly hintDecided: boolean;
 
-  constructor(message: string, options: { hint?: string; exitCode?: number; cause?: unknown; code?: string } = {}) {
+  constructor(message: string, options: { hint?: string; exitCode?: number; cause?: unknown; code?: string; hintDecided?: boolean } = {}) {
     super(message, { cause: options.cause });
     this.name = 'CliError';
     this.hint = options.hint;
     this.exitCode = options.exitCode ?? 1;
     this.code = options.code;
+    this.hintDecided = options.hintDecided ?? false;
   }
 }
 
@@ -112,7 +118,7 @@ export function describeFailure(err: unknown, usageExitCode = 1): Failure {
     let hint = err.hint;
     if (cause instanceof StorageError) {
       code = cause.code;
-      hint ??= storageHint(cause);
+      if (!err.hintDecided) hint ??= storageHint(cause);
     } else if (errnoOf(cause) !== undefined) {
       code = errnoOf(cause);
       hint ??= ERRNO_HINT;
@@ -152,7 +158,7 @@ export function formatErrorLine(err: unknown): string {
 export function withContext(context: string, err: unknown, exitCode?: number): CliError {
   if (err instanceof UsageError) return new CliError(`${context}: ${err.message}`, { hint: err.hint, exitCode });
   if (err instanceof CliError) {
-    return new CliError(`${context}: ${err.message}`, { hint: err.hint, exitCode: exitCode ?? err.exitCode, cause: err.cause, ...(err.code !== undefined ? { code: err.code } : {}) });
+    return new CliError(`${context}: ${err.message}`, { hint: err.hint, exitCode: exitCode ?? err.exitCode, cause: err.cause, hintDecided: err.hintDecided, ...(err.code !== undefined ? { code: err.code } : {}) });
   }
   return new CliError(`${context}: ${describeError(err)}`, { cause: err, exitCode });
 }

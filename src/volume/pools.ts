@@ -80,13 +80,19 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
     const pool = await requirePool(svc, name);
     const volumes = await volumesOfPool(svc, name);
     if (volumes.length > 0) {
-      throw new StorageError('BUSY', `pool '${name}' still has ${countOf(volumes.length, 'volume')}; delete them first`);
+      throw new StorageError('BUSY', `pool '${name}' still has ${countOf(volumes.length, 'volume')}: delete them first`, {
+        fix: { operation: 'listVolumes', pool: name, text: '{} lists them' },
+      });
     }
     if ((await svc.catalog.reservations.byIndexPrefix('name', `${name}/`)).length > 0) {
       throw new StorageError('BUSY', `pool '${name}' has a volume being created (import or copy); try again when it is done`);
     }
     const trashed = await svc.catalog.volumes.byIndexPrefix('trash', `${name}/`);
-    if (trashed.length > 0) throw new StorageError('BUSY', `pool '${name}' has ${countOf(trashed.length, 'volume')} in its trash; purge them first`);
+    if (trashed.length > 0) {
+      throw new StorageError('BUSY', `pool '${name}' has ${countOf(trashed.length, 'volume')} in its trash; purge them first (or restore them)`, {
+        fix: { operation: 'listTrash', pool: name, text: '{} lists them' },
+      });
+    }
     if ((await layersOfPool(svc, name)).length > 0) {
       throw new StorageError('BUSY', `pool '${name}' still holds layers`);
     }

@@ -4,6 +4,8 @@
  *   - two pools whose tiers are one S3 prefix (or one inside the other) would delete each other's
  *     packs (each GC deletes the packs under its prefix that its index does not know): the second
  *     pool create is refused, naming the other pool and a prefix of its own;
+ *   - `pool delete` while the pool has volumes or trash names the list to look at, not strata
+ *     img's "stop the other user of the image";
  * The fault proxy runs in this process: every CLI call that may reach S3 runs asynchronously (a
  * synchronous one would block the proxy it goes through).
  */
@@ -73,6 +75,18 @@ describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefi
     // Once the other pool is deleted, its prefix is free again.
     await cliOk(['pool', 'create', 'tc', ...tierArgs('shared')]);
     await cliOk(['pool', 'delete', 'tc']);
+  });
+
+  it('pool delete refused for volumes or trash names the list to look at, not a hint about image files', async () => {
+    await cliOk(['pool', 'create', 'bp', '--dedup']);
+    await cliOk(['volume', 'create', 'bp/vm', '1M']);
+    const busy = await cliFails(['pool', 'delete', 'bp'], EXIT.CONFLICT, /still has 1 volume: delete them first \[BUSY\] \('strata volume list bp' lists them\)$/m);
+    expect(busy.stderr).not.toMatch(/other user of the image/);
+    await cliOk(['volume', 'delete', 'bp/vm']);
+    const trash = await cliFails(['pool', 'delete', 'bp'], EXIT.CONFLICT, /1 volume in its trash; purge them first \(or restore them\) \[BUSY\] \('strata trash list bp' lists them\)$/m);
+    expect(trash.stderr).not.toMatch(/other user of the image/);
+    await cliOk(['trash', 'purge', 'bp']);
+    await cliOk(['pool', 'delete', 'bp']);
   });
 
 });

@@ -71,7 +71,7 @@ function isStorageCode(code: string): code is StorageErrorCode {
 export function apiError(code: string, message: string, hint?: string): CliError {
   const cause = isStorageCode(code) ? new StorageError(code, message) : undefined;
   const origin = cause !== undefined ? { cause } : code !== '' ? { code } : {};
-  return new CliError(message, { hint: hint ?? HINTS[code], exitCode: exitCodeFor(code), ...origin });
+  return new CliError(message, { hint: hint ?? HINTS[code], exitCode: exitCodeFor(code), hintDecided: true, ...origin });
 }
 
 export interface ApiResponse {
