@@ -2,6 +2,7 @@
  * strata pool: what dedup pools add: the flags of `pool create` that make one (checked here for
  * their combinations; the daemon checks their values), `pool df` and `pool gc`.
  */
+import { countOf } from '../core/text.js';
 import { formatDurationHuman, parseDurationMs } from '../core/units.js';
 import type { ParsedArgs } from './args.js';
 import type { Subcommand } from './command.js';
@@ -191,6 +192,13 @@ Options:
         `Pool '${r.pool}': freed ${size(r.bytesDeleted)} (${r.bytesDeleted} bytes): ${r.chunksForgotten} chunks forgotten, ` +
           `${r.packsDeleted + r.orphanPacksDeleted} packs deleted, ${r.packsRewritten} rewritten (job ${r.jobId}, grace ${formatDurationHuman(r.graceMs)}).\n`,
       );
+      if (r.chunksWaiting > 0) {
+        const until = r.waitingUntilMs === null ? '' : ` (the last at ${new Date(r.waitingUntilMs).toISOString()})`;
+        con.stdout(
+          `${countOf(r.chunksWaiting, 'unreferenced chunk')} (${size(r.bytesWaiting)}) wait out the grace period: a gc after it frees them${until}, ` +
+            `or 'strata pool gc ${r.pool} --grace 0' now.\n`,
+        );
+      }
       for (const damaged of r.damaged) con.stdout(`damaged, left alone: ${damaged}\n`);
     }
     return 0;

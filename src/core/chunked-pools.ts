@@ -53,6 +53,10 @@ export interface ChunkedPoolGcReport {
   readonly orphanPacksDeleted: number;
   readonly packsRewritten: number;
   readonly bytesDeleted: number;
+  /** Unreferenced chunks still inside the grace period, their bytes, and when the last one leaves it (null: none). */
+  readonly chunksWaiting: number;
+  readonly bytesWaiting: number;
+  readonly waitingUntilMs: number | null;
   /** Damaged chunks or packs left where they are, for an operator. */
   readonly damaged: readonly string[];
 }

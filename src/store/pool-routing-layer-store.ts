@@ -268,6 +268,9 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
       orphanPacksDeleted: report.orphanPacksDeleted,
       packsRewritten: report.packsRewritten,
       bytesDeleted: report.bytesDeleted,
+      chunksWaiting: report.chunksWaiting,
+      bytesWaiting: report.bytesWaiting,
+      waitingUntilMs: report.waitingUntilMs,
       damaged: report.damaged,
     };
   }

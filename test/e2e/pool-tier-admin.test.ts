@@ -4,21 +4,29 @@
  *   - two pools whose tiers are one S3 prefix (or one inside the other) would delete each other's
  *     packs (each GC deletes the packs under its prefix that its index does not know): the second
  *     pool create is refused, naming the other pool and a prefix of its own;
+ *   - `pool gc` with the default grace after a delete frees nothing yet, and says how much waits
+ *     out the grace period and how to free it now; `--grace 0` then frees exactly that;
  *   - `pool delete` while the pool has volumes or trash names the list to look at, not strata
  *     img's "stop the other user of the image";
  * The fault proxy runs in this process: every CLI call that may reach S3 runs asynchronously (a
  * synchronous one would block the proxy it goes through).
  */
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { PoolGcJson, VolumeEvictJson } from '../../src/api/rest/schemas.js';
 import { EXIT } from '../../src/cli/remote/exits.js';
 import { S3FaultProxy } from '../support/s3-fault-proxy.js';
-import { createTestBucket, s3ServerAvailable, startMoto, type S3TestServer } from '../support/s3-servers.js';
+import { adminClient, createTestBucket, s3ServerAvailable, startMoto, type S3TestServer } from '../support/s3-servers.js';
 import { makeTempDir } from '../support/tmp.js';
 import { strataAsync, type RunResult } from '../support/tools.js';
 import { assertBuilt, startDaemon, type Daemon } from './harness.js';
 
 assertBuilt();
+
+const MiB = 1 << 20;
 
 describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefix, gc grace, pool delete with the tier down', () => {
   let tmp: { path: string; cleanup: () => void };
@@ -38,6 +46,9 @@ describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefi
     expect(r.code, `strata ${args.join(' ')}\n${r.stdout}${r.stderr}`).toBe(0);
     return r;
   }
+  async function json<T>(args: readonly string[]): Promise<T> {
+    return JSON.parse((await cliOk([...args, '--json'])).stdout) as T;
+  }
   async function cliFails(args: readonly string[], status: number, ...mentions: RegExp[]): Promise<RunResult> {
     const r = await cli(args);
     expect(r.code, `strata ${args.join(' ')}\n${r.stdout}${r.stderr}`).toBe(status);
@@ -45,7 +56,27 @@ describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefi
     return r;
   }
 
+  /** The keys and bytes under a prefix of the bucket, read from moto directly. */
+  async function objectsUnder(prefix: string): Promise<{ count: number; bytes: number }> {
+    const client = adminClient(moto);
+    try {
+      const listed = await client.send(new ListObjectsV2Command({ Bucket: bucket, Prefix: `${prefix}/` }));
+      const contents = listed.Contents ?? [];
+      return { count: contents.length, bytes: contents.reduce((sum, c) => sum + (c.Size ?? 0), 0) };
+    } finally {
+      client.destroy();
+    }
+  }
 
+  /** A pool holding one volume of random data, evicted: its packs are in the bucket only. */
+  async function poolWithEvictedVolume(pool: string): Promise<void> {
+    await cliOk(['pool', 'create', pool, ...tierArgs(pool)]);
+    const file = path.join(tmp.path, `${pool}.raw`);
+    writeFileSync(file, randomBytes(4 * MiB));
+    await cliOk(['volume', 'import', file, `${pool}/vm`]);
+    const evicted = await json<VolumeEvictJson>(['volume', 'evict', `${pool}/vm`]);
+    expect(evicted.movedPacks).toBeGreaterThan(0);
+  }
 
   beforeAll(async () => {
     tmp = makeTempDir();
@@ -75,6 +106,26 @@ describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefi
     // Once the other pool is deleted, its prefix is free again.
     await cliOk(['pool', 'create', 'tc', ...tierArgs('shared')]);
     await cliOk(['pool', 'delete', 'tc']);
+  });
+
+  it('gc with the default grace says what waits out the grace period; --grace 0 frees exactly that', async () => {
+    await poolWithEvictedVolume('gp');
+    const before = await objectsUnder('gp');
+    await cliOk(['volume', 'delete', 'gp/vm', '--now']);
+    const waiting = await cliOk(['pool', 'gc', 'gp']);
+    expect(waiting.stdout).toMatch(/freed 0 B/);
+    expect(waiting.stdout).toMatch(/\d+ unreferenced chunks \([\d.]+ MiB\) wait out the grace period: a gc after it frees them \(the last at \d{4}-/);
+    expect(waiting.stdout).toMatch(/'strata pool gc gp --grace 0' now/);
+    const report = await json<PoolGcJson>(['pool', 'gc', 'gp']);
+    expect(report.chunksWaiting).toBeGreaterThan(0);
+    expect(report.bytesWaiting).toBeGreaterThanOrEqual(4 * MiB);
+    expect(report.waitingUntilMs).toBeGreaterThan(0);
+    const freed = await json<PoolGcJson>(['pool', 'gc', 'gp', '--grace', '0']);
+    expect(freed.chunksForgotten).toBe(report.chunksWaiting);
+    expect(freed).toMatchObject({ chunksWaiting: 0, bytesWaiting: 0, waitingUntilMs: null });
+    expect(freed.bytesDeleted).toBe(before.bytes);
+    expect(await objectsUnder('gp')).toEqual({ count: 0, bytes: 0 });
+    await cliOk(['pool', 'delete', 'gp']);
   });
 
   it('pool delete refused for volumes or trash names the list to look at, not a hint about image files', async () => {

@@ -147,7 +147,7 @@ export const poolDfSchema = {
 export const poolGcSchema = {
   $id: 'PoolGc',
   type: 'object',
-  required: ['pool', 'jobId', 'graceMs', 'chunksForgotten', 'packsDeleted', 'orphanPacksDeleted', 'packsRewritten', 'bytesDeleted', 'damaged'],
+  required: ['pool', 'jobId', 'graceMs', 'chunksForgotten', 'packsDeleted', 'orphanPacksDeleted', 'packsRewritten', 'bytesDeleted', 'chunksWaiting', 'bytesWaiting', 'waitingUntilMs', 'damaged'],
   properties: {
     pool: { type: 'string' },
     jobId: { type: 'string' },
@@ -157,6 +157,9 @@ export const poolGcSchema = {
     orphanPacksDeleted: bytes,
     packsRewritten: bytes,
     bytesDeleted: bytes,
+    chunksWaiting: { type: 'integer', minimum: 0, description: 'unreferenced chunks still inside the grace period: a later gc (or one with a shorter grace) frees them' },
+    bytesWaiting: { type: 'integer', minimum: 0, description: 'their stored bytes' },
+    waitingUntilMs: { type: ['integer', 'null'], description: 'when the last of them leaves the grace period (ms since the epoch); null with none waiting' },
     damaged: { type: 'array', items: { type: 'string' } },
   },
 } as const;

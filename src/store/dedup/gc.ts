@@ -69,6 +69,12 @@ export interface GcReport {
   bytesMoved: number;
   /** Pack bytes deleted (dead, orphan and rewritten packs). */
   bytesDeleted: number;
+  /** Chunks no one references that are still inside the grace period (a later GC forgets them). */
+  chunksWaiting: number;
+  /** Their stored bytes. */
+  bytesWaiting: number;
+  /** When the last of them leaves the grace period (ms since the epoch); null with none waiting. */
+  waitingUntilMs: number | null;
   /** Chunks that failed their hash check while being moved and packs that failed to decode or are
    *  missing: left where they are, for a scrub or an operator. */
   damaged: string[];
@@ -97,6 +103,9 @@ export async function collectGarbage(repo: GcContext, options: GcOptions): Promi
     chunksMoved: 0,
     bytesMoved: 0,
     bytesDeleted: 0,
+    chunksWaiting: 0,
+    bytesWaiting: 0,
+    waitingUntilMs: null,
     damaged: [],
   };
   const live = await forgetDeadChunks(repo, options, report);
@@ -118,6 +127,11 @@ async function forgetDeadChunks(repo: GcContext, options: GcOptions, report: GcR
       if (record.refs === 0 && record.zeroSinceMs !== null && record.zeroSinceMs + options.graceMs <= options.nowMs) {
         expired.push(record);
         continue;
+      }
+      if (record.refs === 0 && record.zeroSinceMs !== null) {
+        report.chunksWaiting++;
+        report.bytesWaiting += record.lengthBytes;
+        report.waitingUntilMs = Math.max(report.waitingUntilMs ?? 0, record.zeroSinceMs + options.graceMs);
       }
       const weight = live.get(record.pack) ?? { chunks: 0, bytes: 0 };
       weight.chunks++;
