@@ -122,20 +122,34 @@ const info = subcommand(
 const del = subcommand(
   'delete',
   'delete an empty pool',
-  `Usage: strata pool delete NAME
+  `Usage: strata pool delete NAME [--force]
 
-Deletes a pool that has no volumes and no S3 buckets (exit status 4 while it has some: delete
-the volumes, and the buckets 'strata bucket list' shows in the pool with S3 DeleteBucket or
-'strata bucket delete BUCKET --purge').
+Deletes a pool that has no volumes, nothing in its trash and no S3 buckets (exit status 4 while
+it has some: delete the volumes, purge its trash with 'strata trash purge NAME', and delete the
+buckets 'strata bucket list' shows in the pool with S3 DeleteBucket or 'strata bucket delete
+BUCKET --purge'). A dedup pool's packs are deleted with it, those in its tier too: when the tier
+does not answer, the pool is kept (exit status 6 when it may answer later) and the delete can be
+run again.
+
+Options:
+  -f, --force   delete the pool even when its tier's packs cannot be deleted; they stay in the
+                bucket or folder named in the output, for you to delete
 `,
   async (argv, con) => {
     const command = 'pool delete';
-    const args = parse(argv, command);
+    const args = parse(argv, command, [{ short: 'f', long: 'force' }]);
     const [name] = positionals(args, command, ['NAME']) as [string];
     checkName(name, 'pool', command);
-    await clientOf(args).json('DELETE', `/v1/pools/${seg(name)}`, `cannot delete pool '${name}'`);
-    if (wantsJson(args)) printJson(con, { deleted: name });
-    else con.stdout(`Pool '${name}' deleted.\n`);
+    const force = args.has('force');
+    const report = await clientOf(args).json<{ pool: string; packsLeftIn?: string; packsLeftReason?: string } | undefined>(
+      'DELETE',
+      `/v1/pools/${seg(name)}${force ? '?force=true' : ''}`,
+      `cannot delete pool '${name}'`,
+    );
+    const left = report?.packsLeftIn;
+    if (wantsJson(args)) printJson(con, { deleted: name, ...(left === undefined ? {} : { packsLeftIn: left, packsLeftReason: report?.packsLeftReason }) });
+    else if (left === undefined) con.stdout(`Pool '${name}' deleted.\n`);
+    else con.stdout(`Pool '${name}' deleted; its packs in ${left} could not be deleted and were left there: delete them yourself (${report?.packsLeftReason ?? ''}).\n`);
     return 0;
   },
 );

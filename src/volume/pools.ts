@@ -7,7 +7,7 @@ import { checkName, checkQuota } from './names.js';
 import { describePool, layerById, layersOfPool, requirePool, snapshotsOfVolume, volumesOfPool } from './queries.js';
 import type { PoolRecord } from './records.js';
 import { checkDedupPoolConfig, tiersOverlap, type DedupPoolRequest } from './pool-config.js';
-import type { DuEntry, JobInfo, PoolDf, PoolGcReport, PoolInfo } from './types.js';
+import type { DuEntry, JobInfo, PoolDeleteReport, PoolDf, PoolGcReport, PoolInfo } from './types.js';
 
 export async function createPool(svc: ServiceContext, name: string, options: { quotaBytes?: number; dedup?: DedupPoolRequest } = {}): Promise<PoolInfo> {
   checkName('pool', name);
@@ -75,8 +75,14 @@ export async function setPoolQuota(svc: ServiceContext, name: string, quotaBytes
   });
 }
 
-export async function deletePool(svc: ServiceContext, name: string): Promise<void> {
-  await svc.locks.run([POOLS_KEY, poolKey(name)], async () => {
+/**
+ * Deletes a pool with no volumes, trash or buckets left. A dedup pool's packs (local and in its
+ * tier) are collected before the record goes: a failure (its tier unreachable) refuses the delete
+ * with that error and keeps the pool, so no pack is left behind unnamed; `force` deletes the pool
+ * anyway, leaving what could not be deleted where the returned report says.
+ */
+export async function deletePool(svc: ServiceContext, name: string, options: { force?: boolean } = {}): Promise<PoolDeleteReport> {
+  return svc.locks.run([POOLS_KEY, poolKey(name)], async () => {
     const pool = await requirePool(svc, name);
     const volumes = await volumesOfPool(svc, name);
     if (volumes.length > 0) {
@@ -104,17 +110,35 @@ export async function deletePool(svc: ServiceContext, name: string): Promise<voi
         throw new StorageError('BUSY', `pool '${name}' still holds ${countOf(referenced, 'chunk')} of S3 objects: delete the objects of its buckets ('strata bucket list') first, or run 'strata pool scrub ${name} --repair' if none remain`);
       }
     }
+    const report: PoolDeleteReport = { pool: name };
+    const chunked = pool.dedup !== undefined && svc.chunkedPools?.isChunkedPool(name) === true ? svc.chunkedPools : undefined;
+    if (chunked !== undefined) {
+      // No layer references a chunk any more: every pack goes now (local and in the tier), while
+      // the pool still exists, so a failure leaves a pool to delete again, not packs nobody names.
+      try {
+        await chunked.gc(name, { graceMs: 0 });
+      } catch (err) {
+        const where = pool.dedup?.tier?.url ?? 'its chunk store';
+        const reason = err instanceof Error ? err.message : String(err);
+        if (options.force !== true) {
+          const code = err instanceof StorageError && err.code === 'UNAVAILABLE' ? 'UNAVAILABLE' : err instanceof StorageError ? err.code : 'IO_ERROR';
+          throw new StorageError(code, `pool '${name}' was not deleted: its packs in ${where} could not be deleted (${reason})`, {
+            cause: err,
+            fix: { option: 'force', text: 'fix what the message names and run it again, or pass {} to delete the pool anyway, leaving any packs there' },
+          });
+        }
+        report.packsLeftIn = where;
+        report.packsLeftReason = reason;
+      }
+    }
     await svc.catalog.change((txn) => svc.catalog.pools.remove(txn, pool));
     for (const buckets of svc.poolBuckets) buckets.poolDeleted(name);
     for (const entry of await svc.layerStore.list(name).catch(() => [] as string[])) {
       if (LAYER_FILE_PATTERN.test(entry) || entry.startsWith(TEMP_PREFIX)) await svc.layerStore.remove({ pool: name, fileName: entry });
     }
     await svc.layerStore.removePool(name).catch(() => {});
-    if (pool.dedup !== undefined && svc.chunkedPools?.isChunkedPool(name)) {
-      // No layer references a chunk any more: every pack goes now rather than after a grace period.
-      await svc.chunkedPools.gc(name, { graceMs: 0 }).catch(() => undefined);
-      await svc.chunkedPools.detachPool(name);
-    }
+    if (chunked !== undefined) await chunked.detachPool(name);
+    return report;
   });
 }
 

@@ -50,7 +50,7 @@ import * as snapshots from './snapshots.js';
 import type { TransferEncoding } from './sparse-stream.js';
 import * as transfer from './transfer.js';
 import * as trash from './trash.js';
-import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, ExternalJobKind, JobInfo, JobProgress, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SealPolicyPass, VolumeCompactReport, VolumeEvictReport, VolumeSealReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService, OpenDeviceOptions } from './types.js';
+import type { DiffExtent, DiffRange, DuEntry, ExpiredTrashPass, ExternalJobKind, JobInfo, JobProgress, PoolDeleteReport, PoolDf, PoolGcReport, PoolInfo, PoolScrubReport, SealPolicyPass, VolumeCompactReport, VolumeEvictReport, VolumeSealReport, SnapshotInfo, TrashEntry, VolumeInfo, VolumeService, OpenDeviceOptions } from './types.js';
 import type { DedupPoolRequest } from './pool-config.js';
 import { attachChunkedPools, resumeSeals } from './sealing.js';
 import type { QosLimits } from './qos/limits.js';
@@ -207,8 +207,8 @@ export class LocalVolumeService implements VolumeService {
     return pools.setPoolQuota(this.svc, name, quotaBytes);
   }
 
-  deletePool(name: string): Promise<void> {
-    return pools.deletePool(this.svc, name);
+  deletePool(name: string, options: { force?: boolean } = {}): Promise<PoolDeleteReport> {
+    return pools.deletePool(this.svc, name, options);
   }
 
   du(pool: string, volume?: string): Promise<DuEntry[]> {

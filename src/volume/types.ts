@@ -78,6 +78,12 @@ export interface PoolDf {
 }
 
 export type PoolGcReport = ChunkedPoolGcReport & { pool: string; graceMs: number };
+/** What a pool delete did; packsLeftIn: where packs stayed that a forced delete could not delete. */
+export interface PoolDeleteReport {
+  pool: string;
+  packsLeftIn?: string;
+  packsLeftReason?: string;
+}
 
 export type VolumeEvictReport = ChunkedPoolEviction & { pool: string; volume: string };
 
@@ -265,8 +271,11 @@ export interface VolumeService extends GroupService {
   listPools(): Promise<PoolInfo[]>;
   poolInfo(name: string): Promise<PoolInfo>;
   setPoolQuota(name: string, quotaBytes: number | undefined): Promise<PoolInfo>;
-  /** Refused (BUSY) while the pool has volumes. */
-  deletePool(name: string): Promise<void>;
+  /**
+   * Refused (BUSY) while the pool has volumes; a dedup pool's packs go first, and when they cannot
+   * (its tier does not answer) the pool stays, unless force (the report then says what was left).
+   */
+  deletePool(name: string, options?: { force?: boolean }): Promise<PoolDeleteReport>;
 
   // Volumes
   /** qos: the new volume's own limits and policy (docs/qos.md). */

@@ -49,7 +49,10 @@ describe.skipIf(!requireTool('qemu-img', 'qemu-io'))('dedup pools through the da
     d.cliFails(['pool', 'create', 'Upper', '--dedup'], 1, /lower-case/);
     const s3 = d.json<PoolJson>(['pool', 'create', 's3p', '--dedup', '--tier', 's3://bucket/some/prefix/', '--s3-endpoint', 'http://127.0.0.1:9000', '--cooling', '12h']);
     expect(s3.dedup?.tier).toEqual({ url: 's3://bucket/some/prefix', s3Endpoint: 'http://127.0.0.1:9000', s3Region: null, coolingMs: 12 * 3_600_000 });
-    for (const name of ['tiered', 's3p']) d.cliOk(['pool', 'delete', name]);
+    d.cliOk(['pool', 'delete', 'tiered']);
+    // Nothing answers at the endpoint (nor are there keys): the pool is kept, unless forced.
+    d.cliFails(['pool', 'delete', 's3p'], 1, /its packs in s3:\/\/bucket\/some\/prefix could not be deleted/, /pass --force to delete the pool anyway/);
+    expect(d.cliOk(['pool', 'delete', 's3p', '--force']).stdout).toMatch(/^Pool 's3p' deleted; its packs in s3:\/\/bucket\/some\/prefix could not be deleted and were left there/);
     // REST: gc without a body takes the default grace; a local pool has nothing to collect.
     expect(await d.apiJson<PoolGcJson>('POST', '/v1/pools/dd/gc', undefined, 200)).toMatchObject({ pool: 'dd', graceMs: 3_600_000, bytesDeleted: 0 });
     const local = await d.api('POST', '/v1/pools/default/gc', { body: {} });

@@ -8,6 +8,10 @@
  *     out the grace period and how to free it now; `--grace 0` then frees exactly that;
  *   - `pool delete` while the pool has volumes or trash names the list to look at, not strata
  *     img's "stop the other user of the image";
+ *   - `pool delete` while S3 resets every connection keeps the pool (exit 6) and its packs in the
+ *     bucket, instead of reporting success and leaving them there unnamed; once S3 answers the
+ *     delete empties the pool's prefix; `--force` deletes a pool anyway and says where the packs
+ *     were left.
  * The fault proxy runs in this process: every CLI call that may reach S3 runs asynchronously (a
  * synchronous one would block the proxy it goes through).
  */
@@ -140,4 +144,43 @@ describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefi
     await cliOk(['pool', 'delete', 'bp']);
   });
 
+  it('pool delete while S3 resets every connection keeps the pool and its packs (exit 6); once S3 answers it deletes them all', async () => {
+    await poolWithEvictedVolume('dp');
+    const packs = await objectsUnder('dp');
+    expect(packs.count).toBeGreaterThan(0);
+    await cliOk(['volume', 'delete', 'dp/vm', '--now']);
+    proxy.inject('reset', { count: Infinity });
+    try {
+      const refused = await strataAsync(['pool', 'delete', 'dp'], { env: d.env() });
+      expect(refused.code, refused.stdout + refused.stderr).toBe(EXIT.UNAVAILABLE);
+      expect(refused.stderr).toMatch(new RegExp(`pool 'dp' was not deleted: its packs in s3://${bucket}/dp could not be deleted \\(.*running and reachable`));
+      expect(refused.stderr).toMatch(/\[UNAVAILABLE\] \(fix what the message names and run it again, or pass --force to delete the pool anyway, leaving any packs there\)$/m);
+    } finally {
+      proxy.clear();
+    }
+    expect((await cliOk(['pool', 'list'])).stdout).toMatch(/^dp /m);
+    expect(await objectsUnder('dp')).toEqual(packs);
+    await cliOk(['pool', 'delete', 'dp']);
+    expect((await cliOk(['pool', 'list'])).stdout).not.toMatch(/^dp /m);
+    expect(await objectsUnder('dp')).toEqual({ count: 0, bytes: 0 });
+  });
+
+  it('pool delete --force while S3 resets every connection deletes the pool and names where its packs were left', async () => {
+    await poolWithEvictedVolume('fp');
+    const packs = await objectsUnder('fp');
+    await cliOk(['volume', 'delete', 'fp/vm', '--now']);
+    proxy.inject('reset', { count: Infinity });
+    let forced;
+    try {
+      forced = await strataAsync(['pool', 'delete', 'fp', '--force', '--json'], { env: d.env() });
+    } finally {
+      proxy.clear();
+    }
+    expect(forced.code, forced.stdout + forced.stderr).toBe(0);
+    const out = JSON.parse(forced.stdout) as { deleted: string; packsLeftIn?: string; packsLeftReason?: string };
+    expect(out).toMatchObject({ deleted: 'fp', packsLeftIn: `s3://${bucket}/fp` });
+    expect(out.packsLeftReason).toMatch(/running and reachable/);
+    expect((await cliOk(['pool', 'list'])).stdout).not.toMatch(/^fp /m);
+    expect(await objectsUnder('fp')).toEqual(packs);
+  });
 });

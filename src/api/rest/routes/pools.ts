@@ -109,10 +109,26 @@ export function registerPoolRoutes(app: FastifyInstance, ctx: RestContext): void
     },
   }, async (req) => poolJson(await service.setPoolQuota(req.params.pool, req.body.quotaBytes ?? undefined)));
 
-  app.delete<{ Params: PoolParams }>('/v1/pools/:pool', {
-    schema: { tags: ['pools'], summary: 'Delete an empty pool', params: poolParams, response: { 204: { type: 'null' }, ...errorResponses } },
+  app.delete<{ Params: PoolParams; Querystring: { force?: boolean } }>('/v1/pools/:pool', {
+    schema: {
+      tags: ['pools'],
+      summary: "Delete an empty pool and its packs (force: even when its tier's packs cannot be deleted; 200 then says where they were left)",
+      params: poolParams,
+      querystring: { type: 'object', additionalProperties: false, properties: { force: { type: 'boolean' } } },
+      response: {
+        204: { type: 'null' },
+        200: {
+          type: 'object',
+          required: ['pool', 'packsLeftIn', 'packsLeftReason'],
+          additionalProperties: false,
+          properties: { pool: { type: 'string' }, packsLeftIn: { type: 'string' }, packsLeftReason: { type: 'string' } },
+        },
+        ...errorResponses,
+      },
+    },
   }, async (req, reply) => {
-    await service.deletePool(req.params.pool);
+    const report = await service.deletePool(req.params.pool, { force: req.query.force === true });
+    if (report.packsLeftIn !== undefined) return reply.code(200).send(report);
     return reply.code(204).send();
   });
 
