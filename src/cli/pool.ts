@@ -72,6 +72,12 @@ ${DEDUP_CREATE_HELP}`,
       const kind = pool.dedup === null ? '' : ` (dedup, ${pool.dedup.hash} chunks)`;
       con.stdout(`Pool '${pool.name}' created${kind}${pool.quotaBytes !== null ? ` (quota ${size(pool.quotaBytes)})` : ''}.\n`);
       if (pool.dedup?.tier && !pool.dedup.tierActive) con.stdout(`Tier ${pool.dedup.tier.url} recorded; this daemon does not tier: packs stay local.\n`);
+      if (pool.dedup?.tierError !== undefined) {
+        con.stderr(
+          `strata: warning: pool '${pool.name}' was created, but its tier does not work yet: ${pool.dedup.tierError}\n` +
+            `  Packs stay on this host until it does ('strata pool info ${pool.name}' shows the tier error); or delete it ('strata pool delete ${pool.name} --force') and create it again with the right --tier, --s3-endpoint or keys.\n`,
+        );
+      }
     }
     return 0;
   },

@@ -184,6 +184,11 @@ export interface ChunkedPools {
   /** The pool's tier (undefined for a pool without one). */
   tierStatus?(pool: string): ChunkedPoolTierStatus | undefined;
   /**
+   * Waits, at most `timeoutMs`, for the check of the tier's bucket made when the pool was opened
+   * (its failure then shows in tierStatus().error); at once for a pool without a tier.
+   */
+  awaitTierCheck?(pool: string, timeoutMs: number): Promise<void>;
+  /**
    * Moves the packs holding the chunks of `layers` (sealed layers of one volume; others are
    * skipped) to the pool's tier now; INVALID_ARGUMENT naming the fix for a pool without a tier.
    */

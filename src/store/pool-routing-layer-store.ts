@@ -181,6 +181,20 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
     await Promise.all(local.map((pool) => this.options.localPoolChunks?.close?.(pool)));
   }
 
+  async awaitTierCheck(pool: string, timeoutMs: number): Promise<void> {
+    const tier = this.chunked.get(pool)?.tier;
+    if (tier === undefined) return;
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+    });
+    try {
+      await Promise.race([tier.firstCheck.then(() => undefined), bound]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   tierStatus(pool: string): ChunkedPoolTierStatus | undefined {
     const tier = this.chunked.get(pool)?.tier;
     if (tier === undefined) return undefined;

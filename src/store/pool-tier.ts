@@ -52,6 +52,8 @@ export interface PoolTier {
   readonly s3Counters?: S3StoreCounters;
   /** The last failure to reach the cold tier (cleared by the next success), for pool info/df. */
   error(): string | undefined;
+  /** The check of the bucket made at open (true: it answered); its failure is in error(). */
+  readonly firstCheck: Promise<boolean>;
   /** Moves packs not read for the cooling period cold, at most `maxObjects` of them. */
   migrateCold(options: { nowMs: number; maxObjects: number; signal?: AbortSignal }): Promise<MigrationResult>;
   close(): Promise<void>;
@@ -214,6 +216,7 @@ export async function openPoolTier(options: PoolTierOptions): Promise<PoolTier> 
     store,
     ...(s3 === undefined ? {} : { s3Counters: s3.counters }),
     error: () => lastError,
+    firstCheck,
     migrateCold: async ({ nowMs, maxObjects, signal }) => {
       if (!(await check(signal))) return { movedObjects: 0, movedBytes: 0, failed: [] };
       const result = await store.migrateCold({ nowMs, maxObjects, ...(signal === undefined ? {} : { signal }) });

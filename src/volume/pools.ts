@@ -9,6 +9,9 @@ import type { PoolRecord } from './records.js';
 import { checkDedupPoolConfig, tiersOverlap, type DedupPoolRequest } from './pool-config.js';
 import type { DuEntry, JobInfo, PoolDeleteReport, PoolDf, PoolGcReport, PoolInfo } from './types.js';
 
+/** How long pool create waits for its tier's first answer before answering without it. */
+const TIER_CHECK_WAIT_MS = 15_000;
+
 export async function createPool(svc: ServiceContext, name: string, options: { quotaBytes?: number; dedup?: DedupPoolRequest } = {}): Promise<PoolInfo> {
   checkName('pool', name);
   const quotaBytes = checkQuota(options.quotaBytes);
@@ -29,6 +32,10 @@ export async function createPool(svc: ServiceContext, name: string, options: { q
       ...(dedup === undefined ? {} : { dedup }),
     };
     await svc.catalog.change((txn) => svc.catalog.pools.create(txn, record));
+    // A bucket that is missing, keys it refuses, a server not there: the answer's tierError says
+    // so now, rather than at the first evict or cooling pass (the pool is kept either way: a
+    // server not up yet may answer later).
+    if (dedup?.tier !== undefined) await svc.chunkedPools?.awaitTierCheck?.(name, TIER_CHECK_WAIT_MS);
     return describePool(svc, record);
   });
 }

@@ -4,6 +4,9 @@
  *   - two pools whose tiers are one S3 prefix (or one inside the other) would delete each other's
  *     packs (each GC deletes the packs under its prefix that its index does not know): the second
  *     pool create is refused, naming the other pool and a prefix of its own;
+ *   - a pool created against a bucket that does not exist (or a server that does not answer) is
+ *     made, but pool create warns at once with the tier's error and its fix, instead of the
+ *     operator finding out at the first evict; such a pool is deleted with --force;
  *   - `pool gc` with the default grace after a delete frees nothing yet, and says how much waits
  *     out the grace period and how to free it now; `--grace 0` then frees exactly that;
  *   - `pool delete` while the pool has volumes or trash names the list to look at, not strata
@@ -110,6 +113,27 @@ describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefi
     // Once the other pool is deleted, its prefix is free again.
     await cliOk(['pool', 'create', 'tc', ...tierArgs('shared')]);
     await cliOk(['pool', 'delete', 'tc']);
+  });
+
+  it('pool create against a missing bucket or a server that does not answer warns at once, naming the fix', async () => {
+    const missing = await cliOk(['pool', 'create', 'mb', '--dedup', '--tier', 's3://no-such-bucket-here/p', '--s3-endpoint', proxy.endpoint]);
+    expect(missing.stdout).toBe("Pool 'mb' created (dedup, blake3 chunks).\n");
+    expect(missing.stderr).toMatch(/^strata: warning: pool 'mb' was created, but its tier does not work yet: tier s3:\/\/no-such-bucket-here\/p: .*bucket no-such-bucket-here does not exist there: create it, or fix the store's bucket name or endpoint\n/);
+    expect(missing.stderr).toMatch(/'strata pool delete mb --force'/);
+    await cliFails(['pool', 'delete', 'mb'], EXIT.ERROR, /pass --force/);
+    await cliOk(['pool', 'delete', 'mb', '--force']);
+
+    proxy.inject('reset', { count: Infinity });
+    try {
+      const down = await cliOk(['pool', 'create', 'sd', ...tierArgs('sd')]);
+      expect(down.stderr).toMatch(/^strata: warning: pool 'sd' was created, but its tier does not work yet: .*check that the S3 server at http:\/\/127\.0\.0\.1:\d+ is running and reachable/);
+    } finally {
+      proxy.clear();
+    }
+    await cliOk(['pool', 'delete', 'sd']);
+    const fine = await cliOk(['pool', 'create', 'ok', ...tierArgs('ok')]);
+    expect(fine.stderr).toBe('');
+    await cliOk(['pool', 'delete', 'ok']);
   });
 
   it('gc with the default grace says what waits out the grace period; --grace 0 frees exactly that', async () => {
