@@ -9,7 +9,9 @@ import type { Subcommand } from './command.js';
 import { UsageError } from './errors.js';
 import { scrub } from './pool-scrub.js';
 import { seg } from './remote/client.js';
-import { checkName, clientOf, keyValues, parse, parseSize, positionals, printJson, size, subcommand, usageHint, wantsJson } from './remote/common.js';
+import { checkName, clientOf, keyValues, parse, parseSize, positionals, printJson, PROGRESS_OPTIONS, size, subcommand, usageHint, wantsJson } from './remote/common.js';
+import { JobFollower, whileFollowing } from './remote/job-follower.js';
+import { PROCESS_HOST, ProgressBar } from './remote/progress-bar.js';
 import type { OptionSpec } from './args.js';
 import type { PoolCreateBody, PoolDfJson, PoolGcJson, PoolJson } from '../api/rest/schemas.js';
 
@@ -165,7 +167,7 @@ function dfDetails(d: PoolDfJson): string {
 const gc = subcommand(
   'gc',
   "collect a dedup pool's garbage",
-  `Usage: strata pool gc NAME [--grace DURATION]
+  `Usage: strata pool gc NAME [--grace DURATION] [-p|--no-progress]
 
 Runs garbage collection of a dedup pool as a job (see 'strata job list'): chunks no layer has
 referenced for longer than the grace period are forgotten, packs with nothing live are deleted,
@@ -173,10 +175,13 @@ packs mostly dead are rewritten. Prints what it freed.
 
 Options:
   --grace DURATION   how long an unreferenced chunk stays (default 1h; e.g. 0, 30s, 10m)
+  -p, --progress     show the progress (index records and packs looked at) even when stderr is
+                     not a terminal
+  --no-progress      never show it
 `,
   async (argv, con) => {
     const command = 'pool gc';
-    const args = parse(argv, command, [{ long: 'grace', value: true }]);
+    const args = parse(argv, command, [{ long: 'grace', value: true }, ...PROGRESS_OPTIONS]);
     const [name] = positionals(args, command, ['NAME']) as [string];
     checkName(name, 'pool', command);
     const grace = args.value('grace');
@@ -185,7 +190,13 @@ Options:
       throw new UsageError(`${command}: --grace '${grace}' is not a duration`, `give 0 or a number and a unit: 30s, 10m, 1h (${usageHint(command)})`);
     }
     const body = graceMs === undefined ? {} : { graceMs };
-    const r = await clientOf(args).json<PoolGcJson>('POST', `/v1/pools/${seg(name)}/gc`, `cannot collect the garbage of pool '${name}'`, body);
+    const client = clientOf(args);
+    // A gc job has no total: its progress counts the index records and packs looked at.
+    const bar = new ProgressBar(con, ProgressBar.enabled(args), 'collecting', undefined, PROCESS_HOST, (n) => `${n} records and packs looked at`);
+    const r = await whileFollowing(client, bar, ProgressBar.enabled(args), new JobFollower('gc', name), () =>
+      client.json<PoolGcJson>('POST', `/v1/pools/${seg(name)}/gc`, `cannot collect the garbage of pool '${name}'`, body),
+    );
+    bar.abort();
     if (wantsJson(args)) printJson(con, r);
     else {
       con.stdout(

@@ -1,12 +1,15 @@
 /** strata volume evict: a volume's sealed data moved to its dedup pool's tier now. */
 import type { VolumeEvictJson } from '../api/rest/schemas.js';
 import type { Subcommand } from './command.js';
-import { clientOf, parse, parseVolumeRef, positionals, printJson, size, subcommand, volumePath, wantsJson } from './remote/common.js';
+import { countOf } from '../core/text.js';
+import { clientOf, parse, parseVolumeRef, positionals, printJson, PROGRESS_OPTIONS, size, subcommand, volumePath, wantsJson } from './remote/common.js';
+import { JobFollower, whileFollowing } from './remote/job-follower.js';
+import { PROCESS_HOST, ProgressBar } from './remote/progress-bar.js';
 
 const evict = subcommand(
   'evict',
   "move a volume's sealed data to its pool's tier now",
-  `Usage: strata volume evict [POOL/]VOLUME
+  `Usage: strata volume evict [POOL/]VOLUME [-p|--no-progress]
 
 Moves the packs that hold the chunks of the volume's sealed layers (its snapshots, an import's
 base) to the tier of its dedup pool now, without waiting for the cooling period (a job: see
@@ -16,14 +19,25 @@ data go to the tier (a pack read at random twice comes back as a cached local co
 volume's active layer (writes since its last snapshot) stays local.
 
 Only a dedup pool created with --tier has a tier (strata pool create --dedup --tier ...).
+
+Options:
+  -p, --progress   show the progress bar (packs moved) even when stderr is not a terminal
+  --no-progress    never show it
 `,
   async (argv, con) => {
     const command = 'volume evict';
-    const args = parse(argv, command);
+    const args = parse(argv, command, PROGRESS_OPTIONS);
     const [name] = positionals(args, command, ['VOLUME']) as [string];
     const ref = parseVolumeRef(name, command);
     const label = `${ref.pool}/${ref.volume}`;
-    const r = await clientOf(args).json<VolumeEvictJson>('POST', `${volumePath(ref)}/evict`, `cannot evict volume '${label}'`);
+    const client = clientOf(args);
+    // The evict job's progress counts packs (each copied to the tier, read back and compared).
+    const bar = new ProgressBar(con, ProgressBar.enabled(args), 'evicting', undefined, PROCESS_HOST, (n) => countOf(n, 'pack'));
+    const r = await whileFollowing(client, bar, ProgressBar.enabled(args), new JobFollower('evict', label), () =>
+      client.json<VolumeEvictJson>('POST', `${volumePath(ref)}/evict`, `cannot evict volume '${label}'`),
+    );
+    bar.update(r.packCount, r.packCount);
+    bar.finish();
     if (wantsJson(args)) printJson(con, r);
     else {
       con.stdout(

@@ -9,6 +9,7 @@
  *     operator finding out at the first evict; such a pool is deleted with --force;
  *   - `pool gc` with the default grace after a delete frees nothing yet, and says how much waits
  *     out the grace period and how to free it now; `--grace 0` then frees exactly that;
+ *   - `volume evict -p` shows its progress in packs (its job counts packs, not bytes);
  *   - `pool delete` while the pool has volumes or trash names the list to look at, not strata
  *     img's "stop the other user of the image";
  *   - `pool delete` while S3 resets every connection keeps the pool (exit 6) and its packs in the
@@ -134,6 +135,24 @@ describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefi
     const fine = await cliOk(['pool', 'create', 'ok', ...tierArgs('ok')]);
     expect(fine.stderr).toBe('');
     await cliOk(['pool', 'delete', 'ok']);
+  });
+
+  it('volume evict -p shows the packs moved; --json shows no bar', async () => {
+    await cliOk(['pool', 'create', 'pp', ...tierArgs('pp')]);
+    const file = path.join(tmp.path, 'pp.raw');
+    writeFileSync(file, randomBytes(4 * MiB));
+    await cliOk(['volume', 'import', file, 'pp/vm']);
+    await cliOk(['snap', 'create', 'pp/vm@s1']);
+    const shown = await cliOk(['volume', 'evict', 'pp/vm', '-p']);
+    const packs = /moved (\d+) of \1 packs/.exec(shown.stdout)?.[1];
+    expect(packs, shown.stdout).toBeDefined();
+    expect(shown.stderr).toMatch(new RegExp(`\\r  evicting \\[#{30}\\] 100%  ${packs} packs / ${packs} packs`));
+    const quiet = await cliOk(['volume', 'evict', 'pp/vm', '-p', '--json']);
+    expect(quiet.stderr).toBe('');
+    expect((JSON.parse(quiet.stdout) as VolumeEvictJson).alreadyColdPacks).toBe(Number(packs));
+    await cliOk(['volume', 'delete', 'pp/vm', '--now', '--force']);
+    await cliOk(['pool', 'gc', 'pp', '--grace', '0']);
+    await cliOk(['pool', 'delete', 'pp']);
   });
 
   it('gc with the default grace says what waits out the grace period; --grace 0 frees exactly that', async () => {

@@ -75,6 +75,8 @@ export class ProgressBar {
     private readonly label: string,
     private total: number | undefined,
     private readonly host: BarHost = PROCESS_HOST,
+    /** How a quantity is shown (default bytes; a job counting packs shows "5 packs"). */
+    private readonly format: (quantity: number) => string = formatSizeHuman,
   ) {}
 
   static enabled(args: ParsedArgs): boolean {
@@ -104,15 +106,15 @@ export class ProgressBar {
   private draw(now: number): void {
     this.rate.sample(now, this.done);
     const bytesPerSecond = this.rate.bytesPerSecond();
-    const rate = bytesPerSecond === undefined ? '' : `  ${formatSizeHuman(Math.round(bytesPerSecond))}/s`;
+    const rate = bytesPerSecond === undefined ? '' : `  ${this.format(Math.round(bytesPerSecond))}/s`;
     let text: string;
     if (this.total !== undefined && this.total > 0) {
       const fraction = Math.min(1, this.done / this.total);
       const filled = Math.round(fraction * BAR_WIDTH);
       const bar = `[${'#'.repeat(filled)}${'.'.repeat(BAR_WIDTH - filled)}]`;
-      text = `  ${this.label} ${bar} ${(fraction * 100).toFixed(0).padStart(3)}%  ${formatSizeHuman(this.done)} / ${formatSizeHuman(this.total)}${rate}`;
+      text = `  ${this.label} ${bar} ${(fraction * 100).toFixed(0).padStart(3)}%  ${this.format(this.done)} / ${this.format(this.total)}${rate}`;
     } else {
-      text = `  ${this.label} ${formatSizeHuman(this.done)}${rate}`;
+      text = `  ${this.label} ${this.format(this.done)}${rate}`;
     }
     this.con.stderr(`\r${text}\x1b[K`);
     if (!this.drawn) this.untrap = this.host.trapInterrupt(() => this.abort());
