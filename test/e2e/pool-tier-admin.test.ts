@@ -121,6 +121,10 @@ describe.skipIf(!s3ServerAvailable('moto'))('tiered dedup pools: sharing a prefi
     expect(missing.stdout).toBe("Pool 'mb' created (dedup, blake3 chunks).\n");
     expect(missing.stderr).toMatch(/^strata: warning: pool 'mb' was created, but its tier does not work yet: tier s3:\/\/no-such-bucket-here\/p: .*bucket no-such-bucket-here does not exist there: create it, or fix the store's bucket name or endpoint\n/);
     expect(missing.stderr).toMatch(/'strata pool delete mb --force'/);
+    // A command that needs the tier names the missing bucket, and its hint does not send the
+    // operator to the host's disks.
+    const scrub = await cliFails(['pool', 'scrub', 'mb'], EXIT.ERROR, /bucket no-such-bucket-here does not exist there: create it, or fix the store's bucket name or endpoint \[IO_ERROR\]/);
+    expect(scrub.stderr).toMatch(/\(the host storage or a pool's tier failed: the message says how to fix it, the daemon's log says more\)$/m);
     await cliFails(['pool', 'delete', 'mb'], EXIT.ERROR, /pass --force/);
     await cliOk(['pool', 'delete', 'mb', '--force']);
 

@@ -41,7 +41,8 @@ const HINTS: Partial<Record<string, string>> = {
   LIMIT_EXCEEDED: 'a limit was reached (quota, snapshot limit, chain depth): raise it, delete snapshots, or flatten',
   UNSUPPORTED: 'this daemon does not support that',
   CORRUPT: "a layer's metadata is damaged; see the daemon's log",
-  IO_ERROR: "the host storage failed; see the daemon's log",
+  // Also a pool's S3 tier refusing for good (a missing bucket, refused keys): its message names the fix.
+  IO_ERROR: "the host storage or a pool's tier failed: the message says how to fix it, the daemon's log says more",
   UNAVAILABLE: 'a service the data depends on did not answer: check the S3 server the message names, then run the command again',
   CANCELLED: 'the operation was cancelled; run it again',
   INTERNAL: "the daemon failed unexpectedly; see its log",
