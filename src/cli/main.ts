@@ -126,6 +126,10 @@ async function runGroup(named: CommandGroup, argv: string[], con: Console): Prom
   }
   const sub = group.subcommands.find((s) => s.name === subName);
   if (sub === undefined) {
+    const reordered = withOptionsLast(argv);
+    if (reordered !== undefined) {
+      throw new UsageError(`${group.name}: unknown subcommand '${subName}'`, `options go after the subcommand: 'strata ${group.name} ${reordered.join(' ')}'`);
+    }
     const names = group.subcommands.map((s) => s.name).join(', ');
     throw new UsageError(`${group.name}: unknown subcommand '${subName}'`, `available: ${names}; see 'strata ${group.name} --help'`);
   }
@@ -134,6 +138,35 @@ async function runGroup(named: CommandGroup, argv: string[], con: Console): Prom
     return 0;
   }
   return sub.run(rest, con);
+}
+
+/** The global options that take a value (--json takes none). */
+const GLOBAL_VALUE_OPTIONS: ReadonlySet<string> = new Set(['--url', '--token', '--data-dir']);
+
+/**
+ * argv with its leading global options moved to the end (`--json pool list` -> `pool list
+ * --json`), or undefined when it does not start with one: what to suggest when a word meant as a
+ * command or subcommand is an option given too early (docs/cli.md: options go after the command).
+ */
+function withOptionsLast(argv: readonly string[]): string[] | undefined {
+  const moved: string[] = [];
+  let i = 0;
+  while (i < argv.length) {
+    const word = argv[i] as string;
+    const name = word.split('=')[0] as string;
+    if (name === '--json') {
+      moved.push(word);
+      i++;
+    } else if (GLOBAL_VALUE_OPTIONS.has(name)) {
+      const takesNext = !word.includes('=');
+      moved.push(word, ...(takesNext ? [argv[i + 1] ?? 'VALUE'] : []));
+      i += takesNext ? 2 : 1;
+    } else {
+      break;
+    }
+  }
+  if (moved.length === 0 || i >= argv.length) return undefined;
+  return [...argv.slice(i), ...moved];
 }
 
 /** True when --json comes before any "--". */
@@ -160,6 +193,8 @@ export async function main(argv: string[], con: Console = processConsole()): Pro
     }
     group = GROUPS.find((g) => g.name === command);
     if (group === undefined) {
+      const reordered = withOptionsLast(argv);
+      if (reordered !== undefined) throw new UsageError(`unknown command '${command}'`, `options go after the command: 'strata ${reordered.join(' ')}'`);
       const names = GROUPS.map((g) => g.name).join(', ');
       const where = Object.hasOwn(WHERE_IT_IS, command) ? `${WHERE_IT_IS[command]}; ` : '';
       throw new UsageError(`unknown command '${command}'`, `${where}usage: strata <command> ...; available commands: ${names}; see 'strata --help'`);

@@ -85,6 +85,13 @@ describe.skipIf(!requireTool('qemu-img'))('strata as a new operator meets it', (
     const unknown = strata(['frob']);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/^strata: unknown command 'frob'/);
+    // Global options given before the command, as git and aws take them: the hint is the command
+    // with them moved where strata takes them.
+    const early = strata(['--json', 'pool', 'list']);
+    expect(early.code).toBe(2);
+    expect(early.stderr).toMatch(/^strata: unknown command '--json' \(options go after the command: 'strata pool list --json'\)$/m);
+    expect(strata(['--url', 'http://127.0.0.1:1', 'status']).stderr).toMatch(/\(options go after the command: 'strata status --url http:\/\/127\.0\.0\.1:1'\)$/m);
+    expect(strata(['pool', '--json', 'list']).stderr).toMatch(/^strata: pool: unknown subcommand '--json' \(options go after the subcommand: 'strata pool list --json'\)$/m);
     const version = (JSON.parse(readFileSync(path.join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
     for (const flag of ['--version', '-V']) {
       const r = strata([flag]);
