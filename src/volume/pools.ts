@@ -56,6 +56,25 @@ async function refuseSharedTier(svc: ServiceContext, name: string, url: string):
   }
 }
 
+/**
+ * The other pool whose tier overlaps this pool's, if any. Pool create refuses such tiers, but pools
+ * made before it did may share one: their GC would delete each other's packs (each deletes what its
+ * own index does not know under its tier), so neither collects while the other exists.
+ */
+async function poolSharingTier(svc: ServiceContext, pool: PoolRecord): Promise<PoolRecord | undefined> {
+  const url = pool.dedup?.tier?.url;
+  if (url === undefined) return undefined;
+  for (const other of await svc.catalog.pools.all()) {
+    const otherUrl = other.dedup?.tier?.url;
+    if (other.name !== pool.name && otherUrl !== undefined && tiersOverlap(url, otherUrl)) return other;
+  }
+  return undefined;
+}
+
+function sharedTierMessage(pool: PoolRecord, other: PoolRecord): string {
+  return `pool '${pool.name}' shares its tier '${pool.dedup?.tier?.url ?? ''}' with pool '${other.name}' ('${other.dedup?.tier?.url ?? ''}'; made before pool create refused shared tiers): its garbage collection would delete the other pool's packs, so it does not run`;
+}
+
 function suggestedTier(url: string, otherUrl: string, name: string): string {
   if (/^s3:\/\/[^/]+$/.test(otherUrl)) return `that pool uses the whole bucket: use another bucket`;
   const bucket = /^s3:\/\/[^/]+/.exec(url)?.[0];
@@ -119,7 +138,17 @@ export async function deletePool(svc: ServiceContext, name: string, options: { f
     }
     const report: PoolDeleteReport = { pool: name };
     const chunked = pool.dedup !== undefined && svc.chunkedPools?.isChunkedPool(name) === true ? svc.chunkedPools : undefined;
-    if (chunked !== undefined) {
+    const sharing = await poolSharingTier(svc, pool);
+    if (sharing !== undefined) {
+      // Its packs cannot be told from the other pool's under the shared tier: none is deleted.
+      if (options.force !== true) {
+        throw new StorageError('BUSY', `pool '${name}' was not deleted: ${sharedTierMessage(pool, sharing)}`, {
+          fix: { option: 'force', text: "pass {} to delete the pool and leave its packs in the tier (the other pool's stay intact)" },
+        });
+      }
+      report.packsLeftIn = pool.dedup?.tier?.url ?? 'its tier';
+      report.packsLeftReason = `the tier is shared with pool '${sharing.name}': its packs cannot be told apart there`;
+    } else if (chunked !== undefined) {
       // No layer references a chunk any more: every pack goes now (local and in the tier), while
       // the pool still exists, so a failure leaves a pool to delete again, not packs nobody names.
       try {
@@ -182,7 +211,11 @@ export async function gcPool(svc: ServiceContext, name: string, options: { grace
   if (!Number.isSafeInteger(graceMs) || graceMs < 0) {
     throw new StorageError('INVALID_ARGUMENT', `grace period ${String(graceMs)} ms: give a non-negative whole number of milliseconds`);
   }
-  await requirePool(svc, name);
+  const pool = await requirePool(svc, name);
+  const sharing = await poolSharingTier(svc, pool);
+  if (sharing !== undefined) {
+    throw new StorageError('BUSY', `${sharedTierMessage(pool, sharing)}: move one pool's volumes to a pool with a tier of its own ('strata volume copy'), then delete the emptied pool with 'strata pool delete --force'`);
+  }
   // A local pool has chunks only for its S3 objects (kept apart from its qcow2 files).
   if (svc.chunkedPools === undefined || !(await svc.chunkedPools.hasChunks(name))) {
     throw new StorageError('INVALID_ARGUMENT', `pool '${name}' is a local pool without S3 objects: it has no chunks to collect (dedup pools and buckets' pools do)`);
