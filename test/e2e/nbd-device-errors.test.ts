@@ -5,11 +5,11 @@
  * They used to be sent to the client only: the operator saw nothing. The pool is full for real: the
  * data folder is on a small tmpfs (root only; skipped where it cannot be mounted).
  */
-import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir } from '../support/tmp.js';
-import { qemuIo, requireTool, run } from '../support/tools.js';
+import { qemuIo, requireTool } from '../support/tools.js';
+import { mountSmallTmpfs, unmountSmallTmpfs } from '../support/fill-filesystem.js';
 import { assertBuilt, startDaemon, type Daemon } from './harness.js';
 
 assertBuilt();
@@ -24,13 +24,12 @@ describe.skipIf(!requireTool('qemu-io', 'mount', 'umount'))('NBD device errors',
 
   afterAll(async () => {
     await d?.kill();
-    if (mounted) run('umount', [mnt]);
+    if (mounted) unmountSmallTmpfs(mnt);
     tmp.cleanup();
   });
 
   it('a write into a full pool is ENOSPC for qemu-io, a warning in the log and a count in /metrics', async (ctx) => {
-    mkdirSync(mnt);
-    if (run('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_BYTES}`, 'tmpfs', mnt]).code !== 0) ctx.skip();
+    if (!mountSmallTmpfs(mnt, TMPFS_BYTES)) ctx.skip();
     mounted = true;
     // The log stays off the full filesystem (it must be readable, and it is not the pool).
     d = await startDaemon(path.join(mnt, 'data'), { logFile: path.join(tmp.path, 'daemon.log') });

@@ -8,14 +8,14 @@
  * The pool is full for real: the data folder is on a small tmpfs (root only; skipped where it
  * cannot be mounted).
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { makeTempDir } from '../support/tmp.js';
-import { requireTool, run } from '../support/tools.js';
+import { requireTool } from '../support/tools.js';
 import { VhostUserFrontend } from '../vhost-user/frontend.js';
 import { assertBuilt, startDaemon, type Daemon } from './harness.js';
-import { fillUp } from '../support/fill-filesystem.js';
+import { fillUp, mountSmallTmpfs, unmountSmallTmpfs } from '../support/fill-filesystem.js';
 
 assertBuilt();
 
@@ -53,13 +53,12 @@ describe.skipIf(!requireTool('mount', 'umount'))('vhost-user guest writing into 
   afterAll(async () => {
     fe?.close();
     await d?.kill();
-    if (mounted) run('umount', [mnt]);
+    if (mounted) unmountSmallTmpfs(mnt);
     tmp.cleanup();
   });
 
   it('writes wait, the operator sees them in the log, REST, CLI and /metrics, and they complete once space is freed', async (ctx) => {
-    mkdirSync(mnt);
-    if (run('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_BYTES}`, 'tmpfs', mnt]).code !== 0) ctx.skip();
+    if (!mountSmallTmpfs(mnt, TMPFS_BYTES)) ctx.skip();
     mounted = true;
     d = await startDaemon(path.join(mnt, 'data'), { logFile: path.join(tmp.path, 'daemon.log') });
     d.cliOk(['volume', 'create', 'full', '64M']);

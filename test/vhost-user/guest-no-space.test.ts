@@ -6,16 +6,16 @@
  * root; skipped where it cannot be mounted); space is freed by deleting that file.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
 import { VhostUserBlkExport } from '../../src/export/vhost-user/export.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { makeTempDir } from '../support/tmp.js';
-import { expectSuccess, qemuImg, requireTool, run } from '../support/tools.js';
+import { expectSuccess, qemuImg, requireTool } from '../support/tools.js';
 import { guestValues, prepareGuestAssets, startGuest } from './guest.js';
-import { fillUp } from '../support/fill-filesystem.js';
+import { fillUp, mountSmallTmpfs, unmountSmallTmpfs } from '../support/fill-filesystem.js';
 
 const TMPFS_BYTES = 8 * 1024 * 1024;
 const DATA_BYTES = 1024 * 1024;
@@ -33,15 +33,14 @@ describe.skipIf(!haveTools)('vhost-user-blk guest: writing into a full pool', ()
   }, 600_000);
 
   afterAll(() => {
-    if (mounted) run('umount', [mnt]);
+    if (mounted) unmountSmallTmpfs(mnt);
     tmp.cleanup();
   });
 
   it(
     "the guest's direct write waits instead of failing, and completes with its data once space is freed",
     async (ctx) => {
-      mkdirSync(mnt);
-      if (run('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_BYTES}`, 'tmpfs', mnt]).code !== 0) ctx.skip();
+      if (!mountSmallTmpfs(mnt, TMPFS_BYTES)) ctx.skip();
       mounted = true;
       const imagePath = path.join(mnt, 'vm.qcow2');
       expectSuccess(qemuImg(['create', '-q', '-f', 'qcow2', imagePath, String(64 * 1024 * 1024)]), 'qemu-img create');

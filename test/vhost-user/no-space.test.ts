@@ -8,7 +8,7 @@
  * The pool is full for real: the image lives on a small tmpfs (mounting needs root; skipped where
  * it cannot be mounted) filled up with a file, and space is freed by deleting that file.
  */
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../../formats/qcow2/index.js';
@@ -17,9 +17,9 @@ import { VhostUserBlkExport } from '../../src/export/vhost-user/export.js';
 import type { NoSpacePolicy } from '../../src/export/vhost-user/space-wait.js';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { makeTempDir } from '../support/tmp.js';
-import { expectSuccess, qemuImg, requireTool, run } from '../support/tools.js';
+import { expectSuccess, qemuImg, requireTool } from '../support/tools.js';
 import { BlkStatus, BlkStatusError, VhostUserFrontend, type FrontendOptions } from './frontend.js';
-import { fillUp } from '../support/fill-filesystem.js';
+import { fillUp, mountSmallTmpfs, unmountSmallTmpfs } from '../support/fill-filesystem.js';
 
 const TMPFS_BYTES = 8 * 1024 * 1024;
 const IMAGE_BYTES = 64 * 1024 * 1024;
@@ -54,8 +54,7 @@ describe.skipIf(!requireTool('qemu-img', 'mount', 'umount'))('vhost-user-blk: wr
   beforeEach((ctx) => {
     tmp = makeTempDir();
     mnt = path.join(tmp.path, 'mnt');
-    mkdirSync(mnt);
-    if (run('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_BYTES}`, 'tmpfs', mnt]).code !== 0) {
+    if (!mountSmallTmpfs(mnt, TMPFS_BYTES)) {
       tmp.cleanup();
       ctx.skip();
     }
@@ -73,7 +72,7 @@ describe.skipIf(!requireTool('qemu-img', 'mount', 'umount'))('vhost-user-blk: wr
     exp = undefined;
     await image?.close().catch(() => {});
     image = undefined;
-    if (mounted) run('umount', [mnt]);
+    if (mounted) unmountSmallTmpfs(mnt);
     mounted = false;
     tmp.cleanup();
   });
