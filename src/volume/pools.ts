@@ -41,34 +41,34 @@ export async function createPool(svc: ServiceContext, name: string, options: { q
 }
 
 /**
- * INVALID_ARGUMENT when another pool's tier is the same prefix or folder as this one's, or one
- * inside the other: each pool's GC deletes the packs under its prefix that its own index does not
- * know, so two pools there would delete each other's data.
+ * The first pool other than `name` whose tier is the same prefix or folder as `url`, or one inside
+ * or around it. Each pool's GC deletes the packs under its tier that its own index does not know,
+ * so two such pools would delete each other's data: pool create refuses the tier, and pools an
+ * older release made that way never collect while the other exists.
  */
-async function refuseSharedTier(svc: ServiceContext, name: string, url: string): Promise<void> {
+async function poolWithTierOverlapping(svc: ServiceContext, url: string, name: string): Promise<PoolRecord | undefined> {
   for (const other of await svc.catalog.pools.all()) {
     const otherUrl = other.dedup?.tier?.url;
-    if (otherUrl === undefined || !tiersOverlap(url, otherUrl)) continue;
-    throw new StorageError(
-      'INVALID_ARGUMENT',
-      `tier '${url}' of pool '${name}' would share objects with pool '${other.name}', whose tier is '${otherUrl}': each pool's garbage collection deletes the packs under its tier that it does not know, so give each pool a prefix or folder of its own, not inside another's (${suggestedTier(url, otherUrl, name)})`,
-    );
-  }
-}
-
-/**
- * The other pool whose tier overlaps this pool's, if any. Pool create refuses such tiers, but pools
- * made before it did may share one: their GC would delete each other's packs (each deletes what its
- * own index does not know under its tier), so neither collects while the other exists.
- */
-async function poolSharingTier(svc: ServiceContext, pool: PoolRecord): Promise<PoolRecord | undefined> {
-  const url = pool.dedup?.tier?.url;
-  if (url === undefined) return undefined;
-  for (const other of await svc.catalog.pools.all()) {
-    const otherUrl = other.dedup?.tier?.url;
-    if (other.name !== pool.name && otherUrl !== undefined && tiersOverlap(url, otherUrl)) return other;
+    if (other.name !== name && otherUrl !== undefined && tiersOverlap(url, otherUrl)) return other;
   }
   return undefined;
+}
+
+/** INVALID_ARGUMENT when another pool's tier overlaps `url` (poolWithTierOverlapping). */
+async function refuseSharedTier(svc: ServiceContext, name: string, url: string): Promise<void> {
+  const other = await poolWithTierOverlapping(svc, url, name);
+  if (other === undefined) return;
+  const otherUrl = other.dedup?.tier?.url ?? '';
+  throw new StorageError(
+    'INVALID_ARGUMENT',
+    `tier '${url}' of pool '${name}' would share objects with pool '${other.name}', whose tier is '${otherUrl}': each pool's garbage collection deletes the packs under its tier that it does not know, so give each pool a prefix or folder of its own, not inside another's (${suggestedTier(url, otherUrl, name)})`,
+  );
+}
+
+/** The other pool whose tier overlaps this existing pool's, if any (made before create refused it). */
+async function poolSharingTier(svc: ServiceContext, pool: PoolRecord): Promise<PoolRecord | undefined> {
+  const url = pool.dedup?.tier?.url;
+  return url === undefined ? undefined : poolWithTierOverlapping(svc, url, pool.name);
 }
 
 function sharedTierMessage(pool: PoolRecord, other: PoolRecord): string {
