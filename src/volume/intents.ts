@@ -64,19 +64,28 @@ export async function commitIntent(svc: ServiceContext, txn: CatalogTxn, intent:
 /**
  * Writes the intent, runs the work (which ends with commitIntent), then finishes a committed
  * intent. If the work fails before its batch landed, the intent is rolled back here (and, should
- * that fail too, by recover() at the next start).
+ * that fail too, by recover() at the next start). `settleUnder` runs that settling of a failed
+ * intent inside something (live-copy.ts: a pause of the exports that hold the layers open).
  */
-export async function runIntent<T>(svc: ServiceContext, intent: IntentRecord, work: () => Promise<T>): Promise<T> {
+export async function runIntent<T>(
+  svc: ServiceContext,
+  intent: IntentRecord,
+  work: () => Promise<T>,
+  options: { settleUnder?: (settle: () => Promise<void>) => Promise<void> } = {},
+): Promise<T> {
   await svc.catalog.change((txn) => svc.catalog.intents.create(txn, intent));
   let result: T;
   try {
     result = await work();
   } catch (err) {
-    const current = await svc.catalog.intents.get(intent.id).catch(() => undefined);
-    if (current?.phase === 'committed') await finishIntent(svc, current).catch(() => {});
-    // A resize cannot be undone (a shrink may have dropped data): finish it, or leave it to recover().
-    else if (current?.resize) await finishResize(svc, current).catch(() => {});
-    else if (current) await rollbackIntent(svc, current).catch(() => {});
+    const settle = async (): Promise<void> => {
+      const current = await svc.catalog.intents.get(intent.id);
+      if (current?.phase === 'committed') await finishIntent(svc, current);
+      // A resize cannot be undone (a shrink may have dropped data): finish it, or leave it to recover().
+      else if (current?.resize) await finishResize(svc, current);
+      else if (current) await rollbackIntent(svc, current);
+    };
+    await (options.settleUnder === undefined ? settle() : options.settleUnder(settle)).catch(() => {});
     throw err;
   }
   const current = await svc.catalog.intents.get(intent.id);

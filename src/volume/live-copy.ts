@@ -18,7 +18,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Qcow2Image } from '../../formats/qcow2/index.js';
 import type { ServiceContext } from './context.js';
 import { forEachWindow, MAP_WINDOW_BYTES, type KindRange } from './extents.js';
-import { finishIntent, rollbackIntent } from './intents.js';
+import { runIntent } from './intents.js';
 import type { JobContext } from './jobs.js';
 import { openChain } from './layers.js';
 import { withLiveChanges } from './live-registry.js';
@@ -122,24 +122,11 @@ function dataBytes(ranges: readonly KindRange[], start: number, end: number): nu
 
 /**
  * runIntent (intents.ts) for work that pauses the exports itself, window by window: a failure is
- * rolled back under a pause of those exports (the rollback rewrites headers and repairs leaks in
- * layers an export holds open), and a committed intent is finished after the exports resumed.
+ * settled (rolled back, or finished once committed) under a pause of those exports, since the
+ * rollback rewrites headers and repairs leaks in layers an export holds open.
  */
-export async function runIntentLive(svc: ServiceContext, pauseLayerIds: readonly string[], intent: IntentRecord, work: () => Promise<void>): Promise<void> {
-  await svc.catalog.change((txn) => svc.catalog.intents.create(txn, intent));
-  try {
-    await work();
-  } catch (err) {
-    // Should this fail too, recover() rolls the intent back at the next start.
-    await withLiveChanges(svc, pauseLayerIds, async () => {
-      const current = await svc.catalog.intents.get(intent.id);
-      if (current?.phase === 'committed') await finishIntent(svc, current);
-      else if (current) await rollbackIntent(svc, current);
-    }).catch(() => {});
-    throw err;
-  }
-  const current = await svc.catalog.intents.get(intent.id);
-  if (current) await finishIntent(svc, current);
+export function runIntentLive(svc: ServiceContext, pauseLayerIds: readonly string[], intent: IntentRecord, work: () => Promise<void>): Promise<void> {
+  return runIntent(svc, intent, work, { settleUnder: (settle) => withLiveChanges(svc, pauseLayerIds, settle) });
 }
 
 /** Runs fn on the chain opened (read-only unless writable), and closes it. */
