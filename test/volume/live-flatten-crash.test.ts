@@ -5,7 +5,8 @@
  * through between windows) or after the flatten. Recovery must find nothing to complain about; the
  * clone is still a clone (rolled back) or standalone (committed); it reads the parent's data with
  * every acknowledged write on top (a write in flight at the kill may or may not be there); a
- * rolled-back clone flattens to the same bytes.
+ * rolled-back clone flattens to the same bytes. qemu-img check may find leaked clusters (a write
+ * cut off between its refcount and its L2 entry), never corruption.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -65,12 +66,13 @@ describe.skipIf(!requireTool('qemu-img'))('SIGKILL during a flatten of an export
       else expect(parent?.snapshot).toBe('gold');
       const masked = (bytes: Uint8Array) => bytes.map((b, k) => (mask[k] ? 0 : b));
       expectBytes(masked(await readVolume({ dir, catalog, service, restart: async () => {} }, 'p', 'c')), masked(expected), 'clone after recovery');
-      await expectConsistent({ dir, service });
+      // The kill can land inside a guest's allocating write (a leaked cluster, see expectConsistent).
+      await expectConsistent({ dir, service }, { leaksAllowed: true });
       if (parent !== undefined) {
         const again = await service.flattenVolume('p', 'c');
         expect((await service.waitForJob(again.id)).state).toBe('succeeded');
         expectBytes(masked(await readVolume({ dir, catalog, service, restart: async () => {} }, 'p', 'c')), masked(expected), 'clone flattened after recovery');
-        await expectConsistent({ dir, service });
+        await expectConsistent({ dir, service }, { leaksAllowed: true });
       }
     } finally {
       await service.close();
