@@ -25,6 +25,7 @@ import { sizeThreadPool } from '../sys/thread-pool.js';
 import { folderOnTmpfs } from '../sys/tmpfs.js';
 import { ioUring, ringError, ringTakes, type IoUring } from '../sys/io-uring.js';
 import { GrowingWrites } from './growing-writes.js';
+import { MappedFile } from '../sys/mapped-file.js';
 import {
   ENXIO,
   FALLOC_FL_KEEP_SIZE,
@@ -87,6 +88,12 @@ export const AUTO_SYNC_IO_MAX_BYTES = 256 * 1024;
  * event loop, and larger reads gain from the pool's parallel copies (the comment above).
  */
 export const NOWAIT_READ_MAX_BYTES = 64 * 1024;
+/**
+ * On tmpfs, reads and overwrites from this size up go through the file's mapping when its pages
+ * are there (src/sys/mapped-file.ts). Below it the copy is too short for the saving to pay for
+ * the residency check (a 4 KiB pwrite and a mincore call cost about the same).
+ */
+export const MAPPED_COPY_MIN_BYTES = 64 * 1024;
 let zeroChunk: Uint8Array | undefined;
 
 export class LocalHostFile implements HostFile {
@@ -124,14 +131,23 @@ export class LocalHostFile implements HostFile {
   private readonly openFd: number;
   /** Writes that grow the file and take the pool: a few at a time, the rest combined (growing-writes.ts). */
   private readonly growingWrites: GrowingWrites;
+  /**
+   * On tmpfs, large reads and overwrites of pages the file has are copied through a shared mapping
+   * on the calling thread (src/sys/mapped-file.ts: half the CPU of pread/pwrite, no hand-off);
+   * null elsewhere, or with STRATA_MAPPED_IO=0.
+   */
+  private readonly mapped: MappedFile | null;
+  /** Truncates in flight (on the pool): pages may vanish, so no copy goes through the mapping meanwhile. */
+  private truncating = 0;
 
-  private constructor(fd: number, path: string, readOnly: boolean, syncIoMaxBytes: number, sizeBytes: number) {
+  private constructor(fd: number, path: string, readOnly: boolean, syncIoMaxBytes: number, sizeBytes: number, inMemory: boolean) {
     this.fd = fd;
     this.openFd = fd;
     this.growingWrites = new GrowingWrites((bufs, hostOffset, lengthBytes) =>
       this.poolTransfer(WRITE, bufs, lengthBytes, hostOffset, callName(WRITE, bufs), this.openFd, null),
     );
     this.ring = Number.isFinite(syncIoMaxBytes) && syncIoMaxBytes > 0 ? ioUring() : null;
+    this.mapped = inMemory && process.env.STRATA_MAPPED_IO !== '0' ? new MappedFile(fd, readOnly) : null;
     this.knownSizeBytes = sizeBytes;
     this.name = path;
     this.readOnly = readOnly;
@@ -169,9 +185,9 @@ export class LocalHostFile implements HostFile {
       throw err;
     }
     const mode = options.syncIo ?? 'auto';
-    const syncIoMaxBytes =
-      mode === 'auto' ? ((await folderOnTmpfs(path)) === true ? AUTO_SYNC_IO_MAX_BYTES : 0) : mode ? Number.POSITIVE_INFINITY : 0;
-    return new LocalHostFile(fd, path, readOnly, syncIoMaxBytes, sizeBytes);
+    const inMemory = mode === 'auto' && (await folderOnTmpfs(path)) === true;
+    const syncIoMaxBytes = mode === 'auto' ? (inMemory ? AUTO_SYNC_IO_MAX_BYTES : 0) : mode ? Number.POSITIVE_INFINITY : 0;
+    return new LocalHostFile(fd, path, readOnly, syncIoMaxBytes, sizeBytes, inMemory);
   }
 
   pread(buf: Uint8Array, hostOffset: number): Promise<number> {
@@ -234,6 +250,10 @@ export class LocalHostFile implements HostFile {
    */
   private transfer<T>(direction: Direction<T>, bufs: readonly Uint8Array[], length: number, hostOffset: number, call: string): Promise<T> {
     const fd = this.fd;
+    const grows = direction.writes && hostOffset + length > this.knownSizeBytes;
+    if (length >= MAPPED_COPY_MIN_BYTES && !grows && this.mapped !== null && this.truncating === 0 && this.mapped.copy(direction.writes, bufs, hostOffset, length)) {
+      return Promise.resolve(direction.result(length));
+    }
     let rest = bufs;
     let done = 0;
     if (length <= this.syncIoMaxBytes) {
@@ -251,7 +271,6 @@ export class LocalHostFile implements HostFile {
       if (direction.writes) this.knownSizeBytes = Math.max(this.knownSizeBytes, hostOffset + length);
       return Promise.resolve(direction.result(done));
     }
-    const grows = direction.writes && hostOffset + length > this.knownSizeBytes;
     const ring = this.ring !== null && !grows && ringTakes(bufs) ? this.ring : null;
     if (grows) {
       this.inFlight++;
@@ -368,6 +387,7 @@ export class LocalHostFile implements HostFile {
     const bad = checkRange(this.name, 'truncate', sizeBytes, 0);
     if (bad) throw bad;
     this.inFlight++;
+    this.truncating++;
     try {
       await new Promise<void>((resolve, reject) => {
         fs.ftruncate(fd, sizeBytes, (err) =>
@@ -377,6 +397,7 @@ export class LocalHostFile implements HostFile {
       this.metadataDirty = true;
       this.knownSizeBytes = sizeBytes;
     } finally {
+      this.truncating--;
       this.opDone();
     }
   }
@@ -484,6 +505,7 @@ export class LocalHostFile implements HostFile {
     this.fd = -1;
     this.closing = (async () => {
       if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
+      this.mapped?.close();
       await new Promise<void>((resolve, reject) => {
         fs.close(fd, (err) => (err ? reject(wrapFsError(err, `close of ${this.name}`)) : resolve()));
       });
