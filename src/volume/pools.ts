@@ -71,6 +71,21 @@ async function poolSharingTier(svc: ServiceContext, pool: PoolRecord): Promise<P
   return url === undefined ? undefined : poolWithTierOverlapping(svc, url, pool.name);
 }
 
+/**
+ * One line for each pool that shares its tier with another (sharedTierMessage and the way out):
+ * start-up recovery reports them, so an operator learns of it before a GC is refused.
+ */
+export async function sharedTierProblems(svc: ServiceContext): Promise<string[]> {
+  const problems: string[] = [];
+  for (const pool of await svc.catalog.pools.all()) {
+    const other = await poolSharingTier(svc, pool);
+    if (other !== undefined) problems.push(`${sharedTierMessage(pool, other)}; ${SHARED_TIER_WAY_OUT}`);
+  }
+  return problems;
+}
+
+const SHARED_TIER_WAY_OUT = "move one pool's volumes to a pool with a tier of its own ('strata volume copy'), then delete the emptied pool with 'strata pool delete --force'";
+
 function sharedTierMessage(pool: PoolRecord, other: PoolRecord): string {
   return `pool '${pool.name}' shares its tier '${pool.dedup?.tier?.url ?? ''}' with pool '${other.name}' ('${other.dedup?.tier?.url ?? ''}'; made before pool create refused shared tiers): its garbage collection would delete the other pool's packs, so it does not run`;
 }
@@ -214,7 +229,7 @@ export async function gcPool(svc: ServiceContext, name: string, options: { grace
   const pool = await requirePool(svc, name);
   const sharing = await poolSharingTier(svc, pool);
   if (sharing !== undefined) {
-    throw new StorageError('BUSY', `${sharedTierMessage(pool, sharing)}: move one pool's volumes to a pool with a tier of its own ('strata volume copy'), then delete the emptied pool with 'strata pool delete --force'`);
+    throw new StorageError('BUSY', `${sharedTierMessage(pool, sharing)}: ${SHARED_TIER_WAY_OUT}`);
   }
   // A local pool has chunks only for its S3 objects (kept apart from its qcow2 files).
   if (svc.chunkedPools === undefined || !(await svc.chunkedPools.hasChunks(name))) {

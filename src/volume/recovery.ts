@@ -9,6 +9,7 @@ import { LAYER_FILE_PATTERN, layerLocation, poolLocation, TEMP_PREFIX } from './
 import type { IntentRecord } from './records.js';
 import { recoverCompact } from './compact.js';
 import { recoverSeal } from './sealing.js';
+import { sharedTierProblems } from './pools.js';
 
 export interface RecoveryReport {
   jobsMarkedFailed: number;
@@ -72,6 +73,8 @@ export async function recover(svc: ServiceContext): Promise<RecoveryReport> {
   const others = new Set(await svc.chunkedPools?.poolsToAudit?.() ?? []);
   for (const pool of touched) await auditPool(svc, pool, report, others.has(pool));
   for (const pool of others) if (!touched.has(pool)) await auditPool(svc, pool, report, true);
+  // Pools an older release let share a tier: nothing here can part them, and their GC stays off.
+  report.problems.push(...(await sharedTierProblems(svc)));
   return report;
 }
 
