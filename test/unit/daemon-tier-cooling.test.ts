@@ -12,7 +12,7 @@ import path from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { DEFAULT_TIER_COOLING_INTERVAL_MS, loadConfig } from '../../src/daemon/config.js';
 import { createLogger } from '../../src/daemon/logger.js';
-import { TierCooling } from '../../src/daemon/tier-cooling.js';
+import { TIER_SKIPPED_REMINDER_MS, TierCooling } from '../../src/daemon/tier-cooling.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { LocalChunkStore } from '../../src/store/local-chunk-store.js';
 import { openPoolTier } from '../../src/store/pool-tier.js';
@@ -27,6 +27,16 @@ function capturedLogger() {
   const lines: LogLine[] = [];
   const logger = createLogger({ format: 'json', level: 'info', write: (text) => void lines.push(JSON.parse(text) as LogLine) });
   return { logger, lines };
+}
+
+/** A port that refuses connections: listen, note the port, close. */
+function refusedPort(): Promise<number> {
+  return new Promise<number>((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+    });
+  });
 }
 
 const bytesOf = (seed: number, length = 4096) => Uint8Array.from({ length }, (_, i) => (i * 7 + seed) & 0xff);
@@ -59,13 +69,7 @@ describe('the daemon cooling timer', () => {
   });
 
   it('an S3 tier whose server does not answer opens at once and reports the failure', async () => {
-    // A port that refuses connections: listen, note the port, close.
-    const port = await new Promise<number>((resolve) => {
-      const server = createServer().listen(0, '127.0.0.1', () => {
-        const address = server.address();
-        server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
-      });
-    });
+    const port = await refusedPort();
     process.env.AWS_ACCESS_KEY_ID = 'test';
     process.env.AWS_SECRET_ACCESS_KEY = 'test';
     process.env.AWS_EC2_METADATA_DISABLED = 'true';
@@ -88,6 +92,39 @@ describe('the daemon cooling timer', () => {
     await expect(tier.store.get('packs/missing')).rejects.toThrow(/127\.0\.0\.1/);
     expect(tier.store.stats().coldReadFailures).toBe(1);
     expect(tier.s3Counters?.retries.connection).toBeGreaterThan(0);
+  });
+
+  it('an unreachable tier is warned of once and then hourly, not every pass', async () => {
+    const port = await refusedPort();
+    process.env.AWS_ACCESS_KEY_ID = 'test';
+    process.env.AWS_SECRET_ACCESS_KEY = 'test';
+    process.env.AWS_EC2_METADATA_DISABLED = 'true';
+    const root = tempDir();
+    const local = new LocalChunkStore(path.join(root, 'pool'));
+    const tier = await openPoolTier({
+      pool: 'p',
+      tier: { url: 's3://bucket/prefix', s3Endpoint: `http://127.0.0.1:${port}`, s3Region: 'us-east-1', coolingMs: 0 },
+      local,
+      catalog: new MemoryCatalogStore(),
+      s3Retry: { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
+    });
+    onTestFinished(() => tier.close());
+    await tier.store.put('packs/a', bytesOf(1));
+    const { logger, lines } = capturedLogger();
+    let nowMs = 1_000_000;
+    const cooling = new TierCooling({ tieredPools: () => [{ pool: 'p', tier }], logger, intervalMs: 3_600_000, nowMs: () => nowMs });
+    const skippedWarnings = () => lines.filter((l) => /unreachable; cooling skipped/.test(l.msg)).map((l) => l.msg);
+    for (let i = 0; i < 3; i++) {
+      await cooling.pass();
+      nowMs += 600_000;
+    }
+    expect(tier.error()).toBeDefined();
+    expect(skippedWarnings()).toEqual(['tier unreachable; cooling skipped (retried every pass, this warning repeats hourly while it lasts)']);
+    nowMs += TIER_SKIPPED_REMINDER_MS;
+    await cooling.pass();
+    expect(skippedWarnings()).toHaveLength(2);
+    expect(skippedWarnings()[1]).toMatch(/^tier still unreachable/);
+    await cooling.stop();
   });
 
   it('reads tierCoolingIntervalMs from the flag, the environment and the file', () => {
