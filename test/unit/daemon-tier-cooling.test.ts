@@ -15,7 +15,7 @@ import { createLogger } from '../../src/daemon/logger.js';
 import { TIER_SKIPPED_REMINDER_MS, TierCooling } from '../../src/daemon/tier-cooling.js';
 import { MemoryCatalogStore } from '../../src/meta/memory-catalog.js';
 import { LocalChunkStore } from '../../src/store/local-chunk-store.js';
-import { openPoolTier } from '../../src/store/pool-tier.js';
+import { openPoolTier, type PoolTier } from '../../src/store/pool-tier.js';
 import { tempDir } from '../support/tmp.js';
 
 interface LogLine {
@@ -37,6 +37,24 @@ function refusedPort(): Promise<number> {
       server.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
     });
   });
+}
+
+/** Pool p's tier on an S3 endpoint whose port refuses connections (closed when the test ends). */
+async function unreachableS3Tier(): Promise<PoolTier> {
+  const port = await refusedPort();
+  process.env.AWS_ACCESS_KEY_ID = 'test';
+  process.env.AWS_SECRET_ACCESS_KEY = 'test';
+  process.env.AWS_EC2_METADATA_DISABLED = 'true';
+  const local = new LocalChunkStore(path.join(tempDir(), 'pool'));
+  const tier = await openPoolTier({
+    pool: 'p',
+    tier: { url: 's3://bucket/prefix', s3Endpoint: `http://127.0.0.1:${port}`, s3Region: 'us-east-1', coolingMs: 0 },
+    local,
+    catalog: new MemoryCatalogStore(),
+    s3Retry: { maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 50 },
+  });
+  onTestFinished(() => tier.close());
+  return tier;
 }
 
 const bytesOf = (seed: number, length = 4096) => Uint8Array.from({ length }, (_, i) => (i * 7 + seed) & 0xff);
@@ -69,20 +87,7 @@ describe('the daemon cooling timer', () => {
   });
 
   it('an S3 tier whose server does not answer opens at once and reports the failure', async () => {
-    const port = await refusedPort();
-    process.env.AWS_ACCESS_KEY_ID = 'test';
-    process.env.AWS_SECRET_ACCESS_KEY = 'test';
-    process.env.AWS_EC2_METADATA_DISABLED = 'true';
-    const root = tempDir();
-    const local = new LocalChunkStore(path.join(root, 'pool'));
-    const tier = await openPoolTier({
-      pool: 'p',
-      tier: { url: 's3://bucket/prefix', s3Endpoint: `http://127.0.0.1:${port}`, s3Region: 'us-east-1', coolingMs: 0 },
-      local,
-      catalog: new MemoryCatalogStore(),
-      s3Retry: { maxAttempts: 3, baseDelayMs: 10, maxDelayMs: 50 },
-    });
-    onTestFinished(() => tier.close());
+    const tier = await unreachableS3Tier();
     // Local packs serve while the tier is down.
     await tier.store.put('packs/a', bytesOf(1));
     expect(await tier.store.get('packs/a')).toEqual(bytesOf(1));
@@ -95,20 +100,7 @@ describe('the daemon cooling timer', () => {
   });
 
   it('an unreachable tier is warned of once and then hourly, not every pass', async () => {
-    const port = await refusedPort();
-    process.env.AWS_ACCESS_KEY_ID = 'test';
-    process.env.AWS_SECRET_ACCESS_KEY = 'test';
-    process.env.AWS_EC2_METADATA_DISABLED = 'true';
-    const root = tempDir();
-    const local = new LocalChunkStore(path.join(root, 'pool'));
-    const tier = await openPoolTier({
-      pool: 'p',
-      tier: { url: 's3://bucket/prefix', s3Endpoint: `http://127.0.0.1:${port}`, s3Region: 'us-east-1', coolingMs: 0 },
-      local,
-      catalog: new MemoryCatalogStore(),
-      s3Retry: { maxAttempts: 2, baseDelayMs: 10, maxDelayMs: 20 },
-    });
-    onTestFinished(() => tier.close());
+    const tier = await unreachableS3Tier();
     await tier.store.put('packs/a', bytesOf(1));
     const { logger, lines } = capturedLogger();
     let nowMs = 1_000_000;
