@@ -17,7 +17,8 @@ import type { LayerStore } from '../core/layer-store.js';
 import { ChunkedLayerStore } from './chunked/chunked-layer-store.js';
 import { chunkHasher } from './dedup/chunk-hasher.js';
 import { DedupChunkRepository } from './dedup/dedup-repository.js';
-import { LocalChunkStore } from './local-chunk-store.js';
+import { LOCAL_CHUNK_TEMP_FOLDER, LocalChunkStore } from './local-chunk-store.js';
+import { removeEmptyTree } from './local-folder.js';
 import { checkComponent } from './local-layer-store.js';
 import type { S3RetryEvent } from './s3/config.js';
 import type { ChunkedPoolOpener, ChunkedPoolStores, LocalPoolChunks } from './pool-routing-layer-store.js';
@@ -99,6 +100,13 @@ export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoo
       close: async () => {
         await packs.tier?.close();
         await local.close();
+      },
+      // The pool's folder (its packs already collected) and a file:// tier's temporary folder;
+      // the tier's own folder is the operator's and stays.
+      removeEmptyFolders: async () => {
+        await removeEmptyTree(path.join(options.chunksRoot, pool));
+        const tierUrl = config.tier?.url;
+        if (tierUrl?.startsWith('file://')) await removeEmptyTree(path.join(decodeURIComponent(new URL(tierUrl).pathname), LOCAL_CHUNK_TEMP_FOLDER));
       },
     };
   };

@@ -89,9 +89,9 @@ export const AUTO_SYNC_IO_MAX_BYTES = 256 * 1024;
  */
 export const NOWAIT_READ_MAX_BYTES = 64 * 1024;
 /**
- * On tmpfs, reads and overwrites from this size up go through the file's mapping when its pages
- * are there (src/sys/mapped-file.ts). Below it the copy is too short for the saving to pay for
- * the residency check (a 4 KiB pwrite and a mincore call cost about the same).
+ * On tmpfs, reads from this size up go through the file's mapping when its pages are there
+ * (src/sys/mapped-file.ts). Below it the copy is too short for the saving to pay for the
+ * residency check (a 4 KiB pread and a mincore call cost about the same).
  */
 export const MAPPED_COPY_MIN_BYTES = 64 * 1024;
 let zeroChunk: Uint8Array | undefined;
@@ -132,9 +132,10 @@ export class LocalHostFile implements HostFile {
   /** Writes that grow the file and take the pool: a few at a time, the rest combined (growing-writes.ts). */
   private readonly growingWrites: GrowingWrites;
   /**
-   * On tmpfs, large reads and overwrites of pages the file has are copied through a shared mapping
-   * on the calling thread (src/sys/mapped-file.ts: half the CPU of pread/pwrite, no hand-off);
-   * null elsewhere, or with STRATA_MAPPED_IO=0.
+   * On tmpfs, large reads of pages the file has are copied out of a shared read-only mapping on
+   * the calling thread (src/sys/mapped-file.ts: half the CPU of pread, no hand-off); null
+   * elsewhere, or with STRATA_MAPPED_IO=0. Writes never go through it (a killed process would
+   * leave torn sectors).
    */
   private readonly mapped: MappedFile | null;
   /** Truncates in flight (on the pool): pages may vanish, so no copy goes through the mapping meanwhile. */
@@ -147,7 +148,7 @@ export class LocalHostFile implements HostFile {
       this.poolTransfer(WRITE, bufs, lengthBytes, hostOffset, callName(WRITE, bufs), this.openFd, null),
     );
     this.ring = Number.isFinite(syncIoMaxBytes) && syncIoMaxBytes > 0 ? ioUring() : null;
-    this.mapped = inMemory && process.env.STRATA_MAPPED_IO !== '0' ? new MappedFile(fd, readOnly) : null;
+    this.mapped = inMemory && process.env.STRATA_MAPPED_IO !== '0' ? new MappedFile(fd) : null;
     this.knownSizeBytes = sizeBytes;
     this.name = path;
     this.readOnly = readOnly;
@@ -251,7 +252,7 @@ export class LocalHostFile implements HostFile {
   private transfer<T>(direction: Direction<T>, bufs: readonly Uint8Array[], length: number, hostOffset: number, call: string): Promise<T> {
     const fd = this.fd;
     const grows = direction.writes && hostOffset + length > this.knownSizeBytes;
-    if (length >= MAPPED_COPY_MIN_BYTES && !grows && this.mapped !== null && this.truncating === 0 && this.mapped.copy(direction.writes, bufs, hostOffset, length)) {
+    if (!direction.writes && length >= MAPPED_COPY_MIN_BYTES && this.mapped !== null && this.truncating === 0 && this.mapped.read(bufs, hostOffset, length)) {
       return Promise.resolve(direction.result(length));
     }
     let rest = bufs;

@@ -37,6 +37,8 @@ export interface ChunkedPoolStores {
   readonly tier?: PoolTier;
   /** Closes what the opener opened for the pool (its tier, its chunk stores): detached or stopping. */
   close?(): Promise<void>;
+  /** After the pool was deleted and closed: removes the folders made for it that hold nothing (never a file). */
+  removeEmptyFolders?(): Promise<void>;
 }
 
 /** Opens (creating on first use) the stores of a dedup pool. */
@@ -163,6 +165,7 @@ export class PoolRoutingLayerStore implements LayerStore, ChunkedPools {
     this.chunked.delete(pool);
     const hadLocalChunks = this.localChunks.delete(pool);
     await (stores?.close !== undefined ? stores.close() : stores?.tier?.close());
+    await stores?.removeEmptyFolders?.();
     if (hadLocalChunks) await this.options.localPoolChunks?.close?.(pool);
   }
 

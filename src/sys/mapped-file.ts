@@ -1,22 +1,26 @@
 /**
- * Copies between buffers and a file in memory (tmpfs) through shared mappings of the file, instead
- * of pread/pwrite.
+ * Reads from a file in memory (tmpfs) through a shared read-only mapping of the file, instead of
+ * pread.
  *
- * Why: a pwrite into tmpfs looks up, locks and marks dirty each 4 KiB page of the file under the
- * inode lock, and a pread looks each one up: measured here on 1 MiB requests to /dev/shm, pwrite
- * moved 6-7 GB/s and pread 7-8 GB/s on one core, a memcpy into and out of a mapping of the same
- * pages 14.6 and 15.6 GB/s: half the CPU per byte, no system call, no inode lock, and no worker
- * thread to hand the request to and wait for on a busy machine.
+ * Why: a pread from tmpfs looks up each 4 KiB page of the file in the kernel; measured here on
+ * 1 MiB requests to /dev/shm, pread moved 7-8 GB/s on one core, a memcpy out of a mapping of the
+ * same pages 15.6 GB/s: half the CPU per byte, no system call, and no worker thread to hand the
+ * request to and wait for on a busy machine.
+ *
+ * Reads only. A copy into the mapping ran at 14.6 GB/s against pwrite's 6-7, but a process
+ * killed mid-memcpy leaves a torn 512-byte sector (the copy stops at any byte), which no disk
+ * does and which the volume crash test (test/volume/crash.test.ts: each sector of an interrupted
+ * write old or new) caught; pwrite copies whole pages in the kernel, where SIGKILL cannot stop it.
  *
  * Touching a page of a shared file mapping raises SIGBUS (fatal to the daemon) where the kernel
  * cannot give a page: beyond the end of the file, or a hole tmpfs cannot fill (the file system
- * full). So a copy goes through the mapping only when mincore(2) says every page of the range is
+ * full). So a read goes through the mapping only when mincore(2) says every page of the range is
  * in the page cache: such a page lies inside the file and needs no allocation. The check and the
  * copy run in one synchronous call on the event loop, and this process's own size changes and
- * hole punches are synchronous or exclude copies while they run (the caller's `blocked()`), so
- * nothing of ours can remove a page in between. Another process truncating or punching the image
- * file of a running daemon could (as it could corrupt it any other way); swapped-out pages report
- * not resident and take the file's ordinary path.
+ * hole punches are synchronous or exclude copies while they run (the caller's truncating count),
+ * so nothing of ours can remove a page in between. Another process truncating or punching the
+ * image file of a running daemon could (as it could corrupt it any other way); swapped-out pages
+ * report not resident and take the file's ordinary path.
  *
  * Only for files in memory: on a disk a page fault would wait for the device on the event loop
  * and a read error would be SIGBUS instead of EIO.
@@ -26,7 +30,7 @@ import { mapShared, type MappedRegion } from './mmap.js';
 
 /** The file is mapped in windows of this size, each on first use (aligned to it, so a window's start is page-aligned). */
 export const MAPPED_WINDOW_BYTES = 1024 * 1024 * 1024;
-/** A copy spans at most this much: a larger one takes the file's ordinary path (the event loop would stall for its whole copy). */
+/** A read spans at most this much: a larger one takes pread (the event loop would stall for its whole copy). */
 export const MAPPED_COPY_MAX_BYTES = 16 * 1024 * 1024;
 
 interface Mincore {
@@ -54,22 +58,18 @@ export class MappedFile {
   /** mmap or mincore failed once: this file never tries again. */
   private unusable = false;
 
-  /** fd stays the caller's; readOnly maps PROT_READ (an O_RDONLY descriptor allows nothing else). */
-  constructor(
-    private readonly fd: number,
-    private readonly readOnly: boolean,
-  ) {
+  /** fd stays the caller's (read-only or read-write: the mapping is read-only either way). */
+  constructor(private readonly fd: number) {
     if (mincore() === null) this.unusable = true;
   }
 
   /**
-   * Copies lengthBytes between bufs (back to back) and the file from hostOffset: into bufs when
-   * `writes` is false, into the file when true. Returns false, having copied nothing, when the
-   * range is not wholly resident, spans two windows, is larger than MAPPED_COPY_MAX_BYTES, or the
-   * mapping cannot be made; the caller then takes the file's ordinary path.
+   * Copies lengthBytes of the file from hostOffset into bufs (back to back). Returns false, having
+   * copied nothing, when the range is not wholly resident, spans two windows, is larger than
+   * MAPPED_COPY_MAX_BYTES, or the mapping cannot be made; the caller then takes pread.
    */
-  copy(writes: boolean, bufs: readonly Uint8Array[], hostOffset: number, lengthBytes: number): boolean {
-    if (this.unusable || (writes && this.readOnly) || lengthBytes > MAPPED_COPY_MAX_BYTES || lengthBytes === 0) return false;
+  read(bufs: readonly Uint8Array[], hostOffset: number, lengthBytes: number): boolean {
+    if (this.unusable || lengthBytes > MAPPED_COPY_MAX_BYTES || lengthBytes === 0) return false;
     const windowIndex = Math.floor(hostOffset / MAPPED_WINDOW_BYTES);
     const windowStart = windowIndex * MAPPED_WINDOW_BYTES;
     const at = hostOffset - windowStart;
@@ -83,8 +83,7 @@ export class MappedFile {
     const file = window.bytes;
     let pos = at;
     for (const buf of bufs) {
-      if (writes) file.set(buf, pos);
-      else buf.set(file.subarray(pos, pos + buf.length));
+      buf.set(file.subarray(pos, pos + buf.length));
       pos += buf.length;
     }
     return true;
@@ -109,7 +108,7 @@ export class MappedFile {
     const known = this.windows.get(index);
     if (known !== undefined) return known;
     try {
-      const window = mapShared(this.fd, MAPPED_WINDOW_BYTES, start, { readOnly: this.readOnly });
+      const window = mapShared(this.fd, MAPPED_WINDOW_BYTES, start, { readOnly: true });
       this.windows.set(index, window);
       return window;
     } catch {
