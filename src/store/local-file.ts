@@ -93,7 +93,7 @@ export const NOWAIT_READ_MAX_BYTES = 64 * 1024;
  * (src/sys/mapped-file.ts). Below it the copy is too short for the saving to pay for the
  * residency check (a 4 KiB pread and a mincore call cost about the same).
  */
-export const MAPPED_COPY_MIN_BYTES = 64 * 1024;
+export const MAPPED_READ_MIN_BYTES = 64 * 1024;
 let zeroChunk: Uint8Array | undefined;
 
 export class LocalHostFile implements HostFile {
@@ -251,8 +251,7 @@ export class LocalHostFile implements HostFile {
    */
   private transfer<T>(direction: Direction<T>, bufs: readonly Uint8Array[], length: number, hostOffset: number, call: string): Promise<T> {
     const fd = this.fd;
-    const grows = direction.writes && hostOffset + length > this.knownSizeBytes;
-    if (!direction.writes && length >= MAPPED_COPY_MIN_BYTES && this.mapped !== null && this.truncating === 0 && this.mapped.read(bufs, hostOffset, length)) {
+    if (!direction.writes && length >= MAPPED_READ_MIN_BYTES && this.mapped !== null && this.truncating === 0 && this.mapped.read(bufs, hostOffset, length)) {
       return Promise.resolve(direction.result(length));
     }
     let rest = bufs;
@@ -272,6 +271,7 @@ export class LocalHostFile implements HostFile {
       if (direction.writes) this.knownSizeBytes = Math.max(this.knownSizeBytes, hostOffset + length);
       return Promise.resolve(direction.result(done));
     }
+    const grows = direction.writes && hostOffset + length > this.knownSizeBytes;
     const ring = this.ring !== null && !grows && ringTakes(bufs) ? this.ring : null;
     if (grows) {
       this.inFlight++;

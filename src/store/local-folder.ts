@@ -58,4 +58,3 @@ export async function removeEmptyTree(dir: string): Promise<boolean> {
     throw err;
   }
 }
-

@@ -31,7 +31,7 @@ import { mapShared, type MappedRegion } from './mmap.js';
 /** The file is mapped in windows of this size, each on first use (aligned to it, so a window's start is page-aligned). */
 export const MAPPED_WINDOW_BYTES = 1024 * 1024 * 1024;
 /** A read spans at most this much: a larger one takes pread (the event loop would stall for its whole copy). */
-export const MAPPED_COPY_MAX_BYTES = 16 * 1024 * 1024;
+export const MAPPED_READ_MAX_BYTES = 16 * 1024 * 1024;
 
 interface Mincore {
   (addr: bigint, lengthBytes: number, vec: Uint8Array): number;
@@ -50,8 +50,8 @@ function mincore(): Mincore | null {
   return mincoreFn;
 }
 
-/** mincore's answer for a range of up to MAPPED_COPY_MAX_BYTES (+ one page either side), reused. */
-const residency = new Uint8Array(MAPPED_COPY_MAX_BYTES / PAGE_BYTES + 2);
+/** mincore's answer for a range of up to MAPPED_READ_MAX_BYTES (+ one page either side), reused. */
+const residency = new Uint8Array(MAPPED_READ_MAX_BYTES / PAGE_BYTES + 2);
 
 export class MappedFile {
   private readonly windows = new Map<number, MappedRegion>();
@@ -66,10 +66,10 @@ export class MappedFile {
   /**
    * Copies lengthBytes of the file from hostOffset into bufs (back to back). Returns false, having
    * copied nothing, when the range is not wholly resident, spans two windows, is larger than
-   * MAPPED_COPY_MAX_BYTES, or the mapping cannot be made; the caller then takes pread.
+   * MAPPED_READ_MAX_BYTES, or the mapping cannot be made; the caller then takes pread.
    */
   read(bufs: readonly Uint8Array[], hostOffset: number, lengthBytes: number): boolean {
-    if (this.unusable || lengthBytes > MAPPED_COPY_MAX_BYTES || lengthBytes === 0) return false;
+    if (this.unusable || lengthBytes > MAPPED_READ_MAX_BYTES || lengthBytes === 0) return false;
     const windowIndex = Math.floor(hostOffset / MAPPED_WINDOW_BYTES);
     const windowStart = windowIndex * MAPPED_WINDOW_BYTES;
     const at = hostOffset - windowStart;
@@ -89,19 +89,10 @@ export class MappedFile {
     return true;
   }
 
-  /** Unmaps the windows that reach past sizeBytes (a truncate made the file shorter). */
-  dropFrom(sizeBytes: number): void {
-    for (const [index, window] of this.windows) {
-      if ((index + 1) * MAPPED_WINDOW_BYTES > sizeBytes) {
-        this.windows.delete(index);
-        window.unmap();
-      }
-    }
-  }
-
   /** Unmaps every window; the object can map again afterwards (used at close). */
   close(): void {
-    this.dropFrom(0);
+    for (const window of this.windows.values()) window.unmap();
+    this.windows.clear();
   }
 
   private window(index: number, start: number): MappedRegion | undefined {

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { SeededRandom } from '../../src/store/seeded-random.js';
-import { MAPPED_COPY_MAX_BYTES, MAPPED_WINDOW_BYTES, MappedFile } from '../../src/sys/mapped-file.js';
+import { MAPPED_READ_MAX_BYTES, MAPPED_WINDOW_BYTES, MappedFile } from '../../src/sys/mapped-file.js';
 import { PAGE_BYTES } from '../../src/sys/libc.js';
 import { fillUp, mountSmallTmpfs, unmountSmallTmpfs } from '../support/fill-filesystem.js';
 import { shmAvailable, shmTempDir } from '../support/tmp.js';
@@ -92,10 +92,10 @@ describe.skipIf(!shmAvailable())('MappedFile', () => {
     expect(file.read([buf.subarray(0, PAGE_BYTES)], MAPPED_WINDOW_BYTES, PAGE_BYTES)).toBe(true);
     expectSameBytes(buf.subarray(0, PAGE_BYTES), edge.subarray(PAGE_BYTES));
 
-    const big = shmFile(random(7, MAPPED_COPY_MAX_BYTES + PAGE_BYTES));
+    const big = shmFile(random(7, MAPPED_READ_MAX_BYTES + PAGE_BYTES));
     const bigFile = mapped(big.fd);
-    expect(bigFile.read([new Uint8Array(MAPPED_COPY_MAX_BYTES + PAGE_BYTES)], 0, MAPPED_COPY_MAX_BYTES + PAGE_BYTES)).toBe(false);
-    expect(bigFile.read([new Uint8Array(MAPPED_COPY_MAX_BYTES)], 0, MAPPED_COPY_MAX_BYTES)).toBe(true);
+    expect(bigFile.read([new Uint8Array(MAPPED_READ_MAX_BYTES + PAGE_BYTES)], 0, MAPPED_READ_MAX_BYTES + PAGE_BYTES)).toBe(false);
+    expect(bigFile.read([new Uint8Array(MAPPED_READ_MAX_BYTES)], 0, MAPPED_READ_MAX_BYTES)).toBe(true);
 
     const ro = shmFile(random(8, MiB), 'r');
     const roFile = mapped(ro.fd);
