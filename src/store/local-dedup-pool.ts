@@ -22,7 +22,7 @@ import { removeEmptyTree } from './local-folder.js';
 import { checkComponent } from './local-layer-store.js';
 import type { S3RetryEvent } from './s3/config.js';
 import type { ChunkedPoolOpener, ChunkedPoolStores, LocalPoolChunks } from './pool-routing-layer-store.js';
-import { openPoolTier, type PoolTier } from './pool-tier.js';
+import { fileTierFolder, openPoolTier, type PoolTier } from './pool-tier.js';
 
 /**
  * The packStore of a daemon: a pool with a tier gets its packs through the pool's
@@ -105,8 +105,8 @@ export function localDedupPoolOpener(options: LocalDedupPoolOptions): ChunkedPoo
       // the tier's own folder is the operator's and stays.
       removeEmptyFolders: async () => {
         await removeEmptyTree(path.join(options.chunksRoot, pool));
-        const tierUrl = config.tier?.url;
-        if (tierUrl?.startsWith('file://')) await removeEmptyTree(path.join(decodeURIComponent(new URL(tierUrl).pathname), LOCAL_CHUNK_TEMP_FOLDER));
+        const tierFolder = config.tier === undefined ? undefined : fileTierFolder(config.tier.url);
+        if (tierFolder !== undefined) await removeEmptyTree(path.join(tierFolder, LOCAL_CHUNK_TEMP_FOLDER));
       },
     };
   };

@@ -160,10 +160,17 @@ function describe(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** The folder of a `file:///path` tier; undefined for any other (an S3 tier). */
+export function fileTierFolder(tierUrl: string): string | undefined {
+  const url = new URL(tierUrl);
+  return url.protocol === 'file:' ? decodeURIComponent(url.pathname) : undefined;
+}
+
 async function openColdStore(options: PoolTierOptions): Promise<{ cold: ChunkStore; s3?: S3ChunkStore }> {
   const url = new URL(options.tier.url);
-  if (url.protocol === 'file:') {
-    const cold = new LocalChunkStore(decodeURIComponent(url.pathname));
+  const folder = fileTierFolder(options.tier.url);
+  if (folder !== undefined) {
+    const cold = new LocalChunkStore(folder);
     await cold.removeInterruptedPuts();
     return { cold };
   }

@@ -46,17 +46,16 @@ export async function createPool(svc: ServiceContext, name: string, options: { q
  * so two such pools would delete each other's data: pool create refuses the tier, and pools an
  * older release made that way never collect while the other exists.
  */
-async function poolWithTierOverlapping(svc: ServiceContext, url: string, name: string): Promise<PoolRecord | undefined> {
-  for (const other of await svc.catalog.pools.all()) {
+function poolWithTierOverlapping(pools: readonly PoolRecord[], url: string, name: string): PoolRecord | undefined {
+  return pools.find((other) => {
     const otherUrl = other.dedup?.tier?.url;
-    if (other.name !== name && otherUrl !== undefined && tiersOverlap(url, otherUrl)) return other;
-  }
-  return undefined;
+    return other.name !== name && otherUrl !== undefined && tiersOverlap(url, otherUrl);
+  });
 }
 
 /** INVALID_ARGUMENT when another pool's tier overlaps `url` (poolWithTierOverlapping). */
 async function refuseSharedTier(svc: ServiceContext, name: string, url: string): Promise<void> {
-  const other = await poolWithTierOverlapping(svc, url, name);
+  const other = poolWithTierOverlapping(await svc.catalog.pools.all(), url, name);
   if (other === undefined) return;
   const otherUrl = other.dedup?.tier?.url ?? '';
   throw new StorageError(
@@ -65,10 +64,10 @@ async function refuseSharedTier(svc: ServiceContext, name: string, url: string):
   );
 }
 
-/** The other pool whose tier overlaps this existing pool's, if any (made before create refused it). */
-async function poolSharingTier(svc: ServiceContext, pool: PoolRecord): Promise<PoolRecord | undefined> {
+/** The other pool of `pools` whose tier overlaps this existing pool's, if any (made before create refused it). */
+function poolSharingTier(pools: readonly PoolRecord[], pool: PoolRecord): PoolRecord | undefined {
   const url = pool.dedup?.tier?.url;
-  return url === undefined ? undefined : poolWithTierOverlapping(svc, url, pool.name);
+  return url === undefined ? undefined : poolWithTierOverlapping(pools, url, pool.name);
 }
 
 /**
@@ -77,8 +76,9 @@ async function poolSharingTier(svc: ServiceContext, pool: PoolRecord): Promise<P
  */
 export async function sharedTierProblems(svc: ServiceContext): Promise<string[]> {
   const problems: string[] = [];
-  for (const pool of await svc.catalog.pools.all()) {
-    const other = await poolSharingTier(svc, pool);
+  const pools = await svc.catalog.pools.all();
+  for (const pool of pools) {
+    const other = poolSharingTier(pools, pool);
     if (other !== undefined) problems.push(`${sharedTierMessage(pool, other)}; ${SHARED_TIER_WAY_OUT}`);
   }
   return problems;
@@ -153,7 +153,7 @@ export async function deletePool(svc: ServiceContext, name: string, options: { f
     }
     const report: PoolDeleteReport = { pool: name };
     const chunked = pool.dedup !== undefined && svc.chunkedPools?.isChunkedPool(name) === true ? svc.chunkedPools : undefined;
-    const sharing = await poolSharingTier(svc, pool);
+    const sharing = poolSharingTier(await svc.catalog.pools.all(), pool);
     if (sharing !== undefined) {
       // Its packs cannot be told from the other pool's under the shared tier: none is deleted.
       if (options.force !== true) {
@@ -227,7 +227,7 @@ export async function gcPool(svc: ServiceContext, name: string, options: { grace
     throw new StorageError('INVALID_ARGUMENT', `grace period ${String(graceMs)} ms: give a non-negative whole number of milliseconds`);
   }
   const pool = await requirePool(svc, name);
-  const sharing = await poolSharingTier(svc, pool);
+  const sharing = poolSharingTier(await svc.catalog.pools.all(), pool);
   if (sharing !== undefined) {
     throw new StorageError('BUSY', `${sharedTierMessage(pool, sharing)}: ${SHARED_TIER_WAY_OUT}`);
   }
