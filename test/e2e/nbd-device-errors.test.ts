@@ -6,33 +6,20 @@
  * data folder is on a small tmpfs (root only; skipped where it cannot be mounted).
  */
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { makeTempDir } from '../support/tmp.js';
+import { describe, expect, it } from 'vitest';
 import { qemuIo, requireTool } from '../support/tools.js';
-import { mountSmallTmpfs, unmountSmallTmpfs } from '../support/fill-filesystem.js';
-import { assertBuilt, startDaemon, type Daemon } from './harness.js';
+import { useFullDiskDaemon } from './full-disk-daemon.js';
+import { assertBuilt } from './harness.js';
 
 assertBuilt();
 
 const TMPFS_BYTES = 24 * 1024 * 1024;
 
 describe.skipIf(!requireTool('qemu-io', 'mount', 'umount'))('NBD device errors', () => {
-  const tmp = makeTempDir();
-  const mnt = path.join(tmp.path, 'mnt');
-  let mounted = false;
-  let d: Daemon | undefined;
-
-  afterAll(async () => {
-    await d?.kill();
-    if (mounted) unmountSmallTmpfs(mnt);
-    tmp.cleanup();
-  });
+  const disk = useFullDiskDaemon(TMPFS_BYTES);
 
   it('a write into a full pool is ENOSPC for qemu-io, a warning in the log and a count in /metrics', async (ctx) => {
-    if (!mountSmallTmpfs(mnt, TMPFS_BYTES)) ctx.skip();
-    mounted = true;
-    // The log stays off the full filesystem (it must be readable, and it is not the pool).
-    d = await startDaemon(path.join(mnt, 'data'), { logFile: path.join(tmp.path, 'daemon.log') });
+    const d = await disk.start(ctx);
     d.cliOk(['volume', 'create', 'full', '64M']);
     const exp = d.json<{ id: string }>(['volume', 'export-nbd', 'full']);
     const uri = `nbd+unix:///default/full?socket=${path.join(d.dataDir, 'nbd.sock')}`;
@@ -40,7 +27,7 @@ describe.skipIf(!requireTool('qemu-io', 'mount', 'umount'))('NBD device errors',
     // Two commands on one connection: both fail; the connection's second error is counted, not logged.
     const r = qemuIo(['-f', 'raw', '-c', 'write -P 0x5a 0 40M', '-c', 'write -P 0x5b 0 40M', uri]);
     expect(r.stdout + r.stderr).toMatch(/No space left on device/);
-    const lines = () => d!.logs().split('\n').filter((l) => /device error/.test(l));
+    const lines = () => d.logs().split('\n').filter((l) => /device error/.test(l));
     await expect.poll(() => lines().length, { timeout: 15_000 }).toBeGreaterThan(0);
     expect(lines()).toHaveLength(1);
     expect(lines()[0]).toMatch(/WARN/);

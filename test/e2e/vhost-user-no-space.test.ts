@@ -11,11 +11,11 @@
 import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { makeTempDir } from '../support/tmp.js';
 import { requireTool } from '../support/tools.js';
 import { VhostUserFrontend } from '../vhost-user/frontend.js';
-import { assertBuilt, startDaemon, type Daemon } from './harness.js';
-import { fillUp, mountSmallTmpfs, unmountSmallTmpfs } from '../support/fill-filesystem.js';
+import { useFullDiskDaemon } from './full-disk-daemon.js';
+import { assertBuilt, type Daemon } from './harness.js';
+import { fillUp } from '../support/fill-filesystem.js';
 
 assertBuilt();
 
@@ -44,31 +44,23 @@ function waitingCell(table: string, id: string): string | undefined {
 }
 
 describe.skipIf(!requireTool('mount', 'umount'))('vhost-user guest writing into a full pool', () => {
-  const tmp = makeTempDir();
-  const mnt = path.join(tmp.path, 'mnt');
-  let mounted = false;
+  const disk = useFullDiskDaemon(TMPFS_BYTES);
   let d: Daemon | undefined;
   let fe: VhostUserFrontend | undefined;
 
-  afterAll(async () => {
-    fe?.close();
-    await d?.kill();
-    if (mounted) unmountSmallTmpfs(mnt);
-    tmp.cleanup();
-  });
+  // Registered after the daemon's cleanup, so it runs before it (after-hooks run last first).
+  afterAll(() => fe?.close());
 
   it('writes wait, the operator sees them in the log, REST, CLI and /metrics, and they complete once space is freed', async (ctx) => {
-    if (!mountSmallTmpfs(mnt, TMPFS_BYTES)) ctx.skip();
-    mounted = true;
-    d = await startDaemon(path.join(mnt, 'data'), { logFile: path.join(tmp.path, 'daemon.log') });
+    d = await disk.start(ctx);
     d.cliOk(['volume', 'create', 'full', '64M']);
-    const socketPath = path.join(tmp.path, 'full.sock');
+    const socketPath = path.join(disk.outside, 'full.sock');
     const exp = d.json<ExportJson>(['volume', 'attach', 'full', '--vhost-user', socketPath]);
     expect(exp).toMatchObject({ onNoSpace: 'wait', waitingForSpace: 0 });
     fe = await VhostUserFrontend.connect(socketPath, { inflight: true, maxRequestBytes: CHUNK_BYTES });
     await fe.write(0, pattern(1));
     await fe.flush();
-    const filler = path.join(mnt, 'filler');
+    const filler = path.join(disk.mnt, 'filler');
     fillUp(filler);
 
     const sectors = [(16 << 20) / 512, (40 << 20) / 512];
@@ -100,9 +92,9 @@ describe.skipIf(!requireTool('mount', 'umount'))('vhost-user guest writing into 
   it("--on-no-space error is the attach's policy; NBD exports have none (the client gets ENOSPC)", async (ctx) => {
     if (d === undefined) ctx.skip();
     d!.cliOk(['volume', 'create', 'strict', '4M']);
-    const exp = d!.json<ExportJson>(['volume', 'attach', 'strict', '--vhost-user', path.join(tmp.path, 'strict.sock'), '--on-no-space', 'error']);
+    const exp = d!.json<ExportJson>(['volume', 'attach', 'strict', '--vhost-user', path.join(disk.outside, 'strict.sock'), '--on-no-space', 'error']);
     expect(exp.onNoSpace).toBe('error');
-    d!.cliFails(['volume', 'attach', 'strict', '--vhost-user', path.join(tmp.path, 'x.sock'), '--on-no-space', 'pause'], 2, /--on-no-space must be 'wait' or 'error'/);
+    d!.cliFails(['volume', 'attach', 'strict', '--vhost-user', path.join(disk.outside, 'x.sock'), '--on-no-space', 'pause'], 2, /--on-no-space must be 'wait' or 'error'/);
     const nbd = await d!.api('POST', '/v1/exports', { body: { type: 'nbd', pool: 'default', volume: 'strict', onNoSpace: 'wait' } });
     expect(nbd.status).toBe(400);
     expect(await nbd.text()).toMatch(/onNoSpace is for type 'vhost-user'/);

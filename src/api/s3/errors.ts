@@ -10,6 +10,9 @@ const PROTOCOL_ERROR_STATUS = {
   AccessDenied: 403,
   AuthorizationHeaderMalformed: 400,
   AuthorizationQueryParametersError: 400,
+  // Not one of AWS's (S3 is never full): WebDAV's status, as MinIO answers a full disk (its
+  // XMinioStorageFull). SDKs do not retry it, where a 503 would be retried into the same refusal.
+  InsufficientStorage: 507,
   InternalError: 500,
   InvalidAccessKeyId: 403,
   MalformedXML: 400,
@@ -55,7 +58,7 @@ const STORAGE_TO_S3: Record<StorageErrorCode, S3ErrorCode> = {
   READ_ONLY: 'AccessDenied',
   CANCELLED: 'OperationAborted',
   LIMIT_EXCEEDED: 'InvalidRequest',
-  NO_SPACE: 'ServiceUnavailable',
+  NO_SPACE: 'InsufficientStorage',
   UNSUPPORTED: 'NotImplemented',
   CORRUPT: 'InternalError',
   IO_ERROR: 'InternalError',
