@@ -13,6 +13,7 @@
  */
 import { PAGE_BYTES } from '../sys/libc.js';
 import { HoleCopier } from '../sys/hole-copy.js';
+import { CopyTurns, type WriteRest } from './copy-turns.js';
 
 /** Smallest write worth it: below this the one pwrite of the tail is most of it. */
 export const HOLE_COPY_MIN_BYTES = 64 * 1024;
@@ -28,12 +29,11 @@ export const HOLE_COPIES_IN_FLIGHT = 8;
 
 /** Writes bytes at hostOffset on the calling thread: bytes written (a tmpfs page: all, or it throws). */
 export type WriteTailSync = (buf: Uint8Array, hostOffset: number) => number;
-/** Writes bufs (back to back) at hostOffset through the pool: the way every byte not copied goes. */
-export type WriteRest = (bufs: readonly Uint8Array[], hostOffset: number, lengthBytes: number) => Promise<void>;
 
 export class HoleCopyWrites {
   /** undefined: not asked for yet (the userfaultfd is made on the first write); null: not available. */
   private copier: HoleCopier | null | undefined;
+  private readonly turns = new CopyTurns(HOLE_COPIES_IN_FLIGHT);
 
   constructor(
     private readonly fd: number,
@@ -75,20 +75,8 @@ export class HoleCopyWrites {
     this.copier = null;
   }
 
-  /** Copies on the pool now, and the copies waiting for one of HOLE_COPIES_IN_FLIGHT turns (in arrival order). */
-  private copiesInFlight = 0;
-  private readonly waiting: Array<() => void> = [];
-
   private async copyOne(copier: HoleCopier, buf: Uint8Array, hostOffset: number): Promise<void> {
-    if (this.copiesInFlight >= HOLE_COPIES_IN_FLIGHT) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.copiesInFlight++;
-    let copied: number;
-    try {
-      copied = await copier.copy(buf, hostOffset);
-    } finally {
-      this.copiesInFlight--;
-      this.waiting.shift()?.();
-    }
+    const copied = await this.turns.run(() => copier.copy(buf, hostOffset));
     if (copied < buf.length) await this.leftover(buf.subarray(copied), hostOffset + copied);
   }
 

@@ -26,6 +26,7 @@ import { folderOnTmpfs } from '../sys/tmpfs.js';
 import { ioUring, ringError, ringTakes, type IoUring } from '../sys/io-uring.js';
 import { GrowingWrites } from './growing-writes.js';
 import { HoleCopyWrites } from './hole-copy-writes.js';
+import { MappedOverwrites } from './mapped-overwrites.js';
 import { MappedFile } from '../sys/mapped-file.js';
 import {
   ENXIO,
@@ -116,7 +117,7 @@ export class LocalHostFile implements HostFile {
   private noWaitUnsupported = false;
   /**
    * Large reads and overwrites of a file in memory (tmpfs) go through io_uring where it is
-   * available: batched submission and the kernel's own workers instead of a thread-pool hop per
+   * available (overwrites only where mappedOverwrites cannot): batched submission and the kernel's own workers instead of a thread-pool hop per
    * call (src/sys/io-uring.ts). Writes that grow the file do not take it (holeCopies, else the
    * pool): pwrites serialize on the inode lock either way (io-wq's workers were seen waiting on it too), and through the ring
    * allocating 1 MiB writes measured no faster and with more CPU (busy machine, 8 runs: median
@@ -133,10 +134,12 @@ export class LocalHostFile implements HostFile {
   /** Writes that grow the file and take the pool: a few at a time, the rest combined (growing-writes.ts). */
   private readonly growingWrites: GrowingWrites;
   /**
-   * On tmpfs, large writes that grow the file are copied into its holes several at once, without
-   * the inode lock (hole-copy-writes.ts); null elsewhere, read-only, or with STRATA_HOLE_COPY=0.
+   * On tmpfs, large writes the kernel copies several at once, without the inode lock: those that
+   * grow the file into its holes (hole-copy-writes.ts), overwrites through a mapping
+   * (mapped-overwrites.ts). Null elsewhere, read-only, or with STRATA_HOLE_COPY=0.
    */
   private readonly holeCopies: HoleCopyWrites | null;
+  private readonly mappedOverwrites: MappedOverwrites | null;
   /**
    * On tmpfs, large reads of pages the file has are copied out of a shared read-only mapping on
    * the calling thread (src/sys/mapped-file.ts: half the CPU of pread, no hand-off); null
@@ -150,25 +153,21 @@ export class LocalHostFile implements HostFile {
   private constructor(fd: number, path: string, readOnly: boolean, syncIoMaxBytes: number, sizeBytes: number, inMemory: boolean) {
     this.fd = fd;
     this.openFd = fd;
-    this.growingWrites = new GrowingWrites((bufs, hostOffset, lengthBytes) =>
-      this.poolTransfer(WRITE, bufs, lengthBytes, hostOffset, callName(WRITE, bufs), this.openFd, null),
-    );
+    const poolWrite = (bufs: readonly Uint8Array[], hostOffset: number, lengthBytes: number): Promise<void> =>
+      this.poolTransfer(WRITE, bufs, lengthBytes, hostOffset, callName(WRITE, bufs), this.openFd, null);
+    const syncWrite = (buf: Uint8Array, hostOffset: number): number => {
+      try {
+        return WRITE.partSync(this.openFd, [buf], hostOffset);
+      } catch (err) {
+        throw this.transferError(err, 'pwrite', WRITE, [buf], buf.length, hostOffset);
+      }
+    };
+    this.growingWrites = new GrowingWrites(poolWrite);
     this.ring = Number.isFinite(syncIoMaxBytes) && syncIoMaxBytes > 0 ? ioUring() : null;
     this.mapped = inMemory && process.env.STRATA_MAPPED_IO !== '0' ? new MappedFile(fd) : null;
-    this.holeCopies =
-      inMemory && !readOnly && process.env.STRATA_HOLE_COPY !== '0'
-        ? new HoleCopyWrites(
-            fd,
-            (buf, hostOffset) => {
-              try {
-                return WRITE.partSync(this.openFd, [buf], hostOffset);
-              } catch (err) {
-                throw this.transferError(err, 'pwrite', WRITE, [buf], buf.length, hostOffset);
-              }
-            },
-            (bufs, hostOffset, lengthBytes) => this.poolTransfer(WRITE, bufs, lengthBytes, hostOffset, callName(WRITE, bufs), this.openFd, null),
-          )
-        : null;
+    const kernelCopies = inMemory && !readOnly && process.env.STRATA_HOLE_COPY !== '0';
+    this.mappedOverwrites = kernelCopies ? new MappedOverwrites(fd, poolWrite) : null;
+    this.holeCopies = kernelCopies ? new HoleCopyWrites(fd, syncWrite, poolWrite) : null;
     this.knownSizeBytes = sizeBytes;
     this.name = path;
     this.readOnly = readOnly;
@@ -293,10 +292,15 @@ export class LocalHostFile implements HostFile {
     }
     const grows = direction.writes && hostOffset + length > this.knownSizeBytes;
     const ring = this.ring !== null && !grows && ringTakes(bufs) ? this.ring : null;
-    if (grows) {
+    const overwrite = direction.writes && !grows && this.mappedOverwrites !== null && this.truncating === 0 && this.mappedOverwrites.available();
+    if (grows || overwrite) {
       this.inFlight++;
-      const holeCopies = this.holeCopies !== null && this.holeCopies.takes(bufs, hostOffset, length) ? this.holeCopies : null;
-      const written = holeCopies !== null ? holeCopies.write(bufs, hostOffset, length) : this.growingWrites.write(bufs, hostOffset, length);
+      const holeCopies = grows && this.holeCopies !== null && this.holeCopies.takes(bufs, hostOffset, length) ? this.holeCopies : null;
+      const written = overwrite
+        ? this.mappedOverwrites!.write(bufs, hostOffset, length)
+        : holeCopies !== null
+          ? holeCopies.write(bufs, hostOffset, length)
+          : this.growingWrites.write(bufs, hostOffset, length);
       return written.then(
         () => {
           this.opDone();
@@ -531,6 +535,7 @@ export class LocalHostFile implements HostFile {
       if (this.inFlight > 0) await new Promise<void>((resolve) => (this.drained = resolve));
       this.mapped?.close();
       this.holeCopies?.close();
+      this.mappedOverwrites?.close();
       await new Promise<void>((resolve, reject) => {
         fs.close(fd, (err) => (err ? reject(wrapFsError(err, `close of ${this.name}`)) : resolve()));
       });

@@ -27,10 +27,17 @@
  * for a fault handler that this process does not run.
  */
 import koffi from 'koffi';
-import { errnoValue, libc, libcLibrary, MAP_FAILED, MAP_SHARED, PAGE_BYTES, PROT_READ, PROT_WRITE } from './libc.js';
+import { FileWindows } from './file-windows.js';
+import { errnoValue, libc, libcLibrary, PAGE_BYTES } from './libc.js';
 
 /** The file is mapped and registered in windows of this size, each on first use. */
 export const HOLE_COPY_WINDOW_BYTES = 1024 * 1024 * 1024;
+/**
+ * A copy leaves its pages mapped here too (UFFDIO_COPY maps what it fills); page table entries
+ * are dropped for a whole window once this much was copied into it. Dropping them after each
+ * copy cost a TLB flush each (madvise on the event loop: 1 MiB writes ran ~20% slower).
+ */
+export const HOLE_COPY_ZAP_BYTES = 64 * 1024 * 1024;
 
 // linux/userfaultfd.h (x86-64): ioctl numbers, flags and struct layouts.
 const SYS_USERFAULTFD = 323;
@@ -52,14 +59,12 @@ const UFFDIO_REGISTER_BYTES = 32;
 const UFFDIO_COPY_BYTES = 40;
 /** struct uffdio_copy's `copy`: bytes copied, or a negative errno. */
 const UFFDIO_COPY_RESULT_AT = 32;
-const MADV_DONTNEED = 4;
 const EINVAL = errnoValue('EINVAL', 22);
 
 interface Bindings {
   userfaultfd(flags: number): number;
   ioctl(fd: number, request: number, arg: Uint8Array): number;
   ioctlAsync(fd: number, request: number, arg: Uint8Array, done: (err: unknown, result: unknown) => void): void;
-  madviseAsync(addr: bigint, lengthBytes: number, advice: number, done: () => void): void;
 }
 
 let bindings: Bindings | null | undefined;
@@ -70,12 +75,10 @@ function bound(): Bindings | null {
     const lib = libcLibrary();
     const syscall = lib.func('long syscall(long number, ...)');
     const ioctl = lib.func('int ioctl(int fd, unsigned long request, void *arg)');
-    const madvise = lib.func('int madvise(void *addr, size_t length, int advice)');
     bindings = {
       userfaultfd: (flags) => Number(syscall(SYS_USERFAULTFD, 'int', flags)),
       ioctl: (fd, request, arg) => ioctl(fd, request, arg) as number,
       ioctlAsync: (fd, request, arg, done) => ioctl.async(fd, request, arg, done),
-      madviseAsync: (addr, lengthBytes, advice, done) => madvise.async(addr, lengthBytes, advice, done),
     };
   } catch {
     bindings = null;
@@ -83,37 +86,23 @@ function bound(): Bindings | null {
   return bindings;
 }
 
-/**
- * A copy leaves its pages mapped here too (UFFDIO_COPY maps what it fills); page table entries
- * are dropped for a whole window once this much was copied into it. Dropping them after each
- * copy cost a TLB flush each (madvise on the event loop: 1 MiB writes ran ~20% slower).
- */
-export const HOLE_COPY_ZAP_BYTES = 64 * 1024 * 1024;
-
-interface Window {
-  addr: bigint;
-  copiedSinceZapBytes: number;
-}
-
 export class HoleCopier {
-  private readonly windows = new Map<number, Window>();
-  private closed = false;
-  private zapsInFlight = 0;
-  /** A window could not be mapped or registered once: no more tries (every copy answers 0). */
-  private unusable = false;
+  private readonly windows: FileWindows;
 
   private constructor(
-    private readonly fd: number,
+    fd: number,
     private readonly uffd: number,
     private readonly calls: Bindings,
-  ) {}
+  ) {
+    this.windows = new FileWindows(fd, HOLE_COPY_WINDOW_BYTES, HOLE_COPY_ZAP_BYTES, (addr) => this.register(addr));
+  }
 
   /**
    * A copier for fd (a tmpfs file open read-write; the descriptor stays the caller's), or null
    * where userfaultfd cannot be had here.
    */
   static open(fd: number): HoleCopier | null {
-    const calls = process.platform === 'linux' && process.arch === 'x64' ? bound() : null;
+    const calls = process.platform === 'linux' && process.arch === 'x64' && FileWindows.available() ? bound() : null;
     if (calls === null) return null;
     let uffd = calls.userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
     // Before Linux 5.11 the flag is unknown (EINVAL); a privileged process may ask without it.
@@ -135,49 +124,26 @@ export class HoleCopier {
    * the copy could not be set up; the caller writes the rest another way. Never rejects.
    */
   async copy(buf: Uint8Array, hostOffset: number): Promise<number> {
-    if (this.closed || this.unusable || buf.length === 0 || buf.length % PAGE_BYTES !== 0 || hostOffset % PAGE_BYTES !== 0) return 0;
+    if (buf.length === 0 || buf.length % PAGE_BYTES !== 0 || hostOffset % PAGE_BYTES !== 0) return 0;
     let done = 0;
     while (done < buf.length) {
       const at = hostOffset + done;
       const windowIndex = Math.floor(at / HOLE_COPY_WINDOW_BYTES);
-      const window = this.window(windowIndex);
+      const window = this.windows.window(windowIndex);
       if (window === undefined) break;
       const inWindow = at - windowIndex * HOLE_COPY_WINDOW_BYTES;
       const lengthBytes = Math.min(buf.length - done, HOLE_COPY_WINDOW_BYTES - inWindow);
-      const dst = window.addr + BigInt(inWindow);
-      const copied = await this.copyPages(dst, buf.subarray(done, done + lengthBytes));
-      window.copiedSinceZapBytes += copied;
-      this.zapWhenDue(window);
+      const copied = await this.copyPages(window.addr + BigInt(inWindow), buf.subarray(done, done + lengthBytes));
+      this.windows.copied(window, copied);
       done += copied;
       if (copied < lengthBytes) break;
     }
     return done;
   }
 
-  /**
-   * Unmaps every window (with it, the registrations) and closes the userfaultfd, once a zap in
-   * flight has ended. Only after the copies ended (the caller's writes in flight). Idempotent.
-   */
+  /** Unmaps every window (with it, the registrations), then closes the userfaultfd. Only after the copies ended. Idempotent. */
   close(): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.zapsInFlight === 0) this.release();
-  }
-
-  private release(): void {
-    for (const window of this.windows.values()) libc().munmap(window.addr, HOLE_COPY_WINDOW_BYTES);
-    this.windows.clear();
-    libc().close(this.uffd);
-  }
-
-  /** The window's page table entries dropped on the pool (the pages stay in the file), when due. */
-  private zapWhenDue(window: Window): void {
-    if (window.copiedSinceZapBytes < HOLE_COPY_ZAP_BYTES) return;
-    window.copiedSinceZapBytes = 0;
-    this.zapsInFlight++;
-    this.calls.madviseAsync(window.addr, HOLE_COPY_WINDOW_BYTES, MADV_DONTNEED, () => {
-      if (--this.zapsInFlight === 0 && this.closed) this.release();
-    });
+    this.windows.close(() => libc().close(this.uffd));
   }
 
   private copyPages(dst: bigint, src: Uint8Array): Promise<number> {
@@ -198,27 +164,13 @@ export class HoleCopier {
     });
   }
 
-  private window(index: number): Window | undefined {
-    const known = this.windows.get(index);
-    if (known !== undefined) return known;
-    // Mapping past the file's end is allowed (nothing touches it); UFFDIO_COPY there fails cleanly.
-    const addr = libc().mmap(null, HOLE_COPY_WINDOW_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, this.fd, index * HOLE_COPY_WINDOW_BYTES);
-    if (addr === MAP_FAILED || addr === 0n) {
-      this.unusable = true;
-      return undefined;
-    }
+  /** Registers a new window for missing-page copies: whether UFFDIO_COPY may then be used there. */
+  private register(addr: bigint): boolean {
     const register = new Uint8Array(UFFDIO_REGISTER_BYTES);
     const view = new DataView(register.buffer);
     view.setBigUint64(0, addr, true);
     view.setBigUint64(8, BigInt(HOLE_COPY_WINDOW_BYTES), true);
     view.setBigUint64(16, UFFDIO_REGISTER_MODE_MISSING, true);
-    if (this.calls.ioctl(this.uffd, UFFDIO_REGISTER, register) !== 0 || (view.getBigUint64(24, true) & UFFDIO_COPY_ALLOWED) === 0n) {
-      libc().munmap(addr, HOLE_COPY_WINDOW_BYTES);
-      this.unusable = true;
-      return undefined;
-    }
-    const window = { addr, copiedSinceZapBytes: 0 };
-    this.windows.set(index, window);
-    return window;
+    return this.calls.ioctl(this.uffd, UFFDIO_REGISTER, register) === 0 && (view.getBigUint64(24, true) & UFFDIO_COPY_ALLOWED) !== 0n;
   }
 }

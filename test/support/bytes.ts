@@ -1,5 +1,7 @@
 /** Byte comparisons for tests that handle many large buffers. */
+import { readSync } from 'node:fs';
 import { expect } from 'vitest';
+import { SeededRandom } from '../../src/store/seeded-random.js';
 
 /** Byte equality without vitest's element-by-element diff (seconds for a few hundred 64 KiB chunks). */
 export function expectSameBytes(actual: Uint8Array, expected: Uint8Array | undefined, what = 'bytes'): void {
@@ -16,4 +18,16 @@ export function overwriteRandomRegion(bytes: Buffer, rng: { next(): number }, re
   const start = Math.floor(rng.next() * ((bytes.length - regionBytes) / mib)) * mib;
   for (let i = start; i < start + regionBytes; i += 4) bytes.writeUInt32LE(Math.floor(rng.next() * 0xffffffff), i);
   return start;
+}
+
+/** lengthBytes of seeded random bytes: the same seed, the same bytes. */
+export function seededBytes(seed: number, lengthBytes: number): Uint8Array {
+  return new SeededRandom(seed).fill(new Uint8Array(lengthBytes));
+}
+
+/** lengthBytes of an open file from hostOffset, read whole (a short read fails the test). */
+export function readFileAt(fd: number, hostOffset: number, lengthBytes: number): Uint8Array {
+  const out = new Uint8Array(lengthBytes);
+  expect(readSync(fd, out, 0, lengthBytes, hostOffset), `bytes read at ${hostOffset}`).toBe(lengthBytes);
+  return out;
 }

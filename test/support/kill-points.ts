@@ -4,7 +4,7 @@
  * prints "paused <where>" and never returns), and the parent kills it with SIGKILL on a line it
  * watches for (`killOnLine`).
  */
-import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { spawnTsChild, watchLines } from './ts-child.js';
 
 /** Forwards every call to `target`, with `overrides` in front (methods bound to target). */
@@ -39,4 +39,21 @@ export async function killOnLine(script: string, args: readonly string[], killAt
   });
   await exited;
   return child;
+}
+
+/**
+ * Runs `script` (an ES module, as `node -e` text) in a child process, SIGKILLs it once it has
+ * printed `line`, and resolves when it is gone. Rejects when it exits by itself before that.
+ */
+export async function killWhenPrinted(script: string, line: string): Promise<void> {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (chunk: Buffer) => {
+      if (chunk.toString().includes(line)) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`the child exited (${code}) before it printed '${line}'`)));
+  });
+  child.kill('SIGKILL');
+  await exited;
 }

@@ -6,29 +6,21 @@
  * way at depth, and what a copy leaves goes by pwrite; a full tmpfs refuses with NO_SPACE and
  * keeps what was written; a process SIGKILLed amid such writes leaves every sector old or new.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { HoleCopyWrites } from '../../src/store/hole-copy-writes.js';
-import { SeededRandom } from '../../src/store/seeded-random.js';
 import { HOLE_COPY_WINDOW_BYTES, HoleCopier } from '../../src/sys/hole-copy.js';
 import { PAGE_BYTES } from '../../src/sys/libc.js';
+import { expectSameBytes, readFileAt, seededBytes } from '../support/bytes.js';
+import { killWhenPrinted } from '../support/kill-points.js';
 import { fillUp, mountSmallTmpfs, unmountSmallTmpfs } from '../support/fill-filesystem.js';
 import { shmAvailable, shmTempDir } from '../support/tmp.js';
 
 const MiB = 1024 * 1024;
 const SECTOR_BYTES = 512;
 
-function expectSameBytes(actual: Uint8Array, expected: Uint8Array): void {
-  expect(actual.length).toBe(expected.length);
-  expect(Buffer.compare(actual, expected), 'bytes differ').toBe(0);
-}
-
-function random(seed: number, lengthBytes: number): Uint8Array {
-  return new SeededRandom(seed).fill(new Uint8Array(lengthBytes));
-}
 
 const opened: number[] = [];
 const copiers: HoleCopier[] = [];
@@ -51,44 +43,38 @@ function holeyFile(sizeBytes: number): { fd: number; p: string; copier: HoleCopi
   return { fd, p, copier };
 }
 
-function readAt(fd: number, hostOffset: number, lengthBytes: number): Uint8Array {
-  const out = new Uint8Array(lengthBytes);
-  expect(fs.readSync(fd, out, 0, lengthBytes, hostOffset)).toBe(lengthBytes);
-  return out;
-}
-
 describe.skipIf(!shmAvailable())('HoleCopier', () => {
   it('copies whole pages into holes, from a subarray, and across two windows', async () => {
     const { fd, copier } = holeyFile(HOLE_COPY_WINDOW_BYTES + 4 * MiB);
-    const backing = random(1, 2 * MiB + 3 * PAGE_BYTES);
+    const backing = seededBytes(1, 2 * MiB + 3 * PAGE_BYTES);
     const src = backing.subarray(3 * PAGE_BYTES, 3 * PAGE_BYTES + 2 * MiB); // not at its buffer's start
     expect(await copier.copy(src, MiB)).toBe(2 * MiB);
-    expectSameBytes(readAt(fd, MiB, 2 * MiB), src);
-    expect(readAt(fd, 0, MiB).every((b) => b === 0)).toBe(true);
+    expectSameBytes(readFileAt(fd, MiB, 2 * MiB), src);
+    expect(readFileAt(fd, 0, MiB).every((b) => b === 0)).toBe(true);
 
-    const across = random(2, 4 * PAGE_BYTES);
+    const across = seededBytes(2, 4 * PAGE_BYTES);
     const at = HOLE_COPY_WINDOW_BYTES - 2 * PAGE_BYTES;
     expect(await copier.copy(across, at)).toBe(across.length);
-    expectSameBytes(readAt(fd, at, across.length), across);
+    expectSameBytes(readFileAt(fd, at, across.length), across);
     // The pages are in the file (allocated), not only in this process's mapping.
     expect(fs.fstatSync(fd).blocks * 512).toBeGreaterThanOrEqual(2 * MiB + across.length);
   });
 
   it('stops at a page the file has, at its end, and refuses what is not whole pages', async () => {
     const { fd, copier } = holeyFile(4 * MiB);
-    const there = random(3, PAGE_BYTES);
+    const there = seededBytes(3, PAGE_BYTES);
     fs.writeSync(fd, there, 0, PAGE_BYTES, 2 * PAGE_BYTES);
-    const src = random(4, 8 * PAGE_BYTES);
+    const src = seededBytes(4, 8 * PAGE_BYTES);
     expect(await copier.copy(src, 0)).toBe(2 * PAGE_BYTES); // the two pages before it
-    expectSameBytes(readAt(fd, 0, 2 * PAGE_BYTES), src.subarray(0, 2 * PAGE_BYTES));
-    expectSameBytes(readAt(fd, 2 * PAGE_BYTES, PAGE_BYTES), there); // never overwritten
+    expectSameBytes(readFileAt(fd, 0, 2 * PAGE_BYTES), src.subarray(0, 2 * PAGE_BYTES));
+    expectSameBytes(readFileAt(fd, 2 * PAGE_BYTES, PAGE_BYTES), there); // never overwritten
 
     expect(await copier.copy(src, 4 * MiB - 4 * PAGE_BYTES)).toBe(4 * PAGE_BYTES); // up to the end
     expect(fs.fstatSync(fd).size).toBe(4 * MiB); // and the file did not grow
     expect(await copier.copy(src, 5 * MiB)).toBe(0);
     expect(await copier.copy(src.subarray(0, 1000), MiB)).toBe(0);
     expect(await copier.copy(src, MiB + 512)).toBe(0);
-    expect(readAt(fd, MiB, PAGE_BYTES).every((b) => b === 0)).toBe(true);
+    expect(readFileAt(fd, MiB, PAGE_BYTES).every((b) => b === 0)).toBe(true);
   });
 });
 
@@ -102,7 +88,7 @@ describe.skipIf(!shmAvailable())('LocalHostFile: growing writes by hole copy', (
       const expected = new Uint8Array(writes * MiB);
       const pending: Array<Promise<void>> = [];
       for (let i = 0; i < writes; i++) {
-        const data = random(100 + i, MiB);
+        const data = seededBytes(100 + i, MiB);
         expected.set(data, i * MiB);
         // Three buffers back to back, as a guest request over segments of its memory.
         const parts = [data.subarray(0, 256 * 1024), data.subarray(256 * 1024, 768 * 1024), data.subarray(768 * 1024)];
@@ -115,11 +101,11 @@ describe.skipIf(!shmAvailable())('LocalHostFile: growing writes by hole copy', (
       expectSameBytes(fs.readFileSync(p), expected);
 
       copy.mockClear();
-      const over = random(5, MiB);
+      const over = seededBytes(5, MiB);
       await file.pwrite(over, 10 * MiB);
-      await file.pwrite(random(6, 4096), (writes + 1) * MiB); // small: the synchronous path
+      await file.pwrite(seededBytes(6, 4096), (writes + 1) * MiB); // small: the synchronous path
       expect(copy).not.toHaveBeenCalled();
-      expectSameBytes(readAt(fs.openSync(p, 'r'), 10 * MiB, MiB), over);
+      expectSameBytes(readFileAt(fs.openSync(p, 'r'), 10 * MiB, MiB), over);
     } finally {
       await file.close();
     }
@@ -134,10 +120,10 @@ describe.skipIf(!shmAvailable())('LocalHostFile: growing writes by hole copy', (
     try {
       for (const at of [8 * PAGE_BYTES, 100 * PAGE_BYTES]) fs.writeSync(fd, new Uint8Array(PAGE_BYTES).fill(9), 0, PAGE_BYTES, MiB + at);
       const rest = vi.spyOn(HoleCopyWrites.prototype as unknown as { leftover: () => Promise<void> }, 'leftover');
-      const data = random(7, MiB);
+      const data = seededBytes(7, MiB);
       await file.pwrite(data, MiB);
       expect(rest).toHaveBeenCalled();
-      expectSameBytes(readAt(fd, MiB, MiB), data);
+      expectSameBytes(readFileAt(fd, MiB, MiB), data);
     } finally {
       await file.close();
     }
@@ -147,7 +133,7 @@ describe.skipIf(!shmAvailable())('LocalHostFile: growing writes by hole copy', (
     const q = path.join(shmTempDir(), 'g.img');
     const other = await LocalHostFile.open(q, { create: true });
     try {
-      const data = random(8, 2 * MiB);
+      const data = seededBytes(8, 2 * MiB);
       await other.pwrite(data, 0);
       expect(copy).not.toHaveBeenCalled();
       expectSameBytes(fs.readFileSync(q), data);
@@ -164,10 +150,10 @@ describe.skipIf(!shmAvailable())('LocalHostFile: growing writes by hole copy', (
     try {
       const p = path.join(mnt, 'f.img');
       file = await LocalHostFile.open(p, { create: true });
-      const first = random(9, 2 * MiB);
+      const first = seededBytes(9, 2 * MiB);
       await file.pwrite(first, 0);
       fillUp(path.join(mnt, 'filler'));
-      await expect(file.pwrite(random(10, 2 * MiB), 2 * MiB)).rejects.toMatchObject({ code: 'NO_SPACE' });
+      await expect(file.pwrite(seededBytes(10, 2 * MiB), 2 * MiB)).rejects.toMatchObject({ code: 'NO_SPACE' });
       const back = new Uint8Array(2 * MiB);
       expect(await file.pread(back, 0)).toBe(2 * MiB);
       expectSameBytes(back, first);
@@ -203,15 +189,7 @@ describe.skipIf(!shmAvailable())('growing writes by hole copy, killed', () => {
       await Promise.all(pending);
       process.stdout.write('done\\n');
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise<void>((resolve, reject) => {
-      child.stdout.on('data', (chunk: Buffer) => {
-        if (chunk.toString().includes('go')) resolve();
-      });
-      child.on('exit', (code) => reject(new Error(`the writer exited (${code}) before it was killed`)));
-    });
-    child.kill('SIGKILL');
-    await new Promise((resolve) => child.on('exit', resolve));
+    await killWhenPrinted(script, 'go');
 
     const file = fs.readFileSync(p);
     const view = new DataView(file.buffer, file.byteOffset, file.length);
