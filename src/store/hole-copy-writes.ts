@@ -41,10 +41,10 @@ export class HoleCopyWrites {
     private readonly writeRest: WriteRest,
   ) {}
 
-  /** Whether a write of bufs at hostOffset goes this way (whole pages, at a page, and copies can be had). */
+  /** Whether a write of bufs at hostOffset goes this way (each buffer whole pages, at a page, and copies can be had). */
   takes(bufs: readonly Uint8Array[], hostOffset: number, lengthBytes: number): boolean {
     if (lengthBytes < HOLE_COPY_MIN_BYTES || hostOffset % PAGE_BYTES !== 0) return false;
-    for (const b of bufs) if (b.length % PAGE_BYTES !== 0) return false;
+    for (const b of bufs) if (b.length === 0 || b.length % PAGE_BYTES !== 0) return false;
     this.copier ??= HoleCopier.open(this.fd);
     return this.copier !== null;
   }

@@ -40,11 +40,27 @@ function bound(): ProcessVmWritevAsync | null {
     const pvw = libcLibrary().func(
       'intptr_t process_vm_writev(int pid, const void *local_iov, unsigned long liovcnt, const void *remote_iov, unsigned long riovcnt, unsigned long flags)',
     );
+    // A container's seccomp profile may refuse the call (Docker's does without CAP_SYS_PTRACE):
+    // find out once, on two buffers of our own, rather than by every write failing over to pwrite.
+    const from = new Uint8Array(8).fill(1);
+    const to = new Uint8Array(8);
+    const local = iovecOf(from);
+    const remote = iovecOf(to);
+    if (Number(pvw(process.pid, local, 1, remote, 1, 0)) !== to.length || to[7] !== 1) throw new Error('process_vm_writev refused');
     processVmWritev = (pid, local, localCount, remote, done) => pvw.async(pid, local, localCount, remote, 1, 0, done);
   } catch {
     processVmWritev = null;
   }
   return processVmWritev;
+}
+
+/** struct iovec for one buffer. */
+function iovecOf(buf: Uint8Array): Uint8Array {
+  const iov = new Uint8Array(IOVEC_BYTES);
+  const view = new DataView(iov.buffer);
+  view.setBigUint64(0, koffi.address(buf) as bigint, true);
+  view.setBigUint64(8, BigInt(buf.length), true);
+  return iov;
 }
 
 export class MappedWriter {
