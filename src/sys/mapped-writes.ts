@@ -40,8 +40,8 @@ function bound(): ProcessVmWritevAsync | null {
     const pvw = libcLibrary().func(
       'intptr_t process_vm_writev(int pid, const void *local_iov, unsigned long liovcnt, const void *remote_iov, unsigned long riovcnt, unsigned long flags)',
     );
-    // A container's seccomp profile may refuse the call (Docker's does without CAP_SYS_PTRACE):
-    // find out once, on two buffers of our own, rather than by every write failing over to pwrite.
+    // A container's seccomp profile may refuse the call: find out once, on two buffers of our
+    // own, rather than by every write failing over to pwrite.
     const from = new Uint8Array(8).fill(1);
     const to = new Uint8Array(8);
     const local = iovecOf(from);
