@@ -6,7 +6,7 @@
  * A write goes in two steps. First its last page, by a pwrite on the calling thread: that makes
  * the file at least as long as the write (UFFDIO_COPY fills only below the file's size), and a
  * pwrite never shortens a file, however writes of different ends interleave. Then the rest, each
- * buffer a UFFDIO_COPY on the thread pool, all at once; whatever a copy leaves (a page the file
+ * buffer a UFFDIO_COPY on the thread pool, a few at once (copy-turns.ts); whatever a copy leaves (a page the file
  * already has, tmpfs full, a copy refused) goes to the pool's pwrite, which overwrites or reports
  * the error. The write is answered once every byte of it is in the file, as a pwrite is, so a
  * flush covers exactly the writes answered. A write killed midway leaves whole pages old or new.
@@ -17,15 +17,6 @@ import { CopyTurns, type WriteRest } from './copy-turns.js';
 
 /** Smallest write worth it: below this the one pwrite of the tail is most of it. */
 export const HOLE_COPY_MIN_BYTES = 64 * 1024;
-/**
- * Copies in flight for one file; the rest wait their turn. Measured with `strata img bench` (1 MiB
- * allocating writes, QD 32, tmpfs, two CPUs; 3,000 writes, three rounds each, quiet): 2 at once
- * 1.18-1.57 s, 4 0.91-1.09, 8 0.93-0.97, every write at once (up to 32) 1.02-1.36, the pool's
- * pwrites 1.18-1.35; beside two CPU-bound processes 8 1.33-1.92 s, 16 1.33-1.80, the pool
- * 1.58-2.66, qemu-img 1.62-2.23. More copies at once than CPUs only add contention in the page
- * allocator; fewer than 8 leave the CPUs idle between a copy's end and the next one's start.
- */
-export const HOLE_COPIES_IN_FLIGHT = 8;
 
 /** Writes bytes at hostOffset on the calling thread: bytes written (a tmpfs page: all, or it throws). */
 export type WriteTailSync = (buf: Uint8Array, hostOffset: number) => number;
@@ -33,7 +24,8 @@ export type WriteTailSync = (buf: Uint8Array, hostOffset: number) => number;
 export class HoleCopyWrites {
   /** undefined: not asked for yet (the userfaultfd is made on the first write); null: not available. */
   private copier: HoleCopier | null | undefined;
-  private readonly turns = new CopyTurns(HOLE_COPIES_IN_FLIGHT);
+  /** At most KERNEL_COPIES_IN_FLIGHT copies of this file at once (copy-turns.ts). */
+  private readonly turns = new CopyTurns();
 
   constructor(
     private readonly fd: number,

@@ -117,11 +117,12 @@ export class LocalHostFile implements HostFile {
   private noWaitUnsupported = false;
   /**
    * Large reads and overwrites of a file in memory (tmpfs) go through io_uring where it is
-   * available (overwrites only where mappedOverwrites cannot): batched submission and the kernel's own workers instead of a thread-pool hop per
-   * call (src/sys/io-uring.ts). Writes that grow the file do not take it (holeCopies, else the
-   * pool): pwrites serialize on the inode lock either way (io-wq's workers were seen waiting on it too), and through the ring
-   * allocating 1 MiB writes measured no faster and with more CPU (busy machine, 8 runs: median
-   * 566 vs 655 ops/s, 2.38 vs 1.94 CPU s per 3 GiB).
+   * available (overwrites only where mappedOverwrites cannot): batched submission and the kernel's
+   * own workers instead of a thread-pool hop per call (src/sys/io-uring.ts). Writes that grow the
+   * file do not take it (holeCopies, else the pool): pwrites serialize on the inode lock either
+   * way (io-wq's workers were seen waiting on it too), and through the ring allocating 1 MiB
+   * writes measured no faster and with more CPU (busy machine, 8 runs: median 566 vs 655 ops/s,
+   * 2.38 vs 1.94 CPU s per 3 GiB).
    */
   private readonly ring: IoUring | null;
   /**

@@ -1,8 +1,8 @@
 /**
  * MappedOverwrites: large overwrites of a file in memory (tmpfs) copied by the kernel into a
  * shared mapping of the file (src/sys/mapped-writes.ts: process_vm_writev, no inode lock), up to
- * MAPPED_OVERWRITES_IN_FLIGHT at once, instead of pwrites that take the file's inode lock one
- * after another. Whatever a copy leaves (the file ended, tmpfs full, a range across two windows)
+ * KERNEL_COPIES_IN_FLIGHT at once (copy-turns.ts), instead of pwrites that take the file's inode
+ * lock one after another. Whatever a copy leaves (the file ended, tmpfs full, a range across two windows)
  * goes by pwrite through the pool, which extends the file or reports the error. A write is
  * answered once all of it is in, as a pwrite is, so a flush covers exactly the writes answered.
  */
@@ -10,17 +10,10 @@ import { remainingBuffers } from '../sys/iovec.js';
 import { MappedWriter } from '../sys/mapped-writes.js';
 import { CopyTurns, type WriteRest } from './copy-turns.js';
 
-/**
- * Overwrites in flight for one file; the rest wait their turn. Two CPUs here: more than a few
- * only contend (the same count as hole-copy-writes.ts; bench/RESULTS.md, issue 13).
- */
-export const MAPPED_OVERWRITES_IN_FLIGHT = 8;
-
-
 export class MappedOverwrites {
   /** undefined: not asked for yet (mapped on the first write); null: not available here. */
   private writer: MappedWriter | null | undefined;
-  private readonly turns = new CopyTurns(MAPPED_OVERWRITES_IN_FLIGHT);
+  private readonly turns = new CopyTurns();
 
   constructor(
     private readonly fd: number,

@@ -12,6 +12,11 @@
 import { libc, libcLibrary, MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE } from './libc.js';
 
 const MADV_DONTNEED = 4;
+/**
+ * The file is mapped in windows of this size, each on first use: a copy's range stays inside one
+ * window or is split at its edge, and an image of any size needs only the windows it is written in.
+ */
+export const FILE_WINDOW_BYTES = 1024 * 1024 * 1024;
 
 type MadviseAsync = (addr: bigint, lengthBytes: number, advice: number, done: () => void) => void;
 let madviseAsync: MadviseAsync | null | undefined;
@@ -29,7 +34,7 @@ function boundMadvise(): MadviseAsync | null {
 }
 
 export interface FileWindow {
-  /** Address of the window's first byte (the file's byte index * windowBytes). */
+  /** Address of the window's first byte (the file's byte index * FILE_WINDOW_BYTES). */
   readonly addr: bigint;
   copiedSinceZapBytes: number;
 }
@@ -48,29 +53,28 @@ export class FileWindows {
    */
   constructor(
     private readonly fd: number,
-    readonly windowBytes: number,
     private readonly zapBytes: number,
     private readonly setUp: (addr: bigint) => boolean = () => true,
   ) {}
 
-  /** Whether this process can have such windows at all (libc bound). */
+  /** Whether this process can have such windows at all (glibc Linux x86-64, libc bound). */
   static available(): boolean {
-    return boundMadvise() !== null;
+    return process.platform === 'linux' && process.arch === 'x64' && boundMadvise() !== null;
   }
 
-  /** The window holding the file's byte index * windowBytes, mapped on first use; undefined when it cannot be. */
+  /** The window holding the file's byte index * FILE_WINDOW_BYTES, mapped on first use; undefined when it cannot be. */
   window(index: number): FileWindow | undefined {
     if (this.closed || this.unusable) return undefined;
     const known = this.windows.get(index);
     if (known !== undefined) return known;
     // Mapping past the file's end is allowed: a copy there fails cleanly, nothing else touches it.
-    const addr = libc().mmap(null, this.windowBytes, PROT_READ | PROT_WRITE, MAP_SHARED, this.fd, index * this.windowBytes);
+    const addr = libc().mmap(null, FILE_WINDOW_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, this.fd, index * FILE_WINDOW_BYTES);
     if (addr === MAP_FAILED || addr === 0n) {
       this.unusable = true;
       return undefined;
     }
     if (!this.setUp(addr)) {
-      libc().munmap(addr, this.windowBytes);
+      libc().munmap(addr, FILE_WINDOW_BYTES);
       this.unusable = true;
       return undefined;
     }
@@ -87,7 +91,7 @@ export class FileWindows {
     const madvise = boundMadvise();
     if (madvise === null) return;
     this.zapsInFlight++;
-    madvise(window.addr, this.windowBytes, MADV_DONTNEED, () => {
+    madvise(window.addr, FILE_WINDOW_BYTES, MADV_DONTNEED, () => {
       if (--this.zapsInFlight === 0 && this.closed) this.release();
     });
   }
@@ -104,7 +108,7 @@ export class FileWindows {
   }
 
   private release(): void {
-    for (const window of this.windows.values()) libc().munmap(window.addr, this.windowBytes);
+    for (const window of this.windows.values()) libc().munmap(window.addr, FILE_WINDOW_BYTES);
     this.windows.clear();
     this.released?.();
     this.released = undefined;

@@ -27,11 +27,9 @@
  * for a fault handler that this process does not run.
  */
 import koffi from 'koffi';
-import { FileWindows } from './file-windows.js';
+import { FILE_WINDOW_BYTES, FileWindows } from './file-windows.js';
 import { errnoValue, libc, libcLibrary, PAGE_BYTES } from './libc.js';
 
-/** The file is mapped and registered in windows of this size, each on first use. */
-export const HOLE_COPY_WINDOW_BYTES = 1024 * 1024 * 1024;
 /**
  * A copy leaves its pages mapped here too (UFFDIO_COPY maps what it fills); page table entries
  * are dropped for a whole window once this much was copied into it. Dropping them after each
@@ -94,7 +92,7 @@ export class HoleCopier {
     private readonly uffd: number,
     private readonly calls: Bindings,
   ) {
-    this.windows = new FileWindows(fd, HOLE_COPY_WINDOW_BYTES, HOLE_COPY_ZAP_BYTES, (addr) => this.register(addr));
+    this.windows = new FileWindows(fd, HOLE_COPY_ZAP_BYTES, (addr) => this.register(addr));
   }
 
   /**
@@ -102,7 +100,7 @@ export class HoleCopier {
    * where userfaultfd cannot be had here.
    */
   static open(fd: number): HoleCopier | null {
-    const calls = process.platform === 'linux' && process.arch === 'x64' && FileWindows.available() ? bound() : null;
+    const calls = FileWindows.available() ? bound() : null;
     if (calls === null) return null;
     let uffd = calls.userfaultfd(O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
     // Before Linux 5.11 the flag is unknown (EINVAL); a privileged process may ask without it.
@@ -128,11 +126,11 @@ export class HoleCopier {
     let done = 0;
     while (done < buf.length) {
       const at = hostOffset + done;
-      const windowIndex = Math.floor(at / HOLE_COPY_WINDOW_BYTES);
+      const windowIndex = Math.floor(at / FILE_WINDOW_BYTES);
       const window = this.windows.window(windowIndex);
       if (window === undefined) break;
-      const inWindow = at - windowIndex * HOLE_COPY_WINDOW_BYTES;
-      const lengthBytes = Math.min(buf.length - done, HOLE_COPY_WINDOW_BYTES - inWindow);
+      const inWindow = at - windowIndex * FILE_WINDOW_BYTES;
+      const lengthBytes = Math.min(buf.length - done, FILE_WINDOW_BYTES - inWindow);
       const copied = await this.copyPages(window.addr + BigInt(inWindow), buf.subarray(done, done + lengthBytes));
       this.windows.copied(window, copied);
       done += copied;
@@ -169,7 +167,7 @@ export class HoleCopier {
     const register = new Uint8Array(UFFDIO_REGISTER_BYTES);
     const view = new DataView(register.buffer);
     view.setBigUint64(0, addr, true);
-    view.setBigUint64(8, BigInt(HOLE_COPY_WINDOW_BYTES), true);
+    view.setBigUint64(8, BigInt(FILE_WINDOW_BYTES), true);
     view.setBigUint64(16, UFFDIO_REGISTER_MODE_MISSING, true);
     return this.calls.ioctl(this.uffd, UFFDIO_REGISTER, register) === 0 && (view.getBigUint64(24, true) & UFFDIO_COPY_ALLOWED) !== 0n;
   }

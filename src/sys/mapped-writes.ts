@@ -19,11 +19,9 @@
  * JavaScript: nothing but the kernel writes through it.
  */
 import koffi from 'koffi';
-import { FileWindows } from './file-windows.js';
+import { FILE_WINDOW_BYTES, FileWindows } from './file-windows.js';
 import { IOVEC_BYTES, libcLibrary } from './libc.js';
 
-/** The file is mapped in windows of this size, each on first use. */
-export const MAPPED_WRITE_WINDOW_BYTES = 1024 * 1024 * 1024;
 /**
  * Page table entries for a window are dropped once this much was written through it, so a large
  * image's mapping does not keep an entry for every page it ever wrote (2 MiB of page tables per
@@ -70,12 +68,12 @@ export class MappedWriter {
     fd: number,
     private readonly writev: ProcessVmWritevAsync,
   ) {
-    this.windows = new FileWindows(fd, MAPPED_WRITE_WINDOW_BYTES, MAPPED_WRITE_ZAP_BYTES);
+    this.windows = new FileWindows(fd, MAPPED_WRITE_ZAP_BYTES);
   }
 
   /** A writer for fd (a tmpfs file open read-write; the descriptor stays the caller's), or null where it cannot be had. */
   static open(fd: number): MappedWriter | null {
-    const writev = process.platform === 'linux' && process.arch === 'x64' && FileWindows.available() ? bound() : null;
+    const writev = FileWindows.available() ? bound() : null;
     return writev === null ? null : new MappedWriter(fd, writev);
   }
 
@@ -87,9 +85,9 @@ export class MappedWriter {
    */
   write(bufs: readonly Uint8Array[], hostOffset: number, lengthBytes: number): Promise<number> {
     if (lengthBytes === 0) return Promise.resolve(0);
-    const windowIndex = Math.floor(hostOffset / MAPPED_WRITE_WINDOW_BYTES);
-    const inWindow = hostOffset - windowIndex * MAPPED_WRITE_WINDOW_BYTES;
-    if (inWindow + lengthBytes > MAPPED_WRITE_WINDOW_BYTES) return Promise.resolve(0);
+    const windowIndex = Math.floor(hostOffset / FILE_WINDOW_BYTES);
+    const inWindow = hostOffset - windowIndex * FILE_WINDOW_BYTES;
+    if (inWindow + lengthBytes > FILE_WINDOW_BYTES) return Promise.resolve(0);
     const window = this.windows.window(windowIndex);
     if (window === undefined) return Promise.resolve(0);
     const local = new Uint8Array(bufs.length * IOVEC_BYTES);

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { HoleCopyWrites } from '../../src/store/hole-copy-writes.js';
-import { HOLE_COPY_WINDOW_BYTES, HoleCopier } from '../../src/sys/hole-copy.js';
+import { FILE_WINDOW_BYTES } from '../../src/sys/file-windows.js';
+import { HoleCopier } from '../../src/sys/hole-copy.js';
 import { PAGE_BYTES } from '../../src/sys/libc.js';
 import { expectSameBytes, readFileAt, seededBytes } from '../support/bytes.js';
 import { killWhenPrinted } from '../support/kill-points.js';
@@ -45,7 +46,7 @@ function holeyFile(sizeBytes: number): { fd: number; p: string; copier: HoleCopi
 
 describe.skipIf(!shmAvailable())('HoleCopier', () => {
   it('copies whole pages into holes, from a subarray, and across two windows', async () => {
-    const { fd, copier } = holeyFile(HOLE_COPY_WINDOW_BYTES + 4 * MiB);
+    const { fd, copier } = holeyFile(FILE_WINDOW_BYTES + 4 * MiB);
     const backing = seededBytes(1, 2 * MiB + 3 * PAGE_BYTES);
     const src = backing.subarray(3 * PAGE_BYTES, 3 * PAGE_BYTES + 2 * MiB); // not at its buffer's start
     expect(await copier.copy(src, MiB)).toBe(2 * MiB);
@@ -53,7 +54,7 @@ describe.skipIf(!shmAvailable())('HoleCopier', () => {
     expect(readFileAt(fd, 0, MiB).every((b) => b === 0)).toBe(true);
 
     const across = seededBytes(2, 4 * PAGE_BYTES);
-    const at = HOLE_COPY_WINDOW_BYTES - 2 * PAGE_BYTES;
+    const at = FILE_WINDOW_BYTES - 2 * PAGE_BYTES;
     expect(await copier.copy(across, at)).toBe(across.length);
     expectSameBytes(readFileAt(fd, at, across.length), across);
     // The pages are in the file (allocated), not only in this process's mapping.

@@ -11,7 +11,8 @@ import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LocalHostFile } from '../../src/store/local-file.js';
 import { PAGE_BYTES } from '../../src/sys/libc.js';
-import { MAPPED_WRITE_WINDOW_BYTES, MappedWriter } from '../../src/sys/mapped-writes.js';
+import { FILE_WINDOW_BYTES } from '../../src/sys/file-windows.js';
+import { MappedWriter } from '../../src/sys/mapped-writes.js';
 import { expectSameBytes, readFileAt, seededBytes } from '../support/bytes.js';
 import { killWhenPrinted } from '../support/kill-points.js';
 import { fillUp, mountSmallTmpfs, unmountSmallTmpfs } from '../support/fill-filesystem.js';
@@ -63,10 +64,10 @@ describe.skipIf(!shmAvailable())('MappedWriter', () => {
     expectSameBytes(readFileAt(fd, MiB - PAGE_BYTES, PAGE_BYTES), data.subarray(0, PAGE_BYTES));
     expect(fs.fstatSync(fd).size).toBe(MiB);
 
-    fs.ftruncateSync(fd, MAPPED_WRITE_WINDOW_BYTES + MiB);
-    expect(await writer.write([data], MAPPED_WRITE_WINDOW_BYTES - PAGE_BYTES, data.length)).toBe(0);
-    expect(await writer.write([data], MAPPED_WRITE_WINDOW_BYTES, data.length)).toBe(data.length);
-    expectSameBytes(readFileAt(fd, MAPPED_WRITE_WINDOW_BYTES, data.length), data);
+    fs.ftruncateSync(fd, FILE_WINDOW_BYTES + MiB);
+    expect(await writer.write([data], FILE_WINDOW_BYTES - PAGE_BYTES, data.length)).toBe(0);
+    expect(await writer.write([data], FILE_WINDOW_BYTES, data.length)).toBe(data.length);
+    expectSameBytes(readFileAt(fd, FILE_WINDOW_BYTES, data.length), data);
   });
 });
 
